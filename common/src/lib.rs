@@ -1,0 +1,286 @@
+//! Types shared by the wardgate eBPF datapath and user space.
+//!
+//! Every BPF map key, value and event lives here, once. All types are `#[repr(C)]`, `Copy`, with
+//! explicit padding and a compile-time size check, so the kernel and user-space views can never
+//! drift apart. Fields in network byte order end in `_be`; addresses are raw network-order bytes.
+//! The only code that converts between these layouts and Rust types is `agent::datapath::convert`.
+#![no_std]
+
+pub mod reason;
+
+pub use reason::Reason;
+
+/// Where maps and links are pinned. The agent adopts whatever it finds here and never flushes it.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/wardgate";
+
+/// Map names as the kernel sees them (at most 15 bytes; `_V1` changes when a layout changes).
+pub mod map_names {
+    pub const ACTIVE: &str = "WG_ACTIVE_V1";
+    pub const SLOTS: &str = "WG_SLOTS_V1";
+    pub const CONFIG: &str = "WG_CONFIG_V1";
+    pub const DEVICES: &str = "WG_DEV_V1";
+    pub const PEERS: &str = "WG_PEER_V1";
+    pub const PORTS: &str = "WG_PORT_V1";
+    pub const MGMT: &str = "WG_MGMT_V1";
+    pub const CONNTRACK: &str = "WG_CT_V1";
+    pub const STATS: &str = "WG_STATS_V1";
+    pub const RATE: &str = "WG_RATE_V1";
+    pub const EVENTS: &str = "WG_EVENTS_V1";
+}
+
+/// Program (function) names in the eBPF object.
+pub mod program_names {
+    pub const INGRESS: &str = "wg_ingress";
+    pub const EGRESS: &str = "wg_egress";
+    /// A trivial pass program, the baseline for benchmarks.
+    pub const PASS: &str = "wg_pass";
+}
+
+/// Capacities per policy slot. Slotted maps hold two generations, so they are twice as large.
+pub mod capacity {
+    pub const DEVICES: u32 = 16_384;
+    pub const PEERS: u32 = 131_072;
+    pub const PORTS: u32 = 262_144;
+    pub const MGMT: u32 = 256;
+    pub const CONNTRACK: u32 = 262_144;
+    pub const RATE: u32 = 16_384;
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub const EVENTS_BYTES: u32 = 1 << 20;
+    /// Number of policy slots (A/B).
+    pub const SLOTS: u32 = 2;
+}
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+pub const DIR_FROM_DEVICE: u8 = 0;
+pub const DIR_TO_DEVICE: u8 = 1;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Device modes (`DeviceInfo::mode`).
+pub const MODE_LEARN: u32 = 0;
+pub const MODE_MONITOR: u32 = 1;
+pub const MODE_ENFORCE: u32 = 2;
+pub const MODE_QUARANTINE: u32 = 3;
+
+/// Gateway actions for traffic outside the policy (`GatewayConfig`).
+pub const ACTION_PASS: u32 = 0;
+pub const ACTION_DROP: u32 = 1;
+
+/// Rule actions (`RuleValue::action`).
+pub const RULE_ALLOW: u32 = 1;
+
+/// Conntrack flags (`CtValue::flags`).
+pub const CT_CLOSING: u32 = 1 << 0;
+/// Created in monitor mode for a flow the policy denies: passes, reported once.
+pub const CT_WOULD_DENY: u32 = 1 << 1;
+/// Created in learn mode without a policy check.
+pub const CT_LEARNED: u32 = 1 << 2;
+/// Idle timeout once FIN or RST was seen.
+pub const CT_CLOSING_TIMEOUT_S: u32 = 10;
+/// Idle timeout used when a rule gives none.
+pub const CT_DEFAULT_TIMEOUT_S: u32 = 300;
+
+/// Event kinds (`Event::kind`).
+pub const EVENT_NEW_FLOW: u32 = 1;
+pub const EVENT_DENY: u32 = 2;
+pub const EVENT_WOULD_DENY: u32 = 3;
+pub const EVENT_SPOOF: u32 = 4;
+pub const EVENT_UNKNOWN_DEVICE: u32 = 5;
+
+/// Device table key: one entry per device address per slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DeviceKey {
+    pub slot: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+    /// IPv4 in the first 4 bytes (network order), rest zero; IPv6 all 16.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<DeviceKey>() == 20);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DeviceInfo {
+    pub device_id: u32,
+    pub policy_id: u32,
+    pub mode: u32,
+    pub flags: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<DeviceInfo>() == 24);
+
+/// LPM key over (slot, direction, family, policy) exactly, then the peer address as a prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PeerKey {
+    pub slot: u8,
+    pub direction: u8,
+    pub family: u8,
+    pub _pad: u8,
+    pub policy_id: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
+/// Bits of `PeerKey` matched exactly before the address prefix starts.
+pub const PEER_FIXED_BITS: u32 = 64;
+
+/// Result of the peer lookup: the set of (protocol, port) entries that apply to this peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PeerValue {
+    pub peer_set: u32,
+}
+const _: () = assert!(core::mem::size_of::<PeerValue>() == 4);
+
+/// LPM key over (slot, peer set) exactly, then protocol, then port as a prefix (Cilium-style):
+/// prefix 64 = any protocol, 72 = one protocol any port, 72 + n = one protocol, port prefix /n.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PortKey {
+    pub slot: u8,
+    pub _pad: [u8; 3],
+    pub peer_set: u32,
+    pub proto: u8,
+    pub port_be: [u8; 2],
+    pub _pad2: u8,
+}
+const _: () = assert!(core::mem::size_of::<PortKey>() == 12);
+pub const PORT_FIXED_BITS: u32 = 64;
+pub const PORT_PROTO_BITS: u32 = 72;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RuleValue {
+    pub rule_id: u32,
+    pub action: u32,
+    pub idle_timeout_s: u32,
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<RuleValue>() == 16);
+
+/// Management allowlist: LPM over (protocol, port) exactly, then the remote address as a prefix.
+/// Never generation-switched: written from the agent's local config, so a bad policy cannot
+/// lock the gateway out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MgmtKey {
+    pub family: u8,
+    pub proto: u8,
+    pub port_be: [u8; 2],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<MgmtKey>() == 20);
+pub const MGMT_FIXED_BITS: u32 = 32;
+
+/// Per-slot metadata, written before the slot is made active.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SlotMeta {
+    pub generation: u32,
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<SlotMeta>() == 8);
+
+/// Gateway-wide settings from the agent config.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GatewayConfig {
+    /// `ACTION_*` for IP traffic whose device address is not in the device table.
+    pub unknown_action: u32,
+    /// `ACTION_*` for EtherTypes other than IPv4, IPv6 and ARP (ARP always passes).
+    pub non_ip_action: u32,
+    /// Events per second allowed per device (token bucket refill), 0 = no events.
+    pub event_rate: u32,
+    /// Token bucket size per device.
+    pub event_burst: u32,
+}
+const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 16);
+
+/// Connection-tracking key, in the orientation of the packet that created the entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct CtKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport_be: [u8; 2],
+    pub dport_be: [u8; 2],
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<CtKey>() == 40);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CtValue {
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Policy generation the flow was last checked against; a new generation re-checks it.
+    pub generation: u32,
+    pub rule_id: u32,
+    pub device_id: u32,
+    pub idle_timeout_s: u32,
+    pub flags: u32,
+    /// `DIR_*` of the packet that created the entry.
+    pub direction: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<CtValue>() == 48);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RateState {
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<RateState>() == 16);
+
+/// Ring-buffer event. `device_id` 0 means the address is not a known device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub kind: u32,
+    pub reason: u32,
+    pub device_id: u32,
+    pub policy_id: u32,
+    pub rule_id: u32,
+    pub generation: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub direction: u8,
+    pub _pad: u8,
+    pub sport_be: [u8; 2],
+    pub dport_be: [u8; 2],
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_mac: [u8; 6],
+    pub _pad2: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<Event>() == 80);
+
+#[cfg(feature = "user")]
+mod pod {
+    // Safety: every type below is repr(C), Copy, has explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::DeviceKey {}
+    unsafe impl aya::Pod for super::DeviceInfo {}
+    unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::PeerValue {}
+    unsafe impl aya::Pod for super::PortKey {}
+    unsafe impl aya::Pod for super::RuleValue {}
+    unsafe impl aya::Pod for super::MgmtKey {}
+    unsafe impl aya::Pod for super::SlotMeta {}
+    unsafe impl aya::Pod for super::GatewayConfig {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtValue {}
+    unsafe impl aya::Pod for super::RateState {}
+    unsafe impl aya::Pod for super::Event {}
+}

@@ -1,0 +1,109 @@
+//! Verdict reasons. Every packet the datapath sees is counted under exactly one reason, and every
+//! drop has one; the per-CPU `WG_STATS_V1` array is indexed by these values.
+
+/// Why the datapath passed or dropped a packet. Values are stable: they are stored in events and
+/// counters, so new reasons are appended and none is renumbered.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Forward packet of a tracked, still-valid flow.
+    PassEstablished = 0,
+    /// Reply packet of a tracked flow.
+    PassReply = 1,
+    /// New flow allowed by a policy rule.
+    PassPolicy = 2,
+    /// Device in learn mode: passed and reported as a new flow.
+    PassLearn = 3,
+    /// Device in monitor mode: the policy would deny it; passed and reported.
+    PassMonitorWouldDeny = 4,
+    /// ARP is never blocked.
+    PassArp = 5,
+    /// Management allowlist (gateway SSH, controller) is never blocked.
+    PassMgmt = 6,
+    /// Non-IP EtherType passed by configuration.
+    PassNonIp = 7,
+    /// Address not in the device table, gateway default is pass.
+    PassUnknownDevice = 8,
+    /// IPv6 neighbour discovery / router solicitation, needed for IPv6 to work at all.
+    PassNeighbour = 9,
+    /// Spoofed source MAC for a device in learn or monitor mode: passed and reported.
+    PassSpoofReported = 10,
+    /// Policy denies the flow (device in enforce mode).
+    DropPolicy = 16,
+    /// Device is quarantined.
+    DropQuarantine = 17,
+    /// Source address belongs to a device but the source MAC is not the device's.
+    DropSpoof = 18,
+    /// Address not in the device table, gateway default is drop.
+    DropUnknownDevice = 19,
+    /// Non-IP EtherType dropped by configuration.
+    DropNonIp = 20,
+    /// Truncated or malformed header.
+    DropMalformed = 21,
+    /// Non-first IPv4 fragment or IPv6 fragment from/to an enforced device: no ports to check.
+    DropFragment = 22,
+}
+
+impl Reason {
+    /// Size of the counters array; every discriminant is below it.
+    pub const COUNT: u32 = 32;
+
+    pub const ALL: [Reason; 18] = [
+        Reason::PassEstablished,
+        Reason::PassReply,
+        Reason::PassPolicy,
+        Reason::PassLearn,
+        Reason::PassMonitorWouldDeny,
+        Reason::PassArp,
+        Reason::PassMgmt,
+        Reason::PassNonIp,
+        Reason::PassUnknownDevice,
+        Reason::PassNeighbour,
+        Reason::PassSpoofReported,
+        Reason::DropPolicy,
+        Reason::DropQuarantine,
+        Reason::DropSpoof,
+        Reason::DropUnknownDevice,
+        Reason::DropNonIp,
+        Reason::DropMalformed,
+        Reason::DropFragment,
+    ];
+
+    pub const fn is_drop(self) -> bool {
+        (self as u32) >= 16
+    }
+
+    pub fn from_u32(v: u32) -> Option<Reason> {
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u32 == v {
+                return Some(Self::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassEstablished => "pass_established",
+            Reason::PassReply => "pass_reply",
+            Reason::PassPolicy => "pass_policy",
+            Reason::PassLearn => "pass_learn",
+            Reason::PassMonitorWouldDeny => "pass_monitor_would_deny",
+            Reason::PassArp => "pass_arp",
+            Reason::PassMgmt => "pass_mgmt",
+            Reason::PassNonIp => "pass_non_ip",
+            Reason::PassUnknownDevice => "pass_unknown_device",
+            Reason::PassNeighbour => "pass_neighbour",
+            Reason::PassSpoofReported => "pass_spoof_reported",
+            Reason::DropPolicy => "drop_policy",
+            Reason::DropQuarantine => "drop_quarantine",
+            Reason::DropSpoof => "drop_spoof",
+            Reason::DropUnknownDevice => "drop_unknown_device",
+            Reason::DropNonIp => "drop_non_ip",
+            Reason::DropMalformed => "drop_malformed",
+            Reason::DropFragment => "drop_fragment",
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! wardctl: the command line for engineers and scripts.
+
+use clap::Parser;
+use wardgate_controller::cli::output::OutputFormat;
+
+#[derive(Parser)]
+#[command(name = "wardctl", version, about = "wardgate control: profiles, sites, devices, alerts, audit")]
+struct Cli {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _ = cli.output;
+    match cli.command {}
+}

@@ -1,0 +1,3 @@
+//! wardctl subcommands, one file each.
+
+pub mod output;

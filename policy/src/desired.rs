@@ -1,0 +1,236 @@
+//! The desired state of one gateway: what the compiler produces and the agent writes into BPF maps.
+//!
+//! It carries both the logical policy (devices, rules, for people and for explaining events) and
+//! its lowering to map-level entries (`peers`, `ports`, see [`crate::lower`]). The agent adds only
+//! the slot byte and the byte-order conversion; everything else is decided here, without I/O.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Per-device enforcement mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Pass everything, report new flows. New devices start here.
+    Learn,
+    /// Pass everything, report what the policy would deny.
+    Monitor,
+    /// Drop what the policy does not allow, report it.
+    Enforce,
+    /// Drop everything but the gateway's management allowlist.
+    Quarantine,
+}
+
+impl Mode {
+    pub fn as_datapath(self) -> u32 {
+        use wardgate_common as c;
+        match self {
+            Mode::Learn => c::MODE_LEARN,
+            Mode::Monitor => c::MODE_MONITOR,
+            Mode::Enforce => c::MODE_ENFORCE,
+            Mode::Quarantine => c::MODE_QUARANTINE,
+        }
+    }
+}
+
+/// Which way a rule looks: flows the device opens, or flows opened towards the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    FromDevice,
+    ToDevice,
+}
+
+impl Direction {
+    pub fn as_datapath(self) -> u8 {
+        match self {
+            Direction::FromDevice => wardgate_common::DIR_FROM_DEVICE,
+            Direction::ToDevice => wardgate_common::DIR_TO_DEVICE,
+        }
+    }
+}
+
+/// IP protocol of a rule. `Any` matches every protocol and every port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+impl Proto {
+    /// IP protocol number, `None` for `Any`.
+    pub fn number(self) -> Option<u8> {
+        use wardgate_common as c;
+        match self {
+            Proto::Any => None,
+            Proto::Tcp => Some(c::PROTO_TCP),
+            Proto::Udp => Some(c::PROTO_UDP),
+            Proto::Icmp => Some(c::PROTO_ICMP),
+            Proto::Icmpv6 => Some(c::PROTO_ICMPV6),
+        }
+    }
+
+    pub fn has_ports(self) -> bool {
+        matches!(self, Proto::Tcp | Proto::Udp)
+    }
+}
+
+/// Inclusive port range; a single port has `lo == hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> Self {
+        PortRange { lo: port, hi: port }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.lo <= port && port <= self.hi
+    }
+}
+
+/// A MAC address, written `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(format!("`{s}` is not a MAC address (expected aa:bb:cc:dd:ee:ff)"));
+        }
+        let mut out = [0u8; 6];
+        for (o, p) in out.iter_mut().zip(parts) {
+            if p.len() != 2 {
+                return Err(format!("`{s}` is not a MAC address (expected aa:bb:cc:dd:ee:ff)"));
+            }
+            *o = u8::from_str_radix(p, 16)
+                .map_err(|_| format!("`{s}` is not a MAC address (bad hex `{p}`)"))?;
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One allow rule, after names (groups, same-profile) were resolved to CIDRs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Rule {
+    /// Unique within a desired state; reported in events.
+    pub rule_id: u32,
+    /// Where the rule comes from, for people: `infusion-pump#2 (dicom to pacs)`.
+    pub name: String,
+    pub direction: Direction,
+    pub proto: Proto,
+    pub peers: Vec<IpNet>,
+    /// Destination port of the flow's first packet (the service port); `None` = all ports.
+    pub ports: Option<PortRange>,
+    /// Conntrack idle timeout in seconds for flows this rule allows.
+    pub idle_timeout_s: u32,
+}
+
+/// The compiled rules of one profile on one gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyEntry {
+    pub policy_id: u32,
+    pub profile: String,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    pub device_id: u32,
+    pub name: String,
+    pub addrs: Vec<IpAddr>,
+    pub mac: MacAddr,
+    pub policy_id: u32,
+    pub mode: Mode,
+}
+
+/// Map-level: (policy, direction, peer prefix) -> peer set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PeerEntry {
+    pub policy_id: u32,
+    pub direction: Direction,
+    pub cidr: IpNet,
+    pub peer_set: u32,
+}
+
+/// A port prefix: the top `len` bits of `value` are matched (len 16 = one port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortPrefix {
+    pub value: u16,
+    pub len: u8,
+}
+
+/// Map-level: (peer set, protocol or any, port prefix or any) -> rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortEntry {
+    pub peer_set: u32,
+    /// IP protocol number; `None` matches every protocol (and then `port` is `None`).
+    pub proto: Option<u8>,
+    pub port: Option<PortPrefix>,
+    pub rule_id: u32,
+    pub idle_timeout_s: u32,
+}
+
+/// Everything one gateway enforces, at one generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub gateway: String,
+    pub generation: u32,
+    pub devices: Vec<DeviceEntry>,
+    pub policies: Vec<PolicyEntry>,
+    pub peers: Vec<PeerEntry>,
+    pub ports: Vec<PortEntry>,
+}
+
+impl DesiredState {
+    /// Reads a desired state from JSON (the format the controller pushes and the agent caches).
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("desired state always serializes")
+    }
+
+    pub fn rule(&self, rule_id: u32) -> Option<(&PolicyEntry, &Rule)> {
+        self.policies
+            .iter()
+            .find_map(|p| p.rules.iter().find(|r| r.rule_id == rule_id).map(|r| (p, r)))
+    }
+
+    pub fn device(&self, device_id: u32) -> Option<&DeviceEntry> {
+        self.devices.iter().find(|d| d.device_id == device_id)
+    }
+}

@@ -1,0 +1,1 @@
+//! `wardgate.v1` protobuf packages (generated with tonic/prost).
