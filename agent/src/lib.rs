@@ -1,1 +1,10 @@
-//! The wardgate gateway agent.
+//! The wardgate gateway agent: loads or adopts the eBPF datapath, is the only writer of its
+//! maps, applies desired states, and turns datapath events into log records (and, later,
+//! alerts for the controller).
+
+pub mod config;
+pub mod datapath;
+pub mod events;
+pub mod netns;
+pub mod paths;
+pub mod run;

@@ -1,1 +1,64 @@
-fn main() {}
+//! wardgate-agent: thin entry point over the agent library.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use wardgate_agent::{config::AgentConfig, datapath::Datapath, netns, paths};
+
+#[derive(Parser)]
+#[command(name = "wardgate-agent", version, about = "wardgate gateway agent")]
+struct Cli {
+    /// Run inside this named network namespace (`ip netns`); only the network namespace
+    /// changes, so pins under /sys/fs/bpf stay shared.
+    #[arg(long, global = true)]
+    netns: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load or adopt the datapath and enforce the desired state until SIGTERM.
+    Run {
+        #[arg(long, default_value = paths::CONFIG)]
+        config: PathBuf,
+    },
+    /// Print the active generation and per-reason packet counters from the pinned maps.
+    Status {
+        #[arg(long, default_value = wardgate_common::PIN_ROOT)]
+        pin_root: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    // Before any thread exists, so every runtime thread is in the namespace too.
+    if let Some(ns) = &cli.netns {
+        netns::enter(ns).with_context(|| format!("entering network namespace {ns}"))?;
+    }
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
+            rt.block_on(wardgate_agent::run::run(cfg))
+        }
+        Command::Status { pin_root } => {
+            let mut dp = Datapath::load(&pin_root)?;
+            let (slot, generation) = dp.active()?;
+            println!("active slot {slot}, generation {generation}");
+            for (reason, n) in dp.stats()? {
+                if n > 0 {
+                    println!("{:<28} {n}", reason.name());
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -231,9 +231,12 @@ pub struct CtValue {
     pub flags: u32,
     /// `DIR_*` of the packet that created the entry.
     pub direction: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The device's MAC when the entry was made: checked on the fast path against spoofing.
+    pub dev_mac: [u8; 6],
+    pub _pad2: [u8; 4],
 }
-const _: () = assert!(core::mem::size_of::<CtValue>() == 48);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 56);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -1,0 +1,143 @@
+//! Agent configuration: typed, with documented defaults, unknown keys rejected.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use serde::Deserialize;
+use wardgate_policy::Proto;
+
+use crate::paths;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Device-facing interfaces; the datapath is attached to ingress and egress of each.
+    pub interfaces: Vec<String>,
+    /// bpffs directory for pinned maps and links. Default `/sys/fs/bpf/wardgate`.
+    #[serde(default = "default_pin_root")]
+    pub pin_root: PathBuf,
+    /// Desired-state file to apply and watch. Default `/var/lib/wardgate/desired.json`.
+    #[serde(default = "default_desired_state")]
+    pub desired_state: PathBuf,
+    /// What happens to IP traffic of addresses that are not known devices. Default `pass`.
+    #[serde(default)]
+    pub unknown_devices: Action,
+    /// What happens to EtherTypes other than IPv4, IPv6 and ARP. Default `pass`.
+    #[serde(default)]
+    pub non_ip: Action,
+    #[serde(default)]
+    pub events: EventConfig,
+    /// Flows that are never blocked, whatever the policy or mode (gateway SSH, controller).
+    #[serde(default)]
+    pub management: Vec<MgmtRule>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Pass,
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EventConfig {
+    /// Events per second per device (token bucket refill). Default 20; 0 turns events off.
+    #[serde(default = "default_rate")]
+    pub rate_per_s: u32,
+    /// Bucket size per device. Default 50.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+impl Default for EventConfig {
+    fn default() -> Self {
+        EventConfig { rate_per_s: default_rate(), burst: default_burst() }
+    }
+}
+
+/// A management service: traffic between devices and `cidr` on `proto`/`port` (the service's
+/// port, on the management side) always passes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MgmtRule {
+    pub cidr: IpNet,
+    pub proto: Proto,
+    pub port: u16,
+}
+
+fn default_pin_root() -> PathBuf {
+    PathBuf::from(wardgate_common::PIN_ROOT)
+}
+fn default_desired_state() -> PathBuf {
+    PathBuf::from(paths::DESIRED_STATE)
+}
+fn default_rate() -> u32 {
+    20
+}
+fn default_burst() -> u32 {
+    50
+}
+
+impl AgentConfig {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let cfg: AgentConfig = serde_norway::from_str(text)?;
+        if cfg.interfaces.is_empty() {
+            anyhow::bail!("`interfaces` is empty: name at least one device-facing interface");
+        }
+        for m in &cfg.management {
+            if !matches!(m.proto, Proto::Tcp | Proto::Udp) {
+                anyhow::bail!("management rule for {}: proto must be tcp or udp", m.cidr);
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading agent config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in agent config {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_in() {
+        let cfg = AgentConfig::parse("interfaces: [wg-dev0]\n").unwrap();
+        assert_eq!(cfg.pin_root, PathBuf::from("/sys/fs/bpf/wardgate"));
+        assert_eq!(cfg.unknown_devices, Action::Pass);
+        assert_eq!(cfg.events.rate_per_s, 20);
+        assert!(cfg.management.is_empty());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let cfg = AgentConfig::parse(
+            "interfaces: [wg-dev0, wg-dev1]\nunknown_devices: drop\nnon_ip: drop\n\
+             events: {rate_per_s: 5, burst: 10}\n\
+             management:\n  - {cidr: 203.0.113.1/32, proto: tcp, port: 22}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.interfaces.len(), 2);
+        assert_eq!(cfg.non_ip, Action::Drop);
+        assert_eq!(cfg.management[0].port, 22);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors_with_location() {
+        let err = AgentConfig::parse("interfaces: [a]\nunknown_device: drop\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("unknown_device") && msg.contains("line 2"), "{msg}");
+        assert!(AgentConfig::parse("interfaces: []\n").is_err());
+        let err = AgentConfig::parse(
+            "interfaces: [a]\nmanagement:\n  - {cidr: 203.0.113.1/32, proto: icmp, port: 0}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tcp or udp"));
+    }
+}

@@ -1,0 +1,213 @@
+//! The one place where Rust types become map keys/values (and back): address families, prefix
+//! lengths and network byte order are decided here and nowhere else.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use aya::maps::lpm_trie::Key;
+use ipnet::IpNet;
+use wardgate_common::{
+    self as c, DeviceInfo, DeviceKey, Event, MgmtKey, PeerKey, PortKey, Reason, RuleValue,
+};
+use wardgate_policy::desired::{DeviceEntry, PeerEntry, PortEntry};
+
+use crate::config::MgmtRule;
+
+pub fn ip_raw(addr: IpAddr) -> (u8, [u8; 16]) {
+    let mut out = [0u8; 16];
+    match addr {
+        IpAddr::V4(a) => {
+            out[..4].copy_from_slice(&a.octets());
+            (c::FAMILY_V4, out)
+        }
+        IpAddr::V6(a) => (c::FAMILY_V6, a.octets()),
+    }
+}
+
+pub fn ip_from_raw(family: u8, raw: [u8; 16]) -> IpAddr {
+    if family == c::FAMILY_V4 {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(raw))
+    }
+}
+
+fn net_raw(net: IpNet) -> (u8, [u8; 16], u32) {
+    let (family, addr) = ip_raw(net.trunc().addr());
+    (family, addr, u32::from(net.prefix_len()))
+}
+
+pub fn device_key(slot: u32, addr: IpAddr) -> DeviceKey {
+    let (family, addr) = ip_raw(addr);
+    DeviceKey { slot: slot as u8, family, _pad: [0; 2], addr }
+}
+
+pub fn device_info(d: &DeviceEntry) -> DeviceInfo {
+    DeviceInfo {
+        device_id: d.device_id,
+        policy_id: d.policy_id,
+        mode: d.mode.as_datapath(),
+        flags: 0,
+        mac: d.mac.0,
+        _pad: [0; 2],
+    }
+}
+
+pub fn peer_key(slot: u32, e: &PeerEntry) -> Key<PeerKey> {
+    let (family, addr, len) = net_raw(e.cidr);
+    let data = PeerKey {
+        slot: slot as u8,
+        direction: e.direction.as_datapath(),
+        family,
+        _pad: 0,
+        policy_id: e.policy_id,
+        addr,
+    };
+    Key::new(c::PEER_FIXED_BITS + len, data)
+}
+
+pub fn port_key(slot: u32, e: &PortEntry) -> Key<PortKey> {
+    let (proto, port_be, len) = match (e.proto, e.port) {
+        (None, _) => (0, [0; 2], c::PORT_FIXED_BITS),
+        (Some(p), None) => (p, [0; 2], c::PORT_PROTO_BITS),
+        (Some(p), Some(pp)) => (p, pp.value.to_be_bytes(), c::PORT_PROTO_BITS + u32::from(pp.len)),
+    };
+    let data =
+        PortKey { slot: slot as u8, _pad: [0; 3], peer_set: e.peer_set, proto, port_be, _pad2: 0 };
+    Key::new(len, data)
+}
+
+pub fn rule_value(e: &PortEntry) -> RuleValue {
+    RuleValue {
+        rule_id: e.rule_id,
+        action: c::RULE_ALLOW,
+        idle_timeout_s: e.idle_timeout_s,
+        flags: 0,
+    }
+}
+
+pub fn mgmt_key(m: &MgmtRule) -> Key<MgmtKey> {
+    let (family, addr, len) = net_raw(m.cidr);
+    let proto = m.proto.number().unwrap_or(0);
+    Key::new(c::MGMT_FIXED_BITS + len, MgmtKey { family, proto, port_be: m.port.to_be_bytes(), addr })
+}
+
+/// A datapath event in Rust types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatapathEvent {
+    pub kind: EventKind,
+    pub reason: Option<Reason>,
+    pub device_id: u32,
+    pub policy_id: u32,
+    pub rule_id: u32,
+    pub generation: u32,
+    pub proto: u8,
+    pub from_device: bool,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub src_mac: [u8; 6],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    NewFlow,
+    Deny,
+    WouldDeny,
+    Spoof,
+    UnknownDevice,
+    Other(u32),
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::NewFlow => "new_flow",
+            EventKind::Deny => "deny",
+            EventKind::WouldDeny => "would_deny",
+            EventKind::Spoof => "spoof",
+            EventKind::UnknownDevice => "unknown_device",
+            EventKind::Other(_) => "other",
+        }
+    }
+}
+
+/// Decodes a ring-buffer record; `None` if it is not an `Event` (short or foreign record).
+pub fn event(bytes: &[u8]) -> Option<DatapathEvent> {
+    if bytes.len() < size_of::<Event>() {
+        return None;
+    }
+    // Safety: length checked; Event is repr(C) plain data, read unaligned.
+    let ev: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let kind = match ev.kind {
+        c::EVENT_NEW_FLOW => EventKind::NewFlow,
+        c::EVENT_DENY => EventKind::Deny,
+        c::EVENT_WOULD_DENY => EventKind::WouldDeny,
+        c::EVENT_SPOOF => EventKind::Spoof,
+        c::EVENT_UNKNOWN_DEVICE => EventKind::UnknownDevice,
+        other => EventKind::Other(other),
+    };
+    Some(DatapathEvent {
+        kind,
+        reason: Reason::from_u32(ev.reason),
+        device_id: ev.device_id,
+        policy_id: ev.policy_id,
+        rule_id: ev.rule_id,
+        generation: ev.generation,
+        proto: ev.proto,
+        from_device: ev.direction == c::DIR_FROM_DEVICE,
+        src: ip_from_raw(ev.family, ev.src),
+        sport: u16::from_be_bytes(ev.sport_be),
+        dst: ip_from_raw(ev.family, ev.dst),
+        dport: u16::from_be_bytes(ev.dport_be),
+        src_mac: ev.src_mac,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wardgate_policy::desired::{Direction, PortPrefix};
+
+    #[test]
+    fn keys_carry_prefixes_in_network_order() {
+        let e = PortEntry {
+            peer_set: 3,
+            proto: Some(6),
+            port: Some(PortPrefix { value: 1024, len: 6 }),
+            rule_id: 9,
+            idle_timeout_s: 0,
+        };
+        let k = port_key(1, &e);
+        assert_eq!(k.prefix_len(), 72 + 6);
+        assert_eq!(k.data().port_be, [0x04, 0x00]);
+        let p = PeerEntry {
+            policy_id: 2,
+            direction: Direction::ToDevice,
+            cidr: "198.51.100.77/24".parse().unwrap(),
+            peer_set: 3,
+        };
+        let k = peer_key(0, &p);
+        assert_eq!(k.prefix_len(), 64 + 24);
+        assert_eq!(&k.data().addr[..4], &[198, 51, 100, 0]);
+        assert_eq!(k.data().direction, c::DIR_TO_DEVICE);
+    }
+
+    #[test]
+    fn events_round_trip_and_short_records_are_rejected() {
+        let mut raw = Event { kind: c::EVENT_DENY, reason: Reason::DropPolicy as u32, ..Default::default() };
+        raw.family = c::FAMILY_V4;
+        raw.src[..4].copy_from_slice(&[192, 0, 2, 10]);
+        raw.dport_be = 104u16.to_be_bytes();
+        // Safety: Event is plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw as *const Event).cast::<u8>(), size_of::<Event>())
+        };
+        let ev = event(bytes).unwrap();
+        assert_eq!(ev.kind, EventKind::Deny);
+        assert_eq!(ev.reason, Some(Reason::DropPolicy));
+        assert_eq!(ev.src, "192.0.2.10".parse::<IpAddr>().unwrap());
+        assert_eq!(ev.dport, 104);
+        assert!(event(&bytes[..10]).is_none());
+    }
+}

@@ -1,0 +1,262 @@
+//! The agent's datapath module: loads or adopts the eBPF programs and pinned maps, attaches them
+//! (TCX) to device-facing interfaces, and is the only code that writes BPF maps.
+
+pub mod convert;
+mod writer;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
+    programs::{
+        SchedClassifier, TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+    },
+};
+use thiserror::Error;
+use wardgate_common::{GatewayConfig, MgmtKey, Reason, SlotMeta, map_names, program_names};
+
+pub use writer::ApplyOutcome;
+
+use crate::{config::MgmtRule, paths};
+
+/// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wardgate"));
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[derive(Debug, Error)]
+pub enum DatapathError {
+    #[error(
+        "this build has no eBPF object (built with AYA_BUILD_SKIP=1); rebuild without it \
+         (`cargo xtask setup` installs the eBPF toolchain) before running the datapath"
+    )]
+    EmptyObject,
+    #[error(
+        "{path} is not on a bpffs mount; mount one with `mount -t bpf bpf /sys/fs/bpf` \
+         (pins must outlive the agent)"
+    )]
+    NotBpffs { path: PathBuf },
+    #[error("creating pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading the eBPF object (maps pinned under {path})")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("eBPF program `{name}`")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("attaching to {iface} {hook}")]
+    Attach {
+        iface: String,
+        hook: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("map {name} is missing from the object")]
+    MissingMap { name: &'static str },
+    #[error("desired state for gateway `{gateway}` has generation 0; generations start at 1")]
+    GenerationZero { gateway: String },
+}
+
+pub(crate) fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |e| DatapathError::Map { name, source: Box::new(e) }
+}
+
+/// How an interface hook was taken over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachOutcome {
+    /// A pinned link was found and its program replaced atomically: no packet went unfiltered.
+    Adopted,
+    /// No (usable) pinned link: attached and pinned a new one.
+    Attached,
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_root: PathBuf,
+    last_switch: Option<Instant>,
+}
+
+/// Returns the embedded eBPF object, refusing an empty (skipped) build.
+pub fn object() -> Result<&'static [u8], DatapathError> {
+    if OBJECT.is_empty() { Err(DatapathError::EmptyObject) } else { Ok(OBJECT) }
+}
+
+fn check_bpffs(path: &Path) -> Result<(), DatapathError> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| DatapathError::NotBpffs { path: path.to_path_buf() })?;
+    // Safety: statfs writes into the zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // Safety: valid C string and out pointer.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut st) };
+    if rc != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(DatapathError::NotBpffs { path: path.to_path_buf() });
+    }
+    Ok(())
+}
+
+impl Datapath {
+    /// Loads the programs and creates or adopts the maps pinned under `pin_root`. Existing
+    /// pinned maps are reused as they are: nothing is flushed.
+    pub fn load(pin_root: &Path) -> Result<Self, DatapathError> {
+        let object = object()?;
+        let bpffs_root = pin_root.parent().unwrap_or(pin_root);
+        check_bpffs(bpffs_root)?;
+        let maps_dir = paths::maps_dir(pin_root);
+        for dir in [maps_dir.clone(), pin_root.join("links")] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| DatapathError::PinDir { path: dir.clone(), source })?;
+        }
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(object)
+            .map_err(|e| DatapathError::Load { path: maps_dir.clone(), source: Box::new(e) })?;
+        let mut dp = Datapath { ebpf, pin_root: pin_root.to_path_buf(), last_switch: None };
+        for name in [program_names::INGRESS, program_names::EGRESS, program_names::PASS] {
+            dp.classifier(name)?
+                .load()
+                .map_err(|e| DatapathError::Program { name, source: Box::new(e) })?;
+        }
+        Ok(dp)
+    }
+
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+
+    /// A loaded classifier by name (for attaching, and for BPF_PROG_TEST_RUN in tests/benches).
+    pub fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
+        let prog = self.ebpf.program_mut(name).ok_or(DatapathError::Program {
+            name,
+            source: Box::new(aya::programs::ProgramError::NotLoaded),
+        })?;
+        prog.try_into().map_err(|e| DatapathError::Program { name, source: Box::new(e) })
+    }
+
+    /// Attaches ingress and egress of `iface` through TCX links pinned under the pin root. If
+    /// pinned links exist (agent restart or upgrade), their program is replaced in place.
+    pub fn attach(&mut self, iface: &str) -> Result<AttachOutcome, DatapathError> {
+        let mut outcome = AttachOutcome::Adopted;
+        for (hook, name, kind) in [
+            ("ingress", program_names::INGRESS, TcAttachType::Ingress),
+            ("egress", program_names::EGRESS, TcAttachType::Egress),
+        ] {
+            let pin = paths::link_pin(&self.pin_root, iface, hook);
+            let attach_err = |e: Box<dyn std::error::Error + Send + Sync>| DatapathError::Attach {
+                iface: iface.to_string(),
+                hook,
+                source: e,
+            };
+            let prog = self.classifier(name)?;
+            if pin.exists() {
+                match adopt(prog, &pin) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        tracing::warn!(pin = %pin.display(), error = %e,
+                            "pinned link unusable (interface gone?); attaching a new one");
+                        let _ = std::fs::remove_file(&pin);
+                    }
+                }
+            }
+            outcome = AttachOutcome::Attached;
+            let ifname = std::ffi::CString::new(iface).map_err(|e| attach_err(Box::new(e)))?;
+            let id = prog.attach(ifname.as_c_str(), kind).map_err(|e| attach_err(Box::new(e)))?;
+            let link = prog.take_link(id).map_err(|e| attach_err(Box::new(e)))?;
+            let fd: FdLink = link.try_into().map_err(|e: LinkError| attach_err(Box::new(e)))?;
+            fd.pin(&pin).map_err(|e| attach_err(Box::new(e)))?;
+        }
+        Ok(outcome)
+    }
+
+    pub fn set_gateway_config(&mut self, cfg: &GatewayConfig) -> Result<(), DatapathError> {
+        let mut map: Array<&mut MapData, GatewayConfig> = self.typed(map_names::CONFIG)?;
+        map.set(0, cfg, 0).map_err(map_err(map_names::CONFIG))
+    }
+
+    /// Makes the management allowlist exactly `rules` (adds first, then removes the rest, so an
+    /// entry present before and after is never missing).
+    pub fn set_management(&mut self, rules: &[MgmtRule]) -> Result<(), DatapathError> {
+        let mut map: LpmTrie<&mut MapData, MgmtKey, u32> = self.typed(map_names::MGMT)?;
+        let wanted: Vec<_> = rules.iter().map(convert::mgmt_key).collect();
+        for k in &wanted {
+            map.insert(k, &1, 0).map_err(map_err(map_names::MGMT))?;
+        }
+        let existing: Vec<_> = map.keys().filter_map(Result::ok).collect();
+        for k in existing {
+            let keep = wanted.iter().any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data());
+            if !keep {
+                map.remove(&k).map_err(map_err(map_names::MGMT))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The active slot and its generation (0 = nothing applied yet).
+    pub fn active(&mut self) -> Result<(u32, u32), DatapathError> {
+        let active: Array<&mut MapData, u32> = self.typed(map_names::ACTIVE)?;
+        let slot = active.get(&0, 0).map_err(map_err(map_names::ACTIVE))? & 1;
+        let slots: Array<&mut MapData, SlotMeta> = self.typed(map_names::SLOTS)?;
+        let meta = slots.get(&slot, 0).map_err(map_err(map_names::SLOTS))?;
+        Ok((slot, meta.generation))
+    }
+
+    /// Per-reason packet counters, summed over CPUs.
+    pub fn stats(&mut self) -> Result<BTreeMap<Reason, u64>, DatapathError> {
+        let map: PerCpuArray<&mut MapData, u64> = self.typed(map_names::STATS)?;
+        let mut out = BTreeMap::new();
+        for r in Reason::ALL {
+            let values = map.get(&(r as u32), 0).map_err(map_err(map_names::STATS))?;
+            out.insert(r, values.iter().sum());
+        }
+        Ok(out)
+    }
+
+    /// Takes the event ring buffer out (once), for a reader task.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        let map = self
+            .ebpf
+            .take_map(map_names::EVENTS)
+            .ok_or(DatapathError::MissingMap { name: map_names::EVENTS })?;
+        RingBuf::try_from(map).map_err(map_err(map_names::EVENTS))
+    }
+
+    pub(crate) fn typed<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap { name })?;
+        T::try_from(map).map_err(map_err(name))
+    }
+}
+
+fn adopt(prog: &mut SchedClassifier, pin: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let pinned = PinnedLink::from_pin(pin)?;
+    let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
+    let id = prog.attach_to_link(link)?;
+    // The pin keeps the link (and so the program) attached after this process exits.
+    let link = prog.take_link(id)?;
+    let _fd: FdLink = link.try_into()?;
+    Ok(())
+}

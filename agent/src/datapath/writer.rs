@@ -1,0 +1,107 @@
+//! Applying a desired state: the new generation is written in full into the inactive slot, its
+//! metadata last, and then one 4-byte write of `WG_ACTIVE_V1` makes it visible. A packet reads the
+//! active slot once and uses only that slot, so no packet ever sees half a policy.
+
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, HashMap, MapData, lpm_trie::LpmTrie};
+use wardgate_common::{
+    DeviceInfo, DeviceKey, PeerKey, PeerValue, PortKey, RuleValue, SlotMeta, map_names,
+};
+use wardgate_policy::DesiredState;
+
+use super::{Datapath, DatapathError, convert, map_err};
+
+/// After a switch, packets that read the old slot may still be running: wait this long before
+/// rewriting it. Programs run for microseconds; this is generous.
+const GRACE: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The active slot already holds this generation (e.g. agent restart): nothing written.
+    Unchanged { generation: u32 },
+    Switched { from: u32, to: u32, slot: u32, entries: usize },
+}
+
+impl Datapath {
+    pub fn apply(&mut self, state: &DesiredState) -> Result<ApplyOutcome, DatapathError> {
+        if state.generation == 0 {
+            return Err(DatapathError::GenerationZero { gateway: state.gateway.clone() });
+        }
+        let (active, current) = self.active()?;
+        if current == state.generation {
+            return Ok(ApplyOutcome::Unchanged { generation: current });
+        }
+        if let Some(t) = self.last_switch {
+            let since = t.elapsed();
+            if since < GRACE {
+                std::thread::sleep(GRACE - since);
+            }
+        }
+        let slot = active ^ 1;
+        self.clear_slot(slot)?;
+        let entries = self.write_slot(slot, state)?;
+
+        let mut slots: Array<&mut MapData, SlotMeta> = self.typed(map_names::SLOTS)?;
+        slots
+            .set(slot, &SlotMeta { generation: state.generation, flags: 0 }, 0)
+            .map_err(map_err(map_names::SLOTS))?;
+        let mut switch: Array<&mut MapData, u32> = self.typed(map_names::ACTIVE)?;
+        switch.set(0, &slot, 0).map_err(map_err(map_names::ACTIVE))?;
+        self.last_switch = Some(Instant::now());
+        Ok(ApplyOutcome::Switched { from: current, to: state.generation, slot, entries })
+    }
+
+    fn clear_slot(&mut self, slot: u32) -> Result<(), DatapathError> {
+        let slot = slot as u8;
+        let mut devices: HashMap<&mut MapData, DeviceKey, DeviceInfo> =
+            self.typed(map_names::DEVICES)?;
+        let stale: Vec<_> = devices.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
+        for k in stale {
+            devices.remove(&k).map_err(map_err(map_names::DEVICES))?;
+        }
+        let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
+        let stale: Vec<_> =
+            peers.keys().filter_map(Result::ok).filter(|k| k.data().slot == slot).collect();
+        for k in stale {
+            peers.remove(&k).map_err(map_err(map_names::PEERS))?;
+        }
+        let mut ports: LpmTrie<&mut MapData, PortKey, RuleValue> = self.typed(map_names::PORTS)?;
+        let stale: Vec<_> =
+            ports.keys().filter_map(Result::ok).filter(|k| k.data().slot == slot).collect();
+        for k in stale {
+            ports.remove(&k).map_err(map_err(map_names::PORTS))?;
+        }
+        Ok(())
+    }
+
+    fn write_slot(&mut self, slot: u32, state: &DesiredState) -> Result<usize, DatapathError> {
+        let mut n = 0;
+        let mut devices: HashMap<&mut MapData, DeviceKey, DeviceInfo> =
+            self.typed(map_names::DEVICES)?;
+        for d in &state.devices {
+            let info = convert::device_info(d);
+            for addr in &d.addrs {
+                devices
+                    .insert(&convert::device_key(slot, *addr), &info, 0)
+                    .map_err(map_err(map_names::DEVICES))?;
+                n += 1;
+            }
+        }
+        let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
+        for e in &state.peers {
+            peers
+                .insert(&convert::peer_key(slot, e), &PeerValue { peer_set: e.peer_set }, 0)
+                .map_err(map_err(map_names::PEERS))?;
+            n += 1;
+        }
+        let mut ports: LpmTrie<&mut MapData, PortKey, RuleValue> = self.typed(map_names::PORTS)?;
+        for e in &state.ports {
+            ports
+                .insert(&convert::port_key(slot, e), &convert::rule_value(e), 0)
+                .map_err(map_err(map_names::PORTS))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

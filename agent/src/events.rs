@@ -1,0 +1,60 @@
+//! Reading datapath events from the ring buffer and naming what they are about.
+
+use std::sync::Arc;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::Interest;
+use tokio::{io::unix::AsyncFd, sync::watch};
+use wardgate_policy::DesiredState;
+
+use crate::datapath::convert::{self, DatapathEvent};
+
+/// Reads events until the task is dropped, logging each with device, profile and rule names
+/// from the current desired state. Malformed records are counted and skipped, never fatal.
+pub async fn read_events(
+    ring: RingBuf<MapData>,
+    state: watch::Receiver<Option<Arc<DesiredState>>>,
+) -> anyhow::Result<()> {
+    // Safety: the ring buffer owns its fd and outlives the registration (both live in `fd`).
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("registering the event ring buffer: {e}"))?;
+    let mut skipped = 0u64;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            match convert::event(&item) {
+                Some(ev) => log_event(&ev, state.borrow().as_deref()),
+                None => {
+                    skipped += 1;
+                    tracing::warn!(skipped, len = item.len(), "skipping malformed datapath event");
+                }
+            }
+        }
+        guard.clear_ready();
+    }
+}
+
+pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
+    let device = state.and_then(|s| s.device(ev.device_id)).map_or("-", |d| d.name.as_str());
+    let (profile, rule) = match state.and_then(|s| s.rule(ev.rule_id)) {
+        Some((p, r)) => (p.profile.as_str(), r.name.as_str()),
+        None => ("-", "-"),
+    };
+    let reason = ev.reason.map_or("unknown", |r| r.name());
+    tracing::info!(
+        target: "wardgate::event",
+        kind = ev.kind.name(),
+        reason,
+        device,
+        device_id = ev.device_id,
+        profile,
+        rule,
+        rule_id = ev.rule_id,
+        generation = ev.generation,
+        proto = ev.proto,
+        from_device = ev.from_device,
+        flow = %format_args!("{}:{} -> {}:{}", ev.src, ev.sport, ev.dst, ev.dport),
+        "datapath event"
+    );
+}

@@ -1,0 +1,118 @@
+//! The agent daemon: load or adopt the datapath, attach, apply the desired state (and re-apply
+//! when its file changes or on SIGHUP), log events, and exit on SIGTERM leaving enforcement in
+//! place (links and maps stay pinned).
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+use wardgate_common::GatewayConfig;
+use wardgate_policy::DesiredState;
+
+use crate::{
+    config::{Action, AgentConfig},
+    datapath::{ApplyOutcome, Datapath},
+};
+
+fn gateway_config(cfg: &AgentConfig) -> GatewayConfig {
+    let action = |a: Action| match a {
+        Action::Pass => wardgate_common::ACTION_PASS,
+        Action::Drop => wardgate_common::ACTION_DROP,
+    };
+    GatewayConfig {
+        unknown_action: action(cfg.unknown_devices),
+        non_ip_action: action(cfg.non_ip),
+        event_rate: cfg.events.rate_per_s,
+        event_burst: cfg.events.burst,
+    }
+}
+
+/// Loads a desired-state file; a missing file is `None` (nothing to apply yet).
+pub fn read_desired(path: &Path) -> anyhow::Result<Option<DesiredState>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let state = DesiredState::from_json(&text)
+        .with_context(|| format!("parsing desired state {}", path.display()))?;
+    Ok(Some(state))
+}
+
+/// Sets up the datapath for `cfg` (load/adopt, config, management allowlist, attach).
+pub fn prepare(cfg: &AgentConfig) -> anyhow::Result<Datapath> {
+    let mut dp = Datapath::load(&cfg.pin_root)?;
+    dp.set_gateway_config(&gateway_config(cfg))?;
+    dp.set_management(&cfg.management)?;
+    for iface in &cfg.interfaces {
+        let outcome = dp.attach(iface)?;
+        tracing::info!(iface, ?outcome, "datapath attached");
+    }
+    let (slot, generation) = dp.active()?;
+    tracing::info!(slot, generation, "active policy generation");
+    Ok(dp)
+}
+
+fn apply_file(
+    dp: &mut Datapath,
+    path: &Path,
+    tx: &watch::Sender<Option<Arc<DesiredState>>>,
+) -> anyhow::Result<()> {
+    let Some(state) = read_desired(path)? else {
+        tracing::warn!(path = %path.display(), "no desired state yet; keeping what is enforced");
+        return Ok(());
+    };
+    match dp.apply(&state)? {
+        ApplyOutcome::Unchanged { generation } => {
+            tracing::debug!(generation, "desired state already active")
+        }
+        ApplyOutcome::Switched { from, to, slot, entries } => {
+            tracing::info!(from, to, slot, entries, "policy generation switched")
+        }
+    }
+    tx.send_replace(Some(Arc::new(state)));
+    Ok(())
+}
+
+fn mtime(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let mut dp = prepare(&cfg)?;
+    let (tx, rx) = watch::channel(None);
+    let ring = dp.take_events()?;
+    let reader = tokio::spawn(crate::events::read_events(ring, rx));
+
+    // A bad desired state is logged and the current policy stays: never fail open or closed
+    // because a file was wrong.
+    if let Err(e) = apply_file(&mut dp, &cfg.desired_state, &tx) {
+        tracing::error!(error = format!("{e:#}"), "desired state not applied");
+    }
+    let mut seen = mtime(&cfg.desired_state);
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let reapply = tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => true,
+            _ = tick.tick() => {
+                let now = mtime(&cfg.desired_state);
+                let changed = now != seen;
+                seen = now;
+                changed
+            }
+        };
+        if reapply && let Err(e) = apply_file(&mut dp, &cfg.desired_state, &tx) {
+            tracing::error!(error = format!("{e:#}"), "desired state not applied");
+        }
+    }
+    reader.abort();
+    tracing::info!("stopping; datapath stays attached and enforcing (pinned)");
+    Ok(())
+}

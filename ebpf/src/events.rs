@@ -1,0 +1,92 @@
+//! Ring-buffer events, rate-limited per device with a token bucket.
+
+use wardgate_common::{DeviceInfo, Event, RateState};
+
+use crate::{
+    maps::{WG_CONFIG_V1, WG_EVENTS_V1, WG_RATE_V1},
+    parse::Packet,
+};
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// An event being prepared; only sent if the device's bucket has a token.
+pub struct Report {
+    ev: Event,
+}
+
+impl Report {
+    #[inline(always)]
+    pub fn new(pkt: &Packet, dir: u8, generation: u32, now: u64) -> Self {
+        Report {
+            ev: Event {
+                ts_ns: now,
+                kind: 0,
+                reason: 0,
+                device_id: 0,
+                policy_id: 0,
+                rule_id: 0,
+                generation,
+                family: pkt.family,
+                proto: pkt.proto,
+                direction: dir,
+                _pad: 0,
+                sport_be: pkt.sport_be,
+                dport_be: pkt.dport_be,
+                src: pkt.src,
+                dst: pkt.dst,
+                src_mac: pkt.src_mac,
+                _pad2: [0; 2],
+            },
+        }
+    }
+
+    #[inline(always)]
+    pub fn device(&mut self, dev: &DeviceInfo) {
+        self.ev.device_id = dev.device_id;
+        self.ev.policy_id = dev.policy_id;
+    }
+
+    #[inline(always)]
+    pub fn rule(&mut self, rule_id: u32) {
+        self.ev.rule_id = rule_id;
+    }
+
+    #[inline(always)]
+    pub fn send(&mut self, kind: u32, reason: wardgate_common::Reason) {
+        if !take_token(self.ev.device_id, self.ev.ts_ns) {
+            return;
+        }
+        self.ev.kind = kind;
+        self.ev.reason = reason as u32;
+        let _ = WG_EVENTS_V1.output(&self.ev, 0);
+    }
+}
+
+#[inline(always)]
+fn take_token(device_id: u32, now: u64) -> bool {
+    let Some(cfg) = WG_CONFIG_V1.get(0) else {
+        return false;
+    };
+    if cfg.event_rate == 0 {
+        return false;
+    }
+    let cap = u64::from(cfg.event_burst.max(1)) * NS_PER_S;
+    let rate = u64::from(cfg.event_rate);
+    if let Some(state) = WG_RATE_V1.get_ptr_mut(&device_id) {
+        // Safety: map value pointer from a successful lookup. Races between CPUs can only
+        // let an extra event through or lose one token, never corrupt memory.
+        let state = unsafe { &mut *state };
+        let elapsed = now.saturating_sub(state.last_ns).min(cap);
+        let tokens = (state.tokens + elapsed * rate).min(cap);
+        state.last_ns = now;
+        if tokens < NS_PER_S {
+            state.tokens = tokens;
+            return false;
+        }
+        state.tokens = tokens - NS_PER_S;
+        return true;
+    }
+    let state = RateState { tokens: cap - NS_PER_S, last_ns: now };
+    let _ = WG_RATE_V1.insert(&device_id, &state, 0);
+    true
+}

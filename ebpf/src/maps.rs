@@ -1,0 +1,49 @@
+//! Every map of the datapath, in one place. Layouts and names come from `wardgate_common`;
+//! all maps are pinned by name under the agent's pin path so a restarted agent adopts them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use wardgate_common::{
+    CtKey, CtValue, DeviceInfo, DeviceKey, GatewayConfig, MgmtKey, PeerKey, PeerValue, PortKey,
+    RateState, Reason, RuleValue, SlotMeta, capacity,
+};
+
+/// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
+#[map(name = "WG_ACTIVE_V1")]
+pub static WG_ACTIVE_V1: Array<u32> = Array::pinned(1, 0);
+
+#[map(name = "WG_SLOTS_V1")]
+pub static WG_SLOTS_V1: Array<SlotMeta> = Array::pinned(capacity::SLOTS, 0);
+
+#[map(name = "WG_CONFIG_V1")]
+pub static WG_CONFIG_V1: Array<GatewayConfig> = Array::pinned(1, 0);
+
+#[map(name = "WG_DEV_V1")]
+pub static WG_DEV_V1: HashMap<DeviceKey, DeviceInfo> =
+    HashMap::pinned(capacity::DEVICES * capacity::SLOTS, 0);
+
+// LPM tries: aya adds BPF_F_NO_PREALLOC itself, so memory grows with entries, not capacity.
+#[map(name = "WG_PEER_V1")]
+pub static WG_PEER_V1: LpmTrie<PeerKey, PeerValue> =
+    LpmTrie::pinned(capacity::PEERS * capacity::SLOTS, 0);
+
+#[map(name = "WG_PORT_V1")]
+pub static WG_PORT_V1: LpmTrie<PortKey, RuleValue> =
+    LpmTrie::pinned(capacity::PORTS * capacity::SLOTS, 0);
+
+#[map(name = "WG_MGMT_V1")]
+pub static WG_MGMT_V1: LpmTrie<MgmtKey, u32> = LpmTrie::pinned(capacity::MGMT, 0);
+
+#[map(name = "WG_CT_V1")]
+pub static WG_CT_V1: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+
+#[map(name = "WG_STATS_V1")]
+pub static WG_STATS_V1: PerCpuArray<u64> = PerCpuArray::pinned(Reason::COUNT, 0);
+
+#[map(name = "WG_RATE_V1")]
+pub static WG_RATE_V1: LruHashMap<u32, RateState> = LruHashMap::pinned(capacity::RATE, 0);
+
+#[map(name = "WG_EVENTS_V1")]
+pub static WG_EVENTS_V1: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);

@@ -1,0 +1,191 @@
+//! Packet parsing: one bounds-checked accessor, headers from `network-types`, and a `Packet`
+//! summary that the rest of the datapath works on. A header that does not fit is `Malformed`.
+
+use aya_ebpf::programs::TcContext;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+use wardgate_common::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_ARP: u16 = 0x0806;
+
+/// Bytes of headers we may read; pulled into the linear area once if the skb is non-linear.
+const HEADROOM: u32 = 14 + 40 + 4 * 8 + 20;
+
+pub struct Packet {
+    pub family: u8,
+    pub proto: u8,
+    /// TCP flags byte (FIN = 0x01, SYN = 0x02, RST = 0x04), 0 for other protocols.
+    pub tcp_flags: u8,
+    /// Non-first fragment: no transport header, ports unknown.
+    pub fragment: bool,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport_be: [u8; 2],
+    pub dport_be: [u8; 2],
+    pub src_mac: [u8; 6],
+    /// ICMP/ICMPv6 type (0 for other protocols).
+    pub icmp_type: u8,
+}
+
+pub enum Parsed {
+    Ip(Packet),
+    Arp,
+    /// Another EtherType, host byte order.
+    NonIp,
+    Malformed,
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_RST: u8 = 0x04;
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Parsed {
+    // Headers normally sit in the linear area; when they do not (GRO'd or paged skbs), pull them.
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    let len = ctx.len();
+    if linear < len && linear < HEADROOM {
+        let want = if len < HEADROOM { len } else { HEADROOM };
+        let _ = ctx.pull_data(want);
+    }
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Parsed::Malformed;
+    };
+    // Safety: ptr_at checked that the header lies inside the packet.
+    let eth = unsafe { &*eth };
+    let ether_type = u16::from_be(eth.ether_type);
+    let mut pkt = Packet {
+        family: 0,
+        proto: 0,
+        tcp_flags: 0,
+        fragment: false,
+        src: [0; 16],
+        dst: [0; 16],
+        sport_be: [0; 2],
+        dport_be: [0; 2],
+        src_mac: eth.src_addr,
+        icmp_type: 0,
+    };
+    let l4_off = match ether_type {
+        ETH_P_IP => {
+            let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+                return Parsed::Malformed;
+            };
+            // Safety: bounds checked by ptr_at.
+            let ip = unsafe { &*ip };
+            let ihl = usize::from(ip.vihl & 0x0f) * 4;
+            if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+                return Parsed::Malformed;
+            }
+            pkt.family = FAMILY_V4;
+            pkt.proto = ip.proto;
+            pkt.src[..4].copy_from_slice(&ip.src_addr);
+            pkt.dst[..4].copy_from_slice(&ip.dst_addr);
+            let frag_offset = u16::from_be_bytes(ip.frags) & 0x1fff;
+            if frag_offset != 0 {
+                pkt.fragment = true;
+                return Parsed::Ip(pkt);
+            }
+            EthHdr::LEN + ihl
+        }
+        ETH_P_IPV6 => {
+            let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN) else {
+                return Parsed::Malformed;
+            };
+            // Safety: bounds checked by ptr_at.
+            let ip = unsafe { &*ip };
+            if ip.vcf[0] >> 4 != 6 {
+                return Parsed::Malformed;
+            }
+            pkt.family = FAMILY_V6;
+            pkt.src = ip.src_addr;
+            pkt.dst = ip.dst_addr;
+            let mut next = ip.next_hdr;
+            let mut off = EthHdr::LEN + Ipv6Hdr::LEN;
+            // Skip up to four extension headers (hop-by-hop, routing, fragment, destination).
+            let mut i = 0;
+            while i < 4 {
+                i += 1;
+                match next {
+                    0 | 43 | 60 => {
+                        let Some(ext) = ptr_at::<[u8; 2]>(ctx, off) else {
+                            return Parsed::Malformed;
+                        };
+                        // Safety: bounds checked by ptr_at.
+                        let ext = unsafe { *ext };
+                        next = ext[0];
+                        off += (usize::from(ext[1]) + 1) * 8;
+                    }
+                    44 => {
+                        let Some(frag) = ptr_at::<[u8; 4]>(ctx, off) else {
+                            return Parsed::Malformed;
+                        };
+                        // Safety: bounds checked by ptr_at.
+                        let frag = unsafe { *frag };
+                        next = frag[0];
+                        off += 8;
+                        if u16::from_be_bytes([frag[2], frag[3]]) >> 3 != 0 {
+                            pkt.proto = next;
+                            pkt.fragment = true;
+                            return Parsed::Ip(pkt);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            pkt.proto = next;
+            off
+        }
+        ETH_P_ARP => return Parsed::Arp,
+        _ => return Parsed::NonIp,
+    };
+    match pkt.proto {
+        PROTO_TCP => {
+            let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4_off) else {
+                return Parsed::Malformed;
+            };
+            // Safety: bounds checked by ptr_at.
+            let tcp = unsafe { &*tcp };
+            pkt.sport_be = tcp.source;
+            pkt.dport_be = tcp.dest;
+            let Some(flags) = ptr_at::<u8>(ctx, l4_off + 13) else {
+                return Parsed::Malformed;
+            };
+            // Safety: bounds checked by ptr_at.
+            pkt.tcp_flags = unsafe { *flags };
+        }
+        PROTO_UDP => {
+            let Some(udp) = ptr_at::<UdpHdr>(ctx, l4_off) else {
+                return Parsed::Malformed;
+            };
+            // Safety: bounds checked by ptr_at.
+            let udp = unsafe { &*udp };
+            pkt.sport_be = udp.src;
+            pkt.dport_be = udp.dst;
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let Some(icmp) = ptr_at::<[u8; 2]>(ctx, l4_off) else {
+                return Parsed::Malformed;
+            };
+            // Safety: bounds checked by ptr_at.
+            pkt.icmp_type = unsafe { (*icmp)[0] };
+        }
+        _ => {}
+    }
+    Parsed::Ip(pkt)
+}

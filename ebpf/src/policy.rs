@@ -1,0 +1,55 @@
+//! Device, management and policy lookups. Cost is fixed by key width: one hash lookup for the
+//! device, two LPM lookups (peer prefix, then protocol + port prefix) for the policy.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use wardgate_common::{
+    DeviceInfo, DeviceKey, FAMILY_V4, MGMT_FIXED_BITS, MgmtKey, PEER_FIXED_BITS, PORT_FIXED_BITS,
+    PORT_PROTO_BITS, PeerKey, PortKey, RULE_ALLOW, RuleValue,
+};
+
+use crate::maps::{WG_DEV_V1, WG_MGMT_V1, WG_PEER_V1, WG_PORT_V1};
+
+#[inline(always)]
+fn addr_bits(family: u8) -> u32 {
+    if family == FAMILY_V4 { 32 } else { 128 }
+}
+
+#[inline(always)]
+pub fn device(slot: u32, family: u8, addr: &[u8; 16]) -> Option<DeviceInfo> {
+    let key = DeviceKey { slot: slot as u8, family, _pad: [0; 2], addr: *addr };
+    // Safety: the value is copied out before anything else touches the map.
+    unsafe { WG_DEV_V1.get(&key).copied() }
+}
+
+#[inline(always)]
+pub fn mgmt_allows(family: u8, proto: u8, port_be: [u8; 2], addr: &[u8; 16]) -> bool {
+    let key = Key::new(
+        MGMT_FIXED_BITS + addr_bits(family),
+        MgmtKey { family, proto, port_be, addr: *addr },
+    );
+    WG_MGMT_V1.get(&key).is_some()
+}
+
+#[inline(always)]
+pub fn lookup(
+    slot: u32,
+    policy_id: u32,
+    direction: u8,
+    family: u8,
+    peer: &[u8; 16],
+    proto: u8,
+    port_be: [u8; 2],
+) -> Option<RuleValue> {
+    let peer_key = Key::new(
+        PEER_FIXED_BITS + addr_bits(family),
+        PeerKey { slot: slot as u8, direction, family, _pad: 0, policy_id, addr: *peer },
+    );
+    let peer_set = WG_PEER_V1.get(&peer_key)?.peer_set;
+    let port_key = Key::new(
+        PORT_PROTO_BITS + 16,
+        PortKey { slot: slot as u8, _pad: [0; 3], peer_set, proto, port_be, _pad2: 0 },
+    );
+    let _ = PORT_FIXED_BITS;
+    let rule = *WG_PORT_V1.get(&port_key)?;
+    if rule.action == RULE_ALLOW { Some(rule) } else { None }
+}
