@@ -21,10 +21,17 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("no manifest dir")?);
-    let ebpf_dir = root.parent().context("agent has no parent dir")?.join("ebpf");
+    let ebpf_dir = root
+        .parent()
+        .context("agent has no parent dir")?
+        .join("ebpf");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "wardgate-ebpf", root_dir: ebpf_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "wardgate-ebpf",
+            root_dir: ebpf_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(EBPF_TOOLCHAIN),
     )
 }

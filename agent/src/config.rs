@@ -54,7 +54,10 @@ pub struct EventConfig {
 
 impl Default for EventConfig {
     fn default() -> Self {
-        EventConfig { rate_per_s: default_rate(), burst: default_burst() }
+        EventConfig {
+            rate_per_s: default_rate(),
+            burst: default_burst(),
+        }
     }
 }
 
@@ -132,7 +135,10 @@ mod tests {
     fn typos_and_bad_values_are_errors_with_location() {
         let err = AgentConfig::parse("interfaces: [a]\nunknown_device: drop\n").unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("unknown_device") && msg.contains("line 2"), "{msg}");
+        assert!(
+            msg.contains("unknown_device") && msg.contains("line 2"),
+            "{msg}"
+        );
         assert!(AgentConfig::parse("interfaces: []\n").is_err());
         let err = AgentConfig::parse(
             "interfaces: [a]\nmanagement:\n  - {cidr: 203.0.113.1/32, proto: icmp, port: 0}\n",

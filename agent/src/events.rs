@@ -27,7 +27,11 @@ pub async fn read_events(
                 Some(ev) => log_event(&ev, state.borrow().as_deref()),
                 None => {
                     skipped += 1;
-                    tracing::warn!(skipped, len = item.len(), "skipping malformed datapath event");
+                    tracing::warn!(
+                        skipped,
+                        len = item.len(),
+                        "skipping malformed datapath event"
+                    );
                 }
             }
         }
@@ -36,7 +40,9 @@ pub async fn read_events(
 }
 
 pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
-    let device = state.and_then(|s| s.device(ev.device_id)).map_or("-", |d| d.name.as_str());
+    let device = state
+        .and_then(|s| s.device(ev.device_id))
+        .map_or("-", |d| d.name.as_str());
     let (profile, rule) = match state.and_then(|s| s.rule(ev.rule_id)) {
         Some((p, r)) => (p.profile.as_str(), r.name.as_str()),
         None => ("-", "-"),

@@ -15,7 +15,10 @@ pub fn enter(name: &str) -> io::Result<()> {
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("setns({}): {e}", path.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("setns({}): {e}", path.display()),
+        ));
     }
     Ok(())
 }

@@ -69,7 +69,12 @@ fn apply_file(
         ApplyOutcome::Unchanged { generation } => {
             tracing::debug!(generation, "desired state already active")
         }
-        ApplyOutcome::Switched { from, to, slot, entries } => {
+        ApplyOutcome::Switched {
+            from,
+            to,
+            slot,
+            entries,
+        } => {
             tracing::info!(from, to, slot, entries, "policy generation switched")
         }
     }

@@ -4,7 +4,7 @@
 
 use wardgate_common::{
     CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue, DIR_FROM_DEVICE,
-    DeviceInfo, PROTO_TCP, Reason, RuleValue,
+    DeviceInfo, PROTO_TCP, RuleValue,
 };
 
 use crate::{
@@ -12,14 +12,19 @@ use crate::{
     parse::{Packet, TCP_FIN, TCP_RST},
 };
 
+/// Result of the conntrack lookup. Kept field-less (keys are rebuilt from the packet when
+/// needed): moving enums with payloads produced code the verifier rejects (uninitialized reads).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Ct {
-    /// Valid entry: the packet passes with this reason.
-    Hit(Reason),
     Miss,
+    /// Valid forward entry: passes as established.
+    Established,
+    /// Valid entry in the other orientation: passes as a reply.
+    Reply,
     /// Forward entry that must be re-checked (new generation or idle).
-    StaleForward { key: CtKey },
-    /// Reply to an entry that must be re-checked; `direction` is the opening packet's.
-    StaleReply { key: CtKey, direction: u8 },
+    StaleForward,
+    /// Reply to an entry that must be re-checked, in the direction of the opening packet.
+    StaleReply,
 }
 
 #[inline(always)]
@@ -66,8 +71,9 @@ fn touch(v: &mut CtValue, pkt: &Packet, now: u64) {
     }
 }
 
+/// Looks the packet up; for `StaleReply` also returns the opening packet's direction.
 #[inline(always)]
-pub fn lookup(pkt: &Packet, dir: u8, generation: u32, now: u64) -> Ct {
+pub fn lookup(pkt: &Packet, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
     // A packet from a device must carry the MAC the flow was opened with.
     let from_device = dir == DIR_FROM_DEVICE;
     let key = forward_key(pkt);
@@ -76,9 +82,9 @@ pub fn lookup(pkt: &Packet, dir: u8, generation: u32, now: u64) -> Ct {
         let v = unsafe { &mut *v };
         if fresh(v, generation, now) && (!from_device || v.dev_mac == pkt.src_mac) {
             touch(v, pkt, now);
-            return Ct::Hit(Reason::PassEstablished);
+            return (Ct::Established, dir);
         }
-        return Ct::StaleForward { key };
+        return (Ct::StaleForward, dir);
     }
     let key = reverse_key(pkt);
     if let Some(v) = WG_CT_V1.get_ptr_mut(&key) {
@@ -86,30 +92,34 @@ pub fn lookup(pkt: &Packet, dir: u8, generation: u32, now: u64) -> Ct {
         let v = unsafe { &mut *v };
         if fresh(v, generation, now) && (!from_device || v.dev_mac == pkt.src_mac) {
             touch(v, pkt, now);
-            return Ct::Hit(Reason::PassReply);
+            return (Ct::Reply, dir);
         }
-        return Ct::StaleReply { key, direction: v.direction };
+        return (Ct::StaleReply, v.direction);
     }
-    Ct::Miss
+    (Ct::Miss, dir)
 }
 
 /// Records that the flow passed at `generation`: refreshes a stale entry or creates one.
-#[allow(clippy::too_many_arguments, reason = "all are plain values of the one decision")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "all are plain values of the one decision"
+)]
 #[inline(always)]
 pub fn commit(
-    ct: &Ct,
+    ct: Ct,
     pkt: &Packet,
-    dir: u8,
+    direction: u8,
     generation: u32,
     now: u64,
     dev: &DeviceInfo,
     rule: Option<&RuleValue>,
     flags: u32,
 ) {
-    let (key, direction) = match ct {
-        Ct::StaleReply { key, direction } => (*key, *direction),
-        Ct::StaleForward { key } => (*key, dir),
-        _ => (forward_key(pkt), dir),
+    // `direction` is the opening packet's: for a stale reply, the entry keeps its orientation.
+    let key = if ct == Ct::StaleReply {
+        reverse_key(pkt)
+    } else {
+        forward_key(pkt)
     };
     let timeout = match rule {
         Some(r) if r.idle_timeout_s != 0 => r.idle_timeout_s,
@@ -135,10 +145,13 @@ pub fn commit(
 
 /// Drops a stale entry whose flow the current policy no longer allows.
 #[inline(always)]
-pub fn forget(ct: &Ct) {
+pub fn forget(ct: Ct, pkt: &Packet) {
     match ct {
-        Ct::StaleForward { key } | Ct::StaleReply { key, .. } => {
-            let _ = WG_CT_V1.remove(key);
+        Ct::StaleForward => {
+            let _ = WG_CT_V1.remove(&forward_key(pkt));
+        }
+        Ct::StaleReply => {
+            let _ = WG_CT_V1.remove(&reverse_key(pkt));
         }
         _ => {}
     }

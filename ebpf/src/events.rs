@@ -86,7 +86,10 @@ fn take_token(device_id: u32, now: u64) -> bool {
         state.tokens = tokens - NS_PER_S;
         return true;
     }
-    let state = RateState { tokens: cap - NS_PER_S, last_ns: now };
+    let state = RateState {
+        tokens: cap - NS_PER_S,
+        last_ns: now,
+    };
     let _ = WG_RATE_V1.insert(&device_id, &state, 0);
     true
 }

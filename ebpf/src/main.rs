@@ -54,7 +54,11 @@ fn verdict(reason: Reason) -> i32 {
         // Safety: per-CPU slot of this CPU; no other writer while we run.
         unsafe { *counter += 1 };
     }
-    if reason.is_drop() { TC_ACT_SHOT } else { TC_ACT_OK }
+    if reason.is_drop() {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_OK
+    }
 }
 
 #[inline(always)]
@@ -63,8 +67,14 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
         Parsed::Ip(pkt) => pkt,
         Parsed::Arp => return Reason::PassArp,
         Parsed::NonIp => {
-            let drop = WG_CONFIG_V1.get(0).is_some_and(|c| c.non_ip_action == ACTION_DROP);
-            return if drop { Reason::DropNonIp } else { Reason::PassNonIp };
+            let drop = WG_CONFIG_V1
+                .get(0)
+                .is_some_and(|c| c.non_ip_action == ACTION_DROP);
+            return if drop {
+                Reason::DropNonIp
+            } else {
+                Reason::PassNonIp
+            };
         }
         Parsed::Malformed => return Reason::DropMalformed,
     };
@@ -76,15 +86,23 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     // Safety: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
 
-    let ct = if pkt.fragment { Ct::Miss } else { conntrack::lookup(&pkt, dir, generation, now) };
-    let ct = match ct {
-        Ct::Hit(reason) => return reason,
-        other => other,
+    let (ct, flow_dir) = if pkt.fragment {
+        (Ct::Miss, dir)
+    } else {
+        conntrack::lookup(&pkt, dir, generation, now)
     };
+    match ct {
+        Ct::Established => return Reason::PassEstablished,
+        Ct::Reply => return Reason::PassReply,
+        _ => {}
+    }
 
     let from_device = dir == DIR_FROM_DEVICE;
-    let (remote, remote_port_be) =
-        if from_device { (&pkt.dst, pkt.dport_be) } else { (&pkt.src, pkt.sport_be) };
+    let (remote, remote_port_be) = if from_device {
+        (&pkt.dst, pkt.dport_be)
+    } else {
+        (&pkt.src, pkt.sport_be)
+    };
     if policy::mgmt_allows(pkt.family, pkt.proto, remote_port_be, remote) {
         return Reason::PassMgmt;
     }
@@ -92,16 +110,25 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     let device_addr = if from_device { &pkt.src } else { &pkt.dst };
     let mut report = Report::new(&pkt, dir, generation, now);
     let Some(dev) = policy::device(slot, pkt.family, device_addr) else {
-        let drop = WG_CONFIG_V1.get(0).is_some_and(|c| c.unknown_action == ACTION_DROP);
-        let reason = if drop { Reason::DropUnknownDevice } else { Reason::PassUnknownDevice };
+        let drop = WG_CONFIG_V1
+            .get(0)
+            .is_some_and(|c| c.unknown_action == ACTION_DROP);
+        let reason = if drop {
+            Reason::DropUnknownDevice
+        } else {
+            Reason::PassUnknownDevice
+        };
         report.send(EVENT_UNKNOWN_DEVICE, reason);
         return reason;
     };
     report.device(&dev);
 
     if from_device && dev.mac != pkt.src_mac {
-        let reason =
-            if dev.mode >= MODE_ENFORCE { Reason::DropSpoof } else { Reason::PassSpoofReported };
+        let reason = if dev.mode >= MODE_ENFORCE {
+            Reason::DropSpoof
+        } else {
+            Reason::PassSpoofReported
+        };
         report.send(EVENT_SPOOF, reason);
         return reason;
     }
@@ -126,22 +153,32 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
 
     // The policy is written for the flow's first packet: a stale reply entry is re-checked in
     // the direction of the packet that opened the flow, with that packet's destination port.
-    let (flow_dir, port_be, reply) = match ct {
-        Ct::StaleReply { direction, .. } => (direction, pkt.sport_be, true),
-        _ => (dir, pkt.dport_be, false),
+    let reply = ct == Ct::StaleReply;
+    let port_be = if reply { pkt.sport_be } else { pkt.dport_be };
+    let pass = if reply {
+        Reason::PassReply
+    } else {
+        Reason::PassPolicy
     };
-    let pass = if reply { Reason::PassReply } else { Reason::PassPolicy };
 
     if dev.mode == MODE_LEARN {
-        conntrack::commit(&ct, &pkt, dir, generation, now, &dev, None, CT_LEARNED);
+        conntrack::commit(ct, &pkt, flow_dir, generation, now, &dev, None, CT_LEARNED);
         if !reply {
             report.send(EVENT_NEW_FLOW, Reason::PassLearn);
         }
         return Reason::PassLearn;
     }
-    match policy::lookup(slot, dev.policy_id, flow_dir, pkt.family, remote, pkt.proto, port_be) {
+    match policy::lookup(
+        slot,
+        dev.policy_id,
+        flow_dir,
+        pkt.family,
+        remote,
+        pkt.proto,
+        port_be,
+    ) {
         Some(rule) => {
-            conntrack::commit(&ct, &pkt, dir, generation, now, &dev, Some(&rule), 0);
+            conntrack::commit(ct, &pkt, flow_dir, generation, now, &dev, Some(&rule), 0);
             report.rule(rule.rule_id);
             if dev.mode == MODE_MONITOR && !reply {
                 report.send(EVENT_NEW_FLOW, pass);
@@ -149,12 +186,21 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
             pass
         }
         None if dev.mode == MODE_MONITOR => {
-            conntrack::commit(&ct, &pkt, dir, generation, now, &dev, None, CT_WOULD_DENY);
+            conntrack::commit(
+                ct,
+                &pkt,
+                flow_dir,
+                generation,
+                now,
+                &dev,
+                None,
+                CT_WOULD_DENY,
+            );
             report.send(EVENT_WOULD_DENY, Reason::PassMonitorWouldDeny);
             Reason::PassMonitorWouldDeny
         }
         None => {
-            conntrack::forget(&ct);
+            conntrack::forget(ct, &pkt);
             report.send(EVENT_DENY, Reason::DropPolicy);
             Reason::DropPolicy
         }

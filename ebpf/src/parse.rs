@@ -156,18 +156,16 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     };
     match pkt.proto {
         PROTO_TCP => {
-            let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4_off) else {
+            // Read as bytes with one bounds check: a second check for the flags byte gets merged
+            // by LLVM in a way the verifier cannot follow.
+            let Some(tcp) = ptr_at::<[u8; TcpHdr::LEN]>(ctx, l4_off) else {
                 return Parsed::Malformed;
             };
             // Safety: bounds checked by ptr_at.
             let tcp = unsafe { &*tcp };
-            pkt.sport_be = tcp.source;
-            pkt.dport_be = tcp.dest;
-            let Some(flags) = ptr_at::<u8>(ctx, l4_off + 13) else {
-                return Parsed::Malformed;
-            };
-            // Safety: bounds checked by ptr_at.
-            pkt.tcp_flags = unsafe { *flags };
+            pkt.sport_be = [tcp[0], tcp[1]];
+            pkt.dport_be = [tcp[2], tcp[3]];
+            pkt.tcp_flags = tcp[13];
         }
         PROTO_UDP => {
             let Some(udp) = ptr_at::<UdpHdr>(ctx, l4_off) else {

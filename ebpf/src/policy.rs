@@ -16,7 +16,12 @@ fn addr_bits(family: u8) -> u32 {
 
 #[inline(always)]
 pub fn device(slot: u32, family: u8, addr: &[u8; 16]) -> Option<DeviceInfo> {
-    let key = DeviceKey { slot: slot as u8, family, _pad: [0; 2], addr: *addr };
+    let key = DeviceKey {
+        slot: slot as u8,
+        family,
+        _pad: [0; 2],
+        addr: *addr,
+    };
     // Safety: the value is copied out before anything else touches the map.
     unsafe { WG_DEV_V1.get(&key).copied() }
 }
@@ -25,7 +30,12 @@ pub fn device(slot: u32, family: u8, addr: &[u8; 16]) -> Option<DeviceInfo> {
 pub fn mgmt_allows(family: u8, proto: u8, port_be: [u8; 2], addr: &[u8; 16]) -> bool {
     let key = Key::new(
         MGMT_FIXED_BITS + addr_bits(family),
-        MgmtKey { family, proto, port_be, addr: *addr },
+        MgmtKey {
+            family,
+            proto,
+            port_be,
+            addr: *addr,
+        },
     );
     WG_MGMT_V1.get(&key).is_some()
 }
@@ -42,14 +52,32 @@ pub fn lookup(
 ) -> Option<RuleValue> {
     let peer_key = Key::new(
         PEER_FIXED_BITS + addr_bits(family),
-        PeerKey { slot: slot as u8, direction, family, _pad: 0, policy_id, addr: *peer },
+        PeerKey {
+            slot: slot as u8,
+            direction,
+            family,
+            _pad: 0,
+            policy_id,
+            addr: *peer,
+        },
     );
     let peer_set = WG_PEER_V1.get(&peer_key)?.peer_set;
     let port_key = Key::new(
         PORT_PROTO_BITS + 16,
-        PortKey { slot: slot as u8, _pad: [0; 3], peer_set, proto, port_be, _pad2: 0 },
+        PortKey {
+            slot: slot as u8,
+            _pad: [0; 3],
+            peer_set,
+            proto,
+            port_be,
+            _pad2: 0,
+        },
     );
     let _ = PORT_FIXED_BITS;
     let rule = *WG_PORT_V1.get(&port_key)?;
-    if rule.action == RULE_ALLOW { Some(rule) } else { None }
+    if rule.action == RULE_ALLOW {
+        Some(rule)
+    } else {
+        None
+    }
 }

@@ -105,7 +105,11 @@ pub struct MacAddr(pub [u8; 6]);
 impl std::fmt::Display for MacAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -115,12 +119,16 @@ impl std::str::FromStr for MacAddr {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split([':', '-']).collect();
         if parts.len() != 6 {
-            return Err(format!("`{s}` is not a MAC address (expected aa:bb:cc:dd:ee:ff)"));
+            return Err(format!(
+                "`{s}` is not a MAC address (expected aa:bb:cc:dd:ee:ff)"
+            ));
         }
         let mut out = [0u8; 6];
         for (o, p) in out.iter_mut().zip(parts) {
             if p.len() != 2 {
-                return Err(format!("`{s}` is not a MAC address (expected aa:bb:cc:dd:ee:ff)"));
+                return Err(format!(
+                    "`{s}` is not a MAC address (expected aa:bb:cc:dd:ee:ff)"
+                ));
             }
             *o = u8::from_str_radix(p, 16)
                 .map_err(|_| format!("`{s}` is not a MAC address (bad hex `{p}`)"))?;
@@ -225,9 +233,12 @@ impl DesiredState {
     }
 
     pub fn rule(&self, rule_id: u32) -> Option<(&PolicyEntry, &Rule)> {
-        self.policies
-            .iter()
-            .find_map(|p| p.rules.iter().find(|r| r.rule_id == rule_id).map(|r| (p, r)))
+        self.policies.iter().find_map(|p| {
+            p.rules
+                .iter()
+                .find(|r| r.rule_id == rule_id)
+                .map(|r| (p, r))
+        })
     }
 
     pub fn device(&self, device_id: u32) -> Option<&DeviceEntry> {

@@ -22,7 +22,12 @@ pub enum CapacityError {
         "gateway `{gateway}` needs {needed} {map} entries but the datapath holds {capacity}; \
          refusing to compile rather than overflow the map (split the gateway or merge rules)"
     )]
-    Overflow { gateway: String, map: &'static str, needed: usize, capacity: u32 },
+    Overflow {
+        gateway: String,
+        map: &'static str,
+        needed: usize,
+        capacity: u32,
+    },
 }
 
 /// Splits an inclusive port range into the fewest prefixes that cover exactly that range.
@@ -34,18 +39,28 @@ pub fn range_to_prefixes(lo: u16, hi: u16) -> Vec<PortPrefix> {
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
     while lo <= hi {
         // Largest aligned block starting at `lo` that does not pass `hi`.
-        let mut bits = if lo == 0 { 16 } else { lo.trailing_zeros().min(16) };
+        let mut bits = if lo == 0 {
+            16
+        } else {
+            lo.trailing_zeros().min(16)
+        };
         while lo + (1 << bits) - 1 > hi {
             bits -= 1;
         }
-        out.push(PortPrefix { value: lo as u16, len: (16 - bits) as u8 });
+        out.push(PortPrefix {
+            value: lo as u16,
+            len: (16 - bits) as u8,
+        });
         lo += 1 << bits;
     }
     out
 }
 
 /// Port-level entries of one rule, before a peer set is assigned: (proto, port prefix).
-fn rule_port_keys(proto: Proto, ports: Option<crate::desired::PortRange>) -> Vec<(Option<u8>, Option<PortPrefix>)> {
+fn rule_port_keys(
+    proto: Proto,
+    ports: Option<crate::desired::PortRange>,
+) -> Vec<(Option<u8>, Option<PortPrefix>)> {
     match (proto, ports) {
         (Proto::Any, None) => vec![(None, None)],
         // "any protocol, port N" means the port-carrying protocols.
@@ -74,8 +89,10 @@ pub fn lower(
 
     // (policy, direction, cidr) -> [(proto, port prefix) -> (rule_id, timeout)], first rule wins.
     type PortSet = BTreeMap<(Option<u8>, Option<PortPrefix>), (u32, u32)>;
-    let mut by_cidr: BTreeMap<(u32, Direction), BTreeMap<IpNet, Vec<(u32, u32, Proto, Option<crate::desired::PortRange>)>>> =
-        BTreeMap::new();
+    let mut by_cidr: BTreeMap<
+        (u32, Direction),
+        BTreeMap<IpNet, Vec<(u32, u32, Proto, Option<crate::desired::PortRange>)>>,
+    > = BTreeMap::new();
     for p in &policies {
         for r in &p.rules {
             for cidr in &r.peers {
@@ -106,7 +123,12 @@ pub fn lower(
             }
             let next = set_ids.len() as u32 + 1;
             let peer_set = *set_ids.entry(set).or_insert(next);
-            peers.push(PeerEntry { policy_id: *policy_id, direction: *direction, cidr: *cidr, peer_set });
+            peers.push(PeerEntry {
+                policy_id: *policy_id,
+                direction: *direction,
+                cidr: *cidr,
+                peer_set,
+            });
         }
     }
 
@@ -126,17 +148,38 @@ pub fn lower(
 
     let addr_count: usize = devices.iter().map(|d| d.addrs.len()).sum();
     let unique_addrs: BTreeSet<_> = devices.iter().flat_map(|d| d.addrs.iter()).collect();
-    debug_assert_eq!(addr_count, unique_addrs.len(), "validation rejects duplicate addresses");
+    debug_assert_eq!(
+        addr_count,
+        unique_addrs.len(),
+        "validation rejects duplicate addresses"
+    );
     check(gateway, "device address", addr_count, capacity::DEVICES)?;
     check(gateway, "peer prefix", peers.len(), capacity::PEERS)?;
     check(gateway, "port rule", ports.len(), capacity::PORTS)?;
 
-    Ok(DesiredState { gateway: gateway.to_string(), generation, devices, policies, peers, ports })
+    Ok(DesiredState {
+        gateway: gateway.to_string(),
+        generation,
+        devices,
+        policies,
+        peers,
+        ports,
+    })
 }
 
-fn check(gateway: &str, map: &'static str, needed: usize, capacity: u32) -> Result<(), CapacityError> {
+fn check(
+    gateway: &str,
+    map: &'static str,
+    needed: usize,
+    capacity: u32,
+) -> Result<(), CapacityError> {
     if needed > capacity as usize {
-        return Err(CapacityError::Overflow { gateway: gateway.to_string(), map, needed, capacity });
+        return Err(CapacityError::Overflow {
+            gateway: gateway.to_string(),
+            map,
+            needed,
+            capacity,
+        });
     }
     Ok(())
 }
@@ -164,7 +207,11 @@ pub fn lookup(
         .filter(|e| e.proto.is_none_or(|p| p == proto))
         .filter(|e| {
             e.port.is_none_or(|pp| {
-                let mask = if pp.len == 0 { 0 } else { u16::MAX << (16 - u32::from(pp.len)) };
+                let mask = if pp.len == 0 {
+                    0
+                } else {
+                    u16::MAX << (16 - u32::from(pp.len))
+                };
                 port & mask == pp.value & mask
             })
         })
@@ -195,12 +242,33 @@ mod tests {
 
     #[test]
     fn range_prefixes_are_exact_and_minimal() {
-        assert_eq!(range_to_prefixes(104, 104), vec![PortPrefix { value: 104, len: 16 }]);
-        assert_eq!(range_to_prefixes(0, 65535), vec![PortPrefix { value: 0, len: 0 }]);
-        assert_eq!(range_to_prefixes(1024, 2047), vec![PortPrefix { value: 1024, len: 6 }]);
+        assert_eq!(
+            range_to_prefixes(104, 104),
+            vec![PortPrefix {
+                value: 104,
+                len: 16
+            }]
+        );
+        assert_eq!(
+            range_to_prefixes(0, 65535),
+            vec![PortPrefix { value: 0, len: 0 }]
+        );
+        assert_eq!(
+            range_to_prefixes(1024, 2047),
+            vec![PortPrefix {
+                value: 1024,
+                len: 6
+            }]
+        );
         // 1..=65535 is the classic worst case: 16 prefixes.
         assert_eq!(range_to_prefixes(1, 65535).len(), 16);
-        for (lo, hi) in [(11112, 11120), (1, 3), (2575, 2575), (49152, 65535), (5, 1000)] {
+        for (lo, hi) in [
+            (11112, 11120),
+            (1, 3),
+            (2575, 2575),
+            (49152, 65535),
+            (5, 1000),
+        ] {
             let p = range_to_prefixes(lo, hi);
             assert_eq!(cover(&p), (lo..=hi).collect::<Vec<_>>(), "{lo}-{hi}");
             assert!(p.len() <= 30, "{lo}-{hi} gave {} prefixes", p.len());
@@ -230,7 +298,11 @@ mod tests {
                 idle_timeout_s: 600,
             },
         ];
-        let policies = vec![PolicyEntry { policy_id: 7, profile: "ct".into(), rules }];
+        let policies = vec![PolicyEntry {
+            policy_id: 7,
+            profile: "ct".into(),
+            rules,
+        }];
         let s = lower("gw", 1, vec![], policies).unwrap();
         let host = "198.51.100.10".parse().unwrap();
         let other = "198.51.100.11".parse().unwrap();
@@ -255,7 +327,16 @@ mod tests {
             })
             .collect::<Vec<_>>();
         // Same prefixes for every rule collapse (first rule wins), so this fits...
-        let ok = lower("gw", 1, vec![], vec![PolicyEntry { policy_id: 1, profile: "p".into(), rules: rules.clone() }]);
+        let ok = lower(
+            "gw",
+            1,
+            vec![],
+            vec![PolicyEntry {
+                policy_id: 1,
+                profile: "p".into(),
+                rules: rules.clone(),
+            }],
+        );
         assert!(ok.is_ok());
         // ...but distinct peers per rule do not.
         let many: Vec<PolicyEntry> = (0..(capacity::PORTS / 16 + 10))
@@ -263,7 +344,10 @@ mod tests {
                 policy_id: i,
                 profile: format!("p{i}"),
                 // A distinct rule id per policy keeps the port sets from being shared.
-                rules: vec![Rule { rule_id: i, ..rules[0].clone() }],
+                rules: vec![Rule {
+                    rule_id: i,
+                    ..rules[0].clone()
+                }],
             })
             .collect();
         let err = lower("gw", 1, vec![], many).unwrap_err();

@@ -38,7 +38,12 @@ fn net_raw(net: IpNet) -> (u8, [u8; 16], u32) {
 
 pub fn device_key(slot: u32, addr: IpAddr) -> DeviceKey {
     let (family, addr) = ip_raw(addr);
-    DeviceKey { slot: slot as u8, family, _pad: [0; 2], addr }
+    DeviceKey {
+        slot: slot as u8,
+        family,
+        _pad: [0; 2],
+        addr,
+    }
 }
 
 pub fn device_info(d: &DeviceEntry) -> DeviceInfo {
@@ -69,10 +74,20 @@ pub fn port_key(slot: u32, e: &PortEntry) -> Key<PortKey> {
     let (proto, port_be, len) = match (e.proto, e.port) {
         (None, _) => (0, [0; 2], c::PORT_FIXED_BITS),
         (Some(p), None) => (p, [0; 2], c::PORT_PROTO_BITS),
-        (Some(p), Some(pp)) => (p, pp.value.to_be_bytes(), c::PORT_PROTO_BITS + u32::from(pp.len)),
+        (Some(p), Some(pp)) => (
+            p,
+            pp.value.to_be_bytes(),
+            c::PORT_PROTO_BITS + u32::from(pp.len),
+        ),
     };
-    let data =
-        PortKey { slot: slot as u8, _pad: [0; 3], peer_set: e.peer_set, proto, port_be, _pad2: 0 };
+    let data = PortKey {
+        slot: slot as u8,
+        _pad: [0; 3],
+        peer_set: e.peer_set,
+        proto,
+        port_be,
+        _pad2: 0,
+    };
     Key::new(len, data)
 }
 
@@ -88,7 +103,15 @@ pub fn rule_value(e: &PortEntry) -> RuleValue {
 pub fn mgmt_key(m: &MgmtRule) -> Key<MgmtKey> {
     let (family, addr, len) = net_raw(m.cidr);
     let proto = m.proto.number().unwrap_or(0);
-    Key::new(c::MGMT_FIXED_BITS + len, MgmtKey { family, proto, port_be: m.port.to_be_bytes(), addr })
+    Key::new(
+        c::MGMT_FIXED_BITS + len,
+        MgmtKey {
+            family,
+            proto,
+            port_be: m.port.to_be_bytes(),
+            addr,
+        },
+    )
 }
 
 /// A datapath event in Rust types.
@@ -174,7 +197,10 @@ mod tests {
         let e = PortEntry {
             peer_set: 3,
             proto: Some(6),
-            port: Some(PortPrefix { value: 1024, len: 6 }),
+            port: Some(PortPrefix {
+                value: 1024,
+                len: 6,
+            }),
             rule_id: 9,
             idle_timeout_s: 0,
         };
@@ -195,7 +221,11 @@ mod tests {
 
     #[test]
     fn events_round_trip_and_short_records_are_rejected() {
-        let mut raw = Event { kind: c::EVENT_DENY, reason: Reason::DropPolicy as u32, ..Default::default() };
+        let mut raw = Event {
+            kind: c::EVENT_DENY,
+            reason: Reason::DropPolicy as u32,
+            ..Default::default()
+        };
         raw.family = c::FAMILY_V4;
         raw.src[..4].copy_from_slice(&[192, 0, 2, 10]);
         raw.dport_be = 104u16.to_be_bytes();

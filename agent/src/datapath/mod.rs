@@ -81,7 +81,10 @@ pub enum DatapathError {
 }
 
 pub(crate) fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
-    move |e| DatapathError::Map { name, source: Box::new(e) }
+    move |e| DatapathError::Map {
+        name,
+        source: Box::new(e),
+    }
 }
 
 /// How an interface hook was taken over.
@@ -101,20 +104,50 @@ pub struct Datapath {
 
 /// Returns the embedded eBPF object, refusing an empty (skipped) build.
 pub fn object() -> Result<&'static [u8], DatapathError> {
-    if OBJECT.is_empty() { Err(DatapathError::EmptyObject) } else { Ok(OBJECT) }
+    if OBJECT.is_empty() {
+        Err(DatapathError::EmptyObject)
+    } else {
+        Ok(OBJECT)
+    }
 }
 
-fn check_bpffs(path: &Path) -> Result<(), DatapathError> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| DatapathError::NotBpffs { path: path.to_path_buf() })?;
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // Safety: statfs writes into the zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // Safety: valid C string and out pointer.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut st) };
-    if rc != 0 || st.f_type as i64 != BPF_FS_MAGIC {
-        return Err(DatapathError::NotBpffs { path: path.to_path_buf() });
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// Pins must live on bpffs. The standard mount point is mounted if nothing is there yet (as
+/// systemd would at boot); any other path must already be bpffs.
+fn ensure_bpffs(path: &Path) -> Result<(), DatapathError> {
+    const STANDARD: &str = "/sys/fs/bpf";
+    if is_bpffs(path) {
+        return Ok(());
     }
-    Ok(())
+    if path == Path::new(STANDARD) {
+        // Safety: constant NUL-terminated strings; mount has no other preconditions.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                c"/sys/fs/bpf".as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 && is_bpffs(path) {
+            tracing::info!("mounted bpffs on /sys/fs/bpf");
+            return Ok(());
+        }
+    }
+    Err(DatapathError::NotBpffs {
+        path: path.to_path_buf(),
+    })
 }
 
 impl Datapath {
@@ -123,21 +156,37 @@ impl Datapath {
     pub fn load(pin_root: &Path) -> Result<Self, DatapathError> {
         let object = object()?;
         let bpffs_root = pin_root.parent().unwrap_or(pin_root);
-        check_bpffs(bpffs_root)?;
+        ensure_bpffs(bpffs_root)?;
         let maps_dir = paths::maps_dir(pin_root);
         for dir in [maps_dir.clone(), pin_root.join("links")] {
-            std::fs::create_dir_all(&dir)
-                .map_err(|source| DatapathError::PinDir { path: dir.clone(), source })?;
+            std::fs::create_dir_all(&dir).map_err(|source| DatapathError::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .load(object)
-            .map_err(|e| DatapathError::Load { path: maps_dir.clone(), source: Box::new(e) })?;
-        let mut dp = Datapath { ebpf, pin_root: pin_root.to_path_buf(), last_switch: None };
-        for name in [program_names::INGRESS, program_names::EGRESS, program_names::PASS] {
+            .map_err(|e| DatapathError::Load {
+                path: maps_dir.clone(),
+                source: Box::new(e),
+            })?;
+        let mut dp = Datapath {
+            ebpf,
+            pin_root: pin_root.to_path_buf(),
+            last_switch: None,
+        };
+        for name in [
+            program_names::INGRESS,
+            program_names::EGRESS,
+            program_names::PASS,
+        ] {
             dp.classifier(name)?
                 .load()
-                .map_err(|e| DatapathError::Program { name, source: Box::new(e) })?;
+                .map_err(|e| DatapathError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
         }
         Ok(dp)
     }
@@ -147,12 +196,18 @@ impl Datapath {
     }
 
     /// A loaded classifier by name (for attaching, and for BPF_PROG_TEST_RUN in tests/benches).
-    pub fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
+    pub fn classifier(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, DatapathError> {
         let prog = self.ebpf.program_mut(name).ok_or(DatapathError::Program {
             name,
             source: Box::new(aya::programs::ProgramError::NotLoaded),
         })?;
-        prog.try_into().map_err(|e| DatapathError::Program { name, source: Box::new(e) })
+        prog.try_into().map_err(|e| DatapathError::Program {
+            name,
+            source: Box::new(e),
+        })
     }
 
     /// Attaches ingress and egress of `iface` through TCX links pinned under the pin root. If
@@ -182,9 +237,13 @@ impl Datapath {
             }
             outcome = AttachOutcome::Attached;
             let ifname = std::ffi::CString::new(iface).map_err(|e| attach_err(Box::new(e)))?;
-            let id = prog.attach(ifname.as_c_str(), kind).map_err(|e| attach_err(Box::new(e)))?;
+            let id = prog
+                .attach(ifname.as_c_str(), kind)
+                .map_err(|e| attach_err(Box::new(e)))?;
             let link = prog.take_link(id).map_err(|e| attach_err(Box::new(e)))?;
-            let fd: FdLink = link.try_into().map_err(|e: LinkError| attach_err(Box::new(e)))?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e: LinkError| attach_err(Box::new(e)))?;
             fd.pin(&pin).map_err(|e| attach_err(Box::new(e)))?;
         }
         Ok(outcome)
@@ -205,7 +264,9 @@ impl Datapath {
         }
         let existing: Vec<_> = map.keys().filter_map(Result::ok).collect();
         for k in existing {
-            let keep = wanted.iter().any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data());
+            let keep = wanted
+                .iter()
+                .any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data());
             if !keep {
                 map.remove(&k).map_err(map_err(map_names::MGMT))?;
             }
@@ -238,7 +299,9 @@ impl Datapath {
         let map = self
             .ebpf
             .take_map(map_names::EVENTS)
-            .ok_or(DatapathError::MissingMap { name: map_names::EVENTS })?;
+            .ok_or(DatapathError::MissingMap {
+                name: map_names::EVENTS,
+            })?;
         RingBuf::try_from(map).map_err(map_err(map_names::EVENTS))
     }
 
@@ -246,12 +309,18 @@ impl Datapath {
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let map = self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap { name })?;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::MissingMap { name })?;
         T::try_from(map).map_err(map_err(name))
     }
 }
 
-fn adopt(prog: &mut SchedClassifier, pin: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn adopt(
+    prog: &mut SchedClassifier,
+    pin: &Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let pinned = PinnedLink::from_pin(pin)?;
     let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
     let id = prog.attach_to_link(link)?;

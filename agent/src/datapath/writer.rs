@@ -20,17 +20,26 @@ const GRACE: Duration = Duration::from_millis(50);
 pub enum ApplyOutcome {
     /// The active slot already holds this generation (e.g. agent restart): nothing written.
     Unchanged { generation: u32 },
-    Switched { from: u32, to: u32, slot: u32, entries: usize },
+    Switched {
+        from: u32,
+        to: u32,
+        slot: u32,
+        entries: usize,
+    },
 }
 
 impl Datapath {
     pub fn apply(&mut self, state: &DesiredState) -> Result<ApplyOutcome, DatapathError> {
         if state.generation == 0 {
-            return Err(DatapathError::GenerationZero { gateway: state.gateway.clone() });
+            return Err(DatapathError::GenerationZero {
+                gateway: state.gateway.clone(),
+            });
         }
         let (active, current) = self.active()?;
         if current == state.generation {
-            return Ok(ApplyOutcome::Unchanged { generation: current });
+            return Ok(ApplyOutcome::Unchanged {
+                generation: current,
+            });
         }
         if let Some(t) = self.last_switch {
             let since = t.elapsed();
@@ -44,31 +53,55 @@ impl Datapath {
 
         let mut slots: Array<&mut MapData, SlotMeta> = self.typed(map_names::SLOTS)?;
         slots
-            .set(slot, &SlotMeta { generation: state.generation, flags: 0 }, 0)
+            .set(
+                slot,
+                &SlotMeta {
+                    generation: state.generation,
+                    flags: 0,
+                },
+                0,
+            )
             .map_err(map_err(map_names::SLOTS))?;
         let mut switch: Array<&mut MapData, u32> = self.typed(map_names::ACTIVE)?;
-        switch.set(0, &slot, 0).map_err(map_err(map_names::ACTIVE))?;
+        switch
+            .set(0, &slot, 0)
+            .map_err(map_err(map_names::ACTIVE))?;
         self.last_switch = Some(Instant::now());
-        Ok(ApplyOutcome::Switched { from: current, to: state.generation, slot, entries })
+        Ok(ApplyOutcome::Switched {
+            from: current,
+            to: state.generation,
+            slot,
+            entries,
+        })
     }
 
     fn clear_slot(&mut self, slot: u32) -> Result<(), DatapathError> {
         let slot = slot as u8;
         let mut devices: HashMap<&mut MapData, DeviceKey, DeviceInfo> =
             self.typed(map_names::DEVICES)?;
-        let stale: Vec<_> = devices.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
+        let stale: Vec<_> = devices
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
         for k in stale {
             devices.remove(&k).map_err(map_err(map_names::DEVICES))?;
         }
         let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
-        let stale: Vec<_> =
-            peers.keys().filter_map(Result::ok).filter(|k| k.data().slot == slot).collect();
+        let stale: Vec<_> = peers
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().slot == slot)
+            .collect();
         for k in stale {
             peers.remove(&k).map_err(map_err(map_names::PEERS))?;
         }
         let mut ports: LpmTrie<&mut MapData, PortKey, RuleValue> = self.typed(map_names::PORTS)?;
-        let stale: Vec<_> =
-            ports.keys().filter_map(Result::ok).filter(|k| k.data().slot == slot).collect();
+        let stale: Vec<_> = ports
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().slot == slot)
+            .collect();
         for k in stale {
             ports.remove(&k).map_err(map_err(map_names::PORTS))?;
         }
@@ -91,7 +124,13 @@ impl Datapath {
         let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
         for e in &state.peers {
             peers
-                .insert(&convert::peer_key(slot, e), &PeerValue { peer_set: e.peer_set }, 0)
+                .insert(
+                    &convert::peer_key(slot, e),
+                    &PeerValue {
+                        peer_set: e.peer_set,
+                    },
+                    0,
+                )
                 .map_err(map_err(map_names::PEERS))?;
             n += 1;
         }

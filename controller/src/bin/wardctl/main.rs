@@ -4,7 +4,11 @@ use clap::Parser;
 use wardgate_controller::cli::output::OutputFormat;
 
 #[derive(Parser)]
-#[command(name = "wardctl", version, about = "wardgate control: profiles, sites, devices, alerts, audit")]
+#[command(
+    name = "wardctl",
+    version,
+    about = "wardgate control: profiles, sites, devices, alerts, audit"
+)]
 struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t)]

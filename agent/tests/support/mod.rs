@@ -1,0 +1,307 @@
+//! Shared helpers for the privileged test tiers: privilege checks that fail loudly, a datapath
+//! with its own pin root (removed on drop), crafted frames, and a small reference policy.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use etherparse::PacketBuilder;
+use wardgate_agent::{config::MgmtRule, datapath::Datapath};
+use wardgate_common::{GatewayConfig, program_names};
+use wardgate_policy::{
+    DesiredState, Direction, Mode, Proto,
+    desired::{DeviceEntry, MacAddr, PolicyEntry, PortRange, Rule},
+    lower::lower,
+};
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+
+pub const PUMP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+pub const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// Privileged tiers never skip: without root and bpffs they fail with this message.
+pub fn require_privileges() {
+    // Safety: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "privileged test tier cannot run: needs root (CAP_BPF, CAP_NET_ADMIN); run `sudo cargo xtask test`"
+    );
+    assert!(
+        std::path::Path::new("/sys/fs/bpf").exists(),
+        "privileged test tier cannot run: /sys/fs/bpf missing (mount -t bpf bpf /sys/fs/bpf)"
+    );
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique pin root under /sys/fs/bpf, removed (with every pin in it) on drop.
+pub struct PinRoot(pub PathBuf);
+
+impl PinRoot {
+    pub fn new(tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = PathBuf::from(format!(
+            "/sys/fs/bpf/wgtest-{tag}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        PinRoot(path)
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn gateway_config(unknown_drop: bool, non_ip_drop: bool) -> GatewayConfig {
+    GatewayConfig {
+        unknown_action: u32::from(unknown_drop),
+        non_ip_action: u32::from(non_ip_drop),
+        event_rate: 20,
+        event_burst: 50,
+    }
+}
+
+pub fn mgmt() -> Vec<MgmtRule> {
+    vec![MgmtRule {
+        cidr: "203.0.113.1/32".parse().unwrap(),
+        proto: Proto::Tcp,
+        port: 22,
+    }]
+}
+
+/// Loads a fresh datapath (own maps) with the reference policy at `generation`.
+pub fn datapath(tag: &str) -> (PinRoot, Datapath) {
+    require_privileges();
+    let pin = PinRoot::new(tag);
+    let mut dp = Datapath::load(&pin.0).expect("load datapath");
+    dp.set_gateway_config(&gateway_config(false, false))
+        .unwrap();
+    dp.set_management(&mgmt()).unwrap();
+    dp.apply(&reference_state(1)).unwrap();
+    (pin, dp)
+}
+
+fn rule(
+    rule_id: u32,
+    direction: Direction,
+    proto: Proto,
+    peer: &str,
+    ports: Option<(u16, u16)>,
+) -> Rule {
+    Rule {
+        rule_id,
+        name: format!("rule-{rule_id}"),
+        direction,
+        proto,
+        peers: vec![peer.parse().unwrap()],
+        ports: ports.map(|(lo, hi)| PortRange { lo, hi }),
+        idle_timeout_s: 600,
+    }
+}
+
+pub fn reference_rules() -> Vec<Rule> {
+    use Direction::*;
+    vec![
+        rule(
+            1001,
+            FromDevice,
+            Proto::Tcp,
+            "198.51.100.10/32",
+            Some((104, 104)),
+        ),
+        rule(
+            1002,
+            FromDevice,
+            Proto::Udp,
+            "198.51.100.0/24",
+            Some((53, 53)),
+        ),
+        rule(
+            1003,
+            FromDevice,
+            Proto::Tcp,
+            "203.0.113.0/24",
+            Some((11112, 11120)),
+        ),
+        rule(
+            1004,
+            ToDevice,
+            Proto::Tcp,
+            "198.51.100.20/32",
+            Some((2575, 2575)),
+        ),
+        rule(1005, FromDevice, Proto::Icmp, "198.51.100.0/24", None),
+        rule(
+            1006,
+            FromDevice,
+            Proto::Tcp,
+            "2001:db8:100::10/128",
+            Some((104, 104)),
+        ),
+        rule(
+            1007,
+            FromDevice,
+            Proto::Udp,
+            "198.51.100.30/32",
+            Some((5000, 5000)),
+        ),
+    ]
+}
+
+pub fn device(id: u32, name: &str, addrs: &[&str], mac: [u8; 6], mode: Mode) -> DeviceEntry {
+    DeviceEntry {
+        device_id: id,
+        name: name.into(),
+        addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        mac: MacAddr(mac),
+        policy_id: 1,
+        mode,
+    }
+}
+
+pub fn reference_devices() -> Vec<DeviceEntry> {
+    vec![
+        device(
+            1,
+            "pump-1",
+            &["192.0.2.10", "2001:db8:1::10"],
+            PUMP_MAC,
+            Mode::Enforce,
+        ),
+        device(
+            2,
+            "monitor-1",
+            &["192.0.2.11"],
+            [2, 0, 0, 0, 0, 0x0b],
+            Mode::Monitor,
+        ),
+        device(
+            3,
+            "quarantined-1",
+            &["192.0.2.12"],
+            [2, 0, 0, 0, 0, 0x0c],
+            Mode::Quarantine,
+        ),
+        device(
+            4,
+            "learner-1",
+            &["192.0.2.13"],
+            [2, 0, 0, 0, 0, 0x0d],
+            Mode::Learn,
+        ),
+    ]
+}
+
+pub fn reference_state(generation: u32) -> DesiredState {
+    state_with(generation, reference_devices(), reference_rules())
+}
+
+pub fn state_with(generation: u32, devices: Vec<DeviceEntry>, rules: Vec<Rule>) -> DesiredState {
+    let policies = vec![PolicyEntry {
+        policy_id: 1,
+        profile: "infusion-pump".into(),
+        rules,
+    }];
+    lower("gw-test", generation, devices, policies).unwrap()
+}
+
+fn v4(a: &str) -> [u8; 4] {
+    match a.parse::<IpAddr>().unwrap() {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(_) => panic!("{a} is not IPv4"),
+    }
+}
+
+fn v6(a: &str) -> [u8; 16] {
+    match a.parse::<IpAddr>().unwrap() {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(_) => panic!("{a} is not IPv6"),
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum L4 {
+    Syn,
+    Ack,
+    Fin,
+    Udp,
+    Icmp,
+}
+
+/// An Ethernet frame from `src` to `dst` (`"addr:port"` with IPv4 or `[v6]:port`).
+pub fn frame(src_mac: [u8; 6], src: &str, dst: &str, l4: L4) -> Vec<u8> {
+    let (sa, sp) = split(src);
+    let (da, dp) = split(dst);
+    let b = PacketBuilder::ethernet2(src_mac, GW_MAC);
+    let b = if sa.contains(':') {
+        b.ipv6(v6(&sa), v6(&da), 64)
+    } else {
+        b.ipv4(v4(&sa), v4(&da), 64)
+    };
+    let mut out = Vec::new();
+    let payload = [0u8; 16];
+    match l4 {
+        L4::Syn => b.tcp(sp, dp, 1, 1000).syn().write(&mut out, &[]),
+        L4::Ack => b.tcp(sp, dp, 1, 1000).ack(1).write(&mut out, &payload),
+        L4::Fin => b.tcp(sp, dp, 1, 1000).fin().ack(1).write(&mut out, &[]),
+        L4::Udp => b.udp(sp, dp).write(&mut out, &payload),
+        L4::Icmp if sa.contains(':') => b.icmpv6_echo_request(1, 1).write(&mut out, &payload),
+        L4::Icmp => b.icmpv4_echo_request(1, 1).write(&mut out, &payload),
+    }
+    .unwrap();
+    out
+}
+
+fn split(s: &str) -> (String, u16) {
+    let (a, p) = s.rsplit_once(':').unwrap();
+    (a.trim_matches(['[', ']']).to_string(), p.parse().unwrap())
+}
+
+/// Runs `frame` once through the ingress (`from_device`) or egress program.
+pub fn run(dp: &mut Datapath, from_device: bool, frame: &[u8]) -> u32 {
+    let name = if from_device {
+        program_names::INGRESS
+    } else {
+        program_names::EGRESS
+    };
+    run_prog(dp, name, frame, 1).0
+}
+
+/// Runs `frame` once; `None` when the kernel refuses the frame itself (BPF_PROG_TEST_RUN
+/// checks some headers before the program runs).
+pub fn try_run(dp: &mut Datapath, from_device: bool, frame: &[u8]) -> Option<u32> {
+    let name = if from_device {
+        program_names::INGRESS
+    } else {
+        program_names::EGRESS
+    };
+    let prog = dp.classifier(name).unwrap();
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ..Default::default()
+    })
+    .ok()
+    .map(|r| r.return_value)
+}
+
+/// Runs a program `repeat` times; returns the verdict and the kernel's average ns per run.
+pub fn run_prog(dp: &mut Datapath, name: &'static str, frame: &[u8], repeat: u32) -> (u32, f64) {
+    let prog = dp.classifier(name).unwrap();
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    (res.return_value, res.duration.as_nanos() as f64)
+}
