@@ -67,7 +67,7 @@ fn apply_file(
     };
     match dp.apply(&state)? {
         ApplyOutcome::Unchanged { generation } => {
-            tracing::debug!(generation, "desired state already active")
+            tracing::info!(generation, "desired state already active")
         }
         ApplyOutcome::Switched {
             from,
@@ -90,7 +90,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut dp = prepare(&cfg)?;
     let (tx, rx) = watch::channel(None);
     let ring = dp.take_events()?;
-    let reader = tokio::spawn(crate::events::read_events(ring, rx));
+    let reader = tokio::spawn(async move {
+        if let Err(e) = crate::events::read_events(ring, rx).await {
+            tracing::error!(error = format!("{e:#}"), "event reader stopped");
+        }
+    });
 
     // A bad desired state is logged and the current policy stays: never fail open or closed
     // because a file was wrong.

@@ -1,0 +1,409 @@
+//! Attach tier: the real agent binary and the datapath on veth pairs in network namespaces
+//! (device <-> gateway <-> server), real TCP and UDP. Needs root; fails (never skips) without it.
+//! Run with --test-threads=1: the tests share nothing but are heavy on 2 cores.
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use support::{topo::*, *};
+use wardgate_agent::{
+    config::AgentConfig,
+    datapath::{AttachOutcome, Datapath},
+    netns,
+};
+use wardgate_common::Reason;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(ward: &Ward, dir: &Path, pin: &Path) -> Agent {
+        let config = dir.join("agent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "interfaces: [{DEV_IF}]\npin_root: {}\ndesired_state: {}\n\
+                 management:\n  - {{cidr: 203.0.113.1/32, proto: tcp, port: 22}}\n",
+                pin.display(),
+                dir.join("desired.json").display()
+            ),
+        )
+        .unwrap();
+        AgentConfig::load(&config).expect("test config is valid");
+        let log = dir.join(format!("agent-{}.log", Instant::now().elapsed().as_nanos()));
+        let child = Command::new(env!("CARGO_BIN_EXE_wardgate-agent"))
+            .args(["--netns", &ward.gw, "run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start agent");
+        let agent = Agent { child, log };
+        agent.wait_for("active policy generation");
+        agent
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent never logged `{needle}`:\n{}", self.log_text());
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_desired(dir: &Path, generation: u32) {
+    let tmp = dir.join("desired.json.tmp");
+    std::fs::write(&tmp, reference_state(generation).to_json()).unwrap();
+    std::fs::rename(tmp, dir.join("desired.json")).unwrap();
+}
+
+fn servers(ward: &Ward, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    let tcp = tcp_echo(
+        &ward.srv,
+        vec![
+            sa("198.51.100.10:104"),
+            sa("198.51.100.10:445"),
+            sa("[2001:db8:100::10]:104"),
+            sa("[2001:db8:100::10]:105"),
+        ],
+        stop.clone(),
+    );
+    let (_, udp) = udp_echo(
+        &ward.srv,
+        vec![sa("198.51.100.10:53"), sa("198.51.100.10:5001")],
+        stop.clone(),
+    );
+    let hl7 = tcp_echo(&ward.dev, vec![sa("192.0.2.10:2575")], stop.clone());
+    vec![tcp, udp, hl7]
+}
+
+#[test]
+fn allowed_flows_work_both_ways_and_denied_ones_fail() {
+    let ward = Ward::new("flows");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("flows");
+    write_desired(dir.path(), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    std::thread::sleep(Duration::from_millis(100));
+
+    // Before the agent: the ward is open (no datapath).
+    assert_eq!(tcp_roundtrip(&ward.dev, sa("198.51.100.10:445")), Ok(()));
+    assert_eq!(
+        tcp_roundtrip(&ward.dev, sa("[2001:db8:100::10]:105")),
+        Ok(())
+    );
+
+    let agent = Agent::start(&ward, dir.path(), &pin.0);
+    agent.wait_for("policy generation switched");
+    let dev = ward.dev.clone();
+    let srv = ward.srv.clone();
+    let from_server = |to: &str| -> Result<(), String> {
+        let to = sa(to);
+        run_in(&srv, move || {
+            // The HL7 engine (198.51.100.20) may open MLLP to the pump; 198.51.100.10 may not.
+            use std::io::{Read, Write};
+            let sock = socket2_bind_connect(to)?;
+            let mut s = sock;
+            s.write_all(b"MSH|").map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).map_err(|e| e.to_string())
+        })
+    };
+    assert_eq!(
+        tcp_roundtrip(&dev, sa("198.51.100.10:104")),
+        Ok(()),
+        "DICOM to PACS is allowed"
+    );
+    assert_eq!(
+        udp_roundtrip(&dev, sa("198.51.100.10:53")),
+        Ok(()),
+        "DNS is allowed"
+    );
+    assert_eq!(
+        tcp_roundtrip(&dev, sa("[2001:db8:100::10]:104")),
+        Ok(()),
+        "DICOM over IPv6"
+    );
+    assert!(
+        tcp_roundtrip(&dev, sa("198.51.100.10:445")).is_err(),
+        "SMB must be blocked"
+    );
+    assert!(
+        udp_roundtrip(&dev, sa("198.51.100.10:5001")).is_err(),
+        "UDP 5001 must be blocked"
+    );
+    assert!(
+        tcp_roundtrip(&dev, sa("[2001:db8:100::10]:105")).is_err(),
+        "IPv6 105 must be blocked"
+    );
+    assert_eq!(
+        from_server("192.0.2.10:2575"),
+        Ok(()),
+        "HL7 from the engine to the pump"
+    );
+    // The same port from a host the profile does not name is blocked.
+    let blocked = run_in(&ward.srv, || {
+        std::net::TcpStream::connect_timeout(&sa("192.0.2.10:2575"), Duration::from_millis(700))
+            .map(|_| ())
+    });
+    // (connect_timeout picks the first source address: 198.51.100.10)
+    assert!(blocked.is_err(), "MLLP from 198.51.100.10 must be blocked");
+
+    let mut dp = Datapath::load(&pin.0).unwrap();
+    let stats = dp.stats().unwrap();
+    assert!(stats[&Reason::DropPolicy] >= 4, "{stats:?}");
+    assert!(
+        stats[&Reason::PassReply] > 0 && stats[&Reason::PassEstablished] > 0,
+        "{stats:?}"
+    );
+    assert!(
+        agent.log_text().contains("kind=\"deny\""),
+        "deny events are logged:\n{}",
+        agent.log_text()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+/// Connects from 198.51.100.20 (the HL7 engine's address) to `to`.
+fn socket2_bind_connect(to: SocketAddr) -> Result<std::net::TcpStream, String> {
+    use std::os::fd::FromRawFd as _;
+    // Safety: plain socket calls on a fresh fd that we own and hand to TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err("socket".into());
+        }
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let mut local: libc::sockaddr_in = std::mem::zeroed();
+        local.sin_family = libc::AF_INET as u16;
+        local.sin_addr.s_addr = u32::from_ne_bytes([198, 51, 100, 20]);
+        if libc::bind(
+            fd,
+            (&local as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            return Err("bind 198.51.100.20".into());
+        }
+        let SocketAddr::V4(v4) = to else {
+            return Err("v4 only".into());
+        };
+        let mut remote: libc::sockaddr_in = std::mem::zeroed();
+        remote.sin_family = libc::AF_INET as u16;
+        remote.sin_port = v4.port().to_be();
+        remote.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as u32,
+        );
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as u32,
+        );
+        if libc::connect(
+            fd,
+            (&remote as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            return Err(format!("connect: {}", std::io::Error::last_os_error()));
+        }
+        Ok(stream)
+    }
+}
+
+#[test]
+fn kill_9_keeps_enforcing_and_a_restart_adopts_without_a_gap() {
+    let ward = Ward::new("kill");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("kill");
+    write_desired(dir.path(), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    let mut agent = Agent::start(&ward, dir.path(), &pin.0);
+    agent.wait_for("policy generation switched");
+
+    let dev = ward.dev.clone();
+    let traffic = std::thread::spawn(move || {
+        udp_stream(
+            &dev,
+            vec![sa("198.51.100.10:53"), sa("198.51.100.10:5001")],
+            1500,
+            Duration::from_millis(2),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    agent.kill9();
+    std::thread::sleep(Duration::from_millis(700));
+    let agent2 = Agent::start(&ward, dir.path(), &pin.0);
+    let (sent, echoed) = traffic.join().unwrap();
+
+    let log = agent2.log_text();
+    assert!(
+        log.contains("Adopted"),
+        "restart adopts the pinned links:\n{log}"
+    );
+    assert!(
+        log.contains("desired state already active"),
+        "restart rewrites nothing:\n{log}"
+    );
+    assert_eq!(
+        echoed[0], sent[0],
+        "every allowed datagram and its reply passed through kill and restart"
+    );
+    assert_eq!(
+        echoed[1], 0,
+        "no denied datagram passed while the agent was down or restarting"
+    );
+    let mut dp = Datapath::load(&pin.0).unwrap();
+    let drops = dp.stats().unwrap()[&Reason::DropPolicy];
+    assert_eq!(
+        drops, sent[1],
+        "each denied datagram was dropped by policy, none lost elsewhere"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn generation_swaps_under_traffic_drop_nothing_allowed_and_pass_nothing_denied() {
+    let ward = Ward::new("swap");
+    let pin = PinRoot::new("swap");
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+
+    // This test is the map writer itself: load and attach inside the gateway namespace.
+    let gw = ward.gw.clone();
+    let pin_path = pin.0.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let done = Arc::new(AtomicBool::new(false));
+    let writer_done = done.clone();
+    let writer = std::thread::spawn(move || {
+        netns::enter(&gw).unwrap();
+        let mut dp = Datapath::load(&pin_path).unwrap();
+        dp.set_gateway_config(&gateway_config(false, false))
+            .unwrap();
+        assert_eq!(dp.attach(DEV_IF).unwrap(), AttachOutcome::Attached);
+        dp.apply(&reference_state(1)).unwrap();
+        tx.send(()).unwrap();
+        // Alternate two different generations (rule ids, peer sets and their numbering all
+        // change) as fast as the writer can, for as long as the traffic runs.
+        let mut generation = 1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !writer_done.load(Ordering::Relaxed) && Instant::now() < deadline {
+            generation += 1;
+            let state = if generation % 2 == 0 {
+                shifted_state(generation)
+            } else {
+                reference_state(generation)
+            };
+            dp.apply(&state).unwrap();
+        }
+        (generation, dp.stats().unwrap())
+    });
+    rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let (sent, echoed) = udp_stream(
+        &ward.dev,
+        vec![sa("198.51.100.10:53"), sa("198.51.100.10:5001")],
+        2000,
+        Duration::from_millis(1),
+    );
+    done.store(true, Ordering::Relaxed);
+    let (generations, stats) = writer.join().unwrap();
+
+    assert!(
+        generations > 20,
+        "only {generations} generations were swapped in"
+    );
+    assert_eq!(
+        echoed[0], sent[0],
+        "allowed datagrams lost across {generations} swaps: {stats:?}"
+    );
+    assert_eq!(echoed[1], 0, "a denied datagram passed during a swap");
+    assert_eq!(stats[&Reason::DropPolicy], sent[1], "{stats:?}");
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+/// Same verdicts as the reference policy, different layout: extra rules first shift every
+/// rule id and peer-set number, so a packet that mixed two generations would miss.
+fn shifted_state(generation: u32) -> wardgate_policy::DesiredState {
+    use wardgate_policy::{
+        Direction, Proto,
+        desired::{PortRange, Rule},
+    };
+    let mut rules: Vec<Rule> = (0..40)
+        .map(|i| Rule {
+            rule_id: 500 + i,
+            name: format!("filler-{i}"),
+            direction: Direction::FromDevice,
+            proto: Proto::Tcp,
+            peers: vec![format!("203.0.113.{}/32", 100 + i).parse().unwrap()],
+            ports: Some(PortRange {
+                lo: 7000 + i as u16,
+                hi: 7000 + i as u16,
+            }),
+            idle_timeout_s: 60,
+        })
+        .collect();
+    rules.extend(reference_rules().into_iter().map(|mut r| {
+        r.rule_id += 5000;
+        r
+    }));
+    state_with(generation, reference_devices(), rules)
+}
