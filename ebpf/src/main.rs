@@ -2,8 +2,9 @@
 //! devices) of each device-facing interface, enforcing a per-device flow allowlist.
 //!
 //! Order of checks, cheapest and most common first:
-//! parse -> IPv6 neighbour discovery -> conntrack fast path -> management allowlist -> device ->
-//! spoofed MAC -> quarantine -> learn -> policy (two LPM lookups) -> conntrack entry + event.
+//! parse -> IPv6 neighbour discovery -> conntrack fast path -> device -> spoofed MAC ->
+//! quarantine -> learn -> policy (two LPM lookups) -> conntrack entry; then, only for packets
+//! that would be dropped or reported, the management allowlist -> event.
 #![no_std]
 #![no_main]
 
@@ -15,7 +16,7 @@ mod policy;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_ktime_get_ns,
+    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::classifier,
     programs::TcContext,
 };
@@ -83,8 +84,9 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     }
     let slot = WG_ACTIVE_V1.get(0).copied().unwrap_or(0) & 1;
     let generation = WG_SLOTS_V1.get(slot).map_or(0, |m| m.generation);
+    // Coarse time (tick resolution) is plenty for idle timeouts and much cheaper.
     // Safety: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     let (ct, flow_dir) = if pkt.fragment {
         (Ct::Miss, dir)
@@ -98,17 +100,43 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     }
 
     let from_device = dir == DIR_FROM_DEVICE;
-    let (remote, remote_port_be) = if from_device {
-        (&pkt.dst, pkt.dport_be)
-    } else {
-        (&pkt.src, pkt.sport_be)
-    };
-    if policy::mgmt_allows(pkt.family, pkt.proto, remote_port_be, remote) {
+    let mut report = Report::new(&pkt, dir, generation, now);
+    let (reason, event) = evaluate(&pkt, dir, slot, generation, now, ct, flow_dir, &mut report);
+    // The management allowlist is never blocked (nor reported). It is checked only where a
+    // packet would otherwise be dropped or reported, keeping an LPM lookup off the allowed path.
+    if (reason.is_drop() || (event != 0 && event != EVENT_NEW_FLOW)) && {
+        let (remote, remote_port_be) = if from_device {
+            (&pkt.dst, pkt.dport_be)
+        } else {
+            (&pkt.src, pkt.sport_be)
+        };
+        policy::mgmt_allows(pkt.family, pkt.proto, remote_port_be, remote)
+    } {
         return Reason::PassMgmt;
     }
+    if event != 0 {
+        report.send(event, reason);
+    }
+    reason
+}
 
+/// The slow path: device, spoofing, mode and policy. Returns the reason and the event to
+/// report (0 = none); conntrack entries are created or dropped here.
+#[allow(clippy::too_many_arguments, reason = "plain values of one decision")]
+#[inline(always)]
+fn evaluate(
+    pkt: &parse::Packet,
+    dir: u8,
+    slot: u32,
+    generation: u32,
+    now: u64,
+    ct: Ct,
+    flow_dir: u8,
+    report: &mut Report,
+) -> (Reason, u32) {
+    let from_device = dir == DIR_FROM_DEVICE;
+    let remote = if from_device { &pkt.dst } else { &pkt.src };
     let device_addr = if from_device { &pkt.src } else { &pkt.dst };
-    let mut report = Report::new(&pkt, dir, generation, now);
     let Some(dev) = policy::device(slot, pkt.family, device_addr) else {
         let drop = WG_CONFIG_V1
             .get(0)
@@ -118,8 +146,7 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
         } else {
             Reason::PassUnknownDevice
         };
-        report.send(EVENT_UNKNOWN_DEVICE, reason);
-        return reason;
+        return (reason, EVENT_UNKNOWN_DEVICE);
     };
     report.device(&dev);
 
@@ -129,25 +156,17 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
         } else {
             Reason::PassSpoofReported
         };
-        report.send(EVENT_SPOOF, reason);
-        return reason;
+        return (reason, EVENT_SPOOF);
     }
     if dev.mode == MODE_QUARANTINE {
-        report.send(EVENT_DENY, Reason::DropQuarantine);
-        return Reason::DropQuarantine;
+        return (Reason::DropQuarantine, EVENT_DENY);
     }
     if pkt.fragment {
         // No ports to check: only devices that are not enforced let fragments through.
         return match dev.mode {
-            MODE_LEARN => Reason::PassLearn,
-            MODE_MONITOR => {
-                report.send(EVENT_WOULD_DENY, Reason::DropFragment);
-                Reason::PassMonitorWouldDeny
-            }
-            _ => {
-                report.send(EVENT_DENY, Reason::DropFragment);
-                Reason::DropFragment
-            }
+            MODE_LEARN => (Reason::PassLearn, 0),
+            MODE_MONITOR => (Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY),
+            _ => (Reason::DropFragment, EVENT_DENY),
         };
     }
 
@@ -162,11 +181,8 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     };
 
     if dev.mode == MODE_LEARN {
-        conntrack::commit(ct, &pkt, flow_dir, generation, now, &dev, None, CT_LEARNED);
-        if !reply {
-            report.send(EVENT_NEW_FLOW, Reason::PassLearn);
-        }
-        return Reason::PassLearn;
+        conntrack::commit(ct, pkt, flow_dir, generation, now, &dev, None, CT_LEARNED);
+        return (Reason::PassLearn, if reply { 0 } else { EVENT_NEW_FLOW });
     }
     match policy::lookup(
         slot,
@@ -178,17 +194,19 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
         port_be,
     ) {
         Some(rule) => {
-            conntrack::commit(ct, &pkt, flow_dir, generation, now, &dev, Some(&rule), 0);
+            conntrack::commit(ct, pkt, flow_dir, generation, now, &dev, Some(&rule), 0);
             report.rule(rule.rule_id);
-            if dev.mode == MODE_MONITOR && !reply {
-                report.send(EVENT_NEW_FLOW, pass);
-            }
-            pass
+            let event = if dev.mode == MODE_MONITOR && !reply {
+                EVENT_NEW_FLOW
+            } else {
+                0
+            };
+            (pass, event)
         }
         None if dev.mode == MODE_MONITOR => {
             conntrack::commit(
                 ct,
-                &pkt,
+                pkt,
                 flow_dir,
                 generation,
                 now,
@@ -196,13 +214,11 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
                 None,
                 CT_WOULD_DENY,
             );
-            report.send(EVENT_WOULD_DENY, Reason::PassMonitorWouldDeny);
-            Reason::PassMonitorWouldDeny
+            (Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY)
         }
         None => {
-            conntrack::forget(ct, &pkt);
-            report.send(EVENT_DENY, Reason::DropPolicy);
-            Reason::DropPolicy
+            conntrack::forget(ct, pkt);
+            (Reason::DropPolicy, EVENT_DENY)
         }
     }
 }

@@ -36,8 +36,12 @@ pub static WG_PORT_V1: LpmTrie<PortKey, RuleValue> =
 #[map(name = "WG_MGMT_V1")]
 pub static WG_MGMT_V1: LpmTrie<MgmtKey, u32> = LpmTrie::pinned(capacity::MGMT, 0);
 
+/// BPF_F_NO_COMMON_LRU: per-CPU LRU lists, so inserting a new flow takes no shared lock.
+const NO_COMMON_LRU: u32 = 2;
+
 #[map(name = "WG_CT_V1")]
-pub static WG_CT_V1: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+pub static WG_CT_V1: LruHashMap<CtKey, CtValue> =
+    LruHashMap::pinned(capacity::CONNTRACK, NO_COMMON_LRU);
 
 #[map(name = "WG_STATS_V1")]
 pub static WG_STATS_V1: PerCpuArray<u64> = PerCpuArray::pinned(Reason::COUNT, 0);

@@ -1,0 +1,263 @@
+//! `cargo xtask bench datapath`: ns/packet of the real datapath through BPF_PROG_TEST_RUN for
+//! new-allowed, established and denied packets, each next to the trivial pass program measured
+//! the same way in the same run, for 10 / 1,000 / 100,000 rules and 10 / 10,000 devices.
+//!
+//! Two methods, because a repeated frame is only "new" once:
+//! - `repeat`: one frame run 500,000 times in the kernel (steady-state paths: established,
+//!   denied, trivial);
+//! - `distinct`: 20,000 different frames run once each, the kernel timing each run (new flows,
+//!   and the trivial baseline measured the same way). Includes the kernel's timer overhead, so
+//!   the ratio is only meaningful against the baseline of the same method.
+//! Needs root. Absolute numbers on shared machines are noise; the ratios are the result.
+
+use std::net::IpAddr;
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use etherparse::PacketBuilder;
+use wardgate_agent::datapath::Datapath;
+use wardgate_common::{GatewayConfig, program_names};
+use wardgate_policy::{
+    Direction, Mode, Proto,
+    desired::{DeviceEntry, MacAddr, PolicyEntry, PortRange, Rule},
+    lower::lower,
+};
+
+const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
+const REPEAT: u32 = 500_000;
+const DISTINCT: u16 = 20_000;
+
+fn peers() -> Vec<[u8; 4]> {
+    // Documentation ranges only.
+    let mut v = Vec::new();
+    for net in [[198, 51, 100], [203, 0, 113], [192, 0, 2]] {
+        for h in 1..=250u8 {
+            v.push([net[0], net[1], net[2], h]);
+        }
+    }
+    v
+}
+
+/// `n` rules: single ports on /32 peers, every 50th a port range, every 500th a /24.
+fn rules(n: u32) -> Vec<Rule> {
+    let peers = peers();
+    (0..n)
+        .map(|i| {
+            let p = peers[i as usize % peers.len()];
+            let port = 1024 + (i / peers.len() as u32) as u16;
+            let (cidr, ports) = if i % 500 == 499 {
+                (
+                    format!("{}.{}.{}.0/24", p[0], p[1], p[2]),
+                    PortRange {
+                        lo: 60000,
+                        hi: 60010,
+                    },
+                )
+            } else if i % 50 == 49 {
+                (
+                    format!("{}.{}.{}.{}/32", p[0], p[1], p[2], p[3]),
+                    PortRange {
+                        lo: port,
+                        hi: port + 7,
+                    },
+                )
+            } else {
+                (
+                    format!("{}.{}.{}.{}/32", p[0], p[1], p[2], p[3]),
+                    PortRange::single(port),
+                )
+            };
+            Rule {
+                rule_id: i + 1,
+                name: format!("r{i}"),
+                direction: Direction::FromDevice,
+                proto: Proto::Tcp,
+                peers: vec![cidr.parse().unwrap()],
+                ports: Some(ports),
+                idle_timeout_s: 600,
+            }
+        })
+        .collect()
+}
+
+fn devices(n: u32) -> Vec<DeviceEntry> {
+    (0..n)
+        .map(|i| {
+            let addr: IpAddr = if i == 0 {
+                "192.0.2.10".parse().unwrap()
+            } else {
+                format!("2001:db8:d::{:x}", i).parse().unwrap()
+            };
+            DeviceEntry {
+                device_id: i + 1,
+                name: format!("dev{i}"),
+                addrs: vec![addr],
+                mac: MacAddr(if i == 0 {
+                    MAC
+                } else {
+                    [2, 0, 0, 1, (i >> 8) as u8, i as u8]
+                }),
+                policy_id: 1,
+                mode: Mode::Enforce,
+            }
+        })
+        .collect()
+}
+
+fn tcp_frame(sport: u16, dst: [u8; 4], dport: u16, syn: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC, [2, 0, 0, 0, 0, 1]).ipv4([192, 0, 2, 10], dst, 64);
+    let mut out = Vec::new();
+    if syn {
+        b.tcp(sport, dport, 1, 1000)
+            .syn()
+            .write(&mut out, &[])
+            .unwrap();
+    } else {
+        b.tcp(sport, dport, 1, 1000)
+            .ack(1)
+            .write(&mut out, &[0u8; 64])
+            .unwrap();
+    }
+    out
+}
+
+fn repeat(dp: &mut Datapath, prog: &'static str, frame: &[u8]) -> (u32, f64) {
+    let p = dp.classifier(prog).unwrap();
+    let r = p
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: REPEAT,
+            ..Default::default()
+        })
+        .unwrap();
+    (r.return_value, r.duration.as_nanos() as f64)
+}
+
+fn distinct(dp: &mut Datapath, prog: &'static str, frames: &[Vec<u8>]) -> (Vec<u32>, f64) {
+    let p = dp.classifier(prog).unwrap();
+    let mut total = 0u128;
+    let mut verdicts = Vec::new();
+    for f in frames {
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                repeat: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        total += r.duration.as_nanos();
+        verdicts.push(r.return_value);
+    }
+    (verdicts, total as f64 / frames.len() as f64)
+}
+
+struct Row {
+    rules: u32,
+    devices: u32,
+    path: &'static str,
+    method: &'static str,
+    ns: f64,
+    trivial: f64,
+}
+
+fn main() {
+    // Safety: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("datapath bench needs root (BPF_PROG_TEST_RUN)");
+        std::process::exit(1);
+    }
+    let mut rows = Vec::new();
+    let mut generation = 0;
+    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/wgbench-{}", std::process::id()));
+    let mut dp = Datapath::load(&pin).expect("load datapath");
+    dp.set_gateway_config(&GatewayConfig {
+        unknown_action: 0,
+        non_ip_action: 0,
+        event_rate: 20,
+        event_burst: 50,
+    })
+    .unwrap();
+    for &n_rules in &[10u32, 1_000, 100_000] {
+        for &n_dev in &[10u32, 10_000] {
+            generation += 1;
+            let rules = rules(n_rules);
+            let policies = vec![PolicyEntry {
+                policy_id: 1,
+                profile: "bench".into(),
+                rules: rules.clone(),
+            }];
+            let state =
+                lower("bench", generation, devices(n_dev), policies).expect("fits the maps");
+            dp.apply(&state).unwrap();
+            // An allowed target: the first rule (a /32 peer, single port).
+            let allowed = &rules[0];
+            let IpAddr::V4(peer) = allowed.peers[0].addr() else {
+                unreachable!()
+            };
+            let port = allowed.ports.unwrap().lo;
+
+            let new: Vec<_> = (0..DISTINCT)
+                .map(|i| tcp_frame(10_000 + i, peer.octets(), port, true))
+                .collect();
+            let (v, new_ns) = distinct(&mut dp, program_names::INGRESS, &new);
+            assert!(v.iter().all(|&x| x == 0), "new allowed flows must pass");
+            let (_, trivial_distinct) = distinct(&mut dp, program_names::PASS, &new);
+
+            let est = tcp_frame(10_000, peer.octets(), port, false);
+            let (v, est_ns) = repeat(&mut dp, program_names::INGRESS, &est);
+            assert_eq!(v, 0, "established flow must pass");
+            let denied = tcp_frame(9_999, [198, 51, 100, 1], 445, true);
+            let (v, deny_ns) = repeat(&mut dp, program_names::INGRESS, &denied);
+            assert_eq!(v, 2, "denied flow must drop");
+            let (_, trivial_repeat) = repeat(&mut dp, program_names::PASS, &est);
+
+            for (path, method, ns, trivial) in [
+                ("new-allowed", "distinct", new_ns, trivial_distinct),
+                ("established", "repeat", est_ns, trivial_repeat),
+                ("denied", "repeat", deny_ns, trivial_repeat),
+            ] {
+                rows.push(Row {
+                    rules: n_rules,
+                    devices: n_dev,
+                    path,
+                    method,
+                    ns,
+                    trivial,
+                });
+            }
+            eprintln!("measured {n_rules} rules x {n_dev} devices");
+        }
+    }
+    drop(dp);
+    let _ = std::fs::remove_dir_all(&pin);
+
+    println!("\n| rules | devices | path | method | wardgate ns/pkt | trivial ns/pkt | ratio |");
+    println!("|---:|---:|---|---|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.2}x |",
+            r.rules,
+            r.devices,
+            r.path,
+            r.method,
+            r.ns,
+            r.trivial,
+            r.ns / r.trivial
+        );
+    }
+    // Scaling: 100k rules against 10 rules, same device count and path.
+    println!("\n| path | devices | 100k rules vs 10 rules |");
+    println!("|---|---:|---:|");
+    for path in ["new-allowed", "established", "denied"] {
+        for dev in [10, 10_000] {
+            let get = |rules| {
+                rows.iter()
+                    .find(|r| r.rules == rules && r.devices == dev && r.path == path)
+                    .unwrap()
+            };
+            let (small, big) = (get(10), get(100_000));
+            // Compare ratios to the trivial baseline, which absorbs machine noise between runs.
+            let change = (big.ns / big.trivial) / (small.ns / small.trivial) - 1.0;
+            println!("| {path} | {dev} | {:+.1}% |", change * 100.0);
+        }
+    }
+}
