@@ -203,14 +203,15 @@ pub struct GatewayConfig {
 }
 const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 16);
 
-/// Connection-tracking key, in the orientation of the packet that created the entry.
+/// Connection-tracking key, normalized: endpoint `a` is the smaller (address, port) of the two,
+/// so both directions of a flow find the same entry with one lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct CtKey {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub sport_be: [u8; 2],
-    pub dport_be: [u8; 2],
+    pub a: [u8; 16],
+    pub b: [u8; 16],
+    pub a_port_be: [u8; 2],
+    pub b_port_be: [u8; 2],
     pub proto: u8,
     pub family: u8,
     pub _pad: [u8; 2],
@@ -231,7 +232,8 @@ pub struct CtValue {
     pub flags: u32,
     /// `DIR_*` of the packet that created the entry.
     pub direction: u8,
-    pub _pad: u8,
+    /// 1 if the packet that opened the flow was sent by endpoint `a` of the key.
+    pub opener_is_a: u8,
     /// The device's MAC when the entry was made: checked on the fast path against spoofing.
     pub dev_mac: [u8; 6],
     pub _pad2: [u8; 4],

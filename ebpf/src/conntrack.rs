@@ -1,6 +1,7 @@
-//! Connection tracking in an LRU hash. An entry is keyed in the orientation of the packet that
-//! opened the flow; a reply finds it with the reversed key. An entry is only trusted while its
-//! policy generation is current and it has not idled out; otherwise the slow path re-checks it.
+//! Connection tracking in an LRU hash (per-CPU LRU lists). Keys are normalized (smaller endpoint
+//! first), so a packet in either direction finds its flow with one lookup; the value remembers
+//! which endpoint opened the flow. An entry is only trusted while its policy generation is
+//! current and it has not idled out; otherwise the slow path re-checks it.
 
 use wardgate_common::{
     CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue, DIR_FROM_DEVICE,
@@ -12,45 +13,48 @@ use crate::{
     parse::{Packet, TCP_FIN, TCP_RST},
 };
 
-/// Result of the conntrack lookup. Kept field-less (keys are rebuilt from the packet when
-/// needed): moving enums with payloads produced code the verifier rejects (uninitialized reads).
+/// Result of the conntrack lookup. Kept field-less: moving enums with payloads produced code the
+/// verifier rejects (uninitialized reads).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Ct {
     Miss,
-    /// Valid forward entry: passes as established.
+    /// Valid entry, packet in the opening direction: passes as established.
     Established,
-    /// Valid entry in the other orientation: passes as a reply.
+    /// Valid entry, packet in the other direction: passes as a reply.
     Reply,
-    /// Forward entry that must be re-checked (new generation or idle).
+    /// Entry in the opening direction that must be re-checked (new generation or idle).
     StaleForward,
     /// Reply to an entry that must be re-checked, in the direction of the opening packet.
     StaleReply,
 }
 
+/// The normalized key of the packet's flow, and whether the packet's source is endpoint `a`.
 #[inline(always)]
-fn forward_key(pkt: &Packet) -> CtKey {
-    CtKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport_be: pkt.sport_be,
-        dport_be: pkt.dport_be,
+fn key(pkt: &Packet) -> (CtKey, bool) {
+    let src = (
+        u128::from_be_bytes(pkt.src),
+        u16::from_be_bytes(pkt.sport_be),
+    );
+    let dst = (
+        u128::from_be_bytes(pkt.dst),
+        u16::from_be_bytes(pkt.dport_be),
+    );
+    let src_is_a = src <= dst;
+    let (a, a_port, b, b_port) = if src_is_a {
+        (pkt.src, pkt.sport_be, pkt.dst, pkt.dport_be)
+    } else {
+        (pkt.dst, pkt.dport_be, pkt.src, pkt.sport_be)
+    };
+    let key = CtKey {
+        a,
+        b,
+        a_port_be: a_port,
+        b_port_be: b_port,
         proto: pkt.proto,
         family: pkt.family,
         _pad: [0; 2],
-    }
-}
-
-#[inline(always)]
-fn reverse_key(pkt: &Packet) -> CtKey {
-    CtKey {
-        src: pkt.dst,
-        dst: pkt.src,
-        sport_be: pkt.dport_be,
-        dport_be: pkt.sport_be,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    }
+    };
+    (key, src_is_a)
 }
 
 #[inline(always)]
@@ -71,35 +75,35 @@ fn touch(v: &mut CtValue, pkt: &Packet, now: u64) {
     }
 }
 
-/// Looks the packet up; for `StaleReply` also returns the opening packet's direction.
+/// Looks the packet up; also returns the direction of the packet that opened the flow (the
+/// packet's own direction when there is no entry).
 #[inline(always)]
 pub fn lookup(pkt: &Packet, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
+    let (key, src_is_a) = key(pkt);
+    let Some(v) = WG_CT_V1.get_ptr_mut(&key) else {
+        return (Ct::Miss, dir);
+    };
+    // Safety: map value pointer from a successful lookup, valid for this program run.
+    let v = unsafe { &mut *v };
+    let forward = (v.opener_is_a != 0) == src_is_a;
     // A packet from a device must carry the MAC the flow was opened with.
-    let from_device = dir == DIR_FROM_DEVICE;
-    let key = forward_key(pkt);
-    if let Some(v) = WG_CT_V1.get_ptr_mut(&key) {
-        // Safety: map value pointer from a successful lookup, valid for this program run.
-        let v = unsafe { &mut *v };
-        if fresh(v, generation, now) && (!from_device || v.dev_mac == pkt.src_mac) {
-            touch(v, pkt, now);
-            return (Ct::Established, dir);
-        }
-        return (Ct::StaleForward, dir);
+    let mac_ok = dir != DIR_FROM_DEVICE || v.dev_mac == pkt.src_mac;
+    if fresh(v, generation, now) && mac_ok {
+        touch(v, pkt, now);
+        return (
+            if forward { Ct::Established } else { Ct::Reply },
+            v.direction,
+        );
     }
-    let key = reverse_key(pkt);
-    if let Some(v) = WG_CT_V1.get_ptr_mut(&key) {
-        // Safety: as above.
-        let v = unsafe { &mut *v };
-        if fresh(v, generation, now) && (!from_device || v.dev_mac == pkt.src_mac) {
-            touch(v, pkt, now);
-            return (Ct::Reply, dir);
-        }
-        return (Ct::StaleReply, v.direction);
+    if forward {
+        (Ct::StaleForward, dir)
+    } else {
+        (Ct::StaleReply, v.direction)
     }
-    (Ct::Miss, dir)
 }
 
 /// Records that the flow passed at `generation`: refreshes a stale entry or creates one.
+/// `direction` is the opening packet's; for a stale reply the entry keeps its opener.
 #[allow(
     clippy::too_many_arguments,
     reason = "all are plain values of the one decision"
@@ -115,11 +119,11 @@ pub fn commit(
     rule: Option<&RuleValue>,
     flags: u32,
 ) {
-    // `direction` is the opening packet's: for a stale reply, the entry keeps its orientation.
-    let key = if ct == Ct::StaleReply {
-        reverse_key(pkt)
+    let (key, src_is_a) = key(pkt);
+    let opener_is_a = if ct == Ct::StaleReply {
+        !src_is_a
     } else {
-        forward_key(pkt)
+        src_is_a
     };
     let timeout = match rule {
         Some(r) if r.idle_timeout_s != 0 => r.idle_timeout_s,
@@ -135,7 +139,7 @@ pub fn commit(
         idle_timeout_s: timeout,
         flags,
         direction,
-        _pad: 0,
+        opener_is_a: u8::from(opener_is_a),
         dev_mac: dev.mac,
         _pad2: [0; 4],
     };
@@ -146,13 +150,7 @@ pub fn commit(
 /// Drops a stale entry whose flow the current policy no longer allows.
 #[inline(always)]
 pub fn forget(ct: Ct, pkt: &Packet) {
-    match ct {
-        Ct::StaleForward => {
-            let _ = WG_CT_V1.remove(&forward_key(pkt));
-        }
-        Ct::StaleReply => {
-            let _ = WG_CT_V1.remove(&reverse_key(pkt));
-        }
-        _ => {}
+    if matches!(ct, Ct::StaleForward | Ct::StaleReply) {
+        let _ = WG_CT_V1.remove(&key(pkt).0);
     }
 }
