@@ -9,6 +9,7 @@
 //!   the same flows once established, and the trivial baseline measured the same way). Each
 //!   run starts cache-cold and includes the kernel's timer overhead, so a ratio is only
 //!   meaningful against the baseline of the same method.
+//!
 //! Needs root. Absolute numbers on shared machines are noise; the ratios are the result.
 
 use std::net::IpAddr;

@@ -15,7 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{topo::*, *};
+use support::*;
+use wardgate_agent::lab::*;
 use wardgate_agent::{
     config::AgentConfig,
     datapath::{AttachOutcome, Datapath},
@@ -94,6 +95,11 @@ fn write_desired(dir: &Path, generation: u32) {
     std::fs::rename(tmp, dir.join("desired.json")).unwrap();
 }
 
+fn ward(tag: &str) -> Ward {
+    require_privileges();
+    Ward::new(tag)
+}
+
 fn servers(ward: &Ward, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
     let tcp = tcp_echo(
         &ward.srv,
@@ -116,7 +122,7 @@ fn servers(ward: &Ward, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<(
 
 #[test]
 fn allowed_flows_work_both_ways_and_denied_ones_fail() {
-    let ward = Ward::new("flows");
+    let ward = ward("flows");
     let dir = tempfile::tempdir().unwrap();
     let pin = PinRoot::new("flows");
     write_desired(dir.path(), 1);
@@ -265,7 +271,7 @@ fn socket2_bind_connect(to: SocketAddr) -> Result<std::net::TcpStream, String> {
 
 #[test]
 fn kill_9_keeps_enforcing_and_a_restart_adopts_without_a_gap() {
-    let ward = Ward::new("kill");
+    let ward = ward("kill");
     let dir = tempfile::tempdir().unwrap();
     let pin = PinRoot::new("kill");
     write_desired(dir.path(), 1);
@@ -320,7 +326,7 @@ fn kill_9_keeps_enforcing_and_a_restart_adopts_without_a_gap() {
 
 #[test]
 fn generation_swaps_under_traffic_drop_nothing_allowed_and_pass_nothing_denied() {
-    let ward = Ward::new("swap");
+    let ward = ward("swap");
     let pin = PinRoot::new("swap");
     let stop = Arc::new(AtomicBool::new(false));
     let handles = servers(&ward, &stop);

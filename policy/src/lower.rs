@@ -77,6 +77,9 @@ fn rule_port_keys(
     }
 }
 
+/// A rule's contribution to a peer prefix: (rule id, idle timeout, protocol, ports).
+type RuleRef = (u32, u32, Proto, Option<crate::desired::PortRange>);
+
 /// Builds the map-level entries for `policies` and checks every map's capacity.
 pub fn lower(
     gateway: &str,
@@ -89,10 +92,7 @@ pub fn lower(
 
     // (policy, direction, cidr) -> [(proto, port prefix) -> (rule_id, timeout)], first rule wins.
     type PortSet = BTreeMap<(Option<u8>, Option<PortPrefix>), (u32, u32)>;
-    let mut by_cidr: BTreeMap<
-        (u32, Direction),
-        BTreeMap<IpNet, Vec<(u32, u32, Proto, Option<crate::desired::PortRange>)>>,
-    > = BTreeMap::new();
+    let mut by_cidr: BTreeMap<(u32, Direction), BTreeMap<IpNet, Vec<RuleRef>>> = BTreeMap::new();
     for p in &policies {
         for r in &p.rules {
             for cidr in &r.peers {

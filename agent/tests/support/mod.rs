@@ -305,4 +305,3 @@ pub fn run_prog(dp: &mut Datapath, name: &'static str, frame: &[u8], repeat: u32
         .expect("BPF_PROG_TEST_RUN");
     (res.return_value, res.duration.as_nanos() as f64)
 }
-pub mod topo;

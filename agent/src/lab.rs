@@ -1,5 +1,6 @@
-//! A three-host ward in network namespaces: device <-> gateway <-> server, documentation
-//! addresses only. Everything is removed on drop; every wait is bounded.
+//! A three-host ward in network namespaces for tests and the demo: device <-> gateway <->
+//! server, documentation addresses only. Everything is removed on drop; every wait and every
+//! traffic loop is bounded in count and time.
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -12,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wardgate_agent::netns;
+use crate::netns;
 
 pub const DEV_IF: &str = "wg-dev0";
 
@@ -35,7 +36,6 @@ fn ip(args: &[&str]) {
 impl Ward {
     /// Builds the namespaces; `tag` keeps parallel test binaries apart (max 6 chars).
     pub fn new(tag: &str) -> Ward {
-        super::require_privileges();
         let n = std::process::id() % 100_000;
         let w = Ward {
             dev: format!("wgd-{tag}-{n}"),
