@@ -1,1 +1,54 @@
-fn main() {}
+//! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo`.
+
+mod bench;
+mod cmd;
+mod demo;
+mod fuzz;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "wardgate developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install apt packages, pinned toolchains, bpf-linker and Python gRPC (idempotent).
+    Setup,
+    /// Run every test tier (fmt, clippy, unit, datapath, attach); runs setup first.
+    Test {
+        /// Run only these tiers (repeatable).
+        #[arg(long = "tier", value_enum)]
+        tiers: Vec<test::Tier>,
+        /// Skip the setup check.
+        #[arg(long)]
+        no_setup: bool,
+    },
+    /// Run a benchmark and print its table.
+    Bench {
+        #[arg(value_enum)]
+        which: bench::Bench,
+    },
+    /// Run every fuzz target for a bounded time.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// The main job: a demo ward in network namespaces on the embedded store.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::run(),
+        Task::Test { tiers, no_setup } => test::run(&tiers, no_setup),
+        Task::Bench { which } => bench::run(which),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Demo => demo::run(),
+    }
+}

@@ -1,0 +1,28 @@
+//! `cargo xtask bench datapath|controller`: benchmarks that print tables (never run as tests).
+
+use crate::cmd;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Bench {
+    /// ns/packet through BPF_PROG_TEST_RUN against the trivial pass program (root).
+    Datapath,
+    /// assign -> received latency with 500 watching agents, alert ingest rate.
+    Controller,
+}
+
+pub fn run(which: Bench) -> anyhow::Result<()> {
+    crate::setup::run()?;
+    match which {
+        Bench::Datapath => {
+            cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-agent", "--bench", "datapath"]))
+        }
+        Bench::Controller => cmd::run(cmd::cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "wardgate-controller",
+            "--bin",
+            "wardgate-controller-bench",
+        ])),
+    }
+}

@@ -1,0 +1,164 @@
+//! `cargo xtask setup`: installs everything the build and the test tiers need, idempotently.
+//! Each step checks first and prints one line: installed / already present.
+
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::cmd;
+
+/// Userspace toolchain (also pinned in rust-toolchain.toml).
+pub const USER_TOOLCHAIN: &str = "1.98.0";
+/// eBPF toolchain: the last nightly on LLVM 22 (bpf-linker is built against Debian's LLVM 22).
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-07-15";
+
+const APT: &[&str] = &[
+    "llvm-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftool",
+    "protobuf-compiler",
+    "iproute2",
+    "iputils-ping",
+    "tshark",
+    "nftables",
+    "iperf3",
+    "dcmtk",
+    "python3-pip",
+];
+
+const PIP: &[(&str, &str)] = &[("grpcio", "grpc"), ("grpcio-tools", "grpc_tools")];
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        println!("setup: apt packages ........ already present");
+        return Ok(());
+    }
+    // tshark asks whether non-root users may capture; answer it up front.
+    let mut preseed = Command::new("debconf-set-selections");
+    preseed.stdin(std::process::Stdio::piped());
+    if let Ok(mut child) = preseed.spawn() {
+        use std::io::Write as _;
+        if let Some(stdin) = child.stdin.as_mut() {
+            let _ = stdin
+                .write_all(b"wireshark-common wireshark-common/install-setuid boolean false\n");
+        }
+        let _ = child.wait();
+    }
+    cmd::run(Command::new("apt-get").arg("update")).context("setup step apt-get update")?;
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )
+    .context("setup step apt-get install")?;
+    println!(
+        "setup: apt packages ........ installed {}",
+        missing.join(" ")
+    );
+    Ok(())
+}
+
+fn toolchain(name: &str, components: &[&str]) -> anyhow::Result<()> {
+    let have = cmd::output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("setup step rustup (is rustup installed?)")?;
+    let present = have.lines().any(|l| l.starts_with(name));
+    let has_components = present
+        && components.iter().all(|c| {
+            cmd::output(Command::new("rustup").args([
+                "component",
+                "list",
+                "--installed",
+                "--toolchain",
+                name,
+            ]))
+            .is_ok_and(|out| out.lines().any(|l| l.starts_with(c)))
+        });
+    if has_components {
+        println!("setup: toolchain {name:<18} already present");
+        return Ok(());
+    }
+    let mut c = Command::new("rustup");
+    c.args(["toolchain", "install", name, "--profile", "minimal"]);
+    for comp in components {
+        c.args(["--component", comp]);
+    }
+    cmd::run(&mut c).with_context(|| format!("setup step toolchain {name}"))?;
+    println!("setup: toolchain {name:<18} installed");
+    Ok(())
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    if cmd::succeeds(Command::new("bpf-linker").arg("--version")) {
+        println!("setup: bpf-linker .......... already present");
+        return Ok(());
+    }
+    // LLVM_PREFIX: /usr/bin/llvm-config on Debian 12 is LLVM 14; without it the link fails
+    // with "unable to find library -lLLVM".
+    cmd::run(
+        Command::new("cargo")
+            .arg(format!("+{USER_TOOLCHAIN}"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"),
+    )
+    .context("setup step bpf-linker")?;
+    println!("setup: bpf-linker .......... installed");
+    Ok(())
+}
+
+fn pip() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PIP
+        .iter()
+        .filter(|(_, module)| {
+            !cmd::succeeds(Command::new("python3").args(["-c", &format!("import {module}")]))
+        })
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        println!("setup: python grpc ......... already present");
+        return Ok(());
+    }
+    cmd::run(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(&missing),
+    )
+    .context("setup step pip install")?;
+    println!(
+        "setup: python grpc ......... installed {}",
+        missing.join(" ")
+    );
+    Ok(())
+}
+
+/// True when every step would be a no-op (checked cheaply before each test run).
+pub fn is_complete() -> bool {
+    APT.iter().all(|p| dpkg_installed(p))
+        && cmd::succeeds(Command::new("bpf-linker").arg("--version"))
+}
+
+pub fn run() -> anyhow::Result<()> {
+    apt()?;
+    toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
+    toolchain(EBPF_TOOLCHAIN, &["rust-src"])?;
+    bpf_linker()?;
+    pip()?;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! `cargo xtask test`: every tier, in order, with a summary. A privileged tier that cannot run
+//! fails; a test binary that ran no test fails.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cmd, setup};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    /// rustfmt --check on every crate.
+    Fmt,
+    /// clippy with warnings denied, on the real eBPF build.
+    Clippy,
+    /// Unit and integration tests that need no privileges (policy, controller, agent units).
+    Unit,
+    /// The eBPF object through BPF_PROG_TEST_RUN (root).
+    Datapath,
+    /// The agent on veth pairs in network namespaces (root).
+    Attach,
+}
+
+const ALL: [Tier; 5] = [
+    Tier::Fmt,
+    Tier::Clippy,
+    Tier::Unit,
+    Tier::Datapath,
+    Tier::Attach,
+];
+
+fn privileged_preflight() -> anyhow::Result<()> {
+    // Safety: geteuid has no preconditions.
+    let euid = unsafe { libc_geteuid() };
+    if euid != 0 {
+        bail!("privileged tier cannot run: needs root (CAP_BPF, CAP_NET_ADMIN); euid is {euid}");
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    if !mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    {
+        cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])).context(
+            "privileged tier cannot run: /sys/fs/bpf is not bpffs and mounting it failed",
+        )?;
+    }
+    if !cmd::succeeds(Command::new("ip").args(["netns", "list"])) {
+        bail!("privileged tier cannot run: `ip netns` unavailable (install iproute2)");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Runs a cargo test command and fails if it executed no test at all.
+fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
+    let mut c = cmd::cargo();
+    c.arg("test").args(args);
+    eprintln!("$ {}", cmd::display(&c));
+    let out = c
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting `{}`", cmd::display(&c)))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    if !out.status.success() {
+        bail!("`{}` failed", cmd::display(&c));
+    }
+    let executed: u64 = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: "))
+        .filter_map(|l| l.split(';').next())
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    if executed == 0 {
+        bail!("`{}` ran no test", cmd::display(&c));
+    }
+    Ok(())
+}
+
+fn run_tier(tier: Tier) -> anyhow::Result<()> {
+    match tier {
+        Tier::Fmt => cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"])),
+        Tier::Clippy => cmd::run(cmd::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+        Tier::Unit => {
+            cargo_test(&["--workspace", "--release", "--lib", "--bins"])?;
+            cargo_test(&[
+                "--release",
+                "-p",
+                "wardgate-policy",
+                "-p",
+                "wardgate-controller",
+                "--tests",
+            ])
+        }
+        Tier::Datapath => {
+            privileged_preflight()?;
+            cargo_test(&["--release", "-p", "wardgate-agent", "--test", "datapath"])
+        }
+        Tier::Attach => {
+            privileged_preflight()?;
+            cargo_test(&[
+                "--release",
+                "-p",
+                "wardgate-agent",
+                "--test",
+                "netns",
+                "--",
+                "--test-threads=1",
+            ])
+        }
+    }
+}
+
+pub fn run(tiers: &[Tier], no_setup: bool) -> anyhow::Result<()> {
+    if !no_setup {
+        setup::run().context("setup (run `cargo xtask setup` to see each step)")?;
+    }
+    let tiers: Vec<Tier> = if tiers.is_empty() {
+        ALL.to_vec()
+    } else {
+        tiers.to_vec()
+    };
+    let mut results: Vec<(Tier, Result<(), String>, Duration)> = Vec::new();
+    for tier in tiers {
+        eprintln!("\n==== tier {tier:?} ====");
+        let start = Instant::now();
+        let res = run_tier(tier).map_err(|e| format!("{e:#}"));
+        if let Err(e) = &res {
+            eprintln!("tier {tier:?} FAILED: {e}");
+        }
+        results.push((tier, res, start.elapsed()));
+    }
+    println!("\n| tier | result | seconds |\n|---|---|---:|");
+    for (tier, res, took) in &results {
+        let r = if res.is_ok() { "passed" } else { "FAILED" };
+        println!("| {tier:?} | {r} | {:.0} |", took.as_secs_f64());
+    }
+    let failed = results.iter().filter(|(_, r, _)| r.is_err()).count();
+    let passed = results.len() - failed;
+    println!("tiers: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} test tier(s) failed");
+    }
+    Ok(())
+}
