@@ -148,12 +148,6 @@ fn pip() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// True when every step would be a no-op (checked cheaply before each test run).
-pub fn is_complete() -> bool {
-    APT.iter().all(|p| dpkg_installed(p))
-        && cmd::succeeds(Command::new("bpf-linker").arg("--version"))
-}
-
 pub fn run() -> anyhow::Result<()> {
     apt()?;
     toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
