@@ -43,10 +43,17 @@ pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
     let device = state
         .and_then(|s| s.device(ev.device_id))
         .map_or("-", |d| d.name.as_str());
-    let (profile, rule) = match state.and_then(|s| s.rule(ev.rule_id)) {
-        Some((p, r)) => (p.profile.as_str(), r.name.as_str()),
-        None => ("-", "-"),
-    };
+    // The profile comes from the device's policy: a denied flow matched no rule.
+    let profile = state
+        .and_then(|s| {
+            s.policies
+                .iter()
+                .find(|p| p.policy_id == ev.policy_id && ev.device_id != 0)
+        })
+        .map_or("-", |p| p.profile.as_str());
+    let rule = state
+        .and_then(|s| s.rule(ev.rule_id))
+        .map_or("-", |(_, r)| r.name.as_str());
     let reason = ev.reason.map_or("unknown", |r| r.name());
     tracing::info!(
         target: "wardgate::event",

@@ -24,7 +24,7 @@ pub enum Reason {
     PassNonIp = 7,
     /// Address not in the device table, gateway default is pass.
     PassUnknownDevice = 8,
-    /// IPv6 neighbour discovery / router solicitation, needed for IPv6 to work at all.
+    /// IPv6 neighbour/router discovery and multicast listener discovery (IPv6 control plane).
     PassNeighbour = 9,
     /// Spoofed source MAC for a device in learn or monitor mode: passed and reported.
     PassSpoofReported = 10,

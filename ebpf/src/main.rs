@@ -79,7 +79,9 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
         }
         Parsed::Malformed => return Reason::DropMalformed,
     };
-    if pkt.proto == PROTO_ICMPV6 && (133..=137).contains(&pkt.icmp_type) {
+    // IPv6 control plane: neighbour/router discovery (133-137) and multicast listener
+    // discovery (130-132, 143). Without them IPv6 does not work at all.
+    if pkt.proto == PROTO_ICMPV6 && matches!(pkt.icmp_type, 130..=137 | 143) {
         return Reason::PassNeighbour;
     }
     let slot = WG_ACTIVE_V1.get(0).copied().unwrap_or(0) & 1;
