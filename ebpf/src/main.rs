@@ -7,6 +7,10 @@
 //! that would be dropped or reported, the management allowlist -> event.
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "aya's #[classifier] generates the extern entry taking the raw skb pointer"
+)]
 
 mod conntrack;
 mod events;

@@ -151,7 +151,7 @@ fn pip() -> anyhow::Result<()> {
 pub fn run() -> anyhow::Result<()> {
     apt()?;
     toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
-    toolchain(EBPF_TOOLCHAIN, &["rust-src"])?;
+    toolchain(EBPF_TOOLCHAIN, &["rust-src", "clippy"])?;
     bpf_linker()?;
     pip()?;
     Ok(())

@@ -88,17 +88,46 @@ fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
 fn run_tier(tier: Tier) -> anyhow::Result<()> {
     match tier {
         Tier::Fmt => cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"])),
-        Tier::Clippy => cmd::run(cmd::cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--release",
-            "--",
-            "-D",
-            "warnings",
-        ])),
+        Tier::Clippy => {
+            cmd::run(cmd::cargo().args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "wardgate-ebpf",
+                "--all-targets",
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            // The eBPF crate only builds for the BPF target, with the pinned nightly.
+            cmd::run(
+                std::process::Command::new("cargo")
+                    .current_dir("ebpf")
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .args([
+                        &format!("+{}", setup::EBPF_TOOLCHAIN),
+                        "clippy",
+                        "--release",
+                        "--target",
+                        "bpfel-unknown-none",
+                        "-Z",
+                        "build-std=core",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ]),
+            )
+        }
         Tier::Unit => {
-            cargo_test(&["--workspace", "--release", "--lib", "--bins"])?;
+            cargo_test(&[
+                "--workspace",
+                "--exclude",
+                "wardgate-ebpf",
+                "--release",
+                "--lib",
+                "--bins",
+            ])?;
             cargo_test(&[
                 "--release",
                 "-p",

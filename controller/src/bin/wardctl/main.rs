@@ -14,7 +14,7 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t)]
     output: OutputFormat,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(clap::Subcommand)]
@@ -23,5 +23,7 @@ enum Command {}
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = cli.output;
-    match cli.command {}
+    match cli.command {
+        None => anyhow::bail!("no command given; see `wardctl --help`"),
+    }
 }
