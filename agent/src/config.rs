@@ -86,7 +86,7 @@ fn default_burst() -> u32 {
 
 impl AgentConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let cfg: AgentConfig = serde_norway::from_str(text)?;
+        let cfg: AgentConfig = serde_saphyr::from_str(text)?;
         if cfg.interfaces.is_empty() {
             anyhow::bail!("`interfaces` is empty: name at least one device-facing interface");
         }

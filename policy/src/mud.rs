@@ -1,0 +1,1 @@
+//! MUD import (RFC 8520).

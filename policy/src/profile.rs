@@ -1,0 +1,345 @@
+//! The profile language: what one class of device may talk to. See device-profiles/README.md.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    desired::{Direction, Mode, Proto},
+    diag::{Diagnostics, from_yaml_error},
+    span::Located,
+};
+
+/// A device class.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Unique name, lowercase with dashes (`infusion-pump`).
+    pub name: Located<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Vendors whose devices this class describes.
+    #[serde(default)]
+    pub vendors: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Mode for devices that do not set one. Default `learn`.
+    #[serde(default = "default_mode")]
+    pub default_mode: Mode,
+    /// What the gateway does for this class when it is unhealthy. Default `open`: a patient
+    /// monitor must not be cut off because a gateway is degraded.
+    #[serde(default)]
+    pub fail_mode: FailMode,
+    /// How readily the baseline raises anomalies. Default `medium`.
+    #[serde(default)]
+    pub baseline_sensitivity: Sensitivity,
+    #[serde(default)]
+    pub conntrack: Conntrack,
+    /// Allowed flows. Anything else is denied (enforce) or reported (monitor).
+    #[serde(default)]
+    pub flows: Vec<Flow>,
+}
+
+fn default_mode() -> Mode {
+    Mode::Learn
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    #[default]
+    Open,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Sensitivity {
+    Low,
+    #[default]
+    Medium,
+    High,
+}
+
+/// Conntrack idle timeouts in seconds, per protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Conntrack {
+    #[serde(default = "default_tcp")]
+    pub tcp_idle_s: u32,
+    #[serde(default = "default_udp")]
+    pub udp_idle_s: u32,
+    #[serde(default = "default_icmp")]
+    pub icmp_idle_s: u32,
+}
+
+fn default_tcp() -> u32 {
+    3600
+}
+fn default_udp() -> u32 {
+    60
+}
+fn default_icmp() -> u32 {
+    30
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack {
+            tcp_idle_s: default_tcp(),
+            udp_idle_s: default_udp(),
+            icmp_idle_s: default_icmp(),
+        }
+    }
+}
+
+/// One allowed flow.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    /// Short description, reported with events (`dicom to pacs`).
+    #[serde(default)]
+    pub name: String,
+    /// `from-device` (the device opens the flow) or `to-device`.
+    pub direction: Direction,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or `any`.
+    pub protocol: Located<Proto>,
+    /// Peers: a CIDR or address, `group:NAME` (a site group), `same-profile`, `any`, or
+    /// `dns:NAME` (kept, not yet resolved).
+    pub peers: Vec<Located<String>>,
+    /// Destination port of the flow's first packet: `104`, `"11112-11120"`, or a list of them.
+    /// Only for tcp/udp; omitted = all ports.
+    #[serde(default)]
+    pub ports: Option<Located<Ports>>,
+    /// Overrides the profile's conntrack idle timeout for this flow (seconds).
+    #[serde(default)]
+    pub idle_timeout_s: Option<Located<u32>>,
+    /// Application-level constraint, kept and shown; not enforced by the L3/L4 datapath.
+    #[serde(default)]
+    pub app: Option<App>,
+}
+
+/// A port, a range, or a list of them. Numbers are read wide so 0 and > 65535 can be reported.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Ports {
+    One(i64),
+    Text(String),
+    List(Vec<PortItem>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PortItem {
+    One(i64),
+    Text(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum App {
+    Dicom {
+        #[serde(default)]
+        calling_ae: Option<String>,
+        #[serde(default)]
+        called_ae: Option<String>,
+    },
+    Hl7 {
+        #[serde(default)]
+        sending_application: Option<String>,
+        #[serde(default)]
+        receiving_application: Option<String>,
+    },
+}
+
+/// A peer, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Any,
+    SameProfile,
+    Group(String),
+    Dns(String),
+    Net(ipnet::IpNet),
+}
+
+impl Peer {
+    pub fn parse(s: &str) -> Result<Peer, String> {
+        let s = s.trim();
+        Ok(match s {
+            "any" => Peer::Any,
+            "same-profile" => Peer::SameProfile,
+            _ if s.starts_with("group:") => Peer::Group(s["group:".len()..].to_string()),
+            _ if s.starts_with("dns:") => Peer::Dns(s["dns:".len()..].to_string()),
+            _ => {
+                if let Ok(net) = s.parse::<ipnet::IpNet>() {
+                    if net.trunc() != net {
+                        return Err(format!(
+                            "`{s}` has host bits set (did you mean {}?)",
+                            net.trunc()
+                        ));
+                    }
+                    Peer::Net(net)
+                } else if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+                    Peer::Net(ipnet::IpNet::from(ip))
+                } else {
+                    return Err(format!(
+                        "`{s}` is not a peer: expected a CIDR, an address, group:NAME, dns:NAME, same-profile or any"
+                    ));
+                }
+            }
+        })
+    }
+}
+
+impl Ports {
+    /// Inclusive ranges, or the problems found.
+    pub fn ranges(&self) -> Result<Vec<(u16, u16)>, Vec<String>> {
+        let items: Vec<PortItem> = match self {
+            Ports::One(n) => vec![PortItem::One(*n)],
+            Ports::Text(t) => vec![PortItem::Text(t.clone())],
+            Ports::List(l) => l.clone(),
+        };
+        let mut out = Vec::new();
+        let mut errs = Vec::new();
+        if items.is_empty() {
+            errs.push("empty port list".to_string());
+        }
+        for it in items {
+            match it {
+                PortItem::One(n) => match port(n) {
+                    Ok(p) => out.push((p, p)),
+                    Err(e) => errs.push(e),
+                },
+                PortItem::Text(t) => {
+                    let (lo, hi) = match t.split_once('-') {
+                        Some((a, b)) => (a.trim(), b.trim()),
+                        None => (t.trim(), t.trim()),
+                    };
+                    match (lo.parse::<i64>(), hi.parse::<i64>()) {
+                        (Ok(a), Ok(b)) => match (port(a), port(b)) {
+                            (Ok(a), Ok(b)) if a <= b => out.push((a, b)),
+                            (Ok(a), Ok(b)) => errs.push(format!("range {a}-{b} is inverted")),
+                            (Err(e), _) | (_, Err(e)) => errs.push(e),
+                        },
+                        _ => errs.push(format!("`{t}` is not a port or a range like 11112-11120")),
+                    }
+                }
+            }
+        }
+        if errs.is_empty() { Ok(out) } else { Err(errs) }
+    }
+}
+
+fn port(n: i64) -> Result<u16, String> {
+    match n {
+        1..=65535 => Ok(n as u16),
+        0 => Err("port 0 is not a port".to_string()),
+        _ => Err(format!("port {n} is out of range (1-65535)")),
+    }
+}
+
+pub const PROFILE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "vendors",
+    "models",
+    "default_mode",
+    "fail_mode",
+    "baseline_sensitivity",
+    "conntrack",
+    "flows",
+    "direction",
+    "protocol",
+    "peers",
+    "ports",
+    "idle_timeout_s",
+    "app",
+    "tcp_idle_s",
+    "udp_idle_s",
+    "icmp_idle_s",
+    "calling_ae",
+    "called_ae",
+    "sending_application",
+    "receiving_application",
+];
+
+/// Parses one profile file. `file` is the name used in messages. Syntax errors, unknown keys
+/// and wrong types stop parsing of that file (serde reads in one pass); everything else is
+/// reported together by [`crate::validate`].
+pub fn parse_profile(file: &str, text: &str) -> Result<Profile, Diagnostics> {
+    serde_saphyr::from_str::<Profile>(text)
+        .map_err(|e| Diagnostics(vec![from_yaml_error(file, &e, PROFILE_KEYS)]))
+}
+
+/// All profiles, by name, with the file each came from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProfileSet {
+    pub profiles: BTreeMap<String, (String, Profile)>,
+}
+
+impl ProfileSet {
+    pub fn get(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name).map(|(_, p)| p)
+    }
+
+    pub fn file_of(&self, name: &str) -> &str {
+        self.profiles
+            .get(name)
+            .map_or("<profile>", |(f, _)| f.as_str())
+    }
+
+    /// Adds a profile; a second profile with the same name is a diagnostic.
+    pub fn insert(&mut self, file: &str, profile: Profile, diags: &mut Diagnostics) {
+        let name = profile.name.value.clone();
+        if let Some((other, _)) = self.profiles.get(&name) {
+            diags.at(
+                file,
+                &profile.name,
+                format!("profile `{name}` is already defined in {other}"),
+                Some("profile names must be unique".to_string()),
+            );
+            return;
+        }
+        self.profiles.insert(name, (file.to_string(), profile));
+    }
+
+    /// Loads every `*.yaml`/`*.yml` file directly in `dir` (sites/ and other folders skipped),
+    /// collecting the problems of all files.
+    pub fn load_dir(dir: &std::path::Path) -> Result<ProfileSet, Diagnostics> {
+        let mut set = ProfileSet::default();
+        let mut diags = Diagnostics::default();
+        let mut files: Vec<_> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).collect(),
+            Err(e) => {
+                diags.push(
+                    &dir.display().to_string(),
+                    0,
+                    0,
+                    format!("cannot read directory: {e}"),
+                    None,
+                );
+                return Err(diags);
+            }
+        };
+        files.sort();
+        for path in files {
+            let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+            if !path.is_file() || !is_yaml {
+                continue;
+            }
+            let file = path.display().to_string();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match parse_profile(&file, &text) {
+                    Ok(p) => {
+                        diags.extend(crate::validate::validate_profile(&file, &p));
+                        set.insert(&file, p, &mut diags);
+                    }
+                    Err(d) => diags.extend(d),
+                },
+                Err(e) => diags.push(&file, 0, 0, format!("cannot read: {e}"), None),
+            }
+        }
+        diags.into_result(set)
+    }
+}
