@@ -7,7 +7,10 @@ use wardgate_policy::{ProfileSet, parse_profile, parse_site, validate, validate_
 
 fn broken(name: &str) -> (String, String) {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/broken")).join(name);
-    (format!("broken/{name}"), std::fs::read_to_string(path).unwrap())
+    (
+        format!("broken/{name}"),
+        std::fs::read_to_string(path).unwrap(),
+    )
 }
 
 fn has(report: &str, needle: &str) {
@@ -29,14 +32,38 @@ fn every_value_problem_is_reported_with_its_position() {
     let p = parse_profile(&file, &text).unwrap();
     let d = validate_profile(&file, &p);
     let report = d.to_string();
-    has(&report, "broken/bad-values.yaml:6:13: error: `198.51.100.300/24` is not a peer");
-    has(&report, "broken/bad-values.yaml:7:12: error: port 0 is not a port");
-    has(&report, "broken/bad-values.yaml:11:12: error: port 70000 is out of range");
-    has(&report, "broken/bad-values.yaml:15:12: error: range 2000-1000 is inverted");
-    has(&report, "broken/bad-values.yaml:19:12: error: flow 4 is icmp but lists ports: contradictory");
-    has(&report, "broken/bad-values.yaml:26:15: error: flow 6 contradicts flow 5");
-    has(&report, "broken/bad-values.yaml:32:13: error: `198.51.100.7/24` has host bits set");
-    has(&report, "broken/bad-values.yaml:33:12: error: empty port list");
+    has(
+        &report,
+        "broken/bad-values.yaml:6:13: error: `198.51.100.300/24` is not a peer",
+    );
+    has(
+        &report,
+        "broken/bad-values.yaml:7:12: error: port 0 is not a port",
+    );
+    has(
+        &report,
+        "broken/bad-values.yaml:11:12: error: port 70000 is out of range",
+    );
+    has(
+        &report,
+        "broken/bad-values.yaml:15:12: error: range 2000-1000 is inverted",
+    );
+    has(
+        &report,
+        "broken/bad-values.yaml:19:12: error: flow 4 is icmp but lists ports: contradictory",
+    );
+    has(
+        &report,
+        "broken/bad-values.yaml:26:15: error: flow 6 contradicts flow 5",
+    );
+    has(
+        &report,
+        "broken/bad-values.yaml:32:13: error: `198.51.100.7/24` has host bits set",
+    );
+    has(
+        &report,
+        "broken/bad-values.yaml:33:12: error: empty port list",
+    );
     assert_eq!(d.len(), 8, "{report}");
 }
 
@@ -49,14 +76,35 @@ fn site_problems_are_all_reported() {
     let (file, text) = broken("site-broken.yaml");
     let site = parse_site(&file, &text).unwrap();
     let report = validate(&file, &site, &set).to_string();
-    has(&report, "broken/site-broken.yaml:4:9: error: group `dns`: `not-a-cidr` is not a peer");
-    has(&report, "broken/site-broken.yaml:12:14: error: unknown profile `bad-valuez`");
+    has(
+        &report,
+        "broken/site-broken.yaml:4:9: error: group `dns`: `not-a-cidr` is not a peer",
+    );
+    has(
+        &report,
+        "broken/site-broken.yaml:12:14: error: unknown profile `bad-valuez`",
+    );
     has(&report, "hint: did you mean `bad-values`?");
-    has(&report, "broken/site-broken.yaml:15:10: error: duplicate MAC 02:00:00:00:00:01");
-    has(&report, "broken/site-broken.yaml:16:17: error: duplicate address 192.0.2.10");
-    has(&report, "broken/site-broken.yaml:16:29: error: `192.0.2.300` is not an IP address");
-    has(&report, "broken/site-broken.yaml:18:14: error: device `b` is on no known gateway (`gw-2`)");
-    has(&report, "broken/site-broken.yaml:20:10: error: `02:00:00:00:zz:01` is not a MAC address");
+    has(
+        &report,
+        "broken/site-broken.yaml:15:10: error: duplicate MAC 02:00:00:00:00:01",
+    );
+    has(
+        &report,
+        "broken/site-broken.yaml:16:17: error: duplicate address 192.0.2.10",
+    );
+    has(
+        &report,
+        "broken/site-broken.yaml:16:29: error: `192.0.2.300` is not an IP address",
+    );
+    has(
+        &report,
+        "broken/site-broken.yaml:18:14: error: device `b` is on no known gateway (`gw-2`)",
+    );
+    has(
+        &report,
+        "broken/site-broken.yaml:20:10: error: `02:00:00:00:zz:01` is not a MAC address",
+    );
     // Group references from the profile are checked against the site: `pacs` exists, and the
     // profile uses no unknown group, so no false positive.
     assert!(!report.contains("unknown group `pacs`"), "{report}");
@@ -76,7 +124,17 @@ fn unknown_group_points_at_the_profile_and_suggests() {
 
 #[test]
 fn garbage_never_panics() {
-    for text in ["", ":", "- - -", "name: [", "\u{0}\u{1}", "flows: 5", "name: x\nflows:\n  - {}", "name: &a [*a]", "{{{{"] {
+    for text in [
+        "",
+        ":",
+        "- - -",
+        "name: [",
+        "\u{0}\u{1}",
+        "flows: 5",
+        "name: x\nflows:\n  - {}",
+        "name: &a [*a]",
+        "{{{{",
+    ] {
         let _ = parse_profile("g.yaml", text);
         let _ = parse_site("g.yaml", text);
     }
