@@ -18,11 +18,7 @@ use wardgate_agent::{
     datapath::Datapath,
     lab::{self, Ward},
 };
-use wardgate_policy::{
-    DesiredState, Direction, Mode, Proto,
-    desired::{DeviceEntry, MacAddr, PolicyEntry, PortRange, Rule},
-    lower::lower,
-};
+use wardgate_policy::{DesiredState, Mode, ProfileSet, diff, parse_site};
 
 const PIN_ROOT: &str = "/sys/fs/bpf/wardgate-demo";
 
@@ -30,65 +26,28 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().expect("literal address")
 }
 
-/// The infusion-pump policy of the demo: DICOM to PACS, DNS, HL7 from the interface engine.
-fn state(generation: u32, pump_mode: Mode) -> anyhow::Result<DesiredState> {
-    let rule = |id: u32, name: &str, direction, proto, peer: &str, port: u16| Rule {
-        rule_id: id,
-        name: name.to_string(),
-        direction,
-        proto,
-        peers: vec![peer.parse().expect("literal CIDR")],
-        ports: Some(PortRange::single(port)),
-        idle_timeout_s: if port == 2575 { 4 * 3600 } else { 600 },
-    };
-    let rules = vec![
-        rule(
-            1001,
-            "dicom to pacs",
-            Direction::FromDevice,
-            Proto::Tcp,
-            "198.51.100.10/32",
-            104,
-        ),
-        rule(
-            1002,
-            "dns",
-            Direction::FromDevice,
-            Proto::Udp,
-            "198.51.100.0/24",
-            53,
-        ),
-        rule(
-            1003,
-            "hl7 mllp from engine",
-            Direction::ToDevice,
-            Proto::Tcp,
-            "198.51.100.20/32",
-            2575,
-        ),
-        rule(
-            1004,
-            "dicom to pacs (v6)",
-            Direction::FromDevice,
-            Proto::Tcp,
-            "2001:db8:100::10/128",
-            104,
-        ),
-    ];
-    let pump = DeviceEntry {
-        device_id: 1,
-        name: "pump-3a-bed12".into(),
-        addrs: vec!["192.0.2.10".parse()?, "2001:db8:1::10".parse()?],
-        mac: MacAddr([2, 0, 0, 0, 0, 0x0a]),
-        policy_id: 1,
-        mode: pump_mode,
-    };
-    let policies = vec![PolicyEntry {
-        policy_id: 1,
-        profile: "infusion-pump".into(),
-        rules,
-    }];
-    Ok(lower("gw-ward-3", generation, vec![pump], policies)?)
+/// The demo site and the shipped profile library, compiled for gw-ward-3 with the pump in
+/// `pump_mode` (what an engineer's edit of the site file does).
+fn compile(root: &Path, generation: u32, pump_mode: Mode) -> anyhow::Result<DesiredState> {
+    let profiles =
+        ProfileSet::load_dir(&root.join("device-profiles")).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let file = root.join("device-profiles/sites/demo-ward.yaml");
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let mut site =
+        parse_site(&file.display().to_string(), &text).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let pump = site
+        .devices
+        .iter_mut()
+        .find(|d| d.name.value == "pump-3a-bed12")
+        .context("pump in site")?;
+    pump.mode = Some(pump_mode);
+    Ok(wardgate_policy::compile(
+        &site,
+        &profiles,
+        "gw-ward-3",
+        generation,
+    )?)
 }
 
 struct Agent(Child);
@@ -157,20 +116,31 @@ fn main() -> anyhow::Result<()> {
     println!("== building the ward: pump VLAN 192.0.2.0/24 | gateway | servers 198.51.100.0/24");
     let ward = Ward::new("demo");
     let stop = Arc::new(AtomicBool::new(false));
-    let _pacs = lab::tcp_echo(
+    let _servers = lab::tcp_echo(
         &ward.srv,
         vec![
+            sa("198.51.100.30:443"),
             sa("198.51.100.10:104"),
             sa("198.51.100.10:445"),
-            sa("[2001:db8:100::10]:104"),
         ],
         stop.clone(),
     );
-    let (_, _dns) = lab::udp_echo(&ward.srv, vec![sa("198.51.100.10:53")], stop.clone());
-    let _mllp = lab::tcp_echo(&ward.dev, vec![sa("192.0.2.10:2575")], stop.clone());
+    let (_, _dns) = lab::udp_echo(&ward.srv, vec![sa("198.51.100.53:53")], stop.clone());
 
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    println!(
+        "== compiling device-profiles/sites/demo-ward.yaml with the profile library for gw-ward-3"
+    );
+    let gen1 = compile(&root, 1, Mode::Enforce)?;
+    println!(
+        "   generation 1: {} devices, {} profiles, {} peer prefixes, {} port rules",
+        gen1.devices.len(),
+        gen1.policies.len(),
+        gen1.peers.len(),
+        gen1.ports.len()
+    );
     let desired = work.path().join("desired.json");
-    write_state(&desired, &state(1, Mode::Enforce)?)?;
+    write_state(&desired, &gen1)?;
     let config = work.path().join("agent.yaml");
     std::fs::write(
         &config,
@@ -198,49 +168,48 @@ fn main() -> anyhow::Result<()> {
     wait_for(&log, "policy generation switched")?;
 
     let mut all_ok = true;
-    println!("\n== generation 1: pump in enforce mode");
+    let (dev, server, dns) = (ward.dev.clone(), "198.51.100.30:443", "198.51.100.53:53");
+    let tcp = |to: &str| lab::tcp_roundtrip(&dev, sa(to));
+    let udp = |to: &str| lab::udp_roundtrip(&dev, sa(to));
+    println!("\n== generation 1: infusion pump pump-3a-bed12 (192.0.2.10) in enforce mode");
     all_ok &= check(
-        "pump -> PACS 198.51.100.10:104 (DICOM)",
+        "pump -> infusion server 198.51.100.30:443",
         true,
-        lab::tcp_roundtrip(&ward.dev, sa("198.51.100.10:104")),
+        tcp(server),
     );
+    all_ok &= check("pump -> DNS 198.51.100.53:53/udp", true, udp(dns));
     all_ok &= check(
-        "pump -> PACS [2001:db8:100::10]:104 (DICOM, IPv6)",
-        true,
-        lab::tcp_roundtrip(&ward.dev, sa("[2001:db8:100::10]:104")),
-    );
-    all_ok &= check(
-        "pump -> DNS 198.51.100.10:53/udp",
-        true,
-        lab::udp_roundtrip(&ward.dev, sa("198.51.100.10:53")),
-    );
-    all_ok &= check(
-        "pump -> 198.51.100.10:445 (SMB, not in the profile)",
+        "pump -> PACS 198.51.100.10:104 (not in its profile)",
         false,
-        lab::tcp_roundtrip(&ward.dev, sa("198.51.100.10:445")),
+        tcp("198.51.100.10:104"),
+    );
+    all_ok &= check(
+        "pump -> 198.51.100.10:445 (SMB, lateral movement)",
+        false,
+        tcp("198.51.100.10:445"),
     );
 
     println!("\n== generation 2: the engineer quarantines the pump");
-    write_state(&desired, &state(2, Mode::Quarantine)?)?;
+    let gen2 = compile(&root, 2, Mode::Quarantine)?;
+    for d in diff(&gen1, &gen2).devices_changed {
+        println!("   diff: ~ device {d}");
+    }
+    write_state(&desired, &gen2)?;
     wait_for(&log, "to=2")?;
     all_ok &= check(
-        "pump -> PACS 198.51.100.10:104 (DICOM)",
+        "pump -> infusion server 198.51.100.30:443",
         false,
-        lab::tcp_roundtrip(&ward.dev, sa("198.51.100.10:104")),
+        tcp(server),
     );
-    all_ok &= check(
-        "pump -> DNS 198.51.100.10:53/udp",
-        false,
-        lab::udp_roundtrip(&ward.dev, sa("198.51.100.10:53")),
-    );
+    all_ok &= check("pump -> DNS 198.51.100.53:53/udp", false, udp(dns));
 
     println!("\n== generation 3: back to enforce");
-    write_state(&desired, &state(3, Mode::Enforce)?)?;
+    write_state(&desired, &compile(&root, 3, Mode::Enforce)?)?;
     wait_for(&log, "to=3")?;
     all_ok &= check(
-        "pump -> PACS 198.51.100.10:104 (DICOM)",
+        "pump -> infusion server 198.51.100.30:443",
         true,
-        lab::tcp_roundtrip(&ward.dev, sa("198.51.100.10:104")),
+        tcp(server),
     );
 
     std::thread::sleep(Duration::from_millis(300));

@@ -1,3 +1,5 @@
 //! wardctl subcommands, one file each.
 
 pub mod output;
+pub mod profile;
+pub mod site;

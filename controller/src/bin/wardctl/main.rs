@@ -1,7 +1,7 @@
 //! wardctl: the command line for engineers and scripts.
 
 use clap::Parser;
-use wardgate_controller::cli::output::OutputFormat;
+use wardgate_controller::cli::{output::OutputFormat, profile, site};
 
 #[derive(Parser)]
 #[command(
@@ -14,16 +14,23 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t)]
     output: OutputFormat,
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(clap::Subcommand)]
-enum Command {}
+enum Command {
+    /// Profile files: validate, show, import from MUD.
+    #[command(subcommand)]
+    Profile(profile::ProfileCmd),
+    /// Site files: compile a gateway's desired state, diff two versions.
+    #[command(subcommand)]
+    Site(site::SiteCmd),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _ = cli.output;
     match cli.command {
-        None => anyhow::bail!("no command given; see `wardctl --help`"),
+        Command::Profile(cmd) => profile::run(cmd, cli.output),
+        Command::Site(cmd) => site::run(cmd, cli.output),
     }
 }
