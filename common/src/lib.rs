@@ -21,6 +21,7 @@ pub mod map_names {
     pub const DEVICES: &str = "WG_DEV_V1";
     pub const PEERS: &str = "WG_PEER_V1";
     pub const PORTS: &str = "WG_PORT_V1";
+    pub const PORTS_EXACT: &str = "WG_PORTX_V1";
     pub const MGMT: &str = "WG_MGMT_V1";
     pub const CONNTRACK: &str = "WG_CT_V1";
     pub const STATS: &str = "WG_STATS_V1";
@@ -136,11 +137,17 @@ pub const PEER_FIXED_BITS: u32 = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PeerValue {
     pub peer_set: u32,
+    /// `PEER_HAS_PREFIX_PORTS` if the set has entries other than single ports (any protocol,
+    /// any port, port ranges); only then is the port LPM consulted after the exact-port hash.
+    pub flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<PeerValue>() == 4);
+const _: () = assert!(core::mem::size_of::<PeerValue>() == 8);
+pub const PEER_HAS_PREFIX_PORTS: u32 = 1;
 
-/// LPM key over (slot, peer set) exactly, then protocol, then port as a prefix (Cilium-style):
-/// prefix 64 = any protocol, 72 = one protocol any port, 72 + n = one protocol, port prefix /n.
+/// Port stage key. Single ports (the common case) go to a hash map keyed by the whole struct
+/// (`WG_PORTX_V1`); everything else to an LPM trie over (slot, peer set) exactly, then protocol,
+/// then port as a prefix (Cilium-style): prefix 64 = any protocol, 72 = one protocol any port,
+/// 72 + n = one protocol, port prefix /n (`WG_PORT_V1`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PortKey {

@@ -33,6 +33,13 @@ pub static WG_PEER_V1: LpmTrie<PeerKey, PeerValue> =
 pub static WG_PORT_V1: LpmTrie<PortKey, RuleValue> =
     LpmTrie::pinned(capacity::PORTS * capacity::SLOTS, 0);
 
+/// Exact (single) ports: one hash lookup, whatever the number of rules. No preallocation.
+#[map(name = "WG_PORTX_V1")]
+pub static WG_PORTX_V1: HashMap<PortKey, RuleValue> =
+    HashMap::pinned(capacity::PORTS * capacity::SLOTS, NO_PREALLOC);
+
+const NO_PREALLOC: u32 = 1;
+
 #[map(name = "WG_MGMT_V1")]
 pub static WG_MGMT_V1: LpmTrie<MgmtKey, u32> = LpmTrie::pinned(capacity::MGMT, 0);
 

@@ -1,13 +1,14 @@
 //! Device, management and policy lookups. Cost is fixed by key width: one hash lookup for the
-//! device, two LPM lookups (peer prefix, then protocol + port prefix) for the policy.
+//! device; for the policy an LPM lookup of the peer prefix, then a hash lookup of the exact
+//! port, then (only for peer sets that have them) an LPM lookup of port ranges and wildcards.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use wardgate_common::{
-    DeviceInfo, DeviceKey, FAMILY_V4, MGMT_FIXED_BITS, MgmtKey, PEER_FIXED_BITS, PORT_FIXED_BITS,
-    PORT_PROTO_BITS, PeerKey, PortKey, RULE_ALLOW, RuleValue,
+    DeviceInfo, DeviceKey, FAMILY_V4, MGMT_FIXED_BITS, MgmtKey, PEER_FIXED_BITS,
+    PEER_HAS_PREFIX_PORTS, PORT_PROTO_BITS, PeerKey, PortKey, RULE_ALLOW, RuleValue,
 };
 
-use crate::maps::{WG_DEV_V1, WG_MGMT_V1, WG_PEER_V1, WG_PORT_V1};
+use crate::maps::{WG_DEV_V1, WG_MGMT_V1, WG_PEER_V1, WG_PORT_V1, WG_PORTX_V1};
 
 #[inline(always)]
 fn addr_bits(family: u8) -> u32 {
@@ -61,20 +62,25 @@ pub fn lookup(
             addr: *peer,
         },
     );
-    let peer_set = WG_PEER_V1.get(&peer_key)?.peer_set;
-    let port_key = Key::new(
-        PORT_PROTO_BITS + 16,
-        PortKey {
-            slot: slot as u8,
-            _pad: [0; 3],
-            peer_set,
-            proto,
-            port_be,
-            _pad2: 0,
-        },
-    );
-    let _ = PORT_FIXED_BITS;
-    let rule = *WG_PORT_V1.get(&port_key)?;
+    let peer = *WG_PEER_V1.get(&peer_key)?;
+    let port = PortKey {
+        slot: slot as u8,
+        _pad: [0; 3],
+        peer_set: peer.peer_set,
+        proto,
+        port_be,
+        _pad2: 0,
+    };
+    // A single port is the most specific match there is: the exact-port hash answers first,
+    // and only peer sets with ranges or wildcards pay for the port LPM.
+    // Safety: the value is copied out at once.
+    let rule = match unsafe { WG_PORTX_V1.get(&port) } {
+        Some(rule) => *rule,
+        None if peer.flags & PEER_HAS_PREFIX_PORTS != 0 => {
+            *WG_PORT_V1.get(&Key::new(PORT_PROTO_BITS + 16, port))?
+        }
+        None => return None,
+    };
     if rule.action == RULE_ALLOW {
         Some(rule)
     } else {

@@ -91,6 +91,15 @@ pub fn port_key(slot: u32, e: &PortEntry) -> Key<PortKey> {
     Key::new(len, data)
 }
 
+/// Single-port entries live in the exact-port hash, everything else in the port LPM.
+pub fn is_exact(e: &PortEntry) -> bool {
+    e.proto.is_some() && e.port.is_some_and(|p| p.len == 16)
+}
+
+pub fn exact_port_key(slot: u32, e: &PortEntry) -> PortKey {
+    port_key(slot, e).data()
+}
+
 pub fn rule_value(e: &PortEntry) -> RuleValue {
     RuleValue {
         rule_id: e.rule_id,

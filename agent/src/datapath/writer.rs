@@ -2,11 +2,15 @@
 //! metadata last, and then one 4-byte write of `WG_ACTIVE_V1` makes it visible. A packet reads the
 //! active slot once and uses only that slot, so no packet ever sees half a policy.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{Array, HashMap, MapData, lpm_trie::LpmTrie};
 use wardgate_common::{
-    DeviceInfo, DeviceKey, PeerKey, PeerValue, PortKey, RuleValue, SlotMeta, map_names,
+    DeviceInfo, DeviceKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue, SlotMeta,
+    map_names,
 };
 use wardgate_policy::DesiredState;
 
@@ -105,6 +109,16 @@ impl Datapath {
         for k in stale {
             ports.remove(&k).map_err(map_err(map_names::PORTS))?;
         }
+        let mut exact: HashMap<&mut MapData, PortKey, RuleValue> =
+            self.typed(map_names::PORTS_EXACT)?;
+        let stale: Vec<_> = exact
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in stale {
+            exact.remove(&k).map_err(map_err(map_names::PORTS_EXACT))?;
+        }
         Ok(())
     }
 
@@ -121,21 +135,46 @@ impl Datapath {
                 n += 1;
             }
         }
+        // Peer sets that need the port LPM (anything but single ports).
+        let with_prefixes: BTreeSet<u32> = state
+            .ports
+            .iter()
+            .filter(|e| !convert::is_exact(e))
+            .map(|e| e.peer_set)
+            .collect();
         let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
         for e in &state.peers {
+            let flags = if with_prefixes.contains(&e.peer_set) {
+                PEER_HAS_PREFIX_PORTS
+            } else {
+                0
+            };
             peers
                 .insert(
                     &convert::peer_key(slot, e),
                     &PeerValue {
                         peer_set: e.peer_set,
+                        flags,
                     },
                     0,
                 )
                 .map_err(map_err(map_names::PEERS))?;
             n += 1;
         }
+        let mut exact: HashMap<&mut MapData, PortKey, RuleValue> =
+            self.typed(map_names::PORTS_EXACT)?;
+        for e in state.ports.iter().filter(|e| convert::is_exact(e)) {
+            exact
+                .insert(
+                    &convert::exact_port_key(slot, e),
+                    &convert::rule_value(e),
+                    0,
+                )
+                .map_err(map_err(map_names::PORTS_EXACT))?;
+            n += 1;
+        }
         let mut ports: LpmTrie<&mut MapData, PortKey, RuleValue> = self.typed(map_names::PORTS)?;
-        for e in &state.ports {
+        for e in state.ports.iter().filter(|e| !convert::is_exact(e)) {
             ports
                 .insert(&convert::port_key(slot, e), &convert::rule_value(e), 0)
                 .map_err(map_err(map_names::PORTS))?;
