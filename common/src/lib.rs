@@ -20,6 +20,7 @@ pub mod map_names {
     pub const CONFIG: &str = "WG_CONFIG_V1";
     pub const DEVICES: &str = "WG_DEV_V1";
     pub const PEERS: &str = "WG_PEER_V1";
+    pub const PEERS_HOST: &str = "WG_PEERH_V1";
     pub const PORTS: &str = "WG_PORT_V1";
     pub const PORTS_EXACT: &str = "WG_PORTX_V1";
     pub const MGMT: &str = "WG_MGMT_V1";
@@ -41,6 +42,7 @@ pub mod program_names {
 pub mod capacity {
     pub const DEVICES: u32 = 16_384;
     pub const PEERS: u32 = 131_072;
+    pub const PEER_HOSTS: u32 = 131_072;
     pub const PORTS: u32 = 262_144;
     pub const MGMT: u32 = 256;
     pub const CONNTRACK: u32 = 262_144;
@@ -117,7 +119,9 @@ pub struct DeviceInfo {
 }
 const _: () = assert!(core::mem::size_of::<DeviceInfo>() == 24);
 
-/// LPM key over (slot, direction, family, policy) exactly, then the peer address as a prefix.
+/// Peer stage key. Single hosts (/32, /128) go to a hash map keyed by the whole struct
+/// (`WG_PEERH_V1`); CIDRs to an LPM trie over (slot, direction, family, policy) exactly, then
+/// the peer address as a prefix (`WG_PEER_V1`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PeerKey {

@@ -33,6 +33,11 @@ pub static WG_PEER_V1: LpmTrie<PeerKey, PeerValue> =
 pub static WG_PORT_V1: LpmTrie<PortKey, RuleValue> =
     LpmTrie::pinned(capacity::PORTS * capacity::SLOTS, 0);
 
+/// Single-host peers: one hash lookup, whatever the number of peers. No preallocation.
+#[map(name = "WG_PEERH_V1")]
+pub static WG_PEERH_V1: HashMap<PeerKey, PeerValue> =
+    HashMap::pinned(capacity::PEER_HOSTS * capacity::SLOTS, NO_PREALLOC);
+
 /// Exact (single) ports: one hash lookup, whatever the number of rules. No preallocation.
 #[map(name = "WG_PORTX_V1")]
 pub static WG_PORTX_V1: HashMap<PortKey, RuleValue> =

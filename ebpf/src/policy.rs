@@ -8,7 +8,7 @@ use wardgate_common::{
     PEER_HAS_PREFIX_PORTS, PORT_PROTO_BITS, PeerKey, PortKey, RULE_ALLOW, RuleValue,
 };
 
-use crate::maps::{WG_DEV_V1, WG_MGMT_V1, WG_PEER_V1, WG_PORT_V1, WG_PORTX_V1};
+use crate::maps::{WG_DEV_V1, WG_MGMT_V1, WG_PEER_V1, WG_PEERH_V1, WG_PORT_V1, WG_PORTX_V1};
 
 #[inline(always)]
 fn addr_bits(family: u8) -> u32 {
@@ -51,18 +51,21 @@ pub fn lookup(
     proto: u8,
     port_be: [u8; 2],
 ) -> Option<RuleValue> {
-    let peer_key = Key::new(
-        PEER_FIXED_BITS + addr_bits(family),
-        PeerKey {
-            slot: slot as u8,
-            direction,
-            family,
-            _pad: 0,
-            policy_id,
-            addr: *peer,
-        },
-    );
-    let peer = *WG_PEER_V1.get(&peer_key)?;
+    let peer_key = PeerKey {
+        slot: slot as u8,
+        direction,
+        family,
+        _pad: 0,
+        policy_id,
+        addr: *peer,
+    };
+    // A host entry is the longest prefix there is: the hash answers first, the trie (CIDRs
+    // only) after a miss.
+    // Safety: values are copied out at once.
+    let peer = match unsafe { WG_PEERH_V1.get(&peer_key) } {
+        Some(v) => *v,
+        None => *WG_PEER_V1.get(&Key::new(PEER_FIXED_BITS + addr_bits(family), peer_key))?,
+    };
     let port = PortKey {
         slot: slot as u8,
         _pad: [0; 3],

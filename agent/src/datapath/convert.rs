@@ -70,6 +70,11 @@ pub fn peer_key(slot: u32, e: &PeerEntry) -> Key<PeerKey> {
     Key::new(c::PEER_FIXED_BITS + len, data)
 }
 
+/// Host peers (/32, /128) live in the peer hash, CIDRs in the peer LPM.
+pub fn is_host(e: &PeerEntry) -> bool {
+    e.cidr.prefix_len() == e.cidr.max_prefix_len()
+}
+
 pub fn port_key(slot: u32, e: &PortEntry) -> Key<PortKey> {
     let (proto, port_be, len) = match (e.proto, e.port) {
         (None, _) => (0, [0; 2], c::PORT_FIXED_BITS),

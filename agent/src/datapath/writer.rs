@@ -12,7 +12,7 @@ use wardgate_common::{
     DeviceInfo, DeviceKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue, SlotMeta,
     map_names,
 };
-use wardgate_policy::DesiredState;
+use wardgate_policy::{DesiredState, desired::PeerEntry};
 
 use super::{Datapath, DatapathError, convert, map_err};
 
@@ -109,6 +109,16 @@ impl Datapath {
         for k in stale {
             ports.remove(&k).map_err(map_err(map_names::PORTS))?;
         }
+        let mut hosts: HashMap<&mut MapData, PeerKey, PeerValue> =
+            self.typed(map_names::PEERS_HOST)?;
+        let stale: Vec<_> = hosts
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in stale {
+            hosts.remove(&k).map_err(map_err(map_names::PEERS_HOST))?;
+        }
         let mut exact: HashMap<&mut MapData, PortKey, RuleValue> =
             self.typed(map_names::PORTS_EXACT)?;
         let stale: Vec<_> = exact
@@ -142,22 +152,26 @@ impl Datapath {
             .filter(|e| !convert::is_exact(e))
             .map(|e| e.peer_set)
             .collect();
-        let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
-        for e in &state.peers {
-            let flags = if with_prefixes.contains(&e.peer_set) {
+        let value = |e: &PeerEntry| PeerValue {
+            peer_set: e.peer_set,
+            flags: if with_prefixes.contains(&e.peer_set) {
                 PEER_HAS_PREFIX_PORTS
             } else {
                 0
-            };
+            },
+        };
+        let mut hosts: HashMap<&mut MapData, PeerKey, PeerValue> =
+            self.typed(map_names::PEERS_HOST)?;
+        for e in state.peers.iter().filter(|e| convert::is_host(e)) {
+            hosts
+                .insert(&convert::peer_key(slot, e).data(), &value(e), 0)
+                .map_err(map_err(map_names::PEERS_HOST))?;
+            n += 1;
+        }
+        let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
+        for e in state.peers.iter().filter(|e| !convert::is_host(e)) {
             peers
-                .insert(
-                    &convert::peer_key(slot, e),
-                    &PeerValue {
-                        peer_set: e.peer_set,
-                        flags,
-                    },
-                    0,
-                )
+                .insert(&convert::peer_key(slot, e), &value(e), 0)
                 .map_err(map_err(map_names::PEERS))?;
             n += 1;
         }
