@@ -1,3 +1,13 @@
-//! The wardgate controller library: gRPC services, store, audit trail and the wardctl CLI commands.
+//! The wardgate controller library: gRPC services (agent, admin, alerts), the store and its
+//! audit trail, access control, policy push, and the wardctl CLI commands.
 
+pub mod audit;
+pub mod auth;
+pub mod certs;
 pub mod cli;
+pub mod compile;
+pub mod error;
+pub mod push;
+pub mod server;
+pub mod service;
+pub mod store;

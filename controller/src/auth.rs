@@ -1,0 +1,110 @@
+//! Who is calling: the identity in the client certificate (mTLS).
+//!
+//! Certificates from `wardctl certs init` carry `CN=gateway:<name>` for agents and
+//! `CN=user:<name>, OU=<role>` for people, role one of engineer, soc, viewer. The TLS layer
+//! already refused clients without a certificate signed by the site CA.
+
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Engineer,
+    Soc,
+    Viewer,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    Gateway(String),
+    User { name: String, role: Role },
+}
+
+impl Identity {
+    pub fn actor(&self) -> String {
+        match self {
+            Identity::Gateway(g) => format!("gateway:{g}"),
+            Identity::User { name, .. } => format!("user:{name}"),
+        }
+    }
+}
+
+/// Parses the identity from a DER certificate.
+pub fn from_der(der: &[u8]) -> Result<Identity> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| Error::Unauthenticated(format!("unreadable client certificate: {e}")))?;
+    let subject = cert.subject();
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or("");
+    let ou = subject
+        .iter_organizational_unit()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or("");
+    if let Some(g) = cn.strip_prefix("gateway:")
+        && !g.is_empty()
+    {
+        return Ok(Identity::Gateway(g.to_string()));
+    }
+    if let Some(name) = cn.strip_prefix("user:")
+        && !name.is_empty()
+    {
+        let role = match ou {
+            "engineer" => Role::Engineer,
+            "soc" => Role::Soc,
+            "viewer" => Role::Viewer,
+            other => {
+                return Err(Error::Unauthenticated(format!(
+                    "certificate for {name} has no known role (OU `{other}`)"
+                )));
+            }
+        };
+        return Ok(Identity::User {
+            name: name.to_string(),
+            role,
+        });
+    }
+    Err(Error::Unauthenticated(format!(
+        "certificate subject `{cn}` is neither gateway:NAME nor user:NAME"
+    )))
+}
+
+/// The caller of a request, from its TLS peer certificate.
+pub fn identity<T>(req: &tonic::Request<T>) -> Result<Identity> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Error::Unauthenticated("no client certificate".into()))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| Error::Unauthenticated("no client certificate".into()))?;
+    from_der(first.as_ref())
+}
+
+/// The caller must be a person with one of `roles`.
+pub fn require_role<T>(req: &tonic::Request<T>, roles: &[Role]) -> Result<Identity> {
+    let id = identity(req)?;
+    match &id {
+        Identity::User { role, .. } if roles.contains(role) => Ok(id),
+        Identity::User { name, role } => Err(Error::Denied(format!(
+            "{name} has role {role:?}; this needs {roles:?}"
+        ))),
+        Identity::Gateway(g) => Err(Error::Denied(format!(
+            "gateway {g} may not call admin or alert methods"
+        ))),
+    }
+}
+
+/// The caller must be the agent of `gateway`.
+pub fn require_gateway<T>(req: &tonic::Request<T>, gateway: &str) -> Result<()> {
+    match identity(req)? {
+        Identity::Gateway(g) if g == gateway => Ok(()),
+        Identity::Gateway(g) => Err(Error::Denied(format!(
+            "certificate is for gateway {g}, not {gateway}"
+        ))),
+        Identity::User { name, .. } => Err(Error::Denied(format!("{name} is not a gateway agent"))),
+    }
+}

@@ -1,0 +1,37 @@
+//! Controller errors and the one mapping to gRPC status codes.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what} `{name}` not found")]
+    NotFound { what: &'static str, name: String },
+    #[error("permission denied: {0}")]
+    Denied(String),
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::Invalid(_) => tonic::Status::invalid_argument(msg),
+            Error::NotFound { .. } => tonic::Status::not_found(msg),
+            Error::Denied(_) => tonic::Status::permission_denied(msg),
+            Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            Error::Store(_) | Error::Internal(_) => {
+                tracing::error!(error = %msg, "request failed");
+                tonic::Status::internal("internal error (see controller log)")
+            }
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,399 @@
+//! AdminService: devices, profiles, groups, gateways, audit. Engineers write; viewers, SOC and
+//! engineers read. Every write needs a reason and is audited.
+
+use tonic::{Request, Response, Status};
+use wardgate_proto::v1::{self as pb, admin_service_server::AdminService};
+
+use super::Ctx;
+use crate::{
+    audit,
+    auth::{self, Role},
+    compile::parse_mode,
+    error::Error,
+    store::{Change, DeviceRow, GatewayRow},
+};
+
+pub struct Admin(pub Ctx);
+
+const READ: &[Role] = &[Role::Engineer, Role::Soc, Role::Viewer];
+const WRITE: &[Role] = &[Role::Engineer];
+
+fn device_pb(d: DeviceRow) -> pb::Device {
+    pb::Device {
+        name: d.name,
+        id: d.id,
+        mac: d.mac,
+        addresses: d.addresses,
+        profile: d.profile,
+        mode: d.mode,
+        gateway: d.gateway,
+        location: d.location,
+        asset_id: d.asset_id,
+    }
+}
+
+fn nonempty(what: &str, v: &str) -> Result<(), Error> {
+    if v.trim().is_empty() {
+        Err(Error::Invalid(format!("{what} is required")))
+    } else {
+        Ok(())
+    }
+}
+
+impl Admin {
+    fn need_device(&self, name: &str) -> Result<DeviceRow, Error> {
+        nonempty("device", name)?;
+        self.0.store.device(name)?.ok_or_else(|| Error::NotFound {
+            what: "device",
+            name: name.to_string(),
+        })
+    }
+
+    fn need_profile(&self, name: &str) -> Result<(), Error> {
+        nonempty("profile", name)?;
+        self.0
+            .store
+            .profile(name)?
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound {
+                what: "profile",
+                name: name.to_string(),
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn list_devices(
+        &self,
+        req: Request<pb::ListDevicesRequest>,
+    ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let f = req.get_ref();
+        let devices = self
+            .0
+            .store
+            .snapshot()?
+            .devices
+            .into_iter()
+            .filter(|d| f.gateway.is_empty() || d.gateway == f.gateway)
+            .filter(|d| f.profile.is_empty() || d.profile == f.profile)
+            .map(device_pb)
+            .collect();
+        Ok(Response::new(pb::ListDevicesResponse { devices }))
+    }
+
+    async fn get_device(
+        &self,
+        req: Request<pb::GetDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        auth::require_role(&req, READ)?;
+        Ok(Response::new(device_pb(
+            self.need_device(&req.get_ref().name)?,
+        )))
+    }
+
+    async fn upsert_device(
+        &self,
+        req: Request<pb::UpsertDeviceRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        let d = r
+            .device
+            .ok_or_else(|| Error::Invalid("device is required".into()))?;
+        nonempty("device name", &d.name)?;
+        parse_mode(&d.mode)?;
+        self.need_profile(&d.profile)?;
+        let row = DeviceRow {
+            name: d.name,
+            id: d.id,
+            mac: d.mac,
+            addresses: d.addresses,
+            profile: d.profile,
+            mode: d.mode,
+            gateway: d.gateway,
+            location: d.location,
+            asset_id: d.asset_id,
+        };
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::UpsertDevice(row),
+        )?))
+    }
+
+    async fn assign_profile(
+        &self,
+        req: Request<pb::AssignProfileRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        self.need_device(&r.device)?;
+        self.need_profile(&r.profile)?;
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::AssignProfile {
+                device: r.device,
+                profile: r.profile,
+            },
+        )?))
+    }
+
+    async fn set_mode(
+        &self,
+        req: Request<pb::SetModeRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        parse_mode(&r.mode)?;
+        self.need_device(&r.device)?;
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::SetMode {
+                device: r.device,
+                mode: r.mode,
+            },
+        )?))
+    }
+
+    async fn set_location(
+        &self,
+        req: Request<pb::SetLocationRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        self.need_device(&r.device)?;
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::SetLocation {
+                device: r.device,
+                location: r.location,
+            },
+        )?))
+    }
+
+    async fn list_profiles(
+        &self,
+        req: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let profiles = self
+            .0
+            .store
+            .snapshot()?
+            .profiles
+            .into_iter()
+            .map(|p| pb::Profile {
+                name: p.name,
+                version: p.version,
+                yaml: p.yaml,
+            })
+            .collect();
+        Ok(Response::new(pb::ListProfilesResponse { profiles }))
+    }
+
+    async fn get_profile(
+        &self,
+        req: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        auth::require_role(&req, READ)?;
+        let name = &req.get_ref().name;
+        let p = self.0.store.profile(name)?.ok_or_else(|| Error::NotFound {
+            what: "profile",
+            name: name.clone(),
+        })?;
+        Ok(Response::new(pb::Profile {
+            name: p.name,
+            version: p.version,
+            yaml: p.yaml,
+        }))
+    }
+
+    async fn validate_profile(
+        &self,
+        req: Request<pb::ValidateProfileRequest>,
+    ) -> Result<Response<pb::ValidateProfileResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let problems = match wardgate_policy::parse_profile("request", &req.get_ref().yaml) {
+            Ok(p) => wardgate_policy::validate_profile("request", &p),
+            Err(d) => d,
+        };
+        let problems: Vec<pb::Problem> = problems
+            .0
+            .into_iter()
+            .map(|d| pb::Problem {
+                line: d.line,
+                column: d.column,
+                message: d.message,
+                hint: d.hint.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ValidateProfileResponse {
+            valid: problems.is_empty(),
+            problems,
+        }))
+    }
+
+    async fn upsert_profile(
+        &self,
+        req: Request<pb::UpsertProfileRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        let p = wardgate_policy::parse_profile("request", &r.yaml)
+            .map_err(|d| Error::Invalid(d.to_string()))?;
+        let d = wardgate_policy::validate_profile("request", &p);
+        if !d.is_empty() {
+            return Err(Error::Invalid(d.to_string()).into());
+        }
+        let name = p.name.value.clone();
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::UpsertProfile { name, yaml: r.yaml },
+        )?))
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let groups = self
+            .0
+            .store
+            .snapshot()?
+            .groups
+            .into_iter()
+            .map(|(name, cidrs)| pb::Group { name, cidrs })
+            .collect();
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn upsert_group(
+        &self,
+        req: Request<pb::UpsertGroupRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        let g = r
+            .group
+            .ok_or_else(|| Error::Invalid("group is required".into()))?;
+        nonempty("group name", &g.name)?;
+        for c in &g.cidrs {
+            c.parse::<ipnet::IpNet>()
+                .map_err(|_| Error::Invalid(format!("`{c}` is not a CIDR")))?;
+        }
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::UpsertGroup {
+                name: g.name,
+                cidrs: g.cidrs,
+            },
+        )?))
+    }
+
+    async fn list_gateways(
+        &self,
+        req: Request<pb::ListGatewaysRequest>,
+    ) -> Result<Response<pb::ListGatewaysResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let mut gateways = Vec::new();
+        for g in self.0.store.snapshot()?.gateways {
+            let latest = self.0.store.latest_generation(&g.name)?;
+            gateways.push(pb::Gateway {
+                name: g.name,
+                interfaces: g.interfaces,
+                location: g.location,
+                latest_generation: latest,
+                applied_generation: g.applied_generation,
+                last_error: g.last_error,
+            });
+        }
+        Ok(Response::new(pb::ListGatewaysResponse { gateways }))
+    }
+
+    async fn upsert_gateway(
+        &self,
+        req: Request<pb::UpsertGatewayRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        let g = r
+            .gateway
+            .ok_or_else(|| Error::Invalid("gateway is required".into()))?;
+        nonempty("gateway name", &g.name)?;
+        if g.interfaces.is_empty() {
+            return Err(Error::Invalid(
+                "a gateway needs at least one device-facing interface".into(),
+            )
+            .into());
+        }
+        let row = GatewayRow {
+            name: g.name,
+            interfaces: g.interfaces,
+            location: g.location,
+            applied_generation: 0,
+            last_error: String::new(),
+        };
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::UpsertGateway(row),
+        )?))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let limit = req.get_ref().limit;
+        let all = self.0.store.audit()?;
+        let skip = if limit == 0 {
+            0
+        } else {
+            all.len().saturating_sub(limit as usize)
+        };
+        let entries = all
+            .into_iter()
+            .skip(skip)
+            .map(|e| pb::AuditEntry {
+                seq: e.seq,
+                unix_ms: e.unix_ms,
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                diff: e.diff,
+                reason: e.reason,
+                hash: e.hash,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { entries }))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let entries = self.0.store.audit()?;
+        Ok(Response::new(match audit::verify(&entries) {
+            Ok(n) => pb::VerifyAuditResponse {
+                intact: true,
+                entries: n as u64,
+                problem: String::new(),
+            },
+            Err(problem) => pb::VerifyAuditResponse {
+                intact: false,
+                entries: entries.len() as u64,
+                problem,
+            },
+        }))
+    }
+}

@@ -1,0 +1,237 @@
+//! AgentService: register, watch policy (resumable), report alerts (acknowledged by id), report
+//! status. Every call is checked against the gateway named in the client certificate.
+
+use std::pin::Pin;
+
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status, Streaming};
+use wardgate_proto::v1::{
+    AlertAck, AlertBatch, PolicyBundle, RegisterRequest, RegisterResponse, StatusAck, StatusReport,
+    WatchPolicyRequest, agent_service_server::AgentService,
+};
+
+use super::{Ctx, severity_rank};
+use crate::{auth, error::Error};
+
+pub struct Agent(pub Ctx);
+
+type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn known_gateway(ctx: &Ctx, gateway: &str) -> Result<(), Error> {
+    let snap = ctx.store.snapshot()?;
+    if snap.gateways.iter().any(|g| g.name == gateway) {
+        Ok(())
+    } else {
+        Err(Error::NotFound {
+            what: "gateway",
+            name: gateway.to_string(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for Agent {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let gateway = req.get_ref().gateway.clone();
+        auth::require_gateway(&req, &gateway)?;
+        known_gateway(&self.0, &gateway)?;
+        let latest = self.0.store.latest_generation(&gateway)?;
+        tracing::info!(gateway, latest, "agent registered");
+        Ok(Response::new(RegisterResponse {
+            latest_generation: latest,
+        }))
+    }
+
+    type WatchPolicyStream = Stream2<PolicyBundle>;
+
+    async fn watch_policy(
+        &self,
+        req: Request<WatchPolicyRequest>,
+    ) -> Result<Response<Self::WatchPolicyStream>, Status> {
+        let WatchPolicyRequest {
+            gateway,
+            last_applied_generation,
+        } = req.get_ref().clone();
+        auth::require_gateway(&req, &gateway)?;
+        known_gateway(&self.0, &gateway)?;
+        let ctx = self.0.clone();
+        // Subscribe before reading the backlog, so nothing compiled in between is missed.
+        let mut rx = ctx.push.watch(&gateway);
+        let (tx, out) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut sent = last_applied_generation;
+            loop {
+                let rows = match ctx.store.generations_after(&gateway, sent) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                for r in rows {
+                    sent = r.generation;
+                    let bundle = PolicyBundle {
+                        gateway: r.gateway,
+                        generation: r.generation,
+                        desired_state_json: r.state_json,
+                        reason: r.reason,
+                    };
+                    if tx.send(Ok(bundle)).await.is_err() {
+                        return; // the agent went away
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+
+    type ReportAlertsStream = Stream2<AlertAck>;
+
+    async fn report_alerts(
+        &self,
+        req: Request<Streaming<AlertBatch>>,
+    ) -> Result<Response<Self::ReportAlertsStream>, Status> {
+        let gateway = match auth::identity(&req)? {
+            auth::Identity::Gateway(g) => g,
+            auth::Identity::User { name, .. } => {
+                return Err(Error::Denied(format!("{name} is not a gateway agent")).into());
+            }
+        };
+        let ctx = self.0.clone();
+        let mut input = req.into_inner();
+        let output = async_stream(move |tx| async move {
+            while let Some(batch) = input.next().await {
+                let batch = match batch {
+                    Ok(b) => b,
+                    Err(s) => {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                };
+                let mut rows = Vec::new();
+                for mut a in batch.alerts {
+                    if a.id.is_empty() {
+                        let _ = tx
+                            .send(Err(Status::invalid_argument("alert without id")))
+                            .await;
+                        return;
+                    }
+                    if !a.gateway.is_empty() && a.gateway != gateway {
+                        let _ = tx
+                            .send(Err(Status::permission_denied(format!(
+                                "alert {} names gateway {}, certificate is {gateway}",
+                                a.id, a.gateway
+                            ))))
+                            .await;
+                        return;
+                    }
+                    a.gateway = gateway.clone();
+                    let sev = match severity_rank(&a.severity) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    };
+                    rows.push((a, sev));
+                }
+                let stored: Vec<(String, String, u8)> = rows
+                    .iter()
+                    .map(|(a, s)| {
+                        (
+                            a.id.clone(),
+                            serde_json::to_string(&alert_json(a)).expect("alert serializes"),
+                            *s,
+                        )
+                    })
+                    .collect();
+                match tokio::task::block_in_place(|| ctx.store.insert_alerts(&gateway, &stored)) {
+                    Ok(ids) => {
+                        for (a, _) in rows {
+                            ctx.push.alert(a);
+                        }
+                        if tx.send(Ok(AlertAck { ids })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(output))
+    }
+
+    async fn report_status(
+        &self,
+        req: Request<StatusReport>,
+    ) -> Result<Response<StatusAck>, Status> {
+        let r = req.get_ref().clone();
+        auth::require_gateway(&req, &r.gateway)?;
+        self.0
+            .store
+            .report_status(&r.gateway, r.applied_generation, &r.error)?;
+        Ok(Response::new(StatusAck {}))
+    }
+}
+
+/// An alert as stored (JSON), so it can be served again without a schema per field.
+pub fn alert_json(a: &wardgate_proto::v1::Alert) -> serde_json::Value {
+    serde_json::json!({
+        "id": a.id, "gateway": a.gateway, "device": a.device, "profile": a.profile, "rule_id": a.rule_id,
+        "kind": a.kind, "severity": a.severity, "mode": a.mode, "src": a.src, "src_port": a.src_port,
+        "dst": a.dst, "dst_port": a.dst_port, "protocol": a.protocol, "mitre_technique": a.mitre_technique,
+        "observed_unix_ms": a.observed_unix_ms, "generation": a.generation,
+    })
+}
+
+pub fn alert_from_json(
+    v: &serde_json::Value,
+    acknowledged: bool,
+    by: String,
+) -> wardgate_proto::v1::Alert {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let n = |k: &str| v[k].as_u64().unwrap_or_default() as u32;
+    wardgate_proto::v1::Alert {
+        id: s("id"),
+        gateway: s("gateway"),
+        device: s("device"),
+        profile: s("profile"),
+        rule_id: n("rule_id"),
+        kind: s("kind"),
+        severity: s("severity"),
+        mode: s("mode"),
+        src: s("src"),
+        src_port: n("src_port"),
+        dst: s("dst"),
+        dst_port: n("dst_port"),
+        protocol: n("protocol"),
+        mitre_technique: s("mitre_technique"),
+        observed_unix_ms: v["observed_unix_ms"].as_i64().unwrap_or_default(),
+        generation: n("generation"),
+        acknowledged,
+        acknowledged_by: by,
+    }
+}
+
+/// A response stream fed by a task.
+fn async_stream<T, F, Fut>(f: F) -> Stream2<T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,94 @@
+//! AlertService: the SOC's view. Subscribe (stored unacknowledged alerts, then live ones),
+//! list, acknowledge (audited).
+
+use tokio_stream::StreamExt as _;
+use tonic::{Request, Response, Status};
+use wardgate_proto::v1::{self as pb, alert_service_server::AlertService};
+
+use super::{Ctx, agent::alert_from_json, severity_rank};
+use crate::{
+    auth::{self, Role},
+    store::Change,
+};
+
+pub struct Alerts(pub Ctx);
+
+const READ: &[Role] = &[Role::Engineer, Role::Soc, Role::Viewer];
+const ACK: &[Role] = &[Role::Soc];
+
+fn matches(f: &pb::AlertFilter, a: &pb::Alert, min: u8) -> bool {
+    (f.gateway.is_empty() || a.gateway == f.gateway)
+        && (f.device.is_empty() || a.device == f.device)
+        && severity_rank(&a.severity).unwrap_or(0) >= min
+        && (f.include_acknowledged || !a.acknowledged)
+}
+
+impl Alerts {
+    fn stored(&self, f: &pb::AlertFilter) -> Result<Vec<pb::Alert>, Status> {
+        let min = severity_rank(&f.min_severity)?;
+        let limit = if f.limit == 0 { 1000 } else { f.limit };
+        let rows = self.0.store.alerts(limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|(body, ack, by)| {
+                alert_from_json(&serde_json::from_str(&body).unwrap_or_default(), ack, by)
+            })
+            .filter(|a| matches(f, a, min))
+            .collect())
+    }
+}
+
+#[tonic::async_trait]
+impl AlertService for Alerts {
+    type SubscribeStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Alert, Status>> + Send>>;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::AlertFilter>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        auth::require_role(&req, READ)?;
+        let f = req.into_inner();
+        let min = severity_rank(&f.min_severity)?;
+        // Live first, then the backlog, so nothing arriving in between is lost (duplicates of
+        // the same id are possible and harmless).
+        let live = tokio_stream::wrappers::BroadcastStream::new(self.0.push.alerts());
+        let backlog = self.stored(&f)?;
+        let f2 = f.clone();
+        let live = live.filter_map(move |a| match a {
+            Ok(a) if matches(&f2, &a, min) => Some(Ok(a)),
+            Ok(_) => None,
+            Err(_) => Some(Err(Status::data_loss(
+                "subscriber fell behind; list to catch up",
+            ))),
+        });
+        let backlog = tokio_stream::iter(backlog.into_iter().rev().map(Ok));
+        Ok(Response::new(Box::pin(backlog.chain(live))))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::AlertFilter>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        Ok(Response::new(pb::ListAlertsResponse {
+            alerts: self.stored(req.get_ref())?,
+        }))
+    }
+
+    async fn acknowledge(
+        &self,
+        req: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, ACK)?;
+        let r = req.into_inner();
+        if r.ids.is_empty() {
+            return Err(Status::invalid_argument("no alert ids to acknowledge"));
+        }
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::AcknowledgeAlerts { ids: r.ids },
+        )?))
+    }
+}

@@ -1,0 +1,61 @@
+//! The gRPC services, split by audience: agents, engineers (admin), the SOC (alerts).
+
+pub mod admin;
+pub mod agent;
+pub mod alerts;
+
+use std::sync::Arc;
+
+use wardgate_proto::v1::WriteResponse;
+
+use crate::{
+    compile,
+    error::{Error, Result},
+    push::Push,
+    store::{Change, Store},
+};
+
+/// Shared by every service.
+#[derive(Clone)]
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub push: Arc<Push>,
+}
+
+impl Ctx {
+    /// One audited write: a reason is required, the change and its new generations are stored
+    /// atomically, and watching agents of the affected gateways are told at once.
+    pub fn write(&self, actor: &str, reason: &str, change: Change) -> Result<WriteResponse> {
+        if reason.trim().is_empty() {
+            return Err(Error::Invalid(
+                "a reason or ticket id is required for every change".into(),
+            ));
+        }
+        let store = self.store.clone();
+        let actor = actor.to_string();
+        let reason = reason.to_string();
+        // SQLite work is short, but it is blocking: keep it off the async workers.
+        let out =
+            tokio::task::block_in_place(|| store.write(&actor, &reason, &change, &compile::all))?;
+        for (gateway, generation) in &out.generations {
+            self.push.generation(gateway, *generation);
+        }
+        Ok(WriteResponse {
+            audit_seq: out.audit_seq,
+            generations: out.generations.into_iter().collect(),
+        })
+    }
+}
+
+/// Severity order for filters and storage.
+pub fn severity_rank(s: &str) -> Result<u8> {
+    match s {
+        "" | "low" => Ok(0),
+        "medium" => Ok(1),
+        "high" => Ok(2),
+        "critical" => Ok(3),
+        other => Err(Error::Invalid(format!(
+            "severity `{other}` is not one of low, medium, high, critical"
+        ))),
+    }
+}

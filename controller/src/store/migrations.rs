@@ -1,0 +1,61 @@
+//! Schema migrations, applied in order inside one transaction each; `schema_version` records
+//! the last one applied.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE gateways (
+        name TEXT PRIMARY KEY,
+        interfaces TEXT NOT NULL,
+        location TEXT NOT NULL DEFAULT '',
+        applied_generation INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        last_seen_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE groups (name TEXT PRIMARY KEY, cidrs TEXT NOT NULL);
+    CREATE TABLE profiles (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        yaml TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE devices (
+        name TEXT PRIMARY KEY,
+        id INTEGER NOT NULL UNIQUE,
+        mac TEXT NOT NULL,
+        addresses TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        location TEXT NOT NULL DEFAULT '',
+        asset_id TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE generations (
+        gateway TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        state_json TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (gateway, generation)
+    );
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        body TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        acknowledged INTEGER NOT NULL DEFAULT 0,
+        acknowledged_by TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        unix_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );",
+];

@@ -1,0 +1,107 @@
+//! The store: devices, profile versions, groups, gateways, generations per gateway, alerts and
+//! the audit trail. `Store` is the interface (a PostgreSQL backend can implement it later);
+//! `SqliteStore` is the embedded default: one file in the data directory, WAL, migrations.
+
+mod migrations;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+pub use sqlite::SqliteStore;
+use wardgate_policy::DesiredState;
+
+use crate::{audit::AuditEntry, error::Result};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRow {
+    pub name: String,
+    pub id: u32,
+    pub mac: String,
+    pub addresses: Vec<String>,
+    pub profile: String,
+    pub mode: String,
+    pub gateway: String,
+    pub location: String,
+    pub asset_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileRow {
+    pub name: String,
+    pub version: u32,
+    pub yaml: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRow {
+    pub name: String,
+    pub interfaces: Vec<String>,
+    pub location: String,
+    pub applied_generation: u32,
+    pub last_error: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenerationRow {
+    pub gateway: String,
+    pub generation: u32,
+    pub state_json: String,
+    pub reason: String,
+}
+
+/// Everything the compiler needs, read inside the write transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub devices: Vec<DeviceRow>,
+    pub profiles: Vec<ProfileRow>,
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub gateways: Vec<GatewayRow>,
+}
+
+/// One change an engineer (or the SOC) makes.
+#[derive(Clone, Debug)]
+pub enum Change {
+    UpsertDevice(DeviceRow),
+    AssignProfile { device: String, profile: String },
+    SetMode { device: String, mode: String },
+    SetLocation { device: String, location: String },
+    UpsertProfile { name: String, yaml: String },
+    UpsertGroup { name: String, cidrs: Vec<String> },
+    UpsertGateway(GatewayRow),
+    AcknowledgeAlerts { ids: Vec<String> },
+}
+
+/// What a write did.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOutcome {
+    pub audit_seq: u64,
+    pub generations: BTreeMap<String, u32>,
+}
+
+/// Compiles desired states (by gateway) from a snapshot; errors refuse the write.
+pub type Compiler<'a> = &'a dyn Fn(&Snapshot) -> Result<BTreeMap<String, DesiredState>>;
+
+pub trait Store: Send + Sync {
+    fn snapshot(&self) -> Result<Snapshot>;
+    fn device(&self, name: &str) -> Result<Option<DeviceRow>>;
+    fn profile(&self, name: &str) -> Result<Option<ProfileRow>>;
+    /// Generations of `gateway` after `after`, oldest first.
+    fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>>;
+    fn latest_generation(&self, gateway: &str) -> Result<u32>;
+    fn report_status(&self, gateway: &str, applied: u32, error: &str) -> Result<()>;
+    /// Stores alerts (deduplicated by id); returns the ids now stored (new or already there).
+    fn insert_alerts(&self, gateway: &str, alerts: &[(String, String, u8)]) -> Result<Vec<String>>;
+    /// Alert bodies (JSON) with their acknowledgement, newest first.
+    fn alerts(&self, limit: u32) -> Result<Vec<(String, bool, String)>>;
+    fn audit(&self) -> Result<Vec<AuditEntry>>;
+    /// Applies `change`, appends its audit entry and stores any new generation, atomically:
+    /// if the change, the compile or the audit fails, nothing is written.
+    fn write(
+        &self,
+        actor: &str,
+        reason: &str,
+        change: &Change,
+        compile: Compiler<'_>,
+    ) -> Result<WriteOutcome>;
+}

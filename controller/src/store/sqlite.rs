@@ -1,0 +1,477 @@
+//! Embedded SQLite store (rusqlite, bundled SQLite): one file, WAL, migrations.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::Mutex,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{
+    Change, Compiler, DeviceRow, GatewayRow, GenerationRow, ProfileRow, Snapshot, Store,
+    WriteOutcome, migrations::MIGRATIONS,
+};
+use crate::{
+    audit::{self, AuditEntry},
+    error::{Error, Result},
+};
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("rows serialize")
+}
+
+fn list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/wardgate.db` and applies pending migrations.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| Error::Internal(format!("creating {}: {e}", data_dir.display())))?;
+        let conn = Connection::open(data_dir.join("wardgate.db"))?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+            [],
+        )?;
+        let current: u32 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.execute("DELETE FROM schema_version", [])?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [i as u32 + 1],
+            )?;
+            tx.commit()?;
+            tracing::info!(version = i + 1, "store migrated");
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs raw SQL (tests use it to tamper with the audit trail).
+    pub fn execute_raw(&self, sql: &str) -> Result<usize> {
+        Ok(self.conn().execute(sql, [])?)
+    }
+}
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        name: r.get(0)?,
+        id: r.get(1)?,
+        mac: r.get(2)?,
+        addresses: list(&r.get::<_, String>(3)?),
+        profile: r.get(4)?,
+        mode: r.get(5)?,
+        gateway: r.get(6)?,
+        location: r.get(7)?,
+        asset_id: r.get(8)?,
+    })
+}
+
+const DEVICE_COLS: &str = "name, id, mac, addresses, profile, mode, gateway, location, asset_id";
+
+fn snapshot(c: &Connection) -> Result<Snapshot> {
+    let mut s = Snapshot::default();
+    let mut q = c.prepare(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id"))?;
+    s.devices = q
+        .query_map([], device_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut q = c.prepare(
+        "SELECT name, version, yaml FROM profiles p WHERE version = \
+         (SELECT MAX(version) FROM profiles WHERE name = p.name) ORDER BY name",
+    )?;
+    s.profiles = q
+        .query_map([], |r| {
+            Ok(ProfileRow {
+                name: r.get(0)?,
+                version: r.get(1)?,
+                yaml: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut q = c.prepare("SELECT name, cidrs FROM groups ORDER BY name")?;
+    s.groups = q
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, list(&r.get::<_, String>(1)?)))
+        })?
+        .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+    let mut q = c.prepare("SELECT name, interfaces, location, applied_generation, last_error FROM gateways ORDER BY name")?;
+    s.gateways = q
+        .query_map([], |r| {
+            Ok(GatewayRow {
+                name: r.get(0)?,
+                interfaces: list(&r.get::<_, String>(1)?),
+                location: r.get(2)?,
+                applied_generation: r.get(3)?,
+                last_error: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(s)
+}
+
+fn not_found(what: &'static str, name: &str) -> Error {
+    Error::NotFound {
+        what,
+        name: name.to_string(),
+    }
+}
+
+/// Applies one change inside `tx`; returns (action, target, diff).
+fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, String)> {
+    let device = |name: &str| -> Result<DeviceRow> {
+        tx.query_row(
+            &format!("SELECT {DEVICE_COLS} FROM devices WHERE name = ?1"),
+            [name],
+            device_row,
+        )
+        .optional()?
+        .ok_or_else(|| not_found("device", name))
+    };
+    let diff = |before: &serde_json::Value, after: &serde_json::Value| {
+        json(&serde_json::json!({"before": before, "after": after}))
+    };
+    Ok(match change {
+        Change::UpsertDevice(d) => {
+            let before = device(&d.name).ok();
+            tx.execute(
+                &format!(
+                    "INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     ON CONFLICT(name) DO UPDATE SET id = ?2, mac = ?3, addresses = ?4, profile = ?5, \
+                     mode = ?6, gateway = ?7, location = ?8, asset_id = ?9"
+                ),
+                params![d.name, d.id, d.mac, json(&d.addresses), d.profile, d.mode, d.gateway, d.location, d.asset_id],
+            )?;
+            (
+                "upsert_device".into(),
+                d.name.clone(),
+                diff(&serde_json::json!(before), &serde_json::json!(d)),
+            )
+        }
+        Change::AssignProfile {
+            device: name,
+            profile,
+        } => {
+            let d = device(name)?;
+            tx.execute(
+                "UPDATE devices SET profile = ?2 WHERE name = ?1",
+                params![name, profile],
+            )?;
+            (
+                "assign_profile".into(),
+                name.clone(),
+                diff(
+                    &serde_json::json!({"profile": d.profile}),
+                    &serde_json::json!({"profile": profile}),
+                ),
+            )
+        }
+        Change::SetMode { device: name, mode } => {
+            let d = device(name)?;
+            tx.execute(
+                "UPDATE devices SET mode = ?2 WHERE name = ?1",
+                params![name, mode],
+            )?;
+            (
+                "set_mode".into(),
+                name.clone(),
+                diff(
+                    &serde_json::json!({"mode": d.mode}),
+                    &serde_json::json!({"mode": mode}),
+                ),
+            )
+        }
+        Change::SetLocation {
+            device: name,
+            location,
+        } => {
+            let d = device(name)?;
+            tx.execute(
+                "UPDATE devices SET location = ?2 WHERE name = ?1",
+                params![name, location],
+            )?;
+            (
+                "set_location".into(),
+                name.clone(),
+                diff(
+                    &serde_json::json!({"location": d.location}),
+                    &serde_json::json!({"location": location}),
+                ),
+            )
+        }
+        Change::UpsertProfile { name, yaml } => {
+            let prev: Option<(u32, String)> = tx
+                .query_row("SELECT version, yaml FROM profiles WHERE name = ?1 ORDER BY version DESC LIMIT 1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let version = prev.as_ref().map_or(1, |(v, _)| v + 1);
+            tx.execute(
+                "INSERT INTO profiles (name, version, yaml, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![name, version, yaml, now_ms()],
+            )?;
+            let before = prev.map(|(v, y)| serde_json::json!({"version": v, "yaml": y}));
+            (
+                "upsert_profile".into(),
+                name.clone(),
+                diff(
+                    &serde_json::json!(before),
+                    &serde_json::json!({"version": version, "yaml": yaml}),
+                ),
+            )
+        }
+        Change::UpsertGroup { name, cidrs } => {
+            let before: Option<String> = tx
+                .query_row("SELECT cidrs FROM groups WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            tx.execute("INSERT INTO groups (name, cidrs) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET cidrs = ?2", params![name, json(cidrs)])?;
+            (
+                "upsert_group".into(),
+                name.clone(),
+                diff(
+                    &serde_json::json!(before.map(|b| list(&b))),
+                    &serde_json::json!(cidrs),
+                ),
+            )
+        }
+        Change::UpsertGateway(g) => {
+            tx.execute(
+                "INSERT INTO gateways (name, interfaces, location) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(name) DO UPDATE SET interfaces = ?2, location = ?3",
+                params![g.name, json(&g.interfaces), g.location],
+            )?;
+            (
+                "upsert_gateway".into(),
+                g.name.clone(),
+                diff(
+                    &serde_json::Value::Null,
+                    &serde_json::json!({"interfaces": g.interfaces, "location": g.location}),
+                ),
+            )
+        }
+        Change::AcknowledgeAlerts { ids } => {
+            for id in ids {
+                let n = tx.execute("UPDATE alerts SET acknowledged = 1 WHERE id = ?1", [id])?;
+                if n == 0 {
+                    return Err(not_found("alert", id));
+                }
+            }
+            (
+                "acknowledge_alerts".into(),
+                ids.join(","),
+                diff(
+                    &serde_json::json!({"acknowledged": false}),
+                    &serde_json::json!({"acknowledged": true}),
+                ),
+            )
+        }
+    })
+}
+
+impl Store for SqliteStore {
+    fn snapshot(&self) -> Result<Snapshot> {
+        snapshot(&self.conn())
+    }
+
+    fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {DEVICE_COLS} FROM devices WHERE name = ?1"),
+                [name],
+                device_row,
+            )
+            .optional()?)
+    }
+
+    fn profile(&self, name: &str) -> Result<Option<ProfileRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT name, version, yaml FROM profiles WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+                [name],
+                |r| Ok(ProfileRow { name: r.get(0)?, version: r.get(1)?, yaml: r.get(2)? }),
+            )
+            .optional()?)
+    }
+
+    fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>> {
+        let c = self.conn();
+        let mut q = c.prepare(
+            "SELECT gateway, generation, state_json, reason FROM generations \
+             WHERE gateway = ?1 AND generation > ?2 ORDER BY generation",
+        )?;
+        let rows = q
+            .query_map(params![gateway, after], |r| {
+                Ok(GenerationRow {
+                    gateway: r.get(0)?,
+                    generation: r.get(1)?,
+                    state_json: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn latest_generation(&self, gateway: &str) -> Result<u32> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(generation), 0) FROM generations WHERE gateway = ?1",
+            [gateway],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn report_status(&self, gateway: &str, applied: u32, error: &str) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE gateways SET applied_generation = ?2, last_error = ?3, last_seen_ms = ?4 WHERE name = ?1",
+            params![gateway, applied, error, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(not_found("gateway", gateway));
+        }
+        Ok(())
+    }
+
+    fn insert_alerts(&self, gateway: &str, alerts: &[(String, String, u8)]) -> Result<Vec<String>> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let now = now_ms();
+        for (id, body, severity) in alerts {
+            tx.execute(
+                "INSERT OR IGNORE INTO alerts (id, gateway, body, severity, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, gateway, body, severity, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(alerts.iter().map(|(id, _, _)| id.clone()).collect())
+    }
+
+    fn alerts(&self, limit: u32) -> Result<Vec<(String, bool, String)>> {
+        let c = self.conn();
+        let mut q = c.prepare("SELECT body, acknowledged, acknowledged_by FROM alerts ORDER BY received_ms DESC, id LIMIT ?1")?;
+        let rows = q
+            .query_map([limit], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn audit(&self) -> Result<Vec<AuditEntry>> {
+        let c = self.conn();
+        let mut q = c.prepare("SELECT seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash FROM audit ORDER BY seq")?;
+        let rows = q
+            .query_map([], |r| {
+                Ok(AuditEntry {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    unix_ms: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    diff: r.get(5)?,
+                    reason: r.get(6)?,
+                    prev_hash: r.get(7)?,
+                    hash: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn write(
+        &self,
+        actor: &str,
+        reason: &str,
+        change: &Change,
+        compile: Compiler<'_>,
+    ) -> Result<WriteOutcome> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let (action, target, diff) = apply(&tx, change)?;
+        // Compile with the change applied; any error rolls everything back.
+        let states = compile(&snapshot(&tx)?)?;
+        let mut generations = BTreeMap::new();
+        for (gateway, mut state) in states {
+            let latest: Option<(u32, String)> = tx
+                .query_row(
+                    "SELECT generation, state_json FROM generations WHERE gateway = ?1 ORDER BY generation DESC LIMIT 1",
+                    [&gateway],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let next = latest.as_ref().map_or(1, |(g, _)| g + 1);
+            if let Some((g, json)) = &latest {
+                state.generation = *g;
+                if wardgate_policy::DesiredState::from_json(json).ok().as_ref() == Some(&state) {
+                    continue; // this gateway's policy did not change
+                }
+            }
+            state.generation = next;
+            tx.execute(
+                "INSERT INTO generations (gateway, generation, state_json, reason, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![gateway, next, state.to_json(), reason, now_ms()],
+            )?;
+            generations.insert(gateway, next);
+        }
+        let (prev_hash, prev_seq): (String, u64) = tx
+            .query_row(
+                "SELECT hash, seq FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()?
+            .unwrap_or((audit::GENESIS.to_string(), 0));
+        let seq = prev_seq + 1;
+        let ts = now_ms();
+        let diff = if generations.is_empty() {
+            diff
+        } else {
+            format!("{diff} generations={}", json(&generations))
+        };
+        let hash = audit::hash(&prev_hash, seq, ts, actor, &action, &target, &diff, reason);
+        tx.execute(
+            "INSERT INTO audit (seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![seq as i64, ts, actor, action, target, diff, reason, prev_hash, hash],
+        )?;
+        tx.commit()?;
+        Ok(WriteOutcome {
+            audit_seq: seq,
+            generations,
+        })
+    }
+}
