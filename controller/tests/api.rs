@@ -1,0 +1,668 @@
+//! The controller on loopback with real mTLS: policy push to a watching agent, resume after a
+//! reconnect, every refusal with its gRPC status (and nothing written), the audit chain, alerts.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tonic::{
+    Code, Request,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+use wardgate_controller::{
+    certs,
+    server::{self, TlsFiles},
+    store::{SqliteStore, Store},
+};
+use wardgate_proto::v1::{
+    self as pb, admin_service_client::AdminServiceClient, agent_service_client::AgentServiceClient,
+    alert_service_client::AlertServiceClient,
+};
+
+const GW: &str = "gw-ward-3";
+
+struct Controller {
+    dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    store: Arc<SqliteStore>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+impl Controller {
+    async fn start() -> Controller {
+        let dir = tempfile::tempdir().unwrap();
+        let users = [
+            ("eve", "engineer"),
+            ("sam", "soc"),
+            ("vic", "viewer"),
+            ("rob", "nurse"),
+        ]
+        .map(|(n, r)| (n.to_string(), r.to_string()));
+        certs::init(
+            &dir.path().join("certs"),
+            &[GW.to_string(), "gw-other".to_string()],
+            &users,
+        )
+        .unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tls = TlsFiles::in_dir(&dir.path().join("certs"));
+        let s: Arc<dyn Store> = store.clone();
+        tokio::spawn(async move {
+            server::serve(s, &tls, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        let c = Controller {
+            dir,
+            addr,
+            store,
+            stop: Some(tx),
+        };
+        c.seed().await;
+        c
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    async fn channel(&self, who: Option<&str>) -> Result<Channel, tonic::transport::Error> {
+        let certs = self.certs();
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(
+                std::fs::read(certs.join("ca.pem")).unwrap(),
+            ))
+            .domain_name("localhost");
+        if let Some(who) = who {
+            let cert = std::fs::read(certs.join(format!("{who}.pem"))).unwrap();
+            let key = std::fs::read(certs.join(format!("{who}.key"))).unwrap();
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Channel::from_shared(format!("https://localhost:{}", self.addr.port()))
+            .unwrap()
+            .tls_config(tls)?
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+    }
+
+    async fn admin(&self, who: &str) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel(Some(who)).await.unwrap())
+    }
+
+    async fn agent(&self, gw: &str) -> AgentServiceClient<Channel> {
+        AgentServiceClient::new(self.channel(Some(&format!("gateway-{gw}"))).await.unwrap())
+    }
+
+    /// Loads the demo site and the profile library through the API, as an engineer would.
+    async fn seed(&self) {
+        let mut a = self.admin("user-eve").await;
+        for gw in [GW, "gw-other"] {
+            a.upsert_gateway(pb::UpsertGatewayRequest {
+                gateway: Some(pb::Gateway {
+                    name: gw.into(),
+                    interfaces: vec!["wg-dev0".into()],
+                    ..Default::default()
+                }),
+                reason: "CHG-1 commissioning".into(),
+            })
+            .await
+            .unwrap();
+        }
+        let site_text =
+            std::fs::read_to_string(root().join("device-profiles/sites/demo-ward.yaml")).unwrap();
+        let site = wardgate_policy::parse_site("demo", &site_text).unwrap();
+        for (name, cidrs) in &site.groups {
+            a.upsert_group(pb::UpsertGroupRequest {
+                group: Some(pb::Group {
+                    name: name.clone(),
+                    cidrs: cidrs.iter().map(|c| c.value.clone()).collect(),
+                }),
+                reason: "CHG-1 commissioning".into(),
+            })
+            .await
+            .unwrap();
+        }
+        let mut files: Vec<_> = std::fs::read_dir(root().join("device-profiles"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+        {
+            a.upsert_profile(pb::UpsertProfileRequest {
+                yaml: std::fs::read_to_string(f).unwrap(),
+                reason: "CHG-1 library".into(),
+            })
+            .await
+            .unwrap();
+        }
+        for (i, d) in site.devices.iter().enumerate() {
+            a.upsert_device(pb::UpsertDeviceRequest {
+                device: Some(pb::Device {
+                    name: d.name.value.clone(),
+                    id: site.device_id(i),
+                    mac: d.mac.value.clone(),
+                    addresses: d.addresses.iter().map(|x| x.value.clone()).collect(),
+                    profile: d.profile.value.clone(),
+                    mode: format!("{:?}", d.mode.unwrap_or(wardgate_policy::Mode::Learn))
+                        .to_lowercase(),
+                    gateway: d.gateway.value.clone(),
+                    location: d.location.clone(),
+                    asset_id: d.asset_id.clone(),
+                }),
+                reason: "CHG-2 ward 3 devices".into(),
+            })
+            .await
+            .unwrap();
+        }
+    }
+
+    fn counts(&self) -> (usize, u32, u32) {
+        let audit = self.store.audit().unwrap().len();
+        (
+            audit,
+            self.store.latest_generation(GW).unwrap(),
+            self.store.latest_generation("gw-other").unwrap(),
+        )
+    }
+}
+
+async fn next_bundle(s: &mut tonic::Streaming<pb::PolicyBundle>) -> pb::PolicyBundle {
+    tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .expect("bundle within 5 s")
+        .unwrap()
+        .unwrap()
+}
+
+/// Reads the backlog until the watcher is at `target`.
+async fn drain_to(s: &mut tonic::Streaming<pb::PolicyBundle>, target: u32) -> Vec<u32> {
+    let mut seen = Vec::new();
+    while seen.last() != Some(&target) {
+        seen.push(next_bundle(s).await.generation);
+    }
+    seen
+}
+
+fn profile_of(bundle: &pb::PolicyBundle, device: &str) -> String {
+    let state = wardgate_policy::DesiredState::from_json(&bundle.desired_state_json).unwrap();
+    let d = state.devices.iter().find(|d| d.name == device).unwrap();
+    state
+        .policies
+        .iter()
+        .find(|p| p.policy_id == d.policy_id)
+        .unwrap()
+        .profile
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
+    let c = Controller::start().await;
+    let mut agent = c.agent(GW).await;
+    let reg = agent
+        .register(pb::RegisterRequest {
+            gateway: GW.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reg.latest_generation >= 1, "seeding compiled generations");
+    let mut watch = agent
+        .watch_policy(pb::WatchPolicyRequest {
+            gateway: GW.into(),
+            last_applied_generation: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let backlog = drain_to(&mut watch, reg.latest_generation).await;
+    assert_eq!(
+        backlog,
+        (1..=reg.latest_generation).collect::<Vec<_>>(),
+        "every generation, in order"
+    );
+
+    let mut eve = c.admin("user-eve").await;
+    let t = Instant::now();
+    let w = eve
+        .assign_profile(pb::AssignProfileRequest {
+            device: "us-3a-portable".into(),
+            profile: "ct".into(),
+            reason: "INC-7 relabelled".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let g = w.generations[GW];
+    assert!(
+        !w.generations.contains_key("gw-other"),
+        "only the affected gateway gets a generation"
+    );
+    let b = next_bundle(&mut watch).await;
+    println!("assign -> received: {:?}", t.elapsed());
+    assert_eq!(b.generation, g);
+    assert_eq!(b.reason, "INC-7 relabelled");
+    assert_eq!(profile_of(&b, "us-3a-portable"), "ct");
+
+    // Disconnect, two more changes, reconnect from the last applied generation.
+    drop(watch);
+    eve.set_mode(pb::SetModeRequest {
+        device: "us-3a-portable".into(),
+        mode: "enforce".into(),
+        reason: "CHG-9".into(),
+    })
+    .await
+    .unwrap();
+    eve.set_mode(pb::SetModeRequest {
+        device: "monitor-3a-bed12".into(),
+        mode: "enforce".into(),
+        reason: "CHG-9".into(),
+    })
+    .await
+    .unwrap();
+    let mut watch = agent
+        .watch_policy(pb::WatchPolicyRequest {
+            gateway: GW.into(),
+            last_applied_generation: g,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_bundle(&mut watch).await.generation, g + 1);
+    assert_eq!(next_bundle(&mut watch).await.generation, g + 2);
+    // A change that compiles to the same policy makes no generation.
+    let w = eve
+        .set_location(pb::SetLocationRequest {
+            device: "us-3a-portable".into(),
+            location: "Ward 3B".into(),
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(w.generations.is_empty());
+    agent
+        .report_status(pb::StatusReport {
+            gateway: GW.into(),
+            applied_generation: g + 2,
+            error: String::new(),
+        })
+        .await
+        .unwrap();
+    let gws = eve
+        .list_gateways(pb::ListGatewaysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .gateways;
+    let gw = gws.iter().find(|x| x.name == GW).unwrap();
+    assert_eq!(
+        (gw.latest_generation, gw.applied_generation),
+        (g + 2, g + 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_have_the_right_status_and_write_nothing() {
+    let c = Controller::start().await;
+    let before = c.counts();
+
+    // No client certificate: the TLS handshake is refused, no RPC happens.
+    let no_cert = match c.channel(None).await {
+        Err(e) => format!("connect: {e}"),
+        Ok(ch) => {
+            let r = AdminServiceClient::new(ch)
+                .list_devices(pb::ListDevicesRequest::default())
+                .await;
+            let s = r.expect_err("a client without a certificate must be refused");
+            assert!(
+                matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Unauthenticated
+                ),
+                "{s:?}"
+            );
+            format!("{:?}", s.code())
+        }
+    };
+    println!("no certificate -> {no_cert}");
+
+    // A certificate with no known role.
+    let mut rob = c.admin("user-rob").await;
+    let s = rob
+        .list_devices(pb::ListDevicesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+
+    // Wrong gateway: gw-other's agent may not watch or report for gw-ward-3.
+    let mut other = c.agent("gw-other").await;
+    let s = other
+        .watch_policy(pb::WatchPolicyRequest {
+            gateway: GW.into(),
+            last_applied_generation: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let s = other
+        .report_status(pb::StatusReport {
+            gateway: GW.into(),
+            applied_generation: 9,
+            error: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+
+    // Wrong role.
+    let assign = |device: &str, profile: &str, reason: &str| pb::AssignProfileRequest {
+        device: device.into(),
+        profile: profile.into(),
+        reason: reason.into(),
+    };
+    let mut vic = c.admin("user-vic").await;
+    let s = vic
+        .assign_profile(assign("pump-3a-bed12", "ct", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let mut sam = c.admin("user-sam").await;
+    let s = sam
+        .set_mode(pb::SetModeRequest {
+            device: "pump-3a-bed12".into(),
+            mode: "learn".into(),
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let mut gw_as_admin =
+        AdminServiceClient::new(c.channel(Some("gateway-gw-ward-3")).await.unwrap());
+    let s = gw_as_admin
+        .list_devices(pb::ListDevicesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let mut vic_alerts = AlertServiceClient::new(c.channel(Some("user-vic")).await.unwrap());
+    let s = vic_alerts
+        .acknowledge(pb::AcknowledgeRequest {
+            ids: vec!["a".into()],
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+
+    // Unknown device or profile.
+    let mut eve = c.admin("user-eve").await;
+    let s = eve
+        .assign_profile(assign("no-such-pump", "ct", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    let s = eve
+        .assign_profile(assign("pump-3a-bed12", "no-such-profile", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    let s = eve
+        .get_device(pb::GetDeviceRequest {
+            name: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+
+    // Invalid requests.
+    let s = eve
+        .assign_profile(assign("pump-3a-bed12", "ct", "  "))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "no reason: {s:?}");
+    assert!(s.message().contains("reason"));
+    let s = eve
+        .set_mode(pb::SetModeRequest {
+            device: "pump-3a-bed12".into(),
+            mode: "block".into(),
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = eve.upsert_profile(pb::UpsertProfileRequest { yaml: "name: bad\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [any]\n    ports: 70000\n".into(), reason: "x".into() }).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("request:6:12"), "{}", s.message());
+    // A device whose profile uses a group the site lacks: refused by the compiler, nothing stored.
+    let s = eve
+        .upsert_profile(pb::UpsertProfileRequest {
+            yaml: "name: pump-x\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [group:nowhere]\n    ports: 443\n".into(),
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+
+    // Oversized message.
+    let huge = "#".repeat(2 << 20);
+    let s = eve
+        .upsert_profile(pb::UpsertProfileRequest {
+            yaml: huge,
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    println!("oversized -> {:?}", s.code());
+    assert!(
+        matches!(s.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{s:?}"
+    );
+
+    assert_eq!(
+        c.counts(),
+        before,
+        "no refused request wrote anything (audit entries, generations)"
+    );
+    assert!(c.store.profile("pump-x").unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_chain_detects_edits_and_deletions() {
+    let c = Controller::start().await;
+    let mut eve = c.admin("user-eve").await;
+    eve.set_mode(pb::SetModeRequest {
+        device: "pump-3a-bed12".into(),
+        mode: "monitor".into(),
+        reason: "INC-42 false positives".into(),
+    })
+    .await
+    .unwrap();
+    let entries = eve
+        .list_audit(pb::ListAuditRequest { limit: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let last = &entries[0];
+    assert_eq!(
+        (
+            last.actor.as_str(),
+            last.action.as_str(),
+            last.reason.as_str()
+        ),
+        ("user:eve", "set_mode", "INC-42 false positives")
+    );
+    assert!(
+        last.diff.contains("\"enforce\"") && last.diff.contains("\"monitor\""),
+        "{}",
+        last.diff
+    );
+    let v = eve
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.intact, "{}", v.problem);
+
+    c.store
+        .execute_raw("UPDATE audit SET reason = 'nothing to see' WHERE seq = 3")
+        .unwrap();
+    let v = eve
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !v.intact && v.problem.contains("entry 3 was edited"),
+        "{}",
+        v.problem
+    );
+    c.store
+        .execute_raw("DELETE FROM audit WHERE seq = 3")
+        .unwrap();
+    let v = eve
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !v.intact && v.problem.contains("entry 3 is missing"),
+        "{}",
+        v.problem
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_stored_once_streamed_to_the_soc_and_acknowledged() {
+    let c = Controller::start().await;
+    let mut soc = AlertServiceClient::new(c.channel(Some("user-sam")).await.unwrap());
+    let mut sub = soc
+        .subscribe(pb::AlertFilter {
+            min_severity: "high".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut agent = c.agent(GW).await;
+    let alert = |id: &str, severity: &str| pb::Alert {
+        id: id.into(),
+        device: "pump-3a-bed12".into(),
+        profile: "infusion-pump".into(),
+        kind: "deny".into(),
+        severity: severity.into(),
+        mode: "enforce".into(),
+        src: "192.0.2.10".into(),
+        src_port: 40000,
+        dst: "198.51.100.10".into(),
+        dst_port: 445,
+        protocol: 6,
+        mitre_technique: "T0866".into(),
+        ..Default::default()
+    };
+    let batches = vec![
+        pb::AlertBatch {
+            alerts: vec![alert("a-1", "high"), alert("a-2", "low")],
+        },
+        // At-least-once: the agent re-sends a-1 after a lost ack.
+        pb::AlertBatch {
+            alerts: vec![alert("a-1", "high"), alert("a-3", "critical")],
+        },
+    ];
+    let mut acks = agent
+        .report_alerts(Request::new(tokio_stream::iter(batches)))
+        .await
+        .unwrap()
+        .into_inner();
+    let a1 = acks.message().await.unwrap().unwrap();
+    let a2 = acks.message().await.unwrap().unwrap();
+    assert_eq!(
+        (a1.ids, a2.ids),
+        (
+            vec!["a-1".to_string(), "a-2".into()],
+            vec!["a-1".to_string(), "a-3".into()]
+        )
+    );
+
+    let first = tokio::time::timeout(Duration::from_secs(5), sub.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.id.as_str(), first.gateway.as_str(), first.dst_port),
+        ("a-1", GW, 445)
+    );
+    let list = soc
+        .list(pb::AlertFilter::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(list.len(), 3, "a-1 stored once");
+    soc.acknowledge(pb::AcknowledgeRequest {
+        ids: vec!["a-1".into()],
+        reason: "SOC-77 known scanner".into(),
+    })
+    .await
+    .unwrap();
+    let list = soc
+        .list(pb::AlertFilter::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(
+        list.iter()
+            .map(|a| a.id.as_str())
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["a-2", "a-3"].into()
+    );
+    let s = soc
+        .acknowledge(pb::AcknowledgeRequest {
+            ids: vec!["a-404".into()],
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound);
+    // An agent may not report alerts for another gateway.
+    let mut other = c.agent("gw-other").await;
+    let mut bad = alert("b-1", "high");
+    bad.gateway = GW.into();
+    let mut acks = other
+        .report_alerts(Request::new(tokio_stream::iter(vec![pb::AlertBatch {
+            alerts: vec![bad],
+        }])))
+        .await
+        .unwrap()
+        .into_inner();
+    let s = acks.message().await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied);
+    let _ = Path::new("");
+}
