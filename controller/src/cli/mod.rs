@@ -1,5 +1,13 @@
 //! wardctl subcommands, one file each.
 
+pub mod alerts;
+pub mod assign;
+pub mod audit;
+pub mod certs;
+pub mod devices;
+pub mod gateways;
 pub mod output;
 pub mod profile;
+pub mod push;
+pub mod remote;
 pub mod site;

@@ -1,7 +1,12 @@
-//! wardctl: the command line for engineers and scripts.
+//! wardctl: the command line for engineers, the SOC and scripts.
+
+use std::path::PathBuf;
 
 use clap::Parser;
-use wardgate_controller::cli::{output::OutputFormat, profile, site};
+use wardgate_controller::cli::{
+    alerts, assign, audit, certs, devices, gateways, output::OutputFormat, profile, push,
+    remote::Remote, site,
+};
 
 #[derive(Parser)]
 #[command(
@@ -25,12 +30,100 @@ enum Command {
     /// Site files: compile a gateway's desired state, diff two versions.
     #[command(subcommand)]
     Site(site::SiteCmd),
+    /// Load a site file and profiles into the controller.
+    Push {
+        #[arg(long)]
+        site: PathBuf,
+        #[arg(long, default_value = "device-profiles")]
+        profiles: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Devices known to the controller.
+    Devices {
+        #[command(subcommand)]
+        cmd: devices::DevicesCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Assign a profile to a device.
+    Assign {
+        device: String,
+        profile: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Set a device's mode: learn, monitor, enforce, quarantine.
+    Mode {
+        device: String,
+        mode: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Gateways and their policy generations.
+    Gateways {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Alerts: tail, list, acknowledge.
+    Alerts {
+        #[command(subcommand)]
+        cmd: alerts::AlertsCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit trail: list, verify.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Certificates for a demo or lab.
+    #[command(subcommand)]
+    Certs(certs::CertsCmd),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let out = cli.output;
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
     match cli.command {
-        Command::Profile(cmd) => profile::run(cmd, cli.output),
-        Command::Site(cmd) => site::run(cmd, cli.output),
+        Command::Profile(cmd) => profile::run(cmd, out),
+        Command::Site(cmd) => site::run(cmd, out),
+        Command::Certs(cmd) => certs::run(cmd),
+        Command::Push {
+            site,
+            profiles,
+            reason,
+            remote,
+        } => rt()?.block_on(push::run(&site, &profiles, &reason, &remote)),
+        Command::Devices { cmd, remote } => rt()?.block_on(devices::run(cmd, &remote, out)),
+        Command::Assign {
+            device,
+            profile,
+            reason,
+            remote,
+        } => rt()?.block_on(assign::assign(device, profile, reason, &remote, out)),
+        Command::Mode {
+            device,
+            mode,
+            reason,
+            remote,
+        } => rt()?.block_on(assign::mode(device, mode, reason, &remote, out)),
+        Command::Gateways { remote } => rt()?.block_on(gateways::run(&remote, out)),
+        Command::Alerts { cmd, remote } => rt()?.block_on(alerts::run(cmd, &remote, out)),
+        Command::Audit { cmd, remote } => rt()?.block_on(audit::run(cmd, &remote, out)),
     }
 }

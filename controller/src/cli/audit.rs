@@ -1,0 +1,85 @@
+//! `wardctl audit`: list entries, verify the hash chain (through the controller, or directly on
+//! a store file with `--data`).
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use wardgate_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
+
+use super::{
+    output::{self, OutputFormat},
+    remote::Remote,
+};
+use crate::store::Store as _;
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Verify the chain; exits non-zero if an entry was edited, inserted or deleted.
+    Verify {
+        /// Read the store in this data directory instead of asking the controller.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
+    match cmd {
+        AuditCmd::List { limit } => {
+            let mut c = AdminServiceClient::new(remote.channel().await?);
+            let entries = c
+                .list_audit(pb::ListAuditRequest { limit })
+                .await?
+                .into_inner()
+                .entries;
+            for e in &entries {
+                match out {
+                    OutputFormat::Json => println!(
+                        "{}",
+                        serde_json::json!({"seq": e.seq, "unix_ms": e.unix_ms, "actor": e.actor, "action": e.action, "target": e.target, "diff": e.diff, "reason": e.reason, "hash": e.hash})
+                    ),
+                    OutputFormat::Human => println!(
+                        "{:>5} {} {:<16} {:<16} {:<20} {}",
+                        e.seq, e.unix_ms, e.actor, e.action, e.target, e.reason
+                    ),
+                }
+            }
+            Ok(())
+        }
+        AuditCmd::Verify { data } => {
+            let (intact, entries, problem) = match data {
+                Some(dir) => {
+                    let store = crate::store::SqliteStore::open(&dir)?;
+                    let all = store.audit()?;
+                    match crate::audit::verify(&all) {
+                        Ok(n) => (true, n as u64, String::new()),
+                        Err(p) => (false, all.len() as u64, p),
+                    }
+                }
+                None => {
+                    let mut c = AdminServiceClient::new(remote.channel().await?);
+                    let v = c
+                        .verify_audit(pb::VerifyAuditRequest {})
+                        .await?
+                        .into_inner();
+                    (v.intact, v.entries, v.problem)
+                }
+            };
+            match out {
+                OutputFormat::Json => output::json(
+                    &serde_json::json!({"intact": intact, "entries": entries, "problem": problem}),
+                )?,
+                OutputFormat::Human if intact => println!("audit trail intact: {entries} entries"),
+                OutputFormat::Human => eprintln!("audit trail BROKEN: {problem}"),
+            }
+            if intact {
+                Ok(())
+            } else {
+                anyhow::bail!("audit trail broken")
+            }
+        }
+    }
+}
