@@ -31,6 +31,20 @@ pub struct AgentConfig {
     /// Flows that are never blocked, whatever the policy or mode (gateway SSH, controller).
     #[serde(default)]
     pub management: Vec<MgmtRule>,
+    /// Policy sync from a controller. Without it the agent only applies `desired_state`.
+    #[serde(default)]
+    pub controller: Option<ControllerConfig>,
+}
+
+/// Where the controller is and which gateway this agent is (mTLS with the gateway's
+/// certificate: `<certs>/ca.pem`, `<certs>/gateway-<gateway>.pem` and `.key`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// e.g. `https://localhost:7443`
+    pub address: String,
+    pub certs: PathBuf,
+    pub gateway: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

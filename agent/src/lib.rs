@@ -9,3 +9,4 @@ pub mod lab;
 pub mod netns;
 pub mod paths;
 pub mod run;
+pub mod sync;

@@ -56,15 +56,17 @@ pub fn prepare(cfg: &AgentConfig) -> anyhow::Result<Datapath> {
     Ok(dp)
 }
 
+/// Applies the desired-state file; returns the generation now active (None: no file yet).
 fn apply_file(
     dp: &mut Datapath,
     path: &Path,
     tx: &watch::Sender<Option<Arc<DesiredState>>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<u32>> {
     let Some(state) = read_desired(path)? else {
         tracing::warn!(path = %path.display(), "no desired state yet; keeping what is enforced");
-        return Ok(());
+        return Ok(None);
     };
+    let generation = state.generation;
     match dp.apply(&state)? {
         ApplyOutcome::Unchanged { generation } => {
             tracing::info!(generation, "desired state already active")
@@ -79,7 +81,7 @@ fn apply_file(
         }
     }
     tx.send_replace(Some(Arc::new(state)));
-    Ok(())
+    Ok(Some(generation))
 }
 
 fn mtime(path: &Path) -> Option<std::time::SystemTime> {
@@ -101,25 +103,56 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     if let Err(e) = apply_file(&mut dp, &cfg.desired_state, &tx) {
         tracing::error!(error = format!("{e:#}"), "desired state not applied");
     }
+    // Policy sync: the sync task writes bundles to the desired-state file and wakes us; we are
+    // still the only map writer, and tell it what got applied.
+    let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<()>(4);
+    let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(4);
+    let sync = cfg.controller.clone().map(|c| {
+        let active = dp.active().map_or(0, |(_, g)| g);
+        tokio::spawn(crate::sync::run(
+            c,
+            cfg.desired_state.clone(),
+            active,
+            notify_tx,
+            applied_rx,
+        ))
+    });
     let mut seen = mtime(&cfg.desired_state);
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        let reapply = tokio::select! {
+        let (reapply, from_controller) = tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => true,
+            _ = hup.recv() => (true, false),
+            Some(()) = notify_rx.recv() => (true, true),
             _ = tick.tick() => {
                 let now = mtime(&cfg.desired_state);
                 let changed = now != seen;
                 seen = now;
-                changed
+                (changed, false)
             }
         };
-        if reapply && let Err(e) = apply_file(&mut dp, &cfg.desired_state, &tx) {
+        if !reapply {
+            continue;
+        }
+        seen = mtime(&cfg.desired_state);
+        let result = apply_file(&mut dp, &cfg.desired_state, &tx);
+        if let Err(e) = &result {
             tracing::error!(error = format!("{e:#}"), "desired state not applied");
         }
+        if from_controller {
+            let active = dp.active().map_or(0, |(_, g)| g);
+            let error = result.err().map(|e| format!("{e:#}")).unwrap_or_default();
+            let _ = applied_tx.try_send(crate::sync::Applied {
+                generation: active,
+                error,
+            });
+        }
+    }
+    if let Some(s) = sync {
+        s.abort();
     }
     reader.abort();
     tracing::info!("stopping; datapath stays attached and enforcing (pinned)");

@@ -1,7 +1,7 @@
 //! From the store's rows to the policy crate's site and profiles, and the compiled state of
 //! every gateway. This is the only place that converts store rows into policy types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use wardgate_policy::{
     DesiredState, Mode, ProfileSet,
@@ -11,7 +11,7 @@ use wardgate_policy::{
 
 use crate::{
     error::{Error, Result},
-    store::Snapshot,
+    store::{Change, Snapshot},
 };
 
 pub fn parse_mode(s: &str) -> Result<Mode> {
@@ -78,16 +78,92 @@ pub fn site(s: &Snapshot) -> Result<Site> {
     })
 }
 
-/// The desired state of every gateway (generation numbers are assigned by the store). An
-/// invalid site or profile refuses the write with every problem listed.
-pub fn all(s: &Snapshot) -> Result<BTreeMap<String, DesiredState>> {
-    let set = profiles(s)?;
-    let site = site(s)?;
+/// The desired states of the gateways whose policy `change` may alter, and only those: an
+/// assignment on one ward recompiles that ward's gateway, not the hospital.
+pub fn affected(
+    before: &Snapshot,
+    after: &Snapshot,
+    change: &Change,
+) -> Result<BTreeMap<String, DesiredState>> {
+    let set = profiles(after)?;
+    let scope = match scope(before, after, change, &set) {
+        Some(gateways) => gateways,
+        None => after.gateways.iter().map(|g| g.name.clone()).collect(),
+    };
+    // A gateway the change names but the store does not hold has nothing to compile.
+    let known: BTreeSet<&str> = after.gateways.iter().map(|g| g.name.as_str()).collect();
+    let site = site(after)?;
+    // The whole site must stay valid even when no gateway is recompiled (a new profile that
+    // no device uses yet is still checked).
+    let mut diags = wardgate_policy::validate("<site>", &site, &set);
+    for (file, p) in set.profiles.values() {
+        diags.extend(wardgate_policy::validate_profile(file, p));
+    }
+    if !diags.is_empty() {
+        return Err(Error::Invalid(diags.to_string()));
+    }
     let mut out = BTreeMap::new();
-    for g in &s.gateways {
-        let state = wardgate_policy::compile(&site, &set, &g.name, 1)
+    for g in scope.iter().filter(|g| known.contains(g.as_str())) {
+        let state = wardgate_policy::compile(&site, &set, g, 1)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        out.insert(g.name.clone(), state);
+        out.insert(g.clone(), state);
     }
     Ok(out)
+}
+
+/// Which gateways `change` can affect; `None` means all of them (a site group changed).
+fn scope(
+    before: &Snapshot,
+    after: &Snapshot,
+    change: &Change,
+    set: &ProfileSet,
+) -> Option<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    // Devices of a profile with a `same-profile` peer appear in each other's policy, wherever
+    // they are: a change to one such device recompiles the gateways of all of them.
+    let with_profile = |profile: &str, out: &mut BTreeSet<String>| {
+        out.extend(
+            after
+                .devices
+                .iter()
+                .filter(|d| d.profile == profile)
+                .map(|d| d.gateway.clone()),
+        );
+    };
+    let uses_same_profile = |profile: &str| {
+        set.get(profile).is_some_and(|p| {
+            p.flows
+                .iter()
+                .any(|f| f.peers.iter().any(|x| x.value.trim() == "same-profile"))
+        })
+    };
+    match change {
+        Change::UpsertDevice(_)
+        | Change::AssignProfile { .. }
+        | Change::SetMode { .. }
+        | Change::SetLocation { .. } => {
+            let name = match change {
+                Change::UpsertDevice(d) => &d.name,
+                Change::AssignProfile { device, .. }
+                | Change::SetMode { device, .. }
+                | Change::SetLocation { device, .. } => device,
+                _ => unreachable!("matched above"),
+            };
+            for snap in [before, after] {
+                if let Some(d) = snap.devices.iter().find(|d| &d.name == name) {
+                    out.insert(d.gateway.clone());
+                    if uses_same_profile(&d.profile) {
+                        with_profile(&d.profile, &mut out);
+                    }
+                }
+            }
+        }
+        Change::UpsertProfile { name, .. } => with_profile(name, &mut out),
+        Change::UpsertGateway(g) => {
+            out.insert(g.name.clone());
+        }
+        Change::UpsertGroup { .. } => return None,
+        Change::AcknowledgeAlerts { .. } => {}
+    }
+    Some(out)
 }

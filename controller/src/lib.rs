@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cli;
 pub mod compile;
 pub mod error;
+pub mod lab;
 pub mod push;
 pub mod server;
 pub mod service;

@@ -2,7 +2,7 @@
 //! reconnect, every refusal with its gRPC status (and nothing written), the audit chain, alerts.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -12,8 +12,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 use wardgate_controller::{
-    certs,
-    server::{self, TlsFiles},
+    lab::LabController,
     store::{SqliteStore, Store},
 };
 use wardgate_proto::v1::{
@@ -24,18 +23,9 @@ use wardgate_proto::v1::{
 const GW: &str = "gw-ward-3";
 
 struct Controller {
-    dir: tempfile::TempDir,
-    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+    lab: LabController,
     store: Arc<SqliteStore>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
 }
 
 fn root() -> PathBuf {
@@ -43,50 +33,54 @@ fn root() -> PathBuf {
 }
 
 impl Controller {
+    /// A controller with the demo site and the profile library loaded through the API, and a
+    /// second gateway with no devices.
     async fn start() -> Controller {
         let dir = tempfile::tempdir().unwrap();
-        let users = [
-            ("eve", "engineer"),
-            ("sam", "soc"),
-            ("vic", "viewer"),
-            ("rob", "nurse"),
-        ]
-        .map(|(n, r)| (n.to_string(), r.to_string()));
-        certs::init(
-            &dir.path().join("certs"),
+        let lab = LabController::start(
+            dir.path(),
             &[GW.to_string(), "gw-other".to_string()],
-            &users,
+            &[
+                ("eve", "engineer"),
+                ("sam", "soc"),
+                ("vic", "viewer"),
+                ("rob", "nurse"),
+            ],
         )
+        .await
         .unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let tls = TlsFiles::in_dir(&dir.path().join("certs"));
-        let s: Arc<dyn Store> = store.clone();
-        tokio::spawn(async move {
-            server::serve(s, &tls, listener, async {
-                let _ = rx.await;
+        lab.push_site(
+            "eve",
+            &root().join("device-profiles/sites/demo-ward.yaml"),
+            &root().join("device-profiles"),
+            "CHG-1 commissioning",
+        )
+        .await
+        .unwrap();
+        lab.admin("eve")
+            .await
+            .unwrap()
+            .upsert_gateway(pb::UpsertGatewayRequest {
+                gateway: Some(pb::Gateway {
+                    name: "gw-other".into(),
+                    interfaces: vec!["wg-dev0".into()],
+                    ..Default::default()
+                }),
+                reason: "CHG-1 commissioning".into(),
             })
             .await
             .unwrap();
-        });
-        let c = Controller {
-            dir,
-            addr,
+        let store = lab.store.clone();
+        Controller {
+            _dir: dir,
+            lab,
             store,
-            stop: Some(tx),
-        };
-        c.seed().await;
-        c
+        }
     }
 
-    fn certs(&self) -> PathBuf {
-        self.dir.path().join("certs")
-    }
-
+    /// A TLS channel as `who` (a certificate name), or with no client certificate at all.
     async fn channel(&self, who: Option<&str>) -> Result<Channel, tonic::transport::Error> {
-        let certs = self.certs();
+        let certs = self.lab.certs();
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(
                 std::fs::read(certs.join("ca.pem")).unwrap(),
@@ -97,7 +91,7 @@ impl Controller {
             let key = std::fs::read(certs.join(format!("{who}.key"))).unwrap();
             tls = tls.identity(Identity::from_pem(cert, key));
         }
-        Channel::from_shared(format!("https://localhost:{}", self.addr.port()))
+        Channel::from_shared(self.lab.url())
             .unwrap()
             .tls_config(tls)?
             .timeout(Duration::from_secs(10))
@@ -110,73 +104,7 @@ impl Controller {
     }
 
     async fn agent(&self, gw: &str) -> AgentServiceClient<Channel> {
-        AgentServiceClient::new(self.channel(Some(&format!("gateway-{gw}"))).await.unwrap())
-    }
-
-    /// Loads the demo site and the profile library through the API, as an engineer would.
-    async fn seed(&self) {
-        let mut a = self.admin("user-eve").await;
-        for gw in [GW, "gw-other"] {
-            a.upsert_gateway(pb::UpsertGatewayRequest {
-                gateway: Some(pb::Gateway {
-                    name: gw.into(),
-                    interfaces: vec!["wg-dev0".into()],
-                    ..Default::default()
-                }),
-                reason: "CHG-1 commissioning".into(),
-            })
-            .await
-            .unwrap();
-        }
-        let site_text =
-            std::fs::read_to_string(root().join("device-profiles/sites/demo-ward.yaml")).unwrap();
-        let site = wardgate_policy::parse_site("demo", &site_text).unwrap();
-        for (name, cidrs) in &site.groups {
-            a.upsert_group(pb::UpsertGroupRequest {
-                group: Some(pb::Group {
-                    name: name.clone(),
-                    cidrs: cidrs.iter().map(|c| c.value.clone()).collect(),
-                }),
-                reason: "CHG-1 commissioning".into(),
-            })
-            .await
-            .unwrap();
-        }
-        let mut files: Vec<_> = std::fs::read_dir(root().join("device-profiles"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for f in files
-            .iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
-        {
-            a.upsert_profile(pb::UpsertProfileRequest {
-                yaml: std::fs::read_to_string(f).unwrap(),
-                reason: "CHG-1 library".into(),
-            })
-            .await
-            .unwrap();
-        }
-        for (i, d) in site.devices.iter().enumerate() {
-            a.upsert_device(pb::UpsertDeviceRequest {
-                device: Some(pb::Device {
-                    name: d.name.value.clone(),
-                    id: site.device_id(i),
-                    mac: d.mac.value.clone(),
-                    addresses: d.addresses.iter().map(|x| x.value.clone()).collect(),
-                    profile: d.profile.value.clone(),
-                    mode: format!("{:?}", d.mode.unwrap_or(wardgate_policy::Mode::Learn))
-                        .to_lowercase(),
-                    gateway: d.gateway.value.clone(),
-                    location: d.location.clone(),
-                    asset_id: d.asset_id.clone(),
-                }),
-                reason: "CHG-2 ward 3 devices".into(),
-            })
-            .await
-            .unwrap();
-        }
+        self.lab.agent(gw).await.unwrap()
     }
 
     fn counts(&self) -> (usize, u32, u32) {
@@ -664,5 +592,4 @@ async fn alerts_are_stored_once_streamed_to_the_soc_and_acknowledged() {
         .into_inner();
     let s = acks.message().await.unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied);
-    let _ = Path::new("");
 }

@@ -1,6 +1,7 @@
 //! The demo ward (`cargo xtask demo`): three network namespaces (an infusion pump's VLAN, the
-//! gateway, the hospital servers), the real agent enforcing a compiled policy, real TCP and UDP
-//! flows, and a mode change made live. Needs root. Everything it creates is removed at the end.
+//! gateway, the hospital side), the controller on its embedded SQLite store, the real agent
+//! syncing policy from it and enforcing in the kernel, real TCP and UDP flows, and mode changes
+//! made with wardctl. Needs root. Everything it creates is removed at the end.
 
 use std::{
     net::SocketAddr,
@@ -18,41 +19,21 @@ use wardgate_agent::{
     datapath::Datapath,
     lab::{self, Ward},
 };
-use wardgate_policy::{DesiredState, Mode, ProfileSet, diff, parse_site};
 
 const PIN_ROOT: &str = "/sys/fs/bpf/wardgate-demo";
+const GATEWAY: &str = "gw-ward-3";
+/// The controller listens on the hospital side; the agent reaches it through the gateway.
+const CONTROLLER_ADDR: &str = "198.51.100.20:7443";
+const CONTROLLER_URL: &str = "https://198.51.100.20:7443";
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().expect("literal address")
 }
 
-/// The demo site and the shipped profile library, compiled for gw-ward-3 with the pump in
-/// `pump_mode` (what an engineer's edit of the site file does).
-fn compile(root: &Path, generation: u32, pump_mode: Mode) -> anyhow::Result<DesiredState> {
-    let profiles =
-        ProfileSet::load_dir(&root.join("device-profiles")).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let file = root.join("device-profiles/sites/demo-ward.yaml");
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let mut site =
-        parse_site(&file.display().to_string(), &text).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let pump = site
-        .devices
-        .iter_mut()
-        .find(|d| d.name.value == "pump-3a-bed12")
-        .context("pump in site")?;
-    pump.mode = Some(pump_mode);
-    Ok(wardgate_policy::compile(
-        &site,
-        &profiles,
-        "gw-ward-3",
-        generation,
-    )?)
-}
+/// A child process stopped (SIGTERM, then SIGKILL after 5 s) when dropped.
+struct Proc(Child);
 
-struct Agent(Child);
-
-impl Drop for Agent {
+impl Drop for Proc {
     fn drop(&mut self) {
         // Safety: plain kill(2) on our child's pid.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
@@ -79,14 +60,71 @@ fn wait_for(log: &Path, needle: &str) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("agent did not log `{needle}`; see {}", log.display())
+    bail!("`{needle}` never appeared in {}", log.display())
 }
 
-fn write_state(path: &Path, state: &DesiredState) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, state.to_json())?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// wardctl as the engineer, run on the hospital side (the server namespace).
+struct Wardctl {
+    bin: PathBuf,
+    netns: String,
+    certs: PathBuf,
+}
+
+impl Wardctl {
+    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(&self.bin)
+            .args(args)
+            .env("WARDGATE_CONTROLLER", CONTROLLER_URL)
+            .env("WARDGATE_CERTS", &self.certs)
+            .env("WARDGATE_AS", "user-eve")
+            .output()
+            .context("running wardctl")?;
+        if !out.status.success() {
+            bail!(
+                "wardctl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Sets the pump's mode through the controller; returns the generation it compiled.
+    fn pump_mode(&self, mode: &str, reason: &str) -> anyhow::Result<u64> {
+        let out = self.run(&[
+            "--output",
+            "json",
+            "mode",
+            "pump-3a-bed12",
+            mode,
+            "--reason",
+            reason,
+        ])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("wardctl json")?;
+        v["generations"][GATEWAY]
+            .as_u64()
+            .context("the mode change compiled no generation for gw-ward-3")
+    }
+
+    /// Waits until the agent reports `generation` applied (it reports after writing the maps).
+    fn wait_applied(&self, generation: u64) -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            let out = self.run(&["--output", "json", "gateways"])?;
+            let v: serde_json::Value = serde_json::from_str(&out).context("wardctl json")?;
+            let applied = v
+                .as_array()
+                .and_then(|gs| gs.iter().find(|g| g["name"] == GATEWAY))
+                .and_then(|g| g["applied_generation"].as_u64());
+            if applied == Some(generation) {
+                return Ok(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("gw-ward-3 never reported generation {generation} applied")
+    }
 }
 
 fn check(what: &str, expect_ok: bool, result: Result<(), String>) -> bool {
@@ -106,14 +144,23 @@ fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo needs root (network namespaces, eBPF)");
     }
-    let agent_bin = std::env::current_exe()?.with_file_name("wardgate-agent");
-    if !agent_bin.exists() {
-        bail!("{} not built; run `cargo xtask demo`", agent_bin.display());
-    }
+    let bin = |name: &str| -> anyhow::Result<PathBuf> {
+        let p = std::env::current_exe()?.with_file_name(name);
+        if !p.exists() {
+            bail!("{} not built; run `cargo xtask demo`", p.display());
+        }
+        Ok(p)
+    };
+    let (agent_bin, controller_bin, wardctl_bin) = (
+        bin("wardgate-agent")?,
+        bin("wardgate-controller")?,
+        bin("wardctl")?,
+    );
     let work = tempfile::tempdir()?;
     let _ = std::fs::remove_dir_all(PIN_ROOT);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
 
-    println!("== building the ward: pump VLAN 192.0.2.0/24 | gateway | servers 198.51.100.0/24");
+    println!("== building the ward: pump VLAN 192.0.2.0/24 | gateway | hospital 198.51.100.0/24");
     let ward = Ward::new("demo");
     let stop = Arc::new(AtomicBool::new(false));
     let _servers = lab::tcp_echo(
@@ -127,35 +174,78 @@ fn main() -> anyhow::Result<()> {
     );
     let (_, _dns) = lab::udp_echo(&ward.srv, vec![sa("198.51.100.53:53")], stop.clone());
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let certs = work.path().join("certs");
+    let wardctl = Wardctl {
+        bin: wardctl_bin,
+        netns: ward.srv.clone(),
+        certs: certs.clone(),
+    };
+    println!("== wardctl certs init: a lab CA, the controller, gateway gw-ward-3, engineer eve");
+    wardctl.run(&[
+        "certs",
+        "init",
+        "--dir",
+        &certs.display().to_string(),
+        "--gateway",
+        GATEWAY,
+        "--user",
+        "eve:engineer",
+        "--user",
+        "sam:soc",
+    ])?;
+    let data = work.path().join("controller-data");
+    let controller_log = work.path().join("controller.log");
     println!(
-        "== compiling device-profiles/sites/demo-ward.yaml with the profile library for gw-ward-3"
+        "== starting wardgate-controller on {CONTROLLER_ADDR} (hospital side), embedded SQLite store in {}",
+        data.display()
     );
-    let gen1 = compile(&root, 1, Mode::Enforce)?;
-    println!(
-        "   generation 1: {} devices, {} profiles, {} peer prefixes, {} port rules",
-        gen1.devices.len(),
-        gen1.policies.len(),
-        gen1.peers.len(),
-        gen1.ports.len()
+    let _controller = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &ward.srv])
+            .arg(&controller_bin)
+            .args(["--listen", CONTROLLER_ADDR, "--data"])
+            .arg(&data)
+            .arg("--certs")
+            .arg(&certs)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&controller_log)?)
+            .spawn()
+            .context("starting the controller")?,
     );
+    wait_for(&controller_log, "controller serving")?;
+    println!("== wardctl push: device-profiles/sites/demo-ward.yaml and the profile library");
+    let pushed = wardctl.run(&[
+        "push",
+        "--site",
+        &root
+            .join("device-profiles/sites/demo-ward.yaml")
+            .display()
+            .to_string(),
+        "--profiles",
+        &root.join("device-profiles").display().to_string(),
+        "--reason",
+        "CHG-1 commissioning ward 3",
+    ])?;
+    println!("   {}", pushed.trim());
+
     let desired = work.path().join("desired.json");
-    write_state(&desired, &gen1)?;
     let config = work.path().join("agent.yaml");
     std::fs::write(
         &config,
         format!(
-            "interfaces: [{}]\npin_root: {PIN_ROOT}\ndesired_state: {}\n",
+            "interfaces: [{}]\npin_root: {PIN_ROOT}\ndesired_state: {}\ncontroller:\n  address: {CONTROLLER_URL}\n  certs: {}\n  gateway: {GATEWAY}\n",
             lab::DEV_IF,
-            desired.display()
+            desired.display(),
+            certs.display(),
         ),
     )?;
     let log: PathBuf = work.path().join("agent.log");
     println!(
-        "== starting wardgate-agent in the gateway namespace (log: {})",
+        "== starting wardgate-agent in the gateway namespace; it syncs policy from the controller (log: {})",
         log.display()
     );
-    let agent = Agent(
+    let agent = Proc(
         Command::new(&agent_bin)
             .args(["--netns", &ward.gw, "run", "--config"])
             .arg(&config)
@@ -166,12 +256,18 @@ fn main() -> anyhow::Result<()> {
             .context("starting the agent")?,
     );
     wait_for(&log, "policy generation switched")?;
+    let gateways = wardctl.run(&["gateways"])?;
+    let first: serde_json::Value =
+        serde_json::from_str(&wardctl.run(&["--output", "json", "gateways"])?)?;
+    let gen1 = first[0]["latest_generation"].as_u64().unwrap_or(0);
+    wardctl.wait_applied(gen1)?;
+    println!("{}", gateways.trim_end());
 
     let mut all_ok = true;
     let (dev, server, dns) = (ward.dev.clone(), "198.51.100.30:443", "198.51.100.53:53");
     let tcp = |to: &str| lab::tcp_roundtrip(&dev, sa(to));
     let udp = |to: &str| lab::udp_roundtrip(&dev, sa(to));
-    println!("\n== generation 1: infusion pump pump-3a-bed12 (192.0.2.10) in enforce mode");
+    println!("\n== generation {gen1}: infusion pump pump-3a-bed12 (192.0.2.10) in enforce mode");
     all_ok &= check(
         "pump -> infusion server 198.51.100.30:443",
         true,
@@ -189,13 +285,13 @@ fn main() -> anyhow::Result<()> {
         tcp("198.51.100.10:445"),
     );
 
-    println!("\n== generation 2: the engineer quarantines the pump");
-    let gen2 = compile(&root, 2, Mode::Quarantine)?;
-    for d in diff(&gen1, &gen2).devices_changed {
-        println!("   diff: ~ device {d}");
-    }
-    write_state(&desired, &gen2)?;
-    wait_for(&log, "to=2")?;
+    println!("\n== wardctl mode pump-3a-bed12 quarantine --reason 'INC-3 pump probing SMB'");
+    let gen2 = wardctl.pump_mode("quarantine", "INC-3 pump probing SMB")?;
+    let took = wardctl.wait_applied(gen2)?;
+    println!(
+        "   generation {gen2} compiled, pushed, written to the maps and reported applied in {} ms",
+        took.as_millis()
+    );
     all_ok &= check(
         "pump -> infusion server 198.51.100.30:443",
         false,
@@ -203,9 +299,9 @@ fn main() -> anyhow::Result<()> {
     );
     all_ok &= check("pump -> DNS 198.51.100.53:53/udp", false, udp(dns));
 
-    println!("\n== generation 3: back to enforce");
-    write_state(&desired, &compile(&root, 3, Mode::Enforce)?)?;
-    wait_for(&log, "to=3")?;
+    println!("\n== wardctl mode pump-3a-bed12 enforce --reason 'INC-3 closed, pump reimaged'");
+    let gen3 = wardctl.pump_mode("enforce", "INC-3 closed, pump reimaged")?;
+    wardctl.wait_applied(gen3)?;
     all_ok &= check(
         "pump -> infusion server 198.51.100.30:443",
         true,
@@ -231,6 +327,11 @@ fn main() -> anyhow::Result<()> {
             line.split("datapath event").nth(1).unwrap_or(line).trim()
         );
     }
+    println!("\n== wardctl audit list (who, what, why) and verify");
+    for line in wardctl.run(&["audit", "list"])?.lines().rev().take(4) {
+        println!("  {line}");
+    }
+    println!("  {}", wardctl.run(&["audit", "verify"])?.trim());
     stop.store(true, Ordering::Relaxed);
     drop(agent);
     drop(dp);

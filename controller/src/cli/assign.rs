@@ -7,7 +7,8 @@ use super::{
     remote::Remote,
 };
 
-fn report(w: &pb::WriteResponse, out: OutputFormat) -> anyhow::Result<()> {
+/// Prints what a write did: its audit entry and the generations it compiled.
+pub fn print_write(w: &pb::WriteResponse, out: OutputFormat) -> anyhow::Result<()> {
     match out {
         OutputFormat::Json => output::json(
             &serde_json::json!({"audit_seq": w.audit_seq, "generations": w.generations}),
@@ -38,7 +39,7 @@ pub async fn assign(
         })
         .await?
         .into_inner();
-    report(&w, out)
+    print_write(&w, out)
 }
 
 pub async fn mode(
@@ -57,5 +58,5 @@ pub async fn mode(
         })
         .await?
         .into_inner();
-    report(&w, out)
+    print_write(&w, out)
 }

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod gateways;
 pub mod output;
 pub mod profile;
+pub mod profiles;
 pub mod push;
 pub mod remote;
 pub mod site;

@@ -4,16 +4,27 @@
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
+use tonic::transport::Channel;
 use wardgate_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 
 use super::remote::Remote;
 
-pub async fn run(
+/// What [`load`] wrote.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Loaded {
+    pub gateways: usize,
+    pub groups: usize,
+    pub profiles: usize,
+    pub devices: usize,
+    /// Audit sequence number of the last write.
+    pub last_audit: u64,
+}
+
+/// Parses and validates a site and a profile directory; nothing is sent if either has an error.
+pub fn read(
     site_path: &Path,
     profiles: &Path,
-    reason: &str,
-    remote: &Remote,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(wardgate_policy::Site, wardgate_policy::ProfileSet)> {
     let set = wardgate_policy::ProfileSet::load_dir(profiles).map_err(|d| anyhow!("{d}"))?;
     let file = site_path.display().to_string();
     let text = std::fs::read_to_string(site_path).with_context(|| format!("reading {file}"))?;
@@ -22,7 +33,16 @@ pub async fn run(
     if !d.is_empty() {
         return Err(anyhow!("{d}"));
     }
-    let mut c = AdminServiceClient::new(remote.channel().await?);
+    Ok((site, set))
+}
+
+/// Writes a validated site's gateways, groups, profiles and devices through the admin API.
+pub async fn load(
+    c: &mut AdminServiceClient<Channel>,
+    site: &wardgate_policy::Site,
+    set: &wardgate_policy::ProfileSet,
+    reason: &str,
+) -> anyhow::Result<Loaded> {
     let reason = reason.to_string();
     for g in &site.gateways {
         c.upsert_gateway(pb::UpsertGatewayRequest {
@@ -76,13 +96,27 @@ pub async fn run(
             .await?
             .into_inner();
     }
+    Ok(Loaded {
+        gateways: site.gateways.len(),
+        groups: site.groups.len(),
+        profiles: set.profiles.len(),
+        devices: site.devices.len(),
+        last_audit: last.audit_seq,
+    })
+}
+
+pub async fn run(
+    site_path: &Path,
+    profiles: &Path,
+    reason: &str,
+    remote: &Remote,
+) -> anyhow::Result<()> {
+    let (site, set) = read(site_path, profiles)?;
+    let mut c = AdminServiceClient::new(remote.channel().await?);
+    let l = load(&mut c, &site, &set, reason).await?;
     println!(
         "pushed {} gateways, {} groups, {} profiles, {} devices (last audit entry {})",
-        site.gateways.len(),
-        site.groups.len(),
-        set.profiles.len(),
-        site.devices.len(),
-        last.audit_seq
+        l.gateways, l.groups, l.profiles, l.devices, l.last_audit
     );
     Ok(())
 }

@@ -35,8 +35,9 @@ impl Ctx {
         let actor = actor.to_string();
         let reason = reason.to_string();
         // SQLite work is short, but it is blocking: keep it off the async workers.
-        let out =
-            tokio::task::block_in_place(|| store.write(&actor, &reason, &change, &compile::all))?;
+        let out = tokio::task::block_in_place(|| {
+            store.write(&actor, &reason, &change, &compile::affected)
+        })?;
         for (gateway, generation) in &out.generations {
             self.push.generation(gateway, *generation);
         }

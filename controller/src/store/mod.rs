@@ -79,8 +79,10 @@ pub struct WriteOutcome {
     pub generations: BTreeMap<String, u32>,
 }
 
-/// Compiles desired states (by gateway) from a snapshot; errors refuse the write.
-pub type Compiler<'a> = &'a dyn Fn(&Snapshot) -> Result<BTreeMap<String, DesiredState>>;
+/// Compiles the desired states (by gateway) that `change` may have altered, from the snapshots
+/// before and after it; gateways left out keep their generation. Errors refuse the write.
+pub type Compiler<'a> =
+    &'a dyn Fn(&Snapshot, &Snapshot, &Change) -> Result<BTreeMap<String, DesiredState>>;
 
 pub trait Store: Send + Sync {
     fn snapshot(&self) -> Result<Snapshot>;

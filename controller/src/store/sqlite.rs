@@ -422,9 +422,10 @@ impl Store for SqliteStore {
     ) -> Result<WriteOutcome> {
         let mut c = self.conn();
         let tx = c.transaction()?;
+        let before = snapshot(&tx)?;
         let (action, target, diff) = apply(&tx, change)?;
         // Compile with the change applied; any error rolls everything back.
-        let states = compile(&snapshot(&tx)?)?;
+        let states = compile(&before, &snapshot(&tx)?, change)?;
         let mut generations = BTreeMap::new();
         for (gateway, mut state) in states {
             let latest: Option<(u32, String)> = tx
@@ -463,10 +464,21 @@ impl Store for SqliteStore {
         } else {
             format!("{diff} generations={}", json(&generations))
         };
-        let hash = audit::hash(&prev_hash, seq, ts, actor, &action, &target, &diff, reason);
+        let mut e = AuditEntry {
+            seq,
+            unix_ms: ts,
+            actor: actor.to_string(),
+            action,
+            target,
+            diff,
+            reason: reason.to_string(),
+            prev_hash,
+            hash: String::new(),
+        };
+        e.hash = e.content_hash();
         tx.execute(
             "INSERT INTO audit (seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![seq as i64, ts, actor, action, target, diff, reason, prev_hash, hash],
+            params![e.seq as i64, e.unix_ms, e.actor, e.action, e.target, e.diff, e.reason, e.prev_hash, e.hash],
         )?;
         tx.commit()?;
         Ok(WriteOutcome {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use wardgate_controller::cli::{
-    alerts, assign, audit, certs, devices, gateways, output::OutputFormat, profile, push,
+    alerts, assign, audit, certs, devices, gateways, output::OutputFormat, profile, profiles, push,
     remote::Remote, site,
 };
 
@@ -38,6 +38,13 @@ enum Command {
         profiles: PathBuf,
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Profiles on the controller: list, get, validate, upsert.
+    Profiles {
+        #[command(subcommand)]
+        cmd: profiles::ProfilesCmd,
         #[command(flatten)]
         remote: Remote,
     },
@@ -110,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             remote,
         } => rt()?.block_on(push::run(&site, &profiles, &reason, &remote)),
         Command::Devices { cmd, remote } => rt()?.block_on(devices::run(cmd, &remote, out)),
+        Command::Profiles { cmd, remote } => rt()?.block_on(profiles::run(cmd, &remote, out)),
         Command::Assign {
             device,
             profile,

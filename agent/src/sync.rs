@@ -1,0 +1,128 @@
+//! Policy sync from the controller: watch the gateway's generations over mTLS, cache each
+//! bundle as the desired-state file (so a restart during a controller outage still has it),
+//! hand it to the map writer, and report what was applied. Reconnects with a bounded backoff and
+//! resumes from the last generation written.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use wardgate_proto::v1::{
+    RegisterRequest, StatusReport, WatchPolicyRequest, agent_service_client::AgentServiceClient,
+};
+
+use crate::config::ControllerConfig;
+
+/// Applied generation (or the error) reported back by the map writer.
+pub struct Applied {
+    pub generation: u32,
+    pub error: String,
+}
+
+async fn connect(cfg: &ControllerConfig) -> anyhow::Result<AgentServiceClient<Channel>> {
+    let read = |name: String| {
+        let p = cfg.certs.join(&name);
+        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())?))
+        .identity(Identity::from_pem(
+            read(format!("gateway-{}.pem", cfg.gateway))?,
+            read(format!("gateway-{}.key", cfg.gateway))?,
+        ))
+        .domain_name("localhost");
+    let ch = Channel::from_shared(cfg.address.clone())?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", cfg.address))?;
+    Ok(AgentServiceClient::new(ch))
+}
+
+fn write_atomic(path: &PathBuf, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Runs forever: `last_applied` is where to resume, `notify` wakes the map writer after a new
+/// desired state was written, `applied` carries the writer's result back for reporting.
+pub async fn run(
+    cfg: ControllerConfig,
+    desired: PathBuf,
+    mut last_applied: u32,
+    notify: mpsc::Sender<()>,
+    mut applied: mpsc::Receiver<Applied>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match session(&cfg, &desired, &mut last_applied, &notify, &mut applied).await {
+            Ok(()) => tracing::warn!("controller closed the policy stream; reconnecting"),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "controller unreachable; enforcing the last policy")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn session(
+    cfg: &ControllerConfig,
+    desired: &PathBuf,
+    last_applied: &mut u32,
+    notify: &mpsc::Sender<()>,
+    applied: &mut mpsc::Receiver<Applied>,
+) -> anyhow::Result<()> {
+    let mut client = connect(cfg).await?;
+    let reg = client
+        .register(RegisterRequest {
+            gateway: cfg.gateway.clone(),
+            interfaces: vec![],
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .await?
+        .into_inner();
+    tracing::info!(
+        gateway = cfg.gateway,
+        latest = reg.latest_generation,
+        resume_after = *last_applied,
+        "connected to controller"
+    );
+    let mut stream = client
+        .watch_policy(WatchPolicyRequest {
+            gateway: cfg.gateway.clone(),
+            last_applied_generation: *last_applied,
+        })
+        .await?
+        .into_inner();
+    loop {
+        tokio::select! {
+            msg = stream.message() => {
+                let Some(bundle) = msg? else { return Ok(()) };
+                // Validate before caching: a bad bundle is reported, never written.
+                if let Err(e) = wardgate_policy::DesiredState::from_json(&bundle.desired_state_json) {
+                    let error = format!("generation {} does not parse: {e}", bundle.generation);
+                    client.report_status(StatusReport { gateway: cfg.gateway.clone(), applied_generation: *last_applied, error }).await?;
+                    continue;
+                }
+                write_atomic(desired, &bundle.desired_state_json).with_context(|| format!("writing {}", desired.display()))?;
+                tracing::info!(generation = bundle.generation, reason = bundle.reason, "policy received from controller");
+                let _ = notify.send(()).await;
+            }
+            Some(done) = applied.recv() => {
+                if done.error.is_empty() {
+                    *last_applied = done.generation;
+                }
+                client
+                    .report_status(StatusReport { gateway: cfg.gateway.clone(), applied_generation: done.generation, error: done.error })
+                    .await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! `cargo xtask bench controller`: the controller on loopback with real mTLS and the SQLite
+//! store, 500 gateways each watched by its own agent connection. Prints a table:
+//! assign -> received latency (one at a time, and 500 at once), next to a unary read round trip
+//! over the same connection; alert ingest through the agent stream, next to the store's own
+//! insert rate. A benchmark, not a test: it asserts nothing but that every generation arrives.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::sync::mpsc;
+use wardgate_controller::{lab::LabController, store::Store};
+use wardgate_proto::v1::{self as pb};
+
+const AGENTS: usize = 500;
+const SEQUENTIAL: usize = 200;
+const ALERT_STREAMS: usize = 20;
+const ALERT_BATCHES: usize = 50;
+const ALERT_BATCH: usize = 100;
+const REASON: &str = "BENCH-1";
+
+fn gateway(i: usize) -> String {
+    format!("gw-bench-{i:03}")
+}
+
+fn device(i: usize) -> String {
+    format!("pump-{i:03}")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    n: usize,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    Stats {
+        p50: percentile(&v, 0.50),
+        p99: percentile(&v, 0.99),
+        max: *v.last().expect("samples"),
+        n: v.len(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+/// Gateways, the demo site's groups, the profile library, and one pump per gateway.
+async fn seed(lab: &LabController, root: &std::path::Path) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let (site, set) = wardgate_controller::cli::push::read(
+        &root.join("device-profiles/sites/demo-ward.yaml"),
+        &root.join("device-profiles"),
+    )?;
+    let mut admin = lab.admin("eve").await?;
+    for (name, cidrs) in &site.groups {
+        admin
+            .upsert_group(pb::UpsertGroupRequest {
+                group: Some(pb::Group {
+                    name: name.clone(),
+                    cidrs: cidrs.iter().map(|c| c.value.clone()).collect(),
+                }),
+                reason: REASON.into(),
+            })
+            .await?;
+    }
+    for (file, _) in set.profiles.values() {
+        admin
+            .upsert_profile(pb::UpsertProfileRequest {
+                yaml: std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?,
+                reason: REASON.into(),
+            })
+            .await?;
+    }
+    for i in 0..AGENTS {
+        admin
+            .upsert_gateway(pb::UpsertGatewayRequest {
+                gateway: Some(pb::Gateway {
+                    name: gateway(i),
+                    interfaces: vec!["wg-dev0".into()],
+                    ..Default::default()
+                }),
+                reason: REASON.into(),
+            })
+            .await?;
+        admin
+            .upsert_device(pb::UpsertDeviceRequest {
+                device: Some(pb::Device {
+                    name: device(i),
+                    id: i as u32 + 1,
+                    mac: format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256),
+                    addresses: vec![format!("2001:db8:1::{:x}", i + 16)],
+                    profile: "infusion-pump".into(),
+                    mode: "enforce".into(),
+                    gateway: gateway(i),
+                    ..Default::default()
+                }),
+                reason: REASON.into(),
+            })
+            .await?;
+    }
+    Ok(t.elapsed())
+}
+
+/// One watching agent per gateway; every bundle received goes to `seen` as (gateway, generation).
+async fn watchers(
+    lab: &LabController,
+    seen: mpsc::UnboundedSender<(usize, u32, Instant)>,
+) -> anyhow::Result<()> {
+    for i in 0..AGENTS {
+        let mut agent = lab.agent(&gateway(i)).await?;
+        let latest = lab.store.latest_generation(&gateway(i))?;
+        let mut stream = agent
+            .watch_policy(pb::WatchPolicyRequest {
+                gateway: gateway(i),
+                last_applied_generation: latest,
+            })
+            .await?
+            .into_inner();
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let _keep = agent;
+            while let Ok(Some(b)) = stream.message().await {
+                let _ = seen.send((i, b.generation, Instant::now()));
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn wait_for(
+    seen: &mut mpsc::UnboundedReceiver<(usize, u32, Instant)>,
+    early: &mut HashMap<(usize, u32), Instant>,
+    gw: usize,
+    generation: u32,
+) -> anyhow::Result<Instant> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(t) = early.remove(&(gw, generation)) {
+            return Ok(t);
+        }
+        match tokio::time::timeout_at(deadline, seen.recv()).await {
+            Ok(Some((g, n, t))) => {
+                early.insert((g, n), t);
+            }
+            _ => bail!("generation {generation} of {} never arrived", gateway(gw)),
+        }
+    }
+}
+
+fn alert(id: String) -> pb::Alert {
+    pb::Alert {
+        id,
+        device: device(0),
+        profile: "infusion-pump".into(),
+        kind: "deny".into(),
+        severity: "high".into(),
+        mode: "enforce".into(),
+        src: "2001:db8:1::10".into(),
+        src_port: 40000,
+        dst: "2001:db8:2::10".into(),
+        dst_port: 445,
+        protocol: 6,
+        ..Default::default()
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let dir = tempfile::tempdir()?;
+    let gateways: Vec<String> = (0..AGENTS).map(gateway).collect();
+    eprintln!("bench: certificates for {AGENTS} gateways, controller on loopback");
+    let lab = LabController::start(
+        dir.path(),
+        &gateways,
+        &[("eve", "engineer"), ("sam", "soc")],
+    )
+    .await?;
+    let seed_time = seed(&lab, &root).await?;
+    eprintln!("bench: seeded {AGENTS} gateways and devices in {seed_time:.1?}");
+
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let t = Instant::now();
+    watchers(&lab, tx).await?;
+    eprintln!(
+        "bench: {AGENTS} agents connected (mTLS) and watching in {:.1?}",
+        t.elapsed()
+    );
+    let mut early = HashMap::new();
+    let mut admin = lab.admin("eve").await?;
+
+    // Baseline: a unary read over the same connection.
+    let mut read = Vec::new();
+    for i in 0..SEQUENTIAL {
+        let t = Instant::now();
+        admin
+            .get_device(pb::GetDeviceRequest {
+                name: device(i % AGENTS),
+            })
+            .await?;
+        read.push(t.elapsed());
+    }
+
+    // One assignment at a time, spread over the gateways (7 is coprime to 500: all distinct).
+    let mut one = Vec::new();
+    for k in 0..SEQUENTIAL {
+        let gw = (k * 7) % AGENTS;
+        let t = Instant::now();
+        let w = admin
+            .assign_profile(pb::AssignProfileRequest {
+                device: device(gw),
+                profile: "patient-monitor".into(),
+                reason: REASON.into(),
+            })
+            .await?
+            .into_inner();
+        let Some(&generation) = w.generations.get(&gateway(gw)) else {
+            bail!("assignment on {} compiled no generation", gateway(gw));
+        };
+        if w.generations.len() != 1 {
+            bail!("one assignment recompiled {} gateways", w.generations.len());
+        }
+        let got = wait_for(&mut seen, &mut early, gw, generation).await?;
+        one.push(got - t);
+    }
+
+    // Every gateway at once: 500 assignments in flight on one admin connection.
+    let t = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for gw in 0..AGENTS {
+        let mut admin = admin.clone();
+        calls.spawn(async move {
+            let current = admin
+                .get_device(pb::GetDeviceRequest { name: device(gw) })
+                .await?
+                .into_inner()
+                .profile;
+            let other = if current == "infusion-pump" {
+                "patient-monitor"
+            } else {
+                "infusion-pump"
+            };
+            let start = Instant::now();
+            let w = admin
+                .assign_profile(pb::AssignProfileRequest {
+                    device: device(gw),
+                    profile: other.into(),
+                    reason: REASON.into(),
+                })
+                .await?
+                .into_inner();
+            anyhow::Ok((gw, w.generations[&gateway(gw)], start))
+        });
+    }
+    let mut burst = Vec::new();
+    while let Some(r) = calls.join_next().await {
+        let (gw, generation, start) = r??;
+        let got = wait_for(&mut seen, &mut early, gw, generation).await?;
+        burst.push(got - start);
+    }
+    let burst_wall = t.elapsed();
+
+    // Alert ingest: ALERT_STREAMS agents stream batches; rate counted on acknowledgements.
+    let total = ALERT_STREAMS * ALERT_BATCHES * ALERT_BATCH;
+    let t = Instant::now();
+    let mut streams = tokio::task::JoinSet::new();
+    for s in 0..ALERT_STREAMS {
+        let mut agent = lab.agent(&gateway(s)).await?;
+        streams.spawn(async move {
+            let batches: Vec<pb::AlertBatch> = (0..ALERT_BATCHES)
+                .map(|b| pb::AlertBatch {
+                    alerts: (0..ALERT_BATCH)
+                        .map(|a| alert(format!("s{s}-b{b}-a{a}")))
+                        .collect(),
+                })
+                .collect();
+            let mut acks = agent
+                .report_alerts(tokio_stream::iter(batches))
+                .await?
+                .into_inner();
+            let mut acked = 0;
+            while let Some(a) = acks.message().await? {
+                acked += a.ids.len();
+            }
+            anyhow::Ok(acked)
+        });
+    }
+    let mut acked = 0;
+    while let Some(r) = streams.join_next().await {
+        acked += r??;
+    }
+    let ingest = t.elapsed();
+    if acked != total {
+        bail!("{acked} of {total} alerts acknowledged");
+    }
+    // Baseline: the store's own batched insert of as many alerts, no gRPC.
+    let t = Instant::now();
+    for b in 0..total / ALERT_BATCH {
+        let rows: Vec<(String, String, u8)> = (0..ALERT_BATCH)
+            .map(|a| {
+                let id = format!("direct-b{b}-a{a}");
+                (id, "{}".to_string(), 3)
+            })
+            .collect();
+        lab.store.insert_alerts(&gateway(0), &rows)?;
+    }
+    let direct = t.elapsed();
+
+    let read = stats(read);
+    let one = stats(one);
+    let burst = stats(burst);
+    println!(
+        "\nwardgate controller bench: {AGENTS} gateways, each watched by its own mTLS agent connection, SQLite store (WAL)\n"
+    );
+    println!("| measurement | n | p50 ms | p99 ms | max ms | p50 vs baseline |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| baseline: GetDevice round trip (same connection) | {} | {} | {} | {} | 1.0x |",
+        read.n,
+        ms(read.p50),
+        ms(read.p99),
+        ms(read.max)
+    );
+    for (name, s) in [
+        ("assign -> received, one at a time", &one),
+        ("assign -> received, 500 in flight", &burst),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {} | {:.1}x |",
+            s.n,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.max),
+            s.p50.as_secs_f64() / read.p50.as_secs_f64()
+        );
+    }
+    println!(
+        "\n500 assignments in flight: all received in {:.0} ms ({:.0} assignments/s)",
+        burst_wall.as_secs_f64() * 1e3,
+        AGENTS as f64 / burst_wall.as_secs_f64()
+    );
+    let grpc_rate = total as f64 / ingest.as_secs_f64();
+    let direct_rate = total as f64 / direct.as_secs_f64();
+    println!("\n| alert ingest | alerts | seconds | alerts/s | vs store alone |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| store alone: insert_alerts, batches of {ALERT_BATCH} | {total} | {:.2} | {direct_rate:.0} | 1.00x |",
+        direct.as_secs_f64()
+    );
+    println!(
+        "| {ALERT_STREAMS} agents streaming batches of {ALERT_BATCH}, acknowledged | {total} | {:.2} | {grpc_rate:.0} | {:.2}x |",
+        ingest.as_secs_f64(),
+        grpc_rate / direct_rate
+    );
+    println!(
+        "\ngoal: assign -> received p99 under 1 s with {AGENTS} watching agents: {}",
+        if one.p99.max(burst.p99) < Duration::from_secs(1) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    lab.shutdown().await
+}

@@ -1,0 +1,103 @@
+//! `wardctl profiles`: the profiles the controller holds (list, get), checking a file against
+//! it, and uploading a new version (audited, recompiles the gateways that use it).
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use wardgate_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
+
+use super::{
+    output::{self, OutputFormat},
+    remote::Remote,
+};
+
+#[derive(Subcommand)]
+pub enum ProfilesCmd {
+    /// List the controller's profiles and their versions.
+    List,
+    /// Print the current version of one profile (its YAML).
+    Get { name: String },
+    /// Check a profile file with the controller's validator (nothing is stored).
+    Validate { file: PathBuf },
+    /// Upload a profile file as a new version.
+    Upsert {
+        file: PathBuf,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn read(file: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+}
+
+pub async fn run(cmd: ProfilesCmd, remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
+    let mut c = AdminServiceClient::new(remote.channel().await?);
+    match cmd {
+        ProfilesCmd::List => {
+            let profiles = c
+                .list_profiles(pb::ListProfilesRequest {})
+                .await?
+                .into_inner()
+                .profiles;
+            match out {
+                OutputFormat::Json => output::json(
+                    &profiles
+                        .iter()
+                        .map(|p| serde_json::json!({"name": p.name, "version": p.version}))
+                        .collect::<Vec<_>>(),
+                )?,
+                OutputFormat::Human => {
+                    println!("{:<24} {:>7}", "profile", "version");
+                    for p in &profiles {
+                        println!("{:<24} {:>7}", p.name, p.version);
+                    }
+                }
+            }
+        }
+        ProfilesCmd::Get { name } => {
+            let p = c
+                .get_profile(pb::GetProfileRequest { name })
+                .await?
+                .into_inner();
+            match out {
+                OutputFormat::Json => output::json(
+                    &serde_json::json!({"name": p.name, "version": p.version, "yaml": p.yaml}),
+                )?,
+                OutputFormat::Human => print!("{}", p.yaml),
+            }
+        }
+        ProfilesCmd::Validate { file } => {
+            let r = c
+                .validate_profile(pb::ValidateProfileRequest { yaml: read(&file)? })
+                .await?
+                .into_inner();
+            for p in &r.problems {
+                eprintln!(
+                    "{}:{}:{}: {} ({})",
+                    file.display(),
+                    p.line,
+                    p.column,
+                    p.message,
+                    p.hint
+                );
+            }
+            if !r.valid {
+                bail!("{} problem(s) in {}", r.problems.len(), file.display());
+            }
+            println!("{}: valid", file.display());
+        }
+        ProfilesCmd::Upsert { file, reason } => {
+            let w = c
+                .upsert_profile(pb::UpsertProfileRequest {
+                    yaml: read(&file)?,
+                    reason,
+                })
+                .await?
+                .into_inner();
+            super::assign::print_write(&w, out)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! A controller in-process on loopback with real mTLS and a real SQLite store, for tests, the
+//! controller bench and the demo: lab certificates, the server task, and clients per identity.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+use wardgate_proto::v1::{
+    admin_service_client::AdminServiceClient, agent_service_client::AgentServiceClient,
+    alert_service_client::AlertServiceClient,
+};
+
+use crate::{
+    certs,
+    cli::remote::Remote,
+    server::{self, TlsFiles},
+    store::{SqliteStore, Store},
+};
+
+/// A running controller; stops when dropped.
+pub struct LabController {
+    pub addr: SocketAddr,
+    pub store: Arc<SqliteStore>,
+    certs: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl LabController {
+    /// Writes lab certificates for `gateways` and `users` (name, role) under `dir/certs`, opens
+    /// the store in `dir/data` and serves on an ephemeral loopback port.
+    pub async fn start(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+    ) -> anyhow::Result<LabController> {
+        let cert_dir = dir.join("certs");
+        let users: Vec<_> = users
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.to_string()))
+            .collect();
+        certs::init(&cert_dir, gateways, &users).context("writing lab certificates")?;
+        let store = Arc::new(SqliteStore::open(&dir.join("data")).context("opening the store")?);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel();
+        let tls = TlsFiles::in_dir(&cert_dir);
+        let shared: Arc<dyn Store> = store.clone();
+        let task = tokio::spawn(async move {
+            server::serve(shared, &tls, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(LabController {
+            addr,
+            store,
+            certs: cert_dir,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    pub fn certs(&self) -> &Path {
+        &self.certs
+    }
+
+    /// The address clients dial; the server certificate is issued for `localhost`.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// wardctl's connection settings for `identity` (`user-NAME` or `gateway-NAME`).
+    pub fn remote(&self, identity: &str) -> Remote {
+        Remote {
+            controller: self.url(),
+            certs: self.certs.clone(),
+            identity: identity.to_string(),
+        }
+    }
+
+    pub async fn channel(&self, identity: &str) -> anyhow::Result<Channel> {
+        self.remote(identity).channel().await
+    }
+
+    pub async fn admin(&self, user: &str) -> anyhow::Result<AdminServiceClient<Channel>> {
+        Ok(AdminServiceClient::new(
+            self.channel(&format!("user-{user}")).await?,
+        ))
+    }
+
+    pub async fn alerts(&self, user: &str) -> anyhow::Result<AlertServiceClient<Channel>> {
+        Ok(AlertServiceClient::new(
+            self.channel(&format!("user-{user}")).await?,
+        ))
+    }
+
+    pub async fn agent(&self, gateway: &str) -> anyhow::Result<AgentServiceClient<Channel>> {
+        Ok(AgentServiceClient::new(
+            self.channel(&format!("gateway-{gateway}")).await?,
+        ))
+    }
+
+    /// Loads a site file and a profile directory through the admin API, as `wardctl push` does.
+    pub async fn push_site(
+        &self,
+        user: &str,
+        site: &Path,
+        profiles: &Path,
+        reason: &str,
+    ) -> anyhow::Result<crate::cli::push::Loaded> {
+        let (site, set) = crate::cli::push::read(site, profiles)?;
+        let mut admin = self.admin(user).await?;
+        crate::cli::push::load(&mut admin, &site, &set, reason).await
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.context("server task")?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LabController {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
