@@ -1,7 +1,10 @@
 //! From the store's rows to the policy crate's site and profiles, and the compiled state of
 //! every gateway. This is the only place that converts store rows into policy types.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Mutex, OnceLock, PoisonError},
+};
 
 use wardgate_policy::{
     DesiredState, Mode, ProfileSet,
@@ -11,7 +14,7 @@ use wardgate_policy::{
 
 use crate::{
     error::{Error, Result},
-    store::{Change, Snapshot},
+    store::{Change, DeviceRow, Snapshot},
 };
 
 pub fn parse_mode(s: &str) -> Result<Mode> {
@@ -26,14 +29,37 @@ pub fn parse_mode(s: &str) -> Result<Mode> {
     }
 }
 
+/// Parsed profiles by (label, YAML text): every write compiles from the stored text, and
+/// parsing YAML is most of a small write's cost. Keyed by the text itself, so a new version (or
+/// a rolled-back one that reused a version number) is never served stale.
+fn parsed(file: &str, yaml: &str) -> Result<wardgate_policy::Profile> {
+    type Cache = HashMap<(String, String), wardgate_policy::Profile>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    let key = (file.to_string(), yaml.to_string());
+    if let Some(p) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return Ok(p.clone());
+    }
+    let p =
+        wardgate_policy::parse_profile(file, yaml).map_err(|d| Error::Invalid(d.to_string()))?;
+    let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if c.len() >= 4096 {
+        c.clear(); // bounded: old versions are not needed again
+    }
+    c.insert(key, p.clone());
+    Ok(p)
+}
+
 pub fn profiles(s: &Snapshot) -> Result<ProfileSet> {
     let mut set = ProfileSet::default();
     let mut diags = wardgate_policy::Diagnostics::default();
     for p in &s.profiles {
         let file = format!("profile {} v{}", p.name, p.version);
-        let parsed = wardgate_policy::parse_profile(&file, &p.yaml)
-            .map_err(|d| Error::Invalid(d.to_string()))?;
-        set.insert(&file, parsed, &mut diags);
+        set.insert(&file, parsed(&file, &p.yaml)?, &mut diags);
     }
     if !diags.is_empty() {
         return Err(Error::Invalid(diags.to_string()));
@@ -81,12 +107,12 @@ pub fn site(s: &Snapshot) -> Result<Site> {
 /// The desired states of the gateways whose policy `change` may alter, and only those: an
 /// assignment on one ward recompiles that ward's gateway, not the hospital.
 pub fn affected(
-    before: &Snapshot,
     after: &Snapshot,
+    before: Option<&DeviceRow>,
     change: &Change,
 ) -> Result<BTreeMap<String, DesiredState>> {
     let set = profiles(after)?;
-    let scope = match scope(before, after, change, &set) {
+    let scope = match scope(after, before, change, &set) {
         Some(gateways) => gateways,
         None => after.gateways.iter().map(|g| g.name.clone()).collect(),
     };
@@ -104,17 +130,17 @@ pub fn affected(
     }
     let mut out = BTreeMap::new();
     for g in scope.iter().filter(|g| known.contains(g.as_str())) {
-        let state = wardgate_policy::compile(&site, &set, g, 1)
+        let compiled = wardgate_policy::compile_validated(&site, &set, g, 1)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        out.insert(g.clone(), state);
+        out.insert(g.clone(), compiled.state);
     }
     Ok(out)
 }
 
 /// Which gateways `change` can affect; `None` means all of them (a site group changed).
 fn scope(
-    before: &Snapshot,
     after: &Snapshot,
+    before: Option<&DeviceRow>,
     change: &Change,
     set: &ProfileSet,
 ) -> Option<BTreeSet<String>> {
@@ -142,19 +168,15 @@ fn scope(
         | Change::AssignProfile { .. }
         | Change::SetMode { .. }
         | Change::SetLocation { .. } => {
-            let name = match change {
-                Change::UpsertDevice(d) => &d.name,
-                Change::AssignProfile { device, .. }
-                | Change::SetMode { device, .. }
-                | Change::SetLocation { device, .. } => device,
-                _ => unreachable!("matched above"),
-            };
-            for snap in [before, after] {
-                if let Some(d) = snap.devices.iter().find(|d| &d.name == name) {
-                    out.insert(d.gateway.clone());
-                    if uses_same_profile(&d.profile) {
-                        with_profile(&d.profile, &mut out);
-                    }
+            // The device's gateway and profile before and after (a move touches both gateways).
+            let now = after
+                .devices
+                .iter()
+                .find(|d| Some(d.name.as_str()) == change.device());
+            for d in before.into_iter().chain(now) {
+                out.insert(d.gateway.clone());
+                if uses_same_profile(&d.profile) {
+                    with_profile(&d.profile, &mut out);
                 }
             }
         }

@@ -62,6 +62,18 @@ pub fn compile_detailed(
     if !diags.is_empty() {
         return Err(CompileError::Invalid(diags));
     }
+    compile_validated(site, profiles, gateway, generation)
+}
+
+/// [`compile_detailed`] without the validation, for a caller that compiles many gateways of one
+/// site and has already run [`validate::validate`] and [`validate::validate_profile`] on it
+/// with no diagnostics. On an unvalidated site this may panic.
+pub fn compile_validated(
+    site: &Site,
+    profiles: &ProfileSet,
+    gateway: &str,
+    generation: u32,
+) -> Result<Compiled, CompileError> {
     if !site.gateways.iter().any(|g| g.name.value == gateway) {
         return Err(CompileError::UnknownGateway {
             gateway: gateway.to_string(),

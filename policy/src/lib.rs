@@ -14,7 +14,7 @@ pub mod site;
 pub mod span;
 pub mod validate;
 
-pub use compile::{CompileError, Compiled, compile, compile_detailed};
+pub use compile::{CompileError, Compiled, compile, compile_detailed, compile_validated};
 pub use desired::{DesiredState, Direction, Mode, Proto};
 pub use diag::{Diagnostic, Diagnostics};
 pub use diff::{StateDiff, diff};

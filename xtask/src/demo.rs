@@ -4,6 +4,12 @@ use crate::cmd;
 
 pub fn run() -> anyhow::Result<()> {
     crate::setup::run()?;
+    build_and_run()
+}
+
+/// Builds the agent and controller binaries the demo starts, then runs it (fails if any flow
+/// does not behave as the policy says).
+pub fn build_and_run() -> anyhow::Result<()> {
     cmd::run(cmd::cargo().args([
         "build",
         "--release",

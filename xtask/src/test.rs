@@ -22,14 +22,18 @@ pub enum Tier {
     Datapath,
     /// The agent on veth pairs in network namespaces (root).
     Attach,
+    /// The demo ward end to end: controller on its embedded store, wardctl, the agent syncing
+    /// and enforcing (root). The README's main command, checked.
+    Demo,
 }
 
-const ALL: [Tier; 5] = [
+const ALL: [Tier; 6] = [
     Tier::Fmt,
     Tier::Clippy,
     Tier::Unit,
     Tier::Datapath,
     Tier::Attach,
+    Tier::Demo,
 ];
 
 fn privileged_preflight() -> anyhow::Result<()> {
@@ -135,7 +139,9 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "-p",
                 "wardgate-controller",
                 "--tests",
-            ])
+            ])?;
+            // Policy sync against an in-process controller (no root: the test plays the writer).
+            cargo_test(&["--release", "-p", "wardgate-agent", "--test", "sync"])
         }
         Tier::Datapath => {
             privileged_preflight()?;
@@ -152,6 +158,10 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "--",
                 "--test-threads=1",
             ])
+        }
+        Tier::Demo => {
+            privileged_preflight()?;
+            crate::demo::build_and_run()
         }
     }
 }

@@ -256,12 +256,14 @@ fn main() -> anyhow::Result<()> {
             .context("starting the agent")?,
     );
     wait_for(&log, "policy generation switched")?;
-    let gateways = wardctl.run(&["gateways"])?;
     let first: serde_json::Value =
         serde_json::from_str(&wardctl.run(&["--output", "json", "gateways"])?)?;
     let gen1 = first[0]["latest_generation"].as_u64().unwrap_or(0);
     wardctl.wait_applied(gen1)?;
-    println!("{}", gateways.trim_end());
+    println!("   wardctl gateways:");
+    for line in wardctl.run(&["gateways"])?.lines() {
+        println!("   {line}");
+    }
 
     let mut all_ok = true;
     let (dev, server, dns) = (ward.dev.clone(), "198.51.100.30:443", "198.51.100.53:53");

@@ -79,10 +79,24 @@ pub struct WriteOutcome {
     pub generations: BTreeMap<String, u32>,
 }
 
-/// Compiles the desired states (by gateway) that `change` may have altered, from the snapshots
-/// before and after it; gateways left out keep their generation. Errors refuse the write.
+/// Compiles the desired states (by gateway) that `change` may have altered, from the snapshot
+/// after it and, for a device change, the device's row before it; gateways left out keep their
+/// generation. Errors refuse the write.
 pub type Compiler<'a> =
-    &'a dyn Fn(&Snapshot, &Snapshot, &Change) -> Result<BTreeMap<String, DesiredState>>;
+    &'a dyn Fn(&Snapshot, Option<&DeviceRow>, &Change) -> Result<BTreeMap<String, DesiredState>>;
+
+impl Change {
+    /// The device a change is about, if it is about one.
+    pub fn device(&self) -> Option<&str> {
+        match self {
+            Change::UpsertDevice(d) => Some(&d.name),
+            Change::AssignProfile { device, .. }
+            | Change::SetMode { device, .. }
+            | Change::SetLocation { device, .. } => Some(device),
+            _ => None,
+        }
+    }
+}
 
 pub trait Store: Send + Sync {
     fn snapshot(&self) -> Result<Snapshot>;

@@ -422,10 +422,19 @@ impl Store for SqliteStore {
     ) -> Result<WriteOutcome> {
         let mut c = self.conn();
         let tx = c.transaction()?;
-        let before = snapshot(&tx)?;
+        let before = match change.device() {
+            Some(name) => tx
+                .query_row(
+                    &format!("SELECT {DEVICE_COLS} FROM devices WHERE name = ?1"),
+                    [name],
+                    device_row,
+                )
+                .optional()?,
+            None => None,
+        };
         let (action, target, diff) = apply(&tx, change)?;
         // Compile with the change applied; any error rolls everything back.
-        let states = compile(&before, &snapshot(&tx)?, change)?;
+        let states = compile(&snapshot(&tx)?, before.as_ref(), change)?;
         let mut generations = BTreeMap::new();
         for (gateway, mut state) in states {
             let latest: Option<(u32, String)> = tx
