@@ -593,3 +593,62 @@ async fn alerts_are_stored_once_streamed_to_the_soc_and_acknowledged() {
     let s = acks.message().await.unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
+    let c = Controller::start().await;
+    let mut eve = c.admin("user-eve").await;
+    eve.upsert_profile(pb::UpsertProfileRequest {
+        yaml: "name: pump-peers\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [same-profile]\n    ports: 8443\n".into(),
+        reason: "CHG-5 pumps sync drug libraries peer to peer".into(),
+    })
+    .await
+    .unwrap();
+    let w = eve
+        .upsert_device(pb::UpsertDeviceRequest {
+            device: Some(pb::Device {
+                name: "pump-other".into(),
+                id: 50,
+                mac: "02:00:00:00:00:50".into(),
+                addresses: vec!["192.0.2.50".into()],
+                profile: "pump-peers".into(),
+                mode: "enforce".into(),
+                gateway: "gw-other".into(),
+                ..Default::default()
+            }),
+            reason: "CHG-5".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        w.generations.keys().collect::<Vec<_>>(),
+        ["gw-other"],
+        "gw-ward-3 holds no pump-peers device yet"
+    );
+    // A device on gw-ward-3 joins the profile: its address enters gw-other's rules too.
+    let w = eve
+        .assign_profile(pb::AssignProfileRequest {
+            device: "us-3a-portable".into(),
+            profile: "pump-peers".into(),
+            reason: "CHG-5".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut gateways: Vec<&str> = w.generations.keys().map(String::as_str).collect();
+    gateways.sort_unstable();
+    assert_eq!(gateways, ["gw-other", GW], "both gateways recompiled");
+    let rows = c
+        .store
+        .generations_after("gw-other", w.generations["gw-other"] - 2)
+        .unwrap();
+    let [before, after] = [&rows[0], &rows[1]]
+        .map(|r| wardgate_policy::DesiredState::from_json(&r.state_json).unwrap());
+    assert!(
+        after.peers.len() > before.peers.len(),
+        "gw-other's policy gained the new peer's addresses: {} -> {} peer entries",
+        before.peers.len(),
+        after.peers.len()
+    );
+}
