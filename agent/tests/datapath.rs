@@ -87,6 +87,22 @@ fn allow_by_port_range() {
         );
         expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropPolicy);
     }
+    // A wide range (port prefixes in the LPM rather than exact ports in the hash).
+    for (port, verdict, reason) in [
+        (40000, TC_ACT_OK, Reason::PassPolicy),
+        (45678, TC_ACT_OK, Reason::PassPolicy),
+        (49999, TC_ACT_OK, Reason::PassPolicy),
+        (39999, TC_ACT_SHOT, Reason::DropPolicy),
+        (50000, TC_ACT_SHOT, Reason::DropPolicy),
+    ] {
+        let f = frame(
+            PUMP_MAC,
+            "192.0.2.10:40002",
+            &format!("203.0.113.7:{port}"),
+            L4::Udp,
+        );
+        expect(&mut dp, true, &f, verdict, reason);
+    }
 }
 
 #[test]
@@ -484,7 +500,9 @@ fn lookup_agrees_with_the_policy_model() {
         "203.0.113.7",
         "192.0.2.200",
     ];
-    let ports = [53u16, 104, 105, 5000, 11112, 11120, 11121, 2575];
+    let ports = [
+        53u16, 104, 105, 5000, 11112, 11120, 11121, 2575, 39999, 40000, 45678, 49999, 50000,
+    ];
     let mut sport = 20000;
     for peer in peers {
         for port in ports {

@@ -56,6 +56,23 @@ pub fn range_to_prefixes(lo: u16, hi: u16) -> Vec<PortPrefix> {
     out
 }
 
+/// Ranges up to this many ports are lowered to one exact port each rather than to prefixes: the
+/// datapath answers an exact port with one hash lookup, and only peer sets that still have
+/// prefixes pay for the port LPM walk. Typical service ranges (a vendor's 8000-8010) stay
+/// exact; wide ones (ephemeral 1024-65535) stay a handful of prefixes.
+pub const EXACT_PORTS_MAX: u32 = 64;
+
+/// The port keys of a range: exact ports when it is small, else the minimal prefixes.
+fn port_keys(lo: u16, hi: u16) -> Vec<PortPrefix> {
+    if lo <= hi && u32::from(hi - lo) < EXACT_PORTS_MAX {
+        (lo..=hi)
+            .map(|value| PortPrefix { value, len: 16 })
+            .collect()
+    } else {
+        range_to_prefixes(lo, hi)
+    }
+}
+
 /// Port-level entries of one rule, before a peer set is assigned: (proto, port prefix).
 fn rule_port_keys(
     proto: Proto,
@@ -70,7 +87,7 @@ fn rule_port_keys(
             .collect(),
         (p, None) => vec![(p.number(), None)],
         (p, Some(_)) if !p.has_ports() => vec![(p.number(), None)],
-        (p, Some(r)) => range_to_prefixes(r.lo, r.hi)
+        (p, Some(r)) => port_keys(r.lo, r.hi)
             .into_iter()
             .map(|pp| (p.number(), Some(pp)))
             .collect(),
@@ -274,6 +291,22 @@ mod tests {
             assert!(p.len() <= 30, "{lo}-{hi} gave {} prefixes", p.len());
         }
         assert!(range_to_prefixes(10, 9).is_empty());
+    }
+
+    #[test]
+    fn small_ranges_become_exact_ports_and_wide_ones_prefixes() {
+        let exact = port_keys(8000, 8010);
+        assert_eq!(exact.len(), 11);
+        assert!(exact.iter().all(|p| p.len == 16));
+        assert_eq!(cover(&exact), (8000..=8010).collect::<Vec<_>>());
+        let last_exact = port_keys(1000, 1000 + EXACT_PORTS_MAX as u16 - 1);
+        assert_eq!(last_exact.len(), EXACT_PORTS_MAX as usize);
+        assert_eq!(
+            port_keys(1024, 65535),
+            range_to_prefixes(1024, 65535),
+            "wide ranges keep the minimal prefixes"
+        );
+        assert!(port_keys(10, 9).is_empty());
     }
 
     #[test]

@@ -103,6 +103,15 @@ fn groups() -> Vec<Vec<IpNet>> {
     ]
 }
 
+/// A peer as the profile file spells it (two specs can spell the same CIDR).
+fn peer_text(p: &PeerSpec) -> String {
+    match p {
+        PeerSpec::Any => "any".to_string(),
+        PeerSpec::Group(g) => format!("group:g{g}"),
+        PeerSpec::Cidr(n, h, b) => cidr(*n, *h, *b).to_string(),
+    }
+}
+
 fn profile(flows: &[FlowSpec]) -> Profile {
     let flows = flows
         .iter()
@@ -110,17 +119,7 @@ fn profile(flows: &[FlowSpec]) -> Profile {
             name: String::new(),
             direction: f.dir,
             protocol: Located::new(f.proto),
-            peers: f
-                .peers
-                .iter()
-                .map(|p| {
-                    Located::new(match p {
-                        PeerSpec::Any => "any".to_string(),
-                        PeerSpec::Group(g) => format!("group:g{g}"),
-                        PeerSpec::Cidr(n, h, b) => cidr(*n, *h, *b).to_string(),
-                    })
-                })
-                .collect(),
+            peers: f.peers.iter().map(|p| Located::new(peer_text(p))).collect(),
             ports: f.ports.as_ref().map(|r| {
                 Located::new(Ports::List(
                     r.iter()
@@ -209,7 +208,7 @@ proptest! {
         let mut flows = flows;
         let mut seen = std::collections::BTreeSet::new();
         flows.retain(|f| {
-            let mut peers: Vec<String> = f.peers.iter().map(|p| format!("{p:?}")).collect();
+            let mut peers: Vec<String> = f.peers.iter().map(peer_text).collect();
             peers.sort();
             seen.insert(format!("{:?}{:?}{peers:?}{:?}", f.dir, f.proto, f.ports))
         });

@@ -154,6 +154,14 @@ pub fn reference_rules() -> Vec<Rule> {
             "198.51.100.30/32",
             Some((5000, 5000)),
         ),
+        // Wider than EXACT_PORTS_MAX: lowered to port prefixes, answered by the port LPM.
+        rule(
+            1008,
+            FromDevice,
+            Proto::Udp,
+            "203.0.113.0/24",
+            Some((40000, 49999)),
+        ),
     ]
 }
 
