@@ -169,15 +169,22 @@ fn main() {
     }
     let mut rows = Vec::new();
     let mut generation = 0;
-    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/wgbench-{}", std::process::id()));
-    let mut dp = Datapath::load(&pin).expect("load datapath");
-    dp.set_gateway_config(&GatewayConfig {
-        unknown_action: 0,
-        non_ip_action: 0,
-        event_rate: 20,
-        event_burst: 50,
-    })
-    .unwrap();
+    // A fresh datapath (empty conntrack, fresh maps) per configuration: new-flow cost depends
+    // on how full the conntrack LRU is, and that must not differ between rule counts.
+    let fresh = |n: u32| {
+        let pin =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/wgbench-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&pin);
+        let mut dp = Datapath::load(&pin).expect("load datapath");
+        dp.set_gateway_config(&GatewayConfig {
+            unknown_action: 0,
+            non_ip_action: 0,
+            event_rate: 20,
+            event_burst: 50,
+        })
+        .unwrap();
+        (pin, dp)
+    };
     // WG_BENCH_QUICK=1 measures only the smallest configuration (for quick experiments).
     let quick = std::env::var_os("WG_BENCH_QUICK").is_some();
     let rule_counts: &[u32] = if quick { &[10] } else { &[10, 1_000, 100_000] };
@@ -185,6 +192,7 @@ fn main() {
     for &n_rules in rule_counts {
         for &n_dev in device_counts {
             generation += 1;
+            let (pin, mut dp) = fresh(generation);
             let rules = rules(n_rules);
             let policies = vec![PolicyEntry {
                 policy_id: 1,
@@ -235,10 +243,10 @@ fn main() {
                 });
             }
             eprintln!("measured {n_rules} rules x {n_dev} devices");
+            drop(dp);
+            let _ = std::fs::remove_dir_all(&pin);
         }
     }
-    drop(dp);
-    let _ = std::fs::remove_dir_all(&pin);
 
     println!("\n| rules | devices | path | method | wardgate ns/pkt | trivial ns/pkt | ratio |");
     println!("|---:|---:|---|---|---:|---:|---:|");
