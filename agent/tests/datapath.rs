@@ -156,7 +156,7 @@ fn fin_shortens_the_conntrack_entry() {
     );
 }
 
-fn conntrack_timeouts(dp: &mut Datapath) -> Vec<u32> {
+fn conntrack_values(dp: &mut Datapath) -> Vec<wardgate_common::CtValue> {
     let pin = dp
         .pin_root()
         .join("maps")
@@ -165,7 +165,53 @@ fn conntrack_timeouts(dp: &mut Datapath) -> Vec<u32> {
     let map = aya::maps::Map::LruHashMap(map);
     let ct: aya::maps::HashMap<_, wardgate_common::CtKey, wardgate_common::CtValue> =
         aya::maps::HashMap::try_from(map).unwrap();
-    ct.iter().map(|kv| kv.unwrap().1.idle_timeout_s).collect()
+    ct.iter().map(|kv| kv.unwrap().1).collect()
+}
+
+fn conntrack_timeouts(dp: &mut Datapath) -> Vec<u32> {
+    conntrack_values(dp)
+        .iter()
+        .map(|v| v.idle_timeout_s)
+        .collect()
+}
+
+/// CLOCK_MONOTONIC_COARSE, the clock the kernel's coarse ktime reads.
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: clock_gettime writes the timespec we pass.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn the_packet_clock_follows_the_kernel_clock() {
+    // The datapath caches the coarse clock per tick; entries must still carry the real time,
+    // and a packet a while later must see the clock move.
+    let (_pin, mut dp) = datapath("clock");
+    let syn = frame(PUMP_MAC, "192.0.2.10:40005", "198.51.100.10:104", L4::Syn);
+    let before = coarse_now_ns();
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    let after = coarse_now_ns();
+    let first = conntrack_values(&mut dp)[0].last_seen_ns;
+    let tick = 10_000_000; // one tick at HZ=100, the coarsest
+    assert!(
+        before.saturating_sub(tick) <= first && first <= after + tick,
+        "entry time {first} outside [{before}, {after}]"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let ack = frame(PUMP_MAC, "192.0.2.10:40005", "198.51.100.10:104", L4::Ack);
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    let second = conntrack_values(&mut dp)[0].last_seen_ns;
+    assert!(
+        second >= first + 50_000_000 - tick,
+        "the clock did not move with time: {first} -> {second}"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@
     reason = "aya's #[classifier] generates the extern entry taking the raw skb pointer"
 )]
 
+mod clock;
 mod conntrack;
 mod events;
 mod maps;
@@ -20,7 +21,6 @@ mod policy;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::classifier,
     programs::TcContext,
 };
@@ -90,9 +90,7 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     }
     let slot = WG_ACTIVE_V1.get(0).copied().unwrap_or(0) & 1;
     let generation = WG_SLOTS_V1.get(slot).map_or(0, |m| m.generation);
-    // Coarse time (tick resolution) is plenty for idle timeouts and much cheaper.
-    // Safety: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now();
 
     let (ct, flow_dir) = if pkt.fragment {
         (Ct::Miss, dir)
