@@ -10,7 +10,9 @@
 //!   run starts cache-cold and includes the kernel's timer overhead, so a ratio is only
 //!   meaningful against the baseline of the same method.
 //!
-//! Needs root. Absolute numbers on shared machines are noise; the ratios are the result.
+//! Repeated measurements keep the fastest of three (interference only adds time); new flows can
+//! only be measured once per frame set. Needs root. Absolute numbers on shared machines are
+//! noise; the ratios are the result.
 
 use std::net::IpAddr;
 
@@ -122,16 +124,21 @@ fn tcp_frame(sport: u16, dst: [u8; 4], dport: u16, syn: bool) -> Vec<u8> {
     out
 }
 
+/// The fastest of three runs: interference from the rest of a shared machine only adds time.
 fn repeat(dp: &mut Datapath, prog: &'static str, frame: &[u8]) -> (u32, f64) {
     let p = dp.classifier(prog).unwrap();
-    let r = p
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat: REPEAT,
-            ..Default::default()
-        })
-        .unwrap();
-    (r.return_value, r.duration.as_nanos() as f64)
+    let mut best = (0, f64::MAX);
+    for _ in 0..3 {
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: REPEAT,
+                ..Default::default()
+            })
+            .unwrap();
+        best = (r.return_value, best.1.min(r.duration.as_nanos() as f64));
+    }
+    best
 }
 
 fn distinct(dp: &mut Datapath, prog: &'static str, frames: &[Vec<u8>]) -> (Vec<u32>, f64) {
@@ -214,7 +221,10 @@ fn main() {
                 .collect();
             let (v, new_ns) = distinct(&mut dp, program_names::INGRESS, &new);
             assert!(v.iter().all(|&x| x == 0), "new allowed flows must pass");
-            let (_, trivial_distinct) = distinct(&mut dp, program_names::PASS, &new);
+            // The baseline can run any number of times: keep its fastest of three.
+            let trivial_distinct = (0..3)
+                .map(|_| distinct(&mut dp, program_names::PASS, &new).1)
+                .fold(f64::MAX, f64::min);
             // The same frames again: now established, measured the same (cache-cold) way.
             let (v, est_distinct) = distinct(&mut dp, program_names::INGRESS, &new);
             assert!(v.iter().all(|&x| x == 0), "established flows must pass");
