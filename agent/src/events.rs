@@ -4,17 +4,36 @@ use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::Interest;
-use tokio::{io::unix::AsyncFd, sync::watch};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
 use wardgate_policy::DesiredState;
+use wardgate_proto::v1 as pb;
 
-use crate::datapath::convert::{self, DatapathEvent};
+use crate::{
+    alerts,
+    datapath::convert::{self, DatapathEvent},
+};
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Reads events until the task is dropped, logging each with device, profile and rule names
-/// from the current desired state. Malformed records are counted and skipped, never fatal.
+/// from the current desired state, and handing alerts to `alerts` (the controller sync) when
+/// there is one. Malformed records are counted and skipped, never fatal; the reader never
+/// waits for the controller (a full alert queue drops and counts).
 pub async fn read_events(
     ring: RingBuf<MapData>,
     state: watch::Receiver<Option<Arc<DesiredState>>>,
+    alerts: Option<mpsc::Sender<pb::Alert>>,
 ) -> anyhow::Result<()> {
+    // Alert ids: this reader's start time and a sequence number, unique per gateway.
+    let started = unix_ms();
+    let (mut seq, mut dropped) = (0u64, 0u64);
     // Safety: the ring buffer owns its fd and outlives the registration (both live in `fd`).
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("registering the event ring buffer: {e}"))?;
@@ -24,7 +43,19 @@ pub async fn read_events(
         let ring = guard.get_inner_mut();
         while let Some(item) = ring.next() {
             match convert::event(&item) {
-                Some(ev) => log_event(&ev, state.borrow().as_deref()),
+                Some(ev) => {
+                    let current = state.borrow().clone();
+                    log_event(&ev, current.as_deref());
+                    let Some(tx) = &alerts else { continue };
+                    seq += 1;
+                    let id = format!("{started}-{seq}");
+                    if let Some(a) = alerts::from_event(&ev, current.as_deref(), id, unix_ms())
+                        && tx.try_send(a).is_err()
+                    {
+                        dropped += 1;
+                        tracing::warn!(dropped, "alert queue full; alert dropped");
+                    }
+                }
                 None => {
                     skipped += 1;
                     tracing::warn!(

@@ -1,7 +1,8 @@
 //! The wardgate gateway agent: loads or adopts the eBPF datapath, is the only writer of its
-//! maps, applies desired states, and turns datapath events into log records (and, later,
-//! alerts for the controller).
+//! maps, applies desired states (from a file or synced from the controller), and turns
+//! datapath events into log records and alerts for the controller.
 
+pub mod alerts;
 pub mod config;
 pub mod datapath;
 pub mod events;

@@ -92,8 +92,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut dp = prepare(&cfg)?;
     let (tx, rx) = watch::channel(None);
     let ring = dp.take_events()?;
+    // Alerts go to the controller only when there is one; the agent logs every event anyway.
+    let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(1024);
+    let alert_tx = cfg.controller.as_ref().map(|_| alert_tx);
     let reader = tokio::spawn(async move {
-        if let Err(e) = crate::events::read_events(ring, rx).await {
+        if let Err(e) = crate::events::read_events(ring, rx, alert_tx).await {
             tracing::error!(error = format!("{e:#}"), "event reader stopped");
         }
     });
@@ -115,6 +118,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             active,
             notify_tx,
             applied_rx,
+            alert_rx,
         ))
     });
     let mut seen = mtime(&cfg.desired_state);

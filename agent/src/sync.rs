@@ -1,18 +1,21 @@
-//! Policy sync from the controller: watch the gateway's generations over mTLS, cache each
+//! The agent's link to the controller: watch the gateway's generations over mTLS, cache each
 //! bundle as the desired-state file (so a restart during a controller outage still has it),
-//! hand it to the map writer, and report what was applied. Reconnects with a bounded backoff and
-//! resumes from the last generation written.
+//! hand it to the map writer, and report what was applied; stream alerts from the outbox and
+//! drop them once acknowledged. Reconnects with a bounded backoff, resumes from the last
+//! generation applied, and re-sends every unacknowledged alert.
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use wardgate_proto::v1::{
-    RegisterRequest, StatusReport, WatchPolicyRequest, agent_service_client::AgentServiceClient,
+    self as pb, AlertBatch, RegisterRequest, StatusReport, WatchPolicyRequest,
+    agent_service_client::AgentServiceClient,
 };
 
-use crate::config::ControllerConfig;
+use crate::{alerts::Outbox, config::ControllerConfig};
 
 /// Applied generation (or the error) reported back by the map writer.
 pub struct Applied {
@@ -50,18 +53,40 @@ fn write_atomic(path: &PathBuf, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// What one connection works with; it outlives connections.
+struct Link<'a> {
+    cfg: &'a ControllerConfig,
+    desired: &'a PathBuf,
+    last_applied: u32,
+    notify: &'a mpsc::Sender<()>,
+    applied: &'a mut mpsc::Receiver<Applied>,
+    alerts: &'a mut mpsc::Receiver<pb::Alert>,
+    outbox: Outbox,
+}
+
 /// Runs forever: `last_applied` is where to resume, `notify` wakes the map writer after a new
-/// desired state was written, `applied` carries the writer's result back for reporting.
+/// desired state was written, `applied` carries the writer's result back for reporting, and
+/// `alerts` brings alerts from the event reader.
 pub async fn run(
     cfg: ControllerConfig,
     desired: PathBuf,
-    mut last_applied: u32,
+    last_applied: u32,
     notify: mpsc::Sender<()>,
     mut applied: mpsc::Receiver<Applied>,
+    mut alerts: mpsc::Receiver<pb::Alert>,
 ) {
+    let mut link = Link {
+        cfg: &cfg,
+        desired: &desired,
+        last_applied,
+        notify: &notify,
+        applied: &mut applied,
+        alerts: &mut alerts,
+        outbox: Outbox::default(),
+    };
     let mut backoff = Duration::from_secs(1);
     loop {
-        match session(&cfg, &desired, &mut last_applied, &notify, &mut applied).await {
+        match session(&mut link).await {
             Ok(()) => tracing::warn!("controller closed the policy stream; reconnecting"),
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "controller unreachable; enforcing the last policy")
@@ -72,13 +97,21 @@ pub async fn run(
     }
 }
 
-async fn session(
-    cfg: &ControllerConfig,
-    desired: &PathBuf,
-    last_applied: &mut u32,
-    notify: &mpsc::Sender<()>,
-    applied: &mut mpsc::Receiver<Applied>,
-) -> anyhow::Result<()> {
+/// Sends every alert of the outbox not yet sent on this connection.
+async fn flush(outbox: &mut Outbox, out: &mpsc::Sender<AlertBatch>) -> anyhow::Result<()> {
+    loop {
+        let alerts = outbox.next_batch();
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        out.send(AlertBatch { alerts })
+            .await
+            .context("alert stream closed")?;
+    }
+}
+
+async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
+    let cfg = link.cfg;
     let mut client = connect(cfg).await?;
     let reg = client
         .register(RegisterRequest {
@@ -91,16 +124,25 @@ async fn session(
     tracing::info!(
         gateway = cfg.gateway,
         latest = reg.latest_generation,
-        resume_after = *last_applied,
+        resume_after = link.last_applied,
+        pending_alerts = link.outbox.len(),
         "connected to controller"
     );
     let mut stream = client
         .watch_policy(WatchPolicyRequest {
             gateway: cfg.gateway.clone(),
-            last_applied_generation: *last_applied,
+            last_applied_generation: link.last_applied,
         })
         .await?
         .into_inner();
+    let (out, out_rx) = mpsc::channel::<AlertBatch>(8);
+    let mut acks = client
+        .clone()
+        .report_alerts(ReceiverStream::new(out_rx))
+        .await?
+        .into_inner();
+    link.outbox.reconnected();
+    flush(&mut link.outbox, &out).await?;
     loop {
         tokio::select! {
             msg = stream.message() => {
@@ -108,20 +150,31 @@ async fn session(
                 // Validate before caching: a bad bundle is reported, never written.
                 if let Err(e) = wardgate_policy::DesiredState::from_json(&bundle.desired_state_json) {
                     let error = format!("generation {} does not parse: {e}", bundle.generation);
-                    client.report_status(StatusReport { gateway: cfg.gateway.clone(), applied_generation: *last_applied, error }).await?;
+                    client.report_status(StatusReport { gateway: cfg.gateway.clone(), applied_generation: link.last_applied, error }).await?;
                     continue;
                 }
-                write_atomic(desired, &bundle.desired_state_json).with_context(|| format!("writing {}", desired.display()))?;
+                write_atomic(link.desired, &bundle.desired_state_json).with_context(|| format!("writing {}", link.desired.display()))?;
                 tracing::info!(generation = bundle.generation, reason = bundle.reason, "policy received from controller");
-                let _ = notify.send(()).await;
+                let _ = link.notify.send(()).await;
             }
-            Some(done) = applied.recv() => {
+            Some(done) = link.applied.recv() => {
                 if done.error.is_empty() {
-                    *last_applied = done.generation;
+                    link.last_applied = done.generation;
                 }
                 client
                     .report_status(StatusReport { gateway: cfg.gateway.clone(), applied_generation: done.generation, error: done.error })
                     .await?;
+            }
+            Some(alert) = link.alerts.recv() => {
+                link.outbox.push(alert);
+                while let Ok(more) = link.alerts.try_recv() {
+                    link.outbox.push(more);
+                }
+                flush(&mut link.outbox, &out).await?;
+            }
+            ack = acks.message() => {
+                let Some(ack) = ack? else { return Ok(()) };
+                link.outbox.ack(&ack.ids);
             }
         }
     }

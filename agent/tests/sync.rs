@@ -77,7 +77,15 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     // A fresh agent (nothing applied) gets every generation up to the latest.
     let (notify, mut wake) = mpsc::channel(64);
     let (report, applied) = mpsc::channel(4);
-    let task = tokio::spawn(sync::run(cfg.clone(), desired.clone(), 0, notify, applied));
+    let (alert_tx, alerts) = mpsc::channel(16);
+    let task = tokio::spawn(sync::run(
+        cfg.clone(),
+        desired.clone(),
+        0,
+        notify,
+        applied,
+        alerts,
+    ));
     let mut last = 0;
     while last < latest {
         woken(&mut wake).await;
@@ -142,9 +150,11 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     // Restart (the agent was killed after applying g2): it resumes after g2, receives nothing
     // older, and the next change arrives.
     task.abort();
+    drop(alert_tx);
     let (notify, mut wake) = mpsc::channel(64);
     let (_report, applied) = mpsc::channel(4);
-    let _task = tokio::spawn(sync::run(cfg, desired.clone(), g2, notify, applied));
+    let (_alert_tx, alerts) = mpsc::channel(16);
+    let _task = tokio::spawn(sync::run(cfg, desired.clone(), g2, notify, applied, alerts));
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), wake.recv())
             .await
@@ -166,4 +176,135 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     woken(&mut wake).await;
     assert_eq!(cached(&desired).generation, w.generations[GW]);
     assert_eq!(w.generations[GW], g2 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_from_the_datapath_reach_the_soc_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = LabController::start(
+        dir.path(),
+        &[GW.to_string()],
+        &[("eve", "engineer"), ("sam", "soc")],
+    )
+    .await
+    .unwrap();
+    lab.push_site(
+        "eve",
+        &root().join("device-profiles/sites/demo-ward.yaml"),
+        &root().join("device-profiles"),
+        "CHG-1 commissioning",
+    )
+    .await
+    .unwrap();
+    let latest = lab.store.latest_generation(GW).unwrap();
+    let state = DesiredState::from_json(
+        &lab.store.generations_after(GW, latest - 1).unwrap()[0].state_json,
+    )
+    .unwrap();
+    let pump = state
+        .devices
+        .iter()
+        .find(|d| d.name == "pump-3a-bed12")
+        .unwrap();
+    let mut soc = lab.alerts("sam").await.unwrap();
+    let mut tail = soc
+        .subscribe(pb::AlertFilter::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let cfg = ControllerConfig {
+        address: lab.url(),
+        certs: lab.certs().to_path_buf(),
+        gateway: GW.into(),
+    };
+    let (notify, _wake) = mpsc::channel(64);
+    let (_report, applied) = mpsc::channel(4);
+    let (alert_tx, alerts) = mpsc::channel(16);
+    let _task = tokio::spawn(sync::run(
+        cfg,
+        dir.path().join("agent/desired.json"),
+        latest,
+        notify,
+        applied,
+        alerts,
+    ));
+    // What the event reader makes of a denied SMB connection and a spoofed MAC.
+    let event = |kind, dport| wardgate_agent::datapath::convert::DatapathEvent {
+        kind,
+        reason: None,
+        device_id: pump.device_id,
+        policy_id: pump.policy_id,
+        rule_id: 0,
+        generation: latest,
+        proto: 6,
+        from_device: true,
+        src: "192.0.2.10".parse().unwrap(),
+        sport: 40000,
+        dst: "198.51.100.10".parse().unwrap(),
+        dport,
+        src_mac: [2, 0, 0, 0, 0, 0x66],
+    };
+    use wardgate_agent::datapath::convert::EventKind;
+    assert!(
+        wardgate_agent::alerts::from_event(
+            &event(EventKind::NewFlow, 443),
+            Some(&state),
+            "x".into(),
+            0
+        )
+        .is_none(),
+        "new flows are learning data, not alerts"
+    );
+    for (id, kind, dport) in [
+        ("t-1", EventKind::Deny, 445),
+        ("t-2", EventKind::Spoof, 443),
+        // The same alert again (a re-send after a lost ack): stored once.
+        ("t-1", EventKind::Deny, 445),
+    ] {
+        let a = wardgate_agent::alerts::from_event(&event(kind, dport), Some(&state), id.into(), 1)
+            .unwrap();
+        alert_tx.send(a).await.unwrap();
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), tail.message())
+        .await
+        .expect("the SOC sees the alert within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            first.gateway.as_str(),
+            first.device.as_str(),
+            first.profile.as_str(),
+            first.kind.as_str(),
+            first.severity.as_str(),
+            first.dst_port
+        ),
+        (GW, "pump-3a-bed12", "infusion-pump", "deny", "high", 445)
+    );
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        stored = soc
+            .list(pb::AlertFilter::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts;
+        if stored.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut got: Vec<(String, String, String)> = stored
+        .into_iter()
+        .map(|a| (a.id, a.severity, a.mitre_technique))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("t-1".into(), "high".into(), String::new()),
+            ("t-2".into(), "critical".into(), "T0830".into())
+        ]
+    );
 }

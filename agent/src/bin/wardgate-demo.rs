@@ -72,13 +72,17 @@ struct Wardctl {
 
 impl Wardctl {
     fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.run_as("user-eve", args)
+    }
+
+    fn run_as(&self, identity: &str, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.netns])
             .arg(&self.bin)
             .args(args)
             .env("WARDGATE_CONTROLLER", CONTROLLER_URL)
             .env("WARDGATE_CERTS", &self.certs)
-            .env("WARDGATE_AS", "user-eve")
+            .env("WARDGATE_AS", identity)
             .output()
             .context("running wardctl")?;
         if !out.status.success() {
@@ -329,6 +333,25 @@ fn main() -> anyhow::Result<()> {
             line.split("datapath event").nth(1).unwrap_or(line).trim()
         );
     }
+    println!("\n== the SOC's view: wardctl alerts list (as sam, role soc)");
+    // The agent streams alerts as the datapath reports them; wait (bounded) for the last ones.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let deny_alerts = |out: &str| out.lines().filter(|l| l.contains(" deny ")).count();
+    let alerts = loop {
+        let out = wardctl.run_as("user-sam", &["alerts", "list"])?;
+        if deny_alerts(&out) >= 4 || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for line in alerts.lines().take(8) {
+        println!("  {line}");
+    }
+    // Two denied flows in enforce and two in quarantine, each at least one alert.
+    let denied = deny_alerts(&alerts);
+    println!("  {denied} deny alerts at the SOC (at least 4 expected)");
+    all_ok &= denied >= 4;
+
     println!("\n== wardctl audit list (who, what, why) and verify");
     for line in wardctl.run(&["audit", "list"])?.lines().rev().take(4) {
         println!("  {line}");

@@ -43,7 +43,12 @@ pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::R
                     ),
                     OutputFormat::Human => println!(
                         "{:>5} {} {:<16} {:<16} {:<20} {}",
-                        e.seq, e.unix_ms, e.actor, e.action, e.target, e.reason
+                        e.seq,
+                        utc(e.unix_ms),
+                        e.actor,
+                        e.action,
+                        e.target,
+                        e.reason
                     ),
                 }
             }
@@ -82,4 +87,10 @@ pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::R
             }
         }
     }
+}
+
+/// An audit time for people: RFC 3339, UTC, seconds.
+fn utc(unix_ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
