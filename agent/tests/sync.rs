@@ -4,7 +4,7 @@
 //! from the generation it had applied. No root needed: the map
 //! writer is played by the test (the datapath tiers cover the maps).
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use wardgate_agent::{
@@ -16,10 +16,6 @@ use wardgate_policy::DesiredState;
 use wardgate_proto::v1 as pb;
 
 const GW: &str = "gw-ward-3";
-
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 async fn woken(rx: &mut mpsc::Receiver<()>) {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -55,17 +51,10 @@ async fn applied_on_controller(lab: &LabController, want: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let lab = LabController::start(dir.path(), &[GW.to_string()], &[("eve", "engineer")])
-        .await
-        .unwrap();
-    lab.push_site(
-        "eve",
-        &root().join("device-profiles/sites/demo-ward.yaml"),
-        &root().join("device-profiles"),
-        "CHG-1 commissioning",
-    )
-    .await
-    .unwrap();
+    let lab =
+        LabController::with_demo_site(dir.path(), &[GW.to_string()], &[("eve", "engineer")], "eve")
+            .await
+            .unwrap();
     let latest = lab.store.latest_generation(GW).unwrap();
     let cfg = ControllerConfig {
         address: lab.url(),
@@ -181,18 +170,11 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_from_the_datapath_reach_the_soc_once() {
     let dir = tempfile::tempdir().unwrap();
-    let lab = LabController::start(
+    let lab = LabController::with_demo_site(
         dir.path(),
         &[GW.to_string()],
         &[("eve", "engineer"), ("sam", "soc")],
-    )
-    .await
-    .unwrap();
-    lab.push_site(
         "eve",
-        &root().join("device-profiles/sites/demo-ward.yaml"),
-        &root().join("device-profiles"),
-        "CHG-1 commissioning",
     )
     .await
     .unwrap();

@@ -66,6 +66,26 @@ impl LabController {
         })
     }
 
+    /// A controller holding the demo site (`device-profiles/sites/demo-ward.yaml`) and the
+    /// profile library, loaded through the API by `engineer` (who must be among `users`).
+    pub async fn with_demo_site(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        engineer: &str,
+    ) -> anyhow::Result<LabController> {
+        let lab = LabController::start(dir, gateways, users).await?;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        lab.push_site(
+            engineer,
+            &root.join("device-profiles/sites/demo-ward.yaml"),
+            &root.join("device-profiles"),
+            "CHG-1 commissioning",
+        )
+        .await?;
+        Ok(lab)
+    }
+
     pub fn certs(&self) -> &Path {
         &self.certs
     }

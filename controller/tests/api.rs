@@ -2,7 +2,6 @@
 //! reconnect, every refusal with its gRPC status (and nothing written), the audit chain, alerts.
 
 use std::{
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,16 +27,12 @@ struct Controller {
     store: Arc<SqliteStore>,
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
 impl Controller {
     /// A controller with the demo site and the profile library loaded through the API, and a
     /// second gateway with no devices.
     async fn start() -> Controller {
         let dir = tempfile::tempdir().unwrap();
-        let lab = LabController::start(
+        let lab = LabController::with_demo_site(
             dir.path(),
             &[GW.to_string(), "gw-other".to_string()],
             &[
@@ -46,14 +41,7 @@ impl Controller {
                 ("vic", "viewer"),
                 ("rob", "nurse"),
             ],
-        )
-        .await
-        .unwrap();
-        lab.push_site(
             "eve",
-            &root().join("device-profiles/sites/demo-ward.yaml"),
-            &root().join("device-profiles"),
-            "CHG-1 commissioning",
         )
         .await
         .unwrap();

@@ -16,18 +16,11 @@ fn root() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpcio_client_lists_devices_and_assigns_a_profile() {
     let dir = tempfile::tempdir().unwrap();
-    let lab = LabController::start(
+    let lab = LabController::with_demo_site(
         dir.path(),
         &[GW.to_string()],
         &[("eve", "engineer"), ("vic", "viewer")],
-    )
-    .await
-    .unwrap();
-    lab.push_site(
         "eve",
-        &root().join("device-profiles/sites/demo-ward.yaml"),
-        &root().join("device-profiles"),
-        "CHG-1 commissioning",
     )
     .await
     .unwrap();
