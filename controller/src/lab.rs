@@ -139,14 +139,21 @@ impl LabController {
         crate::cli::push::load(&mut admin, &site, &set, reason).await
     }
 
-    /// Stops serving and waits for the server task.
+    /// Stops serving: waits up to 5 s for open calls (a watch stream never ends by itself),
+    /// then drops the server.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        match self.task.take() {
-            Some(t) => t.await.context("server task")?,
-            None => Ok(()),
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await {
+            Ok(done) => done.context("server task")?,
+            Err(_) => {
+                task.abort();
+                Ok(())
+            }
         }
     }
 }

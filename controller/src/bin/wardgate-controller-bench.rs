@@ -117,7 +117,8 @@ async fn seed(lab: &LabController, root: &std::path::Path) -> anyhow::Result<Dur
 async fn watchers(
     lab: &LabController,
     seen: mpsc::UnboundedSender<(usize, u32, Instant)>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<tokio::task::JoinSet<()>> {
+    let mut tasks = tokio::task::JoinSet::new();
     for i in 0..AGENTS {
         let mut agent = lab.agent(&gateway(i)).await?;
         let latest = lab.store.latest_generation(&gateway(i))?;
@@ -129,14 +130,14 @@ async fn watchers(
             .await?
             .into_inner();
         let seen = seen.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _keep = agent;
             while let Ok(Some(b)) = stream.message().await {
                 let _ = seen.send((i, b.generation, Instant::now()));
             }
         });
     }
-    Ok(())
+    Ok(tasks)
 }
 
 async fn wait_for(
@@ -193,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (tx, mut seen) = mpsc::unbounded_channel();
     let t = Instant::now();
-    watchers(&lab, tx).await?;
+    let mut agents = watchers(&lab, tx).await?;
     eprintln!(
         "bench: {AGENTS} agents connected (mTLS) and watching in {:.1?}",
         t.elapsed()
@@ -372,5 +373,8 @@ async fn main() -> anyhow::Result<()> {
             "NOT met"
         }
     );
+    // The agents hang up first, so the server can stop gracefully.
+    agents.shutdown().await;
+    drop(admin);
     lab.shutdown().await
 }
