@@ -56,17 +56,15 @@ pub fn prepare(cfg: &AgentConfig) -> anyhow::Result<Datapath> {
     Ok(dp)
 }
 
-/// Applies the desired-state file; returns the generation now active (None: no file yet).
 fn apply_file(
     dp: &mut Datapath,
     path: &Path,
     tx: &watch::Sender<Option<Arc<DesiredState>>>,
-) -> anyhow::Result<Option<u32>> {
+) -> anyhow::Result<()> {
     let Some(state) = read_desired(path)? else {
         tracing::warn!(path = %path.display(), "no desired state yet; keeping what is enforced");
-        return Ok(None);
+        return Ok(());
     };
-    let generation = state.generation;
     match dp.apply(&state)? {
         ApplyOutcome::Unchanged { generation } => {
             tracing::info!(generation, "desired state already active")
@@ -81,7 +79,7 @@ fn apply_file(
         }
     }
     tx.send_replace(Some(Arc::new(state)));
-    Ok(Some(generation))
+    Ok(())
 }
 
 fn mtime(path: &Path) -> Option<std::time::SystemTime> {

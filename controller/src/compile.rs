@@ -8,6 +8,7 @@ use std::{
 
 use wardgate_policy::{
     DesiredState, Mode, ProfileSet,
+    profile::Peer,
     site::{Device, Gateway, Site},
     span::Located,
 };
@@ -29,18 +30,18 @@ pub fn parse_mode(s: &str) -> Result<Mode> {
     }
 }
 
-/// Parsed profiles by (label, YAML text): every write compiles from the stored text, and
-/// parsing YAML is most of a small write's cost. Keyed by the text itself, so a new version (or
-/// a rolled-back one that reused a version number) is never served stale.
+/// Parsed profiles by label, with the YAML text they came from: every write compiles from the
+/// stored text, and parsing YAML is most of a small write's cost. A hit needs the same text, so
+/// a new version (or a rolled-back one that reused a version number) is never served stale.
 fn parsed(file: &str, yaml: &str) -> Result<wardgate_policy::Profile> {
-    type Cache = HashMap<(String, String), wardgate_policy::Profile>;
+    type Cache = HashMap<String, (String, wardgate_policy::Profile)>;
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     let cache = CACHE.get_or_init(Mutex::default);
-    let key = (file.to_string(), yaml.to_string());
-    if let Some(p) = cache
+    if let Some((text, p)) = cache
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .get(&key)
+        .get(file)
+        && text == yaml
     {
         return Ok(p.clone());
     }
@@ -50,7 +51,7 @@ fn parsed(file: &str, yaml: &str) -> Result<wardgate_policy::Profile> {
     if c.len() >= 4096 {
         c.clear(); // bounded: old versions are not needed again
     }
-    c.insert(key, p.clone());
+    c.insert(file.to_string(), (yaml.to_string(), p.clone()));
     Ok(p)
 }
 
@@ -121,10 +122,7 @@ pub fn affected(
     let site = site(after)?;
     // The whole site must stay valid even when no gateway is recompiled (a new profile that
     // no device uses yet is still checked).
-    let mut diags = wardgate_policy::validate("<site>", &site, &set);
-    for (file, p) in set.profiles.values() {
-        diags.extend(wardgate_policy::validate_profile(file, p));
-    }
+    let diags = wardgate_policy::validate_all("<site>", &site, &set);
     if !diags.is_empty() {
         return Err(Error::Invalid(diags.to_string()));
     }
@@ -158,9 +156,11 @@ fn scope(
     };
     let uses_same_profile = |profile: &str| {
         set.get(profile).is_some_and(|p| {
-            p.flows
-                .iter()
-                .any(|f| f.peers.iter().any(|x| x.value.trim() == "same-profile"))
+            p.flows.iter().any(|f| {
+                f.peers
+                    .iter()
+                    .any(|x| matches!(Peer::parse(&x.value), Ok(Peer::SameProfile)))
+            })
         })
     };
     match change {

@@ -55,10 +55,7 @@ pub fn compile_detailed(
     gateway: &str,
     generation: u32,
 ) -> Result<Compiled, CompileError> {
-    let mut diags = validate::validate(site_file, site, profiles);
-    for (file, p) in profiles.profiles.values() {
-        diags.extend(validate::validate_profile(file, p));
-    }
+    let diags = validate::validate_all(site_file, site, profiles);
     if !diags.is_empty() {
         return Err(CompileError::Invalid(diags));
     }
@@ -66,7 +63,7 @@ pub fn compile_detailed(
 }
 
 /// [`compile_detailed`] without the validation, for a caller that compiles many gateways of one
-/// site and has already run [`validate::validate`] and [`validate::validate_profile`] on it
+/// site and has already run [`validate::validate_all`] on it
 /// with no diagnostics. On an unvalidated site this may panic.
 pub fn compile_validated(
     site: &Site,

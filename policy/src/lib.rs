@@ -20,4 +20,4 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use diff::{StateDiff, diff};
 pub use profile::{Profile, ProfileSet, parse_profile};
 pub use site::{Site, parse_site};
-pub use validate::{validate, validate_profile};
+pub use validate::{validate, validate_all, validate_profile};

@@ -116,6 +116,16 @@ pub fn validate_profile(file: &str, p: &Profile) -> Diagnostics {
 
 /// Checks the site and its references to profiles and groups, and the profiles' references to
 /// site groups. Returns every problem found.
+/// [`validate`] and [`validate_profile`] for every profile: what must be clean before a site
+/// compiles.
+pub fn validate_all(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnostics {
+    let mut diags = validate(site_file, site, profiles);
+    for (file, p) in profiles.profiles.values() {
+        diags.extend(validate_profile(file, p));
+    }
+    diags
+}
+
 pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnostics {
     let mut d = Diagnostics::default();
     let group_names: Vec<&str> = site.groups.keys().map(String::as_str).collect();

@@ -104,6 +104,15 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
 
 const DEVICE_COLS: &str = "name, id, mac, addresses, profile, mode, gateway, location, asset_id";
 
+fn device_by_name(c: &Connection, name: &str) -> Result<Option<DeviceRow>> {
+    Ok(c.query_row(
+        &format!("SELECT {DEVICE_COLS} FROM devices WHERE name = ?1"),
+        [name],
+        device_row,
+    )
+    .optional()?)
+}
+
 fn snapshot(c: &Connection) -> Result<Snapshot> {
     let mut s = Snapshot::default();
     let mut q = c.prepare(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id"))?;
@@ -308,14 +317,7 @@ impl Store for SqliteStore {
     }
 
     fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {DEVICE_COLS} FROM devices WHERE name = ?1"),
-                [name],
-                device_row,
-            )
-            .optional()?)
+        device_by_name(&self.conn(), name)
     }
 
     fn profile(&self, name: &str) -> Result<Option<ProfileRow>> {
@@ -423,13 +425,7 @@ impl Store for SqliteStore {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let before = match change.device() {
-            Some(name) => tx
-                .query_row(
-                    &format!("SELECT {DEVICE_COLS} FROM devices WHERE name = ?1"),
-                    [name],
-                    device_row,
-                )
-                .optional()?,
+            Some(name) => device_by_name(&tx, name)?,
             None => None,
         };
         let (action, target, diff) = apply(&tx, change)?;
