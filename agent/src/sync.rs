@@ -62,6 +62,8 @@ struct Link<'a> {
     applied: &'a mut mpsc::Receiver<Applied>,
     alerts: &'a mut mpsc::Receiver<pb::Alert>,
     outbox: Outbox,
+    /// The last session got as far as registering: the next retry starts from the shortest delay.
+    connected: bool,
 }
 
 /// Runs forever: `last_applied` is where to resume, `notify` wakes the map writer after a new
@@ -83,14 +85,19 @@ pub async fn run(
         applied: &mut applied,
         alerts: &mut alerts,
         outbox: Outbox::default(),
+        connected: false,
     };
     let mut backoff = Duration::from_secs(1);
     loop {
+        link.connected = false;
         match session(&mut link).await {
             Ok(()) => tracing::warn!("controller closed the policy stream; reconnecting"),
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "controller unreachable; enforcing the last policy")
             }
+        }
+        if link.connected {
+            backoff = Duration::from_secs(1);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -121,6 +128,7 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
+    link.connected = true;
     tracing::info!(
         gateway = cfg.gateway,
         latest = reg.latest_generation,
