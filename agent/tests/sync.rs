@@ -28,6 +28,23 @@ fn cached(path: &std::path::Path) -> DesiredState {
     DesiredState::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Waits (each wake bounded by `woken`) until the cached file holds generation `want`; wakes
+/// for generations written before it may still be queued.
+async fn cached_at(rx: &mut mpsc::Receiver<()>, path: &std::path::Path, want: u32) -> DesiredState {
+    loop {
+        woken(rx).await;
+        let state = cached(path);
+        assert!(
+            state.generation <= want,
+            "overshot: {} > {want}",
+            state.generation
+        );
+        if state.generation == want {
+            return state;
+        }
+    }
+}
+
 async fn applied_on_controller(lab: &LabController, want: u32) {
     let mut admin = lab.admin("eve").await.unwrap();
     for _ in 0..100 {
@@ -75,12 +92,7 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
         applied,
         alerts,
     ));
-    let mut last = 0;
-    while last < latest {
-        woken(&mut wake).await;
-        last = cached(&desired).generation;
-    }
-    assert_eq!(last, latest);
+    cached_at(&mut wake, &desired, latest).await;
     report
         .send(Applied {
             generation: latest,
@@ -104,9 +116,7 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
         .unwrap()
         .into_inner();
     let g2 = w.generations[GW];
-    woken(&mut wake).await;
-    let state = cached(&desired);
-    assert_eq!(state.generation, g2);
+    let state = cached_at(&mut wake, &desired, g2).await;
     let pump = state
         .devices
         .iter()
@@ -162,6 +172,7 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
         .await
         .unwrap()
         .into_inner();
+    // A fresh channel: the first wake must already be the new generation.
     woken(&mut wake).await;
     assert_eq!(cached(&desired).generation, w.generations[GW]);
     assert_eq!(w.generations[GW], g2 + 1);
