@@ -255,12 +255,14 @@ async fn refusals_have_the_right_status_and_write_nothing() {
                 .list_devices(pb::ListDevicesRequest::default())
                 .await;
             let s = r.expect_err("a client without a certificate must be refused");
+            // TLS 1.3 lets the client finish its half of the handshake before the server checks
+            // the certificate, so the refusal surfaces on the first call, as a closed or failed
+            // connection (Unavailable, Unknown or Cancelled by timing), never from a handler.
+            let from_transport = std::error::Error::source(&s)
+                .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
             assert!(
-                matches!(
-                    s.code(),
-                    Code::Unavailable | Code::Unknown | Code::Unauthenticated
-                ),
-                "{s:?}"
+                from_transport && s.code() != Code::Ok,
+                "refused by the TLS layer, not answered: {s:?}"
             );
             format!("{:?}", s.code())
         }
