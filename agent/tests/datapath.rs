@@ -495,6 +495,72 @@ fn a_new_generation_rechecks_established_flows() {
 }
 
 #[test]
+fn the_flow_cache_answers_established_packets_but_never_overrides_conntrack() {
+    // The per-CPU flow cache answers established packets without touching the conntrack
+    // entry; the entry's packet count shows which packets conntrack itself saw.
+    let (_pin, mut dp) = datapath("flowcache");
+    let syn = frame(PUMP_MAC, "192.0.2.10:40030", "198.51.100.10:104", L4::Syn);
+    let ack = frame(PUMP_MAC, "192.0.2.10:40030", "198.51.100.10:104", L4::Ack);
+    let reply = frame(GW_MAC, "198.51.100.10:104", "192.0.2.10:40030", L4::Ack);
+    let packets = |dp: &mut Datapath| {
+        let v = conntrack_values(dp);
+        assert_eq!(v.len(), 1, "one tracked flow");
+        v[0].packets
+    };
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    // First packet of each direction after the handshake: conntrack answers and fills a slot.
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassReply);
+    assert_eq!(packets(&mut dp), 3);
+    for _ in 0..3 {
+        expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+        expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassReply);
+    }
+    assert_eq!(
+        packets(&mut dp),
+        3,
+        "the cache answered, conntrack untouched"
+    );
+
+    // A spoofer on the cached tuple misses the cache and is dropped by the slow path.
+    let evil = frame(
+        [2, 0, 0, 0, 0, 0xee],
+        "192.0.2.10:40030",
+        "198.51.100.10:104",
+        L4::Ack,
+    );
+    expect(&mut dp, true, &evil, TC_ACT_SHOT, Reason::DropSpoof);
+
+    // After the sync interval one packet per direction refreshes conntrack with what the
+    // slot answered (3 each) plus itself.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    assert_eq!(packets(&mut dp), 3 + 3 + 1);
+    expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassReply);
+    assert_eq!(packets(&mut dp), 7 + 3 + 1);
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    assert_eq!(packets(&mut dp), 11, "refilled: the cache answers again");
+
+    // FIN always goes to conntrack, even on a cached flow.
+    let fin = frame(PUMP_MAC, "192.0.2.10:40030", "198.51.100.10:104", L4::Fin);
+    expect(&mut dp, true, &fin, TC_ACT_OK, Reason::PassEstablished);
+    assert_eq!(
+        conntrack_timeouts(&mut dp),
+        vec![wardgate_common::CT_CLOSING_TIMEOUT_S]
+    );
+
+    // A generation without the rule cuts the cached flow in both directions.
+    let rules: Vec<_> = reference_rules()
+        .into_iter()
+        .filter(|r| r.rule_id != 1001)
+        .collect();
+    dp.apply(&state_with(2, reference_devices(), rules))
+        .unwrap();
+    expect(&mut dp, true, &ack, TC_ACT_SHOT, Reason::DropPolicy);
+    expect(&mut dp, false, &reply, TC_ACT_SHOT, Reason::DropPolicy);
+}
+
+#[test]
 fn mode_change_takes_effect_on_tracked_flows() {
     let (_pin, mut dp) = datapath("mode");
     let mac = [2, 0, 0, 0, 0, 0x0d];

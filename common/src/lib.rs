@@ -36,6 +36,8 @@ pub mod program_names {
     pub const EGRESS: &str = "wg_egress";
     /// A trivial pass program, the baseline for benchmarks.
     pub const PASS: &str = "wg_pass";
+    /// Benchmark floor: parse and insert the frame's conntrack entry, nothing else.
+    pub const FLOOR_CT_INSERT: &str = "wg_floor_ct_insert";
 }
 
 /// Capacities per policy slot. Slotted maps hold two generations, so they are twice as large.

@@ -9,6 +9,7 @@ use wardgate_common::{
 };
 
 use crate::{
+    flowcache::{self, FlowKey},
     maps::WG_CT_V1,
     parse::{Packet, TCP_FIN, TCP_RST},
 };
@@ -76,9 +77,9 @@ fn touch(v: &mut CtValue, pkt: &Packet, now: u64) {
 }
 
 /// Looks the packet up; also returns the direction of the packet that opened the flow (the
-/// packet's own direction when there is no entry).
+/// packet's own direction when there is no entry). A valid hit fills the flow cache slot `fkey`.
 #[inline(always)]
-pub fn lookup(pkt: &Packet, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
+pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
     let (key, src_is_a) = key(pkt);
     let Some(v) = WG_CT_V1.get_ptr_mut(&key) else {
         return (Ct::Miss, dir);
@@ -90,6 +91,9 @@ pub fn lookup(pkt: &Packet, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
     let mac_ok = dir != DIR_FROM_DEVICE || v.dev_mac == pkt.src_mac;
     if fresh(v, generation, now) && mac_ok {
         touch(v, pkt, now);
+        let answered =
+            flowcache::fill(fkey, generation, now, v.idle_timeout_s, !forward, v.dev_mac);
+        v.packets += u64::from(answered);
         return (
             if forward { Ct::Established } else { Ct::Reply },
             v.direction,
@@ -131,7 +135,8 @@ pub fn commit(
     };
     let mut value = CtValue {
         last_seen_ns: now,
-        packets: 1,
+        // `touch` below counts this packet.
+        packets: 0,
         bytes: 0,
         generation,
         rule_id: rule.map_or(0, |r| r.rule_id),

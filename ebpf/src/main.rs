@@ -2,7 +2,7 @@
 //! devices) of each device-facing interface, enforcing a per-device flow allowlist.
 //!
 //! Order of checks, cheapest and most common first:
-//! parse -> IPv6 neighbour discovery -> conntrack fast path -> device -> spoofed MAC ->
+//! parse -> IPv6 neighbour discovery -> flow cache -> conntrack -> device -> spoofed MAC ->
 //! quarantine -> learn -> policy (two LPM lookups) -> conntrack entry; then, only for packets
 //! that would be dropped or reported, the management allowlist -> event.
 #![no_std]
@@ -15,6 +15,8 @@
 mod clock;
 mod conntrack;
 mod events;
+mod floor;
+mod flowcache;
 mod maps;
 mod parse;
 mod policy;
@@ -95,7 +97,15 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     let (ct, flow_dir) = if pkt.fragment {
         (Ct::Miss, dir)
     } else {
-        conntrack::lookup(&pkt, dir, generation, now)
+        let fkey = flowcache::key(&pkt, dir);
+        if !flowcache::bypass(&pkt) {
+            match flowcache::lookup(&fkey, &pkt, dir, generation, now) {
+                Some(false) => return Reason::PassEstablished,
+                Some(true) => return Reason::PassReply,
+                None => {}
+            }
+        }
+        conntrack::lookup(&pkt, &fkey, dir, generation, now)
     };
     match ct {
         Ct::Established => return Reason::PassEstablished,

@@ -42,6 +42,7 @@ pub enum Parsed {
 }
 
 pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 
 #[inline(always)]
