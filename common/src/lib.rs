@@ -158,7 +158,9 @@ pub const PEER_HAS_PREFIX_PORTS: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PortKey {
     pub slot: u8,
-    pub _pad: [u8; 3],
+    // Two scalar pads, not `[u8; 3]`: zeroing a 3-byte array compiles to a `memset` call in BPF.
+    pub _pad: u8,
+    pub _pad1: u16,
     pub peer_set: u32,
     pub proto: u8,
     pub port_be: [u8; 2],

@@ -9,56 +9,69 @@ use crate::{
 
 const NS_PER_S: u64 = 1_000_000_000;
 
-/// An event being prepared; only sent if the device's bucket has a token.
-pub struct Report {
-    ev: Event,
+/// An event being prepared. Only the ids are gathered on the way; the event itself is built in
+/// `send`, so packets that report nothing (allowed flows) never pay for building one.
+pub struct Report<'a> {
+    pkt: &'a Packet,
+    dir: u8,
+    generation: u32,
+    now: u64,
+    device_id: u32,
+    policy_id: u32,
+    rule_id: u32,
 }
 
-impl Report {
+impl<'a> Report<'a> {
     #[inline(always)]
-    pub fn new(pkt: &Packet, dir: u8, generation: u32, now: u64) -> Self {
+    pub fn new(pkt: &'a Packet, dir: u8, generation: u32, now: u64) -> Self {
         Report {
-            ev: Event {
-                ts_ns: now,
-                kind: 0,
-                reason: 0,
-                device_id: 0,
-                policy_id: 0,
-                rule_id: 0,
-                generation,
-                family: pkt.family,
-                proto: pkt.proto,
-                direction: dir,
-                _pad: 0,
-                sport_be: pkt.sport_be,
-                dport_be: pkt.dport_be,
-                src: pkt.src,
-                dst: pkt.dst,
-                src_mac: pkt.src_mac,
-                _pad2: [0; 2],
-            },
+            pkt,
+            dir,
+            generation,
+            now,
+            device_id: 0,
+            policy_id: 0,
+            rule_id: 0,
         }
     }
 
     #[inline(always)]
     pub fn device(&mut self, dev: &DeviceInfo) {
-        self.ev.device_id = dev.device_id;
-        self.ev.policy_id = dev.policy_id;
+        self.device_id = dev.device_id;
+        self.policy_id = dev.policy_id;
     }
 
     #[inline(always)]
     pub fn rule(&mut self, rule_id: u32) {
-        self.ev.rule_id = rule_id;
+        self.rule_id = rule_id;
     }
 
     #[inline(always)]
-    pub fn send(&mut self, kind: u32, reason: wardgate_common::Reason) {
-        if !take_token(self.ev.device_id, self.ev.ts_ns) {
+    pub fn send(&self, kind: u32, reason: wardgate_common::Reason) {
+        if !take_token(self.device_id, self.now) {
             return;
         }
-        self.ev.kind = kind;
-        self.ev.reason = reason as u32;
-        let _ = WG_EVENTS_V1.output(&self.ev, 0);
+        let pkt = self.pkt;
+        let ev = Event {
+            ts_ns: self.now,
+            kind,
+            reason: reason as u32,
+            device_id: self.device_id,
+            policy_id: self.policy_id,
+            rule_id: self.rule_id,
+            generation: self.generation,
+            family: pkt.family,
+            proto: pkt.proto,
+            direction: self.dir,
+            _pad: 0,
+            sport_be: pkt.sport_be,
+            dport_be: pkt.dport_be,
+            src: pkt.src,
+            dst: pkt.dst,
+            src_mac: pkt.src_mac,
+            _pad2: [0; 2],
+        };
+        let _ = WG_EVENTS_V1.output(&ev, 0);
     }
 }
 

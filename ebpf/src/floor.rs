@@ -16,13 +16,21 @@ pub fn wg_floor_ct_insert(ctx: TcContext) -> i32 {
     let Parsed::Ip(pkt) = parse(&ctx) else {
         return aya_ebpf::bindings::TC_ACT_SHOT;
     };
-    // Safety: DeviceInfo is plain data; all zeroes is a valid (unused) value.
-    let dev: DeviceInfo = unsafe { core::mem::zeroed() };
+    // Values like a real device's: runs of zeroes would compile to `memset` calls here that
+    // the real path does not make, and raise the floor.
+    let dev = DeviceInfo {
+        device_id: 1,
+        policy_id: 1,
+        mode: 0,
+        flags: 0,
+        mac: pkt.src_mac,
+        _pad: [0; 2],
+    };
     conntrack::commit(
         Ct::Miss,
         &pkt,
         DIR_FROM_DEVICE,
-        0,
+        1,
         clock::now(),
         &dev,
         None,

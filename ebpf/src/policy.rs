@@ -68,7 +68,8 @@ pub fn lookup(
     };
     let port = PortKey {
         slot: slot as u8,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad1: 0,
         peer_set: peer.peer_set,
         proto,
         port_be,

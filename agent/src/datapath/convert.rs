@@ -87,7 +87,8 @@ pub fn port_key(slot: u32, e: &PortEntry) -> Key<PortKey> {
     };
     let data = PortKey {
         slot: slot as u8,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad1: 0,
         peer_set: e.peer_set,
         proto,
         port_be,
