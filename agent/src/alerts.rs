@@ -1,8 +1,16 @@
 //! Alerts for the SOC: which datapath events become alerts (with what severity), and the
 //! outbox that holds them until the controller acknowledges their ids (at-least-once; the
-//! controller stores each id once).
+//! controller stores each id once). The outbox is kept in a SQLite file beside the desired
+//! state, so alerts raised while the controller is unreachable survive an agent restart.
 
-use std::collections::VecDeque;
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use anyhow::Context as _;
+use prost::Message as _;
 
 use wardgate_policy::{DesiredState, Mode};
 use wardgate_proto::v1 as pb;
@@ -69,22 +77,138 @@ pub fn from_event(
 }
 
 /// Alerts not yet acknowledged, oldest first. `sent` of them went out on the current
-/// connection; a new connection sends them all again.
+/// connection; a new connection sends them all again. With a store, every pending alert is
+/// also a row in it until acknowledged (or dropped past the cap).
 #[derive(Debug, Default)]
 pub struct Outbox {
     pending: VecDeque<pb::Alert>,
     sent: usize,
     pub dropped: u64,
+    store: Option<Store>,
+}
+
+/// The outbox file: one row per pending alert, in arrival order. WAL with `synchronous =
+/// NORMAL`: a commit survives the agent being killed; a power cut may lose the last few.
+#[derive(Debug)]
+struct Store {
+    conn: rusqlite::Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn = rusqlite::Connection::open(path)
+            .with_context(|| format!("opening alert outbox {}", path.display()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS outbox (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id TEXT NOT NULL UNIQUE,
+                 alert BLOB NOT NULL
+             );",
+        )
+        .with_context(|| format!("preparing alert outbox {}", path.display()))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Pending alerts in arrival order; rows that do not decode are deleted and counted.
+    fn load(&mut self) -> anyhow::Result<(Vec<pb::Alert>, u64)> {
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .conn
+            .prepare("SELECT seq, alert FROM outbox ORDER BY seq")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let (mut alerts, mut bad) = (Vec::with_capacity(rows.len()), Vec::new());
+        for (seq, bytes) in rows {
+            match pb::Alert::decode(bytes.as_slice()) {
+                Ok(a) => alerts.push(a),
+                Err(_) => bad.push(seq),
+            }
+        }
+        for seq in &bad {
+            self.conn
+                .execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+        }
+        Ok((alerts, bad.len() as u64))
+    }
+
+    fn write(&mut self, added: &[pb::Alert], removed: &[String]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT OR IGNORE INTO outbox (id, alert) VALUES (?1, ?2)")?;
+            for a in added {
+                insert.execute(rusqlite::params![a.id, a.encode_to_vec()])?;
+            }
+            let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            for id in removed {
+                delete.execute([id])?;
+            }
+        }
+        tx.commit()
+    }
 }
 
 impl Outbox {
-    pub fn push(&mut self, alert: pb::Alert) {
-        if self.pending.len() >= OUTBOX_CAP {
-            self.pending.pop_front();
-            self.sent = self.sent.saturating_sub(1);
-            self.dropped += 1;
+    /// An outbox kept in `path` (created if missing), with whatever it already holds pending.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let mut store = Store::open(path)?;
+        let (alerts, undecodable) = store
+            .load()
+            .with_context(|| format!("reading alert outbox {}", path.display()))?;
+        if undecodable > 0 {
+            tracing::warn!(
+                undecodable,
+                path = %path.display(),
+                "dropped alert outbox rows that do not decode"
+            );
         }
-        self.pending.push_back(alert);
+        let mut outbox = Outbox {
+            store: Some(store),
+            ..Outbox::default()
+        };
+        outbox.push_all(alerts);
+        Ok(outbox)
+    }
+
+    pub fn push(&mut self, alert: pb::Alert) {
+        self.push_all(vec![alert]);
+    }
+
+    /// Adds alerts (one transaction when stored); past `OUTBOX_CAP` the oldest are dropped and
+    /// counted. A store that cannot be written keeps them in memory, and says so.
+    pub fn push_all(&mut self, alerts: Vec<pb::Alert>) {
+        let mut removed = Vec::new();
+        for alert in &alerts {
+            if self.pending.len() >= OUTBOX_CAP {
+                if let Some(old) = self.pending.pop_front() {
+                    removed.push(old.id);
+                }
+                self.sent = self.sent.saturating_sub(1);
+                self.dropped += 1;
+            }
+            self.pending.push_back(alert.clone());
+        }
+        self.persist(&alerts, &removed);
+    }
+
+    fn persist(&mut self, added: &[pb::Alert], removed: &[String]) {
+        if let Some(store) = &mut self.store
+            && let Err(e) = store.write(added, removed)
+        {
+            tracing::error!(
+                error = %e,
+                path = %store.path.display(),
+                "alert outbox not written; these alerts are only in memory"
+            );
+        }
     }
 
     /// The next batch to send on this connection (empty when all were sent).
@@ -97,7 +221,6 @@ impl Outbox {
 
     /// Removes acknowledged alerts.
     pub fn ack(&mut self, ids: &[String]) {
-        let before = self.pending.len();
         let mut acked_sent = 0;
         let mut i = 0;
         self.pending.retain(|a| {
@@ -108,8 +231,8 @@ impl Outbox {
             i += 1;
             keep
         });
-        debug_assert!(self.pending.len() <= before);
         self.sent -= acked_sent;
+        self.persist(&[], ids);
     }
 
     /// A new connection: everything pending goes out again.
@@ -123,6 +246,44 @@ impl Outbox {
 
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+}
+
+/// The outbox shared by the event reader (which adds) and the controller link (which sends and
+/// removes), with a wake-up for the link. Adding never waits for the network, so alerts keep
+/// being kept while the controller is unreachable.
+#[derive(Debug, Default)]
+pub struct AlertQueue {
+    outbox: Mutex<Outbox>,
+    ready: tokio::sync::Notify,
+}
+
+impl AlertQueue {
+    pub fn new(outbox: Outbox) -> Arc<Self> {
+        Arc::new(AlertQueue {
+            outbox: Mutex::new(outbox),
+            ready: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub fn push_all(&self, alerts: Vec<pb::Alert>) {
+        if alerts.is_empty() {
+            return;
+        }
+        self.lock().push_all(alerts);
+        self.ready.notify_one();
+    }
+
+    /// The outbox itself; hold the guard only for in-memory work, never across an await.
+    pub fn lock(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding the lock leaves a consistent outbox (every method finishes its
+        // in-memory change before persisting); keep going with it.
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves once alerts were added since the last call.
+    pub async fn added(&self) {
+        self.ready.notified().await;
     }
 }
 
@@ -169,6 +330,69 @@ mod tests {
         }
         assert_eq!((o.len(), o.dropped), (OUTBOX_CAP, 5));
         assert_eq!(o.next_batch()[0].id, "5");
+    }
+
+    #[test]
+    fn the_outbox_file_keeps_what_was_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/outbox.sqlite");
+        let mut o = Outbox::open(&path).unwrap();
+        o.push_all(vec![alert("a"), alert("b"), alert("c")]);
+        o.next_batch();
+        o.ack(&["b".to_string()]);
+        drop(o);
+        // A restart (or kill -9 after the commit) finds a and c, in order, to send again.
+        let mut o = Outbox::open(&path).unwrap();
+        assert_eq!(ids(&o.next_batch()), ["a", "c"]);
+        o.ack(&["a".into(), "c".into()]);
+        drop(o);
+        assert!(Outbox::open(&path).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_outbox_file_is_capped_like_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let mut o = Outbox::open(&path).unwrap();
+        o.push_all((0..OUTBOX_CAP + 3).map(|i| alert(&i.to_string())).collect());
+        assert_eq!((o.len(), o.dropped), (OUTBOX_CAP, 3));
+        drop(o);
+        let mut o = Outbox::open(&path).unwrap();
+        assert_eq!(o.len(), OUTBOX_CAP);
+        assert_eq!(o.next_batch()[0].id, "3");
+    }
+
+    #[test]
+    fn undecodable_rows_are_dropped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let mut o = Outbox::open(&path).unwrap();
+        o.push(alert("good"));
+        drop(o);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO outbox (id, alert) VALUES ('bad', x'ffffffff')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let mut o = Outbox::open(&path).unwrap();
+        assert_eq!(ids(&o.next_batch()), ["good"]);
+        drop(o);
+        assert_eq!(Outbox::open(&path).unwrap().len(), 1, "the bad row is gone");
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_outbox_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        std::fs::write(
+            &path,
+            "not a database, and long enough to be read as a header....",
+        )
+        .unwrap();
+        let e = format!("{:#}", Outbox::open(&path).unwrap_err());
+        assert!(e.contains("outbox.sqlite"), "{e}");
     }
 
     #[test]

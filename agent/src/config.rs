@@ -45,6 +45,22 @@ pub struct ControllerConfig {
     pub address: String,
     pub certs: PathBuf,
     pub gateway: String,
+    /// Alerts waiting for the controller (SQLite). Default `alerts-outbox.sqlite` beside
+    /// `desired_state`.
+    #[serde(default)]
+    pub outbox: Option<PathBuf>,
+}
+
+impl ControllerConfig {
+    /// The outbox file: as configured, or beside the desired-state file.
+    pub fn outbox_path(&self, desired_state: &Path) -> PathBuf {
+        self.outbox.clone().unwrap_or_else(|| {
+            desired_state
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("alerts-outbox.sqlite")
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

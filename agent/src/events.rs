@@ -4,15 +4,11 @@ use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::Interest;
-use tokio::{
-    io::unix::AsyncFd,
-    sync::{mpsc, watch},
-};
+use tokio::{io::unix::AsyncFd, sync::watch};
 use wardgate_policy::DesiredState;
-use wardgate_proto::v1 as pb;
 
 use crate::{
-    alerts,
+    alerts::{self, AlertQueue},
     datapath::convert::{self, DatapathEvent},
 };
 
@@ -23,17 +19,17 @@ fn unix_ms() -> i64 {
 }
 
 /// Reads events until the task is dropped, logging each with device, profile and rule names
-/// from the current desired state, and handing alerts to `alerts` (the controller sync) when
-/// there is one. Malformed records are counted and skipped, never fatal; the reader never
-/// waits for the controller (a full alert queue drops and counts).
+/// from the current desired state, and adding alerts to `alerts` (the outbox the controller
+/// sync sends from) when there is a controller, one batch per wake-up. Malformed records are
+/// counted and skipped, never fatal; the reader never waits for the controller.
 pub async fn read_events(
     ring: RingBuf<MapData>,
     state: watch::Receiver<Option<Arc<DesiredState>>>,
-    alerts: Option<mpsc::Sender<pb::Alert>>,
+    alerts: Option<Arc<AlertQueue>>,
 ) -> anyhow::Result<()> {
     // Alert ids: this reader's start time and a sequence number, unique per gateway.
     let started = unix_ms();
-    let (mut seq, mut dropped) = (0u64, 0u64);
+    let mut seq = 0u64;
     // Safety: the ring buffer owns its fd and outlives the registration (both live in `fd`).
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("registering the event ring buffer: {e}"))?;
@@ -41,20 +37,18 @@ pub async fn read_events(
     loop {
         let mut guard = fd.readable_mut().await?;
         let ring = guard.get_inner_mut();
+        let mut batch = Vec::new();
         while let Some(item) = ring.next() {
             match convert::event(&item) {
                 Some(ev) => {
                     let current = state.borrow().clone();
                     log_event(&ev, current.as_deref());
-                    let Some(tx) = &alerts else { continue };
+                    if alerts.is_none() {
+                        continue;
+                    }
                     seq += 1;
                     let id = format!("{started}-{seq}");
-                    if let Some(a) = alerts::from_event(&ev, current.as_deref(), id, unix_ms())
-                        && tx.try_send(a).is_err()
-                    {
-                        dropped += 1;
-                        tracing::warn!(dropped, "alert queue full; alert dropped");
-                    }
+                    batch.extend(alerts::from_event(&ev, current.as_deref(), id, unix_ms()));
                 }
                 None => {
                     skipped += 1;
@@ -65,6 +59,9 @@ pub async fn read_events(
                     );
                 }
             }
+        }
+        if let Some(queue) = &alerts {
+            queue.push_all(batch);
         }
         guard.clear_ready();
     }

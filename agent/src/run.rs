@@ -13,6 +13,7 @@ use wardgate_common::GatewayConfig;
 use wardgate_policy::DesiredState;
 
 use crate::{
+    alerts::{AlertQueue, Outbox},
     config::{Action, AgentConfig},
     datapath::{ApplyOutcome, Datapath},
 };
@@ -86,15 +87,37 @@ fn mtime(path: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// The alert outbox at `path`. One that cannot be opened must not stop enforcement: the agent
+/// says so and keeps alerts in memory only.
+fn open_outbox(path: &Path) -> Arc<AlertQueue> {
+    let outbox = match Outbox::open(path) {
+        Ok(o) => {
+            tracing::info!(path = %path.display(), pending = o.len(), "alert outbox opened");
+            o
+        }
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "alert outbox unusable; alerts are kept in memory only until it is fixed"
+            );
+            Outbox::default()
+        }
+    };
+    AlertQueue::new(outbox)
+}
+
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut dp = prepare(&cfg)?;
     let (tx, rx) = watch::channel(None);
     let ring = dp.take_events()?;
     // Alerts go to the controller only when there is one; the agent logs every event anyway.
-    let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(1024);
-    let alert_tx = cfg.controller.as_ref().map(|_| alert_tx);
+    let alerts = cfg
+        .controller
+        .as_ref()
+        .map(|c| open_outbox(&c.outbox_path(&cfg.desired_state)));
+    let reader_alerts = alerts.clone();
     let reader = tokio::spawn(async move {
-        if let Err(e) = crate::events::read_events(ring, rx, alert_tx).await {
+        if let Err(e) = crate::events::read_events(ring, rx, reader_alerts).await {
             tracing::error!(error = format!("{e:#}"), "event reader stopped");
         }
     });
@@ -108,7 +131,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // still the only map writer, and tell it what got applied.
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<()>(4);
     let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(4);
-    let sync = cfg.controller.clone().map(|c| {
+    let sync = cfg.controller.clone().zip(alerts).map(|(c, alerts)| {
         let active = dp.active().map_or(0, |(_, g)| g);
         tokio::spawn(crate::sync::run(
             c,
@@ -116,7 +139,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             active,
             notify_tx,
             applied_rx,
-            alert_rx,
+            alerts,
         ))
     });
     let mut seen = mtime(&cfg.desired_state);

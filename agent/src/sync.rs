@@ -4,18 +4,18 @@
 //! drop them once acknowledged. Reconnects with a bounded backoff, resumes from the last
 //! generation applied, and re-sends every unacknowledged alert.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use wardgate_proto::v1::{
-    self as pb, AlertBatch, RegisterRequest, StatusReport, WatchPolicyRequest,
+    AlertBatch, RegisterRequest, StatusReport, WatchPolicyRequest,
     agent_service_client::AgentServiceClient,
 };
 
-use crate::{alerts::Outbox, config::ControllerConfig};
+use crate::{alerts::AlertQueue, config::ControllerConfig};
 
 /// Applied generation (or the error) reported back by the map writer.
 pub struct Applied {
@@ -60,22 +60,21 @@ struct Link<'a> {
     last_applied: u32,
     notify: &'a mpsc::Sender<()>,
     applied: &'a mut mpsc::Receiver<Applied>,
-    alerts: &'a mut mpsc::Receiver<pb::Alert>,
-    outbox: Outbox,
+    alerts: Arc<AlertQueue>,
     /// The last session got as far as registering: the next retry starts from the shortest delay.
     connected: bool,
 }
 
 /// Runs forever: `last_applied` is where to resume, `notify` wakes the map writer after a new
 /// desired state was written, `applied` carries the writer's result back for reporting, and
-/// `alerts` brings alerts from the event reader.
+/// `alerts` is the outbox the event reader adds to.
 pub async fn run(
     cfg: ControllerConfig,
     desired: PathBuf,
     last_applied: u32,
     notify: mpsc::Sender<()>,
     mut applied: mpsc::Receiver<Applied>,
-    mut alerts: mpsc::Receiver<pb::Alert>,
+    alerts: Arc<AlertQueue>,
 ) {
     let mut link = Link {
         cfg: &cfg,
@@ -83,8 +82,7 @@ pub async fn run(
         last_applied,
         notify: &notify,
         applied: &mut applied,
-        alerts: &mut alerts,
-        outbox: Outbox::default(),
+        alerts,
         connected: false,
     };
     let mut backoff = Duration::from_secs(1);
@@ -105,9 +103,9 @@ pub async fn run(
 }
 
 /// Sends every alert of the outbox not yet sent on this connection.
-async fn flush(outbox: &mut Outbox, out: &mpsc::Sender<AlertBatch>) -> anyhow::Result<()> {
+async fn flush(queue: &AlertQueue, out: &mpsc::Sender<AlertBatch>) -> anyhow::Result<()> {
     loop {
-        let alerts = outbox.next_batch();
+        let alerts = queue.lock().next_batch();
         if alerts.is_empty() {
             return Ok(());
         }
@@ -133,7 +131,7 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
         gateway = cfg.gateway,
         latest = reg.latest_generation,
         resume_after = link.last_applied,
-        pending_alerts = link.outbox.len(),
+        pending_alerts = link.alerts.lock().len(),
         "connected to controller"
     );
     let mut stream = client
@@ -149,8 +147,8 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
         .report_alerts(ReceiverStream::new(out_rx))
         .await?
         .into_inner();
-    link.outbox.reconnected();
-    flush(&mut link.outbox, &out).await?;
+    link.alerts.lock().reconnected();
+    flush(&link.alerts, &out).await?;
     loop {
         tokio::select! {
             msg = stream.message() => {
@@ -173,16 +171,10 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
                     .report_status(StatusReport { gateway: cfg.gateway.clone(), applied_generation: done.generation, error: done.error })
                     .await?;
             }
-            Some(alert) = link.alerts.recv() => {
-                link.outbox.push(alert);
-                while let Ok(more) = link.alerts.try_recv() {
-                    link.outbox.push(more);
-                }
-                flush(&mut link.outbox, &out).await?;
-            }
+            () = link.alerts.added() => flush(&link.alerts, &out).await?,
             ack = acks.message() => {
                 let Some(ack) = ack? else { return Ok(()) };
-                link.outbox.ack(&ack.ids);
+                link.alerts.lock().ack(&ack.ids);
             }
         }
     }

@@ -4,10 +4,11 @@
 //! from the generation it had applied. No root needed: the map
 //! writer is played by the test (the datapath tiers cover the maps).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 use wardgate_agent::{
+    alerts::{AlertQueue, Outbox},
     config::ControllerConfig,
     sync::{self, Applied},
 };
@@ -77,13 +78,14 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
         address: lab.url(),
         certs: lab.certs().to_path_buf(),
         gateway: GW.into(),
+        outbox: None,
     };
     let desired = dir.path().join("agent/desired.json");
 
     // A fresh agent (nothing applied) gets every generation up to the latest.
     let (notify, mut wake) = mpsc::channel(64);
     let (report, applied) = mpsc::channel(4);
-    let (alert_tx, alerts) = mpsc::channel(16);
+    let alerts = AlertQueue::new(Outbox::default());
     let task = tokio::spawn(sync::run(
         cfg.clone(),
         desired.clone(),
@@ -149,10 +151,9 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     // Restart (the agent was killed after applying g2): it resumes after g2, receives nothing
     // older, and the next change arrives.
     task.abort();
-    drop(alert_tx);
     let (notify, mut wake) = mpsc::channel(64);
     let (_report, applied) = mpsc::channel(4);
-    let (_alert_tx, alerts) = mpsc::channel(16);
+    let alerts = AlertQueue::new(Outbox::default());
     let _task = tokio::spawn(sync::run(cfg, desired.clone(), g2, notify, applied, alerts));
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), wake.recv())
@@ -210,17 +211,18 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
         address: lab.url(),
         certs: lab.certs().to_path_buf(),
         gateway: GW.into(),
+        outbox: None,
     };
     let (notify, _wake) = mpsc::channel(64);
     let (_report, applied) = mpsc::channel(4);
-    let (alert_tx, alerts) = mpsc::channel(16);
+    let alerts = AlertQueue::new(Outbox::default());
     let _task = tokio::spawn(sync::run(
         cfg,
         dir.path().join("agent/desired.json"),
         latest,
         notify,
         applied,
-        alerts,
+        alerts.clone(),
     ));
     // What the event reader makes of a denied SMB connection and a spoofed MAC.
     let event = |kind, dport| wardgate_agent::datapath::convert::DatapathEvent {
@@ -257,7 +259,7 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
     ] {
         let a = wardgate_agent::alerts::from_event(&event(kind, dport), Some(&state), id.into(), 1)
             .unwrap();
-        alert_tx.send(a).await.unwrap();
+        alerts.push_all(vec![a]);
     }
     let first = tokio::time::timeout(Duration::from_secs(10), tail.message())
         .await
@@ -300,4 +302,97 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
             ("t-2".into(), "critical".into(), "T0830".into())
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab =
+        LabController::with_demo_site(dir.path(), &[GW.to_string()], &[("eve", "engineer")], "eve")
+            .await
+            .unwrap();
+    let latest = lab.store.latest_generation(GW).unwrap();
+    let desired = dir.path().join("agent/desired.json");
+    let up = ControllerConfig {
+        address: lab.url(),
+        certs: lab.certs().to_path_buf(),
+        gateway: GW.into(),
+        outbox: None,
+    };
+    let outbox = up.outbox_path(&desired);
+    assert_eq!(outbox, dir.path().join("agent/alerts-outbox.sqlite"));
+    let alert = |i: usize| pb::Alert {
+        id: format!("outage-{i}"),
+        kind: "deny".into(),
+        severity: "high".into(),
+        ..Default::default()
+    };
+    // More alerts than the old in-memory channel held (1,024), raised while nothing listens at
+    // the controller's address.
+    const N: usize = 1_500;
+    {
+        let down = ControllerConfig {
+            address: "https://127.0.0.1:9".into(),
+            ..up.clone()
+        };
+        let queue = AlertQueue::new(Outbox::open(&outbox).unwrap());
+        let (notify, _wake) = mpsc::channel(4);
+        let (_report, applied) = mpsc::channel(4);
+        let task = tokio::spawn(sync::run(
+            down,
+            desired.clone(),
+            latest,
+            notify,
+            applied,
+            queue.clone(),
+        ));
+        for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+            queue.push_all(chunk.iter().map(|&i| alert(i)).collect());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The agent stops (or is killed) before the controller comes back.
+        task.abort();
+        let _ = task.await;
+        assert_eq!(
+            Arc::strong_count(&queue),
+            1,
+            "the aborted link let go of the outbox"
+        );
+    }
+    assert!(
+        lab.store.alerts(10).unwrap().is_empty(),
+        "nothing reached the controller"
+    );
+
+    // The restarted agent finds every alert in the outbox file and delivers it.
+    let queue = AlertQueue::new(Outbox::open(&outbox).unwrap());
+    assert_eq!(queue.lock().len(), N);
+    let (notify, _wake) = mpsc::channel(4);
+    let (_report, applied) = mpsc::channel(4);
+    let task = tokio::spawn(sync::run(
+        up,
+        desired,
+        latest,
+        notify,
+        applied,
+        queue.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored = lab.store.alerts(N as u32 + 10).unwrap().len();
+        let pending = queue.lock().len();
+        if stored == N && pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after 20 s: {stored} of {N} stored, {pending} still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Acknowledged alerts are gone from the file too.
+    task.abort();
+    let _ = task.await;
+    drop(queue);
+    assert!(Outbox::open(&outbox).unwrap().is_empty());
 }
