@@ -413,3 +413,164 @@ fn shifted_state(generation: u32) -> wardgate_policy::DesiredState {
     }));
     state_with(generation, reference_devices(), rules)
 }
+
+/// A peer program in a namespace, killed when dropped.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn in_netns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+/// Runs a dcmtk client to completion, bounded in time; its exit status and output.
+fn dcmtk(mut cmd: Command, limit: Duration) -> (bool, String) {
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(out_file.reopen().unwrap())
+        .spawn()
+        .expect("dcmtk is installed by `cargo xtask setup`");
+    let deadline = Instant::now() + limit;
+    let ok = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        ok,
+        std::fs::read_to_string(out_file.path()).unwrap_or_default(),
+    )
+}
+
+fn echoscu(ns: &str, port: u16) -> (bool, String) {
+    let mut c = in_netns(ns, "echoscu");
+    c.args(["-to", "2", "-ta", "2", "-aec", "PACS", "198.51.100.10"])
+        .arg(port.to_string());
+    dcmtk(c, Duration::from_secs(10))
+}
+
+/// A 24-bit BMP of `w` x `h` pixels with a gradient (so the DICOM pixel data is not all zero).
+fn bmp(w: u32, h: u32) -> Vec<u8> {
+    let row = (w * 3).div_ceil(4) * 4;
+    let size = 54 + row * h;
+    let mut b = Vec::with_capacity(size as usize);
+    b.extend_from_slice(b"BM");
+    b.extend_from_slice(&size.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&54u32.to_le_bytes());
+    b.extend_from_slice(&40u32.to_le_bytes());
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    b.extend_from_slice(&[0; 24]);
+    for y in 0..h {
+        for x in 0..w {
+            b.extend_from_slice(&[(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]);
+        }
+        b.resize(b.len() + (row - w * 3) as usize, 0);
+    }
+    b
+}
+
+#[test]
+fn dcmtk_dicom_passes_where_the_profile_allows_it_and_nowhere_else() {
+    // Real DICOM on both ends (Debian's dcmtk): the pump's profile allows DICOM to the PACS on
+    // port 104; the same PACS software on 11113 is not in it.
+    let ward = ward("dicom");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("dicom");
+    write_desired(dir.path(), 1);
+    let (allowed_dir, other_dir) = (dir.path().join("pacs-104"), dir.path().join("pacs-11113"));
+    let mut peers = Vec::new();
+    for (port, out) in [("104", &allowed_dir), ("11113", &other_dir)] {
+        std::fs::create_dir_all(out).unwrap();
+        let mut c = in_netns(&ward.srv, "storescp");
+        c.args(["-dhl", "-aet", "PACS", "-od"])
+            .arg(out)
+            .arg(port)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        peers.push(Peer(c.spawn().expect("dcmtk is installed")));
+    }
+    // Before the agent the ward is open: both answer a C-ECHO (retried while they start).
+    for port in [104, 11113] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (ok, out) = echoscu(&ward.dev, port);
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PACS on {port} never answered:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let agent = Agent::start(&ward, dir.path(), &pin.0);
+    agent.wait_for("policy generation switched");
+    let (ok, out) = echoscu(&ward.dev, 104);
+    assert!(ok, "C-ECHO to the PACS on 104 is allowed:\n{out}");
+    let started = Instant::now();
+    let (ok, _) = echoscu(&ward.dev, 11113);
+    assert!(!ok, "C-ECHO to port 11113 must be blocked");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "blocked by a dropped SYN (connection timeout), not refused"
+    );
+
+    // C-STORE of a 3 MiB secondary capture image: the PACS receives it whole.
+    let image = dir.path().join("image.bmp");
+    std::fs::write(&image, bmp(1024, 1024)).unwrap();
+    let dcm = dir.path().join("image.dcm");
+    let mut c = Command::new("img2dcm");
+    c.args(["-i", "BMP"]).arg(&image).arg(&dcm);
+    let (ok, out) = dcmtk(c, Duration::from_secs(30));
+    assert!(ok, "img2dcm:\n{out}");
+    let mut c = in_netns(&ward.dev, "storescu");
+    c.args(["-to", "2", "-aec", "PACS", "198.51.100.10", "104"])
+        .arg(&dcm);
+    let (ok, out) = dcmtk(c, Duration::from_secs(30));
+    assert!(ok, "C-STORE to the PACS on 104:\n{out}");
+    let received: Vec<_> = std::fs::read_dir(&allowed_dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    assert_eq!(received.len(), 1, "one image stored");
+    assert!(
+        received[0] > 3 * 1024 * 1024,
+        "stored {} bytes",
+        received[0]
+    );
+    assert_eq!(
+        std::fs::read_dir(&other_dir).unwrap().count(),
+        0,
+        "nothing reached the PACS on the blocked port"
+    );
+
+    let mut dp = Datapath::load(&pin.0).unwrap();
+    let stats = dp.stats().unwrap();
+    assert!(stats[&Reason::DropPolicy] >= 1, "{stats:?}");
+    assert!(
+        agent.log_text().contains("198.51.100.10:11113"),
+        "the blocked association is logged:\n{}",
+        agent.log_text()
+    );
+    drop(peers);
+}
