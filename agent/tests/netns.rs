@@ -574,3 +574,110 @@ fn dcmtk_dicom_passes_where_the_profile_allows_it_and_nowhere_else() {
     );
     drop(peers);
 }
+
+/// An HL7 ADT^A01 in MLLP framing, as `mllp_send --file` reads it.
+fn adt(control_id: &str) -> Vec<u8> {
+    format!(
+        "\x0bMSH|^~\\&|HIS|HOSP|PUMP|WARD3A|20261124120000||ADT^A01|{control_id}|P|2.5\r\
+         PID|1||12345^^^HOSP^MR||DOE^JANE\rPV1|1|I|3A^12^1\r\x1c\r"
+    )
+    .into_bytes()
+}
+
+/// python-hl7's `mllp_send` (as `python3 -m hl7.client`) from the server namespace to the
+/// pump's HL7 port; its exit status and output (the acknowledgement on success).
+fn mllp_send(ns: &str, dir: &Path, control_id: &str, limit: Duration) -> (bool, String) {
+    let file = dir.join(format!("{control_id}.hl7"));
+    std::fs::write(&file, adt(control_id)).unwrap();
+    let out = dir.join(format!("{control_id}.out"));
+    let mut child = in_netns(ns, "python3")
+        .args(["-m", "hl7.client", "-p", "2575", "-f"])
+        .arg(&file)
+        .arg("192.0.2.10")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 is installed");
+    let deadline = Instant::now() + limit;
+    let ok = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (ok, std::fs::read_to_string(out).unwrap_or_default())
+}
+
+#[test]
+fn python_hl7_mllp_reaches_the_pump_only_from_the_hl7_engine() {
+    // Real HL7 v2 over MLLP (python-hl7 on both ends): the pump's profile accepts MLLP on 2575
+    // from the HL7 engine (198.51.100.20) and from no other host.
+    let ward = ward("hl7");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("hl7");
+    write_desired(dir.path(), 1);
+    let received = dir.path().join("received.txt");
+    let _pump = Peer(
+        in_netns(&ward.dev, "python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/python/mllp_server.py"
+            ))
+            .args(["192.0.2.10", "2575"])
+            .arg(&received)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is installed"),
+    );
+    // Connections from the server namespace to the ward leave from the HL7 engine's address.
+    let src = |addr: &str| {
+        let out = Command::new("ip")
+            .args(["-n", &ward.srv, "route", "replace", "192.0.2.0/24"])
+            .args(["via", "198.51.100.1", "src", addr])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    src("198.51.100.20");
+    // Before the agent the ward is open (retried while the receiver starts).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, _) = mllp_send(&ward.srv, dir.path(), "CTRL-0", Duration::from_secs(3));
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the HL7 receiver never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let agent = Agent::start(&ward, dir.path(), &pin.0);
+    agent.wait_for("policy generation switched");
+    let (ok, ack) = mllp_send(&ward.srv, dir.path(), "CTRL-1", Duration::from_secs(10));
+    assert!(ok, "ADT from the HL7 engine is allowed");
+    assert!(ack.contains("MSA|AA|CTRL-1"), "acknowledged: {ack:?}");
+
+    // The same message from the PACS's address: the SYN is dropped, nothing is delivered.
+    src("198.51.100.10");
+    let (ok, _) = mllp_send(&ward.srv, dir.path(), "CTRL-2", Duration::from_secs(4));
+    assert!(!ok, "MLLP from 198.51.100.10 must be blocked");
+    let got = std::fs::read_to_string(&received).unwrap();
+    assert!(got.contains("|CTRL-1|"), "{got}");
+    assert!(!got.contains("|CTRL-2|"), "{got}");
+    assert!(
+        agent.log_text().lines().any(|l| l.contains("kind=\"deny\"")
+            && l.contains("198.51.100.10:")
+            && l.contains("-> 192.0.2.10:2575")),
+        "the blocked connection is logged as a deny:\n{}",
+        agent.log_text()
+    );
+}

@@ -27,7 +27,12 @@ const APT: &[&str] = &[
     "python3-pip",
 ];
 
-const PIP: &[(&str, &str)] = &[("grpcio", "grpc"), ("grpcio-tools", "grpc_tools")];
+const PIP: &[(&str, &str)] = &[
+    ("grpcio", "grpc"),
+    ("grpcio-tools", "grpc_tools"),
+    // python-hl7: its MLLP client (mllp_send) and server are the attach tier's HL7 peers.
+    ("hl7", "hl7.mllp"),
+];
 
 fn dpkg_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -132,7 +137,7 @@ fn pip() -> anyhow::Result<()> {
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {
-        println!("setup: python grpc ......... already present");
+        println!("setup: python packages ..... already present");
         return Ok(());
     }
     cmd::run(
@@ -142,7 +147,7 @@ fn pip() -> anyhow::Result<()> {
     )
     .context("setup step pip install")?;
     println!(
-        "setup: python grpc ......... installed {}",
+        "setup: python packages ..... installed {}",
         missing.join(" ")
     );
     Ok(())
