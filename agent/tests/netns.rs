@@ -430,26 +430,31 @@ fn in_netns(ns: &str, program: &str) -> Command {
     c
 }
 
-/// Runs a dcmtk client to completion, bounded in time; its exit status and output.
-fn dcmtk(mut cmd: Command, limit: Duration) -> (bool, String) {
-    let out_file = tempfile::NamedTempFile::new().unwrap();
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(out_file.reopen().unwrap())
-        .spawn()
-        .expect("dcmtk is installed by `cargo xtask setup`");
+/// Waits for a peer client at most `limit` (killing it then); whether it succeeded.
+fn finish_within(mut child: Child, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    let ok = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status.success();
+            return status.success();
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            break false;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+}
+
+/// Runs a dcmtk client to completion, bounded in time; its exit status and output.
+fn dcmtk(mut cmd: Command, limit: Duration) -> (bool, String) {
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(out_file.reopen().unwrap())
+        .spawn()
+        .expect("dcmtk is installed by `cargo xtask setup`");
+    let ok = finish_within(child, limit);
     (
         ok,
         std::fs::read_to_string(out_file.path()).unwrap_or_default(),
@@ -590,7 +595,7 @@ fn mllp_send(ns: &str, dir: &Path, control_id: &str, limit: Duration) -> (bool, 
     let file = dir.join(format!("{control_id}.hl7"));
     std::fs::write(&file, adt(control_id)).unwrap();
     let out = dir.join(format!("{control_id}.out"));
-    let mut child = in_netns(ns, "python3")
+    let child = in_netns(ns, "python3")
         .args(["-m", "hl7.client", "-p", "2575", "-f"])
         .arg(&file)
         .arg("192.0.2.10")
@@ -598,18 +603,7 @@ fn mllp_send(ns: &str, dir: &Path, control_id: &str, limit: Duration) -> (bool, 
         .stderr(Stdio::null())
         .spawn()
         .expect("python3 is installed");
-    let deadline = Instant::now() + limit;
-    let ok = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.success();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let ok = finish_within(child, limit);
     (ok, std::fs::read_to_string(out).unwrap_or_default())
 }
 

@@ -66,20 +66,29 @@ async fn applied_on_controller(lab: &LabController, want: u32) {
     panic!("the controller never saw generation {want} applied");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let lab =
-        LabController::with_demo_site(dir.path(), &[GW.to_string()], &[("eve", "engineer")], "eve")
-            .await
-            .unwrap();
-    let latest = lab.store.latest_generation(GW).unwrap();
-    let cfg = ControllerConfig {
+/// The demo site on an in-process controller, with one engineer (`eve`).
+async fn demo_lab(dir: &std::path::Path) -> LabController {
+    LabController::with_demo_site(dir, &[GW.to_string()], &[("eve", "engineer")], "eve")
+        .await
+        .unwrap()
+}
+
+/// The agent's controller settings for the lab's gateway `GW`.
+fn agent_config(lab: &LabController) -> ControllerConfig {
+    ControllerConfig {
         address: lab.url(),
         certs: lab.certs().to_path_buf(),
         gateway: GW.into(),
         outbox: None,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = demo_lab(dir.path()).await;
+    let latest = lab.store.latest_generation(GW).unwrap();
+    let cfg = agent_config(&lab);
     let desired = dir.path().join("agent/desired.json");
 
     // A fresh agent (nothing applied) gets every generation up to the latest.
@@ -207,12 +216,7 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
         .unwrap()
         .into_inner();
 
-    let cfg = ControllerConfig {
-        address: lab.url(),
-        certs: lab.certs().to_path_buf(),
-        gateway: GW.into(),
-        outbox: None,
-    };
+    let cfg = agent_config(&lab);
     let (notify, _wake) = mpsc::channel(64);
     let (_report, applied) = mpsc::channel(4);
     let alerts = AlertQueue::new(Outbox::default());
@@ -307,18 +311,10 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let lab =
-        LabController::with_demo_site(dir.path(), &[GW.to_string()], &[("eve", "engineer")], "eve")
-            .await
-            .unwrap();
+    let lab = demo_lab(dir.path()).await;
     let latest = lab.store.latest_generation(GW).unwrap();
     let desired = dir.path().join("agent/desired.json");
-    let up = ControllerConfig {
-        address: lab.url(),
-        certs: lab.certs().to_path_buf(),
-        gateway: GW.into(),
-        outbox: None,
-    };
+    let up = agent_config(&lab);
     let outbox = up.outbox_path(&desired);
     assert_eq!(outbox, dir.path().join("agent/alerts-outbox.sqlite"));
     let alert = |i: usize| pb::Alert {
