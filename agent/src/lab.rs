@@ -216,7 +216,8 @@ pub fn udp_echo(
                 s
             })
             .collect();
-        let mut buf = [0u8; 1500];
+        // Whole datagrams, however large (fragmented ones are reassembled by the kernel).
+        let mut buf = vec![0u8; 65_536];
         let deadline = Instant::now() + Duration::from_secs(120);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             let mut idle = true;
@@ -256,6 +257,12 @@ pub fn tcp_roundtrip(ns: &str, to: SocketAddr) -> Result<(), String> {
 
 /// One UDP request/response; `Err` if no answer within the timeout.
 pub fn udp_roundtrip(ns: &str, to: SocketAddr) -> Result<(), String> {
+    udp_exchange(ns, to, 4)
+}
+
+/// One UDP datagram of `len` bytes and its echo, which must come back whole; larger than the
+/// MTU, both go as IP fragments.
+pub fn udp_exchange(ns: &str, to: SocketAddr, len: usize) -> Result<(), String> {
     run_in(ns, move || {
         let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
             .parse()
@@ -263,9 +270,15 @@ pub fn udp_roundtrip(ns: &str, to: SocketAddr) -> Result<(), String> {
         let s = UdpSocket::bind(bind).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
-        s.send_to(b"ping", to).map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 16];
-        s.recv_from(&mut buf).map(|_| ()).map_err(|e| e.to_string())
+        let sent: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        s.send_to(&sent, to).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; len + 1];
+        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        if buf[..n] == sent[..] {
+            Ok(())
+        } else {
+            Err(format!("echo of {n} bytes, sent {len}"))
+        }
     })
 }
 

@@ -137,6 +137,12 @@ fn allowed_flows_work_both_ways_and_denied_ones_fail() {
         Ok(())
     );
 
+    assert_eq!(
+        udp_exchange(&ward.dev, sa("198.51.100.10:53"), 4000),
+        Ok(()),
+        "open ward: a 4,000-byte datagram (fragmented both ways) echoes whole"
+    );
+
     let agent = Agent::start(&ward, dir.path(), &pin.0);
     agent.wait_for("policy generation switched");
     let dev = ward.dev.clone();
@@ -176,6 +182,15 @@ fn allowed_flows_work_both_ways_and_denied_ones_fail() {
         udp_roundtrip(&dev, sa("198.51.100.10:5001")).is_err(),
         "UDP 5001 must be blocked"
     );
+    assert_eq!(
+        udp_exchange(&dev, sa("198.51.100.10:53"), 4000),
+        Ok(()),
+        "an allowed datagram larger than the MTU: its fragments pass both ways"
+    );
+    assert!(
+        udp_exchange(&dev, sa("198.51.100.10:5001"), 4000).is_err(),
+        "a denied datagram's fragments are dropped"
+    );
     assert!(
         tcp_roundtrip(&dev, sa("[2001:db8:100::10]:105")).is_err(),
         "IPv6 105 must be blocked"
@@ -200,6 +215,7 @@ fn allowed_flows_work_both_ways_and_denied_ones_fail() {
         stats[&Reason::PassReply] > 0 && stats[&Reason::PassEstablished] > 0,
         "{stats:?}"
     );
+    assert!(stats[&Reason::PassFragment] >= 4, "{stats:?}");
     assert!(
         agent.log_text().contains("kind=\"deny\""),
         "deny events are logged:\n{}",

@@ -28,6 +28,7 @@ pub mod map_names {
     pub const STATS: &str = "WG_STATS_V1";
     pub const RATE: &str = "WG_RATE_V1";
     pub const EVENTS: &str = "WG_EVENTS_V1";
+    pub const FRAGMENTS: &str = "WG_FRAG_V1";
 }
 
 /// Program (function) names in the eBPF object.
@@ -49,6 +50,8 @@ pub mod capacity {
     pub const MGMT: u32 = 256;
     pub const CONNTRACK: u32 = 262_144;
     pub const RATE: u32 = 16_384;
+    /// Fragmented datagrams in flight whose first fragment passed.
+    pub const FRAGMENTS: u32 = 8_192;
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 1 << 20;
     /// Number of policy slots (A/B).
@@ -254,6 +257,29 @@ pub struct CtValue {
     pub _pad2: [u8; 4],
 }
 const _: () = assert!(core::mem::size_of::<CtValue>() == 56);
+
+/// A fragmented datagram: addresses, protocol and fragment id (IPv4's 16 bits, IPv6's 32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
+
+/// When the datagram's first fragment passed, and from which MAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragValue {
+    pub seen_ns: u64,
+    pub src_mac: [u8; 6],
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<FragValue>() == 16);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -28,6 +28,8 @@ pub enum Reason {
     PassNeighbour = 9,
     /// Spoofed source MAC for a device in learn or monitor mode: passed and reported.
     PassSpoofReported = 10,
+    /// Later fragment of a datagram whose first fragment passed.
+    PassFragment = 11,
     /// Policy denies the flow (device in enforce mode).
     DropPolicy = 16,
     /// Device is quarantined.
@@ -40,7 +42,8 @@ pub enum Reason {
     DropNonIp = 20,
     /// Truncated or malformed header.
     DropMalformed = 21,
-    /// Non-first IPv4 fragment or IPv6 fragment from/to an enforced device: no ports to check.
+    /// Non-first fragment from/to an enforced device whose first fragment did not pass here
+    /// (or that would overlap the transport header): no ports to check.
     DropFragment = 22,
 }
 
@@ -48,7 +51,7 @@ impl Reason {
     /// Size of the counters array; every discriminant is below it.
     pub const COUNT: u32 = 32;
 
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::PassEstablished,
         Reason::PassReply,
         Reason::PassPolicy,
@@ -60,6 +63,7 @@ impl Reason {
         Reason::PassUnknownDevice,
         Reason::PassNeighbour,
         Reason::PassSpoofReported,
+        Reason::PassFragment,
         Reason::DropPolicy,
         Reason::DropQuarantine,
         Reason::DropSpoof,
@@ -97,6 +101,7 @@ impl Reason {
             Reason::PassUnknownDevice => "pass_unknown_device",
             Reason::PassNeighbour => "pass_neighbour",
             Reason::PassSpoofReported => "pass_spoof_reported",
+            Reason::PassFragment => "pass_fragment",
             Reason::DropPolicy => "drop_policy",
             Reason::DropQuarantine => "drop_quarantine",
             Reason::DropSpoof => "drop_spoof",

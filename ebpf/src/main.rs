@@ -17,6 +17,7 @@ mod conntrack;
 mod events;
 mod floor;
 mod flowcache;
+mod fragments;
 mod maps;
 mod parse;
 mod policy;
@@ -85,6 +86,16 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
         }
         Parsed::Malformed => return Reason::DropMalformed,
     };
+    let reason = decide_ip(&pkt, dir);
+    // The first fragment of a datagram passed: its later fragments (no ports) may follow.
+    if pkt.more_fragments && !pkt.fragment && !reason.is_drop() {
+        fragments::remember(&pkt, clock::now());
+    }
+    reason
+}
+
+#[inline(always)]
+fn decide_ip(pkt: &parse::Packet, dir: u8) -> Reason {
     // IPv6 control plane: neighbour/router discovery (133-137) and multicast listener
     // discovery (130-132, 143). Without them IPv6 does not work at all.
     if pkt.proto == PROTO_ICMPV6 && matches!(pkt.icmp_type, 130..=137 | 143) {
@@ -95,17 +106,20 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     let now = clock::now();
 
     let (ct, flow_dir) = if pkt.fragment {
+        if fragments::admitted(pkt, dir, now) {
+            return Reason::PassFragment;
+        }
         (Ct::Miss, dir)
     } else {
-        let fkey = flowcache::key(&pkt, dir);
-        if !flowcache::bypass(&pkt) {
-            match flowcache::lookup(&fkey, &pkt, dir, generation, now) {
+        let fkey = flowcache::key(pkt, dir);
+        if !flowcache::bypass(pkt) {
+            match flowcache::lookup(&fkey, pkt, dir, generation, now) {
                 Some(false) => return Reason::PassEstablished,
                 Some(true) => return Reason::PassReply,
                 None => {}
             }
         }
-        conntrack::lookup(&pkt, &fkey, dir, generation, now)
+        conntrack::lookup(pkt, &fkey, dir, generation, now)
     };
     match ct {
         Ct::Established => return Reason::PassEstablished,
@@ -114,8 +128,8 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     }
 
     let from_device = dir == DIR_FROM_DEVICE;
-    let mut report = Report::new(&pkt, dir, generation, now);
-    let (reason, event) = evaluate(&pkt, dir, slot, generation, now, ct, flow_dir, &mut report);
+    let mut report = Report::new(pkt, dir, generation, now);
+    let (reason, event) = evaluate(pkt, dir, slot, generation, now, ct, flow_dir, &mut report);
     // The management allowlist is never blocked (nor reported). It is checked only where a
     // packet would otherwise be dropped or reported, keeping an LPM lookup off the allowed path.
     if (reason.is_drop() || (event != 0 && event != EVENT_NEW_FLOW)) && {

@@ -24,6 +24,12 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// Non-first fragment: no transport header, ports unknown.
     pub fragment: bool,
+    /// More fragments follow (with `fragment` false: the first fragment of a datagram).
+    pub more_fragments: bool,
+    /// Byte offset of a non-first fragment in its datagram.
+    pub frag_offset: u16,
+    /// IPv4 identification or IPv6 fragment identification (0 when not fragmented).
+    pub frag_id: u32,
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub sport_be: [u8; 2],
@@ -75,6 +81,9 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         proto: 0,
         tcp_flags: 0,
         fragment: false,
+        more_fragments: false,
+        frag_offset: 0,
+        frag_id: 0,
         src: [0; 16],
         dst: [0; 16],
         sport_be: [0; 2],
@@ -97,8 +106,13 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             pkt.proto = ip.proto;
             pkt.src[..4].copy_from_slice(&ip.src_addr);
             pkt.dst[..4].copy_from_slice(&ip.dst_addr);
-            let frag_offset = u16::from_be_bytes(ip.frags) & 0x1fff;
-            if frag_offset != 0 {
+            let frags = u16::from_be_bytes(ip.frags);
+            pkt.more_fragments = frags & 0x2000 != 0;
+            pkt.frag_offset = (frags & 0x1fff) << 3;
+            if pkt.more_fragments || pkt.frag_offset != 0 {
+                pkt.frag_id = u32::from(u16::from_be_bytes(ip.id));
+            }
+            if pkt.frag_offset != 0 {
                 pkt.fragment = true;
                 return Parsed::Ip(pkt);
             }
@@ -133,14 +147,18 @@ pub fn parse(ctx: &TcContext) -> Parsed {
                         off += (usize::from(ext[1]) + 1) * 8;
                     }
                     44 => {
-                        let Some(frag) = ptr_at::<[u8; 4]>(ctx, off) else {
+                        let Some(frag) = ptr_at::<[u8; 8]>(ctx, off) else {
                             return Parsed::Malformed;
                         };
                         // Safety: bounds checked by ptr_at.
                         let frag = unsafe { *frag };
                         next = frag[0];
                         off += 8;
-                        if u16::from_be_bytes([frag[2], frag[3]]) >> 3 != 0 {
+                        let offset_flags = u16::from_be_bytes([frag[2], frag[3]]);
+                        pkt.more_fragments = offset_flags & 1 != 0;
+                        pkt.frag_offset = offset_flags & !7;
+                        pkt.frag_id = u32::from_be_bytes([frag[4], frag[5], frag[6], frag[7]]);
+                        if pkt.frag_offset != 0 {
                             pkt.proto = next;
                             pkt.fragment = true;
                             return Parsed::Ip(pkt);
