@@ -174,7 +174,9 @@ impl Outbox {
             store: Some(store),
             ..Outbox::default()
         };
-        outbox.push_all(alerts);
+        // The loaded alerts are already rows: only what the cap drops is written.
+        let removed = outbox.admit(alerts);
+        outbox.persist(&[], &removed);
         Ok(outbox)
     }
 
@@ -185,8 +187,14 @@ impl Outbox {
     /// Adds alerts (one transaction when stored); past `OUTBOX_CAP` the oldest are dropped and
     /// counted. A store that cannot be written keeps them in memory, and says so.
     pub fn push_all(&mut self, alerts: Vec<pb::Alert>) {
+        let removed = self.admit(alerts.clone());
+        self.persist(&alerts, &removed);
+    }
+
+    /// Appends in memory, dropping (and counting) the oldest past the cap; returns their ids.
+    fn admit(&mut self, alerts: Vec<pb::Alert>) -> Vec<String> {
         let mut removed = Vec::new();
-        for alert in &alerts {
+        for alert in alerts {
             if self.pending.len() >= OUTBOX_CAP {
                 if let Some(old) = self.pending.pop_front() {
                     removed.push(old.id);
@@ -194,9 +202,9 @@ impl Outbox {
                 self.sent = self.sent.saturating_sub(1);
                 self.dropped += 1;
             }
-            self.pending.push_back(alert.clone());
+            self.pending.push_back(alert);
         }
-        self.persist(&alerts, &removed);
+        removed
     }
 
     fn persist(&mut self, added: &[pb::Alert], removed: &[String]) {

@@ -23,7 +23,8 @@ pub struct Ward {
     pub srv: String,
 }
 
-fn ip(args: &[&str]) {
+/// Runs `ip` with `args`; panics with its stderr if it fails.
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         out.status.success(),

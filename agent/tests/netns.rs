@@ -647,16 +647,17 @@ fn python_hl7_mllp_reaches_the_pump_only_from_the_hl7_engine() {
     );
     // Connections from the server namespace to the ward leave from the HL7 engine's address.
     let src = |addr: &str| {
-        let out = Command::new("ip")
-            .args(["-n", &ward.srv, "route", "replace", "192.0.2.0/24"])
-            .args(["via", "198.51.100.1", "src", addr])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ip(&[
+            "-n",
+            &ward.srv,
+            "route",
+            "replace",
+            "192.0.2.0/24",
+            "via",
+            "198.51.100.1",
+            "src",
+            addr,
+        ])
     };
     src("198.51.100.20");
     // Before the agent the ward is open (retried while the receiver starts).

@@ -5,15 +5,11 @@
 //! that would overlap the first's transport header (ports, TCP flags), one from another MAC than
 //! the first, and one that arrives before its first fragment.
 
-use aya_ebpf::{macros::map, maps::LruHashMap};
-use wardgate_common::{DIR_FROM_DEVICE, FragKey, FragValue, PROTO_TCP, capacity};
+use wardgate_common::{DIR_FROM_DEVICE, FragKey, FragValue, PROTO_TCP};
 
-use crate::parse::Packet;
+use crate::{maps::WG_FRAG_V1, parse::Packet};
 
 const FRAG_TTL_NS: u64 = 30_000_000_000;
-
-#[map(name = "WG_FRAG_V1")]
-static WG_FRAG_V1: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(capacity::FRAGMENTS, 0);
 
 #[inline(always)]
 fn key(pkt: &Packet) -> FragKey {

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use wardgate_common::{
-    CtKey, CtValue, DeviceInfo, DeviceKey, GatewayConfig, MgmtKey, PeerKey, PeerValue, PortKey,
-    RateState, Reason, RuleValue, SlotMeta, capacity,
+    CtKey, CtValue, DeviceInfo, DeviceKey, FragKey, FragValue, GatewayConfig, MgmtKey, PeerKey,
+    PeerValue, PortKey, RateState, Reason, RuleValue, SlotMeta, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
@@ -54,6 +54,10 @@ const NO_COMMON_LRU: u32 = 2;
 #[map(name = "WG_CT_V1")]
 pub static WG_CT_V1: LruHashMap<CtKey, CtValue> =
     LruHashMap::pinned(capacity::CONNTRACK, NO_COMMON_LRU);
+
+/// Fragmented datagrams whose first fragment passed (`fragments.rs`).
+#[map(name = "WG_FRAG_V1")]
+pub static WG_FRAG_V1: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(capacity::FRAGMENTS, 0);
 
 #[map(name = "WG_STATS_V1")]
 pub static WG_STATS_V1: PerCpuArray<u64> = PerCpuArray::pinned(Reason::COUNT, 0);
