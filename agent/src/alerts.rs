@@ -40,6 +40,11 @@ pub fn from_event(
         EventKind::Deny => ("high", ""),
         EventKind::WouldDeny => ("medium", ""),
         EventKind::UnknownDevice => ("low", ""),
+        // A device at an address its inventory entry does not list (learn/monitor; enforced
+        // devices doing this are spoofing).
+        EventKind::NewAddress => ("medium", ""),
+        // A device opening flows faster than its class ever should (scan, flood).
+        EventKind::FlowCap => ("high", ""),
         EventKind::NewFlow | EventKind::Other(_) => return None,
     };
     let device = state.and_then(|s| s.device(ev.device_id));

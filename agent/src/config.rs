@@ -26,6 +26,11 @@ pub struct AgentConfig {
     /// What happens to EtherTypes other than IPv4, IPv6 and ARP. Default `pass`.
     #[serde(default)]
     pub non_ip: Action,
+    /// 802.1Q / 802.1ad tagged frames on a device-facing interface (a trunk): `enforce` the IP
+    /// packet inside (up to two tags; a third is dropped), or `drop` every tagged frame.
+    /// Default `enforce`. Never passed unparsed.
+    #[serde(default)]
+    pub vlan_tagged: VlanAction,
     #[serde(default)]
     pub events: EventConfig,
     /// Flows that are never blocked, whatever the policy or mode (gateway SSH, controller).
@@ -71,13 +76,22 @@ pub enum Action {
     Drop,
 }
 
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VlanAction {
+    #[default]
+    Enforce,
+    Drop,
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EventConfig {
-    /// Events per second per device (token bucket refill). Default 20; 0 turns events off.
+    /// Events per second per device and event kind (token bucket refill: a flood of denies
+    /// cannot use up the budget of spoofing reports). Default 20; 0 turns events off.
     #[serde(default = "default_rate")]
     pub rate_per_s: u32,
-    /// Bucket size per device. Default 50.
+    /// Bucket size per device and event kind. Default 50.
     #[serde(default = "default_burst")]
     pub burst: u32,
 }
@@ -91,8 +105,10 @@ impl Default for EventConfig {
     }
 }
 
-/// A management service: traffic between devices and `cidr` on `proto`/`port` (the service's
-/// port, on the management side) always passes.
+/// A management service: flows opened from a host in `cidr` to a device's `proto`/`port`, or
+/// from a device to `port` on a host in `cidr`, always pass (tracked, so their replies pass
+/// too), whatever the device's policy or mode (quarantine included). Never matched on the
+/// source port of an inbound packet, and never for a spoofed frame.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MgmtRule {

@@ -60,6 +60,15 @@ fn main() -> anyhow::Result<()> {
                     println!("{:<28} {n}", reason.name());
                 }
             }
+            let lost = dp.events_lost()?;
+            if lost.is_empty() {
+                println!("events lost: none");
+            } else {
+                println!("events lost:");
+                for ((why, kind), n) in lost {
+                    println!("  {:<18} {:<16} {n}", why.name(), kind.name());
+                }
+            }
             Ok(())
         }
     }

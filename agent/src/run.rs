@@ -14,7 +14,7 @@ use wardgate_policy::DesiredState;
 
 use crate::{
     alerts::{AlertQueue, Outbox},
-    config::{Action, AgentConfig},
+    config::{Action, AgentConfig, VlanAction},
     datapath::{ApplyOutcome, Datapath},
 };
 
@@ -28,6 +28,11 @@ fn gateway_config(cfg: &AgentConfig) -> GatewayConfig {
         non_ip_action: action(cfg.non_ip),
         event_rate: cfg.events.rate_per_s,
         event_burst: cfg.events.burst,
+        vlan_action: match cfg.vlan_tagged {
+            VlanAction::Enforce => wardgate_common::ACTION_PASS,
+            VlanAction::Drop => wardgate_common::ACTION_DROP,
+        },
+        _pad: 0,
     }
 }
 

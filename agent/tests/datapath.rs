@@ -31,6 +31,7 @@ fn delta(before: &BTreeMap<Reason, u64>, after: &BTreeMap<Reason, u64>) -> Vec<(
 }
 
 /// Runs one frame and checks both the verdict and the one reason counter that moved.
+#[track_caller]
 fn expect(dp: &mut Datapath, from_device: bool, frame: &[u8], verdict: u32, reason: Reason) {
     let before = dp.stats().unwrap();
     let got = run(dp, from_device, frame);
@@ -249,8 +250,9 @@ fn quarantine_drops_all_but_management() {
     expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropQuarantine);
     let ssh = frame(mac, "192.0.2.12:40007", "203.0.113.1:22", L4::Syn);
     expect(&mut dp, true, &ssh, TC_ACT_OK, Reason::PassMgmt);
+    // The management flow is tracked: its reply passes as one.
     let ssh_reply = frame(GW_MAC, "203.0.113.1:22", "192.0.2.12:40007", L4::Ack);
-    expect(&mut dp, false, &ssh_reply, TC_ACT_OK, Reason::PassMgmt);
+    expect(&mut dp, false, &ssh_reply, TC_ACT_OK, Reason::PassReply);
     assert!(
         events(&mut dp)
             .iter()
@@ -792,4 +794,653 @@ fn the_classifiers_call_no_byte_loop_builtins() {
         "read the classifier relocations ({maps} map references)"
     );
     assert!(calls.is_empty(), "byte-loop builtin calls at: {calls:?}");
+}
+
+// ---- Hardening: each test below failed on e39352b (before the change). ----
+
+const LEARNER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0d];
+const EVIL_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xee];
+
+#[test]
+fn a_learning_device_cannot_open_an_enforced_or_quarantined_one() {
+    // Conntrack entries belong to one device: the learner's entry (admitted at its own
+    // ingress without a policy check) must not answer at the pump's egress.
+    let (_pin, mut dp) = datapath("learner");
+    let syn = frame(LEARNER_MAC, "192.0.2.13:40000", "192.0.2.10:22", L4::Syn);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassLearn);
+    expect(&mut dp, false, &syn, TC_ACT_SHOT, Reason::DropPolicy);
+    let ack = frame(LEARNER_MAC, "192.0.2.13:40000", "192.0.2.10:22", L4::Ack);
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    expect(&mut dp, false, &ack, TC_ACT_SHOT, Reason::DropPolicy);
+    let rdp = frame(LEARNER_MAC, "192.0.2.13:40001", "192.0.2.12:3389", L4::Syn);
+    expect(&mut dp, true, &rdp, TC_ACT_OK, Reason::PassLearn);
+    expect(&mut dp, false, &rdp, TC_ACT_SHOT, Reason::DropQuarantine);
+}
+
+/// The pump (policy 1: DICOM to the PACS) and the PACS (policy 2: DICOM from the device VLAN),
+/// both enforced, behind the same gateway.
+fn pump_and_pacs(
+    generation: u32,
+    pacs_mode: Mode,
+    pacs_allows: bool,
+) -> wardgate_policy::DesiredState {
+    use wardgate_policy::desired::{PolicyEntry, PortRange, Rule};
+    let mut pacs = device(5, "pacs-1", &["198.51.100.10"], PACS_MAC, pacs_mode);
+    pacs.policy_id = 2;
+    let pacs_rules = if pacs_allows {
+        vec![Rule {
+            rule_id: 2001,
+            name: "dicom-in".into(),
+            direction: Direction::ToDevice,
+            proto: Proto::Tcp,
+            peers: vec!["192.0.2.0/24".parse().unwrap()],
+            ports: Some(PortRange { lo: 104, hi: 104 }),
+            idle_timeout_s: 600,
+        }]
+    } else {
+        vec![]
+    };
+    let policies = vec![
+        PolicyEntry {
+            policy_id: 1,
+            profile: "infusion-pump".into(),
+            rules: reference_rules(),
+        },
+        PolicyEntry {
+            policy_id: 2,
+            profile: "pacs".into(),
+            rules: pacs_rules,
+        },
+    ];
+    let mut devices = reference_devices();
+    devices.push(pacs);
+    wardgate_policy::lower::lower("gw-test", generation, devices, policies).unwrap()
+}
+
+#[test]
+fn a_flow_between_two_devices_needs_both_policies_and_passes_both_ways() {
+    let (_pin, mut dp) = datapath("d2d");
+    dp.apply(&pump_and_pacs(2, Mode::Enforce, true)).unwrap();
+    // Pump -> PACS: the pump's from-device rule at its ingress, the PACS's to-device rule at
+    // the PACS's egress.
+    let syn = frame(PUMP_MAC, "192.0.2.10:40100", "198.51.100.10:104", L4::Syn);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    expect(&mut dp, false, &syn, TC_ACT_OK, Reason::PassPolicy);
+    // The SYN-ACK carries the PACS's MAC at the PACS's ingress and the pump's at its egress.
+    let syn_ack = frame(PACS_MAC, "198.51.100.10:104", "192.0.2.10:40100", L4::Ack);
+    expect(&mut dp, true, &syn_ack, TC_ACT_OK, Reason::PassReply);
+    expect(&mut dp, false, &syn_ack, TC_ACT_OK, Reason::PassReply);
+    let ack = frame(PUMP_MAC, "192.0.2.10:40100", "198.51.100.10:104", L4::Ack);
+    for _ in 0..3 {
+        expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+        expect(&mut dp, false, &ack, TC_ACT_OK, Reason::PassEstablished);
+        expect(&mut dp, true, &syn_ack, TC_ACT_OK, Reason::PassReply);
+        expect(&mut dp, false, &syn_ack, TC_ACT_OK, Reason::PassReply);
+    }
+    // The PACS's MAC cannot stand in for the pump on the pump's side, nor the other way.
+    let wrong = frame(PACS_MAC, "192.0.2.10:40100", "198.51.100.10:104", L4::Ack);
+    expect(&mut dp, true, &wrong, TC_ACT_SHOT, Reason::DropSpoof);
+
+    // Without the PACS's to-device rule the pump's rule alone is not enough.
+    dp.apply(&pump_and_pacs(3, Mode::Enforce, false)).unwrap();
+    let syn = frame(PUMP_MAC, "192.0.2.10:40101", "198.51.100.10:104", L4::Syn);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    expect(&mut dp, false, &syn, TC_ACT_SHOT, Reason::DropPolicy);
+    // ... and the established flow is cut at the PACS's side.
+    expect(&mut dp, false, &ack, TC_ACT_SHOT, Reason::DropPolicy);
+
+    // Quarantine of either end cuts it.
+    dp.apply(&pump_and_pacs(4, Mode::Quarantine, true)).unwrap();
+    // (re-checked once under the new generation, still allowed on the pump's side)
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassPolicy);
+    expect(&mut dp, false, &ack, TC_ACT_SHOT, Reason::DropQuarantine);
+    let mut state = pump_and_pacs(5, Mode::Enforce, true);
+    state.devices[0].mode = Mode::Quarantine;
+    dp.apply(&state).unwrap();
+    expect(&mut dp, true, &ack, TC_ACT_SHOT, Reason::DropQuarantine);
+}
+
+#[test]
+fn a_known_mac_at_an_unlisted_address_is_that_device() {
+    let (_pin, mut dp) = datapath("unlisted");
+    // Enforced: spoofing, whatever the destination (an allowed one too).
+    for dst in ["198.51.100.10:445", "198.51.100.10:104"] {
+        let f = frame(PUMP_MAC, "192.0.2.200:40200", dst, L4::Syn);
+        expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropSpoof);
+    }
+    // A SLAAC / temporary IPv6 address.
+    let f = frame(
+        PUMP_MAC,
+        "[2001:db8:1::beef]:40201",
+        "[2001:db8:100::10]:104",
+        L4::Syn,
+    );
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropSpoof);
+    // Traffic to an unlisted address delivered to the pump's MAC.
+    let f = frame_to(
+        GW_MAC,
+        PUMP_MAC,
+        "198.51.100.20:33000",
+        "192.0.2.200:2575",
+        L4::Syn,
+    );
+    expect(&mut dp, false, &f, TC_ACT_SHOT, Reason::DropSpoof);
+
+    // Learning: passed, tracked, reported once as a new address.
+    let f = frame(LEARNER_MAC, "192.0.2.201:40202", "203.0.113.9:443", L4::Syn);
+    expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassNewAddress);
+    let reply = frame_to(
+        GW_MAC,
+        LEARNER_MAC,
+        "203.0.113.9:443",
+        "192.0.2.201:40202",
+        L4::Ack,
+    );
+    expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassReply);
+    let evs: Vec<_> = events(&mut dp)
+        .into_iter()
+        .map(|e| (e.kind, e.device_id))
+        .collect();
+    let mut want = vec![(EventKind::Spoof, 1); 4];
+    want.push((EventKind::NewAddress, 4));
+    assert_eq!(evs, want);
+
+    // Addresses that are nobody's identity (DHCP's 0.0.0.0) follow the gateway default.
+    let dhcp = frame_to(
+        PUMP_MAC,
+        [0xff; 6],
+        "0.0.0.0:68",
+        "255.255.255.255:67",
+        L4::Udp,
+    );
+    expect(&mut dp, true, &dhcp, TC_ACT_OK, Reason::PassUnknownDevice);
+}
+
+#[test]
+fn management_flows_are_tracked_and_never_matched_on_a_source_port() {
+    let (_pin, mut dp) = datapath("mgmt");
+    // From the management host's SSH port to every port of a quarantined device: refused.
+    let f = frame(GW_MAC, "203.0.113.1:22", "192.0.2.12:3389", L4::Syn);
+    expect(&mut dp, false, &f, TC_ACT_SHOT, Reason::DropQuarantine);
+    let f = frame(GW_MAC, "203.0.113.1:22", "192.0.2.10:40007", L4::Ack);
+    expect(&mut dp, false, &f, TC_ACT_SHOT, Reason::DropPolicy);
+    // Opened from the management side to the device's managed port: passes, and so does the
+    // device's reply (through conntrack).
+    let syn = frame(GW_MAC, "203.0.113.1:50000", "192.0.2.12:22", L4::Syn);
+    expect(&mut dp, false, &syn, TC_ACT_OK, Reason::PassMgmt);
+    let reply = frame(
+        [2, 0, 0, 0, 0, 0x0c],
+        "192.0.2.12:22",
+        "203.0.113.1:50000",
+        L4::Ack,
+    );
+    expect(&mut dp, true, &reply, TC_ACT_OK, Reason::PassReply);
+    // A device spoofing toward the management service is a spoof, reported as one.
+    let evil = frame(EVIL_MAC, "192.0.2.10:40300", "203.0.113.1:22", L4::Syn);
+    expect(&mut dp, true, &evil, TC_ACT_SHOT, Reason::DropSpoof);
+    let evs = events(&mut dp);
+    assert!(
+        evs.iter()
+            .any(|e| e.kind == EventKind::Spoof && e.src_mac == EVIL_MAC),
+        "{evs:?}"
+    );
+}
+
+/// An ICMP error from `router` to the sender of `quoted` (a frame), quoting its IP header and
+/// first 8 transport bytes.
+fn icmp_error(router: [u8; 16], quoted: &[u8], v6: bool, to_mac: [u8; 6]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let b = etherparse::PacketBuilder::ethernet2(GW_MAC, to_mac);
+    if v6 {
+        let inner = &quoted[14..14 + 40 + 8];
+        let dst: [u8; 16] = quoted[14 + 8..14 + 24].try_into().unwrap();
+        b.ipv6(router, dst, 64)
+            .icmpv6_raw(2, 0, 1280u32.to_be_bytes())
+            .write(&mut out, inner)
+            .unwrap();
+    } else {
+        let inner = &quoted[14..14 + 20 + 8];
+        let dst: [u8; 4] = quoted[14 + 12..14 + 16].try_into().unwrap();
+        let src: [u8; 4] = router[..4].try_into().unwrap();
+        b.ipv4(src, dst, 64)
+            .icmpv4_raw(3, 4, [0, 0, 0x05, 0x78])
+            .write(&mut out, inner)
+            .unwrap();
+    }
+    out
+}
+
+#[test]
+fn icmp_errors_pass_only_for_tracked_flows() {
+    let (_pin, mut dp) = datapath("icmperr");
+    let mut router = [0u8; 16];
+    router[..4].copy_from_slice(&[203, 0, 113, 254]);
+    let syn = frame(PUMP_MAC, "192.0.2.10:40400", "198.51.100.10:104", L4::Syn);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    // Fragmentation needed, about the tracked DICOM flow: path-MTU discovery works.
+    let err = icmp_error(router, &syn, false, PUMP_MAC);
+    expect(&mut dp, false, &err, TC_ACT_OK, Reason::PassRelated);
+    // About a flow nobody opened: judged like any packet (no rule lets ICMP in).
+    let other = frame(PUMP_MAC, "192.0.2.10:40401", "198.51.100.10:104", L4::Syn);
+    let err = icmp_error(router, &other, false, PUMP_MAC);
+    expect(&mut dp, false, &err, TC_ACT_SHOT, Reason::DropPolicy);
+    // A quote whose sender is not the error's destination.
+    let mut forged = icmp_error(router, &syn, false, PUMP_MAC);
+    let quoted_src = 14 + 20 + 8 + 12;
+    forged[quoted_src + 3] = 11;
+    expect(&mut dp, false, &forged, TC_ACT_SHOT, Reason::DropPolicy);
+
+    // IPv6 packet too big.
+    let syn6 = frame(
+        PUMP_MAC,
+        "[2001:db8:1::10]:40402",
+        "[2001:db8:100::10]:104",
+        L4::Syn,
+    );
+    expect(&mut dp, true, &syn6, TC_ACT_OK, Reason::PassPolicy);
+    let router6: [u8; 16] = "2001:db8:ffff::1"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let err6 = icmp_error(router6, &syn6, true, PUMP_MAC);
+    expect(&mut dp, false, &err6, TC_ACT_OK, Reason::PassRelated);
+    let other6 = frame(
+        PUMP_MAC,
+        "[2001:db8:1::10]:40403",
+        "[2001:db8:100::10]:104",
+        L4::Syn,
+    );
+    let err6 = icmp_error(router6, &other6, true, PUMP_MAC);
+    expect(&mut dp, false, &err6, TC_ACT_SHOT, Reason::DropPolicy);
+}
+
+fn v6(a: &str) -> [u8; 16] {
+    a.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+/// An ICMPv6 message (type `ty`) with `body` after the 4-byte rest-of-header `rest`.
+fn icmpv6(
+    src_mac: [u8; 6],
+    src: &str,
+    dst: &str,
+    hop_limit: u8,
+    ty: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(src_mac, [0x33, 0x33, 0, 0, 0, 1])
+        .ipv6(v6(src), v6(dst), hop_limit)
+        .icmpv6_raw(ty, 0, rest)
+        .write(&mut out, body)
+        .unwrap();
+    out
+}
+
+#[test]
+fn neighbour_discovery_and_mld_pass_only_as_link_local_control() {
+    let (_pin, mut dp) = datapath("nd");
+    let target = [0u8; 16];
+    let ns = |hop, dst| icmpv6(PUMP_MAC, "2001:db8:1::10", dst, hop, 135, [0; 4], &target);
+    expect(
+        &mut dp,
+        true,
+        &ns(255, "ff02::1:ff00:1"),
+        TC_ACT_OK,
+        Reason::PassNeighbour,
+    );
+    // Forwarded (hop limit below 255) or routable: judged like any packet.
+    expect(
+        &mut dp,
+        true,
+        &ns(64, "ff02::1:ff00:1"),
+        TC_ACT_SHOT,
+        Reason::DropPolicy,
+    );
+    expect(
+        &mut dp,
+        true,
+        &ns(255, "2001:db8:100::10"),
+        TC_ACT_SHOT,
+        Reason::DropPolicy,
+    );
+    // MLD: hop limit 1 from a link-local source only.
+    let mld = |src, hop| icmpv6(PUMP_MAC, src, "ff02::16", hop, 143, [0; 4], &[]);
+    expect(
+        &mut dp,
+        true,
+        &mld("fe80::a", 1),
+        TC_ACT_OK,
+        Reason::PassNeighbour,
+    );
+    expect(
+        &mut dp,
+        true,
+        &mld("2001:db8:1::10", 1),
+        TC_ACT_SHOT,
+        Reason::DropPolicy,
+    );
+    expect(
+        &mut dp,
+        true,
+        &mld("2001:db8:1::10", 64),
+        TC_ACT_SHOT,
+        Reason::DropPolicy,
+    );
+    // A neighbour advertisement claiming the pump's address from another MAC.
+    let mut body = v6("2001:db8:1::10").to_vec();
+    body.extend_from_slice(&[2, 1]);
+    body.extend_from_slice(&EVIL_MAC);
+    let na = icmpv6(
+        EVIL_MAC,
+        "fe80::ee",
+        "ff02::1",
+        255,
+        136,
+        [0x20, 0, 0, 0],
+        &body,
+    );
+    expect(&mut dp, true, &na, TC_ACT_SHOT, Reason::DropSpoof);
+    // The option naming another MAC than the frame's.
+    let na = icmpv6(
+        PUMP_MAC,
+        "fe80::a",
+        "ff02::1",
+        255,
+        136,
+        [0x20, 0, 0, 0],
+        &body,
+    );
+    expect(&mut dp, true, &na, TC_ACT_SHOT, Reason::DropSpoof);
+    // The pump advertising its own address.
+    let mut own = v6("2001:db8:1::10").to_vec();
+    own.extend_from_slice(&[2, 1]);
+    own.extend_from_slice(&PUMP_MAC);
+    let na = icmpv6(
+        PUMP_MAC,
+        "fe80::a",
+        "ff02::1",
+        255,
+        136,
+        [0x20, 0, 0, 0],
+        &own,
+    );
+    expect(&mut dp, true, &na, TC_ACT_OK, Reason::PassNeighbour);
+    let evs = events(&mut dp);
+    assert_eq!(
+        evs.iter()
+            .filter(|e| e.kind == EventKind::Spoof && e.device_id == 1)
+            .count(),
+        2,
+        "{evs:?}"
+    );
+}
+
+/// An Ethernet/IPv4 ARP reply: `sender_ip` is at `sender_mac`.
+fn arp(frame_mac: [u8; 6], sender_mac: [u8; 6], sender_ip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&frame_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&sender_ip);
+    f.extend_from_slice(&GW_MAC);
+    f.extend_from_slice(&[192, 0, 2, 1]);
+    f
+}
+
+#[test]
+fn arp_claims_on_listed_addresses_are_checked() {
+    let (_pin, mut dp) = datapath("arp");
+    let pump_ip = [192, 0, 2, 10];
+    expect(
+        &mut dp,
+        true,
+        &arp(PUMP_MAC, PUMP_MAC, pump_ip),
+        TC_ACT_OK,
+        Reason::PassArp,
+    );
+    // Poisoning: another MAC claims the pump's address (in the frame, or only in the body).
+    expect(
+        &mut dp,
+        true,
+        &arp(EVIL_MAC, EVIL_MAC, pump_ip),
+        TC_ACT_SHOT,
+        Reason::DropSpoof,
+    );
+    expect(
+        &mut dp,
+        true,
+        &arp(PUMP_MAC, EVIL_MAC, pump_ip),
+        TC_ACT_SHOT,
+        Reason::DropSpoof,
+    );
+    // The enforced pump claiming an address not listed for it.
+    expect(
+        &mut dp,
+        true,
+        &arp(PUMP_MAC, PUMP_MAC, [192, 0, 2, 200]),
+        TC_ACT_SHOT,
+        Reason::DropSpoof,
+    );
+    // A learner doing the same is reported as a new address; probes claim nothing.
+    expect(
+        &mut dp,
+        true,
+        &arp(LEARNER_MAC, LEARNER_MAC, [192, 0, 2, 201]),
+        TC_ACT_OK,
+        Reason::PassNewAddress,
+    );
+    expect(
+        &mut dp,
+        true,
+        &arp(EVIL_MAC, EVIL_MAC, [0, 0, 0, 0]),
+        TC_ACT_OK,
+        Reason::PassArp,
+    );
+    // ARP toward devices comes from the gateway itself.
+    expect(
+        &mut dp,
+        false,
+        &arp(GW_MAC, GW_MAC, [192, 0, 2, 1]),
+        TC_ACT_OK,
+        Reason::PassArp,
+    );
+    let evs = events(&mut dp);
+    let kinds: Vec<_> = evs.iter().map(|e| (e.kind, e.device_id)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::Spoof, 1),
+            (EventKind::Spoof, 1),
+            (EventKind::Spoof, 1),
+            (EventKind::NewAddress, 4)
+        ]
+    );
+}
+
+#[test]
+fn traffic_to_a_device_goes_only_to_its_mac() {
+    let (_pin, mut dp) = datapath("dstmac");
+    let syn = frame(PUMP_MAC, "192.0.2.10:40500", "198.51.100.10:104", L4::Syn);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    let reply = frame(GW_MAC, "198.51.100.10:104", "192.0.2.10:40500", L4::Ack);
+    expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassReply);
+    // The gateway's neighbour entry for the pump was poisoned: replies go to another MAC.
+    let stolen = frame_to(
+        GW_MAC,
+        EVIL_MAC,
+        "198.51.100.10:104",
+        "192.0.2.10:40500",
+        L4::Ack,
+    );
+    expect(&mut dp, false, &stolen, TC_ACT_SHOT, Reason::DropSpoof);
+    let hl7 = frame_to(
+        GW_MAC,
+        EVIL_MAC,
+        "198.51.100.20:33001",
+        "192.0.2.10:2575",
+        L4::Syn,
+    );
+    expect(&mut dp, false, &hl7, TC_ACT_SHOT, Reason::DropSpoof);
+}
+
+/// `f` with an 802.1Q tag (and an 802.1ad tag outside it when `double`).
+fn tagged(f: &[u8], tags: &[[u8; 2]]) -> Vec<u8> {
+    let mut out = f[..12].to_vec();
+    for (i, tpid) in tags.iter().enumerate() {
+        out.extend_from_slice(tpid);
+        out.extend_from_slice(&(100 + i as u16).to_be_bytes());
+    }
+    out.extend_from_slice(&f[12..]);
+    out
+}
+
+#[test]
+fn vlan_tagged_frames_have_their_inner_ip_enforced() {
+    let (_pin, mut dp) = datapath("vlan");
+    let q = [0x81, 0x00];
+    let ad = [0x88, 0xa8];
+    let denied = frame(PUMP_MAC, "192.0.2.10:40600", "198.51.100.10:445", L4::Syn);
+    let allowed = frame(PUMP_MAC, "192.0.2.10:40601", "198.51.100.10:104", L4::Syn);
+    for tags in [&[q][..], &[ad, q][..]] {
+        expect(
+            &mut dp,
+            true,
+            &tagged(&denied, tags),
+            TC_ACT_SHOT,
+            Reason::DropPolicy,
+        );
+    }
+    expect(
+        &mut dp,
+        true,
+        &tagged(&allowed, &[q]),
+        TC_ACT_OK,
+        Reason::PassPolicy,
+    );
+    let allowed = frame(PUMP_MAC, "192.0.2.10:40602", "198.51.100.10:104", L4::Syn);
+    expect(
+        &mut dp,
+        true,
+        &tagged(&allowed, &[ad, q]),
+        TC_ACT_OK,
+        Reason::PassPolicy,
+    );
+    // A third tag is never parsed, nor passed.
+    expect(
+        &mut dp,
+        true,
+        &tagged(&allowed, &[ad, q, q]),
+        TC_ACT_SHOT,
+        Reason::DropVlan,
+    );
+    // Configured to drop tagged frames.
+    let mut cfg = gateway_config(false, false);
+    cfg.vlan_action = wardgate_common::ACTION_DROP;
+    dp.set_gateway_config(&cfg).unwrap();
+    expect(
+        &mut dp,
+        true,
+        &tagged(&allowed, &[q]),
+        TC_ACT_SHOT,
+        Reason::DropVlan,
+    );
+    expect(&mut dp, true, &allowed, TC_ACT_OK, Reason::PassEstablished);
+}
+
+#[test]
+fn a_deny_flood_does_not_use_up_the_spoof_budget_and_losses_are_counted() {
+    let (_pin, mut dp) = datapath("budget");
+    for port in 0..300u16 {
+        let f = frame(
+            PUMP_MAC,
+            "192.0.2.10:40700",
+            &format!("198.51.100.10:{}", 1000 + port),
+            L4::Syn,
+        );
+        assert_eq!(run(&mut dp, true, &f), TC_ACT_SHOT);
+    }
+    let spoof = frame(EVIL_MAC, "192.0.2.10:40701", "198.51.100.10:104", L4::Syn);
+    expect(&mut dp, true, &spoof, TC_ACT_SHOT, Reason::DropSpoof);
+    let evs = events(&mut dp);
+    assert!(
+        evs.iter()
+            .any(|e| e.kind == EventKind::Spoof && e.device_id == 1),
+        "the spoof was reported despite the deny flood: {evs:?}"
+    );
+    let lost = dp.events_lost().unwrap();
+    let denies_lost = lost
+        .get(&(
+            wardgate_agent::datapath::convert::LossReason::RateLimited,
+            EventKind::Deny,
+        ))
+        .copied()
+        .unwrap_or(0);
+    let delivered = evs.iter().filter(|e| e.kind == EventKind::Deny).count() as u64;
+    assert_eq!(
+        denies_lost + delivered,
+        300,
+        "every deny delivered or counted lost"
+    );
+    assert!(denies_lost >= 200, "{lost:?}");
+}
+
+#[test]
+fn a_device_over_its_flow_cap_cannot_track_more_flows() {
+    let (_pin, mut dp) = datapath("flowcap");
+    let mut devices = reference_devices();
+    devices[0].max_flows = 5; // pump, enforce
+    devices[3].max_flows = 3; // learner
+    dp.apply(&state_with(2, devices, reference_rules()))
+        .unwrap();
+    for i in 0..5u16 {
+        let f = frame(
+            PUMP_MAC,
+            &format!("192.0.2.10:{}", 41000 + i),
+            "198.51.100.10:104",
+            L4::Syn,
+        );
+        expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassPolicy);
+    }
+    for i in 5..8u16 {
+        let f = frame(
+            PUMP_MAC,
+            &format!("192.0.2.10:{}", 41000 + i),
+            "198.51.100.10:104",
+            L4::Syn,
+        );
+        expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropFlowCap);
+    }
+    // Tracked flows keep passing; other devices keep their own budget.
+    let ack = frame(PUMP_MAC, "192.0.2.10:41000", "198.51.100.10:104", L4::Ack);
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    let other = frame(
+        [2, 0, 0, 0, 0, 0x0b],
+        "192.0.2.11:41000",
+        "198.51.100.10:104",
+        L4::Syn,
+    );
+    expect(&mut dp, true, &other, TC_ACT_OK, Reason::PassPolicy);
+    // A learner over its cap passes untracked.
+    for i in 0..4u16 {
+        let f = frame(
+            LEARNER_MAC,
+            &format!("192.0.2.13:{}", 41000 + i),
+            "203.0.113.80:445",
+            L4::Syn,
+        );
+        let reason = if i < 3 {
+            Reason::PassLearn
+        } else {
+            Reason::PassUntracked
+        };
+        expect(&mut dp, true, &f, TC_ACT_OK, reason);
+    }
+    let evs = events(&mut dp);
+    let caps: Vec<_> = evs
+        .iter()
+        .filter(|e| e.kind == EventKind::FlowCap)
+        .map(|e| e.device_id)
+        .collect();
+    assert_eq!(caps, vec![1, 4], "reported once per device: {evs:?}");
 }

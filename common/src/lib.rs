@@ -17,16 +17,19 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/wardgate";
 pub mod map_names {
     pub const ACTIVE: &str = "WG_ACTIVE_V1";
     pub const SLOTS: &str = "WG_SLOTS_V1";
-    pub const CONFIG: &str = "WG_CONFIG_V1";
-    pub const DEVICES: &str = "WG_DEV_V1";
+    pub const CONFIG: &str = "WG_CONFIG_V2";
+    pub const DEVICES: &str = "WG_DEV_V2";
+    pub const MACS: &str = "WG_MAC_V1";
     pub const PEERS: &str = "WG_PEER_V1";
     pub const PEERS_HOST: &str = "WG_PEERH_V1";
     pub const PORTS: &str = "WG_PORT_V1";
     pub const PORTS_EXACT: &str = "WG_PORTX_V1";
     pub const MGMT: &str = "WG_MGMT_V1";
-    pub const CONNTRACK: &str = "WG_CT_V1";
+    pub const CONNTRACK: &str = "WG_CT_V2";
     pub const STATS: &str = "WG_STATS_V1";
-    pub const RATE: &str = "WG_RATE_V1";
+    pub const RATE: &str = "WG_RATE_V2";
+    pub const EVENTS_LOST: &str = "WG_EVLOST_V1";
+    pub const FLOW_CAP: &str = "WG_FLOWCAP_V1";
     pub const EVENTS: &str = "WG_EVENTS_V1";
     pub const FRAGMENTS: &str = "WG_FRAG_V1";
 }
@@ -49,7 +52,10 @@ pub mod capacity {
     pub const PORTS: u32 = 262_144;
     pub const MGMT: u32 = 256;
     pub const CONNTRACK: u32 = 262_144;
-    pub const RATE: u32 = 16_384;
+    /// Event token buckets: one per device and event kind.
+    pub const RATE: u32 = 65_536;
+    /// New-flow token buckets, indexed by device id modulo this (a power of two).
+    pub const FLOW_CAP: u32 = 16_384;
     /// Fragmented datagrams in flight whose first fragment passed.
     pub const FRAGMENTS: u32 = 8_192;
     /// Ring buffer size in bytes (power of two, multiple of the page size).
@@ -92,6 +98,10 @@ pub const CT_LEARNED: u32 = 1 << 2;
 pub const CT_CLOSING_TIMEOUT_S: u32 = 10;
 /// Idle timeout used when a rule gives none.
 pub const CT_DEFAULT_TIMEOUT_S: u32 = 300;
+/// Flows a device may have tracked when its profile sets no cap (`DeviceInfo::max_flows` 0).
+pub const CT_DEFAULT_MAX_FLOWS: u32 = 8_192;
+/// Admitted by the management allowlist, not by a profile rule.
+pub const CT_MGMT: u32 = 1 << 3;
 
 /// Event kinds (`Event::kind`).
 pub const EVENT_NEW_FLOW: u32 = 1;
@@ -99,6 +109,17 @@ pub const EVENT_DENY: u32 = 2;
 pub const EVENT_WOULD_DENY: u32 = 3;
 pub const EVENT_SPOOF: u32 = 4;
 pub const EVENT_UNKNOWN_DEVICE: u32 = 5;
+/// A known device (by MAC) used an address that is not listed for it (learn/monitor).
+pub const EVENT_NEW_ADDRESS: u32 = 6;
+/// A device reached its cap of tracked flows (reported once until its budget recovers).
+pub const EVENT_FLOW_CAP: u32 = 7;
+/// Event kinds are below this (sizes the per-kind loss counters).
+pub const EVENT_KINDS: u32 = 8;
+
+/// Why an event was not delivered (`WG_EVLOST_V1` is indexed `reason * EVENT_KINDS + kind`).
+pub const LOST_RATE_LIMITED: u32 = 0;
+pub const LOST_RING_FULL: u32 = 1;
+pub const LOST_REASONS: u32 = 2;
 
 /// Device table key: one entry per device address per slot.
 #[repr(C)]
@@ -121,8 +142,22 @@ pub struct DeviceInfo {
     pub flags: u32,
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// Cap on tracked flows (`CT_DEFAULT_MAX_FLOWS` when 0).
+    pub max_flows: u32,
+    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<DeviceInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<DeviceInfo>() == 32);
+
+/// Device table by MAC (`WG_MAC_V1`): who a frame is from when its address is not listed, and
+/// who may claim an address in ARP and neighbour discovery. One entry per device per slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MacKey {
+    pub slot: u8,
+    pub _pad: u8,
+    pub mac: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
 
 /// Peer stage key. Single hosts (/32, /128) go to a hash map keyed by the whole struct
 /// (`WG_PEERH_V1`); CIDRs to an LPM trie over (slot, direction, family, policy) exactly, then
@@ -218,11 +253,18 @@ pub struct GatewayConfig {
     pub event_rate: u32,
     /// Token bucket size per device.
     pub event_burst: u32,
+    /// `ACTION_PASS`: enforce the IP packet inside 802.1Q / 802.1ad tags (up to two);
+    /// `ACTION_DROP`: drop tagged frames.
+    pub vlan_action: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 24);
 
 /// Connection-tracking key, normalized: endpoint `a` is the smaller (address, port) of the two,
-/// so both directions of a flow find the same entry with one lookup.
+/// so both directions of a flow find the same entry with one lookup. An entry is one device's
+/// view of a flow: `dev_is_a` says which endpoint is the device (the source at ingress, the
+/// destination at egress), so a flow between two devices behind one gateway has two entries,
+/// each admitted by its own device's policy.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct CtKey {
@@ -232,7 +274,9 @@ pub struct CtKey {
     pub b_port_be: [u8; 2],
     pub proto: u8,
     pub family: u8,
-    pub _pad: [u8; 2],
+    /// 1 if endpoint `a` is the device this entry belongs to.
+    pub dev_is_a: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<CtKey>() == 40);
 
@@ -252,9 +296,11 @@ pub struct CtValue {
     pub direction: u8,
     /// 1 if the packet that opened the flow was sent by endpoint `a` of the key.
     pub opener_is_a: u8,
-    /// The device's MAC when the entry was made: checked on the fast path against spoofing.
+    /// The device's MAC when the entry was made: checked on the fast path against spoofing
+    /// (source MAC from the device, destination MAC to it).
     pub dev_mac: [u8; 6],
-    pub _pad2: [u8; 4],
+    /// The interface the entry was admitted on; it answers only there.
+    pub ifindex: u32,
 }
 const _: () = assert!(core::mem::size_of::<CtValue>() == 56);
 
@@ -280,6 +326,33 @@ pub struct FragValue {
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<FragValue>() == 16);
+
+/// Event token bucket key: a separate budget per device and event kind, so a flood of denies
+/// cannot use up the budget of a spoofing report.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RateKey {
+    pub device_id: u32,
+    pub kind: u32,
+}
+const _: () = assert!(core::mem::size_of::<RateKey>() == 8);
+
+/// New-flow budget of one device: a token bucket of `max_flows` tokens refilled at
+/// `max_flows` per `CT_DEFAULT_TIMEOUT_S`, so in steady state a device holds at most about
+/// `max_flows` live entries (entries live about one idle timeout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCapState {
+    /// Tokens scaled by `CT_DEFAULT_TIMEOUT_S * 1e9` (one flow = that many).
+    pub tokens: u64,
+    pub last_ns: u64,
+    /// 1 once the cap was reported; cleared when the budget is back above half.
+    pub reported: u32,
+    /// The device this slot belongs to (slots are indexed by device id modulo capacity; a
+    /// slot taken over by another id starts afresh).
+    pub device_id: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowCapState>() == 24);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -318,6 +391,9 @@ mod pod {
     // Safety: every type below is repr(C), Copy, has explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::DeviceKey {}
     unsafe impl aya::Pod for super::DeviceInfo {}
+    unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::RateKey {}
+    unsafe impl aya::Pod for super::FlowCapState {}
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::PeerValue {}
     unsafe impl aya::Pod for super::PortKey {}

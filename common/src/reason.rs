@@ -30,6 +30,14 @@ pub enum Reason {
     PassSpoofReported = 10,
     /// Later fragment of a datagram whose first fragment passed.
     PassFragment = 11,
+    /// ICMP error (unreachable, time exceeded, parameter problem, packet too big) about a
+    /// tracked flow: its inner header matched the flow's entry.
+    PassRelated = 12,
+    /// A known device (by MAC) at an address not listed for it, in learn or monitor mode:
+    /// passed and reported as a new address.
+    PassNewAddress = 13,
+    /// A device over its cap of tracked flows, in learn or monitor mode: passed untracked.
+    PassUntracked = 14,
     /// Policy denies the flow (device in enforce mode).
     DropPolicy = 16,
     /// Device is quarantined.
@@ -45,13 +53,18 @@ pub enum Reason {
     /// Non-first fragment from/to an enforced device whose first fragment did not pass here
     /// (or that would overlap the transport header): no ports to check.
     DropFragment = 22,
+    /// 802.1Q / 802.1ad tagged frame and the gateway drops tagged frames (or more than two
+    /// tags).
+    DropVlan = 23,
+    /// New flow of an enforced device that reached its cap of tracked flows.
+    DropFlowCap = 24,
 }
 
 impl Reason {
     /// Size of the counters array; every discriminant is below it.
     pub const COUNT: u32 = 32;
 
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 24] = [
         Reason::PassEstablished,
         Reason::PassReply,
         Reason::PassPolicy,
@@ -64,6 +77,9 @@ impl Reason {
         Reason::PassNeighbour,
         Reason::PassSpoofReported,
         Reason::PassFragment,
+        Reason::PassRelated,
+        Reason::PassNewAddress,
+        Reason::PassUntracked,
         Reason::DropPolicy,
         Reason::DropQuarantine,
         Reason::DropSpoof,
@@ -71,6 +87,8 @@ impl Reason {
         Reason::DropNonIp,
         Reason::DropMalformed,
         Reason::DropFragment,
+        Reason::DropVlan,
+        Reason::DropFlowCap,
     ];
 
     pub const fn is_drop(self) -> bool {
@@ -102,6 +120,9 @@ impl Reason {
             Reason::PassNeighbour => "pass_neighbour",
             Reason::PassSpoofReported => "pass_spoof_reported",
             Reason::PassFragment => "pass_fragment",
+            Reason::PassRelated => "pass_related",
+            Reason::PassNewAddress => "pass_new_address",
+            Reason::PassUntracked => "pass_untracked",
             Reason::DropPolicy => "drop_policy",
             Reason::DropQuarantine => "drop_quarantine",
             Reason::DropSpoof => "drop_spoof",
@@ -109,6 +130,8 @@ impl Reason {
             Reason::DropNonIp => "drop_non_ip",
             Reason::DropMalformed => "drop_malformed",
             Reason::DropFragment => "drop_fragment",
+            Reason::DropVlan => "drop_vlan",
+            Reason::DropFlowCap => "drop_flow_cap",
         }
     }
 }

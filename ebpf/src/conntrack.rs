@@ -1,16 +1,23 @@
 //! Connection tracking in an LRU hash (per-CPU LRU lists). Keys are normalized (smaller endpoint
 //! first), so a packet in either direction finds its flow with one lookup; the value remembers
-//! which endpoint opened the flow. An entry is only trusted while its policy generation is
-//! current and it has not idled out; otherwise the slow path re-checks it.
+//! which endpoint opened the flow. An entry is one device's view of a flow: the key says which
+//! endpoint is the device (the source at ingress, the destination at egress), so a flow between
+//! two devices behind one gateway has one entry per device, each admitted by that device's own
+//! policy, and an entry opened by a learning device never answers for an enforced one.
+//!
+//! An entry is only trusted while its policy generation is current, it has not idled out, the
+//! packet is on the interface the entry was admitted on, and the device side of the frame
+//! carries the device's MAC (source from the device, destination to it); otherwise the slow
+//! path re-checks it.
 
 use wardgate_common::{
-    CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue, DIR_FROM_DEVICE,
-    DeviceInfo, PROTO_TCP, RuleValue,
+    CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_MAX_FLOWS, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue,
+    DIR_FROM_DEVICE, DeviceInfo, PROTO_TCP, RuleValue, capacity,
 };
 
 use crate::{
     flowcache::{self, FlowKey},
-    maps::WG_CT_V1,
+    maps::{WG_CT_V2, WG_FLOWCAP_V1},
     parse::{Packet, TCP_FIN, TCP_RST},
 };
 
@@ -29,33 +36,67 @@ pub enum Ct {
     StaleReply,
 }
 
-/// The normalized key of the packet's flow, and whether the packet's source is endpoint `a`.
+/// One direction of a flow as a packet (or the header quoted in an ICMP error) carries it.
+pub struct Tuple {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport_be: [u8; 2],
+    pub dport_be: [u8; 2],
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// The normalized key of a flow as seen by the device on the `dev_is_src` side, and whether
+/// the tuple's source is endpoint `a`.
 #[inline(always)]
-fn key(pkt: &Packet) -> (CtKey, bool) {
-    let src = (
-        u128::from_be_bytes(pkt.src),
-        u16::from_be_bytes(pkt.sport_be),
-    );
-    let dst = (
-        u128::from_be_bytes(pkt.dst),
-        u16::from_be_bytes(pkt.dport_be),
-    );
+pub fn key_of(t: &Tuple, dev_is_src: bool) -> (CtKey, bool) {
+    let src = (u128::from_be_bytes(t.src), u16::from_be_bytes(t.sport_be));
+    let dst = (u128::from_be_bytes(t.dst), u16::from_be_bytes(t.dport_be));
     let src_is_a = src <= dst;
     let (a, a_port, b, b_port) = if src_is_a {
-        (pkt.src, pkt.sport_be, pkt.dst, pkt.dport_be)
+        (t.src, t.sport_be, t.dst, t.dport_be)
     } else {
-        (pkt.dst, pkt.dport_be, pkt.src, pkt.sport_be)
+        (t.dst, t.dport_be, t.src, t.sport_be)
     };
     let key = CtKey {
         a,
         b,
         a_port_be: a_port,
         b_port_be: b_port,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
+        proto: t.proto,
+        family: t.family,
+        dev_is_a: u8::from(dev_is_src == src_is_a),
+        _pad: 0,
     };
     (key, src_is_a)
+}
+
+/// The key of the packet's flow at hook `dir`.
+#[inline(always)]
+fn key(pkt: &Packet, dir: u8) -> (CtKey, bool) {
+    let t = Tuple {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport_be: pkt.sport_be,
+        dport_be: pkt.dport_be,
+        proto: pkt.proto,
+        family: pkt.family,
+    };
+    key_of(&t, dir == DIR_FROM_DEVICE)
+}
+
+/// Whether the device side of an ICMP error matches a live entry: the quoted header `inner` is
+/// a packet of a tracked flow of the device at this hook (its source at egress, its destination
+/// at ingress). The entry is not touched: an error is not traffic of the flow.
+#[inline(always)]
+pub fn related(inner: &Tuple, pkt: &Packet, dir: u8, generation: u32, now: u64) -> bool {
+    let from_device = dir == DIR_FROM_DEVICE;
+    let (key, _) = key_of(inner, !from_device);
+    // Safety: the value is copied out at once.
+    let Some(v) = (unsafe { WG_CT_V2.get(&key) }).copied() else {
+        return false;
+    };
+    fresh(&v, generation, now) && v.dev_mac == pkt.dev_mac(from_device) && v.ifindex == pkt.ifindex
 }
 
 #[inline(always)]
@@ -80,19 +121,27 @@ fn touch(v: &mut CtValue, pkt: &Packet, now: u64) {
 /// packet's own direction when there is no entry). A valid hit fills the flow cache slot `fkey`.
 #[inline(always)]
 pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
-    let (key, src_is_a) = key(pkt);
-    let Some(v) = WG_CT_V1.get_ptr_mut(&key) else {
+    let (key, src_is_a) = key(pkt, dir);
+    let Some(v) = WG_CT_V2.get_ptr_mut(&key) else {
         return (Ct::Miss, dir);
     };
     // Safety: map value pointer from a successful lookup, valid for this program run.
     let v = unsafe { &mut *v };
     let forward = (v.opener_is_a != 0) == src_is_a;
-    // A packet from a device must carry the MAC the flow was opened with.
-    let mac_ok = dir != DIR_FROM_DEVICE || v.dev_mac == pkt.src_mac;
-    if fresh(v, generation, now) && mac_ok {
+    // The device side of the frame must carry the MAC the flow was opened with, on the
+    // interface it was opened on.
+    let dev_mac = pkt.dev_mac(dir == DIR_FROM_DEVICE);
+    if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex {
         touch(v, pkt, now);
-        let answered =
-            flowcache::fill(fkey, generation, now, v.idle_timeout_s, !forward, v.dev_mac);
+        let answered = flowcache::fill(
+            fkey,
+            generation,
+            now,
+            v.idle_timeout_s,
+            !forward,
+            v.dev_mac,
+            pkt.ifindex,
+        );
         v.packets += u64::from(answered);
         return (
             if forward { Ct::Established } else { Ct::Reply },
@@ -116,6 +165,7 @@ pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) 
 pub fn commit(
     ct: Ct,
     pkt: &Packet,
+    hook: u8,
     direction: u8,
     generation: u32,
     now: u64,
@@ -123,7 +173,7 @@ pub fn commit(
     rule: Option<&RuleValue>,
     flags: u32,
 ) {
-    let (key, src_is_a) = key(pkt);
+    let (key, src_is_a) = key(pkt, hook);
     let opener_is_a = if ct == Ct::StaleReply {
         !src_is_a
     } else {
@@ -146,16 +196,73 @@ pub fn commit(
         direction,
         opener_is_a: u8::from(opener_is_a),
         dev_mac: dev.mac,
-        _pad2: [0; 4],
+        ifindex: pkt.ifindex,
     };
     touch(&mut value, pkt, now);
-    let _ = WG_CT_V1.insert(&key, &value, 0);
+    let _ = WG_CT_V2.insert(&key, &value, 0);
 }
 
 /// Drops a stale entry whose flow the current policy no longer allows.
 #[inline(always)]
-pub fn forget(ct: Ct, pkt: &Packet) {
+pub fn forget(ct: Ct, pkt: &Packet, hook: u8) {
     if matches!(ct, Ct::StaleForward | Ct::StaleReply) {
-        let _ = WG_CT_V1.remove(&key(pkt).0);
+        let _ = WG_CT_V2.remove(&key(pkt, hook).0);
     }
+}
+
+/// The device's new-flow budget for an entry about to be created.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Track it.
+    Admit,
+    /// Over the cap; `true` the first time since the budget last recovered (report it).
+    Over(bool),
+}
+
+/// One flow costs this many tokens; a device's budget refills `max_flows` tokens per ns, so
+/// `max_flows` flows per default idle timeout.
+const FLOW_COST: u64 = CT_DEFAULT_TIMEOUT_S as u64 * 1_000_000_000;
+
+/// Conntrack fairness: a token bucket per device of `max_flows` flows, refilled at `max_flows`
+/// per default idle timeout. Entries live about one idle timeout, so in steady state a device
+/// holds about `max_flows` entries at most and cannot push everyone else's flows out of the
+/// LRU. Refreshing an existing (stale) entry costs nothing.
+#[inline(always)]
+pub fn admit(ct: Ct, dev: &DeviceInfo, now: u64) -> Budget {
+    if ct != Ct::Miss {
+        return Budget::Admit;
+    }
+    let max = if dev.max_flows == 0 {
+        CT_DEFAULT_MAX_FLOWS
+    } else {
+        dev.max_flows
+    };
+    let cap = u64::from(max) * FLOW_COST;
+    let Some(state) = WG_FLOWCAP_V1.get_ptr_mut(dev.device_id & (capacity::FLOW_CAP - 1)) else {
+        return Budget::Admit;
+    };
+    // Safety: array slot pointer, valid for this run. Races between CPUs can only admit one
+    // flow more or less, never corrupt memory.
+    let state = unsafe { &mut *state };
+    if state.device_id != dev.device_id || state.last_ns == 0 {
+        state.device_id = dev.device_id;
+        state.tokens = cap - FLOW_COST;
+        state.last_ns = now;
+        state.reported = 0;
+        return Budget::Admit;
+    }
+    let elapsed = now.saturating_sub(state.last_ns).min(FLOW_COST);
+    let tokens = (state.tokens + elapsed * u64::from(max)).min(cap);
+    state.last_ns = now;
+    if tokens < FLOW_COST {
+        state.tokens = tokens;
+        let first = state.reported == 0;
+        state.reported = 1;
+        return Budget::Over(first);
+    }
+    state.tokens = tokens - FLOW_COST;
+    if state.tokens > cap / 2 {
+        state.reported = 0;
+    }
+    Budget::Admit
 }

@@ -1,9 +1,13 @@
-//! Ring-buffer events, rate-limited per device with a token bucket.
+//! Ring-buffer events, rate-limited with a token bucket per device and event kind (a flood of
+//! one kind cannot use up another's budget: denies never hide a spoof). Every event not
+//! delivered is counted by why (rate limit, full ring buffer) and kind in `WG_EVLOST_V1`.
 
-use wardgate_common::{DeviceInfo, Event, RateState};
+use wardgate_common::{
+    DeviceInfo, EVENT_KINDS, Event, LOST_RATE_LIMITED, LOST_RING_FULL, RateKey, RateState,
+};
 
 use crate::{
-    maps::{WG_CONFIG_V1, WG_EVENTS_V1, WG_RATE_V1},
+    maps::{WG_CONFIG_V2, WG_EVENTS_V1, WG_EVLOST_V1, WG_RATE_V2},
     parse::Packet,
 };
 
@@ -48,8 +52,13 @@ impl<'a> Report<'a> {
 
     #[inline(always)]
     pub fn send(&self, kind: u32, reason: wardgate_common::Reason) {
-        if !take_token(self.device_id, self.now) {
-            return;
+        match take_token(self.device_id, kind, self.now) {
+            Budget::Take => {}
+            Budget::Empty => {
+                lost(LOST_RATE_LIMITED, kind);
+                return;
+            }
+            Budget::Off => return,
         }
         let pkt = self.pkt;
         let ev = Event {
@@ -71,21 +80,42 @@ impl<'a> Report<'a> {
             src_mac: pkt.src_mac,
             _pad2: [0; 2],
         };
-        let _ = WG_EVENTS_V1.output(&ev, 0);
+        if WG_EVENTS_V1.output(&ev, 0).is_err() {
+            lost(LOST_RING_FULL, kind);
+        }
     }
 }
 
 #[inline(always)]
-fn take_token(device_id: u32, now: u64) -> bool {
-    let Some(cfg) = WG_CONFIG_V1.get(0) else {
-        return false;
+fn lost(why: u32, kind: u32) {
+    if kind >= EVENT_KINDS {
+        return;
+    }
+    if let Some(n) = WG_EVLOST_V1.get_ptr_mut(why * EVENT_KINDS + kind) {
+        // Safety: this CPU's slot; nothing else runs on this CPU while we do.
+        unsafe { *n += 1 };
+    }
+}
+
+enum Budget {
+    Take,
+    Empty,
+    /// Events are switched off by configuration (rate 0): nothing is lost.
+    Off,
+}
+
+#[inline(always)]
+fn take_token(device_id: u32, kind: u32, now: u64) -> Budget {
+    let Some(cfg) = WG_CONFIG_V2.get(0) else {
+        return Budget::Off;
     };
     if cfg.event_rate == 0 {
-        return false;
+        return Budget::Off;
     }
+    let key = RateKey { device_id, kind };
     let cap = u64::from(cfg.event_burst.max(1)) * NS_PER_S;
     let rate = u64::from(cfg.event_rate);
-    if let Some(state) = WG_RATE_V1.get_ptr_mut(&device_id) {
+    if let Some(state) = WG_RATE_V2.get_ptr_mut(&key) {
         // Safety: map value pointer from a successful lookup. Races between CPUs can only
         // let an extra event through or lose one token, never corrupt memory.
         let state = unsafe { &mut *state };
@@ -94,15 +124,15 @@ fn take_token(device_id: u32, now: u64) -> bool {
         state.last_ns = now;
         if tokens < NS_PER_S {
             state.tokens = tokens;
-            return false;
+            return Budget::Empty;
         }
         state.tokens = tokens - NS_PER_S;
-        return true;
+        return Budget::Take;
     }
     let state = RateState {
         tokens: cap - NS_PER_S,
         last_ns: now,
     };
-    let _ = WG_RATE_V1.insert(&device_id, &state, 0);
-    true
+    let _ = WG_RATE_V2.insert(&key, &state, 0);
+    Budget::Take
 }

@@ -25,10 +25,13 @@ pub fn wg_floor_ct_insert(ctx: TcContext) -> i32 {
         flags: 0,
         mac: pkt.src_mac,
         _pad: [0; 2],
+        max_flows: 1,
+        _pad2: 2,
     };
     conntrack::commit(
         Ct::Miss,
         &pkt,
+        DIR_FROM_DEVICE,
         DIR_FROM_DEVICE,
         1,
         clock::now(),

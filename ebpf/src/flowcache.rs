@@ -4,8 +4,9 @@
 //! the trivial program); an array slot indexed by a hash computed here costs a few ns.
 //!
 //! Conntrack stays the authority. A slot is filled only from a valid conntrack hit and only
-//! answers while everything conntrack would check still holds: same tuple and hook, same policy
-//! generation, not idle past the entry's timeout, and (from the device) the same source MAC.
+//! answers while everything conntrack would check still holds: same tuple and hook, same
+//! interface, same policy generation, not idle past the entry's timeout, and the device's MAC on
+//! the device side of the frame (source from the device, destination to it).
 //! Anything else is a miss and takes the conntrack path, so a wrong or stale slot can cost time
 //! but never change a verdict. TCP packets with SYN, FIN or RST always take the conntrack path
 //! (handshakes open entries, FIN/RST shorten them). Every `SYNC_NS` a hit falls through to
@@ -54,7 +55,7 @@ pub struct FlowSlot {
     /// 1 once filled: a zeroed slot never matches.
     valid: u8,
     dev_mac: [u8; 6],
-    _pad: [u8; 4],
+    ifindex: u32,
 }
 
 #[map(name = "WG_FLOWCACHE_V1")]
@@ -114,10 +115,14 @@ pub fn lookup(key: &FlowKey, pkt: &Packet, hook: u8, generation: u32, now: u64) 
     let slot = WG_FLOWCACHE_V1.get_ptr_mut(index(key))?;
     // Safety: this CPU's slot; nothing else runs on this CPU while we do.
     let slot = unsafe { &mut *slot };
-    if slot.valid == 0 || slot.key != *key || slot.generation != generation {
+    if slot.valid == 0
+        || slot.key != *key
+        || slot.generation != generation
+        || slot.ifindex != pkt.ifindex
+    {
         return None;
     }
-    if hook == DIR_FROM_DEVICE && slot.dev_mac != pkt.src_mac {
+    if slot.dev_mac != pkt.dev_mac(hook == DIR_FROM_DEVICE) {
         return None;
     }
     if now.saturating_sub(slot.last_seen_ns) >= u64::from(slot.idle_timeout_s) * 1_000_000_000
@@ -140,6 +145,7 @@ pub fn fill(
     idle_timeout_s: u32,
     reply: bool,
     dev_mac: [u8; 6],
+    ifindex: u32,
 ) -> u32 {
     let Some(slot) = WG_FLOWCACHE_V1.get_ptr_mut(index(key)) else {
         return 0;
@@ -160,5 +166,6 @@ pub fn fill(
     slot.reply = u8::from(reply);
     slot.valid = 1;
     slot.dev_mac = dev_mac;
+    slot.ifindex = ifindex;
     pending
 }

@@ -2,9 +2,10 @@
 //! devices) of each device-facing interface, enforcing a per-device flow allowlist.
 //!
 //! Order of checks, cheapest and most common first:
-//! parse -> IPv6 neighbour discovery -> flow cache -> conntrack -> device -> spoofed MAC ->
-//! quarantine -> learn -> policy (two LPM lookups) -> conntrack entry; then, only for packets
-//! that would be dropped or reported, the management allowlist -> event.
+//! parse (VLAN tags, ARP claims) -> IPv6 link-local control plane -> ICMP errors about tracked
+//! flows -> flow cache -> conntrack -> device (by address, else by MAC) -> MAC of the device
+//! side -> quarantine -> learn -> policy (two LPM lookups) -> management allowlist for what
+//! would be dropped or reported -> conntrack entry (within the device's flow budget) -> event.
 #![no_std]
 #![no_main]
 #![allow(
@@ -12,12 +13,14 @@
     reason = "aya's #[classifier] generates the extern entry taking the raw skb pointer"
 )]
 
+mod claims;
 mod clock;
 mod conntrack;
 mod events;
 mod floor;
 mod flowcache;
 mod fragments;
+mod icmp;
 mod maps;
 mod parse;
 mod policy;
@@ -28,16 +31,19 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use wardgate_common::{
-    ACTION_DROP, CT_LEARNED, CT_WOULD_DENY, DIR_FROM_DEVICE, DIR_TO_DEVICE, EVENT_DENY,
-    EVENT_NEW_FLOW, EVENT_SPOOF, EVENT_UNKNOWN_DEVICE, EVENT_WOULD_DENY, MODE_ENFORCE, MODE_LEARN,
-    MODE_MONITOR, MODE_QUARANTINE, PROTO_ICMPV6, Reason,
+    ACTION_DROP, CT_LEARNED, CT_MGMT, CT_WOULD_DENY, DIR_FROM_DEVICE, DeviceInfo, EVENT_DENY,
+    EVENT_FLOW_CAP, EVENT_NEW_ADDRESS, EVENT_NEW_FLOW, EVENT_SPOOF, EVENT_UNKNOWN_DEVICE,
+    EVENT_WOULD_DENY, FAMILY_V4, MODE_ENFORCE, MODE_LEARN, MODE_MONITOR, MODE_QUARANTINE, Reason,
+    RuleValue,
 };
 
 use crate::{
-    conntrack::Ct,
+    claims::Claim,
+    conntrack::{Budget, Ct},
     events::Report,
-    maps::{WG_ACTIVE_V1, WG_CONFIG_V1, WG_SLOTS_V1, WG_STATS_V1},
-    parse::{Parsed, parse},
+    icmp::Control,
+    maps::{WG_ACTIVE_V1, WG_CONFIG_V2, WG_SLOTS_V1, WG_STATS_V1},
+    parse::{Arp, Packet, Parsed, parse},
 };
 
 #[classifier]
@@ -47,7 +53,7 @@ pub fn wg_ingress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn wg_egress(ctx: TcContext) -> i32 {
-    verdict(decide(&ctx, DIR_TO_DEVICE))
+    verdict(decide(&ctx, wardgate_common::DIR_TO_DEVICE))
 }
 
 /// Baseline for benchmarks: the cheapest possible classifier.
@@ -70,12 +76,20 @@ fn verdict(reason: Reason) -> i32 {
 }
 
 #[inline(always)]
+fn active() -> (u32, u32) {
+    let slot = WG_ACTIVE_V1.get(0).copied().unwrap_or(0) & 1;
+    let generation = WG_SLOTS_V1.get(slot).map_or(0, |m| m.generation);
+    (slot, generation)
+}
+
+#[inline(always)]
 fn decide(ctx: &TcContext, dir: u8) -> Reason {
     let pkt = match parse(ctx) {
         Parsed::Ip(pkt) => pkt,
-        Parsed::Arp => return Reason::PassArp,
+        Parsed::Arp(arp, frame_mac) => return arp_claim(&arp, frame_mac, dir),
+        Parsed::OtherArp => return Reason::PassArp,
         Parsed::NonIp => {
-            let drop = WG_CONFIG_V1
+            let drop = WG_CONFIG_V2
                 .get(0)
                 .is_some_and(|c| c.non_ip_action == ACTION_DROP);
             return if drop {
@@ -84,9 +98,10 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
                 Reason::PassNonIp
             };
         }
+        Parsed::Vlan => return Reason::DropVlan,
         Parsed::Malformed => return Reason::DropMalformed,
     };
-    let reason = decide_ip(&pkt, dir);
+    let reason = decide_ip(ctx, &pkt, dir);
     // The first fragment of a datagram passed: its later fragments (no ports) may follow.
     if pkt.more_fragments && !pkt.fragment && !reason.is_drop() {
         fragments::remember(&pkt, clock::now());
@@ -94,16 +109,147 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
     reason
 }
 
+/// ARP from a device: its sender claim must be its own listed address (or a probe). ARP to
+/// devices comes from the gateway itself and passes.
 #[inline(always)]
-fn decide_ip(pkt: &parse::Packet, dir: u8) -> Reason {
-    // IPv6 control plane: neighbour/router discovery (133-137) and multicast listener
-    // discovery (130-132, 143). Without them IPv6 does not work at all.
-    if pkt.proto == PROTO_ICMPV6 && matches!(pkt.icmp_type, 130..=137 | 143) {
-        return Reason::PassNeighbour;
+fn arp_claim(arp: &Arp, frame_mac: [u8; 6], dir: u8) -> Reason {
+    if dir != DIR_FROM_DEVICE {
+        return Reason::PassArp;
     }
-    let slot = WG_ACTIVE_V1.get(0).copied().unwrap_or(0) & 1;
-    let generation = WG_SLOTS_V1.get(slot).map_or(0, |m| m.generation);
+    let (slot, generation) = active();
+    let claim = claims::arp(slot, arp.sender_ip, arp.sender_mac, frame_mac);
+    if matches!(claim, Claim::Fine) {
+        return Reason::PassArp;
+    }
+    // The event names the claimed address as source and the asked-for one as destination; its
+    // ports carry the ARP operation (1 request, 2 reply).
+    let pkt = Packet {
+        family: FAMILY_V4,
+        proto: 0,
+        tcp_flags: 0,
+        fragment: false,
+        more_fragments: false,
+        icmp_type: 0,
+        hop_limit: 0,
+        _pad: 0,
+        frag_offset: 0,
+        l4_off: 0,
+        frag_id: 0,
+        ifindex: 0,
+        src: claims::v4_addr(arp.sender_ip),
+        dst: claims::v4_addr(arp.target_ip),
+        sport_be: arp.operation_be,
+        dport_be: arp.operation_be,
+        src_mac: frame_mac,
+        dst_mac: arp.sender_mac,
+    };
+    let mut report = Report::new(&pkt, dir, generation, clock::now());
+    let (reason, event) = claim_verdict(&claim, &mut report);
+    report.send(event, reason);
+    reason
+}
+
+#[inline(always)]
+fn claim_verdict(claim: &Claim, report: &mut Report) -> (Reason, u32) {
+    match claim {
+        Claim::Fine => (Reason::PassArp, 0),
+        Claim::Spoof { dev, drop } => {
+            report.device(dev);
+            let reason = if *drop {
+                Reason::DropSpoof
+            } else {
+                Reason::PassSpoofReported
+            };
+            (reason, EVENT_SPOOF)
+        }
+        Claim::NewAddress(dev) => {
+            report.device(dev);
+            (Reason::PassNewAddress, EVENT_NEW_ADDRESS)
+        }
+    }
+}
+
+/// What a packet's decision is made of.
+struct Flow<'a> {
+    pkt: &'a Packet,
+    /// The hook: `DIR_FROM_DEVICE` at ingress, `DIR_TO_DEVICE` at egress.
+    dir: u8,
+    /// Direction of the packet that opened the flow (the packet's own without an entry).
+    flow_dir: u8,
+    slot: u32,
+    generation: u32,
+    now: u64,
+    ct: Ct,
+}
+
+impl Flow<'_> {
+    fn from_device(&self) -> bool {
+        self.dir == DIR_FROM_DEVICE
+    }
+
+    /// A reply whose entry must be re-checked: judged in the direction that opened the flow.
+    fn reply(&self) -> bool {
+        self.ct == Ct::StaleReply
+    }
+
+    /// The port the policy is written for: the destination port of the flow's first packet.
+    fn port_be(&self) -> [u8; 2] {
+        if self.reply() {
+            self.pkt.sport_be
+        } else {
+            self.pkt.dport_be
+        }
+    }
+
+    fn remote(&self) -> &[u8; 16] {
+        if self.from_device() {
+            &self.pkt.dst
+        } else {
+            &self.pkt.src
+        }
+    }
+
+    fn device_addr(&self) -> &[u8; 16] {
+        if self.from_device() {
+            &self.pkt.src
+        } else {
+            &self.pkt.dst
+        }
+    }
+}
+
+#[inline(always)]
+fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8) -> Reason {
+    let (slot, generation) = active();
     let now = clock::now();
+    let from_device = dir == DIR_FROM_DEVICE;
+
+    // IPv6's link-local control plane, only when it is what it claims to be; anything else
+    // with those types is judged like any packet.
+    match icmp::control(pkt, from_device) {
+        Control::Listener => return Reason::PassNeighbour,
+        Control::Neighbour => {
+            if !from_device {
+                return Reason::PassNeighbour;
+            }
+            let claim = neighbour_claim(ctx, pkt, slot);
+            if matches!(claim, Claim::Fine) {
+                return Reason::PassNeighbour;
+            }
+            let mut report = Report::new(pkt, dir, generation, now);
+            let (reason, event) = claim_verdict(&claim, &mut report);
+            report.send(event, reason);
+            return reason;
+        }
+        Control::None => {}
+    }
+    // An ICMP error about a tracked flow of this device (path MTU, unreachable).
+    if icmp::is_error(pkt)
+        && icmp::quoted(ctx, pkt)
+            .is_some_and(|inner| conntrack::related(&inner, pkt, dir, generation, now))
+    {
+        return Reason::PassRelated;
+    }
 
     let (ct, flow_dir) = if pkt.fragment {
         if fragments::admitted(pkt, dir, now) {
@@ -127,58 +273,105 @@ fn decide_ip(pkt: &parse::Packet, dir: u8) -> Reason {
         _ => {}
     }
 
-    let from_device = dir == DIR_FROM_DEVICE;
+    let flow = Flow {
+        pkt,
+        dir,
+        flow_dir,
+        slot,
+        generation,
+        now,
+        ct,
+    };
     let mut report = Report::new(pkt, dir, generation, now);
-    let (reason, event) = evaluate(pkt, dir, slot, generation, now, ct, flow_dir, &mut report);
-    // The management allowlist is never blocked (nor reported). It is checked only where a
-    // packet would otherwise be dropped or reported, keeping an LPM lookup off the allowed path.
-    if (reason.is_drop() || (event != 0 && event != EVENT_NEW_FLOW)) && {
-        let (remote, remote_port_be) = if from_device {
-            (&pkt.dst, pkt.dport_be)
-        } else {
-            (&pkt.src, pkt.sport_be)
-        };
-        policy::mgmt_allows(pkt.family, pkt.proto, remote_port_be, remote)
-    } {
-        return Reason::PassMgmt;
-    }
+    let (reason, event) = evaluate(&flow, &mut report);
     if event != 0 {
         report.send(event, reason);
     }
     reason
 }
 
-/// The slow path: device, spoofing, mode and policy. Returns the reason and the event to
-/// report (0 = none); conntrack entries are created or dropped here.
-#[allow(clippy::too_many_arguments, reason = "plain values of one decision")]
+/// A neighbour discovery message from a device: its source address and, for an advertisement,
+/// its target must not belong to another device.
 #[inline(always)]
-fn evaluate(
-    pkt: &parse::Packet,
-    dir: u8,
-    slot: u32,
-    generation: u32,
-    now: u64,
-    ct: Ct,
-    flow_dir: u8,
-    report: &mut Report,
-) -> (Reason, u32) {
-    let from_device = dir == DIR_FROM_DEVICE;
-    let remote = if from_device { &pkt.dst } else { &pkt.src };
-    let device_addr = if from_device { &pkt.src } else { &pkt.dst };
-    let Some(dev) = policy::device(slot, pkt.family, device_addr) else {
-        let drop = WG_CONFIG_V1
-            .get(0)
-            .is_some_and(|c| c.unknown_action == ACTION_DROP);
-        let reason = if drop {
-            Reason::DropUnknownDevice
+fn neighbour_claim(ctx: &TcContext, pkt: &Packet, slot: u32) -> Claim {
+    let source = claims::check(slot, pkt.family, &pkt.src, pkt.src_mac, pkt.src_mac, false);
+    if !matches!(source, Claim::Fine) {
+        return source;
+    }
+    match icmp::advert(ctx, pkt) {
+        Some((target, option)) => claims::advert(slot, &target, option, pkt.src_mac),
+        None => Claim::Fine,
+    }
+}
+
+/// Addresses that identify a device: not unspecified, link-local or multicast (DHCP, IPv6
+/// link-local and multicast traffic is not a device's routable identity).
+#[inline(always)]
+fn routable(family: u8, a: &[u8; 16]) -> bool {
+    if family == FAMILY_V4 {
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]) != 0
+            && !(a[0] == 169 && a[1] == 254)
+            && a[0] < 224
+    } else {
+        !icmp::v6_unspecified(a) && !icmp::v6_link_local(a) && a[0] != 0xff
+    }
+}
+
+/// The management allowlist (local agent config, not generation-switched) opens flows from a
+/// management host to a device, or from a device to a management service, on the listed
+/// protocol and port: always the destination port of the flow's first packet, never a
+/// source port an inbound packet chooses.
+#[inline(always)]
+fn management(f: &Flow) -> bool {
+    !f.pkt.fragment && policy::mgmt_allows(f.pkt.family, f.pkt.proto, f.port_be(), f.remote())
+}
+
+/// Tracks the flow for `dev` if its budget allows: `None`, or the verdict over the cap.
+#[inline(always)]
+fn track(
+    f: &Flow,
+    dev: &DeviceInfo,
+    rule: Option<&RuleValue>,
+    flags: u32,
+) -> Option<(Reason, u32)> {
+    if flags & CT_MGMT == 0
+        && let Budget::Over(first) = conntrack::admit(f.ct, dev, f.now)
+    {
+        let event = if first { EVENT_FLOW_CAP } else { 0 };
+        return Some(if dev.mode >= MODE_ENFORCE {
+            (Reason::DropFlowCap, event)
         } else {
-            Reason::PassUnknownDevice
-        };
-        return (reason, EVENT_UNKNOWN_DEVICE);
+            (Reason::PassUntracked, event)
+        });
+    }
+    conntrack::commit(
+        f.ct,
+        f.pkt,
+        f.dir,
+        f.flow_dir,
+        f.generation,
+        f.now,
+        dev,
+        rule,
+        flags,
+    );
+    None
+}
+
+/// The slow path: device, spoofing, mode, policy, management. Returns the reason and the event
+/// to report (0 = none); conntrack entries are created or dropped here.
+#[inline(always)]
+fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
+    let pkt = f.pkt;
+    let dev_mac = pkt.dev_mac(f.from_device());
+    let Some(dev) = policy::device(f.slot, pkt.family, f.device_addr()) else {
+        return unlisted(f, dev_mac, report);
     };
     report.device(&dev);
 
-    if from_device && dev.mac != pkt.src_mac {
+    // From the device: a spoofed source. To the device: its traffic sent to another MAC (a
+    // poisoned neighbour cache); it goes only to the device's own MAC.
+    if dev.mac != dev_mac {
         let reason = if dev.mode >= MODE_ENFORCE {
             Reason::DropSpoof
         } else {
@@ -187,6 +380,9 @@ fn evaluate(
         return (reason, EVENT_SPOOF);
     }
     if dev.mode == MODE_QUARANTINE {
+        if management(f) {
+            return track(f, &dev, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0));
+        }
         return (Reason::DropQuarantine, EVENT_DENY);
     }
     if pkt.fragment {
@@ -198,32 +394,32 @@ fn evaluate(
         };
     }
 
-    // The policy is written for the flow's first packet: a stale reply entry is re-checked in
-    // the direction of the packet that opened the flow, with that packet's destination port.
-    let reply = ct == Ct::StaleReply;
-    let port_be = if reply { pkt.sport_be } else { pkt.dport_be };
-    let pass = if reply {
-        Reason::PassReply
-    } else {
-        Reason::PassPolicy
-    };
-
+    let reply = f.reply();
     if dev.mode == MODE_LEARN {
-        conntrack::commit(ct, pkt, flow_dir, generation, now, &dev, None, CT_LEARNED);
+        if let Some(over) = track(f, &dev, None, CT_LEARNED) {
+            return over;
+        }
         return (Reason::PassLearn, if reply { 0 } else { EVENT_NEW_FLOW });
     }
     match policy::lookup(
-        slot,
+        f.slot,
         dev.policy_id,
-        flow_dir,
+        f.flow_dir,
         pkt.family,
-        remote,
+        f.remote(),
         pkt.proto,
-        port_be,
+        f.port_be(),
     ) {
         Some(rule) => {
-            conntrack::commit(ct, pkt, flow_dir, generation, now, &dev, Some(&rule), 0);
             report.rule(rule.rule_id);
+            if let Some(over) = track(f, &dev, Some(&rule), 0) {
+                return over;
+            }
+            let pass = if reply {
+                Reason::PassReply
+            } else {
+                Reason::PassPolicy
+            };
             let event = if dev.mode == MODE_MONITOR && !reply {
                 EVENT_NEW_FLOW
             } else {
@@ -231,24 +427,59 @@ fn evaluate(
             };
             (pass, event)
         }
-        None if dev.mode == MODE_MONITOR => {
-            conntrack::commit(
-                ct,
-                pkt,
-                flow_dir,
-                generation,
-                now,
-                &dev,
-                None,
-                CT_WOULD_DENY,
-            );
-            (Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY)
-        }
+        None if management(f) => track(f, &dev, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0)),
+        None if dev.mode == MODE_MONITOR => track(f, &dev, None, CT_WOULD_DENY)
+            .unwrap_or((Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY)),
         None => {
-            conntrack::forget(ct, pkt);
+            conntrack::forget(f.ct, pkt, f.dir);
             (Reason::DropPolicy, EVENT_DENY)
         }
     }
+}
+
+/// The device-side address is not in the device table. A known MAC there is that device at an
+/// address not listed for it: spoofing when it is enforced, a new address to report when it is
+/// learning or monitored. Otherwise the gateway default for unknown devices applies.
+#[inline(always)]
+fn unlisted(f: &Flow, dev_mac: [u8; 6], report: &mut Report) -> (Reason, u32) {
+    let pkt = f.pkt;
+    if routable(pkt.family, f.device_addr())
+        && let Some(dev) = policy::device_by_mac(f.slot, dev_mac)
+    {
+        report.device(&dev);
+        if dev.mode >= MODE_ENFORCE {
+            return (Reason::DropSpoof, EVENT_SPOOF);
+        }
+        if let Some(over) = track(f, &dev, None, CT_LEARNED) {
+            return over;
+        }
+        return (
+            Reason::PassNewAddress,
+            if f.reply() { 0 } else { EVENT_NEW_ADDRESS },
+        );
+    }
+    if management(f) {
+        let unknown = DeviceInfo {
+            device_id: 0,
+            policy_id: 0,
+            mode: MODE_ENFORCE,
+            flags: 0,
+            mac: dev_mac,
+            _pad: [0; 2],
+            max_flows: 0,
+            _pad2: 0,
+        };
+        return track(f, &unknown, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0));
+    }
+    let drop = WG_CONFIG_V2
+        .get(0)
+        .is_some_and(|c| c.unknown_action == ACTION_DROP);
+    let reason = if drop {
+        Reason::DropUnknownDevice
+    } else {
+        Reason::PassUnknownDevice
+    };
+    (reason, EVENT_UNKNOWN_DEVICE)
 }
 
 #[cfg(not(test))]

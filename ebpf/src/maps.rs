@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use wardgate_common::{
-    CtKey, CtValue, DeviceInfo, DeviceKey, FragKey, FragValue, GatewayConfig, MgmtKey, PeerKey,
-    PeerValue, PortKey, RateState, Reason, RuleValue, SlotMeta, capacity,
+    CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState, FragKey, FragValue,
+    GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PeerKey, PeerValue, PortKey, RateKey, RateState,
+    Reason, RuleValue, SlotMeta, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
@@ -17,11 +18,16 @@ pub static WG_ACTIVE_V1: Array<u32> = Array::pinned(1, 0);
 #[map(name = "WG_SLOTS_V1")]
 pub static WG_SLOTS_V1: Array<SlotMeta> = Array::pinned(capacity::SLOTS, 0);
 
-#[map(name = "WG_CONFIG_V1")]
-pub static WG_CONFIG_V1: Array<GatewayConfig> = Array::pinned(1, 0);
+#[map(name = "WG_CONFIG_V2")]
+pub static WG_CONFIG_V2: Array<GatewayConfig> = Array::pinned(1, 0);
 
-#[map(name = "WG_DEV_V1")]
-pub static WG_DEV_V1: HashMap<DeviceKey, DeviceInfo> =
+#[map(name = "WG_DEV_V2")]
+pub static WG_DEV_V2: HashMap<DeviceKey, DeviceInfo> =
+    HashMap::pinned(capacity::DEVICES * capacity::SLOTS, 0);
+
+/// Devices by MAC (slotted like the device table).
+#[map(name = "WG_MAC_V1")]
+pub static WG_MAC_V1: HashMap<MacKey, DeviceInfo> =
     HashMap::pinned(capacity::DEVICES * capacity::SLOTS, 0);
 
 // LPM tries: aya adds BPF_F_NO_PREALLOC itself, so memory grows with entries, not capacity.
@@ -51,8 +57,8 @@ pub static WG_MGMT_V1: LpmTrie<MgmtKey, u32> = LpmTrie::pinned(capacity::MGMT, 0
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists, so inserting a new flow takes no shared lock.
 const NO_COMMON_LRU: u32 = 2;
 
-#[map(name = "WG_CT_V1")]
-pub static WG_CT_V1: LruHashMap<CtKey, CtValue> =
+#[map(name = "WG_CT_V2")]
+pub static WG_CT_V2: LruHashMap<CtKey, CtValue> =
     LruHashMap::pinned(capacity::CONNTRACK, NO_COMMON_LRU);
 
 /// Fragmented datagrams whose first fragment passed (`fragments.rs`).
@@ -62,8 +68,17 @@ pub static WG_FRAG_V1: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(capac
 #[map(name = "WG_STATS_V1")]
 pub static WG_STATS_V1: PerCpuArray<u64> = PerCpuArray::pinned(Reason::COUNT, 0);
 
-#[map(name = "WG_RATE_V1")]
-pub static WG_RATE_V1: LruHashMap<u32, RateState> = LruHashMap::pinned(capacity::RATE, 0);
+#[map(name = "WG_RATE_V2")]
+pub static WG_RATE_V2: LruHashMap<RateKey, RateState> = LruHashMap::pinned(capacity::RATE, 0);
+
+/// Events not delivered, per loss reason and kind (`LOST_*` * `EVENT_KINDS` + kind).
+#[map(name = "WG_EVLOST_V1")]
+pub static WG_EVLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(LOST_REASONS * EVENT_KINDS, 0);
+
+/// New-flow budgets per device (conntrack fairness), indexed by device id modulo capacity: an
+/// array lookup costs next to nothing on the new-flow path, where a hash lookup costs ~40 ns.
+#[map(name = "WG_FLOWCAP_V1")]
+pub static WG_FLOWCAP_V1: Array<FlowCapState> = Array::pinned(capacity::FLOW_CAP, 0);
 
 #[map(name = "WG_EVENTS_V1")]
 pub static WG_EVENTS_V1: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);

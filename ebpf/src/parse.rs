@@ -1,21 +1,31 @@
 //! Packet parsing: one bounds-checked accessor, headers from `network-types`, and a `Packet`
 //! summary that the rest of the datapath works on. A header that does not fit is `Malformed`.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{EbpfContext as _, bindings::__sk_buff, programs::TcContext};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
     udp::UdpHdr,
 };
-use wardgate_common::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use wardgate_common::{
+    ACTION_DROP, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
+
+use crate::maps::WG_CONFIG_V2;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+/// VLAN tags read in the frame (802.1ad outer + 802.1Q inner); a third is refused.
+const MAX_TAGS: usize = 2;
 
-/// Bytes of headers we may read; pulled into the linear area once if the skb is non-linear.
-const HEADROOM: u32 = 14 + 40 + 4 * 8 + 20;
+/// Bytes of headers we may read (Ethernet, two tags, IPv6 with extension headers, an ICMP
+/// error's header and the inner IPv6 and transport headers it quotes); pulled into the linear
+/// area once if the skb is non-linear.
+const HEADROOM: u32 = 14 + 8 + 40 + 4 * 8 + 8 + 40 + 8;
 
 pub struct Packet {
     pub family: u8,
@@ -26,24 +36,58 @@ pub struct Packet {
     pub fragment: bool,
     /// More fragments follow (with `fragment` false: the first fragment of a datagram).
     pub more_fragments: bool,
+    /// ICMP/ICMPv6 type (0 for other protocols).
+    pub icmp_type: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub hop_limit: u8,
+    pub _pad: u8,
     /// Byte offset of a non-first fragment in its datagram.
     pub frag_offset: u16,
+    /// Offset of the transport header in the frame.
+    pub l4_off: u16,
     /// IPv4 identification or IPv6 fragment identification (0 when not fragmented).
     pub frag_id: u32,
+    /// The interface the packet is on (the hooked one).
+    pub ifindex: u32,
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub sport_be: [u8; 2],
     pub dport_be: [u8; 2],
     pub src_mac: [u8; 6],
-    /// ICMP/ICMPv6 type (0 for other protocols).
-    pub icmp_type: u8,
+    pub dst_mac: [u8; 6],
+}
+
+impl Packet {
+    /// The MAC of the device side at hook `dir`: the source from the device, the destination
+    /// to it.
+    #[inline(always)]
+    pub fn dev_mac(&self, from_device: bool) -> [u8; 6] {
+        if from_device {
+            self.src_mac
+        } else {
+            self.dst_mac
+        }
+    }
+}
+
+/// An Ethernet/IPv4 ARP packet's claim: "`sender_ip` is at `sender_mac`".
+pub struct Arp {
+    pub operation_be: [u8; 2],
+    pub sender_mac: [u8; 6],
+    pub sender_ip: [u8; 4],
+    pub target_ip: [u8; 4],
 }
 
 pub enum Parsed {
     Ip(Packet),
-    Arp,
+    /// Ethernet/IPv4 ARP, with the frame's source MAC.
+    Arp(Arp, [u8; 6]),
+    /// ARP for other hardware or protocol types: no IPv4 claim to check.
+    OtherArp,
     /// Another EtherType, host byte order.
     NonIp,
+    /// Tagged frame and tagged frames are dropped by configuration, or more than two tags.
+    Vlan,
     Malformed,
 }
 
@@ -52,13 +96,26 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 
 #[inline(always)]
-fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
+pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
         return None;
     }
     Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn skb(ctx: &TcContext) -> &__sk_buff {
+    // Safety: the context of a TC program is the kernel's `__sk_buff`, valid for the run.
+    unsafe { &*(ctx.as_ptr() as *const __sk_buff) }
+}
+
+#[inline(always)]
+fn drops_tagged() -> bool {
+    WG_CONFIG_V2
+        .get(0)
+        .is_some_and(|c| c.vlan_action == ACTION_DROP)
 }
 
 #[inline(always)]
@@ -75,25 +132,57 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     };
     // Safety: ptr_at checked that the header lies inside the packet.
     let eth = unsafe { &*eth };
-    let ether_type = u16::from_be(eth.ether_type);
+    let mut ether_type = u16::from_be(eth.ether_type);
+    let src_mac = eth.src_addr;
+    let dst_mac = eth.dst_addr;
+    let skb = skb(ctx);
+    // A tag the driver took out of the frame (VLAN offload) is only in the skb's metadata.
+    let mut tagged = skb.vlan_present != 0;
+    let mut l3_off = EthHdr::LEN;
+    let mut i = 0;
+    while i < MAX_TAGS + 1 {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        if i == MAX_TAGS {
+            return Parsed::Vlan;
+        }
+        let Some(tag) = ptr_at::<[u8; 4]>(ctx, l3_off) else {
+            return Parsed::Malformed;
+        };
+        // Safety: bounds checked by ptr_at.
+        let tag = unsafe { *tag };
+        ether_type = u16::from_be_bytes([tag[2], tag[3]]);
+        l3_off += 4;
+        tagged = true;
+        i += 1;
+    }
+    if tagged && drops_tagged() {
+        return Parsed::Vlan;
+    }
     let mut pkt = Packet {
         family: 0,
         proto: 0,
         tcp_flags: 0,
         fragment: false,
         more_fragments: false,
+        icmp_type: 0,
+        hop_limit: 0,
+        _pad: 0,
         frag_offset: 0,
+        l4_off: 0,
         frag_id: 0,
+        ifindex: skb.ifindex,
         src: [0; 16],
         dst: [0; 16],
         sport_be: [0; 2],
         dport_be: [0; 2],
-        src_mac: eth.src_addr,
-        icmp_type: 0,
+        src_mac,
+        dst_mac,
     };
     let l4_off = match ether_type {
         ETH_P_IP => {
-            let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+            let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
                 return Parsed::Malformed;
             };
             // Safety: bounds checked by ptr_at.
@@ -104,6 +193,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             }
             pkt.family = FAMILY_V4;
             pkt.proto = ip.proto;
+            pkt.hop_limit = ip.ttl;
             pkt.src[..4].copy_from_slice(&ip.src_addr);
             pkt.dst[..4].copy_from_slice(&ip.dst_addr);
             let frags = u16::from_be_bytes(ip.frags);
@@ -116,10 +206,10 @@ pub fn parse(ctx: &TcContext) -> Parsed {
                 pkt.fragment = true;
                 return Parsed::Ip(pkt);
             }
-            EthHdr::LEN + ihl
+            l3_off + ihl
         }
         ETH_P_IPV6 => {
-            let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN) else {
+            let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3_off) else {
                 return Parsed::Malformed;
             };
             // Safety: bounds checked by ptr_at.
@@ -128,10 +218,11 @@ pub fn parse(ctx: &TcContext) -> Parsed {
                 return Parsed::Malformed;
             }
             pkt.family = FAMILY_V6;
+            pkt.hop_limit = ip.hop_limit;
             pkt.src = ip.src_addr;
             pkt.dst = ip.dst_addr;
             let mut next = ip.next_hdr;
-            let mut off = EthHdr::LEN + Ipv6Hdr::LEN;
+            let mut off = l3_off + Ipv6Hdr::LEN;
             // Skip up to four extension headers (hop-by-hop, routing, fragment, destination).
             let mut i = 0;
             while i < 4 {
@@ -170,9 +261,10 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             pkt.proto = next;
             off
         }
-        ETH_P_ARP => return Parsed::Arp,
+        ETH_P_ARP => return arp(ctx, l3_off, src_mac),
         _ => return Parsed::NonIp,
     };
+    pkt.l4_off = l4_off as u16;
     match pkt.proto {
         PROTO_TCP => {
             // Read as bytes with one bounds check: a second check for the flags byte gets merged
@@ -205,4 +297,27 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         _ => {}
     }
     Parsed::Ip(pkt)
+}
+
+/// Ethernet/IPv4 ARP: htype 1, ptype 0x0800, 6-byte hardware and 4-byte protocol addresses.
+#[inline(always)]
+fn arp(ctx: &TcContext, off: usize, src_mac: [u8; 6]) -> Parsed {
+    let Some(a) = ptr_at::<[u8; 28]>(ctx, off) else {
+        return Parsed::Malformed;
+    };
+    // Safety: bounds checked by ptr_at.
+    let a = unsafe { &*a };
+    // Byte by byte: a slice compare compiles to a `bcmp` call in BPF.
+    if a[0] != 0 || a[1] != 1 || a[2] != 0x08 || a[3] != 0 || a[4] != 6 || a[5] != 4 {
+        return Parsed::OtherArp;
+    }
+    Parsed::Arp(
+        Arp {
+            operation_be: [a[6], a[7]],
+            sender_mac: [a[8], a[9], a[10], a[11], a[12], a[13]],
+            sender_ip: [a[14], a[15], a[16], a[17]],
+            target_ip: [a[24], a[25], a[26], a[27]],
+        },
+        src_mac,
+    )
 }

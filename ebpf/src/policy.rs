@@ -4,11 +4,13 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use wardgate_common::{
-    DeviceInfo, DeviceKey, FAMILY_V4, MGMT_FIXED_BITS, MgmtKey, PEER_FIXED_BITS,
+    DeviceInfo, DeviceKey, FAMILY_V4, MGMT_FIXED_BITS, MacKey, MgmtKey, PEER_FIXED_BITS,
     PEER_HAS_PREFIX_PORTS, PORT_PROTO_BITS, PeerKey, PortKey, RULE_ALLOW, RuleValue,
 };
 
-use crate::maps::{WG_DEV_V1, WG_MGMT_V1, WG_PEER_V1, WG_PEERH_V1, WG_PORT_V1, WG_PORTX_V1};
+use crate::maps::{
+    WG_DEV_V2, WG_MAC_V1, WG_MGMT_V1, WG_PEER_V1, WG_PEERH_V1, WG_PORT_V1, WG_PORTX_V1,
+};
 
 #[inline(always)]
 fn addr_bits(family: u8) -> u32 {
@@ -24,7 +26,19 @@ pub fn device(slot: u32, family: u8, addr: &[u8; 16]) -> Option<DeviceInfo> {
         addr: *addr,
     };
     // Safety: the value is copied out before anything else touches the map.
-    unsafe { WG_DEV_V1.get(&key).copied() }
+    unsafe { WG_DEV_V2.get(&key).copied() }
+}
+
+/// The device with this MAC, whatever address it uses.
+#[inline(always)]
+pub fn device_by_mac(slot: u32, mac: [u8; 6]) -> Option<DeviceInfo> {
+    let key = MacKey {
+        slot: slot as u8,
+        _pad: 0,
+        mac,
+    };
+    // Safety: the value is copied out before anything else touches the map.
+    unsafe { WG_MAC_V1.get(&key).copied() }
 }
 
 #[inline(always)]

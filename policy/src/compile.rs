@@ -103,6 +103,7 @@ pub fn compile_validated(
             mac: dev.mac.value.parse::<MacAddr>().expect("validated"),
             policy_id: policy_id(&dev.profile.value),
             mode: dev.mode.unwrap_or(profile.default_mode),
+            max_flows: profile.conntrack.max_flows,
         });
     }
     let mut unresolved = Vec::new();

@@ -189,6 +189,10 @@ pub struct DeviceEntry {
     pub mac: MacAddr,
     pub policy_id: u32,
     pub mode: Mode,
+    /// Cap on the device's tracked flows (its profile's `conntrack.max_flows`; 0 = the
+    /// datapath default).
+    #[serde(default)]
+    pub max_flows: u32,
 }
 
 /// Map-level: (policy, direction, peer prefix) -> peer set.

@@ -62,7 +62,7 @@ pub enum Sensitivity {
     High,
 }
 
-/// Conntrack idle timeouts in seconds, per protocol.
+/// Conntrack idle timeouts in seconds, per protocol, and the cap on tracked flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Conntrack {
@@ -72,6 +72,19 @@ pub struct Conntrack {
     pub udp_idle_s: u32,
     #[serde(default = "default_icmp")]
     pub icmp_idle_s: u32,
+    /// Flows one device of this class may have tracked (conntrack fairness: one device cannot
+    /// push every other device's flows out of the gateway's table). A device over it has its
+    /// new flows dropped (enforce) or passed untracked (learn, monitor), reported once.
+    /// Default 8192; 0 means the default.
+    #[serde(default = "default_max_flows")]
+    pub max_flows: u32,
+}
+
+/// Default cap on tracked flows per device (`Conntrack::max_flows`).
+pub const DEFAULT_MAX_FLOWS: u32 = 8_192;
+
+fn default_max_flows() -> u32 {
+    DEFAULT_MAX_FLOWS
 }
 
 fn default_tcp() -> u32 {
@@ -90,6 +103,7 @@ impl Default for Conntrack {
             tcp_idle_s: default_tcp(),
             udp_idle_s: default_udp(),
             icmp_idle_s: default_icmp(),
+            max_flows: default_max_flows(),
         }
     }
 }
@@ -258,6 +272,7 @@ pub const PROFILE_KEYS: &[&str] = &[
     "tcp_idle_s",
     "udp_idle_s",
     "icmp_idle_s",
+    "max_flows",
     "calling_ae",
     "called_ae",
     "sending_application",

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use wardgate_common::{
-    self as c, DeviceInfo, DeviceKey, Event, MgmtKey, PeerKey, PortKey, Reason, RuleValue,
+    self as c, DeviceInfo, DeviceKey, Event, MacKey, MgmtKey, PeerKey, PortKey, Reason, RuleValue,
 };
 use wardgate_policy::desired::{DeviceEntry, PeerEntry, PortEntry};
 
@@ -54,6 +54,16 @@ pub fn device_info(d: &DeviceEntry) -> DeviceInfo {
         flags: 0,
         mac: d.mac.0,
         _pad: [0; 2],
+        max_flows: d.max_flows,
+        _pad2: 0,
+    }
+}
+
+pub fn mac_key(slot: u32, d: &DeviceEntry) -> MacKey {
+    MacKey {
+        slot: slot as u8,
+        _pad: 0,
+        mac: d.mac.0,
     }
 }
 
@@ -147,13 +157,15 @@ pub struct DatapathEvent {
     pub src_mac: [u8; 6],
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EventKind {
     NewFlow,
     Deny,
     WouldDeny,
     Spoof,
     UnknownDevice,
+    NewAddress,
+    FlowCap,
     Other(u32),
 }
 
@@ -165,8 +177,50 @@ impl EventKind {
             EventKind::WouldDeny => "would_deny",
             EventKind::Spoof => "spoof",
             EventKind::UnknownDevice => "unknown_device",
+            EventKind::NewAddress => "new_address",
+            EventKind::FlowCap => "flow_cap",
             EventKind::Other(_) => "other",
         }
+    }
+
+    pub fn from_raw(kind: u32) -> EventKind {
+        match kind {
+            c::EVENT_NEW_FLOW => EventKind::NewFlow,
+            c::EVENT_DENY => EventKind::Deny,
+            c::EVENT_WOULD_DENY => EventKind::WouldDeny,
+            c::EVENT_SPOOF => EventKind::Spoof,
+            c::EVENT_UNKNOWN_DEVICE => EventKind::UnknownDevice,
+            c::EVENT_NEW_ADDRESS => EventKind::NewAddress,
+            c::EVENT_FLOW_CAP => EventKind::FlowCap,
+            other => EventKind::Other(other),
+        }
+    }
+}
+
+/// Why events were not delivered (`WG_EVLOST_V1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LossReason {
+    RateLimited,
+    RingFull,
+}
+
+impl LossReason {
+    pub const ALL: [LossReason; 2] = [LossReason::RateLimited, LossReason::RingFull];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LossReason::RateLimited => "rate_limited",
+            LossReason::RingFull => "ring_buffer_full",
+        }
+    }
+
+    /// The index of (reason, kind) in `WG_EVLOST_V1`.
+    pub fn index(self, kind: u32) -> u32 {
+        let reason = match self {
+            LossReason::RateLimited => c::LOST_RATE_LIMITED,
+            LossReason::RingFull => c::LOST_RING_FULL,
+        };
+        reason * c::EVENT_KINDS + kind
     }
 }
 
@@ -177,14 +231,7 @@ pub fn event(bytes: &[u8]) -> Option<DatapathEvent> {
     }
     // Safety: length checked; Event is repr(C) plain data, read unaligned.
     let ev: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    let kind = match ev.kind {
-        c::EVENT_NEW_FLOW => EventKind::NewFlow,
-        c::EVENT_DENY => EventKind::Deny,
-        c::EVENT_WOULD_DENY => EventKind::WouldDeny,
-        c::EVENT_SPOOF => EventKind::Spoof,
-        c::EVENT_UNKNOWN_DEVICE => EventKind::UnknownDevice,
-        other => EventKind::Other(other),
-    };
+    let kind = EventKind::from_raw(ev.kind);
     Some(DatapathEvent {
         kind,
         reason: Reason::from_u32(ev.reason),

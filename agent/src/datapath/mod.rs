@@ -294,6 +294,27 @@ impl Datapath {
         Ok(out)
     }
 
+    /// Events the datapath could not deliver, by why and kind (summed over CPUs); only the
+    /// non-zero ones.
+    pub fn events_lost(
+        &mut self,
+    ) -> Result<BTreeMap<(convert::LossReason, convert::EventKind), u64>, DatapathError> {
+        let map: PerCpuArray<&mut MapData, u64> = self.typed(map_names::EVENTS_LOST)?;
+        let mut out = BTreeMap::new();
+        for why in convert::LossReason::ALL {
+            for kind in 0..wardgate_common::EVENT_KINDS {
+                let values = map
+                    .get(&why.index(kind), 0)
+                    .map_err(map_err(map_names::EVENTS_LOST))?;
+                let n: u64 = values.iter().sum();
+                if n > 0 {
+                    out.insert((why, convert::EventKind::from_raw(kind)), n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Takes the event ring buffer out (once), for a reader task.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
         let map = self

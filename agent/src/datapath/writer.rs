@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, MapData, lpm_trie::LpmTrie};
 use wardgate_common::{
-    DeviceInfo, DeviceKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue, SlotMeta,
-    map_names,
+    DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue,
+    SlotMeta, map_names,
 };
 use wardgate_policy::{DesiredState, desired::PeerEntry};
 
@@ -91,6 +91,15 @@ impl Datapath {
         for k in stale {
             devices.remove(&k).map_err(map_err(map_names::DEVICES))?;
         }
+        let mut macs: HashMap<&mut MapData, MacKey, DeviceInfo> = self.typed(map_names::MACS)?;
+        let stale: Vec<_> = macs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in stale {
+            macs.remove(&k).map_err(map_err(map_names::MACS))?;
+        }
         let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
         let stale: Vec<_> = peers
             .keys()
@@ -144,6 +153,12 @@ impl Datapath {
                     .map_err(map_err(map_names::DEVICES))?;
                 n += 1;
             }
+        }
+        let mut macs: HashMap<&mut MapData, MacKey, DeviceInfo> = self.typed(map_names::MACS)?;
+        for d in &state.devices {
+            macs.insert(&convert::mac_key(slot, d), &convert::device_info(d), 0)
+                .map_err(map_err(map_names::MACS))?;
+            n += 1;
         }
         // Peer sets that need the port LPM (anything but single ports).
         let with_prefixes: BTreeSet<u32> = state

@@ -23,6 +23,21 @@ pub const TC_ACT_SHOT: u32 = 2;
 
 pub const PUMP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// A PACS behind the same gateway in the device-to-device tests (198.51.100.10).
+pub const PACS_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+
+/// The MAC a frame to `addr` carries at the gateway's egress: the device's own MAC for the
+/// devices of these tests (the gateway resolved it), the gateway's otherwise.
+pub fn mac_of(addr: &str) -> [u8; 6] {
+    match addr {
+        "192.0.2.10" | "2001:db8:1::10" => PUMP_MAC,
+        "192.0.2.11" => [2, 0, 0, 0, 0, 0x0b],
+        "192.0.2.12" => [2, 0, 0, 0, 0, 0x0c],
+        "192.0.2.13" => [2, 0, 0, 0, 0, 0x0d],
+        "198.51.100.10" => PACS_MAC,
+        _ => GW_MAC,
+    }
+}
 
 /// Privileged tiers never skip: without root and bpffs they fail with this message.
 pub fn require_privileges() {
@@ -67,6 +82,7 @@ pub fn gateway_config(unknown_drop: bool, non_ip_drop: bool) -> GatewayConfig {
         non_ip_action: u32::from(non_ip_drop),
         event_rate: 20,
         event_burst: 50,
+        ..Default::default()
     }
 }
 
@@ -173,6 +189,7 @@ pub fn device(id: u32, name: &str, addrs: &[&str], mac: [u8; 6], mode: Mode) -> 
         mac: MacAddr(mac),
         policy_id: 1,
         mode,
+        max_flows: 0,
     }
 }
 
@@ -245,11 +262,18 @@ pub enum L4 {
     Icmp,
 }
 
-/// An Ethernet frame from `src` to `dst` (`"addr:port"` with IPv4 or `[v6]:port`).
+/// An Ethernet frame from `src` to `dst` (`"addr:port"` with IPv4 or `[v6]:port`), to the
+/// destination's MAC as the gateway would resolve it ([`mac_of`]).
 pub fn frame(src_mac: [u8; 6], src: &str, dst: &str, l4: L4) -> Vec<u8> {
+    let dst_mac = mac_of(&split(dst).0);
+    frame_to(src_mac, dst_mac, src, dst, l4)
+}
+
+/// As [`frame`], with an explicit destination MAC.
+pub fn frame_to(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, l4: L4) -> Vec<u8> {
     let (sa, sp) = split(src);
     let (da, dp) = split(dst);
-    let b = PacketBuilder::ethernet2(src_mac, GW_MAC);
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac);
     let b = if sa.contains(':') {
         b.ipv6(v6(&sa), v6(&da), 64)
     } else {
