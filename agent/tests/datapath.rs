@@ -1089,7 +1089,15 @@ fn neighbour_discovery_and_mld_pass_only_as_link_local_control() {
         TC_ACT_OK,
         Reason::PassNeighbour,
     );
-    // Forwarded (hop limit below 255) or routable: judged like any packet.
+    // Unicast to an on-link neighbour (NUD to a static global next hop) is neighbour discovery.
+    expect(
+        &mut dp,
+        true,
+        &ns(255, "2001:db8:1::1"),
+        TC_ACT_OK,
+        Reason::PassNeighbour,
+    );
+    // Forwarded (hop limit below 255) or to another network: judged like any packet.
     expect(
         &mut dp,
         true,

@@ -74,16 +74,9 @@ pub fn arp(slot: u32, sender_ip: [u8; 4], sender_mac: [u8; 6], frame_mac: [u8; 6
     )
 }
 
-/// A neighbour advertisement's target (with its link-layer option, or the frame's source MAC).
+/// A neighbour advertisement's target, claimed at `mac` (its option, or the frame's source).
 /// Only listed targets are checked: every device also advertises its link-local address.
 #[inline(always)]
-pub fn advert(slot: u32, target: &[u8; 16], option: Option<[u8; 6]>, frame_mac: [u8; 6]) -> Claim {
-    check(
-        slot,
-        FAMILY_V6,
-        target,
-        option.unwrap_or(frame_mac),
-        frame_mac,
-        false,
-    )
+pub fn advert(slot: u32, target: &[u8; 16], mac: [u8; 6], frame_mac: [u8; 6]) -> Claim {
+    check(slot, FAMILY_V6, target, mac, frame_mac, false)
 }

@@ -95,6 +95,14 @@ pub fn v6_unspecified(a: &[u8; 16]) -> bool {
     u128::from_ne_bytes(*a) == 0
 }
 
+/// Both addresses in one /64 (on-link for a SLAAC or static prefix).
+#[inline(always)]
+pub fn same_64(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let a = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let b = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    a == b
+}
+
 /// ff02::/16, link-local scope multicast.
 #[inline(always)]
 pub fn v6_link_multicast(a: &[u8; 16]) -> bool {
@@ -107,7 +115,8 @@ pub enum Control {
     /// Not neighbour discovery or MLD: judged like any packet.
     None,
     /// Neighbour/router discovery (133-137) with hop limit 255 (RFC 4861: never forwarded),
-    /// and from a device only to a link-local or link-scope multicast destination.
+    /// and from a device only to a link-local or link-scope multicast destination or an
+    /// on-link one (same /64 as the source: unicast NUD to a static global next hop).
     Neighbour,
     /// Multicast listener discovery (130-132, 143): hop limit 1 from a link-local or the
     /// unspecified source (RFC 2710, 3810).
@@ -121,7 +130,10 @@ pub fn control(pkt: &Packet, from_device: bool) -> Control {
     }
     match pkt.icmp_type {
         133..=137 => {
-            let scoped = !from_device || v6_link_local(&pkt.dst) || v6_link_multicast(&pkt.dst);
+            let scoped = !from_device
+                || v6_link_local(&pkt.dst)
+                || v6_link_multicast(&pkt.dst)
+                || same_64(&pkt.src, &pkt.dst);
             if pkt.hop_limit == 255 && scoped {
                 Control::Neighbour
             } else {
@@ -139,10 +151,10 @@ pub fn control(pkt: &Packet, from_device: bool) -> Control {
     }
 }
 
-/// A neighbour advertisement's target address and its target link-layer address option (when
-/// it is the first option).
+/// A neighbour advertisement's target address and the MAC it claims: its target link-layer
+/// address option when that is the first option, else the frame's source.
 #[inline(always)]
-pub fn advert(ctx: &TcContext, pkt: &Packet) -> Option<([u8; 16], Option<[u8; 6]>)> {
+pub fn advert(ctx: &TcContext, pkt: &Packet) -> Option<([u8; 16], [u8; 6])> {
     let l4 = usize::from(pkt.l4_off);
     if pkt.icmp_type != 136 || l4 > MAX_L4_OFF {
         return None;
@@ -150,15 +162,14 @@ pub fn advert(ctx: &TcContext, pkt: &Packet) -> Option<([u8; 16], Option<[u8; 6]
     let target = ptr_at::<[u8; 16]>(ctx, l4 + 8)?;
     // Safety: bounds checked by ptr_at.
     let target = unsafe { *target };
-    let option = ptr_at::<[u8; 8]>(ctx, l4 + 24).and_then(|o| {
+    let mut mac = pkt.src_mac;
+    if let Some(o) = ptr_at::<[u8; 8]>(ctx, l4 + 24) {
         // Safety: bounds checked by ptr_at.
         let o = unsafe { *o };
         // Type 2 (target link-layer address), length 1 (8 bytes).
         if o[0] == 2 && o[1] == 1 {
-            Some([o[2], o[3], o[4], o[5], o[6], o[7]])
-        } else {
-            None
+            mac = [o[2], o[3], o[4], o[5], o[6], o[7]];
         }
-    });
-    Some((target, option))
+    }
+    Some((target, mac))
 }

@@ -299,7 +299,7 @@ fn neighbour_claim(ctx: &TcContext, pkt: &Packet, slot: u32) -> Claim {
         return source;
     }
     match icmp::advert(ctx, pkt) {
-        Some((target, option)) => claims::advert(slot, &target, option, pkt.src_mac),
+        Some((target, mac)) => claims::advert(slot, &target, mac, pkt.src_mac),
         None => Claim::Fine,
     }
 }

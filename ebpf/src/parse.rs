@@ -138,13 +138,15 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     let skb = skb(ctx);
     // A tag the driver took out of the frame (VLAN offload) is only in the skb's metadata.
     let mut tagged = skb.vlan_present != 0;
+    // Tags in the frame, counting one already taken into the metadata.
+    let in_frame = if tagged { MAX_TAGS - 1 } else { MAX_TAGS };
     let mut l3_off = EthHdr::LEN;
     let mut i = 0;
     while i < MAX_TAGS + 1 {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
         }
-        if i == MAX_TAGS {
+        if i >= in_frame {
             return Parsed::Vlan;
         }
         let Some(tag) = ptr_at::<[u8; 4]>(ctx, l3_off) else {

@@ -155,6 +155,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "wardgate-agent",
                 "--test",
                 "netns",
+                "--test",
+                "segmentation",
                 "--",
                 "--test-threads=1",
             ])
