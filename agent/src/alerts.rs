@@ -120,8 +120,13 @@ pub struct Outbox {
     pending: VecDeque<pb::Alert>,
     sent: usize,
     dropped: Dropped,
+    /// When drops were last logged (at most every `DROP_LOG_EVERY`; counted always).
+    drop_logged: Option<std::time::Instant>,
     store: Option<Store>,
 }
+
+/// Drops past the cap are logged at most this often (a long outage drops on every event).
+const DROP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The outbox file: one row per pending alert, in arrival order. WAL with `synchronous =
 /// NORMAL`: a commit survives the agent being killed; a power cut may lose the last few.
@@ -226,9 +231,10 @@ impl Outbox {
     pub fn push_all(&mut self, alerts: Vec<pb::Alert>) {
         let removed = self.admit(alerts.clone());
         // An alert dropped in the same step it came in never becomes a row.
+        let gone: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
         let added: Vec<_> = alerts
             .into_iter()
-            .filter(|a| !removed.contains(&a.id))
+            .filter(|a| !gone.contains(a.id.as_str()))
             .collect();
         self.persist(&added, &removed);
     }
@@ -275,12 +281,19 @@ impl Outbox {
         for (total, n) in self.dropped.0.iter_mut().zip(dropped.0) {
             *total += n;
         }
-        tracing::warn!(
-            dropped = %dropped,
-            dropped_since_start = %self.dropped,
-            cap = OUTBOX_CAP,
-            "alert outbox full: dropped the lowest-severity alerts first"
-        );
+        let now = std::time::Instant::now();
+        if self
+            .drop_logged
+            .is_none_or(|t| now.duration_since(t) >= DROP_LOG_EVERY)
+        {
+            self.drop_logged = Some(now);
+            tracing::warn!(
+                dropped = %dropped,
+                dropped_since_start = %self.dropped,
+                cap = OUTBOX_CAP,
+                "alert outbox full: dropped the lowest-severity alerts first"
+            );
+        }
         removed
     }
 

@@ -82,17 +82,27 @@ pub fn prepare(
 }
 
 /// What the agent last saw of one configured interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
     /// Not checked yet.
     Unknown,
-    /// No such interface; `logged` is when that was last said.
-    Missing { logged: Instant },
+    /// No such interface; `logged` is when that was last said, `was` the index it had when
+    /// it was last attached (if it ever was).
+    Missing { logged: Instant, was: Option<u32> },
     /// Attached at this index, wardgate first on both hooks.
     Enforcing { ifindex: u32 },
-    /// Attached at this index, but another program runs first on a hook.
-    Preceded { ifindex: u32 },
+    /// Attached at this index, but another program runs first on a hook; what was logged
+    /// about it, and when.
+    Preceded {
+        ifindex: u32,
+        message: String,
+        logged: Instant,
+    },
 }
+
+/// While another program runs before wardgate, the error is repeated this often (and at once
+/// when it changes); every check counts it.
+const PRECEDED_REMINDER: Duration = Duration::from_secs(60);
 
 /// Keeps every configured interface attached, with wardgate first on both hooks.
 #[derive(Debug)]
@@ -145,12 +155,17 @@ impl Interfaces {
         iface: &str,
         at_start: bool,
     ) -> anyhow::Result<Option<String>> {
-        let before = self.seen[iface];
+        let before = self.seen[iface].clone();
         let Some(mut hooks) = dp.hooks(iface)? else {
             let now = Instant::now();
-            let say = match before {
-                Seen::Missing { logged } => now.duration_since(logged) >= MISSING_REMINDER,
-                _ => true,
+            let (say, was) = match before {
+                Seen::Missing { logged, was } => {
+                    (now.duration_since(logged) >= MISSING_REMINDER, was)
+                }
+                Seen::Enforcing { ifindex } | Seen::Preceded { ifindex, .. } => {
+                    (true, Some(ifindex))
+                }
+                Seen::Unknown => (true, None),
             };
             if say {
                 tracing::warn!(
@@ -161,11 +176,11 @@ impl Interfaces {
                 );
             }
             let logged = match before {
-                Seen::Missing { logged } if !say => logged,
+                Seen::Missing { logged, .. } if !say => logged,
                 _ => now,
             };
             self.seen
-                .insert(iface.to_string(), Seen::Missing { logged });
+                .insert(iface.to_string(), Seen::Missing { logged, was });
             return Ok(None);
         };
         let absent = |hooks: &crate::datapath::InterfaceHooks| -> Vec<&'static str> {
@@ -182,7 +197,7 @@ impl Interfaces {
             // At start our freshly loaded programs are on no hook yet: pinned links are adopted
             // (their program replaced in place, no gap). Later, a hook without our program has
             // a defunct link (interface deleted) or none: attach anew.
-            let outcome = if before == Seen::Unknown {
+            let outcome = if matches!(before, Seen::Unknown) {
                 dp.attach(iface)?
             } else {
                 dp.reattach(iface, &missing)?
@@ -200,13 +215,17 @@ impl Interfaces {
                     .ok_or_else(|| anyhow::anyhow!("{iface} vanished"))?;
             }
             match before {
-                Seen::Enforcing { ifindex: old } | Seen::Preceded { ifindex: old }
+                Seen::Enforcing { ifindex: old }
+                | Seen::Preceded { ifindex: old, .. }
+                | Seen::Missing { was: Some(old), .. }
                     if old != ifindex =>
                 {
                     tracing::warn!(iface, old_ifindex = old, ifindex, hooks = ?missing,
                         "interface re-created; datapath re-attached")
                 }
-                Seen::Enforcing { .. } | Seen::Preceded { .. } => {
+                Seen::Enforcing { .. }
+                | Seen::Preceded { .. }
+                | Seen::Missing { was: Some(_), .. } => {
                     tracing::warn!(iface, ifindex, hooks = ?missing,
                         "datapath was detached from the interface; re-attached")
                 }
@@ -222,8 +241,7 @@ impl Interfaces {
             }
             hooks = now;
         }
-        let mut refusal = None;
-        let mut preceded = false;
+        let mut messages = Vec::new();
         for (hook, position) in &hooks.hooks {
             match position {
                 HookPosition::First => {}
@@ -231,47 +249,60 @@ impl Interfaces {
                     anyhow::bail!("{iface} {hook}: still not attached after attaching")
                 }
                 HookPosition::After(others) => {
-                    preceded = true;
                     self.order_violations += 1;
                     let list = others
                         .iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
                         .join(", ");
-                    let message = format!(
+                    messages.push(format!(
                         "{iface} {hook}: TCX program {list} runs before wardgate; wardgate must \
                          be first on the hook (a program before it decides what devices can \
                          reach). Detach it (`bpftool net show dev {iface}`)"
-                    );
-                    if at_start {
-                        refusal.get_or_insert(format!(
-                            "{message}, then start the agent again; refusing to start"
-                        ));
-                    } else {
-                        tracing::error!(
-                            iface,
-                            hook,
-                            violations = self.order_violations,
-                            "{message}; still enforcing after it, checked again every {INTERFACE_POLL:?}"
-                        );
-                    }
+                    ));
                 }
             }
         }
-        if at_start && let Some(r) = &refusal {
-            tracing::error!(iface, "{r}");
-        }
         let ifindex = hooks.ifindex;
-        let now = if preceded {
-            Seen::Preceded { ifindex }
-        } else {
+        if messages.is_empty() {
             if matches!(before, Seen::Preceded { .. }) {
                 tracing::info!(iface, "wardgate is first on the interface's hooks again");
             }
-            Seen::Enforcing { ifindex }
+            self.seen
+                .insert(iface.to_string(), Seen::Enforcing { ifindex });
+            return Ok(None);
+        }
+        let message = messages.join("; ");
+        if at_start {
+            let refusal = format!("{message}; then start the agent again. Refusing to start");
+            tracing::error!(iface, "{refusal}");
+            return Ok(Some(refusal));
+        }
+        let now = Instant::now();
+        let logged = match &before {
+            Seen::Preceded {
+                message: said,
+                logged,
+                ..
+            } if *said == message && now.duration_since(*logged) < PRECEDED_REMINDER => *logged,
+            _ => {
+                tracing::error!(
+                    iface,
+                    violations = self.order_violations,
+                    "{message}; still enforcing behind it, checked again every {INTERFACE_POLL:?}"
+                );
+                now
+            }
         };
-        self.seen.insert(iface.to_string(), now);
-        Ok(refusal)
+        self.seen.insert(
+            iface.to_string(),
+            Seen::Preceded {
+                ifindex,
+                message,
+                logged,
+            },
+        );
+        Ok(None)
     }
 }
 

@@ -930,8 +930,9 @@ fn a_device_interface_deleted_and_re_created_under_traffic_is_enforced_again() {
     assert_eq!(udp_roundtrip(&ward.dev, sa("198.51.100.10:53")), Ok(()));
     let log = agent.log_text();
     assert!(
-        log.contains("datapath attached") && log.contains(DEV_IF),
-        "the re-attach is logged:\n{log}"
+        log.lines()
+            .any(|l| l.contains("interface re-created; datapath re-attached") && l.contains(DEV_IF)),
+        "the re-attach is logged with the old and new index:\n{log}"
     );
     stop.store(true, Ordering::Relaxed);
     for h in handles {
@@ -997,7 +998,7 @@ fn another_program_first_on_a_hook_is_an_error_and_refuses_a_start() {
     let log = refused.log_text();
     assert!(!status.success(), "the agent started anyway:\n{log}");
     assert!(
-        log.contains("refusing to start")
+        log.contains("Refusing to start")
             && log.contains("wg-dev0 ingress")
             && log.contains("`wg_pass`"),
         "the refusal names the interface and the program:\n{log}"
