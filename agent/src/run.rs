@@ -194,14 +194,11 @@ impl Interfaces {
         let missing = absent(&hooks);
         if !missing.is_empty() {
             let ifindex = hooks.ifindex;
-            // At start our freshly loaded programs are on no hook yet: pinned links are adopted
-            // (their program replaced in place, no gap). Later, a hook without our program has
-            // a defunct link (interface deleted) or none: attach anew.
-            let outcome = if matches!(before, Seen::Unknown) {
-                dp.attach(iface)?
-            } else {
-                dp.reattach(iface, &missing)?
-            };
+            // A pinned link that still reaches the interface is adopted (its program replaced in
+            // place, no gap): at start, where our freshly loaded programs are on no hook yet, and
+            // if another process replaced ours. One left defunct by a deleted interface cannot
+            // be updated: its pin is removed and a new link attached first and pinned.
+            let outcome = dp.attach(iface)?;
             let Some(mut now) = dp.hooks(iface)? else {
                 // Gone again already; the next check sees it.
                 return Ok(None);

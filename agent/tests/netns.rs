@@ -867,6 +867,7 @@ fn a_missing_interface_is_retried_while_the_others_are_enforced_and_attached_whe
         "-n", &ward.gw, "link", "add", LATE, "type", "veth", "peer", "name", "wg-late1",
     ]);
     let took = wait_wardgate_first(&ward.gw, LATE, Duration::from_secs(5));
+    eprintln!("attached {took:?} after the interface appeared");
     assert!(took < Duration::from_secs(3), "attached after {took:?}");
     agent.wait_for("interface appeared; datapath attached");
     assert!(wardgate_first(&ward.gw, DEV_IF));
@@ -905,6 +906,7 @@ fn a_device_interface_deleted_and_re_created_under_traffic_is_enforced_again() {
     std::thread::sleep(Duration::from_millis(1200));
     ward.recreate_device_link();
     let took = wait_wardgate_first(&ward.gw, DEV_IF, Duration::from_secs(5));
+    eprintln!("re-attached {took:?} after the re-creation");
     assert!(took < Duration::from_secs(3), "re-attached after {took:?}");
     let (sent, echoed) = traffic.join().unwrap();
     eprintln!("across the re-creation: sent {sent:?}, echoed {echoed:?}");
