@@ -17,8 +17,9 @@ use wardgate_proto::v1 as pb;
 
 use crate::datapath::convert::{DatapathEvent, EventKind};
 
-/// Alerts kept while the controller is unreachable; past this the oldest are dropped (and
-/// counted), so a long outage cannot exhaust the gateway's memory.
+/// Alerts kept while the controller is unreachable; past this the lowest-severity ones are
+/// dropped first (oldest first within a severity) and counted per severity, so a long outage
+/// cannot exhaust the gateway's memory and a flood of low alerts cannot push out a spoof.
 pub const OUTBOX_CAP: usize = 10_000;
 
 /// Largest batch sent in one message.
@@ -81,6 +82,41 @@ pub fn from_event(
     })
 }
 
+/// Severities from the lowest to the highest, as `from_event` names them. An alert with any
+/// other severity string ranks with `low`.
+pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
+
+/// Rank of a severity in `SEVERITIES` (0 = lowest).
+fn severity_rank(severity: &str) -> usize {
+    SEVERITIES.iter().position(|s| *s == severity).unwrap_or(0)
+}
+
+/// Alerts dropped past the cap, per severity (index as in `SEVERITIES`), since the agent
+/// started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped(pub [u64; 4]);
+
+impl Dropped {
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// How many of `severity` were dropped.
+    pub fn of(&self, severity: &str) -> u64 {
+        self.0[severity_rank(severity)]
+    }
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, n)) in SEVERITIES.iter().zip(self.0).enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{name}={n}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Alerts not yet acknowledged, oldest first. `sent` of them went out on the current
 /// connection; a new connection sends them all again. With a store, every pending alert is
 /// also a row in it until acknowledged (or dropped past the cap).
@@ -88,9 +124,14 @@ pub fn from_event(
 pub struct Outbox {
     pending: VecDeque<pb::Alert>,
     sent: usize,
-    pub dropped: u64,
+    dropped: Dropped,
+    /// When drops were last logged (at most every `DROP_LOG_EVERY`; counted always).
+    drop_logged: Option<std::time::Instant>,
     store: Option<Store>,
 }
+
+/// Drops past the cap are logged at most this often (a long outage drops on every event).
+const DROP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The outbox file: one row per pending alert, in arrival order. WAL with `synchronous =
 /// NORMAL`: a commit survives the agent being killed; a power cut may lose the last few.
@@ -189,27 +230,81 @@ impl Outbox {
         self.push_all(vec![alert]);
     }
 
-    /// Adds alerts (one transaction when stored); past `OUTBOX_CAP` the oldest are dropped and
-    /// counted. A store that cannot be written keeps them in memory, and says so.
+    /// Adds alerts (one transaction when stored); past `OUTBOX_CAP` the lowest severity goes
+    /// first (oldest first within it), counted per severity and logged. A store that cannot be
+    /// written keeps them in memory, and says so.
     pub fn push_all(&mut self, alerts: Vec<pb::Alert>) {
         let removed = self.admit(alerts.clone());
-        self.persist(&alerts, &removed);
+        // An alert dropped in the same step it came in never becomes a row.
+        let gone: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
+        let added: Vec<_> = alerts
+            .into_iter()
+            .filter(|a| !gone.contains(a.id.as_str()))
+            .collect();
+        self.persist(&added, &removed);
     }
 
-    /// Appends in memory, dropping (and counting) the oldest past the cap; returns their ids.
+    /// Appends in memory, then, past the cap, drops the excess: all of the lowest severity
+    /// present before any of the next one, oldest first within a severity. Returns the ids
+    /// dropped.
     fn admit(&mut self, alerts: Vec<pb::Alert>) -> Vec<String> {
+        self.pending.extend(alerts);
+        let mut excess = self.pending.len().saturating_sub(OUTBOX_CAP);
+        if excess == 0 {
+            return Vec::new();
+        }
+        // How many to drop of each severity, lowest first.
+        let mut count = [0usize; 4];
+        for a in &self.pending {
+            count[severity_rank(&a.severity)] += 1;
+        }
+        let mut quota = [0usize; 4];
+        for (q, c) in quota.iter_mut().zip(count) {
+            *q = c.min(excess);
+            excess -= *q;
+        }
         let mut removed = Vec::new();
-        for alert in alerts {
-            if self.pending.len() >= OUTBOX_CAP {
-                if let Some(old) = self.pending.pop_front() {
-                    removed.push(old.id);
+        let mut dropped_sent = 0;
+        let mut dropped = Dropped::default();
+        let mut i = 0;
+        let sent = self.sent;
+        self.pending.retain(|a| {
+            let rank = severity_rank(&a.severity);
+            let drop = quota[rank] > 0;
+            if drop {
+                quota[rank] -= 1;
+                dropped.0[rank] += 1;
+                removed.push(a.id.clone());
+                if i < sent {
+                    dropped_sent += 1;
                 }
-                self.sent = self.sent.saturating_sub(1);
-                self.dropped += 1;
             }
-            self.pending.push_back(alert);
+            i += 1;
+            !drop
+        });
+        self.sent -= dropped_sent;
+        for (total, n) in self.dropped.0.iter_mut().zip(dropped.0) {
+            *total += n;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .drop_logged
+            .is_none_or(|t| now.duration_since(t) >= DROP_LOG_EVERY)
+        {
+            self.drop_logged = Some(now);
+            tracing::warn!(
+                dropped = %dropped,
+                dropped_since_start = %self.dropped,
+                cap = OUTBOX_CAP,
+                "alert outbox full: dropped the lowest-severity alerts first"
+            );
         }
         removed
+    }
+
+    /// Alerts dropped past the cap since the agent started, per severity.
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
     }
 
     fn persist(&mut self, added: &[pb::Alert], removed: &[String]) {
@@ -335,14 +430,113 @@ mod tests {
         assert!(o.is_empty());
     }
 
+    fn with_severity(id: &str, severity: &str) -> pb::Alert {
+        pb::Alert {
+            id: id.into(),
+            severity: severity.into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn a_full_outbox_drops_the_oldest_and_counts() {
         let mut o = Outbox::default();
         for i in 0..OUTBOX_CAP + 5 {
             o.push(alert(&i.to_string()));
         }
-        assert_eq!((o.len(), o.dropped), (OUTBOX_CAP, 5));
+        assert_eq!((o.len(), o.dropped().total()), (OUTBOX_CAP, 5));
         assert_eq!(o.next_batch()[0].id, "5");
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_lowest_severity_first_and_counts_each() {
+        // Mixed severities, interleaved (per ten: 1 critical, 2 high, 3 medium, 4 low), 3,000
+        // more than the cap.
+        let severity = |i: usize| match i % 10 {
+            0 => "critical",
+            1 | 2 => "high",
+            3..=5 => "medium",
+            _ => "low",
+        };
+        let mut o = Outbox::default();
+        // Some of it already went out on this connection (sent, not yet acknowledged).
+        o.push_all(
+            (0..2_000)
+                .map(|i| with_severity(&i.to_string(), severity(i)))
+                .collect(),
+        );
+        assert_eq!(o.next_batch().len(), BATCH);
+        for i in 2_000..OUTBOX_CAP + 3_000 {
+            o.push(with_severity(&i.to_string(), severity(i)));
+        }
+        // The 40 low ones among the 100 sent were dropped; sending goes on after the rest.
+        assert_eq!(o.next_batch()[0].id, "100");
+        // 13,000 in: 1,300 critical, 2,600 high, 3,900 medium, 5,200 low; 3,000 must go, all low.
+        assert_eq!(o.len(), OUTBOX_CAP);
+        let d = o.dropped();
+        assert_eq!(
+            (d.of("low"), d.of("medium"), d.of("high"), d.of("critical")),
+            (3_000, 0, 0, 0)
+        );
+        o.reconnected();
+        let mut kept = Vec::new();
+        loop {
+            let b = o.next_batch();
+            if b.is_empty() {
+                break;
+            }
+            kept.extend(b);
+        }
+        let of = |s: &str| kept.iter().filter(|a| a.severity == s).count();
+        assert_eq!(
+            (of("critical"), of("high"), of("medium"), of("low")),
+            (1_300, 2_600, 3_900, 2_200),
+            "every critical, high and medium alert survives"
+        );
+        // Within low, the oldest went first: the surviving low alerts are the newest ones.
+        let first_low: usize = kept
+            .iter()
+            .find(|a| a.severity == "low")
+            .map(|a| a.id.parse().unwrap())
+            .unwrap();
+        assert_eq!(first_low, 7_506, "the 3,001st low alert is the oldest kept");
+        // Order is kept for the survivors.
+        let ids: Vec<usize> = kept.iter().map(|a| a.id.parse().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+
+        // More past the cap once low is used up: medium goes next, never high or critical.
+        o.push_all(
+            (0..2_300)
+                .map(|i| with_severity(&format!("m{i}"), "high"))
+                .collect(),
+        );
+        let d = o.dropped();
+        assert_eq!(
+            (d.of("low"), d.of("medium"), d.of("high"), d.of("critical")),
+            (5_200, 100, 0, 0)
+        );
+        assert_eq!(d.total(), 5_300);
+        assert_eq!(o.len(), OUTBOX_CAP);
+    }
+
+    #[test]
+    fn the_outbox_file_drops_the_same_alerts_as_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let mut o = Outbox::open(&path).unwrap();
+        o.push(with_severity("spoof", "critical"));
+        o.push_all(
+            (0..OUTBOX_CAP + 10)
+                .map(|i| with_severity(&i.to_string(), "low"))
+                .collect(),
+        );
+        assert_eq!(o.dropped().of("low"), 11);
+        drop(o);
+        let mut o = Outbox::open(&path).unwrap();
+        assert_eq!(o.len(), OUTBOX_CAP);
+        let first = o.next_batch();
+        assert_eq!(first[0].id, "spoof", "the critical alert survived the cap");
+        assert_eq!(first[1].id, "11");
     }
 
     #[test]
@@ -368,7 +562,7 @@ mod tests {
         let path = dir.path().join("outbox.sqlite");
         let mut o = Outbox::open(&path).unwrap();
         o.push_all((0..OUTBOX_CAP + 3).map(|i| alert(&i.to_string())).collect());
-        assert_eq!((o.len(), o.dropped), (OUTBOX_CAP, 3));
+        assert_eq!((o.len(), o.dropped().total()), (OUTBOX_CAP, 3));
         drop(o);
         let mut o = Outbox::open(&path).unwrap();
         assert_eq!(o.len(), OUTBOX_CAP);

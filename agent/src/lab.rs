@@ -48,25 +48,14 @@ impl Ward {
             ip(&["netns", "add", ns]);
         }
         let (dev, gw, srv) = (w.dev.as_str(), w.gw.as_str(), w.srv.as_str());
-        ip(&[
-            "-n", gw, "link", "add", DEV_IF, "type", "veth", "peer", "name", "eth0", "netns", dev,
-        ]);
+        w.add_device_link();
         ip(&[
             "-n", gw, "link", "add", "wg-srv0", "type", "veth", "peer", "name", "eth0", "netns",
             srv,
         ]);
-        ip(&[
-            "-n",
-            dev,
-            "link",
-            "set",
-            "eth0",
-            "address",
-            "02:00:00:00:00:0a",
-        ]);
         for (ns, ifs) in [
-            (dev, vec!["lo", "eth0"]),
-            (gw, vec!["lo", DEV_IF, "wg-srv0"]),
+            (dev, vec!["lo"]),
+            (gw, vec!["lo", "wg-srv0"]),
             (srv, vec!["lo", "eth0"]),
         ] {
             for i in ifs {
@@ -74,10 +63,6 @@ impl Ward {
             }
         }
         for (ns, ifname, addr) in [
-            (dev, "eth0", "192.0.2.10/24"),
-            (dev, "eth0", "2001:db8:1::10/64"),
-            (gw, DEV_IF, "192.0.2.1/24"),
-            (gw, DEV_IF, "2001:db8:1::1/64"),
             (gw, "wg-srv0", "198.51.100.1/24"),
             (gw, "wg-srv0", "2001:db8:100::1/64"),
             (srv, "eth0", "198.51.100.10/24"),
@@ -92,17 +77,6 @@ impl Ward {
                 ip(&["-n", ns, "addr", "add", addr, "dev", ifname]);
             }
         }
-        ip(&["-n", dev, "route", "add", "default", "via", "192.0.2.1"]);
-        ip(&[
-            "-n",
-            dev,
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:1::1",
-        ]);
         ip(&["-n", srv, "route", "add", "default", "via", "198.51.100.1"]);
         ip(&[
             "-n",
@@ -141,6 +115,61 @@ impl Ward {
             }
         }
         w
+    }
+}
+
+impl Ward {
+    /// The device's link: the veth `DEV_IF` (gateway) <-> `eth0` (device) with the device's MAC,
+    /// addresses and default routes.
+    fn add_device_link(&self) {
+        let (dev, gw) = (self.dev.as_str(), self.gw.as_str());
+        ip(&[
+            "-n", gw, "link", "add", DEV_IF, "type", "veth", "peer", "name", "eth0", "netns", dev,
+        ]);
+        ip(&[
+            "-n",
+            dev,
+            "link",
+            "set",
+            "eth0",
+            "address",
+            "02:00:00:00:00:0a",
+        ]);
+        ip(&["-n", dev, "link", "set", "eth0", "up"]);
+        ip(&["-n", gw, "link", "set", DEV_IF, "up"]);
+        for (ns, ifname, addr) in [
+            (dev, "eth0", "192.0.2.10/24"),
+            (dev, "eth0", "2001:db8:1::10/64"),
+            (gw, DEV_IF, "192.0.2.1/24"),
+            (gw, DEV_IF, "2001:db8:1::1/64"),
+        ] {
+            if addr.contains(':') {
+                ip(&["-n", ns, "addr", "add", addr, "dev", ifname, "nodad"]);
+            } else {
+                ip(&["-n", ns, "addr", "add", addr, "dev", ifname]);
+            }
+        }
+        ip(&["-n", dev, "route", "add", "default", "via", "192.0.2.1"]);
+        ip(&[
+            "-n",
+            dev,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::1",
+        ]);
+    }
+
+    /// Deletes the device's veth pair (both ends go), as when a VLAN interface is removed.
+    pub fn delete_device_link(&self) {
+        ip(&["-n", &self.gw, "link", "del", DEV_IF]);
+    }
+
+    /// Creates the device's veth pair again, as it was (a new interface index on the gateway).
+    pub fn recreate_device_link(&self) {
+        self.add_device_link();
     }
 }
 

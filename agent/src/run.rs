@@ -1,8 +1,16 @@
-//! The agent daemon: load or adopt the datapath, attach, apply the desired state (and re-apply
-//! when its file changes or on SIGHUP), log events, and exit on SIGTERM leaving enforcement in
-//! place (links and maps stay pinned).
+//! The agent daemon: load or adopt the datapath, apply the last known desired state, and only
+//! then attach (so no packet crosses an interface before the policy is in the maps); re-apply
+//! when the file changes or on SIGHUP; keep every configured interface attached, with wardgate
+//! first on its hooks (missing interfaces are retried, re-created ones re-attached); log events;
+//! exit on SIGTERM leaving enforcement in place (links and maps stay pinned).
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use tokio::{
@@ -15,8 +23,15 @@ use wardgate_policy::DesiredState;
 use crate::{
     alerts::{AlertQueue, Outbox},
     config::{Action, AgentConfig, VlanAction},
-    datapath::{ApplyOutcome, Datapath},
+    datapath::{ApplyOutcome, Datapath, HookPosition},
 };
+
+/// How often every configured interface is checked (present, attached, wardgate first);
+/// link changes reported by netlink wake the check at once.
+pub const INTERFACE_POLL: Duration = Duration::from_secs(1);
+
+/// A missing interface is logged again this often while it stays missing.
+const MISSING_REMINDER: Duration = Duration::from_secs(60);
 
 fn gateway_config(cfg: &AgentConfig) -> GatewayConfig {
     let action = |a: Action| match a {
@@ -48,18 +63,325 @@ pub fn read_desired(path: &Path) -> anyhow::Result<Option<DesiredState>> {
     Ok(Some(state))
 }
 
-/// Sets up the datapath for `cfg` (load/adopt, config, management allowlist, attach).
-pub fn prepare(cfg: &AgentConfig) -> anyhow::Result<Datapath> {
+/// Sets up the datapath for `cfg`, in the order that leaves no unfiltered window: load/adopt
+/// the maps, gateway config, management allowlist, the last known desired state (the file, if
+/// any), and only then attach. An interface that does not exist yet is left to the interface
+/// checks; another TCX program running before wardgate on a hook refuses the start.
+pub fn prepare(
+    cfg: &AgentConfig,
+    tx: &watch::Sender<Option<Arc<DesiredState>>>,
+) -> anyhow::Result<(Datapath, Interfaces)> {
     let mut dp = Datapath::load(&cfg.pin_root)?;
     dp.set_gateway_config(&gateway_config(cfg))?;
     dp.set_management(&cfg.management)?;
-    for iface in &cfg.interfaces {
-        let outcome = dp.attach(iface)?;
-        tracing::info!(iface, ?outcome, "datapath attached");
+    // A bad desired state is logged and the current policy stays: never fail open or closed
+    // because a file was wrong.
+    if let Err(e) = apply_file(&mut dp, &cfg.desired_state, tx) {
+        tracing::error!(error = format!("{e:#}"), "desired state not applied");
     }
+    let mut interfaces = Interfaces::new(&cfg.interfaces);
+    interfaces.start(&mut dp)?;
     let (slot, generation) = dp.active()?;
     tracing::info!(slot, generation, "active policy generation");
-    Ok(dp)
+    Ok((dp, interfaces))
+}
+
+/// What the agent last saw of one configured interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Not checked yet.
+    Unknown,
+    /// No such interface; `logged` is when that was last said, `was` the index it had when
+    /// it was last attached (if it ever was).
+    Missing { logged: Instant, was: Option<u32> },
+    /// Attached at this index, wardgate first on both hooks.
+    Enforcing { ifindex: u32 },
+    /// Attached at this index, but another program runs first on a hook; what was logged
+    /// about it, and when.
+    Preceded {
+        ifindex: u32,
+        message: String,
+        logged: Instant,
+    },
+}
+
+/// While another program runs before wardgate, the error is repeated this often (and at once
+/// when it changes); every check counts it.
+const PRECEDED_REMINDER: Duration = Duration::from_secs(60);
+
+/// Keeps every configured interface attached, with wardgate first on both hooks.
+#[derive(Debug)]
+pub struct Interfaces {
+    seen: BTreeMap<String, Seen>,
+    /// Checks that found another TCX program before wardgate (each hook, each check).
+    pub order_violations: u64,
+}
+
+impl Interfaces {
+    pub fn new(names: &[String]) -> Self {
+        Interfaces {
+            seen: names.iter().map(|n| (n.clone(), Seen::Unknown)).collect(),
+            order_violations: 0,
+        }
+    }
+
+    /// The first check, at start: attaches what exists, and refuses to run if another program
+    /// precedes wardgate on any hook. Missing interfaces are logged and left to `check`.
+    pub fn start(&mut self, dp: &mut Datapath) -> anyhow::Result<()> {
+        let names: Vec<String> = self.seen.keys().cloned().collect();
+        for iface in names {
+            if let Some(refusal) = self.check_one(dp, &iface, true)? {
+                anyhow::bail!(refusal);
+            }
+        }
+        Ok(())
+    }
+
+    /// A later check (every `INTERFACE_POLL`, and on netlink link changes): attaches interfaces
+    /// that appeared, re-attaches re-created ones, and logs (loudly, and counts) any program
+    /// that runs before wardgate. Errors are logged and retried on the next check.
+    pub fn check(&mut self, dp: &mut Datapath) {
+        let names: Vec<String> = self.seen.keys().cloned().collect();
+        for iface in names {
+            if let Err(e) = self.check_one(dp, &iface, false) {
+                tracing::error!(
+                    iface,
+                    error = format!("{e:#}"),
+                    "interface check failed; retrying"
+                );
+            }
+        }
+    }
+
+    /// Checks one interface; at start an error is fatal, and `Some(message)` is a refusal.
+    fn check_one(
+        &mut self,
+        dp: &mut Datapath,
+        iface: &str,
+        at_start: bool,
+    ) -> anyhow::Result<Option<String>> {
+        let before = self.seen[iface].clone();
+        let Some(mut hooks) = dp.hooks(iface)? else {
+            let now = Instant::now();
+            let (say, was) = match before {
+                Seen::Missing { logged, was } => {
+                    (now.duration_since(logged) >= MISSING_REMINDER, was)
+                }
+                Seen::Enforcing { ifindex } | Seen::Preceded { ifindex, .. } => {
+                    (true, Some(ifindex))
+                }
+                Seen::Unknown => (true, None),
+            };
+            if say {
+                tracing::warn!(
+                    iface,
+                    retry_every = ?INTERFACE_POLL,
+                    "interface does not exist; enforcing the other interfaces and attaching \
+                     this one as soon as it appears"
+                );
+            }
+            let logged = match before {
+                Seen::Missing { logged, .. } if !say => logged,
+                _ => now,
+            };
+            self.seen
+                .insert(iface.to_string(), Seen::Missing { logged, was });
+            return Ok(None);
+        };
+        let absent = |hooks: &crate::datapath::InterfaceHooks| -> Vec<&'static str> {
+            hooks
+                .hooks
+                .iter()
+                .filter(|(_, p)| *p == HookPosition::Absent)
+                .map(|(h, _)| *h)
+                .collect()
+        };
+        let missing = absent(&hooks);
+        if !missing.is_empty() {
+            let ifindex = hooks.ifindex;
+            // A pinned link that still reaches the interface is adopted (its program replaced in
+            // place, no gap): at start, where our freshly loaded programs are on no hook yet, and
+            // if another process replaced ours. One left defunct by a deleted interface cannot
+            // be updated: its pin is removed and a new link attached first and pinned.
+            let outcome = dp.attach(iface)?;
+            let Some(mut now) = dp.hooks(iface)? else {
+                // Gone again already; the next check sees it.
+                return Ok(None);
+            };
+            let still = absent(&now);
+            if !still.is_empty() {
+                // An adopted link that no longer reaches its interface.
+                dp.reattach(iface, &still)?;
+                now = dp
+                    .hooks(iface)?
+                    .ok_or_else(|| anyhow::anyhow!("{iface} vanished"))?;
+            }
+            match before {
+                Seen::Enforcing { ifindex: old }
+                | Seen::Preceded { ifindex: old, .. }
+                | Seen::Missing { was: Some(old), .. }
+                    if old != ifindex =>
+                {
+                    tracing::warn!(iface, old_ifindex = old, ifindex, hooks = ?missing,
+                        "interface re-created; datapath re-attached")
+                }
+                Seen::Enforcing { .. }
+                | Seen::Preceded { .. }
+                | Seen::Missing { was: Some(_), .. } => {
+                    tracing::warn!(iface, ifindex, hooks = ?missing,
+                        "datapath was detached from the interface; re-attached")
+                }
+                Seen::Missing { .. } => {
+                    tracing::info!(
+                        iface,
+                        ifindex,
+                        ?outcome,
+                        "interface appeared; datapath attached"
+                    )
+                }
+                Seen::Unknown => tracing::info!(iface, ifindex, ?outcome, "datapath attached"),
+            }
+            hooks = now;
+        }
+        let mut messages = Vec::new();
+        for (hook, position) in &hooks.hooks {
+            match position {
+                HookPosition::First => {}
+                HookPosition::Absent => {
+                    anyhow::bail!("{iface} {hook}: still not attached after attaching")
+                }
+                HookPosition::After(others) => {
+                    self.order_violations += 1;
+                    let list = others
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    messages.push(format!(
+                        "{iface} {hook}: TCX program {list} runs before wardgate; wardgate must \
+                         be first on the hook (a program before it decides what devices can \
+                         reach). Detach it (`bpftool net show dev {iface}`)"
+                    ));
+                }
+            }
+        }
+        let ifindex = hooks.ifindex;
+        if messages.is_empty() {
+            if matches!(before, Seen::Preceded { .. }) {
+                tracing::info!(iface, "wardgate is first on the interface's hooks again");
+            }
+            self.seen
+                .insert(iface.to_string(), Seen::Enforcing { ifindex });
+            return Ok(None);
+        }
+        let message = messages.join("; ");
+        if at_start {
+            let refusal = format!("{message}; then start the agent again. Refusing to start");
+            tracing::error!(iface, "{refusal}");
+            return Ok(Some(refusal));
+        }
+        let now = Instant::now();
+        let logged = match &before {
+            Seen::Preceded {
+                message: said,
+                logged,
+                ..
+            } if *said == message && now.duration_since(*logged) < PRECEDED_REMINDER => *logged,
+            _ => {
+                tracing::error!(
+                    iface,
+                    violations = self.order_violations,
+                    "{message}; still enforcing behind it, checked again every {INTERFACE_POLL:?}"
+                );
+                now
+            }
+        };
+        self.seen.insert(
+            iface.to_string(),
+            Seen::Preceded {
+                ifindex,
+                message,
+                logged,
+            },
+        );
+        Ok(None)
+    }
+}
+
+/// A netlink socket subscribed to link changes (RTMGRP_LINK) in the agent's network
+/// namespace, so a new or re-created interface is attached at once rather than at the next
+/// poll. `None` if it cannot be opened (the poll still covers it).
+fn link_changes() -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // Safety: plain socket calls; the fd is owned by OwnedFd from here on.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "no netlink link events; polling only");
+        return None;
+    }
+    // Safety: fd is a fresh socket we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Safety: zeroed sockaddr_nl is valid; we set family and groups.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    addr.nl_groups = libc::RTMGRP_LINK as u32;
+    // Safety: valid fd and address of the right size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "no netlink link events; polling only");
+        return None;
+    }
+    // Safety: the OwnedFd is moved into the AsyncFd and stays open, the same socket, until
+    // the AsyncFd drops.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .inspect_err(|e| tracing::warn!(error = %e, "no netlink link events; polling only"))
+        .ok()
+}
+
+/// Waits for link changes and drains them (their content does not matter: any change triggers
+/// a check of every interface). Never resolves without a socket.
+async fn link_changed(nl: Option<&tokio::io::unix::AsyncFd<OwnedFd>>) {
+    let Some(nl) = nl else {
+        return std::future::pending().await;
+    };
+    let Ok(mut guard) = nl.readable().await else {
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; 8192];
+    loop {
+        // Safety: valid fd and buffer.
+        let n = unsafe {
+            libc::recv(
+                nl.get_ref().as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                guard.clear_ready();
+                return;
+            }
+            // ENOBUFS (events overflowed): a check follows anyway.
+            if e.raw_os_error() != Some(libc::ENOBUFS) {
+                guard.clear_ready();
+                return;
+            }
+        }
+    }
 }
 
 fn apply_file(
@@ -112,8 +434,10 @@ fn open_outbox(path: &Path) -> Arc<AlertQueue> {
 }
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    let mut dp = prepare(&cfg)?;
     let (tx, rx) = watch::channel(None);
+    // Subscribed before the first check, so no link change between the two is missed.
+    let nl = link_changes();
+    let (mut dp, mut interfaces) = prepare(&cfg, &tx)?;
     let ring = dp.take_events()?;
     // Alerts go to the controller only when there is one; the agent logs every event anyway.
     let alerts = cfg
@@ -127,11 +451,6 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
     });
 
-    // A bad desired state is logged and the current policy stays: never fail open or closed
-    // because a file was wrong.
-    if let Err(e) = apply_file(&mut dp, &cfg.desired_state, &tx) {
-        tracing::error!(error = format!("{e:#}"), "desired state not applied");
-    }
     // Policy sync: the sync task writes bundles to the desired-state file and wakes us; we are
     // still the only map writer, and tell it what got applied.
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<()>(4);
@@ -151,10 +470,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut iface_tick = tokio::time::interval(INTERFACE_POLL);
+    iface_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (reapply, from_controller) = tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            _ = iface_tick.tick() => {
+                interfaces.check(&mut dp);
+                (false, false)
+            }
+            () = link_changed(nl.as_ref()) => {
+                interfaces.check(&mut dp);
+                (false, false)
+            }
             _ = hup.recv() => (true, false),
             Some(()) = notify_rx.recv() => (true, true),
             _ = tick.tick() => {

@@ -15,6 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::{
+    maps::{Array, MapData},
+    programs::{LinkOrder, SchedClassifier, TcAttach, TcAttachType},
+};
 use support::*;
 use wardgate_agent::lab::*;
 use wardgate_agent::{
@@ -22,7 +26,7 @@ use wardgate_agent::{
     datapath::{AttachOutcome, Datapath},
     netns,
 };
-use wardgate_common::Reason;
+use wardgate_common::{Reason, SlotMeta, map_names, program_names};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -35,12 +39,20 @@ struct Agent {
 
 impl Agent {
     fn start(ward: &Ward, dir: &Path, pin: &Path) -> Agent {
+        let agent = Agent::spawn(ward, dir, pin, &[DEV_IF]);
+        agent.wait_for("active policy generation");
+        agent
+    }
+
+    /// Starts the agent on `interfaces` without waiting for it.
+    fn spawn(ward: &Ward, dir: &Path, pin: &Path, interfaces: &[&str]) -> Agent {
         let config = dir.join("agent.yaml");
         std::fs::write(
             &config,
             format!(
-                "interfaces: [{DEV_IF}]\npin_root: {}\ndesired_state: {}\n\
+                "interfaces: [{}]\npin_root: {}\ndesired_state: {}\n\
                  management:\n  - {{cidr: 203.0.113.1/32, proto: tcp, port: 22}}\n",
+                interfaces.join(", "),
                 pin.display(),
                 dir.join("desired.json").display()
             ),
@@ -56,9 +68,23 @@ impl Agent {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start agent");
-        let agent = Agent { child, log };
-        agent.wait_for("active policy generation");
-        agent
+        Agent { child, log }
+    }
+
+    /// Waits (bounded) for the agent to exit; its exit status.
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent still running after {limit:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn log_text(&self) -> String {
@@ -691,4 +717,304 @@ fn python_hl7_mllp_reaches_the_pump_only_from_the_hl7_engine() {
         "the blocked connection is logged as a deny:\n{}",
         agent.log_text()
     );
+}
+
+/// The names of the TCX programs on `iface`'s ingress and egress in namespace `ns`, in order
+/// (empty lists if the interface does not exist).
+fn tcx_programs(ns: &str, iface: &'static str) -> (Vec<String>, Vec<String>) {
+    run_in(ns, move || {
+        let names = |kind| {
+            let name = std::ffi::CString::new(iface).unwrap();
+            SchedClassifier::query_tcx(name.as_c_str(), kind)
+                .map(|(_, progs)| {
+                    progs
+                        .iter()
+                        .map(|p| p.name_as_str().unwrap_or("?").to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        (names(TcAttachType::Ingress), names(TcAttachType::Egress))
+    })
+}
+
+/// Whether wardgate's programs run first on both hooks of `iface`.
+fn wardgate_first(ns: &str, iface: &'static str) -> bool {
+    let (ingress, egress) = tcx_programs(ns, iface);
+    ingress.first().map(String::as_str) == Some(program_names::INGRESS)
+        && egress.first().map(String::as_str) == Some(program_names::EGRESS)
+}
+
+/// Waits (bounded by `limit`) until wardgate runs first on both hooks of `iface`; how long.
+fn wait_wardgate_first(ns: &str, iface: &'static str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while !wardgate_first(ns, iface) {
+        assert!(
+            started.elapsed() < limit,
+            "wardgate not first on {iface} after {limit:?}: {:?}",
+            tcx_programs(ns, iface)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// The active generation in the maps pinned under `pin`, read straight from the pins.
+fn pinned_generation(pin: &Path) -> u32 {
+    let open = |name: &str| {
+        let data = MapData::from_pin(pin.join("maps").join(name)).unwrap();
+        aya::maps::Map::from_map_data(data).unwrap()
+    };
+    let active: Array<_, u32> = Array::try_from(open(map_names::ACTIVE)).unwrap();
+    let slot = active.get(&0, 0).unwrap() & 1;
+    let slots: Array<_, SlotMeta> = Array::try_from(open(map_names::SLOTS)).unwrap();
+    slots.get(&slot, 0).unwrap().generation
+}
+
+#[test]
+fn after_a_reboot_the_links_appear_only_once_the_last_desired_state_is_in_the_maps() {
+    // A fresh pin root is a reboot: no pinned maps, no links. The desired-state file is there
+    // (the last policy the controller sent). The moment a wardgate program first shows on the
+    // interface's hooks, the maps must already enforce that generation: no packet passes
+    // unfiltered, or filtered by an empty policy.
+    let ward = ward("boot");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("boot");
+    write_desired(dir.path(), 7);
+    let gw = ward.gw.clone();
+    let pin_path = pin.0.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        netns::enter(&gw).unwrap();
+        ready_tx.send(()).unwrap();
+        let ifname = std::ffi::CString::new(DEV_IF).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut polls = 0u64;
+        // As tight as the kernel answers, bounded in time.
+        while Instant::now() < deadline {
+            polls += 1;
+            for kind in [TcAttachType::Ingress, TcAttachType::Egress] {
+                let (_, progs) = SchedClassifier::query_tcx(ifname.as_c_str(), kind).unwrap();
+                if !progs.is_empty() {
+                    let generation = pinned_generation(&pin_path);
+                    let names: Vec<String> = progs
+                        .iter()
+                        .map(|p| p.name_as_str().unwrap_or("?").to_string())
+                        .collect();
+                    return Some((generation, names, polls));
+                }
+            }
+        }
+        None
+    });
+    ready_rx.recv().unwrap();
+    let agent = Agent::spawn(&ward, dir.path(), &pin.0, &[DEV_IF]);
+    let seen = watcher.join().unwrap();
+    agent.wait_for("active policy generation");
+    let (generation, names, polls) = seen.expect("no program ever appeared on the hooks");
+    assert!(names[0].starts_with("wg_"), "a wardgate program: {names:?}");
+    assert!(polls > 1, "the hooks were empty when the agent started");
+    assert_eq!(
+        generation,
+        7,
+        "when the first link appeared the maps held generation {generation}, not the file's 7:\n{}",
+        agent.log_text()
+    );
+    // And the policy is what runs: a denied flow is dropped, an allowed one passes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(tcp_roundtrip(&ward.dev, sa("198.51.100.10:445")).is_err());
+    assert_eq!(tcp_roundtrip(&ward.dev, sa("198.51.100.10:104")), Ok(()));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn a_missing_interface_is_retried_while_the_others_are_enforced_and_attached_when_it_appears() {
+    let ward = ward("late");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("late");
+    write_desired(dir.path(), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    const LATE: &str = "wg-late0";
+    let agent = Agent::spawn(&ward, dir.path(), &pin.0, &[LATE, DEV_IF]);
+    agent.wait_for("active policy generation");
+    agent.wait_for("interface does not exist");
+    assert!(agent.log_text().contains(LATE), "{}", agent.log_text());
+    // The interface that exists is enforced meanwhile.
+    assert!(wardgate_first(&ward.gw, DEV_IF));
+    assert!(
+        tcp_roundtrip(&ward.dev, sa("198.51.100.10:445")).is_err(),
+        "SMB is blocked on the interface that exists"
+    );
+    assert_eq!(tcp_roundtrip(&ward.dev, sa("198.51.100.10:104")), Ok(()));
+    // Still running (and still retrying) after a few polls.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut agent = agent;
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "{}",
+        agent.log_text()
+    );
+    assert!(tcx_programs(&ward.gw, LATE).0.is_empty());
+
+    // The interface appears: attached within a bounded time (poll 1 s, or netlink at once).
+    ip(&[
+        "-n", &ward.gw, "link", "add", LATE, "type", "veth", "peer", "name", "wg-late1",
+    ]);
+    let took = wait_wardgate_first(&ward.gw, LATE, Duration::from_secs(5));
+    eprintln!("attached {took:?} after the interface appeared");
+    assert!(took < Duration::from_secs(3), "attached after {took:?}");
+    agent.wait_for("interface appeared; datapath attached");
+    assert!(wardgate_first(&ward.gw, DEV_IF));
+    assert!(tcp_roundtrip(&ward.dev, sa("198.51.100.10:445")).is_err());
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn a_device_interface_deleted_and_re_created_under_traffic_is_enforced_again() {
+    let ward = ward("recr");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("recr");
+    write_desired(dir.path(), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    let agent = Agent::start(&ward, dir.path(), &pin.0);
+    agent.wait_for("policy generation switched");
+    assert!(tcp_roundtrip(&ward.dev, sa("198.51.100.10:445")).is_err());
+
+    // Traffic (allowed and denied) runs across the deletion and the re-creation.
+    let dev = ward.dev.clone();
+    let traffic = std::thread::spawn(move || {
+        udp_stream(
+            &dev,
+            vec![sa("198.51.100.10:53"), sa("198.51.100.10:5001")],
+            1500,
+            Duration::from_millis(2),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    ward.delete_device_link();
+    // Long enough for a poll to see the interface gone.
+    std::thread::sleep(Duration::from_millis(1200));
+    ward.recreate_device_link();
+    let took = wait_wardgate_first(&ward.gw, DEV_IF, Duration::from_secs(5));
+    eprintln!("re-attached {took:?} after the re-creation");
+    assert!(took < Duration::from_secs(3), "re-attached after {took:?}");
+    let (sent, echoed) = traffic.join().unwrap();
+    eprintln!("across the re-creation: sent {sent:?}, echoed {echoed:?}");
+    assert!(echoed[0] > 0, "allowed traffic flowed");
+
+    // Enforced again on the new interface: allowed passes (after ARP), denied is dropped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tcp_roundtrip(&ward.dev, sa("198.51.100.10:104")).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "DICOM never passed on the re-created interface"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        tcp_roundtrip(&ward.dev, sa("198.51.100.10:445")).is_err(),
+        "SMB must be blocked on the re-created interface"
+    );
+    assert!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:5001")).is_err(),
+        "UDP 5001 must be blocked on the re-created interface"
+    );
+    assert_eq!(udp_roundtrip(&ward.dev, sa("198.51.100.10:53")), Ok(()));
+    let log = agent.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("interface re-created; datapath re-attached") && l.contains(DEV_IF)),
+        "the re-attach is logged with the old and new index:\n{log}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn another_program_first_on_a_hook_is_an_error_and_refuses_a_start() {
+    let ward = ward("order");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("order");
+    write_desired(dir.path(), 1);
+    let mut agent = Agent::start(&ward, dir.path(), &pin.0);
+    agent.wait_for("policy generation switched");
+    assert!(wardgate_first(&ward.gw, DEV_IF), "wardgate attaches first");
+
+    // Another tool puts its classifier first on the device interface's ingress (the object's
+    // own pass-everything program, from its own maps).
+    let gw = ward.gw.clone();
+    let other_pin = PinRoot::new("order-other");
+    let other_path = other_pin.0.clone();
+    let (attached_tx, attached_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        netns::enter(&gw).unwrap();
+        let mut dp = Datapath::load(&other_path).unwrap();
+        let prog = dp.classifier(program_names::PASS).unwrap();
+        prog.attach(
+            c"wg-dev0",
+            TcAttach::Tcx {
+                attach_type: TcAttachType::Ingress,
+                order: LinkOrder::first(),
+            },
+        )
+        .unwrap();
+        attached_tx.send(()).unwrap();
+        // Detached when dp drops.
+        let _ = release_rx.recv_timeout(Duration::from_secs(60));
+    });
+    attached_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        tcx_programs(&ward.gw, DEV_IF).0,
+        [program_names::PASS, program_names::INGRESS]
+    );
+
+    // The running agent says so loudly, naming the interface, the hook and the program.
+    agent.wait_for("runs before wardgate");
+    let log = agent.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("runs before wardgate"))
+        .unwrap();
+    assert!(
+        line.contains("ERROR") && line.contains("wg-dev0 ingress") && line.contains("wg_pass"),
+        "{line}"
+    );
+
+    // A new agent refuses to start while it is there.
+    agent.kill9();
+    let mut refused = Agent::spawn(&ward, dir.path(), &pin.0, &[DEV_IF]);
+    let status = refused.wait_exit(Duration::from_secs(30));
+    let log = refused.log_text();
+    assert!(!status.success(), "the agent started anyway:\n{log}");
+    assert!(
+        log.contains("Refusing to start")
+            && log.contains("wg-dev0 ingress")
+            && log.contains("`wg_pass`"),
+        "the refusal names the interface and the program:\n{log}"
+    );
+    // The datapath stays pinned and enforcing (behind the other program) meanwhile.
+    assert_eq!(
+        tcx_programs(&ward.gw, DEV_IF).0,
+        [program_names::PASS, program_names::INGRESS]
+    );
+
+    // Once it is gone, the agent starts.
+    release_tx.send(()).unwrap();
+    other.join().unwrap();
+    let agent = Agent::start(&ward, dir.path(), &pin.0);
+    assert!(!agent.log_text().contains("runs before wardgate"));
+    assert!(wardgate_first(&ward.gw, DEV_IF));
 }

@@ -14,7 +14,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
     programs::{
-        SchedClassifier, TcAttachType,
+        LinkOrder, SchedClassifier, TcAttach, TcAttachType,
         links::{FdLink, LinkError, PinnedLink},
         tc::SchedClassifierLink,
     },
@@ -85,6 +85,54 @@ pub(crate) fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) ->
         name,
         source: Box::new(e),
     }
+}
+
+/// The two hooks of a device-facing interface, with the program each one runs.
+const HOOKS: [(&str, &str, TcAttachType); 2] = [
+    ("ingress", program_names::INGRESS, TcAttachType::Ingress),
+    ("egress", program_names::EGRESS, TcAttachType::Egress),
+];
+
+/// A TCX program that is not ours, as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherProgram {
+    pub id: u32,
+    pub name: String,
+}
+
+impl std::fmt::Display for OtherProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` (id {})", self.name, self.id)
+    }
+}
+
+/// Where wardgate's program stands on one TCX hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookPosition {
+    /// It runs first: every packet is filtered by it before anything else sees it.
+    First,
+    /// It is not on the hook (a new or re-created interface, or a link left defunct when its
+    /// interface was deleted).
+    Absent,
+    /// These programs run before it, in order.
+    After(Vec<OtherProgram>),
+}
+
+/// The hooks of one interface as they are now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceHooks {
+    pub ifindex: u32,
+    /// `(hook, position)` for ingress and egress.
+    pub hooks: Vec<(&'static str, HookPosition)>,
+}
+
+/// The interface's index in the current network namespace, or `None` if there is no such
+/// interface.
+pub fn ifindex(iface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(iface).ok()?;
+    // Safety: a valid NUL-terminated string; if_nametoindex has no other preconditions.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// How an interface hook was taken over.
@@ -210,14 +258,12 @@ impl Datapath {
         })
     }
 
-    /// Attaches ingress and egress of `iface` through TCX links pinned under the pin root. If
-    /// pinned links exist (agent restart or upgrade), their program is replaced in place.
+    /// Attaches ingress and egress of `iface` through TCX links pinned under the pin root,
+    /// first in each hook's chain (`LinkOrder::first()`). If pinned links exist (agent restart
+    /// or upgrade), their program is replaced in place and keeps its position.
     pub fn attach(&mut self, iface: &str) -> Result<AttachOutcome, DatapathError> {
         let mut outcome = AttachOutcome::Adopted;
-        for (hook, name, kind) in [
-            ("ingress", program_names::INGRESS, TcAttachType::Ingress),
-            ("egress", program_names::EGRESS, TcAttachType::Egress),
-        ] {
+        for (hook, name, kind) in HOOKS {
             let pin = paths::link_pin(&self.pin_root, iface, hook);
             let attach_err = |e: Box<dyn std::error::Error + Send + Sync>| DatapathError::Attach {
                 iface: iface.to_string(),
@@ -238,7 +284,13 @@ impl Datapath {
             outcome = AttachOutcome::Attached;
             let ifname = std::ffi::CString::new(iface).map_err(|e| attach_err(Box::new(e)))?;
             let id = prog
-                .attach(ifname.as_c_str(), kind)
+                .attach(
+                    ifname.as_c_str(),
+                    TcAttach::Tcx {
+                        attach_type: kind,
+                        order: LinkOrder::first(),
+                    },
+                )
                 .map_err(|e| attach_err(Box::new(e)))?;
             let link = prog.take_link(id).map_err(|e| attach_err(Box::new(e)))?;
             let fd: FdLink = link
@@ -247,6 +299,57 @@ impl Datapath {
             fd.pin(&pin).map_err(|e| attach_err(Box::new(e)))?;
         }
         Ok(outcome)
+    }
+
+    /// Attaches again the hooks of `iface` where our program is not running (`absent`): their
+    /// pins hold links left defunct by a deleted interface, so they are removed first and new
+    /// links are attached (first) and pinned. Hooks still running our program are adopted.
+    pub fn reattach(
+        &mut self,
+        iface: &str,
+        absent: &[&str],
+    ) -> Result<AttachOutcome, DatapathError> {
+        for hook in absent {
+            let _ = std::fs::remove_file(paths::link_pin(&self.pin_root, iface, hook));
+        }
+        self.attach(iface)
+    }
+
+    /// Where our programs stand on the TCX hooks of `iface`; `None` if there is no such
+    /// interface.
+    pub fn hooks(&mut self, iface: &str) -> Result<Option<InterfaceHooks>, DatapathError> {
+        let Some(ifindex) = ifindex(iface) else {
+            return Ok(None);
+        };
+        let mut hooks = Vec::with_capacity(HOOKS.len());
+        for (hook, name, kind) in HOOKS {
+            let program_err = |e| DatapathError::Program {
+                name,
+                source: Box::new(e),
+            };
+            let ours = self.classifier(name)?.info().map_err(program_err)?.id();
+            let programs = match SchedClassifier::query_tcx(ifindex, kind) {
+                Ok((_, programs)) => programs,
+                // Deleted since the index was looked up.
+                Err(_) if self::ifindex(iface) != Some(ifindex) => return Ok(None),
+                Err(e) => return Err(program_err(e)),
+            };
+            let position = match programs.iter().position(|p| p.id() == ours) {
+                None => HookPosition::Absent,
+                Some(0) => HookPosition::First,
+                Some(n) => HookPosition::After(
+                    programs[..n]
+                        .iter()
+                        .map(|p| OtherProgram {
+                            id: p.id(),
+                            name: p.name_as_str().unwrap_or("?").to_string(),
+                        })
+                        .collect(),
+                ),
+            };
+            hooks.push((hook, position));
+        }
+        Ok(Some(InterfaceHooks { ifindex, hooks }))
     }
 
     pub fn set_gateway_config(&mut self, cfg: &GatewayConfig) -> Result<(), DatapathError> {
