@@ -164,6 +164,58 @@ fn distinct(dp: &mut Datapath, prog: &'static str, frames: &[Vec<u8>]) -> (Vec<u
     (verdicts, total as f64 / frames.len() as f64)
 }
 
+fn libc_last_cpu() -> usize {
+    // Safety: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize - 1
+}
+
+/// Per CPU from /proc/stat: (busy, steal, total) jiffies.
+fn cpu_times() -> Vec<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            let steal = v.get(7).copied().unwrap_or(0);
+            (total - idle, steal, total)
+        })
+        .collect()
+}
+
+/// What else the machine did while a configuration was measured.
+struct Load {
+    /// Busy share of the CPUs the bench is not pinned to, in percent.
+    others_busy: f64,
+    /// Time the hypervisor gave the bench's CPU to someone else, in percent.
+    bench_steal: f64,
+}
+
+impl Load {
+    fn between(a: &[(u64, u64, u64)], b: &[(u64, u64, u64)], bench_cpu: usize) -> Load {
+        let (mut busy, mut total) = (0u64, 0u64);
+        let mut bench_steal = 0.0;
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let dt = y.2.saturating_sub(x.2).max(1);
+            if i == bench_cpu {
+                bench_steal = 100.0 * y.1.saturating_sub(x.1) as f64 / dt as f64;
+            } else {
+                busy += y.0.saturating_sub(x.0);
+                total += dt;
+            }
+        }
+        Load {
+            others_busy: 100.0 * busy as f64 / total.max(1) as f64,
+            bench_steal,
+        }
+    }
+}
+
 /// Median and spread of one side of a row.
 #[derive(Clone, Copy)]
 struct Stat {
@@ -250,13 +302,13 @@ fn main() {
         eprintln!("datapath bench needs root (BPF_PROG_TEST_RUN)");
         std::process::exit(1);
     }
+    let bench_cpu = libc_last_cpu();
     // One CPU: BPF_PROG_TEST_RUN runs on the caller's CPU, and per-CPU state (the flow cache,
     // conntrack's LRU lists) must not change under a measurement when the scheduler moves us.
     // Safety: a zeroed cpu_set_t with one bit set, for this thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let last = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize - 1;
-        libc::CPU_SET(last, &mut set);
+        libc::CPU_SET(bench_cpu, &mut set);
         assert_eq!(
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
             0,
@@ -265,6 +317,7 @@ fn main() {
     }
     let started = std::time::Instant::now();
     let mut rows = Vec::new();
+    let mut loads = Vec::new();
     let mut generation = 0;
     // A fresh datapath (empty conntrack, fresh maps) per configuration: new-flow cost depends
     // on how full the conntrack LRU is, and that must not differ between rule counts.
@@ -315,6 +368,7 @@ fn main() {
                 }
             }
 
+            let cpu_before = cpu_times();
             // New flows: each round, 5,000 new flows through the datapath, the floor on the
             // same source ports to the next destination port (other tuples, same conntrack
             // map), and the trivial program on the first set, in alternating order.
@@ -396,10 +450,15 @@ fn main() {
                     round_ratio: stat(&per_round),
                 });
             }
+            let load = Load::between(&cpu_before, &cpu_times(), bench_cpu);
             eprintln!(
-                "measured {n_rules} rules x {n_dev} devices ({:.0} s so far)",
-                started.elapsed().as_secs_f64()
+                "measured {n_rules} rules x {n_dev} devices ({:.0} s so far; other CPUs {:.0}% \
+                 busy, steal on the bench CPU {:.1}%)",
+                started.elapsed().as_secs_f64(),
+                load.others_busy,
+                load.bench_steal
             );
+            loads.push((n_rules, n_dev, load));
             drop(dp);
             let _ = std::fs::remove_dir_all(&pin);
         }
@@ -429,6 +488,16 @@ fn main() {
             r.round_ratio.median,
             r.round_ratio.min,
             r.round_ratio.max
+        );
+    }
+    // Interference: the ratios absorb load that slows both sides of a round alike, not load
+    // (another core's cache traffic, steal) that slows memory-heavy paths more than `wg_pass`.
+    println!("\n| rules | devices | other CPUs busy during the rows | steal on the bench CPU |");
+    println!("|---:|---:|---:|---:|");
+    for (r, d, l) in &loads {
+        println!(
+            "| {r} | {d} | {:.0}% | {:.1}% |",
+            l.others_busy, l.bench_steal
         );
     }
     if quick {

@@ -431,6 +431,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(ROUNDS)
         .max(3);
+    // Other work on the machine slows every configuration, but not necessarily alike.
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut lab = Lab {
@@ -546,7 +548,15 @@ fn main() {
         }
     }
     println!(
-        "\nGoal (wardgate >= nftables and >= 90% of no filter on every row): {}",
+        "\nLoad average before the bench started: {}",
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "Goal (wardgate >= nftables and >= 90% of no filter on every row): {}",
         if all_met { "met" } else { "NOT met" }
     );
     eprintln!("total {:.0} s", started.elapsed().as_secs_f64());
