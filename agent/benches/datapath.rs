@@ -290,6 +290,15 @@ struct Row {
     round_ratio: Stat,
 }
 
+/// A pin root removed on drop, also when the bench panics.
+struct PinRoot(std::path::PathBuf);
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Row {
     fn ratio(&self) -> f64 {
         self.subject.median / self.baseline.median
@@ -325,7 +334,8 @@ fn main() {
         let pin =
             std::path::PathBuf::from(format!("/sys/fs/bpf/wgbench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&pin);
-        let mut dp = Datapath::load(&pin).expect("load datapath");
+        let pin = PinRoot(pin);
+        let mut dp = Datapath::load(&pin.0).expect("load datapath");
         // `..Default::default()` keeps the bench building when the config gains fields.
         #[allow(clippy::needless_update)]
         let cfg = GatewayConfig {
@@ -460,7 +470,7 @@ fn main() {
             );
             loads.push((n_rules, n_dev, load));
             drop(dp);
-            let _ = std::fs::remove_dir_all(&pin);
+            drop(pin);
         }
     }
 

@@ -94,6 +94,21 @@ const CONFIGS: [(Filter, u32); 5] = [
     (Filter::Nftables, 10_000),
 ];
 
+/// Set by SIGINT/SIGTERM; checked between commands, it turns into a panic, which unwinds
+/// through `Lab`'s cleanup.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn check_interrupted() {
+    assert!(
+        !INTERRUPTED.load(Ordering::Relaxed),
+        "interrupted: cleaning up"
+    );
+}
+
 /// Everything the bench creates outside itself, removed on drop (also while unwinding).
 struct Lab {
     ward: Option<Ward>,
@@ -258,6 +273,7 @@ fn iperf(ward: &Ward, streams: u32) -> f64 {
     // The server takes one test at a time and needs a moment between tests: a few tries.
     let mut last = String::new();
     for _ in 0..5 {
+        check_interrupted();
         let out = ns_cmd(
             &ward.dev,
             SECONDS + 20,
@@ -318,6 +334,7 @@ fn wrk(ward: &Ward) -> f64 {
     )
     .output()
     .expect("run wrk");
+    check_interrupted();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "wrk failed: {text}");
     if let Some(errors) = text.lines().find(|l| l.contains("Socket errors")) {
@@ -413,6 +430,26 @@ fn fmt_value(metric: Metric, v: f64) -> String {
     }
 }
 
+/// `Ward::new`, which removes nothing if it fails half-way (it panics before a `Ward` exists to
+/// drop): then remove this process's namespaces by name.
+fn new_ward() -> Ward {
+    match std::panic::catch_unwind(|| Ward::new("tput")) {
+        Ok(w) => w,
+        Err(e) => {
+            let suffix = format!("-tput-{}", std::process::id() % 100_000);
+            let list = Command::new("ip").args(["netns", "list"]).output();
+            let list = list.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            for line in list.unwrap_or_default().lines() {
+                let name = line.split_whitespace().next().unwrap_or("");
+                if name.starts_with("wg") && name.ends_with(&suffix) {
+                    let _ = Command::new("ip").args(["netns", "del", name]).output();
+                }
+            }
+            std::panic::resume_unwind(e)
+        }
+    }
+}
+
 fn main() {
     // Safety: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -426,6 +463,11 @@ fn main() {
             .is_ok_and(|o| o.status.success());
         assert!(found, "{tool} not found (cargo xtask setup installs it)");
     }
+    // Safety: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
     let rounds = std::env::var("WG_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -436,7 +478,7 @@ fn main() {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut lab = Lab {
-        ward: Some(Ward::new("tput")),
+        ward: Some(new_ward()),
         iperf_server: None,
         pins: Vec::new(),
         stop: stop.clone(),
@@ -462,6 +504,7 @@ fn main() {
     let mut pin_seq = 0;
     for round in 0..rounds {
         assert!(started.elapsed() < BENCH_LIMIT, "bench over its time limit");
+        check_interrupted();
         for k in 0..CONFIGS.len() {
             let c = (k + round) % CONFIGS.len();
             let (filter, n) = CONFIGS[c];
