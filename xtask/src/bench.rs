@@ -1,4 +1,4 @@
-//! `cargo xtask bench datapath|controller`: benchmarks that print tables (never run as tests).
+//! `cargo xtask bench datapath|throughput|controller`: benchmarks that print tables (never run as tests).
 
 use crate::cmd;
 
@@ -6,6 +6,8 @@ use crate::cmd;
 pub enum Bench {
     /// ns/packet through BPF_PROG_TEST_RUN against the trivial pass program (root).
     Datapath,
+    /// iperf3 and wrk through a gateway namespace: no filter, wardgate, nftables (root).
+    Throughput,
     /// assign -> received latency with 500 watching agents, alert ingest rate.
     Controller,
 }
@@ -15,6 +17,9 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
     match which {
         Bench::Datapath => {
             cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-agent", "--bench", "datapath"]))
+        }
+        Bench::Throughput => {
+            cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-agent", "--bench", "throughput"]))
         }
         Bench::Controller => cmd::run(cmd::cargo().args([
             "run",

@@ -23,6 +23,8 @@ const APT: &[&str] = &[
     "tshark",
     "nftables",
     "iperf3",
+    // New connections per second in `cargo xtask bench throughput`.
+    "wrk",
     "dcmtk",
     "python3-pip",
 ];
