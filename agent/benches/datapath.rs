@@ -108,6 +108,10 @@ fn devices(n: u32) -> Vec<DeviceEntry> {
                     [2, 0, 0, 1, (i >> 8) as u8, i as u8]
                 }),
                 policy_id: 1,
+                // The bench opens far more flows per device than any medical device should
+                // (the default cap is 8,192): lift the cap so new flows stay new-allowed;
+                // the budget check itself still runs on every new flow.
+                max_flows: 1_000_000,
                 mode: Mode::Enforce,
             }
         })

@@ -190,6 +190,9 @@ fn attach_wardgate(ward: &Ward, pin: PathBuf, n: u32) {
         mac: MacAddr(DEVICE_MAC),
         policy_id: 1,
         mode: Mode::Enforce,
+        // wrk opens ~10,000 connections/s from this one "device", past the default cap of
+        // 8,192 tracked flows per device: a load generator's profile lifts it.
+        max_flows: 1_000_000,
     };
     let policy = PolicyEntry {
         policy_id: 1,

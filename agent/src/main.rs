@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use wardgate_agent::{config::AgentConfig, datapath::Datapath, netns, paths};
+use wardgate_agent::{config::AgentConfig, netns, paths};
 
 #[derive(Parser)]
 #[command(name = "wardgate-agent", version, about = "wardgate gateway agent")]
@@ -24,7 +24,8 @@ enum Command {
         #[arg(long, default_value = paths::CONFIG)]
         config: PathBuf,
     },
-    /// Print the active generation and per-reason packet counters from the pinned maps.
+    /// Print the active generation, per-reason packet counters and lost events from the pinned
+    /// maps (read-only).
     Status {
         #[arg(long, default_value = wardgate_common::PIN_ROOT)]
         pin_root: PathBuf,
@@ -52,20 +53,19 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(wardgate_agent::run::run(cfg))
         }
         Command::Status { pin_root } => {
-            let mut dp = Datapath::load(&pin_root)?;
-            let (slot, generation) = dp.active()?;
-            println!("active slot {slot}, generation {generation}");
-            for (reason, n) in dp.stats()? {
+            // Read-only: the pinned maps are opened, nothing is loaded or attached.
+            let st = wardgate_agent::datapath::pinned::status(&pin_root)?;
+            println!("active slot {}, generation {}", st.slot, st.generation);
+            for (reason, n) in st.reasons {
                 if n > 0 {
                     println!("{:<28} {n}", reason.name());
                 }
             }
-            let lost = dp.events_lost()?;
-            if lost.is_empty() {
+            if st.events_lost.is_empty() {
                 println!("events lost: none");
             } else {
                 println!("events lost:");
-                for ((why, kind), n) in lost {
+                for ((why, kind), n) in st.events_lost {
                     println!("  {:<18} {:<16} {n}", why.name(), kind.name());
                 }
             }

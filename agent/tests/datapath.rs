@@ -157,6 +157,22 @@ fn fin_shortens_the_conntrack_entry() {
     );
 }
 
+/// Pins the calling thread to the CPU it runs on now.
+fn pin_to_one_cpu() {
+    // Safety: sched_getcpu has no preconditions; the cpu_set_t is zeroed and filled before use.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu");
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
 fn conntrack_values(dp: &mut Datapath) -> Vec<wardgate_common::CtValue> {
     let pin = dp
         .pin_root()
@@ -612,7 +628,10 @@ fn a_new_generation_rechecks_established_flows() {
 #[test]
 fn the_flow_cache_answers_established_packets_but_never_overrides_conntrack() {
     // The per-CPU flow cache answers established packets without touching the conntrack
-    // entry; the entry's packet count shows which packets conntrack itself saw.
+    // entry; the entry's packet count shows which packets conntrack itself saw. The cache is
+    // per CPU: pin this thread to one, or a migration mid-test (seen on a busy machine) meets
+    // an empty cache on the other CPU.
+    pin_to_one_cpu();
     let (_pin, mut dp) = datapath("flowcache");
     let syn = frame(PUMP_MAC, "192.0.2.10:40030", "198.51.100.10:104", L4::Syn);
     let ack = frame(PUMP_MAC, "192.0.2.10:40030", "198.51.100.10:104", L4::Ack);

@@ -339,8 +339,9 @@ fn devices_on_two_interfaces_need_both_policies() {
 }
 
 fn counters(pin: &Path) -> std::collections::BTreeMap<wardgate_common::Reason, u64> {
-    let mut dp = wardgate_agent::datapath::Datapath::load(pin).expect("read the pinned maps");
-    dp.stats().unwrap()
+    wardgate_agent::datapath::pinned::status(pin)
+        .expect("read the pinned maps")
+        .reasons
 }
 
 /// `f` with VLAN tags inserted after the MAC addresses (outermost first).
@@ -411,6 +412,20 @@ fn vlan_tagged_frames_on_a_trunk_are_enforced() {
         "tagged frames: the inner IP judged (2 denied, 2 allowed), a third tag dropped, none \
          passed unparsed"
     );
+    // `wardgate-agent status` reads the same pins without loading anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_wardgate-agent"))
+        .args(["status", "--pin-root"])
+        .arg(&pin.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "status: {text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["drop_vlan", "1"]),
+        "status output:\n{text}"
+    );
+    assert!(text.contains("active slot"), "{text}");
 }
 
 /// Sends one raw Ethernet frame out of `ifname` in namespace `ns` (AF_PACKET).

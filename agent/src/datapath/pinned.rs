@@ -1,0 +1,77 @@
+//! Read-only views of the pinned maps, for `wardgate-agent status`: nothing is loaded, attached
+//! or written, so status can run beside a live agent (or after it was killed) and never touches
+//! what the datapath enforces.
+
+use std::{collections::BTreeMap, path::Path};
+
+use aya::maps::{Array, Map, MapData, PerCpuArray};
+use wardgate_common::{EVENT_KINDS, Reason, SlotMeta, map_names};
+
+use super::{
+    DatapathError,
+    convert::{EventKind, LossReason},
+    map_err,
+};
+use crate::paths;
+
+/// What `status` shows, read from the pins under a pin root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub slot: u32,
+    pub generation: u32,
+    /// Packets per verdict reason, summed over CPUs.
+    pub reasons: BTreeMap<Reason, u64>,
+    /// Events not delivered, by why and kind (non-zero only).
+    pub events_lost: BTreeMap<(LossReason, EventKind), u64>,
+}
+
+fn open(pin_root: &Path, name: &'static str) -> Result<MapData, DatapathError> {
+    let path = paths::maps_dir(pin_root).join(name);
+    MapData::from_pin(&path).map_err(map_err(name))
+}
+
+/// Reads the active generation and the counters from the pins under `pin_root`.
+pub fn status(pin_root: &Path) -> Result<Status, DatapathError> {
+    let active: Array<MapData, u32> =
+        Array::try_from(Map::Array(open(pin_root, map_names::ACTIVE)?))
+            .map_err(map_err(map_names::ACTIVE))?;
+    let slot = active.get(&0, 0).map_err(map_err(map_names::ACTIVE))? & 1;
+    let slots: Array<MapData, SlotMeta> =
+        Array::try_from(Map::Array(open(pin_root, map_names::SLOTS)?))
+            .map_err(map_err(map_names::SLOTS))?;
+    let generation = slots
+        .get(&slot, 0)
+        .map_err(map_err(map_names::SLOTS))?
+        .generation;
+    let stats: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(pin_root, map_names::STATS)?))
+            .map_err(map_err(map_names::STATS))?;
+    let mut reasons = BTreeMap::new();
+    for r in Reason::ALL {
+        let values = stats
+            .get(&(r as u32), 0)
+            .map_err(map_err(map_names::STATS))?;
+        reasons.insert(r, values.iter().sum());
+    }
+    let lost: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(pin_root, map_names::EVENTS_LOST)?))
+            .map_err(map_err(map_names::EVENTS_LOST))?;
+    let mut events_lost = BTreeMap::new();
+    for why in LossReason::ALL {
+        for kind in 0..EVENT_KINDS {
+            let values = lost
+                .get(&why.index(kind), 0)
+                .map_err(map_err(map_names::EVENTS_LOST))?;
+            let n: u64 = values.iter().sum();
+            if n > 0 {
+                events_lost.insert((why, EventKind::from_raw(kind)), n);
+            }
+        }
+    }
+    Ok(Status {
+        slot,
+        generation,
+        reasons,
+        events_lost,
+    })
+}
