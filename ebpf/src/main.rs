@@ -183,7 +183,7 @@ struct Flow<'a> {
 }
 
 impl Flow<'_> {
-    fn from_device(&self) -> bool {
+    fn is_from_device(&self) -> bool {
         self.dir == DIR_FROM_DEVICE
     }
 
@@ -202,7 +202,7 @@ impl Flow<'_> {
     }
 
     fn remote(&self) -> &[u8; 16] {
-        if self.from_device() {
+        if self.is_from_device() {
             &self.pkt.dst
         } else {
             &self.pkt.src
@@ -210,7 +210,7 @@ impl Flow<'_> {
     }
 
     fn device_addr(&self) -> &[u8; 16] {
-        if self.from_device() {
+        if self.is_from_device() {
             &self.pkt.src
         } else {
             &self.pkt.dst
@@ -363,7 +363,7 @@ fn track(
 #[inline(always)]
 fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
     let pkt = f.pkt;
-    let dev_mac = pkt.dev_mac(f.from_device());
+    let dev_mac = pkt.dev_mac(f.is_from_device());
     let Some(dev) = policy::device(f.slot, pkt.family, f.device_addr()) else {
         return unlisted(f, dev_mac, report);
     };
