@@ -26,7 +26,7 @@ use wardgate_agent::{
     datapath::{AttachOutcome, Datapath},
     netns,
 };
-use wardgate_common::{Reason, SlotMeta, map_names, program_names};
+use wardgate_common::{Reason, map_names, program_names};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -766,9 +766,8 @@ fn pinned_generation(pin: &Path) -> u32 {
         aya::maps::Map::from_map_data(data).unwrap()
     };
     let active: Array<_, u32> = Array::try_from(open(map_names::ACTIVE)).unwrap();
-    let slot = active.get(&0, 0).unwrap() & 1;
-    let slots: Array<_, SlotMeta> = Array::try_from(open(map_names::SLOTS)).unwrap();
-    slots.get(&slot, 0).unwrap().generation
+    // `generation << 1 | slot`
+    active.get(&0, 0).unwrap() >> 1
 }
 
 #[test]

@@ -15,8 +15,7 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/wardgate";
 
 /// Map names as the kernel sees them (at most 15 bytes; `_V1` changes when a layout changes).
 pub mod map_names {
-    pub const ACTIVE: &str = "WG_ACTIVE_V1";
-    pub const SLOTS: &str = "WG_SLOTS_V1";
+    pub const ACTIVE: &str = "WG_ACTIVE_V2";
     pub const CONFIG: &str = "WG_CONFIG_V2";
     pub const DEVICES: &str = "WG_DEV_V2";
     pub const MACS: &str = "WG_MAC_V1";
@@ -232,14 +231,11 @@ pub struct MgmtKey {
 const _: () = assert!(core::mem::size_of::<MgmtKey>() == 20);
 pub const MGMT_FIXED_BITS: u32 = 32;
 
-/// Per-slot metadata, written before the slot is made active.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct SlotMeta {
-    pub generation: u32,
-    pub flags: u32,
+/// The active policy: `generation << 1 | slot` in one `u32` (`WG_ACTIVE_V2`), so a packet learns
+/// both with one array read and the switch stays one 4-byte write.
+pub const fn active_word(generation: u32, slot: u32) -> u32 {
+    generation << 1 | (slot & 1)
 }
-const _: () = assert!(core::mem::size_of::<SlotMeta>() == 8);
 
 /// Gateway-wide settings from the agent config.
 #[repr(C)]
@@ -399,7 +395,6 @@ mod pod {
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::RuleValue {}
     unsafe impl aya::Pod for super::MgmtKey {}
-    unsafe impl aya::Pod for super::SlotMeta {}
     unsafe impl aya::Pod for super::GatewayConfig {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtValue {}

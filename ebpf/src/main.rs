@@ -42,7 +42,7 @@ use crate::{
     conntrack::{Budget, Ct},
     events::Report,
     icmp::Control,
-    maps::{WG_ACTIVE_V1, WG_CONFIG_V2, WG_SLOTS_V1, WG_STATS_V1},
+    maps::{WG_ACTIVE_V2, WG_CONFIG_V2, WG_STATS_V1},
     parse::{Arp, Packet, Parsed, parse},
 };
 
@@ -77,9 +77,8 @@ fn verdict(reason: Reason) -> i32 {
 
 #[inline(always)]
 fn active() -> (u32, u32) {
-    let slot = WG_ACTIVE_V1.get(0).copied().unwrap_or(0) & 1;
-    let generation = WG_SLOTS_V1.get(slot).map_or(0, |m| m.generation);
-    (slot, generation)
+    let word = WG_ACTIVE_V2.get(0).copied().unwrap_or(0);
+    (word & 1, word >> 1)
 }
 
 #[inline(always)]
@@ -224,33 +223,35 @@ fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8) -> Reason {
     let now = clock::now();
     let from_device = dir == DIR_FROM_DEVICE;
 
-    // IPv6's link-local control plane, only when it is what it claims to be; anything else
-    // with those types is judged like any packet.
-    match icmp::control(pkt, from_device) {
-        Control::Listener => return Reason::PassNeighbour,
-        Control::Neighbour => {
-            if !from_device {
-                return Reason::PassNeighbour;
+    // ICMP only (TCP and UDP have type 0, as has an echo reply): one compare on the fast path.
+    if pkt.icmp_type != 0 {
+        // IPv6's link-local control plane, only when it is what it claims to be; anything else
+        // with those types is judged like any packet.
+        match icmp::control(pkt, from_device) {
+            Control::Listener => return Reason::PassNeighbour,
+            Control::Neighbour => {
+                if !from_device {
+                    return Reason::PassNeighbour;
+                }
+                let claim = neighbour_claim(ctx, pkt, slot);
+                if matches!(claim, Claim::Fine) {
+                    return Reason::PassNeighbour;
+                }
+                let mut report = Report::new(pkt, dir, generation, now);
+                let (reason, event) = claim_verdict(&claim, &mut report);
+                report.send(event, reason);
+                return reason;
             }
-            let claim = neighbour_claim(ctx, pkt, slot);
-            if matches!(claim, Claim::Fine) {
-                return Reason::PassNeighbour;
-            }
-            let mut report = Report::new(pkt, dir, generation, now);
-            let (reason, event) = claim_verdict(&claim, &mut report);
-            report.send(event, reason);
-            return reason;
+            Control::None => {}
         }
-        Control::None => {}
+        // An ICMP error about a tracked flow of this device (path MTU, unreachable).
+        if icmp::is_error(pkt)
+            && icmp::quoted(ctx, pkt)
+                .is_some_and(|inner| conntrack::related(&inner, pkt, dir, generation, now))
+        {
+            return Reason::PassRelated;
+        }
     }
-    // An ICMP error about a tracked flow of this device (path MTU, unreachable).
-    if icmp::is_error(pkt)
-        && icmp::quoted(ctx, pkt)
-            .is_some_and(|inner| conntrack::related(&inner, pkt, dir, generation, now))
-    {
-        return Reason::PassRelated;
-    }
-
     let (ct, flow_dir) = if pkt.fragment {
         if fragments::admitted(pkt, dir, now) {
             return Reason::PassFragment;

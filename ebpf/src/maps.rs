@@ -8,15 +8,13 @@ use aya_ebpf::{
 use wardgate_common::{
     CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState, FragKey, FragValue,
     GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PeerKey, PeerValue, PortKey, RateKey, RateState,
-    Reason, RuleValue, SlotMeta, capacity,
+    Reason, RuleValue, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
-#[map(name = "WG_ACTIVE_V1")]
-pub static WG_ACTIVE_V1: Array<u32> = Array::pinned(1, 0);
-
-#[map(name = "WG_SLOTS_V1")]
-pub static WG_SLOTS_V1: Array<SlotMeta> = Array::pinned(capacity::SLOTS, 0);
+/// `generation << 1 | slot` (`wardgate_common::active_word`): one read tells a packet both.
+#[map(name = "WG_ACTIVE_V2")]
+pub static WG_ACTIVE_V2: Array<u32> = Array::pinned(1, 0);
 
 #[map(name = "WG_CONFIG_V2")]
 pub static WG_CONFIG_V2: Array<GatewayConfig> = Array::pinned(1, 0);

@@ -21,7 +21,7 @@ use aya::{
     },
 };
 use thiserror::Error;
-use wardgate_common::{GatewayConfig, MgmtKey, Reason, SlotMeta, map_names, program_names};
+use wardgate_common::{GatewayConfig, MgmtKey, Reason, map_names, program_names};
 
 pub use writer::ApplyOutcome;
 
@@ -79,6 +79,8 @@ pub enum DatapathError {
     MissingMap { name: &'static str },
     #[error("desired state for gateway `{gateway}` has generation 0; generations start at 1")]
     GenerationZero { gateway: String },
+    #[error("generation {generation} does not fit the datapath's 31-bit generation")]
+    GenerationTooLarge { generation: u32 },
 }
 
 pub(crate) fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
@@ -381,10 +383,8 @@ impl Datapath {
     /// The active slot and its generation (0 = nothing applied yet).
     pub fn active(&mut self) -> Result<(u32, u32), DatapathError> {
         let active: Array<&mut MapData, u32> = self.typed(map_names::ACTIVE)?;
-        let slot = active.get(&0, 0).map_err(map_err(map_names::ACTIVE))? & 1;
-        let slots: Array<&mut MapData, SlotMeta> = self.typed(map_names::SLOTS)?;
-        let meta = slots.get(&slot, 0).map_err(map_err(map_names::SLOTS))?;
-        Ok((slot, meta.generation))
+        let word = active.get(&0, 0).map_err(map_err(map_names::ACTIVE))?;
+        Ok((word & 1, word >> 1))
     }
 
     /// Per-reason packet counters, summed over CPUs.

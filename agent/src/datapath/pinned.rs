@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use aya::maps::{Array, Map, MapData, PerCpuArray};
-use wardgate_common::{EVENT_KINDS, Reason, SlotMeta, map_names};
+use wardgate_common::{EVENT_KINDS, Reason, map_names};
 
 use super::{
     DatapathError,
@@ -35,14 +35,8 @@ pub fn status(pin_root: &Path) -> Result<Status, DatapathError> {
     let active: Array<MapData, u32> =
         Array::try_from(Map::Array(open(pin_root, map_names::ACTIVE)?))
             .map_err(map_err(map_names::ACTIVE))?;
-    let slot = active.get(&0, 0).map_err(map_err(map_names::ACTIVE))? & 1;
-    let slots: Array<MapData, SlotMeta> =
-        Array::try_from(Map::Array(open(pin_root, map_names::SLOTS)?))
-            .map_err(map_err(map_names::SLOTS))?;
-    let generation = slots
-        .get(&slot, 0)
-        .map_err(map_err(map_names::SLOTS))?
-        .generation;
+    let word = active.get(&0, 0).map_err(map_err(map_names::ACTIVE))?;
+    let (slot, generation) = (word & 1, word >> 1);
     let stats: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(Map::PerCpuArray(open(pin_root, map_names::STATS)?))
             .map_err(map_err(map_names::STATS))?;

@@ -10,7 +10,7 @@ use std::{
 use aya::maps::{Array, HashMap, MapData, lpm_trie::LpmTrie};
 use wardgate_common::{
     DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue,
-    SlotMeta, map_names,
+    active_word, map_names,
 };
 use wardgate_policy::{DesiredState, desired::PeerEntry};
 
@@ -55,20 +55,15 @@ impl Datapath {
         self.clear_slot(slot)?;
         let entries = self.write_slot(slot, state)?;
 
-        let mut slots: Array<&mut MapData, SlotMeta> = self.typed(map_names::SLOTS)?;
-        slots
-            .set(
-                slot,
-                &SlotMeta {
-                    generation: state.generation,
-                    flags: 0,
-                },
-                0,
-            )
-            .map_err(map_err(map_names::SLOTS))?;
+        if state.generation > u32::MAX >> 1 {
+            return Err(DatapathError::GenerationTooLarge {
+                generation: state.generation,
+            });
+        }
+        // One 4-byte write makes the slot and its generation visible together.
         let mut switch: Array<&mut MapData, u32> = self.typed(map_names::ACTIVE)?;
         switch
-            .set(0, &slot, 0)
+            .set(0, &active_word(state.generation, slot), 0)
             .map_err(map_err(map_names::ACTIVE))?;
         self.last_switch = Some(Instant::now());
         Ok(ApplyOutcome::Switched {
