@@ -927,6 +927,9 @@ fn a_known_mac_at_an_unlisted_address_is_that_device() {
         let f = frame(PUMP_MAC, "192.0.2.200:40200", dst, L4::Syn);
         expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropSpoof);
     }
+    // IPv4 link-local: Linux forwards it, so it is no way around the allowlist either.
+    let f = frame(PUMP_MAC, "169.254.7.7:40203", "198.51.100.10:445", L4::Udp);
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropSpoof);
     // A SLAAC / temporary IPv6 address.
     let f = frame(
         PUMP_MAC,
@@ -960,7 +963,7 @@ fn a_known_mac_at_an_unlisted_address_is_that_device() {
         .into_iter()
         .map(|e| (e.kind, e.device_id))
         .collect();
-    let mut want = vec![(EventKind::Spoof, 1); 4];
+    let mut want = vec![(EventKind::Spoof, 1); 5];
     want.push((EventKind::NewAddress, 4));
     assert_eq!(evs, want);
 

@@ -305,14 +305,14 @@ fn neighbour_claim(ctx: &TcContext, pkt: &Packet, slot: u32) -> Claim {
     }
 }
 
-/// Addresses that identify a device: not unspecified, link-local or multicast (DHCP, IPv6
-/// link-local and multicast traffic is not a device's routable identity).
+/// Addresses that identify a device: everything but what the gateway never forwards (0.0.0.0
+/// of DHCP, a martian for Linux; IPv6 unspecified, link-local and multicast sources, which
+/// ip6_forward refuses). IPv4 link-local (169.254/16) is forwarded by Linux, so it counts: an
+/// enforced device cannot send one-way traffic from it.
 #[inline(always)]
 fn routable(family: u8, a: &[u8; 16]) -> bool {
     if family == FAMILY_V4 {
         u32::from_ne_bytes([a[0], a[1], a[2], a[3]]) != 0
-            && !(a[0] == 169 && a[1] == 254)
-            && a[0] < 224
     } else {
         !icmp::v6_unspecified(a) && !icmp::v6_link_local(a) && a[0] != 0xff
     }
