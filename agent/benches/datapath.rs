@@ -112,6 +112,7 @@ fn devices(n: u32) -> Vec<DeviceEntry> {
                 // (the default cap is 8,192): lift the cap so new flows stay new-allowed;
                 // the budget check itself still runs on every new flow.
                 max_flows: 1_000_000,
+                fail_open: false,
                 mode: Mode::Enforce,
             }
         })

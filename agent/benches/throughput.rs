@@ -193,6 +193,7 @@ fn attach_wardgate(ward: &Ward, pin: PathBuf, n: u32) {
         // wrk opens ~10,000 connections/s from this one "device", past the default cap of
         // 8,192 tracked flows per device: a load generator's profile lifts it.
         max_flows: 1_000_000,
+        fail_open: false,
     };
     let policy = PolicyEntry {
         policy_id: 1,

@@ -46,6 +46,12 @@ pub fn from_event(
         EventKind::NewAddress => ("medium", ""),
         // A device opening flows faster than its class ever should (scan, flood).
         EventKind::FlowCap => ("high", ""),
+        // The gateway's agent stopped beating: fail-open devices are only monitored now
+        // (reason pass_monitor_would_deny); or it came back (pass_policy).
+        EventKind::Watchdog if ev.reason == Some(wardgate_common::Reason::PassPolicy) => {
+            ("low", "")
+        }
+        EventKind::Watchdog => ("high", ""),
         EventKind::NewFlow | EventKind::Other(_) => return None,
     };
     let device = state.and_then(|s| s.device(ev.device_id));

@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub vlan_tagged: VlanAction,
     #[serde(default)]
     pub events: EventConfig,
+    #[serde(default)]
+    pub watchdog: WatchdogConfig,
     /// Flows that are never blocked, whatever the policy or mode (gateway SSH, controller).
     #[serde(default)]
     pub management: Vec<MgmtRule>,
@@ -82,6 +84,36 @@ pub enum VlanAction {
     #[default]
     Enforce,
     Drop,
+}
+
+/// Fail-open watchdog: the agent's map-writer loop beats every `heartbeat_limit_ms / 5`; when
+/// the datapath sees the beat older than the limit, enforced devices whose profile fails open
+/// are monitored until it returns (fail-closed devices stay enforced, quarantined ones cut).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// Default 5000; 0 turns the watchdog off (every device stays as its mode says).
+    #[serde(default = "default_heartbeat_limit")]
+    pub heartbeat_limit_ms: u32,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            heartbeat_limit_ms: default_heartbeat_limit(),
+        }
+    }
+}
+
+fn default_heartbeat_limit() -> u32 {
+    5_000
+}
+
+impl WatchdogConfig {
+    /// How often the agent beats.
+    pub fn beat_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from((self.heartbeat_limit_ms / 5).max(100)))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -56,6 +56,19 @@ fn main() -> anyhow::Result<()> {
             // Read-only: the pinned maps are opened, nothing is loaded or attached.
             let st = wardgate_agent::datapath::pinned::status(&pin_root)?;
             println!("active slot {}, generation {}", st.slot, st.generation);
+            match st.heartbeat_age_ms {
+                Some(age) => println!(
+                    "agent heartbeat {age} ms ago; watchdog {} (went stale {}, recovered {})",
+                    if st.watchdog.stale != 0 {
+                        "FIRED: fail-open devices monitored"
+                    } else {
+                        "ok"
+                    },
+                    st.watchdog.went_stale,
+                    st.watchdog.recovered
+                ),
+                None => println!("agent heartbeat: never"),
+            }
             for (reason, n) in st.reasons {
                 if n > 0 {
                     println!("{:<28} {n}", reason.name());

@@ -47,7 +47,7 @@ fn gateway_config(cfg: &AgentConfig) -> GatewayConfig {
             VlanAction::Enforce => wardgate_common::ACTION_PASS,
             VlanAction::Drop => wardgate_common::ACTION_DROP,
         },
-        _pad: 0,
+        heartbeat_limit_ms: cfg.watchdog.heartbeat_limit_ms,
     }
 }
 
@@ -72,6 +72,8 @@ pub fn prepare(
     tx: &watch::Sender<Option<Arc<DesiredState>>>,
 ) -> anyhow::Result<(Datapath, Interfaces)> {
     let mut dp = Datapath::load(&cfg.pin_root)?;
+    // Beat before the config turns the watchdog on, so a restart never looks like a stall.
+    dp.heartbeat()?;
     dp.set_gateway_config(&gateway_config(cfg))?;
     dp.set_management(&cfg.management)?;
     // A bad desired state is logged and the current policy stays: never fail open or closed
@@ -472,10 +474,19 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut iface_tick = tokio::time::interval(INTERFACE_POLL);
     iface_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The heartbeat comes from this loop, the one map writer: if it is stuck, beats stop.
+    let mut beat = tokio::time::interval(cfg.watchdog.beat_every());
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (reapply, from_controller) = tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            _ = beat.tick() => {
+                if let Err(e) = dp.heartbeat() {
+                    tracing::error!(error = format!("{e:#}"), "heartbeat not written");
+                }
+                (false, false)
+            }
             _ = iface_tick.tick() => {
                 interfaces.check(&mut dp);
                 (false, false)

@@ -81,11 +81,16 @@ struct Agent {
 
 impl Agent {
     fn start(gw: &str, interfaces: &[&str], dir: &Path, pin: &Path) -> Agent {
+        Agent::start_with(gw, interfaces, dir, pin, "")
+    }
+
+    /// As `start`, with `extra` appended to the config.
+    fn start_with(gw: &str, interfaces: &[&str], dir: &Path, pin: &Path, extra: &str) -> Agent {
         let config = dir.join("agent.yaml");
         std::fs::write(
             &config,
             format!(
-                "interfaces: [{}]\npin_root: {}\ndesired_state: {}\n",
+                "interfaces: [{}]\npin_root: {}\ndesired_state: {}\n{extra}",
                 interfaces.join(", "),
                 pin.display(),
                 dir.join("desired.json").display()
@@ -172,6 +177,7 @@ fn dev(
         policy_id,
         mode,
         max_flows: 0,
+        fail_open: false,
     }
 }
 
@@ -560,4 +566,166 @@ fn arp_poisoning_from_another_device_does_not_take_the_pumps_traffic() {
     );
     reachable(gw, "192.0.2.10");
     agent.wait_for("spoof");
+}
+
+fn signal(agent: &Agent, sig: i32) {
+    // Safety: kill on our own child's pid.
+    assert_eq!(unsafe { libc::kill(agent.child.id() as i32, sig) }, 0);
+}
+
+#[test]
+fn a_stalled_agent_fails_open_only_the_devices_whose_profile_says_so() {
+    // Three devices on three interfaces: a fail-open pump, a fail-closed device, and a
+    // quarantined fail-open device; a server on the hospital side. The agent is stopped
+    // (SIGSTOP) past its heartbeat limit, then continued.
+    let ns = Namespaces::new("wdog", &["a", "b", "c", "g", "s"]);
+    let (open_dev, closed_dev, quar_dev, gw, srv) =
+        (ns.get(0), ns.get(1), ns.get(2), ns.get(3), ns.get(4));
+    let devices = [
+        (
+            open_dev,
+            "wg-dev0",
+            "02:00:00:00:00:0a",
+            "192.0.2.10/26",
+            "192.0.2.1",
+        ),
+        (
+            closed_dev,
+            "wg-dev1",
+            "02:00:00:00:00:0b",
+            "192.0.2.70/26",
+            "192.0.2.65",
+        ),
+        (
+            quar_dev,
+            "wg-dev2",
+            "02:00:00:00:00:0c",
+            "192.0.2.130/26",
+            "192.0.2.129",
+        ),
+    ];
+    for (n, gw_if, m, cidr, gw_addr) in devices {
+        veth(gw, gw_if, n, "eth0");
+        mac(n, "eth0", m);
+        addr(n, "eth0", cidr);
+        addr(gw, gw_if, &format!("{gw_addr}/26"));
+        ip(&["-n", n, "route", "add", "default", "via", gw_addr]);
+    }
+    veth(gw, "wg-srv0", srv, "eth0");
+    addr(gw, "wg-srv0", "198.51.100.1/24");
+    addr(srv, "eth0", "198.51.100.10/24");
+    ip(&["-n", srv, "route", "add", "default", "via", "198.51.100.1"]);
+    forwarding(gw);
+    for (n, ..) in devices {
+        reachable(n, "198.51.100.10");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo = tcp_echo(
+        srv,
+        vec![sa("198.51.100.10:104"), sa("198.51.100.10:445")],
+        stop.clone(),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("wdog");
+    let mut open = dev(1, "pump-1", &["192.0.2.10"], PUMP, 1, Mode::Enforce);
+    open.fail_open = true;
+    let closed = dev(
+        2,
+        "monitor-1",
+        &["192.0.2.70"],
+        [2, 0, 0, 0, 0, 0x0b],
+        1,
+        Mode::Enforce,
+    );
+    let mut quarantined = dev(
+        3,
+        "pump-2",
+        &["192.0.2.130"],
+        [2, 0, 0, 0, 0, 0x0c],
+        1,
+        Mode::Quarantine,
+    );
+    quarantined.fail_open = true;
+    let rules = vec![tcp_rule(1, Direction::FromDevice, "198.51.100.10/32", 104)];
+    std::fs::write(
+        tmp.path().join("desired.json"),
+        state(1, vec![open, closed, quarantined], vec![(1, rules)]).to_json(),
+    )
+    .unwrap();
+    let limit = Duration::from_millis(1000);
+    let agent = Agent::start_with(
+        gw,
+        &["wg-dev0", "wg-dev1", "wg-dev2"],
+        tmp.path(),
+        &pin.0,
+        "watchdog: {heartbeat_limit_ms: 1000}\n",
+    );
+    let smb = sa("198.51.100.10:445");
+    let dicom = sa("198.51.100.10:104");
+    let enforced = || {
+        tcp_roundtrip(open_dev, dicom).expect("allowed flow");
+        assert!(
+            tcp_roundtrip(open_dev, smb).is_err(),
+            "fail-open pump, SMB, agent healthy"
+        );
+        assert!(
+            tcp_roundtrip(closed_dev, smb).is_err(),
+            "fail-closed device, SMB"
+        );
+        assert!(
+            tcp_roundtrip(quar_dev, dicom).is_err(),
+            "quarantined device"
+        );
+    };
+    enforced();
+
+    signal(&agent, libc::SIGSTOP);
+    std::thread::sleep(limit + Duration::from_millis(500));
+    let before = counters(&pin.0);
+    tcp_roundtrip(open_dev, smb)
+        .expect("a fail-open device's denied flow passes while the agent is stalled");
+    assert!(
+        tcp_roundtrip(closed_dev, smb).is_err(),
+        "a fail-closed device stays enforced while the agent is stalled"
+    );
+    assert!(
+        tcp_roundtrip(quar_dev, dicom).is_err(),
+        "a quarantined device stays cut while the agent is stalled"
+    );
+    let after = counters(&pin.0);
+    let would_deny = after[&wardgate_common::Reason::PassMonitorWouldDeny]
+        - before[&wardgate_common::Reason::PassMonitorWouldDeny];
+    assert!(
+        would_deny >= 3,
+        "the failed-open flow's packets are counted as would-deny: {would_deny}"
+    );
+    let st = wardgate_agent::datapath::pinned::status(&pin.0).unwrap();
+    assert_eq!(
+        (st.watchdog.stale, st.watchdog.went_stale),
+        (1, 1),
+        "{st:?}"
+    );
+
+    let resumed = Instant::now();
+    signal(&agent, libc::SIGCONT);
+    std::thread::sleep(limit / 2);
+    assert!(
+        tcp_roundtrip(open_dev, smb).is_err(),
+        "enforcement is back within the limit after the agent resumes"
+    );
+    let back_within = resumed.elapsed();
+    enforced();
+    let st = wardgate_agent::datapath::pinned::status(&pin.0).unwrap();
+    assert_eq!((st.watchdog.stale, st.watchdog.recovered), (0, 1), "{st:?}");
+    // Reported once each way, after the agent read its ring buffer again.
+    agent.wait_for("kind=\"watchdog\" reason=\"pass_policy\"");
+    let log = agent.log_text();
+    let reports = log
+        .lines()
+        .filter(|l| l.contains("kind=\"watchdog\"") || l.contains("kind=watchdog"))
+        .count();
+    assert_eq!(reports, 2, "watchdog reports in the agent log:\n{log}");
+    eprintln!("enforcement back within {back_within:?} of SIGCONT (limit {limit:?})");
+    stop.store(true, Ordering::Relaxed);
+    echo.join().unwrap();
 }

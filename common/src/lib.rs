@@ -29,6 +29,8 @@ pub mod map_names {
     pub const RATE: &str = "WG_RATE_V2";
     pub const EVENTS_LOST: &str = "WG_EVLOST_V1";
     pub const FLOW_CAP: &str = "WG_FLOWCAP_V1";
+    pub const HEARTBEAT: &str = "WG_HEART_V1";
+    pub const WATCHDOG: &str = "WG_WDOG_V1";
     pub const EVENTS: &str = "WG_EVENTS_V1";
     pub const FRAGMENTS: &str = "WG_FRAG_V1";
 }
@@ -112,8 +114,11 @@ pub const EVENT_UNKNOWN_DEVICE: u32 = 5;
 pub const EVENT_NEW_ADDRESS: u32 = 6;
 /// A device reached its cap of tracked flows (reported once until its budget recovers).
 pub const EVENT_FLOW_CAP: u32 = 7;
+/// The agent's heartbeat went stale (reason `PassMonitorWouldDeny` = fail-open devices now
+/// monitored) or came back (reason `PassPolicy`): reported once each way.
+pub const EVENT_WATCHDOG: u32 = 8;
 /// Event kinds are below this (sizes the per-kind loss counters).
-pub const EVENT_KINDS: u32 = 8;
+pub const EVENT_KINDS: u32 = 9;
 
 /// Why an event was not delivered (`WG_EVLOST_V1` is indexed `reason * EVENT_KINDS + kind`).
 pub const LOST_RATE_LIMITED: u32 = 0;
@@ -146,6 +151,24 @@ pub struct DeviceInfo {
     pub _pad2: u32,
 }
 const _: () = assert!(core::mem::size_of::<DeviceInfo>() == 32);
+
+/// `DeviceInfo::flags`: the device's profile fails open (monitored while the agent is down).
+pub const DEV_FAIL_OPEN: u32 = 1;
+
+/// The watchdog as the datapath last saw it (`WG_WDOG_V1`, one entry, written by the datapath
+/// only). The agent's heartbeat itself is `WG_HEART_V1`: one `u64`, the CLOCK_MONOTONIC_COARSE
+/// ns of its last beat (the datapath's clock), written by the agent only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WatchdogState {
+    /// 1 while the heartbeat is stale.
+    pub stale: u32,
+    /// Transitions: to stale, and back.
+    pub went_stale: u32,
+    pub recovered: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<WatchdogState>() == 16);
 
 /// Device table by MAC (`WG_MAC_V1`): who a frame is from when its address is not listed, and
 /// who may claim an address in ARP and neighbour discovery. One entry per device per slot.
@@ -252,7 +275,9 @@ pub struct GatewayConfig {
     /// `ACTION_PASS`: enforce the IP packet inside 802.1Q / 802.1ad tags (up to two);
     /// `ACTION_DROP`: drop tagged frames.
     pub vlan_action: u32,
-    pub _pad: u32,
+    /// Fail-open watchdog: when the agent's heartbeat (`WG_HEART_V1`) is older than this,
+    /// enforced devices whose profile fails open are treated as monitored. 0 = off.
+    pub heartbeat_limit_ms: u32,
 }
 const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 24);
 
@@ -388,6 +413,7 @@ mod pod {
     unsafe impl aya::Pod for super::DeviceKey {}
     unsafe impl aya::Pod for super::DeviceInfo {}
     unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::WatchdogState {}
     unsafe impl aya::Pod for super::RateKey {}
     unsafe impl aya::Pod for super::FlowCapState {}
     unsafe impl aya::Pod for super::PeerKey {}

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use wardgate_common::{
     CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState, FragKey, FragValue,
     GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PeerKey, PeerValue, PortKey, RateKey, RateState,
-    Reason, RuleValue, capacity,
+    Reason, RuleValue, WatchdogState, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
@@ -62,6 +62,14 @@ pub static WG_CT_V2: LruHashMap<CtKey, CtValue> =
 /// Fragmented datagrams whose first fragment passed (`fragments.rs`).
 #[map(name = "WG_FRAG_V1")]
 pub static WG_FRAG_V1: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(capacity::FRAGMENTS, 0);
+
+/// The agent's heartbeat: coarse-clock ns of its last beat (written by the agent only).
+#[map(name = "WG_HEART_V1")]
+pub static WG_HEART_V1: Array<u64> = Array::pinned(1, 0);
+
+/// What the watchdog last saw (written by the datapath only; `watchdog.rs`).
+#[map(name = "WG_WDOG_V1")]
+pub static WG_WDOG_V1: Array<WatchdogState> = Array::pinned(1, 0);
 
 #[map(name = "WG_STATS_V1")]
 pub static WG_STATS_V1: PerCpuArray<u64> = PerCpuArray::pinned(Reason::COUNT, 0);

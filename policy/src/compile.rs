@@ -104,6 +104,7 @@ pub fn compile_validated(
             policy_id: policy_id(&dev.profile.value),
             mode: dev.mode.unwrap_or(profile.default_mode),
             max_flows: profile.conntrack.max_flows,
+            fail_open: profile.fail_mode == crate::profile::FailMode::Open,
         });
     }
     let mut unresolved = Vec::new();

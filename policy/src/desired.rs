@@ -193,6 +193,10 @@ pub struct DeviceEntry {
     /// datapath default).
     #[serde(default)]
     pub max_flows: u32,
+    /// The profile fails open: while the gateway's agent is unhealthy (stale heartbeat) the
+    /// device is monitored instead of enforced. Absent in older bundles: fail closed.
+    #[serde(default)]
+    pub fail_open: bool,
 }
 
 /// Map-level: (policy, direction, peer prefix) -> peer set.

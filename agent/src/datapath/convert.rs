@@ -51,7 +51,7 @@ pub fn device_info(d: &DeviceEntry) -> DeviceInfo {
         device_id: d.device_id,
         policy_id: d.policy_id,
         mode: d.mode.as_datapath(),
-        flags: 0,
+        flags: if d.fail_open { c::DEV_FAIL_OPEN } else { 0 },
         mac: d.mac.0,
         _pad: [0; 2],
         max_flows: d.max_flows,
@@ -166,6 +166,8 @@ pub enum EventKind {
     UnknownDevice,
     NewAddress,
     FlowCap,
+    /// The agent's heartbeat went stale (reason `PassMonitorWouldDeny`) or came back.
+    Watchdog,
     Other(u32),
 }
 
@@ -179,6 +181,7 @@ impl EventKind {
             EventKind::UnknownDevice => "unknown_device",
             EventKind::NewAddress => "new_address",
             EventKind::FlowCap => "flow_cap",
+            EventKind::Watchdog => "watchdog",
             EventKind::Other(_) => "other",
         }
     }
@@ -192,6 +195,7 @@ impl EventKind {
             c::EVENT_UNKNOWN_DEVICE => EventKind::UnknownDevice,
             c::EVENT_NEW_ADDRESS => EventKind::NewAddress,
             c::EVENT_FLOW_CAP => EventKind::FlowCap,
+            c::EVENT_WATCHDOG => EventKind::Watchdog,
             other => EventKind::Other(other),
         }
     }

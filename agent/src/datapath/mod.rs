@@ -355,6 +355,14 @@ impl Datapath {
         Ok(Some(InterfaceHooks { ifindex, hooks }))
     }
 
+    /// Writes the agent's heartbeat (the datapath's coarse clock, now). Called from the
+    /// map-writer loop: a stuck writer stops beating and the fail-open watchdog fires.
+    pub fn heartbeat(&mut self) -> Result<(), DatapathError> {
+        let mut map: Array<&mut MapData, u64> = self.typed(map_names::HEARTBEAT)?;
+        map.set(0, &coarse_now_ns(), 0)
+            .map_err(map_err(map_names::HEARTBEAT))
+    }
+
     pub fn set_gateway_config(&mut self, cfg: &GatewayConfig) -> Result<(), DatapathError> {
         let mut map: Array<&mut MapData, GatewayConfig> = self.typed(map_names::CONFIG)?;
         map.set(0, cfg, 0).map_err(map_err(map_names::CONFIG))
@@ -440,6 +448,17 @@ impl Datapath {
             .ok_or(DatapathError::MissingMap { name })?;
         T::try_from(map).map_err(map_err(name))
     }
+}
+
+/// CLOCK_MONOTONIC_COARSE in ns: the clock `bpf_ktime_get_coarse_ns` reads.
+pub fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn adopt(

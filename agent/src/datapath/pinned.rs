@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use aya::maps::{Array, Map, MapData, PerCpuArray};
-use wardgate_common::{EVENT_KINDS, Reason, map_names};
+use wardgate_common::{EVENT_KINDS, Reason, WatchdogState, map_names};
 
 use super::{
     DatapathError,
@@ -23,6 +23,10 @@ pub struct Status {
     pub reasons: BTreeMap<Reason, u64>,
     /// Events not delivered, by why and kind (non-zero only).
     pub events_lost: BTreeMap<(LossReason, EventKind), u64>,
+    /// Age of the agent's heartbeat in ms (`None`: never beaten).
+    pub heartbeat_age_ms: Option<u64>,
+    /// The fail-open watchdog as the datapath last saw it.
+    pub watchdog: WatchdogState,
 }
 
 fn open(pin_root: &Path, name: &'static str) -> Result<MapData, DatapathError> {
@@ -62,10 +66,22 @@ pub fn status(pin_root: &Path) -> Result<Status, DatapathError> {
             }
         }
     }
+    let heart: Array<MapData, u64> =
+        Array::try_from(Map::Array(open(pin_root, map_names::HEARTBEAT)?))
+            .map_err(map_err(map_names::HEARTBEAT))?;
+    let beat = heart.get(&0, 0).map_err(map_err(map_names::HEARTBEAT))?;
+    let heartbeat_age_ms =
+        (beat != 0).then(|| super::coarse_now_ns().saturating_sub(beat) / 1_000_000);
+    let wdog: Array<MapData, WatchdogState> =
+        Array::try_from(Map::Array(open(pin_root, map_names::WATCHDOG)?))
+            .map_err(map_err(map_names::WATCHDOG))?;
+    let watchdog = wdog.get(&0, 0).map_err(map_err(map_names::WATCHDOG))?;
     Ok(Status {
         slot,
         generation,
         reasons,
         events_lost,
+        heartbeat_age_ms,
+        watchdog,
     })
 }

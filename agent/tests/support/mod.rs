@@ -190,6 +190,7 @@ pub fn device(id: u32, name: &str, addrs: &[&str], mac: [u8; 6], mode: Mode) -> 
         policy_id: 1,
         mode,
         max_flows: 0,
+        fail_open: false,
     }
 }
 

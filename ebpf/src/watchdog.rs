@@ -1,0 +1,45 @@
+//! Fail-open watchdog. The agent's map-writer loop writes a heartbeat (`WG_HEART_V1`); when it
+//! is older than the configured limit the agent is stuck or gone, and enforced devices whose
+//! profile fails open (an infusion pump mid-shift) are treated as monitored: their flows pass
+//! and would-deny is counted and reported. Fail-closed devices stay enforced and quarantined
+//! ones stay cut. Only the slow path asks, so established flows pay nothing.
+//!
+//! The datapath records the transitions (counted, reported once each way). Two CPUs seeing a
+//! transition at the same moment can both count and report it; nothing else is affected.
+
+use wardgate_common::{EVENT_WATCHDOG, Reason};
+
+use crate::{
+    events::Report,
+    maps::{WG_CONFIG_V2, WG_HEART_V1, WG_WDOG_V1},
+};
+
+/// Whether the heartbeat is stale at `now`; reports a change of state.
+#[inline(always)]
+pub fn degraded(now: u64, report: &Report) -> bool {
+    let limit_ms = WG_CONFIG_V2.get(0).map_or(0, |c| c.heartbeat_limit_ms);
+    let beat = WG_HEART_V1.get(0).copied().unwrap_or(0);
+    // Off, or no agent has ever beaten (an agent without a watchdog): never degraded.
+    if limit_ms == 0 || beat == 0 {
+        return false;
+    }
+    let stale = now.saturating_sub(beat) > u64::from(limit_ms) * 1_000_000;
+    let Some(state) = WG_WDOG_V1.get_ptr_mut(0) else {
+        return stale;
+    };
+    // Safety: array slot pointer, valid for this run; concurrent writers only race on the
+    // transition counters.
+    let state = unsafe { &mut *state };
+    if stale != (state.stale != 0) {
+        state.stale = u32::from(stale);
+        let reason = if stale {
+            state.went_stale += 1;
+            Reason::PassMonitorWouldDeny
+        } else {
+            state.recovered += 1;
+            Reason::PassPolicy
+        };
+        report.send(EVENT_WATCHDOG, reason);
+    }
+    stale
+}
