@@ -170,7 +170,7 @@ fn claim_verdict(claim: &Claim, report: &mut Report) -> (Reason, u32) {
 }
 
 /// What a packet's decision is made of.
-struct Flow<'a> {
+pub(crate) struct Flow<'a> {
     pkt: &'a Packet,
     /// The hook: `DIR_FROM_DEVICE` at ingress, `DIR_TO_DEVICE` at egress.
     dir: u8,
@@ -180,8 +180,6 @@ struct Flow<'a> {
     generation: u32,
     now: u64,
     ct: Ct,
-    /// The agent's heartbeat is stale: fail-open devices are monitored.
-    degraded: bool,
 }
 
 impl Flow<'_> {
@@ -277,7 +275,6 @@ fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8) -> Reason {
         _ => {}
     }
 
-    let mut report = Report::new(pkt, dir, generation, now);
     let flow = Flow {
         pkt,
         dir,
@@ -286,8 +283,8 @@ fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8) -> Reason {
         generation,
         now,
         ct,
-        degraded: watchdog::degraded(now, &report),
     };
+    let mut report = Report::new(pkt, dir, generation, now);
     let (reason, event) = evaluate(&flow, &mut report);
     if event != 0 {
         report.send(event, reason);
@@ -372,7 +369,6 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
     let Some(dev) = policy::device(f.slot, pkt.family, f.device_addr()) else {
         return unlisted(f, dev_mac, report);
     };
-    let (dev, failed_open) = effective(f, dev);
     report.device(&dev);
 
     // From the device: a spoofed source. To the device: its traffic sent to another MAC (a
@@ -434,9 +430,15 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
             (pass, event)
         }
         None if management(f) => track(f, &dev, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0)),
-        // Failed open (the agent is down): passed but never tracked, so enforcement resumes on
-        // the flow's next packet once the heartbeat is back.
-        None if failed_open => (Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY),
+        // Failing open (the agent's heartbeat is stale and the profile says so): monitored,
+        // passed but never tracked, so enforcement resumes on the flow's next packet once the
+        // heartbeat is back. Asked only here, so allowed flows never pay for the watchdog.
+        None if dev.mode == MODE_ENFORCE
+            && dev.flags & DEV_FAIL_OPEN != 0
+            && watchdog::degraded(f) =>
+        {
+            (Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY)
+        }
         None if dev.mode == MODE_MONITOR => track(f, &dev, None, CT_WOULD_DENY)
             .unwrap_or((Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY)),
         None => {
@@ -444,17 +446,6 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
             (Reason::DropPolicy, EVENT_DENY)
         }
     }
-}
-
-/// The device as the datapath treats it now: enforced and failing open while the agent's
-/// heartbeat is stale -> monitored (and `true`: what it lets through is not tracked).
-#[inline(always)]
-fn effective(f: &Flow, mut dev: DeviceInfo) -> (DeviceInfo, bool) {
-    let failed_open = f.degraded && dev.mode == MODE_ENFORCE && dev.flags & DEV_FAIL_OPEN != 0;
-    if failed_open {
-        dev.mode = MODE_MONITOR;
-    }
-    (dev, failed_open)
 }
 
 /// The device-side address is not in the device table. A known MAC there is that device at an
@@ -466,13 +457,9 @@ fn unlisted(f: &Flow, dev_mac: [u8; 6], report: &mut Report) -> (Reason, u32) {
     if routable(pkt.family, f.device_addr())
         && let Some(dev) = policy::device_by_mac(f.slot, dev_mac)
     {
-        let (dev, failed_open) = effective(f, dev);
         report.device(&dev);
         if dev.mode >= MODE_ENFORCE {
             return (Reason::DropSpoof, EVENT_SPOOF);
-        }
-        if failed_open {
-            return (Reason::PassNewAddress, EVENT_NEW_ADDRESS);
         }
         if let Some(over) = track(f, &dev, None, CT_LEARNED) {
             return over;

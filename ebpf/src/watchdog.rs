@@ -2,7 +2,7 @@
 //! is older than the configured limit the agent is stuck or gone, and enforced devices whose
 //! profile fails open (an infusion pump mid-shift) are treated as monitored: their flows pass
 //! and would-deny is counted and reported. Fail-closed devices stay enforced and quarantined
-//! ones stay cut. Only the slow path asks, so established flows pay nothing.
+//! ones stay cut. Only a policy deny of such a device asks, so allowed flows pay nothing.
 //!
 //! The datapath records the transitions (counted, reported once each way). Two CPUs seeing a
 //! transition at the same moment can both count and report it; nothing else is affected.
@@ -10,13 +10,15 @@
 use wardgate_common::{EVENT_WATCHDOG, Reason};
 
 use crate::{
+    Flow,
     events::Report,
     maps::{WG_CONFIG_V2, WG_HEART_V1, WG_WDOG_V1},
 };
 
-/// Whether the heartbeat is stale at `now`; reports a change of state.
+/// Whether the heartbeat is stale now; reports a change of state (gateway-wide: no device).
 #[inline(always)]
-pub fn degraded(now: u64, report: &Report) -> bool {
+pub fn degraded(f: &Flow) -> bool {
+    let now = f.now;
     let limit_ms = WG_CONFIG_V2.get(0).map_or(0, |c| c.heartbeat_limit_ms);
     let beat = WG_HEART_V1.get(0).copied().unwrap_or(0);
     // Off, or no agent has ever beaten (an agent without a watchdog): never degraded.
@@ -39,7 +41,7 @@ pub fn degraded(now: u64, report: &Report) -> bool {
             state.recovered += 1;
             Reason::PassPolicy
         };
-        report.send(EVENT_WATCHDOG, reason);
+        Report::new(f.pkt, f.dir, f.generation, now).send(EVENT_WATCHDOG, reason);
     }
     stale
 }
