@@ -13,9 +13,12 @@ use crate::{
 /// Parse the frame and insert its conntrack entry: what any tracked new flow must pay.
 #[classifier]
 pub fn wg_floor_ct_insert(ctx: TcContext) -> i32 {
-    let Parsed::Ip(pkt) = parse(&ctx) else {
+    let mut slot = core::mem::MaybeUninit::uninit();
+    let Parsed::Ip = parse(&ctx, &mut slot) else {
         return aya_ebpf::bindings::TC_ACT_SHOT;
     };
+    // Safety: `parse` wrote the packet before returning `Ip`.
+    let pkt = unsafe { slot.assume_init_ref() };
     // Values like a real device's: runs of zeroes would compile to `memset` calls here that
     // the real path does not make, and raise the floor.
     let dev = DeviceInfo {
@@ -30,7 +33,7 @@ pub fn wg_floor_ct_insert(ctx: TcContext) -> i32 {
     };
     conntrack::commit(
         Ct::Miss,
-        &pkt,
+        pkt,
         DIR_FROM_DEVICE,
         DIR_FROM_DEVICE,
         1,

@@ -26,6 +26,8 @@ mod parse;
 mod policy;
 mod watchdog;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::classifier,
@@ -84,8 +86,10 @@ fn active() -> (u32, u32) {
 
 #[inline(always)]
 fn decide(ctx: &TcContext, dir: u8) -> Reason {
-    let pkt = match parse(ctx) {
-        Parsed::Ip(pkt) => pkt,
+    let mut slot = MaybeUninit::<Packet>::uninit();
+    let pkt = match parse(ctx, &mut slot) {
+        // Safety: `parse` wrote the packet before returning `Ip`.
+        Parsed::Ip => unsafe { slot.assume_init_ref() },
         Parsed::Arp(arp, frame_mac) => return arp_claim(&arp, frame_mac, dir),
         Parsed::OtherArp => return Reason::PassArp,
         Parsed::NonIp => {
@@ -101,10 +105,10 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
         Parsed::Vlan => return Reason::DropVlan,
         Parsed::Malformed => return Reason::DropMalformed,
     };
-    let reason = decide_ip(ctx, &pkt, dir);
+    let reason = decide_ip(ctx, pkt, dir);
     // The first fragment of a datagram passed: its later fragments (no ports) may follow.
     if pkt.more_fragments && !pkt.fragment && !reason.is_drop() {
-        fragments::remember(&pkt, clock::now());
+        fragments::remember(pkt, clock::now());
     }
     reason
 }

@@ -1,6 +1,8 @@
 //! Packet parsing: one bounds-checked accessor, headers from `network-types`, and a `Packet`
 //! summary that the rest of the datapath works on. A header that does not fit is `Malformed`.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{EbpfContext as _, bindings::__sk_buff, programs::TcContext};
 use network_types::{
     eth::EthHdr,
@@ -82,7 +84,8 @@ pub struct Arp {
 }
 
 pub enum Parsed {
-    Ip(Packet),
+    /// An IP packet: the out-parameter of [`parse`] now holds it.
+    Ip,
     /// Ethernet/IPv4 ARP, with the frame's source MAC.
     Arp(Arp, [u8; 6]),
     /// ARP for other hardware or protocol types: no IPv4 claim to check.
@@ -122,7 +125,7 @@ fn drops_tagged() -> bool {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Parsed {
+pub fn parse(ctx: &TcContext, out: &mut MaybeUninit<Packet>) -> Parsed {
     // Headers normally sit in the linear area; when they do not (GRO'd or paged skbs), pull them.
     let linear = (ctx.data_end() - ctx.data()) as u32;
     let len = ctx.len();
@@ -166,7 +169,8 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     if tagged && drops_tagged() {
         return Parsed::Vlan;
     }
-    let mut pkt = Packet {
+    // Written in place: returning the packet inside the enum copied ~100 bytes per packet.
+    let pkt = out.write(Packet {
         family: 0,
         proto: 0,
         tcp_flags: 0,
@@ -185,7 +189,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         dport_be: [0; 2],
         src_mac,
         dst_mac,
-    };
+    });
     let l4_off = match ether_type {
         ETH_P_IP => {
             let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
@@ -210,7 +214,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             }
             if pkt.frag_offset != 0 {
                 pkt.fragment = true;
-                return Parsed::Ip(pkt);
+                return Parsed::Ip;
             }
             l3_off + ihl
         }
@@ -258,7 +262,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
                         if pkt.frag_offset != 0 {
                             pkt.proto = next;
                             pkt.fragment = true;
-                            return Parsed::Ip(pkt);
+                            return Parsed::Ip;
                         }
                     }
                     _ => break,
@@ -302,7 +306,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
         }
         _ => {}
     }
-    Parsed::Ip(pkt)
+    Parsed::Ip
 }
 
 /// Ethernet/IPv4 ARP: htype 1, ptype 0x0800, 6-byte hardware and 4-byte protocol addresses.
