@@ -398,12 +398,7 @@ impl Datapath {
     /// Per-reason packet counters, summed over CPUs.
     pub fn stats(&mut self) -> Result<BTreeMap<Reason, u64>, DatapathError> {
         let map: PerCpuArray<&mut MapData, u64> = self.typed(map_names::STATS)?;
-        let mut out = BTreeMap::new();
-        for r in Reason::ALL {
-            let values = map.get(&(r as u32), 0).map_err(map_err(map_names::STATS))?;
-            out.insert(r, values.iter().sum());
-        }
-        Ok(out)
+        pinned::reason_counts(&map)
     }
 
     /// Events the datapath could not deliver, by why and kind (summed over CPUs); only the
@@ -412,19 +407,7 @@ impl Datapath {
         &mut self,
     ) -> Result<BTreeMap<(convert::LossReason, convert::EventKind), u64>, DatapathError> {
         let map: PerCpuArray<&mut MapData, u64> = self.typed(map_names::EVENTS_LOST)?;
-        let mut out = BTreeMap::new();
-        for why in convert::LossReason::ALL {
-            for kind in 0..wardgate_common::EVENT_KINDS {
-                let values = map
-                    .get(&why.index(kind), 0)
-                    .map_err(map_err(map_names::EVENTS_LOST))?;
-                let n: u64 = values.iter().sum();
-                if n > 0 {
-                    out.insert((why, convert::EventKind::from_raw(kind)), n);
-                }
-            }
-        }
-        Ok(out)
+        pinned::lost_counts(&map)
     }
 
     /// Takes the event ring buffer out (once), for a reader task.

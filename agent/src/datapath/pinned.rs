@@ -2,7 +2,7 @@
 //! or written, so status can run beside a live agent (or after it was killed) and never touches
 //! what the datapath enforces.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{borrow::Borrow, collections::BTreeMap, path::Path};
 
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use wardgate_common::{EVENT_KINDS, Reason, WatchdogState, map_names};
@@ -34,16 +34,11 @@ fn open(pin_root: &Path, name: &'static str) -> Result<MapData, DatapathError> {
     MapData::from_pin(&path).map_err(map_err(name))
 }
 
-/// Reads the active generation and the counters from the pins under `pin_root`.
-pub fn status(pin_root: &Path) -> Result<Status, DatapathError> {
-    let active: Array<MapData, u32> =
-        Array::try_from(Map::Array(open(pin_root, map_names::ACTIVE)?))
-            .map_err(map_err(map_names::ACTIVE))?;
-    let word = active.get(&0, 0).map_err(map_err(map_names::ACTIVE))?;
-    let (slot, generation) = (word & 1, word >> 1);
-    let stats: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(Map::PerCpuArray(open(pin_root, map_names::STATS)?))
-            .map_err(map_err(map_names::STATS))?;
+/// Packets per verdict reason in `WG_STATS_V1`, summed over CPUs (the live datapath and
+/// `status` both read them here).
+pub(super) fn reason_counts<T: Borrow<MapData>>(
+    stats: &PerCpuArray<T, u64>,
+) -> Result<BTreeMap<Reason, u64>, DatapathError> {
     let mut reasons = BTreeMap::new();
     for r in Reason::ALL {
         let values = stats
@@ -51,9 +46,13 @@ pub fn status(pin_root: &Path) -> Result<Status, DatapathError> {
             .map_err(map_err(map_names::STATS))?;
         reasons.insert(r, values.iter().sum());
     }
-    let lost: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(Map::PerCpuArray(open(pin_root, map_names::EVENTS_LOST)?))
-            .map_err(map_err(map_names::EVENTS_LOST))?;
+    Ok(reasons)
+}
+
+/// Events not delivered, by why and kind, from `WG_EVLOST_V1` (non-zero only).
+pub(super) fn lost_counts<T: Borrow<MapData>>(
+    lost: &PerCpuArray<T, u64>,
+) -> Result<BTreeMap<(LossReason, EventKind), u64>, DatapathError> {
     let mut events_lost = BTreeMap::new();
     for why in LossReason::ALL {
         for kind in 0..EVENT_KINDS {
@@ -66,6 +65,24 @@ pub fn status(pin_root: &Path) -> Result<Status, DatapathError> {
             }
         }
     }
+    Ok(events_lost)
+}
+
+/// Reads the active generation and the counters from the pins under `pin_root`.
+pub fn status(pin_root: &Path) -> Result<Status, DatapathError> {
+    let active: Array<MapData, u32> =
+        Array::try_from(Map::Array(open(pin_root, map_names::ACTIVE)?))
+            .map_err(map_err(map_names::ACTIVE))?;
+    let word = active.get(&0, 0).map_err(map_err(map_names::ACTIVE))?;
+    let (slot, generation) = (word & 1, word >> 1);
+    let stats: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(pin_root, map_names::STATS)?))
+            .map_err(map_err(map_names::STATS))?;
+    let reasons = reason_counts(&stats)?;
+    let lost: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(pin_root, map_names::EVENTS_LOST)?))
+            .map_err(map_err(map_names::EVENTS_LOST))?;
+    let events_lost = lost_counts(&lost)?;
     let heart: Array<MapData, u64> =
         Array::try_from(Map::Array(open(pin_root, map_names::HEARTBEAT)?))
             .map_err(map_err(map_names::HEARTBEAT))?;
