@@ -365,6 +365,7 @@ fn main() {
             let policies = vec![PolicyEntry {
                 policy_id: 1,
                 profile: "bench".into(),
+                profile_version: 0,
                 rules: rules.clone(),
             }];
             let state =

@@ -198,6 +198,7 @@ fn attach_wardgate(ward: &Ward, pin: PathBuf, n: u32) {
     let policy = PolicyEntry {
         policy_id: 1,
         profile: "throughput".into(),
+        profile_version: 0,
         rules,
     };
     let state = lower("throughput", 1, vec![device], vec![policy]).expect("fits the maps");

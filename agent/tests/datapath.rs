@@ -863,11 +863,13 @@ fn pump_and_pacs(
         PolicyEntry {
             policy_id: 1,
             profile: "infusion-pump".into(),
+            profile_version: 0,
             rules: reference_rules(),
         },
         PolicyEntry {
             policy_id: 2,
             profile: "pacs".into(),
+            profile_version: 0,
             rules: pacs_rules,
         },
     ];

@@ -191,6 +191,7 @@ fn state(
         .map(|(policy_id, rules)| PolicyEntry {
             policy_id,
             profile: format!("profile-{policy_id}"),
+            profile_version: 0,
             rules,
         })
         .collect();

@@ -1,9 +1,9 @@
 //! The compiler: profiles + site -> the desired state of one gateway, deterministic.
 //!
-//! Ids: `policy_id` = 1 + index of the profile name in sorted order (stable across gateways);
-//! `rule_id` = policy_id * 10,000 + flow index + 1; `device_id` = the site's `id` or the 1-based
-//! position in the site file. Only the gateway's own devices, and the profiles they use,
-//! compile into its state.
+//! Ids come from a [`StableIds`] (the controller's stored ids, or positions for an offline
+//! compile, see [`crate::ids`]); `device_id` = the site's `id` or the 1-based position in the
+//! site file (the controller's devices always carry their stored id). Only the gateway's own
+//! devices, and the profiles they use, compile into its state.
 
 use std::collections::BTreeSet;
 
@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::{
     desired::{DesiredState, DeviceEntry, MacAddr, PolicyEntry, PortRange, Proto, Rule},
     diag::Diagnostics,
+    ids::{self, StableIds},
     lower::{CapacityError, lower},
     profile::{Peer, Profile, ProfileSet},
     site::Site,
@@ -29,6 +30,15 @@ pub enum CompileError {
     Capacity(#[from] CapacityError),
     #[error("profile `{profile}` has {flows} flows; at most 9,999 fit the rule id scheme")]
     TooManyFlows { profile: String, flows: usize },
+    #[error("no stable id for {what} `{name}` (the store allocates one when it is written)")]
+    MissingId { what: &'static str, name: String },
+    #[error("{what} id {id} is used by both `{first}` and `{second}`")]
+    DuplicateId {
+        what: &'static str,
+        id: u32,
+        first: String,
+        second: String,
+    },
 }
 
 /// A compiled state plus what could not be compiled into it.
@@ -71,19 +81,29 @@ pub fn compile_validated(
     gateway: &str,
     generation: u32,
 ) -> Result<Compiled, CompileError> {
+    compile_with_ids(
+        site,
+        profiles,
+        &StableIds::positional(profiles)?,
+        gateway,
+        generation,
+    )
+}
+
+/// [`compile_validated`] with the ids (and profile versions) the caller keeps, the
+/// controller's stored ones.
+pub fn compile_with_ids(
+    site: &Site,
+    profiles: &ProfileSet,
+    ids: &StableIds,
+    gateway: &str,
+    generation: u32,
+) -> Result<Compiled, CompileError> {
     if !site.gateways.iter().any(|g| g.name.value == gateway) {
         return Err(CompileError::UnknownGateway {
             gateway: gateway.to_string(),
         });
     }
-    let policy_id = |name: &str| {
-        profiles
-            .profiles
-            .keys()
-            .position(|k| k == name)
-            .map_or(0, |i| i as u32 + 1)
-    };
-
     let mut devices = Vec::new();
     let mut used = BTreeSet::new();
     for (i, dev) in site.devices.iter().enumerate() {
@@ -101,7 +121,7 @@ pub fn compile_validated(
                 .map(|a| a.value.trim().parse().expect("validated"))
                 .collect(),
             mac: dev.mac.value.parse::<MacAddr>().expect("validated"),
-            policy_id: policy_id(&dev.profile.value),
+            policy_id: ids.policy(&dev.profile.value)?,
             mode: dev.mode.unwrap_or(profile.default_mode),
             max_flows: profile.conntrack.max_flows,
             fail_open: profile.fail_mode == crate::profile::FailMode::Open,
@@ -111,13 +131,30 @@ pub fn compile_validated(
     let mut policies = Vec::new();
     for name in &used {
         let profile = profiles.get(name).expect("used profiles exist");
-        let id = policy_id(name);
         policies.push(PolicyEntry {
-            policy_id: id,
+            policy_id: ids.policy(name)?,
             profile: name.clone(),
-            rules: rules(site, profile, id, &mut unresolved)?,
+            profile_version: ids.version(name),
+            rules: rules(site, profile, ids, &mut unresolved)?,
         });
     }
+    ids::check_unique(
+        "device",
+        devices.iter().map(|d| (d.device_id, d.name.as_str())),
+    )?;
+    ids::check_unique(
+        "policy",
+        policies.iter().map(|p| (p.policy_id, p.profile.as_str())),
+    )?;
+    let rule_names: Vec<(u32, String)> = policies
+        .iter()
+        .flat_map(|p| {
+            p.rules
+                .iter()
+                .map(move |r| (r.rule_id, format!("{}: {}", p.profile, r.name)))
+        })
+        .collect();
+    ids::check_unique("rule", rule_names.iter().map(|(i, n)| (*i, n.as_str())))?;
     let state = lower(gateway, generation, devices, policies)?;
     Ok(Compiled { state, unresolved })
 }
@@ -125,18 +162,13 @@ pub fn compile_validated(
 fn rules(
     site: &Site,
     profile: &Profile,
-    policy_id: u32,
+    ids: &StableIds,
     unresolved: &mut Vec<String>,
 ) -> Result<Vec<Rule>, CompileError> {
-    if profile.flows.len() > 9_999 {
-        return Err(CompileError::TooManyFlows {
-            profile: profile.name.value.clone(),
-            flows: profile.flows.len(),
-        });
-    }
     let mut out = Vec::new();
-    for (i, f) in profile.flows.iter().enumerate() {
-        let rule_id = policy_id * 10_000 + i as u32 + 1;
+    let keys = ids::flow_keys(profile);
+    for (i, (f, key)) in profile.flows.iter().zip(&keys).enumerate() {
+        let rule_id = ids.rule(&profile.name.value, key)?;
         let name = if f.name.is_empty() {
             format!("{}#{}", profile.name.value, i + 1)
         } else {

@@ -178,6 +178,9 @@ pub struct Rule {
 pub struct PolicyEntry {
     pub policy_id: u32,
     pub profile: String,
+    /// The version of the profile compiled (the controller's profile version; 0 offline).
+    #[serde(default)]
+    pub profile_version: u32,
     pub rules: Vec<Rule>,
 }
 
@@ -231,6 +234,16 @@ pub struct PortEntry {
 pub struct DesiredState {
     pub gateway: String,
     pub generation: u32,
+    /// The controller store this generation came from (a random id made when the store was
+    /// created): generation numbers are only comparable within one epoch. Empty when compiled
+    /// offline; set on the way to an agent, never part of what is compiled.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
+    /// SHA-256 (hex) of the generation as the controller stores it: two generations with the
+    /// same number and epoch but different content (a store restored from a backup that then
+    /// diverged) are told apart by it. Empty offline.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content_hash: String,
     pub devices: Vec<DeviceEntry>,
     pub policies: Vec<PolicyEntry>,
     pub peers: Vec<PeerEntry>,

@@ -177,6 +177,8 @@ pub fn lower(
     Ok(DesiredState {
         gateway: gateway.to_string(),
         generation,
+        epoch: String::new(),
+        content_hash: String::new(),
         devices,
         policies,
         peers,
@@ -334,6 +336,7 @@ mod tests {
         let policies = vec![PolicyEntry {
             policy_id: 7,
             profile: "ct".into(),
+            profile_version: 0,
             rules,
         }];
         let s = lower("gw", 1, vec![], policies).unwrap();
@@ -367,6 +370,7 @@ mod tests {
             vec![PolicyEntry {
                 policy_id: 1,
                 profile: "p".into(),
+                profile_version: 0,
                 rules: rules.clone(),
             }],
         );
@@ -376,6 +380,7 @@ mod tests {
             .map(|i| PolicyEntry {
                 policy_id: i,
                 profile: format!("p{i}"),
+                profile_version: 0,
                 // A distinct rule id per policy keeps the port sets from being shared.
                 rules: vec![Rule {
                     rule_id: i,

@@ -235,6 +235,7 @@ pub fn state_with(generation: u32, devices: Vec<DeviceEntry>, rules: Vec<Rule>) 
     let policies = vec![PolicyEntry {
         policy_id: 1,
         profile: "infusion-pump".into(),
+        profile_version: 0,
         rules,
     }];
     lower("gw-test", generation, devices, policies).unwrap()

@@ -1,0 +1,138 @@
+//! Stable ids. The datapath reports a policy id and a rule id in every event, and alerts are
+//! stored with them, so an id must keep naming the same profile and the same flow across
+//! unrelated edits: adding a profile or a flow must not renumber the others. The controller
+//! allocates ids once per profile name and per flow key and keeps them in its store (they never
+//! change and never collide); an offline compile of a site file derives them from positions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{compile::CompileError, profile::Profile, profile::ProfileSet};
+
+/// Ids (and versions) of profiles and their flows for one compile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StableIds {
+    /// Profile name -> policy id.
+    pub policies: BTreeMap<String, u32>,
+    /// (profile name, flow key) -> rule id; see [`flow_keys`].
+    pub rules: BTreeMap<(String, String), u32>,
+    /// Profile name -> version (reported with alerts); absent = 0.
+    pub versions: BTreeMap<String, u32>,
+}
+
+/// The key of each flow of `profile`, in order: its name, or `#N` (1-based position) when it
+/// has none; a name used again in the same profile gets `name#2`, `name#3`, ... The key is what
+/// a rule id is kept under, so naming flows keeps their ids when flows are reordered.
+pub fn flow_keys(profile: &Profile) -> Vec<String> {
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    profile
+        .flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if f.name.is_empty() {
+                return format!("#{}", i + 1);
+            }
+            let n = seen.entry(f.name.as_str()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                f.name.clone()
+            } else {
+                format!("{}#{n}", f.name)
+            }
+        })
+        .collect()
+}
+
+/// Largest flow count per profile the positional scheme can number.
+pub const POSITIONAL_FLOWS_MAX: usize = 9_999;
+
+impl StableIds {
+    /// Ids from positions, for offline compiles: policy id = 1 + the profile's place in name
+    /// order, rule id = policy id * 10,000 + flow position. Adding a profile renumbers the
+    /// profiles after it; the controller's stored ids do not have that problem.
+    pub fn positional(profiles: &ProfileSet) -> Result<Self, CompileError> {
+        let mut ids = StableIds::default();
+        for (i, (name, (_, profile))) in profiles.profiles.iter().enumerate() {
+            if profile.flows.len() > POSITIONAL_FLOWS_MAX {
+                return Err(CompileError::TooManyFlows {
+                    profile: name.clone(),
+                    flows: profile.flows.len(),
+                });
+            }
+            let policy_id = i as u32 + 1;
+            ids.policies.insert(name.clone(), policy_id);
+            for (j, key) in flow_keys(profile).into_iter().enumerate() {
+                ids.rules
+                    .insert((name.clone(), key), policy_id * 10_000 + j as u32 + 1);
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn policy(&self, profile: &str) -> Result<u32, CompileError> {
+        match self.policies.get(profile) {
+            Some(&id) if id != 0 => Ok(id),
+            _ => Err(CompileError::MissingId {
+                what: "profile",
+                name: profile.to_string(),
+            }),
+        }
+    }
+
+    pub fn rule(&self, profile: &str, key: &str) -> Result<u32, CompileError> {
+        match self.rules.get(&(profile.to_string(), key.to_string())) {
+            Some(&id) if id != 0 => Ok(id),
+            _ => Err(CompileError::MissingId {
+                what: "flow",
+                name: format!("{profile}: {key}"),
+            }),
+        }
+    }
+
+    pub fn version(&self, profile: &str) -> u32 {
+        self.versions.get(profile).copied().unwrap_or(0)
+    }
+}
+
+/// Refuses two names sharing one id (what `what` names, e.g. "rule"): the datapath would
+/// report both under one number.
+pub fn check_unique<'a>(
+    what: &'static str,
+    ids: impl IntoIterator<Item = (u32, &'a str)>,
+) -> Result<(), CompileError> {
+    let mut seen: BTreeMap<u32, &str> = BTreeMap::new();
+    for (id, name) in ids {
+        if let Some(first) = seen.insert(id, name)
+            && first != name
+        {
+            return Err(CompileError::DuplicateId {
+                what,
+                id,
+                first: first.to_string(),
+                second: name.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Profile names in `profiles` that `ids` has no policy id for, and flow keys without a rule
+/// id: what a store must allocate before compiling.
+pub fn missing(
+    ids: &StableIds,
+    profiles: &ProfileSet,
+) -> (BTreeSet<String>, Vec<(String, String)>) {
+    let mut policies = BTreeSet::new();
+    let mut rules = Vec::new();
+    for (name, (_, profile)) in &profiles.profiles {
+        if !ids.policies.contains_key(name) {
+            policies.insert(name.clone());
+        }
+        for key in flow_keys(profile) {
+            if !ids.rules.contains_key(&(name.clone(), key.clone())) {
+                rules.push((name.clone(), key));
+            }
+        }
+    }
+    (policies, rules)
+}
