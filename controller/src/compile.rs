@@ -7,7 +7,7 @@ use std::{
 };
 
 use wardgate_policy::{
-    DesiredState, Mode, ProfileSet,
+    DesiredState, Mode, ProfileSet, StableIds,
     profile::Peer,
     site::{Device, Gateway, Site},
     span::Located,
@@ -68,6 +68,34 @@ pub fn profiles(s: &Snapshot) -> Result<ProfileSet> {
     Ok(set)
 }
 
+/// Every stored profile's flow keys (see `wardgate_policy::ids::flow_keys`): what the store
+/// keeps rule ids under.
+pub fn flow_keys(s: &Snapshot) -> Result<Vec<(String, Vec<String>)>> {
+    s.profiles
+        .iter()
+        .map(|p| {
+            let file = format!("profile {} v{}", p.name, p.version);
+            Ok((
+                p.name.clone(),
+                wardgate_policy::ids::flow_keys(&parsed(&file, &p.yaml)?),
+            ))
+        })
+        .collect()
+}
+
+/// The store's stable ids and the profiles' versions, for the compiler.
+pub fn ids(s: &Snapshot) -> StableIds {
+    StableIds {
+        policies: s.policy_ids.clone(),
+        rules: s.rule_ids.clone(),
+        versions: s
+            .profiles
+            .iter()
+            .map(|p| (p.name.clone(), p.version))
+            .collect(),
+    }
+}
+
 pub fn site(s: &Snapshot) -> Result<Site> {
     Ok(Site {
         site: "controller".into(),
@@ -126,9 +154,10 @@ pub fn affected(
     if !diags.is_empty() {
         return Err(Error::Invalid(diags.to_string()));
     }
+    let ids = ids(after);
     let mut out = BTreeMap::new();
     for g in scope.iter().filter(|g| known.contains(g.as_str())) {
-        let compiled = wardgate_policy::compile_validated(&site, &set, g, 1)
+        let compiled = wardgate_policy::compile_with_ids(&site, &set, &ids, g, 1)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         out.insert(g.clone(), compiled.state);
     }

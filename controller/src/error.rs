@@ -14,6 +14,9 @@ pub enum Error {
     Unauthenticated(String),
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// The write would compile a policy bundle over the transport limit.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -23,6 +26,8 @@ impl From<Error> for tonic::Status {
         let msg = e.to_string();
         match e {
             Error::Invalid(_) => tonic::Status::invalid_argument(msg),
+            // What gRPC itself answers for a message over its size limit.
+            Error::TooLarge(_) => tonic::Status::resource_exhausted(msg),
             Error::NotFound { .. } => tonic::Status::not_found(msg),
             Error::Denied(_) => tonic::Status::permission_denied(msg),
             Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),

@@ -121,9 +121,12 @@ impl LabController {
     }
 
     pub async fn agent(&self, gateway: &str) -> anyhow::Result<AgentServiceClient<Channel>> {
-        Ok(AgentServiceClient::new(
-            self.channel(&format!("gateway-{gateway}")).await?,
-        ))
+        // The codec limits of a real agent (agent/src/sync.rs).
+        Ok(
+            AgentServiceClient::new(self.channel(&format!("gateway-{gateway}")).await?)
+                .max_decoding_message_size(wardgate_proto::MAX_BUNDLE_BYTES)
+                .max_encoding_message_size(wardgate_proto::MAX_REQUEST_BYTES),
+        )
     }
 
     /// Loads a site file and a profile directory through the admin API, as `wardctl push` does.

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Largest request the controller decodes (a profile or an alert batch is far smaller).
-pub const MAX_MESSAGE: usize = 1 << 20;
+pub const MAX_MESSAGE: usize = wardgate_proto::MAX_REQUEST_BYTES;
 
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -70,7 +70,10 @@ pub async fn serve(
     Server::builder()
         .tls_config(tls_config(tls)?)?
         .add_service(
-            AgentServiceServer::new(Agent(ctx.clone())).max_decoding_message_size(MAX_MESSAGE),
+            AgentServiceServer::new(Agent(ctx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                // Policy bundles: the limit agents decode with (writes over it are refused).
+                .max_encoding_message_size(wardgate_proto::MAX_BUNDLE_BYTES),
         )
         .add_service(
             AdminServiceServer::new(Admin(ctx.clone())).max_decoding_message_size(MAX_MESSAGE),

@@ -121,11 +121,14 @@ async fn watchers(
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..AGENTS {
         let mut agent = lab.agent(&gateway(i)).await?;
-        let latest = lab.store.latest_generation(&gateway(i))?;
+        // As an agent holding the latest generation: only new ones arrive.
+        let latest = lab.store.latest(&gateway(i))?;
         let mut stream = agent
             .watch_policy(pb::WatchPolicyRequest {
                 gateway: gateway(i),
-                last_applied_generation: latest,
+                last_applied_generation: latest.as_ref().map_or(0, |r| r.generation),
+                epoch: lab.store.epoch()?,
+                content_hash: latest.map(|r| r.content_hash()).unwrap_or_default(),
             })
             .await?
             .into_inner();

@@ -304,6 +304,7 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::ListGatewaysResponse>, Status> {
         auth::require_role(&req, READ)?;
         let mut gateways = Vec::new();
+        let epoch = self.0.store.epoch()?;
         for g in self.0.store.snapshot()?.gateways {
             let latest = self.0.store.latest_generation(&g.name)?;
             gateways.push(pb::Gateway {
@@ -313,6 +314,8 @@ impl AdminService for Admin {
                 latest_generation: latest,
                 applied_generation: g.applied_generation,
                 last_error: g.last_error,
+                applied_epoch: g.applied_epoch,
+                epoch: epoch.clone(),
             });
         }
         Ok(Response::new(pb::ListGatewaysResponse { gateways }))
@@ -340,6 +343,7 @@ impl AdminService for Admin {
             location: g.location,
             applied_generation: 0,
             last_error: String::new(),
+            applied_epoch: String::new(),
         };
         Ok(Response::new(self.0.write(
             &who.actor(),

@@ -39,9 +39,11 @@ impl AgentService for Agent {
         auth::require_gateway(&req, &gateway)?;
         known_gateway(&self.0, &gateway)?;
         let latest = self.0.store.latest_generation(&gateway)?;
-        tracing::info!(gateway, latest, "agent registered");
+        let epoch = self.0.store.epoch()?;
+        tracing::info!(gateway, latest, epoch, "agent registered");
         Ok(Response::new(RegisterResponse {
             latest_generation: latest,
+            epoch,
         }))
     }
 
@@ -54,33 +56,64 @@ impl AgentService for Agent {
         let WatchPolicyRequest {
             gateway,
             last_applied_generation,
+            epoch: agent_epoch,
+            content_hash,
         } = req.get_ref().clone();
         auth::require_gateway(&req, &gateway)?;
         known_gateway(&self.0, &gateway)?;
         let ctx = self.0.clone();
-        // Subscribe before reading the backlog, so nothing compiled in between is missed.
+        let epoch = ctx.store.epoch()?;
+        // What the agent holds, if it is a generation of this store. Generation numbers of
+        // another store (recreated, or restored and then changed) say nothing: the agent gets
+        // the latest whatever its number.
+        let mut holds = if agent_epoch == epoch {
+            Some((last_applied_generation, content_hash))
+        } else {
+            if !agent_epoch.is_empty() {
+                tracing::warn!(
+                    gateway,
+                    agent_epoch,
+                    epoch,
+                    last_applied_generation,
+                    "agent enforces a generation of another store; sending this store's latest"
+                );
+            }
+            None
+        };
+        // Subscribe before reading the latest, so nothing compiled in between is missed.
         let mut rx = ctx.push.watch(&gateway);
-        let (tx, out) = tokio::sync::mpsc::channel(16);
+        let (tx, out) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut sent = last_applied_generation;
             loop {
-                let rows = match ctx.store.generations_after(&gateway, sent) {
-                    Ok(r) => r,
+                // Bundles are full states: only the newest matters, and only if the agent
+                // does not hold exactly it (same generation and content).
+                let bundle = tokio::task::block_in_place(|| -> Result<_, Error> {
+                    let Some(row) = ctx.store.latest(&gateway)? else {
+                        return Ok(None);
+                    };
+                    let hash = row.content_hash();
+                    if holds
+                        .as_ref()
+                        .is_some_and(|(g, h)| *g == row.generation && *h == hash)
+                    {
+                        return Ok(None);
+                    }
+                    holds = Some((row.generation, hash));
+                    Ok(Some(wardgate_proto::bundle::to_bundle(
+                        &row.state(&epoch)?,
+                        &row.reason,
+                    )))
+                });
+                match bundle {
+                    Ok(Some(b)) => {
+                        if tx.send(Ok(b)).await.is_err() {
+                            return; // the agent went away
+                        }
+                    }
+                    Ok(None) => {}
                     Err(e) => {
                         let _ = tx.send(Err(Status::from(e))).await;
                         return;
-                    }
-                };
-                for r in rows {
-                    sent = r.generation;
-                    let bundle = PolicyBundle {
-                        gateway: r.gateway,
-                        generation: r.generation,
-                        desired_state_json: r.state_json,
-                        reason: r.reason,
-                    };
-                    if tx.send(Ok(bundle)).await.is_err() {
-                        return; // the agent went away
                     }
                 }
                 if rx.changed().await.is_err() {
@@ -178,9 +211,19 @@ impl AgentService for Agent {
     ) -> Result<Response<StatusAck>, Status> {
         let r = req.get_ref().clone();
         auth::require_gateway(&req, &r.gateway)?;
+        let epoch = self.0.store.epoch()?;
+        if !r.epoch.is_empty() && r.epoch != epoch {
+            tracing::warn!(
+                gateway = r.gateway,
+                applied_epoch = r.epoch,
+                epoch,
+                applied = r.applied_generation,
+                "agent reports a generation of another store"
+            );
+        }
         self.0
             .store
-            .report_status(&r.gateway, r.applied_generation, &r.error)?;
+            .report_status(&r.gateway, r.applied_generation, &r.epoch, &r.error)?;
         Ok(Response::new(StatusAck {}))
     }
 }
@@ -192,6 +235,7 @@ pub fn alert_json(a: &wardgate_proto::v1::Alert) -> serde_json::Value {
         "kind": a.kind, "severity": a.severity, "mode": a.mode, "src": a.src, "src_port": a.src_port,
         "dst": a.dst, "dst_port": a.dst_port, "protocol": a.protocol, "mitre_technique": a.mitre_technique,
         "observed_unix_ms": a.observed_unix_ms, "generation": a.generation,
+        "rule_name": a.rule_name, "profile_version": a.profile_version,
     })
 }
 
@@ -221,6 +265,8 @@ pub fn alert_from_json(
         generation: n("generation"),
         acknowledged,
         acknowledged_by: by,
+        rule_name: s("rule_name"),
+        profile_version: n("profile_version"),
     }
 }
 

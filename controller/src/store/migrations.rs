@@ -58,4 +58,16 @@ pub const MIGRATIONS: &[&str] = &[
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL
     );",
+    // 2: the store epoch (a random id made once per store: generation numbers of two stores
+    // are not comparable), stable policy and rule ids (allocated once per profile name and per
+    // flow key, never reused), and the epoch of what each gateway applied.
+    "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE policy_ids (profile TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE);
+    CREATE TABLE rule_ids (
+        profile TEXT NOT NULL,
+        flow TEXT NOT NULL,
+        id INTEGER NOT NULL UNIQUE,
+        PRIMARY KEY (profile, flow)
+    );
+    ALTER TABLE gateways ADD COLUMN applied_epoch TEXT NOT NULL DEFAULT '';",
 ];

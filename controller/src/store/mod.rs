@@ -40,6 +40,9 @@ pub struct GatewayRow {
     pub location: String,
     pub applied_generation: u32,
     pub last_error: String,
+    /// The store epoch of the generation the agent applied ('' before it reported one).
+    #[serde(default)]
+    pub applied_epoch: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +53,28 @@ pub struct GenerationRow {
     pub reason: String,
 }
 
+impl GenerationRow {
+    /// SHA-256 (hex) of the stored state: what an agent reports back to say which content it
+    /// holds, so a generation number reused after a restore is not mistaken for the same one.
+    pub fn content_hash(&self) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(self.state_json.as_bytes()))
+    }
+
+    /// The stored state with this store's epoch and its content hash: what travels to agents.
+    pub fn state(&self, epoch: &str) -> Result<DesiredState> {
+        let mut s = DesiredState::from_json(&self.state_json).map_err(|e| {
+            crate::error::Error::Internal(format!(
+                "stored generation {} of {} does not parse: {e}",
+                self.generation, self.gateway
+            ))
+        })?;
+        s.epoch = epoch.to_string();
+        s.content_hash = self.content_hash();
+        Ok(s)
+    }
+}
+
 /// Everything the compiler needs, read inside the write transaction.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -57,6 +82,9 @@ pub struct Snapshot {
     pub profiles: Vec<ProfileRow>,
     pub groups: BTreeMap<String, Vec<String>>,
     pub gateways: Vec<GatewayRow>,
+    /// Stable ids: profile name -> policy id, (profile, flow key) -> rule id.
+    pub policy_ids: BTreeMap<String, u32>,
+    pub rule_ids: BTreeMap<(String, String), u32>,
 }
 
 /// One change an engineer (or the SOC) makes.
@@ -102,10 +130,17 @@ pub trait Store: Send + Sync {
     fn snapshot(&self) -> Result<Snapshot>;
     fn device(&self, name: &str) -> Result<Option<DeviceRow>>;
     fn profile(&self, name: &str) -> Result<Option<ProfileRow>>;
+    /// The store's epoch: a random id made when the store was created, sent with every
+    /// bundle (generation numbers of two stores are not comparable).
+    fn epoch(&self) -> Result<String>;
     /// Generations of `gateway` after `after`, oldest first.
     fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>>;
+    /// The newest generation of `gateway`, if it has one.
+    fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>>;
     fn latest_generation(&self, gateway: &str) -> Result<u32>;
-    fn report_status(&self, gateway: &str, applied: u32, error: &str) -> Result<()>;
+    /// What the gateway's agent applied: generation, the epoch of the store it came from,
+    /// and the error (empty when it applied cleanly).
+    fn report_status(&self, gateway: &str, applied: u32, epoch: &str, error: &str) -> Result<()>;
     /// Stores alerts (deduplicated by id); returns the ids now stored (new or already there).
     fn insert_alerts(&self, gateway: &str, alerts: &[(String, String, u8)]) -> Result<Vec<String>>;
     /// Alert bodies (JSON) with their acknowledgement, newest first.

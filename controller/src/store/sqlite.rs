@@ -32,6 +32,49 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("rows serialize")
 }
 
+/// 128 random bits in hex: a store's epoch.
+fn new_epoch() -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| Error::Internal(format!("no randomness for the epoch: {e}")))?;
+    Ok(hex::encode(b))
+}
+
+fn epoch(c: &Connection) -> Result<String> {
+    Ok(c.query_row("SELECT value FROM store_meta WHERE key = 'epoch'", [], |r| {
+        r.get(0)
+    })?)
+}
+
+/// Gives every profile in `keys` a policy id and every (profile, flow key) a rule id if it has
+/// none yet: the next unused number, kept forever (an id is never reused for another name).
+fn allocate_ids(tx: &Transaction<'_>, keys: &[(String, Vec<String>)]) -> Result<()> {
+    let too_many = |what: &str| Error::Internal(format!("{what} ids exhausted"));
+    for (profile, flows) in keys {
+        tx.execute(
+            "INSERT OR IGNORE INTO policy_ids (profile, id) \
+             SELECT ?1, COALESCE(MAX(id), 0) + 1 FROM policy_ids",
+            [profile],
+        )?;
+        for flow in flows {
+            tx.execute(
+                "INSERT OR IGNORE INTO rule_ids (profile, flow, id) \
+                 SELECT ?1, ?2, COALESCE(MAX(id), 0) + 1 FROM rule_ids",
+                params![profile, flow],
+            )?;
+        }
+    }
+    // Ids travel in 32-bit map fields; stay well inside them.
+    let max: u32 = tx.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM policy_ids), 0), COALESCE((SELECT MAX(id) FROM rule_ids), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    if max > u32::MAX >> 1 {
+        return Err(too_many("policy or rule"));
+    }
+    Ok(())
+}
+
 fn list(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
@@ -70,6 +113,19 @@ impl SqliteStore {
             )?;
             tx.commit()?;
             tracing::info!(version = i + 1, "store migrated");
+        }
+        let epoch: Option<String> = conn
+            .query_row("SELECT value FROM store_meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if epoch.is_none() {
+            let epoch = new_epoch()?;
+            conn.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('epoch', ?1)",
+                [&epoch],
+            )?;
+            tracing::info!(epoch, "new store epoch");
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -138,7 +194,7 @@ fn snapshot(c: &Connection) -> Result<Snapshot> {
             Ok((r.get::<_, String>(0)?, list(&r.get::<_, String>(1)?)))
         })?
         .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
-    let mut q = c.prepare("SELECT name, interfaces, location, applied_generation, last_error FROM gateways ORDER BY name")?;
+    let mut q = c.prepare("SELECT name, interfaces, location, applied_generation, last_error, applied_epoch FROM gateways ORDER BY name")?;
     s.gateways = q
         .query_map([], |r| {
             Ok(GatewayRow {
@@ -147,8 +203,17 @@ fn snapshot(c: &Connection) -> Result<Snapshot> {
                 location: r.get(2)?,
                 applied_generation: r.get(3)?,
                 last_error: r.get(4)?,
+                applied_epoch: r.get(5)?,
             })
         })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut q = c.prepare("SELECT profile, id FROM policy_ids")?;
+    s.policy_ids = q
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut q = c.prepare("SELECT profile, flow, id FROM rule_ids")?;
+    s.rule_ids = q
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(s)
 }
@@ -177,6 +242,15 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, Strin
     Ok(match change {
         Change::UpsertDevice(d) => {
             let before = device(&d.name).ok();
+            // The id is the store's: kept for the device's name, the next free one for a new
+            // device, whatever the request says (positions in a site file are not stable).
+            let id: u32 = match &before {
+                Some(b) => b.id,
+                None => tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM devices", [], |r| {
+                    r.get(0)
+                })?,
+            };
+            let d = &DeviceRow { id, ..d.clone() };
             tx.execute(
                 &format!(
                     "INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
@@ -331,6 +405,29 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
+    fn epoch(&self) -> Result<String> {
+        epoch(&self.conn())
+    }
+
+    fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT gateway, generation, state_json, reason FROM generations \
+                 WHERE gateway = ?1 ORDER BY generation DESC LIMIT 1",
+                [gateway],
+                |r| {
+                    Ok(GenerationRow {
+                        gateway: r.get(0)?,
+                        generation: r.get(1)?,
+                        state_json: r.get(2)?,
+                        reason: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>> {
         let c = self.conn();
         let mut q = c.prepare(
@@ -358,10 +455,10 @@ impl Store for SqliteStore {
         )?)
     }
 
-    fn report_status(&self, gateway: &str, applied: u32, error: &str) -> Result<()> {
+    fn report_status(&self, gateway: &str, applied: u32, epoch: &str, error: &str) -> Result<()> {
         let n = self.conn().execute(
-            "UPDATE gateways SET applied_generation = ?2, last_error = ?3, last_seen_ms = ?4 WHERE name = ?1",
-            params![gateway, applied, error, now_ms()],
+            "UPDATE gateways SET applied_generation = ?2, last_error = ?3, last_seen_ms = ?4, applied_epoch = ?5 WHERE name = ?1",
+            params![gateway, applied, error, now_ms(), epoch],
         )?;
         if n == 0 {
             return Err(not_found("gateway", gateway));
@@ -429,8 +526,11 @@ impl Store for SqliteStore {
             None => None,
         };
         let (action, target, diff) = apply(&tx, change)?;
-        // Compile with the change applied; any error rolls everything back.
+        // Stable ids for any new profile or flow, then compile with the change applied; any
+        // error rolls everything back.
+        allocate_ids(&tx, &crate::compile::flow_keys(&snapshot(&tx)?)?)?;
         let states = compile(&snapshot(&tx)?, before.as_ref(), change)?;
+        let epoch = epoch(&tx)?;
         let mut generations = BTreeMap::new();
         for (gateway, mut state) in states {
             let latest: Option<(u32, String)> = tx
@@ -448,6 +548,22 @@ impl Store for SqliteStore {
                 }
             }
             state.generation = next;
+            // Refuse what the gateway could not receive (checked with this store's epoch and a
+            // content hash, which travel with it).
+            state.epoch.clone_from(&epoch);
+            state.content_hash = "0".repeat(64);
+            let len = wardgate_proto::bundle_len(&state, reason);
+            // Stored without them: they are added when the generation is read out.
+            state.epoch.clear();
+            state.content_hash.clear();
+            if len > wardgate_proto::MAX_BUNDLE_BYTES {
+                return Err(Error::TooLarge(format!(
+                    "the policy of gateway `{gateway}` would be a {len}-byte bundle, over the \
+                     {}-byte limit agents receive; refusing the change (split the gateway, or \
+                     use fewer or smaller peer groups per profile)",
+                    wardgate_proto::MAX_BUNDLE_BYTES
+                )));
+            }
             tx.execute(
                 "INSERT INTO generations (gateway, generation, state_json, reason, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![gateway, next, state.to_json(), reason, now_ms()],
