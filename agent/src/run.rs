@@ -412,6 +412,66 @@ fn apply_file(
     Ok(())
 }
 
+/// What is enforced, as the controller names it: the last applied state's generation, epoch
+/// and content hash when it is the active generation, else the active generation alone (the
+/// controller then sends its latest).
+fn holding(
+    dp: &mut Datapath,
+    tx: &watch::Sender<Option<Arc<DesiredState>>>,
+) -> crate::sync::Holding {
+    let active = dp.active().map_or(0, |(_, g)| g);
+    match tx.borrow().as_deref() {
+        Some(s) if s.generation == active => crate::sync::Holding::of(s),
+        _ => crate::sync::Holding {
+            generation: active,
+            ..Default::default()
+        },
+    }
+}
+
+/// Applies a bundle from the controller, then keeps it as the last-known-good file (written
+/// and fsynced only once it is in the maps). A generation whose number is the active one but
+/// whose epoch or content differs (another store) replaces it.
+fn apply_bundle(
+    dp: &mut Datapath,
+    state: Arc<DesiredState>,
+    path: &Path,
+    tx: &watch::Sender<Option<Arc<DesiredState>>>,
+) -> anyhow::Result<()> {
+    let same = tx
+        .borrow()
+        .as_deref()
+        .is_some_and(|cur| crate::sync::Holding::of(cur) == crate::sync::Holding::of(&state));
+    let outcome = if same {
+        dp.apply(&state)?
+    } else {
+        dp.replace(&state)?
+    };
+    match outcome {
+        ApplyOutcome::Unchanged { generation } => {
+            tracing::info!(generation, "policy already active")
+        }
+        ApplyOutcome::Switched {
+            from,
+            to,
+            slot,
+            entries,
+        } => {
+            tracing::info!(
+                from,
+                to,
+                slot,
+                entries,
+                epoch = state.epoch,
+                "policy generation switched"
+            )
+        }
+    }
+    tx.send_replace(Some(state.clone()));
+    crate::lkg::write(path, &state)
+        .context("policy applied, but the last-known-good copy was not written")
+}
+
 fn mtime(path: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -453,20 +513,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
     });
 
-    // Policy sync: the sync task writes bundles to the desired-state file and wakes us; we are
-    // still the only map writer, and tell it what got applied.
-    let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<()>(4);
+    // Policy sync: the sync task hands each converted bundle to this loop, still the only map
+    // writer, which applies it, keeps it as the last-known-good file, and says what got applied.
+    // With a controller the file is only read at start; without one it is the operator's
+    // input, re-read when it changes or on SIGHUP.
+    let (bundle_tx, mut bundle_rx) = tokio::sync::mpsc::channel::<Arc<DesiredState>>(4);
     let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(4);
+    let managed = cfg.controller.is_some();
     let sync = cfg.controller.clone().zip(alerts).map(|(c, alerts)| {
-        let active = dp.active().map_or(0, |(_, g)| g);
-        tokio::spawn(crate::sync::run(
-            c,
-            cfg.desired_state.clone(),
-            active,
-            notify_tx,
-            applied_rx,
-            alerts,
-        ))
+        let holding = holding(&mut dp, &tx);
+        tokio::spawn(crate::sync::run(c, holding, bundle_tx, applied_rx, alerts))
     });
     let mut seen = mtime(&cfg.desired_state);
     let mut hup = signal(SignalKind::hangup())?;
@@ -478,47 +534,56 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut beat = tokio::time::interval(cfg.watchdog.beat_every());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (reapply, from_controller) = tokio::select! {
+        let reapply = tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = beat.tick() => {
                 if let Err(e) = dp.heartbeat() {
                     tracing::error!(error = format!("{e:#}"), "heartbeat not written");
                 }
-                (false, false)
+                false
             }
             _ = iface_tick.tick() => {
                 interfaces.check(&mut dp);
-                (false, false)
+                false
             }
             () = link_changed(nl.as_ref()) => {
                 interfaces.check(&mut dp);
-                (false, false)
+                false
             }
-            _ = hup.recv() => (true, false),
-            Some(()) = notify_rx.recv() => (true, true),
-            _ = tick.tick() => {
+            _ = hup.recv() => {
+                if managed {
+                    tracing::info!("SIGHUP ignored: the policy comes from the controller");
+                }
+                !managed
+            }
+            Some(state) = bundle_rx.recv() => {
+                let error = match apply_bundle(&mut dp, state, &cfg.desired_state, &tx) {
+                    Ok(()) => String::new(),
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "policy from the controller not applied");
+                        format!("{e:#}")
+                    }
+                };
+                let _ = applied_tx.try_send(crate::sync::Applied {
+                    holding: holding(&mut dp, &tx),
+                    error,
+                });
+                false
+            }
+            _ = tick.tick(), if !managed => {
                 let now = mtime(&cfg.desired_state);
                 let changed = now != seen;
                 seen = now;
-                (changed, false)
+                changed
             }
         };
         if !reapply {
             continue;
         }
         seen = mtime(&cfg.desired_state);
-        let result = apply_file(&mut dp, &cfg.desired_state, &tx);
-        if let Err(e) = &result {
+        if let Err(e) = apply_file(&mut dp, &cfg.desired_state, &tx) {
             tracing::error!(error = format!("{e:#}"), "desired state not applied");
-        }
-        if from_controller {
-            let active = dp.active().map_or(0, |(_, g)| g);
-            let error = result.err().map(|e| format!("{e:#}")).unwrap_or_default();
-            let _ = applied_tx.try_send(crate::sync::Applied {
-                generation: active,
-                error,
-            });
         }
     }
     if let Some(s) = sync {

@@ -1,15 +1,17 @@
-//! The agent's link to the controller: watch the gateway's generations over mTLS, cache each
-//! bundle as the desired-state file (so a restart during a controller outage still has it),
-//! hand it to the map writer, and report what was applied; stream alerts from the outbox and
-//! drop them once acknowledged. Reconnects with a bounded backoff, resumes from the last
-//! generation applied, and re-sends every unacknowledged alert.
+//! The agent's link to the controller: watch the gateway's policy over mTLS, convert each
+//! typed bundle (checking every field), hand it to the map writer in memory, and report what
+//! was applied, with the controller store's epoch; stream alerts from the outbox and drop them
+//! once acknowledged. Reconnects with a bounded backoff, telling the controller what it holds
+//! (generation, epoch, content hash) so only a newer or different policy is sent, and re-sends
+//! every unacknowledged alert. The map writer, not this task, keeps the last-known-good file.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use wardgate_policy::DesiredState;
 use wardgate_proto::v1::{
     AlertBatch, RegisterRequest, StatusReport, WatchPolicyRequest,
     agent_service_client::AgentServiceClient,
@@ -17,9 +19,29 @@ use wardgate_proto::v1::{
 
 use crate::{alerts::AlertQueue, config::ControllerConfig};
 
-/// Applied generation (or the error) reported back by the map writer.
-pub struct Applied {
+/// What the agent enforces, as the controller names it: generation, the epoch of the store it
+/// came from and its content hash (empty when unknown: the controller then sends its latest).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holding {
     pub generation: u32,
+    pub epoch: String,
+    pub content_hash: String,
+}
+
+impl Holding {
+    pub fn of(state: &DesiredState) -> Self {
+        Holding {
+            generation: state.generation,
+            epoch: state.epoch.clone(),
+            content_hash: state.content_hash.clone(),
+        }
+    }
+}
+
+/// What the map writer did with a bundle: what is enforced now, and the error if the bundle
+/// was not applied (empty when it was).
+pub struct Applied {
+    pub holding: Holding,
     pub error: String,
 }
 
@@ -41,46 +63,38 @@ async fn connect(cfg: &ControllerConfig) -> anyhow::Result<AgentServiceClient<Ch
         .connect()
         .await
         .with_context(|| format!("connecting to {}", cfg.address))?;
-    Ok(AgentServiceClient::new(ch))
-}
-
-fn write_atomic(path: &PathBuf, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    // The limits the controller uses: bundles up to MAX_BUNDLE_BYTES (it refuses writes that
+    // would compile bigger ones), requests up to MAX_REQUEST_BYTES.
+    Ok(AgentServiceClient::new(ch)
+        .max_decoding_message_size(wardgate_proto::MAX_BUNDLE_BYTES)
+        .max_encoding_message_size(wardgate_proto::MAX_REQUEST_BYTES))
 }
 
 /// What one connection works with; it outlives connections.
 struct Link<'a> {
     cfg: &'a ControllerConfig,
-    desired: &'a PathBuf,
-    last_applied: u32,
-    notify: &'a mpsc::Sender<()>,
+    holding: Holding,
+    writer: &'a mpsc::Sender<Arc<DesiredState>>,
     applied: &'a mut mpsc::Receiver<Applied>,
     alerts: Arc<AlertQueue>,
     /// The last session got as far as registering: the next retry starts from the shortest delay.
     connected: bool,
 }
 
-/// Runs forever: `last_applied` is where to resume, `notify` wakes the map writer after a new
-/// desired state was written, `applied` carries the writer's result back for reporting, and
-/// `alerts` is the outbox the event reader adds to.
+/// Runs forever: `holding` is what the map writer enforces at start (from the last-known-good
+/// file), `writer` takes each converted bundle to the map writer, `applied` carries the
+/// writer's result back for reporting, and `alerts` is the outbox the event reader adds to.
 pub async fn run(
     cfg: ControllerConfig,
-    desired: PathBuf,
-    last_applied: u32,
-    notify: mpsc::Sender<()>,
+    holding: Holding,
+    writer: mpsc::Sender<Arc<DesiredState>>,
     mut applied: mpsc::Receiver<Applied>,
     alerts: Arc<AlertQueue>,
 ) {
     let mut link = Link {
         cfg: &cfg,
-        desired: &desired,
-        last_applied,
-        notify: &notify,
+        holding,
+        writer: &writer,
         applied: &mut applied,
         alerts,
         connected: false,
@@ -130,14 +144,29 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
     tracing::info!(
         gateway = cfg.gateway,
         latest = reg.latest_generation,
-        resume_after = link.last_applied,
+        epoch = reg.epoch,
+        holding = link.holding.generation,
+        holding_epoch = link.holding.epoch,
         pending_alerts = link.alerts.lock().len(),
         "connected to controller"
     );
+    if !link.holding.epoch.is_empty() && link.holding.epoch != reg.epoch {
+        tracing::warn!(
+            gateway = cfg.gateway,
+            from = link.holding.epoch,
+            to = reg.epoch,
+            holding = link.holding.generation,
+            latest = reg.latest_generation,
+            "controller store epoch changed (store recreated or replaced): taking its latest \
+             generation whatever its number"
+        );
+    }
     let mut stream = client
         .watch_policy(WatchPolicyRequest {
             gateway: cfg.gateway.clone(),
-            last_applied_generation: link.last_applied,
+            last_applied_generation: link.holding.generation,
+            epoch: link.holding.epoch.clone(),
+            content_hash: link.holding.content_hash.clone(),
         })
         .await?
         .into_inner();
@@ -153,23 +182,33 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
         tokio::select! {
             msg = stream.message() => {
                 let Some(bundle) = msg? else { return Ok(()) };
-                // Validate before caching: a bad bundle is reported, never written.
-                if let Err(e) = wardgate_policy::DesiredState::from_json(&bundle.desired_state_json) {
-                    let error = format!("generation {} does not parse: {e}", bundle.generation);
-                    client.report_status(StatusReport { gateway: cfg.gateway.clone(), applied_generation: link.last_applied, error }).await?;
-                    continue;
+                let (generation, reason) = (bundle.generation, bundle.reason.clone());
+                // Checked field by field before it goes anywhere near the maps; a bad bundle is
+                // reported and the enforced policy stays.
+                let state = match DesiredState::try_from(bundle) {
+                    Ok(s) if s.gateway != cfg.gateway => {
+                        Err(format!("generation {generation} is for gateway `{}`", s.gateway))
+                    }
+                    Ok(s) => Ok(s),
+                    Err(e) => Err(e.to_string()),
+                };
+                let state = match state {
+                    Ok(s) => s,
+                    Err(error) => {
+                        tracing::error!(error, "policy bundle refused");
+                        report(&mut client, cfg, &link.holding, error).await?;
+                        continue;
+                    }
+                };
+                if state.epoch != link.holding.epoch {
+                    tracing::warn!(from = link.holding.epoch, to = state.epoch, generation, "policy from a new store epoch");
                 }
-                write_atomic(link.desired, &bundle.desired_state_json).with_context(|| format!("writing {}", link.desired.display()))?;
-                tracing::info!(generation = bundle.generation, reason = bundle.reason, "policy received from controller");
-                let _ = link.notify.send(()).await;
+                tracing::info!(generation, epoch = state.epoch, reason, "policy received from controller");
+                link.writer.send(Arc::new(state)).await.context("the map writer stopped")?;
             }
             Some(done) = link.applied.recv() => {
-                if done.error.is_empty() {
-                    link.last_applied = done.generation;
-                }
-                client
-                    .report_status(StatusReport { gateway: cfg.gateway.clone(), applied_generation: done.generation, error: done.error })
-                    .await?;
+                link.holding = done.holding;
+                report(&mut client, cfg, &link.holding, done.error).await?;
             }
             () = link.alerts.added() => flush(&link.alerts, &out).await?,
             ack = acks.message() => {
@@ -178,4 +217,21 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn report(
+    client: &mut AgentServiceClient<Channel>,
+    cfg: &ControllerConfig,
+    holding: &Holding,
+    error: String,
+) -> anyhow::Result<()> {
+    client
+        .report_status(StatusReport {
+            gateway: cfg.gateway.clone(),
+            applied_generation: holding.generation,
+            error,
+            epoch: holding.epoch.clone(),
+        })
+        .await?;
+    Ok(())
 }

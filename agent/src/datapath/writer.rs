@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, MapData, lpm_trie::LpmTrie};
 use wardgate_common::{
-    DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue,
-    active_word, map_names,
+    CtKey, CtValue, DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue,
+    PortKey, RuleValue, active_word, map_names,
 };
 use wardgate_policy::{DesiredState, desired::PeerEntry};
 
@@ -19,6 +19,9 @@ use super::{Datapath, DatapathError, convert, map_err};
 /// After a switch, packets that read the old slot may still be running: wait this long before
 /// rewriting it. Programs run for microseconds; this is generous.
 const GRACE: Duration = Duration::from_millis(50);
+
+/// `BPF_EXIST` (linux/bpf.h): update an entry only if it is still there.
+const BPF_EXIST: u64 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -34,13 +37,59 @@ pub enum ApplyOutcome {
 
 impl Datapath {
     pub fn apply(&mut self, state: &DesiredState) -> Result<ApplyOutcome, DatapathError> {
+        self.apply_inner(state, false)
+    }
+
+    /// Like [`Datapath::apply`], but writes and switches even when the active slot holds the
+    /// same generation number: for a generation of another controller store (new epoch) or of
+    /// a restored store that diverged, whose number says nothing about its content. Conntrack
+    /// entries checked under the old content carry that same number, so they are marked for a
+    /// re-check (generation 0, never active), as any switch would make them; a flow-cache slot
+    /// goes on answering for at most its one-second sync period before it asks conntrack.
+    pub fn replace(&mut self, state: &DesiredState) -> Result<ApplyOutcome, DatapathError> {
+        let (_, current) = self.active()?;
+        let out = self.apply_inner(state, true)?;
+        if current == state.generation {
+            let marked = self.recheck_conntrack(state.generation)?;
+            tracing::info!(
+                generation = state.generation,
+                marked,
+                "same generation number, new content: tracked flows re-checked"
+            );
+        }
+        Ok(out)
+    }
+
+    /// Marks every conntrack entry checked under `generation` for a re-check; returns how many.
+    fn recheck_conntrack(&mut self, generation: u32) -> Result<usize, DatapathError> {
+        let mut ct: HashMap<&mut MapData, CtKey, CtValue> = self.typed(map_names::CONNTRACK)?;
+        let keys: Vec<CtKey> = ct.keys().filter_map(Result::ok).collect();
+        let mut n = 0;
+        for k in keys {
+            // An entry may idle out or be evicted meanwhile: then there is nothing to mark.
+            let Ok(mut v) = ct.get(&k, 0) else { continue };
+            if v.generation == generation {
+                v.generation = 0;
+                if ct.insert(&k, &v, BPF_EXIST).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn apply_inner(
+        &mut self,
+        state: &DesiredState,
+        force: bool,
+    ) -> Result<ApplyOutcome, DatapathError> {
         if state.generation == 0 {
             return Err(DatapathError::GenerationZero {
                 gateway: state.gateway.clone(),
             });
         }
         let (active, current) = self.active()?;
-        if current == state.generation {
+        if current == state.generation && !force {
             return Ok(ApplyOutcome::Unchanged {
                 generation: current,
             });

@@ -35,14 +35,17 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 /// 128 random bits in hex: a store's epoch.
 fn new_epoch() -> Result<String> {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| Error::Internal(format!("no randomness for the epoch: {e}")))?;
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::Internal(format!("no randomness for the epoch: {e}")))?;
     Ok(hex::encode(b))
 }
 
 fn epoch(c: &Connection) -> Result<String> {
-    Ok(c.query_row("SELECT value FROM store_meta WHERE key = 'epoch'", [], |r| {
-        r.get(0)
-    })?)
+    Ok(c.query_row(
+        "SELECT value FROM store_meta WHERE key = 'epoch'",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// Gives every profile in `keys` a policy id and every (profile, flow key) a rule id if it has
@@ -115,9 +118,11 @@ impl SqliteStore {
             tracing::info!(version = i + 1, "store migrated");
         }
         let epoch: Option<String> = conn
-            .query_row("SELECT value FROM store_meta WHERE key = 'epoch'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'epoch'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         if epoch.is_none() {
             let epoch = new_epoch()?;
