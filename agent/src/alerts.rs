@@ -25,7 +25,8 @@ pub const OUTBOX_CAP: usize = 10_000;
 /// Largest batch sent in one message.
 pub const BATCH: usize = 100;
 
-/// The alert for a datapath event, or `None` for events that are learning data (new flows).
+/// The alert for a datapath event, or `None` for events that are learning data (new flows),
+/// named from `state`, the generation that produced the event (`None`: not known any more).
 /// `id` must be unique for this gateway (the agent uses its start time and a sequence number).
 pub fn from_event(
     ev: &DatapathEvent,
@@ -54,14 +55,17 @@ pub fn from_event(
         EventKind::Watchdog => ("high", ""),
         EventKind::NewFlow | EventKind::Other(_) => return None,
     };
+    // `state` is the generation that produced the event: ids are named as they were then.
     let device = state.and_then(|s| s.device(ev.device_id));
-    let profile = state
-        .and_then(|s| {
-            s.policies
-                .iter()
-                .find(|p| p.policy_id == ev.policy_id && ev.device_id != 0)
-        })
-        .map(|p| p.profile.clone());
+    let policy = state.and_then(|s| {
+        s.policies
+            .iter()
+            .find(|p| p.policy_id == ev.policy_id && ev.device_id != 0)
+    });
+    let profile = policy.map(|p| p.profile.clone());
+    let rule_name = state
+        .and_then(|s| s.rule(ev.rule_id))
+        .map(|(_, r)| r.name.clone());
     let mode = device.map(|d| match d.mode {
         Mode::Learn => "learn",
         Mode::Monitor => "monitor",
@@ -84,6 +88,8 @@ pub fn from_event(
         mitre_technique: technique.into(),
         observed_unix_ms,
         generation: ev.generation,
+        rule_name: rule_name.unwrap_or_default(),
+        profile_version: policy.map_or(0, |p| p.profile_version),
         ..Default::default()
     })
 }

@@ -1,6 +1,8 @@
-//! Reading datapath events from the ring buffer and naming what they are about.
+//! Reading datapath events from the ring buffer and naming what they are about, from the
+//! generation that produced each event (it carries its number): an event read just after a
+//! switch still names the device, rule and profile version it was about.
 
-use std::sync::Arc;
+use std::{collections::VecDeque, sync::Arc};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::Interest;
@@ -18,8 +20,41 @@ fn unix_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The last few applied generations, newest last, to name events by the generation that
+/// produced them. Events are read within milliseconds of being made, so a handful is plenty.
+#[derive(Debug, Default)]
+pub struct Generations {
+    recent: VecDeque<Arc<DesiredState>>,
+}
+
+impl Generations {
+    pub const KEPT: usize = 8;
+
+    /// Records an applied state. A state with the number of one already kept replaces it (a
+    /// generation of another controller store reuses numbers; the newest is what runs).
+    pub fn observe(&mut self, state: Arc<DesiredState>) {
+        if self.recent.back().is_some_and(|b| Arc::ptr_eq(b, &state)) {
+            return;
+        }
+        self.recent.retain(|s| s.generation != state.generation);
+        self.recent.push_back(state);
+        while self.recent.len() > Self::KEPT {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The state of `generation`, if it is one of the last applied.
+    pub fn get(&self, generation: u32) -> Option<&DesiredState> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|s| s.generation == generation)
+            .map(Arc::as_ref)
+    }
+}
+
 /// Reads events until the task is dropped, logging each with device, profile and rule names
-/// from the current desired state, and adding alerts to `alerts` (the outbox the controller
+/// from the generation that produced it, and adding alerts to `alerts` (the outbox the controller
 /// sync sends from) when there is a controller, one batch per wake-up. Malformed records are
 /// counted and skipped, never fatal; the reader never waits for the controller.
 pub async fn read_events(
@@ -34,6 +69,8 @@ pub async fn read_events(
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("registering the event ring buffer: {e}"))?;
     let mut skipped = 0u64;
+    let mut state = state;
+    let mut generations = Generations::default();
     loop {
         let mut guard = fd.readable_mut().await?;
         let ring = guard.get_inner_mut();
@@ -41,14 +78,17 @@ pub async fn read_events(
         while let Some(item) = ring.next() {
             match convert::event(&item) {
                 Some(ev) => {
-                    let current = state.borrow().clone();
-                    log_event(&ev, current.as_deref());
+                    if let Some(s) = state.borrow_and_update().clone() {
+                        generations.observe(s);
+                    }
+                    let named = generations.get(ev.generation);
+                    log_event(&ev, named);
                     if alerts.is_none() {
                         continue;
                     }
                     seq += 1;
                     let id = format!("{started}-{seq}");
-                    batch.extend(alerts::from_event(&ev, current.as_deref(), id, unix_ms()));
+                    batch.extend(alerts::from_event(&ev, named, id, unix_ms()));
                 }
                 None => {
                     skipped += 1;
@@ -79,6 +119,9 @@ pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
                 .find(|p| p.policy_id == ev.policy_id && ev.device_id != 0)
         })
         .map_or("-", |p| p.profile.as_str());
+    let version = state
+        .and_then(|s| s.policies.iter().find(|p| p.policy_id == ev.policy_id))
+        .map_or(0, |p| p.profile_version);
     let rule = state
         .and_then(|s| s.rule(ev.rule_id))
         .map_or("-", |(_, r)| r.name.as_str());
@@ -90,6 +133,7 @@ pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
         device,
         device_id = ev.device_id,
         profile,
+        profile_version = version,
         rule,
         rule_id = ev.rule_id,
         generation = ev.generation,
@@ -98,4 +142,100 @@ pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
         flow = %format_args!("{}:{} -> {}:{}", ev.src, ev.sport, ev.dst, ev.dport),
         "datapath event"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use wardgate_policy::desired::{
+        DeviceEntry, Direction, MacAddr, Mode, PolicyEntry, PortRange, Proto, Rule,
+    };
+
+    use super::*;
+    use crate::datapath::convert::EventKind;
+
+    /// Generation `generation` of a one-device gateway: the pump (id 7) under profile version
+    /// `version`, named `device`.
+    fn state(generation: u32, version: u32, device: &str) -> Arc<DesiredState> {
+        let rule = Rule {
+            rule_id: 41,
+            name: format!("dicom to pacs (v{version})"),
+            direction: Direction::FromDevice,
+            proto: Proto::Tcp,
+            peers: vec!["198.51.100.10/32".parse().unwrap()],
+            ports: Some(PortRange::single(104)),
+            idle_timeout_s: 600,
+        };
+        let dev = DeviceEntry {
+            device_id: 7,
+            name: device.into(),
+            addrs: vec!["192.0.2.10".parse().unwrap()],
+            mac: MacAddr([2, 0, 0, 0, 0, 7]),
+            policy_id: 3,
+            mode: Mode::Enforce,
+            max_flows: 0,
+            fail_open: false,
+        };
+        let policy = PolicyEntry {
+            policy_id: 3,
+            profile: "infusion-pump".into(),
+            profile_version: version,
+            rules: vec![rule],
+        };
+        Arc::new(wardgate_policy::lower::lower("gw", generation, vec![dev], vec![policy]).unwrap())
+    }
+
+    fn event(generation: u32) -> DatapathEvent {
+        DatapathEvent {
+            kind: EventKind::WouldDeny,
+            reason: None,
+            device_id: 7,
+            policy_id: 3,
+            rule_id: 41,
+            generation,
+            proto: 6,
+            from_device: true,
+            src: "192.0.2.10".parse().unwrap(),
+            sport: 40000,
+            dst: "198.51.100.10".parse().unwrap(),
+            dport: 104,
+            src_mac: [2, 0, 0, 0, 0, 7],
+        }
+    }
+
+    fn named(g: &Generations, generation: u32) -> (String, String, u32) {
+        let a = alerts::from_event(&event(generation), g.get(generation), "x".into(), 0).unwrap();
+        (a.device, a.rule_name, a.profile_version)
+    }
+
+    #[test]
+    fn events_are_named_from_the_generation_that_produced_them() {
+        let mut g = Generations::default();
+        g.observe(state(5, 1, "pump-3a-bed12"));
+        // The profile moved to version 2 and the device was renamed; an event of generation 5
+        // read after the switch still names what generation 5 enforced.
+        g.observe(state(6, 2, "pump-3a-bed14"));
+        assert_eq!(
+            named(&g, 5),
+            ("pump-3a-bed12".into(), "dicom to pacs (v1)".into(), 1)
+        );
+        assert_eq!(
+            named(&g, 6),
+            ("pump-3a-bed14".into(), "dicom to pacs (v2)".into(), 2)
+        );
+        // A generation no longer known names nothing rather than the wrong thing.
+        assert_eq!(named(&g, 4), (String::new(), String::new(), 0));
+    }
+
+    #[test]
+    fn a_few_generations_are_kept_and_a_reused_number_is_replaced() {
+        let mut g = Generations::default();
+        for n in 1..=20 {
+            g.observe(state(n, n, "pump"));
+        }
+        assert!(g.get(20 - Generations::KEPT as u32).is_none());
+        assert_eq!(g.get(20).unwrap().policies[0].profile_version, 20);
+        // Another store's generation 19: the newest of that number is what ran.
+        g.observe(state(19, 99, "pump"));
+        assert_eq!(g.get(19).unwrap().policies[0].profile_version, 99);
+    }
 }
