@@ -1,16 +1,20 @@
 //! Policy sync against a real controller (in-process, loopback, mTLS, SQLite): the agent's sync
-//! task caches each generation as the desired-state file, wakes the map writer, reports what was
-//! applied (or the writer's error), follows a new assignment at once, and resumes after a restart
-//! from the generation it had applied. No root needed: the map
-//! writer is played by the test (the datapath tiers cover the maps).
+//! task converts each typed bundle and hands it to the map writer, reports what was applied (or
+//! the writer's error) with the store epoch, follows a new assignment at once, resumes after a
+//! restart from what it holds, converges on a recreated or restored store whatever its
+//! generation numbers, and receives a bundle larger than tonic's default 4 MiB. No root needed:
+//! the map writer is played by the test (the datapath tiers cover the maps).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 use wardgate_agent::{
     alerts::{AlertQueue, Outbox},
     config::ControllerConfig,
-    sync::{self, Applied},
+    sync::{self, Applied, Holding},
 };
 use wardgate_controller::{lab::LabController, store::Store};
 use wardgate_policy::DesiredState;
@@ -18,52 +22,38 @@ use wardgate_proto::v1 as pb;
 
 const GW: &str = "gw-ward-3";
 
-async fn woken(rx: &mut mpsc::Receiver<()>) {
+/// The next state the sync task hands to the map writer (bounded).
+async fn handed(rx: &mut mpsc::Receiver<Arc<DesiredState>>) -> Arc<DesiredState> {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
-        .expect("the sync task wrote a generation within 10 s")
-        .expect("sync task alive");
+        .expect("the sync task handed a generation over within 10 s")
+        .expect("sync task alive")
 }
 
-fn cached(path: &std::path::Path) -> DesiredState {
-    DesiredState::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Waits (each wake bounded by `woken`) until the cached file holds generation `want`; wakes
-/// for generations written before it may still be queued.
-async fn cached_at(rx: &mut mpsc::Receiver<()>, path: &std::path::Path, want: u32) -> DesiredState {
-    loop {
-        woken(rx).await;
-        let state = cached(path);
-        assert!(
-            state.generation <= want,
-            "overshot: {} > {want}",
-            state.generation
-        );
-        if state.generation == want {
-            return state;
-        }
-    }
+/// (applied generation, applied epoch, last error) as the controller lists it.
+async fn gateway_status(lab: &LabController) -> (u32, String, String) {
+    let gws = lab
+        .admin("eve")
+        .await
+        .unwrap()
+        .list_gateways(pb::ListGatewaysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .gateways;
+    let g = gws.into_iter().find(|g| g.name == GW).unwrap();
+    (g.applied_generation, g.applied_epoch, g.last_error)
 }
 
 async fn applied_on_controller(lab: &LabController, want: u32) {
-    let mut admin = lab.admin("eve").await.unwrap();
     for _ in 0..100 {
-        let gws = admin
-            .list_gateways(pb::ListGatewaysRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .gateways;
-        if gws
-            .iter()
-            .any(|g| g.name == GW && g.applied_generation == want)
-        {
+        let (applied, epoch, _) = gateway_status(lab).await;
+        if applied == want && epoch == lab.store.epoch().unwrap() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the controller never saw generation {want} applied");
+    panic!("the controller never saw generation {want} of its epoch applied");
 }
 
 /// The demo site on an in-process controller, with one engineer (`eve`).
@@ -83,51 +73,129 @@ fn agent_config(lab: &LabController) -> ControllerConfig {
     }
 }
 
+async fn set_mode(lab: &LabController, device: &str, mode: &str) -> u32 {
+    lab.admin("eve")
+        .await
+        .unwrap()
+        .set_mode(pb::SetModeRequest {
+            device: device.into(),
+            mode: mode.into(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .generations[GW]
+}
+
+/// A sync task with a map writer that applies everything it is handed.
+struct Agent {
+    tasks: [tokio::task::JoinHandle<()>; 2],
+    /// The states handed over, in order.
+    seen: mpsc::Receiver<Arc<DesiredState>>,
+    holding: Arc<Mutex<Holding>>,
+}
+
+impl Agent {
+    fn start(cfg: ControllerConfig, holding: Holding) -> Agent {
+        let (writer, mut bundles) = mpsc::channel::<Arc<DesiredState>>(64);
+        let (report, applied) = mpsc::channel(4);
+        let (seen_tx, seen) = mpsc::channel(64);
+        let held = Arc::new(Mutex::new(holding.clone()));
+        let sync = tokio::spawn(sync::run(
+            cfg,
+            holding,
+            writer,
+            applied,
+            AlertQueue::new(Outbox::default()),
+        ));
+        let keep = held.clone();
+        let map_writer = tokio::spawn(async move {
+            while let Some(state) = bundles.recv().await {
+                *keep.lock().unwrap() = Holding::of(&state);
+                let _ = seen_tx.send(state.clone()).await;
+                let done = Applied {
+                    holding: Holding::of(&state),
+                    error: String::new(),
+                };
+                if report.send(done).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Agent {
+            tasks: [sync, map_writer],
+            seen,
+            holding: held,
+        }
+    }
+
+    /// The agent process restarts (a stopped in-process controller leaves its connections
+    /// open, where a real one's exit closes them): it comes back holding what it applied.
+    fn restart(self, cfg: ControllerConfig) -> Agent {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let holding = self.holding.lock().unwrap().clone();
+        Agent::start(cfg, holding)
+    }
+
+    /// Waits for generation `want` to be handed over (earlier ones may come first).
+    async fn reaches(&mut self, want: u32) -> Arc<DesiredState> {
+        loop {
+            let s = handed(&mut self.seen).await;
+            if s.generation == want {
+                return s;
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let lab = demo_lab(dir.path()).await;
-    let latest = lab.store.latest_generation(GW).unwrap();
+    let latest = lab.store.latest(GW).unwrap().unwrap();
+    let epoch = lab.store.epoch().unwrap();
     let cfg = agent_config(&lab);
-    let desired = dir.path().join("agent/desired.json");
 
-    // A fresh agent (nothing applied) gets every generation up to the latest.
-    let (notify, mut wake) = mpsc::channel(64);
+    // A fresh agent (nothing applied) gets the latest generation, typed, with the store's epoch
+    // and content hash, equal to what the store compiled.
+    let (writer, mut bundles) = mpsc::channel(64);
     let (report, applied) = mpsc::channel(4);
     let alerts = AlertQueue::new(Outbox::default());
     let task = tokio::spawn(sync::run(
         cfg.clone(),
-        desired.clone(),
-        0,
-        notify,
+        Holding::default(),
+        writer,
         applied,
         alerts,
     ));
-    cached_at(&mut wake, &desired, latest).await;
+    let first = handed(&mut bundles).await;
+    assert_eq!(first.generation, latest.generation);
+    assert_eq!(*first, latest.state(&epoch).unwrap());
+    assert_eq!(first.content_hash, latest.content_hash());
     report
         .send(Applied {
-            generation: latest,
+            holding: Holding::of(&first),
             error: String::new(),
         })
         .await
         .unwrap();
-    applied_on_controller(&lab, latest).await;
+    applied_on_controller(&lab, latest.generation).await;
 
-    // An engineer quarantines the pump: the next generation arrives and is cached.
-    let w = lab
-        .admin("eve")
-        .await
-        .unwrap()
-        .set_mode(pb::SetModeRequest {
-            device: "pump-3a-bed12".into(),
-            mode: "quarantine".into(),
-            reason: "INC-3".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let g2 = w.generations[GW];
-    let state = cached_at(&mut wake, &desired, g2).await;
+    // An engineer quarantines the pump: the next generation is handed over.
+    let g2 = set_mode(&lab, "pump-3a-bed12", "quarantine").await;
+    let state = handed(&mut bundles).await;
+    assert_eq!(state.generation, g2);
     let pump = state
         .devices
         .iter()
@@ -137,55 +205,190 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     // The writer failed to apply it: the error reaches the controller, applied stays.
     report
         .send(Applied {
-            generation: latest,
+            holding: Holding::of(&first),
             error: "map full".into(),
         })
         .await
         .unwrap();
-    applied_on_controller(&lab, latest).await;
-    let gw = lab
-        .admin("eve")
-        .await
-        .unwrap()
-        .list_gateways(pb::ListGatewaysRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .gateways
-        .into_iter()
-        .find(|g| g.name == GW)
-        .unwrap();
-    assert_eq!(gw.last_error, "map full");
+    applied_on_controller(&lab, latest.generation).await;
+    assert_eq!(gateway_status(&lab).await.2, "map full");
 
-    // Restart (the agent was killed after applying g2): it resumes after g2, receives nothing
-    // older, and the next change arrives.
+    // Restart (the agent was killed after applying g2): it resumes holding g2, receives
+    // nothing, and the next change arrives.
     task.abort();
-    let (notify, mut wake) = mpsc::channel(64);
+    let (writer, mut bundles) = mpsc::channel(64);
     let (_report, applied) = mpsc::channel(4);
     let alerts = AlertQueue::new(Outbox::default());
-    let _task = tokio::spawn(sync::run(cfg, desired.clone(), g2, notify, applied, alerts));
+    let _task = tokio::spawn(sync::run(cfg, Holding::of(&state), writer, applied, alerts));
     assert!(
-        tokio::time::timeout(Duration::from_millis(1500), wake.recv())
+        tokio::time::timeout(Duration::from_millis(1500), bundles.recv())
             .await
             .is_err(),
-        "nothing older than the applied generation is sent again"
+        "what the agent holds is not sent again"
     );
-    let w = lab
-        .admin("eve")
+    let g3 = set_mode(&lab, "pump-3a-bed12", "enforce").await;
+    assert_eq!(g3, g2 + 1);
+    // A fresh channel: the first hand-over must already be the new generation.
+    assert_eq!(handed(&mut bundles).await.generation, g3);
+}
+
+/// Log lines of this test binary (a global subscriber: the sync task runs on other threads).
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let make = move || Sink(sink.clone());
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_writer(make)
+                .with_ansi(false)
+                .finish(),
+        )
+        .unwrap();
+        buf
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_store_with_lower_generations_still_reaches_the_agent() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let lab = demo_lab(dir.path()).await;
+    let old_epoch = lab.store.epoch().unwrap();
+    let addr = lab.addr.to_string();
+    let cfg = agent_config(&lab);
+    let mut agent = Agent::start(cfg.clone(), Holding::default());
+    handed(&mut agent.seen).await;
+    // The agent runs far ahead: a few more generations.
+    let mut last = 0;
+    for mode in ["monitor", "enforce", "monitor", "enforce"] {
+        last = set_mode(&lab, "pump-3a-bed12", mode).await;
+        agent.reaches(last).await;
+    }
+    applied_on_controller(&lab, last).await;
+
+    // The store is lost and recreated from the site (same address and certificate names):
+    // its generations start again, below the agent's.
+    lab.shutdown().await.unwrap();
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    let lab = LabController::start_at(dir.path(), &[GW.to_string()], &[("eve", "engineer")], &addr)
         .await
-        .unwrap()
-        .set_mode(pb::SetModeRequest {
-            device: "pump-3a-bed12".into(),
-            mode: "enforce".into(),
-            reason: "INC-3 closed".into(),
-        })
+        .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    lab.push_site(
+        "eve",
+        &root.join("device-profiles/sites/demo-ward.yaml"),
+        &root.join("device-profiles"),
+        "rebuilt after the disk failure",
+    )
+    .await
+    .unwrap();
+    let new_epoch = lab.store.epoch().unwrap();
+    let latest = lab.store.latest_generation(GW).unwrap();
+    assert_ne!(new_epoch, old_epoch);
+    assert!(latest < last, "the new store is behind: {latest} < {last}");
+
+    // The agent converges on the new store's latest, whatever its number, and says so.
+    let mut agent = agent.restart(cfg);
+    let state = handed(&mut agent.seen).await;
+    assert_eq!(
+        (state.generation, state.epoch.as_str()),
+        (latest, new_epoch.as_str())
+    );
+    applied_on_controller(&lab, latest).await;
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("controller store epoch changed")
+                && l.contains(&old_epoch)
+                && l.contains(&new_epoch)),
+        "the epoch change is logged:\n{text}"
+    );
+    // And it keeps following it.
+    let next = set_mode(&lab, "pump-3a-bed12", "quarantine").await;
+    assert_eq!(handed(&mut agent.seen).await.generation, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_store_that_diverged_reaches_the_agent_even_at_the_same_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = demo_lab(dir.path()).await;
+    let addr = lab.addr.to_string();
+    let backup = dir.path().join("backup.db");
+    // A backup of the store now (same epoch when restored).
+    lab.store
+        .execute_raw(&format!("VACUUM INTO '{}'", backup.display()))
+        .unwrap();
+    let at_backup = lab.store.latest_generation(GW).unwrap();
+    let cfg = agent_config(&lab);
+    let mut agent = Agent::start(cfg.clone(), Holding::default());
+    handed(&mut agent.seen).await;
+    let ahead = set_mode(&lab, "pump-3a-bed12", "quarantine").await;
+    assert_eq!(ahead, at_backup + 1);
+    agent.reaches(ahead).await;
+    applied_on_controller(&lab, ahead).await;
+
+    // Restore the backup and change something else: the store's generation `ahead` now
+    // exists again with other content.
+    lab.shutdown().await.unwrap();
+    let data = dir.path().join("data");
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(&backup, data.join("wardgate.db")).unwrap();
+    let lab = LabController::start_at(dir.path(), &[GW.to_string()], &[("eve", "engineer")], &addr)
         .await
-        .unwrap()
-        .into_inner();
-    // A fresh channel: the first wake must already be the new generation.
-    woken(&mut wake).await;
-    assert_eq!(cached(&desired).generation, w.generations[GW]);
-    assert_eq!(w.generations[GW], g2 + 1);
+        .unwrap();
+    let diverged = set_mode(&lab, "monitor-3a-bed12", "enforce").await;
+    assert_eq!(diverged, ahead, "same number, other content");
+    assert_eq!(
+        lab.store.epoch().unwrap(),
+        agent.holding.lock().unwrap().epoch,
+        "same epoch"
+    );
+
+    let mut agent = agent.restart(cfg);
+    let state = handed(&mut agent.seen).await;
+    assert_eq!(state.generation, diverged);
+    let mode = |name: &str| state.devices.iter().find(|d| d.name == name).unwrap().mode;
+    assert_eq!(mode("monitor-3a-bed12"), wardgate_policy::Mode::Enforce);
+    assert_ne!(mode("pump-3a-bed12"), wardgate_policy::Mode::Quarantine);
+    applied_on_controller(&lab, diverged).await;
+}
+
+/// A ward whose compiled policy is several MiB: the agent used to keep tonic's 4 MiB decode
+/// limit and reconnected forever; both ends now use the one transport limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_over_four_mib_reaches_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = demo_lab(dir.path()).await;
+    let mut agent = Agent::start(agent_config(&lab), Holding::default());
+    handed(&mut agent.seen).await;
+    // 4 profiles of 30 flows to a group of 2,000 IPv6 hosts: about 5 MB typed.
+    let writes = lab.grow_policy("eve", GW, 4, 30, 2_000).await.unwrap();
+    let last = writes.last().unwrap().as_ref().unwrap().generations[GW];
+    let stored = lab.store.latest(GW).unwrap().unwrap();
+    assert_eq!(stored.generation, last);
+    let len =
+        wardgate_proto::bundle_len(&stored.state(&lab.store.epoch().unwrap()).unwrap(), "grow");
+    println!("bundle of generation {last}: {len} bytes");
+    assert!(len > 4 << 20, "over tonic's default limit: {len}");
+    let state = agent.reaches(last).await;
+    assert_eq!(state.ports, stored.state("").unwrap().ports);
+    applied_on_controller(&lab, last).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,11 +402,9 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
     )
     .await
     .unwrap();
-    let latest = lab.store.latest_generation(GW).unwrap();
-    let state = DesiredState::from_json(
-        &lab.store.generations_after(GW, latest - 1).unwrap()[0].state_json,
-    )
-    .unwrap();
+    let row = lab.store.latest(GW).unwrap().unwrap();
+    let latest = row.generation;
+    let state = row.state(&lab.store.epoch().unwrap()).unwrap();
     let pump = state
         .devices
         .iter()
@@ -222,8 +423,7 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
     let alerts = AlertQueue::new(Outbox::default());
     let _task = tokio::spawn(sync::run(
         cfg,
-        dir.path().join("agent/desired.json"),
-        latest,
+        Holding::of(&state),
         notify,
         applied,
         alerts.clone(),
@@ -336,8 +536,10 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
         let (_report, applied) = mpsc::channel(4);
         let task = tokio::spawn(sync::run(
             down,
-            desired.clone(),
-            latest,
+            Holding {
+                generation: latest,
+                ..Default::default()
+            },
             notify,
             applied,
             queue.clone(),
@@ -367,8 +569,10 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
     let (_report, applied) = mpsc::channel(4);
     let task = tokio::spawn(sync::run(
         up,
-        desired,
-        latest,
+        Holding {
+            generation: latest,
+            ..Default::default()
+        },
         notify,
         applied,
         queue.clone(),

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 use wardgate_proto::v1::{
-    admin_service_client::AdminServiceClient, agent_service_client::AgentServiceClient,
+    self as pb, admin_service_client::AdminServiceClient, agent_service_client::AgentServiceClient,
     alert_service_client::AlertServiceClient,
 };
 
@@ -39,6 +39,17 @@ impl LabController {
         gateways: &[String],
         users: &[(&str, &str)],
     ) -> anyhow::Result<LabController> {
+        Self::start_at(dir, gateways, users, "127.0.0.1:0").await
+    }
+
+    /// [`LabController::start`] on `listen` (e.g. the port of a controller that was stopped,
+    /// so its agents reconnect to a new store).
+    pub async fn start_at(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        listen: &str,
+    ) -> anyhow::Result<LabController> {
         let cert_dir = dir.join("certs");
         let users: Vec<_> = users
             .iter()
@@ -46,7 +57,9 @@ impl LabController {
             .collect();
         certs::init(&cert_dir, gateways, &users).context("writing lab certificates")?;
         let store = Arc::new(SqliteStore::open(&dir.join("data")).context("opening the store")?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let tls = TlsFiles::in_dir(&cert_dir);
@@ -127,6 +140,74 @@ impl LabController {
                 .max_decoding_message_size(wardgate_proto::MAX_BUNDLE_BYTES)
                 .max_encoding_message_size(wardgate_proto::MAX_REQUEST_BYTES),
         )
+    }
+
+    /// Makes `gateway`'s compiled policy large, as a ward with many services to a big address
+    /// group would: a group `big-hosts` of `hosts` IPv6 hosts, then for each of `profiles` a
+    /// profile of `flows` flows to that group and a new device on `gateway` using it. Returns
+    /// each device's write (the last ones may be refused) and stops at the first refusal.
+    pub async fn grow_policy(
+        &self,
+        user: &str,
+        gateway: &str,
+        profiles: usize,
+        flows: usize,
+        hosts: usize,
+    ) -> anyhow::Result<Vec<Result<pb::WriteResponse, tonic::Status>>> {
+        use std::fmt::Write as _;
+        let mut admin = self.admin(user).await?;
+        admin
+            .upsert_group(pb::UpsertGroupRequest {
+                group: Some(pb::Group {
+                    name: "big-hosts".into(),
+                    cidrs: (0..hosts)
+                        .map(|i| format!("2001:db8:77::{i:x}/128"))
+                        .collect(),
+                }),
+                reason: "grow".into(),
+            })
+            .await?;
+        let mut out = Vec::new();
+        for p in 0..profiles {
+            let mut yaml = format!(
+                "name: big-{p}\ndescription: many services\ndefault_mode: enforce\nflows:\n"
+            );
+            for f in 0..flows {
+                writeln!(
+                    yaml,
+                    "  - {{name: svc-{f}, direction: from-device, protocol: tcp, \
+                     peers: [group:big-hosts], ports: {}}}",
+                    10_000 + f
+                )?;
+            }
+            admin
+                .upsert_profile(pb::UpsertProfileRequest {
+                    yaml,
+                    reason: "grow".into(),
+                })
+                .await?;
+            let r = admin
+                .upsert_device(pb::UpsertDeviceRequest {
+                    device: Some(pb::Device {
+                        name: format!("big-device-{p}"),
+                        mac: format!("02:00:00:77:00:{p:02x}"),
+                        addresses: vec![format!("2001:db8:78::{p:x}")],
+                        profile: format!("big-{p}"),
+                        mode: "enforce".into(),
+                        gateway: gateway.into(),
+                        ..Default::default()
+                    }),
+                    reason: "grow".into(),
+                })
+                .await
+                .map(tonic::Response::into_inner);
+            let refused = r.is_err();
+            out.push(r);
+            if refused {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Loads a site file and a profile directory through the admin API, as `wardctl push` does.
