@@ -113,17 +113,8 @@ async fn next_bundle(s: &mut tonic::Streaming<pb::PolicyBundle>) -> pb::PolicyBu
         .unwrap()
 }
 
-/// Reads the backlog until the watcher is at `target`.
-async fn drain_to(s: &mut tonic::Streaming<pb::PolicyBundle>, target: u32) -> Vec<u32> {
-    let mut seen = Vec::new();
-    while seen.last() != Some(&target) {
-        seen.push(next_bundle(s).await.generation);
-    }
-    seen
-}
-
 fn profile_of(bundle: &pb::PolicyBundle, device: &str) -> String {
-    let state = wardgate_policy::DesiredState::from_json(&bundle.desired_state_json).unwrap();
+    let state = wardgate_policy::DesiredState::try_from(bundle.clone()).unwrap();
     let d = state.devices.iter().find(|d| d.name == device).unwrap();
     state
         .policies
@@ -151,15 +142,20 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         .watch_policy(pb::WatchPolicyRequest {
             gateway: GW.into(),
             last_applied_generation: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    let backlog = drain_to(&mut watch, reg.latest_generation).await;
+    // Bundles are full states: a fresh agent gets the latest only, typed, with the epoch.
+    let first = next_bundle(&mut watch).await;
+    assert_eq!(first.generation, reg.latest_generation);
+    assert_eq!(first.epoch, reg.epoch);
+    let stored = c.store.latest(GW).unwrap().unwrap();
+    assert_eq!(first.content_hash, stored.content_hash());
     assert_eq!(
-        backlog,
-        (1..=reg.latest_generation).collect::<Vec<_>>(),
-        "every generation, in order"
+        wardgate_policy::DesiredState::try_from(first.clone()).unwrap(),
+        stored.state(&reg.epoch).unwrap()
     );
 
     let mut eve = c.admin("user-eve").await;
@@ -204,11 +200,13 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         .watch_policy(pb::WatchPolicyRequest {
             gateway: GW.into(),
             last_applied_generation: g,
+            epoch: b.epoch.clone(),
+            content_hash: b.content_hash.clone(),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(next_bundle(&mut watch).await.generation, g + 1);
+    // Only the newest of what it missed.
     assert_eq!(next_bundle(&mut watch).await.generation, g + 2);
     // A change that compiles to the same policy makes no generation.
     let w = eve
@@ -226,6 +224,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
             gateway: GW.into(),
             applied_generation: g + 2,
             error: String::new(),
+            epoch: reg.epoch.clone(),
         })
         .await
         .unwrap();
@@ -240,6 +239,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         (gw.latest_generation, gw.applied_generation),
         (g + 2, g + 2)
     );
+    assert_eq!((&gw.applied_epoch, &gw.epoch), (&reg.epoch, &reg.epoch));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +282,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
     let s = other
         .watch_policy(pb::WatchPolicyRequest {
             gateway: GW.into(),
-            last_applied_generation: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -291,7 +291,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
         .report_status(pb::StatusReport {
             gateway: GW.into(),
             applied_generation: 9,
-            error: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -640,5 +640,184 @@ async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
         "gw-other's policy gained the new peer's addresses: {} -> {} peer entries",
         before.peers.len(),
         after.peers.len()
+    );
+}
+
+/// Device, policy and rule ids of `GW`'s latest generation, by name.
+type Ids = (
+    std::collections::BTreeMap<String, u32>,
+    std::collections::BTreeMap<String, (u32, u32)>,
+    std::collections::BTreeMap<(String, String), u32>,
+);
+
+fn ids(c: &Controller) -> Ids {
+    let s = c.store.latest(GW).unwrap().unwrap().state("").unwrap();
+    (
+        s.devices
+            .iter()
+            .map(|d| (d.name.clone(), d.device_id))
+            .collect(),
+        s.policies
+            .iter()
+            .map(|p| (p.profile.clone(), (p.policy_id, p.profile_version)))
+            .collect(),
+        s.policies
+            .iter()
+            .flat_map(|p| {
+                p.rules
+                    .iter()
+                    .map(|r| ((p.profile.clone(), r.name.clone()), r.rule_id))
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_survive_unrelated_edits_and_a_reordered_site() {
+    let c = Controller::start().await;
+    let (devices, policies, rules) = ids(&c);
+    assert!(
+        devices.len() >= 3 && rules.len() >= 10,
+        "{devices:?} {rules:?}"
+    );
+    let mut eve = c.admin("user-eve").await;
+
+    // A new device class whose name sorts before every other, on this gateway; the request's
+    // id (taken by the pump) is not the device's id.
+    eve.upsert_profile(pb::UpsertProfileRequest {
+        yaml: "name: aaa-scale\ndescription: a scale\nflows:\n  - {name: results, \
+               direction: from-device, protocol: tcp, peers: [group:his], ports: 2575}\n"
+            .into(),
+        reason: "CHG-20".into(),
+    })
+    .await
+    .unwrap();
+    eve.upsert_device(pb::UpsertDeviceRequest {
+        device: Some(pb::Device {
+            name: "scale-3a".into(),
+            id: devices["pump-3a-bed12"],
+            mac: "02:00:00:00:00:5c".into(),
+            addresses: vec!["192.0.2.60".into()],
+            profile: "aaa-scale".into(),
+            mode: "enforce".into(),
+            gateway: GW.into(),
+            ..Default::default()
+        }),
+        reason: "CHG-20".into(),
+    })
+    .await
+    .unwrap();
+    // A new flow at the top of the pump's own profile.
+    let pump = c.store.profile("infusion-pump").unwrap().unwrap();
+    let yaml = pump.yaml.replacen(
+        "flows:\n",
+        "flows:\n  - name: firmware from the vendor mirror\n    direction: from-device\n    \
+         protocol: tcp\n    peers: [group:infusion-server]\n    ports: 8443\n",
+        1,
+    );
+    assert_ne!(yaml, pump.yaml);
+    eve.upsert_profile(pb::UpsertProfileRequest {
+        yaml,
+        reason: "CHG-21".into(),
+    })
+    .await
+    .unwrap();
+
+    let (d2, p2, r2) = ids(&c);
+    for (name, id) in &devices {
+        assert_eq!(d2[name], *id, "device {name}");
+    }
+    for (name, (id, _)) in &policies {
+        assert_eq!(p2[name].0, *id, "policy of {name}");
+    }
+    for (key, id) in &rules {
+        assert_eq!(r2[key], *id, "rule {key:?}");
+    }
+    let new_rule = r2[&(
+        "infusion-pump".to_string(),
+        "firmware from the vendor mirror".to_string(),
+    )];
+    assert!(!rules.values().any(|&r| r == new_rule), "a fresh rule id");
+    assert!(
+        !devices.values().any(|&d| d == d2["scale-3a"]),
+        "a fresh device id"
+    );
+    assert!(
+        !policies.values().any(|&(p, _)| p == p2["aaa-scale"].0),
+        "a fresh policy id"
+    );
+    assert_eq!(
+        p2["infusion-pump"].1,
+        policies["infusion-pump"].1 + 1,
+        "profile version"
+    );
+
+    // The site pushed again by positions (no ids) with a new device first: nobody is
+    // renumbered.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("device-profiles/sites/demo-ward.yaml")).unwrap();
+    // `  - id: N` / `    name: X` becomes `  - name: X`.
+    let mut lines = Vec::new();
+    let mut item = false;
+    for l in text.lines() {
+        if l.starts_with("  - id: ") {
+            item = true;
+        } else if item {
+            lines.push(l.replacen("    ", "  - ", 1));
+            item = false;
+        } else {
+            lines.push(l.to_string());
+        }
+    }
+    let text = lines.join("\n").replace(
+        "devices:\n",
+        "devices:\n  - name: pump-3a-bed14\n    mac: 02:00:00:00:00:5d\n    addresses: [192.0.2.61]\n    \
+         profile: infusion-pump\n    mode: enforce\n    gateway: gw-ward-3\n",
+    );
+    assert!(!text.contains("id: 1\n"), "{text}");
+    let site = c._dir.path().join("reordered.yaml");
+    std::fs::write(&site, text).unwrap();
+    c.lab
+        .push_site("eve", &site, &root.join("device-profiles"), "CHG-22")
+        .await
+        .unwrap();
+    let (d3, p3, r3) = ids(&c);
+    for (name, id) in &d2 {
+        assert_eq!(d3[name], *id, "device {name} after the re-push");
+    }
+    for (name, (id, _)) in &policies {
+        assert_eq!(p3[name].0, *id, "policy of {name} after the re-push");
+    }
+    for (key, id) in &rules {
+        assert_eq!(r3[key], *id, "rule {key:?} after the re-push");
+    }
+    assert!(!d2.values().any(|&d| d == d3["pump-3a-bed14"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_too_big_to_send_is_refused_and_nothing_is_written() {
+    let c = Controller::start().await;
+    // Two profiles of 400 flows to a group of 2,000 IPv6 hosts: ~18 MB of bundle each.
+    let writes = c.lab.grow_policy("eve", GW, 2, 400, 2_000).await.unwrap();
+    assert_eq!(writes.len(), 2);
+    let first = writes[0].as_ref().unwrap().generations[GW];
+    let stored = c.store.latest(GW).unwrap().unwrap();
+    assert_eq!(stored.generation, first);
+    let before = c.counts();
+    let s = writes[1].as_ref().unwrap_err();
+    println!("refused: {s:?}");
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    for part in [
+        "gw-ward-3",
+        "bundle",
+        "limit",
+        &wardgate_proto::MAX_BUNDLE_BYTES.to_string(),
+    ] {
+        assert!(s.message().contains(part), "{part}: {}", s.message());
+    }
+    assert_eq!(c.counts(), before, "no audit entry, no generation");
+    assert!(
+        c.store.device("big-device-1").unwrap().is_none(),
+        "the device is not stored"
     );
 }
