@@ -1,5 +1,6 @@
 //! Interoperability: a Python grpcio client, with stubs generated from proto/wardgate/v1 by
-//! grpcio-tools, lists devices and assigns a profile over mTLS; a viewer is refused. The Python
+//! grpcio-tools, lists devices and assigns a profile over mTLS; a viewer is refused; as the
+//! gateway's agent it receives and decodes the typed policy bundle. The Python
 //! packages come from `cargo xtask setup`; without them this test fails and says so.
 
 use std::{path::PathBuf, process::Command};
@@ -44,6 +45,8 @@ async fn a_python_grpcio_client_lists_devices_and_assigns_a_profile() {
                     "ct",
                     "--reason",
                     "INC-12 from the python client",
+                    "--gateway",
+                    GW,
                 ])
                 .output()
                 .expect("python3 runs")
@@ -106,5 +109,50 @@ async fn a_python_grpcio_client_lists_devices_and_assigns_a_profile() {
         audit.len(),
         "the refused viewer wrote nothing"
     );
+
+    // The typed bundle as Python decodes it is the stored generation.
+    let b = &lines[4]["bundle"];
+    let latest = lab.store.latest(GW).unwrap().unwrap();
+    let epoch = lab.store.epoch().unwrap();
+    let state = latest.state(&epoch).unwrap();
+    assert_eq!(b["gateway"], GW);
+    assert_eq!(b["generation"].as_u64().unwrap() as u32, generation);
+    assert_eq!(b["epoch"], epoch.as_str());
+    assert_eq!(b["registered_epoch"], epoch.as_str());
+    assert_eq!(b["content_hash"], latest.content_hash().as_str());
+    assert_eq!(b["ports"].as_u64().unwrap() as usize, state.ports.len());
+    let rules: usize = state.policies.iter().map(|p| p.rules.len()).sum();
+    assert_eq!(b["rules"].as_u64().unwrap() as usize, rules);
+    let devices = b["devices"].as_object().unwrap();
+    assert_eq!(devices.len(), state.devices.len());
+    for d in &state.devices {
+        let p = &devices[&d.name];
+        assert_eq!(p["id"].as_u64().unwrap() as u32, d.device_id, "{}", d.name);
+        let policy = state
+            .policies
+            .iter()
+            .find(|x| x.policy_id == d.policy_id)
+            .unwrap();
+        assert_eq!(p["profile"], policy.profile.as_str());
+        assert_eq!(
+            p["profile_version"].as_u64().unwrap() as u32,
+            policy.profile_version
+        );
+        assert_eq!(p["mac"], d.mac.to_string().replace(':', "").as_str());
+        let addrs: Vec<String> = d
+            .addrs
+            .iter()
+            .map(|a| match a {
+                std::net::IpAddr::V4(a) => hex_of(&a.octets()),
+                std::net::IpAddr::V6(a) => hex_of(&a.octets()),
+            })
+            .collect();
+        assert_eq!(p["addrs"], serde_json::json!(addrs));
+    }
+    assert_eq!(devices["us-3a-portable"]["profile"], "ct");
     lab.shutdown().await.unwrap();
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

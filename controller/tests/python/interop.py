@@ -1,6 +1,7 @@
 """A non-Rust client for the wardgate controller: stubs generated from proto/wardgate/v1 with
 grpcio-tools at run time, mTLS with a wardctl lab certificate. Lists devices, assigns a profile,
-and shows that a viewer certificate is refused. Prints one JSON object per line for the test."""
+shows that a viewer certificate is refused, and, as the gateway's agent, receives the typed
+policy bundle. Prints one JSON object per line for the test."""
 
 import argparse
 import glob
@@ -31,6 +32,11 @@ def generate(proto_root: str, out: str) -> None:
     sys.path.insert(0, out)
 
 
+# The transport limit of the policy stream (wardgate_proto::MAX_BUNDLE_BYTES); grpcio's default
+# receive limit is 4 MiB.
+MAX_BUNDLE_BYTES = 32 << 20
+
+
 def channel(addr: str, certs: str, identity: str) -> grpc.Channel:
     def read(name: str) -> bytes:
         with open(os.path.join(certs, name), "rb") as f:
@@ -42,7 +48,10 @@ def channel(addr: str, certs: str, identity: str) -> grpc.Channel:
         certificate_chain=read(f"{identity}.pem"),
     )
     # The lab server certificate names localhost; we dial the loopback address.
-    return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "localhost")])
+    return grpc.secure_channel(addr, creds, options=[
+        ("grpc.ssl_target_name_override", "localhost"),
+        ("grpc.max_receive_message_length", MAX_BUNDLE_BYTES),
+    ])
 
 
 def main() -> None:
@@ -53,11 +62,13 @@ def main() -> None:
     ap.add_argument("--device", required=True)
     ap.add_argument("--profile", required=True)
     ap.add_argument("--reason", required=True)
+    ap.add_argument("--gateway", required=True)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as out:
         generate(args.proto_root, out)
         from wardgate.v1 import admin_pb2, admin_pb2_grpc  # generated above
+        from wardgate.v1 import agent_pb2, agent_pb2_grpc, policy_pb2
 
         with channel(args.addr, args.certs, "user-eve") as ch:
             admin = admin_pb2_grpc.AdminServiceStub(ch)
@@ -85,6 +96,31 @@ def main() -> None:
                 print(json.dumps({"viewer_assign": "OK"}))
             except grpc.RpcError as e:
                 print(json.dumps({"viewer_assign": e.code().name}))
+
+        with channel(args.addr, args.certs, f"gateway-{args.gateway}") as ch:
+            agent = agent_pb2_grpc.AgentServiceStub(ch)
+            reg = agent.Register(agent_pb2.RegisterRequest(gateway=args.gateway), timeout=10)
+            stream = agent.WatchPolicy(agent_pb2.WatchPolicyRequest(gateway=args.gateway), timeout=10)
+            b = next(stream)
+            stream.cancel()
+            profiles = {p.policy_id: p for p in b.policy.policies}
+            print(json.dumps({"bundle": {
+                "registered_epoch": reg.epoch,
+                "gateway": b.gateway,
+                "generation": b.generation,
+                "epoch": b.epoch,
+                "content_hash": b.content_hash,
+                "devices": {d.name: {
+                    "id": d.device_id,
+                    "profile": profiles[d.policy_id].profile,
+                    "profile_version": profiles[d.policy_id].profile_version,
+                    "mode": policy_pb2.DeviceMode.Name(d.mode),
+                    "mac": d.mac.hex(),
+                    "addrs": [a.hex() for a in d.addrs],
+                } for d in b.policy.devices},
+                "rules": sum(len(p.rules) for p in b.policy.policies),
+                "ports": len(b.policy.ports),
+            }}))
 
 
 if __name__ == "__main__":
