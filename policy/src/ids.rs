@@ -4,7 +4,7 @@
 //! allocates ids once per profile name and per flow key and keeps them in its store (they never
 //! change and never collide); an offline compile of a site file derives them from positions.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::{compile::CompileError, profile::Profile, profile::ProfileSet};
 
@@ -116,23 +116,42 @@ pub fn check_unique<'a>(
     Ok(())
 }
 
-/// Profile names in `profiles` that `ids` has no policy id for, and flow keys without a rule
-/// id: what a store must allocate before compiling.
-pub fn missing(
-    ids: &StableIds,
-    profiles: &ProfileSet,
-) -> (BTreeSet<String>, Vec<(String, String)>) {
-    let mut policies = BTreeSet::new();
-    let mut rules = Vec::new();
-    for (name, (_, profile)) in &profiles.profiles {
-        if !ids.policies.contains_key(name) {
-            policies.insert(name.clone());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(flows: &[&str]) -> Profile {
+        let mut yaml = "name: p\ndescription: d\nflows:\n".to_string();
+        for f in flows {
+            yaml.push_str(&format!(
+                "  - {{name: '{f}', direction: from-device, protocol: tcp, peers: [198.51.100.1], ports: 1}}\n"
+            ));
         }
-        for key in flow_keys(profile) {
-            if !ids.rules.contains_key(&(name.clone(), key.clone())) {
-                rules.push((name.clone(), key));
-            }
-        }
+        crate::parse_profile("p.yaml", &yaml).unwrap()
     }
-    (policies, rules)
+
+    #[test]
+    fn flow_keys_are_names_then_positions_and_repeats_are_numbered() {
+        assert_eq!(
+            flow_keys(&profile(&["dicom", "", "dns", "dicom", ""])),
+            ["dicom", "#2", "dns", "dicom#2", "#5"]
+        );
+    }
+
+    #[test]
+    fn two_names_on_one_id_are_refused() {
+        assert!(check_unique("rule", [(1, "a"), (2, "b"), (1, "a")]).is_ok());
+        let e = check_unique("rule", [(1, "a"), (1, "b")]).unwrap_err();
+        assert_eq!(e.to_string(), "rule id 1 is used by both `a` and `b`");
+    }
+
+    #[test]
+    fn a_missing_id_is_an_error_naming_it() {
+        let ids = StableIds::default();
+        assert_eq!(
+            ids.rule("ct", "dns").unwrap_err().to_string(),
+            "no stable id for flow `ct: dns` (the store allocates one when it is written)"
+        );
+        assert!(ids.policy("ct").is_err());
+    }
 }
