@@ -16,7 +16,10 @@ use wardgate_agent::{
     config::ControllerConfig,
     sync::{self, Applied, Holding},
 };
-use wardgate_controller::{lab::LabController, store::Store};
+use wardgate_controller::{
+    lab::LabController,
+    store::{AlertQuery, Store},
+};
 use wardgate_policy::DesiredState;
 use wardgate_proto::v1 as pb;
 
@@ -558,7 +561,10 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
         );
     }
     assert!(
-        lab.store.alerts(10).unwrap().is_empty(),
+        lab.store
+            .alerts(&AlertQuery::recent(10))
+            .unwrap()
+            .is_empty(),
         "nothing reached the controller"
     );
 
@@ -579,7 +585,11 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let stored = lab.store.alerts(N as u32 + 10).unwrap().len();
+        let stored = lab
+            .store
+            .alerts(&AlertQuery::recent(N as u32 + 10))
+            .unwrap()
+            .len();
         let pending = queue.lock().len();
         if stored == N && pending == 0 {
             break;

@@ -821,3 +821,133 @@ async fn a_policy_too_big_to_send_is_refused_and_nothing_is_written() {
         "the device is not stored"
     );
 }
+
+/// Sends `alerts` as `gw`'s agent, one batch each, and waits for every acknowledgement.
+async fn report(c: &Controller, gw: &str, alerts: Vec<pb::Alert>) {
+    let n = alerts.chunks(100).count();
+    let batches: Vec<pb::AlertBatch> = alerts
+        .chunks(100)
+        .map(|a| pb::AlertBatch { alerts: a.to_vec() })
+        .collect();
+    let mut acks = c
+        .agent(gw)
+        .await
+        .report_alerts(Request::new(tokio_stream::iter(batches)))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..n {
+        acks.message().await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_ids_are_per_gateway_filters_run_before_the_limit_and_limits_are_capped() {
+    let c = Controller::start().await;
+    let alert = |id: String, severity: &str, device: &str| pb::Alert {
+        id,
+        device: device.into(),
+        kind: "deny".into(),
+        severity: severity.into(),
+        ..Default::default()
+    };
+    // Two gateways whose agents started in the same millisecond use the same ids.
+    report(
+        &c,
+        GW,
+        vec![alert("1000-1".into(), "critical", "pump-3a-bed12")],
+    )
+    .await;
+    report(
+        &c,
+        "gw-other",
+        vec![alert("1000-1".into(), "low", "pump-other")],
+    )
+    .await;
+    // Then a flood of newer low alerts.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    report(
+        &c,
+        GW,
+        (0..1_200)
+            .map(|i| alert(format!("2000-{i}"), "low", "us-3a-portable"))
+            .collect(),
+    )
+    .await;
+
+    let mut soc = AlertServiceClient::new(c.channel(Some("user-sam")).await.unwrap());
+    let reader = soc.clone();
+    let list = |f: pb::AlertFilter| {
+        let mut soc = reader.clone();
+        async move { soc.list(f).await.unwrap().into_inner().alerts }
+    };
+    // Both gateways' 1000-1 are kept, each under its gateway.
+    let other: Vec<(String, String)> = list(pb::AlertFilter {
+        gateway: "gw-other".into(),
+        ..Default::default()
+    })
+    .await
+    .into_iter()
+    .map(|a| (a.id, a.severity))
+    .collect();
+    assert_eq!(other, [("1000-1".to_string(), "low".to_string())]);
+    // The old critical alert is found under a small limit: filters run before the limit.
+    let critical = list(pb::AlertFilter {
+        min_severity: "critical".into(),
+        limit: 5,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        critical
+            .iter()
+            .map(|a| (a.gateway.as_str(), a.id.as_str()))
+            .collect::<Vec<_>>(),
+        [(GW, "1000-1")]
+    );
+    let by_device = list(pb::AlertFilter {
+        device: "pump-other".into(),
+        limit: 1,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_device.len(), 1);
+    assert_eq!(by_device[0].gateway, "gw-other");
+
+    // Any limit is capped by the server.
+    let all = list(pb::AlertFilter {
+        limit: 100_000,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(all.len(), 1000);
+
+    // A bare id two gateways use must name its gateway.
+    let s = soc
+        .acknowledge(pb::AcknowledgeRequest {
+            ids: vec!["1000-1".into()],
+            reason: "triaged".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("GATEWAY/1000-1"), "{s:?}");
+    soc.acknowledge(pb::AcknowledgeRequest {
+        ids: vec![format!("{GW}/1000-1"), "2000-7".into()],
+        reason: "triaged".into(),
+    })
+    .await
+    .unwrap();
+    let open_critical = list(pb::AlertFilter {
+        min_severity: "critical".into(),
+        ..Default::default()
+    })
+    .await;
+    assert!(open_critical.is_empty(), "{open_critical:?}");
+    let other = list(pb::AlertFilter {
+        gateway: "gw-other".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(other.len(), 1, "gw-other's 1000-1 stays open");
+}

@@ -8,7 +8,7 @@ use wardgate_proto::v1::{self as pb, alert_service_server::AlertService};
 use super::{Ctx, agent::alert_from_json, severity_rank};
 use crate::{
     auth::{self, Role},
-    store::Change,
+    store::{AlertQuery, Change},
 };
 
 pub struct Alerts(pub Ctx);
@@ -23,17 +23,30 @@ fn matches(f: &pb::AlertFilter, a: &pb::Alert, min: u8) -> bool {
         && (f.include_acknowledged || !a.acknowledged)
 }
 
+/// Most alerts one List or Subscribe backlog returns, whatever the request asks (0 = this).
+pub const MAX_ALERTS: u32 = 1000;
+
 impl Alerts {
     fn stored(&self, f: &pb::AlertFilter) -> Result<Vec<pb::Alert>, Status> {
-        let min = severity_rank(&f.min_severity)?;
-        let limit = if f.limit == 0 { 1000 } else { f.limit };
-        let rows = self.0.store.alerts(limit)?;
+        // Filtered in the query, then limited: an older unacknowledged critical alert is not
+        // hidden by newer ones the filter drops.
+        let q = AlertQuery {
+            gateway: f.gateway.clone(),
+            device: f.device.clone(),
+            min_severity: severity_rank(&f.min_severity)?,
+            include_acknowledged: f.include_acknowledged,
+            limit: if f.limit == 0 {
+                MAX_ALERTS
+            } else {
+                f.limit.min(MAX_ALERTS)
+            },
+        };
+        let rows = tokio::task::block_in_place(|| self.0.store.alerts(&q))?;
         Ok(rows
             .into_iter()
             .map(|(body, ack, by)| {
                 alert_from_json(&serde_json::from_str(&body).unwrap_or_default(), ack, by)
             })
-            .filter(|a| matches(f, a, min))
             .collect())
     }
 }

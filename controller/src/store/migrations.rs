@@ -70,4 +70,24 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (profile, flow)
     );
     ALTER TABLE gateways ADD COLUMN applied_epoch TEXT NOT NULL DEFAULT '';",
+    // 3: alerts keyed by (gateway, id): an agent's ids are unique only on its gateway, so two
+    // gateways' alerts never collide and one gateway cannot pre-insert another's ids; the
+    // device gets a column so list filters run in the query, before the limit.
+    "CREATE TABLE alerts_v3 (
+        gateway TEXT NOT NULL,
+        id TEXT NOT NULL,
+        device TEXT NOT NULL DEFAULT '',
+        body TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        acknowledged INTEGER NOT NULL DEFAULT 0,
+        acknowledged_by TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (gateway, id)
+    );
+    INSERT INTO alerts_v3 (gateway, id, device, body, severity, received_ms, acknowledged, acknowledged_by)
+        SELECT gateway, id, COALESCE(json_extract(body, '$.device'), ''), body, severity,
+               received_ms, acknowledged, acknowledged_by FROM alerts;
+    DROP TABLE alerts;
+    ALTER TABLE alerts_v3 RENAME TO alerts;
+    CREATE INDEX alerts_recent ON alerts (received_ms DESC, gateway, id);",
 ];

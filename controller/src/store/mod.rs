@@ -87,17 +87,57 @@ pub struct Snapshot {
     pub rule_ids: BTreeMap<(String, String), u32>,
 }
 
+/// Which stored alerts to read. Empty strings match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlertQuery {
+    pub gateway: String,
+    pub device: String,
+    /// Lowest severity rank (0 = low .. 3 = critical).
+    pub min_severity: u8,
+    pub include_acknowledged: bool,
+    pub limit: u32,
+}
+
+impl AlertQuery {
+    /// The newest `limit` alerts, acknowledged or not.
+    pub fn recent(limit: u32) -> Self {
+        AlertQuery {
+            include_acknowledged: true,
+            limit,
+            ..Default::default()
+        }
+    }
+}
+
 /// One change an engineer (or the SOC) makes.
 #[derive(Clone, Debug)]
 pub enum Change {
     UpsertDevice(DeviceRow),
-    AssignProfile { device: String, profile: String },
-    SetMode { device: String, mode: String },
-    SetLocation { device: String, location: String },
-    UpsertProfile { name: String, yaml: String },
-    UpsertGroup { name: String, cidrs: Vec<String> },
+    AssignProfile {
+        device: String,
+        profile: String,
+    },
+    SetMode {
+        device: String,
+        mode: String,
+    },
+    SetLocation {
+        device: String,
+        location: String,
+    },
+    UpsertProfile {
+        name: String,
+        yaml: String,
+    },
+    UpsertGroup {
+        name: String,
+        cidrs: Vec<String>,
+    },
     UpsertGateway(GatewayRow),
-    AcknowledgeAlerts { ids: Vec<String> },
+    /// Alert ids, each `GATEWAY/ID` or a bare id that only one gateway uses.
+    AcknowledgeAlerts {
+        ids: Vec<String>,
+    },
 }
 
 /// What a write did.
@@ -141,10 +181,12 @@ pub trait Store: Send + Sync {
     /// What the gateway's agent applied: generation, the epoch of the store it came from,
     /// and the error (empty when it applied cleanly).
     fn report_status(&self, gateway: &str, applied: u32, epoch: &str, error: &str) -> Result<()>;
-    /// Stores alerts (deduplicated by id); returns the ids now stored (new or already there).
+    /// Stores `gateway`'s alerts (deduplicated by id within the gateway); returns the ids now
+    /// stored (new or already there).
     fn insert_alerts(&self, gateway: &str, alerts: &[(String, String, u8)]) -> Result<Vec<String>>;
-    /// Alert bodies (JSON) with their acknowledgement, newest first.
-    fn alerts(&self, limit: u32) -> Result<Vec<(String, bool, String)>>;
+    /// Alert bodies (JSON) matching `q`, with their acknowledgement, newest first: filtered
+    /// in the query, then limited.
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, bool, String)>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
     /// Applies `change`, appends its audit entry and stores any new generation, atomically:
     /// if the change, the compile or the audit fails, nothing is written.

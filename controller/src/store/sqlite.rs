@@ -10,8 +10,8 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    Change, Compiler, DeviceRow, GatewayRow, GenerationRow, ProfileRow, Snapshot, Store,
-    WriteOutcome, migrations::MIGRATIONS,
+    AlertQuery, Change, Compiler, DeviceRow, GatewayRow, GenerationRow, ProfileRow, Snapshot,
+    Store, WriteOutcome, migrations::MIGRATIONS,
 };
 use crate::{
     audit::{self, AuditEntry},
@@ -373,7 +373,25 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, Strin
         }
         Change::AcknowledgeAlerts { ids } => {
             for id in ids {
-                let n = tx.execute("UPDATE alerts SET acknowledged = 1 WHERE id = ?1", [id])?;
+                // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.
+                let n = match id.split_once('/') {
+                    Some((gw, aid)) => tx.execute(
+                        "UPDATE alerts SET acknowledged = 1 WHERE gateway = ?1 AND id = ?2",
+                        [gw, aid],
+                    )?,
+                    None => {
+                        let holders: u32 =
+                            tx.query_row("SELECT COUNT(*) FROM alerts WHERE id = ?1", [id], |r| {
+                                r.get(0)
+                            })?;
+                        if holders > 1 {
+                            return Err(Error::Invalid(format!(
+                                "alert id `{id}` is used by {holders} gateways; name one as GATEWAY/{id}"
+                            )));
+                        }
+                        tx.execute("UPDATE alerts SET acknowledged = 1 WHERE id = ?1", [id])?
+                    }
+                };
                 if n == 0 {
                     return Err(not_found("alert", id));
                 }
@@ -477,7 +495,8 @@ impl Store for SqliteStore {
         let now = now_ms();
         for (id, body, severity) in alerts {
             tx.execute(
-                "INSERT OR IGNORE INTO alerts (id, gateway, body, severity, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO alerts (id, gateway, device, body, severity, received_ms) \
+                 VALUES (?1, ?2, COALESCE(json_extract(?3, '$.device'), ''), ?3, ?4, ?5)",
                 params![id, gateway, body, severity, now],
             )?;
         }
@@ -485,13 +504,25 @@ impl Store for SqliteStore {
         Ok(alerts.iter().map(|(id, _, _)| id.clone()).collect())
     }
 
-    fn alerts(&self, limit: u32) -> Result<Vec<(String, bool, String)>> {
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, bool, String)>> {
         let c = self.conn();
-        let mut q = c.prepare("SELECT body, acknowledged, acknowledged_by FROM alerts ORDER BY received_ms DESC, id LIMIT ?1")?;
-        let rows = q
-            .query_map([limit], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?))
-            })?
+        let mut stmt = c.prepare_cached(
+            "SELECT body, acknowledged, acknowledged_by FROM alerts \
+             WHERE (?1 = '' OR gateway = ?1) AND (?2 = '' OR device = ?2) AND severity >= ?3 \
+             AND (?4 OR acknowledged = 0) \
+             ORDER BY received_ms DESC, gateway, id LIMIT ?5",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![
+                    q.gateway,
+                    q.device,
+                    q.min_severity,
+                    q.include_acknowledged,
+                    q.limit
+                ],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?)),
+            )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
