@@ -72,7 +72,8 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE gateways ADD COLUMN applied_epoch TEXT NOT NULL DEFAULT '';",
     // 3: alerts keyed by (gateway, id): an agent's ids are unique only on its gateway, so two
     // gateways' alerts never collide and one gateway cannot pre-insert another's ids; the
-    // device gets a column so list filters run in the query, before the limit.
+    // device gets a column so list filters run in the query, before the limit; alerts dropped
+    // past a gateway's quota are counted per severity.
     "CREATE TABLE alerts_v3 (
         gateway TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -89,5 +90,11 @@ pub const MIGRATIONS: &[&str] = &[
                received_ms, acknowledged, acknowledged_by FROM alerts;
     DROP TABLE alerts;
     ALTER TABLE alerts_v3 RENAME TO alerts;
-    CREATE INDEX alerts_recent ON alerts (received_ms DESC, gateway, id);",
+    CREATE INDEX alerts_recent ON alerts (received_ms DESC, gateway, id);
+    CREATE TABLE alert_drops (
+        gateway TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        dropped INTEGER NOT NULL,
+        PRIMARY KEY (gateway, severity)
+    );",
 ];

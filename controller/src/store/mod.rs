@@ -184,6 +184,8 @@ pub trait Store: Send + Sync {
     /// Stores `gateway`'s alerts (deduplicated by id within the gateway); returns the ids now
     /// stored (new or already there).
     fn insert_alerts(&self, gateway: &str, alerts: &[(String, String, u8)]) -> Result<Vec<String>>;
+    /// Alerts dropped past `gateway`'s quota, per severity rank (low .. critical).
+    fn alert_drops(&self, gateway: &str) -> Result<[u64; 4]>;
     /// Alert bodies (JSON) matching `q`, with their acknowledgement, newest first: filtered
     /// in the query, then limited.
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, bool, String)>>;

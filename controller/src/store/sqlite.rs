@@ -20,7 +20,13 @@ use crate::{
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    alert_quota: u32,
 }
+
+/// Alerts kept per gateway. Past it the store drops that gateway's acknowledged alerts first,
+/// then the lowest severity, oldest first, and counts what it dropped: one noisy gateway
+/// cannot fill the store, and a flood of low alerts never pushes out a critical one.
+pub const ALERT_QUOTA: u32 = 100_000;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -134,6 +140,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            alert_quota: ALERT_QUOTA,
         })
     }
 
@@ -141,6 +148,12 @@ impl SqliteStore {
         self.conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This store with another per-gateway alert quota (tests).
+    pub fn with_alert_quota(mut self, quota: u32) -> Self {
+        self.alert_quota = quota;
+        self
     }
 
     /// Runs raw SQL (tests use it to tamper with the audit trail).
@@ -500,8 +513,49 @@ impl Store for SqliteStore {
                 params![id, gateway, body, severity, now],
             )?;
         }
+        let held: u32 = tx.query_row(
+            "SELECT COUNT(*) FROM alerts WHERE gateway = ?1",
+            [gateway],
+            |r| r.get(0),
+        )?;
+        if held > self.alert_quota {
+            let over = held - self.alert_quota;
+            let dropped: Vec<u8> = tx
+                .prepare(
+                    "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts WHERE gateway = ?1 \
+                     ORDER BY acknowledged DESC, severity, received_ms, id LIMIT ?2) RETURNING severity",
+                )?
+                .query_map(params![gateway, over], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for sev in &dropped {
+                tx.execute(
+                    "INSERT INTO alert_drops (gateway, severity, dropped) VALUES (?1, ?2, 1) \
+                     ON CONFLICT(gateway, severity) DO UPDATE SET dropped = dropped + 1",
+                    params![gateway, sev],
+                )?;
+            }
+            tracing::warn!(
+                gateway,
+                dropped = dropped.len(),
+                quota = self.alert_quota,
+                "alert quota reached: dropped the lowest-severity alerts"
+            );
+        }
         tx.commit()?;
         Ok(alerts.iter().map(|(id, _, _)| id.clone()).collect())
+    }
+
+    fn alert_drops(&self, gateway: &str) -> Result<[u64; 4]> {
+        let c = self.conn();
+        let mut q = c.prepare("SELECT severity, dropped FROM alert_drops WHERE gateway = ?1")?;
+        let mut out = [0u64; 4];
+        for row in q.query_map([gateway], |r| Ok((r.get::<_, u8>(0)?, r.get::<_, i64>(1)?)))? {
+            let (sev, n) = row?;
+            if let Some(slot) = out.get_mut(usize::from(sev)) {
+                *slot = n as u64;
+            }
+        }
+        Ok(out)
     }
 
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, bool, String)>> {
@@ -642,5 +696,49 @@ impl Store for SqliteStore {
             audit_seq: seq,
             generations,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_its_quota_a_gateway_loses_its_lowest_severity_alerts_first_and_counts_them() {
+        let store = SqliteStore::in_memory().unwrap().with_alert_quota(10);
+        let batch = |prefix: &str, n: usize, severity: u8| -> Vec<(String, String, u8)> {
+            (0..n)
+                .map(|i| {
+                    let body = format!(r#"{{"device":"d","severity":{severity}}}"#);
+                    (format!("{prefix}-{i}"), body, severity)
+                })
+                .collect()
+        };
+        store.insert_alerts("gw-a", &batch("crit", 4, 3)).unwrap();
+        store.insert_alerts("gw-a", &batch("med", 3, 1)).unwrap();
+        store.insert_alerts("gw-a", &batch("low", 8, 0)).unwrap();
+        store.insert_alerts("gw-b", &batch("low", 5, 0)).unwrap();
+        let held = |gw: &str, min: u8| {
+            store
+                .alerts(&AlertQuery {
+                    gateway: gw.into(),
+                    min_severity: min,
+                    include_acknowledged: true,
+                    limit: 100,
+                    ..Default::default()
+                })
+                .unwrap()
+                .len()
+        };
+        assert_eq!(held("gw-a", 0), 10, "capped at the quota");
+        assert_eq!(held("gw-a", 3), 4, "every critical kept");
+        assert_eq!(held("gw-a", 1), 7, "every medium kept");
+        assert_eq!(store.alert_drops("gw-a").unwrap(), [5, 0, 0, 0]);
+        assert_eq!(held("gw-b", 0), 5, "another gateway is not touched");
+        assert_eq!(store.alert_drops("gw-b").unwrap(), [0; 4]);
+        // A flood of lows past the quota keeps pushing out lows, never the criticals.
+        store.insert_alerts("gw-a", &batch("flood", 50, 0)).unwrap();
+        assert_eq!(held("gw-a", 3), 4);
+        assert_eq!(store.alert_drops("gw-a").unwrap(), [55, 0, 0, 0]);
     }
 }
