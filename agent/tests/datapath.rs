@@ -625,6 +625,41 @@ fn a_new_generation_rechecks_established_flows() {
     assert_eq!(dp.active().unwrap(), (1, 3));
 }
 
+/// A controller store recreated or restored can send a generation whose number is the active
+/// one with other content: it replaces the active one, and flows checked under the old
+/// content are re-checked (their conntrack entries carry the same number).
+#[test]
+fn a_same_numbered_generation_from_another_store_replaces_it_and_rechecks_flows() {
+    let (_pin, mut dp) = datapath("replace");
+    let syn = frame(PUMP_MAC, "192.0.2.10:40019", "198.51.100.10:104", L4::Syn);
+    let reply = frame(GW_MAC, "198.51.100.10:104", "192.0.2.10:40019", L4::Ack);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    assert!(conntrack_values(&mut dp).iter().all(|v| v.generation == 1));
+    // Generation 1 of another store: no DICOM rule.
+    let rules: Vec<_> = reference_rules()
+        .into_iter()
+        .filter(|r| r.rule_id != 1001)
+        .collect();
+    let mut other = state_with(1, reference_devices(), rules);
+    other.epoch = "another-store".into();
+    assert_eq!(
+        dp.apply(&other).unwrap(),
+        ApplyOutcome::Unchanged { generation: 1 },
+        "apply goes by the number"
+    );
+    assert!(matches!(
+        dp.replace(&other).unwrap(),
+        ApplyOutcome::Switched { from: 1, to: 1, .. }
+    ));
+    let marked = conntrack_values(&mut dp);
+    assert!(
+        !marked.is_empty() && marked.iter().all(|v| v.generation == 0),
+        "{marked:?}"
+    );
+    // The server's reply is judged by the new content: the flow is cut.
+    expect(&mut dp, false, &reply, TC_ACT_SHOT, Reason::DropPolicy);
+}
+
 #[test]
 fn the_flow_cache_answers_established_packets_but_never_overrides_conntrack() {
     // The per-CPU flow cache answers established packets without touching the conntrack
