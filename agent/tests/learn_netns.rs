@@ -262,7 +262,10 @@ fn dcmtk_and_python_hl7_identities_come_out_exactly_as_sent() {
         let l = learn::run(&LearnArgs {
             pcap: vec![file.clone()],
             site: Some(site.clone()),
-            out,
+            out: Some(out),
+            propose: None,
+            simulate: None,
+            devices: Vec::new(),
         })
         .unwrap();
         let name = file.display();
