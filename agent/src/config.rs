@@ -52,10 +52,18 @@ pub struct ControllerConfig {
     pub address: String,
     pub certs: PathBuf,
     pub gateway: String,
+    /// The name the controller's certificate must carry (`wardctl certs init --server-name`).
+    /// Default "localhost", which suits only the demo.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
     /// Alerts waiting for the controller (SQLite). Default `alerts-outbox.sqlite` beside
     /// `desired_state`.
     #[serde(default)]
     pub outbox: Option<PathBuf>,
+}
+
+fn default_server_name() -> String {
+    "localhost".into()
 }
 
 impl ControllerConfig {

@@ -45,14 +45,22 @@ pub fn from_der(der: &[u8]) -> Result<Identity> {
         .next()
         .and_then(|a| a.as_str().ok())
         .unwrap_or("");
+    // Names go into logs, the audit trail and file names: only the characters
+    // `wardctl certs init` issues (no control characters, separators or spaces).
+    let valid = |kind: &str, name: &str| {
+        crate::certs::validate_name(kind, name)
+            .map_err(|e| Error::Unauthenticated(format!("client certificate: {e}")))
+    };
     if let Some(g) = cn.strip_prefix("gateway:")
         && !g.is_empty()
     {
+        valid("gateway", g)?;
         return Ok(Identity::Gateway(g.to_string()));
     }
     if let Some(name) = cn.strip_prefix("user:")
         && !name.is_empty()
     {
+        valid("user", name)?;
         let role = match ou {
             "engineer" => Role::Engineer,
             "soc" => Role::Soc,
@@ -69,7 +77,8 @@ pub fn from_der(der: &[u8]) -> Result<Identity> {
         });
     }
     Err(Error::Unauthenticated(format!(
-        "certificate subject `{cn}` is neither gateway:NAME nor user:NAME"
+        "certificate subject `{}` is neither gateway:NAME nor user:NAME",
+        cn.escape_debug()
     )))
 }
 
