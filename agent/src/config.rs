@@ -218,6 +218,21 @@ mod tests {
     }
 
     #[test]
+    fn the_controller_name_is_configurable() {
+        let base = "interfaces: [a]\ncontroller:\n  address: https://198.51.100.20:7443\n  certs: /etc/wardgate/certs\n  gateway: gw-ward-3\n";
+        let cfg = AgentConfig::parse(base).unwrap();
+        assert_eq!(cfg.controller.unwrap().server_name, "localhost");
+        let cfg = AgentConfig::parse(&format!(
+            "{base}  server_name: controller.hospital.example\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.controller.unwrap().server_name,
+            "controller.hospital.example"
+        );
+    }
+
+    #[test]
     fn typos_and_bad_values_are_errors_with_location() {
         let err = AgentConfig::parse("interfaces: [a]\nunknown_device: drop\n").unwrap_err();
         let msg = format!("{err:#}");
