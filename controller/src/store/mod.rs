@@ -122,6 +122,16 @@ pub trait Store: Send + Sync {
     /// Alert bodies (JSON) with their acknowledgement, newest first.
     fn alerts(&self, limit: u32) -> Result<Vec<(String, bool, String)>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
+    /// The trail and the audit head file at `head`, read at one point (no write between).
+    fn audit_with_head(
+        &self,
+        head: &std::path::Path,
+    ) -> Result<(
+        Vec<AuditEntry>,
+        std::result::Result<Vec<crate::audit::head::HeadLine>, String>,
+    )> {
+        Ok((self.audit()?, crate::audit::head::read(head)))
+    }
     /// Applies `change`, appends its audit entry and stores any new generation, atomically:
     /// if the change, the compile or the audit fails, nothing is written.
     fn write(
@@ -140,8 +150,8 @@ pub fn verify_audit(
     store: &dyn Store,
     head: &std::path::Path,
 ) -> Result<std::result::Result<crate::audit::Report, String>> {
-    let entries = store.audit()?;
-    let lines = match crate::audit::head::read(head) {
+    let (entries, lines) = store.audit_with_head(head)?;
+    let lines = match lines {
         Ok(l) => l,
         Err(problem) => return Ok(Err(problem)),
     };

@@ -141,6 +141,26 @@ impl SqliteStore {
     }
 }
 
+fn audit_rows(c: &Connection) -> Result<Vec<AuditEntry>> {
+    let mut q = c.prepare("SELECT seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash FROM audit ORDER BY seq")?;
+    let rows = q
+        .query_map([], |r| {
+            Ok(AuditEntry {
+                seq: r.get::<_, i64>(0)? as u64,
+                unix_ms: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                diff: r.get(5)?,
+                reason: r.get(6)?,
+                prev_hash: r.get(7)?,
+                hash: r.get(8)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
     Ok(DeviceRow {
         name: r.get(0)?,
@@ -469,24 +489,21 @@ impl Store for SqliteStore {
     }
 
     fn audit(&self) -> Result<Vec<AuditEntry>> {
+        audit_rows(&self.conn())
+    }
+
+    fn audit_with_head(
+        &self,
+        head_path: &Path,
+    ) -> Result<(
+        Vec<AuditEntry>,
+        std::result::Result<Vec<head::HeadLine>, String>,
+    )> {
+        // Under the connection lock, which every write holds from its head append to its
+        // commit: the two are read at the same point.
         let c = self.conn();
-        let mut q = c.prepare("SELECT seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash FROM audit ORDER BY seq")?;
-        let rows = q
-            .query_map([], |r| {
-                Ok(AuditEntry {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    unix_ms: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    diff: r.get(5)?,
-                    reason: r.get(6)?,
-                    prev_hash: r.get(7)?,
-                    hash: r.get(8)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        let entries = audit_rows(&c)?;
+        Ok((entries, head::read(head_path)))
     }
 
     fn write(
