@@ -107,10 +107,14 @@ async fn every_write_appends_its_head_and_an_intact_trail_verifies() {
     assert_eq!(v.entries, entries.len() as u64);
     let (ok, out, err) = verify_data(&l.data());
     assert!(ok, "{out}{err}");
+    let n = entries.len();
     assert!(
-        out.contains(&format!("audit trail intact: {} entries", entries.len())),
+        out.contains(&format!(
+            "audit trail intact: {n} entries; the head file agrees up to entry {n} (kept since entry 0)"
+        )),
         "{out}"
     );
+    println!("{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,7 @@ pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::R
             Ok(())
         }
         AuditCmd::Verify { data, audit_head } => {
+            let mut report = None;
             let (intact, entries, problem) = match data {
                 Some(dir) => {
                     let store = crate::store::SqliteStore::open_read_only(&dir)
@@ -68,7 +69,11 @@ pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::R
                     let head =
                         audit_head.unwrap_or_else(|| dir.join(crate::audit::head::FILE_NAME));
                     match crate::store::verify_audit(&store, &head)? {
-                        Ok(r) => (true, r.entries as u64, String::new()),
+                        Ok(r) => {
+                            let n = r.entries as u64;
+                            report = Some(r);
+                            (true, n, String::new())
+                        }
                         Err(p) => (false, store.audit()?.len() as u64, p),
                     }
                 }
@@ -83,9 +88,15 @@ pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::R
             };
             match out {
                 OutputFormat::Json => output::json(
-                    &serde_json::json!({"intact": intact, "entries": entries, "problem": problem}),
+                    &serde_json::json!({"intact": intact, "entries": entries, "problem": problem, "report": report}),
                 )?,
-                OutputFormat::Human if intact => println!("audit trail intact: {entries} entries"),
+                OutputFormat::Human if intact => match report {
+                    Some(r) => println!(
+                        "audit trail intact: {entries} entries; the head file agrees up to entry {} (kept since entry {}); {} generations match their entries",
+                        r.head_seq, r.anchored_from, r.generations
+                    ),
+                    None => println!("audit trail intact: {entries} entries"),
+                },
                 OutputFormat::Human => eprintln!("audit trail BROKEN: {problem}"),
             }
             if intact {
