@@ -117,3 +117,43 @@ pub fn require_gateway<T>(req: &tonic::Request<T>, gateway: &str) -> Result<()> 
         Identity::User { name, .. } => Err(Error::Denied(format!("{name} is not a gateway agent"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    use super::*;
+
+    fn cert(cn: &str, ou: Option<&str>) -> Vec<u8> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(ou) = ou {
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, ou);
+        }
+        p.self_signed(&KeyPair::generate().unwrap())
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn names_from_certificates_are_validated() {
+        assert_eq!(
+            from_der(&cert("gateway:gw-ward-3", None)).unwrap(),
+            Identity::Gateway("gw-ward-3".into())
+        );
+        for (cn, ou) in [
+            ("gateway:gw\u{7}bell", None),
+            ("gateway:gw ward", None),
+            ("user:eve\nadmin", Some("engineer")),
+            ("user:../eve", Some("engineer")),
+        ] {
+            let e = from_der(&cert(cn, ou)).unwrap_err();
+            assert!(
+                matches!(e, Error::Unauthenticated(ref m) if m.contains("may hold only")),
+                "{cn:?}: {e}"
+            );
+        }
+    }
+}

@@ -149,6 +149,9 @@ pub async fn serve(
         store,
         push: Arc::new(Push::default()),
     };
+    if settings.max_connections == 0 {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
     if let Some(name) = &settings.server_name {
         check_server_name(tls, name)?;
     }

@@ -98,6 +98,12 @@ impl Change {
     }
 }
 
+/// The audit trail, and the head file's lines or why they could not be read.
+pub type AuditWithHead = (
+    Vec<AuditEntry>,
+    std::result::Result<Vec<crate::audit::head::HeadLine>, String>,
+);
+
 pub trait Store: Send + Sync {
     /// The file this store appends its audit chain heads to, if any.
     fn audit_head_path(&self) -> Option<std::path::PathBuf> {
@@ -123,13 +129,7 @@ pub trait Store: Send + Sync {
     fn alerts(&self, limit: u32) -> Result<Vec<(String, bool, String)>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
     /// The trail and the audit head file at `head`, read at one point (no write between).
-    fn audit_with_head(
-        &self,
-        head: &std::path::Path,
-    ) -> Result<(
-        Vec<AuditEntry>,
-        std::result::Result<Vec<crate::audit::head::HeadLine>, String>,
-    )> {
+    fn audit_with_head(&self, head: &std::path::Path) -> Result<AuditWithHead> {
         Ok((self.audit()?, crate::audit::head::read(head)))
     }
     /// Applies `change`, appends its audit entry and stores any new generation, atomically:

@@ -492,13 +492,7 @@ impl Store for SqliteStore {
         audit_rows(&self.conn())
     }
 
-    fn audit_with_head(
-        &self,
-        head_path: &Path,
-    ) -> Result<(
-        Vec<AuditEntry>,
-        std::result::Result<Vec<head::HeadLine>, String>,
-    )> {
+    fn audit_with_head(&self, head_path: &Path) -> Result<super::AuditWithHead> {
         // Under the connection lock, which every write holds from its head append to its
         // commit: the two are read at the same point.
         let c = self.conn();
