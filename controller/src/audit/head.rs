@@ -168,3 +168,40 @@ impl HeadFile {
         self.write_line(&format!("{seq} {hash} {unix_ms} aborted"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const H2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn lines_are_read_with_aborts_applied_and_errors_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(FILE_NAME);
+        let head = HeadFile::open(&p, (0, crate::audit::GENESIS)).unwrap();
+        head.append(1, H1, 10).unwrap();
+        head.append(2, H2, 20).unwrap();
+        head.abort(2, H2, 20).unwrap();
+        head.sync().unwrap();
+        let lines = read(&p).unwrap();
+        assert_eq!(
+            lines.iter().map(|l| (l.seq, l.adopted)).collect::<Vec<_>>(),
+            vec![(0, true), (1, false)]
+        );
+        assert_eq!(lines[1].hash, H1);
+        assert_eq!(lines[1].line, 2);
+
+        std::fs::write(&p, format!("1 {H1} 10\n2 nothex 20\n")).unwrap();
+        let e = read(&p).unwrap_err();
+        assert!(
+            e.ends_with(&format!("{}:2: `nothex` is not a sha256 hash", p.display())),
+            "{e}"
+        );
+        std::fs::write(&p, format!("1 {H1} 10 forged\n")).unwrap();
+        assert!(read(&p).unwrap_err().contains(":1: unknown tag `forged`"));
+        let e = read(&dir.path().join("absent")).unwrap_err();
+        assert!(e.starts_with("no audit head file at"), "{e}");
+    }
+}
