@@ -52,10 +52,18 @@ pub struct ControllerConfig {
     pub address: String,
     pub certs: PathBuf,
     pub gateway: String,
+    /// The name the controller's certificate must carry (`wardctl certs init --server-name`).
+    /// Default "localhost", which suits only the demo.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
     /// Alerts waiting for the controller (SQLite). Default `alerts-outbox.sqlite` beside
     /// `desired_state`.
     #[serde(default)]
     pub outbox: Option<PathBuf>,
+}
+
+fn default_server_name() -> String {
+    "localhost".into()
 }
 
 impl ControllerConfig {
@@ -207,6 +215,21 @@ mod tests {
         assert_eq!(cfg.interfaces.len(), 2);
         assert_eq!(cfg.non_ip, Action::Drop);
         assert_eq!(cfg.management[0].port, 22);
+    }
+
+    #[test]
+    fn the_controller_name_is_configurable() {
+        let base = "interfaces: [a]\ncontroller:\n  address: https://198.51.100.20:7443\n  certs: /etc/wardgate/certs\n  gateway: gw-ward-3\n";
+        let cfg = AgentConfig::parse(base).unwrap();
+        assert_eq!(cfg.controller.unwrap().server_name, "localhost");
+        let cfg = AgentConfig::parse(&format!(
+            "{base}  server_name: controller.hospital.example\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.controller.unwrap().server_name,
+            "controller.hospital.example"
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ async fn connect(cfg: &ControllerConfig) -> anyhow::Result<AgentServiceClient<Ch
             read(format!("gateway-{}.pem", cfg.gateway))?,
             read(format!("gateway-{}.key", cfg.gateway))?,
         ))
-        .domain_name("localhost");
+        .domain_name(cfg.server_name.clone());
     let ch = Channel::from_shared(cfg.address.clone())?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(5))

@@ -79,6 +79,7 @@ fn agent_config(lab: &LabController) -> ControllerConfig {
         address: lab.url(),
         certs: lab.certs().to_path_buf(),
         gateway: GW.into(),
+        server_name: "localhost".into(),
         outbox: None,
     }
 }

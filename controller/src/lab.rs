@@ -18,7 +18,7 @@ use wardgate_proto::v1::{
 use crate::{
     certs,
     cli::remote::Remote,
-    server::{self, TlsFiles},
+    server::{self, Settings, TlsFiles},
     store::{SqliteStore, Store},
 };
 
@@ -39,20 +39,36 @@ impl LabController {
         gateways: &[String],
         users: &[(&str, &str)],
     ) -> anyhow::Result<LabController> {
+        LabController::start_with(dir, gateways, users, &Settings::default()).await
+    }
+
+    /// As `start`, with server settings (limits, revocation list, audit head file).
+    pub async fn start_with(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        settings: &Settings,
+    ) -> anyhow::Result<LabController> {
         let cert_dir = dir.join("certs");
         let users: Vec<_> = users
             .iter()
             .map(|(n, r)| (n.to_string(), r.to_string()))
             .collect();
-        certs::init(&cert_dir, gateways, &users).context("writing lab certificates")?;
-        let store = Arc::new(SqliteStore::open(&dir.join("data")).context("opening the store")?);
+        certs::init(&cert_dir, gateways, &users, &certs::InitOptions::default())
+            .context("writing lab certificates")?;
+        let data = dir.join("data");
+        let store = Arc::new(
+            SqliteStore::open_with_head(&data, &settings.audit_head_path(&data))
+                .context("opening the store")?,
+        );
+        let settings = settings.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let tls = TlsFiles::in_dir(&cert_dir);
         let shared: Arc<dyn Store> = store.clone();
         let task = tokio::spawn(async move {
-            server::serve(shared, &tls, listener, async {
+            server::serve(shared, &tls, &settings, listener, async {
                 let _ = stopped.await;
             })
             .await
@@ -101,6 +117,7 @@ impl LabController {
             controller: self.url(),
             certs: self.certs.clone(),
             identity: identity.to_string(),
+            server_name: "localhost".into(),
         }
     }
 

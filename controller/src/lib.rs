@@ -8,6 +8,7 @@ pub mod cli;
 pub mod compile;
 pub mod error;
 pub mod lab;
+pub mod listener;
 pub mod push;
 pub mod server;
 pub mod service;

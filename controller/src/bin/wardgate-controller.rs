@@ -25,6 +25,8 @@ struct Cli {
     /// Directory with ca.pem, server.pem and server.key (as written by `wardctl certs init`).
     #[arg(long, default_value = "/etc/wardgate/certs")]
     certs: PathBuf,
+    #[command(flatten)]
+    settings: server::Settings,
 }
 
 #[tokio::main]
@@ -38,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&cli.data)
+        SqliteStore::open_with_head(&cli.data, &cli.settings.audit_head_path(&cli.data))
             .with_context(|| format!("opening store in {}", cli.data.display()))?,
     );
     let listener = tokio::net::TcpListener::bind(cli.listen)
@@ -54,5 +56,6 @@ async fn main() -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
-    server::serve(store, &TlsFiles::in_dir(&cli.certs), listener, shutdown).await
+    let tls = TlsFiles::in_dir(&cli.certs);
+    server::serve(store, &tls, &cli.settings, listener, shutdown).await
 }
