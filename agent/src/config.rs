@@ -41,6 +41,31 @@ pub struct AgentConfig {
     /// Policy sync from a controller. Without it the agent only applies `desired_state`.
     #[serde(default)]
     pub controller: Option<ControllerConfig>,
+    /// Prometheus metrics on `GET /metrics`. Without it the agent serves none.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The metrics endpoint (plain HTTP: bind it to loopback or a management address).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// e.g. `127.0.0.1:9464`
+    pub listen: std::net::SocketAddr,
+    /// How often map fill levels are sampled (a walk over every key of the large maps).
+    /// Default 30; at least 1.
+    #[serde(default = "default_map_fill_every_s")]
+    pub map_fill_every_s: u32,
+}
+
+impl MetricsConfig {
+    pub fn map_fill_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.map_fill_every_s.max(1)))
+    }
+}
+
+fn default_map_fill_every_s() -> u32 {
+    30
 }
 
 /// Where the controller is and which gateway this agent is (mTLS with the gateway's
