@@ -157,6 +157,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "netns",
                 "--test",
                 "segmentation",
+                "--test",
+                "metrics",
                 "--",
                 "--test-threads=1",
             ])

@@ -37,7 +37,7 @@ use crate::{
     datapath::convert::EventKind,
 };
 
-pub use fill::{Fill, MapFill};
+pub use fill::{Fill, MapFill, Sample, sample};
 
 /// Label set of one label.
 type Label = [(&'static str, &'static str); 1];
@@ -111,13 +111,13 @@ impl Collector for OutboxCollector {
         };
         ConstGauge::new(depth as i64).encode(encoder.encode_descriptor(
             "wardgate_agent_outbox_alerts",
-            "Alerts waiting for the controller's acknowledgement",
+            "Alerts waiting for the controller's acknowledgement.",
             None,
             MetricType::Gauge,
         )?)?;
         let mut m = encoder.encode_descriptor(
             "wardgate_agent_outbox_dropped_alerts",
-            "Alerts dropped past the outbox cap (lowest severity first), by severity",
+            "Alerts dropped past the outbox cap (lowest severity first), by severity.",
             None,
             MetricType::Counter,
         )?;
@@ -162,5 +162,89 @@ pub async fn start(cfg: &AgentConfig, live: &Live, outbox: Option<Arc<AlertQueue
         }
         Err(e) => tracing::error!(listen = %m.listen, error = %e,
             "metrics endpoint not started; the agent runs on without it"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use prometheus_client::encoding::prometheus_text;
+    use wardgate_proto::v1 as pb;
+
+    use super::*;
+    use crate::alerts::{OUTBOX_CAP, Outbox};
+
+    fn text(r: &Registry) -> String {
+        let mut t = String::new();
+        prometheus_text::encode(&mut t, r).unwrap();
+        t
+    }
+
+    /// `promtool check metrics` (Debian prometheus) must accept `text`.
+    fn promtool_check(text: &str) {
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool runs (apt package prometheus; `cargo xtask setup` installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}\n---\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn alert(i: usize, severity: &str) -> pb::Alert {
+        pb::Alert {
+            id: format!("a-{i}"),
+            severity: severity.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outbox_depth_and_drops_and_live_counters_are_served() {
+        let queue = AlertQueue::new(Outbox::default());
+        queue.push_all((0..OUTBOX_CAP).map(|i| alert(i, "high")).collect());
+        queue.push_all((0..3).map(|i| alert(OUTBOX_CAP + i, "low")).collect());
+        let live = Live::default();
+        live.event(EventKind::Deny);
+        live.event(EventKind::Deny);
+        live.controller_connected.set(1);
+        // No pins under this root: the datapath series are left out, the rest still served.
+        let r = registry(
+            "/nonexistent/wardgate".into(),
+            &live,
+            Some(queue),
+            Arc::new(Fill::default()),
+        );
+        let t = text(&r);
+        for line in [
+            format!("wardgate_agent_outbox_alerts {OUTBOX_CAP}"),
+            "wardgate_agent_outbox_dropped_alerts_total{severity=\"low\"} 3".into(),
+            "wardgate_agent_outbox_dropped_alerts_total{severity=\"high\"} 0".into(),
+            "wardgate_agent_events_total{kind=\"deny\"} 2".into(),
+            "wardgate_agent_events_total{kind=\"spoof\"} 0".into(),
+            "wardgate_agent_controller_connected 1".into(),
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing `{line}` in:\n{t}");
+        }
+        assert!(!t.contains("wardgate_agent_packets_total"), "{t}");
+        assert!(
+            !t.contains("wardgate_agent_map_entries"),
+            "no sample yet: {t}"
+        );
+        promtool_check(&t);
     }
 }

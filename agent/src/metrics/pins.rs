@@ -33,7 +33,7 @@ impl Collector for PinsCollector {
         };
         let mut m = encoder.encode_descriptor(
             "wardgate_agent_packets",
-            "Packets the datapath decided on, by verdict and reason",
+            "Packets the datapath decided on, by verdict and reason.",
             None,
             MetricType::Counter,
         )?;
@@ -46,7 +46,7 @@ impl Collector for PinsCollector {
         let mut m = encoder.encode_descriptor(
             "wardgate_agent_events_lost",
             "Datapath events not delivered, by why (rate_limited: over the per-device budget; \
-             ring_buffer_full) and kind",
+             ring_buffer_full) and kind.",
             None,
             MetricType::Counter,
         )?;
@@ -63,27 +63,27 @@ impl Collector for PinsCollector {
         }
         ConstGauge::new(i64::from(st.generation)).encode(encoder.encode_descriptor(
             "wardgate_agent_policy_generation",
-            "Policy generation the datapath enforces (0: none applied yet)",
+            "Policy generation the datapath enforces (0: none applied yet).",
             None,
             MetricType::Gauge,
         )?)?;
         if let Some(age_ms) = st.heartbeat_age_ms {
             ConstGauge::new(age_ms as f64 / 1000.0).encode(encoder.encode_descriptor(
                 "wardgate_agent_heartbeat_age_seconds",
-                "Age of the agent's last heartbeat as the datapath's clock sees it",
+                "Age of the agent's last heartbeat as the datapath's clock sees it.",
                 None,
                 MetricType::Gauge,
             )?)?;
         }
         ConstGauge::new(i64::from(st.watchdog.stale != 0)).encode(encoder.encode_descriptor(
             "wardgate_agent_watchdog_fired",
-            "1 while the fail-open watchdog has fired (fail-open devices only monitored)",
+            "1 while the fail-open watchdog has fired (fail-open devices only monitored).",
             None,
             MetricType::Gauge,
         )?)?;
         let mut m = encoder.encode_descriptor(
             "wardgate_agent_watchdog_transitions",
-            "Fail-open watchdog transitions, by direction",
+            "Fail-open watchdog transitions, by direction.",
             None,
             MetricType::Counter,
         )?;
