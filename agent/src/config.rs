@@ -204,7 +204,17 @@ impl AgentConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading agent config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in agent config {}", path.display()))
+        Self::parse(&text).map_err(|e| {
+            // file:line:column when the YAML says where.
+            let at = match e
+                .downcast_ref::<serde_saphyr::Error>()
+                .and_then(serde_saphyr::Error::location)
+            {
+                Some(l) => format!("{}:{}:{}", path.display(), l.line(), l.column()),
+                None => path.display().to_string(),
+            };
+            e.context(format!("in agent config {at}"))
+        })
     }
 }
 
@@ -232,6 +242,22 @@ mod tests {
         assert_eq!(cfg.interfaces.len(), 2);
         assert_eq!(cfg.non_ip, Action::Drop);
         assert_eq!(cfg.management[0].port, 22);
+    }
+
+    #[test]
+    fn a_file_error_names_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(
+            &path,
+            "interfaces: [a]\nmetrics:\n  listen: 127.0.0.1:9464\n  lsiten: x\n",
+        )
+        .unwrap();
+        let msg = format!("{:#}", AgentConfig::load(&path).unwrap_err());
+        assert!(
+            msg.contains(&format!("{}:4:3", path.display())) && msg.contains("lsiten"),
+            "{msg}"
+        );
     }
 
     #[test]

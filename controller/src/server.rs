@@ -11,6 +11,7 @@ use wardgate_proto::v1::{
 };
 
 use crate::{
+    metrics::ControllerMetrics,
     push::Push,
     service::{Ctx, admin::Admin, agent::Agent, alerts::Alerts},
     store::Store,
@@ -45,9 +46,10 @@ pub fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
         .client_auth_optional(false))
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves; the services count into `metrics`.
 pub async fn serve(
     store: Arc<dyn Store>,
+    metrics: Arc<ControllerMetrics>,
     tls: &TlsFiles,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
@@ -55,6 +57,7 @@ pub async fn serve(
     let ctx = Ctx {
         store,
         push: Arc::new(Push::default()),
+        metrics,
     };
     // Nagle off: a response written in pieces must not wait for the client's delayed ACK
     // (measured: 40 ms per admin call with it on).

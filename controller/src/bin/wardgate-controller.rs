@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser;
 use wardgate_controller::{
+    config::{self, ControllerConfig},
+    metrics::{self, ControllerMetrics},
     server::{self, TlsFiles},
     store::{SqliteStore, Store},
 };
@@ -16,15 +18,44 @@ use wardgate_controller::{
     about = "wardgate controller (gRPC, mTLS, embedded SQLite store)"
 )]
 struct Cli {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7443")]
-    listen: SocketAddr,
-    /// Data directory (the SQLite store lives in <data>/wardgate.db).
-    #[arg(long, default_value = "/var/lib/wardgate-controller")]
-    data: PathBuf,
-    /// Directory with ca.pem, server.pem and server.key (as written by `wardctl certs init`).
-    #[arg(long, default_value = "/etc/wardgate/certs")]
-    certs: PathBuf,
+    /// Configuration file (YAML; unknown keys are refused). If this default path does not
+    /// exist, the built-in defaults apply; a path given explicitly must exist.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides `listen` in the file; default 127.0.0.1:7443).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory, the SQLite store lives in <data>/wardgate.db (overrides `data`;
+    /// default /var/lib/wardgate-controller).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Directory with ca.pem, server.pem and server.key, as written by `wardctl certs init`
+    /// (overrides `certs`; default /etc/wardgate/certs).
+    #[arg(long)]
+    certs: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The file's settings (or the defaults), then the flags over them.
+    fn config(&self) -> anyhow::Result<ControllerConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => ControllerConfig::load(path)?,
+            None if std::path::Path::new(config::DEFAULT_PATH).exists() => {
+                ControllerConfig::load(config::DEFAULT_PATH.as_ref())?
+            }
+            None => ControllerConfig::default(),
+        };
+        if let Some(l) = self.listen {
+            cfg.listen = l;
+        }
+        if let Some(d) = &self.data {
+            cfg.data = d.clone();
+        }
+        if let Some(c) = &self.certs {
+            cfg.certs = c.clone();
+        }
+        Ok(cfg)
+    }
 }
 
 #[tokio::main]
@@ -36,15 +67,24 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let cfg = Cli::parse().config()?;
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&cli.data)
-            .with_context(|| format!("opening store in {}", cli.data.display()))?,
+        SqliteStore::open(&cfg.data)
+            .with_context(|| format!("opening store in {}", cfg.data.display()))?,
     );
-    let listener = tokio::net::TcpListener::bind(cli.listen)
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| format!("binding {}", cli.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, data = %cli.data.display(), "controller serving");
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let counters = Arc::new(ControllerMetrics::default());
+    if let Some(m) = cfg.metrics {
+        let metrics_listener = tokio::net::TcpListener::bind(m.listen)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {}", m.listen))?;
+        tracing::info!(listen = %m.listen, "metrics served on /metrics");
+        let registry = Arc::new(counters.registry(store.clone()));
+        tokio::spawn(metrics::serve(metrics_listener, registry));
+    }
+    tracing::info!(listen = %listener.local_addr()?, data = %cfg.data.display(), "controller serving");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -54,5 +94,12 @@ async fn main() -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
-    server::serve(store, &TlsFiles::in_dir(&cli.certs), listener, shutdown).await
+    server::serve(
+        store,
+        counters,
+        &TlsFiles::in_dir(&cfg.certs),
+        listener,
+        shutdown,
+    )
+    .await
 }
