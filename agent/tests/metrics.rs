@@ -225,9 +225,6 @@ fn metrics_move_while_traffic_flows_and_promtool_accepts_them() {
         moved(deny_events)
     );
 
-    if let Ok(p) = std::env::var("WARDGATE_METRICS_DUMP") {
-        std::fs::write(p, &second_text).unwrap();
-    }
     promtool_check(&first_text);
     promtool_check(&second_text);
 }

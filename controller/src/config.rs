@@ -40,6 +40,14 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
+/// Command-line flags that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+    pub certs: Option<PathBuf>,
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7443))
 }
@@ -62,6 +70,27 @@ impl Default for ControllerConfig {
 }
 
 impl ControllerConfig {
+    /// What the controller runs with: the file at `path` if given (it must exist), else the
+    /// file at `DEFAULT_PATH` if there is one, else the defaults; then command-line flags over
+    /// it.
+    pub fn resolve(path: Option<&Path>, flags: Overrides) -> anyhow::Result<Self> {
+        let mut cfg = match path {
+            Some(p) => Self::load(p)?,
+            None if Path::new(DEFAULT_PATH).exists() => Self::load(Path::new(DEFAULT_PATH))?,
+            None => Self::default(),
+        };
+        if let Some(l) = flags.listen {
+            cfg.listen = l;
+        }
+        if let Some(d) = flags.data {
+            cfg.data = d;
+        }
+        if let Some(c) = flags.certs {
+            cfg.certs = c;
+        }
+        Ok(cfg)
+    }
+
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         Ok(serde_saphyr::from_str(text)?)
     }
@@ -135,6 +164,29 @@ mod tests {
         let msg = format!("{:#}", ControllerConfig::load(&path).unwrap_err());
         assert!(msg.contains("line 1"), "{msg}");
         assert!(ControllerConfig::load(&dir.path().join("missing.yaml")).is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.yaml");
+        std::fs::write(&path, "listen: 0.0.0.0:8443\ndata: /srv/wg\n").unwrap();
+        let cfg = ControllerConfig::resolve(
+            Some(&path),
+            Overrides {
+                data: Some("/tmp/wg".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(cfg.data, PathBuf::from("/tmp/wg"));
+        assert_eq!(cfg.certs, default_certs());
+        assert!(
+            ControllerConfig::resolve(Some(&dir.path().join("nope.yaml")), Overrides::default())
+                .is_err(),
+            "a file named explicitly must exist"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser;
 use wardgate_controller::{
-    config::{self, ControllerConfig},
+    config::{ControllerConfig, Overrides},
     metrics::{self, ControllerMetrics},
     server::{self, TlsFiles},
     store::{SqliteStore, Store},
@@ -35,29 +35,6 @@ struct Cli {
     certs: Option<PathBuf>,
 }
 
-impl Cli {
-    /// The file's settings (or the defaults), then the flags over them.
-    fn config(&self) -> anyhow::Result<ControllerConfig> {
-        let mut cfg = match &self.config {
-            Some(path) => ControllerConfig::load(path)?,
-            None if std::path::Path::new(config::DEFAULT_PATH).exists() => {
-                ControllerConfig::load(config::DEFAULT_PATH.as_ref())?
-            }
-            None => ControllerConfig::default(),
-        };
-        if let Some(l) = self.listen {
-            cfg.listen = l;
-        }
-        if let Some(d) = &self.data {
-            cfg.data = d.clone();
-        }
-        if let Some(c) = &self.certs {
-            cfg.certs = c.clone();
-        }
-        Ok(cfg)
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -67,7 +44,15 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cfg = Cli::parse().config()?;
+    let cli = Cli::parse();
+    let cfg = ControllerConfig::resolve(
+        cli.config.as_deref(),
+        Overrides {
+            listen: cli.listen,
+            data: cli.data,
+            certs: cli.certs,
+        },
+    )?;
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&cfg.data)
             .with_context(|| format!("opening store in {}", cfg.data.display()))?,
