@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod events;
 pub mod lab;
 pub mod learn;
+pub mod metrics;
 pub mod netns;
 pub mod paths;
 pub mod run;

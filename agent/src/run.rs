@@ -446,9 +446,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .controller
         .as_ref()
         .map(|c| open_outbox(&c.outbox_path(&cfg.desired_state)));
+    let live = crate::metrics::Live::default();
+    crate::metrics::start(&cfg, &live, alerts.clone()).await;
     let reader_alerts = alerts.clone();
+    let reader_live = live.clone();
     let reader = tokio::spawn(async move {
-        if let Err(e) = crate::events::read_events(ring, rx, reader_alerts).await {
+        if let Err(e) = crate::events::read_events(ring, rx, reader_alerts, reader_live).await {
             tracing::error!(error = format!("{e:#}"), "event reader stopped");
         }
     });
@@ -466,6 +469,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             notify_tx,
             applied_rx,
             alerts,
+            live,
         ))
     });
     let mut seen = mtime(&cfg.desired_state);

@@ -1,5 +1,6 @@
 //! A controller in-process on loopback with real mTLS and a real SQLite store, for tests, the
-//! controller bench and the demo: lab certificates, the server task, and clients per identity.
+//! controller bench and the demo: lab certificates, the server task, its metrics endpoint, and
+//! clients per identity.
 
 use std::{
     net::SocketAddr,
@@ -18,6 +19,7 @@ use wardgate_proto::v1::{
 use crate::{
     certs,
     cli::remote::Remote,
+    metrics::{self, ControllerMetrics},
     server::{self, Settings, TlsFiles},
     store::{SqliteStore, Store},
 };
@@ -26,14 +28,17 @@ use crate::{
 pub struct LabController {
     pub addr: SocketAddr,
     pub store: Arc<SqliteStore>,
+    /// Where `GET /metrics` is served (plain HTTP, loopback).
+    pub metrics_addr: SocketAddr,
     certs: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    metrics_task: JoinHandle<()>,
 }
 
 impl LabController {
     /// Writes lab certificates for `gateways` and `users` (name, role) under `dir/certs`, opens
-    /// the store in `dir/data` and serves on an ephemeral loopback port.
+    /// the store in `dir/data` and serves on an ephemeral loopback port (metrics on another).
     pub async fn start(
         dir: &Path,
         gateways: &[String],
@@ -67,8 +72,13 @@ impl LabController {
         let (stop, stopped) = oneshot::channel();
         let tls = TlsFiles::in_dir(&cert_dir);
         let shared: Arc<dyn Store> = store.clone();
+        let counters = Arc::new(ControllerMetrics::default());
+        let registry = Arc::new(counters.registry(shared.clone()));
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        let metrics_task = tokio::spawn(metrics::serve(metrics_listener, registry));
         let task = tokio::spawn(async move {
-            server::serve(shared, &tls, &settings, listener, async {
+            server::serve(shared, counters, &tls, &settings, listener, async {
                 let _ = stopped.await;
             })
             .await
@@ -76,9 +86,11 @@ impl LabController {
         Ok(LabController {
             addr,
             store,
+            metrics_addr,
             certs: cert_dir,
             stop: Some(stop),
             task: Some(task),
+            metrics_task,
         })
     }
 
@@ -177,6 +189,7 @@ impl LabController {
 
 impl Drop for LabController {
     fn drop(&mut self) {
+        self.metrics_task.abort();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

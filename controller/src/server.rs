@@ -16,6 +16,7 @@ use wardgate_proto::v1::{
 
 use crate::{
     listener,
+    metrics::ControllerMetrics,
     push::Push,
     service::{Ctx, admin::Admin, agent::Agent, alerts::Alerts},
     store::Store,
@@ -137,9 +138,10 @@ pub fn check_server_name(files: &TlsFiles, name: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves; the services count into `metrics`.
 pub async fn serve(
     store: Arc<dyn Store>,
+    metrics: Arc<ControllerMetrics>,
     tls: &TlsFiles,
     settings: &Settings,
     listener: tokio::net::TcpListener,
@@ -148,6 +150,7 @@ pub async fn serve(
     let ctx = Ctx {
         store,
         push: Arc::new(Push::default()),
+        metrics,
     };
     if settings.max_connections == 0 {
         anyhow::bail!("--max-connections must be at least 1");

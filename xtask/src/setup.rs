@@ -27,6 +27,9 @@ const APT: &[&str] = &[
     "wrk",
     "dcmtk",
     "python3-pip",
+    // promtool checks both /metrics endpoints; curl scrapes the agent's inside its namespace.
+    "prometheus",
+    "curl",
 ];
 
 const PIP: &[(&str, &str)] = &[

@@ -168,6 +168,7 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "segmentation",
                 "--test",
                 "learn_netns",
+                "metrics",
                 "--",
                 "--test-threads=1",
             ])

@@ -42,6 +42,14 @@ pub struct GatewayRow {
     pub last_error: String,
 }
 
+/// A gateway's latest generation and the one its agent last reported applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayGenerations {
+    pub gateway: String,
+    pub latest: u32,
+    pub applied: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenerationRow {
     pub gateway: String,
@@ -121,6 +129,21 @@ pub trait Store: Send + Sync {
             .generations_after(gateway, generation.saturating_sub(1))?
             .into_iter()
             .find(|g| g.generation == generation))
+    }
+    /// Every gateway with its latest generation and the one its agent last reported applied
+    /// (for metrics: read at every scrape, so backends should answer it in one query).
+    fn gateway_generations(&self) -> Result<Vec<GatewayGenerations>> {
+        self.snapshot()?
+            .gateways
+            .into_iter()
+            .map(|g| {
+                Ok(GatewayGenerations {
+                    latest: self.latest_generation(&g.name)?,
+                    applied: g.applied_generation,
+                    gateway: g.name,
+                })
+            })
+            .collect()
     }
     fn report_status(&self, gateway: &str, applied: u32, error: &str) -> Result<()>;
     /// Stores alerts (deduplicated by id); returns the ids now stored (new or already there).

@@ -452,6 +452,23 @@ impl Store for SqliteStore {
         )?)
     }
 
+    fn gateway_generations(&self) -> Result<Vec<super::GatewayGenerations>> {
+        let c = self.conn();
+        let mut q = c.prepare_cached(
+            "SELECT g.name, COALESCE(MAX(n.generation), 0), g.applied_generation
+             FROM gateways g LEFT JOIN generations n ON n.gateway = g.name
+             GROUP BY g.name ORDER BY g.name",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok(super::GatewayGenerations {
+                gateway: r.get(0)?,
+                latest: r.get(1)?,
+                applied: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn report_status(&self, gateway: &str, applied: u32, error: &str) -> Result<()> {
         let n = self.conn().execute(
             "UPDATE gateways SET applied_generation = ?2, last_error = ?3, last_seen_ms = ?4 WHERE name = ?1",
