@@ -226,7 +226,13 @@ impl Drop for Killed {
 fn the_binary_serves_metrics_from_its_config_file_and_refuses_typos() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    wardgate_controller::certs::init(&certs, &[GW.to_string()], &[]).unwrap();
+    wardgate_controller::certs::init(
+        &certs,
+        &[GW.to_string()],
+        &[],
+        &wardgate_controller::certs::InitOptions::default(),
+    )
+    .unwrap();
     let (grpc, metrics) = (free_port(), free_port());
     let config = dir.path().join("controller.yaml");
     std::fs::write(
