@@ -1,0 +1,5 @@
+//! What both wardgate daemons (agent and controller) share with the service manager: the log
+//! format (`--log-format text|json`) and systemd readiness, stop and watchdog notifications.
+
+pub mod log;
+pub mod notify;
