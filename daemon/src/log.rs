@@ -92,7 +92,11 @@ mod tests {
         let out = buf.clone();
         let sub = subscriber(format, move || out.clone(), false);
         tracing::subscriber::with_default(sub, || {
-            tracing::info!(generation = 7, iface = "wg-dev0", "policy generation switched");
+            tracing::info!(
+                generation = 7,
+                iface = "wg-dev0",
+                "policy generation switched"
+            );
             tracing::debug!("below the default level");
         });
         String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()

@@ -36,9 +36,7 @@ impl Watchdog {
     }
 
     fn for_timeout(timeout: Duration) -> Option<Watchdog> {
-        (!timeout.is_zero()).then_some(Watchdog {
-            every: timeout / 2,
-        })
+        (!timeout.is_zero()).then_some(Watchdog { every: timeout / 2 })
     }
 
     pub fn every(&self) -> Duration {

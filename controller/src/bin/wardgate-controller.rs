@@ -25,18 +25,14 @@ struct Cli {
     /// Directory with ca.pem, server.pem and server.key (as written by `wardctl certs init`).
     #[arg(long, default_value = "/etc/wardgate/certs")]
     certs: PathBuf,
+    #[command(flatten)]
+    log: wardgate_daemon::log::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    wardgate_daemon::log::init(cli.log.log_format);
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&cli.data)
             .with_context(|| format!("opening store in {}", cli.data.display()))?,
@@ -44,7 +40,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, data = %cli.data.display(), "controller serving");
+    let tls = TlsFiles::in_dir(&cli.certs);
+    // Certificates checked before READY=1: a controller that cannot serve TLS never says ready.
+    server::tls_config(&tls)?;
+    let listen = listener.local_addr()?;
+    tracing::info!(%listen, data = %cli.data.display(), "controller serving");
+    wardgate_daemon::notify::ready(&format!("serving on {listen}"));
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -53,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {},
         }
         tracing::info!("shutting down");
+        wardgate_daemon::notify::stopping("finishing open calls");
     };
-    server::serve(store, &TlsFiles::in_dir(&cli.certs), listener, shutdown).await
+    server::serve(store, &tls, listener, shutdown).await
 }
