@@ -476,10 +476,6 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         ))
     });
     let mut seen = mtime(&cfg.desired_state);
-    // The datapath is loaded or adopted, the last desired state applied, and the interfaces
-    // that exist attached (`prepare`): only now is the agent doing its job.
-    let (_, generation) = dp.active()?;
-    wardgate_daemon::notify::ready(&format!("enforcing generation {generation}"));
     // systemd's watchdog is pinged from this loop, after a heartbeat that was written: a stuck
     // or failing map writer stops the pings and systemd restarts the agent.
     let watchdog = wardgate_daemon::notify::Watchdog::from_env();
@@ -487,6 +483,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut beat_ok = true;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
+    // The datapath is loaded or adopted, the last desired state applied, and the interfaces
+    // that exist attached (`prepare`), and SIGTERM is handled: only now is the agent ready.
+    let (_, generation) = dp.active()?;
+    wardgate_daemon::notify::ready(&format!("enforcing generation {generation}"));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut iface_tick = tokio::time::interval(INTERFACE_POLL);
     iface_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -39,6 +39,17 @@ impl LabController {
         gateways: &[String],
         users: &[(&str, &str)],
     ) -> anyhow::Result<LabController> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::start_on(dir, gateways, users, listener).await
+    }
+
+    /// As `start`, serving on `listener` (a controller that comes up at a known address).
+    pub async fn start_on(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<LabController> {
         let cert_dir = dir.join("certs");
         let users: Vec<_> = users
             .iter()
@@ -46,7 +57,6 @@ impl LabController {
             .collect();
         certs::init(&cert_dir, gateways, &users).context("writing lab certificates")?;
         let store = Arc::new(SqliteStore::open(&dir.join("data")).context("opening the store")?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let tls = TlsFiles::in_dir(&cert_dir);
