@@ -140,8 +140,17 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "wardgate-controller",
                 "--tests",
             ])?;
-            // Policy sync against an in-process controller (no root: the test plays the writer).
-            cargo_test(&["--release", "-p", "wardgate-agent", "--test", "sync"])
+            // Policy sync against an in-process controller (no root: the test plays the writer);
+            // the agent's systemd unit through systemd-analyze.
+            cargo_test(&[
+                "--release",
+                "-p",
+                "wardgate-agent",
+                "--test",
+                "sync",
+                "--test",
+                "unit_file",
+            ])
         }
         Tier::Datapath => {
             privileged_preflight()?;
@@ -157,6 +166,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "netns",
                 "--test",
                 "segmentation",
+                "--test",
+                "service",
                 "--",
                 "--test-threads=1",
             ])
