@@ -18,5 +18,8 @@ fn the_packaged_example_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples/agent.yaml");
     let cfg = wardgate_agent::config::AgentConfig::load(&path).unwrap();
     assert_eq!(cfg.pin_root, Path::new(wardgate_common::PIN_ROOT));
-    assert_eq!(cfg.desired_state, Path::new(wardgate_agent::paths::DESIRED_STATE));
+    assert_eq!(
+        cfg.desired_state,
+        Path::new(wardgate_agent::paths::DESIRED_STATE)
+    );
 }

@@ -25,15 +25,19 @@ pub enum Tier {
     /// The demo ward end to end: controller on its embedded store, wardctl, the agent syncing
     /// and enforcing (root). The README's main command, checked.
     Demo,
+    /// The .deb packages: built, installed with dpkg, their binaries and services started as
+    /// systemd would, purged (root).
+    Package,
 }
 
-const ALL: [Tier; 6] = [
+const ALL: [Tier; 7] = [
     Tier::Fmt,
     Tier::Clippy,
     Tier::Unit,
     Tier::Datapath,
     Tier::Attach,
     Tier::Demo,
+    Tier::Package,
 ];
 
 fn privileged_preflight() -> anyhow::Result<()> {
@@ -175,6 +179,10 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
         Tier::Demo => {
             privileged_preflight()?;
             crate::demo::build_and_run()
+        }
+        Tier::Package => {
+            privileged_preflight()?;
+            crate::package_check::run()
         }
     }
 }
