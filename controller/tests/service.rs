@@ -119,6 +119,23 @@ async fn ready_once_it_listens_stopping_on_sigterm_and_json_logs() {
 }
 
 #[test]
+fn a_sigterm_right_after_ready_is_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    wardgate_controller::certs::init(&certs, &[], &[]).unwrap();
+    let sock = notify_socket(dir.path());
+    let mut child = start(dir.path(), &certs);
+    let ready = recv(&sock).expect("READY=1 within 30 s");
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // Safety: kill on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stopping = recv(&sock).expect("STOPPING=1 within 30 s");
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn without_its_certificates_it_never_says_ready_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let sock = notify_socket(dir.path());

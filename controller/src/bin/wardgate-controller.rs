@@ -44,11 +44,12 @@ async fn main() -> anyhow::Result<()> {
     // Certificates checked before READY=1: a controller that cannot serve TLS never says ready.
     server::tls_config(&tls)?;
     let listen = listener.local_addr()?;
+    // Handled before READY=1: a SIGTERM right after it is a clean stop.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
     tracing::info!(%listen, data = %cli.data.display(), "controller serving");
     wardgate_daemon::notify::ready(&format!("serving on {listen}"));
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+    let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {},
             _ = tokio::signal::ctrl_c() => {},
