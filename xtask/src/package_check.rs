@@ -131,15 +131,21 @@ pub fn run() -> anyhow::Result<()> {
         println!("systemd-analyze verify {}: ok", path.display());
     }
 
-    // The agent, in a namespace of its own with the example config's interface.
+    // The agent, in a namespace of its own holding the interfaces the installed config names.
     let ns = format!("wgpkg-{}", std::process::id());
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     cmd::run(Command::new("ip").args(["netns", "add", &ns]))?;
     installed.netns = Some(ns.clone());
-    cmd::run(Command::new("ip").args([
-        "-n", &ns, "link", "add", "wg-dev0", "type", "veth", "peer", "name", "wg-peer0",
-    ]))?;
-    cmd::run(Command::new("ip").args(["-n", &ns, "link", "set", "wg-dev0", "up"]))?;
+    let config = std::fs::read_to_string("/etc/wardgate/agent.yaml")?;
+    let interfaces = config_interfaces(&config)
+        .context("/etc/wardgate/agent.yaml: no `interfaces: [..]` line")?;
+    for (i, iface) in interfaces.iter().enumerate() {
+        let peer = format!("wgpkg-peer{i}");
+        cmd::run(Command::new("ip").args([
+            "-n", &ns, "link", "add", iface, "type", "veth", "peer", "name", &peer,
+        ]))?;
+        cmd::run(Command::new("ip").args(["-n", &ns, "link", "set", iface, "up"]))?;
+    }
     start_like_systemd("wardgate-agent.service", Some(&ns))?;
 
     // The controller, with certificates made by the installed wardctl, readable by its user as
@@ -168,6 +174,17 @@ pub fn run() -> anyhow::Result<()> {
     );
     println!("packages purged");
     Ok(())
+}
+
+/// The names in the config's `interfaces: [a, b]` line (the examples' flow style).
+fn config_interfaces(config: &str) -> Option<Vec<String>> {
+    let list = config
+        .lines()
+        .find_map(|l| l.strip_prefix("interfaces:"))?
+        .trim()
+        .strip_prefix('[')?
+        .strip_suffix(']')?;
+    Some(list.split(',').map(|s| s.trim().to_string()).collect())
 }
 
 /// The unit's `Key=` values, in order.
