@@ -222,6 +222,7 @@ fn start_like_systemd(unit_name: &str, netns: Option<&str>) -> anyhow::Result<()
     let dir = std::env::temp_dir().join(format!("wardgate-pkg-{}-{unit_name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    let _remove = RemoveDir(dir.clone());
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path)?;
     if let Some(user) = user {
@@ -286,8 +287,16 @@ fn start_like_systemd(unit_name: &str, netns: Option<&str>) -> anyhow::Result<()
         log_text()
     );
     println!("{unit_name}: STOPPING=1, exit 0");
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The check's scratch directory (notify socket, service log), removed however it ends.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A started service, killed if the check fails half-way.
