@@ -13,6 +13,8 @@ struct Cli {
     /// changes, so pins under /sys/fs/bpf stay shared.
     #[arg(long, global = true)]
     netns: Option<String>,
+    #[command(flatten)]
+    log: wardgate_daemon::log::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,14 +38,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    wardgate_daemon::log::init(cli.log.log_format);
     // Before any thread exists, so every runtime thread is in the namespace too.
     if let Some(ns) = &cli.netns {
         netns::enter(ns).with_context(|| format!("entering network namespace {ns}"))?;

@@ -102,7 +102,11 @@ pub async fn run(
         if link.connected {
             backoff = Duration::from_secs(1);
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            // The agent is stopping and wants its alerts delivered: retry now.
+            () = link.alerts.hurried() => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
@@ -185,7 +189,7 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
             () = link.alerts.added() => flush(&link.alerts, &out).await?,
             ack = acks.message() => {
                 let Some(ack) = ack? else { return Ok(()) };
-                link.alerts.lock().ack(&ack.ids);
+                link.alerts.ack(&ack.ids);
             }
         }
     }

@@ -44,7 +44,8 @@ impl LabController {
         gateways: &[String],
         users: &[(&str, &str)],
     ) -> anyhow::Result<LabController> {
-        LabController::start_with(dir, gateways, users, &Settings::default()).await
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_on(dir, gateways, users, listener, &Settings::default()).await
     }
 
     /// As `start`, with server settings (limits, revocation list, audit head file).
@@ -52,6 +53,27 @@ impl LabController {
         dir: &Path,
         gateways: &[String],
         users: &[(&str, &str)],
+        settings: &Settings,
+    ) -> anyhow::Result<LabController> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_on(dir, gateways, users, listener, settings).await
+    }
+
+    /// As `start`, serving on `listener` (a controller that comes up at a known address).
+    pub async fn start_on(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<LabController> {
+        LabController::serve_on(dir, gateways, users, listener, &Settings::default()).await
+    }
+
+    async fn serve_on(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        listener: tokio::net::TcpListener,
         settings: &Settings,
     ) -> anyhow::Result<LabController> {
         let cert_dir = dir.join("certs");
@@ -67,7 +89,6 @@ impl LabController {
                 .context("opening the store")?,
         );
         let settings = settings.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let tls = TlsFiles::in_dir(&cert_dir);

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use wardgate_controller::{
     config::{ControllerConfig, Overrides},
+    listener::TlsState,
     metrics::{self, ControllerMetrics},
     server::{self, TlsFiles},
     store::{SqliteStore, Store},
@@ -35,18 +36,14 @@ struct Cli {
     certs: Option<PathBuf>,
     #[command(flatten)]
     settings: server::Settings,
+    #[command(flatten)]
+    log: wardgate_daemon::log::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    wardgate_daemon::log::init(cli.log.log_format);
     let cfg = ControllerConfig::resolve(
         cli.config.as_deref(),
         Overrides {
@@ -71,23 +68,23 @@ async fn main() -> anyhow::Result<()> {
         let registry = Arc::new(counters.registry(store.clone()));
         tokio::spawn(metrics::serve(metrics_listener, registry));
     }
-    tracing::info!(listen = %listener.local_addr()?, data = %cfg.data.display(), "controller serving");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+    let tls = TlsFiles::in_dir(&cfg.certs);
+    // Certificates (and the revocation list) checked before READY=1: a controller that cannot
+    // serve TLS never says ready.
+    TlsState::load(&tls, cli.settings.crl_path(&cfg.certs).as_deref())?;
+    let listen = listener.local_addr()?;
+    // Handled before READY=1: a SIGTERM right after it is a clean stop.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    tracing::info!(%listen, data = %cfg.data.display(), "controller serving");
+    wardgate_daemon::notify::ready(&format!("serving on {listen}"));
+    let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {},
             _ = tokio::signal::ctrl_c() => {},
         }
         tracing::info!("shutting down");
+        wardgate_daemon::notify::stopping("finishing open calls");
     };
-    server::serve(
-        store,
-        counters,
-        &TlsFiles::in_dir(&cfg.certs),
-        &cli.settings,
-        listener,
-        shutdown,
-    )
-    .await
+    server::serve(store, counters, &tls, &cli.settings, listener, shutdown).await
 }
