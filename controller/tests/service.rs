@@ -68,7 +68,13 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 async fn ready_once_it_listens_stopping_on_sigterm_and_json_logs() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    wardgate_controller::certs::init(&certs, &[], &[("eve".into(), "engineer".into())]).unwrap();
+    wardgate_controller::certs::init(
+        &certs,
+        &[],
+        &[("eve".into(), "engineer".into())],
+        &wardgate_controller::certs::InitOptions::default(),
+    )
+    .unwrap();
     let sock = notify_socket(dir.path());
     let mut child = start(dir.path(), &certs);
 
@@ -87,6 +93,7 @@ async fn ready_once_it_listens_stopping_on_sigterm_and_json_logs() {
         controller: format!("https://localhost:{port}"),
         certs: certs.clone(),
         identity: "user-eve".into(),
+        server_name: "localhost".into(),
     };
     let mut admin = AdminServiceClient::new(remote.channel().await.unwrap());
     admin
@@ -122,7 +129,13 @@ async fn ready_once_it_listens_stopping_on_sigterm_and_json_logs() {
 fn a_sigterm_right_after_ready_is_a_clean_stop() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    wardgate_controller::certs::init(&certs, &[], &[]).unwrap();
+    wardgate_controller::certs::init(
+        &certs,
+        &[],
+        &[],
+        &wardgate_controller::certs::InitOptions::default(),
+    )
+    .unwrap();
     let sock = notify_socket(dir.path());
     let mut child = start(dir.path(), &certs);
     let ready = recv(&sock).expect("READY=1 within 30 s");

@@ -251,7 +251,15 @@ async fn named_controller(
     let addr = listener.local_addr().unwrap();
     let tls = TlsFiles::in_dir(&certs_dir);
     let task = tokio::spawn(async move {
-        server::serve(store, &tls, &settings, listener, std::future::pending()).await
+        server::serve(
+            store,
+            Default::default(),
+            &tls,
+            &settings,
+            listener,
+            std::future::pending(),
+        )
+        .await
     });
     (addr, task)
 }
