@@ -61,6 +61,7 @@ pub async fn read_events(
     ring: RingBuf<MapData>,
     state: watch::Receiver<Option<Arc<DesiredState>>>,
     alerts: Option<Arc<AlertQueue>>,
+    metrics: crate::metrics::Live,
 ) -> anyhow::Result<()> {
     // Alert ids: this reader's start time and a sequence number, unique per gateway.
     let started = unix_ms();
@@ -78,6 +79,7 @@ pub async fn read_events(
         while let Some(item) = ring.next() {
             match convert::event(&item) {
                 Some(ev) => {
+                    metrics.event(ev.kind);
                     if let Some(s) = state.borrow_and_update().clone() {
                         generations.observe(s);
                     }
@@ -92,6 +94,7 @@ pub async fn read_events(
                 }
                 None => {
                     skipped += 1;
+                    metrics.events_malformed.inc();
                     tracing::warn!(
                         skipped,
                         len = item.len(),

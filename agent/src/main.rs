@@ -13,6 +13,8 @@ struct Cli {
     /// changes, so pins under /sys/fs/bpf stay shared.
     #[arg(long, global = true)]
     netns: Option<String>,
+    #[command(flatten)]
+    log: wardgate_daemon::log::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,6 +26,8 @@ enum Command {
         #[arg(long, default_value = paths::CONFIG)]
         config: PathBuf,
     },
+    /// Learn flow records and per-device baselines from capture files (offline; no datapath).
+    Learn(wardgate_agent::learn::LearnArgs),
     /// Print the active generation, per-reason packet counters and lost events from the pinned
     /// maps (read-only).
     Status {
@@ -34,19 +38,17 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    wardgate_daemon::log::init(cli.log.log_format);
     // Before any thread exists, so every runtime thread is in the namespace too.
     if let Some(ns) = &cli.netns {
         netns::enter(ns).with_context(|| format!("entering network namespace {ns}"))?;
     }
     match cli.command {
+        Command::Learn(args) => {
+            let learned = wardgate_agent::learn::run(&args)?;
+            wardgate_agent::learn::print_summary(&learned, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
         Command::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("starting tokio")?;

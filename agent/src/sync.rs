@@ -17,7 +17,7 @@ use wardgate_proto::v1::{
     agent_service_client::AgentServiceClient,
 };
 
-use crate::{alerts::AlertQueue, config::ControllerConfig};
+use crate::{alerts::AlertQueue, config::ControllerConfig, metrics::Live};
 
 /// What the agent enforces, as the controller names it: generation, the epoch of the store it
 /// came from and its content hash (empty when unknown: the controller then sends its latest).
@@ -56,7 +56,7 @@ async fn connect(cfg: &ControllerConfig) -> anyhow::Result<AgentServiceClient<Ch
             read(format!("gateway-{}.pem", cfg.gateway))?,
             read(format!("gateway-{}.key", cfg.gateway))?,
         ))
-        .domain_name("localhost");
+        .domain_name(cfg.server_name.clone());
     let ch = Channel::from_shared(cfg.address.clone())?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(5))
@@ -77,6 +77,7 @@ struct Link<'a> {
     writer: &'a mpsc::Sender<Arc<DesiredState>>,
     applied: &'a mut mpsc::Receiver<Applied>,
     alerts: Arc<AlertQueue>,
+    metrics: Live,
     /// The last session got as far as registering: the next retry starts from the shortest delay.
     connected: bool,
 }
@@ -90,6 +91,7 @@ pub async fn run(
     writer: mpsc::Sender<Arc<DesiredState>>,
     mut applied: mpsc::Receiver<Applied>,
     alerts: Arc<AlertQueue>,
+    metrics: Live,
 ) {
     let mut link = Link {
         cfg: &cfg,
@@ -97,12 +99,15 @@ pub async fn run(
         writer: &writer,
         applied: &mut applied,
         alerts,
+        metrics,
         connected: false,
     };
     let mut backoff = Duration::from_secs(1);
     loop {
         link.connected = false;
-        match session(&mut link).await {
+        let ended = session(&mut link).await;
+        link.metrics.controller_connected.set(0);
+        match ended {
             Ok(()) => tracing::warn!("controller closed the policy stream; reconnecting"),
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "controller unreachable; enforcing the last policy")
@@ -111,7 +116,11 @@ pub async fn run(
         if link.connected {
             backoff = Duration::from_secs(1);
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            // The agent is stopping and wants its alerts delivered: retry now.
+            () = link.alerts.hurried() => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
@@ -141,6 +150,11 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
         .await?
         .into_inner();
     link.connected = true;
+    link.metrics.controller_connects.inc();
+    link.metrics.controller_connected.set(1);
+    link.metrics
+        .controller_generation
+        .set(i64::from(reg.latest_generation));
     tracing::info!(
         gateway = cfg.gateway,
         latest = reg.latest_generation,
@@ -204,6 +218,7 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
                     tracing::warn!(from = link.holding.epoch, to = state.epoch, generation, "policy from a new store epoch");
                 }
                 tracing::info!(generation, epoch = state.epoch, reason, "policy received from controller");
+                link.metrics.controller_generation.set(i64::from(generation));
                 link.writer.send(Arc::new(state)).await.context("the map writer stopped")?;
             }
             Some(done) = link.applied.recv() => {
@@ -213,7 +228,7 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
             () = link.alerts.added() => flush(&link.alerts, &out).await?,
             ack = acks.message() => {
                 let Some(ack) = ack? else { return Ok(()) };
-                link.alerts.lock().ack(&ack.ids);
+                link.alerts.ack(&ack.ids);
             }
         }
     }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use wardgate_agent::{
     alerts::{AlertQueue, Outbox},
     config::ControllerConfig,
+    metrics::Live,
     sync::{self, Applied, Holding},
 };
 use wardgate_controller::{
@@ -72,6 +73,7 @@ fn agent_config(lab: &LabController) -> ControllerConfig {
         address: lab.url(),
         certs: lab.certs().to_path_buf(),
         gateway: GW.into(),
+        server_name: "localhost".into(),
         outbox: None,
     }
 }
@@ -111,6 +113,7 @@ impl Agent {
             writer,
             applied,
             AlertQueue::new(Outbox::default()),
+            Live::default(),
         ));
         let keep = held.clone();
         let map_writer = tokio::spawn(async move {
@@ -175,17 +178,26 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     let (writer, mut bundles) = mpsc::channel(64);
     let (report, applied) = mpsc::channel(4);
     let alerts = AlertQueue::new(Outbox::default());
+    let live = Live::default();
     let task = tokio::spawn(sync::run(
         cfg.clone(),
         Holding::default(),
         writer,
         applied,
         alerts,
+        live.clone(),
     ));
     let first = handed(&mut bundles).await;
     assert_eq!(first.generation, latest.generation);
     assert_eq!(*first, latest.state(&epoch).unwrap());
     assert_eq!(first.content_hash, latest.content_hash());
+    // The metrics say so: connected, and the newest generation offered.
+    assert_eq!(live.controller_connected.get(), 1);
+    assert_eq!(live.controller_connects.get(), 1);
+    assert_eq!(
+        live.controller_generation.get(),
+        i64::from(latest.generation)
+    );
     report
         .send(Applied {
             holding: Holding::of(&first),
@@ -222,7 +234,14 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     let (writer, mut bundles) = mpsc::channel(64);
     let (_report, applied) = mpsc::channel(4);
     let alerts = AlertQueue::new(Outbox::default());
-    let _task = tokio::spawn(sync::run(cfg, Holding::of(&state), writer, applied, alerts));
+    let _task = tokio::spawn(sync::run(
+        cfg,
+        Holding::of(&state),
+        writer,
+        applied,
+        alerts,
+        Live::default(),
+    ));
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), bundles.recv())
             .await
@@ -430,6 +449,7 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
         notify,
         applied,
         alerts.clone(),
+        Live::default(),
     ));
     // What the event reader makes of a denied SMB connection and a spoofed MAC.
     let event = |kind, dport| wardgate_agent::datapath::convert::DatapathEvent {
@@ -546,6 +566,7 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
             notify,
             applied,
             queue.clone(),
+            Live::default(),
         ));
         for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
             queue.push_all(chunk.iter().map(|&i| alert(i)).collect());
@@ -582,6 +603,7 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
         notify,
         applied,
         queue.clone(),
+        Live::default(),
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -1,9 +1,11 @@
-//! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo`.
+//! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo | package`.
 
 mod bench;
 mod cmd;
 mod demo;
 mod fuzz;
+mod package;
+mod package_check;
 mod setup;
 mod test;
 
@@ -20,7 +22,7 @@ struct Cli {
 enum Task {
     /// Install apt packages, pinned toolchains, bpf-linker and Python gRPC (idempotent).
     Setup,
-    /// Run every test tier (fmt, clippy, unit, datapath, attach); runs setup first.
+    /// Run every test tier (fmt, clippy, unit, datapath, attach, demo, package); runs setup first.
     Test {
         /// Run only these tiers (repeatable).
         #[arg(long = "tier", value_enum)]
@@ -41,6 +43,8 @@ enum Task {
     },
     /// The main job: a demo ward in network namespaces on the embedded store.
     Demo,
+    /// Build the .deb packages of the agent and the controller (target/debian/).
+    Package,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Task::Bench { which } => bench::run(which),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Demo => demo::run(),
+        Task::Package => package::run().map(drop),
     }
 }

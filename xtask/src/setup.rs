@@ -27,6 +27,13 @@ const APT: &[&str] = &[
     "wrk",
     "dcmtk",
     "python3-pip",
+    // promtool checks both /metrics endpoints; curl scrapes the agent's inside its namespace.
+    "prometheus",
+    "curl",
+    // systemd-analyze (the units are verified) and systemd-sysusers (the controller package).
+    "systemd",
+    // dpkg-shlibdeps: cargo-deb works out the packages' library dependencies with it.
+    "dpkg-dev",
 ];
 
 const PIP: &[(&str, &str)] = &[
@@ -36,7 +43,7 @@ const PIP: &[(&str, &str)] = &[
     ("hl7", "hl7.mllp"),
 ];
 
-fn dpkg_installed(pkg: &str) -> bool {
+pub fn dpkg_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
@@ -130,6 +137,24 @@ fn bpf_linker() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn cargo_deb() -> anyhow::Result<()> {
+    let version = crate::package::CARGO_DEB_VERSION;
+    if cmd::output(Command::new("cargo").args(["deb", "--version"]))
+        .is_ok_and(|out| out.contains(version))
+    {
+        println!("setup: cargo-deb ........... already present");
+        return Ok(());
+    }
+    cmd::run(
+        Command::new("cargo")
+            .arg(format!("+{USER_TOOLCHAIN}"))
+            .args(["install", "cargo-deb", "--locked", "--version", version]),
+    )
+    .context("setup step cargo-deb")?;
+    println!("setup: cargo-deb ........... installed {version}");
+    Ok(())
+}
+
 fn pip() -> anyhow::Result<()> {
     let missing: Vec<&str> = PIP
         .iter()
@@ -160,6 +185,7 @@ pub fn run() -> anyhow::Result<()> {
     toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
     toolchain(EBPF_TOOLCHAIN, &["rust-src", "clippy"])?;
     bpf_linker()?;
+    cargo_deb()?;
     pip()?;
     Ok(())
 }

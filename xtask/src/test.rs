@@ -25,15 +25,19 @@ pub enum Tier {
     /// The demo ward end to end: controller on its embedded store, wardctl, the agent syncing
     /// and enforcing (root). The README's main command, checked.
     Demo,
+    /// The .deb packages: built, installed with dpkg, their binaries and services started as
+    /// systemd would, purged (root).
+    Package,
 }
 
-const ALL: [Tier; 6] = [
+const ALL: [Tier; 7] = [
     Tier::Fmt,
     Tier::Clippy,
     Tier::Unit,
     Tier::Datapath,
     Tier::Attach,
     Tier::Demo,
+    Tier::Package,
 ];
 
 fn privileged_preflight() -> anyhow::Result<()> {
@@ -140,8 +144,19 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "wardgate-controller",
                 "--tests",
             ])?;
-            // Policy sync against an in-process controller (no root: the test plays the writer).
-            cargo_test(&["--release", "-p", "wardgate-agent", "--test", "sync"])
+            // Policy sync against an in-process controller (no root: the test plays the writer);
+            // offline learning from captures; the agent's systemd unit through systemd-analyze.
+            cargo_test(&[
+                "--release",
+                "-p",
+                "wardgate-agent",
+                "--test",
+                "sync",
+                "--test",
+                "learn",
+                "--test",
+                "unit_file",
+            ])
         }
         Tier::Datapath => {
             privileged_preflight()?;
@@ -157,6 +172,12 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "netns",
                 "--test",
                 "segmentation",
+                "--test",
+                "learn_netns",
+                "--test",
+                "metrics",
+                "--test",
+                "service",
                 "--",
                 "--test-threads=1",
             ])
@@ -164,6 +185,10 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
         Tier::Demo => {
             privileged_preflight()?;
             crate::demo::build_and_run()
+        }
+        Tier::Package => {
+            privileged_preflight()?;
+            crate::package_check::run()
         }
     }
 }

@@ -11,7 +11,7 @@ use wardgate_proto::v1::{
 };
 
 use super::{Ctx, severity_rank};
-use crate::{auth, error::Error};
+use crate::{auth, error::Error, metrics::WriteKind};
 
 pub struct Agent(pub Ctx);
 
@@ -84,6 +84,8 @@ impl AgentService for Agent {
         let mut rx = ctx.push.watch(&gateway);
         let (tx, out) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
+            // The gateway counts as connected while this stream is open.
+            let _watching = ctx.metrics.watching(&gateway);
             loop {
                 // Bundles are full states: only the newest matters, and only if the agent
                 // does not hold exactly it (same generation and content).
@@ -109,6 +111,7 @@ impl AgentService for Agent {
                         if tx.send(Ok(b)).await.is_err() {
                             return; // the agent went away
                         }
+                        ctx.metrics.bundle_sent();
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -116,8 +119,11 @@ impl AgentService for Agent {
                         return;
                     }
                 }
-                if rx.changed().await.is_err() {
-                    return;
+                // A watch that ends (the agent went away) ends the task now, not at the next
+                // generation: the gateway stops counting as connected.
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
                 }
             }
         });
@@ -186,9 +192,15 @@ impl AgentService for Agent {
                         )
                     })
                     .collect();
-                match tokio::task::block_in_place(|| ctx.store.insert_alerts(&gateway, &stored)) {
+                let inserted = tokio::task::block_in_place(|| {
+                    ctx.metrics.time_write(WriteKind::Alerts, || {
+                        ctx.store.insert_alerts(&gateway, &stored)
+                    })
+                });
+                match inserted {
                     Ok(ids) => {
                         for (a, _) in rows {
+                            ctx.metrics.alerts_received(&gateway, &a.severity);
                             ctx.push.alert(a);
                         }
                         if tx.send(Ok(AlertAck { ids })).await.is_err() {
@@ -221,9 +233,11 @@ impl AgentService for Agent {
                 "agent reports a generation of another store"
             );
         }
-        self.0
-            .store
-            .report_status(&r.gateway, r.applied_generation, &r.epoch, &r.error)?;
+        self.0.metrics.time_write(WriteKind::Status, || {
+            self.0
+                .store
+                .report_status(&r.gateway, r.applied_generation, &r.epoch, &r.error)
+        })?;
         Ok(Response::new(StatusAck {}))
     }
 }

@@ -45,6 +45,14 @@ pub struct GatewayRow {
     pub applied_epoch: String,
 }
 
+/// A gateway's latest generation and the one its agent last reported applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayGenerations {
+    pub gateway: String,
+    pub latest: u32,
+    pub applied: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenerationRow {
     pub gateway: String,
@@ -56,9 +64,9 @@ pub struct GenerationRow {
 impl GenerationRow {
     /// SHA-256 (hex) of the stored state: what an agent reports back to say which content it
     /// holds, so a generation number reused after a restore is not mistaken for the same one.
+    /// The same hash the audit entries record (and the audit verify re-computes).
     pub fn content_hash(&self) -> String {
-        use sha2::Digest as _;
-        hex::encode(sha2::Sha256::digest(self.state_json.as_bytes()))
+        crate::audit::enforcement::generation_content_hash(&self.state_json)
     }
 
     /// The stored state with this store's epoch and its content hash: what travels to agents.
@@ -166,7 +174,17 @@ impl Change {
     }
 }
 
+/// The audit trail, and the head file's lines or why they could not be read.
+pub type AuditWithHead = (
+    Vec<AuditEntry>,
+    std::result::Result<Vec<crate::audit::head::HeadLine>, String>,
+);
+
 pub trait Store: Send + Sync {
+    /// The file this store appends its audit chain heads to, if any.
+    fn audit_head_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     fn snapshot(&self) -> Result<Snapshot>;
     fn device(&self, name: &str) -> Result<Option<DeviceRow>>;
     fn profile(&self, name: &str) -> Result<Option<ProfileRow>>;
@@ -178,6 +196,28 @@ pub trait Store: Send + Sync {
     /// The newest generation of `gateway`, if it has one.
     fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>>;
     fn latest_generation(&self, gateway: &str) -> Result<u32>;
+    /// One generation of `gateway`, if stored.
+    fn generation(&self, gateway: &str, generation: u32) -> Result<Option<GenerationRow>> {
+        Ok(self
+            .generations_after(gateway, generation.saturating_sub(1))?
+            .into_iter()
+            .find(|g| g.generation == generation))
+    }
+    /// Every gateway with its latest generation and the one its agent last reported applied
+    /// (for metrics: read at every scrape, so backends should answer it in one query).
+    fn gateway_generations(&self) -> Result<Vec<GatewayGenerations>> {
+        self.snapshot()?
+            .gateways
+            .into_iter()
+            .map(|g| {
+                Ok(GatewayGenerations {
+                    latest: self.latest_generation(&g.name)?,
+                    applied: g.applied_generation,
+                    gateway: g.name,
+                })
+            })
+            .collect()
+    }
     /// What the gateway's agent applied: generation, the epoch of the store it came from,
     /// and the error (empty when it applied cleanly).
     fn report_status(&self, gateway: &str, applied: u32, epoch: &str, error: &str) -> Result<()>;
@@ -190,6 +230,10 @@ pub trait Store: Send + Sync {
     /// in the query, then limited.
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, bool, String)>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
+    /// The trail and the audit head file at `head`, read at one point (no write between).
+    fn audit_with_head(&self, head: &std::path::Path) -> Result<AuditWithHead> {
+        Ok((self.audit()?, crate::audit::head::read(head)))
+    }
     /// Applies `change`, appends its audit entry and stores any new generation, atomically:
     /// if the change, the compile or the audit fails, nothing is written.
     fn write(
@@ -199,4 +243,25 @@ pub trait Store: Send + Sync {
         change: &Change,
         compile: Compiler<'_>,
     ) -> Result<WriteOutcome>;
+}
+
+/// Verifies a store's audit trail against the head file at `head` (see
+/// `audit::verify_with_head`). The outer error is a store that cannot be read; the inner one
+/// says how the trail is broken.
+pub fn verify_audit(
+    store: &dyn Store,
+    head: &std::path::Path,
+) -> Result<std::result::Result<crate::audit::Report, String>> {
+    let (entries, lines) = store.audit_with_head(head)?;
+    let lines = match lines {
+        Ok(l) => l,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let lookup = |gateway: &str, generation: u32| -> std::result::Result<Option<String>, String> {
+        Ok(store
+            .generation(gateway, generation)
+            .map_err(|e| format!("reading generation {generation} of {gateway}: {e}"))?
+            .map(|g| g.state_json))
+    };
+    Ok(crate::audit::verify_with_head(&entries, &lines, &lookup))
 }

@@ -1,0 +1,20 @@
+//! The pure analysis layer of wardgate: packet decoding, flow records, per-device baselines and
+//! the DICOM / HL7 identity parsers. No I/O: functions over bytes and values, fed by the agent
+//! (live, from datapath events; offline, from captures) so both give the same answers.
+
+pub mod app;
+pub mod baseline;
+pub mod decode;
+pub mod device;
+pub mod dicom;
+pub mod flow;
+pub mod hl7;
+pub mod mac;
+pub mod propose;
+pub mod simulate;
+
+pub use app::AppIdentity;
+pub use decode::{DecodeError, Decoded, LinkType, Packet, decode};
+pub use device::{DeviceInfo, Devices};
+pub use flow::{FlowDirection, FlowRecord, FlowTable, FlowTableConfig, TcpOutcome};
+pub use mac::Mac;
