@@ -17,7 +17,9 @@ pub struct AgentConfig {
     /// bpffs directory for pinned maps and links. Default `/sys/fs/bpf/wardgate`.
     #[serde(default = "default_pin_root")]
     pub pin_root: PathBuf,
-    /// Desired-state file to apply and watch. Default `/var/lib/wardgate/desired.json`.
+    /// Desired-state file, applied at start. With a controller, the last-known-good copy the
+    /// agent writes after each applied generation (read only at start); without one, the
+    /// operator's input, re-applied on change or SIGHUP. Default `/var/lib/wardgate/desired.json`.
     #[serde(default = "default_desired_state")]
     pub desired_state: PathBuf,
     /// What happens to IP traffic of addresses that are not known devices. Default `pass`.

@@ -513,7 +513,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .as_ref()
         .map(|c| open_outbox(&c.outbox_path(&cfg.desired_state)));
     let live = crate::metrics::Live::default();
-    crate::metrics::start(&cfg, &live, alerts.clone()).await;
+    crate::metrics::start(&cfg, &live, alerts.clone(), tx.subscribe()).await;
     let reader_alerts = alerts.clone();
     let reader_live = live.clone();
     let outbox = alerts.clone();

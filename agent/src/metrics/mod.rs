@@ -7,11 +7,11 @@
 //!   which need a walk over up to 262,144 keys: sampled in the background every
 //!   `map_fill_every_s` and served from the last sample;
 //! - `Live`: what only the agent process sees (events read from the ring, the controller
-//!   link, the alert outbox), updated as it happens.
+//!   link, the alert outbox), updated as it happens;
+//! - the last applied policy (the map writer's watch channel): the controller store epoch it
+//!   came from, at every scrape.
 //!
 //! Not here yet, on purpose (no zero-valued series for features that do not exist):
-//! - the store epoch (`wardgate_agent_policy_epoch`): with the epoch work, next to the
-//!   generation in `pins`;
 //! - flow records (`wardgate_agent_flows_recorded_total`, `..._flows_lost_total`): with the
 //!   flow recorder, as `Live` counters;
 //! - detector counts (`wardgate_agent_detections_total{detector}`): with detection, as `Live`
@@ -29,7 +29,9 @@ use prometheus_client::{
     metrics::{MetricType, counter::Counter, family::Family, gauge::ConstGauge, gauge::Gauge},
     registry::Registry,
 };
+use tokio::sync::watch;
 use wardgate_common::EVENT_KINDS;
+use wardgate_policy::DesiredState;
 
 use crate::{
     alerts::{AlertQueue, SEVERITIES},
@@ -129,17 +131,52 @@ impl Collector for OutboxCollector {
     }
 }
 
+/// The last policy the map writer applied, as the event reader sees it.
+pub type Applied = watch::Receiver<Option<Arc<DesiredState>>>;
+
+/// The controller store epoch of the last applied policy, at scrape time. The epoch is a
+/// random hex id, not a number, so it is a label on an info-style gauge of 1 (left out before
+/// the first policy, and for one compiled offline, which has no epoch).
+#[derive(Debug)]
+struct EpochCollector(Applied);
+
+impl Collector for EpochCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((generation, epoch)) = self
+            .0
+            .borrow()
+            .as_deref()
+            .filter(|s| !s.epoch.is_empty())
+            .map(|s| (s.generation.to_string(), s.epoch.clone()))
+        else {
+            return Ok(());
+        };
+        let mut m = encoder.encode_descriptor(
+            "wardgate_agent_policy_epoch_info",
+            "Controller store epoch of the last applied policy generation (value 1).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1).encode(m.encode_family(&[
+            ("epoch", epoch.as_str()),
+            ("generation", generation.as_str()),
+        ])?)
+    }
+}
+
 /// The registry of everything above for an agent with `pin_root`; `outbox` when there is a
-/// controller; `fill` the map-fill samples.
+/// controller; `fill` the map-fill samples; `applied` the map writer's last applied policy.
 pub fn registry(
     pin_root: PathBuf,
     live: &Live,
     outbox: Option<Arc<AlertQueue>>,
     fill: Arc<Fill>,
+    applied: Applied,
 ) -> Registry {
     let mut r = Registry::default();
     live.register(&mut r);
     r.register_collector(Box::new(pins::PinsCollector { pin_root }));
+    r.register_collector(Box::new(EpochCollector(applied)));
     r.register_collector(Box::new(fill::FillCollector(fill)));
     if let Some(q) = outbox {
         r.register_collector(Box::new(OutboxCollector(q)));
@@ -150,10 +187,15 @@ pub fn registry(
 /// Starts the endpoint and the map-fill sampler if the config asks for metrics. A listen
 /// address that cannot be bound is logged and the agent runs on without metrics: enforcement
 /// never stops for observability.
-pub async fn start(cfg: &AgentConfig, live: &Live, outbox: Option<Arc<AlertQueue>>) {
+pub async fn start(
+    cfg: &AgentConfig,
+    live: &Live,
+    outbox: Option<Arc<AlertQueue>>,
+    applied: Applied,
+) {
     let Some(m) = &cfg.metrics else { return };
     let fill = Arc::new(Fill::default());
-    let registry = registry(cfg.pin_root.clone(), live, outbox, fill.clone());
+    let registry = registry(cfg.pin_root.clone(), live, outbox, fill.clone(), applied);
     match tokio::net::TcpListener::bind(m.listen).await {
         Ok(listener) => {
             tracing::info!(listen = %m.listen, "metrics served on /metrics");
@@ -205,6 +247,54 @@ mod tests {
         );
     }
 
+    fn state(generation: u32, epoch: &str) -> DesiredState {
+        DesiredState {
+            gateway: "gw".into(),
+            generation,
+            epoch: epoch.into(),
+            content_hash: String::new(),
+            devices: vec![],
+            policies: vec![],
+            peers: vec![],
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn the_epoch_series_follows_the_last_applied_policy() {
+        let epoch_lines = |r: &Registry| -> Vec<String> {
+            text(r)
+                .lines()
+                .filter(|l| l.starts_with("wardgate_agent_policy_epoch_info{"))
+                .map(str::to_string)
+                .collect()
+        };
+        let (applied, rx) = watch::channel(None);
+        let r = registry(
+            "/nonexistent/wardgate".into(),
+            &Live::default(),
+            None,
+            Arc::new(Fill::default()),
+            rx,
+        );
+        assert!(epoch_lines(&r).is_empty(), "nothing applied yet");
+        // A desired-state file compiled offline has no epoch: no series.
+        applied.send_replace(Some(Arc::new(state(3, ""))));
+        assert!(epoch_lines(&r).is_empty(), "offline policy has no epoch");
+        applied.send_replace(Some(Arc::new(state(4, "aa01"))));
+        assert_eq!(
+            epoch_lines(&r),
+            ["wardgate_agent_policy_epoch_info{epoch=\"aa01\",generation=\"4\"} 1"]
+        );
+        // A recreated store: one series, the new epoch's.
+        applied.send_replace(Some(Arc::new(state(1, "bb02"))));
+        assert_eq!(
+            epoch_lines(&r),
+            ["wardgate_agent_policy_epoch_info{epoch=\"bb02\",generation=\"1\"} 1"]
+        );
+        promtool_check(&text(&r));
+    }
+
     fn alert(i: usize, severity: &str) -> pb::Alert {
         pb::Alert {
             id: format!("a-{i}"),
@@ -223,11 +313,13 @@ mod tests {
         live.event(EventKind::Deny);
         live.controller_connected.set(1);
         // No pins under this root: the datapath series are left out, the rest still served.
+        let (_applied, rx) = watch::channel(Some(Arc::new(state(7, "5eed"))));
         let r = registry(
             "/nonexistent/wardgate".into(),
             &live,
             Some(queue),
             Arc::new(Fill::default()),
+            rx,
         );
         let t = text(&r);
         for line in [
@@ -237,6 +329,7 @@ mod tests {
             "wardgate_agent_events_total{kind=\"deny\"} 2".into(),
             "wardgate_agent_events_total{kind=\"spoof\"} 0".into(),
             "wardgate_agent_controller_connected 1".into(),
+            "wardgate_agent_policy_epoch_info{epoch=\"5eed\",generation=\"7\"} 1".into(),
         ] {
             assert!(t.lines().any(|l| l == line), "missing `{line}` in:\n{t}");
         }
