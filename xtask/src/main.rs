@@ -1,6 +1,7 @@
 //! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo`.
 
 mod bench;
+mod bench_learn;
 mod cmd;
 mod demo;
 mod fuzz;

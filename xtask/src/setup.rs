@@ -25,6 +25,8 @@ const APT: &[&str] = &[
     "iperf3",
     // New connections per second in `cargo xtask bench throughput`.
     "wrk",
+    // ndpiReader: the DPI reference `cargo xtask bench learn` measures learn against.
+    "libndpi-bin",
     "dcmtk",
     "python3-pip",
 ];
