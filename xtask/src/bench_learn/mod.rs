@@ -46,6 +46,14 @@ pub fn run() -> anyhow::Result<()> {
     let pcap = dir.join("ward-1000.pcap");
     let out = dir.join("learn-out");
 
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average before the bench: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let started = std::time::Instant::now();
     let g = capture::write(&pcap)?;
     eprintln!(
@@ -177,8 +185,15 @@ fn print_table(tools: &[Tool], runs: &[Vec<Run>], packets: u64, rounds: usize) {
             ratio
         );
     }
+    let vs = |i: usize| med(&runs[i]) / learn_wall;
+    let met = vs(1) >= 5.0 && vs(2) > 1.0;
     println!();
-    println!("goal: learn >= 5x tshark and > 1x ndpiReader (ratio of median wall times)");
+    println!(
+        "goal (learn >= 5x tshark and faster than ndpiReader, ratio of median wall times): {} ({:.2}x tshark, {:.2}x ndpiReader)",
+        if met { "met" } else { "NOT met" },
+        vs(1),
+        vs(2)
+    );
 }
 
 fn spread(v: &[f64], prec: usize) -> String {
