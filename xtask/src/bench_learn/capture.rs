@@ -81,6 +81,15 @@ fn class_rates(i: u16) -> &'static [(Kind, f64)] {
     }
 }
 
+/// MSH-3 sending application by device class (see `class_rates`).
+fn hl7_app(i: u16) -> &'static str {
+    match i % 4 {
+        0 => "MONITOR",
+        2 => "PUMP",
+        _ => "LAB",
+    }
+}
+
 fn day_factor(ts_ns: u64) -> f64 {
     let hour = (ts_ns / NS / 3600) % 24;
     if (7..19).contains(&hour) { 1.0 } else { 0.4 }
@@ -353,15 +362,17 @@ impl Session<'_, '_> {
         let mut c = self.open(HL7_ENGINE, 2575)?;
         let id = format!("MSG{:08}", self.n);
         let msg = format!(
-            "\x0bMSH|^~\\&|MONITOR{dev}|WARD3|HL7ENGINE|HOSP|20261123120000||ORU^R01|{id}|P|2.5\r\
+            "\x0bMSH|^~\\&|{app}{dev}|WARD3|HL7ENGINE|HOSP|20261123120000||ORU^R01|{id}|P|2.5\r\
              PID|||{dev}||DOE^JOHN\rOBR|1|||VITALS\rOBX|1|NM|8867-4^HR||{hr}|/min\r\
              OBX|2|NM|2708-6^SpO2||{spo2}|%\r\x1c\r",
+            app = hl7_app(self.dev),
             dev = self.dev,
             hr = self.rng.random_range(55..110),
             spo2 = self.rng.random_range(92..100),
         );
         let ack = format!(
-            "\x0bMSH|^~\\&|HL7ENGINE|HOSP|MONITOR{}|WARD3|20261123120001||ACK^R01|A{id}|P|2.5\rMSA|AA|{id}\r\x1c\r",
+            "\x0bMSH|^~\\&|HL7ENGINE|HOSP|{}{}|WARD3|20261123120001||ACK^R01|A{id}|P|2.5\rMSA|AA|{id}\r\x1c\r",
+            hl7_app(self.dev),
             self.dev
         );
         self.seg(&mut c, true, "PA", msg.as_bytes())?;
