@@ -55,7 +55,7 @@ pub fn run() -> anyhow::Result<()> {
             .join(" ")
     );
     let started = std::time::Instant::now();
-    let g = capture::write(&pcap)?;
+    let g = capture::write(&pcap, capture::DEVICES)?;
     eprintln!(
         "bench learn: generated {} ({} packets, {} sessions, {} devices, {:.1} MB, 26 h) in {:.1} s",
         pcap.display(),
