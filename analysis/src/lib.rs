@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod decode;
+pub mod detect;
 pub mod device;
 pub mod dicom;
 pub mod flow;
