@@ -198,4 +198,4 @@ pub fn syslog_line(f: &Finding, facility: u8, host: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
