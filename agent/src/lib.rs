@@ -7,6 +7,7 @@ pub mod config;
 pub mod datapath;
 pub mod events;
 pub mod lab;
+pub mod learn;
 pub mod netns;
 pub mod paths;
 pub mod run;

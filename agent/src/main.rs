@@ -24,6 +24,8 @@ enum Command {
         #[arg(long, default_value = paths::CONFIG)]
         config: PathBuf,
     },
+    /// Learn flow records and per-device baselines from capture files (offline; no datapath).
+    Learn(wardgate_agent::learn::LearnArgs),
     /// Print the active generation, per-reason packet counters and lost events from the pinned
     /// maps (read-only).
     Status {
@@ -47,6 +49,11 @@ fn main() -> anyhow::Result<()> {
         netns::enter(ns).with_context(|| format!("entering network namespace {ns}"))?;
     }
     match cli.command {
+        Command::Learn(args) => {
+            let learned = wardgate_agent::learn::run(&args)?;
+            wardgate_agent::learn::print_summary(&learned, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
         Command::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
             let rt = tokio::runtime::Runtime::new().context("starting tokio")?;

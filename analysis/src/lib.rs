@@ -3,6 +3,7 @@
 //! (live, from datapath events; offline, from captures) so both give the same answers.
 
 pub mod app;
+pub mod baseline;
 pub mod decode;
 pub mod detect;
 pub mod device;

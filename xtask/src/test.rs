@@ -140,8 +140,17 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "wardgate-controller",
                 "--tests",
             ])?;
-            // Policy sync against an in-process controller (no root: the test plays the writer).
-            cargo_test(&["--release", "-p", "wardgate-agent", "--test", "sync"])
+            // Policy sync against an in-process controller (no root: the test plays the writer);
+            // offline learning from captures.
+            cargo_test(&[
+                "--release",
+                "-p",
+                "wardgate-agent",
+                "--test",
+                "sync",
+                "--test",
+                "learn",
+            ])
         }
         Tier::Datapath => {
             privileged_preflight()?;

@@ -1,0 +1,195 @@
+//! `wardgate-agent learn`: flow records and per-device baselines from capture files, through the
+//! same pure flow table and baseline code the live agent uses (wardgate-analysis). Reading the
+//! files is here; everything after the frame bytes is in the pure crate.
+
+pub mod capture;
+mod summary;
+
+use std::{
+    io::{IsTerminal as _, Write as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use wardgate_analysis::{
+    DeviceInfo, Devices, FlowRecord, FlowTable, FlowTableConfig,
+    baseline::{self, Baseline, Groups, Limits, Window},
+    decode::{self, Decoded},
+};
+
+pub use summary::print_summary;
+
+/// Malformed packets listed by number (all are counted).
+const MALFORMED_LISTED: usize = 20;
+/// Files larger than this get a progress bar (when stderr is a terminal).
+const PROGRESS_BYTES: u64 = 4 << 20;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LearnArgs {
+    /// Capture files (pcap or pcapng), read in order as one capture.
+    #[arg(long = "pcap", required = true, num_args = 1..)]
+    pub pcap: Vec<PathBuf>,
+    /// Site file: its devices are the devices (by MAC, else address) and its groups name peers.
+    /// Without one, every unicast MAC that sends is a device, named by its vendor.
+    #[arg(long)]
+    pub site: Option<PathBuf>,
+    /// Directory for flows.jsonl, baselines.json, devices.json and summary.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Malformed {
+    pub file: PathBuf,
+    pub number: u64,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub file: PathBuf,
+    #[serde(flatten)]
+    pub end: capture::FileEnd,
+    pub malformed: u64,
+    /// Frames that are not IP (ARP, LLDP, ...).
+    pub not_ip: u64,
+}
+
+/// What `learn` found, also written as summary.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct Learned {
+    pub files: Vec<FileReport>,
+    pub frames: u64,
+    pub malformed: u64,
+    /// The first MALFORMED_LISTED malformed packets.
+    pub malformed_listed: Vec<Malformed>,
+    pub table: wardgate_analysis::flow::TableStats,
+    pub window: Window,
+    pub devices: Vec<DeviceInfo>,
+    pub records: usize,
+    #[serde(skip)]
+    pub baselines: Vec<Baseline>,
+    #[serde(skip)]
+    pub flows: Vec<FlowRecord>,
+}
+
+pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
+    let (devices, groups) = match &args.site {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let site = wardgate_policy::parse_site(&path.display().to_string(), &text)
+                .map_err(|d| anyhow::anyhow!("{d}"))?;
+            let devices = Devices::from_site(&site)
+                .with_context(|| format!("site file {}", path.display()))?;
+            (devices, Groups::from_site(&site))
+        }
+        None => (Devices::discover(), Groups::default()),
+    };
+    let mut table = FlowTable::new(FlowTableConfig::default(), devices);
+    let mut files = Vec::new();
+    let mut malformed_listed = Vec::new();
+    let mut window: Option<Window> = None;
+    for path in &args.pcap {
+        let mut malformed = 0u64;
+        let mut not_ip = 0u64;
+        let end = capture::read_frames(
+            path,
+            |f| progress(path, f),
+            |frame| {
+                match decode::decode(frame.link, frame.data, frame.ts_ns) {
+                    Ok(Decoded::Ip(pkt)) => {
+                        let w = window.get_or_insert(Window {
+                            start_ns: pkt.ts_ns,
+                            end_ns: pkt.ts_ns,
+                        });
+                        w.start_ns = w.start_ns.min(pkt.ts_ns);
+                        w.end_ns = w.end_ns.max(pkt.ts_ns);
+                        table.add(&pkt);
+                    }
+                    Ok(Decoded::NotIp { .. }) => not_ip += 1,
+                    Err(e) => {
+                        malformed += 1;
+                        if malformed_listed.len() < MALFORMED_LISTED {
+                            malformed_listed.push(Malformed {
+                                file: path.clone(),
+                                number: frame.number,
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        if let Some(cut) = &end.cut {
+            tracing::warn!(file = %path.display(), frames = end.frames, "{cut}; read up to the cut");
+        }
+        if malformed > 0 {
+            tracing::warn!(file = %path.display(), malformed, "malformed packets skipped");
+        }
+        files.push(FileReport {
+            file: path.clone(),
+            end,
+            malformed,
+            not_ip,
+        });
+    }
+    let (flows, devices, stats) = table.finish_all();
+    let window = window.unwrap_or(Window {
+        start_ns: 0,
+        end_ns: 0,
+    });
+    let baselines = baseline::baselines(&flows, &groups, &Limits::default(), window);
+    let learned = Learned {
+        frames: files.iter().map(|f| f.end.frames).sum(),
+        malformed: files.iter().map(|f| f.malformed).sum(),
+        files,
+        malformed_listed,
+        table: stats,
+        window,
+        devices: devices.list(),
+        records: flows.len(),
+        baselines,
+        flows,
+    };
+    write_out(&args.out, &learned)?;
+    Ok(learned)
+}
+
+fn progress(path: &Path, file: std::fs::File) -> Box<dyn std::io::Read> {
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size < PROGRESS_BYTES || !std::io::stderr().is_terminal() {
+        return Box::new(file);
+    }
+    let bar = indicatif::ProgressBar::new(size).with_message(path.display().to_string());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    Box::new(bar.wrap_read(file))
+}
+
+fn write_out(dir: &Path, l: &Learned) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("flows.jsonl");
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    for r in &l.flows {
+        serde_json::to_writer(&mut w, r)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    write_json(&dir.join("baselines.json"), &l.baselines)?;
+    write_json(&dir.join("devices.json"), &l.devices)?;
+    write_json(&dir.join("summary.json"), l)
+}
+
+fn write_json(path: &Path, v: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(v)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}

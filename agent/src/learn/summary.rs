@@ -1,0 +1,68 @@
+//! The per-device table `learn` prints.
+
+use std::io::Write;
+
+use super::Learned;
+
+pub fn print_summary(l: &Learned, out: &mut impl Write) -> std::io::Result<()> {
+    for f in &l.files {
+        write!(
+            out,
+            "{}: {} {} frames, {} malformed, {} not IP",
+            f.file.display(),
+            f.end.format,
+            f.end.frames,
+            f.malformed,
+            f.not_ip
+        )?;
+        match &f.end.cut {
+            Some(cut) => writeln!(out, "; {cut} (read up to the cut)")?,
+            None => writeln!(out)?,
+        }
+    }
+    for m in &l.malformed_listed {
+        writeln!(
+            out,
+            "  malformed packet {} in {}: {}",
+            m.number,
+            m.file.display(),
+            m.error
+        )?;
+    }
+    let t = &l.table;
+    writeln!(
+        out,
+        "{} flows ({} identified by first bytes, {} without a device end), {} records",
+        t.flows, t.flows_identified, t.flows_without_device, l.records
+    )?;
+    writeln!(
+        out,
+        "{:<32} {:<24} {:>6} {:>6} {:>8} {:>12}  apps",
+        "device", "vendor", "flows", "peers", "services", "bytes"
+    )?;
+    for b in &l.baselines {
+        let vendor = l
+            .devices
+            .iter()
+            .find(|d| d.name == b.device.name)
+            .and_then(|d| d.vendor.clone())
+            .unwrap_or_default();
+        let apps: Vec<&str> = b.apps.iter().map(|a| a.identity.as_str()).collect();
+        writeln!(
+            out,
+            "{:<32} {:<24} {:>6} {:>6} {:>8} {:>12}  {}",
+            b.device.name,
+            vendor.chars().take(24).collect::<String>(),
+            b.flows,
+            format!(
+                "{}{}",
+                b.peers.len(),
+                if b.peers_overflow > 0 { "+" } else { "" }
+            ),
+            b.services.len(),
+            b.bytes_out + b.bytes_in,
+            apps.join("; ")
+        )?;
+    }
+    Ok(())
+}
