@@ -11,14 +11,17 @@
 
 pub mod aggregate;
 pub mod arp;
+pub mod beacon;
 pub mod class_protocol;
 pub mod fanout;
 pub mod finding;
 pub mod flood;
 pub mod format;
+pub mod new_activity;
 pub mod scan;
 pub mod spoof;
 pub mod trw;
+pub mod volume;
 pub mod window;
 
 use std::{collections::HashMap, net::IpAddr};
@@ -32,6 +35,7 @@ pub use arp::{AddressClaim, ClaimKind};
 pub use finding::{Evidence, Finding, FlowRef, Matrix, Metric, Severity, Technique};
 
 use crate::{
+    baseline::Baseline,
     flow::{DeviceRef, FlowRecord},
     mac::Mac,
 };
@@ -95,6 +99,7 @@ pub struct SiteFacts {
     by_addr: HashMap<IpAddr, String>,
     by_mac: HashMap<Mac, String>,
     networks: Vec<IpNet>,
+    groups: Vec<(String, IpNet)>,
 }
 
 impl SiteFacts {
@@ -102,14 +107,17 @@ impl SiteFacts {
     /// (the flow table's device list reports the bad ones).
     pub fn from_site(site: &wardgate_policy::Site) -> SiteFacts {
         let mut f = SiteFacts::default();
-        for cidrs in site.groups.values() {
+        for (name, cidrs) in &site.groups {
             for c in cidrs {
                 let net = c
                     .value
                     .parse::<IpNet>()
                     .ok()
                     .or_else(|| c.value.parse::<IpAddr>().ok().map(IpNet::from));
-                f.networks.extend(net);
+                if let Some(net) = net {
+                    f.networks.push(net);
+                    f.groups.push((name.clone(), net));
+                }
             }
         }
         for d in &site.devices {
@@ -169,15 +177,48 @@ impl SiteFacts {
         self.networks.iter().any(|n| n.contains(&ip))
     }
 
+    /// The site group with the longest prefix holding `ip`.
+    pub fn group_of(&self, ip: IpAddr) -> Option<&str> {
+        self.groups
+            .iter()
+            .filter(|(_, n)| n.contains(&ip))
+            .max_by_key(|(_, n)| n.prefix_len())
+            .map(|(g, _)| g.as_str())
+    }
+
     /// Whether a site was given at all.
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty() && self.networks.is_empty()
     }
 }
 
+/// Baselines by device name.
+#[derive(Clone, Debug, Default)]
+pub struct Baselines(HashMap<String, Baseline>);
+
+impl Baselines {
+    pub fn new(list: Vec<Baseline>) -> Baselines {
+        Baselines(
+            list.into_iter()
+                .map(|b| (b.device.name.clone(), b))
+                .collect(),
+        )
+    }
+    pub fn get(&self, device: &str) -> Option<&Baseline> {
+        self.0.get(device)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// What detectors may consult besides the observation.
 pub struct Context<'a> {
     pub site: &'a SiteFacts,
+    pub baselines: &'a Baselines,
 }
 
 impl Context<'_> {
@@ -232,6 +273,9 @@ pub struct DetectConfig {
     pub class_protocol: class_protocol::ClassProtocolConfig,
     pub flood: flood::FloodConfig,
     pub spoof: spoof::SpoofConfig,
+    pub new_activity: new_activity::NewActivityConfig,
+    pub volume: volume::VolumeConfig,
+    pub beacon: beacon::BeaconConfig,
     pub aggregate: AggregateConfig,
 }
 
@@ -250,20 +294,47 @@ pub fn baseline_free(cfg: &DetectConfig) -> Vec<Box<dyn Detector>> {
     ]
 }
 
+/// The detectors that compare against a device's baseline (run only when baselines are given;
+/// a device without one is skipped by them).
+pub fn with_baseline(cfg: &DetectConfig) -> Vec<Box<dyn Detector>> {
+    vec![
+        Box::new(new_activity::NewActivity::new(cfg.new_activity.clone())),
+        Box::new(volume::Volume::new(cfg.volume.clone())),
+        Box::new(beacon::Beacon::new(cfg.beacon.clone())),
+    ]
+}
+
+/// All detectors that can run: the baseline-free ones, and the baseline ones when there are
+/// baselines.
+pub fn detectors(cfg: &DetectConfig, have_baselines: bool) -> Vec<Box<dyn Detector>> {
+    let mut v = baseline_free(cfg);
+    if have_baselines {
+        v.extend(with_baseline(cfg));
+    }
+    v
+}
+
 /// Runs detectors over observations and aggregates what they raise.
 pub struct Engine {
     detectors: Vec<Box<dyn Detector>>,
     site: SiteFacts,
+    baselines: Baselines,
     agg: Aggregator,
     raw: Vec<Finding>,
     last_ns: u64,
 }
 
 impl Engine {
-    pub fn new(detectors: Vec<Box<dyn Detector>>, site: SiteFacts, cfg: AggregateConfig) -> Self {
+    pub fn new(
+        detectors: Vec<Box<dyn Detector>>,
+        site: SiteFacts,
+        baselines: Baselines,
+        cfg: AggregateConfig,
+    ) -> Self {
         Engine {
             detectors,
             site,
+            baselines,
             agg: Aggregator::new(cfg),
             raw: Vec::new(),
             last_ns: 0,
@@ -278,7 +349,10 @@ impl Engine {
     /// Feeds one observation; returns the aggregated findings it opened or updated.
     pub fn observe(&mut self, obs: &Observation<'_>) -> Vec<Finding> {
         self.last_ns = self.last_ns.max(obs.time_ns());
-        let ctx = Context { site: &self.site };
+        let ctx = Context {
+            site: &self.site,
+            baselines: &self.baselines,
+        };
         self.raw.clear();
         for d in &mut self.detectors {
             d.observe(obs, &ctx, &mut self.raw);
@@ -306,6 +380,7 @@ impl Engine {
 pub fn run_all(
     detectors: Vec<Box<dyn Detector>>,
     site: SiteFacts,
+    baselines: Baselines,
     cfg: AggregateConfig,
     flows: &[FlowRecord],
     claims: &[AddressClaim],
@@ -316,7 +391,7 @@ pub fn run_all(
         .chain(claims.iter().map(Observation::Claim))
         .collect();
     obs.sort_by_key(|o| o.time_ns());
-    let mut e = Engine::new(detectors, site, cfg);
+    let mut e = Engine::new(detectors, site, baselines, cfg);
     for o in &obs {
         e.observe(o);
     }

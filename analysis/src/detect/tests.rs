@@ -71,7 +71,14 @@ fn site() -> SiteFacts {
 
 fn run(site: SiteFacts, flows: &[FlowRecord], claims: &[AddressClaim]) -> Vec<Finding> {
     let cfg = DetectConfig::default();
-    run_all(baseline_free(&cfg), site, cfg.aggregate, flows, claims)
+    run_all(
+        baseline_free(&cfg),
+        site,
+        Baselines::default(),
+        cfg.aggregate,
+        flows,
+        claims,
+    )
 }
 
 fn by(findings: &[Finding], detector: &str) -> Vec<Finding> {
@@ -371,6 +378,7 @@ fn class_protocols_by_class() {
     let f = run_all(
         baseline_free(&cfg),
         site(),
+        Baselines::default(),
         cfg.aggregate.clone(),
         &[smb],
         &[],
@@ -496,4 +504,171 @@ fn config_reads_partial_files_and_refuses_unknown_keys() {
     assert_eq!(c.scan.window_s, 60);
     assert_eq!(c.scan.vertical.device, 8);
     assert!(serde_json::from_str::<DetectConfig>(r#"{"scn": {}}"#).is_err());
+}
+
+mod with_baseline {
+    use super::*;
+    use crate::baseline::{Groups, Limits, Window, baselines};
+
+    const DAY: u64 = 86_400 * NS;
+
+    /// A week of the pump's ordinary traffic (HTTPS, DNS, NTP every minute, 1 KiB each) as its
+    /// baseline; detection starts after it.
+    fn learned() -> (Baselines, u64) {
+        let d = pump();
+        let mut flows = ordinary(&d, 7 * 24 * 60);
+        for r in &mut flows {
+            r.bytes_out = 1024;
+        }
+        let end = flows.last().unwrap().first_seen_ns;
+        let b = baselines(
+            &flows,
+            &Groups::default(),
+            &Limits::default(),
+            Window {
+                start_ns: 0,
+                end_ns: end,
+            },
+        );
+        (Baselines::new(b), end + NS)
+    }
+
+    fn run_b(flows: &[FlowRecord]) -> Vec<Finding> {
+        let cfg = DetectConfig::default();
+        let (b, _) = learned();
+        run_all(detectors(&cfg, true), site(), b, cfg.aggregate, flows, &[])
+    }
+
+    fn later(mut v: Vec<FlowRecord>, start: u64) -> Vec<FlowRecord> {
+        for r in &mut v {
+            r.first_seen_ns += start;
+            r.last_seen_ns += start;
+            r.bytes_out = 1024;
+        }
+        v
+    }
+
+    #[test]
+    fn the_ordinary_day_after_learning_raises_nothing() {
+        let (_, start) = learned();
+        let f = run_b(&later(ordinary(&pump(), 24 * 60), start));
+        assert!(f.is_empty(), "{f:#?}");
+    }
+
+    #[test]
+    fn new_peer_service_protocol_once_each() {
+        let (_, start) = learned();
+        let d = pump();
+        let mut v = later(ordinary(&d, 60), start);
+        for i in 0..5 {
+            v.push(opened(
+                &d,
+                start + i * NS,
+                proto::TCP,
+                "203.0.113.7",
+                8443,
+                Some(TcpOutcome::Established),
+            ));
+        }
+        let mut gre = opened(&d, start + 9 * NS, 47, "198.51.100.30", 0, None);
+        gre.packets_in = 1;
+        v.push(gre);
+        v.sort_by_key(|r| r.first_seen_ns);
+        let f = run_b(&v);
+        let peer = by(&f, "new_peer");
+        assert_eq!(peer.len(), 1, "{f:#?}");
+        assert_eq!(peer[0].peer, Some(ip("203.0.113.7")));
+        assert_eq!(peer[0].count, 1);
+        assert_eq!(by(&f, "new_service").len(), 2);
+        assert_eq!(
+            by(&f, "new_protocol")[0].evidence.names,
+            vec!["ip-47".to_string()]
+        );
+    }
+
+    #[test]
+    fn volume_spike_against_the_same_hour() {
+        let (_, start) = learned();
+        let d = pump();
+        let mut v = later(ordinary(&d, 60), start);
+        // The baseline hour moves ~180 KiB; 50 MiB to its own server is a spike.
+        let mut big = opened(
+            &d,
+            start + 30 * 60 * NS,
+            proto::TCP,
+            "198.51.100.30",
+            443,
+            Some(TcpOutcome::Established),
+        );
+        big.bytes_out = 50 << 20;
+        v.push(big);
+        v.sort_by_key(|r| r.first_seen_ns);
+        let f = run_b(&v);
+        let s = by(&f, "volume");
+        assert_eq!(s.len(), 1, "{f:#?}");
+        let m = &s[0].evidence.metrics[0];
+        assert!(m.observed > 50.0 * 1024.0 * 1024.0);
+        let median = m.baseline.unwrap();
+        assert!((100_000.0..300_000.0).contains(&median), "{median}");
+        assert!(m.threshold.unwrap() >= 1024.0 * 1024.0);
+    }
+
+    #[test]
+    fn beacon_every_60s_with_jitter_but_not_to_known_peers() {
+        let (_, start) = learned();
+        let d = pump();
+        let mut v = later(ordinary(&d, 120), start);
+        // Every 60 s +- 3 s, 300-310 bytes, to an outside address.
+        for i in 0..120u64 {
+            let jitter = (i * 7919 % 7) as i64 - 3;
+            let t = start + i * 60 * NS + (jitter * NS as i64) as u64 + 30 * NS;
+            let mut r = opened(
+                &d,
+                t,
+                proto::TCP,
+                "203.0.113.66",
+                443,
+                Some(TcpOutcome::Established),
+            );
+            r.bytes_out = 300 + i % 11;
+            v.push(r);
+        }
+        v.sort_by_key(|r| r.first_seen_ns);
+        let f = run_b(&v);
+        let b = by(&f, "beacon");
+        assert_eq!(b.len(), 1, "{f:#?}");
+        assert_eq!(b[0].peer, Some(ip("203.0.113.66")));
+        assert!(b[0].confidence >= 0.8);
+        // The pump's NTP every 60 s to its known server is in v too and raised nothing.
+        assert!(f.iter().all(|x| x.peer != Some(ip("198.51.100.123"))));
+        // Random calls to the same outside peer are not a beacon.
+        let mut rnd = later(ordinary(&d, 120), start);
+        let mut t = start;
+        for i in 0..120u64 {
+            t += (i * 2654435761 % 600 + 1) * NS;
+            let mut r = opened(
+                &d,
+                t,
+                proto::TCP,
+                "203.0.113.66",
+                443,
+                Some(TcpOutcome::Established),
+            );
+            r.bytes_out = 200 + (i * 40503 % 5000);
+            rnd.push(r);
+        }
+        rnd.sort_by_key(|r| r.first_seen_ns);
+        assert!(by(&run_b(&rnd), "beacon").is_empty());
+    }
+
+    #[test]
+    fn beacon_scores() {
+        let s: Vec<u64> = (0..20).map(|i| i * 60 * NS).collect();
+        let b = vec![300.0; 20];
+        let (total, time, size, cov) = beacon::score(&s, &b);
+        assert_eq!((time, size), (1.0, 1.0));
+        assert!(cov.is_none());
+        assert_eq!(total, 1.0);
+        let _ = DAY;
+    }
 }
