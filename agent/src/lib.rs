@@ -10,5 +10,6 @@ pub mod lab;
 pub mod learn;
 pub mod netns;
 pub mod paths;
+pub mod replay;
 pub mod run;
 pub mod sync;
