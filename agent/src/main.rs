@@ -59,6 +59,11 @@ fn main() -> anyhow::Result<()> {
         Command::Replay(args) => {
             let r = wardgate_agent::replay::run(&args)?;
             wardgate_agent::replay::print(&r.findings, args.format, &mut std::io::stdout().lock())?;
+            if let Some(path) = &args.summary {
+                let text = serde_json::to_string_pretty(&r.summary())?;
+                std::fs::write(path, text + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             tracing::info!(
                 frames = r.frames,
                 records = r.flows.len(),

@@ -52,6 +52,9 @@ pub struct ReplayArgs {
     pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,
+    /// Also write a JSON summary (frames, records, devices, device-days, findings) to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
 }
 
 /// What a replay found.
@@ -165,6 +168,44 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
         malformed,
         detectors,
     })
+}
+
+/// What a replay covered, for `--summary` and the eval.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub frames: u64,
+    pub malformed: u64,
+    pub records: usize,
+    pub arp_claims: usize,
+    pub devices: usize,
+    /// Sum over devices of the span between their first and last flow, in days.
+    pub device_days: f64,
+    pub findings: usize,
+    pub detectors: Vec<&'static str>,
+}
+
+impl Replayed {
+    pub fn summary(&self) -> Summary {
+        let mut spans: std::collections::HashMap<&str, (u64, u64)> = Default::default();
+        for r in &self.flows {
+            let s = spans
+                .entry(r.device.name.as_str())
+                .or_insert((r.first_seen_ns, r.last_seen_ns));
+            s.0 = s.0.min(r.first_seen_ns);
+            s.1 = s.1.max(r.last_seen_ns);
+        }
+        let ns: u64 = spans.values().map(|(a, b)| b - a).sum();
+        Summary {
+            frames: self.frames,
+            malformed: self.malformed,
+            records: self.flows.len(),
+            arp_claims: self.claims.len(),
+            devices: spans.len(),
+            device_days: ns as f64 / 86_400e9,
+            findings: self.findings.len(),
+            detectors: self.detectors.clone(),
+        }
+    }
 }
 
 /// Writes the findings one per line in `format`.

@@ -1,8 +1,9 @@
-//! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo`.
+//! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo | eval`.
 
 mod bench;
 mod cmd;
 mod demo;
+mod eval;
 mod fuzz;
 mod setup;
 mod test;
@@ -39,6 +40,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Run the detectors over the project's test captures: capture x detector, expected and got,
+    /// and false findings per device-day on the benign ones.
+    Eval,
     /// The main job: a demo ward in network namespaces on the embedded store.
     Demo,
 }
@@ -50,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Task::Bench { which } => bench::run(which),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Demo => demo::run(),
+        Task::Eval => eval::run(),
     }
 }

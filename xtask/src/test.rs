@@ -141,7 +141,7 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "--tests",
             ])?;
             // Policy sync against an in-process controller (no root: the test plays the writer);
-            // offline learning from captures.
+            // offline learning from captures; detectors replayed over captures.
             cargo_test(&[
                 "--release",
                 "-p",
@@ -150,6 +150,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "sync",
                 "--test",
                 "learn",
+                "--test",
+                "replay",
             ])
         }
         Tier::Datapath => {
