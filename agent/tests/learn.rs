@@ -36,7 +36,10 @@ fn learn_files(
     let l = learn::run(&LearnArgs {
         pcap: files.to_vec(),
         site,
-        out: out.path().to_path_buf(),
+        out: Some(out.path().to_path_buf()),
+        propose: None,
+        simulate: None,
+        devices: Vec::new(),
     })?;
     Ok((l, out))
 }
@@ -565,4 +568,179 @@ fn gpl_reference_captures_local_check() {
             "{file}"
         );
     }
+}
+
+fn learn_with(
+    files: &[PathBuf],
+    site: Option<PathBuf>,
+    propose: Option<PathBuf>,
+    simulate: Option<PathBuf>,
+    devices: &[&str],
+) -> anyhow::Result<Learned> {
+    learn::run(&LearnArgs {
+        pcap: files.to_vec(),
+        site,
+        out: None,
+        propose,
+        simulate,
+        devices: devices.iter().map(|d| d.to_string()).collect(),
+    })
+}
+
+#[test]
+fn proposals_from_every_fixture_block_nothing_of_their_capture() {
+    for (file, _, _) in FIXTURES {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = fixtures().join(file);
+        // `--propose` itself refuses a proposal that blocks one of its own flows.
+        let l = learn_with(
+            std::slice::from_ref(&cap),
+            None,
+            Some(dir.path().into()),
+            None,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(l.proposed.len(), l.baselines.len(), "{file}");
+        for (b, p) in l.baselines.iter().zip(&l.proposed) {
+            let sim = learn_with(
+                std::slice::from_ref(&cap),
+                None,
+                None,
+                Some(p.clone()),
+                &[&b.device.name],
+            )
+            .unwrap()
+            .simulation
+            .unwrap();
+            assert_eq!(sim.devices, vec![b.device.name.clone()]);
+            assert!(sim.flows > 0);
+            assert!(sim.blocked.is_empty(), "{file}: {:?}", sim.blocked);
+        }
+    }
+}
+
+/// A TCP SYN from the device to `to`:`port` (Ethernet).
+fn tcp_syn(to: [u8; 4], port: u16) -> Vec<u8> {
+    let mut l3 = Vec::new();
+    PacketBuilder::ipv4([192, 0, 2, 10], to, 64)
+        .tcp(41000, port, 1, 1000)
+        .syn()
+        .write(&mut l3, &[])
+        .unwrap();
+    ethernet(&l3, false)
+}
+
+#[test]
+fn a_proposal_blocks_a_flow_outside_its_capture_and_the_simulation_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = |s: u64| Duration::from_nanos(T0 + s * 1_000_000_000);
+    let usual: Vec<(Duration, Vec<u8>)> = (0..5)
+        .flat_map(|i| {
+            [
+                (t(i * 120), ethernet(&ip_udp(false, b"q"), false)),
+                (t(i * 120 + 1), tcp_syn([198, 51, 100, 10], 104)),
+            ]
+        })
+        .collect();
+    let learned_cap = dir.path().join("week.pcap");
+    write_pcap(
+        &learned_cap,
+        DataLink::ETHERNET,
+        TsResolution::NanoSecond,
+        &usual,
+    );
+    let mut later = usual.clone();
+    later.push((t(900), tcp_syn([203, 0, 113, 7], 443)));
+    later.push((t(901), tcp_syn([198, 51, 100, 10], 22)));
+    let later_cap = dir.path().join("later.pcap");
+    write_pcap(
+        &later_cap,
+        DataLink::ETHERNET,
+        TsResolution::NanoSecond,
+        &later,
+    );
+    let site = dir.path().join("site.yaml");
+    std::fs::write(
+        &site,
+        "site: t\ngroups:\n  dns: [198.51.100.53/32]\n  pacs: [198.51.100.10/32]\ndevices:\n  - name: monitor-7\n    mac: 00:09:fb:00:00:01\n    addresses: [192.0.2.10]\n    profile: proposed-monitor-7\n    gateway: gw1\n",
+    )
+    .unwrap();
+    let props = dir.path().join("proposed");
+    let l = learn_with(
+        std::slice::from_ref(&learned_cap),
+        Some(site.clone()),
+        Some(props.clone()),
+        None,
+        &[],
+    )
+    .unwrap();
+    let path = props.join("proposed-monitor-7.yaml");
+    assert_eq!(l.proposed, vec![path.clone()]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("peers: [\"group:dns\"]\n    ports: [53]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("peers: [\"group:pacs\"]\n    ports: [104]"),
+        "{text}"
+    );
+    assert!(text.contains("  # 5 flows, "), "{text}");
+    // The site assigns the proposal to the device: simulated without naming it.
+    let l = learn_with(&[later_cap], Some(site), None, Some(path), &[]).unwrap();
+    let sim = l.simulation.as_ref().unwrap();
+    assert_eq!(sim.devices, vec!["monitor-7".to_string()]);
+    let blocked: Vec<(String, u16, u64)> = sim
+        .blocked
+        .iter()
+        .map(|b| (b.peer.to_string(), b.port, b.flows))
+        .collect();
+    assert_eq!(
+        blocked,
+        vec![
+            ("198.51.100.10".to_string(), 22, 1),
+            ("203.0.113.7".to_string(), 443, 1)
+        ]
+    );
+    let mut out = Vec::new();
+    learn::print_summary(&l, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("would have blocked 2 flows"), "{text}");
+    assert!(
+        text.contains("monitor-7 -> 203.0.113.7 tcp/443: 1 flows"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_broken_candidate_is_refused_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(&p, "name: x\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [any]\n    ports: [70000]\n").unwrap();
+    let e = format!(
+        "{:#}",
+        learn_with(
+            &[fixtures().join("ndpi/mqtt.pcap")],
+            None,
+            None,
+            Some(p),
+            &[]
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("bad.yaml:6"), "{e}");
+    assert!(e.contains("70000"), "{e}");
+    let e = format!(
+        "{:#}",
+        learn_with(
+            &[fixtures().join("ndpi/mqtt.pcap")],
+            None,
+            None,
+            Some(dir.path().join("none.yaml")),
+            &[]
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("none.yaml"), "{e}");
 }

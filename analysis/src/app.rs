@@ -35,6 +35,16 @@ impl AppIdentity {
     }
 }
 
+/// Whether a direction's first segment is worth collecting: on a DICOM or HL7 port, too short
+/// to tell, or starting like an A-ASSOCIATE-RQ or an MSH segment.
+pub fn worth_keeping(port: u16, first: &[u8]) -> bool {
+    DICOM_PORTS.contains(&port)
+        || HL7_PORTS.contains(&port)
+        || first.len() < 8
+        || dicom::looks_like(first)
+        || hl7::looks_like(first)
+}
+
 /// What the first bytes of one direction say so far.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identify {
@@ -80,5 +90,43 @@ pub fn identify(port: u16, bytes: &[u8]) -> Identify {
         Identify::NeedMore
     } else {
         Identify::No
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medical_bytes_are_found_off_their_ports_and_others_are_not_kept() {
+        let rq = crate::dicom::tests::associate_rq("US_3", "ARCHIVE", &["1.2.840.10008.1.1"]);
+        assert!(worth_keeping(4006, &rq));
+        match identify(4006, &rq) {
+            Identify::Found {
+                app: AppIdentity::Dicom(a),
+                complete,
+            } => {
+                assert!(complete);
+                assert_eq!(a.calling_ae, "US_3");
+            }
+            other => panic!("{other:?}"),
+        }
+        let msh = b"\x0bMSH|^~\\&|A|B|C|D|||ADT^A01|1|P|2.4\r";
+        assert!(worth_keeping(9000, msh));
+        assert!(matches!(
+            identify(9000, msh),
+            Identify::Found {
+                app: AppIdentity::Hl7(_),
+                ..
+            }
+        ));
+        let http = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(!worth_keeping(80, http));
+        assert!(
+            worth_keeping(104, http),
+            "on a DICOM port everything is tried"
+        );
+        assert_eq!(identify(104, http), Identify::No);
+        assert_eq!(identify(80, b"GET"), Identify::NeedMore);
     }
 }

@@ -11,6 +11,8 @@ pub mod dicom;
 pub mod flow;
 pub mod hl7;
 pub mod mac;
+pub mod propose;
+pub mod simulate;
 
 pub use app::AppIdentity;
 pub use decode::{DecodeError, Decoded, LinkType, Packet, decode};

@@ -168,6 +168,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "netns",
                 "--test",
                 "segmentation",
+                "--test",
+                "learn_netns",
                 "--",
                 "--test-threads=1",
             ])

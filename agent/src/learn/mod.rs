@@ -3,6 +3,8 @@
 //! files is here; everything after the frame bytes is in the pure crate.
 
 pub mod capture;
+mod propose;
+mod simulate;
 mod summary;
 
 use std::{
@@ -35,8 +37,17 @@ pub struct LearnArgs {
     #[arg(long)]
     pub site: Option<PathBuf>,
     /// Directory for flows.jsonl, baselines.json, devices.json and summary.json.
+    #[arg(long, required_unless_present = "simulate")]
+    pub out: Option<PathBuf>,
+    /// Also write a proposed profile per device (`proposed-<device>.yaml`) into this directory.
     #[arg(long)]
-    pub out: PathBuf,
+    pub propose: Option<PathBuf>,
+    /// Replay the capture's flows through this candidate profile and list what it would block.
+    #[arg(long)]
+    pub simulate: Option<PathBuf>,
+    /// Devices to simulate (default: the site's devices assigned the profile, else every device).
+    #[arg(long = "device", requires = "simulate")]
+    pub devices: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +79,12 @@ pub struct Learned {
     pub window: Window,
     pub devices: Vec<DeviceInfo>,
     pub records: usize,
+    /// Proposed profiles written (`--propose`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proposed: Vec<PathBuf>,
+    /// What the candidate profile would have blocked (`--simulate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<simulate::Simulation>,
     #[serde(skip)]
     pub baselines: Vec<Baseline>,
     #[serde(skip)]
@@ -75,16 +92,33 @@ pub struct Learned {
 }
 
 pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
-    let (devices, groups) = match &args.site {
+    let site = match &args.site {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let site = wardgate_policy::parse_site(&path.display().to_string(), &text)
-                .map_err(|d| anyhow::anyhow!("{d}"))?;
-            let devices = Devices::from_site(&site)
-                .with_context(|| format!("site file {}", path.display()))?;
-            (devices, Groups::from_site(&site))
+            Some(
+                wardgate_policy::parse_site(&path.display().to_string(), &text)
+                    .map_err(|d| anyhow::anyhow!("{d}"))?,
+            )
         }
+        None => None,
+    };
+    // The candidate is read before the captures: a typo fails at once.
+    let candidate = args
+        .simulate
+        .as_deref()
+        .map(simulate::load_profile)
+        .transpose()?;
+    let (devices, groups) = match &site {
+        Some(s) => (
+            Devices::from_site(s).with_context(|| {
+                format!(
+                    "site file {}",
+                    args.site.as_deref().unwrap_or(Path::new("")).display()
+                )
+            })?,
+            Groups::from_site(s),
+        ),
         None => (Devices::discover(), Groups::default()),
     };
     let mut table = FlowTable::new(FlowTableConfig::default(), devices);
@@ -142,7 +176,7 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
         end_ns: 0,
     });
     let baselines = baseline::baselines(&flows, &groups, &Limits::default(), window);
-    let learned = Learned {
+    let mut learned = Learned {
         frames: files.iter().map(|f| f.end.frames).sum(),
         malformed: files.iter().map(|f| f.malformed).sum(),
         files,
@@ -151,10 +185,25 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
         window,
         devices: devices.list(),
         records: flows.len(),
+        proposed: Vec::new(),
+        simulation: None,
         baselines,
         flows,
     };
-    write_out(&args.out, &learned)?;
+    if let Some(dir) = &args.propose {
+        learned.proposed = propose::write(dir, &learned, &groups, site.as_ref())?;
+    }
+    if let Some(profile) = &candidate {
+        learned.simulation = Some(simulate::run(
+            profile,
+            site.as_ref(),
+            &args.devices,
+            &learned,
+        )?);
+    }
+    if let Some(out) = &args.out {
+        write_out(out, &learned)?;
+    }
     Ok(learned)
 }
 

@@ -64,5 +64,37 @@ pub fn print_summary(l: &Learned, out: &mut impl Write) -> std::io::Result<()> {
             apps.join("; ")
         )?;
     }
+    for p in &l.proposed {
+        writeln!(out, "proposed {}", p.display())?;
+    }
+    if let Some(sim) = &l.simulation {
+        let blocked: u64 = sim.blocked.iter().map(|b| b.flows).sum();
+        writeln!(
+            out,
+            "simulating profile {} on {} ({} flows): would have blocked {blocked} flows",
+            sim.profile,
+            sim.devices.join(", "),
+            sim.flows
+        )?;
+        for b in &sim.blocked {
+            let dir = match b.direction {
+                wardgate_analysis::FlowDirection::Opened => "->",
+                wardgate_analysis::FlowDirection::Received => "<-",
+            };
+            writeln!(
+                out,
+                "  {} {dir} {} {}/{}: {} flows, {} bytes, last seen {}",
+                b.device,
+                b.peer,
+                wardgate_analysis::baseline::proto_name(b.proto),
+                b.port,
+                b.flows,
+                b.bytes,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_nanos(b.last_seen_ns)
+                )
+            )?;
+        }
+    }
     Ok(())
 }

@@ -44,8 +44,9 @@ pub enum DeviceError {
     Address { device: String, address: String },
 }
 
-#[derive(Default)]
 struct Seen {
+    /// Made once, when the MAC is first seen (records ask for it for every flow).
+    name: String,
     addrs: BTreeSet<IpAddr>,
     /// More distinct addresses than ROUTER_ADDRS were seen.
     router: bool,
@@ -131,7 +132,11 @@ impl Devices {
         match mac {
             Some(m) if m.is_group() => {}
             Some(m) => {
-                let seen = by_mac.entry(m).or_default();
+                let seen = by_mac.entry(m).or_insert_with(|| Seen {
+                    name: discovered_name(m),
+                    addrs: BTreeSet::new(),
+                    router: false,
+                });
                 if seen.router || seen.addrs.contains(&ip) {
                     return;
                 }
@@ -171,7 +176,7 @@ impl Devices {
                 Some(m) => {
                     let seen = by_mac.get(&m)?;
                     (!seen.router).then(|| DeviceRef {
-                        name: discovered_name(m),
+                        name: seen.name.clone(),
                         id: None,
                         mac: Some(m),
                     })
@@ -194,7 +199,7 @@ impl Devices {
                 macs.sort_by_key(|(m, _)| **m);
                 macs.into_iter()
                     .map(|(m, s)| DeviceInfo {
-                        name: discovered_name(*m),
+                        name: s.name.clone(),
                         id: None,
                         mac: Some(*m),
                         vendor: oui::vendor(*m).map(|v| v.name.to_string()),

@@ -107,7 +107,7 @@ struct Conn {
     tcp: Tcp,
     first: [FirstBytes; 2],
     /// The identity and the side it came from (the opener's wins).
-    app: Option<(AppIdentity, usize)>,
+    app: Option<(Box<AppIdentity>, usize)>,
 }
 
 impl Conn {
@@ -150,7 +150,8 @@ struct Done {
     last_ns: u64,
     icmp_type: Option<u8>,
     tcp: Option<TcpOutcome>,
-    app: Option<AppIdentity>,
+    /// Boxed: most flows have none, and the table moves these records around.
+    app: Option<Box<AppIdentity>>,
 }
 
 pub struct FlowTable {
@@ -261,14 +262,12 @@ impl FlowTable {
     pub fn sweep(&mut self, now_ns: u64) {
         self.last_sweep_ns = now_ns;
         let cfg = &self.cfg;
-        let expired: Vec<Key> = self
+        let expired: Vec<Conn> = self
             .open
-            .iter()
-            .filter(|(_, c)| now_ns.saturating_sub(c.last_ns) > c.idle_limit(cfg))
-            .map(|(k, _)| *k)
+            .extract_if(|_, c| now_ns.saturating_sub(c.last_ns) > c.idle_limit(cfg))
+            .map(|(_, c)| c)
             .collect();
-        for k in expired {
-            let c = self.open.remove(&k).expect("present");
+        for c in expired {
             self.finish(c);
         }
     }
@@ -363,6 +362,11 @@ fn update(c: &mut Conn, side: usize, pkt: &Packet<'_>) {
     if pkt.payload.is_empty() || c.first[side].is_closed() {
         return;
     }
+    // Off the DICOM and HL7 ports, bytes that start like neither are not kept at all.
+    if c.first[side].bytes().is_empty() && !app::worth_keeping(c.key.b_port, pkt.payload) {
+        c.first[side].close();
+        return;
+    }
     let added = match pkt.proto {
         proto::TCP => c.first[side].tcp(pkt.tcp_seq, pkt.payload),
         _ => c.first[side].datagram(pkt.payload),
@@ -377,7 +381,7 @@ fn update(c: &mut Conn, side: usize, pkt: &Packet<'_>) {
     }
     match app::identify(c.key.b_port, c.first[side].bytes()) {
         Identify::Found { app, complete } => {
-            c.app = Some((app, side));
+            c.app = Some((Box::new(app), side));
             if complete || c.first[side].is_full() {
                 c.first[side].close();
             }
@@ -419,6 +423,6 @@ fn record(devices: &Devices, d: &Done, side: usize) -> Option<FlowRecord> {
         last_seen_ns: d.last_ns,
         tcp: d.tcp,
         rule: None,
-        app: d.app.clone(),
+        app: d.app.as_deref().cloned(),
     })
 }

@@ -1,0 +1,390 @@
+//! Attach tier: captures the project makes itself from real peers in network namespaces (Debian's
+//! dcmtk: echoscu and storescu -> storescp; python-hl7: mllp_send -> its MLLP server), taken by
+//! tshark on the gateway (Ethernet, pcapng), inside the device (`-i any`: Linux cooked v2,
+//! pcap) and on the server (`-i any`: Linux cooked v1, pcapng), then `learn` on each: the AE titles and MSH fields come out exactly as sent. Needs
+//! root; fails (never skips) without it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use wardgate_agent::{
+    lab::{DEV_IF, Ward},
+    learn::{self, LearnArgs},
+};
+use wardgate_analysis::{AppIdentity, FlowDirection, LinkType};
+
+const CALLING: &str = "CT_SCANNER_1";
+const CALLED: &str = "PACS_MAIN";
+const MSH: &str = "MSH|^~\\&|PUMP_APP|ICU_3A|EMR_ENGINE|GENERAL_HOSP|20261129090000||ORU^R01^ORU_R01|MSG-42|P|2.6";
+
+fn in_netns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+/// A process this test started, ended on drop.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a client to completion within `limit` (killed then); whether it succeeded, its output.
+fn run_within(mut cmd: Command, limit: Duration) -> (bool, String) {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = cmd
+        .stdout(out.reopen().unwrap())
+        .stderr(out.reopen().unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (installed by `cargo xtask setup`)"));
+    let deadline = Instant::now() + limit;
+    let ok = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (ok, std::fs::read_to_string(out.path()).unwrap_or_default())
+}
+
+/// Retries a client until it succeeds (its server starting), bounded.
+fn until_ok(what: &str, limit: Duration, mut make: impl FnMut() -> Command) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (ok, out) = run_within(make(), Duration::from_secs(10));
+        if ok {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never succeeded:\n{out}\n{cmd:?}",
+            cmd = make()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// tshark writing `file` from `iface` in `ns`; returns once it is capturing.
+/// `dlt`: the link type tshark writes (`-y`), when not the interface's default.
+fn capture(ns: &str, iface: &str, dlt: Option<&str>, file: &Path, format: &str) -> (Peer, PathBuf) {
+    let log = file.with_extension("log");
+    let mut c = in_netns(ns, "tshark");
+    c.args(["-q", "-i", iface, "-F", format]);
+    if let Some(dlt) = dlt {
+        c.args(["-y", dlt]);
+    }
+    c.arg("-w")
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let peer = Peer(
+        c.spawn()
+            .expect("tshark is installed by `cargo xtask setup`"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Capturing on")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "tshark never started:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (peer, log)
+}
+
+/// Stops a capture with SIGINT (tshark then flushes and closes the file), bounded.
+fn stop(mut p: Peer) {
+    // Safety: kill on the pid of a child this test started and has not reaped.
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while p.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tshark did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A 24-bit 64x64 BMP with a gradient, for img2dcm.
+fn bmp() -> Vec<u8> {
+    let (w, h) = (64u32, 64u32);
+    let size = 54 + w * h * 3;
+    let mut b = b"BM".to_vec();
+    b.extend_from_slice(&size.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&54u32.to_le_bytes());
+    b.extend_from_slice(&40u32.to_le_bytes());
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    b.extend_from_slice(&[0; 24]);
+    for y in 0..h {
+        for x in 0..w {
+            b.extend_from_slice(&[x as u8, y as u8, (x + y) as u8]);
+        }
+    }
+    b
+}
+
+#[test]
+fn dcmtk_and_python_hl7_identities_come_out_exactly_as_sent() {
+    // Safety: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "attach tier cannot run: needs root for network namespaces; run `sudo cargo xtask test`"
+    );
+    let ward = Ward::new("learn");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The PACS (storescp) and the HL7 engine (python-hl7's MLLP server) in the server namespace.
+    std::fs::create_dir_all(d.join("pacs")).unwrap();
+    let mut c = in_netns(&ward.srv, "storescp");
+    // -dhl: no reverse DNS lookups of callers (the namespaces have no resolver).
+    c.args(["-dhl", "-aet", CALLED, "-od"])
+        .arg(d.join("pacs"))
+        .arg("11112")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("storescp.log")).unwrap());
+    let _pacs = Peer(
+        c.spawn()
+            .expect("dcmtk is installed by `cargo xtask setup`"),
+    );
+    let mut c = in_netns(&ward.srv, "python3");
+    c.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/mllp_server.py"
+    ))
+    .args(["198.51.100.20", "2575"])
+    .arg(d.join("received.txt"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _engine = Peer(c.spawn().expect("python3 is installed"));
+
+    let gw_file = d.join("gateway.pcapng");
+    let dev_file = d.join("device.pcap");
+    let srv_file = d.join("server.pcapng");
+    let (gw_cap, _) = capture(&ward.gw, DEV_IF, None, &gw_file, "pcapng");
+    let (dev_cap, _) = capture(&ward.dev, "any", Some("LINUX_SLL2"), &dev_file, "pcap");
+    // On the server side the device is known by its address only (the gateway's MAC).
+    let (srv_cap, _) = capture(&ward.srv, "any", None, &srv_file, "pcapng");
+
+    // DICOM from the device: a C-ECHO, then a C-STORE of a small image.
+    until_ok("echoscu", Duration::from_secs(20), || {
+        let mut c = in_netns(&ward.dev, "echoscu");
+        c.args([
+            "-to",
+            "3",
+            "-aet",
+            CALLING,
+            "-aec",
+            CALLED,
+            "198.51.100.10",
+            "11112",
+        ]);
+        c
+    });
+    std::fs::write(d.join("image.bmp"), bmp()).unwrap();
+    let mut c = Command::new("img2dcm");
+    c.args(["-i", "BMP"])
+        .arg(d.join("image.bmp"))
+        .arg(d.join("image.dcm"));
+    let (ok, out) = run_within(c, Duration::from_secs(30));
+    assert!(ok, "img2dcm:\n{out}");
+    let mut c = in_netns(&ward.dev, "storescu");
+    c.args([
+        "-to",
+        "3",
+        "-aet",
+        CALLING,
+        "-aec",
+        CALLED,
+        "198.51.100.10",
+        "11112",
+    ])
+    .arg(d.join("image.dcm"));
+    let (ok, out) = run_within(c, Duration::from_secs(30));
+    assert!(ok, "storescu:\n{out}");
+    // HL7 ORU from the device (python-hl7's mllp_send).
+    let msg = d.join("oru.hl7");
+    std::fs::write(
+        &msg,
+        format!("\x0b{MSH}\rPID|1||12345\rOBX|1|NM|8867-4^Heart rate^LN||72|/min\r\x1c\r"),
+    )
+    .unwrap();
+    let ack = until_ok("mllp_send", Duration::from_secs(20), || {
+        let mut c = in_netns(&ward.dev, "python3");
+        c.args(["-m", "hl7.client", "-p", "2575", "-f"])
+            .arg(&msg)
+            .arg("198.51.100.20");
+        c
+    });
+    assert!(ack.contains("MSA|AA|MSG-42"), "acknowledged: {ack:?}");
+    // Let the last FIN/ACKs reach both captures.
+    std::thread::sleep(Duration::from_millis(500));
+    stop(gw_cap);
+    stop(dev_cap);
+    stop(srv_cap);
+
+    let site = d.join("site.yaml");
+    std::fs::write(
+        &site,
+        "site: lab\ngroups:\n  pacs: [198.51.100.10/32]\n  hl7-engine: [198.51.100.20/32]\n\
+         devices:\n  - name: ct-1\n    mac: 02:00:00:00:00:0a\n    addresses: [192.0.2.10, 2001:db8:1::10]\n    profile: ct\n    gateway: gw1\n",
+    )
+    .unwrap();
+    for (file, link) in [
+        (&gw_file, LinkType::Ethernet),
+        (&dev_file, LinkType::LinuxSll2),
+        (&srv_file, LinkType::LinuxSll),
+    ] {
+        check_capture_link(file, link);
+        let out = d.join(format!(
+            "out-{}",
+            file.file_stem().unwrap().to_string_lossy()
+        ));
+        let l = learn::run(&LearnArgs {
+            pcap: vec![file.clone()],
+            site: Some(site.clone()),
+            out: Some(out),
+            propose: None,
+            simulate: None,
+            devices: Vec::new(),
+        })
+        .unwrap();
+        let name = file.display();
+        assert_eq!(
+            (l.malformed, l.files[0].end.cut.as_deref()),
+            (0, None),
+            "{name}"
+        );
+        let dicom: Vec<_> = l
+            .flows
+            .iter()
+            .filter_map(|r| match &r.app {
+                Some(AppIdentity::Dicom(a)) => Some((r, a)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            dicom.len(),
+            2,
+            "{name}: C-ECHO and C-STORE associations: {dicom:#?}"
+        );
+        for (r, a) in &dicom {
+            assert_eq!(
+                (r.device.name.as_str(), r.direction, r.port),
+                ("ct-1", FlowDirection::Opened, 11112)
+            );
+            assert_eq!(
+                (a.calling_ae.as_str(), a.called_ae.as_str()),
+                (CALLING, CALLED),
+                "{name}"
+            );
+            assert_eq!(a.application_context, "1.2.840.10008.3.1.1.1");
+            if a.truncated {
+                // storescu offers every storage SOP class: a PDU of several KiB, cut at the
+                // first-bytes bound (1 KiB) before its user information item.
+                assert!(a.abstract_syntaxes.len() > 1, "{a:?}");
+                continue;
+            }
+            // dcmtk's own implementation class UID root and version name.
+            let uid = a.implementation_class_uid.as_deref().unwrap_or_default();
+            assert!(uid.starts_with("1.2.276.0.7230010.3"), "{a:?}");
+            let version = a.implementation_version.as_deref().unwrap_or_default();
+            assert!(version.starts_with("OFFIS_DCMTK_"), "{a:?}");
+        }
+        assert!(
+            dicom
+                .iter()
+                .any(|(_, a)| a.abstract_syntaxes == ["1.2.840.10008.1.1"]),
+            "C-ECHO: Verification SOP class only"
+        );
+        // storescu proposes many storage SOP classes; the list is bounded.
+        assert!(dicom.iter().any(|(_, a)| a.abstract_syntaxes.len() > 1));
+        let hl7: Vec<_> = l
+            .flows
+            .iter()
+            .filter_map(|r| match &r.app {
+                Some(AppIdentity::Hl7(h)) => Some((r, h)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(hl7.len(), 1, "{name}: {hl7:#?}");
+        let (r, h) = hl7[0];
+        assert_eq!(
+            (r.direction, r.port, r.peer.to_string().as_str()),
+            (FlowDirection::Opened, 2575, "198.51.100.20")
+        );
+        assert_eq!(h.field_separator, '|');
+        assert_eq!(h.encoding_characters, "^~\\&");
+        assert_eq!(
+            (h.sending_application.as_str(), h.sending_facility.as_str()),
+            ("PUMP_APP", "ICU_3A")
+        );
+        assert_eq!(
+            (
+                h.receiving_application.as_str(),
+                h.receiving_facility.as_str()
+            ),
+            ("EMR_ENGINE", "GENERAL_HOSP")
+        );
+        assert_eq!(
+            (h.message_type.as_str(), h.version.as_str(), h.mllp),
+            ("ORU^R01^ORU_R01", "2.6", true)
+        );
+        // The baseline names the peers by site group and lists both identities.
+        let b = l
+            .baselines
+            .iter()
+            .find(|b| b.device.name == "ct-1")
+            .unwrap();
+        let groups: Vec<_> = b.peers.iter().filter_map(|p| p.group.as_deref()).collect();
+        assert!(
+            groups.contains(&"pacs") && groups.contains(&"hl7-engine"),
+            "{name}: {groups:?}"
+        );
+        let apps: Vec<_> = b.apps.iter().map(|a| a.identity.as_str()).collect();
+        assert!(
+            apps.contains(&"dicom CT_SCANNER_1 -> PACS_MAIN"),
+            "{apps:?}"
+        );
+        assert!(
+            apps.contains(&"hl7 PUMP_APP/ICU_3A -> EMR_ENGINE/GENERAL_HOSP ORU^R01^ORU_R01"),
+            "{apps:?}"
+        );
+    }
+}
+
+/// The capture has the link type this test means to cover (read back with capinfos's reader).
+fn check_capture_link(file: &Path, want: LinkType) {
+    let out = Command::new("capinfos")
+        .args(["-E"])
+        .arg(file)
+        .output()
+        .expect("capinfos (tshark)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expect = match want {
+        LinkType::Ethernet => "Ethernet",
+        LinkType::LinuxSll2 => "Linux cooked-mode capture v2",
+        LinkType::LinuxSll => "Linux cooked-mode capture v1",
+        other => panic!("no capture of {other:?} here"),
+    };
+    assert!(text.contains(expect), "{}: {text}", file.display());
+}

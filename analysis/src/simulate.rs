@@ -1,0 +1,129 @@
+//! What a candidate profile would have blocked: recorded flows replayed through the same
+//! compilation, lowering and lookup the datapath's maps come from (`policy::compile` then
+//! `policy::lower::lookup`).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use serde::Serialize;
+use wardgate_policy::{
+    Mode, Profile, ProfileSet, Site,
+    site::{Device, Gateway},
+    span::Located,
+};
+
+use crate::flow::{FlowDirection, FlowRecord};
+
+const GATEWAY: &str = "simulation";
+
+/// Flows of one kind the candidate would have dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub device: String,
+    pub direction: FlowDirection,
+    pub peer: IpAddr,
+    pub proto: u8,
+    pub port: u16,
+    pub flows: u64,
+    pub bytes: u64,
+    pub last_seen_ns: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("the candidate profile does not validate:\n{0}")]
+    Invalid(wardgate_policy::Diagnostics),
+    #[error("the candidate profile does not compile: {0}")]
+    Compile(#[from] wardgate_policy::CompileError),
+}
+
+/// Replays `records` (every device in them is put under `profile`, enforced) and lists what
+/// would have been blocked, most flows first. `site` gives the groups the profile names.
+pub fn simulate(
+    profile: &Profile,
+    site: Option<&Site>,
+    records: &[FlowRecord],
+) -> Result<Vec<Blocked>, SimulateError> {
+    let names: BTreeSet<&str> = records.iter().map(|r| r.device.name.as_str()).collect();
+    // The devices' own addresses and MACs do not take part in the lookup: synthetic unique
+    // ones keep two discovered devices sharing an address from failing validation.
+    let devices = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Device {
+            id: Some(i as u32 + 1),
+            name: Located::new(name.to_string()),
+            mac: Located::new(format!(
+                "02:00:00:{:02x}:{:02x}:{:02x}",
+                (i >> 16) as u8,
+                (i >> 8) as u8,
+                i as u8
+            )),
+            addresses: vec![Located::new(format!("fd00::{:x}", i + 1))],
+            profile: profile.name.clone(),
+            mode: Some(Mode::Enforce),
+            gateway: Located::new(GATEWAY.to_string()),
+            location: String::new(),
+            asset_id: String::new(),
+        })
+        .collect();
+    let sim = Site {
+        site: GATEWAY.to_string(),
+        groups: site.map(|s| s.groups.clone()).unwrap_or_default(),
+        gateways: vec![Gateway {
+            name: Located::new(GATEWAY.to_string()),
+            interfaces: vec!["sim0".to_string()],
+            location: String::new(),
+        }],
+        devices,
+    };
+    let mut set = ProfileSet::default();
+    let mut diags = wardgate_policy::Diagnostics::default();
+    set.insert("<candidate>", profile.clone(), &mut diags);
+    diags.extend(wardgate_policy::validate_all("<site>", &sim, &set));
+    if !diags.is_empty() {
+        return Err(SimulateError::Invalid(diags));
+    }
+    let state = wardgate_policy::compile(&sim, &set, GATEWAY, 1)?;
+    let policy: BTreeMap<&str, u32> = state
+        .devices
+        .iter()
+        .map(|d| (d.name.as_str(), d.policy_id))
+        .collect();
+    let mut blocked: BTreeMap<(String, FlowDirection, IpAddr, u8, u16), Blocked> = BTreeMap::new();
+    for r in records {
+        let Some(&pid) = policy.get(r.device.name.as_str()) else {
+            continue;
+        };
+        let allowed = wardgate_policy::lower::lookup(
+            &state,
+            pid,
+            r.direction.to_policy(),
+            r.peer,
+            r.proto,
+            r.port,
+        );
+        if allowed.is_some() {
+            continue;
+        }
+        let key = (r.device.name.clone(), r.direction, r.peer, r.proto, r.port);
+        let b = blocked.entry(key).or_insert_with(|| Blocked {
+            device: r.device.name.clone(),
+            direction: r.direction,
+            peer: r.peer,
+            proto: r.proto,
+            port: r.port,
+            flows: 0,
+            bytes: 0,
+            last_seen_ns: 0,
+        });
+        b.flows += 1;
+        b.bytes += r.bytes();
+        b.last_seen_ns = b.last_seen_ns.max(r.last_seen_ns);
+    }
+    let mut out: Vec<Blocked> = blocked.into_values().collect();
+    out.sort_by(|a, b| b.flows.cmp(&a.flows).then(a.device.cmp(&b.device)));
+    Ok(out)
+}
