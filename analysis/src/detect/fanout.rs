@@ -110,7 +110,7 @@ impl Detector for FanOut {
         f.summary = format!(
             "{} opened flows to {n} new peers in {:.1} s (limit {limit} in {} s)",
             r.device.name,
-            (r.first_seen_ns - st.new.start_ns()) as f64 / 1e9,
+            r.first_seen_ns.saturating_sub(st.new.start_ns()) as f64 / 1e9,
             self.cfg.window_s
         );
         f.flows.push(FlowRef::from(*r));

@@ -123,7 +123,7 @@ impl Detector for VerticalScan {
         ports.sort_unstable();
         ports.dedup();
         ports.truncate(MAX_LISTED);
-        let secs = (r.first_seen_ns - set.start_ns()) as f64 / 1e9;
+        let secs = r.first_seen_ns.saturating_sub(set.start_ns()) as f64 / 1e9;
         let sev = if facts.is_site_device() {
             Severity::High
         } else {
@@ -197,7 +197,7 @@ impl Detector for HorizontalScan {
         let mut peers: Vec<IpAddr> = set.keys().copied().collect();
         peers.sort_unstable();
         peers.truncate(MAX_LISTED);
-        let secs = (r.first_seen_ns - set.start_ns()) as f64 / 1e9;
+        let secs = r.first_seen_ns.saturating_sub(set.start_ns()) as f64 / 1e9;
         let sev = if facts.is_site_device() {
             Severity::High
         } else {
