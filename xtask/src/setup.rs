@@ -26,6 +26,8 @@ const APT: &[&str] = &[
     // New connections per second in `cargo xtask bench throughput`.
     "wrk",
     "dcmtk",
+    // A real port scan from a device for the detectors (agent/tests/replay_netns.rs).
+    "nmap",
     "python3-pip",
 ];
 

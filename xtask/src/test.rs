@@ -170,6 +170,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "segmentation",
                 "--test",
                 "learn_netns",
+                "--test",
+                "replay_netns",
                 "--",
                 "--test-threads=1",
             ])
