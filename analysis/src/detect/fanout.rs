@@ -108,7 +108,7 @@ impl Detector for FanOut {
             Technique::new("T0846", "Remote System Discovery", Matrix::Ics),
         );
         f.summary = format!(
-            "{} opened flows to {n} new peers in {:.1} s (limit {limit} in {} s)",
+            "{} opened flows to {n} new peers in {:.3} s (limit {limit} in {} s)",
             r.device.name,
             r.first_seen_ns.saturating_sub(st.new.start_ns()) as f64 / 1e9,
             self.cfg.window_s

@@ -193,7 +193,13 @@ impl Detector for Flood {
         );
         f.flows = rate.flows.clone();
         f.evidence.window_start_ns = start;
-        f.evidence.window_end_ns = now;
+        f.evidence.window_end_ns = rate
+            .flows
+            .iter()
+            .map(|f| f.last_seen_ns)
+            .max()
+            .unwrap_or(now)
+            .max(now);
         f.evidence.metrics =
             vec![Metric::new("packets_per_second", pps).threshold(f64::from(pps_limit))];
         f.evidence.peers = rate.peers.clone();

@@ -139,7 +139,7 @@ impl Detector for VerticalScan {
         );
         f.peer = Some(r.peer);
         f.summary = format!(
-            "{} probed {n} {} ports on {} in {secs:.1} s (limit {limit} in {} s)",
+            "{} probed {n} {} ports on {} in {secs:.3} s (limit {limit} in {} s)",
             r.device.name,
             proto_label(r.proto),
             r.peer,
@@ -212,7 +212,7 @@ impl Detector for HorizontalScan {
             Technique::new("T0846", "Remote System Discovery", Matrix::Ics),
         );
         f.summary = format!(
-            "{} probed {n} hosts on {}/{} in {secs:.1} s (limit {limit} in {} s)",
+            "{} probed {n} hosts on {}/{} in {secs:.3} s (limit {limit} in {} s)",
             r.device.name,
             proto_label(r.proto),
             r.port,
