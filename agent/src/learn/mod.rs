@@ -78,6 +78,8 @@ pub struct Learned {
     pub table: wardgate_analysis::flow::TableStats,
     pub window: Window,
     pub devices: Vec<DeviceInfo>,
+    /// MACs left out as routers (they sent from more than 8 addresses; discovery only).
+    pub routers: Vec<wardgate_analysis::Mac>,
     pub records: usize,
     /// Proposed profiles written (`--propose`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -184,6 +186,7 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
         table: stats,
         window,
         devices: devices.list(),
+        routers: devices.routers(),
         records: flows.len(),
         proposed: Vec::new(),
         simulation: None,

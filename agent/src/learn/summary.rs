@@ -35,6 +35,17 @@ pub fn print_summary(l: &Learned, out: &mut impl Write) -> std::io::Result<()> {
         "{} flows ({} identified by first bytes, {} without a device end), {} records",
         t.flows, t.flows_identified, t.flows_without_device, l.records
     )?;
+    if t.dropped_table_full > 0 {
+        writeln!(
+            out,
+            "{} packets of new flows dropped: flow table full",
+            t.dropped_table_full
+        )?;
+    }
+    if !l.routers.is_empty() {
+        let macs: Vec<String> = l.routers.iter().map(ToString::to_string).collect();
+        writeln!(out, "left out as routers: {}", macs.join(", "))?;
+    }
     writeln!(
         out,
         "{:<32} {:<24} {:>6} {:>6} {:>8} {:>12}  apps",
