@@ -33,6 +33,14 @@ devices:
     asset_id: BME-EVAL
 ";
 
+/// A TCP connection's peer and ports.
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    peer: [u8; 4],
+    pump_port: u16,
+    port: u16,
+}
+
 #[derive(Default)]
 pub struct Frames(Vec<(u64, Vec<u8>)>);
 
@@ -68,22 +76,17 @@ impl Frames {
         }
     }
 
-    fn tcp(
-        &mut self,
-        t: u64,
-        from_pump: bool,
-        peer: [u8; 4],
-        pp: u16,
-        dp: u16,
-        flags: &str,
-        seq: u32,
-        data: &[u8],
-    ) {
+    fn tcp(&mut self, t: u64, from_pump: bool, c: Tuple, flags: &str, seq: u32, data: &[u8]) {
+        let Tuple {
+            peer,
+            pump_port,
+            port,
+        } = c;
         self.eth(t, from_pump, |b| {
             let (src, dst, sp, dpp) = if from_pump {
-                (PUMP, peer, pp, dp)
+                (PUMP, peer, pump_port, port)
             } else {
-                (peer, PUMP, dp, pp)
+                (peer, PUMP, port, pump_port)
             };
             let mut tb = b.ipv4(src, dst, 64).tcp(sp, dpp, seq, 65535);
             for c in flags.chars() {
@@ -113,54 +116,28 @@ impl Frames {
         down: usize,
     ) {
         let ms = NS / 1000;
-        self.tcp(t, true, peer, sport, port, "S", 1000, &[]);
-        self.tcp(t + ms, false, peer, sport, port, "SA", 5000, &[]);
-        self.tcp(t + 2 * ms, true, peer, sport, port, "A", 1001, &[]);
-        self.tcp(
-            t + 3 * ms,
-            true,
+        let c = Tuple {
             peer,
-            sport,
+            pump_port: sport,
             port,
-            "AP",
-            1001,
-            &vec![0x16; up],
-        );
-        self.tcp(
-            t + 4 * ms,
-            false,
-            peer,
-            sport,
-            port,
-            "AP",
-            5001,
-            &vec![0x17; down],
-        );
-        self.tcp(
-            t + 5 * ms,
-            true,
-            peer,
-            sport,
-            port,
-            "AF",
-            1001 + up as u32,
-            &[],
-        );
-        self.tcp(
-            t + 6 * ms,
-            false,
-            peer,
-            sport,
-            port,
-            "AF",
-            5001 + down as u32,
-            &[],
-        );
+        };
+        self.tcp(t, true, c, "S", 1000, &[]);
+        self.tcp(t + ms, false, c, "SA", 5000, &[]);
+        self.tcp(t + 2 * ms, true, c, "A", 1001, &[]);
+        self.tcp(t + 3 * ms, true, c, "AP", 1001, &vec![0x16; up]);
+        self.tcp(t + 4 * ms, false, c, "AP", 5001, &vec![0x17; down]);
+        self.tcp(t + 5 * ms, true, c, "AF", 1001 + up as u32, &[]);
+        self.tcp(t + 6 * ms, false, c, "AF", 5001 + down as u32, &[]);
     }
 
     /// A SYN from the pump nobody answers.
     pub fn syn(&mut self, t: u64, peer: [u8; 4], sport: u16, port: u16) {
-        self.tcp(t, true, peer, sport, port, "S", 1000, &[]);
+        let c = Tuple {
+            peer,
+            pump_port: sport,
+            port,
+        };
+        self.tcp(t, true, c, "S", 1000, &[]);
     }
 
     /// An ARP reply from `mac` claiming `ip`.
