@@ -36,6 +36,8 @@ const PIP: &[(&str, &str)] = &[
     ("grpcio-tools", "grpc_tools"),
     // python-hl7: its MLLP client (mllp_send) and server are the attach tier's HL7 peers.
     ("hl7", "hl7.mllp"),
+    // The OCSF schema's pydantic models: replay's OCSF output is validated against them.
+    ("py-ocsf-models==0.10.0", "py_ocsf_models"),
 ];
 
 fn dpkg_installed(pkg: &str) -> bool {

@@ -184,7 +184,7 @@ pub fn detection_finding(f: &Finding, activity_id: u32) -> Value {
             "types": [f.detector],
             "first_seen_time": ms(f.first_seen_ns),
             "last_seen_time": ms(f.last_seen_ns),
-            "analytic": {"name": f.detector, "type_id": 2, "type": "Behavioral"},
+            "analytic": {"uid": f.detector, "name": f.detector, "type_id": 2, "type": "Behavioral"},
             "attacks": [attack],
         },
         "device": device(&f.device, f),
