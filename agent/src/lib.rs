@@ -11,5 +11,6 @@ pub mod learn;
 pub mod metrics;
 pub mod netns;
 pub mod paths;
+pub mod replay;
 pub mod run;
 pub mod sync;
