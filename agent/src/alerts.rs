@@ -370,14 +370,51 @@ impl Outbox {
 pub struct AlertQueue {
     outbox: Mutex<Outbox>,
     ready: tokio::sync::Notify,
+    /// Alerts were acknowledged (wakes `drain`).
+    acked: tokio::sync::Notify,
+    /// `drain` wants a link now (cuts a reconnect backoff short).
+    hurry: tokio::sync::Notify,
 }
 
 impl AlertQueue {
     pub fn new(outbox: Outbox) -> Arc<Self> {
         Arc::new(AlertQueue {
             outbox: Mutex::new(outbox),
-            ready: tokio::sync::Notify::new(),
+            ..AlertQueue::default()
         })
+    }
+
+    /// Removes acknowledged alerts (from the outbox file too).
+    pub fn ack(&self, ids: &[String]) {
+        self.lock().ack(ids);
+        self.acked.notify_waiters();
+    }
+
+    /// Resolves when `drain` asks the link to reconnect at once.
+    pub async fn hurried(&self) {
+        self.hurry.notified().await;
+    }
+
+    /// At stop: asks the link to deliver everything pending now (reconnecting at once if it
+    /// is waiting to retry) and waits until the controller acknowledged it all or `limit`
+    /// passed. Returns how many are left; they stay in the outbox file for the next start.
+    pub async fn drain(&self, limit: std::time::Duration) -> usize {
+        // A stored permit: a link that is connected keeps it for its next backoff, harmlessly.
+        self.hurry.notify_one();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let acked = self.acked.notified();
+            tokio::pin!(acked);
+            // Registered before looking, so an ack in between still wakes us.
+            acked.as_mut().enable();
+            let left = self.lock().len();
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, acked).await.is_err() {
+                return self.lock().len();
+            }
+        }
     }
 
     pub fn push_all(&self, alerts: Vec<pb::Alert>) {

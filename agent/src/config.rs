@@ -41,6 +41,31 @@ pub struct AgentConfig {
     /// Policy sync from a controller. Without it the agent only applies `desired_state`.
     #[serde(default)]
     pub controller: Option<ControllerConfig>,
+    /// Prometheus metrics on `GET /metrics`. Without it the agent serves none.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The metrics endpoint (plain HTTP: bind it to loopback or a management address).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// e.g. `127.0.0.1:9464`
+    pub listen: std::net::SocketAddr,
+    /// How often map fill levels are sampled (a walk over every key of the large maps:
+    /// about 0.8 s of one core with a full conntrack map). Default 60; at least 1.
+    #[serde(default = "default_map_fill_every_s")]
+    pub map_fill_every_s: u32,
+}
+
+impl MetricsConfig {
+    pub fn map_fill_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.map_fill_every_s.max(1)))
+    }
+}
+
+fn default_map_fill_every_s() -> u32 {
+    60
 }
 
 /// Where the controller is and which gateway this agent is (mTLS with the gateway's
@@ -52,10 +77,18 @@ pub struct ControllerConfig {
     pub address: String,
     pub certs: PathBuf,
     pub gateway: String,
+    /// The name the controller's certificate must carry (`wardctl certs init --server-name`).
+    /// Default "localhost", which suits only the demo.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
     /// Alerts waiting for the controller (SQLite). Default `alerts-outbox.sqlite` beside
     /// `desired_state`.
     #[serde(default)]
     pub outbox: Option<PathBuf>,
+}
+
+fn default_server_name() -> String {
+    "localhost".into()
 }
 
 impl ControllerConfig {
@@ -179,7 +212,17 @@ impl AgentConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading agent config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in agent config {}", path.display()))
+        Self::parse(&text).map_err(|e| {
+            // file:line:column when the YAML says where.
+            let at = match e
+                .downcast_ref::<serde_saphyr::Error>()
+                .and_then(serde_saphyr::Error::location)
+            {
+                Some(l) => format!("{}:{}:{}", path.display(), l.line(), l.column()),
+                None => path.display().to_string(),
+            };
+            e.context(format!("in agent config {at}"))
+        })
     }
 }
 
@@ -207,6 +250,70 @@ mod tests {
         assert_eq!(cfg.interfaces.len(), 2);
         assert_eq!(cfg.non_ip, Action::Drop);
         assert_eq!(cfg.management[0].port, 22);
+    }
+
+    #[test]
+    fn the_controller_name_is_configurable() {
+        let base = "interfaces: [a]\ncontroller:\n  address: https://198.51.100.20:7443\n  certs: /etc/wardgate/certs\n  gateway: gw-ward-3\n";
+        let cfg = AgentConfig::parse(base).unwrap();
+        assert_eq!(cfg.controller.unwrap().server_name, "localhost");
+        let cfg = AgentConfig::parse(&format!(
+            "{base}  server_name: controller.hospital.example\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.controller.unwrap().server_name,
+            "controller.hospital.example"
+        );
+    }
+
+    #[test]
+    fn a_file_error_names_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(
+            &path,
+            "interfaces: [a]\nmetrics:\n  listen: 127.0.0.1:9464\n  lsiten: x\n",
+        )
+        .unwrap();
+        let msg = format!("{:#}", AgentConfig::load(&path).unwrap_err());
+        assert!(
+            msg.contains(&format!("{}:4:3", path.display())) && msg.contains("lsiten"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_packaged_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples/agent.yaml");
+        let cfg = AgentConfig::load(&path).unwrap();
+        assert_eq!(cfg.interfaces, ["eth1"]);
+        assert_eq!(cfg.desired_state, PathBuf::from(paths::DESIRED_STATE));
+        assert_eq!(cfg.controller.unwrap().gateway, "gw-ward-3");
+        assert_eq!(
+            cfg.metrics.unwrap().listen,
+            "127.0.0.1:9464".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn metrics_endpoint_is_optional_and_strict() {
+        let cfg = AgentConfig::parse("interfaces: [a]\n").unwrap();
+        assert_eq!(cfg.metrics, None);
+        let cfg =
+            AgentConfig::parse("interfaces: [a]\nmetrics: {listen: \"127.0.0.1:9464\"}\n").unwrap();
+        let m = cfg.metrics.unwrap();
+        assert_eq!(m.listen, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(m.map_fill_every(), std::time::Duration::from_secs(60));
+        let err = AgentConfig::parse(
+            "interfaces: [a]\nmetrics:\n  listen: 127.0.0.1:9464\n  lsiten: x\n",
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("lsiten") && msg.contains("line 4"), "{msg}");
+        let err =
+            AgentConfig::parse("interfaces: [a]\nmetrics: {listen: \"localhost\"}\n").unwrap_err();
+        assert!(format!("{err:#}").contains("line 2"), "{err:#}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub async fn read_events(
     ring: RingBuf<MapData>,
     state: watch::Receiver<Option<Arc<DesiredState>>>,
     alerts: Option<Arc<AlertQueue>>,
+    metrics: crate::metrics::Live,
 ) -> anyhow::Result<()> {
     // Alert ids: this reader's start time and a sequence number, unique per gateway.
     let started = unix_ms();
@@ -41,6 +42,7 @@ pub async fn read_events(
         while let Some(item) = ring.next() {
             match convert::event(&item) {
                 Some(ev) => {
+                    metrics.event(ev.kind);
                     let current = state.borrow().clone();
                     log_event(&ev, current.as_deref());
                     if alerts.is_none() {
@@ -52,6 +54,7 @@ pub async fn read_events(
                 }
                 None => {
                     skipped += 1;
+                    metrics.events_malformed.inc();
                     tracing::warn!(
                         skipped,
                         len = item.len(),

@@ -2,7 +2,9 @@
 //! then attach (so no packet crosses an interface before the policy is in the maps); re-apply
 //! when the file changes or on SIGHUP; keep every configured interface attached, with wardgate
 //! first on its hooks (missing interfaces are retried, re-created ones re-attached); log events;
-//! exit on SIGTERM leaving enforcement in place (links and maps stay pinned).
+//! tell systemd when it is ready and, from the map-writer loop, that it is alive; on SIGTERM
+//! take no new work, flush the alert outbox (bounded), and exit leaving enforcement in place
+//! (links and maps stay pinned).
 
 use std::{
     collections::BTreeMap,
@@ -29,6 +31,10 @@ use crate::{
 /// How often every configured interface is checked (present, attached, wardgate first);
 /// link changes reported by netlink wake the check at once.
 pub const INTERFACE_POLL: Duration = Duration::from_secs(1);
+
+/// On SIGTERM, how long the agent tries to deliver pending alerts before it exits (what is
+/// left stays in the outbox file). The units' TimeoutStopSec leaves room for it.
+pub const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// A missing interface is logged again this often while it stays missing.
 const MISSING_REMINDER: Duration = Duration::from_secs(60);
@@ -446,9 +452,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .controller
         .as_ref()
         .map(|c| open_outbox(&c.outbox_path(&cfg.desired_state)));
+    let live = crate::metrics::Live::default();
+    crate::metrics::start(&cfg, &live, alerts.clone()).await;
     let reader_alerts = alerts.clone();
+    let reader_live = live.clone();
+    let outbox = alerts.clone();
     let reader = tokio::spawn(async move {
-        if let Err(e) = crate::events::read_events(ring, rx, reader_alerts).await {
+        if let Err(e) = crate::events::read_events(ring, rx, reader_alerts, reader_live).await {
             tracing::error!(error = format!("{e:#}"), "event reader stopped");
         }
     });
@@ -466,11 +476,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             notify_tx,
             applied_rx,
             alerts,
+            live,
         ))
     });
     let mut seen = mtime(&cfg.desired_state);
+    // systemd's watchdog is pinged from this loop, after a heartbeat that was written: a stuck
+    // or failing map writer stops the pings and systemd restarts the agent.
+    let watchdog = wardgate_daemon::notify::Watchdog::from_env();
+    let mut wd_tick = watchdog.map(|w| tokio::time::interval(w.every()));
+    let mut beat_ok = true;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
+    // The datapath is loaded or adopted, the last desired state applied, and the interfaces
+    // that exist attached (`prepare`), and SIGTERM is handled: only now is the agent ready.
+    let (_, generation) = dp.active()?;
+    wardgate_daemon::notify::ready(&format!("enforcing generation {generation}"));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut iface_tick = tokio::time::interval(INTERFACE_POLL);
     iface_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -482,8 +502,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = beat.tick() => {
-                if let Err(e) = dp.heartbeat() {
-                    tracing::error!(error = format!("{e:#}"), "heartbeat not written");
+                beat_ok = dp.heartbeat().inspect_err(|e| tracing::error!(error = format!("{e:#}"), "heartbeat not written")).is_ok();
+                (false, false)
+            }
+            () = tick_opt(wd_tick.as_mut()) => {
+                if let (Some(w), true) = (watchdog, beat_ok) {
+                    w.ping();
                 }
                 (false, false)
             }
@@ -521,10 +545,34 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             });
         }
     }
+    // Stop taking work: no more events read, nothing applied; then hand pending alerts over.
+    wardgate_daemon::notify::stopping("delivering pending alerts");
+    reader.abort();
+    if let (Some(queue), Some(_)) = (&outbox, &sync) {
+        let pending = queue.lock().len();
+        let started = Instant::now();
+        let left = queue.drain(STOP_FLUSH_LIMIT).await;
+        tracing::info!(
+            pending,
+            delivered = pending - left,
+            left,
+            took_ms = started.elapsed().as_millis() as u64,
+            "alert outbox flushed at stop; what is left is kept for the next start"
+        );
+    }
     if let Some(s) = sync {
         s.abort();
     }
-    reader.abort();
     tracing::info!("stopping; datapath stays attached and enforcing (pinned)");
     Ok(())
+}
+
+/// The next tick of an optional interval (never, without one).
+async fn tick_opt(tick: Option<&mut tokio::time::Interval>) {
+    match tick {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }

@@ -15,7 +15,7 @@ use wardgate_proto::v1::{
     agent_service_client::AgentServiceClient,
 };
 
-use crate::{alerts::AlertQueue, config::ControllerConfig};
+use crate::{alerts::AlertQueue, config::ControllerConfig, metrics::Live};
 
 /// Applied generation (or the error) reported back by the map writer.
 pub struct Applied {
@@ -34,7 +34,7 @@ async fn connect(cfg: &ControllerConfig) -> anyhow::Result<AgentServiceClient<Ch
             read(format!("gateway-{}.pem", cfg.gateway))?,
             read(format!("gateway-{}.key", cfg.gateway))?,
         ))
-        .domain_name("localhost");
+        .domain_name(cfg.server_name.clone());
     let ch = Channel::from_shared(cfg.address.clone())?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(5))
@@ -61,6 +61,7 @@ struct Link<'a> {
     notify: &'a mpsc::Sender<()>,
     applied: &'a mut mpsc::Receiver<Applied>,
     alerts: Arc<AlertQueue>,
+    metrics: Live,
     /// The last session got as far as registering: the next retry starts from the shortest delay.
     connected: bool,
 }
@@ -75,6 +76,7 @@ pub async fn run(
     notify: mpsc::Sender<()>,
     mut applied: mpsc::Receiver<Applied>,
     alerts: Arc<AlertQueue>,
+    metrics: Live,
 ) {
     let mut link = Link {
         cfg: &cfg,
@@ -83,12 +85,15 @@ pub async fn run(
         notify: &notify,
         applied: &mut applied,
         alerts,
+        metrics,
         connected: false,
     };
     let mut backoff = Duration::from_secs(1);
     loop {
         link.connected = false;
-        match session(&mut link).await {
+        let ended = session(&mut link).await;
+        link.metrics.controller_connected.set(0);
+        match ended {
             Ok(()) => tracing::warn!("controller closed the policy stream; reconnecting"),
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "controller unreachable; enforcing the last policy")
@@ -97,7 +102,11 @@ pub async fn run(
         if link.connected {
             backoff = Duration::from_secs(1);
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            // The agent is stopping and wants its alerts delivered: retry now.
+            () = link.alerts.hurried() => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
@@ -127,6 +136,11 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
         .await?
         .into_inner();
     link.connected = true;
+    link.metrics.controller_connects.inc();
+    link.metrics.controller_connected.set(1);
+    link.metrics
+        .controller_generation
+        .set(i64::from(reg.latest_generation));
     tracing::info!(
         gateway = cfg.gateway,
         latest = reg.latest_generation,
@@ -161,6 +175,7 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
                 }
                 write_atomic(link.desired, &bundle.desired_state_json).with_context(|| format!("writing {}", link.desired.display()))?;
                 tracing::info!(generation = bundle.generation, reason = bundle.reason, "policy received from controller");
+                link.metrics.controller_generation.set(i64::from(bundle.generation));
                 let _ = link.notify.send(()).await;
             }
             Some(done) = link.applied.recv() => {
@@ -174,7 +189,7 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
             () = link.alerts.added() => flush(&link.alerts, &out).await?,
             ack = acks.message() => {
                 let Some(ack) = ack? else { return Ok(()) };
-                link.alerts.lock().ack(&ack.ids);
+                link.alerts.ack(&ack.ids);
             }
         }
     }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use wardgate_agent::{
     alerts::{AlertQueue, Outbox},
     config::ControllerConfig,
+    metrics::Live,
     sync::{self, Applied},
 };
 use wardgate_controller::{lab::LabController, store::Store};
@@ -79,6 +80,7 @@ fn agent_config(lab: &LabController) -> ControllerConfig {
         address: lab.url(),
         certs: lab.certs().to_path_buf(),
         gateway: GW.into(),
+        server_name: "localhost".into(),
         outbox: None,
     }
 }
@@ -95,6 +97,7 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     let (notify, mut wake) = mpsc::channel(64);
     let (report, applied) = mpsc::channel(4);
     let alerts = AlertQueue::new(Outbox::default());
+    let live = Live::default();
     let task = tokio::spawn(sync::run(
         cfg.clone(),
         desired.clone(),
@@ -102,8 +105,13 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
         notify,
         applied,
         alerts,
+        live.clone(),
     ));
     cached_at(&mut wake, &desired, latest).await;
+    // The metrics say so: connected, and the newest generation offered.
+    assert_eq!(live.controller_connected.get(), 1);
+    assert_eq!(live.controller_connects.get(), 1);
+    assert_eq!(live.controller_generation.get(), i64::from(latest));
     report
         .send(Applied {
             generation: latest,
@@ -163,7 +171,15 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     let (notify, mut wake) = mpsc::channel(64);
     let (_report, applied) = mpsc::channel(4);
     let alerts = AlertQueue::new(Outbox::default());
-    let _task = tokio::spawn(sync::run(cfg, desired.clone(), g2, notify, applied, alerts));
+    let _task = tokio::spawn(sync::run(
+        cfg,
+        desired.clone(),
+        g2,
+        notify,
+        applied,
+        alerts,
+        Live::default(),
+    ));
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), wake.recv())
             .await
@@ -227,6 +243,7 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
         notify,
         applied,
         alerts.clone(),
+        Live::default(),
     ));
     // What the event reader makes of a denied SMB connection and a spoofed MAC.
     let event = |kind, dport| wardgate_agent::datapath::convert::DatapathEvent {
@@ -341,6 +358,7 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
             notify,
             applied,
             queue.clone(),
+            Live::default(),
         ));
         for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
             queue.push_all(chunk.iter().map(|&i| alert(i)).collect());
@@ -372,6 +390,7 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
         notify,
         applied,
         queue.clone(),
+        Live::default(),
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -1,8 +1,21 @@
-//! The audit trail: every write records who, when, what (a diff), and why. Entries are
-//! hash-chained: each hash covers the previous hash and the entry, so an edited, inserted or
-//! deleted entry breaks the chain at that point.
+//! The audit trail: every write records who, when, what (a diff, with the enforcement it
+//! changed), and why. Entries are hash-chained: each hash covers the previous hash and the
+//! entry, so an edited, inserted or deleted entry breaks the chain at that point; the head of
+//! the chain also leaves the database on every write (`head`), which shows a deleted tail, a
+//! rewritten chain and an emptied table.
+
+pub mod enforcement;
+pub mod head;
 
 use sha2::{Digest, Sha256};
+
+use self::head::HeadLine;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEntry {
@@ -74,4 +87,99 @@ pub fn verify(entries: &[AuditEntry]) -> Result<usize, String> {
         prev = e.hash.clone();
     }
     Ok(entries.len())
+}
+
+/// What a full verification found intact.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub entries: usize,
+    /// The last head the head file records.
+    pub head_seq: u64,
+    /// The head file began at this entry (0: with the store); entries up to it are checked by
+    /// the chain only.
+    pub anchored_from: u64,
+    /// Generations whose stored content matched the hash in their audit entry.
+    pub generations: usize,
+}
+
+/// Looks up a stored generation's content: `(gateway, generation)` -> content, `None` if absent.
+pub type GenerationLookup<'a> = &'a dyn Fn(&str, u32) -> Result<Option<String>, String>;
+
+/// Checks the chain, the chain against the head file's lines, and each generation recorded
+/// in an entry against the stored generation. `Err` says what is wrong and where.
+pub fn verify_with_head(
+    entries: &[AuditEntry],
+    head: &[HeadLine],
+    generation: GenerationLookup<'_>,
+) -> Result<Report, String> {
+    let (Some(first), Some(last)) = (head.first(), head.iter().max_by_key(|h| h.seq)) else {
+        return Err("the audit head file has no lines".into());
+    };
+    let store_seq = entries.last().map_or(0, |e| e.seq);
+    if entries.is_empty() && last.seq > 0 {
+        return Err(format!(
+            "the audit table is empty, but the head file records {} entries (line {}): the table was emptied",
+            last.seq, last.line
+        ));
+    }
+    verify(entries)?;
+    if last.seq > store_seq {
+        return Err(format!(
+            "the trail ends at entry {store_seq}, but the head file records entry {} (line {}): entries {}..{} were deleted (truncated)",
+            last.seq,
+            last.line,
+            store_seq + 1,
+            last.seq
+        ));
+    }
+    for h in head {
+        let stored = if h.seq == 0 {
+            GENESIS
+        } else {
+            // The chain is contiguous from 1 (checked above).
+            entries[(h.seq - 1) as usize].hash.as_str()
+        };
+        if stored != h.hash {
+            return Err(format!(
+                "entry {} does not match the head file (line {}): the chain was rewritten",
+                h.seq, h.line
+            ));
+        }
+    }
+    let tail = head.last().map_or(0, |h| h.seq);
+    if store_seq > tail {
+        return Err(format!(
+            "entries {}..{store_seq} are not in the head file: written outside the controller, or the head file lost lines",
+            tail + 1
+        ));
+    }
+    let mut generations = 0;
+    for e in entries {
+        let changes = enforcement::of_diff(&e.diff).map_err(|p| format!("entry {}: {p}", e.seq))?;
+        for (gateway, c) in changes {
+            match generation(&gateway, c.generation)? {
+                None => {
+                    return Err(format!(
+                        "generation {} of {gateway} (audit entry {}) is missing from the store",
+                        c.generation, e.seq
+                    ));
+                }
+                Some(content)
+                    if enforcement::generation_content_hash(&content) != c.content_sha256 =>
+                {
+                    return Err(format!(
+                        "generation {} of {gateway} does not match its audit entry {}: the stored policy was changed",
+                        c.generation, e.seq
+                    ));
+                }
+                Some(_) => generations += 1,
+            }
+        }
+    }
+    Ok(Report {
+        entries: entries.len(),
+        head_seq: tail,
+        anchored_from: if first.adopted { first.seq } else { 0 },
+        generations,
+    })
 }

@@ -45,14 +45,22 @@ pub fn from_der(der: &[u8]) -> Result<Identity> {
         .next()
         .and_then(|a| a.as_str().ok())
         .unwrap_or("");
+    // Names go into logs, the audit trail and file names: only the characters
+    // `wardctl certs init` issues (no control characters, separators or spaces).
+    let valid = |kind: &str, name: &str| {
+        crate::certs::validate_name(kind, name)
+            .map_err(|e| Error::Unauthenticated(format!("client certificate: {e}")))
+    };
     if let Some(g) = cn.strip_prefix("gateway:")
         && !g.is_empty()
     {
+        valid("gateway", g)?;
         return Ok(Identity::Gateway(g.to_string()));
     }
     if let Some(name) = cn.strip_prefix("user:")
         && !name.is_empty()
     {
+        valid("user", name)?;
         let role = match ou {
             "engineer" => Role::Engineer,
             "soc" => Role::Soc,
@@ -69,7 +77,8 @@ pub fn from_der(der: &[u8]) -> Result<Identity> {
         });
     }
     Err(Error::Unauthenticated(format!(
-        "certificate subject `{cn}` is neither gateway:NAME nor user:NAME"
+        "certificate subject `{}` is neither gateway:NAME nor user:NAME",
+        cn.escape_debug()
     )))
 }
 
@@ -106,5 +115,45 @@ pub fn require_gateway<T>(req: &tonic::Request<T>, gateway: &str) -> Result<()> 
             "certificate is for gateway {g}, not {gateway}"
         ))),
         Identity::User { name, .. } => Err(Error::Denied(format!("{name} is not a gateway agent"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    use super::*;
+
+    fn cert(cn: &str, ou: Option<&str>) -> Vec<u8> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(ou) = ou {
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, ou);
+        }
+        p.self_signed(&KeyPair::generate().unwrap())
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn names_from_certificates_are_validated() {
+        assert_eq!(
+            from_der(&cert("gateway:gw-ward-3", None)).unwrap(),
+            Identity::Gateway("gw-ward-3".into())
+        );
+        for (cn, ou) in [
+            ("gateway:gw\u{7}bell", None),
+            ("gateway:gw ward", None),
+            ("user:eve\nadmin", Some("engineer")),
+            ("user:../eve", Some("engineer")),
+        ] {
+            let e = from_der(&cert(cn, ou)).unwrap_err();
+            assert!(
+                matches!(e, Error::Unauthenticated(ref m) if m.contains("may hold only")),
+                "{cn:?}: {e}"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! A controller in-process on loopback with real mTLS and a real SQLite store, for tests, the
-//! controller bench and the demo: lab certificates, the server task, and clients per identity.
+//! controller bench and the demo: lab certificates, the server task, its metrics endpoint, and
+//! clients per identity.
 
 use std::{
     net::SocketAddr,
@@ -18,7 +19,8 @@ use wardgate_proto::v1::{
 use crate::{
     certs,
     cli::remote::Remote,
-    server::{self, TlsFiles},
+    metrics::{self, ControllerMetrics},
+    server::{self, Settings, TlsFiles},
     store::{SqliteStore, Store},
 };
 
@@ -26,33 +28,78 @@ use crate::{
 pub struct LabController {
     pub addr: SocketAddr,
     pub store: Arc<SqliteStore>,
+    /// Where `GET /metrics` is served (plain HTTP, loopback).
+    pub metrics_addr: SocketAddr,
     certs: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    metrics_task: JoinHandle<()>,
 }
 
 impl LabController {
     /// Writes lab certificates for `gateways` and `users` (name, role) under `dir/certs`, opens
-    /// the store in `dir/data` and serves on an ephemeral loopback port.
+    /// the store in `dir/data` and serves on an ephemeral loopback port (metrics on another).
     pub async fn start(
         dir: &Path,
         gateways: &[String],
         users: &[(&str, &str)],
+    ) -> anyhow::Result<LabController> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_on(dir, gateways, users, listener, &Settings::default()).await
+    }
+
+    /// As `start`, with server settings (limits, revocation list, audit head file).
+    pub async fn start_with(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        settings: &Settings,
+    ) -> anyhow::Result<LabController> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_on(dir, gateways, users, listener, settings).await
+    }
+
+    /// As `start`, serving on `listener` (a controller that comes up at a known address).
+    pub async fn start_on(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<LabController> {
+        LabController::serve_on(dir, gateways, users, listener, &Settings::default()).await
+    }
+
+    async fn serve_on(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        listener: tokio::net::TcpListener,
+        settings: &Settings,
     ) -> anyhow::Result<LabController> {
         let cert_dir = dir.join("certs");
         let users: Vec<_> = users
             .iter()
             .map(|(n, r)| (n.to_string(), r.to_string()))
             .collect();
-        certs::init(&cert_dir, gateways, &users).context("writing lab certificates")?;
-        let store = Arc::new(SqliteStore::open(&dir.join("data")).context("opening the store")?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        certs::init(&cert_dir, gateways, &users, &certs::InitOptions::default())
+            .context("writing lab certificates")?;
+        let data = dir.join("data");
+        let store = Arc::new(
+            SqliteStore::open_with_head(&data, &settings.audit_head_path(&data))
+                .context("opening the store")?,
+        );
+        let settings = settings.clone();
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let tls = TlsFiles::in_dir(&cert_dir);
         let shared: Arc<dyn Store> = store.clone();
+        let counters = Arc::new(ControllerMetrics::default());
+        let registry = Arc::new(counters.registry(shared.clone()));
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let metrics_addr = metrics_listener.local_addr()?;
+        let metrics_task = tokio::spawn(metrics::serve(metrics_listener, registry));
         let task = tokio::spawn(async move {
-            server::serve(shared, &tls, listener, async {
+            server::serve(shared, counters, &tls, &settings, listener, async {
                 let _ = stopped.await;
             })
             .await
@@ -60,9 +107,11 @@ impl LabController {
         Ok(LabController {
             addr,
             store,
+            metrics_addr,
             certs: cert_dir,
             stop: Some(stop),
             task: Some(task),
+            metrics_task,
         })
     }
 
@@ -101,6 +150,7 @@ impl LabController {
             controller: self.url(),
             certs: self.certs.clone(),
             identity: identity.to_string(),
+            server_name: "localhost".into(),
         }
     }
 
@@ -160,6 +210,7 @@ impl LabController {
 
 impl Drop for LabController {
     fn drop(&mut self) {
+        self.metrics_task.abort();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

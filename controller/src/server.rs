@@ -1,16 +1,22 @@
-//! The controller server: TLS with required client certificates (mTLS), the three services,
-//! message size limits, graceful shutdown.
+//! The controller server: the three services over mTLS (see `listener`: revocation list,
+//! handshake timeout, connection limit), message size limits, graceful shutdown.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use wardgate_proto::v1::{
     admin_service_server::AdminServiceServer, agent_service_server::AgentServiceServer,
     alert_service_server::AlertServiceServer,
 };
 
 use crate::{
+    listener,
+    metrics::ControllerMetrics,
     push::Push,
     service::{Ctx, admin::Admin, agent::Agent, alerts::Alerts},
     store::Store,
@@ -37,38 +43,132 @@ impl TlsFiles {
     }
 }
 
-pub fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
-    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
-        .client_ca_root(Certificate::from_pem(read(&files.ca)?))
-        .client_auth_optional(false))
+/// Server settings beyond where to listen and which files to read; flags of
+/// `wardgate-controller` (defaults for a small site).
+#[derive(Clone, Debug, clap::Args)]
+pub struct Settings {
+    /// A TLS handshake not finished within this time is cut (a client that opens TCP and
+    /// never speaks).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Open connections (handshakes included) beyond this are closed at once.
+    #[arg(long, default_value_t = 2048)]
+    pub max_connections: usize,
+    /// Refuse to start unless the server certificate is issued for this name (the name agents
+    /// and wardctl check).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// The revocation list (`wardctl certs revoke` writes it); reloaded when it changes.
+    /// Default: crl.pem in the certificate directory, if there is one.
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
+    /// The audit head file: every write appends the chain head (sequence, hash) to it, and
+    /// `audit verify` checks the store against it. Default: audit-head.log in the data
+    /// directory; put it where the store's writer cannot rewrite it (another volume, chattr +a).
+    #[arg(long)]
+    pub audit_head: Option<PathBuf>,
 }
 
-/// Serves until `shutdown` resolves.
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 2048,
+            server_name: None,
+            crl: None,
+            audit_head: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The revocation list: as configured, or `crl.pem` in `certs` when it exists.
+    pub fn crl_path(&self, certs: &Path) -> Option<PathBuf> {
+        self.crl
+            .clone()
+            .or_else(|| Some(certs.join("crl.pem")).filter(|p| p.exists()))
+    }
+
+    /// The audit head file for the store in `data`.
+    pub fn audit_head_path(&self, data: &Path) -> PathBuf {
+        self.audit_head
+            .clone()
+            .unwrap_or_else(|| data.join(crate::audit::head::FILE_NAME))
+    }
+}
+
+/// Checks that the server certificate is issued for `name` (a DNS or IP subject alternative
+/// name), so a misconfigured name fails at start rather than at every client.
+pub fn check_server_name(files: &TlsFiles, name: &str) -> anyhow::Result<()> {
+    let pem =
+        std::fs::read(&files.cert).with_context(|| format!("reading {}", files.cert.display()))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", files.cert.display()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| anyhow::anyhow!("{}: not a certificate: {e}", files.cert.display()))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => names.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                    let ip = match ip.len() {
+                        4 => <[u8; 4]>::try_from(*ip).map(std::net::IpAddr::from).ok(),
+                        16 => <[u8; 16]>::try_from(*ip).map(std::net::IpAddr::from).ok(),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|i| i.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    let wanted = name
+        .parse::<std::net::IpAddr>()
+        .map_or_else(|_| name.to_ascii_lowercase(), |ip| ip.to_string());
+    if names.iter().any(|n| n.to_ascii_lowercase() == wanted) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} is issued for [{}], not the configured server name `{name}`",
+            files.cert.display(),
+            names.join(", ")
+        )
+    }
+}
+
+/// Serves until `shutdown` resolves; the services count into `metrics`.
 pub async fn serve(
     store: Arc<dyn Store>,
+    metrics: Arc<ControllerMetrics>,
     tls: &TlsFiles,
+    settings: &Settings,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let ctx = Ctx {
         store,
         push: Arc::new(Push::default()),
+        metrics,
     };
-    // Nagle off: a response written in pieces must not wait for the client's delayed ACK
-    // (measured: 40 ms per admin call with it on).
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |conn| {
-            if let Ok(c) = &conn {
-                let _ = c.set_nodelay(true);
-            }
-            conn
+    if settings.max_connections == 0 {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
+    if let Some(name) = &settings.server_name {
+        check_server_name(tls, name)?;
+    }
+    let certs_dir = tls.ca.parent().unwrap_or(Path::new("."));
+    let incoming = listener::incoming(
+        listener,
+        tls.clone(),
+        settings.crl_path(certs_dir),
+        listener::Limits {
+            handshake_timeout: settings.handshake_timeout,
+            max_connections: settings.max_connections,
         },
-    );
+    )?;
     Server::builder()
-        .tls_config(tls_config(tls)?)?
         .add_service(
             AgentServiceServer::new(Agent(ctx.clone())).max_decoding_message_size(MAX_MESSAGE),
         )

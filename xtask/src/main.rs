@@ -1,10 +1,13 @@
-//! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo`.
+//! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo | package | eval`.
 
 mod bench;
 mod bench_learn;
 mod cmd;
 mod demo;
+mod eval;
 mod fuzz;
+mod package;
+mod package_check;
 mod setup;
 mod test;
 
@@ -21,7 +24,7 @@ struct Cli {
 enum Task {
     /// Install apt packages, pinned toolchains, bpf-linker and Python gRPC (idempotent).
     Setup,
-    /// Run every test tier (fmt, clippy, unit, datapath, attach); runs setup first.
+    /// Run every test tier (fmt, clippy, unit, datapath, attach, demo, package); runs setup first.
     Test {
         /// Run only these tiers (repeatable).
         #[arg(long = "tier", value_enum)]
@@ -40,8 +43,13 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Run the detectors over the project's test captures: capture x detector, expected and got,
+    /// and false findings per device-day on the benign ones.
+    Eval,
     /// The main job: a demo ward in network namespaces on the embedded store.
     Demo,
+    /// Build the .deb packages of the agent and the controller (target/debian/).
+    Package,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +59,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench { which } => bench::run(which),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Demo => demo::run(),
+        Task::Package => package::run().map(drop),
+        Task::Eval => eval::run(),
     }
 }

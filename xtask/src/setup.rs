@@ -28,7 +28,16 @@ const APT: &[&str] = &[
     // ndpiReader: the DPI reference `cargo xtask bench learn` measures learn against.
     "libndpi-bin",
     "dcmtk",
+    // A real port scan from a device for the detectors (agent/tests/replay_netns.rs).
+    "nmap",
     "python3-pip",
+    // promtool checks both /metrics endpoints; curl scrapes the agent's inside its namespace.
+    "prometheus",
+    "curl",
+    // systemd-analyze (the units are verified) and systemd-sysusers (the controller package).
+    "systemd",
+    // dpkg-shlibdeps: cargo-deb works out the packages' library dependencies with it.
+    "dpkg-dev",
 ];
 
 const PIP: &[(&str, &str)] = &[
@@ -36,9 +45,11 @@ const PIP: &[(&str, &str)] = &[
     ("grpcio-tools", "grpc_tools"),
     // python-hl7: its MLLP client (mllp_send) and server are the attach tier's HL7 peers.
     ("hl7", "hl7.mllp"),
+    // The OCSF schema's pydantic models: replay's OCSF output is validated against them.
+    ("py-ocsf-models==0.10.0", "py_ocsf_models"),
 ];
 
-fn dpkg_installed(pkg: &str) -> bool {
+pub fn dpkg_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
@@ -132,6 +143,24 @@ fn bpf_linker() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn cargo_deb() -> anyhow::Result<()> {
+    let version = crate::package::CARGO_DEB_VERSION;
+    if cmd::output(Command::new("cargo").args(["deb", "--version"]))
+        .is_ok_and(|out| out.contains(version))
+    {
+        println!("setup: cargo-deb ........... already present");
+        return Ok(());
+    }
+    cmd::run(
+        Command::new("cargo")
+            .arg(format!("+{USER_TOOLCHAIN}"))
+            .args(["install", "cargo-deb", "--locked", "--version", version]),
+    )
+    .context("setup step cargo-deb")?;
+    println!("setup: cargo-deb ........... installed {version}");
+    Ok(())
+}
+
 fn pip() -> anyhow::Result<()> {
     let missing: Vec<&str> = PIP
         .iter()
@@ -162,6 +191,7 @@ pub fn run() -> anyhow::Result<()> {
     toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
     toolchain(EBPF_TOOLCHAIN, &["rust-src", "clippy"])?;
     bpf_linker()?;
+    cargo_deb()?;
     pip()?;
     Ok(())
 }

@@ -25,15 +25,19 @@ pub enum Tier {
     /// The demo ward end to end: controller on its embedded store, wardctl, the agent syncing
     /// and enforcing (root). The README's main command, checked.
     Demo,
+    /// The .deb packages: built, installed with dpkg, their binaries and services started as
+    /// systemd would, purged (root).
+    Package,
 }
 
-const ALL: [Tier; 6] = [
+const ALL: [Tier; 7] = [
     Tier::Fmt,
     Tier::Clippy,
     Tier::Unit,
     Tier::Datapath,
     Tier::Attach,
     Tier::Demo,
+    Tier::Package,
 ];
 
 fn privileged_preflight() -> anyhow::Result<()> {
@@ -141,7 +145,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "--tests",
             ])?;
             // Policy sync against an in-process controller (no root: the test plays the writer);
-            // offline learning from captures.
+            // offline learning from captures; detectors replayed over captures; the agent's systemd
+            // unit through systemd-analyze.
             cargo_test(&[
                 "--release",
                 "-p",
@@ -150,6 +155,10 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "sync",
                 "--test",
                 "learn",
+                "--test",
+                "unit_file",
+                "--test",
+                "replay",
             ])
         }
         Tier::Datapath => {
@@ -168,6 +177,12 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "segmentation",
                 "--test",
                 "learn_netns",
+                "--test",
+                "metrics",
+                "--test",
+                "service",
+                "--test",
+                "replay_netns",
                 "--",
                 "--test-threads=1",
             ])
@@ -175,6 +190,10 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
         Tier::Demo => {
             privileged_preflight()?;
             crate::demo::build_and_run()
+        }
+        Tier::Package => {
+            privileged_preflight()?;
+            crate::package_check::run()
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod pinned;
+mod tcx;
 mod writer;
 
 use std::{
@@ -331,24 +332,44 @@ impl Datapath {
                 source: Box::new(e),
             };
             let ours = self.classifier(name)?.info().map_err(program_err)?.id();
-            let programs = match SchedClassifier::query_tcx(ifindex, kind) {
-                Ok((_, programs)) => programs,
+            // Ids only: naming every program on the hook would need CAP_SYS_ADMIN.
+            let programs = match tcx::program_ids(ifindex, kind) {
+                Ok(ids) => ids,
                 // Deleted since the index was looked up.
                 Err(_) if self::ifindex(iface) != Some(ifindex) => return Ok(None),
-                Err(e) => return Err(program_err(e)),
+                Err(e) => {
+                    return Err(program_err(aya::programs::ProgramError::SyscallError(
+                        aya::sys::SyscallError {
+                            call: "bpf_prog_query",
+                            io_error: e,
+                        },
+                    )));
+                }
             };
-            let position = match programs.iter().position(|p| p.id() == ours) {
+            let position = match programs.iter().position(|id| *id == ours) {
                 None => HookPosition::Absent,
                 Some(0) => HookPosition::First,
-                Some(n) => HookPosition::After(
-                    programs[..n]
-                        .iter()
-                        .map(|p| OtherProgram {
-                            id: p.id(),
-                            name: p.name_as_str().unwrap_or("?").to_string(),
-                        })
-                        .collect(),
-                ),
+                Some(n) => {
+                    // Names for the error message where the agent may read them (with
+                    // CAP_SYS_ADMIN); ids always.
+                    let named = SchedClassifier::query_tcx(ifindex, kind)
+                        .map(|(_, infos)| infos)
+                        .unwrap_or_default();
+                    HookPosition::After(
+                        programs[..n]
+                            .iter()
+                            .map(|&id| OtherProgram {
+                                id,
+                                name: named
+                                    .iter()
+                                    .find(|p| p.id() == id)
+                                    .and_then(|p| p.name_as_str())
+                                    .unwrap_or("?")
+                                    .to_string(),
+                            })
+                            .collect(),
+                    )
+                }
             };
             hooks.push((hook, position));
         }

@@ -29,7 +29,8 @@ pub struct Status {
     pub watchdog: WatchdogState,
 }
 
-fn open(pin_root: &Path, name: &'static str) -> Result<MapData, DatapathError> {
+/// A pinned map by name (read-only use: nothing here writes).
+pub(crate) fn open(pin_root: &Path, name: &'static str) -> Result<MapData, DatapathError> {
     let path = paths::maps_dir(pin_root).join(name);
     MapData::from_pin(&path).map_err(map_err(name))
 }

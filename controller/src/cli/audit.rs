@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Subcommand;
 use wardgate_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 
@@ -18,11 +19,16 @@ pub enum AuditCmd {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// Verify the chain; exits non-zero if an entry was edited, inserted or deleted.
+    /// Verify the chain against the head file, and each generation against its entry; exits
+    /// non-zero if an entry was edited, inserted or deleted, the tail deleted, the chain
+    /// rewritten, the table emptied or a stored generation changed.
     Verify {
-        /// Read the store in this data directory instead of asking the controller.
+        /// Read the store in this data directory (read-only) instead of asking the controller.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// The audit head file (with --data; default DATA/audit-head.log).
+        #[arg(long, requires = "data")]
+        audit_head: Option<PathBuf>,
     },
 }
 
@@ -54,14 +60,21 @@ pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::R
             }
             Ok(())
         }
-        AuditCmd::Verify { data } => {
+        AuditCmd::Verify { data, audit_head } => {
+            let mut report = None;
             let (intact, entries, problem) = match data {
                 Some(dir) => {
-                    let store = crate::store::SqliteStore::open(&dir)?;
-                    let all = store.audit()?;
-                    match crate::audit::verify(&all) {
-                        Ok(n) => (true, n as u64, String::new()),
-                        Err(p) => (false, all.len() as u64, p),
+                    let store = crate::store::SqliteStore::open_read_only(&dir)
+                        .with_context(|| format!("verifying the store in {}", dir.display()))?;
+                    let head =
+                        audit_head.unwrap_or_else(|| dir.join(crate::audit::head::FILE_NAME));
+                    match crate::store::verify_audit(&store, &head)? {
+                        Ok(r) => {
+                            let n = r.entries as u64;
+                            report = Some(r);
+                            (true, n, String::new())
+                        }
+                        Err(p) => (false, store.audit()?.len() as u64, p),
                     }
                 }
                 None => {
@@ -75,9 +88,15 @@ pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::R
             };
             match out {
                 OutputFormat::Json => output::json(
-                    &serde_json::json!({"intact": intact, "entries": entries, "problem": problem}),
+                    &serde_json::json!({"intact": intact, "entries": entries, "problem": problem, "report": report}),
                 )?,
-                OutputFormat::Human if intact => println!("audit trail intact: {entries} entries"),
+                OutputFormat::Human if intact => match report {
+                    Some(r) => println!(
+                        "audit trail intact: {entries} entries; the head file agrees up to entry {} (kept since entry {}); {} generations match their entries",
+                        r.head_seq, r.anchored_from, r.generations
+                    ),
+                    None => println!("audit trail intact: {entries} entries"),
+                },
                 OutputFormat::Human => eprintln!("audit trail BROKEN: {problem}"),
             }
             if intact {

@@ -1,21 +1,43 @@
-//! `wardctl certs init`: a CA and certificates for a demo or lab.
+//! `wardctl certs init | revoke`: a CA, certificates and a revocation list for a demo or lab.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use crate::certs::{self, InitOptions, Lifetimes};
+
 #[derive(Subcommand)]
 pub enum CertsCmd {
-    /// Create ca, server, gateway and user certificates in DIR.
+    /// Create ca, server, gateway and user certificates in DIR (the CA key in CA_DIR).
     Init {
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
+        /// Where the CA key goes, apart from what gateways read (default: DIR-ca beside DIR).
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
         /// Gateway names (certificate CN gateway:NAME).
         #[arg(long = "gateway")]
         gateways: Vec<String>,
         /// Users as NAME:ROLE, role engineer | soc | viewer (CN user:NAME, OU ROLE).
         #[arg(long = "user", value_parser = parse_user)]
         users: Vec<(String, String)>,
+        /// A DNS name or address the controller is reached by (repeat; default localhost,
+        /// 127.0.0.1, ::1). Agents and wardctl check this name (`server_name`, --server-name).
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        #[command(flatten)]
+        lifetimes: Lifetimes,
+    },
+    /// Revoke certificates (NAME = gateway-X or user-Y in DIR): adds them to DIR/crl.pem, which
+    /// the controller reloads; their connections are cut and new ones refused.
+    Revoke {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Where the CA key is (default: DIR-ca beside DIR).
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -26,6 +48,7 @@ fn parse_user(s: &str) -> Result<(String, String), String> {
     if !["engineer", "soc", "viewer"].contains(&role) {
         return Err(format!("role `{role}` is not engineer, soc or viewer"));
     }
+    certs::validate_name("user", name)?;
     Ok((name.to_string(), role.to_string()))
 }
 
@@ -33,15 +56,43 @@ pub fn run(cmd: CertsCmd) -> anyhow::Result<()> {
     match cmd {
         CertsCmd::Init {
             dir,
+            ca_dir,
             gateways,
             users,
+            server_names,
+            lifetimes,
         } => {
-            crate::certs::init(&dir, &gateways, &users)?;
+            let mut opts = InitOptions {
+                ca_dir: ca_dir.clone(),
+                lifetimes,
+                ..InitOptions::default()
+            };
+            if !server_names.is_empty() {
+                opts.server_names = server_names;
+            }
+            certs::init(&dir, &gateways, &users, &opts)?;
             println!(
-                "wrote CA, server, {} gateway and {} user certificates to {}",
+                "wrote CA, server ({}), {} gateway and {} user certificates to {}; the CA key to {}",
+                opts.server_names.join(", "),
                 gateways.len(),
                 users.len(),
-                dir.display()
+                dir.display(),
+                certs::ca_dir_for(&dir, ca_dir.as_deref())?.display()
+            );
+            Ok(())
+        }
+        CertsCmd::Revoke { dir, ca_dir, names } => {
+            let r = certs::revoke(&dir, ca_dir.as_deref(), &names)?;
+            println!(
+                "revoked {} certificate(s) ({}); {} lists {} in all",
+                r.added.len(),
+                if r.added.is_empty() {
+                    "already listed".to_string()
+                } else {
+                    r.added.join(", ")
+                },
+                dir.join("crl.pem").display(),
+                r.total
             );
             Ok(())
         }

@@ -21,6 +21,10 @@ pub struct Remote {
     /// Which certificate to use: `user-NAME` or `gateway-NAME` (files NAME.pem / NAME.key).
     #[arg(long = "as", env = "WARDGATE_AS", default_value = "user-admin")]
     pub identity: String,
+    /// The name the controller's certificate must carry (`wardctl certs init --server-name`);
+    /// "localhost" suits the demo only.
+    #[arg(long, env = "WARDGATE_SERVER_NAME", default_value = "localhost")]
+    pub server_name: String,
 }
 
 impl Remote {
@@ -35,7 +39,7 @@ impl Remote {
                 read(format!("{}.pem", self.identity))?,
                 read(format!("{}.key", self.identity))?,
             ))
-            .domain_name("localhost");
+            .domain_name(self.server_name.clone());
         Channel::from_shared(self.controller.clone())
             .context("controller address")?
             .tls_config(tls)?

@@ -11,7 +11,7 @@ use wardgate_proto::v1::{
 };
 
 use super::{Ctx, severity_rank};
-use crate::{auth, error::Error};
+use crate::{auth, error::Error, metrics::WriteKind};
 
 pub struct Agent(pub Ctx);
 
@@ -62,6 +62,8 @@ impl AgentService for Agent {
         let mut rx = ctx.push.watch(&gateway);
         let (tx, out) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
+            // The gateway counts as connected while this stream is open.
+            let _watching = ctx.metrics.watching(&gateway);
             let mut sent = last_applied_generation;
             loop {
                 let rows = match ctx.store.generations_after(&gateway, sent) {
@@ -82,9 +84,13 @@ impl AgentService for Agent {
                     if tx.send(Ok(bundle)).await.is_err() {
                         return; // the agent went away
                     }
+                    ctx.metrics.bundle_sent();
                 }
-                if rx.changed().await.is_err() {
-                    return;
+                // A watch that ends (the agent went away) ends the task now, not at the next
+                // generation: the gateway stops counting as connected.
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
                 }
             }
         });
@@ -153,9 +159,15 @@ impl AgentService for Agent {
                         )
                     })
                     .collect();
-                match tokio::task::block_in_place(|| ctx.store.insert_alerts(&gateway, &stored)) {
+                let inserted = tokio::task::block_in_place(|| {
+                    ctx.metrics.time_write(WriteKind::Alerts, || {
+                        ctx.store.insert_alerts(&gateway, &stored)
+                    })
+                });
+                match inserted {
                     Ok(ids) => {
                         for (a, _) in rows {
+                            ctx.metrics.alerts_received(&gateway, &a.severity);
                             ctx.push.alert(a);
                         }
                         if tx.send(Ok(AlertAck { ids })).await.is_err() {
@@ -178,9 +190,11 @@ impl AgentService for Agent {
     ) -> Result<Response<StatusAck>, Status> {
         let r = req.get_ref().clone();
         auth::require_gateway(&req, &r.gateway)?;
-        self.0
-            .store
-            .report_status(&r.gateway, r.applied_generation, &r.error)?;
+        self.0.metrics.time_write(WriteKind::Status, || {
+            self.0
+                .store
+                .report_status(&r.gateway, r.applied_generation, &r.error)
+        })?;
         Ok(Response::new(StatusAck {}))
     }
 }

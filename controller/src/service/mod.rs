@@ -11,6 +11,7 @@ use wardgate_proto::v1::WriteResponse;
 use crate::{
     compile,
     error::{Error, Result},
+    metrics::{ControllerMetrics, WriteKind},
     push::Push,
     store::{Change, Store},
 };
@@ -20,6 +21,7 @@ use crate::{
 pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub push: Arc<Push>,
+    pub metrics: Arc<ControllerMetrics>,
 }
 
 impl Ctx {
@@ -36,7 +38,9 @@ impl Ctx {
         let reason = reason.to_string();
         // SQLite work is short, but it is blocking: keep it off the async workers.
         let out = tokio::task::block_in_place(|| {
-            store.write(&actor, &reason, &change, &compile::affected)
+            self.metrics.time_write(WriteKind::Change, || {
+                store.write(&actor, &reason, &change, &compile::affected)
+            })
         })?;
         for (gateway, generation) in &out.generations {
             self.push.generation(gateway, *generation);

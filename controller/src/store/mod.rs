@@ -42,6 +42,14 @@ pub struct GatewayRow {
     pub last_error: String,
 }
 
+/// A gateway's latest generation and the one its agent last reported applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayGenerations {
+    pub gateway: String,
+    pub latest: u32,
+    pub applied: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenerationRow {
     pub gateway: String,
@@ -98,19 +106,55 @@ impl Change {
     }
 }
 
+/// The audit trail, and the head file's lines or why they could not be read.
+pub type AuditWithHead = (
+    Vec<AuditEntry>,
+    std::result::Result<Vec<crate::audit::head::HeadLine>, String>,
+);
+
 pub trait Store: Send + Sync {
+    /// The file this store appends its audit chain heads to, if any.
+    fn audit_head_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     fn snapshot(&self) -> Result<Snapshot>;
     fn device(&self, name: &str) -> Result<Option<DeviceRow>>;
     fn profile(&self, name: &str) -> Result<Option<ProfileRow>>;
     /// Generations of `gateway` after `after`, oldest first.
     fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>>;
     fn latest_generation(&self, gateway: &str) -> Result<u32>;
+    /// One generation of `gateway`, if stored.
+    fn generation(&self, gateway: &str, generation: u32) -> Result<Option<GenerationRow>> {
+        Ok(self
+            .generations_after(gateway, generation.saturating_sub(1))?
+            .into_iter()
+            .find(|g| g.generation == generation))
+    }
+    /// Every gateway with its latest generation and the one its agent last reported applied
+    /// (for metrics: read at every scrape, so backends should answer it in one query).
+    fn gateway_generations(&self) -> Result<Vec<GatewayGenerations>> {
+        self.snapshot()?
+            .gateways
+            .into_iter()
+            .map(|g| {
+                Ok(GatewayGenerations {
+                    latest: self.latest_generation(&g.name)?,
+                    applied: g.applied_generation,
+                    gateway: g.name,
+                })
+            })
+            .collect()
+    }
     fn report_status(&self, gateway: &str, applied: u32, error: &str) -> Result<()>;
     /// Stores alerts (deduplicated by id); returns the ids now stored (new or already there).
     fn insert_alerts(&self, gateway: &str, alerts: &[(String, String, u8)]) -> Result<Vec<String>>;
     /// Alert bodies (JSON) with their acknowledgement, newest first.
     fn alerts(&self, limit: u32) -> Result<Vec<(String, bool, String)>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
+    /// The trail and the audit head file at `head`, read at one point (no write between).
+    fn audit_with_head(&self, head: &std::path::Path) -> Result<AuditWithHead> {
+        Ok((self.audit()?, crate::audit::head::read(head)))
+    }
     /// Applies `change`, appends its audit entry and stores any new generation, atomically:
     /// if the change, the compile or the audit fails, nothing is written.
     fn write(
@@ -120,4 +164,25 @@ pub trait Store: Send + Sync {
         change: &Change,
         compile: Compiler<'_>,
     ) -> Result<WriteOutcome>;
+}
+
+/// Verifies a store's audit trail against the head file at `head` (see
+/// `audit::verify_with_head`). The outer error is a store that cannot be read; the inner one
+/// says how the trail is broken.
+pub fn verify_audit(
+    store: &dyn Store,
+    head: &std::path::Path,
+) -> Result<std::result::Result<crate::audit::Report, String>> {
+    let (entries, lines) = store.audit_with_head(head)?;
+    let lines = match lines {
+        Ok(l) => l,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let lookup = |gateway: &str, generation: u32| -> std::result::Result<Option<String>, String> {
+        Ok(store
+            .generation(gateway, generation)
+            .map_err(|e| format!("reading generation {generation} of {gateway}: {e}"))?
+            .map(|g| g.state_json))
+    };
+    Ok(crate::audit::verify_with_head(&entries, &lines, &lookup))
 }

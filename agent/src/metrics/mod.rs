@@ -1,0 +1,250 @@
+//! Prometheus metrics of the agent, served on `GET /metrics` when the config has
+//! `metrics: { listen: ADDR }`. Three sources, each read where it is cheap:
+//!
+//! - `pins`: the datapath's own counters (verdicts per reason, events lost, active generation,
+//!   heartbeat, watchdog), read from the pinned maps at every scrape (a few dozen lookups);
+//! - `fill`: map fill levels (conntrack entries among them) and devices at their flow cap,
+//!   which need a walk over up to 262,144 keys: sampled in the background every
+//!   `map_fill_every_s` and served from the last sample;
+//! - `Live`: what only the agent process sees (events read from the ring, the controller
+//!   link, the alert outbox), updated as it happens.
+//!
+//! Not here yet, on purpose (no zero-valued series for features that do not exist):
+//! - the store epoch (`wardgate_agent_policy_epoch`): with the epoch work, next to the
+//!   generation in `pins`;
+//! - flow records (`wardgate_agent_flows_recorded_total`, `..._flows_lost_total`): with the
+//!   flow recorder, as `Live` counters;
+//! - detector counts (`wardgate_agent_detections_total{detector}`): with detection, as `Live`
+//!   counters.
+
+mod fill;
+mod http;
+mod pins;
+
+use std::{path::PathBuf, sync::Arc};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::Counter, family::Family, gauge::ConstGauge, gauge::Gauge},
+    registry::Registry,
+};
+use wardgate_common::EVENT_KINDS;
+
+use crate::{
+    alerts::{AlertQueue, SEVERITIES},
+    config::AgentConfig,
+    datapath::convert::EventKind,
+};
+
+pub use fill::{Fill, MapFill, Sample, sample};
+
+/// Label set of one label.
+type Label = [(&'static str, &'static str); 1];
+
+/// What the agent process counts itself. Cheap to clone (every metric is an `Arc` inside).
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// Events read from the datapath's ring buffer, by kind.
+    pub events: Family<Label, Counter>,
+    /// Ring-buffer records that did not decode as an event.
+    pub events_malformed: Counter,
+    /// 1 while the agent has a registered session with the controller.
+    pub controller_connected: Gauge,
+    /// Sessions with the controller that got as far as registering.
+    pub controller_connects: Counter,
+    /// The newest generation the controller offered (0 before the first).
+    pub controller_generation: Gauge,
+}
+
+impl Live {
+    /// Counts one event read from the ring.
+    pub fn event(&self, kind: EventKind) {
+        self.events.get_or_create(&[("kind", kind.name())]).inc();
+    }
+
+    fn register(&self, r: &mut Registry) {
+        // Every known kind starts at 0, so a rate over the first event is not lost.
+        for kind in 0..EVENT_KINDS {
+            let kind = EventKind::from_raw(kind);
+            if !matches!(kind, EventKind::Other(_)) {
+                let _ = self.events.get_or_create(&[("kind", kind.name())]);
+            }
+        }
+        r.register(
+            "wardgate_agent_events",
+            "Datapath events read from the ring buffer, by kind",
+            self.events.clone(),
+        );
+        r.register(
+            "wardgate_agent_events_malformed",
+            "Ring-buffer records that were not an event (skipped)",
+            self.events_malformed.clone(),
+        );
+        r.register(
+            "wardgate_agent_controller_connected",
+            "1 while the agent is registered with the controller",
+            self.controller_connected.clone(),
+        );
+        r.register(
+            "wardgate_agent_controller_connects",
+            "Sessions with the controller that registered",
+            self.controller_connects.clone(),
+        );
+        r.register(
+            "wardgate_agent_controller_generation",
+            "Newest policy generation the controller offered",
+            self.controller_generation.clone(),
+        );
+    }
+}
+
+/// The alert outbox at scrape time: pending alerts and drops past the cap.
+#[derive(Debug)]
+struct OutboxCollector(Arc<AlertQueue>);
+
+impl Collector for OutboxCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (depth, dropped) = {
+            let outbox = self.0.lock();
+            (outbox.len(), outbox.dropped())
+        };
+        ConstGauge::new(depth as i64).encode(encoder.encode_descriptor(
+            "wardgate_agent_outbox_alerts",
+            "Alerts waiting for the controller's acknowledgement.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let mut m = encoder.encode_descriptor(
+            "wardgate_agent_outbox_dropped_alerts",
+            "Alerts dropped past the outbox cap (lowest severity first), by severity.",
+            None,
+            MetricType::Counter,
+        )?;
+        for sev in SEVERITIES {
+            prometheus_client::metrics::counter::ConstCounter::new(dropped.of(sev))
+                .encode(m.encode_family(&[("severity", sev)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The registry of everything above for an agent with `pin_root`; `outbox` when there is a
+/// controller; `fill` the map-fill samples.
+pub fn registry(
+    pin_root: PathBuf,
+    live: &Live,
+    outbox: Option<Arc<AlertQueue>>,
+    fill: Arc<Fill>,
+) -> Registry {
+    let mut r = Registry::default();
+    live.register(&mut r);
+    r.register_collector(Box::new(pins::PinsCollector { pin_root }));
+    r.register_collector(Box::new(fill::FillCollector(fill)));
+    if let Some(q) = outbox {
+        r.register_collector(Box::new(OutboxCollector(q)));
+    }
+    r
+}
+
+/// Starts the endpoint and the map-fill sampler if the config asks for metrics. A listen
+/// address that cannot be bound is logged and the agent runs on without metrics: enforcement
+/// never stops for observability.
+pub async fn start(cfg: &AgentConfig, live: &Live, outbox: Option<Arc<AlertQueue>>) {
+    let Some(m) = &cfg.metrics else { return };
+    let fill = Arc::new(Fill::default());
+    let registry = registry(cfg.pin_root.clone(), live, outbox, fill.clone());
+    match tokio::net::TcpListener::bind(m.listen).await {
+        Ok(listener) => {
+            tracing::info!(listen = %m.listen, "metrics served on /metrics");
+            fill::spawn_sampler(cfg.pin_root.clone(), m.map_fill_every(), fill);
+            tokio::spawn(http::serve(listener, Arc::new(registry)));
+        }
+        Err(e) => tracing::error!(listen = %m.listen, error = %e,
+            "metrics endpoint not started; the agent runs on without it"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use prometheus_client::encoding::prometheus_text;
+    use wardgate_proto::v1 as pb;
+
+    use super::*;
+    use crate::alerts::{OUTBOX_CAP, Outbox};
+
+    fn text(r: &Registry) -> String {
+        let mut t = String::new();
+        prometheus_text::encode(&mut t, r).unwrap();
+        t
+    }
+
+    /// `promtool check metrics` (Debian prometheus) must accept `text`.
+    fn promtool_check(text: &str) {
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool runs (apt package prometheus; `cargo xtask setup` installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}\n---\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn alert(i: usize, severity: &str) -> pb::Alert {
+        pb::Alert {
+            id: format!("a-{i}"),
+            severity: severity.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outbox_depth_and_drops_and_live_counters_are_served() {
+        let queue = AlertQueue::new(Outbox::default());
+        queue.push_all((0..OUTBOX_CAP).map(|i| alert(i, "high")).collect());
+        queue.push_all((0..3).map(|i| alert(OUTBOX_CAP + i, "low")).collect());
+        let live = Live::default();
+        live.event(EventKind::Deny);
+        live.event(EventKind::Deny);
+        live.controller_connected.set(1);
+        // No pins under this root: the datapath series are left out, the rest still served.
+        let r = registry(
+            "/nonexistent/wardgate".into(),
+            &live,
+            Some(queue),
+            Arc::new(Fill::default()),
+        );
+        let t = text(&r);
+        for line in [
+            format!("wardgate_agent_outbox_alerts {OUTBOX_CAP}"),
+            "wardgate_agent_outbox_dropped_alerts_total{severity=\"low\"} 3".into(),
+            "wardgate_agent_outbox_dropped_alerts_total{severity=\"high\"} 0".into(),
+            "wardgate_agent_events_total{kind=\"deny\"} 2".into(),
+            "wardgate_agent_events_total{kind=\"spoof\"} 0".into(),
+            "wardgate_agent_controller_connected 1".into(),
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing `{line}` in:\n{t}");
+        }
+        assert!(!t.contains("wardgate_agent_packets_total"), "{t}");
+        assert!(
+            !t.contains("wardgate_agent_map_entries"),
+            "no sample yet: {t}"
+        );
+        promtool_check(&t);
+    }
+}

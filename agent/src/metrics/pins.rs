@@ -1,0 +1,98 @@
+//! The datapath's counters, read from the pinned maps at every scrape (the read-only path
+//! `wardgate-agent status` uses: a few dozen lookups, no walk).
+
+use std::path::PathBuf;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+};
+use wardgate_common::{EVENT_KINDS, Reason};
+
+use crate::datapath::{
+    convert::{EventKind, LossReason},
+    pinned,
+};
+
+#[derive(Debug)]
+pub(super) struct PinsCollector {
+    pub pin_root: PathBuf,
+}
+
+impl Collector for PinsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let st = match pinned::status(&self.pin_root) {
+            Ok(st) => st,
+            Err(e) => {
+                // The scrape still answers (the agent's own metrics stay useful); the gap in
+                // the datapath series is the signal, and the log says why.
+                tracing::warn!(error = %e, "metrics: pinned maps unreadable");
+                return Ok(());
+            }
+        };
+        let mut m = encoder.encode_descriptor(
+            "wardgate_agent_packets",
+            "Packets the datapath decided on, by verdict and reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in Reason::ALL {
+            let verdict = if reason.is_drop() { "drop" } else { "pass" };
+            let n = st.reasons.get(&reason).copied().unwrap_or(0);
+            ConstCounter::new(n)
+                .encode(m.encode_family(&[("verdict", verdict), ("reason", reason.name())])?)?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "wardgate_agent_events_lost",
+            "Datapath events not delivered, by why (rate_limited: over the per-device budget; \
+             ring_buffer_full) and kind.",
+            None,
+            MetricType::Counter,
+        )?;
+        for why in LossReason::ALL {
+            for kind in 0..EVENT_KINDS {
+                let kind = EventKind::from_raw(kind);
+                if matches!(kind, EventKind::Other(_)) {
+                    continue;
+                }
+                let n = st.events_lost.get(&(why, kind)).copied().unwrap_or(0);
+                ConstCounter::new(n)
+                    .encode(m.encode_family(&[("why", why.name()), ("kind", kind.name())])?)?;
+            }
+        }
+        ConstGauge::new(i64::from(st.generation)).encode(encoder.encode_descriptor(
+            "wardgate_agent_policy_generation",
+            "Policy generation the datapath enforces (0: none applied yet).",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        if let Some(age_ms) = st.heartbeat_age_ms {
+            ConstGauge::new(age_ms as f64 / 1000.0).encode(encoder.encode_descriptor(
+                "wardgate_agent_heartbeat_age_seconds",
+                "Age of the agent's last heartbeat as the datapath's clock sees it.",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        ConstGauge::new(i64::from(st.watchdog.stale != 0)).encode(encoder.encode_descriptor(
+            "wardgate_agent_watchdog_fired",
+            "1 while the fail-open watchdog has fired (fail-open devices only monitored).",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let mut m = encoder.encode_descriptor(
+            "wardgate_agent_watchdog_transitions",
+            "Fail-open watchdog transitions, by direction.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (to, n) in [
+            ("fired", st.watchdog.went_stale),
+            ("recovered", st.watchdog.recovered),
+        ] {
+            ConstCounter::new(u64::from(n)).encode(m.encode_family(&[("to", to)])?)?;
+        }
+        Ok(())
+    }
+}

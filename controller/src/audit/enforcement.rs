@@ -1,0 +1,74 @@
+//! What a write changed in enforcement, for its audit entry: per gateway, the new generation,
+//! the hash of its stored content (so the policy a gateway enforces is inside the chain) and
+//! the devices and rules added and removed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wardgate_policy::DesiredState;
+
+/// The hash of a generation as stored (hex sha256 of its stored content). The one place that
+/// says what a generation's content is: when the stored form changes, only this input does.
+pub fn generation_content_hash(stored: &str) -> String {
+    hex::encode(Sha256::digest(stored.as_bytes()))
+}
+
+/// One gateway's part of an audit entry's enforcement diff.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayChange {
+    pub generation: u32,
+    pub content_sha256: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices_added: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices_removed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices_changed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules_added: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules_removed: Vec<String>,
+}
+
+/// The `enforcement` member of an audit entry's diff, by gateway.
+pub type Enforcement = BTreeMap<String, GatewayChange>;
+
+/// The change from `prev` (none: the gateway's first generation) to `next`, stored as `stored`.
+pub fn gateway_change(
+    prev: Option<&DesiredState>,
+    next: &DesiredState,
+    stored: &str,
+) -> GatewayChange {
+    let empty = DesiredState {
+        gateway: next.gateway.clone(),
+        generation: 0,
+        devices: Vec::new(),
+        policies: Vec::new(),
+        peers: Vec::new(),
+        ports: Vec::new(),
+    };
+    let d = wardgate_policy::diff(prev.unwrap_or(&empty), next);
+    GatewayChange {
+        generation: next.generation,
+        content_sha256: generation_content_hash(stored),
+        devices_added: d.devices_added,
+        devices_removed: d.devices_removed,
+        devices_changed: d.devices_changed,
+        rules_added: d.rules_added,
+        rules_removed: d.rules_removed,
+    }
+}
+
+/// The enforcement recorded in an audit entry's diff (JSON with an `enforcement` member);
+/// entries without one (older entries, writes that changed no generation) give an empty map.
+pub fn of_diff(diff: &str) -> Result<Enforcement, String> {
+    let v: serde_json::Value = match serde_json::from_str(diff) {
+        Ok(v) => v,
+        Err(_) => return Ok(Enforcement::new()), // entries before the diff was JSON throughout
+    };
+    match v.get("enforcement") {
+        None => Ok(Enforcement::new()),
+        Some(e) => serde_json::from_value(e.clone()).map_err(|e| format!("enforcement: {e}")),
+    }
+}
