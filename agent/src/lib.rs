@@ -12,5 +12,6 @@ pub mod lkg;
 pub mod metrics;
 pub mod netns;
 pub mod paths;
+pub mod replay;
 pub mod run;
 pub mod sync;

@@ -28,6 +28,8 @@ enum Command {
     },
     /// Learn flow records and per-device baselines from capture files (offline; no datapath).
     Learn(wardgate_agent::learn::LearnArgs),
+    /// Run the detectors over capture files (offline, the capture's clock) and print the findings.
+    Replay(wardgate_agent::replay::ReplayArgs),
     /// Print the active generation, per-reason packet counters and lost events from the pinned
     /// maps (read-only).
     Status {
@@ -47,6 +49,24 @@ fn main() -> anyhow::Result<()> {
         Command::Learn(args) => {
             let learned = wardgate_agent::learn::run(&args)?;
             wardgate_agent::learn::print_summary(&learned, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let r = wardgate_agent::replay::run(&args)?;
+            wardgate_agent::replay::print(&r.findings, args.format, &mut std::io::stdout().lock())?;
+            if let Some(path) = &args.summary {
+                let text = serde_json::to_string_pretty(&r.summary())?;
+                std::fs::write(path, text + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            tracing::info!(
+                frames = r.frames,
+                records = r.flows.len(),
+                arp_claims = r.claims.len(),
+                findings = r.findings.len(),
+                detectors = %r.detectors.join(","),
+                "replayed"
+            );
             Ok(())
         }
         Command::Run { config } => {

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod baseline;
 pub mod decode;
+pub mod detect;
 pub mod device;
 pub mod dicom;
 pub mod flow;

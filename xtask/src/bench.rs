@@ -1,4 +1,4 @@
-//! `cargo xtask bench datapath|throughput|controller`: benchmarks that print tables (never run as tests).
+//! `cargo xtask bench datapath|throughput|controller|learn`: benchmarks that print tables (never run as tests).
 
 use crate::cmd;
 
@@ -10,6 +10,9 @@ pub enum Bench {
     Throughput,
     /// assign -> received latency with 500 watching agents, alert ingest rate.
     Controller,
+    /// packets/s of `wardgate-agent learn` vs tshark conv,ip and ndpiReader on a generated
+    /// 1,000-device ward capture (WG_BENCH_ROUNDS, default 5).
+    Learn,
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
             "--bin",
             "wardgate-controller-bench",
         ])),
+        Bench::Learn => crate::bench_learn::run(),
     }
 }

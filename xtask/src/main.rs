@@ -1,8 +1,10 @@
-//! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo | package`.
+//! Developer tasks for wardgate: `cargo xtask setup | test | bench | fuzz | demo | package | eval`.
 
 mod bench;
+mod bench_learn;
 mod cmd;
 mod demo;
+mod eval;
 mod fuzz;
 mod package;
 mod package_check;
@@ -41,6 +43,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Run the detectors over the project's test captures: capture x detector, expected and got,
+    /// and false findings per device-day on the benign ones.
+    Eval,
     /// The main job: a demo ward in network namespaces on the embedded store.
     Demo,
     /// Build the .deb packages of the agent and the controller (target/debian/).
@@ -55,5 +60,6 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Demo => demo::run(),
         Task::Package => package::run().map(drop),
+        Task::Eval => eval::run(),
     }
 }

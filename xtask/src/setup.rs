@@ -25,7 +25,11 @@ const APT: &[&str] = &[
     "iperf3",
     // New connections per second in `cargo xtask bench throughput`.
     "wrk",
+    // ndpiReader: the DPI reference `cargo xtask bench learn` measures learn against.
+    "libndpi-bin",
     "dcmtk",
+    // A real port scan from a device for the detectors (agent/tests/replay_netns.rs).
+    "nmap",
     "python3-pip",
     // promtool checks both /metrics endpoints; curl scrapes the agent's inside its namespace.
     "prometheus",
@@ -41,6 +45,8 @@ const PIP: &[(&str, &str)] = &[
     ("grpcio-tools", "grpc_tools"),
     // python-hl7: its MLLP client (mllp_send) and server are the attach tier's HL7 peers.
     ("hl7", "hl7.mllp"),
+    // The OCSF schema's pydantic models: replay's OCSF output is validated against them.
+    ("py-ocsf-models==0.10.0", "py_ocsf_models"),
 ];
 
 pub fn dpkg_installed(pkg: &str) -> bool {

@@ -145,7 +145,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "--tests",
             ])?;
             // Policy sync against an in-process controller (no root: the test plays the writer);
-            // offline learning from captures; the agent's systemd unit through systemd-analyze.
+            // offline learning from captures; detectors replayed over captures; the agent's systemd
+            // unit through systemd-analyze.
             cargo_test(&[
                 "--release",
                 "-p",
@@ -156,6 +157,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "learn",
                 "--test",
                 "unit_file",
+                "--test",
+                "replay",
             ])
         }
         Tier::Datapath => {
@@ -178,6 +181,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "metrics",
                 "--test",
                 "service",
+                "--test",
+                "replay_netns",
                 "--",
                 "--test-threads=1",
             ])

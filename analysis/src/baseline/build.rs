@@ -1,9 +1,11 @@
 //! Accumulating flow records into baselines, one builder per device.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use super::{
     App, Baseline, Groups, Hour, Limits, Peer, Service, TcpCounts, Window, proto_name,

@@ -2,7 +2,9 @@
 //! packet (who opened it, the TCP handshake, counters both ways, the first payload bytes each
 //! way) until it closes or idles out, then gives one record per device end.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use serde::{Deserialize, Serialize};
 

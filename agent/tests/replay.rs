@@ -1,0 +1,181 @@
+//! `wardgate-agent replay` on the fixture captures: the SYN scan is one aggregated finding naming
+//! the scanner with its count; SMB from a device the site makes an infusion pump is a
+//! class-protocol finding; the clean single-protocol captures raise nothing; every format prints
+//! one parseable line per finding. No privileges needed.
+
+use std::path::{Path, PathBuf};
+
+use wardgate_agent::replay::{self, Format, ReplayArgs};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../analysis/tests/fixtures")
+}
+
+fn args(pcap: &str, site: Option<&str>) -> ReplayArgs {
+    ReplayArgs {
+        pcap: vec![root().join("pcap").join(pcap)],
+        site: site.map(|s| root().join("sites").join(s)),
+        baselines: None,
+        profiles: None,
+        config: None,
+        format: Format::Json,
+        summary: None,
+    }
+}
+
+#[test]
+fn synscan_is_one_aggregated_scan_finding_naming_the_scanner() {
+    let r = replay::run(&args("ndpi/synscan.pcap", None)).unwrap();
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    let f = &r.findings[0];
+    assert_eq!(f.detector, "scan_vertical");
+    assert_eq!(f.device.mac.unwrap().to_string(), "00:25:b3:bf:91:ee");
+    assert_eq!(f.flows[0].device_addr.to_string(), "172.16.0.8");
+    assert_eq!(f.peer.unwrap().to_string(), "64.13.134.52");
+    // tshark: 1000 distinct destination ports got a SYN, 3 answered with a SYN-ACK.
+    let ports = &f.evidence.metrics[0];
+    assert_eq!(ports.name, "distinct_ports");
+    assert_eq!(ports.observed, 997.0);
+    // Raised at the 15th port, then updated once per new port.
+    assert_eq!(f.count, 997 - 15 + 1);
+    assert_eq!(f.technique.id, "T1046");
+    assert!(
+        f.summary.contains("997 tcp ports on 64.13.134.52"),
+        "{}",
+        f.summary
+    );
+}
+
+#[test]
+fn smb_from_an_infusion_pump_is_a_class_protocol_finding() {
+    let r = replay::run(&args("ndpi/smbv1.pcap", Some("smbv1-pump.yaml"))).unwrap();
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    let f = &r.findings[0];
+    assert_eq!(f.detector, "class_protocol");
+    assert_eq!(f.device.name, "pump-smb");
+    assert_eq!(f.class.as_deref(), Some("infusion-pump"));
+    assert_eq!(f.asset_id.as_deref(), Some("BME-004211"));
+    assert_eq!(f.technique.id, "T0886");
+    assert_eq!(f.evidence.ports, vec![445]);
+    assert_eq!(f.action, "wardctl mode pump-smb quarantine");
+    // Without the site the client has no class: nothing.
+    assert!(
+        replay::run(&args("ndpi/smbv1.pcap", None))
+            .unwrap()
+            .findings
+            .is_empty()
+    );
+}
+
+#[test]
+fn clean_captures_raise_nothing() {
+    for pcap in [
+        "ndpi/mqtt.pcap",
+        "ndpi/modbus.pcap",
+        "ndpi/bacnet.pcap",
+        "ndpi/snmp.pcap",
+        "ndpi/syslog.pcap",
+        "ndpi/ssdp-m-search.pcap",
+        "suricata-verify/mqtt-events-invalid-qos.pcap",
+        "suricata-verify/mqtt311-pub-userpass.pcap",
+    ] {
+        let r = replay::run(&args(pcap, None)).unwrap();
+        assert!(r.frames > 0, "{pcap}");
+        assert!(r.findings.is_empty(), "{pcap}: {:#?}", r.findings);
+    }
+}
+
+#[test]
+fn every_format_prints_one_line_per_finding() {
+    let r = replay::run(&args("ndpi/synscan.pcap", None)).unwrap();
+    for format in [Format::Json, Format::Cef, Format::Ocsf] {
+        let mut out = Vec::new();
+        replay::print(&r.findings, format, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{format:?}: {text}");
+        match format {
+            Format::Json => {
+                let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+                assert_eq!(v["detector"], "scan_vertical");
+            }
+            Format::Cef => {
+                assert!(lines[0].starts_with("<36>1 2010-07-04T20:24:21.314308Z - wardgate - scan_vertical - CEF:0|wardgate|wardgate|"), "{}", lines[0]);
+                assert!(lines[0].contains(" cnt=983 "), "{}", lines[0]);
+            }
+            Format::Ocsf => {
+                let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+                assert_eq!(
+                    (v["class_uid"].as_u64(), v["type_uid"].as_u64()),
+                    (Some(2004), Some(200401))
+                );
+                assert_eq!(v["finding_info"]["uid"], r.findings[0].id.as_str());
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_named() {
+    let mut a = args("ndpi/synscan.pcap", None);
+    a.baselines = Some(root().join("no-such-dir"));
+    let e = format!("{:#}", replay::run(&a).err().unwrap());
+    assert!(e.contains("no-such-dir"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("detect.yaml");
+    std::fs::write(
+        &cfg,
+        "scan:\n  window_s: 60\n  vertcal: {host: 1, device: 1}\n",
+    )
+    .unwrap();
+    let mut a = args("ndpi/synscan.pcap", None);
+    a.config = Some(cfg.clone());
+    let e = format!("{:#}", replay::run(&a).err().unwrap());
+    assert!(e.contains("detect.yaml") && e.contains("vertcal"), "{e}");
+    // A valid partial config applies: a 1 s window never holds 15 of the scan's ports.
+    std::fs::write(&cfg, "scan:\n  window_s: 0\n").unwrap();
+    let r = replay::run(&a).unwrap();
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+}
+
+/// The OCSF lines validate against the OCSF schema's own models (py-ocsf-models, installed by
+/// `cargo xtask setup`): required attributes, types and enums (class_uid, type_uid,
+/// severity_id, metadata.product, finding_info.uid).
+#[test]
+fn ocsf_findings_validate_against_py_ocsf_models() {
+    let mut lines = Vec::new();
+    for (pcap, site) in [
+        ("ndpi/synscan.pcap", None),
+        ("ndpi/smbv1.pcap", Some("smbv1-pump.yaml")),
+    ] {
+        let r = replay::run(&args(pcap, site)).unwrap();
+        replay::print(&r.findings, Format::Ocsf, &mut lines).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("findings.jsonl");
+    std::fs::write(&input, &lines).unwrap();
+    let script = r#"
+import json, sys
+from py_ocsf_models.events.findings.detection_finding import DetectionFinding
+n = 0
+for line in open(sys.argv[1]):
+    v = json.loads(line)
+    m = DetectionFinding.model_validate(v)
+    assert m.class_uid == 2004 and m.type_uid == 200401, (m.class_uid, m.type_uid)
+    assert m.finding_info.uid == v["finding_info"]["uid"]
+    assert m.metadata.product.name == "wardgate"
+    n += 1
+print(n)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&input)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "py-ocsf-models (installed by `cargo xtask setup`) refused the output:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+}

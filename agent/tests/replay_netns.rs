@@ -1,0 +1,194 @@
+//! Attach tier: captures the project makes in network namespaces from real tools, then
+//! `replay` on them. The device (an infusion pump by the site file) runs Debian's nmap SYN scan
+//! against a server, tries SMB on another, and floods UDP; tshark captures on the gateway's
+//! device-facing interface. The scan is one vertical-scan finding naming the pump, the SMB
+//! attempt a class-protocol finding, the flood a UDP-flood finding. Needs root; fails (never
+//! skips) without it.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use wardgate_agent::{
+    lab::{DEV_IF, Ward},
+    replay::{self, Format, ReplayArgs},
+};
+
+const SITE: &str = "site: detect-lab
+groups:
+  servers: [198.51.100.0/24]
+devices:
+  - name: pump-lab
+    mac: 02:00:00:00:00:0a
+    addresses: [192.0.2.10]
+    profile: infusion-pump
+    gateway: gw-lab
+";
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn in_netns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+/// Runs to completion within `limit`; panics with the output otherwise.
+fn run_within(mut cmd: Command, limit: Duration, what: &str) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = cmd
+        .stdout(out.reopen().unwrap())
+        .stderr(out.reopen().unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e} (installed by `cargo xtask setup`)"));
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            let text = std::fs::read_to_string(out.path()).unwrap_or_default();
+            assert!(s.success(), "{what} failed ({s}):\n{text}");
+            return text;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn capture(ns: &str, file: &Path) -> Peer {
+    let log = file.with_extension("log");
+    let mut c = in_netns(ns, "tshark");
+    c.args(["-q", "-i", DEV_IF, "-F", "pcap", "-w"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let p = Peer(
+        c.spawn()
+            .expect("tshark is installed by `cargo xtask setup`"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Capturing on")
+    {
+        assert!(Instant::now() < deadline, "tshark never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p
+}
+
+fn stop(mut p: Peer) {
+    // Safety: kill on the pid of a child this test started and has not reaped.
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while p.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tshark did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn nmap_smb_and_flood_from_a_pump_are_found() {
+    // Safety: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "attach tier cannot run: needs root for network namespaces; run `sudo cargo xtask test`"
+    );
+    let ward = Ward::new("detect");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.pcap");
+    let cap = capture(&ward.gw, &file);
+
+    // A real SYN scan of 200 ports on one server (nothing listens: every port is refused).
+    let mut c = in_netns(&ward.dev, "nmap");
+    c.args([
+        "-n",
+        "-Pn",
+        "-sS",
+        "-T4",
+        "--max-retries",
+        "0",
+        "-p",
+        "1000-1199",
+        "198.51.100.10",
+    ]);
+    let out = run_within(c, Duration::from_secs(60), "nmap");
+    assert!(out.contains("Nmap done"), "{out}");
+    // An SMB connection attempt to another server (refused).
+    let mut c = in_netns(&ward.dev, "python3");
+    c.args([
+        "-c",
+        "import socket\ns=socket.socket()\ns.settimeout(3)\ntry:\n s.connect(('198.51.100.30',445))\nexcept OSError:\n pass",
+    ]);
+    run_within(c, Duration::from_secs(10), "smb attempt");
+    // 30,000 UDP datagrams as fast as Python sends them (bounded in count and time).
+    let mut c = in_netns(&ward.dev, "python3");
+    c.args([
+        "-c",
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nend=time.time()+5\nfor i in range(30000):\n s.sendto(b'x'*18,('198.51.100.53',9))\n if time.time()>end: break",
+    ]);
+    run_within(c, Duration::from_secs(20), "udp flood");
+    std::thread::sleep(Duration::from_millis(500));
+    stop(cap);
+
+    let site = dir.path().join("site.yaml");
+    std::fs::write(&site, SITE).unwrap();
+    let r = replay::run(&ReplayArgs {
+        pcap: vec![file.clone()],
+        site: Some(site),
+        baselines: None,
+        profiles: None,
+        config: None,
+        format: Format::Json,
+        summary: None,
+    })
+    .unwrap();
+    let by = |d: &str| {
+        r.findings
+            .iter()
+            .filter(|f| f.detector == d)
+            .collect::<Vec<_>>()
+    };
+    let scan = by("scan_vertical");
+    assert_eq!(scan.len(), 1, "{:#?}", r.findings);
+    assert_eq!(scan[0].device.name, "pump-lab");
+    assert_eq!(scan[0].peer.unwrap().to_string(), "198.51.100.10");
+    assert_eq!(
+        scan[0].evidence.metrics[0].observed, 200.0,
+        "{:#?}",
+        scan[0]
+    );
+    assert_eq!(scan[0].count, 200 - 8 + 1);
+    let smb: Vec<_> = by("class_protocol")
+        .into_iter()
+        .filter(|f| f.evidence.ports == [445])
+        .collect();
+    assert_eq!(smb.len(), 1, "{:#?}", r.findings);
+    assert_eq!(smb[0].peer.unwrap().to_string(), "198.51.100.30");
+    let flood = by("flood_udp");
+    assert_eq!(flood.len(), 1, "{:#?}", r.findings);
+    assert_eq!(flood[0].peer.unwrap().to_string(), "198.51.100.53");
+    // Nothing else: the scan probed no port the class forbids (1000-1199), one server only.
+    let others: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| {
+            !["scan_vertical", "class_protocol", "flood_udp"].contains(&f.detector.as_str())
+        })
+        .collect();
+    assert!(others.is_empty(), "{others:#?}");
+    eprintln!("replay of the lab capture:");
+    replay::print(&r.findings, Format::Cef, &mut std::io::stderr()).unwrap();
+}

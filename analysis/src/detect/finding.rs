@@ -1,0 +1,269 @@
+//! The one finding (alert) type every detector raises: who, what, how sure, which ATT&CK
+//! technique, the evidence next to the baseline, and what to do. A plain serde struct so the
+//! control plane can convert it into its own alert type.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::flow::{DeviceRef, FlowDirection, FlowRecord};
+
+/// How bad it is if true. Ordered; maps onto OCSF `severity_id` 1-5 and CEF 0-10.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// OCSF severity_id: 1 Informational, 2 Low, 3 Medium, 4 High, 5 Critical.
+    pub fn ocsf_id(self) -> u8 {
+        self as u8 + 1
+    }
+    /// CEF severity 0-10.
+    pub fn cef(self) -> u8 {
+        match self {
+            Severity::Info => 1,
+            Severity::Low => 3,
+            Severity::Medium => 5,
+            Severity::High => 8,
+            Severity::Critical => 10,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "Informational",
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+        }
+    }
+}
+
+/// The ATT&CK matrix a technique belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Matrix {
+    Enterprise,
+    Ics,
+}
+
+/// A MITRE ATT&CK technique.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Technique {
+    pub id: String,
+    pub name: String,
+    pub matrix: Matrix,
+}
+
+impl Technique {
+    pub fn new(id: &str, name: &str, matrix: Matrix) -> Technique {
+        Technique {
+            id: id.into(),
+            name: name.into(),
+            matrix,
+        }
+    }
+    /// The technique's page on attack.mitre.org.
+    pub fn url(&self) -> String {
+        format!("https://attack.mitre.org/techniques/{}/", self.id)
+    }
+    /// The ATT&CK tactic the technique serves, as OCSF's `attacks[].tactic` names it.
+    pub fn tactic(&self) -> (&'static str, &'static str) {
+        match self.id.as_str() {
+            "T1046" | "T0846" | "T1018" | "T0840" => ("TA0007", "Discovery"),
+            "T0886" | "T0866" | "T1021" => ("TA0008", "Lateral Movement"),
+            "T0869" | "T1071" | "T0885" => ("TA0011", "Command and Control"),
+            "T0814" | "T1498" | "T0813" => ("TA0040", "Impact"),
+            "T0830" | "T1557.002" | "T1557" => ("TA0006", "Credential Access"),
+            "T1041" | "T1030" => ("TA0010", "Exfiltration"),
+            _ => ("", ""),
+        }
+    }
+}
+
+/// One flow a finding rests on (the first few are kept).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRef {
+    pub direction: FlowDirection,
+    pub device_addr: IpAddr,
+    pub device_port: u16,
+    pub peer: IpAddr,
+    pub peer_port: u16,
+    pub proto: u8,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<&FlowRecord> for FlowRef {
+    fn from(r: &FlowRecord) -> FlowRef {
+        FlowRef {
+            direction: r.direction,
+            device_addr: r.device_addr,
+            device_port: r.device_port,
+            peer: r.peer,
+            peer_port: r.peer_port,
+            proto: r.proto,
+            first_seen_ns: r.first_seen_ns,
+            last_seen_ns: r.last_seen_ns,
+            packets: r.packets(),
+            bytes: r.bytes(),
+        }
+    }
+}
+
+/// One measured quantity: what was observed, what the baseline says, where the line was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// `distinct_ports`, `failed_first_contacts`, `bytes_per_hour`, `interval_s` ...
+    pub name: String,
+    pub observed: f64,
+    /// The device's own normal (baseline median), when a baseline is involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// Its spread (MAD), when a baseline is involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_spread: Option<f64>,
+    /// The value at which the detector fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+}
+
+impl Metric {
+    pub fn new(name: &str, observed: f64) -> Metric {
+        Metric {
+            name: name.into(),
+            observed,
+            baseline: None,
+            baseline_spread: None,
+            threshold: None,
+        }
+    }
+    pub fn threshold(mut self, t: f64) -> Metric {
+        self.threshold = Some(t);
+        self
+    }
+    pub fn baseline(mut self, median: f64, spread: f64) -> Metric {
+        self.baseline = Some(median);
+        self.baseline_spread = Some(spread);
+        self
+    }
+}
+
+/// What the detector saw: the window, the numbers, the ports and peers touched.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The span the numbers cover (capture or wall time).
+    pub window_start_ns: u64,
+    pub window_end_ns: u64,
+    pub metrics: Vec<Metric>,
+    /// Ports touched (sorted, at most `MAX_LISTED`; the metric holds the full count).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Peers touched (at most `MAX_LISTED`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<IpAddr>,
+    /// Protocol or application names involved (`smb`, `dicom CT1 -> PACS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+}
+
+/// Ports, peers and flows listed in one finding at most.
+pub const MAX_LISTED: usize = 64;
+/// Flows attached to one finding at most.
+pub const MAX_FLOWS: usize = 8;
+
+/// One alert. Detectors fill the detection fields; the engine fills the device context (class,
+/// location, asset id) and the aggregator the id, count and first/last seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Unique within the producer (the aggregator assigns it); the controller may re-key it.
+    pub id: String,
+    /// When it was last raised (capture time offline), ns since the Unix epoch.
+    pub time_ns: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// Raw detections merged into this finding.
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    pub device: DeviceRef,
+    /// The device's class (profile name), from the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_id: Option<String>,
+    /// The policy rule and generation involved (live deny-driven findings only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// The detector's name (`scan_vertical`, `class_protocol`, ...).
+    pub detector: String,
+    pub severity: Severity,
+    /// 0.0-1.0: how likely the finding is a true positive given the evidence.
+    pub confidence: f64,
+    pub technique: Technique,
+    /// The peer the finding is about (the aggregation key's third part), if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<IpAddr>,
+    /// One line for humans.
+    pub summary: String,
+    pub flows: Vec<FlowRef>,
+    pub evidence: Evidence,
+    /// What an operator can do now (`wardctl mode NAME quarantine`).
+    pub action: String,
+}
+
+impl Finding {
+    /// A finding with the detection fields set and the rest empty, for detectors to fill.
+    pub fn new(
+        detector: &str,
+        device: &DeviceRef,
+        time_ns: u64,
+        severity: Severity,
+        confidence: f64,
+        technique: Technique,
+    ) -> Finding {
+        Finding {
+            id: String::new(),
+            time_ns,
+            first_seen_ns: time_ns,
+            last_seen_ns: time_ns,
+            count: 1,
+            gateway: None,
+            device: device.clone(),
+            class: None,
+            profile_version: None,
+            location: None,
+            asset_id: None,
+            rule: None,
+            generation: None,
+            detector: detector.into(),
+            severity,
+            confidence: confidence.clamp(0.0, 1.0),
+            technique,
+            peer: None,
+            summary: String::new(),
+            flows: Vec::new(),
+            evidence: Evidence::default(),
+            action: quarantine_action(&device.name),
+        }
+    }
+}
+
+/// The suggested action for a device acting against its class.
+pub fn quarantine_action(device: &str) -> String {
+    format!("wardctl mode {device} quarantine")
+}

@@ -1,0 +1,50 @@
+//! The formats a SIEM reads, as pure functions of a finding: an RFC 5424 syslog line with a CEF
+//! payload, and OCSF 1.x JSON (Detection Finding for findings, Network Activity for deny records).
+
+pub mod cef;
+pub mod ocsf;
+
+use crate::decode::proto;
+
+/// The vendor and product as every format names them.
+pub const VENDOR: &str = "wardgate";
+pub const PRODUCT: &str = "wardgate";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the epoch (CEF `rt`, OCSF `time`).
+pub fn ms(ns: u64) -> u64 {
+    ns / 1_000_000
+}
+
+/// The IANA keyword of an IP protocol number, as CEF `proto` and OCSF `protocol_name` take it.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        proto::TCP => "TCP".into(),
+        proto::UDP => "UDP".into(),
+        proto::ICMP => "ICMP".into(),
+        proto::ICMPV6 => "IPv6-ICMP".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A short title per detector (CEF Name, OCSF finding_info.title).
+pub fn title(detector: &str) -> String {
+    match detector {
+        "scan_vertical" => "Port scan (vertical)".into(),
+        "scan_horizontal" => "Address scan (horizontal)".into(),
+        "scan_trw" => "Scan (failed first contacts)".into(),
+        "fanout" => "Fan-out to new peers".into(),
+        "class_protocol" => "Protocol the device class never uses".into(),
+        "flood_syn" => "SYN flood".into(),
+        "flood_udp" => "UDP flood".into(),
+        "flood_icmp" => "ICMP flood".into(),
+        "spoof" => "Address spoofing".into(),
+        "new_peer" => "New peer".into(),
+        "new_service" => "New service".into(),
+        "new_protocol" => "New protocol".into(),
+        "new_app" => "New application identity".into(),
+        "volume" => "Volume spike".into(),
+        "beacon" => "Beaconing".into(),
+        other => other.replace('_', " "),
+    }
+}

@@ -1,0 +1,674 @@
+//! Each detector on synthetic flow records: it fires on the pattern it is for, once after
+//! aggregation, with its evidence, and stays quiet on the device's ordinary traffic.
+
+use std::net::IpAddr;
+
+use super::*;
+use crate::{
+    decode::proto,
+    flow::{DeviceRef, FlowDirection, FlowRecord, TcpOutcome},
+};
+
+const MS: u64 = 1_000_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn dev(name: &str, mac: &str) -> DeviceRef {
+    DeviceRef {
+        name: name.into(),
+        id: None,
+        mac: Some(mac.parse().unwrap()),
+    }
+}
+
+fn pump() -> DeviceRef {
+    dev("pump-1", "02:00:00:00:00:0a")
+}
+
+/// A flow the device opened.
+fn opened(
+    d: &DeviceRef,
+    t_ns: u64,
+    p: u8,
+    peer: &str,
+    port: u16,
+    tcp: Option<TcpOutcome>,
+) -> FlowRecord {
+    let answered = matches!(tcp, Some(TcpOutcome::Established | TcpOutcome::Refused));
+    FlowRecord {
+        device: d.clone(),
+        direction: FlowDirection::Opened,
+        device_addr: ip("192.0.2.10"),
+        device_port: 40000,
+        peer: ip(peer),
+        peer_port: port,
+        proto: p,
+        port,
+        icmp_type: None,
+        vlan: None,
+        packets_out: 1,
+        bytes_out: 60,
+        packets_in: u64::from(answered),
+        bytes_in: if answered { 60 } else { 0 },
+        first_seen_ns: t_ns,
+        last_seen_ns: t_ns + MS,
+        tcp,
+        rule: None,
+        app: None,
+    }
+}
+
+fn site() -> SiteFacts {
+    let s = wardgate_policy::parse_site(
+        "site.yaml",
+        "site: t\ngroups:\n  pacs: [198.51.100.10/32]\ndevices:\n  - name: pump-1\n    mac: 02:00:00:00:00:0a\n    addresses: [192.0.2.10]\n    profile: infusion-pump\n    gateway: gw-1\n    location: Ward 3A, bed 12\n    asset_id: BME-1\n  - name: pacs-1\n    mac: 02:00:00:00:00:0b\n    addresses: [192.0.2.20]\n    profile: pacs\n    gateway: gw-1\n",
+    )
+    .unwrap();
+    SiteFacts::from_site(&s)
+}
+
+fn run(site: SiteFacts, flows: &[FlowRecord], claims: &[AddressClaim]) -> Vec<Finding> {
+    let cfg = DetectConfig::default();
+    run_all(
+        baseline_free(&cfg),
+        site,
+        Baselines::default(),
+        cfg.aggregate,
+        flows,
+        claims,
+    )
+}
+
+fn by(findings: &[Finding], detector: &str) -> Vec<Finding> {
+    findings
+        .iter()
+        .filter(|f| f.detector == detector)
+        .cloned()
+        .collect()
+}
+
+/// A pump's ordinary day: HTTPS to its server, DNS and NTP, every minute.
+fn ordinary(d: &DeviceRef, minutes: u64) -> Vec<FlowRecord> {
+    let mut v = Vec::new();
+    for m in 0..minutes {
+        let t = m * 60 * NS;
+        v.push(opened(
+            d,
+            t,
+            proto::TCP,
+            "198.51.100.30",
+            443,
+            Some(TcpOutcome::Established),
+        ));
+        let mut dns = opened(d, t + MS, proto::UDP, "198.51.100.53", 53, None);
+        dns.packets_in = 1;
+        v.push(dns);
+        let mut ntp = opened(d, t + 2 * MS, proto::UDP, "198.51.100.123", 123, None);
+        ntp.packets_in = 1;
+        v.push(ntp);
+    }
+    v
+}
+
+#[test]
+fn ordinary_traffic_raises_nothing() {
+    let flows = ordinary(&pump(), 24 * 60);
+    let f = run(site(), &flows, &[]);
+    assert!(f.is_empty(), "{f:#?}");
+    // Without a site (general host thresholds) neither.
+    assert!(run(SiteFacts::default(), &flows, &[]).is_empty());
+}
+
+#[test]
+fn vertical_scan_is_one_finding_with_the_ports_and_count() {
+    let d = pump();
+    // 40 ports in 3 s, refused.
+    let flows: Vec<_> = (0..40u16)
+        .map(|i| {
+            opened(
+                &d,
+                u64::from(i) * 75 * MS,
+                proto::TCP,
+                "198.51.100.10",
+                20 + i,
+                Some(TcpOutcome::Refused),
+            )
+        })
+        .collect();
+    let f = run(site(), &flows, &[]);
+    let v = by(&f, "scan_vertical");
+    assert_eq!(v.len(), 1, "{f:#?}");
+    let v = &v[0];
+    assert_eq!(v.peer, Some(ip("198.51.100.10")));
+    // Raised at the 8th port (site device), then updated by each new one.
+    assert_eq!(v.count, 33);
+    assert_eq!(v.evidence.ports.len(), 40);
+    let m = &v.evidence.metrics[0];
+    assert_eq!(
+        (m.name.as_str(), m.observed, m.threshold),
+        ("distinct_ports", 40.0, Some(8.0))
+    );
+    assert_eq!(v.technique.id, "T1046");
+    assert_eq!(v.severity, Severity::High);
+    assert_eq!(v.action, "wardctl mode pump-1 quarantine");
+    // The engine filled the device context from the site.
+    assert_eq!(v.class.as_deref(), Some("infusion-pump"));
+    assert_eq!(v.location.as_deref(), Some("Ward 3A, bed 12"));
+    assert_eq!(v.asset_id.as_deref(), Some("BME-1"));
+    assert_eq!(v.gateway.as_deref(), Some("gw-1"));
+    assert!(
+        v.summary.contains("40 tcp ports on 198.51.100.10"),
+        "{}",
+        v.summary
+    );
+    // A general host needs 15: 14 ports raise nothing.
+    let h = dev("host-a", "02:00:00:00:01:01");
+    let few: Vec<_> = (0..14u16)
+        .map(|i| {
+            opened(
+                &h,
+                u64::from(i) * MS,
+                proto::TCP,
+                "198.51.100.10",
+                20 + i,
+                Some(TcpOutcome::NoAnswer),
+            )
+        })
+        .collect();
+    assert!(by(&run(SiteFacts::default(), &few, &[]), "scan_vertical").is_empty());
+}
+
+#[test]
+fn answered_ports_are_not_a_scan() {
+    let d = pump();
+    let flows: Vec<_> = (0..40u16)
+        .map(|i| {
+            opened(
+                &d,
+                u64::from(i) * MS,
+                proto::TCP,
+                "198.51.100.10",
+                2000 + i,
+                Some(TcpOutcome::Established),
+            )
+        })
+        .collect();
+    assert!(by(&run(site(), &flows, &[]), "scan_vertical").is_empty());
+}
+
+#[test]
+fn ports_outside_the_window_do_not_add_up() {
+    let d = pump();
+    // 7 failed ports every 10 minutes: never 8 inside 5 minutes.
+    let flows: Vec<_> = (0..70u16)
+        .map(|i| {
+            let t = u64::from(i / 7) * 600 * NS + u64::from(i % 7) * NS;
+            opened(
+                &d,
+                t,
+                proto::TCP,
+                "198.51.100.10",
+                100 + i,
+                Some(TcpOutcome::NoAnswer),
+            )
+        })
+        .collect();
+    assert!(by(&run(site(), &flows, &[]), "scan_vertical").is_empty());
+}
+
+#[test]
+fn horizontal_scan_names_the_port() {
+    let d = pump();
+    let flows: Vec<_> = (1..=30u8)
+        .map(|i| {
+            opened(
+                &d,
+                u64::from(i) * 100 * MS,
+                proto::TCP,
+                &format!("192.0.2.{}", 100 + i),
+                445,
+                Some(TcpOutcome::NoAnswer),
+            )
+        })
+        .collect();
+    let f = run(site(), &flows, &[]);
+    let h = by(&f, "scan_horizontal");
+    assert_eq!(h.len(), 1, "{f:#?}");
+    assert_eq!(h[0].evidence.ports, vec![445]);
+    assert_eq!(h[0].evidence.peers.len(), 30);
+    assert_eq!(h[0].technique.id, "T0846");
+    // SMB from a pump is also a class-protocol finding, one per peer.
+    assert_eq!(by(&f, "class_protocol").len(), 30);
+}
+
+#[test]
+fn trw_calls_a_device_after_three_failures_and_a_host_after_four() {
+    let trw = trw::Trw::new(trw::TrwConfig::default());
+    assert_eq!(trw.failures_to_detect(0.9), 3);
+    assert_eq!(trw.failures_to_detect(0.8), 4);
+    let d = pump();
+    let fail = |i: u8, who: &DeviceRef| {
+        opened(
+            who,
+            u64::from(i) * NS,
+            proto::TCP,
+            &format!("203.0.113.{i}"),
+            80,
+            Some(TcpOutcome::NoAnswer),
+        )
+    };
+    let f = run(site(), &[fail(1, &d), fail(2, &d)], &[]);
+    assert!(by(&f, "scan_trw").is_empty());
+    let f = run(site(), &[fail(1, &d), fail(2, &d), fail(3, &d)], &[]);
+    let t = by(&f, "scan_trw");
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].evidence.metrics[0].observed, 3.0);
+    let h = dev("host-a", "02:00:00:00:01:01");
+    let three: Vec<_> = (1..=3).map(|i| fail(i, &h)).collect();
+    assert!(by(&run(SiteFacts::default(), &three, &[]), "scan_trw").is_empty());
+    let four: Vec<_> = (1..=4).map(|i| fail(i, &h)).collect();
+    assert_eq!(
+        by(&run(SiteFacts::default(), &four, &[]), "scan_trw").len(),
+        1
+    );
+    // Successes in between pull the walk back: one failure in five never reaches the threshold
+    // (half failing does, for a device: 0.5 is far from its theta0 of 0.9).
+    let mixed: Vec<_> = (1..=40u8)
+        .map(|i| {
+            let out = if i % 5 != 0 {
+                TcpOutcome::Established
+            } else {
+                TcpOutcome::NoAnswer
+            };
+            opened(
+                &d,
+                u64::from(i) * NS,
+                proto::TCP,
+                &format!("203.0.113.{i}"),
+                443,
+                Some(out),
+            )
+        })
+        .collect();
+    assert!(by(&run(site(), &mixed, &[]), "scan_trw").is_empty());
+}
+
+#[test]
+fn fanout_to_new_peers() {
+    let d = pump();
+    let flows: Vec<_> = (1..=20u8)
+        .map(|i| {
+            opened(
+                &d,
+                u64::from(i) * NS,
+                proto::TCP,
+                &format!("203.0.113.{i}"),
+                443,
+                Some(TcpOutcome::Established),
+            )
+        })
+        .collect();
+    let f = run(site(), &flows, &[]);
+    let o = by(&f, "fanout");
+    assert_eq!(o.len(), 1, "{f:#?}");
+    assert_eq!(o[0].evidence.metrics[0].observed, 20.0);
+    assert_eq!(o[0].evidence.metrics[0].threshold, Some(15.0));
+    // The same peers again an hour later are not new.
+    let again: Vec<_> = flows
+        .iter()
+        .chain(
+            flows
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.first_seen_ns += 3600 * NS;
+                    r
+                })
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+        .cloned()
+        .collect();
+    assert_eq!(by(&run(site(), &again, &[]), "fanout")[0].count, 6);
+}
+
+#[test]
+fn class_protocols_by_class() {
+    let d = pump();
+    let smb = opened(
+        &d,
+        0,
+        proto::TCP,
+        "198.51.100.10",
+        445,
+        Some(TcpOutcome::Established),
+    );
+    let f = run(site(), std::slice::from_ref(&smb), &[]);
+    let c = by(&f, "class_protocol");
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].technique.id, "T0886");
+    assert_eq!(c[0].evidence.names, vec!["smb".to_string()]);
+    assert_eq!(c[0].severity, Severity::High);
+    // A PACS is a Windows server: exempt by default.
+    let pacs = dev("pacs-1", "02:00:00:00:00:0b");
+    let mut p = smb.clone();
+    p.device = pacs;
+    p.device_addr = ip("192.0.2.20");
+    assert!(run(site(), &[p], &[]).is_empty());
+    // Without a site there is no class to hold it against.
+    assert!(
+        by(
+            &run(SiteFacts::default(), std::slice::from_ref(&smb), &[]),
+            "class_protocol"
+        )
+        .is_empty()
+    );
+    // A class's own list replaces the default.
+    let mut cfg = DetectConfig::default();
+    cfg.class_protocol.classes.insert(
+        "infusion-pump".into(),
+        vec![class_protocol::Service {
+            name: "http".into(),
+            protocol: "tcp".into(),
+            ports: vec![80],
+        }],
+    );
+    let f = run_all(
+        baseline_free(&cfg),
+        site(),
+        Baselines::default(),
+        cfg.aggregate.clone(),
+        &[smb],
+        &[],
+    );
+    assert!(by(&f, "class_protocol").is_empty());
+    // Telnet served by the pump (it answered) counts; a refused probe of it does not.
+    let mut served = opened(
+        &d,
+        0,
+        proto::TCP,
+        "203.0.113.9",
+        23,
+        Some(TcpOutcome::Established),
+    );
+    served.direction = FlowDirection::Received;
+    served.packets_out = 3;
+    assert_eq!(
+        by(&run(site(), &[served.clone()], &[]), "class_protocol").len(),
+        1
+    );
+    served.tcp = Some(TcpOutcome::Refused);
+    assert!(by(&run(site(), &[served], &[]), "class_protocol").is_empty());
+}
+
+#[test]
+fn floods_by_rate_not_by_total() {
+    let d = pump();
+    // 2,000 unanswered SYNs in 5 s to one peer: 200/s over the 10 s window... a flood at 100/s.
+    let syn: Vec<_> = (0..2000u64)
+        .map(|i| {
+            let mut r = opened(
+                &d,
+                i * 2500 * 1000,
+                proto::TCP,
+                "198.51.100.10",
+                443,
+                Some(TcpOutcome::NoAnswer),
+            );
+            r.device_port = 1024 + i as u16;
+            r
+        })
+        .collect();
+    let f = run(site(), &syn, &[]);
+    let fl = by(&f, "flood_syn");
+    assert_eq!(
+        fl.len(),
+        1,
+        "{:#?}",
+        f.iter().map(|f| &f.detector).collect::<Vec<_>>()
+    );
+    assert_eq!(fl[0].peer, Some(ip("198.51.100.10")));
+    assert_eq!(fl[0].technique.id, "T0814");
+    // One long UDP stream of 1M packets over a day is 11.6 packets/s: no flood.
+    let mut stream = opened(&d, 0, proto::UDP, "198.51.100.40", 5000, None);
+    stream.packets_out = 1_000_000;
+    stream.last_seen_ns = 86_400 * NS;
+    assert!(run(site(), &[stream.clone()], &[]).is_empty());
+    // The same packets in 2 s are.
+    stream.last_seen_ns = 2 * NS;
+    assert_eq!(by(&run(site(), &[stream], &[]), "flood_udp").len(), 1);
+}
+
+#[test]
+fn spoofing_of_a_site_address() {
+    // An unknown MAC answers ARP for the pump's address.
+    let claim = AddressClaim {
+        ts_ns: 5,
+        mac: "02:00:00:00:00:ee".parse().unwrap(),
+        frame_src: "02:00:00:00:00:ee".parse().unwrap(),
+        addr: ip("192.0.2.10"),
+        kind: ClaimKind::ArpReply,
+        vlan: None,
+    };
+    let f = run(site(), &[], std::slice::from_ref(&claim));
+    let s = by(&f, "spoof");
+    assert_eq!(s.len(), 1, "{f:#?}");
+    assert!(
+        s[0].summary.contains("belongs to pump-1"),
+        "{}",
+        s[0].summary
+    );
+    // The pump's own claim is fine.
+    let mut own = claim.clone();
+    own.mac = "02:00:00:00:00:0a".parse().unwrap();
+    assert!(run(site(), &[], &[own]).is_empty());
+    // The PACS sending from the pump's address.
+    let mut r = opened(
+        &dev("pacs-1", "02:00:00:00:00:0b"),
+        0,
+        proto::UDP,
+        "198.51.100.53",
+        53,
+        None,
+    );
+    r.packets_in = 1;
+    let s = by(&run(site(), &[r], &[]), "spoof");
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].device.name, "pacs-1");
+    // Without a site: the first holder owns the address until it is quiet for an hour.
+    let a = AddressClaim {
+        mac: "02:00:00:00:00:01".parse().unwrap(),
+        ..claim.clone()
+    };
+    let b = AddressClaim {
+        ts_ns: 60 * NS,
+        mac: "02:00:00:00:00:02".parse().unwrap(),
+        ..claim.clone()
+    };
+    assert_eq!(
+        run(SiteFacts::default(), &[], &[a.clone(), b.clone()]).len(),
+        1
+    );
+    let later = AddressClaim {
+        ts_ns: 2 * 3600 * NS,
+        ..b
+    };
+    assert!(run(SiteFacts::default(), &[], &[a, later]).is_empty());
+}
+
+#[test]
+fn config_reads_partial_files_and_refuses_unknown_keys() {
+    let c: DetectConfig = serde_json::from_str(r#"{"scan": {"window_s": 60}}"#).unwrap();
+    assert_eq!(c.scan.window_s, 60);
+    assert_eq!(c.scan.vertical.device, 8);
+    assert!(serde_json::from_str::<DetectConfig>(r#"{"scn": {}}"#).is_err());
+}
+
+mod with_baseline {
+    use super::*;
+    use crate::baseline::{Groups, Limits, Window, baselines};
+
+    const DAY: u64 = 86_400 * NS;
+
+    /// A week of the pump's ordinary traffic (HTTPS, DNS, NTP every minute, 1 KiB each) as its
+    /// baseline; detection starts after it.
+    fn learned() -> (Baselines, u64) {
+        let d = pump();
+        let mut flows = ordinary(&d, 7 * 24 * 60);
+        for r in &mut flows {
+            r.bytes_out = 1024;
+        }
+        let end = flows.last().unwrap().first_seen_ns;
+        let b = baselines(
+            &flows,
+            &Groups::default(),
+            &Limits::default(),
+            Window {
+                start_ns: 0,
+                end_ns: end,
+            },
+        );
+        (Baselines::new(b), end + NS)
+    }
+
+    fn run_b(flows: &[FlowRecord]) -> Vec<Finding> {
+        let cfg = DetectConfig::default();
+        let (b, _) = learned();
+        run_all(detectors(&cfg, true), site(), b, cfg.aggregate, flows, &[])
+    }
+
+    fn later(mut v: Vec<FlowRecord>, start: u64) -> Vec<FlowRecord> {
+        for r in &mut v {
+            r.first_seen_ns += start;
+            r.last_seen_ns += start;
+            r.bytes_out = 1024;
+        }
+        v
+    }
+
+    #[test]
+    fn the_ordinary_day_after_learning_raises_nothing() {
+        let (_, start) = learned();
+        let f = run_b(&later(ordinary(&pump(), 24 * 60), start));
+        assert!(f.is_empty(), "{f:#?}");
+    }
+
+    #[test]
+    fn new_peer_service_protocol_once_each() {
+        let (_, start) = learned();
+        let d = pump();
+        let mut v = later(ordinary(&d, 60), start);
+        for i in 0..5 {
+            v.push(opened(
+                &d,
+                start + i * NS,
+                proto::TCP,
+                "203.0.113.7",
+                8443,
+                Some(TcpOutcome::Established),
+            ));
+        }
+        let mut gre = opened(&d, start + 9 * NS, 47, "198.51.100.30", 0, None);
+        gre.packets_in = 1;
+        v.push(gre);
+        v.sort_by_key(|r| r.first_seen_ns);
+        let f = run_b(&v);
+        let peer = by(&f, "new_peer");
+        assert_eq!(peer.len(), 1, "{f:#?}");
+        assert_eq!(peer[0].peer, Some(ip("203.0.113.7")));
+        assert_eq!(peer[0].count, 1);
+        assert_eq!(by(&f, "new_service").len(), 2);
+        assert_eq!(
+            by(&f, "new_protocol")[0].evidence.names,
+            vec!["ip-47".to_string()]
+        );
+    }
+
+    #[test]
+    fn volume_spike_against_the_same_hour() {
+        let (_, start) = learned();
+        let d = pump();
+        let mut v = later(ordinary(&d, 60), start);
+        // The baseline hour moves ~180 KiB; 50 MiB to its own server is a spike.
+        let mut big = opened(
+            &d,
+            start + 30 * 60 * NS,
+            proto::TCP,
+            "198.51.100.30",
+            443,
+            Some(TcpOutcome::Established),
+        );
+        big.bytes_out = 50 << 20;
+        v.push(big);
+        v.sort_by_key(|r| r.first_seen_ns);
+        let f = run_b(&v);
+        let s = by(&f, "volume");
+        assert_eq!(s.len(), 1, "{f:#?}");
+        let m = &s[0].evidence.metrics[0];
+        assert!(m.observed > 50.0 * 1024.0 * 1024.0);
+        let median = m.baseline.unwrap();
+        assert!((100_000.0..300_000.0).contains(&median), "{median}");
+        assert!(m.threshold.unwrap() >= 1024.0 * 1024.0);
+    }
+
+    #[test]
+    fn beacon_every_60s_with_jitter_but_not_to_known_peers() {
+        let (_, start) = learned();
+        let d = pump();
+        let mut v = later(ordinary(&d, 120), start);
+        // Every 60 s +- 3 s, 300-310 bytes, to an outside address.
+        for i in 0..120u64 {
+            let jitter = (i * 7919 % 7) as i64 - 3;
+            let t = start + i * 60 * NS + (jitter * NS as i64) as u64 + 30 * NS;
+            let mut r = opened(
+                &d,
+                t,
+                proto::TCP,
+                "203.0.113.66",
+                443,
+                Some(TcpOutcome::Established),
+            );
+            r.bytes_out = 300 + i % 11;
+            v.push(r);
+        }
+        v.sort_by_key(|r| r.first_seen_ns);
+        let f = run_b(&v);
+        let b = by(&f, "beacon");
+        assert_eq!(b.len(), 1, "{f:#?}");
+        assert_eq!(b[0].peer, Some(ip("203.0.113.66")));
+        assert!(b[0].confidence >= 0.8);
+        // The pump's NTP every 60 s to its known server is in v too and raised nothing.
+        assert!(f.iter().all(|x| x.peer != Some(ip("198.51.100.123"))));
+        // Random calls to the same outside peer are not a beacon.
+        let mut rnd = later(ordinary(&d, 120), start);
+        let mut t = start;
+        for i in 0..120u64 {
+            t += (i * 2654435761 % 600 + 1) * NS;
+            let mut r = opened(
+                &d,
+                t,
+                proto::TCP,
+                "203.0.113.66",
+                443,
+                Some(TcpOutcome::Established),
+            );
+            r.bytes_out = 200 + (i * 40503 % 5000);
+            rnd.push(r);
+        }
+        rnd.sort_by_key(|r| r.first_seen_ns);
+        assert!(by(&run_b(&rnd), "beacon").is_empty());
+    }
+
+    #[test]
+    fn beacon_scores() {
+        let s: Vec<u64> = (0..20).map(|i| i * 60 * NS).collect();
+        let b = vec![300.0; 20];
+        let (total, time, size, cov) = beacon::score(&s, &b);
+        assert_eq!((time, size), (1.0, 1.0));
+        assert!(cov.is_none());
+        assert_eq!(total, 1.0);
+        let _ = DAY;
+    }
+}
