@@ -13,10 +13,9 @@ use std::{
     time::Instant,
 };
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _, prometheus_text},
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
     metrics::{
         MetricType,
         counter::Counter,
@@ -240,32 +239,5 @@ impl Collector for GatewaysCollector {
     }
 }
 
-/// Serves `GET /metrics` (Prometheus text format 0.0.4) on `listener` until the task is
-/// dropped.
-pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move {
-                // The gateway collector queries SQLite: off the async workers.
-                let text = tokio::task::spawn_blocking(move || {
-                    let mut text = String::new();
-                    prometheus_text::encode(&mut text, &registry).map(|()| text)
-                })
-                .await;
-                match text {
-                    Ok(Ok(text)) => (
-                        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
-                        text,
-                    )
-                        .into_response(),
-                    _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-                }
-            }
-        }),
-    );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "metrics endpoint stopped");
-    }
-}
+/// `GET /metrics` on a listener: the one HTTP handler both daemons share.
+pub use wardgate_daemon::metrics::serve;

@@ -3,5 +3,6 @@
 //! the checks their tests run on the systemd units.
 
 pub mod log;
+pub mod metrics;
 pub mod notify;
 pub mod unit_file;

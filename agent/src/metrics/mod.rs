@@ -18,7 +18,6 @@
 //!   counters.
 
 mod fill;
-mod http;
 mod pins;
 
 use std::{path::PathBuf, sync::Arc};
@@ -200,7 +199,7 @@ pub async fn start(
         Ok(listener) => {
             tracing::info!(listen = %m.listen, "metrics served on /metrics");
             fill::spawn_sampler(cfg.pin_root.clone(), m.map_fill_every(), fill);
-            tokio::spawn(http::serve(listener, Arc::new(registry)));
+            tokio::spawn(wardgate_daemon::metrics::serve(listener, Arc::new(registry)));
         }
         Err(e) => tracing::error!(listen = %m.listen, error = %e,
             "metrics endpoint not started; the agent runs on without it"),
