@@ -199,7 +199,10 @@ pub async fn start(
         Ok(listener) => {
             tracing::info!(listen = %m.listen, "metrics served on /metrics");
             fill::spawn_sampler(cfg.pin_root.clone(), m.map_fill_every(), fill);
-            tokio::spawn(wardgate_daemon::metrics::serve(listener, Arc::new(registry)));
+            tokio::spawn(wardgate_daemon::metrics::serve(
+                listener,
+                Arc::new(registry),
+            ));
         }
         Err(e) => tracing::error!(listen = %m.listen, error = %e,
             "metrics endpoint not started; the agent runs on without it"),
