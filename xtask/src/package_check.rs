@@ -90,6 +90,8 @@ pub fn run() -> anyhow::Result<()> {
             PathBuf::from("/var/lib/wardgate"),
             PathBuf::from("/var/lib/wardgate-controller"),
             PathBuf::from("/etc/wardgate/certs"),
+            // `wardctl certs init` keeps the CA key apart, beside the certificate directory.
+            PathBuf::from("/etc/wardgate/certs-ca"),
         ],
         netns: None,
     };
