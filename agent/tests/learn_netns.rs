@@ -1,15 +1,18 @@
 //! Attach tier: captures the project makes itself from real peers in network namespaces (Debian's
 //! dcmtk: echoscu and storescu -> storescp; python-hl7: mllp_send -> its MLLP server), taken by
-//! tshark on the gateway (Ethernet, pcapng), inside the device (`-i any`: Linux cooked v2,
+//! dumpcap (tshark's capture engine) on the gateway (Ethernet, pcapng), inside the device (`-i any`: Linux cooked v2,
 //! pcap) and on the server (`-i any`: Linux cooked v1, pcapng), then `learn` on each: the AE titles and MSH fields come out exactly as sent. Needs
 //! root; fails (never skips) without it.
 
+mod capture;
+
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use capture::{Capture, FileFormat};
 use wardgate_agent::{
     lab::{DEV_IF, Ward},
     learn::{self, LearnArgs},
@@ -76,49 +79,6 @@ fn until_ok(what: &str, limit: Duration, mut make: impl FnMut() -> Command) -> S
     }
 }
 
-/// tshark writing `file` from `iface` in `ns`; returns once it is capturing.
-/// `dlt`: the link type tshark writes (`-y`), when not the interface's default.
-fn capture(ns: &str, iface: &str, dlt: Option<&str>, file: &Path, format: &str) -> (Peer, PathBuf) {
-    let log = file.with_extension("log");
-    let mut c = in_netns(ns, "tshark");
-    c.args(["-q", "-i", iface, "-F", format]);
-    if let Some(dlt) = dlt {
-        c.args(["-y", dlt]);
-    }
-    c.arg("-w")
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let peer = Peer(
-        c.spawn()
-            .expect("tshark is installed by `cargo xtask setup`"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("Capturing on")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "tshark never started:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (peer, log)
-}
-
-/// Stops a capture with SIGINT (tshark then flushes and closes the file), bounded.
-fn stop(mut p: Peer) {
-    // Safety: kill on the pid of a child this test started and has not reaped.
-    unsafe { libc::kill(p.0.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while p.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "tshark did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A 24-bit 64x64 BMP with a gradient, for img2dcm.
 fn bmp() -> Vec<u8> {
     let (w, h) = (64u32, 64u32);
@@ -180,10 +140,16 @@ fn dcmtk_and_python_hl7_identities_come_out_exactly_as_sent() {
     let gw_file = d.join("gateway.pcapng");
     let dev_file = d.join("device.pcap");
     let srv_file = d.join("server.pcapng");
-    let (gw_cap, _) = capture(&ward.gw, DEV_IF, None, &gw_file, "pcapng");
-    let (dev_cap, _) = capture(&ward.dev, "any", Some("LINUX_SLL2"), &dev_file, "pcap");
+    let gw_cap = Capture::start(&ward.gw, DEV_IF, None, FileFormat::Pcapng, &gw_file);
+    let dev_cap = Capture::start(
+        &ward.dev,
+        "any",
+        Some("LINUX_SLL2"),
+        FileFormat::Pcap,
+        &dev_file,
+    );
     // On the server side the device is known by its address only (the gateway's MAC).
-    let (srv_cap, _) = capture(&ward.srv, "any", None, &srv_file, "pcapng");
+    let srv_cap = Capture::start(&ward.srv, "any", None, FileFormat::Pcapng, &srv_file);
 
     // DICOM from the device: a C-ECHO, then a C-STORE of a small image.
     until_ok("echoscu", Duration::from_secs(20), || {
@@ -238,9 +204,9 @@ fn dcmtk_and_python_hl7_identities_come_out_exactly_as_sent() {
     assert!(ack.contains("MSA|AA|MSG-42"), "acknowledged: {ack:?}");
     // Let the last FIN/ACKs reach both captures.
     std::thread::sleep(Duration::from_millis(500));
-    stop(gw_cap);
-    stop(dev_cap);
-    stop(srv_cap);
+    gw_cap.stop();
+    dev_cap.stop();
+    srv_cap.stop();
 
     let site = d.join("site.yaml");
     std::fs::write(

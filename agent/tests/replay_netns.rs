@@ -1,16 +1,18 @@
 //! Attach tier: captures the project makes in network namespaces from real tools, then
 //! `replay` on them. The device (an infusion pump by the site file) runs Debian's nmap SYN scan
-//! against a server, tries SMB on another, and floods UDP; tshark captures on the gateway's
+//! against a server, tries SMB on another, and floods UDP; dumpcap captures on the gateway's
 //! device-facing interface. The scan is one vertical-scan finding naming the pump, the SMB
 //! attempt a class-protocol finding, the flood a UDP-flood finding. Needs root; fails (never
 //! skips) without it.
 
+mod capture;
+
 use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
+use capture::{Capture, FileFormat};
 use wardgate_agent::{
     lab::{DEV_IF, Ward},
     replay::{self, Format, ReplayArgs},
@@ -26,15 +28,6 @@ devices:
     profile: infusion-pump
     gateway: gw-lab
 ";
-
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn in_netns(ns: &str, program: &str) -> Command {
     let mut c = Command::new("ip");
@@ -66,38 +59,6 @@ fn run_within(mut cmd: Command, limit: Duration, what: &str) -> String {
     }
 }
 
-fn capture(ns: &str, file: &Path) -> Peer {
-    let log = file.with_extension("log");
-    let mut c = in_netns(ns, "tshark");
-    c.args(["-q", "-i", DEV_IF, "-F", "pcap", "-w"])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let p = Peer(
-        c.spawn()
-            .expect("tshark is installed by `cargo xtask setup`"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("Capturing on")
-    {
-        assert!(Instant::now() < deadline, "tshark never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    p
-}
-
-fn stop(mut p: Peer) {
-    // Safety: kill on the pid of a child this test started and has not reaped.
-    unsafe { libc::kill(p.0.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while p.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "tshark did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn nmap_smb_and_flood_from_a_pump_are_found() {
     // Safety: geteuid has no preconditions.
@@ -109,7 +70,7 @@ fn nmap_smb_and_flood_from_a_pump_are_found() {
     let ward = Ward::new("detect");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.pcap");
-    let cap = capture(&ward.gw, &file);
+    let cap = Capture::start(&ward.gw, DEV_IF, None, FileFormat::Pcap, &file);
 
     // A real SYN scan of 200 ports on one server (nothing listens: every port is refused).
     let mut c = in_netns(&ward.dev, "nmap");
@@ -141,7 +102,7 @@ fn nmap_smb_and_flood_from_a_pump_are_found() {
     ]);
     run_within(c, Duration::from_secs(20), "udp flood");
     std::thread::sleep(Duration::from_millis(500));
-    stop(cap);
+    cap.stop();
 
     let site = dir.path().join("site.yaml");
     std::fs::write(&site, SITE).unwrap();
