@@ -11,6 +11,7 @@ pub mod error;
 pub mod lab;
 pub mod listener;
 pub mod metrics;
+pub mod offline;
 pub mod push;
 pub mod server;
 pub mod service;

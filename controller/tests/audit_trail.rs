@@ -1,7 +1,8 @@
 //! The audit trail an auditor can rely on: the chain head leaves the database on every write
 //! (the head file), so a deleted tail, a chain rewritten from scratch and an emptied table are
 //! reported; each generation's content hash and the enforcement diff are in its entry, and a
-//! generation changed in the store is reported; `wardctl audit verify --data` on a directory
+//! generation changed in the store is reported; `wardgate-controller audit verify --data` (offline: wardctl
+//! talks to the API only) on a directory
 //! without a store is an error and creates nothing.
 
 use std::{path::Path, process::Command, sync::Arc};
@@ -68,8 +69,8 @@ impl Lab {
     }
 }
 
-fn wardctl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wardctl"))
+fn controller(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wardgate-controller"))
         .args(args)
         .output()
         .unwrap();
@@ -81,7 +82,7 @@ fn wardctl(args: &[&str]) -> (bool, String, String) {
 }
 
 fn verify_data(dir: &Path) -> (bool, String, String) {
-    wardctl(&["audit", "verify", "--data", dir.to_str().unwrap()])
+    controller(&["audit", "verify", "--data", dir.to_str().unwrap()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,4 +293,16 @@ fn verify_on_a_directory_without_a_store_is_an_error() {
     let (ok, _, _) = verify_data(&missing);
     assert!(!ok);
     assert!(!missing.exists());
+}
+
+#[test]
+fn wardctl_reads_no_store_files() {
+    // wardctl talks to the API only: the offline check is the controller's.
+    let out = Command::new(env!("CARGO_BIN_EXE_wardctl"))
+        .args(["audit", "verify", "--data", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unexpected argument '--data'"), "{err}");
 }

@@ -1,10 +1,12 @@
-//! wardgate-controller: the gRPC server over the embedded store. Thin over the library.
+//! wardgate-controller: the gRPC server over the embedded store, and the offline checks of a
+//! controller's files (`wardgate-controller audit verify --data DIR`). Thin over the library.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use wardgate_controller::{
+    cli::output::OutputFormat,
     config::{ControllerConfig, Overrides},
     listener::TlsState,
     metrics::{self, ControllerMetrics},
@@ -16,9 +18,13 @@ use wardgate_controller::{
 #[command(
     name = "wardgate-controller",
     version,
-    about = "wardgate controller (gRPC, mTLS, embedded SQLite store)"
+    about = "wardgate controller (gRPC, mTLS, embedded SQLite store)",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Without a subcommand the controller serves.
+    #[command(subcommand)]
+    command: Option<Offline>,
     /// Configuration file (YAML; unknown keys are refused). If this default path does not
     /// exist, the built-in defaults apply; a path given explicitly must exist.
     #[arg(long)]
@@ -40,9 +46,43 @@ struct Cli {
     log: wardgate_daemon::log::LogArgs,
 }
 
+/// Work on a controller's files instead of serving (the controller need not run).
+#[derive(Subcommand)]
+enum Offline {
+    /// The audit trail of a store directory.
+    #[command(subcommand)]
+    Audit(OfflineAudit),
+}
+
+#[derive(Subcommand)]
+enum OfflineAudit {
+    /// Verify the store's chain against the head file, and each generation against its entry,
+    /// reading the store read-only; exits non-zero if an entry was edited, inserted or deleted,
+    /// the tail deleted, the chain rewritten, the table emptied, a stored generation changed,
+    /// or there is no store in DATA.
+    Verify {
+        /// The controller's data directory (the store is DATA/wardgate.db).
+        #[arg(long)]
+        data: PathBuf,
+        /// The audit head file (default DATA/audit-head.log).
+        #[arg(long)]
+        audit_head: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Offline::Audit(OfflineAudit::Verify {
+        data,
+        audit_head,
+        output,
+    })) = cli.command
+    {
+        return wardgate_controller::offline::audit_verify(&data, audit_head, output);
+    }
     wardgate_daemon::log::init(cli.log.log_format);
     let cfg = ControllerConfig::resolve(
         cli.config.as_deref(),

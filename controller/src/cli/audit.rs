@@ -1,9 +1,7 @@
-//! `wardctl audit`: list entries, verify the hash chain (through the controller, or directly on
-//! a store file with `--data`).
+//! `wardctl audit`: list entries, verify the hash chain, through the controller's API. The same
+//! check on a stopped controller's files is `wardgate-controller audit verify --data DIR`
+//! (`crate::offline`); both print with [`print_verify`].
 
-use std::path::PathBuf;
-
-use anyhow::Context as _;
 use clap::Subcommand;
 use wardgate_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 
@@ -11,7 +9,6 @@ use super::{
     output::{self, OutputFormat},
     remote::Remote,
 };
-use crate::store::Store as _;
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
@@ -22,14 +19,7 @@ pub enum AuditCmd {
     /// Verify the chain against the head file, and each generation against its entry; exits
     /// non-zero if an entry was edited, inserted or deleted, the tail deleted, the chain
     /// rewritten, the table emptied or a stored generation changed.
-    Verify {
-        /// Read the store in this data directory (read-only) instead of asking the controller.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// The audit head file (with --data; default DATA/audit-head.log).
-        #[arg(long, requires = "data")]
-        audit_head: Option<PathBuf>,
-    },
+    Verify,
 }
 
 pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
@@ -60,51 +50,43 @@ pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::R
             }
             Ok(())
         }
-        AuditCmd::Verify { data, audit_head } => {
-            let mut report = None;
-            let (intact, entries, problem) = match data {
-                Some(dir) => {
-                    let store = crate::store::SqliteStore::open_read_only(&dir)
-                        .with_context(|| format!("verifying the store in {}", dir.display()))?;
-                    let head =
-                        audit_head.unwrap_or_else(|| dir.join(crate::audit::head::FILE_NAME));
-                    match crate::store::verify_audit(&store, &head)? {
-                        Ok(r) => {
-                            let n = r.entries as u64;
-                            report = Some(r);
-                            (true, n, String::new())
-                        }
-                        Err(p) => (false, store.audit()?.len() as u64, p),
-                    }
-                }
-                None => {
-                    let mut c = AdminServiceClient::new(remote.channel().await?);
-                    let v = c
-                        .verify_audit(pb::VerifyAuditRequest {})
-                        .await?
-                        .into_inner();
-                    (v.intact, v.entries, v.problem)
-                }
-            };
-            match out {
-                OutputFormat::Json => output::json(
-                    &serde_json::json!({"intact": intact, "entries": entries, "problem": problem, "report": report}),
-                )?,
-                OutputFormat::Human if intact => match report {
-                    Some(r) => println!(
-                        "audit trail intact: {entries} entries; the head file agrees up to entry {} (kept since entry {}); {} generations match their entries",
-                        r.head_seq, r.anchored_from, r.generations
-                    ),
-                    None => println!("audit trail intact: {entries} entries"),
-                },
-                OutputFormat::Human => eprintln!("audit trail BROKEN: {problem}"),
-            }
-            if intact {
-                Ok(())
-            } else {
-                anyhow::bail!("audit trail broken")
-            }
+        AuditCmd::Verify => {
+            let mut c = AdminServiceClient::new(remote.channel().await?);
+            let v = c
+                .verify_audit(pb::VerifyAuditRequest {})
+                .await?
+                .into_inner();
+            print_verify(out, v.intact, v.entries, &v.problem, None)
         }
+    }
+}
+
+/// Prints a verification's outcome; an error if the trail is broken (so the exit code says it).
+/// `report`: the details an offline check has.
+pub fn print_verify(
+    out: OutputFormat,
+    intact: bool,
+    entries: u64,
+    problem: &str,
+    report: Option<&crate::audit::Report>,
+) -> anyhow::Result<()> {
+    match out {
+        OutputFormat::Json => output::json(
+            &serde_json::json!({"intact": intact, "entries": entries, "problem": problem, "report": report}),
+        )?,
+        OutputFormat::Human if intact => match report {
+            Some(r) => println!(
+                "audit trail intact: {entries} entries; the head file agrees up to entry {} (kept since entry {}); {} generations match their entries",
+                r.head_seq, r.anchored_from, r.generations
+            ),
+            None => println!("audit trail intact: {entries} entries"),
+        },
+        OutputFormat::Human => eprintln!("audit trail BROKEN: {problem}"),
+    }
+    if intact {
+        Ok(())
+    } else {
+        anyhow::bail!("audit trail broken")
     }
 }
 
