@@ -6,7 +6,6 @@ pub mod alerts;
 pub mod config;
 pub mod datapath;
 pub mod events;
-pub mod lab;
 pub mod learn;
 pub mod lkg;
 pub mod metrics;

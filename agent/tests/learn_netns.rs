@@ -13,11 +13,9 @@ use std::{
 };
 
 use capture::{Capture, FileFormat};
-use wardgate_agent::{
-    lab::{DEV_IF, Ward},
-    learn::{self, LearnArgs},
-};
+use wardgate_agent::learn::{self, LearnArgs};
 use wardgate_analysis::{AppIdentity, FlowDirection, LinkType};
+use wardgate_testkit::ward::{DEV_IF, Ward};
 
 const CALLING: &str = "CT_SCANNER_1";
 const CALLED: &str = "PACS_MAIN";

@@ -18,7 +18,8 @@ use std::{
 };
 
 use support::*;
-use wardgate_agent::{config::AgentConfig, lab::*};
+use wardgate_agent::config::AgentConfig;
+use wardgate_testkit::ward::*;
 
 const LISTEN: &str = "127.0.0.1:9464";
 

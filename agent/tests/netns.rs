@@ -20,13 +20,13 @@ use aya::{
     programs::{LinkOrder, SchedClassifier, TcAttach, TcAttachType},
 };
 use support::*;
-use wardgate_agent::lab::*;
 use wardgate_agent::{
     config::AgentConfig,
     datapath::{AttachOutcome, Datapath},
     netns,
 };
 use wardgate_common::{Reason, map_names, program_names};
+use wardgate_testkit::ward::*;
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -13,10 +13,8 @@ use std::{
 };
 
 use capture::{Capture, FileFormat};
-use wardgate_agent::{
-    lab::{DEV_IF, Ward},
-    replay::{self, Format, ReplayArgs},
-};
+use wardgate_agent::replay::{self, Format, ReplayArgs};
+use wardgate_testkit::ward::{DEV_IF, Ward};
 
 const SITE: &str = "site: detect-lab
 groups:

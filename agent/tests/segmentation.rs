@@ -16,11 +16,12 @@ use std::{
 };
 
 use support::*;
-use wardgate_agent::{config::AgentConfig, lab::*};
+use wardgate_agent::config::AgentConfig;
 use wardgate_policy::{
     DesiredState, Direction, Mode, Proto,
     desired::{DeviceEntry, MacAddr, PolicyEntry, PortRange, Rule},
 };
+use wardgate_testkit::ward::*;
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -17,18 +17,13 @@ use std::{
 use aya::programs::{SchedClassifier, TcAttachType};
 use support::*;
 use wardgate_agent::{
-    alerts::Outbox,
-    config::AgentConfig,
-    datapath::pinned,
-    lab::{DEV_IF, Ward, in_ns, run_in},
-    run::STOP_FLUSH_LIMIT,
+    alerts::Outbox, config::AgentConfig, datapath::pinned, run::STOP_FLUSH_LIMIT,
 };
 use wardgate_common::program_names;
-use wardgate_controller::{
-    lab::LabController,
-    store::{AlertQuery, Store as _},
-};
+use wardgate_controller::store::{AlertQuery, Store as _};
 use wardgate_proto::v1 as pb;
+use wardgate_testkit::controller::LabController;
+use wardgate_testkit::ward::{DEV_IF, Ward, in_ns, run_in};
 
 const GW: &str = "gw-ward-3";
 

@@ -17,12 +17,10 @@ use wardgate_agent::{
     metrics::Live,
     sync::{self, Applied, Holding},
 };
-use wardgate_controller::{
-    lab::LabController,
-    store::{AlertQuery, Store},
-};
+use wardgate_controller::store::{AlertQuery, Store};
 use wardgate_policy::DesiredState;
 use wardgate_proto::v1 as pb;
+use wardgate_testkit::controller::LabController;
 
 const GW: &str = "gw-ward-3";
 

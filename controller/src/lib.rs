@@ -8,7 +8,6 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod error;
-pub mod lab;
 pub mod listener;
 pub mod metrics;
 pub mod offline;

@@ -10,14 +10,12 @@ use tonic::{
     Code, Request,
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
-use wardgate_controller::{
-    lab::LabController,
-    store::{SqliteStore, Store},
-};
+use wardgate_controller::store::{SqliteStore, Store};
 use wardgate_proto::v1::{
     self as pb, admin_service_client::AdminServiceClient, agent_service_client::AgentServiceClient,
     alert_service_client::AlertServiceClient,
 };
+use wardgate_testkit::controller::LabController;
 
 const GW: &str = "gw-ward-3";
 

@@ -9,10 +9,10 @@ use std::{path::Path, process::Command, sync::Arc};
 
 use wardgate_controller::{
     audit::{self, AuditEntry, enforcement},
-    lab::LabController,
     store::{SqliteStore, Store},
 };
 use wardgate_proto::v1 as pb;
+use wardgate_testkit::controller::LabController;
 
 const GW: &str = "gw-ward-3";
 

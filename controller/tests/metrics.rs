@@ -13,8 +13,9 @@ use std::{
 };
 
 use tonic::Request;
-use wardgate_controller::{lab::LabController, store::Store as _};
+use wardgate_controller::store::Store as _;
 use wardgate_proto::v1 as pb;
+use wardgate_testkit::controller::LabController;
 
 const GW: &str = "gw-ward-3";
 

@@ -6,7 +6,8 @@
 use std::{path::PathBuf, process::Command};
 
 use serde_json::Value;
-use wardgate_controller::{lab::LabController, store::Store};
+use wardgate_controller::store::Store;
+use wardgate_testkit::controller::LabController;
 
 const GW: &str = "gw-ward-3";
 

@@ -14,11 +14,11 @@ use tokio::io::AsyncReadExt as _;
 use wardgate_controller::{
     certs::{self, InitOptions},
     cli::remote::Remote,
-    lab::LabController,
     server::{self, Settings, TlsFiles},
     store::{SqliteStore, Store},
 };
 use wardgate_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
+use wardgate_testkit::controller::LabController;
 
 const GW: &str = "gw-ward-3";
 

@@ -19,16 +19,20 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
     crate::setup::run()?;
     match which {
         Bench::Datapath => {
-            cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-agent", "--bench", "datapath"]))
+            cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-testkit", "--bench", "datapath"]))
         }
-        Bench::Throughput => {
-            cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-agent", "--bench", "throughput"]))
-        }
+        Bench::Throughput => cmd::run(cmd::cargo().args([
+            "bench",
+            "-p",
+            "wardgate-testkit",
+            "--bench",
+            "throughput",
+        ])),
         Bench::Controller => cmd::run(cmd::cargo().args([
             "run",
             "--release",
             "-p",
-            "wardgate-controller",
+            "wardgate-testkit",
             "--bin",
             "wardgate-controller-bench",
         ])),

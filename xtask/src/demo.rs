@@ -22,7 +22,7 @@ pub fn build_and_run() -> anyhow::Result<()> {
         "run",
         "--release",
         "-p",
-        "wardgate-agent",
+        "wardgate-testkit",
         "--bin",
         "wardgate-demo",
     ]))

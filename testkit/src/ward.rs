@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::netns;
+use wardgate_agent::netns;
 
 pub const DEV_IF: &str = "wg-dev0";
 

@@ -16,7 +16,7 @@ use wardgate_proto::v1::{
     alert_service_client::AlertServiceClient,
 };
 
-use crate::{
+use wardgate_controller::{
     certs,
     cli::remote::Remote,
     metrics::{self, ControllerMetrics},
@@ -268,10 +268,10 @@ impl LabController {
         site: &Path,
         profiles: &Path,
         reason: &str,
-    ) -> anyhow::Result<crate::cli::push::Loaded> {
-        let (site, set) = crate::cli::push::read(site, profiles)?;
+    ) -> anyhow::Result<wardgate_controller::cli::push::Loaded> {
+        let (site, set) = wardgate_controller::cli::push::read(site, profiles)?;
         let mut admin = self.admin(user).await?;
-        crate::cli::push::load(&mut admin, &site, &set, reason).await
+        wardgate_controller::cli::push::load(&mut admin, &site, &set, reason).await
     }
 
     /// Stops serving: waits up to 5 s for open calls (a watch stream never ends by itself),

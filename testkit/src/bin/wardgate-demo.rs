@@ -15,10 +15,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use wardgate_agent::{
-    datapath::Datapath,
-    lab::{self, Ward},
-};
+use wardgate_agent::datapath::Datapath;
+use wardgate_testkit::ward::{self as lab, Ward};
 
 const PIN_ROOT: &str = "/sys/fs/bpf/wardgate-demo";
 const GATEWAY: &str = "gw-ward-3";

@@ -12,8 +12,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
-use wardgate_controller::{lab::LabController, store::Store};
+use wardgate_controller::store::Store;
 use wardgate_proto::v1::{self as pb};
+use wardgate_testkit::controller::LabController;
 
 const AGENTS: usize = 500;
 const SEQUENTIAL: usize = 200;

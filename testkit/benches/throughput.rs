@@ -1,5 +1,5 @@
 //! `cargo xtask bench throughput`: real traffic through a gateway network namespace (device ns
-//! <-> gateway ns <-> server ns, veth pairs, `wardgate_agent::lab::Ward`), with no filter, with
+//! <-> gateway ns <-> server ns, veth pairs, `wardgate_testkit::ward::Ward`), with no filter, with
 //! the wardgate datapath attached to the device-facing interface, and with an nftables forward
 //! chain holding the same allowlist; the filters at 10 and at 10,000 rules.
 //!
@@ -30,16 +30,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wardgate_agent::{
-    datapath::Datapath,
-    lab::{self, DEV_IF, Ward},
-};
+use wardgate_agent::datapath::Datapath;
 use wardgate_common::{ACTION_DROP, GatewayConfig};
 use wardgate_policy::{
     Direction, Mode, Proto,
     desired::{DeviceEntry, MacAddr, PolicyEntry, PortRange, Rule},
     lower::lower,
 };
+use wardgate_testkit::ward::{self as lab, DEV_IF, Ward};
 
 const DEVICE: &str = "192.0.2.10";
 const DEVICE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];

@@ -1,0 +1,7 @@
+//! What the tests, the demo and the benchmarks share, kept out of the product crates:
+//! [`ward`], a gateway between a device VLAN and the hospital side built of network namespaces
+//! and veth pairs, with small TCP/UDP peers; [`controller`], an in-process controller on a
+//! temporary store with lab certificates and clients for each role.
+
+pub mod controller;
+pub mod ward;
