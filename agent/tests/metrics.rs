@@ -6,8 +6,6 @@
 mod support;
 
 use std::{
-    collections::BTreeMap,
-    io::Write as _,
     net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::{
@@ -19,7 +17,10 @@ use std::{
 
 use support::*;
 use wardgate_agent::config::AgentConfig;
-use wardgate_testkit::ward::*;
+use wardgate_testkit::{
+    prometheus::{promtool_check, samples, value},
+    ward::*,
+};
 
 const LISTEN: &str = "127.0.0.1:9464";
 
@@ -75,46 +76,6 @@ fn scrape(ns: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Pipes `text` through `promtool check metrics`; panics with its complaints.
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (apt package prometheus; `cargo xtask setup` installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n--- scraped ---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Samples of the Prometheus text format: `name{labels}` -> value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').expect("sample line has a value");
-            (series.to_string(), value.parse().expect("numeric value"))
-        })
-        .collect()
-}
-
-fn value(s: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *s.get(series)
-        .unwrap_or_else(|| panic!("no series {series} in {s:#?}"))
 }
 
 #[test]

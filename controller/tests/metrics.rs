@@ -6,16 +6,18 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     net::SocketAddr,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use tonic::Request;
 use wardgate_controller::store::Store as _;
 use wardgate_proto::v1 as pb;
-use wardgate_testkit::controller::LabController;
+use wardgate_testkit::{
+    controller::LabController,
+    prometheus::{promtool_check, samples, value},
+};
 
 const GW: &str = "gw-ward-3";
 
@@ -32,46 +34,6 @@ fn scrape(addr: SocketAddr) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Pipes `text` through `promtool check metrics`; panics with its complaints.
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (apt package prometheus; `cargo xtask setup` installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n--- scraped ---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Samples of the Prometheus text format: `name{labels}` -> value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').expect("sample line has a value");
-            (series.to_string(), value.parse().expect("numeric value"))
-        })
-        .collect()
-}
-
-fn value(s: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *s.get(series)
-        .unwrap_or_else(|| panic!("no series {series} in {s:#?}"))
 }
 
 fn value_or_0(s: &BTreeMap<String, f64>, series: &str) -> f64 {

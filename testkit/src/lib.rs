@@ -4,4 +4,5 @@
 //! temporary store with lab certificates and clients for each role.
 
 pub mod controller;
+pub mod prometheus;
 pub mod ward;

@@ -211,42 +211,17 @@ pub async fn start(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
-
     use prometheus_client::encoding::prometheus_text;
     use wardgate_proto::v1 as pb;
 
     use super::*;
     use crate::alerts::{OUTBOX_CAP, Outbox};
+    use wardgate_testkit::prometheus::promtool_check;
 
     fn text(r: &Registry) -> String {
         let mut t = String::new();
         prometheus_text::encode(&mut t, r).unwrap();
         t
-    }
-
-    /// `promtool check metrics` (Debian prometheus) must accept `text`.
-    fn promtool_check(text: &str) {
-        let mut child = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("promtool runs (apt package prometheus; `cargo xtask setup` installs it)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics:\n{}{}\n---\n{text}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     fn state(generation: u32, epoch: &str) -> DesiredState {
