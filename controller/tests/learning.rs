@@ -249,6 +249,7 @@ async fn baseline_propose_and_simulate_through_wardctl() {
     assert!(!b["hourly"].as_array().unwrap().is_empty());
     let (ok, table, err) = wardctl(&lab, "vic", &["devices", "baseline", US]).await;
     assert!(ok, "{err}");
+    println!("{table}");
     for want in [
         "learning",
         "7 days",
