@@ -109,7 +109,7 @@ fn print_table(r: &pb::BaselineResponse, b: &Baseline) {
     );
     println!("\npeers");
     println!(
-        "  {:<40} {:<16} {:>8} {:>12} {:<21} period",
+        "  {:<40} {:<22} {:>8} {:>12} {:<21} period",
         "address", "group", "flows", "bytes", "last seen"
     );
     for p in &b.peers {
@@ -122,7 +122,7 @@ fn print_table(r: &pb::BaselineResponse, b: &Baseline) {
             )
         });
         println!(
-            "  {:<40} {:<16} {:>8} {:>12} {:<21} {period}",
+            "  {:<40} {:<22} {:>8} {:>12} {:<21} {period}",
             p.addr.to_string(),
             p.group.as_deref().unwrap_or("-"),
             p.flows,
