@@ -4,6 +4,7 @@
 //! once acknowledged. Reconnects with a bounded backoff, telling the controller what it holds
 //! (generation, epoch, content hash) so only a newer or different policy is sent, and re-sends
 //! every unacknowledged alert. The map writer, not this task, keeps the last-known-good file.
+//! `report_flows` sends flow records in acknowledged batches.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,6 +12,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use wardgate_analysis::FlowRecord;
 use wardgate_policy::DesiredState;
 use wardgate_proto::v1::{
     AlertBatch, RegisterRequest, StatusReport, WatchPolicyRequest,
@@ -45,7 +47,9 @@ pub struct Applied {
     pub error: String,
 }
 
-async fn connect(cfg: &ControllerConfig) -> anyhow::Result<AgentServiceClient<Channel>> {
+/// A client of the controller's agent service as `cfg`'s gateway (mTLS), with the transport
+/// limits both ends use.
+pub async fn connect(cfg: &ControllerConfig) -> anyhow::Result<AgentServiceClient<Channel>> {
     let read = |name: String| {
         let p = cfg.certs.join(&name);
         std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
@@ -249,4 +253,70 @@ async fn report(
         })
         .await?;
     Ok(())
+}
+
+/// What the controller did with flow records sent by [`report_flows`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowsReported {
+    /// Records (a prefix of those given) in batches the controller acknowledged: they may be
+    /// dropped.
+    pub acknowledged: usize,
+    /// Of those, folded into the store / of devices it does not know / past its retention.
+    pub stored: u64,
+    pub unknown_device: u64,
+    pub expired: u64,
+}
+
+/// A batch of flow records the controller did not acknowledge.
+#[derive(Debug, thiserror::Error)]
+#[error("flow records: batch refused after {} acknowledged: {status}", .reported.acknowledged)]
+pub struct FlowReportError {
+    /// What was acknowledged before the refusal.
+    pub reported: FlowsReported,
+    pub status: tonic::Status,
+}
+
+impl FlowReportError {
+    /// Whether sending the same records again can succeed (the controller or the link was
+    /// down); a batch refused for what it holds (a bad record, a device of another gateway)
+    /// will be refused again and should be logged and dropped.
+    pub fn retryable(&self) -> bool {
+        !matches!(
+            self.status.code(),
+            tonic::Code::InvalidArgument
+                | tonic::Code::PermissionDenied
+                | tonic::Code::OutOfRange
+                | tonic::Code::ResourceExhausted
+        )
+    }
+}
+
+/// Sends `records` to the controller (`ReportFlows`) in batches within the transport limits
+/// (`wardgate_proto::flows::batches`), one at a time, each acknowledged once stored. Stops at
+/// the first batch not acknowledged: the error says how many records were.
+pub async fn report_flows(
+    client: &mut AgentServiceClient<Channel>,
+    gateway: &str,
+    records: &[FlowRecord],
+) -> Result<FlowsReported, FlowReportError> {
+    let mut done = FlowsReported::default();
+    for batch in wardgate_proto::flows::batches(gateway, records) {
+        let n = batch.records.len();
+        match client.report_flows(batch).await {
+            Ok(ack) => {
+                let ack = ack.into_inner();
+                done.acknowledged += n;
+                done.stored += u64::from(ack.stored);
+                done.unknown_device += u64::from(ack.unknown_device);
+                done.expired += u64::from(ack.expired);
+            }
+            Err(status) => {
+                return Err(FlowReportError {
+                    reported: done,
+                    status,
+                });
+            }
+        }
+    }
+    Ok(done)
 }

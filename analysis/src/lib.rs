@@ -2,6 +2,7 @@
 //! the DICOM / HL7 identity parsers. No I/O: functions over bytes and values, fed by the agent
 //! (live, from datapath events; offline, from captures) so both give the same answers.
 
+pub mod aggregate;
 pub mod app;
 pub mod baseline;
 pub mod decode;

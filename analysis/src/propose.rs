@@ -93,10 +93,20 @@ fn when(ns: u64) -> String {
 
 /// The proposed profile for `device` from its records (records of other devices are ignored).
 pub fn propose(device: &str, records: &[FlowRecord], groups: &Groups) -> String {
+    propose_weighted(device, records.iter().map(|r| (r, 1)), groups)
+}
+
+/// As [`propose`], over records that each stand for a number of flows (the controller's
+/// aggregates, see [`crate::aggregate::FlowAggregate::records`]).
+pub fn propose_weighted<'a>(
+    device: &str,
+    records: impl IntoIterator<Item = (&'a FlowRecord, u64)>,
+    groups: &Groups,
+) -> String {
     // (direction, protocol, peer) -> what used it.
     let mut by_peer: BTreeMap<(FlowDirection, &'static str, String), Acc> = BTreeMap::new();
     let mut total = (0u64, u64::MAX, 0u64);
-    for r in records.iter().filter(|r| r.device.name == device) {
+    for (r, n) in records.into_iter().filter(|(r, _)| r.device.name == device) {
         let proto = protocol(r.proto);
         let peer = match groups.name(r.peer) {
             Some(g) => format!("group:{g}"),
@@ -109,13 +119,13 @@ pub fn propose(device: &str, records: &[FlowRecord], groups: &Groups) -> String 
         if matches!(proto, "tcp" | "udp") && r.port != 0 {
             a.ports.insert(r.port);
         }
-        a.flows += 1;
+        a.flows += n;
         a.bytes += r.bytes();
         a.first = a.first.min(r.first_seen_ns);
         a.last = a.last.max(r.last_seen_ns);
         a.apps.insert(r.app.as_ref().map(app_key));
         total = (
-            total.0 + 1,
+            total.0 + n,
             total.1.min(r.first_seen_ns),
             total.2.max(r.last_seen_ns),
         );
@@ -147,7 +157,7 @@ pub fn propose(device: &str, records: &[FlowRecord], groups: &Groups) -> String 
     let mut y = String::new();
     let _ = writeln!(
         y,
-        "# Proposed by `wardgate-agent learn` from {} flow records of {device} ({} .. {}).\n\
+        "# Proposed from {} flow records of {device} ({} .. {}).\n\
          # Review every rule before enforcing: it allows what the device did, not what it should do.",
         total.0,
         when(total.1.min(total.2)),

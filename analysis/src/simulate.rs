@@ -46,7 +46,24 @@ pub fn simulate(
     site: Option<&Site>,
     records: &[FlowRecord],
 ) -> Result<Vec<Blocked>, SimulateError> {
-    let names: BTreeSet<&str> = records.iter().map(|r| r.device.name.as_str()).collect();
+    simulate_weighted(
+        profile,
+        site,
+        &records.iter().map(|r| (r, 1)).collect::<Vec<_>>(),
+    )
+}
+
+/// As [`simulate`], over records that each stand for a number of flows (the controller's
+/// aggregates, see [`crate::aggregate::FlowAggregate::records`]).
+pub fn simulate_weighted(
+    profile: &Profile,
+    site: Option<&Site>,
+    records: &[(&FlowRecord, u64)],
+) -> Result<Vec<Blocked>, SimulateError> {
+    let names: BTreeSet<&str> = records
+        .iter()
+        .map(|(r, _)| r.device.name.as_str())
+        .collect();
     // The devices' own addresses and MACs do not take part in the lookup: synthetic unique
     // ones keep two discovered devices sharing an address from failing validation.
     let devices = names
@@ -93,7 +110,7 @@ pub fn simulate(
         .map(|d| (d.name.as_str(), d.policy_id))
         .collect();
     let mut blocked: BTreeMap<(String, FlowDirection, IpAddr, u8, u16), Blocked> = BTreeMap::new();
-    for r in records {
+    for &(r, n) in records {
         let Some(&pid) = policy.get(r.device.name.as_str()) else {
             continue;
         };
@@ -119,7 +136,7 @@ pub fn simulate(
             bytes: 0,
             last_seen_ns: 0,
         });
-        b.flows += 1;
+        b.flows += n;
         b.bytes += r.bytes();
         b.last_seen_ns = b.last_seen_ns.max(r.last_seen_ns);
     }

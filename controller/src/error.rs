@@ -8,6 +8,10 @@ pub enum Error {
     Invalid(String),
     #[error("{what} `{name}` not found")]
     NotFound { what: &'static str, name: String },
+    /// The request is valid but the object is not in a state that allows it (approve a
+    /// baseline that is not frozen).
+    #[error("{0}")]
+    Precondition(String),
     #[error("permission denied: {0}")]
     Denied(String),
     #[error("not authenticated: {0}")]
@@ -29,6 +33,7 @@ impl From<Error> for tonic::Status {
             // What gRPC itself answers for a message over its size limit.
             Error::TooLarge(_) => tonic::Status::resource_exhausted(msg),
             Error::NotFound { .. } => tonic::Status::not_found(msg),
+            Error::Precondition(_) => tonic::Status::failed_precondition(msg),
             Error::Denied(_) => tonic::Status::permission_denied(msg),
             Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
             Error::Store(_) | Error::Internal(_) => {

@@ -67,6 +67,10 @@ pub struct Settings {
     /// directory; put it where the store's writer cannot rewrite it (another volume, chattr +a).
     #[arg(long)]
     pub audit_head: Option<PathBuf>,
+    /// Days of flow records kept (aggregated per device, peer, port and day); older days are
+    /// pruned as new records arrive.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3660))]
+    pub flow_retention_days: u32,
 }
 
 impl Default for Settings {
@@ -77,6 +81,7 @@ impl Default for Settings {
             server_name: None,
             crl: None,
             audit_head: None,
+            flow_retention_days: 30,
         }
     }
 }
@@ -151,6 +156,7 @@ pub async fn serve(
         store,
         push: Arc::new(Push::default()),
         metrics,
+        flow_retention_days: settings.flow_retention_days,
     };
     if settings.max_connections == 0 {
         anyhow::bail!("--max-connections must be at least 1");

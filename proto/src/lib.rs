@@ -1,6 +1,7 @@
 //! `wardgate.v1` protobuf packages and their generated tonic/prost code, the conversions of the
 //! compiled policy between its protobuf form and the policy crate's types, and the transport
-//! limit both ends of the policy stream use.
+//! limit both ends of the policy stream use; flow records between their protobuf form and the
+//! analysis crate's (`flows`).
 
 #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
 pub mod v1 {
@@ -8,6 +9,7 @@ pub mod v1 {
 }
 
 pub mod bundle;
+pub mod flows;
 
 pub use bundle::{BundleError, bundle_len};
 

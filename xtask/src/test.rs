@@ -144,7 +144,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "wardgate-controller",
                 "--tests",
             ])?;
-            // Policy sync against an in-process controller (no root: the test plays the writer);
+            // Policy sync and flow-record reports against an in-process controller (no root: the
+            // test plays the writer);
             // offline learning from captures; detectors replayed over captures; the agent's systemd
             // unit through systemd-analyze.
             cargo_test(&[
@@ -159,6 +160,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "unit_file",
                 "--test",
                 "replay",
+                "--test",
+                "flow_report",
             ])
         }
         Tier::Datapath => {

@@ -11,7 +11,10 @@ use super::{
     App, Baseline, Groups, Hour, Limits, Peer, Service, TcpCounts, Window, proto_name,
     stats::{median_mad, periodicity},
 };
-use crate::flow::{DeviceRef, FlowDirection, FlowRecord, TcpOutcome};
+use crate::{
+    aggregate::FlowAggregate,
+    flow::{DeviceRef, FlowDirection, FlowRecord, TcpOutcome},
+};
 
 const NS_PER_HOUR: u64 = 3_600_000_000_000;
 
@@ -166,6 +169,97 @@ impl BaselineBuilder {
             Some(TcpOutcome::Unknown) => self.tcp.unknown += 1,
             None => {}
         }
+    }
+
+    /// Adds one aggregate row (the controller's unit: flows of one day, peer and service).
+    /// The same result as adding its flows one by one, except that periodicity sees the row's
+    /// kept starts only and app identities past the row's bound are counted as overflow.
+    pub fn add_aggregate(&mut self, a: &FlowAggregate) {
+        let l = &self.limits;
+        let k = &a.key;
+        let bytes = a.bytes();
+        self.flows += a.flows;
+        self.bytes_out += a.bytes_out;
+        self.bytes_in += a.bytes_in;
+        if let Some(p) = self.peers.get_mut(&k.peer) {
+            p.flows += a.flows;
+            p.bytes += bytes;
+            p.first = p.first.min(a.first_seen_ns);
+            p.last = p.last.max(a.last_seen_ns);
+            let room = l.starts_per_peer.saturating_sub(p.starts.len());
+            p.starts.extend(a.detail.starts.iter().take(room).copied());
+        } else if self.peers.len() < l.peers {
+            self.peers.insert(
+                k.peer,
+                PeerAcc {
+                    flows: a.flows,
+                    bytes,
+                    first: a.first_seen_ns,
+                    last: a.last_seen_ns,
+                    starts: a
+                        .detail
+                        .starts
+                        .iter()
+                        .take(l.starts_per_peer)
+                        .copied()
+                        .collect(),
+                },
+            );
+        } else {
+            self.peers_overflow += a.flows;
+        }
+        let key = (k.direction, k.proto, k.port);
+        if let Some(s) = self.services.get_mut(&key) {
+            s.flows += a.flows;
+            s.bytes += bytes;
+            s.first = s.first.min(a.first_seen_ns);
+            s.last = s.last.max(a.last_seen_ns);
+            if s.peers.len() < l.peers {
+                s.peers.insert(k.peer);
+            }
+        } else if self.services.len() < l.services {
+            self.services.insert(
+                key,
+                ServiceAcc {
+                    flows: a.flows,
+                    bytes,
+                    peers: BTreeSet::from([k.peer]),
+                    first: a.first_seen_ns,
+                    last: a.last_seen_ns,
+                },
+            );
+        } else {
+            self.services_overflow += a.flows;
+        }
+        *self.protocols.entry(proto_name(k.proto)).or_default() += a.flows;
+        for app in &a.detail.apps {
+            let key = (app.identity.summary(), k.direction, k.port);
+            if let Some(e) = self.apps.get_mut(&key) {
+                e.0 += app.flows;
+                e.1 = e.1.max(app.last_seen_ns);
+            } else if self.apps.len() < l.apps {
+                self.apps.insert(key, (app.flows, app.last_seen_ns));
+            } else {
+                self.apps_overflow += app.flows;
+            }
+        }
+        self.apps_overflow += a.detail.apps_overflow;
+        for (h, (b, f)) in &a.detail.hours {
+            let e = self
+                .hours
+                .entry(u64::from(k.day) * 24 + u64::from(*h))
+                .or_default();
+            e.0 += b;
+            e.1 += f;
+        }
+        while self.hours.len() > l.days * 24 {
+            self.hours.pop_first();
+        }
+        let t = &a.detail.tcp;
+        self.tcp.established += t.established;
+        self.tcp.refused += t.refused;
+        self.tcp.no_answer += t.no_answer;
+        self.tcp.unknown += t.unknown;
     }
 
     pub fn finish(self, groups: &Groups, window: Window) -> Baseline {

@@ -27,6 +27,23 @@ impl Groups {
         Groups(v)
     }
 
+    /// From (group name, CIDR or address) pairs (the controller's stored groups); entries that
+    /// are neither are skipped, as in [`Groups::from_site`].
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Groups {
+        Groups(
+            pairs
+                .into_iter()
+                .filter_map(|(name, c)| {
+                    let net = c
+                        .parse::<IpNet>()
+                        .ok()
+                        .or_else(|| c.parse::<IpAddr>().ok().map(IpNet::from))?;
+                    Some((name.to_string(), net))
+                })
+                .collect(),
+        )
+    }
+
     /// The group with the longest prefix holding `ip`.
     pub fn name(&self, ip: IpAddr) -> Option<&str> {
         self.0

@@ -5,6 +5,7 @@
 
 mod build;
 pub mod groups;
+pub mod lifecycle;
 pub mod stats;
 
 use std::{collections::BTreeMap, net::IpAddr};

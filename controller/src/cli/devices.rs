@@ -19,6 +19,8 @@ pub enum DevicesCmd {
     },
     /// Show one device.
     Show { name: String },
+    /// A device's learned baseline; --freeze, --approve, --relearn move it.
+    Baseline(super::baseline::BaselineArgs),
 }
 
 fn row(d: &pb::Device) -> serde_json::Value {
@@ -29,6 +31,10 @@ fn row(d: &pb::Device) -> serde_json::Value {
 }
 
 pub async fn run(cmd: DevicesCmd, remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
+    let cmd = match cmd {
+        DevicesCmd::Baseline(a) => return super::baseline::run(a, remote, out).await,
+        other => other,
+    };
     let mut c = AdminServiceClient::new(remote.channel().await?);
     match cmd {
         DevicesCmd::List { gateway, profile } => {
@@ -69,6 +75,7 @@ pub async fn run(cmd: DevicesCmd, remote: &Remote, out: OutputFormat) -> anyhow:
                 OutputFormat::Human => println!("{}", serde_json::to_string_pretty(&row(&d))?),
             }
         }
+        DevicesCmd::Baseline(_) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -3,12 +3,15 @@
 pub mod alerts;
 pub mod assign;
 pub mod audit;
+pub mod baseline;
 pub mod certs;
 pub mod devices;
 pub mod gateways;
 pub mod output;
 pub mod profile;
 pub mod profiles;
+pub mod propose;
 pub mod push;
 pub mod remote;
+pub mod simulate;
 pub mod site;

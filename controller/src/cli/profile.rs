@@ -22,6 +22,8 @@ pub enum ProfileCmd {
         #[arg(long, default_value = "device-profiles")]
         dir: PathBuf,
     },
+    /// Propose a profile from a device's baseline on the controller (validated).
+    Propose(super::propose::ProposeArgs),
     /// Import an RFC 8520 MUD file as a profile.
     ImportMud {
         file: PathBuf,
@@ -65,6 +67,11 @@ fn parse_bind(s: &str) -> Result<(String, String), String> {
 
 pub fn run(cmd: ProfileCmd, out: OutputFormat) -> anyhow::Result<()> {
     match cmd {
+        // The one subcommand that talks to the controller.
+        ProfileCmd::Propose(a) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(super::propose::run(a, out)),
         ProfileCmd::Validate { dir, site } => {
             let mut problems = match ProfileSet::load_dir(&dir) {
                 Ok(set) => {

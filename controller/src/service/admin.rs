@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 use wardgate_proto::v1::{self as pb, admin_service_server::AdminService};
 
-use super::Ctx;
+use super::{Ctx, learning};
 use crate::{
     audit,
     auth::{self, Role},
@@ -379,6 +379,49 @@ impl AdminService for Admin {
             })
             .collect();
         Ok(Response::new(pb::ListAuditResponse { entries }))
+    }
+
+    async fn get_baseline(
+        &self,
+        req: Request<pb::GetBaselineRequest>,
+    ) -> Result<Response<pb::BaselineResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let device = &req.get_ref().device;
+        let out = tokio::task::block_in_place(|| learning::get_baseline(&self.0, device))?;
+        Ok(Response::new(out))
+    }
+
+    async fn set_baseline_state(
+        &self,
+        req: Request<pb::SetBaselineStateRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        let change = learning::baseline_change(&self.0, &r)?;
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            change,
+        )?))
+    }
+
+    async fn propose_profile(
+        &self,
+        req: Request<pb::ProposeProfileRequest>,
+    ) -> Result<Response<pb::ProposeProfileResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let device = &req.get_ref().device;
+        let out = tokio::task::block_in_place(|| learning::propose(&self.0, device))?;
+        Ok(Response::new(out))
+    }
+
+    async fn simulate(
+        &self,
+        req: Request<pb::SimulateRequest>,
+    ) -> Result<Response<pb::SimulateResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let out = tokio::task::block_in_place(|| learning::simulate(&self.0, req.get_ref()))?;
+        Ok(Response::new(out))
     }
 
     async fn verify_audit(

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use wardgate_proto::v1::{
-    AlertAck, AlertBatch, PolicyBundle, RegisterRequest, RegisterResponse, StatusAck, StatusReport,
-    WatchPolicyRequest, agent_service_server::AgentService,
+    AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest, RegisterResponse,
+    StatusAck, StatusReport, WatchPolicyRequest, agent_service_server::AgentService,
 };
 
 use super::{Ctx, severity_rank};
@@ -215,6 +215,17 @@ impl AgentService for Agent {
             }
         });
         Ok(Response::new(output))
+    }
+
+    async fn report_flows(&self, req: Request<FlowBatch>) -> Result<Response<FlowAck>, Status> {
+        let gateway = match auth::identity(&req)? {
+            auth::Identity::Gateway(g) => g,
+            auth::Identity::User { name, .. } => {
+                return Err(Error::Denied(format!("{name} is not a gateway agent")).into());
+            }
+        };
+        let ack = super::learning::report_flows(&self.0, &gateway, req.into_inner())?;
+        Ok(Response::new(ack))
     }
 
     async fn report_status(

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod agent;
 pub mod alerts;
+pub mod learning;
 
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub push: Arc<Push>,
     pub metrics: Arc<ControllerMetrics>,
+    /// Days of flow records kept.
+    pub flow_retention_days: u32,
 }
 
 impl Ctx {

@@ -97,4 +97,35 @@ pub const MIGRATIONS: &[&str] = &[
         dropped INTEGER NOT NULL,
         PRIMARY KEY (gateway, severity)
     );",
+    // 4: learning. Flow records folded per device, direction, peer, protocol, service port and
+    // UTC day (counts as columns; hourly volume, flow starts, app identities and TCP outcomes,
+    // each bounded, as JSON in `detail`), pruned past the retention by day; and each device's
+    // baseline lifecycle (learning window, frozen, approved).
+    "CREATE TABLE flow_days (
+        device TEXT NOT NULL,
+        direction INTEGER NOT NULL,
+        peer TEXT NOT NULL,
+        proto INTEGER NOT NULL,
+        port INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        gateway TEXT NOT NULL,
+        flows INTEGER NOT NULL,
+        packets_out INTEGER NOT NULL,
+        packets_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        first_seen_ns INTEGER NOT NULL,
+        last_seen_ns INTEGER NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (device, direction, peer, proto, port, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX flow_days_by_day ON flow_days (day);
+    CREATE TABLE baselines (
+        device TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        start_ns INTEGER NOT NULL,
+        window_days INTEGER NOT NULL,
+        frozen_ns INTEGER,
+        changed_ms INTEGER NOT NULL
+    );",
 ];

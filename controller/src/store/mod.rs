@@ -2,13 +2,20 @@
 //! the audit trail. `Store` is the interface (a PostgreSQL backend can implement it later);
 //! `SqliteStore` is the embedded default: one file in the data directory, WAL, migrations.
 
+mod learning;
 mod migrations;
 mod sqlite;
 
 use std::collections::BTreeMap;
 
+pub use learning::oldest_day;
 use serde::{Deserialize, Serialize};
 pub use sqlite::SqliteStore;
+use wardgate_analysis::{
+    FlowRecord,
+    aggregate::FlowAggregate,
+    baseline::lifecycle::{Action, Lifecycle},
+};
 use wardgate_policy::DesiredState;
 
 use crate::{audit::AuditEntry, error::Result};
@@ -146,6 +153,25 @@ pub enum Change {
     AcknowledgeAlerts {
         ids: Vec<String>,
     },
+    /// Freeze, approve or relearn a device's baseline at `now_ns`.
+    SetBaseline {
+        device: String,
+        action: Action,
+        now_ns: u64,
+    },
+}
+
+/// What a batch of flow records did to the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowsStored {
+    /// Records folded into the aggregates.
+    pub stored: u32,
+    /// Records of devices the store does not hold (not stored).
+    pub unknown_device: u32,
+    /// Records older than the retention (not stored).
+    pub expired: u32,
+    /// Aggregate rows deleted past the retention.
+    pub pruned: usize,
 }
 
 /// What a write did.
@@ -168,7 +194,8 @@ impl Change {
             Change::UpsertDevice(d) => Some(&d.name),
             Change::AssignProfile { device, .. }
             | Change::SetMode { device, .. }
-            | Change::SetLocation { device, .. } => Some(device),
+            | Change::SetLocation { device, .. }
+            | Change::SetBaseline { device, .. } => Some(device),
             _ => None,
         }
     }
@@ -234,6 +261,25 @@ pub trait Store: Send + Sync {
     fn audit_with_head(&self, head: &std::path::Path) -> Result<AuditWithHead> {
         Ok((self.audit()?, crate::audit::head::read(head)))
     }
+    /// Folds flow records (already checked) of `gateway`'s devices into the per-day
+    /// aggregates, in one transaction: a device of another gateway refuses the batch; records
+    /// of unknown devices or older than `retention_days` at `now_ns` are counted, not stored;
+    /// days past the retention are pruned. A device's baseline starts with its first flow.
+    fn insert_flows(
+        &self,
+        gateway: &str,
+        records: &[FlowRecord],
+        now_ns: u64,
+        retention_days: u32,
+    ) -> Result<FlowsStored>;
+    /// Deletes aggregate rows past `retention_days` at `now_ns`; returns how many.
+    fn prune_flows(&self, now_ns: u64, retention_days: u32) -> Result<usize>;
+    /// `device`'s aggregate rows with flows in [from_ns, to_ns].
+    fn flow_aggregates(&self, device: &str, from_ns: u64, to_ns: u64)
+    -> Result<Vec<FlowAggregate>>;
+    /// `device`'s baseline lifecycle and when it last changed (Unix ms); None before its
+    /// first flow.
+    fn baseline_lifecycle(&self, device: &str) -> Result<Option<(Lifecycle, i64)>>;
     /// Applies `change`, appends its audit entry and stores any new generation, atomically:
     /// if the change, the compile or the audit fails, nothing is written.
     fn write(

@@ -7,6 +7,7 @@ use std::{
 };
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use wardgate_analysis::baseline::lifecycle::Action;
 
 use super::{
     AlertQuery, Change, Compiler, DeviceRow, GatewayRow, GenerationRow, ProfileRow, Snapshot,
@@ -456,6 +457,28 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, serde
                 ),
             )
         }
+        Change::SetBaseline {
+            device: name,
+            action,
+            now_ns,
+        } => {
+            device(name)?;
+            let (before, after, cleared) =
+                super::learning::set_baseline(tx, name, *action, *now_ns)?;
+            let verb = match action {
+                Action::Freeze => "freeze",
+                Action::Approve => "approve",
+                Action::Relearn { .. } => "relearn",
+            };
+            (
+                format!("baseline_{verb}"),
+                name.clone(),
+                diff(
+                    &serde_json::json!(before),
+                    &serde_json::json!({"lifecycle": after, "flow_rows_cleared": cleared}),
+                ),
+            )
+        }
         Change::AcknowledgeAlerts { ids } => {
             for id in ids {
                 // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.
@@ -695,6 +718,43 @@ impl Store for SqliteStore {
 
     fn audit(&self) -> Result<Vec<AuditEntry>> {
         audit_rows(&self.conn())
+    }
+
+    fn insert_flows(
+        &self,
+        gateway: &str,
+        records: &[wardgate_analysis::FlowRecord],
+        now_ns: u64,
+        retention_days: u32,
+    ) -> Result<super::FlowsStored> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let out = super::learning::insert_flows(&tx, gateway, records, now_ns, retention_days)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn prune_flows(&self, now_ns: u64, retention_days: u32) -> Result<usize> {
+        super::learning::prune(
+            &self.conn(),
+            super::learning::oldest_day(now_ns, retention_days),
+        )
+    }
+
+    fn flow_aggregates(
+        &self,
+        device: &str,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> Result<Vec<wardgate_analysis::aggregate::FlowAggregate>> {
+        super::learning::aggregates(&self.conn(), device, from_ns, to_ns)
+    }
+
+    fn baseline_lifecycle(
+        &self,
+        device: &str,
+    ) -> Result<Option<(wardgate_analysis::baseline::lifecycle::Lifecycle, i64)>> {
+        super::learning::lifecycle(&self.conn(), device)
     }
 
     fn audit_with_head(&self, head_path: &Path) -> Result<super::AuditWithHead> {

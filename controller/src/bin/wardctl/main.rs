@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use wardgate_controller::cli::{
     alerts, assign, audit, certs, devices, gateways, output::OutputFormat, profile, profiles, push,
-    remote::Remote, site,
+    remote::Remote, simulate, site,
 };
 
 #[derive(Parser)]
@@ -92,6 +92,8 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// What a candidate profile would block among a device's recorded flows.
+    Simulate(simulate::SimulateArgs),
     /// Certificates for a demo or lab.
     #[command(subcommand)]
     Certs(certs::CertsCmd),
@@ -110,6 +112,7 @@ fn main() -> anyhow::Result<()> {
         Command::Profile(cmd) => profile::run(cmd, out),
         Command::Site(cmd) => site::run(cmd, out),
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Simulate(a) => rt()?.block_on(simulate::run(a, out)),
         Command::Push {
             site,
             profiles,

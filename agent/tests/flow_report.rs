@@ -1,0 +1,110 @@
+//! The agent's flow-record client (`sync::report_flows`) against a real controller (in-process,
+//! loopback, mTLS, SQLite): more records than one batch holds arrive in acknowledged batches
+//! and are folded by the controller; a refused batch says how many records were acknowledged
+//! before it and that sending it again will not help. No root needed.
+
+use wardgate_agent::{config::ControllerConfig, sync};
+use wardgate_analysis::{FlowDirection, FlowRecord, TcpOutcome, flow::DeviceRef};
+use wardgate_controller::store::Store;
+use wardgate_proto::flows::MAX_FLOWS_PER_BATCH;
+use wardgate_testkit::controller::LabController;
+
+const GW: &str = "gw-ward-3";
+const NS: u64 = 1_000_000_000;
+
+fn record(device: &str, port: u16, t: u64) -> FlowRecord {
+    FlowRecord {
+        device: DeviceRef {
+            name: device.into(),
+            id: None,
+            mac: None,
+        },
+        direction: FlowDirection::Opened,
+        device_addr: "192.0.2.10".parse().unwrap(),
+        device_port: 40_000,
+        peer: "198.51.100.30".parse().unwrap(),
+        peer_port: port,
+        proto: 6,
+        port,
+        icmp_type: None,
+        vlan: None,
+        packets_out: 3,
+        bytes_out: 200,
+        packets_in: 2,
+        bytes_in: 100,
+        first_seen_ns: t,
+        last_seen_ns: t + NS,
+        tcp: Some(TcpOutcome::Established),
+        rule: Some(2),
+        app: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_go_in_acknowledged_batches_and_a_refusal_says_what_was_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab =
+        LabController::with_demo_site(dir.path(), &[GW.to_string()], &[("eve", "engineer")], "eve")
+            .await
+            .unwrap();
+    let cfg = ControllerConfig {
+        address: lab.url(),
+        certs: lab.certs().to_path_buf(),
+        gateway: GW.into(),
+        server_name: "localhost".into(),
+        outbox: None,
+    };
+    let mut client = sync::connect(&cfg).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    // Halfway through today (UTC), so every record falls on one day.
+    let t = now - now % (86_400 * NS) + (now % (86_400 * NS)) / 2;
+    let n = MAX_FLOWS_PER_BATCH + 100;
+    let records: Vec<FlowRecord> = (0..n)
+        .map(|i| record("pump-3a-bed12", 8443, t + i as u64))
+        .collect();
+    let done = sync::report_flows(&mut client, GW, &records).await.unwrap();
+    assert_eq!(
+        done,
+        sync::FlowsReported {
+            acknowledged: n,
+            stored: n as u64,
+            unknown_device: 0,
+            expired: 0,
+        }
+    );
+    let rows = lab
+        .store
+        .flow_aggregates("pump-3a-bed12", 0, u64::MAX >> 1)
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one device, peer, port and day");
+    assert_eq!(
+        (rows[0].flows, rows[0].bytes_out),
+        (n as u64, 200 * n as u64)
+    );
+
+    // A bad record in the second batch: the first is acknowledged, the error says so and that
+    // resending will not help.
+    let mut bad = records.clone();
+    bad[MAX_FLOWS_PER_BATCH + 5].last_seen_ns = 0;
+    let e = sync::report_flows(&mut client, GW, &bad).await.unwrap_err();
+    assert_eq!(e.reported.acknowledged, MAX_FLOWS_PER_BATCH);
+    assert_eq!(e.status.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.status.message().contains("last_seen_ns"), "{e}");
+    assert!(!e.retryable());
+    let rows = lab
+        .store
+        .flow_aggregates("pump-3a-bed12", 0, u64::MAX >> 1)
+        .unwrap();
+    assert_eq!(rows[0].flows, (n + MAX_FLOWS_PER_BATCH) as u64);
+
+    // The controller gone: retryable.
+    lab.shutdown().await.unwrap();
+    let e = sync::report_flows(&mut client, GW, &records[..1])
+        .await
+        .unwrap_err();
+    assert_eq!(e.reported.acknowledged, 0);
+    assert!(e.retryable(), "{e}");
+}

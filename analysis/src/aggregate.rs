@@ -1,0 +1,339 @@
+//! Flow records folded per device, direction, peer, protocol, service port and UTC day: what the
+//! controller keeps (bounded per row, so a day of a chatty device is one row per service and
+//! peer, not one per flow). An aggregate keeps what baselines, proposals and simulation read:
+//! counts both ways, first and last seen, volume per hour of that day, a bounded sample of flow
+//! starts (periodicity), the app identities seen (bounded) and TCP outcomes.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    app::AppIdentity,
+    baseline::TcpCounts,
+    flow::{DeviceRef, FlowDirection, FlowRecord, TcpOutcome},
+};
+
+pub const NS_PER_HOUR: u64 = 3_600_000_000_000;
+pub const NS_PER_DAY: u64 = 24 * NS_PER_HOUR;
+/// Flow starts kept per row (as many as a baseline keeps per peer).
+pub const MAX_STARTS: usize = 64;
+/// App identities kept per row; further ones are counted in `apps_overflow`.
+pub const MAX_APPS: usize = 4;
+
+/// The UTC day (days since the Unix epoch) of a time in ns.
+pub fn day_of(ns: u64) -> u32 {
+    (ns / NS_PER_DAY) as u32
+}
+
+/// What one aggregate row is about. The peer's own port is left out (ephemeral).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AggregateKey {
+    pub device: String,
+    pub direction: FlowDirection,
+    pub peer: IpAddr,
+    pub proto: u8,
+    /// The service port (see [`FlowRecord::port`]).
+    pub port: u16,
+    /// UTC day of the flows' first packets.
+    pub day: u32,
+}
+
+/// An app identity and how many flows of the row carried it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSeen {
+    pub identity: AppIdentity,
+    pub flows: u64,
+    pub last_seen_ns: u64,
+}
+
+/// What a row keeps beyond its counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregateDetail {
+    /// Hour of the day (0-23) -> (bytes, flows) of the flows that started in it.
+    pub hours: BTreeMap<u8, (u64, u64)>,
+    /// The first MAX_STARTS flow starts (ns), ascending.
+    pub starts: Vec<u64>,
+    pub apps: Vec<AppSeen>,
+    pub apps_overflow: u64,
+    pub tcp: TcpCounts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowAggregate {
+    pub key: AggregateKey,
+    pub flows: u64,
+    pub packets_out: u64,
+    pub packets_in: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub detail: AggregateDetail,
+}
+
+impl FlowAggregate {
+    pub fn key_of(r: &FlowRecord) -> AggregateKey {
+        AggregateKey {
+            device: r.device.name.clone(),
+            direction: r.direction,
+            peer: r.peer,
+            proto: r.proto,
+            port: r.port,
+            day: day_of(r.first_seen_ns),
+        }
+    }
+
+    /// One flow as an aggregate.
+    pub fn from_record(r: &FlowRecord) -> Self {
+        let mut tcp = TcpCounts::default();
+        match r.tcp {
+            Some(TcpOutcome::Established) => tcp.established = 1,
+            Some(TcpOutcome::Refused) => tcp.refused = 1,
+            Some(TcpOutcome::NoAnswer) => tcp.no_answer = 1,
+            Some(TcpOutcome::Unknown) => tcp.unknown = 1,
+            None => {}
+        }
+        let hour = ((r.first_seen_ns % NS_PER_DAY) / NS_PER_HOUR) as u8;
+        FlowAggregate {
+            key: Self::key_of(r),
+            flows: 1,
+            packets_out: r.packets_out,
+            packets_in: r.packets_in,
+            bytes_out: r.bytes_out,
+            bytes_in: r.bytes_in,
+            first_seen_ns: r.first_seen_ns,
+            last_seen_ns: r.last_seen_ns.max(r.first_seen_ns),
+            detail: AggregateDetail {
+                hours: BTreeMap::from([(hour, (r.bytes(), 1))]),
+                starts: vec![r.first_seen_ns],
+                apps: r
+                    .app
+                    .iter()
+                    .map(|a| AppSeen {
+                        identity: a.clone(),
+                        flows: 1,
+                        last_seen_ns: r.last_seen_ns,
+                    })
+                    .collect(),
+                apps_overflow: 0,
+                tcp,
+            },
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes_out.saturating_add(self.bytes_in)
+    }
+
+    /// Adds `other` (same key) into this row: counts saturate rather than wrap (counters come
+    /// from the network), bounded lists keep their bounds.
+    pub fn merge(&mut self, other: &FlowAggregate) {
+        debug_assert_eq!(self.key, other.key);
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.flows, other.flows);
+        add(&mut self.packets_out, other.packets_out);
+        add(&mut self.packets_in, other.packets_in);
+        add(&mut self.bytes_out, other.bytes_out);
+        add(&mut self.bytes_in, other.bytes_in);
+        self.first_seen_ns = self.first_seen_ns.min(other.first_seen_ns);
+        self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
+        let d = &mut self.detail;
+        for (h, (b, f)) in &other.detail.hours {
+            let e = d.hours.entry(*h).or_default();
+            add(&mut e.0, *b);
+            add(&mut e.1, *f);
+        }
+        d.starts.extend_from_slice(&other.detail.starts);
+        d.starts.sort_unstable();
+        d.starts.truncate(MAX_STARTS);
+        for a in &other.detail.apps {
+            if let Some(mine) = d.apps.iter_mut().find(|m| m.identity == a.identity) {
+                add(&mut mine.flows, a.flows);
+                mine.last_seen_ns = mine.last_seen_ns.max(a.last_seen_ns);
+            } else if d.apps.len() < MAX_APPS {
+                d.apps.push(a.clone());
+            } else {
+                add(&mut d.apps_overflow, a.flows);
+            }
+        }
+        add(&mut d.apps_overflow, other.detail.apps_overflow);
+        let (t, o) = (&mut d.tcp, &other.detail.tcp);
+        add(&mut t.established, o.established);
+        add(&mut t.refused, o.refused);
+        add(&mut t.no_answer, o.no_answer);
+        add(&mut t.unknown, o.unknown);
+    }
+
+    /// The row as representative flow records with the number of flows each stands for: one
+    /// per app identity seen, and one without an app for the flows that carried none. Counts
+    /// and bytes ride on the first, so sums over the records are the row's.
+    pub fn records(&self, device: &DeviceRef) -> Vec<(FlowRecord, u64)> {
+        let addr_zero = match self.key.peer {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        let base = FlowRecord {
+            device: device.clone(),
+            direction: self.key.direction,
+            device_addr: addr_zero,
+            device_port: 0,
+            peer: self.key.peer,
+            peer_port: 0,
+            proto: self.key.proto,
+            port: self.key.port,
+            icmp_type: None,
+            vlan: None,
+            packets_out: 0,
+            bytes_out: 0,
+            packets_in: 0,
+            bytes_in: 0,
+            first_seen_ns: self.first_seen_ns,
+            last_seen_ns: self.last_seen_ns,
+            tcp: None,
+            rule: None,
+            app: None,
+        };
+        let mut out: Vec<(FlowRecord, u64)> = Vec::new();
+        let mut with_app = 0u64;
+        for a in &self.detail.apps {
+            with_app = with_app.saturating_add(a.flows);
+            out.push((
+                FlowRecord {
+                    app: Some(a.identity.clone()),
+                    ..base.clone()
+                },
+                a.flows,
+            ));
+        }
+        let rest = self.flows.saturating_sub(with_app);
+        if rest > 0 || out.is_empty() {
+            out.push((base, rest.max(1)));
+        }
+        let first = &mut out[0].0;
+        first.packets_out = self.packets_out;
+        first.packets_in = self.packets_in;
+        first.bytes_out = self.bytes_out;
+        first.bytes_in = self.bytes_in;
+        out
+    }
+}
+
+/// Folds `records` into aggregates, one per key, in key order.
+pub fn aggregate<'a>(records: impl IntoIterator<Item = &'a FlowRecord>) -> Vec<FlowAggregate> {
+    let mut by_key: BTreeMap<AggregateKey, FlowAggregate> = BTreeMap::new();
+    for r in records {
+        let a = FlowAggregate::from_record(r);
+        match by_key.get_mut(&a.key) {
+            Some(row) => row.merge(&a),
+            None => {
+                by_key.insert(a.key.clone(), a);
+            }
+        }
+    }
+    by_key.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hl7::Hl7Header;
+
+    fn rec(peer: &str, port: u16, first_s: u64, bytes: u64, app: Option<&str>) -> FlowRecord {
+        FlowRecord {
+            device: DeviceRef {
+                name: "pump-1".into(),
+                id: None,
+                mac: None,
+            },
+            direction: FlowDirection::Opened,
+            device_addr: "192.0.2.10".parse().unwrap(),
+            device_port: 40000,
+            peer: peer.parse().unwrap(),
+            peer_port: port,
+            proto: 6,
+            port,
+            icmp_type: None,
+            vlan: None,
+            packets_out: 2,
+            bytes_out: bytes,
+            packets_in: 1,
+            bytes_in: 10,
+            first_seen_ns: first_s * 1_000_000_000,
+            last_seen_ns: (first_s + 5) * 1_000_000_000,
+            tcp: Some(TcpOutcome::Established),
+            rule: Some(3),
+            app: app.map(|a| {
+                AppIdentity::Hl7(Hl7Header {
+                    field_separator: '|',
+                    encoding_characters: "^~\\&".into(),
+                    sending_application: a.into(),
+                    sending_facility: String::new(),
+                    receiving_application: "LIS".into(),
+                    receiving_facility: String::new(),
+                    message_type: "ORU^R01".into(),
+                    version: "2.5".into(),
+                    mllp: true,
+                })
+            }),
+        }
+    }
+
+    #[test]
+    fn same_day_peer_and_port_fold_into_one_row_with_summed_counts() {
+        let day = 20_000 * 86_400;
+        let rs = [
+            rec("198.51.100.5", 2575, day + 3600, 100, Some("PUMP")),
+            rec("198.51.100.5", 2575, day + 7200 + 5, 50, None),
+            rec("198.51.100.5", 2575, day + 86_400, 7, None), // next day
+            rec("198.51.100.5", 443, day + 10, 1, None),      // another port
+        ];
+        let a = aggregate(&rs);
+        assert_eq!(a.len(), 3);
+        let row = a
+            .iter()
+            .find(|r| r.key.port == 2575 && r.key.day == 20_000)
+            .unwrap();
+        assert_eq!(
+            (row.flows, row.packets_out, row.packets_in, row.bytes_out),
+            (2, 4, 2, 150)
+        );
+        assert_eq!(row.first_seen_ns, (day + 3600) * 1_000_000_000);
+        assert_eq!(row.last_seen_ns, (day + 7210) * 1_000_000_000);
+        assert_eq!(
+            row.detail.hours,
+            BTreeMap::from([(1, (110, 1)), (2, (60, 1))])
+        );
+        assert_eq!(row.detail.tcp.established, 2);
+        assert_eq!(row.detail.apps.len(), 1);
+        // As records: one with the app (1 flow) and one without (1 flow), counts on the first.
+        let recs = row.records(&rs[0].device);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs.iter().map(|(_, w)| w).sum::<u64>(), 2);
+        assert_eq!(
+            recs.iter().map(|(r, _)| r.bytes()).sum::<u64>(),
+            row.bytes()
+        );
+        assert!(recs[0].0.app.is_some() && recs[1].0.app.is_none());
+    }
+
+    #[test]
+    fn bounded_lists_stay_bounded_and_counts_saturate() {
+        let mut row = FlowAggregate::from_record(&rec("198.51.100.5", 2575, 100, 1, Some("A")));
+        for i in 0..(MAX_STARTS as u64 + 10) {
+            let app = format!("APP{i}");
+            row.merge(&FlowAggregate::from_record(&rec(
+                "198.51.100.5",
+                2575,
+                100 + i,
+                u64::MAX / 2,
+                Some(&app),
+            )));
+        }
+        assert_eq!(row.detail.starts.len(), MAX_STARTS);
+        assert_eq!(row.detail.apps.len(), MAX_APPS);
+        assert_eq!(row.detail.apps_overflow, MAX_STARTS as u64 + 10 - 3);
+        assert_eq!(row.bytes_out, u64::MAX);
+        assert_eq!(row.flows, MAX_STARTS as u64 + 11);
+    }
+}
