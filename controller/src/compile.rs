@@ -15,7 +15,7 @@ use wardgate_policy::{
 
 use crate::{
     error::{Error, Result},
-    store::{Change, DeviceRow, Snapshot},
+    store::{Change, DeviceRow, SiteReader, Snapshot},
 };
 
 pub fn parse_mode(s: &str) -> Result<Mode> {
@@ -96,8 +96,8 @@ pub fn ids(s: &Snapshot) -> StableIds {
     }
 }
 
-pub fn site(s: &Snapshot) -> Result<Site> {
-    Ok(Site {
+pub fn site(s: &Snapshot) -> Site {
+    Site {
         site: "controller".into(),
         groups: s
             .groups
@@ -116,45 +116,120 @@ pub fn site(s: &Snapshot) -> Result<Site> {
         devices: s
             .devices
             .iter()
-            .map(|d| {
-                Ok(Device {
-                    id: Some(d.id),
-                    name: Located::new(d.name.clone()),
-                    mac: Located::new(d.mac.clone()),
-                    addresses: d.addresses.iter().cloned().map(Located::new).collect(),
-                    profile: Located::new(d.profile.clone()),
-                    mode: Some(parse_mode(&d.mode)?),
-                    gateway: Located::new(d.gateway.clone()),
-                    location: d.location.clone(),
-                    asset_id: d.asset_id.clone(),
-                })
+            .map(|d| Device {
+                id: Some(d.id),
+                name: Located::new(d.name.clone()),
+                mac: Located::new(d.mac.to_string()),
+                addresses: d
+                    .addresses
+                    .iter()
+                    .map(|a| Located::new(a.to_string()))
+                    .collect(),
+                profile: Located::new(d.profile.clone()),
+                mode: Some(d.mode),
+                gateway: Located::new(d.gateway.clone()),
+                location: d.location.clone(),
+                asset_id: d.asset_id.clone(),
             })
-            .collect::<Result<_>>()?,
+            .collect(),
+    }
+}
+
+/// Profiles with a `same-profile` peer: their devices appear in each other's policy, wherever
+/// they are.
+fn uses_same_profile(set: &ProfileSet, profile: &str) -> bool {
+    set.get(profile).is_some_and(|p| {
+        p.flows.iter().any(|f| {
+            f.peers
+                .iter()
+                .any(|x| matches!(Peer::parse(&x.value), Ok(Peer::SameProfile)))
+        })
     })
 }
 
-/// The desired states of the gateways whose policy `change` may alter, and only those: an
-/// assignment on one ward recompiles that ward's gateway, not the hospital.
+/// The desired states of the gateways whose policy `changes` may alter, and only those,
+/// compiled from the devices they hold (and their same-profile peers): an assignment on one
+/// ward reads, validates and recompiles that ward's gateway, not the hospital. Site-wide
+/// uniqueness (names, ids, MACs, addresses) is the store's to check, by lookup.
 pub fn affected(
-    after: &Snapshot,
-    before: Option<&DeviceRow>,
-    change: &Change,
+    r: &dyn SiteReader,
+    before: &[Option<DeviceRow>],
+    changes: &[Change],
 ) -> Result<BTreeMap<String, DesiredState>> {
-    let set = profiles(after)?;
-    let scope = match scope(after, before, change, &set) {
-        Some(gateways) => gateways,
-        None => after.gateways.iter().map(|g| g.name.clone()).collect(),
-    };
-    // A gateway the change names but the store does not hold has nothing to compile.
-    let known: BTreeSet<&str> = after.gateways.iter().map(|g| g.name.as_str()).collect();
-    let site = site(after)?;
-    // The whole site must stay valid even when no gateway is recompiled (a new profile that
-    // no device uses yet is still checked).
+    if changes.iter().all(|c| {
+        matches!(
+            c,
+            Change::AcknowledgeAlerts { .. } | Change::SetBaseline { .. }
+        )
+    }) {
+        return Ok(BTreeMap::new());
+    }
+    let mut snap = r.base()?;
+    let set = profiles(&snap)?;
+    let none = BTreeSet::new();
+    let mut scope = BTreeSet::new();
+    // Profiles whose devices' gateways are affected.
+    let mut touched = BTreeSet::new();
+    for (change, before) in changes.iter().zip(before) {
+        match change {
+            Change::UpsertDevice(_)
+            | Change::AssignProfile { .. }
+            | Change::SetMode { .. }
+            | Change::SetLocation { .. } => {
+                // The device's gateway and profile before and after (a move touches both).
+                let now = match change.device() {
+                    Some(name) => r.device(name)?,
+                    None => None,
+                };
+                for d in before.iter().chain(now.as_ref()) {
+                    scope.insert(d.gateway.clone());
+                    if uses_same_profile(&set, &d.profile) {
+                        touched.insert(d.profile.clone());
+                    }
+                }
+            }
+            Change::UpsertProfile { name, .. } => {
+                touched.insert(name.clone());
+            }
+            Change::UpsertGateway(g) => {
+                scope.insert(g.name.clone());
+            }
+            // Any profile may name a group: every gateway.
+            Change::UpsertGroup { .. } => {
+                scope.extend(snap.gateways.iter().map(|g| g.name.clone()));
+            }
+            Change::AcknowledgeAlerts { .. } | Change::SetBaseline { .. } => {}
+        }
+    }
+    if !touched.is_empty() {
+        scope.extend(
+            r.devices_of(&none, &touched)?
+                .into_iter()
+                .map(|d| d.gateway),
+        );
+    }
+    // What those gateways compile from: their devices, and every device of a same-profile
+    // profile used on them (its peers).
+    let mut devices = r.devices_of(&scope, &none)?;
+    let peers: BTreeSet<String> = devices
+        .iter()
+        .filter(|d| uses_same_profile(&set, &d.profile))
+        .map(|d| d.profile.clone())
+        .collect();
+    if !peers.is_empty() {
+        devices = r.devices_of(&scope, &peers)?;
+    }
+    snap.devices = devices;
+    let site = site(&snap);
+    // What is read must be valid, profiles included (a new profile that no device uses yet is
+    // still checked).
     let diags = wardgate_policy::validate_all("<site>", &site, &set);
     if !diags.is_empty() {
         return Err(Error::Invalid(diags.to_string()));
     }
-    let ids = ids(after);
+    // A gateway the change names but the store does not hold has nothing to compile.
+    let known: BTreeSet<&str> = snap.gateways.iter().map(|g| g.name.as_str()).collect();
+    let ids = ids(&snap);
     let mut out = BTreeMap::new();
     for g in scope.iter().filter(|g| known.contains(g.as_str())) {
         let compiled = wardgate_policy::compile_with_ids(&site, &set, &ids, g, 1)
@@ -162,59 +237,4 @@ pub fn affected(
         out.insert(g.clone(), compiled.state);
     }
     Ok(out)
-}
-
-/// Which gateways `change` can affect; `None` means all of them (a site group changed).
-fn scope(
-    after: &Snapshot,
-    before: Option<&DeviceRow>,
-    change: &Change,
-    set: &ProfileSet,
-) -> Option<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    // Devices of a profile with a `same-profile` peer appear in each other's policy, wherever
-    // they are: a change to one such device recompiles the gateways of all of them.
-    let with_profile = |profile: &str, out: &mut BTreeSet<String>| {
-        out.extend(
-            after
-                .devices
-                .iter()
-                .filter(|d| d.profile == profile)
-                .map(|d| d.gateway.clone()),
-        );
-    };
-    let uses_same_profile = |profile: &str| {
-        set.get(profile).is_some_and(|p| {
-            p.flows.iter().any(|f| {
-                f.peers
-                    .iter()
-                    .any(|x| matches!(Peer::parse(&x.value), Ok(Peer::SameProfile)))
-            })
-        })
-    };
-    match change {
-        Change::UpsertDevice(_)
-        | Change::AssignProfile { .. }
-        | Change::SetMode { .. }
-        | Change::SetLocation { .. } => {
-            // The device's gateway and profile before and after (a move touches both gateways).
-            let now = after
-                .devices
-                .iter()
-                .find(|d| Some(d.name.as_str()) == change.device());
-            for d in before.into_iter().chain(now) {
-                out.insert(d.gateway.clone());
-                if uses_same_profile(&d.profile) {
-                    with_profile(&d.profile, &mut out);
-                }
-            }
-        }
-        Change::UpsertProfile { name, .. } => with_profile(name, &mut out),
-        Change::UpsertGateway(g) => {
-            out.insert(g.name.clone());
-        }
-        Change::UpsertGroup { .. } => return None,
-        Change::AcknowledgeAlerts { .. } | Change::SetBaseline { .. } => {}
-    }
-    Some(out)
 }

@@ -17,12 +17,18 @@ pub enum Error {
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
     #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::store::StoreError),
     /// The write would compile a policy bundle over the transport limit.
     #[error("{0}")]
     TooLarge(String),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(e.into())
+    }
 }
 
 impl From<Error> for tonic::Status {
@@ -36,6 +42,11 @@ impl From<Error> for tonic::Status {
             Error::Precondition(_) => tonic::Status::failed_precondition(msg),
             Error::Denied(_) => tonic::Status::permission_denied(msg),
             Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            // The operator must find the row: say which, as data loss (not a retryable fault).
+            Error::Store(crate::store::StoreError::Corrupt { .. }) => {
+                tracing::error!(error = %msg, "corrupt store row");
+                tonic::Status::data_loss(msg)
+            }
             Error::Store(_) | Error::Internal(_) => {
                 tracing::error!(error = %msg, "request failed");
                 tonic::Status::internal("internal error (see controller log)")

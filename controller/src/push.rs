@@ -1,13 +1,28 @@
-//! Policy push and alert fan-out: per-gateway watch channels carrying the latest generation,
-//! and a broadcast of new alerts for SOC subscribers.
+//! Policy push and alert fan-out: per-gateway watch channels carrying the latest generation as
+//! it travels (built once per generation, shared by every watcher of the gateway), and a
+//! broadcast of new alerts for SOC subscribers.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use tokio::sync::{broadcast, watch};
-use wardgate_proto::v1::Alert;
+use wardgate_proto::v1::{Alert, PolicyBundle};
+
+/// One generation of a gateway, ready to send.
+#[derive(Debug)]
+pub struct Published {
+    pub generation: u32,
+    pub content_hash: String,
+    pub bundle: PolicyBundle,
+}
+
+/// The newest generation announced for a gateway (none since the controller started).
+pub type Latest = Option<Arc<Published>>;
 
 pub struct Push {
-    gateways: Mutex<HashMap<String, watch::Sender<u32>>>,
+    gateways: Mutex<HashMap<String, watch::Sender<Latest>>>,
     alerts: broadcast::Sender<Alert>,
 }
 
@@ -21,22 +36,29 @@ impl Default for Push {
 }
 
 impl Push {
-    fn sender(&self, gateway: &str) -> watch::Sender<u32> {
+    fn sender(&self, gateway: &str) -> watch::Sender<Latest> {
         let mut map = self
             .gateways
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(gateway.to_string())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(None).0)
             .clone()
     }
 
-    /// Announces a new generation of `gateway` to its watchers.
-    pub fn generation(&self, gateway: &str, generation: u32) {
-        self.sender(gateway).send_replace(generation);
+    /// Announces a generation of `gateway` to its watchers, unless a newer one was announced
+    /// already (two writes to one gateway may announce out of order).
+    pub fn generation(&self, gateway: &str, p: Arc<Published>) {
+        self.sender(gateway).send_if_modified(|cur| {
+            if cur.as_ref().is_some_and(|c| c.generation >= p.generation) {
+                return false;
+            }
+            *cur = Some(p);
+            true
+        });
     }
 
-    pub fn watch(&self, gateway: &str) -> watch::Receiver<u32> {
+    pub fn watch(&self, gateway: &str) -> watch::Receiver<Latest> {
         self.sender(gateway).subscribe()
     }
 
@@ -46,5 +68,27 @@ impl Push {
 
     pub fn alerts(&self) -> broadcast::Receiver<Alert> {
         self.alerts.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(generation: u32) -> Arc<Published> {
+        Arc::new(Published {
+            generation,
+            content_hash: String::new(),
+            bundle: PolicyBundle::default(),
+        })
+    }
+
+    #[test]
+    fn an_older_generation_announced_late_does_not_replace_a_newer_one() {
+        let push = Push::default();
+        let rx = push.watch("gw");
+        push.generation("gw", published(6));
+        push.generation("gw", published(5));
+        assert_eq!(rx.borrow().as_ref().map(|p| p.generation), Some(6));
     }
 }

@@ -182,7 +182,9 @@ pub async fn serve(
                 .max_encoding_message_size(wardgate_proto::MAX_BUNDLE_BYTES),
         )
         .add_service(
-            AdminServiceServer::new(Admin(ctx.clone())).max_decoding_message_size(MAX_MESSAGE),
+            // A site push is one request (one transaction).
+            AdminServiceServer::new(Admin(ctx.clone()))
+                .max_decoding_message_size(wardgate_proto::MAX_SITE_BYTES),
         )
         .add_service(AlertServiceServer::new(Alerts(ctx)).max_decoding_message_size(MAX_MESSAGE))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -27,3 +27,7 @@ pub const MAX_BUNDLE_BYTES: usize = 32 << 20;
 /// Largest request the controller decodes (a profile, an alert batch or a status report is far
 /// smaller); the agent encodes with the same limit.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Largest admin request the controller decodes: a whole site in one `ApplySite` (one
+/// transaction), about 100 bytes a device, so some 100,000 devices.
+pub const MAX_SITE_BYTES: usize = 16 << 20;

@@ -1,5 +1,5 @@
 //! `wardctl site push`: load a site file and a profile directory into the controller (gateways,
-//! groups, profiles, devices), each write audited with the given reason.
+//! groups, profiles, devices) in one transaction, each object audited with the given reason.
 
 use std::path::Path;
 
@@ -16,8 +16,10 @@ pub struct Loaded {
     pub groups: usize,
     pub profiles: usize,
     pub devices: usize,
-    /// Audit sequence number of the last write.
+    /// Audit sequence number of the last entry the push wrote.
     pub last_audit: u64,
+    /// Gateways given a new generation.
+    pub generations: usize,
 }
 
 /// Parses and validates a site and a profile directory; nothing is sent if either has an error.
@@ -36,72 +38,76 @@ pub fn read(
     Ok((site, set))
 }
 
-/// Writes a validated site's gateways, groups, profiles and devices through the admin API.
+/// Writes a validated site's gateways, groups, profiles and devices through the admin API, in
+/// one call: one transaction on the controller, all or nothing.
 pub async fn load(
     c: &mut AdminServiceClient<Channel>,
     site: &wardgate_policy::Site,
     set: &wardgate_policy::ProfileSet,
     reason: &str,
 ) -> anyhow::Result<Loaded> {
-    let reason = reason.to_string();
-    for g in &site.gateways {
-        c.upsert_gateway(pb::UpsertGatewayRequest {
-            gateway: Some(pb::Gateway {
-                name: g.name.value.clone(),
-                interfaces: g.interfaces.clone(),
-                location: g.location.clone(),
-                ..Default::default()
-            }),
-            reason: reason.clone(),
-        })
-        .await?;
-    }
-    for (name, cidrs) in &site.groups {
-        c.upsert_group(pb::UpsertGroupRequest {
-            group: Some(pb::Group {
-                name: name.clone(),
-                cidrs: cidrs.iter().map(|x| x.value.clone()).collect(),
-            }),
-            reason: reason.clone(),
-        })
-        .await?;
-    }
+    let mut profiles = Vec::new();
     for (file, _) in set.profiles.values() {
-        let yaml = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-        c.upsert_profile(pb::UpsertProfileRequest {
-            yaml,
-            reason: reason.clone(),
+        profiles.push(std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?);
+    }
+    let devices = site
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            // The profile's default mode; none for an unknown profile, which the controller
+            // refuses naming the device.
+            let mode = d
+                .mode
+                .or_else(|| set.get(&d.profile.value).map(|p| p.default_mode))
+                .map(|m| format!("{m:?}").to_lowercase())
+                .unwrap_or_default();
+            pb::Device {
+                name: d.name.value.clone(),
+                id: site.device_id(i),
+                mac: d.mac.value.clone(),
+                addresses: d.addresses.iter().map(|a| a.value.clone()).collect(),
+                profile: d.profile.value.clone(),
+                mode,
+                gateway: d.gateway.value.clone(),
+                location: d.location.clone(),
+                asset_id: d.asset_id.clone(),
+            }
         })
-        .await?;
-    }
-    let mut last = pb::WriteResponse::default();
-    for (i, d) in site.devices.iter().enumerate() {
-        let profile = set.get(&d.profile.value).expect("validated");
-        let mode = d.mode.unwrap_or(profile.default_mode);
-        last = c
-            .upsert_device(pb::UpsertDeviceRequest {
-                device: Some(pb::Device {
-                    name: d.name.value.clone(),
-                    id: site.device_id(i),
-                    mac: d.mac.value.clone(),
-                    addresses: d.addresses.iter().map(|a| a.value.clone()).collect(),
-                    profile: d.profile.value.clone(),
-                    mode: format!("{mode:?}").to_lowercase(),
-                    gateway: d.gateway.value.clone(),
-                    location: d.location.clone(),
-                    asset_id: d.asset_id.clone(),
-                }),
-                reason: reason.clone(),
-            })
-            .await?
-            .into_inner();
-    }
+        .collect();
+    let w = c
+        .apply_site(pb::ApplySiteRequest {
+            gateways: site
+                .gateways
+                .iter()
+                .map(|g| pb::Gateway {
+                    name: g.name.value.clone(),
+                    interfaces: g.interfaces.clone(),
+                    location: g.location.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            groups: site
+                .groups
+                .iter()
+                .map(|(name, cidrs)| pb::Group {
+                    name: name.clone(),
+                    cidrs: cidrs.iter().map(|x| x.value.clone()).collect(),
+                })
+                .collect(),
+            profiles,
+            devices,
+            reason: reason.to_string(),
+        })
+        .await?
+        .into_inner();
     Ok(Loaded {
         gateways: site.gateways.len(),
         groups: site.groups.len(),
         profiles: set.profiles.len(),
         devices: site.devices.len(),
-        last_audit: last.audit_seq,
+        last_audit: w.audit_seq,
+        generations: w.generations.len(),
     })
 }
 
@@ -115,8 +121,8 @@ pub async fn run(
     let mut c = AdminServiceClient::new(remote.channel().await?);
     let l = load(&mut c, &site, &set, reason).await?;
     println!(
-        "pushed {} gateways, {} groups, {} profiles, {} devices (last audit entry {})",
-        l.gateways, l.groups, l.profiles, l.devices, l.last_audit
+        "pushed {} gateways, {} groups, {} profiles, {} devices in one transaction: {} new generations (last audit entry {})",
+        l.gateways, l.groups, l.profiles, l.devices, l.generations, l.last_audit
     );
     Ok(())
 }

@@ -22,14 +22,97 @@ fn device_pb(d: DeviceRow) -> pb::Device {
     pb::Device {
         name: d.name,
         id: d.id,
-        mac: d.mac,
-        addresses: d.addresses,
+        mac: d.mac.to_string(),
+        addresses: d.addresses.iter().map(ToString::to_string).collect(),
         profile: d.profile,
-        mode: d.mode,
+        mode: format!("{:?}", d.mode).to_lowercase(),
         gateway: d.gateway,
         location: d.location,
         asset_id: d.asset_id,
     }
+}
+
+/// A device from a request, parsed into the store's typed row; errors name the device.
+fn device_change(d: pb::Device) -> Result<Change, Error> {
+    nonempty("device name", &d.name)?;
+    let bad = |e: String| Error::Invalid(format!("device `{}`: {e}", d.name));
+    let mode = parse_mode(&d.mode).map_err(|e| bad(e.to_string()))?;
+    let mac = d.mac.trim().parse().map_err(bad)?;
+    let addresses = d
+        .addresses
+        .iter()
+        .map(|a| {
+            a.trim().parse().map_err(|_| {
+                bad(format!(
+                    "`{a}` is not an IP address (device addresses are single addresses, not CIDRs)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addresses.is_empty() {
+        return Err(bad("a device needs at least one address".into()));
+    }
+    Ok(Change::UpsertDevice(DeviceRow {
+        name: d.name,
+        id: d.id,
+        mac,
+        addresses,
+        profile: d.profile,
+        mode,
+        gateway: d.gateway,
+        location: d.location,
+        asset_id: d.asset_id,
+    }))
+}
+
+/// A profile from its YAML text, parsed and validated; errors are located in `file`.
+fn profile_change(file: &str, yaml: String) -> Result<Change, Error> {
+    // The admin service decodes whole sites (`MAX_SITE_BYTES`); one profile stays small.
+    if yaml.len() > wardgate_proto::MAX_REQUEST_BYTES {
+        return Err(Error::TooLarge(format!(
+            "{file}: a {}-byte profile, over the {}-byte limit",
+            yaml.len(),
+            wardgate_proto::MAX_REQUEST_BYTES
+        )));
+    }
+    let p =
+        wardgate_policy::parse_profile(file, &yaml).map_err(|d| Error::Invalid(d.to_string()))?;
+    let name = p.name.value.clone();
+    let d = wardgate_policy::validate_profile(file, &p);
+    if !d.is_empty() {
+        return Err(Error::Invalid(d.to_string()));
+    }
+    Ok(Change::UpsertProfile { name, yaml })
+}
+
+fn group_change(g: pb::Group) -> Result<Change, Error> {
+    nonempty("group name", &g.name)?;
+    for c in &g.cidrs {
+        c.parse::<ipnet::IpNet>()
+            .map_err(|_| Error::Invalid(format!("group `{}`: `{c}` is not a CIDR", g.name)))?;
+    }
+    Ok(Change::UpsertGroup {
+        name: g.name,
+        cidrs: g.cidrs,
+    })
+}
+
+fn gateway_change(g: pb::Gateway) -> Result<Change, Error> {
+    nonempty("gateway name", &g.name)?;
+    if g.interfaces.is_empty() {
+        return Err(Error::Invalid(format!(
+            "gateway `{}`: a gateway needs at least one device-facing interface",
+            g.name
+        )));
+    }
+    Ok(Change::UpsertGateway(GatewayRow {
+        name: g.name,
+        interfaces: g.interfaces,
+        location: g.location,
+        applied_generation: 0,
+        last_error: String::new(),
+        applied_epoch: String::new(),
+    }))
 }
 
 fn nonempty(what: &str, v: &str) -> Result<(), Error> {
@@ -102,24 +185,14 @@ impl AdminService for Admin {
         let d = r
             .device
             .ok_or_else(|| Error::Invalid("device is required".into()))?;
-        nonempty("device name", &d.name)?;
-        parse_mode(&d.mode)?;
-        self.need_profile(&d.profile)?;
-        let row = DeviceRow {
-            name: d.name,
-            id: d.id,
-            mac: d.mac,
-            addresses: d.addresses,
-            profile: d.profile,
-            mode: d.mode,
-            gateway: d.gateway,
-            location: d.location,
-            asset_id: d.asset_id,
-        };
+        let change = device_change(d)?;
+        if let Change::UpsertDevice(d) = &change {
+            self.need_profile(&d.profile)?;
+        }
         Ok(Response::new(self.0.write(
             &who.actor(),
             &r.reason,
-            Change::UpsertDevice(row),
+            change,
         )?))
     }
 
@@ -147,14 +220,14 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let who = auth::require_role(&req, WRITE)?;
         let r = req.into_inner();
-        parse_mode(&r.mode)?;
+        let mode = parse_mode(&r.mode)?;
         self.need_device(&r.device)?;
         Ok(Response::new(self.0.write(
             &who.actor(),
             &r.reason,
             Change::SetMode {
                 device: r.device,
-                mode: r.mode,
+                mode,
             },
         )?))
     }
@@ -244,17 +317,11 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let who = auth::require_role(&req, WRITE)?;
         let r = req.into_inner();
-        let p = wardgate_policy::parse_profile("request", &r.yaml)
-            .map_err(|d| Error::Invalid(d.to_string()))?;
-        let d = wardgate_policy::validate_profile("request", &p);
-        if !d.is_empty() {
-            return Err(Error::Invalid(d.to_string()).into());
-        }
-        let name = p.name.value.clone();
+        let change = profile_change("request", r.yaml)?;
         Ok(Response::new(self.0.write(
             &who.actor(),
             &r.reason,
-            Change::UpsertProfile { name, yaml: r.yaml },
+            change,
         )?))
     }
 
@@ -283,18 +350,11 @@ impl AdminService for Admin {
         let g = r
             .group
             .ok_or_else(|| Error::Invalid("group is required".into()))?;
-        nonempty("group name", &g.name)?;
-        for c in &g.cidrs {
-            c.parse::<ipnet::IpNet>()
-                .map_err(|_| Error::Invalid(format!("`{c}` is not a CIDR")))?;
-        }
+        let change = group_change(g)?;
         Ok(Response::new(self.0.write(
             &who.actor(),
             &r.reason,
-            Change::UpsertGroup {
-                name: g.name,
-                cidrs: g.cidrs,
-            },
+            change,
         )?))
     }
 
@@ -330,25 +390,39 @@ impl AdminService for Admin {
         let g = r
             .gateway
             .ok_or_else(|| Error::Invalid("gateway is required".into()))?;
-        nonempty("gateway name", &g.name)?;
-        if g.interfaces.is_empty() {
-            return Err(Error::Invalid(
-                "a gateway needs at least one device-facing interface".into(),
-            )
-            .into());
-        }
-        let row = GatewayRow {
-            name: g.name,
-            interfaces: g.interfaces,
-            location: g.location,
-            applied_generation: 0,
-            last_error: String::new(),
-            applied_epoch: String::new(),
-        };
+        let change = gateway_change(g)?;
         Ok(Response::new(self.0.write(
             &who.actor(),
             &r.reason,
-            Change::UpsertGateway(row),
+            change,
+        )?))
+    }
+
+    async fn apply_site(
+        &self,
+        req: Request<pb::ApplySiteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        // Every object is checked before anything is written; what needs the others (a
+        // device's profile and gateway, uniqueness) is checked in the one transaction.
+        let mut changes = Vec::new();
+        for g in r.gateways {
+            changes.push(gateway_change(g)?);
+        }
+        for g in r.groups {
+            changes.push(group_change(g)?);
+        }
+        for (i, yaml) in r.profiles.into_iter().enumerate() {
+            changes.push(profile_change(&format!("site profile {}", i + 1), yaml)?);
+        }
+        for d in r.devices {
+            changes.push(device_change(d)?);
+        }
+        Ok(Response::new(self.0.write_all(
+            &who.actor(),
+            &r.reason,
+            changes,
         )?))
     }
 

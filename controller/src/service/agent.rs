@@ -1,7 +1,7 @@
 //! AgentService: register, watch policy (resumable), report alerts (acknowledged by id), report
 //! status. Every call is checked against the gateway named in the client certificate.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
@@ -11,15 +11,14 @@ use wardgate_proto::v1::{
 };
 
 use super::{Ctx, severity_rank};
-use crate::{auth, error::Error, metrics::WriteKind};
+use crate::{auth, error::Error, metrics::WriteKind, push::Published};
 
 pub struct Agent(pub Ctx);
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn known_gateway(ctx: &Ctx, gateway: &str) -> Result<(), Error> {
-    let snap = ctx.store.snapshot()?;
-    if snap.gateways.iter().any(|g| g.name == gateway) {
+    if ctx.store.gateway(gateway)?.is_some() {
         Ok(())
     } else {
         Err(Error::NotFound {
@@ -88,23 +87,38 @@ impl AgentService for Agent {
             let _watching = ctx.metrics.watching(&gateway);
             loop {
                 // Bundles are full states: only the newest matters, and only if the agent
-                // does not hold exactly it (same generation and content).
-                let bundle = tokio::task::block_in_place(|| -> Result<_, Error> {
-                    let Some(row) = ctx.store.latest(&gateway)? else {
-                        return Ok(None);
-                    };
-                    let hash = row.content_hash();
-                    if holds
-                        .as_ref()
-                        .is_some_and(|(g, h)| *g == row.generation && *h == hash)
-                    {
-                        return Ok(None);
-                    }
-                    holds = Some((row.generation, hash));
-                    Ok(Some(wardgate_proto::bundle::to_bundle(
-                        &row.state(&epoch)?,
-                        &row.reason,
-                    )))
+                // does not hold exactly it (same generation and content). The newest is the
+                // one announced (built once by the write), or, when none was announced since
+                // the controller started, the store's, announced for the next watcher.
+                let announced = rx.borrow_and_update().clone();
+                let latest = match announced {
+                    Some(p) => Ok(Some(p)),
+                    None => tokio::task::block_in_place(|| -> Result<_, Error> {
+                        let Some(row) = ctx.store.latest(&gateway)? else {
+                            return Ok(None);
+                        };
+                        let p = Arc::new(Published {
+                            generation: row.generation,
+                            content_hash: row.content_hash(),
+                            bundle: wardgate_proto::bundle::to_bundle(
+                                &row.state(&epoch)?,
+                                &row.reason,
+                            ),
+                        });
+                        ctx.push.generation(&gateway, p.clone());
+                        Ok(Some(p))
+                    }),
+                };
+                let bundle = latest.map(|p| {
+                    p.filter(|p| {
+                        !holds
+                            .as_ref()
+                            .is_some_and(|(g, h)| *g == p.generation && *h == p.content_hash)
+                    })
+                    .map(|p| {
+                        holds = Some((p.generation, p.content_hash.clone()));
+                        p.bundle.clone()
+                    })
                 });
                 match bundle {
                     Ok(Some(b)) => {

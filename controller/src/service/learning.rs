@@ -77,7 +77,7 @@ fn device_ref(d: &DeviceRow) -> DeviceRef {
     DeviceRef {
         name: d.name.clone(),
         id: Some(d.id),
-        mac: d.mac.parse().ok(),
+        mac: Some(wardgate_analysis::mac::Mac(d.mac.0)),
     }
 }
 

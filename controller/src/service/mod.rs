@@ -13,7 +13,7 @@ use crate::{
     compile,
     error::{Error, Result},
     metrics::{ControllerMetrics, WriteKind},
-    push::Push,
+    push::{Published, Push},
     store::{Change, Store},
 };
 
@@ -28,9 +28,20 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// One audited write: a reason is required, the change and its new generations are stored
-    /// atomically, and watching agents of the affected gateways are told at once.
+    /// One audited write of one change (see [`Ctx::write_all`]).
     pub fn write(&self, actor: &str, reason: &str, change: Change) -> Result<WriteResponse> {
+        self.write_all(actor, reason, vec![change])
+    }
+
+    /// One audited write: a reason is required, the changes (one audit entry each) and their
+    /// new generations (one per affected gateway) are stored atomically, and watching agents
+    /// of the affected gateways are told at once.
+    pub fn write_all(
+        &self,
+        actor: &str,
+        reason: &str,
+        changes: Vec<Change>,
+    ) -> Result<WriteResponse> {
         if reason.trim().is_empty() {
             return Err(Error::Invalid(
                 "a reason or ticket id is required for every change".into(),
@@ -42,11 +53,19 @@ impl Ctx {
         // SQLite work is short, but it is blocking: keep it off the async workers.
         let out = tokio::task::block_in_place(|| {
             self.metrics.time_write(WriteKind::Change, || {
-                store.write(&actor, &reason, &change, &compile::affected)
+                store.write(&actor, &reason, &changes, &compile::affected)
             })
         })?;
-        for (gateway, generation) in &out.generations {
-            self.push.generation(gateway, *generation);
+        // Each new generation is built into its bundle here, once, for all its watchers.
+        for (gateway, state) in &out.states {
+            self.push.generation(
+                gateway,
+                Arc::new(Published {
+                    generation: state.generation,
+                    content_hash: state.content_hash.clone(),
+                    bundle: wardgate_proto::bundle::to_bundle(state, &reason),
+                }),
+            );
         }
         Ok(WriteResponse {
             audit_seq: out.audit_seq,

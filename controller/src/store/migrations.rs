@@ -97,7 +97,16 @@ pub const MIGRATIONS: &[&str] = &[
         dropped INTEGER NOT NULL,
         PRIMARY KEY (gateway, severity)
     );",
-    // 4: learning. Flow records folded per device, direction, peer, protocol, service port and
+    // 4: writes read only what they change: devices indexed by gateway and profile (what a
+    // compile reads), by MAC, and their addresses in a table of their own (site-wide
+    // uniqueness checked by lookup). The canonical text of MACs and addresses is written by
+    // `canonicalize_devices` in the same transaction.
+    "CREATE INDEX devices_gateway ON devices (gateway);
+    CREATE INDEX devices_profile ON devices (profile);
+    CREATE INDEX devices_mac ON devices (mac);
+    CREATE TABLE device_addresses (address TEXT PRIMARY KEY, device TEXT NOT NULL);
+    CREATE INDEX device_addresses_device ON device_addresses (device);",
+    // 5: learning. Flow records folded per device, direction, peer, protocol, service port and
     // UTC day (counts as columns; hourly volume, flow starts, app identities and TCP outcomes,
     // each bounded, as JSON in `detail`), pruned past the retention by day; and each device's
     // baseline lifecycle (learning window, frozen, approved).

@@ -6,28 +6,58 @@ mod learning;
 mod migrations;
 mod sqlite;
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 pub use learning::oldest_day;
 use serde::{Deserialize, Serialize};
 pub use sqlite::SqliteStore;
+use thiserror::Error;
 use wardgate_analysis::{
     FlowRecord,
     aggregate::FlowAggregate,
     baseline::lifecycle::{Action, Lifecycle},
 };
-use wardgate_policy::DesiredState;
+use wardgate_policy::{DesiredState, Mode, desired::MacAddr};
 
 use crate::{audit::AuditEntry, error::Result};
 
+/// What the store itself can fail with.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row that does not parse: reported by table and name, never read as empty.
+    #[error("corrupt row `{name}` in table `{table}`: {problem}")]
+    Corrupt {
+        table: &'static str,
+        name: String,
+        problem: String,
+    },
+}
+
+impl StoreError {
+    pub fn corrupt(table: &'static str, name: &str, problem: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            table,
+            name: name.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// A device as stored: MAC, addresses and mode parsed at the store's edge (stored in their
+/// canonical text, so the store can look up a MAC or an address).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRow {
     pub name: String,
     pub id: u32,
-    pub mac: String,
-    pub addresses: Vec<String>,
+    pub mac: MacAddr,
+    pub addresses: Vec<IpAddr>,
     pub profile: String,
-    pub mode: String,
+    pub mode: Mode,
     pub gateway: String,
     pub location: String,
     pub asset_id: String,
@@ -90,7 +120,8 @@ impl GenerationRow {
     }
 }
 
-/// Everything the compiler needs, read inside the write transaction.
+/// What the compiler reads, inside the write transaction: the devices it asks for, and the
+/// rest of the site whole.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub devices: Vec<DeviceRow>,
@@ -134,7 +165,7 @@ pub enum Change {
     },
     SetMode {
         device: String,
-        mode: String,
+        mode: Mode,
     },
     SetLocation {
         device: String,
@@ -177,15 +208,36 @@ pub struct FlowsStored {
 /// What a write did.
 #[derive(Clone, Debug, Default)]
 pub struct WriteOutcome {
+    /// The sequence number of the write's last audit entry.
     pub audit_seq: u64,
     pub generations: BTreeMap<String, u32>,
+    /// The new generations as they travel (epoch and content hash set), so the push can encode
+    /// each once.
+    pub states: BTreeMap<String, DesiredState>,
 }
 
-/// Compiles the desired states (by gateway) that `change` may have altered, from the snapshot
-/// after it and, for a device change, the device's row before it; gateways left out keep their
-/// generation. Errors refuse the write.
-pub type Compiler<'a> =
-    &'a dyn Fn(&Snapshot, Option<&DeviceRow>, &Change) -> Result<BTreeMap<String, DesiredState>>;
+/// Reads the site inside a write's transaction, after its changes: the compiler reads the
+/// devices it needs, not every row.
+pub trait SiteReader {
+    /// Profiles (latest versions), groups, gateways and stable ids; no devices.
+    fn base(&self) -> Result<Snapshot>;
+    /// Devices on any of `gateways` or using any of `profiles`, by id.
+    fn devices_of(
+        &self,
+        gateways: &BTreeSet<String>,
+        profiles: &BTreeSet<String>,
+    ) -> Result<Vec<DeviceRow>>;
+    fn device(&self, name: &str) -> Result<Option<DeviceRow>>;
+}
+
+/// Compiles the desired states (by gateway) that `changes` may have altered, reading the site
+/// after them, with each device change's row before it (`before[i]` for `changes[i]`); gateways
+/// left out keep their generation. Errors refuse the write.
+pub type Compiler<'a> = &'a dyn Fn(
+    &dyn SiteReader,
+    &[Option<DeviceRow>],
+    &[Change],
+) -> Result<BTreeMap<String, DesiredState>>;
 
 impl Change {
     /// The device a change is about, if it is about one.
@@ -212,8 +264,10 @@ pub trait Store: Send + Sync {
     fn audit_head_path(&self) -> Option<std::path::PathBuf> {
         None
     }
+    /// Everything: every device too (listings; writes read only what they change).
     fn snapshot(&self) -> Result<Snapshot>;
     fn device(&self, name: &str) -> Result<Option<DeviceRow>>;
+    fn gateway(&self, name: &str) -> Result<Option<GatewayRow>>;
     fn profile(&self, name: &str) -> Result<Option<ProfileRow>>;
     /// The store's epoch: a random id made when the store was created, sent with every
     /// bundle (generation numbers of two stores are not comparable).
@@ -280,13 +334,14 @@ pub trait Store: Send + Sync {
     /// `device`'s baseline lifecycle and when it last changed (Unix ms); None before its
     /// first flow.
     fn baseline_lifecycle(&self, device: &str) -> Result<Option<(Lifecycle, i64)>>;
-    /// Applies `change`, appends its audit entry and stores any new generation, atomically:
-    /// if the change, the compile or the audit fails, nothing is written.
+    /// Applies `changes` in order in one transaction, appends one audit entry per change and
+    /// stores at most one new generation per affected gateway: if a change, the compile or the
+    /// audit fails, nothing is written.
     fn write(
         &self,
         actor: &str,
         reason: &str,
-        change: &Change,
+        changes: &[Change],
         compile: Compiler<'_>,
     ) -> Result<WriteOutcome>;
 }

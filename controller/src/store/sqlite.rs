@@ -1,7 +1,8 @@
 //! Embedded SQLite store (rusqlite, bundled SQLite): one file, WAL, migrations.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::Mutex,
 };
@@ -10,8 +11,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use wardgate_analysis::baseline::lifecycle::Action;
 
 use super::{
-    AlertQuery, Change, Compiler, DeviceRow, GatewayRow, GenerationRow, ProfileRow, Snapshot,
-    Store, WriteOutcome, migrations::MIGRATIONS,
+    AlertQuery, Change, Compiler, DeviceRow, GatewayRow, GenerationRow, ProfileRow, SiteReader,
+    Snapshot, Store, StoreError, WriteOutcome, migrations::MIGRATIONS,
 };
 use crate::{
     audit::{
@@ -86,8 +87,39 @@ fn allocate_ids(tx: &Transaction<'_>, keys: &[(String, Vec<String>)]) -> Result<
     Ok(())
 }
 
-fn list(s: &str) -> Vec<String> {
-    serde_json::from_str(s).unwrap_or_default()
+/// A JSON list column of row `name` in `table`.
+fn list(table: &'static str, name: &str, s: &str) -> Result<Vec<String>> {
+    serde_json::from_str(s).map_err(|e| {
+        StoreError::corrupt(table, name, format!("not a JSON list of strings: {e}")).into()
+    })
+}
+
+/// Rewrites every device's MAC and addresses in their canonical text and indexes the
+/// addresses (migration 4): lookups by MAC or address compare text. A row that does not parse
+/// is left as it is, and reported by name when it is read.
+fn canonicalize_devices(tx: &Transaction<'_>) -> Result<()> {
+    let raw: Vec<RawDevice> = tx
+        .prepare(&format!("SELECT {DEVICE_COLS} FROM devices"))?
+        .query_map([], raw_device)?
+        .collect::<rusqlite::Result<_>>()?;
+    for r in raw {
+        let name = r.name.clone();
+        let Ok(d) = device_from_raw(r) else {
+            tracing::warn!(device = name, "corrupt device row left as it is");
+            continue;
+        };
+        tx.execute(
+            "UPDATE devices SET mac = ?2, addresses = ?3 WHERE name = ?1",
+            params![d.name, d.mac.to_string(), json(&d.addresses)],
+        )?;
+        for a in &d.addresses {
+            tx.execute(
+                "INSERT OR IGNORE INTO device_addresses (address, device) VALUES (?1, ?2)",
+                params![a.to_string(), d.name],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -169,6 +201,9 @@ impl SqliteStore {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
+            if i + 1 == 4 {
+                canonicalize_devices(&tx)?;
+            }
             tx.execute("DELETE FROM schema_version", [])?;
             tx.execute(
                 "INSERT INTO schema_version (version) VALUES (?1)",
@@ -237,12 +272,25 @@ fn audit_rows(c: &Connection) -> Result<Vec<AuditEntry>> {
     Ok(rows)
 }
 
-fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
-    Ok(DeviceRow {
+/// A device row as SQLite holds it: text, parsed by [`device_from_raw`].
+struct RawDevice {
+    name: String,
+    id: u32,
+    mac: String,
+    addresses: String,
+    profile: String,
+    mode: String,
+    gateway: String,
+    location: String,
+    asset_id: String,
+}
+
+fn raw_device(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDevice> {
+    Ok(RawDevice {
         name: r.get(0)?,
         id: r.get(1)?,
         mac: r.get(2)?,
-        addresses: list(&r.get::<_, String>(3)?),
+        addresses: r.get(3)?,
         profile: r.get(4)?,
         mode: r.get(5)?,
         gateway: r.get(6)?,
@@ -251,24 +299,94 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
     })
 }
 
+/// The store's edge for devices: a column that does not parse is a corrupt row, named.
+fn device_from_raw(r: RawDevice) -> Result<DeviceRow> {
+    let bad = |p: String| StoreError::corrupt("devices", &r.name, p);
+    let mac = r
+        .mac
+        .parse()
+        .map_err(|e: String| bad(format!("mac: {e}")))?;
+    let addresses = list("devices", &r.name, &r.addresses)?
+        .iter()
+        .map(|a| {
+            a.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| bad(format!("addresses: `{a}` is not an IP address")))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let mode = crate::compile::parse_mode(&r.mode).map_err(|e| bad(format!("mode: {e}")))?;
+    Ok(DeviceRow {
+        mac,
+        addresses,
+        mode,
+        name: r.name,
+        id: r.id,
+        profile: r.profile,
+        gateway: r.gateway,
+        location: r.location,
+        asset_id: r.asset_id,
+    })
+}
+
 const DEVICE_COLS: &str = "name, id, mac, addresses, profile, mode, gateway, location, asset_id";
 
+fn devices_where(c: &Connection, filter: &str, p: impl rusqlite::Params) -> Result<Vec<DeviceRow>> {
+    let mut q = c.prepare_cached(&format!(
+        "SELECT {DEVICE_COLS} FROM devices {filter} ORDER BY id"
+    ))?;
+    let raw: Vec<RawDevice> = q
+        .query_map(p, raw_device)?
+        .collect::<rusqlite::Result<_>>()?;
+    raw.into_iter().map(device_from_raw).collect()
+}
+
 fn device_by_name(c: &Connection, name: &str) -> Result<Option<DeviceRow>> {
-    Ok(c.query_row(
-        &format!("SELECT {DEVICE_COLS} FROM devices WHERE name = ?1"),
-        [name],
-        device_row,
-    )
-    .optional()?)
+    Ok(devices_where(c, "WHERE name = ?1", [name])?.pop())
+}
+
+fn gateway_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(GatewayRow, String)> {
+    Ok((
+        GatewayRow {
+            name: r.get(0)?,
+            interfaces: Vec::new(),
+            location: r.get(2)?,
+            applied_generation: r.get(3)?,
+            last_error: r.get(4)?,
+            applied_epoch: r.get(5)?,
+        },
+        r.get(1)?,
+    ))
+}
+
+fn gateways_where(
+    c: &Connection,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<GatewayRow>> {
+    let mut q = c.prepare_cached(&format!(
+        "SELECT name, interfaces, location, applied_generation, last_error, applied_epoch          FROM gateways {filter} ORDER BY name"
+    ))?;
+    let raw: Vec<(GatewayRow, String)> = q
+        .query_map(p, gateway_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    raw.into_iter()
+        .map(|(mut g, interfaces)| {
+            g.interfaces = list("gateways", &g.name, &interfaces)?;
+            Ok(g)
+        })
+        .collect()
 }
 
 fn snapshot(c: &Connection) -> Result<Snapshot> {
+    let mut s = base(c)?;
+    s.devices = devices_where(c, "", [])?;
+    Ok(s)
+}
+
+/// The site without its devices.
+fn base(c: &Connection) -> Result<Snapshot> {
     let mut s = Snapshot::default();
-    let mut q = c.prepare(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id"))?;
-    s.devices = q
-        .query_map([], device_row)?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut q = c.prepare(
+    let mut q = c.prepare_cached(
         "SELECT name, version, yaml FROM profiles p WHERE version = \
          (SELECT MAX(version) FROM profiles WHERE name = p.name) ORDER BY name",
     )?;
@@ -281,34 +399,69 @@ fn snapshot(c: &Connection) -> Result<Snapshot> {
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let mut q = c.prepare("SELECT name, cidrs FROM groups ORDER BY name")?;
-    s.groups = q
-        .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, list(&r.get::<_, String>(1)?)))
-        })?
-        .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
-    let mut q = c.prepare("SELECT name, interfaces, location, applied_generation, last_error, applied_epoch FROM gateways ORDER BY name")?;
-    s.gateways = q
-        .query_map([], |r| {
-            Ok(GatewayRow {
-                name: r.get(0)?,
-                interfaces: list(&r.get::<_, String>(1)?),
-                location: r.get(2)?,
-                applied_generation: r.get(3)?,
-                last_error: r.get(4)?,
-                applied_epoch: r.get(5)?,
-            })
-        })?
+    let mut q = c.prepare_cached("SELECT name, cidrs FROM groups ORDER BY name")?;
+    let groups: Vec<(String, String)> = q
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut q = c.prepare("SELECT profile, id FROM policy_ids")?;
+    s.groups = groups
+        .into_iter()
+        .map(|(name, cidrs)| {
+            let cidrs = list("groups", &name, &cidrs)?;
+            Ok((name, cidrs))
+        })
+        .collect::<Result<_>>()?;
+    s.gateways = gateways_where(c, "", [])?;
+    let mut q = c.prepare_cached("SELECT profile, id FROM policy_ids")?;
     s.policy_ids = q
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut q = c.prepare("SELECT profile, flow, id FROM rule_ids")?;
+    let mut q = c.prepare_cached("SELECT profile, flow, id FROM rule_ids")?;
     s.rule_ids = q
         .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(s)
+}
+
+fn mode_text(m: wardgate_policy::Mode) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .expect("modes serialize as strings")
+}
+
+/// A device's MAC and addresses are its own across the site: checked here, with indexed
+/// lookups, so a write to one device does not validate every other.
+fn unique_mac_and_addresses(tx: &Transaction<'_>, d: &DeviceRow) -> Result<()> {
+    let mac = d.mac.to_string();
+    if let Some(other) = tx
+        .query_row(
+            "SELECT name FROM devices WHERE mac = ?1 AND name != ?2",
+            params![mac, d.name],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+    {
+        return Err(Error::Invalid(format!(
+            "device `{}`: duplicate MAC {mac}, already used by `{other}`",
+            d.name
+        )));
+    }
+    for a in &d.addresses {
+        if let Some(other) = tx
+            .query_row(
+                "SELECT device FROM device_addresses WHERE address = ?1 AND device != ?2",
+                params![a.to_string(), d.name],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+        {
+            return Err(Error::Invalid(format!(
+                "device `{}`: duplicate address {a}, already used by `{other}`",
+                d.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn not_found(what: &'static str, name: &str) -> Error {
@@ -321,13 +474,7 @@ fn not_found(what: &'static str, name: &str) -> Error {
 /// Applies one change inside `tx`; returns (action, target, diff).
 fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, serde_json::Value)> {
     let device = |name: &str| -> Result<DeviceRow> {
-        tx.query_row(
-            &format!("SELECT {DEVICE_COLS} FROM devices WHERE name = ?1"),
-            [name],
-            device_row,
-        )
-        .optional()?
-        .ok_or_else(|| not_found("device", name))
+        device_by_name(tx, name)?.ok_or_else(|| not_found("device", name))
     };
     let diff = |before: &serde_json::Value, after: &serde_json::Value| serde_json::json!({"before": before, "after": after});
     Ok(match change {
@@ -342,14 +489,22 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, serde
                 })?,
             };
             let d = &DeviceRow { id, ..d.clone() };
+            unique_mac_and_addresses(tx, d)?;
             tx.execute(
                 &format!(
                     "INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                      ON CONFLICT(name) DO UPDATE SET id = ?2, mac = ?3, addresses = ?4, profile = ?5, \
                      mode = ?6, gateway = ?7, location = ?8, asset_id = ?9"
                 ),
-                params![d.name, d.id, d.mac, json(&d.addresses), d.profile, d.mode, d.gateway, d.location, d.asset_id],
+                params![d.name, d.id, d.mac.to_string(), json(&d.addresses), d.profile, mode_text(d.mode), d.gateway, d.location, d.asset_id],
             )?;
+            tx.execute("DELETE FROM device_addresses WHERE device = ?1", [&d.name])?;
+            for a in &d.addresses {
+                tx.execute(
+                    "INSERT OR IGNORE INTO device_addresses (address, device) VALUES (?1, ?2)",
+                    params![a.to_string(), d.name],
+                )?;
+            }
             (
                 "upsert_device".into(),
                 d.name.clone(),
@@ -378,7 +533,7 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, serde
             let d = device(name)?;
             tx.execute(
                 "UPDATE devices SET mode = ?2 WHERE name = ?1",
-                params![name, mode],
+                params![name, mode_text(*mode)],
             )?;
             (
                 "set_mode".into(),
@@ -437,7 +592,7 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, serde
                 "upsert_group".into(),
                 name.clone(),
                 diff(
-                    &serde_json::json!(before.map(|b| list(&b))),
+                    &serde_json::json!(before.map(|b| list("groups", name, &b)).transpose()?),
                     &serde_json::json!(cidrs),
                 ),
             )
@@ -516,6 +671,45 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, serde
     })
 }
 
+/// Cancels the head lines of a write that did not commit, newest first.
+fn abort_heads(head: &HeadFile, heads: &[(u64, String)], ts: i64) {
+    for (seq, hash) in heads.iter().rev() {
+        if let Err(h) = head.abort(*seq, hash, ts) {
+            tracing::error!(
+                seq,
+                "the audit head file keeps a head that did not commit: {h}"
+            );
+        }
+    }
+}
+
+/// The site as a write's transaction sees it.
+struct TxReader<'a>(&'a Connection);
+
+impl SiteReader for TxReader<'_> {
+    fn base(&self) -> Result<Snapshot> {
+        base(self.0)
+    }
+
+    fn devices_of(
+        &self,
+        gateways: &BTreeSet<String>,
+        profiles: &BTreeSet<String>,
+    ) -> Result<Vec<DeviceRow>> {
+        let as_json = |s: &BTreeSet<String>| json(&s.iter().collect::<Vec<_>>());
+        devices_where(
+            self.0,
+            "WHERE gateway IN (SELECT value FROM json_each(?1)) \
+             OR profile IN (SELECT value FROM json_each(?2))",
+            params![as_json(gateways), as_json(profiles)],
+        )
+    }
+
+    fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
+        device_by_name(self.0, name)
+    }
+}
+
 impl Store for SqliteStore {
     fn audit_head_path(&self) -> Option<PathBuf> {
         self.head.as_ref().map(|h| h.path().to_path_buf())
@@ -527,6 +721,10 @@ impl Store for SqliteStore {
 
     fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
         device_by_name(&self.conn(), name)
+    }
+
+    fn gateway(&self, name: &str) -> Result<Option<GatewayRow>> {
+        Ok(gateways_where(&self.conn(), "WHERE name = ?1", [name])?.pop())
     }
 
     fn profile(&self, name: &str) -> Result<Option<ProfileRow>> {
@@ -769,22 +967,53 @@ impl Store for SqliteStore {
         &self,
         actor: &str,
         reason: &str,
-        change: &Change,
+        changes: &[Change],
         compile: Compiler<'_>,
     ) -> Result<WriteOutcome> {
+        if changes.is_empty() {
+            return Err(Error::Invalid("nothing to write".into()));
+        }
         let mut c = self.conn();
         let tx = c.transaction()?;
-        let before = match change.device() {
-            Some(name) => device_by_name(&tx, name)?,
-            None => None,
-        };
-        let (action, target, diff) = apply(&tx, change)?;
-        // Stable ids for any new profile or flow, then compile with the change applied; any
-        // error rolls everything back.
-        allocate_ids(&tx, &crate::compile::flow_keys(&snapshot(&tx)?)?)?;
-        let states = compile(&snapshot(&tx)?, before.as_ref(), change)?;
+        let mut before = Vec::with_capacity(changes.len());
+        let mut entries = Vec::with_capacity(changes.len());
+        let mut new_profiles = BTreeSet::new();
+        for change in changes {
+            before.push(match change.device() {
+                Some(name) => device_by_name(&tx, name)?,
+                None => None,
+            });
+            entries.push(apply(&tx, change)?);
+            if let Change::UpsertProfile { name, .. } = change {
+                new_profiles.insert(name.clone());
+            }
+        }
+        // Stable ids for the profiles written (and their flows), then compile with the changes
+        // applied; any error rolls everything back.
+        // Profiles stored before ids existed get theirs with the first write after.
+        let unnumbered: Vec<String> = tx
+            .prepare_cached(
+                "SELECT DISTINCT name FROM profiles WHERE name NOT IN (SELECT profile FROM policy_ids)",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        new_profiles.extend(unnumbered);
+        if !new_profiles.is_empty() {
+            let b = base(&tx)?;
+            let written = Snapshot {
+                profiles: b
+                    .profiles
+                    .into_iter()
+                    .filter(|p| new_profiles.contains(&p.name))
+                    .collect(),
+                ..Snapshot::default()
+            };
+            allocate_ids(&tx, &crate::compile::flow_keys(&written)?)?;
+        }
+        let states = compile(&TxReader(&tx), &before, changes)?;
         let epoch = epoch(&tx)?;
         let mut generations = BTreeMap::new();
+        let mut sent = BTreeMap::new();
         let mut enforced = Enforcement::new();
         for (gateway, mut state) in states {
             let latest: Option<(u32, String)> = tx
@@ -822,15 +1051,16 @@ impl Store for SqliteStore {
                 )));
             }
             let stored = state.to_json();
-            enforced.insert(
-                gateway.clone(),
-                enforcement::gateway_change(prev.as_ref(), &state, &stored),
-            );
+            let change = enforcement::gateway_change(prev.as_ref(), &state, &stored);
             tx.execute(
                 "INSERT INTO generations (gateway, generation, state_json, reason, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![gateway, next, stored, reason, now_ms()],
             )?;
-            generations.insert(gateway, next);
+            state.epoch.clone_from(&epoch);
+            state.content_hash.clone_from(&change.content_sha256);
+            enforced.insert(gateway.clone(), change);
+            generations.insert(gateway.clone(), next);
+            sent.insert(gateway, state);
         }
         let (prev_hash, prev_seq): (String, u64) = tx
             .query_row(
@@ -840,37 +1070,48 @@ impl Store for SqliteStore {
             )
             .optional()?
             .unwrap_or((audit::GENESIS.to_string(), 0));
-        let seq = prev_seq + 1;
         let ts = now_ms();
-        let mut diff = diff;
-        if !enforced.is_empty() {
-            diff["enforcement"] = serde_json::json!(enforced);
+        // One entry per change; the generations the write produced go in the last one.
+        let last = entries.len() - 1;
+        let (mut seq, mut prev_hash) = (prev_seq, prev_hash);
+        let mut heads = Vec::with_capacity(entries.len());
+        for (i, (action, target, mut diff)) in entries.into_iter().enumerate() {
+            if i == last && !enforced.is_empty() {
+                diff["enforcement"] = serde_json::json!(enforced);
+            }
+            seq += 1;
+            let mut e = AuditEntry {
+                seq,
+                unix_ms: ts,
+                actor: actor.to_string(),
+                action,
+                target,
+                diff: json(&diff),
+                reason: reason.to_string(),
+                prev_hash,
+                hash: String::new(),
+            };
+            e.hash = e.content_hash();
+            tx.prepare_cached(
+                "INSERT INTO audit (seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![e.seq as i64, e.unix_ms, e.actor, e.action, e.target, e.diff, e.reason, e.prev_hash, e.hash])?;
+            heads.push((seq, e.hash.clone()));
+            prev_hash = e.hash;
         }
-        let mut e = AuditEntry {
-            seq,
-            unix_ms: ts,
-            actor: actor.to_string(),
-            action,
-            target,
-            diff: json(&diff),
-            reason: reason.to_string(),
-            prev_hash,
-            hash: String::new(),
-        };
-        e.hash = e.content_hash();
-        tx.execute(
-            "INSERT INTO audit (seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![e.seq as i64, e.unix_ms, e.actor, e.action, e.target, e.diff, e.reason, e.prev_hash, e.hash],
-        )?;
         // The head leaves the database before the write commits: a write whose head cannot
         // be written is refused (the transaction rolls back when dropped).
+        // One line per entry, so verify names the first entry of a rewrite.
         if let Some(head) = &self.head {
-            head.append(seq, &e.hash, ts).map_err(|err| {
-                Error::Internal(format!(
-                    "recording the audit head in {}: {err}; nothing was written",
-                    head.path().display()
-                ))
-            })?;
+            for (i, (seq, hash)) in heads.iter().enumerate() {
+                if let Err(err) = head.append(*seq, hash, ts) {
+                    abort_heads(head, &heads[..i], ts);
+                    return Err(Error::Internal(format!(
+                        "recording the audit head in {}: {err}; nothing was written",
+                        head.path().display()
+                    )));
+                }
+            }
         }
         // The head file's fsync runs beside the store's commit (its own fsync): one after the
         // other they added 1.8-5 ms to every write on a busy 2-core machine.
@@ -880,13 +1121,8 @@ impl Store for SqliteStore {
             (committed, sync.map(|j| j.join()))
         });
         if let Err(err) = committed {
-            if let Some(head) = &self.head
-                && let Err(h) = head.abort(seq, &e.hash, ts)
-            {
-                tracing::error!(
-                    seq,
-                    "the audit head file keeps a head that did not commit: {h}"
-                );
+            if let Some(head) = &self.head {
+                abort_heads(head, &heads, ts);
             }
             return Err(err.into());
         }
@@ -901,6 +1137,7 @@ impl Store for SqliteStore {
         Ok(WriteOutcome {
             audit_seq: seq,
             generations,
+            states: sent,
         })
     }
 }
