@@ -214,7 +214,7 @@ fn scope(
             out.insert(g.name.clone());
         }
         Change::UpsertGroup { .. } => return None,
-        Change::AcknowledgeAlerts { .. } => {}
+        Change::AcknowledgeAlerts { .. } | Change::SuppressAlerts { .. } => {}
     }
     Some(out)
 }
