@@ -140,7 +140,8 @@ fn an_alert_of_an_older_agent_is_the_datapath_detector_of_its_kind() {
 #[test]
 fn every_bad_field_is_named() {
     let good = pb::Alert::from(&full());
-    let cases: Vec<(&str, Box<dyn Fn(&mut pb::Alert)>)> = vec![
+    type Spoil = Box<dyn Fn(&mut pb::Alert)>;
+    let cases: Vec<(&str, Spoil)> = vec![
         ("id", Box::new(|a| a.id.clear())),
         ("severity", Box::new(|a| a.severity = "urgent".into())),
         ("severity", Box::new(|a| a.severity.clear())),
