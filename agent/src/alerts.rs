@@ -12,6 +12,11 @@ use std::{
 use anyhow::Context as _;
 use prost::Message as _;
 
+use wardgate_analysis::{
+    FlowDirection, Mac,
+    detect::{Finding, FlowRef, Matrix, Severity, Technique},
+    flow::DeviceRef,
+};
 use wardgate_policy::{DesiredState, Mode};
 use wardgate_proto::v1 as pb;
 
@@ -25,35 +30,42 @@ pub const OUTBOX_CAP: usize = 10_000;
 /// Largest batch sent in one message.
 pub const BATCH: usize = 100;
 
-/// The alert for a datapath event, or `None` for events that are learning data (new flows),
+/// The finding for a datapath event, or `None` for events that are learning data (new flows),
 /// named from `state`, the generation that produced the event (`None`: not known any more).
 /// `id` must be unique for this gateway (the agent uses its start time and a sequence number).
+/// It travels as a `pb::Alert` (`From<&Finding>`, proto/src/finding.rs).
 pub fn from_event(
     ev: &DatapathEvent,
     state: Option<&DesiredState>,
     id: String,
     observed_unix_ms: i64,
-) -> Option<pb::Alert> {
+) -> Option<Finding> {
+    use wardgate_analysis::detect::finding::datapath;
     // Spoofing is how an attacker gets a device's allowlist (ATT&CK for ICS T0830,
     // Adversary-in-the-Middle); a denied flow from an enforced device is the allowlist working
     // against something real; would-deny is the same seen in monitor mode.
-    let (severity, technique) = match ev.kind {
-        EventKind::Spoof => ("critical", "T0830"),
-        EventKind::Deny => ("high", ""),
-        EventKind::WouldDeny => ("medium", ""),
-        EventKind::UnknownDevice => ("low", ""),
+    let (detector, severity) = match ev.kind {
+        EventKind::Spoof => (datapath::SPOOF, Severity::Critical),
+        EventKind::Deny => (datapath::DENY, Severity::High),
+        EventKind::WouldDeny => (datapath::WOULD_DENY, Severity::Medium),
+        EventKind::UnknownDevice => (datapath::UNKNOWN_DEVICE, Severity::Low),
         // A device at an address its inventory entry does not list (learn/monitor; enforced
         // devices doing this are spoofing).
-        EventKind::NewAddress => ("medium", ""),
+        EventKind::NewAddress => (datapath::NEW_ADDRESS, Severity::Medium),
         // A device opening flows faster than its class ever should (scan, flood).
-        EventKind::FlowCap => ("high", ""),
+        EventKind::FlowCap => (datapath::FLOW_CAP, Severity::High),
         // The gateway's agent stopped beating: fail-open devices are only monitored now
         // (reason pass_monitor_would_deny); or it came back (pass_policy).
         EventKind::Watchdog if ev.reason == Some(wardgate_common::Reason::PassPolicy) => {
-            ("low", "")
+            (datapath::WATCHDOG, Severity::Low)
         }
-        EventKind::Watchdog => ("high", ""),
+        EventKind::Watchdog => (datapath::WATCHDOG, Severity::High),
         EventKind::NewFlow | EventKind::Other(_) => return None,
+    };
+    let technique = if ev.kind == EventKind::Spoof {
+        Technique::new("T0830", "Adversary-in-the-Middle", Matrix::Ics)
+    } else {
+        Technique::new("", "", Matrix::Ics)
     };
     // `state` is the generation that produced the event: ids are named as they were then.
     let device = state.and_then(|s| s.device(ev.device_id));
@@ -62,36 +74,69 @@ pub fn from_event(
             .iter()
             .find(|p| p.policy_id == ev.policy_id && ev.device_id != 0)
     });
-    let profile = policy.map(|p| p.profile.clone());
-    let rule_name = state
-        .and_then(|s| s.rule(ev.rule_id))
-        .map(|(_, r)| r.name.clone());
     let mode = device.map(|d| match d.mode {
         Mode::Learn => "learn",
         Mode::Monitor => "monitor",
         Mode::Enforce => "enforce",
         Mode::Quarantine => "quarantine",
     });
-    Some(pb::Alert {
-        id,
-        device: device.map(|d| d.name.clone()).unwrap_or_default(),
-        profile: profile.unwrap_or_default(),
-        rule_id: ev.rule_id,
-        kind: ev.kind.name().into(),
-        severity: severity.into(),
-        mode: mode.unwrap_or_default().into(),
-        src: ev.src.to_string(),
-        src_port: ev.sport.into(),
-        dst: ev.dst.to_string(),
-        dst_port: ev.dport.into(),
-        protocol: ev.proto.into(),
-        mitre_technique: technique.into(),
-        observed_unix_ms,
-        generation: ev.generation,
-        rule_name: rule_name.unwrap_or_default(),
-        profile_version: policy.map_or(0, |p| p.profile_version),
-        ..Default::default()
-    })
+    let device_ref = DeviceRef {
+        name: device.map(|d| d.name.clone()).unwrap_or_default(),
+        id: device.map(|_| ev.device_id),
+        mac: (ev.from_device && ev.src_mac != [0; 6]).then_some(Mac(ev.src_mac)),
+    };
+    let time_ns = u64::try_from(observed_unix_ms).unwrap_or(0) * 1_000_000;
+    let mut f = Finding::new(detector, &device_ref, time_ns, severity, 1.0, technique);
+    f.id = id;
+    f.class = policy.map(|p| p.profile.clone());
+    f.profile_version = policy.map(|p| p.profile_version);
+    f.rule = (ev.rule_id != 0).then_some(ev.rule_id);
+    f.rule_name = state
+        .and_then(|s| s.rule(ev.rule_id))
+        .map(|(_, r)| r.name.clone());
+    f.generation = (ev.generation != 0).then_some(ev.generation);
+    f.mode = mode.map(str::to_string);
+    // The datapath reports the packet that opened the flow: from a device, the device opened it.
+    let ((device_addr, device_port), (peer, peer_port), direction) = if ev.from_device {
+        (
+            (ev.src, ev.sport),
+            (ev.dst, ev.dport),
+            FlowDirection::Opened,
+        )
+    } else {
+        (
+            (ev.dst, ev.dport),
+            (ev.src, ev.sport),
+            FlowDirection::Received,
+        )
+    };
+    f.peer = Some(peer);
+    f.flows.push(FlowRef {
+        direction,
+        device_addr,
+        device_port,
+        peer,
+        peer_port,
+        proto: ev.proto,
+        first_seen_ns: time_ns,
+        last_seen_ns: time_ns,
+        packets: 1,
+        bytes: 0,
+    });
+    f.summary = format!(
+        "{} {} {}:{} -> {}:{}",
+        wardgate_analysis::detect::format::title(detector),
+        if f.device.name.is_empty() {
+            "-"
+        } else {
+            f.device.name.as_str()
+        },
+        ev.src,
+        ev.sport,
+        ev.dst,
+        ev.dport
+    );
+    Some(f)
 }
 
 /// Severities from the lowest to the highest, as `from_event` names them. An alert with any

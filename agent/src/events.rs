@@ -90,7 +90,10 @@ pub async fn read_events(
                     }
                     seq += 1;
                     let id = format!("{started}-{seq}");
-                    batch.extend(alerts::from_event(&ev, named, id, unix_ms()));
+                    batch.extend(
+                        alerts::from_event(&ev, named, id, unix_ms())
+                            .map(|f| wardgate_proto::v1::Alert::from(&f)),
+                    );
                 }
                 None => {
                     skipped += 1;
@@ -207,7 +210,11 @@ mod tests {
 
     fn named(g: &Generations, generation: u32) -> (String, String, u32) {
         let a = alerts::from_event(&event(generation), g.get(generation), "x".into(), 0).unwrap();
-        (a.device, a.rule_name, a.profile_version)
+        (
+            a.device.name,
+            a.rule_name.unwrap_or_default(),
+            a.profile_version.unwrap_or(0),
+        )
     }
 
     #[test]

@@ -484,7 +484,7 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
     ] {
         let a = wardgate_agent::alerts::from_event(&event(kind, dport), Some(&state), id.into(), 1)
             .unwrap();
-        alerts.push_all(vec![a]);
+        alerts.push_all(vec![pb::Alert::from(&a)]);
     }
     let first = tokio::time::timeout(Duration::from_secs(10), tail.message())
         .await

@@ -198,7 +198,9 @@ pub fn affected(
             Change::UpsertGroup { .. } => {
                 scope.extend(snap.gateways.iter().map(|g| g.name.clone()));
             }
-            Change::AcknowledgeAlerts { .. } | Change::SetBaseline { .. } => {}
+            Change::AcknowledgeAlerts { .. }
+            | Change::SuppressAlerts { .. }
+            | Change::SetBaseline { .. } => {}
         }
     }
     if !touched.is_empty() {

@@ -1,6 +1,5 @@
 //! The controller's configuration file (`wardgate-controller --config PATH`): typed, with
 //! documented defaults, unknown keys refused with their file, line and column (as the agent's).
-//! SOC sinks are added here by the detection work.
 
 use std::{
     net::SocketAddr,
@@ -30,6 +29,108 @@ pub struct ControllerConfig {
     /// Prometheus metrics on `GET /metrics`. Without it the controller serves none.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// SOC sinks: each reads the alert store from its own cursor (see `sinks`). Default none.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// One SOC sink.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    /// Names the sink's cursor in the store. Default `KIND:ADDRESS` or `ocsf:PATH`. A sink
+    /// with a new name starts with the oldest stored alert.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// syslog: the collector, `HOST:PORT` (TCP, RFC 6587 octet-counting framing).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// syslog: TLS to the collector (RFC 5425), checked against this CA.
+    #[serde(default)]
+    pub tls: Option<SinkTls>,
+    /// ocsf: the file JSON lines are appended to; absent or `-` = standard output.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// ocsf: a file this large is rotated (`PATH.1`, `PATH.2`, ...) before the next write.
+    /// Default 64 MiB.
+    #[serde(default = "default_rotate_bytes")]
+    pub rotate_bytes: u64,
+    /// ocsf: rotated files kept. Default 5.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// RFC 5424 lines with a CEF payload, over TCP or TLS.
+    Syslog,
+    /// OCSF 1.x JSON lines (Detection Finding 2004; Network Activity 4001 for denies).
+    Ocsf,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkTls {
+    /// PEM file of the CA(s) the collector's certificate must chain to.
+    pub ca: PathBuf,
+    /// The name the collector's certificate must carry. Default: the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+fn default_rotate_bytes() -> u64 {
+    64 << 20
+}
+fn default_keep() -> u32 {
+    5
+}
+
+impl SinkConfig {
+    /// The cursor's name.
+    pub fn name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        match self.kind {
+            SinkKind::Syslog => format!("syslog:{}", self.address.as_deref().unwrap_or("")),
+            SinkKind::Ocsf => format!(
+                "ocsf:{}",
+                self.path
+                    .as_deref()
+                    .map_or("-".into(), |p| p.display().to_string())
+            ),
+        }
+    }
+
+    /// Checks the keys fit the kind.
+    fn check(&self) -> Result<(), String> {
+        match self.kind {
+            SinkKind::Syslog => {
+                let Some(a) = &self.address else {
+                    return Err("a syslog sink needs `address` (HOST:PORT)".into());
+                };
+                if a.rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                {
+                    return Err(format!("address `{a}` is not HOST:PORT"));
+                }
+                if self.path.is_some() {
+                    return Err("`path` is for ocsf sinks".into());
+                }
+            }
+            SinkKind::Ocsf => {
+                if self.address.is_some() || self.tls.is_some() {
+                    return Err("`address` and `tls` are for syslog sinks".into());
+                }
+                if self.keep == 0 || self.rotate_bytes == 0 {
+                    return Err("`keep` and `rotate_bytes` must be at least 1".into());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The metrics endpoint (plain HTTP: bind it to loopback or a management address).
@@ -65,6 +166,7 @@ impl Default for ControllerConfig {
             data: default_data(),
             certs: default_certs(),
             metrics: None,
+            sinks: Vec::new(),
         }
     }
 }
@@ -92,7 +194,16 @@ impl ControllerConfig {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        Ok(serde_saphyr::from_str(text)?)
+        let cfg: Self = serde_saphyr::from_str(text)?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in cfg.sinks.iter().enumerate() {
+            s.check()
+                .map_err(|e| anyhow::anyhow!("sinks[{i}] ({}): {e}", s.name()))?;
+            if !names.insert(s.name()) {
+                anyhow::bail!("sinks[{i}]: two sinks are named `{}`", s.name());
+            }
+        }
+        Ok(cfg)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -157,13 +268,58 @@ mod tests {
             msg.contains(&format!("{}:4:3", path.display())) && msg.contains("lisen"),
             "{msg}"
         );
-        std::fs::write(&path, "sinks: []\n").unwrap();
+        std::fs::write(&path, "sinks:\n  - kind: syslog\n    adress: x\n").unwrap();
         let msg = format!("{:#}", ControllerConfig::load(&path).unwrap_err());
-        assert!(msg.contains("sinks") && msg.contains("line 1"), "{msg}");
+        assert!(
+            msg.contains(&format!("{}:3:5", path.display())) && msg.contains("adress"),
+            "{msg}"
+        );
         std::fs::write(&path, "listen: localhost\n").unwrap();
         let msg = format!("{:#}", ControllerConfig::load(&path).unwrap_err());
         assert!(msg.contains("line 1"), "{msg}");
         assert!(ControllerConfig::load(&dir.path().join("missing.yaml")).is_err());
+    }
+
+    #[test]
+    fn sinks_parse_and_keys_must_fit_their_kind() {
+        let cfg = ControllerConfig::parse(
+            "sinks:\n  - {kind: syslog, address: 'siem.example:6514', tls: {ca: /etc/ca.pem}}\n  \
+             - {kind: ocsf, path: /var/log/wardgate/ocsf.jsonl, rotate_bytes: 1000, keep: 2}\n  \
+             - {kind: ocsf}\n",
+        )
+        .unwrap();
+        let names: Vec<String> = cfg.sinks.iter().map(SinkConfig::name).collect();
+        assert_eq!(
+            names,
+            [
+                "syslog:siem.example:6514",
+                "ocsf:/var/log/wardgate/ocsf.jsonl",
+                "ocsf:-"
+            ]
+        );
+        assert_eq!(
+            cfg.sinks[0].tls.as_ref().unwrap().ca,
+            PathBuf::from("/etc/ca.pem")
+        );
+        assert_eq!((cfg.sinks[1].rotate_bytes, cfg.sinks[1].keep), (1000, 2));
+        assert_eq!(
+            (cfg.sinks[2].rotate_bytes, cfg.sinks[2].keep),
+            (64 << 20, 5)
+        );
+        for (text, expect) in [
+            ("sinks: [{kind: syslog}]", "needs `address`"),
+            ("sinks: [{kind: syslog, address: nohost}]", "not HOST:PORT"),
+            ("sinks: [{kind: ocsf, address: 'a:1'}]", "for syslog sinks"),
+            ("sinks: [{kind: ocsf, keep: 0}]", "at least 1"),
+            (
+                "sinks: [{kind: ocsf}, {kind: ocsf}]",
+                "two sinks are named `ocsf:-`",
+            ),
+            ("sinks: [{kind: kafka}]", "kafka"),
+        ] {
+            let e = format!("{:#}", ControllerConfig::parse(text).unwrap_err());
+            assert!(e.contains(expect), "{text}: {e}");
+        }
     }
 
     #[test]

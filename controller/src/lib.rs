@@ -1,6 +1,7 @@
 //! The wardgate controller library: gRPC services (agent, admin, alerts), the store and its
 //! audit trail, access control, policy push, and the wardctl CLI commands.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod certs;
@@ -14,4 +15,5 @@ pub mod offline;
 pub mod push;
 pub mod server;
 pub mod service;
+pub mod sinks;
 pub mod store;

@@ -9,9 +9,11 @@ pub mod v1 {
 }
 
 pub mod bundle;
+pub mod finding;
 pub mod flows;
 
 pub use bundle::{BundleError, bundle_len};
+pub use finding::AlertError;
 
 /// The .proto files, for clients in other languages (e.g. the Python interop test).
 pub const PROTO_ROOT: &str = env!("CARGO_MANIFEST_DIR");

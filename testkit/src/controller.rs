@@ -34,6 +34,7 @@ pub struct LabController {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     metrics_task: JoinHandle<()>,
+    sinks: Option<wardgate_controller::sinks::Sinks>,
 }
 
 impl LabController {
@@ -71,6 +72,21 @@ impl LabController {
     ) -> anyhow::Result<LabController> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         LabController::serve_on(dir, gateways, users, listener, settings).await
+    }
+
+    /// As `start`, with SOC sinks (reading the store in `dir/data` from their cursors).
+    pub async fn start_with_sinks(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        sinks: &[wardgate_controller::config::SinkConfig],
+    ) -> anyhow::Result<LabController> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut lab =
+            LabController::serve_on(dir, gateways, users, listener, &Settings::default()).await?;
+        let store: Arc<dyn Store> = lab.store.clone();
+        lab.sinks = Some(wardgate_controller::sinks::Sinks::start(store, sinks)?);
+        Ok(lab)
     }
 
     /// As `start`, serving on `listener` (a controller that comes up at a known address).
@@ -126,6 +142,7 @@ impl LabController {
             stop: Some(stop),
             task: Some(task),
             metrics_task,
+            sinks: None,
         })
     }
 
@@ -279,6 +296,9 @@ impl LabController {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
+        }
+        if let Some(sinks) = self.sinks.take() {
+            sinks.stop().await;
         }
         let Some(mut task) = self.task.take() else {
             return Ok(());

@@ -31,6 +31,9 @@ const APT: &[&str] = &[
     // A real port scan from a device for the detectors (agent/tests/replay_netns.rs).
     "nmap",
     "python3-pip",
+    // The SOC sink tests' syslog collector (controller/tests/soc_sinks.rs), TCP and TLS.
+    "rsyslog",
+    "rsyslog-gnutls",
     // promtool checks both /metrics endpoints; curl scrapes the agent's inside its namespace.
     "prometheus",
     "curl",

@@ -199,7 +199,7 @@ pub struct Finding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile_version: Option<String>,
+    pub profile_version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,7 +208,13 @@ pub struct Finding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation: Option<u64>,
+    pub generation: Option<u32>,
+    /// The rule's name, from that generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
+    /// The device's mode then (`learn`, `monitor`, `enforce`, `quarantine`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     /// The detector's name (`scan_vertical`, `class_protocol`, ...).
     pub detector: String,
     pub severity: Severity,
@@ -250,6 +256,8 @@ impl Finding {
             asset_id: None,
             rule: None,
             generation: None,
+            rule_name: None,
+            mode: None,
             detector: detector.into(),
             severity,
             confidence: confidence.clamp(0.0, 1.0),
@@ -260,6 +268,44 @@ impl Finding {
             evidence: Evidence::default(),
             action: quarantine_action(&device.name),
         }
+    }
+}
+
+/// The detectors of datapath events: the datapath reports them, the agent names them from the
+/// generation that produced them, and they travel as findings like any detector's. `kind` is
+/// the event kind the protobuf `Alert.kind` carries (every other detector is `anomaly`).
+pub mod datapath {
+    pub const DENY: &str = "datapath_deny";
+    pub const WOULD_DENY: &str = "datapath_would_deny";
+    /// The same detector as the ARP/ND claim detector: an address used with another MAC.
+    pub const SPOOF: &str = "spoof";
+    pub const UNKNOWN_DEVICE: &str = "datapath_unknown_device";
+    pub const NEW_ADDRESS: &str = "datapath_new_address";
+    pub const FLOW_CAP: &str = "datapath_flow_cap";
+    pub const WATCHDOG: &str = "datapath_watchdog";
+
+    /// (event kind, detector).
+    pub const KINDS: [(&str, &str); 7] = [
+        ("deny", DENY),
+        ("would_deny", WOULD_DENY),
+        ("spoof", SPOOF),
+        ("unknown_device", UNKNOWN_DEVICE),
+        ("new_address", NEW_ADDRESS),
+        ("flow_cap", FLOW_CAP),
+        ("watchdog", WATCHDOG),
+    ];
+
+    /// The alert kind of a detector's findings.
+    pub fn kind(detector: &str) -> &'static str {
+        KINDS
+            .iter()
+            .find(|(_, d)| *d == detector)
+            .map_or("anomaly", |(k, _)| k)
+    }
+
+    /// The detector of a datapath event kind, if it is one.
+    pub fn detector(kind: &str) -> Option<&'static str> {
+        KINDS.iter().find(|(k, _)| *k == kind).map(|(_, d)| *d)
     }
 }
 

@@ -11,6 +11,7 @@ use wardgate_controller::{
     listener::TlsState,
     metrics::{self, ControllerMetrics},
     server::{self, TlsFiles},
+    sinks::Sinks,
     store::{SqliteStore, Store},
 };
 
@@ -108,6 +109,8 @@ async fn main() -> anyhow::Result<()> {
         let registry = Arc::new(counters.registry(store.clone()));
         tokio::spawn(metrics::serve(metrics_listener, registry));
     }
+    // SOC sinks: a collector that is down is retried; a CA that does not read stops here.
+    let sinks = Sinks::start(store.clone(), &cfg.sinks).context("starting the SOC sinks")?;
     let tls = TlsFiles::in_dir(&cfg.certs);
     // Certificates (and the revocation list) checked before READY=1: a controller that cannot
     // serve TLS never says ready.
@@ -126,5 +129,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
         wardgate_daemon::notify::stopping("finishing open calls");
     };
-    server::serve(store, counters, &tls, &cli.settings, listener, shutdown).await
+    let served = server::serve(store, counters, &tls, &cli.settings, listener, shutdown).await;
+    sinks.stop().await;
+    served
 }

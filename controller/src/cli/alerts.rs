@@ -24,14 +24,31 @@ pub enum AlertsCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Acknowledge a pattern: alerts of DETECTOR on DEVICE (about PEER, if given) are still
+    /// stored but no longer sent to the SOC sinks. Audited.
+    Suppress {
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        detector: String,
+        #[arg(long, default_value = "")]
+        peer: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn line(a: &pb::Alert) -> String {
+    let what = if a.detector.is_empty() {
+        &a.kind
+    } else {
+        &a.detector
+    };
     format!(
-        "{} {:<8} {:<10} {:<10} {} {}:{} -> {}:{} proto {} {}",
+        "{} {:<8} {:<14} {:<10} {} {}:{} -> {}:{} proto {} {} {}",
         a.id,
         a.severity,
-        a.kind,
+        what,
         a.gateway,
         a.device,
         a.src,
@@ -39,12 +56,13 @@ fn line(a: &pb::Alert) -> String {
         a.dst,
         a.dst_port,
         a.protocol,
-        a.mitre_technique
+        a.mitre_technique,
+        a.location
     )
 }
 
 fn json(a: &pb::Alert) -> serde_json::Value {
-    crate::service::agent::alert_json(a)
+    crate::alerts::to_json(a)
 }
 
 pub async fn run(cmd: AlertsCmd, remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
@@ -85,6 +103,23 @@ pub async fn run(cmd: AlertsCmd, remote: &Remote, out: OutputFormat) -> anyhow::
                 .await?
                 .into_inner();
             println!("acknowledged (audit entry {})", w.audit_seq);
+        }
+        AlertsCmd::Suppress {
+            device,
+            detector,
+            peer,
+            reason,
+        } => {
+            let w = c
+                .suppress(pb::SuppressRequest {
+                    device,
+                    detector,
+                    peer,
+                    reason,
+                })
+                .await?
+                .into_inner();
+            println!("suppressed (audit entry {})", w.audit_seq);
         }
     }
     Ok(())

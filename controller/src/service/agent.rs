@@ -5,13 +5,15 @@ use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
+use wardgate_analysis::detect::Finding;
 use wardgate_proto::v1::{
-    AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest, RegisterResponse,
-    StatusAck, StatusReport, WatchPolicyRequest, agent_service_server::AgentService,
+    self as pb, AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest,
+    RegisterResponse, StatusAck, StatusReport, WatchPolicyRequest,
+    agent_service_server::AgentService,
 };
 
-use super::{Ctx, severity_rank};
-use crate::{auth, error::Error, metrics::WriteKind, push::Published};
+use super::Ctx;
+use crate::{alerts, auth, error::Error, metrics::WriteKind, push::Published};
 
 pub struct Agent(pub Ctx);
 
@@ -170,7 +172,7 @@ impl AgentService for Agent {
                     }
                 };
                 let mut rows = Vec::new();
-                for mut a in batch.alerts {
+                for a in batch.alerts {
                     if a.id.is_empty() {
                         let _ = tx
                             .send(Err(Status::invalid_argument("alert without id")))
@@ -186,26 +188,24 @@ impl AgentService for Agent {
                             .await;
                         return;
                     }
-                    a.gateway = gateway.clone();
-                    let sev = match severity_rank(&a.severity) {
-                        Ok(s) => s,
+                    // The one alert type: every field checked, the inventory's context added.
+                    let mut f = match Finding::try_from(&a) {
+                        Ok(f) => f,
                         Err(e) => {
-                            let _ = tx.send(Err(e.into())).await;
+                            let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
                             return;
                         }
                     };
-                    rows.push((a, sev));
+                    f.gateway = Some(gateway.clone());
+                    if let Err(e) =
+                        tokio::task::block_in_place(|| alerts::enrich(ctx.store.as_ref(), &mut f))
+                    {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                    rows.push(f);
                 }
-                let stored: Vec<(String, String, u8)> = rows
-                    .iter()
-                    .map(|(a, s)| {
-                        (
-                            a.id.clone(),
-                            serde_json::to_string(&alert_json(a)).expect("alert serializes"),
-                            *s,
-                        )
-                    })
-                    .collect();
+                let stored: Vec<_> = rows.iter().map(alerts::new_row).collect();
                 let inserted = tokio::task::block_in_place(|| {
                     ctx.metrics.time_write(WriteKind::Alerts, || {
                         ctx.store.insert_alerts(&gateway, &stored)
@@ -213,7 +213,8 @@ impl AgentService for Agent {
                 });
                 match inserted {
                     Ok(ids) => {
-                        for (a, _) in rows {
+                        for f in &rows {
+                            let a = pb::Alert::from(f);
                             ctx.metrics.alerts_received(&gateway, &a.severity);
                             ctx.push.alert(a);
                         }
@@ -264,48 +265,6 @@ impl AgentService for Agent {
                 .report_status(&r.gateway, r.applied_generation, &r.epoch, &r.error)
         })?;
         Ok(Response::new(StatusAck {}))
-    }
-}
-
-/// An alert as stored (JSON), so it can be served again without a schema per field.
-pub fn alert_json(a: &wardgate_proto::v1::Alert) -> serde_json::Value {
-    serde_json::json!({
-        "id": a.id, "gateway": a.gateway, "device": a.device, "profile": a.profile, "rule_id": a.rule_id,
-        "kind": a.kind, "severity": a.severity, "mode": a.mode, "src": a.src, "src_port": a.src_port,
-        "dst": a.dst, "dst_port": a.dst_port, "protocol": a.protocol, "mitre_technique": a.mitre_technique,
-        "observed_unix_ms": a.observed_unix_ms, "generation": a.generation,
-        "rule_name": a.rule_name, "profile_version": a.profile_version,
-    })
-}
-
-pub fn alert_from_json(
-    v: &serde_json::Value,
-    acknowledged: bool,
-    by: String,
-) -> wardgate_proto::v1::Alert {
-    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-    let n = |k: &str| v[k].as_u64().unwrap_or_default() as u32;
-    wardgate_proto::v1::Alert {
-        id: s("id"),
-        gateway: s("gateway"),
-        device: s("device"),
-        profile: s("profile"),
-        rule_id: n("rule_id"),
-        kind: s("kind"),
-        severity: s("severity"),
-        mode: s("mode"),
-        src: s("src"),
-        src_port: n("src_port"),
-        dst: s("dst"),
-        dst_port: n("dst_port"),
-        protocol: n("protocol"),
-        mitre_technique: s("mitre_technique"),
-        observed_unix_ms: v["observed_unix_ms"].as_i64().unwrap_or_default(),
-        generation: n("generation"),
-        acknowledged,
-        acknowledged_by: by,
-        rule_name: s("rule_name"),
-        profile_version: n("profile_version"),
     }
 }
 

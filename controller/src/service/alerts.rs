@@ -5,8 +5,9 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use wardgate_proto::v1::{self as pb, alert_service_server::AlertService};
 
-use super::{Ctx, agent::alert_from_json, severity_rank};
+use super::{Ctx, severity_rank};
 use crate::{
+    alerts,
     auth::{self, Role},
     store::{AlertQuery, Change},
 };
@@ -44,10 +45,8 @@ impl Alerts {
         let rows = tokio::task::block_in_place(|| self.0.store.alerts(&q))?;
         Ok(rows
             .into_iter()
-            .map(|(body, ack, by)| {
-                alert_from_json(&serde_json::from_str(&body).unwrap_or_default(), ack, by)
-            })
-            .collect())
+            .map(|(gateway, body, ack, by)| alerts::to_api(&gateway, &body, ack, by))
+            .collect::<crate::error::Result<Vec<_>>>()?)
     }
 }
 
@@ -102,6 +101,36 @@ impl AlertService for Alerts {
             &who.actor(),
             &r.reason,
             Change::AcknowledgeAlerts { ids: r.ids },
+        )?))
+    }
+
+    async fn suppress(
+        &self,
+        req: Request<pb::SuppressRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, ACK)?;
+        let r = req.into_inner();
+        if r.device.is_empty() || r.detector.is_empty() {
+            return Err(Status::invalid_argument(
+                "a suppression names a device and a detector",
+            ));
+        }
+        // Stored as the alert rows name peers, so the match is exact.
+        let peer = match r.peer.as_str() {
+            "" => String::new(),
+            p => p
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| Status::invalid_argument(format!("peer `{p}` is not an IP address")))?
+                .to_string(),
+        };
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::SuppressAlerts {
+                device: r.device,
+                detector: r.detector,
+                peer,
+            },
         )?))
     }
 }

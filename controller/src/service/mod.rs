@@ -77,12 +77,13 @@ impl Ctx {
 /// Severity order for filters and storage.
 pub fn severity_rank(s: &str) -> Result<u8> {
     match s {
-        "" | "low" => Ok(0),
+        // Info ranks with low.
+        "" | "info" | "low" => Ok(0),
         "medium" => Ok(1),
         "high" => Ok(2),
         "critical" => Ok(3),
         other => Err(Error::Invalid(format!(
-            "severity `{other}` is not one of low, medium, high, critical"
+            "severity `{other}` is not one of info, low, medium, high, critical"
         ))),
     }
 }

@@ -137,4 +137,39 @@ pub const MIGRATIONS: &[&str] = &[
         frozen_ns INTEGER,
         changed_ms INTEGER NOT NULL
     );",
+    // 6: alerts get a sequence number that only grows (AUTOINCREMENT: a row deleted past the
+    // quota never has its number reused), so each SOC sink can keep a cursor, the last number
+    // it delivered, in `sink_cursors`. Bodies written from now on are the analysis crate's
+    // `Finding` as JSON; older bodies (the alert fields) still read. Suppressions (device,
+    // detector, peer or '' for any) mark matching alerts as they are stored: kept, not sent.
+    "CREATE TABLE alerts_v4 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        gateway TEXT NOT NULL,
+        id TEXT NOT NULL,
+        device TEXT NOT NULL DEFAULT '',
+        body TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        acknowledged INTEGER NOT NULL DEFAULT 0,
+        acknowledged_by TEXT NOT NULL DEFAULT '',
+        suppressed INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (gateway, id)
+    );
+    INSERT INTO alerts_v4 (gateway, id, device, body, severity, received_ms, acknowledged, acknowledged_by)
+        SELECT gateway, id, device, body, severity, received_ms, acknowledged, acknowledged_by
+        FROM alerts ORDER BY received_ms, rowid;
+    DROP TABLE alerts;
+    ALTER TABLE alerts_v4 RENAME TO alerts;
+    CREATE INDEX alerts_id ON alerts (id);
+    CREATE TABLE suppressions (
+        device TEXT NOT NULL,
+        detector TEXT NOT NULL,
+        peer TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (device, detector, peer)
+    );
+    CREATE TABLE sink_cursors (
+        sink TEXT PRIMARY KEY,
+        delivered INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );",
 ];

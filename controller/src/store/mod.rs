@@ -155,6 +155,29 @@ impl AlertQuery {
     }
 }
 
+/// An alert to store: its body is the analysis crate's `Finding` as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAlert {
+    pub id: String,
+    pub device: String,
+    /// Rank (0 = info or low .. 3 = critical).
+    pub severity: u8,
+    pub body: String,
+    /// For suppressions: the detector and the peer ('' when none).
+    pub detector: String,
+    pub peer: String,
+}
+
+/// A stored alert as the SOC sinks read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAlert {
+    /// The store's sequence number: grows with every stored alert, never reused.
+    pub seq: i64,
+    pub gateway: String,
+    pub id: String,
+    pub body: String,
+}
+
 /// One change an engineer (or the SOC) makes.
 #[derive(Clone, Debug)]
 pub enum Change {
@@ -189,6 +212,13 @@ pub enum Change {
         device: String,
         action: Action,
         now_ns: u64,
+    },
+    /// Alerts of `detector` on `device` (about `peer`, '' = any) are stored from now on but
+    /// not sent to the SOC sinks.
+    SuppressAlerts {
+        device: String,
+        detector: String,
+        peer: String,
     },
 }
 
@@ -304,12 +334,20 @@ pub trait Store: Send + Sync {
     fn report_status(&self, gateway: &str, applied: u32, epoch: &str, error: &str) -> Result<()>;
     /// Stores `gateway`'s alerts (deduplicated by id within the gateway); returns the ids now
     /// stored (new or already there).
-    fn insert_alerts(&self, gateway: &str, alerts: &[(String, String, u8)]) -> Result<Vec<String>>;
+    fn insert_alerts(&self, gateway: &str, alerts: &[NewAlert]) -> Result<Vec<String>>;
+    /// Up to `limit` stored alerts with a sequence number above `after`, oldest first, leaving
+    /// out suppressed ones (what a SOC sink delivers next).
+    fn alerts_after(&self, after: i64, limit: u32) -> Result<Vec<StoredAlert>>;
+    /// The last sequence number `sink` delivered (0: none yet, it starts with the oldest
+    /// stored alert).
+    fn sink_cursor(&self, sink: &str) -> Result<i64>;
+    /// Records that `sink` delivered everything up to `seq` (never moves a cursor back).
+    fn advance_sink_cursor(&self, sink: &str, seq: i64) -> Result<()>;
     /// Alerts dropped past `gateway`'s quota, per severity rank (low .. critical).
     fn alert_drops(&self, gateway: &str) -> Result<[u64; 4]>;
-    /// Alert bodies (JSON) matching `q`, with their acknowledgement, newest first: filtered
-    /// in the query, then limited.
-    fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, bool, String)>>;
+    /// Alerts matching `q` (gateway, body as JSON, acknowledged, by whom), newest first:
+    /// filtered in the query, then limited.
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, String, bool, String)>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
     /// The trail and the audit head file at `head`, read at one point (no write between).
     fn audit_with_head(&self, head: &std::path::Path) -> Result<AuditWithHead> {

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use wardgate_analysis::baseline::lifecycle::Action;
 
 use super::{
-    AlertQuery, Change, Compiler, DeviceRow, GatewayRow, GenerationRow, ProfileRow, SiteReader,
-    Snapshot, Store, StoreError, WriteOutcome, migrations::MIGRATIONS,
+    AlertQuery, Change, Compiler, DeviceRow, GatewayRow, GenerationRow, NewAlert, ProfileRow,
+    SiteReader, Snapshot, Store, StoreError, StoredAlert, WriteOutcome, migrations::MIGRATIONS,
 };
 use crate::{
     audit::{
@@ -634,6 +634,25 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, serde
                 ),
             )
         }
+        Change::SuppressAlerts {
+            device: name,
+            detector,
+            peer,
+        } => {
+            device(name)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO suppressions (device, detector, peer) VALUES (?1, ?2, ?3)",
+                params![name, detector, peer],
+            )?;
+            (
+                "suppress_alerts".into(),
+                name.clone(),
+                diff(
+                    &serde_json::Value::Null,
+                    &serde_json::json!({"detector": detector, "peer": peer}),
+                ),
+            )
+        }
         Change::AcknowledgeAlerts { ids } => {
             for id in ids {
                 // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.
@@ -835,15 +854,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn insert_alerts(&self, gateway: &str, alerts: &[(String, String, u8)]) -> Result<Vec<String>> {
+    fn insert_alerts(&self, gateway: &str, alerts: &[NewAlert]) -> Result<Vec<String>> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let now = now_ms();
-        for (id, body, severity) in alerts {
+        for a in alerts {
+            // Sequence numbers are taken in commit order (one writer at a time), so a sink that
+            // has read up to N never sees a smaller number commit later.
             tx.execute(
-                "INSERT OR IGNORE INTO alerts (id, gateway, device, body, severity, received_ms) \
-                 VALUES (?1, ?2, COALESCE(json_extract(?3, '$.device'), ''), ?3, ?4, ?5)",
-                params![id, gateway, body, severity, now],
+                "INSERT OR IGNORE INTO alerts (id, gateway, device, body, severity, received_ms, suppressed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, EXISTS (SELECT 1 FROM suppressions \
+                 WHERE device = ?3 AND detector = ?7 AND (peer = '' OR peer = ?8)))",
+                params![a.id, gateway, a.device, a.body, a.severity, now, a.detector, a.peer],
             )?;
         }
         let held: u32 = tx.query_row(
@@ -855,8 +877,8 @@ impl Store for SqliteStore {
             let over = held - self.alert_quota;
             let dropped: Vec<u8> = tx
                 .prepare(
-                    "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts WHERE gateway = ?1 \
-                     ORDER BY acknowledged DESC, severity, received_ms, id LIMIT ?2) RETURNING severity",
+                    "DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts WHERE gateway = ?1 \
+                     ORDER BY acknowledged DESC, severity, seq LIMIT ?2) RETURNING severity",
                 )?
                 .query_map(params![gateway, over], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -875,7 +897,47 @@ impl Store for SqliteStore {
             );
         }
         tx.commit()?;
-        Ok(alerts.iter().map(|(id, _, _)| id.clone()).collect())
+        Ok(alerts.iter().map(|a| a.id.clone()).collect())
+    }
+
+    fn alerts_after(&self, after: i64, limit: u32) -> Result<Vec<StoredAlert>> {
+        let c = self.conn();
+        let mut q = c.prepare_cached(
+            "SELECT seq, gateway, id, body FROM alerts WHERE seq > ?1 AND suppressed = 0 \
+             ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = q
+            .query_map(params![after, limit], |r| {
+                Ok(StoredAlert {
+                    seq: r.get(0)?,
+                    gateway: r.get(1)?,
+                    id: r.get(2)?,
+                    body: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn sink_cursor(&self, sink: &str) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT delivered FROM sink_cursors WHERE sink = ?1",
+                [sink],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    fn advance_sink_cursor(&self, sink: &str, seq: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO sink_cursors (sink, delivered, updated_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(sink) DO UPDATE SET delivered = MAX(delivered, ?2), updated_ms = ?3",
+            params![sink, seq, now_ms()],
+        )?;
+        Ok(())
     }
 
     fn alert_drops(&self, gateway: &str) -> Result<[u64; 4]> {
@@ -891,13 +953,13 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, bool, String)>> {
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, String, bool, String)>> {
         let c = self.conn();
         let mut stmt = c.prepare_cached(
-            "SELECT body, acknowledged, acknowledged_by FROM alerts \
+            "SELECT gateway, body, acknowledged, acknowledged_by FROM alerts \
              WHERE (?1 = '' OR gateway = ?1) AND (?2 = '' OR device = ?2) AND severity >= ?3 \
              AND (?4 OR acknowledged = 0) \
-             ORDER BY received_ms DESC, gateway, id LIMIT ?5",
+             ORDER BY seq DESC LIMIT ?5",
         )?;
         let rows = stmt
             .query_map(
@@ -908,7 +970,7 @@ impl Store for SqliteStore {
                     q.include_acknowledged,
                     q.limit
                 ],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?)),
             )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
@@ -1147,13 +1209,60 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sink_cursors_follow_sequence_numbers_that_are_never_reused() {
+        let store = SqliteStore::in_memory().unwrap().with_alert_quota(2);
+        let row = |id: &str, severity: u8| NewAlert {
+            id: id.into(),
+            device: "d".into(),
+            severity,
+            body: "{}".into(),
+            detector: "scan_vertical".into(),
+            peer: String::new(),
+        };
+        store
+            .insert_alerts("gw", &[row("a", 3), row("b", 3)])
+            .unwrap();
+        let first = store.alerts_after(0, 10).unwrap();
+        assert_eq!(
+            first
+                .iter()
+                .map(|a| (a.seq, a.id.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "a"), (2, "b")]
+        );
+        store.advance_sink_cursor("siem", 2).unwrap();
+        // Past the quota the newest row (the lowest severity) is deleted at once; the next
+        // alert must not take its number, or a sink whose cursor passed it would skip it.
+        store.insert_alerts("gw", &[row("low", 0)]).unwrap();
+        store.insert_alerts("gw", &[row("c", 3)]).unwrap();
+        let after = store
+            .alerts_after(store.sink_cursor("siem").unwrap(), 10)
+            .unwrap();
+        assert_eq!(
+            after
+                .iter()
+                .map(|a| (a.seq, a.id.as_str()))
+                .collect::<Vec<_>>(),
+            [(4, "c")]
+        );
+        // A cursor never moves back; an unknown sink starts at the oldest.
+        store.advance_sink_cursor("siem", 1).unwrap();
+        assert_eq!(store.sink_cursor("siem").unwrap(), 2);
+        assert_eq!(store.sink_cursor("new").unwrap(), 0);
+    }
+
+    #[test]
     fn past_its_quota_a_gateway_loses_its_lowest_severity_alerts_first_and_counts_them() {
         let store = SqliteStore::in_memory().unwrap().with_alert_quota(10);
-        let batch = |prefix: &str, n: usize, severity: u8| -> Vec<(String, String, u8)> {
+        let batch = |prefix: &str, n: usize, severity: u8| -> Vec<NewAlert> {
             (0..n)
-                .map(|i| {
-                    let body = format!(r#"{{"device":"d","severity":{severity}}}"#);
-                    (format!("{prefix}-{i}"), body, severity)
+                .map(|i| NewAlert {
+                    id: format!("{prefix}-{i}"),
+                    device: "d".into(),
+                    severity,
+                    body: format!(r#"{{"severity":{severity}}}"#),
+                    detector: "scan_vertical".into(),
+                    peer: String::new(),
                 })
                 .collect()
         };

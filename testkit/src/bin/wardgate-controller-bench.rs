@@ -356,10 +356,14 @@ async fn ingest(lab: &LabController) -> anyhow::Result<(usize, Duration, Duratio
     }
     let t = Instant::now();
     for b in 0..total / ALERT_BATCH {
-        let rows: Vec<(String, String, u8)> = (0..ALERT_BATCH)
-            .map(|a| {
-                let id = format!("direct-b{b}-a{a}");
-                (id, "{}".to_string(), 3)
+        let rows: Vec<wardgate_controller::store::NewAlert> = (0..ALERT_BATCH)
+            .map(|a| wardgate_controller::store::NewAlert {
+                id: format!("direct-b{b}-a{a}"),
+                device: String::new(),
+                severity: 3,
+                body: "{}".to_string(),
+                detector: String::new(),
+                peer: String::new(),
             })
             .collect();
         lab.store.insert_alerts(&gateway(0), &rows)?;

@@ -69,7 +69,9 @@ pub fn cef(f: &Finding) -> String {
     let custom = [
         (
             "mitreTechnique",
-            Some(format!("{} {}", f.technique.id, f.technique.name)),
+            // Datapath findings without a technique (a plain deny) leave it out.
+            (!f.technique.id.is_empty())
+                .then(|| format!("{} {}", f.technique.id, f.technique.name)),
         ),
         ("deviceClass", f.class.clone()),
         ("location", f.location.clone()),

@@ -45,6 +45,12 @@ pub fn title(detector: &str) -> String {
         "new_app" => "New application identity".into(),
         "volume" => "Volume spike".into(),
         "beacon" => "Beaconing".into(),
+        "datapath_deny" => "Flow denied by policy".into(),
+        "datapath_would_deny" => "Flow the policy would deny (monitor)".into(),
+        "datapath_unknown_device" => "Traffic from an unknown device".into(),
+        "datapath_new_address" => "Device at an unlisted address".into(),
+        "datapath_flow_cap" => "Device over its flow budget".into(),
+        "datapath_watchdog" => "Gateway watchdog".into(),
         other => other.replace('_', " "),
     }
 }

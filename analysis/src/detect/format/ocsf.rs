@@ -185,7 +185,7 @@ pub fn detection_finding(f: &Finding, activity_id: u32) -> Value {
             "first_seen_time": ms(f.first_seen_ns),
             "last_seen_time": ms(f.last_seen_ns),
             "analytic": {"uid": f.detector, "name": f.detector, "type_id": 2, "type": "Behavioral"},
-            "attacks": [attack],
+            "attacks": if f.technique.id.is_empty() { json!([]) } else { json!([attack]) },
         },
         "device": device(&f.device, f),
         "evidences": f.flows.iter().map(evidence).collect::<Vec<_>>(),
@@ -198,6 +198,8 @@ pub fn detection_finding(f: &Finding, activity_id: u32) -> Value {
             "peers": f.evidence.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             "rule": f.rule,
             "generation": f.generation,
+            "rule_name": f.rule_name,
+            "mode": f.mode,
             "profile_version": f.profile_version,
         },
     })
@@ -223,6 +225,46 @@ pub struct DenyRecord {
     pub enforced: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+}
+
+/// The deny record of a datapath deny or would-deny finding (`None` for any other finding, or
+/// one without its flow).
+pub fn deny_record(f: &Finding) -> Option<DenyRecord> {
+    use crate::detect::finding::datapath;
+    let enforced = match f.detector.as_str() {
+        datapath::DENY => true,
+        datapath::WOULD_DENY => false,
+        _ => return None,
+    };
+    let fl = f.flows.first()?;
+    let ((src, src_port), (dst, dst_port)) = match fl.direction {
+        FlowDirection::Opened => ((fl.device_addr, fl.device_port), (fl.peer, fl.peer_port)),
+        FlowDirection::Received => ((fl.peer, fl.peer_port), (fl.device_addr, fl.device_port)),
+    };
+    Some(DenyRecord {
+        id: f.id.clone(),
+        time_ns: f.time_ns,
+        gateway: f.gateway.clone(),
+        device: f.device.clone(),
+        direction: fl.direction,
+        src,
+        src_port,
+        dst,
+        dst_port,
+        proto: fl.proto,
+        reason: "policy".into(),
+        enforced,
+        generation: f.generation.map(u64::from),
+    })
+}
+
+/// The OCSF event of a stored finding: Network Activity for a datapath deny, a Detection
+/// Finding (activity Create) for anything else.
+pub fn event(f: &Finding) -> Value {
+    match deny_record(f) {
+        Some(d) => network_activity(&d),
+        None => detection_finding(f, ACTIVITY_CREATE),
+    }
 }
 
 /// An OCSF Network Activity event (activity Refuse) for a deny record.

@@ -1,0 +1,152 @@
+//! SOC sinks: each reads the alert store from its own cursor (the last sequence number it
+//! delivered, kept in the store's `sink_cursors`), delivers a batch, then advances the cursor.
+//! A controller restart therefore neither loses nor repeats: alerts stored while a sink (or
+//! the controller) was down are delivered when it is back, and what was delivered is not sent
+//! again. A crash between a delivery and its cursor update sends that one batch again
+//! (at-least-once): receivers can drop the repeat by its id (CEF `externalId`, OCSF
+//! `metadata.uid`), which is `GATEWAY/ID` and never changes.
+//!
+//! The formats are the analysis crate's (pure); the sinks here are I/O only. Each sink runs in
+//! its own task with its own bounded reconnect backoff, so one that is down holds up neither
+//! the others nor the controller.
+
+mod ocsf;
+mod syslog;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{sync::watch, task::JoinHandle};
+use wardgate_analysis::detect::Finding;
+
+use crate::{
+    alerts,
+    config::{SinkConfig, SinkKind},
+    store::Store,
+};
+
+/// Alerts read and delivered in one step.
+pub const BATCH: u32 = 200;
+/// How often an idle sink looks for new alerts.
+const POLL: Duration = Duration::from_millis(200);
+/// Reconnect backoff: doubles from the first to the last.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a stopping controller waits for a sink's delivery in flight.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+enum Sink {
+    Syslog(syslog::SyslogSink),
+    Ocsf(ocsf::OcsfSink),
+}
+
+impl Sink {
+    fn open(cfg: &SinkConfig) -> anyhow::Result<Sink> {
+        Ok(match cfg.kind {
+            SinkKind::Syslog => Sink::Syslog(syslog::SyslogSink::new(cfg)?),
+            SinkKind::Ocsf => Sink::Ocsf(ocsf::OcsfSink::new(cfg)),
+        })
+    }
+
+    async fn deliver(&mut self, alerts: &[Finding]) -> anyhow::Result<()> {
+        match self {
+            Sink::Syslog(s) => s.deliver(alerts).await,
+            Sink::Ocsf(s) => tokio::task::block_in_place(|| s.deliver(alerts)),
+        }
+    }
+
+    /// Drops the connection or file after a failure; the next delivery opens a new one.
+    fn reset(&mut self) {
+        match self {
+            Sink::Syslog(s) => s.reset(),
+            Sink::Ocsf(s) => s.reset(),
+        }
+    }
+}
+
+/// The running sinks.
+pub struct Sinks {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sinks {
+    /// Starts one task per configured sink. Configuration that cannot work (a TLS CA that does
+    /// not read) is an error now; a collector that is down is not (the sink retries).
+    pub fn start(store: Arc<dyn Store>, configs: &[SinkConfig]) -> anyhow::Result<Sinks> {
+        let (stop, stopped) = watch::channel(false);
+        let mut opened = Vec::new();
+        for cfg in configs {
+            opened.push((cfg.name(), Sink::open(cfg)?));
+        }
+        let tasks = opened
+            .into_iter()
+            .map(|(name, sink)| {
+                tracing::info!(sink = %name, "SOC sink started");
+                tokio::spawn(run(name, sink, store.clone(), stopped.clone()))
+            })
+            .collect();
+        Ok(Sinks { stop, tasks })
+    }
+
+    /// Stops every sink after the batch it is delivering (at most `STOP_GRACE`; a batch cut
+    /// off is sent again at the next start).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(STOP_GRACE, t).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn run(name: String, mut sink: Sink, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_MIN;
+    while !*stop.borrow() {
+        let wait = match step(&name, &mut sink, store.as_ref()).await {
+            Ok(0) => POLL,
+            Ok(_) => {
+                backoff = BACKOFF_MIN;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(sink = %name, error = %format!("{e:#}"), retry_in = ?backoff, "SOC sink delivery failed");
+                sink.reset();
+                let wait = backoff;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            // A dropped `Sinks` stops its tasks too.
+            changed = stop.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Delivers the next batch after the sink's cursor; returns how many store rows it covered.
+async fn step(name: &str, sink: &mut Sink, store: &dyn Store) -> anyhow::Result<usize> {
+    let rows = tokio::task::block_in_place(|| {
+        let after = store.sink_cursor(name)?;
+        store.alerts_after(after, BATCH)
+    })?;
+    let Some(last) = rows.last().map(|r| r.seq) else {
+        return Ok(0);
+    };
+    let mut batch = Vec::with_capacity(rows.len());
+    for r in &rows {
+        // A row that does not read is skipped (and said), never retried forever.
+        match alerts::for_sink(r) {
+            Ok(f) => batch.push(f),
+            Err(e) => {
+                tracing::error!(sink = %name, seq = r.seq, error = %e, "skipping a stored alert")
+            }
+        }
+    }
+    sink.deliver(&batch).await?;
+    // Delivered: if the controller dies here, this batch goes out again after the restart.
+    tokio::task::block_in_place(|| store.advance_sink_cursor(name, last))?;
+    Ok(rows.len())
+}

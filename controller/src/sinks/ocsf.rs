@@ -1,0 +1,156 @@
+//! OCSF sink: one JSON object per line (analysis `format::ocsf::event`: Detection Finding, or
+//! Network Activity for a datapath deny), appended to a file rotated by size, or written to
+//! standard output. Each batch is flushed to disk (`fdatasync`) before the cursor moves.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use wardgate_analysis::detect::{Finding, format::ocsf};
+
+use crate::config::SinkConfig;
+
+pub struct OcsfSink {
+    /// `None`: standard output.
+    path: Option<PathBuf>,
+    rotate_bytes: u64,
+    keep: u32,
+    file: Option<File>,
+}
+
+impl OcsfSink {
+    pub fn new(cfg: &SinkConfig) -> OcsfSink {
+        OcsfSink {
+            path: cfg.path.clone().filter(|p| p != Path::new("-")),
+            rotate_bytes: cfg.rotate_bytes,
+            keep: cfg.keep,
+            file: None,
+        }
+    }
+
+    pub fn deliver(&mut self, alerts: &[Finding]) -> anyhow::Result<()> {
+        let mut text = String::new();
+        for f in alerts {
+            text.push_str(&ocsf::event(f).to_string());
+            text.push('\n');
+        }
+        let Some(path) = self.path.clone() else {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            return Ok(out.flush()?);
+        };
+        let file = self.file(&path)?;
+        file.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.sync_data()
+            .with_context(|| format!("syncing {}", path.display()))
+    }
+
+    /// The open file, rotated first when it has reached `rotate_bytes`.
+    fn file(&mut self, path: &Path) -> anyhow::Result<&mut File> {
+        let len = match &self.file {
+            Some(f) => f.metadata()?.len(),
+            None => std::fs::metadata(path).map_or(0, |m| m.len()),
+        };
+        if len >= self.rotate_bytes {
+            self.file = None;
+            rotate(path, self.keep)?;
+        }
+        if self.file.is_none() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            self.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            );
+        }
+        Ok(self.file.as_mut().expect("opened above"))
+    }
+
+    pub fn reset(&mut self) {
+        self.file = None;
+    }
+}
+
+/// `PATH.N`: the Nth newest rotated file.
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Shifts `PATH.1..` up by one (the oldest beyond `keep` is removed) and moves `PATH` to
+/// `PATH.1`.
+fn rotate(path: &Path, keep: u32) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(rotated(path, keep));
+    for n in (1..keep).rev() {
+        let from = rotated(path, n);
+        if from.exists() {
+            std::fs::rename(&from, rotated(path, n + 1))
+                .with_context(|| format!("rotating {}", from.display()))?;
+        }
+    }
+    std::fs::rename(path, rotated(path, 1))
+        .with_context(|| format!("rotating {}", path.display()))?;
+    tracing::info!(path = %path.display(), "OCSF file rotated");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SinkKind;
+
+    #[test]
+    fn files_rotate_by_size_and_keep_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("soc/ocsf.jsonl");
+        let mut sink = OcsfSink::new(&SinkConfig {
+            kind: SinkKind::Ocsf,
+            name: None,
+            address: None,
+            tls: None,
+            path: Some(path.clone()),
+            rotate_bytes: 1,
+            keep: 2,
+        });
+        let device = wardgate_analysis::flow::DeviceRef {
+            name: "pump".into(),
+            id: None,
+            mac: None,
+        };
+        for i in 0..4 {
+            let mut f = Finding::new(
+                "scan_vertical",
+                &device,
+                1,
+                wardgate_analysis::detect::Severity::High,
+                1.0,
+                wardgate_analysis::detect::Technique::new(
+                    "T0846",
+                    "Remote System Discovery",
+                    wardgate_analysis::detect::Matrix::Ics,
+                ),
+            );
+            f.id = format!("gw/{i}");
+            sink.deliver(&[f]).unwrap();
+        }
+        let uid = |p: &Path| -> String {
+            let v: serde_json::Value =
+                serde_json::from_str(std::fs::read_to_string(p).unwrap().trim()).unwrap();
+            v["finding_info"]["uid"].as_str().unwrap().to_string()
+        };
+        assert_eq!(uid(&path), "gw/3");
+        assert_eq!(uid(&rotated(&path, 1)), "gw/2");
+        assert_eq!(uid(&rotated(&path, 2)), "gw/1");
+        assert!(!rotated(&path, 3).exists(), "only `keep` rotated files");
+    }
+}
