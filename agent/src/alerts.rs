@@ -94,6 +94,50 @@ pub fn from_event(
     })
 }
 
+/// The alert for a detector finding (the one conversion; `kind` is the detector's name).
+/// `id` must be unique for this gateway.
+pub fn from_finding(
+    f: &wardgate_analysis::detect::Finding,
+    id: String,
+    observed_unix_ms: i64,
+) -> pb::Alert {
+    let flow = f.flows.first();
+    let (src, src_port, dst, dst_port) = match flow {
+        Some(r) if r.direction == wardgate_analysis::FlowDirection::Opened => {
+            (r.device_addr, r.device_port, r.peer, r.peer_port)
+        }
+        Some(r) => (r.peer, r.peer_port, r.device_addr, r.device_port),
+        None => {
+            let none = std::net::IpAddr::from([0, 0, 0, 0]);
+            (none, 0, f.peer.unwrap_or(none), 0)
+        }
+    };
+    use wardgate_analysis::detect::Severity;
+    let severity = match f.severity {
+        Severity::Info | Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    };
+    pb::Alert {
+        id,
+        device: f.device.name.clone(),
+        profile: f.class.clone().unwrap_or_default(),
+        rule_id: f.rule.unwrap_or(0),
+        kind: f.detector.clone(),
+        severity: severity.into(),
+        src: src.to_string(),
+        src_port: src_port.into(),
+        dst: dst.to_string(),
+        dst_port: dst_port.into(),
+        protocol: flow.map_or(0, |r| r.proto.into()),
+        mitre_technique: f.technique.id.clone(),
+        observed_unix_ms,
+        generation: f.generation.map_or(0, |g| g as u32),
+        ..Default::default()
+    }
+}
+
 /// Severities from the lowest to the highest, as `from_event` names them. An alert with any
 /// other severity string ranks with `low`.
 pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
