@@ -217,7 +217,9 @@ fn port_scans_from_a_device_reach_the_controller_as_scan_findings_within_a_secon
          max {} ms (goal p99 <= 1000 ms); all: {latencies:?}",
         latencies.last().unwrap()
     );
-    assert!(latencies.iter().all(|l| *l >= 0), "{latencies:?}");
+    // The packet's time is the datapath's coarse clock (one tick, 4 ms at HZ=250) converted to
+    // wall time and truncated to ms: an alert can read up to a tick "before" its packet.
+    assert!(latencies.iter().all(|l| *l >= -5), "{latencies:?}");
     assert!(
         p99 <= 1000,
         "p99 packet-to-alert {p99} ms over the 1 s goal: {latencies:?}"
