@@ -139,6 +139,14 @@ pub fn from_event(
     Some(f)
 }
 
+/// The alert for a detector finding: the one conversion (`wardgate_proto::finding`) with the
+/// outbox's id (`id` must be unique for this gateway).
+pub fn from_finding(f: &wardgate_analysis::detect::Finding, id: String) -> pb::Alert {
+    let mut a = pb::Alert::from(f);
+    a.id = id;
+    a
+}
+
 /// Severities from the lowest to the highest, as `from_event` names them. An alert with any
 /// other severity string ranks with `low`.
 pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];

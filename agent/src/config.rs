@@ -46,6 +46,23 @@ pub struct AgentConfig {
     /// Prometheus metrics on `GET /metrics`. Without it the agent serves none.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// Live flow records and the detectors over them.
+    #[serde(default)]
+    pub detection: DetectionConfig,
+}
+
+/// The detectors over live flow records (`flows/`). Findings go to the alert outbox.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// Baselines (a `learn --out` directory or its `baselines.json`): enables the baseline
+    /// detectors (new peer/service/protocol/app, volume, beacon). Default none: only the
+    /// detectors that need none (scans, fan-out, class protocols, floods, spoofing) run.
+    #[serde(default)]
+    pub baselines: Option<PathBuf>,
+    /// Detector parameters (YAML, any subset of the defaults, as `replay --config` reads).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
 }
 
 /// The metrics endpoint (plain HTTP: bind it to loopback or a management address).

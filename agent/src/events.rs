@@ -14,7 +14,7 @@ use crate::{
     datapath::convert::{self, DatapathEvent},
 };
 
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -62,6 +62,7 @@ pub async fn read_events(
     state: watch::Receiver<Option<Arc<DesiredState>>>,
     alerts: Option<Arc<AlertQueue>>,
     metrics: crate::metrics::Live,
+    claims: tokio::sync::mpsc::Sender<wardgate_analysis::detect::AddressClaim>,
 ) -> anyhow::Result<()> {
     // Alert ids: this reader's start time and a sequence number, unique per gateway.
     let started = unix_ms();
@@ -85,6 +86,12 @@ pub async fn read_events(
                     }
                     let named = generations.get(ev.generation);
                     log_event(&ev, named);
+                    let now_ns = unix_ms() as u64 * 1_000_000;
+                    if let Some(c) = crate::flows::claim_of(&ev, now_ns)
+                        && claims.try_send(c).is_err()
+                    {
+                        tracing::warn!("address claim not handed to the detectors (queue full)");
+                    }
                     if alerts.is_none() {
                         continue;
                     }

@@ -74,7 +74,7 @@ fn read_site(path: &Path) -> anyhow::Result<wardgate_policy::Site> {
         .map_err(|d| anyhow::anyhow!("{d}"))
 }
 
-fn read_baselines(dir: &Path) -> anyhow::Result<Vec<Baseline>> {
+pub fn read_baselines(dir: &Path) -> anyhow::Result<Vec<Baseline>> {
     let path = if dir.is_dir() {
         dir.join("baselines.json")
     } else {

@@ -507,6 +507,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let nl = link_changes();
     let (mut dp, mut interfaces) = prepare(&cfg, &tx)?;
     let ring = dp.take_events()?;
+    let flow_ring = dp.take_flows()?;
+    let ct = crate::flows::CtReader::open(dp.pin_root())?;
+    let detection = detection(&cfg.detection)?;
     // Alerts go to the controller only when there is one; the agent logs every event anyway.
     let alerts = cfg
         .controller
@@ -514,11 +517,32 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .map(|c| open_outbox(&c.outbox_path(&cfg.desired_state)));
     let live = crate::metrics::Live::default();
     crate::metrics::start(&cfg, &live, alerts.clone(), tx.subscribe()).await;
+    let flow_alerts = alerts.clone();
+    let flow_state = tx.subscribe();
+    let (claims_tx, claims_rx) = tokio::sync::mpsc::channel(crate::flows::CLAIMS_QUEUE);
+    let flows = tokio::spawn(async move {
+        let cfg = crate::flows::LiveConfig::default();
+        if let Err(e) = crate::flows::run(
+            flow_ring,
+            ct,
+            flow_state,
+            flow_alerts,
+            claims_rx,
+            detection,
+            cfg,
+        )
+        .await
+        {
+            tracing::error!(error = format!("{e:#}"), "flow reader stopped");
+        }
+    });
     let reader_alerts = alerts.clone();
     let reader_live = live.clone();
     let outbox = alerts.clone();
     let reader = tokio::spawn(async move {
-        if let Err(e) = crate::events::read_events(ring, rx, reader_alerts, reader_live).await {
+        if let Err(e) =
+            crate::events::read_events(ring, rx, reader_alerts, reader_live, claims_tx).await
+        {
             tracing::error!(error = format!("{e:#}"), "event reader stopped");
         }
     });
@@ -614,6 +638,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // Stop taking work: no more events read, nothing applied; then hand pending alerts over.
     wardgate_daemon::notify::stopping("delivering pending alerts");
     reader.abort();
+    flows.abort();
     if let (Some(queue), Some(_)) = (&outbox, &sync) {
         let pending = queue.lock().len();
         let started = Instant::now();
@@ -631,6 +656,25 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopping; datapath stays attached and enforcing (pinned)");
     Ok(())
+}
+
+/// The detectors as configured: their parameters and the baselines, if any. A file that cannot
+/// be read stops the start (the operator asked for it).
+fn detection(
+    cfg: &crate::config::DetectionConfig,
+) -> anyhow::Result<(
+    wardgate_analysis::detect::DetectConfig,
+    wardgate_analysis::detect::Baselines,
+)> {
+    let params = match &cfg.config {
+        Some(p) => crate::replay::read_config(p)?,
+        None => wardgate_analysis::detect::DetectConfig::default(),
+    };
+    let baselines = match &cfg.baselines {
+        Some(p) => wardgate_analysis::detect::Baselines::new(crate::replay::read_baselines(p)?),
+        None => wardgate_analysis::detect::Baselines::default(),
+    };
+    Ok((params, baselines))
 }
 
 /// The next tick of an optional interval (never, without one).

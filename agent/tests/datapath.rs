@@ -185,6 +185,15 @@ fn conntrack_values(dp: &mut Datapath) -> Vec<wardgate_common::CtValue> {
     ct.iter().map(|kv| kv.unwrap().1).collect()
 }
 
+fn flow_records(dp: &mut Datapath) -> Vec<convert::FlowOpened> {
+    let mut ring = dp.take_flows().unwrap();
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        out.push(convert::flow_open(&item).expect("well-formed flow record"));
+    }
+    out
+}
+
 fn conntrack_timeouts(dp: &mut Datapath) -> Vec<u32> {
     conntrack_values(dp)
         .iter()
@@ -671,23 +680,24 @@ fn the_flow_cache_answers_established_packets_but_never_overrides_conntrack() {
     let syn = frame(PUMP_MAC, "192.0.2.10:40030", "198.51.100.10:104", L4::Syn);
     let ack = frame(PUMP_MAC, "192.0.2.10:40030", "198.51.100.10:104", L4::Ack);
     let reply = frame(GW_MAC, "198.51.100.10:104", "192.0.2.10:40030", L4::Ack);
+    // Packets each way: opening direction, back.
     let packets = |dp: &mut Datapath| {
         let v = conntrack_values(dp);
         assert_eq!(v.len(), 1, "one tracked flow");
-        v[0].packets
+        (v[0].packets_fwd, v[0].packets_rev)
     };
     expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
     // First packet of each direction after the handshake: conntrack answers and fills a slot.
     expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
     expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassReply);
-    assert_eq!(packets(&mut dp), 3);
+    assert_eq!(packets(&mut dp), (2, 1));
     for _ in 0..3 {
         expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
         expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassReply);
     }
     assert_eq!(
         packets(&mut dp),
-        3,
+        (2, 1),
         "the cache answered, conntrack untouched"
     );
 
@@ -704,11 +714,24 @@ fn the_flow_cache_answers_established_packets_but_never_overrides_conntrack() {
     // slot answered (3 each) plus itself.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
-    assert_eq!(packets(&mut dp), 3 + 3 + 1);
+    assert_eq!(packets(&mut dp), (2 + 3 + 1, 1));
     expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassReply);
-    assert_eq!(packets(&mut dp), 7 + 3 + 1);
+    assert_eq!(packets(&mut dp), (6, 1 + 3 + 1));
     expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
-    assert_eq!(packets(&mut dp), 11, "refilled: the cache answers again");
+    assert_eq!(
+        packets(&mut dp),
+        (6, 5),
+        "refilled: the cache answers again"
+    );
+    // IP-layer bytes each way, the cache's included: the SYN and 5 ACKs out, 5 replies back.
+    let ip = |f: &[u8]| (f.len() - 14) as u64;
+    let v = conntrack_values(&mut dp);
+    assert_eq!(
+        (v[0].bytes_fwd, v[0].bytes_rev),
+        (ip(&syn) + 5 * ip(&ack), 5 * ip(&reply))
+    );
+    // The handshake as conntrack saw it: SYN out; the reply's flags (ACK) back.
+    assert_eq!(v[0].tcp_flags_fwd & 0x02, 0x02);
 
     // FIN always goes to conntrack, even on a cached flow.
     let fin = frame(PUMP_MAC, "192.0.2.10:40030", "198.51.100.10:104", L4::Fin);
@@ -1510,4 +1533,87 @@ fn a_device_over_its_flow_cap_cannot_track_more_flows() {
         .map(|e| e.device_id)
         .collect();
     assert_eq!(caps, vec![1, 4], "reported once per device: {evs:?}");
+}
+
+#[test]
+fn every_new_entry_and_every_denied_first_packet_makes_one_flow_record() {
+    let (_pin, mut dp) = datapath("flowrec");
+    // Allowed (enforce): one record when the entry is made, none for its later packets.
+    let syn = frame(PUMP_MAC, "192.0.2.10:40040", "198.51.100.10:104", L4::Syn);
+    let ack = frame(PUMP_MAC, "192.0.2.10:40040", "198.51.100.10:104", L4::Ack);
+    let reply = frame(GW_MAC, "198.51.100.10:104", "192.0.2.10:40040", L4::Ack);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassReply);
+    // Denied: a denied-contact record, no entry.
+    let denied = frame(PUMP_MAC, "192.0.2.10:40041", "198.51.100.10:445", L4::Syn);
+    expect(&mut dp, true, &denied, TC_ACT_SHOT, Reason::DropPolicy);
+    let recs = flow_records(&mut dp);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let (open, deny) = (&recs[0], &recs[1]);
+    assert!(!open.denied && open.from_device);
+    assert_eq!(
+        (
+            open.device,
+            open.device_port,
+            open.peer,
+            open.peer_port,
+            open.proto
+        ),
+        (
+            "192.0.2.10".parse::<std::net::IpAddr>().unwrap(),
+            40040,
+            "198.51.100.10".parse::<std::net::IpAddr>().unwrap(),
+            104,
+            6
+        )
+    );
+    assert_ne!(open.rule_id, 0, "names the admitting rule");
+    assert_eq!(open.ip_len as usize, syn.len() - 14);
+    assert!(deny.denied);
+    assert_eq!((deny.peer_port, deny.rule_id), (445, 0));
+    // The record's key finds the conntrack entry (how the agent reads the counters).
+    let pin = dp
+        .pin_root()
+        .join("maps")
+        .join(wardgate_common::map_names::CONNTRACK);
+    let map = aya::maps::Map::LruHashMap(aya::maps::MapData::from_pin(&pin).unwrap());
+    let ct: aya::maps::HashMap<_, wardgate_common::CtKey, wardgate_common::CtValue> =
+        aya::maps::HashMap::try_from(map).unwrap();
+    let v = ct
+        .get(&open.key, 0)
+        .expect("the record's key is the entry's");
+    assert_eq!((v.packets_fwd, v.packets_rev), (2, 1));
+    assert!(
+        ct.get(&deny.key, 0).is_err(),
+        "a denied contact is not tracked"
+    );
+}
+
+#[test]
+fn learning_devices_flows_are_all_recorded_beyond_the_event_budget() {
+    let (_pin, mut dp) = datapath("flowlearn");
+    let mut devices = reference_devices();
+    for d in &mut devices {
+        d.mode = Mode::Learn;
+    }
+    dp.replace(&state_with(2, devices, reference_rules()))
+        .unwrap();
+    let n = 300u16;
+    for i in 0..n {
+        let f = frame(
+            PUMP_MAC,
+            &format!("192.0.2.10:{}", 20000 + i),
+            "203.0.113.9:8080",
+            L4::Syn,
+        );
+        expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassLearn);
+    }
+    let recs = flow_records(&mut dp);
+    assert_eq!(
+        recs.len(),
+        usize::from(n),
+        "one record per new flow, none rate-limited"
+    );
+    assert!(recs.iter().all(|r| !r.denied && r.generation == 2));
 }

@@ -24,7 +24,7 @@ pub mod map_names {
     pub const PORTS: &str = "WG_PORT_V1";
     pub const PORTS_EXACT: &str = "WG_PORTX_V1";
     pub const MGMT: &str = "WG_MGMT_V1";
-    pub const CONNTRACK: &str = "WG_CT_V2";
+    pub const CONNTRACK: &str = "WG_CT_V3";
     pub const STATS: &str = "WG_STATS_V1";
     pub const RATE: &str = "WG_RATE_V2";
     pub const EVENTS_LOST: &str = "WG_EVLOST_V1";
@@ -33,6 +33,10 @@ pub mod map_names {
     pub const WATCHDOG: &str = "WG_WDOG_V1";
     pub const EVENTS: &str = "WG_EVENTS_V1";
     pub const FRAGMENTS: &str = "WG_FRAG_V1";
+    /// Flow-open records (`FlowOpen`), one per new conntrack entry or denied first packet.
+    pub const FLOWS: &str = "WG_FLOWS_V1";
+    /// Flow-open records not delivered because the ring was full, per CPU.
+    pub const FLOWS_LOST: &str = "WG_FLOWLOST_V1";
 }
 
 /// Program (function) names in the eBPF object.
@@ -61,6 +65,9 @@ pub mod capacity {
     pub const FRAGMENTS: u32 = 8_192;
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 1 << 20;
+    /// Flow record ring size in bytes: about 45,000 records (88 bytes each with the ring's
+    /// header), two seconds of 20,000 new flows/s should the agent fall behind.
+    pub const FLOWS_BYTES: u32 = 1 << 22;
     /// Number of policy slots (A/B).
     pub const SLOTS: u32 = 2;
 }
@@ -286,7 +293,9 @@ const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 24);
 /// view of a flow: `dev_is_a` says which endpoint is the device (the source at ingress, the
 /// destination at egress), so a flow between two devices behind one gateway has two entries,
 /// each admitted by its own device's policy.
-#[repr(C)]
+/// 8-aligned (40 bytes either way): the datapath copies it into flow records as five words,
+/// where a byte-aligned copy compiles to a `memcpy` call BPF does not have.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct CtKey {
     pub a: [u8; 16],
@@ -301,29 +310,74 @@ pub struct CtKey {
 }
 const _: () = assert!(core::mem::size_of::<CtKey>() == 40);
 
+/// Counters interleave with the other fields: four zeroed words in a row compile to a `memset`
+/// call when an entry is made, which BPF does not have.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CtValue {
     pub last_seen_ns: u64,
-    pub packets: u64,
-    pub bytes: u64,
+    /// Packets and IP-layer bytes in the opening direction (`fwd`) and back (`rev`). Packets the
+    /// per-CPU flow cache answered are folded in once a second.
+    pub packets_fwd: u64,
     /// Policy generation the flow was last checked against; a new generation re-checks it.
     pub generation: u32,
     pub rule_id: u32,
+    pub bytes_fwd: u64,
     pub device_id: u32,
     pub idle_timeout_s: u32,
+    pub packets_rev: u64,
     pub flags: u32,
+    /// The interface the entry was admitted on; it answers only there.
+    pub ifindex: u32,
+    pub bytes_rev: u64,
     /// `DIR_*` of the packet that created the entry.
     pub direction: u8,
     /// 1 if the packet that opened the flow was sent by endpoint `a` of the key.
     pub opener_is_a: u8,
+    /// TCP flags seen (ORed) each way on the conntrack path (SYN, FIN and RST always take it):
+    /// how the handshake went.
+    pub tcp_flags_fwd: u8,
+    pub tcp_flags_rev: u8,
     /// The device's MAC when the entry was made: checked on the fast path against spoofing
     /// (source MAC from the device, destination MAC to it).
     pub dev_mac: [u8; 6],
-    /// The interface the entry was admitted on; it answers only there.
-    pub ifindex: u32,
+    pub _pad: u16,
+    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<CtValue>() == 56);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 80);
+
+/// `FlowOpen::flags` (beside the `CT_*` flags of the entry made): the first packet was
+/// dropped (enforce or quarantine), no entry exists. A denied contact.
+pub const FLOW_DENIED: u32 = 1 << 16;
+
+/// A flow-open record (`WG_FLOWS_V1`): one per new conntrack entry, in every mode, and one per
+/// denied first packet. The agent keys its live flow table by `key`, exactly as conntrack does,
+/// and reads the counters from the entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowOpen {
+    /// The datapath's clock (CLOCK_MONOTONIC_COARSE ns).
+    pub ts_ns: u64,
+    pub key: CtKey,
+    pub device_id: u32,
+    pub policy_id: u32,
+    pub rule_id: u32,
+    pub generation: u32,
+    /// `CT_*` flags of the entry, or `FLOW_DENIED`.
+    pub flags: u32,
+    /// The interface the first packet was on.
+    pub ifindex: u32,
+    /// `DIR_*` of the opening packet.
+    pub direction: u8,
+    pub opener_is_a: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    /// IP-layer bytes of the first packet.
+    pub ip_len: u32,
+    pub dev_mac: [u8; 6],
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<FlowOpen>() == 88);
 
 /// A fragmented datagram: addresses, protocol and fragment id (IPv4's 16 bits, IPv6's 32).
 #[repr(C)]
@@ -426,4 +480,5 @@ mod pod {
     unsafe impl aya::Pod for super::CtValue {}
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::FlowOpen {}
 }

@@ -12,12 +12,13 @@
 
 use wardgate_common::{
     CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_MAX_FLOWS, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue,
-    DIR_FROM_DEVICE, DeviceInfo, PROTO_TCP, RuleValue, capacity,
+    DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, PROTO_TCP, RuleValue, capacity,
 };
 
 use crate::{
     flowcache::{self, FlowKey},
-    maps::{WG_CT_V2, WG_FLOWCAP_V1},
+    flows::{self, Opened},
+    maps::{WG_CT_V3, WG_FLOWCAP_V1},
     parse::{Packet, TCP_FIN, TCP_RST},
 };
 
@@ -93,7 +94,7 @@ pub fn related(inner: &Tuple, pkt: &Packet, dir: u8, generation: u32, now: u64) 
     let from_device = dir == DIR_FROM_DEVICE;
     let (key, _) = key_of(inner, !from_device);
     // Safety: the value is copied out at once.
-    let Some(v) = (unsafe { WG_CT_V2.get(&key) }).copied() else {
+    let Some(v) = (unsafe { WG_CT_V3.get(&key) }).copied() else {
         return false;
     };
     fresh(&v, generation, now) && v.dev_mac == pkt.dev_mac(from_device) && v.ifindex == pkt.ifindex
@@ -105,10 +106,26 @@ fn fresh(v: &CtValue, generation: u32, now: u64) -> bool {
         && now.saturating_sub(v.last_seen_ns) < u64::from(v.idle_timeout_s) * 1_000_000_000
 }
 
+/// Counts the packet, `forward` if it goes in the opening direction.
 #[inline(always)]
-fn touch(v: &mut CtValue, pkt: &Packet, now: u64) {
+fn touch(v: &mut CtValue, pkt: &Packet, now: u64, forward: bool) {
     v.last_seen_ns = now;
-    v.packets += 1;
+    let len = u64::from(pkt.ip_len);
+    if forward {
+        v.packets_fwd += 1;
+        v.bytes_fwd += len;
+        v.tcp_flags_fwd |= pkt.tcp_flags;
+    } else {
+        v.packets_rev += 1;
+        v.bytes_rev += len;
+        v.tcp_flags_rev |= pkt.tcp_flags;
+    }
+    closing(v, pkt);
+}
+
+/// FIN or RST shortens the entry's idle timeout.
+#[inline(always)]
+fn closing(v: &mut CtValue, pkt: &Packet) {
     if pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         v.flags |= CT_CLOSING;
         if v.idle_timeout_s > CT_CLOSING_TIMEOUT_S {
@@ -122,7 +139,7 @@ fn touch(v: &mut CtValue, pkt: &Packet, now: u64) {
 #[inline(always)]
 pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
     let (key, src_is_a) = key(pkt, dir);
-    let Some(v) = WG_CT_V2.get_ptr_mut(&key) else {
+    let Some(v) = WG_CT_V3.get_ptr_mut(&key) else {
         return (Ct::Miss, dir);
     };
     // Safety: map value pointer from a successful lookup, valid for this program run.
@@ -132,8 +149,8 @@ pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) 
     // interface it was opened on.
     let dev_mac = pkt.dev_mac(dir == DIR_FROM_DEVICE);
     if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex {
-        touch(v, pkt, now);
-        let answered = flowcache::fill(
+        touch(v, pkt, now, forward);
+        let (packets, bytes) = flowcache::fill(
             fkey,
             generation,
             now,
@@ -142,7 +159,14 @@ pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) 
             v.dev_mac,
             pkt.ifindex,
         );
-        v.packets += u64::from(answered);
+        // The slot served this packet's direction only.
+        if forward {
+            v.packets_fwd += u64::from(packets);
+            v.bytes_fwd += bytes;
+        } else {
+            v.packets_rev += u64::from(packets);
+            v.bytes_rev += bytes;
+        }
         return (
             if forward { Ct::Established } else { Ct::Reply },
             v.direction,
@@ -183,30 +207,98 @@ pub fn commit(
         Some(r) if r.idle_timeout_s != 0 => r.idle_timeout_s,
         _ => CT_DEFAULT_TIMEOUT_S,
     };
+    // The entry starts with this packet counted. Selected, not zero-then-add: constant zero
+    // fields next to each other compile to a `memset` call BPF does not have.
+    let forward = opener_is_a == src_is_a;
+    let len = u64::from(pkt.ip_len);
+    let (packets_fwd, bytes_fwd, packets_rev, bytes_rev) = if forward {
+        (1, len, 0, 0)
+    } else {
+        (0, 0, 1, len)
+    };
+    let (flags_fwd, flags_rev) = if forward {
+        (pkt.tcp_flags, 0)
+    } else {
+        (0, pkt.tcp_flags)
+    };
     let mut value = CtValue {
         last_seen_ns: now,
-        // `touch` below counts this packet.
-        packets: 0,
-        bytes: 0,
+        packets_fwd,
         generation,
         rule_id: rule.map_or(0, |r| r.rule_id),
+        bytes_fwd,
         device_id: dev.device_id,
         idle_timeout_s: timeout,
+        packets_rev,
         flags,
+        ifindex: pkt.ifindex,
+        bytes_rev,
         direction,
         opener_is_a: u8::from(opener_is_a),
+        tcp_flags_fwd: flags_fwd,
+        tcp_flags_rev: flags_rev,
         dev_mac: dev.mac,
-        ifindex: pkt.ifindex,
+        _pad: 0,
+        _pad2: 0,
     };
-    touch(&mut value, pkt, now);
-    let _ = WG_CT_V2.insert(&key, &value, 0);
+    if ct == Ct::Miss {
+        flows::opened(
+            &Opened {
+                now,
+                key: &key,
+                device_id: dev.device_id,
+                generation,
+                policy_id: dev.policy_id,
+                flags,
+                rule_id: value.rule_id,
+                direction,
+                opener_is_a,
+                dev_mac: dev.mac,
+            },
+            pkt,
+        );
+    } else if let Some(old) = WG_CT_V3.get_ptr(&key) {
+        // A re-checked flow keeps its counts: its record in the agent goes on.
+        // Safety: map value pointer from a successful lookup, read at once.
+        let old = unsafe { &*old };
+        value.packets_fwd += old.packets_fwd;
+        value.bytes_fwd += old.bytes_fwd;
+        value.packets_rev += old.packets_rev;
+        value.bytes_rev += old.bytes_rev;
+        value.tcp_flags_fwd |= old.tcp_flags_fwd;
+        value.tcp_flags_rev |= old.tcp_flags_rev;
+    }
+    closing(&mut value, pkt);
+    let _ = WG_CT_V3.insert(&key, &value, 0);
+}
+
+/// A first packet the policy (or quarantine) dropped: a denied contact for the agent's flow
+/// records. Nothing is tracked.
+#[inline(always)]
+pub fn denied(pkt: &Packet, hook: u8, generation: u32, now: u64, dev: &DeviceInfo) {
+    let (key, src_is_a) = key(pkt, hook);
+    flows::opened(
+        &Opened {
+            now,
+            key: &key,
+            device_id: dev.device_id,
+            generation,
+            policy_id: dev.policy_id,
+            flags: FLOW_DENIED,
+            rule_id: 0,
+            direction: hook,
+            opener_is_a: src_is_a,
+            dev_mac: dev.mac,
+        },
+        pkt,
+    );
 }
 
 /// Drops a stale entry whose flow the current policy no longer allows.
 #[inline(always)]
 pub fn forget(ct: Ct, pkt: &Packet, hook: u8) {
     if matches!(ct, Ct::StaleForward | Ct::StaleReply) {
-        let _ = WG_CT_V2.remove(&key(pkt, hook).0);
+        let _ = WG_CT_V3.remove(&key(pkt, hook).0);
     }
 }
 

@@ -10,8 +10,9 @@
 //! Anything else is a miss and takes the conntrack path, so a wrong or stale slot can cost time
 //! but never change a verdict. TCP packets with SYN, FIN or RST always take the conntrack path
 //! (handshakes open entries, FIN/RST shorten them). Every `SYNC_NS` a hit falls through to
-//! conntrack once, which refreshes the entry's idle time and packet count from the slot; so an
-//! entry that only this cache has seen never looks idle to the other direction's CPU.
+//! conntrack once, which refreshes the entry's idle time and adds the packets and bytes the slot
+//! answered to the entry's counters; so an entry that only this cache has seen never looks idle
+//! to the other direction's CPU, and flow records count every packet (a second late at most).
 //!
 //! Per CPU, so slots need no locks; both directions of a flow may be cached on different CPUs.
 //! Not pinned: a reloaded program starts with an empty cache and refills it from conntrack.
@@ -21,7 +22,7 @@ use wardgate_common::{DIR_FROM_DEVICE, PROTO_TCP};
 
 use crate::parse::{Packet, TCP_FIN, TCP_RST, TCP_SYN};
 
-/// Slots per CPU (a power of two): 16,384 x 80 bytes = 1.25 MiB per CPU.
+/// Slots per CPU (a power of two): 16,384 x 88 bytes = 1.4 MiB per CPU.
 const SLOTS: u32 = 16_384;
 
 /// How long a slot may answer before one packet refreshes the conntrack entry.
@@ -46,6 +47,8 @@ pub struct FlowSlot {
     key: FlowKey,
     last_seen_ns: u64,
     synced_ns: u64,
+    /// IP-layer bytes answered since the last sync (with `pending` packets).
+    pending_bytes: u64,
     generation: u32,
     idle_timeout_s: u32,
     /// Packets answered since the last sync; added to the conntrack entry at the next one.
@@ -132,11 +135,12 @@ pub fn lookup(key: &FlowKey, pkt: &Packet, hook: u8, generation: u32, now: u64) 
     }
     slot.last_seen_ns = now;
     slot.pending += 1;
+    slot.pending_bytes += u64::from(pkt.ip_len);
     Some(slot.reply != 0)
 }
 
-/// Fills (or refreshes) the packet's slot after a valid conntrack hit. Returns the packets the
-/// slot answered for this same flow since its last sync, for the conntrack entry's count.
+/// Fills (or refreshes) the packet's slot after a valid conntrack hit. Returns the packets and
+/// bytes the slot answered for this same flow since its last sync, for the entry's counters.
 #[inline(always)]
 pub fn fill(
     key: &FlowKey,
@@ -146,16 +150,16 @@ pub fn fill(
     reply: bool,
     dev_mac: [u8; 6],
     ifindex: u32,
-) -> u32 {
+) -> (u32, u64) {
     let Some(slot) = WG_FLOWCACHE_V1.get_ptr_mut(index(key)) else {
-        return 0;
+        return (0, 0);
     };
     // Safety: this CPU's slot; nothing else runs on this CPU while we do.
     let slot = unsafe { &mut *slot };
     let pending = if slot.valid != 0 && slot.key == *key {
-        slot.pending
+        (slot.pending, slot.pending_bytes)
     } else {
-        0
+        (0, 0)
     };
     slot.key = *key;
     slot.last_seen_ns = now;
@@ -163,6 +167,7 @@ pub fn fill(
     slot.generation = generation;
     slot.idle_timeout_s = idle_timeout_s;
     slot.pending = 0;
+    slot.pending_bytes = 0;
     slot.reply = u8::from(reply);
     slot.valid = 1;
     slot.dev_mac = dev_mac;

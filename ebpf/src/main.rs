@@ -19,6 +19,7 @@ mod conntrack;
 mod events;
 mod floor;
 mod flowcache;
+mod flows;
 mod fragments;
 mod icmp;
 mod maps;
@@ -136,6 +137,7 @@ fn arp_claim(arp: &Arp, frame_mac: [u8; 6], dir: u8) -> Reason {
         icmp_type: 0,
         hop_limit: 0,
         _pad: 0,
+        ip_len: 0,
         frag_offset: 0,
         l4_off: 0,
         frag_id: 0,
@@ -389,6 +391,9 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
         if management(f) {
             return track(f, &dev, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0));
         }
+        if !f.reply() {
+            conntrack::denied(pkt, f.dir, f.generation, f.now, &dev);
+        }
         return (Reason::DropQuarantine, EVENT_DENY);
     }
     if pkt.fragment {
@@ -447,6 +452,9 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
             .unwrap_or((Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY)),
         None => {
             conntrack::forget(f.ct, pkt, f.dir);
+            if !reply {
+                conntrack::denied(pkt, f.dir, f.generation, f.now, &dev);
+            }
             (Reason::DropPolicy, EVENT_DENY)
         }
     }

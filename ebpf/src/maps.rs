@@ -55,8 +55,8 @@ pub static WG_MGMT_V1: LpmTrie<MgmtKey, u32> = LpmTrie::pinned(capacity::MGMT, 0
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists, so inserting a new flow takes no shared lock.
 const NO_COMMON_LRU: u32 = 2;
 
-#[map(name = "WG_CT_V2")]
-pub static WG_CT_V2: LruHashMap<CtKey, CtValue> =
+#[map(name = "WG_CT_V3")]
+pub static WG_CT_V3: LruHashMap<CtKey, CtValue> =
     LruHashMap::pinned(capacity::CONNTRACK, NO_COMMON_LRU);
 
 /// Fragmented datagrams whose first fragment passed (`fragments.rs`).
@@ -88,3 +88,11 @@ pub static WG_FLOWCAP_V1: Array<FlowCapState> = Array::pinned(capacity::FLOW_CAP
 
 #[map(name = "WG_EVENTS_V1")]
 pub static WG_EVENTS_V1: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
+
+/// Flow-open records (`flows.rs`): not rate-limited, not sharing the events' budget.
+#[map(name = "WG_FLOWS_V1")]
+pub static WG_FLOWS_V1: RingBuf = RingBuf::pinned(capacity::FLOWS_BYTES, 0);
+
+/// Flow-open records lost to a full ring, per CPU.
+#[map(name = "WG_FLOWLOST_V1")]
+pub static WG_FLOWLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);

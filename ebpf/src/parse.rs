@@ -60,6 +60,8 @@ pub struct Packet {
     /// IPv4 TTL or IPv6 hop limit.
     pub hop_limit: u8,
     pub _pad: u8,
+    /// IP-layer bytes (the frame from the IP header on): what flow counters add up.
+    pub ip_len: u32,
 }
 
 impl Packet {
@@ -179,6 +181,7 @@ pub fn parse(ctx: &TcContext, out: &mut MaybeUninit<Packet>) -> Parsed {
         icmp_type: 0,
         hop_limit: 0,
         _pad: 0,
+        ip_len: len.saturating_sub(l3_off as u32),
         frag_offset: 0,
         l4_off: 0,
         frag_id: 0,

@@ -1,4 +1,4 @@
-//! `cargo xtask bench datapath|throughput|controller|learn`: benchmarks that print tables (never run as tests).
+//! `cargo xtask bench datapath|throughput|controller|learn|flows`: benchmarks that print tables (never run as tests).
 
 use crate::cmd;
 
@@ -13,6 +13,9 @@ pub enum Bench {
     /// packets/s of `wardgate-agent learn` vs tshark conv,ip and ndpiReader on a generated
     /// 1,000-device ward capture (WG_BENCH_ROUNDS, default 5).
     Learn,
+    /// New flows/s through a gateway namespace vs flow records the agent kept, and the agent's
+    /// resident memory holding 10,000 devices' baselines (root).
+    Flows,
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -37,5 +40,10 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
             "wardgate-controller-bench",
         ])),
         Bench::Learn => crate::bench_learn::run(),
+        Bench::Flows => {
+            // The bench starts the real agent binary.
+            cmd::run(cmd::cargo().args(["build", "--release", "-p", "wardgate-agent"]))?;
+            cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-testkit", "--bench", "flows"]))
+        }
     }
 }

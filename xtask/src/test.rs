@@ -186,6 +186,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "service",
                 "--test",
                 "replay_netns",
+                "--test",
+                "flows_netns",
                 "--",
                 "--test-threads=1",
             ])

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use wardgate_common::{
-    self as c, DeviceInfo, DeviceKey, Event, MacKey, MgmtKey, PeerKey, PortKey, Reason, RuleValue,
+    self as c, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen, MacKey, MgmtKey, PeerKey,
+    PortKey, Reason, RuleValue,
 };
 use wardgate_policy::desired::{DeviceEntry, PeerEntry, PortEntry};
 
@@ -253,6 +254,91 @@ pub fn event(bytes: &[u8]) -> Option<DatapathEvent> {
     })
 }
 
+/// A flow-open record from `WG_FLOWS_V1`, decoded. `key` stays raw: it is how the agent looks
+/// the flow's conntrack entry up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowOpened {
+    pub key: CtKey,
+    /// The datapath's clock (CLOCK_MONOTONIC_COARSE ns).
+    pub ts_ns: u64,
+    pub device_id: u32,
+    pub policy_id: u32,
+    pub rule_id: u32,
+    pub generation: u32,
+    /// The first packet was dropped: a denied contact, no entry exists.
+    pub denied: bool,
+    /// The device sent the first packet.
+    pub from_device: bool,
+    pub device: IpAddr,
+    pub device_port: u16,
+    pub peer: IpAddr,
+    pub peer_port: u16,
+    pub proto: u8,
+    pub icmp_type: u8,
+    pub tcp_flags: u8,
+    pub ip_len: u32,
+    pub dev_mac: [u8; 6],
+}
+
+/// Decodes a flow-open record; `None` if it is not one (short or foreign record).
+pub fn flow_open(bytes: &[u8]) -> Option<FlowOpened> {
+    if bytes.len() < size_of::<FlowOpen>() {
+        return None;
+    }
+    // Safety: length checked; FlowOpen is repr(C) plain data, read unaligned.
+    let r: FlowOpen = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let k = &r.key;
+    let a = (ip_from_raw(k.family, k.a), u16::from_be_bytes(k.a_port_be));
+    let b = (ip_from_raw(k.family, k.b), u16::from_be_bytes(k.b_port_be));
+    let (device, peer) = if k.dev_is_a != 0 { (a, b) } else { (b, a) };
+    Some(FlowOpened {
+        key: r.key,
+        ts_ns: r.ts_ns,
+        device_id: r.device_id,
+        policy_id: r.policy_id,
+        rule_id: r.rule_id,
+        generation: r.generation,
+        denied: r.flags & c::FLOW_DENIED != 0,
+        from_device: r.direction == c::DIR_FROM_DEVICE,
+        device: device.0,
+        device_port: device.1,
+        peer: peer.0,
+        peer_port: peer.1,
+        proto: k.proto,
+        icmp_type: r.icmp_type,
+        tcp_flags: r.tcp_flags,
+        ip_len: r.ip_len,
+        dev_mac: r.dev_mac,
+    })
+}
+
+/// A conntrack entry's counters, by direction of the flow (opening / back).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounters {
+    /// The datapath's clock.
+    pub last_seen_ns: u64,
+    pub packets_fwd: u64,
+    pub bytes_fwd: u64,
+    pub packets_rev: u64,
+    pub bytes_rev: u64,
+    pub tcp_flags_fwd: u8,
+    pub tcp_flags_rev: u8,
+    pub idle_timeout_s: u32,
+}
+
+pub fn flow_counters(v: &CtValue) -> FlowCounters {
+    FlowCounters {
+        last_seen_ns: v.last_seen_ns,
+        packets_fwd: v.packets_fwd,
+        bytes_fwd: v.bytes_fwd,
+        packets_rev: v.packets_rev,
+        bytes_rev: v.bytes_rev,
+        tcp_flags_fwd: v.tcp_flags_fwd,
+        tcp_flags_rev: v.tcp_flags_rev,
+        idle_timeout_s: v.idle_timeout_s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +391,35 @@ mod tests {
         assert_eq!(ev.src, "192.0.2.10".parse::<IpAddr>().unwrap());
         assert_eq!(ev.dport, 104);
         assert!(event(&bytes[..10]).is_none());
+    }
+
+    #[test]
+    fn flow_records_name_the_device_end_of_the_key() {
+        let mut raw = FlowOpen {
+            flags: c::FLOW_DENIED,
+            direction: c::DIR_FROM_DEVICE,
+            ..Default::default()
+        };
+        raw.key.family = c::FAMILY_V4;
+        raw.key.a[..4].copy_from_slice(&[192, 0, 2, 10]);
+        raw.key.a_port_be = 40000u16.to_be_bytes();
+        raw.key.b[..4].copy_from_slice(&[198, 51, 100, 10]);
+        raw.key.b_port_be = 104u16.to_be_bytes();
+        raw.key.proto = 6;
+        // The device is endpoint b: the peer is a.
+        raw.key.dev_is_a = 0;
+        // Safety: FlowOpen is plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const FlowOpen).cast::<u8>(),
+                size_of::<FlowOpen>(),
+            )
+        };
+        let f = flow_open(bytes).unwrap();
+        assert!(f.denied && f.from_device);
+        assert_eq!(f.device, "198.51.100.10".parse::<IpAddr>().unwrap());
+        assert_eq!((f.device_port, f.peer_port), (104, 40000));
+        assert_eq!(f.peer, "192.0.2.10".parse::<IpAddr>().unwrap());
+        assert!(flow_open(&bytes[..40]).is_none());
     }
 }

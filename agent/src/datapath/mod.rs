@@ -442,6 +442,17 @@ impl Datapath {
         RingBuf::try_from(map).map_err(map_err(map_names::EVENTS))
     }
 
+    /// Takes the flow-record ring buffer out (once), for the flow reader task.
+    pub fn take_flows(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        let map = self
+            .ebpf
+            .take_map(map_names::FLOWS)
+            .ok_or(DatapathError::MissingMap {
+                name: map_names::FLOWS,
+            })?;
+        RingBuf::try_from(map).map_err(map_err(map_names::FLOWS))
+    }
+
     pub(crate) fn typed<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,

@@ -62,7 +62,7 @@ impl Observation<'_> {
 
 /// One detector. `observe` is called for every observation in time order and pushes any
 /// detections (raw, not yet aggregated) into `out`.
-pub trait Detector {
+pub trait Detector: Send {
     /// The detector's name as findings carry it (`scan_vertical`, `class_protocol`, ...).
     fn name(&self) -> &'static str;
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>);
@@ -339,6 +339,12 @@ impl Engine {
             raw: Vec::new(),
             last_ns: 0,
         }
+    }
+
+    /// Replaces what the engine knows of the site (live: a new policy generation), keeping
+    /// every detector's state.
+    pub fn set_site(&mut self, site: SiteFacts) {
+        self.site = site;
     }
 
     /// The detectors' names, in order.

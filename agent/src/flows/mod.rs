@@ -1,0 +1,299 @@
+//! Live flow records: the datapath's flow-open records (`WG_FLOWS_V1`) into the live flow table,
+//! counters from the conntrack map by a bounded sweep, and every record the table gives up fed
+//! to the detectors (`analysis::detect::Engine`) as it comes; what they find goes to the alert
+//! outbox. Reads maps only: the map writer stays the one in `run.rs`.
+
+pub mod table;
+
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::watch,
+};
+use wardgate_analysis::{
+    FlowRecord, Mac,
+    detect::{
+        self, AddressClaim, Baselines, ClaimKind, DetectConfig, DeviceFacts, Engine, Finding,
+        Observation, SiteFacts,
+    },
+    flow::DeviceRef,
+};
+use wardgate_common::{CtKey, CtValue, map_names};
+use wardgate_policy::DesiredState;
+
+pub use table::{Clock, LiveConfig, LiveFlows, LiveStats};
+
+use crate::{
+    alerts::{self, AlertQueue},
+    datapath::{self, DatapathError, convert, pinned},
+    events::Generations,
+};
+
+/// How often the table is swept (young flows first, each sweep bounded).
+pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// How often the table's counts (and flow records lost to a full ring) are logged, when they
+/// changed.
+pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// An update of an open finding goes to the outbox at most this often (its opening at once).
+pub const UPDATE_EVERY_NS: u64 = 30_000_000_000;
+
+/// The conntrack map and the flow-loss counters, opened read-only from their pins.
+pub struct CtReader {
+    ct: BpfHashMap<MapData, CtKey, CtValue>,
+    lost: PerCpuArray<MapData, u64>,
+}
+
+impl CtReader {
+    pub fn open(pin_root: &Path) -> Result<Self, DatapathError> {
+        let ct = pinned::open(pin_root, map_names::CONNTRACK)?;
+        let lost = pinned::open(pin_root, map_names::FLOWS_LOST)?;
+        Ok(CtReader {
+            ct: BpfHashMap::try_from(Map::LruHashMap(ct))
+                .map_err(datapath::map_err(map_names::CONNTRACK))?,
+            lost: PerCpuArray::try_from(Map::PerCpuArray(lost))
+                .map_err(datapath::map_err(map_names::FLOWS_LOST))?,
+        })
+    }
+
+    pub fn counters(&self, key: &CtKey) -> Option<convert::FlowCounters> {
+        self.ct.get(key, 0).ok().map(|v| convert::flow_counters(&v))
+    }
+
+    /// Flow-open records the datapath could not deliver (ring full), summed over CPUs.
+    pub fn lost(&self) -> u64 {
+        self.lost.get(&0, 0).map_or(0, |v| v.iter().sum())
+    }
+}
+
+/// The datapath clock's offset to wall time, now.
+pub fn clock_now() -> Clock {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    Clock {
+        offset_ns: wall - datapath::coarse_now_ns() as i64,
+    }
+}
+
+/// What the detectors know of the site, from the generation the agent enforces: each device
+/// with its class (profile), addresses and MAC.
+pub fn site_facts(state: &DesiredState) -> SiteFacts {
+    let mut site = SiteFacts::default();
+    for d in &state.devices {
+        let class = state
+            .policies
+            .iter()
+            .find(|p| p.policy_id == d.policy_id)
+            .map(|p| p.profile.clone());
+        site.add(DeviceFacts {
+            name: d.name.clone(),
+            class,
+            gateway: Some(state.gateway.clone()).filter(|g| !g.is_empty()),
+            mac: Some(Mac(d.mac.0)),
+            addresses: d.addrs.clone(),
+            ..DeviceFacts::default()
+        });
+    }
+    site
+}
+
+/// The device end of a record, named from the generation that opened it.
+fn device_ref(o: &convert::FlowOpened, state: Option<&DesiredState>) -> DeviceRef {
+    let name = state
+        .and_then(|s| s.device(o.device_id))
+        .map_or_else(|| o.device.to_string(), |d| d.name.clone());
+    DeviceRef {
+        name,
+        id: (o.device_id != 0).then_some(o.device_id),
+        mac: Some(Mac(o.dev_mac)),
+    }
+}
+
+/// The detectors over live records, and which findings went to the outbox when.
+pub struct Detection {
+    engine: Engine,
+    /// Finding id -> (wall ns it was last sent, updates sent).
+    sent: HashMap<String, (u64, u32)>,
+    started_ms: i64,
+}
+
+impl Detection {
+    pub fn new(cfg: &DetectConfig, baselines: Baselines) -> Self {
+        let dets = detect::detectors(cfg, !baselines.is_empty());
+        Detection {
+            engine: Engine::new(dets, SiteFacts::default(), baselines, cfg.aggregate.clone()),
+            sent: HashMap::new(),
+            started_ms: crate::events::unix_ms(),
+        }
+    }
+
+    pub fn set_site(&mut self, site: SiteFacts) {
+        self.engine.set_site(site);
+    }
+
+    /// Feeds records; returns the alerts to send: a finding when it opens, an update of it at
+    /// most every `UPDATE_EVERY_NS`.
+    pub fn observe(
+        &mut self,
+        records: &[FlowRecord],
+        now_ns: u64,
+    ) -> Vec<wardgate_proto::v1::Alert> {
+        let mut out = Vec::new();
+        for r in records {
+            for f in self.engine.observe(&Observation::Flow(r)) {
+                self.maybe_send(&f, now_ns, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Feeds an address claim (ARP, from a datapath spoof or new-address event).
+    pub fn observe_claim(
+        &mut self,
+        claim: &AddressClaim,
+        now_ns: u64,
+    ) -> Vec<wardgate_proto::v1::Alert> {
+        let mut out = Vec::new();
+        for f in self.engine.observe(&Observation::Claim(claim)) {
+            self.maybe_send(&f, now_ns, &mut out);
+        }
+        out
+    }
+
+    fn maybe_send(&mut self, f: &Finding, now_ns: u64, out: &mut Vec<wardgate_proto::v1::Alert>) {
+        let due = match self.sent.get(&f.id) {
+            None => Some(0),
+            Some(&(at, n)) if now_ns.saturating_sub(at) >= UPDATE_EVERY_NS => Some(n + 1),
+            Some(_) => None,
+        };
+        if let Some(n) = due {
+            self.sent.insert(f.id.clone(), (now_ns, n));
+            let id = format!("{}-{}-{n}", self.started_ms, f.id);
+            // Observed when the packet that raised it passed the gateway (its record's time).
+            out.push(alerts::from_finding(f, id));
+        }
+    }
+}
+
+/// The ARP claim a datapath event reports (spoof or new address from an ARP frame: protocol 0,
+/// the ARP operation in the ports), at wall time `ts_ns`. The event carries the frame's source
+/// MAC, which the datapath checked against the claim: it stands for both.
+pub fn claim_of(ev: &convert::DatapathEvent, ts_ns: u64) -> Option<AddressClaim> {
+    use convert::EventKind;
+    if ev.proto != 0 || !matches!(ev.kind, EventKind::Spoof | EventKind::NewAddress) {
+        return None;
+    }
+    let kind = if ev.src == ev.dst {
+        ClaimKind::Gratuitous
+    } else if ev.sport == 2 {
+        ClaimKind::ArpReply
+    } else {
+        ClaimKind::ArpRequest
+    };
+    Some(AddressClaim {
+        ts_ns,
+        mac: Mac(ev.src_mac),
+        frame_src: Mac(ev.src_mac),
+        addr: ev.src,
+        kind,
+        vlan: None,
+    })
+}
+
+/// Claims the event reader hands over, at most this many waiting (more are dropped, counted in
+/// the log: the spoof alert from the event itself is not lost).
+pub const CLAIMS_QUEUE: usize = 1024;
+
+/// Reads flow-open records and sweeps the table until the task is dropped.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    ct: CtReader,
+    state: watch::Receiver<Option<Arc<DesiredState>>>,
+    alerts: Option<Arc<AlertQueue>>,
+    mut claims: tokio::sync::mpsc::Receiver<AddressClaim>,
+    detection: (DetectConfig, Baselines),
+    cfg: LiveConfig,
+) -> anyhow::Result<()> {
+    // Made here: detectors are not `Send`, they live on this task.
+    let mut detection = Detection::new(&detection.0, detection.1);
+    // Safety: the ring buffer owns its fd and outlives the registration (both live in `fd`).
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("registering the flow ring buffer: {e}"))?;
+    let mut table = LiveFlows::new(cfg);
+    let mut generations = Generations::default();
+    let mut state = state;
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    let mut malformed = 0u64;
+    let mut last_report = (LiveStats::default(), 0u64, 0u64);
+    let mut records = Vec::new();
+    loop {
+        if state.has_changed().unwrap_or(false)
+            && let Some(s) = state.borrow_and_update().clone()
+        {
+            detection.set_site(site_facts(&s));
+            generations.observe(s);
+        }
+        let clock = clock_now();
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    match convert::flow_open(&item) {
+                        Some(o) => {
+                            let dev = device_ref(&o, generations.get(o.generation));
+                            table.open(&o, dev, clock, &mut records);
+                        }
+                        None => malformed += 1,
+                    }
+                }
+                guard.clear_ready();
+            }
+            Some(c) = claims.recv() => {
+                let found = detection.observe_claim(&c, c.ts_ns);
+                send(&alerts, found);
+            }
+            _ = sweep.tick() => {
+                table.sweep(datapath::coarse_now_ns(), clock, |k| ct.counters(k), &mut records);
+            }
+            _ = report.tick() => {
+                let lost = ct.lost();
+                let s = table.stats;
+                if (s, lost, malformed) != last_report {
+                    last_report = (s, lost, malformed);
+                    tracing::info!(target: "wardgate::flows", held = table.len(), opened = s.opened,
+                        denied = s.denied, finished = s.finished, observed = s.observed,
+                        table_full = s.table_full, lost, malformed, "live flow table");
+                }
+            }
+        }
+        if records.is_empty() {
+            continue;
+        }
+        let found = detection.observe(&records, clock.wall(datapath::coarse_now_ns()));
+        records.clear();
+        send(&alerts, found);
+    }
+}
+
+/// Logs findings' alerts and hands them to the outbox (when there is a controller).
+fn send(alerts: &Option<Arc<AlertQueue>>, found: Vec<wardgate_proto::v1::Alert>) {
+    for a in &found {
+        tracing::info!(target: "wardgate::finding", id = a.id, kind = a.kind,
+            severity = a.severity, device = a.device, "detector finding");
+    }
+    if let Some(q) = alerts
+        && !found.is_empty()
+    {
+        q.push_all(found);
+    }
+}
+
+#[cfg(test)]
+mod tests;

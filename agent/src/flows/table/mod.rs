@@ -1,0 +1,360 @@
+//! The agent's live flow table: one entry per flow-open record, keyed like conntrack, its
+//! counters refreshed from the conntrack entry by a bounded sweep, finished into an
+//! `analysis::FlowRecord` when the entry is gone or idle past its timeout.
+//!
+//! Why a sweep and not flow-end records from the datapath: an LRU eviction tells no one, so
+//! the agent has to notice vanished entries by looking anyway; a sweep also costs the
+//! established path nothing (no FIN/RST or expiry work in the kernel), and the flow cache
+//! already folds its counts into conntrack once a second.
+//!
+//! Each flow is observed by the detectors once: a failed first contact (denied, refused, or no
+//! answer within `answer_wait`) as soon as that is known, so scans are seen within a sweep or
+//! two; any other flow when it finishes, or once it has run `long_running` (a snapshot).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+};
+
+use wardgate_analysis::{
+    FlowRecord,
+    flow::{DeviceRef, FlowDirection, TcpOutcome},
+};
+use wardgate_common::CtKey;
+
+use crate::datapath::convert::{FlowCounters, FlowOpened};
+
+const NS: u64 = 1_000_000_000;
+const TCP: u8 = 6;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+
+/// Timing and bounds of the table (defaults in `Default`).
+#[derive(Clone, Copy, Debug)]
+pub struct LiveConfig {
+    /// A first contact with no answer after this long failed (1 s).
+    pub answer_wait_ns: u64,
+    /// A flow still running after this long is observed once as it stands (60 s).
+    pub long_running_ns: u64,
+    /// A denied contact is remembered this long after its last packet, so retransmissions
+    /// count as one contact (10 s).
+    pub denied_hold_ns: u64,
+    /// Conntrack lookups per sweep for each of the two queues (young, old).
+    pub per_sweep: usize,
+    /// Flows held at most (conntrack's capacity and as many denied contacts).
+    pub max_flows: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            answer_wait_ns: NS,
+            long_running_ns: 60 * NS,
+            denied_hold_ns: 10 * NS,
+            per_sweep: 8192,
+            max_flows: 2 * wardgate_common::capacity::CONNTRACK as usize,
+        }
+    }
+}
+
+/// What the table did, since the agent started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveStats {
+    pub opened: u64,
+    pub denied: u64,
+    pub finished: u64,
+    pub observed: u64,
+    /// Records not kept because the table was full.
+    pub table_full: u64,
+}
+
+struct Live {
+    rec: FlowRecord,
+    /// The opening packet went device -> peer.
+    from_device: bool,
+    denied: bool,
+    observed: bool,
+    opened_mono: u64,
+    last_mono: u64,
+}
+
+/// Clock of the datapath (monotonic coarse ns) to wall ns: `mono + offset`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock {
+    pub offset_ns: i64,
+}
+
+impl Clock {
+    pub fn wall(self, mono_ns: u64) -> u64 {
+        (mono_ns as i64).saturating_add(self.offset_ns).max(0) as u64
+    }
+}
+
+#[derive(Default)]
+pub struct LiveFlows {
+    cfg: LiveConfig,
+    flows: HashMap<CtKey, Live>,
+    /// Flows whose first answer is still awaited, oldest first.
+    young: VecDeque<CtKey>,
+    /// Every other flow, visited round-robin.
+    old: VecDeque<CtKey>,
+    pub stats: LiveStats,
+}
+
+impl LiveFlows {
+    pub fn new(cfg: LiveConfig) -> Self {
+        LiveFlows {
+            cfg,
+            ..LiveFlows::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// A flow-open record from the datapath, for `device`. A denied contact is observed at once
+    /// (pushed to `out`); a repeat of one held is counted into it.
+    pub fn open(
+        &mut self,
+        o: &FlowOpened,
+        device: DeviceRef,
+        clock: Clock,
+        out: &mut Vec<FlowRecord>,
+    ) {
+        if let Some(live) = self.flows.get_mut(&o.key) {
+            if o.denied && live.denied {
+                live.last_mono = o.ts_ns;
+                live.rec.last_seen_ns = clock.wall(o.ts_ns);
+                if live.from_device {
+                    live.rec.packets_out += 1;
+                    live.rec.bytes_out += u64::from(o.ip_len);
+                } else {
+                    live.rec.packets_in += 1;
+                    live.rec.bytes_in += u64::from(o.ip_len);
+                }
+                return;
+            }
+            // The old entry ended (or was denied) and the tuple is new again: finish it first.
+            let old = self.flows.remove(&o.key).expect("present");
+            self.finish(old, out);
+        }
+        if self.flows.len() >= self.cfg.max_flows {
+            self.stats.table_full += 1;
+            return;
+        }
+        self.stats.opened += 1;
+        let wall = clock.wall(o.ts_ns);
+        let (port, direction) = if o.from_device {
+            (o.peer_port, FlowDirection::Opened)
+        } else {
+            (o.device_port, FlowDirection::Received)
+        };
+        let len = u64::from(o.ip_len);
+        let (out_n, in_n) = if o.from_device { (1, 0) } else { (0, 1) };
+        let rec = FlowRecord {
+            device,
+            direction,
+            device_addr: o.device,
+            device_port: o.device_port,
+            peer: o.peer,
+            peer_port: o.peer_port,
+            proto: o.proto,
+            port,
+            icmp_type: matches!(o.proto, 1 | 58).then_some(o.icmp_type),
+            vlan: None,
+            packets_out: out_n,
+            bytes_out: out_n * len,
+            packets_in: in_n,
+            bytes_in: in_n * len,
+            first_seen_ns: wall,
+            last_seen_ns: wall,
+            tcp: (o.proto == TCP).then_some(if o.denied {
+                TcpOutcome::NoAnswer
+            } else {
+                TcpOutcome::Unknown
+            }),
+            rule: (o.rule_id != 0).then_some(o.rule_id),
+            app: None,
+        };
+        let mut live = Live {
+            rec,
+            from_device: o.from_device,
+            denied: o.denied,
+            observed: false,
+            opened_mono: o.ts_ns,
+            last_mono: o.ts_ns,
+        };
+        if o.denied {
+            self.stats.denied += 1;
+            self.observe(&mut live, out);
+            self.old.push_back(o.key);
+        } else {
+            self.young.push_back(o.key);
+        }
+        self.flows.insert(o.key, live);
+    }
+
+    fn observe(&mut self, live: &mut Live, out: &mut Vec<FlowRecord>) {
+        if !live.observed {
+            live.observed = true;
+            self.stats.observed += 1;
+            out.push(live.rec.clone());
+        }
+    }
+
+    fn finish(&mut self, mut live: Live, out: &mut Vec<FlowRecord>) {
+        self.stats.finished += 1;
+        self.observe(&mut live, out);
+    }
+
+    /// One sweep at datapath time `now`: up to `per_sweep` young and `per_sweep` old flows are
+    /// looked up (`lookup` reads the conntrack entry; `None` = gone). Records to observe are
+    /// pushed to `out`.
+    pub fn sweep(
+        &mut self,
+        now: u64,
+        clock: Clock,
+        mut lookup: impl FnMut(&CtKey) -> Option<FlowCounters>,
+        out: &mut Vec<FlowRecord>,
+    ) {
+        let n = self.young.len().min(self.cfg.per_sweep);
+        for _ in 0..n {
+            let Some(key) = self.young.pop_front() else {
+                break;
+            };
+            match self.visit(&key, now, clock, &mut lookup, out) {
+                Keep::Young => self.young.push_back(key),
+                Keep::Old => self.old.push_back(key),
+                Keep::Gone => {}
+            }
+        }
+        let n = self.old.len().min(self.cfg.per_sweep);
+        for _ in 0..n {
+            let Some(key) = self.old.pop_front() else {
+                break;
+            };
+            if self.visit(&key, now, clock, &mut lookup, out) != Keep::Gone {
+                self.old.push_back(key);
+            }
+        }
+    }
+
+    fn visit(
+        &mut self,
+        key: &CtKey,
+        now: u64,
+        clock: Clock,
+        lookup: &mut impl FnMut(&CtKey) -> Option<FlowCounters>,
+        out: &mut Vec<FlowRecord>,
+    ) -> Keep {
+        let Some(mut live) = self.flows.remove(key) else {
+            return Keep::Gone;
+        };
+        if live.denied {
+            if now.saturating_sub(live.last_mono) >= self.cfg.denied_hold_ns {
+                self.finish(live, out);
+                return Keep::Gone;
+            }
+            self.flows.insert(*key, live);
+            return Keep::Old;
+        }
+        let Some(c) = lookup(key) else {
+            self.finish(live, out);
+            return Keep::Gone;
+        };
+        update(&mut live, &c, clock);
+        let idle = now.saturating_sub(c.last_seen_ns) >= u64::from(c.idle_timeout_s) * NS;
+        if idle {
+            self.finish(live, out);
+            return Keep::Gone;
+        }
+        let age = now.saturating_sub(live.opened_mono);
+        let answered = c.packets_rev > 0;
+        let refused = live.rec.tcp == Some(TcpOutcome::Refused);
+        let keep = if refused || (!answered && age >= self.cfg.answer_wait_ns) {
+            if !answered && live.rec.proto == TCP {
+                live.rec.tcp = Some(TcpOutcome::NoAnswer);
+            }
+            self.observe(&mut live, out);
+            Keep::Old
+        } else if age >= self.cfg.long_running_ns {
+            self.observe(&mut live, out);
+            Keep::Old
+        } else if age >= self.cfg.answer_wait_ns || answered {
+            Keep::Old
+        } else {
+            Keep::Young
+        };
+        self.flows.insert(*key, live);
+        keep
+    }
+
+    /// Finishes every flow (at shutdown or in tests).
+    pub fn finish_all(&mut self, out: &mut Vec<FlowRecord>) {
+        let keys: Vec<CtKey> = self.flows.keys().copied().collect();
+        for k in keys {
+            if let Some(live) = self.flows.remove(&k) {
+                self.finish(live, out);
+            }
+        }
+        self.young.clear();
+        self.old.clear();
+    }
+
+    /// The peer addresses of held flows of `device` (tests, status).
+    pub fn peers_of(&self, device: IpAddr) -> Vec<IpAddr> {
+        self.flows
+            .values()
+            .filter(|l| l.rec.device_addr == device)
+            .map(|l| l.rec.peer)
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keep {
+    Young,
+    Old,
+    Gone,
+}
+
+/// Counters and handshake from the conntrack entry, seen from the device.
+fn update(live: &mut Live, c: &FlowCounters, clock: Clock) {
+    let r = &mut live.rec;
+    let (out, inn) = if live.from_device {
+        ((c.packets_fwd, c.bytes_fwd), (c.packets_rev, c.bytes_rev))
+    } else {
+        ((c.packets_rev, c.bytes_rev), (c.packets_fwd, c.bytes_fwd))
+    };
+    // Counters only grow: a re-checked entry keeps its counts.
+    r.packets_out = r.packets_out.max(out.0);
+    r.bytes_out = r.bytes_out.max(out.1);
+    r.packets_in = r.packets_in.max(inn.0);
+    r.bytes_in = r.bytes_in.max(inn.1);
+    live.last_mono = live.last_mono.max(c.last_seen_ns);
+    r.last_seen_ns = r.last_seen_ns.max(clock.wall(c.last_seen_ns));
+    if r.proto == TCP {
+        r.tcp = Some(if c.tcp_flags_rev & TCP_SYN != 0 {
+            TcpOutcome::Established
+        } else if c.tcp_flags_rev & TCP_RST != 0 && c.tcp_flags_fwd & TCP_SYN != 0 {
+            TcpOutcome::Refused
+        } else if c.packets_rev > 0 {
+            // Seen mid-stream (a learned flow's entry made after the handshake).
+            if c.tcp_flags_fwd & TCP_SYN != 0 {
+                TcpOutcome::Established
+            } else {
+                TcpOutcome::Unknown
+            }
+        } else {
+            TcpOutcome::Unknown
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
