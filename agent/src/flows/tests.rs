@@ -40,7 +40,10 @@ fn a_scan_opens_one_alert_and_its_updates_are_sent_at_most_every_30_s() {
         let r = denied(p, t0 + u64::from(p) * ms);
         sent.extend(d.observe(&[r], t0 + u64::from(p) * ms));
     }
-    let scans: Vec<_> = sent.iter().filter(|a| a.kind == "scan_vertical").collect();
+    let scans: Vec<_> = sent
+        .iter()
+        .filter(|a| a.detector == "scan_vertical")
+        .collect();
     assert_eq!(scans.len(), 1, "{sent:?}");
     let a = scans[0];
     assert_eq!(
@@ -53,7 +56,10 @@ fn a_scan_opens_one_alert_and_its_updates_are_sent_at_most_every_30_s() {
     assert_eq!(a.observed_unix_ms, (t0 / ms) as i64 + 15);
     // 30 s later the next probe sends the updated finding under a new id.
     let later = d.observe(&[denied(41, t0 + 31_000 * ms)], t0 + 31_000 * ms);
-    let update: Vec<_> = later.iter().filter(|x| x.kind == "scan_vertical").collect();
+    let update: Vec<_> = later
+        .iter()
+        .filter(|x| x.detector == "scan_vertical")
+        .collect();
     assert_eq!(update.len(), 1);
     assert_ne!(update[0].id, a.id);
 }

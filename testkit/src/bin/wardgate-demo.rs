@@ -334,7 +334,11 @@ fn main() -> anyhow::Result<()> {
     println!("\n== the SOC's view: wardctl alerts list (as sam, role soc)");
     // The agent streams alerts as the datapath reports them; wait (bounded) for the last ones.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let deny_alerts = |out: &str| out.lines().filter(|l| l.contains(" deny ")).count();
+    let deny_alerts = |out: &str| {
+        out.lines()
+            .filter(|l| l.contains(" datapath_deny "))
+            .count()
+    };
     let alerts = loop {
         let out = wardctl.run_as("user-sam", &["alerts", "list"])?;
         if deny_alerts(&out) >= 4 || Instant::now() > deadline {
