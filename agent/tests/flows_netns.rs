@@ -11,7 +11,6 @@ mod support;
 use std::{
     net::{SocketAddr, TcpStream},
     path::Path,
-    process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -19,6 +18,7 @@ use std::{
 use support::*;
 use wardgate_agent::config::AgentConfig;
 use wardgate_proto::v1 as pb;
+use wardgate_testkit::agent::AgentProcess;
 use wardgate_testkit::controller::LabController;
 use wardgate_testkit::ward::{Ward, in_ns, run_in};
 
@@ -33,35 +33,6 @@ fn unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-struct Agent {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Agent {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.log_text().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("agent never logged `{needle}`:\n{}", self.log_text());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One SYN to each port of `host` from the device (denied by the pump's profile: dropped at
@@ -168,18 +139,12 @@ fn port_scans_from_a_device_reach_the_controller_as_scan_findings_within_a_secon
     )
     .unwrap();
     AgentConfig::load(&config).expect("test config is valid");
-    let log = dir.path().join("agent.log");
-    let agent = Agent {
-        child: Command::new(env!("CARGO_BIN_EXE_wardgate-agent"))
-            .args(["--netns", &ward.gw, "run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start agent"),
-        log,
-    };
+    let agent = AgentProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_wardgate-agent")),
+        &ward.gw,
+        &config,
+        dir.path().join("agent.log"),
+    );
     // The controller's generation is in the maps: the pump is enforced.
     agent.wait_for("policy generation switched");
 

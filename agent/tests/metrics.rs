@@ -7,7 +7,8 @@ mod support;
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -18,6 +19,7 @@ use std::{
 use support::*;
 use wardgate_agent::config::AgentConfig;
 use wardgate_testkit::{
+    agent::AgentProcess,
     prometheus::{promtool_check, samples, value},
     ward::*,
 };
@@ -26,32 +28,6 @@ const LISTEN: &str = "127.0.0.1:9464";
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-struct Agent(Child, std::path::PathBuf);
-
-impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("agent never logged `{needle}`:\n{}", self.log());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `GET /metrics` from inside the gateway namespace with curl (a plain HTTP client).
@@ -104,17 +80,11 @@ fn metrics_move_while_traffic_flows_and_promtool_accepts_them() {
         vec![sa("198.51.100.10:104"), sa("198.51.100.10:445")],
         stop.clone(),
     );
-    let log = dir.path().join("agent.log");
-    let agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_wardgate-agent"))
-            .args(["--netns", &ward.gw, "run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start agent"),
-        log,
+    let agent = AgentProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_wardgate-agent")),
+        &ward.gw,
+        &config,
+        dir.path().join("agent.log"),
     );
     agent.wait_for("policy generation switched");
     agent.wait_for("metrics served on /metrics");

@@ -6,8 +6,8 @@ mod support;
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,7 +21,7 @@ use wardgate_policy::{
     DesiredState, Direction, Mode, Proto,
     desired::{DeviceEntry, MacAddr, PolicyEntry, PortRange, Rule},
 };
-use wardgate_testkit::ward::*;
+use wardgate_testkit::{agent::AgentProcess, ward::*};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -75,68 +75,41 @@ fn forwarding(gw: &str) {
 }
 
 /// The agent binary on `interfaces` of namespace `gw`, enforcing `dir/desired.json`.
-struct Agent {
-    child: Child,
-    log: PathBuf,
+fn start_agent(gw: &str, interfaces: &[&str], dir: &Path, pin: &Path) -> AgentProcess {
+    start_agent_with(gw, interfaces, dir, pin, "")
 }
 
-impl Agent {
-    fn start(gw: &str, interfaces: &[&str], dir: &Path, pin: &Path) -> Agent {
-        Agent::start_with(gw, interfaces, dir, pin, "")
-    }
-
-    /// As `start`, with `extra` appended to the config.
-    fn start_with(gw: &str, interfaces: &[&str], dir: &Path, pin: &Path, extra: &str) -> Agent {
-        let config = dir.join("agent.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "interfaces: [{}]\npin_root: {}\ndesired_state: {}\n{extra}",
-                interfaces.join(", "),
-                pin.display(),
-                dir.join("desired.json").display()
-            ),
-        )
-        .unwrap();
-        AgentConfig::load(&config).expect("test config is valid");
-        let log = dir.join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_wardgate-agent"))
-            .args(["--netns", gw, "run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start agent");
-        let agent = Agent { child, log };
-        agent.wait_for("active policy generation");
-        agent
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.log_text().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("agent never logged `{needle}`:\n{}", self.log_text());
-    }
+/// As `start_agent`, with `extra` appended to the config.
+fn start_agent_with(
+    gw: &str,
+    interfaces: &[&str],
+    dir: &Path,
+    pin: &Path,
+    extra: &str,
+) -> AgentProcess {
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "interfaces: [{}]\npin_root: {}\ndesired_state: {}\n{extra}",
+            interfaces.join(", "),
+            pin.display(),
+            dir.join("desired.json").display()
+        ),
+    )
+    .unwrap();
+    AgentConfig::load(&config).expect("test config is valid");
+    let agent = AgentProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_wardgate-agent")),
+        gw,
+        &config,
+        dir.join("agent.log"),
+    );
+    agent.wait_for("active policy generation");
+    agent
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn apply(agent: &Agent, dir: &Path, state: &DesiredState) {
+fn apply(agent: &AgentProcess, dir: &Path, state: &DesiredState) {
     let tmp = dir.join("desired.json.tmp");
     std::fs::write(&tmp, state.to_json()).unwrap();
     std::fs::rename(tmp, dir.join("desired.json")).unwrap();
@@ -286,7 +259,7 @@ fn devices_on_two_interfaces_need_both_policies() {
         state(1, devices(Mode::Enforce, Mode::Enforce), policies()).to_json(),
     )
     .unwrap();
-    let agent = Agent::start(gw, &["wg-dev0", "wg-dev1"], tmp.path(), &pin.0);
+    let agent = start_agent(gw, &["wg-dev0", "wg-dev1"], tmp.path(), &pin.0);
 
     // Both enforced: the pump's from-device rule and the PACS's to-device rule allow it; the
     // SYN-ACK (the PACS's MAC at its own ingress) and the data pass both ways.
@@ -384,7 +357,7 @@ fn vlan_tagged_frames_on_a_trunk_are_enforced() {
         state(1, devices, vec![(1, rules)]).to_json(),
     )
     .unwrap();
-    let _agent = Agent::start(gw, &["wg-trk0"], tmp.path(), &pin.0);
+    let _agent = start_agent(gw, &["wg-trk0"], tmp.path(), &pin.0);
 
     let udp = |sport: u16, dport: u16| {
         let mut out = Vec::new();
@@ -526,7 +499,7 @@ fn arp_poisoning_from_another_device_does_not_take_the_pumps_traffic() {
         .to_json(),
     )
     .unwrap();
-    let agent = Agent::start(gw, &["wg-dev0"], tmp.path(), &pin.0);
+    let agent = start_agent(gw, &["wg-dev0"], tmp.path(), &pin.0);
     let gw_mac = {
         let out = Command::new("ip")
             .args(["-n", gw, "-br", "link", "show", "wg-dev0"])
@@ -570,9 +543,9 @@ fn arp_poisoning_from_another_device_does_not_take_the_pumps_traffic() {
     agent.wait_for("spoof");
 }
 
-fn signal(agent: &Agent, sig: i32) {
+fn signal(agent: &AgentProcess, sig: i32) {
     // Safety: kill on our own child's pid.
-    assert_eq!(unsafe { libc::kill(agent.child.id() as i32, sig) }, 0);
+    assert_eq!(unsafe { libc::kill(agent.pid() as i32, sig) }, 0);
 }
 
 #[test]
@@ -655,7 +628,7 @@ fn a_stalled_agent_fails_open_only_the_devices_whose_profile_says_so() {
     )
     .unwrap();
     let limit = Duration::from_millis(1000);
-    let agent = Agent::start_with(
+    let agent = start_agent_with(
         gw,
         &["wg-dev0", "wg-dev1", "wg-dev2"],
         tmp.path(),

@@ -3,6 +3,7 @@
 //! and veth pairs, with small TCP/UDP peers; [`controller`], an in-process controller on a
 //! temporary store with lab certificates and clients for each role.
 
+pub mod agent;
 pub mod controller;
 pub mod prometheus;
 pub mod ward;
