@@ -566,32 +566,10 @@ async fn ocsf_lines_carry_the_schema_fields_and_validate_against_py_ocsf_models(
         .filter(|v| v["class_uid"] == 2004)
         .map(|v| format!("{v}\n"))
         .collect();
-    let input = dir.path().join("findings.jsonl");
-    std::fs::write(&input, findings).unwrap();
-    let script = r#"
-import json, sys
-from py_ocsf_models.events.findings.detection_finding import DetectionFinding
-n = 0
-for line in open(sys.argv[1]):
-    v = json.loads(line)
-    m = DetectionFinding.model_validate(v)
-    assert m.class_uid == 2004 and m.type_uid == 200401, (m.class_uid, m.type_uid)
-    assert m.finding_info.uid == v["finding_info"]["uid"]
-    assert m.metadata.product.name == "wardgate"
-    n += 1
-print(n)
-"#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&input)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "py-ocsf-models (installed by `cargo xtask setup`) refused the output:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        wardgate_testkit::ocsf::validate_detection_findings(&findings),
+        2
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
     lab.shutdown().await.unwrap();
 }
 

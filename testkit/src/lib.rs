@@ -5,5 +5,6 @@
 
 pub mod agent;
 pub mod controller;
+pub mod ocsf;
 pub mod prometheus;
 pub mod ward;
