@@ -185,14 +185,28 @@ impl std::fmt::Display for Dropped {
 /// Alerts not yet acknowledged, oldest first. `sent` of them went out on the current
 /// connection; a new connection sends them all again. With a store, every pending alert is
 /// also a row in it until acknowledged (or dropped past the cap).
+///
+/// An alert pushed with the id of a pending one (a finding's update: a higher count) replaces
+/// it and goes to the back, to be sent (again). Acknowledgements come back in the order the
+/// copies were sent, one per copy, so an alert is removed only by the acknowledgement of its
+/// latest copy: the ack of an older copy never removes an update still in flight.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    pending: VecDeque<pb::Alert>,
+    pending: VecDeque<Pending>,
+    /// The ids in `pending` (an update looks for its older copy only when there is one).
+    ids: std::collections::HashSet<String>,
     sent: usize,
     dropped: Dropped,
     /// When drops were last logged (at most every `DROP_LOG_EVERY`; counted always).
     drop_logged: Option<std::time::Instant>,
     store: Option<Store>,
+}
+
+/// A pending alert and how many copies of its id are in flight on this connection.
+#[derive(Debug)]
+struct Pending {
+    alert: pb::Alert,
+    in_flight: u32,
 }
 
 /// Drops past the cap are logged at most this often (a long outage drops on every event).
@@ -254,7 +268,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut insert =
-                tx.prepare_cached("INSERT OR IGNORE INTO outbox (id, alert) VALUES (?1, ?2)")?;
+                // An update replaces its older copy and moves to the back, as in memory.
+                tx.prepare_cached("INSERT OR REPLACE INTO outbox (id, alert) VALUES (?1, ?2)")?;
             for a in added {
                 insert.execute(rusqlite::params![a.id, a.encode_to_vec()])?;
             }
@@ -295,9 +310,10 @@ impl Outbox {
         self.push_all(vec![alert]);
     }
 
-    /// Adds alerts (one transaction when stored); past `OUTBOX_CAP` the lowest severity goes
-    /// first (oldest first within it), counted per severity and logged. A store that cannot be
-    /// written keeps them in memory, and says so.
+    /// Adds alerts (one transaction when stored); one with the id of a pending alert replaces
+    /// it. Past `OUTBOX_CAP` the lowest severity goes first (oldest first within it), counted
+    /// per severity and logged. A store that cannot be written keeps them in memory, and says
+    /// so.
     pub fn push_all(&mut self, alerts: Vec<pb::Alert>) {
         let removed = self.admit(alerts.clone());
         // An alert dropped in the same step it came in never becomes a row.
@@ -313,15 +329,27 @@ impl Outbox {
     /// present before any of the next one, oldest first within a severity. Returns the ids
     /// dropped.
     fn admit(&mut self, alerts: Vec<pb::Alert>) -> Vec<String> {
-        self.pending.extend(alerts);
+        for alert in alerts {
+            let mut in_flight = 0;
+            if !self.ids.insert(alert.id.clone())
+                && let Some(i) = self.pending.iter().position(|p| p.alert.id == alert.id)
+            {
+                let old = self.pending.remove(i).expect("found above");
+                in_flight = old.in_flight;
+                if i < self.sent {
+                    self.sent -= 1;
+                }
+            }
+            self.pending.push_back(Pending { alert, in_flight });
+        }
         let mut excess = self.pending.len().saturating_sub(OUTBOX_CAP);
         if excess == 0 {
             return Vec::new();
         }
         // How many to drop of each severity, lowest first.
         let mut count = [0usize; 4];
-        for a in &self.pending {
-            count[severity_rank(&a.severity)] += 1;
+        for p in &self.pending {
+            count[severity_rank(&p.alert.severity)] += 1;
         }
         let mut quota = [0usize; 4];
         for (q, c) in quota.iter_mut().zip(count) {
@@ -333,13 +361,13 @@ impl Outbox {
         let mut dropped = Dropped::default();
         let mut i = 0;
         let sent = self.sent;
-        self.pending.retain(|a| {
-            let rank = severity_rank(&a.severity);
+        self.pending.retain(|p| {
+            let rank = severity_rank(&p.alert.severity);
             let drop = quota[rank] > 0;
             if drop {
                 quota[rank] -= 1;
                 dropped.0[rank] += 1;
-                removed.push(a.id.clone());
+                removed.push(p.alert.id.clone());
                 if i < sent {
                     dropped_sent += 1;
                 }
@@ -348,6 +376,9 @@ impl Outbox {
             !drop
         });
         self.sent -= dropped_sent;
+        for id in &removed {
+            self.ids.remove(id);
+        }
         for (total, n) in self.dropped.0.iter_mut().zip(dropped.0) {
             *total += n;
         }
@@ -387,30 +418,57 @@ impl Outbox {
     /// The next batch to send on this connection (empty when all were sent).
     pub fn next_batch(&mut self) -> Vec<pb::Alert> {
         let end = (self.sent + BATCH).min(self.pending.len());
-        let batch = self.pending.range(self.sent..end).cloned().collect();
+        let batch = self
+            .pending
+            .range_mut(self.sent..end)
+            .map(|p| {
+                p.in_flight += 1;
+                p.alert.clone()
+            })
+            .collect();
         self.sent = end;
         batch
     }
 
-    /// Removes acknowledged alerts.
+    /// Takes acknowledgements (one per copy sent, in the order sent): an alert goes once its
+    /// latest copy is acknowledged.
     pub fn ack(&mut self, ids: &[String]) {
+        let acked: std::collections::HashMap<&str, u32> =
+            ids.iter().fold(Default::default(), |mut m, id| {
+                *m.entry(id.as_str()).or_default() += 1;
+                m
+            });
+        let mut removed = Vec::new();
         let mut acked_sent = 0;
         let mut i = 0;
-        self.pending.retain(|a| {
-            let keep = !ids.contains(&a.id);
-            if !keep && i < self.sent {
-                acked_sent += 1;
-            }
+        self.pending.retain_mut(|p| {
+            let was_sent = i < self.sent;
             i += 1;
-            keep
+            let Some(&n) = acked.get(p.alert.id.as_str()) else {
+                return true;
+            };
+            p.in_flight = p.in_flight.saturating_sub(n);
+            // An update not sent yet, or whose copy is still in flight, stays.
+            if !was_sent || p.in_flight > 0 {
+                return true;
+            }
+            acked_sent += 1;
+            removed.push(p.alert.id.clone());
+            false
         });
         self.sent -= acked_sent;
-        self.persist(&[], ids);
+        for id in &removed {
+            self.ids.remove(id);
+        }
+        self.persist(&[], &removed);
     }
 
-    /// A new connection: everything pending goes out again.
+    /// A new connection: everything pending goes out again (nothing is in flight).
     pub fn reconnected(&mut self) {
         self.sent = 0;
+        for p in &mut self.pending {
+            p.in_flight = 0;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -702,6 +760,47 @@ mod tests {
         .unwrap();
         let e = format!("{:#}", Outbox::open(&path).unwrap_err());
         assert!(e.contains("outbox.sqlite"), "{e}");
+    }
+
+    fn with_count(id: &str, count: u64) -> pb::Alert {
+        pb::Alert {
+            id: id.into(),
+            count,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_update_replaces_its_pending_copy_and_only_its_own_ack_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let mut o = Outbox::open(&path).unwrap();
+        o.push_all(vec![with_count("scan", 1), alert("deny")]);
+        assert_eq!(ids(&o.next_batch()), ["scan", "deny"]);
+        // The finding grew while its first copy was in flight: the update is sent again.
+        o.push(with_count("scan", 5));
+        assert_eq!(o.len(), 2, "one alert per id");
+        let b = o.next_batch();
+        assert_eq!((ids(&b), b[0].count), (vec!["scan"], 5));
+        // The first batch's ack (count 1) must not remove the update in flight.
+        o.ack(&["scan".into(), "deny".into()]);
+        assert_eq!(o.len(), 1);
+        drop(o);
+        // Kept in the file as count 5, and sent again after a restart.
+        let mut o = Outbox::open(&path).unwrap();
+        let b = o.next_batch();
+        assert_eq!((ids(&b), b[0].count), (vec!["scan"], 5));
+        o.ack(&["scan".into()]);
+        assert!(o.is_empty());
+        // An update pushed before the first copy went out replaces it: sent once, as count 7.
+        o.push(with_count("x", 1));
+        o.push(with_count("x", 7));
+        let b = o.next_batch();
+        assert_eq!((b.len(), b[0].count), (1, 7));
+        o.ack(&["x".into()]);
+        assert!(o.is_empty());
+        drop(o);
+        assert!(Outbox::open(&path).unwrap().is_empty());
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub fn new_row(f: &Finding) -> NewAlert {
         body: serde_json::to_string(f).expect("findings serialize"),
         detector: f.detector.clone(),
         peer: f.peer.map(|p| p.to_string()).unwrap_or_default(),
+        count: f.count,
+        last_seen_ns: f.last_seen_ns,
     }
 }
 
@@ -84,6 +86,20 @@ pub fn for_sink(a: &StoredAlert) -> Result<Finding> {
     let mut f = from_body(&a.gateway, &a.body)?;
     f.id = format!("{}/{}", a.gateway, a.id);
     Ok(f)
+}
+
+/// The API's alert of a stored row: with its sequence number, and marked as an update when
+/// it is one (not the alert's creation row).
+pub fn stored_to_api(r: &StoredAlert) -> Result<pb::Alert> {
+    let mut a = to_api(
+        &r.gateway,
+        &r.body,
+        r.acknowledged,
+        r.acknowledged_by.clone(),
+    )?;
+    a.seq = u64::try_from(r.seq).unwrap_or(0);
+    a.update = r.is_update();
+    Ok(a)
 }
 
 /// The API's alert of a stored body.
@@ -125,7 +141,8 @@ fn legacy_alert(v: &serde_json::Value) -> pb::Alert {
 pub fn to_json(a: &pb::Alert) -> serde_json::Value {
     let f = Finding::try_from(a).ok();
     serde_json::json!({
-        "id": a.id, "gateway": a.gateway, "acknowledged": a.acknowledged,
+        "id": a.id, "gateway": a.gateway, "seq": a.seq, "update": a.update,
+        "acknowledged": a.acknowledged,
         "acknowledged_by": a.acknowledged_by, "kind": a.kind, "finding": f,
     })
 }

@@ -78,6 +78,12 @@ pub struct SinkTls {
     /// The name the collector's certificate must carry. Default: the host of `address`.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// PEM certificate (chain) and key the sink presents to a collector that requires client
+    /// certificates (rsyslog `StreamDriver.AuthMode="x509/certvalid"`); both or neither.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 fn default_rotate_bytes() -> u64 {
@@ -118,6 +124,11 @@ impl SinkConfig {
                 }
                 if self.path.is_some() {
                     return Err("`path` is for ocsf sinks".into());
+                }
+                if let Some(t) = &self.tls
+                    && t.client_cert.is_some() != t.client_key.is_some()
+                {
+                    return Err("`tls.client_cert` and `tls.client_key` go together".into());
                 }
             }
             SinkKind::Ocsf => {
@@ -311,6 +322,10 @@ mod tests {
             ("sinks: [{kind: syslog, address: nohost}]", "not HOST:PORT"),
             ("sinks: [{kind: ocsf, address: 'a:1'}]", "for syslog sinks"),
             ("sinks: [{kind: ocsf, keep: 0}]", "at least 1"),
+            (
+                "sinks: [{kind: syslog, address: 'a:1', tls: {ca: /ca.pem, client_cert: /c.pem}}]",
+                "go together",
+            ),
             (
                 "sinks: [{kind: ocsf}, {kind: ocsf}]",
                 "two sinks are named `ocsf:-`",

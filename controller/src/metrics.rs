@@ -1,11 +1,9 @@
 //! Prometheus metrics of the controller, served on `GET /metrics` when the config has
 //! `metrics: { listen: ADDR }`: gateways (known, connected), latest vs applied generation per
 //! gateway (read from the store at every scrape, one query), alerts received, policy bundles
-//! sent, and store write latency.
-//!
-//! Not here yet, on purpose (no zero-valued series for what does not exist): SOC sink lag
-//! (`wardgate_controller_sink_lag_seconds{sink}`, `..._sink_errors_total{sink}`) comes with the
-//! sinks of the detection work; they register their metrics in `ControllerMetrics::new`.
+//! sent, store write latency, and per SOC sink its lag (alerts stored after its cursor that it
+//! has yet to deliver, read at every scrape) and the alerts it delivered and batches that
+//! failed.
 
 use std::{
     collections::BTreeMap,
@@ -57,6 +55,11 @@ impl WriteKind {
 
 type WriteLabels = [(&'static str, &'static str); 1];
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
 /// The controller's metrics; the services update them, the registry serves them.
 #[derive(Debug)]
 pub struct ControllerMetrics {
@@ -65,6 +68,10 @@ pub struct ControllerMetrics {
     writes: Family<WriteLabels, Histogram>,
     /// Open policy watches per gateway (an agent holds one while connected).
     watching: Mutex<BTreeMap<String, u32>>,
+    /// The running SOC sinks, by name (their lag is read at scrape time).
+    sinks: Mutex<Vec<String>>,
+    sink_delivered: Family<SinkLabels, Counter>,
+    sink_failures: Family<SinkLabels, Counter>,
 }
 
 impl Default for ControllerMetrics {
@@ -77,6 +84,9 @@ impl Default for ControllerMetrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 13))
             }),
             watching: Mutex::new(BTreeMap::new()),
+            sinks: Mutex::new(Vec::new()),
+            sink_delivered: Family::default(),
+            sink_failures: Family::default(),
         }
     }
 }
@@ -130,6 +140,34 @@ impl ControllerMetrics {
         out
     }
 
+    /// A SOC sink started: its lag is reported from now on, and its counters start at 0.
+    pub fn sink_started(&self, sink: &str) {
+        let mut sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !sinks.iter().any(|s| s == sink) {
+            sinks.push(sink.to_string());
+        }
+        let l = SinkLabels { sink: sink.into() };
+        let _ = self.sink_delivered.get_or_create(&l);
+        let _ = self.sink_failures.get_or_create(&l);
+    }
+
+    /// `sink` delivered `n` alerts (its cursor moved past them).
+    pub fn sink_delivered(&self, sink: &str, n: u64) {
+        self.sink_delivered
+            .get_or_create(&SinkLabels { sink: sink.into() })
+            .inc_by(n);
+    }
+
+    /// A delivery of `sink` failed (it reconnects and sends the batch again).
+    pub fn sink_failed(&self, sink: &str) {
+        self.sink_failures
+            .get_or_create(&SinkLabels { sink: sink.into() })
+            .inc();
+    }
+
     /// Counts an agent watching `gateway` until the guard drops.
     pub fn watching(self: &Arc<Self>, gateway: &str) -> Watching {
         *self.watching_map().entry(gateway.to_string()).or_default() += 1;
@@ -159,11 +197,73 @@ impl ControllerMetrics {
             prometheus_client::registry::Unit::Seconds,
             self.writes.clone(),
         );
+        r.register(
+            "wardgate_controller_sink_delivered_alerts",
+            "Alerts each SOC sink delivered (a batch sent again after a crash counts again)",
+            self.sink_delivered.clone(),
+        );
+        r.register(
+            "wardgate_controller_sink_failures",
+            "Failed deliveries of each SOC sink (the batch is sent again after a backoff)",
+            self.sink_failures.clone(),
+        );
         r.register_collector(Box::new(GatewaysCollector {
+            store: store.clone(),
+            metrics: self.clone(),
+        }));
+        r.register_collector(Box::new(SinkLagCollector {
             store,
             metrics: self.clone(),
         }));
         r
+    }
+}
+
+/// Each SOC sink's lag at scrape time: the alerts stored after its cursor that it will
+/// deliver (suppressed ones and numbers freed by updates or the quota are not counted, so an
+/// idle sink reads 0).
+struct SinkLagCollector {
+    store: Arc<dyn Store>,
+    metrics: Arc<ControllerMetrics>,
+}
+
+impl std::fmt::Debug for SinkLagCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkLagCollector")
+    }
+}
+
+impl Collector for SinkLagCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sinks = self
+            .metrics
+            .sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut lags = Vec::with_capacity(sinks.len());
+        for sink in &sinks {
+            let lag = self
+                .store
+                .sink_cursor(sink)
+                .and_then(|after| self.store.alerts_pending(after));
+            match lag {
+                Ok(n) => lags.push((sink, n)),
+                // The scrape still answers; the missing series and the log say why.
+                Err(e) => tracing::warn!(sink, error = %e, "metrics: sink lag not read"),
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "wardgate_controller_sink_lag_alerts",
+            "Alerts stored after the SOC sink's cursor, not yet delivered by it.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (sink, n) in lags {
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                .encode(m.encode_family(&[("sink", sink.as_str())])?)?;
+        }
+        Ok(())
     }
 }
 

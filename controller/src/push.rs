@@ -1,14 +1,16 @@
-//! Policy push and alert fan-out: per-gateway watch channels carrying the latest generation as
+//! Policy push and alert wake-ups: per-gateway watch channels carrying the latest generation as
 //! it travels (built once per generation, shared by every watcher of the gateway), and a
-//! broadcast of new alerts for SOC subscribers.
+//! signal that alerts were stored, for the readers of the alert store (Subscribe streams),
+//! which then read the store from their own cursors: the signal carries no alerts, so a slow
+//! reader loses none.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
-use tokio::sync::{broadcast, watch};
-use wardgate_proto::v1::{Alert, PolicyBundle};
+use tokio::sync::watch;
+use wardgate_proto::v1::PolicyBundle;
 
 /// One generation of a gateway, ready to send.
 #[derive(Debug)]
@@ -23,14 +25,15 @@ pub type Latest = Option<Arc<Published>>;
 
 pub struct Push {
     gateways: Mutex<HashMap<String, watch::Sender<Latest>>>,
-    alerts: broadcast::Sender<Alert>,
+    /// Bumped after every batch of alerts is stored.
+    alerts: watch::Sender<u64>,
 }
 
 impl Default for Push {
     fn default() -> Self {
         Push {
             gateways: Mutex::new(HashMap::new()),
-            alerts: broadcast::channel(4096).0,
+            alerts: watch::channel(0).0,
         }
     }
 }
@@ -62,11 +65,13 @@ impl Push {
         self.sender(gateway).subscribe()
     }
 
-    pub fn alert(&self, alert: Alert) {
-        let _ = self.alerts.send(alert);
+    /// Says that alerts were stored (or updated).
+    pub fn alerts_stored(&self) {
+        self.alerts.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    pub fn alerts(&self) -> broadcast::Receiver<Alert> {
+    /// Changes whenever alerts were stored.
+    pub fn alerts(&self) -> watch::Receiver<u64> {
         self.alerts.subscribe()
     }
 }

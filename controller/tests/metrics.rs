@@ -174,6 +174,89 @@ async fn gateways_generations_alerts_and_writes_move_after_real_calls() {
     lab.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sink_shows_its_lag_deliveries_and_failures() {
+    use wardgate_controller::config::{SinkConfig, SinkKind};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = |kind, name: &str, address: Option<String>, path| SinkConfig {
+        kind,
+        name: Some(name.into()),
+        address,
+        tls: None,
+        path,
+        rotate_bytes: 64 << 20,
+        keep: 5,
+    };
+    let ocsf = dir.path().join("ocsf.jsonl");
+    // A file that takes everything, and a collector that is not there (nothing listens).
+    let lab = LabController::start_with_sinks(
+        dir.path(),
+        &[GW.to_string()],
+        &[],
+        &[
+            sink(SinkKind::Ocsf, "file", None, Some(ocsf.clone())),
+            sink(
+                SinkKind::Syslog,
+                "siem",
+                Some(format!("127.0.0.1:{}", free_port())),
+                None,
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let lag = |sink: &str| format!("wardgate_controller_sink_lag_alerts{{sink=\"{sink}\"}}");
+    let delivered =
+        |sink: &str| format!("wardgate_controller_sink_delivered_alerts_total{{sink=\"{sink}\"}}");
+    let failures =
+        |sink: &str| format!("wardgate_controller_sink_failures_total{{sink=\"{sink}\"}}");
+    let before_text = scrape(lab.metrics_addr);
+    let before = samples(&before_text);
+    for s in ["file", "siem"] {
+        assert_eq!(value(&before, &lag(s)), 0.0);
+        assert_eq!(value(&before, &delivered(s)), 0.0);
+    }
+
+    let alert = |id: &str| pb::Alert {
+        id: id.into(),
+        kind: "deny".into(),
+        severity: "high".into(),
+        ..Default::default()
+    };
+    let mut acks = lab
+        .agent(GW)
+        .await
+        .unwrap()
+        .report_alerts(Request::new(tokio_stream::iter(vec![pb::AlertBatch {
+            alerts: vec![alert("l-1"), alert("l-2"), alert("l-3")],
+        }])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acks.message().await.unwrap().unwrap().ids.len(), 3);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after_text = loop {
+        let t = scrape(lab.metrics_addr);
+        let s = samples(&t);
+        if value(&s, &delivered("file")) == 3.0 && value(&s, &failures("siem")) >= 1.0 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "sinks did not move:\n{t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let after = samples(&after_text);
+    assert_eq!(value(&after, &lag("file")), 0.0, "the file caught up");
+    assert_eq!(value(&after, &lag("siem")), 3.0, "the collector is down");
+    assert_eq!(value(&after, &delivered("siem")), 0.0);
+    assert_eq!(value(&after, &failures("file")), 0.0);
+    assert_eq!(std::fs::read_to_string(&ocsf).unwrap().lines().count(), 3);
+    for text in [&before_text, &after_text] {
+        promtool_check(text);
+    }
+    lab.shutdown().await.unwrap();
+}
+
 /// A loopback port that was free a moment ago.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,7 +1,8 @@
 //! The SOC sinks end to end: alerts reported by an agent are enriched from the inventory,
 //! stored, and delivered by each sink from its own cursor: to a real rsyslog (Debian
 //! `rsyslog`, `rsyslog-gnutls`, installed by `cargo xtask setup`) over TCP and TLS as RFC 5424
-//! lines with a CEF payload, and to an OCSF JSON-lines file, checked field by field and with
+//! lines with a CEF payload (over TLS the collector requires the sink's client certificate),
+//! and to an OCSF JSON-lines file, checked field by field and with
 //! the OCSF schema's own models (py-ocsf-models). A controller restart neither loses nor
 //! repeats an alert at any sink.
 
@@ -68,7 +69,7 @@ impl Rsyslog {
         );
         if let Some((port, _)) = tls {
             conf += &format!(
-                "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" name=\"tls\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")\n"
+                "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" name=\"tls\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"x509/certvalid\")\n"
             );
         }
         conf += &format!(
@@ -230,14 +231,21 @@ async fn lab_with_site(dir: &Path, sinks: &[SinkConfig]) -> LabController {
     lab
 }
 
-fn syslog_sink(name: &str, port: u16, tls: Option<&Path>) -> SinkConfig {
+/// The name of the client certificate the collector's CA issues the TLS sink.
+const SINK_CLIENT: &str = "siem-client";
+
+/// A syslog sink; with `tls`, the collector's certificate directory: its CA checks the
+/// collector, and with `client_cert` the sink presents the client certificate it issued.
+fn syslog_sink(name: &str, port: u16, tls: Option<&Path>, client_cert: bool) -> SinkConfig {
     SinkConfig {
         kind: SinkKind::Syslog,
         name: Some(name.into()),
         address: Some(format!("127.0.0.1:{port}")),
-        tls: tls.map(|ca| SinkTls {
-            ca: ca.to_path_buf(),
+        tls: tls.map(|dir| SinkTls {
+            ca: dir.join("ca.pem"),
             server_name: Some("localhost".into()),
+            client_cert: client_cert.then(|| dir.join(format!("gateway-{SINK_CLIENT}.pem"))),
+            client_key: client_cert.then(|| dir.join(format!("gateway-{SINK_CLIENT}.key"))),
         }),
         path: None,
         rotate_bytes: 64 << 20,
@@ -377,16 +385,25 @@ fn custom<'a>(cef: &'a Cef, label: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syslog_lines_reach_a_real_rsyslog_over_tcp_and_tls_as_rfc5424_with_cef() {
     let dir = tempfile::tempdir().unwrap();
-    // The collector's certificate, from the controller's own certificate module.
+    // The collector's certificate and the sink's client certificate, from the controller's own
+    // certificate module.
     let collector_certs = dir.path().join("collector-certs");
-    certs::init(&collector_certs, &[], &[], &certs::InitOptions::default()).unwrap();
+    certs::init(
+        &collector_certs,
+        &[SINK_CLIENT.to_string()],
+        &[],
+        &certs::InitOptions::default(),
+    )
+    .unwrap();
     let (plain, tls) = (free_port(), free_port());
     let rsyslog = Rsyslog::start(dir.path(), plain, Some((tls, &collector_certs)));
     let lab = lab_with_site(
         dir.path(),
         &[
-            syslog_sink("siem-tcp", plain, None),
-            syslog_sink("siem-tls", tls, Some(&collector_certs.join("ca.pem"))),
+            syslog_sink("siem-tcp", plain, None, false),
+            syslog_sink("siem-tls", tls, Some(&collector_certs), true),
+            // Without a client certificate the collector refuses the sink.
+            syslog_sink("siem-tls-anonymous", tls, Some(&collector_certs), false),
         ],
     )
     .await;
@@ -396,8 +413,15 @@ async fn syslog_lines_reach_a_real_rsyslog_over_tcp_and_tls_as_rfc5424_with_cef(
         rsyslog.lines().len() >= 4
     })
     .await;
+    // Time for the sink without a client certificate to try: rsyslog refuses its lines. (It
+    // cannot tell: with TLS 1.3 the refusal comes after its write, and syslog has no ack.)
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let lines = rsyslog.lines();
-    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(
+        lines.len(),
+        4,
+        "only the sinks with a client certificate: {lines:#?}"
+    );
     let mut seen = Vec::new();
     for line in &lines {
         let (parsed_by_rsyslog, raw) = line.split_once('|').unwrap();
@@ -458,6 +482,7 @@ async fn syslog_lines_reach_a_real_rsyslog_over_tcp_and_tls_as_rfc5424_with_cef(
             ("tls".into(), format!("{GW}/100-2")),
         ]
     );
+
     lab.shutdown().await.unwrap();
     rsyslog.stop();
 }
@@ -646,7 +671,10 @@ async fn across_a_controller_restart_each_sink_gets_every_alert_exactly_once() {
     let rsyslog = Rsyslog::start(&rs_dir, port, None);
     let lab = lab_with_site(
         dir.path(),
-        &[syslog_sink("siem", port, None), ocsf_sink(&ocsf_path)],
+        &[
+            syslog_sink("siem", port, None, false),
+            ocsf_sink(&ocsf_path),
+        ],
     )
     .await;
     report(&lab, &batch(1)).await;
@@ -669,7 +697,10 @@ async fn across_a_controller_restart_each_sink_gets_every_alert_exactly_once() {
     let rsyslog = Rsyslog::start(&rs_dir, port, None);
     let lab = lab_with_site(
         dir.path(),
-        &[syslog_sink("siem", port, None), ocsf_sink(&ocsf_path)],
+        &[
+            syslog_sink("siem", port, None, false),
+            ocsf_sink(&ocsf_path),
+        ],
     )
     .await;
     report(&lab, &batch(11)).await;
@@ -752,4 +783,92 @@ async fn a_suppressed_pattern_is_stored_audited_and_not_sent_to_the_sinks() {
         .alerts;
     assert_eq!(listed.len(), 3);
     lab.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregated_alert_that_grows_is_one_stored_alert_and_one_update_at_each_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ocsf.jsonl");
+    let port = free_port();
+    let rsyslog = Rsyslog::start(&dir.path().join("rsyslog"), port, None);
+    let lab = lab_with_site(
+        dir.path(),
+        &[syslog_sink("siem", port, None, false), ocsf_sink(&path)],
+    )
+    .await;
+    let version = |count: u64| {
+        let mut f = scan("agg-1");
+        f.count = count;
+        f.last_seen_ns = T0 + count * 1_000_000_000;
+        f.time_ns = f.last_seen_ns;
+        f
+    };
+    let syslog_counts = |r: &Rsyslog| -> Vec<(String, String)> {
+        r.lines()
+            .iter()
+            .map(|l| {
+                let cef = parse_cef(&parse_5424(l.split_once('|').unwrap().1).msg);
+                (cef.ext["externalId"].clone(), cef.ext["cnt"].clone())
+            })
+            .collect()
+    };
+    report(&lab, &[version(1)]).await;
+    until("the alert at both sinks", Duration::from_secs(15), || {
+        ocsf_lines(&path).len() == 1 && rsyslog.lines().len() == 1
+    })
+    .await;
+    // The finding grew (count 5); then the agent re-sends the same copy (a lost ack), and a
+    // late copy of the first version arrives: both are acknowledged and ignored.
+    report(&lab, &[version(5)]).await;
+    report(&lab, &[version(5), version(1)]).await;
+    until("the update at both sinks", Duration::from_secs(15), || {
+        ocsf_lines(&path).len() >= 2 && rsyslog.lines().len() >= 2
+    })
+    .await;
+    // Give a repeat the time to show up.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let mut soc = AlertServiceClient::new(lab.channel("user-sam").await.unwrap());
+    let listed = soc
+        .list(pb::AlertFilter::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(listed.len(), 1, "one stored alert");
+    assert_eq!((listed[0].id.as_str(), listed[0].count), ("agg-1", 5));
+    assert_eq!(
+        listed[0].last_seen_unix_ns,
+        T0 + 5_000_000_000,
+        "the body was replaced"
+    );
+
+    let lines = ocsf_lines(&path);
+    let got: Vec<(u64, u64, u64, &str)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["activity_id"].as_u64().unwrap(),
+                v["type_uid"].as_u64().unwrap(),
+                v["count"].as_u64().unwrap(),
+                v["finding_info"]["uid"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let uid = format!("{GW}/agg-1");
+    assert_eq!(
+        got,
+        [(1, 200_401, 1, uid.as_str()), (2, 200_402, 5, uid.as_str())],
+        "a create, then one update"
+    );
+    assert_eq!(lines[1]["activity_name"], "Update");
+    let all: String = lines.iter().map(|v| format!("{v}\n")).collect();
+    assert_eq!(wardgate_testkit::ocsf::validate_detection_findings(&all), 2);
+    assert_eq!(
+        syslog_counts(&rsyslog),
+        [(uid.clone(), "1".to_string()), (uid, "5".to_string())],
+        "syslog: the alert, then its update with the count"
+    );
+    lab.shutdown().await.unwrap();
+    rsyslog.stop();
 }

@@ -167,6 +167,9 @@ impl From<&Finding> for pb::Alert {
             device_mac: f.device.mac.map(|m| m.to_string()).unwrap_or_default(),
             peer: f.peer.map(|p| p.to_string()).unwrap_or_default(),
             summary: f.summary.clone(),
+            // Store attributes, set by the controller's readers.
+            seq: 0,
+            update: false,
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct LabController {
     pub store: Arc<SqliteStore>,
     /// Where `GET /metrics` is served (plain HTTP, loopback).
     pub metrics_addr: SocketAddr,
+    /// The metrics the server and the sinks update.
+    pub metrics: Arc<ControllerMetrics>,
     certs: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -85,7 +87,11 @@ impl LabController {
         let mut lab =
             LabController::serve_on(dir, gateways, users, listener, &Settings::default()).await?;
         let store: Arc<dyn Store> = lab.store.clone();
-        lab.sinks = Some(wardgate_controller::sinks::Sinks::start(store, sinks)?);
+        lab.sinks = Some(wardgate_controller::sinks::Sinks::start(
+            store,
+            sinks,
+            lab.metrics.clone(),
+        )?);
         Ok(lab)
     }
 
@@ -128,8 +134,9 @@ impl LabController {
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let metrics_addr = metrics_listener.local_addr()?;
         let metrics_task = tokio::spawn(metrics::serve(metrics_listener, registry));
+        let served = counters.clone();
         let task = tokio::spawn(async move {
-            server::serve(shared, counters, &tls, &settings, listener, async {
+            server::serve(shared, served, &tls, &settings, listener, async {
                 let _ = stopped.await;
             })
             .await
@@ -138,6 +145,7 @@ impl LabController {
             addr,
             store,
             metrics_addr,
+            metrics: counters,
             certs: cert_dir,
             stop: Some(stop),
             task: Some(task),

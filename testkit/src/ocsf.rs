@@ -3,9 +3,10 @@
 
 use std::process::Command;
 
-/// Validates each line of `jsonl` as an OCSF Detection Finding (class 2004, type 200401, the
-/// finding's uid kept, product wardgate) with py-ocsf-models; panics with Python's complaint if
-/// any is refused. Returns how many lines were validated.
+/// Validates each line of `jsonl` as an OCSF Detection Finding (class 2004, activity Create or
+/// Update, type 200401 or 200402, the finding's uid kept, product wardgate) with
+/// py-ocsf-models; panics with Python's complaint if any is refused. Returns how many lines
+/// were validated.
 pub fn validate_detection_findings(jsonl: &str) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("findings.jsonl");
@@ -17,7 +18,8 @@ n = 0
 for line in open(sys.argv[1]):
     v = json.loads(line)
     m = DetectionFinding.model_validate(v)
-    assert m.class_uid == 2004 and m.type_uid == 200401, (m.class_uid, m.type_uid)
+    assert m.class_uid == 2004 and m.activity_id in (1, 2), (m.class_uid, m.activity_id)
+    assert m.type_uid == 2004 * 100 + m.activity_id, (m.type_uid, m.activity_id)
     assert m.finding_info.uid == v["finding_info"]["uid"]
     assert m.metadata.product.name == "wardgate"
     n += 1

@@ -38,8 +38,12 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// changed.
 pub const REPORT_EVERY: Duration = Duration::from_secs(2);
 
-/// An update of an open finding goes to the outbox at most this often (its opening at once).
+/// An update of an open finding goes to the outbox at most this often (its opening at once);
+/// an update held back goes out once this has passed, or when the finding closes.
 pub const UPDATE_EVERY_NS: u64 = 30_000_000_000;
+
+/// How often held-back updates and closed findings are looked for.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// The conntrack map and the flow-loss counters, opened read-only from their pins.
 pub struct CtReader {
@@ -113,12 +117,22 @@ fn device_ref(o: &convert::FlowOpened, state: Option<&DesiredState>) -> DeviceRe
     }
 }
 
-/// The detectors over live records, and which findings went to the outbox when.
+/// The detectors over live records, and which open findings went to the outbox when. Every
+/// version of a finding goes out under one alert id (`STARTMS-FINDINGID`), so the controller
+/// keeps one alert and replaces it with each higher count.
 pub struct Detection {
     engine: Engine,
-    /// Finding id -> (wall ns it was last sent, updates sent).
-    sent: HashMap<String, (u64, u32)>,
+    /// Open findings sent, by finding id (as many as the engine holds open: closed ones are
+    /// removed).
+    sent: HashMap<String, Sent>,
     started_ms: i64,
+}
+
+struct Sent {
+    /// Wall ns it was last sent.
+    at: u64,
+    /// Its latest version, when that was not sent yet (held back by `UPDATE_EVERY_NS`).
+    held: Option<Finding>,
 }
 
 impl Detection {
@@ -136,7 +150,7 @@ impl Detection {
     }
 
     /// Feeds records; returns the alerts to send: a finding when it opens, an update of it at
-    /// most every `UPDATE_EVERY_NS`.
+    /// most every `UPDATE_EVERY_NS` (later ones are held for `flush`).
     pub fn observe(
         &mut self,
         records: &[FlowRecord],
@@ -145,7 +159,7 @@ impl Detection {
         let mut out = Vec::new();
         for r in records {
             for f in self.engine.observe(&Observation::Flow(r)) {
-                self.maybe_send(&f, now_ns, &mut out);
+                self.offer(f, now_ns, &mut out);
             }
         }
         out
@@ -159,24 +173,72 @@ impl Detection {
     ) -> Vec<wardgate_proto::v1::Alert> {
         let mut out = Vec::new();
         for f in self.engine.observe(&Observation::Claim(claim)) {
-            self.maybe_send(&f, now_ns, &mut out);
+            self.offer(f, now_ns, &mut out);
         }
         out
     }
 
-    fn maybe_send(&mut self, f: &Finding, now_ns: u64, out: &mut Vec<wardgate_proto::v1::Alert>) {
-        let due = match self.sent.get(&f.id) {
-            None => Some(0),
-            Some(&(at, n)) if now_ns.saturating_sub(at) >= UPDATE_EVERY_NS => Some(n + 1),
-            Some(_) => None,
-        };
-        if let Some(n) = due {
-            self.sent.insert(f.id.clone(), (now_ns, n));
-            let id = format!("{}-{}-{n}", self.started_ms, f.id);
-            // Observed when the packet that raised it passed the gateway (its record's time).
-            out.push(alerts::from_finding(f, id));
+    /// At wall time `now_ns`: the held-back updates now due, and the last version of each
+    /// finding that closed (its window ended) if that was not sent; closed findings are
+    /// forgotten here and in the engine.
+    pub fn flush(&mut self, now_ns: u64) -> Vec<wardgate_proto::v1::Alert> {
+        let mut out = Vec::new();
+        for f in self.engine.expire(now_ns) {
+            match self.sent.remove(&f.id) {
+                Some(Sent { held: None, .. }) => {}
+                // Held back, or closed before it was ever offered: its final state goes out.
+                Some(Sent { held: Some(_), .. }) | None => out.push(self.alert(&f)),
+            }
+        }
+        let started_ms = self.started_ms;
+        for s in self.sent.values_mut() {
+            if now_ns.saturating_sub(s.at) >= UPDATE_EVERY_NS
+                && let Some(f) = s.held.take()
+            {
+                s.at = now_ns;
+                out.push(alert_of(started_ms, &f));
+            }
+        }
+        out
+    }
+
+    /// Findings open now and closed early past the aggregator's cap (for the log).
+    pub fn aggregation(&self) -> (usize, u64) {
+        let a = self.engine.aggregation();
+        (a.open_len(), a.evicted())
+    }
+
+    fn offer(&mut self, f: Finding, now_ns: u64, out: &mut Vec<wardgate_proto::v1::Alert>) {
+        match self.sent.get_mut(&f.id) {
+            Some(s) if now_ns.saturating_sub(s.at) < UPDATE_EVERY_NS => s.held = Some(f),
+            Some(s) => {
+                s.at = now_ns;
+                s.held = None;
+                out.push(alert_of(self.started_ms, &f));
+            }
+            None => {
+                out.push(self.alert(&f));
+                self.sent.insert(
+                    f.id.clone(),
+                    Sent {
+                        at: now_ns,
+                        held: None,
+                    },
+                );
+            }
         }
     }
+
+    fn alert(&self, f: &Finding) -> wardgate_proto::v1::Alert {
+        alert_of(self.started_ms, f)
+    }
+}
+
+/// The outbox alert of a finding: one id for all its versions, unique on the gateway (the
+/// agent's start and the engine's finding id). Observed when the packet that raised it passed
+/// the gateway (its record's time).
+fn alert_of(started_ms: i64, f: &Finding) -> wardgate_proto::v1::Alert {
+    alerts::from_finding(f, format!("{started_ms}-{}", f.id))
 }
 
 /// The ARP claim a datapath event reports (spoof or new address from an ARP frame: protocol 0,
@@ -229,8 +291,10 @@ pub async fn run(
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report = tokio::time::interval(REPORT_EVERY);
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut malformed = 0u64;
-    let mut last_report = (LiveStats::default(), 0u64, 0u64);
+    let mut last_report = (LiveStats::default(), 0u64, 0u64, 0u64);
     let mut records = Vec::new();
     loop {
         if state.has_changed().unwrap_or(false)
@@ -262,14 +326,20 @@ pub async fn run(
             _ = sweep.tick() => {
                 table.sweep(datapath::coarse_now_ns(), clock, |k| ct.counters(k), &mut records);
             }
+            _ = flush.tick() => {
+                let found = detection.flush(clock.wall(datapath::coarse_now_ns()));
+                send(&alerts, found);
+            }
             _ = report.tick() => {
                 let lost = ct.lost();
                 let s = table.stats;
-                if (s, lost, malformed) != last_report {
-                    last_report = (s, lost, malformed);
+                let (findings_open, findings_evicted) = detection.aggregation();
+                if (s, lost, malformed, findings_evicted) != last_report {
+                    last_report = (s, lost, malformed, findings_evicted);
                     tracing::info!(target: "wardgate::flows", held = table.len(), opened = s.opened,
                         denied = s.denied, finished = s.finished, observed = s.observed,
-                        table_full = s.table_full, lost, malformed, "live flow table");
+                        table_full = s.table_full, lost, malformed, findings_open,
+                        findings_evicted, "live flow table");
                 }
             }
         }

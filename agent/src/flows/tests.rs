@@ -31,21 +31,24 @@ fn denied(port: u16, t_ns: u64) -> FlowRecord {
 }
 
 #[test]
-fn a_scan_opens_one_alert_and_its_updates_are_sent_at_most_every_30_s() {
+fn a_scan_is_one_alert_id_updated_at_most_every_30_s_and_finally_when_it_closes() {
     let mut d = Detection::new(&DetectConfig::default(), Baselines::default());
     let t0 = 1_700_000_000_000_000_000u64;
     let ms = 1_000_000u64;
+    let s = 1_000 * ms;
+    let scans = |v: Vec<wardgate_proto::v1::Alert>| -> Vec<wardgate_proto::v1::Alert> {
+        v.into_iter()
+            .filter(|a| a.detector == "scan_vertical")
+            .collect()
+    };
     let mut sent = Vec::new();
     for p in 1..=40u16 {
         let r = denied(p, t0 + u64::from(p) * ms);
         sent.extend(d.observe(&[r], t0 + u64::from(p) * ms));
     }
-    let scans: Vec<_> = sent
-        .iter()
-        .filter(|a| a.detector == "scan_vertical")
-        .collect();
-    assert_eq!(scans.len(), 1, "{sent:?}");
-    let a = scans[0];
+    let sent = scans(sent);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let a = &sent[0];
     assert_eq!(
         (a.device.as_str(), a.dst.as_str()),
         ("pump-3a-bed12", "203.0.113.9")
@@ -54,14 +57,27 @@ fn a_scan_opens_one_alert_and_its_updates_are_sent_at_most_every_30_s() {
     // Observed when the packet that raised it passed: the 15th port (without a site the pump
     // is a general host, whose limit is 15).
     assert_eq!(a.observed_unix_ms, (t0 / ms) as i64 + 15);
-    // 30 s later the next probe sends the updated finding under a new id.
-    let later = d.observe(&[denied(41, t0 + 31_000 * ms)], t0 + 31_000 * ms);
-    let update: Vec<_> = later
-        .iter()
-        .filter(|x| x.detector == "scan_vertical")
-        .collect();
+    assert!(scans(d.flush(t0 + 10 * s)).is_empty(), "held back for 30 s");
+    // 30 s later the held-back update goes out under the same id, with the higher count.
+    let update = scans(d.flush(t0 + 31 * s));
     assert_eq!(update.len(), 1);
-    assert_ne!(update[0].id, a.id);
+    assert_eq!(update[0].id, a.id, "one alert, updated in place");
+    assert_eq!((a.count, update[0].count), (1, 26));
+    assert!(scans(d.flush(t0 + 32 * s)).is_empty(), "sent once");
+    // A probe 31 s after that is sent at once (nothing sent for 30 s) ...
+    let now = t0 + 62 * s;
+    let later = scans(d.observe(&[denied(41, now)], now));
+    assert_eq!((later.len(), later[0].count), (1, 27));
+    assert_eq!(later[0].id, a.id);
+    // ... one 1 s later is held, and goes out when the finding closes (no detection for the
+    // aggregation window, 1 h), after which the agent forgets it.
+    let now = t0 + 63 * s;
+    assert!(scans(d.observe(&[denied(42, now)], now)).is_empty());
+    let closed = scans(d.flush(t0 + 63 * s + 3_601 * s));
+    assert_eq!((closed.len(), closed[0].count), (1, 28));
+    assert_eq!(closed[0].id, a.id);
+    assert!(d.sent.is_empty(), "closed findings are forgotten");
+    assert_eq!(d.aggregation().0, 0);
 }
 
 #[test]

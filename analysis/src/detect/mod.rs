@@ -375,7 +375,18 @@ impl Engine {
         changed
     }
 
-    /// Every aggregated finding so far, by first seen.
+    /// Closes the findings whose window ended by `now_ns` and hands over every closed one,
+    /// once (live: the engine then forgets them; see [`Aggregator::expire`]).
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Finding> {
+        self.agg.expire(now_ns)
+    }
+
+    /// The aggregator's sizes and early closes, for the live agent's log.
+    pub fn aggregation(&self) -> &Aggregator {
+        &self.agg
+    }
+
+    /// Every aggregated finding not yet handed over by `expire` (offline: all), by first seen.
     pub fn findings(&self) -> Vec<Finding> {
         self.agg.all()
     }

@@ -110,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(metrics_listener, registry));
     }
     // SOC sinks: a collector that is down is retried; a CA that does not read stops here.
-    let sinks = Sinks::start(store.clone(), &cfg.sinks).context("starting the SOC sinks")?;
+    let sinks = Sinks::start(store.clone(), &cfg.sinks, counters.clone())
+        .context("starting the SOC sinks")?;
     let tls = TlsFiles::in_dir(&cfg.certs);
     // Certificates (and the revocation list) checked before READY=1: a controller that cannot
     // serve TLS never says ready.

@@ -1,4 +1,4 @@
-//! `wardctl alerts`: tail (live), list, acknowledge.
+//! `wardctl alerts`: tail (live, resumed by sequence number), list, acknowledge, suppress.
 
 use clap::Subcommand;
 use wardgate_proto::v1::{self as pb, alert_service_client::AlertServiceClient};
@@ -10,10 +10,16 @@ use super::{
 
 #[derive(Subcommand)]
 pub enum AlertsCmd {
-    /// Stream unacknowledged alerts, then new ones, until interrupted.
+    /// Stream unacknowledged alerts, then new ones and updates, until interrupted. Each line
+    /// starts with the alert's store sequence number; a lost connection is resumed after the
+    /// last one received (nothing lost, nothing repeated).
     Tail {
         #[arg(long, default_value = "")]
         min_severity: String,
+        /// Start after this sequence number (the last one a previous tail printed; 0 = from
+        /// the oldest stored alert).
+        #[arg(long, default_value_t = 0)]
+        after_seq: u64,
     },
     List {
         #[arg(long)]
@@ -45,7 +51,12 @@ fn line(a: &pb::Alert) -> String {
         &a.detector
     };
     format!(
-        "{} {:<8} {:<14} {:<10} {} {}:{} -> {}:{} proto {} {} {}",
+        "{}{} {:<8} {:<14} {:<10} {} {}:{} -> {}:{} proto {} {} {}",
+        if a.seq == 0 {
+            String::new()
+        } else {
+            format!("#{} ", a.seq)
+        },
         a.id,
         a.severity,
         what,
@@ -68,21 +79,10 @@ fn json(a: &pb::Alert) -> serde_json::Value {
 pub async fn run(cmd: AlertsCmd, remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
     let mut c = AlertServiceClient::new(remote.channel().await?);
     match cmd {
-        AlertsCmd::Tail { min_severity } => {
-            let mut s = c
-                .subscribe(pb::AlertFilter {
-                    min_severity,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            while let Some(a) = s.message().await? {
-                match out {
-                    OutputFormat::Json => println!("{}", json(&a)),
-                    OutputFormat::Human => println!("{}", line(&a)),
-                }
-            }
-        }
+        AlertsCmd::Tail {
+            min_severity,
+            after_seq,
+        } => tail(remote, c, min_severity, after_seq, out).await?,
         AlertsCmd::List { all } => {
             let alerts = c
                 .list(pb::AlertFilter {
@@ -123,4 +123,62 @@ pub async fn run(cmd: AlertsCmd, remote: &Remote, out: OutputFormat) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// Reconnect delays of `alerts tail`: doubling from the first to the last.
+const RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Follows the alert stream from `after_seq`; when the connection is lost, subscribes again
+/// after the last sequence number printed. A refusal (bad filter, no permission) ends it.
+async fn tail(
+    remote: &Remote,
+    mut c: AlertServiceClient<tonic::transport::Channel>,
+    min_severity: String,
+    mut after_seq: u64,
+    out: OutputFormat,
+) -> anyhow::Result<()> {
+    let mut delay = RETRY_MIN;
+    loop {
+        let filter = pb::AlertFilter {
+            min_severity: min_severity.clone(),
+            after_seq,
+            ..Default::default()
+        };
+        let ended = match c.subscribe(filter).await {
+            Ok(s) => {
+                let mut s = s.into_inner();
+                loop {
+                    match s.message().await {
+                        Ok(Some(a)) => {
+                            delay = RETRY_MIN;
+                            after_seq = after_seq.max(a.seq);
+                            match out {
+                                OutputFormat::Json => println!("{}", json(&a)),
+                                OutputFormat::Human => println!("{}", line(&a)),
+                            }
+                        }
+                        Ok(None) => break tonic::Status::unavailable("the stream ended"),
+                        Err(e) => break e,
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        if !matches!(
+            ended.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ) {
+            return Err(ended.into());
+        }
+        eprintln!(
+            "alert stream lost ({}); resuming after #{after_seq} in {delay:?}",
+            ended.message()
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX);
+        if let Ok(ch) = remote.channel().await {
+            c = AlertServiceClient::new(ch);
+        }
+    }
 }

@@ -7,9 +7,8 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use wardgate_analysis::detect::Finding;
 use wardgate_proto::v1::{
-    self as pb, AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest,
-    RegisterResponse, StatusAck, StatusReport, WatchPolicyRequest,
-    agent_service_server::AgentService,
+    AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest, RegisterResponse,
+    StatusAck, StatusReport, WatchPolicyRequest, agent_service_server::AgentService,
 };
 
 use super::Ctx;
@@ -214,10 +213,12 @@ impl AgentService for Agent {
                 match inserted {
                     Ok(ids) => {
                         for f in &rows {
-                            let a = pb::Alert::from(f);
-                            ctx.metrics.alerts_received(&gateway, &a.severity);
-                            ctx.push.alert(a);
+                            ctx.metrics.alerts_received(
+                                &gateway,
+                                wardgate_proto::finding::severity_name(f.severity),
+                            );
                         }
+                        ctx.push.alerts_stored();
                         if tx.send(Ok(AlertAck { ids })).await.is_err() {
                             return;
                         }

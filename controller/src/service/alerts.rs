@@ -1,7 +1,7 @@
-//! AlertService: the SOC's view. Subscribe (stored unacknowledged alerts, then live ones),
-//! list, acknowledge (audited).
+//! AlertService: the SOC's view. Subscribe (a cursor over the alert store: stored alerts after
+//! the client's last sequence number, then new ones as they are stored), list, acknowledge
+//! and suppress (audited).
 
-use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use wardgate_proto::v1::{self as pb, alert_service_server::AlertService};
 
@@ -17,31 +17,38 @@ pub struct Alerts(pub Ctx);
 const READ: &[Role] = &[Role::Engineer, Role::Soc, Role::Viewer];
 const ACK: &[Role] = &[Role::Soc];
 
-fn matches(f: &pb::AlertFilter, a: &pb::Alert, min: u8) -> bool {
-    (f.gateway.is_empty() || a.gateway == f.gateway)
-        && (f.device.is_empty() || a.device == f.device)
-        && severity_rank(&a.severity).unwrap_or(0) >= min
-        && (f.include_acknowledged || !a.acknowledged)
-}
-
-/// Most alerts one List or Subscribe backlog returns, whatever the request asks (0 = this).
+/// Most alerts one List returns, whatever the request asks (0 = this).
 pub const MAX_ALERTS: u32 = 1000;
+
+/// Alerts a Subscribe stream reads from the store in one query.
+pub const SUBSCRIBE_PAGE: u32 = 100;
+
+/// Alerts a Subscribe stream holds ready for a slow client (then it waits).
+const SUBSCRIBE_BUFFER: usize = 16;
+
+/// The store query of a filter (filters run in the query, before any limit).
+fn query(f: &pb::AlertFilter, limit: u32) -> Result<AlertQuery, Status> {
+    Ok(AlertQuery {
+        gateway: f.gateway.clone(),
+        device: f.device.clone(),
+        min_severity: severity_rank(&f.min_severity)?,
+        include_acknowledged: f.include_acknowledged,
+        limit,
+    })
+}
 
 impl Alerts {
     fn stored(&self, f: &pb::AlertFilter) -> Result<Vec<pb::Alert>, Status> {
         // Filtered in the query, then limited: an older unacknowledged critical alert is not
         // hidden by newer ones the filter drops.
-        let q = AlertQuery {
-            gateway: f.gateway.clone(),
-            device: f.device.clone(),
-            min_severity: severity_rank(&f.min_severity)?,
-            include_acknowledged: f.include_acknowledged,
-            limit: if f.limit == 0 {
+        let q = query(
+            f,
+            if f.limit == 0 {
                 MAX_ALERTS
             } else {
                 f.limit.min(MAX_ALERTS)
             },
-        };
+        )?;
         let rows = tokio::task::block_in_place(|| self.0.store.alerts(&q))?;
         Ok(rows
             .into_iter()
@@ -61,21 +68,21 @@ impl AlertService for Alerts {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         auth::require_role(&req, READ)?;
         let f = req.into_inner();
-        let min = severity_rank(&f.min_severity)?;
-        // Live first, then the backlog, so nothing arriving in between is lost (duplicates of
-        // the same id are possible and harmless).
-        let live = tokio_stream::wrappers::BroadcastStream::new(self.0.push.alerts());
-        let backlog = self.stored(&f)?;
-        let f2 = f.clone();
-        let live = live.filter_map(move |a| match a {
-            Ok(a) if matches(&f2, &a, min) => Some(Ok(a)),
-            Ok(_) => None,
-            Err(_) => Some(Err(Status::data_loss(
-                "subscriber fell behind; list to catch up",
-            ))),
-        });
-        let backlog = tokio_stream::iter(backlog.into_iter().rev().map(Ok));
-        Ok(Response::new(Box::pin(backlog.chain(live))))
+        let q = query(&f, SUBSCRIBE_PAGE)?;
+        let after = i64::try_from(f.after_seq).map_err(|_| {
+            Status::invalid_argument("after_seq is past the largest sequence number")
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_BUFFER);
+        tokio::spawn(follow(
+            self.0.store.clone(),
+            self.0.push.alerts(),
+            q,
+            after,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn list(
@@ -132,5 +139,48 @@ impl AlertService for Alerts {
                 peer,
             },
         )?))
+    }
+}
+
+/// One Subscribe stream: pages through the store after the cursor, each alert sent before the
+/// next is read (a client that does not read holds the stream up, and loses nothing), then
+/// waits until alerts are stored. Ends when the client goes away or the store fails.
+async fn follow(
+    store: std::sync::Arc<dyn crate::store::Store>,
+    mut stored: tokio::sync::watch::Receiver<u64>,
+    q: AlertQuery,
+    mut after: i64,
+    tx: tokio::sync::mpsc::Sender<Result<pb::Alert, Status>>,
+) {
+    loop {
+        // Seen before reading: an insert committed after the read wakes the wait below.
+        stored.borrow_and_update();
+        let rows = match tokio::task::block_in_place(|| store.alerts_since(&q, after)) {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let full = rows.len() as u32 == q.limit;
+        for r in rows {
+            // A row that does not read is skipped (and said), as the sinks do.
+            match alerts::stored_to_api(&r) {
+                Ok(a) => {
+                    if tx.send(Ok(a)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(seq = r.seq, error = %e, "skipping a stored alert"),
+            }
+            after = r.seq;
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            changed = stored.changed() => if changed.is_err() { return },
+            () = tx.closed() => return,
+        }
     }
 }

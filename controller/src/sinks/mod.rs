@@ -4,7 +4,9 @@
 //! the controller) was down are delivered when it is back, and what was delivered is not sent
 //! again. A crash between a delivery and its cursor update sends that one batch again
 //! (at-least-once): receivers can drop the repeat by its id (CEF `externalId`, OCSF
-//! `metadata.uid`), which is `GATEWAY/ID` and never changes.
+//! `metadata.uid`), which is `GATEWAY/ID` and never changes. An aggregated alert that grows is
+//! stored again under a new sequence number (its creation row stays), so each sink delivers
+//! the alert once as new and each update once as an update.
 //!
 //! The formats are the analysis crate's (pure); the sinks here are I/O only. Each sink runs in
 //! its own task with its own bounded reconnect backoff, so one that is down holds up neither
@@ -21,6 +23,7 @@ use wardgate_analysis::detect::Finding;
 use crate::{
     alerts,
     config::{SinkConfig, SinkKind},
+    metrics::ControllerMetrics,
     store::Store,
 };
 
@@ -47,7 +50,7 @@ impl Sink {
         })
     }
 
-    async fn deliver(&mut self, alerts: &[Finding]) -> anyhow::Result<()> {
+    async fn deliver(&mut self, alerts: &[Outgoing]) -> anyhow::Result<()> {
         match self {
             Sink::Syslog(s) => s.deliver(alerts).await,
             Sink::Ocsf(s) => tokio::task::block_in_place(|| s.deliver(alerts)),
@@ -63,6 +66,14 @@ impl Sink {
     }
 }
 
+/// One alert as a sink delivers it: the finding, named `GATEWAY/ID`, and whether this sink
+/// delivered it before (an aggregated alert that grew: OCSF activity Update, the same CEF
+/// `externalId` with a higher `cnt`).
+pub struct Outgoing {
+    pub finding: Finding,
+    pub update: bool,
+}
+
 /// The running sinks.
 pub struct Sinks {
     stop: watch::Sender<bool>,
@@ -72,7 +83,11 @@ pub struct Sinks {
 impl Sinks {
     /// Starts one task per configured sink. Configuration that cannot work (a TLS CA that does
     /// not read) is an error now; a collector that is down is not (the sink retries).
-    pub fn start(store: Arc<dyn Store>, configs: &[SinkConfig]) -> anyhow::Result<Sinks> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        configs: &[SinkConfig],
+        metrics: Arc<ControllerMetrics>,
+    ) -> anyhow::Result<Sinks> {
         let (stop, stopped) = watch::channel(false);
         let mut opened = Vec::new();
         for cfg in configs {
@@ -82,7 +97,14 @@ impl Sinks {
             .into_iter()
             .map(|(name, sink)| {
                 tracing::info!(sink = %name, "SOC sink started");
-                tokio::spawn(run(name, sink, store.clone(), stopped.clone()))
+                metrics.sink_started(&name);
+                tokio::spawn(run(
+                    name,
+                    sink,
+                    store.clone(),
+                    metrics.clone(),
+                    stopped.clone(),
+                ))
             })
             .collect();
         Ok(Sinks { stop, tasks })
@@ -101,16 +123,24 @@ impl Sinks {
     }
 }
 
-async fn run(name: String, mut sink: Sink, store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+async fn run(
+    name: String,
+    mut sink: Sink,
+    store: Arc<dyn Store>,
+    metrics: Arc<ControllerMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = BACKOFF_MIN;
     while !*stop.borrow() {
         let wait = match step(&name, &mut sink, store.as_ref()).await {
-            Ok(0) => POLL,
-            Ok(_) => {
+            Ok((0, _)) => POLL,
+            Ok((_, delivered)) => {
+                metrics.sink_delivered(&name, delivered as u64);
                 backoff = BACKOFF_MIN;
                 continue;
             }
             Err(e) => {
+                metrics.sink_failed(&name);
                 tracing::warn!(sink = %name, error = %format!("{e:#}"), retry_in = ?backoff, "SOC sink delivery failed");
                 sink.reset();
                 let wait = backoff;
@@ -126,20 +156,24 @@ async fn run(name: String, mut sink: Sink, store: Arc<dyn Store>, mut stop: watc
     }
 }
 
-/// Delivers the next batch after the sink's cursor; returns how many store rows it covered.
-async fn step(name: &str, sink: &mut Sink, store: &dyn Store) -> anyhow::Result<usize> {
+/// Delivers the next batch after the sink's cursor; returns how many store rows it covered
+/// and how many alerts it delivered.
+async fn step(name: &str, sink: &mut Sink, store: &dyn Store) -> anyhow::Result<(usize, usize)> {
     let rows = tokio::task::block_in_place(|| {
         let after = store.sink_cursor(name)?;
         store.alerts_after(after, BATCH)
     })?;
     let Some(last) = rows.last().map(|r| r.seq) else {
-        return Ok(0);
+        return Ok((0, 0));
     };
     let mut batch = Vec::with_capacity(rows.len());
     for r in &rows {
         // A row that does not read is skipped (and said), never retried forever.
         match alerts::for_sink(r) {
-            Ok(f) => batch.push(f),
+            Ok(finding) => batch.push(Outgoing {
+                finding,
+                update: r.is_update(),
+            }),
             Err(e) => {
                 tracing::error!(sink = %name, seq = r.seq, error = %e, "skipping a stored alert")
             }
@@ -148,5 +182,5 @@ async fn step(name: &str, sink: &mut Sink, store: &dyn Store) -> anyhow::Result<
     sink.deliver(&batch).await?;
     // Delivered: if the controller dies here, this batch goes out again after the restart.
     tokio::task::block_in_place(|| store.advance_sink_cursor(name, last))?;
-    Ok(rows.len())
+    Ok((rows.len(), batch.len()))
 }

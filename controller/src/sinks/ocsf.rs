@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use wardgate_analysis::detect::{Finding, format::ocsf};
+use wardgate_analysis::detect::format::ocsf;
 
 use crate::config::SinkConfig;
 
@@ -31,10 +31,10 @@ impl OcsfSink {
         }
     }
 
-    pub fn deliver(&mut self, alerts: &[Finding]) -> anyhow::Result<()> {
+    pub fn deliver(&mut self, alerts: &[super::Outgoing]) -> anyhow::Result<()> {
         let mut text = String::new();
-        for f in alerts {
-            text.push_str(&ocsf::event(f).to_string());
+        for o in alerts {
+            text.push_str(&ocsf::event(&o.finding, o.update).to_string());
             text.push('\n');
         }
         let Some(path) = self.path.clone() else {
@@ -128,7 +128,7 @@ mod tests {
             mac: None,
         };
         for i in 0..4 {
-            let mut f = Finding::new(
+            let mut f = wardgate_analysis::detect::Finding::new(
                 "scan_vertical",
                 &device,
                 1,
@@ -141,7 +141,11 @@ mod tests {
                 ),
             );
             f.id = format!("gw/{i}");
-            sink.deliver(&[f]).unwrap();
+            sink.deliver(&[super::super::Outgoing {
+                finding: f,
+                update: false,
+            }])
+            .unwrap();
         }
         let uid = |p: &Path| -> String {
             let v: serde_json::Value =

@@ -1,6 +1,7 @@
 //! Syslog sink: RFC 5424 lines with a CEF payload (analysis `format::cef`), over TCP with
 //! RFC 6587 octet-counting framing (`LEN SP MSG`), or over TLS (RFC 5425, rustls, the
-//! collector's certificate checked against the configured CA and name).
+//! collector's certificate checked against the configured CA and name; the sink presents its
+//! own certificate when `client_cert` and `client_key` are configured).
 //!
 //! Plain TCP syslog has no acknowledgement: bytes written just before the collector dies can
 //! be lost. Before each batch the sink checks whether the collector closed the connection
@@ -18,7 +19,7 @@ use tokio_rustls::{
     rustls::{
         ClientConfig, RootCertStore,
         crypto::ring,
-        pki_types::{CertificateDer, ServerName, pem::PemObject as _},
+        pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
     },
 };
 use wardgate_analysis::detect::{Finding, format::cef};
@@ -89,11 +90,28 @@ impl SyslogSink {
                         .add(c.with_context(|| format!("reading {}", t.ca.display()))?)
                         .with_context(|| format!("{}: not a CA certificate", t.ca.display()))?;
                 }
-                let config =
+                let builder =
                     ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
                         .with_safe_default_protocol_versions()?
-                        .with_root_certificates(roots)
-                        .with_no_client_auth();
+                        .with_root_certificates(roots);
+                let config = match (&t.client_cert, &t.client_key) {
+                    (Some(cert), Some(key)) => {
+                        let chain = CertificateDer::pem_file_iter(cert)
+                            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                            .with_context(|| {
+                                format!("reading the client certificate {}", cert.display())
+                            })?;
+                        if chain.is_empty() {
+                            anyhow::bail!("{}: no certificate in it", cert.display());
+                        }
+                        let key = PrivateKeyDer::from_pem_file(key)
+                            .with_context(|| format!("reading the client key {}", key.display()))?;
+                        builder.with_client_auth_cert(chain, key).with_context(|| {
+                            format!("client certificate {} and its key", cert.display())
+                        })?
+                    }
+                    _ => builder.with_no_client_auth(),
+                };
                 let host = match &t.server_name {
                     Some(n) => n.clone(),
                     None => address
@@ -129,7 +147,7 @@ impl SyslogSink {
         })
     }
 
-    pub async fn deliver(&mut self, alerts: &[Finding]) -> anyhow::Result<()> {
+    pub async fn deliver(&mut self, alerts: &[super::Outgoing]) -> anyhow::Result<()> {
         if let Some(c) = &self.conn
             && c.closed().await
         {
@@ -140,7 +158,7 @@ impl SyslogSink {
             self.conn = Some(self.connect().await?);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        conn.write_all(&frames(alerts))
+        conn.write_all(&frames(alerts.iter().map(|o| &o.finding)))
             .await
             .with_context(|| format!("writing to {}", self.address))
     }
@@ -150,8 +168,9 @@ impl SyslogSink {
     }
 }
 
-/// The batch as octet-counted frames (RFC 6587 3.4.1): `LEN SP MSG`, LEN in bytes.
-pub fn frames(alerts: &[Finding]) -> Vec<u8> {
+/// The batch as octet-counted frames (RFC 6587 3.4.1): `LEN SP MSG`, LEN in bytes. An update
+/// is a line like the first, its `cnt` higher.
+pub fn frames<'a>(alerts: impl IntoIterator<Item = &'a Finding>) -> Vec<u8> {
     let mut out = Vec::new();
     for f in alerts {
         let line = cef::syslog_line(f, cef::FACILITY_SECURITY, HOST);

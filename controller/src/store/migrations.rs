@@ -172,4 +172,40 @@ pub const MIGRATIONS: &[&str] = &[
         delivered INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL
     );",
+    // 7: aggregated alerts are updated. An agent re-sends a finding under its id as its count
+    // grows; a copy with a higher (count, last seen) becomes the alert's one `latest` row,
+    // under a new `seq`, so every cursor reader delivers it once. The row first stored stays
+    // at its number (`first_seq`) as the alert's creation, with its first body, so a reader
+    // that was behind it still delivers a create before the update; a later update replaces
+    // the previous update row. At most two rows per (gateway, id).
+    "CREATE TABLE alerts_v5 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        gateway TEXT NOT NULL,
+        id TEXT NOT NULL,
+        device TEXT NOT NULL DEFAULT '',
+        body TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        acknowledged INTEGER NOT NULL DEFAULT 0,
+        acknowledged_by TEXT NOT NULL DEFAULT '',
+        suppressed INTEGER NOT NULL DEFAULT 0,
+        count INTEGER NOT NULL DEFAULT 1,
+        last_seen_ns INTEGER NOT NULL DEFAULT 0,
+        first_seq INTEGER NOT NULL DEFAULT 0,
+        latest INTEGER NOT NULL DEFAULT 1,
+        UNIQUE (gateway, id, latest)
+    );
+    INSERT INTO alerts_v5 (seq, gateway, id, device, body, severity, received_ms, acknowledged,
+        acknowledged_by, suppressed, count, last_seen_ns, first_seq)
+        SELECT seq, gateway, id, device, body, severity, received_ms, acknowledged,
+        acknowledged_by, suppressed, MAX(1, COALESCE(json_extract(body, '$.count'), 1)),
+        COALESCE(json_extract(body, '$.last_seen_ns'), 0), seq
+        FROM alerts ORDER BY seq;
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'alerts_v5', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'alerts_v5');
+    UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence
+        WHERE name = 'alerts'), 0)) WHERE name = 'alerts_v5';
+    DROP TABLE alerts;
+    ALTER TABLE alerts_v5 RENAME TO alerts;
+    CREATE INDEX alerts_id ON alerts (id);",
 ];

@@ -166,16 +166,33 @@ pub struct NewAlert {
     /// For suppressions: the detector and the peer ('' when none).
     pub detector: String,
     pub peer: String,
+    /// Aggregation: a copy with a higher count, or the same count and a later last seen,
+    /// replaces the stored one; an older or equal copy is ignored.
+    pub count: u64,
+    pub last_seen_ns: u64,
 }
 
 /// A stored alert as the SOC sinks read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredAlert {
-    /// The store's sequence number: grows with every stored alert, never reused.
+    /// The store's sequence number: grows with every stored alert and every update of one,
+    /// never reused (an update takes a new one).
     pub seq: i64,
+    /// The sequence number the alert was first stored under (its creation row).
+    pub first_seq: i64,
     pub gateway: String,
     pub id: String,
     pub body: String,
+    pub acknowledged: bool,
+    pub acknowledged_by: String,
+}
+
+impl StoredAlert {
+    /// Whether this row is an update of an alert stored before (a reader that reads every row
+    /// in order has delivered its creation row already).
+    pub fn is_update(&self) -> bool {
+        self.seq != self.first_seq
+    }
 }
 
 /// One change an engineer (or the SOC) makes.
@@ -332,12 +349,23 @@ pub trait Store: Send + Sync {
     /// What the gateway's agent applied: generation, the epoch of the store it came from,
     /// and the error (empty when it applied cleanly).
     fn report_status(&self, gateway: &str, applied: u32, epoch: &str, error: &str) -> Result<()>;
-    /// Stores `gateway`'s alerts (deduplicated by id within the gateway); returns the ids now
-    /// stored (new or already there).
+    /// Stores `gateway`'s alerts (one alert per id within the gateway: a copy with a higher
+    /// count, or as many and a later last seen, becomes its latest version under a new
+    /// sequence number, keeping the acknowledgement, while its creation row stays; an older or
+    /// equal copy is ignored); returns the ids now stored (new, updated or already there).
     fn insert_alerts(&self, gateway: &str, alerts: &[NewAlert]) -> Result<Vec<String>>;
     /// Up to `limit` stored alerts with a sequence number above `after`, oldest first, leaving
     /// out suppressed ones (what a SOC sink delivers next).
-    fn alerts_after(&self, after: i64, limit: u32) -> Result<Vec<StoredAlert>>;
+    fn alerts_after(&self, after: i64, limit: u32) -> Result<Vec<StoredAlert>> {
+        self.alerts_since(&AlertQuery::recent(limit), after)
+    }
+    /// Up to `q.limit` stored alerts matching `q` with a sequence number above `after`,
+    /// oldest first, leaving out suppressed ones: filtered in the query (what a cursor reader,
+    /// a sink or a Subscribe stream, reads next).
+    fn alerts_since(&self, q: &AlertQuery, after: i64) -> Result<Vec<StoredAlert>>;
+    /// How many stored alerts a sink whose cursor is at `after` has yet to deliver (not
+    /// suppressed, sequence number above `after`).
+    fn alerts_pending(&self, after: i64) -> Result<u64>;
     /// The last sequence number `sink` delivered (0: none yet, it starts with the oldest
     /// stored alert).
     fn sink_cursor(&self, sink: &str) -> Result<i64>;

@@ -662,10 +662,11 @@ fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, serde
                         [gw, aid],
                     )?,
                     None => {
-                        let holders: u32 =
-                            tx.query_row("SELECT COUNT(*) FROM alerts WHERE id = ?1", [id], |r| {
-                                r.get(0)
-                            })?;
+                        let holders: u32 = tx.query_row(
+                            "SELECT COUNT(DISTINCT gateway) FROM alerts WHERE id = ?1",
+                            [id],
+                            |r| r.get(0),
+                        )?;
                         if holders > 1 {
                             return Err(Error::Invalid(format!(
                                 "alert id `{id}` is used by {holders} gateways; name one as GATEWAY/{id}"
@@ -727,6 +728,11 @@ impl SiteReader for TxReader<'_> {
     fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
         device_by_name(self.0, name)
     }
+}
+
+/// A count or time for an SQLite integer (past i64::MAX is i64::MAX).
+fn sql_u64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl Store for SqliteStore {
@@ -861,26 +867,95 @@ impl Store for SqliteStore {
         for a in alerts {
             // Sequence numbers are taken in commit order (one writer at a time), so a sink that
             // has read up to N never sees a smaller number commit later.
+            let stored: Option<(i64, i64, i64, i64, i64, String, i64)> = tx
+                .query_row(
+                    "SELECT seq, count, last_seen_ns, first_seq, acknowledged, acknowledged_by, \
+                     received_ms FROM alerts WHERE gateway = ?1 AND id = ?2 AND latest = 1",
+                    params![gateway, a.id],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let (count, last_seen) = (sql_u64(a.count.max(1)), sql_u64(a.last_seen_ns));
+            let (first_seq, acknowledged, by, received) = match stored {
+                None => (None, 0, String::new(), now),
+                // An update: a higher count, or as many and seen later. It is stored as the
+                // alert's latest row under the next sequence number; the creation row stays
+                // (with its first body), a previous update row goes. What the SOC did with the
+                // alert (acknowledged, by whom) and when it first came stay.
+                Some((seq, old_count, old_last, first, ack, by, received))
+                    if (count, last_seen) > (old_count, old_last) =>
+                {
+                    if seq == first {
+                        tx.execute("UPDATE alerts SET latest = 0 WHERE seq = ?1", [seq])?;
+                    } else {
+                        tx.execute("DELETE FROM alerts WHERE seq = ?1", [seq])?;
+                    }
+                    (Some(first), ack, by, received)
+                }
+                // A retry or an older copy: already stored.
+                Some(_) => continue,
+            };
             tx.execute(
-                "INSERT OR IGNORE INTO alerts (id, gateway, device, body, severity, received_ms, suppressed) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, EXISTS (SELECT 1 FROM suppressions \
-                 WHERE device = ?3 AND detector = ?7 AND (peer = '' OR peer = ?8)))",
-                params![a.id, gateway, a.device, a.body, a.severity, now, a.detector, a.peer],
+                "INSERT INTO alerts (id, gateway, device, body, severity, received_ms, \
+                 acknowledged, acknowledged_by, count, last_seen_ns, first_seq, suppressed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, EXISTS (SELECT 1 FROM \
+                 suppressions WHERE device = ?3 AND detector = ?12 AND (peer = '' OR peer = ?13)))",
+                params![
+                    a.id,
+                    gateway,
+                    a.device,
+                    a.body,
+                    a.severity,
+                    received,
+                    acknowledged,
+                    by,
+                    count,
+                    last_seen,
+                    first_seq.unwrap_or(0),
+                    a.detector,
+                    a.peer
+                ],
             )?;
+            if first_seq.is_none() {
+                tx.execute(
+                    "UPDATE alerts SET first_seq = seq WHERE seq = last_insert_rowid()",
+                    [],
+                )?;
+            }
         }
         let held: u32 = tx.query_row(
-            "SELECT COUNT(*) FROM alerts WHERE gateway = ?1",
+            "SELECT COUNT(*) FROM alerts WHERE gateway = ?1 AND latest = 1",
             [gateway],
             |r| r.get(0),
         )?;
         if held > self.alert_quota {
             let over = held - self.alert_quota;
+            // An alert goes with its rows (creation and latest); it counts once, by the
+            // latest's severity.
             let dropped: Vec<u8> = tx
                 .prepare(
-                    "DELETE FROM alerts WHERE seq IN (SELECT seq FROM alerts WHERE gateway = ?1 \
-                     ORDER BY acknowledged DESC, severity, seq LIMIT ?2) RETURNING severity",
+                    "DELETE FROM alerts WHERE gateway = ?1 AND id IN (SELECT id FROM alerts \
+                     WHERE gateway = ?1 AND latest = 1 \
+                     ORDER BY acknowledged DESC, severity, seq LIMIT ?2) RETURNING severity, latest",
                 )?
-                .query_map(params![gateway, over], |r| r.get(0))?
+                .query_map(params![gateway, over], |r| {
+                    Ok((r.get::<_, u8>(0)?, r.get::<_, i64>(1)?))
+                })?
+                .filter_map(|r| match r {
+                    Ok((sev, 1)) => Some(Ok(sev)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
                 .collect::<rusqlite::Result<_>>()?;
             for sev in &dropped {
                 tx.execute(
@@ -900,23 +975,47 @@ impl Store for SqliteStore {
         Ok(alerts.iter().map(|a| a.id.clone()).collect())
     }
 
-    fn alerts_after(&self, after: i64, limit: u32) -> Result<Vec<StoredAlert>> {
+    fn alerts_since(&self, q: &AlertQuery, after: i64) -> Result<Vec<StoredAlert>> {
         let c = self.conn();
-        let mut q = c.prepare_cached(
-            "SELECT seq, gateway, id, body FROM alerts WHERE seq > ?1 AND suppressed = 0 \
-             ORDER BY seq LIMIT ?2",
+        let mut stmt = c.prepare_cached(
+            "SELECT seq, first_seq, gateway, id, body, acknowledged, acknowledged_by FROM alerts \
+             WHERE seq > ?1 AND suppressed = 0 AND (?2 = '' OR gateway = ?2) \
+             AND (?3 = '' OR device = ?3) AND severity >= ?4 AND (?5 OR acknowledged = 0) \
+             ORDER BY seq LIMIT ?6",
         )?;
-        let rows = q
-            .query_map(params![after, limit], |r| {
-                Ok(StoredAlert {
-                    seq: r.get(0)?,
-                    gateway: r.get(1)?,
-                    id: r.get(2)?,
-                    body: r.get(3)?,
-                })
-            })?
+        let rows = stmt
+            .query_map(
+                params![
+                    after,
+                    q.gateway,
+                    q.device,
+                    q.min_severity,
+                    q.include_acknowledged,
+                    q.limit
+                ],
+                |r| {
+                    Ok(StoredAlert {
+                        seq: r.get(0)?,
+                        first_seq: r.get(1)?,
+                        gateway: r.get(2)?,
+                        id: r.get(3)?,
+                        body: r.get(4)?,
+                        acknowledged: r.get::<_, i64>(5)? != 0,
+                        acknowledged_by: r.get(6)?,
+                    })
+                },
+            )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
+    }
+
+    fn alerts_pending(&self, after: i64) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM alerts WHERE seq > ?1 AND suppressed = 0",
+            [after],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
     }
 
     fn sink_cursor(&self, sink: &str) -> Result<i64> {
@@ -957,7 +1056,7 @@ impl Store for SqliteStore {
         let c = self.conn();
         let mut stmt = c.prepare_cached(
             "SELECT gateway, body, acknowledged, acknowledged_by FROM alerts \
-             WHERE (?1 = '' OR gateway = ?1) AND (?2 = '' OR device = ?2) AND severity >= ?3 \
+             WHERE latest = 1 AND (?1 = '' OR gateway = ?1) AND (?2 = '' OR device = ?2) AND severity >= ?3 \
              AND (?4 OR acknowledged = 0) \
              ORDER BY seq DESC LIMIT ?5",
         )?;
@@ -1218,6 +1317,8 @@ mod tests {
             body: "{}".into(),
             detector: "scan_vertical".into(),
             peer: String::new(),
+            count: 1,
+            last_seen_ns: 0,
         };
         store
             .insert_alerts("gw", &[row("a", 3), row("b", 3)])
@@ -1252,6 +1353,97 @@ mod tests {
     }
 
     #[test]
+    fn a_higher_count_is_stored_as_an_update_and_a_repeat_is_ignored() {
+        let store = SqliteStore::in_memory().unwrap().with_alert_quota(2);
+        let row = |id: &str, count: u64, last_seen_ns: u64| NewAlert {
+            id: id.into(),
+            device: "d".into(),
+            severity: 2,
+            body: format!(r#"{{"count":{count}}}"#),
+            detector: "scan_vertical".into(),
+            peer: String::new(),
+            count,
+            last_seen_ns,
+        };
+        let rows = |after: i64| -> Vec<(i64, bool, String, String)> {
+            store
+                .alerts_after(after, 10)
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.seq, a.is_update(), a.id, a.body))
+                .collect()
+        };
+        let listed = || -> Vec<String> {
+            store
+                .alerts(&AlertQuery::recent(10))
+                .unwrap()
+                .into_iter()
+                .map(|(_, body, _, _)| body)
+                .collect()
+        };
+        store
+            .insert_alerts("gw", &[row("x", 1, 10), row("y", 1, 10)])
+            .unwrap();
+        // x grows; y's copy is a retry; then x's older copy arrives late, and x's current again.
+        let acked = store
+            .insert_alerts("gw", &[row("x", 5, 50), row("y", 1, 10)])
+            .unwrap();
+        assert_eq!(acked, ["x", "y"], "every copy is acknowledged");
+        store.insert_alerts("gw", &[row("x", 1, 10)]).unwrap();
+        store.insert_alerts("gw", &[row("x", 5, 50)]).unwrap();
+        let c1 = r#"{"count":1}"#.to_string();
+        let c5 = r#"{"count":5}"#.to_string();
+        // A reader from the start: x's creation, y, then x's update.
+        assert_eq!(
+            rows(0),
+            [
+                (1, false, "x".into(), c1.clone()),
+                (2, false, "y".into(), c1.clone()),
+                (3, true, "x".into(), c5.clone()),
+            ]
+        );
+        assert_eq!(
+            listed(),
+            [c5.clone(), c1.clone()],
+            "one alert per id, the latest"
+        );
+        // The same count seen later is an update too: it replaces the previous update row.
+        // The acknowledgement is kept.
+        store
+            .write(
+                "user:sam",
+                "triaged",
+                &[Change::AcknowledgeAlerts {
+                    ids: vec!["x".into()],
+                }],
+                &|_, _, _| Ok(BTreeMap::new()),
+            )
+            .unwrap();
+        store.insert_alerts("gw", &[row("x", 5, 60)]).unwrap();
+        let x = store.alerts_after(2, 10).unwrap();
+        assert_eq!((x.len(), x[0].seq, x[0].first_seq), (1, 4, 1));
+        assert!(
+            x[0].acknowledged,
+            "an acknowledged alert that grows stays acknowledged"
+        );
+        assert_eq!(
+            rows(0).len(),
+            3,
+            "at most a creation and a latest row per alert"
+        );
+        assert_eq!(store.alerts_pending(2).unwrap(), 1);
+        // The quota counts alerts, not rows (2 alerts, quota 2: nothing dropped); past it an
+        // alert goes with both its rows and counts once.
+        assert_eq!(store.alert_drops("gw").unwrap(), [0; 4]);
+        store.insert_alerts("gw", &[row("z", 1, 10)]).unwrap();
+        assert_eq!(store.alert_drops("gw").unwrap(), [0, 0, 1, 0]);
+        assert!(
+            rows(0).iter().all(|r| r.2 != "x"),
+            "x (acknowledged) went first"
+        );
+    }
+
+    #[test]
     fn past_its_quota_a_gateway_loses_its_lowest_severity_alerts_first_and_counts_them() {
         let store = SqliteStore::in_memory().unwrap().with_alert_quota(10);
         let batch = |prefix: &str, n: usize, severity: u8| -> Vec<NewAlert> {
@@ -1263,6 +1455,8 @@ mod tests {
                     body: format!(r#"{{"severity":{severity}}}"#),
                     detector: "scan_vertical".into(),
                     peer: String::new(),
+                    count: 1,
+                    last_seen_ns: 0,
                 })
                 .collect()
         };

@@ -364,6 +364,8 @@ async fn ingest(lab: &LabController) -> anyhow::Result<(usize, Duration, Duratio
                 body: "{}".to_string(),
                 detector: String::new(),
                 peer: String::new(),
+                count: 1,
+                last_seen_ns: 0,
             })
             .collect();
         lab.store.insert_alerts(&gateway(0), &rows)?;

@@ -259,10 +259,12 @@ pub fn deny_record(f: &Finding) -> Option<DenyRecord> {
 }
 
 /// The OCSF event of a stored finding: Network Activity for a datapath deny, a Detection
-/// Finding (activity Create) for anything else.
-pub fn event(f: &Finding) -> Value {
+/// Finding for anything else: activity Create, or Update when `update` (the reader delivered
+/// this finding before and it grew).
+pub fn event(f: &Finding, update: bool) -> Value {
     match deny_record(f) {
         Some(d) => network_activity(&d),
+        None if update => detection_finding(f, ACTIVITY_UPDATE),
         None => detection_finding(f, ACTIVITY_CREATE),
     }
 }
