@@ -181,7 +181,7 @@ pub fn fill(
     slot.idle_timeout_s = idle_timeout_s;
     slot.pending = 0;
     slot.pending_bytes = 0;
-    slot.flags = u8::from(reply) * SLOT_REPLY | u8::from(record) * SLOT_RECORD;
+    slot.flags = (u8::from(reply) * SLOT_REPLY) | (u8::from(record) * SLOT_RECORD);
     slot.valid = 1;
     slot.dev_mac = dev_mac;
     slot.ifindex = ifindex;
