@@ -49,6 +49,42 @@ pub struct AgentConfig {
     /// Live flow records and the detectors over them.
     #[serde(default)]
     pub detection: DetectionConfig,
+    /// Flow recording in the datapath (flow-open records, counters, first payload bytes).
+    #[serde(default)]
+    pub recording: RecordingConfig,
+}
+
+/// Flow recording in the datapath. Off, the datapath sends no flow-open or payload records and
+/// folds no flow cache counts into conntrack (enforcement is unchanged).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Server ports whose new TCP flows are inspected (first payload bytes to the agent, for
+    /// DICOM and HL7 identity) when no rule decides for the device (learn, monitor would-deny);
+    /// flows admitted by a rule are inspected when the rule has an app constraint. At most
+    /// `wardgate_common::INSPECT_PORTS`. Default DICOM 104 and 11112, HL7/MLLP 2575.
+    #[serde(default = "default_inspect_ports")]
+    pub inspect_ports: Vec<u16>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            enabled: true,
+            inspect_ports: default_inspect_ports(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_inspect_ports() -> Vec<u16> {
+    vec![104, 11112, 2575]
 }
 
 /// The detectors over live flow records (`flows/`). Findings go to the alert outbox.
@@ -225,6 +261,17 @@ impl AgentConfig {
                 anyhow::bail!("management rule for {}: proto must be tcp or udp", m.cidr);
             }
         }
+        let ports = &cfg.recording.inspect_ports;
+        if ports.len() > wardgate_common::INSPECT_PORTS {
+            anyhow::bail!(
+                "recording.inspect_ports lists {} ports; the datapath holds at most {}",
+                ports.len(),
+                wardgate_common::INSPECT_PORTS
+            );
+        }
+        if ports.contains(&0) {
+            anyhow::bail!("recording.inspect_ports: 0 is not a server port");
+        }
         Ok(cfg)
     }
 
@@ -256,6 +303,24 @@ mod tests {
         assert_eq!(cfg.unknown_devices, Action::Pass);
         assert_eq!(cfg.events.rate_per_s, 20);
         assert!(cfg.management.is_empty());
+        assert!(cfg.recording.enabled);
+        assert_eq!(cfg.recording.inspect_ports, [104, 11112, 2575]);
+    }
+
+    #[test]
+    fn recording_can_be_turned_off_and_its_ports_are_bounded() {
+        let cfg = AgentConfig::parse(
+            "interfaces: [a]\nrecording: {enabled: false, inspect_ports: [4242]}\n",
+        )
+        .unwrap();
+        assert!(!cfg.recording.enabled);
+        assert_eq!(cfg.recording.inspect_ports, [4242]);
+        let err = AgentConfig::parse(
+            "interfaces: [a]\nrecording: {inspect_ports: [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at most 8"), "{err}");
+        assert!(AgentConfig::parse("interfaces: [a]\nrecording: {inspect_ports: [0]}\n").is_err());
     }
 
     #[test]

@@ -177,6 +177,7 @@ mod tests {
             peers: vec!["198.51.100.10/32".parse().unwrap()],
             ports: Some(PortRange::single(104)),
             idle_timeout_s: 600,
+            inspect: false,
         };
         let dev = DeviceEntry {
             device_id: 7,

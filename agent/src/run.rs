@@ -54,6 +54,9 @@ fn gateway_config(cfg: &AgentConfig) -> GatewayConfig {
             VlanAction::Drop => wardgate_common::ACTION_DROP,
         },
         heartbeat_limit_ms: cfg.watchdog.heartbeat_limit_ms,
+        recording_off: u32::from(!cfg.recording.enabled),
+        _pad: 0,
+        inspect_ports_be: crate::datapath::convert::inspect_ports(&cfg.recording.inspect_ports),
     }
 }
 
@@ -507,7 +510,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let nl = link_changes();
     let (mut dp, mut interfaces) = prepare(&cfg, &tx)?;
     let ring = dp.take_events()?;
-    let flow_ring = dp.take_flows()?;
+    let flow_rings = crate::flows::Rings {
+        flows: dp.take_flows()?,
+        payload: dp.take_payload()?,
+    };
     let ct = crate::flows::CtReader::open(dp.pin_root())?;
     let detection = detection(&cfg.detection)?;
     // Alerts go to the controller only when there is one; the agent logs every event anyway.
@@ -523,7 +529,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let flows = tokio::spawn(async move {
         let cfg = crate::flows::LiveConfig::default();
         if let Err(e) = crate::flows::run(
-            flow_ring,
+            flow_rings,
             ct,
             flow_state,
             flow_alerts,

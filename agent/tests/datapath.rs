@@ -913,6 +913,7 @@ fn pump_and_pacs(
             peers: vec!["192.0.2.0/24".parse().unwrap()],
             ports: Some(PortRange { lo: 104, hi: 104 }),
             idle_timeout_s: 600,
+            inspect: false,
         }]
     } else {
         vec![]
@@ -1616,4 +1617,173 @@ fn learning_devices_flows_are_all_recorded_beyond_the_event_budget() {
         "one record per new flow, none rate-limited"
     );
     assert!(recs.iter().all(|r| !r.denied && r.generation == 2));
+}
+
+/// A payload record, owned.
+#[derive(Debug)]
+struct Seg {
+    key: wardgate_common::CtKey,
+    forward: bool,
+    seq: u32,
+    seg_len: u16,
+    data: Vec<u8>,
+}
+
+fn payload_records(dp: &mut Datapath) -> Vec<Seg> {
+    let mut ring = dp.take_payload().unwrap();
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        let p = convert::payload(&item).expect("well-formed payload record");
+        out.push(Seg {
+            key: p.key,
+            forward: p.forward,
+            seq: p.seq,
+            seg_len: p.seg_len,
+            data: p.data.to_vec(),
+        });
+    }
+    out
+}
+
+fn filled(tag: u8, n: usize) -> Vec<u8> {
+    (0..n).map(|i| tag.wrapping_add(i as u8)).collect()
+}
+
+#[test]
+fn a_rule_with_an_app_constraint_hands_over_the_first_payload_bytes_within_its_budget() {
+    pin_to_one_cpu();
+    let (_pin, mut dp) = datapath("payrule");
+    let mut rules = reference_rules();
+    // 1001: the pump's DICOM rule to the PACS (198.51.100.10:104) carries an app constraint.
+    rules[0].inspect = true;
+    dp.replace(&state_with(2, reference_devices(), rules))
+        .unwrap();
+    let (dev, pacs) = ("192.0.2.10:40100", "198.51.100.10:104");
+    let syn = frame(PUMP_MAC, dev, pacs, L4::Syn);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    let ack = data_frame(PUMP_MAC, GW_MAC, dev, pacs, 1, &[]);
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    // Three segments each way: only the first two each way are handed over.
+    for i in 0..3u32 {
+        let out = data_frame(
+            PUMP_MAC,
+            GW_MAC,
+            dev,
+            pacs,
+            1 + i * 100,
+            &filled(i as u8, 100),
+        );
+        expect(&mut dp, true, &out, TC_ACT_OK, Reason::PassEstablished);
+        let back = data_frame(
+            GW_MAC,
+            PUMP_MAC,
+            pacs,
+            dev,
+            5000 + i * 60,
+            &filled(0x80 + i as u8, 60),
+        );
+        expect(&mut dp, false, &back, TC_ACT_OK, Reason::PassReply);
+    }
+    // Budget spent both ways: the entry says so (and the flow now takes the flow cache).
+    let v = conntrack_values(&mut dp)
+        .into_iter()
+        .find(|v| v.rule_id == 1001)
+        .expect("the flow's entry");
+    assert_eq!((v.inspect_fwd, v.inspect_rev), (0, 0));
+    for _ in 0..3 {
+        let out = data_frame(PUMP_MAC, GW_MAC, dev, pacs, 301, &filled(9, 100));
+        expect(&mut dp, true, &out, TC_ACT_OK, Reason::PassEstablished);
+    }
+    let segs = payload_records(&mut dp);
+    let got: Vec<_> = segs
+        .iter()
+        .map(|s| (s.forward, s.seq, s.seg_len, s.data.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (true, 1, 100, filled(0, 100)),
+            (false, 5000, 60, filled(0x80, 60)),
+            (true, 101, 100, filled(1, 100)),
+            (false, 5060, 60, filled(0x81, 60)),
+        ]
+    );
+    // The records name the flow by its conntrack key, as its flow-open record does.
+    let opened = flow_records(&mut dp);
+    assert!(segs.iter().all(|s| s.key == opened[0].key), "{opened:?}");
+}
+
+#[test]
+fn only_inspected_flows_hand_over_payload_bounded_and_recording_off_sends_nothing() {
+    let (_pin, mut dp) = datapath("payport");
+    let mut cfg = gateway_config(false, false);
+    cfg.inspect_ports_be = convert::inspect_ports(&[104, 11112]);
+    dp.set_gateway_config(&cfg).unwrap();
+    let learner = [2, 0, 0, 0, 0, 0x0d];
+    let big = filled(7, 1400);
+    let flow = |dp: &mut Datapath, sport: u16, to: &str, reason: Reason, mac: [u8; 6]| {
+        let dev = if mac == learner {
+            format!("192.0.2.13:{sport}")
+        } else {
+            format!("192.0.2.10:{sport}")
+        };
+        expect(dp, true, &frame(mac, &dev, to, L4::Syn), TC_ACT_OK, reason);
+        let data = data_frame(mac, GW_MAC, &dev, to, 1, &big);
+        expect(dp, true, &data, TC_ACT_OK, Reason::PassEstablished);
+    };
+    // A learning device (no rule decides): inspected on a configured port only.
+    flow(
+        &mut dp,
+        40200,
+        "203.0.113.9:8080",
+        Reason::PassLearn,
+        learner,
+    );
+    flow(
+        &mut dp,
+        40201,
+        "203.0.113.9:104",
+        Reason::PassLearn,
+        learner,
+    );
+    // An enforced device's flow admitted by a rule without an app constraint: never, even on
+    // a configured port.
+    flow(
+        &mut dp,
+        40202,
+        "203.0.113.9:11112",
+        Reason::PassPolicy,
+        PUMP_MAC,
+    );
+    // Recording off: no flow-open record, no payload record.
+    cfg.recording_off = 1;
+    dp.set_gateway_config(&cfg).unwrap();
+    flow(
+        &mut dp,
+        40203,
+        "203.0.113.9:104",
+        Reason::PassLearn,
+        learner,
+    );
+
+    let segs = payload_records(&mut dp);
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    let s = &segs[0];
+    assert_eq!(u16::from_be_bytes(s.key.b_port_be), 104);
+    assert_eq!(u16::from_be_bytes(s.key.a_port_be), 40201);
+    // The segment's length, and its first PAYLOAD_DATA bytes.
+    assert_eq!(
+        (s.seg_len, s.data.len()),
+        (1400, wardgate_common::PAYLOAD_DATA)
+    );
+    assert_eq!(s.data, big[..wardgate_common::PAYLOAD_DATA]);
+    let ports: Vec<u16> = flow_records(&mut dp)
+        .iter()
+        .map(|r| r.device_port)
+        .collect();
+    assert_eq!(
+        ports,
+        [40200, 40201, 40202],
+        "no record while recording is off"
+    );
 }

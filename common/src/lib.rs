@@ -16,7 +16,7 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/wardgate";
 /// Map names as the kernel sees them (at most 15 bytes; `_V1` changes when a layout changes).
 pub mod map_names {
     pub const ACTIVE: &str = "WG_ACTIVE_V2";
-    pub const CONFIG: &str = "WG_CONFIG_V2";
+    pub const CONFIG: &str = "WG_CONFIG_V3";
     pub const DEVICES: &str = "WG_DEV_V2";
     pub const MACS: &str = "WG_MAC_V1";
     pub const PEERS: &str = "WG_PEER_V1";
@@ -37,6 +37,15 @@ pub mod map_names {
     pub const FLOWS: &str = "WG_FLOWS_V1";
     /// Flow-open records not delivered because the ring was full, per CPU.
     pub const FLOWS_LOST: &str = "WG_FLOWLOST_V1";
+    /// First payload bytes of inspected flows (`PayloadRecord`).
+    pub const PAYLOAD: &str = "WG_PAYLOAD_V1";
+    /// Payload records not delivered, per CPU: `[PAYLOAD_LOST_RATE]` over the rate bound,
+    /// `[PAYLOAD_LOST_RING]` the ring was full.
+    pub const PAYLOAD_LOST: &str = "WG_PAYLOST_V1";
+    /// Per-CPU token bucket of payload records (`RateState`).
+    pub const PAYLOAD_RATE: &str = "WG_PAYRATE_V1";
+    /// The tail-call slot of `wg_payload` (a prog array of one).
+    pub const PAYLOAD_PROG: &str = "WG_PAYPROG_V1";
 }
 
 /// Program (function) names in the eBPF object.
@@ -45,6 +54,9 @@ pub mod program_names {
     pub const EGRESS: &str = "wg_egress";
     /// A trivial pass program, the baseline for benchmarks.
     pub const PASS: &str = "wg_pass";
+    /// Inspection of an established packet's payload, tail-called by the classifiers through
+    /// `WG_PAYPROG_V1` (never attached).
+    pub const PAYLOAD: &str = "wg_payload";
     /// Benchmark floor: parse and insert the frame's conntrack entry, nothing else.
     pub const FLOOR_CT_INSERT: &str = "wg_floor_ct_insert";
 }
@@ -68,6 +80,9 @@ pub mod capacity {
     /// Flow record ring size in bytes: about 45,000 records (88 bytes each with the ring's
     /// header), two seconds of 20,000 new flows/s should the agent fall behind.
     pub const FLOWS_BYTES: u32 = 1 << 22;
+    /// Payload record ring size in bytes: about 450 records (`PayloadRecord` with the ring's
+    /// header), more than a second of the rate bound of every CPU.
+    pub const PAYLOAD_BYTES: u32 = 1 << 18;
     /// Number of policy slots (A/B).
     pub const SLOTS: u32 = 2;
 }
@@ -96,6 +111,10 @@ pub const ACTION_DROP: u32 = 1;
 /// Rule actions (`RuleValue::action`).
 pub const RULE_ALLOW: u32 = 1;
 
+/// `RuleValue::flags`: the rule carries an application constraint (DICOM or HL7): the flows it
+/// admits are inspected (their first payload bytes go to the agent, `PayloadRecord`).
+pub const RULE_INSPECT: u32 = 1 << 0;
+
 /// Conntrack flags (`CtValue::flags`).
 pub const CT_CLOSING: u32 = 1 << 0;
 /// Created in monitor mode for a flow the policy denies: passes, reported once.
@@ -110,6 +129,24 @@ pub const CT_DEFAULT_TIMEOUT_S: u32 = 300;
 pub const CT_DEFAULT_MAX_FLOWS: u32 = 8_192;
 /// Admitted by the management allowlist, not by a profile rule.
 pub const CT_MGMT: u32 = 1 << 3;
+
+/// Payload-carrying packets an inspected flow copies to the agent in each direction
+/// (`CtValue::inspect_fwd` / `inspect_rev` at creation).
+pub const INSPECT_PACKETS: u8 = 2;
+/// Packets (both ways) after which a flow stops being inspected whatever is left of its
+/// budget: a direction that never carries payload does not keep the flow off the flow cache.
+pub const INSPECT_MAX_PACKETS: u64 = 16;
+/// Bytes of a segment's payload copied into a `PayloadRecord` at most.
+pub const PAYLOAD_DATA: usize = 512;
+/// Payload records per second per CPU (token bucket refill) and the bucket's size: a flood of
+/// inspected flows cannot flood the agent.
+pub const PAYLOAD_RATE_PER_S: u64 = 1_000;
+pub const PAYLOAD_BURST: u64 = 128;
+/// `WG_PAYLOST_V1` indices.
+pub const PAYLOAD_LOST_RATE: u32 = 0;
+pub const PAYLOAD_LOST_RING: u32 = 1;
+/// Server ports in `GatewayConfig::inspect_ports_be`.
+pub const INSPECT_PORTS: usize = 8;
 
 /// Event kinds (`Event::kind`).
 pub const EVENT_NEW_FLOW: u32 = 1;
@@ -285,8 +322,15 @@ pub struct GatewayConfig {
     /// Fail-open watchdog: when the agent's heartbeat (`WG_HEART_V1`) is older than this,
     /// enforced devices whose profile fails open are treated as monitored. 0 = off.
     pub heartbeat_limit_ms: u32,
+    /// 1 turns flow recording off: no flow-open or payload records, no counts folded from the
+    /// flow cache. 0 (the default) records.
+    pub recording_off: u32,
+    pub _pad: u32,
+    /// Server ports (network order; `[0, 0]` = unused) whose new TCP flows are inspected for
+    /// devices that no rule decides for (learn, monitor would-deny, a new address).
+    pub inspect_ports_be: [[u8; 2]; INSPECT_PORTS],
 }
-const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 48);
 
 /// Connection-tracking key, normalized: endpoint `a` is the smaller (address, port) of the two,
 /// so both directions of a flow find the same entry with one lookup. An entry is one device's
@@ -341,7 +385,11 @@ pub struct CtValue {
     /// The device's MAC when the entry was made: checked on the fast path against spoofing
     /// (source MAC from the device, destination MAC to it).
     pub dev_mac: [u8; 6],
-    pub _pad: u16,
+    /// Payload-carrying packets still to copy to the agent in the opening direction and back
+    /// (`PayloadRecord`); while either is non-zero the flow stays off the flow cache. Was
+    /// padding: an entry of an older datapath reads as "nothing wanted", so the name stays.
+    pub inspect_fwd: u8,
+    pub inspect_rev: u8,
     pub _pad2: u32,
 }
 const _: () = assert!(core::mem::size_of::<CtValue>() == 80);
@@ -378,6 +426,31 @@ pub struct FlowOpen {
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<FlowOpen>() == 88);
+
+/// The first payload bytes of a segment of an inspected flow (`WG_PAYLOAD_V1`): at most
+/// `INSPECT_PACKETS` per direction per flow, within a per-CPU rate bound. The agent joins them
+/// in sequence order per direction (`analysis::flow::FirstBytes`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadRecord {
+    /// The datapath's clock (CLOCK_MONOTONIC_COARSE ns).
+    pub ts_ns: u64,
+    /// The conntrack key of the flow (as in its `FlowOpen`).
+    pub key: CtKey,
+    /// The segment's TCP sequence number as on the wire.
+    pub seq_be: [u8; 4],
+    /// Payload bytes the segment carries (may be more than were copied).
+    pub seg_len: u16,
+    /// Bytes copied into `data` (1..=`PAYLOAD_DATA`).
+    pub len: u16,
+    /// 1 if the segment goes in the flow's opening direction.
+    pub forward: u8,
+    pub _pad: u8,
+    pub _pad1: u16,
+    pub _pad2: u32,
+    pub data: [u8; PAYLOAD_DATA],
+}
+const _: () = assert!(core::mem::size_of::<PayloadRecord>() == 64 + PAYLOAD_DATA);
 
 /// A fragmented datagram: addresses, protocol and fragment id (IPv4's 16 bits, IPv6's 32).
 #[repr(C)]
@@ -481,4 +554,5 @@ mod pod {
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::FlowOpen {}
+    unsafe impl aya::Pod for super::PayloadRecord {}
 }

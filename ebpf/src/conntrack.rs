@@ -12,7 +12,7 @@
 
 use wardgate_common::{
     CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_MAX_FLOWS, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue,
-    DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, PROTO_TCP, RuleValue, capacity,
+    DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, INSPECT_PACKETS, PROTO_TCP, RuleValue, capacity,
 };
 
 use crate::{
@@ -20,6 +20,7 @@ use crate::{
     flows::{self, Opened},
     maps::{WG_CT_V3, WG_FLOWCAP_V1},
     parse::{Packet, TCP_FIN, TCP_RST},
+    payload,
 };
 
 /// Result of the conntrack lookup. Kept field-less: moving enums with payloads produced code the
@@ -31,6 +32,10 @@ pub enum Ct {
     Established,
     /// Valid entry, packet in the other direction: passes as a reply.
     Reply,
+    /// As `Established` / `Reply`, and the entry wants this packet's payload: the program
+    /// hands it to `wg_payload` (a tail call) after its verdict.
+    EstablishedInspect,
+    ReplyInspect,
     /// Entry in the opening direction that must be re-checked (new generation or idle).
     StaleForward,
     /// Reply to an entry that must be re-checked, in the direction of the opening packet.
@@ -135,7 +140,9 @@ fn closing(v: &mut CtValue, pkt: &Packet) {
 }
 
 /// Looks the packet up; also returns the direction of the packet that opened the flow (the
-/// packet's own direction when there is no entry). A valid hit fills the flow cache slot `fkey`.
+/// packet's own direction when there is no entry). A valid hit fills the flow cache slot `fkey`,
+/// unless the entry still wants payload (`payload.rs`): then the packet is handed on for
+/// inspection and the flow stays on this path until its budget is spent.
 #[inline(always)]
 pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
     let (key, src_is_a) = key(pkt, dir);
@@ -150,22 +157,35 @@ pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) 
     let dev_mac = pkt.dev_mac(dir == DIR_FROM_DEVICE);
     if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex {
         touch(v, pkt, now, forward);
-        let (packets, bytes) = flowcache::fill(
-            fkey,
-            generation,
-            now,
-            v.idle_timeout_s,
-            !forward,
-            v.dev_mac,
-            pkt.ifindex,
-        );
-        // The slot served this packet's direction only.
-        if forward {
-            v.packets_fwd += u64::from(packets);
-            v.bytes_fwd += bytes;
+        if payload::pending(v) {
+            payload::request(pkt, &key, forward);
+            return (
+                if forward {
+                    Ct::EstablishedInspect
+                } else {
+                    Ct::ReplyInspect
+                },
+                v.direction,
+            );
         } else {
-            v.packets_rev += u64::from(packets);
-            v.bytes_rev += bytes;
+            let (packets, bytes) = flowcache::fill(
+                fkey,
+                generation,
+                now,
+                v.idle_timeout_s,
+                !forward,
+                flows::recording(),
+                v.dev_mac,
+                pkt.ifindex,
+            );
+            // The slot served this packet's direction only.
+            if forward {
+                v.packets_fwd += u64::from(packets);
+                v.bytes_fwd += bytes;
+            } else {
+                v.packets_rev += u64::from(packets);
+                v.bytes_rev += bytes;
+            }
         }
         return (
             if forward { Ct::Established } else { Ct::Reply },
@@ -221,6 +241,12 @@ pub fn commit(
     } else {
         (0, pkt.tcp_flags)
     };
+    // Only a new entry is marked; a re-checked one keeps what is left of its budget.
+    let inspect = if ct == Ct::Miss && payload::wanted(pkt, rule, flags) {
+        INSPECT_PACKETS
+    } else {
+        0
+    };
     let mut value = CtValue {
         last_seen_ns: now,
         packets_fwd,
@@ -238,7 +264,8 @@ pub fn commit(
         tcp_flags_fwd: flags_fwd,
         tcp_flags_rev: flags_rev,
         dev_mac: dev.mac,
-        _pad: 0,
+        inspect_fwd: inspect,
+        inspect_rev: inspect,
         _pad2: 0,
     };
     if ct == Ct::Miss {
@@ -267,6 +294,8 @@ pub fn commit(
         value.bytes_rev += old.bytes_rev;
         value.tcp_flags_fwd |= old.tcp_flags_fwd;
         value.tcp_flags_rev |= old.tcp_flags_rev;
+        value.inspect_fwd = old.inspect_fwd;
+        value.inspect_rev = old.inspect_rev;
     }
     closing(&mut value, pkt);
     let _ = WG_CT_V3.insert(&key, &value, 0);

@@ -7,7 +7,7 @@ use wardgate_common::{
 };
 
 use crate::{
-    maps::{WG_CONFIG_V2, WG_EVENTS_V1, WG_EVLOST_V1, WG_RATE_V2},
+    maps::{WG_CONFIG_V3, WG_EVENTS_V1, WG_EVLOST_V1, WG_RATE_V2},
     parse::Packet,
 };
 
@@ -106,7 +106,7 @@ enum Budget {
 
 #[inline(always)]
 fn take_token(device_id: u32, kind: u32, now: u64) -> Budget {
-    let Some(cfg) = WG_CONFIG_V2.get(0) else {
+    let Some(cfg) = WG_CONFIG_V3.get(0) else {
         return Budget::Off;
     };
     if cfg.event_rate == 0 {

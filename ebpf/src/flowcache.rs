@@ -53,13 +53,17 @@ pub struct FlowSlot {
     idle_timeout_s: u32,
     /// Packets answered since the last sync; added to the conntrack entry at the next one.
     pending: u32,
-    /// 1 if the packet is a reply (`PassReply`), 0 if it is in the opening direction.
-    reply: u8,
+    /// `SLOT_REPLY`: the packet is a reply (`PassReply`), else in the opening direction;
+    /// `SLOT_RECORD`: count what the slot answers (flow recording was on when it was filled).
+    flags: u8,
     /// 1 once filled: a zeroed slot never matches.
     valid: u8,
     dev_mac: [u8; 6],
     ifindex: u32,
 }
+
+const SLOT_REPLY: u8 = 1;
+const SLOT_RECORD: u8 = 2;
 
 #[map(name = "WG_FLOWCACHE_V1")]
 static WG_FLOWCACHE_V1: PerCpuArray<FlowSlot> = PerCpuArray::with_max_entries(SLOTS, 0);
@@ -134,13 +138,21 @@ pub fn lookup(key: &FlowKey, pkt: &Packet, hook: u8, generation: u32, now: u64) 
         return None;
     }
     slot.last_seen_ns = now;
-    slot.pending += 1;
-    slot.pending_bytes += u64::from(pkt.ip_len);
-    Some(slot.reply != 0)
+    // Recording off: nothing to fold into conntrack (the switch reaches a slot at its next
+    // sync, within `SYNC_NS`).
+    if slot.flags & SLOT_RECORD != 0 {
+        slot.pending += 1;
+        slot.pending_bytes += u64::from(pkt.ip_len);
+    }
+    Some(slot.flags & SLOT_REPLY != 0)
 }
 
 /// Fills (or refreshes) the packet's slot after a valid conntrack hit. Returns the packets and
 /// bytes the slot answered for this same flow since its last sync, for the entry's counters.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "all are plain values of the one slot"
+)]
 #[inline(always)]
 pub fn fill(
     key: &FlowKey,
@@ -148,6 +160,7 @@ pub fn fill(
     now: u64,
     idle_timeout_s: u32,
     reply: bool,
+    record: bool,
     dev_mac: [u8; 6],
     ifindex: u32,
 ) -> (u32, u64) {
@@ -168,7 +181,7 @@ pub fn fill(
     slot.idle_timeout_s = idle_timeout_s;
     slot.pending = 0;
     slot.pending_bytes = 0;
-    slot.reply = u8::from(reply);
+    slot.flags = (u8::from(reply) * SLOT_REPLY) | (u8::from(record) * SLOT_RECORD);
     slot.valid = 1;
     slot.dev_mac = dev_mac;
     slot.ifindex = ifindex;

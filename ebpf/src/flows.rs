@@ -7,9 +7,16 @@
 use wardgate_common::{CtKey, FlowOpen};
 
 use crate::{
-    maps::{WG_FLOWLOST_V1, WG_FLOWS_V1},
+    maps::{WG_CONFIG_V3, WG_FLOWLOST_V1, WG_FLOWS_V1},
     parse::Packet,
 };
+
+/// Whether flow recording is on (agent config `recording.enabled`, default on): flow-open
+/// records, payload records, and flow cache counts folded into conntrack.
+#[inline(always)]
+pub fn recording() -> bool {
+    WG_CONFIG_V3.get(0).is_none_or(|c| c.recording_off == 0)
+}
 
 /// What the record says beyond the packet and the key. `repr(C)` in this order so no two
 /// fields that may both be zero (an unknown host's ids) sit side by side: a zeroed run of 16
@@ -30,6 +37,9 @@ pub struct Opened<'a> {
 
 #[inline(always)]
 pub fn opened(o: &Opened, pkt: &Packet) {
+    if !recording() {
+        return;
+    }
     let Some(mut entry) = WG_FLOWS_V1.reserve::<FlowOpen>(0) else {
         if let Some(n) = WG_FLOWLOST_V1.get_ptr_mut(0) {
             // Safety: this CPU's slot; nothing else runs on this CPU while we do.

@@ -24,6 +24,7 @@ mod fragments;
 mod icmp;
 mod maps;
 mod parse;
+mod payload;
 mod policy;
 mod watchdog;
 
@@ -46,18 +47,37 @@ use crate::{
     conntrack::{Budget, Ct},
     events::Report,
     icmp::Control,
-    maps::{WG_ACTIVE_V2, WG_CONFIG_V2, WG_STATS_V1},
+    maps::{WG_ACTIVE_V2, WG_CONFIG_V3, WG_STATS_V1},
     parse::{Arp, Packet, Parsed, parse},
 };
 
 #[classifier]
 pub fn wg_ingress(ctx: TcContext) -> i32 {
-    verdict(decide(&ctx, DIR_FROM_DEVICE))
+    classify(&ctx, DIR_FROM_DEVICE)
 }
 
 #[classifier]
 pub fn wg_egress(ctx: TcContext) -> i32 {
-    verdict(decide(&ctx, wardgate_common::DIR_TO_DEVICE))
+    classify(&ctx, wardgate_common::DIR_TO_DEVICE)
+}
+
+/// Inspection of an established packet's payload (`payload.rs`): its own program, reached by a
+/// tail call after the verdict, so the verifier walks it once and not once per parse path of
+/// the classifiers (inline or as a subprogram it took them past the 1M-instruction limit).
+#[classifier]
+pub fn wg_payload(ctx: TcContext) -> i32 {
+    payload::inspect(&ctx)
+}
+
+#[inline(always)]
+fn classify(ctx: &TcContext, dir: u8) -> i32 {
+    let mut inspect = false;
+    let v = verdict(decide(ctx, dir, &mut inspect));
+    if inspect {
+        payload::hand_over(ctx, v)
+    } else {
+        v
+    }
 }
 
 /// Baseline for benchmarks: the cheapest possible classifier.
@@ -86,7 +106,7 @@ fn active() -> (u32, u32) {
 }
 
 #[inline(always)]
-fn decide(ctx: &TcContext, dir: u8) -> Reason {
+fn decide(ctx: &TcContext, dir: u8, inspect: &mut bool) -> Reason {
     let mut slot = MaybeUninit::<Packet>::uninit();
     let pkt = match parse(ctx, &mut slot) {
         // Safety: `parse` wrote the packet before returning `Ip`.
@@ -94,7 +114,7 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
         Parsed::Arp(arp, frame_mac) => return arp_claim(&arp, frame_mac, dir),
         Parsed::OtherArp => return Reason::PassArp,
         Parsed::NonIp => {
-            let drop = WG_CONFIG_V2
+            let drop = WG_CONFIG_V3
                 .get(0)
                 .is_some_and(|c| c.non_ip_action == ACTION_DROP);
             return if drop {
@@ -106,7 +126,7 @@ fn decide(ctx: &TcContext, dir: u8) -> Reason {
         Parsed::Vlan => return Reason::DropVlan,
         Parsed::Malformed => return Reason::DropMalformed,
     };
-    let reason = decide_ip(ctx, pkt, dir);
+    let reason = decide_ip(ctx, pkt, dir, inspect);
     // The first fragment of a datagram passed: its later fragments (no ports) may follow.
     if pkt.more_fragments && !pkt.fragment && !reason.is_drop() {
         fragments::remember(pkt, clock::now());
@@ -136,7 +156,7 @@ fn arp_claim(arp: &Arp, frame_mac: [u8; 6], dir: u8) -> Reason {
         more_fragments: false,
         icmp_type: 0,
         hop_limit: 0,
-        _pad: 0,
+        l3_off: 0,
         ip_len: 0,
         frag_offset: 0,
         l4_off: 0,
@@ -225,7 +245,7 @@ impl Flow<'_> {
 }
 
 #[inline(always)]
-fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8) -> Reason {
+fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8, inspect: &mut bool) -> Reason {
     let (slot, generation) = active();
     let now = clock::now();
     let from_device = dir == DIR_FROM_DEVICE;
@@ -278,6 +298,14 @@ fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8) -> Reason {
     match ct {
         Ct::Established => return Reason::PassEstablished,
         Ct::Reply => return Reason::PassReply,
+        Ct::EstablishedInspect => {
+            *inspect = true;
+            return Reason::PassEstablished;
+        }
+        Ct::ReplyInspect => {
+            *inspect = true;
+            return Reason::PassReply;
+        }
         _ => {}
     }
 
@@ -494,7 +522,7 @@ fn unlisted(f: &Flow, dev_mac: [u8; 6], report: &mut Report) -> (Reason, u32) {
         };
         return track(f, &unknown, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0));
     }
-    let drop = WG_CONFIG_V2
+    let drop = WG_CONFIG_V3
         .get(0)
         .is_some_and(|c| c.unknown_action == ACTION_DROP);
     let reason = if drop {

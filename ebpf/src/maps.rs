@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use wardgate_common::{
     CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState, FragKey, FragValue,
@@ -16,8 +16,8 @@ use wardgate_common::{
 #[map(name = "WG_ACTIVE_V2")]
 pub static WG_ACTIVE_V2: Array<u32> = Array::pinned(1, 0);
 
-#[map(name = "WG_CONFIG_V2")]
-pub static WG_CONFIG_V2: Array<GatewayConfig> = Array::pinned(1, 0);
+#[map(name = "WG_CONFIG_V3")]
+pub static WG_CONFIG_V3: Array<GatewayConfig> = Array::pinned(1, 0);
 
 #[map(name = "WG_DEV_V2")]
 pub static WG_DEV_V2: HashMap<DeviceKey, DeviceInfo> =
@@ -96,3 +96,20 @@ pub static WG_FLOWS_V1: RingBuf = RingBuf::pinned(capacity::FLOWS_BYTES, 0);
 /// Flow-open records lost to a full ring, per CPU.
 #[map(name = "WG_FLOWLOST_V1")]
 pub static WG_FLOWLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+
+/// First payload bytes of inspected flows (`payload.rs`).
+#[map(name = "WG_PAYLOAD_V1")]
+pub static WG_PAYLOAD_V1: RingBuf = RingBuf::pinned(capacity::PAYLOAD_BYTES, 0);
+
+/// Payload records not delivered, per CPU: over the rate bound, ring full.
+#[map(name = "WG_PAYLOST_V1")]
+pub static WG_PAYLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(2, 0);
+
+/// `wg_payload`, the tail-call target of inspected packets (set by the agent at load; pinned
+/// so it outlives the agent: a prog array empties when user space lets go of it).
+#[map(name = "WG_PAYPROG_V1")]
+pub static WG_PAYPROG_V1: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// The per-CPU token bucket of payload records.
+#[map(name = "WG_PAYRATE_V1")]
+pub static WG_PAYRATE_V1: PerCpuArray<RateState> = PerCpuArray::pinned(1, 0);

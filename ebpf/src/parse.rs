@@ -14,7 +14,7 @@ use wardgate_common::{
     ACTION_DROP, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 
-use crate::maps::WG_CONFIG_V2;
+use crate::maps::WG_CONFIG_V3;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -59,7 +59,8 @@ pub struct Packet {
     pub icmp_type: u8,
     /// IPv4 TTL or IPv6 hop limit.
     pub hop_limit: u8,
-    pub _pad: u8,
+    /// Offset of the IP header in the frame (Ethernet and at most two tags: fits a byte).
+    pub l3_off: u8,
     /// IP-layer bytes (the frame from the IP header on): what flow counters add up.
     pub ip_len: u32,
 }
@@ -121,7 +122,7 @@ fn skb(ctx: &TcContext) -> &__sk_buff {
 
 #[inline(always)]
 fn drops_tagged() -> bool {
-    WG_CONFIG_V2
+    WG_CONFIG_V3
         .get(0)
         .is_some_and(|c| c.vlan_action == ACTION_DROP)
 }
@@ -180,7 +181,7 @@ pub fn parse(ctx: &TcContext, out: &mut MaybeUninit<Packet>) -> Parsed {
         more_fragments: false,
         icmp_type: 0,
         hop_limit: 0,
-        _pad: 0,
+        l3_off: l3_off as u8,
         ip_len: len.saturating_sub(l3_off as u32),
         frag_offset: 0,
         l4_off: 0,

@@ -12,14 +12,14 @@ use wardgate_common::{EVENT_WATCHDOG, Reason};
 use crate::{
     Flow,
     events::Report,
-    maps::{WG_CONFIG_V2, WG_HEART_V1, WG_WDOG_V1},
+    maps::{WG_CONFIG_V3, WG_HEART_V1, WG_WDOG_V1},
 };
 
 /// Whether the heartbeat is stale now; reports a change of state (gateway-wide: no device).
 #[inline(always)]
 pub fn degraded(f: &Flow) -> bool {
     let now = f.now;
-    let limit_ms = WG_CONFIG_V2.get(0).map_or(0, |c| c.heartbeat_limit_ms);
+    let limit_ms = WG_CONFIG_V3.get(0).map_or(0, |c| c.heartbeat_limit_ms);
     let beat = WG_HEART_V1.get(0).copied().unwrap_or(0);
     // Off, or no agent has ever beaten (an agent without a watchdog): never degraded.
     if limit_ms == 0 || beat == 0 {

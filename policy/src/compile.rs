@@ -241,6 +241,7 @@ fn rules(
                 peers: peers.clone(),
                 ports,
                 idle_timeout_s: idle,
+                inspect: f.app.is_some(),
             });
         }
     }

@@ -171,6 +171,10 @@ pub struct Rule {
     pub ports: Option<PortRange>,
     /// Conntrack idle timeout in seconds for flows this rule allows.
     pub idle_timeout_s: u32,
+    /// The profile's flow carries an app constraint (DICOM or HL7): the datapath hands the
+    /// agent the first payload bytes of the flows this rule admits. Absent in older bundles.
+    #[serde(default)]
+    pub inspect: bool,
 }
 
 /// The compiled rules of one profile on one gateway.
@@ -227,6 +231,9 @@ pub struct PortEntry {
     pub port: Option<PortPrefix>,
     pub rule_id: u32,
     pub idle_timeout_s: u32,
+    /// The rule's flows are inspected (`Rule::inspect`).
+    #[serde(default)]
+    pub inspect: bool,
 }
 
 /// Everything one gateway enforces, at one generation.

@@ -94,8 +94,8 @@ fn rule_port_keys(
     }
 }
 
-/// A rule's contribution to a peer prefix: (rule id, idle timeout, protocol, ports).
-type RuleRef = (u32, u32, Proto, Option<crate::desired::PortRange>);
+/// A rule's contribution to a peer prefix: (rule id, idle timeout, protocol, ports, inspect).
+type RuleRef = (u32, u32, Proto, Option<crate::desired::PortRange>, bool);
 
 /// Builds the map-level entries for `policies` and checks every map's capacity.
 pub fn lower(
@@ -107,8 +107,9 @@ pub fn lower(
     devices.sort();
     policies.sort_by_key(|p| p.policy_id);
 
-    // (policy, direction, cidr) -> [(proto, port prefix) -> (rule_id, timeout)], first rule wins.
-    type PortSet = BTreeMap<(Option<u8>, Option<PortPrefix>), (u32, u32)>;
+    // (policy, direction, cidr) -> [(proto, port prefix) -> (rule_id, timeout, inspect)], first
+    // rule wins.
+    type PortSet = BTreeMap<(Option<u8>, Option<PortPrefix>), (u32, u32, bool)>;
     let mut by_cidr: BTreeMap<(u32, Direction), BTreeMap<IpNet, Vec<RuleRef>>> = BTreeMap::new();
     for p in &policies {
         for r in &p.rules {
@@ -118,7 +119,7 @@ pub fn lower(
                     .or_default()
                     .entry(cidr.trunc())
                     .or_default()
-                    .push((r.rule_id, r.idle_timeout_s, r.proto, r.ports));
+                    .push((r.rule_id, r.idle_timeout_s, r.proto, r.ports, r.inspect));
             }
         }
     }
@@ -133,9 +134,9 @@ pub fn lower(
             containing.sort_by_key(|c| std::cmp::Reverse(c.prefix_len()));
             let mut rules: Vec<_> = containing.iter().flat_map(|c| cidrs[*c].iter()).collect();
             rules.sort_by_key(|r| r.0);
-            for (rule_id, timeout, proto, ports) in rules {
+            for (rule_id, timeout, proto, ports, inspect) in rules {
                 for key in rule_port_keys(*proto, *ports) {
-                    set.entry(key).or_insert((*rule_id, *timeout));
+                    set.entry(key).or_insert((*rule_id, *timeout, *inspect));
                 }
             }
             let next = set_ids.len() as u32 + 1;
@@ -151,13 +152,14 @@ pub fn lower(
 
     let mut ports = Vec::new();
     for (set, peer_set) in &set_ids {
-        for ((proto, port), (rule_id, idle_timeout_s)) in set {
+        for ((proto, port), (rule_id, idle_timeout_s, inspect)) in set {
             ports.push(PortEntry {
                 peer_set: *peer_set,
                 proto: *proto,
                 port: *port,
                 rule_id: *rule_id,
                 idle_timeout_s: *idle_timeout_s,
+                inspect: *inspect,
             });
         }
     }
@@ -322,6 +324,7 @@ mod tests {
                 peers: vec!["198.51.100.0/24".parse().unwrap()],
                 ports: Some(PortRange::single(53)),
                 idle_timeout_s: 30,
+                inspect: false,
             },
             Rule {
                 rule_id: 2,
@@ -331,6 +334,7 @@ mod tests {
                 peers: vec!["198.51.100.10/32".parse().unwrap()],
                 ports: Some(PortRange { lo: 104, hi: 104 }),
                 idle_timeout_s: 600,
+                inspect: true,
             },
         ];
         let policies = vec![PolicyEntry {
@@ -347,6 +351,11 @@ mod tests {
         assert_eq!(lookup(&s, 7, Direction::FromDevice, other, 6, 104), None);
         assert_eq!(lookup(&s, 7, Direction::ToDevice, host, 6, 104), None);
         assert_eq!(lookup(&s, 8, Direction::FromDevice, host, 6, 104), None);
+        // The DICOM rule's port entries carry its inspection mark, the DNS rule's do not.
+        assert!(s.ports.iter().any(|e| e.rule_id == 2));
+        for e in &s.ports {
+            assert_eq!(e.inspect, e.rule_id == 2, "{e:?}");
+        }
     }
 
     #[test]
@@ -360,6 +369,7 @@ mod tests {
                 peers: vec!["203.0.113.0/24".parse().unwrap()],
                 ports: Some(PortRange { lo: 1, hi: 65535 }),
                 idle_timeout_s: 1,
+                inspect: false,
             })
             .collect::<Vec<_>>();
         // Same prefixes for every rule collapse (first rule wins), so this fits...

@@ -129,7 +129,8 @@ pub struct Flow {
     /// Overrides the profile's conntrack idle timeout for this flow (seconds).
     #[serde(default)]
     pub idle_timeout_s: Option<Located<u32>>,
-    /// Application-level constraint, kept and shown; not enforced by the L3/L4 datapath.
+    /// Application-level constraint, kept and shown; not enforced by the L3/L4 datapath, which
+    /// hands the first payload bytes of the flows it admits to the agent (`Rule::inspect`).
     #[serde(default)]
     pub app: Option<App>,
 }

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use wardgate_policy::{
     Direction, Mode, ProfileSet, Proto, compile,
     lower::lookup,
-    profile::{Conntrack, FailMode, Flow, PortItem, Ports, Profile, Sensitivity},
+    profile::{App, Conntrack, FailMode, Flow, PortItem, Ports, Profile, Sensitivity},
     site::{Device, Gateway, Site},
     span::Located,
 };
@@ -235,5 +235,37 @@ proptest! {
             let got = lookup(&state, policy, dir, peer, proto, port).is_some();
             prop_assert_eq!(got, want, "{:?} {} proto {} port {} flows {:?}", dir, peer, proto, port, flows);
         }
+    }
+}
+
+/// A flow with an app constraint compiles to a rule whose flows the datapath inspects (and its
+/// port entries carry the mark); one without does not.
+#[test]
+fn app_constraints_mark_their_rules_for_inspection() {
+    let tcp = |port: u16| FlowSpec {
+        dir: Direction::FromDevice,
+        proto: Proto::Tcp,
+        peers: vec![PeerSpec::Group(0)],
+        ports: Some(vec![(port, port)]),
+    };
+    let mut p = profile(&[tcp(104), tcp(443)]);
+    p.flows[0].app = Some(App::Dicom {
+        calling_ae: Some("CT1".into()),
+        called_ae: None,
+    });
+    let mut set = ProfileSet::default();
+    let mut d = wardgate_policy::Diagnostics::default();
+    set.insert("p.yaml", p, &mut d);
+    let state = compile(&site(), &set, "gw", 1).expect("compiles");
+    let rules = &state.policies[0].rules;
+    let inspected: Vec<(u16, bool)> = rules
+        .iter()
+        .map(|r| (r.ports.unwrap().lo, r.inspect))
+        .collect();
+    assert_eq!(inspected, [(104, true), (443, false)]);
+    let dicom = rules.iter().find(|r| r.inspect).unwrap().rule_id;
+    assert!(state.ports.iter().any(|e| e.rule_id == dicom));
+    for e in &state.ports {
+        assert_eq!(e.inspect, e.rule_id == dicom, "{e:?}");
     }
 }

@@ -121,6 +121,7 @@ impl From<&DesiredState> for pb::CompiledPolicy {
                                 hi: p.hi.into(),
                             }),
                             idle_timeout_s: r.idle_timeout_s,
+                            inspect: r.inspect,
                         })
                         .collect(),
                 })
@@ -147,6 +148,7 @@ impl From<&DesiredState> for pb::CompiledPolicy {
                     }),
                     rule_id: e.rule_id,
                     idle_timeout_s: e.idle_timeout_s,
+                    inspect: e.inspect,
                 })
                 .collect(),
         }
@@ -288,6 +290,7 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                         .collect::<Result<_, _>>()?,
                     ports,
                     idle_timeout_s: r.idle_timeout_s,
+                    inspect: r.inspect,
                 });
             }
             policies.push(PolicyEntry {
@@ -425,6 +428,7 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                 port,
                 rule_id: e.rule_id,
                 idle_timeout_s: e.idle_timeout_s,
+                inspect: e.inspect,
             });
         }
 
@@ -582,6 +586,7 @@ mod tests {
                         peers: vec![IpNet::new(v6(p * 1_000 + r), 64).unwrap()],
                         ports: Some(PortRange { lo: 2575, hi: 2575 }),
                         idle_timeout_s: 3600,
+                        inspect: r % 2 == 0,
                     })
                     .collect(),
             })
@@ -621,6 +626,7 @@ mod tests {
                     }),
                     rule_id: 1_000_000 + (1 + i % 256) * 1_000 + i % rules_per_policy,
                     idle_timeout_s: 3600,
+                    inspect: i % 2 == 0,
                 })
                 .collect(),
             policies,

@@ -9,6 +9,11 @@
 //! 2. The agent's resident memory after start, without baselines and holding 10,000 devices'
 //!    baselines (`detection: {baselines: ...}`, made here from synthetic flow records with the
 //!    analysis crate's builder).
+//! 3. What flow recording costs the datapath's established path (a flow cache hit, as in
+//!    `bench datapath`): BPF_PROG_TEST_RUN of one established TCP packet, 500,000 times, with
+//!    recording on (`recording.enabled`, the default) and off, interleaved (A B, B A, ...) over
+//!    11 rounds on one pinned CPU. A cache slot takes the switch when it is filled, so each side
+//!    has its own flow, established while the switch was in its position.
 //!
 //! Needs root. Prints tables.
 
@@ -19,13 +24,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wardgate_agent::datapath::pinned;
+use aya::programs::{TestRun as _, TestRunOptions};
+use etherparse::PacketBuilder;
+use wardgate_agent::datapath::{Datapath, pinned};
 use wardgate_analysis::{
     FlowRecord,
     baseline::{self, Groups, Limits, Window},
     flow::{DeviceRef, FlowDirection, TcpOutcome},
 };
-use wardgate_common::Reason;
+use wardgate_common::{GatewayConfig, Reason, program_names};
 use wardgate_policy::{
     Mode,
     desired::{DeviceEntry, MacAddr, PolicyEntry},
@@ -36,6 +43,9 @@ use wardgate_testkit::ward::{self as lab, DEV_IF, Ward};
 const DEVICE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
 const RUN: Duration = Duration::from_secs(2);
 const BASELINE_DEVICES: u32 = 10_000;
+/// Established-path runs: packets per kernel run and interleaved rounds.
+const REPEAT: u32 = 500_000;
+const ROUNDS: usize = 11;
 
 struct Agent {
     child: Child,
@@ -245,6 +255,120 @@ fn baselines_file(dir: &Path) -> (PathBuf, u64) {
     (path, size)
 }
 
+/// Median, min and max.
+fn stat(samples: &[f64]) -> (f64, f64, f64) {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+fn tcp_frame(sport: u16, syn: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(DEVICE_MAC, [2, 0, 0, 0, 0, 1]).ipv4(
+        [192, 0, 2, 10],
+        [198, 51, 100, 10],
+        64,
+    );
+    let mut out = Vec::new();
+    let t = b.tcp(sport, 8080, 1, 1000);
+    let t = if syn { t.syn() } else { t.ack(1) };
+    t.write(&mut out, &[]).unwrap();
+    out
+}
+
+fn test_run(dp: &mut Datapath, frame: &[u8], repeat: u32) -> (u32, f64) {
+    let r = dp
+        .classifier(program_names::INGRESS)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })
+        .unwrap();
+    (r.return_value, r.duration.as_nanos() as f64)
+}
+
+/// 3. The established path with recording on and off, interleaved on one pinned CPU.
+fn recording_cost(dir: &Path) {
+    // Safety: a zeroed cpu_set_t with one bit set, for this thread (per-CPU flow cache).
+    unsafe {
+        let cpu = libc::sched_getcpu().max(0) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pin the bench to one CPU"
+        );
+    }
+    let pin = PathBuf::from(format!("/sys/fs/bpf/wgbench-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&pin);
+    let mut dp = Datapath::load(&pin).expect("load datapath");
+    write_desired(dir);
+    let text = std::fs::read_to_string(dir.join("desired.json")).unwrap();
+    dp.apply(&wardgate_policy::DesiredState::from_json(&text).unwrap())
+        .unwrap();
+    let config = |off: bool| GatewayConfig {
+        event_rate: 20,
+        event_burst: 50,
+        recording_off: u32::from(off),
+        ..Default::default()
+    };
+    // Each side's flow, opened and established under its own switch position.
+    let flows = [(false, 41_000u16), (true, 41_001u16)];
+    for (off, sport) in flows {
+        dp.set_gateway_config(&config(off)).unwrap();
+        assert_eq!(test_run(&mut dp, &tcp_frame(sport, true), 1).0, 0);
+        assert_eq!(test_run(&mut dp, &tcp_frame(sport, false), 1).0, 0);
+    }
+    let mut samples = [Vec::new(), Vec::new()];
+    for r in 0..ROUNDS {
+        let order: Vec<usize> = if r % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
+        for i in order {
+            let (off, sport) = flows[i];
+            dp.set_gateway_config(&config(off)).unwrap();
+            let (verdict, ns) = test_run(&mut dp, &tcp_frame(sport, false), REPEAT);
+            assert_eq!(verdict, 0, "established packets pass");
+            samples[i].push(ns);
+        }
+    }
+    drop(dp);
+    let _ = std::fs::remove_dir_all(&pin);
+    let (on, off) = (stat(&samples[0]), stat(&samples[1]));
+    let per_round: Vec<f64> = samples[0]
+        .iter()
+        .zip(&samples[1])
+        .map(|(a, b)| a / b)
+        .collect();
+    let pr = stat(&per_round);
+    let ratio = on.0 / off.0;
+    println!(
+        "\nestablished path (flow cache hit) with flow recording on and off: BPF_PROG_TEST_RUN, \
+         {REPEAT} packets per run, {ROUNDS} interleaved rounds, ns/packet median (min-max)"
+    );
+    println!("| recording on | recording off | on / off (medians) | per-round on / off | goal |");
+    println!("|---:|---:|---:|---:|---|");
+    println!(
+        "| {:.1} ({:.1}-{:.1}) | {:.1} ({:.1}-{:.1}) | {ratio:.3}x | {:.3}x ({:.3}-{:.3}) | <= 1.10x: {} |",
+        on.0,
+        on.1,
+        on.2,
+        off.0,
+        off.1,
+        off.2,
+        pr.0,
+        pr.1,
+        pr.2,
+        if ratio <= 1.10 { "met" } else { "not met" }
+    );
+}
+
 fn main() {
     // Safety: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -252,6 +376,11 @@ fn main() {
         std::process::exit(1);
     }
     let dir = tempfile::tempdir().unwrap();
+    // WG_BENCH_ONLY=recording measures only the established path (section 3).
+    if std::env::var("WG_BENCH_ONLY").as_deref() == Ok("recording") {
+        recording_cost(dir.path());
+        return;
+    }
     let pin = PathBuf::from(format!("/sys/fs/bpf/wgbench-flows-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&pin);
     let ward = Ward::new("flwb");
@@ -306,6 +435,9 @@ fn main() {
         size as f64 / 1048576.0
     );
     let _ = std::fs::remove_dir_all(&pin);
+
+    // 3. What recording costs the established path (the agent is gone: nothing else runs).
+    recording_cost(dir.path());
 }
 
 /// The release `wardgate-agent` beside this bench's directory (`target/release/deps/..`);

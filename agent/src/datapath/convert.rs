@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use wardgate_common::{
-    self as c, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen, MacKey, MgmtKey, PeerKey,
-    PortKey, Reason, RuleValue,
+    self as c, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen, MacKey, MgmtKey,
+    PayloadRecord, PeerKey, PortKey, Reason, RuleValue,
 };
 use wardgate_policy::desired::{DeviceEntry, PeerEntry, PortEntry};
 
@@ -122,8 +122,18 @@ pub fn rule_value(e: &PortEntry) -> RuleValue {
         rule_id: e.rule_id,
         action: c::RULE_ALLOW,
         idle_timeout_s: e.idle_timeout_s,
-        flags: 0,
+        flags: if e.inspect { c::RULE_INSPECT } else { 0 },
     }
+}
+
+/// The gateway's inspected server ports in the config slot's layout (network order, unused
+/// slots zero); ports past `INSPECT_PORTS` are left out (the config refuses them).
+pub fn inspect_ports(ports: &[u16]) -> [[u8; 2]; c::INSPECT_PORTS] {
+    let mut out = [[0; 2]; c::INSPECT_PORTS];
+    for (slot, p) in out.iter_mut().zip(ports) {
+        *slot = p.to_be_bytes();
+    }
+    out
 }
 
 pub fn mgmt_key(m: &MgmtRule) -> Key<MgmtKey> {
@@ -312,6 +322,41 @@ pub fn flow_open(bytes: &[u8]) -> Option<FlowOpened> {
     })
 }
 
+/// A payload record from `WG_PAYLOAD_V1`: the first bytes of one TCP segment of an inspected
+/// flow, borrowed from the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadSegment<'a> {
+    pub key: CtKey,
+    /// The segment goes in the flow's opening direction.
+    pub forward: bool,
+    pub seq: u32,
+    /// Payload bytes the segment carried; `data` may hold fewer (the datapath copies at most
+    /// `PAYLOAD_DATA`).
+    pub seg_len: u16,
+    pub data: &'a [u8],
+}
+
+/// Decodes a payload record; `None` if it is not one (short, or a length past its buffer).
+pub fn payload(bytes: &[u8]) -> Option<PayloadSegment<'_>> {
+    if bytes.len() < size_of::<PayloadRecord>() {
+        return None;
+    }
+    // Safety: length checked; the header fields are plain data, read unaligned.
+    let r: PayloadRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let len = usize::from(r.len);
+    if len == 0 || len > c::PAYLOAD_DATA {
+        return None;
+    }
+    let data_off = std::mem::offset_of!(PayloadRecord, data);
+    Some(PayloadSegment {
+        key: r.key,
+        forward: r.forward != 0,
+        seq: u32::from_be_bytes(r.seq_be),
+        seg_len: r.seg_len,
+        data: &bytes[data_off..data_off + len],
+    })
+}
+
 /// A conntrack entry's counters, by direction of the flow (opening / back).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowCounters {
@@ -355,7 +400,9 @@ mod tests {
             }),
             rule_id: 9,
             idle_timeout_s: 0,
+            inspect: true,
         };
+        assert_eq!(rule_value(&e).flags, c::RULE_INSPECT);
         let k = port_key(1, &e);
         assert_eq!(k.prefix_len(), 72 + 6);
         assert_eq!(k.data().port_be, [0x04, 0x00]);
@@ -421,5 +468,41 @@ mod tests {
         assert_eq!((f.device_port, f.peer_port), (104, 40000));
         assert_eq!(f.peer, "192.0.2.10".parse::<IpAddr>().unwrap());
         assert!(flow_open(&bytes[..40]).is_none());
+    }
+
+    #[test]
+    fn payload_records_give_their_bytes_and_bad_lengths_are_rejected() {
+        let mut raw = PayloadRecord {
+            ts_ns: 1,
+            key: CtKey::default(),
+            seq_be: 0x0102_0304u32.to_be_bytes(),
+            seg_len: 900,
+            len: 5,
+            forward: 1,
+            _pad: 0,
+            _pad1: 0,
+            _pad2: 0,
+            data: [0; c::PAYLOAD_DATA],
+        };
+        raw.data[..5].copy_from_slice(b"MSH|^");
+        let bytes = |r: &PayloadRecord| {
+            // Safety: PayloadRecord is plain data.
+            unsafe {
+                std::slice::from_raw_parts(
+                    (r as *const PayloadRecord).cast::<u8>(),
+                    size_of::<PayloadRecord>(),
+                )
+            }
+            .to_vec()
+        };
+        let b = bytes(&raw);
+        let p = payload(&b).unwrap();
+        assert_eq!((p.seq, p.seg_len, p.forward), (0x0102_0304, 900, true));
+        assert_eq!(p.data, b"MSH|^");
+        assert!(payload(&b[..100]).is_none());
+        raw.len = c::PAYLOAD_DATA as u16 + 1;
+        assert!(payload(&bytes(&raw)).is_none());
+        raw.len = 0;
+        assert!(payload(&bytes(&raw)).is_none());
     }
 }

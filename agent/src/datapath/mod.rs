@@ -14,7 +14,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
+    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf, lpm_trie::LpmTrie},
     programs::{
         LinkOrder, SchedClassifier, TcAttach, TcAttachType,
         links::{FdLink, LinkError, PinnedLink},
@@ -232,6 +232,7 @@ impl Datapath {
             program_names::INGRESS,
             program_names::EGRESS,
             program_names::PASS,
+            program_names::PAYLOAD,
         ] {
             dp.classifier(name)?
                 .load()
@@ -240,7 +241,29 @@ impl Datapath {
                     source: Box::new(e),
                 })?;
         }
+        dp.set_payload_program()?;
         Ok(dp)
+    }
+
+    /// Puts this object's `wg_payload` into the classifiers' tail-call slot (the pinned prog
+    /// array outlives the agent; a new agent replaces the program in it).
+    fn set_payload_program(&mut self) -> Result<(), DatapathError> {
+        let name = program_names::PAYLOAD;
+        let fd = self
+            .classifier(name)?
+            .fd()
+            .map_err(|e| DatapathError::Program {
+                name,
+                source: Box::new(e),
+            })?
+            .try_clone()
+            .map_err(|e| DatapathError::Program {
+                name,
+                source: Box::new(aya::programs::ProgramError::IOError(e)),
+            })?;
+        let mut slot: ProgramArray<&mut MapData> = self.typed(map_names::PAYLOAD_PROG)?;
+        slot.set(0, &fd, 0)
+            .map_err(map_err(map_names::PAYLOAD_PROG))
     }
 
     pub fn pin_root(&self) -> &Path {
@@ -451,6 +474,17 @@ impl Datapath {
                 name: map_names::FLOWS,
             })?;
         RingBuf::try_from(map).map_err(map_err(map_names::FLOWS))
+    }
+
+    /// Takes the payload-record ring buffer out (once), for the flow reader task.
+    pub fn take_payload(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        let map = self
+            .ebpf
+            .take_map(map_names::PAYLOAD)
+            .ok_or(DatapathError::MissingMap {
+                name: map_names::PAYLOAD,
+            })?;
+        RingBuf::try_from(map).map_err(map_err(map_names::PAYLOAD))
     }
 
     pub(crate) fn typed<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>

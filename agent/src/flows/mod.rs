@@ -1,5 +1,6 @@
 //! Live flow records: the datapath's flow-open records (`WG_FLOWS_V1`) into the live flow table,
-//! counters from the conntrack map by a bounded sweep, and every record the table gives up fed
+//! counters from the conntrack map by a bounded sweep, the first payload bytes of inspected
+//! flows (`WG_PAYLOAD_V1`) into their app identity, and every record the table gives up fed
 //! to the detectors (`analysis::detect::Engine`) as it comes; what they find goes to the alert
 //! outbox. Reads maps only: the map writer stays the one in `run.rs`.
 
@@ -45,17 +46,21 @@ pub const UPDATE_EVERY_NS: u64 = 30_000_000_000;
 /// How often held-back updates and closed findings are looked for.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// The conntrack map and the flow-loss counters, opened read-only from their pins.
+/// The conntrack map and the flow and payload loss counters, opened read-only from their pins.
 pub struct CtReader {
     ct: BpfHashMap<MapData, CtKey, CtValue>,
     lost: PerCpuArray<MapData, u64>,
+    payload_lost: PerCpuArray<MapData, u64>,
 }
 
 impl CtReader {
     pub fn open(pin_root: &Path) -> Result<Self, DatapathError> {
         let ct = pinned::open(pin_root, map_names::CONNTRACK)?;
         let lost = pinned::open(pin_root, map_names::FLOWS_LOST)?;
+        let payload_lost = pinned::open(pin_root, map_names::PAYLOAD_LOST)?;
         Ok(CtReader {
+            payload_lost: PerCpuArray::try_from(Map::PerCpuArray(payload_lost))
+                .map_err(datapath::map_err(map_names::PAYLOAD_LOST))?,
             ct: BpfHashMap::try_from(Map::LruHashMap(ct))
                 .map_err(datapath::map_err(map_names::CONNTRACK))?,
             lost: PerCpuArray::try_from(Map::PerCpuArray(lost))
@@ -70,6 +75,15 @@ impl CtReader {
     /// Flow-open records the datapath could not deliver (ring full), summed over CPUs.
     pub fn lost(&self) -> u64 {
         self.lost.get(&0, 0).map_or(0, |v| v.iter().sum())
+    }
+
+    /// Payload records the datapath did not deliver: (over its rate bound, ring full).
+    pub fn payload_lost(&self) -> (u64, u64) {
+        let sum = |i| self.payload_lost.get(&i, 0).map_or(0, |v| v.iter().sum());
+        (
+            sum(wardgate_common::PAYLOAD_LOST_RATE),
+            sum(wardgate_common::PAYLOAD_LOST_RING),
+        )
     }
 }
 
@@ -270,9 +284,26 @@ pub fn claim_of(ev: &convert::DatapathEvent, ts_ns: u64) -> Option<AddressClaim>
 /// the log: the spoof alert from the event itself is not lost).
 pub const CLAIMS_QUEUE: usize = 1024;
 
-/// Reads flow-open records and sweeps the table until the task is dropped.
+/// The flow reader's two rings: flow-open records and payload records.
+pub struct Rings {
+    pub flows: RingBuf<MapData>,
+    pub payload: RingBuf<MapData>,
+}
+
+/// Logs a flow's app identity when payload records found or changed it (the identity as JSON,
+/// last on the line).
+fn log_identity(r: &FlowRecord) {
+    let Some(app) = &r.app else {
+        return;
+    };
+    let json = serde_json::to_string(app).unwrap_or_default();
+    tracing::info!(target: "wardgate::flows", device = r.device.name, peer = %r.peer,
+        port = r.port, summary = app.summary(), app = %json, "app identity");
+}
+
+/// Reads flow-open and payload records and sweeps the table until the task is dropped.
 pub async fn run(
-    ring: RingBuf<MapData>,
+    rings: Rings,
     ct: CtReader,
     state: watch::Receiver<Option<Arc<DesiredState>>>,
     alerts: Option<Arc<AlertQueue>>,
@@ -283,8 +314,12 @@ pub async fn run(
     // Made here: detectors are not `Send`, they live on this task.
     let mut detection = Detection::new(&detection.0, detection.1);
     // Safety: the ring buffer owns its fd and outlives the registration (both live in `fd`).
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+    let mut fd = unsafe { AsyncFd::register_with_interest(rings.flows, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("registering the flow ring buffer: {e}"))?;
+    // Safety: as above.
+    let mut payload_fd =
+        unsafe { AsyncFd::register_with_interest(rings.payload, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the payload ring buffer: {e}"))?;
     let mut table = LiveFlows::new(cfg);
     let mut generations = Generations::default();
     let mut state = state;
@@ -294,7 +329,7 @@ pub async fn run(
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut malformed = 0u64;
-    let mut last_report = (LiveStats::default(), 0u64, 0u64, 0u64);
+    let mut last_report = (LiveStats::default(), 0u64, (0u64, 0u64), 0u64, 0u64);
     let mut records = Vec::new();
     loop {
         if state.has_changed().unwrap_or(false)
@@ -319,6 +354,21 @@ pub async fn run(
                 }
                 guard.clear_ready();
             }
+            guard = payload_fd.readable_mut() => {
+                let mut guard = guard?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    match convert::payload(&item) {
+                        Some(seg) => {
+                            if let Some(r) = table.payload(&seg) {
+                                log_identity(r);
+                            }
+                        }
+                        None => malformed += 1,
+                    }
+                }
+                guard.clear_ready();
+            }
             Some(c) = claims.recv() => {
                 let found = detection.observe_claim(&c, c.ts_ns);
                 send(&alerts, found);
@@ -332,14 +382,17 @@ pub async fn run(
             }
             _ = report.tick() => {
                 let lost = ct.lost();
+                let payload_lost = ct.payload_lost();
                 let s = table.stats;
                 let (findings_open, findings_evicted) = detection.aggregation();
-                if (s, lost, malformed, findings_evicted) != last_report {
-                    last_report = (s, lost, malformed, findings_evicted);
+                if (s, lost, payload_lost, malformed, findings_evicted) != last_report {
+                    last_report = (s, lost, payload_lost, malformed, findings_evicted);
                     tracing::info!(target: "wardgate::flows", held = table.len(), opened = s.opened,
                         denied = s.denied, finished = s.finished, observed = s.observed,
-                        table_full = s.table_full, lost, malformed, findings_open,
-                        findings_evicted, "live flow table");
+                        table_full = s.table_full, lost, malformed, payload = s.payload,
+                        payload_unmatched = s.payload_unmatched, identified = s.identified,
+                        payload_rate_limited = payload_lost.0, payload_ring_full = payload_lost.1,
+                        findings_open, findings_evicted, "live flow table");
                 }
             }
         }

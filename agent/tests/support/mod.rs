@@ -121,6 +121,7 @@ fn rule(
         peers: vec![peer.parse().unwrap()],
         ports: ports.map(|(lo, hi)| PortRange { lo, hi }),
         idle_timeout_s: 600,
+        inspect: false,
     }
 }
 
@@ -292,6 +293,30 @@ pub fn frame_to(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, l4: L4
         L4::Icmp => b.icmpv4_echo_request(1, 1).write(&mut out, &payload),
     }
     .unwrap();
+    out
+}
+
+/// A TCP segment (ACK, PSH when it carries data) with sequence number `seq` and `payload`.
+pub fn data_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: &str,
+    dst: &str,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (sa, sp) = split(src);
+    let (da, dp) = split(dst);
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac);
+    let b = if sa.contains(':') {
+        b.ipv6(v6(&sa), v6(&da), 64)
+    } else {
+        b.ipv4(v4(&sa), v4(&da), 64)
+    };
+    let mut out = Vec::new();
+    let t = b.tcp(sp, dp, seq, 1000).ack(1);
+    let t = if payload.is_empty() { t } else { t.psh() };
+    t.write(&mut out, payload).unwrap();
     out
 }
 

@@ -3,6 +3,7 @@
 //! only input of baselines, detectors, proposals and simulation.
 
 mod first_bytes;
+mod identity;
 mod table;
 
 use std::net::IpAddr;
@@ -10,6 +11,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 pub use first_bytes::{FIRST_BYTES, FirstBytes};
+pub use identity::FlowIdentity;
 pub use table::{FlowTable, FlowTableConfig, TableStats};
 
 use crate::{app::AppIdentity, mac::Mac};

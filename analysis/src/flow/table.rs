@@ -8,9 +8,9 @@ use foldhash::{HashMap, HashMapExt as _};
 
 use serde::{Deserialize, Serialize};
 
-use super::{FirstBytes, FlowDirection, FlowRecord, TcpOutcome};
+use super::{FlowDirection, FlowIdentity, FlowRecord, TcpOutcome};
 use crate::{
-    app::{self, AppIdentity, Identify},
+    app::AppIdentity,
     decode::{Packet, proto, tcp_flags},
     device::Devices,
     mac::Mac,
@@ -107,9 +107,7 @@ struct Conn {
     last_ns: u64,
     icmp_type: Option<u8>,
     tcp: Tcp,
-    first: [FirstBytes; 2],
-    /// The identity and the side it came from (the opener's wins).
-    app: Option<(Box<AppIdentity>, usize)>,
+    ident: FlowIdentity,
 }
 
 impl Conn {
@@ -250,8 +248,7 @@ impl FlowTable {
             last_ns: pkt.ts_ns,
             icmp_type: pkt.icmp.map(|(t, _)| t),
             tcp: Tcp::default(),
-            first: Default::default(),
-            app: None,
+            ident: FlowIdentity::default(),
         };
         // The destination's MAC is its own only on Ethernet; SLL gives only the sender's.
         c.macs[1 - side] = pkt.dst_mac;
@@ -276,7 +273,7 @@ impl FlowTable {
 
     fn finish(&mut self, c: Conn) {
         let tcp = c.outcome();
-        if c.app.is_some() {
+        if c.ident.app().is_some() {
             self.stats.flows_identified += 1;
         }
         self.done.push(Done {
@@ -289,7 +286,7 @@ impl FlowTable {
             last_ns: c.last_ns,
             icmp_type: c.icmp_type,
             tcp,
-            app: c.app.map(|(a, _)| a),
+            app: c.ident.into_app(),
         });
     }
 
@@ -349,7 +346,7 @@ fn update(c: &mut Conn, side: usize, pkt: &Packet<'_>) {
             if side == 1 && ack {
                 c.tcp.synack = true;
             }
-            c.first[side].syn(pkt.tcp_seq);
+            c.ident.syn(side, pkt.tcp_seq);
         }
         if f & tcp_flags::RST != 0 {
             if side == 1 && c.tcp.syn && !c.tcp.synack {
@@ -361,36 +358,8 @@ fn update(c: &mut Conn, side: usize, pkt: &Packet<'_>) {
             c.tcp.fin[side] = true;
         }
     }
-    if pkt.payload.is_empty() || c.first[side].is_closed() {
-        return;
-    }
-    // Off the DICOM and HL7 ports, bytes that start like neither are not kept at all.
-    if c.first[side].bytes().is_empty() && !app::worth_keeping(c.key.b_port, pkt.payload) {
-        c.first[side].close();
-        return;
-    }
-    let added = match pkt.proto {
-        proto::TCP => c.first[side].tcp(pkt.tcp_seq, pkt.payload),
-        _ => c.first[side].datagram(pkt.payload),
-    };
-    if !added {
-        return;
-    }
-    // The opener's identity is the one kept; the answer's only if the opener had none.
-    if matches!(&c.app, Some((_, 0))) && side == 1 {
-        c.first[1].close();
-        return;
-    }
-    match app::identify(c.key.b_port, c.first[side].bytes()) {
-        Identify::Found { app, complete } => {
-            c.app = Some((Box::new(app), side));
-            if complete || c.first[side].is_full() {
-                c.first[side].close();
-            }
-        }
-        Identify::NeedMore if !c.first[side].is_full() => {}
-        Identify::NeedMore | Identify::No => c.first[side].close(),
-    }
+    let seq = (pkt.proto == proto::TCP).then_some(pkt.tcp_seq);
+    c.ident.payload(side, c.key.b_port, seq, pkt.payload);
 }
 
 fn record(devices: &Devices, d: &Done, side: usize) -> Option<FlowRecord> {

@@ -7,6 +7,10 @@
 //! established path nothing (no FIN/RST or expiry work in the kernel), and the flow cache
 //! already folds its counts into conntrack once a second.
 //!
+//! Inspected flows (DICOM and HL7, `ebpf/src/payload.rs`) also get payload records: their
+//! first bytes each way go through `analysis::flow::FlowIdentity` (the parsers `learn` uses)
+//! and the identity found is set in the record before the detectors observe it.
+//!
 //! Each flow is observed by the detectors once: a failed first contact (denied, refused, or no
 //! answer within `answer_wait`) as soon as that is known, so scans are seen within a sweep or
 //! two; any other flow when it finishes, or once it has run `long_running` (a snapshot).
@@ -18,11 +22,11 @@ use std::{
 
 use wardgate_analysis::{
     FlowRecord,
-    flow::{DeviceRef, FlowDirection, TcpOutcome},
+    flow::{DeviceRef, FlowDirection, FlowIdentity, TcpOutcome},
 };
 use wardgate_common::CtKey;
 
-use crate::datapath::convert::{FlowCounters, FlowOpened};
+use crate::datapath::convert::{FlowCounters, FlowOpened, PayloadSegment};
 
 const NS: u64 = 1_000_000_000;
 const TCP: u8 = 6;
@@ -66,6 +70,12 @@ pub struct LiveStats {
     pub observed: u64,
     /// Records not kept because the table was full.
     pub table_full: u64,
+    /// Payload records applied to a held flow, and those for no held flow (its flow-open
+    /// record lost, or the flow already finished).
+    pub payload: u64,
+    pub payload_unmatched: u64,
+    /// Flows whose app identity was found (or changed) from payload records.
+    pub identified: u64,
 }
 
 struct Live {
@@ -76,6 +86,9 @@ struct Live {
     observed: bool,
     opened_mono: u64,
     last_mono: u64,
+    /// First payload bytes each way, only for flows the datapath inspects (boxed: most have
+    /// none). Bounded by `FirstBytes` (1 KiB a direction).
+    ident: Option<Box<FlowIdentity>>,
 }
 
 /// Clock of the datapath (monotonic coarse ns) to wall ns: `mono + offset`.
@@ -188,6 +201,7 @@ impl LiveFlows {
             observed: false,
             opened_mono: o.ts_ns,
             last_mono: o.ts_ns,
+            ident: None,
         };
         if o.denied {
             self.stats.denied += 1;
@@ -197,6 +211,25 @@ impl LiveFlows {
             self.young.push_back(o.key);
         }
         self.flows.insert(o.key, live);
+    }
+
+    /// A payload record of a held flow: its bytes join the flow's first bytes that way. Returns
+    /// the flow's record when its app identity was found or changed (set in the record, which
+    /// the detectors observe later), for the caller to report.
+    pub fn payload(&mut self, seg: &PayloadSegment) -> Option<&FlowRecord> {
+        let Some(live) = self.flows.get_mut(&seg.key).filter(|l| !l.denied) else {
+            self.stats.payload_unmatched += 1;
+            return None;
+        };
+        self.stats.payload += 1;
+        let ident = live.ident.get_or_insert_default();
+        let side = usize::from(!seg.forward);
+        if !ident.payload(side, live.rec.port, Some(seg.seq), seg.data) {
+            return None;
+        }
+        live.rec.app = ident.app().cloned();
+        self.stats.identified += 1;
+        Some(&live.rec)
     }
 
     fn observe(&mut self, live: &mut Live, out: &mut Vec<FlowRecord>) {

@@ -173,3 +173,44 @@ fn sweeps_are_bounded_and_the_table_is_capped() {
     assert_eq!(lookups, 10);
     assert_eq!(t.len(), 40);
 }
+
+#[test]
+fn payload_records_set_the_flows_app_identity_before_it_is_observed() {
+    use wardgate_analysis::app::AppIdentity;
+    let mut t = LiveFlows::new(LiveConfig::default());
+    let mut out = Vec::new();
+    let msh = b"\x0bMSH|^~\\&|LABSYS|LABFAC|EMR|WARDFAC|20240101||ORU^R01|42|P|2.5\r";
+    let seg = |forward: bool, seq: u32, data: &'static [u8], port: u16| PayloadSegment {
+        key: key(port),
+        forward,
+        seq,
+        seg_len: data.len() as u16,
+        data,
+    };
+    // No held flow: counted, nothing else.
+    assert!(t.payload(&seg(true, 1, msh, 2575)).is_none());
+    assert_eq!(t.stats.payload_unmatched, 1);
+    t.open(&opened(2575, S, false), dev(), CLOCK, &mut out);
+    // The header in two segments, in order.
+    assert!(t.payload(&seg(true, 1000, &msh[..5], 2575)).is_none());
+    let rec = t
+        .payload(&seg(true, 1005, &msh[5..], 2575))
+        .expect("identified");
+    let Some(AppIdentity::Hl7(h)) = &rec.app else {
+        panic!("{:?}", rec.app);
+    };
+    assert_eq!(
+        (
+            h.sending_application.as_str(),
+            h.sending_facility.as_str(),
+            h.receiving_application.as_str(),
+            h.receiving_facility.as_str()
+        ),
+        ("LABSYS", "LABFAC", "EMR", "WARDFAC")
+    );
+    assert_eq!((t.stats.payload, t.stats.identified), (2, 1));
+    // The record the detectors see when the flow ends carries it.
+    t.sweep(2 * S, CLOCK, |_| None, &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(matches!(out[0].app, Some(AppIdentity::Hl7(_))));
+}
