@@ -1,7 +1,8 @@
 //! Live flow records: the datapath's flow-open records (`WG_FLOWS_V1`) into the live flow table,
 //! counters from the conntrack map by a bounded sweep, and every record the table gives up fed
 //! to the detectors (`analysis::detect::Engine`) as it comes; what they find goes to the alert
-//! outbox. Reads maps only: the map writer stays the one in `run.rs`.
+//! outbox, and the records to the controller's queue (`flow_report`). Reads maps only: the map
+//! writer stays the one in `run.rs`.
 
 pub mod table;
 
@@ -214,6 +215,7 @@ pub async fn run(
     ct: CtReader,
     state: watch::Receiver<Option<Arc<DesiredState>>>,
     alerts: Option<Arc<AlertQueue>>,
+    to_controller: Option<Arc<crate::flow_report::FlowQueue>>,
     mut claims: tokio::sync::mpsc::Receiver<AddressClaim>,
     detection: (DetectConfig, Baselines),
     cfg: LiveConfig,
@@ -277,6 +279,9 @@ pub async fn run(
             continue;
         }
         let found = detection.observe(&records, clock.wall(datapath::coarse_now_ns()));
+        if let Some(q) = &to_controller {
+            q.push_all(&records);
+        }
         records.clear();
         send(&alerts, found);
     }
