@@ -540,8 +540,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             flow_ring,
             ct,
             flow_state,
-            flow_alerts,
-            report_queue,
+            crate::flows::Outputs {
+                alerts: flow_alerts,
+                records: report_queue,
+            },
             claims_rx,
             detection,
             cfg,
@@ -694,7 +696,14 @@ fn detection(
         None => wardgate_analysis::detect::DetectConfig::default(),
     };
     let baselines = match &cfg.baselines {
-        Some(p) => wardgate_analysis::detect::Baselines::new(crate::replay::read_baselines(p)?),
+        Some(p) => {
+            let b = wardgate_analysis::detect::Baselines::new(crate::replay::read_baselines(p)?);
+            // The file's text and the parse's scratch are freed but glibc keeps the pages of
+            // its heap: give them back, or the agent's resident memory stays at the load's peak.
+            // Safety: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
+            b
+        }
         None => wardgate_analysis::detect::Baselines::default(),
     };
     Ok((params, baselines))

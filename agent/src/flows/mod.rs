@@ -209,13 +209,20 @@ pub fn claim_of(ev: &convert::DatapathEvent, ts_ns: u64) -> Option<AddressClaim>
 /// the log: the spoof alert from the event itself is not lost).
 pub const CLAIMS_QUEUE: usize = 1024;
 
+/// Where the flow reader's results go (when there is a controller): findings' alerts to the
+/// outbox, records to the controller's queue.
+#[derive(Default)]
+pub struct Outputs {
+    pub alerts: Option<Arc<AlertQueue>>,
+    pub records: Option<Arc<crate::flow_report::FlowQueue>>,
+}
+
 /// Reads flow-open records and sweeps the table until the task is dropped.
 pub async fn run(
     ring: RingBuf<MapData>,
     ct: CtReader,
     state: watch::Receiver<Option<Arc<DesiredState>>>,
-    alerts: Option<Arc<AlertQueue>>,
-    to_controller: Option<Arc<crate::flow_report::FlowQueue>>,
+    out: Outputs,
     mut claims: tokio::sync::mpsc::Receiver<AddressClaim>,
     detection: (DetectConfig, Baselines),
     cfg: LiveConfig,
@@ -259,7 +266,7 @@ pub async fn run(
             }
             Some(c) = claims.recv() => {
                 let found = detection.observe_claim(&c, c.ts_ns);
-                send(&alerts, found);
+                send(&out.alerts, found);
             }
             _ = sweep.tick() => {
                 table.sweep(datapath::coarse_now_ns(), clock, |k| ct.counters(k), &mut records);
@@ -279,11 +286,11 @@ pub async fn run(
             continue;
         }
         let found = detection.observe(&records, clock.wall(datapath::coarse_now_ns()));
-        if let Some(q) = &to_controller {
+        if let Some(q) = &out.records {
             q.push_all(&records);
         }
         records.clear();
-        send(&alerts, found);
+        send(&out.alerts, found);
     }
 }
 
