@@ -188,6 +188,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "replay_netns",
                 "--test",
                 "flows_netns",
+                "--test",
+                "flow_report_netns",
                 "--",
                 "--test-threads=1",
             ])
