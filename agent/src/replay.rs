@@ -84,7 +84,7 @@ pub fn read_baselines(dir: &Path) -> anyhow::Result<Vec<Baseline>> {
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut list: Vec<Baseline> =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    // Held for the agent's life: no spare capacity (a third of their memory otherwise).
+    // Held for the agent's life: no spare capacity.
     list.iter_mut().for_each(Baseline::shrink_to_fit);
     Ok(list)
 }

@@ -71,9 +71,8 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// Gives back the spare capacity of every list and string: a baseline read from JSON has
-    /// its lists grown by doubling (20 peers hold room for 32), which is most of what 10,000
-    /// baselines cost in memory.
+    /// Gives back the spare capacity of every list and string (a baseline read from JSON has
+    /// its lists grown by doubling: 20 peers hold room for 32).
     pub fn shrink_to_fit(&mut self) {
         self.device.name.shrink_to_fit();
         self.peers.shrink_to_fit();
