@@ -140,6 +140,14 @@ pub struct ControllerConfig {
     /// `desired_state`.
     #[serde(default)]
     pub outbox: Option<PathBuf>,
+    /// How often flow records are sent to the controller (sooner when a full batch of 4096
+    /// waits). Default 30000; at least 100.
+    #[serde(default = "default_flow_report_every_ms")]
+    pub flow_report_every_ms: u64,
+}
+
+fn default_flow_report_every_ms() -> u64 {
+    30_000
 }
 
 fn default_server_name() -> String {
@@ -147,6 +155,10 @@ fn default_server_name() -> String {
 }
 
 impl ControllerConfig {
+    pub fn flow_report_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.flow_report_every_ms.max(100))
+    }
+
     /// The outbox file: as configured, or beside the desired-state file.
     pub fn outbox_path(&self, desired_state: &Path) -> PathBuf {
         self.outbox.clone().unwrap_or_else(|| {

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod config;
 pub mod datapath;
 pub mod events;
+pub mod flow_report;
 pub mod flows;
 pub mod learn;
 pub mod lkg;

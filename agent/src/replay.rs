@@ -82,7 +82,11 @@ pub fn read_baselines(dir: &Path) -> anyhow::Result<Vec<Baseline>> {
     };
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    let mut list: Vec<Baseline> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    // Held for the agent's life: no spare capacity.
+    list.iter_mut().for_each(Baseline::shrink_to_fit);
+    Ok(list)
 }
 
 pub fn read_config(path: &Path) -> anyhow::Result<DetectConfig> {

@@ -524,6 +524,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let live = crate::metrics::Live::default();
     crate::metrics::start(&cfg, &live, alerts.clone(), tx.subscribe()).await;
     let flow_alerts = alerts.clone();
+    // Flow records go to the controller when there is one.
+    let flow_queue = cfg
+        .controller
+        .as_ref()
+        .map(|_| crate::flow_report::FlowQueue::new(crate::flow_report::DEFAULT_CAP, live.clone()));
+    let flow_reporter = cfg
+        .controller
+        .clone()
+        .zip(flow_queue.clone())
+        .map(|(c, q)| {
+            let every = c.flow_report_every();
+            tokio::spawn(crate::flow_report::Reporter::new(c, q).run(every))
+        });
+    let report_queue = flow_queue.clone();
     let flow_state = tx.subscribe();
     let (claims_tx, claims_rx) = tokio::sync::mpsc::channel(crate::flows::CLAIMS_QUEUE);
     let flows = tokio::spawn(async move {
@@ -532,7 +546,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             flow_rings,
             ct,
             flow_state,
-            flow_alerts,
+            crate::flows::Outputs {
+                alerts: flow_alerts,
+                records: report_queue,
+            },
             claims_rx,
             detection,
             cfg,
@@ -660,6 +677,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     if let Some(s) = sync {
         s.abort();
     }
+    if let (Some(reporter), Some(queue), Some(c)) = (flow_reporter, flow_queue, &cfg.controller) {
+        reporter.abort();
+        let pending = queue.len();
+        let left = crate::flow_report::Reporter::new(c.clone(), queue)
+            .drain(STOP_FLUSH_LIMIT)
+            .await;
+        tracing::info!(pending, left, "flow records sent at stop");
+    }
     tracing::info!("stopping; datapath stays attached and enforcing (pinned)");
     Ok(())
 }
@@ -677,7 +702,14 @@ fn detection(
         None => wardgate_analysis::detect::DetectConfig::default(),
     };
     let baselines = match &cfg.baselines {
-        Some(p) => wardgate_analysis::detect::Baselines::new(crate::replay::read_baselines(p)?),
+        Some(p) => {
+            let b = wardgate_analysis::detect::Baselines::new(crate::replay::read_baselines(p)?);
+            // The file's text and the parse's scratch are freed but glibc keeps the pages of
+            // its heap: give them back, or the agent's resident memory stays at the load's peak.
+            // Safety: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
+            b
+        }
         None => wardgate_analysis::detect::Baselines::default(),
     };
     Ok((params, baselines))

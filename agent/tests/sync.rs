@@ -73,6 +73,7 @@ fn agent_config(lab: &LabController) -> ControllerConfig {
         gateway: GW.into(),
         server_name: "localhost".into(),
         outbox: None,
+        flow_report_every_ms: 30_000,
     }
 }
 

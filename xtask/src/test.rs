@@ -190,6 +190,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "flows_netns",
                 "--test",
                 "payload_netns",
+                "--test",
+                "flow_report_netns",
                 "--",
                 "--test-threads=1",
             ])

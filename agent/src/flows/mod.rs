@@ -2,7 +2,8 @@
 //! counters from the conntrack map by a bounded sweep, the first payload bytes of inspected
 //! flows (`WG_PAYLOAD_V1`) into their app identity, and every record the table gives up fed
 //! to the detectors (`analysis::detect::Engine`) as it comes; what they find goes to the alert
-//! outbox. Reads maps only: the map writer stays the one in `run.rs`.
+//! outbox, and the records to the controller's queue (`flow_report`). Reads maps only: the map
+//! writer stays the one in `run.rs`.
 
 pub mod table;
 
@@ -301,12 +302,20 @@ fn log_identity(r: &FlowRecord) {
         port = r.port, summary = app.summary(), app = %json, "app identity");
 }
 
+/// Where the flow reader's results go (when there is a controller): findings' alerts to the
+/// outbox, records to the controller's queue.
+#[derive(Default)]
+pub struct Outputs {
+    pub alerts: Option<Arc<AlertQueue>>,
+    pub records: Option<Arc<crate::flow_report::FlowQueue>>,
+}
+
 /// Reads flow-open and payload records and sweeps the table until the task is dropped.
 pub async fn run(
     rings: Rings,
     ct: CtReader,
     state: watch::Receiver<Option<Arc<DesiredState>>>,
-    alerts: Option<Arc<AlertQueue>>,
+    out: Outputs,
     mut claims: tokio::sync::mpsc::Receiver<AddressClaim>,
     detection: (DetectConfig, Baselines),
     cfg: LiveConfig,
@@ -371,14 +380,14 @@ pub async fn run(
             }
             Some(c) = claims.recv() => {
                 let found = detection.observe_claim(&c, c.ts_ns);
-                send(&alerts, found);
+                send(&out.alerts, found);
             }
             _ = sweep.tick() => {
                 table.sweep(datapath::coarse_now_ns(), clock, |k| ct.counters(k), &mut records);
             }
             _ = flush.tick() => {
                 let found = detection.flush(clock.wall(datapath::coarse_now_ns()));
-                send(&alerts, found);
+                send(&out.alerts, found);
             }
             _ = report.tick() => {
                 let lost = ct.lost();
@@ -400,8 +409,11 @@ pub async fn run(
             continue;
         }
         let found = detection.observe(&records, clock.wall(datapath::coarse_now_ns()));
+        if let Some(q) = &out.records {
+            q.push_all(&records);
+        }
         records.clear();
-        send(&alerts, found);
+        send(&out.alerts, found);
     }
 }
 

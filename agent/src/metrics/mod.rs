@@ -7,7 +7,7 @@
 //!   which need a walk over up to 262,144 keys: sampled in the background every
 //!   `map_fill_every_s` and served from the last sample;
 //! - `Live`: what only the agent process sees (events read from the ring, the controller
-//!   link, the alert outbox), updated as it happens;
+//!   link, the alert outbox, flow records reported), updated as it happens;
 //! - the last applied policy (the map writer's watch channel): the controller store epoch it
 //!   came from, at every scrape.
 //!
@@ -56,12 +56,31 @@ pub struct Live {
     pub controller_connects: Counter,
     /// The newest generation the controller offered (0 before the first).
     pub controller_generation: Gauge,
+    /// Flow records the controller acknowledged (`flow_report`).
+    pub flow_records_sent: Counter,
+    /// Flow records dropped before the controller had them, by reason (`queue_full`,
+    /// `refused`).
+    pub flow_records_dropped: Family<Label, Counter>,
 }
 
 impl Live {
     /// Counts one event read from the ring.
     pub fn event(&self, kind: EventKind) {
         self.events.get_or_create(&[("kind", kind.name())]).inc();
+    }
+
+    /// Counts `n` flow records dropped for `reason`.
+    pub fn flow_records_dropped(&self, reason: &'static str, n: u64) {
+        self.flow_records_dropped
+            .get_or_create(&[("reason", reason)])
+            .inc_by(n);
+    }
+
+    /// Flow records dropped for `reason` so far.
+    pub fn flow_records_dropped_of(&self, reason: &'static str) -> u64 {
+        self.flow_records_dropped
+            .get_or_create(&[("reason", reason)])
+            .get()
     }
 
     fn register(&self, r: &mut Registry) {
@@ -96,6 +115,24 @@ impl Live {
             "wardgate_agent_controller_generation",
             "Newest policy generation the controller offered",
             self.controller_generation.clone(),
+        );
+        for reason in [
+            crate::flow_report::DROP_QUEUE_FULL,
+            crate::flow_report::DROP_REFUSED,
+        ] {
+            let _ = self
+                .flow_records_dropped
+                .get_or_create(&[("reason", reason)]);
+        }
+        r.register(
+            "wardgate_agent_flow_records_sent",
+            "Flow records the controller acknowledged",
+            self.flow_records_sent.clone(),
+        );
+        r.register(
+            "wardgate_agent_flow_records_dropped",
+            "Flow records dropped before the controller had them, by reason",
+            self.flow_records_dropped.clone(),
         );
     }
 }

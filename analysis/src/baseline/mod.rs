@@ -70,6 +70,26 @@ pub struct Baseline {
     pub tcp: TcpCounts,
 }
 
+impl Baseline {
+    /// Gives back the spare capacity of every list and string (a baseline read from JSON has
+    /// its lists grown by doubling: 20 peers hold room for 32).
+    pub fn shrink_to_fit(&mut self) {
+        self.device.name.shrink_to_fit();
+        self.peers.shrink_to_fit();
+        for p in &mut self.peers {
+            if let Some(g) = &mut p.group {
+                g.shrink_to_fit();
+            }
+        }
+        self.services.shrink_to_fit();
+        self.apps.shrink_to_fit();
+        for a in &mut self.apps {
+            a.identity.shrink_to_fit();
+        }
+        self.hourly.shrink_to_fit();
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Peer {
     pub addr: IpAddr,
