@@ -71,15 +71,9 @@ fn flows_a_device_makes_reach_the_controllers_flow_days() {
             )
             .await
             .unwrap();
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            lab.push_site(
-                "eve",
-                &root.join("device-profiles/sites/demo-ward.yaml"),
-                &root.join("device-profiles"),
-                "CHG-1 commissioning",
-            )
-            .await
-            .unwrap();
+            lab.push_demo_site("eve", "CHG-1 commissioning")
+                .await
+                .unwrap();
             up_tx
                 .send((lab.url(), lab.certs().to_path_buf(), lab.store.clone()))
                 .unwrap();

@@ -81,15 +81,9 @@ fn port_scans_from_a_device_reach_the_controller_as_scan_findings_within_a_secon
             )
             .await
             .unwrap();
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            lab.push_site(
-                "eve",
-                &root.join("device-profiles/sites/demo-ward.yaml"),
-                &root.join("device-profiles"),
-                "CHG-1 commissioning",
-            )
-            .await
-            .unwrap();
+            lab.push_demo_site("eve", "CHG-1 commissioning")
+                .await
+                .unwrap();
             let mut stream = lab
                 .alerts("eve")
                 .await

@@ -388,15 +388,9 @@ fn sigterm_flushes_the_outbox_to_the_controller_and_keeps_what_it_could_not_deli
             )
             .await
             .unwrap();
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            lab.push_site(
-                "eve",
-                &root.join("device-profiles/sites/demo-ward.yaml"),
-                &root.join("device-profiles"),
-                "CHG-1 commissioning",
-            )
-            .await
-            .unwrap();
+            lab.push_demo_site("eve", "CHG-1 commissioning")
+                .await
+                .unwrap();
             up_tx.send(()).unwrap();
             // Serve until the agent has stopped (bounded).
             tokio::task::spawn_blocking(move || {

@@ -309,15 +309,9 @@ async fn a_recreated_store_with_lower_generations_still_reaches_the_agent() {
     let lab = LabController::start_at(dir.path(), &[GW.to_string()], &[("eve", "engineer")], &addr)
         .await
         .unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    lab.push_site(
-        "eve",
-        &root.join("device-profiles/sites/demo-ward.yaml"),
-        &root.join("device-profiles"),
-        "rebuilt after the disk failure",
-    )
-    .await
-    .unwrap();
+    lab.push_demo_site("eve", "rebuilt after the disk failure")
+        .await
+        .unwrap();
     let new_epoch = lab.store.epoch().unwrap();
     let latest = lab.store.latest_generation(GW).unwrap();
     assert_ne!(new_epoch, old_epoch);

@@ -75,15 +75,9 @@ async fn start(dir: &Path, settings: &Settings) -> LabController {
     )
     .await
     .unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    lab.push_site(
-        "eve",
-        &root.join("device-profiles/sites/demo-ward.yaml"),
-        &root.join("device-profiles"),
-        "CHG-1 commissioning",
-    )
-    .await
-    .unwrap();
+    lab.push_demo_site("eve", "CHG-1 commissioning")
+        .await
+        .unwrap();
     lab
 }
 

@@ -163,15 +163,21 @@ impl LabController {
         engineer: &str,
     ) -> anyhow::Result<LabController> {
         let lab = LabController::start(dir, gateways, users).await?;
+        lab.push_demo_site(engineer, "CHG-1 commissioning").await?;
+        Ok(lab)
+    }
+
+    /// Loads the demo site (`device-profiles/sites/demo-ward.yaml`) and the profile library
+    /// through the API, as `engineer`, with `reason`.
+    pub async fn push_demo_site(&self, engineer: &str, reason: &str) -> anyhow::Result<()> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        lab.push_site(
+        self.push_site(
             engineer,
             &root.join("device-profiles/sites/demo-ward.yaml"),
             &root.join("device-profiles"),
-            "CHG-1 commissioning",
+            reason,
         )
-        .await?;
-        Ok(lab)
+        .await
     }
 
     pub fn certs(&self) -> &Path {
