@@ -169,7 +169,11 @@ impl LabController {
 
     /// Loads the demo site (`device-profiles/sites/demo-ward.yaml`) and the profile library
     /// through the API, as `engineer`, with `reason`.
-    pub async fn push_demo_site(&self, engineer: &str, reason: &str) -> anyhow::Result<()> {
+    pub async fn push_demo_site(
+        &self,
+        engineer: &str,
+        reason: &str,
+    ) -> anyhow::Result<wardgate_controller::cli::push::Loaded> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         self.push_site(
             engineer,
