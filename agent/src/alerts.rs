@@ -334,11 +334,16 @@ impl Outbox {
             if !self.ids.insert(alert.id.clone())
                 && let Some(i) = self.pending.iter().position(|p| p.alert.id == alert.id)
             {
+                if i >= self.sent {
+                    // Not sent yet: the newer copy takes the old one's place, so alerts still
+                    // leave in the order they were raised.
+                    self.pending[i].alert = alert;
+                    continue;
+                }
+                // Sent, unacknowledged: the newer copy goes out again, after what waits.
                 let old = self.pending.remove(i).expect("found above");
                 in_flight = old.in_flight;
-                if i < self.sent {
-                    self.sent -= 1;
-                }
+                self.sent -= 1;
             }
             self.pending.push_back(Pending { alert, in_flight });
         }
