@@ -23,6 +23,7 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+use wardgate_testkit::stats::median_min_max;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use etherparse::PacketBuilder;
@@ -255,19 +256,6 @@ fn baselines_file(dir: &Path) -> (PathBuf, u64) {
     (path, size)
 }
 
-/// Median, min and max.
-fn stat(samples: &[f64]) -> (f64, f64, f64) {
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (median, v[0], v[n - 1])
-}
-
 fn tcp_frame(sport: u16, syn: bool) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(DEVICE_MAC, [2, 0, 0, 0, 0, 1]).ipv4(
         [192, 0, 2, 10],
@@ -340,13 +328,13 @@ fn recording_cost(dir: &Path) {
     }
     drop(dp);
     let _ = std::fs::remove_dir_all(&pin);
-    let (on, off) = (stat(&samples[0]), stat(&samples[1]));
+    let (on, off) = (median_min_max(&samples[0]), median_min_max(&samples[1]));
     let per_round: Vec<f64> = samples[0]
         .iter()
         .zip(&samples[1])
         .map(|(a, b)| a / b)
         .collect();
-    let pr = stat(&per_round);
+    let pr = median_min_max(&per_round);
     let ratio = on.0 / off.0;
     println!(
         "\nestablished path (flow cache hit) with flow recording on and off: BPF_PROG_TEST_RUN, \

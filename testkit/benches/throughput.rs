@@ -29,6 +29,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use wardgate_testkit::stats::median_min_max;
 
 use wardgate_agent::datapath::Datapath;
 use wardgate_common::{ACTION_DROP, GatewayConfig};
@@ -430,19 +431,6 @@ fn respond(mut s: TcpStream) {
     }
 }
 
-/// Median, min, max.
-fn stat(samples: &[f64]) -> (f64, f64, f64) {
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (median, v[0], v[n - 1])
-}
-
 /// The median of paired ratios with a distribution-free confidence interval of at least 95%
 /// (order statistics k and n+1-k of the sorted ratios, k from the binomial(n, 1/2) tail; with
 /// fewer than 6 rounds no such interval exists and the min-max is given, which covers
@@ -451,7 +439,7 @@ fn median_ci(ratios: &[f64]) -> (f64, f64, f64) {
     let mut v = ratios.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let (median, _, _) = stat(&v);
+    let (median, _, _) = median_min_max(&v);
     // P(Binomial(n, 1/2) <= j), exactly, in f64 (n <= 50).
     let tail = |j: usize| -> f64 {
         let mut c = 1.0f64;
@@ -635,7 +623,7 @@ fn main() {
     let (mut met, mut noise, mut missed) = (0, 0, 0);
     for m in METRICS {
         for (c, &(filter, n)) in CONFIGS.iter().enumerate() {
-            let (med, lo, hi) = stat(&samples[&(c, m)]);
+            let (med, lo, hi) = median_min_max(&samples[&(c, m)]);
             let none = find(Filter::None, 0);
             let (rules, to_base_s, to_nft_s, goal) = if filter == Filter::None {
                 ("-".to_string(), "1.00".to_string(), "-".to_string(), "-")

@@ -7,4 +7,5 @@ pub mod agent;
 pub mod controller;
 pub mod ocsf;
 pub mod prometheus;
+pub mod stats;
 pub mod ward;
