@@ -196,7 +196,7 @@ pub fn affected(
             }
             // Any profile may name a group: every gateway.
             Change::UpsertGroup { .. } => {
-                scope.extend(snap.gateways.iter().map(|g| g.name.clone()));
+                scope.extend(r.gateway_names()?);
             }
             Change::AcknowledgeAlerts { .. }
             | Change::SuppressAlerts { .. }
@@ -221,6 +221,11 @@ pub fn affected(
     if !peers.is_empty() {
         devices = r.devices_of(&scope, &peers)?;
     }
+    // The gateways in scope and those of the devices read (same-profile peers elsewhere),
+    // not the hospital's every gateway.
+    let mut wanted = scope.clone();
+    wanted.extend(devices.iter().map(|d| d.gateway.clone()));
+    snap.gateways = r.gateways(&wanted)?;
     snap.devices = devices;
     let site = site(&snap);
     // What is read must be valid, profiles included (a new profile that no device uses yet is

@@ -266,8 +266,12 @@ pub struct WriteOutcome {
 /// Reads the site inside a write's transaction, after its changes: the compiler reads the
 /// devices it needs, not every row.
 pub trait SiteReader {
-    /// Profiles (latest versions), groups, gateways and stable ids; no devices.
+    /// Profiles (latest versions), groups and stable ids; no gateways, no devices.
     fn base(&self) -> Result<Snapshot>;
+    /// The gateways of `names` that exist, by name.
+    fn gateways(&self, names: &BTreeSet<String>) -> Result<Vec<GatewayRow>>;
+    /// Every gateway's name (a group change reaches them all).
+    fn gateway_names(&self) -> Result<Vec<String>>;
     /// Devices on any of `gateways` or using any of `profiles`, by id.
     fn devices_of(
         &self,

@@ -379,11 +379,12 @@ fn gateways_where(
 
 fn snapshot(c: &Connection) -> Result<Snapshot> {
     let mut s = base(c)?;
+    s.gateways = gateways_where(c, "", [])?;
     s.devices = devices_where(c, "", [])?;
     Ok(s)
 }
 
-/// The site without its devices.
+/// The site without its gateways and devices (a write reads those it needs by name).
 fn base(c: &Connection) -> Result<Snapshot> {
     let mut s = Snapshot::default();
     let mut q = c.prepare_cached(
@@ -410,7 +411,6 @@ fn base(c: &Connection) -> Result<Snapshot> {
             Ok((name, cidrs))
         })
         .collect::<Result<_>>()?;
-    s.gateways = gateways_where(c, "", [])?;
     let mut q = c.prepare_cached("SELECT profile, id FROM policy_ids")?;
     s.policy_ids = q
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -709,6 +709,22 @@ struct TxReader<'a>(&'a Connection);
 impl SiteReader for TxReader<'_> {
     fn base(&self) -> Result<Snapshot> {
         base(self.0)
+    }
+
+    fn gateways(&self, names: &BTreeSet<String>) -> Result<Vec<GatewayRow>> {
+        gateways_where(
+            self.0,
+            "WHERE name IN (SELECT value FROM json_each(?1))",
+            params![json(&names.iter().collect::<Vec<_>>())],
+        )
+    }
+
+    fn gateway_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT name FROM gateways ORDER BY name")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     fn devices_of(

@@ -468,7 +468,13 @@ async fn main() -> anyhow::Result<()> {
         };
         for _ in 0..BURST_ROUNDS {
             let (lat, wall) = hospital.burst().await?;
-            burst_p99[h].push(stats(lat.clone()).p99);
+            let p99 = stats(lat.clone()).p99;
+            eprintln!(
+                "bench: {devices} devices: round p99 {} ms, all received in {} ms",
+                ms(p99),
+                ms(wall)
+            );
+            burst_p99[h].push(p99);
             burst_all[h].extend(lat);
             burst_wall[h].push(wall);
         }
