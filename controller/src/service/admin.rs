@@ -124,9 +124,13 @@ fn nonempty(what: &str, v: &str) -> Result<(), Error> {
 }
 
 impl Admin {
+    // The store's connection is shared with the writes (a group commit holds it for a
+    // while): these lookups block, so they leave the async workers free, or two waiting
+    // lookups would stall every RPC and agent stream of the controller.
     fn need_device(&self, name: &str) -> Result<DeviceRow, Error> {
         nonempty("device", name)?;
-        self.0.store.device(name)?.ok_or_else(|| Error::NotFound {
+        let row = tokio::task::block_in_place(|| self.0.store.device(name))?;
+        row.ok_or_else(|| Error::NotFound {
             what: "device",
             name: name.to_string(),
         })
@@ -134,9 +138,7 @@ impl Admin {
 
     fn need_profile(&self, name: &str) -> Result<(), Error> {
         nonempty("profile", name)?;
-        self.0
-            .store
-            .profile(name)?
+        tokio::task::block_in_place(|| self.0.store.profile(name))?
             .map(|_| ())
             .ok_or_else(|| Error::NotFound {
                 what: "profile",
