@@ -704,6 +704,7 @@ fn detection(
     let baselines = match &cfg.baselines {
         Some(p) => {
             let b = crate::replay::read_baselines(p)?;
+            tracing::info!(devices = b.len(), file = %p.display(), "baselines loaded");
             // The parse's scratch (each baseline's full form, freed as it is converted) leaves
             // free chunks that glibc keeps in its heap: give back what it can.
             // Safety: malloc_trim has no preconditions.
