@@ -11,7 +11,6 @@ use std::{
 use anyhow::Context as _;
 use wardgate_analysis::{
     Devices, FlowRecord, FlowTable, FlowTableConfig,
-    baseline::Baseline,
     decode::{self, Decoded},
     detect::{
         self, AddressClaim, Baselines, DetectConfig, Finding, SiteFacts,
@@ -74,19 +73,17 @@ fn read_site(path: &Path) -> anyhow::Result<wardgate_policy::Site> {
         .map_err(|d| anyhow::anyhow!("{d}"))
 }
 
-pub fn read_baselines(dir: &Path) -> anyhow::Result<Vec<Baseline>> {
+/// Reads a baselines file (or a `learn --out` directory's) into the detectors' compact form,
+/// one baseline at a time: the file's text and the full list never sit in memory at once.
+pub fn read_baselines(dir: &Path) -> anyhow::Result<Baselines> {
     let path = if dir.is_dir() {
         dir.join("baselines.json")
     } else {
         dir.to_path_buf()
     };
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut list: Vec<Baseline> =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    // Held for the agent's life: no spare capacity.
-    list.iter_mut().for_each(Baseline::shrink_to_fit);
-    Ok(list)
+    let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_reader(std::io::BufReader::new(file))
+        .with_context(|| format!("parsing {}", path.display()))
 }
 
 pub fn read_config(path: &Path) -> anyhow::Result<DetectConfig> {
@@ -128,7 +125,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
         apply_profiles(dir, &mut facts)?;
     }
     let baselines = match &args.baselines {
-        Some(dir) => Baselines::new(read_baselines(dir)?),
+        Some(dir) => read_baselines(dir)?,
         None => Baselines::default(),
     };
     let mut table = FlowTable::new(FlowTableConfig::default(), devices);

@@ -703,9 +703,10 @@ fn detection(
     };
     let baselines = match &cfg.baselines {
         Some(p) => {
-            let b = wardgate_analysis::detect::Baselines::new(crate::replay::read_baselines(p)?);
-            // The file's text and the parse's scratch are freed but glibc keeps the pages of
-            // its heap: give them back, or the agent's resident memory stays at the load's peak.
+            let b = crate::replay::read_baselines(p)?;
+            tracing::info!(devices = b.len(), file = %p.display(), "baselines loaded");
+            // The parse's scratch (each baseline's full form, freed as it is converted) leaves
+            // free chunks that glibc keeps in its heap: give back what it can.
             // Safety: malloc_trim has no preconditions.
             unsafe { libc::malloc_trim(0) };
             b

@@ -156,3 +156,42 @@ fn ocsf_findings_validate_against_py_ocsf_models() {
         2
     );
 }
+
+#[test]
+fn baselines_are_read_whole_and_a_bad_file_is_named() {
+    let out = tempfile::tempdir().unwrap();
+    let l = wardgate_agent::learn::run(&wardgate_agent::learn::LearnArgs {
+        pcap: vec![root().join("pcap/ndpi/modbus.pcap")],
+        site: None,
+        out: Some(out.path().to_path_buf()),
+        propose: None,
+        simulate: None,
+        devices: Vec::new(),
+    })
+    .unwrap();
+    let b = replay::read_baselines(out.path()).unwrap();
+    assert!(!l.baselines.is_empty());
+    assert_eq!(b.len(), l.baselines.len());
+    for full in &l.baselines {
+        let got = b.get(&full.device.name).expect("every device read");
+        assert_eq!(got.window(), full.window);
+        assert!(full.peers.iter().all(|p| got.knows_peer(p.addr)));
+    }
+    let mut a = args("ndpi/modbus.pcap", None);
+    a.baselines = Some(out.path().to_path_buf());
+    replay::run(&a).unwrap();
+
+    // Cut mid-file, and a list of something else: the file and what failed are named.
+    let text = std::fs::read_to_string(out.path().join("baselines.json")).unwrap();
+    let bad = out.path().join("cut.json");
+    std::fs::write(&bad, &text[..text.len() - 10]).unwrap();
+    let e = format!("{:#}", replay::read_baselines(&bad).err().unwrap());
+    assert!(e.contains("cut.json") && e.contains("EOF"), "{e}");
+    std::fs::write(&bad, r#"[{"device": {"name": "pump-1"}, "flows": 3}]"#).unwrap();
+    a.baselines = Some(bad);
+    let e = format!("{:#}", replay::run(&a).err().unwrap());
+    assert!(
+        e.contains("cut.json") && e.contains("missing field `window`"),
+        "{e}"
+    );
+}

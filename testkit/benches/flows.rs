@@ -8,14 +8,18 @@
 //!    (`WG_FLOWLOST_V1`), and kept / made.
 //! 2. The agent's resident memory after start, without baselines and holding 10,000 devices'
 //!    baselines (`detection: {baselines: ...}`, made here from synthetic flow records with the
-//!    analysis crate's builder).
+//!    analysis crate's builder), the two started alternately (A B, B A, A B): VmRSS once it
+//!    holds still after the policy is active, VmHWM (the peak, so the load's), and the difference
+//!    per device. `WG_BENCH_AGENT_BEFORE=PATH` adds a third side in the same alternation: that
+//!    agent binary (an older build) holding the same baselines.
 //! 3. What flow recording costs the datapath's established path (a flow cache hit, as in
 //!    `bench datapath`): BPF_PROG_TEST_RUN of one established TCP packet, 500,000 times, with
 //!    recording on (`recording.enabled`, the default) and off, interleaved (A B, B A, ...) over
 //!    11 rounds on one pinned CPU. A cache slot takes the switch when it is filled, so each side
 //!    has its own flow, established while the switch was in its position.
 //!
-//! Needs root. Prints tables.
+//! Needs root. Prints tables. `WG_BENCH_ONLY=memory` runs only section 2 (seconds),
+//! `WG_BENCH_ONLY=recording` only section 3.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
@@ -44,6 +48,8 @@ use wardgate_testkit::ward::{self as lab, DEV_IF, Ward};
 const DEVICE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
 const RUN: Duration = Duration::from_secs(2);
 const BASELINE_DEVICES: u32 = 10_000;
+/// Agent starts per side for the memory table.
+const MEM_ROUNDS: usize = 3;
 /// Established-path runs: packets per kernel run and interleaved rounds.
 const REPEAT: u32 = 500_000;
 const ROUNDS: usize = 11;
@@ -55,6 +61,16 @@ struct Agent {
 
 impl Agent {
     fn start(ward: &Ward, dir: &Path, pin: &Path, baselines: Option<&Path>) -> Agent {
+        Agent::start_bin(&agent_bin(), ward, dir, pin, baselines)
+    }
+
+    fn start_bin(
+        bin: &Path,
+        ward: &Ward,
+        dir: &Path,
+        pin: &Path,
+        baselines: Option<&Path>,
+    ) -> Agent {
         let config = dir.join("agent.yaml");
         let mut text = format!(
             "interfaces: [{DEV_IF}]\npin_root: {}\ndesired_state: {}\n",
@@ -66,7 +82,7 @@ impl Agent {
         }
         std::fs::write(&config, text).unwrap();
         let log = dir.join(format!("agent-{}.log", baselines.is_some()));
-        let child = Command::new(agent_bin())
+        let child = Command::new(bin)
             .args(["--netns", &ward.gw, "run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
@@ -125,11 +141,31 @@ impl Agent {
         }
     }
 
-    fn rss_mib(&self) -> f64 {
+    /// VmRSS once it holds still (1 s within 0.1 MiB; the baselines load after the policy is
+    /// active), bounded.
+    fn settled_rss(&self) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = self.status_mib("VmRSS");
+        let mut still = 0;
+        while still < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.status_mib("VmRSS");
+            still = if (now - last).abs() < 0.1 {
+                still + 1
+            } else {
+                0
+            };
+            last = now;
+        }
+        last
+    }
+
+    /// A `/proc/PID/status` size (`VmRSS`, `VmHWM`) in MiB.
+    fn status_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let kb: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap();
         kb / 1024.0
@@ -364,8 +400,8 @@ fn main() {
         std::process::exit(1);
     }
     let dir = tempfile::tempdir().unwrap();
-    // WG_BENCH_ONLY=recording measures only the established path (section 3).
-    if std::env::var("WG_BENCH_ONLY").as_deref() == Ok("recording") {
+    let only = std::env::var("WG_BENCH_ONLY").unwrap_or_default();
+    if only == "recording" {
         recording_cost(dir.path());
         return;
     }
@@ -373,10 +409,14 @@ fn main() {
     let _ = std::fs::remove_dir_all(&pin);
     let ward = Ward::new("flwb");
     write_desired(dir.path());
+    if only == "memory" {
+        memory(&ward, dir.path(), &pin);
+        let _ = std::fs::remove_dir_all(&pin);
+        return;
+    }
 
-    // 1. New flows per second, and the agent's memory without baselines.
+    // 1. New flows per second.
     let agent = Agent::start(&ward, dir.path(), &pin, None);
-    let rss_plain = agent.rss_mib();
     println!(
         "\nnew flows through the gateway namespace (device learning, UDP, {} s per run)",
         RUN.as_secs()
@@ -409,23 +449,60 @@ fn main() {
     drop(agent);
 
     // 2. Resident memory holding 10,000 devices' baselines.
-    let (path, size) = baselines_file(dir.path());
-    let agent = Agent::start(&ward, dir.path(), &pin, Some(&path));
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_baselines = agent.rss_mib();
-    drop(agent);
-    println!("\nagent resident memory after start (VmRSS)");
-    println!("| agent | RSS MiB | goal |");
-    println!("|---|---|---|");
-    println!("| no baselines | {rss_plain:.1} | |");
-    println!(
-        "| {BASELINE_DEVICES} devices' baselines ({:.1} MiB of JSON) | {rss_baselines:.1} | < 64 |",
-        size as f64 / 1048576.0
-    );
+    memory(&ward, dir.path(), &pin);
     let _ = std::fs::remove_dir_all(&pin);
 
     // 3. What recording costs the established path (the agent is gone: nothing else runs).
     recording_cost(dir.path());
+}
+
+/// 2. The agent's memory without baselines and holding 10,000 devices', started alternately.
+fn memory(ward: &Ward, dir: &Path, pin: &Path) {
+    let (path, size) = baselines_file(dir);
+    let held = format!(
+        "{BASELINE_DEVICES} devices' baselines ({:.1} MiB of JSON)",
+        size as f64 / 1048576.0
+    );
+    // (row label, agent binary, with baselines, goal)
+    let mut sides = vec![
+        ("no baselines".to_string(), agent_bin(), false, ""),
+        (held.clone(), agent_bin(), true, "VmRSS < 64"),
+    ];
+    if let Ok(before) = std::env::var("WG_BENCH_AGENT_BEFORE") {
+        sides.push((format!("{held}, agent {before}"), before.into(), true, ""));
+    }
+    // Per side, (VmRSS, VmHWM) of each start.
+    let mut rss = vec![Vec::new(); sides.len()];
+    let mut hwm = vec![Vec::new(); sides.len()];
+    for round in 0..MEM_ROUNDS {
+        for i in 0..sides.len() {
+            // Rotated each round: A B C, B C A, C A B.
+            let s = (round + i) % sides.len();
+            let (_, bin, with, _) = &sides[s];
+            let agent = Agent::start_bin(bin, ward, dir, pin, with.then_some(path.as_path()));
+            rss[s].push(agent.settled_rss());
+            hwm[s].push(agent.status_mib("VmHWM"));
+        }
+    }
+    let cell = |v: &[f64]| {
+        let (m, lo, hi) = median_min_max(v);
+        format!("{m:.1} ({lo:.1}-{hi:.1})")
+    };
+    println!("\nagent memory after start, {MEM_ROUNDS} starts each, alternated (median (min-max))");
+    println!("| agent | VmRSS MiB | peak VmHWM MiB | goal |");
+    println!("|---|---|---|---|");
+    for (s, (label, _, _, goal)) in sides.iter().enumerate() {
+        println!(
+            "| {label} | {} | {} | {goal} |",
+            cell(&rss[s]),
+            cell(&hwm[s])
+        );
+    }
+    let per_device = (median_min_max(&rss[1]).0 - median_min_max(&rss[0]).0) * 1048576.0
+        / f64::from(BASELINE_DEVICES);
+    println!(
+        "resident bytes per device's baseline (VmRSS difference of the medians / {BASELINE_DEVICES}): {per_device:.0}"
+    );
 }
 
 /// The release `wardgate-agent` beside this bench's directory (`target/release/deps/..`);

@@ -70,26 +70,6 @@ pub struct Baseline {
     pub tcp: TcpCounts,
 }
 
-impl Baseline {
-    /// Gives back the spare capacity of every list and string (a baseline read from JSON has
-    /// its lists grown by doubling: 20 peers hold room for 32).
-    pub fn shrink_to_fit(&mut self) {
-        self.device.name.shrink_to_fit();
-        self.peers.shrink_to_fit();
-        for p in &mut self.peers {
-            if let Some(g) = &mut p.group {
-                g.shrink_to_fit();
-            }
-        }
-        self.services.shrink_to_fit();
-        self.apps.shrink_to_fit();
-        for a in &mut self.apps {
-            a.identity.shrink_to_fit();
-        }
-        self.hourly.shrink_to_fit();
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Peer {
     pub addr: IpAddr,
@@ -156,6 +136,20 @@ pub fn proto_name(p: u8) -> String {
         proto::ICMPV6 => "icmpv6".into(),
         other => format!("ip-{other}"),
     }
+}
+
+/// The protocol number of a name as [`proto_name`] writes it (`None` for any other spelling).
+pub fn proto_number(name: &str) -> Option<u8> {
+    use crate::decode::proto;
+    let p = match name {
+        "tcp" => proto::TCP,
+        "udp" => proto::UDP,
+        "icmp" => proto::ICMP,
+        "icmpv6" => proto::ICMPV6,
+        other => other.strip_prefix("ip-")?.parse().ok()?,
+    };
+    // `ip-6` or `ip-017` are not how tcp and udp are written.
+    (proto_name(p) == name).then_some(p)
 }
 
 #[cfg(test)]

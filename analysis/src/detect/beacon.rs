@@ -126,7 +126,7 @@ impl Detector for Beacon {
         let Some(b) = ctx.baselines.get(&r.device.name) else {
             return;
         };
-        if ctx.site.is_inside(r.peer) || b.peers.iter().any(|p| p.addr == r.peer) {
+        if ctx.site.is_inside(r.peer) || b.knows_peer(r.peer) {
             return;
         }
         let c = self

@@ -17,6 +17,7 @@ pub mod fanout;
 pub mod finding;
 pub mod flood;
 pub mod format;
+pub mod learned;
 pub mod new_activity;
 pub mod scan;
 pub mod spoof;
@@ -33,9 +34,9 @@ use wardgate_policy::profile::Sensitivity;
 pub use aggregate::{AggregateConfig, Aggregator};
 pub use arp::{AddressClaim, ClaimKind};
 pub use finding::{Evidence, Finding, FlowRef, Matrix, Metric, Severity, Technique};
+pub use learned::{Baselines, Learned, LearnedHour};
 
 use crate::{
-    baseline::Baseline,
     flow::{DeviceRef, FlowRecord},
     mac::Mac,
 };
@@ -189,29 +190,6 @@ impl SiteFacts {
     /// Whether a site was given at all.
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty() && self.networks.is_empty()
-    }
-}
-
-/// Baselines by device name.
-#[derive(Clone, Debug, Default)]
-pub struct Baselines(HashMap<String, Baseline>);
-
-impl Baselines {
-    pub fn new(list: Vec<Baseline>) -> Baselines {
-        Baselines(
-            list.into_iter()
-                .map(|b| (b.device.name.clone(), b))
-                .collect(),
-        )
-    }
-    pub fn get(&self, device: &str) -> Option<&Baseline> {
-        self.0.get(device)
-    }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

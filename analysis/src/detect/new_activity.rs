@@ -10,13 +10,10 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Context, Detector, Observation,
+    Context, Detector, Learned, Observation,
     finding::{Finding, FlowRef, Matrix, Metric, Severity, Technique},
 };
-use crate::{
-    baseline::{Baseline, proto_name},
-    flow::FlowRecord,
-};
+use crate::{baseline::proto_name, flow::FlowRecord};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,13 +51,13 @@ impl NewActivity {
     }
 }
 
-fn known_peer(b: &Baseline, ctx: &Context<'_>, r: &FlowRecord) -> bool {
-    if b.peers.iter().any(|p| p.addr == r.peer) {
+fn known_peer(b: &Learned, ctx: &Context<'_>, r: &FlowRecord) -> bool {
+    if b.knows_peer(r.peer) {
         return true;
     }
     // A peer in a site group the baseline already talks to (a second DNS server of `dns`).
     match ctx.site.group_of(r.peer) {
-        Some(g) => b.peers.iter().any(|p| p.group.as_deref() == Some(g)),
+        Some(g) => b.knows_peer_group(g),
         None => false,
     }
 }
@@ -75,11 +72,11 @@ impl Detector for NewActivity {
         let Some(b) = ctx.baselines.get(&r.device.name) else {
             return;
         };
-        if r.first_seen_ns <= b.window.end_ns || r.peer.is_multicast() {
+        if r.first_seen_ns <= b.window().end_ns || r.peer.is_multicast() {
             return;
         }
         let mut news: Vec<(&'static str, String, String, Technique)> = Vec::new();
-        if self.cfg.peers && b.peers_overflow == 0 && !known_peer(b, ctx, r) {
+        if self.cfg.peers && !b.peers_overflowed() && !known_peer(b, ctx, r) {
             news.push((
                 "new_peer",
                 r.peer.to_string(),
@@ -88,11 +85,8 @@ impl Detector for NewActivity {
             ));
         }
         if self.cfg.services
-            && b.services_overflow == 0
-            && !b
-                .services
-                .iter()
-                .any(|s| s.direction == r.direction && s.proto == r.proto && s.port == r.port)
+            && !b.services_overflowed()
+            && !b.knows_service(r.direction, r.proto, r.port)
         {
             let what =
                 format!("{:?} {}/{}", r.direction, proto_name(r.proto), r.port).to_lowercase();
@@ -103,8 +97,8 @@ impl Detector for NewActivity {
                 Technique::new("T0885", "Commonly Used Port", Matrix::Ics),
             ));
         }
-        let pname = proto_name(r.proto);
-        if self.cfg.protocols && !b.protocols.contains_key(&pname) {
+        if self.cfg.protocols && !b.knows_protocol(r.proto) {
+            let pname = proto_name(r.proto);
             news.push((
                 "new_protocol",
                 pname.clone(),
@@ -114,10 +108,10 @@ impl Detector for NewActivity {
         }
         if let Some(app) = &r.app
             && self.cfg.apps
-            && b.apps_overflow == 0
+            && !b.apps_overflowed()
         {
             let id = app.summary();
-            if !b.apps.iter().any(|a| a.identity == id) {
+            if !b.knows_app(&id) {
                 news.push((
                     "new_app",
                     id.clone(),
@@ -147,7 +141,7 @@ impl Detector for NewActivity {
                 f.summary = format!("{} received {text}", r.device.name);
             }
             f.flows.push(FlowRef::from(*r));
-            f.evidence.window_start_ns = b.window.start_ns;
+            f.evidence.window_start_ns = b.window().start_ns;
             f.evidence.window_end_ns = r.first_seen_ns;
             f.evidence.metrics = vec![Metric::new("flows_in_baseline", 0.0).baseline(0.0, 0.0)];
             f.evidence.ports = vec![r.port];

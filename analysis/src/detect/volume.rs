@@ -8,11 +8,11 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::LearnedHour;
 use super::{
     Context, Detector, Observation,
     finding::{Finding, FlowRef, Matrix, Metric, Severity, Technique},
 };
-use crate::baseline::Hour;
 use wardgate_policy::profile::Sensitivity;
 
 const NS_PER_HOUR: u64 = 3_600_000_000_000;
@@ -53,19 +53,23 @@ impl Volume {
     }
 
     /// The limit for one hour of day.
-    pub fn limit(&self, h: Option<&Hour>, s: Sensitivity) -> f64 {
+    pub fn limit(&self, h: Option<&LearnedHour>, s: Sensitivity) -> f64 {
         let k = match s {
             Sensitivity::Low => self.cfg.k * 1.5,
             Sensitivity::Medium => self.cfg.k,
             Sensitivity::High => self.cfg.k / 1.5,
         };
-        let (m, mad) = h
-            .map(|h| (h.bytes_median, h.bytes_mad))
-            .unwrap_or((0.0, 0.0));
+        let (m, mad) = median_mad(h);
         (m + k * 1.4826 * mad)
             .max(m * self.cfg.min_ratio)
             .max(self.cfg.min_bytes as f64)
     }
+}
+
+/// The hour's byte median and MAD (0 for an hour the window never held).
+fn median_mad(h: Option<&LearnedHour>) -> (f64, f64) {
+    h.map(|h| (f64::from(h.bytes_median), f64::from(h.bytes_mad)))
+        .unwrap_or((0.0, 0.0))
 }
 
 impl Detector for Volume {
@@ -78,7 +82,7 @@ impl Detector for Volume {
         let Some(b) = ctx.baselines.get(&r.device.name) else {
             return;
         };
-        if r.first_seen_ns <= b.window.end_ns {
+        if r.first_seen_ns <= b.window().end_ns {
             return;
         }
         let hour = r.first_seen_ns / NS_PER_HOUR;
@@ -93,16 +97,14 @@ impl Detector for Volume {
         cur.1 += r.bytes();
         let (total, start) = (cur.1, cur.2);
         let hod = (hour % 24) as u8;
-        let h = b.hourly.iter().find(|h| h.hour == hod);
+        let h = b.hour(hod);
         let facts = ctx.facts(&r.device);
         let limit = self.limit(h, facts.sensitivity);
         // Raised when the hour crosses the limit, and updated by each flow after.
         if (total as f64) < limit || (before as f64) >= limit && r.bytes() == 0 {
             return;
         }
-        let (m, mad) = h
-            .map(|h| (h.bytes_median, h.bytes_mad))
-            .unwrap_or((0.0, 0.0));
+        let (m, mad) = median_mad(h);
         let mut f = Finding::new(
             "volume",
             &r.device,
