@@ -2,6 +2,7 @@
 //! the audit trail. `Store` is the interface (a PostgreSQL backend can implement it later);
 //! `SqliteStore` is the embedded default: one file in the data directory, WAL, migrations.
 
+pub mod checkpoint;
 mod learning;
 mod migrations;
 mod sqlite;

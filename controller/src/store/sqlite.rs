@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use wardgate_analysis::baseline::lifecycle::Action;
 
 use super::{
+    checkpoint::{self, Checkpointer},
     AlertQuery, Change, Compiler, DeviceRow, GatewayRow, GenerationRow, NewAlert, ProfileRow,
     SiteReader, Snapshot, Store, StoreError, StoredAlert, WriteOutcome, migrations::MIGRATIONS,
 };
@@ -28,6 +29,8 @@ pub struct SqliteStore {
     alert_quota: u32,
     /// Where every write's chain head goes (none for an in-memory or read-only store).
     head: Option<HeadFile>,
+    /// WAL checkpoints of a store file (none in memory or read-only); dropped after `conn`.
+    checkpointer: Option<Checkpointer>,
 }
 
 /// Alerts kept per gateway. Past it the store drops that gateway's acknowledged alerts first,
@@ -133,8 +136,12 @@ impl SqliteStore {
     pub fn open_with_head(data_dir: &Path, head_path: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::Internal(format!("creating {}: {e}", data_dir.display())))?;
-        let conn = Connection::open(data_dir.join("wardgate.db"))?;
+        let db = data_dir.join("wardgate.db");
+        let conn = Connection::open(&db)?;
         let mut store = Self::init(conn)?;
+        // Writes never checkpoint: the checkpointer's thread does (`checkpoint.rs`).
+        store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
+        store.checkpointer = Some(Checkpointer::start(&db, checkpoint::EVERY)?);
         let (seq, hash) = store.chain_head()?;
         store.head = Some(HeadFile::open(head_path, (seq, &hash)).map_err(|e| {
             Error::Internal(format!(
@@ -167,6 +174,7 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             alert_quota: ALERT_QUOTA,
             head: None,
+            checkpointer: None,
         })
     }
 
@@ -231,6 +239,7 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             alert_quota: ALERT_QUOTA,
             head: None,
+            checkpointer: None,
         })
     }
 
@@ -1322,6 +1331,58 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_never_checkpoint_the_wal_the_checkpoint_thread_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let auto: i64 = store
+            .conn()
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0, "the store's connection must not checkpoint in a commit");
+        let db = dir.path().join("wardgate.db");
+        let size = || std::fs::metadata(&db).unwrap().len();
+        // Let the migrations' checkpoint land first.
+        std::thread::sleep(checkpoint::EVERY * 2);
+        let before = size();
+        // About 2 MiB of alerts: only a checkpoint moves them from the WAL into the file.
+        let body = "x".repeat(1024);
+        for batch in 0..20 {
+            let rows: Vec<NewAlert> = (0..100)
+                .map(|i| NewAlert {
+                    id: format!("{batch}-{i}"),
+                    device: "d".into(),
+                    severity: 1,
+                    body: body.clone(),
+                    detector: "scan_vertical".into(),
+                    peer: String::new(),
+                    count: 1,
+                    last_seen_ns: 0,
+                })
+                .collect();
+            store.insert_alerts("gw", &rows).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() < before + 1_000_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL was not checkpointed within 10 s ({} -> {} bytes)",
+                before,
+                size()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        drop(store);
+        let wal = dir.path().join("wardgate.db-wal");
+        assert!(
+            std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0,
+            "closing the store leaves no WAL behind"
+        );
+        // Everything is in the file.
+        let again = SqliteStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(again.alerts_after(0, 5000).unwrap().len(), 2000);
+    }
 
     #[test]
     fn sink_cursors_follow_sequence_numbers_that_are_never_reused() {
