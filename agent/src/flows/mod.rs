@@ -332,6 +332,9 @@ pub async fn run(
     let mut table = LiveFlows::new(cfg);
     let mut generations = Generations::default();
     let mut state = state;
+    // What was applied before this task started (the last-known-good file at a restart): a
+    // receiver from `subscribe` counts it as seen.
+    state.mark_changed();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report = tokio::time::interval(REPORT_EVERY);
@@ -341,16 +344,14 @@ pub async fn run(
     let mut last_report = (LiveStats::default(), 0u64, (0u64, 0u64), 0u64, 0u64);
     let mut records = Vec::new();
     loop {
-        if state.has_changed().unwrap_or(false)
-            && let Some(s) = state.borrow_and_update().clone()
-        {
-            detection.set_site(site_facts(&s));
-            generations.observe(s);
-        }
+        follow(&mut state, &mut generations, &mut detection);
         let clock = clock_now();
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
+                // A flow opened just after a generation switch names its devices from it: the
+                // switch may have happened while this task waited.
+                follow(&mut state, &mut generations, &mut detection);
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
                     match convert::flow_open(&item) {
@@ -414,6 +415,21 @@ pub async fn run(
         }
         records.clear();
         send(&out.alerts, found);
+    }
+}
+
+/// Takes a newly applied generation, if there is one: it names devices in the records and
+/// gives the detectors their site.
+fn follow(
+    state: &mut watch::Receiver<Option<Arc<DesiredState>>>,
+    generations: &mut Generations,
+    detection: &mut Detection,
+) {
+    if state.has_changed().unwrap_or(false)
+        && let Some(s) = state.borrow_and_update().clone()
+    {
+        detection.set_site(site_facts(&s));
+        generations.observe(s);
     }
 }
 
