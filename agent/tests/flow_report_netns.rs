@@ -11,22 +11,18 @@ mod support;
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::{Arc, atomic::AtomicBool, mpsc},
-    thread::JoinHandle,
+    path::Path,
+    sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
 
-use support::*;
-use wardgate_agent::config::AgentConfig;
+use support::{lab::Lab, *};
 use wardgate_controller::store::{SqliteStore, Store as _};
 use wardgate_testkit::{
     agent::AgentProcess,
-    controller::LabController,
-    ward::{Ward, in_ns, tcp_echo, tcp_roundtrip, udp_echo, udp_roundtrip},
+    ward::{Ward, tcp_echo, tcp_roundtrip, udp_echo, udp_roundtrip},
 };
 
-const GW: &str = "gw-ward-3";
 const DEVICE: &str = "pump-3a-bed12";
 
 fn sa(s: &str) -> SocketAddr {
@@ -49,92 +45,6 @@ fn counts(store: &SqliteStore, peer: &str, proto: u8, port: u16) -> (u64, u64, u
         .fold((0, 0, 0), |(f, o, i), r| {
             (f + r.flows, o + r.packets_out, i + r.packets_in)
         })
-}
-
-/// The controller of these tests: in the gateway namespace on loopback (mTLS, the demo ward's
-/// site pushed), serving until `stop` (bounded: 120 s).
-struct Lab {
-    url: String,
-    certs: PathBuf,
-    store: Arc<SqliteStore>,
-    done: mpsc::Sender<()>,
-    thread: JoinHandle<()>,
-}
-
-impl Lab {
-    fn start(ward: &Ward, dir: &Path) -> Lab {
-        let (up_tx, up_rx) = mpsc::channel::<(String, PathBuf, Arc<SqliteStore>)>();
-        let (done, done_rx) = mpsc::channel::<()>();
-        let ctl_dir = dir.join("controller");
-        let thread = in_ns(&ward.gw, move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-                    .await
-                    .unwrap();
-                let lab = LabController::start_on(
-                    &ctl_dir,
-                    &[GW.to_string()],
-                    &[("eve", "engineer")],
-                    listener,
-                )
-                .await
-                .unwrap();
-                lab.push_demo_site("eve", "CHG-1 commissioning")
-                    .await
-                    .unwrap();
-                up_tx
-                    .send((lab.url(), lab.certs().to_path_buf(), lab.store.clone()))
-                    .unwrap();
-                let _ = tokio::task::spawn_blocking(move || {
-                    done_rx.recv_timeout(Duration::from_secs(120))
-                })
-                .await;
-                lab.shutdown().await.unwrap();
-            })
-        });
-        let (url, certs, store) = up_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the controller came up within 60 s");
-        Lab {
-            url,
-            certs,
-            store,
-            done,
-            thread,
-        }
-    }
-
-    /// The agent's config: the ward's device interface, its own pin root, this controller,
-    /// records sent every 300 ms.
-    fn agent_config(&self, dir: &Path, pin: &PinRoot) -> PathBuf {
-        let config = dir.join("agent.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "interfaces: [{}]\npin_root: {}\ndesired_state: {}\n\
-                 controller: {{address: \"{}\", certs: {}, gateway: {GW}, \
-                 flow_report_every_ms: 300}}\n",
-                wardgate_testkit::ward::DEV_IF,
-                pin.0.display(),
-                dir.join("desired.json").display(),
-                self.url,
-                self.certs.display()
-            ),
-        )
-        .unwrap();
-        AgentConfig::load(&config).expect("test config is valid");
-        config
-    }
-
-    fn stop(self) {
-        let _ = self.done.send(());
-        self.thread.join().unwrap();
-    }
 }
 
 #[test]
