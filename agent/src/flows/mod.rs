@@ -374,6 +374,11 @@ pub async fn run(
             }
             guard = payload_fd.readable_mut() => {
                 let mut guard = guard?;
+                // A flow's opening went to the other ring before its first payload: read it
+                // first, or a short flow (an HL7 message and its ACK) whose two records are
+                // ready at once may find its payload matching no flow, and lose its identity.
+                follow(&mut state, &mut generations, &mut detection);
+                read_opens(fd.get_mut(), &mut table, &generations, clock, &mut records, &mut malformed);
                 read_payload(guard.get_inner_mut(), &mut table, &mut malformed);
                 guard.clear_ready();
             }
