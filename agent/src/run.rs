@@ -3,8 +3,8 @@
 //! when the file changes or on SIGHUP; keep every configured interface attached, with wardgate
 //! first on its hooks (missing interfaces are retried, re-created ones re-attached); log events;
 //! tell systemd when it is ready and, from the map-writer loop, that it is alive; on SIGTERM
-//! take no new work, flush the alert outbox (bounded), and exit leaving enforcement in place
-//! (links and maps stay pinned).
+//! take no new work, finish the flows the live table holds, flush the alert outbox and the flow
+//! records (bounded), and exit leaving enforcement in place (links and maps stay pinned).
 
 use std::{
     collections::BTreeMap,
@@ -35,6 +35,9 @@ pub const INTERFACE_POLL: Duration = Duration::from_secs(1);
 /// On SIGTERM, how long the agent tries to deliver pending alerts before it exits (what is
 /// left stays in the outbox file). The units' TimeoutStopSec leaves room for it.
 pub const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// On SIGTERM, how long the flow reader may take to finish the flows it holds.
+pub const FLOWS_STOP_LIMIT: Duration = Duration::from_secs(2);
 
 /// A missing interface is logged again this often while it stays missing.
 const MISSING_REMINDER: Duration = Duration::from_secs(60);
@@ -540,17 +543,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let report_queue = flow_queue.clone();
     let flow_state = tx.subscribe();
     let (claims_tx, claims_rx) = tokio::sync::mpsc::channel(crate::flows::CLAIMS_QUEUE);
-    let flows = tokio::spawn(async move {
+    let (flows_stop, stop_rx) = tokio::sync::oneshot::channel();
+    let mut flows = tokio::spawn(async move {
         let cfg = crate::flows::LiveConfig::default();
         if let Err(e) = crate::flows::run(
             flow_rings,
             ct,
-            flow_state,
+            crate::flows::Inputs {
+                state: flow_state,
+                claims: claims_rx,
+                stop: stop_rx,
+            },
             crate::flows::Outputs {
                 alerts: flow_alerts,
                 records: report_queue,
             },
-            claims_rx,
             detection,
             cfg,
         )
@@ -661,7 +668,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // Stop taking work: no more events read, nothing applied; then hand pending alerts over.
     wardgate_daemon::notify::stopping("delivering pending alerts");
     reader.abort();
-    flows.abort();
+    // The flow reader finishes every flow it holds (their alerts join the outbox, their
+    // records the reporter's queue, both sent below), bounded.
+    let _ = flows_stop.send(());
+    if tokio::time::timeout(FLOWS_STOP_LIMIT, &mut flows)
+        .await
+        .is_err()
+    {
+        tracing::warn!(limit = ?FLOWS_STOP_LIMIT, "flow reader did not finish its flows in time");
+        flows.abort();
+    }
     if let (Some(queue), Some(_)) = (&outbox, &sync) {
         let pending = queue.lock().len();
         let started = Instant::now();

@@ -3,28 +3,26 @@
 //! device is the infusion pump `pump-3a-bed12`); the device makes TCP exchanges with the server
 //! namespace, and once the live table gives their records up (closed: 10 s after the FIN; or
 //! denied: 10 s after the last attempt) the agent's reporter (every 300 ms here) delivers them
-//! to the controller, which folds them into `flow_days`. Needs root; fails (never skips)
-//! without it.
+//! to the controller, which folds them into `flow_days`. A UDP flow (held until its conntrack
+//! entry goes, minutes) reaches the controller when the agent stops, and only once across a
+//! restart. Needs root; fails (never skips) without it.
 
 mod support;
 
 use std::{
     net::SocketAddr,
     path::Path,
-    sync::{Arc, atomic::AtomicBool, mpsc},
+    sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
 
-use support::*;
-use wardgate_agent::config::AgentConfig;
+use support::{lab::Lab, *};
 use wardgate_controller::store::{SqliteStore, Store as _};
 use wardgate_testkit::{
     agent::AgentProcess,
-    controller::LabController,
-    ward::{Ward, in_ns, tcp_echo, tcp_roundtrip},
+    ward::{Ward, tcp_echo, tcp_roundtrip, udp_echo, udp_roundtrip},
 };
 
-const GW: &str = "gw-ward-3";
 const DEVICE: &str = "pump-3a-bed12";
 
 fn sa(s: &str) -> SocketAddr {
@@ -33,14 +31,20 @@ fn sa(s: &str) -> SocketAddr {
 
 /// (peer, proto, port) -> flows of `DEVICE` the controller stored.
 fn stored(store: &SqliteStore, peer: &str, proto: u8, port: u16) -> u64 {
+    counts(store, peer, proto, port).0
+}
+
+/// (peer, proto, port) -> (flows, packets out, packets in) of `DEVICE` the controller stored.
+fn counts(store: &SqliteStore, peer: &str, proto: u8, port: u16) -> (u64, u64, u64) {
     let peer: std::net::IpAddr = peer.parse().unwrap();
     store
         .flow_aggregates(DEVICE, 0, u64::MAX >> 1)
         .unwrap()
         .iter()
         .filter(|r| r.key.peer == peer && r.key.proto == proto && r.key.port == port)
-        .map(|r| r.flows)
-        .sum()
+        .fold((0, 0, 0), |(f, o, i), r| {
+            (f + r.flows, o + r.packets_out, i + r.packets_in)
+        })
 }
 
 #[test]
@@ -49,59 +53,8 @@ fn flows_a_device_makes_reach_the_controllers_flow_days() {
     let ward = Ward::new("frp");
     let dir = tempfile::tempdir().unwrap();
     let pin = PinRoot::new("flowrep");
-    let (up_tx, up_rx) = mpsc::channel::<(String, std::path::PathBuf, Arc<SqliteStore>)>();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let ctl_dir = dir.path().join("controller");
-    // The controller, in the gateway namespace on loopback, until the test is done (bounded).
-    let controller = in_ns(&ward.gw, move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-                .await
-                .unwrap();
-            let lab = LabController::start_on(
-                &ctl_dir,
-                &[GW.to_string()],
-                &[("eve", "engineer")],
-                listener,
-            )
-            .await
-            .unwrap();
-            lab.push_demo_site("eve", "CHG-1 commissioning")
-                .await
-                .unwrap();
-            up_tx
-                .send((lab.url(), lab.certs().to_path_buf(), lab.store.clone()))
-                .unwrap();
-            let _ =
-                tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(120)))
-                    .await;
-            lab.shutdown().await.unwrap();
-        })
-    });
-    let (url, certs, store) = up_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the controller came up within 60 s");
-
-    let config = dir.path().join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "interfaces: [{}]\npin_root: {}\ndesired_state: {}\n\
-             controller: {{address: \"{url}\", certs: {}, gateway: {GW}, \
-             flow_report_every_ms: 300}}\n",
-            wardgate_testkit::ward::DEV_IF,
-            pin.0.display(),
-            dir.path().join("desired.json").display(),
-            certs.display()
-        ),
-    )
-    .unwrap();
-    AgentConfig::load(&config).expect("test config is valid");
+    let lab = Lab::start(&ward, dir.path());
+    let config = lab.agent_config(dir.path(), &pin);
     let agent = AgentProcess::start(
         Path::new(env!("CARGO_BIN_EXE_wardgate-agent")),
         &ward.gw,
@@ -121,7 +74,7 @@ fn flows_a_device_makes_reach_the_controllers_flow_days() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let flows = stored(&store, "198.51.100.10", 6, 8443);
+        let flows = stored(&lab.store, "198.51.100.10", 6, 8443);
         if flows >= 3 {
             assert_eq!(flows, 3, "each connection once");
             break;
@@ -134,7 +87,78 @@ fn flows_a_device_makes_reach_the_controllers_flow_days() {
         std::thread::sleep(Duration::from_millis(200));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = done_tx.send(());
     tcp.join().unwrap();
-    controller.join().unwrap();
+    lab.stop();
+}
+
+/// One DNS-like exchange from the pump (a new socket: a new flow), retried while the path
+/// comes up (bounded).
+fn dns_exchange(ward: &Ward) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = udp_roundtrip(&ward.dev, sa("198.51.100.53:53")) {
+        assert!(Instant::now() < deadline, "UDP to 198.51.100.53:53: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_udp_flow_held_when_the_agent_stops_reaches_the_controller_once() {
+    require_privileges();
+    let ward = Ward::new("frs");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("flowstop");
+    let lab = Lab::start(&ward, dir.path());
+    let config = lab.agent_config(dir.path(), &pin);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_, udp) = udp_echo(&ward.srv, vec![sa("198.51.100.53:53")], stop.clone());
+    let bin = Path::new(env!("CARGO_BIN_EXE_wardgate-agent"));
+    let mut agent = AgentProcess::start(bin, &ward.gw, &config, dir.path().join("agent.log"));
+    agent.wait_for("policy generation switched");
+
+    // The pump's DNS (its profile allows it): answered, so the live table holds the flow until
+    // its conntrack entry goes (60 s idle for the pump's UDP), far past this test.
+    dns_exchange(&ward);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        stored(&lab.store, "198.51.100.53", 17, 53),
+        0,
+        "the flow is held, not reported, while it may go on"
+    );
+    let status = agent.stop(Duration::from_secs(15));
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    // The agent sent its records before it exited.
+    let (flows, out, inn) = counts(&lab.store, "198.51.100.53", 17, 53);
+    assert_eq!(
+        flows,
+        1,
+        "the held flow, reported at the stop: {:#?}\n{}",
+        lab.store.flow_aggregates(DEVICE, 0, u64::MAX >> 1),
+        agent.log_text()
+    );
+    assert!(
+        out >= 1 && inn >= 1,
+        "with its counters both ways: {out} out, {inn} in"
+    );
+    assert!(
+        agent
+            .log_text()
+            .contains("live flow table finished at stop")
+    );
+
+    // A restart adopts the pinned maps, the flow's conntrack entry included: it is not held,
+    // so not reported again. A new flow after the restart is, at the next stop.
+    let mut agent = AgentProcess::start(bin, &ward.gw, &config, dir.path().join("agent2.log"));
+    agent.wait_for("active policy generation");
+    dns_exchange(&ward);
+    let status = agent.stop(Duration::from_secs(15));
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    assert_eq!(
+        stored(&lab.store, "198.51.100.53", 17, 53),
+        2,
+        "the first flow once, the new one once:\n{}",
+        agent.log_text()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    udp.join().unwrap();
+    lab.stop();
 }

@@ -6,98 +6,19 @@
 
 mod capture;
 
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use capture::{Capture, FileFormat};
 use wardgate_agent::learn::{self, LearnArgs};
 use wardgate_analysis::{AppIdentity, FlowDirection, LinkType};
-use wardgate_testkit::ward::{DEV_IF, Ward};
+use wardgate_testkit::{
+    peers::{self, in_netns, run_within, until_ok},
+    ward::{DEV_IF, Ward},
+};
 
 const CALLING: &str = "CT_SCANNER_1";
 const CALLED: &str = "PACS_MAIN";
 const MSH: &str = "MSH|^~\\&|PUMP_APP|ICU_3A|EMR_ENGINE|GENERAL_HOSP|20261129090000||ORU^R01^ORU_R01|MSG-42|P|2.6";
-
-fn in_netns(ns: &str, program: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, program]);
-    c
-}
-
-/// A process this test started, ended on drop.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs a client to completion within `limit` (killed then); whether it succeeded, its output.
-fn run_within(mut cmd: Command, limit: Duration) -> (bool, String) {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = cmd
-        .stdout(out.reopen().unwrap())
-        .stderr(out.reopen().unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (installed by `cargo xtask setup`)"));
-    let deadline = Instant::now() + limit;
-    let ok = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.success();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (ok, std::fs::read_to_string(out.path()).unwrap_or_default())
-}
-
-/// Retries a client until it succeeds (its server starting), bounded.
-fn until_ok(what: &str, limit: Duration, mut make: impl FnMut() -> Command) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (ok, out) = run_within(make(), Duration::from_secs(10));
-        if ok {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never succeeded:\n{out}\n{cmd:?}",
-            cmd = make()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A 24-bit 64x64 BMP with a gradient, for img2dcm.
-fn bmp() -> Vec<u8> {
-    let (w, h) = (64u32, 64u32);
-    let size = 54 + w * h * 3;
-    let mut b = b"BM".to_vec();
-    b.extend_from_slice(&size.to_le_bytes());
-    b.extend_from_slice(&[0; 4]);
-    b.extend_from_slice(&54u32.to_le_bytes());
-    b.extend_from_slice(&40u32.to_le_bytes());
-    b.extend_from_slice(&w.to_le_bytes());
-    b.extend_from_slice(&h.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&24u16.to_le_bytes());
-    b.extend_from_slice(&[0; 24]);
-    for y in 0..h {
-        for x in 0..w {
-            b.extend_from_slice(&[x as u8, y as u8, (x + y) as u8]);
-        }
-    }
-    b
-}
 
 #[test]
 fn dcmtk_and_python_hl7_identities_come_out_exactly_as_sent() {
@@ -112,28 +33,8 @@ fn dcmtk_and_python_hl7_identities_come_out_exactly_as_sent() {
     let d = dir.path();
 
     // The PACS (storescp) and the HL7 engine (python-hl7's MLLP server) in the server namespace.
-    std::fs::create_dir_all(d.join("pacs")).unwrap();
-    let mut c = in_netns(&ward.srv, "storescp");
-    // -dhl: no reverse DNS lookups of callers (the namespaces have no resolver).
-    c.args(["-dhl", "-aet", CALLED, "-od"])
-        .arg(d.join("pacs"))
-        .arg("11112")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("storescp.log")).unwrap());
-    let _pacs = Peer(
-        c.spawn()
-            .expect("dcmtk is installed by `cargo xtask setup`"),
-    );
-    let mut c = in_netns(&ward.srv, "python3");
-    c.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/mllp_server.py"
-    ))
-    .args(["198.51.100.20", "2575"])
-    .arg(d.join("received.txt"))
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    let _engine = Peer(c.spawn().expect("python3 is installed"));
+    let _pacs = peers::storescp(&ward.srv, CALLED, 11112, &d.join("pacs"));
+    let _engine = peers::mllp_server(&ward.srv, "198.51.100.20", 2575, &d.join("received.txt"));
 
     let gw_file = d.join("gateway.pcapng");
     let dev_file = d.join("device.pcap");
@@ -164,13 +65,7 @@ fn dcmtk_and_python_hl7_identities_come_out_exactly_as_sent() {
         ]);
         c
     });
-    std::fs::write(d.join("image.bmp"), bmp()).unwrap();
-    let mut c = Command::new("img2dcm");
-    c.args(["-i", "BMP"])
-        .arg(d.join("image.bmp"))
-        .arg(d.join("image.dcm"));
-    let (ok, out) = run_within(c, Duration::from_secs(30));
-    assert!(ok, "img2dcm:\n{out}");
+    let image = peers::dicom_image(d);
     let mut c = in_netns(&ward.dev, "storescu");
     c.args([
         "-to",
@@ -182,7 +77,7 @@ fn dcmtk_and_python_hl7_identities_come_out_exactly_as_sent() {
         "198.51.100.10",
         "11112",
     ])
-    .arg(d.join("image.dcm"));
+    .arg(&image);
     let (ok, out) = run_within(c, Duration::from_secs(30));
     assert!(ok, "storescu:\n{out}");
     // HL7 ORU from the device (python-hl7's mllp_send).

@@ -11,7 +11,6 @@ mod support;
 use std::{
     net::SocketAddr,
     path::Path,
-    process::{Child, Command, Stdio},
     sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
@@ -26,6 +25,7 @@ use wardgate_policy::{
 };
 use wardgate_testkit::{
     agent::AgentProcess,
+    peers::{self, in_netns, until_ok},
     ward::{DEV_IF, Ward, tcp_echo, tcp_roundtrip},
 };
 
@@ -33,54 +33,6 @@ const CALLING: &str = "MODALITY1";
 const CALLED: &str = "PACS1";
 const MSH: &str =
     "MSH|^~\\&|MONITOR_APP|ICU_7B|LAB_ENGINE|CITY_HOSP|20261203101500||ORU^R01^ORU_R01|MSG-7|P|2.5";
-
-fn in_netns(ns: &str, program: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, program]);
-    c
-}
-
-/// A process this test started, ended on drop.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs a client until it succeeds (its server starting), each try bounded; its output.
-fn until_ok(what: &str, limit: Duration, make: impl Fn() -> Command) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let out = tempfile::NamedTempFile::new().unwrap();
-        let mut cmd = make();
-        let mut child = cmd
-            .stdout(out.reopen().unwrap())
-            .stderr(out.reopen().unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: {e} (installed by `cargo xtask setup`)"));
-        let tried = Instant::now();
-        let ok = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s.success();
-            }
-            if tried.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                let _ = child.wait();
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let text = std::fs::read_to_string(out.path()).unwrap_or_default();
-        if ok {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{what} never succeeded:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// The app identities the agent logged, with the flow's service port.
 fn identities(log: &str) -> Vec<(u16, AppIdentity)> {
@@ -129,28 +81,8 @@ fn dicom_and_hl7_identities_come_out_live_exactly_as_sent() {
     let pin = PinRoot::new("payload");
 
     // The PACS, the HL7 engine and a plain TCP service in the server namespace.
-    std::fs::create_dir_all(d.join("pacs")).unwrap();
-    let mut c = in_netns(&ward.srv, "storescp");
-    // -dhl: no reverse DNS lookups of callers (the namespaces have no resolver).
-    c.args(["-dhl", "-aet", CALLED, "-od"])
-        .arg(d.join("pacs"))
-        .arg("11112")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _pacs = Peer(
-        c.spawn()
-            .expect("dcmtk is installed by `cargo xtask setup`"),
-    );
-    let mut c = in_netns(&ward.srv, "python3");
-    c.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/mllp_server.py"
-    ))
-    .args(["198.51.100.20", "2575"])
-    .arg(d.join("received.txt"))
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    let _engine = Peer(c.spawn().expect("python3 is installed"));
+    let _pacs = peers::storescp(&ward.srv, CALLED, 11112, &d.join("pacs"));
+    let _engine = peers::mllp_server(&ward.srv, "198.51.100.20", 2575, &d.join("received.txt"));
     let stop = Arc::new(AtomicBool::new(false));
     let echo_at: SocketAddr = "198.51.100.30:8080".parse().unwrap();
     let echo = tcp_echo(&ward.srv, vec![echo_at], stop.clone());

@@ -38,6 +38,26 @@ impl AgentProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// A graceful stop: SIGTERM, then waits (bounded by `limit`; panics with the log past it)
+    /// for the agent to exit. Its exit status.
+    pub fn stop(&mut self, limit: Duration) -> std::process::ExitStatus {
+        // Safety: kill on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM to the agent");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent still running {limit:?} after SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits (up to 30 s) until the log contains `needle`; panics with the log otherwise.
     pub fn wait_for(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);

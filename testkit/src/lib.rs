@@ -1,11 +1,13 @@
 //! What the tests, the demo and the benchmarks share, kept out of the product crates:
 //! [`ward`], a gateway between a device VLAN and the hospital side built of network namespaces
 //! and veth pairs, with small TCP/UDP peers; [`controller`], an in-process controller on a
-//! temporary store with lab certificates and clients for each role.
+//! temporary store with lab certificates and clients for each role; [`peers`], real DICOM,
+//! HL7, DNS and NTP servers and clients in those namespaces.
 
 pub mod agent;
 pub mod controller;
 pub mod ocsf;
+pub mod peers;
 pub mod prometheus;
 pub mod stats;
 pub mod ward;

@@ -28,6 +28,11 @@ const APT: &[&str] = &[
     // ndpiReader: the DPI reference `cargo xtask bench learn` measures learn against.
     "libndpi-bin",
     "dcmtk",
+    // The lifecycle test's DNS and NTP peers (agent/tests/lifecycle_netns.rs): dnsmasq answered
+    // by dig, chronyd serving and queried by chronyd -Q.
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "chrony",
     // A real port scan from a device for the detectors (agent/tests/replay_netns.rs).
     "nmap",
     "python3-pip",

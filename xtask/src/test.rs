@@ -170,6 +170,15 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
         }
         Tier::Attach => {
             privileged_preflight()?;
+            // The lifecycle test runs the real wardctl, which no agent test target builds.
+            cmd::run(cmd::cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "wardgate-controller",
+                "--bin",
+                "wardctl",
+            ]))?;
             cargo_test(&[
                 "--release",
                 "-p",
@@ -192,6 +201,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "payload_netns",
                 "--test",
                 "flow_report_netns",
+                "--test",
+                "lifecycle_netns",
                 "--",
                 "--test-threads=1",
             ])

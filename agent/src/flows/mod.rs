@@ -310,16 +310,33 @@ pub struct Outputs {
     pub records: Option<Arc<crate::flow_report::FlowQueue>>,
 }
 
-/// Reads flow-open and payload records and sweeps the table until the task is dropped.
+/// What the flow reader takes from the agent's other tasks.
+pub struct Inputs {
+    /// The generation the agent enforces (device names, the detectors' site facts).
+    pub state: watch::Receiver<Option<Arc<DesiredState>>>,
+    /// Address claims from the event reader.
+    pub claims: tokio::sync::mpsc::Receiver<AddressClaim>,
+    /// Sent at a graceful stop (or dropped): the reader finishes every flow it holds and ends.
+    pub stop: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Reads flow-open and payload records and sweeps the table until `inputs.stop`; then reads
+/// what the rings still hold and finishes every held flow as it stands ([`LiveFlows::finish_all`]):
+/// the detectors observe those records and they join the controller's queue, so the stop
+/// loses none (UDP flows, held until their conntrack entry goes, would wait minutes otherwise).
 pub async fn run(
     rings: Rings,
     ct: CtReader,
-    state: watch::Receiver<Option<Arc<DesiredState>>>,
+    inputs: Inputs,
     out: Outputs,
-    mut claims: tokio::sync::mpsc::Receiver<AddressClaim>,
     detection: (DetectConfig, Baselines),
     cfg: LiveConfig,
 ) -> anyhow::Result<()> {
+    let Inputs {
+        mut state,
+        mut claims,
+        mut stop,
+    } = inputs;
     // Made here: detectors are not `Send`, they live on this task.
     let mut detection = Detection::new(&detection.0, detection.1);
     // Safety: the ring buffer owns its fd and outlives the registration (both live in `fd`).
@@ -331,7 +348,9 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("registering the payload ring buffer: {e}"))?;
     let mut table = LiveFlows::new(cfg);
     let mut generations = Generations::default();
-    let mut state = state;
+    // What was applied before this task started (the last-known-good file at a restart): a
+    // receiver from `subscribe` counts it as seen.
+    state.mark_changed();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report = tokio::time::interval(REPORT_EVERY);
@@ -341,41 +360,26 @@ pub async fn run(
     let mut last_report = (LiveStats::default(), 0u64, (0u64, 0u64), 0u64, 0u64);
     let mut records = Vec::new();
     loop {
-        if state.has_changed().unwrap_or(false)
-            && let Some(s) = state.borrow_and_update().clone()
-        {
-            detection.set_site(site_facts(&s));
-            generations.observe(s);
-        }
+        follow(&mut state, &mut generations, &mut detection);
         let clock = clock_now();
         tokio::select! {
+            _ = &mut stop => break,
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    match convert::flow_open(&item) {
-                        Some(o) => {
-                            let dev = device_ref(&o, generations.get(o.generation));
-                            table.open(&o, dev, clock, &mut records);
-                        }
-                        None => malformed += 1,
-                    }
-                }
+                // A flow opened just after a generation switch names its devices from it: the
+                // switch may have happened while this task waited.
+                follow(&mut state, &mut generations, &mut detection);
+                read_opens(guard.get_inner_mut(), &mut table, &generations, clock, &mut records, &mut malformed);
                 guard.clear_ready();
             }
             guard = payload_fd.readable_mut() => {
                 let mut guard = guard?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    match convert::payload(&item) {
-                        Some(seg) => {
-                            if let Some(r) = table.payload(&seg) {
-                                log_identity(r);
-                            }
-                        }
-                        None => malformed += 1,
-                    }
-                }
+                // A flow's opening went to the other ring before its first payload: read it
+                // first, or a short flow (an HL7 message and its ACK) whose two records are
+                // ready at once may find its payload matching no flow, and lose its identity.
+                follow(&mut state, &mut generations, &mut detection);
+                read_opens(fd.get_mut(), &mut table, &generations, clock, &mut records, &mut malformed);
+                read_payload(guard.get_inner_mut(), &mut table, &mut malformed);
                 guard.clear_ready();
             }
             Some(c) = claims.recv() => {
@@ -414,6 +418,76 @@ pub async fn run(
         }
         records.clear();
         send(&out.alerts, found);
+    }
+    // The stop: flows whose opening is still in the ring are held too, then all finished.
+    let clock = clock_now();
+    follow(&mut state, &mut generations, &mut detection);
+    read_opens(
+        fd.get_mut(),
+        &mut table,
+        &generations,
+        clock,
+        &mut records,
+        &mut malformed,
+    );
+    read_payload(payload_fd.get_mut(), &mut table, &mut malformed);
+    let held = table.finish_all(clock, |k| ct.counters(k), &mut records);
+    let found = detection.observe(&records, clock.wall(datapath::coarse_now_ns()));
+    if let Some(q) = &out.records {
+        q.push_all(&records);
+    }
+    send(&out.alerts, found);
+    tracing::info!(target: "wardgate::flows", held, records = records.len(), malformed,
+        "live flow table finished at stop");
+    Ok(())
+}
+
+/// Takes a newly applied generation, if there is one: it names devices in the records and
+/// gives the detectors their site.
+fn follow(
+    state: &mut watch::Receiver<Option<Arc<DesiredState>>>,
+    generations: &mut Generations,
+    detection: &mut Detection,
+) {
+    if state.has_changed().unwrap_or(false)
+        && let Some(s) = state.borrow_and_update().clone()
+    {
+        detection.set_site(site_facts(&s));
+        generations.observe(s);
+    }
+}
+
+/// Every flow-open record waiting in the ring, into the table (records to observe to `out`).
+fn read_opens(
+    ring: &mut RingBuf<MapData>,
+    table: &mut LiveFlows,
+    generations: &Generations,
+    clock: Clock,
+    out: &mut Vec<FlowRecord>,
+    malformed: &mut u64,
+) {
+    while let Some(item) = ring.next() {
+        match convert::flow_open(&item) {
+            Some(o) => {
+                let dev = device_ref(&o, generations.get(o.generation));
+                table.open(&o, dev, clock, out);
+            }
+            None => *malformed += 1,
+        }
+    }
+}
+
+/// Every payload record waiting in the ring, into its flow's app identity.
+fn read_payload(ring: &mut RingBuf<MapData>, table: &mut LiveFlows, malformed: &mut u64) {
+    while let Some(item) = ring.next() {
+        match convert::payload(&item) {
+            Some(seg) => {
+                if let Some(r) = table.payload(&seg) {
+                    log_identity(r);
+                }
+            }
+            None => *malformed += 1,
+        }
     }
 }
 

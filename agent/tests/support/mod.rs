@@ -2,6 +2,8 @@
 //! with its own pin root (removed on drop), crafted frames, and a small reference policy.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod lab;
+
 use std::{
     net::IpAddr,
     path::PathBuf,

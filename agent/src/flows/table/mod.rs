@@ -327,16 +327,33 @@ impl LiveFlows {
         keep
     }
 
-    /// Finishes every flow (at shutdown or in tests).
-    pub fn finish_all(&mut self, out: &mut Vec<FlowRecord>) {
-        let keys: Vec<CtKey> = self.flows.keys().copied().collect();
-        for k in keys {
-            if let Some(live) = self.flows.remove(&k) {
-                self.finish(live, out);
+    /// Finishes every held flow as it stands (at a graceful stop): counters refreshed from its
+    /// conntrack entry where `lookup` still finds one, then observed like any finished flow (a
+    /// flow observed before, such as a denied contact, is not observed twice). Returns how many
+    /// flows were held.
+    ///
+    /// Not reported twice after a restart: the next agent learns of flows only from flow-open
+    /// records, one per new conntrack entry, and the entries of the flows finished here stay in
+    /// the pinned map it adopts, so it never holds them. (The price: packets such a flow sends
+    /// after the restart are in no record, as the entry's counters are not read again.)
+    pub fn finish_all(
+        &mut self,
+        clock: Clock,
+        mut lookup: impl FnMut(&CtKey) -> Option<FlowCounters>,
+        out: &mut Vec<FlowRecord>,
+    ) -> usize {
+        let held = self.flows.len();
+        for (k, mut live) in std::mem::take(&mut self.flows) {
+            if !live.denied
+                && let Some(c) = lookup(&k)
+            {
+                update(&mut live, &c, clock);
             }
+            self.finish(live, out);
         }
         self.young.clear();
         self.old.clear();
+        held
     }
 
     /// The peer addresses of held flows of `device` (tests, status).

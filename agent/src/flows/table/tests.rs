@@ -214,3 +214,40 @@ fn payload_records_set_the_flows_app_identity_before_it_is_observed() {
     assert_eq!(out.len(), 1);
     assert!(matches!(out[0].app, Some(AppIdentity::Hl7(_))));
 }
+
+#[test]
+fn at_stop_every_held_flow_is_finished_as_it_stands_and_none_observed_twice() {
+    let mut t = LiveFlows::new(LiveConfig::default());
+    let mut out = Vec::new();
+    // An answered flow (held for minutes, like UDP), one still young, and a denied contact
+    // (observed at once).
+    t.open(&opened(53, S, false), dev(), CLOCK, &mut out);
+    t.open(&opened(2575, S, false), dev(), CLOCK, &mut out);
+    t.open(&opened(445, S, true), dev(), CLOCK, &mut out);
+    assert_eq!(out.len(), 1, "the denied contact");
+    let mut ct = HashMap::new();
+    ct.insert(key(53), counters(S, 1, 1, TCP_SYN));
+    ct.insert(key(2575), counters(S, 1, 0, 0));
+    t.sweep(S + S / 10, CLOCK, |k| ct.get(k).copied(), &mut out);
+    assert_eq!(out.len(), 1, "nothing finished yet");
+    // By the stop the first flow ran on; the young one's entry is gone.
+    ct.insert(key(53), counters(3 * S, 4, 4, TCP_SYN));
+    ct.remove(&key(2575));
+    let held = t.finish_all(CLOCK, |k| ct.get(k).copied(), &mut out);
+    assert_eq!(held, 3);
+    assert!(t.is_empty());
+    let ports: Vec<u16> = out[1..].iter().map(|r| r.port).collect();
+    assert_eq!(ports.len(), 2, "the denied contact is not observed again");
+    assert!(ports.contains(&53) && ports.contains(&2575), "{ports:?}");
+    let r = out.iter().find(|r| r.port == 53).unwrap();
+    assert_eq!(
+        (r.packets_out, r.bytes_out, r.packets_in, r.bytes_in),
+        (4, 400, 4, 4000),
+        "its counters as they stood at the stop"
+    );
+    assert_eq!(r.last_seen_ns, 1_003 * S);
+    assert_eq!(t.stats.finished, 3);
+    // Nothing left to give up.
+    t.sweep(100 * S, CLOCK, |_| None, &mut out);
+    assert_eq!(out.len(), 3);
+}

@@ -1,0 +1,145 @@
+//! The controller of the agent's namespace tests: in-process, in the gateway namespace on
+//! loopback, real mTLS and SQLite, the demo ward's site pushed by the engineer `eve`.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, mpsc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use wardgate_agent::config::AgentConfig;
+use wardgate_controller::store::SqliteStore;
+use wardgate_testkit::{
+    controller::LabController,
+    ward::{Ward, in_ns},
+};
+
+use super::PinRoot;
+
+/// The demo site's gateway.
+pub const GW: &str = "gw-ward-3";
+/// The demo site's engineer in these tests.
+pub const ENGINEER: &str = "eve";
+
+/// The controller of these tests: in the gateway namespace on loopback (mTLS, the demo ward's
+/// site pushed), serving until `stop` (bounded: 120 s).
+pub struct Lab {
+    pub url: String,
+    pub certs: PathBuf,
+    pub store: Arc<SqliteStore>,
+    done: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Lab {
+    pub fn start(ward: &Ward, dir: &Path) -> Lab {
+        let (up_tx, up_rx) = mpsc::channel::<(String, PathBuf, Arc<SqliteStore>)>();
+        let (done, done_rx) = mpsc::channel::<()>();
+        let ctl_dir = dir.join("controller");
+        let thread = in_ns(&ward.gw, move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .unwrap();
+                let lab = LabController::start_on(
+                    &ctl_dir,
+                    &[GW.to_string()],
+                    &[(ENGINEER, "engineer")],
+                    listener,
+                )
+                .await
+                .unwrap();
+                lab.push_demo_site(ENGINEER, "CHG-1 commissioning")
+                    .await
+                    .unwrap();
+                up_tx
+                    .send((lab.url(), lab.certs().to_path_buf(), lab.store.clone()))
+                    .unwrap();
+                let _ = tokio::task::spawn_blocking(move || {
+                    done_rx.recv_timeout(Duration::from_secs(120))
+                })
+                .await;
+                lab.shutdown().await.unwrap();
+            })
+        });
+        let (url, certs, store) = up_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the controller came up within 60 s");
+        Lab {
+            url,
+            certs,
+            store,
+            done,
+            thread,
+        }
+    }
+
+    /// The agent's config: the ward's device interface, its own pin root, this controller,
+    /// records sent every 300 ms.
+    pub fn agent_config(&self, dir: &Path, pin: &PinRoot) -> PathBuf {
+        let config = dir.join("agent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "interfaces: [{}]\npin_root: {}\ndesired_state: {}\n\
+                 controller: {{address: \"{}\", certs: {}, gateway: {GW}, \
+                 flow_report_every_ms: 300}}\n",
+                wardgate_testkit::ward::DEV_IF,
+                pin.0.display(),
+                dir.join("desired.json").display(),
+                self.url,
+                self.certs.display()
+            ),
+        )
+        .unwrap();
+        AgentConfig::load(&config).expect("test config is valid");
+        config
+    }
+
+    pub fn stop(self) {
+        let _ = self.done.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+/// The real `wardctl` binary, beside this test's (`target/release`): built by
+/// `cargo build --release -p wardgate-controller --bin wardctl`, which `cargo xtask test
+/// attach` runs first (a test binary of the agent has no `CARGO_BIN_EXE_wardctl`).
+pub fn wardctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/release/deps/TEST-HASH -> target/release/wardctl
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("wardctl"))
+        .unwrap();
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --release -p wardgate-controller --bin wardctl` \
+         (cargo xtask test attach does)",
+        bin.display()
+    );
+    bin
+}
+
+impl Lab {
+    /// `wardctl ARGS` as the engineer, in the gateway namespace (the controller listens on its
+    /// loopback), connection settings from the environment as an engineer's shell would have.
+    pub fn wardctl(&self, ward: &Ward, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &ward.gw])
+            .arg(wardctl_bin())
+            .args(args)
+            .env("WARDGATE_CONTROLLER", &self.url)
+            .env("WARDGATE_CERTS", &self.certs)
+            .env("WARDGATE_AS", format!("user-{ENGINEER}"))
+            .env("WARDGATE_SERVER_NAME", "localhost");
+        c
+    }
+}
