@@ -39,10 +39,8 @@ impl Checkpointer {
             .spawn(move || {
                 let mut failing = false;
                 loop {
-                    let last = match rx.recv_timeout(every) {
-                        Err(RecvTimeoutError::Timeout) => false,
-                        _ => true,
-                    };
+                    // A message or a hang-up (the store dropped) is the last round.
+                    let last = !matches!(rx.recv_timeout(every), Err(RecvTimeoutError::Timeout));
                     let mode = if last { "TRUNCATE" } else { "PASSIVE" };
                     match checkpoint(&conn, mode) {
                         Ok(()) => failing = false,

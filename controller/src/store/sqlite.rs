@@ -11,9 +11,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use wardgate_analysis::baseline::lifecycle::Action;
 
 use super::{
-    checkpoint::{self, Checkpointer},
     AlertQuery, Change, Compiler, DeviceRow, GatewayRow, GenerationRow, NewAlert, ProfileRow,
-    SiteReader, Snapshot, Store, StoreError, StoredAlert, WriteOutcome, migrations::MIGRATIONS,
+    SiteReader, Snapshot, Store, StoreError, StoredAlert, WriteOutcome,
+    checkpoint::{self, Checkpointer},
+    migrations::MIGRATIONS,
 };
 use crate::{
     audit::{
@@ -1340,7 +1341,10 @@ mod tests {
             .conn()
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(auto, 0, "the store's connection must not checkpoint in a commit");
+        assert_eq!(
+            auto, 0,
+            "the store's connection must not checkpoint in a commit"
+        );
         let db = dir.path().join("wardgate.db");
         let size = || std::fs::metadata(&db).unwrap().len();
         // Let the migrations' checkpoint land first.
