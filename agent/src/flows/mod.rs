@@ -409,15 +409,7 @@ pub async fn run(
                 }
             }
         }
-        if records.is_empty() {
-            continue;
-        }
-        let found = detection.observe(&records, clock.wall(datapath::coarse_now_ns()));
-        if let Some(q) = &out.records {
-            q.push_all(&records);
-        }
-        records.clear();
-        send(&out.alerts, found);
+        deliver(&mut records, &mut detection, clock, &out);
     }
     // The stop: flows whose opening is still in the ring are held too, then all finished.
     let clock = clock_now();
@@ -432,14 +424,25 @@ pub async fn run(
     );
     read_payload(payload_fd.get_mut(), &mut table, &mut malformed);
     let held = table.finish_all(clock, |k| ct.counters(k), &mut records);
-    let found = detection.observe(&records, clock.wall(datapath::coarse_now_ns()));
-    if let Some(q) = &out.records {
-        q.push_all(&records);
-    }
-    send(&out.alerts, found);
-    tracing::info!(target: "wardgate::flows", held, records = records.len(), malformed,
+    let finished = records.len();
+    deliver(&mut records, &mut detection, clock, &out);
+    tracing::info!(target: "wardgate::flows", held, records = finished, malformed,
         "live flow table finished at stop");
     Ok(())
+}
+
+/// Finished records to the detectors (their findings to the outbox) and to the controller's
+/// queue; `records` is left empty.
+fn deliver(records: &mut Vec<FlowRecord>, detection: &mut Detection, clock: Clock, out: &Outputs) {
+    if records.is_empty() {
+        return;
+    }
+    let found = detection.observe(records, clock.wall(datapath::coarse_now_ns()));
+    if let Some(q) = &out.records {
+        q.push_all(records);
+    }
+    records.clear();
+    send(&out.alerts, found);
 }
 
 /// Takes a newly applied generation, if there is one: it names devices in the records and
