@@ -507,6 +507,9 @@ fn open_outbox(path: &Path) -> Arc<AlertQueue> {
     AlertQueue::new(outbox)
 }
 
+/// How often each device's live flows are recounted (`Datapath::recount_flows`).
+const FLOW_RECOUNT_EVERY: Duration = Duration::from_secs(5);
+
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(None);
     // Subscribed before the first check, so no link change between the two is missed.
@@ -608,6 +611,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // The heartbeat comes from this loop, the one map writer: if it is stuck, beats stop.
     let mut beat = tokio::time::interval(cfg.watchdog.beat_every());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Flows that idled out or were evicted give their device's flow budget its place back.
+    let mut recount = tokio::time::interval(FLOW_RECOUNT_EVERY);
+    recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let reapply = tokio::select! {
             _ = term.recv() => break,
@@ -619,6 +625,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             () = tick_opt(wd_tick.as_mut()) => {
                 if let (Some(w), true) = (watchdog, beat_ok) {
                     w.ping();
+                }
+                false
+            }
+            _ = recount.tick() => {
+                if let Err(e) = dp.recount_flows() {
+                    tracing::warn!(error = format!("{e:#}"), "flow budgets not recounted");
                 }
                 false
             }

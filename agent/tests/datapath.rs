@@ -3,6 +3,10 @@
 
 mod support;
 
+/// Hardening, round 2.
+#[path = "datapath/hardening.rs"]
+mod hardening;
+
 use std::collections::BTreeMap;
 
 use support::*;
@@ -273,11 +277,11 @@ fn quarantine_drops_all_but_management() {
     // Even a flow the profile allows.
     let f = frame(mac, "192.0.2.12:40006", "198.51.100.10:104", L4::Syn);
     expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropQuarantine);
-    let ssh = frame(mac, "192.0.2.12:40007", "203.0.113.1:22", L4::Syn);
-    expect(&mut dp, true, &ssh, TC_ACT_OK, Reason::PassMgmt);
-    // The management flow is tracked: its reply passes as one.
-    let ssh_reply = frame(GW_MAC, "203.0.113.1:22", "192.0.2.12:40007", L4::Ack);
-    expect(&mut dp, false, &ssh_reply, TC_ACT_OK, Reason::PassReply);
+    // The management host reaches it; the flow is tracked, so its reply passes as one.
+    let ssh = frame(GW_MAC, "203.0.113.1:40007", "192.0.2.12:22", L4::Syn);
+    expect(&mut dp, false, &ssh, TC_ACT_OK, Reason::PassMgmt);
+    let ssh_reply = frame(mac, "192.0.2.12:22", "203.0.113.1:40007", L4::Ack);
+    expect(&mut dp, true, &ssh_reply, TC_ACT_OK, Reason::PassReply);
     assert!(
         events(&mut dp)
             .iter()
@@ -425,10 +429,7 @@ fn truncated_and_malformed_frames_get_a_defined_verdict() {
 #[test]
 fn non_ip_follows_configuration_but_arp_always_passes() {
     let (_pin, mut dp) = datapath("nonip");
-    let mut arp = vec![0xff; 6];
-    arp.extend_from_slice(&PUMP_MAC);
-    arp.extend_from_slice(&[0x08, 0x06]);
-    arp.extend_from_slice(&[0u8; 28]);
+    let arp = arp(PUMP_MAC, PUMP_MAC, [192, 0, 2, 10]);
     let mut lldp = arp.clone();
     lldp[12..14].copy_from_slice(&[0x88, 0xcc]);
     expect(&mut dp, true, &arp, TC_ACT_OK, Reason::PassArp);

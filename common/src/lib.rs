@@ -28,7 +28,7 @@ pub mod map_names {
     pub const STATS: &str = "WG_STATS_V1";
     pub const RATE: &str = "WG_RATE_V2";
     pub const EVENTS_LOST: &str = "WG_EVLOST_V1";
-    pub const FLOW_CAP: &str = "WG_FLOWCAP_V1";
+    pub const FLOW_CAP: &str = "WG_FLOWCAP_V2";
     pub const HEARTBEAT: &str = "WG_HEART_V1";
     pub const WATCHDOG: &str = "WG_WDOG_V1";
     pub const EVENTS: &str = "WG_EVENTS_V1";
@@ -485,20 +485,24 @@ pub struct RateKey {
 }
 const _: () = assert!(core::mem::size_of::<RateKey>() == 8);
 
-/// New-flow budget of one device: a token bucket of `max_flows` tokens refilled at
-/// `max_flows` per `CT_DEFAULT_TIMEOUT_S`, so in steady state a device holds at most about
-/// `max_flows` live entries (entries live about one idle timeout).
+/// Flow budget of one device: the live conntrack entries it holds, at most its profile's
+/// `max_flows`. The datapath counts an entry when it creates it and gives its place back when
+/// the flow closes (FIN or RST); the agent's recount (`Datapath::recount_flows`) sets `live`
+/// to the entries that are really there, so idled-out and evicted entries give theirs back too.
+/// The cap bounds what a device holds, not how fast it works.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCapState {
-    /// Tokens scaled by `CT_DEFAULT_TIMEOUT_S * 1e9` (one flow = that many).
-    pub tokens: u64,
-    pub last_ns: u64,
-    /// 1 once the cap was reported; cleared when the budget is back above half.
+    /// Live entries of the device (opened, not closed, idled out or evicted).
+    pub live: u32,
+    /// 1 once the cap was reported; cleared when the device is back below half its cap.
     pub reported: u32,
     /// The device this slot belongs to (slots are indexed by device id modulo capacity; a
     /// slot taken over by another id starts afresh).
     pub device_id: u32,
+    pub _pad: u32,
+    /// When the agent last recounted the slot (coarse-clock ns; 0 never).
+    pub counted_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<FlowCapState>() == 24);
 

@@ -12,9 +12,14 @@ pub enum Claim {
     Fine,
     /// A listed address claimed with another MAC, or an enforced device claiming an address
     /// not listed for it. `drop` when the claimed device or the claimant is enforced.
-    Spoof { dev: DeviceInfo, drop: bool },
+    Spoof {
+        dev: &'static DeviceInfo,
+        drop: bool,
+    },
     /// A learning or monitored device at an address not listed for it.
-    NewAddress(DeviceInfo),
+    NewAddress(&'static DeviceInfo),
+    /// A claim that does not parse: dropped, never passed unchecked.
+    Malformed,
 }
 
 #[inline(always)]
@@ -37,15 +42,19 @@ pub fn check(
         if dev.mac == mac && dev.mac == frame_mac {
             return Claim::Fine;
         }
-        let drop =
-            enforced(&dev) || policy::device_by_mac(slot, frame_mac).is_some_and(|c| enforced(&c));
-        return Claim::Spoof { dev, drop };
+        // Blamed on the claimant when it is a known device, not on the device it robs.
+        let claimant = policy::device_by_mac(slot, frame_mac);
+        let drop = enforced(dev) || claimant.is_some_and(enforced);
+        return Claim::Spoof {
+            dev: claimant.unwrap_or(dev),
+            drop,
+        };
     }
     if !unlisted_too {
         return Claim::Fine;
     }
     match policy::device_by_mac(slot, frame_mac) {
-        Some(dev) if enforced(&dev) => Claim::Spoof { dev, drop: true },
+        Some(dev) if enforced(dev) => Claim::Spoof { dev, drop: true },
         Some(dev) => Claim::NewAddress(dev),
         None => Claim::Fine,
     }
@@ -79,4 +88,22 @@ pub fn arp(slot: u32, sender_ip: [u8; 4], sender_mac: [u8; 6], frame_mac: [u8; 6
 #[inline(always)]
 pub fn advert(slot: u32, target: &[u8; 16], mac: [u8; 6], frame_mac: [u8; 6]) -> Claim {
     check(slot, FAMILY_V6, target, mac, frame_mac, false)
+}
+
+/// A neighbour discovery message whose link-layer option names a MAC other than its sender's:
+/// it points `addr` (its source) at someone else. Reported as spoofing by the sender (or the
+/// address's owner); dropped unless both are known and neither is enforced: no device on a
+/// device VLAN has a reason to speak for another MAC.
+#[inline(always)]
+pub fn foreign_link_layer(slot: u32, family: u8, addr: &[u8; 16], frame_mac: [u8; 6]) -> Claim {
+    let owner = policy::device(slot, family, addr);
+    let sender = policy::device_by_mac(slot, frame_mac);
+    match (sender, owner) {
+        (Some(s), Some(o)) => Claim::Spoof {
+            dev: s,
+            drop: enforced(s) || enforced(o),
+        },
+        (Some(dev), None) | (None, Some(dev)) => Claim::Spoof { dev, drop: true },
+        (None, None) => Claim::Malformed,
+    }
 }

@@ -18,7 +18,7 @@ use wardgate_common::{
 use crate::{
     flowcache::{self, FlowKey},
     flows::{self, Opened},
-    maps::{WG_CT_V3, WG_FLOWCAP_V1},
+    maps::{WG_CT_V3, WG_CTSCRATCH, WG_FLOWCAP_V2},
     parse::{Packet, TCP_FIN, TCP_RST},
     payload,
 };
@@ -128,10 +128,14 @@ fn touch(v: &mut CtValue, pkt: &Packet, now: u64, forward: bool) {
     closing(v, pkt);
 }
 
-/// FIN or RST shortens the entry's idle timeout.
+/// FIN or RST shortens the entry's idle timeout and, the first time, gives the device's flow
+/// budget its place back.
 #[inline(always)]
 fn closing(v: &mut CtValue, pkt: &Packet) {
     if pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        if v.flags & CT_CLOSING == 0 {
+            release(v.device_id);
+        }
         v.flags |= CT_CLOSING;
         if v.idle_timeout_s > CT_CLOSING_TIMEOUT_S {
             v.idle_timeout_s = CT_CLOSING_TIMEOUT_S;
@@ -247,7 +251,13 @@ pub fn commit(
     } else {
         0
     };
-    let mut value = CtValue {
+    // Built in this CPU's scratch slot, not on the stack (see `WG_CTSCRATCH`).
+    let Some(scratch) = WG_CTSCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // Safety: this CPU's slot; nothing else runs on this CPU while we do.
+    let value = unsafe { &mut *scratch };
+    *value = CtValue {
         last_seen_ns: now,
         packets_fwd,
         generation,
@@ -296,9 +306,11 @@ pub fn commit(
         value.tcp_flags_rev |= old.tcp_flags_rev;
         value.inspect_fwd = old.inspect_fwd;
         value.inspect_rev = old.inspect_rev;
+        // A closed flow stays closed: its place was given back once.
+        value.flags |= old.flags & CT_CLOSING;
     }
-    closing(&mut value, pkt);
-    let _ = WG_CT_V3.insert(&key, &value, 0);
+    closing(value, pkt);
+    let _ = WG_CT_V3.insert(&key, value, 0);
 }
 
 /// A first packet the policy (or quarantine) dropped: a denied contact for the agent's flow
@@ -340,16 +352,14 @@ pub enum Budget {
     Over(bool),
 }
 
-/// One flow costs this many tokens; a device's budget refills `max_flows` tokens per ns, so
-/// `max_flows` flows per default idle timeout.
-const FLOW_COST: u64 = CT_DEFAULT_TIMEOUT_S as u64 * 1_000_000_000;
-
-/// Conntrack fairness: a token bucket per device of `max_flows` flows, refilled at `max_flows`
-/// per default idle timeout. Entries live about one idle timeout, so in steady state a device
-/// holds about `max_flows` entries at most and cannot push everyone else's flows out of the
-/// LRU. Refreshing an existing (stale) entry costs nothing.
+/// Conntrack fairness: a device holds at most `max_flows` live entries (profile, default
+/// `CT_DEFAULT_MAX_FLOWS`), so it cannot push everyone else's flows out of the LRU. A new entry
+/// takes a place, a closing flow gives it back at once (`closing`), and the agent's recount
+/// gives back those that idled out or were evicted. Refreshing an existing (stale) entry takes
+/// nothing. Races between CPUs can only count one flow more or less until the next recount,
+/// never corrupt memory.
 #[inline(always)]
-pub fn admit(ct: Ct, dev: &DeviceInfo, now: u64) -> Budget {
+pub fn admit(ct: Ct, dev: &DeviceInfo, _now: u64) -> Budget {
     if ct != Ct::Miss {
         return Budget::Admit;
     }
@@ -358,32 +368,39 @@ pub fn admit(ct: Ct, dev: &DeviceInfo, now: u64) -> Budget {
     } else {
         dev.max_flows
     };
-    let cap = u64::from(max) * FLOW_COST;
-    let Some(state) = WG_FLOWCAP_V1.get_ptr_mut(dev.device_id & (capacity::FLOW_CAP - 1)) else {
+    let Some(state) = WG_FLOWCAP_V2.get_ptr_mut(dev.device_id & (capacity::FLOW_CAP - 1)) else {
         return Budget::Admit;
     };
-    // Safety: array slot pointer, valid for this run. Races between CPUs can only admit one
-    // flow more or less, never corrupt memory.
+    // Safety: array slot pointer, valid for this run.
     let state = unsafe { &mut *state };
-    if state.device_id != dev.device_id || state.last_ns == 0 {
+    if state.device_id != dev.device_id {
         state.device_id = dev.device_id;
-        state.tokens = cap - FLOW_COST;
-        state.last_ns = now;
+        state.live = 1;
         state.reported = 0;
+        state.counted_ns = 0;
         return Budget::Admit;
     }
-    let elapsed = now.saturating_sub(state.last_ns).min(FLOW_COST);
-    let tokens = (state.tokens + elapsed * u64::from(max)).min(cap);
-    state.last_ns = now;
-    if tokens < FLOW_COST {
-        state.tokens = tokens;
+    if state.live >= max {
         let first = state.reported == 0;
         state.reported = 1;
         return Budget::Over(first);
     }
-    state.tokens = tokens - FLOW_COST;
-    if state.tokens > cap / 2 {
+    state.live += 1;
+    if state.live < max / 2 {
         state.reported = 0;
     }
     Budget::Admit
+}
+
+/// A flow of `device_id` closed: its place is free again.
+#[inline(always)]
+fn release(device_id: u32) {
+    let Some(state) = WG_FLOWCAP_V2.get_ptr_mut(device_id & (capacity::FLOW_CAP - 1)) else {
+        return;
+    };
+    // Safety: array slot pointer, valid for this run.
+    let state = unsafe { &mut *state };
+    if state.device_id == device_id && state.live > 0 {
+        state.live -= 1;
+    }
 }

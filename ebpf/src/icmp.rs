@@ -151,25 +151,104 @@ pub fn control(pkt: &Packet, from_device: bool) -> Control {
     }
 }
 
-/// A neighbour advertisement's target address and the MAC it claims: its target link-layer
-/// address option when that is the first option, else the frame's source.
+/// A neighbour advertisement's target address (the address it claims for its sender).
 #[inline(always)]
-pub fn advert(ctx: &TcContext, pkt: &Packet) -> Option<([u8; 16], [u8; 6])> {
+pub fn advert_target(ctx: &TcContext, pkt: &Packet) -> Option<[u8; 16]> {
     let l4 = usize::from(pkt.l4_off);
     if pkt.icmp_type != 136 || l4 > MAX_L4_OFF {
         return None;
     }
     let target = ptr_at::<[u8; 16]>(ctx, l4 + 8)?;
     // Safety: bounds checked by ptr_at.
-    let target = unsafe { *target };
-    let mut mac = pkt.src_mac;
-    if let Some(o) = ptr_at::<[u8; 8]>(ctx, l4 + 24) {
+    Some(unsafe { *target })
+}
+
+/// Options read in one neighbour discovery message; a message with more is refused. Real ones
+/// carry one or two (a router advertisement a handful: devices send none).
+const MAX_ND_OPTIONS: usize = 8;
+
+/// Largest frame offset an option is read at (bounds offsets for the verifier).
+const MAX_ND_END: usize = 1024;
+
+/// What a neighbour discovery message's link-layer address options say.
+pub enum LinkLayer {
+    /// Every source/target link-layer option (if any) names the frame's source MAC.
+    Own,
+    /// An option names another MAC: the message claims an address for someone else.
+    Other,
+    /// Options that do not parse (length 0, overrunning the message, a link-layer option that
+    /// is not one Ethernet address, too many): the message is dropped, never passed unchecked.
+    Malformed,
+}
+
+/// Every option of an NS, NA, RS, RA or redirect, checked: a stack may take the first
+/// link-layer option (Linux) or the last, so all of them must name the sender.
+#[inline(always)]
+pub fn link_layer(ctx: &TcContext, pkt: &Packet) -> LinkLayer {
+    let l4 = usize::from(pkt.l4_off);
+    let l3 = usize::from(pkt.l3_off);
+    let first = match pkt.icmp_type {
+        133 => 8,
+        134 => 16,
+        135 | 136 => 24,
+        137 => 40,
+        _ => return LinkLayer::Own,
+    };
+    if l4 > MAX_L4_OFF || l3 > 32 {
+        return LinkLayer::Malformed;
+    }
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
+        return LinkLayer::Malformed;
+    };
+    // Safety: bounds checked by ptr_at.
+    let end = l3 + Ipv6Hdr::LEN + usize::from(u16::from_be_bytes(unsafe { (*ip).payload_len }));
+    if end > MAX_ND_END || l4 + first > end {
+        return LinkLayer::Malformed;
+    }
+    // Options past the linear area (a large advertisement) are pulled in to be read.
+    if ctx.data() + end > ctx.data_end() {
+        let _ = ctx.pull_data(end as u32);
+    }
+    let mut off = l4 + first;
+    for _ in 0..MAX_ND_OPTIONS {
+        if off >= end {
+            return LinkLayer::Own;
+        }
+        if off > MAX_ND_END {
+            return LinkLayer::Malformed;
+        }
+        let Some(o) = ptr_at::<[u8; 8]>(ctx, off) else {
+            return LinkLayer::Malformed;
+        };
         // Safety: bounds checked by ptr_at.
         let o = unsafe { *o };
-        // Type 2 (target link-layer address), length 1 (8 bytes).
-        if o[0] == 2 && o[1] == 1 {
-            mac = [o[2], o[3], o[4], o[5], o[6], o[7]];
+        if o[1] == 0 {
+            return LinkLayer::Malformed;
+        }
+        // Type 1 (source) and 2 (target link-layer address): on Ethernet one 8-byte unit.
+        if o[0] == 1 || o[0] == 2 {
+            if o[1] != 1 {
+                return LinkLayer::Malformed;
+            }
+            let s = pkt.src_mac;
+            if o[2] != s[0]
+                || o[3] != s[1]
+                || o[4] != s[2]
+                || o[5] != s[3]
+                || o[6] != s[4]
+                || o[7] != s[5]
+            {
+                return LinkLayer::Other;
+            }
+        }
+        off += usize::from(o[1]) * 8;
+        if off > end {
+            return LinkLayer::Malformed;
         }
     }
-    Some((target, mac))
+    if off >= end {
+        LinkLayer::Own
+    } else {
+        LinkLayer::Malformed
+    }
 }

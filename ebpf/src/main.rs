@@ -46,7 +46,7 @@ use crate::{
     claims::Claim,
     conntrack::{Budget, Ct},
     events::Report,
-    icmp::Control,
+    icmp::{Control, LinkLayer},
     maps::{WG_ACTIVE_V2, WG_CONFIG_V3, WG_STATS_V1},
     parse::{Arp, Packet, Parsed, parse},
 };
@@ -111,8 +111,16 @@ fn decide(ctx: &TcContext, dir: u8, inspect: &mut bool) -> Reason {
     let pkt = match parse(ctx, &mut slot) {
         // Safety: `parse` wrote the packet before returning `Ip`.
         Parsed::Ip => unsafe { slot.assume_init_ref() },
-        Parsed::Arp(arp, frame_mac) => return arp_claim(&arp, frame_mac, dir),
-        Parsed::OtherArp => return Reason::PassArp,
+        Parsed::Arp(arp, frame_mac) => return arp_claim(&arp, frame_mac, dir, &mut slot),
+        // ARP for another protocol or address size: nothing a device needs, and nothing to check
+        // its claim against, so it does not leave the device (toward it, it is the gateway's).
+        Parsed::OtherArp => {
+            return if dir == DIR_FROM_DEVICE {
+                Reason::DropMalformed
+            } else {
+                Reason::PassArp
+            };
+        }
         Parsed::NonIp => {
             let drop = WG_CONFIG_V3
                 .get(0)
@@ -137,18 +145,19 @@ fn decide(ctx: &TcContext, dir: u8, inspect: &mut bool) -> Reason {
 /// ARP from a device: its sender claim must be its own listed address (or a probe). ARP to
 /// devices comes from the gateway itself and passes.
 #[inline(always)]
-fn arp_claim(arp: &Arp, frame_mac: [u8; 6], dir: u8) -> Reason {
+fn arp_claim(arp: &Arp, frame_mac: [u8; 6], dir: u8, slot: &mut MaybeUninit<Packet>) -> Reason {
     if dir != DIR_FROM_DEVICE {
         return Reason::PassArp;
     }
-    let (slot, generation) = active();
-    let claim = claims::arp(slot, arp.sender_ip, arp.sender_mac, frame_mac);
+    let (policy_slot, generation) = active();
+    let claim = claims::arp(policy_slot, arp.sender_ip, arp.sender_mac, frame_mac);
     if matches!(claim, Claim::Fine) {
         return Reason::PassArp;
     }
     // The event names the claimed address as source and the asked-for one as destination; its
-    // ports carry the ARP operation (1 request, 2 reply).
-    let pkt = Packet {
+    // ports carry the ARP operation (1 request, 2 reply). Written into the parser's slot (ARP
+    // left it unused): a second packet on the stack would not fit the verifier's 512 bytes.
+    let pkt = slot.write(Packet {
         family: FAMILY_V4,
         proto: 0,
         tcp_flags: 0,
@@ -168,8 +177,8 @@ fn arp_claim(arp: &Arp, frame_mac: [u8; 6], dir: u8) -> Reason {
         dport_be: arp.operation_be,
         src_mac: frame_mac,
         dst_mac: arp.sender_mac,
-    };
-    let mut report = Report::new(&pkt, dir, generation, clock::now());
+    });
+    let mut report = Report::new(pkt, dir, generation, clock::now());
     let (reason, event) = claim_verdict(&claim, &mut report);
     report.send(event, reason);
     reason
@@ -192,6 +201,7 @@ fn claim_verdict(claim: &Claim, report: &mut Report) -> (Reason, u32) {
             report.device(dev);
             (Reason::PassNewAddress, EVENT_NEW_ADDRESS)
         }
+        Claim::Malformed => (Reason::DropMalformed, 0),
     }
 }
 
@@ -326,16 +336,24 @@ fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8, inspect: &mut bool) -> Reas
     reason
 }
 
-/// A neighbour discovery message from a device: its source address and, for an advertisement,
-/// its target must not belong to another device.
+/// A neighbour or router discovery message (or redirect) from a device: its source address and,
+/// for an advertisement, its target must not belong to another device, and every link-layer
+/// address option must be the sender's own MAC.
 #[inline(always)]
 fn neighbour_claim(ctx: &TcContext, pkt: &Packet, slot: u32) -> Claim {
     let source = claims::check(slot, pkt.family, &pkt.src, pkt.src_mac, pkt.src_mac, false);
     if !matches!(source, Claim::Fine) {
         return source;
     }
-    match icmp::advert(ctx, pkt) {
-        Some((target, mac)) => claims::advert(slot, &target, mac, pkt.src_mac),
+    match icmp::link_layer(ctx, pkt) {
+        LinkLayer::Own => {}
+        LinkLayer::Other => {
+            return claims::foreign_link_layer(slot, pkt.family, &pkt.src, pkt.src_mac);
+        }
+        LinkLayer::Malformed => return Claim::Malformed,
+    }
+    match icmp::advert_target(ctx, pkt) {
+        Some(target) => claims::advert(slot, &target, pkt.src_mac, pkt.src_mac),
         None => Claim::Fine,
     }
 }
@@ -354,12 +372,14 @@ fn routable(family: u8, a: &[u8; 16]) -> bool {
 }
 
 /// The management allowlist (local agent config, not generation-switched) opens flows from a
-/// management host to a device, or from a device to a management service, on the listed
-/// protocol and port: always the destination port of the flow's first packet, never a
-/// source port an inbound packet chooses.
+/// management host to a device on the listed protocol and port: always the destination port of
+/// the flow's first packet, never a source port an inbound packet chooses. It is one-way: a
+/// device (a quarantined one too) reaches a management host only where its profile says so.
 #[inline(always)]
 fn management(f: &Flow) -> bool {
-    !f.pkt.fragment && policy::mgmt_allows(f.pkt.family, f.pkt.proto, f.port_be(), f.remote())
+    f.flow_dir != DIR_FROM_DEVICE
+        && !f.pkt.fragment
+        && policy::mgmt_allows(f.pkt.family, f.pkt.proto, f.port_be(), f.remote())
 }
 
 /// Tracks the flow for `dev` if its budget allows: `None`, or the verdict over the cap.
@@ -370,9 +390,8 @@ fn track(
     rule: Option<&RuleValue>,
     flags: u32,
 ) -> Option<(Reason, u32)> {
-    if flags & CT_MGMT == 0
-        && let Budget::Over(first) = conntrack::admit(f.ct, dev, f.now)
-    {
+    // Management flows count too: an allowlisted host cannot hold a device's whole budget.
+    if let Budget::Over(first) = conntrack::admit(f.ct, dev, f.now) {
         let event = if first { EVENT_FLOW_CAP } else { 0 };
         return Some(if dev.mode >= MODE_ENFORCE {
             (Reason::DropFlowCap, event)
@@ -400,27 +419,22 @@ fn track(
 fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
     let pkt = f.pkt;
     let dev_mac = pkt.dev_mac(f.is_from_device());
-    let Some(dev) = policy::device(f.slot, pkt.family, f.device_addr()) else {
-        return unlisted(f, dev_mac, report);
+    let dev = match policy::device(f.slot, pkt.family, f.device_addr()) {
+        Some(dev) if dev.mac == dev_mac => dev,
+        Some(owner) => return borrowed(f, owner, dev_mac, report),
+        None => match unlisted(f, dev_mac, report) {
+            Identity::Device(dev) => dev,
+            Identity::Verdict(verdict) => return verdict,
+        },
     };
-    report.device(&dev);
+    report.device(dev);
 
-    // From the device: a spoofed source. To the device: its traffic sent to another MAC (a
-    // poisoned neighbour cache); it goes only to the device's own MAC.
-    if dev.mac != dev_mac {
-        let reason = if dev.mode >= MODE_ENFORCE {
-            Reason::DropSpoof
-        } else {
-            Reason::PassSpoofReported
-        };
-        return (reason, EVENT_SPOOF);
-    }
     if dev.mode == MODE_QUARANTINE {
         if management(f) {
-            return track(f, &dev, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0));
+            return track(f, dev, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0));
         }
         if !f.reply() {
-            conntrack::denied(pkt, f.dir, f.generation, f.now, &dev);
+            conntrack::denied(pkt, f.dir, f.generation, f.now, dev);
         }
         return (Reason::DropQuarantine, EVENT_DENY);
     }
@@ -435,7 +449,7 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
 
     let reply = f.reply();
     if dev.mode == MODE_LEARN {
-        if let Some(over) = track(f, &dev, None, CT_LEARNED) {
+        if let Some(over) = track(f, dev, None, CT_LEARNED) {
             return over;
         }
         return (Reason::PassLearn, if reply { 0 } else { EVENT_NEW_FLOW });
@@ -451,7 +465,7 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
     ) {
         Some(rule) => {
             report.rule(rule.rule_id);
-            if let Some(over) = track(f, &dev, Some(&rule), 0) {
+            if let Some(over) = track(f, dev, Some(&rule), 0) {
                 return over;
             }
             let pass = if reply {
@@ -466,7 +480,7 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
             };
             (pass, event)
         }
-        None if management(f) => track(f, &dev, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0)),
+        None if management(f) => track(f, dev, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0)),
         // Failing open (the agent's heartbeat is stale and the profile says so): monitored,
         // passed but never tracked, so enforcement resumes on the flow's next packet once the
         // heartbeat is back. Asked only here, so allowed flows never pay for the watchdog.
@@ -476,39 +490,89 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
         {
             (Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY)
         }
-        None if dev.mode == MODE_MONITOR => track(f, &dev, None, CT_WOULD_DENY)
+        None if dev.mode == MODE_MONITOR => track(f, dev, None, CT_WOULD_DENY)
             .unwrap_or((Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY)),
         None => {
             conntrack::forget(f.ct, pkt, f.dir);
             if !reply {
-                conntrack::denied(pkt, f.dir, f.generation, f.now, &dev);
+                conntrack::denied(pkt, f.dir, f.generation, f.now, dev);
             }
             (Reason::DropPolicy, EVENT_DENY)
         }
     }
 }
 
+/// A listed address on a frame whose device-side MAC is not its owner's. From the device: a
+/// forged source. To the device: its traffic sent to another MAC (a poisoned neighbour cache);
+/// traffic to a device goes only to its own MAC. The frame is judged as the device its MAC
+/// belongs to, whatever address it carries: dropped when that device or the address's owner is
+/// enforced (or quarantined), reported as spoofing by the MAC's device (the owner's name only
+/// when the MAC is nobody's), so a borrowed learn-mode address is no way out for an enforced
+/// device and the alert blames the borrower, not the victim.
+#[inline(always)]
+fn borrowed(f: &Flow, owner: &DeviceInfo, dev_mac: [u8; 6], report: &mut Report) -> (Reason, u32) {
+    let mut enforced = owner.mode >= MODE_ENFORCE;
+    match policy::device_by_mac(f.slot, dev_mac) {
+        Some(s) => {
+            enforced |= s.mode >= MODE_ENFORCE;
+            report.device(s);
+        }
+        None => report.device(owner),
+    }
+    let reason = if enforced {
+        Reason::DropSpoof
+    } else {
+        Reason::PassSpoofReported
+    };
+    (reason, EVENT_SPOOF)
+}
+
+/// Who an address missing from the device table is.
+enum Identity {
+    /// A device, judged as usual (its mode, its policy).
+    Device(&'static DeviceInfo),
+    /// Already decided.
+    Verdict((Reason, u32)),
+}
+
 /// The device-side address is not in the device table. A known MAC there is that device at an
 /// address not listed for it: spoofing when it is enforced, a new address to report when it is
-/// learning or monitored. Otherwise the gateway default for unknown devices applies.
+/// learning or monitored. An IPv6 link-local source from a known MAC is that device, judged by
+/// its mode and policy: link-local traffic never leaves the link, so it can only be meant for
+/// the gateway itself, whose services an enforced or quarantined device reaches only where its
+/// policy says so. Otherwise the gateway default for unknown devices applies.
 #[inline(always)]
-fn unlisted(f: &Flow, dev_mac: [u8; 6], report: &mut Report) -> (Reason, u32) {
+fn unlisted(f: &Flow, dev_mac: [u8; 6], report: &mut Report) -> Identity {
     let pkt = f.pkt;
-    if routable(pkt.family, f.device_addr())
+    let addr = f.device_addr();
+    if routable(pkt.family, addr)
         && let Some(dev) = policy::device_by_mac(f.slot, dev_mac)
     {
-        report.device(&dev);
+        report.device(dev);
         if dev.mode >= MODE_ENFORCE {
-            return (Reason::DropSpoof, EVENT_SPOOF);
+            return Identity::Verdict((Reason::DropSpoof, EVENT_SPOOF));
         }
-        if let Some(over) = track(f, &dev, None, CT_LEARNED) {
-            return over;
+        if let Some(over) = track(f, dev, None, CT_LEARNED) {
+            return Identity::Verdict(over);
         }
-        return (
+        return Identity::Verdict((
             Reason::PassNewAddress,
             if f.reply() { 0 } else { EVENT_NEW_ADDRESS },
-        );
+        ));
     }
+    if f.is_from_device()
+        && pkt.family != FAMILY_V4
+        && icmp::v6_link_local(addr)
+        && let Some(dev) = policy::device_by_mac(f.slot, dev_mac)
+    {
+        return Identity::Device(dev);
+    }
+    Identity::Verdict(unknown(f, dev_mac))
+}
+
+/// No device: the management allowlist, else the gateway default for unknown devices.
+#[inline(always)]
+fn unknown(f: &Flow, dev_mac: [u8; 6]) -> (Reason, u32) {
     if management(f) {
         let unknown = DeviceInfo {
             device_id: 0,

@@ -83,8 +83,8 @@ pub static WG_EVLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(LOST_REASONS * E
 
 /// New-flow budgets per device (conntrack fairness), indexed by device id modulo capacity: an
 /// array lookup costs next to nothing on the new-flow path, where a hash lookup costs ~40 ns.
-#[map(name = "WG_FLOWCAP_V1")]
-pub static WG_FLOWCAP_V1: Array<FlowCapState> = Array::pinned(capacity::FLOW_CAP, 0);
+#[map(name = "WG_FLOWCAP_V2")]
+pub static WG_FLOWCAP_V2: Array<FlowCapState> = Array::pinned(capacity::FLOW_CAP, 0);
 
 #[map(name = "WG_EVENTS_V1")]
 pub static WG_EVENTS_V1: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
@@ -113,3 +113,8 @@ pub static WG_PAYPROG_V1: ProgramArray = ProgramArray::pinned(1, 0);
 /// The per-CPU token bucket of payload records.
 #[map(name = "WG_PAYRATE_V1")]
 pub static WG_PAYRATE_V1: PerCpuArray<RateState> = PerCpuArray::pinned(1, 0);
+
+/// Scratch space for the conntrack entry being written (per CPU, not pinned): built here rather
+/// than on the stack, whose 512 bytes the slow path otherwise exceeds.
+#[map(name = "WG_CTSCRATCH")]
+pub static WG_CTSCRATCH: PerCpuArray<CtValue> = PerCpuArray::with_max_entries(1, 0);

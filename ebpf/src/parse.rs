@@ -91,7 +91,7 @@ pub enum Parsed {
     Ip,
     /// Ethernet/IPv4 ARP, with the frame's source MAC.
     Arp(Arp, [u8; 6]),
-    /// ARP for other hardware or protocol types: no IPv4 claim to check.
+    /// ARP for another protocol or other address sizes: no IPv4 claim to check.
     OtherArp,
     /// Another EtherType, host byte order.
     NonIp,
@@ -313,7 +313,8 @@ pub fn parse(ctx: &TcContext, out: &mut MaybeUninit<Packet>) -> Parsed {
     Parsed::Ip
 }
 
-/// Ethernet/IPv4 ARP: htype 1, ptype 0x0800, 6-byte hardware and 4-byte protocol addresses.
+/// ARP with IPv4 and 6-byte hardware addresses, whatever its hardware type: Linux takes both
+/// Ethernet (1) and IEEE 802 (6) on an Ethernet device, so every type is checked as a claim.
 #[inline(always)]
 fn arp(ctx: &TcContext, off: usize, src_mac: [u8; 6]) -> Parsed {
     let Some(a) = ptr_at::<[u8; 28]>(ctx, off) else {
@@ -322,7 +323,7 @@ fn arp(ctx: &TcContext, off: usize, src_mac: [u8; 6]) -> Parsed {
     // Safety: bounds checked by ptr_at.
     let a = unsafe { &*a };
     // Byte by byte: a slice compare compiles to a `bcmp` call in BPF.
-    if a[0] != 0 || a[1] != 1 || a[2] != 0x08 || a[3] != 0 || a[4] != 6 || a[5] != 4 {
+    if a[2] != 0x08 || a[3] != 0 || a[4] != 6 || a[5] != 4 {
         return Parsed::OtherArp;
     }
     Parsed::Arp(

@@ -18,27 +18,29 @@ fn addr_bits(family: u8) -> u32 {
 }
 
 #[inline(always)]
-pub fn device(slot: u32, family: u8, addr: &[u8; 16]) -> Option<DeviceInfo> {
+pub fn device(slot: u32, family: u8, addr: &[u8; 16]) -> Option<&'static DeviceInfo> {
     let key = DeviceKey {
         slot: slot as u8,
         family,
         _pad: [0; 2],
         addr: *addr,
     };
-    // Safety: the value is copied out before anything else touches the map.
-    unsafe { WG_DEV_V2.get(&key).copied() }
+    // Safety: a map value pointer, valid for the program run (RCU); the agent writes only the
+    // inactive slot's entries, so the value does not change under us. Not copied: the slow
+    // path's device records would not fit the 512-byte stack.
+    unsafe { WG_DEV_V2.get(&key) }
 }
 
 /// The device with this MAC, whatever address it uses.
 #[inline(always)]
-pub fn device_by_mac(slot: u32, mac: [u8; 6]) -> Option<DeviceInfo> {
+pub fn device_by_mac(slot: u32, mac: [u8; 6]) -> Option<&'static DeviceInfo> {
     let key = MacKey {
         slot: slot as u8,
         _pad: 0,
         mac,
     };
-    // Safety: the value is copied out before anything else touches the map.
-    unsafe { WG_MAC_V1.get(&key).copied() }
+    // Safety: as for `device`.
+    unsafe { WG_MAC_V1.get(&key) }
 }
 
 #[inline(always)]

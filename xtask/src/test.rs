@@ -203,6 +203,8 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "flow_report_netns",
                 "--test",
                 "lifecycle_netns",
+                "--test",
+                "spoof_netns",
                 "--",
                 "--test-threads=1",
             ])

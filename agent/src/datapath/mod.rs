@@ -2,6 +2,7 @@
 //! (TCX) to device-facing interfaces, and is the only code that writes BPF maps.
 
 pub mod convert;
+mod flowcap;
 pub mod pinned;
 mod tcx;
 mod writer;
@@ -24,6 +25,7 @@ use aya::{
 use thiserror::Error;
 use wardgate_common::{GatewayConfig, MgmtKey, Reason, map_names, program_names};
 
+pub use flowcap::{Recount, holds_place};
 pub use writer::ApplyOutcome;
 
 use crate::{config::MgmtRule, paths};

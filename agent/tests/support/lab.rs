@@ -34,6 +34,15 @@ pub struct Lab {
 
 impl Lab {
     pub fn start(ward: &Ward, dir: &Path) -> Lab {
+        Lab::start_with_sinks(ward, dir, Vec::new())
+    }
+
+    /// As `start`, with the controller's SOC sinks.
+    pub fn start_with_sinks(
+        ward: &Ward,
+        dir: &Path,
+        sinks: Vec<wardgate_controller::config::SinkConfig>,
+    ) -> Lab {
         let (up_tx, up_rx) = mpsc::channel::<(String, PathBuf, Arc<SqliteStore>)>();
         let (done, done_rx) = mpsc::channel::<()>();
         let ctl_dir = dir.join("controller");
@@ -44,14 +53,11 @@ impl Lab {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-                    .await
-                    .unwrap();
-                let lab = LabController::start_on(
+                let lab = LabController::start_with_sinks(
                     &ctl_dir,
                     &[GW.to_string()],
                     &[(ENGINEER, "engineer")],
-                    listener,
+                    &sinks,
                 )
                 .await
                 .unwrap();

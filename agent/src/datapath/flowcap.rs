@@ -1,0 +1,90 @@
+//! The recount of each device's live conntrack entries (its flow budget, `WG_FLOWCAP_V2`).
+//!
+//! The datapath counts an entry when it creates it and gives its place back when a flow
+//! closes (FIN or RST). Flows that idle out or that the LRU evicts leave no trace there, so the
+//! map writer recounts now and then: it reads the conntrack map and sets each device's count
+//! to the entries that are really live (not closing, not idled out). A flow admitted between
+//! the read and the write is missed until the next recount: the count can be one or two low
+//! for a few seconds, never stuck high.
+
+use std::collections::HashMap;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use wardgate_common::{CT_CLOSING, CtKey, CtValue, FlowCapState, map_names};
+
+use super::{Datapath, DatapathError, coarse_now_ns, map_err};
+
+/// What one recount did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recount {
+    /// Live conntrack entries counted.
+    pub live: u64,
+    /// Device slots whose count changed.
+    pub changed: u64,
+}
+
+/// Whether a conntrack entry still holds its device's place at `now`.
+pub fn holds_place(v: &CtValue, now_ns: u64) -> bool {
+    v.flags & CT_CLOSING == 0
+        && now_ns.saturating_sub(v.last_seen_ns) < u64::from(v.idle_timeout_s) * 1_000_000_000
+}
+
+impl Datapath {
+    /// Sets every device's flow count to its live conntrack entries.
+    pub fn recount_flows(&mut self) -> Result<Recount, DatapathError> {
+        let now = coarse_now_ns();
+        let mut per_device: HashMap<u32, u32> = HashMap::new();
+        let mut out = Recount::default();
+        {
+            let ct: BpfHashMap<&mut MapData, CtKey, CtValue> = self.typed(map_names::CONNTRACK)?;
+            // Bounded: the kernel restarts a walk whose current key was just deleted, so a walk
+            // can see an entry twice; it never runs past twice the map's size.
+            let bound = 2 * wardgate_common::capacity::CONNTRACK as usize;
+            for entry in ct.iter().take(bound) {
+                // An entry removed while we walk is simply not counted.
+                let Ok((_, v)) = entry else { continue };
+                if holds_place(&v, now) {
+                    *per_device.entry(v.device_id).or_default() += 1;
+                    out.live += 1;
+                }
+            }
+        }
+        let mut caps: Array<&mut MapData, FlowCapState> = self.typed(map_names::FLOW_CAP)?;
+        for index in 0..caps.len() {
+            let state = caps.get(&index, 0).map_err(map_err(map_names::FLOW_CAP))?;
+            if state.device_id == 0 && state.live == 0 {
+                continue;
+            }
+            let live = per_device.get(&state.device_id).copied().unwrap_or(0);
+            if live == state.live {
+                continue;
+            }
+            let reported = if live < state.live / 2 {
+                0
+            } else {
+                state.reported
+            };
+            let next = FlowCapState {
+                live,
+                reported,
+                counted_ns: now,
+                ..state
+            };
+            caps.set(index, &next, 0)
+                .map_err(map_err(map_names::FLOW_CAP))?;
+            out.changed += 1;
+        }
+        Ok(out)
+    }
+
+    /// Each device slot's live count, for tests and status: (device id, live).
+    pub fn flow_counts(&mut self) -> Result<Vec<(u32, u32)>, DatapathError> {
+        let caps: Array<&mut MapData, FlowCapState> = self.typed(map_names::FLOW_CAP)?;
+        Ok(caps
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|s| s.device_id != 0 || s.live != 0)
+            .map(|s| (s.device_id, s.live))
+            .collect())
+    }
+}

@@ -1,0 +1,318 @@
+//! Hardening, round 2: the attacks an enforced device on the device VLAN still had, each
+//! through the real object. Every test here failed on the datapath before the change.
+
+use super::*;
+
+const MONITOR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
+const QUARANTINED_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0c];
+
+fn spoofers(dp: &mut Datapath) -> Vec<(EventKind, u32, [u8; 6])> {
+    events(dp)
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Spoof)
+        .map(|e| (e.kind, e.device_id, e.src_mac))
+        .collect()
+}
+
+#[test]
+fn an_enforced_device_cannot_leave_from_a_learning_or_monitored_address() {
+    let (_pin, mut dp) = datapath("borrow");
+    // One-way exfiltration from the learner's (192.0.2.13) and the monitor's (192.0.2.11)
+    // addresses, with the pump's own MAC: dropped, and blamed on the pump (device 1).
+    for src in ["192.0.2.13:40000", "192.0.2.11:40000"] {
+        let f = frame(PUMP_MAC, src, "203.0.113.99:4444", L4::Udp);
+        expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropSpoof);
+    }
+    // Nor by TCP to a peer its own policy allows.
+    let f = frame(PUMP_MAC, "192.0.2.13:40001", "198.51.100.10:104", L4::Syn);
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropSpoof);
+    // Nor can traffic for a learner's address be delivered to the pump's MAC.
+    let f = frame_to(
+        GW_MAC,
+        PUMP_MAC,
+        "203.0.113.99:4444",
+        "192.0.2.13:40000",
+        L4::Udp,
+    );
+    expect(&mut dp, false, &f, TC_ACT_SHOT, Reason::DropSpoof);
+    // The quarantined device cannot walk out on the monitor's address either.
+    let f = frame(
+        QUARANTINED_MAC,
+        "192.0.2.11:40002",
+        "203.0.113.99:4444",
+        L4::Udp,
+    );
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropSpoof);
+    // A learner using the monitor's address is reported (as the learner), not dropped.
+    let f = frame(
+        LEARNER_MAC,
+        "192.0.2.11:40003",
+        "203.0.113.99:4444",
+        L4::Udp,
+    );
+    expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassSpoofReported);
+    // A learner using the enforced pump's address is dropped.
+    let f = frame(
+        LEARNER_MAC,
+        "192.0.2.10:40004",
+        "203.0.113.99:4444",
+        L4::Udp,
+    );
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropSpoof);
+    // The pump's four are the pump's, then the quarantined device's and the learner's own.
+    let blamed: Vec<_> = spoofers(&mut dp).into_iter().map(|s| s.1).collect();
+    assert_eq!(blamed, vec![1, 1, 1, 1, 3, 4, 4]);
+}
+
+/// An ARP reply with hardware type `htype`: `sender_ip` is at `sender_mac`.
+fn arp_htype(htype: u16, frame_mac: [u8; 6], sender_mac: [u8; 6], sender_ip: [u8; 4]) -> Vec<u8> {
+    let mut f = arp(frame_mac, sender_mac, sender_ip);
+    f[14..16].copy_from_slice(&htype.to_be_bytes());
+    f
+}
+
+#[test]
+fn arp_of_every_hardware_type_is_a_checked_claim() {
+    let (_pin, mut dp) = datapath("arp-htype");
+    let monitor_ip = [192, 0, 2, 11];
+    for htype in [1u16, 6, 0, 0xffff] {
+        // The pump claiming the monitor's address (Linux takes type 6 on Ethernet too).
+        let poison = arp_htype(htype, PUMP_MAC, PUMP_MAC, monitor_ip);
+        expect(&mut dp, true, &poison, TC_ACT_SHOT, Reason::DropSpoof);
+        // Its own address is fine, whatever the type.
+        let own = arp_htype(htype, PUMP_MAC, PUMP_MAC, [192, 0, 2, 10]);
+        expect(&mut dp, true, &own, TC_ACT_OK, Reason::PassArp);
+    }
+    // ARP for another protocol or address size carries no claim we could check: it does not
+    // leave a device; from the gateway it passes.
+    let mut other = arp(PUMP_MAC, PUMP_MAC, monitor_ip);
+    other[16..18].copy_from_slice(&[0x86, 0xdd]);
+    expect(&mut dp, true, &other, TC_ACT_SHOT, Reason::DropMalformed);
+    let mut wide = arp(PUMP_MAC, PUMP_MAC, monitor_ip);
+    wide[18] = 8;
+    expect(&mut dp, true, &wide, TC_ACT_SHOT, Reason::DropMalformed);
+    expect(&mut dp, false, &other, TC_ACT_OK, Reason::PassArp);
+    assert_eq!(spoofers(&mut dp), vec![(EventKind::Spoof, 1, PUMP_MAC); 4]);
+}
+
+/// A neighbour discovery message of type `ty` from `src_mac`: `fixed` is what follows the
+/// 4-byte header (reserved/flags and addresses), then `options`.
+fn nd(src_mac: [u8; 6], src: &str, ty: u8, fixed: &[u8], options: &[&[u8]]) -> Vec<u8> {
+    let mut body = fixed[4..].to_vec();
+    for o in options {
+        body.extend_from_slice(o);
+    }
+    let rest = [fixed[0], fixed[1], fixed[2], fixed[3]];
+    icmpv6(src_mac, src, "ff02::1", 255, ty, rest, &body)
+}
+
+/// A link-layer address option: type 1 (source) or 2 (target).
+fn lla(ty: u8, mac: [u8; 6]) -> Vec<u8> {
+    let mut o = vec![ty, 1];
+    o.extend_from_slice(&mac);
+    o
+}
+
+#[test]
+fn every_link_layer_option_of_neighbour_discovery_is_the_senders() {
+    let (_pin, mut dp) = datapath("nd-options");
+    let mut na_fixed = vec![0x20, 0, 0, 0];
+    na_fixed.extend_from_slice(&v6("2001:db8:1::10"));
+    let nonce = [14u8, 1, 1, 2, 3, 4, 5, 6];
+    let own = lla(2, PUMP_MAC);
+    let evil = lla(2, EVIL_MAC);
+    // The pump's own advertisement, with a nonce first: passes.
+    let ok = nd(PUMP_MAC, "fe80::a", 136, &na_fixed, &[&nonce, &own]);
+    expect(&mut dp, true, &ok, TC_ACT_OK, Reason::PassNeighbour);
+    // First target option right, second another MAC's; or the bad one after a nonce.
+    let second = nd(PUMP_MAC, "fe80::a", 136, &na_fixed, &[&own, &evil]);
+    expect(&mut dp, true, &second, TC_ACT_SHOT, Reason::DropSpoof);
+    let after_nonce = nd(PUMP_MAC, "fe80::a", 136, &na_fixed, &[&nonce, &evil]);
+    expect(&mut dp, true, &after_nonce, TC_ACT_SHOT, Reason::DropSpoof);
+    // A solicitation, a router solicitation and a redirect whose source option is another
+    // MAC's: each points the gateway's cache elsewhere.
+    let mut ns_fixed = vec![0u8; 4];
+    ns_fixed.extend_from_slice(&v6("2001:db8:1::1"));
+    let src_evil = lla(1, EVIL_MAC);
+    let ns = nd(PUMP_MAC, "2001:db8:1::10", 135, &ns_fixed, &[&src_evil]);
+    expect(&mut dp, true, &ns, TC_ACT_SHOT, Reason::DropSpoof);
+    let rs = nd(PUMP_MAC, "fe80::a", 133, &[0; 4], &[&src_evil]);
+    expect(&mut dp, true, &rs, TC_ACT_SHOT, Reason::DropSpoof);
+    let mut redirect_fixed = vec![0u8; 4];
+    redirect_fixed.extend_from_slice(&v6("fe80::a"));
+    redirect_fixed.extend_from_slice(&v6("2001:db8:100::10"));
+    let redirect = nd(PUMP_MAC, "fe80::a", 137, &redirect_fixed, &[&evil]);
+    expect(&mut dp, true, &redirect, TC_ACT_SHOT, Reason::DropSpoof);
+    // The same with the sender's own MAC pass.
+    let ns = nd(
+        PUMP_MAC,
+        "2001:db8:1::10",
+        135,
+        &ns_fixed,
+        &[&lla(1, PUMP_MAC)],
+    );
+    expect(&mut dp, true, &ns, TC_ACT_OK, Reason::PassNeighbour);
+    // Malformed options are dropped, never passed unchecked: length 0, a link-layer option
+    // longer than one Ethernet address, an option running past the message.
+    let zero = [1u8, 0, 0, 0, 0, 0, 0, 0];
+    let long = [1u8, 2, 2, 0, 0, 0, 0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0];
+    let past = [14u8, 4, 0, 0, 0, 0, 0, 0];
+    for bad in [&zero[..], &long[..], &past[..]] {
+        let f = nd(PUMP_MAC, "fe80::a", 136, &na_fixed, &[bad]);
+        expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropMalformed);
+    }
+    // Too many options to read.
+    let many: Vec<&[u8]> = vec![&nonce; 12];
+    let f = nd(PUMP_MAC, "fe80::a", 136, &na_fixed, &many);
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropMalformed);
+    let blamed: Vec<_> = spoofers(&mut dp).into_iter().map(|s| (s.1, s.2)).collect();
+    assert_eq!(blamed, vec![(1, PUMP_MAC); 5]);
+}
+
+#[test]
+fn ipv6_link_local_from_a_known_mac_is_that_device() {
+    let (_pin, mut dp) = datapath("link-local");
+    // The gateway's own SSH over fe80:: is not in the pump's policy: dropped as the pump's.
+    let f = frame(PUMP_MAC, "[fe80::a]:40100", "[fe80::1]:22", L4::Syn);
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropPolicy);
+    let f = frame(QUARANTINED_MAC, "[fe80::c]:40101", "[fe80::1]:22", L4::Syn);
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropQuarantine);
+    // A learner is that learner: passed, tracked, reported as its new flow.
+    let f = frame(LEARNER_MAC, "[fe80::d]:40102", "[fe80::1]:22", L4::Syn);
+    expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassLearn);
+    let evs: Vec<_> = events(&mut dp)
+        .into_iter()
+        .map(|e| (e.kind, e.device_id))
+        .collect();
+    assert_eq!(
+        evs,
+        vec![
+            (EventKind::Deny, 1),
+            (EventKind::Deny, 3),
+            (EventKind::NewFlow, 4)
+        ]
+    );
+    // An unknown MAC on fe80:: still follows the gateway default.
+    let f = frame(EVIL_MAC, "[fe80::e]:40103", "[fe80::1]:22", L4::Syn);
+    expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassUnknownDevice);
+}
+
+#[test]
+fn management_is_one_way_and_counts_against_the_budget() {
+    let (_pin, mut dp) = datapath("mgmt-oneway");
+    // Devices toward the management host's SSH: not opened by the allowlist.
+    let f = frame(
+        QUARANTINED_MAC,
+        "192.0.2.12:40007",
+        "203.0.113.1:22",
+        L4::Syn,
+    );
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropQuarantine);
+    let f = frame(PUMP_MAC, "192.0.2.10:40008", "203.0.113.1:22", L4::Syn);
+    expect(&mut dp, true, &f, TC_ACT_SHOT, Reason::DropPolicy);
+    let f = frame(MONITOR_MAC, "192.0.2.11:40009", "203.0.113.1:22", L4::Syn);
+    expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassMonitorWouldDeny);
+    // The management host opening flows to the pump: within the pump's flow budget only.
+    let mut devices = reference_devices();
+    devices[0].max_flows = 2;
+    dp.apply(&state_with(2, devices, reference_rules()))
+        .unwrap();
+    for i in 0..3u16 {
+        let f = frame(
+            GW_MAC,
+            &format!("203.0.113.1:{}", 50000 + i),
+            "192.0.2.10:22",
+            L4::Syn,
+        );
+        let (verdict, reason) = if i < 2 {
+            (TC_ACT_OK, Reason::PassMgmt)
+        } else {
+            (TC_ACT_SHOT, Reason::DropFlowCap)
+        };
+        expect(&mut dp, false, &f, verdict, reason);
+    }
+}
+
+#[test]
+fn the_flow_cap_counts_live_flows_not_how_fast_they_come() {
+    let (_pin, mut dp) = datapath("flowcap-live");
+    let mut devices = reference_devices();
+    devices[0].max_flows = 4;
+    dp.apply(&state_with(2, devices, reference_rules()))
+        .unwrap();
+    let syn = |port: u16| {
+        frame(
+            PUMP_MAC,
+            &format!("192.0.2.10:{port}"),
+            "198.51.100.10:104",
+            L4::Syn,
+        )
+    };
+    let fin = |port: u16| {
+        frame(
+            PUMP_MAC,
+            &format!("192.0.2.10:{port}"),
+            "198.51.100.10:104",
+            L4::Fin,
+        )
+    };
+    // Forty short connections, never more than two at once: none is refused.
+    for i in 0..40u16 {
+        let port = 42000 + i;
+        expect(&mut dp, true, &syn(port), TC_ACT_OK, Reason::PassPolicy);
+        if i >= 1 {
+            expect(
+                &mut dp,
+                true,
+                &fin(port - 1),
+                TC_ACT_OK,
+                Reason::PassEstablished,
+            );
+        }
+    }
+    // One is still open: three more fit, the fifth live one does not.
+    for port in 43000..43003u16 {
+        expect(&mut dp, true, &syn(port), TC_ACT_OK, Reason::PassPolicy);
+    }
+    expect(&mut dp, true, &syn(43003), TC_ACT_SHOT, Reason::DropFlowCap);
+    assert!(dp.flow_counts().unwrap().contains(&(1, 4)));
+    // The recount finds the four live entries (closed ones hold no place) and changes nothing.
+    let recount = dp.recount_flows().unwrap();
+    assert_eq!(
+        dp.flow_counts().unwrap().iter().find(|c| c.0 == 1),
+        Some(&(1, 4)),
+        "{recount:?}"
+    );
+}
+
+#[test]
+fn idled_out_flows_give_their_place_back_at_the_recount() {
+    let (_pin, mut dp) = datapath("flowcap-idle");
+    let mut devices = reference_devices();
+    devices[0].max_flows = 2;
+    let mut rules = reference_rules();
+    for r in &mut rules {
+        r.idle_timeout_s = 1;
+    }
+    dp.apply(&state_with(2, devices, rules)).unwrap();
+    // UDP flows (DNS) only ever idle out.
+    let dns = |port: u16| {
+        frame(
+            PUMP_MAC,
+            &format!("192.0.2.10:{port}"),
+            "198.51.100.53:53",
+            L4::Udp,
+        )
+    };
+    expect(&mut dp, true, &dns(44000), TC_ACT_OK, Reason::PassPolicy);
+    expect(&mut dp, true, &dns(44001), TC_ACT_OK, Reason::PassPolicy);
+    expect(&mut dp, true, &dns(44002), TC_ACT_SHOT, Reason::DropFlowCap);
+    std::thread::sleep(std::time::Duration::from_millis(1_300));
+    let recount = dp.recount_flows().unwrap();
+    assert_eq!(recount.changed, 1, "{recount:?}");
+    assert_eq!(
+        dp.flow_counts().unwrap().iter().find(|c| c.0 == 1),
+        Some(&(1, 0))
+    );
+    expect(&mut dp, true, &dns(44003), TC_ACT_OK, Reason::PassPolicy);
+}
