@@ -87,12 +87,19 @@ pub async fn read_events(
                     let named = generations.get(ev.generation);
                     log_event(&ev, named);
                     let now_ns = unix_ms() as u64 * 1_000_000;
-                    if let Some(c) = crate::flows::claim_of(&ev, now_ns)
-                        && claims.try_send(c).is_err()
-                    {
-                        tracing::warn!("address claim not handed to the detectors (queue full)");
+                    let mut detected = false;
+                    if let Some(c) = crate::flows::claim_of(&ev, now_ns) {
+                        if claims.try_send(c).is_ok() {
+                            detected = claims_anothers_address(&ev, named);
+                        } else {
+                            tracing::warn!(
+                                "address claim not handed to the detectors (queue full)"
+                            );
+                        }
                     }
-                    if alerts.is_none() {
+                    // One alert per attack: an ARP claim of another device's address is raised
+                    // by the spoof detector (which names whose address it is), not twice.
+                    if alerts.is_none() || detected {
                         continue;
                     }
                     seq += 1;
@@ -118,6 +125,16 @@ pub async fn read_events(
         }
         guard.clear_ready();
     }
+}
+
+/// Whether an ARP claim event claims an address listed for another device (another MAC), in
+/// the generation that produced it: the spoof detector raises every such claim.
+fn claims_anothers_address(ev: &DatapathEvent, state: Option<&DesiredState>) -> bool {
+    state.is_some_and(|s| {
+        s.devices
+            .iter()
+            .any(|d| d.addrs.contains(&ev.src) && d.mac.0 != ev.src_mac)
+    })
 }
 
 pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {

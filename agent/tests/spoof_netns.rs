@@ -136,21 +136,21 @@ fn listen(ward: &Ward, addr: SocketAddr) -> std::thread::JoinHandle<Vec<(SocketA
     h
 }
 
-/// The SOC's spoofing findings (OCSF lines whose detector is `spoof`), as device names.
-fn soc_spoofers(path: &Path) -> Vec<String> {
+/// The SOC's spoofing findings (OCSF lines whose analytic is `spoof`): the device each names
+/// and its description.
+fn soc_spoofers(path: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.to_string().contains("\"spoof\""))
+        .filter(|v| v["finding_info"]["analytic"]["uid"] == "spoof")
         .map(|v| {
-            let s = v.to_string();
-            if s.contains(PUMP) {
-                PUMP.to_string()
-            } else if s.contains(MONITOR) {
-                MONITOR.to_string()
-            } else {
-                s
-            }
+            (
+                v["device"]["name"].as_str().unwrap_or_default().to_string(),
+                v["finding_info"]["desc"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
         })
         .collect()
 }
@@ -231,12 +231,26 @@ fn an_enforced_device_borrowing_a_monitored_address_gets_nothing_out_and_is_name
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // Settle: nothing more arrives.
+    std::thread::sleep(Duration::from_secs(2));
+    let spoofers = soc_spoofers(&ocsf);
+    let names: Vec<&str> = spoofers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
-        spoofers,
-        vec![PUMP.to_string(), PUMP.to_string()],
-        "the SOC's spoofing findings:\n{}\nagent log:\n{}",
+        names,
+        vec![PUMP, PUMP],
+        "one spoofing finding per attack, each the pump's:\n{}\nagent log:\n{}",
         std::fs::read_to_string(&ocsf).unwrap_or_default(),
         agent.log_text()
+    );
+    assert!(
+        spoofers[0]
+            .1
+            .contains("192.0.2.11:40000 -> 198.51.100.10:4444"),
+        "{spoofers:?}"
+    );
+    assert!(
+        spoofers[1].1.contains("claimed 192.0.2.11") && spoofers[1].1.contains(MONITOR),
+        "the ARP claim, naming whose address it is: {spoofers:?}"
     );
     lab.stop();
 }
