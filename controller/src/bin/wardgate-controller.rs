@@ -115,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let tls = TlsFiles::in_dir(&cfg.certs);
     // Certificates (and the revocation list) checked before READY=1: a controller that cannot
     // serve TLS never says ready.
-    TlsState::load(&tls, cli.settings.crl_path(&cfg.certs).as_deref())?;
+    TlsState::load(&tls, &cli.settings.crl_path(&cfg.certs))?;
     let listen = listener.local_addr()?;
     // Handled before READY=1: a SIGTERM right after it is a clean stop.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
