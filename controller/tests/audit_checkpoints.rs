@@ -321,3 +321,65 @@ fn a_soc_file_without_checkpoints_checks_nothing_and_is_an_error() {
     assert!(!ok);
     assert!(err.contains("no audit checkpoint in"), "{err}");
 }
+
+/// The controller binary with `audit_checkpoints` in its config: it makes its key, and its
+/// first checkpoint (at start) reaches the OCSF file and verifies with the public key.
+#[test]
+fn the_binary_signs_checkpoints_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    wardgate_controller::certs::init(
+        &certs,
+        &[],
+        &[],
+        &wardgate_controller::certs::InitOptions::default(),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let ocsf = dir.path().join("soc/ocsf.jsonl");
+    let config = dir.path().join("controller.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ndata: {}\ncerts: {}\nsinks:\n  - kind: ocsf\n    path: {}\naudit_checkpoints:\n  every_entries: 10\n",
+            data.display(),
+            certs.display(),
+            ocsf.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wardgate-controller"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("controller.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while checkpoints_in(&ocsf).is_empty() {
+        if t.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!(
+                "no checkpoint in the OCSF file: {}",
+                std::fs::read_to_string(dir.path().join("controller.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let event: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&ocsf)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(event["class_uid"], 1008);
+    assert_eq!(event["unmapped"]["seq"], 0);
+    let key = data.join("audit-checkpoint.key.pub");
+    let (ok, out, err) = verify_offline(&data, &ocsf, &key);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("signed checkpoints: 1 verified"), "{out}");
+}

@@ -298,6 +298,26 @@ async fn a_revocation_list_that_disappears_or_breaks_refuses_new_connections() {
     until_served(&sam, true, Duration::from_secs(3)).await;
 }
 
+/// Without its revocation list the controller does not start (the list is required, not
+/// optional: a deleted file must not mean "nothing revoked").
+#[test]
+fn the_controller_does_not_start_without_its_revocation_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    certs::init(&certs, &[], &[], &InitOptions::default()).unwrap();
+    std::fs::remove_file(certs.join("crl.pem")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wardgate-controller"))
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--certs")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("crl.pem"), "{err}");
+}
+
 /// A controller whose certificate names only `controller.example`.
 async fn named_controller(
     dir: &Path,
