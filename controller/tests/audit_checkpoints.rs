@@ -231,6 +231,7 @@ async fn checkpoints_reach_the_soc_and_catch_a_trail_rewritten_with_its_head_fil
     for soc_file in [&syslog_file, &ocsf] {
         let (ok, out, err) = verify_offline(&data, soc_file, &soc_key);
         assert!(ok, "{out}{err}");
+        println!("{}: {out}", soc_file.display());
         assert!(
             out.contains("signed checkpoints:")
                 && out.contains(&format!("reaches the newest (entry {last})")),
@@ -256,6 +257,10 @@ async fn checkpoints_reach_the_soc_and_catch_a_trail_rewritten_with_its_head_fil
     let (ok, _, err) = verify_offline(&data, &forged, &soc_key);
     assert!(!ok);
     assert!(err.contains("forged or altered"), "{err}");
+    println!(
+        "a signature byte changed: {}",
+        err.lines().next().unwrap_or_default()
+    );
     let other = SigningKey::load_or_create(&dir.path().join("attacker.key")).unwrap();
     let fake = Checkpoint {
         seq: last,
@@ -281,6 +286,10 @@ async fn checkpoints_reach_the_soc_and_catch_a_trail_rewritten_with_its_head_fil
         err.contains("does not match the signed checkpoint") && err.contains("rewritten"),
         "{err}"
     );
+    println!(
+        "chain and head file rewritten: {}",
+        err.lines().next().unwrap_or_default()
+    );
     let (ok, _, err) = verify_wardctl(&lab, &syslog_file, &soc_key).await;
     assert!(!ok);
     assert!(
@@ -303,6 +312,10 @@ async fn checkpoints_reach_the_soc_and_catch_a_trail_rewritten_with_its_head_fil
             last - 2
         )) && err.contains("cut"),
         "{err}"
+    );
+    println!(
+        "tail deleted, head file rewritten: {}",
+        err.lines().next().unwrap_or_default()
     );
     rsyslog.stop();
 }

@@ -171,12 +171,16 @@ pub fn verify(
     }
     for r in received {
         if !r.signed.verifies(key) {
+            let named = if r.signed.key_id == key.id() {
+                String::new()
+            } else {
+                format!(" (it names key {})", r.signed.key_id)
+            };
             return Err(format!(
-                "{}: the checkpoint of entry {} does not verify with key {} (it names key {}): forged or altered",
+                "{}: the checkpoint of entry {} does not verify with key {}{named}: forged or altered",
                 at(r),
                 r.signed.checkpoint.seq,
                 key.id(),
-                r.signed.key_id
             ));
         }
     }
