@@ -306,15 +306,30 @@ fn the_controller_does_not_start_without_its_revocation_list() {
     let certs = dir.path().join("certs");
     certs::init(&certs, &[], &[], &InitOptions::default()).unwrap();
     std::fs::remove_file(certs.join("crl.pem")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_wardgate-controller"))
+    let log = dir.path().join("controller.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wardgate-controller"))
         .args(["--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path().join("data"))
         .arg("--certs")
         .arg(&certs)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the controller is serving without its revocation list");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&log).unwrap();
     assert!(err.contains("crl.pem"), "{err}");
 }
 
