@@ -4,8 +4,10 @@
 //! the chain also leaves the database on every write (`head`), which shows a deleted tail, a
 //! rewritten chain and an emptied table.
 
+pub mod checkpoint;
 pub mod enforcement;
 pub mod head;
+pub mod signing;
 
 use sha2::{Digest, Sha256};
 
@@ -112,7 +114,8 @@ pub fn verify_with_head(
     head: &[HeadLine],
     generation: GenerationLookup<'_>,
 ) -> Result<Report, String> {
-    let (Some(first), Some(last)) = (head.first(), head.iter().max_by_key(|h| h.seq)) else {
+    let live: Vec<&HeadLine> = self::head::live(head).collect();
+    let (Some(first), Some(last)) = (live.first(), live.iter().max_by_key(|h| h.seq)) else {
         return Err("the audit head file has no lines".into());
     };
     let store_seq = entries.last().map_or(0, |e| e.seq);
@@ -132,21 +135,34 @@ pub fn verify_with_head(
             last.seq
         ));
     }
-    for h in head {
-        let stored = if h.seq == 0 {
-            GENESIS
+    // The chain is contiguous from 1 (checked above).
+    let stored = |seq: u64| -> Option<&str> {
+        if seq == 0 {
+            Some(GENESIS)
         } else {
-            // The chain is contiguous from 1 (checked above).
-            entries[(h.seq - 1) as usize].hash.as_str()
-        };
-        if stored != h.hash {
+            entries.get((seq - 1) as usize).map(|e| e.hash.as_str())
+        }
+    };
+    for h in &live {
+        if stored(h.seq) != Some(h.hash.as_str()) {
             return Err(format!(
                 "entry {} does not match the head file (line {}): the chain was rewritten",
                 h.seq, h.line
             ));
         }
     }
-    let tail = head.last().map_or(0, |h| h.seq);
+    // A write whose heads were cancelled never committed: the store holding one of them means
+    // the abort is not what it says.
+    if let Some(h) = head
+        .iter()
+        .find(|h| h.aborted && stored(h.seq) == Some(h.hash.as_str()))
+    {
+        return Err(format!(
+            "entry {} is in the store, but the head file cancels it as aborted (line {}): the head file was tampered with",
+            h.seq, h.line
+        ));
+    }
+    let tail = live.last().map_or(0, |h| h.seq);
     if store_seq > tail {
         return Err(format!(
             "entries {}..{store_seq} are not in the head file: written outside the controller, or the head file lost lines",

@@ -32,6 +32,51 @@ pub struct ControllerConfig {
     /// SOC sinks: each reads the alert store from its own cursor (see `sinks`). Default none.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// Signed audit checkpoints sent to every sink (see `sinks::checkpoints`). Default none.
+    #[serde(default)]
+    pub audit_checkpoints: Option<CheckpointConfig>,
+}
+
+/// Signed audit checkpoints: the chain head, signed, to every SOC sink.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The Ed25519 signing key (PKCS#8 PEM), created on first start with its public key at
+    /// `KEY.pub` (give that to the SOC). Default `<data>/audit-checkpoint.key`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// A checkpoint once the trail has grown by this many entries. Default 100.
+    #[serde(default = "default_every_entries")]
+    pub every_entries: u64,
+    /// And at least this often while the trail grows (seconds). Default 60.
+    #[serde(default = "default_every_seconds")]
+    pub every_seconds: u64,
+}
+
+fn default_every_entries() -> u64 {
+    100
+}
+fn default_every_seconds() -> u64 {
+    60
+}
+
+impl CheckpointConfig {
+    /// The key file for the store in `data`.
+    pub fn key_path(&self, data: &Path) -> PathBuf {
+        self.key
+            .clone()
+            .unwrap_or_else(|| data.join("audit-checkpoint.key"))
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            key: None,
+            every_entries: default_every_entries(),
+            every_seconds: default_every_seconds(),
+        }
+    }
 }
 
 /// One SOC sink.
@@ -178,6 +223,7 @@ impl Default for ControllerConfig {
             certs: default_certs(),
             metrics: None,
             sinks: Vec::new(),
+            audit_checkpoints: None,
         }
     }
 }
@@ -213,6 +259,13 @@ impl ControllerConfig {
             if !names.insert(s.name()) {
                 anyhow::bail!("sinks[{i}]: two sinks are named `{}`", s.name());
             }
+        }
+        if let Some(c) = &cfg.audit_checkpoints
+            && (c.every_entries == 0 || c.every_seconds == 0)
+        {
+            anyhow::bail!(
+                "audit_checkpoints: `every_entries` and `every_seconds` must be at least 1"
+            );
         }
         Ok(cfg)
     }
@@ -358,6 +411,32 @@ mod tests {
                 .is_err(),
             "a file named explicitly must exist"
         );
+    }
+
+    #[test]
+    fn audit_checkpoints_parse_with_defaults_and_refuse_zero() {
+        let cfg = ControllerConfig::parse("audit_checkpoints: {}\n").unwrap();
+        assert_eq!(cfg.audit_checkpoints, Some(CheckpointConfig::default()));
+        let c = cfg.audit_checkpoints.unwrap();
+        assert_eq!((c.every_entries, c.every_seconds), (100, 60));
+        assert_eq!(
+            c.key_path(Path::new("/d")),
+            PathBuf::from("/d/audit-checkpoint.key")
+        );
+        let cfg = ControllerConfig::parse(
+            "audit_checkpoints:\n  key: /k\n  every_entries: 5\n  every_seconds: 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.audit_checkpoints,
+            Some(CheckpointConfig {
+                key: Some(PathBuf::from("/k")),
+                every_entries: 5,
+                every_seconds: 2
+            })
+        );
+        assert!(ControllerConfig::parse("audit_checkpoints: {every_entries: 0}\n").is_err());
+        assert!(ControllerConfig::parse("audit_checkpoints: {every: 1}\n").is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! tonic's own TLS acceptor takes neither a revocation list nor a connection limit, so the
 //! controller runs the rustls handshake itself (each in its own task, so a client that opens
 //! TCP and never speaks holds only its own slot until the timeout) and hands tonic finished
-//! TLS streams. The revocation list is re-read when its file changes.
+//! TLS streams. The revocation list is re-read when its file changes, and it fails closed: a
+//! list that is gone, unreadable or not a CRL refuses every new connection (logged) until a
+//! good one is back; it is never taken for an empty list.
 
 use std::{
     collections::HashSet,
@@ -43,6 +45,9 @@ use crate::server::TlsFiles;
 pub struct TlsState {
     config: Arc<ServerConfig>,
     revoked: HashSet<Vec<u8>>,
+    /// Why new connections are refused: the revocation list (or another file) stopped loading
+    /// after this state was loaded. Open connections are still checked against `revoked`.
+    refusing: Option<String>,
 }
 
 /// A serial number without the leading zero bytes DER may add.
@@ -59,9 +64,9 @@ fn cert_serial(der: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl TlsState {
-    /// Reads the server identity, the client CA and the revocation list (if `crl` is given
-    /// and exists).
-    pub fn load(files: &TlsFiles, crl: Option<&Path>) -> anyhow::Result<TlsState> {
+    /// Reads the server identity, the client CA and the revocation list. A list that is
+    /// missing, unreadable, not a CRL or holds none is an error (never an empty list).
+    pub fn load(files: &TlsFiles, crl: &Path) -> anyhow::Result<TlsState> {
         let certs = CertificateDer::pem_file_iter(&files.cert)
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .with_context(|| format!("reading {}", files.cert.display()))?;
@@ -77,20 +82,28 @@ impl TlsState {
         }
         let mut crls = Vec::new();
         let mut revoked = HashSet::new();
-        if let Some(path) = crl.filter(|p| p.exists()) {
-            for c in CertificateRevocationListDer::pem_file_iter(path)
-                .with_context(|| format!("reading {}", path.display()))?
-            {
-                let c = c.with_context(|| format!("reading {}", path.display()))?;
-                let (_, parsed) = x509_parser::parse_x509_crl(c.as_ref())
-                    .map_err(|e| anyhow::anyhow!("{}: not a CRL: {e}", path.display()))?;
-                revoked.extend(
-                    parsed
-                        .iter_revoked_certificates()
-                        .map(|r| serial_key(r.raw_serial())),
-                );
-                crls.push(c);
-            }
+        let path = crl;
+        for c in CertificateRevocationListDer::pem_file_iter(path).with_context(|| {
+            format!(
+                "reading the revocation list {} (`wardctl certs init` writes an empty one)",
+                path.display()
+            )
+        })? {
+            let c = c.with_context(|| format!("reading {}", path.display()))?;
+            let (_, parsed) = x509_parser::parse_x509_crl(c.as_ref())
+                .map_err(|e| anyhow::anyhow!("{}: not a CRL: {e}", path.display()))?;
+            revoked.extend(
+                parsed
+                    .iter_revoked_certificates()
+                    .map(|r| serial_key(r.raw_serial())),
+            );
+            crls.push(c);
+        }
+        if crls.is_empty() {
+            anyhow::bail!(
+                "{}: no revocation list in it (an empty list is a signed CRL without entries)",
+                path.display()
+            );
         }
         let provider = Arc::new(ring::default_provider());
         let verifier =
@@ -109,7 +122,17 @@ impl TlsState {
         Ok(TlsState {
             config: Arc::new(config),
             revoked,
+            refusing: None,
         })
+    }
+
+    /// This state, refusing new connections for `why`.
+    fn refusing(&self, why: String) -> TlsState {
+        TlsState {
+            config: self.config.clone(),
+            revoked: self.revoked.clone(),
+            refusing: Some(why),
+        }
     }
 
     pub fn revoked_count(&self) -> usize {
@@ -210,8 +233,10 @@ impl Connected for Conn {
     }
 }
 
-/// Watches the revocation list file and publishes a new state when it changes; a list that
-/// does not load is logged and the previous state kept.
+/// Watches the revocation list file and publishes a new state when it changes. A list that
+/// is gone or does not load fails closed: the published state refuses new connections (open
+/// ones keep being checked against the last list that loaded) and the list is tried again at
+/// every poll until it loads.
 async fn watch_crl(files: TlsFiles, crl: PathBuf, tx: watch::Sender<Arc<TlsState>>) {
     let mut stamp = file_stamp(&crl);
     loop {
@@ -220,17 +245,35 @@ async fn watch_crl(files: TlsFiles, crl: PathBuf, tx: watch::Sender<Arc<TlsState
             return;
         }
         let now = file_stamp(&crl);
-        if now == stamp {
+        let refusing = tx.borrow().refusing.is_some();
+        if now == stamp && !refusing {
             continue;
         }
         stamp = now;
-        match TlsState::load(&files, Some(&crl)) {
+        match TlsState::load(&files, &crl) {
             Ok(state) => {
-                tracing::info!(revoked = state.revoked.len(), crl = %crl.display(), "revocation list reloaded");
+                if refusing {
+                    tracing::warn!(revoked = state.revoked.len(), crl = %crl.display(), "revocation list loads again: accepting new connections");
+                } else {
+                    tracing::info!(revoked = state.revoked.len(), crl = %crl.display(), "revocation list reloaded");
+                }
                 let _ = tx.send(Arc::new(state));
             }
             Err(e) => {
-                tracing::error!(crl = %crl.display(), "revocation list not reloaded, keeping the previous one: {e:#}")
+                let why = format!("{e:#}");
+                if !refusing {
+                    tracing::error!(crl = %crl.display(), "revocation list does not load: refusing new connections until it does: {why}");
+                }
+                let next = tx.borrow().refusing(why);
+                // Only a change wakes the open connections' revocation checks.
+                tx.send_if_modified(|s| {
+                    if s.refusing == next.refusing {
+                        false
+                    } else {
+                        *s = Arc::new(next);
+                        true
+                    }
+                });
             }
         }
     }
@@ -242,14 +285,12 @@ async fn watch_crl(files: TlsFiles, crl: PathBuf, tx: watch::Sender<Arc<TlsState
 pub fn incoming(
     listener: TcpListener,
     files: TlsFiles,
-    crl: Option<PathBuf>,
+    crl: PathBuf,
     limits: Limits,
 ) -> anyhow::Result<tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>>> {
-    let state = Arc::new(TlsState::load(&files, crl.as_deref())?);
+    let state = Arc::new(TlsState::load(&files, &crl)?);
     let (state_tx, state_rx) = watch::channel(state);
-    if let Some(crl) = crl {
-        tokio::spawn(watch_crl(files, crl, state_tx));
-    }
+    tokio::spawn(watch_crl(files, crl, state_tx));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -267,6 +308,12 @@ pub fn incoming(
                     continue;
                 }
             };
+            let state = state_rx.borrow().clone();
+            if let Some(why) = &state.refusing {
+                tracing::warn!(%peer, "connection refused: the revocation list does not load ({why})");
+                drop(tcp);
+                continue;
+            }
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached: connection refused");
                 drop(tcp);
@@ -275,7 +322,6 @@ pub fn incoming(
             // Nagle off: a response written in pieces must not wait for the client's delayed
             // ACK (measured: 40 ms per admin call with it on).
             let _ = tcp.set_nodelay(true);
-            let state = state_rx.borrow().clone();
             let updates = WatchStream::from_changes(state_rx.clone());
             let tx = tx.clone();
             let timeout = limits.handshake_timeout;

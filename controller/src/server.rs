@@ -59,7 +59,8 @@ pub struct Settings {
     #[arg(long)]
     pub server_name: Option<String>,
     /// The revocation list (`wardctl certs revoke` writes it); reloaded when it changes.
-    /// Default: crl.pem in the certificate directory, if there is one.
+    /// Default: crl.pem in the certificate directory. Required: a list that is missing or
+    /// does not load stops the start, and later refuses new connections until it loads again.
     #[arg(long)]
     pub crl: Option<PathBuf>,
     /// The audit head file: every write appends the chain head (sequence, hash) to it, and
@@ -87,11 +88,9 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The revocation list: as configured, or `crl.pem` in `certs` when it exists.
-    pub fn crl_path(&self, certs: &Path) -> Option<PathBuf> {
-        self.crl
-            .clone()
-            .or_else(|| Some(certs.join("crl.pem")).filter(|p| p.exists()))
+    /// The revocation list: as configured, or `crl.pem` in `certs`.
+    pub fn crl_path(&self, certs: &Path) -> PathBuf {
+        self.crl.clone().unwrap_or_else(|| certs.join("crl.pem"))
     }
 
     /// The audit head file for the store in `data`.

@@ -5,7 +5,7 @@
 //! talks to the API only) on a directory
 //! without a store is an error and creates nothing.
 
-use std::{path::Path, process::Command, sync::Arc};
+use std::{io::Write as _, path::Path, process::Command, sync::Arc};
 
 use wardgate_controller::{
     audit::{self, AuditEntry, enforcement},
@@ -140,6 +140,69 @@ async fn a_deleted_tail_is_reported() {
     let (ok, _, err) = verify_data(&l.data());
     assert!(!ok);
     assert!(err.contains("truncated"), "{err}");
+}
+
+/// The attack of the hardening issue: `aborted` lines appended to the head file for the last
+/// entries (as if their writes had failed), then those rows deleted. Before aborts were held
+/// to how the controller writes them, verify called this trail intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborts_appended_for_the_last_entries_then_their_rows_deleted_are_reported() {
+    let l = lab().await;
+    let entries = l.store.audit().unwrap();
+    let last = entries.last().unwrap().seq;
+    let head_path = l.data().join("audit-head.log");
+    let mut forged = String::new();
+    for e in entries.iter().rev().take(2) {
+        forged += &format!("{} {} 0 aborted\n", e.seq, e.hash);
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&head_path)
+        .unwrap()
+        .write_all(forged.as_bytes())
+        .unwrap();
+    l.store
+        .execute_raw(&format!("DELETE FROM audit WHERE seq >= {}", last - 1))
+        .unwrap();
+    assert!(audit::verify(&l.store.audit().unwrap()).is_ok());
+    let v = l.verify().await;
+    assert!(!v.intact, "verify called the trail intact");
+    assert!(
+        v.problem
+            .contains(&format!("an `aborted` line for entry {last}"))
+            && v.problem.contains("tampered"),
+        "{}",
+        v.problem
+    );
+    let (ok, out, err) = verify_data(&l.data());
+    assert!(!ok, "{out}");
+    assert!(err.contains("tampered"), "{err}");
+}
+
+/// An abort that copies its head line's time exactly but cancels an entry the store still
+/// holds: the write it cancels did commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_of_an_entry_the_store_holds_is_reported() {
+    let l = lab().await;
+    let head_path = l.data().join("audit-head.log");
+    let lines = audit::head::read(&head_path).unwrap();
+    let h = lines.last().unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&head_path)
+        .unwrap()
+        .write_all(format!("{} {} {} aborted\n", h.seq, h.hash, h.unix_ms).as_bytes())
+        .unwrap();
+    let v = l.verify().await;
+    assert!(!v.intact);
+    assert!(
+        v.problem.contains(&format!(
+            "entry {} is in the store, but the head file cancels it as aborted",
+            h.seq
+        )),
+        "{}",
+        v.problem
+    );
 }
 
 /// Rewrites every entry from `from` on with a new reason and recomputed hashes: a chain

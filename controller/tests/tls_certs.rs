@@ -227,6 +227,112 @@ async fn a_revoked_client_is_refused_and_its_connections_cut() {
     assert!(ok && out.contains("lists 2 in all"), "{out}");
 }
 
+/// Polls `list` as a new client every 100 ms until `served` is what it wants, within
+/// `limit`; returns how long it took and the last error.
+async fn until_served(remote: &Remote, served: bool, limit: Duration) -> (Duration, String) {
+    let t = Instant::now();
+    loop {
+        let got = list(remote).await;
+        let last = got
+            .as_ref()
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        if got.is_ok() == served {
+            return (t.elapsed(), last);
+        }
+        assert!(
+            t.elapsed() < limit,
+            "still {} after {limit:?}: {last}",
+            if served { "refused" } else { "served" }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Revocation fails closed: a revocation list that disappears, or stops parsing, after one was
+/// loaded refuses every new connection (it is not an empty list, which would let every revoked
+/// certificate back in) within the watcher's interval; the list restored, connections work
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_list_that_disappears_or_breaks_refuses_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = LabController::start(dir.path(), &[GW.to_string()], &[("sam", "soc")])
+        .await
+        .unwrap();
+    let sam = lab.remote("user-sam");
+    assert_eq!(list(&sam).await.unwrap(), 0);
+    let crl = lab.certs().join("crl.pem");
+    let good = std::fs::read(&crl).unwrap();
+
+    std::fs::remove_file(&crl).unwrap();
+    // The watcher polls every 0.5 s.
+    let (took, refused) = until_served(&sam, false, Duration::from_secs(3)).await;
+    println!("CRL deleted -> refused after {took:?}: {refused}");
+    assert!(
+        refused.contains("transport error") && !refused.contains("not authenticated"),
+        "refused by the TLS front door: {refused}"
+    );
+    // And it stays refused (not a one-off while the file was being replaced).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(list(&sam).await.is_err(), "served again without a list");
+
+    std::fs::write(&crl, &good).unwrap();
+    let (took, _) = until_served(&sam, true, Duration::from_secs(3)).await;
+    println!("CRL restored -> served after {took:?}");
+
+    // A list that no longer parses is no better than none.
+    std::fs::write(
+        &crl,
+        "-----BEGIN X509 CRL-----\nnot a list\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    until_served(&sam, false, Duration::from_secs(3)).await;
+    std::fs::write(&crl, b"").unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        list(&sam).await.is_err(),
+        "an emptied file is not an empty list"
+    );
+    std::fs::write(&crl, &good).unwrap();
+    until_served(&sam, true, Duration::from_secs(3)).await;
+}
+
+/// Without its revocation list the controller does not start (the list is required, not
+/// optional: a deleted file must not mean "nothing revoked").
+#[test]
+fn the_controller_does_not_start_without_its_revocation_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    certs::init(&certs, &[], &[], &InitOptions::default()).unwrap();
+    std::fs::remove_file(certs.join("crl.pem")).unwrap();
+    let log = dir.path().join("controller.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wardgate-controller"))
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--certs")
+        .arg(&certs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the controller is serving without its revocation list");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(err.contains("crl.pem"), "{err}");
+}
+
 /// A controller whose certificate names only `controller.example`.
 async fn named_controller(
     dir: &Path,

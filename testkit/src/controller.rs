@@ -83,13 +83,39 @@ impl LabController {
         users: &[(&str, &str)],
         sinks: &[wardgate_controller::config::SinkConfig],
     ) -> anyhow::Result<LabController> {
+        LabController::start_with_soc(dir, gateways, users, sinks, None).await
+    }
+
+    /// As `start_with_sinks`, the sinks also sending signed audit checkpoints (the key as
+    /// configured, default `dir/data/audit-checkpoint.key`).
+    pub async fn start_with_soc(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        sinks: &[wardgate_controller::config::SinkConfig],
+        checkpoints: Option<&wardgate_controller::config::CheckpointConfig>,
+    ) -> anyhow::Result<LabController> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let mut lab =
             LabController::serve_on(dir, gateways, users, listener, &Settings::default()).await?;
         let store: Arc<dyn Store> = lab.store.clone();
-        lab.sinks = Some(wardgate_controller::sinks::Sinks::start(
+        let latest = match checkpoints {
+            None => None,
+            Some(c) => {
+                let key = wardgate_controller::audit::signing::SigningKey::load_or_create(
+                    &c.key_path(&dir.join("data")),
+                )?;
+                Some(wardgate_controller::sinks::checkpoints::start(
+                    store.clone(),
+                    key,
+                    c,
+                ))
+            }
+        };
+        lab.sinks = Some(wardgate_controller::sinks::Sinks::start_with_checkpoints(
             store,
             sinks,
+            latest,
             lab.metrics.clone(),
         )?);
         Ok(lab)

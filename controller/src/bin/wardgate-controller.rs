@@ -6,12 +6,13 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use wardgate_controller::{
+    audit::signing::SigningKey,
     cli::output::OutputFormat,
     config::{ControllerConfig, Overrides},
     listener::TlsState,
     metrics::{self, ControllerMetrics},
     server::{self, TlsFiles},
-    sinks::Sinks,
+    sinks::{Sinks, checkpoints},
     store::{SqliteStore, Store},
 };
 
@@ -68,6 +69,14 @@ enum OfflineAudit {
         /// The audit head file (default DATA/audit-head.log).
         #[arg(long)]
         audit_head: Option<PathBuf>,
+        /// Also check the trail against the signed audit checkpoints in this file (what the
+        /// SOC received: syslog or OCSF lines; other lines are skipped).
+        #[arg(long, requires = "checkpoint_key")]
+        checkpoints: Option<PathBuf>,
+        /// The controller's checkpoint public key (PEM) as the SOC keeps it: not the copy on
+        /// the controller's disk.
+        #[arg(long, requires = "checkpoints")]
+        checkpoint_key: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         output: OutputFormat,
     },
@@ -79,10 +88,20 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Offline::Audit(OfflineAudit::Verify {
         data,
         audit_head,
+        checkpoints,
+        checkpoint_key,
         output,
     })) = cli.command
     {
-        return wardgate_controller::offline::audit_verify(&data, audit_head, output);
+        let source = checkpoints
+            .zip(checkpoint_key)
+            .map(|(file, key)| wardgate_controller::offline::CheckpointSource { file, key });
+        return wardgate_controller::offline::audit_verify(
+            &data,
+            audit_head,
+            source.as_ref(),
+            output,
+        );
     }
     wardgate_daemon::log::init(cli.log.log_format);
     let cfg = ControllerConfig::resolve(
@@ -110,12 +129,26 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(metrics_listener, registry));
     }
     // SOC sinks: a collector that is down is retried; a CA that does not read stops here.
-    let sinks = Sinks::start(store.clone(), &cfg.sinks, counters.clone())
-        .context("starting the SOC sinks")?;
+    let checkpoints = match &cfg.audit_checkpoints {
+        None => None,
+        Some(c) => {
+            let key = SigningKey::load_or_create(&c.key_path(&cfg.data))
+                .context("the audit checkpoint key")?;
+            if cfg.sinks.is_empty() {
+                tracing::warn!(
+                    "audit_checkpoints without sinks: no checkpoint leaves the controller"
+                );
+            }
+            Some(checkpoints::start(store.clone(), key, c))
+        }
+    };
+    let sinks =
+        Sinks::start_with_checkpoints(store.clone(), &cfg.sinks, checkpoints, counters.clone())
+            .context("starting the SOC sinks")?;
     let tls = TlsFiles::in_dir(&cfg.certs);
     // Certificates (and the revocation list) checked before READY=1: a controller that cannot
     // serve TLS never says ready.
-    TlsState::load(&tls, cli.settings.crl_path(&cfg.certs).as_deref())?;
+    TlsState::load(&tls, &cli.settings.crl_path(&cfg.certs))?;
     let listen = listener.local_addr()?;
     // Handled before READY=1: a SIGTERM right after it is a clean stop.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

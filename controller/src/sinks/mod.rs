@@ -12,6 +12,7 @@
 //! its own task with its own bounded reconnect backoff, so one that is down holds up neither
 //! the others nor the controller.
 
+pub mod checkpoints;
 mod ocsf;
 mod syslog;
 
@@ -22,6 +23,7 @@ use wardgate_analysis::detect::Finding;
 
 use crate::{
     alerts,
+    audit::checkpoint::Signed,
     config::{SinkConfig, SinkKind},
     metrics::ControllerMetrics,
     store::Store,
@@ -57,6 +59,13 @@ impl Sink {
         }
     }
 
+    async fn deliver_checkpoint(&mut self, checkpoint: &Signed) -> anyhow::Result<()> {
+        match self {
+            Sink::Syslog(s) => s.deliver_checkpoint(checkpoint).await,
+            Sink::Ocsf(s) => tokio::task::block_in_place(|| s.deliver_checkpoint(checkpoint)),
+        }
+    }
+
     /// Drops the connection or file after a failure; the next delivery opens a new one.
     fn reset(&mut self) {
         match self {
@@ -88,6 +97,16 @@ impl Sinks {
         configs: &[SinkConfig],
         metrics: Arc<ControllerMetrics>,
     ) -> anyhow::Result<Sinks> {
+        Self::start_with_checkpoints(store, configs, None, metrics)
+    }
+
+    /// As `start`, each sink also sending the signed audit checkpoints of `checkpoints`.
+    pub fn start_with_checkpoints(
+        store: Arc<dyn Store>,
+        configs: &[SinkConfig],
+        checkpoints: Option<checkpoints::Latest>,
+        metrics: Arc<ControllerMetrics>,
+    ) -> anyhow::Result<Sinks> {
         let (stop, stopped) = watch::channel(false);
         let mut opened = Vec::new();
         for cfg in configs {
@@ -103,6 +122,7 @@ impl Sinks {
                     sink,
                     store.clone(),
                     metrics.clone(),
+                    checkpoints.clone(),
                     stopped.clone(),
                 ))
             })
@@ -128,11 +148,30 @@ async fn run(
     mut sink: Sink,
     store: Arc<dyn Store>,
     metrics: Arc<ControllerMetrics>,
+    mut checkpoints: Option<checkpoints::Latest>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = BACKOFF_MIN;
+    // The newest checkpoint this sink has yet to send.
+    let mut pending: Option<Arc<Signed>> = None;
     while !*stop.borrow() {
-        let wait = match step(&name, &mut sink, store.as_ref()).await {
+        if let Some(rx) = checkpoints.as_mut()
+            && rx.has_changed().unwrap_or(false)
+        {
+            pending = rx.borrow_and_update().clone();
+        }
+        let sent = match &pending {
+            None => Ok(()),
+            Some(c) => sink.deliver_checkpoint(c).await,
+        };
+        let stepped = match sent {
+            Ok(()) => {
+                pending = None;
+                step(&name, &mut sink, store.as_ref()).await
+            }
+            Err(e) => Err(e.context("sending an audit checkpoint")),
+        };
+        let wait = match stepped {
             Ok((0, _)) => POLL,
             Ok((_, delivered)) => {
                 metrics.sink_delivered(&name, delivered as u64);

@@ -11,7 +11,32 @@ use std::{
 use anyhow::Context as _;
 use wardgate_analysis::detect::format::ocsf;
 
-use crate::config::SinkConfig;
+use crate::{audit::checkpoint::Signed, config::SinkConfig};
+
+/// A checkpoint as an OCSF Event Log Activity (1008, activity Other: "Audit checkpoint"), the
+/// signed message in `message`, its fields in `unmapped`.
+pub fn checkpoint_event(checkpoint: &Signed) -> serde_json::Value {
+    let c = &checkpoint.checkpoint;
+    serde_json::json!({
+        "class_uid": 1008,
+        "class_name": "Event Log Activity",
+        "category_uid": 1,
+        "category_name": "System Activity",
+        "activity_id": 99,
+        "activity_name": "Audit checkpoint",
+        "type_uid": 100_899,
+        "severity_id": 1,
+        "severity": "Informational",
+        "time": c.unix_ms,
+        "message": checkpoint.message(),
+        "metadata": {
+            "version": "1.3.0",
+            "log_name": "wardgate audit trail",
+            "product": {"name": "wardgate", "vendor_name": "wardgate"},
+        },
+        "unmapped": {"seq": c.seq, "hash": c.hash, "key": checkpoint.key_id},
+    })
+}
 
 pub struct OcsfSink {
     /// `None`: standard output.
@@ -37,6 +62,15 @@ impl OcsfSink {
             text.push_str(&ocsf::event(&o.finding, o.update).to_string());
             text.push('\n');
         }
+        self.write(&text)
+    }
+
+    /// The checkpoint as one line (`checkpoint_event`).
+    pub fn deliver_checkpoint(&mut self, checkpoint: &Signed) -> anyhow::Result<()> {
+        self.write(&format!("{}\n", checkpoint_event(checkpoint)))
+    }
+
+    fn write(&mut self, text: &str) -> anyhow::Result<()> {
         let Some(path) = self.path.clone() else {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())?;

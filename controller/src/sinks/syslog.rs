@@ -24,7 +24,7 @@ use tokio_rustls::{
 };
 use wardgate_analysis::detect::{Finding, format::cef};
 
-use crate::config::SinkConfig;
+use crate::{audit::checkpoint::Signed, config::SinkConfig};
 
 /// The HOSTNAME of a line whose finding names no gateway.
 const HOST: &str = "wardgate-controller";
@@ -148,6 +148,16 @@ impl SyslogSink {
     }
 
     pub async fn deliver(&mut self, alerts: &[super::Outgoing]) -> anyhow::Result<()> {
+        self.send(&frames(alerts.iter().map(|o| &o.finding))).await
+    }
+
+    /// One RFC 5424 line (MSGID `audit_checkpoint`) whose message is the signed checkpoint.
+    pub async fn deliver_checkpoint(&mut self, checkpoint: &Signed) -> anyhow::Result<()> {
+        let line = checkpoint_line(checkpoint);
+        self.send(format!("{} {line}", line.len()).as_bytes()).await
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         if let Some(c) = &self.conn
             && c.closed().await
         {
@@ -158,7 +168,7 @@ impl SyslogSink {
             self.conn = Some(self.connect().await?);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        conn.write_all(&frames(alerts.iter().map(|o| &o.finding)))
+        conn.write_all(bytes)
             .await
             .with_context(|| format!("writing to {}", self.address))
     }
@@ -166,6 +176,18 @@ impl SyslogSink {
     pub fn reset(&mut self) {
         self.conn = None;
     }
+}
+
+/// A checkpoint as an RFC 5424 line: facility security, severity notice, from the controller.
+pub fn checkpoint_line(checkpoint: &Signed) -> String {
+    let pri = u16::from(cef::FACILITY_SECURITY) * 8 + 5;
+    let ts = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(checkpoint.checkpoint.unix_ms.max(0) as u64);
+    format!(
+        "<{pri}>1 {} {HOST} wardgate - audit_checkpoint - {}",
+        humantime::format_rfc3339_millis(ts),
+        checkpoint.message()
+    )
 }
 
 /// The batch as octet-counted frames (RFC 6587 3.4.1): `LEN SP MSG`, LEN in bytes. An update

@@ -382,6 +382,13 @@ pub trait Store: Send + Sync {
     /// filtered in the query, then limited.
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, String, bool, String)>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
+    /// The chain head: the last entry's sequence and hash (0 and the genesis hash when empty).
+    fn audit_chain_head(&self) -> Result<(u64, String)> {
+        Ok(self.audit()?.last().map_or_else(
+            || (0, crate::audit::GENESIS.to_string()),
+            |e| (e.seq, e.hash.clone()),
+        ))
+    }
     /// The trail and the audit head file at `head`, read at one point (no write between).
     fn audit_with_head(&self, head: &std::path::Path) -> Result<AuditWithHead> {
         Ok((self.audit()?, crate::audit::head::read(head)))

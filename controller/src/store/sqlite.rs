@@ -1105,6 +1105,10 @@ impl Store for SqliteStore {
         audit_rows(&self.conn())
     }
 
+    fn audit_chain_head(&self) -> Result<(u64, String)> {
+        self.chain_head()
+    }
+
     fn insert_flows(
         &self,
         gateway: &str,
