@@ -88,6 +88,11 @@ impl Datapath {
                 gateway: state.gateway.clone(),
             });
         }
+        if state.generation > u32::MAX >> 1 {
+            return Err(DatapathError::GenerationTooLarge {
+                generation: state.generation,
+            });
+        }
         let (active, current) = self.active()?;
         if current == state.generation && !force {
             return Ok(ApplyOutcome::Unchanged {
@@ -103,12 +108,6 @@ impl Datapath {
         let slot = active ^ 1;
         self.clear_slot(slot)?;
         let entries = self.write_slot(slot, state)?;
-
-        if state.generation > u32::MAX >> 1 {
-            return Err(DatapathError::GenerationTooLarge {
-                generation: state.generation,
-            });
-        }
         // One 4-byte write makes the slot and its generation visible together.
         let mut switch: Array<&mut MapData, u32> = self.typed(map_names::ACTIVE)?;
         switch
