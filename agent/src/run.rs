@@ -511,9 +511,10 @@ async fn link_changed(nl: Option<&tokio::io::unix::AsyncFd<OwnedFd>>) {
 }
 
 /// Applies the desired-state file. A file whose generation is the active one but whose content
-/// differs from what was applied from it (edited without raising the generation) is applied as
-/// a replacement ([`Datapath::replace`]: written in full into the other slot, switched, flows
-/// re-checked), and said so: the maps, the event names and the detectors' site then all hold the
+/// differs from what was applied from it (edited without raising the generation), or at start
+/// from what the pinned maps hold ([`Datapath::holds`]), is applied as a replacement
+/// ([`Datapath::replace`]: written in full into the other slot, switched, flows re-checked),
+/// and said so: the maps, the event names and the detectors' site then all hold the
 /// new content. Never half-published: the state goes to the other tasks only once the maps
 /// hold it.
 fn apply_file(
@@ -526,19 +527,41 @@ fn apply_file(
         return Ok(());
     };
     let (_, active) = dp.active()?;
-    let edited = state.generation == active
-        && tx
-            .borrow()
-            .as_deref()
-            .is_some_and(|cur| cur.generation == state.generation && *cur != state);
-    let outcome = if edited {
-        tracing::warn!(
-            path = %path.display(),
-            generation = state.generation,
-            "desired state file changed but kept the active generation number: applying its \
-             content as a replacement of generation {} (raise the generation with each change)",
-            state.generation
-        );
+    let applied = tx.borrow().clone();
+    let replace = if state.generation != active {
+        false
+    } else if let Some(cur) = applied {
+        // Edited since this agent applied it, keeping the number.
+        let edited = cur.generation == state.generation && *cur != state;
+        if edited {
+            tracing::warn!(
+                path = %path.display(),
+                generation = state.generation,
+                "desired state file changed but kept the active generation number: applying its \
+                 content as a replacement of generation {} (raise the generation with each \
+                 change)",
+                state.generation
+            );
+        }
+        edited
+    } else {
+        // At start: the pinned maps hold this number; read back whether they hold this content
+        // (a file edited while the agent was stopped, or a copy of another store's generation).
+        let differs = !dp
+            .holds(&state)
+            .with_context(|| format!("comparing {} with the pinned maps", path.display()))?;
+        if differs {
+            tracing::warn!(
+                path = %path.display(),
+                generation = state.generation,
+                "the pinned maps hold generation {} with other content than the desired state \
+                 file: applying the file as a replacement (raise the generation with each change)",
+                state.generation
+            );
+        }
+        differs
+    };
+    let outcome = if replace {
         dp.replace(&state)
     } else {
         dp.apply(&state)

@@ -1265,3 +1265,57 @@ fn an_edited_desired_state_keeping_its_generation_is_applied_whole() {
         h.join().unwrap();
     }
 }
+
+#[test]
+fn an_edit_made_while_the_agent_was_stopped_keeping_its_generation_is_applied_at_start() {
+    // The maps hold generation 1; the file is edited (same number) while no agent runs. The
+    // restarted agent reads the active slot back, finds other content, and applies the file.
+    let ward = ward("edit2");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("edit2");
+    write_desired(dir.path(), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    let mut agent = Agent::start(&ward, dir.path(), &pin.0);
+    agent.wait_for("policy generation switched");
+    assert_eq!(udp_roundtrip(&ward.dev, sa("198.51.100.10:53")), Ok(()));
+    // Safety: kill on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+
+    let rules = reference_rules()
+        .into_iter()
+        .map(|mut r| {
+            if r.rule_id == 1002 {
+                r.ports = Some(wardgate_policy::desired::PortRange::single(5001));
+            }
+            r
+        })
+        .collect();
+    write_state(dir.path(), &state_with(1, reference_devices(), rules));
+    let agent = Agent::start(&ward, dir.path(), &pin.0);
+    let log = agent.log_text();
+    assert_eq!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:5001")),
+        Ok(()),
+        "the edited rule is enforced after the restart:\n{log}"
+    );
+    assert!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:53")).is_err(),
+        "the rule it replaced is gone:\n{log}"
+    );
+    assert!(
+        log.contains("with other content than the desired state file")
+            && log.contains("desired.json"),
+        "{log}"
+    );
+    assert_eq!(pinned_generation(&pin.0), 1);
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
