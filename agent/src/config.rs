@@ -37,6 +37,13 @@ pub struct AgentConfig {
     pub events: EventConfig,
     #[serde(default)]
     pub watchdog: WatchdogConfig,
+    /// What device traffic meets while no policy is in the maps at all (first boot: empty
+    /// bpffs and no last-known-good desired state): `hold` (default) drops device traffic,
+    /// except ARP, IPv6 ND, DHCP and the management allowlist, until the first generation is
+    /// applied; `closed` drops DHCP and non-IP frames too; `open` lets `unknown_devices` and
+    /// `non_ip` decide from the start (every device is unknown until a policy arrives).
+    #[serde(default)]
+    pub fail_mode: FailMode,
     /// Flows that are never blocked, whatever the policy or mode (gateway SSH, controller).
     #[serde(default)]
     pub management: Vec<MgmtRule>,
@@ -178,6 +185,30 @@ pub enum Action {
     Drop,
 }
 
+/// The gateway's behaviour before its first policy (`AgentConfig::fail_mode`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Drop device traffic until the first generation, except ARP, IPv6 ND, DHCP (v4 and
+    /// v6) and the management allowlist.
+    #[default]
+    Hold,
+    /// As `hold`, but DHCP and non-IP frames are dropped too.
+    Closed,
+    /// The configured `unknown_devices` / `non_ip` defaults from the start.
+    Open,
+}
+
+impl FailMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            FailMode::Hold => "hold",
+            FailMode::Closed => "closed",
+            FailMode::Open => "open",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum VlanAction {
@@ -317,6 +348,22 @@ mod tests {
         assert!(cfg.management.is_empty());
         assert!(cfg.recording.enabled);
         assert_eq!(cfg.recording.inspect_ports, [104, 11112, 2575]);
+        assert_eq!(cfg.fail_mode, FailMode::Hold, "the safe default");
+    }
+
+    #[test]
+    fn fail_mode_is_one_of_three() {
+        for (text, mode) in [
+            ("hold", FailMode::Hold),
+            ("closed", FailMode::Closed),
+            ("open", FailMode::Open),
+        ] {
+            let cfg = AgentConfig::parse(&format!("interfaces: [a]\nfail_mode: {text}\n")).unwrap();
+            assert_eq!(cfg.fail_mode, mode);
+            assert_eq!(mode.name(), text);
+        }
+        let err = AgentConfig::parse("interfaces: [a]\nfail_mode: shut\n").unwrap_err();
+        assert!(format!("{err:#}").contains("line 2"), "{err:#}");
     }
 
     #[test]

@@ -53,6 +53,11 @@ impl Generations {
     }
 }
 
+/// At most this many events are read per wake-up; with more waiting the reader hands what it
+/// has to the outbox and yields before it reads on, so a flood of events cannot hold a worker
+/// thread (the sync task, the metrics endpoint, the flow reader share them).
+pub const EVENTS_PER_WAKE: usize = 1024;
+
 /// Reads events until the task is dropped, logging each with device, profile and rule names
 /// from the generation that produced it, and adding alerts to `alerts` (the outbox the controller
 /// sync sends from) when there is a controller, one batch per wake-up. Malformed records are
@@ -77,7 +82,11 @@ pub async fn read_events(
         let mut guard = fd.readable_mut().await?;
         let ring = guard.get_inner_mut();
         let mut batch = Vec::new();
-        while let Some(item) = ring.next() {
+        let mut read = 0;
+        while read < EVENTS_PER_WAKE
+            && let Some(item) = ring.next()
+        {
+            read += 1;
             match convert::event(&item) {
                 Some(ev) => {
                     metrics.event(ev.kind);
@@ -123,7 +132,13 @@ pub async fn read_events(
         if let Some(queue) = &alerts {
             queue.push_all(batch);
         }
-        guard.clear_ready();
+        if read < EVENTS_PER_WAKE {
+            guard.clear_ready();
+        } else {
+            // More may be waiting: the ring stays ready, read again after others had a turn.
+            drop(guard);
+            tokio::task::yield_now().await;
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! datapath events into log records and alerts for the controller.
 
 pub mod alerts;
+pub mod beat;
 pub mod config;
 pub mod datapath;
 pub mod events;

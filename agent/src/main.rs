@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
-            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
+            let rt = wardgate_agent::run::runtime().context("starting tokio")?;
             rt.block_on(wardgate_agent::run::run(cfg))
         }
         Command::Status { pin_root } => {

@@ -24,7 +24,8 @@ use wardgate_policy::DesiredState;
 
 use crate::{
     alerts::{AlertQueue, Outbox},
-    config::{Action, AgentConfig, VlanAction},
+    beat::Beat,
+    config::{Action, AgentConfig, FailMode, MgmtRule, VlanAction},
     datapath::{ApplyOutcome, Datapath, HookPosition},
 };
 
@@ -42,14 +43,46 @@ pub const FLOWS_STOP_LIMIT: Duration = Duration::from_secs(2);
 /// A missing interface is logged again this often while it stays missing.
 const MISSING_REMINDER: Duration = Duration::from_secs(60);
 
-fn gateway_config(cfg: &AgentConfig) -> GatewayConfig {
+/// How long the start (before the map-writer loop beats) and the stop (after it) may keep the
+/// heartbeat alive from a thread of their own ([`Beat`]); a start that takes longer lets the
+/// fail-open watchdog fire. Loading the programs takes about a second.
+pub const STARTUP_BEAT_LIMIT: Duration = Duration::from_secs(60);
+
+/// At most this many netlink messages are read per wake-up of the map-writer loop: a flood of
+/// link changes cannot keep it from beating (what is left is read on its next turn).
+pub const LINK_MSGS_PER_WAKE: usize = 64;
+
+/// Worker threads of the agent's runtime (at most; fewer on a smaller machine) and threads for
+/// blocking work: the agent's threads stay well under the unit's `TasksMax=` on any gateway
+/// (tokio would otherwise start one worker per CPU).
+pub const WORKER_THREADS: usize = 4;
+pub const BLOCKING_THREADS: usize = 8;
+
+/// The runtime `wardgate-agent run` runs on: a bounded number of threads.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus.clamp(1, WORKER_THREADS))
+        .max_blocking_threads(BLOCKING_THREADS)
+        .enable_all()
+        .build()
+}
+
+/// The gateway config written to the datapath; `held`: no policy is in the maps yet and
+/// `fail_mode` holds device traffic (unknown devices dropped, and non-IP too when closed).
+fn gateway_config(cfg: &AgentConfig, held: bool) -> GatewayConfig {
     let action = |a: Action| match a {
         Action::Pass => wardgate_common::ACTION_PASS,
         Action::Drop => wardgate_common::ACTION_DROP,
     };
+    let (unknown, non_ip) = match (held, cfg.fail_mode) {
+        (false, _) | (true, FailMode::Open) => (cfg.unknown_devices, cfg.non_ip),
+        (true, FailMode::Hold) => (Action::Drop, cfg.non_ip),
+        (true, FailMode::Closed) => (Action::Drop, Action::Drop),
+    };
     GatewayConfig {
-        unknown_action: action(cfg.unknown_devices),
-        non_ip_action: action(cfg.non_ip),
+        unknown_action: action(unknown),
+        non_ip_action: action(non_ip),
         event_rate: cfg.events.rate_per_s,
         event_burst: cfg.events.burst,
         vlan_action: match cfg.vlan_tagged {
@@ -60,6 +93,64 @@ fn gateway_config(cfg: &AgentConfig) -> GatewayConfig {
         recording_off: u32::from(!cfg.recording.enabled),
         _pad: 0,
         inspect_ports_be: crate::datapath::convert::inspect_ports(&cfg.recording.inspect_ports),
+    }
+}
+
+/// What a device needs from the gateway before its policy arrives and `fail_mode: hold`
+/// drops everything else: DHCPv4 (server port 67, client port 68) and DHCPv6 (547, 546), as
+/// management flows (any address: a DISCOVER comes from 0.0.0.0 to 255.255.255.255, a renewal
+/// goes to the server's address). ARP and IPv6 ND pass in the datapath without a policy.
+fn dhcp_rules() -> Vec<MgmtRule> {
+    let any4: ipnet::IpNet = "0.0.0.0/0".parse().expect("valid prefix");
+    let any6: ipnet::IpNet = "::/0".parse().expect("valid prefix");
+    [(any4, 67), (any4, 68), (any6, 547), (any6, 546)]
+        .into_iter()
+        .map(|(cidr, port)| MgmtRule {
+            cidr,
+            proto: wardgate_policy::Proto::Udp,
+            port,
+        })
+        .collect()
+}
+
+/// The management allowlist written to the datapath: the configured one, and DHCP while
+/// `fail_mode: hold` holds device traffic.
+fn management(cfg: &AgentConfig, held: bool) -> Vec<MgmtRule> {
+    let mut rules = cfg.management.clone();
+    if held && cfg.fail_mode == FailMode::Hold {
+        rules.extend(dhcp_rules());
+    }
+    rules
+}
+
+/// Whether device traffic is held (`fail_mode` hold or closed, and no generation in the
+/// maps), and ending that once the first generation is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held(pub bool);
+
+impl Held {
+    /// After a successful apply: a generation is in the maps now, so the configured defaults
+    /// (`unknown_devices`, `non_ip`, the management allowlist without DHCP) take over.
+    fn release(&mut self, dp: &mut Datapath, cfg: &AgentConfig) -> anyhow::Result<()> {
+        if !self.0 {
+            return Ok(());
+        }
+        let (_, generation) = dp.active()?;
+        if generation == 0 {
+            return Ok(());
+        }
+        dp.set_gateway_config(&gateway_config(cfg, false))
+            .context("releasing held device traffic: gateway config")?;
+        dp.set_management(&management(cfg, false))
+            .context("releasing held device traffic: management allowlist")?;
+        self.0 = false;
+        tracing::info!(
+            generation,
+            fail_mode = cfg.fail_mode.name(),
+            unknown_devices = ?cfg.unknown_devices,
+            "first policy generation applied: device traffic no longer held"
+        );
+        Ok(())
     }
 }
 
@@ -79,25 +170,43 @@ pub fn read_desired(path: &Path) -> anyhow::Result<Option<DesiredState>> {
 /// the maps, gateway config, management allowlist, the last known desired state (the file, if
 /// any), and only then attach. An interface that does not exist yet is left to the interface
 /// checks; another TCX program running before wardgate on a hook refuses the start.
+///
+/// With no generation in the maps (first boot: empty bpffs) and none in the file, `fail_mode`
+/// hold or closed makes unknown devices (every device, without a policy) dropped until the
+/// first generation is applied ([`Held::release`]).
 pub fn prepare(
     cfg: &AgentConfig,
     tx: &watch::Sender<Option<Arc<DesiredState>>>,
-) -> anyhow::Result<(Datapath, Interfaces)> {
+) -> anyhow::Result<(Datapath, Interfaces, Held)> {
     let mut dp = Datapath::load(&cfg.pin_root)?;
     // Beat before the config turns the watchdog on, so a restart never looks like a stall.
     dp.heartbeat()?;
-    dp.set_gateway_config(&gateway_config(cfg))?;
-    dp.set_management(&cfg.management)?;
+    let (_, adopted) = dp.active()?;
+    let mut held = Held(adopted == 0 && cfg.fail_mode != FailMode::Open);
+    dp.set_gateway_config(&gateway_config(cfg, held.0))?;
+    dp.set_management(&management(cfg, held.0))?;
     // A bad desired state is logged and the current policy stays: never fail open or closed
     // because a file was wrong.
     if let Err(e) = apply_file(&mut dp, &cfg.desired_state, tx) {
         tracing::error!(error = format!("{e:#}"), "desired state not applied");
     }
+    held.release(&mut dp, cfg)?;
+    if held.0 {
+        let until = if cfg.controller.is_some() {
+            "the controller's first generation".to_string()
+        } else {
+            format!("{} holds a valid generation", cfg.desired_state.display())
+        };
+        tracing::warn!(
+            "no last-known-good policy: holding device traffic until {until} (fail_mode: {})",
+            cfg.fail_mode.name()
+        );
+    }
     let mut interfaces = Interfaces::new(&cfg.interfaces);
     interfaces.start(&mut dp)?;
     let (slot, generation) = dp.active()?;
     tracing::info!(slot, generation, "active policy generation");
-    Ok((dp, interfaces))
+    Ok((dp, interfaces, held))
 }
 
 /// What the agent last saw of one configured interface.
@@ -363,8 +472,10 @@ fn link_changes() -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
         .ok()
 }
 
-/// Waits for link changes and drains them (their content does not matter: any change triggers
-/// a check of every interface). Never resolves without a socket.
+/// Waits for link changes and reads them, at most `LINK_MSGS_PER_WAKE` (their content does not
+/// matter: any change triggers a check of every interface); if more are waiting the socket
+/// stays ready, so the map-writer loop comes back for them after its other work. Never
+/// resolves without a socket.
 async fn link_changed(nl: Option<&tokio::io::unix::AsyncFd<OwnedFd>>) {
     let Some(nl) = nl else {
         return std::future::pending().await;
@@ -373,7 +484,7 @@ async fn link_changed(nl: Option<&tokio::io::unix::AsyncFd<OwnedFd>>) {
         return std::future::pending().await;
     };
     let mut buf = [0u8; 8192];
-    loop {
+    for _ in 0..LINK_MSGS_PER_WAKE {
         // Safety: valid fd and buffer.
         let n = unsafe {
             libc::recv(
@@ -396,8 +507,16 @@ async fn link_changed(nl: Option<&tokio::io::unix::AsyncFd<OwnedFd>>) {
             }
         }
     }
+    // More may be waiting: the socket stays ready and is read again on a later turn.
 }
 
+/// Applies the desired-state file. A file whose generation is the active one but whose content
+/// differs from what was applied from it (edited without raising the generation), or at start
+/// from what the pinned maps hold ([`Datapath::holds`]), is applied as a replacement
+/// ([`Datapath::replace`]: written in full into the other slot, switched, flows re-checked),
+/// and said so: the maps, the event names and the detectors' site then all hold the
+/// new content. Never half-published: the state goes to the other tasks only once the maps
+/// hold it.
 fn apply_file(
     dp: &mut Datapath,
     path: &Path,
@@ -407,7 +526,54 @@ fn apply_file(
         tracing::warn!(path = %path.display(), "no desired state yet; keeping what is enforced");
         return Ok(());
     };
-    match dp.apply(&state)? {
+    let (_, active) = dp.active()?;
+    let applied = tx.borrow().clone();
+    let replace = if state.generation != active {
+        false
+    } else if let Some(cur) = applied {
+        // Edited since this agent applied it, keeping the number.
+        let edited = cur.generation == state.generation && *cur != state;
+        if edited {
+            tracing::warn!(
+                path = %path.display(),
+                generation = state.generation,
+                "desired state file changed but kept the active generation number: applying its \
+                 content as a replacement of generation {} (raise the generation with each \
+                 change)",
+                state.generation
+            );
+        }
+        edited
+    } else {
+        // At start: the pinned maps hold this number; read back whether they hold this content
+        // (a file edited while the agent was stopped, or a copy of another store's generation).
+        let differs = !dp
+            .holds(&state)
+            .with_context(|| format!("comparing {} with the pinned maps", path.display()))?;
+        if differs {
+            tracing::warn!(
+                path = %path.display(),
+                generation = state.generation,
+                "the pinned maps hold generation {} with other content than the desired state \
+                 file: applying the file as a replacement (raise the generation with each change)",
+                state.generation
+            );
+        }
+        differs
+    };
+    let outcome = if replace {
+        dp.replace(&state)
+    } else {
+        dp.apply(&state)
+    }
+    .with_context(|| {
+        format!(
+            "applying generation {} from {}",
+            state.generation,
+            path.display()
+        )
+    })?;
+    match outcome {
         ApplyOutcome::Unchanged { generation } => {
             tracing::info!(generation, "desired state already active")
         }
@@ -511,10 +677,19 @@ fn open_outbox(path: &Path) -> Arc<AlertQueue> {
 const FLOW_RECOUNT_EVERY: Duration = Duration::from_secs(5);
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    // A restart: the pinned heartbeat is written at once, before the programs are verified and
+    // loaded, and kept beating until the map-writer loop takes over, so fail-open devices stay
+    // enforced across it.
+    let starting = Beat::start(
+        &cfg.pin_root,
+        cfg.watchdog.beat_every(),
+        STARTUP_BEAT_LIMIT,
+        "start",
+    );
     let (tx, rx) = watch::channel(None);
     // Subscribed before the first check, so no link change between the two is missed.
     let nl = link_changes();
-    let (mut dp, mut interfaces) = prepare(&cfg, &tx)?;
+    let (mut dp, mut interfaces, mut held) = prepare(&cfg, &tx)?;
     let ring = dp.take_events()?;
     let flow_rings = crate::flows::Rings {
         flows: dp.take_flows()?,
@@ -598,19 +773,32 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // or failing map writer stops the pings and systemd restarts the agent.
     let watchdog = wardgate_daemon::notify::Watchdog::from_env();
     let mut wd_tick = watchdog.map(|w| tokio::time::interval(w.every()));
-    let mut beat_ok = true;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     // The datapath is loaded or adopted, the last desired state applied, and the interfaces
     // that exist attached (`prepare`), and SIGTERM is handled: only now is the agent ready.
     let (_, generation) = dp.active()?;
-    wardgate_daemon::notify::ready(&format!("enforcing generation {generation}"));
+    wardgate_daemon::notify::ready(&if held.0 {
+        format!(
+            "holding device traffic until the first policy (fail_mode: {})",
+            cfg.fail_mode.name()
+        )
+    } else {
+        format!("enforcing generation {generation}")
+    });
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut iface_tick = tokio::time::interval(INTERFACE_POLL);
     iface_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The heartbeat comes from this loop, the one map writer: if it is stuck, beats stop.
     let mut beat = tokio::time::interval(cfg.watchdog.beat_every());
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The loop's first tick beats at once: the start's beat thread can stop.
+    beat.tick().await;
+    let mut beat_ok = dp
+        .heartbeat()
+        .inspect_err(|e| tracing::error!(error = format!("{e:#}"), "heartbeat not written"))
+        .is_ok();
+    drop(starting);
     // Flows that idled out or were evicted give their device's flow budget its place back.
     let mut recount = tokio::time::interval(FLOW_RECOUNT_EVERY);
     recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -649,7 +837,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 !managed
             }
             Some(state) = bundle_rx.recv() => {
-                let error = match apply_bundle(&mut dp, state, &cfg.desired_state, &tx) {
+                let error = match apply_bundle(&mut dp, state, &cfg.desired_state, &tx)
+                    .and_then(|()| held.release(&mut dp, &cfg))
+                {
                     Ok(()) => String::new(),
                     Err(e) => {
                         tracing::error!(error = format!("{e:#}"), "policy from the controller not applied");
@@ -673,11 +863,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             continue;
         }
         seen = mtime(&cfg.desired_state);
-        if let Err(e) = apply_file(&mut dp, &cfg.desired_state, &tx) {
+        if let Err(e) =
+            apply_file(&mut dp, &cfg.desired_state, &tx).and_then(|()| held.release(&mut dp, &cfg))
+        {
             tracing::error!(error = format!("{e:#}"), "desired state not applied");
         }
     }
     // Stop taking work: no more events read, nothing applied; then hand pending alerts over.
+    // The heartbeat goes on until the process exits (bounded), so a restart does not look like
+    // a stalled agent to the watchdog.
+    let _stopping = Beat::start(
+        &cfg.pin_root,
+        cfg.watchdog.beat_every(),
+        STARTUP_BEAT_LIMIT,
+        "stop",
+    );
     wardgate_daemon::notify::stopping("delivering pending alerts");
     reader.abort();
     // The flow reader finishes every flow it holds (their alerts join the outbox, their

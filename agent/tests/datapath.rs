@@ -1788,3 +1788,61 @@ fn only_inspected_flows_hand_over_payload_bounded_and_recording_off_sends_nothin
         "no record while recording is off"
     );
 }
+
+#[test]
+fn an_event_flood_is_read_in_bounded_batches_so_other_tasks_get_their_turn() {
+    // Thousands of events waiting at once (a deny flood with the event budget opened wide):
+    // the reader must give the runtime back after a bounded batch, not drain the ring in one
+    // go while the sync task, the metrics endpoint and the flow reader wait.
+    let (_pin, mut dp) = datapath("evflood");
+    let mut cfg = gateway_config(false, false);
+    cfg.event_rate = 1_000_000;
+    cfg.event_burst = 1_000_000;
+    dp.set_gateway_config(&cfg).unwrap();
+    const FLOOD: u64 = 5_000;
+    let f = frame(PUMP_MAC, "192.0.2.10:40700", "198.51.100.10:1000", L4::Syn);
+    let (verdict, _) = run_prog(
+        &mut dp,
+        wardgate_common::program_names::INGRESS,
+        &f,
+        FLOOD as u32,
+    );
+    assert_eq!(verdict, TC_ACT_SHOT);
+    let ring = dp.take_events().unwrap();
+    let live = wardgate_agent::metrics::Live::default();
+    let read = {
+        let live = live.clone();
+        move || live.events.get_or_create(&[("kind", "deny")]).get()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (first_turn, total) = rt.block_on(async {
+        let (_state_tx, state_rx) = tokio::sync::watch::channel(None);
+        let (claims_tx, _claims_rx) = tokio::sync::mpsc::channel(16);
+        let reader = tokio::spawn(wardgate_agent::events::read_events(
+            ring, state_rx, None, live, claims_tx,
+        ));
+        // This task runs whenever the reader yields: what it had read by then is one batch.
+        let mut first_turn = 0;
+        for _ in 0..1_000_000 {
+            tokio::task::yield_now().await;
+            first_turn = read();
+            if first_turn > 0 {
+                break;
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while read() < FLOOD && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        reader.abort();
+        (first_turn, read())
+    });
+    assert_eq!(total, FLOOD, "every event is read in the end");
+    assert!(
+        first_turn > 0 && first_turn <= wardgate_agent::events::EVENTS_PER_WAKE as u64,
+        "the reader held the runtime for {first_turn} events before anyone else ran"
+    );
+}

@@ -46,12 +46,17 @@ impl Agent {
 
     /// Starts the agent on `interfaces` without waiting for it.
     fn spawn(ward: &Ward, dir: &Path, pin: &Path, interfaces: &[&str]) -> Agent {
+        Agent::spawn_with(ward, dir, pin, interfaces, "")
+    }
+
+    /// Starts the agent on `interfaces` with `extra` config lines, without waiting for it.
+    fn spawn_with(ward: &Ward, dir: &Path, pin: &Path, interfaces: &[&str], extra: &str) -> Agent {
         let config = dir.join("agent.yaml");
         std::fs::write(
             &config,
             format!(
                 "interfaces: [{}]\npin_root: {}\ndesired_state: {}\n\
-                 management:\n  - {{cidr: 203.0.113.1/32, proto: tcp, port: 22}}\n",
+                 management:\n  - {{cidr: 203.0.113.1/32, proto: tcp, port: 22}}\n{extra}",
                 interfaces.join(", "),
                 pin.display(),
                 dir.join("desired.json").display()
@@ -116,8 +121,12 @@ impl Drop for Agent {
 }
 
 fn write_desired(dir: &Path, generation: u32) {
+    write_state(dir, &reference_state(generation));
+}
+
+fn write_state(dir: &Path, state: &wardgate_policy::DesiredState) {
     let tmp = dir.join("desired.json.tmp");
-    std::fs::write(&tmp, reference_state(generation).to_json()).unwrap();
+    std::fs::write(&tmp, state.to_json()).unwrap();
     std::fs::rename(tmp, dir.join("desired.json")).unwrap();
 }
 
@@ -1017,4 +1026,296 @@ fn another_program_first_on_a_hook_is_an_error_and_refuses_a_start() {
     let agent = Agent::start(&ward, dir.path(), &pin.0);
     assert!(!agent.log_text().contains("runs before wardgate"));
     assert!(wardgate_first(&ward.gw, DEV_IF));
+}
+
+/// The pinned gateway config's `unknown_action` (0 pass, 1 drop).
+fn pinned_unknown_action(pin: &Path) -> u32 {
+    let map =
+        MapData::from_pin(pin.join("maps").join(map_names::CONFIG)).expect("pinned gateway config");
+    let cfg: Array<_, wardgate_common::GatewayConfig> =
+        Array::try_from(aya::maps::Map::from_map_data(map).unwrap()).unwrap();
+    cfg.get(&0, 0).unwrap().unknown_action
+}
+
+fn reason_count(pin: &Path, reason: Reason) -> u64 {
+    wardgate_agent::datapath::pinned::status(pin)
+        .unwrap()
+        .reasons[&reason]
+}
+
+#[test]
+fn first_boot_without_a_policy_holds_device_traffic_until_the_first_generation() {
+    // Empty bpffs, no desired state: every device is unknown. With the default fail_mode
+    // (hold) its traffic is dropped until a policy arrives, except what the gateway must let
+    // through: the management allowlist and DHCP (ARP and ND pass in the datapath).
+    let ward = ward("hold");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("hold");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = servers(&ward, &stop);
+    let (_, dhcp) = udp_echo(&ward.srv, vec![sa("198.51.100.10:67")], stop.clone());
+    handles.push(dhcp);
+    let agent = Agent::spawn_with(
+        &ward,
+        dir.path(),
+        &pin.0,
+        &[DEV_IF],
+        "  - {cidr: 198.51.100.10/32, proto: tcp, port: 445}\nunknown_devices: pass\n",
+    );
+    agent.wait_for("active policy generation");
+    assert!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:53")).is_err(),
+        "no policy yet: a device's DNS is held"
+    );
+    assert!(
+        tcp_roundtrip(&ward.dev, sa("198.51.100.10:104")).is_err(),
+        "no policy yet: a device's DICOM is held"
+    );
+    assert!(reason_count(&pin.0, Reason::DropUnknownDevice) > 0);
+    assert_eq!(pinned_unknown_action(&pin.0), 1, "unknown devices dropped");
+    assert_eq!(
+        tcp_roundtrip(&ward.dev, sa("198.51.100.10:445")),
+        Ok(()),
+        "the management allowlist still passes"
+    );
+    assert_eq!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:67")),
+        Ok(()),
+        "DHCP (a renewal to the server) still passes"
+    );
+
+    let log = agent.log_text();
+    assert!(
+        log.contains("no last-known-good policy: holding device traffic until")
+            && log.contains("(fail_mode: hold)"),
+        "{log}"
+    );
+    // The first generation: the policy decides, and the configured default is back.
+    write_desired(dir.path(), 1);
+    agent.wait_for("device traffic no longer held");
+    assert_eq!(
+        pinned_unknown_action(&pin.0),
+        0,
+        "unknown_devices: pass again"
+    );
+    assert_eq!(udp_roundtrip(&ward.dev, sa("198.51.100.10:53")), Ok(()));
+    assert_eq!(tcp_roundtrip(&ward.dev, sa("198.51.100.10:104")), Ok(()));
+    assert!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:5001")).is_err(),
+        "what the policy denies stays denied"
+    );
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn fail_mode_open_keeps_the_unknown_device_default_before_the_first_policy() {
+    let ward = ward("open");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("open");
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    let agent = Agent::spawn_with(
+        &ward,
+        dir.path(),
+        &pin.0,
+        &[DEV_IF],
+        "fail_mode: open\nunknown_devices: pass\n",
+    );
+    agent.wait_for("active policy generation");
+    assert!(!agent.log_text().contains("holding device traffic"));
+    assert_eq!(pinned_unknown_action(&pin.0), 0);
+    assert_eq!(udp_roundtrip(&ward.dev, sa("198.51.100.10:5001")), Ok(()));
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn a_restart_keeps_the_heartbeat_so_fail_open_devices_stay_enforced() {
+    // The pump is enforced and its profile fails open. A restarted agent spends time verifying
+    // and loading its programs before its map-writer loop beats: the heartbeat must not go
+    // stale meanwhile, or the watchdog monitors the pump and its denied flows pass.
+    let ward = ward("beat");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("beat");
+    let mut devices = reference_devices();
+    devices[0].fail_open = true;
+    write_state(dir.path(), &state_with(1, devices, reference_rules()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    // Shorter than loading the programs takes (about a second on the 2-core test machine).
+    let limit = "watchdog: {heartbeat_limit_ms: 300}\n";
+    let mut agent = Agent::spawn_with(&ward, dir.path(), &pin.0, &[DEV_IF], limit);
+    agent.wait_for("policy generation switched");
+    assert!(udp_roundtrip(&ward.dev, sa("198.51.100.10:5001")).is_err());
+
+    // Denied datagrams every 2 ms through the whole restart (each one asks the watchdog).
+    let dev = ward.dev.clone();
+    let traffic = std::thread::spawn(move || {
+        udp_stream(
+            &dev,
+            vec![sa("198.51.100.10:53"), sa("198.51.100.10:5001")],
+            2000,
+            Duration::from_millis(2),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // A restart as systemd does it: SIGTERM, then the new process at once.
+    // Safety: kill on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = agent.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    let restarted = Instant::now();
+    let agent2 = Agent::spawn_with(&ward, dir.path(), &pin.0, &[DEV_IF], limit);
+    agent2.wait_for("active policy generation");
+    let took = restarted.elapsed();
+    let (sent, echoed) = traffic.join().unwrap();
+
+    let st = wardgate_agent::datapath::pinned::status(&pin.0).unwrap();
+    let log = agent2.log_text();
+    eprintln!("restart to `active policy generation` took {took:?}; {st:?}");
+    assert_eq!(
+        (
+            st.watchdog.went_stale,
+            st.reasons[&Reason::PassMonitorWouldDeny]
+        ),
+        (0, 0),
+        "the watchdog fired during the restart ({took:?}):\n{}\n{log}",
+        agent.log_text()
+    );
+    assert_eq!(echoed[1], 0, "no denied datagram passed during the restart");
+    assert_eq!(echoed[0], sent[0], "every allowed datagram passed");
+    assert!(!log.contains("kind=\"watchdog\""), "{log}");
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn an_edited_desired_state_keeping_its_generation_is_applied_whole() {
+    // File mode: the operator edits the file but keeps generation 1. The agent must not keep
+    // the old rules in the maps while naming events from the new file (half-published): the
+    // new content is applied as a replacement, and said so.
+    let ward = ward("edit");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("edit");
+    write_desired(dir.path(), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    let agent = Agent::start(&ward, dir.path(), &pin.0);
+    agent.wait_for("policy generation switched");
+    assert_eq!(udp_roundtrip(&ward.dev, sa("198.51.100.10:53")), Ok(()));
+    assert!(udp_roundtrip(&ward.dev, sa("198.51.100.10:5001")).is_err());
+
+    // Same generation; DNS (rule 1002) now goes to port 5001 instead of 53.
+    let rules = reference_rules()
+        .into_iter()
+        .map(|mut r| {
+            if r.rule_id == 1002 {
+                r.ports = Some(wardgate_policy::desired::PortRange::single(5001));
+            }
+            r
+        })
+        .collect();
+    let seen = |log: &str| {
+        log.matches("desired state already active").count()
+            + log.matches("kept the active generation number").count()
+    };
+    let before = seen(&agent.log_text());
+    // A different mtime for the poll (it compares modification times).
+    std::thread::sleep(Duration::from_millis(20));
+    write_state(dir.path(), &state_with(1, reference_devices(), rules));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen(&agent.log_text()) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the edit was never looked at:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = agent.log_text();
+    assert_eq!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:5001")),
+        Ok(()),
+        "the edited rule is enforced:\n{log}"
+    );
+    assert!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:53")).is_err(),
+        "the rule it replaced is gone:\n{log}"
+    );
+    assert!(
+        log.contains("kept the active generation number") && log.contains("desired.json"),
+        "the log names the file and why:\n{log}"
+    );
+    assert_eq!(pinned_generation(&pin.0), 1);
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn an_edit_made_while_the_agent_was_stopped_keeping_its_generation_is_applied_at_start() {
+    // The maps hold generation 1; the file is edited (same number) while no agent runs. The
+    // restarted agent reads the active slot back, finds other content, and applies the file.
+    let ward = ward("edit2");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("edit2");
+    write_desired(dir.path(), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = servers(&ward, &stop);
+    let mut agent = Agent::start(&ward, dir.path(), &pin.0);
+    agent.wait_for("policy generation switched");
+    assert_eq!(udp_roundtrip(&ward.dev, sa("198.51.100.10:53")), Ok(()));
+    // Safety: kill on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+
+    let rules = reference_rules()
+        .into_iter()
+        .map(|mut r| {
+            if r.rule_id == 1002 {
+                r.ports = Some(wardgate_policy::desired::PortRange::single(5001));
+            }
+            r
+        })
+        .collect();
+    write_state(dir.path(), &state_with(1, reference_devices(), rules));
+    let agent = Agent::start(&ward, dir.path(), &pin.0);
+    let log = agent.log_text();
+    assert_eq!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:5001")),
+        Ok(()),
+        "the edited rule is enforced after the restart:\n{log}"
+    );
+    assert!(
+        udp_roundtrip(&ward.dev, sa("198.51.100.10:53")).is_err(),
+        "the rule it replaced is gone:\n{log}"
+    );
+    assert!(
+        log.contains("with other content than the desired state file")
+            && log.contains("desired.json"),
+        "{log}"
+    );
+    assert_eq!(pinned_generation(&pin.0), 1);
+    drop(agent);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
 }

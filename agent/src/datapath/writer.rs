@@ -3,11 +3,14 @@
 //! active slot once and uses only that slot, so no packet ever sees half a policy.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, HashMap, MapData, lpm_trie::LpmTrie};
+use aya::maps::{
+    Array, HashMap, MapData,
+    lpm_trie::{Key, LpmTrie},
+};
 use wardgate_common::{
     CtKey, CtValue, DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue,
     PortKey, RuleValue, active_word, map_names,
@@ -88,6 +91,11 @@ impl Datapath {
                 gateway: state.gateway.clone(),
             });
         }
+        if state.generation > u32::MAX >> 1 {
+            return Err(DatapathError::GenerationTooLarge {
+                generation: state.generation,
+            });
+        }
         let (active, current) = self.active()?;
         if current == state.generation && !force {
             return Ok(ApplyOutcome::Unchanged {
@@ -103,12 +111,6 @@ impl Datapath {
         let slot = active ^ 1;
         self.clear_slot(slot)?;
         let entries = self.write_slot(slot, state)?;
-
-        if state.generation > u32::MAX >> 1 {
-            return Err(DatapathError::GenerationTooLarge {
-                generation: state.generation,
-            });
-        }
         // One 4-byte write makes the slot and its generation visible together.
         let mut switch: Array<&mut MapData, u32> = self.typed(map_names::ACTIVE)?;
         switch
@@ -186,24 +188,110 @@ impl Datapath {
     }
 
     fn write_slot(&mut self, slot: u32, state: &DesiredState) -> Result<usize, DatapathError> {
-        let mut n = 0;
+        let e = Entries::of(slot, state);
+        let n = e.len();
         let mut devices: HashMap<&mut MapData, DeviceKey, DeviceInfo> =
             self.typed(map_names::DEVICES)?;
+        for (k, v) in &e.devices {
+            devices
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::DEVICES))?;
+        }
+        let mut macs: HashMap<&mut MapData, MacKey, DeviceInfo> = self.typed(map_names::MACS)?;
+        for (k, v) in &e.macs {
+            macs.insert(k, v, 0).map_err(map_err(map_names::MACS))?;
+        }
+        let mut hosts: HashMap<&mut MapData, PeerKey, PeerValue> =
+            self.typed(map_names::PEERS_HOST)?;
+        for (k, v) in &e.hosts {
+            hosts
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::PEERS_HOST))?;
+        }
+        let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
+        for (k, v) in &e.peers {
+            peers.insert(k, v, 0).map_err(map_err(map_names::PEERS))?;
+        }
+        let mut exact: HashMap<&mut MapData, PortKey, RuleValue> =
+            self.typed(map_names::PORTS_EXACT)?;
+        for (k, v) in &e.exact {
+            exact
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::PORTS_EXACT))?;
+        }
+        let mut ports: LpmTrie<&mut MapData, PortKey, RuleValue> = self.typed(map_names::PORTS)?;
+        for (k, v) in &e.ports {
+            ports.insert(k, v, 0).map_err(map_err(map_names::PORTS))?;
+        }
+        Ok(n)
+    }
+
+    /// Whether the active slot holds exactly `state`: its generation, and every entry of the
+    /// device, MAC, peer and port maps of that slot as writing `state` would make them (read
+    /// back from the maps, one lookup per entry). A restart cannot otherwise know what content
+    /// pinned maps hold for a generation number.
+    pub fn holds(&mut self, state: &DesiredState) -> Result<bool, DatapathError> {
+        let (slot, generation) = self.active()?;
+        if generation != state.generation {
+            return Ok(false);
+        }
+        let want = Entries::of(slot, state).raw();
+        let s = slot as u8;
+        let mut have = RawSlot::default();
+        let devices: HashMap<&mut MapData, DeviceKey, DeviceInfo> =
+            self.typed(map_names::DEVICES)?;
+        read_hash(&devices, |k| k.slot == s, &mut have.devices);
+        let macs: HashMap<&mut MapData, MacKey, DeviceInfo> = self.typed(map_names::MACS)?;
+        read_hash(&macs, |k| k.slot == s, &mut have.macs);
+        let hosts: HashMap<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS_HOST)?;
+        read_hash(&hosts, |k| k.slot == s, &mut have.hosts);
+        let exact: HashMap<&mut MapData, PortKey, RuleValue> =
+            self.typed(map_names::PORTS_EXACT)?;
+        read_hash(&exact, |k| k.slot == s, &mut have.exact);
+        let peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
+        for k in peers.keys().filter_map(Result::ok) {
+            if k.data().slot == s
+                && let Ok(v) = peers.get(&k, 0)
+            {
+                have.peers.insert(raw(&k), raw(&v));
+            }
+        }
+        let ports: LpmTrie<&mut MapData, PortKey, RuleValue> = self.typed(map_names::PORTS)?;
+        for k in ports.keys().filter_map(Result::ok) {
+            if k.data().slot == s
+                && let Ok(v) = ports.get(&k, 0)
+            {
+                have.ports.insert(raw(&k), raw(&v));
+            }
+        }
+        Ok(want == have)
+    }
+}
+
+/// What writing a desired state into a slot puts in each map, in write order.
+struct Entries {
+    devices: Vec<(DeviceKey, DeviceInfo)>,
+    macs: Vec<(MacKey, DeviceInfo)>,
+    hosts: Vec<(PeerKey, PeerValue)>,
+    peers: Vec<(Key<PeerKey>, PeerValue)>,
+    exact: Vec<(PortKey, RuleValue)>,
+    ports: Vec<(Key<PortKey>, RuleValue)>,
+}
+
+impl Entries {
+    fn of(slot: u32, state: &DesiredState) -> Self {
+        let mut devices = Vec::new();
         for d in &state.devices {
             let info = convert::device_info(d);
             for addr in &d.addrs {
-                devices
-                    .insert(&convert::device_key(slot, *addr), &info, 0)
-                    .map_err(map_err(map_names::DEVICES))?;
-                n += 1;
+                devices.push((convert::device_key(slot, *addr), info));
             }
         }
-        let mut macs: HashMap<&mut MapData, MacKey, DeviceInfo> = self.typed(map_names::MACS)?;
-        for d in &state.devices {
-            macs.insert(&convert::mac_key(slot, d), &convert::device_info(d), 0)
-                .map_err(map_err(map_names::MACS))?;
-            n += 1;
-        }
+        let macs = state
+            .devices
+            .iter()
+            .map(|d| (convert::mac_key(slot, d), convert::device_info(d)))
+            .collect();
         // Peer sets that need the port LPM (anything but single ports).
         let with_prefixes: BTreeSet<u32> = state
             .ports
@@ -219,40 +307,93 @@ impl Datapath {
                 0
             },
         };
-        let mut hosts: HashMap<&mut MapData, PeerKey, PeerValue> =
-            self.typed(map_names::PEERS_HOST)?;
-        for e in state.peers.iter().filter(|e| convert::is_host(e)) {
-            hosts
-                .insert(&convert::peer_key(slot, e).data(), &value(e), 0)
-                .map_err(map_err(map_names::PEERS_HOST))?;
-            n += 1;
+        Entries {
+            devices,
+            macs,
+            hosts: state
+                .peers
+                .iter()
+                .filter(|e| convert::is_host(e))
+                .map(|e| (convert::peer_key(slot, e).data(), value(e)))
+                .collect(),
+            peers: state
+                .peers
+                .iter()
+                .filter(|e| !convert::is_host(e))
+                .map(|e| (convert::peer_key(slot, e), value(e)))
+                .collect(),
+            exact: state
+                .ports
+                .iter()
+                .filter(|e| convert::is_exact(e))
+                .map(|e| (convert::exact_port_key(slot, e), convert::rule_value(e)))
+                .collect(),
+            ports: state
+                .ports
+                .iter()
+                .filter(|e| !convert::is_exact(e))
+                .map(|e| (convert::port_key(slot, e), convert::rule_value(e)))
+                .collect(),
         }
-        let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
-        for e in state.peers.iter().filter(|e| !convert::is_host(e)) {
-            peers
-                .insert(&convert::peer_key(slot, e), &value(e), 0)
-                .map_err(map_err(map_names::PEERS))?;
-            n += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.devices.len()
+            + self.macs.len()
+            + self.hosts.len()
+            + self.peers.len()
+            + self.exact.len()
+            + self.ports.len()
+    }
+
+    /// As the maps hold them: by key bytes (a key written twice holds its last value).
+    fn raw(&self) -> RawSlot {
+        fn map<K: aya::Pod, V: aya::Pod>(e: &[(K, V)]) -> RawMap {
+            e.iter().map(|(k, v)| (raw(k), raw(v))).collect()
         }
-        let mut exact: HashMap<&mut MapData, PortKey, RuleValue> =
-            self.typed(map_names::PORTS_EXACT)?;
-        for e in state.ports.iter().filter(|e| convert::is_exact(e)) {
-            exact
-                .insert(
-                    &convert::exact_port_key(slot, e),
-                    &convert::rule_value(e),
-                    0,
-                )
-                .map_err(map_err(map_names::PORTS_EXACT))?;
-            n += 1;
+        RawSlot {
+            devices: map(&self.devices),
+            macs: map(&self.macs),
+            hosts: map(&self.hosts),
+            peers: map(&self.peers),
+            exact: map(&self.exact),
+            ports: map(&self.ports),
         }
-        let mut ports: LpmTrie<&mut MapData, PortKey, RuleValue> = self.typed(map_names::PORTS)?;
-        for e in state.ports.iter().filter(|e| !convert::is_exact(e)) {
-            ports
-                .insert(&convert::port_key(slot, e), &convert::rule_value(e), 0)
-                .map_err(map_err(map_names::PORTS))?;
-            n += 1;
+    }
+}
+
+type RawMap = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// One slot of the policy maps as bytes, for comparing what is written with what is wanted.
+#[derive(Default, PartialEq, Eq)]
+struct RawSlot {
+    devices: RawMap,
+    macs: RawMap,
+    hosts: RawMap,
+    peers: RawMap,
+    exact: RawMap,
+    ports: RawMap,
+}
+
+/// The bytes of a map key or value (`Pod`: plain data without implicit padding, as the kernel
+/// reads and writes it).
+fn raw<T: aya::Pod>(t: &T) -> Vec<u8> {
+    // Safety: `T: Pod` is plain data of `size_of::<T>()` initialized bytes.
+    unsafe { std::slice::from_raw_parts((t as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+}
+
+/// The entries of a hash map whose key `keep` selects, as bytes (one lookup each; an entry
+/// removed meanwhile is left out).
+fn read_hash<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<&mut MapData, K, V>,
+    keep: impl Fn(&K) -> bool,
+    out: &mut RawMap,
+) {
+    for k in map.keys().filter_map(Result::ok) {
+        if keep(&k)
+            && let Ok(v) = map.get(&k, 0)
+        {
+            out.insert(raw(&k), raw(&v));
         }
-        Ok(n)
     }
 }

@@ -33,6 +33,12 @@ use crate::{
     events::Generations,
 };
 
+/// At most this many records are read from each ring per wake-up; with more waiting the ring
+/// stays ready and is read again after the sweep, the flush, the claims and the stop had their
+/// turn (a flood of new flows cannot keep the table from being swept or the reader from
+/// stopping).
+pub const RECORDS_PER_WAKE: usize = 4096;
+
 /// How often the table is swept (young flows first, each sweep bounded).
 pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
@@ -369,8 +375,9 @@ pub async fn run(
                 // A flow opened just after a generation switch names its devices from it: the
                 // switch may have happened while this task waited.
                 follow(&mut state, &mut generations, &mut detection);
-                read_opens(guard.get_inner_mut(), &mut table, &generations, clock, &mut records, &mut malformed);
-                guard.clear_ready();
+                if !read_opens(guard.get_inner_mut(), &mut table, &generations, clock, &mut records, &mut malformed) {
+                    guard.clear_ready();
+                }
             }
             guard = payload_fd.readable_mut() => {
                 let mut guard = guard?;
@@ -379,8 +386,9 @@ pub async fn run(
                 // ready at once may find its payload matching no flow, and lose its identity.
                 follow(&mut state, &mut generations, &mut detection);
                 read_opens(fd.get_mut(), &mut table, &generations, clock, &mut records, &mut malformed);
-                read_payload(guard.get_inner_mut(), &mut table, &mut malformed);
-                guard.clear_ready();
+                if !read_payload(guard.get_inner_mut(), &mut table, &mut malformed) {
+                    guard.clear_ready();
+                }
             }
             Some(c) = claims.recv() => {
                 let found = detection.observe_claim(&c, c.ts_ns);
@@ -410,19 +418,32 @@ pub async fn run(
             }
         }
         deliver(&mut records, &mut detection, clock, &out);
+        // A ring left ready (more than a batch waiting) is read on the next turn; give the
+        // runtime's other tasks theirs first.
+        tokio::task::yield_now().await;
     }
-    // The stop: flows whose opening is still in the ring are held too, then all finished.
+    // The stop: flows whose opening is still in the ring are held too, then all finished
+    // (bounded: what a ring takes while this reads waits for the next start's reader).
     let clock = clock_now();
     follow(&mut state, &mut generations, &mut detection);
-    read_opens(
-        fd.get_mut(),
-        &mut table,
-        &generations,
-        clock,
-        &mut records,
-        &mut malformed,
-    );
-    read_payload(payload_fd.get_mut(), &mut table, &mut malformed);
+    for _ in 0..STOP_BATCHES {
+        let more = read_opens(
+            fd.get_mut(),
+            &mut table,
+            &generations,
+            clock,
+            &mut records,
+            &mut malformed,
+        );
+        if !more {
+            break;
+        }
+    }
+    for _ in 0..STOP_BATCHES {
+        if !read_payload(payload_fd.get_mut(), &mut table, &mut malformed) {
+            break;
+        }
+    }
     let held = table.finish_all(clock, |k| ct.counters(k), &mut records);
     let finished = records.len();
     deliver(&mut records, &mut detection, clock, &out);
@@ -460,7 +481,12 @@ fn follow(
     }
 }
 
-/// Every flow-open record waiting in the ring, into the table (records to observe to `out`).
+/// At the stop, at most this many batches of `RECORDS_PER_WAKE` are read from each ring (the
+/// flow ring holds about 30,000 records).
+const STOP_BATCHES: usize = 16;
+
+/// Flow-open records waiting in the ring, at most `RECORDS_PER_WAKE`, into the table (records
+/// to observe to `out`); whether it stopped at the bound (more may be waiting).
 fn read_opens(
     ring: &mut RingBuf<MapData>,
     table: &mut LiveFlows,
@@ -468,8 +494,11 @@ fn read_opens(
     clock: Clock,
     out: &mut Vec<FlowRecord>,
     malformed: &mut u64,
-) {
-    while let Some(item) = ring.next() {
+) -> bool {
+    for _ in 0..RECORDS_PER_WAKE {
+        let Some(item) = ring.next() else {
+            return false;
+        };
         match convert::flow_open(&item) {
             Some(o) => {
                 let dev = device_ref(&o, generations.get(o.generation));
@@ -478,11 +507,16 @@ fn read_opens(
             None => *malformed += 1,
         }
     }
+    true
 }
 
-/// Every payload record waiting in the ring, into its flow's app identity.
-fn read_payload(ring: &mut RingBuf<MapData>, table: &mut LiveFlows, malformed: &mut u64) {
-    while let Some(item) = ring.next() {
+/// Payload records waiting in the ring, at most `RECORDS_PER_WAKE`, into their flows' app
+/// identity; whether it stopped at the bound.
+fn read_payload(ring: &mut RingBuf<MapData>, table: &mut LiveFlows, malformed: &mut u64) -> bool {
+    for _ in 0..RECORDS_PER_WAKE {
+        let Some(item) = ring.next() else {
+            return false;
+        };
         match convert::payload(&item) {
             Some(seg) => {
                 if let Some(r) = table.payload(&seg) {
@@ -492,6 +526,7 @@ fn read_payload(ring: &mut RingBuf<MapData>, table: &mut LiveFlows, malformed: &
             None => *malformed += 1,
         }
     }
+    true
 }
 
 /// Logs findings' alerts and hands them to the outbox (when there is a controller).
