@@ -148,7 +148,9 @@ const EBPF_TOOLCHAIN: &str = "nightly-2026-07-15";
 
 /// `WG_BENCH_BEFORE`: (label, object bytes) of the build to compare with, if any.
 fn before_object() -> Option<(String, Vec<u8>)> {
-    let spec = std::env::var("WG_BENCH_BEFORE").ok().filter(|s| !s.is_empty())?;
+    let spec = std::env::var("WG_BENCH_BEFORE")
+        .ok()
+        .filter(|s| !s.is_empty())?;
     let path = std::path::Path::new(&spec);
     if path.is_file() {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {spec}: {e}"));
@@ -180,7 +182,10 @@ fn before_object() -> Option<(String, Vec<u8>)> {
         let src = cache.join(format!("src-{rev}"));
         let _ = std::fs::remove_dir_all(&src);
         git(&["worktree", "add", "--detach", src.to_str().unwrap(), &rev]);
-        eprintln!("building the eBPF object of {spec} ({rev}) in {}", src.display());
+        eprintln!(
+            "building the eBPF object of {spec} ({rev}) in {}",
+            src.display()
+        );
         // As aya-build builds it for agent/build.rs, so only the source differs.
         let mut cmd = std::process::Command::new("cargo");
         for (k, _) in std::env::vars_os() {
@@ -435,7 +440,11 @@ fn main() {
     // A fresh datapath (empty conntrack, fresh maps) per configuration: new-flow cost depends
     // on how full the conntrack LRU is, and that must not differ between rule counts.
     let fresh = |n: u32, object: Option<&[u8]>| {
-        let which = if object.is_some() { "before" } else { "current" };
+        let which = if object.is_some() {
+            "before"
+        } else {
+            "current"
+        };
         let pin = std::path::PathBuf::from(format!(
             "/sys/fs/bpf/wgbench-{}-{n}-{which}",
             std::process::id()
@@ -491,10 +500,8 @@ fn main() {
                 unreachable!()
             };
             let port = allowed.ports.unwrap().lo;
-            {
-                let floor = dps[0]
-                    .classifier(program_names::FLOOR_CT_INSERT)
-                    .unwrap();
+            for dp in &mut dps {
+                let floor = dp.classifier(program_names::FLOOR_CT_INSERT).unwrap();
                 if floor.fd().is_err() {
                     floor.load().unwrap();
                 }
@@ -509,8 +516,11 @@ fn main() {
                 (0, program_names::FLOOR_CT_INSERT),
                 (0, program_names::PASS),
             ];
+            // The older build's floor runs too, untimed in the tables but in the same order, so
+            // its conntrack holds as many entries as this build's when its new flows insert.
             if dps.len() > 1 {
                 progs.push((1, program_names::INGRESS));
+                progs.push((1, program_names::FLOOR_CT_INSERT));
             }
             let mut samples = vec![Vec::new(); progs.len()];
             for r in 0..ROUNDS {
@@ -523,7 +533,11 @@ fn main() {
                     .map(|s| tcp_frame(s, peer.octets(), port + 1, true))
                     .collect();
                 for i in order(r, progs.len()) {
-                    let frames = if i == 1 { &floor } else { &new };
+                    let frames = if progs[i].1 == program_names::FLOOR_CT_INSERT {
+                        &floor
+                    } else {
+                        &new
+                    };
                     let (dp, name) = progs[i];
                     let (v, ns) = distinct(&mut dps[dp], name, frames);
                     assert!(
@@ -537,8 +551,7 @@ fn main() {
             let [new_s, floor_s, trivial_distinct] = [0, 1, 2].map(|i| samples[i].clone());
 
             // Steady state, repeated frames. The first new flow of round 0 is established now.
-            let mut progs: Vec<Prog> =
-                vec![(0, program_names::INGRESS), (0, program_names::PASS)];
+            let mut progs: Vec<Prog> = vec![(0, program_names::INGRESS), (0, program_names::PASS)];
             if dps.len() > 1 {
                 progs.push((1, program_names::INGRESS));
             }
@@ -552,7 +565,12 @@ fn main() {
                 for (path, method, current, before) in [
                     ("established", "repeat", est_s, &est_all[2]),
                     ("denied", "repeat", deny_s, &deny_all[2]),
-                    ("new-allowed", "distinct", &new_s, new_before.as_ref().unwrap()),
+                    (
+                        "new-allowed",
+                        "distinct",
+                        &new_s,
+                        new_before.as_ref().unwrap(),
+                    ),
                 ] {
                     let per_round: Vec<f64> =
                         current.iter().zip(before).map(|(a, b)| a / b).collect();
