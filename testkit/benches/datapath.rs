@@ -21,8 +21,9 @@
 //! Commit to commit: `WG_BENCH_BEFORE=<git rev>` (built here from a temporary worktree, cached
 //! under the temp dir) or `WG_BENCH_BEFORE=<path to an eBPF object>` loads that object as a
 //! second datapath, configured the same way, and measures its `wg_ingress` in the same rounds
-//! on the same frames as this build's (interleaved with the subject and the baselines); a last
-//! table gives both per path and their ratio. The older object must have this agent's maps.
+//! on the same frames as this build's (interleaved with the subject and the baselines; its
+//! floor runs too, so both conntrack maps fill alike); a last table gives both per path and
+//! their ratio. The older object must have this agent's maps.
 
 use std::net::IpAddr;
 
