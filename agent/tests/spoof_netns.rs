@@ -224,13 +224,9 @@ fn an_enforced_device_borrowing_a_monitored_address_gets_nothing_out_and_is_name
     // The SOC receives the spoofing, named as the pump's (one finding per attack), never
     // blaming the monitor whose address was borrowed.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let spoofers = loop {
-        let s = soc_spoofers(&ocsf);
-        if s.len() >= 2 || Instant::now() > deadline {
-            break s;
-        }
+    while soc_spoofers(&ocsf).len() < 2 && Instant::now() <= deadline {
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
     // Settle: nothing more arrives.
     std::thread::sleep(Duration::from_secs(2));
     let spoofers = soc_spoofers(&ocsf);
