@@ -51,12 +51,17 @@ use crate::{
     parse::{Arp, Packet, Parsed, parse},
 };
 
+// The macro's inner function, inlined into the entry: as a subprogram (LLVM no longer inlined
+// it once the program grew) every packet paid a BPF-to-BPF call, which in a program with tail
+// calls also carries the tail-call counter across.
 #[classifier]
+#[inline(always)]
 pub fn wg_ingress(ctx: TcContext) -> i32 {
     classify(&ctx, DIR_FROM_DEVICE)
 }
 
 #[classifier]
+#[inline(always)]
 pub fn wg_egress(ctx: TcContext) -> i32 {
     classify(&ctx, wardgate_common::DIR_TO_DEVICE)
 }

@@ -17,6 +17,13 @@
 //! absolute numbers do not. A new flow can only be measured once: each round uses 5,000 flows
 //! of its own (source ports 1024..56024 over the 11 rounds), the floor the same source ports on
 //! the next destination port. Needs root.
+//!
+//! Commit to commit: `WG_BENCH_BEFORE=<git rev>` (built here from a temporary worktree, cached
+//! under the temp dir) or `WG_BENCH_BEFORE=<path to an eBPF object>` loads that object as a
+//! second datapath, configured the same way, and measures its `wg_ingress` in the same rounds
+//! on the same frames as this build's (interleaved with the subject and the baselines; its
+//! floor runs too, so both conntrack maps fill alike); a last table gives both per path and
+//! their ratio. The older object must have this agent's maps.
 
 use std::net::IpAddr;
 
@@ -135,6 +142,87 @@ fn tcp_frame(sport: u16, dst: [u8; 4], dport: u16, syn: bool) -> Vec<u8> {
             .unwrap();
     }
     out
+}
+
+/// The eBPF toolchain of agent/build.rs, for building an older commit's object.
+const EBPF_TOOLCHAIN: &str = "nightly-2026-07-15";
+
+/// `WG_BENCH_BEFORE`: (label, object bytes) of the build to compare with, if any.
+fn before_object() -> Option<(String, Vec<u8>)> {
+    let spec = std::env::var("WG_BENCH_BEFORE")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let path = std::path::Path::new(&spec);
+    if path.is_file() {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {spec}: {e}"));
+        return Some((spec, bytes));
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let rev = git(&["rev-parse", "--short=12", &format!("{spec}^{{commit}}")]);
+    let cache = std::env::temp_dir().join("wardgate-bench-before");
+    let object = cache.join(format!("{rev}.o"));
+    if !object.is_file() {
+        std::fs::create_dir_all(&cache).unwrap();
+        let src = cache.join(format!("src-{rev}"));
+        let _ = std::fs::remove_dir_all(&src);
+        git(&["worktree", "add", "--detach", src.to_str().unwrap(), &rev]);
+        eprintln!(
+            "building the eBPF object of {spec} ({rev}) in {}",
+            src.display()
+        );
+        // As aya-build builds it for agent/build.rs, so only the source differs.
+        let mut cmd = std::process::Command::new("cargo");
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if (k.starts_with("CARGO") && k != "CARGO_HOME") || k.starts_with("RUST") {
+                cmd.env_remove(k);
+            }
+        }
+        let status = cmd
+            .arg(format!("+{EBPF_TOOLCHAIN}"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .current_dir(src.join("ebpf"))
+            .env("CARGO_TARGET_DIR", cache.join("target"))
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                format!(
+                    "--cfg=bpf_target_arch=\"{}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+                    std::env::consts::ARCH
+                ),
+            )
+            .status()
+            .expect("run cargo");
+        let built = cache.join("target/bpfel-unknown-none/release/wardgate");
+        let copied = status.success() && std::fs::copy(&built, &object).is_ok();
+        git(&["worktree", "remove", "--force", src.to_str().unwrap()]);
+        assert!(copied, "building the eBPF object of {spec} failed");
+    }
+    let bytes = std::fs::read(&object).unwrap();
+    Some((format!("{spec} ({rev})"), bytes))
 }
 
 /// One kernel run of `frame`, `REPEAT` times: (verdict, mean ns per run).
@@ -261,27 +349,41 @@ fn order(r: u16, n: usize) -> Vec<usize> {
     }
 }
 
-/// `subject` and `baseline` alternately on the same repeated frame, `ROUNDS` times.
+/// A program of one of the loaded datapaths (0: this build, 1: `WG_BENCH_BEFORE`).
+type Prog = (usize, &'static str);
+
+/// The programs alternately on the same repeated frame, `ROUNDS` times: samples per program.
+/// Every `wg_ingress` must answer `verdict`.
 fn interleaved_repeat(
-    dp: &mut Datapath,
-    subject: &'static str,
-    baseline: &'static str,
+    dps: &mut [Datapath],
+    progs: &[Prog],
     frame: &[u8],
     verdict: u32,
-) -> (Vec<f64>, Vec<f64>) {
-    let progs = [subject, baseline];
-    let mut samples = [Vec::new(), Vec::new()];
+) -> Vec<Vec<f64>> {
+    let mut samples = vec![Vec::new(); progs.len()];
     for r in 0..ROUNDS {
-        for i in order(r, 2) {
-            let (v, ns) = repeat(dp, progs[i], frame);
-            if i == 0 {
-                assert_eq!(v, verdict, "{subject}: unexpected verdict");
+        for i in order(r, progs.len()) {
+            let (dp, name) = progs[i];
+            let (v, ns) = repeat(&mut dps[dp], name, frame);
+            if name == program_names::INGRESS {
+                assert_eq!(v, verdict, "{name} of datapath {dp}: unexpected verdict");
             }
             samples[i].push(ns);
         }
     }
-    let [a, b] = samples;
-    (a, b)
+    samples
+}
+
+/// This build against `WG_BENCH_BEFORE`, one path of one configuration.
+struct Versus {
+    rules: u32,
+    devices: u32,
+    path: &'static str,
+    method: &'static str,
+    current: Stat,
+    before: Stat,
+    /// Current / before within each round.
+    round_ratio: Stat,
 }
 
 struct Row {
@@ -330,18 +432,30 @@ fn main() {
             "pin the bench to one CPU"
         );
     }
+    let before = before_object();
     let started = std::time::Instant::now();
     let mut rows = Vec::new();
+    let mut versus = Vec::new();
     let mut loads = Vec::new();
     let mut generation = 0;
     // A fresh datapath (empty conntrack, fresh maps) per configuration: new-flow cost depends
     // on how full the conntrack LRU is, and that must not differ between rule counts.
-    let fresh = |n: u32| {
-        let pin =
-            std::path::PathBuf::from(format!("/sys/fs/bpf/wgbench-{}-{n}", std::process::id()));
+    let fresh = |n: u32, object: Option<&[u8]>| {
+        let which = if object.is_some() {
+            "before"
+        } else {
+            "current"
+        };
+        let pin = std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/wgbench-{}-{n}-{which}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&pin);
         let pin = PinRoot(pin);
-        let mut dp = Datapath::load(&pin.0).expect("load datapath");
+        let mut dp = match object {
+            Some(o) => Datapath::load_object(&pin.0, o).expect("load the WG_BENCH_BEFORE object"),
+            None => Datapath::load(&pin.0).expect("load datapath"),
+        };
         // `..Default::default()` keeps the bench building when the config gains fields.
         #[allow(clippy::needless_update)]
         let cfg = GatewayConfig {
@@ -361,7 +475,14 @@ fn main() {
     for &n_rules in rule_counts {
         for &n_dev in device_counts {
             generation += 1;
-            let (pin, mut dp) = fresh(generation);
+            let (pin, dp) = fresh(generation, None);
+            let mut pins = vec![pin];
+            let mut dps = vec![dp];
+            if let Some((_, object)) = &before {
+                let (pin, dp) = fresh(generation, Some(object.as_slice()));
+                pins.push(pin);
+                dps.push(dp);
+            }
             let rules = rules(n_rules);
             let policies = vec![PolicyEntry {
                 policy_id: 1,
@@ -371,14 +492,16 @@ fn main() {
             }];
             let state =
                 lower("bench", generation, devices(n_dev), policies).expect("fits the maps");
-            dp.apply(&state).unwrap();
+            for dp in &mut dps {
+                dp.apply(&state).unwrap();
+            }
             // An allowed target: the first rule (a /32 peer, single port).
             let allowed = &rules[0];
             let IpAddr::V4(peer) = allowed.peers[0].addr() else {
                 unreachable!()
             };
             let port = allowed.ports.unwrap().lo;
-            {
+            for dp in &mut dps {
                 let floor = dp.classifier(program_names::FLOOR_CT_INSERT).unwrap();
                 if floor.fd().is_err() {
                     floor.load().unwrap();
@@ -389,12 +512,18 @@ fn main() {
             // New flows: each round, 5,000 new flows through the datapath, the floor on the
             // same source ports to the next destination port (other tuples, same conntrack
             // map), and the trivial program on the first set, in alternating order.
-            let progs = [
-                program_names::INGRESS,
-                program_names::FLOOR_CT_INSERT,
-                program_names::PASS,
+            let mut progs: Vec<Prog> = vec![
+                (0, program_names::INGRESS),
+                (0, program_names::FLOOR_CT_INSERT),
+                (0, program_names::PASS),
             ];
-            let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+            // The older build's floor runs too, untimed in the tables but in the same order, so
+            // its conntrack holds as many entries as this build's when its new flows insert.
+            if dps.len() > 1 {
+                progs.push((1, program_names::INGRESS));
+                progs.push((1, program_names::FLOOR_CT_INSERT));
+            }
+            let mut samples = vec![Vec::new(); progs.len()];
             for r in 0..ROUNDS {
                 let sports = (0..DISTINCT).map(|i| 1024 + r * DISTINCT + i);
                 let new: Vec<_> = sports
@@ -404,40 +533,63 @@ fn main() {
                 let floor: Vec<_> = sports
                     .map(|s| tcp_frame(s, peer.octets(), port + 1, true))
                     .collect();
-                for i in order(r, 3) {
-                    let frames = if i == 1 { &floor } else { &new };
-                    let (v, ns) = distinct(&mut dp, progs[i], frames);
+                for i in order(r, progs.len()) {
+                    let frames = if progs[i].1 == program_names::FLOOR_CT_INSERT {
+                        &floor
+                    } else {
+                        &new
+                    };
+                    let (dp, name) = progs[i];
+                    let (v, ns) = distinct(&mut dps[dp], name, frames);
                     assert!(
                         v.iter().all(|&x| x == 0),
-                        "{}: every frame must pass",
-                        progs[i]
+                        "{name} of datapath {dp}: every frame must pass"
                     );
                     samples[i].push(ns);
                 }
             }
-            let [new_s, floor_s, trivial_distinct] = samples;
+            let new_before = samples.get(3).cloned();
+            let [new_s, floor_s, trivial_distinct] = [0, 1, 2].map(|i| samples[i].clone());
 
             // Steady state, repeated frames. The first new flow of round 0 is established now.
+            let mut progs: Vec<Prog> = vec![(0, program_names::INGRESS), (0, program_names::PASS)];
+            if dps.len() > 1 {
+                progs.push((1, program_names::INGRESS));
+            }
             let est = tcp_frame(1024, peer.octets(), port, false);
-            let (est_s, trivial_est) = interleaved_repeat(
-                &mut dp,
-                program_names::INGRESS,
-                program_names::PASS,
-                &est,
-                0,
-            );
+            let est_all = interleaved_repeat(&mut dps, &progs, &est, 0);
+            let (est_s, trivial_est) = (&est_all[0], &est_all[1]);
             let denied = tcp_frame(9_999, [198, 51, 100, 1], 445, true);
-            let (deny_s, trivial_deny) = interleaved_repeat(
-                &mut dp,
-                program_names::INGRESS,
-                program_names::PASS,
-                &denied,
-                2,
-            );
+            let deny_all = interleaved_repeat(&mut dps, &progs, &denied, 2);
+            let (deny_s, trivial_deny) = (&deny_all[0], &deny_all[1]);
+            if dps.len() > 1 {
+                for (path, method, current, before) in [
+                    ("established", "repeat", est_s, &est_all[2]),
+                    ("denied", "repeat", deny_s, &deny_all[2]),
+                    (
+                        "new-allowed",
+                        "distinct",
+                        &new_s,
+                        new_before.as_ref().unwrap(),
+                    ),
+                ] {
+                    let per_round: Vec<f64> =
+                        current.iter().zip(before).map(|(a, b)| a / b).collect();
+                    versus.push(Versus {
+                        rules: n_rules,
+                        devices: n_dev,
+                        path,
+                        method,
+                        current: stat(current),
+                        before: stat(before),
+                        round_ratio: stat(&per_round),
+                    });
+                }
+            }
 
             for (path, method, subject, baseline_name, baseline) in [
-                ("established", "repeat", &est_s, "trivial", &trivial_est),
-                ("denied", "repeat", &deny_s, "trivial", &trivial_deny),
+                ("established", "repeat", est_s, "trivial", trivial_est),
+                ("denied", "repeat", deny_s, "trivial", trivial_deny),
                 ("new-allowed", "distinct", &new_s, "floor", &floor_s),
                 (
                     "new-allowed",
@@ -476,8 +628,8 @@ fn main() {
                 load.bench_steal
             );
             loads.push((n_rules, n_dev, load));
-            drop(dp);
-            drop(pin);
+            drop(dps);
+            drop(pins);
         }
     }
 
@@ -516,6 +668,33 @@ fn main() {
             "| {r} | {d} | {:.0}% | {:.1}% |",
             l.others_busy, l.bench_steal
         );
+    }
+    if let Some((label, _)) = &before {
+        println!(
+            "\nThis build against WG_BENCH_BEFORE={label}, measured in the same rounds on the same \
+             frames; ratio = current median / before median; per-round ratio = current / before \
+             within each round, median (min-max).\n"
+        );
+        println!(
+            "| rules | devices | path | method | current ns/pkt | before ns/pkt | ratio of \
+             medians | per-round ratio |"
+        );
+        println!("|---:|---:|---|---|---:|---:|---:|---:|");
+        for v in &versus {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {:.2}x | {:.2}x ({:.2}-{:.2}) |",
+                v.rules,
+                v.devices,
+                v.path,
+                v.method,
+                v.current,
+                v.before,
+                v.current.median / v.before.median,
+                v.round_ratio.median,
+                v.round_ratio.min,
+                v.round_ratio.max
+            );
+        }
     }
     if quick {
         return;

@@ -208,7 +208,16 @@ impl Datapath {
     /// Loads the programs and creates or adopts the maps pinned under `pin_root`. Existing
     /// pinned maps are reused as they are: nothing is flushed.
     pub fn load(pin_root: &Path) -> Result<Self, DatapathError> {
-        let object = object()?;
+        Self::load_object(pin_root, object()?)
+    }
+
+    /// [`Datapath::load`] of another build's eBPF object (the datapath bench measures an older
+    /// commit's object next to this one's). The object must use this agent's map names and
+    /// layouts, since this agent writes its maps.
+    pub fn load_object(pin_root: &Path, object: &[u8]) -> Result<Self, DatapathError> {
+        if object.is_empty() {
+            return Err(DatapathError::EmptyObject);
+        }
         let bpffs_root = pin_root.parent().unwrap_or(pin_root);
         ensure_bpffs(bpffs_root)?;
         let maps_dir = paths::maps_dir(pin_root);
