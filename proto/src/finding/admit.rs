@@ -5,7 +5,8 @@
 //! syslog lines and terminals, where a newline or an escape forges a record; free text
 //! (summary, action, technique name, evidence names) has its control characters replaced with
 //! U+FFFD rather than losing the alert for one byte of a peer's HL7 field; and every
-//! timestamp must fall within [`EARLIEST_NS`, now + [`MAX_AHEAD_NS`]].
+//! timestamp must fall within [`EARLIEST_NS`, now + [`MAX_AHEAD_NS`]] (an evidence window of
+//! 0 .. 0 is one not given, and is left as it is).
 
 use wardgate_analysis::detect::Finding;
 
@@ -120,12 +121,17 @@ fn times(f: &Finding, now_ns: u64) -> Result<(), AlertError> {
         ("observed_unix_ns", f.time_ns),
         ("first_seen_unix_ns", f.first_seen_ns),
         ("last_seen_unix_ns", f.last_seen_ns),
-        ("evidence.window_start_unix_ns", f.evidence.window_start_ns),
-        ("evidence.window_end_unix_ns", f.evidence.window_end_ns),
-    ]
-    .into_iter()
-    .map(|(at, t)| (at.to_string(), t))
-    .collect::<Vec<_>>();
+    ];
+    // An evidence window of 0 .. 0 is one not given (a finding with no window of its own).
+    let e = &f.evidence;
+    if (e.window_start_ns, e.window_end_ns) != (0, 0) {
+        all.push(("evidence.window_start_unix_ns", e.window_start_ns));
+        all.push(("evidence.window_end_unix_ns", e.window_end_ns));
+    }
+    let mut all = all
+        .into_iter()
+        .map(|(at, t)| (at.to_string(), t))
+        .collect::<Vec<_>>();
     for (i, fl) in f.flows.iter().enumerate() {
         all.push((format!("flows[{i}].first_seen_unix_ns"), fl.first_seen_ns));
         all.push((format!("flows[{i}].last_seen_unix_ns"), fl.last_seen_ns));
@@ -259,5 +265,15 @@ mod tests {
         }];
         let e = admit(&a, NOW).unwrap_err();
         assert_eq!(e.at, "flows[0].first_seen_unix_ns", "{e}");
+        // No evidence window (0 .. 0) is fine; half of one is not.
+        let mut a = alert();
+        a.evidence = Some(pb::AlertEvidence::default());
+        assert!(admit(&a, NOW).is_ok());
+        a.evidence = Some(pb::AlertEvidence {
+            window_end_unix_ns: NOW,
+            ..Default::default()
+        });
+        let e = admit(&a, NOW).unwrap_err();
+        assert_eq!(e.at, "evidence.window_start_unix_ns", "{e}");
     }
 }
