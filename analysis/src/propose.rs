@@ -54,7 +54,13 @@ pub fn describe_ports(ports: &[u16]) -> String {
     let mut s = runs
         .iter()
         .take(MAX_RUNS_SHOWN)
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(",");
     if runs.len() > MAX_RUNS_SHOWN {
@@ -275,15 +281,17 @@ pub fn propose_weighted<'a>(
     }
     let left_out: Vec<LeftOut> = left
         .into_iter()
-        .map(|((direction, peer, proto, outcome), (flows, last, ports))| LeftOut {
-            direction,
-            peer,
-            proto,
-            ports: ports.into_iter().collect(),
-            outcome,
-            flows,
-            last_seen_ns: last,
-        })
+        .map(
+            |((direction, peer, proto, outcome), (flows, last, ports))| LeftOut {
+                direction,
+                peer,
+                proto,
+                ports: ports.into_iter().collect(),
+                outcome,
+                flows,
+                last_seen_ns: last,
+            },
+        )
         .collect();
     // Rules first (their widenings go into the header too), then the header.
     let mut body = String::new();

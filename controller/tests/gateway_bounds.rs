@@ -139,10 +139,26 @@ async fn alerts_about_other_gateways_devices_or_out_of_bounds_are_refused_by_id(
         "{:?}",
         a1.refused[0]
     );
-    assert!(a1.refused[1].reason.contains("device"), "{:?}", a1.refused[1]);
-    assert!(a1.refused[2].reason.contains("before 2020"), "{:?}", a1.refused[2]);
-    assert!(a1.refused[3].reason.contains("ahead"), "{:?}", a1.refused[3]);
-    assert!(a1.refused[4].reason.contains("rule_name"), "{:?}", a1.refused[4]);
+    assert!(
+        a1.refused[1].reason.contains("device"),
+        "{:?}",
+        a1.refused[1]
+    );
+    assert!(
+        a1.refused[2].reason.contains("before 2020"),
+        "{:?}",
+        a1.refused[2]
+    );
+    assert!(
+        a1.refused[3].reason.contains("ahead"),
+        "{:?}",
+        a1.refused[3]
+    );
+    assert!(
+        a1.refused[4].reason.contains("rule_name"),
+        "{:?}",
+        a1.refused[4]
+    );
     assert_eq!(a2.ids, ["o-7"]);
 
     // Only the admitted ones are stored, free text cleaned.
@@ -173,7 +189,10 @@ async fn alerts_about_other_gateways_devices_or_out_of_bounds_are_refused_by_id(
         .unwrap()
         .into_inner();
     let a = acks.message().await.unwrap().unwrap();
-    assert_eq!((a.ids.as_slice(), a.refused.len()), (&["g-1".to_string()][..], 0));
+    assert_eq!(
+        (a.ids.as_slice(), a.refused.len()),
+        (&["g-1".to_string()][..], 0)
+    );
 }
 
 /// A flow of the ultrasound to `peer` on TCP `port`, completed, starting at `t`.
@@ -206,10 +225,7 @@ fn flow(peer: &str, port: u16, t: u64) -> FlowRecord {
     }
 }
 
-async fn report(
-    lab: &LabController,
-    records: &[FlowRecord],
-) -> Result<pb::FlowAck, tonic::Status> {
+async fn report(lab: &LabController, records: &[FlowRecord]) -> Result<pb::FlowAck, tonic::Status> {
     lab.agent(GW)
         .await
         .unwrap()
@@ -304,15 +320,19 @@ async fn a_heavy_propose_or_simulate_does_not_hold_up_a_concurrent_assign() {
         let records: Vec<FlowRecord> = (0..8_000u32)
             .map(|i| {
                 let peer = format!("10.{}.{}.{}", d, i / 250, i % 250 + 1);
-                flow(&peer, 1000 + (i % 50) as u16, start_t + d * DAY + u64::from(i) * NS)
+                flow(
+                    &peer,
+                    1000 + (i % 50) as u16,
+                    start_t + d * DAY + u64::from(i) * NS,
+                )
             })
             .collect();
-        lab.store
-            .insert_flows(GW, &records, now, limits)
-            .unwrap();
+        lab.store.insert_flows(GW, &records, now, limits).unwrap();
     }
     let mut admin = lab.admin("eve").await.unwrap();
-    let propose = |mut a: pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>| async move {
+    let propose = |mut a: pb::admin_service_client::AdminServiceClient<
+        tonic::transport::Channel,
+    >| async move {
         let t = Instant::now();
         a.propose_profile(pb::ProposeProfileRequest {
             device: US.into(),
@@ -352,7 +372,11 @@ async fn a_heavy_propose_or_simulate_does_not_hold_up_a_concurrent_assign() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut latencies = Vec::new();
     for i in 0..30 {
-        let profile = if i % 2 == 0 { "patient-monitor" } else { "ultrasound" };
+        let profile = if i % 2 == 0 {
+            "patient-monitor"
+        } else {
+            "ultrasound"
+        };
         let t = Instant::now();
         admin
             .assign_profile(pb::AssignProfileRequest {
@@ -369,7 +393,10 @@ async fn a_heavy_propose_or_simulate_does_not_hold_up_a_concurrent_assign() {
     let rounds = heavy.await.unwrap();
     let p50 = percentile(&mut latencies, 0.5);
     let p90 = percentile(&mut latencies, 0.9);
-    println!("{rounds} proposals/simulations; assign p50 {p50:?} p90 {p90:?} max {:?}", latencies.last().unwrap());
+    println!(
+        "{rounds} proposals/simulations; assign p50 {p50:?} p90 {p90:?} max {:?}",
+        latencies.last().unwrap()
+    );
     assert!(rounds >= 2, "the proposals ran while assigning ({rounds})");
     // Holding the write connection, a read of 48,000 rows made an assign wait for it (most of a
     // proposal); on a read connection an assign waits for nothing but its own commit.

@@ -176,7 +176,11 @@ async fn a_scanning_device_gets_only_its_established_flow_proposed_and_the_rest_
     assert_eq!(v["flows"], 1);
     assert_eq!(v["left_out_flows"], 65);
     assert_eq!(v["left_out"].as_array().unwrap().len(), 3);
-    assert_eq!(v["left_out"][1]["ports"].as_array().unwrap().len(), 60, "{out}");
+    assert_eq!(
+        v["left_out"][1]["ports"].as_array().unwrap().len(),
+        60,
+        "{out}"
+    );
 
     // Asked for, the failed attempts are in, and the range they need is said to be wider
     // than what was seen, in the YAML and in the output.

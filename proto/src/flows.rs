@@ -267,10 +267,7 @@ pub fn record_from_pb(index: usize, r: pb::FlowRecord) -> Result<FlowRecord, Flo
         Ok(pb::FlowOutcome::Denied) => FlowOutcome::Denied,
         Ok(pb::FlowOutcome::Unknown) => FlowOutcome::Unknown,
         Err(_) => {
-            return Err(c.err(
-                "outcome",
-                format!("{} is not a flow outcome", r.outcome),
-            ));
+            return Err(c.err("outcome", format!("{} is not a flow outcome", r.outcome)));
         }
     };
     if r.first_seen_ns > r.last_seen_ns {

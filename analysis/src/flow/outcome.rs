@@ -210,10 +210,7 @@ mod tests {
         let mut d = OutcomeCounts::one(FlowOutcome::Denied);
         d.add(FlowOutcome::Established, u64::MAX);
         c.merge(&d);
-        assert_eq!(
-            (c.established, c.unanswered, c.denied),
-            (u64::MAX, 7, 1)
-        );
+        assert_eq!((c.established, c.unanswered, c.denied), (u64::MAX, 7, 1));
         assert_eq!(c.total(), u64::MAX);
         // Rows stored before outcomes read as no counts.
         let old: OutcomeCounts = serde_json::from_str("{}").unwrap();

@@ -113,7 +113,8 @@ fn failed_contacts_are_left_out_and_listed_unless_asked_for() {
     assert_eq!(p.left_out_flows(), 41);
     assert!(p.widened.is_empty());
     assert!(
-        p.yaml.contains("# Left out: 41 flows that did not complete"),
+        p.yaml
+            .contains("# Left out: 41 flows that did not complete"),
         "{}",
         p.yaml
     );
@@ -140,14 +141,21 @@ fn failed_contacts_are_left_out_and_listed_unless_asked_for() {
     );
     assert!(all.left_out.is_empty());
     assert_eq!(all.flows, 42);
-    assert!(all.yaml.contains("# Includes 41 flows that did not complete"));
+    assert!(
+        all.yaml
+            .contains("# Includes 41 flows that did not complete")
+    );
     assert_eq!(all.widened.len(), 1, "{:?}", all.widened);
     assert!(
         all.widened[0].contains("40 distinct ports seen, written as the range 1000-1039"),
         "{:?}",
         all.widened
     );
-    assert!(all.yaml.contains("  # WIDENED: 40 distinct ports seen"), "{}", all.yaml);
+    assert!(
+        all.yaml.contains("  # WIDENED: 40 distinct ports seen"),
+        "{}",
+        all.yaml
+    );
     // Nothing completed: a profile with no flows, still valid.
     let none = propose("CT 1", &recs[1..], &Groups::default());
     let prof = wardgate_policy::parse_profile("p.yaml", &none.yaml).unwrap();
@@ -195,10 +203,15 @@ fn many_peers_collapse_to_their_24_and_many_ports_to_a_range() {
         "{y2}"
     );
     assert!(
-        y2.contains("  # WIDENED: 40 distinct ports seen, written as the range 2000-2078 (79 ports)"),
+        y2.contains(
+            "  # WIDENED: 40 distinct ports seen, written as the range 2000-2078 (79 ports)"
+        ),
         "{y2}"
     );
-    assert!(y2.contains("# Widened (these rules allow more than was seen):"), "{y2}");
+    assert!(
+        y2.contains("# Widened (these rules allow more than was seen):"),
+        "{y2}"
+    );
     for text in [y, y2] {
         let p = wardgate_policy::parse_profile("p.yaml", &text).unwrap();
         assert!(

@@ -237,9 +237,8 @@ pub fn prune(c: &Connection, oldest: u32) -> Result<usize> {
 
 /// `device`'s days past the row cap and the records not stored, oldest first.
 pub fn overflow(c: &Connection, device: &str) -> Result<Vec<(u32, u64)>> {
-    let mut q = c.prepare_cached(
-        "SELECT day, flows FROM flow_overflow WHERE device = ?1 ORDER BY day",
-    )?;
+    let mut q =
+        c.prepare_cached("SELECT day, flows FROM flow_overflow WHERE device = ?1 ORDER BY day")?;
     let rows = q
         .query_map([device], |r| Ok((r.get::<_, u32>(0)?, uint(r.get(1)?))))?
         .collect::<rusqlite::Result<_>>()?;

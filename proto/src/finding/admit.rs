@@ -33,14 +33,14 @@ fn err(id: &str, at: impl Into<String>, problem: impl Into<String>) -> AlertErro
 
 fn ident(id: &str, at: &str, s: &str) -> Result<(), AlertError> {
     if s.len() > MAX_IDENT {
-        return Err(err(id, at, format!("{} bytes, at most {MAX_IDENT}", s.len())));
-    }
-    if let Some(c) = s.chars().find(|c| c.is_control()) {
         return Err(err(
             id,
             at,
-            format!("holds the control character {:?}", c),
+            format!("{} bytes, at most {MAX_IDENT}", s.len()),
         ));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(err(id, at, format!("holds the control character {:?}", c)));
     }
     Ok(())
 }
