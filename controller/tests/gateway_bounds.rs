@@ -176,7 +176,7 @@ async fn alerts_about_other_gateways_devices_or_out_of_bounds_are_refused_by_id(
     ids.sort_unstable();
     assert_eq!(ids, ["o-2", "o-6", "o-7"]);
     let noisy = list.iter().find(|a| a.id == "o-6").unwrap();
-    assert_eq!(noisy.summary, "scan\u{fffd}\u{fffd}CEF:0|forged|line");
+    assert_eq!(noisy.summary, "scan\u{fffd}\nCEF:0|forged|line");
     // The pump's own gateway still reports about it.
     let mut acks = lab
         .agent(GW)

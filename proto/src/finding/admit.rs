@@ -3,8 +3,9 @@
 //! bytes, also bounded: every string has a maximum length; identifiers (ids, names, enums,
 //! addresses) with control characters are refused, since they go into SQL keys, logs, CEF/
 //! syslog lines and terminals, where a newline or an escape forges a record; free text
-//! (summary, action, technique name, evidence names) has its control characters replaced with
-//! U+FFFD rather than losing the alert for one byte of a peer's HL7 field; and every
+//! (summary, action, technique name, evidence names) has its control characters other than
+//! line feed and tab (which the sinks escape) replaced with U+FFFD rather than losing the
+//! alert for one byte of a peer's HL7 field; and every
 //! timestamp must fall within [`EARLIEST_NS`, now + [`MAX_AHEAD_NS`]] (an evidence window of
 //! 0 .. 0 is one not given, and is left as it is).
 
@@ -52,10 +53,18 @@ fn text_len(id: &str, at: &str, s: &str, max: usize) -> Result<(), AlertError> {
     Ok(())
 }
 
-/// Control characters replaced with U+FFFD.
+/// Control characters other than line feed and tab replaced with U+FFFD: a summary may span
+/// lines (the SOC sinks escape them, CEF `\n`, JSON `\n`), but a carriage return, an escape
+/// sequence or a NUL only rewrites what a terminal or a log viewer shows.
 fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -232,10 +241,11 @@ mod tests {
     #[test]
     fn free_text_has_its_control_characters_replaced() {
         let mut a = alert();
-        a.summary = "40 ports\r\nCEF:0|forged".into();
+        a.summary = "40 ports\r\nCEF:0|forged\0".into();
         a.action = "wardctl mode x quarantine\u{1b}[0m".into();
         let f = admit(&a, NOW).unwrap();
-        assert_eq!(f.summary, "40 ports\u{fffd}\u{fffd}CEF:0|forged");
+        // Line feeds stay (the sinks escape them); the rest is replaced.
+        assert_eq!(f.summary, "40 ports\u{fffd}\nCEF:0|forged\u{fffd}");
         assert!(!f.action.chars().any(char::is_control));
     }
 
