@@ -351,7 +351,7 @@ async fn a_heavy_propose_or_simulate_does_not_hold_up_a_concurrent_assign() {
         tokio::spawn(async move {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     propose(admin.clone()).await;
                 } else {
                     admin
@@ -371,8 +371,8 @@ async fn a_heavy_propose_or_simulate_does_not_hold_up_a_concurrent_assign() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut latencies = Vec::new();
-    for i in 0..30 {
-        let profile = if i % 2 == 0 {
+    for i in 0..30u32 {
+        let profile = if i.is_multiple_of(2) {
             "patient-monitor"
         } else {
             "ultrasound"
