@@ -219,6 +219,7 @@ mod tests {
             first_seen_ns: 1,
             last_seen_ns: 2,
             tcp: None,
+            outcome: wardgate_analysis::FlowOutcome::Established,
             rule: None,
             app: None,
         }

@@ -233,6 +233,18 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
             ack = acks.message() => {
                 let Some(ack) = ack? else { return Ok(()) };
                 link.alerts.ack(&ack.ids);
+                // Refused for what they hold: sending them again gets the same answer.
+                if let Some(first) = ack.refused.first() {
+                    tracing::warn!(
+                        refused = ack.refused.len(),
+                        first_id = first.id,
+                        first_code = first.code,
+                        first_reason = first.reason,
+                        "controller refused alerts; dropped from the outbox"
+                    );
+                    let ids: Vec<String> = ack.refused.into_iter().map(|r| r.id).collect();
+                    link.alerts.ack(&ids);
+                }
             }
         }
     }

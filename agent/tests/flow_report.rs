@@ -35,6 +35,7 @@ fn record(device: &str, port: u16, t: u64) -> FlowRecord {
         first_seen_ns: t,
         last_seen_ns: t + NS,
         tcp: Some(TcpOutcome::Established),
+        outcome: wardgate_analysis::FlowOutcome::Established,
         rule: Some(2),
         app: None,
     }

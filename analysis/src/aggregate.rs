@@ -2,7 +2,8 @@
 //! controller keeps (bounded per row, so a day of a chatty device is one row per service and
 //! peer, not one per flow). An aggregate keeps what baselines, proposals and simulation read:
 //! counts both ways, first and last seen, volume per hour of that day, a bounded sample of flow
-//! starts (periodicity), the app identities seen (bounded) and TCP outcomes.
+//! starts (periodicity), the app identities seen (bounded), TCP outcomes and flow outcomes
+//! (completed, refused, unanswered, denied).
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -11,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     app::AppIdentity,
     baseline::TcpCounts,
-    flow::{DeviceRef, FlowDirection, FlowRecord, TcpOutcome},
+    decode::proto,
+    flow::{DeviceRef, FlowDirection, FlowOutcome, FlowRecord, OutcomeCounts, TcpOutcome},
 };
 
 pub const NS_PER_HOUR: u64 = 3_600_000_000_000;
@@ -57,6 +59,10 @@ pub struct AggregateDetail {
     pub apps: Vec<AppSeen>,
     pub apps_overflow: u64,
     pub tcp: TcpCounts,
+    /// Flows per outcome (rows stored before outcomes have none: see
+    /// [`FlowAggregate::outcomes`]).
+    #[serde(default)]
+    pub outcomes: OutcomeCounts,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +124,7 @@ impl FlowAggregate {
                     .collect(),
                 apps_overflow: 0,
                 tcp,
+                outcomes: OutcomeCounts::one(r.outcome),
             },
         }
     }
@@ -163,11 +170,42 @@ impl FlowAggregate {
         add(&mut t.refused, o.refused);
         add(&mut t.no_answer, o.no_answer);
         add(&mut t.unknown, o.unknown);
+        d.outcomes.merge(&other.detail.outcomes);
     }
 
-    /// The row as representative flow records with the number of flows each stands for: one
-    /// per app identity seen, and one without an app for the flows that carried none. Counts
-    /// and bytes ride on the first, so sums over the records are the row's.
+    /// Flows per outcome: as counted, or for a row stored before outcomes, inferred from its
+    /// TCP outcomes (TCP) or from whether anything came back (other protocols).
+    pub fn outcomes(&self) -> OutcomeCounts {
+        let counted = self.detail.outcomes;
+        if counted.total() > 0 || self.flows == 0 {
+            return counted;
+        }
+        let mut c = OutcomeCounts::default();
+        if self.key.proto == proto::TCP {
+            let t = &self.detail.tcp;
+            c.add(FlowOutcome::Established, t.established);
+            c.add(FlowOutcome::Refused, t.refused);
+            c.add(FlowOutcome::Unanswered, t.no_answer);
+            c.add(FlowOutcome::Unknown, self.flows.saturating_sub(c.total()));
+        } else {
+            let back = match self.key.direction {
+                FlowDirection::Opened => self.packets_in,
+                FlowDirection::Received => self.packets_out,
+            };
+            let o = if back > 0 {
+                FlowOutcome::Established
+            } else {
+                FlowOutcome::Unanswered
+            };
+            c.add(o, self.flows);
+        }
+        c
+    }
+
+    /// The row as representative flow records with the number of flows each stands for: for
+    /// its completed flows one per app identity seen and one without an app for those that
+    /// carried none, then one per other outcome (app identities come from completed flows).
+    /// Counts and bytes ride on the first, so sums over the records are the row's.
     pub fn records(&self, device: &DeviceRef) -> Vec<(FlowRecord, u64)> {
         let addr_zero = match self.key.peer {
             IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
@@ -191,24 +229,49 @@ impl FlowAggregate {
             first_seen_ns: self.first_seen_ns,
             last_seen_ns: self.last_seen_ns,
             tcp: None,
+            outcome: FlowOutcome::Unknown,
             rule: None,
             app: None,
         };
+        let outcomes = self.outcomes();
+        let completed = outcomes.established;
         let mut out: Vec<(FlowRecord, u64)> = Vec::new();
         let mut with_app = 0u64;
         for a in &self.detail.apps {
-            with_app = with_app.saturating_add(a.flows);
+            let n = a.flows.min(completed - with_app);
+            if n == 0 {
+                continue;
+            }
+            with_app += n;
             out.push((
                 FlowRecord {
                     app: Some(a.identity.clone()),
+                    outcome: FlowOutcome::Established,
                     ..base.clone()
                 },
-                a.flows,
+                n,
             ));
         }
-        let rest = self.flows.saturating_sub(with_app);
-        if rest > 0 || out.is_empty() {
-            out.push((base, rest.max(1)));
+        if completed > with_app {
+            out.push((
+                FlowRecord {
+                    outcome: FlowOutcome::Established,
+                    ..base.clone()
+                },
+                completed - with_app,
+            ));
+        }
+        for (o, n) in outcomes.each().filter(|(o, n)| !o.is_completed() && *n > 0) {
+            out.push((
+                FlowRecord {
+                    outcome: o,
+                    ..base.clone()
+                },
+                n,
+            ));
+        }
+        if out.is_empty() {
+            out.push((base, 1));
         }
         let first = &mut out[0].0;
         first.packets_out = self.packets_out;
@@ -262,6 +325,7 @@ mod tests {
             first_seen_ns: first_s * 1_000_000_000,
             last_seen_ns: (first_s + 5) * 1_000_000_000,
             tcp: Some(TcpOutcome::Established),
+            outcome: crate::flow::FlowOutcome::Established,
             rule: Some(3),
             app: app.map(|a| {
                 AppIdentity::Hl7(Hl7Header {
@@ -315,6 +379,60 @@ mod tests {
             row.bytes()
         );
         assert!(recs[0].0.app.is_some() && recs[1].0.app.is_none());
+    }
+
+    #[test]
+    fn outcomes_are_counted_and_split_into_records_completed_first() {
+        let mut ok = rec("198.51.100.5", 443, 100, 10, Some("PUMP"));
+        ok.outcome = FlowOutcome::Established;
+        let mut syn = rec("198.51.100.5", 443, 101, 0, None);
+        syn.outcome = FlowOutcome::Unanswered;
+        let mut rst = rec("198.51.100.5", 443, 102, 0, None);
+        rst.outcome = FlowOutcome::Refused;
+        let a = aggregate(&[syn.clone(), ok, syn, rst]);
+        assert_eq!(a.len(), 1);
+        let o = a[0].outcomes();
+        assert_eq!(
+            (o.established, o.unanswered, o.refused, o.total()),
+            (1, 2, 1, 4)
+        );
+        let recs = a[0].records(&rec("198.51.100.5", 1, 1, 1, None).device);
+        let got: Vec<(FlowOutcome, bool, u64)> = recs
+            .iter()
+            .map(|(r, n)| (r.outcome, r.app.is_some(), *n))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (FlowOutcome::Established, true, 1),
+                (FlowOutcome::Refused, false, 1),
+                (FlowOutcome::Unanswered, false, 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_row_stored_before_outcomes_infers_them() {
+        let mut row = aggregate(&[rec("198.51.100.5", 443, 100, 10, None)]).remove(0);
+        row.detail.outcomes = OutcomeCounts::default();
+        row.detail.tcp = TcpCounts {
+            established: 1,
+            refused: 0,
+            no_answer: 0,
+            unknown: 0,
+        };
+        assert_eq!(row.outcomes().established, 1);
+        row.detail.tcp = TcpCounts {
+            no_answer: 1,
+            ..TcpCounts::default()
+        };
+        assert_eq!(row.outcomes().unanswered, 1);
+        // UDP: by whether anything came back.
+        row.key.proto = proto::UDP;
+        row.packets_in = 0;
+        assert_eq!(row.outcomes().unanswered, 1);
+        row.packets_in = 2;
+        assert_eq!(row.outcomes().established, 1);
     }
 
     #[test]

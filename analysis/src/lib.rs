@@ -18,5 +18,7 @@ pub mod simulate;
 pub use app::AppIdentity;
 pub use decode::{DecodeError, Decoded, LinkType, Packet, decode};
 pub use device::{DeviceInfo, Devices};
-pub use flow::{FlowDirection, FlowRecord, FlowTable, FlowTableConfig, TcpOutcome};
+pub use flow::{
+    FlowDirection, FlowOutcome, FlowRecord, FlowTable, FlowTableConfig, OutcomeCounts, TcpOutcome,
+};
 pub use mac::Mac;

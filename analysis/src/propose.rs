@@ -4,6 +4,12 @@
 //! identity, each rule commented with the flows and bytes it covers and when. Written as YAML text
 //! by hand because serde cannot write comments; every string goes through JSON quoting (a JSON
 //! string is a YAML double-quoted scalar).
+//!
+//! Only completed flows (`FlowOutcome::Established`) become rules unless the caller asks for
+//! the others: a device that scans, or whose SYNs are refused or unanswered, must not get those
+//! attempts proposed as allowed. What was left out is listed (in the YAML header and in
+//! [`Proposal::left_out`]), and so is every rule that allows more than was seen (ports past
+//! MAX_PORTS as one range, peers past MAX_PEERS_PER_24 as their /24).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,8 +21,103 @@ use crate::{
     app::AppIdentity,
     baseline::Groups,
     decode::proto,
-    flow::{FlowDirection, FlowRecord},
+    flow::{FlowDirection, FlowOutcome, FlowRecord},
 };
+
+/// What a proposal takes in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProposeOptions {
+    /// Also make rules from flows that did not complete (refused, unanswered, denied, unknown).
+    pub include_incomplete: bool,
+}
+
+/// Flows of one (direction, peer, protocol, outcome) a proposal did not use, with the
+/// service ports they went to (a scan of one host is one entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeftOut {
+    pub direction: FlowDirection,
+    pub peer: IpAddr,
+    pub proto: u8,
+    /// Distinct service ports, ascending (none for protocols without ports).
+    pub ports: Vec<u16>,
+    pub outcome: FlowOutcome,
+    pub flows: u64,
+    pub last_seen_ns: u64,
+}
+
+/// Port runs shown in one line at most.
+const MAX_RUNS_SHOWN: usize = 8;
+
+/// `ports` as runs (`22`, `2000-2059`), at most MAX_RUNS_SHOWN, then how many ports in all.
+pub fn describe_ports(ports: &[u16]) -> String {
+    let runs = port_runs(ports);
+    let mut s = runs
+        .iter()
+        .take(MAX_RUNS_SHOWN)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    if runs.len() > MAX_RUNS_SHOWN {
+        s.push_str(&format!(",... ({} ports)", ports.len()));
+    }
+    s
+}
+
+impl LeftOut {
+    /// One line for humans: `from-device tcp 198.51.100.7 ports 22,2000-2059: 61 unanswered`.
+    pub fn describe(&self) -> String {
+        let ports = match self.ports.len() {
+            0 => String::new(),
+            1 => format!(" port {}", self.ports[0]),
+            _ => format!(" ports {}", describe_ports(&self.ports)),
+        };
+        format!(
+            "{} {} {}{ports}: {} {}",
+            direction_name(self.direction),
+            protocol(self.proto),
+            self.peer,
+            self.flows,
+            self.outcome.as_str()
+        )
+    }
+}
+
+/// A proposed profile and what it says about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Proposal {
+    /// The profile YAML.
+    pub yaml: String,
+    /// Flows the rules were made from.
+    pub flows: u64,
+    /// Flows not used (did not complete), per direction, peer, protocol and outcome, in that
+    /// order.
+    pub left_out: Vec<LeftOut>,
+    /// Rules that allow more than was seen, one line each (rule name: what was widened).
+    pub widened: Vec<String>,
+}
+
+impl Proposal {
+    pub fn left_out_flows(&self) -> u64 {
+        self.left_out.iter().map(|l| l.flows).sum()
+    }
+}
+
+/// Left-out lines (one per peer, protocol and outcome) written into the YAML header at most
+/// (the rest are counted there; the whole list is in [`Proposal::left_out`]).
+const MAX_LEFT_OUT_LINES: usize = 50;
+
+fn direction_name(d: FlowDirection) -> &'static str {
+    match d {
+        FlowDirection::Opened => "from-device",
+        FlowDirection::Received => "to-device",
+    }
+}
 
 /// More distinct ports than this in one rule become one range (a scanner, a passive FTP).
 const MAX_PORTS: usize = 32;
@@ -91,9 +192,15 @@ fn when(ns: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The proposed profile for `device` from its records (records of other devices are ignored).
-pub fn propose(device: &str, records: &[FlowRecord], groups: &Groups) -> String {
-    propose_weighted(device, records.iter().map(|r| (r, 1)), groups)
+/// The proposed profile for `device` from its records (records of other devices are ignored),
+/// completed flows only.
+pub fn propose(device: &str, records: &[FlowRecord], groups: &Groups) -> Proposal {
+    propose_weighted(
+        device,
+        records.iter().map(|r| (r, 1)),
+        groups,
+        ProposeOptions::default(),
+    )
 }
 
 /// As [`propose`], over records that each stand for a number of flows (the controller's
@@ -102,11 +209,29 @@ pub fn propose_weighted<'a>(
     device: &str,
     records: impl IntoIterator<Item = (&'a FlowRecord, u64)>,
     groups: &Groups,
-) -> String {
+    opts: ProposeOptions,
+) -> Proposal {
     // (direction, protocol, peer) -> what used it.
     let mut by_peer: BTreeMap<(FlowDirection, &'static str, String), Acc> = BTreeMap::new();
     let mut total = (0u64, u64::MAX, 0u64);
+    type LeftKey = (FlowDirection, IpAddr, u8, FlowOutcome);
+    let mut left: BTreeMap<LeftKey, (u64, u64, BTreeSet<u16>)> = BTreeMap::new();
+    let mut incomplete_used = 0u64;
     for (r, n) in records.into_iter().filter(|(r, _)| r.device.name == device) {
+        if !r.outcome.is_completed() {
+            if !opts.include_incomplete {
+                let e = left
+                    .entry((r.direction, r.peer, r.proto, r.outcome))
+                    .or_default();
+                e.0 += n;
+                e.1 = e.1.max(r.last_seen_ns);
+                if r.port != 0 {
+                    e.2.insert(r.port);
+                }
+                continue;
+            }
+            incomplete_used += n;
+        }
         let proto = protocol(r.proto);
         let peer = match groups.name(r.peer) {
             Some(g) => format!("group:{g}"),
@@ -154,21 +279,32 @@ pub fn propose_weighted<'a>(
         acc.first = acc.first.min(a.first);
         acc.last = acc.last.max(a.last);
     }
-    let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "# Proposed from {} flow records of {device} ({} .. {}).\n\
-         # Review every rule before enforcing: it allows what the device did, not what it should do.",
-        total.0,
-        when(total.1.min(total.2)),
-        when(total.2)
-    );
-    let _ = writeln!(y, "name: {}", profile_name(device));
-    let _ = writeln!(y, "description: {}", q(&format!("learned from {device}")));
-    let _ = writeln!(y, "default_mode: monitor");
-    let _ = writeln!(y, "flows:");
+    let left_out: Vec<LeftOut> = left
+        .into_iter()
+        .map(
+            |((direction, peer, proto, outcome), (flows, last, ports))| LeftOut {
+                direction,
+                peer,
+                proto,
+                ports: ports.into_iter().collect(),
+                outcome,
+                flows,
+                last_seen_ns: last,
+            },
+        )
+        .collect();
+    // Rules first (their widenings go into the header too), then the header.
+    let mut body = String::new();
+    let mut widened = Vec::new();
     for ((dir, proto, ports, app), (peers, acc)) in rules {
-        let peers = collapse_peers(peers);
+        let (peers, peer_note) = collapse_peers(peers);
+        let (port_items, port_note) = port_list(&ports);
+        let direction = direction_name(dir);
+        let name: String = format!("{direction} {proto} {}", peers.join(" "))
+            .chars()
+            .take(120)
+            .collect();
+        let y = &mut body;
         let _ = writeln!(
             y,
             "  # {} flows, {} bytes, first seen {}, last seen {}",
@@ -177,22 +313,17 @@ pub fn propose_weighted<'a>(
             when(acc.first),
             when(acc.last)
         );
-        let direction = match dir {
-            FlowDirection::Opened => "from-device",
-            FlowDirection::Received => "to-device",
-        };
-        let name = format!("{direction} {proto} {}", peers.join(" "));
-        let _ = writeln!(
-            y,
-            "  - name: {}",
-            q(&name.chars().take(120).collect::<String>())
-        );
+        for note in peer_note.iter().chain(&port_note) {
+            let _ = writeln!(y, "  # WIDENED: {note}");
+            widened.push(format!("{name}: {note}"));
+        }
+        let _ = writeln!(y, "  - name: {}", q(&name));
         let _ = writeln!(y, "    direction: {direction}");
         let _ = writeln!(y, "    protocol: {proto}");
         let quoted: Vec<String> = peers.iter().map(|p| q(p)).collect();
         let _ = writeln!(y, "    peers: [{}]", quoted.join(", "));
         if !ports.is_empty() {
-            let _ = writeln!(y, "    ports: [{}]", port_list(&ports).join(", "));
+            let _ = writeln!(y, "    ports: [{}]", port_items.join(", "));
         }
         match app {
             Some(AppKey::Dicom { calling, called }) => {
@@ -214,14 +345,93 @@ pub fn propose_weighted<'a>(
             None => {}
         }
     }
-    y
+    let mut y = String::new();
+    let kind = if opts.include_incomplete {
+        "flow records"
+    } else {
+        "completed flow records"
+    };
+    let _ = writeln!(
+        y,
+        "# Proposed from {} {kind} of {device} ({} .. {}).\n\
+         # Review every rule before enforcing: it allows what the device did, not what it should do.",
+        total.0,
+        when(total.1.min(total.2)),
+        when(total.2)
+    );
+    if incomplete_used > 0 {
+        let _ = writeln!(
+            y,
+            "# Includes {incomplete_used} flows that did not complete (refused, unanswered, denied or unknown)."
+        );
+    }
+    let left_flows: u64 = left_out.iter().map(|l| l.flows).sum();
+    if !left_out.is_empty() {
+        let _ = writeln!(
+            y,
+            "# Left out: {left_flows} flows that did not complete (refused, unanswered, denied or unknown):"
+        );
+        for l in left_out.iter().take(MAX_LEFT_OUT_LINES) {
+            let _ = writeln!(y, "#   {}", l.describe());
+        }
+        if left_out.len() > MAX_LEFT_OUT_LINES {
+            let _ = writeln!(
+                y,
+                "#   ... and {} more",
+                left_out.len() - MAX_LEFT_OUT_LINES
+            );
+        }
+    }
+    if !widened.is_empty() {
+        let _ = writeln!(y, "# Widened (these rules allow more than was seen):");
+        for w in &widened {
+            let _ = writeln!(y, "#   {w}");
+        }
+    }
+    let _ = writeln!(y, "name: {}", profile_name(device));
+    let _ = writeln!(y, "description: {}", q(&format!("learned from {device}")));
+    let _ = writeln!(y, "default_mode: monitor");
+    if body.is_empty() {
+        let _ = writeln!(y, "flows: []");
+    } else {
+        let _ = writeln!(y, "flows:");
+        y.push_str(&body);
+    }
+    Proposal {
+        yaml: y,
+        flows: total.0,
+        left_out,
+        widened,
+    }
 }
 
-/// Runs of consecutive ports as `"a-b"`; past MAX_PORTS, one range from the lowest to the highest.
-fn port_list(ports: &[u16]) -> Vec<String> {
+/// Runs of consecutive ports as `"a-b"` (exactly the ports seen); past MAX_PORTS, one range
+/// from the lowest to the highest, with a note saying how much wider that is.
+fn port_list(ports: &[u16]) -> (Vec<String>, Option<String>) {
     if ports.len() > MAX_PORTS {
-        return vec![q(&format!("{}-{}", ports[0], ports[ports.len() - 1]))];
+        let (lo, hi) = (ports[0], ports[ports.len() - 1]);
+        let note = format!(
+            "{} distinct ports seen, written as the range {lo}-{hi} ({} ports)",
+            ports.len(),
+            u32::from(hi) - u32::from(lo) + 1
+        );
+        return (vec![q(&format!("{lo}-{hi}"))], Some(note));
     }
+    let out = port_runs(ports)
+        .into_iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                q(&format!("{a}-{b}"))
+            }
+        })
+        .collect();
+    (out, None)
+}
+
+/// Runs of consecutive ports (ascending input) as (first, last).
+fn port_runs(ports: &[u16]) -> Vec<(u16, u16)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < ports.len() {
@@ -229,18 +439,14 @@ fn port_list(ports: &[u16]) -> Vec<String> {
         while j + 1 < ports.len() && ports[j + 1] == ports[j] + 1 {
             j += 1;
         }
-        out.push(if i == j {
-            ports[i].to_string()
-        } else {
-            q(&format!("{}-{}", ports[i], ports[j]))
-        });
+        out.push((ports[i], ports[j]));
         i = j + 1;
     }
     out
 }
 
-/// More than MAX_PEERS_PER_24 IPv4 addresses of one /24 become the /24.
-fn collapse_peers(peers: Vec<String>) -> Vec<String> {
+/// More than MAX_PEERS_PER_24 IPv4 addresses of one /24 become the /24, with a note per /24.
+fn collapse_peers(peers: Vec<String>) -> (Vec<String>, Option<String>) {
     let mut per24: BTreeMap<[u8; 3], Vec<String>> = BTreeMap::new();
     let mut out = Vec::new();
     for p in peers {
@@ -252,14 +458,20 @@ fn collapse_peers(peers: Vec<String>) -> Vec<String> {
             _ => out.push(p),
         }
     }
+    let mut notes = Vec::new();
     for (net, addrs) in per24 {
         if addrs.len() > MAX_PEERS_PER_24 {
-            out.push(format!("{}.{}.{}.0/24", net[0], net[1], net[2]));
+            let cidr = format!("{}.{}.{}.0/24", net[0], net[1], net[2]);
+            notes.push(format!(
+                "{} addresses seen in {cidr}, written as the whole /24 (256 addresses)",
+                addrs.len()
+            ));
+            out.push(cidr);
         } else {
             out.extend(addrs);
         }
     }
-    out
+    (out, (!notes.is_empty()).then(|| notes.join("; ")))
 }
 
 #[cfg(test)]

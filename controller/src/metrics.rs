@@ -56,6 +56,13 @@ impl WriteKind {
 type WriteLabels = [(&'static str, &'static str); 1];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub gateway: String,
+    /// permission_denied | invalid_argument
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
 }
@@ -64,6 +71,7 @@ pub struct SinkLabels {
 #[derive(Debug)]
 pub struct ControllerMetrics {
     alerts_received: Family<AlertLabels, Counter>,
+    alerts_refused: Family<RefusedLabels, Counter>,
     bundles_sent: Counter,
     writes: Family<WriteLabels, Histogram>,
     /// Open policy watches per gateway (an agent holds one while connected).
@@ -78,6 +86,7 @@ impl Default for ControllerMetrics {
     fn default() -> Self {
         ControllerMetrics {
             alerts_received: Family::default(),
+            alerts_refused: Family::default(),
             bundles_sent: Counter::default(),
             // 0.5 ms to about 2 s: a SQLite commit in WAL mode, up to a large compile.
             writes: Family::new_with_constructor(|| {
@@ -177,6 +186,17 @@ impl ControllerMetrics {
         }
     }
 
+    /// An alert of `gateway` refused for what it holds (`reason`: permission_denied or
+    /// invalid_argument): answered as refused, never stored.
+    pub fn alert_refused(&self, gateway: &str, reason: &str) {
+        self.alerts_refused
+            .get_or_create(&RefusedLabels {
+                gateway: gateway.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
     /// The registry: these metrics and the store's gateways.
     pub fn registry(self: &Arc<Self>, store: Arc<dyn Store>) -> Registry {
         let mut r = Registry::default();
@@ -185,6 +205,13 @@ impl ControllerMetrics {
             "Alerts received from agents and stored, by gateway and severity (an alert re-sent \
              after a reconnect counts again)",
             self.alerts_received.clone(),
+        );
+        r.register(
+            "wardgate_controller_alerts_refused",
+            "Alerts from agents refused and not stored, by gateway and reason (permission_denied: \
+             a device of another gateway; invalid_argument: a bad field, a control character in \
+             an identifier, a time out of range)",
+            self.alerts_refused.clone(),
         );
         r.register(
             "wardgate_controller_policy_bundles_sent",

@@ -72,6 +72,12 @@ pub struct Settings {
     /// pruned as new records arrive.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3660))]
     pub flow_retention_days: u32,
+    /// Distinct flow rows (direction, peer, protocol, port) kept per device per UTC day;
+    /// records that would make more are counted per device and day (`wardctl devices
+    /// baseline` shows them), not stored, so no gateway can grow the store without bound.
+    #[arg(long, default_value_t = crate::store::DEFAULT_ROWS_PER_DEVICE_DAY,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub flow_rows_per_device_day: u32,
 }
 
 impl Default for Settings {
@@ -83,6 +89,7 @@ impl Default for Settings {
             crl: None,
             audit_head: None,
             flow_retention_days: 30,
+            flow_rows_per_device_day: crate::store::DEFAULT_ROWS_PER_DEVICE_DAY,
         }
     }
 }
@@ -155,7 +162,10 @@ pub async fn serve(
         store,
         push: Arc::new(Push::default()),
         metrics,
-        flow_retention_days: settings.flow_retention_days,
+        flow_limits: crate::store::FlowLimits {
+            retention_days: settings.flow_retention_days,
+            rows_per_device_day: settings.flow_rows_per_device_day,
+        },
     };
     if settings.max_connections == 0 {
         anyhow::bail!("--max-connections must be at least 1");

@@ -499,6 +499,7 @@ async fn alerts_are_stored_once_streamed_to_the_soc_and_acknowledged() {
         dst_port: 445,
         protocol: 6,
         mitre_technique: "T0866".into(),
+        observed_unix_ms: now_ms(),
         ..Default::default()
     };
     let batches = vec![
@@ -578,8 +579,13 @@ async fn alerts_are_stored_once_streamed_to_the_soc_and_acknowledged() {
         .await
         .unwrap()
         .into_inner();
-    let s = acks.message().await.unwrap_err();
-    assert_eq!(s.code(), Code::PermissionDenied);
+    // Refused by id in the acknowledgement (the agent drops it), never stored.
+    let ack = acks.message().await.unwrap().unwrap();
+    assert!(ack.ids.is_empty());
+    assert_eq!(
+        (ack.refused[0].id.as_str(), ack.refused[0].code.as_str()),
+        ("b-1", "permission_denied")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -847,6 +853,7 @@ async fn alert_ids_are_per_gateway_filters_run_before_the_limit_and_limits_are_c
         device: device.into(),
         kind: "deny".into(),
         severity: severity.into(),
+        observed_unix_ms: now_ms(),
         ..Default::default()
     };
     // Two gateways whose agents started in the same millisecond use the same ids.
@@ -948,4 +955,11 @@ async fn alert_ids_are_per_gateway_filters_run_before_the_limit_and_limits_are_c
     })
     .await;
     assert_eq!(other.len(), 1, "gw-other's 1000-1 stays open");
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

@@ -57,6 +57,7 @@ fn rec(device: &str, dir: FlowDirection, peer: &str, proto: u8, port: u16, t: u6
         first_seen_ns: t,
         last_seen_ns: t + 2 * NS,
         tcp: (proto == 6).then_some(TcpOutcome::Established),
+        outcome: wardgate_analysis::FlowOutcome::Established,
         rule: Some(1),
         app: None,
     }
@@ -616,6 +617,7 @@ async fn bad_requests_get_their_status_and_store_nothing() {
     let s = eve
         .propose_profile(pb::ProposeProfileRequest {
             device: String::new(),
+            include_incomplete: false,
         })
         .await
         .unwrap_err();

@@ -115,6 +115,7 @@ async fn gateways_generations_alerts_and_writes_move_after_real_calls() {
         id: id.into(),
         kind: "deny".into(),
         severity: severity.into(),
+        observed_unix_ms: now_ms(),
         ..Default::default()
     };
     let mut acks = agent
@@ -221,6 +222,7 @@ async fn each_sink_shows_its_lag_deliveries_and_failures() {
         id: id.into(),
         kind: "deny".into(),
         severity: "high".into(),
+        observed_unix_ms: now_ms(),
         ..Default::default()
     };
     let mut acks = lab
@@ -343,4 +345,11 @@ fn the_binary_serves_metrics_from_its_config_file_and_refuses_typos() {
         err.contains(&format!("{}:2:1", config.display())) && err.contains("metrcis"),
         "{err}"
     );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

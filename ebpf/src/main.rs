@@ -382,9 +382,14 @@ fn routable(family: u8, a: &[u8; 16]) -> bool {
 /// device (a quarantined one too) reaches a management host only where its profile says so.
 #[inline(always)]
 fn management(f: &Flow) -> bool {
-    f.flow_dir != DIR_FROM_DEVICE
-        && !f.pkt.fragment
-        && policy::mgmt_allows(f.pkt.family, f.pkt.proto, f.port_be(), f.remote())
+    f.flow_dir != DIR_FROM_DEVICE && management_either_way(f)
+}
+
+/// The allowlist for a host that is no device (no profile to ask): both directions, as the
+/// operator's local config lists them (`fail_mode: hold` lets DHCP through this way).
+#[inline(always)]
+fn management_either_way(f: &Flow) -> bool {
+    !f.pkt.fragment && policy::mgmt_allows(f.pkt.family, f.pkt.proto, f.port_be(), f.remote())
 }
 
 /// Tracks the flow for `dev` if its budget allows: `None`, or the verdict over the cap.
@@ -578,7 +583,7 @@ fn unlisted(f: &Flow, dev_mac: [u8; 6], report: &mut Report) -> Identity {
 /// No device: the management allowlist, else the gateway default for unknown devices.
 #[inline(always)]
 fn unknown(f: &Flow, dev_mac: [u8; 6]) -> (Reason, u32) {
-    if management(f) {
+    if management_either_way(f) {
         let unknown = DeviceInfo {
             device_id: 0,
             policy_id: 0,

@@ -480,5 +480,7 @@ impl TryFrom<&pb::Alert> for Finding {
     }
 }
 
+pub mod admit;
+
 #[cfg(test)]
 mod tests;

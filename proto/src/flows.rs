@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use wardgate_analysis::{
-    AppIdentity, FlowDirection, FlowRecord, Mac, TcpOutcome,
+    AppIdentity, FlowDirection, FlowOutcome, FlowRecord, Mac, TcpOutcome,
     dicom::{AssociateRq, MAX_SYNTAXES},
     flow::DeviceRef,
     hl7::Hl7Header,
@@ -69,6 +69,13 @@ impl From<&FlowRecord> for pb::FlowRecord {
             } as i32,
             rule: r.rule,
             app: r.app.as_ref().map(app_pb),
+            outcome: match r.outcome {
+                FlowOutcome::Established => pb::FlowOutcome::Established,
+                FlowOutcome::Refused => pb::FlowOutcome::Refused,
+                FlowOutcome::Unanswered => pb::FlowOutcome::Unanswered,
+                FlowOutcome::Denied => pb::FlowOutcome::Denied,
+                FlowOutcome::Unknown => pb::FlowOutcome::Unknown,
+            } as i32,
         }
     }
 }
@@ -244,6 +251,25 @@ pub fn record_from_pb(index: usize, r: pb::FlowRecord) -> Result<FlowRecord, Flo
         Ok(pb::TcpOutcome::Unknown) => Some(TcpOutcome::Unknown),
         Err(_) => return Err(c.err("tcp", format!("{} is not a TCP outcome", r.tcp))),
     };
+    let outcome = match pb::FlowOutcome::try_from(r.outcome) {
+        // An agent before outcomes: what its record says.
+        Ok(pb::FlowOutcome::Unspecified) => FlowOutcome::of_record(
+            u8::try_from(r.proto).unwrap_or(0),
+            direction,
+            tcp,
+            r.packets_out,
+            r.packets_in,
+            false,
+        ),
+        Ok(pb::FlowOutcome::Established) => FlowOutcome::Established,
+        Ok(pb::FlowOutcome::Refused) => FlowOutcome::Refused,
+        Ok(pb::FlowOutcome::Unanswered) => FlowOutcome::Unanswered,
+        Ok(pb::FlowOutcome::Denied) => FlowOutcome::Denied,
+        Ok(pb::FlowOutcome::Unknown) => FlowOutcome::Unknown,
+        Err(_) => {
+            return Err(c.err("outcome", format!("{} is not a flow outcome", r.outcome)));
+        }
+    };
     if r.first_seen_ns > r.last_seen_ns {
         return Err(c.err(
             "last_seen_ns",
@@ -282,6 +308,7 @@ pub fn record_from_pb(index: usize, r: pb::FlowRecord) -> Result<FlowRecord, Flo
         first_seen_ns: r.first_seen_ns,
         last_seen_ns: r.last_seen_ns,
         tcp,
+        outcome,
         rule: r.rule,
         app: r.app.map(|a| c.app(a)).transpose()?,
     })
@@ -358,6 +385,7 @@ mod tests {
             first_seen_ns: 1_700_000_000_000_000_000,
             last_seen_ns: 1_700_000_005_000_000_000,
             tcp: Some(TcpOutcome::Established),
+            outcome: wardgate_analysis::FlowOutcome::Established,
             rule: Some(7),
             app,
         }
@@ -403,6 +431,35 @@ mod tests {
     }
 
     #[test]
+    fn a_record_without_an_outcome_gets_one_inferred() {
+        let mut p = pb::FlowRecord::from(&record(None));
+        p.outcome = 0;
+        assert_eq!(
+            record_from_pb(0, p.clone()).unwrap().outcome,
+            FlowOutcome::Established
+        );
+        p.tcp = pb::TcpOutcome::NoAnswer as i32;
+        assert_eq!(
+            record_from_pb(0, p.clone()).unwrap().outcome,
+            FlowOutcome::Unanswered
+        );
+        // UDP with nothing back.
+        (p.proto, p.tcp, p.packets_in) = (17, 0, 0);
+        assert_eq!(
+            record_from_pb(0, p).unwrap().outcome,
+            FlowOutcome::Unanswered
+        );
+        let mut denied = record(None);
+        denied.outcome = FlowOutcome::Denied;
+        assert_eq!(
+            record_from_pb(0, pb::FlowRecord::from(&denied))
+                .unwrap()
+                .outcome,
+            FlowOutcome::Denied
+        );
+    }
+
+    #[test]
     fn every_bad_field_is_named() {
         type Break = fn(&mut pb::FlowRecord);
         let cases: &[(&str, Break)] = &[
@@ -422,6 +479,7 @@ mod tests {
             ("icmp_type", |p| p.icmp_type = Some(300)),
             ("vlan", |p| p.vlan = Some(4096)),
             ("tcp", |p| p.tcp = 17),
+            ("outcome", |p| p.outcome = 9),
             ("last_seen_ns", |p| p.last_seen_ns = p.first_seen_ns - 1),
             ("app", |p| p.app = Some(pb::AppIdentity { app: None })),
             ("app.hl7.field_separator", |p| {

@@ -274,6 +274,7 @@ fn baselines_file(dir: &Path) -> (PathBuf, u64) {
                     first_seen_ns: t,
                     last_seen_ns: t + 1_000_000_000,
                     tcp: Some(TcpOutcome::Established),
+                    outcome: wardgate_analysis::FlowOutcome::Established,
                     rule: None,
                     app: None,
                 });

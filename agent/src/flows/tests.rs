@@ -25,6 +25,7 @@ fn denied(port: u16, t_ns: u64) -> FlowRecord {
         first_seen_ns: t_ns,
         last_seen_ns: t_ns,
         tcp: Some(TcpOutcome::NoAnswer),
+        outcome: wardgate_analysis::FlowOutcome::Denied,
         rule: None,
         app: None,
     }

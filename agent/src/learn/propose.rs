@@ -1,5 +1,6 @@
-//! `learn --propose DIR`: one candidate profile per device, checked before it is written: it
-//! parses, validates, and blocks none of the flows it was made from.
+//! `learn --propose DIR`: one candidate profile per device from its completed flows (what was
+//! left out is listed in the file's header), checked before it is written: it parses,
+//! validates, and blocks none of the flows it was made from.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,7 @@ pub fn write(
     let mut written = Vec::new();
     for b in &l.baselines {
         let device = &b.device.name;
-        let text = propose::propose(device, &l.flows, groups);
+        let text = propose::propose(device, &l.flows, groups).yaml;
         let name = propose::profile_name(device);
         let path = dir.join(format!("{name}.yaml"));
         let file = path.display().to_string();
@@ -27,7 +28,7 @@ pub fn write(
         let own: Vec<_> = l
             .flows
             .iter()
-            .filter(|r| &r.device.name == device)
+            .filter(|r| &r.device.name == device && r.outcome.is_completed())
             .cloned()
             .collect();
         let blocked = simulate::simulate(&profile, site, &own)

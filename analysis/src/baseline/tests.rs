@@ -33,6 +33,7 @@ fn rec(peer: &str, proto: u8, port: u16, t: u64, bytes: u64) -> FlowRecord {
         first_seen_ns: t,
         last_seen_ns: t + S,
         tcp: (proto == 6).then_some(TcpOutcome::Established),
+        outcome: crate::flow::FlowOutcome::Established,
         rule: None,
         app: None,
     }

@@ -55,6 +55,14 @@ fn opened(
         first_seen_ns: t_ns,
         last_seen_ns: t_ns + MS,
         tcp,
+        outcome: crate::flow::FlowOutcome::of_record(
+            p,
+            FlowDirection::Opened,
+            tcp,
+            1,
+            u64::from(answered),
+            false,
+        ),
         rule: None,
         app: None,
     }

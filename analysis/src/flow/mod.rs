@@ -4,6 +4,7 @@
 
 mod first_bytes;
 mod identity;
+mod outcome;
 mod table;
 
 use std::net::IpAddr;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use first_bytes::{FIRST_BYTES, FirstBytes};
 pub use identity::FlowIdentity;
+pub use outcome::{FlowOutcome, OutcomeCounts};
 pub use table::{FlowTable, FlowTableConfig, TableStats};
 
 use crate::{app::AppIdentity, mac::Mac};
@@ -93,6 +95,10 @@ pub struct FlowRecord {
     /// TCP only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpOutcome>,
+    /// How the flow ended up, every protocol (completed, refused, unanswered, denied by the
+    /// datapath): proposals allow completed flows only by default.
+    #[serde(default)]
+    pub outcome: FlowOutcome,
     /// The policy rule that admitted the flow (live records only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<u32>,

@@ -8,7 +8,7 @@ use foldhash::{HashMap, HashMapExt as _};
 
 use serde::{Deserialize, Serialize};
 
-use super::{FlowDirection, FlowIdentity, FlowRecord, TcpOutcome};
+use super::{FlowDirection, FlowIdentity, FlowOutcome, FlowRecord, TcpOutcome};
 use crate::{
     app::AppIdentity,
     decode::{Packet, proto, tcp_flags},
@@ -393,6 +393,7 @@ fn record(devices: &Devices, d: &Done, side: usize) -> Option<FlowRecord> {
         first_seen_ns: d.first_ns,
         last_seen_ns: d.last_ns,
         tcp: d.tcp,
+        outcome: FlowOutcome::derive(k.proto, d.tcp, d.packets[1], false),
         rule: None,
         app: d.app.as_deref().cloned(),
     })

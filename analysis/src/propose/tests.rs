@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::{
     dicom::AssociateRq,
-    flow::{DeviceRef, TcpOutcome},
+    flow::{DeviceRef, FlowOutcome, TcpOutcome},
     simulate::simulate,
 };
 
@@ -35,6 +35,7 @@ fn rec(dir: FlowDirection, peer: IpAddr, proto: u8, port: u16, t: u64) -> FlowRe
         first_seen_ns: 1_780_000_000 * S + t,
         last_seen_ns: 1_780_000_000 * S + t + S,
         tcp: (proto == 6).then_some(TcpOutcome::Established),
+        outcome: crate::flow::FlowOutcome::Established,
         rule: None,
         app: None,
     }
@@ -65,7 +66,7 @@ fn groups_ranges_apps_and_comments() {
         }));
     }
     let groups = Groups::from_site(&site());
-    let y = propose("CT 1", &recs, &groups);
+    let y = propose("CT 1", &recs, &groups).yaml;
     let p = wardgate_policy::parse_profile("p.yaml", &y).unwrap_or_else(|e| panic!("{e}\n{y}"));
     assert!(
         wardgate_policy::validate_profile("p.yaml", &p).is_empty(),
@@ -88,6 +89,81 @@ fn groups_ranges_apps_and_comments() {
 }
 
 #[test]
+fn failed_contacts_are_left_out_and_listed_unless_asked_for() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let mut recs = vec![rec(FlowDirection::Opened, ip("198.51.100.5"), 6, 443, 0)];
+    // A scan: unanswered SYNs to 40 other ports of another host, one refused.
+    for p in 0..40u16 {
+        let mut r = rec(FlowDirection::Opened, ip("203.0.113.7"), 6, 1000 + p, S);
+        (r.tcp, r.outcome, r.packets_in, r.bytes_in) =
+            (Some(TcpOutcome::NoAnswer), FlowOutcome::Unanswered, 0, 0);
+        recs.push(r);
+    }
+    let mut rst = rec(FlowDirection::Opened, ip("198.51.100.5"), 6, 22, 2 * S);
+    (rst.tcp, rst.outcome) = (Some(TcpOutcome::Refused), FlowOutcome::Refused);
+    recs.push(rst);
+    let p = propose("CT 1", &recs, &Groups::default());
+    let prof = wardgate_policy::parse_profile("p.yaml", &p.yaml).unwrap();
+    assert_eq!(prof.flows.len(), 1, "{}", p.yaml);
+    assert!(p.yaml.contains("ports: [443]"), "{}", p.yaml);
+    assert!(!p.yaml.contains("203.0.113.7\""), "{}", p.yaml);
+    assert_eq!(p.flows, 1);
+    assert_eq!(p.left_out.len(), 2);
+    assert_eq!(p.left_out[1].ports.len(), 40);
+    assert_eq!(p.left_out_flows(), 41);
+    assert!(p.widened.is_empty());
+    assert!(
+        p.yaml
+            .contains("# Left out: 41 flows that did not complete"),
+        "{}",
+        p.yaml
+    );
+    assert!(
+        p.yaml
+            .contains("#   from-device tcp 198.51.100.5 port 22: 1 refused\n"),
+        "{}",
+        p.yaml
+    );
+    assert!(
+        p.yaml
+            .contains("#   from-device tcp 203.0.113.7 ports 1000-1039: 40 unanswered\n"),
+        "{}",
+        p.yaml
+    );
+    // Asked for, they are in, and the range they make is called a widening.
+    let all = propose_weighted(
+        "CT 1",
+        recs.iter().map(|r| (r, 1)),
+        &Groups::default(),
+        ProposeOptions {
+            include_incomplete: true,
+        },
+    );
+    assert!(all.left_out.is_empty());
+    assert_eq!(all.flows, 42);
+    assert!(
+        all.yaml
+            .contains("# Includes 41 flows that did not complete")
+    );
+    assert_eq!(all.widened.len(), 1, "{:?}", all.widened);
+    assert!(
+        all.widened[0].contains("40 distinct ports seen, written as the range 1000-1039"),
+        "{:?}",
+        all.widened
+    );
+    assert!(
+        all.yaml.contains("  # WIDENED: 40 distinct ports seen"),
+        "{}",
+        all.yaml
+    );
+    // Nothing completed: a profile with no flows, still valid.
+    let none = propose("CT 1", &recs[1..], &Groups::default());
+    let prof = wardgate_policy::parse_profile("p.yaml", &none.yaml).unwrap();
+    assert!(prof.flows.is_empty());
+    assert!(wardgate_policy::validate_profile("p.yaml", &prof).is_empty());
+}
+
+#[test]
 fn many_peers_collapse_to_their_24_and_many_ports_to_a_range() {
     let recs: Vec<FlowRecord> = (0..40u16)
         .map(|i| {
@@ -100,7 +176,7 @@ fn many_peers_collapse_to_their_24_and_many_ports_to_a_range() {
             )
         })
         .collect();
-    let y = propose("CT 1", &recs, &Groups::default());
+    let y = propose("CT 1", &recs, &Groups::default()).yaml;
     // Each peer used two ports, so the peers split into rules by port set; check one collapse:
     // a single rule with every peer and every port comes from records sharing a port set.
     let same: Vec<FlowRecord> = (0..40u16)
@@ -116,9 +192,24 @@ fn many_peers_collapse_to_their_24_and_many_ports_to_a_range() {
             })
         })
         .collect();
-    let y2 = propose("CT 1", &same, &Groups::default());
+    let y2 = propose("CT 1", &same, &Groups::default()).yaml;
     assert!(
         y2.contains("peers: [\"203.0.113.0/24\"]\n    ports: [\"2000-2078\"]"),
+        "{y2}"
+    );
+    // Both widenings are said in the YAML.
+    assert!(
+        y2.contains("  # WIDENED: 40 addresses seen in 203.0.113.0/24, written as the whole /24"),
+        "{y2}"
+    );
+    assert!(
+        y2.contains(
+            "  # WIDENED: 40 distinct ports seen, written as the range 2000-2078 (79 ports)"
+        ),
+        "{y2}"
+    );
+    assert!(
+        y2.contains("# Widened (these rules allow more than was seen):"),
         "{y2}"
     );
     for text in [y, y2] {
@@ -158,7 +249,7 @@ proptest! {
     #[test]
     fn a_proposal_passes_its_own_flows_and_blocks_others(recs in proptest::collection::vec(any_record(), 1..80)) {
         let site = site();
-        let y = propose("CT 1", &recs, &Groups::from_site(&site));
+        let y = propose("CT 1", &recs, &Groups::from_site(&site)).yaml;
         let p = wardgate_policy::parse_profile("p.yaml", &y).map_err(|e| TestCaseError::fail(format!("{e}\n{y}")))?;
         prop_assert!(wardgate_policy::validate_profile("p.yaml", &p).is_empty(), "{}", y);
         let blocked = simulate(&p, Some(&site), &recs).unwrap();

@@ -87,6 +87,10 @@ pub async fn run(a: BaselineArgs, remote: &Remote, out: OutputFormat) -> anyhow:
                 "days": r.window_days,
             },
             "changed_unix_ms": r.changed_unix_ms,
+            "rows_per_day_cap": r.rows_per_day_cap,
+            "over_cap": r.over_cap.iter().map(|d| serde_json::json!({
+                "day_start_unix_ms": d.day_start_unix_ms, "flows": d.flows,
+            })).collect::<Vec<_>>(),
             "baseline": b,
         }))?,
         OutputFormat::Human => print_table(&r, &b),
@@ -107,6 +111,14 @@ fn print_table(r: &pb::BaselineResponse, b: &Baseline) {
         "{} flows, {} bytes out, {} bytes in",
         b.flows, b.bytes_out, b.bytes_in
     );
+    for d in &r.over_cap {
+        println!(
+            "over the cap of {} flow rows per day on {}: {} flow records not stored",
+            r.rows_per_day_cap,
+            &utc_ms(d.day_start_unix_ms)[..10],
+            d.flows
+        );
+    }
     println!("\npeers");
     println!(
         "  {:<40} {:<22} {:>8} {:>12} {:<21} period",

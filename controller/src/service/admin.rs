@@ -486,8 +486,11 @@ impl AdminService for Admin {
         req: Request<pb::ProposeProfileRequest>,
     ) -> Result<Response<pb::ProposeProfileResponse>, Status> {
         auth::require_role(&req, READ)?;
-        let device = &req.get_ref().device;
-        let out = tokio::task::block_in_place(|| learning::propose(&self.0, device))?;
+        let r = req.get_ref();
+        let opts = wardgate_analysis::propose::ProposeOptions {
+            include_incomplete: r.include_incomplete,
+        };
+        let out = tokio::task::block_in_place(|| learning::propose(&self.0, &r.device, opts))?;
         Ok(Response::new(out))
     }
 

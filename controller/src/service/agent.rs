@@ -5,13 +5,12 @@ use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
-use wardgate_analysis::detect::Finding;
 use wardgate_proto::v1::{
     AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest, RegisterResponse,
     StatusAck, StatusReport, WatchPolicyRequest, agent_service_server::AgentService,
 };
 
-use super::Ctx;
+use super::{Ctx, alert_admission};
 use crate::{alerts, auth, error::Error, metrics::WriteKind, push::Published};
 
 pub struct Agent(pub Ctx);
@@ -171,45 +170,52 @@ impl AgentService for Agent {
                     }
                 };
                 let mut rows = Vec::new();
+                let mut refused = Vec::new();
+                let now = super::learning::now_ns();
                 for a in batch.alerts {
+                    // No id, nothing to acknowledge or refuse by: the stream ends.
                     if a.id.is_empty() {
                         let _ = tx
                             .send(Err(Status::invalid_argument("alert without id")))
                             .await;
                         return;
                     }
-                    if !a.gateway.is_empty() && a.gateway != gateway {
-                        let _ = tx
-                            .send(Err(Status::permission_denied(format!(
-                                "alert {} names gateway {}, certificate is {gateway}",
-                                a.id, a.gateway
-                            ))))
-                            .await;
-                        return;
-                    }
-                    // The one alert type: every field checked, the inventory's context added.
-                    let mut f = match Finding::try_from(&a) {
-                        Ok(f) => f,
+                    // Refused alerts are answered by id, so the agent drops them.
+                    let admitted = tokio::task::block_in_place(|| {
+                        alert_admission::admit_alert(ctx.store.as_ref(), &gateway, &a, now)
+                    });
+                    match admitted {
+                        Ok(Ok(f)) => rows.push(f),
+                        Ok(Err(r)) => {
+                            ctx.metrics.alert_refused(&gateway, &r.code);
+                            refused.push(r);
+                        }
                         Err(e) => {
-                            let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+                            let _ = tx.send(Err(e.into())).await;
                             return;
                         }
-                    };
-                    f.gateway = Some(gateway.clone());
-                    if let Err(e) =
-                        tokio::task::block_in_place(|| alerts::enrich(ctx.store.as_ref(), &mut f))
-                    {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
                     }
-                    rows.push(f);
+                }
+                if let Some(first) = refused.first() {
+                    tracing::warn!(
+                        gateway,
+                        refused = refused.len(),
+                        first_id = first.id,
+                        first_code = first.code,
+                        first_reason = first.reason,
+                        "alerts refused (answered, not stored)"
+                    );
                 }
                 let stored: Vec<_> = rows.iter().map(alerts::new_row).collect();
-                let inserted = tokio::task::block_in_place(|| {
-                    ctx.metrics.time_write(WriteKind::Alerts, || {
-                        ctx.store.insert_alerts(&gateway, &stored)
+                let inserted = if stored.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    tokio::task::block_in_place(|| {
+                        ctx.metrics.time_write(WriteKind::Alerts, || {
+                            ctx.store.insert_alerts(&gateway, &stored)
+                        })
                     })
-                });
+                };
                 match inserted {
                     Ok(ids) => {
                         for f in &rows {
@@ -219,7 +225,7 @@ impl AgentService for Agent {
                             );
                         }
                         ctx.push.alerts_stored();
-                        if tx.send(Ok(AlertAck { ids })).await.is_err() {
+                        if tx.send(Ok(AlertAck { ids, refused })).await.is_err() {
                             return;
                         }
                     }

@@ -7,7 +7,7 @@ use wardgate_analysis::{
     aggregate::FlowAggregate,
     baseline::{BaselineBuilder, Groups, Limits, lifecycle::Action},
     flow::DeviceRef,
-    propose::propose_weighted,
+    propose::{ProposeOptions, propose_weighted},
     simulate::{SimulateError, simulate_weighted},
 };
 use wardgate_proto::{
@@ -18,7 +18,7 @@ use wardgate_proto::{
 use super::Ctx;
 use crate::{
     error::{Error, Result},
-    store::{Change, DeviceRow, Snapshot},
+    store::{Change, DeviceRow},
 };
 
 pub fn now_ns() -> u64 {
@@ -48,7 +48,7 @@ pub fn report_flows(ctx: &Ctx, gateway: &str, batch: pb::FlowBatch) -> Result<pb
     let records = records_from_pb(batch.records).map_err(|e| Error::Invalid(e.to_string()))?;
     let stored = tokio::task::block_in_place(|| {
         ctx.store
-            .insert_flows(gateway, &records, now_ns(), ctx.flow_retention_days)
+            .insert_flows(gateway, &records, now_ns(), ctx.flow_limits)
     })?;
     if stored.unknown_device > 0 || stored.expired > 0 {
         tracing::debug!(
@@ -62,12 +62,13 @@ pub fn report_flows(ctx: &Ctx, gateway: &str, batch: pb::FlowBatch) -> Result<pb
         stored: stored.stored,
         unknown_device: stored.unknown_device,
         expired: stored.expired,
+        over_cap: stored.over_cap,
     })
 }
 
-fn groups(snap: &Snapshot) -> Groups {
+fn groups(groups: &std::collections::BTreeMap<String, Vec<String>>) -> Groups {
     Groups::from_pairs(
-        snap.groups
+        groups
             .iter()
             .flat_map(|(g, cidrs)| cidrs.iter().map(move |c| (g.as_str(), c.as_str()))),
     )
@@ -126,7 +127,7 @@ pub fn get_baseline(ctx: &Ctx, device: &str) -> Result<pb::BaselineResponse> {
     for a in &w.rows {
         b.add_aggregate(a);
     }
-    let baseline = b.finish(&groups(&ctx.store.snapshot()?), w.window);
+    let baseline = b.finish(&groups(&ctx.store.groups()?), w.window);
     Ok(pb::BaselineResponse {
         device: d.name,
         state: w.lifecycle.state.as_str().into(),
@@ -136,6 +137,16 @@ pub fn get_baseline(ctx: &Ctx, device: &str) -> Result<pb::BaselineResponse> {
         baseline_json: serde_json::to_string(&baseline)
             .map_err(|e| Error::Internal(format!("baseline of {device}: {e}")))?,
         changed_unix_ms: w.changed_ms,
+        over_cap: ctx
+            .store
+            .flow_overflow(device)?
+            .into_iter()
+            .map(|(day, flows)| pb::FlowOverflowDay {
+                day_start_unix_ms: i64::from(day) * 86_400_000,
+                flows,
+            })
+            .collect(),
+        rows_per_day_cap: ctx.flow_limits.rows_per_device_day,
     })
 }
 
@@ -158,7 +169,20 @@ fn weighted(rows: &[FlowAggregate], d: &DeviceRef) -> Vec<(FlowRecord, u64)> {
     rows.iter().flat_map(|a| a.records(d)).collect()
 }
 
-pub fn propose(ctx: &Ctx, device: &str) -> Result<pb::ProposeProfileResponse> {
+fn direction_name(d: wardgate_analysis::FlowDirection) -> &'static str {
+    match d {
+        wardgate_analysis::FlowDirection::Opened => "from-device",
+        wardgate_analysis::FlowDirection::Received => "to-device",
+    }
+}
+
+/// A profile from the device's rows in its window: completed flows only unless
+/// `opts.include_incomplete`; what was left out and what was widened come back with it.
+pub fn propose(
+    ctx: &Ctx,
+    device: &str,
+    opts: ProposeOptions,
+) -> Result<pb::ProposeProfileResponse> {
     let d = need_device(ctx, device)?;
     let w = in_window(ctx, device)?;
     let records = weighted(&w.rows, &device_ref(&d));
@@ -168,13 +192,14 @@ pub fn propose(ctx: &Ctx, device: &str) -> Result<pb::ProposeProfileResponse> {
             "no flows of `{device}` in its learning window"
         )));
     }
-    let yaml = propose_weighted(
+    let p = propose_weighted(
         device,
         records.iter().map(|(r, n)| (r, *n)),
-        &groups(&ctx.store.snapshot()?),
+        &groups(&ctx.store.groups()?),
+        opts,
     );
     // A proposal always validates; one that does not is a bug, not the caller's error.
-    let profile = wardgate_policy::parse_profile("proposal", &yaml)
+    let profile = wardgate_policy::parse_profile("proposal", &p.yaml)
         .map_err(|e| Error::Internal(format!("proposed profile does not parse: {e}")))?;
     let problems = wardgate_policy::validate_profile("proposal", &profile);
     if !problems.is_empty() {
@@ -184,8 +209,24 @@ pub fn propose(ctx: &Ctx, device: &str) -> Result<pb::ProposeProfileResponse> {
     }
     Ok(pb::ProposeProfileResponse {
         profile: profile.name.value.clone(),
-        yaml,
-        flows,
+        flows: p.flows,
+        left_out_flows: p.left_out_flows(),
+        left_out: p
+            .left_out
+            .iter()
+            .map(|l| pb::LeftOutFlow {
+                direction: direction_name(l.direction).into(),
+                peer: l.peer.to_string(),
+                proto: l.proto.into(),
+                summary: l.describe(),
+                ports: l.ports.iter().map(|&p| p.into()).collect(),
+                outcome: l.outcome.as_str().into(),
+                flows: l.flows,
+                last_seen_unix_ms: ms(l.last_seen_ns),
+            })
+            .collect(),
+        widened: p.widened,
+        yaml: p.yaml,
     })
 }
 
@@ -200,11 +241,10 @@ pub fn simulate(ctx: &Ctx, r: &pb::SimulateRequest) -> Result<pb::SimulateRespon
     };
     let rows = ctx.store.flow_aggregates(&r.device, from, u64::MAX >> 1)?;
     let records = weighted(&rows, &device_ref(&d));
-    let snap = ctx.store.snapshot()?;
+    let site_groups = ctx.store.groups()?;
     let site = wardgate_policy::Site {
         site: "controller".into(),
-        groups: snap
-            .groups
+        groups: site_groups
             .iter()
             .map(|(g, cidrs)| {
                 let located = cidrs
@@ -221,7 +261,7 @@ pub fn simulate(ctx: &Ctx, r: &pb::SimulateRequest) -> Result<pb::SimulateRespon
     // A candidate that does not validate or compile against the site is the caller's error.
     let blocked = simulate_weighted(&profile, Some(&site), &pairs)
         .map_err(|e: SimulateError| Error::Invalid(e.to_string()))?;
-    let g = groups(&snap);
+    let g = groups(&site_groups);
     Ok(pb::SimulateResponse {
         flows: pairs.iter().map(|(_, n)| n).sum(),
         blocked: blocked

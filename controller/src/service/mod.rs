@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod alert_admission;
 pub mod alerts;
 pub mod learning;
 
@@ -14,7 +15,7 @@ use crate::{
     error::{Error, Result},
     metrics::{ControllerMetrics, WriteKind},
     push::{Published, Push},
-    store::{Change, Store},
+    store::{Change, FlowLimits, Store},
 };
 
 /// Shared by every service.
@@ -23,8 +24,8 @@ pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub push: Arc<Push>,
     pub metrics: Arc<ControllerMetrics>,
-    /// Days of flow records kept.
-    pub flow_retention_days: u32,
+    /// Retention and row cap of flow records.
+    pub flow_limits: FlowLimits,
 }
 
 impl Ctx {

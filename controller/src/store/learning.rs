@@ -1,5 +1,6 @@
 //! SQL for learning: flow aggregates per device, direction, peer, protocol, port and UTC day
-//! (`flow_days`, merged with the analysis crate's `FlowAggregate::merge`), their retention, and
+//! (`flow_days`, merged with the analysis crate's `FlowAggregate::merge`), capped in rows per
+//! device and day (what does not fit is counted in `flow_overflow`), their retention, and
 //! each device's baseline lifecycle (`baselines`). Called by `SqliteStore` inside its
 //! transactions; the folding and the lifecycle rules are the analysis crate's.
 
@@ -12,7 +13,7 @@ use wardgate_analysis::{
     baseline::lifecycle::{Action, Lifecycle, LifecycleError, State},
 };
 
-use super::FlowsStored;
+use super::{FlowLimits, FlowsStored};
 use crate::error::{Error, Result};
 
 fn direction_code(d: FlowDirection) -> i64 {
@@ -78,15 +79,20 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FlowAggregate> {
 
 /// Stores `records` of `gateway`'s devices: every device must be the gateway's (another
 /// gateway's device refuses the batch); records of unknown devices or older than the retention
-/// are counted, not stored. Rows past the retention are pruned.
+/// are counted, not stored; a record that would make a new row for a device and day already
+/// holding `limits.rows_per_device_day` rows is counted in `flow_overflow`, not stored (a row
+/// that exists still takes records). Rows past the retention are pruned.
 pub fn insert_flows(
     tx: &Transaction<'_>,
     gateway: &str,
     records: &[FlowRecord],
     now_ns: u64,
-    retention_days: u32,
+    limits: FlowLimits,
 ) -> Result<FlowsStored> {
-    let oldest = oldest_day(now_ns, retention_days);
+    let oldest = oldest_day(now_ns, limits.retention_days);
+    // Rows per (device, day), counted once per batch and kept up to date as rows are added.
+    let mut rows_of: BTreeMap<(String, u32), u64> = BTreeMap::new();
+    let mut over: BTreeMap<(String, u32), u64> = BTreeMap::new();
     let mut out = FlowsStored::default();
     let mut known: BTreeMap<&str, bool> = BTreeMap::new();
     for r in records {
@@ -147,6 +153,27 @@ pub fn insert_flows(
         if let Some(mut p) = prev {
             p.merge(&a);
             a = p;
+        } else {
+            let day_key = (k.device.clone(), k.day);
+            let rows = match rows_of.get_mut(&day_key) {
+                Some(n) => n,
+                None => {
+                    let n: i64 = tx.query_row(
+                        "SELECT COUNT(*) FROM flow_days WHERE device = ?1 AND day = ?2",
+                        params![k.device, k.day],
+                        |r| r.get(0),
+                    )?;
+                    rows_of.entry(day_key.clone()).or_insert(uint(n))
+                }
+            };
+            if *rows >= u64::from(limits.rows_per_device_day) {
+                let n = u32::try_from(a.flows).unwrap_or(u32::MAX);
+                out.stored = out.stored.saturating_sub(n);
+                out.over_cap = out.over_cap.saturating_add(n);
+                *over.entry(day_key).or_default() += a.flows;
+                continue;
+            }
+            *rows += 1;
         }
         let k = &a.key;
         tx.execute(
@@ -173,6 +200,22 @@ pub fn insert_flows(
             ],
         )?;
     }
+    for ((device, day), flows) in &over {
+        tx.execute(
+            "INSERT INTO flow_overflow (device, day, flows) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(device, day) DO UPDATE SET flows = flows + excluded.flows",
+            params![device, day, int(*flows)],
+        )?;
+    }
+    if !over.is_empty() {
+        tracing::warn!(
+            gateway,
+            over_cap = out.over_cap,
+            cap = limits.rows_per_device_day,
+            devices = ?over.keys().map(|(d, _)| d.as_str()).collect::<std::collections::BTreeSet<_>>(),
+            "flow records past the rows-per-device-day cap: counted, not stored"
+        );
+    }
     // A device's baseline starts learning with its first stored flow.
     for (device, start) in starts {
         let lc = Lifecycle::start(start);
@@ -186,9 +229,20 @@ pub fn insert_flows(
     Ok(out)
 }
 
-/// Deletes rows of days before `oldest`.
+/// Deletes rows (and overflow counts) of days before `oldest`; returns the rows deleted.
 pub fn prune(c: &Connection, oldest: u32) -> Result<usize> {
+    c.execute("DELETE FROM flow_overflow WHERE day < ?1", [oldest])?;
     Ok(c.execute("DELETE FROM flow_days WHERE day < ?1", [oldest])?)
+}
+
+/// `device`'s days past the row cap and the records not stored, oldest first.
+pub fn overflow(c: &Connection, device: &str) -> Result<Vec<(u32, u64)>> {
+    let mut q =
+        c.prepare_cached("SELECT day, flows FROM flow_overflow WHERE device = ?1 ORDER BY day")?;
+    let rows = q
+        .query_map([device], |r| Ok((r.get::<_, u32>(0)?, uint(r.get(1)?))))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 /// `device`'s rows with flows in [from_ns, to_ns], in key order.
@@ -275,6 +329,7 @@ pub fn set_baseline(
         }
     })?;
     let cleared = if matches!(action, Action::Relearn { .. }) {
+        tx.execute("DELETE FROM flow_overflow WHERE device = ?1", [device])?;
         tx.execute("DELETE FROM flow_days WHERE device = ?1", [device])?
     } else {
         0

@@ -208,4 +208,15 @@ pub const MIGRATIONS: &[&str] = &[
     DROP TABLE alerts;
     ALTER TABLE alerts_v5 RENAME TO alerts;
     CREATE INDEX alerts_id ON alerts (id);",
+    // 8: flow rows are capped per device and UTC day (a gateway, or a device behind it, cannot
+    // grow the store without bound by varying peers and ports): records that would make a row
+    // past the cap are counted here, per device and day, and pruned with the rows. The index
+    // makes a device's day countable without scanning its other days.
+    "CREATE TABLE flow_overflow (
+        device TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        flows INTEGER NOT NULL,
+        PRIMARY KEY (device, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX flow_days_device_day ON flow_days (device, day);",
 ];

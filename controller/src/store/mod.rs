@@ -5,6 +5,7 @@
 pub mod checkpoint;
 mod learning;
 mod migrations;
+mod reader;
 mod sqlite;
 
 use std::{
@@ -249,8 +250,34 @@ pub struct FlowsStored {
     pub unknown_device: u32,
     /// Records older than the retention (not stored).
     pub expired: u32,
+    /// Records that would have made a new row for a device and day at the row cap (counted
+    /// per device and day in the store, not stored).
+    pub over_cap: u32,
     /// Aggregate rows deleted past the retention.
     pub pruned: usize,
+}
+
+/// Bounds on what flow reports may store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowLimits {
+    /// Days kept (at least 1).
+    pub retention_days: u32,
+    /// Distinct rows (direction, peer, protocol, port) per device per UTC day; records that
+    /// would make more are counted, not stored.
+    pub rows_per_device_day: u32,
+}
+
+/// Distinct flow rows a device may have per day by default: a pump or a monitor talks to a
+/// handful of services; ten thousand is a scan or a flood, not a baseline.
+pub const DEFAULT_ROWS_PER_DEVICE_DAY: u32 = 10_000;
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        FlowLimits {
+            retention_days: 30,
+            rows_per_device_day: DEFAULT_ROWS_PER_DEVICE_DAY,
+        }
+    }
 }
 
 /// What a write did.
@@ -319,6 +346,10 @@ pub trait Store: Send + Sync {
     /// Everything: every device too (listings; writes read only what they change).
     fn snapshot(&self) -> Result<Snapshot>;
     fn device(&self, name: &str) -> Result<Option<DeviceRow>>;
+    /// The site's groups (name -> CIDRs), without the rest of the snapshot.
+    fn groups(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        Ok(self.snapshot()?.groups)
+    }
     fn gateway(&self, name: &str) -> Result<Option<GatewayRow>>;
     fn profile(&self, name: &str) -> Result<Option<ProfileRow>>;
     /// The store's epoch: a random id made when the store was created, sent with every
@@ -395,15 +426,20 @@ pub trait Store: Send + Sync {
     }
     /// Folds flow records (already checked) of `gateway`'s devices into the per-day
     /// aggregates, in one transaction: a device of another gateway refuses the batch; records
-    /// of unknown devices or older than `retention_days` at `now_ns` are counted, not stored;
-    /// days past the retention are pruned. A device's baseline starts with its first flow.
+    /// of unknown devices or older than the retention at `now_ns` are counted, not stored, and
+    /// so are records that would make a row past the device's row cap for their day (counted
+    /// per device and day, see [`Store::flow_overflow`]); days past the retention are pruned.
+    /// A device's baseline starts with its first flow.
     fn insert_flows(
         &self,
         gateway: &str,
         records: &[FlowRecord],
         now_ns: u64,
-        retention_days: u32,
+        limits: FlowLimits,
     ) -> Result<FlowsStored>;
+    /// `device`'s days whose records went past the row cap, with the records not stored,
+    /// oldest first.
+    fn flow_overflow(&self, device: &str) -> Result<Vec<(u32, u64)>>;
     /// Deletes aggregate rows past `retention_days` at `now_ns`; returns how many.
     fn prune_flows(&self, now_ns: u64, retention_days: u32) -> Result<usize>;
     /// `device`'s aggregate rows with flows in [from_ns, to_ns].

@@ -15,6 +15,7 @@ use super::{
     SiteReader, Snapshot, Store, StoreError, StoredAlert, WriteOutcome,
     checkpoint::{self, Checkpointer},
     migrations::MIGRATIONS,
+    reader::Readers,
 };
 use crate::{
     audit::{
@@ -32,6 +33,9 @@ pub struct SqliteStore {
     head: Option<HeadFile>,
     /// WAL checkpoints of a store file (none in memory or read-only); dropped after `conn`.
     checkpointer: Option<Checkpointer>,
+    /// Read connections for reads that can be long (flow rows, listings), so they never hold
+    /// `conn`, which writes wait for (none in memory: those reads use `conn`).
+    readers: Option<Readers>,
 }
 
 /// Alerts kept per gateway. Past it the store drops that gateway's acknowledged alerts first,
@@ -143,6 +147,7 @@ impl SqliteStore {
         // Writes never checkpoint: the checkpointer's thread does (`checkpoint.rs`).
         store.conn().pragma_update(None, "wal_autocheckpoint", 0)?;
         store.checkpointer = Some(Checkpointer::start(&db, checkpoint::EVERY)?);
+        store.readers = Some(Readers::new(&db));
         let (seq, hash) = store.chain_head()?;
         store.head = Some(HeadFile::open(head_path, (seq, &hash)).map_err(|e| {
             Error::Internal(format!(
@@ -176,6 +181,7 @@ impl SqliteStore {
             alert_quota: ALERT_QUOTA,
             head: None,
             checkpointer: None,
+            readers: None,
         })
     }
 
@@ -241,7 +247,16 @@ impl SqliteStore {
             alert_quota: ALERT_QUOTA,
             head: None,
             checkpointer: None,
+            readers: None,
         })
+    }
+
+    /// Runs a read on a read connection when the store has them, else on the store's one.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        match &self.readers {
+            Some(r) => r.with(f),
+            None => f(&self.conn()),
+        }
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -767,11 +782,15 @@ impl Store for SqliteStore {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        snapshot(&self.conn())
+        self.read(snapshot)
+    }
+
+    fn groups(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        self.read(|c| Ok(base(c)?.groups))
     }
 
     fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
-        device_by_name(&self.conn(), name)
+        self.read(|c| device_by_name(c, name))
     }
 
     fn gateway(&self, name: &str) -> Result<Option<GatewayRow>> {
@@ -1114,13 +1133,17 @@ impl Store for SqliteStore {
         gateway: &str,
         records: &[wardgate_analysis::FlowRecord],
         now_ns: u64,
-        retention_days: u32,
+        limits: super::FlowLimits,
     ) -> Result<super::FlowsStored> {
         let mut c = self.conn();
         let tx = c.transaction()?;
-        let out = super::learning::insert_flows(&tx, gateway, records, now_ns, retention_days)?;
+        let out = super::learning::insert_flows(&tx, gateway, records, now_ns, limits)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    fn flow_overflow(&self, device: &str) -> Result<Vec<(u32, u64)>> {
+        self.read(|c| super::learning::overflow(c, device))
     }
 
     fn prune_flows(&self, now_ns: u64, retention_days: u32) -> Result<usize> {
@@ -1136,14 +1159,14 @@ impl Store for SqliteStore {
         from_ns: u64,
         to_ns: u64,
     ) -> Result<Vec<wardgate_analysis::aggregate::FlowAggregate>> {
-        super::learning::aggregates(&self.conn(), device, from_ns, to_ns)
+        self.read(|c| super::learning::aggregates(c, device, from_ns, to_ns))
     }
 
     fn baseline_lifecycle(
         &self,
         device: &str,
     ) -> Result<Option<(wardgate_analysis::baseline::lifecycle::Lifecycle, i64)>> {
-        super::learning::lifecycle(&self.conn(), device)
+        self.read(|c| super::learning::lifecycle(c, device))
     }
 
     fn audit_with_head(&self, head_path: &Path) -> Result<super::AuditWithHead> {

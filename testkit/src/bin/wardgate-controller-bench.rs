@@ -182,10 +182,16 @@ async fn wait_for(
     }
 }
 
-fn alert(id: String) -> pb::Alert {
+/// A deny alert about `device` (one behind the reporting gateway: another gateway's device
+/// is refused), observed now.
+fn alert(id: String, device: String) -> pb::Alert {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     pb::Alert {
         id,
-        device: device(0),
+        device,
+        observed_unix_ms: now_ms,
         profile: "infusion-pump".into(),
         kind: "deny".into(),
         severity: "high".into(),
@@ -349,7 +355,7 @@ async fn ingest(lab: &LabController) -> anyhow::Result<(usize, Duration, Duratio
             let batches: Vec<pb::AlertBatch> = (0..ALERT_BATCHES)
                 .map(|b| pb::AlertBatch {
                     alerts: (0..ALERT_BATCH)
-                        .map(|a| alert(format!("s{s}-b{b}-a{a}")))
+                        .map(|a| alert(format!("s{s}-b{b}-a{a}"), device(s)))
                         .collect(),
                 })
                 .collect();

@@ -22,7 +22,7 @@ use std::{
 
 use wardgate_analysis::{
     FlowRecord,
-    flow::{DeviceRef, FlowDirection, FlowIdentity, TcpOutcome},
+    flow::{DeviceRef, FlowDirection, FlowIdentity, FlowOutcome, TcpOutcome},
 };
 use wardgate_common::CtKey;
 
@@ -191,6 +191,7 @@ impl LiveFlows {
             } else {
                 TcpOutcome::Unknown
             }),
+            outcome: FlowOutcome::Unknown,
             rule: (o.rule_id != 0).then_some(o.rule_id),
             app: None,
         };
@@ -203,6 +204,7 @@ impl LiveFlows {
             last_mono: o.ts_ns,
             ident: None,
         };
+        set_outcome(&mut live);
         if o.denied {
             self.stats.denied += 1;
             self.observe(&mut live, out);
@@ -312,6 +314,7 @@ impl LiveFlows {
         let keep = if refused || (!answered && age >= self.cfg.answer_wait_ns) {
             if !answered && live.rec.proto == TCP {
                 live.rec.tcp = Some(TcpOutcome::NoAnswer);
+                set_outcome(&mut live);
             }
             self.observe(&mut live, out);
             Keep::Old
@@ -404,6 +407,23 @@ fn update(live: &mut Live, c: &FlowCounters, clock: Clock) {
             TcpOutcome::Unknown
         });
     }
+    set_outcome(live);
+}
+
+/// The record's outcome from what the flow holds now: the datapath denied it, its handshake
+/// (TCP flags each way, read from the conntrack entry), and for other protocols whether the
+/// responder sent anything back (packets each way). An ICMP unreachable about a UDP flow
+/// passes as related traffic without touching the entry, so such a flow stays `Unanswered`.
+fn set_outcome(live: &mut Live) {
+    let r = &mut live.rec;
+    r.outcome = FlowOutcome::of_record(
+        r.proto,
+        r.direction,
+        r.tcp,
+        r.packets_out,
+        r.packets_in,
+        live.denied,
+    );
 }
 
 #[cfg(test)]

@@ -251,3 +251,51 @@ fn at_stop_every_held_flow_is_finished_as_it_stands_and_none_observed_twice() {
     t.sweep(100 * S, CLOCK, |_| None, &mut out);
     assert_eq!(out.len(), 3);
 }
+
+/// The outcome each record carries, from what the conntrack entry holds: TCP flags and packets
+/// each way (and the datapath's drop, which makes no entry).
+#[test]
+fn outcomes_come_from_the_conntrack_entry_flags_and_packets_each_way() {
+    const ACK: u8 = 0x10;
+    let mut t = LiveFlows::new(LiveConfig::default());
+    let mut out = Vec::new();
+    // Denied: observed at once as denied.
+    t.open(&opened(445, S, true), dev(), CLOCK, &mut out);
+    assert_eq!(out.remove(0).outcome, FlowOutcome::Denied);
+    // Three TCP contacts: SYN-ACK back, RST back, nothing back.
+    for port in [443, 22, 23] {
+        t.open(&opened(port, S, false), dev(), CLOCK, &mut out);
+    }
+    // UDP: one answered, one not.
+    let udp = |port: u16| {
+        let mut o = opened(port, S, false);
+        o.proto = 17;
+        o.key.proto = 17;
+        o.tcp_flags = 0;
+        o
+    };
+    t.open(&udp(53), dev(), CLOCK, &mut out);
+    t.open(&udp(69), dev(), CLOCK, &mut out);
+    assert!(out.is_empty());
+    let mut entries: HashMap<CtKey, FlowCounters> = HashMap::new();
+    entries.insert(key(443), counters(S, 3, 2, TCP_SYN | ACK));
+    entries.insert(key(22), counters(S, 1, 1, TCP_RST | ACK));
+    entries.insert(key(23), counters(S, 2, 0, 0));
+    let mut k53 = key(53);
+    k53.proto = 17;
+    let mut k69 = key(69);
+    k69.proto = 17;
+    entries.insert(k53, counters(S, 1, 1, 0));
+    entries.insert(k69, counters(S, 4, 0, 0));
+    // Past the answer wait: the failed ones are observed; then the entries go and the rest end.
+    t.sweep(3 * S, CLOCK, |k| entries.get(k).copied(), &mut out);
+    t.sweep(4 * S, CLOCK, |_| None, &mut out);
+    let got: HashMap<(u8, u16), FlowOutcome> =
+        out.iter().map(|r| ((r.proto, r.port), r.outcome)).collect();
+    assert_eq!(got[&(6, 443)], FlowOutcome::Established);
+    assert_eq!(got[&(6, 22)], FlowOutcome::Refused);
+    assert_eq!(got[&(6, 23)], FlowOutcome::Unanswered);
+    assert_eq!(got[&(17, 53)], FlowOutcome::Established);
+    assert_eq!(got[&(17, 69)], FlowOutcome::Unanswered);
+    assert_eq!(got.len(), 5, "{out:#?}");
+}
