@@ -40,6 +40,7 @@ fn learn_files(
         propose: None,
         simulate: None,
         devices: Vec::new(),
+        include_incomplete: false,
     })?;
     Ok((l, out))
 }
@@ -577,6 +578,9 @@ fn learn_with(
     simulate: Option<PathBuf>,
     devices: &[&str],
 ) -> anyhow::Result<Learned> {
+    // The fixtures are one-sided captures (a broadcast, requests whose answers were not
+    // captured): their proposals take every flow, as `learn --propose --include-incomplete`.
+    let include_incomplete = propose.is_some();
     learn::run(&LearnArgs {
         pcap: files.to_vec(),
         site,
@@ -584,6 +588,7 @@ fn learn_with(
         propose,
         simulate,
         devices: devices.iter().map(|d| d.to_string()).collect(),
+        include_incomplete,
     })
 }
 

@@ -125,6 +125,7 @@ fn dcmtk_and_python_hl7_identities_come_out_exactly_as_sent() {
             propose: None,
             simulate: None,
             devices: Vec::new(),
+            include_incomplete: false,
         })
         .unwrap();
         let name = file.display();

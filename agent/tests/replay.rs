@@ -167,6 +167,7 @@ fn baselines_are_read_whole_and_a_bad_file_is_named() {
         propose: None,
         simulate: None,
         devices: Vec::new(),
+        include_incomplete: false,
     })
     .unwrap();
     let b = replay::read_baselines(out.path()).unwrap();

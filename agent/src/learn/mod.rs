@@ -48,6 +48,11 @@ pub struct LearnArgs {
     /// Devices to simulate (default: the site's devices assigned the profile, else every device).
     #[arg(long = "device", requires = "simulate")]
     pub devices: Vec<String>,
+    /// With `--propose`: also make rules from flows that did not complete (refused, unanswered,
+    /// denied, unknown). Captures taken on one side only (a mirror port seeing one direction)
+    /// have no completed flows.
+    #[arg(long, requires = "propose")]
+    pub include_incomplete: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -194,7 +199,13 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
         flows,
     };
     if let Some(dir) = &args.propose {
-        learned.proposed = propose::write(dir, &learned, &groups, site.as_ref())?;
+        learned.proposed = propose::write(
+            dir,
+            &learned,
+            &groups,
+            site.as_ref(),
+            args.include_incomplete,
+        )?;
     }
     if let Some(profile) = &candidate {
         learned.simulation = Some(simulate::run(

@@ -14,12 +14,15 @@ pub fn write(
     l: &Learned,
     groups: &Groups,
     site: Option<&wardgate_policy::Site>,
+    include_incomplete: bool,
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
     for b in &l.baselines {
         let device = &b.device.name;
-        let text = propose::propose(device, &l.flows, groups).yaml;
+        let opts = propose::ProposeOptions { include_incomplete };
+        let text =
+            propose::propose_weighted(device, l.flows.iter().map(|r| (r, 1)), groups, opts).yaml;
         let name = propose::profile_name(device);
         let path = dir.join(format!("{name}.yaml"));
         let file = path.display().to_string();
@@ -28,7 +31,9 @@ pub fn write(
         let own: Vec<_> = l
             .flows
             .iter()
-            .filter(|r| &r.device.name == device && r.outcome.is_completed())
+            .filter(|r| {
+                &r.device.name == device && (include_incomplete || r.outcome.is_completed())
+            })
             .cloned()
             .collect();
         let blocked = simulate::simulate(&profile, site, &own)
