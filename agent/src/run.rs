@@ -673,8 +673,11 @@ fn open_outbox(path: &Path) -> Arc<AlertQueue> {
     AlertQueue::new(outbox)
 }
 
-/// How often each device's live flows are recounted (`Datapath::recount_flows`).
-const FLOW_RECOUNT_EVERY: Duration = Duration::from_secs(5);
+/// How often each device's live flows are recounted (`Datapath::recount_flows`). The walk of
+/// the conntrack map runs in the map-writer loop, so it delays the heartbeat while it runs: a
+/// heartbeat limit of a few hundred ms could see the watchdog fire during one (measured in the
+/// netns restart test at 300 ms). Every 30 s, and never in the first 30 s after a start.
+const FLOW_RECOUNT_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // A restart: the pinned heartbeat is written at once, before the programs are verified and
@@ -800,7 +803,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .is_ok();
     drop(starting);
     // Flows that idled out or were evicted give their device's flow budget its place back.
-    let mut recount = tokio::time::interval(FLOW_RECOUNT_EVERY);
+    // Not at once: the first walk waits a period, off the start's busy seconds.
+    let mut recount = tokio::time::interval_at(
+        tokio::time::Instant::now() + FLOW_RECOUNT_EVERY,
+        FLOW_RECOUNT_EVERY,
+    );
     recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let reapply = tokio::select! {

@@ -7,12 +7,25 @@
 //! the read and the write is missed until the next recount: the count can be one or two low
 //! for a few seconds, never stuck high.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
-use wardgate_common::{CT_CLOSING, CtKey, CtValue, FlowCapState, map_names};
+use wardgate_common::{CT_CLOSING, CtKey, CtValue, FlowCapState, capacity, map_names};
 
 use super::{Datapath, DatapathError, coarse_now_ns, map_err};
+
+/// Slots visited per recount beyond those of devices with entries: the whole array is walked
+/// in 16 recounts. Reading all 16,384 slots at once blocked the map-writer loop (and so the
+/// heartbeat) for hundreds of ms on a loaded 2-core gateway.
+const SWEEP_SLOTS: u32 = 1_024;
+
+/// What the recount carries over: devices it left a non-zero count for, and where the
+/// round-robin walk of the array stands.
+#[derive(Debug, Default)]
+pub struct RecountState {
+    counted: HashSet<u32>,
+    cursor: u32,
+}
 
 /// What one recount did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +52,7 @@ impl Datapath {
             let ct: BpfHashMap<&mut MapData, CtKey, CtValue> = self.typed(map_names::CONNTRACK)?;
             // Bounded: the kernel restarts a walk whose current key was just deleted, so a walk
             // can see an entry twice; it never runs past twice the map's size.
-            let bound = 2 * wardgate_common::capacity::CONNTRACK as usize;
+            let bound = 2 * capacity::CONNTRACK as usize;
             for entry in ct.iter().take(bound) {
                 // An entry removed while we walk is simply not counted.
                 let Ok((_, v)) = entry else { continue };
@@ -49,13 +62,27 @@ impl Datapath {
                 }
             }
         }
+        // The slots of devices with entries, of devices the last recount counted, and the next
+        // stretch of the array (a slot whose device has no entry left at all).
+        let mut visit: HashSet<u32> = per_device
+            .keys()
+            .chain(self.recount.counted.iter())
+            .map(|id| id & (capacity::FLOW_CAP - 1))
+            .collect();
+        let start = self.recount.cursor;
+        visit.extend((0..SWEEP_SLOTS).map(|i| (start + i) & (capacity::FLOW_CAP - 1)));
+        self.recount.cursor = (start + SWEEP_SLOTS) & (capacity::FLOW_CAP - 1);
+        let mut counted = HashSet::new();
         let mut caps: Array<&mut MapData, FlowCapState> = self.typed(map_names::FLOW_CAP)?;
-        for index in 0..caps.len() {
+        for index in visit {
             let state = caps.get(&index, 0).map_err(map_err(map_names::FLOW_CAP))?;
             if state.device_id == 0 && state.live == 0 {
                 continue;
             }
             let live = per_device.get(&state.device_id).copied().unwrap_or(0);
+            if live != 0 {
+                counted.insert(state.device_id);
+            }
             if live == state.live {
                 continue;
             }
@@ -74,6 +101,7 @@ impl Datapath {
                 .map_err(map_err(map_names::FLOW_CAP))?;
             out.changed += 1;
         }
+        self.recount.counted = counted;
         Ok(out)
     }
 

@@ -154,6 +154,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     pin_root: PathBuf,
     last_switch: Option<Instant>,
+    /// What the flow budget recount visits besides the devices with entries (`flowcap.rs`).
+    recount: flowcap::RecountState,
 }
 
 /// Returns the embedded eBPF object, refusing an empty (skipped) build.
@@ -238,6 +240,7 @@ impl Datapath {
             ebpf,
             pin_root: pin_root.to_path_buf(),
             last_switch: None,
+            recount: flowcap::RecountState::default(),
         };
         for name in [
             program_names::INGRESS,
