@@ -296,12 +296,18 @@ fn systemd_hears_ready_once_the_policy_is_enforced_then_watchdog_pings_and_stopp
 /// Alerts the outbox holds from an earlier outage.
 fn outage_alerts(path: &Path, n: usize) {
     let mut outbox = Outbox::open(path).unwrap();
+    // Observed now: the controller refuses alerts dated before 2020 (alert admission).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     outbox.push_all(
         (0..n)
             .map(|i| pb::Alert {
                 id: format!("outage-{i}"),
                 kind: "deny".into(),
                 severity: "high".into(),
+                observed_unix_ms: now_ms,
                 ..Default::default()
             })
             .collect(),

@@ -477,8 +477,13 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
         // The same alert again (a re-send after a lost ack): stored once.
         ("t-1", EventKind::Deny, 445),
     ] {
-        let a = wardgate_agent::alerts::from_event(&event(kind, dport), Some(&state), id.into(), 1)
-            .unwrap();
+        let a = wardgate_agent::alerts::from_event(
+            &event(kind, dport),
+            Some(&state),
+            id.into(),
+            now_unix_ms(),
+        )
+        .unwrap();
         alerts.push_all(vec![pb::Alert::from(&a)]);
     }
     let first = tokio::time::timeout(Duration::from_secs(10), tail.message())
@@ -533,10 +538,13 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
     let up = agent_config(&lab);
     let outbox = up.outbox_path(&desired);
     assert_eq!(outbox, dir.path().join("agent/alerts-outbox.sqlite"));
+    // Observed now: the controller refuses alerts dated before 2020 (alert admission).
+    let now_ms = now_unix_ms();
     let alert = |i: usize| pb::Alert {
         id: format!("outage-{i}"),
         kind: "deny".into(),
         severity: "high".into(),
+        observed_unix_ms: now_ms,
         ..Default::default()
     };
     // More alerts than the old in-memory channel held (1,024), raised while nothing listens at
@@ -620,4 +628,12 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
     let _ = task.await;
     drop(queue);
     assert!(Outbox::open(&outbox).unwrap().is_empty());
+}
+
+/// Wall time in ms: alerts are admitted only with a plausible observation time.
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
