@@ -20,7 +20,7 @@ use support::{lab::Lab, *};
 use wardgate_controller::config::{SinkConfig, SinkKind};
 use wardgate_testkit::{
     agent::AgentProcess,
-    ward::{Ward, in_ns, run_in},
+    ward::{Ward, in_ns},
 };
 
 const PUMP: &str = "pump-3a-bed12";
@@ -47,33 +47,6 @@ fn gateway_mac(ward: &Ward) -> [u8; 6] {
         .map(|b| u8::from_str_radix(b, 16).unwrap())
         .collect();
     <[u8; 6]>::try_from(bytes).unwrap()
-}
-
-/// Sends one raw Ethernet frame out of the device's `eth0` (AF_PACKET).
-fn send_frame(ward: &Ward, frame: Vec<u8>) {
-    run_in(&ward.dev, move || {
-        // Safety: plain socket calls on a socket we own and close; the address is zeroed and
-        // filled for AF_PACKET.
-        unsafe {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(fd >= 0, "AF_PACKET socket");
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
-            sll.sll_halen = 6;
-            sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-            let n = libc::sendto(
-                fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            );
-            libc::close(fd);
-            assert_eq!(n, frame.len() as isize, "raw frame sent");
-        }
-    })
 }
 
 /// A UDP datagram from `src` to `dst` in a frame from the pump's MAC to the gateway.
@@ -190,7 +163,7 @@ fn an_enforced_device_borrowing_a_monitored_address_gets_nothing_out_and_is_name
     let dns: SocketAddr = "198.51.100.53:53".parse().unwrap();
     let control = listen(&ward, dns);
     let own: SocketAddr = "192.0.2.10:40053".parse().unwrap();
-    send_frame(&ward, udp_frame(gw_mac, own, dns, b"control"));
+    send_frame(&ward.dev, "eth0", udp_frame(gw_mac, own, dns, b"control"));
     let got = control.join().unwrap();
     assert_eq!(
         got.len(),
@@ -202,13 +175,11 @@ fn an_enforced_device_borrowing_a_monitored_address_gets_nothing_out_and_is_name
     let drop_box: SocketAddr = "198.51.100.10:4444".parse().unwrap();
     let exfil = listen(&ward, drop_box);
     let borrowed: SocketAddr = "192.0.2.11:40000".parse().unwrap();
-    send_frame(
-        &ward,
-        udp_frame(gw_mac, borrowed, drop_box, b"patient records"),
-    );
+    let exfil_frame = udp_frame(gw_mac, borrowed, drop_box, b"patient records");
+    send_frame(&ward.dev, "eth0", exfil_frame);
     // ARP poisoning with hardware type 6, claiming the monitor's address for the pump's MAC.
     let before = neighbour(&ward, "192.0.2.11");
-    send_frame(&ward, arp_request(6, MONITOR_IP));
+    send_frame(&ward.dev, "eth0", arp_request(6, MONITOR_IP));
     let got = exfil.join().unwrap();
     assert!(
         got.is_empty(),

@@ -366,3 +366,31 @@ pub fn run_prog(dp: &mut Datapath, name: &'static str, frame: &[u8], repeat: u32
         .expect("BPF_PROG_TEST_RUN");
     (res.return_value, res.duration.as_nanos() as f64)
 }
+
+/// Sends one raw Ethernet frame out of `ifname` in namespace `ns` (AF_PACKET).
+pub fn send_frame(ns: &str, ifname: &str, frame: Vec<u8>) {
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    wardgate_testkit::ward::run_in(ns, move || {
+        // Safety: plain socket calls on a socket we own and close; the address is zeroed and
+        // filled for AF_PACKET.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "AF_PACKET socket");
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = libc::if_nametoindex(ifname.as_ptr()) as i32;
+            sll.sll_halen = 6;
+            sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+            let n = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            );
+            libc::close(fd);
+            assert_eq!(n, frame.len() as isize, "raw frame sent");
+        }
+    })
+}
