@@ -32,15 +32,20 @@ pub struct ControllerConfig {
     /// SOC sinks: each reads the alert store from its own cursor (see `sinks`). Default none.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
-    /// Signed audit checkpoints sent to every sink (see `sinks::checkpoints`). Default none.
+    /// Signed audit checkpoints sent to every sink (see `sinks::checkpoints`). On by default
+    /// whenever there are sinks: a trail checked only against itself can be cut by whoever
+    /// owns the controller's disk.
     #[serde(default)]
-    pub audit_checkpoints: Option<CheckpointConfig>,
+    pub audit_checkpoints: CheckpointConfig,
 }
 
 /// Signed audit checkpoints: the chain head, signed, to every SOC sink.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointConfig {
+    /// `false` turns checkpoints off (logged as a warning when there are sinks). Default on.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
     /// The Ed25519 signing key (PKCS#8 PEM), created on first start with its public key at
     /// `KEY.pub` (give that to the SOC). Default `<data>/audit-checkpoint.key`.
     #[serde(default)]
@@ -53,6 +58,9 @@ pub struct CheckpointConfig {
     pub every_seconds: u64,
 }
 
+fn default_enabled() -> bool {
+    true
+}
 fn default_every_entries() -> u64 {
     100
 }
@@ -72,6 +80,7 @@ impl CheckpointConfig {
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
+            enabled: true,
             key: None,
             every_entries: default_every_entries(),
             every_seconds: default_every_seconds(),
@@ -223,7 +232,7 @@ impl Default for ControllerConfig {
             certs: default_certs(),
             metrics: None,
             sinks: Vec::new(),
-            audit_checkpoints: None,
+            audit_checkpoints: CheckpointConfig::default(),
         }
     }
 }
@@ -260,9 +269,8 @@ impl ControllerConfig {
                 anyhow::bail!("sinks[{i}]: two sinks are named `{}`", s.name());
             }
         }
-        if let Some(c) = &cfg.audit_checkpoints
-            && (c.every_entries == 0 || c.every_seconds == 0)
-        {
+        let c = &cfg.audit_checkpoints;
+        if c.every_entries == 0 || c.every_seconds == 0 {
             anyhow::bail!(
                 "audit_checkpoints: `every_entries` and `every_seconds` must be at least 1"
             );
@@ -414,14 +422,20 @@ mod tests {
     }
 
     #[test]
-    fn audit_checkpoints_parse_with_defaults_and_refuse_zero() {
-        let cfg = ControllerConfig::parse("audit_checkpoints: {}\n").unwrap();
-        assert_eq!(cfg.audit_checkpoints, Some(CheckpointConfig::default()));
-        let c = cfg.audit_checkpoints.unwrap();
+    fn audit_checkpoints_are_on_by_default_and_refuse_zero() {
+        // Nothing said: on, with the defaults.
+        let cfg = ControllerConfig::parse("listen: 127.0.0.1:7443\n").unwrap();
+        assert_eq!(cfg.audit_checkpoints, CheckpointConfig::default());
+        let c = &cfg.audit_checkpoints;
+        assert!(c.enabled);
         assert_eq!((c.every_entries, c.every_seconds), (100, 60));
         assert_eq!(
             c.key_path(Path::new("/d")),
             PathBuf::from("/d/audit-checkpoint.key")
+        );
+        assert_eq!(
+            ControllerConfig::parse("audit_checkpoints: {}\n").unwrap().audit_checkpoints,
+            CheckpointConfig::default()
         );
         let cfg = ControllerConfig::parse(
             "audit_checkpoints:\n  key: /k\n  every_entries: 5\n  every_seconds: 2\n",
@@ -429,12 +443,15 @@ mod tests {
         .unwrap();
         assert_eq!(
             cfg.audit_checkpoints,
-            Some(CheckpointConfig {
+            CheckpointConfig {
+                enabled: true,
                 key: Some(PathBuf::from("/k")),
                 every_entries: 5,
                 every_seconds: 2
-            })
+            }
         );
+        let off = ControllerConfig::parse("audit_checkpoints: {enabled: false}\n").unwrap();
+        assert!(!off.audit_checkpoints.enabled);
         assert!(ControllerConfig::parse("audit_checkpoints: {every_entries: 0}\n").is_err());
         assert!(ControllerConfig::parse("audit_checkpoints: {every: 1}\n").is_err());
     }

@@ -172,6 +172,7 @@ async fn checkpoints_reach_the_soc_and_catch_a_trail_rewritten_with_its_head_fil
         &[("eve", "engineer"), ("vic", "viewer")],
         &[syslog_sink(port), ocsf_sink(&ocsf)],
         Some(&CheckpointConfig {
+            enabled: true,
             key: Some(key_path.clone()),
             every_entries: 1,
             every_seconds: 60,
@@ -339,6 +340,16 @@ fn a_soc_file_without_checkpoints_checks_nothing_and_is_an_error() {
 /// first checkpoint (at start) reaches the OCSF file and verifies with the public key.
 #[test]
 fn the_binary_signs_checkpoints_as_configured() {
+    binary_signs_checkpoints("audit_checkpoints:\n  every_entries: 10\n");
+}
+
+/// Nothing said about checkpoints: a controller with a sink sends them all the same.
+#[test]
+fn the_binary_signs_checkpoints_by_default() {
+    binary_signs_checkpoints("");
+}
+
+fn binary_signs_checkpoints(checkpoint_config: &str) {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     wardgate_controller::certs::init(
@@ -354,7 +365,7 @@ fn the_binary_signs_checkpoints_as_configured() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\ndata: {}\ncerts: {}\nsinks:\n  - kind: ocsf\n    path: {}\naudit_checkpoints:\n  every_entries: 10\n",
+            "listen: 127.0.0.1:0\ndata: {}\ncerts: {}\nsinks:\n  - kind: ocsf\n    path: {}\n{checkpoint_config}",
             data.display(),
             certs.display(),
             ocsf.display()

@@ -129,18 +129,24 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(metrics_listener, registry));
     }
     // SOC sinks: a collector that is down is retried; a CA that does not read stops here.
-    let checkpoints = match &cfg.audit_checkpoints {
-        None => None,
-        Some(c) => {
-            let key = SigningKey::load_or_create(&c.key_path(&cfg.data))
-                .context("the audit checkpoint key")?;
-            if cfg.sinks.is_empty() {
-                tracing::warn!(
-                    "audit_checkpoints without sinks: no checkpoint leaves the controller"
-                );
-            }
-            Some(checkpoints::start(store.clone(), key, c))
+    // Signed audit checkpoints, on by default: to every sink, so the SOC holds what the trail
+    // is checked against (`audit verify --checkpoints`).
+    let c = &cfg.audit_checkpoints;
+    let checkpoints = if cfg.sinks.is_empty() {
+        if c.enabled {
+            tracing::info!("no SOC sinks: no audit checkpoint leaves the controller");
         }
+        None
+    } else if !c.enabled {
+        tracing::warn!(
+            "audit checkpoints are off (audit_checkpoints.enabled: false): a cut or rewritten \
+             trail cannot be detected by the SOC"
+        );
+        None
+    } else {
+        let key = SigningKey::load_or_create(&c.key_path(&cfg.data))
+            .context("the audit checkpoint key")?;
+        Some(checkpoints::start(store.clone(), key, c))
     };
     let sinks =
         Sinks::start_with_checkpoints(store.clone(), &cfg.sinks, checkpoints, counters.clone())
