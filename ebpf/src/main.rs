@@ -13,6 +13,7 @@
     reason = "aya's #[classifier] generates the extern entry taking the raw skb pointer"
 )]
 
+mod budget;
 mod claims;
 mod clock;
 mod conntrack;
@@ -44,7 +45,8 @@ use wardgate_common::{
 
 use crate::{
     claims::Claim,
-    conntrack::{Budget, Ct},
+    budget::Budget,
+    conntrack::Ct,
     events::Report,
     icmp::{Control, LinkLayer},
     maps::{WG_ACTIVE_V2, WG_CONFIG_V3, WG_STATS_V1},
@@ -221,6 +223,8 @@ pub(crate) struct Flow<'a> {
     generation: u32,
     now: u64,
     ct: Ct,
+    /// Set when the packet made a new inspected entry: it goes to `wg_payload` too.
+    inspect: core::cell::Cell<bool>,
 }
 
 impl Flow<'_> {
@@ -332,9 +336,11 @@ fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8, inspect: &mut bool) -> Reas
         generation,
         now,
         ct,
+        inspect: core::cell::Cell::new(false),
     };
     let mut report = Report::new(pkt, dir, generation, now);
     let (reason, event) = evaluate(&flow, &mut report);
+    *inspect = flow.inspect.get();
     if event != 0 {
         report.send(event, reason);
     }
@@ -400,16 +406,22 @@ fn track(
     rule: Option<&RuleValue>,
     flags: u32,
 ) -> Option<(Reason, u32)> {
-    // Management flows count too: an allowlisted host cannot hold a device's whole budget.
-    if let Budget::Over(first) = conntrack::admit(f.ct, dev, f.now) {
+    // Only a new entry takes a place (a re-checked one has its own). Management flows count
+    // too: an allowlisted host cannot hold a device's whole budget.
+    if f.ct == Ct::Miss
+        && let Budget::Over(first) = budget::admit(dev)
+    {
         let event = if first { EVENT_FLOW_CAP } else { 0 };
-        return Some(if dev.mode >= MODE_ENFORCE {
-            (Reason::DropFlowCap, event)
-        } else {
-            (Reason::PassUntracked, event)
-        });
+        if dev.mode >= MODE_ENFORCE {
+            return Some((Reason::DropFlowCap, event));
+        }
+        // Passed but not tracked: never silently; sampled into the flow records, all counted.
+        if !f.reply() {
+            conntrack::untracked(f.pkt, f.dir, f.generation, f.now, dev, flags);
+        }
+        return Some((Reason::PassUntracked, event));
     }
-    conntrack::commit(
+    let handed = conntrack::commit(
         f.ct,
         f.pkt,
         f.dir,
@@ -420,6 +432,9 @@ fn track(
         rule,
         flags,
     );
+    if handed {
+        f.inspect.set(true);
+    }
     None
 }
 

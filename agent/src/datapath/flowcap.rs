@@ -105,6 +105,16 @@ impl Datapath {
         Ok(out)
     }
 
+    /// Every device's budget slot in use (live flows, untracked flows, refused records).
+    pub fn device_budgets(&mut self) -> Result<Vec<FlowCapState>, DatapathError> {
+        let caps: Array<&mut MapData, FlowCapState> = self.typed(map_names::FLOW_CAP)?;
+        Ok(caps
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|s| s.device_id != 0)
+            .collect())
+    }
+
     /// Each device slot's live count, for tests and status: (device id, live).
     pub fn flow_counts(&mut self) -> Result<Vec<(u32, u32)>, DatapathError> {
         let caps: Array<&mut MapData, FlowCapState> = self.typed(map_names::FLOW_CAP)?;
