@@ -49,6 +49,8 @@ pub mod map_names {
     pub const PAYLOAD_RATE: &str = "WG_PAYRATE_V1";
     /// The tail-call slot of `wg_payload` (a prog array of one).
     pub const PAYLOAD_PROG: &str = "WG_PAYPROG_V1";
+    /// The tail-call slot of `wg_slow` (a prog array of one).
+    pub const SLOW_PROG: &str = "WG_SLOWPROG_V1";
 }
 
 /// Program (function) names in the eBPF object.
@@ -60,6 +62,9 @@ pub mod program_names {
     /// Inspection of an established packet's payload, tail-called by the classifiers through
     /// `WG_PAYPROG_V1` (never attached).
     pub const PAYLOAD: &str = "wg_payload";
+    /// The slow path (device, policy, budgets) of packets no entry decides, tail-called by
+    /// the classifiers through `WG_SLOWPROG_V1` (never attached).
+    pub const SLOW: &str = "wg_slow";
     /// Benchmark floor: parse and insert the frame's conntrack entry, nothing else.
     pub const FLOOR_CT_INSERT: &str = "wg_floor_ct_insert";
 }

@@ -21,17 +21,22 @@ fn slot(device_id: u32) -> Option<&'static mut FlowCapState> {
     // Safety: array slot pointer, valid for this run (see the module comment on races).
     let state = unsafe { &mut *state };
     if state.device_id != device_id {
+        // Volatile, field by field: plain zero stores of neighbouring fields are merged into a
+        // `memset` call, a byte loop in BPF.
+        // Safety: fields of a valid map value.
+        unsafe {
+            core::ptr::write_volatile(&mut state.live, 0);
+            core::ptr::write_volatile(&mut state.reported, 0);
+            core::ptr::write_volatile(&mut state.untracked, 0);
+            core::ptr::write_volatile(&mut state.counted_ns, 0);
+            core::ptr::write_volatile(&mut state.rec_tokens, 0);
+            core::ptr::write_volatile(&mut state.rec_last_ns, 0);
+            core::ptr::write_volatile(&mut state.pay_tokens, 0);
+            core::ptr::write_volatile(&mut state.pay_last_ns, 0);
+            core::ptr::write_volatile(&mut state.rec_lost, 0);
+            core::ptr::write_volatile(&mut state.pay_lost, 0);
+        }
         state.device_id = device_id;
-        state.live = 0;
-        state.reported = 0;
-        state.untracked = 0;
-        state.counted_ns = 0;
-        state.rec_tokens = 0;
-        state.rec_last_ns = 0;
-        state.pay_tokens = 0;
-        state.pay_last_ns = 0;
-        state.rec_lost = 0;
-        state.pay_lost = 0;
     }
     Some(state)
 }

@@ -274,7 +274,7 @@ pub fn commit(
     value.opener_is_a = u8::from(opener_is_a);
     value.tcp_flags_fwd = flags_fwd;
     value.tcp_flags_rev = flags_rev;
-    value.dev_mac = dev.mac;
+    crate::copy::mac(&mut value.dev_mac, &dev.mac);
     value.inspect_fwd = inspect;
     value.inspect_rev = inspect;
     value.isn_fwd = 1;

@@ -96,9 +96,9 @@ impl<'a> Report<'a> {
             (*r)._pad = 0;
             (*r).sport_be = pkt.sport_be;
             (*r).dport_be = pkt.dport_be;
-            (*r).src = pkt.src;
-            (*r).dst = pkt.dst;
-            (*r).src_mac = pkt.src_mac;
+            crate::copy::addr(&mut (*r).src, &pkt.src);
+            crate::copy::addr(&mut (*r).dst, &pkt.dst);
+            crate::copy::mac(&mut (*r).src_mac, &pkt.src_mac);
             (*r)._pad2 = [0; 2];
         }
         entry.submit(0);

@@ -37,9 +37,7 @@ pub struct Opened<'a> {
     pub dev_mac: [u8; 6],
 }
 
-/// A BPF subprogram, not inlined: inlined at each of its callers (new entry, denied contact,
-/// untracked flow) it took the classifiers past the verifier's 512-byte stack.
-#[inline(never)]
+#[inline(always)]
 pub fn opened(o: &Opened, pkt: &Packet) {
     if !recording() {
         return;

@@ -110,6 +110,11 @@ pub static WG_PAYLOST_V2: PerCpuArray<u64> = PerCpuArray::pinned(PAYLOAD_LOST_KI
 #[map(name = "WG_PAYPROG_V1")]
 pub static WG_PAYPROG_V1: ProgramArray = ProgramArray::pinned(1, 0);
 
+/// `wg_slow`, the tail-call target of packets no entry decides (`slow.rs`); pinned as
+/// `WG_PAYPROG_V1` is, so the slow path outlives a stopped agent.
+#[map(name = "WG_SLOWPROG_V1")]
+pub static WG_SLOWPROG_V1: ProgramArray = ProgramArray::pinned(1, 0);
+
 /// The per-CPU token bucket of payload records.
 #[map(name = "WG_PAYRATE_V1")]
 pub static WG_PAYRATE_V1: PerCpuArray<RateState> = PerCpuArray::pinned(1, 0);
