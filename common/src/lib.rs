@@ -28,7 +28,7 @@ pub mod map_names {
     pub const STATS: &str = "WG_STATS_V1";
     pub const RATE: &str = "WG_RATE_V2";
     pub const EVENTS_LOST: &str = "WG_EVLOST_V1";
-    pub const FLOW_CAP: &str = "WG_FLOWCAP_V2";
+    pub const FLOW_CAP: &str = "WG_FLOWCAP_V3";
     /// Flow-open record budgets of unknown hosts, per source (`RateState`).
     pub const SOURCE_BUDGET: &str = "WG_SRCBUDGET_V1";
     pub const HEARTBEAT: &str = "WG_HEART_V1";

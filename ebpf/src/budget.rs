@@ -1,4 +1,4 @@
-//! Per-device budgets (`WG_FLOWCAP_V2`, one `FlowCapState` per device id): the live flows a
+//! Per-device budgets (`WG_FLOWCAP_V3`, one `FlowCapState` per device id): the live flows a
 //! device holds, and what it may put on the rings shared by every device (flow-open records,
 //! payload records), so no one device can fill the conntrack table or a ring and blind the
 //! gateway. Unknown hosts (device id 0) get a record budget per source (`WG_SRCBUDGET_V1`).
@@ -10,14 +10,14 @@ use wardgate_common::{
     PAYLOAD_DEVICE_RATE_PER_S, RECORD_BURST, RECORD_RATE_PER_S, capacity,
 };
 
-use crate::maps::{WG_FLOWCAP_V2, WG_SRCBUDGET_V1};
+use crate::maps::{WG_FLOWCAP_V3, WG_SRCBUDGET_V1};
 
 const NS_PER_S: u64 = 1_000_000_000;
 
 /// The device's slot, taken over (and started afresh) if it held another id.
 #[inline(always)]
 fn slot(device_id: u32) -> Option<&'static mut FlowCapState> {
-    let state = WG_FLOWCAP_V2.get_ptr_mut(device_id & (capacity::FLOW_CAP - 1))?;
+    let state = WG_FLOWCAP_V3.get_ptr_mut(device_id & (capacity::FLOW_CAP - 1))?;
     // Safety: array slot pointer, valid for this run (see the module comment on races).
     let state = unsafe { &mut *state };
     if state.device_id != device_id {
@@ -96,7 +96,7 @@ pub fn admit(dev: &DeviceInfo) -> Budget {
 /// A flow of `device_id` closed: its place is free again.
 #[inline(always)]
 pub fn release(device_id: u32) {
-    let Some(state) = WG_FLOWCAP_V2.get_ptr_mut(device_id & (capacity::FLOW_CAP - 1)) else {
+    let Some(state) = WG_FLOWCAP_V3.get_ptr_mut(device_id & (capacity::FLOW_CAP - 1)) else {
         return;
     };
     // Safety: as in `slot`.
@@ -129,7 +129,13 @@ pub fn record(device_id: u32, src_hash: u32, now: u64) -> bool {
         };
         // Safety: array slot pointer, valid for this run.
         let b = unsafe { &mut *b };
-        return take(&mut b.tokens, &mut b.last_ns, now, RECORD_RATE_PER_S, RECORD_BURST);
+        return take(
+            &mut b.tokens,
+            &mut b.last_ns,
+            now,
+            RECORD_RATE_PER_S,
+            RECORD_BURST,
+        );
     }
     let Some(state) = slot(device_id) else {
         return true;

@@ -3,7 +3,8 @@
 //! delivered is counted by why (rate limit, full ring buffer) and kind in `WG_EVLOST_V1`.
 
 use wardgate_common::{
-    DIR_FROM_DEVICE, DeviceInfo, EVENT_KINDS, Event, LOST_RATE_LIMITED, LOST_RING_FULL, RateKey, RateState,
+    DIR_FROM_DEVICE, DeviceInfo, EVENT_KINDS, Event, LOST_RATE_LIMITED, LOST_RING_FULL, RateKey,
+    RateState,
 };
 
 use crate::{

@@ -46,8 +46,8 @@ use wardgate_common::{
 };
 
 use crate::{
-    claims::Claim,
     budget::Budget,
+    claims::Claim,
     conntrack::Ct,
     events::Report,
     icmp::{Control, LinkLayer},

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use wardgate_common::{
     CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState, FragKey, FragValue,
-    GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PeerKey, PeerValue, PortKey, RateKey, RateState,
-    PAYLOAD_LOST_KINDS, Reason, RuleValue, WatchdogState, capacity,
+    GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PAYLOAD_LOST_KINDS, PeerKey, PeerValue, PortKey,
+    RateKey, RateState, Reason, RuleValue, WatchdogState, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
@@ -83,8 +83,8 @@ pub static WG_EVLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(LOST_REASONS * E
 
 /// New-flow budgets per device (conntrack fairness), indexed by device id modulo capacity: an
 /// array lookup costs next to nothing on the new-flow path, where a hash lookup costs ~40 ns.
-#[map(name = "WG_FLOWCAP_V2")]
-pub static WG_FLOWCAP_V2: Array<FlowCapState> = Array::pinned(capacity::FLOW_CAP, 0);
+#[map(name = "WG_FLOWCAP_V3")]
+pub static WG_FLOWCAP_V3: Array<FlowCapState> = Array::pinned(capacity::FLOW_CAP, 0);
 
 #[map(name = "WG_EVENTS_V1")]
 pub static WG_EVENTS_V1: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);

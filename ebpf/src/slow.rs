@@ -46,7 +46,15 @@ impl Request {
 /// is handed over and the packet is dropped).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn request(pkt: &Packet, dir: u8, flow_dir: u8, slot: u32, generation: u32, now: u64, ct: Ct) -> bool {
+pub fn request(
+    pkt: &Packet,
+    dir: u8,
+    flow_dir: u8,
+    slot: u32,
+    generation: u32,
+    now: u64,
+    ct: Ct,
+) -> bool {
     let Some(r) = WG_SLOWREQ_V1.get_ptr_mut(0) else {
         return false;
     };

@@ -1,4 +1,4 @@
-//! The recount of each device's live conntrack entries (its flow budget, `WG_FLOWCAP_V2`).
+//! The recount of each device's live conntrack entries (its flow budget, `WG_FLOWCAP_V3`).
 //!
 //! The datapath counts an entry when it creates it and gives its place back when a flow
 //! closes (FIN or RST). Flows that idle out or that the LRU evicts leave no trace there, so the

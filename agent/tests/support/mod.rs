@@ -301,7 +301,13 @@ pub fn frame_to(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, l4: L4
 
 /// A TCP segment (ACK, PSH when it carries data) with sequence number `seq` and `payload`.
 /// The answer to a SYN: a SYN-ACK from `src` with initial sequence number `isn`.
-pub fn syn_ack_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, isn: u32) -> Vec<u8> {
+pub fn syn_ack_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: &str,
+    dst: &str,
+    isn: u32,
+) -> Vec<u8> {
     let (sa, sp) = split(src);
     let (da, dp) = split(dst);
     let b = PacketBuilder::ethernet2(src_mac, dst_mac);
