@@ -1662,6 +1662,8 @@ fn a_rule_with_an_app_constraint_hands_over_the_first_payload_bytes_within_its_b
     let (dev, pacs) = ("192.0.2.10:40100", "198.51.100.10:104");
     let syn = frame(PUMP_MAC, dev, pacs, L4::Syn);
     expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    let syn_ack = syn_ack_frame(GW_MAC, PUMP_MAC, pacs, dev, 4999);
+    expect(&mut dp, false, &syn_ack, TC_ACT_OK, Reason::PassReply);
     let ack = data_frame(PUMP_MAC, GW_MAC, dev, pacs, 1, &[]);
     expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
     // Three segments each way: only the first two each way are handed over.
@@ -1729,6 +1731,8 @@ fn only_inspected_flows_hand_over_payload_bounded_and_recording_off_sends_nothin
             format!("192.0.2.10:{sport}")
         };
         expect(dp, true, &frame(mac, &dev, to, L4::Syn), TC_ACT_OK, reason);
+        let answer = syn_ack_frame(GW_MAC, mac, to, &dev, 7000);
+        expect(dp, false, &answer, TC_ACT_OK, Reason::PassReply);
         let data = data_frame(mac, GW_MAC, &dev, to, 1, &big);
         expect(dp, true, &data, TC_ACT_OK, Reason::PassEstablished);
     };

@@ -24,11 +24,13 @@ pub mod map_names {
     pub const PORTS: &str = "WG_PORT_V1";
     pub const PORTS_EXACT: &str = "WG_PORTX_V1";
     pub const MGMT: &str = "WG_MGMT_V1";
-    pub const CONNTRACK: &str = "WG_CT_V3";
+    pub const CONNTRACK: &str = "WG_CT_V4";
     pub const STATS: &str = "WG_STATS_V1";
     pub const RATE: &str = "WG_RATE_V2";
     pub const EVENTS_LOST: &str = "WG_EVLOST_V1";
-    pub const FLOW_CAP: &str = "WG_FLOWCAP_V2";
+    pub const FLOW_CAP: &str = "WG_FLOWCAP_V3";
+    /// Flow-open record budgets of unknown hosts, per source (`RateState`).
+    pub const SOURCE_BUDGET: &str = "WG_SRCBUDGET_V1";
     pub const HEARTBEAT: &str = "WG_HEART_V1";
     pub const WATCHDOG: &str = "WG_WDOG_V1";
     pub const EVENTS: &str = "WG_EVENTS_V1";
@@ -39,13 +41,16 @@ pub mod map_names {
     pub const FLOWS_LOST: &str = "WG_FLOWLOST_V1";
     /// First payload bytes of inspected flows (`PayloadRecord`).
     pub const PAYLOAD: &str = "WG_PAYLOAD_V1";
-    /// Payload records not delivered, per CPU: `[PAYLOAD_LOST_RATE]` over the rate bound,
-    /// `[PAYLOAD_LOST_RING]` the ring was full.
-    pub const PAYLOAD_LOST: &str = "WG_PAYLOST_V1";
+    /// Payload records not delivered, per CPU: `[PAYLOAD_LOST_RATE]` over a rate bound (the
+    /// CPU's or the device's), `[PAYLOAD_LOST_RING]` the ring was full,
+    /// `[PAYLOAD_LOST_UNVERIFIED]` no handshake seen, or outside the window after the SYN.
+    pub const PAYLOAD_LOST: &str = "WG_PAYLOST_V2";
     /// Per-CPU token bucket of payload records (`RateState`).
     pub const PAYLOAD_RATE: &str = "WG_PAYRATE_V1";
     /// The tail-call slot of `wg_payload` (a prog array of one).
     pub const PAYLOAD_PROG: &str = "WG_PAYPROG_V1";
+    /// The tail-call slot of `wg_slow` (a prog array of one).
+    pub const SLOW_PROG: &str = "WG_SLOWPROG_V1";
 }
 
 /// Program (function) names in the eBPF object.
@@ -57,6 +62,9 @@ pub mod program_names {
     /// Inspection of an established packet's payload, tail-called by the classifiers through
     /// `WG_PAYPROG_V1` (never attached).
     pub const PAYLOAD: &str = "wg_payload";
+    /// The slow path (device, policy, budgets) of packets no entry decides, tail-called by
+    /// the classifiers through `WG_SLOWPROG_V1` (never attached).
+    pub const SLOW: &str = "wg_slow";
     /// Benchmark floor: parse and insert the frame's conntrack entry, nothing else.
     pub const FLOOR_CT_INSERT: &str = "wg_floor_ct_insert";
 }
@@ -71,8 +79,10 @@ pub mod capacity {
     pub const CONNTRACK: u32 = 262_144;
     /// Event token buckets: one per device and event kind.
     pub const RATE: u32 = 65_536;
-    /// New-flow token buckets, indexed by device id modulo this (a power of two).
+    /// Device budgets (`FlowCapState`), indexed by device id modulo this (a power of two).
     pub const FLOW_CAP: u32 = 16_384;
+    /// Record budgets of unknown hosts, indexed by a hash of the source (a power of two).
+    pub const UNKNOWN_SOURCES: u32 = 1_024;
     /// Fragmented datagrams in flight whose first fragment passed.
     pub const FRAGMENTS: u32 = 8_192;
     /// Ring buffer size in bytes (power of two, multiple of the page size).
@@ -142,9 +152,11 @@ pub const PAYLOAD_DATA: usize = 512;
 /// inspected flows cannot flood the agent.
 pub const PAYLOAD_RATE_PER_S: u64 = 1_000;
 pub const PAYLOAD_BURST: u64 = 128;
-/// `WG_PAYLOST_V1` indices.
+/// `WG_PAYLOST_V2` indices.
 pub const PAYLOAD_LOST_RATE: u32 = 0;
 pub const PAYLOAD_LOST_RING: u32 = 1;
+pub const PAYLOAD_LOST_UNVERIFIED: u32 = 2;
+pub const PAYLOAD_LOST_KINDS: u32 = 3;
 /// Server ports in `GatewayConfig::inspect_ports_be`.
 pub const INSPECT_PORTS: usize = 8;
 
@@ -390,13 +402,43 @@ pub struct CtValue {
     /// padding: an entry of an older datapath reads as "nothing wanted", so the name stays.
     pub inspect_fwd: u8,
     pub inspect_rev: u8,
-    pub _pad2: u32,
+    /// The initial sequence number each way (`ISN_FWD_SEEN` / `ISN_REV_SEEN` in `isn_seen`
+    /// once its SYN was seen, for inspected flows only): payload is handed to the agent only
+    /// after the handshake, and only at a sequence number inside the window after the SYN.
+    pub isn_fwd: u32,
+    pub isn_rev: u32,
+    pub isn_seen: u32,
 }
-const _: () = assert!(core::mem::size_of::<CtValue>() == 80);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 88);
+
+/// `CtValue::isn_seen`: the opening direction's SYN, and the answer's SYN-ACK.
+pub const ISN_FWD_SEEN: u32 = 1;
+pub const ISN_REV_SEEN: u32 = 2;
+
+/// Payload further than this past the SYN's sequence number is not the first bytes of the
+/// flow: not handed over.
+pub const INSPECT_SEQ_WINDOW: u32 = 65_535;
 
 /// `FlowOpen::flags` (beside the `CT_*` flags of the entry made): the first packet was
 /// dropped (enforce or quarantine), no entry exists. A denied contact.
 pub const FLOW_DENIED: u32 = 1 << 16;
+
+/// `FlowOpen::flags`: the flow passed untracked (a learning or monitored device over its flow
+/// cap): no entry exists; a sample (`UNTRACKED_SAMPLE`) of such flows is recorded.
+pub const FLOW_UNTRACKED: u32 = 1 << 17;
+
+/// One untracked flow in this many is recorded (the first of each run included); all are
+/// counted in `FlowCapState::untracked`.
+pub const UNTRACKED_SAMPLE: u32 = 16;
+
+/// Flow-open records one device may send per second, and at once: a tenth of the ring, so one
+/// device cannot fill it (a scan is still seen, sampled; what is refused is counted).
+pub const RECORD_RATE_PER_S: u64 = 2_000;
+pub const RECORD_BURST: u64 = 4_096;
+
+/// Payload records one device may send per second, and at once.
+pub const PAYLOAD_DEVICE_RATE_PER_S: u64 = 200;
+pub const PAYLOAD_DEVICE_BURST: u64 = 32;
 
 /// A flow-open record (`WG_FLOWS_V1`): one per new conntrack entry, in every mode, and one per
 /// denied first packet. The agent keys its live flow table by `key`, exactly as conntrack does,
@@ -485,11 +527,14 @@ pub struct RateKey {
 }
 const _: () = assert!(core::mem::size_of::<RateKey>() == 8);
 
-/// Flow budget of one device: the live conntrack entries it holds, at most its profile's
-/// `max_flows`. The datapath counts an entry when it creates it and gives its place back when
-/// the flow closes (FIN or RST); the agent's recount (`Datapath::recount_flows`) sets `live`
-/// to the entries that are really there, so idled-out and evicted entries give theirs back too.
-/// The cap bounds what a device holds, not how fast it works.
+/// Budgets of one device (indexed by device id). Its flow budget: the live conntrack entries
+/// it holds, at most its profile's `max_flows`. The datapath counts an entry when it creates it
+/// and gives its place back when a flow closes (FIN or RST); the agent's recount
+/// (`Datapath::recount_flows`) sets `live` to the entries that are really there, so idled-out
+/// and evicted entries give theirs back too. The cap bounds what a device holds, not how fast
+/// it works. Beside it, token buckets for what the device may put on the shared rings (flow-open
+/// records, payload records), so one device cannot fill a ring and blind the gateway, and what
+/// those budgets refused.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCapState {
@@ -500,11 +545,23 @@ pub struct FlowCapState {
     /// The device this slot belongs to (slots are indexed by device id modulo capacity; a
     /// slot taken over by another id starts afresh).
     pub device_id: u32,
-    pub _pad: u32,
+    /// Flows over the cap that passed untracked (learn, monitor): counted, and every
+    /// `UNTRACKED_SAMPLE`th recorded.
+    pub untracked: u32,
     /// When the agent last recounted the slot (coarse-clock ns; 0 never).
     pub counted_ns: u64,
+    /// Flow-open record bucket (`RECORD_RATE_PER_S`, `RECORD_BURST`), tokens scaled by 1e9.
+    pub rec_tokens: u64,
+    pub rec_last_ns: u64,
+    /// Payload record bucket (`PAYLOAD_DEVICE_RATE_PER_S`, `PAYLOAD_DEVICE_BURST`).
+    pub pay_tokens: u64,
+    pub pay_last_ns: u64,
+    /// Flow-open records the device's bucket refused.
+    pub rec_lost: u32,
+    /// Payload records the device's bucket refused.
+    pub pay_lost: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowCapState>() == 24);
+const _: () = assert!(core::mem::size_of::<FlowCapState>() == 64);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -58,13 +58,16 @@ pub enum Reason {
     DropVlan = 23,
     /// New flow of an enforced device that reached its cap of tracked flows.
     DropFlowCap = 24,
+    /// A packet for the slow path and no slow-path program to judge it (the agent has not
+    /// loaded one): nothing new is allowed without it.
+    DropNoProgram = 25,
 }
 
 impl Reason {
     /// Size of the counters array; every discriminant is below it.
     pub const COUNT: u32 = 32;
 
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::PassEstablished,
         Reason::PassReply,
         Reason::PassPolicy,
@@ -89,6 +92,7 @@ impl Reason {
         Reason::DropFragment,
         Reason::DropVlan,
         Reason::DropFlowCap,
+        Reason::DropNoProgram,
     ];
 
     pub const fn is_drop(self) -> bool {
@@ -132,6 +136,7 @@ impl Reason {
             Reason::DropFragment => "drop_fragment",
             Reason::DropVlan => "drop_vlan",
             Reason::DropFlowCap => "drop_flow_cap",
+            Reason::DropNoProgram => "drop_no_program",
         }
     }
 }

@@ -12,13 +12,14 @@
 
 use wardgate_common::{
     CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_MAX_FLOWS, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue,
-    DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, INSPECT_PACKETS, PROTO_TCP, RuleValue, capacity,
+    DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, FLOW_UNTRACKED, INSPECT_PACKETS, PROTO_TCP,
+    RuleValue, capacity,
 };
 
 use crate::{
     flowcache::{self, FlowKey},
     flows::{self, Opened},
-    maps::{WG_CT_V3, WG_CTSCRATCH, WG_FLOWCAP_V2},
+    maps::{WG_CT_V4, WG_CTSCRATCH},
     parse::{Packet, TCP_FIN, TCP_RST},
     payload,
 };
@@ -99,7 +100,7 @@ pub fn related(inner: &Tuple, pkt: &Packet, dir: u8, generation: u32, now: u64) 
     let from_device = dir == DIR_FROM_DEVICE;
     let (key, _) = key_of(inner, !from_device);
     // Safety: the value is copied out at once.
-    let Some(v) = (unsafe { WG_CT_V3.get(&key) }).copied() else {
+    let Some(v) = (unsafe { WG_CT_V4.get(&key) }).copied() else {
         return false;
     };
     fresh(&v, generation, now) && v.dev_mac == pkt.dev_mac(from_device) && v.ifindex == pkt.ifindex
@@ -134,7 +135,7 @@ fn touch(v: &mut CtValue, pkt: &Packet, now: u64, forward: bool) {
 fn closing(v: &mut CtValue, pkt: &Packet) {
     if pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         if v.flags & CT_CLOSING == 0 {
-            release(v.device_id);
+            crate::budget::release(v.device_id);
         }
         v.flags |= CT_CLOSING;
         if v.idle_timeout_s > CT_CLOSING_TIMEOUT_S {
@@ -150,7 +151,7 @@ fn closing(v: &mut CtValue, pkt: &Packet) {
 #[inline(always)]
 pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
     let (key, src_is_a) = key(pkt, dir);
-    let Some(v) = WG_CT_V3.get_ptr_mut(&key) else {
+    let Some(v) = WG_CT_V4.get_ptr_mut(&key) else {
         return (Ct::Miss, dir);
     };
     // Safety: map value pointer from a successful lookup, valid for this program run.
@@ -204,7 +205,8 @@ pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) 
 }
 
 /// Records that the flow passed at `generation`: refreshes a stale entry or creates one.
-/// `direction` is the opening packet's; for a stale reply the entry keeps its opener.
+/// `direction` is the opening packet's; for a stale reply the entry keeps its opener. `true`:
+/// the packet must be handed to `wg_payload` (a new inspected entry).
 #[allow(
     clippy::too_many_arguments,
     reason = "all are plain values of the one decision"
@@ -220,7 +222,7 @@ pub fn commit(
     dev: &DeviceInfo,
     rule: Option<&RuleValue>,
     flags: u32,
-) {
+) -> bool {
     let (key, src_is_a) = key(pkt, hook);
     let opener_is_a = if ct == Ct::StaleReply {
         !src_is_a
@@ -253,31 +255,32 @@ pub fn commit(
     };
     // Built in this CPU's scratch slot, not on the stack (see `WG_CTSCRATCH`).
     let Some(scratch) = WG_CTSCRATCH.get_ptr_mut(0) else {
-        return;
+        return false;
     };
     // Safety: this CPU's slot; nothing else runs on this CPU while we do.
     let value = unsafe { &mut *scratch };
-    *value = CtValue {
-        last_seen_ns: now,
-        packets_fwd,
-        generation,
-        rule_id: rule.map_or(0, |r| r.rule_id),
-        bytes_fwd,
-        device_id: dev.device_id,
-        idle_timeout_s: timeout,
-        packets_rev,
-        flags,
-        ifindex: pkt.ifindex,
-        bytes_rev,
-        direction,
-        opener_is_a: u8::from(opener_is_a),
-        tcp_flags_fwd: flags_fwd,
-        tcp_flags_rev: flags_rev,
-        dev_mac: dev.mac,
-        inspect_fwd: inspect,
-        inspect_rev: inspect,
-        _pad2: 0,
-    };
+    // Field by field: a struct literal here is built on the stack first and copied.
+    value.last_seen_ns = now;
+    value.packets_fwd = packets_fwd;
+    value.generation = generation;
+    value.rule_id = rule.map_or(0, |r| r.rule_id);
+    value.bytes_fwd = bytes_fwd;
+    value.device_id = dev.device_id;
+    value.idle_timeout_s = timeout;
+    value.packets_rev = packets_rev;
+    value.flags = flags;
+    value.ifindex = pkt.ifindex;
+    value.bytes_rev = bytes_rev;
+    value.direction = direction;
+    value.opener_is_a = u8::from(opener_is_a);
+    value.tcp_flags_fwd = flags_fwd;
+    value.tcp_flags_rev = flags_rev;
+    crate::copy::mac(&mut value.dev_mac, &dev.mac);
+    value.inspect_fwd = inspect;
+    value.inspect_rev = inspect;
+    value.isn_fwd = 1;
+    value.isn_rev = 1;
+    value.isn_seen = 0;
     if ct == Ct::Miss {
         flows::opened(
             &Opened {
@@ -294,7 +297,7 @@ pub fn commit(
             },
             pkt,
         );
-    } else if let Some(old) = WG_CT_V3.get_ptr(&key) {
+    } else if let Some(old) = WG_CT_V4.get_ptr(&key) {
         // A re-checked flow keeps its counts: its record in the agent goes on.
         // Safety: map value pointer from a successful lookup, read at once.
         let old = unsafe { &*old };
@@ -306,17 +309,42 @@ pub fn commit(
         value.tcp_flags_rev |= old.tcp_flags_rev;
         value.inspect_fwd = old.inspect_fwd;
         value.inspect_rev = old.inspect_rev;
+        value.isn_fwd = old.isn_fwd;
+        value.isn_rev = old.isn_rev;
+        value.isn_seen = old.isn_seen;
         // A closed flow stays closed: its place was given back once.
         value.flags |= old.flags & CT_CLOSING;
     }
     closing(value, pkt);
-    let _ = WG_CT_V3.insert(&key, value, 0);
+    let _ = WG_CT_V4.insert(&key, value, 0);
+    // A new inspected flow's first packet goes to `wg_payload` too: it takes the SYN's
+    // sequence number, without which no payload of the flow is handed over.
+    if inspect != 0 {
+        payload::request(pkt, &key, forward);
+        return true;
+    }
+    false
 }
 
 /// A first packet the policy (or quarantine) dropped: a denied contact for the agent's flow
 /// records. Nothing is tracked.
 #[inline(always)]
 pub fn denied(pkt: &Packet, hook: u8, generation: u32, now: u64, dev: &DeviceInfo) {
+    unentered(pkt, hook, generation, now, dev, FLOW_DENIED);
+}
+
+/// A flow that passed untracked (a learning or monitored device over its flow cap): recorded
+/// all the same, one in `UNTRACKED_SAMPLE` (all are counted in the device's budget slot).
+#[inline(always)]
+pub fn untracked(pkt: &Packet, hook: u8, generation: u32, now: u64, dev: &DeviceInfo, flags: u32) {
+    if crate::budget::untracked(dev.device_id) {
+        unentered(pkt, hook, generation, now, dev, flags | FLOW_UNTRACKED);
+    }
+}
+
+/// A flow-open record for a first packet that made no entry.
+#[inline(always)]
+fn unentered(pkt: &Packet, hook: u8, generation: u32, now: u64, dev: &DeviceInfo, flags: u32) {
     let (key, src_is_a) = key(pkt, hook);
     flows::opened(
         &Opened {
@@ -325,7 +353,7 @@ pub fn denied(pkt: &Packet, hook: u8, generation: u32, now: u64, dev: &DeviceInf
             device_id: dev.device_id,
             generation,
             policy_id: dev.policy_id,
-            flags: FLOW_DENIED,
+            flags,
             rule_id: 0,
             direction: hook,
             opener_is_a: src_is_a,
@@ -339,68 +367,6 @@ pub fn denied(pkt: &Packet, hook: u8, generation: u32, now: u64, dev: &DeviceInf
 #[inline(always)]
 pub fn forget(ct: Ct, pkt: &Packet, hook: u8) {
     if matches!(ct, Ct::StaleForward | Ct::StaleReply) {
-        let _ = WG_CT_V3.remove(&key(pkt, hook).0);
-    }
-}
-
-/// The device's new-flow budget for an entry about to be created.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Budget {
-    /// Track it.
-    Admit,
-    /// Over the cap; `true` the first time since the budget last recovered (report it).
-    Over(bool),
-}
-
-/// Conntrack fairness: a device holds at most `max_flows` live entries (profile, default
-/// `CT_DEFAULT_MAX_FLOWS`), so it cannot push everyone else's flows out of the LRU. A new entry
-/// takes a place, a closing flow gives it back at once (`closing`), and the agent's recount
-/// gives back those that idled out or were evicted. Refreshing an existing (stale) entry takes
-/// nothing. Races between CPUs can only count one flow more or less until the next recount,
-/// never corrupt memory.
-#[inline(always)]
-pub fn admit(ct: Ct, dev: &DeviceInfo, _now: u64) -> Budget {
-    if ct != Ct::Miss {
-        return Budget::Admit;
-    }
-    let max = if dev.max_flows == 0 {
-        CT_DEFAULT_MAX_FLOWS
-    } else {
-        dev.max_flows
-    };
-    let Some(state) = WG_FLOWCAP_V2.get_ptr_mut(dev.device_id & (capacity::FLOW_CAP - 1)) else {
-        return Budget::Admit;
-    };
-    // Safety: array slot pointer, valid for this run.
-    let state = unsafe { &mut *state };
-    if state.device_id != dev.device_id {
-        state.device_id = dev.device_id;
-        state.live = 1;
-        state.reported = 0;
-        state.counted_ns = 0;
-        return Budget::Admit;
-    }
-    if state.live >= max {
-        let first = state.reported == 0;
-        state.reported = 1;
-        return Budget::Over(first);
-    }
-    state.live += 1;
-    if state.live < max / 2 {
-        state.reported = 0;
-    }
-    Budget::Admit
-}
-
-/// A flow of `device_id` closed: its place is free again.
-#[inline(always)]
-fn release(device_id: u32) {
-    let Some(state) = WG_FLOWCAP_V2.get_ptr_mut(device_id & (capacity::FLOW_CAP - 1)) else {
-        return;
-    };
-    // Safety: array slot pointer, valid for this run.
-    let state = unsafe { &mut *state };
-    if state.device_id == device_id && state.live > 0 {
-        state.live -= 1;
+        let _ = WG_CT_V4.remove(&key(pkt, hook).0);
     }
 }

@@ -3,7 +3,8 @@
 //! delivered is counted by why (rate limit, full ring buffer) and kind in `WG_EVLOST_V1`.
 
 use wardgate_common::{
-    DeviceInfo, EVENT_KINDS, Event, LOST_RATE_LIMITED, LOST_RING_FULL, RateKey, RateState,
+    DIR_FROM_DEVICE, DeviceInfo, EVENT_KINDS, Event, LOST_RATE_LIMITED, LOST_RING_FULL, RateKey,
+    RateState,
 };
 
 use crate::{
@@ -52,7 +53,19 @@ impl<'a> Report<'a> {
 
     #[inline(always)]
     pub fn send(&self, kind: u32, reason: wardgate_common::Reason) {
-        match take_token(self.device_id, kind, self.now) {
+        // Unknown hosts (device id 0) each have their own budget, keyed by their address (the
+        // device side's): one of them cannot use up every other's.
+        let budget_id = if self.device_id == 0 {
+            let addr = if self.dir == DIR_FROM_DEVICE {
+                &self.pkt.src
+            } else {
+                &self.pkt.dst
+            };
+            0x8000_0000 | crate::budget::source_hash(addr)
+        } else {
+            self.device_id
+        };
+        match take_token(budget_id, kind, self.now) {
             Budget::Take => {}
             Budget::Empty => {
                 lost(LOST_RATE_LIMITED, kind);
@@ -84,9 +97,9 @@ impl<'a> Report<'a> {
             (*r)._pad = 0;
             (*r).sport_be = pkt.sport_be;
             (*r).dport_be = pkt.dport_be;
-            (*r).src = pkt.src;
-            (*r).dst = pkt.dst;
-            (*r).src_mac = pkt.src_mac;
+            crate::copy::addr(&mut (*r).src, &pkt.src);
+            crate::copy::addr(&mut (*r).dst, &pkt.dst);
+            crate::copy::mac(&mut (*r).src_mac, &pkt.src_mac);
             (*r)._pad2 = [0; 2];
         }
         entry.submit(0);

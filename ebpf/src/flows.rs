@@ -1,10 +1,12 @@
 //! Flow-open records for the agent's flow table: one per new conntrack entry (every mode) and
 //! one per denied first packet (a denied contact, which scan detection needs). They go to their
 //! own ring buffer, never through the events' per-device budget: a learning device's flows are
-//! all recorded. A record the full ring cannot take is counted (per CPU) in `WG_FLOWLOST_V1`.
+//! recorded within their device's share of the ring (`budget.rs`: `RECORD_RATE_PER_S`,
+//! `RECORD_BURST`; refusals counted for the device), so no device fills it for the others. A
+//! record the full ring cannot take is counted (per CPU) in `WG_FLOWLOST_V1`.
 //! Counters are not sent: the agent reads them from the conntrack entry the record names.
 
-use wardgate_common::{CtKey, FlowOpen};
+use wardgate_common::{CtKey, DIR_FROM_DEVICE, FlowOpen};
 
 use crate::{
     maps::{WG_CONFIG_V3, WG_FLOWLOST_V1, WG_FLOWS_V1},
@@ -38,6 +40,20 @@ pub struct Opened<'a> {
 #[inline(always)]
 pub fn opened(o: &Opened, pkt: &Packet) {
     if !recording() {
+        return;
+    }
+    // The device's share of the ring (an unknown host's: its source's), so one device cannot
+    // fill it; what it refuses is counted for the device.
+    let src_hash = if o.device_id == 0 {
+        crate::budget::source_hash(if o.direction == DIR_FROM_DEVICE {
+            &pkt.src
+        } else {
+            &pkt.dst
+        })
+    } else {
+        0
+    };
+    if !crate::budget::record(o.device_id, src_hash, o.now) {
         return;
     }
     let Some(mut entry) = WG_FLOWS_V1.reserve::<FlowOpen>(0) else {

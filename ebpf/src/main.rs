@@ -13,9 +13,11 @@
     reason = "aya's #[classifier] generates the extern entry taking the raw skb pointer"
 )]
 
+mod budget;
 mod claims;
 mod clock;
 mod conntrack;
+mod copy;
 mod events;
 mod floor;
 mod flowcache;
@@ -26,6 +28,7 @@ mod maps;
 mod parse;
 mod payload;
 mod policy;
+mod slow;
 mod watchdog;
 
 use core::mem::MaybeUninit;
@@ -43,8 +46,9 @@ use wardgate_common::{
 };
 
 use crate::{
+    budget::Budget,
     claims::Claim,
-    conntrack::{Budget, Ct},
+    conntrack::Ct,
     events::Report,
     icmp::{Control, LinkLayer},
     maps::{WG_ACTIVE_V2, WG_CONFIG_V3, WG_STATS_V1},
@@ -74,11 +78,66 @@ pub fn wg_payload(ctx: TcContext) -> i32 {
     payload::inspect(&ctx)
 }
 
+/// The slow path (`slow.rs`): a packet no flow-cache or conntrack entry decides, tail-called
+/// by the classifiers.
+#[classifier]
+#[inline(always)]
+pub fn wg_slow(ctx: TcContext) -> i32 {
+    slow_path(&ctx)
+}
+
+/// What the classifier decides itself, or `Slow`: `wg_slow` decides.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Verdict,
+    /// After the verdict, `wg_payload` reads the payload.
+    Inspect,
+    Slow,
+}
+
 #[inline(always)]
 fn classify(ctx: &TcContext, dir: u8) -> i32 {
-    let mut inspect = false;
-    let v = verdict(decide(ctx, dir, &mut inspect));
-    if inspect {
+    let mut next = Next::Verdict;
+    let reason = decide(ctx, dir, &mut next);
+    if next == Next::Slow {
+        slow::hand_over(ctx);
+        // Only if the tail call failed: `reason` is `DropNoProgram`.
+    }
+    let v = verdict(reason);
+    if next == Next::Inspect {
+        payload::hand_over(ctx, v)
+    } else {
+        v
+    }
+}
+
+#[inline(always)]
+fn slow_path(ctx: &TcContext) -> i32 {
+    let Some(r) = slow::taken() else {
+        return verdict(Reason::DropNoProgram);
+    };
+    let pkt = &r.pkt;
+    let flow = Flow {
+        pkt,
+        dir: r.dir,
+        flow_dir: r.flow_dir,
+        slot: r.slot,
+        generation: r.generation,
+        now: r.now,
+        ct: r.ct(),
+        inspect: core::cell::Cell::new(false),
+    };
+    let mut report = Report::new(pkt, r.dir, r.generation, r.now);
+    let (reason, event) = evaluate(&flow, &mut report);
+    if event != 0 {
+        report.send(event, reason);
+    }
+    // The first fragment of a datagram passed: its later fragments (no ports) may follow.
+    if pkt.more_fragments && !pkt.fragment && !reason.is_drop() {
+        fragments::remember(pkt, r.now);
+    }
+    let v = verdict(reason);
+    if flow.inspect.get() {
         payload::hand_over(ctx, v)
     } else {
         v
@@ -111,7 +170,7 @@ fn active() -> (u32, u32) {
 }
 
 #[inline(always)]
-fn decide(ctx: &TcContext, dir: u8, inspect: &mut bool) -> Reason {
+fn decide(ctx: &TcContext, dir: u8, next: &mut Next) -> Reason {
     let mut slot = MaybeUninit::<Packet>::uninit();
     let pkt = match parse(ctx, &mut slot) {
         // Safety: `parse` wrote the packet before returning `Ip`.
@@ -139,7 +198,7 @@ fn decide(ctx: &TcContext, dir: u8, inspect: &mut bool) -> Reason {
         Parsed::Vlan => return Reason::DropVlan,
         Parsed::Malformed => return Reason::DropMalformed,
     };
-    let reason = decide_ip(ctx, pkt, dir, inspect);
+    let reason = decide_ip(ctx, pkt, dir, next);
     // The first fragment of a datagram passed: its later fragments (no ports) may follow.
     if pkt.more_fragments && !pkt.fragment && !reason.is_drop() {
         fragments::remember(pkt, clock::now());
@@ -162,27 +221,15 @@ fn arp_claim(arp: &Arp, frame_mac: [u8; 6], dir: u8, slot: &mut MaybeUninit<Pack
     // The event names the claimed address as source and the asked-for one as destination; its
     // ports carry the ARP operation (1 request, 2 reply). Written into the parser's slot (ARP
     // left it unused): a second packet on the stack would not fit the verifier's 512 bytes.
-    let pkt = slot.write(Packet {
-        family: FAMILY_V4,
-        proto: 0,
-        tcp_flags: 0,
-        fragment: false,
-        more_fragments: false,
-        icmp_type: 0,
-        hop_limit: 0,
-        l3_off: 0,
-        ip_len: 0,
-        frag_offset: 0,
-        l4_off: 0,
-        frag_id: 0,
-        ifindex: 0,
-        src: claims::v4_addr(arp.sender_ip),
-        dst: claims::v4_addr(arp.target_ip),
-        sport_be: arp.operation_be,
-        dport_be: arp.operation_be,
-        src_mac: frame_mac,
-        dst_mac: arp.sender_mac,
-    });
+    let pkt = parse::zeroed(slot);
+    pkt.family = FAMILY_V4;
+    pkt.src = claims::v4_addr(arp.sender_ip);
+    pkt.dst = claims::v4_addr(arp.target_ip);
+    pkt.sport_be = arp.operation_be;
+    pkt.dport_be = arp.operation_be;
+    pkt.src_mac = frame_mac;
+    pkt.dst_mac = arp.sender_mac;
+    let pkt = &*pkt;
     let mut report = Report::new(pkt, dir, generation, clock::now());
     let (reason, event) = claim_verdict(&claim, &mut report);
     report.send(event, reason);
@@ -221,6 +268,8 @@ pub(crate) struct Flow<'a> {
     generation: u32,
     now: u64,
     ct: Ct,
+    /// Set when the packet made a new inspected entry: it goes to `wg_payload` too.
+    inspect: core::cell::Cell<bool>,
 }
 
 impl Flow<'_> {
@@ -260,7 +309,7 @@ impl Flow<'_> {
 }
 
 #[inline(always)]
-fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8, inspect: &mut bool) -> Reason {
+fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8, next: &mut Next) -> Reason {
     let (slot, generation) = active();
     let now = clock::now();
     let from_device = dir == DIR_FROM_DEVICE;
@@ -314,31 +363,20 @@ fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8, inspect: &mut bool) -> Reas
         Ct::Established => return Reason::PassEstablished,
         Ct::Reply => return Reason::PassReply,
         Ct::EstablishedInspect => {
-            *inspect = true;
+            *next = Next::Inspect;
             return Reason::PassEstablished;
         }
         Ct::ReplyInspect => {
-            *inspect = true;
+            *next = Next::Inspect;
             return Reason::PassReply;
         }
         _ => {}
     }
 
-    let flow = Flow {
-        pkt,
-        dir,
-        flow_dir,
-        slot,
-        generation,
-        now,
-        ct,
-    };
-    let mut report = Report::new(pkt, dir, generation, now);
-    let (reason, event) = evaluate(&flow, &mut report);
-    if event != 0 {
-        report.send(event, reason);
+    if slow::request(pkt, dir, flow_dir, slot, generation, now, ct) {
+        *next = Next::Slow;
     }
-    reason
+    Reason::DropNoProgram
 }
 
 /// A neighbour or router discovery message (or redirect) from a device: its source address and,
@@ -400,16 +438,22 @@ fn track(
     rule: Option<&RuleValue>,
     flags: u32,
 ) -> Option<(Reason, u32)> {
-    // Management flows count too: an allowlisted host cannot hold a device's whole budget.
-    if let Budget::Over(first) = conntrack::admit(f.ct, dev, f.now) {
+    // Only a new entry takes a place (a re-checked one has its own). Management flows count
+    // too: an allowlisted host cannot hold a device's whole budget.
+    if f.ct == Ct::Miss
+        && let Budget::Over(first) = budget::admit(dev)
+    {
         let event = if first { EVENT_FLOW_CAP } else { 0 };
-        return Some(if dev.mode >= MODE_ENFORCE {
-            (Reason::DropFlowCap, event)
-        } else {
-            (Reason::PassUntracked, event)
-        });
+        if dev.mode >= MODE_ENFORCE {
+            return Some((Reason::DropFlowCap, event));
+        }
+        // Passed but not tracked: never silently; sampled into the flow records, all counted.
+        if !f.reply() {
+            conntrack::untracked(f.pkt, f.dir, f.generation, f.now, dev, flags);
+        }
+        return Some((Reason::PassUntracked, event));
     }
-    conntrack::commit(
+    let handed = conntrack::commit(
         f.ct,
         f.pkt,
         f.dir,
@@ -420,6 +464,9 @@ fn track(
         rule,
         flags,
     );
+    if handed {
+        f.inspect.set(true);
+    }
     None
 }
 

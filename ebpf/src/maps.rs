@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use wardgate_common::{
     CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState, FragKey, FragValue,
-    GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PeerKey, PeerValue, PortKey, RateKey, RateState,
-    Reason, RuleValue, WatchdogState, capacity,
+    GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PAYLOAD_LOST_KINDS, PeerKey, PeerValue, PortKey,
+    RateKey, RateState, Reason, RuleValue, WatchdogState, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
@@ -55,8 +55,8 @@ pub static WG_MGMT_V1: LpmTrie<MgmtKey, u32> = LpmTrie::pinned(capacity::MGMT, 0
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists, so inserting a new flow takes no shared lock.
 const NO_COMMON_LRU: u32 = 2;
 
-#[map(name = "WG_CT_V3")]
-pub static WG_CT_V3: LruHashMap<CtKey, CtValue> =
+#[map(name = "WG_CT_V4")]
+pub static WG_CT_V4: LruHashMap<CtKey, CtValue> =
     LruHashMap::pinned(capacity::CONNTRACK, NO_COMMON_LRU);
 
 /// Fragmented datagrams whose first fragment passed (`fragments.rs`).
@@ -83,8 +83,8 @@ pub static WG_EVLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(LOST_REASONS * E
 
 /// New-flow budgets per device (conntrack fairness), indexed by device id modulo capacity: an
 /// array lookup costs next to nothing on the new-flow path, where a hash lookup costs ~40 ns.
-#[map(name = "WG_FLOWCAP_V2")]
-pub static WG_FLOWCAP_V2: Array<FlowCapState> = Array::pinned(capacity::FLOW_CAP, 0);
+#[map(name = "WG_FLOWCAP_V3")]
+pub static WG_FLOWCAP_V3: Array<FlowCapState> = Array::pinned(capacity::FLOW_CAP, 0);
 
 #[map(name = "WG_EVENTS_V1")]
 pub static WG_EVENTS_V1: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
@@ -102,13 +102,18 @@ pub static WG_FLOWLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
 pub static WG_PAYLOAD_V1: RingBuf = RingBuf::pinned(capacity::PAYLOAD_BYTES, 0);
 
 /// Payload records not delivered, per CPU: over the rate bound, ring full.
-#[map(name = "WG_PAYLOST_V1")]
-pub static WG_PAYLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(2, 0);
+#[map(name = "WG_PAYLOST_V2")]
+pub static WG_PAYLOST_V2: PerCpuArray<u64> = PerCpuArray::pinned(PAYLOAD_LOST_KINDS, 0);
 
 /// `wg_payload`, the tail-call target of inspected packets (set by the agent at load; pinned
 /// so it outlives the agent: a prog array empties when user space lets go of it).
 #[map(name = "WG_PAYPROG_V1")]
 pub static WG_PAYPROG_V1: ProgramArray = ProgramArray::pinned(1, 0);
+
+/// `wg_slow`, the tail-call target of packets no entry decides (`slow.rs`); pinned as
+/// `WG_PAYPROG_V1` is, so the slow path outlives a stopped agent.
+#[map(name = "WG_SLOWPROG_V1")]
+pub static WG_SLOWPROG_V1: ProgramArray = ProgramArray::pinned(1, 0);
 
 /// The per-CPU token bucket of payload records.
 #[map(name = "WG_PAYRATE_V1")]
@@ -118,3 +123,8 @@ pub static WG_PAYRATE_V1: PerCpuArray<RateState> = PerCpuArray::pinned(1, 0);
 /// than on the stack, whose 512 bytes the slow path otherwise exceeds.
 #[map(name = "WG_CTSCRATCH")]
 pub static WG_CTSCRATCH: PerCpuArray<CtValue> = PerCpuArray::with_max_entries(1, 0);
+
+/// Flow-open record budgets of unknown hosts (device id 0), one per source (by a hash of the
+/// device-side address), so one unknown host cannot spend every other's.
+#[map(name = "WG_SRCBUDGET_V1")]
+pub static WG_SRCBUDGET_V1: Array<RateState> = Array::pinned(capacity::UNKNOWN_SOURCES, 0);

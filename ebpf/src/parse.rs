@@ -104,6 +104,22 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 
+/// The packet slot, every byte zero.
+#[inline(always)]
+pub fn zeroed(out: &mut MaybeUninit<Packet>) -> &mut Packet {
+    const WORDS: usize = core::mem::size_of::<Packet>() / 8;
+    const { assert!(core::mem::size_of::<Packet>() % 8 == 0) };
+    let p = out.as_mut_ptr().cast::<u64>();
+    let mut i = 0;
+    while i < WORDS {
+        // Safety: inside the slot, 8-aligned (`Packet` is `align(8)`).
+        unsafe { p.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // Safety: all zeroes is a valid `Packet` (integers, byte arrays and `false`s).
+    unsafe { out.assume_init_mut() }
+}
+
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
@@ -191,29 +207,17 @@ pub fn parse(ctx: &TcContext, out: &mut MaybeUninit<Packet>) -> Parsed {
         return Parsed::Vlan;
     }
     // Written in place: returning the packet inside the enum copied ~100 bytes per packet.
-    let pkt = out.write(Packet {
-        family: 0,
-        proto: 0,
-        tcp_flags: 0,
-        fragment: false,
-        more_fragments: false,
-        icmp_type: 0,
-        hop_limit: 0,
-        l3_off: l3_off as u8,
-        // Cannot wrap: the Ethernet header and tags up to `l3_off` were read inside the
-        // linear area, which `len` includes.
-        ip_len: len.wrapping_sub(l3_off as u32),
-        frag_offset: 0,
-        l4_off: 0,
-        frag_id: 0,
-        ifindex: skb.ifindex,
-        src: [0; 16],
-        dst: [0; 16],
-        sport_be: [0; 2],
-        dport_be: [0; 2],
-        src_mac,
-        dst_mac,
-    });
+    // Zeroed word by word (volatile stores: LLVM merges plain zero stores of a struct in
+    // memory into a `memset` call, a byte loop in BPF), then the known fields set. The packet
+    // is in memory, not in registers: the slow path's hand-over copies it (`slow.rs`).
+    let pkt = zeroed(out);
+    pkt.l3_off = l3_off as u8;
+    // Cannot wrap: the Ethernet header and tags up to `l3_off` were read inside the linear
+    // area, which `len` includes.
+    pkt.ip_len = len.wrapping_sub(l3_off as u32);
+    pkt.ifindex = skb.ifindex;
+    pkt.src_mac = src_mac;
+    pkt.dst_mac = dst_mac;
     let l4_off = match ether_type {
         ETH_P_IP => {
             let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
@@ -258,8 +262,15 @@ pub fn parse(ctx: &TcContext, out: &mut MaybeUninit<Packet>) -> Parsed {
             }
             pkt.family = FAMILY_V6;
             pkt.hop_limit = ip.hop_limit;
-            pkt.src = ip.src_addr;
-            pkt.dst = ip.dst_addr;
+            // As 16-bit words (bytes 8..40): a 16-byte array copy from the packet compiles to a
+            // `memmove` call.
+            let addrs = words::<20, 16, _>(core::ptr::from_ref(ip), 4);
+            let mut w = 0;
+            while w < 8 {
+                [pkt.src[2 * w], pkt.src[2 * w + 1]] = addrs[w];
+                [pkt.dst[2 * w], pkt.dst[2 * w + 1]] = addrs[8 + w];
+                w += 1;
+            }
             let mut next = ip.next_hdr;
             let mut off = l3_off + Ipv6Hdr::LEN;
             // Skip up to four extension headers (hop-by-hop, routing, fragment, destination).

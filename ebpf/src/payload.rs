@@ -6,25 +6,32 @@
 //! is then created with a budget of `INSPECT_PACKETS` payload-carrying packets each way.
 //!
 //! Only the conntrack path pays for this: a valid hit on an entry with budget left does not fill
-//! the flow cache and, after its verdict, tail-calls `wg_payload`, which copies the segment, so the established fast path (a cache hit) has no
-//! check at all; once the budget is spent (or `INSPECT_MAX_PACKETS` passed) the next hit fills
-//! the cache as for any flow. Records go to their own small ring through a per-CPU token bucket
-//! (`PAYLOAD_RATE_PER_S`, `PAYLOAD_BURST`), so a flood of inspected flows cannot flood the
-//! agent; what the bucket or the full ring refuses is counted per CPU in `WG_PAYLOST_V1`.
+//! the flow cache and, after its verdict, tail-calls `wg_payload`, which copies the segment, so the
+//! established fast path (a cache hit) has no check at all; once the budget is spent (or `INSPECT_MAX_PACKETS` passed) the next hit fills
+//! the cache as for any flow. The new entry's first packet (the SYN) is handed over too, and the
+//! SYN-ACK: each gives its direction's initial sequence number, and payload is handed over only
+//! after both (a handshake) and within `INSPECT_SEQ_WINDOW` after its direction's SYN, so a
+//! one-way flow never claims an application identity. Records go to their own small ring
+//! through the device's token bucket (`budget.rs`) and then a per-CPU one (`PAYLOAD_RATE_PER_S`,
+//! `PAYLOAD_BURST`), so neither one device nor a flood of inspected flows can flood the agent;
+//! a refused record costs the flow nothing (its budget is spent only by a record sent). What a
+//! bucket, the full ring or the handshake check refuses is counted per CPU in `WG_PAYLOST_V2`.
 
 use aya_ebpf::{
     EbpfContext as _, bindings::TC_ACT_OK, helpers::bpf_skb_load_bytes, macros::map,
     maps::PerCpuArray, programs::TcContext,
 };
 use wardgate_common::{
-    CT_LEARNED, CT_WOULD_DENY, CtKey, CtValue, INSPECT_MAX_PACKETS, INSPECT_PORTS, PAYLOAD_BURST,
-    PAYLOAD_DATA, PAYLOAD_LOST_RATE, PAYLOAD_LOST_RING, PAYLOAD_RATE_PER_S, PROTO_TCP,
-    PayloadRecord, RULE_INSPECT, RuleValue,
+    CT_LEARNED, CT_WOULD_DENY, CtKey, CtValue, INSPECT_MAX_PACKETS, INSPECT_PORTS,
+    INSPECT_SEQ_WINDOW, ISN_FWD_SEEN, ISN_REV_SEEN, PAYLOAD_BURST, PAYLOAD_DATA, PAYLOAD_LOST_RATE,
+    PAYLOAD_LOST_RING, PAYLOAD_LOST_UNVERIFIED, PAYLOAD_RATE_PER_S, PROTO_TCP, PayloadRecord,
+    RULE_INSPECT, RuleValue,
 };
 
 use crate::{
-    maps::{WG_CONFIG_V3, WG_CT_V3, WG_PAYLOAD_V1, WG_PAYLOST_V1, WG_PAYPROG_V1, WG_PAYRATE_V1},
-    parse::Packet,
+    budget,
+    maps::{WG_CONFIG_V3, WG_CT_V4, WG_PAYLOAD_V1, WG_PAYLOST_V2, WG_PAYPROG_V1, WG_PAYRATE_V1},
+    parse::{Packet, TCP_SYN},
 };
 
 /// Whether a new entry is inspected: its rule says so, or no rule decided and the flow's
@@ -127,7 +134,7 @@ pub fn inspect(ctx: &TcContext) -> i32 {
     // Safety: this CPU's slot, written by the classifier that tail-called us.
     let r = unsafe { &*r };
     let verdict = r.verdict;
-    let Some(v) = WG_CT_V3.get_ptr_mut(&r.key) else {
+    let Some(v) = WG_CT_V4.get_ptr_mut(&r.key) else {
         return verdict;
     };
     // Safety: map value pointer from a successful lookup, valid for this run.
@@ -156,19 +163,48 @@ fn inspect_entry(ctx: &TcContext, r: &Request, v: &mut CtValue) {
     if left == 0 {
         return;
     }
-    let Some((off, seg_len, seq_be)) = segment(ctx, r) else {
+    let Some(tcp) = load::<20>(ctx, r.l4_off) else {
         return;
     };
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    // The handshake: each way's SYN gives that direction's initial sequence number.
+    if tcp[13] & TCP_SYN != 0 {
+        if forward {
+            v.isn_fwd = seq;
+            v.isn_seen |= ISN_FWD_SEEN;
+        } else {
+            v.isn_rev = seq;
+            v.isn_seen |= ISN_REV_SEEN;
+        }
+        return;
+    }
+    let Some((off, seg_len)) = segment(ctx, r, &tcp) else {
+        return;
+    };
+    // Application identity is trusted only after a handshake: both SYNs seen, and the segment
+    // within the window after its direction's. A one-way flow (no answer), or bytes that are
+    // not the flow's first, are never handed over, and spend nothing.
+    let isn = if forward { v.isn_fwd } else { v.isn_rev };
+    if v.isn_seen != ISN_FWD_SEEN | ISN_REV_SEEN
+        || seq.wrapping_sub(isn.wrapping_add(1)) > INSPECT_SEQ_WINDOW
+    {
+        lost(PAYLOAD_LOST_UNVERIFIED);
+        return;
+    }
+    // The device's budget first (one device cannot spend the CPU's), then the CPU's. A spent
+    // bucket or a full ring costs the flow nothing: its next segment may still be inspected.
+    if !budget::payload(v.device_id, now) || !take_token(now) {
+        lost(PAYLOAD_LOST_RATE);
+        return;
+    }
+    if !send(ctx, &r.key, off, seg_len, tcp, forward, now) {
+        return;
+    }
     if forward {
         v.inspect_fwd -= 1;
     } else {
         v.inspect_rev -= 1;
     }
-    if !take_token(now) {
-        lost(PAYLOAD_LOST_RATE);
-        return;
-    }
-    send(ctx, &r.key, off, seg_len, seq_be, forward, now);
 }
 
 /// Reads `N` bytes at `off` of the frame with the helper (no packet-pointer bounds check).
@@ -190,11 +226,9 @@ fn load<const N: usize>(ctx: &TcContext, off: u32) -> Option<[u8; N]> {
 /// extension headers), and branching on them or using them in pointer arithmetic made the
 /// verifier walk this code once per path (past its 1M-instruction limit).
 #[inline(always)]
-fn segment(ctx: &TcContext, r: &Request) -> Option<(u32, u32, [u8; 4])> {
+fn segment(ctx: &TcContext, r: &Request, tcp: &[u8; 20]) -> Option<(u32, u32)> {
     let (l3, l4, family) = (r.l3_off, r.l4_off, u32::from(r.family));
-    let tcp = load::<20>(ctx, l4)?;
     let doff = u32::from(tcp[12] >> 4) * 4;
-    let seq_be = [tcp[4], tcp[5], tcp[6], tcp[7]];
     // IPv4: total length at +2; IPv6: payload length at +4, plus its 40-byte header.
     let len = load::<2>(ctx, l3 + family - 2)?;
     let ip_end = u32::from(u16::from_be_bytes(len)) + ((family >> 1) & 1) * 40;
@@ -202,7 +236,7 @@ fn segment(ctx: &TcContext, r: &Request) -> Option<(u32, u32, [u8; 4])> {
     if doff < 20 || ip_end <= headers {
         return None;
     }
-    Some((l4 + doff, ip_end - headers, seq_be))
+    Some((l4 + doff, ip_end - headers))
 }
 
 /// One record per CPU per `1e9 / PAYLOAD_RATE_PER_S` ns, at most `PAYLOAD_BURST` at once.
@@ -226,30 +260,32 @@ fn take_token(now: u64) -> bool {
 
 #[inline(always)]
 fn lost(why: u32) {
-    if let Some(n) = WG_PAYLOST_V1.get_ptr_mut(why) {
+    if let Some(n) = WG_PAYLOST_V2.get_ptr_mut(why) {
         // Safety: this CPU's slot; nothing else runs on this CPU while we do.
         unsafe { *n += 1 };
     }
 }
 
+/// Copies the segment to the agent; `true` once the record is submitted.
 #[inline(always)]
 fn send(
     ctx: &TcContext,
     key: &CtKey,
     off: u32,
     seg_len: u32,
-    seq_be: [u8; 4],
+    tcp: [u8; 20],
     forward: bool,
     now: u64,
-) {
+) -> bool {
+    let seq_be = [tcp[4], tcp[5], tcp[6], tcp[7]];
     let avail = ctx.len().saturating_sub(off);
     let want = if seg_len < avail { seg_len } else { avail };
     if want == 0 {
-        return;
+        return false;
     }
     let Some(mut entry) = WG_PAYLOAD_V1.reserve::<PayloadRecord>(0) else {
         lost(PAYLOAD_LOST_RING);
-        return;
+        return false;
     };
     // 1..=PAYLOAD_DATA by arithmetic the verifier follows (a mask, then + 1): the helper's
     // length must be provably within the record's buffer.
@@ -263,7 +299,7 @@ fn send(
     } == 0;
     if !ok {
         entry.discard(0);
-        return;
+        return false;
     }
     // Safety: as above; every field but the data's tail past `n` is written (the agent reads
     // `len` bytes only).
@@ -288,4 +324,5 @@ fn send(
         (*r)._pad2 = 0;
     }
     entry.submit(0);
+    true
 }

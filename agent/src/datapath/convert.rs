@@ -277,6 +277,8 @@ pub struct FlowOpened {
     pub generation: u32,
     /// The first packet was dropped: a denied contact, no entry exists.
     pub denied: bool,
+    /// The flow passed untracked (its device over its flow cap): no entry exists; a sample.
+    pub untracked: bool,
     /// The device sent the first packet.
     pub from_device: bool,
     pub device: IpAddr,
@@ -309,6 +311,7 @@ pub fn flow_open(bytes: &[u8]) -> Option<FlowOpened> {
         rule_id: r.rule_id,
         generation: r.generation,
         denied: r.flags & c::FLOW_DENIED != 0,
+        untracked: r.flags & c::FLOW_UNTRACKED != 0,
         from_device: r.direction == c::DIR_FROM_DEVICE,
         device: device.0,
         device_port: device.1,

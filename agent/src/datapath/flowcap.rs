@@ -1,4 +1,4 @@
-//! The recount of each device's live conntrack entries (its flow budget, `WG_FLOWCAP_V2`).
+//! The recount of each device's live conntrack entries (its flow budget, `WG_FLOWCAP_V3`).
 //!
 //! The datapath counts an entry when it creates it and gives its place back when a flow
 //! closes (FIN or RST). Flows that idle out or that the LRU evicts leave no trace there, so the
@@ -103,6 +103,16 @@ impl Datapath {
         }
         self.recount.counted = counted;
         Ok(out)
+    }
+
+    /// Every device's budget slot in use (live flows, untracked flows, refused records).
+    pub fn device_budgets(&mut self) -> Result<Vec<FlowCapState>, DatapathError> {
+        let caps: Array<&mut MapData, FlowCapState> = self.typed(map_names::FLOW_CAP)?;
+        Ok(caps
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|s| s.device_id != 0)
+            .collect())
     }
 
     /// Each device slot's live count, for tests and status: (device id, live).

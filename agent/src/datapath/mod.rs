@@ -247,6 +247,7 @@ impl Datapath {
             program_names::EGRESS,
             program_names::PASS,
             program_names::PAYLOAD,
+            program_names::SLOW,
         ] {
             dp.classifier(name)?
                 .load()
@@ -255,14 +256,19 @@ impl Datapath {
                     source: Box::new(e),
                 })?;
         }
-        dp.set_payload_program()?;
+        // The slow path first: without it the classifiers allow nothing new.
+        dp.set_tail_program(program_names::SLOW, map_names::SLOW_PROG)?;
+        dp.set_tail_program(program_names::PAYLOAD, map_names::PAYLOAD_PROG)?;
         Ok(dp)
     }
 
-    /// Puts this object's `wg_payload` into the classifiers' tail-call slot (the pinned prog
-    /// array outlives the agent; a new agent replaces the program in it).
-    fn set_payload_program(&mut self) -> Result<(), DatapathError> {
-        let name = program_names::PAYLOAD;
+    /// Puts this object's program `name` into the classifiers' tail-call slot `slot_map` (the
+    /// pinned prog array outlives the agent; a new agent replaces the program in it).
+    fn set_tail_program(
+        &mut self,
+        name: &'static str,
+        slot_map: &'static str,
+    ) -> Result<(), DatapathError> {
         let fd = self
             .classifier(name)?
             .fd()
@@ -275,9 +281,8 @@ impl Datapath {
                 name,
                 source: Box::new(aya::programs::ProgramError::IOError(e)),
             })?;
-        let mut slot: ProgramArray<&mut MapData> = self.typed(map_names::PAYLOAD_PROG)?;
-        slot.set(0, &fd, 0)
-            .map_err(map_err(map_names::PAYLOAD_PROG))
+        let mut slot: ProgramArray<&mut MapData> = self.typed(slot_map)?;
+        slot.set(0, &fd, 0).map_err(map_err(slot_map))
     }
 
     pub fn pin_root(&self) -> &Path {

@@ -84,12 +84,14 @@ impl CtReader {
         self.lost.get(&0, 0).map_or(0, |v| v.iter().sum())
     }
 
-    /// Payload records the datapath did not deliver: (over its rate bound, ring full).
-    pub fn payload_lost(&self) -> (u64, u64) {
+    /// Payload records the datapath did not deliver: (over a rate bound, ring full, no
+    /// handshake seen or outside the window after the SYN).
+    pub fn payload_lost(&self) -> (u64, u64, u64) {
         let sum = |i| self.payload_lost.get(&i, 0).map_or(0, |v| v.iter().sum());
         (
             sum(wardgate_common::PAYLOAD_LOST_RATE),
             sum(wardgate_common::PAYLOAD_LOST_RING),
+            sum(wardgate_common::PAYLOAD_LOST_UNVERIFIED),
         )
     }
 }
@@ -363,7 +365,7 @@ pub async fn run(
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut malformed = 0u64;
-    let mut last_report = (LiveStats::default(), 0u64, (0u64, 0u64), 0u64, 0u64);
+    let mut last_report = (LiveStats::default(), 0u64, (0u64, 0u64, 0u64), 0u64, 0u64);
     let mut records = Vec::new();
     loop {
         follow(&mut state, &mut generations, &mut detection);
@@ -413,6 +415,7 @@ pub async fn run(
                         table_full = s.table_full, lost, malformed, payload = s.payload,
                         payload_unmatched = s.payload_unmatched, identified = s.identified,
                         payload_rate_limited = payload_lost.0, payload_ring_full = payload_lost.1,
+                        payload_unverified = payload_lost.2,
                         findings_open, findings_evicted, "live flow table");
                 }
             }

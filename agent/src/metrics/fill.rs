@@ -116,6 +116,10 @@ pub struct Sample {
     /// Devices whose flow budget is spent (the cap was reported and the budget has not come
     /// back above half).
     pub devices_at_flow_cap: u64,
+    /// Flows that passed untracked (devices over their cap), and flow-open records a device's
+    /// share of the ring refused, summed over the devices' budget slots.
+    pub flows_untracked: u64,
+    pub flow_records_refused: u64,
     /// How long the walk took.
     pub took: Duration,
 }
@@ -157,14 +161,17 @@ pub fn sample(pin_root: &Path) -> Result<Sample, DatapathError> {
     let caps: Array<MapData, FlowCapState> =
         Array::try_from(Map::Array(pinned::open(pin_root, map_names::FLOW_CAP)?))
             .map_err(map_err(map_names::FLOW_CAP))?;
-    let devices_at_flow_cap = caps
+    let slots: Vec<FlowCapState> = caps
         .iter()
         .filter_map(Result::ok)
-        .filter(|s| s.reported != 0 && s.device_id != 0)
-        .count() as u64;
+        .filter(|s| s.device_id != 0)
+        .collect();
+    let devices_at_flow_cap = slots.iter().filter(|s| s.reported != 0).count() as u64;
     Ok(Sample {
         maps,
         devices_at_flow_cap,
+        flows_untracked: slots.iter().map(|s| u64::from(s.untracked)).sum(),
+        flow_records_refused: slots.iter().map(|s| u64::from(s.rec_lost)).sum(),
         took: start.elapsed(),
     })
 }
@@ -217,7 +224,21 @@ impl Collector for FillCollector {
         }
         ConstGauge::new(s.devices_at_flow_cap as i64).encode(encoder.encode_descriptor(
             "wardgate_agent_devices_at_flow_cap",
-            "Devices whose new-flow budget is spent (cap reported, not yet back above half).",
+            "Devices at their live-flow cap (cap reported, not yet back below half).",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(s.flows_untracked as i64).encode(encoder.encode_descriptor(
+            "wardgate_agent_flows_untracked",
+            "Flows that passed untracked because their device was over its flow cap (learn, \
+             monitor), summed over the devices the datapath holds; one in 16 is recorded.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(s.flow_records_refused as i64).encode(encoder.encode_descriptor(
+            "wardgate_agent_flow_records_refused",
+            "Flow-open records a device's share of the ring refused (its record budget was \
+             spent), summed over the devices the datapath holds.",
             None,
             MetricType::Gauge,
         )?)?;

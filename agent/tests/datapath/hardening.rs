@@ -316,3 +316,217 @@ fn idled_out_flows_give_their_place_back_at_the_recount() {
     );
     expect(&mut dp, true, &dns(44003), TC_ACT_OK, Reason::PassPolicy);
 }
+
+#[test]
+fn application_identity_needs_a_handshake_and_a_spent_bucket_spends_nothing() {
+    let (_pin, mut dp) = datapath("pay-handshake");
+    let mut rules = reference_rules();
+    rules[0].inspect = true; // the pump's DICOM rule to the PACS carries an app constraint
+    dp.replace(&state_with(2, reference_devices(), rules))
+        .unwrap();
+    let pacs = "198.51.100.10:104";
+    let assoc = filled(0x01, 80);
+    // One-way: the pump's SYN and then data, no answer from the PACS: nothing handed over.
+    let dev = "192.0.2.10:40400";
+    expect(
+        &mut dp,
+        true,
+        &frame(PUMP_MAC, dev, pacs, L4::Syn),
+        TC_ACT_OK,
+        Reason::PassPolicy,
+    );
+    for seq in [1u32, 81] {
+        let f = data_frame(PUMP_MAC, GW_MAC, dev, pacs, seq, &assoc);
+        expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassEstablished);
+    }
+    // With the handshake, but bytes far past the SYN's sequence number: not the flow's first.
+    let dev2 = "192.0.2.10:40401";
+    expect(
+        &mut dp,
+        true,
+        &frame(PUMP_MAC, dev2, pacs, L4::Syn),
+        TC_ACT_OK,
+        Reason::PassPolicy,
+    );
+    let answer = syn_ack_frame(GW_MAC, PUMP_MAC, pacs, dev2, 9000);
+    expect(&mut dp, false, &answer, TC_ACT_OK, Reason::PassReply);
+    let far = data_frame(PUMP_MAC, GW_MAC, dev2, pacs, 1_000_000, &assoc);
+    expect(&mut dp, true, &far, TC_ACT_OK, Reason::PassEstablished);
+    // The flow's first bytes after the handshake are handed over, and the refusals above spent
+    // none of its budget.
+    let first = data_frame(PUMP_MAC, GW_MAC, dev2, pacs, 1, &assoc);
+    expect(&mut dp, true, &first, TC_ACT_OK, Reason::PassEstablished);
+    let segs = payload_records(&mut dp);
+    let got: Vec<_> = segs.iter().map(|s| (s.forward, s.seq)).collect();
+    assert_eq!(got, vec![(true, 1)], "{segs:?}");
+    assert_eq!(u16::from_be_bytes(segs[0].key.a_port_be), 40401);
+    let v = conntrack_values(&mut dp)
+        .into_iter()
+        .find(|v| v.rule_id == 1001 && v.isn_rev == 9000)
+        .expect("the handshaken flow's entry");
+    assert_eq!(
+        (v.inspect_fwd, v.inspect_rev),
+        (
+            wardgate_common::INSPECT_PACKETS - 1,
+            wardgate_common::INSPECT_PACKETS
+        ),
+        "only the record sent spent the budget"
+    );
+}
+
+#[test]
+fn the_per_device_payload_bucket_bounds_one_device_and_costs_its_flows_nothing() {
+    let (_pin, mut dp) = datapath("pay-bucket");
+    let mut rules = reference_rules();
+    rules[0].inspect = true;
+    dp.replace(&state_with(2, reference_devices(), rules))
+        .unwrap();
+    let pacs = "198.51.100.10:104";
+    let burst = wardgate_common::PAYLOAD_DEVICE_BURST as u16;
+    // More inspected flows than the device's burst, each with one first segment, at once (the
+    // bucket refills at its rate while the test runs: that much more may pass).
+    let started = std::time::Instant::now();
+    for i in 0..burst + 8 {
+        let dev = format!("192.0.2.10:{}", 41000 + i);
+        expect(
+            &mut dp,
+            true,
+            &frame(PUMP_MAC, &dev, pacs, L4::Syn),
+            TC_ACT_OK,
+            Reason::PassPolicy,
+        );
+        let answer = syn_ack_frame(GW_MAC, PUMP_MAC, pacs, &dev, 100);
+        expect(&mut dp, false, &answer, TC_ACT_OK, Reason::PassReply);
+        let data = data_frame(PUMP_MAC, GW_MAC, &dev, pacs, 1, &filled(2, 40));
+        expect(&mut dp, true, &data, TC_ACT_OK, Reason::PassEstablished);
+    }
+    let refill =
+        started.elapsed().as_secs_f64() * wardgate_common::PAYLOAD_DEVICE_RATE_PER_S as f64;
+    let segs = payload_records(&mut dp);
+    assert!(
+        segs.len() >= usize::from(burst)
+            && segs.len() <= usize::from(burst) + refill.ceil() as usize,
+        "the device's burst and its refill ({refill:.1}), no more: {}",
+        segs.len()
+    );
+    assert!(
+        segs.len() < usize::from(burst) + 8,
+        "some were refused: {}",
+        segs.len()
+    );
+    // The flows the bucket refused kept their budget.
+    let refused = conntrack_values(&mut dp)
+        .into_iter()
+        .filter(|v| v.rule_id == 1001 && v.inspect_fwd == wardgate_common::INSPECT_PACKETS)
+        .count();
+    assert_eq!(refused, usize::from(burst) + 8 - segs.len());
+}
+
+#[test]
+fn untracked_flows_are_sampled_and_counted_and_records_have_a_per_device_budget() {
+    let (_pin, mut dp) = datapath("records-budget");
+    let mut devices = reference_devices();
+    devices[3].max_flows = 3; // the learner
+    dp.apply(&state_with(2, devices, reference_rules()))
+        .unwrap();
+    // The learner over its cap: 3 tracked, 33 untracked of which the 1st, 17th and 33rd are
+    // recorded (flagged untracked), all 33 counted.
+    for i in 0..36u16 {
+        let f = frame(
+            LEARNER_MAC,
+            &format!("192.0.2.13:{}", 30000 + i),
+            "203.0.113.80:445",
+            L4::Syn,
+        );
+        let reason = if i < 3 {
+            Reason::PassLearn
+        } else {
+            Reason::PassUntracked
+        };
+        expect(&mut dp, true, &f, TC_ACT_OK, reason);
+    }
+    let recs = flow_records(&mut dp);
+    let ports: Vec<u16> = recs.iter().map(|r| r.device_port).collect();
+    assert_eq!(ports, vec![30000, 30001, 30002, 30003, 30019, 30035]);
+    assert_eq!(recs.iter().filter(|r| r.untracked).count(), 3, "{recs:?}");
+    assert!(
+        dp.device_budgets()
+            .unwrap()
+            .iter()
+            .any(|b| b.device_id == 4 && b.untracked == 33)
+    );
+}
+
+#[test]
+fn one_device_cannot_fill_the_flow_record_ring() {
+    let (_pin, mut dp) = datapath("records-flood");
+    let mut devices = reference_devices();
+    devices[3].max_flows = 100_000;
+    dp.apply(&state_with(2, devices, reference_rules()))
+        .unwrap();
+    let burst = wardgate_common::RECORD_BURST as u32;
+    // A scan from the learner: more new flows at once than its share of the ring.
+    let n = burst + 500;
+    for i in 0..n {
+        let dst = format!("203.0.113.{}:{}", 1 + i % 250, 1000 + i / 250);
+        let f = frame(LEARNER_MAC, "192.0.2.13:30000", &dst, L4::Syn);
+        run(&mut dp, true, &f);
+    }
+    // The monitor's flow right after is still recorded.
+    let f = frame(
+        MONITOR_MAC,
+        "192.0.2.11:30001",
+        "198.51.100.10:104",
+        L4::Syn,
+    );
+    expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassPolicy);
+    let recs = flow_records(&mut dp);
+    let learner = recs.iter().filter(|r| r.device_id == 4).count() as u32;
+    assert!(
+        learner >= burst && learner < burst + 50,
+        "the learner's records are its burst (and what refilled meanwhile): {learner}"
+    );
+    assert_eq!(recs.iter().filter(|r| r.device_id == 2).count(), 1);
+    let b = dp
+        .device_budgets()
+        .unwrap()
+        .into_iter()
+        .find(|b| b.device_id == 4)
+        .unwrap();
+    assert_eq!(b.rec_lost, n - learner, "every refused record is counted");
+}
+
+#[test]
+fn unknown_hosts_each_have_their_own_event_budget() {
+    let (_pin, mut dp) = datapath("unknown-budget");
+    // Unknown host A floods (the test budget: 50 at once), then unknown host B's first packet.
+    for i in 0..80u16 {
+        let f = frame(
+            [2, 0, 0, 0, 0, 0x91],
+            &format!("192.0.2.91:{}", 20000 + i),
+            "198.51.100.10:104",
+            L4::Syn,
+        );
+        run(&mut dp, true, &f);
+    }
+    let f = frame(
+        [2, 0, 0, 0, 0, 0x92],
+        "192.0.2.92:20000",
+        "198.51.100.10:104",
+        L4::Syn,
+    );
+    expect(&mut dp, true, &f, TC_ACT_OK, Reason::PassUnknownDevice);
+    let evs = events(&mut dp);
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        evs.iter()
+            .filter(|e| e.kind == EventKind::UnknownDevice && e.src == ip)
+            .count()
+    };
+    assert!(
+        from("192.0.2.91") <= 51,
+        "A is bounded: {}",
+        from("192.0.2.91")
+    );
+    assert_eq!(from("192.0.2.92"), 1, "B is reported");
+}

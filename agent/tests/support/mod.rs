@@ -287,7 +287,8 @@ pub fn frame_to(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, l4: L4
     let mut out = Vec::new();
     let payload = [0u8; 16];
     match l4 {
-        L4::Syn => b.tcp(sp, dp, 1, 1000).syn().write(&mut out, &[]),
+        // Initial sequence number 0: the first data byte is 1.
+        L4::Syn => b.tcp(sp, dp, 0, 1000).syn().write(&mut out, &[]),
         L4::Ack => b.tcp(sp, dp, 1, 1000).ack(1).write(&mut out, &payload),
         L4::Fin => b.tcp(sp, dp, 1, 1000).fin().ack(1).write(&mut out, &[]),
         L4::Udp => b.udp(sp, dp).write(&mut out, &payload),
@@ -299,6 +300,31 @@ pub fn frame_to(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, l4: L4
 }
 
 /// A TCP segment (ACK, PSH when it carries data) with sequence number `seq` and `payload`.
+/// The answer to a SYN: a SYN-ACK from `src` with initial sequence number `isn`.
+pub fn syn_ack_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: &str,
+    dst: &str,
+    isn: u32,
+) -> Vec<u8> {
+    let (sa, sp) = split(src);
+    let (da, dp) = split(dst);
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac);
+    let b = if sa.contains(':') {
+        b.ipv6(v6(&sa), v6(&da), 64)
+    } else {
+        b.ipv4(v4(&sa), v4(&da), 64)
+    };
+    let mut out = Vec::new();
+    b.tcp(sp, dp, isn, 1000)
+        .syn()
+        .ack(1)
+        .write(&mut out, &[])
+        .unwrap();
+    out
+}
+
 pub fn data_frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],

@@ -27,6 +27,7 @@ fn opened(port: u16, ts: u64, denied: bool) -> FlowOpened {
         rule_id: if denied { 0 } else { 41 },
         generation: 3,
         denied,
+        untracked: false,
         from_device: true,
         device: "192.0.2.10".parse().unwrap(),
         device_port: 40000,
