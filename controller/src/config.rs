@@ -434,7 +434,9 @@ mod tests {
             PathBuf::from("/d/audit-checkpoint.key")
         );
         assert_eq!(
-            ControllerConfig::parse("audit_checkpoints: {}\n").unwrap().audit_checkpoints,
+            ControllerConfig::parse("audit_checkpoints: {}\n")
+                .unwrap()
+                .audit_checkpoints,
             CheckpointConfig::default()
         );
         let cfg = ControllerConfig::parse(
