@@ -673,10 +673,11 @@ fn open_outbox(path: &Path) -> Arc<AlertQueue> {
     AlertQueue::new(outbox)
 }
 
-/// How often each device's live flows are recounted (`Datapath::recount_flows`). The walk of
-/// the conntrack map runs in the map-writer loop, so it delays the heartbeat while it runs: a
-/// heartbeat limit of a few hundred ms could see the watchdog fire during one (measured in the
-/// netns restart test at 300 ms). Every 30 s, and never in the first 30 s after a start.
+/// How often each device's live flows are recounted: the walk of the conntrack map
+/// (`datapath::count_live`) runs on a blocking thread, off the map-writer loop (in the loop it
+/// delayed the heartbeat by hundreds of ms: the netns restart test at a 300 ms heartbeat limit
+/// saw the watchdog fire), and the loop applies its counts (`Datapath::apply_recount`). Every
+/// 30 s, and not in the first 30 s after a start.
 const FLOW_RECOUNT_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
@@ -809,6 +810,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         FLOW_RECOUNT_EVERY,
     );
     recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One walk at a time; its counts come back to the loop here.
+    let (counted_tx, mut counted_rx) =
+        tokio::sync::mpsc::channel::<Result<crate::datapath::LiveCounts, String>>(1);
+    let mut walking = false;
     loop {
         let reapply = tokio::select! {
             _ = term.recv() => break,
@@ -824,8 +829,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 false
             }
             _ = recount.tick() => {
-                if let Err(e) = dp.recount_flows() {
-                    tracing::warn!(error = format!("{e:#}"), "flow budgets not recounted");
+                if !walking {
+                    walking = true;
+                    let pin_root = cfg.pin_root.clone();
+                    let tx = counted_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let counted = crate::datapath::count_live(&pin_root).map_err(|e| format!("{e:#}"));
+                        let _ = tx.blocking_send(counted);
+                    });
+                }
+                false
+            }
+            Some(counted) = counted_rx.recv() => {
+                walking = false;
+                if let Err(e) = counted.and_then(|c| dp.apply_recount(&c).map(drop).map_err(|e| format!("{e:#}"))) {
+                    tracing::warn!(error = e, "flow budgets not recounted");
                 }
                 false
             }

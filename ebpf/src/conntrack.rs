@@ -11,9 +11,8 @@
 //! path re-checks it.
 
 use wardgate_common::{
-    CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_MAX_FLOWS, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue,
-    DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, FLOW_UNTRACKED, INSPECT_PACKETS, PROTO_TCP,
-    RuleValue, capacity,
+    CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue, DIR_FROM_DEVICE,
+    DeviceInfo, FLOW_DENIED, FLOW_UNTRACKED, INSPECT_PACKETS, PROTO_TCP, RuleValue,
 };
 
 use crate::{

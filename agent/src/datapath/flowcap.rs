@@ -2,14 +2,19 @@
 //!
 //! The datapath counts an entry when it creates it and gives its place back when a flow
 //! closes (FIN or RST). Flows that idle out or that the LRU evicts leave no trace there, so the
-//! map writer recounts now and then: it reads the conntrack map and sets each device's count
-//! to the entries that are really live (not closing, not idled out). A flow admitted between
-//! the read and the write is missed until the next recount: the count can be one or two low
-//! for a few seconds, never stuck high.
+//! agent recounts now and then in two steps: [`count_live`] walks the pinned conntrack map
+//! (up to 262,144 entries: hundreds of ms on a loaded gateway) on a thread of its own, and the
+//! map writer applies the counts ([`Datapath::apply_recount`], a few slot writes), so the walk
+//! never holds up the writer's loop and its heartbeat. A flow admitted between the walk and
+//! the write is missed until the next recount: the count can be a few low for a while, never
+//! stuck high.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
 use wardgate_common::{CT_CLOSING, CtKey, CtValue, FlowCapState, capacity, map_names};
 
 use super::{Datapath, DatapathError, coarse_now_ns, map_err};
@@ -42,26 +47,65 @@ pub fn holds_place(v: &CtValue, now_ns: u64) -> bool {
         && now_ns.saturating_sub(v.last_seen_ns) < u64::from(v.idle_timeout_s) * 1_000_000_000
 }
 
-impl Datapath {
-    /// Sets every device's flow count to its live conntrack entries.
-    pub fn recount_flows(&mut self) -> Result<Recount, DatapathError> {
-        let now = coarse_now_ns();
-        let mut per_device: HashMap<u32, u32> = HashMap::new();
-        let mut out = Recount::default();
-        {
-            let ct: BpfHashMap<&mut MapData, CtKey, CtValue> = self.typed(map_names::CONNTRACK)?;
-            // Bounded: the kernel restarts a walk whose current key was just deleted, so a walk
-            // can see an entry twice; it never runs past twice the map's size.
-            let bound = 2 * capacity::CONNTRACK as usize;
-            for entry in ct.iter().take(bound) {
-                // An entry removed while we walk is simply not counted.
-                let Ok((_, v)) = entry else { continue };
-                if holds_place(&v, now) {
-                    *per_device.entry(v.device_id).or_default() += 1;
-                    out.live += 1;
-                }
-            }
+/// Live conntrack entries per device at one moment (what [`count_live`] read).
+#[derive(Debug, Default, Clone)]
+pub struct LiveCounts {
+    per_device: HashMap<u32, u32>,
+    live: u64,
+    now: u64,
+}
+
+/// Walks the pinned conntrack map under `pin_root` and counts each device's live entries.
+/// Reads only: runs beside the map writer (and the datapath) on any thread.
+pub fn count_live(pin_root: &Path) -> Result<LiveCounts, DatapathError> {
+    let map = super::pinned::open(pin_root, map_names::CONNTRACK)?;
+    let ct: BpfHashMap<MapData, CtKey, CtValue> =
+        BpfHashMap::try_from(Map::LruHashMap(map)).map_err(map_err(map_names::CONNTRACK))?;
+    count_in(&ct)
+}
+
+fn count_in<T: std::borrow::Borrow<MapData>>(
+    ct: &BpfHashMap<T, CtKey, CtValue>,
+) -> Result<LiveCounts, DatapathError> {
+    let now = coarse_now_ns();
+    let mut out = LiveCounts {
+        now,
+        ..LiveCounts::default()
+    };
+    // Bounded: the kernel restarts a walk whose current key was just deleted, so a walk can
+    // see an entry twice; it never runs past twice the map's size.
+    let bound = 2 * capacity::CONNTRACK as usize;
+    for entry in ct.iter().take(bound) {
+        // An entry removed while we walk is simply not counted.
+        let Ok((_, v)) = entry else { continue };
+        if holds_place(&v, now) {
+            *out.per_device.entry(v.device_id).or_default() += 1;
+            out.live += 1;
         }
+    }
+    Ok(out)
+}
+
+impl Datapath {
+    /// Sets every device's flow count to its live conntrack entries (walk and apply in one:
+    /// tests, and callers that are not the map writer's loop).
+    pub fn recount_flows(&mut self) -> Result<Recount, DatapathError> {
+        let counts = {
+            let ct: BpfHashMap<&mut MapData, CtKey, CtValue> = self.typed(map_names::CONNTRACK)?;
+            count_in(&ct)?
+        };
+        self.apply_recount(&counts)
+    }
+
+    /// Sets the device slots to `counts` (from [`count_live`]): only the slots of devices
+    /// with entries, of devices the last recount counted, and the next stretch of the array.
+    pub fn apply_recount(&mut self, counts: &LiveCounts) -> Result<Recount, DatapathError> {
+        let now = counts.now;
+        let per_device = &counts.per_device;
+        let mut out = Recount {
+            live: counts.live,
+            changed: 0,
+        };
         // The slots of devices with entries, of devices the last recount counted, and the next
         // stretch of the array (a slot whose device has no entry left at all).
         let mut visit: HashSet<u32> = per_device
