@@ -196,3 +196,51 @@ fn baselines_are_read_whole_and_a_bad_file_is_named() {
         "{e}"
     );
 }
+
+/// Every kind of OCSF event the product emits (a Detection Finding created and updated, a
+/// Network Activity for a deny and for a would-deny) follows the official schema of the OCSF
+/// version it names: no attribute the schema does not define, types and enums as the schema
+/// says (`wardgate_testkit::ocsf::validate_against_schema`).
+#[test]
+fn ocsf_events_of_every_kind_follow_the_official_schema() {
+    use wardgate_analysis::{
+        detect::format::ocsf::{self, DenyRecord},
+        flow::{DeviceRef, FlowDirection},
+    };
+    let mut lines = String::new();
+    let r = replay::run(&args("ndpi/synscan.pcap", None)).unwrap();
+    assert!(!r.findings.is_empty());
+    for f in &r.findings {
+        lines.push_str(&ocsf::event(f, false).to_string());
+        lines.push('\n');
+        lines.push_str(&ocsf::event(f, true).to_string());
+        lines.push('\n');
+    }
+    for (enforced, mac) in [(true, Some("02:00:00:00:00:0a")), (false, None)] {
+        let d = DenyRecord {
+            id: format!("deny-{enforced}"),
+            time_ns: 1_700_000_000_000_000_000,
+            gateway: Some("gw-1".into()),
+            device: DeviceRef {
+                name: "pump-1".into(),
+                id: Some(1),
+                mac: mac.map(|m| m.parse().unwrap()),
+            },
+            direction: FlowDirection::Opened,
+            src: "192.0.2.10".parse().unwrap(),
+            src_port: 40000,
+            dst: "203.0.113.99".parse().unwrap(),
+            dst_port: 4444,
+            proto: 17,
+            reason: "policy".into(),
+            enforced,
+            generation: Some(3),
+        };
+        lines.push_str(&ocsf::network_activity(&d).to_string());
+        lines.push('\n');
+    }
+    assert_eq!(
+        wardgate_testkit::ocsf::validate_against_schema(&lines),
+        2 * r.findings.len() + 2
+    );
+}

@@ -402,6 +402,11 @@ fn binary_signs_checkpoints(checkpoint_config: &str) {
     .unwrap();
     assert_eq!(event["class_uid"], 1008);
     assert_eq!(event["unmapped"]["seq"], 0);
+    // An Event Log Activity as the official OCSF schema of its version defines it.
+    assert!(
+        wardgate_testkit::ocsf::validate_against_schema(&std::fs::read_to_string(&ocsf).unwrap())
+            >= 1
+    );
     let key = data.join("audit-checkpoint.key.pub");
     let (ok, out, err) = verify_offline(&data, &ocsf, &key);
     assert!(ok, "{out}{err}");

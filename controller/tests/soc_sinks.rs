@@ -390,6 +390,16 @@ async fn syslog_lines_reach_a_real_rsyslog_over_tcp_and_tls_as_rfc5424_with_cef(
     rsyslog.stop();
 }
 
+/// What an OCSF line is about: the finding (`finding_info.uid`), or for an event with no
+/// finding (a deny's Network Activity) the event itself (`metadata.uid`).
+fn ocsf_subject(v: &serde_json::Value) -> String {
+    v["finding_info"]["uid"]
+        .as_str()
+        .or(v["metadata"]["uid"].as_str())
+        .unwrap()
+        .to_string()
+}
+
 fn ocsf_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -434,10 +444,8 @@ async fn ocsf_lines_carry_the_schema_fields_and_validate_against_py_ocsf_models(
     .await;
     let lines = ocsf_lines(&path);
     assert_eq!(lines.len(), 3);
-    let by_id: BTreeMap<String, &serde_json::Value> = lines
-        .iter()
-        .map(|v| (v["metadata"]["uid"].as_str().unwrap().to_string(), v))
-        .collect();
+    let by_id: BTreeMap<String, &serde_json::Value> =
+        lines.iter().map(|v| (ocsf_subject(v), v)).collect();
     for v in &lines {
         let class = v["class_uid"].as_u64().unwrap();
         let activity = v["activity_id"].as_u64().unwrap();
@@ -466,7 +474,19 @@ async fn ocsf_lines_carry_the_schema_fields_and_validate_against_py_ocsf_models(
     );
     assert_eq!(scan["device"]["location"]["desc"], "Ward 3A, bed 12");
     assert_eq!(scan["device"]["uid_alt"], "BME-004211");
-    assert_eq!(scan["device"]["type"], "infusion-pump");
+    assert_eq!(
+        (
+            scan["device"]["type_id"].as_u64(),
+            scan["device"]["type"].as_str()
+        ),
+        (Some(7), Some("IOT"))
+    );
+    assert_eq!(scan["device"]["desc"], "Medical device: infusion-pump");
+    // An ICS technique under its ICS tactic (Discovery is TA0102 in ATT&CK for ICS).
+    assert_eq!(
+        scan["finding_info"]["attacks"][0]["tactic"]["uid"],
+        "TA0102"
+    );
     assert_eq!(scan["message"], TRICKY);
     assert_eq!(scan["count"], 40);
     let deny = by_id[&format!("{GW}/100-2")];
@@ -549,13 +569,8 @@ async fn across_a_controller_restart_each_sink_gets_every_alert_exactly_once() {
             parse_cef(&parse_5424(raw).msg).ext["externalId"].clone()
         }))
     };
-    let ocsf_ids = || -> BTreeMap<String, usize> {
-        counts(
-            ocsf_lines(&ocsf_path)
-                .iter()
-                .map(|v| v["metadata"]["uid"].as_str().unwrap().to_string()),
-        )
-    };
+    let ocsf_ids =
+        || -> BTreeMap<String, usize> { counts(ocsf_lines(&ocsf_path).iter().map(ocsf_subject)) };
     let batch = |from: usize| -> Vec<Finding> {
         (from..from + 5)
             .map(|i| {
@@ -672,10 +687,7 @@ async fn a_suppressed_pattern_is_stored_audited_and_not_sent_to_the_sinks() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let sent: Vec<String> = ocsf_lines(&path)
-        .iter()
-        .map(|v| v["metadata"]["uid"].as_str().unwrap().to_string())
-        .collect();
+    let sent: Vec<String> = ocsf_lines(&path).iter().map(ocsf_subject).collect();
     assert_eq!(sent, [format!("{GW}/100-2"), format!("{GW}/100-3")]);
     // Stored all the same.
     let listed = soc

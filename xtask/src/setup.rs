@@ -55,6 +55,9 @@ const PIP: &[(&str, &str)] = &[
     ("hl7", "hl7.mllp"),
     // The OCSF schema's pydantic models: replay's OCSF output is validated against them.
     ("py-ocsf-models==0.10.0", "py_ocsf_models"),
+    // The OCSF project's schema compiler: OCSF output is checked against the official schema
+    // of its version (testkit/ocsf/, testkit/tools/ocsf_check.py).
+    ("ocsf-lib==0.10.4", "ocsf.compile"),
 ];
 
 pub fn dpkg_installed(pkg: &str) -> bool {

@@ -74,14 +74,29 @@ impl Technique {
         format!("https://attack.mitre.org/techniques/{}/", self.id)
     }
     /// The ATT&CK tactic the technique serves, as OCSF's `attacks[].tactic` names it.
+    /// The technique's tactic in its own matrix: ICS techniques (T08xx) belong to the ICS
+    /// matrix's tactics (TA01xx), Enterprise ones to Enterprise's (TA00xx).
     pub fn tactic(&self) -> (&'static str, &'static str) {
         match self.id.as_str() {
-            "T1046" | "T0846" | "T1018" | "T0840" => ("TA0007", "Discovery"),
-            "T0886" | "T0866" | "T1021" => ("TA0008", "Lateral Movement"),
-            "T0869" | "T1071" | "T0885" => ("TA0011", "Command and Control"),
-            "T0814" | "T1498" | "T0813" => ("TA0040", "Impact"),
-            "T0830" | "T1557.002" | "T1557" => ("TA0006", "Credential Access"),
+            // Enterprise.
+            "T1046" | "T1018" => ("TA0007", "Discovery"),
+            "T1021" => ("TA0008", "Lateral Movement"),
+            "T1071" => ("TA0011", "Command and Control"),
+            "T1498" => ("TA0040", "Impact"),
+            "T1557.002" | "T1557" => ("TA0006", "Credential Access"),
             "T1041" | "T1030" => ("TA0010", "Exfiltration"),
+            // ICS: Remote System Discovery, Network Connection Enumeration.
+            "T0846" | "T0840" => ("TA0102", "Discovery"),
+            // ICS: Remote Services, Exploitation of Remote Services.
+            "T0886" | "T0866" => ("TA0109", "Lateral Movement"),
+            // ICS: Standard Application Layer Protocol, Commonly Used Port.
+            "T0869" | "T0885" => ("TA0101", "Command and Control"),
+            // ICS: Denial of Service.
+            "T0814" => ("TA0107", "Inhibit Response Function"),
+            // ICS: Denial of Control.
+            "T0813" => ("TA0105", "Impact"),
+            // ICS: Adversary-in-the-Middle.
+            "T0830" => ("TA0100", "Collection"),
             _ => ("", ""),
         }
     }

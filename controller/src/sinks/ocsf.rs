@@ -30,7 +30,7 @@ pub fn checkpoint_event(checkpoint: &Signed) -> serde_json::Value {
         "time": c.unix_ms,
         "message": checkpoint.message(),
         "metadata": {
-            "version": "1.3.0",
+            "version": wardgate_analysis::detect::format::ocsf::OCSF_VERSION,
             "log_name": "wardgate audit trail",
             "product": {"name": "wardgate", "vendor_name": "wardgate"},
         },

@@ -5,7 +5,10 @@
 use std::fmt::Write as _;
 
 use super::{PRODUCT, VENDOR, VERSION, ms, proto_name, title};
-use crate::detect::finding::{Finding, Severity};
+use crate::{
+    detect::finding::{Finding, Severity},
+    flow::FlowDirection,
+};
 
 /// Escapes a CEF header field.
 pub fn escape_header(s: &str) -> String {
@@ -46,17 +49,27 @@ pub fn cef(f: &Finding) -> String {
         ("cnt", f.count.to_string()),
         ("externalId", f.id.clone()),
         ("cat", f.detector.clone()),
-        ("shost", f.device.name.clone()),
     ];
+    // Source and destination as the flow went: who opened it is the source (a device scanned
+    // from outside is the destination, the scanner the source).
+    let first = f.flows.first();
+    let device_opened = first.is_none_or(|fl| fl.direction == FlowDirection::Opened);
+    let peer = f.peer.or_else(|| first.map(|fl| fl.peer));
+    let (host_key, mac_key, device_key, peer_key) = if device_opened {
+        ("shost", "smac", "src", "dst")
+    } else {
+        ("dhost", "dmac", "dst", "src")
+    };
+    ext.push((host_key, f.device.name.clone()));
     if let Some(m) = f.device.mac {
-        ext.push(("smac", m.to_string()));
+        ext.push((mac_key, m.to_string()));
     }
-    if let Some(fl) = f.flows.first() {
-        ext.push(("src", fl.device_addr.to_string()));
+    if let Some(fl) = first {
+        ext.push((device_key, fl.device_addr.to_string()));
         ext.push(("proto", proto_name(fl.proto)));
     }
-    if let Some(p) = f.peer.or_else(|| f.flows.first().map(|fl| fl.peer)) {
-        ext.push(("dst", p.to_string()));
+    if let Some(p) = peer {
+        ext.push((peer_key, p.to_string()));
     }
     if let [port] = f.evidence.ports.as_slice() {
         ext.push(("dpt", port.to_string()));
@@ -65,7 +78,6 @@ pub fn cef(f: &Finding) -> String {
         ext.push(("dvchost", g.clone()));
     }
     ext.push(("msg", f.summary.clone()));
-    ext.push(("act", f.action.clone()));
     let custom = [
         (
             "mitreTechnique",
@@ -115,6 +127,11 @@ pub fn cef(f: &Finding) -> String {
     }
     push("cfp1Label", "confidence");
     push("cfp1", &format!("{:.2}", f.confidence));
+    // A suggestion for the analyst, not an action taken (CEF's `act` is what the device did).
+    if !f.action.is_empty() {
+        push("flexString1Label", "suggestedAction");
+        push("flexString1", &f.action);
+    }
     out
 }
 

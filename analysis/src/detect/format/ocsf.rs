@@ -1,4 +1,6 @@
-//! OCSF 1.3 JSON: Detection Finding (class 2004, category 2 Findings) for findings, with the
+//! OCSF 1.5 JSON (the first release with `anomaly_analyses` and `confidence_id` on Detection
+//! Finding; every event is checked against that release's official schema in the tests:
+//! `wardgate_testkit::ocsf`): Detection Finding (class 2004, category 2 Findings) for findings, with the
 //! flows as evidences and the measured values next to their baselines as anomaly analyses; and
 //! Network Activity (class 4001, category 4 Network Activity) for the datapath's deny records.
 //! `type_uid` is always `class_uid * 100 + activity_id`.
@@ -15,7 +17,7 @@ use crate::{
 };
 
 /// The OCSF schema version these events follow.
-pub const OCSF_VERSION: &str = "1.3.0";
+pub const OCSF_VERSION: &str = "1.5.0";
 
 pub const DETECTION_FINDING: u32 = 2004;
 pub const NETWORK_ACTIVITY: u32 = 4001;
@@ -29,6 +31,8 @@ pub fn type_uid(class_uid: u32, activity_id: u32) -> u32 {
     class_uid * 100 + activity_id
 }
 
+/// `uid` names this one event: a receiver that deduplicates by `metadata.uid` keeps every
+/// update of a finding (the finding itself is `finding_info.uid`).
 fn metadata(uid: &str) -> Value {
     json!({
         "version": OCSF_VERSION,
@@ -81,8 +85,12 @@ fn evidence(fl: &FlowRef) -> Value {
     })
 }
 
+/// OCSF device `type_id` 7: IOT, the closest of the schema's types to a medical device (its
+/// clinical class goes in `desc`).
+const DEVICE_TYPE_IOT: u32 = 7;
+
 fn device(d: &DeviceRef, f: &Finding) -> Value {
-    let mut v = json!({"name": d.name, "type_id": 99, "type": "Medical device"});
+    let mut v = json!({"name": d.name, "type_id": DEVICE_TYPE_IOT, "type": "IOT", "desc": "Medical device"});
     if let Some(m) = d.mac {
         v["mac"] = json!(m.to_string());
     }
@@ -99,15 +107,26 @@ fn device(d: &DeviceRef, f: &Finding) -> Value {
         v["location"] = json!({"desc": l});
     }
     if let Some(c) = &f.class {
-        v["type"] = json!(c);
+        v["desc"] = json!(format!("Medical device: {c}"));
     }
     v
+}
+
+/// OCSF `confidence_id`: 1 Low, 2 Medium, 3 High, from the detector's confidence in 0..=1.
+fn confidence_id(confidence: f64) -> (u32, &'static str) {
+    if confidence >= 0.8 {
+        (3, "High")
+    } else if confidence >= 0.5 {
+        (2, "Medium")
+    } else {
+        (1, "Low")
+    }
 }
 
 /// The anomaly analyses: each metric observed in the window, with its baseline where one was
 /// involved.
 fn anomaly_analyses(f: &Finding) -> Value {
-    let timeframe = json!({
+    let timespan = json!({
         "start_time": ms(f.evidence.window_start_ns),
         "end_time": ms(f.evidence.window_end_ns),
     });
@@ -119,7 +138,7 @@ fn anomaly_analyses(f: &Finding) -> Value {
             json!({
                 "observation_parameter": m.name,
                 "observation_type": "count",
-                "observations": [{"value": m.observed.to_string(), "timeframe": timeframe}],
+                "observations": [{"value": m.observed.to_string(), "timespan": timespan}],
             })
         })
         .collect();
@@ -157,6 +176,15 @@ pub fn detection_finding(f: &Finding, activity_id: u32) -> Value {
     if !tactic_uid.is_empty() {
         attack["tactic"] = json!({"uid": tactic_uid, "name": tactic_name});
     }
+    let (confidence_id, confidence) = confidence_id(f.confidence);
+    // This event, not the finding: a create and each update have their own.
+    let event_uid = format!(
+        "{}.{}.{}.{}",
+        f.id,
+        activity_id,
+        f.count,
+        ms(f.last_seen_ns)
+    );
     json!({
         "category_uid": 2,
         "category_name": "Findings",
@@ -175,8 +203,11 @@ pub fn detection_finding(f: &Finding, activity_id: u32) -> Value {
         "end_time": ms(f.last_seen_ns),
         "count": f.count,
         "confidence_score": (f.confidence * 100.0).round() as u32,
+        "confidence_id": confidence_id,
+        "confidence": confidence,
+        "is_alert": true,
         "message": f.summary,
-        "metadata": metadata(&f.id),
+        "metadata": metadata(&event_uid),
         "finding_info": {
             "uid": f.id,
             "title": title(&f.detector),
@@ -298,9 +329,20 @@ pub fn network_activity(d: &DenyRecord) -> Value {
             "protocol_name": proto_name(d.proto).to_lowercase(),
             "direction_id": direction_id(d.direction),
         },
-        "device": {"name": d.device.name, "type_id": 99, "mac": d.device.mac.map(|m| m.to_string())},
+        "device": deny_device(&d.device),
         "unmapped": {"reason": d.reason, "gateway": d.gateway, "generation": d.generation},
     })
+}
+
+fn deny_device(d: &DeviceRef) -> Value {
+    let mut v = json!({"name": d.name, "type_id": DEVICE_TYPE_IOT, "type": "IOT"});
+    if let Some(m) = d.mac {
+        v["mac"] = json!(m.to_string());
+    }
+    if let Some(id) = d.id {
+        v["uid"] = json!(id.to_string());
+    }
+    v
 }
 
 #[cfg(test)]

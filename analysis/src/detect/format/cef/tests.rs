@@ -104,6 +104,18 @@ fn parse(cef: &str) -> (Vec<String>, Vec<(String, String)>) {
 }
 
 #[test]
+fn an_inbound_flow_has_the_opener_as_source() {
+    let mut f = sample();
+    f.flows[0].direction = FlowDirection::Received;
+    let (_, ext) = parse(&cef(&f));
+    let get = |k: &str| ext.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("src"), Some("198.51.100.10"), "the peer opened it");
+    assert_eq!(get("dst"), Some("192.0.2.10"));
+    assert_eq!(get("dhost"), Some("pump|3a=bed\\12"));
+    assert_eq!(get("shost"), None);
+}
+
+#[test]
 fn cef_round_trips_through_a_parser() {
     let f = sample();
     let line = cef(&f);
@@ -120,7 +132,13 @@ fn cef_round_trips_through_a_parser() {
     assert_eq!(get("rt"), Some("1700000003250"));
     assert_eq!(get("src"), Some("192.0.2.10"));
     assert_eq!(get("dst"), Some("198.51.100.10"));
-    assert_eq!(get("act"), Some("wardctl mode pump|3a=bed\\12 quarantine"));
+    // The suggestion is no action taken: not in `act`.
+    assert_eq!(get("act"), None);
+    assert_eq!(get("flexString1Label"), Some("suggestedAction"));
+    assert_eq!(
+        get("flexString1"),
+        Some("wardctl mode pump|3a=bed\\12 quarantine")
+    );
     let label = |v: &str| {
         ext.iter()
             .find(|(_, x)| x == v)

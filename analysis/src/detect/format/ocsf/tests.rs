@@ -46,6 +46,10 @@ fn detection_finding_fields_and_enums() {
     assert_eq!(v["finding_info"]["title"], "Port scan (vertical)");
     assert_eq!(v["finding_info"]["attacks"][0]["technique"]["uid"], "T1046");
     assert_eq!(v["finding_info"]["attacks"][0]["tactic"]["uid"], "TA0007");
+    // Each event has its own uid; the finding's is `finding_info.uid`.
+    assert_ne!(v["metadata"]["uid"], v["finding_info"]["uid"]);
+    assert_eq!(v["confidence_id"], 3);
+    assert_eq!(v["device"]["type_id"], 7);
     assert_eq!(v["evidences"][0]["src_endpoint"]["ip"], "192.0.2.10");
     assert_eq!(v["evidences"][0]["dst_endpoint"]["port"], 22);
     assert_eq!(v["evidences"][0]["connection_info"]["direction_id"], 2);
@@ -65,6 +69,33 @@ fn detection_finding_fields_and_enums() {
         (u["type_uid"].as_u64(), u["activity_name"].as_str()),
         (Some(200402), Some("Update"))
     );
+    // A receiver deduplicating by `metadata.uid` keeps the update; the finding is the same.
+    assert_ne!(u["metadata"]["uid"], v["metadata"]["uid"]);
+    assert_eq!(u["finding_info"]["uid"], v["finding_info"]["uid"]);
+}
+
+#[test]
+fn ics_techniques_carry_ics_tactics() {
+    let mut f = sample();
+    for (technique, tactic) in [
+        ("T0846", "TA0102"),
+        ("T0840", "TA0102"),
+        ("T0886", "TA0109"),
+        ("T0866", "TA0109"),
+        ("T0869", "TA0101"),
+        ("T0885", "TA0101"),
+        ("T0814", "TA0107"),
+        ("T0813", "TA0105"),
+        ("T0830", "TA0100"),
+        ("T1046", "TA0007"),
+    ] {
+        f.technique.id = technique.into();
+        let v = detection_finding(&f, ACTIVITY_CREATE);
+        assert_eq!(
+            v["finding_info"]["attacks"][0]["tactic"]["uid"], tactic,
+            "{technique}"
+        );
+    }
 }
 
 #[test]
