@@ -17,7 +17,7 @@ use wardgate_analysis::{
     detect::{Finding, FlowRef, Matrix, Severity, Technique},
     flow::DeviceRef,
 };
-use wardgate_policy::{DesiredState, Mode};
+use wardgate_policy::DesiredState;
 use wardgate_proto::v1 as pb;
 
 use crate::datapath::convert::{DatapathEvent, EventKind};
@@ -74,12 +74,7 @@ pub fn from_event(
             .iter()
             .find(|p| p.policy_id == ev.policy_id && ev.device_id != 0)
     });
-    let mode = device.map(|d| match d.mode {
-        Mode::Learn => "learn",
-        Mode::Monitor => "monitor",
-        Mode::Enforce => "enforce",
-        Mode::Quarantine => "quarantine",
-    });
+    let mode = device.map(|d| d.mode.as_str());
     let device_ref = DeviceRef {
         name: device.map(|d| d.name.clone()).unwrap_or_default(),
         id: device.map(|_| ev.device_id),

@@ -19,7 +19,7 @@ pub mod validate;
 pub use compile::{
     CompileError, Compiled, compile, compile_detailed, compile_valid, compile_with_ids,
 };
-pub use desired::{DesiredState, Direction, Mode, Proto};
+pub use desired::{DesiredState, Direction, Mode, Proto, UnknownMode};
 pub use diag::{Diagnostic, Diagnostics};
 pub use diff::{StateDiff, diff};
 pub use ids::StableIds;
