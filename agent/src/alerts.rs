@@ -144,11 +144,18 @@ pub fn from_finding(f: &wardgate_analysis::detect::Finding, id: String) -> pb::A
 
 /// Severities from the lowest to the highest, as `from_event` names them. An alert with any
 /// other severity string ranks with `low`.
-pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
+pub const SEVERITIES: [&str; 4] = [
+    Severity::Low.as_str(),
+    Severity::Medium.as_str(),
+    Severity::High.as_str(),
+    Severity::Critical.as_str(),
+];
 
-/// Rank of a severity in `SEVERITIES` (0 = lowest).
+/// Rank of a severity (`Severity::rank`, the index in `SEVERITIES`; 0 = lowest).
 fn severity_rank(severity: &str) -> usize {
-    SEVERITIES.iter().position(|s| *s == severity).unwrap_or(0)
+    severity
+        .parse::<Severity>()
+        .map_or(0, |s| usize::from(s.rank()))
 }
 
 /// Alerts dropped past the cap, per severity (index as in `SEVERITIES`), since the agent
