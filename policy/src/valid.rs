@@ -14,16 +14,41 @@ use crate::{
     span::Located,
 };
 
+/// Only validation makes one (the fields are read through methods), so whatever holds a
+/// `ValidSite` holds what validation checked: unique device names, ids, MACs and addresses,
+/// known profiles, gateways and groups.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidSite {
-    pub name: String,
+    pub(crate) name: String,
+    pub(crate) groups: BTreeMap<String, Vec<IpNet>>,
+    pub(crate) gateways: Vec<ValidGateway>,
+    pub(crate) devices: Vec<ValidDevice>,
+    pub(crate) profiles: BTreeMap<String, ValidProfile>,
+}
+
+impl ValidSite {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Group name -> CIDRs.
-    pub groups: BTreeMap<String, Vec<IpNet>>,
-    pub gateways: Vec<ValidGateway>,
+    pub fn groups(&self) -> &BTreeMap<String, Vec<IpNet>> {
+        &self.groups
+    }
+
+    pub fn gateways(&self) -> &[ValidGateway] {
+        &self.gateways
+    }
+
     /// In site order.
-    pub devices: Vec<ValidDevice>,
+    pub fn devices(&self) -> &[ValidDevice] {
+        &self.devices
+    }
+
     /// Every profile, used or not, by name.
-    pub profiles: BTreeMap<String, ValidProfile>,
+    pub fn profiles(&self) -> &BTreeMap<String, ValidProfile> {
+        &self.profiles
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -60,18 +60,18 @@ fn validation_produces_the_typed_site() {
     let site = parse_site("s.yaml", SITE).unwrap();
     let v = validate_site("s.yaml", &site, &set).unwrap_or_else(|d| panic!("{d}"));
 
-    assert_eq!(v.name, "test");
-    assert_eq!(v.gateways.len(), 1);
-    assert_eq!(v.gateways[0].interfaces, ["eth1"]);
+    assert_eq!(v.name(), "test");
+    assert_eq!(v.gateways().len(), 1);
+    assert_eq!(v.gateways()[0].interfaces, ["eth1"]);
     assert_eq!(
-        v.groups["pacs"],
+        v.groups()["pacs"],
         [
             "198.51.100.10/32".parse().unwrap(),
             "2001:db8::/64".parse().unwrap()
         ]
     );
-    let [a, b] = &v.devices[..] else {
-        panic!("{:?}", v.devices)
+    let [a, b] = v.devices() else {
+        panic!("{:?}", v.devices())
     };
     assert_eq!((a.id, b.id), (1, 40), "position, then the explicit id");
     assert_eq!(a.mac, MacAddr([2, 0, 0, 0, 0, 1]));
@@ -90,7 +90,7 @@ fn validation_produces_the_typed_site() {
     );
     assert!(a.fail_open, "profiles fail open by default");
 
-    let p = &v.profiles["ct"];
+    let p = &v.profiles()["ct"];
     let [dicom, ntp, icmp] = &p.flows[..] else {
         panic!("{:?}", p.flows)
     };
@@ -115,7 +115,7 @@ fn validation_produces_the_typed_site() {
         [
             ValidPeer::Group {
                 name: "pacs".into(),
-                nets: v.groups["pacs"].clone()
+                nets: v.groups()["pacs"].clone()
             },
             ValidPeer::SameProfile
         ]
