@@ -17,7 +17,7 @@ use wardgate_analysis::{
     detect::{Finding, FlowRef, Matrix, Severity, Technique},
     flow::DeviceRef,
 };
-use wardgate_policy::{DesiredState, Mode};
+use wardgate_policy::DesiredState;
 use wardgate_proto::v1 as pb;
 
 use crate::datapath::convert::{DatapathEvent, EventKind};
@@ -74,12 +74,7 @@ pub fn from_event(
             .iter()
             .find(|p| p.policy_id == ev.policy_id && ev.device_id != 0)
     });
-    let mode = device.map(|d| match d.mode {
-        Mode::Learn => "learn",
-        Mode::Monitor => "monitor",
-        Mode::Enforce => "enforce",
-        Mode::Quarantine => "quarantine",
-    });
+    let mode = device.map(|d| d.mode.as_str());
     let device_ref = DeviceRef {
         name: device.map(|d| d.name.clone()).unwrap_or_default(),
         id: device.map(|_| ev.device_id),
@@ -149,11 +144,18 @@ pub fn from_finding(f: &wardgate_analysis::detect::Finding, id: String) -> pb::A
 
 /// Severities from the lowest to the highest, as `from_event` names them. An alert with any
 /// other severity string ranks with `low`.
-pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
+pub const SEVERITIES: [&str; 4] = [
+    Severity::Low.as_str(),
+    Severity::Medium.as_str(),
+    Severity::High.as_str(),
+    Severity::Critical.as_str(),
+];
 
-/// Rank of a severity in `SEVERITIES` (0 = lowest).
+/// Rank of a severity (`Severity::rank`, the index in `SEVERITIES`; 0 = lowest).
 fn severity_rank(severity: &str) -> usize {
-    SEVERITIES.iter().position(|s| *s == severity).unwrap_or(0)
+    severity
+        .parse::<Severity>()
+        .map_or(0, |s| usize::from(s.rank()))
 }
 
 /// Alerts dropped past the cap, per severity (index as in `SEVERITIES`), since the agent

@@ -1,17 +1,17 @@
 //! What a candidate profile would have blocked: recorded flows replayed through the same
-//! compilation, lowering and lookup the datapath's maps come from (`policy::compile` then
-//! `policy::lower::lookup`).
+//! validation, compilation, lowering and lookup the datapath's maps come from
+//! (`policy::validate_input`, `policy::compile_valid`, then `policy::lower::lookup`). The
+//! simulated devices go in typed; only the site's groups are read from it.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
 };
 
 use serde::Serialize;
 use wardgate_policy::{
-    Mode, Profile, ProfileSet, Site,
-    site::{Device, Gateway},
-    span::Located,
+    Mode, Profile, ProfileSet, Site, SiteInput, desired::MacAddr, site::Gateway, span::Located,
+    valid::DeviceInput,
 };
 
 use crate::flow::{FlowDirection, FlowRecord};
@@ -69,16 +69,27 @@ pub fn simulate_weighted(
     let devices = names
         .iter()
         .enumerate()
-        .map(|(i, name)| Device {
-            id: Some(i as u32 + 1),
+        .map(|(i, name)| DeviceInput {
+            id: i as u32 + 1,
             name: Located::new(name.to_string()),
-            mac: Located::new(format!(
-                "02:00:00:{:02x}:{:02x}:{:02x}",
+            mac: Located::new(Ok(MacAddr([
+                0x02,
+                0,
+                0,
                 (i >> 16) as u8,
                 (i >> 8) as u8,
-                i as u8
-            )),
-            addresses: vec![Located::new(format!("fd00::{:x}", i + 1))],
+                i as u8,
+            ]))),
+            addresses: vec![Located::new(Ok(IpAddr::V6(Ipv6Addr::new(
+                0xfd00,
+                0,
+                0,
+                0,
+                0,
+                0,
+                ((i + 1) >> 16) as u16,
+                (i + 1) as u16,
+            ))))],
             profile: profile.name.clone(),
             mode: Some(Mode::Enforce),
             gateway: Located::new(GATEWAY.to_string()),
@@ -86,24 +97,32 @@ pub fn simulate_weighted(
             asset_id: String::new(),
         })
         .collect();
-    let sim = Site {
-        site: GATEWAY.to_string(),
-        groups: site.map(|s| s.groups.clone()).unwrap_or_default(),
-        gateways: vec![Gateway {
-            name: Located::new(GATEWAY.to_string()),
-            interfaces: vec!["sim0".to_string()],
-            location: String::new(),
-        }],
+    let no_groups = BTreeMap::new();
+    let gateways = [Gateway {
+        name: Located::new(GATEWAY.to_string()),
+        interfaces: vec!["sim0".to_string()],
+        location: String::new(),
+    }];
+    let sim = SiteInput {
+        name: GATEWAY,
+        groups: site.map_or(&no_groups, |s| &s.groups),
+        gateways: &gateways,
         devices,
     };
     let mut set = ProfileSet::default();
     let mut diags = wardgate_policy::Diagnostics::default();
     set.insert("<candidate>", profile.clone(), &mut diags);
-    diags.extend(wardgate_policy::validate_all("<site>", &sim, &set));
-    if !diags.is_empty() {
-        return Err(SimulateError::Invalid(diags));
-    }
-    let state = wardgate_policy::compile(&sim, &set, GATEWAY, 1)?;
+    let valid = wardgate_policy::validate_input("<site>", &sim, &set);
+    let valid = match valid {
+        Ok(v) if diags.is_empty() => v,
+        Ok(_) => return Err(SimulateError::Invalid(diags)),
+        Err(d) => {
+            diags.extend(d);
+            return Err(SimulateError::Invalid(diags));
+        }
+    };
+    let ids = wardgate_policy::StableIds::positional_of(&valid)?;
+    let state = wardgate_policy::compile_valid(&valid, &ids, GATEWAY, 1)?.state;
     let policy: BTreeMap<&str, u32> = state
         .devices
         .iter()

@@ -2,23 +2,13 @@
 //! enriched from the inventory when it is stored, kept as JSON, and read back for the API
 //! (`pb::Alert`, converted in proto/src/finding.rs) and the SOC sinks.
 
-use wardgate_analysis::detect::{Finding, Severity};
+use wardgate_analysis::detect::Finding;
 use wardgate_proto::v1 as pb;
 
 use crate::{
     error::{Error, Result},
     store::{NewAlert, Store, StoredAlert},
 };
-
-/// Severity rank in the store, filters and quotas (0 = info or low .. 3 = critical).
-pub fn rank(s: Severity) -> u8 {
-    match s {
-        Severity::Info | Severity::Low => 0,
-        Severity::Medium => 1,
-        Severity::High => 2,
-        Severity::Critical => 3,
-    }
-}
 
 /// Adds what the inventory knows about the finding's device: location and asset id (the
 /// inventory's, whatever the agent said), its stable id and class (profile) when the agent
@@ -54,7 +44,8 @@ pub fn new_row(f: &Finding) -> NewAlert {
     NewAlert {
         id: f.id.clone(),
         device: f.device.name.clone(),
-        severity: rank(f.severity),
+        // Ranked in the store, filters and quotas (`Severity::rank`).
+        severity: f.severity.rank(),
         body: serde_json::to_string(f).expect("findings serialize"),
         detector: f.detector.clone(),
         peer: f.peer.map(|p| p.to_string()).unwrap_or_default(),
@@ -151,6 +142,7 @@ pub fn to_json(a: &pb::Alert) -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::store::SqliteStore;
+    use wardgate_analysis::detect::Severity;
 
     #[test]
     fn a_body_stored_before_findings_still_reads() {

@@ -1,5 +1,6 @@
-//! From the store's rows to the policy crate's site and profiles, and the compiled state of
-//! every gateway. This is the only place that converts store rows into policy types.
+//! From the store's rows to the policy crate's validated site and profiles, and the compiled
+//! state of every gateway. This is the only place that converts store rows into policy types;
+//! typed rows (MACs, addresses, modes) go in typed, not as text to parse again.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -7,10 +8,8 @@ use std::{
 };
 
 use wardgate_policy::{
-    DesiredState, Mode, ProfileSet, StableIds,
-    profile::Peer,
-    site::{Device, Gateway, Site},
-    span::Located,
+    DesiredState, Mode, ProfileSet, SiteInput, StableIds, ValidSite, profile::Peer, site::Gateway,
+    span::Located, valid::DeviceInput,
 };
 
 use crate::{
@@ -19,15 +18,8 @@ use crate::{
 };
 
 pub fn parse_mode(s: &str) -> Result<Mode> {
-    match s {
-        "learn" => Ok(Mode::Learn),
-        "monitor" => Ok(Mode::Monitor),
-        "enforce" => Ok(Mode::Enforce),
-        "quarantine" => Ok(Mode::Quarantine),
-        other => Err(Error::Invalid(format!(
-            "mode `{other}` is not one of learn, monitor, enforce, quarantine"
-        ))),
-    }
+    s.parse()
+        .map_err(|e: wardgate_policy::UnknownMode| Error::Invalid(e.to_string()))
 }
 
 /// Parsed profiles by label, with the YAML text they came from: every write compiles from the
@@ -96,35 +88,35 @@ pub fn ids(s: &Snapshot) -> StableIds {
     }
 }
 
-pub fn site(s: &Snapshot) -> Site {
-    Site {
-        site: "controller".into(),
-        groups: s
-            .groups
-            .iter()
-            .map(|(k, v)| (k.clone(), v.iter().cloned().map(Located::new).collect()))
-            .collect(),
-        gateways: s
-            .gateways
-            .iter()
-            .map(|g| Gateway {
-                name: Located::new(g.name.clone()),
-                interfaces: g.interfaces.clone(),
-                location: g.location.clone(),
-            })
-            .collect(),
+/// The snapshot's site, validated with `set`: the rows' MACs, addresses and modes are typed
+/// already and go in as they are (only groups, stored as text, and profiles are parsed).
+pub fn valid_site(s: &Snapshot, set: &ProfileSet) -> Result<ValidSite> {
+    let groups: BTreeMap<String, Vec<Located<String>>> = s
+        .groups
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().cloned().map(Located::new).collect()))
+        .collect();
+    let gateways: Vec<Gateway> = s
+        .gateways
+        .iter()
+        .map(|g| Gateway {
+            name: Located::new(g.name.clone()),
+            interfaces: g.interfaces.clone(),
+            location: g.location.clone(),
+        })
+        .collect();
+    let input = SiteInput {
+        name: "controller",
+        groups: &groups,
+        gateways: &gateways,
         devices: s
             .devices
             .iter()
-            .map(|d| Device {
-                id: Some(d.id),
+            .map(|d| DeviceInput {
+                id: d.id,
                 name: Located::new(d.name.clone()),
-                mac: Located::new(d.mac.to_string()),
-                addresses: d
-                    .addresses
-                    .iter()
-                    .map(|a| Located::new(a.to_string()))
-                    .collect(),
+                mac: Located::new(Ok(d.mac)),
+                addresses: d.addresses.iter().map(|a| Located::new(Ok(*a))).collect(),
                 profile: Located::new(d.profile.clone()),
                 mode: Some(d.mode),
                 gateway: Located::new(d.gateway.clone()),
@@ -132,7 +124,9 @@ pub fn site(s: &Snapshot) -> Site {
                 asset_id: d.asset_id.clone(),
             })
             .collect(),
-    }
+    };
+    wardgate_policy::validate_input("<site>", &input, set)
+        .map_err(|diags| Error::Invalid(diags.to_string()))
 }
 
 /// Profiles with a `same-profile` peer: their devices appear in each other's policy, wherever
@@ -227,19 +221,15 @@ pub fn affected(
     wanted.extend(devices.iter().map(|d| d.gateway.clone()));
     snap.gateways = r.gateways(&wanted)?;
     snap.devices = devices;
-    let site = site(&snap);
     // What is read must be valid, profiles included (a new profile that no device uses yet is
     // still checked).
-    let diags = wardgate_policy::validate_all("<site>", &site, &set);
-    if !diags.is_empty() {
-        return Err(Error::Invalid(diags.to_string()));
-    }
+    let site = valid_site(&snap, &set)?;
     // A gateway the change names but the store does not hold has nothing to compile.
     let known: BTreeSet<&str> = snap.gateways.iter().map(|g| g.name.as_str()).collect();
     let ids = ids(&snap);
     let mut out = BTreeMap::new();
     for g in scope.iter().filter(|g| known.contains(g.as_str())) {
-        let compiled = wardgate_policy::compile_with_ids(&site, &set, &ids, g, 1)
+        let compiled = wardgate_policy::compile_valid(&site, &ids, g, 1)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         out.insert(g.clone(), compiled.state);
     }

@@ -1,4 +1,7 @@
-//! The compiler: profiles + site -> the desired state of one gateway, deterministic.
+//! The compiler: a validated site ([`ValidSite`]) -> the desired state of one gateway,
+//! deterministic. It reads typed values only, so it cannot fail on what validation checked;
+//! what it can still refuse is typed: an unknown gateway, missing or shared stable ids, and a
+//! state that does not fit the datapath's maps.
 //!
 //! Ids come from a [`StableIds`] (the controller's stored ids, or positions for an offline
 //! compile, see [`crate::ids`]); `device_id` = the site's `id` or the 1-based position in the
@@ -11,12 +14,13 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 use crate::{
-    desired::{DesiredState, DeviceEntry, MacAddr, PolicyEntry, PortRange, Proto, Rule},
+    desired::{DesiredState, DeviceEntry, PolicyEntry, PortRange, Rule},
     diag::Diagnostics,
     ids::{self, StableIds},
     lower::{CapacityError, lower},
-    profile::{Peer, Profile, ProfileSet},
+    profile::ProfileSet,
     site::Site,
+    valid::{ValidPeer, ValidProfile, ValidSite},
     validate,
 };
 
@@ -49,6 +53,7 @@ pub struct Compiled {
     pub unresolved: Vec<String>,
 }
 
+/// Validates and compiles with positional ids (an offline compile of a site file).
 pub fn compile(
     site: &Site,
     profiles: &ProfileSet,
@@ -58,6 +63,7 @@ pub fn compile(
     compile_detailed("<site>", site, profiles, gateway, generation).map(|c| c.state)
 }
 
+/// [`compile`], with the unresolved peers; `site_file` names the site in diagnostics.
 pub fn compile_detailed(
     site_file: &str,
     site: &Site,
@@ -65,33 +71,17 @@ pub fn compile_detailed(
     gateway: &str,
     generation: u32,
 ) -> Result<Compiled, CompileError> {
-    let diags = validate::validate_all(site_file, site, profiles);
-    if !diags.is_empty() {
-        return Err(CompileError::Invalid(diags));
-    }
-    compile_validated(site, profiles, gateway, generation)
-}
-
-/// [`compile_detailed`] without the validation, for a caller that compiles many gateways of one
-/// site and has already run [`validate::validate_all`] on it
-/// with no diagnostics. On an unvalidated site this may panic.
-pub fn compile_validated(
-    site: &Site,
-    profiles: &ProfileSet,
-    gateway: &str,
-    generation: u32,
-) -> Result<Compiled, CompileError> {
-    compile_with_ids(
-        site,
-        profiles,
-        &StableIds::positional(profiles)?,
+    let valid =
+        validate::validate_site(site_file, site, profiles).map_err(CompileError::Invalid)?;
+    compile_valid(
+        &valid,
+        &StableIds::positional_of(&valid)?,
         gateway,
         generation,
     )
 }
 
-/// [`compile_validated`] with the ids (and profile versions) the caller keeps, the
-/// controller's stored ones.
+/// Validates and compiles with the ids (and profile versions) the caller keeps.
 pub fn compile_with_ids(
     site: &Site,
     profiles: &ProfileSet,
@@ -99,38 +89,45 @@ pub fn compile_with_ids(
     gateway: &str,
     generation: u32,
 ) -> Result<Compiled, CompileError> {
-    if !site.gateways.iter().any(|g| g.name.value == gateway) {
+    let valid = validate::validate_site("<site>", site, profiles).map_err(CompileError::Invalid)?;
+    compile_valid(&valid, ids, gateway, generation)
+}
+
+/// The desired state of `gateway` in a validated site, with the caller's ids. A caller that
+/// compiles many gateways of one site validates once and calls this for each.
+pub fn compile_valid(
+    site: &ValidSite,
+    ids: &StableIds,
+    gateway: &str,
+    generation: u32,
+) -> Result<Compiled, CompileError> {
+    if !site.gateways.iter().any(|g| g.name == gateway) {
         return Err(CompileError::UnknownGateway {
             gateway: gateway.to_string(),
         });
     }
     let mut devices = Vec::new();
     let mut used = BTreeSet::new();
-    for (i, dev) in site.devices.iter().enumerate() {
-        if dev.gateway.value != gateway {
-            continue;
-        }
-        let profile = profiles.get(&dev.profile.value).expect("validated");
-        used.insert(dev.profile.value.clone());
+    for dev in site.devices.iter().filter(|d| d.gateway == gateway) {
+        used.insert(dev.profile.as_str());
         devices.push(DeviceEntry {
-            device_id: site.device_id(i),
-            name: dev.name.value.clone(),
-            addrs: dev
-                .addresses
-                .iter()
-                .map(|a| a.value.trim().parse().expect("validated"))
-                .collect(),
-            mac: dev.mac.value.parse::<MacAddr>().expect("validated"),
-            policy_id: ids.policy(&dev.profile.value)?,
-            mode: dev.mode.unwrap_or(profile.default_mode),
-            max_flows: profile.conntrack.max_flows,
-            fail_open: profile.fail_mode == crate::profile::FailMode::Open,
+            device_id: dev.id,
+            name: dev.name.clone(),
+            addrs: dev.addresses.clone(),
+            mac: dev.mac,
+            policy_id: ids.policy(&dev.profile)?,
+            mode: dev.mode,
+            max_flows: dev.max_flows,
+            fail_open: dev.fail_open,
         });
     }
     let mut unresolved = Vec::new();
     let mut policies = Vec::new();
-    for name in &used {
-        let profile = profiles.get(name).expect("used profiles exist");
+    for (name, profile) in site
+        .profiles
+        .iter()
+        .filter(|(n, _)| used.contains(n.as_str()))
+    {
         policies.push(PolicyEntry {
             policy_id: ids.policy(name)?,
             profile: name.clone(),
@@ -160,47 +157,29 @@ pub fn compile_with_ids(
 }
 
 fn rules(
-    site: &Site,
-    profile: &Profile,
+    site: &ValidSite,
+    profile: &ValidProfile,
     ids: &StableIds,
     unresolved: &mut Vec<String>,
 ) -> Result<Vec<Rule>, CompileError> {
     let mut out = Vec::new();
-    let keys = ids::flow_keys(profile);
-    for (i, (f, key)) in profile.flows.iter().zip(&keys).enumerate() {
-        let rule_id = ids.rule(&profile.name.value, key)?;
-        let name = if f.name.is_empty() {
-            format!("{}#{}", profile.name.value, i + 1)
-        } else {
-            f.name.clone()
-        };
+    for f in &profile.flows {
+        let rule_id = ids.rule(&profile.name, &f.key)?;
         let mut peers: Vec<IpNet> = Vec::new();
         for p in &f.peers {
-            match Peer::parse(&p.value).expect("validated") {
-                Peer::Any => peers
-                    .extend(["0.0.0.0/0", "::/0"].map(|s| s.parse::<IpNet>().expect("literal"))),
-                Peer::Net(n) => peers.push(n),
-                Peer::Group(g) => {
-                    peers.extend(site.groups[&g].iter().map(|c| match Peer::parse(&c.value) {
-                        Ok(Peer::Net(n)) => n,
-                        _ => unreachable!("validated group CIDR"),
-                    }))
-                }
-                Peer::SameProfile => peers.extend(
+            match p {
+                ValidPeer::Any => peers.extend(ValidPeer::any_nets()),
+                ValidPeer::Net(n) => peers.push(*n),
+                ValidPeer::Group { nets, .. } => peers.extend(nets.iter().copied()),
+                ValidPeer::SameProfile => peers.extend(
                     site.devices
                         .iter()
-                        .filter(|d| d.profile.value == profile.name.value)
-                        .flat_map(|d| d.addresses.iter())
-                        .map(|a| {
-                            IpNet::from(
-                                a.value
-                                    .trim()
-                                    .parse::<std::net::IpAddr>()
-                                    .expect("validated"),
-                            )
-                        }),
+                        .filter(|d| d.profile == profile.name)
+                        .flat_map(|d| d.addresses.iter().copied().map(IpNet::from)),
                 ),
-                Peer::Dns(n) => unresolved.push(format!("{}: {name}: dns:{n}", profile.name.value)),
+                ValidPeer::Dns(n) => {
+                    unresolved.push(format!("{}: {}: dns:{n}", profile.name, f.name))
+                }
             }
         }
         peers.sort();
@@ -208,39 +187,20 @@ fn rules(
         if peers.is_empty() {
             continue;
         }
-        let proto = f.protocol.value;
-        let idle = f
-            .idle_timeout_s
-            .as_ref()
-            .map(|t| t.value)
-            .unwrap_or(match proto {
-                Proto::Tcp => profile.conntrack.tcp_idle_s,
-                Proto::Udp => profile.conntrack.udp_idle_s,
-                Proto::Icmp | Proto::Icmpv6 => profile.conntrack.icmp_idle_s,
-                Proto::Any => profile
-                    .conntrack
-                    .tcp_idle_s
-                    .max(profile.conntrack.udp_idle_s),
-            });
-        let ranges: Vec<Option<PortRange>> = match &f.ports {
-            Some(p) if proto.has_ports() || proto == Proto::Any => p
-                .value
-                .ranges()
-                .expect("validated")
-                .into_iter()
-                .map(|(lo, hi)| Some(PortRange { lo, hi }))
-                .collect(),
-            _ => vec![None],
+        let ranges: Vec<Option<PortRange>> = if f.ports.is_empty() {
+            vec![None]
+        } else {
+            f.ports.iter().copied().map(Some).collect()
         };
         for ports in ranges {
             out.push(Rule {
                 rule_id,
-                name: name.clone(),
+                name: f.name.clone(),
                 direction: f.direction,
-                proto,
+                proto: f.proto,
                 peers: peers.clone(),
                 ports,
-                idle_timeout_s: idle,
+                idle_timeout_s: f.idle_timeout_s,
                 inspect: f.app.is_some(),
             });
         }

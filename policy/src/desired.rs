@@ -26,7 +26,24 @@ pub enum Mode {
     Quarantine,
 }
 
+/// A mode name that is none of learn, monitor, enforce, quarantine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("mode `{0}` is not one of learn, monitor, enforce, quarantine")]
+pub struct UnknownMode(pub String);
+
 impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Learn, Mode::Monitor, Mode::Enforce, Mode::Quarantine];
+
+    /// The mode's name in files, the store, alerts and the API (as serde writes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Learn => "learn",
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+            Mode::Quarantine => "quarantine",
+        }
+    }
+
     pub fn as_datapath(self) -> u32 {
         use wardgate_common as c;
         match self {
@@ -35,6 +52,23 @@ impl Mode {
             Mode::Enforce => c::MODE_ENFORCE,
             Mode::Quarantine => c::MODE_QUARANTINE,
         }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = UnknownMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownMode(s.to_string()))
     }
 }
 
@@ -278,5 +312,22 @@ impl DesiredState {
 
     pub fn device(&self, device_id: u32) -> Option<&DeviceEntry> {
         self.devices.iter().find(|d| d.device_id == device_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_names_round_trip_and_match_serde() {
+        for m in Mode::ALL {
+            assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+        assert_eq!(
+            "Enforce".parse::<Mode>().unwrap_err().to_string(),
+            "mode `Enforce` is not one of learn, monitor, enforce, quarantine"
+        );
     }
 }

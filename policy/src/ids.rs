@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{compile::CompileError, profile::Profile, profile::ProfileSet};
+use crate::{compile::CompileError, profile::Profile, profile::ProfileSet, valid::ValidSite};
 
 /// Ids (and versions) of profiles and their flows for one compile.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,19 +51,41 @@ impl StableIds {
     /// order, rule id = policy id * 10,000 + flow position. Adding a profile renumbers the
     /// profiles after it; the controller's stored ids do not have that problem.
     pub fn positional(profiles: &ProfileSet) -> Result<Self, CompileError> {
+        Self::from_positions(
+            profiles
+                .profiles
+                .iter()
+                .map(|(name, (_, p))| (name.as_str(), flow_keys(p))),
+        )
+    }
+
+    /// [`StableIds::positional`] of a validated site's profiles (the same ids).
+    pub fn positional_of(site: &ValidSite) -> Result<Self, CompileError> {
+        Self::from_positions(site.profiles.iter().map(|(name, p)| {
+            (
+                name.as_str(),
+                p.flows.iter().map(|f| f.key.clone()).collect(),
+            )
+        }))
+    }
+
+    /// Profiles in name order, each with its flow keys in order.
+    fn from_positions<'a>(
+        profiles: impl Iterator<Item = (&'a str, Vec<String>)>,
+    ) -> Result<Self, CompileError> {
         let mut ids = StableIds::default();
-        for (i, (name, (_, profile))) in profiles.profiles.iter().enumerate() {
-            if profile.flows.len() > POSITIONAL_FLOWS_MAX {
+        for (i, (name, keys)) in profiles.enumerate() {
+            if keys.len() > POSITIONAL_FLOWS_MAX {
                 return Err(CompileError::TooManyFlows {
-                    profile: name.clone(),
-                    flows: profile.flows.len(),
+                    profile: name.to_string(),
+                    flows: keys.len(),
                 });
             }
             let policy_id = i as u32 + 1;
-            ids.policies.insert(name.clone(), policy_id);
-            for (j, key) in flow_keys(profile).into_iter().enumerate() {
+            ids.policies.insert(name.to_string(), policy_id);
+            for (j, key) in keys.into_iter().enumerate() {
                 ids.rules
-                    .insert((name.clone(), key), policy_id * 10_000 + j as u32 + 1);
+                    .insert((name.to_string(), key), policy_id * 10_000 + j as u32 + 1);
             }
         }
         Ok(ids)

@@ -13,15 +13,19 @@ pub mod profile;
 pub mod schema;
 pub mod site;
 pub mod span;
+pub mod valid;
 pub mod validate;
 
 pub use compile::{
-    CompileError, Compiled, compile, compile_detailed, compile_validated, compile_with_ids,
+    CompileError, Compiled, compile, compile_detailed, compile_valid, compile_with_ids,
 };
-pub use desired::{DesiredState, Direction, Mode, Proto};
+pub use desired::{DesiredState, Direction, Mode, Proto, UnknownMode};
 pub use diag::{Diagnostic, Diagnostics};
 pub use diff::{StateDiff, diff};
 pub use ids::StableIds;
 pub use profile::{Profile, ProfileSet, parse_profile};
 pub use site::{Site, parse_site};
-pub use validate::{validate, validate_all, validate_profile};
+pub use valid::{ValidDevice, ValidFlow, ValidGateway, ValidPeer, ValidProfile, ValidSite};
+pub use validate::{
+    SiteInput, validate, validate_all, validate_input, validate_profile, validate_site,
+};

@@ -1,18 +1,37 @@
 //! Validation: every problem in profiles and the site, each with file:line:column and a hint.
+//! [`validate_site`] returns either all of them or the typed [`ValidSite`] the compiler takes;
+//! [`validate`], [`validate_profile`] and [`validate_all`] are the same checks, problems only.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ipnet::IpNet;
+
 use crate::{
-    desired::{MacAddr, Proto},
+    desired::{MacAddr, PortRange, Proto},
     diag::{Diagnostics, closest},
-    profile::{Peer, Profile, ProfileSet},
-    site::Site,
+    profile::{FailMode, Peer, Profile, ProfileSet},
+    site::{Gateway, Site},
+    span::Located,
+    valid::{
+        DeviceInput, ValidDevice, ValidFlow, ValidGateway, ValidPeer, ValidProfile, ValidSite,
+    },
 };
+
+/// What one profile's own checks parsed, per flow: peers (groups unresolved) and port ranges.
+struct FlowParts {
+    peers: Vec<Peer>,
+    ports: Vec<PortRange>,
+}
 
 /// Checks one profile on its own (peers, ports, contradictions). Site references (groups) are
 /// checked by [`validate`].
 pub fn validate_profile(file: &str, p: &Profile) -> Diagnostics {
+    check_profile(file, p).0
+}
+
+fn check_profile(file: &str, p: &Profile) -> (Diagnostics, Vec<FlowParts>) {
     let mut d = Diagnostics::default();
+    let mut parts = Vec::with_capacity(p.flows.len());
     let name = &p.name;
     if name.value.is_empty()
         || !name
@@ -41,9 +60,14 @@ pub fn validate_profile(file: &str, p: &Profile) -> Diagnostics {
                 Some("add `peers: [any]` to allow every peer".into()),
             );
         }
+        let mut flow = FlowParts {
+            peers: Vec::with_capacity(f.peers.len()),
+            ports: Vec::new(),
+        };
         for peer in &f.peers {
-            if let Err(e) = Peer::parse(&peer.value) {
-                d.at(file, peer, e, None);
+            match Peer::parse(&peer.value) {
+                Ok(p) => flow.peers.push(p),
+                Err(e) => d.at(file, peer, e, None),
             }
         }
         if let Some(ports) = &f.ports {
@@ -63,17 +87,24 @@ pub fn validate_profile(file: &str, p: &Profile) -> Diagnostics {
                     ),
                 );
             }
-            if let Err(errs) = ports.value.ranges() {
-                for e in errs {
-                    d.at(
-                        file,
-                        ports,
-                        e,
-                        Some("ports are 1-65535; ranges are written \"low-high\"".into()),
-                    );
+            match ports.value.ranges() {
+                Ok(r) => {
+                    // Ports on a protocol without them were reported above.
+                    flow.ports = r.into_iter().map(|(lo, hi)| PortRange { lo, hi }).collect();
+                }
+                Err(errs) => {
+                    for e in errs {
+                        d.at(
+                            file,
+                            ports,
+                            e,
+                            Some("ports are 1-65535; ranges are written \"low-high\"".into()),
+                        );
+                    }
                 }
             }
         }
+        parts.push(flow);
         if let Some(t) = &f.idle_timeout_s
             && t.value == 0
         {
@@ -111,31 +142,191 @@ pub fn validate_profile(file: &str, p: &Profile) -> Diagnostics {
             }
         }
     }
-    d
+    (d, parts)
+}
+
+/// [`validate`] and [`validate_profile`] for every profile: what must be clean before a site
+/// compiles.
+pub fn validate_all(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnostics {
+    match validate_site(site_file, site, profiles) {
+        Ok(_) => Diagnostics::default(),
+        Err(d) => d,
+    }
 }
 
 /// Checks the site and its references to profiles and groups, and the profiles' references to
 /// site groups. Returns every problem found.
-/// [`validate`] and [`validate_profile`] for every profile: what must be clean before a site
-/// compiles.
-pub fn validate_all(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnostics {
-    let mut diags = validate(site_file, site, profiles);
-    for (file, p) in profiles.profiles.values() {
-        diags.extend(validate_profile(file, p));
-    }
-    diags
+pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnostics {
+    check_site(site_file, &SiteInput::of(site), profiles).0
 }
 
-pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnostics {
+/// The site as validation reads it; the controller builds one from its typed rows.
+#[derive(Clone, Debug)]
+pub struct SiteInput<'a> {
+    pub name: &'a str,
+    pub groups: &'a BTreeMap<String, Vec<Located<String>>>,
+    pub gateways: &'a [Gateway],
+    pub devices: Vec<DeviceInput>,
+}
+
+impl<'a> SiteInput<'a> {
+    pub fn of(site: &'a Site) -> Self {
+        SiteInput {
+            name: &site.site,
+            groups: &site.groups,
+            gateways: &site.gateways,
+            devices: site
+                .devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| DeviceInput::parse(i, d))
+                .collect(),
+        }
+    }
+}
+
+/// Every problem of the site and the profiles (those of [`validate_all`], in its order), or
+/// the typed site the compiler takes.
+pub fn validate_site(
+    site_file: &str,
+    site: &Site,
+    profiles: &ProfileSet,
+) -> Result<ValidSite, Diagnostics> {
+    validate_input(site_file, &SiteInput::of(site), profiles)
+}
+
+/// [`validate_site`] of a site given as a [`SiteInput`].
+pub fn validate_input(
+    site_file: &str,
+    site: &SiteInput<'_>,
+    profiles: &ProfileSet,
+) -> Result<ValidSite, Diagnostics> {
+    let (mut diags, parts) = check_site(site_file, site, profiles);
+    let mut checked = Vec::with_capacity(profiles.profiles.len());
+    for (name, (file, p)) in &profiles.profiles {
+        let (d, flows) = check_profile(file, p);
+        diags.extend(d);
+        checked.push((name, file, p, flows));
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let profiles = checked
+        .into_iter()
+        .map(|(name, file, p, flows)| (name.clone(), valid_profile(file, p, flows, &parts.groups)))
+        .collect();
+    Ok(ValidSite {
+        name: site.name.to_string(),
+        groups: parts.groups,
+        gateways: site
+            .gateways
+            .iter()
+            .map(|g| ValidGateway {
+                name: g.name.value.clone(),
+                interfaces: g.interfaces.clone(),
+                location: g.location.clone(),
+            })
+            .collect(),
+        devices: parts.devices,
+        profiles,
+    })
+}
+
+/// A profile whose own checks and group references found no problem, typed.
+fn valid_profile(
+    file: &str,
+    p: &Profile,
+    parts: Vec<FlowParts>,
+    groups: &BTreeMap<String, Vec<IpNet>>,
+) -> ValidProfile {
+    let ct = &p.conntrack;
+    let flows = p
+        .flows
+        .iter()
+        .zip(parts)
+        .zip(crate::ids::flow_keys(p))
+        .enumerate()
+        .map(|(i, ((f, parts), key))| {
+            let proto = f.protocol.value;
+            ValidFlow {
+                key,
+                name: if f.name.is_empty() {
+                    format!("{}#{}", p.name.value, i + 1)
+                } else {
+                    f.name.clone()
+                },
+                direction: f.direction,
+                proto,
+                peers: parts
+                    .peers
+                    .into_iter()
+                    // An unknown group was reported by `check_site`.
+                    .filter_map(|peer| {
+                        Some(match peer {
+                            Peer::Any => ValidPeer::Any,
+                            Peer::SameProfile => ValidPeer::SameProfile,
+                            Peer::Net(n) => ValidPeer::Net(n),
+                            Peer::Dns(n) => ValidPeer::Dns(n),
+                            Peer::Group(g) => ValidPeer::Group {
+                                nets: groups.get(&g)?.clone(),
+                                name: g,
+                            },
+                        })
+                    })
+                    .collect(),
+                ports: if proto.has_ports() || proto == Proto::Any {
+                    parts.ports
+                } else {
+                    Vec::new()
+                },
+                idle_timeout_s: f.idle_timeout_s.as_ref().map_or(
+                    match proto {
+                        Proto::Tcp => ct.tcp_idle_s,
+                        Proto::Udp => ct.udp_idle_s,
+                        Proto::Icmp | Proto::Icmpv6 => ct.icmp_idle_s,
+                        Proto::Any => ct.tcp_idle_s.max(ct.udp_idle_s),
+                    },
+                    |t| t.value,
+                ),
+                app: f.app.clone(),
+            }
+        })
+        .collect();
+    ValidProfile {
+        name: p.name.value.clone(),
+        file: file.to_string(),
+        default_mode: p.default_mode,
+        fail_mode: p.fail_mode,
+        conntrack: p.conntrack,
+        flows,
+    }
+}
+
+/// What the site checks parsed: the groups' CIDRs and the devices found valid.
+struct SiteParts {
+    groups: BTreeMap<String, Vec<IpNet>>,
+    devices: Vec<ValidDevice>,
+}
+
+fn check_site(
+    site_file: &str,
+    site: &SiteInput<'_>,
+    profiles: &ProfileSet,
+) -> (Diagnostics, SiteParts) {
     let mut d = Diagnostics::default();
+    let mut parts = SiteParts {
+        groups: BTreeMap::new(),
+        devices: Vec::with_capacity(site.devices.len()),
+    };
     let group_names: Vec<&str> = site.groups.keys().map(String::as_str).collect();
-    for (group, cidrs) in &site.groups {
+    for (group, cidrs) in site.groups {
         if cidrs.is_empty() {
             d.push(site_file, 0, 0, format!("group `{group}` is empty"), None);
         }
+        let mut nets = Vec::with_capacity(cidrs.len());
         for c in cidrs {
             match Peer::parse(&c.value) {
-                Ok(Peer::Net(_)) => {}
+                Ok(Peer::Net(n)) => nets.push(n),
                 Ok(_) => d.at(
                     site_file,
                     c,
@@ -145,6 +336,7 @@ pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnost
                 Err(e) => d.at(site_file, c, format!("group `{group}`: {e}"), None),
             }
         }
+        parts.groups.insert(group.clone(), nets);
     }
     // Group references in profiles.
     for (name, (file, p)) in &profiles.profiles {
@@ -166,7 +358,7 @@ pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnost
         }
     }
     let mut gateways = BTreeSet::new();
-    for g in &site.gateways {
+    for g in site.gateways {
         if !gateways.insert(g.name.value.as_str()) {
             d.at(
                 site_file,
@@ -200,7 +392,7 @@ pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnost
                 None,
             );
         }
-        let id = site.device_id(i);
+        let id = dev.id;
         if let Some(other) = ids.insert(id, n) {
             d.at(
                 site_file,
@@ -209,9 +401,9 @@ pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnost
                 Some("ids must be unique".into()),
             );
         }
-        match dev.mac.value.parse::<MacAddr>() {
+        match &dev.mac.value {
             Ok(mac) => {
-                if let Some(other) = macs.insert(mac, n) {
+                if let Some(other) = macs.insert(*mac, n) {
                     d.at(
                         site_file,
                         &dev.mac,
@@ -220,7 +412,7 @@ pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnost
                     );
                 }
             }
-            Err(e) => d.at(site_file, &dev.mac, e, None),
+            Err(e) => d.at(site_file, &dev.mac, e.clone(), None),
         }
         if dev.addresses.is_empty() {
             d.at(
@@ -230,10 +422,12 @@ pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnost
                 None,
             );
         }
+        let mut addresses = Vec::with_capacity(dev.addresses.len());
         for a in &dev.addresses {
-            match a.value.trim().parse::<std::net::IpAddr>() {
+            match &a.value {
                 Ok(ip) => {
-                    if let Some(other) = addrs.insert(ip, n) {
+                    addresses.push(*ip);
+                    if let Some(other) = addrs.insert(*ip, n) {
                         d.at(
                             site_file,
                             a,
@@ -242,15 +436,16 @@ pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnost
                         );
                     }
                 }
-                Err(_) => d.at(
+                Err(text) => d.at(
                     site_file,
                     a,
-                    format!("`{}` is not an IP address", a.value),
+                    format!("`{text}` is not an IP address"),
                     Some("device addresses are single IPv4 or IPv6 addresses, not CIDRs".into()),
                 ),
             }
         }
-        if profiles.get(&dev.profile.value).is_none() {
+        let profile = profiles.get(&dev.profile.value);
+        if profile.is_none() {
             let hint =
                 closest(&dev.profile.value, &profile_names).map(|c| format!("did you mean `{c}`?"));
             d.at(
@@ -276,6 +471,22 @@ pub fn validate(site_file: &str, site: &Site, profiles: &ProfileSet) -> Diagnost
                 hint,
             );
         }
+        // A device with any problem above has a diagnostic and is left out.
+        if let (Ok(mac), Some(p)) = (&dev.mac.value, profile) {
+            parts.devices.push(ValidDevice {
+                id,
+                name: n.to_string(),
+                mac: *mac,
+                addresses,
+                profile: dev.profile.value.clone(),
+                mode: dev.mode.unwrap_or(p.default_mode),
+                max_flows: p.conntrack.max_flows,
+                fail_open: p.fail_mode == FailMode::Open,
+                gateway: dev.gateway.value.clone(),
+                location: dev.location.clone(),
+                asset_id: dev.asset_id.clone(),
+            });
+        }
     }
-    d
+    (d, parts)
 }

@@ -28,29 +28,6 @@ pub struct AlertError {
     pub problem: String,
 }
 
-/// The protobuf name of a severity.
-pub fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
-    }
-}
-
-/// The severity of a protobuf name.
-pub fn parse_severity(s: &str) -> Option<Severity> {
-    Some(match s {
-        "info" => Severity::Info,
-        "low" => Severity::Low,
-        "medium" => Severity::Medium,
-        "high" => Severity::High,
-        "critical" => Severity::Critical,
-        _ => return None,
-    })
-}
-
 fn matrix_name(m: Matrix) -> &'static str {
     match m {
         Matrix::Enterprise => "enterprise",
@@ -114,7 +91,7 @@ impl From<&Finding> for pb::Alert {
             profile: opt_string(&f.class),
             rule_id: f.rule.unwrap_or(0),
             kind: datapath::kind(&f.detector).into(),
-            severity: severity_name(f.severity).into(),
+            severity: f.severity.as_str().into(),
             mode: opt_string(&f.mode),
             src,
             src_port,
@@ -342,7 +319,7 @@ impl TryFrom<&pb::Alert> for Finding {
         if a.id.is_empty() {
             return Err(c.err("id", "empty"));
         }
-        let severity = parse_severity(&a.severity).ok_or_else(|| {
+        let severity = a.severity.parse::<Severity>().map_err(|_| {
             c.err(
                 "severity",
                 format!(

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
+use wardgate_analysis::detect::finding::datapath::Kind;
 use wardgate_common::{
     self as c, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen, MacKey, MgmtKey,
     PayloadRecord, PeerKey, PortKey, Reason, RuleValue,
@@ -184,17 +185,25 @@ pub enum EventKind {
 
 impl EventKind {
     pub fn name(self) -> &'static str {
-        match self {
-            EventKind::NewFlow => "new_flow",
-            EventKind::Deny => "deny",
-            EventKind::WouldDeny => "would_deny",
-            EventKind::Spoof => "spoof",
-            EventKind::UnknownDevice => "unknown_device",
-            EventKind::NewAddress => "new_address",
-            EventKind::FlowCap => "flow_cap",
-            EventKind::Watchdog => "watchdog",
-            EventKind::Other(_) => "other",
+        match (self, self.alert_kind()) {
+            (_, Some(k)) => k.as_str(),
+            (EventKind::NewFlow, None) => "new_flow",
+            (_, None) => "other",
         }
+    }
+
+    /// The alert kind of events of this kind (new flows and unknown kinds raise no alert).
+    pub fn alert_kind(self) -> Option<Kind> {
+        Some(match self {
+            EventKind::Deny => Kind::Deny,
+            EventKind::WouldDeny => Kind::WouldDeny,
+            EventKind::Spoof => Kind::Spoof,
+            EventKind::UnknownDevice => Kind::UnknownDevice,
+            EventKind::NewAddress => Kind::NewAddress,
+            EventKind::FlowCap => Kind::FlowCap,
+            EventKind::Watchdog => Kind::Watchdog,
+            EventKind::NewFlow | EventKind::Other(_) => return None,
+        })
     }
 
     pub fn from_raw(kind: u32) -> EventKind {

@@ -19,7 +19,42 @@ pub enum Severity {
     Critical,
 }
 
+/// A severity name that is none of info, low, medium, high, critical.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("severity `{0}` is not one of info, low, medium, high, critical")]
+pub struct UnknownSeverity(pub String);
+
 impl Severity {
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    /// The severity's name in alerts, the API and metrics (as serde writes it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Order for alert filters, storage and which alerts a full queue drops first: 0 (info
+    /// and low) to 3 (critical).
+    pub const fn rank(self) -> u8 {
+        match self {
+            Severity::Info | Severity::Low => 0,
+            Severity::Medium => 1,
+            Severity::High => 2,
+            Severity::Critical => 3,
+        }
+    }
+
     /// OCSF severity_id: 1 Informational, 2 Low, 3 Medium, 4 High, 5 Critical.
     pub fn ocsf_id(self) -> u8 {
         self as u8 + 1
@@ -42,6 +77,23 @@ impl Severity {
             Severity::High => "High",
             Severity::Critical => "Critical",
         }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = UnknownSeverity;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Severity::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownSeverity(s.to_string()))
     }
 }
 
@@ -299,32 +351,128 @@ pub mod datapath {
     pub const FLOW_CAP: &str = "datapath_flow_cap";
     pub const WATCHDOG: &str = "datapath_watchdog";
 
-    /// (event kind, detector).
-    pub const KINDS: [(&str, &str); 7] = [
-        ("deny", DENY),
-        ("would_deny", WOULD_DENY),
-        ("spoof", SPOOF),
-        ("unknown_device", UNKNOWN_DEVICE),
-        ("new_address", NEW_ADDRESS),
-        ("flow_cap", FLOW_CAP),
-        ("watchdog", WATCHDOG),
-    ];
+    /// A datapath event kind, as the protobuf `Alert.kind` carries it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Kind {
+        Deny,
+        WouldDeny,
+        Spoof,
+        UnknownDevice,
+        NewAddress,
+        FlowCap,
+        Watchdog,
+    }
+
+    /// An alert kind that is no datapath event kind.
+    #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+    #[error("`{0}` is not a datapath event kind")]
+    pub struct UnknownKind(pub String);
+
+    /// The kind of every finding not raised by the datapath.
+    pub const ANOMALY: &str = "anomaly";
+
+    impl Kind {
+        pub const ALL: [Kind; 7] = [
+            Kind::Deny,
+            Kind::WouldDeny,
+            Kind::Spoof,
+            Kind::UnknownDevice,
+            Kind::NewAddress,
+            Kind::FlowCap,
+            Kind::Watchdog,
+        ];
+
+        pub const fn as_str(self) -> &'static str {
+            match self {
+                Kind::Deny => "deny",
+                Kind::WouldDeny => "would_deny",
+                Kind::Spoof => "spoof",
+                Kind::UnknownDevice => "unknown_device",
+                Kind::NewAddress => "new_address",
+                Kind::FlowCap => "flow_cap",
+                Kind::Watchdog => "watchdog",
+            }
+        }
+
+        /// The detector its findings carry.
+        pub const fn detector(self) -> &'static str {
+            match self {
+                Kind::Deny => DENY,
+                Kind::WouldDeny => WOULD_DENY,
+                Kind::Spoof => SPOOF,
+                Kind::UnknownDevice => UNKNOWN_DEVICE,
+                Kind::NewAddress => NEW_ADDRESS,
+                Kind::FlowCap => FLOW_CAP,
+                Kind::Watchdog => WATCHDOG,
+            }
+        }
+
+        /// The kind whose findings carry `detector`, if it is a datapath detector.
+        pub fn of_detector(detector: &str) -> Option<Kind> {
+            Kind::ALL.into_iter().find(|k| k.detector() == detector)
+        }
+    }
+
+    impl std::fmt::Display for Kind {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    impl std::str::FromStr for Kind {
+        type Err = UnknownKind;
+
+        fn from_str(s: &str) -> Result<Self, Self::Err> {
+            Kind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == s)
+                .ok_or_else(|| UnknownKind(s.to_string()))
+        }
+    }
 
     /// The alert kind of a detector's findings.
     pub fn kind(detector: &str) -> &'static str {
-        KINDS
-            .iter()
-            .find(|(_, d)| *d == detector)
-            .map_or("anomaly", |(k, _)| k)
+        Kind::of_detector(detector).map_or(ANOMALY, Kind::as_str)
     }
 
     /// The detector of a datapath event kind, if it is one.
     pub fn detector(kind: &str) -> Option<&'static str> {
-        KINDS.iter().find(|(k, _)| *k == kind).map(|(_, d)| *d)
+        kind.parse::<Kind>().ok().map(Kind::detector)
     }
 }
 
 /// The suggested action for a device acting against its class.
 pub fn quarantine_action(device: &str) -> String {
     format!("wardctl mode {device} quarantine")
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn severity_names_round_trip_and_match_serde() {
+        for s in Severity::ALL {
+            assert_eq!(s.to_string().parse::<Severity>(), Ok(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(
+            "urgent".parse::<Severity>().unwrap_err().to_string(),
+            "severity `urgent` is not one of info, low, medium, high, critical"
+        );
+        assert_eq!(Severity::Info.rank(), Severity::Low.rank());
+        assert_eq!(Severity::Critical.rank(), 3);
+    }
+
+    #[test]
+    fn datapath_kinds_round_trip_to_their_detectors() {
+        use datapath::Kind;
+        for k in Kind::ALL {
+            assert_eq!(k.to_string().parse::<Kind>(), Ok(k));
+            assert_eq!(datapath::kind(k.detector()), k.as_str());
+            assert_eq!(datapath::detector(k.as_str()), Some(k.detector()));
+        }
+        assert_eq!(datapath::kind("scan_vertical"), datapath::ANOMALY);
+        assert_eq!(datapath::detector("anomaly"), None);
+    }
 }

@@ -25,7 +25,7 @@ fn device_pb(d: DeviceRow) -> pb::Device {
         mac: d.mac.to_string(),
         addresses: d.addresses.iter().map(ToString::to_string).collect(),
         profile: d.profile,
-        mode: format!("{:?}", d.mode).to_lowercase(),
+        mode: d.mode.to_string(),
         gateway: d.gateway,
         location: d.location,
         asset_id: d.asset_id,

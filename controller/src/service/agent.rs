@@ -219,10 +219,7 @@ impl AgentService for Agent {
                 match inserted {
                     Ok(ids) => {
                         for f in &rows {
-                            ctx.metrics.alerts_received(
-                                &gateway,
-                                wardgate_proto::finding::severity_name(f.severity),
-                            );
+                            ctx.metrics.alerts_received(&gateway, f.severity.as_str());
                         }
                         ctx.push.alerts_stored();
                         if tx.send(Ok(AlertAck { ids, refused })).await.is_err() {

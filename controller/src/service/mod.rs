@@ -77,14 +77,10 @@ impl Ctx {
 
 /// Severity order for filters and storage.
 pub fn severity_rank(s: &str) -> Result<u8> {
-    match s {
-        // Info ranks with low.
-        "" | "info" | "low" => Ok(0),
-        "medium" => Ok(1),
-        "high" => Ok(2),
-        "critical" => Ok(3),
-        other => Err(Error::Invalid(format!(
-            "severity `{other}` is not one of info, low, medium, high, critical"
-        ))),
+    if s.is_empty() {
+        return Ok(0); // no filter
     }
+    s.parse::<wardgate_analysis::detect::Severity>()
+        .map(|s| s.rank())
+        .map_err(|e| Error::Invalid(e.to_string()))
 }
