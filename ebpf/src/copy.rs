@@ -10,12 +10,18 @@ use wardgate_common::{CtValue, DeviceInfo, Event, FlowOpen};
 use crate::parse::Packet;
 
 const _: () = {
-    assert!(offset_of!(Packet, src) % 4 == 0 && offset_of!(Packet, dst) % 4 == 0);
-    assert!(offset_of!(Event, src) % 4 == 0 && offset_of!(Event, dst) % 4 == 0);
-    assert!(offset_of!(Packet, src_mac) % 2 == 0 && offset_of!(Packet, dst_mac) % 2 == 0);
-    assert!(offset_of!(Event, src_mac) % 2 == 0);
-    assert!(offset_of!(CtValue, dev_mac) % 2 == 0 && offset_of!(DeviceInfo, mac) % 2 == 0);
-    assert!(offset_of!(FlowOpen, dev_mac) % 2 == 0);
+    assert!(offset_of!(Packet, src).is_multiple_of(4) && offset_of!(Packet, dst).is_multiple_of(4));
+    assert!(offset_of!(Event, src).is_multiple_of(4) && offset_of!(Event, dst).is_multiple_of(4));
+    assert!(
+        offset_of!(Packet, src_mac).is_multiple_of(2)
+            && offset_of!(Packet, dst_mac).is_multiple_of(2)
+    );
+    assert!(offset_of!(Event, src_mac).is_multiple_of(2));
+    assert!(
+        offset_of!(CtValue, dev_mac).is_multiple_of(2)
+            && offset_of!(DeviceInfo, mac).is_multiple_of(2)
+    );
+    assert!(offset_of!(FlowOpen, dev_mac).is_multiple_of(2));
 };
 
 /// An address (16 bytes, 4-aligned on both sides).

@@ -108,7 +108,7 @@ pub const TCP_RST: u8 = 0x04;
 #[inline(always)]
 pub fn zeroed(out: &mut MaybeUninit<Packet>) -> &mut Packet {
     const WORDS: usize = core::mem::size_of::<Packet>() / 8;
-    const { assert!(core::mem::size_of::<Packet>() % 8 == 0) };
+    const { assert!(core::mem::size_of::<Packet>().is_multiple_of(8)) };
     let p = out.as_mut_ptr().cast::<u64>();
     let mut i = 0;
     while i < WORDS {

@@ -87,7 +87,7 @@ fn copy(dst: &mut Packet, src: &Packet) {
 #[inline(always)]
 pub fn hand_over(ctx: &TcContext) {
     // Safety: a tail call does not return when it succeeds.
-    let _ = unsafe { WG_SLOWPROG_V1.tail_call(ctx, 0) };
+    unsafe { WG_SLOWPROG_V1.tail_call(ctx, 0) };
 }
 
 /// `wg_slow`'s view of the request.

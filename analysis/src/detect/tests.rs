@@ -629,7 +629,9 @@ mod with_baseline {
         // Every 60 s +- 3 s, 300-310 bytes, to an outside address.
         for i in 0..120u64 {
             let jitter = (i * 7919 % 7) as i64 - 3;
-            let t = start + i * 60 * NS + (jitter * NS as i64) as u64 + 30 * NS;
+            // Signed arithmetic: a negative jitter cast to u64 overflowed in debug builds.
+            let t = (start as i64 + (i * 60 * NS) as i64 + jitter * NS as i64 + (30 * NS) as i64)
+                as u64;
             let mut r = opened(
                 &d,
                 t,
