@@ -749,3 +749,59 @@ fn a_broken_candidate_is_refused_with_its_position() {
     );
     assert!(e.contains("none.yaml"), "{e}");
 }
+
+/// `--simulate` on a capture of several devices, none named and no site assigning the
+/// profile: refused with the devices to choose from, never the profile applied to all.
+#[test]
+fn simulating_a_capture_of_several_devices_needs_one_named() {
+    let (file, l) = FIXTURES
+        .iter()
+        .find_map(|(file, _, _)| {
+            let (l, _) = learn_files(&[fixtures().join(file)], None).ok()?;
+            (l.devices.len() >= 2).then_some((*file, l))
+        })
+        .expect("a fixture capture with two devices or more");
+    let cap = fixtures().join(file);
+    let dir = tempfile::tempdir().unwrap();
+    let proposed = learn_with(
+        std::slice::from_ref(&cap),
+        None,
+        Some(dir.path().into()),
+        None,
+        &[],
+    )
+    .unwrap()
+    .proposed;
+    let profile = proposed[0].clone();
+    let err = format!(
+        "{:#}",
+        learn_with(
+            std::slice::from_ref(&cap),
+            None,
+            None,
+            Some(profile.clone()),
+            &[]
+        )
+        .err()
+        .expect("refused without --device")
+    );
+    assert!(
+        err.contains("say which to simulate with --device NAME"),
+        "{err}"
+    );
+    for d in &l.devices {
+        assert!(err.contains(&d.name), "{err} names {}", d.name);
+    }
+    let first = l.devices[0].name.as_str();
+    let sim = learn_with(
+        std::slice::from_ref(&cap),
+        None,
+        None,
+        Some(profile),
+        &[first],
+    )
+    .unwrap()
+    .simulation
+    .unwrap();
+    assert_eq!(sim.devices, vec![first.to_string()]);
+}

@@ -298,6 +298,26 @@ async fn baseline_propose_and_simulate_through_wardctl() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["flows"], records.len());
     assert_eq!(v["blocked"], serde_json::json!([]), "{out}");
+    // Nothing recorded in the span (the flows are an hour old): said plainly, and not exit 0.
+    let (ok, out, err) = wardctl(
+        &lab,
+        "vic",
+        &[
+            "simulate",
+            "--profile",
+            profile.to_str().unwrap(),
+            "--device",
+            US,
+            "--since",
+            "10m",
+        ],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("no recorded flows of `{US}` in the last 10m")),
+        "{err}"
+    );
 
     // An extra flow on another port is listed as blocked, with its count and last seen.
     let extra = opened("198.51.100.10", 6, 8080, now_ns() - NS);

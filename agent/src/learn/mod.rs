@@ -45,7 +45,8 @@ pub struct LearnArgs {
     /// Replay the capture's flows through this candidate profile and list what it would block.
     #[arg(long)]
     pub simulate: Option<PathBuf>,
-    /// Devices to simulate (default: the site's devices assigned the profile, else every device).
+    /// Devices to simulate (default: the site's devices assigned the profile, else the
+    /// capture's one device; a capture of several needs it).
     #[arg(long = "device", requires = "simulate")]
     pub devices: Vec<String>,
     /// With `--propose`: also make rules from flows that did not complete (refused, unanswered,

@@ -50,12 +50,22 @@ pub fn run(
                 .collect()
         })
         .unwrap_or_default();
+    // Never every device of a capture by default: a profile is written for one kind of
+    // device, and applied to all it "blocks" whatever the others do.
     let devices: Vec<String> = if !asked.is_empty() {
         asked.to_vec()
     } else if !assigned.is_empty() {
         assigned
+    } else if let [only] = known.as_slice() {
+        vec![only.to_string()]
     } else {
-        known.iter().map(|s| s.to_string()).collect()
+        anyhow::bail!(
+            "the capture holds {} devices ({}) and no site assigns profile `{}` to any: say \
+             which to simulate with --device NAME",
+            known.len(),
+            known.join(", "),
+            profile.name.value
+        );
     };
     let records: Vec<_> = l
         .flows
@@ -63,6 +73,11 @@ pub fn run(
         .filter(|r| devices.contains(&r.device.name))
         .cloned()
         .collect();
+    anyhow::ensure!(
+        !records.is_empty(),
+        "no flows of {} in the capture: nothing to simulate the profile against",
+        devices.join(", ")
+    );
     let blocked = simulate(profile, site, &records)?;
     Ok(Simulation {
         profile: profile.name.value.clone(),

@@ -39,6 +39,20 @@ pub async fn run(a: SimulateArgs, out: OutputFormat) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
+    // "0 of 0 would be blocked" is no answer: say why there is nothing to judge.
+    if r.flows == 0 {
+        let span = a.since.map_or(String::new(), |d| {
+            format!(" in the last {}", humantime::format_duration(d))
+        });
+        anyhow::bail!(
+            "no recorded flows of `{}`{span}: nothing to simulate {} against (flows are \
+             recorded by the device's gateway with recording on; `wardctl devices baseline {}` \
+             shows what is kept)",
+            a.device,
+            a.profile.display(),
+            a.device
+        );
+    }
     match out {
         OutputFormat::Json => output::json(&serde_json::json!({
             "device": a.device,
