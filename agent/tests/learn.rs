@@ -782,8 +782,7 @@ fn simulating_a_capture_of_several_devices_needs_one_named() {
             Some(profile.clone()),
             &[]
         )
-        .err()
-        .expect("refused without --device")
+        .expect_err("refused without --device")
     );
     assert!(
         err.contains("say which to simulate with --device NAME"),
