@@ -83,8 +83,28 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
     }
     if !name.chars().all(ok_char) || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(format!(
-            "{kind} name `{}` may hold only letters, digits, `.`, `_` and `-`, and must start with a letter or digit",
-            name.escape_debug()
+            "{kind} name `{}` may hold only unaccented ASCII letters (a-z, A-Z), digits, `.`, `_` \
+             and `-`, and must start with a letter or digit{}",
+            name.escape_debug(),
+            if name.is_ascii() {
+                String::new()
+            } else {
+                format!(
+                    " (`{}` would do)",
+                    name.chars()
+                        .map(|c| match c {
+                            'à' | 'â' | 'ä' => 'a',
+                            'é' | 'è' | 'ê' | 'ë' => 'e',
+                            'î' | 'ï' => 'i',
+                            'ô' | 'ö' => 'o',
+                            'ù' | 'û' | 'ü' => 'u',
+                            'ç' => 'c',
+                            c if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') => c,
+                            _ => '-',
+                        })
+                        .collect::<String>()
+                )
+            }
         ));
     }
     Ok(())

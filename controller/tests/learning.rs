@@ -686,3 +686,49 @@ async fn report_raw(
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// wardctl's errors are one plain line: the server's message (no gRPC status dump), a refused
+/// connection and a missing certificate with the flag that fixes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wardctl_errors_are_one_plain_line_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start(dir.path(), &Settings::default()).await;
+    let (ok, _, err) = wardctl(&lab, "vic", &["devices", "baseline", "no-such-device"]).await;
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("no-such-device"),
+        "{err}"
+    );
+    for internal in ["status:", "code:", "NotFound", "Some requested entity"] {
+        assert!(!err.contains(internal), "{internal} in {err}");
+    }
+    let run = |controller: String, who: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wardctl"))
+            .args(["gateways"])
+            .env("WARDGATE_CONTROLLER", controller)
+            .env("WARDGATE_CERTS", lab.certs())
+            .env("WARDGATE_AS", who)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Nothing listens on this port (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = run(format!("https://127.0.0.1:{port}"), "user-vic");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("nothing accepts connections there") && err.contains("--controller"),
+        "{err}"
+    );
+    let err = run(lab.url(), "user-nobody");
+    assert!(
+        err.contains("user-nobody.pem") && err.contains("--as") && err.ends_with("no such file\n"),
+        "{err}"
+    );
+}

@@ -136,6 +136,13 @@ fn names_with_control_characters_or_separators_are_refused() {
             && !tmp.path().join("etc.pem").exists()
     );
     assert!(certs::validate_name("gateway", "gw-ward-3.a_b").is_ok());
+    // A French name: "letters" means unaccented ASCII, and the message says which name would do.
+    let e = certs::validate_name("user", "hélène.martin").unwrap_err();
+    assert!(
+        e.contains("ASCII") && e.contains("`helene.martin` would do"),
+        "{e}"
+    );
+    assert!(certs::validate_name("user", "helene.martin").is_ok());
 }
 
 async fn list(remote: &Remote) -> anyhow::Result<usize> {

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod baseline;
 pub mod certs;
 pub mod devices;
+pub mod errors;
 pub mod gateways;
 pub mod output;
 pub mod profile;

@@ -27,11 +27,20 @@ pub struct Remote {
     pub server_name: String,
 }
 
+/// What reading a certificate file failed on, with the flags that choose it.
+pub fn certificate_context(p: &std::path::Path) -> String {
+    format!(
+        "reading {} (chosen by --certs / WARDGATE_CERTS and --as / WARDGATE_AS; `wardctl certs \
+         init` writes them)",
+        p.display()
+    )
+}
+
 impl Remote {
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         let read = |name: String| {
             let p = self.certs.join(&name);
-            std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+            std::fs::read(&p).with_context(|| certificate_context(&p))
         };
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read("ca.pem".into())?))

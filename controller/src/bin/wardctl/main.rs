@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use wardgate_controller::cli::{
-    alerts, assign, audit, certs, devices, gateways, output::OutputFormat, profile, profiles, push,
-    remote::Remote, simulate, site,
+    alerts, assign, audit, certs, devices, errors, gateways, output::OutputFormat, profile,
+    profiles, push, remote::Remote, simulate, site,
 };
 
 #[derive(Parser)]
@@ -99,8 +99,18 @@ enum Command {
     Certs(certs::CertsCmd),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One plain line for people (the server's message, not gRPC's status dump).
+            eprintln!("error: {}", errors::plain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
