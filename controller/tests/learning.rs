@@ -389,7 +389,8 @@ async fn freeze_approve_relearn_are_audited_and_refused_for_a_viewer() {
     )
     .await;
     assert!(
-        !ok && err.contains("not in a state required") && err.contains("freeze it first"),
+        !ok && err.contains("only a frozen baseline can be approved")
+            && err.contains("freeze it first"),
         "{err}"
     );
     let (ok, _, err) = wardctl(&lab, "eve", &["devices", "baseline", US, "--freeze"]).await;

@@ -6,6 +6,10 @@ use super::*;
 const MONITOR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0b];
 const QUARANTINED_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0c];
 
+/// How far the datapath's coarse clock may run ahead of the test's (a tick at HZ=250 is
+/// 4 ms; 10 ms allowed): the budget tests allow the refill of that much more time.
+const COARSE_TICK_S: f64 = 0.010;
+
 fn spoofers(dp: &mut Datapath) -> Vec<(EventKind, u32, [u8; 6])> {
     events(dp)
         .into_iter()
@@ -400,8 +404,8 @@ fn the_per_device_payload_bucket_bounds_one_device_and_costs_its_flows_nothing()
         let data = data_frame(PUMP_MAC, GW_MAC, &dev, pacs, 1, &filled(2, 40));
         expect(&mut dp, true, &data, TC_ACT_OK, Reason::PassEstablished);
     }
-    let refill =
-        started.elapsed().as_secs_f64() * wardgate_common::PAYLOAD_DEVICE_RATE_PER_S as f64;
+    let refill = (started.elapsed().as_secs_f64() + COARSE_TICK_S)
+        * wardgate_common::PAYLOAD_DEVICE_RATE_PER_S as f64;
     let segs = payload_records(&mut dp);
     assert!(
         segs.len() >= usize::from(burst)
@@ -474,8 +478,10 @@ fn one_device_cannot_fill_the_flow_record_ring() {
         run(&mut dp, true, &f);
     }
     // The bucket refills at its rate while the frames run (slower on a loaded machine).
-    let refill =
-        (started.elapsed().as_secs_f64() * wardgate_common::RECORD_RATE_PER_S as f64).ceil() as u32;
+    // Read on the datapath's coarse clock, which can run a tick ahead of ours.
+    let refill = ((started.elapsed().as_secs_f64() + COARSE_TICK_S)
+        * wardgate_common::RECORD_RATE_PER_S as f64)
+        .ceil() as u32;
     // The monitor's flow right after is still recorded.
     let f = frame(
         MONITOR_MAC,
