@@ -44,7 +44,7 @@ fn slot(device_id: u32) -> Option<&'static mut FlowCapState> {
 /// A token bucket of `rate` per second and `burst` at once; tokens scaled by 1e9. A bucket
 /// never used (`last_ns` 0) starts full.
 #[inline(always)]
-fn take(tokens: &mut u64, last_ns: &mut u64, now: u64, rate: u64, burst: u64) -> bool {
+pub fn take(tokens: &mut u64, last_ns: &mut u64, now: u64, rate: u64, burst: u64) -> bool {
     let cap = burst * NS_PER_S;
     let have = if *last_ns == 0 {
         cap
@@ -59,6 +59,23 @@ fn take(tokens: &mut u64, last_ns: &mut u64, now: u64, rate: u64, burst: u64) ->
     }
     *tokens = have - NS_PER_S;
     true
+}
+
+/// [`take`], counting a refusal in `lost`.
+#[inline(always)]
+fn take_counted(
+    tokens: &mut u64,
+    last_ns: &mut u64,
+    lost: &mut u32,
+    now: u64,
+    rate: u64,
+    burst: u64,
+) -> bool {
+    let ok = take(tokens, last_ns, now, rate, burst);
+    if !ok {
+        *lost = lost.wrapping_add(1);
+    }
+    ok
 }
 
 /// Whether a new flow fits the device's budget.
@@ -140,17 +157,14 @@ pub fn record(device_id: u32, src_hash: u32, now: u64) -> bool {
     let Some(state) = slot(device_id) else {
         return true;
     };
-    let ok = take(
+    take_counted(
         &mut state.rec_tokens,
         &mut state.rec_last_ns,
+        &mut state.rec_lost,
         now,
         RECORD_RATE_PER_S,
         RECORD_BURST,
-    );
-    if !ok {
-        state.rec_lost = state.rec_lost.wrapping_add(1);
-    }
-    ok
+    )
 }
 
 /// Whether the device may send one more payload record; a refusal is counted for the device.
@@ -159,17 +173,14 @@ pub fn payload(device_id: u32, now: u64) -> bool {
     let Some(state) = slot(device_id) else {
         return true;
     };
-    let ok = take(
+    take_counted(
         &mut state.pay_tokens,
         &mut state.pay_last_ns,
+        &mut state.pay_lost,
         now,
         PAYLOAD_DEVICE_RATE_PER_S,
         PAYLOAD_DEVICE_BURST,
-    );
-    if !ok {
-        state.pay_lost = state.pay_lost.wrapping_add(1);
-    }
-    ok
+    )
 }
 
 /// A cheap hash of an address (the unknown host's budget slot, its events' rate key).

@@ -133,24 +133,20 @@ fn take_token(device_id: u32, kind: u32, now: u64) -> Budget {
         return Budget::Off;
     }
     let key = RateKey { device_id, kind };
-    let cap = u64::from(cfg.event_burst.max(1)) * NS_PER_S;
+    let burst = u64::from(cfg.event_burst.max(1));
     let rate = u64::from(cfg.event_rate);
     if let Some(state) = WG_RATE_V2.get_ptr_mut(&key) {
         // Safety: map value pointer from a successful lookup. Races between CPUs can only
         // let an extra event through or lose one token, never corrupt memory.
         let state = unsafe { &mut *state };
-        let elapsed = now.saturating_sub(state.last_ns).min(cap);
-        let tokens = (state.tokens + elapsed * rate).min(cap);
-        state.last_ns = now;
-        if tokens < NS_PER_S {
-            state.tokens = tokens;
-            return Budget::Empty;
-        }
-        state.tokens = tokens - NS_PER_S;
-        return Budget::Take;
+        return if crate::budget::take(&mut state.tokens, &mut state.last_ns, now, rate, burst) {
+            Budget::Take
+        } else {
+            Budget::Empty
+        };
     }
     let state = RateState {
-        tokens: cap - NS_PER_S,
+        tokens: burst * NS_PER_S - NS_PER_S,
         last_ns: now,
     };
     let _ = WG_RATE_V2.insert(&key, &state, 0);

@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use etherparse::PacketBuilder;
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep};
 use wardgate_agent::{config::MgmtRule, datapath::Datapath};
 use wardgate_common::{GatewayConfig, program_names};
 use wardgate_policy::{
@@ -276,14 +276,8 @@ pub fn frame(src_mac: [u8; 6], src: &str, dst: &str, l4: L4) -> Vec<u8> {
 
 /// As [`frame`], with an explicit destination MAC.
 pub fn frame_to(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, l4: L4) -> Vec<u8> {
-    let (sa, sp) = split(src);
-    let (da, dp) = split(dst);
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac);
-    let b = if sa.contains(':') {
-        b.ipv6(v6(&sa), v6(&da), 64)
-    } else {
-        b.ipv4(v4(&sa), v4(&da), 64)
-    };
+    let (b, sp, dp) = ip_layer(src_mac, dst_mac, src, dst);
+    let is_v6 = split(src).0.contains(':');
     let mut out = Vec::new();
     let payload = [0u8; 16];
     match l4 {
@@ -292,22 +286,20 @@ pub fn frame_to(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, l4: L4
         L4::Ack => b.tcp(sp, dp, 1, 1000).ack(1).write(&mut out, &payload),
         L4::Fin => b.tcp(sp, dp, 1, 1000).fin().ack(1).write(&mut out, &[]),
         L4::Udp => b.udp(sp, dp).write(&mut out, &payload),
-        L4::Icmp if sa.contains(':') => b.icmpv6_echo_request(1, 1).write(&mut out, &payload),
+        L4::Icmp if is_v6 => b.icmpv6_echo_request(1, 1).write(&mut out, &payload),
         L4::Icmp => b.icmpv4_echo_request(1, 1).write(&mut out, &payload),
     }
     .unwrap();
     out
 }
 
-/// A TCP segment (ACK, PSH when it carries data) with sequence number `seq` and `payload`.
-/// The answer to a SYN: a SYN-ACK from `src` with initial sequence number `isn`.
-pub fn syn_ack_frame(
+/// Ethernet and IP (v4 or v6, from the addresses) from `src` to `dst`, and the two ports.
+fn ip_layer(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     src: &str,
     dst: &str,
-    isn: u32,
-) -> Vec<u8> {
+) -> (PacketBuilderStep<IpHeaders>, u16, u16) {
     let (sa, sp) = split(src);
     let (da, dp) = split(dst);
     let b = PacketBuilder::ethernet2(src_mac, dst_mac);
@@ -316,6 +308,18 @@ pub fn syn_ack_frame(
     } else {
         b.ipv4(v4(&sa), v4(&da), 64)
     };
+    (b, sp, dp)
+}
+
+/// The answer to a SYN: a SYN-ACK from `src` with initial sequence number `isn`.
+pub fn syn_ack_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: &str,
+    dst: &str,
+    isn: u32,
+) -> Vec<u8> {
+    let (b, sp, dp) = ip_layer(src_mac, dst_mac, src, dst);
     let mut out = Vec::new();
     b.tcp(sp, dp, isn, 1000)
         .syn()
@@ -325,6 +329,7 @@ pub fn syn_ack_frame(
     out
 }
 
+/// A TCP segment (ACK, PSH when it carries data) with sequence number `seq` and `payload`.
 pub fn data_frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
@@ -333,14 +338,7 @@ pub fn data_frame(
     seq: u32,
     payload: &[u8],
 ) -> Vec<u8> {
-    let (sa, sp) = split(src);
-    let (da, dp) = split(dst);
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac);
-    let b = if sa.contains(':') {
-        b.ipv6(v6(&sa), v6(&da), 64)
-    } else {
-        b.ipv4(v4(&sa), v4(&da), 64)
-    };
+    let (b, sp, dp) = ip_layer(src_mac, dst_mac, src, dst);
     let mut out = Vec::new();
     let t = b.tcp(sp, dp, seq, 1000).ack(1);
     let t = if payload.is_empty() { t } else { t.psh() };
