@@ -174,13 +174,26 @@ pub fn read_desired(path: &Path) -> anyhow::Result<Option<DesiredState>> {
 /// With no generation in the maps (first boot: empty bpffs) and none in the file, `fail_mode`
 /// hold or closed makes unknown devices (every device, without a policy) dropped until the
 /// first generation is applied ([`Held::release`]).
+///
+/// `starting` is the start's beat thread; on a first boot there is none (no pinned heartbeat
+/// before the load) and one starts right after the load, so the rest of the start (applying
+/// the file, attaching, opening the outbox) cannot let the heartbeat go stale either.
 pub fn prepare(
     cfg: &AgentConfig,
     tx: &watch::Sender<Option<Arc<DesiredState>>>,
+    starting: &mut Option<Beat>,
 ) -> anyhow::Result<(Datapath, Interfaces, Held)> {
     let mut dp = Datapath::load(&cfg.pin_root)?;
     // Beat before the config turns the watchdog on, so a restart never looks like a stall.
     dp.heartbeat()?;
+    if starting.is_none() {
+        *starting = Beat::start(
+            &cfg.pin_root,
+            cfg.watchdog.beat_every(),
+            STARTUP_BEAT_LIMIT,
+            "start",
+        );
+    }
     let (_, adopted) = dp.active()?;
     let mut held = Held(adopted == 0 && cfg.fail_mode != FailMode::Open);
     dp.set_gateway_config(&gateway_config(cfg, held.0))?;
@@ -684,7 +697,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // A restart: the pinned heartbeat is written at once, before the programs are verified and
     // loaded, and kept beating until the map-writer loop takes over, so fail-open devices stay
     // enforced across it.
-    let starting = Beat::start(
+    let mut starting = Beat::start(
         &cfg.pin_root,
         cfg.watchdog.beat_every(),
         STARTUP_BEAT_LIMIT,
@@ -693,7 +706,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(None);
     // Subscribed before the first check, so no link change between the two is missed.
     let nl = link_changes();
-    let (mut dp, mut interfaces, mut held) = prepare(&cfg, &tx)?;
+    let (mut dp, mut interfaces, mut held) = prepare(&cfg, &tx, &mut starting)?;
     let ring = dp.take_events()?;
     let flow_rings = crate::flows::Rings {
         flows: dp.take_flows()?,
