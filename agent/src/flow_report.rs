@@ -222,6 +222,7 @@ mod tests {
             outcome: wardgate_analysis::FlowOutcome::Established,
             rule: None,
             app: None,
+            tcp_flags: None,
         }
     }
 

@@ -38,6 +38,7 @@ fn record(device: &str, port: u16, t: u64) -> FlowRecord {
         outcome: wardgate_analysis::FlowOutcome::Established,
         rule: Some(2),
         app: None,
+        tcp_flags: None,
     }
 }
 

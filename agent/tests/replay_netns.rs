@@ -2,8 +2,9 @@
 //! `replay` on them. The device (an infusion pump by the site file) runs Debian's nmap SYN scan
 //! against a server, tries SMB on another, and floods UDP; dumpcap captures on the gateway's
 //! device-facing interface. The scan is one vertical-scan finding naming the pump, the SMB
-//! attempt a class-protocol finding, the flood a UDP-flood finding. Needs root; fails (never
-//! skips) without it.
+//! attempt a class-protocol finding, the flood a UDP-flood finding. Then the other way: a
+//! hospital workstation scans the pump (nmap SYN and NULL scans); the workstation is the subject
+//! of the findings and the pump their evidence. Needs root; fails (never skips) without it.
 
 mod capture;
 
@@ -129,7 +130,8 @@ fn nmap_smb_and_flood_from_a_pump_are_found() {
         "{:#?}",
         scan[0]
     );
-    assert_eq!(scan[0].count, 200 - 8 + 1);
+    // Raised at the 6th port within 2 s (a site device's burst count), then once per port.
+    assert_eq!(scan[0].count, 200 - 6 + 1);
     let smb: Vec<_> = by("class_protocol")
         .into_iter()
         .filter(|f| f.evidence.ports == [445])
@@ -149,5 +151,103 @@ fn nmap_smb_and_flood_from_a_pump_are_found() {
         .collect();
     assert!(others.is_empty(), "{others:#?}");
     eprintln!("replay of the lab capture:");
+    replay::print(&r.findings, Format::Cef, &mut std::io::stderr()).unwrap();
+}
+
+#[test]
+fn nmap_from_the_hospital_side_names_the_scanner_and_the_pump() {
+    // Safety: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "attach tier cannot run: needs root for network namespaces; run `sudo cargo xtask test`"
+    );
+    let ward = Ward::new("inscan");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.pcap");
+    let cap = Capture::start(&ward.gw, DEV_IF, None, FileFormat::Pcap, &file);
+    // One listening port on the pump, so the SYN scan meets an open port too (half-open).
+    let mut listener = in_netns(&ward.dev, "python3");
+    listener.args([
+        "-c",
+        "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',1100))\ns.listen(16)\ntime.sleep(60)",
+    ]);
+    let mut listener = listener.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // 200 ports (1100 open), SYN scan then NULL scan, from a workstation's address.
+    for kind in ["-sS", "-sN"] {
+        let mut c = in_netns(&ward.srv, "nmap");
+        c.args([
+            "-n",
+            "-Pn",
+            kind,
+            "-T4",
+            "--max-retries",
+            "0",
+            "-S",
+            "198.51.100.20",
+            "-e",
+            "eth0",
+            "-p",
+            "1-199,1100",
+            "192.0.2.10",
+        ]);
+        let out = run_within(c, Duration::from_secs(60), "nmap");
+        assert!(out.contains("Nmap done"), "{out}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cap.stop();
+    let _ = listener.kill();
+    let _ = listener.wait();
+
+    let site = dir.path().join("site.yaml");
+    std::fs::write(&site, SITE).unwrap();
+    let r = replay::run(&ReplayArgs {
+        pcap: vec![file.clone()],
+        site: Some(site),
+        baselines: None,
+        profiles: None,
+        config: None,
+        format: Format::Json,
+        summary: None,
+    })
+    .unwrap();
+    let by = |d: &str| {
+        r.findings
+            .iter()
+            .filter(|f| f.detector == d)
+            .collect::<Vec<_>>()
+    };
+    let scan = by("scan_vertical");
+    assert_eq!(scan.len(), 1, "{:#?}", r.findings);
+    assert_eq!(
+        scan[0].device.name, "198.51.100.20",
+        "the scanner is the subject"
+    );
+    assert_eq!(
+        scan[0].peer.unwrap().to_string(),
+        "192.0.2.10",
+        "the pump is the evidence"
+    );
+    assert_eq!(
+        scan[0].evidence.metrics[0].observed, 200.0,
+        "every probed port counts, the open one too (half-open): {:#?}",
+        scan[0]
+    );
+    let null = by("scan_flag_probe");
+    assert_eq!(null.len(), 1, "{:#?}", r.findings);
+    assert_eq!(null[0].device.name, "198.51.100.20");
+    assert!(
+        null[0].summary.contains("NULL probe"),
+        "{}",
+        null[0].summary
+    );
+    // The pump is never blamed.
+    assert!(
+        r.findings.iter().all(|f| f.device.name != "pump-lab"),
+        "{:#?}",
+        r.findings
+    );
+    eprintln!("replay of the inbound scan capture:");
     replay::print(&r.findings, Format::Cef, &mut std::io::stderr()).unwrap();
 }

@@ -232,6 +232,7 @@ impl FlowAggregate {
             outcome: FlowOutcome::Unknown,
             rule: None,
             app: None,
+            tcp_flags: None,
         };
         let outcomes = self.outcomes();
         let completed = outcomes.established;
@@ -340,6 +341,7 @@ mod tests {
                     mllp: true,
                 })
             }),
+            tcp_flags: None,
         }
     }
 

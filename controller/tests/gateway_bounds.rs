@@ -222,6 +222,7 @@ fn flow(peer: &str, port: u16, t: u64) -> FlowRecord {
         outcome: FlowOutcome::Established,
         rule: Some(1),
         app: None,
+        tcp_flags: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn rec(device: &str, dir: FlowDirection, peer: &str, proto: u8, port: u16, t: u6
         outcome: wardgate_analysis::FlowOutcome::Established,
         rule: Some(1),
         app: None,
+        tcp_flags: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn flow(peer: &str, port: u16, t: u64, outcome: FlowOutcome) -> FlowRecord {
         outcome,
         rule: None,
         app: None,
+        tcp_flags: None,
     }
 }
 

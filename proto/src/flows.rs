@@ -9,6 +9,7 @@ use wardgate_analysis::{
     AppIdentity, FlowDirection, FlowOutcome, FlowRecord, Mac, TcpOutcome,
     dicom::{AssociateRq, MAX_SYNTAXES},
     flow::DeviceRef,
+    flow::TcpFlags,
     hl7::Hl7Header,
 };
 
@@ -69,6 +70,11 @@ impl From<&FlowRecord> for pb::FlowRecord {
             } as i32,
             rule: r.rule,
             app: r.app.as_ref().map(app_pb),
+            tcp_flags: r.tcp_flags.map(|f| pb::TcpFlags {
+                first: f.first.into(),
+                sent: f.sent.into(),
+                received: f.received.into(),
+            }),
             outcome: match r.outcome {
                 FlowOutcome::Established => pb::FlowOutcome::Established,
                 FlowOutcome::Refused => pb::FlowOutcome::Refused,
@@ -311,6 +317,17 @@ pub fn record_from_pb(index: usize, r: pb::FlowRecord) -> Result<FlowRecord, Flo
         outcome,
         rule: r.rule,
         app: r.app.map(|a| c.app(a)).transpose()?,
+        tcp_flags: r
+            .tcp_flags
+            .map(|f| -> Result<TcpFlags, FlowError> {
+                let bits = |field: &'static str, v: u32| c.max(field, v, 255).map(|v| v as u8);
+                Ok(TcpFlags {
+                    first: bits("tcp_flags.first", f.first)?,
+                    sent: bits("tcp_flags.sent", f.sent)?,
+                    received: bits("tcp_flags.received", f.received)?,
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -388,6 +405,11 @@ mod tests {
             outcome: wardgate_analysis::FlowOutcome::Established,
             rule: Some(7),
             app,
+            tcp_flags: Some(TcpFlags {
+                first: 0x02,
+                sent: 0x1b,
+                received: 0x13,
+            }),
         }
     }
 
@@ -417,6 +439,14 @@ mod tests {
         for r in [record(None), record(Some(dicom)), record(Some(hl7))] {
             assert_eq!(record_from_pb(0, pb::FlowRecord::from(&r)).unwrap(), r);
         }
+        let mut bad = pb::FlowRecord::from(&record(None));
+        bad.tcp_flags.as_mut().unwrap().sent = 256;
+        assert!(
+            record_from_pb(0, bad)
+                .unwrap_err()
+                .to_string()
+                .contains("tcp_flags.sent"),
+        );
         let mut v4 = record(None);
         (v4.device_addr, v4.peer, v4.tcp, v4.proto, v4.port) = (
             "192.0.2.4".parse().unwrap(),

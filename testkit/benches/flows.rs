@@ -277,6 +277,7 @@ fn baselines_file(dir: &Path) -> (PathBuf, u64) {
                     outcome: wardgate_analysis::FlowOutcome::Established,
                     rule: None,
                     app: None,
+                    tcp_flags: None,
                 });
             }
         }

@@ -21,6 +21,7 @@ const DETECTORS: &[&str] = &[
     "scan_vertical",
     "scan_horizontal",
     "scan_trw",
+    "scan_flag_probe",
     "fanout",
     "class_protocol",
     "flood_syn",

@@ -36,6 +36,7 @@ fn rec(peer: &str, proto: u8, port: u16, t: u64, bytes: u64) -> FlowRecord {
         outcome: crate::flow::FlowOutcome::Established,
         rule: None,
         app: None,
+        tcp_flags: None,
     }
 }
 

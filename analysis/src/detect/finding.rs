@@ -169,6 +169,26 @@ pub struct FlowRef {
     pub bytes: u64,
 }
 
+impl FlowRef {
+    /// The flow as its opener saw it: for a flow the device received, the peer is the `device`
+    /// end and the direction `Opened` (findings whose subject is the peer that opened it: a
+    /// host scanning devices).
+    pub fn from_opener(r: &FlowRecord) -> FlowRef {
+        let f = FlowRef::from(r);
+        match r.direction {
+            FlowDirection::Opened => f,
+            FlowDirection::Received => FlowRef {
+                direction: FlowDirection::Opened,
+                device_addr: r.peer,
+                device_port: r.peer_port,
+                peer: r.device_addr,
+                peer_port: r.device_port,
+                ..f
+            },
+        }
+    }
+}
+
 impl From<&FlowRecord> for FlowRef {
     fn from(r: &FlowRecord) -> FlowRef {
         FlowRef {

@@ -15,6 +15,7 @@ pub mod beacon;
 pub mod class_protocol;
 pub mod fanout;
 pub mod finding;
+pub mod flag_probe;
 pub mod flood;
 pub mod format;
 pub mod learned;
@@ -263,6 +264,7 @@ pub fn baseline_free(cfg: &DetectConfig) -> Vec<Box<dyn Detector>> {
         Box::new(scan::VerticalScan::new(cfg.scan.clone())),
         Box::new(scan::HorizontalScan::new(cfg.scan.clone())),
         Box::new(trw::Trw::new(cfg.trw.clone())),
+        Box::new(flag_probe::FlagProbe),
         Box::new(fanout::FanOut::new(cfg.fanout.clone())),
         Box::new(class_protocol::ClassProtocol::new(
             cfg.class_protocol.clone(),

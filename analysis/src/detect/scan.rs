@@ -1,76 +1,196 @@
-//! Scanning within a window: vertical (many ports on one host) and horizontal (many hosts on one
-//! port), counting the device's failed first packets (a TCP SYN refused or unanswered, a UDP
-//! datagram with no reply) as Zeek's scan policy does. Anchors: Zeek raises at 15 ports or 25
-//! hosts in 5 min for any host; a medical device, whose peers are few and fixed, gets tighter
-//! counts (8 ports, 10 hosts), scaled by the profile's sensitivity.
+//! Scanning within windows: vertical (many ports on one host) and horizontal (many hosts on one
+//! port), counting the opener's failed contacts (refused, unanswered, denied, half-open, flag
+//! and ACK probes: `flow::probe::failed_contact`, Zeek's rule) whichever side opened the flow:
+//! a device scanning out is the subject of its own findings; a host scanning devices in is the
+//! subject of findings whose evidence lists the devices it probed.
+//!
+//! Three windows each: a burst (2 s: a quick sweep of ~10 ports or hosts), Zeek's 5 min (15
+//! ports or 25 hosts for any host; a medical device, whose peers are few and fixed, gets 8 and
+//! 10), and a slow one (4 h at twice those counts) for scans paced to stay under 5 min windows.
+//! Counts scale with the subject device's sensitivity.
 
 use std::{collections::HashMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Context, Detector, NS, Observation, Threshold,
+    Context, Detector, DeviceFacts, NS, Observation, Threshold,
     finding::{Finding, FlowRef, MAX_LISTED, Matrix, Metric, Severity, Technique},
     window::WindowSet,
 };
 use crate::{
     decode::proto,
-    flow::{FlowDirection, FlowRecord, TcpOutcome},
+    flow::{
+        DeviceRef, FlowDirection, FlowRecord,
+        probe::{self, failed_contact},
+    },
 };
+
+/// One counting window and its thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanWindow {
+    pub window_s: u64,
+    /// Distinct ports on one target.
+    pub vertical: Threshold,
+    /// Distinct targets on one port.
+    pub horizontal: Threshold,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScanConfig {
-    /// The window distinct ports/hosts are counted in (default 300 s, Zeek's).
-    pub window_s: u64,
-    /// Distinct ports on one peer (default host 15, device 8).
-    pub vertical: Threshold,
-    /// Distinct peers on one port (default host 25, device 10).
-    pub horizontal: Threshold,
-    /// Count answered flows too (default false: only failed attempts count, as Zeek).
+    /// Burst, Zeek's 5 min, slow (defaults above).
+    pub windows: Vec<ScanWindow>,
+    /// Count answered flows too (default false: only failed contacts count, as Zeek).
     pub count_answered: bool,
+    /// UDP services that never answer (syslog, SNMP traps, NetFlow/IPFIX, sFlow): a datagram
+    /// to them is no failed contact.
+    pub one_way_udp: Vec<u16>,
+    /// The single window of earlier releases (`window_s`, `vertical`, `horizontal`): when set,
+    /// they replace the 5 min window's values, so an existing config keeps meaning the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vertical: Option<Threshold>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub horizontal: Option<Threshold>,
+}
+
+impl ScanConfig {
+    /// The windows with an earlier release's single-window keys applied to the middle one.
+    fn resolved(mut self) -> ScanConfig {
+        let mid = self.windows.len() / 2;
+        if let Some(w) = self.windows.get_mut(mid) {
+            if let Some(s) = self.window_s.take() {
+                w.window_s = s;
+            }
+            if let Some(t) = self.vertical.take() {
+                w.vertical = t;
+            }
+            if let Some(t) = self.horizontal.take() {
+                w.horizontal = t;
+            }
+        }
+        self
+    }
 }
 
 impl Default for ScanConfig {
     fn default() -> Self {
+        let t = |host, device| Threshold { host, device };
         ScanConfig {
-            window_s: 300,
-            vertical: Threshold {
-                host: 15,
-                device: 8,
-            },
-            horizontal: Threshold {
-                host: 25,
-                device: 10,
-            },
+            windows: vec![
+                ScanWindow {
+                    window_s: 2,
+                    vertical: t(8, 6),
+                    horizontal: t(8, 6),
+                },
+                ScanWindow {
+                    window_s: 300,
+                    vertical: t(15, 8),
+                    horizontal: t(25, 10),
+                },
+                ScanWindow {
+                    window_s: 4 * 3600,
+                    vertical: t(30, 16),
+                    horizontal: t(50, 20),
+                },
+            ],
             count_answered: false,
+            one_way_udp: vec![514, 162, 2055, 4739, 6343],
+            window_s: None,
+            vertical: None,
+            horizontal: None,
         }
     }
 }
 
 /// Distinct keys tracked per window set (bounds memory on a full-range scan).
 const CAP: usize = 4096;
+/// Subject/target pairs tracked at once; past it, pairs with nothing left in their windows go.
+const MAX_PAIRS: usize = 65_536;
 
-/// Whether the device's first packet of a flow it opened went unanswered or was refused.
-pub(crate) fn failed(r: &FlowRecord) -> bool {
-    match r.proto {
-        proto::TCP => matches!(r.tcp, Some(TcpOutcome::Refused | TcpOutcome::NoAnswer)),
-        proto::UDP => r.packets_in == 0,
-        _ => false,
-    }
-}
-
-fn counted(r: &FlowRecord, count_answered: bool) -> bool {
-    r.direction == FlowDirection::Opened
-        && matches!(r.proto, proto::TCP | proto::UDP)
+/// Whether `r` is a contact the scan detectors count.
+pub(crate) fn counted(r: &FlowRecord, cfg: &ScanConfig) -> bool {
+    let (_, target) = probe::opener_and_target(r);
+    matches!(r.proto, proto::TCP | proto::UDP)
         && r.port != 0
-        && !r.peer.is_multicast()
-        && !is_broadcast(r.peer)
-        && (count_answered || failed(r))
+        && !target.is_multicast()
+        && !is_broadcast(target)
+        && !(r.proto == proto::UDP && cfg.one_way_udp.contains(&r.port))
+        && (cfg.count_answered || failed_contact(r))
 }
 
 pub(crate) fn is_broadcast(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V4(v4) if v4.is_broadcast() || v4.octets()[3] == 255)
+}
+
+/// Who opened the flow, as a finding's subject: the device itself, or the peer that opened it
+/// (a site device by its name, any other host by its address), with what the site says of it.
+pub(crate) fn opener(r: &FlowRecord, ctx: &Context<'_>) -> (DeviceRef, DeviceFacts) {
+    match r.direction {
+        FlowDirection::Opened => (r.device.clone(), ctx.facts(&r.device)),
+        FlowDirection::Received => match ctx.site.owner_of_addr(r.peer) {
+            Some(f) => (
+                DeviceRef {
+                    name: f.name.clone(),
+                    id: None,
+                    mac: f.mac,
+                },
+                f.clone(),
+            ),
+            None => {
+                let d = DeviceRef {
+                    name: r.peer.to_string(),
+                    id: None,
+                    mac: None,
+                };
+                let facts = ctx.facts(&d);
+                (d, facts)
+            }
+        },
+    }
+}
+
+/// A scan's severity: high when a site device scans or is scanned.
+pub(crate) fn severity(subject: &DeviceFacts, r: &FlowRecord, ctx: &Context<'_>) -> Severity {
+    let target_is_device = match r.direction {
+        FlowDirection::Received => true,
+        FlowDirection::Opened => ctx.site.owner_of_addr(r.peer).is_some(),
+    };
+    if subject.is_site_device() || (target_is_device && !ctx.site.is_empty()) {
+        Severity::High
+    } else {
+        Severity::Medium
+    }
+}
+
+/// The action for a finding whose subject is `facts`: quarantine a device; investigate a host
+/// wardgate does not enforce.
+pub(crate) fn action(subject: &DeviceRef, facts: &DeviceFacts) -> Option<String> {
+    (!facts.is_site_device() && facts.mac.is_none() && subject.mac.is_none()).then(|| {
+        format!(
+            "investigate {}: not a device of the site; block it upstream (wardgate enforces devices only)",
+            subject.name
+        )
+    })
+}
+
+/// Of the windows where an observation was new, the one over its count holding the most
+/// (the shortest of equals): one finding per observation, with the fullest evidence.
+fn over<V>(
+    windows: Vec<(usize, &WindowSet<V>)>,
+    limit: impl Fn(usize) -> u32,
+) -> Option<(usize, &WindowSet<V>, u32, u32)>
+where
+    V: Copy + Eq + std::hash::Hash,
+{
+    windows
+        .into_iter()
+        .map(|(i, set)| (i, set, set.len() as u32, limit(i)))
+        .filter(|(_, _, n, limit)| n >= limit)
+        .max_by_key(|(i, _, n, _)| (*n, std::cmp::Reverse(*i)))
 }
 
 fn proto_label(p: u8) -> &'static str {
@@ -81,17 +201,76 @@ fn proto_label(p: u8) -> &'static str {
     }
 }
 
+fn window_label(s: u64) -> String {
+    if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{} h", s / 3600)
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// Window sets per key, one per configured window, bounded in number.
+struct Windows<K, V> {
+    sets: HashMap<K, Vec<WindowSet<V>>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: std::hash::Hash + Eq + Copy> Windows<K, V> {
+    fn new() -> Self {
+        Windows {
+            sets: HashMap::new(),
+        }
+    }
+
+    /// Records `value` under `key` at `now_ns` in every window; returns the windows (index,
+    /// set) where it was new.
+    fn insert(
+        &mut self,
+        cfg: &ScanConfig,
+        key: K,
+        now_ns: u64,
+        value: V,
+    ) -> Vec<(usize, &WindowSet<V>)> {
+        if self.sets.len() >= MAX_PAIRS && !self.sets.contains_key(&key) {
+            self.sets.retain(|_, w| {
+                w.iter_mut().any(|s| {
+                    s.expire(now_ns);
+                    !s.is_empty()
+                })
+            });
+            if self.sets.len() >= MAX_PAIRS {
+                return Vec::new();
+            }
+        }
+        let sets = self.sets.entry(key).or_insert_with(|| {
+            cfg.windows
+                .iter()
+                .map(|w| WindowSet::new(w.window_s * NS, CAP))
+                .collect()
+        });
+        let new: Vec<bool> = sets.iter_mut().map(|s| s.insert(now_ns, value)).collect();
+        sets.iter().enumerate().filter(|(i, _)| new[*i]).collect()
+    }
+}
+
 pub struct VerticalScan {
     cfg: ScanConfig,
-    sets: HashMap<(String, IpAddr), WindowSet<(u8, u16)>>,
+    /// (opener, target) -> (proto, port)
+    windows: Windows<(IpAddr, IpAddr), (u8, u16)>,
 }
 
 impl VerticalScan {
     pub fn new(cfg: ScanConfig) -> Self {
         VerticalScan {
-            cfg,
-            sets: HashMap::new(),
+            cfg: cfg.resolved(),
+            windows: Windows::new(),
         }
+    }
+}
+
+impl VerticalScan {
+    /// The configuration in effect.
+    pub fn config(&self) -> &ScanConfig {
+        &self.cfg
     }
 }
 
@@ -102,70 +281,65 @@ impl Detector for VerticalScan {
 
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let Observation::Flow(r) = obs else { return };
-        if !counted(r, self.cfg.count_answered) {
+        if !counted(r, &self.cfg) {
             return;
         }
-        let window_ns = self.cfg.window_s * NS;
-        let set = self
-            .sets
-            .entry((r.device.name.clone(), r.peer))
-            .or_insert_with(|| WindowSet::new(window_ns, CAP));
-        if !set.insert(r.first_seen_ns, (r.proto, r.port)) {
+        let (from, target) = probe::opener_and_target(r);
+        let (subject, facts) = opener(r, ctx);
+        let cfg = &self.cfg;
+        let Some((i, set, n, limit)) = over(
+            self.windows
+                .insert(cfg, (from, target), r.first_seen_ns, (r.proto, r.port)),
+            |i| cfg.windows[i].vertical.for_device(&facts),
+        ) else {
             return;
-        }
-        let facts = ctx.facts(&r.device);
-        let limit = self.cfg.vertical.for_device(&facts);
-        let n = set.len() as u32;
-        if n < limit {
-            return;
-        }
+        };
+        let w = &cfg.windows[i];
         let mut ports: Vec<u16> = set.keys().map(|(_, p)| *p).collect();
         ports.sort_unstable();
         ports.dedup();
         ports.truncate(MAX_LISTED);
         let secs = r.first_seen_ns.saturating_sub(set.start_ns()) as f64 / 1e9;
-        let sev = if facts.is_site_device() {
-            Severity::High
-        } else {
-            Severity::Medium
-        };
         let mut f = Finding::new(
             "scan_vertical",
-            &r.device,
+            &subject,
             r.first_seen_ns,
-            sev,
+            severity(&facts, r, ctx),
             confidence(n, limit),
             Technique::new("T1046", "Network Service Discovery", Matrix::Enterprise),
         );
-        f.peer = Some(r.peer);
+        f.peer = Some(target);
         f.summary = format!(
-            "{} probed {n} {} ports on {} in {secs:.3} s (limit {limit} in {} s)",
-            r.device.name,
+            "{} probed {n} {} ports on {target} in {secs:.3} s (limit {limit} in {})",
+            subject.name,
             proto_label(r.proto),
-            r.peer,
-            self.cfg.window_s
+            window_label(w.window_s)
         );
-        f.flows.push(FlowRef::from(*r));
+        if let Some(a) = action(&subject, &facts) {
+            f.action = a;
+        }
+        f.flows.push(FlowRef::from_opener(r));
         f.evidence.window_start_ns = set.start_ns();
         f.evidence.window_end_ns = r.first_seen_ns;
         f.evidence.metrics =
             vec![Metric::new("distinct_ports", f64::from(n)).threshold(f64::from(limit))];
         f.evidence.ports = ports;
-        f.evidence.peers = vec![r.peer];
+        f.evidence.peers = vec![target];
         out.push(f);
     }
 }
 
 pub struct HorizontalScan {
     cfg: ScanConfig,
-    sets: HashMap<(String, u8, u16), WindowSet<IpAddr>>,
+    /// (opener, proto, port) -> targets
+    windows: Windows<(IpAddr, u8, u16), IpAddr>,
 }
 
 impl HorizontalScan {
     pub fn new(cfg: ScanConfig) -> Self {
         HorizontalScan {
-            cfg,
-            sets: HashMap::new(),
+            cfg: cfg.resolved(),
+            windows: Windows::new(),
         }
     }
 }
@@ -177,48 +351,43 @@ impl Detector for HorizontalScan {
 
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let Observation::Flow(r) = obs else { return };
-        if !counted(r, self.cfg.count_answered) {
+        if !counted(r, &self.cfg) {
             return;
         }
-        let window_ns = self.cfg.window_s * NS;
-        let set = self
-            .sets
-            .entry((r.device.name.clone(), r.proto, r.port))
-            .or_insert_with(|| WindowSet::new(window_ns, CAP));
-        if !set.insert(r.first_seen_ns, r.peer) {
+        let (from, target) = probe::opener_and_target(r);
+        let (subject, facts) = opener(r, ctx);
+        let cfg = &self.cfg;
+        let Some((i, set, n, limit)) = over(
+            self.windows
+                .insert(cfg, (from, r.proto, r.port), r.first_seen_ns, target),
+            |i| cfg.windows[i].horizontal.for_device(&facts),
+        ) else {
             return;
-        }
-        let facts = ctx.facts(&r.device);
-        let limit = self.cfg.horizontal.for_device(&facts);
-        let n = set.len() as u32;
-        if n < limit {
-            return;
-        }
+        };
+        let w = &cfg.windows[i];
         let mut peers: Vec<IpAddr> = set.keys().copied().collect();
         peers.sort_unstable();
         peers.truncate(MAX_LISTED);
         let secs = r.first_seen_ns.saturating_sub(set.start_ns()) as f64 / 1e9;
-        let sev = if facts.is_site_device() {
-            Severity::High
-        } else {
-            Severity::Medium
-        };
         let mut f = Finding::new(
             "scan_horizontal",
-            &r.device,
+            &subject,
             r.first_seen_ns,
-            sev,
+            severity(&facts, r, ctx),
             confidence(n, limit),
             Technique::new("T0846", "Remote System Discovery", Matrix::Ics),
         );
         f.summary = format!(
-            "{} probed {n} hosts on {}/{} in {secs:.3} s (limit {limit} in {} s)",
-            r.device.name,
+            "{} probed {n} hosts on {}/{} in {secs:.3} s (limit {limit} in {})",
+            subject.name,
             proto_label(r.proto),
             r.port,
-            self.cfg.window_s
+            window_label(w.window_s)
         );
-        f.flows.push(FlowRef::from(*r));
+        if let Some(a) = action(&subject, &facts) {
+            f.action = a;
+        }
+        f.flows.push(FlowRef::from_opener(r));
         f.evidence.window_start_ns = set.start_ns();
         f.evidence.window_end_ns = r.first_seen_ns;
         f.evidence.metrics =

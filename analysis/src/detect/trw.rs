@@ -8,6 +8,13 @@
 //! With the paper's theta0 = 0.8, theta1 = 0.2, PD = 0.99, PF = 0.01 a general host is called
 //! after 4 failures in a row. Site devices contact few, fixed peers that nearly always answer
 //! (theta0 = 0.9): 3 failures.
+//!
+//! Walks are per opener, as in the paper (remote sources contacting local hosts): a host that
+//! probes devices walks as much as a device that probes out. A failure is
+//! `flow::probe::failed_contact` (refused, unanswered, half-open, a flag probe); a contact the
+//! datapath denied to a device's own flow is no peer's failure and does not move its walk. The
+//! walk decays towards 0 with a half-life (default 10 min), so failures spread over days never
+//! add up to a scan.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,12 +24,13 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Context, Detector, Observation,
-    finding::{Finding, FlowRef, MAX_LISTED, Matrix, Metric, Severity, Technique},
+    Context, Detector, NS, Observation,
+    finding::{Finding, FlowRef, MAX_LISTED, Matrix, Metric, Technique},
+    scan,
 };
 use crate::{
     decode::proto,
-    flow::{FlowDirection, TcpOutcome},
+    flow::{FlowDirection, FlowOutcome, TcpOutcome, probe},
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,8 +44,12 @@ pub struct TrwConfig {
     /// Detection and false-positive probabilities the thresholds are set for.
     pub pd: f64,
     pub pf: f64,
-    /// Contacted hosts remembered per device (older ones are forgotten all at once past it).
+    /// Contacted hosts remembered per opener (older ones are forgotten all at once past it).
     pub max_hosts: usize,
+    /// The walk's half-life towards 0 (seconds).
+    pub half_life_s: u64,
+    /// Openers walked at once; past it, walks idle longer than 10 half-lives go.
+    pub max_walks: usize,
 }
 
 impl Default for TrwConfig {
@@ -49,6 +61,8 @@ impl Default for TrwConfig {
             pd: 0.99,
             pf: 0.01,
             max_hosts: 8192,
+            half_life_s: 600,
+            max_walks: 65_536,
         }
     }
 }
@@ -62,11 +76,12 @@ struct Walk {
     successes: u32,
     failed_hosts: Vec<IpAddr>,
     start_ns: u64,
+    last_ns: u64,
 }
 
 pub struct Trw {
     cfg: TrwConfig,
-    walks: HashMap<String, Walk>,
+    walks: HashMap<IpAddr, Walk>,
 }
 
 impl Trw {
@@ -91,28 +106,56 @@ impl Detector for Trw {
 
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let Observation::Flow(r) = obs else { return };
-        if r.direction != FlowDirection::Opened || r.proto != proto::TCP {
+        if r.proto != proto::TCP {
             return;
         }
-        let success = match r.tcp {
-            Some(TcpOutcome::Established) => true,
-            Some(TcpOutcome::Refused | TcpOutcome::NoAnswer) => false,
-            _ => return,
+        if r.direction == FlowDirection::Opened && r.outcome == FlowOutcome::Denied {
+            return;
+        }
+        let success = if probe::failed_contact(r) {
+            false
+        } else if r.tcp == Some(TcpOutcome::Established) {
+            true
+        } else {
+            return;
         };
-        let facts = ctx.facts(&r.device);
+        let (from, target) = probe::opener_and_target(r);
+        let (subject, facts) = scan::opener(r, ctx);
         let theta0 = if facts.is_site_device() {
             self.cfg.theta0_device
         } else {
             self.cfg.theta0_host
         };
         let cfg = &self.cfg;
-        let w = self.walks.entry(r.device.name.clone()).or_default();
+        let half_life_ns = cfg.half_life_s.max(1) * NS;
+        if self.walks.len() >= cfg.max_walks && !self.walks.contains_key(&from) {
+            let now = r.first_seen_ns;
+            self.walks
+                .retain(|_, w| now.saturating_sub(w.last_ns) < 10 * half_life_ns);
+            if self.walks.len() >= cfg.max_walks {
+                return;
+            }
+        }
+        let w = self.walks.entry(from).or_default();
         if w.contacted.len() >= cfg.max_hosts {
             w.contacted.clear();
         }
-        if !w.contacted.insert(r.peer) {
+        if !w.contacted.insert(target) {
             return;
         }
+        // Decay since the last step: old failures weigh less, and a fully decayed walk starts
+        // over (its counts too, so the summary names only the failures that count).
+        let dt = r.first_seen_ns.saturating_sub(w.last_ns) as f64;
+        if w.last_ns != 0 {
+            w.log_lambda *= 0.5f64.powf(dt / half_life_ns as f64);
+            if w.log_lambda.abs() < 0.05 {
+                *w = Walk {
+                    contacted: std::mem::take(&mut w.contacted),
+                    ..Walk::default()
+                };
+            }
+        }
+        w.last_ns = r.first_seen_ns;
         if w.failures == 0 && w.successes == 0 {
             w.start_ns = r.first_seen_ns;
         }
@@ -122,7 +165,7 @@ impl Detector for Trw {
         } else {
             w.failures += 1;
             if w.failed_hosts.len() < MAX_LISTED {
-                w.failed_hosts.push(r.peer);
+                w.failed_hosts.push(target);
             }
             w.log_lambda += ((1.0 - cfg.theta1) / (1.0 - theta0)).ln();
         }
@@ -131,6 +174,7 @@ impl Detector for Trw {
         if w.log_lambda <= eta0 {
             *w = Walk {
                 contacted: std::mem::take(&mut w.contacted),
+                last_ns: w.last_ns,
                 ..Walk::default()
             };
             return;
@@ -140,25 +184,24 @@ impl Detector for Trw {
         }
         let mut f = Finding::new(
             "scan_trw",
-            &r.device,
+            &subject,
             r.first_seen_ns,
-            if facts.is_site_device() {
-                Severity::High
-            } else {
-                Severity::Medium
-            },
+            scan::severity(&facts, r, ctx),
             cfg.pd,
             Technique::new("T1046", "Network Service Discovery", Matrix::Enterprise),
         );
         f.summary = format!(
             "{} failed {} of {} first contacts to new hosts (threshold random walk, likelihood ratio {:.0} >= {:.0})",
-            r.device.name,
+            subject.name,
             w.failures,
             w.failures + w.successes,
             w.log_lambda.exp(),
             eta1.exp()
         );
-        f.flows.push(FlowRef::from(*r));
+        if let Some(a) = scan::action(&subject, &facts) {
+            f.action = a;
+        }
+        f.flows.push(FlowRef::from_opener(r));
         f.evidence.window_start_ns = w.start_ns;
         f.evidence.window_end_ns = r.first_seen_ns;
         f.evidence.metrics = vec![
@@ -171,6 +214,7 @@ impl Detector for Trw {
         // Called: the walk restarts so a continuing scan is raised again (and aggregated).
         *w = Walk {
             contacted: std::mem::take(&mut w.contacted),
+            last_ns: w.last_ns,
             ..Walk::default()
         };
     }

@@ -49,7 +49,8 @@ impl<K: Copy + Eq + Hash> WindowSet<K> {
         new
     }
 
-    fn expire(&mut self, now_ns: u64) {
+    /// Forgets keys older than the window at `now_ns`.
+    pub fn expire(&mut self, now_ns: u64) {
         let cutoff = now_ns.saturating_sub(self.window_ns);
         while let Some((t, k)) = self.order.front().copied() {
             if t >= cutoff {

@@ -5,6 +5,7 @@
 mod first_bytes;
 mod identity;
 mod outcome;
+pub mod probe;
 mod table;
 
 use std::net::IpAddr;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use first_bytes::{FIRST_BYTES, FirstBytes};
 pub use identity::FlowIdentity;
 pub use outcome::{FlowOutcome, OutcomeCounts};
+pub use probe::TcpFlags;
 pub use table::{FlowTable, FlowTableConfig, TableStats};
 
 use crate::{app::AppIdentity, mac::Mac};
@@ -105,6 +107,10 @@ pub struct FlowRecord {
     /// Application identity from the first payload bytes (DICOM association, HL7 header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<AppIdentity>,
+    /// TCP flags: the opening packet's and each way's (ORed), for probes and half-open
+    /// contacts. None for other protocols, and from agents that predate them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<TcpFlags>,
 }
 
 impl FlowRecord {
@@ -113,6 +119,16 @@ impl FlowRecord {
     }
     pub fn packets(&self) -> u64 {
         self.packets_out + self.packets_in
+    }
+    /// Packets and TCP flags of the end that opened the flow, then of the end that answered.
+    pub fn opener_responder(&self) -> ((u64, u8), (u64, u8)) {
+        let f = self.tcp_flags.unwrap_or_default();
+        let out = (self.packets_out, f.sent);
+        let inn = (self.packets_in, f.received);
+        match self.direction {
+            FlowDirection::Opened => (out, inn),
+            FlowDirection::Received => (inn, out),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use foldhash::{HashMap, HashMapExt as _};
 
 use serde::{Deserialize, Serialize};
 
-use super::{FlowDirection, FlowIdentity, FlowOutcome, FlowRecord, TcpOutcome};
+use super::{FlowDirection, FlowIdentity, FlowOutcome, FlowRecord, TcpFlags, TcpOutcome};
 use crate::{
     app::AppIdentity,
     decode::{Packet, proto, tcp_flags},
@@ -107,6 +107,9 @@ struct Conn {
     last_ns: u64,
     icmp_type: Option<u8>,
     tcp: Tcp,
+    /// TCP flags each side sent (ORed), and the opener's first packet's.
+    flags: [u8; 2],
+    first_flags: Option<u8>,
     ident: FlowIdentity,
 }
 
@@ -129,6 +132,12 @@ impl Conn {
                 TcpOutcome::Refused
             } else if t.syn {
                 TcpOutcome::NoAnswer
+            } else if self.flags[1] & tcp_flags::RST != 0
+                && self.flags[1] & !(tcp_flags::RST | tcp_flags::ACK) == 0
+            {
+                // No SYN, and the responder only reset: a probe (NULL, FIN, ACK) or a stray
+                // segment refused, never a conversation.
+                TcpOutcome::Refused
             } else if self.packets[1] > 0 {
                 TcpOutcome::Established
             } else {
@@ -150,6 +159,8 @@ struct Done {
     last_ns: u64,
     icmp_type: Option<u8>,
     tcp: Option<TcpOutcome>,
+    flags: [u8; 2],
+    first_flags: Option<u8>,
     /// Boxed: most flows have none, and the table moves these records around.
     app: Option<Box<AppIdentity>>,
 }
@@ -248,6 +259,8 @@ impl FlowTable {
             last_ns: pkt.ts_ns,
             icmp_type: pkt.icmp.map(|(t, _)| t),
             tcp: Tcp::default(),
+            flags: [0; 2],
+            first_flags: None,
             ident: FlowIdentity::default(),
         };
         // The destination's MAC is its own only on Ethernet; SLL gives only the sender's.
@@ -286,6 +299,8 @@ impl FlowTable {
             last_ns: c.last_ns,
             icmp_type: c.icmp_type,
             tcp,
+            flags: c.flags,
+            first_flags: c.first_flags,
             app: c.ident.into_app(),
         });
     }
@@ -337,6 +352,10 @@ fn update(c: &mut Conn, side: usize, pkt: &Packet<'_>) {
     }
     if pkt.proto == proto::TCP && !pkt.fragment {
         let f = pkt.tcp_flags;
+        c.flags[side] |= f;
+        if side == 0 && c.first_flags.is_none() {
+            c.first_flags = Some(f);
+        }
         let syn = f & tcp_flags::SYN != 0;
         let ack = f & tcp_flags::ACK != 0;
         if syn {
@@ -396,5 +415,11 @@ fn record(devices: &Devices, d: &Done, side: usize) -> Option<FlowRecord> {
         outcome: FlowOutcome::derive(k.proto, d.tcp, d.packets[1], false),
         rule: None,
         app: d.app.as_deref().cloned(),
+        tcp_flags: (k.proto == proto::TCP).then(|| TcpFlags {
+            // Seen mid-stream from the responder only: its ACK stands for the opening.
+            first: d.first_flags.unwrap_or(tcp_flags::ACK),
+            sent: d.flags[side],
+            received: d.flags[other],
+        }),
     })
 }

@@ -38,6 +38,7 @@ fn rec(dir: FlowDirection, peer: IpAddr, proto: u8, port: u16, t: u64) -> FlowRe
         outcome: crate::flow::FlowOutcome::Established,
         rule: None,
         app: None,
+        tcp_flags: None,
     }
 }
 

@@ -22,7 +22,7 @@ use std::{
 
 use wardgate_analysis::{
     FlowRecord,
-    flow::{DeviceRef, FlowDirection, FlowIdentity, FlowOutcome, TcpOutcome},
+    flow::{DeviceRef, FlowDirection, FlowIdentity, FlowOutcome, TcpFlags, TcpOutcome},
 };
 use wardgate_common::CtKey;
 
@@ -194,6 +194,18 @@ impl LiveFlows {
             outcome: FlowOutcome::Unknown,
             rule: (o.rule_id != 0).then_some(o.rule_id),
             app: None,
+            tcp_flags: (o.proto == TCP).then(|| {
+                let (sent, received) = if o.from_device {
+                    (o.tcp_flags, 0)
+                } else {
+                    (0, o.tcp_flags)
+                };
+                TcpFlags {
+                    first: o.tcp_flags,
+                    sent,
+                    received,
+                }
+            }),
         };
         let mut live = Live {
             rec,
@@ -391,6 +403,15 @@ fn update(live: &mut Live, c: &FlowCounters, clock: Clock) {
     r.bytes_in = r.bytes_in.max(inn.1);
     live.last_mono = live.last_mono.max(c.last_seen_ns);
     r.last_seen_ns = r.last_seen_ns.max(clock.wall(c.last_seen_ns));
+    if let Some(f) = r.tcp_flags.as_mut() {
+        let (sent, received) = if live.from_device {
+            (c.tcp_flags_fwd, c.tcp_flags_rev)
+        } else {
+            (c.tcp_flags_rev, c.tcp_flags_fwd)
+        };
+        f.sent |= sent;
+        f.received |= received;
+    }
     if r.proto == TCP {
         r.tcp = Some(if c.tcp_flags_rev & TCP_SYN != 0 {
             TcpOutcome::Established

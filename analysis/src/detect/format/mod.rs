@@ -33,6 +33,7 @@ pub fn title(detector: &str) -> String {
         "scan_vertical" => "Port scan (vertical)".into(),
         "scan_horizontal" => "Address scan (horizontal)".into(),
         "scan_trw" => "Scan (failed first contacts)".into(),
+        "scan_flag_probe" => "TCP flag probe (NULL, FIN, Xmas)".into(),
         "fanout" => "Fan-out to new peers".into(),
         "class_protocol" => "Protocol the device class never uses".into(),
         "flood_syn" => "SYN flood".into(),

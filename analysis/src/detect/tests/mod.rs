@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+mod scans;
+
 use super::*;
 use crate::{
     decode::proto,
@@ -65,6 +67,7 @@ fn opened(
         ),
         rule: None,
         app: None,
+        tcp_flags: None,
     }
 }
 
@@ -150,8 +153,9 @@ fn vertical_scan_is_one_finding_with_the_ports_and_count() {
     assert_eq!(v.len(), 1, "{f:#?}");
     let v = &v[0];
     assert_eq!(v.peer, Some(ip("198.51.100.10")));
-    // Raised at the 8th port (site device), then updated by each new one.
-    assert_eq!(v.count, 33);
+    // Raised at the 6th port within 2 s (a site device's burst count), then updated by each
+    // new one; the evidence is the window holding the most (5 min: all 40, limit 8).
+    assert_eq!(v.count, 35);
     assert_eq!(v.evidence.ports.len(), 40);
     let m = &v.evidence.metrics[0];
     assert_eq!(
@@ -171,13 +175,13 @@ fn vertical_scan_is_one_finding_with_the_ports_and_count() {
         "{}",
         v.summary
     );
-    // A general host needs 15: 14 ports raise nothing.
+    // A general host needs 15 in 5 min: 14 ports, 20 s apart (no burst), raise nothing.
     let h = dev("host-a", "02:00:00:00:01:01");
     let few: Vec<_> = (0..14u16)
         .map(|i| {
             opened(
                 &h,
-                u64::from(i) * MS,
+                u64::from(i) * 20 * NS,
                 proto::TCP,
                 "198.51.100.10",
                 20 + i,
@@ -209,8 +213,9 @@ fn answered_ports_are_not_a_scan() {
 #[test]
 fn ports_outside_the_window_do_not_add_up() {
     let d = pump();
-    // 7 failed ports every 10 minutes: never 8 inside 5 minutes.
-    let flows: Vec<_> = (0..70u16)
+    // 7 failed ports every 10 minutes, twice: never 8 inside 5 minutes, 14 in all (a slow scan
+    // needs 16 within 4 h: `scans::a_slow_scan_is_caught_by_the_long_window`).
+    let flows: Vec<_> = (0..14u16)
         .map(|i| {
             let t = u64::from(i / 7) * 600 * NS + u64::from(i % 7) * NS;
             opened(
@@ -508,9 +513,18 @@ fn spoofing_of_a_site_address() {
 
 #[test]
 fn config_reads_partial_files_and_refuses_unknown_keys() {
-    let c: DetectConfig = serde_json::from_str(r#"{"scan": {"window_s": 60}}"#).unwrap();
-    assert_eq!(c.scan.window_s, 60);
-    assert_eq!(c.scan.vertical.device, 8);
+    let c: DetectConfig =
+        serde_json::from_str(r#"{"scan": {"count_answered": true}, "trw": {"half_life_s": 60}}"#)
+            .unwrap();
+    assert!(c.scan.count_answered);
+    assert_eq!(c.scan.windows[1].vertical.device, 8);
+    assert_eq!(c.trw.half_life_s, 60);
+    // An earlier release's single window still reads, as the 5 min window's values.
+    let old: DetectConfig =
+        serde_json::from_str(r#"{"scan": {"window_s": 60, "vertical": {"host": 3, "device": 2}}}"#)
+            .unwrap();
+    let resolved = scan::VerticalScan::new(old.scan).config().windows[1].clone();
+    assert_eq!((resolved.window_s, resolved.vertical.host), (60, 3));
     assert!(serde_json::from_str::<DetectConfig>(r#"{"scn": {}}"#).is_err());
 }
 
