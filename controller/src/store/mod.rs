@@ -368,7 +368,7 @@ pub trait StoreTx: SiteReader {
     /// The store's epoch (see [`Store::epoch`]).
     fn epoch(&self) -> Result<String>;
     /// The newest generation of `gateway`, if it has one.
-    fn latest_generation(&self, gateway: &str) -> Result<Option<GenerationRow>>;
+    fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>>;
     fn insert_generation(&mut self, row: &GenerationRow) -> Result<()>;
     /// The last audit entry's sequence and hash (0 and the genesis hash when empty).
     fn audit_chain_head(&self) -> Result<(u64, String)>;

@@ -30,6 +30,8 @@ pub struct SqliteStore {
     /// Read connections for reads that can be long (flow rows, listings), so they never hold
     /// `conn`, which writes wait for (none in memory: those reads use `conn`).
     readers: Option<Readers>,
+    /// The generation columns this store's schema has (see [`generations_where`]).
+    generation_cols: &'static str,
 }
 
 /// Alerts kept per gateway. Past it the store drops that gateway's acknowledged alerts first,
@@ -136,16 +138,25 @@ impl SqliteStore {
             &db,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.query_row("SELECT version FROM schema_version", [], |r| {
-            r.get::<_, u32>(0)
-        })
-        .map_err(|e| Error::Internal(format!("{} is not a wardgate store: {e}", db.display())))?;
+        let version = conn
+            .query_row("SELECT version FROM schema_version", [], |r| {
+                r.get::<_, u32>(0)
+            })
+            .map_err(|e| {
+                Error::Internal(format!("{} is not a wardgate store: {e}", db.display()))
+            })?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             alert_quota: ALERT_QUOTA,
             head: None,
             checkpointer: None,
             readers: None,
+            // Not migrated: a store from before migration 9 is read as it is.
+            generation_cols: if version < BUNDLE_SCHEMA {
+                LEGACY_GENERATION_COLS
+            } else {
+                GENERATION_COLS
+            },
         })
     }
 
@@ -212,6 +223,7 @@ impl SqliteStore {
             head: None,
             checkpointer: None,
             readers: None,
+            generation_cols: GENERATION_COLS,
         })
     }
 
@@ -426,19 +438,23 @@ pub(super) fn not_found(what: &'static str, name: &str) -> Error {
     }
 }
 
-const GENERATION_COLS: &str = "gateway, generation, format, state_json, bundle, reason";
+/// The migration that stores generations as bundle bytes (`format`, `bundle`).
+const BUNDLE_SCHEMA: u32 = 9;
+pub(super) const GENERATION_COLS: &str = "gateway, generation, format, state_json, bundle, reason";
+/// The same columns on a store opened read-only before migration 9 (every row JSON).
+const LEGACY_GENERATION_COLS: &str = "gateway, generation, 'json', state_json, NULL, reason";
 
-/// Generations matching `filter` (with its ORDER BY); a row whose `format` is unknown or whose
-/// bundle is missing is a corrupt row.
+/// Generations matching `filter` (with its ORDER BY), reading `cols` (`GENERATION_COLS`, or
+/// their legacy stand-ins); a row whose `format` is unknown or whose bundle is missing is a
+/// corrupt row.
 pub(super) fn generations_where(
     c: &Connection,
+    cols: &str,
     filter: &str,
     p: impl rusqlite::Params,
 ) -> Result<Vec<GenerationRow>> {
     type Raw = (String, u32, String, String, Option<Vec<u8>>, String);
-    let mut q = c.prepare_cached(&format!(
-        "SELECT {GENERATION_COLS} FROM generations {filter}"
-    ))?;
+    let mut q = c.prepare_cached(&format!("SELECT {cols} FROM generations {filter}"))?;
     let raw: Vec<Raw> = q
         .query_map(p, |r| {
             Ok((
@@ -526,6 +542,7 @@ impl Store for SqliteStore {
     fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>> {
         Ok(generations_where(
             &self.conn(),
+            self.generation_cols,
             "WHERE gateway = ?1 ORDER BY generation DESC LIMIT 1",
             [gateway],
         )?
@@ -535,6 +552,7 @@ impl Store for SqliteStore {
     fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>> {
         generations_where(
             &self.conn(),
+            self.generation_cols,
             "WHERE gateway = ?1 AND generation > ?2 ORDER BY generation",
             params![gateway, after],
         )
@@ -543,6 +561,7 @@ impl Store for SqliteStore {
     fn generation(&self, gateway: &str, generation: u32) -> Result<Option<GenerationRow>> {
         Ok(generations_where(
             &self.conn(),
+            self.generation_cols,
             "WHERE gateway = ?1 AND generation = ?2",
             params![gateway, generation],
         )?
@@ -871,6 +890,17 @@ mod tests {
     use crate::store::Change;
 
     #[test]
+    fn the_bundle_columns_come_with_the_migration_the_legacy_read_expects() {
+        let m = MIGRATIONS[BUNDLE_SCHEMA as usize - 1];
+        assert!(m.contains("ADD COLUMN format") && m.contains("ADD COLUMN bundle"));
+        assert_eq!(
+            MIGRATIONS.len(),
+            BUNDLE_SCHEMA as usize,
+            "later migrations: check the legacy read"
+        );
+    }
+
+    #[test]
     fn writes_never_checkpoint_the_wal_the_checkpoint_thread_does() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
@@ -1027,16 +1057,13 @@ mod tests {
         );
         // The same count seen later is an update too: it replaces the previous update row.
         // The acknowledgement is kept.
-        crate::write::write(
-            &store,
-            "user:sam",
-            "triaged",
-            &[Change::AcknowledgeAlerts {
-                ids: vec!["x".into()],
-            }],
-            &|_, _, _| Ok(BTreeMap::new()),
-        )
+        // The acknowledgement is a change row (its audit entry is the write service's).
+        let mut tx = store.begin().unwrap();
+        tx.apply(&Change::AcknowledgeAlerts {
+            ids: vec!["x".into()],
+        })
         .unwrap();
+        tx.commit().unwrap();
         store.insert_alerts("gw", &[row("x", 5, 60)]).unwrap();
         let x = store.alerts_after(2, 10).unwrap();
         assert_eq!((x.len(), x[0].seq, x[0].first_seq), (1, 4, 1));

@@ -8,8 +8,8 @@ use super::{
     Applied, Change, DeviceRow, GatewayRow, GenerationContent, GenerationRow, ProfileRow,
     SiteReader, Snapshot, StoreTx,
     sqlite::{
-        DEVICE_COLS, FORMAT_BUNDLE, base, device_by_name, devices_where, epoch, gateways_where,
-        generations_where, json, list, not_found,
+        DEVICE_COLS, FORMAT_BUNDLE, GENERATION_COLS, base, device_by_name, devices_where, epoch,
+        gateways_where, generations_where, json, list, not_found,
     },
 };
 use crate::{
@@ -313,9 +313,10 @@ impl StoreTx for SqliteTx<'_> {
         epoch(&self.conn)
     }
 
-    fn latest_generation(&self, gateway: &str) -> Result<Option<GenerationRow>> {
+    fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>> {
         Ok(generations_where(
             &self.conn,
+            GENERATION_COLS,
             "WHERE gateway = ?1 ORDER BY generation DESC LIMIT 1",
             [gateway],
         )?

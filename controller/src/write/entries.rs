@@ -6,6 +6,7 @@ use wardgate_analysis::baseline::lifecycle::Action;
 
 use crate::{
     audit::{AuditEntry, enforcement::Enforcement},
+    error::{Error, Result},
     store::{Applied, Change},
 };
 
@@ -20,10 +21,27 @@ fn diff(before: Value, after: Value) -> Value {
     json!({"before": before, "after": after})
 }
 
-/// `change` (as stored: a device upsert carries its id) and what the store found before it.
-pub(super) fn describe(change: &Change, applied: Applied) -> Described {
+/// `change` (as stored: a device upsert carries its id) and what the store found before it;
+/// a store that answers a change with another kind's before is an internal error.
+pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
+    let mismatch = || {
+        Error::Internal(format!(
+            "the store answered {applied:?} to a change of kind {:?}",
+            std::mem::discriminant(change)
+        ))
+    };
     let device_before = match &applied {
         Applied::Device(d) => d.as_ref(),
+        _ if matches!(
+            change,
+            Change::UpsertDevice(_)
+                | Change::AssignProfile { .. }
+                | Change::SetMode { .. }
+                | Change::SetLocation { .. }
+        ) =>
+        {
+            return Err(mismatch());
+        }
         _ => None,
     };
     let (action, target, diff) = match change {
@@ -64,7 +82,7 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Described {
                         .map(|p| json!({"version": p.version, "yaml": p.yaml})),
                     *version,
                 ),
-                _ => (None, 0),
+                _ => return Err(mismatch()),
             };
             (
                 "upsert_profile",
@@ -75,7 +93,7 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Described {
         Change::UpsertGroup { name, cidrs } => {
             let before = match &applied {
                 Applied::Group(b) => json!(b),
-                _ => Value::Null,
+                _ => return Err(mismatch()),
             };
             ("upsert_group", name.clone(), diff(before, json!(cidrs)))
         }
@@ -102,7 +120,7 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Described {
                     json!(before),
                     json!({"lifecycle": after, "flow_rows_cleared": cleared}),
                 ),
-                _ => diff(Value::Null, Value::Null),
+                _ => return Err(mismatch()),
             };
             (verb, device.clone(), d)
         }
@@ -124,11 +142,11 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Described {
             ),
         ),
     };
-    Described {
+    Ok(Described {
         action: action.to_string(),
         target,
         diff,
-    }
+    })
 }
 
 /// The entries of `described`, chained after `(seq, hash)`, the store's last entry; the
@@ -180,11 +198,12 @@ mod tests {
             cidrs: vec!["10.0.0.0/8".into()],
         };
         let described = vec![
-            describe(&change("a"), Applied::Group(None)),
+            describe(&change("a"), Applied::Group(None)).unwrap(),
             describe(
                 &change("b"),
                 Applied::Group(Some(vec!["10.1.0.0/16".into()])),
-            ),
+            )
+            .unwrap(),
         ];
         let enforced = Enforcement::from([(
             "gw".to_string(),
@@ -214,7 +233,7 @@ mod tests {
         assert!(first[1].diff.contains(r#""before":["10.1.0.0/16"]"#));
         let next = chain(
             (2, first[1].hash.clone()),
-            vec![describe(&change("c"), Applied::Group(None))],
+            vec![describe(&change("c"), Applied::Group(None)).unwrap()],
             Enforcement::new(),
             "user:sam",
             "INC-2",
@@ -222,5 +241,6 @@ mod tests {
         );
         let all: Vec<_> = first.into_iter().chain(next).collect();
         assert_eq!(audit::verify(&all), Ok(3));
+        assert!(describe(&change("d"), Applied::Recorded).is_err());
     }
 }

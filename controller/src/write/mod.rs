@@ -70,7 +70,7 @@ pub fn write(
         };
         let change = ids::with_device_id(tx.as_ref(), change, prior.as_ref())?;
         let applied = tx.apply(&change)?;
-        described.push(entries::describe(&change, applied));
+        described.push(entries::describe(&change, applied)?);
         if let Change::UpsertProfile { name, .. } = change.as_ref() {
             written_profiles.insert(name.clone());
         }
@@ -83,7 +83,7 @@ pub fn write(
     let mut out = WriteOutcome::default();
     let mut enforced = Enforcement::new();
     for (gateway, state) in states {
-        let latest = tx.latest_generation(&gateway)?;
+        let latest = tx.latest(&gateway)?;
         let Some(new) = generations::next(latest.as_ref(), state, reason, &epoch)? else {
             continue; // this gateway's policy did not change
         };

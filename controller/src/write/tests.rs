@@ -123,6 +123,11 @@ fn verify(store: &SqliteStore, dir: &std::path::Path) -> audit::Report {
 fn a_trail_hashed_as_json_still_verifies_after_writes_hashed_as_bundles() {
     let dir = tempfile::tempdir().unwrap();
     legacy_store(dir.path());
+    // Offline verify reads an old store as it is, unmigrated.
+    let read_only = SqliteStore::open_read_only(dir.path()).unwrap();
+    let unmigrated = verify(&read_only, dir.path());
+    assert_eq!((unmigrated.entries, unmigrated.generations), (2, 2));
+    drop(read_only);
     let store = SqliteStore::open(dir.path()).unwrap();
     let before = verify(&store, dir.path());
     assert_eq!((before.entries, before.generations), (2, 2));
