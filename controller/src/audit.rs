@@ -11,7 +11,12 @@ pub mod signing;
 
 use sha2::{Digest, Sha256};
 
-use self::head::HeadLine;
+use self::{enforcement::ContentFormat, head::HeadLine};
+use crate::{
+    error::Result as StoreResult,
+    generation,
+    store::{GenerationContent, Store},
+};
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -105,7 +110,7 @@ pub struct Report {
 }
 
 /// Looks up a stored generation's content: `(gateway, generation)` -> content, `None` if absent.
-pub type GenerationLookup<'a> = &'a dyn Fn(&str, u32) -> Result<Option<String>, String>;
+pub type GenerationLookup<'a> = &'a dyn Fn(&str, u32) -> Result<Option<GenerationContent>, String>;
 
 /// Checks the chain, the chain against the head file's lines, and each generation recorded
 /// in an entry against the stored generation. `Err` says what is wrong and where.
@@ -180,9 +185,16 @@ pub fn verify_with_head(
                         c.generation, e.seq
                     ));
                 }
-                Some(content)
-                    if enforcement::generation_content_hash(&content) != c.content_sha256 =>
-                {
+                Some(content) if ContentFormat::of(&content) != c.content_format => {
+                    return Err(format!(
+                        "generation {} of {gateway} is stored as {:?}, but its audit entry {} recorded {:?}: the stored policy was changed",
+                        c.generation,
+                        ContentFormat::of(&content),
+                        e.seq,
+                        c.content_format
+                    ));
+                }
+                Some(content) if generation::content_hash(&content) != c.content_sha256 => {
                     return Err(format!(
                         "generation {} of {gateway} does not match its audit entry {}: the stored policy was changed",
                         c.generation, e.seq
@@ -198,4 +210,25 @@ pub fn verify_with_head(
         anchored_from: if first.adopted { first.seq } else { 0 },
         generations,
     })
+}
+
+/// Verifies a store's audit trail against the head file at `head` (see [`verify_with_head`]),
+/// generations old and new (each hashed in the form it was stored in). The outer error is a
+/// store that cannot be read; the inner one says how the trail is broken.
+pub fn verify_store(
+    store: &dyn Store,
+    head: &std::path::Path,
+) -> StoreResult<Result<Report, String>> {
+    let (entries, lines) = store.audit_with_head(head)?;
+    let lines = match lines {
+        Ok(l) => l,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let lookup = |gateway: &str, g: u32| -> Result<Option<GenerationContent>, String> {
+        Ok(store
+            .generation(gateway, g)
+            .map_err(|e| format!("reading generation {g} of {gateway}: {e}"))?
+            .map(|row| row.content))
+    };
+    Ok(verify_with_head(&entries, &lines, &lookup))
 }

@@ -41,7 +41,7 @@ pub fn audit_verify(
         .with_context(|| format!("verifying the store in {}", data.display()))?;
     let head = head.unwrap_or_else(|| data.join(crate::audit::head::FILE_NAME));
     let entries = store.audit()?.len() as u64;
-    let report = match crate::store::verify_audit(&store, &head)? {
+    let report = match crate::audit::verify_store(&store, &head)? {
         Ok(r) => r,
         Err(problem) => return print_verify(out, false, entries, &problem, None, None),
     };

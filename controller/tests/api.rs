@@ -637,8 +637,7 @@ async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
         .store
         .generations_after("gw-other", w.generations["gw-other"] - 2)
         .unwrap();
-    let [before, after] = [&rows[0], &rows[1]]
-        .map(|r| wardgate_policy::DesiredState::from_json(&r.state_json).unwrap());
+    let [before, after] = [&rows[0], &rows[1]].map(|r| r.state("").unwrap());
     assert!(
         after.peers.len() > before.peers.len(),
         "gw-other's policy gained the new peer's addresses: {} -> {} peer entries",

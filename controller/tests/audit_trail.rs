@@ -9,7 +9,7 @@ use std::{io::Write as _, path::Path, process::Command, sync::Arc};
 
 use wardgate_controller::{
     audit::{self, AuditEntry, enforcement},
-    store::{SqliteStore, Store},
+    store::{GenerationContent, SqliteStore, Store},
 };
 use wardgate_proto::v1 as pb;
 use wardgate_testkit::controller::LabController;
@@ -285,11 +285,10 @@ async fn entries_hold_the_generation_hash_and_the_enforcement_diff() {
     let change = &enforced[GW];
     let latest = l.store.latest_generation(GW).unwrap();
     assert_eq!(change.generation, latest);
-    let stored = l.store.generation(GW, latest).unwrap().unwrap().state_json;
-    assert_eq!(
-        change.content_sha256,
-        enforcement::generation_content_hash(&stored)
-    );
+    let stored = l.store.generation(GW, latest).unwrap().unwrap();
+    assert!(matches!(stored.content, GenerationContent::Bundle(_)));
+    assert_eq!(change.content_sha256, stored.content_hash());
+    assert_eq!(change.content_format, enforcement::ContentFormat::Bundle);
     assert_eq!(change.devices_changed, vec!["us-3a-portable".to_string()]);
     assert!(
         !change.rules_added.is_empty() && change.rules_added.iter().all(|r| r.starts_with("ct: ")),
@@ -318,11 +317,26 @@ async fn a_generation_changed_in_the_store_is_reported() {
     let l = lab().await;
     let latest = l.store.latest_generation(GW).unwrap();
     // Quietly put the pump back into enforce in the policy the agent receives.
+    let mut state = l
+        .store
+        .generation(GW, latest)
+        .unwrap()
+        .unwrap()
+        .state("")
+        .unwrap();
+    let pump = state
+        .devices
+        .iter_mut()
+        .find(|d| d.name == "pump-3a-bed12")
+        .unwrap();
+    assert_eq!(pump.mode, wardgate_policy::Mode::Monitor);
+    pump.mode = wardgate_policy::Mode::Enforce;
+    let bytes = wardgate_controller::generation::canonical_bytes(&state);
     let n = l
         .store
         .execute_raw(&format!(
-            "UPDATE generations SET state_json = replace(state_json, '\"monitor\"', '\"enforce\"') \
-             WHERE gateway = '{GW}' AND generation = {latest}"
+            "UPDATE generations SET bundle = X'{}' WHERE gateway = '{GW}' AND generation = {latest}",
+            hex::encode(bytes)
         ))
         .unwrap();
     assert_eq!(n, 1);

@@ -347,8 +347,11 @@ async fn a_heavy_propose_or_simulate_does_not_hold_up_a_concurrent_assign() {
     println!("one propose: {one:?}");
     // Proposals and simulations back to back while the engineer assigns profiles.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Rounds done so far: the assigns go on until two ran beside them (a debug build's
+    // proposal takes about as long as 30 assigns, so a fixed count of assigns could end first).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let heavy = {
-        let (admin, stop) = (admin.clone(), stop.clone());
+        let (admin, stop, done) = (admin.clone(), stop.clone(), done.clone());
         tokio::spawn(async move {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -366,13 +369,17 @@ async fn a_heavy_propose_or_simulate_does_not_hold_up_a_concurrent_assign() {
                         .unwrap();
                 }
                 n += 1;
+                done.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             n
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut latencies = Vec::new();
-    for i in 0..30u32 {
+    for i in 0..600u32 {
+        if i >= 30 && done.load(std::sync::atomic::Ordering::Relaxed) >= 2 {
+            break;
+        }
         let profile = if i.is_multiple_of(2) {
             "patient-monitor"
         } else {

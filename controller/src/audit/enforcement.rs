@@ -5,13 +5,34 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use wardgate_policy::DesiredState;
 
-/// The hash of a generation as stored (hex sha256 of its stored content). The one place that
-/// says what a generation's content is: when the stored form changes, only this input does.
-pub fn generation_content_hash(stored: &str) -> String {
-    hex::encode(Sha256::digest(stored.as_bytes()))
+use crate::store::GenerationContent;
+
+/// Which stored form of a generation an entry's `content_sha256` is over (see
+/// `crate::generation`). Inside the chain, so a generation's row cannot be swapped to the other
+/// form unseen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContentFormat {
+    /// Entries written before migration 9 name no format: the pretty JSON.
+    #[default]
+    #[serde(rename = "json")]
+    LegacyJson,
+    #[serde(rename = "bundle-v1")]
+    Bundle,
+}
+
+impl ContentFormat {
+    pub fn of(content: &GenerationContent) -> Self {
+        match content {
+            GenerationContent::LegacyJson(_) => ContentFormat::LegacyJson,
+            GenerationContent::Bundle(_) => ContentFormat::Bundle,
+        }
+    }
+
+    fn is_legacy(&self) -> bool {
+        *self == ContentFormat::LegacyJson
+    }
 }
 
 /// One gateway's part of an audit entry's enforcement diff.
@@ -19,6 +40,8 @@ pub fn generation_content_hash(stored: &str) -> String {
 pub struct GatewayChange {
     pub generation: u32,
     pub content_sha256: String,
+    #[serde(default, skip_serializing_if = "ContentFormat::is_legacy")]
+    pub content_format: ContentFormat,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices_added: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -34,11 +57,13 @@ pub struct GatewayChange {
 /// The `enforcement` member of an audit entry's diff, by gateway.
 pub type Enforcement = BTreeMap<String, GatewayChange>;
 
-/// The change from `prev` (none: the gateway's first generation) to `next`, stored as `stored`.
+/// The change from `prev` (none: the gateway's first generation) to `next`, stored as
+/// `stored` (whose hash is `content_sha256`).
 pub fn gateway_change(
     prev: Option<&DesiredState>,
     next: &DesiredState,
-    stored: &str,
+    stored: &GenerationContent,
+    content_sha256: String,
 ) -> GatewayChange {
     let empty = DesiredState {
         gateway: next.gateway.clone(),
@@ -53,7 +78,8 @@ pub fn gateway_change(
     let d = wardgate_policy::diff(prev.unwrap_or(&empty), next);
     GatewayChange {
         generation: next.generation,
-        content_sha256: generation_content_hash(stored),
+        content_sha256,
+        content_format: ContentFormat::of(stored),
         devices_added: d.devices_added,
         devices_removed: d.devices_removed,
         devices_changed: d.devices_changed,

@@ -511,7 +511,7 @@ impl AdminService for Admin {
         let store = self.0.store.clone();
         let result = tokio::task::block_in_place(|| match store.audit_head_path() {
             Some(head) => {
-                crate::store::verify_audit(store.as_ref(), &head).map(|r| r.map(|r| r.entries))
+                crate::audit::verify_store(store.as_ref(), &head).map(|r| r.map(|r| r.entries))
             }
             // A store without a head file (in memory): the chain alone.
             None => store.audit().map(|e| audit::verify(&e)),

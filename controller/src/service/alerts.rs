@@ -52,7 +52,7 @@ impl Alerts {
         let rows = tokio::task::block_in_place(|| self.0.store.alerts(&q))?;
         Ok(rows
             .into_iter()
-            .map(|(gateway, body, ack, by)| alerts::to_api(&gateway, &body, ack, by))
+            .map(|a| alerts::to_api(&a.gateway, &a.body, a.acknowledged, a.acknowledged_by))
             .collect::<crate::error::Result<Vec<_>>>()?)
     }
 }

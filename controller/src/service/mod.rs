@@ -16,6 +16,7 @@ use crate::{
     metrics::{ControllerMetrics, WriteKind},
     push::{Published, Push},
     store::{Change, FlowLimits, Store},
+    write,
 };
 
 /// Shared by every service.
@@ -54,7 +55,13 @@ impl Ctx {
         // SQLite work is short, but it is blocking: keep it off the async workers.
         let out = tokio::task::block_in_place(|| {
             self.metrics.time_write(WriteKind::Change, || {
-                store.write(&actor, &reason, &changes, &compile::affected)
+                write::write(
+                    store.as_ref(),
+                    &actor,
+                    &reason,
+                    &changes,
+                    &compile::affected,
+                )
             })
         })?;
         // Each new generation is built into its bundle here, once, for all its watchers.

@@ -304,7 +304,7 @@ pub fn lifecycle(c: &Connection, device: &str) -> Result<Option<(Lifecycle, i64)
 /// recorded flows (the old behaviour is what relearning discards). Returns the lifecycle
 /// before (None: the device had recorded nothing) and after, and the flow rows cleared.
 pub fn set_baseline(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     device: &str,
     action: Action,
     now_ns: u64,

@@ -219,4 +219,10 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (device, day)
     ) WITHOUT ROWID;
     CREATE INDEX flow_days_device_day ON flow_days (device, day);",
+    // 9: generations are stored as their canonical policy-bundle bytes (`bundle`), which is
+    // what their content hash covers; `format` marks each row's form. Rows stored before keep
+    // their pretty JSON (`format = 'json'`, `bundle` NULL): their audit entries hashed that text,
+    // so rewriting them would break the chain. New rows leave `state_json` empty.
+    "ALTER TABLE generations ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
+    ALTER TABLE generations ADD COLUMN bundle BLOB;",
 ];

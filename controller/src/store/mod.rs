@@ -1,12 +1,18 @@
 //! The store: devices, profile versions, groups, gateways, generations per gateway, alerts and
-//! the audit trail. `Store` is the interface (a PostgreSQL backend can implement it later);
-//! `SqliteStore` is the embedded default: one file in the data directory, WAL, migrations.
+//! the audit trail, persisted and read as typed rows. `Store` is the interface (a PostgreSQL
+//! backend can implement it later); `SqliteStore` is the embedded default: one file in the data
+//! directory, WAL, migrations.
+//!
+//! The store does no policy work: what a write does, in which order (ids, compiling, the bundle
+//! limit, generation numbers, audit entries and their hashes, the head file) is the write
+//! service's (`crate::write`), which drives a [`StoreTx`].
 
 pub mod checkpoint;
 mod learning;
-mod migrations;
+pub(crate) mod migrations;
 mod reader;
 mod sqlite;
+mod sqlite_tx;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -22,9 +28,12 @@ use wardgate_analysis::{
     aggregate::FlowAggregate,
     baseline::lifecycle::{Action, Lifecycle},
 };
-use wardgate_policy::{DesiredState, Mode, desired::MacAddr};
+use wardgate_policy::{Mode, desired::MacAddr};
 
-use crate::{audit::AuditEntry, error::Result};
+use crate::{
+    audit::{AuditEntry, head::HeadFile},
+    error::Result,
+};
 
 /// What the store itself can fail with.
 #[derive(Debug, Error)]
@@ -96,30 +105,22 @@ pub struct GatewayGenerations {
 pub struct GenerationRow {
     pub gateway: String,
     pub generation: u32,
-    pub state_json: String,
+    pub content: GenerationContent,
     pub reason: String,
 }
 
-impl GenerationRow {
-    /// SHA-256 (hex) of the stored state: what an agent reports back to say which content it
-    /// holds, so a generation number reused after a restore is not mistaken for the same one.
-    /// The same hash the audit entries record (and the audit verify re-computes).
-    pub fn content_hash(&self) -> String {
-        crate::audit::enforcement::generation_content_hash(&self.state_json)
-    }
-
-    /// The stored state with this store's epoch and its content hash: what travels to agents.
-    pub fn state(&self, epoch: &str) -> Result<DesiredState> {
-        let mut s = DesiredState::from_json(&self.state_json).map_err(|e| {
-            crate::error::Error::Internal(format!(
-                "stored generation {} of {} does not parse: {e}",
-                self.generation, self.gateway
-            ))
-        })?;
-        s.epoch = epoch.to_string();
-        s.content_hash = self.content_hash();
-        Ok(s)
-    }
+/// A generation's content as stored; `crate::generation` hashes and decodes it.
+///
+/// Generations are stored as the canonical policy-bundle bytes, so what the audit chain hashes
+/// is exactly what is stored and a serde change cannot move a hash. Generations stored before
+/// migration 9 keep the pretty JSON their audit entries hashed (column `format` says which):
+/// rewriting them would break the chain they are in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GenerationContent {
+    /// `format = 'json'`: written before migration 9, read only.
+    LegacyJson(String),
+    /// `format = 'bundle-v1'`: the canonical bundle bytes (`crate::generation::canonical_bytes`).
+    Bundle(Vec<u8>),
 }
 
 /// What the compiler reads, inside the write transaction: the devices it asks for, and the
@@ -195,6 +196,39 @@ impl StoredAlert {
     pub fn is_update(&self) -> bool {
         self.seq != self.first_seq
     }
+}
+
+/// A stored alert as listings read it (its latest version).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertRow {
+    pub gateway: String,
+    /// The analysis crate's `Finding` as JSON.
+    pub body: String,
+    pub acknowledged: bool,
+    pub acknowledged_by: String,
+}
+
+/// What applying a change found before it, for its audit entry (the write service words it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A device change: the device's row before it (none for a new device).
+    Device(Option<DeviceRow>),
+    /// A profile's new version and the latest one before it.
+    Profile {
+        before: Option<ProfileRow>,
+        version: u32,
+    },
+    /// A group's CIDRs before (none for a new group).
+    Group(Option<Vec<String>>),
+    /// A baseline's lifecycle before (none: nothing recorded yet) and after, and the flow rows
+    /// cleared.
+    Baseline {
+        before: Option<Lifecycle>,
+        after: Lifecycle,
+        cleared: usize,
+    },
+    /// A change whose entry does not record a before (gateways, suppressions, acknowledgements).
+    Recorded,
 }
 
 /// One change an engineer (or the SOC) makes.
@@ -280,17 +314,6 @@ impl Default for FlowLimits {
     }
 }
 
-/// What a write did.
-#[derive(Clone, Debug, Default)]
-pub struct WriteOutcome {
-    /// The sequence number of the write's last audit entry.
-    pub audit_seq: u64,
-    pub generations: BTreeMap<String, u32>,
-    /// The new generations as they travel (epoch and content hash set), so the push can encode
-    /// each once.
-    pub states: BTreeMap<String, DesiredState>,
-}
-
 /// Reads the site inside a write's transaction, after its changes: the compiler reads the
 /// devices it needs, not every row.
 pub trait SiteReader {
@@ -308,15 +331,6 @@ pub trait SiteReader {
     ) -> Result<Vec<DeviceRow>>;
     fn device(&self, name: &str) -> Result<Option<DeviceRow>>;
 }
-
-/// Compiles the desired states (by gateway) that `changes` may have altered, reading the site
-/// after them, with each device change's row before it (`before[i]` for `changes[i]`); gateways
-/// left out keep their generation. Errors refuse the write.
-pub type Compiler<'a> = &'a dyn Fn(
-    &dyn SiteReader,
-    &[Option<DeviceRow>],
-    &[Change],
-) -> Result<BTreeMap<String, DesiredState>>;
 
 impl Change {
     /// The device a change is about, if it is about one.
@@ -338,11 +352,42 @@ pub type AuditWithHead = (
     std::result::Result<Vec<crate::audit::head::HeadLine>, String>,
 );
 
+/// One write transaction: typed rows in and out, nothing decided here. Dropped without
+/// [`StoreTx::commit`], it rolls back. The site reads (`SiteReader`) see the changes applied so
+/// far. A backend holds its writer lock from `Store::begin` to commit or drop, so the audit
+/// chain head read here is the one the new entries follow.
+pub trait StoreTx: SiteReader {
+    /// Writes one change's rows; returns what they were before. Row constraints (a device
+    /// that must exist, a MAC or address used by another device, an ambiguous alert id) are
+    /// checked here. `UpsertDevice` is stored with the id it carries.
+    fn apply(&mut self, change: &Change) -> Result<Applied>;
+    /// The highest device id stored (0: none).
+    fn max_device_id(&self) -> Result<u32>;
+    fn insert_policy_id(&mut self, profile: &str, id: u32) -> Result<()>;
+    fn insert_rule_id(&mut self, profile: &str, flow: &str, id: u32) -> Result<()>;
+    /// The store's epoch (see [`Store::epoch`]).
+    fn epoch(&self) -> Result<String>;
+    /// The newest generation of `gateway`, if it has one.
+    fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>>;
+    fn insert_generation(&mut self, row: &GenerationRow) -> Result<()>;
+    /// The last audit entry's sequence and hash (0 and the genesis hash when empty).
+    fn audit_chain_head(&self) -> Result<(u64, String)>;
+    fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
 pub trait Store: Send + Sync {
-    /// The file this store appends its audit chain heads to, if any.
-    fn audit_head_path(&self) -> Option<std::path::PathBuf> {
+    /// The file this store's writes append their audit chain heads to, if any (the write
+    /// service runs the protocol: `crate::write`).
+    fn audit_head(&self) -> Option<&HeadFile> {
         None
     }
+    /// The path of [`Store::audit_head`].
+    fn audit_head_path(&self) -> Option<std::path::PathBuf> {
+        self.audit_head().map(|h| h.path().to_path_buf())
+    }
+    /// Starts a write transaction; writes wait for each other.
+    fn begin(&self) -> Result<Box<dyn StoreTx + '_>>;
     /// Everything: every device too (listings; writes read only what they change).
     fn snapshot(&self) -> Result<Snapshot>;
     fn device(&self, name: &str) -> Result<Option<DeviceRow>>;
@@ -409,9 +454,8 @@ pub trait Store: Send + Sync {
     fn advance_sink_cursor(&self, sink: &str, seq: i64) -> Result<()>;
     /// Alerts dropped past `gateway`'s quota, per severity rank (low .. critical).
     fn alert_drops(&self, gateway: &str) -> Result<[u64; 4]>;
-    /// Alerts matching `q` (gateway, body as JSON, acknowledged, by whom), newest first:
-    /// filtered in the query, then limited.
-    fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, String, bool, String)>>;
+    /// Alerts matching `q`, newest first: filtered in the query, then limited.
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
     /// The chain head: the last entry's sequence and hash (0 and the genesis hash when empty).
     fn audit_chain_head(&self) -> Result<(u64, String)> {
@@ -448,35 +492,4 @@ pub trait Store: Send + Sync {
     /// `device`'s baseline lifecycle and when it last changed (Unix ms); None before its
     /// first flow.
     fn baseline_lifecycle(&self, device: &str) -> Result<Option<(Lifecycle, i64)>>;
-    /// Applies `changes` in order in one transaction, appends one audit entry per change and
-    /// stores at most one new generation per affected gateway: if a change, the compile or the
-    /// audit fails, nothing is written.
-    fn write(
-        &self,
-        actor: &str,
-        reason: &str,
-        changes: &[Change],
-        compile: Compiler<'_>,
-    ) -> Result<WriteOutcome>;
-}
-
-/// Verifies a store's audit trail against the head file at `head` (see
-/// `audit::verify_with_head`). The outer error is a store that cannot be read; the inner one
-/// says how the trail is broken.
-pub fn verify_audit(
-    store: &dyn Store,
-    head: &std::path::Path,
-) -> Result<std::result::Result<crate::audit::Report, String>> {
-    let (entries, lines) = store.audit_with_head(head)?;
-    let lines = match lines {
-        Ok(l) => l,
-        Err(problem) => return Ok(Err(problem)),
-    };
-    let lookup = |gateway: &str, generation: u32| -> std::result::Result<Option<String>, String> {
-        Ok(store
-            .generation(gateway, generation)
-            .map_err(|e| format!("reading generation {generation} of {gateway}: {e}"))?
-            .map(|g| g.state_json))
-    };
-    Ok(crate::audit::verify_with_head(&entries, &lines, &lookup))
 }

@@ -1,26 +1,20 @@
 //! Embedded SQLite store (rusqlite, bundled SQLite): one file, WAL, migrations.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
+use std::{collections::BTreeMap, net::IpAddr, path::Path, sync::Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
-use wardgate_analysis::baseline::lifecycle::Action;
 
 use super::{
-    AlertQuery, Change, Compiler, DeviceRow, GatewayRow, GenerationRow, NewAlert, ProfileRow,
-    SiteReader, Snapshot, Store, StoreError, StoredAlert, WriteOutcome,
+    AlertQuery, AlertRow, DeviceRow, GatewayRow, GenerationContent, GenerationRow, NewAlert,
+    ProfileRow, Snapshot, Store, StoreError, StoreTx, StoredAlert,
     checkpoint::{self, Checkpointer},
     migrations::MIGRATIONS,
     reader::Readers,
+    sqlite_tx::SqliteTx,
 };
 use crate::{
     audit::{
         self, AuditEntry,
-        enforcement::{self, Enforcement},
         head::{self, HeadFile},
     },
     error::{Error, Result},
@@ -36,6 +30,8 @@ pub struct SqliteStore {
     /// Read connections for reads that can be long (flow rows, listings), so they never hold
     /// `conn`, which writes wait for (none in memory: those reads use `conn`).
     readers: Option<Readers>,
+    /// The generation columns this store's schema has (see [`generations_where`]).
+    generation_cols: &'static str,
 }
 
 /// Alerts kept per gateway. Past it the store drops that gateway's acknowledged alerts first,
@@ -45,7 +41,7 @@ pub const ALERT_QUOTA: u32 = 100_000;
 
 use crate::audit::now_ms;
 
-fn json<T: serde::Serialize>(v: &T) -> String {
+pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("rows serialize")
 }
 
@@ -57,7 +53,7 @@ fn new_epoch() -> Result<String> {
     Ok(hex::encode(b))
 }
 
-fn epoch(c: &Connection) -> Result<String> {
+pub(super) fn epoch(c: &Connection) -> Result<String> {
     Ok(c.query_row(
         "SELECT value FROM store_meta WHERE key = 'epoch'",
         [],
@@ -65,38 +61,8 @@ fn epoch(c: &Connection) -> Result<String> {
     )?)
 }
 
-/// Gives every profile in `keys` a policy id and every (profile, flow key) a rule id if it has
-/// none yet: the next unused number, kept forever (an id is never reused for another name).
-fn allocate_ids(tx: &Transaction<'_>, keys: &[(String, Vec<String>)]) -> Result<()> {
-    let too_many = |what: &str| Error::Internal(format!("{what} ids exhausted"));
-    for (profile, flows) in keys {
-        tx.execute(
-            "INSERT OR IGNORE INTO policy_ids (profile, id) \
-             SELECT ?1, COALESCE(MAX(id), 0) + 1 FROM policy_ids",
-            [profile],
-        )?;
-        for flow in flows {
-            tx.execute(
-                "INSERT OR IGNORE INTO rule_ids (profile, flow, id) \
-                 SELECT ?1, ?2, COALESCE(MAX(id), 0) + 1 FROM rule_ids",
-                params![profile, flow],
-            )?;
-        }
-    }
-    // Ids travel in 32-bit map fields; stay well inside them.
-    let max: u32 = tx.query_row(
-        "SELECT MAX(COALESCE((SELECT MAX(id) FROM policy_ids), 0), COALESCE((SELECT MAX(id) FROM rule_ids), 0))",
-        [],
-        |r| r.get(0),
-    )?;
-    if max > u32::MAX >> 1 {
-        return Err(too_many("policy or rule"));
-    }
-    Ok(())
-}
-
 /// A JSON list column of row `name` in `table`.
-fn list(table: &'static str, name: &str, s: &str) -> Result<Vec<String>> {
+pub(super) fn list(table: &'static str, name: &str, s: &str) -> Result<Vec<String>> {
     serde_json::from_str(s).map_err(|e| {
         StoreError::corrupt(table, name, format!("not a JSON list of strings: {e}")).into()
     })
@@ -172,16 +138,25 @@ impl SqliteStore {
             &db,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.query_row("SELECT version FROM schema_version", [], |r| {
-            r.get::<_, u32>(0)
-        })
-        .map_err(|e| Error::Internal(format!("{} is not a wardgate store: {e}", db.display())))?;
+        let version = conn
+            .query_row("SELECT version FROM schema_version", [], |r| {
+                r.get::<_, u32>(0)
+            })
+            .map_err(|e| {
+                Error::Internal(format!("{} is not a wardgate store: {e}", db.display()))
+            })?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             alert_quota: ALERT_QUOTA,
             head: None,
             checkpointer: None,
             readers: None,
+            // Not migrated: a store from before migration 9 is read as it is.
+            generation_cols: if version < BUNDLE_SCHEMA {
+                LEGACY_GENERATION_COLS
+            } else {
+                GENERATION_COLS
+            },
         })
     }
 
@@ -248,6 +223,7 @@ impl SqliteStore {
             head: None,
             checkpointer: None,
             readers: None,
+            generation_cols: GENERATION_COLS,
         })
     }
 
@@ -339,7 +315,10 @@ fn device_from_raw(r: RawDevice) -> Result<DeviceRow> {
                 .map_err(|_| bad(format!("addresses: `{a}` is not an IP address")))
         })
         .collect::<std::result::Result<_, _>>()?;
-    let mode = crate::compile::parse_mode(&r.mode).map_err(|e| bad(format!("mode: {e}")))?;
+    let mode = r
+        .mode
+        .parse()
+        .map_err(|e: wardgate_policy::UnknownMode| bad(format!("mode: {e}")))?;
     Ok(DeviceRow {
         mac,
         addresses,
@@ -353,9 +332,14 @@ fn device_from_raw(r: RawDevice) -> Result<DeviceRow> {
     })
 }
 
-const DEVICE_COLS: &str = "name, id, mac, addresses, profile, mode, gateway, location, asset_id";
+pub(super) const DEVICE_COLS: &str =
+    "name, id, mac, addresses, profile, mode, gateway, location, asset_id";
 
-fn devices_where(c: &Connection, filter: &str, p: impl rusqlite::Params) -> Result<Vec<DeviceRow>> {
+pub(super) fn devices_where(
+    c: &Connection,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<DeviceRow>> {
     let mut q = c.prepare_cached(&format!(
         "SELECT {DEVICE_COLS} FROM devices {filter} ORDER BY id"
     ))?;
@@ -365,7 +349,7 @@ fn devices_where(c: &Connection, filter: &str, p: impl rusqlite::Params) -> Resu
     raw.into_iter().map(device_from_raw).collect()
 }
 
-fn device_by_name(c: &Connection, name: &str) -> Result<Option<DeviceRow>> {
+pub(super) fn device_by_name(c: &Connection, name: &str) -> Result<Option<DeviceRow>> {
     Ok(devices_where(c, "WHERE name = ?1", [name])?.pop())
 }
 
@@ -383,7 +367,7 @@ fn gateway_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(GatewayRow, String)> 
     ))
 }
 
-fn gateways_where(
+pub(super) fn gateways_where(
     c: &Connection,
     filter: &str,
     p: impl rusqlite::Params,
@@ -410,7 +394,7 @@ fn snapshot(c: &Connection) -> Result<Snapshot> {
 }
 
 /// The site without its gateways and devices (a write reads those it needs by name).
-fn base(c: &Connection) -> Result<Snapshot> {
+pub(super) fn base(c: &Connection) -> Result<Snapshot> {
     let mut s = Snapshot::default();
     let mut q = c.prepare_cached(
         "SELECT name, version, yaml FROM profiles p WHERE version = \
@@ -447,326 +431,68 @@ fn base(c: &Connection) -> Result<Snapshot> {
     Ok(s)
 }
 
-fn mode_text(m: wardgate_policy::Mode) -> &'static str {
-    m.as_str()
-}
-
-/// A device's MAC and addresses are its own across the site: checked here, with indexed
-/// lookups, so a write to one device does not validate every other.
-fn unique_mac_and_addresses(tx: &Transaction<'_>, d: &DeviceRow) -> Result<()> {
-    let mac = d.mac.to_string();
-    if let Some(other) = tx
-        .query_row(
-            "SELECT name FROM devices WHERE mac = ?1 AND name != ?2",
-            params![mac, d.name],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()?
-    {
-        return Err(Error::Invalid(format!(
-            "device `{}`: duplicate MAC {mac}, already used by `{other}`",
-            d.name
-        )));
-    }
-    for a in &d.addresses {
-        if let Some(other) = tx
-            .query_row(
-                "SELECT device FROM device_addresses WHERE address = ?1 AND device != ?2",
-                params![a.to_string(), d.name],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-        {
-            return Err(Error::Invalid(format!(
-                "device `{}`: duplicate address {a}, already used by `{other}`",
-                d.name
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn not_found(what: &'static str, name: &str) -> Error {
+pub(super) fn not_found(what: &'static str, name: &str) -> Error {
     Error::NotFound {
         what,
         name: name.to_string(),
     }
 }
 
-/// Applies one change inside `tx`; returns (action, target, diff).
-fn apply(tx: &Transaction<'_>, change: &Change) -> Result<(String, String, serde_json::Value)> {
-    let device = |name: &str| -> Result<DeviceRow> {
-        device_by_name(tx, name)?.ok_or_else(|| not_found("device", name))
-    };
-    let diff = |before: &serde_json::Value, after: &serde_json::Value| serde_json::json!({"before": before, "after": after});
-    Ok(match change {
-        Change::UpsertDevice(d) => {
-            let before = device(&d.name).ok();
-            // The id is the store's: kept for the device's name, the next free one for a new
-            // device, whatever the request says (positions in a site file are not stable).
-            let id: u32 = match &before {
-                Some(b) => b.id,
-                None => tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM devices", [], |r| {
-                    r.get(0)
-                })?,
-            };
-            let d = &DeviceRow { id, ..d.clone() };
-            unique_mac_and_addresses(tx, d)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                     ON CONFLICT(name) DO UPDATE SET id = ?2, mac = ?3, addresses = ?4, profile = ?5, \
-                     mode = ?6, gateway = ?7, location = ?8, asset_id = ?9"
-                ),
-                params![d.name, d.id, d.mac.to_string(), json(&d.addresses), d.profile, mode_text(d.mode), d.gateway, d.location, d.asset_id],
-            )?;
-            tx.execute("DELETE FROM device_addresses WHERE device = ?1", [&d.name])?;
-            for a in &d.addresses {
-                tx.execute(
-                    "INSERT OR IGNORE INTO device_addresses (address, device) VALUES (?1, ?2)",
-                    params![a.to_string(), d.name],
-                )?;
-            }
-            (
-                "upsert_device".into(),
-                d.name.clone(),
-                diff(&serde_json::json!(before), &serde_json::json!(d)),
-            )
-        }
-        Change::AssignProfile {
-            device: name,
-            profile,
-        } => {
-            let d = device(name)?;
-            tx.execute(
-                "UPDATE devices SET profile = ?2 WHERE name = ?1",
-                params![name, profile],
-            )?;
-            (
-                "assign_profile".into(),
-                name.clone(),
-                diff(
-                    &serde_json::json!({"profile": d.profile}),
-                    &serde_json::json!({"profile": profile}),
-                ),
-            )
-        }
-        Change::SetMode { device: name, mode } => {
-            let d = device(name)?;
-            tx.execute(
-                "UPDATE devices SET mode = ?2 WHERE name = ?1",
-                params![name, mode_text(*mode)],
-            )?;
-            (
-                "set_mode".into(),
-                name.clone(),
-                diff(
-                    &serde_json::json!({"mode": d.mode}),
-                    &serde_json::json!({"mode": mode}),
-                ),
-            )
-        }
-        Change::SetLocation {
-            device: name,
-            location,
-        } => {
-            let d = device(name)?;
-            tx.execute(
-                "UPDATE devices SET location = ?2 WHERE name = ?1",
-                params![name, location],
-            )?;
-            (
-                "set_location".into(),
-                name.clone(),
-                diff(
-                    &serde_json::json!({"location": d.location}),
-                    &serde_json::json!({"location": location}),
-                ),
-            )
-        }
-        Change::UpsertProfile { name, yaml } => {
-            let prev: Option<(u32, String)> = tx
-                .query_row("SELECT version, yaml FROM profiles WHERE name = ?1 ORDER BY version DESC LIMIT 1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let version = prev.as_ref().map_or(1, |(v, _)| v + 1);
-            tx.execute(
-                "INSERT INTO profiles (name, version, yaml, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![name, version, yaml, now_ms()],
-            )?;
-            let before = prev.map(|(v, y)| serde_json::json!({"version": v, "yaml": y}));
-            (
-                "upsert_profile".into(),
-                name.clone(),
-                diff(
-                    &serde_json::json!(before),
-                    &serde_json::json!({"version": version, "yaml": yaml}),
-                ),
-            )
-        }
-        Change::UpsertGroup { name, cidrs } => {
-            let before: Option<String> = tx
-                .query_row("SELECT cidrs FROM groups WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            tx.execute("INSERT INTO groups (name, cidrs) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET cidrs = ?2", params![name, json(cidrs)])?;
-            (
-                "upsert_group".into(),
-                name.clone(),
-                diff(
-                    &serde_json::json!(before.map(|b| list("groups", name, &b)).transpose()?),
-                    &serde_json::json!(cidrs),
-                ),
-            )
-        }
-        Change::UpsertGateway(g) => {
-            tx.execute(
-                "INSERT INTO gateways (name, interfaces, location) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(name) DO UPDATE SET interfaces = ?2, location = ?3",
-                params![g.name, json(&g.interfaces), g.location],
-            )?;
-            (
-                "upsert_gateway".into(),
-                g.name.clone(),
-                diff(
-                    &serde_json::Value::Null,
-                    &serde_json::json!({"interfaces": g.interfaces, "location": g.location}),
-                ),
-            )
-        }
-        Change::SetBaseline {
-            device: name,
-            action,
-            now_ns,
-        } => {
-            device(name)?;
-            let (before, after, cleared) =
-                super::learning::set_baseline(tx, name, *action, *now_ns)?;
-            let verb = match action {
-                Action::Freeze => "freeze",
-                Action::Approve => "approve",
-                Action::Relearn { .. } => "relearn",
-            };
-            (
-                format!("baseline_{verb}"),
-                name.clone(),
-                diff(
-                    &serde_json::json!(before),
-                    &serde_json::json!({"lifecycle": after, "flow_rows_cleared": cleared}),
-                ),
-            )
-        }
-        Change::SuppressAlerts {
-            device: name,
-            detector,
-            peer,
-        } => {
-            device(name)?;
-            tx.execute(
-                "INSERT OR IGNORE INTO suppressions (device, detector, peer) VALUES (?1, ?2, ?3)",
-                params![name, detector, peer],
-            )?;
-            (
-                "suppress_alerts".into(),
-                name.clone(),
-                diff(
-                    &serde_json::Value::Null,
-                    &serde_json::json!({"detector": detector, "peer": peer}),
-                ),
-            )
-        }
-        Change::AcknowledgeAlerts { ids } => {
-            for id in ids {
-                // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.
-                let n = match id.split_once('/') {
-                    Some((gw, aid)) => tx.execute(
-                        "UPDATE alerts SET acknowledged = 1 WHERE gateway = ?1 AND id = ?2",
-                        [gw, aid],
-                    )?,
-                    None => {
-                        let holders: u32 = tx.query_row(
-                            "SELECT COUNT(DISTINCT gateway) FROM alerts WHERE id = ?1",
-                            [id],
-                            |r| r.get(0),
-                        )?;
-                        if holders > 1 {
-                            return Err(Error::Invalid(format!(
-                                "alert id `{id}` is used by {holders} gateways; name one as GATEWAY/{id}"
-                            )));
-                        }
-                        tx.execute("UPDATE alerts SET acknowledged = 1 WHERE id = ?1", [id])?
-                    }
-                };
-                if n == 0 {
-                    return Err(not_found("alert", id));
+/// The migration that stores generations as bundle bytes (`format`, `bundle`).
+const BUNDLE_SCHEMA: u32 = 9;
+pub(super) const GENERATION_COLS: &str = "gateway, generation, format, state_json, bundle, reason";
+/// The same columns on a store opened read-only before migration 9 (every row JSON).
+const LEGACY_GENERATION_COLS: &str = "gateway, generation, 'json', state_json, NULL, reason";
+
+/// Generations matching `filter` (with its ORDER BY), reading `cols` (`GENERATION_COLS`, or
+/// their legacy stand-ins); a row whose `format` is unknown or whose bundle is missing is a
+/// corrupt row.
+pub(super) fn generations_where(
+    c: &Connection,
+    cols: &str,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<GenerationRow>> {
+    type Raw = (String, u32, String, String, Option<Vec<u8>>, String);
+    let mut q = c.prepare_cached(&format!("SELECT {cols} FROM generations {filter}"))?;
+    let raw: Vec<Raw> = q
+        .query_map(p, |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    raw.into_iter()
+        .map(|(gateway, generation, format, json, bundle, reason)| {
+            let content = match (format.as_str(), bundle) {
+                ("json", _) => GenerationContent::LegacyJson(json),
+                (FORMAT_BUNDLE, Some(b)) => GenerationContent::Bundle(b),
+                (f, _) => {
+                    return Err(StoreError::corrupt(
+                        "generations",
+                        &format!("{gateway} {generation}"),
+                        format!("format `{f}` without its content"),
+                    )
+                    .into());
                 }
-            }
-            (
-                "acknowledge_alerts".into(),
-                ids.join(","),
-                diff(
-                    &serde_json::json!({"acknowledged": false}),
-                    &serde_json::json!({"acknowledged": true}),
-                ),
-            )
-        }
-    })
+            };
+            Ok(GenerationRow {
+                gateway,
+                generation,
+                content,
+                reason,
+            })
+        })
+        .collect()
 }
 
-/// Cancels the head lines of a write that did not commit, newest first.
-fn abort_heads(head: &HeadFile, heads: &[(u64, String)], ts: i64) {
-    for (seq, hash) in heads.iter().rev() {
-        if let Err(h) = head.abort(*seq, hash, ts) {
-            tracing::error!(
-                seq,
-                "the audit head file keeps a head that did not commit: {h}"
-            );
-        }
-    }
-}
-
-/// The site as a write's transaction sees it.
-struct TxReader<'a>(&'a Connection);
-
-impl SiteReader for TxReader<'_> {
-    fn base(&self) -> Result<Snapshot> {
-        base(self.0)
-    }
-
-    fn gateways(&self, names: &BTreeSet<String>) -> Result<Vec<GatewayRow>> {
-        gateways_where(
-            self.0,
-            "WHERE name IN (SELECT value FROM json_each(?1))",
-            params![json(&names.iter().collect::<Vec<_>>())],
-        )
-    }
-
-    fn gateway_names(&self) -> Result<Vec<String>> {
-        Ok(self
-            .0
-            .prepare_cached("SELECT name FROM gateways ORDER BY name")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?)
-    }
-
-    fn devices_of(
-        &self,
-        gateways: &BTreeSet<String>,
-        profiles: &BTreeSet<String>,
-    ) -> Result<Vec<DeviceRow>> {
-        let as_json = |s: &BTreeSet<String>| json(&s.iter().collect::<Vec<_>>());
-        devices_where(
-            self.0,
-            "WHERE gateway IN (SELECT value FROM json_each(?1)) \
-             OR profile IN (SELECT value FROM json_each(?2))",
-            params![as_json(gateways), as_json(profiles)],
-        )
-    }
-
-    fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
-        device_by_name(self.0, name)
-    }
-}
+/// The `format` of a generation stored as bundle bytes (migration 9).
+pub(super) const FORMAT_BUNDLE: &str = "bundle-v1";
 
 /// A count or time for an SQLite integer (past i64::MAX is i64::MAX).
 fn sql_u64(v: u64) -> i64 {
@@ -774,8 +500,12 @@ fn sql_u64(v: u64) -> i64 {
 }
 
 impl Store for SqliteStore {
-    fn audit_head_path(&self) -> Option<PathBuf> {
-        self.head.as_ref().map(|h| h.path().to_path_buf())
+    fn audit_head(&self) -> Option<&HeadFile> {
+        self.head.as_ref()
+    }
+
+    fn begin(&self) -> Result<Box<dyn StoreTx + '_>> {
+        Ok(Box::new(SqliteTx::begin(self.conn())?))
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
@@ -810,60 +540,32 @@ impl Store for SqliteStore {
     }
 
     fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT gateway, generation, state_json, reason FROM generations \
-                 WHERE gateway = ?1 ORDER BY generation DESC LIMIT 1",
-                [gateway],
-                |r| {
-                    Ok(GenerationRow {
-                        gateway: r.get(0)?,
-                        generation: r.get(1)?,
-                        state_json: r.get(2)?,
-                        reason: r.get(3)?,
-                    })
-                },
-            )
-            .optional()?)
+        Ok(generations_where(
+            &self.conn(),
+            self.generation_cols,
+            "WHERE gateway = ?1 ORDER BY generation DESC LIMIT 1",
+            [gateway],
+        )?
+        .pop())
     }
 
     fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>> {
-        let c = self.conn();
-        let mut q = c.prepare(
-            "SELECT gateway, generation, state_json, reason FROM generations \
-             WHERE gateway = ?1 AND generation > ?2 ORDER BY generation",
-        )?;
-        let rows = q
-            .query_map(params![gateway, after], |r| {
-                Ok(GenerationRow {
-                    gateway: r.get(0)?,
-                    generation: r.get(1)?,
-                    state_json: r.get(2)?,
-                    reason: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        generations_where(
+            &self.conn(),
+            self.generation_cols,
+            "WHERE gateway = ?1 AND generation > ?2 ORDER BY generation",
+            params![gateway, after],
+        )
     }
 
     fn generation(&self, gateway: &str, generation: u32) -> Result<Option<GenerationRow>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT gateway, generation, state_json, reason FROM generations \
-                 WHERE gateway = ?1 AND generation = ?2",
-                params![gateway, generation],
-                |r| {
-                    Ok(GenerationRow {
-                        gateway: r.get(0)?,
-                        generation: r.get(1)?,
-                        state_json: r.get(2)?,
-                        reason: r.get(3)?,
-                    })
-                },
-            )
-            .optional()?)
+        Ok(generations_where(
+            &self.conn(),
+            self.generation_cols,
+            "WHERE gateway = ?1 AND generation = ?2",
+            params![gateway, generation],
+        )?
+        .pop())
     }
 
     fn latest_generation(&self, gateway: &str) -> Result<u32> {
@@ -1094,7 +796,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn alerts(&self, q: &AlertQuery) -> Result<Vec<(String, String, bool, String)>> {
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>> {
         let c = self.conn();
         let mut stmt = c.prepare_cached(
             "SELECT gateway, body, acknowledged, acknowledged_by FROM alerts \
@@ -1111,7 +813,14 @@ impl Store for SqliteStore {
                     q.include_acknowledged,
                     q.limit
                 ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?)),
+                |r| {
+                    Ok(AlertRow {
+                        gateway: r.get(0)?,
+                        body: r.get(1)?,
+                        acknowledged: r.get::<_, i64>(2)? != 0,
+                        acknowledged_by: r.get(3)?,
+                    })
+                },
             )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
@@ -1173,189 +882,23 @@ impl Store for SqliteStore {
         let entries = audit_rows(&c)?;
         Ok((entries, head::read(head_path)))
     }
-
-    fn write(
-        &self,
-        actor: &str,
-        reason: &str,
-        changes: &[Change],
-        compile: Compiler<'_>,
-    ) -> Result<WriteOutcome> {
-        if changes.is_empty() {
-            return Err(Error::Invalid("nothing to write".into()));
-        }
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        let mut before = Vec::with_capacity(changes.len());
-        let mut entries = Vec::with_capacity(changes.len());
-        let mut new_profiles = BTreeSet::new();
-        for change in changes {
-            before.push(match change.device() {
-                Some(name) => device_by_name(&tx, name)?,
-                None => None,
-            });
-            entries.push(apply(&tx, change)?);
-            if let Change::UpsertProfile { name, .. } = change {
-                new_profiles.insert(name.clone());
-            }
-        }
-        // Stable ids for the profiles written (and their flows), then compile with the changes
-        // applied; any error rolls everything back.
-        // Profiles stored before ids existed get theirs with the first write after.
-        let unnumbered: Vec<String> = tx
-            .prepare_cached(
-                "SELECT DISTINCT name FROM profiles WHERE name NOT IN (SELECT profile FROM policy_ids)",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        new_profiles.extend(unnumbered);
-        if !new_profiles.is_empty() {
-            let b = base(&tx)?;
-            let written = Snapshot {
-                profiles: b
-                    .profiles
-                    .into_iter()
-                    .filter(|p| new_profiles.contains(&p.name))
-                    .collect(),
-                ..Snapshot::default()
-            };
-            allocate_ids(&tx, &crate::compile::flow_keys(&written)?)?;
-        }
-        let states = compile(&TxReader(&tx), &before, changes)?;
-        let epoch = epoch(&tx)?;
-        let mut generations = BTreeMap::new();
-        let mut sent = BTreeMap::new();
-        let mut enforced = Enforcement::new();
-        for (gateway, mut state) in states {
-            let latest: Option<(u32, String)> = tx
-                .query_row(
-                    "SELECT generation, state_json FROM generations WHERE gateway = ?1 ORDER BY generation DESC LIMIT 1",
-                    [&gateway],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let next = latest.as_ref().map_or(1, |(g, _)| g + 1);
-            let prev = latest
-                .as_ref()
-                .and_then(|(_, json)| wardgate_policy::DesiredState::from_json(json).ok());
-            if let (Some((g, _)), Some(prev)) = (&latest, &prev) {
-                state.generation = *g;
-                if prev == &state {
-                    continue; // this gateway's policy did not change
-                }
-            }
-            state.generation = next;
-            // Refuse what the gateway could not receive (checked with this store's epoch and a
-            // content hash, which travel with it).
-            state.epoch.clone_from(&epoch);
-            state.content_hash = "0".repeat(64);
-            let len = wardgate_proto::bundle_len(&state, reason);
-            // Stored without them: they are added when the generation is read out.
-            state.epoch.clear();
-            state.content_hash.clear();
-            if len > wardgate_proto::MAX_BUNDLE_BYTES {
-                return Err(Error::TooLarge(format!(
-                    "the policy of gateway `{gateway}` would be a {len}-byte bundle, over the \
-                     {}-byte limit agents receive; refusing the change (split the gateway, or \
-                     use fewer or smaller peer groups per profile)",
-                    wardgate_proto::MAX_BUNDLE_BYTES
-                )));
-            }
-            let stored = state.to_json();
-            let change = enforcement::gateway_change(prev.as_ref(), &state, &stored);
-            tx.execute(
-                "INSERT INTO generations (gateway, generation, state_json, reason, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![gateway, next, stored, reason, now_ms()],
-            )?;
-            state.epoch.clone_from(&epoch);
-            state.content_hash.clone_from(&change.content_sha256);
-            enforced.insert(gateway.clone(), change);
-            generations.insert(gateway.clone(), next);
-            sent.insert(gateway, state);
-        }
-        let (prev_hash, prev_seq): (String, u64) = tx
-            .query_row(
-                "SELECT hash, seq FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
-            )
-            .optional()?
-            .unwrap_or((audit::GENESIS.to_string(), 0));
-        let ts = now_ms();
-        // One entry per change; the generations the write produced go in the last one.
-        let last = entries.len() - 1;
-        let (mut seq, mut prev_hash) = (prev_seq, prev_hash);
-        let mut heads = Vec::with_capacity(entries.len());
-        for (i, (action, target, mut diff)) in entries.into_iter().enumerate() {
-            if i == last && !enforced.is_empty() {
-                diff["enforcement"] = serde_json::json!(enforced);
-            }
-            seq += 1;
-            let mut e = AuditEntry {
-                seq,
-                unix_ms: ts,
-                actor: actor.to_string(),
-                action,
-                target,
-                diff: json(&diff),
-                reason: reason.to_string(),
-                prev_hash,
-                hash: String::new(),
-            };
-            e.hash = e.content_hash();
-            tx.prepare_cached(
-                "INSERT INTO audit (seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![e.seq as i64, e.unix_ms, e.actor, e.action, e.target, e.diff, e.reason, e.prev_hash, e.hash])?;
-            heads.push((seq, e.hash.clone()));
-            prev_hash = e.hash;
-        }
-        // The head leaves the database before the write commits: a write whose head cannot
-        // be written is refused (the transaction rolls back when dropped).
-        // One line per entry, so verify names the first entry of a rewrite.
-        if let Some(head) = &self.head {
-            for (i, (seq, hash)) in heads.iter().enumerate() {
-                if let Err(err) = head.append(*seq, hash, ts) {
-                    abort_heads(head, &heads[..i], ts);
-                    return Err(Error::Internal(format!(
-                        "recording the audit head in {}: {err}; nothing was written",
-                        head.path().display()
-                    )));
-                }
-            }
-        }
-        // The head file's fsync runs beside the store's commit (its own fsync): one after the
-        // other they added 1.8-5 ms to every write on a busy 2-core machine.
-        let (committed, synced) = std::thread::scope(|s| {
-            let sync = self.head.as_ref().map(|h| s.spawn(|| h.sync()));
-            let committed = tx.commit();
-            (committed, sync.map(|j| j.join()))
-        });
-        if let Err(err) = committed {
-            if let Some(head) = &self.head {
-                abort_heads(head, &heads, ts);
-            }
-            return Err(err.into());
-        }
-        match synced {
-            Some(Ok(Err(err))) => tracing::error!(
-                seq,
-                "audit entry stored, but its head may not be on disk in the head file: {err}"
-            ),
-            Some(Err(_)) => tracing::error!(seq, "the audit head sync panicked"),
-            _ => {}
-        }
-        Ok(WriteOutcome {
-            audit_seq: seq,
-            generations,
-            states: sent,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Change;
+
+    #[test]
+    fn the_bundle_columns_come_with_the_migration_the_legacy_read_expects() {
+        let m = MIGRATIONS[BUNDLE_SCHEMA as usize - 1];
+        assert!(m.contains("ADD COLUMN format") && m.contains("ADD COLUMN bundle"));
+        assert_eq!(
+            MIGRATIONS.len(),
+            BUNDLE_SCHEMA as usize,
+            "later migrations: check the legacy read"
+        );
+    }
 
     #[test]
     fn writes_never_checkpoint_the_wal_the_checkpoint_thread_does() {
@@ -1483,7 +1026,7 @@ mod tests {
                 .alerts(&AlertQuery::recent(10))
                 .unwrap()
                 .into_iter()
-                .map(|(_, body, _, _)| body)
+                .map(|a| a.body)
                 .collect()
         };
         store
@@ -1514,16 +1057,13 @@ mod tests {
         );
         // The same count seen later is an update too: it replaces the previous update row.
         // The acknowledgement is kept.
-        store
-            .write(
-                "user:sam",
-                "triaged",
-                &[Change::AcknowledgeAlerts {
-                    ids: vec!["x".into()],
-                }],
-                &|_, _, _| Ok(BTreeMap::new()),
-            )
-            .unwrap();
+        // The acknowledgement is a change row (its audit entry is the write service's).
+        let mut tx = store.begin().unwrap();
+        tx.apply(&Change::AcknowledgeAlerts {
+            ids: vec!["x".into()],
+        })
+        .unwrap();
+        tx.commit().unwrap();
         store.insert_alerts("gw", &[row("x", 5, 60)]).unwrap();
         let x = store.alerts_after(2, 10).unwrap();
         assert_eq!((x.len(), x[0].seq, x[0].first_seq), (1, 4, 1));

@@ -1,0 +1,246 @@
+//! The audit entries of a write: one per change (what it was before and after), chained by
+//! hash after the store's last entry; the generations the write made go in the last one.
+
+use serde_json::{Value, json};
+use wardgate_analysis::baseline::lifecycle::Action;
+
+use crate::{
+    audit::{AuditEntry, enforcement::Enforcement},
+    error::{Error, Result},
+    store::{Applied, Change},
+};
+
+/// One change, worded for its entry.
+pub(super) struct Described {
+    action: String,
+    target: String,
+    diff: Value,
+}
+
+fn diff(before: Value, after: Value) -> Value {
+    json!({"before": before, "after": after})
+}
+
+/// `change` (as stored: a device upsert carries its id) and what the store found before it;
+/// a store that answers a change with another kind's before is an internal error.
+pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
+    let mismatch = || {
+        Error::Internal(format!(
+            "the store answered {applied:?} to a change of kind {:?}",
+            std::mem::discriminant(change)
+        ))
+    };
+    let device_before = match &applied {
+        Applied::Device(d) => d.as_ref(),
+        _ if matches!(
+            change,
+            Change::UpsertDevice(_)
+                | Change::AssignProfile { .. }
+                | Change::SetMode { .. }
+                | Change::SetLocation { .. }
+        ) =>
+        {
+            return Err(mismatch());
+        }
+        _ => None,
+    };
+    let (action, target, diff) = match change {
+        Change::UpsertDevice(d) => (
+            "upsert_device",
+            d.name.clone(),
+            diff(json!(device_before), json!(d)),
+        ),
+        Change::AssignProfile { device, profile } => (
+            "assign_profile",
+            device.clone(),
+            diff(
+                json!({"profile": device_before.map(|d| &d.profile)}),
+                json!({"profile": profile}),
+            ),
+        ),
+        Change::SetMode { device, mode } => (
+            "set_mode",
+            device.clone(),
+            diff(
+                json!({"mode": device_before.map(|d| d.mode)}),
+                json!({"mode": mode}),
+            ),
+        ),
+        Change::SetLocation { device, location } => (
+            "set_location",
+            device.clone(),
+            diff(
+                json!({"location": device_before.map(|d| &d.location)}),
+                json!({"location": location}),
+            ),
+        ),
+        Change::UpsertProfile { name, yaml } => {
+            let (before, version) = match &applied {
+                Applied::Profile { before, version } => (
+                    before
+                        .as_ref()
+                        .map(|p| json!({"version": p.version, "yaml": p.yaml})),
+                    *version,
+                ),
+                _ => return Err(mismatch()),
+            };
+            (
+                "upsert_profile",
+                name.clone(),
+                diff(json!(before), json!({"version": version, "yaml": yaml})),
+            )
+        }
+        Change::UpsertGroup { name, cidrs } => {
+            let before = match &applied {
+                Applied::Group(b) => json!(b),
+                _ => return Err(mismatch()),
+            };
+            ("upsert_group", name.clone(), diff(before, json!(cidrs)))
+        }
+        Change::UpsertGateway(g) => (
+            "upsert_gateway",
+            g.name.clone(),
+            diff(
+                Value::Null,
+                json!({"interfaces": g.interfaces, "location": g.location}),
+            ),
+        ),
+        Change::SetBaseline { device, action, .. } => {
+            let verb = match action {
+                Action::Freeze => "baseline_freeze",
+                Action::Approve => "baseline_approve",
+                Action::Relearn { .. } => "baseline_relearn",
+            };
+            let d = match &applied {
+                Applied::Baseline {
+                    before,
+                    after,
+                    cleared,
+                } => diff(
+                    json!(before),
+                    json!({"lifecycle": after, "flow_rows_cleared": cleared}),
+                ),
+                _ => return Err(mismatch()),
+            };
+            (verb, device.clone(), d)
+        }
+        Change::SuppressAlerts {
+            device,
+            detector,
+            peer,
+        } => (
+            "suppress_alerts",
+            device.clone(),
+            diff(Value::Null, json!({"detector": detector, "peer": peer})),
+        ),
+        Change::AcknowledgeAlerts { ids } => (
+            "acknowledge_alerts",
+            ids.join(","),
+            diff(
+                json!({"acknowledged": false}),
+                json!({"acknowledged": true}),
+            ),
+        ),
+    };
+    Ok(Described {
+        action: action.to_string(),
+        target,
+        diff,
+    })
+}
+
+/// The entries of `described`, chained after `(seq, hash)`, the store's last entry; the
+/// generations (`enforced`) go in the last one.
+pub(super) fn chain(
+    (mut seq, mut prev_hash): (u64, String),
+    described: Vec<Described>,
+    enforced: Enforcement,
+    actor: &str,
+    reason: &str,
+    unix_ms: i64,
+) -> Vec<AuditEntry> {
+    let last = described.len().saturating_sub(1);
+    let mut out = Vec::with_capacity(described.len());
+    for (i, mut d) in described.into_iter().enumerate() {
+        if i == last && !enforced.is_empty() {
+            d.diff["enforcement"] = json!(enforced);
+        }
+        seq += 1;
+        let mut e = AuditEntry {
+            seq,
+            unix_ms,
+            actor: actor.to_string(),
+            action: d.action,
+            target: d.target,
+            // Stored as text and hashed as stored: the hash does not depend on how a later
+            // serde_json would write the value.
+            diff: d.diff.to_string(),
+            reason: reason.to_string(),
+            prev_hash,
+            hash: String::new(),
+        };
+        e.hash = e.content_hash();
+        prev_hash = e.hash.clone();
+        out.push(e);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{self, GENESIS, enforcement::GatewayChange};
+
+    #[test]
+    fn entries_chain_after_the_head_and_the_last_holds_the_generations() {
+        let change = |name: &str| Change::UpsertGroup {
+            name: name.into(),
+            cidrs: vec!["10.0.0.0/8".into()],
+        };
+        let described = vec![
+            describe(&change("a"), Applied::Group(None)).unwrap(),
+            describe(
+                &change("b"),
+                Applied::Group(Some(vec!["10.1.0.0/16".into()])),
+            )
+            .unwrap(),
+        ];
+        let enforced = Enforcement::from([(
+            "gw".to_string(),
+            GatewayChange {
+                generation: 3,
+                ..GatewayChange::default()
+            },
+        )]);
+        let first = chain(
+            (0, GENESIS.to_string()),
+            described,
+            enforced,
+            "user:sam",
+            "INC-1",
+            7,
+        );
+        assert_eq!(audit::verify(&first), Ok(2));
+        assert_eq!(
+            audit::enforcement::of_diff(&first[1].diff).unwrap()["gw"].generation,
+            3
+        );
+        assert!(
+            audit::enforcement::of_diff(&first[0].diff)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(first[1].diff.contains(r#""before":["10.1.0.0/16"]"#));
+        let next = chain(
+            (2, first[1].hash.clone()),
+            vec![describe(&change("c"), Applied::Group(None)).unwrap()],
+            Enforcement::new(),
+            "user:sam",
+            "INC-2",
+            8,
+        );
+        let all: Vec<_> = first.into_iter().chain(next).collect();
+        assert_eq!(audit::verify(&all), Ok(3));
+        assert!(describe(&change("d"), Applied::Recorded).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! The write service: one audited write, start to end. It owns the order of a write and every
+//! decision in it (device, policy and rule ids; compiling; the bundle limit; generation numbers
+//! and the no-change skip; the audit entries and their hash chain; the head-file protocol); the
+//! store only persists and reads typed rows through a [`crate::store::StoreTx`].
+//!
+//! The order: apply each change (one audit entry each), give new profiles and flows their ids,
+//! compile the gateways the changes reach, keep each state that changed as a new generation
+//! (refused past the bundle limit), chain the entries (the generations go in the last one),
+//! record the heads in the head file, then commit beside the head file's sync.
+
+mod commit;
+mod entries;
+mod generations;
+mod ids;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use wardgate_policy::DesiredState;
+
+use crate::{
+    audit::{enforcement::Enforcement, now_ms},
+    error::{Error, Result},
+    store::{Change, DeviceRow, SiteReader, Store},
+};
+
+/// Compiles the desired states (by gateway) that `changes` may have altered, reading the site
+/// after them, with each device change's row before it (`before[i]` for `changes[i]`); gateways
+/// left out keep their generation. Errors refuse the write. `crate::compile::affected` is the
+/// controller's; tests pass their own.
+pub type Compiler<'a> = &'a dyn Fn(
+    &dyn SiteReader,
+    &[Option<DeviceRow>],
+    &[Change],
+) -> Result<BTreeMap<String, DesiredState>>;
+
+/// What a write did.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOutcome {
+    /// The sequence number of the write's last audit entry.
+    pub audit_seq: u64,
+    pub generations: BTreeMap<String, u32>,
+    /// The new generations as they travel (epoch and content hash set), so the push can encode
+    /// each once.
+    pub states: BTreeMap<String, DesiredState>,
+}
+
+/// Applies `changes` in order in one transaction, appends one audit entry per change and
+/// stores at most one new generation per affected gateway: if a change, the compile, the
+/// bundle limit or the head file fails, nothing is written.
+pub fn write(
+    store: &dyn Store,
+    actor: &str,
+    reason: &str,
+    changes: &[Change],
+    compile: Compiler<'_>,
+) -> Result<WriteOutcome> {
+    if changes.is_empty() {
+        return Err(Error::Invalid("nothing to write".into()));
+    }
+    let mut tx = store.begin()?;
+    let mut before = Vec::with_capacity(changes.len());
+    let mut described = Vec::with_capacity(changes.len());
+    let mut written_profiles = std::collections::BTreeSet::new();
+    for change in changes {
+        let prior = match change.device() {
+            Some(name) => tx.device(name)?,
+            None => None,
+        };
+        let change = ids::with_device_id(tx.as_ref(), change, prior.as_ref())?;
+        let applied = tx.apply(&change)?;
+        described.push(entries::describe(&change, applied)?);
+        if let Change::UpsertProfile { name, .. } = change.as_ref() {
+            written_profiles.insert(name.clone());
+        }
+        before.push(prior);
+    }
+    // Ids before compiling: the compiler reads them. Any error below rolls everything back.
+    ids::allocate(tx.as_mut(), &written_profiles)?;
+    let states = compile(tx.as_ref(), &before, changes)?;
+    let epoch = tx.epoch()?;
+    let mut out = WriteOutcome::default();
+    let mut enforced = Enforcement::new();
+    for (gateway, state) in states {
+        let latest = tx.latest(&gateway)?;
+        let Some(new) = generations::next(latest.as_ref(), state, reason, &epoch)? else {
+            continue; // this gateway's policy did not change
+        };
+        tx.insert_generation(&new.row)?;
+        enforced.insert(gateway.clone(), new.change);
+        out.generations.insert(gateway.clone(), new.row.generation);
+        out.states.insert(gateway, new.state);
+    }
+    let ts = now_ms();
+    let chain = entries::chain(
+        tx.audit_chain_head()?,
+        described,
+        enforced,
+        actor,
+        reason,
+        ts,
+    );
+    for e in &chain {
+        tx.insert_audit(e)?;
+    }
+    out.audit_seq = chain.last().map_or(0, |e| e.seq);
+    commit::commit(tx, store.audit_head(), &chain, ts)?;
+    Ok(out)
+}
