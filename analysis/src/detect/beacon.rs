@@ -1,9 +1,12 @@
 //! Beaconing: a device calling a destination outside the site and outside its baseline on a
-//! timer. Scored as RITA (Active Countermeasures) scores beacons: over the flow starts to one
-//! peer, the intervals' regularity (Bowley skewness near 0, MAD small against the median), the
-//! sizes' regularity (the same, on bytes per flow), and, once the calls span hours, the share of
-//! those hours with a call. A device's own periodic traffic to known peers (NTP, its server) is
-//! never a beacon: peers in the baseline or inside the site are not scored.
+//! timer. Scored as RITA (Active Countermeasures, v5) scores beacons, over the flow starts to
+//! one peer: the intervals' regularity (Bowley skewness near 0, MAD small relative to the
+//! median interval), the sizes' regularity (skewness, MAD against 32 bytes), the duration (the
+//! share of the hourly bins the calls span that hold a call) and the histogram (calls per hourly
+//! bin steady: 1 - coefficient of variation). Nothing is scored before the calls span 6 hourly
+//! bins: a burst of calls within an hour is no beacon. A device's own periodic traffic to known
+//! peers (NTP, its server) is never a beacon: peers in the baseline or inside the site are not
+//! scored.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -16,9 +19,10 @@ use super::{
 use crate::{baseline::stats::median_mad, flow::FlowDirection};
 
 const NS_PER_HOUR: u64 = 3_600_000_000_000;
-/// RITA's dispersion scales: an interval MAD of 30 s, or a size MAD of 32 bytes, scores 0.
-const INTERVAL_MAD_SCALE_S: f64 = 30.0;
+/// RITA's size dispersion scale: a size MAD of 32 bytes scores 0.
 const SIZE_MAD_SCALE: f64 = 32.0;
+/// Hourly bins the calls must span before they are scored (RITA's duration minimum).
+pub const MIN_HOURS: u64 = 6;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,13 +77,8 @@ fn quartiles(sorted: &[f64]) -> (f64, f64, f64) {
     (q(0.25), q(0.5), q(0.75))
 }
 
-/// RITA's regularity score of a series: the mean of (1 - |Bowley skewness|) and
-/// (1 - MAD/scale), each in 0-1, where RITA's scales are 30 s for intervals and 32 bytes for
-/// sizes. A constant series scores 1.
-pub fn regularity(values: &[f64], mad_scale: f64) -> f64 {
-    if values.len() < 2 {
-        return 0.0;
-    }
+/// Bowley skewness's part of a regularity score: 1 - |skewness|, 1 for a symmetric series.
+fn symmetry(values: &[f64]) -> f64 {
     let mut s = values.to_vec();
     s.sort_by(f64::total_cmp);
     let (q1, q2, q3) = quartiles(&s);
@@ -88,29 +87,74 @@ pub fn regularity(values: &[f64], mad_scale: f64) -> f64 {
     } else {
         0.0
     };
-    let (_, mad) = median_mad(values);
-    let madm = 1.0 - (mad / mad_scale).min(1.0);
-    ((1.0 - skew.abs()) + madm) / 2.0
+    1.0 - skew.abs()
 }
 
-/// The beacon score and its parts (time, size, hour coverage when the calls span 2 h or more).
-pub fn score(starts: &[u64], bytes: &[f64]) -> (f64, f64, f64, Option<f64>) {
+/// RITA's regularity score of a series with an absolute MAD scale: the mean of
+/// (1 - |Bowley skewness|) and (1 - MAD/scale), each in 0-1. A constant series scores 1.
+pub fn regularity(values: &[f64], mad_scale: f64) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let (_, mad) = median_mad(values);
+    (symmetry(values) + 1.0 - (mad / mad_scale).min(1.0)) / 2.0
+}
+
+/// The same with the MAD relative to the median (RITA v5's interval score: a 5 s MAD is
+/// irregular for a 10 s timer and regular for an hourly one).
+pub fn relative_regularity(values: &[f64]) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let (median, mad) = median_mad(values);
+    if median <= 0.0 {
+        return 0.0;
+    }
+    (symmetry(values) + 1.0 - (mad / median).min(1.0)) / 2.0
+}
+
+/// A beacon score and its parts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    pub total: f64,
+    pub time: f64,
+    pub size: f64,
+    /// Share of the spanned hourly bins with a call.
+    pub duration: f64,
+    /// 1 - coefficient of variation of the calls per spanned hourly bin.
+    pub histogram: f64,
+    pub hours: u64,
+}
+
+/// The beacon score of calls starting at `starts` with `bytes` each, or None while they span
+/// fewer than [`MIN_HOURS`] hourly bins.
+pub fn score(starts: &[u64], bytes: &[f64]) -> Option<Score> {
     let mut s = starts.to_vec();
     s.sort_unstable();
+    let (first, last) = (s.first()? / NS_PER_HOUR, s.last()? / NS_PER_HOUR);
+    let hours = last - first + 1;
+    if hours < MIN_HOURS {
+        return None;
+    }
     let gaps: Vec<f64> = s.windows(2).map(|w| (w[1] - w[0]) as f64 / 1e9).collect();
-    let time = regularity(&gaps, INTERVAL_MAD_SCALE_S);
+    let time = relative_regularity(&gaps);
     let size = regularity(bytes, SIZE_MAD_SCALE);
-    let (first, last) = (s[0] / NS_PER_HOUR, s[s.len() - 1] / NS_PER_HOUR);
-    let coverage = (last > first).then(|| {
-        let mut hours: Vec<u64> = s.iter().map(|t| t / NS_PER_HOUR).collect();
-        hours.dedup();
-        hours.len() as f64 / (last - first + 1) as f64
-    });
-    let total = match coverage {
-        Some(c) => (time + size + c) / 3.0,
-        None => (time + size) / 2.0,
-    };
-    (total, time, size, coverage)
+    let mut per_hour = vec![0f64; hours as usize];
+    for t in &s {
+        per_hour[(t / NS_PER_HOUR - first) as usize] += 1.0;
+    }
+    let duration = per_hour.iter().filter(|c| **c > 0.0).count() as f64 / hours as f64;
+    let mean = per_hour.iter().sum::<f64>() / hours as f64;
+    let var = per_hour.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / hours as f64;
+    let histogram = 1.0 - (var.sqrt() / mean).min(1.0);
+    Some(Score {
+        total: (time + size + duration + histogram) / 4.0,
+        time,
+        size,
+        duration,
+        histogram,
+        hours,
+    })
 }
 
 impl Detector for Beacon {
@@ -145,7 +189,10 @@ impl Detector for Beacon {
         if c.starts.len() < self.cfg.min_flows {
             return;
         }
-        let (total, time, size, coverage) = score(&c.starts, &c.bytes);
+        let Some(sc) = score(&c.starts, &c.bytes) else {
+            return;
+        };
+        let total = sc.total;
         if total < self.cfg.threshold {
             return;
         }
@@ -174,17 +221,17 @@ impl Detector for Beacon {
         f.evidence.window_end_ns = r.first_seen_ns;
         f.evidence.metrics = vec![
             Metric::new("beacon_score", total).threshold(self.cfg.threshold),
-            Metric::new("interval_score", time),
-            Metric::new("size_score", size),
+            Metric::new("interval_score", sc.time),
+            Metric::new("size_score", sc.size),
+            Metric::new("duration_score", sc.duration),
+            Metric::new("histogram_score", sc.histogram),
+            Metric::new("hours", sc.hours as f64),
             Metric::new("interval_median_s", gm),
             Metric::new("interval_mad_s", gmad),
             Metric::new("bytes_per_flow_median", bm),
             Metric::new("bytes_per_flow_mad", bmad),
             Metric::new("flows", c.starts.len() as f64),
         ];
-        if let Some(cov) = coverage {
-            f.evidence.metrics.push(Metric::new("hour_coverage", cov));
-        }
         f.evidence.peers = vec![r.peer];
         f.evidence.ports = vec![r.port];
         out.push(f);

@@ -118,6 +118,10 @@ impl Detector for ClassProtocol {
 
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let Observation::Flow(r) = obs else { return };
+        // A NetBIOS name query or DHCP broadcast is a stack's habit, not a use of the service.
+        if super::is_group_address(r.peer) {
+            return;
+        }
         let facts = ctx.facts(&r.device);
         let Some(class) = facts.class.as_deref() else {
             return;

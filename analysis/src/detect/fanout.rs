@@ -71,6 +71,17 @@ impl Detector for FanOut {
         if r.direction != FlowDirection::Opened || r.peer.is_multicast() || is_broadcast(r.peer) {
             return;
         }
+        // A peer the device's baseline knows (by address, or by a site group it talks to) is
+        // not new.
+        if let Some(b) = ctx.baselines.get(&r.device.name)
+            && (b.knows_peer(r.peer)
+                || ctx
+                    .site
+                    .group_of(r.peer)
+                    .is_some_and(|g| b.knows_peer_group(g)))
+        {
+            return;
+        }
         let (window_ns, max_known) = (self.cfg.window_s * NS, self.cfg.max_known);
         let st = self
             .devices

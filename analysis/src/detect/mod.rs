@@ -44,6 +44,13 @@ use crate::{
 
 pub(crate) const NS: u64 = 1_000_000_000;
 
+/// A multicast or broadcast address (IPv4 limited broadcast, or a last octet of 255, the
+/// broadcast of the /24 subnets wards use): DHCP, NetBIOS name queries, mDNS and SSDP go there
+/// from ordinary devices, so they mean nothing as a new peer, a class's protocol or a scan.
+pub(crate) fn is_group_address(ip: IpAddr) -> bool {
+    ip.is_multicast() || scan::is_broadcast(ip)
+}
+
 /// What detectors read, in time order.
 #[derive(Clone, Copy, Debug)]
 pub enum Observation<'a> {

@@ -72,7 +72,7 @@ impl Detector for NewActivity {
         let Some(b) = ctx.baselines.get(&r.device.name) else {
             return;
         };
-        if r.first_seen_ns <= b.window().end_ns || r.peer.is_multicast() {
+        if r.first_seen_ns <= b.window().end_ns || super::is_group_address(r.peer) {
             return;
         }
         let mut news: Vec<(&'static str, String, String, Technique)> = Vec::new();

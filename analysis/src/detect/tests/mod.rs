@@ -639,9 +639,10 @@ mod with_baseline {
     fn beacon_every_60s_with_jitter_but_not_to_known_peers() {
         let (_, start) = learned();
         let d = pump();
-        let mut v = later(ordinary(&d, 120), start);
+        let mut v = later(ordinary(&d, 480), start);
         // Every 60 s +- 3 s, 300-310 bytes, to an outside address.
-        for i in 0..120u64 {
+        // Eight hours: a beacon is scored once its calls span 6 hourly bins.
+        for i in 0..480u64 {
             let jitter = (i * 7919 % 7) as i64 - 3;
             // Signed arithmetic: a negative jitter cast to u64 overflowed in debug builds.
             let t = (start as i64 + (i * 60 * NS) as i64 + jitter * NS as i64 + (30 * NS) as i64)
@@ -666,7 +667,7 @@ mod with_baseline {
         // The pump's NTP every 60 s to its known server is in v too and raised nothing.
         assert!(f.iter().all(|x| x.peer != Some(ip("198.51.100.123"))));
         // Random calls to the same outside peer are not a beacon.
-        let mut rnd = later(ordinary(&d, 120), start);
+        let mut rnd = later(ordinary(&d, 480), start);
         let mut t = start;
         for i in 0..120u64 {
             t += (i * 2654435761 % 600 + 1) * NS;
@@ -687,12 +688,136 @@ mod with_baseline {
 
     #[test]
     fn beacon_scores() {
-        let s: Vec<u64> = (0..20).map(|i| i * 60 * NS).collect();
-        let b = vec![300.0; 20];
-        let (total, time, size, cov) = beacon::score(&s, &b);
-        assert_eq!((time, size), (1.0, 1.0));
-        assert!(cov.is_none());
-        assert_eq!(total, 1.0);
+        let h = 3600 * NS;
+        // Every 60 s for 6 h, 300 bytes each: every part scores 1.
+        let s: Vec<u64> = (0..360).map(|i| i * 60 * NS).collect();
+        let sc = beacon::score(&s, &vec![300.0; 360]).unwrap();
+        assert_eq!(
+            (sc.time, sc.size, sc.duration, sc.histogram),
+            (1.0, 1.0, 1.0, 1.0)
+        );
+        assert_eq!((sc.total, sc.hours), (1.0, 6));
+        // Eight calls within one hour, however regular, are not scored (issue: they scored 1.0).
+        let burst: Vec<u64> = (0..8).map(|i| i * 60 * NS).collect();
+        assert_eq!(beacon::score(&burst, &[300.0; 8]), None);
+        // Six hours with calls in only the first and the last: duration 2/6, histogram low.
+        let ends: Vec<u64> = (0..30)
+            .map(|i| i * 60 * NS)
+            .chain((0..30).map(|i| 5 * h + i * 60 * NS))
+            .collect();
+        let sc = beacon::score(&ends, &[300.0; 60]).unwrap();
+        assert!((sc.duration - 2.0 / 6.0).abs() < 1e-9, "{sc:?}");
+        assert!(sc.histogram < 0.5 && sc.total < 0.8, "{sc:?}");
+        // A 5 s MAD is irregular for a 10 s timer and regular for an hourly one (relative MAD).
+        let jittered = |period: f64| -> Vec<f64> {
+            (0..40)
+                .map(|i| period + if i % 2 == 0 { 5.0 } else { -5.0 })
+                .collect()
+        };
+        assert!(beacon::relative_regularity(&jittered(10.0)) < 0.8);
+        assert!(beacon::relative_regularity(&jittered(3600.0)) > 0.99);
         let _ = DAY;
+    }
+
+    #[test]
+    fn fanout_leaves_out_peers_the_baseline_knows() {
+        // The pump's baseline: its ordinary week plus HTTPS to 20 servers, once each.
+        let d = pump();
+        let mut learning = ordinary(&d, 7 * 24 * 60);
+        for i in 1..=20u8 {
+            learning.push(opened(
+                &d,
+                u64::from(i) * 3600 * NS,
+                proto::TCP,
+                &format!("203.0.113.{i}"),
+                443,
+                Some(TcpOutcome::Established),
+            ));
+        }
+        learning.sort_by_key(|r| r.first_seen_ns);
+        let end = learning.last().unwrap().first_seen_ns;
+        let b = Baselines::new(baselines(
+            &learning,
+            &Groups::default(),
+            &Limits::default(),
+            Window {
+                start_ns: 0,
+                end_ns: end,
+            },
+        ));
+        // After learning, the 20 within a minute: known, so no fan-out.
+        let again: Vec<_> = (1..=20u8)
+            .map(|i| {
+                opened(
+                    &d,
+                    end + u64::from(i) * NS,
+                    proto::TCP,
+                    &format!("203.0.113.{i}"),
+                    443,
+                    Some(TcpOutcome::Established),
+                )
+            })
+            .collect();
+        let cfg = DetectConfig::default();
+        let with = run_all(
+            detectors(&cfg, true),
+            site(),
+            b,
+            cfg.aggregate.clone(),
+            &again,
+            &[],
+        );
+        assert!(by(&with, "fanout").is_empty(), "{with:#?}");
+        // Without the baseline they are 20 new peers (over the device's 15).
+        let without = run_all(
+            detectors(&cfg, false),
+            site(),
+            Baselines::default(),
+            cfg.aggregate,
+            &again,
+            &[],
+        );
+        assert_eq!(by(&without, "fanout").len(), 1);
+    }
+
+    #[test]
+    fn broadcast_and_multicast_are_no_new_peer_service_or_class_protocol() {
+        let (_, start) = learned();
+        let d = pump();
+        let mut v = later(ordinary(&d, 60), start);
+        // NetBIOS name queries to the subnet broadcast, DHCP to the limited broadcast, mDNS and
+        // SSDP to their groups: habits of a device's stack, never a finding.
+        for (i, (to, port)) in [
+            ("192.0.2.255", 137u16),
+            ("255.255.255.255", 67),
+            ("224.0.0.251", 5353),
+            ("239.255.255.250", 1900),
+            ("ff02::fb", 5353),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = opened(&d, start + (i as u64 + 1) * NS, proto::UDP, to, port, None);
+            if to.contains(':') {
+                r.device_addr = ip("2001:db8::10");
+            }
+            v.push(r);
+        }
+        v.sort_by_key(|r| r.first_seen_ns);
+        let f = run_b(&v);
+        assert!(f.is_empty(), "{f:#?}");
+        // The same NetBIOS query to a host is a class-protocol finding and a new service.
+        let mut unicast = v.clone();
+        unicast.push(opened(
+            &d,
+            start + 10 * NS,
+            proto::UDP,
+            "198.51.100.99",
+            137,
+            None,
+        ));
+        let f = run_b(&unicast);
+        assert_eq!(by(&f, "class_protocol").len(), 1, "{f:#?}");
+        assert!(f.iter().any(|x| x.detector == "new_service"), "{f:#?}");
     }
 }
