@@ -226,6 +226,7 @@ mod tests {
             profile: "infusion-pump".into(),
             profile_version: version,
             rules: vec![rule],
+            sensitivity: Default::default(),
         };
         Arc::new(wardgate_policy::lower::lower("gw", generation, vec![dev], vec![policy]).unwrap())
     }

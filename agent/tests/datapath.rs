@@ -925,12 +925,14 @@ fn pump_and_pacs(
             profile: "infusion-pump".into(),
             profile_version: 0,
             rules: reference_rules(),
+            sensitivity: Default::default(),
         },
         PolicyEntry {
             policy_id: 2,
             profile: "pacs".into(),
             profile_version: 0,
             rules: pacs_rules,
+            sensitivity: Default::default(),
         },
     ];
     let mut devices = reference_devices();

@@ -168,6 +168,7 @@ fn state(
             profile: format!("profile-{policy_id}"),
             profile_version: 0,
             rules,
+            sensitivity: Default::default(),
         })
         .collect();
     wardgate_policy::lower::lower("gw-test", generation, devices, policies).unwrap()

@@ -133,6 +133,7 @@ pub fn compile_valid(
             profile: name.clone(),
             profile_version: ids.version(name),
             rules: rules(site, profile, ids, &mut unresolved)?,
+            sensitivity: profile.sensitivity,
         });
     }
     ids::check_unique(
@@ -152,7 +153,8 @@ pub fn compile_valid(
         })
         .collect();
     ids::check_unique("rule", rule_names.iter().map(|(i, n)| (*i, n.as_str())))?;
-    let state = lower(gateway, generation, devices, policies)?;
+    let mut state = lower(gateway, generation, devices, policies)?;
+    state.groups = site.groups.clone();
     Ok(Compiled { state, unresolved })
 }
 

@@ -220,6 +220,10 @@ pub struct PolicyEntry {
     #[serde(default)]
     pub profile_version: u32,
     pub rules: Vec<Rule>,
+    /// The profile's `baseline_sensitivity`: the agent's detectors scale their counts by it.
+    /// Absent in older bundles: medium.
+    #[serde(default)]
+    pub sensitivity: crate::profile::Sensitivity,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -289,6 +293,11 @@ pub struct DesiredState {
     pub policies: Vec<PolicyEntry>,
     pub peers: Vec<PeerEntry>,
     pub ports: Vec<PortEntry>,
+    /// The site's groups (name -> CIDRs): the agent's detectors tell inside peers from outside
+    /// ones and read baselines kept by group. Not enforced (rules hold resolved CIDRs). Absent
+    /// in older bundles.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub groups: std::collections::BTreeMap<String, Vec<IpNet>>,
 }
 
 impl DesiredState {

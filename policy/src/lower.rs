@@ -185,6 +185,7 @@ pub fn lower(
         policies,
         peers,
         ports,
+        groups: Default::default(),
     })
 }
 
@@ -342,6 +343,7 @@ mod tests {
             profile: "ct".into(),
             profile_version: 0,
             rules,
+            sensitivity: Default::default(),
         }];
         let s = lower("gw", 1, vec![], policies).unwrap();
         let host = "198.51.100.10".parse().unwrap();
@@ -382,6 +384,7 @@ mod tests {
                 profile: "p".into(),
                 profile_version: 0,
                 rules: rules.clone(),
+                sensitivity: Default::default(),
             }],
         );
         assert!(ok.is_ok());
@@ -396,6 +399,7 @@ mod tests {
                     rule_id: i,
                     ..rules[0].clone()
                 }],
+                sensitivity: Default::default(),
             })
             .collect();
         let err = lower("gw", 1, vec![], many).unwrap_err();

@@ -84,6 +84,8 @@ pub struct ValidProfile {
     pub default_mode: Mode,
     pub fail_mode: FailMode,
     pub conntrack: Conntrack,
+    /// How sensitive the anomaly detectors are for the class (`baseline_sensitivity`).
+    pub sensitivity: crate::profile::Sensitivity,
     pub flows: Vec<ValidFlow>,
 }
 

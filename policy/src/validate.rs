@@ -297,6 +297,7 @@ fn valid_profile(
         file: file.to_string(),
         default_mode: p.default_mode,
         fail_mode: p.fail_mode,
+        sensitivity: p.baseline_sensitivity,
         conntrack: p.conntrack,
         flows,
     }

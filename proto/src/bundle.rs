@@ -15,6 +15,7 @@ use wardgate_policy::desired::{
     DesiredState, DeviceEntry, Direction, MacAddr, Mode, PeerEntry, PolicyEntry, PortEntry,
     PortPrefix, PortRange, Proto, Rule,
 };
+use wardgate_policy::profile::Sensitivity;
 
 use crate::v1 as pb;
 
@@ -124,6 +125,20 @@ impl From<&DesiredState> for pb::CompiledPolicy {
                             inspect: r.inspect,
                         })
                         .collect(),
+                    sensitivity: match p.sensitivity {
+                        Sensitivity::Low => pb::Sensitivity::Low,
+                        Sensitivity::Medium => pb::Sensitivity::Medium,
+                        Sensitivity::High => pb::Sensitivity::High,
+                    }
+                    .into(),
+                })
+                .collect(),
+            groups: s
+                .groups
+                .iter()
+                .map(|(name, nets)| pb::SiteGroup {
+                    name: name.clone(),
+                    cidrs: nets.iter().map(cidr).collect(),
                 })
                 .collect(),
             peers: s
@@ -298,6 +313,19 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                 profile: pp.profile.clone(),
                 profile_version: pp.profile_version,
                 rules,
+                sensitivity: match pb::Sensitivity::try_from(pp.sensitivity) {
+                    Ok(pb::Sensitivity::Low) => Sensitivity::Low,
+                    Ok(pb::Sensitivity::Unspecified | pb::Sensitivity::Medium) => {
+                        Sensitivity::Medium
+                    }
+                    Ok(pb::Sensitivity::High) => Sensitivity::High,
+                    Err(_) => {
+                        return Err(cx.err(
+                            format!("{at}.sensitivity"),
+                            format!("{} is not a sensitivity", pp.sensitivity),
+                        ));
+                    }
+                },
             });
         }
         let policy_ids: BTreeSet<u32> = policies.iter().map(|p| p.policy_id).collect();
@@ -432,6 +460,19 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
             });
         }
 
+        let mut groups = std::collections::BTreeMap::new();
+        for (i, g) in p.groups.iter().enumerate() {
+            let at = format!("groups[{i}]");
+            let nets = g
+                .cidrs
+                .iter()
+                .enumerate()
+                .map(|(k, c)| cx.cidr(&format!("{at}.cidrs[{k}]"), Some(c)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if groups.insert(g.name.clone(), nets).is_some() {
+                return Err(cx.err(at, format!("group `{}` is listed twice", g.name)));
+            }
+        }
         Ok(DesiredState {
             gateway: b.gateway,
             generation: b.generation,
@@ -441,6 +482,7 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
             policies,
             peers,
             ports,
+            groups,
         })
     }
 }
@@ -474,8 +516,11 @@ mod tests {
 
     #[test]
     fn a_compiled_state_survives_the_wire_unchanged() {
-        let s = demo_state();
+        let mut s = demo_state();
         assert!(!s.devices.is_empty() && !s.ports.is_empty());
+        // The site's groups and each profile's sensitivity travel too (the agent's detectors).
+        assert!(s.groups.contains_key("pacs"), "{:?}", s.groups.keys());
+        s.policies[0].sensitivity = Sensitivity::High;
         let b = to_bundle(&s, "INC-1");
         assert_eq!(b.reason, "INC-1");
         assert_eq!(roundtrip(&b).unwrap(), s);
@@ -589,6 +634,7 @@ mod tests {
                         inspect: r % 2 == 0,
                     })
                     .collect(),
+                sensitivity: Default::default(),
             })
             .collect();
         let state = DesiredState {
@@ -630,6 +676,7 @@ mod tests {
                 })
                 .collect(),
             policies,
+            groups: Default::default(),
         };
         let len = bundle_len(&state, &"r".repeat(200));
         let json = state.to_json().len();

@@ -489,6 +489,7 @@ fn main() {
                 profile: "bench".into(),
                 profile_version: 0,
                 rules: rules.clone(),
+                sensitivity: Default::default(),
             }];
             let state =
                 lower("bench", generation, devices(n_dev), policies).expect("fits the maps");

@@ -197,6 +197,7 @@ fn write_desired(dir: &Path) {
         profile: "bench".into(),
         profile_version: 1,
         rules: Vec::new(),
+        sensitivity: Default::default(),
     };
     let state = lower("bench", 1, vec![dev], vec![policy]).unwrap();
     std::fs::write(dir.join("desired.json"), state.to_json()).unwrap();

@@ -217,6 +217,7 @@ fn attach_wardgate(ward: &Ward, pin: PathBuf, n: u32) {
         profile: "throughput".into(),
         profile_version: 0,
         rules,
+        sensitivity: Default::default(),
     };
     let state = lower("throughput", 1, vec![device], vec![policy]).expect("fits the maps");
     lab::run_in(&ward.gw, move || {

@@ -107,21 +107,25 @@ pub fn clock_now() -> Clock {
 }
 
 /// What the detectors know of the site, from the generation the agent enforces: each device
-/// with its class (profile), addresses and MAC.
+/// with its class (profile), the class's sensitivity, addresses and MAC, and the site's groups:
+/// the same facts `replay` reads from the site and profile files, so live and offline judge
+/// alike.
 pub fn site_facts(state: &DesiredState) -> SiteFacts {
     let mut site = SiteFacts::default();
+    for (name, nets) in &state.groups {
+        for net in nets {
+            site.add_group(name, *net);
+        }
+    }
     for d in &state.devices {
-        let class = state
-            .policies
-            .iter()
-            .find(|p| p.policy_id == d.policy_id)
-            .map(|p| p.profile.clone());
+        let policy = state.policies.iter().find(|p| p.policy_id == d.policy_id);
         site.add(DeviceFacts {
             name: d.name.clone(),
-            class,
+            class: policy.map(|p| p.profile.clone()),
             gateway: Some(state.gateway.clone()).filter(|g| !g.is_empty()),
             mac: Some(Mac(d.mac.0)),
             addresses: d.addrs.clone(),
+            sensitivity: policy.map(|p| p.sensitivity).unwrap_or_default(),
             ..DeviceFacts::default()
         });
     }

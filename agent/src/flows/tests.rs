@@ -131,11 +131,21 @@ fn site_facts_give_each_device_its_profile_as_class() {
         profile: "infusion-pump".into(),
         profile_version: 1,
         rules: vec![],
+        sensitivity: wardgate_policy::profile::Sensitivity::High,
     };
-    let state = wardgate_policy::lower::lower("gw", 1, vec![dev], vec![policy]).unwrap();
+    let mut state = wardgate_policy::lower::lower("gw", 1, vec![dev], vec![policy]).unwrap();
+    state
+        .groups
+        .insert("pacs".into(), vec!["198.51.100.10/32".parse().unwrap()]);
     let site = site_facts(&state);
     let f = site.owner_of_addr("192.0.2.10".parse().unwrap()).unwrap();
     assert_eq!(f.class.as_deref(), Some("infusion-pump"));
     assert_eq!(f.gateway.as_deref(), Some("gw"));
     assert!(site.is_inside("192.0.2.10".parse().unwrap()));
+    // As `replay` reads them from the site and profile files: the class's sensitivity, and
+    // the site's groups (inside, and named for baselines kept by group).
+    assert_eq!(f.sensitivity, wardgate_policy::profile::Sensitivity::High);
+    let pacs = "198.51.100.10".parse().unwrap();
+    assert!(site.is_inside(pacs));
+    assert_eq!(site.group_of(pacs), Some("pacs"));
 }

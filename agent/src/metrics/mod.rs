@@ -271,6 +271,7 @@ mod tests {
             policies: vec![],
             peers: vec![],
             ports: vec![],
+            groups: Default::default(),
         }
     }
 

@@ -240,6 +240,7 @@ pub fn state_with(generation: u32, devices: Vec<DeviceEntry>, rules: Vec<Rule>) 
         profile: "infusion-pump".into(),
         profile_version: 0,
         rules,
+        sensitivity: Default::default(),
     }];
     lower("gw-test", generation, devices, policies).unwrap()
 }

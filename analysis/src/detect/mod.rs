@@ -124,8 +124,7 @@ impl SiteFacts {
                     .ok()
                     .or_else(|| c.value.parse::<IpAddr>().ok().map(IpNet::from));
                 if let Some(net) = net {
-                    f.networks.push(net);
-                    f.groups.push((name.clone(), net));
+                    f.add_group(name, net);
                 }
             }
         }
@@ -147,6 +146,12 @@ impl SiteFacts {
             });
         }
         f
+    }
+
+    /// A site group's network: inside the site, and named by [`SiteFacts::group_of`].
+    pub fn add_group(&mut self, name: &str, net: IpNet) {
+        self.networks.push(net);
+        self.groups.push((name.to_string(), net));
     }
 
     pub fn add(&mut self, d: DeviceFacts) {

@@ -74,6 +74,7 @@ pub fn gateway_change(
         policies: Vec::new(),
         peers: Vec::new(),
         ports: Vec::new(),
+        groups: Default::default(),
     };
     let d = wardgate_policy::diff(prev.unwrap_or(&empty), next);
     GatewayChange {

@@ -106,9 +106,11 @@ mod tests {
                 profile: "pump".into(),
                 profile_version: 1,
                 rules: Vec::new(),
+                sensitivity: Default::default(),
             }],
             peers: Vec::new(),
             ports: Vec::new(),
+            groups: Default::default(),
         }
     }
 

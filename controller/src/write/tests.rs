@@ -39,9 +39,11 @@ fn state(generation: u32, mode: Mode) -> DesiredState {
             profile: "pump".into(),
             profile_version: 1,
             rules: Vec::new(),
+            sensitivity: Default::default(),
         }],
         peers: Vec::new(),
         ports: Vec::new(),
+        groups: Default::default(),
     }
 }
 
