@@ -274,7 +274,7 @@ fn audit_rows(c: &Connection) -> Result<Vec<AuditEntry>> {
 }
 
 /// A device row as SQLite holds it: text, parsed by [`device_from_raw`].
-struct RawDevice {
+pub(super) struct RawDevice {
     name: String,
     id: u32,
     mac: String,
@@ -286,7 +286,7 @@ struct RawDevice {
     asset_id: String,
 }
 
-fn raw_device(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDevice> {
+pub(super) fn raw_device(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDevice> {
     Ok(RawDevice {
         name: r.get(0)?,
         id: r.get(1)?,
@@ -301,7 +301,7 @@ fn raw_device(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDevice> {
 }
 
 /// The store's edge for devices: a column that does not parse is a corrupt row, named.
-fn device_from_raw(r: RawDevice) -> Result<DeviceRow> {
+pub(super) fn device_from_raw(r: RawDevice) -> Result<DeviceRow> {
     let bad = |p: String| StoreError::corrupt("devices", &r.name, p);
     let mac = r
         .mac
@@ -873,6 +873,31 @@ impl Store for SqliteStore {
         device: &str,
     ) -> Result<Option<(wardgate_analysis::baseline::lifecycle::Lifecycle, i64)>> {
         self.read(|c| super::learning::lifecycle(c, device))
+    }
+
+    fn inventory(&self, q: &super::InventoryQuery) -> Result<super::InventoryPage> {
+        self.read(|c| super::console::inventory(c, q))
+    }
+
+    fn insert_session(&self, s: &super::SessionRow) -> Result<()> {
+        super::console::insert_session(&self.conn(), s)
+    }
+
+    fn session(&self, id_hash: &str) -> Result<Option<super::SessionRow>> {
+        // On the write connection: a session just stored or revoked must be seen at once.
+        super::console::session(&self.conn(), id_hash)
+    }
+
+    fn touch_session(&self, id_hash: &str, now_ms: i64) -> Result<()> {
+        super::console::touch_session(&self.conn(), id_hash, now_ms)
+    }
+
+    fn revoke_session(&self, id_hash: &str, now_ms: i64) -> Result<bool> {
+        super::console::revoke_session(&self.conn(), id_hash, now_ms)
+    }
+
+    fn sessions_of(&self, user: &str) -> Result<Vec<super::SessionRow>> {
+        super::console::sessions_of(&self.conn(), user)
     }
 
     fn audit_with_head(&self, head_path: &Path) -> Result<super::AuditWithHead> {
