@@ -178,7 +178,7 @@ pub async fn logout(
         console
             .ctx
             .store
-            .revoke_session(&s.id_hash, i64::try_from(crate::audit::now_ms()).unwrap_or(i64::MAX))
+            .revoke_session(&s.id_hash, crate::audit::now_ms())
     });
     if let Err(e) = revoked {
         return page::service_error(lang, &s, &e);

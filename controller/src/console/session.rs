@@ -105,7 +105,7 @@ fn hash_id(id: &str) -> String {
 }
 
 fn now_ms() -> i64 {
-    i64::try_from(crate::audit::now_ms()).unwrap_or(i64::MAX)
+    crate::audit::now_ms()
 }
 
 /// Starts a session for `who`: returns the id for the cookie (stored only hashed) and the

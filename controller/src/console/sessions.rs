@@ -39,7 +39,7 @@ pub async fn page(
         Ok(r) => r,
         Err(e) => return page::service_error(lang, &s, &e),
     };
-    let now = i64::try_from(crate::audit::now_ms()).unwrap_or(i64::MAX);
+    let now = crate::audit::now_ms();
     let t = console.timeouts;
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let sessions = rows
