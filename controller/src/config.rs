@@ -98,7 +98,9 @@ impl ConsoleConfig {
 
     fn check(&self) -> Result<(), String> {
         if self.idle_timeout_seconds == 0 || self.absolute_timeout_seconds == 0 {
-            return Err("`idle_timeout_seconds` and `absolute_timeout_seconds` must be at least 1".into());
+            return Err(
+                "`idle_timeout_seconds` and `absolute_timeout_seconds` must be at least 1".into(),
+            );
         }
         if let Some(a) = &self.admin {
             crate::certs::validate_name("user", &a.name).map_err(|e| format!("admin.name: {e}"))?;
@@ -494,8 +496,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("hash-password"), "{e}");
-        let e = ControllerConfig::parse("console:\n  listen: 0.0.0.0:9443\n  idle_timeout_seconds: 0\n")
-            .unwrap_err();
+        let e = ControllerConfig::parse(
+            "console:\n  listen: 0.0.0.0:9443\n  idle_timeout_seconds: 0\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
     }
 

@@ -173,7 +173,10 @@ pub async fn set_mode(
     Form(form): Form<ModeForm>,
 ) -> Response {
     if !s.csrf_ok(&form.csrf) {
-        tracing::warn!(user = s.principal.name, "console: POST without its CSRF token");
+        tracing::warn!(
+            user = s.principal.name,
+            "console: POST without its CSRF token"
+        );
         return page::forbidden(lang, Some(&s));
     }
     let who = match auth::require(s.principal.identity(), auth::WRITERS) {

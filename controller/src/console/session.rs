@@ -239,7 +239,11 @@ impl FromRequestParts<Arc<Console>> for LoggedIn {
             let mut r = Redirect::to(to).into_response();
             r.headers_mut().insert(
                 "hx-redirect",
-                axum::http::HeaderValue::from_static(if ended { "/login?ended=1" } else { "/login" }),
+                axum::http::HeaderValue::from_static(if ended {
+                    "/login?ended=1"
+                } else {
+                    "/login"
+                }),
             );
             r
         };
@@ -247,12 +251,7 @@ impl FromRequestParts<Arc<Console>> for LoggedIn {
             return Err(to_login(false));
         };
         let found = tokio::task::block_in_place(|| {
-            resume(
-                console.ctx.store.as_ref(),
-                id,
-                console.timeouts,
-                now_ms(),
-            )
+            resume(console.ctx.store.as_ref(), id, console.timeouts, now_ms())
         });
         match found {
             Ok(Ok(s)) => Ok(LoggedIn(s)),
@@ -303,7 +302,9 @@ mod tests {
         // Idle.
         let (id, s) = start(&store, engineer()).unwrap();
         assert_eq!(
-            resume(&store, &id, t, s.created_ms + 60_001).unwrap().unwrap_err(),
+            resume(&store, &id, t, s.created_ms + 60_001)
+                .unwrap()
+                .unwrap_err(),
             NoSession::Ended
         );
         // Ended stays ended, even back within the timeouts.
@@ -313,7 +314,9 @@ mod tests {
         assert!(store.revoke_session(&s.id_hash, s.created_ms).unwrap());
         assert!(resume(&store, &id, t, s.created_ms + 1).unwrap().is_err());
         assert_eq!(
-            resume(&store, "nope", t, s.created_ms).unwrap().unwrap_err(),
+            resume(&store, "nope", t, s.created_ms)
+                .unwrap()
+                .unwrap_err(),
             NoSession::Missing
         );
         assert_eq!(store.sessions_of("eve").unwrap().len(), 3);

@@ -33,8 +33,7 @@ pub async fn page(
     lang: Lang,
     LoggedIn(s): LoggedIn,
 ) -> Response {
-    let rows =
-        tokio::task::block_in_place(|| console.ctx.store.sessions_of(&s.principal.name));
+    let rows = tokio::task::block_in_place(|| console.ctx.store.sessions_of(&s.principal.name));
     let rows = match rows {
         Ok(r) => r,
         Err(e) => return page::service_error(lang, &s, &e),

@@ -73,8 +73,7 @@ pub async fn serve(
         let app = app.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await
-            else {
+            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await else {
                 return;
             };
             let served = hyper::server::conn::http1::Builder::new()

@@ -123,9 +123,9 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionRow, String)> 
 /// The role column parsed at the store's edge: an unknown role is a corrupt row, never a
 /// viewer.
 fn with_role((mut row, role): (SessionRow, String)) -> Result<SessionRow> {
-    row.role = role.parse().map_err(|e| {
-        StoreError::corrupt("console_sessions", &row.user, format!("role: {e}"))
-    })?;
+    row.role = role
+        .parse()
+        .map_err(|e| StoreError::corrupt("console_sessions", &row.user, format!("role: {e}")))?;
     Ok(row)
 }
 
