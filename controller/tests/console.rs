@@ -64,7 +64,7 @@ fn profile(name: &str) -> Change {
 /// Device `i`: `pump-NNNN` (infusion-pump) or `monitor-NNNN` (patient-monitor) by parity, on
 /// gw-ward-3 (`i % 4` is 0 or 1) or gw-ward-4, enforcing when `i % 10 == 0`.
 fn device(i: u32) -> DeviceRow {
-    let (kind, profile) = if i % 2 == 0 {
+    let (kind, profile) = if i.is_multiple_of(2) {
         ("pump", "infusion-pump")
     } else {
         ("monitor", "patient-monitor")
@@ -77,7 +77,7 @@ fn device(i: u32) -> DeviceRow {
             .unwrap(),
         addresses: vec![format!("10.3.{}.{}", i / 250, i % 250 + 1).parse().unwrap()],
         profile: profile.into(),
-        mode: if i % 10 == 0 {
+        mode: if i.is_multiple_of(10) {
             Mode::Enforce
         } else {
             Mode::Learn
