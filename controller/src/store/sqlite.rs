@@ -918,11 +918,14 @@ mod tests {
     fn the_bundle_columns_come_with_the_migration_the_legacy_read_expects() {
         let m = MIGRATIONS[BUNDLE_SCHEMA as usize - 1];
         assert!(m.contains("ADD COLUMN format") && m.contains("ADD COLUMN bundle"));
-        assert_eq!(
-            MIGRATIONS.len(),
-            BUNDLE_SCHEMA as usize,
-            "later migrations: check the legacy read"
-        );
+        // A store opened read-only is read as its version says: later migrations must leave
+        // the generations table alone, or the legacy read needs another case.
+        for later in &MIGRATIONS[BUNDLE_SCHEMA as usize..] {
+            assert!(
+                !later.contains("generations"),
+                "a later migration changes generations: check the legacy read"
+            );
+        }
     }
 
     #[test]
