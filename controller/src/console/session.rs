@@ -171,8 +171,8 @@ pub enum NoSession {
     Ended,
 }
 
-/// The session of the cookie `id`, if it is live at `now_ms`; it then counts as used now. An
-/// expired one is revoked.
+/// The session of the cookie `id`, if it is live at `now_ms`; it then counts as used now
+/// (recorded at most every tenth of the idle timeout). An expired one is revoked.
 pub fn resume(
     store: &dyn Store,
     id: &str,
@@ -193,7 +193,12 @@ pub fn resume(
         store.revoke_session(&id_hash, now_ms)?;
         return Ok(Err(NoSession::Ended));
     }
-    store.touch_session(&id_hash, now_ms)?;
+    // Last seen is written at most every tenth of the idle timeout (and 10 s): a page view
+    // does not queue a write behind the write service's transactions each time, and the idle
+    // timeout runs out at most that much early.
+    if now_ms.saturating_sub(row.last_seen_ms) >= ms(timeouts.idle / 10).min(10_000) {
+        store.touch_session(&id_hash, now_ms)?;
+    }
     Ok(Ok(Session {
         principal: principal(&row),
         id_hash,

@@ -884,8 +884,9 @@ impl Store for SqliteStore {
     }
 
     fn session(&self, id_hash: &str) -> Result<Option<super::SessionRow>> {
-        // On the write connection: a session just stored or revoked must be seen at once.
-        super::console::session(&self.conn(), id_hash)
+        // On a read connection, so a page never waits behind a write: sessions are stored and
+        // revoked in their own commits, which a reader started after them sees.
+        self.read(|c| super::console::session(c, id_hash))
     }
 
     fn touch_session(&self, id_hash: &str, now_ms: i64) -> Result<()> {
@@ -897,7 +898,7 @@ impl Store for SqliteStore {
     }
 
     fn sessions_of(&self, user: &str) -> Result<Vec<super::SessionRow>> {
-        super::console::sessions_of(&self.conn(), user)
+        self.read(|c| super::console::sessions_of(c, user))
     }
 
     fn audit_with_head(&self, head_path: &Path) -> Result<super::AuditWithHead> {
