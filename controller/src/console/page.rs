@@ -51,9 +51,11 @@ pub fn render(status: StatusCode, t: &impl Template) -> Response {
     }
 }
 
-/// Whether htmx asked (it wants the fragment, not the whole page).
+/// Whether htmx asked for a fragment rather than the whole page (a history restore, after
+/// Back with nothing cached, wants the whole page).
 pub fn is_htmx(headers: &HeaderMap) -> bool {
     headers.get("hx-request").is_some_and(|v| v == "true")
+        && !headers.contains_key("hx-history-restore-request")
 }
 
 #[derive(Template)]

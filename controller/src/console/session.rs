@@ -108,11 +108,16 @@ fn now_ms() -> i64 {
     crate::audit::now_ms()
 }
 
+/// Sessions are listed this long after they started, then deleted (at the next login).
+pub const KEEP_SESSIONS: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Starts a session for `who`: returns the id for the cookie (stored only hashed) and the
-/// session.
+/// session. Sessions started more than [`KEEP_SESSIONS`] ago are deleted.
 pub fn start(store: &dyn Store, who: Principal) -> Result<(String, Session)> {
     let id = random_token()?;
     let now = now_ms();
+    let keep = i64::try_from(KEEP_SESSIONS.as_millis()).unwrap_or(i64::MAX);
+    store.prune_sessions(now.saturating_sub(keep))?;
     let (source, subject, acr) = match &who.source {
         LoginSource::Local => ("local".to_string(), String::new(), String::new()),
         LoginSource::Oidc {
@@ -325,6 +330,9 @@ mod tests {
             NoSession::Missing
         );
         assert_eq!(store.sessions_of("eve").unwrap().len(), 3);
+        // Old rows go at the next login.
+        store.prune_sessions(s.created_ms + 1).unwrap();
+        assert!(store.sessions_of("eve").unwrap().is_empty());
     }
 
     #[test]

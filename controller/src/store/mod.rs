@@ -560,4 +560,6 @@ pub trait Store: Send + Sync {
     fn revoke_session(&self, id_hash: &str, now_ms: i64) -> Result<bool>;
     /// `user`'s sessions, newest first.
     fn sessions_of(&self, user: &str) -> Result<Vec<SessionRow>>;
+    /// Deletes sessions started before `before_ms`; returns how many.
+    fn prune_sessions(&self, before_ms: i64) -> Result<usize>;
 }

@@ -901,6 +901,13 @@ impl Store for SqliteStore {
         self.read(|c| super::console::sessions_of(c, user))
     }
 
+    fn prune_sessions(&self, before_ms: i64) -> Result<usize> {
+        Ok(self
+            .conn()
+            .prepare_cached("DELETE FROM console_sessions WHERE created_ms < ?1")?
+            .execute([before_ms])?)
+    }
+
     fn audit_with_head(&self, head_path: &Path) -> Result<super::AuditWithHead> {
         // Under the connection lock, which every write holds from its head append to its
         // commit: the two are read at the same point.
