@@ -15,6 +15,42 @@ pub enum Role {
     Viewer,
 }
 
+/// The roles a person may hold to read (devices, profiles, audit, alerts).
+pub const READERS: &[Role] = &[Role::Engineer, Role::Soc, Role::Viewer];
+/// The roles that change the site (devices, profiles, groups, gateways, modes, baselines).
+pub const WRITERS: &[Role] = &[Role::Engineer];
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Engineer => "engineer",
+            Role::Soc => "soc",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "engineer" => Ok(Role::Engineer),
+            "soc" => Ok(Role::Soc),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(format!(
+                "`{}` is not a role (engineer, soc, viewer)",
+                other.escape_debug()
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
     Gateway(String),
@@ -61,16 +97,11 @@ pub fn from_der(der: &[u8]) -> Result<Identity> {
         && !name.is_empty()
     {
         valid("user", name)?;
-        let role = match ou {
-            "engineer" => Role::Engineer,
-            "soc" => Role::Soc,
-            "viewer" => Role::Viewer,
-            other => {
-                return Err(Error::Unauthenticated(format!(
-                    "certificate for {name} has no known role (OU `{other}`)"
-                )));
-            }
-        };
+        let role = ou.parse::<Role>().map_err(|_| {
+            Error::Unauthenticated(format!(
+                "certificate for {name} has no known role (OU `{ou}`)"
+            ))
+        })?;
         return Ok(Identity::User {
             name: name.to_string(),
             role,
@@ -95,7 +126,12 @@ pub fn identity<T>(req: &tonic::Request<T>) -> Result<Identity> {
 
 /// The caller must be a person with one of `roles`.
 pub fn require_role<T>(req: &tonic::Request<T>, roles: &[Role]) -> Result<Identity> {
-    let id = identity(req)?;
+    require(identity(req)?, roles)
+}
+
+/// `id` must be a person with one of `roles` (the check every gRPC method and every console
+/// action makes).
+pub fn require(id: Identity, roles: &[Role]) -> Result<Identity> {
     match &id {
         Identity::User { role, .. } if roles.contains(role) => Ok(id),
         Identity::User { name, role } => Err(Error::Denied(format!(

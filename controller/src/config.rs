@@ -37,6 +37,79 @@ pub struct ControllerConfig {
     /// owns the controller's disk.
     #[serde(default)]
     pub audit_checkpoints: CheckpointConfig,
+    /// The browser console on its own HTTPS listener (see `crate::console`). Off unless
+    /// configured.
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
+}
+
+/// The browser console: its HTTPS listener (the controller's server certificate from `certs`,
+/// no client certificate), who may log in, and how long a session lasts.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// e.g. `0.0.0.0:9443` (a port of its own: agents keep the mTLS gRPC port).
+    pub listen: SocketAddr,
+    /// The local break-glass account (role engineer), for when the identity provider is out.
+    /// Without it nobody can log in until OIDC is built.
+    #[serde(default)]
+    pub admin: Option<LocalAdmin>,
+    /// A session without a request for this long is over (seconds). Default 900 (15 min).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    /// A session is over this long after its login, however active (seconds). Default 28800
+    /// (8 h).
+    #[serde(default = "default_absolute_timeout")]
+    pub absolute_timeout_seconds: u64,
+}
+
+/// The break-glass account of the console.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalAdmin {
+    /// The login name (the audit trail records `user:NAME`). Default `admin`.
+    #[serde(default = "default_admin_name")]
+    pub name: String,
+    /// The password's argon2 hash in PHC form (`$argon2id$v=19$...`), as
+    /// `wardgate-controller console hash-password` prints it; never the password.
+    pub password_hash: String,
+}
+
+fn default_idle_timeout() -> u64 {
+    15 * 60
+}
+fn default_absolute_timeout() -> u64 {
+    8 * 3600
+}
+fn default_admin_name() -> String {
+    "admin".into()
+}
+
+impl ConsoleConfig {
+    /// A console on `listen` with the default timeouts and no local account.
+    pub fn new(listen: SocketAddr) -> Self {
+        ConsoleConfig {
+            listen,
+            admin: None,
+            idle_timeout_seconds: default_idle_timeout(),
+            absolute_timeout_seconds: default_absolute_timeout(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.idle_timeout_seconds == 0 || self.absolute_timeout_seconds == 0 {
+            return Err(
+                "`idle_timeout_seconds` and `absolute_timeout_seconds` must be at least 1".into(),
+            );
+        }
+        if let Some(a) = &self.admin {
+            crate::certs::validate_name("user", &a.name).map_err(|e| format!("admin.name: {e}"))?;
+            argon2::PasswordHash::new(&a.password_hash).map_err(|e| {
+                format!("admin.password_hash is not a PHC hash string ({e}): run `wardgate-controller console hash-password`")
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Signed audit checkpoints: the chain head, signed, to every SOC sink.
@@ -233,6 +306,7 @@ impl Default for ControllerConfig {
             metrics: None,
             sinks: Vec::new(),
             audit_checkpoints: CheckpointConfig::default(),
+            console: None,
         }
     }
 }
@@ -274,6 +348,9 @@ impl ControllerConfig {
             anyhow::bail!(
                 "audit_checkpoints: `every_entries` and `every_seconds` must be at least 1"
             );
+        }
+        if let Some(c) = &cfg.console {
+            c.check().map_err(|e| anyhow::anyhow!("console: {e}"))?;
         }
         Ok(cfg)
     }
@@ -396,6 +473,34 @@ mod tests {
             let e = format!("{:#}", ControllerConfig::parse(text).unwrap_err());
             assert!(e.contains(expect), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_console_is_off_unless_configured_and_its_keys_parse() {
+        assert_eq!(ControllerConfig::parse("{}\n").unwrap().console, None);
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                    YmFkaGFzaGJhZGhhc2hiYWRoYXNoYmFkaGFzaGJhZA";
+        let cfg = ControllerConfig::parse(&format!(
+            "console:\n  listen: 0.0.0.0:9443\n  admin:\n    password_hash: '{hash}'\n  idle_timeout_seconds: 60\n"
+        ))
+        .unwrap();
+        let c = cfg.console.unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9443".parse().unwrap());
+        assert_eq!(c.idle_timeout_seconds, 60);
+        assert_eq!(c.absolute_timeout_seconds, 8 * 3600);
+        let admin = c.admin.unwrap();
+        assert_eq!(admin.name, "admin");
+        assert_eq!(admin.password_hash, hash);
+        let e = ControllerConfig::parse(
+            "console:\n  listen: 0.0.0.0:9443\n  admin:\n    password_hash: hunter2\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("hash-password"), "{e}");
+        let e = ControllerConfig::parse(
+            "console:\n  listen: 0.0.0.0:9443\n  idle_timeout_seconds: 0\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The wardgate controller library: gRPC services (agent, admin, alerts), the store and its
-//! audit trail, access control, policy push, and the wardctl CLI commands.
+//! The wardgate controller library: gRPC services (agent, admin, alerts), the browser console,
+//! the store and its audit trail, access control, policy push, and the wardctl CLI commands.
 
 pub mod alerts;
 pub mod audit;
@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod generation;
 pub mod listener;

@@ -149,6 +149,19 @@ pub fn check_server_name(files: &TlsFiles, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The services' shared context for `store`, counting into `metrics`.
+pub fn context(store: Arc<dyn Store>, metrics: Arc<ControllerMetrics>, settings: &Settings) -> Ctx {
+    Ctx {
+        store,
+        push: Arc::new(Push::default()),
+        metrics,
+        flow_limits: crate::store::FlowLimits {
+            retention_days: settings.flow_retention_days,
+            rows_per_device_day: settings.flow_rows_per_device_day,
+        },
+    }
+}
+
 /// Serves until `shutdown` resolves; the services count into `metrics`.
 pub async fn serve(
     store: Arc<dyn Store>,
@@ -158,15 +171,19 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let ctx = Ctx {
-        store,
-        push: Arc::new(Push::default()),
-        metrics,
-        flow_limits: crate::store::FlowLimits {
-            retention_days: settings.flow_retention_days,
-            rows_per_device_day: settings.flow_rows_per_device_day,
-        },
-    };
+    let ctx = context(store, metrics, settings);
+    serve_with(ctx, tls, settings, listener, shutdown).await
+}
+
+/// As [`serve`], with a context shared with the console (its writes wake the same agents'
+/// streams).
+pub async fn serve_with(
+    ctx: Ctx,
+    tls: &TlsFiles,
+    settings: &Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     if settings.max_connections == 0 {
         anyhow::bail!("--max-connections must be at least 1");
     }

@@ -54,6 +54,16 @@ enum Offline {
     /// The audit trail of a store directory.
     #[command(subcommand)]
     Audit(OfflineAudit),
+    /// The browser console.
+    #[command(subcommand)]
+    Console(OfflineConsole),
+}
+
+#[derive(Subcommand)]
+enum OfflineConsole {
+    /// Read a password on standard input (one line) and print its argon2 hash, for
+    /// `console.admin.password_hash` in the controller config.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -85,6 +95,18 @@ enum OfflineAudit {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Offline::Console(OfflineConsole::HashPassword)) = cli.command {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password on standard input")?;
+        let password = line.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            anyhow::bail!("an empty password");
+        }
+        println!("{}", wardgate_controller::console::hash_password(password)?);
+        return Ok(());
+    }
     if let Some(Offline::Audit(OfflineAudit::Verify {
         data,
         audit_head,
@@ -155,6 +177,23 @@ async fn main() -> anyhow::Result<()> {
     // Certificates (and the revocation list) checked before READY=1: a controller that cannot
     // serve TLS never says ready.
     TlsState::load(&tls, &cli.settings.crl_path(&cfg.certs))?;
+    let ctx = server::context(store, counters, &cli.settings);
+    // The browser console, on its own HTTPS listener, sharing the services' context.
+    let console = match &cfg.console {
+        None => None,
+        Some(c) => {
+            let l = tokio::net::TcpListener::bind(c.listen)
+                .await
+                .with_context(|| format!("binding the console {}", c.listen))?;
+            tracing::info!(listen = %c.listen, "console served (HTTPS)");
+            let (ctx, c, tls) = (ctx.clone(), c.clone(), tls.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = wardgate_controller::console::serve(ctx, &c, &tls, l).await {
+                    tracing::error!(error = %e, "console stopped");
+                }
+            }))
+        }
+    };
     let listen = listener.local_addr()?;
     // Handled before READY=1: a SIGTERM right after it is a clean stop.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -169,7 +208,10 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
         wardgate_daemon::notify::stopping("finishing open calls");
     };
-    let served = server::serve(store, counters, &tls, &cli.settings, listener, shutdown).await;
+    let served = server::serve_with(ctx, &tls, &cli.settings, listener, shutdown).await;
+    if let Some(c) = console {
+        c.abort();
+    }
     sinks.stop().await;
     served
 }

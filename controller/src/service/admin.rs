@@ -15,8 +15,8 @@ use crate::{
 
 pub struct Admin(pub Ctx);
 
-const READ: &[Role] = &[Role::Engineer, Role::Soc, Role::Viewer];
-const WRITE: &[Role] = &[Role::Engineer];
+const READ: &[Role] = auth::READERS;
+const WRITE: &[Role] = auth::WRITERS;
 
 fn device_pb(d: DeviceRow) -> pb::Device {
     pb::Device {

@@ -225,4 +225,22 @@ pub const MIGRATIONS: &[&str] = &[
     // so rewriting them would break the chain. New rows leave `state_json` empty.
     "ALTER TABLE generations ADD COLUMN format TEXT NOT NULL DEFAULT 'json';
     ALTER TABLE generations ADD COLUMN bundle BLOB;",
+    // 10: console sessions (`crate::console::session`): the opaque id is stored only as its
+    // SHA-256, with who (name, role, how they logged in), the CSRF token, and the times the
+    // idle and absolute timeouts are checked against; a revoked session keeps its row. The mode
+    // index serves the inventory's filter.
+    "CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        role TEXT NOT NULL,
+        source TEXT NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        acr TEXT NOT NULL DEFAULT '',
+        csrf TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+    );
+    CREATE INDEX console_sessions_user ON console_sessions (user, created_ms);
+    CREATE INDEX devices_mode ON devices (mode);",
 ];

@@ -8,6 +8,7 @@
 //! service's (`crate::write`), which drives a [`StoreTx`].
 
 pub mod checkpoint;
+mod console;
 mod learning;
 pub(crate) mod migrations;
 mod reader;
@@ -206,6 +207,60 @@ pub struct AlertRow {
     pub body: String,
     pub acknowledged: bool,
     pub acknowledged_by: String,
+}
+
+/// A console session as stored (`crate::console::session` decides what it means): the id is
+/// only ever stored hashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRow {
+    /// SHA-256 (hex) of the opaque id the browser holds.
+    pub id_hash: String,
+    pub user: String,
+    pub role: crate::auth::Role,
+    /// How the user logged in: `local` (the break-glass admin) or `oidc:ISSUER`.
+    pub source: String,
+    /// The identity provider's subject and authentication context ('' for a local login).
+    pub subject: String,
+    pub acr: String,
+    /// The session's CSRF token (every POST carries it).
+    pub csrf: String,
+    pub created_ms: i64,
+    pub last_seen_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+/// One page of the console's inventory: filters (empty = any), run in the query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InventoryQuery {
+    /// Substring of the name, MAC, an address, the asset id or the location.
+    pub search: String,
+    pub profile: String,
+    pub gateway: String,
+    pub mode: Option<Mode>,
+    /// A baseline state (`learning`, `frozen`, `approved`) or `none` (no flow seen yet).
+    pub baseline: String,
+    pub offset: u64,
+    pub limit: u32,
+}
+
+/// A device as the inventory lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InventoryRow {
+    pub device: DeviceRow,
+    /// The baseline state (`None`: no flow stored yet).
+    pub baseline: Option<String>,
+    /// The last flow stored for it (ns since the Unix epoch).
+    pub last_seen_ns: Option<u64>,
+}
+
+/// What [`Store::inventory`] answers: the page, how many match, and the values the filters
+/// offer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InventoryPage {
+    pub rows: Vec<InventoryRow>,
+    pub total: u64,
+    pub profiles: Vec<String>,
+    pub gateways: Vec<String>,
 }
 
 /// What applying a change found before it, for its audit entry (the write service words it).
@@ -492,4 +547,19 @@ pub trait Store: Send + Sync {
     /// `device`'s baseline lifecycle and when it last changed (Unix ms); None before its
     /// first flow.
     fn baseline_lifecycle(&self, device: &str) -> Result<Option<(Lifecycle, i64)>>;
+    /// One page of devices matching `q`, by name, filtered and counted in the query (the
+    /// console's inventory: 20,000 devices are never read whole).
+    fn inventory(&self, q: &InventoryQuery) -> Result<InventoryPage>;
+    /// Stores a new console session.
+    fn insert_session(&self, s: &SessionRow) -> Result<()>;
+    /// The session whose id hashes to `id_hash`, revoked or not.
+    fn session(&self, id_hash: &str) -> Result<Option<SessionRow>>;
+    /// Records a request of the session at `now_ms` (the idle timeout counts from it).
+    fn touch_session(&self, id_hash: &str, now_ms: i64) -> Result<()>;
+    /// Revokes the session at `now_ms`; false if it was not there or already revoked.
+    fn revoke_session(&self, id_hash: &str, now_ms: i64) -> Result<bool>;
+    /// `user`'s sessions, newest first.
+    fn sessions_of(&self, user: &str) -> Result<Vec<SessionRow>>;
+    /// Deletes sessions started before `before_ms`; returns how many.
+    fn prune_sessions(&self, before_ms: i64) -> Result<usize>;
 }

@@ -1,0 +1,79 @@
+//! The browser console: server-rendered pages for biomedical engineers and the SOC, on an HTTPS
+//! listener of its own (`console: {listen: ...}` in the controller config; off unless
+//! configured), beside the agents' mTLS gRPC port.
+//!
+//! Pages are askama templates (`controller/templates/console/`) rendered here, readable without
+//! JavaScript; the vendored htmx (served from the binary) only swaps fragments (a page asked
+//! with `HX-Request` gets its fragment, `Vary: HX-Request`). Every response carries a strict
+//! Content-Security-Policy and the other security headers (`headers.rs`). Every action goes
+//! through the service layer the gRPC API uses (`crate::service::Ctx`, the write service), with
+//! the same roles (`crate::auth`) and audit trail. French or English from Accept-Language
+//! (`i18n.rs`).
+//!
+//! What each file holds: `tls.rs` the listener; `session.rs` who is logged in and their
+//! session (cookie, CSRF, timeouts); `login.rs` the login form and logout; `inventory.rs` the
+//! device list; `device.rs` a device's page and its mode change; `sessions.rs` a user's
+//! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet.
+
+mod assets;
+mod device;
+mod headers;
+pub mod i18n;
+mod inventory;
+mod login;
+mod page;
+pub mod session;
+mod sessions;
+mod tls;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+
+pub use self::{login::hash_password, tls::serve};
+use crate::{
+    config::{ConsoleConfig, LocalAdmin},
+    service::Ctx,
+};
+
+/// Devices per inventory page.
+pub const PAGE_SIZE: u32 = 50;
+
+/// What every handler shares.
+pub struct Console {
+    pub ctx: Ctx,
+    pub admin: Option<LocalAdmin>,
+    pub timeouts: session::Timeouts,
+}
+
+impl Console {
+    pub fn new(ctx: Ctx, cfg: &ConsoleConfig) -> Console {
+        Console {
+            ctx,
+            admin: cfg.admin.clone(),
+            timeouts: session::Timeouts {
+                idle: Duration::from_secs(cfg.idle_timeout_seconds),
+                absolute: Duration::from_secs(cfg.absolute_timeout_seconds),
+            },
+        }
+    }
+}
+
+/// The console's routes, security headers on every response.
+pub fn router(console: Arc<Console>) -> Router {
+    Router::new()
+        .route("/", get(inventory::page))
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", post(login::logout))
+        .route("/sessions", get(sessions::page))
+        .route("/devices/{name}", get(device::page))
+        .route("/devices/{name}/mode", post(device::set_mode))
+        .route("/assets/htmx.min.js", get(assets::htmx))
+        .route("/assets/console.css", get(assets::css))
+        .fallback(page::not_found)
+        .layer(axum::middleware::map_response(headers::secure))
+        .with_state(console)
+}
