@@ -18,4 +18,5 @@ pub mod server;
 pub mod service;
 pub mod sinks;
 pub mod store;
+pub mod words;
 pub mod write;

@@ -268,7 +268,16 @@ fn the_getting_started_page_runs_as_written() {
         "{proposed}"
     );
     let end = said("wardctl audit list");
-    assert!(end.contains("enforce"), "{end}");
+    for want in [
+        "mode       enforce: only what its profile allows passes",
+        "profile    proposed-pump-3a-bed12",
+        "tcp/443 to infusion-server",
+        "udp/53 to dns",
+        "udp/123 to ntp",
+        "gw-ward-3: never connected",
+    ] {
+        assert!(end.contains(want), "`{want}` missing from:\n{end}");
+    }
     assert!(end.contains("CHG-1004 enforce after a quiet week"), "{end}");
     assert!(end.contains("user:alice"), "the audit names alice: {end}");
 }

@@ -369,6 +369,7 @@ impl AdminService for Admin {
         let epoch = self.0.store.epoch()?;
         for g in self.0.store.snapshot()?.gateways {
             let latest = self.0.store.latest_generation(&g.name)?;
+            let connected = self.0.push.watchers(&g.name) > 0;
             gateways.push(pb::Gateway {
                 name: g.name,
                 interfaces: g.interfaces,
@@ -378,6 +379,7 @@ impl AdminService for Admin {
                 last_error: g.last_error,
                 applied_epoch: g.applied_epoch,
                 epoch: epoch.clone(),
+                connected,
             });
         }
         Ok(Response::new(pb::ListGatewaysResponse { gateways }))

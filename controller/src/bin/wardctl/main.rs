@@ -82,6 +82,9 @@ enum Command {
     Alerts {
         #[command(subcommand)]
         cmd: alerts::AlertsCmd,
+        /// Times in UTC (default: this machine's time zone).
+        #[arg(long, global = true)]
+        utc: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -144,7 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             remote,
         } => rt()?.block_on(assign::mode(device, mode, reason, &remote, out)),
         Command::Gateways { remote } => rt()?.block_on(gateways::run(&remote, out)),
-        Command::Alerts { cmd, remote } => rt()?.block_on(alerts::run(cmd, &remote, out)),
+        Command::Alerts { cmd, remote, utc } => rt()?.block_on(alerts::run(cmd, &remote, out, utc)),
         Command::Audit { cmd, remote } => rt()?.block_on(audit::run(cmd, &remote, out)),
     }
 }
