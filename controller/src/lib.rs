@@ -13,6 +13,7 @@ pub mod generation;
 pub mod listener;
 pub mod metrics;
 pub mod offline;
+pub mod preview;
 pub mod push;
 pub mod server;
 pub mod service;

@@ -163,6 +163,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
             device: "us-3a-portable".into(),
             profile: "ct".into(),
             reason: "INC-7 relabelled".into(),
+            dry_run: false,
         })
         .await
         .unwrap()
@@ -184,6 +185,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         device: "us-3a-portable".into(),
         mode: "enforce".into(),
         reason: "CHG-9".into(),
+        dry_run: false,
     })
     .await
     .unwrap();
@@ -191,6 +193,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         device: "monitor-3a-bed12".into(),
         mode: "enforce".into(),
         reason: "CHG-9".into(),
+        dry_run: false,
     })
     .await
     .unwrap();
@@ -300,6 +303,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
         device: device.into(),
         profile: profile.into(),
         reason: reason.into(),
+        dry_run: false,
     };
     let mut vic = c.admin("user-vic").await;
     let s = vic
@@ -313,6 +317,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
             device: "pump-3a-bed12".into(),
             mode: "learn".into(),
             reason: "x".into(),
+            dry_run: false,
         })
         .await
         .unwrap_err();
@@ -366,6 +371,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
             device: "pump-3a-bed12".into(),
             mode: "block".into(),
             reason: "x".into(),
+            dry_run: false,
         })
         .await
         .unwrap_err();
@@ -414,6 +420,7 @@ async fn the_audit_chain_detects_edits_and_deletions() {
         device: "pump-3a-bed12".into(),
         mode: "monitor".into(),
         reason: "INC-42 false positives".into(),
+        dry_run: false,
     })
     .await
     .unwrap();
@@ -626,6 +633,7 @@ async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
             device: "us-3a-portable".into(),
             profile: "pump-peers".into(),
             reason: "CHG-5".into(),
+            dry_run: false,
         })
         .await
         .unwrap()

@@ -206,13 +206,14 @@ impl AdminService for Admin {
         let r = req.into_inner();
         self.need_device(&r.device)?;
         self.need_profile(&r.profile)?;
-        Ok(Response::new(self.0.write(
+        Ok(Response::new(self.0.write_or_preview(
             &who.actor(),
             &r.reason,
-            Change::AssignProfile {
+            vec![Change::AssignProfile {
                 device: r.device,
                 profile: r.profile,
-            },
+            }],
+            r.dry_run,
         )?))
     }
 
@@ -224,13 +225,14 @@ impl AdminService for Admin {
         let r = req.into_inner();
         let mode = parse_mode(&r.mode)?;
         self.need_device(&r.device)?;
-        Ok(Response::new(self.0.write(
+        Ok(Response::new(self.0.write_or_preview(
             &who.actor(),
             &r.reason,
-            Change::SetMode {
+            vec![Change::SetMode {
                 device: r.device,
                 mode,
-            },
+            }],
+            r.dry_run,
         )?))
     }
 
@@ -423,10 +425,11 @@ impl AdminService for Admin {
         for d in r.devices {
             changes.push(device_change(d)?);
         }
-        Ok(Response::new(self.0.write_all(
+        Ok(Response::new(self.0.write_or_preview(
             &who.actor(),
             &r.reason,
             changes,
+            r.dry_run,
         )?))
     }
 
