@@ -12,6 +12,7 @@ use wardgate_analysis::{
     detect::{Finding, FlowRef, Matrix, Severity, Technique},
     flow::DeviceRef,
 };
+use wardgate_controller::store::Store;
 use wardgate_proto::v1 as pb;
 use wardgate_testkit::controller::LabController;
 
@@ -206,7 +207,7 @@ async fn people_read_words_and_scripts_keep_their_json() {
     // alerts: local time (here UTC+2), protocol names, the summary; --utc on request.
     let alerts = ok(&lab, "vic", &["alerts", "list"]).await;
     assert!(
-        alerts.contains("2025-12-03 09:00:00 +02:00  high")
+        alerts.contains("2025-12-03 09:00:00 +02:00  high     scan_vertical    pump-3a-bed12")
             && alerts.contains("pump-3a-bed12 tried 40 ports")
             && alerts.contains("(id gw-ward-3-scan-1)"),
         "{alerts}"
@@ -277,4 +278,74 @@ async fn people_read_words_and_scripts_keep_their_json() {
     assert_eq!(json[0]["applied_generation"], bundle.generation);
     assert!(json[0].get("connected").is_none(), "JSON unchanged: {json}");
     drop(watch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_names_are_refused_with_the_closest_known_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = LabController::with_demo_site(
+        dir.path(),
+        &[GW.to_string()],
+        &[("eve", "engineer"), ("sam", "soc")],
+        "eve",
+    )
+    .await
+    .unwrap();
+    let audited = || lab.store.audit().unwrap().len();
+    let before = audited();
+
+    let (ok_, _, err) = wardctl(
+        &lab,
+        "eve",
+        &["devices", "list", "--profile", "infusion-pmp"],
+    )
+    .await;
+    assert!(!ok_);
+    assert_eq!(
+        err.trim(),
+        "error: no profile `infusion-pmp` (did you mean `infusion-pump`?)"
+    );
+    let (ok_, _, err) = wardctl(&lab, "eve", &["devices", "list", "--gateway", "gw-ward3"]).await;
+    assert!(!ok_ && err.contains("did you mean `gw-ward-3`"), "{err}");
+    let pumps = ok(
+        &lab,
+        "eve",
+        &["devices", "list", "--profile", "infusion-pump"],
+    )
+    .await;
+    assert_eq!(pumps.lines().count(), 2, "{pumps}");
+    let (ok_, _, err) = wardctl(
+        &lab,
+        "eve",
+        &["assign", "pump-3a-bed12", "infusion-pmp", "--dry-run"],
+    )
+    .await;
+    assert!(
+        !ok_ && err.contains("did you mean `infusion-pump`"),
+        "{err}"
+    );
+
+    // A mistyped detector would suppress nothing: refused, not audited.
+    let suppress = |detector: &'static str| {
+        [
+            "alerts",
+            "suppress",
+            "--device",
+            "pump-3a-bed12",
+            "--detector",
+            detector,
+            "--reason",
+            "INC-4 known vendor scanner",
+        ]
+    };
+    let (ok_, _, err) = wardctl(&lab, "sam", &suppress("class-protocol")).await;
+    assert!(!ok_, "accepted a typo");
+    assert!(
+        err.contains("no detector `class-protocol` (did you mean `class_protocol`?)")
+            && err.contains("scan_vertical"),
+        "{err}"
+    );
+    assert_eq!(audited(), before, "a refused suppression is not audited");
+    ok(&lab, "sam", &suppress("class_protocol")).await;
+    assert_eq!(audited(), before + 1);
 }

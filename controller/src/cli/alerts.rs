@@ -82,10 +82,10 @@ fn flow(a: &pb::Alert) -> String {
     )
 }
 
-/// One line of `alerts tail` and `alerts list`.
+/// One line of `alerts tail` and `alerts list`: time, severity, detector, device, summary.
 fn line(a: &pb::Alert, utc: bool) -> String {
     format!(
-        "{}{}  {:<8} {:<16} {}  (id {}{})",
+        "{}{}  {:<8} {:<16} {:<16} {}  (id {}{})",
         if a.seq == 0 {
             String::new()
         } else {
@@ -93,6 +93,11 @@ fn line(a: &pb::Alert, utc: bool) -> String {
         },
         words::when(a.observed_unix_ms, utc),
         a.severity,
+        if a.detector.is_empty() {
+            &a.kind
+        } else {
+            &a.detector
+        },
         a.device,
         summary(a),
         a.id,

@@ -138,12 +138,12 @@ impl Admin {
 
     fn need_profile(&self, name: &str) -> Result<(), Error> {
         nonempty("profile", name)?;
-        tokio::task::block_in_place(|| self.0.store.profile(name))?
-            .map(|_| ())
-            .ok_or_else(|| Error::NotFound {
-                what: "profile",
-                name: name.to_string(),
-            })
+        if tokio::task::block_in_place(|| self.0.store.profile(name))?.is_some() {
+            return Ok(());
+        }
+        let known = tokio::task::block_in_place(|| self.0.store.snapshot())?.profiles;
+        let names: Vec<&str> = known.iter().map(|p| p.name.as_str()).collect();
+        Err(Error::unknown("profile", name, &names))
     }
 }
 
@@ -155,10 +155,17 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
         auth::require_role(&req, READ)?;
         let f = req.get_ref();
-        let devices = self
-            .0
-            .store
-            .snapshot()?
+        let snapshot = tokio::task::block_in_place(|| self.0.store.snapshot())?;
+        // A filter naming nothing is a typo, not an empty answer.
+        if !f.profile.is_empty() && !snapshot.profiles.iter().any(|p| p.name == f.profile) {
+            let names: Vec<&str> = snapshot.profiles.iter().map(|p| p.name.as_str()).collect();
+            return Err(Error::unknown("profile", &f.profile, &names).into());
+        }
+        if !f.gateway.is_empty() && !snapshot.gateways.iter().any(|g| g.name == f.gateway) {
+            let names: Vec<&str> = snapshot.gateways.iter().map(|g| g.name.as_str()).collect();
+            return Err(Error::unknown("gateway", &f.gateway, &names).into());
+        }
+        let devices = snapshot
             .devices
             .into_iter()
             .filter(|d| f.gateway.is_empty() || d.gateway == f.gateway)
