@@ -376,14 +376,14 @@ async fn refusals_have_the_right_status_and_write_nothing() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
-    let s = eve.upsert_profile(pb::UpsertProfileRequest { yaml: "name: bad\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [any]\n    ports: 70000\n".into(), reason: "x".into() }).await.unwrap_err();
+    let s = eve.upsert_profile(pb::UpsertProfileRequest { yaml: "name: bad\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [any]\n    ports: 70000\n".into(), reason: "x".into(), dry_run: false, }).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("request:6:12"), "{}", s.message());
     // A device whose profile uses a group the site lacks: refused by the compiler, nothing stored.
     let s = eve
         .upsert_profile(pb::UpsertProfileRequest {
             yaml: "name: pump-x\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [group:nowhere]\n    ports: 443\n".into(),
-            reason: "x".into(),
+            reason: "x".into(), dry_run: false,
         })
         .await
         .unwrap_err();
@@ -395,6 +395,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
         .upsert_profile(pb::UpsertProfileRequest {
             yaml: huge,
             reason: "x".into(),
+            dry_run: false,
         })
         .await
         .unwrap_err();
@@ -601,7 +602,7 @@ async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
     let mut eve = c.admin("user-eve").await;
     eve.upsert_profile(pb::UpsertProfileRequest {
         yaml: "name: pump-peers\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [same-profile]\n    ports: 8443\n".into(),
-        reason: "CHG-5 pumps sync drug libraries peer to peer".into(),
+        reason: "CHG-5 pumps sync drug libraries peer to peer".into(), dry_run: false,
     })
     .await
     .unwrap();
@@ -700,6 +701,7 @@ async fn ids_survive_unrelated_edits_and_a_reordered_site() {
                direction: from-device, protocol: tcp, peers: [group:his], ports: 2575}\n"
             .into(),
         reason: "CHG-20".into(),
+        dry_run: false,
     })
     .await
     .unwrap();
@@ -730,6 +732,7 @@ async fn ids_survive_unrelated_edits_and_a_reordered_site() {
     eve.upsert_profile(pb::UpsertProfileRequest {
         yaml,
         reason: "CHG-21".into(),
+        dry_run: false,
     })
     .await
     .unwrap();

@@ -267,6 +267,15 @@ fn the_getting_started_page_runs_as_written() {
         proposed.contains("name: proposed-pump-3a-bed12"),
         "{proposed}"
     );
+    let dry = said("--dry-run");
+    assert!(
+        dry.contains(
+            "dry run: nothing was changed\n\
+             pump-3a-bed12 on gw-ward-3: profile infusion-pump -> proposed-pump-3a-bed12\n  \
+             - udp/514 to syslog\n"
+        ),
+        "{dry}"
+    );
     let end = said("wardctl audit list");
     for want in [
         "mode       enforce: only what its profile allows passes",

@@ -1,4 +1,4 @@
-//! `--dry-run` on `assign`, `mode` and `push` through the real wardctl against a controller on
+//! `--dry-run` on `assign`, `mode`, `push` and `profiles upsert` through the real wardctl against a controller on
 //! loopback (the demo site): what changes for each device, in words, computed by the
 //! controller; nothing written (no audit entry, no new generation); moving a pump to a copy of
 //! its profile with one more port and one flow fewer shows exactly those two.
@@ -74,6 +74,24 @@ async fn a_dry_run_says_what_changes_per_device_and_writes_nothing() {
     .await;
 
     let before = written(&lab);
+    // A new version of the pump's own profile: each device on it, what it gains.
+    let plus = dir.path().join("infusion-pump.yaml");
+    std::fs::write(
+        &plus,
+        pump.replace("    ports: 443\n", "    ports: [443, 8443]\n"),
+    )
+    .unwrap();
+    let out = ok(
+        &lab,
+        &["profiles", "upsert", plus.to_str().unwrap(), "--dry-run"],
+    )
+    .await;
+    assert_eq!(
+        out,
+        "dry run: nothing was changed\n\
+         pump-3a-bed12 on gw-ward-3\n  + tcp/8443 to infusion-server\n"
+    );
+    assert_eq!(written(&lab), before);
     let out = ok(
         &lab,
         &[

@@ -291,6 +291,7 @@ impl LabController {
                 .upsert_profile(pb::UpsertProfileRequest {
                     yaml,
                     reason: "grow".into(),
+                    dry_run: false,
                 })
                 .await?;
             let r = admin

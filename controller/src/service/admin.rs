@@ -329,10 +329,11 @@ impl AdminService for Admin {
         let who = auth::require_role(&req, WRITE)?;
         let r = req.into_inner();
         let change = profile_change("request", r.yaml)?;
-        Ok(Response::new(self.0.write(
+        Ok(Response::new(self.0.write_or_preview(
             &who.actor(),
             &r.reason,
-            change,
+            vec![change],
+            r.dry_run,
         )?))
     }
 
