@@ -79,7 +79,7 @@ pub fn run(cmd: ProfileCmd, out: OutputFormat) -> anyhow::Result<()> {
                     if let Some(site_path) = site {
                         let file = site_path.display().to_string();
                         let text = std::fs::read_to_string(&site_path)
-                            .with_context(|| format!("reading {file}"))?;
+                            .with_context(|| format!("reading the site file {file} (--site)"))?;
                         match parse_site(&file, &text) {
                             Ok(s) => d.extend(validate(&file, &s, &set)),
                             Err(e) => d.extend(e),

@@ -27,9 +27,17 @@ pub fn read(
     site_path: &Path,
     profiles: &Path,
 ) -> anyhow::Result<(wardgate_policy::Site, wardgate_policy::ProfileSet)> {
-    let set = wardgate_policy::ProfileSet::load_dir(profiles).map_err(|d| anyhow!("{d}"))?;
     let file = site_path.display().to_string();
-    let text = std::fs::read_to_string(site_path).with_context(|| format!("reading {file}"))?;
+    let text = std::fs::read_to_string(site_path)
+        .with_context(|| format!("reading the site file {file} (--site)"))?;
+    if !profiles.is_dir() {
+        anyhow::bail!(
+            "no profile directory {} (--profiles: a directory of profile files, such as the \
+             packaged library /usr/share/wardgate/profiles)",
+            profiles.display()
+        );
+    }
+    let set = wardgate_policy::ProfileSet::load_dir(profiles).map_err(|d| anyhow!("{d}"))?;
     let site = wardgate_policy::parse_site(&file, &text).map_err(|d| anyhow!("{d}"))?;
     let d = wardgate_policy::validate(&file, &site, &set);
     if !d.is_empty() {

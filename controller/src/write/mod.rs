@@ -80,8 +80,8 @@ pub struct Preview {
 }
 
 /// A dry run of [`write`]: the same steps in a transaction that is rolled back, so nothing is
-/// stored, audited or pushed. Refused where the write would be (a missing device, a compile
-/// error, the bundle limit is not checked).
+/// stored, audited or pushed. Refused where the write would be (a missing device, a row
+/// constraint, a compile error); only the bundle limit is left to the write.
 pub fn preview(store: &dyn Store, changes: &[Change], compile: Compiler<'_>) -> Result<Preview> {
     let mut tx = store.begin()?;
     let (_, states) = stage(tx.as_mut(), changes, compile)?;
