@@ -29,6 +29,25 @@ pub struct DeviceChange {
     /// What the device may newly do, and may no longer do, in words.
     pub allowed_added: Vec<String>,
     pub allowed_removed: Vec<String>,
+    /// Where the change can stop the device's traffic, what to expect; empty otherwise.
+    pub warning: String,
+}
+
+/// The availability warning of a change from mode `before` to `after` ("" for a device that
+/// was not there) that removes `removed` allowed flows.
+pub fn warning(before: &str, after: &str, removed: usize) -> String {
+    match (before, after) {
+        (b, "quarantine") if b != "quarantine" => {
+            "all its traffic will be dropped, clinical traffic included".into()
+        }
+        (b, "enforce") if b != "enforce" => "from now on, flows its profile does not allow are \
+            dropped (`wardctl simulate` shows which of its recorded flows would be)"
+            .into(),
+        ("enforce", "enforce") if removed > 0 => {
+            "it is enforced: the removed flows are dropped at once".into()
+        }
+        _ => String::new(),
+    }
 }
 
 /// What a rule allows: its identity in a diff.
@@ -107,7 +126,9 @@ pub fn device_changes(
         if pb == pa && mb == ma && added.is_empty() && removed.is_empty() {
             continue;
         }
+        let warning = warning(&mb, &ma, removed.len());
         out.push(DeviceChange {
+            warning,
             gateway: after.gateway.clone(),
             device: name.clone(),
             change: match (b.contains_key(name), a.contains_key(name)) {
@@ -163,6 +184,9 @@ pub fn render(c: &DeviceChange) -> String {
     }
     if c.change == "changed" && c.allowed_added.is_empty() && c.allowed_removed.is_empty() {
         s.push_str("\n  allowed flows unchanged");
+    }
+    if !c.warning.is_empty() {
+        let _ = write!(s, "\n  ! {}", c.warning);
     }
     s
 }
@@ -262,7 +286,8 @@ mod tests {
         assert_eq!(
             render(&c[0]),
             "pump on gw-3a: profile infusion-pump -> infusion-pump-bbraun\n  \
-             + tcp/8443 to infusion-server\n  - udp/53 to dns"
+             + tcp/8443 to infusion-server\n  - udp/53 to dns\n  \
+             ! it is enforced: the removed flows are dropped at once"
         );
     }
 
@@ -274,8 +299,13 @@ mod tests {
         let c = device_changes(Some(&before), &after, &groups());
         assert_eq!(
             render(&c[0]),
-            "pump on gw-3a: mode monitor -> enforce\n  allowed flows unchanged"
+            "pump on gw-3a: mode monitor -> enforce\n  allowed flows unchanged\n  ! from now \
+             on, flows its profile does not allow are dropped (`wardctl simulate` shows which of \
+             its recorded flows would be)"
         );
+        assert_eq!(warning("learn", "monitor", 0), "");
+        assert_eq!(warning("enforce", "enforce", 0), "");
+        assert!(warning("enforce", "quarantine", 0).contains("all its traffic"));
         assert!(device_changes(Some(&after), &after, &groups()).is_empty());
         // A gateway's first policy: every device is new.
         let first = device_changes(None, &after, &groups());

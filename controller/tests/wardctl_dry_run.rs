@@ -107,7 +107,8 @@ async fn a_dry_run_says_what_changes_per_device_and_writes_nothing() {
         "dry run: nothing was changed\n\
          pump-3a-bed12 on gw-ward-3: profile infusion-pump -> infusion-pump-bbraun\n  \
          + tcp/8443 to infusion-server\n  \
-         - udp/53 to dns\n"
+         - udp/53 to dns\n  \
+         ! it is enforced: the removed flows are dropped at once\n"
     );
     assert_eq!(written(&lab), before, "a dry run writes nothing");
     let json: serde_json::Value = serde_json::from_str(
@@ -136,7 +137,9 @@ async fn a_dry_run_says_what_changes_per_device_and_writes_nothing() {
     assert_eq!(
         out,
         "dry run: nothing was changed\n\
-         monitor-3a-bed12 on gw-ward-3: mode monitor -> enforce\n  allowed flows unchanged\n"
+         monitor-3a-bed12 on gw-ward-3: mode monitor -> enforce\n  allowed flows unchanged\n  \
+         ! from now on, flows its profile does not allow are dropped (`wardctl simulate` shows \
+         which of its recorded flows would be)\n"
     );
     assert_eq!(written(&lab), before);
     // Refused as the write would be.

@@ -37,6 +37,7 @@ fn render(c: &pb::DeviceChange) -> String {
         profile_after: c.profile_after.clone(),
         allowed_added: c.allowed_added.clone(),
         allowed_removed: c.allowed_removed.clone(),
+        warning: c.warning.clone(),
     })
 }
 
@@ -52,6 +53,7 @@ pub fn print_write(w: &pb::WriteResponse, out: OutputFormat) -> anyhow::Result<(
                     "mode_before": c.mode_before, "mode_after": c.mode_after,
                     "profile_before": c.profile_before, "profile_after": c.profile_after,
                     "allowed_added": c.allowed_added, "allowed_removed": c.allowed_removed,
+                    "warning": c.warning,
                 })).collect::<Vec<_>>(),
             })),
             OutputFormat::Human => {

@@ -119,6 +119,7 @@ impl Ctx {
                     profile_after: c.profile_after,
                     allowed_added: c.allowed_added,
                     allowed_removed: c.allowed_removed,
+                    warning: c.warning,
                 });
             }
         }
