@@ -189,4 +189,30 @@ async fn a_dry_run_says_what_changes_per_device_and_writes_nothing() {
     )
     .await;
     assert_eq!(written(&lab), (before.0 + 1, before.1 + 1));
+
+    // The pump's audit trail alone, in a table.
+    let trail = ok(
+        &lab,
+        &["audit", "list", "--device", "pump-3a-bed12", "--utc"],
+    )
+    .await;
+    let mut lines = trail.lines();
+    assert!(
+        lines.next().unwrap().starts_with("#")
+            && trail.contains("user:eve")
+            && trail.contains(" UTC "),
+        "{trail}"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2, "commissioning and the assign: {trail}");
+    assert!(
+        rows[1].contains("assign profile  pump-3a-bed12  CHG-8 vendor profile"),
+        "{trail}"
+    );
+    assert!(!trail.contains("monitor-3a-bed12"), "{trail}");
+    let (found, _, err) = wardctl(&lab, &["audit", "list", "--device", "pump-9"]).await;
+    assert!(
+        !found && err.contains("no audit entry is about `pump-9`"),
+        "{err}"
+    );
 }
