@@ -63,8 +63,12 @@ pub fn summary(a: &pb::Alert) -> String {
     format!("{what}: {}", flow(a))
 }
 
-/// `tcp 192.0.2.10:40000 -> 198.51.100.30:8443`.
+/// `tcp 192.0.2.10:40000 -> 198.51.100.30:8443` (`no flow` for an alert about none: a
+/// gateway's watchdog).
 fn flow(a: &pb::Alert) -> String {
+    if a.src.is_empty() && a.dst.is_empty() {
+        return "no flow".to_string();
+    }
     let end = |addr: &str, port: u32| {
         if port == 0 {
             addr.to_string()
