@@ -85,6 +85,7 @@ async fn set_mode(lab: &LabController, device: &str, mode: &str) -> u32 {
             device: device.into(),
             mode: mode.into(),
             reason: "test".into(),
+            dry_run: false,
         })
         .await
         .unwrap()

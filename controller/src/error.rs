@@ -8,6 +8,13 @@ pub enum Error {
     Invalid(String),
     #[error("{what} `{name}` not found")]
     NotFound { what: &'static str, name: String },
+    /// A name that is none of the known ones, with the closest known one if there is one.
+    #[error("no {what} `{name}`{hint}")]
+    Unknown {
+        what: &'static str,
+        name: String,
+        hint: String,
+    },
     /// The request is valid but the object is not in a state that allows it (approve a
     /// baseline that is not frozen).
     #[error("{0}")]
@@ -31,6 +38,23 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+impl Error {
+    /// `name` is not among `known` (a typo, or a name that does not exist): [`Error::Unknown`]
+    /// with "did you mean" where one is close (edit distance 2 at most).
+    pub fn unknown<S: AsRef<str>>(what: &'static str, name: &str, known: &[S]) -> Error {
+        let known: Vec<&str> = known.iter().map(AsRef::as_ref).collect();
+        let hint = match wardgate_policy::diag::closest(name, &known) {
+            Some(c) => format!(" (did you mean `{c}`?)"),
+            None => String::new(),
+        };
+        Error::Unknown {
+            what,
+            name: name.to_string(),
+            hint,
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();
@@ -38,7 +62,7 @@ impl From<Error> for tonic::Status {
             Error::Invalid(_) => tonic::Status::invalid_argument(msg),
             // What gRPC itself answers for a message over its size limit.
             Error::TooLarge(_) => tonic::Status::resource_exhausted(msg),
-            Error::NotFound { .. } => tonic::Status::not_found(msg),
+            Error::NotFound { .. } | Error::Unknown { .. } => tonic::Status::not_found(msg),
             Error::Precondition(_) => tonic::Status::failed_precondition(msg),
             Error::Denied(_) => tonic::Status::permission_denied(msg),
             Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),

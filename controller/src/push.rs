@@ -65,6 +65,15 @@ impl Push {
         self.sender(gateway).subscribe()
     }
 
+    /// How many policy streams of `gateway` are open now (its agents connected).
+    pub fn watchers(&self, gateway: &str) -> usize {
+        self.gateways
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(gateway)
+            .map_or(0, watch::Sender::receiver_count)
+    }
+
     /// Says that alerts were stored (or updated).
     pub fn alerts_stored(&self) {
         self.alerts.send_modify(|n| *n = n.wrapping_add(1));

@@ -163,6 +163,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
             device: "us-3a-portable".into(),
             profile: "ct".into(),
             reason: "INC-7 relabelled".into(),
+            dry_run: false,
         })
         .await
         .unwrap()
@@ -184,6 +185,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         device: "us-3a-portable".into(),
         mode: "enforce".into(),
         reason: "CHG-9".into(),
+        dry_run: false,
     })
     .await
     .unwrap();
@@ -191,6 +193,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         device: "monitor-3a-bed12".into(),
         mode: "enforce".into(),
         reason: "CHG-9".into(),
+        dry_run: false,
     })
     .await
     .unwrap();
@@ -300,6 +303,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
         device: device.into(),
         profile: profile.into(),
         reason: reason.into(),
+        dry_run: false,
     };
     let mut vic = c.admin("user-vic").await;
     let s = vic
@@ -313,6 +317,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
             device: "pump-3a-bed12".into(),
             mode: "learn".into(),
             reason: "x".into(),
+            dry_run: false,
         })
         .await
         .unwrap_err();
@@ -366,18 +371,19 @@ async fn refusals_have_the_right_status_and_write_nothing() {
             device: "pump-3a-bed12".into(),
             mode: "block".into(),
             reason: "x".into(),
+            dry_run: false,
         })
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
-    let s = eve.upsert_profile(pb::UpsertProfileRequest { yaml: "name: bad\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [any]\n    ports: 70000\n".into(), reason: "x".into() }).await.unwrap_err();
+    let s = eve.upsert_profile(pb::UpsertProfileRequest { yaml: "name: bad\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [any]\n    ports: 70000\n".into(), reason: "x".into(), dry_run: false, }).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("request:6:12"), "{}", s.message());
     // A device whose profile uses a group the site lacks: refused by the compiler, nothing stored.
     let s = eve
         .upsert_profile(pb::UpsertProfileRequest {
             yaml: "name: pump-x\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [group:nowhere]\n    ports: 443\n".into(),
-            reason: "x".into(),
+            reason: "x".into(), dry_run: false,
         })
         .await
         .unwrap_err();
@@ -389,6 +395,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
         .upsert_profile(pb::UpsertProfileRequest {
             yaml: huge,
             reason: "x".into(),
+            dry_run: false,
         })
         .await
         .unwrap_err();
@@ -414,6 +421,7 @@ async fn the_audit_chain_detects_edits_and_deletions() {
         device: "pump-3a-bed12".into(),
         mode: "monitor".into(),
         reason: "INC-42 false positives".into(),
+        dry_run: false,
     })
     .await
     .unwrap();
@@ -594,7 +602,7 @@ async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
     let mut eve = c.admin("user-eve").await;
     eve.upsert_profile(pb::UpsertProfileRequest {
         yaml: "name: pump-peers\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [same-profile]\n    ports: 8443\n".into(),
-        reason: "CHG-5 pumps sync drug libraries peer to peer".into(),
+        reason: "CHG-5 pumps sync drug libraries peer to peer".into(), dry_run: false,
     })
     .await
     .unwrap();
@@ -626,6 +634,7 @@ async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
             device: "us-3a-portable".into(),
             profile: "pump-peers".into(),
             reason: "CHG-5".into(),
+            dry_run: false,
         })
         .await
         .unwrap()
@@ -692,6 +701,7 @@ async fn ids_survive_unrelated_edits_and_a_reordered_site() {
                direction: from-device, protocol: tcp, peers: [group:his], ports: 2575}\n"
             .into(),
         reason: "CHG-20".into(),
+        dry_run: false,
     })
     .await
     .unwrap();
@@ -722,6 +732,7 @@ async fn ids_survive_unrelated_edits_and_a_reordered_site() {
     eve.upsert_profile(pb::UpsertProfileRequest {
         yaml,
         reason: "CHG-21".into(),
+        dry_run: false,
     })
     .await
     .unwrap();

@@ -193,6 +193,7 @@ async fn checkpoints_reach_the_soc_and_catch_a_trail_rewritten_with_its_head_fil
         device: "pump-3a-bed12".into(),
         mode: "monitor".into(),
         reason: "INC-42 false positives".into(),
+        dry_run: false,
     })
     .await
     .unwrap();

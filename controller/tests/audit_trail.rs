@@ -38,6 +38,7 @@ async fn lab() -> Lab {
         device: "pump-3a-bed12".into(),
         mode: "monitor".into(),
         reason: "INC-42 false positives".into(),
+        dry_run: false,
     })
     .await
     .unwrap();
@@ -45,6 +46,7 @@ async fn lab() -> Lab {
         device: "us-3a-portable".into(),
         profile: "ct".into(),
         reason: "INC-7 relabelled".into(),
+        dry_run: false,
     })
     .await
     .unwrap();

@@ -391,6 +391,7 @@ async fn a_heavy_propose_or_simulate_does_not_hold_up_a_concurrent_assign() {
                 device: US.into(),
                 profile: profile.into(),
                 reason: format!("CHG-9 step {i}"),
+                dry_run: false,
             })
             .await
             .unwrap();

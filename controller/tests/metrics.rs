@@ -91,6 +91,7 @@ async fn gateways_generations_alerts_and_writes_move_after_real_calls() {
             device: "us-3a-portable".into(),
             mode: "enforce".into(),
             reason: "CHG-9".into(),
+            dry_run: false,
         })
         .await
         .unwrap()

@@ -89,12 +89,12 @@ async fn ready_once_it_listens_stopping_on_sigterm_and_json_logs() {
         .unwrap_or_else(|| panic!("no listen address in {msg:?}"));
     let port = addr.rsplit(':').next().unwrap();
     // Right after READY=1, an mTLS call is served.
-    let remote = Remote {
-        controller: format!("https://localhost:{port}"),
-        certs: certs.clone(),
-        identity: "user-eve".into(),
-        server_name: "localhost".into(),
-    };
+    let remote = Remote::to(
+        format!("https://localhost:{port}"),
+        certs.clone(),
+        "user-eve",
+        "localhost",
+    );
     let mut admin = AdminServiceClient::new(remote.channel().await.unwrap());
     admin
         .list_gateways(pb::ListGatewaysRequest {})

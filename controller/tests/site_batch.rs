@@ -234,6 +234,7 @@ async fn a_write_reads_only_its_gateway_and_a_corrupt_row_is_named() {
             device: "pump-3a-bed12".into(),
             profile: "patient-monitor".into(),
             reason: "CHG-10".into(),
+            dry_run: false,
         })
         .await
         .unwrap()

@@ -381,11 +381,13 @@ async fn named_controller(
 async fn the_controller_name_is_checked_as_configured() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, task) = named_controller(dir.path(), Settings::default()).await;
-    let remote = |name: &str| Remote {
-        controller: format!("https://{addr}"),
-        certs: dir.path().join("certs"),
-        identity: "user-eve".into(),
-        server_name: name.into(),
+    let remote = |name: &str| {
+        Remote::to(
+            format!("https://{addr}"),
+            dir.path().join("certs"),
+            "user-eve",
+            name,
+        )
     };
     let wrong = list(&remote("localhost")).await.unwrap_err();
     assert!(

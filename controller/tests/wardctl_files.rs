@@ -173,3 +173,39 @@ fn import_mud_writes_a_valid_profile() {
     let (ok, _, err) = wardctl(&["profile", "import-mud", "x.json", "--bind", "ctrl=his"]);
     assert!(!ok && err.contains("not a MUD abstraction"), "{err}");
 }
+
+#[test]
+fn a_missing_file_names_the_flag_that_chose_it() {
+    // No controller is needed: the files are read before connecting.
+    let (ok, _, err) = wardctl(&[
+        "push",
+        "--site",
+        "no-such-site.yaml",
+        "--reason",
+        "x",
+        "--controller",
+        "https://localhost:1",
+    ]);
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "error: reading the site file no-such-site.yaml (--site): no such file"
+    );
+    let (ok, _, err) = wardctl(&[
+        "push",
+        "--site",
+        "device-profiles/sites/demo-ward.yaml",
+        "--profiles",
+        "no-such-dir",
+        "--dry-run",
+    ]);
+    assert!(
+        !ok && err.contains("no profile directory no-such-dir (--profiles"),
+        "{err}"
+    );
+    let (ok, _, err) = wardctl(&["simulate", "--profile", "no-such.yaml", "--device", "pump"]);
+    assert!(
+        !ok && err.contains("no-such.yaml (--profile): no such file"),
+        "{err}"
+    );
+}

@@ -221,12 +221,7 @@ impl LabController {
 
     /// wardctl's connection settings for `identity` (`user-NAME` or `gateway-NAME`).
     pub fn remote(&self, identity: &str) -> Remote {
-        Remote {
-            controller: self.url(),
-            certs: self.certs.clone(),
-            identity: identity.to_string(),
-            server_name: "localhost".into(),
-        }
+        Remote::to(self.url(), self.certs.clone(), identity, "localhost")
     }
 
     pub async fn channel(&self, identity: &str) -> anyhow::Result<Channel> {
@@ -296,6 +291,7 @@ impl LabController {
                 .upsert_profile(pb::UpsertProfileRequest {
                     yaml,
                     reason: "grow".into(),
+                    dry_run: false,
                 })
                 .await?;
             let r = admin

@@ -3,10 +3,13 @@
 use clap::Subcommand;
 use wardgate_proto::v1::{self as pb, alert_service_client::AlertServiceClient};
 
+use wardgate_analysis::baseline::proto_name;
+
 use super::{
-    output::{self, OutputFormat},
+    output::{self, OutputFormat, or_dash},
     remote::Remote,
 };
+use crate::words;
 
 #[derive(Subcommand)]
 pub enum AlertsCmd {
@@ -21,10 +24,13 @@ pub enum AlertsCmd {
         #[arg(long, default_value_t = 0)]
         after_seq: u64,
     },
+    /// Unacknowledged alerts, newest last (--all: acknowledged ones too).
     List {
         #[arg(long)]
         all: bool,
     },
+    /// One alert as a page: its summary, device, flow, evidence. ID as `list` prints it.
+    Show { id: String },
     Ack {
         ids: Vec<String>,
         #[arg(long)]
@@ -44,45 +50,207 @@ pub enum AlertsCmd {
     },
 }
 
-fn line(a: &pb::Alert) -> String {
+/// The alert's one line for people: its summary, or what happened on which flow.
+pub fn summary(a: &pb::Alert) -> String {
+    if !a.summary.trim().is_empty() {
+        return a.summary.trim().to_string();
+    }
     let what = if a.detector.is_empty() {
         &a.kind
     } else {
         &a.detector
     };
+    format!("{what}: {}", flow(a))
+}
+
+/// `tcp 192.0.2.10:40000 -> 198.51.100.30:8443` (`no flow` for an alert about none: a
+/// gateway's watchdog).
+fn flow(a: &pb::Alert) -> String {
+    if a.src.is_empty() && a.dst.is_empty() {
+        return "no flow".to_string();
+    }
+    let end = |addr: &str, port: u32| {
+        if port == 0 {
+            addr.to_string()
+        } else if addr.contains(':') {
+            format!("[{addr}]:{port}")
+        } else {
+            format!("{addr}:{port}")
+        }
+    };
     format!(
-        "{}{} {:<8} {:<14} {:<10} {} {}:{} -> {}:{} proto {} {} {}",
+        "{} {} -> {}",
+        proto_name(a.protocol as u8),
+        end(&a.src, a.src_port),
+        end(&a.dst, a.dst_port)
+    )
+}
+
+/// One line of `alerts tail` and `alerts list`: time, severity, detector, device, summary.
+fn line(a: &pb::Alert, utc: bool) -> String {
+    format!(
+        "{}{}  {:<8} {:<16} {:<16} {}  (id {}{})",
         if a.seq == 0 {
             String::new()
         } else {
             format!("#{} ", a.seq)
         },
-        a.id,
+        words::when(a.observed_unix_ms, utc),
         a.severity,
-        what,
-        a.gateway,
+        if a.detector.is_empty() {
+            &a.kind
+        } else {
+            &a.detector
+        },
         a.device,
-        a.src,
-        a.src_port,
-        a.dst,
-        a.dst_port,
-        a.protocol,
-        a.mitre_technique,
-        a.location
+        summary(a),
+        a.id,
+        if a.acknowledged { ", acknowledged" } else { "" },
     )
+}
+
+/// `alerts show` for people: the alert's summary, where and when, the flow, the evidence.
+pub fn page(a: &pb::Alert, utc: bool) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "{} alert {}", a.severity, a.id);
+    let _ = writeln!(s, "  {}", summary(a));
+    let ns_ms = |ns: u64| (ns / 1_000_000) as i64;
+    let mut rows: Vec<(&str, String)> = vec![
+        ("when", words::when(a.observed_unix_ms, utc)),
+        (
+            "device",
+            format!(
+                "{} (profile {}, mode {})",
+                or_dash(&a.device),
+                or_dash(&a.profile),
+                or_dash(&a.mode)
+            ),
+        ),
+        ("location", or_dash(&a.location)),
+        ("asset id", or_dash(&a.asset_id)),
+        ("gateway", or_dash(&a.gateway)),
+        (
+            "detector",
+            or_dash(if a.detector.is_empty() {
+                &a.kind
+            } else {
+                &a.detector
+            }),
+        ),
+        ("flow", flow(a)),
+    ];
+    if !a.peer.is_empty() {
+        rows.push(("peer", a.peer.clone()));
+    }
+    if !a.rule_name.is_empty() {
+        rows.push(("rule", a.rule_name.clone()));
+    }
+    if !a.mitre_technique.is_empty() {
+        rows.push((
+            "technique",
+            format!("{} {}", a.mitre_technique, a.technique_name)
+                .trim()
+                .to_string(),
+        ));
+    }
+    if a.count > 1 {
+        rows.push((
+            "seen",
+            format!(
+                "{} times, {} .. {}",
+                a.count,
+                words::when(ns_ms(a.first_seen_unix_ns), utc),
+                words::when(ns_ms(a.last_seen_unix_ns), utc)
+            ),
+        ));
+    }
+    rows.push((
+        "state",
+        if a.acknowledged {
+            format!("acknowledged by {}", or_dash(&a.acknowledged_by))
+        } else {
+            "not acknowledged".to_string()
+        },
+    ));
+    if !a.action.is_empty() {
+        rows.push(("action", a.action.clone()));
+    }
+    for (k, v) in rows {
+        let _ = writeln!(s, "  {k:<10} {v}");
+    }
+    if let Some(e) = &a.evidence {
+        let mut ev = Vec::new();
+        for m in &e.metrics {
+            let mut t = format!("{} {}", m.name, m.observed);
+            if let Some(b) = m.baseline {
+                let _ = write!(t, " (baseline {b}");
+                if let Some(sp) = m.baseline_spread {
+                    let _ = write!(t, " +- {sp}");
+                }
+                t.push(')');
+            }
+            if let Some(th) = m.threshold {
+                let _ = write!(t, ", threshold {th}");
+            }
+            ev.push(t);
+        }
+        if !e.ports.is_empty() {
+            let p: Vec<String> = e.ports.iter().map(u32::to_string).collect();
+            ev.push(format!("ports {}", p.join(", ")));
+        }
+        if !e.peers.is_empty() {
+            ev.push(format!("peers {}", e.peers.join(", ")));
+        }
+        if !e.names.is_empty() {
+            ev.push(format!("names {}", e.names.join(", ")));
+        }
+        if !ev.is_empty() {
+            let _ = writeln!(s, "evidence");
+            for x in ev {
+                let _ = writeln!(s, "  {x}");
+            }
+        }
+    }
+    if !a.flows.is_empty() {
+        let _ = writeln!(s, "flows");
+        for f in &a.flows {
+            let _ = writeln!(
+                s,
+                "  {} {} {}:{} {} {}:{}, {} packets, {} bytes, last {}",
+                f.direction,
+                proto_name(f.protocol as u8),
+                f.device_addr,
+                f.device_port,
+                if f.direction == "opened" { "->" } else { "<-" },
+                f.peer,
+                f.peer_port,
+                f.packets,
+                f.bytes,
+                words::when(ns_ms(f.last_seen_unix_ns), utc)
+            );
+        }
+    }
+    s.trim_end().to_string()
 }
 
 fn json(a: &pb::Alert) -> serde_json::Value {
     crate::alerts::to_json(a)
 }
 
-pub async fn run(cmd: AlertsCmd, remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
+/// `utc`: times in UTC rather than this machine's time zone.
+pub async fn run(
+    cmd: AlertsCmd,
+    remote: &Remote,
+    out: OutputFormat,
+    utc: bool,
+) -> anyhow::Result<()> {
     let mut c = AlertServiceClient::new(remote.channel().await?);
     match cmd {
         AlertsCmd::Tail {
             min_severity,
             after_seq,
-        } => tail(remote, c, min_severity, after_seq, out).await?,
+        } => tail(remote, c, min_severity, after_seq, out, utc).await?,
         AlertsCmd::List { all } => {
             let alerts = c
                 .list(pb::AlertFilter {
@@ -94,7 +262,28 @@ pub async fn run(cmd: AlertsCmd, remote: &Remote, out: OutputFormat) -> anyhow::
                 .alerts;
             match out {
                 OutputFormat::Json => output::json(&alerts.iter().map(json).collect::<Vec<_>>())?,
-                OutputFormat::Human => alerts.iter().for_each(|a| println!("{}", line(a))),
+                OutputFormat::Human => alerts.iter().for_each(|a| println!("{}", line(a, utc))),
+            }
+        }
+        AlertsCmd::Show { id } => {
+            let alerts = c
+                .list(pb::AlertFilter {
+                    include_acknowledged: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .alerts;
+            let Some(a) = alerts.iter().find(|a| a.id == id) else {
+                anyhow::bail!(
+                    "no alert `{id}` among the {} newest stored alerts (`wardctl alerts list \
+                     --all` prints their ids)",
+                    alerts.len()
+                );
+            };
+            match out {
+                OutputFormat::Json => output::json(&json(a))?,
+                OutputFormat::Human => println!("{}", page(a, utc)),
             }
         }
         AlertsCmd::Ack { ids, reason } => {
@@ -137,6 +326,7 @@ async fn tail(
     min_severity: String,
     mut after_seq: u64,
     out: OutputFormat,
+    utc: bool,
 ) -> anyhow::Result<()> {
     let mut delay = RETRY_MIN;
     loop {
@@ -155,7 +345,7 @@ async fn tail(
                             after_seq = after_seq.max(a.seq);
                             match out {
                                 OutputFormat::Json => println!("{}", json(&a)),
-                                OutputFormat::Human => println!("{}", line(&a)),
+                                OutputFormat::Human => println!("{}", line(&a, utc)),
                             }
                         }
                         Ok(None) => break tonic::Status::unavailable("the stream ended"),

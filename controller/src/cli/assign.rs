@@ -1,4 +1,6 @@
-//! `wardctl assign DEVICE PROFILE --reason R` and `wardctl mode DEVICE MODE --reason R`.
+//! `wardctl assign DEVICE PROFILE --reason R` and `wardctl mode DEVICE MODE --reason R`;
+//! with `--dry-run`, what would change for each affected device, in words, and nothing
+//! written (the controller computes it: the console shows the same).
 
 use wardgate_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 
@@ -7,8 +9,65 @@ use super::{
     remote::Remote,
 };
 
-/// Prints what a write did: its audit entry and the generations it compiled.
+/// The reason, required unless this is a dry run.
+pub fn reason(reason: Option<String>, dry_run: bool) -> anyhow::Result<String> {
+    match reason {
+        Some(r) => Ok(r),
+        None if dry_run => Ok(String::new()),
+        None => anyhow::bail!(
+            "--reason is required (a reason or ticket id for the audit trail); --dry-run shows \
+             what would change without one"
+        ),
+    }
+}
+
+/// A device change as the API gives it, for people.
+fn render(c: &pb::DeviceChange) -> String {
+    crate::preview::render(&crate::preview::DeviceChange {
+        gateway: c.gateway.clone(),
+        device: c.device.clone(),
+        change: match c.change.as_str() {
+            "added" => "added",
+            "removed" => "removed",
+            _ => "changed",
+        },
+        mode_before: c.mode_before.clone(),
+        mode_after: c.mode_after.clone(),
+        profile_before: c.profile_before.clone(),
+        profile_after: c.profile_after.clone(),
+        allowed_added: c.allowed_added.clone(),
+        allowed_removed: c.allowed_removed.clone(),
+        warning: c.warning.clone(),
+    })
+}
+
+/// Prints what a write did (its audit entry and the generations it compiled), or for a dry
+/// run what it would change.
 pub fn print_write(w: &pb::WriteResponse, out: OutputFormat) -> anyhow::Result<()> {
+    if w.dry_run {
+        return match out {
+            OutputFormat::Json => output::json(&serde_json::json!({
+                "dry_run": true,
+                "devices": w.preview.iter().map(|c| serde_json::json!({
+                    "gateway": c.gateway, "device": c.device, "change": c.change,
+                    "mode_before": c.mode_before, "mode_after": c.mode_after,
+                    "profile_before": c.profile_before, "profile_after": c.profile_after,
+                    "allowed_added": c.allowed_added, "allowed_removed": c.allowed_removed,
+                    "warning": c.warning,
+                })).collect::<Vec<_>>(),
+            })),
+            OutputFormat::Human => {
+                println!("dry run: nothing was changed");
+                if w.preview.is_empty() {
+                    println!("no device's policy would change");
+                }
+                for c in &w.preview {
+                    println!("{}", render(c));
+                }
+                Ok(())
+            }
+        };
+    }
     match out {
         OutputFormat::Json => output::json(
             &serde_json::json!({"audit_seq": w.audit_seq, "generations": w.generations}),
@@ -27,6 +86,7 @@ pub async fn assign(
     device: String,
     profile: String,
     reason: String,
+    dry_run: bool,
     remote: &Remote,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
@@ -36,6 +96,7 @@ pub async fn assign(
             device,
             profile,
             reason,
+            dry_run,
         })
         .await?
         .into_inner();
@@ -46,6 +107,7 @@ pub async fn mode(
     device: String,
     mode: String,
     reason: String,
+    dry_run: bool,
     remote: &Remote,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
@@ -55,6 +117,7 @@ pub async fn mode(
             device,
             mode,
             reason,
+            dry_run,
         })
         .await?
         .into_inner();

@@ -12,9 +12,16 @@ use super::{
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
+    /// The newest entries, oldest first.
     List {
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only the entries about this device (or other object: a profile, group, gateway).
+        #[arg(long)]
+        device: Option<String>,
+        /// Times in UTC (default: this machine's time zone).
+        #[arg(long)]
+        utc: bool,
     },
     /// Verify the chain against the head file, and each generation against its entry; exits
     /// non-zero if an entry was edited, inserted or deleted, the tail deleted, the chain
@@ -34,28 +41,53 @@ pub enum AuditCmd {
 
 pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
     match cmd {
-        AuditCmd::List { limit } => {
+        AuditCmd::List { limit, device, utc } => {
             let mut c = AdminServiceClient::new(remote.channel().await?);
-            let entries = c
-                .list_audit(pb::ListAuditRequest { limit })
+            // Filtered here, then limited: ask for every entry when filtering.
+            let mut entries = c
+                .list_audit(pb::ListAuditRequest {
+                    limit: if device.is_some() { 0 } else { limit },
+                })
                 .await?
                 .into_inner()
                 .entries;
-            for e in &entries {
-                match out {
-                    OutputFormat::Json => println!(
+            if let Some(d) = &device {
+                entries.retain(|e| &e.target == d);
+                if entries.is_empty() {
+                    anyhow::bail!("no audit entry is about `{d}`");
+                }
+                if limit > 0 {
+                    let skip = entries.len().saturating_sub(limit as usize);
+                    entries.drain(..skip);
+                }
+            }
+            match out {
+                OutputFormat::Json => {
+                    for e in &entries {
+                        println!(
+                            "{}",
+                            serde_json::json!({"seq": e.seq, "unix_ms": e.unix_ms, "actor": e.actor, "action": e.action, "target": e.target, "diff": e.diff, "reason": e.reason, "hash": e.hash})
+                        );
+                    }
+                }
+                OutputFormat::Human => {
+                    let rows: Vec<Vec<String>> = entries
+                        .iter()
+                        .map(|e| {
+                            vec![
+                                e.seq.to_string(),
+                                crate::words::when(e.unix_ms, utc),
+                                e.actor.clone(),
+                                e.action.replace('_', " "),
+                                e.target.clone(),
+                                e.reason.clone(),
+                            ]
+                        })
+                        .collect();
+                    println!(
                         "{}",
-                        serde_json::json!({"seq": e.seq, "unix_ms": e.unix_ms, "actor": e.actor, "action": e.action, "target": e.target, "diff": e.diff, "reason": e.reason, "hash": e.hash})
-                    ),
-                    OutputFormat::Human => println!(
-                        "{:>5} {} {:<16} {:<16} {:<20} {}",
-                        e.seq,
-                        utc(e.unix_ms),
-                        e.actor,
-                        e.action,
-                        e.target,
-                        e.reason
-                    ),
+                        output::table(&["#", "when", "who", "what", "on", "reason"], &rows)
+                    );
                 }
             }
             Ok(())
@@ -146,10 +178,4 @@ pub fn print_verify(
     } else {
         anyhow::bail!("audit trail broken")
     }
-}
-
-/// An audit time for people: RFC 3339, UTC, seconds.
-fn utc(unix_ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -79,7 +79,7 @@ pub fn run(cmd: ProfileCmd, out: OutputFormat) -> anyhow::Result<()> {
                     if let Some(site_path) = site {
                         let file = site_path.display().to_string();
                         let text = std::fs::read_to_string(&site_path)
-                            .with_context(|| format!("reading {file}"))?;
+                            .with_context(|| format!("reading the site file {file} (--site)"))?;
                         match parse_site(&file, &text) {
                             Ok(s) => d.extend(validate(&file, &s, &set)),
                             Err(e) => d.extend(e),
@@ -169,14 +169,23 @@ fn show(p: &wardgate_policy::Profile, file: &str) {
     if !p.vendors.is_empty() {
         println!("  vendors: {}", p.vendors.join(", "));
     }
+    let fail = match p.fail_mode {
+        wardgate_policy::profile::FailMode::Open => "open (passes while the gateway is unhealthy)",
+        wardgate_policy::profile::FailMode::Closed => "closed (stays enforced)",
+    };
+    let sensitivity = match p.baseline_sensitivity {
+        wardgate_policy::profile::Sensitivity::Low => "low",
+        wardgate_policy::profile::Sensitivity::Medium => "medium",
+        wardgate_policy::profile::Sensitivity::High => "high",
+    };
     println!(
-        "  default mode {:?}, fail {:?}, sensitivity {:?}, idle tcp {}s udp {}s icmp {}s",
-        p.default_mode,
-        p.fail_mode,
-        p.baseline_sensitivity,
-        p.conntrack.tcp_idle_s,
-        p.conntrack.udp_idle_s,
-        p.conntrack.icmp_idle_s
+        "  new devices start in {} ({})",
+        p.default_mode.as_str(),
+        crate::words::mode_meaning(p.default_mode)
+    );
+    println!(
+        "  fail {fail}; anomaly sensitivity {sensitivity}; idle timeouts tcp {}s, udp {}s, icmp {}s",
+        p.conntrack.tcp_idle_s, p.conntrack.udp_idle_s, p.conntrack.icmp_idle_s
     );
     println!(
         "  {:<3} {:<12} {:<7} {:<34} {:<16} flow",
@@ -208,7 +217,7 @@ fn show(p: &wardgate_policy::Profile, file: &str) {
                     .join(","),
                 Err(_) => "invalid".into(),
             });
-        let dir = format!("{:?}", f.direction);
+        let dir = crate::words::direction(f.direction);
         println!(
             "  {:<3} {:<12} {:<7} {:<34} {:<16} {}",
             i + 1,

@@ -23,8 +23,12 @@ pub enum ProfilesCmd {
     /// Upload a profile file as a new version.
     Upsert {
         file: PathBuf,
+        /// Why (a reason or ticket id for the audit trail); not needed with --dry-run.
         #[arg(long)]
-        reason: String,
+        reason: Option<String>,
+        /// Show what would change for each device on this profile; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -88,11 +92,16 @@ pub async fn run(cmd: ProfilesCmd, remote: &Remote, out: OutputFormat) -> anyhow
             }
             println!("{}: valid", file.display());
         }
-        ProfilesCmd::Upsert { file, reason } => {
+        ProfilesCmd::Upsert {
+            file,
+            reason,
+            dry_run,
+        } => {
             let w = c
                 .upsert_profile(pb::UpsertProfileRequest {
                     yaml: read(&file)?,
-                    reason,
+                    reason: super::assign::reason(reason, dry_run)?,
+                    dry_run,
                 })
                 .await?
                 .into_inner();

@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow};
 use tonic::transport::Channel;
 use wardgate_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 
-use super::remote::Remote;
+use super::{output::OutputFormat, remote::Remote};
 
 /// What [`load`] wrote.
 #[derive(Clone, Copy, Debug, Default)]
@@ -27,9 +27,17 @@ pub fn read(
     site_path: &Path,
     profiles: &Path,
 ) -> anyhow::Result<(wardgate_policy::Site, wardgate_policy::ProfileSet)> {
-    let set = wardgate_policy::ProfileSet::load_dir(profiles).map_err(|d| anyhow!("{d}"))?;
     let file = site_path.display().to_string();
-    let text = std::fs::read_to_string(site_path).with_context(|| format!("reading {file}"))?;
+    let text = std::fs::read_to_string(site_path)
+        .with_context(|| format!("reading the site file {file} (--site)"))?;
+    if !profiles.is_dir() {
+        anyhow::bail!(
+            "no profile directory {} (--profiles: a directory of profile files, such as the \
+             packaged library /usr/share/wardgate/profiles)",
+            profiles.display()
+        );
+    }
+    let set = wardgate_policy::ProfileSet::load_dir(profiles).map_err(|d| anyhow!("{d}"))?;
     let site = wardgate_policy::parse_site(&file, &text).map_err(|d| anyhow!("{d}"))?;
     let d = wardgate_policy::validate(&file, &site, &set);
     if !d.is_empty() {
@@ -46,6 +54,25 @@ pub async fn load(
     set: &wardgate_policy::ProfileSet,
     reason: &str,
 ) -> anyhow::Result<Loaded> {
+    let w = apply(c, site, set, reason, false).await?;
+    Ok(Loaded {
+        gateways: site.gateways.len(),
+        groups: site.groups.len(),
+        profiles: set.profiles.len(),
+        devices: site.devices.len(),
+        last_audit: w.audit_seq,
+        generations: w.generations.len(),
+    })
+}
+
+/// The `ApplySite` call of [`load`]; with `dry_run`, what it would change and nothing written.
+pub async fn apply(
+    c: &mut AdminServiceClient<Channel>,
+    site: &wardgate_policy::Site,
+    set: &wardgate_policy::ProfileSet,
+    reason: &str,
+    dry_run: bool,
+) -> anyhow::Result<pb::WriteResponse> {
     let mut profiles = Vec::new();
     for (file, _) in set.profiles.values() {
         profiles.push(std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?);
@@ -98,27 +125,27 @@ pub async fn load(
             profiles,
             devices,
             reason: reason.to_string(),
+            dry_run,
         })
         .await?
         .into_inner();
-    Ok(Loaded {
-        gateways: site.gateways.len(),
-        groups: site.groups.len(),
-        profiles: set.profiles.len(),
-        devices: site.devices.len(),
-        last_audit: w.audit_seq,
-        generations: w.generations.len(),
-    })
+    Ok(w)
 }
 
 pub async fn run(
     site_path: &Path,
     profiles: &Path,
     reason: &str,
+    dry_run: bool,
     remote: &Remote,
+    out: OutputFormat,
 ) -> anyhow::Result<()> {
     let (site, set) = read(site_path, profiles)?;
     let mut c = AdminServiceClient::new(remote.channel().await?);
+    if dry_run {
+        let w = apply(&mut c, &site, &set, reason, true).await?;
+        return super::assign::print_write(&w, out);
+    }
     let l = load(&mut c, &site, &set, reason).await?;
     println!(
         "pushed {} gateways, {} groups, {} profiles, {} devices in one transaction: {} new generations (last audit entry {})",

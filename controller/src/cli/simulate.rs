@@ -28,8 +28,12 @@ pub struct SimulateArgs {
 }
 
 pub async fn run(a: SimulateArgs, out: OutputFormat) -> anyhow::Result<()> {
-    let yaml = std::fs::read_to_string(&a.profile)
-        .with_context(|| format!("reading {}", a.profile.display()))?;
+    let yaml = std::fs::read_to_string(&a.profile).with_context(|| {
+        format!(
+            "reading the candidate profile {} (--profile)",
+            a.profile.display()
+        )
+    })?;
     let mut c = AdminServiceClient::new(a.remote.channel().await?);
     let r = c
         .simulate(pb::SimulateRequest {

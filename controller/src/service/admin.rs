@@ -138,12 +138,12 @@ impl Admin {
 
     fn need_profile(&self, name: &str) -> Result<(), Error> {
         nonempty("profile", name)?;
-        tokio::task::block_in_place(|| self.0.store.profile(name))?
-            .map(|_| ())
-            .ok_or_else(|| Error::NotFound {
-                what: "profile",
-                name: name.to_string(),
-            })
+        if tokio::task::block_in_place(|| self.0.store.profile(name))?.is_some() {
+            return Ok(());
+        }
+        let known = tokio::task::block_in_place(|| self.0.store.snapshot())?.profiles;
+        let names: Vec<&str> = known.iter().map(|p| p.name.as_str()).collect();
+        Err(Error::unknown("profile", name, &names))
     }
 }
 
@@ -155,10 +155,17 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
         auth::require_role(&req, READ)?;
         let f = req.get_ref();
-        let devices = self
-            .0
-            .store
-            .snapshot()?
+        let snapshot = tokio::task::block_in_place(|| self.0.store.snapshot())?;
+        // A filter naming nothing is a typo, not an empty answer.
+        if !f.profile.is_empty() && !snapshot.profiles.iter().any(|p| p.name == f.profile) {
+            let names: Vec<&str> = snapshot.profiles.iter().map(|p| p.name.as_str()).collect();
+            return Err(Error::unknown("profile", &f.profile, &names).into());
+        }
+        if !f.gateway.is_empty() && !snapshot.gateways.iter().any(|g| g.name == f.gateway) {
+            let names: Vec<&str> = snapshot.gateways.iter().map(|g| g.name.as_str()).collect();
+            return Err(Error::unknown("gateway", &f.gateway, &names).into());
+        }
+        let devices = snapshot
             .devices
             .into_iter()
             .filter(|d| f.gateway.is_empty() || d.gateway == f.gateway)
@@ -206,13 +213,14 @@ impl AdminService for Admin {
         let r = req.into_inner();
         self.need_device(&r.device)?;
         self.need_profile(&r.profile)?;
-        Ok(Response::new(self.0.write(
+        Ok(Response::new(self.0.write_or_preview(
             &who.actor(),
             &r.reason,
-            Change::AssignProfile {
+            vec![Change::AssignProfile {
                 device: r.device,
                 profile: r.profile,
-            },
+            }],
+            r.dry_run,
         )?))
     }
 
@@ -224,13 +232,14 @@ impl AdminService for Admin {
         let r = req.into_inner();
         let mode = parse_mode(&r.mode)?;
         self.need_device(&r.device)?;
-        Ok(Response::new(self.0.write(
+        Ok(Response::new(self.0.write_or_preview(
             &who.actor(),
             &r.reason,
-            Change::SetMode {
+            vec![Change::SetMode {
                 device: r.device,
                 mode,
-            },
+            }],
+            r.dry_run,
         )?))
     }
 
@@ -320,10 +329,11 @@ impl AdminService for Admin {
         let who = auth::require_role(&req, WRITE)?;
         let r = req.into_inner();
         let change = profile_change("request", r.yaml)?;
-        Ok(Response::new(self.0.write(
+        Ok(Response::new(self.0.write_or_preview(
             &who.actor(),
             &r.reason,
-            change,
+            vec![change],
+            r.dry_run,
         )?))
     }
 
@@ -369,6 +379,7 @@ impl AdminService for Admin {
         let epoch = self.0.store.epoch()?;
         for g in self.0.store.snapshot()?.gateways {
             let latest = self.0.store.latest_generation(&g.name)?;
+            let connected = self.0.push.watchers(&g.name) > 0;
             gateways.push(pb::Gateway {
                 name: g.name,
                 interfaces: g.interfaces,
@@ -378,6 +389,7 @@ impl AdminService for Admin {
                 last_error: g.last_error,
                 applied_epoch: g.applied_epoch,
                 epoch: epoch.clone(),
+                connected,
             });
         }
         Ok(Response::new(pb::ListGatewaysResponse { gateways }))
@@ -421,10 +433,11 @@ impl AdminService for Admin {
         for d in r.devices {
             changes.push(device_change(d)?);
         }
-        Ok(Response::new(self.0.write_all(
+        Ok(Response::new(self.0.write_or_preview(
             &who.actor(),
             &r.reason,
             changes,
+            r.dry_run,
         )?))
     }
 

@@ -9,6 +9,7 @@ use super::{Ctx, severity_rank};
 use crate::{
     alerts,
     auth::{self, Role},
+    error::Error,
     store::{AlertQuery, Change},
 };
 
@@ -121,6 +122,18 @@ impl AlertService for Alerts {
             return Err(Status::invalid_argument(
                 "a suppression names a device and a detector",
             ));
+        }
+        // A mistyped detector would suppress nothing, audited as if it did: refused.
+        if !wardgate_analysis::detect::format::DETECTORS.contains(&r.detector.as_str()) {
+            let e = Error::unknown(
+                "detector",
+                &r.detector,
+                wardgate_analysis::detect::format::DETECTORS,
+            );
+            return Err(Status::invalid_argument(format!(
+                "{e}; detectors: {}",
+                wardgate_analysis::detect::format::DETECTORS.join(", ")
+            )));
         }
         // Stored as the alert rows name peers, so the match is exact.
         let peer = match r.peer.as_str() {

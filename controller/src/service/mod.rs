@@ -8,7 +8,7 @@ pub mod learning;
 
 use std::sync::Arc;
 
-use wardgate_proto::v1::WriteResponse;
+use wardgate_proto::v1::{DeviceChange, WriteResponse};
 
 use crate::{
     compile,
@@ -78,6 +78,55 @@ impl Ctx {
         Ok(WriteResponse {
             audit_seq: out.audit_seq,
             generations: out.generations.into_iter().collect(),
+            ..WriteResponse::default()
+        })
+    }
+}
+
+impl Ctx {
+    /// [`Ctx::write_all`] when `dry_run` is false; else [`Ctx::preview`].
+    pub fn write_or_preview(
+        &self,
+        actor: &str,
+        reason: &str,
+        changes: Vec<Change>,
+        dry_run: bool,
+    ) -> Result<WriteResponse> {
+        if dry_run {
+            self.preview(&changes)
+        } else {
+            self.write_all(actor, reason, changes)
+        }
+    }
+
+    /// What `changes` would change for each device, computed by the write's own steps in a
+    /// transaction that is rolled back: no audit entry, no generation, nothing pushed.
+    pub fn preview(&self, changes: &[Change]) -> Result<WriteResponse> {
+        let store = self.store.clone();
+        let p = tokio::task::block_in_place(|| {
+            write::preview(store.as_ref(), changes, &compile::affected)
+        })?;
+        let mut preview = Vec::new();
+        for (before, after) in p.gateways.values() {
+            for c in crate::preview::device_changes(before.as_ref(), after, &p.groups) {
+                preview.push(DeviceChange {
+                    gateway: c.gateway,
+                    device: c.device,
+                    change: c.change.to_string(),
+                    mode_before: c.mode_before,
+                    mode_after: c.mode_after,
+                    profile_before: c.profile_before,
+                    profile_after: c.profile_after,
+                    allowed_added: c.allowed_added,
+                    allowed_removed: c.allowed_removed,
+                    warning: c.warning,
+                });
+            }
+        }
+        Ok(WriteResponse {
+            dry_run: true,
+            preview,
+            ..WriteResponse::default()
         })
     }
 }

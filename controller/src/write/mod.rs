@@ -22,7 +22,8 @@ use wardgate_policy::DesiredState;
 use crate::{
     audit::{enforcement::Enforcement, now_ms},
     error::{Error, Result},
-    store::{Change, DeviceRow, SiteReader, Store},
+    generation,
+    store::{Change, DeviceRow, SiteReader, Store, StoreTx},
 };
 
 /// Compiles the desired states (by gateway) that `changes` may have altered, reading the site
@@ -34,6 +35,90 @@ pub type Compiler<'a> = &'a dyn Fn(
     &[Option<DeviceRow>],
     &[Change],
 ) -> Result<BTreeMap<String, DesiredState>>;
+
+/// Applies `changes` in `tx` (their audit descriptions) and compiles the gateways they reach:
+/// the steps a write and its preview share.
+fn stage(
+    tx: &mut dyn StoreTx,
+    changes: &[Change],
+    compile: Compiler<'_>,
+) -> Result<(Vec<entries::Described>, BTreeMap<String, DesiredState>)> {
+    if changes.is_empty() {
+        return Err(Error::Invalid("nothing to write".into()));
+    }
+    let mut before = Vec::with_capacity(changes.len());
+    let mut described = Vec::with_capacity(changes.len());
+    let mut written_profiles = std::collections::BTreeSet::new();
+    for change in changes {
+        let prior = match change.device() {
+            Some(name) => tx.device(name)?,
+            None => None,
+        };
+        let change = ids::with_device_id(&*tx, change, prior.as_ref())?;
+        let applied = tx.apply(&change)?;
+        described.push(entries::describe(&change, applied)?);
+        if let Change::UpsertProfile { name, .. } = change.as_ref() {
+            written_profiles.insert(name.clone());
+        }
+        before.push(prior);
+    }
+    // Ids before compiling: the compiler reads them. Any error below rolls everything back.
+    ids::allocate(tx, &written_profiles)?;
+    let states = compile(&*tx, &before, changes)?;
+    Ok((described, states))
+}
+
+/// What a write would compile, gateway by gateway, and the site's groups after it.
+#[derive(Clone, Debug, Default)]
+pub struct Preview {
+    /// Each reached gateway's latest stored state (`None`: none yet, or it does not decode)
+    /// and the state the write would store; gateways whose policy would not change are left
+    /// out.
+    pub gateways: BTreeMap<String, (Option<DesiredState>, DesiredState)>,
+    /// Group name and networks, as the write would leave them (to name peers in words).
+    pub groups: Vec<(String, Vec<ipnet::IpNet>)>,
+}
+
+/// A dry run of [`write`]: the same steps in a transaction that is rolled back, so nothing is
+/// stored, audited or pushed. Refused where the write would be (a missing device, a row
+/// constraint, a compile error); only the bundle limit is left to the write.
+pub fn preview(store: &dyn Store, changes: &[Change], compile: Compiler<'_>) -> Result<Preview> {
+    let mut tx = store.begin()?;
+    let (_, states) = stage(tx.as_mut(), changes, compile)?;
+    let mut out = Preview::default();
+    for (gateway, mut state) in states {
+        let prev = match tx.latest(&gateway)? {
+            Some(row) => generation::decode(&row.content).ok().map(|mut p| {
+                state.generation = row.generation;
+                p.generation = row.generation;
+                p
+            }),
+            None => None,
+        };
+        if prev.as_ref() == Some(&state) {
+            continue;
+        }
+        out.gateways.insert(gateway, (prev, state));
+    }
+    out.groups = tx
+        .base()?
+        .groups
+        .into_iter()
+        .map(|(name, cidrs)| {
+            let nets = cidrs.iter().filter_map(|c| parse_net(c)).collect();
+            (name, nets)
+        })
+        .collect();
+    drop(tx); // rolled back: a preview writes nothing
+    Ok(out)
+}
+
+/// A group member as stored: a network, or an address (its host network).
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
 
 /// What a write did.
 #[derive(Clone, Debug, Default)]
@@ -56,29 +141,8 @@ pub fn write(
     changes: &[Change],
     compile: Compiler<'_>,
 ) -> Result<WriteOutcome> {
-    if changes.is_empty() {
-        return Err(Error::Invalid("nothing to write".into()));
-    }
     let mut tx = store.begin()?;
-    let mut before = Vec::with_capacity(changes.len());
-    let mut described = Vec::with_capacity(changes.len());
-    let mut written_profiles = std::collections::BTreeSet::new();
-    for change in changes {
-        let prior = match change.device() {
-            Some(name) => tx.device(name)?,
-            None => None,
-        };
-        let change = ids::with_device_id(tx.as_ref(), change, prior.as_ref())?;
-        let applied = tx.apply(&change)?;
-        described.push(entries::describe(&change, applied)?);
-        if let Change::UpsertProfile { name, .. } = change.as_ref() {
-            written_profiles.insert(name.clone());
-        }
-        before.push(prior);
-    }
-    // Ids before compiling: the compiler reads them. Any error below rolls everything back.
-    ids::allocate(tx.as_mut(), &written_profiles)?;
-    let states = compile(tx.as_ref(), &before, changes)?;
+    let (described, states) = stage(tx.as_mut(), changes, compile)?;
     let epoch = tx.epoch()?;
     let mut out = WriteOutcome::default();
     let mut enforced = Enforcement::new();

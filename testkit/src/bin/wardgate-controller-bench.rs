@@ -275,6 +275,7 @@ impl Hospital {
                 device: device(gw),
                 profile: other_profile(&current).into(),
                 reason: REASON.into(),
+                dry_run: false,
             })
             .await?
             .into_inner();
@@ -312,6 +313,7 @@ impl Hospital {
                         device: device(gw),
                         profile: other_profile(&current).into(),
                         reason: REASON.into(),
+                        dry_run: false,
                     })
                     .await?
                     .into_inner();

@@ -27,6 +27,33 @@ pub fn proto_name(p: u8) -> String {
     }
 }
 
+/// Every detector name a finding can carry (what `wardctl alerts suppress --detector` takes);
+/// each has its own [`title`].
+pub const DETECTORS: &[&str] = &[
+    "scan_vertical",
+    "scan_horizontal",
+    "scan_trw",
+    "scan_flag_probe",
+    "fanout",
+    "class_protocol",
+    "flood_syn",
+    "flood_udp",
+    "flood_icmp",
+    "spoof",
+    "new_peer",
+    "new_service",
+    "new_protocol",
+    "new_app",
+    "volume",
+    "beacon",
+    "datapath_deny",
+    "datapath_would_deny",
+    "datapath_unknown_device",
+    "datapath_new_address",
+    "datapath_flow_cap",
+    "datapath_watchdog",
+];
+
 /// A short title per detector (CEF Name, OCSF finding_info.title).
 pub fn title(detector: &str) -> String {
     match detector {
@@ -53,5 +80,15 @@ pub fn title(detector: &str) -> String {
         "datapath_flow_cap" => "Device over its flow budget".into(),
         "datapath_watchdog" => "Gateway watchdog".into(),
         other => other.replace('_', " "),
+    }
+}
+
+#[cfg(test)]
+mod detector_tests {
+    #[test]
+    fn every_listed_detector_has_its_own_title() {
+        for d in super::DETECTORS {
+            assert_ne!(super::title(d), d.replace('_', " "), "{d} has no title");
+        }
     }
 }

@@ -36,8 +36,12 @@ enum Command {
         site: PathBuf,
         #[arg(long, default_value = "device-profiles")]
         profiles: PathBuf,
+        /// Why (a reason or ticket id for the audit trail); not needed with --dry-run.
         #[arg(long)]
-        reason: String,
+        reason: Option<String>,
+        /// Show what would change for each device; write nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -59,8 +63,12 @@ enum Command {
     Assign {
         device: String,
         profile: String,
+        /// Why (a reason or ticket id for the audit trail); not needed with --dry-run.
         #[arg(long)]
-        reason: String,
+        reason: Option<String>,
+        /// Show what would change for the device; write nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -68,8 +76,12 @@ enum Command {
     Mode {
         device: String,
         mode: String,
+        /// Why (a reason or ticket id for the audit trail); not needed with --dry-run.
         #[arg(long)]
-        reason: String,
+        reason: Option<String>,
+        /// Show what would change for the device; write nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -82,6 +94,9 @@ enum Command {
     Alerts {
         #[command(subcommand)]
         cmd: alerts::AlertsCmd,
+        /// Times in UTC (default: this machine's time zone).
+        #[arg(long, global = true)]
+        utc: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -127,24 +142,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             site,
             profiles,
             reason,
+            dry_run,
             remote,
-        } => rt()?.block_on(push::run(&site, &profiles, &reason, &remote)),
+        } => {
+            let reason = assign::reason(reason, dry_run)?;
+            rt()?.block_on(push::run(&site, &profiles, &reason, dry_run, &remote, out))
+        }
         Command::Devices { cmd, remote } => rt()?.block_on(devices::run(cmd, &remote, out)),
         Command::Profiles { cmd, remote } => rt()?.block_on(profiles::run(cmd, &remote, out)),
         Command::Assign {
             device,
             profile,
             reason,
+            dry_run,
             remote,
-        } => rt()?.block_on(assign::assign(device, profile, reason, &remote, out)),
+        } => {
+            let reason = assign::reason(reason, dry_run)?;
+            rt()?.block_on(assign::assign(
+                device, profile, reason, dry_run, &remote, out,
+            ))
+        }
         Command::Mode {
             device,
             mode,
             reason,
+            dry_run,
             remote,
-        } => rt()?.block_on(assign::mode(device, mode, reason, &remote, out)),
+        } => {
+            let reason = assign::reason(reason, dry_run)?;
+            rt()?.block_on(assign::mode(device, mode, reason, dry_run, &remote, out))
+        }
         Command::Gateways { remote } => rt()?.block_on(gateways::run(&remote, out)),
-        Command::Alerts { cmd, remote } => rt()?.block_on(alerts::run(cmd, &remote, out)),
+        Command::Alerts { cmd, remote, utc } => rt()?.block_on(alerts::run(cmd, &remote, out, utc)),
         Command::Audit { cmd, remote } => rt()?.block_on(audit::run(cmd, &remote, out)),
     }
 }
