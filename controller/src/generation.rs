@@ -79,39 +79,51 @@ impl GenerationRow {
     }
 }
 
+/// A gateway's state with one pump (192.0.2.12) on a profile without rules: the fixture of the
+/// generation, write and store tests.
+#[cfg(test)]
+pub(crate) fn one_pump(
+    gateway: &str,
+    generation: u32,
+    mode: wardgate_policy::desired::Mode,
+) -> DesiredState {
+    use wardgate_policy::desired::{DeviceEntry, MacAddr, PolicyEntry};
+    DesiredState {
+        gateway: gateway.into(),
+        generation,
+        epoch: String::new(),
+        content_hash: String::new(),
+        devices: vec![DeviceEntry {
+            device_id: 1,
+            name: "pump".into(),
+            addrs: vec![std::net::IpAddr::from([192, 0, 2, 12])],
+            mac: MacAddr([2, 0, 0, 0, 0, 12]),
+            policy_id: 1,
+            mode,
+            max_flows: 0,
+            fail_open: false,
+        }],
+        policies: vec![PolicyEntry {
+            policy_id: 1,
+            profile: "pump".into(),
+            profile_version: 1,
+            rules: Vec::new(),
+            sensitivity: Default::default(),
+        }],
+        peers: Vec::new(),
+        ports: Vec::new(),
+        groups: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use wardgate_policy::desired::{DeviceEntry, MacAddr, Mode, PolicyEntry};
+    use wardgate_policy::desired::Mode;
 
     use super::*;
 
     fn state() -> DesiredState {
-        DesiredState {
-            gateway: "gw-3a".into(),
-            generation: 7,
-            epoch: String::new(),
-            content_hash: String::new(),
-            devices: vec![DeviceEntry {
-                device_id: 1,
-                name: "pump-3a-bed12".into(),
-                addrs: vec!["10.3.1.12".parse().unwrap()],
-                mac: MacAddr([2, 0, 0, 0, 0, 12]),
-                policy_id: 1,
-                mode: Mode::Monitor,
-                max_flows: 64,
-                fail_open: false,
-            }],
-            policies: vec![PolicyEntry {
-                policy_id: 1,
-                profile: "infusion-pump".into(),
-                profile_version: 2,
-                rules: Vec::new(),
-                sensitivity: Default::default(),
-            }],
-            peers: Vec::new(),
-            ports: Vec::new(),
-            groups: Default::default(),
-        }
+        one_pump("gw-3a", 7, Mode::Monitor)
     }
 
     #[test]

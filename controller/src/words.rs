@@ -249,13 +249,13 @@ mod tests {
             peers: vec![
                 net("198.51.100.10/32"),
                 net("2001:db8::10/128"),
-                net("10.0.0.0/8"),
+                net("203.0.113.0/24"),
             ],
             ports: Some(PortRange::single(8443)),
             idle_timeout_s: 60,
             inspect: false,
         };
-        assert_eq!(rule(&r, &groups), "tcp/8443 to pacs, 10.0.0.0/8");
+        assert_eq!(rule(&r, &groups), "tcp/8443 to pacs, 203.0.113.0/24");
         // Half a group is not the group.
         assert_eq!(
             peer_names(&[net("198.51.100.10/32")], &groups),

@@ -195,13 +195,13 @@ mod tests {
     fn entries_chain_after_the_head_and_the_last_holds_the_generations() {
         let change = |name: &str| Change::UpsertGroup {
             name: name.into(),
-            cidrs: vec!["10.0.0.0/8".into()],
+            cidrs: vec!["198.51.100.0/24".into()],
         };
         let described = vec![
             describe(&change("a"), Applied::Group(None)).unwrap(),
             describe(
                 &change("b"),
-                Applied::Group(Some(vec!["10.1.0.0/16".into()])),
+                Applied::Group(Some(vec!["203.0.113.0/24".into()])),
             )
             .unwrap(),
         ];
@@ -230,7 +230,7 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert!(first[1].diff.contains(r#""before":["10.1.0.0/16"]"#));
+        assert!(first[1].diff.contains(r#""before":["203.0.113.0/24"]"#));
         let next = chain(
             (2, first[1].hash.clone()),
             vec![describe(&change("c"), Applied::Group(None)).unwrap()],

@@ -80,38 +80,13 @@ pub(super) fn next(
 
 #[cfg(test)]
 mod tests {
-    use wardgate_policy::desired::{DeviceEntry, MacAddr, Mode, PolicyEntry};
+    use wardgate_policy::desired::Mode;
 
     use super::*;
     use crate::audit::enforcement::ContentFormat;
 
     fn compiled(mode: Mode) -> DesiredState {
-        DesiredState {
-            gateway: "gw-3a".into(),
-            generation: 1,
-            epoch: String::new(),
-            content_hash: String::new(),
-            devices: vec![DeviceEntry {
-                device_id: 1,
-                name: "pump".into(),
-                addrs: vec!["10.3.1.12".parse().unwrap()],
-                mac: MacAddr([2, 0, 0, 0, 0, 12]),
-                policy_id: 1,
-                mode,
-                max_flows: 0,
-                fail_open: false,
-            }],
-            policies: vec![PolicyEntry {
-                policy_id: 1,
-                profile: "pump".into(),
-                profile_version: 1,
-                rules: Vec::new(),
-                sensitivity: Default::default(),
-            }],
-            peers: Vec::new(),
-            ports: Vec::new(),
-            groups: Default::default(),
-        }
+        crate::generation::one_pump("gw-3a", 1, mode)
     }
 
     #[test]

@@ -4,10 +4,7 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, params};
-use wardgate_policy::{
-    DesiredState,
-    desired::{DeviceEntry, MacAddr, Mode, PolicyEntry},
-};
+use wardgate_policy::{DesiredState, desired::Mode};
 
 use super::write;
 use crate::{
@@ -19,32 +16,7 @@ use crate::{
 const GW: &str = "gw-3a";
 
 fn state(generation: u32, mode: Mode) -> DesiredState {
-    DesiredState {
-        gateway: GW.into(),
-        generation,
-        epoch: String::new(),
-        content_hash: String::new(),
-        devices: vec![DeviceEntry {
-            device_id: 1,
-            name: "pump".into(),
-            addrs: vec!["10.3.1.12".parse().unwrap()],
-            mac: MacAddr([2, 0, 0, 0, 0, 12]),
-            policy_id: 1,
-            mode,
-            max_flows: 0,
-            fail_open: false,
-        }],
-        policies: vec![PolicyEntry {
-            policy_id: 1,
-            profile: "pump".into(),
-            profile_version: 1,
-            rules: Vec::new(),
-            sensitivity: Default::default(),
-        }],
-        peers: Vec::new(),
-        ports: Vec::new(),
-        groups: Default::default(),
-    }
+    crate::generation::one_pump(GW, generation, mode)
 }
 
 /// What the code before migration 9 left: schema 8, two generations stored as pretty JSON,
@@ -194,7 +166,7 @@ fn a_generation_swapped_to_the_other_stored_form_is_reported() {
     store
         .execute_raw(
             "INSERT INTO devices (name, id, mac, addresses, profile, mode, gateway) VALUES \
-             ('pump', 1, '02:00:00:00:00:0c', '[\"10.3.1.12\"]', 'pump', 'monitor', 'gw-3a')",
+             ('pump', 1, '02:00:00:00:00:0c', '[\"192.0.2.12\"]', 'pump', 'monitor', 'gw-3a')",
         )
         .unwrap();
     write(&store, "user:sam", "INC-8", &[ack], &compile).unwrap();
