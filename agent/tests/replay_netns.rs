@@ -15,6 +15,7 @@ use std::{
 
 use capture::{Capture, FileFormat};
 use wardgate_agent::replay::{self, Format, ReplayArgs};
+use wardgate_analysis::detect::Finding;
 use wardgate_testkit::ward::{DEV_IF, Ward};
 
 const SITE: &str = "site: detect-lab
@@ -58,14 +59,38 @@ fn run_within(mut cmd: Command, limit: Duration, what: &str) -> String {
     }
 }
 
-#[test]
-fn nmap_smb_and_flood_from_a_pump_are_found() {
+fn require_root() {
     // Safety: geteuid has no preconditions.
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
         "attach tier cannot run: needs root for network namespaces; run `sudo cargo xtask test`"
     );
+}
+
+/// `replay` of the capture `file` with the lab's site file (written into `dir`).
+fn replay_with_site(dir: &std::path::Path, file: &std::path::Path) -> replay::Replayed {
+    let site = dir.join("site.yaml");
+    std::fs::write(&site, SITE).unwrap();
+    replay::run(&ReplayArgs {
+        pcap: vec![file.to_path_buf()],
+        site: Some(site),
+        baselines: None,
+        profiles: None,
+        config: None,
+        format: Format::Json,
+        summary: None,
+    })
+    .unwrap()
+}
+
+fn by_detector<'a>(findings: &'a [Finding], detector: &str) -> Vec<&'a Finding> {
+    findings.iter().filter(|f| f.detector == detector).collect()
+}
+
+#[test]
+fn nmap_smb_and_flood_from_a_pump_are_found() {
+    require_root();
     let ward = Ward::new("detect");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.pcap");
@@ -103,24 +128,8 @@ fn nmap_smb_and_flood_from_a_pump_are_found() {
     std::thread::sleep(Duration::from_millis(500));
     cap.stop();
 
-    let site = dir.path().join("site.yaml");
-    std::fs::write(&site, SITE).unwrap();
-    let r = replay::run(&ReplayArgs {
-        pcap: vec![file.clone()],
-        site: Some(site),
-        baselines: None,
-        profiles: None,
-        config: None,
-        format: Format::Json,
-        summary: None,
-    })
-    .unwrap();
-    let by = |d: &str| {
-        r.findings
-            .iter()
-            .filter(|f| f.detector == d)
-            .collect::<Vec<_>>()
-    };
+    let r = replay_with_site(dir.path(), &file);
+    let by = |d: &str| by_detector(&r.findings, d);
     let scan = by("scan_vertical");
     assert_eq!(scan.len(), 1, "{:#?}", r.findings);
     assert_eq!(scan[0].device.name, "pump-lab");
@@ -156,12 +165,7 @@ fn nmap_smb_and_flood_from_a_pump_are_found() {
 
 #[test]
 fn nmap_from_the_hospital_side_names_the_scanner_and_the_pump() {
-    // Safety: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "attach tier cannot run: needs root for network namespaces; run `sudo cargo xtask test`"
-    );
+    require_root();
     let ward = Ward::new("inscan");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.pcap");
@@ -200,24 +204,8 @@ fn nmap_from_the_hospital_side_names_the_scanner_and_the_pump() {
     let _ = listener.kill();
     let _ = listener.wait();
 
-    let site = dir.path().join("site.yaml");
-    std::fs::write(&site, SITE).unwrap();
-    let r = replay::run(&ReplayArgs {
-        pcap: vec![file.clone()],
-        site: Some(site),
-        baselines: None,
-        profiles: None,
-        config: None,
-        format: Format::Json,
-        summary: None,
-    })
-    .unwrap();
-    let by = |d: &str| {
-        r.findings
-            .iter()
-            .filter(|f| f.detector == d)
-            .collect::<Vec<_>>()
-    };
+    let r = replay_with_site(dir.path(), &file);
+    let by = |d: &str| by_detector(&r.findings, d);
     let scan = by("scan_vertical");
     assert_eq!(scan.len(), 1, "{:#?}", r.findings);
     assert_eq!(
