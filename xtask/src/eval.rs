@@ -34,6 +34,10 @@ const DETECTORS: &[&str] = &[
     "new_app",
     "volume",
     "beacon",
+    "brute_force",
+    "rogue_dhcp",
+    "rogue_router",
+    "lateral",
 ];
 
 struct Fixture {

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     Context, Detector, NS, Observation, Threshold,
     finding::{Finding, FlowRef, MAX_LISTED, Matrix, Metric, Severity, Technique},
-    scan::{confidence, is_broadcast},
+    is_group_address,
+    scan::confidence,
     window::WindowSet,
 };
 use crate::flow::FlowDirection;
@@ -68,7 +69,7 @@ impl Detector for FanOut {
 
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let Observation::Flow(r) = obs else { return };
-        if r.direction != FlowDirection::Opened || r.peer.is_multicast() || is_broadcast(r.peer) {
+        if r.direction != FlowDirection::Opened || is_group_address(r.peer) {
             return;
         }
         // A peer the device's baseline knows (by address, or by a site group it talks to) is

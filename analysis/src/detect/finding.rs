@@ -135,7 +135,7 @@ impl Technique {
             "T1021" => ("TA0008", "Lateral Movement"),
             "T1071" => ("TA0011", "Command and Control"),
             "T1498" => ("TA0040", "Impact"),
-            "T1557.002" | "T1557" => ("TA0006", "Credential Access"),
+            "T1557.002" | "T1557.003" | "T1557" | "T1110" => ("TA0006", "Credential Access"),
             "T1041" | "T1030" => ("TA0010", "Exfiltration"),
             // ICS: Remote System Discovery, Network Connection Enumeration.
             "T0846" | "T0840" => ("TA0102", "Discovery"),

@@ -12,14 +12,18 @@
 pub mod aggregate;
 pub mod arp;
 pub mod beacon;
+pub mod brute_force;
 pub mod class_protocol;
 pub mod fanout;
 pub mod finding;
 pub mod flag_probe;
 pub mod flood;
 pub mod format;
+pub mod lateral;
 pub mod learned;
 pub mod new_activity;
+pub mod rogue_dhcp;
+pub mod rogue_router;
 pub mod scan;
 pub mod spoof;
 pub mod trw;
@@ -267,6 +271,9 @@ pub struct DetectConfig {
     pub new_activity: new_activity::NewActivityConfig,
     pub volume: volume::VolumeConfig,
     pub beacon: beacon::BeaconConfig,
+    pub brute_force: brute_force::BruteForceConfig,
+    pub rogue_dhcp: rogue_dhcp::RogueDhcpConfig,
+    pub lateral: lateral::LateralConfig,
     pub aggregate: AggregateConfig,
 }
 
@@ -283,6 +290,10 @@ pub fn baseline_free(cfg: &DetectConfig) -> Vec<Box<dyn Detector>> {
         )),
         Box::new(flood::Flood::new(cfg.flood.clone())),
         Box::new(spoof::Spoof::new(cfg.spoof.clone())),
+        Box::new(brute_force::BruteForce::new(cfg.brute_force.clone())),
+        Box::new(rogue_dhcp::RogueDhcp::new(cfg.rogue_dhcp.clone())),
+        Box::new(rogue_router::RogueRouter),
+        Box::new(lateral::Lateral::new(cfg.lateral.clone())),
     ]
 }
 

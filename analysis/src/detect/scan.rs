@@ -116,8 +116,7 @@ pub(crate) fn counted(r: &FlowRecord, cfg: &ScanConfig) -> bool {
     let (_, target) = probe::opener_and_target(r);
     matches!(r.proto, proto::TCP | proto::UDP)
         && r.port != 0
-        && !target.is_multicast()
-        && !is_broadcast(target)
+        && !super::is_group_address(target)
         && !(r.proto == proto::UDP && cfg.one_way_udp.contains(&r.port))
         && (cfg.count_answered || failed_contact(r))
 }

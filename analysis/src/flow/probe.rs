@@ -90,7 +90,8 @@ fn header_bytes(ip: IpAddr) -> u64 {
     }
 }
 
-fn no_data(r: &FlowRecord) -> bool {
+/// No payload either way: every packet no bigger than its headers (options included).
+pub fn no_data(r: &FlowRecord) -> bool {
     let h = header_bytes(r.device_addr);
     r.bytes_out <= r.packets_out * h && r.bytes_in <= r.packets_in * h
 }

@@ -247,10 +247,11 @@ pub fn generate(dir: &Path) -> anyhow::Result<()> {
     let mut f = Frames::default();
     ordinary(&mut f, T0 + DAY, 24 * 60);
     f.write(&dir.join("ordinary-day.pcap"))?;
-    // Three hours of the ordinary day with a beacon every 60 s +- 3 s, 300-310 bytes up.
+    // Eight hours of the ordinary day with a beacon every 60 s +- 3 s, 300-310 bytes up (a
+    // beacon's duration score needs calls in at least 6 hourly bins, as RITA's does).
     let mut f = Frames::default();
-    ordinary(&mut f, T0 + DAY, 180);
-    for i in 0..180u64 {
+    ordinary(&mut f, T0 + DAY, 480);
+    for i in 0..480u64 {
         let jitter_ms = (i * 7919 % 6001) as i64 - 3000;
         let t = (T0 + DAY + 30 * NS + i * 60 * NS) as i64 + jitter_ms * 1_000_000;
         f.tcp_conn(

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 mod scans;
+mod threats;
 
 use super::*;
 use crate::{
