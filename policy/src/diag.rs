@@ -132,12 +132,15 @@ fn unknown_field(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
-/// The closest known key within edit distance 2, for "did you mean" hints.
+/// The closest known key, for "did you mean" hints: edits and swaps of neighbours (`pcas` is
+/// one from `pacs`), at most a third of the word.
 pub fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
-        .map(|k| (strsim::levenshtein(word, k), *k))
-        .filter(|(d, _)| *d <= 2)
+        .map(|k| (strsim::osa_distance(word, k), *k))
+        // Two edits turn `ris` into `dns`: a suggestion must keep most of the word (at most a
+        // third of it changed, one edit for short words, never more than two).
+        .filter(|(d, k)| *d <= (word.chars().count().max(k.chars().count()) / 3).clamp(1, 2))
         .min()
         .map(|(_, k)| k)
 }
@@ -150,5 +153,12 @@ mod tests {
     fn closest_keys() {
         assert_eq!(closest("protocl", &["protocol", "ports"]), Some("protocol"));
         assert_eq!(closest("zzz", &["protocol", "ports"]), None);
+        // Short words: one edit, not two (`ris` is no typo of `dns`).
+        assert_eq!(closest("ris", &["dns", "ntp", "pacs"]), None);
+        assert_eq!(closest("dnss", &["dns", "ntp"]), Some("dns"));
+        assert_eq!(
+            closest("infusion-pmp", &["infusion-pump"]),
+            Some("infusion-pump")
+        );
     }
 }

@@ -323,8 +323,26 @@ impl ProfileSet {
     /// Loads every `*.yaml`/`*.yml` file directly in `dir` (sites/ and other folders skipped),
     /// collecting the problems of all files.
     pub fn load_dir(dir: &std::path::Path) -> Result<ProfileSet, Diagnostics> {
+        Self::load_paths(&[dir])
+    }
+
+    /// Loads profile files and directories (each directory as [`ProfileSet::load_dir`] reads
+    /// it), collecting the problems of all of them; a name defined twice is a problem.
+    pub fn load_paths<P: AsRef<std::path::Path>>(paths: &[P]) -> Result<ProfileSet, Diagnostics> {
         let mut set = ProfileSet::default();
         let mut diags = Diagnostics::default();
+        for path in paths {
+            let path = path.as_ref();
+            if path.is_dir() {
+                set.load_dir_into(path, &mut diags);
+            } else {
+                set.load_file(path, &mut diags);
+            }
+        }
+        diags.into_result(set)
+    }
+
+    fn load_dir_into(&mut self, dir: &std::path::Path, diags: &mut Diagnostics) {
         let mut files: Vec<_> = match std::fs::read_dir(dir) {
             Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).collect(),
             Err(e) => {
@@ -335,27 +353,29 @@ impl ProfileSet {
                     format!("cannot read directory: {e}"),
                     None,
                 );
-                return Err(diags);
+                return;
             }
         };
         files.sort();
         for path in files {
             let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
-            if !path.is_file() || !is_yaml {
-                continue;
-            }
-            let file = path.display().to_string();
-            match std::fs::read_to_string(&path) {
-                Ok(text) => match parse_profile(&file, &text) {
-                    Ok(p) => {
-                        diags.extend(crate::validate::validate_profile(&file, &p));
-                        set.insert(&file, p, &mut diags);
-                    }
-                    Err(d) => diags.extend(d),
-                },
-                Err(e) => diags.push(&file, 0, 0, format!("cannot read: {e}"), None),
+            if path.is_file() && is_yaml {
+                self.load_file(&path, diags);
             }
         }
-        diags.into_result(set)
+    }
+
+    fn load_file(&mut self, path: &std::path::Path, diags: &mut Diagnostics) {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => match parse_profile(&file, &text) {
+                Ok(p) => {
+                    diags.extend(crate::validate::validate_profile(&file, &p));
+                    self.insert(&file, p, diags);
+                }
+                Err(d) => diags.extend(d),
+            },
+            Err(e) => diags.push(&file, 0, 0, format!("cannot read: {e}"), None),
+        }
     }
 }

@@ -120,6 +120,19 @@ fn unknown_group_points_at_the_profile_and_suggests() {
     let report = validate("s.yaml", &site, &set).to_string();
     has(&report, "p.yaml:5:13: error: unknown group `pcas`");
     has(&report, "hint: did you mean `group:pacs`?");
+    // A name close to no group gets the fix that applies, not the nearest short name.
+    let mut set = ProfileSet::default();
+    let text = text.replace("group:pcas", "group:ris");
+    set.insert("p.yaml", parse_profile("p.yaml", &text).unwrap(), &mut d);
+    let site = parse_site(
+        "s.yaml",
+        "site: s\ngroups:\n  pacs: [198.51.100.10/32]\n  dns: [198.51.100.53/32]\n",
+    )
+    .unwrap();
+    let report = validate("s.yaml", &site, &set).to_string();
+    has(&report, "unknown group `ris`");
+    has(&report, "hint: define group `ris` in the site file");
+    assert!(!report.contains("did you mean"), "{report}");
 }
 
 #[test]

@@ -10,9 +10,11 @@ use super::output::{self, OutputFormat};
 
 #[derive(Subcommand)]
 pub enum ProfileCmd {
-    /// Validate every profile in DIR (and, with --site, their group references).
+    /// Validate profile files, or every profile in a directory (and, with --site, their group
+    /// references).
     Validate {
-        dir: PathBuf,
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
         #[arg(long)]
         site: Option<PathBuf>,
     },
@@ -72,8 +74,8 @@ pub fn run(cmd: ProfileCmd, out: OutputFormat) -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(super::propose::run(a, out)),
-        ProfileCmd::Validate { dir, site } => {
-            let mut problems = match ProfileSet::load_dir(&dir) {
+        ProfileCmd::Validate { paths, site } => {
+            let mut problems = match ProfileSet::load_paths(&paths) {
                 Ok(set) => {
                     let mut d = wardgate_policy::Diagnostics::default();
                     if let Some(site_path) = site {
@@ -94,7 +96,11 @@ pub fn run(cmd: ProfileCmd, out: OutputFormat) -> anyhow::Result<()> {
                             OutputFormat::Human => println!(
                                 "{} profiles valid in {}",
                                 set.profiles.len(),
-                                dir.display()
+                                paths
+                                    .iter()
+                                    .map(|p| p.display().to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         }
                         return Ok(());

@@ -78,14 +78,15 @@ pub async fn run(cmd: ProfilesCmd, remote: &Remote, out: OutputFormat) -> anyhow
                 .await?
                 .into_inner();
             for p in &r.problems {
-                eprintln!(
-                    "{}:{}:{}: {} ({})",
-                    file.display(),
-                    p.line,
-                    p.column,
-                    p.message,
-                    p.hint
-                );
+                let at = match (p.line, p.column) {
+                    (0, _) => String::new(),
+                    (l, c) => format!(":{l}:{c}"),
+                };
+                let hint = match p.hint.as_str() {
+                    "" => String::new(),
+                    h => format!(" ({h})"),
+                };
+                eprintln!("{}{at}: {}{hint}", file.display(), p.message);
             }
             if !r.valid {
                 bail!("{} problem(s) in {}", r.problems.len(), file.display());

@@ -302,11 +302,12 @@ impl AdminService for Admin {
         req: Request<pb::ValidateProfileRequest>,
     ) -> Result<Response<pb::ValidateProfileResponse>, Status> {
         auth::require_role(&req, READ)?;
-        let problems = match wardgate_policy::parse_profile("request", &req.get_ref().yaml) {
+        let yaml = req.into_inner().yaml;
+        let problems = match wardgate_policy::parse_profile("request", &yaml) {
             Ok(p) => wardgate_policy::validate_profile("request", &p),
             Err(d) => d,
         };
-        let problems: Vec<pb::Problem> = problems
+        let mut problems: Vec<pb::Problem> = problems
             .0
             .into_iter()
             .map(|d| pb::Problem {
@@ -316,6 +317,18 @@ impl AdminService for Admin {
                 hint: d.hint.unwrap_or_default(),
             })
             .collect();
+        // What the file alone allows, the site may not (an unknown group, a bundle over the
+        // limit): the upsert's own steps, rolled back, so validate says what upsert would.
+        if problems.is_empty()
+            && let Err(e) = profile_change("request", yaml).and_then(|c| self.0.preview(&[c]))
+        {
+            problems.push(pb::Problem {
+                line: 0,
+                column: 0,
+                message: e.to_string(),
+                hint: "this is what `profiles upsert` would refuse".into(),
+            });
+        }
         Ok(Response::new(pb::ValidateProfileResponse {
             valid: problems.is_empty(),
             problems,
