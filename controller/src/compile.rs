@@ -194,6 +194,7 @@ pub fn affected(
             }
             Change::AcknowledgeAlerts { .. }
             | Change::SuppressAlerts { .. }
+            | Change::UnsuppressAlerts { .. }
             | Change::SetBaseline { .. } => {}
         }
     }

@@ -349,3 +349,122 @@ async fn unknown_names_are_refused_with_the_closest_known_one() {
     ok(&lab, "sam", &suppress("class_protocol")).await;
     assert_eq!(audited(), before + 1);
 }
+
+/// The scan finding again, later and under another id (a new alert of the same pattern).
+fn scan_again(n: u64) -> Finding {
+    let mut f = scan();
+    f.id = format!("gw-ward-3-scan-{n}");
+    f.time_ns = T0 + n * 60_000_000_000;
+    f.first_seen_ns = f.time_ns;
+    f.last_seen_ns = f.time_ns;
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppressions_are_listed_removable_and_every_reader_applies_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = LabController::with_demo_site(
+        dir.path(),
+        &[GW.to_string()],
+        &[("eve", "engineer"), ("sam", "soc"), ("vic", "viewer")],
+        "eve",
+    )
+    .await
+    .unwrap();
+    report(&lab, &[scan()]).await;
+    assert_eq!(
+        ok(&lab, "sam", &["alerts", "suppressions"]).await,
+        "no suppressions\n"
+    );
+    ok(
+        &lab,
+        "sam",
+        &[
+            "alerts",
+            "suppress",
+            "--device",
+            "pump-3a-bed12",
+            "--detector",
+            "scan_vertical",
+            "--reason",
+            "INC-12 pen test this week",
+        ],
+    )
+    .await;
+    let listed = ok(&lab, "vic", &["alerts", "suppressions"]).await;
+    let mut lines = listed.lines();
+    assert!(lines.next().unwrap().starts_with("DEVICE"), "{listed}");
+    let row = lines.next().unwrap();
+    for want in [
+        "pump-3a-bed12",
+        "scan_vertical",
+        "any",
+        "user:sam",
+        "INC-12 pen test this week",
+    ] {
+        assert!(row.contains(want), "`{want}` missing from: {row}");
+    }
+
+    // A new alert of the pattern: stored, but `list` leaves it out as `tail` and the sinks do.
+    report(&lab, &[scan_again(2)]).await;
+    let list = ok(&lab, "sam", &["alerts", "list", "--all"]).await;
+    assert!(
+        list.contains("gw-ward-3-scan-1") && !list.contains("scan-2"),
+        "{list}"
+    );
+    let with = ok(
+        &lab,
+        "sam",
+        &["alerts", "list", "--all", "--include-suppressed"],
+    )
+    .await;
+    assert!(with.contains("gw-ward-3-scan-2, suppressed)"), "{with}");
+
+    // Removed: a viewer may not, the SOC may, once; later alerts are listed again.
+    let (done, _, err) = wardctl(
+        &lab,
+        "vic",
+        &[
+            "alerts",
+            "unsuppress",
+            "--device",
+            "pump-3a-bed12",
+            "--detector",
+            "scan_vertical",
+            "--reason",
+            "over",
+        ],
+    )
+    .await;
+    assert!(!done && err.contains("permission denied"), "{err}");
+    let args = [
+        "alerts",
+        "unsuppress",
+        "--device",
+        "pump-3a-bed12",
+        "--detector",
+        "scan_vertical",
+        "--reason",
+        "INC-12 closed",
+    ];
+    let out = ok(&lab, "sam", &args).await;
+    assert!(
+        out.starts_with("suppression removed (audit entry "),
+        "{out}"
+    );
+    let (again, _, err) = wardctl(&lab, "sam", &args).await;
+    assert!(!again);
+    assert!(
+        err.contains("suppression `scan_vertical on pump-3a-bed12` not found"),
+        "{err}"
+    );
+    assert_eq!(
+        ok(&lab, "sam", &["alerts", "suppressions"]).await,
+        "no suppressions\n"
+    );
+    report(&lab, &[scan_again(3)]).await;
+    let list = ok(&lab, "sam", &["alerts", "list", "--all"]).await;
+    assert!(list.contains("gw-ward-3-scan-3"), "{list}");
+    let audit = ok(&lab, "eve", &["--output", "json", "audit", "list"]).await;
+    assert!(audit.contains("unsuppress_alerts"), "{audit}");
+}

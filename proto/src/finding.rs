@@ -147,6 +147,7 @@ impl From<&Finding> for pb::Alert {
             // Store attributes, set by the controller's readers.
             seq: 0,
             update: false,
+            suppressed: false,
         }
     }
 }

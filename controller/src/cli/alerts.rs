@@ -1,4 +1,5 @@
-//! `wardctl alerts`: tail (live, resumed by sequence number), list, acknowledge, suppress.
+//! `wardctl alerts`: tail (live, resumed by sequence number), list, acknowledge, suppress,
+//! list and remove suppressions.
 
 use clap::Subcommand;
 use wardgate_proto::v1::{self as pb, alert_service_client::AlertServiceClient};
@@ -24,10 +25,14 @@ pub enum AlertsCmd {
         #[arg(long, default_value_t = 0)]
         after_seq: u64,
     },
-    /// Unacknowledged alerts, newest last (--all: acknowledged ones too).
+    /// Unacknowledged alerts, newest last (--all: acknowledged ones too). Alerts a suppression
+    /// held back are left out, as `tail` and the SOC sinks leave them out, unless
+    /// --include-suppressed.
     List {
         #[arg(long)]
         all: bool,
+        #[arg(long)]
+        include_suppressed: bool,
     },
     /// One alert as a page: its summary, device, flow, evidence. ID as `list` prints it.
     Show { id: String },
@@ -39,6 +44,20 @@ pub enum AlertsCmd {
     /// Acknowledge a pattern: alerts of DETECTOR on DEVICE (about PEER, if given) are still
     /// stored but no longer sent to the SOC sinks. Audited.
     Suppress {
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        detector: String,
+        #[arg(long, default_value = "")]
+        peer: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every suppression: device, detector, peer, who made it, when and why.
+    Suppressions,
+    /// Remove a suppression, named as `suppressions` lists it: later alerts of that kind reach
+    /// the SOC sinks, `tail` and `list` again. Audited.
+    Unsuppress {
         #[arg(long)]
         device: String,
         #[arg(long)]
@@ -89,7 +108,7 @@ fn flow(a: &pb::Alert) -> String {
 /// One line of `alerts tail` and `alerts list`: time, severity, detector, device, summary.
 fn line(a: &pb::Alert, utc: bool) -> String {
     format!(
-        "{}{}  {:<8} {:<16} {:<16} {}  (id {}{})",
+        "{}{}  {:<8} {:<16} {:<16} {}  (id {}{}{})",
         if a.seq == 0 {
             String::new()
         } else {
@@ -106,6 +125,7 @@ fn line(a: &pb::Alert, utc: bool) -> String {
         summary(a),
         a.id,
         if a.acknowledged { ", acknowledged" } else { "" },
+        if a.suppressed { ", suppressed" } else { "" },
     )
 }
 
@@ -251,10 +271,14 @@ pub async fn run(
             min_severity,
             after_seq,
         } => tail(remote, c, min_severity, after_seq, out, utc).await?,
-        AlertsCmd::List { all } => {
+        AlertsCmd::List {
+            all,
+            include_suppressed,
+        } => {
             let alerts = c
                 .list(pb::AlertFilter {
                     include_acknowledged: all,
+                    include_suppressed,
                     ..Default::default()
                 })
                 .await?
@@ -309,6 +333,75 @@ pub async fn run(
                 .await?
                 .into_inner();
             println!("suppressed (audit entry {})", w.audit_seq);
+        }
+        AlertsCmd::Suppressions => {
+            let list = c
+                .list_suppressions(pb::ListSuppressionsRequest {})
+                .await?
+                .into_inner()
+                .suppressions;
+            match out {
+                OutputFormat::Json => output::json(
+                    &list
+                        .iter()
+                        .map(|s| {
+                            serde_json::json!({
+                                "device": s.device, "detector": s.detector, "peer": s.peer,
+                                "made_by": s.made_by, "made_unix_ms": s.made_unix_ms,
+                                "reason": s.reason,
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                )?,
+                OutputFormat::Human if list.is_empty() => println!("no suppressions"),
+                OutputFormat::Human => {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.device.clone(),
+                                s.detector.clone(),
+                                if s.peer.is_empty() {
+                                    "any".into()
+                                } else {
+                                    s.peer.clone()
+                                },
+                                or_dash(&s.made_by),
+                                if s.made_unix_ms == 0 {
+                                    "-".into()
+                                } else {
+                                    words::when(s.made_unix_ms, utc)
+                                },
+                                or_dash(&s.reason),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        output::table(
+                            &["DEVICE", "DETECTOR", "PEER", "BY", "SINCE", "REASON"],
+                            &rows,
+                        )
+                    );
+                }
+            }
+        }
+        AlertsCmd::Unsuppress {
+            device,
+            detector,
+            peer,
+            reason,
+        } => {
+            let w = c
+                .unsuppress(pb::SuppressRequest {
+                    device,
+                    detector,
+                    peer,
+                    reason,
+                })
+                .await?
+                .into_inner();
+            println!("suppression removed (audit entry {})", w.audit_seq);
         }
     }
     Ok(())

@@ -34,6 +34,7 @@ fn query(f: &pb::AlertFilter, limit: u32) -> Result<AlertQuery, Status> {
         device: f.device.clone(),
         min_severity: severity_rank(&f.min_severity)?,
         include_acknowledged: f.include_acknowledged,
+        include_suppressed: f.include_suppressed,
         limit,
     })
 }
@@ -53,7 +54,12 @@ impl Alerts {
         let rows = tokio::task::block_in_place(|| self.0.store.alerts(&q))?;
         Ok(rows
             .into_iter()
-            .map(|a| alerts::to_api(&a.gateway, &a.body, a.acknowledged, a.acknowledged_by))
+            .map(|a| {
+                let mut api =
+                    alerts::to_api(&a.gateway, &a.body, a.acknowledged, a.acknowledged_by)?;
+                api.suppressed = a.suppressed;
+                Ok(api)
+            })
             .collect::<crate::error::Result<Vec<_>>>()?)
     }
 }
@@ -118,6 +124,66 @@ impl AlertService for Alerts {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let who = auth::require_role(&req, ACK)?;
         let r = req.into_inner();
+        let (device, detector, peer) = suppression(&r)?;
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::SuppressAlerts {
+                device,
+                detector,
+                peer,
+                made_by: who.actor(),
+                made_ms: crate::audit::now_ms(),
+                reason: r.reason.clone(),
+            },
+        )?))
+    }
+
+    async fn list_suppressions(
+        &self,
+        req: Request<pb::ListSuppressionsRequest>,
+    ) -> Result<Response<pb::ListSuppressionsResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let rows = tokio::task::block_in_place(|| self.0.store.suppressions())?;
+        Ok(Response::new(pb::ListSuppressionsResponse {
+            suppressions: rows
+                .into_iter()
+                .map(|s| pb::Suppression {
+                    device: s.device,
+                    detector: s.detector,
+                    peer: s.peer,
+                    made_by: s.made_by,
+                    made_unix_ms: s.made_ms,
+                    reason: s.reason,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn unsuppress(
+        &self,
+        req: Request<pb::SuppressRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, ACK)?;
+        let r = req.into_inner();
+        let (device, detector, peer) = suppression(&r)?;
+        Ok(Response::new(self.0.write(
+            &who.actor(),
+            &r.reason,
+            Change::UnsuppressAlerts {
+                device,
+                detector,
+                peer,
+            },
+        )?))
+    }
+}
+
+/// A suppression's (device, detector, peer) as stored: a known detector, the peer as alert
+/// rows name it, so the match is exact.
+#[allow(clippy::result_large_err)]
+fn suppression(r: &pb::SuppressRequest) -> Result<(String, String, String), Status> {
+    {
         if r.device.is_empty() || r.detector.is_empty() {
             return Err(Status::invalid_argument(
                 "a suppression names a device and a detector",
@@ -135,7 +201,6 @@ impl AlertService for Alerts {
                 wardgate_analysis::detect::format::DETECTORS.join(", ")
             )));
         }
-        // Stored as the alert rows name peers, so the match is exact.
         let peer = match r.peer.as_str() {
             "" => String::new(),
             p => p
@@ -143,15 +208,7 @@ impl AlertService for Alerts {
                 .map_err(|_| Status::invalid_argument(format!("peer `{p}` is not an IP address")))?
                 .to_string(),
         };
-        Ok(Response::new(self.0.write(
-            &who.actor(),
-            &r.reason,
-            Change::SuppressAlerts {
-                device: r.device,
-                detector: r.detector,
-                peer,
-            },
-        )?))
+        Ok((r.device.clone(), r.detector.clone(), peer))
     }
 }
 

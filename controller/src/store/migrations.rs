@@ -243,4 +243,9 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX console_sessions_user ON console_sessions (user, created_ms);
     CREATE INDEX devices_mode ON devices (mode);",
+    // 11: suppressions say who made them, when and why (`wardctl alerts suppressions`); older
+    // rows read as made by nobody at time 0 (their audit entries still say).
+    "ALTER TABLE suppressions ADD COLUMN made_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE suppressions ADD COLUMN made_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE suppressions ADD COLUMN reason TEXT NOT NULL DEFAULT '';",
 ];

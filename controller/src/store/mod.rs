@@ -145,6 +145,9 @@ pub struct AlertQuery {
     /// Lowest severity rank (0 = low .. 3 = critical).
     pub min_severity: u8,
     pub include_acknowledged: bool,
+    /// List only: also the alerts a suppression held back (every reader leaves them out
+    /// otherwise, as the sinks do).
+    pub include_suppressed: bool,
     pub limit: u32,
 }
 
@@ -207,6 +210,8 @@ pub struct AlertRow {
     pub body: String,
     pub acknowledged: bool,
     pub acknowledged_by: String,
+    /// Held back by a suppression when it was stored.
+    pub suppressed: bool,
 }
 
 /// A console session as stored (`crate::console::session` decides what it means): the id is
@@ -327,7 +332,29 @@ pub enum Change {
         device: String,
         detector: String,
         peer: String,
+        /// Who made it, when (ms since the epoch) and why, for listing it.
+        made_by: String,
+        made_ms: i64,
+        reason: String,
     },
+    /// Removes a suppression (exactly as it was made); not found is an error.
+    UnsuppressAlerts {
+        device: String,
+        detector: String,
+        peer: String,
+    },
+}
+
+/// One suppression as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuppressionRow {
+    pub device: String,
+    pub detector: String,
+    /// '' = any peer.
+    pub peer: String,
+    pub made_by: String,
+    pub made_ms: i64,
+    pub reason: String,
 }
 
 /// What a batch of flow records did to the store.
@@ -511,6 +538,8 @@ pub trait Store: Send + Sync {
     fn alert_drops(&self, gateway: &str) -> Result<[u64; 4]>;
     /// Alerts matching `q`, newest first: filtered in the query, then limited.
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>>;
+    /// Every suppression, by device, detector and peer.
+    fn suppressions(&self) -> Result<Vec<SuppressionRow>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
     /// The chain head: the last entry's sequence and hash (0 and the genesis hash when empty).
     fn audit_chain_head(&self) -> Result<(u64, String)> {

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::{
     AlertQuery, AlertRow, DeviceRow, GatewayRow, GenerationContent, GenerationRow, NewAlert,
-    ProfileRow, Snapshot, Store, StoreError, StoreTx, StoredAlert,
+    ProfileRow, Snapshot, Store, StoreError, StoreTx, StoredAlert, SuppressionRow,
     checkpoint::{self, Checkpointer},
     migrations::MIGRATIONS,
     reader::Readers,
@@ -799,9 +799,9 @@ impl Store for SqliteStore {
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>> {
         let c = self.conn();
         let mut stmt = c.prepare_cached(
-            "SELECT gateway, body, acknowledged, acknowledged_by FROM alerts \
+            "SELECT gateway, body, acknowledged, acknowledged_by, suppressed FROM alerts \
              WHERE latest = 1 AND (?1 = '' OR gateway = ?1) AND (?2 = '' OR device = ?2) AND severity >= ?3 \
-             AND (?4 OR acknowledged = 0) \
+             AND (?4 OR acknowledged = 0) AND (?6 OR suppressed = 0) \
              ORDER BY seq DESC LIMIT ?5",
         )?;
         let rows = stmt
@@ -811,7 +811,8 @@ impl Store for SqliteStore {
                     q.device,
                     q.min_severity,
                     q.include_acknowledged,
-                    q.limit
+                    q.limit,
+                    q.include_suppressed
                 ],
                 |r| {
                     Ok(AlertRow {
@@ -819,9 +820,31 @@ impl Store for SqliteStore {
                         body: r.get(1)?,
                         acknowledged: r.get::<_, i64>(2)? != 0,
                         acknowledged_by: r.get(3)?,
+                        suppressed: r.get::<_, i64>(4)? != 0,
                     })
                 },
             )?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn suppressions(&self) -> Result<Vec<SuppressionRow>> {
+        let c = self.conn();
+        let mut stmt = c.prepare_cached(
+            "SELECT device, detector, peer, made_by, made_ms, reason FROM suppressions \
+             ORDER BY device, detector, peer",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(SuppressionRow {
+                    device: r.get(0)?,
+                    detector: r.get(1)?,
+                    peer: r.get(2)?,
+                    made_by: r.get(3)?,
+                    made_ms: r.get(4)?,
+                    reason: r.get(5)?,
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }

@@ -204,12 +204,36 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
             device: name,
             detector,
             peer,
+            made_by,
+            made_ms,
+            reason,
         } => {
             device(name)?;
+            // Made again: the newest says who and why.
             c.execute(
-                "INSERT OR IGNORE INTO suppressions (device, detector, peer) VALUES (?1, ?2, ?3)",
-                params![name, detector, peer],
+                "INSERT INTO suppressions (device, detector, peer, made_ms, made_by, reason) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(device, detector, peer) DO UPDATE \
+                 SET made_ms = ?4, made_by = ?5, reason = ?6",
+                params![name, detector, peer, made_ms, made_by, reason],
             )?;
+            Applied::Recorded
+        }
+        Change::UnsuppressAlerts {
+            device,
+            detector,
+            peer,
+        } => {
+            let n = c.execute(
+                "DELETE FROM suppressions WHERE device = ?1 AND detector = ?2 AND peer = ?3",
+                params![device, detector, peer],
+            )?;
+            if n == 0 {
+                let what = match peer.as_str() {
+                    "" => format!("{detector} on {device}"),
+                    p => format!("{detector} on {device} about {p}"),
+                };
+                return Err(not_found("suppression", &what));
+            }
             Applied::Recorded
         }
         Change::AcknowledgeAlerts { ids } => {

@@ -128,10 +128,20 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
             device,
             detector,
             peer,
+            ..
         } => (
             "suppress_alerts",
             device.clone(),
             diff(Value::Null, json!({"detector": detector, "peer": peer})),
+        ),
+        Change::UnsuppressAlerts {
+            device,
+            detector,
+            peer,
+        } => (
+            "unsuppress_alerts",
+            device.clone(),
+            diff(json!({"detector": detector, "peer": peer}), Value::Null),
         ),
         Change::AcknowledgeAlerts { ids } => (
             "acknowledge_alerts",

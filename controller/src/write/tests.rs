@@ -161,6 +161,9 @@ fn a_generation_swapped_to_the_other_stored_form_is_reported() {
         device: "pump".into(),
         detector: "scan_vertical".into(),
         peer: String::new(),
+        made_by: "user:sam".into(),
+        made_ms: 1,
+        reason: "INC-8".into(),
     };
     // SuppressAlerts needs the device row.
     store
