@@ -5,6 +5,12 @@
 //! `NAME.pem`/`NAME.key` per identity); the CA's key lives apart in `CA_DIR` (default the
 //! sibling `DIR-ca`, mode 0700), so copying `DIR` (or a gateway's pair from it) never copies
 //! the key that signs certificates. Every key file is 0600.
+//!
+//! The root CA key stays in `CA_DIR` (offline in production). The controller signs gateway
+//! certificates at enrollment and renewal with an **issuing CA** (`issuing-ca.pem`/`.key` in
+//! `DIR`, signed by the root, path length 0): the controller holds its key, never the root's.
+//! Its own revocation list (`issuing-crl.pem`, signed by it) covers what it issues; `crl.pem`
+//! (signed by the root) covers the rest, the issuing CA included. See `crate::issuing`.
 
 use std::{
     io::Write as _,
@@ -145,7 +151,7 @@ pub fn ca_dir_for(dir: &Path, ca_dir: Option<&Path>) -> anyhow::Result<PathBuf> 
 }
 
 /// Writes `path` with `mode` (also when it already existed with another mode).
-fn write_mode(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_mode(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -214,6 +220,7 @@ pub fn init(
     write_mode(&dir.join("ca.pem"), &ca_cert.pem(), 0o644)?;
     let issuer = Issuer::new(ca, ca_key);
     write_crl(dir, &issuer, Vec::new(), 1)?;
+    issuing_ca(dir, &issuer, life.ca_days)?;
 
     let leaf = |name: &str, sans: Vec<String>, cn: &str, ou: Option<&str>, days: u32| {
         let mut p = CertificateParams::new(sans)?;
@@ -252,6 +259,28 @@ pub fn init(
             life.user_days,
         )?;
     }
+    Ok(())
+}
+
+/// The controller's issuing CA under `issuer` (the root): `DIR/issuing-ca.pem`, its key
+/// (0600) and its empty revocation list.
+fn issuing_ca(dir: &Path, root: &Issuer<'_, KeyPair>, days: u32) -> anyhow::Result<()> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name
+        .push(DnType::CommonName, "wardgate issuing CA");
+    // It signs gateway certificates only, never another CA.
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut p, days);
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, root)?;
+    write_mode(
+        &dir.join(crate::issuing::ISSUING_KEY),
+        &key.serialize_pem(),
+        0o600,
+    )?;
+    write_mode(&dir.join(crate::issuing::ISSUING_CERT), &cert.pem(), 0o644)?;
+    crate::issuing::write_crl(dir, &Issuer::new(p, key), &[], 1)?;
     Ok(())
 }
 

@@ -153,7 +153,13 @@ pub fn affected(
     if changes.iter().all(|c| {
         matches!(
             c,
-            Change::AcknowledgeAlerts { .. } | Change::SetBaseline { .. }
+            Change::AcknowledgeAlerts { .. }
+                | Change::SetBaseline { .. }
+                | Change::IssueEnrollmentToken { .. }
+                | Change::Enroll { .. }
+                | Change::RenewCertificate { .. }
+                | Change::RefuseCertificate { .. }
+                | Change::RevokeGateway { .. }
         )
     }) {
         return Ok(BTreeMap::new());
@@ -194,7 +200,12 @@ pub fn affected(
             }
             Change::AcknowledgeAlerts { .. }
             | Change::SuppressAlerts { .. }
-            | Change::SetBaseline { .. } => {}
+            | Change::SetBaseline { .. }
+            | Change::IssueEnrollmentToken { .. }
+            | Change::Enroll { .. }
+            | Change::RenewCertificate { .. }
+            | Change::RefuseCertificate { .. }
+            | Change::RevokeGateway { .. } => {}
         }
     }
     if !touched.is_empty() {
