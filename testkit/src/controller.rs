@@ -151,9 +151,11 @@ impl LabController {
     }
 
     /// A controller with an enrollment listener (both on ephemeral loopback ports), lab
-    /// certificates for `users` only: gateways enroll.
+    /// certificates for `users` and `gateways` (from the root, as before enrollment existed):
+    /// other gateways enroll.
     pub async fn start_fleet(
         dir: &Path,
+        gateways: &[String],
         users: &[(&str, &str)],
         settings: &Settings,
     ) -> anyhow::Result<LabController> {
@@ -162,7 +164,7 @@ impl LabController {
             .iter()
             .map(|(n, r)| (n.to_string(), r.to_string()))
             .collect();
-        certs::init(&cert_dir, &[], &users, &certs::InitOptions::default())
+        certs::init(&cert_dir, gateways, &users, &certs::InitOptions::default())
             .context("writing lab certificates")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let enroll = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
