@@ -45,12 +45,15 @@ pub fn new_token() -> Result<String> {
     Ok(format!("wgt_{}", hex::encode(b)))
 }
 
+/// Tokens left in a bucket, and when it was last refilled.
+type Bucket = (f64, Instant);
+
 /// A token bucket per client address, and one for all of them together.
 #[derive(Debug)]
 pub struct RateLimiter {
     burst: f64,
     per_sec: f64,
-    buckets: Mutex<(HashMap<IpAddr, (f64, Instant)>, (f64, Instant))>,
+    buckets: Mutex<(HashMap<IpAddr, Bucket>, Bucket)>,
 }
 
 impl RateLimiter {
@@ -70,7 +73,7 @@ impl RateLimiter {
         let now = Instant::now();
         let mut guard = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let (per_peer, all) = &mut *guard;
-        let refill = |(tokens, at): &mut (f64, Instant), cap: f64, rate: f64| {
+        let refill = |(tokens, at): &mut Bucket, cap: f64, rate: f64| {
             *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(cap);
             *at = now;
         };

@@ -272,7 +272,10 @@ mod tests {
         );
         assert!(!cert.is_ca());
         assert!(cert.subject_alternative_name().unwrap().is_none());
-        assert_eq!(cert.public_key().raw, key.public_key_der());
+        assert_eq!(
+            cert.public_key().raw,
+            rcgen::PublicKeyData::subject_public_key_info(&key)
+        );
         assert_eq!(hex::encode(cert.raw_serial()), issued.serial);
         let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert!((60..=66).contains(&life), "{life}");

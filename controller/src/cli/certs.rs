@@ -8,7 +8,8 @@ use crate::certs::{self, InitOptions, Lifetimes};
 
 #[derive(Subcommand)]
 pub enum CertsCmd {
-    /// Create ca, server, gateway and user certificates in DIR (the CA key in CA_DIR).
+    /// Create ca, issuing CA, server, gateway and user certificates in DIR (the CA key in
+    /// CA_DIR; the issuing CA's, which the controller signs enrolled gateways with, in DIR).
     Init {
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
@@ -71,13 +72,17 @@ pub fn run(cmd: CertsCmd) -> anyhow::Result<()> {
                 opts.server_names = server_names;
             }
             certs::init(&dir, &gateways, &users, &opts)?;
+            let root = std::fs::read_to_string(dir.join("ca.pem"))?;
+            let root = pem::parse(&root)?;
             println!(
-                "wrote CA, server ({}), {} gateway and {} user certificates to {}; the CA key to {}",
+                "wrote CA, issuing CA, server ({}), {} gateway and {} user certificates to {};                  the CA key to {} (keep it offline: the controller signs with the issuing CA)
+                 CA fingerprint (SHA-256, for `wardgate-agent enroll --ca-fingerprint`): {}",
                 opts.server_names.join(", "),
                 gateways.len(),
                 users.len(),
                 dir.display(),
-                certs::ca_dir_for(&dir, ca_dir.as_deref())?.display()
+                certs::ca_dir_for(&dir, ca_dir.as_deref())?.display(),
+                crate::issuing::fingerprint(root.contents())
             );
             Ok(())
         }
