@@ -352,6 +352,10 @@ async fn refused_enrollments_say_why_to_the_audit_trail_and_nothing_to_the_calle
     has("gw-nobody", "unknown token");
     assert_eq!(why.len(), 5);
 
+    // Refusals are chained like every other entry.
+    let trail = lab.store.audit().unwrap();
+    assert_eq!(wardgate_controller::audit::verify(&trail), Ok(trail.len()));
+
     // A wrong CA fingerprint: refused by the agent before anything is sent.
     let (tok5, _) = token(&lab, "gw-ward-7", 0).await;
     let wrong = enroll::enroll(
@@ -627,4 +631,69 @@ async fn a_renewal_during_a_controller_restart_is_retried_until_it_succeeds() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let next = set_mode(&lab, "quarantine").await;
     assert_eq!(agent.generation(next).await, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_binary_enrolls_and_says_why_it_refuses_a_wrong_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = fleet_lab(dir.path(), &settings(Duration::from_secs(3600)), &[]).await;
+    let (tok, fp) = token(&lab, GW, 0).await;
+    let certs = dir.path().join("gateway");
+    let run = |fingerprint: String| {
+        let args = vec![
+            "enroll".to_string(),
+            "--controller".into(),
+            lab.enroll_url().unwrap(),
+            "--token".into(),
+            tok.clone(),
+            "--ca-fingerprint".into(),
+            fingerprint,
+            "--gateway".into(),
+            GW.into(),
+            "--certs".into(),
+            certs.display().to_string(),
+            "--server-name".into(),
+            "localhost".into(),
+        ];
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_wardgate-agent"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    // Upper case with colons, as some tools print it.
+    let wrong = run(vec!["AB"; 32].join(":")).await.unwrap();
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("does not present the CA with fingerprint")
+            && stderr.contains(&fp)
+            && stderr.contains("nothing was sent"),
+        "{stderr}"
+    );
+    let ok = run(fp.to_uppercase()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("enrolled as gateway:{GW}")),
+        "{stdout}"
+    );
+    let key = certs.join(format!("gateway-{GW}.key"));
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The same token a second time: the controller's one refusal message.
+    let again = run(fp).await.unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("enrollment refused"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
