@@ -1,4 +1,4 @@
-//! `wardctl certs init | revoke`: a CA, certificates and a revocation list for a demo or lab.
+//! `wardctl certs init | issuing-ca | revoke`: a CA, certificates and a revocation list for a demo or lab.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,18 @@ pub enum CertsCmd {
         server_names: Vec<String>,
         #[command(flatten)]
         lifetimes: Lifetimes,
+    },
+    /// Add (or replace) the issuing CA the controller signs enrolled and renewed gateways with,
+    /// in a DIR written before issuing CAs existed; needs the root key (CA_DIR).
+    IssuingCa {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Where the CA key is (default: DIR-ca beside DIR).
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        /// Days the issuing CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
     },
     /// Revoke certificates (NAME = gateway-X or user-Y in DIR): adds them to DIR/crl.pem, which
     /// the controller reloads; their connections are cut and new ones refused.
@@ -83,6 +95,17 @@ pub fn run(cmd: CertsCmd) -> anyhow::Result<()> {
                 dir.display(),
                 certs::ca_dir_for(&dir, ca_dir.as_deref())?.display(),
                 crate::issuing::fingerprint(root.contents())
+            );
+            Ok(())
+        }
+        CertsCmd::IssuingCa { dir, ca_dir, days } => {
+            certs::add_issuing_ca(&dir, ca_dir.as_deref(), days)?;
+            println!(
+                "wrote the issuing CA ({} and {}) and its revocation list to {}; restart the \
+                 controller to use it",
+                crate::issuing::ISSUING_CERT,
+                crate::issuing::ISSUING_KEY,
+                dir.display()
             );
             Ok(())
         }
