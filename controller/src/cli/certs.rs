@@ -87,7 +87,8 @@ pub fn run(cmd: CertsCmd) -> anyhow::Result<()> {
             let root = std::fs::read_to_string(dir.join("ca.pem"))?;
             let root = pem::parse(&root)?;
             println!(
-                "wrote CA, issuing CA, server ({}), {} gateway and {} user certificates to {};                  the CA key to {} (keep it offline: the controller signs with the issuing CA)
+                "wrote CA, issuing CA, server ({}), {} gateway and {} user certificates to {}; \
+                 the CA key to {} (keep it offline: the controller signs with the issuing CA)\n\
                  CA fingerprint (SHA-256, for `wardgate-agent enroll --ca-fingerprint`): {}",
                 opts.server_names.join(", "),
                 gateways.len(),

@@ -48,7 +48,7 @@ pub async fn run(a: EnrollArgs, remote: &Remote, out: OutputFormat) -> anyhow::R
         }))?,
         OutputFormat::Human => {
             println!(
-                "enrollment token for {} (one use, until {} UTC; audit entry {}):\n  {}\n\n\
+                "enrollment token for {} (one use, until {}; audit entry {}):\n  {}\n\n\
                  on the gateway:\n  wardgate-agent enroll --controller {} --token {} \
                  --ca-fingerprint {}",
                 a.name,
