@@ -183,6 +183,20 @@ async fn set_mode(lab: &LabController, mode: &str) -> u32 {
         .generations[GW]
 }
 
+/// Whether an agent of `GW` follows its policy stream now.
+async fn connected(lab: &LabController) -> bool {
+    lab.admin("eve")
+        .await
+        .unwrap()
+        .list_gateways(pb::ListGatewaysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .gateways
+        .into_iter()
+        .any(|g| g.name == GW && g.connected)
+}
+
 /// Polls the certificate file until its serial differs from `old` (within `secs`).
 async fn new_serial(cert: &Path, old: &str, secs: u64) -> String {
     for _ in 0..secs * 20 {
@@ -513,6 +527,10 @@ async fn a_revoked_gateway_cannot_renew() {
         &[GW.into()],
     )
     .await;
+    let cfg2 = agent_config(&lab2, GW, lab2.certs().to_path_buf());
+    let mut following = Agent::start(cfg2.clone());
+    following.generation(1).await;
+    assert!(connected(&lab2).await);
     lab2.admin("eve")
         .await
         .unwrap()
@@ -522,7 +540,19 @@ async fn a_revoked_gateway_cannot_renew() {
         })
         .await
         .unwrap();
-    let cfg2 = agent_config(&lab2, GW, lab2.certs().to_path_buf());
+    // Its policy stream ends at once, and it cannot come back.
+    let mut cut = false;
+    for _ in 0..100 {
+        if !connected(&lab2).await {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cut, "the revoked gateway still follows its policy");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!connected(&lab2).await, "the revoked gateway reconnected");
+    drop(following);
     let serial_before = identity::validity(&lab2.certs().join(format!("gateway-{GW}.pem")))
         .unwrap()
         .serial;

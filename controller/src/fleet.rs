@@ -263,9 +263,9 @@ impl Fleet {
         }
     }
 
-    /// `wardctl gateways revoke`: the name revoked (audited), then every certificate issued to
-    /// a revoked gateway on the issuing CA's revocation list, which the listener reloads and
-    /// so closes the gateway's open connections.
+    /// `wardctl gateways revoke`: the name revoked (audited), its policy streams ended, then
+    /// every certificate issued to a revoked gateway on the issuing CA's revocation list, which
+    /// the listener reloads and so closes the gateway's open connections.
     pub fn revoke(
         &self,
         ctx: &Ctx,
@@ -281,6 +281,8 @@ impl Fleet {
                 gateway: gateway.to_string(),
             },
         )?;
+        // Its open policy streams end now; reconnecting is refused at `Register`.
+        ctx.push.disconnect(gateway);
         if let Some(ca) = &self.issuing {
             let serials = ctx.store.revoked_serials()?;
             // The list's number only has to grow: the time does.
