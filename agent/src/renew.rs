@@ -70,6 +70,9 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, random: u32) -> Durat
     half + half.mul_f64(f64::from(random) / f64::from(u32::MAX))
 }
 
+/// Longest sleep between two looks at the certificate file.
+const RECHECK: Duration = Duration::from_secs(3600);
+
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
@@ -116,7 +119,9 @@ pub async fn run(cfg: ControllerConfig, metrics: Live, renewed: watch::Sender<u6
         if let Ok(wait) = v.renew_at().duration_since(now)
             && !wait.is_zero()
         {
-            tokio::time::sleep(wait).await;
+            // Looked at again at least hourly: files replaced by hand (a new enrollment), a
+            // clock stepped or a suspended machine are noticed, and the metric stays current.
+            tokio::time::sleep(wait.min(RECHECK)).await;
             continue;
         }
         match renew_once(&cfg).await {
