@@ -151,6 +151,53 @@ pub struct ControllerConfig {
     /// waits). Default 30000; at least 100.
     #[serde(default = "default_flow_report_every_ms")]
     pub flow_report_every_ms: u64,
+    /// Renewing the gateway's certificate through the controller.
+    #[serde(default)]
+    pub renewal: RenewalConfig,
+}
+
+/// The gateway's certificate is renewed through the controller (a new key each time) once two
+/// thirds of its lifetime have passed; failures are retried with exponential backoff and
+/// jitter between `retry_min_ms` and `retry_max_ms`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalConfig {
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Default 5000.
+    #[serde(default = "default_retry_min_ms")]
+    pub retry_min_ms: u64,
+    /// Default 3600000 (an hour).
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// A warning is logged (at every attempt) once fewer days than this are left, or a third
+    /// of the certificate's lifetime if that is shorter: the renewal is overdue. Default 30.
+    #[serde(default = "default_warn_days")]
+    pub warn_days: u32,
+}
+
+impl Default for RenewalConfig {
+    fn default() -> Self {
+        RenewalConfig {
+            enabled: true,
+            retry_min_ms: default_retry_min_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            warn_days: default_warn_days(),
+        }
+    }
+}
+
+fn default_retry_min_ms() -> u64 {
+    5_000
+}
+
+fn default_retry_max_ms() -> u64 {
+    3_600_000
+}
+
+fn default_warn_days() -> u32 {
+    30
 }
 
 fn default_flow_report_every_ms() -> u64 {

@@ -30,6 +30,9 @@ enum Command {
     Learn(wardgate_agent::learn::LearnArgs),
     /// Run the detectors over capture files (offline, the capture's clock) and print the findings.
     Replay(wardgate_agent::replay::ReplayArgs),
+    /// Get this gateway's certificate from the controller with a one-time token (`wardctl
+    /// gateways enroll NAME`): the key is made here and never leaves the gateway.
+    Enroll(wardgate_agent::enroll::EnrollArgs),
     /// Print the active generation, per-reason packet counters and lost events from the pinned
     /// maps (read-only).
     Status {
@@ -66,6 +69,23 @@ fn main() -> anyhow::Result<()> {
                 findings = r.findings.len(),
                 detectors = %r.detectors.join(","),
                 "replayed"
+            );
+            Ok(())
+        }
+        Command::Enroll(args) => {
+            let target = args.target()?;
+            let rt = wardgate_agent::run::runtime().context("starting tokio")?;
+            let done = rt.block_on(wardgate_agent::enroll::enroll(
+                &target,
+                &args.token,
+                &args.ca_fingerprint,
+            ))?;
+            println!(
+                "enrolled as gateway:{} (certificate {}, serial {}, key {} mode 0600)",
+                target.gateway,
+                done.files.cert.display(),
+                done.serial,
+                done.files.key.display()
             );
             Ok(())
         }

@@ -4,12 +4,13 @@
 //! once acknowledged. Reconnects with a bounded backoff, telling the controller what it holds
 //! (generation, epoch, content hash) so only a newer or different policy is sent, and re-sends
 //! every unacknowledged alert. The map writer, not this task, keeps the last-known-good file.
-//! `report_flows` sends flow records in acknowledged batches.
+//! `report_flows` sends flow records in acknowledged batches. The gateway's certificate is
+//! renewed beside the link (`renew`), which then reconnects with the new one.
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use wardgate_analysis::FlowRecord;
@@ -84,6 +85,9 @@ struct Link<'a> {
     metrics: Live,
     /// The last session got as far as registering: the next retry starts from the shortest delay.
     connected: bool,
+    /// Bumped by the renewal task after each new certificate: the session ends and the next
+    /// one connects with it.
+    renewed: watch::Receiver<u64>,
 }
 
 /// Runs forever: `holding` is what the map writer enforces at start (from the last-known-good
@@ -97,14 +101,39 @@ pub async fn run(
     alerts: Arc<AlertQueue>,
     metrics: Live,
 ) {
+    let (renewed_tx, renewed) = watch::channel(0u64);
+    // In this task: stopping the link stops its renewals too.
+    let renewal = async {
+        if cfg.renewal.enabled {
+            crate::renew::run(cfg.clone(), metrics.clone(), renewed_tx).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = renewal => {}
+        () = links(&cfg, holding, &writer, &mut applied, alerts, metrics.clone(), renewed) => {}
+    }
+}
+
+async fn links(
+    cfg: &ControllerConfig,
+    holding: Holding,
+    writer: &mpsc::Sender<Arc<DesiredState>>,
+    applied: &mut mpsc::Receiver<Applied>,
+    alerts: Arc<AlertQueue>,
+    metrics: Live,
+    renewed: watch::Receiver<u64>,
+) {
     let mut link = Link {
-        cfg: &cfg,
+        cfg,
         holding,
-        writer: &writer,
-        applied: &mut applied,
+        writer,
+        applied,
         alerts,
         metrics,
         connected: false,
+        renewed,
     };
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -112,7 +141,13 @@ pub async fn run(
         let ended = session(&mut link).await;
         link.metrics.controller_connected.set(0);
         match ended {
-            Ok(()) => tracing::warn!("controller closed the policy stream; reconnecting"),
+            Ok(Ended::Renewed) => {
+                tracing::info!("gateway certificate renewed: reconnecting with it");
+                continue;
+            }
+            Ok(Ended::Closed) => {
+                tracing::warn!("controller closed the policy stream; reconnecting")
+            }
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "controller unreachable; enforcing the last policy")
             }
@@ -142,8 +177,18 @@ async fn flush(queue: &AlertQueue, out: &mpsc::Sender<AlertBatch>) -> anyhow::Re
     }
 }
 
-async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
+/// Why a session ended without an error.
+enum Ended {
+    /// The controller closed a stream.
+    Closed,
+    /// A new certificate is installed: reconnect with it now.
+    Renewed,
+}
+
+async fn session(link: &mut Link<'_>) -> anyhow::Result<Ended> {
     let cfg = link.cfg;
+    // Whatever renewal happened before this connection, it uses the files as they are now.
+    link.renewed.borrow_and_update();
     let mut client = connect(cfg).await?;
     let reg = client
         .register(RegisterRequest {
@@ -199,7 +244,7 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             msg = stream.message() => {
-                let Some(bundle) = msg? else { return Ok(()) };
+                let Some(bundle) = msg? else { return Ok(Ended::Closed) };
                 let (generation, reason) = (bundle.generation, bundle.reason.clone());
                 // Checked field by field before it goes anywhere near the maps; a bad bundle is
                 // reported and the enforced policy stays.
@@ -230,8 +275,9 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<()> {
                 report(&mut client, cfg, &link.holding, done.error).await?;
             }
             () = link.alerts.added() => flush(&link.alerts, &out).await?,
+            Ok(()) = link.renewed.changed() => return Ok(Ended::Renewed),
             ack = acks.message() => {
-                let Some(ack) = ack? else { return Ok(()) };
+                let Some(ack) = ack? else { return Ok(Ended::Closed) };
                 link.alerts.ack(&ack.ids);
                 // Refused for what they hold: sending them again gets the same answer.
                 if let Some(first) = ack.refused.first() {

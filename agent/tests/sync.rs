@@ -74,6 +74,7 @@ fn agent_config(lab: &LabController) -> ControllerConfig {
         server_name: "localhost".into(),
         outbox: None,
         flow_report_every_ms: 30_000,
+        renewal: Default::default(),
     }
 }
 

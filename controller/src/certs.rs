@@ -5,6 +5,12 @@
 //! `NAME.pem`/`NAME.key` per identity); the CA's key lives apart in `CA_DIR` (default the
 //! sibling `DIR-ca`, mode 0700), so copying `DIR` (or a gateway's pair from it) never copies
 //! the key that signs certificates. Every key file is 0600.
+//!
+//! The root CA key stays in `CA_DIR` (offline in production). The controller signs gateway
+//! certificates at enrollment and renewal with an **issuing CA** (`issuing-ca.pem`/`.key` in
+//! `DIR`, signed by the root, path length 0): the controller holds its key, never the root's.
+//! Its own revocation list (`issuing-crl.pem`, signed by it) covers what it issues; `crl.pem`
+//! (signed by the root) covers the rest, the issuing CA included. See `crate::issuing`.
 
 use std::{
     io::Write as _,
@@ -145,7 +151,7 @@ pub fn ca_dir_for(dir: &Path, ca_dir: Option<&Path>) -> anyhow::Result<PathBuf> 
 }
 
 /// Writes `path` with `mode` (also when it already existed with another mode).
-fn write_mode(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_mode(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -214,6 +220,7 @@ pub fn init(
     write_mode(&dir.join("ca.pem"), &ca_cert.pem(), 0o644)?;
     let issuer = Issuer::new(ca, ca_key);
     write_crl(dir, &issuer, Vec::new(), 1)?;
+    issuing_ca(dir, &issuer, life.ca_days)?;
 
     let leaf = |name: &str, sans: Vec<String>, cn: &str, ou: Option<&str>, days: u32| {
         let mut p = CertificateParams::new(sans)?;
@@ -252,6 +259,42 @@ pub fn init(
             life.user_days,
         )?;
     }
+    Ok(())
+}
+
+/// Adds an issuing CA to a certificate directory from before issuing CAs (or replaces it),
+/// signed with the root key from the CA directory; certificates it issued before are no longer
+/// trusted once replaced.
+pub fn add_issuing_ca(dir: &Path, ca_dir: Option<&Path>, days: u32) -> anyhow::Result<()> {
+    let ca_dir = ca_dir_for(dir, ca_dir)?;
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    let key = KeyPair::from_pem(&read(ca_dir.join("ca.key"))?).context("the CA key")?;
+    let root = Issuer::from_ca_cert_pem(&read(ca_dir.join("ca.pem"))?, key)
+        .context("the CA certificate")?;
+    issuing_ca(dir, &root, days)
+}
+
+/// The controller's issuing CA under `issuer` (the root): `DIR/issuing-ca.pem`, its key
+/// (0600) and its empty revocation list.
+fn issuing_ca(dir: &Path, root: &Issuer<'_, KeyPair>, days: u32) -> anyhow::Result<()> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name
+        .push(DnType::CommonName, "wardgate issuing CA");
+    // It signs gateway certificates only, never another CA.
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut p, days);
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, root)?;
+    write_mode(
+        &dir.join(crate::issuing::ISSUING_KEY),
+        &key.serialize_pem(),
+        0o600,
+    )?;
+    write_mode(&dir.join(crate::issuing::ISSUING_CERT), &cert.pem(), 0o644)?;
+    crate::issuing::write_crl(dir, &Issuer::new(p, key), &[], 1)?;
     Ok(())
 }
 
@@ -346,4 +389,39 @@ pub fn revoke(dir: &Path, ca_dir: Option<&Path>, names: &[String]) -> anyhow::Re
     let total = revoked.len();
     write_crl(dir, &issuer, revoked, number)?;
     Ok(Revoked { added, total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issuing_ca_can_be_added_to_a_directory_from_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        init(&certs, &[], &[], &InitOptions::default()).unwrap();
+        for f in [
+            crate::issuing::ISSUING_CERT,
+            crate::issuing::ISSUING_KEY,
+            crate::issuing::ISSUING_CRL,
+        ] {
+            std::fs::remove_file(certs.join(f)).unwrap();
+        }
+        assert!(crate::issuing::IssuingCa::load(&certs).unwrap().is_none());
+        add_issuing_ca(&certs, None, 30).unwrap();
+        let ca = crate::issuing::IssuingCa::load(&certs).unwrap().unwrap();
+        // Signed by the root: its issuer is the root's subject, and it may sign only leaves.
+        let pem = std::fs::read(certs.join(crate::issuing::ISSUING_CERT)).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        assert_eq!(cert.issuer().to_string(), "CN=wardgate lab CA");
+        let bc = cert.basic_constraints().unwrap().unwrap().value;
+        assert!(bc.ca && bc.path_len_constraint == Some(0));
+        assert!(certs.join(crate::issuing::ISSUING_CRL).exists());
+        let root = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+        assert_eq!(ca.root_pem(), root);
+        // Without the root key (kept offline elsewhere) it says where it looked.
+        let e = add_issuing_ca(&certs, Some(&dir.path().join("nowhere")), 30).unwrap_err();
+        assert!(format!("{e:#}").contains("nowhere/ca.key"), "{e:#}");
+    }
 }

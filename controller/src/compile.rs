@@ -153,7 +153,13 @@ pub fn affected(
     if changes.iter().all(|c| {
         matches!(
             c,
-            Change::AcknowledgeAlerts { .. } | Change::SetBaseline { .. }
+            Change::AcknowledgeAlerts { .. }
+                | Change::SetBaseline { .. }
+                | Change::IssueEnrollmentToken { .. }
+                | Change::Enroll { .. }
+                | Change::RenewCertificate { .. }
+                | Change::RefuseCertificate { .. }
+                | Change::RevokeGateway { .. }
         )
     }) {
         return Ok(BTreeMap::new());
@@ -195,7 +201,12 @@ pub fn affected(
             Change::AcknowledgeAlerts { .. }
             | Change::SuppressAlerts { .. }
             | Change::UnsuppressAlerts { .. }
-            | Change::SetBaseline { .. } => {}
+            | Change::SetBaseline { .. }
+            | Change::IssueEnrollmentToken { .. }
+            | Change::Enroll { .. }
+            | Change::RenewCertificate { .. }
+            | Change::RefuseCertificate { .. }
+            | Change::RevokeGateway { .. } => {}
         }
     }
     if !touched.is_empty() {

@@ -28,6 +28,9 @@ pub enum Error {
     /// The write would compile a policy bundle over the transport limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Over a rate limit (enrollment attempts): retry later.
+    #[error("{0}")]
+    RateLimited(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -61,7 +64,7 @@ impl From<Error> for tonic::Status {
         match e {
             Error::Invalid(_) => tonic::Status::invalid_argument(msg),
             // What gRPC itself answers for a message over its size limit.
-            Error::TooLarge(_) => tonic::Status::resource_exhausted(msg),
+            Error::TooLarge(_) | Error::RateLimited(_) => tonic::Status::resource_exhausted(msg),
             Error::NotFound { .. } | Error::Unknown { .. } => tonic::Status::not_found(msg),
             Error::Precondition(_) => tonic::Status::failed_precondition(msg),
             Error::Denied(_) => tonic::Status::permission_denied(msg),

@@ -66,7 +66,7 @@ fn cert_serial(der: &[u8]) -> Option<Vec<u8>> {
 impl TlsState {
     /// Reads the server identity, the client CA and the revocation list. A list that is
     /// missing, unreadable, not a CRL or holds none is an error (never an empty list).
-    pub fn load(files: &TlsFiles, crl: &Path) -> anyhow::Result<TlsState> {
+    pub fn load(files: &TlsFiles, crl_files: &[PathBuf]) -> anyhow::Result<TlsState> {
         let certs = CertificateDer::pem_file_iter(&files.cert)
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .with_context(|| format!("reading {}", files.cert.display()))?;
@@ -82,28 +82,32 @@ impl TlsState {
         }
         let mut crls = Vec::new();
         let mut revoked = HashSet::new();
-        let path = crl;
-        for c in CertificateRevocationListDer::pem_file_iter(path).with_context(|| {
-            format!(
-                "reading the revocation list {} (`wardctl certs init` writes an empty one)",
-                path.display()
-            )
-        })? {
-            let c = c.with_context(|| format!("reading {}", path.display()))?;
-            let (_, parsed) = x509_parser::parse_x509_crl(c.as_ref())
-                .map_err(|e| anyhow::anyhow!("{}: not a CRL: {e}", path.display()))?;
-            revoked.extend(
-                parsed
-                    .iter_revoked_certificates()
-                    .map(|r| serial_key(r.raw_serial())),
-            );
-            crls.push(c);
-        }
-        if crls.is_empty() {
-            anyhow::bail!(
-                "{}: no revocation list in it (an empty list is a signed CRL without entries)",
-                path.display()
-            );
+        // The root's list, and the issuing CA's when there is one: each CA in a chain needs
+        // its list, or webpki refuses the chain (unknown status is not good status).
+        for path in crl_files {
+            let before = crls.len();
+            for c in CertificateRevocationListDer::pem_file_iter(path).with_context(|| {
+                format!(
+                    "reading the revocation list {} (`wardctl certs init` writes an empty one)",
+                    path.display()
+                )
+            })? {
+                let c = c.with_context(|| format!("reading {}", path.display()))?;
+                let (_, parsed) = x509_parser::parse_x509_crl(c.as_ref())
+                    .map_err(|e| anyhow::anyhow!("{}: not a CRL: {e}", path.display()))?;
+                revoked.extend(
+                    parsed
+                        .iter_revoked_certificates()
+                        .map(|r| serial_key(r.raw_serial())),
+                );
+                crls.push(c);
+            }
+            if crls.len() == before {
+                anyhow::bail!(
+                    "{}: no revocation list in it (an empty list is a signed CRL without entries)",
+                    path.display()
+                );
+            }
         }
         let provider = Arc::new(ring::default_provider());
         let verifier =
@@ -122,6 +126,33 @@ impl TlsState {
         Ok(TlsState {
             config: Arc::new(config),
             revoked,
+            refusing: None,
+        })
+    }
+
+    /// The enrollment listener's state: the server's chain with the root CA appended (the agent
+    /// checks the root against the fingerprint it was given before trusting anything), and no
+    /// client certificate asked for.
+    pub fn load_enroll(files: &TlsFiles) -> anyhow::Result<TlsState> {
+        let read = |p: &Path| {
+            CertificateDer::pem_file_iter(p)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .with_context(|| format!("reading {}", p.display()))
+        };
+        let mut chain = read(&files.cert)?;
+        chain.extend(read(&files.ca)?);
+        let key = PrivateKeyDer::from_pem_file(&files.key)
+            .with_context(|| format!("reading {}", files.key.display()))?;
+        let provider = Arc::new(ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .with_context(|| format!("{} and {}", files.cert.display(), files.key.display()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(TlsState {
+            config: Arc::new(config),
+            revoked: HashSet::new(),
             refusing: None,
         })
     }
@@ -237,20 +268,22 @@ impl Connected for Conn {
 /// is gone or does not load fails closed: the published state refuses new connections (open
 /// ones keep being checked against the last list that loaded) and the list is tried again at
 /// every poll until it loads.
-async fn watch_crl(files: TlsFiles, crl: PathBuf, tx: watch::Sender<Arc<TlsState>>) {
-    let mut stamp = file_stamp(&crl);
+async fn watch_crl(files: TlsFiles, crls: Vec<PathBuf>, tx: watch::Sender<Arc<TlsState>>) {
+    let stamps = |crls: &[PathBuf]| crls.iter().map(|c| file_stamp(c)).collect::<Vec<_>>();
+    let mut stamp = stamps(&crls);
+    let crl = crls.first().cloned().unwrap_or_default();
     loop {
         tokio::time::sleep(CRL_POLL).await;
         if tx.is_closed() {
             return;
         }
-        let now = file_stamp(&crl);
+        let now = stamps(&crls);
         let refusing = tx.borrow().refusing.is_some();
         if now == stamp && !refusing {
             continue;
         }
         stamp = now;
-        match TlsState::load(&files, &crl) {
+        match TlsState::load(&files, &crls) {
             Ok(state) => {
                 if refusing {
                     tracing::warn!(revoked = state.revoked.len(), crl = %crl.display(), "revocation list loads again: accepting new connections");
@@ -285,12 +318,33 @@ async fn watch_crl(files: TlsFiles, crl: PathBuf, tx: watch::Sender<Arc<TlsState
 pub fn incoming(
     listener: TcpListener,
     files: TlsFiles,
-    crl: PathBuf,
+    crls: Vec<PathBuf>,
     limits: Limits,
 ) -> anyhow::Result<tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>>> {
-    let state = Arc::new(TlsState::load(&files, &crl)?);
+    let state = Arc::new(TlsState::load(&files, &crls)?);
     let (state_tx, state_rx) = watch::channel(state);
-    tokio::spawn(watch_crl(files, crl, state_tx));
+    tokio::spawn(watch_crl(files, crls, state_tx));
+    Ok(accept(listener, state_rx, limits))
+}
+
+/// The enrollment listener: TLS without client certificates, the same handshake timeout and
+/// connection limit (its own slots: a flood of enrollments never takes the agents').
+pub fn incoming_enroll(
+    listener: TcpListener,
+    files: &TlsFiles,
+    limits: Limits,
+) -> anyhow::Result<tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>>> {
+    let (state_tx, state_rx) = watch::channel(Arc::new(TlsState::load_enroll(files)?));
+    // Kept open so connections' update streams stay pending instead of ending.
+    tokio::spawn(async move { state_tx.closed().await });
+    Ok(accept(listener, state_rx, limits))
+}
+
+fn accept(
+    listener: TcpListener,
+    state_rx: watch::Receiver<Arc<TlsState>>,
+    limits: Limits,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -356,5 +410,5 @@ pub fn incoming(
             });
         }
     });
-    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -65,6 +65,15 @@ impl Push {
         self.sender(gateway).subscribe()
     }
 
+    /// Ends every policy stream of `gateway` (revoked): their tasks see the channel closed.
+    /// A later watcher gets a new channel (and is refused before it gets there).
+    pub fn disconnect(&self, gateway: &str) {
+        self.gateways
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(gateway);
+    }
+
     /// How many policy streams of `gateway` are open now (its agents connected).
     pub fn watchers(&self, gateway: &str) -> usize {
         self.gateways

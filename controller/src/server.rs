@@ -11,14 +11,14 @@ use anyhow::Context as _;
 use tonic::transport::Server;
 use wardgate_proto::v1::{
     admin_service_server::AdminServiceServer, agent_service_server::AgentServiceServer,
-    alert_service_server::AlertServiceServer,
+    alert_service_server::AlertServiceServer, enroll_service_server::EnrollServiceServer,
 };
 
 use crate::{
     listener,
     metrics::ControllerMetrics,
     push::Push,
-    service::{Ctx, admin::Admin, agent::Agent, alerts::Alerts},
+    service::{Ctx, admin::Admin, agent::Agent, alerts::Alerts, enroll::Enroll},
     store::Store,
 };
 
@@ -78,6 +78,20 @@ pub struct Settings {
     #[arg(long, default_value_t = crate::store::DEFAULT_ROWS_PER_DEVICE_DAY,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub flow_rows_per_device_day: u32,
+    /// Where gateways enroll (`wardgate-agent enroll --controller https://HOST:PORT`): TLS
+    /// without a client certificate, the enrollment service only. Default: no enrollment.
+    #[arg(long)]
+    pub enroll_listen: Option<std::net::SocketAddr>,
+    /// Lifetime of the gateway certificates the controller issues at enrollment and renewal
+    /// (agents renew at two thirds of it).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    pub gateway_cert_lifetime: Duration,
+    /// Enrollment attempts per client address at once; refilled at `--enroll-per-minute`
+    /// (all addresses together: ten times both).
+    #[arg(long, default_value_t = 5)]
+    pub enroll_burst: u32,
+    #[arg(long, default_value_t = 6)]
+    pub enroll_per_minute: u32,
 }
 
 impl Default for Settings {
@@ -90,6 +104,10 @@ impl Default for Settings {
             audit_head: None,
             flow_retention_days: 30,
             flow_rows_per_device_day: crate::store::DEFAULT_ROWS_PER_DEVICE_DAY,
+            enroll_listen: None,
+            gateway_cert_lifetime: crate::issuing::DEFAULT_LIFETIME,
+            enroll_burst: 5,
+            enroll_per_minute: 6,
         }
     }
 }
@@ -98,6 +116,28 @@ impl Settings {
     /// The revocation list: as configured, or `crl.pem` in `certs`.
     pub fn crl_path(&self, certs: &Path) -> PathBuf {
         self.crl.clone().unwrap_or_else(|| certs.join("crl.pem"))
+    }
+
+    /// Every revocation list the listener needs: the root's, and the issuing CA's when `certs`
+    /// holds an issuing CA.
+    pub fn crl_paths(&self, certs: &Path) -> Vec<PathBuf> {
+        let mut v = vec![self.crl_path(certs)];
+        if certs.join(crate::issuing::ISSUING_CERT).exists() {
+            v.push(certs.join(crate::issuing::ISSUING_CRL));
+        }
+        v
+    }
+
+    /// The fleet settings and the issuing CA of `certs`.
+    pub fn fleet(&self, certs: &Path) -> anyhow::Result<crate::fleet::Fleet> {
+        if self.gateway_cert_lifetime < Duration::from_secs(1) {
+            anyhow::bail!("--gateway-cert-lifetime must be at least 1s");
+        }
+        Ok(crate::fleet::Fleet {
+            issuing: crate::issuing::IssuingCa::load(certs)?,
+            lifetime: self.gateway_cert_lifetime,
+            limiter: crate::fleet::RateLimiter::new(self.enroll_burst, self.enroll_per_minute),
+        })
     }
 
     /// The audit head file for the store in `data`.
@@ -159,6 +199,7 @@ pub fn context(store: Arc<dyn Store>, metrics: Arc<ControllerMetrics>, settings:
             retention_days: settings.flow_retention_days,
             rows_per_device_day: settings.flow_rows_per_device_day,
         },
+        fleet: Arc::default(),
     }
 }
 
@@ -184,6 +225,27 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let enroll = match settings.enroll_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("enrollment listener on {addr}"))?,
+        ),
+        None => None,
+    };
+    serve_enrolling(ctx, tls, settings, listener, enroll, shutdown).await
+}
+
+/// As [`serve_with`], with the enrollment service on `enroll` when given (its own listener:
+/// the mTLS one never takes a connection without a client certificate).
+pub async fn serve_enrolling(
+    mut ctx: Ctx,
+    tls: &TlsFiles,
+    settings: &Settings,
+    listener: tokio::net::TcpListener,
+    enroll: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     if settings.max_connections == 0 {
         anyhow::bail!("--max-connections must be at least 1");
     }
@@ -191,16 +253,40 @@ pub async fn serve_with(
         check_server_name(tls, name)?;
     }
     let certs_dir = tls.ca.parent().unwrap_or(Path::new("."));
+    ctx.fleet = Arc::new(settings.fleet(certs_dir)?);
+    let limits = listener::Limits {
+        handshake_timeout: settings.handshake_timeout,
+        max_connections: settings.max_connections,
+    };
     let incoming = listener::incoming(
         listener,
         tls.clone(),
-        settings.crl_path(certs_dir),
-        listener::Limits {
-            handshake_timeout: settings.handshake_timeout,
-            max_connections: settings.max_connections,
-        },
+        settings.crl_paths(certs_dir),
+        limits.clone(),
     )?;
-    Server::builder()
+    let (stop_enroll, enroll_stopped) = tokio::sync::oneshot::channel::<()>();
+    let enroll_task = match enroll {
+        Some(l) => {
+            if ctx.fleet.issuing.is_none() {
+                tracing::warn!(
+                    "enrollment listener without an issuing CA in {}: every enrollment is refused",
+                    certs_dir.display()
+                );
+            }
+            let incoming = listener::incoming_enroll(l, tls, limits)?;
+            let svc =
+                EnrollServiceServer::new(Enroll(ctx.clone())).max_decoding_message_size(64 << 10);
+            Some(tokio::spawn(
+                Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = enroll_stopped.await;
+                    }),
+            ))
+        }
+        None => None,
+    };
+    let served = Server::builder()
         .add_service(
             AgentServiceServer::new(Agent(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
@@ -215,5 +301,12 @@ pub async fn serve_with(
         .add_service(AlertServiceServer::new(Alerts(ctx)).max_decoding_message_size(MAX_MESSAGE))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .context("serving gRPC")
+        .context("serving gRPC");
+    let _ = stop_enroll.send(());
+    if let Some(t) = enroll_task {
+        t.await
+            .context("the enrollment server task")?
+            .context("serving enrollment")?;
+    }
+    served
 }

@@ -32,6 +32,8 @@ pub struct LabController {
     pub metrics_addr: SocketAddr,
     /// The metrics the server and the sinks update.
     pub metrics: Arc<ControllerMetrics>,
+    /// The enrollment listener (TLS without client certificates), when started with one.
+    pub enroll_addr: Option<SocketAddr>,
     certs: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -145,6 +147,66 @@ impl LabController {
             .collect();
         certs::init(&cert_dir, gateways, &users, &certs::InitOptions::default())
             .context("writing lab certificates")?;
+        LabController::serve_existing(dir, listener, None, settings).await
+    }
+
+    /// A controller with an enrollment listener (both on ephemeral loopback ports), lab
+    /// certificates for `users` and `gateways` (from the root, as before enrollment existed):
+    /// other gateways enroll.
+    pub async fn start_fleet(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        settings: &Settings,
+    ) -> anyhow::Result<LabController> {
+        let cert_dir = dir.join("certs");
+        let users: Vec<_> = users
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.to_string()))
+            .collect();
+        certs::init(&cert_dir, gateways, &users, &certs::InitOptions::default())
+            .context("writing lab certificates")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let enroll = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_existing(dir, listener, Some(enroll), settings).await
+    }
+
+    /// The controller of `dir` again (its certificates and store kept) at `addr` and, if
+    /// given, `enroll_addr`: a controller restart. Waits up to 5 s for the ports to be free.
+    pub async fn restart(
+        dir: &Path,
+        addr: SocketAddr,
+        enroll_addr: Option<SocketAddr>,
+        settings: &Settings,
+    ) -> anyhow::Result<LabController> {
+        let bind = |a: SocketAddr| async move {
+            for _ in 0..100 {
+                if let Ok(l) = tokio::net::TcpListener::bind(a).await {
+                    return Ok(l);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listening on {a}"))
+        };
+        let listener = bind(addr).await?;
+        let enroll = match enroll_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        LabController::serve_existing(dir, listener, enroll, settings).await
+    }
+
+    /// Serves the certificates and store already in `dir`.
+    async fn serve_existing(
+        dir: &Path,
+        listener: tokio::net::TcpListener,
+        enroll: Option<tokio::net::TcpListener>,
+        settings: &Settings,
+    ) -> anyhow::Result<LabController> {
+        let cert_dir = dir.join("certs");
+        let enroll_addr = enroll.as_ref().map(|l| l.local_addr()).transpose()?;
         let data = dir.join("data");
         let store = Arc::new(
             SqliteStore::open_with_head(&data, &settings.audit_head_path(&data))
@@ -162,7 +224,8 @@ impl LabController {
         let metrics_task = tokio::spawn(metrics::serve(metrics_listener, registry));
         let served = counters.clone();
         let task = tokio::spawn(async move {
-            server::serve(shared, served, &tls, &settings, listener, async {
+            let ctx = server::context(shared, served, &settings);
+            server::serve_enrolling(ctx, &tls, &settings, listener, enroll, async {
                 let _ = stopped.await;
             })
             .await
@@ -172,6 +235,7 @@ impl LabController {
             store,
             metrics_addr,
             metrics: counters,
+            enroll_addr,
             certs: cert_dir,
             stop: Some(stop),
             task: Some(task),
@@ -212,6 +276,13 @@ impl LabController {
 
     pub fn certs(&self) -> &Path {
         &self.certs
+    }
+
+    /// Where gateways enroll (`wardgate-agent enroll --controller`), if this controller listens
+    /// for enrollments.
+    pub fn enroll_url(&self) -> Option<String> {
+        self.enroll_addr
+            .map(|a| format!("https://localhost:{}", a.port()))
     }
 
     /// The address clients dial; the server certificate is issued for `localhost`.

@@ -61,6 +61,12 @@ pub struct Live {
     /// Flow records dropped before the controller had them, by reason (`queue_full`,
     /// `refused`).
     pub flow_records_dropped: Family<Label, Counter>,
+    /// When the gateway's certificate expires (seconds since the Unix epoch; 0 before it is
+    /// read).
+    pub cert_expiry: Gauge,
+    /// Certificate renewals that succeeded / attempts that failed (each retried).
+    pub cert_renewals: Counter,
+    pub cert_renewal_failures: Counter,
 }
 
 impl Live {
@@ -110,6 +116,21 @@ impl Live {
             "wardgate_agent_controller_connects",
             "Sessions with the controller that registered",
             self.controller_connects.clone(),
+        );
+        r.register(
+            "wardgate_agent_cert_expiry_timestamp_seconds",
+            "When the gateway's certificate expires (Unix time); alert on it minus time()",
+            self.cert_expiry.clone(),
+        );
+        r.register(
+            "wardgate_agent_cert_renewals",
+            "Certificate renewals through the controller",
+            self.cert_renewals.clone(),
+        );
+        r.register(
+            "wardgate_agent_cert_renewal_failures",
+            "Certificate renewal attempts that failed (retried with backoff)",
+            self.cert_renewal_failures.clone(),
         );
         r.register(
             "wardgate_agent_controller_generation",

@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     let tls = TlsFiles::in_dir(&cfg.certs);
     // Certificates (and the revocation list) checked before READY=1: a controller that cannot
     // serve TLS never says ready.
-    TlsState::load(&tls, &cli.settings.crl_path(&cfg.certs))?;
+    TlsState::load(&tls, &cli.settings.crl_paths(&cfg.certs))?;
     let ctx = server::context(store, counters, &cli.settings);
     // The browser console, on its own HTTPS listener, sharing the services' context.
     let console = match &cfg.console {

@@ -1,4 +1,4 @@
-//! `wardctl certs init | revoke`: a CA, certificates and a revocation list for a demo or lab.
+//! `wardctl certs init | issuing-ca | revoke`: a CA, certificates and a revocation list for a demo or lab.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,8 @@ use crate::certs::{self, InitOptions, Lifetimes};
 
 #[derive(Subcommand)]
 pub enum CertsCmd {
-    /// Create ca, server, gateway and user certificates in DIR (the CA key in CA_DIR).
+    /// Create ca, issuing CA, server, gateway and user certificates in DIR (the CA key in
+    /// CA_DIR; the issuing CA's, which the controller signs enrolled gateways with, in DIR).
     Init {
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
@@ -27,6 +28,18 @@ pub enum CertsCmd {
         server_names: Vec<String>,
         #[command(flatten)]
         lifetimes: Lifetimes,
+    },
+    /// Add (or replace) the issuing CA the controller signs enrolled and renewed gateways with,
+    /// in a DIR written before issuing CAs existed; needs the root key (CA_DIR).
+    IssuingCa {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Where the CA key is (default: DIR-ca beside DIR).
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        /// Days the issuing CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
     },
     /// Revoke certificates (NAME = gateway-X or user-Y in DIR): adds them to DIR/crl.pem, which
     /// the controller reloads; their connections are cut and new ones refused.
@@ -71,13 +84,29 @@ pub fn run(cmd: CertsCmd) -> anyhow::Result<()> {
                 opts.server_names = server_names;
             }
             certs::init(&dir, &gateways, &users, &opts)?;
+            let root = std::fs::read_to_string(dir.join("ca.pem"))?;
+            let root = pem::parse(&root)?;
             println!(
-                "wrote CA, server ({}), {} gateway and {} user certificates to {}; the CA key to {}",
+                "wrote CA, issuing CA, server ({}), {} gateway and {} user certificates to {}; \
+                 the CA key to {} (keep it offline: the controller signs with the issuing CA)\n\
+                 CA fingerprint (SHA-256, for `wardgate-agent enroll --ca-fingerprint`): {}",
                 opts.server_names.join(", "),
                 gateways.len(),
                 users.len(),
                 dir.display(),
-                certs::ca_dir_for(&dir, ca_dir.as_deref())?.display()
+                certs::ca_dir_for(&dir, ca_dir.as_deref())?.display(),
+                crate::issuing::fingerprint(root.contents())
+            );
+            Ok(())
+        }
+        CertsCmd::IssuingCa { dir, ca_dir, days } => {
+            certs::add_issuing_ca(&dir, ca_dir.as_deref(), days)?;
+            println!(
+                "wrote the issuing CA ({} and {}) and its revocation list to {}; restart the \
+                 controller to use it",
+                crate::issuing::ISSUING_CERT,
+                crate::issuing::ISSUING_KEY,
+                dir.display()
             );
             Ok(())
         }

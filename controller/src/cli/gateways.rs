@@ -38,6 +38,29 @@ pub fn status(g: &pb::Gateway) -> String {
     }
 }
 
+/// `wardctl gateways [list | enroll NAME | revoke NAME]`.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum GatewaysCmd {
+    /// Each gateway's state (the default).
+    List,
+    /// A one-time enrollment token for a new gateway.
+    Enroll(super::enroll::EnrollArgs),
+    /// Revoke a gateway: no enrollment, renewal or sync under its name from now on.
+    Revoke(super::revoke::RevokeArgs),
+}
+
+pub async fn run_cmd(
+    cmd: Option<GatewaysCmd>,
+    remote: &Remote,
+    out: OutputFormat,
+) -> anyhow::Result<()> {
+    match cmd.unwrap_or(GatewaysCmd::List) {
+        GatewaysCmd::List => run(remote, out).await,
+        GatewaysCmd::Enroll(a) => super::enroll::run(a, remote, out).await,
+        GatewaysCmd::Revoke(a) => super::revoke::run(a, remote, out).await,
+    }
+}
+
 pub async fn run(remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
     let mut c = AdminServiceClient::new(remote.channel().await?);
     let gws = c

@@ -425,6 +425,40 @@ impl AdminService for Admin {
         )?))
     }
 
+    async fn create_enrollment_token(
+        &self,
+        req: Request<pb::CreateEnrollmentTokenRequest>,
+    ) -> Result<Response<pb::CreateEnrollmentTokenResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        let valid_for =
+            (r.valid_for_seconds > 0).then(|| std::time::Duration::from_secs(r.valid_for_seconds));
+        let (token, expires_unix_ms, ca_fingerprint, audit_seq) =
+            self.0
+                .fleet
+                .create_token(&self.0, &who.actor(), &r.reason, &r.gateway, valid_for)?;
+        Ok(Response::new(pb::CreateEnrollmentTokenResponse {
+            token,
+            expires_unix_ms,
+            ca_fingerprint,
+            audit_seq,
+        }))
+    }
+
+    async fn revoke_gateway(
+        &self,
+        req: Request<pb::RevokeGatewayRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let who = auth::require_role(&req, WRITE)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.0.fleet.revoke(
+            &self.0,
+            &who.actor(),
+            &r.reason,
+            &r.gateway,
+        )?))
+    }
+
     async fn apply_site(
         &self,
         req: Request<pb::ApplySiteRequest>,

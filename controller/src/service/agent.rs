@@ -7,7 +7,8 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use wardgate_proto::v1::{
     AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest, RegisterResponse,
-    StatusAck, StatusReport, WatchPolicyRequest, agent_service_server::AgentService,
+    RenewRequest, RenewResponse, StatusAck, StatusReport, WatchPolicyRequest,
+    agent_service_server::AgentService,
 };
 
 use super::{Ctx, alert_admission};
@@ -37,6 +38,11 @@ impl AgentService for Agent {
         let gateway = req.get_ref().gateway.clone();
         auth::require_gateway(&req, &gateway)?;
         known_gateway(&self.0, &gateway)?;
+        // A revoked name's certificates from the root (`certs init`) are not on the issuing
+        // CA's list: the name itself is refused.
+        if self.0.store.gateway_revoked(&gateway)? {
+            return Err(Error::Denied(format!("gateway {gateway} is revoked")).into());
+        }
         let latest = self.0.store.latest_generation(&gateway)?;
         let epoch = self.0.store.epoch()?;
         tracing::info!(gateway, latest, epoch, "agent registered");
@@ -234,6 +240,23 @@ impl AgentService for Agent {
             }
         });
         Ok(Response::new(output))
+    }
+
+    async fn renew_certificate(
+        &self,
+        req: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        let gateway = req.get_ref().gateway.clone();
+        auth::require_gateway(&req, &gateway)?;
+        let (issued, ca) = self
+            .0
+            .fleet
+            .renew(&self.0, &gateway, &req.get_ref().csr_pem)?;
+        Ok(Response::new(RenewResponse {
+            certificate_chain_pem: issued.chain_pem,
+            ca_pem: ca.root_pem().to_string(),
+            not_after_unix: issued.not_after.unix_timestamp(),
+        }))
     }
 
     async fn report_flows(&self, req: Request<FlowBatch>) -> Result<Response<FlowAck>, Status> {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod agent;
 pub mod alert_admission;
 pub mod alerts;
+pub mod enroll;
 pub mod learning;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct Ctx {
     pub metrics: Arc<ControllerMetrics>,
     /// Retention and row cap of flow records.
     pub flow_limits: FlowLimits,
+    /// Enrollment, renewal and revocation of gateway certificates.
+    pub fleet: Arc<crate::fleet::Fleet>,
 }
 
 impl Ctx {

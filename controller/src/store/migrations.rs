@@ -243,7 +243,22 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX console_sessions_user ON console_sessions (user, created_ms);
     CREATE INDEX devices_mode ON devices (mode);",
-    // 11: suppressions say who made them, when and why (`wardctl alerts suppressions`); older
+    // 11: fleet: enrollment tokens (only their SHA-256; used_ms once spent), the certificates
+    // the controller issued (serial, gateway, expiry) and revoked gateway names.
+    "CREATE TABLE enrollment_tokens (
+        token_hash TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        used_ms INTEGER
+    );
+    CREATE TABLE gateway_certs (
+        serial TEXT PRIMARY KEY,
+        gateway TEXT NOT NULL,
+        not_after_ms INTEGER NOT NULL
+    );
+    CREATE INDEX gateway_certs_gateway ON gateway_certs (gateway);
+    CREATE TABLE revoked_gateways (name TEXT PRIMARY KEY, revoked_ms INTEGER NOT NULL);",
+    // 12: suppressions say who made them, when and why (`wardctl alerts suppressions`); older
     // rows read as made by nobody at time 0 (their audit entries still say).
     "ALTER TABLE suppressions ADD COLUMN made_ms INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE suppressions ADD COLUMN made_by TEXT NOT NULL DEFAULT '';

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 mod console;
+mod fleet;
 mod learning;
 pub(crate) mod migrations;
 mod reader;
@@ -343,7 +344,40 @@ pub enum Change {
         detector: String,
         peer: String,
     },
+    /// A one-time enrollment token for `gateway`, stored as its SHA-256 only; refused for a
+    /// revoked gateway.
+    IssueEnrollmentToken {
+        gateway: String,
+        token_hash: String,
+        expires_ms: i64,
+    },
+    /// The token `token_hash` spent on a certificate for `gateway`: refused
+    /// (`Error::Denied`, the reason for the audit trail) unless the token is unused, unexpired
+    /// at `now_ms`, of that gateway, and the gateway is not revoked.
+    Enroll {
+        gateway: String,
+        token_hash: String,
+        cert: IssuedCert,
+        now_ms: i64,
+    },
+    /// A renewed certificate for `gateway`; refused (`Error::Denied`) once it is revoked.
+    RenewCertificate {
+        gateway: String,
+        cert: IssuedCert,
+    },
+    /// An enrollment or renewal refused: recorded in the audit trail only.
+    RefuseCertificate {
+        gateway: String,
+        kind: CertRequest,
+        why: String,
+    },
+    /// No enrollment, renewal or sync for `gateway` from now on; the certificates issued to it
+    /// go on the issuing CA's revocation list.
+    RevokeGateway {
+        gateway: String,
+    },
 }
+
 
 /// One suppression as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -355,6 +389,22 @@ pub struct SuppressionRow {
     pub made_by: String,
     pub made_ms: i64,
     pub reason: String,
+}
+
+
+/// A certificate the controller issued, as `gateway_certs` keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedCert {
+    /// Hex.
+    pub serial: String,
+    pub not_after_ms: i64,
+}
+
+/// Which certificate request a refusal answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertRequest {
+    Enroll,
+    Renew,
 }
 
 /// What a batch of flow records did to the store.
@@ -591,4 +641,10 @@ pub trait Store: Send + Sync {
     fn sessions_of(&self, user: &str) -> Result<Vec<SessionRow>>;
     /// Deletes sessions started before `before_ms`; returns how many.
     fn prune_sessions(&self, before_ms: i64) -> Result<usize>;
+
+    /// Whether `gateway` was revoked (`Change::RevokeGateway`).
+    fn gateway_revoked(&self, gateway: &str) -> Result<bool>;
+    /// Serials (hex) of every certificate issued to a revoked gateway: the issuing CA's
+    /// revocation list.
+    fn revoked_serials(&self) -> Result<Vec<String>>;
 }

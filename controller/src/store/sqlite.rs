@@ -906,6 +906,14 @@ impl Store for SqliteStore {
         super::console::insert_session(&self.conn(), s)
     }
 
+    fn gateway_revoked(&self, gateway: &str) -> Result<bool> {
+        self.read(|c| super::fleet::revoked(c, gateway))
+    }
+
+    fn revoked_serials(&self) -> Result<Vec<String>> {
+        self.read(super::fleet::revoked_serials)
+    }
+
     fn session(&self, id_hash: &str) -> Result<Option<super::SessionRow>> {
         // On a read connection, so a page never waits behind a write: sessions are stored and
         // revoked in their own commits, which a reader started after them sees.

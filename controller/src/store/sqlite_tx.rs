@@ -236,6 +236,11 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
             }
             Applied::Recorded
         }
+        Change::IssueEnrollmentToken { .. }
+        | Change::Enroll { .. }
+        | Change::RenewCertificate { .. }
+        | Change::RefuseCertificate { .. }
+        | Change::RevokeGateway { .. } => super::fleet::apply(c, change)?,
         Change::AcknowledgeAlerts { ids } => {
             for id in ids {
                 // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.

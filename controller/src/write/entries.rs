@@ -143,6 +143,53 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
             device.clone(),
             diff(json!({"detector": detector, "peer": peer}), Value::Null),
         ),
+        Change::IssueEnrollmentToken {
+            gateway,
+            token_hash,
+            expires_ms,
+        } => (
+            "enrollment_token_issued",
+            gateway.clone(),
+            // A prefix of the hash names the token in later entries; the token is not stored.
+            diff(
+                Value::Null,
+                json!({"token_sha256_prefix": &token_hash[..token_hash.len().min(12)], "expires_ms": expires_ms}),
+            ),
+        ),
+        Change::Enroll {
+            gateway,
+            token_hash,
+            cert,
+            ..
+        } => (
+            "gateway_enrolled",
+            gateway.clone(),
+            diff(
+                Value::Null,
+                json!({"token_sha256_prefix": &token_hash[..token_hash.len().min(12)], "serial": cert.serial, "not_after_ms": cert.not_after_ms}),
+            ),
+        ),
+        Change::RenewCertificate { gateway, cert } => (
+            "certificate_renewed",
+            gateway.clone(),
+            diff(
+                Value::Null,
+                json!({"serial": cert.serial, "not_after_ms": cert.not_after_ms}),
+            ),
+        ),
+        Change::RefuseCertificate { gateway, kind, why } => (
+            match kind {
+                crate::store::CertRequest::Enroll => "enrollment_refused",
+                crate::store::CertRequest::Renew => "renewal_refused",
+            },
+            gateway.clone(),
+            diff(Value::Null, json!({"refused": why})),
+        ),
+        Change::RevokeGateway { gateway } => (
+            "gateway_revoked",
+            gateway.clone(),
+            diff(json!({"revoked": false}), json!({"revoked": true})),
+        ),
         Change::AcknowledgeAlerts { ids } => (
             "acknowledge_alerts",
             ids.join(","),

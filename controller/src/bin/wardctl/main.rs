@@ -85,8 +85,10 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Gateways and their policy generations.
+    /// Gateways and their policy generations; enroll a new one, revoke one.
     Gateways {
+        #[command(subcommand)]
+        cmd: Option<gateways::GatewaysCmd>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -172,7 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let reason = assign::reason(reason, dry_run)?;
             rt()?.block_on(assign::mode(device, mode, reason, dry_run, &remote, out))
         }
-        Command::Gateways { remote } => rt()?.block_on(gateways::run(&remote, out)),
+        Command::Gateways { cmd, remote } => rt()?.block_on(gateways::run_cmd(cmd, &remote, out)),
         Command::Alerts { cmd, remote, utc } => rt()?.block_on(alerts::run(cmd, &remote, out, utc)),
         Command::Audit { cmd, remote } => rt()?.block_on(audit::run(cmd, &remote, out)),
     }
