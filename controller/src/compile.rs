@@ -153,7 +153,9 @@ pub fn affected(
     if changes.iter().all(|c| {
         matches!(
             c,
-            Change::AcknowledgeAlerts { .. } | Change::SetBaseline { .. }
+            Change::AcknowledgeAlerts { .. }
+                | Change::SetBaseline { .. }
+                | Change::ConsoleLogin { .. }
         )
     }) {
         return Ok(BTreeMap::new());
@@ -194,7 +196,8 @@ pub fn affected(
             }
             Change::AcknowledgeAlerts { .. }
             | Change::SuppressAlerts { .. }
-            | Change::SetBaseline { .. } => {}
+            | Change::SetBaseline { .. }
+            | Change::ConsoleLogin { .. } => {}
         }
     }
     if !touched.is_empty() {

@@ -46,6 +46,8 @@ const APT: &[&str] = &[
     "systemd",
     // dpkg-shlibdeps: cargo-deb works out the packages' library dependencies with it.
     "dpkg-dev",
+    // The mock Pro Santé Connect's RSA signing key (controller/tests/console_harness/psc.rs).
+    "openssl",
 ];
 
 const PIP: &[(&str, &str)] = &[

@@ -328,6 +328,38 @@ pub enum Change {
         detector: String,
         peer: String,
     },
+    /// A console login, failed login or logout: an audit entry, nothing else stored.
+    ConsoleLogin {
+        /// The user's name (for a failed login, the name that was tried, or the provider's
+        /// subject).
+        user: String,
+        event: LoginEvent,
+        /// `local` or `oidc:ISSUER`.
+        source: String,
+        /// The client's address as the console saw it.
+        address: String,
+        /// Why a login failed ('' otherwise).
+        why: String,
+    },
+}
+
+/// What a [`Change::ConsoleLogin`] records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginEvent {
+    Login,
+    Failed,
+    Logout,
+}
+
+impl LoginEvent {
+    /// The audit entry's action.
+    pub fn action(self) -> &'static str {
+        match self {
+            LoginEvent::Login => "console_login",
+            LoginEvent::Failed => "console_login_failed",
+            LoginEvent::Logout => "console_logout",
+        }
+    }
 }
 
 /// What a batch of flow records did to the store.

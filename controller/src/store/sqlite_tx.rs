@@ -212,6 +212,7 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
             )?;
             Applied::Recorded
         }
+        Change::ConsoleLogin { .. } => Applied::Recorded,
         Change::AcknowledgeAlerts { ids } => {
             for id in ids {
                 // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.

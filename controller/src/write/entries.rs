@@ -133,6 +133,20 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
             device.clone(),
             diff(Value::Null, json!({"detector": detector, "peer": peer})),
         ),
+        Change::ConsoleLogin {
+            user,
+            event,
+            source,
+            address,
+            why,
+        } => (
+            event.action(),
+            user.clone(),
+            diff(
+                Value::Null,
+                json!({"source": source, "address": address, "why": why}),
+            ),
+        ),
         Change::AcknowledgeAlerts { ids } => (
             "acknowledge_alerts",
             ids.join(","),
