@@ -156,6 +156,8 @@ pub fn affected(
             Change::AcknowledgeAlerts { .. }
                 | Change::SetBaseline { .. }
                 | Change::ConsoleLogin { .. }
+                | Change::SubmitChange(_)
+                | Change::ApproveChange { .. }
         )
     }) {
         return Ok(BTreeMap::new());
@@ -197,7 +199,9 @@ pub fn affected(
             Change::AcknowledgeAlerts { .. }
             | Change::SuppressAlerts { .. }
             | Change::SetBaseline { .. }
-            | Change::ConsoleLogin { .. } => {}
+            | Change::ConsoleLogin { .. }
+            | Change::SubmitChange(_)
+            | Change::ApproveChange { .. } => {}
         }
     }
     if !touched.is_empty() {

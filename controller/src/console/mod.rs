@@ -14,9 +14,11 @@
 //! session (cookie, CSRF, timeouts); `login.rs` the login form and logout; `oidc.rs` the
 //! identity provider's login; `logins.rs` what every login shares (address, rate limit,
 //! audit, session start); `limit.rs` the login rate limit; `inventory.rs` the
-//! device list; `device.rs` a device's page and its mode change; `sessions.rs` a user's
+//! device list; `device.rs` a device's page and its mode change; `approval.rs` the engineer's
+//! loop (propose, diff, simulate, submit, a second engineer's approval); `sessions.rs` a user's
 //! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet.
 
+pub mod approval;
 mod assets;
 mod device;
 mod headers;
@@ -83,6 +85,10 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/sessions", get(sessions::page))
         .route("/devices/{name}", get(device::page))
         .route("/devices/{name}/mode", post(device::set_mode))
+        .route("/devices/{name}/propose", post(approval::propose))
+        .route("/devices/{name}/simulate", post(approval::simulate))
+        .route("/devices/{name}/submit", post(approval::submit))
+        .route("/changes/{id}/approve", post(approval::approve))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))
         .fallback(page::not_found)

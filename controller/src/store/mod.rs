@@ -11,6 +11,7 @@ pub mod checkpoint;
 mod console;
 mod learning;
 pub(crate) mod migrations;
+mod pending;
 mod reader;
 mod sqlite;
 mod sqlite_tx;
@@ -229,6 +230,26 @@ pub struct SessionRow {
     pub revoked_ms: Option<i64>,
 }
 
+/// A profile change for a device awaiting a second engineer's approval, as stored
+/// (`crate::console::approval` decides who may approve).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingChangeRow {
+    /// Given by the store (0 in a [`Change::SubmitChange`]).
+    pub id: i64,
+    pub device: String,
+    /// The profile the device moves to, and its YAML.
+    pub profile: String,
+    pub yaml: String,
+    /// The proposer's reason or ticket.
+    pub reason: String,
+    /// The proposer's user name.
+    pub proposer: String,
+    pub proposed_ms: i64,
+    /// Who approved it, and when (`None`: pending).
+    pub approver: Option<String>,
+    pub decided_ms: Option<i64>,
+}
+
 /// One page of the console's inventory: filters (empty = any), run in the query.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InventoryQuery {
@@ -327,6 +348,17 @@ pub enum Change {
         device: String,
         detector: String,
         peer: String,
+    },
+    /// A profile change submitted for a second engineer's approval (stored pending).
+    SubmitChange(PendingChangeRow),
+    /// `approver`'s approval of pending change `id`, proposed by `proposer` (the same write
+    /// then applies it).
+    ApproveChange {
+        id: i64,
+        device: String,
+        proposer: String,
+        approver: String,
+        at_ms: i64,
     },
     /// A console login, failed login or logout: an audit entry, nothing else stored.
     ConsoleLogin {
@@ -594,4 +626,8 @@ pub trait Store: Send + Sync {
     fn sessions_of(&self, user: &str) -> Result<Vec<SessionRow>>;
     /// Deletes sessions started before `before_ms`; returns how many.
     fn prune_sessions(&self, before_ms: i64) -> Result<usize>;
+    /// Pending (or decided) change `id`.
+    fn pending_change(&self, id: i64) -> Result<Option<PendingChangeRow>>;
+    /// `device`'s latest `limit` submitted changes, newest first.
+    fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>>;
 }

@@ -133,6 +133,30 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
             device.clone(),
             diff(Value::Null, json!({"detector": detector, "peer": peer})),
         ),
+        Change::SubmitChange(p) => (
+            "submit_change",
+            p.device.clone(),
+            diff(
+                Value::Null,
+                json!({"profile": p.profile, "yaml": p.yaml, "proposer": p.proposer,
+                       "state": "pending"}),
+            ),
+        ),
+        Change::ApproveChange {
+            id,
+            device,
+            proposer,
+            approver,
+            ..
+        } => (
+            "approve_change",
+            device.clone(),
+            diff(
+                json!({"change": id, "state": "pending", "proposer": proposer}),
+                json!({"change": id, "state": "approved", "proposer": proposer,
+                       "approver": approver}),
+            ),
+        ),
         Change::ConsoleLogin {
             user,
             event,
