@@ -8,14 +8,11 @@ mod console_harness;
 
 use console_harness::{psc::MockPsc, psc::User, *};
 use hyper::StatusCode;
-use wardgate_analysis::{FlowDirection, FlowOutcome, FlowRecord, TcpOutcome, flow::DeviceRef};
 use wardgate_controller::{
     auth::Role,
     console::{approval::FRESH_LOGIN, session},
-    service::learning,
     store::{Change, SessionRow, Store},
 };
-use wardgate_proto::v1 as pb;
 
 const DEVICE: &str = "pump-0000";
 
@@ -24,62 +21,6 @@ fn eng1() -> User {
 }
 fn eng2() -> User {
     User::new("899700000002", "Karim", "Benali")
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-/// pump-0000 talked to the infusion server (198.51.100.30) on tcp/8443 and to the DNS.
-fn report_flows(c: &Console) {
-    let d = c.store.device(DEVICE).unwrap().unwrap();
-    let t = now_ns() - 3_600_000_000_000;
-    let flow = |peer: &str, proto: u8, port: u16| FlowRecord {
-        device: DeviceRef {
-            name: DEVICE.into(),
-            id: None,
-            mac: None,
-        },
-        direction: FlowDirection::Opened,
-        device_addr: d.addresses[0],
-        device_port: 40_000,
-        peer: peer.parse().unwrap(),
-        peer_port: port,
-        proto,
-        port,
-        icmp_type: None,
-        vlan: None,
-        packets_out: 4,
-        bytes_out: 400,
-        packets_in: 4,
-        bytes_in: 800,
-        first_seen_ns: t,
-        last_seen_ns: t + 1_000_000_000,
-        tcp: (proto == 6).then_some(TcpOutcome::Established),
-        outcome: FlowOutcome::Established,
-        rule: None,
-        app: None,
-        tcp_flags: None,
-    };
-    let records = [
-        flow("198.51.100.30", 6, 8443),
-        flow("198.51.100.53", 17, 53),
-    ];
-    let ack = tokio::task::block_in_place(|| {
-        learning::report_flows(
-            &c.ctx,
-            "gw-ward-3",
-            pb::FlowBatch {
-                gateway: String::new(),
-                records: records.iter().map(pb::FlowRecord::from).collect(),
-            },
-        )
-    })
-    .unwrap();
-    assert_eq!(ack.stored, 2);
 }
 
 async fn start(psc: &MockPsc) -> Console {
@@ -92,7 +33,7 @@ async fn start(psc: &MockPsc) -> Console {
         ));
     })
     .await;
-    report_flows(&c);
+    report_flows(&c, DEVICE);
     c
 }
 
@@ -200,8 +141,21 @@ async fn a_second_engineer_approves_and_both_names_are_in_the_audit_trail() {
     let (id, profile) = submit(&mut b1, &c).await;
     assert_ne!(profile, "infusion-pump");
 
-    // The proposer sees no approve button, and a forged approval is refused.
-    let page = b1.get(&format!("/devices/{DEVICE}")).await;
+    // The device page links the change's review.
+    let device_page = b1.get(&format!("/devices/{DEVICE}")).await;
+    assert!(
+        device_page
+            .body
+            .contains(&format!(r#"<a href="/changes/{id}">"#)),
+        "{}",
+        device_page.body
+    );
+    // The proposer sees the review without an approve button, and a forged approval is
+    // refused.
+    let page = b1.get(&format!("/changes/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("tcp/8443"), "the diff: {}", page.body);
+    assert!(page.body.contains("0 would be blocked"), "{}", page.body);
     assert!(
         page.body.contains("You proposed this change"),
         "{}",
@@ -223,7 +177,7 @@ async fn a_second_engineer_approves_and_both_names_are_in_the_audit_trail() {
     let (mut viewer, vcsrf) = c.browser_as("vic", Role::Viewer);
     assert!(
         !viewer
-            .get(&format!("/devices/{DEVICE}"))
+            .get(&format!("/changes/{id}"))
             .await
             .body
             .contains(r#"class="approve""#)
@@ -240,7 +194,7 @@ async fn a_second_engineer_approves_and_both_names_are_in_the_audit_trail() {
 
     // The second engineer approves: the device moves to the proposed profile.
     let mut b2 = logged_in(&c, &psc, &eng2()).await;
-    let page = b2.get(&format!("/devices/{DEVICE}")).await;
+    let page = b2.get(&format!("/changes/{id}")).await;
     assert!(page.body.contains(r#"class="approve""#), "{}", page.body);
     let ok = b2
         .send(
@@ -250,6 +204,7 @@ async fn a_second_engineer_approves_and_both_names_are_in_the_audit_trail() {
         )
         .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert!(ok.location().contains("?approved="), "{}", ok.location());
     assert_eq!(profile_of(&c), profile);
     let decided = c.store.pending_change(id).unwrap().unwrap();
     assert_eq!(decided.approver.as_deref(), Some("899700000002"));
@@ -329,8 +284,10 @@ async fn an_approval_needs_a_login_less_than_fifteen_minutes_old() {
     stale
         .cookies
         .insert(session::COOKIE.into(), id_cookie.into());
-    let page = stale.get(&format!("/devices/{DEVICE}")).await;
+    let page = stale.get(&format!("/changes/{id}")).await;
     assert_eq!(page.status, StatusCode::OK, "the session itself is live");
+    assert!(page.body.contains("less than 15 minutes"), "{}", page.body);
+    assert!(!page.body.contains(r#"class="approve""#));
     let r = stale
         .send(
             "POST",

@@ -3,7 +3,8 @@
 //! policy (a dry run of the write, `write::preview`, in words by `crate::preview`), simulate
 //! it over the recorded flows (the `Simulate` service), submit it for approval with a reason
 //! (stored pending, `Change::SubmitChange`, audited), and have a second engineer approve it:
-//! one write holds the approval (proposer and approver in its audit entry) and the change
+//! reviewing it (`GET /changes/ID`: the diff and the simulation again, as they are now), one
+//! write holds the approval (proposer and approver in its audit entry) and the change
 //! itself (the profile, then the device moved to it), under the approver's name.
 //!
 //! The approver must not be the proposer (refused here, and by the table's CHECK), and must
@@ -295,6 +296,90 @@ pub async fn submit(
     }
 }
 
+#[derive(Template)]
+#[template(path = "console/change.html")]
+struct ChangePage {
+    f: Frame,
+    p: PendingChangeRow,
+    device_url: String,
+    proposed: String,
+    changes: Vec<DeviceChange>,
+    flows: u64,
+    blocked: Vec<String>,
+    can_write: bool,
+    /// The viewer proposed it.
+    own: bool,
+    /// The viewer's login is older than [`FRESH_LOGIN`].
+    stale: bool,
+}
+
+/// Whether `s` logged in less than [`FRESH_LOGIN`] ago.
+fn fresh(s: &Session) -> bool {
+    let age = crate::audit::now_ms().saturating_sub(s.created_ms);
+    u128::try_from(age).unwrap_or(u128::MAX) <= FRESH_LOGIN.as_millis()
+}
+
+/// `GET /changes/ID`: what approving would do (the rule diff and the simulation, computed
+/// now), and the approve button for whoever may press it.
+pub async fn review(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(id): Path<i64>,
+) -> Response {
+    if auth::require(s.principal.identity(), auth::READERS).is_err() {
+        return page::forbidden(lang, Some(&s));
+    }
+    let read = tokio::task::block_in_place(|| -> Result<_, Error> {
+        let Some(p) = console.ctx.store.pending_change(id)? else {
+            return Ok(None);
+        };
+        if p.approver.is_some() {
+            return Ok(Some((p, Vec::new(), 0, Vec::new())));
+        }
+        let changes = diff(&console, &p.device, &p.profile, &p.yaml)?;
+        let sim = learning::simulate(
+            &console.ctx,
+            &pb::SimulateRequest {
+                device: p.device.clone(),
+                yaml: p.yaml.clone(),
+                since_s: 0,
+            },
+        )?;
+        let blocked = sim.blocked.iter().map(blocked).collect();
+        Ok(Some((p, changes, sim.flows, blocked)))
+    });
+    let (p, changes, flows, blocked) = match read {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            let m = lang.messages();
+            return page::error(
+                lang,
+                Some(&s),
+                StatusCode::NOT_FOUND,
+                m.not_found,
+                &id.to_string(),
+            );
+        }
+        Err(e) => return page::service_error(lang, &s, &e),
+    };
+    page::render(
+        StatusCode::OK,
+        &ChangePage {
+            f: Frame::new(lang, Some(&s)),
+            device_url: format!("/devices/{}", page::encode(&p.device)),
+            proposed: page::time_ms(p.proposed_ms),
+            own: p.proposer == s.principal.name,
+            stale: !fresh(&s),
+            can_write: auth::require(s.principal.identity(), auth::WRITERS).is_ok(),
+            p,
+            changes,
+            flows,
+            blocked,
+        },
+    )
+}
+
 #[derive(Deserialize, Default)]
 pub struct ApproveForm {
     #[serde(default)]
@@ -336,8 +421,7 @@ pub async fn approve(
         );
         return page::error(lang, Some(&s), StatusCode::FORBIDDEN, m.own_change, "");
     }
-    let age = crate::audit::now_ms().saturating_sub(s.created_ms);
-    if u128::try_from(age).unwrap_or(u128::MAX) > FRESH_LOGIN.as_millis() {
+    if !fresh(&s) {
         return page::error(lang, Some(&s), StatusCode::FORBIDDEN, m.relogin_needed, "");
     }
     let mut all = vec![Change::ApproveChange {
@@ -352,7 +436,7 @@ pub async fn approve(
     let written = tokio::task::block_in_place(|| console.ctx.write_all(&who.actor(), &reason, all));
     match written {
         Ok(w) => Redirect::to(&format!(
-            "/devices/{}?audit={}",
+            "/devices/{}?approved={}",
             page::encode(&p.device),
             w.audit_seq
         ))

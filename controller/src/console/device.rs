@@ -53,6 +53,7 @@ struct DevicePage {
     modes: [&'static str; 4],
     done: Option<u64>,
     submitted: Option<u64>,
+    approved: Option<u64>,
     /// `/devices/NAME` for the engineer's loop (`approval.rs`).
     loop_action: String,
     pending: Vec<PendingChangeRow>,
@@ -64,6 +65,8 @@ pub struct Done {
     audit: Option<u64>,
     #[serde(default)]
     submitted: Option<u64>,
+    #[serde(default)]
+    approved: Option<u64>,
 }
 
 /// Submitted changes shown on a device's page.
@@ -138,6 +141,7 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Done) ->
             loop_action: format!("/devices/{}", page::encode(&d.name)),
             pending,
             submitted: done.submitted,
+            approved: done.approved,
             d,
             gateway,
             latest_generation,

@@ -155,6 +155,10 @@ pub struct Messages {
     pub relogin_needed: &'static str,
     pub submitted: &'static str,
     pub warning: &'static str,
+    pub approved_applied: &'static str,
+    pub pending_state: &'static str,
+    pub review: &'static str,
+    pub change_title: &'static str,
 }
 
 pub static EN: Messages = Messages {
@@ -241,14 +245,18 @@ pub static EN: Messages = Messages {
     flows_replayed: "flows replayed",
     would_block: "would be blocked",
     submit_for_approval: "Submit for approval",
-    pending_changes: "Changes awaiting approval",
-    proposed_by: "proposed by",
+    pending_changes: "Changes submitted for approval",
+    proposed_by: "Proposed by",
     approved_by: "approved by",
     approve: "Approve and apply",
     own_change: "You proposed this change: another engineer must approve it.",
     relogin_needed: "Approving needs a login less than 15 minutes old: log out and log in again.",
     submitted: "Submitted for approval.",
     warning: "Warning",
+    approved_applied: "Change approved and applied.",
+    pending_state: "awaiting approval",
+    review: "Review",
+    change_title: "Change",
 };
 
 pub static FR: Messages = Messages {
@@ -335,14 +343,18 @@ pub static FR: Messages = Messages {
     flows_replayed: "flux rejoués",
     would_block: "seraient bloqués",
     submit_for_approval: "Soumettre pour approbation",
-    pending_changes: "Changements en attente d'approbation",
-    proposed_by: "proposé par",
+    pending_changes: "Changements soumis pour approbation",
+    proposed_by: "Proposé par",
     approved_by: "approuvé par",
     approve: "Approuver et appliquer",
     own_change: "Vous avez proposé ce changement : un autre ingénieur doit l'approuver.",
     relogin_needed: "L'approbation demande une connexion de moins de 15 minutes : déconnectez-vous puis reconnectez-vous.",
     submitted: "Soumis pour approbation.",
     warning: "Attention",
+    approved_applied: "Changement approuvé et appliqué.",
+    pending_state: "en attente d'approbation",
+    review: "Examiner",
+    change_title: "Changement",
 };
 
 #[cfg(test)]

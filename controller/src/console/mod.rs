@@ -88,6 +88,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/devices/{name}/propose", post(approval::propose))
         .route("/devices/{name}/simulate", post(approval::simulate))
         .route("/devices/{name}/submit", post(approval::submit))
+        .route("/changes/{id}", get(approval::review))
         .route("/changes/{id}/approve", post(approval::approve))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))

@@ -22,6 +22,8 @@ use tokio_rustls::{
         pki_types::{CertificateDer, ServerName, pem::PemObject as _},
     },
 };
+use wardgate_analysis::{FlowDirection, FlowOutcome, FlowRecord, TcpOutcome, flow::DeviceRef};
+use wardgate_controller::service::learning;
 use wardgate_controller::{
     auth::Role,
     certs,
@@ -33,9 +35,10 @@ use wardgate_controller::{
     metrics::ControllerMetrics,
     server::{self, Settings, TlsFiles},
     service::Ctx,
-    store::{Change, DeviceRow, GatewayRow, SqliteStore},
+    store::{Change, DeviceRow, GatewayRow, SqliteStore, Store},
 };
 use wardgate_policy::Mode;
+use wardgate_proto::v1 as pb;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -410,4 +413,61 @@ pub fn oidc_config(
             viewer: viewers.iter().map(|s| s.to_string()).collect(),
         },
     }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// `device` (on gw-ward-3) talked to the infusion server (198.51.100.30) on tcp/8443 and to
+/// the DNS, an hour ago: flows in its learning window to propose from.
+pub fn report_flows(c: &Console, device: &str) {
+    let d = c.store.device(device).unwrap().unwrap();
+    let t = now_ns() - 3_600_000_000_000;
+    let flow = |peer: &str, proto: u8, port: u16| FlowRecord {
+        device: DeviceRef {
+            name: device.into(),
+            id: None,
+            mac: None,
+        },
+        direction: FlowDirection::Opened,
+        device_addr: d.addresses[0],
+        device_port: 40_000,
+        peer: peer.parse().unwrap(),
+        peer_port: port,
+        proto,
+        port,
+        icmp_type: None,
+        vlan: None,
+        packets_out: 4,
+        bytes_out: 400,
+        packets_in: 4,
+        bytes_in: 800,
+        first_seen_ns: t,
+        last_seen_ns: t + 1_000_000_000,
+        tcp: (proto == 6).then_some(TcpOutcome::Established),
+        outcome: FlowOutcome::Established,
+        rule: None,
+        app: None,
+        tcp_flags: None,
+    };
+    let records = [
+        flow("198.51.100.30", 6, 8443),
+        flow("198.51.100.53", 17, 53),
+    ];
+    let ack = tokio::task::block_in_place(|| {
+        learning::report_flows(
+            &c.ctx,
+            "gw-ward-3",
+            pb::FlowBatch {
+                gateway: String::new(),
+                records: records.iter().map(pb::FlowRecord::from).collect(),
+            },
+        )
+    })
+    .unwrap();
+    assert_eq!(ack.stored, 2);
 }
