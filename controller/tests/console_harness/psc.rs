@@ -65,6 +65,8 @@ struct Flows {
     tokens: HashMap<String, User>,
     /// Token requests refused, and why (the tests read them).
     refused: Vec<String>,
+    /// Users a script may pick by national id (`POST /mock/next/ID`).
+    directory: HashMap<String, User>,
 }
 
 struct Inner {
@@ -149,6 +151,9 @@ impl MockPsc {
                 &format!("{realm}/protocol/openid-connect/userinfo"),
                 get(userinfo),
             )
+            // Not PSC's: how a script outside this process (the browser test) picks who the
+            // next authorization logs in.
+            .route("/mock/next/{id}", post(next_user))
             .with_state(inner.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -173,6 +178,21 @@ impl MockPsc {
     /// The next authorization logs `user` in at `acr` (`eidas1`: a CPS card or e-CPS).
     pub fn log_in_as(&self, user: &User, acr: &str) {
         self.inner.flows.lock().unwrap().user = Some((user.clone(), acr.into()));
+    }
+
+    /// Users `POST /mock/next/NATIONAL_ID` may pick (at `eidas1`).
+    pub fn add_users(&self, users: &[User]) {
+        let mut flows = self.inner.flows.lock().unwrap();
+        for u in users {
+            flows.directory.insert(u.national_id.clone(), u.clone());
+        }
+    }
+
+    /// The mock's own base URL (its control endpoint is `/mock/next/ID`).
+    pub fn base(&self) -> String {
+        self.issuer
+            .trim_end_matches("/auth/realms/esante-wallet")
+            .to_string()
     }
 
     /// Token requests refused so far, and why.
@@ -294,6 +314,20 @@ async fn authorize(
         .append_pair("code", &code)
         .append_pair("state", &state);
     Redirect::to(to.as_str()).into_response()
+}
+
+async fn next_user(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> StatusCode {
+    let mut flows = inner.flows.lock().unwrap();
+    match flows.directory.get(&id).cloned() {
+        Some(u) => {
+            flows.user = Some((u, "eidas1".into()));
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
 }
 
 fn basic_auth_ok(headers: &HeaderMap) -> bool {
