@@ -159,6 +159,21 @@ async fn replayed_forged_and_other_browsers_states_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_follows_no_redirect_from_the_provider() {
+    let psc = MockPsc::start().await;
+    let c = start(&psc).await;
+    psc.log_in_as(&engineer(), "eidas1");
+    psc.redirect_token_endpoint();
+    let mut b = c.browser();
+    let p = b.oidc_login().await;
+    assert_eq!(p.status, StatusCode::BAD_GATEWAY, "{}", p.body);
+    assert!(!b.cookies.contains_key(session::COOKIE));
+    assert!(c.store.sessions_of("899700000001").unwrap().is_empty());
+    // The redirect's target was never asked: the code is still there.
+    assert_eq!(psc.codes_outstanding(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_failed_logins_and_logouts_are_in_the_audit_trail() {
     let psc = MockPsc::start().await;
     let c = start(&psc).await;

@@ -67,6 +67,9 @@ struct Flows {
     refused: Vec<String>,
     /// Users a script may pick by national id (`POST /mock/next/ID`).
     directory: HashMap<String, User>,
+    /// The token endpoint answers 307 to another that issues tokens (a hijacked or
+    /// misconfigured provider): a client that follows redirects would log in.
+    redirect_token: bool,
 }
 
 struct Inner {
@@ -147,6 +150,7 @@ impl MockPsc {
                 &format!("{realm}/protocol/openid-connect/token"),
                 post(token),
             )
+            .route(&format!("{realm}/elsewhere/token"), post(token_elsewhere))
             .route(
                 &format!("{realm}/protocol/openid-connect/userinfo"),
                 get(userinfo),
@@ -193,6 +197,11 @@ impl MockPsc {
         self.issuer
             .trim_end_matches("/auth/realms/esante-wallet")
             .to_string()
+    }
+
+    /// From now on the token endpoint redirects (307) to one that answers.
+    pub fn redirect_token_endpoint(&self) {
+        self.inner.flows.lock().unwrap().redirect_token = true;
     }
 
     /// Token requests refused so far, and why.
@@ -345,6 +354,24 @@ async fn token(
     headers: HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
+    if inner.flows.lock().unwrap().redirect_token {
+        let to = format!("{}/elsewhere/token", inner.issuer);
+        return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response();
+    }
+    issue(&inner, &headers, &f)
+}
+
+async fn token_elsewhere(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    issue(&inner, &headers, &f)
+}
+
+/// The token endpoint's work: the code, the client and the PKCE verifier checked, tokens
+/// issued.
+fn issue(inner: &Inner, headers: &HeaderMap, f: &HashMap<String, String>) -> Response {
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
     let mut flows = inner.flows.lock().unwrap();
     let refuse = |flows: &mut Flows, why: &str| {
@@ -353,7 +380,7 @@ async fn token(
         *r.status_mut() = StatusCode::BAD_REQUEST;
         r
     };
-    if !basic_auth_ok(&headers) {
+    if !basic_auth_ok(headers) {
         return refuse(&mut flows, "client authentication");
     }
     // A code is used once, even when the request is refused.
@@ -371,7 +398,7 @@ async fn token(
     flows.tokens.insert(access.clone(), grant.user.clone());
     let t = now();
     let id_token = sign(
-        &inner,
+        inner,
         &json!({
             "iss": inner.issuer, "sub": grant.user.sub, "aud": CLIENT_ID, "azp": CLIENT_ID,
             "iat": t, "exp": t + 300, "auth_time": t, "nonce": grant.nonce, "acr": grant.acr,
