@@ -68,6 +68,18 @@ pub fn profile(name: &str) -> Change {
     }
 }
 
+/// Device `i`'s address, from documentation ranges only: 192.0.2.(i+1) for the first 250,
+/// 203.0.113.(i-249) for the next 250, then 2001:db8:3::i (hex).
+pub fn address(i: u32) -> std::net::IpAddr {
+    match i {
+        0..250 => format!("192.0.2.{}", i + 1),
+        250..500 => format!("203.0.113.{}", i - 249),
+        _ => format!("2001:db8:3::{i:x}"),
+    }
+    .parse()
+    .unwrap()
+}
+
 /// Device `i`: `pump-NNNN` (infusion-pump) or `monitor-NNNN` (patient-monitor) by parity, on
 /// gw-ward-3 (`i % 4` is 0 or 1) or gw-ward-4, enforcing when `i % 10 == 0`.
 pub fn device(i: u32) -> DeviceRow {
@@ -82,7 +94,7 @@ pub fn device(i: u32) -> DeviceRow {
         mac: format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256)
             .parse()
             .unwrap(),
-        addresses: vec![format!("10.3.{}.{}", i / 250, i % 250 + 1).parse().unwrap()],
+        addresses: vec![address(i)],
         profile: profile.into(),
         mode: if i.is_multiple_of(10) {
             Mode::Enforce
