@@ -6,7 +6,10 @@
 
 mod console_harness;
 
-use console_harness::{psc::MockPsc, psc::User, *};
+use console_harness::{
+    psc::{Forge, MockPsc, User},
+    *,
+};
 use hyper::{StatusCode, header};
 use wardgate_controller::{
     config::LoginLimit,
@@ -156,6 +159,35 @@ async fn replayed_forged_and_other_browsers_states_are_refused() {
         "the refused callbacks' codes, never sent"
     );
     assert_eq!(c.store.sessions_of("899700000001").unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_not_signed_by_the_providers_keys_are_refused_and_json_userinfo_accepted() {
+    let psc = MockPsc::start().await;
+    let c = start(&psc).await;
+    psc.log_in_as(&engineer(), "eidas1");
+    for forged in [Forge::IdToken, Forge::Userinfo] {
+        psc.forge(forged);
+        let mut b = c.browser();
+        let p = b.oidc_login().await;
+        assert!(
+            p.status == StatusCode::UNAUTHORIZED || p.status == StatusCode::BAD_GATEWAY,
+            "{forged:?}: {} {}",
+            p.status,
+            p.body
+        );
+        assert!(!b.cookies.contains_key(session::COOKIE), "{forged:?}");
+    }
+    assert!(c.store.sessions_of("899700000001").unwrap().is_empty());
+    let audit = console_audit(&c.store);
+    assert!(audit[0].3.contains("ID token"), "{}", audit[0].3);
+    assert!(audit[1].3.contains("userinfo"), "{}", audit[1].3);
+    // Genuine again, userinfo as plain JSON: accepted.
+    psc.genuine();
+    psc.userinfo_as_json();
+    let mut b = c.browser();
+    assert_eq!(b.oidc_login().await.status, StatusCode::OK);
+    assert!(b.get("/").await.body.contains("899700000001 (engineer)"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! code flow with PKCE (S256) and a nonce, by the `openidconnect` crate.
 //!
 //! `GET /login/oidc` reads the provider's metadata (its discovery URL from config, Pro Santé
-//! Connect's `/.well-known/wallet-openid-configuration` included; cached an hour), keeps the
+//! Connect's `/.well-known/wallet-openid-configuration` included; cached an hour, or until a
+//! token fails to verify or the provider fails to answer), keeps the
 //! flow's state, nonce and PKCE verifier in memory under the state (ten minutes, used once),
 //! binds it to the browser with a random `__Host-` cookie (SameSite=Lax: it must come back
 //! on the provider's cross-site redirect), and sends the browser to the provider, asking for
@@ -199,6 +200,12 @@ impl Oidc {
             Some(ClientSecret::new(self.secret.clone())),
         )
         .set_redirect_uri(RedirectUrl::new(self.cfg.redirect_url.clone()).map_err(provider)?))
+    }
+
+    /// Drops the cached metadata and keys: the next login reads them again (after a failed
+    /// verification, in case the provider rotated its keys: a rotation costs one login).
+    async fn forget_metadata(&self) {
+        self.metadata.lock().await.take();
     }
 
     /// Starts a login: the provider's authorization URL and the browser's flow cookie value.
@@ -432,7 +439,14 @@ pub async fn callback(
         let code = q.code.as_deref().ok_or(OidcError::Refused {
             error: "no code".into(),
         })?;
-        oidc.finish(code, flow).await
+        let done = oidc.finish(code, flow).await;
+        if matches!(
+            done,
+            Err(OidcError::Token { .. } | OidcError::Provider { .. })
+        ) {
+            oidc.forget_metadata().await;
+        }
+        done
     }
     .await;
     let mut r = match done {

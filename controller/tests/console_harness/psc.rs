@@ -70,11 +70,24 @@ struct Flows {
     /// The token endpoint answers 307 to another that issues tokens (a hijacked or
     /// misconfigured provider): a client that follows redirects would log in.
     redirect_token: bool,
+    /// What to sign with a key the JWKS does not hold (an attacker's), if anything.
+    forge: Option<Forge>,
+    /// Userinfo as plain JSON rather than a signed JWT.
+    userinfo_json: bool,
+}
+
+/// A token the mock signs with its rogue key (same `kid`), to be refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forge {
+    IdToken,
+    Userinfo,
 }
 
 struct Inner {
     issuer: String,
     key: RsaKeyPair,
+    /// Not in the JWKS.
+    rogue: RsaKeyPair,
     n: Vec<u8>,
     redirect_uri: Mutex<String>,
     flows: Mutex<Flows>,
@@ -131,6 +144,7 @@ impl MockPsc {
         let inner = Arc::new(Inner {
             issuer: issuer.clone(),
             key: RsaKeyPair::from_der(&der).unwrap(),
+            rogue: RsaKeyPair::from_der(&rsa_key().0).unwrap(),
             n,
             redirect_uri: Mutex::new(String::new()),
             flows: Mutex::new(Flows::default()),
@@ -199,6 +213,21 @@ impl MockPsc {
             .to_string()
     }
 
+    /// From now on `what` is signed with a key the JWKS does not hold.
+    pub fn forge(&self, what: Forge) {
+        self.inner.flows.lock().unwrap().forge = Some(what);
+    }
+
+    /// From now on everything is signed with the key in the JWKS.
+    pub fn genuine(&self) {
+        self.inner.flows.lock().unwrap().forge = None;
+    }
+
+    /// From now on userinfo is plain JSON (`application/json`), as most providers answer.
+    pub fn userinfo_as_json(&self) {
+        self.inner.flows.lock().unwrap().userinfo_json = true;
+    }
+
     /// From now on the token endpoint redirects (307) to one that answers.
     pub fn redirect_token_endpoint(&self) {
         self.inner.flows.lock().unwrap().redirect_token = true;
@@ -215,23 +244,22 @@ impl MockPsc {
     }
 }
 
-fn sign(inner: &Inner, claims: &Value) -> String {
+fn sign(inner: &Inner, claims: &Value, forged: bool) -> String {
+    let key = if forged { &inner.rogue } else { &inner.key };
     let header = json!({"alg": "RS256", "typ": "JWT", "kid": "mock-psc-1"});
     let input = format!(
         "{}.{}",
         B64.encode(header.to_string()),
         B64.encode(claims.to_string())
     );
-    let mut sig = vec![0; inner.key.public().modulus_len()];
-    inner
-        .key
-        .sign(
-            &RSA_PKCS1_SHA256,
-            &ring::rand::SystemRandom::new(),
-            input.as_bytes(),
-            &mut sig,
-        )
-        .unwrap();
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
     format!("{input}.{}", B64.encode(sig))
 }
 
@@ -403,6 +431,7 @@ fn issue(inner: &Inner, headers: &HeaderMap, f: &HashMap<String, String>) -> Res
             "iss": inner.issuer, "sub": grant.user.sub, "aud": CLIENT_ID, "azp": CLIENT_ID,
             "iat": t, "exp": t + 300, "auth_time": t, "nonce": grant.nonce, "acr": grant.acr,
         }),
+        flows.forge == Some(Forge::IdToken),
     );
     json_ok(json!({
         "access_token": access, "token_type": "Bearer", "expires_in": 300,
@@ -416,18 +445,23 @@ async fn userinfo(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Respon
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let Some(user) = inner.flows.lock().unwrap().tokens.get(token).cloned() else {
-        return StatusCode::UNAUTHORIZED.into_response();
+    let (user, forge, as_json) = {
+        let flows = inner.flows.lock().unwrap();
+        let Some(user) = flows.tokens.get(token).cloned() else {
+            return StatusCode::UNAUTHORIZED.into_response();
+        };
+        (user, flows.forge, flows.userinfo_json)
     };
-    let jwt = sign(
-        &inner,
-        &json!({
-            "iss": inner.issuer, "aud": CLIENT_ID, "sub": user.sub,
-            "SubjectNameID": user.national_id,
-            "given_name": user.given_name, "family_name": user.family_name,
-            // A display name: the console must never take a role from it.
-            "preferred_username": "899700000001",
-        }),
-    );
+    let claims = json!({
+        "iss": inner.issuer, "aud": CLIENT_ID, "sub": user.sub,
+        "SubjectNameID": user.national_id,
+        "given_name": user.given_name, "family_name": user.family_name,
+        // A display name: the console must never take a role from it.
+        "preferred_username": "899700000001",
+    });
+    if as_json {
+        return json_ok(claims);
+    }
+    let jwt = sign(&inner, &claims, forge == Some(Forge::Userinfo));
     ([(header::CONTENT_TYPE, "application/jwt")], jwt).into_response()
 }
