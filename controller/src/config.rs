@@ -71,8 +71,8 @@ pub struct ConsoleConfig {
 }
 
 /// Login through an OpenID Connect provider: authorization code with PKCE and a nonce (see
-/// `crate::console::oidc`).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// `crate::console::oidc`). Its `Debug` leaves the client secret out.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct OidcConfig {
     /// The provider's issuer as its tokens name it, e.g.
@@ -163,6 +163,26 @@ impl Default for LoginLimit {
             per_name: default_per_name(),
             window_seconds: default_limit_window(),
         }
+    }
+}
+
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("discovery_url", &self.discovery_url)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "(redacted)"),
+            )
+            .field("client_secret_file", &self.client_secret_file)
+            .field("redirect_url", &self.redirect_url)
+            .field("required_acr", &self.required_acr)
+            .field("scopes", &self.scopes)
+            .field("name_claim", &self.name_claim)
+            .field("roles", &self.roles)
+            .finish()
     }
 }
 
@@ -681,6 +701,10 @@ mod tests {
         assert_eq!(o.required_acr.as_deref(), Some("eidas1"));
         assert_eq!(o.roles.engineer, ["899700000001"]);
         assert_eq!(o.secret().unwrap(), "s3cret");
+        assert!(
+            !format!("{o:?}").contains("s3cret"),
+            "the secret stays out of Debug"
+        );
         assert_eq!(c.login_limit, LoginLimit::default());
         for (text, expect) in [
             (
