@@ -160,6 +160,9 @@ pub fn affected(
                 | Change::RenewCertificate { .. }
                 | Change::RefuseCertificate { .. }
                 | Change::RevokeGateway { .. }
+                | Change::ConsoleLogin { .. }
+                | Change::SubmitChange(_)
+                | Change::ApproveChange { .. }
         )
     }) {
         return Ok(BTreeMap::new());
@@ -206,7 +209,10 @@ pub fn affected(
             | Change::Enroll { .. }
             | Change::RenewCertificate { .. }
             | Change::RefuseCertificate { .. }
-            | Change::RevokeGateway { .. } => {}
+            | Change::RevokeGateway { .. }
+            | Change::ConsoleLogin { .. }
+            | Change::SubmitChange(_)
+            | Change::ApproveChange { .. } => {}
         }
     }
     if !touched.is_empty() {

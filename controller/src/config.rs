@@ -51,9 +51,16 @@ pub struct ConsoleConfig {
     /// e.g. `0.0.0.0:9443` (a port of its own: agents keep the mTLS gRPC port).
     pub listen: SocketAddr,
     /// The local break-glass account (role engineer), for when the identity provider is out.
-    /// Without it nobody can log in until OIDC is built.
     #[serde(default)]
     pub admin: Option<LocalAdmin>,
+    /// Login through an OpenID Connect provider (Pro Santé Connect or another). Without it and
+    /// without `admin` nobody can log in.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// How many failed logins lock a source address or a break-glass name out, and for how
+    /// long.
+    #[serde(default)]
+    pub login_limit: LoginLimit,
     /// A session without a request for this long is over (seconds). Default 900 (15 min).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_seconds: u64,
@@ -61,6 +68,173 @@ pub struct ConsoleConfig {
     /// (8 h).
     #[serde(default = "default_absolute_timeout")]
     pub absolute_timeout_seconds: u64,
+}
+
+/// Login through an OpenID Connect provider: authorization code with PKCE and a nonce (see
+/// `crate::console::oidc`). Its `Debug` leaves the client secret out.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer as its tokens name it, e.g.
+    /// `https://auth.esante.gouv.fr/auth/realms/esante-wallet`. `https://`, or `http://` on a
+    /// loopback address only (a test provider).
+    pub issuer: String,
+    /// Where the provider's metadata is, when not at `ISSUER/.well-known/openid-configuration`
+    /// (Pro Santé Connect: `ISSUER/.well-known/wallet-openid-configuration`). Its `issuer`
+    /// must be `issuer`.
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    pub client_id: String,
+    /// The client secret, or `client_secret_file` (its first line); one of the two.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// This console's callback as registered with the provider:
+    /// `https://HOST:PORT/login/oidc/callback`.
+    pub redirect_url: String,
+    /// The `acr` the ID token must carry (Pro Santé Connect: `eidas1`); asked for in the
+    /// authorization request too. Default none (any).
+    #[serde(default)]
+    pub required_acr: Option<String>,
+    /// Scopes asked for besides `openid`. Default none (Pro Santé Connect: `scope_all`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The claim naming the user in sessions and the audit trail (`user:VALUE`): `sub` (the
+    /// ID token's subject) or a userinfo claim (Pro Santé Connect: `SubjectNameID`, the
+    /// national identifier). Default `sub`. Never `preferred_username`.
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
+    /// Who gets which role; a user the mapping gives no role is refused.
+    pub roles: RoleMapping,
+}
+
+fn default_name_claim() -> String {
+    "sub".into()
+}
+
+/// Roles from one claim of the signed userinfo (or the ID token's `sub`): a user whose claim
+/// value (a string, or any string of a list) is in a role's list has that role, the first of
+/// engineer, soc, viewer that matches. Never `preferred_username` (a display name the user or
+/// the provider may change).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMapping {
+    /// e.g. `sub`, `SubjectNameID` (Pro Santé Connect's national identifier) or a group claim.
+    pub claim: String,
+    #[serde(default)]
+    pub engineer: Vec<String>,
+    #[serde(default)]
+    pub soc: Vec<String>,
+    #[serde(default)]
+    pub viewer: Vec<String>,
+}
+
+/// Failed logins allowed before a lockout (counted over `window_seconds`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LoginLimit {
+    /// Failures from one source address. Default 20.
+    #[serde(default = "default_per_address")]
+    pub per_address: u32,
+    /// Failures for one break-glass name, from anywhere. Default 5.
+    #[serde(default = "default_per_name")]
+    pub per_name: u32,
+    /// Failures older than this are forgotten; a locked-out key waits until its oldest
+    /// failure is this old (seconds). Default 900.
+    #[serde(default = "default_limit_window")]
+    pub window_seconds: u64,
+}
+
+fn default_per_address() -> u32 {
+    20
+}
+fn default_per_name() -> u32 {
+    5
+}
+fn default_limit_window() -> u64 {
+    15 * 60
+}
+
+impl Default for LoginLimit {
+    fn default() -> Self {
+        LoginLimit {
+            per_address: default_per_address(),
+            per_name: default_per_name(),
+            window_seconds: default_limit_window(),
+        }
+    }
+}
+
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("discovery_url", &self.discovery_url)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "(redacted)"),
+            )
+            .field("client_secret_file", &self.client_secret_file)
+            .field("redirect_url", &self.redirect_url)
+            .field("required_acr", &self.required_acr)
+            .field("scopes", &self.scopes)
+            .field("name_claim", &self.name_claim)
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+impl OidcConfig {
+    fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("issuer", Some(&self.issuer)),
+            ("discovery_url", self.discovery_url.as_ref()),
+            ("redirect_url", Some(&self.redirect_url)),
+        ] {
+            let Some(value) = value else { continue };
+            let url = url::Url::parse(value).map_err(|e| format!("oidc.{key}: {e}"))?;
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+                return Err(format!(
+                    "oidc.{key}: `{value}` is not https (http only on loopback)"
+                ));
+            }
+        }
+        if self.client_secret.is_some() == self.client_secret_file.is_some() {
+            return Err("oidc: one of `client_secret` and `client_secret_file`".into());
+        }
+        for (key, claim) in [
+            ("roles.claim", &self.roles.claim),
+            ("name_claim", &self.name_claim),
+        ] {
+            if claim == "preferred_username" {
+                return Err(format!(
+                    "oidc.{key}: not `preferred_username` (a display name, not an identifier)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The client secret, from the config or its file's first line.
+    pub fn secret(&self) -> anyhow::Result<String> {
+        match (&self.client_secret, &self.client_secret_file) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Ok(text.lines().next().unwrap_or("").trim().to_string())
+            }
+            (None, None) => anyhow::bail!("oidc: no client secret"),
+        }
+    }
 }
 
 /// The break-glass account of the console.
@@ -91,6 +265,8 @@ impl ConsoleConfig {
         ConsoleConfig {
             listen,
             admin: None,
+            oidc: None,
+            login_limit: LoginLimit::default(),
             idle_timeout_seconds: default_idle_timeout(),
             absolute_timeout_seconds: default_absolute_timeout(),
         }
@@ -107,6 +283,15 @@ impl ConsoleConfig {
             argon2::PasswordHash::new(&a.password_hash).map_err(|e| {
                 format!("admin.password_hash is not a PHC hash string ({e}): run `wardgate-controller console hash-password`")
             })?;
+        }
+        if let Some(o) = &self.oidc {
+            o.check()?;
+        }
+        if self.login_limit.per_address == 0
+            || self.login_limit.per_name == 0
+            || self.login_limit.window_seconds == 0
+        {
+            return Err("login_limit: every value must be at least 1".into());
         }
         Ok(())
     }
@@ -501,6 +686,48 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn the_oidc_keys_parse_and_refuse_what_they_must() {
+        let base = "console:\n  listen: 0.0.0.0:9443\n  oidc:\n    issuer: https://auth.esante.gouv.fr/auth/realms/esante-wallet\n    discovery_url: https://auth.esante.gouv.fr/auth/realms/esante-wallet/.well-known/wallet-openid-configuration\n    client_id: wardgate\n    client_secret: s3cret\n    redirect_url: https://console.example/login/oidc/callback\n    required_acr: eidas1\n    scopes: [scope_all]\n";
+        let c = ControllerConfig::parse(&format!(
+            "{base}    roles: {{claim: SubjectNameID, engineer: ['899700000001']}}\n"
+        ))
+        .unwrap()
+        .console
+        .unwrap();
+        let o = c.oidc.unwrap();
+        assert_eq!(o.required_acr.as_deref(), Some("eidas1"));
+        assert_eq!(o.roles.engineer, ["899700000001"]);
+        assert_eq!(o.secret().unwrap(), "s3cret");
+        assert!(
+            !format!("{o:?}").contains("s3cret"),
+            "the secret stays out of Debug"
+        );
+        assert_eq!(c.login_limit, LoginLimit::default());
+        for (text, expect) in [
+            (
+                format!("{base}    roles: {{claim: preferred_username}}\n"),
+                "preferred_username",
+            ),
+            (
+                format!("{base}    roles: {{claim: sub}}\n")
+                    .replace("https://console", "http://console"),
+                "not https",
+            ),
+            (
+                format!("{base}    client_secret_file: /x\n    roles: {{claim: sub}}\n"),
+                "one of",
+            ),
+        ] {
+            let e = format!("{:#}", ControllerConfig::parse(&text).unwrap_err());
+            assert!(e.contains(expect), "{text}: {e}");
+        }
+        // A test provider on loopback may be plain http.
+        let local = format!("{base}    roles: {{claim: sub}}\n")
+            .replace("https://auth.esante.gouv.fr", "http://127.0.0.1:8080");
+        assert!(ControllerConfig::parse(&local).is_ok());
     }
 
     #[test]

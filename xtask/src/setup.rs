@@ -46,6 +46,14 @@ const APT: &[&str] = &[
     "systemd",
     // dpkg-shlibdeps: cargo-deb works out the packages' library dependencies with it.
     "dpkg-dev",
+    // The mock Pro Santé Connect's RSA signing key (controller/tests/console_harness/psc.rs).
+    "openssl",
+    // The console in real headless Chromium (controller/tests/console_browser.rs):
+    // playwright-core and axe-core from npm (controller/tests/browser/package-lock.json) drive
+    // Debian's chromium; Playwright's own browser download is not used.
+    "chromium",
+    "nodejs",
+    "npm",
 ];
 
 const PIP: &[(&str, &str)] = &[

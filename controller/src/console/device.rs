@@ -23,7 +23,7 @@ use crate::{
     auth,
     compile::parse_mode,
     error::Error,
-    store::{AlertQuery, Change, DeviceRow, GatewayRow},
+    store::{AlertQuery, Change, DeviceRow, GatewayRow, PendingChangeRow},
 };
 
 /// Findings shown on a device's page.
@@ -52,13 +52,25 @@ struct DevicePage {
     action: String,
     modes: [&'static str; 4],
     done: Option<u64>,
+    submitted: Option<u64>,
+    approved: Option<u64>,
+    /// `/devices/NAME` for the engineer's loop (`approval.rs`).
+    loop_action: String,
+    pending: Vec<PendingChangeRow>,
 }
 
 #[derive(Deserialize, Default)]
 pub struct Done {
     #[serde(default)]
     audit: Option<u64>,
+    #[serde(default)]
+    submitted: Option<u64>,
+    #[serde(default)]
+    approved: Option<u64>,
 }
+
+/// Submitted changes shown on a device's page.
+const RECENT_CHANGES: u32 = 10;
 
 fn finding(body: &str, acknowledged: bool) -> FindingView {
     match serde_json::from_str::<wardgate_analysis::detect::Finding>(body) {
@@ -80,7 +92,7 @@ fn finding(body: &str, acknowledged: bool) -> FindingView {
     }
 }
 
-fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Option<u64>) -> Response {
+fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Done) -> Response {
     let store = console.ctx.store.as_ref();
     let read = tokio::task::block_in_place(|| -> Result<_, Error> {
         let Some(d) = store.device(name)? else {
@@ -97,9 +109,10 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Option<u
             limit: RECENT_FINDINGS,
             ..Default::default()
         })?;
-        Ok(Some((d, gateway, latest, baseline, alerts)))
+        let pending = store.pending_changes(&d.name, RECENT_CHANGES)?;
+        Ok(Some((d, gateway, latest, baseline, alerts, pending)))
     });
-    let (d, gateway, latest_generation, baseline, alerts) = match read {
+    let (d, gateway, latest_generation, baseline, alerts, pending) = match read {
         Ok(Some(r)) => r,
         Ok(None) => {
             return page::error(
@@ -125,6 +138,10 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Option<u
                 .join(", "),
             mode: d.mode.to_string(),
             action: format!("/devices/{}/mode", page::encode(&d.name)),
+            loop_action: format!("/devices/{}", page::encode(&d.name)),
+            pending,
+            submitted: done.submitted,
+            approved: done.approved,
             d,
             gateway,
             latest_generation,
@@ -135,7 +152,7 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Option<u
                 .collect(),
             can_write,
             modes: ["learn", "monitor", "enforce", "quarantine"],
-            done,
+            done: done.audit,
         },
     )
 }
@@ -150,7 +167,7 @@ pub async fn page(
     if auth::require(s.principal.identity(), auth::READERS).is_err() {
         return page::forbidden(lang, Some(&s));
     }
-    render(&console, lang, &s, &name, done.audit)
+    render(&console, lang, &s, &name, done)
 }
 
 #[derive(Deserialize, Default)]

@@ -1,4 +1,6 @@
-//! The login form (the local break-glass account) and logout.
+//! The login form (the local break-glass account and the identity provider's button) and
+//! logout. Failed logins count against the rate limit (`limit.rs`) by source address and by
+//! name; logins, failures and logouts are audited (`logins.rs`).
 //!
 //! The login form is protected against login CSRF by a double-submit token: `GET /login` sets
 //! a random `__Host-` cookie and puts the same value in the form; a POST whose field and
@@ -19,6 +21,7 @@ use serde::Deserialize;
 use super::{
     Console,
     i18n::Lang,
+    logins::{self, Peer},
     page::{self, Frame},
     session::{self, LoggedIn, LoginSource, Principal},
 };
@@ -43,6 +46,7 @@ struct LoginPage<'a> {
     failed: bool,
     ended: bool,
     no_account: bool,
+    oidc: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -72,7 +76,8 @@ fn login_page(
             csrf: &token,
             failed,
             ended,
-            no_account: console.admin.is_none(),
+            no_account: console.admin.is_none() && console.oidc.is_none(),
+            oidc: console.oidc.is_some(),
         },
     );
     if let Ok(v) = session::set_cookie(LOGIN_COOKIE, Some(&token)).parse() {
@@ -117,6 +122,7 @@ fn local_login(console: &Console, name: &str, password: &str) -> bool {
 pub async fn submit(
     State(console): State<Arc<Console>>,
     lang: Lang,
+    peer: Peer,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -124,12 +130,21 @@ pub async fn submit(
     if expected.is_empty() || expected != f.csrf {
         return page::forbidden(lang, None);
     }
+    // Before the password is checked: a locked-out address or name costs no argon2 run.
+    if let Some(wait) = logins::locked(&console, peer, Some(&f.name)) {
+        return logins::too_many(lang, wait);
+    }
     let ok = tokio::task::block_in_place(|| local_login(&console, &f.name, &f.password));
     if !ok {
-        tracing::warn!(
-            user = f.name.escape_debug().to_string(),
-            "console: failed login"
-        );
+        logins::failed(
+            &console,
+            peer,
+            Some(&f.name),
+            &f.name,
+            "local",
+            "wrong name or password",
+        )
+        .await;
         return login_page(&console, lang, StatusCode::UNAUTHORIZED, true, false);
     }
     let who = Principal {
@@ -137,24 +152,9 @@ pub async fn submit(
         role: Role::Engineer,
         source: LoginSource::Local,
     };
-    let started =
-        tokio::task::block_in_place(|| session::start(console.ctx.store.as_ref(), who.clone()));
-    let (id, _) = match started {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "console: starting a session");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-    };
-    tracing::info!(user = who.name, "console: break-glass login");
-    let mut r = Redirect::to("/").into_response();
-    for c in [
-        session::set_cookie(session::COOKIE, Some(&id)),
-        session::set_cookie(LOGIN_COOKIE, None),
-    ] {
-        if let Ok(v) = c.parse() {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
+    let mut r = logins::logged_in(&console, lang, peer, who, "/").await;
+    if let Ok(v) = session::set_cookie(LOGIN_COOKIE, None).parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
 }
@@ -168,6 +168,7 @@ pub struct CsrfForm {
 pub async fn logout(
     State(console): State<Arc<Console>>,
     lang: Lang,
+    peer: Peer,
     LoggedIn(s): LoggedIn,
     Form(f): Form<CsrfForm>,
 ) -> Response {
@@ -183,6 +184,7 @@ pub async fn logout(
     if let Err(e) = revoked {
         return page::service_error(lang, &s, &e);
     }
+    logins::logged_out(&console, peer, &s);
     let mut r = Redirect::to("/login").into_response();
     if let Ok(v) = session::set_cookie(session::COOKIE, None).parse() {
         r.headers_mut().append(header::SET_COOKIE, v);

@@ -11,16 +11,23 @@
 //! (`i18n.rs`).
 //!
 //! What each file holds: `tls.rs` the listener; `session.rs` who is logged in and their
-//! session (cookie, CSRF, timeouts); `login.rs` the login form and logout; `inventory.rs` the
-//! device list; `device.rs` a device's page and its mode change; `sessions.rs` a user's
+//! session (cookie, CSRF, timeouts); `login.rs` the login form and logout; `oidc.rs` the
+//! identity provider's login; `logins.rs` what every login shares (address, rate limit,
+//! audit, session start); `limit.rs` the login rate limit; `inventory.rs` the
+//! device list; `device.rs` a device's page and its mode change; `approval.rs` the engineer's
+//! loop (propose, diff, simulate, submit, a second engineer's approval); `sessions.rs` a user's
 //! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet.
 
+pub mod approval;
 mod assets;
 mod device;
 mod headers;
 pub mod i18n;
 mod inventory;
+mod limit;
 mod login;
+mod logins;
+mod oidc;
 mod page;
 pub mod session;
 mod sessions;
@@ -46,19 +53,24 @@ pub const PAGE_SIZE: u32 = 50;
 pub struct Console {
     pub ctx: Ctx,
     pub admin: Option<LocalAdmin>,
+    pub oidc: Option<oidc::Oidc>,
+    pub limiter: limit::Limiter,
     pub timeouts: session::Timeouts,
 }
 
 impl Console {
-    pub fn new(ctx: Ctx, cfg: &ConsoleConfig) -> Console {
-        Console {
+    /// Fails if the OIDC client secret file cannot be read or the HTTP client not built.
+    pub fn new(ctx: Ctx, cfg: &ConsoleConfig) -> anyhow::Result<Console> {
+        Ok(Console {
             ctx,
             admin: cfg.admin.clone(),
+            oidc: cfg.oidc.as_ref().map(oidc::Oidc::new).transpose()?,
+            limiter: limit::Limiter::new(cfg.login_limit),
             timeouts: session::Timeouts {
                 idle: Duration::from_secs(cfg.idle_timeout_seconds),
                 absolute: Duration::from_secs(cfg.absolute_timeout_seconds),
             },
-        }
+        })
     }
 }
 
@@ -67,10 +79,17 @@ pub fn router(console: Arc<Console>) -> Router {
     Router::new()
         .route("/", get(inventory::page))
         .route("/login", get(login::form).post(login::submit))
+        .route("/login/oidc", get(oidc::start))
+        .route("/login/oidc/callback", get(oidc::callback))
         .route("/logout", post(login::logout))
         .route("/sessions", get(sessions::page))
         .route("/devices/{name}", get(device::page))
         .route("/devices/{name}/mode", post(device::set_mode))
+        .route("/devices/{name}/propose", post(approval::propose))
+        .route("/devices/{name}/simulate", post(approval::simulate))
+        .route("/devices/{name}/submit", post(approval::submit))
+        .route("/changes/{id}", get(approval::review))
+        .route("/changes/{id}/approve", post(approval::approve))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))
         .fallback(page::not_found)

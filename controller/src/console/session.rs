@@ -1,14 +1,9 @@
 //! Who is logged in, and their session.
 //!
 //! A login of any kind ends in a [`Principal`] (name, role, how they logged in), and
-//! [`start`] turns it into a session. Today the only login is the local break-glass account
-//! (`login.rs`). OIDC plugs in beside it without changing these types: a `console/oidc.rs`
-//! with `GET /login/oidc` (authorization code with PKCE and a nonce, the issuer's discovery URL
-//! from config, Pro Santé Connect's `/.well-known/wallet-openid-configuration` included) and
-//! `GET /login/oidc/callback` (code exchange, ID token and nonce checked, userinfo as JSON or a
-//! signed JWT, the required `acr` checked, the role mapped from the claims in config, never
-//! from `preferred_username`), which builds a `Principal` with [`LoginSource::Oidc`] and
-//! calls [`start`], exactly as `login::submit` does.
+//! [`start`] turns it into a session: the local break-glass account (`login.rs`) and an
+//! OpenID Connect provider (`oidc.rs`, [`LoginSource::Oidc`]) both end in
+//! `logins::logged_in`, which calls [`start`] and audits the login.
 //!
 //! A session is an opaque random id (256 bits) in a `__Host-` cookie (Secure, HttpOnly,
 //! SameSite=Strict, path /); the store keeps only its SHA-256, with the principal, a CSRF
@@ -39,8 +34,8 @@ pub const COOKIE: &str = "__Host-wardgate-session";
 pub enum LoginSource {
     /// The local break-glass account of the console config.
     Local,
-    /// An OpenID Connect provider (not built yet): its issuer, the user's subject there and
-    /// the authentication context it asserted.
+    /// An OpenID Connect provider (`oidc.rs`): its issuer, the user's subject there and the
+    /// authentication context it asserted.
     Oidc {
         issuer: String,
         subject: String,

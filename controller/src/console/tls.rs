@@ -51,13 +51,13 @@ pub async fn serve(
     listener: TcpListener,
 ) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(server_config(tls)?));
-    let app = router(Arc::new(Console::new(ctx, cfg)));
+    let app = router(Arc::new(Console::new(ctx, cfg)?));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    if cfg.admin.is_none() {
-        tracing::warn!("console: no `console.admin` account configured: nobody can log in");
+    if cfg.admin.is_none() && cfg.oidc.is_none() {
+        tracing::warn!("console: neither `console.admin` nor `console.oidc`: nobody can log in");
     }
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: wait rather than spin.
@@ -70,7 +70,10 @@ pub async fn serve(
             continue; // dropped: closed
         };
         let acceptor = acceptor.clone();
-        let app = app.clone();
+        // The client's address for the login rate limit and the audit trail.
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         tokio::spawn(async move {
             let _permit = permit;
             let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await else {

@@ -263,4 +263,19 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE suppressions ADD COLUMN made_ms INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE suppressions ADD COLUMN made_by TEXT NOT NULL DEFAULT '';
     ALTER TABLE suppressions ADD COLUMN reason TEXT NOT NULL DEFAULT '';",
+    // 13: profile changes awaiting a second engineer's approval (`crate::console::approval`).
+    // The CHECK makes an approval by the proposer impossible whatever the code above does.
+    "CREATE TABLE pending_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        yaml TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        proposer TEXT NOT NULL,
+        proposed_ms INTEGER NOT NULL,
+        approver TEXT,
+        decided_ms INTEGER,
+        CHECK (approver IS NULL OR approver <> proposer)
+    );
+    CREATE INDEX pending_changes_device ON pending_changes (device, id);",
 ];

@@ -12,6 +12,7 @@ mod console;
 mod fleet;
 mod learning;
 pub(crate) mod migrations;
+mod pending;
 mod reader;
 mod sqlite;
 mod sqlite_tx;
@@ -235,6 +236,26 @@ pub struct SessionRow {
     pub revoked_ms: Option<i64>,
 }
 
+/// A profile change for a device awaiting a second engineer's approval, as stored
+/// (`crate::console::approval` decides who may approve).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingChangeRow {
+    /// Given by the store (0 in a [`Change::SubmitChange`]).
+    pub id: i64,
+    pub device: String,
+    /// The profile the device moves to, and its YAML.
+    pub profile: String,
+    pub yaml: String,
+    /// The proposer's reason or ticket.
+    pub reason: String,
+    /// The proposer's user name.
+    pub proposer: String,
+    pub proposed_ms: i64,
+    /// Who approved it, and when (`None`: pending).
+    pub approver: Option<String>,
+    pub decided_ms: Option<i64>,
+}
+
 /// One page of the console's inventory: filters (empty = any), run in the query.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InventoryQuery {
@@ -376,8 +397,50 @@ pub enum Change {
     RevokeGateway {
         gateway: String,
     },
+    /// A profile change submitted for a second engineer's approval (stored pending).
+    SubmitChange(PendingChangeRow),
+    /// `approver`'s approval of pending change `id`, proposed by `proposer` (the same write
+    /// then applies it).
+    ApproveChange {
+        id: i64,
+        device: String,
+        proposer: String,
+        approver: String,
+        at_ms: i64,
+    },
+    /// A console login, failed login or logout: an audit entry, nothing else stored.
+    ConsoleLogin {
+        /// The user's name (for a failed login, the name that was tried, or the provider's
+        /// subject).
+        user: String,
+        event: LoginEvent,
+        /// `local` or `oidc:ISSUER`.
+        source: String,
+        /// The client's address as the console saw it.
+        address: String,
+        /// Why a login failed ('' otherwise).
+        why: String,
+    },
 }
 
+/// What a [`Change::ConsoleLogin`] records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginEvent {
+    Login,
+    Failed,
+    Logout,
+}
+
+impl LoginEvent {
+    /// The audit entry's action.
+    pub fn action(self) -> &'static str {
+        match self {
+            LoginEvent::Login => "console_login",
+            LoginEvent::Failed => "console_login_failed",
+            LoginEvent::Logout => "console_logout",
+        }
+    }
+}
 
 /// One suppression as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -390,7 +453,6 @@ pub struct SuppressionRow {
     pub made_ms: i64,
     pub reason: String,
 }
-
 
 /// A certificate the controller issued, as `gateway_certs` keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -647,4 +709,8 @@ pub trait Store: Send + Sync {
     /// Serials (hex) of every certificate issued to a revoked gateway: the issuing CA's
     /// revocation list.
     fn revoked_serials(&self) -> Result<Vec<String>>;
+    /// Pending (or decided) change `id`.
+    fn pending_change(&self, id: i64) -> Result<Option<PendingChangeRow>>;
+    /// `device`'s latest `limit` submitted changes, newest first.
+    fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>>;
 }

@@ -928,6 +928,14 @@ impl Store for SqliteStore {
         super::console::revoke_session(&self.conn(), id_hash, now_ms)
     }
 
+    fn pending_change(&self, id: i64) -> Result<Option<super::PendingChangeRow>> {
+        self.read(|c| super::pending::get(c, id))
+    }
+
+    fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<super::PendingChangeRow>> {
+        self.read(|c| super::pending::of_device(c, device, limit))
+    }
+
     fn sessions_of(&self, user: &str) -> Result<Vec<super::SessionRow>> {
         self.read(|c| super::console::sessions_of(c, user))
     }

@@ -241,6 +241,22 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
         | Change::RenewCertificate { .. }
         | Change::RefuseCertificate { .. }
         | Change::RevokeGateway { .. } => super::fleet::apply(c, change)?,
+        Change::ConsoleLogin { .. } => Applied::Recorded,
+        Change::SubmitChange(p) => {
+            device(&p.device)?;
+            super::pending::insert(c, p)?;
+            Applied::Recorded
+        }
+        Change::ApproveChange {
+            id,
+            proposer,
+            approver,
+            at_ms,
+            ..
+        } => {
+            super::pending::approve(c, *id, proposer, approver, *at_ms)?;
+            Applied::Recorded
+        }
         Change::AcknowledgeAlerts { ids } => {
             for id in ids {
                 // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.

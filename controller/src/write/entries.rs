@@ -190,6 +190,44 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
             gateway.clone(),
             diff(json!({"revoked": false}), json!({"revoked": true})),
         ),
+        Change::SubmitChange(p) => (
+            "submit_change",
+            p.device.clone(),
+            diff(
+                Value::Null,
+                json!({"profile": p.profile, "yaml": p.yaml, "proposer": p.proposer,
+                       "state": "pending"}),
+            ),
+        ),
+        Change::ApproveChange {
+            id,
+            device,
+            proposer,
+            approver,
+            ..
+        } => (
+            "approve_change",
+            device.clone(),
+            diff(
+                json!({"change": id, "state": "pending", "proposer": proposer}),
+                json!({"change": id, "state": "approved", "proposer": proposer,
+                       "approver": approver}),
+            ),
+        ),
+        Change::ConsoleLogin {
+            user,
+            event,
+            source,
+            address,
+            why,
+        } => (
+            event.action(),
+            user.clone(),
+            diff(
+                Value::Null,
+                json!({"source": source, "address": address, "why": why}),
+            ),
+        ),
         Change::AcknowledgeAlerts { ids } => (
             "acknowledge_alerts",
             ids.join(","),

@@ -1,0 +1,446 @@
+//! The engineer's loop on a device, with four eyes: propose a profile from the device's
+//! baseline (the `ProposeProfile` service), see it as a rule diff against the device's current
+//! policy (a dry run of the write, `write::preview`, in words by `crate::preview`), simulate
+//! it over the recorded flows (the `Simulate` service), submit it for approval with a reason
+//! (stored pending, `Change::SubmitChange`, audited), and have a second engineer approve it:
+//! reviewing it (`GET /changes/ID`: the diff and the simulation again, as they are now), one
+//! write holds the approval (proposer and approver in its audit entry) and the change
+//! itself (the profile, then the device moved to it), under the approver's name.
+//!
+//! The approver must not be the proposer (refused here, and by the table's CHECK), and must
+//! have logged in less than [`FRESH_LOGIN`] ago: an approval is a second person's decision
+//! made now, not a session left open.
+
+use std::{sync::Arc, time::Duration};
+
+use askama::Template;
+use axum::{
+    Form,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+};
+use serde::Deserialize;
+use wardgate_proto::v1 as pb;
+
+use super::{
+    Console,
+    i18n::Lang,
+    page::{self, Frame},
+    session::{LoggedIn, Session},
+};
+use crate::{
+    auth::{self, Identity},
+    compile,
+    error::Error,
+    preview::DeviceChange,
+    service::learning,
+    store::{Change, PendingChangeRow},
+};
+
+/// An approval needs a login at most this old.
+pub const FRESH_LOGIN: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Template)]
+#[template(path = "console/proposal.html")]
+struct ProposalPage {
+    f: Frame,
+    device: String,
+    /// `/devices/NAME`, percent-encoded.
+    base: String,
+    profile: String,
+    yaml: String,
+    /// Notes of the proposal (what it left out, rules wider than seen).
+    notes: Vec<String>,
+    changes: Vec<DeviceChange>,
+    /// Flows replayed and the blocked ones in words, after a simulation.
+    simulation: Option<(u64, Vec<String>)>,
+    reason: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct LoopForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    yaml: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The CSRF token, then the writer role: the one gate of every POST here.
+fn writer(lang: Lang, s: &Session, csrf: &str) -> Result<Identity, Box<Response>> {
+    if !s.csrf_ok(csrf) {
+        tracing::warn!(
+            user = s.principal.name,
+            "console: POST without its CSRF token"
+        );
+        return Err(Box::new(page::forbidden(lang, Some(s))));
+    }
+    auth::require(s.principal.identity(), auth::WRITERS).map_err(|e| {
+        tracing::warn!(user = s.principal.name, error = %e, "console: refused write");
+        Box::new(page::forbidden(lang, Some(s)))
+    })
+}
+
+/// The profile's name in `yaml` (it must parse).
+fn profile_name(yaml: &str) -> Result<String, Error> {
+    wardgate_policy::parse_profile("candidate", yaml)
+        .map(|p| p.name.value)
+        .map_err(|e| Error::Invalid(format!("candidate profile: {e}")))
+}
+
+/// The change that moves `device` to the profile of `yaml`.
+fn changes(device: &str, profile: &str, yaml: &str) -> Vec<Change> {
+    vec![
+        Change::UpsertProfile {
+            name: profile.to_string(),
+            yaml: yaml.to_string(),
+        },
+        Change::AssignProfile {
+            device: device.to_string(),
+            profile: profile.to_string(),
+        },
+    ]
+}
+
+/// What moving `device` to `yaml` would change, in words (a dry run: nothing stored).
+fn diff(
+    console: &Console,
+    device: &str,
+    profile: &str,
+    yaml: &str,
+) -> Result<Vec<DeviceChange>, Error> {
+    let p = crate::write::preview(
+        console.ctx.store.as_ref(),
+        &changes(device, profile, yaml),
+        &compile::affected,
+    )?;
+    Ok(p.gateways
+        .values()
+        .flat_map(|(before, after)| {
+            crate::preview::device_changes(before.as_ref(), after, &p.groups)
+        })
+        .filter(|c| c.device == device)
+        .collect())
+}
+
+fn blocked(b: &pb::BlockedFlow) -> String {
+    let peer = if b.peer_group.is_empty() {
+        b.peer.clone()
+    } else {
+        format!("{} ({})", b.peer_group, b.peer)
+    };
+    let proto = match b.proto {
+        1 => "icmp".to_string(),
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        58 => "icmpv6".to_string(),
+        n => format!("protocol {n}"),
+    };
+    format!(
+        "{} {proto} {peer} port {}: {} flows",
+        b.direction, b.port, b.flows
+    )
+}
+
+/// A candidate profile as the proposal page shows it.
+struct Candidate {
+    yaml: String,
+    /// The proposal's notes (none after the first page).
+    notes: Vec<String>,
+    /// Run the simulation too.
+    simulate: bool,
+    /// The reason typed so far.
+    reason: String,
+}
+
+fn proposal_page(
+    console: &Console,
+    lang: Lang,
+    s: &Session,
+    device: &str,
+    Candidate {
+        yaml,
+        notes,
+        simulate,
+        reason,
+    }: Candidate,
+) -> Response {
+    let read = tokio::task::block_in_place(|| -> Result<_, Error> {
+        let profile = profile_name(&yaml)?;
+        let changes = diff(console, device, &profile, &yaml)?;
+        let simulation = if simulate {
+            let out = learning::simulate(
+                &console.ctx,
+                &pb::SimulateRequest {
+                    device: device.to_string(),
+                    yaml: yaml.clone(),
+                    since_s: 0,
+                },
+            )?;
+            Some((out.flows, out.blocked.iter().map(blocked).collect()))
+        } else {
+            None
+        };
+        Ok((profile, changes, simulation))
+    });
+    match read {
+        Ok((profile, changes, simulation)) => page::render(
+            StatusCode::OK,
+            &ProposalPage {
+                f: Frame::new(lang, Some(s)),
+                base: format!("/devices/{}", page::encode(device)),
+                device: device.to_string(),
+                profile,
+                yaml,
+                notes,
+                changes,
+                simulation,
+                reason,
+            },
+        ),
+        Err(e) => page::service_error(lang, s, &e),
+    }
+}
+
+/// `POST /devices/NAME/propose`: a profile from the baseline, and its diff.
+pub async fn propose(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(name): Path<String>,
+    Form(form): Form<LoopForm>,
+) -> Response {
+    if let Err(r) = writer(lang, &s, &form.csrf) {
+        return *r;
+    }
+    let proposed =
+        tokio::task::block_in_place(|| learning::propose(&console.ctx, &name, Default::default()));
+    match proposed {
+        Ok(p) => {
+            let mut notes: Vec<String> = p.left_out.iter().map(|l| l.summary.clone()).collect();
+            notes.extend(p.widened.iter().cloned());
+            let candidate = Candidate {
+                yaml: p.yaml,
+                notes,
+                simulate: false,
+                reason: String::new(),
+            };
+            proposal_page(&console, lang, &s, &name, candidate)
+        }
+        Err(e) => page::service_error(lang, &s, &e),
+    }
+}
+
+/// `POST /devices/NAME/simulate`: the candidate's diff and what it would block.
+pub async fn simulate(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(name): Path<String>,
+    Form(form): Form<LoopForm>,
+) -> Response {
+    if let Err(r) = writer(lang, &s, &form.csrf) {
+        return *r;
+    }
+    let candidate = Candidate {
+        yaml: form.yaml,
+        notes: Vec::new(),
+        simulate: true,
+        reason: form.reason,
+    };
+    proposal_page(&console, lang, &s, &name, candidate)
+}
+
+/// `POST /devices/NAME/submit`: stored pending, with its reason, for another engineer.
+pub async fn submit(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(name): Path<String>,
+    Form(form): Form<LoopForm>,
+) -> Response {
+    let who = match writer(lang, &s, &form.csrf) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    let written = tokio::task::block_in_place(|| -> Result<_, Error> {
+        let profile = profile_name(&form.yaml)?;
+        // Refused now, not at approval: the candidate must compile for the device's gateway.
+        diff(&console, &name, &profile, &form.yaml)?;
+        console.ctx.write(
+            &who.actor(),
+            &form.reason,
+            Change::SubmitChange(PendingChangeRow {
+                id: 0,
+                device: name.clone(),
+                profile,
+                yaml: form.yaml.clone(),
+                reason: form.reason.trim().to_string(),
+                proposer: s.principal.name.clone(),
+                proposed_ms: crate::audit::now_ms(),
+                approver: None,
+                decided_ms: None,
+            }),
+        )
+    });
+    match written {
+        Ok(w) => Redirect::to(&format!(
+            "/devices/{}?submitted={}",
+            page::encode(&name),
+            w.audit_seq
+        ))
+        .into_response(),
+        Err(e) => page::service_error(lang, &s, &e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/change.html")]
+struct ChangePage {
+    f: Frame,
+    p: PendingChangeRow,
+    device_url: String,
+    proposed: String,
+    changes: Vec<DeviceChange>,
+    flows: u64,
+    blocked: Vec<String>,
+    can_write: bool,
+    /// The viewer proposed it.
+    own: bool,
+    /// The viewer's login is older than [`FRESH_LOGIN`].
+    stale: bool,
+}
+
+/// Whether `s` logged in less than [`FRESH_LOGIN`] ago.
+fn fresh(s: &Session) -> bool {
+    let age = crate::audit::now_ms().saturating_sub(s.created_ms);
+    u128::try_from(age).unwrap_or(u128::MAX) <= FRESH_LOGIN.as_millis()
+}
+
+/// `GET /changes/ID`: what approving would do (the rule diff and the simulation, computed
+/// now), and the approve button for whoever may press it.
+pub async fn review(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(id): Path<i64>,
+) -> Response {
+    if auth::require(s.principal.identity(), auth::READERS).is_err() {
+        return page::forbidden(lang, Some(&s));
+    }
+    let read = tokio::task::block_in_place(|| -> Result<_, Error> {
+        let Some(p) = console.ctx.store.pending_change(id)? else {
+            return Ok(None);
+        };
+        if p.approver.is_some() {
+            return Ok(Some((p, Vec::new(), 0, Vec::new())));
+        }
+        let changes = diff(&console, &p.device, &p.profile, &p.yaml)?;
+        let sim = learning::simulate(
+            &console.ctx,
+            &pb::SimulateRequest {
+                device: p.device.clone(),
+                yaml: p.yaml.clone(),
+                since_s: 0,
+            },
+        )?;
+        let blocked = sim.blocked.iter().map(blocked).collect();
+        Ok(Some((p, changes, sim.flows, blocked)))
+    });
+    let (p, changes, flows, blocked) = match read {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            let m = lang.messages();
+            return page::error(
+                lang,
+                Some(&s),
+                StatusCode::NOT_FOUND,
+                m.not_found,
+                &id.to_string(),
+            );
+        }
+        Err(e) => return page::service_error(lang, &s, &e),
+    };
+    page::render(
+        StatusCode::OK,
+        &ChangePage {
+            f: Frame::new(lang, Some(&s)),
+            device_url: format!("/devices/{}", page::encode(&p.device)),
+            proposed: page::time_ms(p.proposed_ms),
+            own: p.proposer == s.principal.name,
+            stale: !fresh(&s),
+            can_write: auth::require(s.principal.identity(), auth::WRITERS).is_ok(),
+            p,
+            changes,
+            flows,
+            blocked,
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct ApproveForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /changes/ID/approve`: a second engineer, freshly logged in, applies it.
+pub async fn approve(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(id): Path<i64>,
+    Form(form): Form<ApproveForm>,
+) -> Response {
+    let who = match writer(lang, &s, &form.csrf) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    let m = lang.messages();
+    let found = tokio::task::block_in_place(|| console.ctx.store.pending_change(id));
+    let p = match found {
+        Ok(Some(p)) if p.approver.is_none() => p,
+        Ok(_) => {
+            return page::error(
+                lang,
+                Some(&s),
+                StatusCode::NOT_FOUND,
+                m.not_found,
+                &id.to_string(),
+            );
+        }
+        Err(e) => return page::service_error(lang, &s, &e),
+    };
+    if p.proposer == s.principal.name {
+        tracing::warn!(
+            user = s.principal.name,
+            id,
+            "console: approving one's own change"
+        );
+        return page::error(lang, Some(&s), StatusCode::FORBIDDEN, m.own_change, "");
+    }
+    if !fresh(&s) {
+        return page::error(lang, Some(&s), StatusCode::FORBIDDEN, m.relogin_needed, "");
+    }
+    let mut all = vec![Change::ApproveChange {
+        id,
+        device: p.device.clone(),
+        proposer: p.proposer.clone(),
+        approver: s.principal.name.clone(),
+        at_ms: crate::audit::now_ms(),
+    }];
+    all.extend(changes(&p.device, &p.profile, &p.yaml));
+    let reason = format!("change {id} by {}, approved: {}", p.proposer, p.reason);
+    let written = tokio::task::block_in_place(|| console.ctx.write_all(&who.actor(), &reason, all));
+    match written {
+        Ok(w) => Redirect::to(&format!(
+            "/devices/{}?approved={}",
+            page::encode(&p.device),
+            w.audit_seq
+        ))
+        .into_response(),
+        Err(e) => page::service_error(lang, &s, &e),
+    }
+}
