@@ -2,7 +2,8 @@
 //! Debian's `/usr/bin/chromium`, axe-core on every page) against this process's console and
 //! mock Pro Santé Connect. Engineer 1 proposes, simulates and submits; engineer 2 reviews and approves; a
 //! viewer sees no write button and a forged POST is 403; a screenshot of each page goes to
-//! `docs/images/console-*.png`. Needs node, npm and chromium (`cargo xtask setup` installs
+//! `docs/images/console-*.png` when `WARDGATE_SCREENSHOTS` is set (a temporary directory
+//! otherwise). Needs node, npm and chromium (`cargo xtask setup` installs
 //! them): without them the test fails, it never skips.
 
 mod console_harness;
@@ -57,7 +58,14 @@ async fn the_engineers_loop_in_headless_chromium_with_no_serious_axe_violation()
     })
     .await;
     report_flows(&c, DEVICE);
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images");
+    // The committed screenshots change only on request (`WARDGATE_SCREENSHOTS=1`): a test run
+    // leaves the tree clean, its pictures in a temporary directory.
+    let shot_dir = tempfile::tempdir().unwrap();
+    let shots = if std::env::var_os("WARDGATE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images")
+    } else {
+        shot_dir.path().to_path_buf()
+    };
 
     let mut node = Command::new("node");
     node.arg("console.mjs")
