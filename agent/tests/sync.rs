@@ -87,6 +87,7 @@ async fn set_mode(lab: &LabController, device: &str, mode: &str) -> u32 {
             mode: mode.into(),
             reason: "test".into(),
             dry_run: false,
+            for_minutes: 0,
         })
         .await
         .unwrap()

@@ -204,6 +204,11 @@ pub fn affected(
             Change::AcknowledgeAlerts { .. }
             | Change::SuppressAlerts { .. }
             | Change::UnsuppressAlerts { .. }
+            | Change::RequestQuarantine { .. }
+            | Change::ApproveQuarantine { .. }
+            | Change::QuarantineTimer { .. }
+            | Change::ClearQuarantineTimer { .. }
+            | Change::Refused { .. }
             | Change::SetBaseline { .. }
             | Change::IssueEnrollmentToken { .. }
             | Change::Enroll { .. }

@@ -47,6 +47,13 @@ impl TlsFiles {
 /// `wardgate-controller` (defaults for a small site).
 #[derive(Clone, Debug, clap::Args)]
 pub struct Settings {
+    /// Emergency quarantine by the SOC role: `request` (an engineer approves each one) or
+    /// `direct` (at once, for at most --soc-quarantine-max, audited, the sinks told).
+    #[arg(long, value_enum, default_value_t = SocQuarantineMode::Request)]
+    pub soc_quarantine: SocQuarantineMode,
+    /// How long a SOC quarantine lasts at most (then the device goes back to its mode before).
+    #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
+    pub soc_quarantine_max: Duration,
     /// A TLS handshake not finished within this time is cut (a client that opens TCP and
     /// never speaks).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -108,6 +115,8 @@ impl Default for Settings {
             gateway_cert_lifetime: crate::issuing::DEFAULT_LIFETIME,
             enroll_burst: 5,
             enroll_per_minute: 6,
+            soc_quarantine: SocQuarantineMode::Request,
+            soc_quarantine_max: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -200,7 +209,21 @@ pub fn context(store: Arc<dyn Store>, metrics: Arc<ControllerMetrics>, settings:
             rows_per_device_day: settings.flow_rows_per_device_day,
         },
         fleet: Arc::default(),
+        soc_quarantine: crate::service::quarantine::SocQuarantine {
+            direct: settings.soc_quarantine == SocQuarantineMode::Direct,
+            max: settings.soc_quarantine_max,
+        },
     }
+}
+
+/// What the SOC may do about quarantine (`--soc-quarantine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocQuarantineMode {
+    /// The SOC files a request; an engineer approves it.
+    #[default]
+    Request,
+    /// The SOC quarantines at once (time-limited, audited, the sinks told).
+    Direct,
 }
 
 /// Serves until `shutdown` resolves; the services count into `metrics`.
@@ -286,6 +309,11 @@ pub async fn serve_enrolling(
         }
         None => None,
     };
+    // SOC quarantines end on time while the controller serves.
+    let timers = tokio::spawn(crate::service::quarantine::expire_loop(
+        ctx.clone(),
+        std::time::Duration::from_secs(5),
+    ));
     let served = Server::builder()
         .add_service(
             AgentServiceServer::new(Agent(ctx.clone()))
@@ -302,6 +330,7 @@ pub async fn serve_enrolling(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("serving gRPC");
+    timers.abort();
     let _ = stop_enroll.send(());
     if let Some(t) = enroll_task {
         t.await

@@ -186,6 +186,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         mode: "enforce".into(),
         reason: "CHG-9".into(),
         dry_run: false,
+        for_minutes: 0,
     })
     .await
     .unwrap();
@@ -194,6 +195,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         mode: "enforce".into(),
         reason: "CHG-9".into(),
         dry_run: false,
+        for_minutes: 0,
     })
     .await
     .unwrap();
@@ -318,6 +320,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
             mode: "learn".into(),
             reason: "x".into(),
             dry_run: false,
+            for_minutes: 0,
         })
         .await
         .unwrap_err();
@@ -372,6 +375,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
             mode: "block".into(),
             reason: "x".into(),
             dry_run: false,
+            for_minutes: 0,
         })
         .await
         .unwrap_err();
@@ -422,6 +426,7 @@ async fn the_audit_chain_detects_edits_and_deletions() {
         mode: "monitor".into(),
         reason: "INC-42 false positives".into(),
         dry_run: false,
+        for_minutes: 0,
     })
     .await
     .unwrap();

@@ -39,6 +39,7 @@ async fn lab() -> Lab {
         mode: "monitor".into(),
         reason: "INC-42 false positives".into(),
         dry_run: false,
+        for_minutes: 0,
     })
     .await
     .unwrap();

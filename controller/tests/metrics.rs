@@ -92,6 +92,7 @@ async fn gateways_generations_alerts_and_writes_move_after_real_calls() {
             mode: "enforce".into(),
             reason: "CHG-9".into(),
             dry_run: false,
+            for_minutes: 0,
         })
         .await
         .unwrap()

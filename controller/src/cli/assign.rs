@@ -70,9 +70,12 @@ pub fn print_write(w: &pb::WriteResponse, out: OutputFormat) -> anyhow::Result<(
     }
     match out {
         OutputFormat::Json => output::json(
-            &serde_json::json!({"audit_seq": w.audit_seq, "generations": w.generations}),
+            &serde_json::json!({"audit_seq": w.audit_seq, "generations": w.generations, "note": w.note}),
         ),
         OutputFormat::Human => {
+            if !w.note.is_empty() {
+                println!("{}", w.note);
+            }
             println!("recorded as audit entry {}", w.audit_seq);
             for (g, n) in &w.generations {
                 println!("gateway {g}: new policy generation {n}");
@@ -103,11 +106,13 @@ pub async fn assign(
     print_write(&w, out)
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn mode(
     device: String,
     mode: String,
     reason: String,
     dry_run: bool,
+    for_minutes: u32,
     remote: &Remote,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
@@ -118,6 +123,7 @@ pub async fn mode(
             mode,
             reason,
             dry_run,
+            for_minutes,
         })
         .await?
         .into_inner();

@@ -15,6 +15,7 @@ pub mod profile;
 pub mod profiles;
 pub mod propose;
 pub mod push;
+pub mod quarantine;
 pub mod remote;
 pub mod revoke;
 pub mod simulate;

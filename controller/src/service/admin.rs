@@ -189,7 +189,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::UpsertDeviceRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self.0.require_write(&req, WRITE, "upsert_device", "")?;
         let r = req.into_inner();
         let d = r
             .device
@@ -209,7 +209,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::AssignProfileRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self.0.require_write(&req, WRITE, "assign_profile", "")?;
         let r = req.into_inner();
         self.need_device(&r.device)?;
         self.need_profile(&r.profile)?;
@@ -228,26 +228,82 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::SetModeRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let id = auth::identity(&req)?;
+        if matches!(
+            id,
+            auth::Identity::User {
+                role: Role::Soc,
+                ..
+            }
+        ) {
+            let w = tokio::task::block_in_place(|| {
+                super::quarantine::soc_set_mode(&self.0, &id, req.into_inner())
+            })?;
+            return Ok(Response::new(w));
+        }
+        let who = self
+            .0
+            .require_write(&req, WRITE, "set_mode", &req.get_ref().device)?;
         let r = req.into_inner();
         let mode = parse_mode(&r.mode)?;
         self.need_device(&r.device)?;
+        let mut changes = vec![Change::SetMode {
+            device: r.device.clone(),
+            mode,
+        }];
+        // An engineer's decision ends a running SOC quarantine's timer.
+        if !r.dry_run {
+            changes.extend(super::quarantine::timer_change(&self.0, &r.device)?);
+        }
         Ok(Response::new(self.0.write_or_preview(
             &who.actor(),
             &r.reason,
-            vec![Change::SetMode {
-                device: r.device,
-                mode,
-            }],
+            changes,
             r.dry_run,
         )?))
+    }
+
+    async fn list_quarantine_requests(
+        &self,
+        req: Request<pb::ListQuarantineRequestsRequest>,
+    ) -> Result<Response<pb::ListQuarantineRequestsResponse>, Status> {
+        auth::require_role(&req, &[Role::Engineer, Role::Soc, Role::Viewer])?;
+        let rows = tokio::task::block_in_place(|| self.0.store.pending_quarantines())?;
+        Ok(Response::new(pb::ListQuarantineRequestsResponse {
+            requests: rows
+                .into_iter()
+                .map(|q| pb::QuarantineRequest {
+                    id: q.id,
+                    device: q.device,
+                    reason: q.reason,
+                    requested_by: q.requested_by,
+                    requested_unix_ms: q.requested_ms,
+                    for_minutes: q.minutes,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn approve_quarantine(
+        &self,
+        req: Request<pb::ApproveQuarantineRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let target = format!("quarantine request {}", req.get_ref().id);
+        let who = self
+            .0
+            .require_write(&req, WRITE, "approve_quarantine", &target)?;
+        let r = req.into_inner();
+        let w = tokio::task::block_in_place(|| {
+            super::quarantine::approve(&self.0, &who, r.id, &r.reason)
+        })?;
+        Ok(Response::new(w))
     }
 
     async fn set_location(
         &self,
         req: Request<pb::SetLocationRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self.0.require_write(&req, WRITE, "set_location", "")?;
         let r = req.into_inner();
         self.need_device(&r.device)?;
         Ok(Response::new(self.0.write(
@@ -339,7 +395,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::UpsertProfileRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self.0.require_write(&req, WRITE, "upsert_profile", "")?;
         let r = req.into_inner();
         let change = profile_change("request", r.yaml)?;
         Ok(Response::new(self.0.write_or_preview(
@@ -370,7 +426,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::UpsertGroupRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self.0.require_write(&req, WRITE, "upsert_group", "")?;
         let r = req.into_inner();
         let g = r
             .group
@@ -412,7 +468,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::UpsertGatewayRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self.0.require_write(&req, WRITE, "upsert_gateway", "")?;
         let r = req.into_inner();
         let g = r
             .gateway
@@ -429,7 +485,9 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::CreateEnrollmentTokenRequest>,
     ) -> Result<Response<pb::CreateEnrollmentTokenResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self
+            .0
+            .require_write(&req, WRITE, "create_enrollment_token", "")?;
         let r = req.into_inner();
         let valid_for =
             (r.valid_for_seconds > 0).then(|| std::time::Duration::from_secs(r.valid_for_seconds));
@@ -449,7 +507,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::RevokeGatewayRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self.0.require_write(&req, WRITE, "revoke_gateway", "")?;
         let r = req.into_inner();
         Ok(Response::new(self.0.fleet.revoke(
             &self.0,
@@ -463,7 +521,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::ApplySiteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self.0.require_write(&req, WRITE, "apply_site", "")?;
         let r = req.into_inner();
         // Every object is checked before anything is written; what needs the others (a
         // device's profile and gateway, uniqueness) is checked in the one transaction.
@@ -531,7 +589,9 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::SetBaselineStateRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, WRITE)?;
+        let who = self
+            .0
+            .require_write(&req, WRITE, "set_baseline_state", "")?;
         let r = req.into_inner();
         let change = learning::baseline_change(&self.0, &r)?;
         Ok(Response::new(self.0.write(

@@ -106,7 +106,7 @@ impl AlertService for Alerts {
         &self,
         req: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, ACK)?;
+        let who = self.0.require_write(&req, ACK, "acknowledge", "")?;
         let r = req.into_inner();
         if r.ids.is_empty() {
             return Err(Status::invalid_argument("no alert ids to acknowledge"));
@@ -122,7 +122,7 @@ impl AlertService for Alerts {
         &self,
         req: Request<pb::SuppressRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, ACK)?;
+        let who = self.0.require_write(&req, ACK, "suppress", "")?;
         let r = req.into_inner();
         let (device, detector, peer) = suppression(&r)?;
         Ok(Response::new(self.0.write(
@@ -164,7 +164,7 @@ impl AlertService for Alerts {
         &self,
         req: Request<pb::SuppressRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let who = auth::require_role(&req, ACK)?;
+        let who = self.0.require_write(&req, ACK, "unsuppress", "")?;
         let r = req.into_inner();
         let (device, detector, peer) = suppression(&r)?;
         Ok(Response::new(self.0.write(

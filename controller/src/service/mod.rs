@@ -6,6 +6,7 @@ pub mod alert_admission;
 pub mod alerts;
 pub mod enroll;
 pub mod learning;
+pub mod quarantine;
 
 use std::sync::Arc;
 
@@ -30,9 +31,43 @@ pub struct Ctx {
     pub flow_limits: FlowLimits,
     /// Enrollment, renewal and revocation of gateway certificates.
     pub fleet: Arc<crate::fleet::Fleet>,
+    /// What the SOC may do about quarantine (`quarantine.rs`).
+    pub soc_quarantine: quarantine::SocQuarantine,
 }
 
 impl Ctx {
+    /// The caller must have one of `roles` to write; a refusal is audited (who tried what on
+    /// which target) as well as answered.
+    pub fn require_write<T>(
+        &self,
+        req: &tonic::Request<T>,
+        roles: &[crate::auth::Role],
+        action: &str,
+        target: &str,
+    ) -> Result<crate::auth::Identity> {
+        let id = crate::auth::identity(req)?;
+        match crate::auth::require(id.clone(), roles) {
+            Err(Error::Denied(why)) => {
+                self.audit_refusal(&id.actor(), action, target, &why);
+                Err(Error::Denied(why))
+            }
+            r => r,
+        }
+    }
+
+    /// Records a refused write in the audit trail and the log (a failure to record is logged).
+    pub fn audit_refusal(&self, actor: &str, action: &str, target: &str, why: &str) {
+        tracing::warn!(actor, action, target, why, "write refused");
+        let refused = Change::Refused {
+            action: action.to_string(),
+            target: target.to_string(),
+            why: why.to_string(),
+        };
+        if let Err(e) = self.write(actor, "refused", refused) {
+            tracing::error!(error = %e, actor, action, "recording a refused write");
+        }
+    }
+
     /// One audited write of one change (see [`Ctx::write_all`]).
     pub fn write(&self, actor: &str, reason: &str, change: Change) -> Result<WriteResponse> {
         self.write_all(actor, reason, vec![change])

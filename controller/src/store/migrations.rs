@@ -278,4 +278,24 @@ pub const MIGRATIONS: &[&str] = &[
         CHECK (approver IS NULL OR approver <> proposer)
     );
     CREATE INDEX pending_changes_device ON pending_changes (device, id);",
+    // 14: the SOC's emergency quarantine: requests an engineer approves (where the SOC may
+    // not quarantine at once), and the time each SOC quarantine ends with the mode to go back
+    // to (one per device).
+    "CREATE TABLE quarantine_requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_ms INTEGER NOT NULL,
+        minutes INTEGER NOT NULL,
+        approver TEXT,
+        decided_ms INTEGER,
+        CHECK (approver IS NULL OR approver <> requested_by)
+    );
+    CREATE TABLE quarantine_timers (
+        device TEXT PRIMARY KEY,
+        until_ms INTEGER NOT NULL,
+        restore_mode TEXT NOT NULL,
+        set_by TEXT NOT NULL
+    );",
 ];

@@ -13,6 +13,7 @@ mod fleet;
 mod learning;
 pub(crate) mod migrations;
 mod pending;
+mod quarantine;
 mod reader;
 mod sqlite;
 mod sqlite_tx;
@@ -421,6 +422,40 @@ pub enum Change {
         /// Why a login failed ('' otherwise).
         why: String,
     },
+    /// The SOC asks for `device` to be quarantined for `minutes` (an engineer approves).
+    RequestQuarantine {
+        device: String,
+        reason: String,
+        by: String,
+        at_ms: i64,
+        minutes: u32,
+    },
+    /// `approver` approved quarantine request `id` (refused if it is not pending or is their
+    /// own); the same write quarantines the device.
+    ApproveQuarantine {
+        id: i64,
+        device: String,
+        approver: String,
+        at_ms: i64,
+    },
+    /// A SOC quarantine of `device` ends at `until_ms`, back to `restore_mode` (replaces one
+    /// set before).
+    QuarantineTimer {
+        device: String,
+        until_ms: i64,
+        restore_mode: Mode,
+        set_by: String,
+    },
+    /// The timer of `device` is done (expired, or the device's mode was set since).
+    ClearQuarantineTimer {
+        device: String,
+    },
+    /// A write refused for want of a role: an audit entry, nothing else stored.
+    Refused {
+        action: String,
+        target: String,
+        why: String,
+    },
 }
 
 /// What a [`Change::ConsoleLogin`] records.
@@ -440,6 +475,27 @@ impl LoginEvent {
             LoginEvent::Logout => "console_logout",
         }
     }
+}
+
+/// A SOC quarantine request as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantineRequestRow {
+    pub id: i64,
+    pub device: String,
+    pub reason: String,
+    pub requested_by: String,
+    pub requested_ms: i64,
+    pub minutes: u32,
+    pub approver: Option<String>,
+}
+
+/// When a SOC quarantine ends, and the mode the device goes back to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantineTimerRow {
+    pub device: String,
+    pub until_ms: i64,
+    pub restore_mode: Mode,
+    pub set_by: String,
 }
 
 /// One suppression as stored.
@@ -652,6 +708,12 @@ pub trait Store: Send + Sync {
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>>;
     /// Every suppression, by device, detector and peer.
     fn suppressions(&self) -> Result<Vec<SuppressionRow>>;
+    /// Quarantine request `id`, pending or decided.
+    fn quarantine_request(&self, id: i64) -> Result<Option<QuarantineRequestRow>>;
+    /// The quarantine requests still waiting for an engineer, oldest first.
+    fn pending_quarantines(&self) -> Result<Vec<QuarantineRequestRow>>;
+    /// SOC quarantine timers that end at or before `now_ms`.
+    fn due_quarantine_timers(&self, now_ms: i64) -> Result<Vec<QuarantineTimerRow>>;
     fn audit(&self) -> Result<Vec<AuditEntry>>;
     /// The chain head: the last entry's sequence and hash (0 and the genesis hash when empty).
     fn audit_chain_head(&self) -> Result<(u64, String)> {

@@ -928,6 +928,18 @@ impl Store for SqliteStore {
         super::console::revoke_session(&self.conn(), id_hash, now_ms)
     }
 
+    fn quarantine_request(&self, id: i64) -> Result<Option<super::QuarantineRequestRow>> {
+        self.read(|c| super::quarantine::get(c, id))
+    }
+
+    fn pending_quarantines(&self) -> Result<Vec<super::QuarantineRequestRow>> {
+        self.read(super::quarantine::pending)
+    }
+
+    fn due_quarantine_timers(&self, now_ms: i64) -> Result<Vec<super::QuarantineTimerRow>> {
+        self.read(|c| super::quarantine::due(c, now_ms))
+    }
+
     fn pending_change(&self, id: i64) -> Result<Option<super::PendingChangeRow>> {
         self.read(|c| super::pending::get(c, id))
     }

@@ -218,6 +218,40 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
             )?;
             Applied::Recorded
         }
+        Change::RequestQuarantine {
+            device: name,
+            reason,
+            by,
+            at_ms,
+            minutes,
+        } => {
+            device(name)?;
+            super::quarantine::insert_request(c, name, reason, by, *at_ms, *minutes)?;
+            Applied::Recorded
+        }
+        Change::ApproveQuarantine {
+            id,
+            device,
+            approver,
+            at_ms,
+        } => {
+            super::quarantine::approve(c, *id, device, approver, *at_ms)?;
+            Applied::Recorded
+        }
+        Change::QuarantineTimer {
+            device,
+            until_ms,
+            restore_mode,
+            set_by,
+        } => {
+            super::quarantine::set_timer(c, device, *until_ms, restore_mode.as_str(), set_by)?;
+            Applied::Recorded
+        }
+        Change::ClearQuarantineTimer { device } => {
+            super::quarantine::clear_timer(c, device)?;
+            Applied::Recorded
+        }
+        Change::Refused { .. } => Applied::Recorded,
         Change::UnsuppressAlerts {
             device,
             detector,

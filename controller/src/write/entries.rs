@@ -134,6 +134,59 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
             device.clone(),
             diff(Value::Null, json!({"detector": detector, "peer": peer})),
         ),
+        Change::RequestQuarantine {
+            device,
+            by,
+            minutes,
+            ..
+        } => (
+            "quarantine_requested",
+            device.clone(),
+            diff(
+                Value::Null,
+                json!({"requested_by": by, "for_minutes": minutes, "state": "pending"}),
+            ),
+        ),
+        Change::ApproveQuarantine {
+            id,
+            device,
+            approver,
+            ..
+        } => (
+            "quarantine_approved",
+            device.clone(),
+            diff(
+                json!({"request": id, "state": "pending"}),
+                json!({"request": id, "state": "approved", "approver": approver}),
+            ),
+        ),
+        Change::QuarantineTimer {
+            device,
+            until_ms,
+            restore_mode,
+            set_by,
+        } => (
+            "quarantine_timer_set",
+            device.clone(),
+            diff(
+                Value::Null,
+                json!({"until_ms": until_ms, "then": restore_mode.as_str(), "set_by": set_by}),
+            ),
+        ),
+        Change::ClearQuarantineTimer { device } => (
+            "quarantine_timer_cleared",
+            device.clone(),
+            diff(json!({"timer": true}), Value::Null),
+        ),
+        Change::Refused {
+            action,
+            target,
+            why,
+        } => (
+            "refused",
+            target.clone(),
+            diff(Value::Null, json!({"attempted": action, "refused": why})),
+        ),
         Change::UnsuppressAlerts {
             device,
             detector,

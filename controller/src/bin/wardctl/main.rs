@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use wardgate_controller::cli::{
     alerts, assign, audit, certs, devices, errors, gateways, output::OutputFormat, profile,
-    profiles, push, remote::Remote, simulate, site,
+    profiles, push, quarantine, remote::Remote, simulate, site,
 };
 
 #[derive(Parser)]
@@ -82,6 +82,17 @@ enum Command {
         /// Show what would change for the device; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// SOC emergency quarantine: how long until the device goes back to its mode (e.g.
+        /// 2h; default and most: the controller's --soc-quarantine-max).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        for_: Option<std::time::Duration>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The SOC's quarantine requests: list them, approve one (engineers).
+    Quarantine {
+        #[command(subcommand)]
+        cmd: quarantine::QuarantineCmd,
         #[command(flatten)]
         remote: Remote,
     },
@@ -169,11 +180,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mode,
             reason,
             dry_run,
+            for_,
             remote,
         } => {
             let reason = assign::reason(reason, dry_run)?;
-            rt()?.block_on(assign::mode(device, mode, reason, dry_run, &remote, out))
+            let minutes = for_.map_or(0, |d| {
+                d.as_secs().div_ceil(60).min(u64::from(u32::MAX)) as u32
+            });
+            rt()?.block_on(assign::mode(
+                device, mode, reason, dry_run, minutes, &remote, out,
+            ))
         }
+        Command::Quarantine { cmd, remote } => rt()?.block_on(quarantine::run(cmd, &remote, out)),
         Command::Gateways { cmd, remote } => rt()?.block_on(gateways::run_cmd(cmd, &remote, out)),
         Command::Alerts { cmd, remote, utc } => rt()?.block_on(alerts::run(cmd, &remote, out, utc)),
         Command::Audit { cmd, remote } => rt()?.block_on(audit::run(cmd, &remote, out)),
