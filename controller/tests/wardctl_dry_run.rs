@@ -203,12 +203,28 @@ async fn a_dry_run_says_what_changes_per_device_and_writes_nothing() {
             && trail.contains(" UTC "),
         "{trail}"
     );
-    let rows: Vec<&str> = lines.collect();
+    let rest: Vec<&str> = lines.collect();
+    let rows: Vec<&str> = rest
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with("    "))
+        .collect();
     assert_eq!(rows.len(), 2, "commissioning and the assign: {trail}");
     assert!(
         rows[1].contains("assign profile  pump-3a-bed12  CHG-8 vendor profile"),
         "{trail}"
     );
+    // Under each entry, what it did to the pump in words: the assign, by what the rules
+    // allow (the renamed profile's rules are not all removed and added again).
+    let assign = rest.iter().position(|l| l.contains("CHG-8")).unwrap();
+    assert_eq!(
+        rest[assign + 1..].join("\n"),
+        "    pump-3a-bed12 on gw-ward-3: profile infusion-pump -> infusion-pump-bbraun\n      \
+         + tcp/8443 to infusion-server\n      \
+         - udp/53 to dns",
+        "{trail}"
+    );
+
     assert!(!trail.contains("monitor-3a-bed12"), "{trail}");
     let (found, _, err) = wardctl(&lab, &["audit", "list", "--device", "pump-9"]).await;
     assert!(

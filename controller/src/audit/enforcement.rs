@@ -52,6 +52,11 @@ pub struct GatewayChange {
     pub rules_added: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules_removed: Vec<String>,
+    /// What changed for each device, in words, rules compared by what they allow (a renamed
+    /// profile's rules are not removed and re-added): `pump on gw: profile a -> b` then
+    /// `  + tcp/8443 to infusion-server` lines (`crate::preview`). `audit list` prints it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_words: Vec<String>,
 }
 
 /// The `enforcement` member of an audit entry's diff, by gateway.
@@ -77,6 +82,20 @@ pub fn gateway_change(
         groups: Default::default(),
     };
     let d = wardgate_policy::diff(prev.unwrap_or(&empty), next);
+    let groups: Vec<(String, Vec<ipnet::IpNet>)> = next
+        .groups
+        .iter()
+        .map(|(g, nets)| (g.clone(), nets.clone()))
+        .collect();
+    let in_words = crate::preview::device_changes(prev, next, &groups)
+        .into_iter()
+        .map(|mut c| {
+            // The availability warning is for the person about to write; the trail keeps what
+            // was done.
+            c.warning.clear();
+            crate::preview::render(&c)
+        })
+        .collect();
     GatewayChange {
         generation: next.generation,
         content_sha256,
@@ -86,6 +105,7 @@ pub fn gateway_change(
         devices_changed: d.devices_changed,
         rules_added: d.rules_added,
         rules_removed: d.rules_removed,
+        in_words,
     }
 }
 

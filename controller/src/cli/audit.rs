@@ -84,10 +84,20 @@ pub async fn run(cmd: AuditCmd, remote: &Remote, out: OutputFormat) -> anyhow::R
                             ]
                         })
                         .collect();
-                    println!(
-                        "{}",
-                        output::table(&["#", "when", "who", "what", "on", "reason"], &rows)
-                    );
+                    // Each entry's row, then what it changed for each device in words.
+                    let table = output::table(&["#", "when", "who", "what", "on", "reason"], &rows);
+                    let mut lines = table.lines();
+                    if let Some(header) = lines.next() {
+                        println!("{header}");
+                    }
+                    for (line, e) in lines.zip(&entries) {
+                        println!("{line}");
+                        for words in in_words(&e.diff, device.as_deref()) {
+                            for l in words.lines() {
+                                println!("    {l}");
+                            }
+                        }
+                    }
                 }
             }
             Ok(())
@@ -178,4 +188,17 @@ pub fn print_verify(
     } else {
         anyhow::bail!("audit trail broken")
     }
+}
+
+/// What an entry changed for each device (only `device`, when given), in words (entries
+/// written before the words were recorded have none).
+fn in_words(diff: &str, device: Option<&str>) -> Vec<String> {
+    crate::audit::enforcement::of_diff(diff)
+        .map(|e| {
+            e.into_values()
+                .flat_map(|g| g.in_words)
+                .filter(|w| device.is_none_or(|d| w.starts_with(&format!("{d} on "))))
+                .collect()
+        })
+        .unwrap_or_default()
 }
