@@ -221,7 +221,7 @@ impl EventKind {
     }
 }
 
-/// Why events were not delivered (`WG_EVLOST_V1`).
+/// Why events were not delivered (`WG_EVLOST_V2`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LossReason {
     RateLimited,
@@ -238,7 +238,7 @@ impl LossReason {
         }
     }
 
-    /// The index of (reason, kind) in `WG_EVLOST_V1`.
+    /// The index of (reason, kind) in `WG_EVLOST_V2`.
     pub fn index(self, kind: u32) -> u32 {
         let reason = match self {
             LossReason::RateLimited => c::LOST_RATE_LIMITED,

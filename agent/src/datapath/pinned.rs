@@ -50,7 +50,7 @@ pub(super) fn reason_counts<T: Borrow<MapData>>(
     Ok(reasons)
 }
 
-/// Events not delivered, by why and kind, from `WG_EVLOST_V1` (non-zero only).
+/// Events not delivered, by why and kind, from `WG_EVLOST_V2` (non-zero only).
 pub(super) fn lost_counts<T: Borrow<MapData>>(
     lost: &PerCpuArray<T, u64>,
 ) -> Result<BTreeMap<(LossReason, EventKind), u64>, DatapathError> {
