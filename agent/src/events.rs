@@ -209,7 +209,7 @@ mod tests {
             peers: vec!["198.51.100.10/32".parse().unwrap()],
             ports: Some(PortRange::single(104)),
             idle_timeout_s: 600,
-            inspect: false,
+            inspect: false, app: None,
         };
         let dev = DeviceEntry {
             device_id: 7,
@@ -246,6 +246,7 @@ mod tests {
             dst: "198.51.100.10".parse().unwrap(),
             dport: 104,
             src_mac: [2, 0, 0, 0, 0, 7],
+            app: None,
         }
     }
 

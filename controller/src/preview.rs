@@ -211,7 +211,7 @@ mod tests {
             peers: vec![net(peer)],
             ports: Some(PortRange::single(port)),
             idle_timeout_s: 60,
-            inspect: false,
+            inspect: false, app: None,
         }
     }
 

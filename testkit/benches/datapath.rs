@@ -92,7 +92,7 @@ fn rules(n: u32) -> Vec<Rule> {
                 peers: vec![cidr.parse().unwrap()],
                 ports: Some(ports),
                 idle_timeout_s: 600,
-                inspect: false,
+                inspect: false, app: None,
             }
         })
         .collect()

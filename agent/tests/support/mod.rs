@@ -123,7 +123,7 @@ fn rule(
         peers: vec![peer.parse().unwrap()],
         ports: ports.map(|(lo, hi)| PortRange { lo, hi }),
         idle_timeout_s: 600,
-        inspect: false,
+        inspect: false, app: None,
     }
 }
 
