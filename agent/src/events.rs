@@ -171,6 +171,10 @@ pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
         .and_then(|s| s.rule(ev.rule_id))
         .map_or("-", |(_, r)| r.name.as_str());
     let reason = ev.reason.map_or("unknown", |r| r.name());
+    // An application refusal: what the check read (both AE titles, or the MSH fields).
+    let app = ev.app.as_ref().map_or(String::new(), |a| {
+        format!("{} refused={} fields={}", a.app, a.why, a.fields.join(" -> "))
+    });
     tracing::info!(
         target: "wardgate::event",
         kind = ev.kind.name(),
@@ -185,6 +189,7 @@ pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
         proto = ev.proto,
         from_device = ev.from_device,
         flow = %format_args!("{}:{} -> {}:{}", ev.src, ev.sport, ev.dst, ev.dport),
+        app,
         "datapath event"
     );
 }

@@ -342,8 +342,10 @@ pub fn commit(
     let _ = WG_CT_V4.insert(&key, value, 0);
     // A new inspected flow's first packet goes to `wg_payload` too: it takes the SYN's
     // sequence number, without which no payload of the flow is handed over.
-    // So does the first packet of a flow with an application check (and of a reopened one).
-    if inspect != 0 || app_fresh {
+    // So does the first packet of a flow with an application check (and of a reopened one),
+    // and any packet of a re-checked entry whose check is pending or refused: a new
+    // generation must not let one packet of a refused flow through.
+    if inspect != 0 || app_fresh || value.flags & (APP_PENDING | CT_APP_REFUSED) != 0 {
         payload::request(pkt, &key, forward, hook);
         return true;
     }

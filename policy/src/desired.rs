@@ -215,6 +215,9 @@ pub struct Rule {
     pub app: Option<AppRule>,
 }
 
+/// Bytes of an HL7 value the datapath compares (AE titles: 16).
+pub const APP_VALUE_LEN: usize = wardgate_common::APP_VALUE_LEN;
+
 /// A compiled application rule: allowed values per field; an empty list is not checked.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -254,7 +254,7 @@ impl Ctx<'_> {
             }
             Ok(v.to_vec())
         };
-        let value_len = wardgate_common::APP_VALUE_LEN;
+        let value_len = wardgate_policy::desired::APP_VALUE_LEN;
         match &a.app {
             Some(pb::app_rule::App::Dicom(d)) => Ok(AppRule::Dicom {
                 calling_ae: list("dicom.calling_ae", &d.calling_ae, 16)?,

@@ -4,6 +4,7 @@
 //! `DropAppRefused` and by why, and reported with the fields read. Every test here failed on
 //! the datapath before the change (the app constraint was not enforced: everything passed).
 
+use aya::TestRun as _;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use wardgate_policy::desired::AppRule;
 
@@ -13,7 +14,7 @@ const TC_ACT_REDIRECT: u32 = 7;
 const DEV: &str = "192.0.2.10:40500";
 const PACS: &str = "198.51.100.10:104";
 const PACS6: &str = "[2001:db8:100::10]:104";
-const DEV6: &str = "[2001:db8::10]:40500";
+const DEV6: &str = "[2001:db8:1::10]:40500";
 /// The HL7 engine that opens flows to the pump (rule 1004, to-device).
 const ENGINE: &str = "198.51.100.20:40600";
 const PUMP_HL7: &str = "192.0.2.10:2575";
@@ -241,6 +242,8 @@ fn an_association_with_an_unlisted_calling_ae_is_reset_and_a_listed_one_passes_o
     // The A-ASSOCIATE-AC back, and the association's data.
     let ac = data_frame(GW_MAC, PUMP_MAC, PACS, dev2, 5000, &[0x02; 80]);
     expect(&mut dp, false, &ac, TC_ACT_OK, Reason::PassReply);
+    let rsp = data_frame(GW_MAC, PUMP_MAC, PACS, dev2, 5080, &[0x04; 40]);
+    expect(&mut dp, false, &rsp, TC_ACT_OK, Reason::PassReply);
     let mut seq = 1 + rq.len() as u32;
     for _ in 0..3 {
         let d = data_frame(PUMP_MAC, GW_MAC, dev2, PACS, seq, &[0x04; 200]);
@@ -290,7 +293,7 @@ fn an_unlisted_called_ae_over_ipv6_is_reset_with_valid_checksums() {
     check_reset(&seg, &out, 1, rq.len() as u32);
     assert_eq!(dp.app_refused().unwrap()["called_ae"], 1);
     // The listed pair passes.
-    let dev = "[2001:db8::10]:40501";
+    let dev = "[2001:db8:1::10]:40501";
     handshake(&mut dp, dev, PACS6, true);
     let seg = data_frame(PUMP_MAC, GW_MAC, dev, PACS6, 1, &associate_rq("CT_1", "PACS"));
     expect(&mut dp, true, &seg, TC_ACT_OK, Reason::PassEstablished);

@@ -52,6 +52,7 @@ pub const DETECTORS: &[&str] = &[
     "datapath_new_address",
     "datapath_flow_cap",
     "datapath_watchdog",
+    "datapath_app_refused",
 ];
 
 /// A short title per detector (CEF Name, OCSF finding_info.title).
@@ -79,6 +80,7 @@ pub fn title(detector: &str) -> String {
         "datapath_new_address" => "Device at an unlisted address".into(),
         "datapath_flow_cap" => "Device over its flow budget".into(),
         "datapath_watchdog" => "Gateway watchdog".into(),
+        "datapath_app_refused" => "Application rule refused a flow".into(),
         other => other.replace('_', " "),
     }
 }
