@@ -538,9 +538,15 @@ fn reset(ctx: &TcContext, s: &Seg, tcp: &[u8; 20], seg_len: u32) -> i32 {
     let ack = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]])
         .wrapping_add(carried)
         .to_be_bytes();
-    let mut out: [u8; 20] = [
-        tcp[2], tcp[3], tcp[0], tcp[1], seq[0], seq[1], seq[2], seq[3], ack[0], ack[1], ack[2],
-        ack[3], 0x50, TCP_RST | TCP_ACK, 0, 0, 0, 0, 0, 0,
+    // As words: a byte array with six zeros in a row compiles to a `memset` call.
+    let mut out: [u32; 5] = [
+        u32::from_ne_bytes([tcp[2], tcp[3], tcp[0], tcp[1]]),
+        u32::from_ne_bytes(seq),
+        u32::from_ne_bytes(ack),
+        // Data offset 5 (no options), RST|ACK, window 0.
+        u32::from_ne_bytes([0x50, TCP_RST | TCP_ACK, 0, 0]),
+        // Checksum (below) and urgent pointer.
+        0,
     ];
     // Safety: skb helpers on this program's packet.
     if unsafe { bpf_skb_change_tail(ctx.as_ptr().cast(), l4 + 20, 0) } != 0 {
@@ -601,11 +607,15 @@ fn reset(ctx: &TcContext, s: &Seg, tcp: &[u8; 20], seg_len: u32) -> i32 {
             return SHOT;
         }
     }
-    sum = add16(&out, sum);
+    let mut i = 0;
+    while i < 5 {
+        let x = out[i].to_ne_bytes();
+        sum += u32::from(u16::from_be_bytes([x[0], x[1]])) + u32::from(u16::from_be_bytes([x[2], x[3]]));
+        i += 1;
+    }
     let c = fold(sum).to_be_bytes();
-    out[16] = c[0];
-    out[17] = c[1];
-    if store(ctx, l4, &out) != 0 {
+    out[4] = u32::from_ne_bytes([c[0], c[1], 0, 0]);
+    if store_words(ctx, l4, &out) != 0 {
         return SHOT;
     }
     let macs: [u8; 12] = [
@@ -635,6 +645,20 @@ fn store<const N: usize>(ctx: &TcContext, off: u32, bytes: &[u8; N]) -> i64 {
             off,
             bytes.as_ptr().cast(),
             N as u32,
+            BPF_F_RECOMPUTE_CSUM,
+        )
+    }
+}
+
+#[inline(always)]
+fn store_words(ctx: &TcContext, off: u32, words: &[u32; 5]) -> i64 {
+    // Safety: the helper reads 20 bytes from `words`.
+    unsafe {
+        bpf_skb_store_bytes(
+            ctx.as_ptr().cast(),
+            off,
+            words.as_ptr().cast(),
+            20,
             BPF_F_RECOMPUTE_CSUM,
         )
     }
