@@ -196,6 +196,7 @@ fn unlisted_ae_titles_and_hl7_senders_are_reset_and_listed_ones_pass_at_full_spe
     assert!(ok, "img2dcm:\n{out}");
     let mut c = in_netns(&ward.dev, "storescu");
     c.args([
+        "-v",
         "-to",
         "3",
         "-aet",
@@ -206,9 +207,23 @@ fn unlisted_ae_titles_and_hl7_senders_are_reset_and_listed_ones_pass_at_full_spe
         "11112",
     ])
     .arg(&dcm);
+    let pcap = d.join("dev.pcap");
+    let mut cap = in_netns(&ward.gw, "tshark");
+    cap.args(["-q", "-i", DEV_IF, "-i", "wg-srv0", "-w"]).arg(&pcap);
+    let mut cap = cap.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
-    let (ok, out) = run_within(c, Duration::from_secs(30));
-    assert!(ok, "C-STORE as MODALITY1:\n{out}");
+    let (ok, out) = run_within(c, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = cap.kill();
+    let _ = cap.wait();
+    let dump = std::process::Command::new("tshark").arg("-r").arg(&pcap).output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    assert!(
+        ok,
+        "DUMP\n{dump}\nC-STORE as MODALITY1:\n{out}\nagent log:\n{}\ndatapath: {:?}",
+        agent.log_text(),
+        wardgate_agent::datapath::pinned::status(&pin.0)
+    );
     let stored: Vec<u64> = std::fs::read_dir(&pacs_dir)
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())

@@ -22,7 +22,9 @@
 //! place back, 10 s idle timeout), and the offending segment itself turned into a RST|ACK
 //! toward the opener (addresses, ports and MACs swapped, the payload cut, checksums computed)
 //! and redirected out the way it came: so the server never sees the request and the client's
-//! association fails at once. Every later non-RST packet of the opener gets the same answer;
+//! association fails at once. A clone of it, cut and turned into a RST, goes on to the server,
+//! which would otherwise wait for the request (a server taking one association at a time, as
+//! dcmtk's storescp does, until its own timeout). Every later non-RST packet of the opener gets the same answer;
 //! the other side's packets are dropped; RSTs pass. A monitored device's flow is only counted
 //! and reported. Allowed: the check bits are cleared and the flow goes on as any inspected
 //! flow (onto the flow cache once its payload budget is spent).
@@ -30,7 +32,10 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_store_bytes},
+    helpers::{
+        bpf_clone_redirect, bpf_redirect, bpf_skb_change_tail, bpf_skb_load_bytes,
+        bpf_skb_store_bytes,
+    },
     macros::map,
     maps::PerCpuArray,
     programs::TcContext,
@@ -514,110 +519,53 @@ fn report(
     entry.submit(0);
 }
 
-/// Turns the segment into a RST|ACK toward its sender and sends it back out where it came
-/// from: at ingress (from the device) out of the device's interface; at egress (to the device)
-/// into the device's interface's ingress, as if the device had answered, so the gateway routes
-/// it to the sender. Dropped when the packet cannot be rewritten.
+/// Answers the refused segment with two resets. The server's: a clone of the segment, its
+/// payload cut, RST (seq = the segment's, which the server expects next; ACK as the segment's),
+/// sent on its way (at ingress back into the interface's ingress, to be routed; at egress out
+/// of the interface): a server that serves one association at a time is not left waiting for
+/// a request that never comes. The client's: the segment itself, turned around (MACs,
+/// addresses and ports swapped), RST|ACK with seq = the segment's ACK and ack = its end, sent
+/// back where it came from: at ingress (from the device) out of the device's interface; at
+/// egress (to the device) into the interface's ingress, as if the device had answered, so the
+/// gateway routes it to the sender. Dropped when the packet cannot be rewritten.
 #[inline(always)]
 fn reset(ctx: &TcContext, s: &Seg, tcp: &[u8; 20], seg_len: u32) -> i32 {
     const SHOT: i32 = TC_ACT_SHOT as i32;
-    let (l3, l4) = (s.l3, s.l4);
-    let v4 = s.family == FAMILY_V4;
+    let flags = tcp[13];
+    let seg_seq = [tcp[4], tcp[5], tcp[6], tcp[7]];
+    let seg_ack = [tcp[8], tcp[9], tcp[10], tcp[11]];
+    let acked = flags & TCP_ACK != 0;
+    // Safety: skb helpers on this program's packet.
+    if unsafe { bpf_skb_change_tail(ctx.as_ptr().cast(), s.l4 + 20, 0) } != 0 {
+        return SHOT;
+    }
+    // Safety: the context is this program's skb.
+    let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
+    let from_device = s.dir == DIR_FROM_DEVICE;
+    // The server's reset, as a clone (a failed clone leaves the server to its own timeout).
+    let (server_flags, server_ack) = if acked {
+        (TCP_RST | TCP_ACK, seg_ack)
+    } else {
+        (TCP_RST, [0; 4])
+    };
+    let ports = [tcp[0], tcp[1], tcp[2], tcp[3]];
+    if rewrite(ctx, s, false, ports, seg_seq, server_ack, server_flags) {
+        let to = if from_device { BPF_F_INGRESS } else { 0 };
+        // Safety: a plain helper call; the packet is ours again once it returns.
+        let _ = unsafe { bpf_clone_redirect(ctx.as_ptr().cast(), ifindex, to) };
+    }
+    // RFC 9293 3.10.7: the client's reset takes its sequence number from the segment's ACK
+    // field, and acknowledges everything the segment carried.
+    let seq = if acked { seg_ack } else { [0; 4] };
+    let carried = seg_len + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
+    let ack = u32::from_be_bytes(seg_seq).wrapping_add(carried).to_be_bytes();
+    let swapped = [tcp[2], tcp[3], tcp[0], tcp[1]];
+    if !rewrite(ctx, s, true, swapped, seq, ack, TCP_RST | TCP_ACK) {
+        return SHOT;
+    }
     let Some(eth) = crate::payload::load::<12>(ctx, 0) else {
         return SHOT;
     };
-    let flags = tcp[13];
-    // RFC 9293 3.10.7: the reset takes its sequence number from the segment's ACK field, and
-    // acknowledges everything the segment carried.
-    let seq = if flags & TCP_ACK != 0 {
-        [tcp[8], tcp[9], tcp[10], tcp[11]]
-    } else {
-        [0; 4]
-    };
-    let carried = seg_len + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
-    let ack = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]])
-        .wrapping_add(carried)
-        .to_be_bytes();
-    // As words: a byte array with six zeros in a row compiles to a `memset` call.
-    let mut out: [u32; 5] = [
-        u32::from_ne_bytes([tcp[2], tcp[3], tcp[0], tcp[1]]),
-        u32::from_ne_bytes(seq),
-        u32::from_ne_bytes(ack),
-        // Data offset 5 (no options), RST|ACK, window 0.
-        u32::from_ne_bytes([0x50, TCP_RST | TCP_ACK, 0, 0]),
-        // Checksum (below) and urgent pointer.
-        0,
-    ];
-    // Safety: skb helpers on this program's packet.
-    if unsafe { bpf_skb_change_tail(ctx.as_ptr().cast(), l4 + 20, 0) } != 0 {
-        return SHOT;
-    }
-    let mut sum: u32;
-    if v4 {
-        let Some(mut ip) = crate::payload::load::<20>(ctx, l3) else {
-            return SHOT;
-        };
-        let ihl = u32::from(ip[0] & 0x0f) * 4;
-        if ihl != l4.wrapping_sub(l3) || ihl != 20 {
-            return SHOT;
-        }
-        let total = (20u16 + 20).to_be_bytes();
-        ip[2] = total[0];
-        ip[3] = total[1];
-        ip[8] = 64;
-        ip[10] = 0;
-        ip[11] = 0;
-        let mut i = 0;
-        while i < 4 {
-            let t = ip[12 + i];
-            ip[12 + i] = ip[16 + i];
-            ip[16 + i] = t;
-            i += 1;
-        }
-        let c = fold(add16(&ip, 0)).to_be_bytes();
-        ip[10] = c[0];
-        ip[11] = c[1];
-        // Pseudo header: addresses, protocol, TCP length (20).
-        sum = add16(&ip[12..20], 0) + 6 + 20;
-        if store(ctx, l3, &ip) != 0 {
-            return SHOT;
-        }
-    } else {
-        let Some(mut ip) = crate::payload::load::<40>(ctx, l3) else {
-            return SHOT;
-        };
-        // Extension headers stay: the payload length counts them.
-        let plen = (l4.wrapping_sub(l3).wrapping_sub(40) + 20) as u16;
-        if l4 < l3 + 40 {
-            return SHOT;
-        }
-        let p = plen.to_be_bytes();
-        ip[4] = p[0];
-        ip[5] = p[1];
-        ip[7] = 64;
-        let mut i = 0;
-        while i < 16 {
-            let t = ip[8 + i];
-            ip[8 + i] = ip[24 + i];
-            ip[24 + i] = t;
-            i += 1;
-        }
-        sum = add16(&ip[8..40], 0) + 6 + 20;
-        if store(ctx, l3, &ip) != 0 {
-            return SHOT;
-        }
-    }
-    let mut i = 0;
-    while i < 5 {
-        let x = out[i].to_ne_bytes();
-        sum += u32::from(u16::from_be_bytes([x[0], x[1]])) + u32::from(u16::from_be_bytes([x[2], x[3]]));
-        i += 1;
-    }
-    let c = fold(sum).to_be_bytes();
-    out[4] = u32::from_ne_bytes([c[0], c[1], 0, 0]);
-    if store_words(ctx, l4, &out) != 0 {
-        return SHOT;
-    }
     let macs: [u8; 12] = [
         eth[6], eth[7], eth[8], eth[9], eth[10], eth[11], eth[0], eth[1], eth[2], eth[3], eth[4],
         eth[5],
@@ -625,15 +573,102 @@ fn reset(ctx: &TcContext, s: &Seg, tcp: &[u8; 20], seg_len: u32) -> i32 {
     if store(ctx, 0, &macs) != 0 {
         return SHOT;
     }
-    // Safety: the context is this program's skb.
-    let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
-    let to = if s.dir == DIR_FROM_DEVICE {
-        0
-    } else {
-        BPF_F_INGRESS
-    };
+    let to = if from_device { 0 } else { BPF_F_INGRESS };
     // Safety: a plain helper call.
     unsafe { bpf_redirect(ifindex, to) as i32 }
+}
+
+/// Writes the (already cut) packet's IP header, its addresses swapped when `swap`, and a
+/// 20-byte TCP header with `ports`, `seq`, `ack` and `flags`, checksums computed afresh.
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    s: &Seg,
+    swap: bool,
+    ports: [u8; 4],
+    seq: [u8; 4],
+    ack: [u8; 4],
+    flags: u8,
+) -> bool {
+    let (l3, l4) = (s.l3, s.l4);
+    // As words: a byte array with six zeros in a row compiles to a `memset` call.
+    let mut out: [u32; 5] = [
+        u32::from_ne_bytes(ports),
+        u32::from_ne_bytes(seq),
+        u32::from_ne_bytes(ack),
+        // Data offset 5 (no options), the flags, window 0.
+        u32::from_ne_bytes([0x50, flags, 0, 0]),
+        // Checksum (below) and urgent pointer.
+        0,
+    ];
+    let mut sum: u32;
+    if s.family == FAMILY_V4 {
+        let Some(mut ip) = crate::payload::load::<20>(ctx, l3) else {
+            return false;
+        };
+        let ihl = u32::from(ip[0] & 0x0f) * 4;
+        if ihl != l4.wrapping_sub(l3) || ihl != 20 {
+            return false;
+        }
+        let total = (20u16 + 20).to_be_bytes();
+        ip[2] = total[0];
+        ip[3] = total[1];
+        ip[8] = 64;
+        ip[10] = 0;
+        ip[11] = 0;
+        if swap {
+            let mut i = 0;
+            while i < 4 {
+                let t = ip[12 + i];
+                ip[12 + i] = ip[16 + i];
+                ip[16 + i] = t;
+                i += 1;
+            }
+        }
+        let c = fold(add16(&ip, 0)).to_be_bytes();
+        ip[10] = c[0];
+        ip[11] = c[1];
+        // Pseudo header: addresses, protocol, TCP length (20).
+        sum = add16(&ip[12..20], 0) + 6 + 20;
+        if store(ctx, l3, &ip) != 0 {
+            return false;
+        }
+    } else {
+        if l4 < l3 + 40 {
+            return false;
+        }
+        let Some(mut ip) = crate::payload::load::<40>(ctx, l3) else {
+            return false;
+        };
+        // Extension headers stay: the payload length counts them.
+        let p = ((l4 - l3 - 40 + 20) as u16).to_be_bytes();
+        ip[4] = p[0];
+        ip[5] = p[1];
+        ip[7] = 64;
+        if swap {
+            let mut i = 0;
+            while i < 16 {
+                let t = ip[8 + i];
+                ip[8 + i] = ip[24 + i];
+                ip[24 + i] = t;
+                i += 1;
+            }
+        }
+        sum = add16(&ip[8..40], 0) + 6 + 20;
+        if store(ctx, l3, &ip) != 0 {
+            return false;
+        }
+    }
+    let mut i = 0;
+    while i < 5 {
+        let x = out[i].to_ne_bytes();
+        sum += u32::from(u16::from_be_bytes([x[0], x[1]]))
+            + u32::from(u16::from_be_bytes([x[2], x[3]]));
+        i += 1;
+    }
+    let c = fold(sum).to_be_bytes();
+    out[4] = u32::from_ne_bytes([c[0], c[1], 0, 0]);
+    store_words(ctx, l4, &out) == 0
 }
 
 #[inline(always)]

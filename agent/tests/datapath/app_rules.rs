@@ -23,6 +23,7 @@ const PUMP_HL7: &str = "192.0.2.10:2575";
 /// MODALITY1 (or CT_1) to call PACS, and the HL7 rule (1004) allowing PUMP_APP at WARD3 to send
 /// ORU^R01 or ADT^A01.
 fn app_datapath(tag: &str) -> (PinRoot, Datapath) {
+    isolate();
     let (pin, mut dp) = datapath(tag);
     dp.replace(&state_with(2, reference_devices(), app_rules()))
         .unwrap();
@@ -53,6 +54,18 @@ fn app_rules() -> Vec<wardgate_policy::desired::Rule> {
         }
     }
     rules
+}
+
+/// This test thread in a network namespace of its own (its loopback down): a refusal sends
+/// the server's reset as a clone out of the run's device, which under BPF_PROG_TEST_RUN is
+/// the thread's namespace's loopback. There it goes nowhere.
+fn isolate() {
+    // Safety: unshare of the calling thread's network namespace; no pointers.
+    assert_eq!(
+        unsafe { libc::unshare(libc::CLONE_NEWNET) },
+        0,
+        "unshare(CLONE_NEWNET)"
+    );
 }
 
 /// An A-ASSOCIATE-RQ's first bytes: PDU header, version, called and calling AE titles
@@ -444,6 +457,7 @@ fn malformed_or_short_first_segments_are_refused_deterministically() {
 /// passes.
 #[test]
 fn a_monitored_devices_unlisted_association_passes_and_is_reported() {
+    isolate();
     let (_pin, mut dp) = datapath("app-monitor");
     let mut devices = reference_devices();
     for d in &mut devices {
