@@ -173,7 +173,12 @@ pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
     let reason = ev.reason.map_or("unknown", |r| r.name());
     // An application refusal: what the check read (both AE titles, or the MSH fields).
     let app = ev.app.as_ref().map_or(String::new(), |a| {
-        format!("{} refused={} fields={}", a.app, a.why, a.fields.join(" -> "))
+        format!(
+            "{} refused={} fields={}",
+            a.app,
+            a.why,
+            a.fields.join(" -> ")
+        )
     });
     tracing::info!(
         target: "wardgate::event",
@@ -214,7 +219,8 @@ mod tests {
             peers: vec!["198.51.100.10/32".parse().unwrap()],
             ports: Some(PortRange::single(104)),
             idle_timeout_s: 600,
-            inspect: false, app: None,
+            inspect: false,
+            app: None,
         };
         let dev = DeviceEntry {
             device_id: 7,

@@ -918,7 +918,8 @@ fn pump_and_pacs(
             peers: vec!["192.0.2.0/24".parse().unwrap()],
             ports: Some(PortRange { lo: 104, hi: 104 }),
             idle_timeout_s: 600,
-            inspect: false, app: None,
+            inspect: false,
+            app: None,
         }]
     } else {
         vec![]

@@ -456,7 +456,8 @@ fn shifted_state(generation: u32) -> wardgate_policy::DesiredState {
                 hi: 7000 + i as u16,
             }),
             idle_timeout_s: 60,
-            inspect: false, app: None,
+            inspect: false,
+            app: None,
         })
         .collect();
     rules.extend(reference_rules().into_iter().map(|mut r| {

@@ -125,7 +125,8 @@ fn tcp_rule(id: u32, direction: Direction, peer: &str, port: u16) -> Rule {
         peers: vec![peer.parse().unwrap()],
         ports: Some(PortRange { lo: port, hi: port }),
         idle_timeout_s: 600,
-        inspect: false, app: None,
+        inspect: false,
+        app: None,
     }
 }
 

@@ -211,7 +211,8 @@ mod tests {
             peers: vec![net(peer)],
             ports: Some(PortRange::single(port)),
             idle_timeout_s: 60,
-            inspect: false, app: None,
+            inspect: false,
+            app: None,
         }
     }
 

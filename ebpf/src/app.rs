@@ -120,7 +120,7 @@ pub fn check(
         if s.forward {
             return Some(reset(ctx, s, tcp, seg_len));
         }
-        return Some(TC_ACT_SHOT as i32);
+        return Some(TC_ACT_SHOT);
     }
     if flags & APP_PENDING == 0 {
         return None;
@@ -151,7 +151,7 @@ pub fn check(
         // Not the flow's first bytes: they are checked when they come (the opener sends them
         // again); nothing after them passes before.
         recount(s.reason);
-        return Some(TC_ACT_SHOT as i32);
+        return Some(TC_ACT_SHOT);
     } else if flags & APP_DICOM != 0 {
         dicom(ctx, sc, off, len, slot as u8, v.rule_id, flags)
     } else {
@@ -380,11 +380,17 @@ fn hl7(
         let c = rd(&raw const sc.buf[(i & (SCAN - 1)) as usize]);
         let field = rd(&raw const sc.field);
         if c == b'\r' || c == b'\n' {
-            wr(&raw mut sc.ended, rd(&raw const sc.ended) | 1 << (field & 15));
+            wr(
+                &raw mut sc.ended,
+                rd(&raw const sc.ended) | 1 << (field & 15),
+            );
             break;
         }
         if c == sep {
-            wr(&raw mut sc.ended, rd(&raw const sc.ended) | 1 << (field & 15));
+            wr(
+                &raw mut sc.ended,
+                rd(&raw const sc.ended) | 1 << (field & 15),
+            );
             if field >= 9 {
                 break;
             }
@@ -407,7 +413,10 @@ fn hl7(
                     let p = rd(&raw const sc.pos);
                     let key = &mut sc.keys[(k & 3) as usize];
                     if p < APP_VALUE_LEN as u32 {
-                        wr(&raw mut key.value[(p & (APP_VALUE_LEN as u32 - 1)) as usize], c);
+                        wr(
+                            &raw mut key.value[(p & (APP_VALUE_LEN as u32 - 1)) as usize],
+                            c,
+                        );
                     }
                     // Longer than a key holds: `len` past APP_VALUE_LEN, never a match.
                     let p = if p > APP_VALUE_LEN as u32 {
@@ -530,7 +539,7 @@ fn report(
 /// gateway routes it to the sender. Dropped when the packet cannot be rewritten.
 #[inline(always)]
 fn reset(ctx: &TcContext, s: &Seg, tcp: &[u8; 20], seg_len: u32) -> i32 {
-    const SHOT: i32 = TC_ACT_SHOT as i32;
+    const SHOT: i32 = TC_ACT_SHOT;
     let flags = tcp[13];
     let seg_seq = [tcp[4], tcp[5], tcp[6], tcp[7]];
     let seg_ack = [tcp[8], tcp[9], tcp[10], tcp[11]];
@@ -558,7 +567,9 @@ fn reset(ctx: &TcContext, s: &Seg, tcp: &[u8; 20], seg_len: u32) -> i32 {
     // field, and acknowledges everything the segment carried.
     let seq = if acked { seg_ack } else { [0; 4] };
     let carried = seg_len + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
-    let ack = u32::from_be_bytes(seg_seq).wrapping_add(carried).to_be_bytes();
+    let ack = u32::from_be_bytes(seg_seq)
+        .wrapping_add(carried)
+        .to_be_bytes();
     let swapped = [tcp[2], tcp[3], tcp[0], tcp[1]];
     if !rewrite(ctx, s, true, swapped, seq, ack, TCP_RST | TCP_ACK) {
         return SHOT;
@@ -619,9 +630,7 @@ fn rewrite(
         if swap {
             let mut i = 0;
             while i < 4 {
-                let t = ip[12 + i];
-                ip[12 + i] = ip[16 + i];
-                ip[16 + i] = t;
+                ip.swap(12 + i, 16 + i);
                 i += 1;
             }
         }
@@ -648,9 +657,7 @@ fn rewrite(
         if swap {
             let mut i = 0;
             while i < 16 {
-                let t = ip[8 + i];
-                ip[8 + i] = ip[24 + i];
-                ip[24 + i] = t;
+                ip.swap(8 + i, 24 + i);
                 i += 1;
             }
         }

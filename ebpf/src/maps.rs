@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use wardgate_common::{
-    APP_DENY_KINDS, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState, FragKey, FragValue,
-    GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PAYLOAD_LOST_KINDS, PeerKey, PeerValue, PortKey,
-    RateKey, RateState, Reason, RuleValue, WatchdogState, capacity,
+    APP_DENY_KINDS, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState,
+    FragKey, FragValue, GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PAYLOAD_LOST_KINDS, PeerKey,
+    PeerValue, PortKey, RateKey, RateState, Reason, RuleValue, WatchdogState, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.

@@ -325,7 +325,8 @@ mod tests {
                 peers: vec!["198.51.100.0/24".parse().unwrap()],
                 ports: Some(PortRange::single(53)),
                 idle_timeout_s: 30,
-                inspect: false, app: None,
+                inspect: false,
+                app: None,
             },
             Rule {
                 rule_id: 2,
@@ -335,7 +336,8 @@ mod tests {
                 peers: vec!["198.51.100.10/32".parse().unwrap()],
                 ports: Some(PortRange { lo: 104, hi: 104 }),
                 idle_timeout_s: 600,
-                inspect: true, app: None,
+                inspect: true,
+                app: None,
             },
         ];
         let policies = vec![PolicyEntry {
@@ -371,7 +373,8 @@ mod tests {
                 peers: vec!["203.0.113.0/24".parse().unwrap()],
                 ports: Some(PortRange { lo: 1, hi: 65535 }),
                 idle_timeout_s: 1,
-                inspect: false, app: None,
+                inspect: false,
+                app: None,
             })
             .collect::<Vec<_>>();
         // Same prefixes for every rule collapse (first rule wins), so this fits...

@@ -515,7 +515,10 @@ fn check_app(
             Some("DICOM and HL7 (MLLP) run over tcp".to_string()),
         );
     }
-    let mut check = |name: &str, v: &Option<crate::span::Located<crate::profile::Values>>, ae: bool, components: usize| {
+    let mut check = |name: &str,
+                     v: &Option<crate::span::Located<crate::profile::Values>>,
+                     ae: bool,
+                     components: usize| {
         let Some(v) = v else { return };
         let list = v.value.list();
         if list.is_empty() {
@@ -527,13 +530,22 @@ fn check_app(
             );
         }
         for x in list {
-            let max = if ae { 16 } else { wardgate_common::APP_VALUE_LEN };
+            let max = if ae {
+                16
+            } else {
+                wardgate_common::APP_VALUE_LEN
+            };
             let problem = if x.is_empty() || (ae && x.trim().is_empty()) {
                 Some("is empty".to_string())
             } else if x.len() > max {
-                Some(format!("is {} characters long, more than {max}", x.chars().count()))
+                Some(format!(
+                    "is {} characters long, more than {max}",
+                    x.chars().count()
+                ))
             } else if let Some(c) = x.chars().find(|c| !(' '..='~').contains(c)) {
-                Some(format!("holds the non-printable or non-ASCII character {c:?}"))
+                Some(format!(
+                    "holds the non-printable or non-ASCII character {c:?}"
+                ))
             } else if x.contains('\\') {
                 Some("holds a backslash".to_string())
             } else if ae && x != x.trim() {
@@ -576,4 +588,3 @@ fn check_app(
         }
     }
 }
-

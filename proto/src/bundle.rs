@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use prost::Message as _;
 use thiserror::Error;
 use wardgate_policy::desired::{
-    AppRule, DesiredState, DeviceEntry, Direction, MacAddr, Mode, PeerEntry, PolicyEntry, PortEntry,
-    PortPrefix, PortRange, Proto, Rule,
+    AppRule, DesiredState, DeviceEntry, Direction, MacAddr, Mode, PeerEntry, PolicyEntry,
+    PortEntry, PortPrefix, PortRange, Proto, Rule,
 };
 use wardgate_policy::profile::Sensitivity;
 
@@ -244,8 +244,7 @@ impl Ctx<'_> {
     fn app(&self, at: &str, a: &pb::AppRule) -> Result<AppRule, BundleError> {
         let list = |field: &str, v: &[String], max: usize| -> Result<Vec<String>, BundleError> {
             for (k, x) in v.iter().enumerate() {
-                if x.is_empty() || x.len() > max || !x.bytes().all(|b| (b' '..=b'~').contains(&b))
-                {
+                if x.is_empty() || x.len() > max || !x.bytes().all(|b| (b' '..=b'~').contains(&b)) {
                     return Err(self.err(
                         format!("{at}.{field}[{k}]"),
                         format!("`{x}` is not 1-{max} printable ASCII characters"),

@@ -92,7 +92,8 @@ fn rules(n: u32) -> Vec<Rule> {
                 peers: vec![cidr.parse().unwrap()],
                 ports: Some(ports),
                 idle_timeout_s: 600,
-                inspect: false, app: None,
+                inspect: false,
+                app: None,
             }
         })
         .collect()
@@ -146,7 +147,11 @@ fn segment(
     } else {
         PacketBuilder::ethernet2(gw, MAC).ipv4(peer, [192, 0, 2, 10], 64)
     };
-    let (sp, dp) = if to_peer { (sport, dport) } else { (dport, sport) };
+    let (sp, dp) = if to_peer {
+        (sport, dport)
+    } else {
+        (dport, sport)
+    };
     let t = b.tcp(sp, dp, seq, 1000);
     let t = if syn { t.syn() } else { t };
     let t = if ack { t.ack(1) } else { t };
@@ -823,7 +828,10 @@ fn main() {
         ),
         (
             "(reference: DICOM association checked vs inspected without app rule, distinct)",
-            worst("DICOM A-ASSOCIATE-RQ checked, allowed", "inspected, no app rule"),
+            worst(
+                "DICOM A-ASSOCIATE-RQ checked, allowed",
+                "inspected, no app rule",
+            ),
             None,
         ),
         (
@@ -866,10 +874,7 @@ const APP_FLOWS: u16 = 1_000;
 /// pay) and the trivial program, each on fresh flows (distinct); and an established packet of
 /// a checked flow (its payload budget spent: a flow-cache hit) against the trivial program
 /// (repeat).
-fn app_rows(
-    rows: &mut Vec<Row>,
-    fresh: &dyn Fn(u32, Option<&[u8]>) -> (PinRoot, Datapath),
-) {
+fn app_rows(rows: &mut Vec<Row>, fresh: &dyn Fn(u32, Option<&[u8]>) -> (PinRoot, Datapath)) {
     use wardgate_policy::desired::AppRule;
     let (_pin, mut dp) = fresh(1_000, None);
     let mut rules = rules(10);
@@ -939,7 +944,16 @@ fn app_rows(
     let sport = 1024;
     let mut seq = 1 + ok.len() as u32;
     for k in 0..10 {
-        let back = segment(false, sport, checked, port, 5000 + k * 10, false, true, &[0; 10]);
+        let back = segment(
+            false,
+            sport,
+            checked,
+            port,
+            5000 + k * 10,
+            false,
+            true,
+            &[0; 10],
+        );
         assert_eq!(repeat1(&mut dp, program_names::EGRESS, &back), 0);
         let out = segment(true, sport, checked, port, seq, false, true, &[4; 100]);
         assert_eq!(repeat1(&mut dp, program_names::INGRESS, &out), 0);

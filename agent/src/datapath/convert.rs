@@ -7,8 +7,8 @@ use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use wardgate_analysis::detect::finding::datapath::Kind;
 use wardgate_common::{
-    self as c, AppEvent, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen, MacKey, MgmtKey,
-    PayloadRecord, PeerKey, PortKey, Reason, RuleValue,
+    self as c, AppEvent, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen, MacKey,
+    MgmtKey, PayloadRecord, PeerKey, PortKey, Reason, RuleValue,
 };
 use wardgate_policy::desired::{AppRule, DeviceEntry, PeerEntry, PortEntry};
 
@@ -218,7 +218,10 @@ pub fn app_keys(slot: u32, rule_id: u32, app: &AppRule) -> Vec<AppKey> {
     };
     lists
         .into_iter()
-        .flat_map(|(field, l)| l.iter().filter_map(move |v| app_key(slot, rule_id, field, v)))
+        .flat_map(|(field, l)| {
+            l.iter()
+                .filter_map(move |v| app_key(slot, rule_id, field, v))
+        })
         .collect()
 }
 
@@ -305,7 +308,9 @@ fn app_refusal(bytes: &[u8]) -> Option<AppRefusal> {
     let fields = (0..n)
         .map(|i| {
             let len = usize::from(a.len[i]).min(c::APP_VALUE_LEN);
-            let text = String::from_utf8_lossy(&a.fields[i][..len]).escape_default().to_string();
+            let text = String::from_utf8_lossy(&a.fields[i][..len])
+                .escape_default()
+                .to_string();
             if dicom { text.trim().to_string() } else { text }
         })
         .collect();

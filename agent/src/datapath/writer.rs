@@ -12,8 +12,8 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use wardgate_common::{
-    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue,
-    PortKey, RuleValue, active_word, map_names,
+    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey,
+    PeerValue, PortKey, RuleValue, active_word, map_names,
 };
 use wardgate_policy::{
     DesiredState,
@@ -205,7 +205,8 @@ impl Datapath {
         // Allowed application values before the rules that name them.
         let mut apps: HashMap<&mut MapData, AppKey, u32> = self.typed(map_names::APP_VALUES)?;
         for (k, v) in &e.apps {
-            apps.insert(k, v, 0).map_err(map_err(map_names::APP_VALUES))?;
+            apps.insert(k, v, 0)
+                .map_err(map_err(map_names::APP_VALUES))?;
         }
         let mut devices: HashMap<&mut MapData, DeviceKey, DeviceInfo> =
             self.typed(map_names::DEVICES)?;
@@ -365,7 +366,12 @@ impl Entries {
                 .ports
                 .iter()
                 .filter(|e| convert::is_exact(e))
-                .map(|e| (convert::exact_port_key(slot, e), convert::rule_value(e, app(e))))
+                .map(|e| {
+                    (
+                        convert::exact_port_key(slot, e),
+                        convert::rule_value(e, app(e)),
+                    )
+                })
                 .collect(),
             ports: state
                 .ports

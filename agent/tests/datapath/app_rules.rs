@@ -170,7 +170,8 @@ fn check_reset(sent: &[u8], out: &[u8], seq: u32, len: u32) {
         (oe.source(), oe.destination()),
         (se.destination(), se.source())
     );
-    let (Some(TransportSlice::Tcp(st)), Some(TransportSlice::Tcp(ot))) = (&s.transport, &o.transport)
+    let (Some(TransportSlice::Tcp(st)), Some(TransportSlice::Tcp(ot))) =
+        (&s.transport, &o.transport)
     else {
         panic!("tcp")
     };
@@ -180,7 +181,11 @@ fn check_reset(sent: &[u8], out: &[u8], seq: u32, len: u32) {
     );
     assert!(ot.rst() && ot.ack() && !ot.syn() && !ot.fin() && !ot.psh());
     assert_eq!(ot.sequence_number(), 1, "the segment's ack");
-    assert_eq!(ot.acknowledgment_number(), seq + len, "everything it carried");
+    assert_eq!(
+        ot.acknowledgment_number(),
+        seq + len,
+        "everything it carried"
+    );
     assert!(ot.payload().is_empty(), "the payload is cut");
     let header = ot.to_header();
     match (&s.net, &o.net) {
@@ -290,7 +295,10 @@ fn an_association_with_an_unlisted_calling_ae_is_reset_and_a_listed_one_passes_o
     assert_eq!(evs.len(), 1, "{evs:?}");
     let e = &evs[0];
     assert_eq!(e.reason, Some(Reason::DropAppRefused));
-    assert_eq!((e.device_id, e.rule_id, e.dport, e.from_device), (1, 1001, 104, true));
+    assert_eq!(
+        (e.device_id, e.rule_id, e.dport, e.from_device),
+        (1, 1001, 104, true)
+    );
     let app = e.app.as_ref().expect("the fields read");
     assert_eq!((app.why, app.app), ("calling_ae", "dicom"));
     assert_eq!(app.fields, ["WRONG", "PACS"]);
@@ -308,7 +316,14 @@ fn an_unlisted_called_ae_over_ipv6_is_reset_with_valid_checksums() {
     // The listed pair passes.
     let dev = "[2001:db8:1::10]:40501";
     handshake(&mut dp, dev, PACS6, true);
-    let seg = data_frame(PUMP_MAC, GW_MAC, dev, PACS6, 1, &associate_rq("CT_1", "PACS"));
+    let seg = data_frame(
+        PUMP_MAC,
+        GW_MAC,
+        dev,
+        PACS6,
+        1,
+        &associate_rq("CT_1", "PACS"),
+    );
     expect(&mut dp, true, &seg, TC_ACT_OK, Reason::PassEstablished);
 }
 
@@ -339,7 +354,14 @@ fn an_hl7_first_message_from_an_unlisted_sender_is_reset_toward_the_engine() {
     let ok = mllp("PUMP_APP", "WARD3", "ORU^R01^ORU_R01");
     let seg = data_frame(GW_MAC, PUMP_MAC, engine, PUMP_HL7, 1, &ok);
     expect(&mut dp, false, &seg, TC_ACT_OK, Reason::PassEstablished);
-    let ack = data_frame(PUMP_MAC, GW_MAC, PUMP_HL7, engine, 5000, b"\x0bMSH|^~\\&|ACK\r");
+    let ack = data_frame(
+        PUMP_MAC,
+        GW_MAC,
+        PUMP_HL7,
+        engine,
+        5000,
+        b"\x0bMSH|^~\\&|ACK\r",
+    );
     expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassReply);
 
     let refused = dp.app_refused().unwrap();
@@ -352,7 +374,10 @@ fn an_hl7_first_message_from_an_unlisted_sender_is_reset_toward_the_engine() {
     let app = evs[0].app.as_ref().unwrap();
     assert_eq!((app.why, app.app), ("msh3", "hl7"));
     assert_eq!(app.fields, ["ROGUE_APP", "WARD3", "EHR", "ORU^R01"]);
-    assert!(!evs[0].from_device, "opened by the engine, toward the device");
+    assert!(
+        !evs[0].from_device,
+        "opened by the engine, toward the device"
+    );
 }
 
 /// Malformed and short first segments are refused when the rule checks fields (never
@@ -369,7 +394,11 @@ fn malformed_or_short_first_segments_are_refused_deterministically() {
         let before = dp.app_refused().unwrap()[why];
         let out = expect_reset(dp, true, &seg);
         check_reset(&seg, &out, 1, payload.len() as u32);
-        assert_eq!(dp.app_refused().unwrap()[why], before + 1, "refused as {why}");
+        assert_eq!(
+            dp.app_refused().unwrap()[why],
+            before + 1,
+            "refused as {why}"
+        );
     };
     let rq = associate_rq("MODALITY1", "PACS");
     // Shorter than the two AE titles.
@@ -395,7 +424,11 @@ fn malformed_or_short_first_segments_are_refused_deterministically() {
         let before = dp.app_refused().unwrap()[why];
         let out = expect_reset(dp, false, &seg);
         check_reset(&seg, &out, 1, payload.len() as u32);
-        assert_eq!(dp.app_refused().unwrap()[why], before + 1, "refused as {why}");
+        assert_eq!(
+            dp.app_refused().unwrap()[why],
+            before + 1,
+            "refused as {why}"
+        );
     };
     let good = mllp("PUMP_APP", "WARD3", "ORU^R01");
     refuse_hl7(&mut dp, &good[1..], "hl7_malformed");
@@ -424,7 +457,14 @@ fn malformed_or_short_first_segments_are_refused_deterministically() {
     // bytes when they come are checked.
     let dev = "192.0.2.10:41901";
     handshake(&mut dp, dev, PACS, true);
-    let later = data_frame(PUMP_MAC, GW_MAC, dev, PACS, 1 + rq.len() as u32, &[0x04; 100]);
+    let later = data_frame(
+        PUMP_MAC,
+        GW_MAC,
+        dev,
+        PACS,
+        1 + rq.len() as u32,
+        &[0x04; 100],
+    );
     expect(&mut dp, true, &later, TC_ACT_SHOT, Reason::DropAppRefused);
     let first = data_frame(PUMP_MAC, GW_MAC, dev, PACS, 1, &nul);
     expect(&mut dp, true, &first, TC_ACT_OK, Reason::PassEstablished);
@@ -449,7 +489,10 @@ fn malformed_or_short_first_segments_are_refused_deterministically() {
             verdicts.push(run_out(&mut dp, true, &seg).0);
         }
         assert_eq!(verdicts[0], verdicts[1], "deterministic");
-        assert_eq!(verdicts[0], TC_ACT_REDIRECT, "random bytes name no listed AE");
+        assert_eq!(
+            verdicts[0], TC_ACT_REDIRECT,
+            "random bytes name no listed AE"
+        );
     }
 }
 
@@ -467,7 +510,14 @@ fn a_monitored_devices_unlisted_association_passes_and_is_reported() {
     }
     dp.replace(&state_with(2, devices, app_rules())).unwrap();
     handshake(&mut dp, DEV, PACS, true);
-    let seg = data_frame(PUMP_MAC, GW_MAC, DEV, PACS, 1, &associate_rq("WRONG", "PACS"));
+    let seg = data_frame(
+        PUMP_MAC,
+        GW_MAC,
+        DEV,
+        PACS,
+        1,
+        &associate_rq("WRONG", "PACS"),
+    );
     expect(&mut dp, true, &seg, TC_ACT_OK, Reason::PassEstablished);
     assert_eq!(dp.app_refused().unwrap()["calling_ae"], 1);
     let evs = app_events(&mut dp);

@@ -123,7 +123,8 @@ fn rule(
         peers: vec![peer.parse().unwrap()],
         ports: ports.map(|(lo, hi)| PortRange { lo, hi }),
         idle_timeout_s: 600,
-        inspect: false, app: None,
+        inspect: false,
+        app: None,
     }
 }
 
