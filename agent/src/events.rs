@@ -290,6 +290,34 @@ mod tests {
     }
 
     #[test]
+    fn an_application_refusal_becomes_an_alert_naming_both_ae_titles_and_the_class() {
+        let mut g = Generations::default();
+        g.observe(state(5, 1, "ct-3a"));
+        let mut ev = event(5);
+        ev.kind = EventKind::AppRefused;
+        ev.reason = Some(wardgate_common::Reason::DropAppRefused);
+        // `wg_payload` knows the device, not its policy: the class comes from the device.
+        ev.policy_id = 0;
+        ev.app = Some(crate::datapath::convert::AppRefusal {
+            why: "calling_ae",
+            app: "dicom",
+            fields: vec!["WRONG".into(), "PACS".into()],
+        });
+        let f = alerts::from_event(&ev, g.get(5), "x".into(), 0).expect("an alert");
+        assert_eq!(f.detector, "datapath_app_refused");
+        assert_eq!(f.severity, wardgate_analysis::detect::Severity::High);
+        assert_eq!(f.class.as_deref(), Some("infusion-pump"));
+        assert_eq!(f.device.name, "ct-3a");
+        assert_eq!(
+            f.evidence.names,
+            ["dicom WRONG -> PACS", "refused: calling_ae"]
+        );
+        assert!(f.summary.contains("dicom WRONG -> PACS"), "{}", f.summary);
+        let alert = wardgate_proto::v1::Alert::from(&f);
+        assert_eq!(alert.kind, "app_refused");
+    }
+
+    #[test]
     fn a_few_generations_are_kept_and_a_reused_number_is_replaced() {
         let mut g = Generations::default();
         for n in 1..=20 {

@@ -874,7 +874,10 @@ const APP_FLOWS: u16 = 1_000;
 /// pay) and the trivial program, each on fresh flows (distinct); and an established packet of
 /// a checked flow (its payload budget spent: a flow-cache hit) against the trivial program
 /// (repeat).
-fn app_rows(rows: &mut Vec<Row>, fresh: &dyn Fn(u32, Option<&[u8]>) -> (PinRoot, Datapath)) {
+/// A fresh datapath for a configuration (`main`'s `fresh`).
+type Fresh = dyn Fn(u32, Option<&[u8]>) -> (PinRoot, Datapath);
+
+fn app_rows(rows: &mut Vec<Row>, fresh: &Fresh) {
     use wardgate_policy::desired::AppRule;
     let (_pin, mut dp) = fresh(1_000, None);
     let mut rules = rules(10);
