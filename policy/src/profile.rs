@@ -185,6 +185,45 @@ pub enum App {
     },
 }
 
+impl App {
+    /// For people: `dicom calling_ae MODALITY1, CT_1; called_ae PACS` (lists not given left out).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |name: &str, v: &Option<Located<Values>>| {
+            if let Some(v) = v {
+                parts.push(format!("{name} {}", v.value.list().join(", ")));
+            }
+        };
+        let kind = match self {
+            App::Dicom {
+                calling_ae,
+                called_ae,
+            } => {
+                add("calling_ae", calling_ae);
+                add("called_ae", called_ae);
+                "dicom"
+            }
+            App::Hl7 {
+                sending_application,
+                sending_facility,
+                receiving_application,
+                message_type,
+            } => {
+                add("sending_application", sending_application);
+                add("sending_facility", sending_facility);
+                add("receiving_application", receiving_application);
+                add("message_type", message_type);
+                "hl7"
+            }
+        };
+        if parts.is_empty() {
+            format!("{kind} (nothing checked)")
+        } else {
+            format!("{kind} {}", parts.join("; "))
+        }
+    }
+}
+
 /// One value or a list of them.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
