@@ -164,6 +164,10 @@ pub const CT_APP_MONITOR: u32 = 1 << 18;
 /// opener's answered with a reset), RSTs pass.
 pub const CT_APP_REFUSED: u32 = 1 << 19;
 
+/// `CtValue::flags`: the entry was admitted by a rule with an application check (kept once
+/// the check is done): a SYN reopening its tuple is checked afresh.
+pub const CT_APP_RULE: u32 = 1 << 20;
+
 /// `AppKey::field`.
 pub const APP_FIELD_CALLING_AE: u8 = 1;
 pub const APP_FIELD_CALLED_AE: u8 = 2;

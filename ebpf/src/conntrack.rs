@@ -11,7 +11,7 @@
 //! path re-checks it.
 
 use wardgate_common::{
-    APP_PENDING, CT_APP_MONITOR, CT_APP_REFUSED, CT_CLOSING, CT_CLOSING_TIMEOUT_S,
+    APP_PENDING, CT_APP_MONITOR, CT_APP_REFUSED, CT_APP_RULE, CT_CLOSING, CT_CLOSING_TIMEOUT_S,
     CT_DEFAULT_TIMEOUT_S, CtKey, CtValue, DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, FLOW_UNTRACKED,
     INSPECT_PACKETS, MODE_ENFORCE, PROTO_TCP, RuleValue,
 };
@@ -160,7 +160,13 @@ pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) 
     // The device side of the frame must carry the MAC the flow was opened with, on the
     // interface it was opened on.
     let dev_mac = pkt.dev_mac(dir == DIR_FROM_DEVICE);
-    if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex {
+    // A SYN reopening the tuple of a flow whose rule checks its application: re-checked (the
+    // slow path starts its check afresh), not taken as the checked flow going on.
+    let reopens = forward
+        && v.flags & CT_APP_RULE != 0
+        && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex && !reopens
+    {
         touch(v, pkt, now, forward);
         if payload::pending(v) {
             payload::request(pkt, &key, forward, dir);
@@ -262,10 +268,12 @@ pub fn commit(
         Some(r) if pkt.proto == PROTO_TCP => r.flags & APP_PENDING,
         _ => 0,
     };
-    let app_rule = if app_rule != 0 && dev.mode != MODE_ENFORCE {
-        app_rule | CT_APP_MONITOR
+    let app_rule = if app_rule == 0 {
+        0
+    } else if dev.mode != MODE_ENFORCE {
+        app_rule | CT_APP_MONITOR | CT_APP_RULE
     } else {
-        app_rule
+        app_rule | CT_APP_RULE
     };
     let reopened = ct != Ct::Miss && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let app_fresh = (ct == Ct::Miss || reopened) && app_rule != 0;
@@ -335,7 +343,7 @@ pub fn commit(
             value.isn_seen = 0;
         } else {
             value.flags = (value.flags & !(APP_PENDING | CT_APP_MONITOR))
-                | (old.flags & (APP_PENDING | CT_APP_MONITOR | CT_APP_REFUSED));
+                | (old.flags & (APP_PENDING | CT_APP_MONITOR | CT_APP_REFUSED | CT_APP_RULE));
         }
     }
     closing(value, pkt);

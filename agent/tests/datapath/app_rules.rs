@@ -524,3 +524,21 @@ fn a_monitored_devices_unlisted_association_passes_and_is_reported() {
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].reason, Some(Reason::PassMonitorWouldDeny));
 }
+
+/// A SYN reopening the tuple of a checked association is a new association: checked again
+/// (before, the entry answered as the checked flow going on, and the new request passed).
+#[test]
+fn a_syn_reopening_a_checked_tuple_is_checked_again() {
+    let (_pin, mut dp) = app_datapath("app-reopen");
+    let dev = "192.0.2.10:40700";
+    handshake(&mut dp, dev, PACS, true);
+    let rq = associate_rq("MODALITY1", "PACS");
+    let seg = data_frame(PUMP_MAC, GW_MAC, dev, PACS, 1, &rq);
+    expect(&mut dp, true, &seg, TC_ACT_OK, Reason::PassEstablished);
+    // Same tuple, a new handshake, another calling AE.
+    handshake(&mut dp, dev, PACS, true);
+    let rq = associate_rq("WRONG", "PACS");
+    let seg = data_frame(PUMP_MAC, GW_MAC, dev, PACS, 1, &rq);
+    let out = expect_reset(&mut dp, true, &seg);
+    check_reset(&seg, &out, 1, rq.len() as u32);
+}
