@@ -165,6 +165,10 @@ pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) 
     let reopens = forward
         && v.flags & CT_APP_RULE != 0
         && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if reopens {
+        // The old connection's slot on this CPU must not answer the new one's data.
+        flowcache::expire(fkey);
+    }
     if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex && !reopens
     {
         touch(v, pkt, now, forward);

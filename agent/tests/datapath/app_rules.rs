@@ -529,13 +529,24 @@ fn a_monitored_devices_unlisted_association_passes_and_is_reported() {
 /// (before, the entry answered as the checked flow going on, and the new request passed).
 #[test]
 fn a_syn_reopening_a_checked_tuple_is_checked_again() {
+    pin_to_one_cpu();
     let (_pin, mut dp) = app_datapath("app-reopen");
     let dev = "192.0.2.10:40700";
     handshake(&mut dp, dev, PACS, true);
     let rq = associate_rq("MODALITY1", "PACS");
     let seg = data_frame(PUMP_MAC, GW_MAC, dev, PACS, 1, &rq);
     expect(&mut dp, true, &seg, TC_ACT_OK, Reason::PassEstablished);
-    // Same tuple, a new handshake, another calling AE.
+    // The association goes on until its payload budget is spent and the flow cache answers.
+    let mut seq = 1 + rq.len() as u32;
+    for k in 0..3u32 {
+        let back = data_frame(GW_MAC, PUMP_MAC, PACS, dev, 5000 + k * 10, &[2; 10]);
+        expect(&mut dp, false, &back, TC_ACT_OK, Reason::PassReply);
+        let d = data_frame(PUMP_MAC, GW_MAC, dev, PACS, seq, &[4; 100]);
+        expect(&mut dp, true, &d, TC_ACT_OK, Reason::PassEstablished);
+        seq += 100;
+    }
+    // Same tuple, a new handshake (its data would meet the old connection's cache slot on
+    // this CPU), another calling AE.
     handshake(&mut dp, dev, PACS, true);
     let rq = associate_rq("WRONG", "PACS");
     let seg = data_frame(PUMP_MAC, GW_MAC, dev, PACS, 1, &rq);
