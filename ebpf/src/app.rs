@@ -127,6 +127,12 @@ pub fn check(
     }
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     if tcp_flags & TCP_SYN != 0 {
+        // Data on a SYN (TCP Fast Open) would reach the server before any check: dropped (the
+        // client falls back to a plain SYN).
+        if s.forward && seg_len != 0 {
+            recount(s.reason);
+            return Some(TC_ACT_SHOT);
+        }
         if s.forward {
             v.isn_fwd = seq;
             v.isn_seen |= ISN_FWD_SEEN;

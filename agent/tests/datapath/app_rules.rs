@@ -470,6 +470,16 @@ fn malformed_or_short_first_segments_are_refused_deterministically() {
     expect(&mut dp, true, &first, TC_ACT_OK, Reason::PassEstablished);
     expect(&mut dp, true, &later, TC_ACT_OK, Reason::PassEstablished);
 
+    // Data on a SYN (TCP Fast Open) would reach the server unchecked: dropped.
+    let mut tfo = Vec::new();
+    etherparse::PacketBuilder::ethernet2(PUMP_MAC, GW_MAC)
+        .ipv4([192, 0, 2, 10], [198, 51, 100, 10], 64)
+        .tcp(41950, 104, 0, 1000)
+        .syn()
+        .write(&mut tfo, &rq)
+        .unwrap();
+    expect(&mut dp, true, &tfo, TC_ACT_SHOT, Reason::DropAppRefused);
+
     // Arbitrary first segments never crash and are decided the same way twice.
     let mut x = 0x2545_f491_4f6c_dd1du64;
     for i in 0..64u16 {
