@@ -162,15 +162,13 @@ pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) 
     let dev_mac = pkt.dev_mac(dir == DIR_FROM_DEVICE);
     // A SYN reopening the tuple of a flow whose rule checks its application: re-checked (the
     // slow path starts its check afresh), not taken as the checked flow going on.
-    let reopens = forward
-        && v.flags & CT_APP_RULE != 0
-        && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let reopens =
+        forward && v.flags & CT_APP_RULE != 0 && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if reopens {
         // The old connection's slot on this CPU must not answer the new one's data.
         flowcache::expire(fkey);
     }
-    if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex && !reopens
-    {
+    if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex && !reopens {
         touch(v, pkt, now, forward);
         if payload::pending(v) {
             payload::request(pkt, &key, forward, dir);
