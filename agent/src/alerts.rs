@@ -60,6 +60,12 @@ pub fn from_event(
             (datapath::WATCHDOG, Severity::Low)
         }
         EventKind::Watchdog => (datapath::WATCHDOG, Severity::High),
+        // A client that reached an allowed port but named an AE title or HL7 sender its
+        // device's profile does not list: a misconfigured or impersonating application.
+        EventKind::AppRefused if ev.reason == Some(wardgate_common::Reason::DropAppRefused) => {
+            (datapath::APP_REFUSED, Severity::High)
+        }
+        EventKind::AppRefused => (datapath::APP_REFUSED, Severity::Medium),
         EventKind::NewFlow | EventKind::Other(_) => return None,
     };
     let technique = if ev.kind == EventKind::Spoof {
@@ -69,10 +75,16 @@ pub fn from_event(
     };
     // `state` is the generation that produced the event: ids are named as they were then.
     let device = state.and_then(|s| s.device(ev.device_id));
+    // Application refusals come from `wg_payload`, which knows the device, not its policy.
+    let policy_id = if ev.policy_id == 0 {
+        device.map_or(0, |d| d.policy_id)
+    } else {
+        ev.policy_id
+    };
     let policy = state.and_then(|s| {
         s.policies
             .iter()
-            .find(|p| p.policy_id == ev.policy_id && ev.device_id != 0)
+            .find(|p| p.policy_id == policy_id && ev.device_id != 0)
     });
     let mode = device.map(|d| d.mode.as_str());
     let device_ref = DeviceRef {
@@ -118,6 +130,20 @@ pub fn from_event(
         packets: 1,
         bytes: 0,
     });
+    if let Some(a) = &ev.app {
+        // Both AE titles (calling -> called), or the MSH fields, as the datapath read them.
+        let names = if a.app == "dicom" {
+            format!(
+                "dicom {} -> {}",
+                a.fields.first().map_or("", String::as_str),
+                a.fields.get(1).map_or("", String::as_str)
+            )
+        } else {
+            format!("hl7 MSH-3..5,9 {}", a.fields.join(" | "))
+        };
+        f.evidence.names.push(names);
+        f.evidence.names.push(format!("refused: {}", a.why));
+    }
     f.summary = format!(
         "{} {} {}:{} -> {}:{}",
         wardgate_analysis::detect::format::title(detector),
@@ -131,6 +157,9 @@ pub fn from_event(
         ev.dst,
         ev.dport
     );
+    if !f.evidence.names.is_empty() {
+        f.summary = format!("{} ({})", f.summary, f.evidence.names.join(", "));
+    }
     Some(f)
 }
 

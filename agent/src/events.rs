@@ -171,6 +171,15 @@ pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
         .and_then(|s| s.rule(ev.rule_id))
         .map_or("-", |(_, r)| r.name.as_str());
     let reason = ev.reason.map_or("unknown", |r| r.name());
+    // An application refusal: what the check read (both AE titles, or the MSH fields).
+    let app = ev.app.as_ref().map_or(String::new(), |a| {
+        format!(
+            "{} refused={} fields={}",
+            a.app,
+            a.why,
+            a.fields.join(" -> ")
+        )
+    });
     tracing::info!(
         target: "wardgate::event",
         kind = ev.kind.name(),
@@ -185,6 +194,7 @@ pub fn log_event(ev: &DatapathEvent, state: Option<&DesiredState>) {
         proto = ev.proto,
         from_device = ev.from_device,
         flow = %format_args!("{}:{} -> {}:{}", ev.src, ev.sport, ev.dst, ev.dport),
+        app,
         "datapath event"
     );
 }
@@ -210,6 +220,7 @@ mod tests {
             ports: Some(PortRange::single(104)),
             idle_timeout_s: 600,
             inspect: false,
+            app: None,
         };
         let dev = DeviceEntry {
             device_id: 7,
@@ -246,6 +257,7 @@ mod tests {
             dst: "198.51.100.10".parse().unwrap(),
             dport: 104,
             src_mac: [2, 0, 0, 0, 0, 7],
+            app: None,
         }
     }
 
@@ -275,6 +287,34 @@ mod tests {
         );
         // A generation no longer known names nothing rather than the wrong thing.
         assert_eq!(named(&g, 4), (String::new(), String::new(), 0));
+    }
+
+    #[test]
+    fn an_application_refusal_becomes_an_alert_naming_both_ae_titles_and_the_class() {
+        let mut g = Generations::default();
+        g.observe(state(5, 1, "ct-3a"));
+        let mut ev = event(5);
+        ev.kind = EventKind::AppRefused;
+        ev.reason = Some(wardgate_common::Reason::DropAppRefused);
+        // `wg_payload` knows the device, not its policy: the class comes from the device.
+        ev.policy_id = 0;
+        ev.app = Some(crate::datapath::convert::AppRefusal {
+            why: "calling_ae",
+            app: "dicom",
+            fields: vec!["WRONG".into(), "PACS".into()],
+        });
+        let f = alerts::from_event(&ev, g.get(5), "x".into(), 0).expect("an alert");
+        assert_eq!(f.detector, "datapath_app_refused");
+        assert_eq!(f.severity, wardgate_analysis::detect::Severity::High);
+        assert_eq!(f.class.as_deref(), Some("infusion-pump"));
+        assert_eq!(f.device.name, "ct-3a");
+        assert_eq!(
+            f.evidence.names,
+            ["dicom WRONG -> PACS", "refused: calling_ae"]
+        );
+        assert!(f.summary.contains("dicom WRONG -> PACS"), "{}", f.summary);
+        let alert = wardgate_proto::v1::Alert::from(&f);
+        assert_eq!(alert.kind, "app_refused");
     }
 
     #[test]

@@ -3,6 +3,10 @@
 
 mod support;
 
+/// Application rules (DICOM AE titles, HL7 MSH fields).
+#[path = "datapath/app_rules.rs"]
+mod app_rules;
+
 /// Hardening, round 2.
 #[path = "datapath/hardening.rs"]
 mod hardening;
@@ -915,6 +919,7 @@ fn pump_and_pacs(
             ports: Some(PortRange { lo: 104, hi: 104 }),
             idle_timeout_s: 600,
             inspect: false,
+            app: None,
         }]
     } else {
         vec![]

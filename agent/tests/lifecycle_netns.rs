@@ -30,7 +30,8 @@ use support::{
 };
 use wardgate_policy::{
     Proto,
-    profile::{App, Flow, PortItem, Ports, Profile},
+    profile::{App, Flow, PortItem, Ports, Profile, Values},
+    span::Located,
 };
 use wardgate_testkit::{
     agent::AgentProcess,
@@ -314,14 +315,14 @@ fn a_pump_goes_from_learn_to_enforce_on_its_proposed_profile_and_keeps_its_real_
     assert_eq!(
         dicom.app,
         Some(App::Dicom {
-            calling_ae: Some(CALLING.into()),
-            called_ae: Some(CALLED.into()),
+            calling_ae: Some(Located::new(Values::One(CALLING.into()))),
+            called_ae: Some(Located::new(Values::One(CALLED.into()))),
         }),
         "the AE titles the pump used"
     );
     let hl7 = flow(&profile, Proto::Tcp, 2575, "hl7-engine");
     assert!(
-        matches!(&hl7.app, Some(App::Hl7 { sending_application: Some(s), .. }) if s == "PUMP_APP"),
+        matches!(&hl7.app, Some(App::Hl7 { sending_application: Some(s), .. }) if s.value == Values::One("PUMP_APP".into())),
         "the HL7 application the pump sent as: {:?}",
         hl7.app
     );

@@ -457,6 +457,7 @@ fn shifted_state(generation: u32) -> wardgate_policy::DesiredState {
             }),
             idle_timeout_s: 60,
             inspect: false,
+            app: None,
         })
         .collect();
     rules.extend(reference_rules().into_iter().map(|mut r| {

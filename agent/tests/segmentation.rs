@@ -126,6 +126,7 @@ fn tcp_rule(id: u32, direction: Direction, peer: &str, port: u16) -> Rule {
         ports: Some(PortRange { lo: port, hi: port }),
         idle_timeout_s: 600,
         inspect: false,
+        app: None,
     }
 }
 

@@ -462,6 +462,7 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
         dst: "198.51.100.10".parse().unwrap(),
         dport,
         src_mac: [2, 0, 0, 0, 0, 0x66],
+        app: None,
     };
     use wardgate_agent::datapath::convert::EventKind;
     assert!(

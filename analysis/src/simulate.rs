@@ -29,6 +29,10 @@ pub struct Blocked {
     pub flows: u64,
     pub bytes: u64,
     pub last_seen_ns: u64,
+    /// The port is allowed but the application rule would refuse the flows: what they named
+    /// (`dicom CT9 -> PACS`, `hl7 LAB|HOSP|EHR|ORU^R01`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +145,13 @@ pub fn simulate_weighted(
             r.proto,
             r.port,
         );
-        if allowed.is_some() {
+        // The rule's application check, on the identity the record carries (a record without
+        // one, not inspected, is taken as passing: nothing says otherwise).
+        let refused = allowed
+            .and_then(|rule_id| state.rule(rule_id))
+            .and_then(|(_, rule)| rule.app.as_ref())
+            .and_then(|app| app_refused(app, r.app.as_ref()?));
+        if allowed.is_some() && refused.is_none() {
             continue;
         }
         let key = (r.device.name.clone(), r.direction, r.peer, r.proto, r.port);
@@ -154,7 +164,11 @@ pub fn simulate_weighted(
             flows: 0,
             bytes: 0,
             last_seen_ns: 0,
+            app: None,
         });
+        if b.app.is_none() {
+            b.app = refused;
+        }
         b.flows += n;
         b.bytes += r.bytes();
         b.last_seen_ns = b.last_seen_ns.max(r.last_seen_ns);
@@ -162,4 +176,27 @@ pub fn simulate_weighted(
     let mut out: Vec<Blocked> = blocked.into_values().collect();
     out.sort_by(|a, b| b.flows.cmp(&a.flows).then(a.device.cmp(&b.device)));
     Ok(out)
+}
+
+/// What a first message named, when `app` would refuse it (the datapath's decision).
+fn app_refused(
+    app: &wardgate_policy::desired::AppRule,
+    id: &crate::app::AppIdentity,
+) -> Option<String> {
+    match id {
+        crate::app::AppIdentity::Dicom(a) => (!app.allows_dicom(&a.calling_ae, &a.called_ae))
+            .then(|| format!("dicom {} -> {}", a.calling_ae, a.called_ae)),
+        crate::app::AppIdentity::Hl7(h) => (!app.allows_hl7(
+            &h.sending_application,
+            &h.sending_facility,
+            &h.receiving_application,
+            &h.message_type,
+        ))
+        .then(|| {
+            format!(
+                "hl7 {}|{}|{}|{}",
+                h.sending_application, h.sending_facility, h.receiving_application, h.message_type
+            )
+        }),
+    }
 }

@@ -27,7 +27,7 @@ pub mod map_names {
     pub const CONNTRACK: &str = "WG_CT_V4";
     pub const STATS: &str = "WG_STATS_V1";
     pub const RATE: &str = "WG_RATE_V2";
-    pub const EVENTS_LOST: &str = "WG_EVLOST_V1";
+    pub const EVENTS_LOST: &str = "WG_EVLOST_V2";
     pub const FLOW_CAP: &str = "WG_FLOWCAP_V3";
     /// Flow-open record budgets of unknown hosts, per source (`RateState`).
     pub const SOURCE_BUDGET: &str = "WG_SRCBUDGET_V1";
@@ -51,6 +51,10 @@ pub mod map_names {
     pub const PAYLOAD_PROG: &str = "WG_PAYPROG_V1";
     /// The tail-call slot of `wg_slow` (a prog array of one).
     pub const SLOW_PROG: &str = "WG_SLOWPROG_V1";
+    /// Allowed values of application rules (`AppKey` -> 1), slotted like the policy maps.
+    pub const APP_VALUES: &str = "WG_APPVAL_V1";
+    /// Application checks that refused a flow, per CPU, indexed by `APP_DENY_*`.
+    pub const APP_DENIED: &str = "WG_APPDENY_V1";
 }
 
 /// Program (function) names in the eBPF object.
@@ -83,6 +87,8 @@ pub mod capacity {
     pub const FLOW_CAP: u32 = 16_384;
     /// Record budgets of unknown hosts, indexed by a hash of the source (a power of two).
     pub const UNKNOWN_SOURCES: u32 = 1_024;
+    /// Allowed application values (AE titles, MSH fields) per policy slot.
+    pub const APP_VALUES: u32 = 16_384;
     /// Fragmented datagrams in flight whose first fragment passed.
     pub const FRAGMENTS: u32 = 8_192;
     /// Ring buffer size in bytes (power of two, multiple of the page size).
@@ -124,6 +130,85 @@ pub const RULE_ALLOW: u32 = 1;
 /// `RuleValue::flags`: the rule carries an application constraint (DICOM or HL7): the flows it
 /// admits are inspected (their first payload bytes go to the agent, `PayloadRecord`).
 pub const RULE_INSPECT: u32 = 1 << 0;
+
+/// `RuleValue::flags` (and, copied into a new entry, `CtValue::flags`): the rule's flows are
+/// checked at their first payload segment in the opening direction (`wg_payload`): a DICOM
+/// A-ASSOCIATE-RQ, or an HL7 message over MLLP. Which fields are checked against the rule's
+/// allowed values (`WG_APPVAL_V1`, `AppKey`): every field whose bit is set.
+pub const APP_DICOM: u32 = 1 << 8;
+pub const APP_HL7: u32 = 1 << 9;
+/// DICOM calling AE title (PDU bytes 26..42).
+pub const APP_CHECK_CALLING: u32 = 1 << 10;
+/// DICOM called AE title (PDU bytes 10..26).
+pub const APP_CHECK_CALLED: u32 = 1 << 11;
+/// HL7 MSH-3 (sending application).
+pub const APP_CHECK_MSH3: u32 = 1 << 12;
+/// HL7 MSH-4 (sending facility).
+pub const APP_CHECK_MSH4: u32 = 1 << 13;
+/// HL7 MSH-5 (receiving application).
+pub const APP_CHECK_MSH5: u32 = 1 << 14;
+/// HL7 MSH-9 (message type: its first two components).
+pub const APP_CHECK_MSH9: u32 = 1 << 15;
+/// Every bit a rule's application check sets in a conntrack entry (while it is pending).
+pub const APP_PENDING: u32 = APP_DICOM
+    | APP_HL7
+    | APP_CHECK_CALLING
+    | APP_CHECK_CALLED
+    | APP_CHECK_MSH3
+    | APP_CHECK_MSH4
+    | APP_CHECK_MSH5
+    | APP_CHECK_MSH9;
+/// `CtValue::flags`: the application check is only reported (the device is monitored).
+pub const CT_APP_MONITOR: u32 = 1 << 18;
+/// `CtValue::flags`: the application check refused the flow: later packets are dropped (the
+/// opener's answered with a reset), RSTs pass.
+pub const CT_APP_REFUSED: u32 = 1 << 19;
+
+/// `CtValue::flags`: the entry was admitted by a rule with an application check (kept once
+/// the check is done): a SYN reopening its tuple is checked afresh.
+pub const CT_APP_RULE: u32 = 1 << 20;
+
+/// `AppKey::field`.
+pub const APP_FIELD_CALLING_AE: u8 = 1;
+pub const APP_FIELD_CALLED_AE: u8 = 2;
+pub const APP_FIELD_MSH3: u8 = 3;
+pub const APP_FIELD_MSH4: u8 = 4;
+pub const APP_FIELD_MSH5: u8 = 5;
+pub const APP_FIELD_MSH9: u8 = 9;
+/// Bytes of a value an `AppKey` holds; longer values never match.
+pub const APP_VALUE_LEN: usize = 32;
+/// Bytes of the first HL7 segment the datapath scans for the MSH fields.
+pub const APP_HL7_SCAN: usize = 256;
+
+/// An allowed value of an application rule field (`WG_APPVAL_V1`, value 1). DICOM AE titles
+/// are the 16 bytes of the PDU (space padded, `len` 16); HL7 fields their bytes (`len` of them)
+/// up to `APP_VALUE_LEN`. Unused bytes zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppKey {
+    pub slot: u8,
+    pub field: u8,
+    pub len: u8,
+    pub _pad: u8,
+    pub rule_id: u32,
+    pub value: [u8; APP_VALUE_LEN],
+}
+const _: () = assert!(core::mem::size_of::<AppKey>() == 40);
+
+/// `WG_APPDENY_V1` indices: why an application check refused a flow.
+pub const APP_DENY_CALLING_AE: u32 = 0;
+pub const APP_DENY_CALLED_AE: u32 = 1;
+/// Not an A-ASSOCIATE-RQ, or its first segment too short to hold both AE titles.
+pub const APP_DENY_DICOM_MALFORMED: u32 = 2;
+pub const APP_DENY_MSH3: u32 = 3;
+pub const APP_DENY_MSH4: u32 = 4;
+pub const APP_DENY_MSH5: u32 = 5;
+pub const APP_DENY_MSH9: u32 = 6;
+/// Not MLLP-framed `MSH`, or the fields checked do not end within the scanned bytes.
+pub const APP_DENY_HL7_MALFORMED: u32 = 7;
+/// Payload before a handshake was seen (a flow picked up mid-stream): cannot be checked.
+pub const APP_DENY_UNVERIFIED: u32 = 8;
+pub const APP_DENY_KINDS: u32 = 9;
 
 /// Conntrack flags (`CtValue::flags`).
 pub const CT_CLOSING: u32 = 1 << 0;
@@ -173,8 +258,11 @@ pub const EVENT_FLOW_CAP: u32 = 7;
 /// The agent's heartbeat went stale (reason `PassMonitorWouldDeny` = fail-open devices now
 /// monitored) or came back (reason `PassPolicy`): reported once each way.
 pub const EVENT_WATCHDOG: u32 = 8;
+/// An application check refused a flow (reason `DropAppRefused`) or, for a monitored device,
+/// would have (`PassMonitorWouldDeny`): an `AppEvent` (an `Event` and the fields read).
+pub const EVENT_APP_REFUSED: u32 = 9;
 /// Event kinds are below this (sizes the per-kind loss counters).
-pub const EVENT_KINDS: u32 = 9;
+pub const EVENT_KINDS: u32 = 10;
 
 /// Why an event was not delivered (`WG_EVLOST_V1` is indexed `reason * EVENT_KINDS + kind`).
 pub const LOST_RATE_LIMITED: u32 = 0;
@@ -595,8 +683,25 @@ pub struct Event {
 }
 const _: () = assert!(core::mem::size_of::<Event>() == 80);
 
+/// An `EVENT_APP_REFUSED` event: the event, why (`APP_DENY_*`) and the fields the check read
+/// (DICOM: calling, called AE title; HL7: MSH-3, MSH-4, MSH-5, MSH-9), each `len` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppEvent {
+    pub event: Event,
+    pub why: u32,
+    /// `APP_DICOM` or `APP_HL7`.
+    pub app: u32,
+    pub len: [u8; 4],
+    pub _pad: u32,
+    pub fields: [[u8; APP_VALUE_LEN]; 4],
+}
+const _: () = assert!(core::mem::size_of::<AppEvent>() == 80 + 16 + 4 * APP_VALUE_LEN);
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::AppKey {}
+    unsafe impl aya::Pod for super::AppEvent {}
     // Safety: every type below is repr(C), Copy, has explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::DeviceKey {}
     unsafe impl aya::Pod for super::DeviceInfo {}

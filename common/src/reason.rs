@@ -61,13 +61,16 @@ pub enum Reason {
     /// A packet for the slow path and no slow-path program to judge it (the agent has not
     /// loaded one): nothing new is allowed without it.
     DropNoProgram = 25,
+    /// A flow's application check (DICOM AE titles, HL7 MSH fields) refused it, or a later
+    /// packet of a refused flow.
+    DropAppRefused = 26,
 }
 
 impl Reason {
     /// Size of the counters array; every discriminant is below it.
     pub const COUNT: u32 = 32;
 
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::PassEstablished,
         Reason::PassReply,
         Reason::PassPolicy,
@@ -93,6 +96,7 @@ impl Reason {
         Reason::DropVlan,
         Reason::DropFlowCap,
         Reason::DropNoProgram,
+        Reason::DropAppRefused,
     ];
 
     pub const fn is_drop(self) -> bool {
@@ -137,6 +141,7 @@ impl Reason {
             Reason::DropVlan => "drop_vlan",
             Reason::DropFlowCap => "drop_flow_cap",
             Reason::DropNoProgram => "drop_no_program",
+            Reason::DropAppRefused => "drop_app_refused",
         }
     }
 }

@@ -212,6 +212,7 @@ mod tests {
             ports: Some(PortRange::single(port)),
             idle_timeout_s: 60,
             inspect: false,
+            app: None,
         }
     }
 

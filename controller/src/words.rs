@@ -254,6 +254,7 @@ mod tests {
             ports: Some(PortRange::single(8443)),
             idle_timeout_s: 60,
             inspect: false,
+            app: None,
         };
         assert_eq!(rule(&r, &groups), "tcp/8443 to pacs, 203.0.113.0/24");
         // Half a group is not the group.

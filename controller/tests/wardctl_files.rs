@@ -81,7 +81,8 @@ fn show_compile_and_diff() {
     let (ok, out, err) = wardctl(&["profile", "show", "lab-analyzer"]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("2575-2580") && out.contains("not enforced at L3/L4"),
+        out.contains("2575-2580")
+            && out.contains("application rule (enforced at each flow's first message): hl7 sending_application ANALYZER; receiving_application LIS"),
         "{out}"
     );
     let (ok, _, err) = wardctl(&["profile", "show", "lab-analyser"]);

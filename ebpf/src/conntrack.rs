@@ -11,15 +11,16 @@
 //! path re-checks it.
 
 use wardgate_common::{
-    CT_CLOSING, CT_CLOSING_TIMEOUT_S, CT_DEFAULT_TIMEOUT_S, CtKey, CtValue, DIR_FROM_DEVICE,
-    DeviceInfo, FLOW_DENIED, FLOW_UNTRACKED, INSPECT_PACKETS, PROTO_TCP, RuleValue,
+    APP_PENDING, CT_APP_MONITOR, CT_APP_REFUSED, CT_APP_RULE, CT_CLOSING, CT_CLOSING_TIMEOUT_S,
+    CT_DEFAULT_TIMEOUT_S, CtKey, CtValue, DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, FLOW_UNTRACKED,
+    INSPECT_PACKETS, MODE_ENFORCE, PROTO_TCP, RuleValue,
 };
 
 use crate::{
     flowcache::{self, FlowKey},
     flows::{self, Opened},
     maps::{WG_CT_V4, WG_CTSCRATCH},
-    parse::{Packet, TCP_FIN, TCP_RST},
+    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     payload,
 };
 
@@ -159,10 +160,18 @@ pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) 
     // The device side of the frame must carry the MAC the flow was opened with, on the
     // interface it was opened on.
     let dev_mac = pkt.dev_mac(dir == DIR_FROM_DEVICE);
-    if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex {
+    // A SYN reopening the tuple of a flow whose rule checks its application: re-checked (the
+    // slow path starts its check afresh), not taken as the checked flow going on.
+    let reopens =
+        forward && v.flags & CT_APP_RULE != 0 && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if reopens {
+        // The old connection's slot on this CPU must not answer the new one's data.
+        flowcache::expire(fkey);
+    }
+    if fresh(v, generation, now) && v.dev_mac == dev_mac && v.ifindex == pkt.ifindex && !reopens {
         touch(v, pkt, now, forward);
         if payload::pending(v) {
-            payload::request(pkt, &key, forward);
+            payload::request(pkt, &key, forward, dir);
             return (
                 if forward {
                     Ct::EstablishedInspect
@@ -252,6 +261,24 @@ pub fn commit(
     } else {
         0
     };
+    // The rule's application check (`wg_payload` decides at the first payload segment), armed
+    // whatever the recording switch says: enforcement does not depend on recording. A new
+    // entry, or a re-checked one opened again by a SYN (a reused tuple), starts it afresh; any
+    // other re-checked entry keeps how its check went (a checked association is not checked
+    // again mid-stream, where its first bytes are long gone; a refused one stays refused).
+    let app_rule = match rule {
+        Some(r) if pkt.proto == PROTO_TCP => r.flags & APP_PENDING,
+        _ => 0,
+    };
+    let app_rule = if app_rule == 0 {
+        0
+    } else if dev.mode != MODE_ENFORCE {
+        app_rule | CT_APP_MONITOR | CT_APP_RULE
+    } else {
+        app_rule | CT_APP_RULE
+    };
+    let reopened = ct != Ct::Miss && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let app_fresh = (ct == Ct::Miss || reopened) && app_rule != 0;
     // Built in this CPU's scratch slot, not on the stack (see `WG_CTSCRATCH`).
     let Some(scratch) = WG_CTSCRATCH.get_ptr_mut(0) else {
         return false;
@@ -267,7 +294,7 @@ pub fn commit(
     value.device_id = dev.device_id;
     value.idle_timeout_s = timeout;
     value.packets_rev = packets_rev;
-    value.flags = flags;
+    value.flags = flags | app_rule;
     value.ifindex = pkt.ifindex;
     value.bytes_rev = bytes_rev;
     value.direction = direction;
@@ -313,13 +340,23 @@ pub fn commit(
         value.isn_seen = old.isn_seen;
         // A closed flow stays closed: its place was given back once.
         value.flags |= old.flags & CT_CLOSING;
+        if reopened {
+            // A new connection on the tuple: its own handshake, its own check.
+            value.isn_seen = 0;
+        } else {
+            value.flags = (value.flags & !(APP_PENDING | CT_APP_MONITOR))
+                | (old.flags & (APP_PENDING | CT_APP_MONITOR | CT_APP_REFUSED | CT_APP_RULE));
+        }
     }
     closing(value, pkt);
     let _ = WG_CT_V4.insert(&key, value, 0);
     // A new inspected flow's first packet goes to `wg_payload` too: it takes the SYN's
     // sequence number, without which no payload of the flow is handed over.
-    if inspect != 0 {
-        payload::request(pkt, &key, forward);
+    // So does the first packet of a flow with an application check (and of a reopened one),
+    // and any packet of a re-checked entry whose check is pending or refused: a new
+    // generation must not let one packet of a refused flow through.
+    if inspect != 0 || app_fresh || value.flags & (APP_PENDING | CT_APP_REFUSED) != 0 {
+        payload::request(pkt, &key, forward, hook);
         return true;
     }
     false

@@ -1,6 +1,6 @@
 //! Ring-buffer events, rate-limited with a token bucket per device and event kind (a flood of
 //! one kind cannot use up another's budget: denies never hide a spoof). Every event not
-//! delivered is counted by why (rate limit, full ring buffer) and kind in `WG_EVLOST_V1`.
+//! delivered is counted by why (rate limit, full ring buffer) and kind in `WG_EVLOST_V2`.
 
 use wardgate_common::{
     DIR_FROM_DEVICE, DeviceInfo, EVENT_KINDS, Event, LOST_RATE_LIMITED, LOST_RING_FULL, RateKey,
@@ -8,7 +8,7 @@ use wardgate_common::{
 };
 
 use crate::{
-    maps::{WG_CONFIG_V3, WG_EVENTS_V1, WG_EVLOST_V1, WG_RATE_V2},
+    maps::{WG_CONFIG_V3, WG_EVENTS_V1, WG_EVLOST_V2, WG_RATE_V2},
     parse::Packet,
 };
 
@@ -106,12 +106,32 @@ impl<'a> Report<'a> {
     }
 }
 
+/// Takes a token of `device_id`'s budget for an event of `kind` (counting a refusal): `false`
+/// when nothing may be sent.
+#[inline(always)]
+pub fn admit(device_id: u32, kind: u32, now: u64) -> bool {
+    match take_token(device_id, kind, now) {
+        Budget::Take => true,
+        Budget::Empty => {
+            lost(LOST_RATE_LIMITED, kind);
+            false
+        }
+        Budget::Off => false,
+    }
+}
+
+/// An event of `kind` the full ring could not take.
+#[inline(always)]
+pub fn lost_ring(kind: u32) {
+    lost(LOST_RING_FULL, kind);
+}
+
 #[inline(always)]
 fn lost(why: u32, kind: u32) {
     if kind >= EVENT_KINDS {
         return;
     }
-    if let Some(n) = WG_EVLOST_V1.get_ptr_mut(why * EVENT_KINDS + kind) {
+    if let Some(n) = WG_EVLOST_V2.get_ptr_mut(why * EVENT_KINDS + kind) {
         // Safety: this CPU's slot; nothing else runs on this CPU while we do.
         unsafe { *n += 1 };
     }

@@ -189,3 +189,18 @@ pub fn fill(
     slot._pad = 0;
     ((pending >> PACKETS_SHIFT) as u32, pending & BYTES_MASK)
 }
+
+/// Makes this CPU's slot of `key` answer no more (a SYN reopened its tuple for a flow whose
+/// rule checks its application: its data must see conntrack). What it answered stays pending
+/// for the next fill of the same key.
+#[inline(always)]
+pub fn expire(key: &FlowKey) {
+    let Some(slot) = WG_FLOWCACHE_V1.get_ptr_mut(index(key)) else {
+        return;
+    };
+    // Safety: this CPU's slot; nothing else runs on this CPU while we do.
+    let slot = unsafe { &mut *slot };
+    if slot.key == *key {
+        slot.deadline_ns = 0;
+    }
+}

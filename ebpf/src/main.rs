@@ -13,6 +13,7 @@
     reason = "aya's #[classifier] generates the extern entry taking the raw skb pointer"
 )]
 
+mod app;
 mod budget;
 mod claims;
 mod clock;
@@ -105,7 +106,7 @@ fn classify(ctx: &TcContext, dir: u8) -> i32 {
     }
     let v = verdict(reason);
     if next == Next::Inspect {
-        payload::hand_over(ctx, v)
+        payload::hand_over(ctx, v, reason)
     } else {
         v
     }
@@ -138,7 +139,7 @@ fn slow_path(ctx: &TcContext) -> i32 {
     }
     let v = verdict(reason);
     if flow.inspect.get() {
-        payload::hand_over(ctx, v)
+        payload::hand_over(ctx, v, reason)
     } else {
         v
     }

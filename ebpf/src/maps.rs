@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use wardgate_common::{
-    CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState, FragKey, FragValue,
-    GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PAYLOAD_LOST_KINDS, PeerKey, PeerValue, PortKey,
-    RateKey, RateState, Reason, RuleValue, WatchdogState, capacity,
+    APP_DENY_KINDS, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState,
+    FragKey, FragValue, GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PAYLOAD_LOST_KINDS, PeerKey,
+    PeerValue, PortKey, RateKey, RateState, Reason, RuleValue, WatchdogState, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
@@ -78,8 +78,8 @@ pub static WG_STATS_V1: PerCpuArray<u64> = PerCpuArray::pinned(Reason::COUNT, 0)
 pub static WG_RATE_V2: LruHashMap<RateKey, RateState> = LruHashMap::pinned(capacity::RATE, 0);
 
 /// Events not delivered, per loss reason and kind (`LOST_*` * `EVENT_KINDS` + kind).
-#[map(name = "WG_EVLOST_V1")]
-pub static WG_EVLOST_V1: PerCpuArray<u64> = PerCpuArray::pinned(LOST_REASONS * EVENT_KINDS, 0);
+#[map(name = "WG_EVLOST_V2")]
+pub static WG_EVLOST_V2: PerCpuArray<u64> = PerCpuArray::pinned(LOST_REASONS * EVENT_KINDS, 0);
 
 /// New-flow budgets per device (conntrack fairness), indexed by device id modulo capacity: an
 /// array lookup costs next to nothing on the new-flow path, where a hash lookup costs ~40 ns.
@@ -128,3 +128,12 @@ pub static WG_CTSCRATCH: PerCpuArray<CtValue> = PerCpuArray::with_max_entries(1,
 /// device-side address), so one unknown host cannot spend every other's.
 #[map(name = "WG_SRCBUDGET_V1")]
 pub static WG_SRCBUDGET_V1: Array<RateState> = Array::pinned(capacity::UNKNOWN_SOURCES, 0);
+
+/// Allowed values of application rules (`AppKey` -> 1), slotted; written by the agent.
+#[map(name = "WG_APPVAL_V1")]
+pub static WG_APPVAL_V1: HashMap<AppKey, u32> =
+    HashMap::pinned(capacity::APP_VALUES * capacity::SLOTS, NO_PREALLOC);
+
+/// Application checks that refused a flow, per CPU, by why (`APP_DENY_*`).
+#[map(name = "WG_APPDENY_V1")]
+pub static WG_APPDENY_V1: PerCpuArray<u64> = PerCpuArray::pinned(APP_DENY_KINDS, 0);

@@ -25,7 +25,7 @@ use wardgate_common::{
     CT_LEARNED, CT_WOULD_DENY, CtKey, CtValue, INSPECT_MAX_PACKETS, INSPECT_PORTS,
     INSPECT_SEQ_WINDOW, ISN_FWD_SEEN, ISN_REV_SEEN, PAYLOAD_BURST, PAYLOAD_DATA, PAYLOAD_LOST_RATE,
     PAYLOAD_LOST_RING, PAYLOAD_LOST_UNVERIFIED, PAYLOAD_RATE_PER_S, PROTO_TCP, PayloadRecord,
-    RULE_INSPECT, RuleValue,
+    RULE_INSPECT, Reason, RuleValue,
 };
 
 use crate::{
@@ -74,10 +74,11 @@ fn port_listed(ports: &[[u8; 2]; INSPECT_PORTS], port: [u8; 2]) -> bool {
     hit & u32::from(p != 0) != 0
 }
 
-/// Whether the entry still wants payload (and so stays off the flow cache).
+/// Whether the entry still wants payload, or has an application check pending or refused
+/// (`app.rs`): it stays off the flow cache and its packets go to `wg_payload`.
 #[inline(always)]
 pub fn pending(v: &CtValue) -> bool {
-    v.inspect_fwd | v.inspect_rev != 0
+    v.inspect_fwd | v.inspect_rev != 0 || crate::app::pending(v)
 }
 
 /// What the classifier hands `wg_payload` about the packet (per CPU: the tail call runs on the
@@ -90,7 +91,12 @@ pub struct Request {
     l4_off: u32,
     family: u8,
     forward: u8,
-    _pad: u16,
+    /// The hook (`DIR_*`).
+    dir: u8,
+    _pad: u8,
+    /// The reason the classifier counted the packet under.
+    reason: u32,
+    _pad1: u32,
 }
 
 #[map(name = "WG_PAYREQ")]
@@ -98,7 +104,7 @@ static WG_PAYREQ: PerCpuArray<Request> = PerCpuArray::with_max_entries(1, 0);
 
 /// On the conntrack path: an entry with budget left. Remembers what `wg_payload` needs.
 #[inline(always)]
-pub fn request(pkt: &Packet, key: &CtKey, forward: bool) {
+pub fn request(pkt: &Packet, key: &CtKey, forward: bool, dir: u8) {
     let Some(r) = WG_PAYREQ.get_ptr_mut(0) else {
         return;
     };
@@ -109,15 +115,19 @@ pub fn request(pkt: &Packet, key: &CtKey, forward: bool) {
     r.l4_off = u32::from(pkt.l4_off);
     r.family = pkt.family;
     r.forward = u8::from(forward);
+    r.dir = dir;
 }
 
 /// After the verdict: tail-calls `wg_payload` with it; the verdict itself if that fails (no
 /// program in the array: the packet is simply not inspected).
 #[inline(always)]
-pub fn hand_over(ctx: &TcContext, verdict: i32) -> i32 {
+pub fn hand_over(ctx: &TcContext, verdict: i32, reason: Reason) -> i32 {
     if let Some(r) = WG_PAYREQ.get_ptr_mut(0) {
         // Safety: this CPU's slot.
-        unsafe { (*r).verdict = verdict };
+        unsafe {
+            (*r).verdict = verdict;
+            (*r).reason = reason as u32;
+        }
         // Safety: a tail call does not return when it succeeds.
         unsafe { WG_PAYPROG_V1.tail_call(ctx, 0) };
     }
@@ -139,6 +149,26 @@ pub fn inspect(ctx: &TcContext) -> i32 {
     };
     // Safety: map value pointer from a successful lookup, valid for this run.
     let v = unsafe { &mut *v };
+    // The application check first (`app.rs`): it decides whatever the recording switch and
+    // the record budgets say.
+    if crate::app::pending(v) {
+        let Some(tcp) = load::<20>(ctx, r.l4_off) else {
+            return verdict;
+        };
+        let seg = crate::app::Seg {
+            key: &r.key,
+            l3: r.l3_off,
+            l4: r.l4_off,
+            family: r.family,
+            forward: r.forward != 0,
+            dir: r.dir,
+            reason: r.reason,
+        };
+        let payload = segment(ctx, r, &tcp);
+        if let Some(decided) = crate::app::check(ctx, &seg, v, &tcp, payload) {
+            return decided;
+        }
+    }
     inspect_entry(ctx, r, v);
     verdict
 }
@@ -209,7 +239,7 @@ fn inspect_entry(ctx: &TcContext, r: &Request, v: &mut CtValue) {
 
 /// Reads `N` bytes at `off` of the frame with the helper (no packet-pointer bounds check).
 #[inline(always)]
-fn load<const N: usize>(ctx: &TcContext, off: u32) -> Option<[u8; N]> {
+pub(crate) fn load<const N: usize>(ctx: &TcContext, off: u32) -> Option<[u8; N]> {
     // Not zeroed first: zeroing compiles to a `memset` call BPF does not have, and the helper
     // may write uninitialized memory (it zeroes it on failure).
     let mut buf = core::mem::MaybeUninit::<[u8; N]>::uninit();

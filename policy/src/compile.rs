@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 use crate::{
-    desired::{DesiredState, DeviceEntry, PolicyEntry, PortRange, Rule},
+    desired::{AppRule, DesiredState, DeviceEntry, PolicyEntry, PortRange, Rule},
     diag::Diagnostics,
     ids::{self, StableIds},
     lower::{CapacityError, lower},
@@ -204,8 +204,40 @@ fn rules(
                 ports,
                 idle_timeout_s: f.idle_timeout_s,
                 inspect: f.app.is_some(),
+                app: f.app.as_ref().map(app_rule).filter(AppRule::checks),
             });
         }
     }
     Ok(out)
+}
+
+/// A profile flow's application rule, compiled (validation checked every value).
+fn app_rule(app: &crate::profile::App) -> AppRule {
+    use crate::profile::App;
+    let list = |v: &Option<crate::span::Located<crate::profile::Values>>| {
+        let mut l = v.as_ref().map(|v| v.value.list()).unwrap_or_default();
+        l.sort();
+        l.dedup();
+        l
+    };
+    match app {
+        App::Dicom {
+            calling_ae,
+            called_ae,
+        } => AppRule::Dicom {
+            calling_ae: list(calling_ae),
+            called_ae: list(called_ae),
+        },
+        App::Hl7 {
+            sending_application,
+            sending_facility,
+            receiving_application,
+            message_type,
+        } => AppRule::Hl7 {
+            sending_application: list(sending_application),
+            sending_facility: list(sending_facility),
+            receiving_application: list(receiving_application),
+            message_type: list(message_type),
+        },
+    }
 }

@@ -209,6 +209,94 @@ pub struct Rule {
     /// agent the first payload bytes of the flows this rule admits. Absent in older bundles.
     #[serde(default)]
     pub inspect: bool,
+    /// The application rule the datapath enforces at the first message of each flow this rule
+    /// admits (`inspect` is then set too). Absent in older bundles: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppRule>,
+}
+
+/// Bytes of an HL7 value the datapath compares (AE titles: 16).
+pub const APP_VALUE_LEN: usize = wardgate_common::APP_VALUE_LEN;
+
+/// A compiled application rule: allowed values per field; an empty list is not checked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AppRule {
+    Dicom {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        calling_ae: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        called_ae: Vec<String>,
+    },
+    Hl7 {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sending_application: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sending_facility: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        receiving_application: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        message_type: Vec<String>,
+    },
+}
+
+impl AppRule {
+    /// Whether any field is checked (a rule with no list checks nothing).
+    pub fn checks(&self) -> bool {
+        match self {
+            AppRule::Dicom {
+                calling_ae,
+                called_ae,
+            } => !calling_ae.is_empty() || !called_ae.is_empty(),
+            AppRule::Hl7 {
+                sending_application,
+                sending_facility,
+                receiving_application,
+                message_type,
+            } => {
+                !sending_application.is_empty()
+                    || !sending_facility.is_empty()
+                    || !receiving_application.is_empty()
+                    || !message_type.is_empty()
+            }
+        }
+    }
+
+    /// Whether a first message with these fields passes (the datapath's decision, for
+    /// `simulate`): DICOM (calling, called) AE titles, compared without their padding.
+    pub fn allows_dicom(&self, calling: &str, called: &str) -> bool {
+        match self {
+            AppRule::Dicom {
+                calling_ae,
+                called_ae,
+            } => {
+                let ok = |l: &[String], v: &str| l.is_empty() || l.iter().any(|a| a == v.trim());
+                ok(calling_ae, calling) && ok(called_ae, called)
+            }
+            AppRule::Hl7 { .. } => false,
+        }
+    }
+
+    /// As [`AppRule::allows_dicom`] for HL7: MSH-3, MSH-4, MSH-5 and MSH-9 (its first two
+    /// components are compared).
+    pub fn allows_hl7(&self, msh3: &str, msh4: &str, msh5: &str, msh9: &str) -> bool {
+        match self {
+            AppRule::Hl7 {
+                sending_application,
+                sending_facility,
+                receiving_application,
+                message_type,
+            } => {
+                let ok = |l: &[String], v: &str| l.is_empty() || l.iter().any(|a| a == v);
+                let msh9: String = msh9.split('^').take(2).collect::<Vec<_>>().join("^");
+                ok(sending_application, msh3)
+                    && ok(sending_facility, msh4)
+                    && ok(receiving_application, msh5)
+                    && ok(message_type, &msh9)
+            }
+            AppRule::Dicom { .. } => false,
+        }
+    }
 }
 
 /// The compiled rules of one profile on one gateway.

@@ -326,6 +326,7 @@ mod tests {
                 ports: Some(PortRange::single(53)),
                 idle_timeout_s: 30,
                 inspect: false,
+                app: None,
             },
             Rule {
                 rule_id: 2,
@@ -336,6 +337,7 @@ mod tests {
                 ports: Some(PortRange { lo: 104, hi: 104 }),
                 idle_timeout_s: 600,
                 inspect: true,
+                app: None,
             },
         ];
         let policies = vec![PolicyEntry {
@@ -372,6 +374,7 @@ mod tests {
                 ports: Some(PortRange { lo: 1, hi: 65535 }),
                 idle_timeout_s: 1,
                 inspect: false,
+                app: None,
             })
             .collect::<Vec<_>>();
         // Same prefixes for every rule collapse (first rule wins), so this fits...

@@ -129,8 +129,9 @@ pub struct Flow {
     /// Overrides the profile's conntrack idle timeout for this flow (seconds).
     #[serde(default)]
     pub idle_timeout_s: Option<Located<u32>>,
-    /// Application-level constraint, kept and shown; not enforced by the L3/L4 datapath, which
-    /// hands the first payload bytes of the flows it admits to the agent (`Rule::inspect`).
+    /// Application rule (`dicom` AE titles, `hl7` MSH fields), enforced by the datapath at each
+    /// admitted flow's first message; its flows' first payload bytes also go to the agent
+    /// (`Rule::inspect`).
     #[serde(default)]
     pub app: Option<App>,
 }
@@ -151,21 +152,93 @@ pub enum PortItem {
     Text(String),
 }
 
+/// An application rule: the first message of every flow the profile's flow admits is checked
+/// by the datapath against these lists (each a value or a list of values; an absent list is
+/// not checked). A flow whose first message names a value outside a list is refused: the
+/// client gets a TCP reset, the server never sees the message, and an alert is raised.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum App {
+    /// DICOM: the association's A-ASSOCIATE-RQ.
     Dicom {
+        /// AE titles the client may call from (1-16 printable ASCII characters, no `\`).
         #[serde(default)]
-        calling_ae: Option<String>,
+        calling_ae: Option<Located<Values>>,
+        /// AE titles the client may call.
         #[serde(default)]
-        called_ae: Option<String>,
+        called_ae: Option<Located<Values>>,
     },
+    /// HL7 v2 over MLLP: the connection's first message's MSH segment.
     Hl7 {
+        /// MSH-3, the whole field (`LAB` or `LAB^1.2.3^ISO`); at most 32 characters.
         #[serde(default)]
-        sending_application: Option<String>,
+        sending_application: Option<Located<Values>>,
+        /// MSH-4.
         #[serde(default)]
-        receiving_application: Option<String>,
+        sending_facility: Option<Located<Values>>,
+        /// MSH-5.
+        #[serde(default)]
+        receiving_application: Option<Located<Values>>,
+        /// MSH-9, its first two components (`ORU^R01`; `ACK` alone for a one-component type).
+        #[serde(default)]
+        message_type: Option<Located<Values>>,
     },
+}
+
+impl App {
+    /// For people: `dicom calling_ae MODALITY1, CT_1; called_ae PACS` (lists not given left out).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |name: &str, v: &Option<Located<Values>>| {
+            if let Some(v) = v {
+                parts.push(format!("{name} {}", v.value.list().join(", ")));
+            }
+        };
+        let kind = match self {
+            App::Dicom {
+                calling_ae,
+                called_ae,
+            } => {
+                add("calling_ae", calling_ae);
+                add("called_ae", called_ae);
+                "dicom"
+            }
+            App::Hl7 {
+                sending_application,
+                sending_facility,
+                receiving_application,
+                message_type,
+            } => {
+                add("sending_application", sending_application);
+                add("sending_facility", sending_facility);
+                add("receiving_application", receiving_application);
+                add("message_type", message_type);
+                "hl7"
+            }
+        };
+        if parts.is_empty() {
+            format!("{kind} (nothing checked)")
+        } else {
+            format!("{kind} {}", parts.join("; "))
+        }
+    }
+}
+
+/// One value or a list of them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Values {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Values {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Values::One(v) => vec![v.clone()],
+            Values::Many(v) => v.clone(),
+        }
+    }
 }
 
 /// A peer, parsed.
@@ -277,7 +350,9 @@ pub const PROFILE_KEYS: &[&str] = &[
     "calling_ae",
     "called_ae",
     "sending_application",
+    "sending_facility",
     "receiving_application",
+    "message_type",
 ];
 
 /// Parses one profile file. `file` is the name used in messages. Syntax errors, unknown keys

@@ -105,6 +105,9 @@ fn check_profile(file: &str, p: &Profile) -> (Diagnostics, Vec<FlowParts>) {
             }
         }
         parts.push(flow);
+        if let Some(app) = &f.app {
+            check_app(file, i, f, app, &mut d);
+        }
         if let Some(t) = &f.idle_timeout_s
             && t.value == 0
         {
@@ -490,4 +493,98 @@ fn check_site(
         }
     }
     (d, parts)
+}
+
+/// An application rule's lists: AE titles are 1-16 printable ASCII characters without `\\`
+/// (DICOM PS3.5 AE), not only spaces; HL7 values 1-32 printable ASCII characters without the
+/// field separator `|`, the escape `\\` or a repetition `~`, and a message type at most two
+/// components (`ORU^R01`). Lists may not be empty. Only tcp flows carry an application.
+fn check_app(
+    file: &str,
+    i: usize,
+    f: &crate::profile::Flow,
+    app: &crate::profile::App,
+    d: &mut Diagnostics,
+) {
+    use crate::profile::App;
+    if f.protocol.value != Proto::Tcp {
+        d.at(
+            file,
+            &f.protocol,
+            format!("flow {} has an application rule but is not tcp", i + 1),
+            Some("DICOM and HL7 (MLLP) run over tcp".to_string()),
+        );
+    }
+    let mut check = |name: &str,
+                     v: &Option<crate::span::Located<crate::profile::Values>>,
+                     ae: bool,
+                     components: usize| {
+        let Some(v) = v else { return };
+        let list = v.value.list();
+        if list.is_empty() {
+            d.at(
+                file,
+                v,
+                format!("`{name}` is an empty list"),
+                Some("list at least one value, or leave the key out to check nothing".to_string()),
+            );
+        }
+        for x in list {
+            let max = if ae {
+                16
+            } else {
+                wardgate_common::APP_VALUE_LEN
+            };
+            let problem = if x.is_empty() || (ae && x.trim().is_empty()) {
+                Some("is empty".to_string())
+            } else if x.len() > max {
+                Some(format!(
+                    "is {} characters long, more than {max}",
+                    x.chars().count()
+                ))
+            } else if let Some(c) = x.chars().find(|c| !(' '..='~').contains(c)) {
+                Some(format!(
+                    "holds the non-printable or non-ASCII character {c:?}"
+                ))
+            } else if x.contains('\\') {
+                Some("holds a backslash".to_string())
+            } else if ae && x != x.trim() {
+                Some("has leading or trailing spaces (not significant in an AE title)".to_string())
+            } else if !ae && (x.contains('|') || x.contains('~')) {
+                Some("holds an HL7 separator (`|` or `~`)".to_string())
+            } else if !ae && x.split('^').count() > components {
+                Some(format!("has more than {components} components"))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                let hint = if ae {
+                    "AE titles are 1-16 printable ASCII characters, no backslash"
+                } else {
+                    "HL7 values are 1-32 printable ASCII characters, no `|`, `~` or `\\`"
+                };
+                d.at(file, v, format!("{name} `{x}` {p}"), Some(hint.to_string()));
+            }
+        }
+    };
+    match app {
+        App::Dicom {
+            calling_ae,
+            called_ae,
+        } => {
+            check("calling_ae", calling_ae, true, 1);
+            check("called_ae", called_ae, true, 1);
+        }
+        App::Hl7 {
+            sending_application,
+            sending_facility,
+            receiving_application,
+            message_type,
+        } => {
+            check("sending_application", sending_application, false, 3);
+            check("sending_facility", sending_facility, false, 3);
+            check("receiving_application", receiving_application, false, 3);
+            check("message_type", message_type, false, 2);
+        }
+    }
 }

@@ -250,7 +250,9 @@ fn app_constraints_mark_their_rules_for_inspection() {
     };
     let mut p = profile(&[tcp(104), tcp(443)]);
     p.flows[0].app = Some(App::Dicom {
-        calling_ae: Some("CT1".into()),
+        calling_ae: Some(wardgate_policy::span::Located::new(
+            wardgate_policy::profile::Values::One("CT1".into()),
+        )),
         called_ae: None,
     });
     let mut set = ProfileSet::default();

@@ -152,3 +152,37 @@ fn garbage_never_panics() {
         let _ = parse_site("g.yaml", text);
     }
 }
+
+#[test]
+fn bad_application_rules_are_reported_with_their_position() {
+    let (file, text) = broken("bad-app.yaml");
+    let p = parse_profile(&file, &text).unwrap();
+    let report = validate_profile(&file, &p).to_string();
+    has(
+        &report,
+        "broken/bad-app.yaml:10:21: error: calling_ae `A_TITLE_THAT_IS_TOO_LONG` is 24 characters long, more than 16",
+    );
+    has(
+        &report,
+        "broken/bad-app.yaml:11:20: error: called_ae `PAC\u{1}S` holds the non-printable",
+    );
+    has(
+        &report,
+        "broken/bad-app.yaml:18:30: error: sending_application `LAB|X` holds an HL7 separator",
+    );
+    has(
+        &report,
+        "broken/bad-app.yaml:19:23: error: message_type `ADT^A01^ADT_A01^X` has more than 2 components",
+    );
+    has(
+        &report,
+        "broken/bad-app.yaml:20:27: error: `sending_facility` is an empty list",
+    );
+    has(
+        &report,
+        "broken/bad-app.yaml:22:15: error: flow 3 has an application rule but is not tcp",
+    );
+    // The listed values that are fine are not reported.
+    assert!(!report.contains("`MODALITY1`"), "{report}");
+    assert!(!report.contains("`ORU^R01`"), "{report}");
+}

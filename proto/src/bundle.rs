@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use prost::Message as _;
 use thiserror::Error;
 use wardgate_policy::desired::{
-    DesiredState, DeviceEntry, Direction, MacAddr, Mode, PeerEntry, PolicyEntry, PortEntry,
-    PortPrefix, PortRange, Proto, Rule,
+    AppRule, DesiredState, DeviceEntry, Direction, MacAddr, Mode, PeerEntry, PolicyEntry,
+    PortEntry, PortPrefix, PortRange, Proto, Rule,
 };
 use wardgate_policy::profile::Sensitivity;
 
@@ -53,6 +53,31 @@ fn ip_bytes(a: IpAddr) -> Vec<u8> {
     match a {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn app_pb(a: &AppRule) -> pb::AppRule {
+    pb::AppRule {
+        app: Some(match a {
+            AppRule::Dicom {
+                calling_ae,
+                called_ae,
+            } => pb::app_rule::App::Dicom(pb::DicomRule {
+                calling_ae: calling_ae.clone(),
+                called_ae: called_ae.clone(),
+            }),
+            AppRule::Hl7 {
+                sending_application,
+                sending_facility,
+                receiving_application,
+                message_type,
+            } => pb::app_rule::App::Hl7(pb::Hl7Rule {
+                sending_application: sending_application.clone(),
+                sending_facility: sending_facility.clone(),
+                receiving_application: receiving_application.clone(),
+                message_type: message_type.clone(),
+            }),
+        }),
     }
 }
 
@@ -123,6 +148,7 @@ impl From<&DesiredState> for pb::CompiledPolicy {
                             }),
                             idle_timeout_s: r.idle_timeout_s,
                             inspect: r.inspect,
+                            app: r.app.as_ref().map(app_pb),
                         })
                         .collect(),
                     sensitivity: match p.sensitivity {
@@ -211,6 +237,44 @@ impl Ctx<'_> {
                 )
             })?;
         Ok(len)
+    }
+
+    /// An application rule: DICOM or HL7, every value within what the datapath compares
+    /// (`APP_VALUE_LEN` bytes, AE titles 16), printable ASCII.
+    fn app(&self, at: &str, a: &pb::AppRule) -> Result<AppRule, BundleError> {
+        let list = |field: &str, v: &[String], max: usize| -> Result<Vec<String>, BundleError> {
+            for (k, x) in v.iter().enumerate() {
+                if x.is_empty() || x.len() > max || !x.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+                    return Err(self.err(
+                        format!("{at}.{field}[{k}]"),
+                        format!("`{x}` is not 1-{max} printable ASCII characters"),
+                    ));
+                }
+            }
+            Ok(v.to_vec())
+        };
+        let value_len = wardgate_policy::desired::APP_VALUE_LEN;
+        match &a.app {
+            Some(pb::app_rule::App::Dicom(d)) => Ok(AppRule::Dicom {
+                calling_ae: list("dicom.calling_ae", &d.calling_ae, 16)?,
+                called_ae: list("dicom.called_ae", &d.called_ae, 16)?,
+            }),
+            Some(pb::app_rule::App::Hl7(h)) => Ok(AppRule::Hl7 {
+                sending_application: list(
+                    "hl7.sending_application",
+                    &h.sending_application,
+                    value_len,
+                )?,
+                sending_facility: list("hl7.sending_facility", &h.sending_facility, value_len)?,
+                receiving_application: list(
+                    "hl7.receiving_application",
+                    &h.receiving_application,
+                    value_len,
+                )?,
+                message_type: list("hl7.message_type", &h.message_type, value_len)?,
+            }),
+            None => Err(self.err(at, "an application rule with neither dicom nor hl7")),
+        }
     }
 
     fn nonzero(&self, at: &str, v: u32) -> Result<u32, BundleError> {
@@ -306,6 +370,10 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                     ports,
                     idle_timeout_s: r.idle_timeout_s,
                     inspect: r.inspect,
+                    app: match &r.app {
+                        None => None,
+                        Some(a) => Some(cx.app(&format!("{at}.app"), a)?),
+                    },
                 });
             }
             policies.push(PolicyEntry {
@@ -632,6 +700,10 @@ mod tests {
                         ports: Some(PortRange { lo: 2575, hi: 2575 }),
                         idle_timeout_s: 3600,
                         inspect: r % 2 == 0,
+                        app: (r % 4 == 0).then(|| AppRule::Dicom {
+                            calling_ae: vec!["MODALITY1".into(), "CT_1".into()],
+                            called_ae: Vec::new(),
+                        }),
                     })
                     .collect(),
                 sensitivity: Default::default(),

@@ -93,6 +93,7 @@ fn rules(n: u32) -> Vec<Rule> {
                 ports: Some(ports),
                 idle_timeout_s: 600,
                 inspect: false,
+                app: None,
             }
         })
         .collect()
@@ -125,6 +126,59 @@ fn devices(n: u32) -> Vec<DeviceEntry> {
             }
         })
         .collect()
+}
+
+/// A segment between the device (192.0.2.10:`sport`) and `peer:dport`, either way, with
+/// `seq`, ACK 1 (not on a SYN), and `payload`.
+#[allow(clippy::too_many_arguments)]
+fn segment(
+    to_peer: bool,
+    sport: u16,
+    peer: [u8; 4],
+    dport: u16,
+    seq: u32,
+    syn: bool,
+    ack: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let gw = [2, 0, 0, 0, 0, 1];
+    let b = if to_peer {
+        PacketBuilder::ethernet2(MAC, gw).ipv4([192, 0, 2, 10], peer, 64)
+    } else {
+        PacketBuilder::ethernet2(gw, MAC).ipv4(peer, [192, 0, 2, 10], 64)
+    };
+    let (sp, dp) = if to_peer {
+        (sport, dport)
+    } else {
+        (dport, sport)
+    };
+    let t = b.tcp(sp, dp, seq, 1000);
+    let t = if syn { t.syn() } else { t };
+    let t = if ack { t.ack(1) } else { t };
+    let mut out = Vec::new();
+    t.write(&mut out, payload).unwrap();
+    out
+}
+
+/// The first bytes of an A-ASSOCIATE-RQ from `calling` to PACS (74 bytes of header and an
+/// application context item; dcmtk's is ~200 bytes with its presentation contexts).
+fn associate_rq(calling: &str) -> Vec<u8> {
+    let ae = |s: &str| {
+        let mut a = [b' '; 16];
+        a[..s.len()].copy_from_slice(s.as_bytes());
+        a
+    };
+    let mut body = vec![0x00, 0x01, 0x00, 0x00];
+    body.extend(ae("PACS"));
+    body.extend(ae(calling));
+    body.extend([0u8; 32]);
+    let ctx = b"1.2.840.10008.3.1.1.1";
+    body.extend([0x10, 0x00, 0x00, ctx.len() as u8]);
+    body.extend(ctx);
+    let mut pdu = vec![0x01, 0x00];
+    pdu.extend((body.len() as u32).to_be_bytes());
+    pdu.extend(body);
+    pdu
 }
 
 fn tcp_frame(sport: u16, dst: [u8; 4], dport: u16, syn: bool) -> Vec<u8> {
@@ -634,6 +688,8 @@ fn main() {
         }
     }
 
+    app_rows(&mut rows, &fresh);
+
     println!(
         "\n{ROUNDS} interleaved rounds per row; ns/packet as median (min-max) over the rounds; \
          ratio = median / baseline median; per-round ratio = subject / baseline within each round, \
@@ -766,6 +822,19 @@ fn main() {
             Some(1.5),
         ),
         (
+            "established packet of an app-checked flow <= 2x trivial (repeat)",
+            worst("established, app-checked flow", "trivial"),
+            Some(2.0),
+        ),
+        (
+            "(reference: DICOM association checked vs inspected without app rule, distinct)",
+            worst(
+                "DICOM A-ASSOCIATE-RQ checked, allowed",
+                "inspected, no app rule",
+            ),
+            None,
+        ),
+        (
             "(reference: new flow vs trivial, distinct)",
             worst("new-allowed", "trivial"),
             None,
@@ -794,4 +863,161 @@ fn main() {
         scaling_worst * 100.0
     );
     eprintln!("total {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// Flows per round of the app-rule rows (each needs its handshake first, untimed).
+const APP_FLOWS: u16 = 1_000;
+
+/// Application rules (10 rules, 10 devices): the packet that carries an A-ASSOCIATE-RQ of a
+/// rule with `calling_ae` (allowed, and refused: the reset built and redirected), against the
+/// same packet of a flow whose rule is inspected without an app rule (the payload record both
+/// pay) and the trivial program, each on fresh flows (distinct); and an established packet of
+/// a checked flow (its payload budget spent: a flow-cache hit) against the trivial program
+/// (repeat).
+/// A fresh datapath for a configuration (`main`'s `fresh`).
+type Fresh = dyn Fn(u32, Option<&[u8]>) -> (PinRoot, Datapath);
+
+fn app_rows(rows: &mut Vec<Row>, fresh: &Fresh) {
+    use wardgate_policy::desired::AppRule;
+    let (_pin, mut dp) = fresh(1_000, None);
+    let mut rules = rules(10);
+    // Rule 2 (peer 198.51.100.2:1024): DICOM, calling AE MODALITY1. Rule 3 (.3:1024): inspected
+    // only.
+    rules[1].inspect = true;
+    rules[1].app = Some(AppRule::Dicom {
+        calling_ae: vec!["MODALITY1".into()],
+        called_ae: Vec::new(),
+    });
+    rules[2].inspect = true;
+    let policies = vec![PolicyEntry {
+        policy_id: 1,
+        profile: "bench".into(),
+        profile_version: 0,
+        rules: rules.clone(),
+        sensitivity: Default::default(),
+    }];
+    dp.apply(&lower("bench", 1_000, devices(10), policies).unwrap())
+        .unwrap();
+    let peer = |r: &Rule| match r.peers[0].addr() {
+        IpAddr::V4(a) => (a.octets(), r.ports.unwrap().lo),
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let (checked, port) = peer(&rules[1]);
+    let (plain, plain_port) = peer(&rules[2]);
+    let ok = associate_rq("MODALITY1");
+    let bad = associate_rq("INTRUDER");
+    // Opens `n` flows from `base` (SYN, SYN-ACK, ACK) and returns their first data segments.
+    let open = |dp: &mut Datapath, base: u16, to: [u8; 4], dport: u16, rq: &[u8]| {
+        let mut firsts = Vec::new();
+        for i in 0..APP_FLOWS {
+            let sport = base + i;
+            let syn = segment(true, sport, to, dport, 0, true, false, &[]);
+            let syn_ack = segment(false, sport, to, dport, 4999, true, true, &[]);
+            let ack = segment(true, sport, to, dport, 1, false, true, &[]);
+            assert_eq!(repeat1(dp, program_names::INGRESS, &syn), 0, "SYN");
+            assert_eq!(repeat1(dp, program_names::EGRESS, &syn_ack), 0, "SYN-ACK");
+            assert_eq!(repeat1(dp, program_names::INGRESS, &ack), 0, "ACK");
+            firsts.push(segment(true, sport, to, dport, 1, false, true, rq));
+        }
+        firsts
+    };
+    let mut samples = vec![Vec::new(); 4];
+    for r in 0..ROUNDS {
+        let base = 1024 + r * APP_FLOWS;
+        let allowed = open(&mut dp, base, checked, port, &ok);
+        let refused = open(&mut dp, base + ROUNDS * APP_FLOWS, checked, port, &bad);
+        let inspected = open(&mut dp, base, plain, plain_port, &ok);
+        for i in order(r, 4) {
+            let (frames, want, prog) = match i {
+                0 => (&allowed, 0, program_names::INGRESS),
+                1 => (&refused, 7, program_names::INGRESS),
+                2 => (&inspected, 0, program_names::INGRESS),
+                _ => (&allowed, 0, program_names::PASS),
+            };
+            let (v, ns) = distinct(&mut dp, prog, frames);
+            if prog == program_names::INGRESS {
+                assert!(v.iter().all(|&x| x == want), "app rows: verdict {want}");
+            }
+            samples[i].push(ns);
+        }
+    }
+    // An established packet of a checked flow: past `INSPECT_MAX_PACKETS` (its payload budget
+    // dropped even where the record buckets, spent by the rounds, refused its records), then
+    // on the flow cache.
+    let sport = 1024;
+    let mut seq = 1 + ok.len() as u32;
+    for k in 0..10 {
+        let back = segment(
+            false,
+            sport,
+            checked,
+            port,
+            5000 + k * 10,
+            false,
+            true,
+            &[0; 10],
+        );
+        assert_eq!(repeat1(&mut dp, program_names::EGRESS, &back), 0);
+        let out = segment(true, sport, checked, port, seq, false, true, &[4; 100]);
+        assert_eq!(repeat1(&mut dp, program_names::INGRESS, &out), 0);
+        seq += 100;
+    }
+    let est = segment(true, sport, checked, port, seq, false, true, &[4; 100]);
+    let progs: Vec<Prog> = vec![(0, program_names::INGRESS), (0, program_names::PASS)];
+    let est_all = interleaved_repeat(std::slice::from_mut(&mut dp), &progs, &est, 0);
+    let mut push = |path, method, subject: &[f64], baseline_name, baseline: &[f64]| {
+        let per_round: Vec<f64> = subject.iter().zip(baseline).map(|(a, b)| a / b).collect();
+        rows.push(Row {
+            rules: 10,
+            devices: 10,
+            path,
+            method,
+            subject: stat(subject),
+            baseline_name,
+            baseline: stat(baseline),
+            round_ratio: stat(&per_round),
+        });
+    };
+    let [allowed, refused, inspected, trivial] = [0, 1, 2, 3].map(|i| samples[i].clone());
+    push(
+        "DICOM A-ASSOCIATE-RQ checked, allowed",
+        "distinct",
+        &allowed,
+        "inspected, no app rule",
+        &inspected,
+    );
+    push(
+        "DICOM A-ASSOCIATE-RQ checked, allowed",
+        "distinct",
+        &allowed,
+        "trivial",
+        &trivial,
+    );
+    push(
+        "DICOM A-ASSOCIATE-RQ checked, refused (RST built)",
+        "distinct",
+        &refused,
+        "inspected, no app rule",
+        &inspected,
+    );
+    push(
+        "established, app-checked flow",
+        "repeat",
+        &est_all[0],
+        "trivial",
+        &est_all[1],
+    );
+}
+
+/// One run of `frame`: the verdict.
+fn repeat1(dp: &mut Datapath, prog: &'static str, frame: &[u8]) -> u32 {
+    dp.classifier(prog)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        })
+        .unwrap()
+        .return_value
 }

@@ -197,6 +197,7 @@ fn attach_wardgate(ward: &Ward, pin: PathBuf, n: u32) {
             ports: Some(PortRange::single(port)),
             idle_timeout_s: 600,
             inspect: false,
+            app: None,
         })
         .collect();
     let device = DeviceEntry {

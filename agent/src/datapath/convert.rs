@@ -7,10 +7,10 @@ use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use wardgate_analysis::detect::finding::datapath::Kind;
 use wardgate_common::{
-    self as c, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen, MacKey, MgmtKey,
-    PayloadRecord, PeerKey, PortKey, Reason, RuleValue,
+    self as c, AppEvent, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen, MacKey,
+    MgmtKey, PayloadRecord, PeerKey, PortKey, Reason, RuleValue,
 };
-use wardgate_policy::desired::{DeviceEntry, PeerEntry, PortEntry};
+use wardgate_policy::desired::{AppRule, DeviceEntry, PeerEntry, PortEntry};
 
 use crate::config::MgmtRule;
 
@@ -118,13 +118,111 @@ pub fn exact_port_key(slot: u32, e: &PortEntry) -> PortKey {
     port_key(slot, e).data()
 }
 
-pub fn rule_value(e: &PortEntry) -> RuleValue {
+/// The port entry's rule value; `app` is the rule's application check (`app_flags`).
+pub fn rule_value(e: &PortEntry, app: u32) -> RuleValue {
     RuleValue {
         rule_id: e.rule_id,
         action: c::RULE_ALLOW,
         idle_timeout_s: e.idle_timeout_s,
-        flags: if e.inspect { c::RULE_INSPECT } else { 0 },
+        flags: if e.inspect { c::RULE_INSPECT } else { 0 } | app,
     }
+}
+
+/// The datapath bits of a rule's application check (`APP_DICOM` / `APP_HL7` and one
+/// `APP_CHECK_*` per field with a list), 0 when it checks nothing.
+pub fn app_flags(app: Option<&AppRule>) -> u32 {
+    let bit = |l: &[String], b: u32| if l.is_empty() { 0 } else { b };
+    let flags = match app {
+        None => 0,
+        Some(AppRule::Dicom {
+            calling_ae,
+            called_ae,
+        }) => {
+            c::APP_DICOM
+                | bit(calling_ae, c::APP_CHECK_CALLING)
+                | bit(called_ae, c::APP_CHECK_CALLED)
+        }
+        Some(AppRule::Hl7 {
+            sending_application,
+            sending_facility,
+            receiving_application,
+            message_type,
+        }) => {
+            c::APP_HL7
+                | bit(sending_application, c::APP_CHECK_MSH3)
+                | bit(sending_facility, c::APP_CHECK_MSH4)
+                | bit(receiving_application, c::APP_CHECK_MSH5)
+                | bit(message_type, c::APP_CHECK_MSH9)
+        }
+    };
+    // Kind bits alone check nothing: no flags at all then.
+    if flags & !(c::APP_DICOM | c::APP_HL7) == 0 {
+        0
+    } else {
+        flags
+    }
+}
+
+/// One allowed value as the datapath compares it: an AE title as the PDU carries it (16
+/// bytes, space padded), an HL7 value as its bytes. `None` for a value the datapath could never
+/// match (longer than it holds; validation refuses those).
+pub fn app_key(slot: u32, rule_id: u32, field: u8, value: &str) -> Option<AppKey> {
+    let bytes = value.as_bytes();
+    let mut key = AppKey {
+        slot: slot as u8,
+        field,
+        len: 0,
+        _pad: 0,
+        rule_id,
+        value: [0; c::APP_VALUE_LEN],
+    };
+    let ae = field == c::APP_FIELD_CALLING_AE || field == c::APP_FIELD_CALLED_AE;
+    if ae {
+        if bytes.len() > 16 {
+            return None;
+        }
+        key.value[..16].fill(b' ');
+        key.value[..bytes.len()].copy_from_slice(bytes);
+        key.len = 16;
+    } else {
+        if bytes.len() > c::APP_VALUE_LEN || bytes.is_empty() {
+            return None;
+        }
+        key.value[..bytes.len()].copy_from_slice(bytes);
+        key.len = bytes.len() as u8;
+    }
+    Some(key)
+}
+
+/// Every allowed value of a rule's application check (`WG_APPVAL_V1` keys).
+pub fn app_keys(slot: u32, rule_id: u32, app: &AppRule) -> Vec<AppKey> {
+    let lists: Vec<(u8, &Vec<String>)> = match app {
+        AppRule::Dicom {
+            calling_ae,
+            called_ae,
+        } => vec![
+            (c::APP_FIELD_CALLING_AE, calling_ae),
+            (c::APP_FIELD_CALLED_AE, called_ae),
+        ],
+        AppRule::Hl7 {
+            sending_application,
+            sending_facility,
+            receiving_application,
+            message_type,
+        } => vec![
+            (c::APP_FIELD_MSH3, sending_application),
+            (c::APP_FIELD_MSH4, sending_facility),
+            (c::APP_FIELD_MSH5, receiving_application),
+            (c::APP_FIELD_MSH9, message_type),
+        ],
+    };
+    lists
+        .into_iter()
+        .flat_map(|(field, l)| {
+            l.iter()
+                .filter_map(move |v| app_key(slot, rule_id, field, v))
+        })
+        .collect()
 }
 
 /// The gateway's inspected server ports in the config slot's layout (network order, unused
@@ -167,6 +265,60 @@ pub struct DatapathEvent {
     pub dst: IpAddr,
     pub dport: u16,
     pub src_mac: [u8; 6],
+    /// An application check's refusal: why and the fields it read.
+    pub app: Option<AppRefusal>,
+}
+
+/// What an application check read when it refused a flow (`AppEvent`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppRefusal {
+    /// `calling_ae`, `msh3`, ... (`app_deny_name`).
+    pub why: &'static str,
+    /// `dicom` or `hl7`.
+    pub app: &'static str,
+    /// DICOM: calling AE, called AE (padding trimmed). HL7: MSH-3, MSH-4, MSH-5, MSH-9 (its
+    /// first two components). Non-printable bytes are escaped.
+    pub fields: Vec<String>,
+}
+
+/// The name of a `WG_APPDENY_V1` index (`APP_DENY_*`): the metric label and the alert's.
+pub fn app_deny_name(why: u32) -> &'static str {
+    match why {
+        c::APP_DENY_CALLING_AE => "calling_ae",
+        c::APP_DENY_CALLED_AE => "called_ae",
+        c::APP_DENY_DICOM_MALFORMED => "dicom_malformed",
+        c::APP_DENY_MSH3 => "msh3",
+        c::APP_DENY_MSH4 => "msh4",
+        c::APP_DENY_MSH5 => "msh5",
+        c::APP_DENY_MSH9 => "msh9",
+        c::APP_DENY_HL7_MALFORMED => "hl7_malformed",
+        c::APP_DENY_UNVERIFIED => "unverified",
+        _ => "other",
+    }
+}
+
+fn app_refusal(bytes: &[u8]) -> Option<AppRefusal> {
+    if bytes.len() < size_of::<AppEvent>() {
+        return None;
+    }
+    // Safety: length checked; AppEvent is repr(C) plain data, read unaligned.
+    let a: AppEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let dicom = a.app & c::APP_DICOM != 0;
+    let n = if dicom { 2 } else { 4 };
+    let fields = (0..n)
+        .map(|i| {
+            let len = usize::from(a.len[i]).min(c::APP_VALUE_LEN);
+            let text = String::from_utf8_lossy(&a.fields[i][..len])
+                .escape_default()
+                .to_string();
+            if dicom { text.trim().to_string() } else { text }
+        })
+        .collect();
+    Some(AppRefusal {
+        why: app_deny_name(a.why),
+        app: if dicom { "dicom" } else { "hl7" },
+        fields,
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -180,6 +332,8 @@ pub enum EventKind {
     FlowCap,
     /// The agent's heartbeat went stale (reason `PassMonitorWouldDeny`) or came back.
     Watchdog,
+    /// An application check refused a flow (or would have, for a monitored device).
+    AppRefused,
     Other(u32),
 }
 
@@ -202,6 +356,7 @@ impl EventKind {
             EventKind::NewAddress => Kind::NewAddress,
             EventKind::FlowCap => Kind::FlowCap,
             EventKind::Watchdog => Kind::Watchdog,
+            EventKind::AppRefused => Kind::AppRefused,
             EventKind::NewFlow | EventKind::Other(_) => return None,
         })
     }
@@ -216,12 +371,13 @@ impl EventKind {
             c::EVENT_NEW_ADDRESS => EventKind::NewAddress,
             c::EVENT_FLOW_CAP => EventKind::FlowCap,
             c::EVENT_WATCHDOG => EventKind::Watchdog,
+            c::EVENT_APP_REFUSED => EventKind::AppRefused,
             other => EventKind::Other(other),
         }
     }
 }
 
-/// Why events were not delivered (`WG_EVLOST_V1`).
+/// Why events were not delivered (`WG_EVLOST_V2`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LossReason {
     RateLimited,
@@ -238,7 +394,7 @@ impl LossReason {
         }
     }
 
-    /// The index of (reason, kind) in `WG_EVLOST_V1`.
+    /// The index of (reason, kind) in `WG_EVLOST_V2`.
     pub fn index(self, kind: u32) -> u32 {
         let reason = match self {
             LossReason::RateLimited => c::LOST_RATE_LIMITED,
@@ -270,6 +426,11 @@ pub fn event(bytes: &[u8]) -> Option<DatapathEvent> {
         dst: ip_from_raw(ev.family, ev.dst),
         dport: u16::from_be_bytes(ev.dport_be),
         src_mac: ev.src_mac,
+        app: if kind == EventKind::AppRefused {
+            app_refusal(bytes)
+        } else {
+            None
+        },
     })
 }
 
@@ -414,7 +575,7 @@ mod tests {
             idle_timeout_s: 0,
             inspect: true,
         };
-        assert_eq!(rule_value(&e).flags, c::RULE_INSPECT);
+        assert_eq!(rule_value(&e, 0).flags, c::RULE_INSPECT);
         let k = port_key(1, &e);
         assert_eq!(k.prefix_len(), 72 + 6);
         assert_eq!(k.data().port_be, [0x04, 0x00]);

@@ -464,6 +464,12 @@ impl Datapath {
         pinned::reason_counts(&map)
     }
 
+    /// Flows the application checks refused, by why (summed over CPUs).
+    pub fn app_refused(&mut self) -> Result<BTreeMap<&'static str, u64>, DatapathError> {
+        let map: PerCpuArray<&mut MapData, u64> = self.typed(map_names::APP_DENIED)?;
+        pinned::app_refused_counts(&map)
+    }
+
     /// Events the datapath could not deliver, by why and kind (summed over CPUs); only the
     /// non-zero ones.
     pub fn events_lost(

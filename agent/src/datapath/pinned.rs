@@ -5,7 +5,7 @@
 use std::{borrow::Borrow, collections::BTreeMap, path::Path};
 
 use aya::maps::{Array, Map, MapData, PerCpuArray};
-use wardgate_common::{EVENT_KINDS, Reason, WatchdogState, map_names};
+use wardgate_common::{APP_DENY_KINDS, EVENT_KINDS, Reason, WatchdogState, map_names};
 
 use super::{
     DatapathError,
@@ -27,6 +27,20 @@ pub struct Status {
     pub heartbeat_age_ms: Option<u64>,
     /// The fail-open watchdog as the datapath last saw it.
     pub watchdog: WatchdogState,
+    /// Flows the application checks refused, by why (`convert::app_deny_name`), every why.
+    pub app_refused: BTreeMap<&'static str, u64>,
+}
+
+/// Flows the application checks refused, by why, from `WG_APPDENY_V1` (every why).
+pub(super) fn app_refused_counts<T: Borrow<MapData>>(
+    map: &PerCpuArray<T, u64>,
+) -> Result<BTreeMap<&'static str, u64>, DatapathError> {
+    let mut out = BTreeMap::new();
+    for why in 0..APP_DENY_KINDS {
+        let values = map.get(&why, 0).map_err(map_err(map_names::APP_DENIED))?;
+        out.insert(super::convert::app_deny_name(why), values.iter().sum());
+    }
+    Ok(out)
 }
 
 /// A pinned map by name (read-only use: nothing here writes).
@@ -50,7 +64,7 @@ pub(super) fn reason_counts<T: Borrow<MapData>>(
     Ok(reasons)
 }
 
-/// Events not delivered, by why and kind, from `WG_EVLOST_V1` (non-zero only).
+/// Events not delivered, by why and kind, from `WG_EVLOST_V2` (non-zero only).
 pub(super) fn lost_counts<T: Borrow<MapData>>(
     lost: &PerCpuArray<T, u64>,
 ) -> Result<BTreeMap<(LossReason, EventKind), u64>, DatapathError> {
@@ -94,6 +108,10 @@ pub fn status(pin_root: &Path) -> Result<Status, DatapathError> {
         Array::try_from(Map::Array(open(pin_root, map_names::WATCHDOG)?))
             .map_err(map_err(map_names::WATCHDOG))?;
     let watchdog = wdog.get(&0, 0).map_err(map_err(map_names::WATCHDOG))?;
+    let denied: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(pin_root, map_names::APP_DENIED)?))
+            .map_err(map_err(map_names::APP_DENIED))?;
+    let app_refused = app_refused_counts(&denied)?;
     Ok(Status {
         slot,
         generation,
@@ -101,5 +119,6 @@ pub fn status(pin_root: &Path) -> Result<Status, DatapathError> {
         events_lost,
         heartbeat_age_ms,
         watchdog,
+        app_refused,
     })
 }

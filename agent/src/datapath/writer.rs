@@ -12,10 +12,13 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use wardgate_common::{
-    CtKey, CtValue, DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue,
-    PortKey, RuleValue, active_word, map_names,
+    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey,
+    PeerValue, PortKey, RuleValue, active_word, map_names,
 };
-use wardgate_policy::{DesiredState, desired::PeerEntry};
+use wardgate_policy::{
+    DesiredState,
+    desired::{PeerEntry, PortEntry},
+};
 
 use super::{Datapath, DatapathError, convert, map_err};
 
@@ -184,12 +187,27 @@ impl Datapath {
         for k in stale {
             exact.remove(&k).map_err(map_err(map_names::PORTS_EXACT))?;
         }
+        let mut apps: HashMap<&mut MapData, AppKey, u32> = self.typed(map_names::APP_VALUES)?;
+        let stale: Vec<_> = apps
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in stale {
+            apps.remove(&k).map_err(map_err(map_names::APP_VALUES))?;
+        }
         Ok(())
     }
 
     fn write_slot(&mut self, slot: u32, state: &DesiredState) -> Result<usize, DatapathError> {
         let e = Entries::of(slot, state);
         let n = e.len();
+        // Allowed application values before the rules that name them.
+        let mut apps: HashMap<&mut MapData, AppKey, u32> = self.typed(map_names::APP_VALUES)?;
+        for (k, v) in &e.apps {
+            apps.insert(k, v, 0)
+                .map_err(map_err(map_names::APP_VALUES))?;
+        }
         let mut devices: HashMap<&mut MapData, DeviceKey, DeviceInfo> =
             self.typed(map_names::DEVICES)?;
         for (k, v) in &e.devices {
@@ -248,6 +266,8 @@ impl Datapath {
         let exact: HashMap<&mut MapData, PortKey, RuleValue> =
             self.typed(map_names::PORTS_EXACT)?;
         read_hash(&exact, |k| k.slot == s, &mut have.exact);
+        let apps: HashMap<&mut MapData, AppKey, u32> = self.typed(map_names::APP_VALUES)?;
+        read_hash(&apps, |k| k.slot == s, &mut have.apps);
         let peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
         for k in peers.keys().filter_map(Result::ok) {
             if k.data().slot == s
@@ -276,6 +296,7 @@ struct Entries {
     peers: Vec<(Key<PeerKey>, PeerValue)>,
     exact: Vec<(PortKey, RuleValue)>,
     ports: Vec<(Key<PortKey>, RuleValue)>,
+    apps: Vec<(AppKey, u32)>,
 }
 
 impl Entries {
@@ -307,7 +328,26 @@ impl Entries {
                 0
             },
         };
+        // Each rule's application check: its datapath bits and its allowed values.
+        let mut app_flags: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut apps = Vec::new();
+        for r in state.policies.iter().flat_map(|p| &p.rules) {
+            let flags = convert::app_flags(r.app.as_ref());
+            if flags == 0 {
+                continue;
+            }
+            app_flags.insert(r.rule_id, flags);
+            if let Some(a) = &r.app {
+                apps.extend(
+                    convert::app_keys(slot, r.rule_id, a)
+                        .into_iter()
+                        .map(|k| (k, 1u32)),
+                );
+            }
+        }
+        let app = |e: &PortEntry| app_flags.get(&e.rule_id).copied().unwrap_or(0);
         Entries {
+            apps,
             devices,
             macs,
             hosts: state
@@ -326,13 +366,18 @@ impl Entries {
                 .ports
                 .iter()
                 .filter(|e| convert::is_exact(e))
-                .map(|e| (convert::exact_port_key(slot, e), convert::rule_value(e)))
+                .map(|e| {
+                    (
+                        convert::exact_port_key(slot, e),
+                        convert::rule_value(e, app(e)),
+                    )
+                })
                 .collect(),
             ports: state
                 .ports
                 .iter()
                 .filter(|e| !convert::is_exact(e))
-                .map(|e| (convert::port_key(slot, e), convert::rule_value(e)))
+                .map(|e| (convert::port_key(slot, e), convert::rule_value(e, app(e))))
                 .collect(),
         }
     }
@@ -344,6 +389,7 @@ impl Entries {
             + self.peers.len()
             + self.exact.len()
             + self.ports.len()
+            + self.apps.len()
     }
 
     /// As the maps hold them: by key bytes (a key written twice holds its last value).
@@ -358,6 +404,7 @@ impl Entries {
             peers: map(&self.peers),
             exact: map(&self.exact),
             ports: map(&self.ports),
+            apps: map(&self.apps),
         }
     }
 }
@@ -373,6 +420,7 @@ struct RawSlot {
     peers: RawMap,
     exact: RawMap,
     ports: RawMap,
+    apps: RawMap,
 }
 
 /// The bytes of a map key or value (`Pod`: plain data without implicit padding, as the kernel

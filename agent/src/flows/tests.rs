@@ -99,6 +99,7 @@ fn arp_spoof_events_become_claims_and_other_events_do_not() {
         dst: "192.0.2.1".parse().unwrap(),
         dport: 2,
         src_mac: [2, 0, 0, 0, 0, 0xee],
+        app: None,
     };
     let c = claim_of(&ev, 5).unwrap();
     assert_eq!(

@@ -105,6 +105,10 @@ pub fn print_summary(l: &Learned, out: &mut impl Write) -> std::io::Result<()> {
                     std::time::UNIX_EPOCH + std::time::Duration::from_nanos(b.last_seen_ns)
                 )
             )?;
+            // The port is allowed; the application rule refuses what these flows named.
+            if let Some(app) = &b.app {
+                writeln!(out, "    refused by the application rule: {app}")?;
+            }
         }
     }
     Ok(())

@@ -61,6 +61,17 @@ impl Collector for PinsCollector {
                     .encode(m.encode_family(&[("why", why.name()), ("kind", kind.name())])?)?;
             }
         }
+        let mut m = encoder.encode_descriptor(
+            "wardgate_agent_app_refused",
+            "Flows an application rule refused (or, for monitored devices, would have), by why: \
+             calling_ae, called_ae, dicom_malformed, msh3, msh4, msh5, msh9, hl7_malformed, \
+             unverified (payload before a handshake).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (why, n) in &st.app_refused {
+            ConstCounter::new(*n).encode(m.encode_family(&[("why", *why)])?)?;
+        }
         ConstGauge::new(i64::from(st.generation)).encode(encoder.encode_descriptor(
             "wardgate_agent_policy_generation",
             "Policy generation the datapath enforces (0: none applied yet).",

@@ -124,6 +124,7 @@ fn rule(
         ports: ports.map(|(lo, hi)| PortRange { lo, hi }),
         idle_timeout_s: 600,
         inspect: false,
+        app: None,
     }
 }
 

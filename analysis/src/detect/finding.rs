@@ -370,6 +370,8 @@ pub mod datapath {
     pub const NEW_ADDRESS: &str = "datapath_new_address";
     pub const FLOW_CAP: &str = "datapath_flow_cap";
     pub const WATCHDOG: &str = "datapath_watchdog";
+    /// An application rule (DICOM AE titles, HL7 MSH fields) refused a flow.
+    pub const APP_REFUSED: &str = "datapath_app_refused";
 
     /// A datapath event kind, as the protobuf `Alert.kind` carries it.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -381,6 +383,7 @@ pub mod datapath {
         NewAddress,
         FlowCap,
         Watchdog,
+        AppRefused,
     }
 
     /// An alert kind that is no datapath event kind.
@@ -392,7 +395,7 @@ pub mod datapath {
     pub const ANOMALY: &str = "anomaly";
 
     impl Kind {
-        pub const ALL: [Kind; 7] = [
+        pub const ALL: [Kind; 8] = [
             Kind::Deny,
             Kind::WouldDeny,
             Kind::Spoof,
@@ -400,6 +403,7 @@ pub mod datapath {
             Kind::NewAddress,
             Kind::FlowCap,
             Kind::Watchdog,
+            Kind::AppRefused,
         ];
 
         pub const fn as_str(self) -> &'static str {
@@ -411,6 +415,7 @@ pub mod datapath {
                 Kind::NewAddress => "new_address",
                 Kind::FlowCap => "flow_cap",
                 Kind::Watchdog => "watchdog",
+                Kind::AppRefused => "app_refused",
             }
         }
 
@@ -424,6 +429,7 @@ pub mod datapath {
                 Kind::NewAddress => NEW_ADDRESS,
                 Kind::FlowCap => FLOW_CAP,
                 Kind::Watchdog => WATCHDOG,
+                Kind::AppRefused => APP_REFUSED,
             }
         }
 

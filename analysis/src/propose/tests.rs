@@ -264,3 +264,31 @@ proptest! {
         prop_assert_eq!(blocked.len(), 2, "{}", y);
     }
 }
+
+#[test]
+fn simulate_applies_the_application_rule_to_the_recorded_identities() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let dicom = |calling: &str| {
+        Some(AppIdentity::Dicom(AssociateRq {
+            calling_ae: calling.into(),
+            called_ae: "PACS".into(),
+            ..AssociateRq::default()
+        }))
+    };
+    let mut ok = rec(FlowDirection::Opened, ip("198.51.100.5"), 6, 104, 0);
+    ok.app = dicom("CT_1");
+    let mut bad = rec(FlowDirection::Opened, ip("198.51.100.5"), 6, 104, S);
+    bad.app = dicom("CT_9");
+    // Not inspected: nothing says the rule would refuse it.
+    let unknown = rec(FlowDirection::Opened, ip("198.51.100.6"), 6, 104, 2 * S);
+    let y = "name: ct\ndefault_mode: enforce\nflows:\n  - direction: from-device\n    \
+             protocol: tcp\n    peers: [group:pacs]\n    ports: 104\n    \
+             app: {dicom: {calling_ae: [CT_1, CT_2], called_ae: PACS}}\n";
+    let p = wardgate_policy::parse_profile("p.yaml", y).unwrap();
+    let blocked = simulate(&p, Some(&site()), &[ok, bad, unknown]).unwrap();
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(
+        (blocked[0].flows, blocked[0].app.as_deref()),
+        (1, Some("dicom CT_9 -> PACS"))
+    );
+}

@@ -234,7 +234,10 @@ fn show(p: &wardgate_policy::Profile, file: &str) {
             f.name
         );
         if let Some(app) = &f.app {
-            println!("      app constraint (kept, not enforced at L3/L4): {app:?}");
+            println!(
+                "      application rule (enforced at each flow's first message): {}",
+                app.describe()
+            );
         }
     }
 }

@@ -56,6 +56,7 @@ pub const DETECTORS: &[&str] = &[
     "datapath_new_address",
     "datapath_flow_cap",
     "datapath_watchdog",
+    "datapath_app_refused",
     "operator_quarantine",
 ];
 
@@ -88,6 +89,7 @@ pub fn title(detector: &str) -> String {
         "datapath_new_address" => "Device at an unlisted address".into(),
         "datapath_flow_cap" => "Device over its flow budget".into(),
         "datapath_watchdog" => "Gateway watchdog".into(),
+        "datapath_app_refused" => "Application rule refused a flow".into(),
         "operator_quarantine" => "Device quarantined by the SOC".into(),
         other => other.replace('_', " "),
     }
