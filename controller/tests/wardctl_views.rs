@@ -314,6 +314,11 @@ async fn unknown_names_are_refused_with_the_closest_known_one() {
     )
     .await;
     assert_eq!(pumps.lines().count(), 2, "{pumps}");
+    // A known profile no device has: said in words, not an empty table.
+    assert_eq!(
+        ok(&lab, "eve", &["devices", "list", "--profile", "mr"]).await,
+        "no devices with profile mr\n"
+    );
     let (ok_, _, err) = wardctl(
         &lab,
         "eve",

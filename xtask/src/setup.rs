@@ -52,9 +52,26 @@ const APT: &[&str] = &[
     // playwright-core and axe-core from npm (controller/tests/browser/package-lock.json) drive
     // Debian's chromium; Playwright's own browser download is not used.
     "chromium",
-    "nodejs",
-    "npm",
 ];
+
+/// Node and npm for the browser test: any node with its npm will do (a machine may carry
+/// NodeSource's nodejs, which bundles npm and conflicts with Debian's npm package), else
+/// Debian's.
+fn node() -> anyhow::Result<()> {
+    let have = |c: &str| cmd::succeeds(Command::new(c).arg("--version"));
+    if have("node") && have("npm") {
+        println!("setup: node and npm ........ already present");
+        return Ok(());
+    }
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends", "nodejs", "npm"]),
+    )
+    .context("setup step apt-get install nodejs npm")?;
+    println!("setup: node and npm ........ installed");
+    Ok(())
+}
 
 const PIP: &[(&str, &str)] = &[
     ("grpcio", "grpc"),
@@ -207,6 +224,7 @@ fn pip() -> anyhow::Result<()> {
 
 pub fn run() -> anyhow::Result<()> {
     apt()?;
+    node()?;
     toolchain(USER_TOOLCHAIN, &["clippy", "rustfmt"])?;
     toolchain(EBPF_TOOLCHAIN, &["rust-src", "clippy"])?;
     bpf_linker()?;

@@ -89,6 +89,12 @@ pub async fn run(cmd: DevicesCmd, remote: &Remote, out: OutputFormat) -> anyhow:
             profile,
             asset_id,
         } => {
+            let filter = match (gateway.as_str(), profile.as_str()) {
+                ("", "") => String::new(),
+                (g, "") => format!(" on gateway {g}"),
+                ("", p) => format!(" with profile {p}"),
+                (g, p) => format!(" on gateway {g} with profile {p}"),
+            };
             let mut devices = c
                 .list_devices(pb::ListDevicesRequest { gateway, profile })
                 .await?
@@ -102,6 +108,9 @@ pub async fn run(cmd: DevicesCmd, remote: &Remote, out: OutputFormat) -> anyhow:
             }
             match out {
                 OutputFormat::Json => output::json(&devices.iter().map(row).collect::<Vec<_>>())?,
+                // A known gateway or profile that no device has is an answer: said in words,
+                // not an empty table.
+                OutputFormat::Human if devices.is_empty() => println!("no devices{filter}"),
                 OutputFormat::Human => println!("{}", table(&devices)),
             }
         }
