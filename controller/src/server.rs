@@ -143,7 +143,13 @@ impl Settings {
             anyhow::bail!("--gateway-cert-lifetime must be at least 1s");
         }
         Ok(crate::fleet::Fleet {
-            issuing: crate::issuing::IssuingCa::load(certs)?,
+            issuing: crate::issuing::IssuingCa::load(certs).with_context(|| {
+                format!(
+                    "the issuing CA in {} (the controller's user must be able to read \
+                     issuing-ca.key, as it reads server.key: chgrp wardgate-controller; chmod 640)",
+                    certs.display()
+                )
+            })?,
             lifetime: self.gateway_cert_lifetime,
             limiter: crate::fleet::RateLimiter::new(self.enroll_burst, self.enroll_per_minute),
         })

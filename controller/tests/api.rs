@@ -93,8 +93,15 @@ impl Controller {
         self.lab.agent(gw).await.unwrap()
     }
 
+    /// Audit entries other than recorded refusals, and each gateway's latest generation.
     fn counts(&self) -> (usize, u32, u32) {
-        let audit = self.store.audit().unwrap().len();
+        let audit = self
+            .store
+            .audit()
+            .unwrap()
+            .iter()
+            .filter(|e| e.action != "refused")
+            .count();
         (
             audit,
             self.store.latest_generation(GW).unwrap(),
@@ -413,6 +420,20 @@ async fn refusals_have_the_right_status_and_write_nothing() {
         c.counts(),
         before,
         "no refused request wrote anything (audit entries, generations)"
+    );
+    // Refusals for want of a role are recorded, each as one `refused` entry naming who tried.
+    let refused: Vec<_> = c
+        .store
+        .audit()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "refused")
+        .collect();
+    assert!(!refused.is_empty());
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.actor.starts_with("user:") || e.actor.starts_with("gateway:"))
     );
     assert!(c.store.profile("pump-x").unwrap().is_none());
 }

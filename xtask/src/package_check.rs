@@ -160,10 +160,13 @@ pub fn run() -> anyhow::Result<()> {
         "--gateway",
         "gw-1",
     ]))?;
-    cmd::run(
-        Command::new("chgrp").args(["wardgate-controller", "/etc/wardgate/certs/server.key"]),
-    )?;
-    cmd::run(Command::new("chmod").args(["640", "/etc/wardgate/certs/server.key"]))?;
+    // The controller's user reads its server key and the issuing CA's key (it signs gateway
+    // certificates at enrollment and renewal).
+    for key in ["server.key", "issuing-ca.key"] {
+        let path = format!("/etc/wardgate/certs/{key}");
+        cmd::run(Command::new("chgrp").args(["wardgate-controller", &path]))?;
+        cmd::run(Command::new("chmod").args(["640", &path]))?;
+    }
     start_like_systemd("wardgate-controller.service", None)?;
 
     drop(installed);

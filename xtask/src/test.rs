@@ -66,6 +66,64 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// The agent's test files the Unit tier runs (no root): policy sync, enrollment and renewal,
+/// and flow-record reports against an in-process controller (the test plays the writer);
+/// offline learning from captures; detectors replayed over captures; the systemd unit through
+/// systemd-analyze.
+const UNIT_AGENT_TESTS: &[&str] = &[
+    "sync",
+    "fleet",
+    "learn",
+    "unit_file",
+    "replay",
+    "flow_report",
+];
+
+/// The agent's test files the Attach tier runs (root: programs attached in namespaces).
+const ATTACH_AGENT_TESTS: &[&str] = &[
+    "netns",
+    "segmentation",
+    "learn_netns",
+    "metrics",
+    "service",
+    "replay_netns",
+    "flows_netns",
+    "payload_netns",
+    "app_rules_netns",
+    "flow_report_netns",
+    "lifecycle_netns",
+    "spoof_netns",
+];
+
+/// The Datapath tier's.
+const DATAPATH_AGENT_TESTS: &[&str] = &["datapath"];
+
+/// Every `agent/tests/*.rs` is in one tier's list: a test file added without naming it would
+/// otherwise never run.
+fn every_agent_test_in_a_tier() -> anyhow::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests");
+    let mut missing = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == "rs")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            && ![UNIT_AGENT_TESTS, ATTACH_AGENT_TESTS, DATAPATH_AGENT_TESTS]
+                .iter()
+                .any(|l| l.contains(&stem))
+        {
+            missing.push(stem.to_string());
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "agent test files in no tier (add them to UNIT_AGENT_TESTS, ATTACH_AGENT_TESTS or \
+             DATAPATH_AGENT_TESTS in xtask/src/test.rs): {}",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Runs a cargo test command and fails if it executed no test at all.
 fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
     let mut c = cmd::cargo();
@@ -148,25 +206,20 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
             // test plays the writer);
             // offline learning from captures; detectors replayed over captures; the agent's systemd
             // unit through systemd-analyze.
-            cargo_test(&[
-                "--release",
-                "-p",
-                "wardgate-agent",
-                "--test",
-                "sync",
-                "--test",
-                "learn",
-                "--test",
-                "unit_file",
-                "--test",
-                "replay",
-                "--test",
-                "flow_report",
-            ])
+            every_agent_test_in_a_tier()?;
+            let mut args = vec!["--release", "-p", "wardgate-agent"];
+            for t in UNIT_AGENT_TESTS {
+                args.extend(["--test", t]);
+            }
+            cargo_test(&args)
         }
         Tier::Datapath => {
             privileged_preflight()?;
-            cargo_test(&["--release", "-p", "wardgate-agent", "--test", "datapath"])
+            let mut args = vec!["--release", "-p", "wardgate-agent"];
+            for t in DATAPATH_AGENT_TESTS {
+                args.extend(["--test", t]);
+            }
+            cargo_test(&args)
         }
         Tier::Attach => {
             privileged_preflight()?;
@@ -179,35 +232,12 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "--bin",
                 "wardctl",
             ]))?;
-            cargo_test(&[
-                "--release",
-                "-p",
-                "wardgate-agent",
-                "--test",
-                "netns",
-                "--test",
-                "segmentation",
-                "--test",
-                "learn_netns",
-                "--test",
-                "metrics",
-                "--test",
-                "service",
-                "--test",
-                "replay_netns",
-                "--test",
-                "flows_netns",
-                "--test",
-                "payload_netns",
-                "--test",
-                "flow_report_netns",
-                "--test",
-                "lifecycle_netns",
-                "--test",
-                "spoof_netns",
-                "--",
-                "--test-threads=1",
-            ])
+            let mut args = vec!["--release", "-p", "wardgate-agent"];
+            for t in ATTACH_AGENT_TESTS {
+                args.extend(["--test", t]);
+            }
+            args.extend(["--", "--test-threads=1"]);
+            cargo_test(&args)
         }
         Tier::Demo => {
             privileged_preflight()?;
