@@ -51,7 +51,9 @@ const MIN_RECORD: usize = 11;
 pub enum DnsError {
     #[error("DNS message truncated: {have} bytes, the header needs {HEADER_LEN}")]
     Truncated { have: usize },
-    #[error("DNS header counts {questions} questions and {records} records, more than {have} bytes can hold")]
+    #[error(
+        "DNS header counts {questions} questions and {records} records, more than {have} bytes can hold"
+    )]
     Counts {
         questions: u16,
         records: u32,
@@ -136,10 +138,10 @@ pub fn name_text<'a>(labels: impl Iterator<Item = &'a [u8]>) -> String {
 const TWO_LEVEL_SUFFIXES: &[&str] = &[
     "co.uk", "org.uk", "ac.uk", "gov.uk", "nhs.uk", "net.uk", "ltd.uk", "plc.uk", "me.uk",
     "com.au", "net.au", "org.au", "edu.au", "gov.au", "co.nz", "org.nz", "govt.nz", "co.jp",
-    "ne.jp", "or.jp", "ac.jp", "go.jp", "co.za", "org.za", "com.br", "net.br", "gov.br",
-    "com.cn", "net.cn", "org.cn", "gov.cn", "co.in", "net.in", "org.in", "gov.in", "co.kr",
-    "or.kr", "com.mx", "com.sg", "com.tr", "com.tw", "com.hk", "co.il", "org.il", "ac.il",
-    "com.ar", "co.id", "com.my", "com.ph", "com.pl", "com.es", "co.th", "com.ua", "in.ua",
+    "ne.jp", "or.jp", "ac.jp", "go.jp", "co.za", "org.za", "com.br", "net.br", "gov.br", "com.cn",
+    "net.cn", "org.cn", "gov.cn", "co.in", "net.in", "org.in", "gov.in", "co.kr", "or.kr",
+    "com.mx", "com.sg", "com.tr", "com.tw", "com.hk", "co.il", "org.il", "ac.il", "com.ar",
+    "co.id", "com.my", "com.ph", "com.pl", "com.es", "co.th", "com.ua", "in.ua",
 ];
 
 /// The registered domain a name is under: its last two labels, or three under a known

@@ -152,7 +152,10 @@ fn packets_to_and_from_port_53_of_a_device_are_events() {
     };
     let query = pkt(mac, "192.0.2.10", 40000, router, "192.0.2.53", 53, &q);
     let e = event(&query, &devices).unwrap().unwrap();
-    assert_eq!(e.device.name, devices.resolve(Some(mac), e.device_addr).unwrap().name);
+    assert_eq!(
+        e.device.name,
+        devices.resolve(Some(mac), e.device_addr).unwrap().name
+    );
     assert_eq!(e.resolver, "192.0.2.53".parse::<IpAddr>().unwrap());
     assert_eq!(e.rcode, None);
     assert_eq!(e.name, "a.example.com");
