@@ -183,3 +183,21 @@ fn packets_to_and_from_port_53_of_a_device_are_events() {
     tcp.payload = &framed[..10];
     assert!(event(&tcp, &devices).is_none());
 }
+
+proptest::proptest! {
+    /// Any bytes, and any bytes after a plausible header (one question, few records): an
+    /// answer or an error, never a panic or a hang.
+    #[test]
+    fn any_bytes_parse_or_fail(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        counts in proptest::collection::vec(0u8..3, 4),
+    ) {
+        let _ = parse(&bytes);
+        let mut m = vec![0x12, 0x34, 0x81, 0x83, 0, counts[0], 0, counts[1], 0, counts[2], 0, counts[3]];
+        m.extend_from_slice(&bytes);
+        if let Ok(msg) = parse(&m) {
+            proptest::prop_assert!(msg.name.len() <= 255 * 4);
+            proptest::prop_assert!(msg.name.ends_with(registered_domain(&msg.name)));
+        }
+    }
+}
