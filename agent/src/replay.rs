@@ -1,7 +1,8 @@
 //! `wardgate-agent replay`: runs the detectors over capture files with the captures' own clock
 //! and prints the findings as JSON, RFC 5424 + CEF, or OCSF lines, so an analyst can check a
 //! capture. Reading and decoding is the learn command's loop; the flow table, the detectors and
-//! the formats are the pure crate's, as live.
+//! the formats are the pure crate's, as live. DNS messages to or from port 53 of a device
+//! (`wardgate_analysis::dns::event`) are observations too, merged with the records in time order.
 
 use std::{
     io::Write,
@@ -16,6 +17,7 @@ use wardgate_analysis::{
         self, AddressClaim, Baselines, DetectConfig, Finding, SiteFacts,
         format::{cef, ocsf},
     },
+    dns::{self, DnsEvent},
 };
 
 use crate::learn::capture;
@@ -61,8 +63,12 @@ pub struct Replayed {
     pub findings: Vec<Finding>,
     pub flows: Vec<FlowRecord>,
     pub claims: Vec<AddressClaim>,
+    /// DNS messages of devices, in capture order.
+    pub dns: Vec<DnsEvent>,
     pub frames: u64,
     pub malformed: u64,
+    /// Packets to or from port 53 of a device whose DNS message did not parse.
+    pub dns_malformed: u64,
     pub detectors: Vec<&'static str>,
 }
 
@@ -130,14 +136,25 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
     };
     let mut table = FlowTable::new(FlowTableConfig::default(), devices);
     let mut claims = Vec::new();
-    let (mut frames, mut malformed) = (0u64, 0u64);
+    let mut dns_events = Vec::new();
+    let (mut frames, mut malformed, mut dns_malformed) = (0u64, 0u64, 0u64);
     for path in &args.pcap {
         let end = capture::read_frames(
             path,
             |f| Box::new(f),
             |frame| {
                 match decode::decode(frame.link, frame.data, frame.ts_ns) {
-                    Ok(Decoded::Ip(pkt)) => table.add(&pkt),
+                    Ok(Decoded::Ip(pkt)) => {
+                        table.add(&pkt);
+                        match dns::event(&pkt, table.devices()) {
+                            Some(Ok(e)) => dns_events.push(e),
+                            Some(Err(e)) => {
+                                dns_malformed += 1;
+                                tracing::debug!(file = %path.display(), number = frame.number, "DNS message skipped: {e}");
+                            }
+                            None => {}
+                        }
+                    }
                     Ok(Decoded::NotIp { .. }) => {
                         claims.extend(detect::arp::claim(frame.link, frame.data, frame.ts_ns));
                     }
@@ -157,16 +174,29 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
     if malformed > 0 {
         tracing::warn!(malformed, "malformed packets skipped");
     }
+    if dns_malformed > 0 {
+        tracing::warn!(dns_malformed, "malformed DNS messages skipped");
+    }
     let (flows, _devices, _stats) = table.finish_all();
     let dets = detect::detectors(&cfg, !baselines.is_empty());
     let detectors = dets.iter().map(|d| d.name()).collect();
-    let findings = detect::run_all(dets, facts, baselines, cfg.aggregate, &flows, &claims);
+    let findings = detect::run_observed(
+        dets,
+        facts,
+        baselines,
+        cfg.aggregate,
+        &flows,
+        &claims,
+        &dns_events,
+    );
     Ok(Replayed {
         findings,
         flows,
         claims,
+        dns: dns_events,
         frames,
         malformed,
+        dns_malformed,
         detectors,
     })
 }
@@ -178,6 +208,9 @@ pub struct Summary {
     pub malformed: u64,
     pub records: usize,
     pub arp_claims: usize,
+    /// DNS messages of devices read, and those that did not parse.
+    pub dns_messages: usize,
+    pub dns_malformed: u64,
     pub devices: usize,
     /// Sum over devices of the span between their first and last flow, in days.
     pub device_days: f64,
@@ -201,6 +234,8 @@ impl Replayed {
             malformed: self.malformed,
             records: self.flows.len(),
             arp_claims: self.claims.len(),
+            dns_messages: self.dns.len(),
+            dns_malformed: self.dns_malformed,
             devices: spans.len(),
             device_days: ns as f64 / 86_400e9,
             findings: self.findings.len(),

@@ -1,6 +1,7 @@
-//! The pure analysis layer of wardgate: packet decoding, flow records, per-device baselines and
-//! the DICOM / HL7 identity parsers. No I/O: functions over bytes and values, fed by the agent
-//! (live, from datapath events; offline, from captures) so both give the same answers.
+//! The pure analysis layer of wardgate: packet decoding, flow records, per-device baselines,
+//! the DICOM / HL7 identity parsers and DNS messages. No I/O: functions over bytes and values,
+//! fed by the agent (live, from datapath events; offline, from captures) so both give the same
+//! answers.
 
 pub mod aggregate;
 pub mod app;
@@ -9,6 +10,7 @@ pub mod decode;
 pub mod detect;
 pub mod device;
 pub mod dicom;
+pub mod dns;
 pub mod flow;
 pub mod hl7;
 pub mod mac;

@@ -38,6 +38,8 @@ const DETECTORS: &[&str] = &[
     "rogue_dhcp",
     "rogue_router",
     "lateral",
+    "dns_tunnel",
+    "dns_nxdomain",
 ];
 
 struct Fixture {

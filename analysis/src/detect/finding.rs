@@ -133,7 +133,7 @@ impl Technique {
             // Enterprise.
             "T1046" | "T1018" => ("TA0007", "Discovery"),
             "T1021" => ("TA0008", "Lateral Movement"),
-            "T1071" => ("TA0011", "Command and Control"),
+            "T1071" | "T1071.004" | "T1568.002" => ("TA0011", "Command and Control"),
             "T1498" => ("TA0040", "Impact"),
             "T1557.002" | "T1557.003" | "T1557" | "T1110" => ("TA0006", "Credential Access"),
             "T1041" | "T1030" => ("TA0010", "Exfiltration"),

@@ -14,6 +14,8 @@ pub mod arp;
 pub mod beacon;
 pub mod brute_force;
 pub mod class_protocol;
+pub mod dns_nxdomain;
+pub mod dns_tunnel;
 pub mod fanout;
 pub mod finding;
 pub mod flag_probe;
@@ -42,6 +44,7 @@ pub use finding::{Evidence, Finding, FlowRef, Matrix, Metric, Severity, Techniqu
 pub use learned::{Baselines, Learned, LearnedHour};
 
 use crate::{
+    dns::DnsEvent,
     flow::{DeviceRef, FlowRecord},
     mac::Mac,
 };
@@ -62,6 +65,8 @@ pub enum Observation<'a> {
     Flow(&'a FlowRecord),
     /// A link-layer claim of an address (ARP).
     Claim(&'a AddressClaim),
+    /// A DNS message of a device (its query, or the answer it got), at the packet's time.
+    Dns(&'a DnsEvent),
 }
 
 impl Observation<'_> {
@@ -69,6 +74,7 @@ impl Observation<'_> {
         match self {
             Observation::Flow(r) => r.first_seen_ns,
             Observation::Claim(c) => c.ts_ns,
+            Observation::Dns(d) => d.ts_ns,
         }
     }
 }
@@ -274,6 +280,8 @@ pub struct DetectConfig {
     pub brute_force: brute_force::BruteForceConfig,
     pub rogue_dhcp: rogue_dhcp::RogueDhcpConfig,
     pub lateral: lateral::LateralConfig,
+    pub dns_tunnel: dns_tunnel::DnsTunnelConfig,
+    pub dns_nxdomain: dns_nxdomain::DnsNxdomainConfig,
     pub aggregate: AggregateConfig,
 }
 
@@ -294,6 +302,8 @@ pub fn baseline_free(cfg: &DetectConfig) -> Vec<Box<dyn Detector>> {
         Box::new(rogue_dhcp::RogueDhcp::new(cfg.rogue_dhcp.clone())),
         Box::new(rogue_router::RogueRouter),
         Box::new(lateral::Lateral::new(cfg.lateral.clone())),
+        Box::new(dns_tunnel::DnsTunnel::new(cfg.dns_tunnel.clone())),
+        Box::new(dns_nxdomain::DnsNxdomain::new(cfg.dns_nxdomain.clone())),
     ]
 }
 
@@ -405,10 +415,25 @@ pub fn run_all(
     flows: &[FlowRecord],
     claims: &[AddressClaim],
 ) -> Vec<Finding> {
+    run_observed(detectors, site, baselines, cfg, flows, claims, &[])
+}
+
+/// [`run_all`] with DNS messages too, all merged in time order (a stable sort: at the same
+/// instant records come first, then claims, then DNS messages).
+pub fn run_observed(
+    detectors: Vec<Box<dyn Detector>>,
+    site: SiteFacts,
+    baselines: Baselines,
+    cfg: AggregateConfig,
+    flows: &[FlowRecord],
+    claims: &[AddressClaim],
+    dns: &[DnsEvent],
+) -> Vec<Finding> {
     let mut obs: Vec<Observation<'_>> = flows
         .iter()
         .map(Observation::Flow)
         .chain(claims.iter().map(Observation::Claim))
+        .chain(dns.iter().map(Observation::Dns))
         .collect();
     obs.sort_by_key(|o| o.time_ns());
     let mut e = Engine::new(detectors, site, baselines, cfg);

@@ -119,6 +119,7 @@ impl Detector for Spoof {
                     Some(FlowRef::from(*r)),
                 )
             }
+            Observation::Dns(_) => return,
         };
         if addr.is_unspecified() || addr.is_multicast() {
             return;
@@ -128,7 +129,7 @@ impl Detector for Spoof {
         };
         let device = match obs {
             Observation::Flow(r) => r.device.clone(),
-            Observation::Claim(_) => claimer(ctx, mac),
+            Observation::Claim(_) | Observation::Dns(_) => claimer(ctx, mac),
         };
         let mut f = Finding::new(
             self.name(),

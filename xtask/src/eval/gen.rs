@@ -54,13 +54,20 @@ impl Frames {
         self.0.push((t, build(PacketBuilder::ethernet2(s, d))));
     }
 
-    /// A UDP exchange: a datagram from the pump and, if `reply`, one back.
+    /// A UDP exchange: a datagram from the pump and, if `reply`, one back. To port 53 they are
+    /// a real DNS query for the pump's server and its answer (replay reads DNS messages), else
+    /// `len` filler bytes.
     pub fn udp(&mut self, t: u64, peer: [u8; 4], sport: u16, dport: u16, len: usize, reply: bool) {
+        let (ask, answer) = if dport == 53 {
+            dns_exchange(sport)
+        } else {
+            (vec![0x55; len], vec![0x66; len])
+        };
         self.eth(t, true, |b| {
             let mut out = Vec::new();
             b.ipv4(PUMP, peer, 64)
                 .udp(sport, dport)
-                .write(&mut out, &vec![0x55; len])
+                .write(&mut out, &ask)
                 .expect("udp frame");
             out
         });
@@ -69,7 +76,7 @@ impl Frames {
                 let mut out = Vec::new();
                 b.ipv4(peer, PUMP, 64)
                     .udp(dport, sport)
-                    .write(&mut out, &vec![0x66; len])
+                    .write(&mut out, &answer)
                     .expect("udp frame");
                 out
             });
@@ -298,4 +305,31 @@ pub fn generate(dir: &Path) -> anyhow::Result<()> {
     }
     f.write(&dir.join("telnet-sweep.pcap"))?;
     Ok(())
+}
+
+/// A DNS query (id `id`) for the pump's server, A, and its answer: 198.51.100.30, TTL 300.
+/// Written by hand: the generator depends on no DNS crate, and these are two fixed messages.
+fn dns_exchange(id: u16) -> (Vec<u8>, Vec<u8>) {
+    let mut question = Vec::new();
+    for label in ["infusion-server", "example", "org"] {
+        question.push(label.len() as u8);
+        question.extend_from_slice(label.as_bytes());
+    }
+    question.push(0);
+    question.extend_from_slice(&[0, 1, 0, 1]); // A, IN
+    let header = |flags: u16, answers: u16| {
+        let mut h = id.to_be_bytes().to_vec();
+        h.extend_from_slice(&flags.to_be_bytes());
+        h.extend_from_slice(&[0, 1]);
+        h.extend_from_slice(&answers.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0, 0]);
+        h
+    };
+    let mut ask = header(0x0100, 0);
+    ask.extend_from_slice(&question);
+    let mut answer = header(0x8180, 1);
+    answer.extend_from_slice(&question);
+    // The name by a pointer to the question's, A, IN, TTL 300, 4 bytes of address.
+    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 198, 51, 100, 30]);
+    (ask, answer)
 }

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+mod dns;
 mod scans;
 mod threats;
 
