@@ -76,6 +76,7 @@ const UNIT_AGENT_TESTS: &[&str] = &[
     "learn",
     "unit_file",
     "replay",
+    "replay_dns",
     "flow_report",
 ];
 
