@@ -371,7 +371,16 @@ async fn freeze_approve_relearn_are_audited_and_refused_for_a_viewer() {
     )
     .await
     .unwrap();
-    let audit_len = || lab.store.audit().unwrap().len();
+    // Entries other than recorded refusals (a refusal for want of a role is audited as
+    // `refused`, naming who tried).
+    let audit_len = || {
+        lab.store
+            .audit()
+            .unwrap()
+            .iter()
+            .filter(|e| e.action != "refused")
+            .count()
+    };
     let before = audit_len();
 
     // A viewer may read but not move it.
@@ -397,6 +406,15 @@ async fn freeze_approve_relearn_are_audited_and_refused_for_a_viewer() {
     let (ok, _, err) = wardctl(&lab, "eve", &["devices", "baseline", US, "--freeze"]).await;
     assert!(!ok && err.contains("--reason"), "{err}");
     assert_eq!(audit_len(), before, "refusals write nothing");
+    let refused: Vec<String> = lab
+        .store
+        .audit()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "refused")
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(refused, ["user:vic"], "the viewer's attempt is recorded");
 
     for (action, reason) in [
         ("--freeze", "CHG-7 learned"),

@@ -97,7 +97,14 @@ async fn a_python_grpcio_client_lists_devices_and_assigns_a_profile() {
     assert_eq!(lab.store.latest_generation(GW).unwrap(), generation);
     assert_eq!(lines[2]["device"]["profile"], "ct");
 
-    let audit = lab.store.audit().unwrap();
+    // The viewer's refused assign is recorded as a `refused` entry; the last write is eve's.
+    let audit: Vec<_> = lab
+        .store
+        .audit()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action != "refused")
+        .collect();
     let last = audit.last().unwrap();
     assert_eq!(
         (last.actor.as_str(), last.reason.as_str()),
@@ -105,10 +112,16 @@ async fn a_python_grpcio_client_lists_devices_and_assigns_a_profile() {
     );
     assert_eq!(last.seq, assigned["audit_seq"].as_u64().unwrap());
     assert_eq!(lines[3]["viewer_assign"], "PERMISSION_DENIED");
+    let all = lab.store.audit().unwrap();
     assert_eq!(
-        lab.store.audit().unwrap().len(),
+        all.iter().filter(|e| e.action != "refused").count(),
         audit.len(),
         "the refused viewer wrote nothing"
+    );
+    assert!(
+        all.iter()
+            .any(|e| e.action == "refused" && e.actor == "user:vic"),
+        "the viewer's attempt is recorded"
     );
 
     // The typed bundle as Python decodes it is the stored generation.

@@ -689,14 +689,26 @@ async fn a_suppressed_pattern_is_stored_audited_and_not_sent_to_the_sinks() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let sent: Vec<String> = ocsf_lines(&path).iter().map(ocsf_subject).collect();
     assert_eq!(sent, [format!("{GW}/100-2"), format!("{GW}/100-3")]);
-    // Stored all the same.
+    // Stored all the same: listed on request, left out of the default list as the sinks
+    // leave it out.
     let listed = soc
-        .list(pb::AlertFilter::default())
+        .list(pb::AlertFilter {
+            include_suppressed: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
         .alerts;
     assert_eq!(listed.len(), 3);
+    assert_eq!(listed.iter().filter(|a| a.suppressed).count(), 1);
+    let default = soc
+        .list(pb::AlertFilter::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(default.len(), 2);
     lab.shutdown().await.unwrap();
 }
 
