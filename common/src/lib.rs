@@ -23,6 +23,9 @@ pub mod map_names {
     pub const PEERS_HOST: &str = "WG_PEERH_V1";
     pub const PORTS: &str = "WG_PORT_V1";
     pub const PORTS_EXACT: &str = "WG_PORTX_V1";
+    /// Host peers and their single ports joined (`HostPortKey` -> `RuleValue`): the common new
+    /// flow decided in one lookup.
+    pub const HOST_PORTS: &str = "WG_HOSTPORT_V1";
     pub const MGMT: &str = "WG_MGMT_V1";
     pub const CONNTRACK: &str = "WG_CT_V4";
     pub const STATS: &str = "WG_STATS_V1";
@@ -79,6 +82,8 @@ pub mod capacity {
     pub const PEERS: u32 = 131_072;
     pub const PEER_HOSTS: u32 = 131_072;
     pub const PORTS: u32 = 262_144;
+    /// Joined (host peer, single port) entries per slot; past it the two-stage lookup answers.
+    pub const HOST_PORTS: u32 = 131_072;
     pub const MGMT: u32 = 256;
     pub const CONNTRACK: u32 = 262_144;
     /// Event token buckets: one per device and event kind.
@@ -341,6 +346,24 @@ pub struct PeerKey {
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 /// Bits of `PeerKey` matched exactly before the address prefix starts.
 pub const PEER_FIXED_BITS: u32 = 64;
+
+/// A host peer and one exact port of its peer set, joined (`WG_HOSTPORT_V1`): what the peer
+/// hash and then the exact-port hash answer for that pair, in one lookup. The common new flow
+/// (a listed host, a single port) then touches one map instead of two; a miss falls through
+/// to the two stages, so the join may hold any subset of the pairs (it is capped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HostPortKey {
+    pub slot: u8,
+    pub direction: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub policy_id: u32,
+    pub addr: [u8; 16],
+    pub port_be: [u8; 2],
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<HostPortKey>() == 28);
 
 /// Result of the peer lookup: the set of (protocol, port) entries that apply to this peer.
 #[repr(C)]
@@ -712,6 +735,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::PeerValue {}
     unsafe impl aya::Pod for super::PortKey {}
+    unsafe impl aya::Pod for super::HostPortKey {}
     unsafe impl aya::Pod for super::RuleValue {}
     unsafe impl aya::Pod for super::MgmtKey {}
     unsafe impl aya::Pod for super::GatewayConfig {}

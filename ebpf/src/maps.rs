@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use wardgate_common::{
     APP_DENY_KINDS, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState,
-    FragKey, FragValue, GatewayConfig, LOST_REASONS, MacKey, MgmtKey, PAYLOAD_LOST_KINDS, PeerKey,
-    PeerValue, PortKey, RateKey, RateState, Reason, RuleValue, WatchdogState, capacity,
+    FragKey, FragValue, GatewayConfig, HostPortKey, LOST_REASONS, MacKey, MgmtKey,
+    PAYLOAD_LOST_KINDS, PeerKey, PeerValue, PortKey, RateKey, RateState, Reason, RuleValue,
+    WatchdogState, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
@@ -46,6 +47,12 @@ pub static WG_PEERH_V1: HashMap<PeerKey, PeerValue> =
 #[map(name = "WG_PORTX_V1")]
 pub static WG_PORTX_V1: HashMap<PortKey, RuleValue> =
     HashMap::pinned(capacity::PORTS * capacity::SLOTS, NO_PREALLOC);
+
+/// Host peers joined with their single ports (`HostPortKey`): the common new flow in one
+/// lookup; a miss falls through to the peer and port stages. No preallocation.
+#[map(name = "WG_HOSTPORT_V1")]
+pub static WG_HOSTPORT_V1: HashMap<HostPortKey, RuleValue> =
+    HashMap::pinned(capacity::HOST_PORTS * capacity::SLOTS, NO_PREALLOC);
 
 const NO_PREALLOC: u32 = 1;
 

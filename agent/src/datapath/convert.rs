@@ -7,8 +7,8 @@ use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use wardgate_analysis::detect::finding::datapath::Kind;
 use wardgate_common::{
-    self as c, AppEvent, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen, MacKey,
-    MgmtKey, PayloadRecord, PeerKey, PortKey, Reason, RuleValue,
+    self as c, AppEvent, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen,
+    HostPortKey, MacKey, MgmtKey, PayloadRecord, PeerKey, PeerValue, PortKey, Reason, RuleValue,
 };
 use wardgate_policy::desired::{AppRule, DeviceEntry, PeerEntry, PortEntry};
 
@@ -116,6 +116,42 @@ pub fn is_exact(e: &PortEntry) -> bool {
 
 pub fn exact_port_key(slot: u32, e: &PortEntry) -> PortKey {
     port_key(slot, e).data()
+}
+
+/// Each host peer joined with every single port of its peer set: the rule the peer hash and
+/// then the exact-port hash give that pair, as one entry. At most `cap` pairs, in the order of
+/// `hosts` then of each set's ports; the pairs left out are still answered by the two stages
+/// (a miss falls through), so any subset is correct and the cap only costs time.
+pub fn host_port_pairs(
+    hosts: &[(PeerKey, PeerValue)],
+    exact: &[(PortKey, RuleValue)],
+    cap: usize,
+) -> Vec<(HostPortKey, RuleValue)> {
+    let mut by_set: std::collections::BTreeMap<u32, Vec<&(PortKey, RuleValue)>> =
+        Default::default();
+    for e in exact {
+        by_set.entry(e.0.peer_set).or_default().push(e);
+    }
+    let mut out = Vec::new();
+    for (host, value) in hosts {
+        for (port, rule) in by_set.get(&value.peer_set).into_iter().flatten() {
+            if out.len() == cap {
+                return out;
+            }
+            let key = HostPortKey {
+                slot: host.slot,
+                direction: host.direction,
+                family: host.family,
+                proto: port.proto,
+                policy_id: host.policy_id,
+                addr: host.addr,
+                port_be: port.port_be,
+                _pad: 0,
+            };
+            out.push((key, *rule));
+        }
+    }
+    out
 }
 
 /// The port entry's rule value; `app` is the rule's application check (`app_flags`).
@@ -561,6 +597,60 @@ pub fn flow_counters(v: &CtValue) -> FlowCounters {
 mod tests {
     use super::*;
     use wardgate_policy::desired::{Direction, PortPrefix};
+
+    #[test]
+    fn host_port_pairs_join_hosts_with_their_sets_single_ports_up_to_the_cap() {
+        let host = |last: u8, set: u32| {
+            (
+                PeerKey {
+                    slot: 1,
+                    direction: c::DIR_FROM_DEVICE,
+                    family: c::FAMILY_V4,
+                    _pad: 0,
+                    policy_id: 7,
+                    addr: ip_raw(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))).1,
+                },
+                PeerValue {
+                    peer_set: set,
+                    flags: 0,
+                },
+            )
+        };
+        let port = |set: u32, port: u16, rule_id: u32| {
+            (
+                PortKey {
+                    slot: 1,
+                    _pad: 0,
+                    _pad1: 0,
+                    peer_set: set,
+                    proto: c::PROTO_TCP,
+                    port_be: port.to_be_bytes(),
+                    _pad2: 0,
+                },
+                RuleValue {
+                    rule_id,
+                    action: c::RULE_ALLOW,
+                    idle_timeout_s: 60,
+                    flags: 0,
+                },
+            )
+        };
+        let hosts = [host(1, 1), host(2, 2), host(3, 9)];
+        let exact = [port(1, 104, 10), port(1, 11112, 11), port(2, 2575, 20)];
+        let pairs = host_port_pairs(&hosts, &exact, 100);
+        let got: Vec<_> = pairs
+            .iter()
+            .map(|(k, v)| (k.addr[3], u16::from_be_bytes(k.port_be), v.rule_id))
+            .collect();
+        // Host .3's set has no single ports: nothing to join.
+        assert_eq!(got, [(1, 104, 10), (1, 11112, 11), (2, 2575, 20)]);
+        let (k, _) = pairs[0];
+        assert_eq!(
+            (k.slot, k.direction, k.family, k.proto, k.policy_id),
+            (1, c::DIR_FROM_DEVICE, c::FAMILY_V4, c::PROTO_TCP, 7)
+        );
+        assert_eq!(host_port_pairs(&hosts, &exact, 2).len(), 2);
+    }
 
     #[test]
     fn keys_carry_prefixes_in_network_order() {

@@ -12,8 +12,8 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use wardgate_common::{
-    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey,
-    PeerValue, PortKey, RuleValue, active_word, map_names,
+    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, HostPortKey, MacKey, PEER_HAS_PREFIX_PORTS,
+    PeerKey, PeerValue, PortKey, RuleValue, active_word, capacity, map_names,
 };
 use wardgate_policy::{
     DesiredState,
@@ -187,6 +187,16 @@ impl Datapath {
         for k in stale {
             exact.remove(&k).map_err(map_err(map_names::PORTS_EXACT))?;
         }
+        let mut pairs: HashMap<&mut MapData, HostPortKey, RuleValue> =
+            self.typed(map_names::HOST_PORTS)?;
+        let stale: Vec<_> = pairs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in stale {
+            pairs.remove(&k).map_err(map_err(map_names::HOST_PORTS))?;
+        }
         let mut apps: HashMap<&mut MapData, AppKey, u32> = self.typed(map_names::APP_VALUES)?;
         let stale: Vec<_> = apps
             .keys()
@@ -241,6 +251,13 @@ impl Datapath {
         for (k, v) in &e.ports {
             ports.insert(k, v, 0).map_err(map_err(map_names::PORTS))?;
         }
+        let mut pairs: HashMap<&mut MapData, HostPortKey, RuleValue> =
+            self.typed(map_names::HOST_PORTS)?;
+        for (k, v) in &e.pairs {
+            pairs
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::HOST_PORTS))?;
+        }
         Ok(n)
     }
 
@@ -266,6 +283,9 @@ impl Datapath {
         let exact: HashMap<&mut MapData, PortKey, RuleValue> =
             self.typed(map_names::PORTS_EXACT)?;
         read_hash(&exact, |k| k.slot == s, &mut have.exact);
+        let pairs: HashMap<&mut MapData, HostPortKey, RuleValue> =
+            self.typed(map_names::HOST_PORTS)?;
+        read_hash(&pairs, |k| k.slot == s, &mut have.pairs);
         let apps: HashMap<&mut MapData, AppKey, u32> = self.typed(map_names::APP_VALUES)?;
         read_hash(&apps, |k| k.slot == s, &mut have.apps);
         let peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
@@ -296,6 +316,8 @@ struct Entries {
     peers: Vec<(Key<PeerKey>, PeerValue)>,
     exact: Vec<(PortKey, RuleValue)>,
     ports: Vec<(Key<PortKey>, RuleValue)>,
+    /// Host peers joined with the single ports of their peer set (`convert::host_port_pairs`).
+    pairs: Vec<(HostPortKey, RuleValue)>,
     apps: Vec<(AppKey, u32)>,
 }
 
@@ -346,33 +368,36 @@ impl Entries {
             }
         }
         let app = |e: &PortEntry| app_flags.get(&e.rule_id).copied().unwrap_or(0);
+        let hosts: Vec<_> = state
+            .peers
+            .iter()
+            .filter(|e| convert::is_host(e))
+            .map(|e| (convert::peer_key(slot, e).data(), value(e)))
+            .collect();
+        let exact: Vec<_> = state
+            .ports
+            .iter()
+            .filter(|e| convert::is_exact(e))
+            .map(|e| {
+                (
+                    convert::exact_port_key(slot, e),
+                    convert::rule_value(e, app(e)),
+                )
+            })
+            .collect();
         Entries {
             apps,
             devices,
             macs,
-            hosts: state
-                .peers
-                .iter()
-                .filter(|e| convert::is_host(e))
-                .map(|e| (convert::peer_key(slot, e).data(), value(e)))
-                .collect(),
+            pairs: convert::host_port_pairs(&hosts, &exact, capacity::HOST_PORTS as usize),
+            hosts,
             peers: state
                 .peers
                 .iter()
                 .filter(|e| !convert::is_host(e))
                 .map(|e| (convert::peer_key(slot, e), value(e)))
                 .collect(),
-            exact: state
-                .ports
-                .iter()
-                .filter(|e| convert::is_exact(e))
-                .map(|e| {
-                    (
-                        convert::exact_port_key(slot, e),
-                        convert::rule_value(e, app(e)),
-                    )
-                })
-                .collect(),
+            exact,
             ports: state
                 .ports
                 .iter()
@@ -389,6 +414,7 @@ impl Entries {
             + self.peers.len()
             + self.exact.len()
             + self.ports.len()
+            + self.pairs.len()
             + self.apps.len()
     }
 
@@ -404,6 +430,7 @@ impl Entries {
             peers: map(&self.peers),
             exact: map(&self.exact),
             ports: map(&self.ports),
+            pairs: map(&self.pairs),
             apps: map(&self.apps),
         }
     }
@@ -420,6 +447,7 @@ struct RawSlot {
     peers: RawMap,
     exact: RawMap,
     ports: RawMap,
+    pairs: RawMap,
     apps: RawMap,
 }
 

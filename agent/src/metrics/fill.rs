@@ -22,8 +22,8 @@ use prometheus_client::{
     metrics::{MetricType, gauge::ConstGauge},
 };
 use wardgate_common::{
-    CtKey, CtValue, DeviceInfo, DeviceKey, FlowCapState, FragKey, FragValue, MacKey, MgmtKey,
-    PeerKey, PeerValue, PortKey, RateKey, RateState, RuleValue, map_names,
+    CtKey, CtValue, DeviceInfo, DeviceKey, FlowCapState, FragKey, FragValue, HostPortKey, MacKey,
+    MgmtKey, PeerKey, PeerValue, PortKey, RateKey, RateState, RuleValue, map_names,
 };
 
 use crate::datapath::{DatapathError, map_err, pinned};
@@ -33,7 +33,7 @@ type Count = fn(MapData, usize) -> Result<usize, MapError>;
 
 /// The maps counted: label, pin name and how to walk it. Policy maps hold both slots (the
 /// active policy and the one before or next), as their capacity does.
-const MAPS: [(&str, &str, Count); 10] = [
+const MAPS: [(&str, &str, Count); 11] = [
     (
         "devices",
         map_names::DEVICES,
@@ -63,6 +63,11 @@ const MAPS: [(&str, &str, Count); 10] = [
         "ports_exact",
         map_names::PORTS_EXACT,
         count_hash::<{ size_of::<PortKey>() }, { size_of::<RuleValue>() }>,
+    ),
+    (
+        "host_ports",
+        map_names::HOST_PORTS,
+        count_hash::<{ size_of::<HostPortKey>() }, { size_of::<RuleValue>() }>,
     ),
     (
         "management",
