@@ -78,6 +78,7 @@ const UNIT_AGENT_TESTS: &[&str] = &[
     "replay",
     "replay_dns",
     "flow_report",
+    "limits",
 ];
 
 /// The agent's test files the Attach tier runs (root: programs attached in namespaces).
