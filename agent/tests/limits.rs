@@ -17,7 +17,7 @@ use wardgate_agent::{
     sync::{self, Holding},
 };
 use wardgate_analysis::{FlowDirection, FlowRecord, TcpOutcome, flow::DeviceRef};
-use wardgate_controller::store::AlertQuery;
+use wardgate_controller::store::{AlertQuery, Store};
 use wardgate_proto::v1 as pb;
 use wardgate_testkit::{controller::LabController, prometheus::promtool_check};
 
@@ -311,7 +311,10 @@ async fn tiny_limits_drop_the_lowest_and_oldest_first_count_it_and_deliver_the_r
         .alerts(&AlertQuery::recent(100))
         .unwrap()
         .into_iter()
-        .map(|a| a.id)
+        .map(|a| {
+            let finding: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+            finding["id"].as_str().unwrap().to_string()
+        })
         .collect();
     stored.sort();
     assert_eq!(
