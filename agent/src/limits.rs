@@ -36,6 +36,28 @@ pub fn open_fds() -> Option<u64> {
     Some(n.saturating_sub(1))
 }
 
+/// The agent's cgroup v2 directory (the `0::` line of /proc/self/cgroup); `None` on a host
+/// without the unified hierarchy.
+fn cgroup_dir() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let dir = PathBuf::from("/sys/fs/cgroup").join(cgroup_path(&text)?.trim_start_matches('/'));
+    dir.join("memory.current").exists().then_some(dir)
+}
+
+/// The cgroup v2 path in /proc/self/cgroup's `text`.
+pub fn cgroup_path(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// A cgroup file holding one number; `max` (no limit) and a missing file are `None`.
+fn cgroup_value(dir: &std::path::Path, name: &str) -> Option<u64> {
+    std::fs::read_to_string(dir.join(name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The soft open-file limit in force.
 pub fn open_files_limit() -> Option<u64> {
     let mut r = libc::rlimit {
@@ -115,6 +137,11 @@ pub enum Resource {
     StateFile,
     /// Log output in the current minute (bytes).
     Log,
+    /// The cgroup's memory (`memory.current` against `memory.max`, the unit's `MemoryMax=`):
+    /// the agent's and the BPF maps' it created, what the kernel enforces.
+    CgroupMemory,
+    /// The cgroup's tasks (`pids.current` against `pids.max`, the unit's `TasksMax=`).
+    Tasks,
 }
 
 impl Resource {
@@ -128,6 +155,8 @@ impl Resource {
             Resource::FlowRecords => "flow_records",
             Resource::StateFile => "state_file",
             Resource::Log => "log_per_minute",
+            Resource::CgroupMemory => "cgroup_memory",
+            Resource::Tasks => "tasks",
         }
     }
 
@@ -135,7 +164,7 @@ impl Resource {
     pub fn bytes(self) -> bool {
         !matches!(
             self,
-            Resource::OpenFiles | Resource::OutboxAlerts | Resource::FlowRecords
+            Resource::OpenFiles | Resource::OutboxAlerts | Resource::FlowRecords | Resource::Tasks
         )
     }
 
@@ -149,6 +178,8 @@ impl Resource {
             Resource::FlowRecords => "limits.flow_records",
             Resource::StateFile => "limits.state_bytes",
             Resource::Log => "limits.log_bytes_per_minute",
+            Resource::CgroupMemory => "MemoryMax= (and limits.memory)",
+            Resource::Tasks => "TasksMax=",
         }
     }
 }
@@ -194,6 +225,17 @@ impl Usage {
         }
         if let (Some(fds), Some(max)) = (open_fds(), open_files_limit()) {
             v.push((Resource::OpenFiles, fds, max));
+        }
+        // Only what has a limit (a cgroup of `max` is bounded by nothing to warn about).
+        if let Some(dir) = cgroup_dir() {
+            for (r, current, max) in [
+                (Resource::CgroupMemory, "memory.current", "memory.max"),
+                (Resource::Tasks, "pids.current", "pids.max"),
+            ] {
+                if let (Some(c), Some(m)) = (cgroup_value(&dir, current), cgroup_value(&dir, max)) {
+                    v.push((r, c, m));
+                }
+            }
         }
         if let Some(q) = &self.outbox {
             let (len, bytes, file, limits, failures) = {
@@ -296,6 +338,22 @@ mod tests {
         assert_eq!(m.observe(10, 100), None);
         assert_eq!(m.observe(100, 100), Some(Crossing::Up));
         assert_eq!(m.observe(5, 0), None, "no limit, nothing to say");
+    }
+
+    #[test]
+    fn the_cgroup_v2_path_is_the_unified_line() {
+        let hybrid = "4:memory:/x\n1:cpu:/\n0::/system.slice/wardgate-agent.service\n";
+        assert_eq!(
+            cgroup_path(hybrid),
+            Some("/system.slice/wardgate-agent.service")
+        );
+        assert_eq!(cgroup_path("4:memory:/x\n"), None, "cgroup v1 only");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("memory.max"), "max\n").unwrap();
+        std::fs::write(dir.path().join("pids.max"), "64\n").unwrap();
+        assert_eq!(cgroup_value(dir.path(), "memory.max"), None, "no limit");
+        assert_eq!(cgroup_value(dir.path(), "pids.max"), Some(64));
+        assert_eq!(cgroup_value(dir.path(), "pids.current"), None);
     }
 
     #[test]
