@@ -80,6 +80,30 @@ fn record(port: u16, t: u64) -> FlowRecord {
     }
 }
 
+/// Log lines written while `f` runs on this thread.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let sub = wardgate_daemon::log::subscriber(
+        wardgate_daemon::log::LogFormat::Text,
+        move || writer.clone(),
+        false,
+    );
+    tracing::subscriber::with_default(sub, f);
+    String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+}
+
 fn scrape(r: &Registry) -> String {
     let mut t = String::new();
     encode(&mut t, r).unwrap();
@@ -185,8 +209,27 @@ async fn tiny_limits_drop_the_lowest_and_oldest_first_count_it_and_deliver_the_r
     assert_eq!(pending(&queue), kept);
     assert_eq!(flows.len(), 5);
 
-    usage.sample();
+    // Both queues full: one warning each, naming the key to raise; not again while they stay.
+    let logs = logged(|| usage.sample());
+    for line in [
+        "outbox at 100% of its limit: raise limits.outbox_alerts",
+        "flow_records at 100% of its limit: raise limits.flow_records",
+    ] {
+        assert_eq!(logs.matches(line).count(), 1, "`{line}` once in:\n{logs}");
+    }
+    let again = logged(|| usage.sample());
+    assert!(!again.contains("of its limit"), "said once: {again}");
     let text = scrape(&registry);
+    // What an operator sees (shown with --nocapture).
+    print!("{logs}");
+    for l in text.lines().filter(|l| {
+        l.starts_with("wardgate_agent_resource_")
+            || l.starts_with("wardgate_agent_outbox_")
+            || l.starts_with("wardgate_agent_flow_records_dropped")
+            || l.starts_with("wardgate_agent_disk_writes")
+    }) {
+        println!("{l}");
+    }
     for (series, want) in [
         (
             r#"wardgate_agent_outbox_dropped_alerts_total{kind="unknown_device",severity="low"}"#,
@@ -325,7 +368,10 @@ async fn tiny_limits_drop_the_lowest_and_oldest_first_count_it_and_deliver_the_r
     task.abort();
     reporter.abort();
 
-    usage.sample();
+    let logs = logged(|| usage.sample());
+    for line in ["outbox back under 70%", "flow_records back under 70%"] {
+        assert_eq!(logs.matches(line).count(), 1, "`{line}` once in:\n{logs}");
+    }
     let text = scrape(&registry);
     for (series, want) in [
         ("wardgate_agent_outbox_alerts", 0.0),
