@@ -19,7 +19,10 @@ use wardgate_agent::{
 use wardgate_analysis::{FlowDirection, FlowRecord, TcpOutcome, flow::DeviceRef};
 use wardgate_controller::store::{AlertQuery, Store};
 use wardgate_proto::v1 as pb;
-use wardgate_testkit::{controller::LabController, prometheus::promtool_check};
+use wardgate_testkit::{
+    controller::LabController,
+    prometheus::{promtool_check, samples},
+};
 
 const GW: &str = "gw-ward-3";
 const NS: u64 = 1_000_000_000;
@@ -110,11 +113,9 @@ fn scrape(r: &Registry) -> String {
     t
 }
 
-/// The value of the series `line` (name and labels, as printed) in `text`.
+/// The value of `series` (name and labels, as printed) in the scrape `text`.
 fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().unwrap())
+    samples(text).get(series).copied()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
