@@ -191,13 +191,13 @@ fn default_open_files() -> u64 {
     1024
 }
 fn default_outbox_alerts() -> usize {
-    10_000
+    crate::alerts::OUTBOX_CAP
 }
 fn default_outbox_bytes() -> Size {
     Size::mib(64)
 }
 fn default_flow_records() -> usize {
-    100_000
+    crate::flow_report::DEFAULT_CAP
 }
 fn default_state_bytes() -> Size {
     Size::mib(64)
