@@ -95,6 +95,7 @@ const ATTACH_AGENT_TESTS: &[&str] = &[
     "flow_report_netns",
     "lifecycle_netns",
     "spoof_netns",
+    "limits_netns",
 ];
 
 /// The Datapath tier's.
