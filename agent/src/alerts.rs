@@ -332,6 +332,29 @@ struct Store {
     path: PathBuf,
 }
 
+/// The file's bound: past it a write fails (SQLITE_FULL) and is counted. The WAL is
+/// checkpointed once it holds the alerts' budget and truncated back to it after.
+fn bound(conn: &rusqlite::Connection, limits: OutboxLimits) -> rusqlite::Result<()> {
+    let page_size = conn
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?
+        .unsigned_abs();
+    let pages = limits.max_pages(page_size);
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    conn.query_row(
+        &format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            limits.checkpoint_pages(page_size)
+        ),
+        [],
+        |_| Ok(()),
+    )?;
+    conn.query_row(
+        &format!("PRAGMA journal_size_limit = {}", limits.bytes),
+        [],
+        |_| Ok(()),
+    )
+}
+
 impl Store {
     fn open(path: &Path, limits: OutboxLimits) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent() {
@@ -349,27 +372,8 @@ impl Store {
              );",
         )
         .with_context(|| format!("preparing alert outbox {}", path.display()))?;
-        // The file's bound: past it a write fails (SQLITE_FULL) and is counted. The WAL is
-        // checkpointed once it holds the alerts' budget and truncated back to it after.
-        let page_size = conn
-            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?
-            .unsigned_abs();
-        let pages = limits.max_pages(page_size);
-        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        bound(&conn, limits)
             .with_context(|| format!("bounding alert outbox {}", path.display()))?;
-        conn.query_row(
-            &format!(
-                "PRAGMA wal_autocheckpoint = {}",
-                limits.checkpoint_pages(page_size)
-            ),
-            [],
-            |_| Ok(()),
-        )?;
-        conn.query_row(
-            &format!("PRAGMA journal_size_limit = {}", limits.bytes),
-            [],
-            |_| Ok(()),
-        )?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -395,6 +399,17 @@ impl Store {
                 .execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
         }
         Ok((alerts, bad.len() as u64))
+    }
+
+    /// Rewrites the file without its free pages (a file grown under a larger budget), then
+    /// bounds it again (SQLite cannot set a page limit under the pages in use).
+    fn compact(&mut self, limits: OutboxLimits) -> rusqlite::Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn.execute_batch("VACUUM;")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        bound(&self.conn, limits)
     }
 
     fn write(&mut self, added: &[pb::Alert], removed: &[String]) -> rusqlite::Result<()> {
@@ -451,6 +466,27 @@ impl Outbox {
         // The loaded alerts are already rows: only what the cap drops is written.
         let removed = outbox.admit(alerts);
         outbox.persist(&[], &removed);
+        // A file over its bound (grown under a larger `outbox_bytes`) is compacted; on a disk
+        // too full for the copy it stays as it is, and says so.
+        let before = outbox.file_bytes();
+        if before > limits.file_bytes()
+            && let Some(store) = &mut outbox.store
+        {
+            match store.compact(limits) {
+                Ok(()) => tracing::info!(
+                    path = %path.display(),
+                    before,
+                    after = outbox.file_bytes(),
+                    "alert outbox compacted to its limit"
+                ),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    bytes = before,
+                    "alert outbox over its limit and not compacted"
+                ),
+            }
+        }
         Ok(outbox)
     }
 
@@ -975,6 +1011,40 @@ mod tests {
         o.push(sized("late", "spoof", "critical", 60_000));
         assert_eq!(o.write_failures(), 1);
         assert_eq!(ids(&o.next_batch()), ["late"]);
+    }
+
+    #[test]
+    fn a_file_grown_under_a_larger_budget_is_compacted_to_a_lowered_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let mut o = Outbox::open(&path).unwrap();
+        // 3 MB of alerts under the default 64M budget.
+        o.push_all(
+            (0..1_500)
+                .map(|i| sized(&format!("a{i}"), "deny", "low", 2_000))
+                .collect(),
+        );
+        let grown = o.file_bytes();
+        drop(o);
+        let small = OutboxLimits {
+            alerts: 10_000,
+            bytes: 64 << 10,
+        };
+        assert!(grown > small.file_bytes(), "{grown}");
+        let mut o = Outbox::open_with(&path, small).unwrap();
+        assert!(o.bytes() <= small.bytes);
+        assert!(
+            o.file_bytes() <= small.file_bytes(),
+            "{} of {} after compaction",
+            o.file_bytes(),
+            small.file_bytes()
+        );
+        // The newest alerts are what is left, and still there after a restart.
+        let kept = o.len();
+        assert!(kept > 10, "{kept}");
+        assert_eq!(o.pending.back().unwrap().alert.id, "a1499");
+        drop(o);
+        assert_eq!(Outbox::open_with(&path, small).unwrap().len(), kept);
     }
 
     #[test]
