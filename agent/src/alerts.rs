@@ -1031,7 +1031,7 @@ mod tests {
             bytes: 64 << 10,
         };
         assert!(grown > small.file_bytes(), "{grown}");
-        let mut o = Outbox::open_with(&path, small).unwrap();
+        let o = Outbox::open_with(&path, small).unwrap();
         assert!(o.bytes() <= small.bytes);
         assert!(
             o.file_bytes() <= small.file_bytes(),
