@@ -22,10 +22,57 @@ use wardgate_proto::v1 as pb;
 
 use crate::datapath::convert::{DatapathEvent, EventKind};
 
-/// Alerts kept while the controller is unreachable; past this the lowest-severity ones are
-/// dropped first (oldest first within a severity) and counted per severity, so a long outage
-/// cannot exhaust the gateway's memory and a flood of low alerts cannot push out a spoof.
+/// Alerts kept while the controller is unreachable, by default (`limits.outbox_alerts`); past
+/// the cap the lowest-severity ones are dropped first (oldest first within a severity) and
+/// counted per kind and severity, so a long outage cannot exhaust the gateway's memory or disk
+/// and a flood of low alerts cannot push out a spoof.
 pub const OUTBOX_CAP: usize = 10_000;
+
+/// The outbox's bounds: alerts, and their encoded bytes (`limits.outbox_alerts`,
+/// `limits.outbox_bytes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboxLimits {
+    pub alerts: usize,
+    pub bytes: u64,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            alerts: OUTBOX_CAP,
+            bytes: 64 << 20,
+        }
+    }
+}
+
+impl OutboxLimits {
+    pub fn of(limits: &crate::config::LimitsConfig) -> Self {
+        OutboxLimits {
+            alerts: limits.outbox_alerts,
+            bytes: limits.outbox_bytes.0,
+        }
+    }
+
+    /// Most bytes the outbox database may grow to: twice the alerts' budget (SQLite's rows,
+    /// indexes and free pages) and 1 MiB.
+    fn db_bytes(&self) -> u64 {
+        2 * self.bytes + (1 << 20)
+    }
+
+    /// Most bytes the outbox file and its write-ahead log take together: the database, and a
+    /// log checkpointed every `bytes` (and truncated back to that after).
+    pub fn file_bytes(&self) -> u64 {
+        self.db_bytes() + self.bytes + (1 << 20)
+    }
+
+    fn max_pages(&self, page_size: u64) -> u64 {
+        self.db_bytes() / page_size.max(512)
+    }
+
+    fn checkpoint_pages(&self, page_size: u64) -> u64 {
+        (self.bytes / page_size.max(512)).max(16)
+    }
+}
 
 /// Largest batch sent in one message.
 pub const BATCH: usize = 100;
@@ -187,25 +234,53 @@ fn severity_rank(severity: &str) -> usize {
         .map_or(0, |s| usize::from(s.rank()))
 }
 
-/// Alerts dropped past the cap, per severity (index as in `SEVERITIES`), since the agent
-/// started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Dropped(pub [u64; 4]);
+/// Alerts dropped past the cap since the agent started: per severity (index as in
+/// `SEVERITIES`), and per kind and severity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub by_severity: [u64; 4],
+    /// (kind, severity rank) -> alerts dropped. Kinds are the agent's own detector names, a
+    /// bounded set.
+    pub by_kind: std::collections::BTreeMap<(String, usize), u64>,
+}
 
 impl Dropped {
     pub fn total(&self) -> u64 {
-        self.0.iter().sum()
+        self.by_severity.iter().sum()
     }
 
     /// How many of `severity` were dropped.
     pub fn of(&self, severity: &str) -> u64 {
-        self.0[severity_rank(severity)]
+        self.by_severity[severity_rank(severity)]
+    }
+
+    /// How many of `kind` and `severity` were dropped.
+    pub fn of_kind(&self, kind: &str, severity: &str) -> u64 {
+        self.by_kind
+            .get(&(kind.to_string(), severity_rank(severity)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn count(&mut self, alert: &pb::Alert) {
+        let rank = severity_rank(&alert.severity);
+        self.by_severity[rank] += 1;
+        *self.by_kind.entry((alert.kind.clone(), rank)).or_default() += 1;
+    }
+
+    fn add(&mut self, other: &Dropped) {
+        for (t, n) in self.by_severity.iter_mut().zip(other.by_severity) {
+            *t += n;
+        }
+        for (k, n) in &other.by_kind {
+            *self.by_kind.entry(k.clone()).or_default() += n;
+        }
     }
 }
 
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, n)) in SEVERITIES.iter().zip(self.0).enumerate() {
+        for (i, (name, n)) in SEVERITIES.iter().zip(self.by_severity).enumerate() {
             let sep = if i == 0 { "" } else { " " };
             write!(f, "{sep}{name}={n}")?;
         }
@@ -227,7 +302,13 @@ pub struct Outbox {
     /// The ids in `pending` (an update looks for its older copy only when there is one).
     ids: std::collections::HashSet<String>,
     sent: usize,
+    /// Encoded bytes of the pending alerts.
+    bytes: u64,
+    limits: OutboxLimits,
     dropped: Dropped,
+    /// Writes of the outbox file that failed (its page limit reached, a full disk, ...): the
+    /// alerts stay in memory.
+    write_failures: u64,
     /// When drops were last logged (at most every `DROP_LOG_EVERY`; counted always).
     drop_logged: Option<std::time::Instant>,
     store: Option<Store>,
@@ -251,8 +332,31 @@ struct Store {
     path: PathBuf,
 }
 
+/// The file's bound: past it a write fails (SQLITE_FULL) and is counted. The WAL is
+/// checkpointed once it holds the alerts' budget and truncated back to it after.
+fn bound(conn: &rusqlite::Connection, limits: OutboxLimits) -> rusqlite::Result<()> {
+    let page_size = conn
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?
+        .unsigned_abs();
+    let pages = limits.max_pages(page_size);
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    conn.query_row(
+        &format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            limits.checkpoint_pages(page_size)
+        ),
+        [],
+        |_| Ok(()),
+    )?;
+    conn.query_row(
+        &format!("PRAGMA journal_size_limit = {}", limits.bytes),
+        [],
+        |_| Ok(()),
+    )
+}
+
 impl Store {
-    fn open(path: &Path) -> anyhow::Result<Self> {
+    fn open(path: &Path, limits: OutboxLimits) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -268,6 +372,8 @@ impl Store {
              );",
         )
         .with_context(|| format!("preparing alert outbox {}", path.display()))?;
+        bound(&conn, limits)
+            .with_context(|| format!("bounding alert outbox {}", path.display()))?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -295,6 +401,17 @@ impl Store {
         Ok((alerts, bad.len() as u64))
     }
 
+    /// Rewrites the file without its free pages (a file grown under a larger budget), then
+    /// bounds it again (SQLite cannot set a page limit under the pages in use).
+    fn compact(&mut self, limits: OutboxLimits) -> rusqlite::Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn.execute_batch("VACUUM;")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        bound(&self.conn, limits)
+    }
+
     fn write(&mut self, added: &[pb::Alert], removed: &[String]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
@@ -314,9 +431,24 @@ impl Store {
 }
 
 impl Outbox {
-    /// An outbox kept in `path` (created if missing), with whatever it already holds pending.
+    /// An outbox in memory only, with `limits`.
+    pub fn with_limits(limits: OutboxLimits) -> Self {
+        Outbox {
+            limits,
+            ..Outbox::default()
+        }
+    }
+
+    /// An outbox kept in `path` (created if missing), with whatever it already holds pending,
+    /// with the default limits.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let mut store = Store::open(path)?;
+        Self::open_with(path, OutboxLimits::default())
+    }
+
+    /// An outbox kept in `path`, bounded by `limits` (what the file holds past them is
+    /// dropped as any excess, lowest severity first).
+    pub fn open_with(path: &Path, limits: OutboxLimits) -> anyhow::Result<Self> {
+        let mut store = Store::open(path, limits)?;
         let (alerts, undecodable) = store
             .load()
             .with_context(|| format!("reading alert outbox {}", path.display()))?;
@@ -329,11 +461,32 @@ impl Outbox {
         }
         let mut outbox = Outbox {
             store: Some(store),
-            ..Outbox::default()
+            ..Outbox::with_limits(limits)
         };
         // The loaded alerts are already rows: only what the cap drops is written.
         let removed = outbox.admit(alerts);
         outbox.persist(&[], &removed);
+        // A file over its bound (grown under a larger `outbox_bytes`) is compacted; on a disk
+        // too full for the copy it stays as it is, and says so.
+        let before = outbox.file_bytes();
+        if before > limits.file_bytes()
+            && let Some(store) = &mut outbox.store
+        {
+            match store.compact(limits) {
+                Ok(()) => tracing::info!(
+                    path = %path.display(),
+                    before,
+                    after = outbox.file_bytes(),
+                    "alert outbox compacted to its limit"
+                ),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    bytes = before,
+                    "alert outbox over its limit and not compacted"
+                ),
+            }
+        }
         Ok(outbox)
     }
 
@@ -342,7 +495,7 @@ impl Outbox {
     }
 
     /// Adds alerts (one transaction when stored); one with the id of a pending alert replaces
-    /// it. Past `OUTBOX_CAP` the lowest severity goes first (oldest first within it), counted
+    /// it. Past the limits the lowest severity goes first (oldest first within it), counted
     /// per severity and logged. A store that cannot be written keeps them in memory, and says
     /// so.
     pub fn push_all(&mut self, alerts: Vec<pb::Alert>) {
@@ -356,15 +509,17 @@ impl Outbox {
         self.persist(&added, &removed);
     }
 
-    /// Appends in memory, then, past the cap, drops the excess: all of the lowest severity
-    /// present before any of the next one, oldest first within a severity. Returns the ids
-    /// dropped.
+    /// Appends in memory, then, past a limit (alerts or bytes), drops the excess: the lowest
+    /// severity present before any of the next one, oldest first within a severity. Returns
+    /// the ids dropped.
     fn admit(&mut self, alerts: Vec<pb::Alert>) -> Vec<String> {
         for alert in alerts {
             let mut in_flight = 0;
+            self.bytes += alert.encoded_len() as u64;
             if !self.ids.insert(alert.id.clone())
                 && let Some(i) = self.pending.iter().position(|p| p.alert.id == alert.id)
             {
+                self.bytes -= self.pending[i].alert.encoded_len() as u64;
                 if i >= self.sent {
                     // Not sent yet: the newer copy takes the old one's place, so alerts still
                     // leave in the order they were raised.
@@ -378,46 +533,44 @@ impl Outbox {
             }
             self.pending.push_back(Pending { alert, in_flight });
         }
-        let mut excess = self.pending.len().saturating_sub(OUTBOX_CAP);
-        if excess == 0 {
+        let over = |len: usize, bytes: u64| len > self.limits.alerts || bytes > self.limits.bytes;
+        if !over(self.pending.len(), self.bytes) {
             return Vec::new();
         }
-        // How many to drop of each severity, lowest first.
-        let mut count = [0usize; 4];
-        for p in &self.pending {
-            count[severity_rank(&p.alert.severity)] += 1;
-        }
-        let mut quota = [0usize; 4];
-        for (q, c) in quota.iter_mut().zip(count) {
-            *q = c.min(excess);
-            excess -= *q;
-        }
-        let mut removed = Vec::new();
-        let mut dropped_sent = 0;
-        let mut dropped = Dropped::default();
-        let mut i = 0;
-        let sent = self.sent;
-        self.pending.retain(|p| {
-            let rank = severity_rank(&p.alert.severity);
-            let drop = quota[rank] > 0;
-            if drop {
-                quota[rank] -= 1;
-                dropped.0[rank] += 1;
-                removed.push(p.alert.id.clone());
-                if i < sent {
-                    dropped_sent += 1;
+        // Mark, lowest severity first and oldest first within it, until both limits hold.
+        let (mut len, mut bytes) = (self.pending.len(), self.bytes);
+        let mut doomed = vec![false; self.pending.len()];
+        'ranks: for rank in 0..SEVERITIES.len() {
+            for (i, p) in self.pending.iter().enumerate() {
+                if !over(len, bytes) {
+                    break 'ranks;
+                }
+                if severity_rank(&p.alert.severity) == rank {
+                    doomed[i] = true;
+                    len -= 1;
+                    bytes -= p.alert.encoded_len() as u64;
                 }
             }
+        }
+        let mut removed = Vec::new();
+        let mut dropped = Dropped::default();
+        let dropped_sent = doomed[..self.sent].iter().filter(|d| **d).count();
+        let mut i = 0;
+        self.pending.retain(|p| {
+            let drop = doomed[i];
             i += 1;
+            if drop {
+                dropped.count(&p.alert);
+                removed.push(p.alert.id.clone());
+            }
             !drop
         });
         self.sent -= dropped_sent;
+        self.bytes = bytes;
         for id in &removed {
             self.ids.remove(id);
         }
-        for (total, n) in self.dropped.0.iter_mut().zip(dropped.0) {
-            *total += n;
-        }
+        self.dropped.add(&dropped);
         let now = std::time::Instant::now();
         if self
             .drop_logged
@@ -427,22 +580,47 @@ impl Outbox {
             tracing::warn!(
                 dropped = %dropped,
                 dropped_since_start = %self.dropped,
-                cap = OUTBOX_CAP,
+                cap_alerts = self.limits.alerts,
+                cap_bytes = self.limits.bytes,
                 "alert outbox full: dropped the lowest-severity alerts first"
             );
         }
         removed
     }
 
-    /// Alerts dropped past the cap since the agent started, per severity.
-    pub fn dropped(&self) -> Dropped {
-        self.dropped
+    /// Alerts dropped past the limits since the agent started, per kind and severity.
+    pub fn dropped(&self) -> &Dropped {
+        &self.dropped
+    }
+
+    /// Encoded bytes of the pending alerts.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn limits(&self) -> OutboxLimits {
+        self.limits
+    }
+
+    /// Writes of the outbox file that failed since the start (the alerts stayed in memory).
+    pub fn write_failures(&self) -> u64 {
+        self.write_failures
+    }
+
+    /// The outbox file and its write-ahead log, in bytes (0 without a file).
+    pub fn file_bytes(&self) -> u64 {
+        let Some(store) = &self.store else { return 0 };
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = store.path.clone().into_os_string();
+        wal.push("-wal");
+        size(&store.path) + size(Path::new(&wal))
     }
 
     fn persist(&mut self, added: &[pb::Alert], removed: &[String]) {
         if let Some(store) = &mut self.store
             && let Err(e) = store.write(added, removed)
         {
+            self.write_failures += 1;
             tracing::error!(
                 error = %e,
                 path = %store.path.display(),
@@ -489,6 +667,7 @@ impl Outbox {
                 return true;
             }
             acked_sent += 1;
+            self.bytes -= p.alert.encoded_len() as u64;
             removed.push(p.alert.id.clone());
             false
         });
@@ -713,6 +892,159 @@ mod tests {
         );
         assert_eq!(d.total(), 5_300);
         assert_eq!(o.len(), OUTBOX_CAP);
+    }
+
+    fn sized(id: &str, kind: &str, severity: &str, bytes: usize) -> pb::Alert {
+        pb::Alert {
+            id: id.into(),
+            kind: kind.into(),
+            severity: severity.into(),
+            summary: "x".repeat(bytes),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_byte_limit_drops_lowest_severity_first_and_counts_per_kind() {
+        let size = |a: pb::Alert| a.encoded_len() as u64;
+        let low = size(sized("l000", "unknown_device", "low", 1_000));
+        // Room for the critical, the high and 3 low alerts by bytes, 100 by count.
+        let room = size(sized("crit", "spoof", "critical", 1_000))
+            + size(sized("high", "deny", "high", 1_000))
+            + 3 * low;
+        let mut o = Outbox::with_limits(OutboxLimits {
+            alerts: 100,
+            bytes: room,
+        });
+        o.push(sized("crit", "spoof", "critical", 1_000));
+        for i in 0..6 {
+            o.push(sized(&format!("l{i:03}"), "unknown_device", "low", 1_000));
+        }
+        o.push(sized("high", "deny", "high", 1_000));
+        // 8 in, room for 5: the 3 oldest low ones went, never the critical or high one.
+        assert_eq!(o.len(), 5);
+        assert_eq!(o.bytes(), room);
+        let d = o.dropped();
+        assert_eq!((d.of("low"), d.of_kind("unknown_device", "low")), (3, 3));
+        assert_eq!(
+            d.of_kind("spoof", "critical") + d.of_kind("deny", "high"),
+            0
+        );
+        assert_eq!(
+            ids(&o.next_batch()),
+            ["crit", "l003", "l004", "l005", "high"]
+        );
+        // One large high alert: it takes the room of the three low ones left; the critical
+        // and the high one stay.
+        o.push(sized("big", "flow_cap", "high", 3_000));
+        assert_eq!(o.dropped().of_kind("unknown_device", "low"), 6);
+        assert!(o.bytes() <= room, "{} > {room}", o.bytes());
+        o.reconnected();
+        assert_eq!(ids(&o.next_batch()), ["crit", "high", "big"]);
+        // Acknowledged alerts give their bytes back.
+        o.ack(&["crit".into(), "high".into(), "big".into()]);
+        assert_eq!((o.len(), o.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn an_update_is_counted_once_in_bytes() {
+        let mut o = Outbox::default();
+        o.push(sized("scan", "scan", "high", 10));
+        o.push(sized("scan", "scan", "high", 20));
+        assert_eq!(
+            o.bytes(),
+            sized("scan", "scan", "high", 20).encoded_len() as u64
+        );
+        o.next_batch();
+        o.push(sized("scan", "scan", "high", 30));
+        assert_eq!(
+            o.bytes(),
+            sized("scan", "scan", "high", 30).encoded_len() as u64
+        );
+    }
+
+    #[test]
+    fn the_outbox_file_is_bounded_and_a_refused_write_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let limits = OutboxLimits {
+            alerts: 1_000_000,
+            bytes: 64 << 10,
+        };
+        let mut o = Outbox::open_with(&path, limits).unwrap();
+        // Alerts of 2 KB each, 200 of them one at a time (a transaction each): memory keeps
+        // 64 KiB of them; the file and its log stay under their bound.
+        for i in 0..200 {
+            let mut a = sized(&format!("a{i}"), "deny", "low", 0);
+            a.summary = (0..2_000)
+                .map(|j| char::from(b'a' + ((i * 7 + j * 13) % 26) as u8))
+                .collect();
+            o.push(a);
+        }
+        assert!(o.bytes() <= limits.bytes);
+        assert!(o.dropped().of("low") > 150, "{}", o.dropped());
+        assert!(
+            o.file_bytes() <= limits.file_bytes(),
+            "{} > {}",
+            o.file_bytes(),
+            limits.file_bytes()
+        );
+        assert_eq!(o.write_failures(), 0);
+        drop(o);
+        // A file at its page limit (filled from outside, which the limit does not bind): the
+        // write fails, is counted, and the alert is kept in memory.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let mut o = Outbox::open_with(&path, limits).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        // Fill the file to its page limit from outside.
+        conn.execute_batch("CREATE TABLE filler (b BLOB);").unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let max = (limits.file_bytes() / 4096) as i64;
+        let _ = conn.execute(
+            "INSERT INTO filler VALUES (randomblob(?1))",
+            [(max - pages) * 4096],
+        );
+        drop(conn);
+        o.push(sized("late", "spoof", "critical", 60_000));
+        assert_eq!(o.write_failures(), 1);
+        assert_eq!(ids(&o.next_batch()), ["late"]);
+    }
+
+    #[test]
+    fn a_file_grown_under_a_larger_budget_is_compacted_to_a_lowered_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let mut o = Outbox::open(&path).unwrap();
+        // 3 MB of alerts under the default 64M budget.
+        o.push_all(
+            (0..1_500)
+                .map(|i| sized(&format!("a{i}"), "deny", "low", 2_000))
+                .collect(),
+        );
+        let grown = o.file_bytes();
+        drop(o);
+        let small = OutboxLimits {
+            alerts: 10_000,
+            bytes: 64 << 10,
+        };
+        assert!(grown > small.file_bytes(), "{grown}");
+        let o = Outbox::open_with(&path, small).unwrap();
+        assert!(o.bytes() <= small.bytes);
+        assert!(
+            o.file_bytes() <= small.file_bytes(),
+            "{} of {} after compaction",
+            o.file_bytes(),
+            small.file_bytes()
+        );
+        // The newest alerts are what is left, and still there after a restart.
+        let kept = o.len();
+        assert!(kept > 10, "{kept}");
+        assert_eq!(o.pending.back().unwrap().alert.id, "a1499");
+        drop(o);
+        assert_eq!(Outbox::open_with(&path, small).unwrap().len(), kept);
     }
 
     #[test]

@@ -59,6 +59,217 @@ pub struct AgentConfig {
     /// Flow recording in the datapath (flow-open records, counters, first payload bytes).
     #[serde(default)]
     pub recording: RecordingConfig,
+    /// Bounds on the memory, files and disk the agent uses.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// A size in bytes: a number, or a number with `K`, `M` or `G` (powers of 1024, as systemd
+/// reads `MemoryMax=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub const fn mib(n: u64) -> Self {
+        Size(n << 20)
+    }
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (e.g. 1048576, 512K, 64M, 1G)"))?;
+        let shift = match unit.trim() {
+            "" => 0,
+            "K" => 10,
+            "M" => 20,
+            "G" => 30,
+            u => return Err(format!("`{s}`: unit `{u}` is not one of K, M, G")),
+        };
+        n.checked_mul(1 << shift)
+            .map(Size)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => write!(f, "0"),
+            n if n % (1 << 30) == 0 => write!(f, "{}G", n >> 30),
+            n if n % (1 << 20) == 0 => write!(f, "{}M", n >> 20),
+            n if n % (1 << 10) == 0 => write!(f, "{}K", n >> 10),
+            n => write!(f, "{n}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Bounds on what the agent holds, so a gateway left alone for years neither fills its disk nor
+/// runs out of memory, and so the usage shows in metrics (and a warning, at 80%) before a bound
+/// is reached. `memory` and `open_files` are enforced by the kernel: the unit sets the same
+/// numbers (`MemoryMax=`, `LimitNOFILE=`), and the agent lowers its own open-file limit to
+/// `open_files` at start; the rest the agent enforces itself. At a bound nothing that enforces
+/// stops: queues drop (lowest severity first, oldest first within it) and files are not
+/// written, each counted.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The agent's memory (the unit's `MemoryMax=`; the cgroup also holds the BPF maps the
+    /// first start creates, 77 MiB). Warned at 80% of resident memory. Default 1G.
+    #[serde(default = "default_memory")]
+    pub memory: Size,
+    /// Open file descriptors (the unit's `LimitNOFILE=`). Default 1024.
+    #[serde(default = "default_open_files")]
+    pub open_files: u64,
+    /// Alerts waiting for the controller. Default 10000.
+    #[serde(default = "default_outbox_alerts")]
+    pub outbox_alerts: usize,
+    /// Their encoded size. The outbox database is kept under twice this plus 1M (SQLite's page
+    /// limit; a write past it is refused and counted, the alerts stay in memory), its log
+    /// under this plus 1M. Default 64M.
+    #[serde(default = "default_outbox_bytes")]
+    pub outbox_bytes: Size,
+    /// Flow records waiting for the controller (about 200 bytes each in memory). Default
+    /// 100000.
+    #[serde(default = "default_flow_records")]
+    pub flow_records: usize,
+    /// The last-known-good desired-state file: a larger policy is enforced but not written
+    /// (counted, logged). Default 64M.
+    #[serde(default = "default_state_bytes")]
+    pub state_bytes: Size,
+    /// Log output per minute (to stderr, so to the journal): past it lines below WARN are not
+    /// written, past twice it none are, each counted; 0 turns the budget off. Default 1M.
+    #[serde(default = "default_log_bytes_per_minute")]
+    pub log_bytes_per_minute: Size,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            memory: default_memory(),
+            open_files: default_open_files(),
+            outbox_alerts: default_outbox_alerts(),
+            outbox_bytes: default_outbox_bytes(),
+            flow_records: default_flow_records(),
+            state_bytes: default_state_bytes(),
+            log_bytes_per_minute: default_log_bytes_per_minute(),
+        }
+    }
+}
+
+/// The smallest accepted value of each limit: below it the agent could not start or do its job.
+pub const MIN_MEMORY: Size = Size::mib(128);
+pub const MIN_OPEN_FILES: u64 = 256;
+pub const MIN_STATE_BYTES: Size = Size::mib(1);
+pub const MIN_OUTBOX_BYTES: Size = Size(64 << 10);
+pub const MIN_LOG_BYTES: Size = Size(64 << 10);
+
+fn default_memory() -> Size {
+    Size(1 << 30)
+}
+fn default_open_files() -> u64 {
+    1024
+}
+fn default_outbox_alerts() -> usize {
+    crate::alerts::OUTBOX_CAP
+}
+fn default_outbox_bytes() -> Size {
+    Size::mib(64)
+}
+fn default_flow_records() -> usize {
+    crate::flow_report::DEFAULT_CAP
+}
+fn default_state_bytes() -> Size {
+    Size::mib(64)
+}
+fn default_log_bytes_per_minute() -> Size {
+    Size::mib(1)
+}
+
+impl LimitsConfig {
+    /// Every bound at or above its minimum, the error naming the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let low = |key: &str, v: String, min: String, why: &str| {
+            anyhow::anyhow!("limits.{key}: {v} is below the minimum {min} ({why})")
+        };
+        if self.memory < MIN_MEMORY {
+            return Err(low(
+                "memory",
+                self.memory.to_string(),
+                MIN_MEMORY.to_string(),
+                "the BPF maps alone take 77M",
+            ));
+        }
+        if self.open_files < MIN_OPEN_FILES {
+            return Err(low(
+                "open_files",
+                self.open_files.to_string(),
+                MIN_OPEN_FILES.to_string(),
+                "every pinned map, program and link is a descriptor",
+            ));
+        }
+        if self.outbox_alerts == 0 {
+            return Err(low(
+                "outbox_alerts",
+                "0".into(),
+                "1".into(),
+                "alerts need room",
+            ));
+        }
+        if self.outbox_bytes < MIN_OUTBOX_BYTES {
+            return Err(low(
+                "outbox_bytes",
+                self.outbox_bytes.to_string(),
+                MIN_OUTBOX_BYTES.to_string(),
+                "an alert can be several kilobytes",
+            ));
+        }
+        if self.flow_records == 0 {
+            return Err(low(
+                "flow_records",
+                "0".into(),
+                "1".into(),
+                "records need room",
+            ));
+        }
+        if self.log_bytes_per_minute.0 != 0 && self.log_bytes_per_minute < MIN_LOG_BYTES {
+            return Err(low(
+                "log_bytes_per_minute",
+                self.log_bytes_per_minute.to_string(),
+                MIN_LOG_BYTES.to_string(),
+                "a start alone logs a few kilobytes; 0 turns the budget off",
+            ));
+        }
+        if self.state_bytes < MIN_STATE_BYTES {
+            return Err(low(
+                "state_bytes",
+                self.state_bytes.to_string(),
+                MIN_STATE_BYTES.to_string(),
+                "a site's policy is hundreds of kilobytes",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Flow recording in the datapath. Off, the datapath sends no flow-open or payload records and
@@ -362,6 +573,7 @@ impl AgentConfig {
         if ports.contains(&0) {
             anyhow::bail!("recording.inspect_ports: 0 is not a server port");
         }
+        cfg.limits.validate()?;
         Ok(cfg)
     }
 
@@ -396,6 +608,57 @@ mod tests {
         assert!(cfg.recording.enabled);
         assert_eq!(cfg.recording.inspect_ports, [104, 11112, 2575]);
         assert_eq!(cfg.fail_mode, FailMode::Hold, "the safe default");
+    }
+
+    #[test]
+    fn limits_have_defaults_sizes_and_errors_naming_the_key() {
+        let cfg = AgentConfig::parse("interfaces: [a]\n").unwrap();
+        assert_eq!(cfg.limits, LimitsConfig::default());
+        assert_eq!(cfg.limits.memory, Size(1 << 30));
+        assert_eq!(cfg.limits.outbox_alerts, 10_000);
+        let cfg = AgentConfig::parse(
+            "interfaces: [a]\nlimits: {memory: 512M, open_files: 4096, outbox_alerts: 10, \
+             outbox_bytes: 65536, flow_records: 5, state_bytes: 2M}\n",
+        )
+        .unwrap();
+        let l = cfg.limits;
+        assert_eq!(
+            (l.memory.0, l.open_files, l.outbox_alerts, l.outbox_bytes.0),
+            (512 << 20, 4096, 10, 65_536)
+        );
+        assert_eq!((l.flow_records, l.state_bytes.0), (5, 2 << 20));
+        assert_eq!(l.log_bytes_per_minute, Size::mib(1), "the default");
+        let cfg = AgentConfig::parse("interfaces: [a]\nlimits: {log_bytes_per_minute: 0}\n");
+        assert_eq!(cfg.unwrap().limits.log_bytes_per_minute, Size(0), "off");
+        for (text, key) in [
+            (
+                "{memory: 64M}",
+                "limits.memory: 64M is below the minimum 128M",
+            ),
+            (
+                "{open_files: 10}",
+                "limits.open_files: 10 is below the minimum 256",
+            ),
+            ("{outbox_alerts: 0}", "limits.outbox_alerts"),
+            ("{outbox_bytes: 1K}", "limits.outbox_bytes: 1K"),
+            ("{flow_records: 0}", "limits.flow_records"),
+            ("{state_bytes: 1000}", "limits.state_bytes: 1000"),
+            (
+                "{log_bytes_per_minute: 1K}",
+                "limits.log_bytes_per_minute: 1K",
+            ),
+        ] {
+            let err =
+                AgentConfig::parse(&format!("interfaces: [a]\nlimits: {text}\n")).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{text}: {err:#}");
+        }
+        for text in ["{memory: 1T}", "{memory: lots}", "{outbox_limit: 3}"] {
+            let err =
+                AgentConfig::parse(&format!("interfaces: [a]\nlimits: {text}\n")).unwrap_err();
+            assert!(format!("{err:#}").contains("line 2"), "{text}: {err:#}");
+        }
+        assert_eq!(Size(3 << 30).to_string(), "3G");
+        assert_eq!("100K".parse::<Size>().unwrap(), Size(102_400));
     }
 
     #[test]

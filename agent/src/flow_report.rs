@@ -1,6 +1,6 @@
 //! Flow records on their way to the controller. The live flow table's records (finished flows
-//! and long-running ones' snapshots) queue here, bounded: past the cap new records are dropped
-//! and counted. A reporter task sends the queue with `sync::report_flows` every
+//! and long-running ones' snapshots) queue here, bounded (`limits.flow_records`): past the cap
+//! the oldest records are dropped and counted. A reporter task sends the queue with `sync::report_flows` every
 //! `flow_report_every_ms`, sooner when a full batch is waiting, and once more when the agent
 //! stops. Records leave the queue only when acknowledged: a retryable refusal (controller or
 //! link down) keeps them for the next round; a batch refused for what it holds is logged,
@@ -22,9 +22,17 @@ use crate::{config::ControllerConfig, metrics::Live, sync};
 /// Records waiting at most by default (a record is about 200 bytes in memory: ~20 MB).
 pub const DEFAULT_CAP: usize = 100_000;
 
+/// The records waiting, and the sequence number of the first (records dropped from the front
+/// while a batch is in flight must not make its acknowledgement remove others).
+#[derive(Default)]
+struct Queued {
+    records: VecDeque<FlowRecord>,
+    head: u64,
+}
+
 /// The queue between the flow reader and the reporter.
 pub struct FlowQueue {
-    inner: Mutex<VecDeque<FlowRecord>>,
+    inner: Mutex<Queued>,
     cap: usize,
     /// A full batch is waiting: the reporter need not wait for its interval.
     batch_ready: Notify,
@@ -35,37 +43,46 @@ impl FlowQueue {
     /// A queue of at most `cap` records, counting into `metrics`.
     pub fn new(cap: usize, metrics: Live) -> Arc<Self> {
         Arc::new(FlowQueue {
-            inner: Mutex::new(VecDeque::new()),
+            inner: Mutex::new(Queued::default()),
             cap,
             batch_ready: Notify::new(),
             metrics,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<FlowRecord>> {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
         // A panic while holding the lock leaves a valid queue: go on with it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records waiting for acknowledgement.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().records.len()
+    }
+
+    /// The most records the queue holds.
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Queues `records`; those past the cap are dropped (the newest: what waits keeps its
-    /// place) and counted.
+    /// Queues `records`; past the cap the oldest are dropped (those waiting first, then the
+    /// oldest of `records`) and counted.
     pub fn push_all(&self, records: &[FlowRecord]) {
-        let (room, len) = {
+        let (lost, len) = {
             let mut q = self.lock();
-            let room = self.cap.saturating_sub(q.len()).min(records.len());
-            q.extend(records[..room].iter().cloned());
-            (room, q.len())
+            // Of `records`, only the newest `cap` can stay.
+            let skip = records.len().saturating_sub(self.cap);
+            let fresh = &records[skip..];
+            let evict = (q.records.len() + fresh.len()).saturating_sub(self.cap);
+            q.records.drain(..evict);
+            q.head += evict as u64;
+            q.records.extend(fresh.iter().cloned());
+            (skip + evict, q.records.len())
         };
-        let lost = records.len() - room;
         if lost > 0 {
             self.metrics
                 .flow_records_dropped(DROP_QUEUE_FULL, lost as u64);
@@ -75,15 +92,23 @@ impl FlowQueue {
         }
     }
 
-    /// A copy of the oldest `n` records (the reporter alone takes records off the front).
-    fn front(&self, n: usize) -> Vec<FlowRecord> {
-        self.lock().iter().take(n).cloned().collect()
+    /// A copy of the oldest `n` records and the sequence number of the first (the reporter
+    /// alone takes records off the front).
+    fn front(&self, n: usize) -> (u64, Vec<FlowRecord>) {
+        let q = self.lock();
+        (q.head, q.records.iter().take(n).cloned().collect())
     }
 
-    fn take_front(&self, n: usize) {
+    /// Removes the `n` records from sequence number `first` on, those still queued (the cap
+    /// may have dropped some meanwhile).
+    fn take_front(&self, first: u64, n: usize) {
         let mut q = self.lock();
-        let n = n.min(q.len());
-        q.drain(..n);
+        let end = first + n as u64;
+        let gone = usize::try_from(end.saturating_sub(q.head))
+            .unwrap_or(usize::MAX)
+            .min(q.records.len());
+        q.records.drain(..gone);
+        q.head += gone as u64;
     }
 }
 
@@ -113,7 +138,7 @@ impl Reporter {
     /// queued meanwhile included). Stops at the first retryable error, keeping the batch.
     pub async fn send_pending(&mut self) -> anyhow::Result<()> {
         loop {
-            let batch = self.queue.front(MAX_FLOWS_PER_BATCH);
+            let (first, batch) = self.queue.front(MAX_FLOWS_PER_BATCH);
             if batch.is_empty() {
                 return Ok(());
             }
@@ -128,7 +153,7 @@ impl Reporter {
             };
             // Counted before they leave the queue: an empty queue means counted.
             self.queue.metrics.flow_records_sent.inc_by(acked as u64);
-            self.queue.take_front(acked);
+            self.queue.take_front(first, acked);
             match result {
                 Ok(done) => {
                     if done.unknown_device > 0 || done.expired > 0 {
@@ -149,7 +174,7 @@ impl Reporter {
                     self.queue
                         .metrics
                         .flow_records_dropped(DROP_REFUSED, refused as u64);
-                    self.queue.take_front(refused);
+                    self.queue.take_front(first + acked as u64, refused);
                     tracing::error!(error = %e, dropped = refused, "flow records refused by the controller; dropped");
                 }
             }
@@ -226,19 +251,40 @@ mod tests {
         }
     }
 
+    fn ports(q: &FlowQueue) -> Vec<u16> {
+        q.front(10).1.iter().map(|r| r.port).collect()
+    }
+
     #[test]
-    fn past_the_cap_the_newest_records_are_dropped_and_counted() {
+    fn past_the_cap_the_oldest_records_are_dropped_and_counted() {
         let live = Live::default();
         let q = FlowQueue::new(3, live.clone());
         q.push_all(&[record(1), record(2)]);
         q.push_all(&[record(3), record(4), record(5)]);
-        assert_eq!(q.len(), 3);
-        let ports: Vec<u16> = q.front(10).iter().map(|r| r.port).collect();
-        assert_eq!(ports, [1, 2, 3], "the waiting records keep their place");
+        assert_eq!(ports(&q), [3, 4, 5], "the newest records stay");
         assert_eq!(live.flow_records_dropped_of(DROP_QUEUE_FULL), 2);
-        q.take_front(2);
-        assert_eq!(q.front(10)[0].port, 3);
-        q.take_front(5);
+        // More at once than the cap holds: only its newest stay.
+        q.push_all(&(6..=10).map(record).collect::<Vec<_>>());
+        assert_eq!(ports(&q), [8, 9, 10]);
+        assert_eq!(live.flow_records_dropped_of(DROP_QUEUE_FULL), 7);
+    }
+
+    #[test]
+    fn an_acknowledgement_removes_only_what_was_sent_even_after_drops() {
+        let live = Live::default();
+        let q = FlowQueue::new(4, live.clone());
+        q.push_all(&(1..=4).map(record).collect::<Vec<_>>());
+        // A batch of 1..=3 goes out; meanwhile 5 and 6 push 1 and 2 out of the queue.
+        let (first, batch) = q.front(3);
+        assert_eq!(batch.len(), 3);
+        q.push_all(&[record(5), record(6)]);
+        assert_eq!(ports(&q), [3, 4, 5, 6]);
+        // The ack of 1..=3 removes 3 only: 4, 5 and 6 were never sent.
+        q.take_front(first, 3);
+        assert_eq!(ports(&q), [4, 5, 6]);
+        assert_eq!(live.flow_records_dropped_of(DROP_QUEUE_FULL), 2);
+        let (first, _) = q.front(10);
+        q.take_front(first, 10);
         assert!(q.is_empty());
     }
 }

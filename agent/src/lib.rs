@@ -12,6 +12,7 @@ pub mod flow_report;
 pub mod flows;
 pub mod identity;
 pub mod learn;
+pub mod limits;
 pub mod lkg;
 pub mod metrics;
 pub mod netns;

@@ -91,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
+            wardgate_daemon::log::budget().set_limit(cfg.limits.log_bytes_per_minute.0);
             let rt = wardgate_agent::run::runtime().context("starting tokio")?;
             rt.block_on(wardgate_agent::run::run(cfg))
         }

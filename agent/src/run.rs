@@ -23,7 +23,7 @@ use wardgate_common::GatewayConfig;
 use wardgate_policy::DesiredState;
 
 use crate::{
-    alerts::{AlertQueue, Outbox},
+    alerts::{AlertQueue, Outbox, OutboxLimits},
     beat::Beat,
     config::{Action, AgentConfig, FailMode, MgmtRule, VlanAction},
     datapath::{ApplyOutcome, Datapath, HookPosition},
@@ -620,23 +620,21 @@ fn holding(
     }
 }
 
-/// Applies a bundle from the controller, then keeps it as the last-known-good file (written
-/// and fsynced only once it is in the maps). A generation whose number is the active one but
-/// whose epoch or content differs (another store) replaces it.
+/// Applies a bundle from the controller. A generation whose number is the active one but whose
+/// epoch or content differs (another store) replaces it.
 fn apply_bundle(
     dp: &mut Datapath,
-    state: Arc<DesiredState>,
-    path: &Path,
+    state: &Arc<DesiredState>,
     tx: &watch::Sender<Option<Arc<DesiredState>>>,
 ) -> anyhow::Result<()> {
     let same = tx
         .borrow()
         .as_deref()
-        .is_some_and(|cur| crate::sync::Holding::of(cur) == crate::sync::Holding::of(&state));
+        .is_some_and(|cur| crate::sync::Holding::of(cur) == crate::sync::Holding::of(state));
     let outcome = if same {
-        dp.apply(&state)?
+        dp.apply(state)?
     } else {
-        dp.replace(&state)?
+        dp.replace(state)?
     };
     match outcome {
         ApplyOutcome::Unchanged { generation } => {
@@ -659,7 +657,21 @@ fn apply_bundle(
         }
     }
     tx.send_replace(Some(state.clone()));
-    crate::lkg::write(path, &state)
+    Ok(())
+}
+
+/// Keeps an applied generation as the last-known-good file (written and fsynced only once it
+/// is in the maps, within `limits.state_bytes`). A write that is refused or fails is counted
+/// and returned, but enforcement never waits for it.
+fn keep_last_known_good(
+    state: &DesiredState,
+    path: &Path,
+    budget: u64,
+    live: &crate::metrics::Live,
+) -> anyhow::Result<()> {
+    crate::lkg::write(path, state, budget)
+        .map(drop)
+        .inspect_err(|_| live.disk_write_refused(crate::limits::FILE_STATE, 1))
         .context("policy applied, but the last-known-good copy was not written")
 }
 
@@ -667,10 +679,10 @@ fn mtime(path: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// The alert outbox at `path`. One that cannot be opened must not stop enforcement: the agent
-/// says so and keeps alerts in memory only.
-fn open_outbox(path: &Path) -> Arc<AlertQueue> {
-    let outbox = match Outbox::open(path) {
+/// The alert outbox at `path`, bounded by `limits`. One that cannot be opened must not stop
+/// enforcement: the agent says so and keeps alerts in memory only.
+fn open_outbox(path: &Path, limits: OutboxLimits) -> Arc<AlertQueue> {
+    let outbox = match Outbox::open_with(path, limits) {
         Ok(o) => {
             tracing::info!(path = %path.display(), pending = o.len(), "alert outbox opened");
             o
@@ -680,7 +692,7 @@ fn open_outbox(path: &Path) -> Arc<AlertQueue> {
                 error = format!("{e:#}"),
                 "alert outbox unusable; alerts are kept in memory only until it is fixed"
             );
-            Outbox::default()
+            Outbox::with_limits(limits)
         }
     };
     AlertQueue::new(outbox)
@@ -694,6 +706,17 @@ fn open_outbox(path: &Path) -> Arc<AlertQueue> {
 const FLOW_RECOUNT_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    // The open-file limit of the config (the unit sets the same as LimitNOFILE=): a leak of
+    // descriptors fails the agent's own opens, never the datapath, which holds none of them.
+    match crate::limits::set_open_files(cfg.limits.open_files) {
+        Ok(n) if n < cfg.limits.open_files => tracing::warn!(
+            limit = n,
+            configured = cfg.limits.open_files,
+            "open-file limit lower than limits.open_files (the hard limit): raise LimitNOFILE="
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "open-file limit not set"),
+    }
     // A restart: the pinned heartbeat is written at once, before the programs are verified and
     // loaded, and kept beating until the map-writer loop takes over, so fail-open devices stay
     // enforced across it.
@@ -715,10 +738,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let ct = crate::flows::CtReader::open(dp.pin_root())?;
     let detection = detection(&cfg.detection)?;
     // Alerts go to the controller only when there is one; the agent logs every event anyway.
-    let alerts = cfg
-        .controller
-        .as_ref()
-        .map(|c| open_outbox(&c.outbox_path(&cfg.desired_state)));
+    let alerts = cfg.controller.as_ref().map(|c| {
+        open_outbox(
+            &c.outbox_path(&cfg.desired_state),
+            OutboxLimits::of(&cfg.limits),
+        )
+    });
     let live = crate::metrics::Live::default();
     crate::metrics::start(&cfg, &live, alerts.clone(), tx.subscribe()).await;
     let flow_alerts = alerts.clone();
@@ -726,7 +751,18 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let flow_queue = cfg
         .controller
         .as_ref()
-        .map(|_| crate::flow_report::FlowQueue::new(crate::flow_report::DEFAULT_CAP, live.clone()));
+        .map(|_| crate::flow_report::FlowQueue::new(cfg.limits.flow_records, live.clone()));
+    // Usage of every bounded resource, into the metrics, warned at 80% of its limit.
+    let usage = tokio::spawn(
+        crate::limits::Usage::new(
+            cfg.limits,
+            live.clone(),
+            alerts.clone(),
+            flow_queue.clone(),
+            cfg.controller.as_ref().map(|_| cfg.desired_state.clone()),
+        )
+        .run(),
+    );
     let flow_reporter = cfg
         .controller
         .clone()
@@ -779,6 +815,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (bundle_tx, mut bundle_rx) = tokio::sync::mpsc::channel::<Arc<DesiredState>>(4);
     let (applied_tx, applied_rx) = tokio::sync::mpsc::channel(4);
     let managed = cfg.controller.is_some();
+    let writer_live = live.clone();
     let sync = cfg.controller.clone().zip(alerts).map(|(c, alerts)| {
         let holding = holding(&mut dp, &tx);
         tokio::spawn(crate::sync::run(
@@ -875,8 +912,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 !managed
             }
             Some(state) = bundle_rx.recv() => {
-                let error = match apply_bundle(&mut dp, state, &cfg.desired_state, &tx)
+                // Enforcement first: the maps, and held traffic released; only then the file,
+                // so a full disk never keeps a generation from being enforced.
+                let error = match apply_bundle(&mut dp, &state, &tx)
                     .and_then(|()| held.release(&mut dp, &cfg))
+                    .and_then(|()| keep_last_known_good(&state, &cfg.desired_state, cfg.limits.state_bytes.0, &writer_live))
                 {
                     Ok(()) => String::new(),
                     Err(e) => {
@@ -951,6 +991,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             .await;
         tracing::info!(pending, left, "flow records sent at stop");
     }
+    usage.abort();
     tracing::info!("stopping; datapath stays attached and enforcing (pinned)");
     Ok(())
 }

@@ -148,6 +148,39 @@ fn metrics_move_while_traffic_flows_and_promtool_accepts_them() {
         f64::from(wardgate_common::capacity::CONNTRACK)
     );
     assert!(value(&second, r#"wardgate_agent_map_entries{map="devices"}"#) > 0.0);
+    // The agent's own resources against its limits (the config's defaults): resident memory
+    // and descriptors from /proc/self, the open-file limit the agent set itself.
+    let rss = value(
+        &second,
+        r#"wardgate_agent_resource_usage_bytes{resource="memory"}"#,
+    );
+    let rss_limit = value(
+        &second,
+        r#"wardgate_agent_resource_limit_bytes{resource="memory"}"#,
+    );
+    assert!(rss > 1e6 && rss < rss_limit, "{rss} of {rss_limit}");
+    let fds = value(
+        &second,
+        r#"wardgate_agent_resource_usage_entries{resource="open_files"}"#,
+    );
+    let fd_limit = value(
+        &second,
+        r#"wardgate_agent_resource_limit_entries{resource="open_files"}"#,
+    );
+    assert_eq!(
+        fd_limit, 1024.0,
+        "limits.open_files set as the soft RLIMIT_NOFILE"
+    );
+    assert!(fds > 10.0 && fds < fd_limit, "{fds} of {fd_limit}");
+    assert!(value(&second, "wardgate_agent_log_bytes_total") > 0.0);
+    assert_eq!(
+        value(
+            &second,
+            r#"wardgate_agent_log_lines_suppressed_total{level="info"}"#
+        ),
+        0.0
+    );
+    println!("agent resident memory {rss} bytes, {fds} descriptors open");
     let took = value(&second, "wardgate_agent_map_fill_sample_duration_seconds");
     println!(
         "allowed flows {allowed}; pass_policy +{}, drop_policy +{}, deny events +{}; \

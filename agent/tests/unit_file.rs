@@ -71,6 +71,33 @@ fn the_unit_bounds_memory_and_tasks_with_room_for_the_agent() {
 }
 
 #[test]
+fn the_unit_sets_the_limits_the_agent_config_defaults_to() {
+    // The agent warns at 80% of `limits.memory` and `limits.open_files` and serves them as
+    // metrics; the kernel enforces the unit's numbers. They must be the same.
+    let limits = wardgate_agent::config::LimitsConfig::default();
+    let memory = bytes(&service_value("MemoryMax").expect("MemoryMax= in [Service]"));
+    assert_eq!(memory, limits.memory.0, "MemoryMax= and limits.memory");
+    let nofile: u64 = service_value("LimitNOFILE")
+        .expect("LimitNOFILE= in [Service]")
+        .parse()
+        .expect("LimitNOFILE= one number (soft and hard)");
+    assert_eq!(
+        nofile, limits.open_files,
+        "LimitNOFILE= and limits.open_files"
+    );
+    assert!(nofile >= wardgate_agent::config::MIN_OPEN_FILES);
+    // The packaged example config spells out the same defaults.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples/agent.yaml");
+    let cfg = wardgate_agent::config::AgentConfig::load(&path).unwrap();
+    assert_eq!(
+        cfg.limits, limits,
+        "packaging/examples/agent.yaml `limits:`"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\nlimits:"), "the example shows the limits");
+}
+
+#[test]
 fn the_packaged_example_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples/agent.yaml");
     let cfg = wardgate_agent::config::AgentConfig::load(&path).unwrap();

@@ -78,6 +78,7 @@ const UNIT_AGENT_TESTS: &[&str] = &[
     "replay",
     "replay_dns",
     "flow_report",
+    "limits",
 ];
 
 /// The agent's test files the Attach tier runs (root: programs attached in namespaces).
@@ -94,6 +95,7 @@ const ATTACH_AGENT_TESTS: &[&str] = &[
     "flow_report_netns",
     "lifecycle_netns",
     "spoof_netns",
+    "limits_netns",
 ];
 
 /// The Datapath tier's.

@@ -7,7 +7,8 @@
 //!   which need a walk over up to 262,144 keys: sampled in the background every
 //!   `map_fill_every_s` and served from the last sample;
 //! - `Live`: what only the agent process sees (events read from the ring, the controller
-//!   link, the alert outbox, flow records reported), updated as it happens;
+//!   link, the alert outbox, flow records reported), updated as it happens, and its resources
+//!   against their limits (`limits::Usage`, sampled every 10 s);
 //! - the last applied policy (the map writer's watch channel): the controller store epoch it
 //!   came from, at every scrape.
 //!
@@ -67,6 +68,13 @@ pub struct Live {
     /// Certificate renewals that succeeded / attempts that failed (each retried).
     pub cert_renewals: Counter,
     pub cert_renewal_failures: Counter,
+    /// Usage and limit of each bounded resource (`limits::Resource`), in bytes or entries.
+    pub usage_bytes: Family<Label, Gauge>,
+    pub limit_bytes: Family<Label, Gauge>,
+    pub usage_entries: Family<Label, Gauge>,
+    pub limit_entries: Family<Label, Gauge>,
+    /// File writes not done (over their budget, or failed), by file (`state`, `outbox`).
+    pub disk_writes_refused: Family<Label, Counter>,
 }
 
 impl Live {
@@ -87,6 +95,27 @@ impl Live {
         self.flow_records_dropped
             .get_or_create(&[("reason", reason)])
             .get()
+    }
+
+    /// Sets a resource's usage and limit gauges.
+    pub fn resource(&self, r: crate::limits::Resource, usage: u64, limit: u64) {
+        let (u, l) = if r.bytes() {
+            (&self.usage_bytes, &self.limit_bytes)
+        } else {
+            (&self.usage_entries, &self.limit_entries)
+        };
+        let label = [("resource", r.name())];
+        u.get_or_create(&label)
+            .set(i64::try_from(usage).unwrap_or(i64::MAX));
+        l.get_or_create(&label)
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
+    /// Counts `n` writes of `file` not done.
+    pub fn disk_write_refused(&self, file: &'static str, n: u64) {
+        self.disk_writes_refused
+            .get_or_create(&[("file", file)])
+            .inc_by(n);
     }
 
     fn register(&self, r: &mut Registry) {
@@ -155,6 +184,34 @@ impl Live {
             "Flow records dropped before the controller had them, by reason",
             self.flow_records_dropped.clone(),
         );
+        r.register(
+            "wardgate_agent_resource_usage_bytes",
+            "Usage of a bounded resource counted in bytes (sampled every 10 s)",
+            self.usage_bytes.clone(),
+        );
+        r.register(
+            "wardgate_agent_resource_limit_bytes",
+            "Limit of a bounded resource counted in bytes",
+            self.limit_bytes.clone(),
+        );
+        r.register(
+            "wardgate_agent_resource_usage_entries",
+            "Usage of a bounded resource counted in entries (sampled every 10 s)",
+            self.usage_entries.clone(),
+        );
+        r.register(
+            "wardgate_agent_resource_limit_entries",
+            "Limit of a bounded resource counted in entries",
+            self.limit_entries.clone(),
+        );
+        for file in [crate::limits::FILE_STATE, crate::limits::FILE_OUTBOX] {
+            let _ = self.disk_writes_refused.get_or_create(&[("file", file)]);
+        }
+        r.register(
+            "wardgate_agent_disk_writes_refused",
+            "File writes not done (over the file's budget, or failed), by file; enforcement goes on",
+            self.disk_writes_refused.clone(),
+        );
     }
 }
 
@@ -166,7 +223,7 @@ impl Collector for OutboxCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (depth, dropped) = {
             let outbox = self.0.lock();
-            (outbox.len(), outbox.dropped())
+            (outbox.len(), outbox.dropped().clone())
         };
         ConstGauge::new(depth as i64).encode(encoder.encode_descriptor(
             "wardgate_agent_outbox_alerts",
@@ -176,13 +233,44 @@ impl Collector for OutboxCollector {
         )?)?;
         let mut m = encoder.encode_descriptor(
             "wardgate_agent_outbox_dropped_alerts",
-            "Alerts dropped past the outbox cap (lowest severity first), by severity.",
+            "Alerts dropped past the outbox limits (lowest severity first), by kind and severity.",
             None,
             MetricType::Counter,
         )?;
-        for sev in SEVERITIES {
-            prometheus_client::metrics::counter::ConstCounter::new(dropped.of(sev))
-                .encode(m.encode_family(&[("severity", sev)])?)?;
+        // A series per kind and severity that lost an alert since the start.
+        for ((kind, rank), n) in &dropped.by_kind {
+            prometheus_client::metrics::counter::ConstCounter::new(*n).encode(
+                m.encode_family(&[("kind", kind.as_str()), ("severity", SEVERITIES[*rank])])?,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The process's log output and the lines its budget kept out, at scrape time.
+#[derive(Debug)]
+struct LogCollector;
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::counter::ConstCounter;
+        let budget = wardgate_daemon::log::budget();
+        ConstCounter::new(budget.written()).encode(encoder.encode_descriptor(
+            "wardgate_agent_log_bytes",
+            "Bytes of log lines written (stderr, the journal under systemd).",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let mut m = encoder.encode_descriptor(
+            "wardgate_agent_log_lines_suppressed",
+            "Log lines not written, over limits.log_bytes_per_minute, by level.",
+            None,
+            MetricType::Counter,
+        )?;
+        for level in wardgate_daemon::log::LEVELS {
+            let name = level.as_str().to_ascii_lowercase();
+            ConstCounter::new(budget.suppressed(level))
+                .encode(m.encode_family(&[("level", name.as_str())])?)?;
         }
         Ok(())
     }
@@ -235,6 +323,7 @@ pub fn registry(
     r.register_collector(Box::new(pins::PinsCollector { pin_root }));
     r.register_collector(Box::new(EpochCollector(applied)));
     r.register_collector(Box::new(fill::FillCollector(fill)));
+    r.register_collector(Box::new(LogCollector));
     if let Some(q) = outbox {
         r.register_collector(Box::new(OutboxCollector(q)));
     }
@@ -334,6 +423,7 @@ mod tests {
     fn alert(i: usize, severity: &str) -> pb::Alert {
         pb::Alert {
             id: format!("a-{i}"),
+            kind: "deny".into(),
             severity: severity.into(),
             ..Default::default()
         }
@@ -360,8 +450,7 @@ mod tests {
         let t = text(&r);
         for line in [
             format!("wardgate_agent_outbox_alerts {OUTBOX_CAP}"),
-            "wardgate_agent_outbox_dropped_alerts_total{severity=\"low\"} 3".into(),
-            "wardgate_agent_outbox_dropped_alerts_total{severity=\"high\"} 0".into(),
+            "wardgate_agent_outbox_dropped_alerts_total{kind=\"deny\",severity=\"low\"} 3".into(),
             "wardgate_agent_events_total{kind=\"deny\"} 2".into(),
             "wardgate_agent_events_total{kind=\"spoof\"} 0".into(),
             "wardgate_agent_controller_connected 1".into(),
@@ -369,6 +458,10 @@ mod tests {
         ] {
             assert!(t.lines().any(|l| l == line), "missing `{line}` in:\n{t}");
         }
+        assert!(
+            !t.contains("severity=\"high\""),
+            "no high alert dropped: {t}"
+        );
         assert!(!t.contains("wardgate_agent_packets_total"), "{t}");
         assert!(
             !t.contains("wardgate_agent_map_entries"),
