@@ -117,6 +117,7 @@ impl From<&DesiredState> for pb::CompiledPolicy {
                     .into(),
                     max_flows: d.max_flows,
                     fail_open: d.fail_open,
+                    grace_s: Some(d.grace_s),
                 })
                 .collect(),
             policies: s
@@ -458,6 +459,7 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                 mode,
                 max_flows: d.max_flows,
                 fail_open: d.fail_open,
+                grace_s: d.grace_s.unwrap_or(wardgate_policy::profile::DEFAULT_GRACE_MAX_S),
             });
         }
 
@@ -724,6 +726,7 @@ mod tests {
                     mode: Mode::Enforce,
                     max_flows: 8192,
                     fail_open: false,
+                    grace_s: 1800,
                 })
                 .collect(),
             peers: (0..capacity::PEERS)

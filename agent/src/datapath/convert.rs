@@ -57,7 +57,7 @@ pub fn device_info(d: &DeviceEntry) -> DeviceInfo {
         mac: d.mac.0,
         _pad: [0; 2],
         max_flows: d.max_flows,
-        _pad2: 0,
+        grace_s: d.grace_s,
     }
 }
 
