@@ -124,6 +124,24 @@ fn main() -> anyhow::Result<()> {
                     println!("  {:<18} {:<16} {n}", why.name(), kind.name());
                 }
             }
+            // Do-not-disrupt: established flows the active generation denies, on grace.
+            let grace = wardgate_agent::datapath::grace_flows(&pin_root)?;
+            if grace.is_empty() {
+                println!("flows on grace: none");
+            } else {
+                println!("flows on grace: {}", grace.len());
+                for g in grace {
+                    let proto = match g.proto {
+                        6 => "tcp".to_string(),
+                        17 => "udp".to_string(),
+                        p => format!("proto {p}"),
+                    };
+                    println!(
+                        "  device {} ({}) -> {} {proto}/{} ends in {} s (allowed under generation {})",
+                        g.device_id, g.device, g.peer, g.port, g.ends_in_s, g.generation
+                    );
+                }
+            }
             Ok(())
         }
     }

@@ -693,6 +693,50 @@ fn open_outbox(path: &Path) -> Arc<AlertQueue> {
 /// 30 s, and not in the first 30 s after a start.
 const FLOW_RECOUNT_EVERY: Duration = Duration::from_secs(30);
 
+/// Flows on grace (do-not-disrupt) as the recount found them: the gauge, and one log line per
+/// generation that leaves flows on grace (and one when the last grace ended). A log line, not
+/// an alert: a grace is the policy working as the operator configured it, nothing a SOC
+/// must triage; the datapath grants it flow by flow, and the recount is where the agent sees
+/// them all at once, so one line per generation says how many and on which devices
+/// (`wardgate-agent status` lists each flow).
+#[derive(Debug, Default)]
+struct GraceReport {
+    /// The generation last reported with flows on grace (0: none on grace).
+    reported: u32,
+}
+
+impl GraceReport {
+    fn report(
+        &mut self,
+        counts: &crate::datapath::LiveCounts,
+        generation: u32,
+        gauge: &prometheus_client::metrics::gauge::Gauge,
+    ) {
+        let n = counts.on_grace();
+        gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+        if n == 0 {
+            if self.reported != 0 {
+                tracing::info!(generation, "no flow left on grace");
+            }
+            self.reported = 0;
+        } else if self.reported != generation {
+            self.reported = generation;
+            let devices: Vec<String> = counts
+                .grace
+                .iter()
+                .map(|(d, n)| format!("{d}:{n}"))
+                .collect();
+            tracing::warn!(
+                generation,
+                flows = n,
+                devices = devices.join(","),
+                "generation {generation} denies {n} established flows kept on grace \
+                 (do-not-disrupt; `wardgate-agent status` lists them)"
+            );
+        }
+    }
+}
+
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // A restart: the pinned heartbeat is written at once, before the programs are verified and
     // loaded, and kept beating until the map-writer loop takes over, so fail-open devices stay
@@ -721,6 +765,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .map(|c| open_outbox(&c.outbox_path(&cfg.desired_state)));
     let live = crate::metrics::Live::default();
     crate::metrics::start(&cfg, &live, alerts.clone(), tx.subscribe()).await;
+    let grace_gauge = live.flows_on_grace.clone();
     let flow_alerts = alerts.clone();
     // Flow records go to the controller when there is one.
     let flow_queue = cfg
@@ -827,6 +872,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (counted_tx, mut counted_rx) =
         tokio::sync::mpsc::channel::<Result<crate::datapath::LiveCounts, String>>(1);
     let mut walking = false;
+    let mut grace = GraceReport::default();
     loop {
         let reapply = tokio::select! {
             _ = term.recv() => break,
@@ -855,6 +901,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
             Some(counted) = counted_rx.recv() => {
                 walking = false;
+                if let Ok(c) = &counted {
+                    grace.report(c, dp.active().map_or(0, |(_, g)| g), &grace_gauge);
+                }
                 if let Err(e) = counted.and_then(|c| dp.apply_recount(&c).map(drop).map_err(|e| format!("{e:#}"))) {
                     tracing::warn!(error = e, "flow budgets not recounted");
                 }

@@ -495,6 +495,46 @@ pub fn flow_open(bytes: &[u8]) -> Option<FlowOpened> {
     })
 }
 
+/// A flow kept on grace (do-not-disrupt): established under an earlier generation, denied by
+/// the active one, passing until it idles out or its grace ends (read from its conntrack entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraceFlow {
+    pub device_id: u32,
+    pub device: IpAddr,
+    pub peer: IpAddr,
+    /// The server port: the destination port of the flow's first packet.
+    pub port: u16,
+    pub proto: u8,
+    /// The generation the flow was last allowed under.
+    pub generation: u32,
+    /// Seconds until its grace ends (it may idle out sooner).
+    pub ends_in_s: u64,
+}
+
+/// The flow of a conntrack entry if it is on grace at `now_ns` (coarse-clock ns).
+pub fn grace_flow(k: &CtKey, v: &CtValue, now_ns: u64) -> Option<GraceFlow> {
+    let idle = now_ns.saturating_sub(v.last_seen_ns) >= u64::from(v.idle_timeout_s) * 1_000_000_000;
+    if v.grace_until_ns <= now_ns || idle {
+        return None;
+    }
+    let a = (ip_from_raw(k.family, k.a), u16::from_be_bytes(k.a_port_be));
+    let b = (ip_from_raw(k.family, k.b), u16::from_be_bytes(k.b_port_be));
+    let (device, peer) = if k.dev_is_a != 0 { (a, b) } else { (b, a) };
+    Some(GraceFlow {
+        device_id: v.device_id,
+        device: device.0,
+        peer: peer.0,
+        port: if v.direction == c::DIR_FROM_DEVICE {
+            peer.1
+        } else {
+            device.1
+        },
+        proto: k.proto,
+        generation: v.generation,
+        ends_in_s: (v.grace_until_ns - now_ns).div_ceil(1_000_000_000),
+    })
+}
+
 /// A payload record from `WG_PAYLOAD_V1`: the first bytes of one TCP segment of an inspected
 /// flow, borrowed from the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
