@@ -33,8 +33,8 @@ enum Command {
     /// Get this gateway's certificate from the controller with a one-time token (`wardctl
     /// gateways enroll NAME`): the key is made here and never leaves the gateway.
     Enroll(wardgate_agent::enroll::EnrollArgs),
-    /// Print the active generation, per-reason packet counters and lost events from the pinned
-    /// maps (read-only).
+    /// Print the active generation, per-reason packet counters, lost events and the flows on
+    /// grace (do-not-disrupt) from the pinned maps (read-only).
     Status {
         #[arg(long, default_value = wardgate_common::PIN_ROOT)]
         pin_root: PathBuf,

@@ -94,6 +94,7 @@ const ATTACH_AGENT_TESTS: &[&str] = &[
     "flow_report_netns",
     "lifecycle_netns",
     "spoof_netns",
+    "grace_netns",
 ];
 
 /// The Datapath tier's.
