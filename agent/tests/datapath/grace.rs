@@ -146,7 +146,16 @@ fn grace_zero_cuts_at_once() {
     let (_pin, mut dp) = datapath("grace-zero");
     let (ack, reply) = establish(&mut dp, 40150);
     let none = with_pump(|d| d.grace_s = 0);
-    dp.apply(&state_with(2, none, without_pacs())).unwrap();
+    dp.apply(&state_with(2, none.clone(), without_pacs())).unwrap();
+    expect(&mut dp, false, &reply, TC_ACT_SHOT, Reason::DropPolicy);
+    expect(&mut dp, true, &ack, TC_ACT_SHOT, Reason::DropPolicy);
+    // A grace in progress ends once a generation sets the device's grace to 0.
+    dp.apply(&reference_state(3)).unwrap();
+    let (ack, reply) = establish(&mut dp, 40151);
+    dp.apply(&state_with(4, reference_devices(), without_pacs()))
+        .unwrap();
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassGrace);
+    dp.apply(&state_with(5, none, without_pacs())).unwrap();
     expect(&mut dp, false, &reply, TC_ACT_SHOT, Reason::DropPolicy);
     expect(&mut dp, true, &ack, TC_ACT_SHOT, Reason::DropPolicy);
 }
