@@ -135,24 +135,36 @@ fn a_store_in_progress_keeps_going_across_a_generation_that_removes_its_pacs() {
     // The modality's uplink at 16 Mbit/s: 12 MiB take about 6 s.
     let mut tc = in_netns(&ward.dev, "tc");
     tc.args([
-        "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "32kb",
-        "latency", "400ms",
+        "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "32kb", "latency",
+        "400ms",
     ]);
     let (ok, out) = run_within(tc, Duration::from_secs(10));
     assert!(ok, "tc:\n{out}");
 
     let mut c = in_netns(&ward.dev, "storescu");
-    c.args(["-to", "3", "-aet", "MODALITY1", "-aec", AET, "198.51.100.10", "11112"])
-        .args(&images)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.args([
+        "-to",
+        "3",
+        "-aet",
+        "MODALITY1",
+        "-aec",
+        AET,
+        "198.51.100.10",
+        "11112",
+    ])
+    .args(&images)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let started = Instant::now();
     let store = c.spawn().expect("storescu");
 
     // Mid-transfer (the first image is in, three to go): generation 2 removes the PACS.
     let deadline = Instant::now() + Duration::from_secs(30);
     while stored(&pacs_dir).is_empty() {
-        assert!(Instant::now() < deadline, "no image stored before the switch");
+        assert!(
+            Instant::now() < deadline,
+            "no image stored before the switch"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     write_desired(&desired, 2, false);
@@ -186,7 +198,10 @@ fn a_store_in_progress_keeps_going_across_a_generation_that_removes_its_pacs() {
         if text.contains("flows on grace: 1") {
             break text;
         }
-        assert!(Instant::now() < deadline, "no flow on grace listed:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no flow on grace listed:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
@@ -235,8 +250,17 @@ fn a_store_in_progress_keeps_going_across_a_generation_that_removes_its_pacs() {
     let (ok, out) = run_within(echoscu(&ward.dev), Duration::from_secs(20));
     assert!(!ok, "echoscu after the switch must fail:\n{out}");
     let mut c = in_netns(&ward.dev, "storescu");
-    c.args(["-to", "3", "-aet", "MODALITY1", "-aec", AET, "198.51.100.10", "11112"])
-        .arg(&images[0]);
+    c.args([
+        "-to",
+        "3",
+        "-aet",
+        "MODALITY1",
+        "-aec",
+        AET,
+        "198.51.100.10",
+        "11112",
+    ])
+    .arg(&images[0]);
     let (ok, out) = run_within(c, Duration::from_secs(20));
     assert!(!ok, "storescu after the switch must fail:\n{out}");
     let after = wardgate_agent::datapath::pinned::status(&pin.0).unwrap();

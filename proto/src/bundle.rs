@@ -459,7 +459,9 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                 mode,
                 max_flows: d.max_flows,
                 fail_open: d.fail_open,
-                grace_s: d.grace_s.unwrap_or(wardgate_policy::profile::DEFAULT_GRACE_MAX_S),
+                grace_s: d
+                    .grace_s
+                    .unwrap_or(wardgate_policy::profile::DEFAULT_GRACE_MAX_S),
             });
         }
 

@@ -191,7 +191,7 @@ pub fn bmp_gradient() -> Vec<u8> {
 
 /// A 24-bit `w` x `h` BMP with a gradient (`w` a multiple of 4: rows need no padding).
 pub fn bmp_gradient_sized(w: u32, h: u32) -> Vec<u8> {
-    assert!(w % 4 == 0, "rows of {w} pixels would need padding");
+    assert!(w.is_multiple_of(4), "rows of {w} pixels would need padding");
     let size = 54 + w * h * 3;
     let mut b = b"BM".to_vec();
     b.extend_from_slice(&size.to_le_bytes());

@@ -27,7 +27,9 @@ fn without_pacs() -> Vec<wardgate_policy::desired::Rule> {
         .collect()
 }
 
-fn with_pump(f: impl FnOnce(&mut wardgate_policy::desired::DeviceEntry)) -> Vec<wardgate_policy::desired::DeviceEntry> {
+fn with_pump(
+    f: impl FnOnce(&mut wardgate_policy::desired::DeviceEntry),
+) -> Vec<wardgate_policy::desired::DeviceEntry> {
     let mut devices = reference_devices();
     f(&mut devices[0]);
     devices
@@ -102,7 +104,8 @@ fn a_flow_that_never_completed_its_handshake_gets_no_grace() {
         .into_iter()
         .filter(|r| r.rule_id != 1002)
         .collect();
-    dp.apply(&state_with(4, reference_devices(), no_dns)).unwrap();
+    dp.apply(&state_with(4, reference_devices(), no_dns))
+        .unwrap();
     expect(&mut dp, true, &lone, TC_ACT_SHOT, Reason::DropPolicy);
     expect(&mut dp, true, &asked, TC_ACT_OK, Reason::PassGrace);
 }
@@ -115,7 +118,8 @@ fn quarantine_ends_the_grace() {
         .unwrap();
     expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassGrace);
     let quarantined = with_pump(|d| d.mode = Mode::Quarantine);
-    dp.apply(&state_with(3, quarantined, without_pacs())).unwrap();
+    dp.apply(&state_with(3, quarantined, without_pacs()))
+        .unwrap();
     expect(&mut dp, false, &reply, TC_ACT_SHOT, Reason::DropQuarantine);
     expect(&mut dp, true, &ack, TC_ACT_SHOT, Reason::DropQuarantine);
     // Out of quarantine, the grace does not come back.
@@ -134,7 +138,8 @@ fn the_grace_ends_at_its_max() {
     expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassGrace);
     // A later generation that also denies it does not start the grace again.
     std::thread::sleep(std::time::Duration::from_millis(600));
-    dp.apply(&state_with(3, one_second, without_pacs())).unwrap();
+    dp.apply(&state_with(3, one_second, without_pacs()))
+        .unwrap();
     expect(&mut dp, false, &reply, TC_ACT_OK, Reason::PassGrace);
     std::thread::sleep(std::time::Duration::from_millis(600));
     expect(&mut dp, true, &ack, TC_ACT_SHOT, Reason::DropPolicy);
@@ -146,7 +151,8 @@ fn grace_zero_cuts_at_once() {
     let (_pin, mut dp) = datapath("grace-zero");
     let (ack, reply) = establish(&mut dp, 40150);
     let none = with_pump(|d| d.grace_s = 0);
-    dp.apply(&state_with(2, none.clone(), without_pacs())).unwrap();
+    dp.apply(&state_with(2, none.clone(), without_pacs()))
+        .unwrap();
     expect(&mut dp, false, &reply, TC_ACT_SHOT, Reason::DropPolicy);
     expect(&mut dp, true, &ack, TC_ACT_SHOT, Reason::DropPolicy);
     // A grace in progress ends once a generation sets the device's grace to 0.
