@@ -684,6 +684,68 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_on_grace_names_its_device_peer_and_server_port() {
+        let (_, pump) = ip_raw("192.0.2.10".parse().unwrap());
+        let (_, pacs) = ip_raw("198.51.100.10".parse().unwrap());
+        let key = CtKey {
+            a: pump,
+            b: pacs,
+            a_port_be: 40000u16.to_be_bytes(),
+            b_port_be: 11112u16.to_be_bytes(),
+            proto: c::PROTO_TCP,
+            family: c::FAMILY_V4,
+            dev_is_a: 1,
+            _pad: 0,
+        };
+        let now = 1_000_000_000_000;
+        let v = CtValue {
+            last_seen_ns: now - 1_000_000_000,
+            idle_timeout_s: 600,
+            device_id: 7,
+            generation: 3,
+            direction: c::DIR_FROM_DEVICE,
+            grace_until_ns: now + 90_500_000_000,
+            ..CtValue::default()
+        };
+        let g = grace_flow(&key, &v, now).expect("on grace");
+        assert_eq!(
+            (
+                g.device_id,
+                g.device,
+                g.peer,
+                g.port,
+                g.generation,
+                g.ends_in_s
+            ),
+            (
+                7,
+                "192.0.2.10".parse().unwrap(),
+                "198.51.100.10".parse().unwrap(),
+                11112,
+                3,
+                91
+            )
+        );
+        // Not on grace: never marked, grace over, idled out.
+        for v in [
+            CtValue {
+                grace_until_ns: 0,
+                ..v
+            },
+            CtValue {
+                grace_until_ns: now,
+                ..v
+            },
+            CtValue {
+                last_seen_ns: now - 600_000_000_000,
+                ..v
+            },
+        ] {
+            assert_eq!(grace_flow(&key, &v, now), None);
+        }
+    }
+
+    #[test]
     fn payload_records_give_their_bytes_and_bad_lengths_are_rejected() {
         let mut raw = PayloadRecord {
             ts_ns: 1,
