@@ -1040,3 +1040,29 @@ async fn tick_opt(tick: Option<&mut tokio::time::Interval>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::GraceReport;
+    use crate::datapath::LiveCounts;
+
+    #[test]
+    fn flows_on_grace_set_the_gauge_and_are_reported_once_per_generation() {
+        let gauge = prometheus_client::metrics::gauge::Gauge::default();
+        let mut report = GraceReport::default();
+        let mut counts = LiveCounts::default();
+        counts.grace.insert(1, 2);
+        counts.grace.insert(4, 1);
+        report.report(&counts, 7, &gauge);
+        assert_eq!((gauge.get(), report.reported), (3, 7));
+        // The same generation again: already reported.
+        counts.grace.insert(1, 1);
+        report.report(&counts, 7, &gauge);
+        assert_eq!((gauge.get(), report.reported), (2, 7));
+        // A later generation that leaves flows on grace is reported again.
+        report.report(&counts, 8, &gauge);
+        assert_eq!(report.reported, 8);
+        report.report(&LiveCounts::default(), 8, &gauge);
+        assert_eq!((gauge.get(), report.reported), (0, 0));
+    }
+}
