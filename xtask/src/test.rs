@@ -96,7 +96,6 @@ const ATTACH_AGENT_TESTS: &[&str] = &[
     "lifecycle_netns",
     "spoof_netns",
     "limits_netns",
-    "grace_netns",
 ];
 
 /// The Datapath tier's.
