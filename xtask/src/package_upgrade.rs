@@ -100,7 +100,6 @@ pub fn run(previous: &[PathBuf], current: &[PathBuf]) -> anyhow::Result<()> {
     let lab = Lab::new(&mut guard, &scratch)?;
 
     install(previous, previous::VERSION)?;
-    maintainer_scripts_restart_on_upgrade()?;
     std::fs::write("/etc/wardgate/agent.yaml", AGENT_CONFIG)?;
     std::fs::create_dir_all(scratch.join("profiles"))?;
     std::fs::write(scratch.join("profiles/upgrade-lab.yaml"), PROFILE)?;
@@ -161,7 +160,7 @@ fn install(debs: &[PathBuf], version: &str) -> anyhow::Result<()> {
         "after dpkg -i the agent says `{}`, expected {version}",
         out.trim()
     );
-    Ok(())
+    maintainer_scripts_restart_on_upgrade()
 }
 
 /// The installed agent package's scripts restart the unit after an upgrade (`try-restart` when
