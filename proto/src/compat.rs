@@ -7,8 +7,6 @@
 //! An empty version is a release from before versions were checked (the controller of 0.1.0
 //! answers none): it counts as that previous release, which the rule admits.
 
-use std::fmt;
-
 /// This build's release, as both sides send it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -39,23 +37,24 @@ struct Release {
     minor: u64,
 }
 
-impl fmt::Display for Release {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
-
-/// `MAJOR.MINOR.PATCH`, with an optional `-pre` or `+build` tail on the patch.
+/// `MAJOR.MINOR.PATCH`, with an optional `-pre` or `+build` tail.
 fn parse(v: &str) -> Option<Release> {
-    let mut parts = v.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    let patch = parts.next()?;
-    let digits = patch.split(['-', '+']).next()?;
-    if parts.next().is_some() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let core = v.split(['-', '+']).next()?;
+    let parts: Vec<&str> = core.split('.').collect();
+    let [major, minor, patch] = parts[..] else {
         return None;
-    }
-    Some(Release { major, minor })
+    };
+    let number = |p: &str| -> Option<u64> {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse().ok()
+    };
+    number(patch)?;
+    Some(Release {
+        major: number(major)?,
+        minor: number(minor)?,
+    })
 }
 
 fn or_unversioned(v: &str) -> &str {
