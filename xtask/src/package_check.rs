@@ -88,7 +88,10 @@ pub fn run() -> anyhow::Result<()> {
         );
     }
     // The previous release first: its build shares target/release with this one's.
+    let t = Instant::now();
     let previous = previous::debs()?;
+    let t_previous = t.elapsed();
+    let t = Instant::now();
     let debs = package::run()?;
     let mut installed = Installed {
         cleanup: vec![
@@ -184,8 +187,18 @@ pub fn run() -> anyhow::Result<()> {
         "dpkg --purge left files behind"
     );
     println!("packages purged");
+    let t_check = t.elapsed();
+    let t = Instant::now();
     package_upgrade::run(&previous, &debs)?;
-    package_skew::run(&previous)
+    let t_upgrade = t.elapsed();
+    let t = Instant::now();
+    package_skew::run(&previous)?;
+    println!(
+        "package tier: previous release {t_previous:.0?}, build and check {t_check:.0?}, \
+         upgrade and downgrade {t_upgrade:.0?}, skew {:.0?}",
+        t.elapsed()
+    );
+    Ok(())
 }
 
 /// The names in the config's `interfaces: [a, b]` line (the examples' flow style).
