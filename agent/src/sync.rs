@@ -15,9 +15,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use wardgate_analysis::FlowRecord;
 use wardgate_policy::DesiredState;
-use wardgate_proto::v1::{
-    AlertBatch, RegisterRequest, StatusReport, WatchPolicyRequest,
-    agent_service_client::AgentServiceClient,
+use wardgate_proto::{
+    compat,
+    v1::{
+        AlertBatch, RegisterRequest, StatusReport, WatchPolicyRequest,
+        agent_service_client::AgentServiceClient,
+    },
 };
 
 use crate::{alerts::AlertQueue, config::ControllerConfig, metrics::Live};
@@ -148,6 +151,9 @@ async fn links(
             Ok(Ended::Closed) => {
                 tracing::warn!("controller closed the policy stream; reconnecting")
             }
+            Err(e) if release_refused(&e) => {
+                tracing::error!(error = format!("{e:#}"), retry_in = ?backoff, "agent and controller releases are incompatible: no policy taken, enforcing the last policy")
+            }
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "controller unreachable; enforcing the last policy")
             }
@@ -162,6 +168,14 @@ async fn links(
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// The session ended on a release mismatch: this agent refused the controller's release, or
+/// the controller refused this agent's (the only FailedPrecondition of an agent session).
+fn release_refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<compat::Incompatible>().is_some()
+        || e.downcast_ref::<tonic::Status>()
+            .is_some_and(|s| s.code() == tonic::Code::FailedPrecondition)
 }
 
 /// Sends every alert of the outbox not yet sent on this connection.
@@ -194,10 +208,13 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<Ended> {
         .register(RegisterRequest {
             gateway: cfg.gateway.clone(),
             interfaces: vec![],
-            agent_version: env!("CARGO_PKG_VERSION").into(),
+            agent_version: compat::VERSION.into(),
         })
         .await?
         .into_inner();
+    // A controller this release cannot follow: stop before asking for policy (retried with
+    // backoff, so upgrading either side resumes the session).
+    compat::check(compat::VERSION, &reg.controller_version)?;
     link.connected = true;
     link.metrics.controller_connects.inc();
     link.metrics.controller_connected.set(1);

@@ -130,6 +130,46 @@ fn profile_of(bundle: &pb::PolicyBundle, device: &str) -> String {
         .clone()
 }
 
+/// Version skew (issue 23 point 4): the previous release (0.1.0) and an agent that sends no
+/// version register; an agent two minor releases away is refused with FailedPrecondition naming
+/// both releases, and nothing about the gateway is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_release_this_controller_cannot_serve_is_refused_naming_both() {
+    let c = Controller::start().await;
+    let mut agent = c.agent(GW).await;
+    let this = wardgate_proto::compat::VERSION;
+    for version in ["", "0.1.0", this] {
+        let reg = agent
+            .register(pb::RegisterRequest {
+                gateway: GW.into(),
+                agent_version: version.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("agent `{version}` refused: {e}"))
+            .into_inner();
+        assert_eq!(reg.controller_version, this);
+        assert!(reg.latest_generation >= 1);
+    }
+    for version in ["0.9.0", "1.2.0", "0.2"] {
+        let e = agent
+            .register(pb::RegisterRequest {
+                gateway: GW.into(),
+                agent_version: version.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{version}: {e}");
+        assert!(
+            e.message().contains(&format!("agent {version}"))
+                && e.message().contains(&format!("controller {this}")),
+            "{version}: {}",
+            e.message()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
     let c = Controller::start().await;

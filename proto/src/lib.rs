@@ -9,6 +9,7 @@ pub mod v1 {
 }
 
 pub mod bundle;
+pub mod compat;
 pub mod finding;
 pub mod flows;
 

@@ -8,6 +8,9 @@ mod eval;
 mod fuzz;
 mod package;
 mod package_check;
+mod package_skew;
+mod package_upgrade;
+mod previous;
 mod setup;
 mod test;
 

@@ -3,20 +3,24 @@
 //! service the way systemd would (systemd is not PID 1 here): the unit's ExecStart and
 //! Environment, its capability bounding set, no new privileges, its user, and a NOTIFY_SOCKET
 //! this check owns, which must hear READY=1, then STOPPING=1 on SIGTERM, and exit 0. Purges the
-//! packages and everything the start left behind, pass or fail.
+//! packages and everything the start left behind, pass or fail. Then the upgrade check
+//! (`package_upgrade`): the previous release's .debs (`previous`) upgraded to these under
+//! traffic, and back; then the skew check (`package_skew`): each release's agent against the
+//! other's controller.
 
 use std::{
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::{cmd, package};
+use crate::{cmd, package, package_skew, package_upgrade, previous};
 
-const UNITS: &str = "/usr/lib/systemd/system";
+pub const UNITS: &str = "/usr/lib/systemd/system";
 
 /// What each package must install.
 const FILES: [(&str, &[&str]); 2] = [
@@ -83,6 +87,11 @@ pub fn run() -> anyhow::Result<()> {
              start services over it"
         );
     }
+    // The previous release first: its build shares target/release with this one's.
+    let t = Instant::now();
+    let previous = previous::debs()?;
+    let t_previous = t.elapsed();
+    let t = Instant::now();
     let debs = package::run()?;
     let mut installed = Installed {
         cleanup: vec![
@@ -178,6 +187,17 @@ pub fn run() -> anyhow::Result<()> {
         "dpkg --purge left files behind"
     );
     println!("packages purged");
+    let t_check = t.elapsed();
+    let t = Instant::now();
+    package_upgrade::run(&previous, &debs)?;
+    let t_upgrade = t.elapsed();
+    let t = Instant::now();
+    package_skew::run(&previous)?;
+    println!(
+        "package tier: previous release {t_previous:.0?}, build and check {t_check:.0?}, \
+         upgrade and downgrade {t_upgrade:.0?}, skew {:.0?}",
+        t.elapsed()
+    );
     Ok(())
 }
 
@@ -202,97 +222,147 @@ fn values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
 /// Runs the installed unit's ExecStart as systemd would for `Type=notify` and checks the
 /// notifications and the clean stop. `netns`: start inside this network namespace.
 fn start_like_systemd(unit_name: &str, netns: Option<&str>) -> anyhow::Result<()> {
-    let unit = std::fs::read_to_string(Path::new(UNITS).join(unit_name))?;
-    let exec = values(&unit, "ExecStart");
-    ensure!(exec.len() == 1, "{unit_name}: one ExecStart expected");
-    let caps = values(&unit, "CapabilityBoundingSet").join(" ");
-    let mut bounding = String::from("-all");
-    for cap in caps.split_whitespace() {
-        bounding.push_str(",+");
-        bounding.push_str(&cap.trim_start_matches("CAP_").to_lowercase());
-    }
-    // StateDirectory= is created by systemd before the start, owned by the unit's user.
-    let user = values(&unit, "User").first().copied();
-    for dir in values(&unit, "StateDirectory") {
-        let path = Path::new("/var/lib").join(dir);
-        std::fs::create_dir_all(&path)?;
+    Started::start(unit_name, netns)?.stop()
+}
+
+/// A service started as systemd would start it, READY=1 heard.
+pub struct Started {
+    unit_name: String,
+    child: Service,
+    sock: UnixDatagram,
+    log: PathBuf,
+    _dir: RemoveDir,
+}
+
+impl Started {
+    /// Starts the installed unit's ExecStart as systemd would for `Type=notify` (capability
+    /// bounding set, no new privileges, its user, its Environment=, StateDirectory= created,
+    /// NOTIFY_SOCKET this check owns) and waits (bounded) for READY=1. `netns`: start inside
+    /// this network namespace.
+    pub fn start(unit_name: &str, netns: Option<&str>) -> anyhow::Result<Started> {
+        let unit = std::fs::read_to_string(Path::new(UNITS).join(unit_name))?;
+        let exec = values(&unit, "ExecStart");
+        ensure!(exec.len() == 1, "{unit_name}: one ExecStart expected");
+        let caps = values(&unit, "CapabilityBoundingSet").join(" ");
+        let mut bounding = String::from("-all");
+        for cap in caps.split_whitespace() {
+            bounding.push_str(",+");
+            bounding.push_str(&cap.trim_start_matches("CAP_").to_lowercase());
+        }
+        // StateDirectory= is created by systemd before the start, owned by the unit's user.
+        let user = values(&unit, "User").first().copied();
+        for dir in values(&unit, "StateDirectory") {
+            let path = Path::new("/var/lib").join(dir);
+            std::fs::create_dir_all(&path)?;
+            if let Some(user) = user {
+                cmd::run(
+                    Command::new("chown")
+                        .arg(format!("{user}:{user}"))
+                        .arg(&path),
+                )?;
+            }
+        }
+        // Two starts of one unit in one run (an upgrade) get their own scratch directories.
+        static STARTS: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "wardgate-pkg-{}-{unit_name}-{}",
+            std::process::id(),
+            STARTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let remove = RemoveDir(dir.clone());
+        let sock_path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&sock_path)?;
         if let Some(user) = user {
-            cmd::run(
-                Command::new("chown")
-                    .arg(format!("{user}:{user}"))
-                    .arg(&path),
-            )?;
+            // The service's user sends to the socket.
+            cmd::run(Command::new("chown").arg(user).arg(&sock_path))?;
         }
-    }
-    let dir = std::env::temp_dir().join(format!("wardgate-pkg-{}-{unit_name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let _remove = RemoveDir(dir.clone());
-    let sock_path = dir.join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path)?;
-    if let Some(user) = user {
-        // The service's user sends to the socket.
-        cmd::run(Command::new("chown").arg(user).arg(&sock_path))?;
-    }
-    let mut c = match netns {
-        Some(ns) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net=/run/netns/{ns}")).arg("setpriv");
-            c
+        let mut c = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("setpriv");
+                c
+            }
+            None => Command::new("setpriv"),
+        };
+        c.arg(format!("--bounding-set={bounding}"))
+            .args(["--inh-caps=-all", "--no-new-privs"]);
+        if let Some(user) = user {
+            c.args(["--reuid", user, "--regid", user, "--clear-groups"]);
         }
-        None => Command::new("setpriv"),
-    };
-    c.arg(format!("--bounding-set={bounding}"))
-        .args(["--inh-caps=-all", "--no-new-privs"]);
-    if let Some(user) = user {
-        c.args(["--reuid", user, "--regid", user, "--clear-groups"]);
-    }
-    c.args(exec[0].split_whitespace());
-    for env in values(&unit, "Environment") {
-        let (k, v) = env.split_once('=').context("Environment= without =")?;
-        c.env(k, v);
-    }
-    let log = dir.join("service.log");
-    c.env("NOTIFY_SOCKET", &sock_path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?);
-    eprintln!("$ {}", cmd::display(&c));
-    let mut child = Service(c.spawn().context("starting the service")?);
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let started = Instant::now();
-    let ready = wait_for(&sock, &mut child.0, "READY=1", Duration::from_secs(30))
-        .with_context(|| format!("{unit_name}: {}", log_text()))?;
-    println!(
-        "{unit_name}: READY=1 after {:?} ({})",
-        started.elapsed(),
-        ready
-            .lines()
-            .find(|l| l.starts_with("STATUS="))
-            .unwrap_or("")
-    );
-    cmd::run(Command::new("kill").args(["-TERM", &child.0.id().to_string()]))?;
-    wait_for(&sock, &mut child.0, "STOPPING=1", Duration::from_secs(30))
-        .with_context(|| format!("{unit_name}: {}", log_text()))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.0.try_wait()? {
-            break s;
+        c.args(exec[0].split_whitespace());
+        for env in values(&unit, "Environment") {
+            let (k, v) = env.split_once('=').context("Environment= without =")?;
+            c.env(k, v);
         }
-        if Instant::now() > deadline {
-            bail!(
-                "{unit_name} still running 20 s after SIGTERM:\n{}",
-                log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    ensure!(
-        status.success(),
-        "{unit_name} exited {status}:\n{}",
-        log_text()
-    );
-    println!("{unit_name}: STOPPING=1, exit 0");
-    Ok(())
+        let log = dir.join("service.log");
+        c.env("NOTIFY_SOCKET", &sock_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?);
+        eprintln!("$ {}", cmd::display(&c));
+        let mut started = Started {
+            unit_name: unit_name.to_string(),
+            child: Service(c.spawn().context("starting the service")?),
+            sock,
+            log,
+            _dir: remove,
+        };
+        let t = Instant::now();
+        let ready = wait_for(
+            &started.sock,
+            &mut started.child.0,
+            "READY=1",
+            Duration::from_secs(30),
+        )
+        .with_context(|| format!("{unit_name}: {}", started.log_text()))?;
+        println!(
+            "{unit_name}: READY=1 after {:?} ({})",
+            t.elapsed(),
+            ready
+                .lines()
+                .find(|l| l.starts_with("STATUS="))
+                .unwrap_or("")
+        );
+        Ok(started)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it as systemd does (SIGTERM, then waits, bounded, for STOPPING=1 and exit 0).
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let unit_name = self.unit_name.clone();
+        cmd::run(Command::new("kill").args(["-TERM", &self.child.0.id().to_string()]))?;
+        wait_for(
+            &self.sock,
+            &mut self.child.0,
+            "STOPPING=1",
+            Duration::from_secs(30),
+        )
+        .with_context(|| format!("{unit_name}: {}", self.log_text()))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.0.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{unit_name} still running 20 s after SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        ensure!(
+            status.success(),
+            "{unit_name} exited {status}:\n{}",
+            self.log_text()
+        );
+        println!("{unit_name}: STOPPING=1, exit 0");
+        Ok(())
+    }
 }
 
 /// The check's scratch directory (notify socket, service log), removed however it ends.

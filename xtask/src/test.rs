@@ -26,7 +26,8 @@ pub enum Tier {
     /// and enforcing (root). The README's main command, checked.
     Demo,
     /// The .deb packages: built, installed with dpkg, their binaries and services started as
-    /// systemd would, purged (root).
+    /// systemd would, purged; the previous release upgraded to these under traffic and back,
+    /// and each release's agent against the other's controller (root).
     Package,
 }
 

@@ -5,10 +5,13 @@ use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
-use wardgate_proto::v1::{
-    AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest, RegisterResponse,
-    RenewRequest, RenewResponse, StatusAck, StatusReport, WatchPolicyRequest,
-    agent_service_server::AgentService,
+use wardgate_proto::{
+    compat,
+    v1::{
+        AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest, RegisterResponse,
+        RenewRequest, RenewResponse, StatusAck, StatusReport, WatchPolicyRequest,
+        agent_service_server::AgentService,
+    },
 };
 
 use super::{Ctx, alert_admission};
@@ -38,6 +41,13 @@ impl AgentService for Agent {
         let gateway = req.get_ref().gateway.clone();
         auth::require_gateway(&req, &gateway)?;
         known_gateway(&self.0, &gateway)?;
+        // Before anything else is asked for: an agent this release cannot serve stops here, with
+        // nothing sent to it.
+        let agent_version = &req.get_ref().agent_version;
+        if let Err(e) = compat::check(agent_version, compat::VERSION) {
+            tracing::warn!(gateway, agent_version, error = %e, "agent release refused");
+            return Err(Error::Precondition(e.to_string()).into());
+        }
         // A revoked name's certificates from the root (`certs init`) are not on the issuing
         // CA's list: the name itself is refused.
         if self.0.store.gateway_revoked(&gateway)? {
@@ -45,10 +55,17 @@ impl AgentService for Agent {
         }
         let latest = self.0.store.latest_generation(&gateway)?;
         let epoch = self.0.store.epoch()?;
-        tracing::info!(gateway, latest, epoch, "agent registered");
+        tracing::info!(
+            gateway,
+            latest,
+            epoch,
+            agent_version = req.get_ref().agent_version,
+            "agent registered"
+        );
         Ok(Response::new(RegisterResponse {
             latest_generation: latest,
             epoch,
+            controller_version: compat::VERSION.into(),
         }))
     }
 

@@ -2,6 +2,10 @@
 //! gateway, the hospital side), the controller on its embedded SQLite store, the real agent
 //! syncing policy from it and enforcing in the kernel, real TCP and UDP flows, and mode changes
 //! made with wardctl. Needs root. Everything it creates is removed at the end.
+//!
+//! `WARDGATE_DEMO_AGENT=PATH` runs another agent binary, `WARDGATE_DEMO_CONTROLLER=DIR` another
+//! `wardgate-controller` and its `wardctl` (from DIR): the package tier's skew check runs the
+//! previous release's agent against this controller and the reverse.
 
 use std::{
     net::SocketAddr,
@@ -153,11 +157,29 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(p)
     };
-    let (agent_bin, controller_bin, wardctl_bin) = (
+    let (mut agent_bin, mut controller_bin, mut wardctl_bin) = (
         bin("wardgate-agent")?,
         bin("wardgate-controller")?,
         bin("wardctl")?,
     );
+    if let Some(agent) = std::env::var_os("WARDGATE_DEMO_AGENT") {
+        agent_bin = PathBuf::from(agent);
+    }
+    if let Some(dir) = std::env::var_os("WARDGATE_DEMO_CONTROLLER") {
+        controller_bin = Path::new(&dir).join("wardgate-controller");
+        wardctl_bin = Path::new(&dir).join("wardctl");
+    }
+    for b in [&agent_bin, &controller_bin, &wardctl_bin] {
+        let out = Command::new(b)
+            .arg("--version")
+            .output()
+            .with_context(|| format!("{}", b.display()))?;
+        println!(
+            "== {} ({})",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            b.display()
+        );
+    }
     let work = tempfile::tempdir()?;
     let _ = std::fs::remove_dir_all(PIN_ROOT);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -236,7 +258,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "interfaces: [{}]\npin_root: {PIN_ROOT}\ndesired_state: {}\ncontroller:\n  address: {CONTROLLER_URL}\n  certs: {}\n  gateway: {GATEWAY}\n",
+            "interfaces: [{}]\npin_root: {PIN_ROOT}\ndesired_state: {}\ncontroller:\n  address: {CONTROLLER_URL}\n  certs: {}\n  gateway: {GATEWAY}\n  flow_report_every_ms: 300\n",
             lab::DEV_IF,
             desired.display(),
             certs.display(),
@@ -353,6 +375,33 @@ fn main() -> anyhow::Result<()> {
     let denied = deny_alerts(&alerts);
     println!("  {denied} deny alerts at the SOC (at least 4 expected)");
     all_ok &= denied >= 4;
+
+    println!(
+        "\n== the pump's flow records at the controller: wardctl simulate of a profile allowing nothing"
+    );
+    // Records are sent every 300 ms; wait (bounded) for the pump's allowed flows.
+    let nothing = work.path().join("nothing.yaml");
+    std::fs::write(&nothing, "name: allow-nothing\nflows: []\n")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let recorded = loop {
+        let out = wardctl.run(&[
+            "--output",
+            "json",
+            "simulate",
+            "--profile",
+            &nothing.display().to_string(),
+            "--device",
+            "pump-3a-bed12",
+        ])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("wardctl simulate json")?;
+        let flows = v["flows"].as_u64().unwrap_or(0);
+        if flows > 0 || Instant::now() > deadline {
+            break flows;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("  {recorded} flow records of pump-3a-bed12 at the controller (at least 1 expected)");
+    all_ok &= recorded > 0;
 
     println!("\n== wardctl audit list (who, what, why) and verify");
     for line in wardctl.run(&["audit", "list"])?.lines().rev().take(4) {
