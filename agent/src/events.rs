@@ -231,6 +231,7 @@ mod tests {
             mode: Mode::Enforce,
             max_flows: 0,
             fail_open: false,
+            grace_s: wardgate_common::DEFAULT_GRACE_S,
         };
         let policy = PolicyEntry {
             policy_id: 3,

@@ -33,8 +33,8 @@ enum Command {
     /// Get this gateway's certificate from the controller with a one-time token (`wardctl
     /// gateways enroll NAME`): the key is made here and never leaves the gateway.
     Enroll(wardgate_agent::enroll::EnrollArgs),
-    /// Print the active generation, per-reason packet counters and lost events from the pinned
-    /// maps (read-only).
+    /// Print the active generation, per-reason packet counters, lost events and the flows on
+    /// grace (do-not-disrupt) from the pinned maps (read-only).
     Status {
         #[arg(long, default_value = wardgate_common::PIN_ROOT)]
         pin_root: PathBuf,
@@ -123,6 +123,24 @@ fn main() -> anyhow::Result<()> {
                 println!("events lost:");
                 for ((why, kind), n) in st.events_lost {
                     println!("  {:<18} {:<16} {n}", why.name(), kind.name());
+                }
+            }
+            // Do-not-disrupt: established flows the active generation denies, on grace.
+            let grace = wardgate_agent::datapath::grace_flows(&pin_root)?;
+            if grace.is_empty() {
+                println!("flows on grace: none");
+            } else {
+                println!("flows on grace: {}", grace.len());
+                for g in grace {
+                    let proto = match g.proto {
+                        6 => "tcp".to_string(),
+                        17 => "udp".to_string(),
+                        p => format!("proto {p}"),
+                    };
+                    println!(
+                        "  device {} ({}) -> {} {proto}/{} ends in {} s (allowed under generation {})",
+                        g.device_id, g.device, g.peer, g.port, g.ends_in_s, g.generation
+                    );
                 }
             }
             Ok(())

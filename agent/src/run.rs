@@ -705,6 +705,50 @@ fn open_outbox(path: &Path, limits: OutboxLimits) -> Arc<AlertQueue> {
 /// 30 s, and not in the first 30 s after a start.
 const FLOW_RECOUNT_EVERY: Duration = Duration::from_secs(30);
 
+/// Flows on grace (do-not-disrupt) as the recount found them: the gauge, and one log line per
+/// generation that leaves flows on grace (and one when the last grace ended). A log line, not
+/// an alert: a grace is the policy working as the operator configured it, nothing a SOC
+/// must triage; the datapath grants it flow by flow, and the recount is where the agent sees
+/// them all at once, so one line per generation says how many and on which devices
+/// (`wardgate-agent status` lists each flow).
+#[derive(Debug, Default)]
+struct GraceReport {
+    /// The generation last reported with flows on grace (0: none on grace).
+    reported: u32,
+}
+
+impl GraceReport {
+    fn report(
+        &mut self,
+        counts: &crate::datapath::LiveCounts,
+        generation: u32,
+        gauge: &prometheus_client::metrics::gauge::Gauge,
+    ) {
+        let n = counts.on_grace();
+        gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+        if n == 0 {
+            if self.reported != 0 {
+                tracing::info!(generation, "no flow left on grace");
+            }
+            self.reported = 0;
+        } else if self.reported != generation {
+            self.reported = generation;
+            let devices: Vec<String> = counts
+                .grace
+                .iter()
+                .map(|(d, n)| format!("{d}:{n}"))
+                .collect();
+            tracing::warn!(
+                generation,
+                flows = n,
+                devices = devices.join(","),
+                "generation {generation} denies {n} established flows kept on grace \
+                 (do-not-disrupt; `wardgate-agent status` lists them)"
+            );
+        }
+    }
+}
+
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // The open-file limit of the config (the unit sets the same as LimitNOFILE=): a leak of
     // descriptors fails the agent's own opens, never the datapath, which holds none of them.
@@ -746,6 +790,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     });
     let live = crate::metrics::Live::default();
     crate::metrics::start(&cfg, &live, alerts.clone(), tx.subscribe()).await;
+    let grace_gauge = live.flows_on_grace.clone();
     let flow_alerts = alerts.clone();
     // Flow records go to the controller when there is one.
     let flow_queue = cfg
@@ -864,6 +909,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let (counted_tx, mut counted_rx) =
         tokio::sync::mpsc::channel::<Result<crate::datapath::LiveCounts, String>>(1);
     let mut walking = false;
+    let mut grace = GraceReport::default();
     loop {
         let reapply = tokio::select! {
             _ = term.recv() => break,
@@ -892,6 +938,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
             Some(counted) = counted_rx.recv() => {
                 walking = false;
+                if let Ok(c) = &counted {
+                    grace.report(c, dp.active().map_or(0, |(_, g)| g), &grace_gauge);
+                }
                 if let Err(e) = counted.and_then(|c| dp.apply_recount(&c).map(drop).map_err(|e| format!("{e:#}"))) {
                     tracing::warn!(error = e, "flow budgets not recounted");
                 }
@@ -1030,5 +1079,31 @@ async fn tick_opt(tick: Option<&mut tokio::time::Interval>) {
             t.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GraceReport;
+    use crate::datapath::LiveCounts;
+
+    #[test]
+    fn flows_on_grace_set_the_gauge_and_are_reported_once_per_generation() {
+        let gauge = prometheus_client::metrics::gauge::Gauge::default();
+        let mut report = GraceReport::default();
+        let mut counts = LiveCounts::default();
+        counts.grace.insert(1, 2);
+        counts.grace.insert(4, 1);
+        report.report(&counts, 7, &gauge);
+        assert_eq!((gauge.get(), report.reported), (3, 7));
+        // The same generation again: already reported.
+        counts.grace.insert(1, 1);
+        report.report(&counts, 7, &gauge);
+        assert_eq!((gauge.get(), report.reported), (2, 7));
+        // A later generation that leaves flows on grace is reported again.
+        report.report(&counts, 8, &gauge);
+        assert_eq!(report.reported, 8);
+        report.report(&LiveCounts::default(), 8, &gauge);
+        assert_eq!((gauge.get(), report.reported), (0, 0));
     }
 }

@@ -53,6 +53,7 @@ fn write_desired(path: &Path) {
         mode: Mode::Enforce,
         max_flows: 0,
         fail_open: false,
+        grace_s: wardgate_common::DEFAULT_GRACE_S,
     };
     let policy = PolicyEntry {
         policy_id: 1,

@@ -7,6 +7,10 @@ mod support;
 #[path = "datapath/app_rules.rs"]
 mod app_rules;
 
+/// Do-not-disrupt: grace of established flows across a tightening generation.
+#[path = "datapath/grace.rs"]
+mod grace;
+
 /// Hardening, round 2.
 #[path = "datapath/hardening.rs"]
 mod hardening;

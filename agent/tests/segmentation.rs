@@ -154,6 +154,7 @@ fn dev(
         mode,
         max_flows: 0,
         fail_open: false,
+        grace_s: wardgate_common::DEFAULT_GRACE_S,
     }
 }
 

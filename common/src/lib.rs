@@ -27,7 +27,7 @@ pub mod map_names {
     /// flow decided in one lookup.
     pub const HOST_PORTS: &str = "WG_HOSTPORT_V1";
     pub const MGMT: &str = "WG_MGMT_V1";
-    pub const CONNTRACK: &str = "WG_CT_V4";
+    pub const CONNTRACK: &str = "WG_CT_V5";
     pub const STATS: &str = "WG_STATS_V1";
     pub const RATE: &str = "WG_RATE_V2";
     pub const EVENTS_LOST: &str = "WG_EVLOST_V2";
@@ -221,6 +221,8 @@ pub const CT_CLOSING: u32 = 1 << 0;
 pub const CT_WOULD_DENY: u32 = 1 << 1;
 /// Created in learn mode without a policy check.
 pub const CT_LEARNED: u32 = 1 << 2;
+/// Grace a profile gives when it says nothing (`conntrack.grace_max` default): 30 minutes.
+pub const DEFAULT_GRACE_S: u32 = 1_800;
 /// Idle timeout once FIN or RST was seen.
 pub const CT_CLOSING_TIMEOUT_S: u32 = 10;
 /// Idle timeout used when a rule gives none.
@@ -297,7 +299,11 @@ pub struct DeviceInfo {
     pub _pad: [u8; 2],
     /// Cap on tracked flows (`CT_DEFAULT_MAX_FLOWS` when 0).
     pub max_flows: u32,
-    pub _pad2: u32,
+    /// Do-not-disrupt: seconds a flow established under an older generation keeps passing
+    /// (`Reason::PassGrace`) once the active generation denies it, ending earlier when it idles
+    /// out or the device is quarantined; 0 cuts it at once. Was padding: an older agent writes
+    /// 0 (no grace).
+    pub grace_s: u32,
 }
 const _: () = assert!(core::mem::size_of::<DeviceInfo>() == 32);
 
@@ -519,8 +525,14 @@ pub struct CtValue {
     pub isn_fwd: u32,
     pub isn_rev: u32,
     pub isn_seen: u32,
+    /// Do-not-disrupt: when the flow's grace ends (coarse-clock ns), 0 when it is not on grace.
+    /// Set when a generation that denies the established flow first re-checks it; while set the
+    /// entry keeps the generation it was admitted under, so every packet is re-checked by the
+    /// slow path (never by the flow cache) and the grace ends at idle, at this moment, or when
+    /// the device is quarantined. A generation that allows the flow again clears it.
+    pub grace_until_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<CtValue>() == 88);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 96);
 
 /// `CtValue::isn_seen`: the opening direction's SYN, and the answer's SYN-ACK.
 pub const ISN_FWD_SEEN: u32 = 1;

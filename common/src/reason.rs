@@ -38,6 +38,9 @@ pub enum Reason {
     PassNewAddress = 13,
     /// A device over its cap of tracked flows, in learn or monitor mode: passed untracked.
     PassUntracked = 14,
+    /// A flow established under an older generation that the active one denies, kept going
+    /// for its device's grace (`DeviceInfo::grace_s`; do-not-disrupt).
+    PassGrace = 15,
     /// Policy denies the flow (device in enforce mode).
     DropPolicy = 16,
     /// Device is quarantined.
@@ -70,7 +73,7 @@ impl Reason {
     /// Size of the counters array; every discriminant is below it.
     pub const COUNT: u32 = 32;
 
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::PassEstablished,
         Reason::PassReply,
         Reason::PassPolicy,
@@ -86,6 +89,7 @@ impl Reason {
         Reason::PassRelated,
         Reason::PassNewAddress,
         Reason::PassUntracked,
+        Reason::PassGrace,
         Reason::DropPolicy,
         Reason::DropQuarantine,
         Reason::DropSpoof,
@@ -131,6 +135,7 @@ impl Reason {
             Reason::PassRelated => "pass_related",
             Reason::PassNewAddress => "pass_new_address",
             Reason::PassUntracked => "pass_untracked",
+            Reason::PassGrace => "pass_grace",
             Reason::DropPolicy => "drop_policy",
             Reason::DropQuarantine => "drop_quarantine",
             Reason::DropSpoof => "drop_spoof",

@@ -102,6 +102,7 @@ pub(crate) fn one_pump(
             mode,
             max_flows: 0,
             fail_open: false,
+            grace_s: wardgate_policy::profile::DEFAULT_GRACE_MAX_S,
         }],
         policies: vec![PolicyEntry {
             policy_id: 1,

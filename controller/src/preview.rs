@@ -231,6 +231,7 @@ mod tests {
                 mode,
                 max_flows: 0,
                 fail_open: false,
+                grace_s: wardgate_policy::profile::DEFAULT_GRACE_MAX_S,
             }],
             policies: vec![PolicyEntry {
                 policy_id: 7,

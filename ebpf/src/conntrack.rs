@@ -13,13 +13,13 @@
 use wardgate_common::{
     APP_PENDING, CT_APP_MONITOR, CT_APP_REFUSED, CT_APP_RULE, CT_CLOSING, CT_CLOSING_TIMEOUT_S,
     CT_DEFAULT_TIMEOUT_S, CtKey, CtValue, DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, FLOW_UNTRACKED,
-    INSPECT_PACKETS, MODE_ENFORCE, PROTO_TCP, RuleValue,
+    INSPECT_PACKETS, MODE_ENFORCE, PROTO_TCP, PROTO_UDP, RuleValue,
 };
 
 use crate::{
     flowcache::{self, FlowKey},
     flows::{self, Opened},
-    maps::{WG_CT_V4, WG_CTSCRATCH},
+    maps::{WG_CT_V5, WG_CTSCRATCH},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     payload,
 };
@@ -100,10 +100,23 @@ pub fn related(inner: &Tuple, pkt: &Packet, dir: u8, generation: u32, now: u64) 
     let from_device = dir == DIR_FROM_DEVICE;
     let (key, _) = key_of(inner, !from_device);
     // Safety: the value is copied out at once.
-    let Some(v) = (unsafe { WG_CT_V4.get(&key) }).copied() else {
+    let Some(v) = (unsafe { WG_CT_V5.get(&key) }).copied() else {
         return false;
     };
-    fresh(&v, generation, now) && v.dev_mac == pkt.dev_mac(from_device) && v.ifindex == pkt.ifindex
+    (fresh(&v, generation, now) || on_grace(&v, now))
+        && v.dev_mac == pkt.dev_mac(from_device)
+        && v.ifindex == pkt.ifindex
+}
+
+/// A flow kept on grace (do-not-disrupt) that has not idled out and whose grace has not ended.
+#[inline(always)]
+fn on_grace(v: &CtValue, now: u64) -> bool {
+    now < v.grace_until_ns && !idle(v, now)
+}
+
+#[inline(always)]
+fn idle(v: &CtValue, now: u64) -> bool {
+    now.saturating_sub(v.last_seen_ns) >= u64::from(v.idle_timeout_s) * 1_000_000_000
 }
 
 #[inline(always)]
@@ -151,7 +164,7 @@ fn closing(v: &mut CtValue, pkt: &Packet) {
 #[inline(always)]
 pub fn lookup(pkt: &Packet, fkey: &FlowKey, dir: u8, generation: u32, now: u64) -> (Ct, u8) {
     let (key, src_is_a) = key(pkt, dir);
-    let Some(v) = WG_CT_V4.get_ptr_mut(&key) else {
+    let Some(v) = WG_CT_V5.get_ptr_mut(&key) else {
         return (Ct::Miss, dir);
     };
     // Safety: map value pointer from a successful lookup, valid for this program run.
@@ -307,6 +320,8 @@ pub fn commit(
     value.isn_fwd = 1;
     value.isn_rev = 1;
     value.isn_seen = 0;
+    // Allowed (again): an ordinary flow, whatever grace it was on.
+    value.grace_until_ns = 0;
     if ct == Ct::Miss {
         flows::opened(
             &Opened {
@@ -323,7 +338,7 @@ pub fn commit(
             },
             pkt,
         );
-    } else if let Some(old) = WG_CT_V4.get_ptr(&key) {
+    } else if let Some(old) = WG_CT_V5.get_ptr(&key) {
         // A re-checked flow keeps its counts: its record in the agent goes on.
         // Safety: map value pointer from a successful lookup, read at once.
         let old = unsafe { &*old };
@@ -349,7 +364,7 @@ pub fn commit(
         }
     }
     closing(value, pkt);
-    let _ = WG_CT_V4.insert(&key, value, 0);
+    let _ = WG_CT_V5.insert(&key, value, 0);
     // A new inspected flow's first packet goes to `wg_payload` too: it takes the SYN's
     // sequence number, without which no payload of the flow is handed over.
     // So does the first packet of a flow with an application check (and of a reopened one),
@@ -399,10 +414,62 @@ fn unentered(pkt: &Packet, hook: u8, generation: u32, now: u64, dev: &DeviceInfo
     );
 }
 
+/// Do-not-disrupt: the active generation denies a re-checked flow of an enforced device.
+/// `true` (the packet passes as `PassGrace`, counted on the entry) when the flow was
+/// established under an older generation (TCP: both SYNs answered; UDP: an answer came back),
+/// the device's profile gives a grace, the flow has not idled out, it is on the interface and
+/// MAC it was admitted with, no application check is pending or refused it, and its grace
+/// (set here the first time: now + the device's grace) has not ended. The entry keeps the
+/// generation it was admitted under, so every later packet comes back here: the flow cache
+/// never serves it and the grace ends on time. A SYN reusing the tuple is a new flow.
+#[inline(always)]
+pub fn grace(ct: Ct, pkt: &Packet, hook: u8, generation: u32, now: u64, dev: &DeviceInfo) -> bool {
+    if dev.grace_s == 0
+        || !matches!(ct, Ct::StaleForward | Ct::StaleReply)
+        || (pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+    {
+        return false;
+    }
+    let (key, src_is_a) = key(pkt, hook);
+    let Some(v) = WG_CT_V5.get_ptr_mut(&key) else {
+        return false;
+    };
+    // Safety: map value pointer from a successful lookup, valid for this program run.
+    let v = unsafe { &mut *v };
+    if v.generation == generation
+        || idle(v, now)
+        || v.device_id != dev.device_id
+        || v.ifindex != pkt.ifindex
+        || v.dev_mac != pkt.dev_mac(hook == DIR_FROM_DEVICE)
+        || v.flags & (APP_PENDING | CT_APP_REFUSED) != 0
+        || !established(v, key.proto)
+    {
+        return false;
+    }
+    if v.grace_until_ns == 0 {
+        v.grace_until_ns = now + u64::from(dev.grace_s) * 1_000_000_000;
+    } else if now >= v.grace_until_ns {
+        return false;
+    }
+    touch(v, pkt, now, (v.opener_is_a != 0) == src_is_a);
+    true
+}
+
+/// The flow got past its opening: TCP both SYNs and the opener's ACK, UDP an answer.
+#[inline(always)]
+fn established(v: &CtValue, proto: u8) -> bool {
+    const BOTH: u8 = TCP_SYN | TCP_ACK;
+    match proto {
+        PROTO_TCP => v.tcp_flags_fwd & BOTH == BOTH && v.tcp_flags_rev & BOTH == BOTH,
+        PROTO_UDP => v.packets_rev != 0,
+        _ => false,
+    }
+}
+
 /// Drops a stale entry whose flow the current policy no longer allows.
 #[inline(always)]
 pub fn forget(ct: Ct, pkt: &Packet, hook: u8) {
     if matches!(ct, Ct::StaleForward | Ct::StaleReply) {
-        let _ = WG_CT_V4.remove(&key(pkt, hook).0);
+        let _ = WG_CT_V5.remove(&key(pkt, hook).0);
     }
 }

@@ -29,7 +29,7 @@ pub fn wg_floor_ct_insert(ctx: TcContext) -> i32 {
         mac: pkt.src_mac,
         _pad: [0; 2],
         max_flows: 1,
-        _pad2: 2,
+        grace_s: 2,
     };
     conntrack::commit(
         Ct::Miss,

@@ -491,6 +491,8 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
         if management(f) {
             return track(f, dev, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0));
         }
+        // Quarantine ends any grace: the entry goes, so nothing resumes it later.
+        conntrack::forget(f.ct, pkt, f.dir);
         if !f.reply() {
             conntrack::denied(pkt, f.dir, f.generation, f.now, dev);
         }
@@ -550,6 +552,11 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
         }
         None if dev.mode == MODE_MONITOR => track(f, dev, None, CT_WOULD_DENY)
             .unwrap_or((Reason::PassMonitorWouldDeny, EVENT_WOULD_DENY)),
+        // Do-not-disrupt: an established flow of an older generation keeps going for the
+        // device's grace; new flows follow the active generation at once.
+        None if conntrack::grace(f.ct, pkt, f.dir, f.generation, f.now, dev) => {
+            (Reason::PassGrace, 0)
+        }
         None => {
             conntrack::forget(f.ct, pkt, f.dir);
             if !reply {
@@ -640,7 +647,7 @@ fn unknown(f: &Flow, dev_mac: [u8; 6]) -> (Reason, u32) {
             mac: dev_mac,
             _pad: [0; 2],
             max_flows: 0,
-            _pad2: 0,
+            grace_s: 0,
         };
         return track(f, &unknown, None, CT_MGMT).unwrap_or((Reason::PassMgmt, 0));
     }

@@ -62,8 +62,8 @@ pub static WG_MGMT_V1: LpmTrie<MgmtKey, u32> = LpmTrie::pinned(capacity::MGMT, 0
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists, so inserting a new flow takes no shared lock.
 const NO_COMMON_LRU: u32 = 2;
 
-#[map(name = "WG_CT_V4")]
-pub static WG_CT_V4: LruHashMap<CtKey, CtValue> =
+#[map(name = "WG_CT_V5")]
+pub static WG_CT_V5: LruHashMap<CtKey, CtValue> =
     LruHashMap::pinned(capacity::CONNTRACK, NO_COMMON_LRU);
 
 /// Fragmented datagrams whose first fragment passed (`fragments.rs`).

@@ -30,7 +30,7 @@ use wardgate_common::{
 
 use crate::{
     budget,
-    maps::{WG_CONFIG_V3, WG_CT_V4, WG_PAYLOAD_V1, WG_PAYLOST_V2, WG_PAYPROG_V1, WG_PAYRATE_V1},
+    maps::{WG_CONFIG_V3, WG_CT_V5, WG_PAYLOAD_V1, WG_PAYLOST_V2, WG_PAYPROG_V1, WG_PAYRATE_V1},
     parse::{Packet, TCP_SYN},
 };
 
@@ -144,7 +144,7 @@ pub fn inspect(ctx: &TcContext) -> i32 {
     // Safety: this CPU's slot, written by the classifier that tail-called us.
     let r = unsafe { &*r };
     let verdict = r.verdict;
-    let Some(v) = WG_CT_V4.get_ptr_mut(&r.key) else {
+    let Some(v) = WG_CT_V5.get_ptr_mut(&r.key) else {
         return verdict;
     };
     // Safety: map value pointer from a successful lookup, valid for this run.

@@ -119,6 +119,7 @@ pub fn compile_valid(
             mode: dev.mode,
             max_flows: dev.max_flows,
             fail_open: dev.fail_open,
+            grace_s: dev.grace_s,
         });
     }
     let mut unresolved = Vec::new();

@@ -330,6 +330,15 @@ pub struct DeviceEntry {
     /// device is monitored instead of enforced. Absent in older bundles: fail closed.
     #[serde(default)]
     pub fail_open: bool,
+    /// Do-not-disrupt: seconds a flow established under an earlier generation keeps going once
+    /// a new one denies it (its profile's `conntrack.grace`, at most `grace_max`; 0 = cut at
+    /// once). Absent in older bundles: the default, until idle at most 30 minutes.
+    #[serde(default = "default_grace_s")]
+    pub grace_s: u32,
+}
+
+fn default_grace_s() -> u32 {
+    crate::profile::DEFAULT_GRACE_MAX_S
 }
 
 /// Map-level: (policy, direction, peer prefix) -> peer set.

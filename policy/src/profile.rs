@@ -62,8 +62,9 @@ pub enum Sensitivity {
     High,
 }
 
-/// Conntrack idle timeouts in seconds, per protocol, and the cap on tracked flows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+/// Conntrack idle timeouts in seconds, per protocol, the cap on tracked flows and the grace of
+/// established flows when a new generation tightens the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Conntrack {
     #[serde(default = "default_tcp")]
@@ -78,6 +79,93 @@ pub struct Conntrack {
     /// Default 8192; 0 means the default.
     #[serde(default = "default_max_flows")]
     pub max_flows: u32,
+    /// Do-not-disrupt: how long a flow established under the previous generation keeps going
+    /// when a new generation denies it (a removed peer, a narrowed port). `until_idle` (the
+    /// default): until it idles out, at most `grace_max`; `0`: cut at once; a duration
+    /// (`90s`, `10m`, `1h`, or seconds): at most that, never more than `grace_max`. Flows of a
+    /// quarantined device are cut at once whatever this says; new flows follow the new
+    /// generation at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<Located<GraceValue>>,
+    /// The longest grace (`90s`, `30m`, `2h`, or seconds; 1 s to 24 h). Default 30 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_max: Option<Located<GraceValue>>,
+}
+
+/// A grace setting as written: a number of seconds or a word (`until_idle`, `30m`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GraceValue {
+    Seconds(u64),
+    Text(String),
+}
+
+/// Default longest grace (`Conntrack::grace_max`): 30 minutes.
+pub const DEFAULT_GRACE_MAX_S: u32 = wardgate_common::DEFAULT_GRACE_S;
+/// The longest `grace_max` accepted: a day.
+pub const GRACE_MAX_LIMIT_S: u32 = 86_400;
+
+/// A duration: seconds, or a number followed by `s`, `m` or `h`.
+fn duration_s(v: &GraceValue) -> Option<u64> {
+    match v {
+        GraceValue::Seconds(n) => Some(*n),
+        GraceValue::Text(t) => {
+            let t = t.trim();
+            let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+                Some((i, _)) => t.split_at(i),
+                None => (t, "s"),
+            };
+            let n: u64 = num.parse().ok()?;
+            let unit = match unit.trim() {
+                "s" => 1,
+                "m" => 60,
+                "h" => 3_600,
+                _ => return None,
+            };
+            n.checked_mul(unit)
+        }
+    }
+}
+
+impl Conntrack {
+    /// The grace in seconds a device of this class gets (`DeviceInfo::grace_s`: 0 = none), or
+    /// the setting that is wrong and why.
+    pub fn grace_s(&self) -> Result<u32, (&Located<GraceValue>, String)> {
+        let max = match &self.grace_max {
+            None => DEFAULT_GRACE_MAX_S,
+            Some(m) => match duration_s(&m.value) {
+                Some(s) if (1..=u64::from(GRACE_MAX_LIMIT_S)).contains(&s) => s as u32,
+                Some(_) => {
+                    return Err((m, "grace_max must be between 1 second and 24h".to_string()));
+                }
+                None => {
+                    return Err((
+                        m,
+                        "grace_max is not a duration (seconds, or a number and s, m or h)"
+                            .to_string(),
+                    ));
+                }
+            },
+        };
+        let Some(g) = &self.grace else {
+            return Ok(max);
+        };
+        if matches!(&g.value, GraceValue::Text(t) if t.trim() == "until_idle") {
+            return Ok(max);
+        }
+        match duration_s(&g.value) {
+            Some(s) if s <= u64::from(max) => Ok(s as u32),
+            Some(s) => Err((
+                g,
+                format!("grace of {s} s is longer than grace_max ({max} s)"),
+            )),
+            None => Err((
+                g,
+                "grace is `until_idle`, 0 or a duration (seconds, or a number and s, m or h)"
+                    .to_string(),
+            )),
+        }
+    }
 }
 
 /// Default cap on tracked flows per device (`Conntrack::max_flows`).
@@ -104,6 +192,8 @@ impl Default for Conntrack {
             udp_idle_s: default_udp(),
             icmp_idle_s: default_icmp(),
             max_flows: default_max_flows(),
+            grace: None,
+            grace_max: None,
         }
     }
 }
@@ -347,6 +437,8 @@ pub const PROFILE_KEYS: &[&str] = &[
     "udp_idle_s",
     "icmp_idle_s",
     "max_flows",
+    "grace",
+    "grace_max",
     "calling_ae",
     "called_ae",
     "sending_application",

@@ -71,6 +71,8 @@ pub struct ValidDevice {
     /// From the profile: `conntrack.max_flows` and `fail_mode: open`.
     pub max_flows: u32,
     pub fail_open: bool,
+    /// From the profile: `conntrack.grace` within `grace_max`, in seconds (0 = none).
+    pub grace_s: u32,
     pub gateway: String,
     pub location: String,
     pub asset_id: String,

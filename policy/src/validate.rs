@@ -49,6 +49,14 @@ fn check_profile(file: &str, p: &Profile) -> (Diagnostics, Vec<FlowParts>) {
             None,
         );
     }
+    if let Err((at, why)) = p.conntrack.grace_s() {
+        d.at(
+            file,
+            at,
+            why,
+            Some("e.g. `grace: until_idle`, `grace: 0`, `grace: 10m`, `grace_max: 30m`".into()),
+        );
+    }
     // (direction, protocol, peers, ports) -> (idle timeout, flow index) for contradictions.
     let mut seen: BTreeMap<String, (Option<u32>, usize)> = BTreeMap::new();
     for (i, f) in p.flows.iter().enumerate() {
@@ -301,7 +309,7 @@ fn valid_profile(
         default_mode: p.default_mode,
         fail_mode: p.fail_mode,
         sensitivity: p.baseline_sensitivity,
-        conntrack: p.conntrack,
+        conntrack: p.conntrack.clone(),
         flows,
     }
 }
@@ -485,6 +493,8 @@ fn check_site(
                 profile: dev.profile.value.clone(),
                 mode: dev.mode.unwrap_or(p.default_mode),
                 max_flows: p.conntrack.max_flows,
+                // A wrong grace was reported with the profile.
+                grace_s: p.conntrack.grace_s().unwrap_or(0),
                 fail_open: p.fail_mode == FailMode::Open,
                 gateway: dev.gateway.value.clone(),
                 location: dev.location.clone(),

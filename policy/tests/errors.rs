@@ -186,3 +186,38 @@ fn bad_application_rules_are_reported_with_their_position() {
     assert!(!report.contains("`MODALITY1`"), "{report}");
     assert!(!report.contains("`ORU^R01`"), "{report}");
 }
+
+#[test]
+fn a_wrong_grace_is_reported_at_its_position() {
+    let (file, text) = broken("bad-grace.yaml");
+    let p = parse_profile(&file, &text).unwrap();
+    let report = validate_profile(&file, &p).to_string();
+    has(
+        &report,
+        "broken/bad-grace.yaml:3:10: error: grace of 2700 s is longer than grace_max (600 s)",
+    );
+    // grace_max is checked first: a wrong one is the one reported.
+    let (file, text) = broken("bad-grace-max.yaml");
+    let p = parse_profile(&file, &text).unwrap();
+    let report = validate_profile(&file, &p).to_string();
+    has(
+        &report,
+        "broken/bad-grace-max.yaml:4:14: error: grace_max is not a duration",
+    );
+}
+
+#[test]
+fn grace_settings_lower_to_seconds() {
+    let grace = |yaml: &str| {
+        let text = format!("name: g\nconntrack: {yaml}\nflows: []\n");
+        let p = parse_profile("g.yaml", &text).unwrap();
+        assert!(validate_profile("g.yaml", &p).to_string().is_empty());
+        p.conntrack.grace_s().unwrap()
+    };
+    assert_eq!(grace("{}"), 1800, "default: until idle, at most 30 minutes");
+    assert_eq!(grace("{grace: until_idle, grace_max: 2h}"), 7200);
+    assert_eq!(grace("{grace: 0}"), 0);
+    assert_eq!(grace("{grace: 90s}"), 90);
+    assert_eq!(grace("{grace: 600}"), 600);
+    assert_eq!(grace("{grace: 1h, grace_max: 1h}"), 3600);
+}

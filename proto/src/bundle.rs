@@ -117,6 +117,7 @@ impl From<&DesiredState> for pb::CompiledPolicy {
                     .into(),
                     max_flows: d.max_flows,
                     fail_open: d.fail_open,
+                    grace_s: Some(d.grace_s),
                 })
                 .collect(),
             policies: s
@@ -458,6 +459,9 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                 mode,
                 max_flows: d.max_flows,
                 fail_open: d.fail_open,
+                grace_s: d
+                    .grace_s
+                    .unwrap_or(wardgate_policy::profile::DEFAULT_GRACE_MAX_S),
             });
         }
 
@@ -596,6 +600,22 @@ mod tests {
     }
 
     #[test]
+    fn a_devices_grace_travels_and_an_older_controllers_bundle_gets_the_default() {
+        let mut s = demo_state();
+        s.devices[0].grace_s = 0;
+        s.devices[1].grace_s = 90;
+        assert_eq!(roundtrip(&to_bundle(&s, "")).unwrap(), s);
+        // A controller before do-not-disrupt sends no grace: the default, not 0 (cut at once).
+        let mut b = to_bundle(&s, "");
+        b.policy.as_mut().unwrap().devices[0].grace_s = None;
+        let back = roundtrip(&b).unwrap();
+        assert_eq!(
+            back.devices[0].grace_s,
+            wardgate_policy::profile::DEFAULT_GRACE_MAX_S
+        );
+    }
+
+    #[test]
     fn bad_fields_are_refused_naming_where() {
         let good = to_bundle(&demo_state(), "");
         type Edit = fn(&mut pb::PolicyBundle);
@@ -724,6 +744,7 @@ mod tests {
                     mode: Mode::Enforce,
                     max_flows: 8192,
                     fail_open: false,
+                    grace_s: 1800,
                 })
                 .collect(),
             peers: (0..capacity::PEERS)

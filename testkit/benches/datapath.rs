@@ -122,6 +122,7 @@ fn devices(n: u32) -> Vec<DeviceEntry> {
                 // the budget check itself still runs on every new flow.
                 max_flows: 1_000_000,
                 fail_open: false,
+                grace_s: wardgate_common::DEFAULT_GRACE_S,
                 mode: Mode::Enforce,
             }
         })

@@ -191,6 +191,7 @@ fn write_desired(dir: &Path) {
         mode: Mode::Learn,
         max_flows: 1_000_000,
         fail_open: false,
+        grace_s: wardgate_common::DEFAULT_GRACE_S,
     };
     let policy = PolicyEntry {
         policy_id: 1,

@@ -212,6 +212,7 @@ fn attach_wardgate(ward: &Ward, pin: PathBuf, n: u32) {
         // so it holds what a device holds, not how fast it works.
         max_flows: 0,
         fail_open: false,
+        grace_s: wardgate_common::DEFAULT_GRACE_S,
     };
     let policy = PolicyEntry {
         policy_id: 1,

@@ -168,9 +168,15 @@ pub fn dns_query(ns: &str, server: &str, name: &str) -> Command {
 
 /// A DICOM file (a 64x64 gradient image made by dcmtk's img2dcm) at `dir/image.dcm`.
 pub fn dicom_image(dir: &Path) -> PathBuf {
-    let bmp = dir.join("image.bmp");
-    let dcm = dir.join("image.dcm");
-    std::fs::write(&bmp, bmp_gradient()).unwrap();
+    dicom_image_sized(dir, 64, 64)
+}
+
+/// A DICOM file of a `w` x `h` gradient image (3 bytes a pixel: 1024 x 1024 is 3 MiB) at
+/// `dir/image-WxH.dcm`.
+pub fn dicom_image_sized(dir: &Path, w: u32, h: u32) -> PathBuf {
+    let bmp = dir.join(format!("image-{w}x{h}.bmp"));
+    let dcm = dir.join(format!("image-{w}x{h}.dcm"));
+    std::fs::write(&bmp, bmp_gradient_sized(w, h)).unwrap();
     let mut c = Command::new("img2dcm");
     c.args(["-i", "BMP"]).arg(&bmp).arg(&dcm);
     let (ok, out) = run_within(c, Duration::from_secs(30));
@@ -180,7 +186,12 @@ pub fn dicom_image(dir: &Path) -> PathBuf {
 
 /// A 24-bit 64x64 BMP with a gradient, for img2dcm.
 pub fn bmp_gradient() -> Vec<u8> {
-    let (w, h) = (64u32, 64u32);
+    bmp_gradient_sized(64, 64)
+}
+
+/// A 24-bit `w` x `h` BMP with a gradient (`w` a multiple of 4: rows need no padding).
+pub fn bmp_gradient_sized(w: u32, h: u32) -> Vec<u8> {
+    assert!(w.is_multiple_of(4), "rows of {w} pixels would need padding");
     let size = 54 + w * h * 3;
     let mut b = b"BM".to_vec();
     b.extend_from_slice(&size.to_le_bytes());

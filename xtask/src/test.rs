@@ -97,6 +97,7 @@ const ATTACH_AGENT_TESTS: &[&str] = &[
     "lifecycle_netns",
     "spoof_netns",
     "limits_netns",
+    "grace_netns",
 ];
 
 /// The Datapath tier's.

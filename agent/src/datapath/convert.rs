@@ -57,7 +57,7 @@ pub fn device_info(d: &DeviceEntry) -> DeviceInfo {
         mac: d.mac.0,
         _pad: [0; 2],
         max_flows: d.max_flows,
-        _pad2: 0,
+        grace_s: d.grace_s,
     }
 }
 
@@ -531,6 +531,46 @@ pub fn flow_open(bytes: &[u8]) -> Option<FlowOpened> {
     })
 }
 
+/// A flow kept on grace (do-not-disrupt): established under an earlier generation, denied by
+/// the active one, passing until it idles out or its grace ends (read from its conntrack entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraceFlow {
+    pub device_id: u32,
+    pub device: IpAddr,
+    pub peer: IpAddr,
+    /// The server port: the destination port of the flow's first packet.
+    pub port: u16,
+    pub proto: u8,
+    /// The generation the flow was last allowed under.
+    pub generation: u32,
+    /// Seconds until its grace ends (it may idle out sooner).
+    pub ends_in_s: u64,
+}
+
+/// The flow of a conntrack entry if it is on grace at `now_ns` (coarse-clock ns).
+pub fn grace_flow(k: &CtKey, v: &CtValue, now_ns: u64) -> Option<GraceFlow> {
+    let idle = now_ns.saturating_sub(v.last_seen_ns) >= u64::from(v.idle_timeout_s) * 1_000_000_000;
+    if v.grace_until_ns <= now_ns || idle {
+        return None;
+    }
+    let a = (ip_from_raw(k.family, k.a), u16::from_be_bytes(k.a_port_be));
+    let b = (ip_from_raw(k.family, k.b), u16::from_be_bytes(k.b_port_be));
+    let (device, peer) = if k.dev_is_a != 0 { (a, b) } else { (b, a) };
+    Some(GraceFlow {
+        device_id: v.device_id,
+        device: device.0,
+        peer: peer.0,
+        port: if v.direction == c::DIR_FROM_DEVICE {
+            peer.1
+        } else {
+            device.1
+        },
+        proto: k.proto,
+        generation: v.generation,
+        ends_in_s: (v.grace_until_ns - now_ns).div_ceil(1_000_000_000),
+    })
+}
+
 /// A payload record from `WG_PAYLOAD_V1`: the first bytes of one TCP segment of an inspected
 /// flow, borrowed from the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -731,6 +771,68 @@ mod tests {
         assert_eq!((f.device_port, f.peer_port), (104, 40000));
         assert_eq!(f.peer, "192.0.2.10".parse::<IpAddr>().unwrap());
         assert!(flow_open(&bytes[..40]).is_none());
+    }
+
+    #[test]
+    fn a_flow_on_grace_names_its_device_peer_and_server_port() {
+        let (_, pump) = ip_raw("192.0.2.10".parse().unwrap());
+        let (_, pacs) = ip_raw("198.51.100.10".parse().unwrap());
+        let key = CtKey {
+            a: pump,
+            b: pacs,
+            a_port_be: 40000u16.to_be_bytes(),
+            b_port_be: 11112u16.to_be_bytes(),
+            proto: c::PROTO_TCP,
+            family: c::FAMILY_V4,
+            dev_is_a: 1,
+            _pad: 0,
+        };
+        let now = 1_000_000_000_000;
+        let v = CtValue {
+            last_seen_ns: now - 1_000_000_000,
+            idle_timeout_s: 600,
+            device_id: 7,
+            generation: 3,
+            direction: c::DIR_FROM_DEVICE,
+            grace_until_ns: now + 90_500_000_000,
+            ..CtValue::default()
+        };
+        let g = grace_flow(&key, &v, now).expect("on grace");
+        assert_eq!(
+            (
+                g.device_id,
+                g.device,
+                g.peer,
+                g.port,
+                g.generation,
+                g.ends_in_s
+            ),
+            (
+                7,
+                "192.0.2.10".parse().unwrap(),
+                "198.51.100.10".parse().unwrap(),
+                11112,
+                3,
+                91
+            )
+        );
+        // Not on grace: never marked, grace over, idled out.
+        for v in [
+            CtValue {
+                grace_until_ns: 0,
+                ..v
+            },
+            CtValue {
+                grace_until_ns: now,
+                ..v
+            },
+            CtValue {
+                last_seen_ns: now - 600_000_000_000,
+                ..v
+            },
+        ] {
+            assert_eq!(grace_flow(&key, &v, now), None);
+        }
     }
 
     #[test]

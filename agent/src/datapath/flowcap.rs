@@ -10,7 +10,7 @@
 //! stuck high.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     path::Path,
 };
 
@@ -53,6 +53,15 @@ pub struct LiveCounts {
     per_device: HashMap<u32, u32>,
     live: u64,
     now: u64,
+    /// Flows on grace (do-not-disrupt) per device.
+    pub grace: BTreeMap<u32, u32>,
+}
+
+impl LiveCounts {
+    /// Flows on grace, all devices.
+    pub fn on_grace(&self) -> u64 {
+        self.grace.values().map(|n| u64::from(*n)).sum()
+    }
 }
 
 /// Walks the pinned conntrack map under `pin_root` and counts each device's live entries.
@@ -77,12 +86,33 @@ fn count_in<T: std::borrow::Borrow<MapData>>(
     let bound = 2 * capacity::CONNTRACK as usize;
     for entry in ct.iter().take(bound) {
         // An entry removed while we walk is simply not counted.
-        let Ok((_, v)) = entry else { continue };
+        let Ok((k, v)) = entry else { continue };
+        if let Some(g) = super::convert::grace_flow(&k, &v, now) {
+            *out.grace.entry(g.device_id).or_default() += 1;
+        }
         if holds_place(&v, now) {
             *out.per_device.entry(v.device_id).or_default() += 1;
             out.live += 1;
         }
     }
+    Ok(out)
+}
+
+/// Every flow on grace (do-not-disrupt) in the pinned conntrack map under `pin_root`, by
+/// device and peer. Reads only, as [`count_live`].
+pub fn grace_flows(pin_root: &Path) -> Result<Vec<super::convert::GraceFlow>, DatapathError> {
+    let map = super::pinned::open(pin_root, map_names::CONNTRACK)?;
+    let ct: BpfHashMap<MapData, CtKey, CtValue> =
+        BpfHashMap::try_from(Map::LruHashMap(map)).map_err(map_err(map_names::CONNTRACK))?;
+    let now = coarse_now_ns();
+    let mut out: Vec<_> = ct
+        .iter()
+        .take(2 * capacity::CONNTRACK as usize)
+        .filter_map(Result::ok)
+        .filter_map(|(k, v)| super::convert::grace_flow(&k, &v, now))
+        .collect();
+    out.sort_by_key(|g| (g.device_id, g.peer, g.port, g.device));
+    out.dedup();
     Ok(out)
 }
 

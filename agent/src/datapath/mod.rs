@@ -25,7 +25,7 @@ use aya::{
 use thiserror::Error;
 use wardgate_common::{GatewayConfig, MgmtKey, Reason, map_names, program_names};
 
-pub use flowcap::{LiveCounts, Recount, count_live, holds_place};
+pub use flowcap::{LiveCounts, Recount, count_live, grace_flows, holds_place};
 pub use writer::ApplyOutcome;
 
 use crate::{config::MgmtRule, paths};

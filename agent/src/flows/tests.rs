@@ -126,6 +126,7 @@ fn site_facts_give_each_device_its_profile_as_class() {
         mode: Mode::Enforce,
         max_flows: 0,
         fail_open: false,
+        grace_s: wardgate_common::DEFAULT_GRACE_S,
     };
     let policy = PolicyEntry {
         policy_id: 3,

@@ -75,6 +75,8 @@ pub struct Live {
     pub limit_entries: Family<Label, Gauge>,
     /// File writes not done (over their budget, or failed), by file (`state`, `outbox`).
     pub disk_writes_refused: Family<Label, Counter>,
+    /// Flows on grace (do-not-disrupt), all devices, at the last recount of conntrack.
+    pub flows_on_grace: Gauge,
 }
 
 impl Live {
@@ -160,6 +162,12 @@ impl Live {
             "wardgate_agent_cert_renewal_failures",
             "Certificate renewal attempts that failed (retried with backoff)",
             self.cert_renewal_failures.clone(),
+        );
+        r.register(
+            "wardgate_agent_flows_on_grace",
+            "Established flows a tightening generation denies, kept going for their grace \
+             (do-not-disrupt), at the last conntrack recount (every 30 s)",
+            self.flows_on_grace.clone(),
         );
         r.register(
             "wardgate_agent_controller_generation",

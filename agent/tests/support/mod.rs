@@ -195,6 +195,7 @@ pub fn device(id: u32, name: &str, addrs: &[&str], mac: [u8; 6], mode: Mode) -> 
         mode,
         max_flows: 0,
         fail_open: false,
+        grace_s: wardgate_common::DEFAULT_GRACE_S,
     }
 }
 
