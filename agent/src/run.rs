@@ -217,6 +217,14 @@ pub fn prepare(
     }
     let mut interfaces = Interfaces::new(&cfg.interfaces);
     interfaces.start(&mut dp)?;
+    // Every interface runs this release's programs now: what the previous release's opened
+    // meanwhile is copied too, and its conntrack map unpinned.
+    if let Some(m) = dp.finish_migration()? {
+        tracing::info!(
+            copied = m.copied,
+            "conntrack migration finished; previous release's map unpinned"
+        );
+    }
     let (slot, generation) = dp.active()?;
     tracing::info!(slot, generation, "active policy generation");
     Ok((dp, interfaces, held))

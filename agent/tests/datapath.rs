@@ -15,6 +15,10 @@ mod grace;
 #[path = "datapath/hardening.rs"]
 mod hardening;
 
+/// Upgrades: the previous release's conntrack entries carried into a new layout.
+#[path = "datapath/upgrade.rs"]
+mod upgrade;
+
 use std::collections::BTreeMap;
 
 use support::*;

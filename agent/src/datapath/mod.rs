@@ -3,6 +3,7 @@
 
 pub mod convert;
 mod flowcap;
+mod migrate;
 pub mod pinned;
 mod tcx;
 mod writer;
@@ -26,6 +27,7 @@ use thiserror::Error;
 use wardgate_common::{GatewayConfig, MgmtKey, Reason, map_names, program_names};
 
 pub use flowcap::{LiveCounts, Recount, count_live, grace_flows, holds_place};
+pub use migrate::Migrated;
 pub use writer::ApplyOutcome;
 
 use crate::{config::MgmtRule, paths};
@@ -259,6 +261,15 @@ impl Datapath {
         // The slow path first: without it the classifiers allow nothing new.
         dp.set_tail_program(program_names::SLOW, map_names::SLOW_PROG)?;
         dp.set_tail_program(program_names::PAYLOAD, map_names::PAYLOAD_PROG)?;
+        // An upgrade across a conntrack layout change: the previous release's flows, copied
+        // before these programs run on any hook (`migrate.rs`).
+        if let Some(m) = dp.migrate_conntrack()? {
+            tracing::info!(
+                copied = m.copied,
+                "previous release's conntrack entries copied into {}",
+                map_names::CONNTRACK
+            );
+        }
         Ok(dp)
     }
 
