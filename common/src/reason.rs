@@ -38,6 +38,9 @@ pub enum Reason {
     PassNewAddress = 13,
     /// A device over its cap of tracked flows, in learn or monitor mode: passed untracked.
     PassUntracked = 14,
+    /// A DNS answer from one of the device's resolvers the gateway could not hold for learning
+    /// (larger than `DNS_FRAME_MAX`, or the ring was full): passed, its names not learned.
+    PassDnsUnlearned = 15,
     /// Policy denies the flow (device in enforce mode).
     DropPolicy = 16,
     /// Device is quarantined.
@@ -64,13 +67,16 @@ pub enum Reason {
     /// A flow's application check (DICOM AE titles, HL7 MSH fields) refused it, or a later
     /// packet of a refused flow.
     DropAppRefused = 26,
+    /// A DNS answer from one of the device's resolvers, held (taken off the wire) for the agent,
+    /// which learns its addresses and sends it on (marked `DNS_REINJECT_MARK`).
+    HoldDnsAnswer = 27,
 }
 
 impl Reason {
     /// Size of the counters array; every discriminant is below it.
     pub const COUNT: u32 = 32;
 
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 28] = [
         Reason::PassEstablished,
         Reason::PassReply,
         Reason::PassPolicy,
@@ -86,6 +92,7 @@ impl Reason {
         Reason::PassRelated,
         Reason::PassNewAddress,
         Reason::PassUntracked,
+        Reason::PassDnsUnlearned,
         Reason::DropPolicy,
         Reason::DropQuarantine,
         Reason::DropSpoof,
@@ -97,6 +104,7 @@ impl Reason {
         Reason::DropFlowCap,
         Reason::DropNoProgram,
         Reason::DropAppRefused,
+        Reason::HoldDnsAnswer,
     ];
 
     pub const fn is_drop(self) -> bool {
@@ -142,6 +150,8 @@ impl Reason {
             Reason::DropFlowCap => "drop_flow_cap",
             Reason::DropNoProgram => "drop_no_program",
             Reason::DropAppRefused => "drop_app_refused",
+            Reason::PassDnsUnlearned => "pass_dns_unlearned",
+            Reason::HoldDnsAnswer => "hold_dns_answer",
         }
     }
 }
