@@ -116,13 +116,13 @@ pub mod capacity {
     pub const DNS_NAMES: u32 = 16_384;
     /// Learned addresses, all devices together (each device is bounded by the agent's config).
     pub const DNS_ADDRS: u32 = 65_536;
-    /// Held DNS answer ring: 128 records of `DnsAnswerRecord` (with the ring's header).
-    pub const DNS_ANSWERS_BYTES: u32 = 1 << 18;
+    /// Held DNS answer ring: about 250 records of `DnsAnswerRecord` (with the ring's header).
+    pub const DNS_ANSWERS_BYTES: u32 = 1 << 19;
 }
 
 /// Bytes of a held DNS answer frame at most (Ethernet header included): larger answers are
 /// passed unlearned (`Reason::PassDnsUnlearned`).
-pub const DNS_FRAME_MAX: usize = 1536;
+pub const DNS_FRAME_MAX: usize = 2048;
 
 /// `skb->mark` of a DNS answer the agent re-injects after learning from it: the classifier
 /// does not hold it again (a mark only a process with CAP_NET_ADMIN can set, `SO_MARK`).

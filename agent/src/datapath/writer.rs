@@ -12,8 +12,8 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use wardgate_common::{
-    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, MacKey, PEER_HAS_PREFIX_PORTS, PeerKey,
-    PeerValue, PortKey, RuleValue, active_word, map_names,
+    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, DnsNameKey, DnsResolverKey, MacKey,
+    PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue, active_word, map_names,
 };
 use wardgate_policy::{
     DesiredState,
@@ -196,6 +196,28 @@ impl Datapath {
         for k in stale {
             apps.remove(&k).map_err(map_err(map_names::APP_VALUES))?;
         }
+        let mut names: HashMap<&mut MapData, DnsNameKey, PeerValue> =
+            self.typed(map_names::DNS_NAMES)?;
+        let stale: Vec<_> = names
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in stale {
+            names.remove(&k).map_err(map_err(map_names::DNS_NAMES))?;
+        }
+        let mut resolvers: LpmTrie<&mut MapData, DnsResolverKey, u32> =
+            self.typed(map_names::DNS_RESOLVERS)?;
+        let stale: Vec<_> = resolvers
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().slot == slot)
+            .collect();
+        for k in stale {
+            resolvers
+                .remove(&k)
+                .map_err(map_err(map_names::DNS_RESOLVERS))?;
+        }
         Ok(())
     }
 
@@ -241,6 +263,20 @@ impl Datapath {
         for (k, v) in &e.ports {
             ports.insert(k, v, 0).map_err(map_err(map_names::PORTS))?;
         }
+        let mut names: HashMap<&mut MapData, DnsNameKey, PeerValue> =
+            self.typed(map_names::DNS_NAMES)?;
+        for (k, v) in &e.dns_names {
+            names
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::DNS_NAMES))?;
+        }
+        let mut resolvers: LpmTrie<&mut MapData, DnsResolverKey, u32> =
+            self.typed(map_names::DNS_RESOLVERS)?;
+        for (k, v) in &e.dns_resolvers {
+            resolvers
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::DNS_RESOLVERS))?;
+        }
         Ok(n)
     }
 
@@ -284,6 +320,18 @@ impl Datapath {
                 have.ports.insert(raw(&k), raw(&v));
             }
         }
+        let names: HashMap<&mut MapData, DnsNameKey, PeerValue> =
+            self.typed(map_names::DNS_NAMES)?;
+        read_hash(&names, |k| k.slot == s, &mut have.dns_names);
+        let resolvers: LpmTrie<&mut MapData, DnsResolverKey, u32> =
+            self.typed(map_names::DNS_RESOLVERS)?;
+        for k in resolvers.keys().filter_map(Result::ok) {
+            if k.data().slot == s
+                && let Ok(v) = resolvers.get(&k, 0)
+            {
+                have.dns_resolvers.insert(raw(&k), raw(&v));
+            }
+        }
         Ok(want == have)
     }
 }
@@ -297,6 +345,8 @@ struct Entries {
     exact: Vec<(PortKey, RuleValue)>,
     ports: Vec<(Key<PortKey>, RuleValue)>,
     apps: Vec<(AppKey, u32)>,
+    dns_names: Vec<(DnsNameKey, PeerValue)>,
+    dns_resolvers: Vec<(Key<DnsResolverKey>, u32)>,
 }
 
 impl Entries {
@@ -347,6 +397,28 @@ impl Entries {
         }
         let app = |e: &PortEntry| app_flags.get(&e.rule_id).copied().unwrap_or(0);
         Entries {
+            dns_names: state
+                .dns
+                .names
+                .iter()
+                .map(|n| {
+                    let set = PeerValue {
+                        peer_set: n.peer_set,
+                        flags: if with_prefixes.contains(&n.peer_set) {
+                            PEER_HAS_PREFIX_PORTS
+                        } else {
+                            0
+                        },
+                    };
+                    (convert::dns_name_key(slot, n), set)
+                })
+                .collect(),
+            dns_resolvers: state
+                .dns
+                .resolvers
+                .iter()
+                .map(|r| (convert::dns_resolver_key(slot, r), 1u32))
+                .collect(),
             apps,
             devices,
             macs,
@@ -390,6 +462,8 @@ impl Entries {
             + self.exact.len()
             + self.ports.len()
             + self.apps.len()
+            + self.dns_names.len()
+            + self.dns_resolvers.len()
     }
 
     /// As the maps hold them: by key bytes (a key written twice holds its last value).
@@ -405,6 +479,8 @@ impl Entries {
             exact: map(&self.exact),
             ports: map(&self.ports),
             apps: map(&self.apps),
+            dns_names: map(&self.dns_names),
+            dns_resolvers: map(&self.dns_resolvers),
         }
     }
 }
@@ -421,6 +497,8 @@ struct RawSlot {
     exact: RawMap,
     ports: RawMap,
     apps: RawMap,
+    dns_names: RawMap,
+    dns_resolvers: RawMap,
 }
 
 /// The bytes of a map key or value (`Pod`: plain data without implicit padding, as the kernel
