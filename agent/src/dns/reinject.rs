@@ -140,11 +140,11 @@ pub fn udp_checksum(frame: &mut [u8]) {
 /// The ones'-complement sum of big-endian 16-bit words (an odd last byte padded with zero).
 fn sum16(b: &[u8]) -> u32 {
     let mut sum = 0u32;
-    let mut chunks = b.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    let (words, rest) = b.as_chunks::<2>();
+    for w in words {
+        sum += u32::from(u16::from_be_bytes(*w));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = rest {
         sum += u32::from(*last) << 8;
     }
     sum
