@@ -645,6 +645,33 @@ mod tests {
     }
 
     #[test]
+    fn dns_peers_survive_the_wire_and_a_wrong_name_id_is_refused() {
+        use wardgate_policy::dns::{DnsNameEntry, ResolverEntry, dns_name_id};
+        let mut s = demo_state();
+        s.dns.resolvers.push(ResolverEntry {
+            policy_id: s.policies[0].policy_id,
+            cidr: "198.51.100.53/32".parse().unwrap(),
+        });
+        s.dns.names.push(DnsNameEntry {
+            policy_id: s.policies[0].policy_id,
+            direction: Direction::FromDevice,
+            name: "*.vendor.example".into(),
+            name_id: dns_name_id("*.vendor.example"),
+            peer_set: 77,
+        });
+        let b = to_bundle(&s, "");
+        assert_eq!(roundtrip(&b).unwrap(), s);
+        let mut bad = b.clone();
+        bad.policy.as_mut().unwrap().dns_names[0].name_id ^= 1;
+        let e = roundtrip(&bad).unwrap_err().to_string();
+        assert!(e.contains("dns_names[0].name_id"), "{e}");
+        let mut bad = b;
+        bad.policy.as_mut().unwrap().dns_names[0].name = "a b.example".into();
+        let e = roundtrip(&bad).unwrap_err().to_string();
+        assert!(e.contains("dns_names[0].name"), "{e}");
+    }
+
+    #[test]
     fn bad_fields_are_refused_naming_where() {
         let good = to_bundle(&demo_state(), "");
         type Edit = fn(&mut pb::PolicyBundle);
