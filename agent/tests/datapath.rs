@@ -7,6 +7,10 @@ mod support;
 #[path = "datapath/app_rules.rs"]
 mod app_rules;
 
+/// `dns:` peers: held answers, learned addresses.
+#[path = "datapath/dns.rs"]
+mod dns;
+
 /// Hardening, round 2.
 #[path = "datapath/hardening.rs"]
 mod hardening;
