@@ -161,7 +161,8 @@ const _: () = assert!(core::mem::size_of::<DnsNameKey>() == 12);
 pub struct DnsAddrKey {
     pub device_id: u32,
     pub family: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    pub _pad1: u16,
     pub addr: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<DnsAddrKey>() == 24);

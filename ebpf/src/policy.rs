@@ -84,7 +84,8 @@ pub fn lookup(
     let learned = WG_DNSADDR_V1.get_ptr(&DnsAddrKey {
         device_id: dev.device_id,
         family,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad1: 0,
         addr: *peer,
     })?;
     // Safety: a map value pointer, read at once.

@@ -115,7 +115,8 @@ pub fn dns_addr_key(device_id: u32, addr: IpAddr) -> c::DnsAddrKey {
     c::DnsAddrKey {
         device_id,
         family,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad1: 0,
         addr,
     }
 }
