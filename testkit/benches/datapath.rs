@@ -25,6 +25,7 @@
 //! floor runs too, so both conntrack maps fill alike); a last table gives both per path and
 //! their ratio. The older object must have this agent's maps.
 
+#[path = "datapath/dns.rs"]
 mod datapath_dns;
 
 use std::net::IpAddr;
