@@ -37,6 +37,10 @@ pub struct AgentConfig {
     pub events: EventConfig,
     #[serde(default)]
     pub watchdog: WatchdogConfig,
+    /// `dns:` peers: how long an address a device's resolver answered stays allowed, and how
+    /// many one device may hold.
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// What device traffic meets while no policy is in the maps at all (first boot: empty
     /// bpffs and no last-known-good desired state): `hold` (default) drops device traffic,
     /// except ARP, IPv6 ND, DHCP and the management allowlist, until the first generation is
@@ -473,6 +477,45 @@ pub enum VlanAction {
     #[default]
     Enforce,
     Drop,
+}
+
+/// `dns:` peers (`crate::dns`): the TTL bounds and the per-device bound of learned addresses.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// An answer's TTL is raised to this (seconds). Default 30: a device that caches an answer
+    /// a little past its TTL is not cut off, and a TTL of 0 still lets the device connect.
+    #[serde(default = "default_ttl_floor")]
+    pub ttl_floor_s: u32,
+    /// ... and lowered to this. Default 3600.
+    #[serde(default = "default_ttl_ceiling")]
+    pub ttl_ceiling_s: u32,
+    /// Learned addresses one device holds at most; over it, those expiring first go.
+    /// Default 256.
+    #[serde(default = "default_max_addrs")]
+    pub max_addrs_per_device: usize,
+}
+
+fn default_ttl_floor() -> u32 {
+    30
+}
+
+fn default_ttl_ceiling() -> u32 {
+    3600
+}
+
+fn default_max_addrs() -> usize {
+    256
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            ttl_floor_s: default_ttl_floor(),
+            ttl_ceiling_s: default_ttl_ceiling(),
+            max_addrs_per_device: default_max_addrs(),
+        }
+    }
 }
 
 /// Fail-open watchdog: the agent's map-writer loop beats every `heartbeat_limit_ms / 5`; when

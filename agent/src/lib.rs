@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod beat;
 pub mod config;
 pub mod datapath;
+pub mod dns;
 pub mod enroll;
 pub mod events;
 pub mod flow_report;

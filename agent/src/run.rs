@@ -788,6 +788,19 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         payload: dp.take_payload()?,
     };
     let ct = crate::flows::CtReader::open(dp.pin_root())?;
+    // `dns:` peers: the held answers' reader, the only writer of the learned-address map.
+    let dns_ring = dp.take_dns_answers()?;
+    let learner = crate::dns::Learner::new(
+        cfg.dns,
+        crate::datapath::dns::LearnedAddrs::open(dp.pin_root())?,
+    )
+    .map_err(|e| anyhow::anyhow!("opening the DNS answer socket: {e}"))?;
+    let dns_state = tx.subscribe();
+    tokio::spawn(async move {
+        if let Err(e) = crate::dns::run(dns_ring, learner, dns_state).await {
+            tracing::error!(error = format!("{e:#}"), "DNS learner stopped");
+        }
+    });
     let detection = detection(&cfg.detection)?;
     // Alerts go to the controller only when there is one; the agent logs every event anyway.
     let alerts = cfg.controller.as_ref().map(|c| {

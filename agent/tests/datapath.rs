@@ -7,6 +7,10 @@ mod support;
 #[path = "datapath/app_rules.rs"]
 mod app_rules;
 
+/// `dns:` peers: held answers, learned addresses.
+#[path = "datapath/dns.rs"]
+mod dns;
+
 /// Do-not-disrupt: grace of established flows across a tightening generation.
 #[path = "datapath/grace.rs"]
 mod grace;

@@ -12,6 +12,8 @@
 //! over, the header's section counts are checked against the message length, so a 12-byte
 //! message claiming 65,535 records is refused without the parser reserving room for them.
 
+pub mod answer;
+
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};

@@ -58,6 +58,15 @@ pub mod map_names {
     pub const APP_VALUES: &str = "WG_APPVAL_V1";
     /// Application checks that refused a flow, per CPU, indexed by `APP_DENY_*`.
     pub const APP_DENIED: &str = "WG_APPDENY_V1";
+    /// Resolvers whose answers teach `dns:` peers (`DnsResolverKey` LPM -> 1), slotted.
+    pub const DNS_RESOLVERS: &str = "WG_DNSRES_V1";
+    /// `dns:` names of each policy (`DnsNameKey` -> `PeerValue`), slotted.
+    pub const DNS_NAMES: &str = "WG_DNSNAME_V1";
+    /// Addresses a device's resolvers answered for a `dns:` name (`DnsAddrKey` ->
+    /// `DnsAddrValue`); written by the agent's DNS learner only, not slotted.
+    pub const DNS_ADDRS: &str = "WG_DNSADDR_V1";
+    /// DNS answers held for the agent (`DnsAnswerRecord`).
+    pub const DNS_ANSWERS: &str = "WG_DNSANS_V1";
 }
 
 /// Program (function) names in the eBPF object.
@@ -106,7 +115,87 @@ pub mod capacity {
     pub const PAYLOAD_BYTES: u32 = 1 << 18;
     /// Number of policy slots (A/B).
     pub const SLOTS: u32 = 2;
+    /// Resolver prefixes per policy slot.
+    pub const DNS_RESOLVERS: u32 = 4_096;
+    /// `dns:` names (policy, direction, name) per policy slot.
+    pub const DNS_NAMES: u32 = 16_384;
+    /// Learned addresses, all devices together (each device is bounded by the agent's config).
+    pub const DNS_ADDRS: u32 = 65_536;
+    /// Held DNS answer ring: about 250 records of `DnsAnswerRecord` (with the ring's header).
+    pub const DNS_ANSWERS_BYTES: u32 = 1 << 19;
 }
+
+/// Bytes of a held DNS answer frame at most (Ethernet header included): larger answers are
+/// passed unlearned (`Reason::PassDnsUnlearned`).
+pub const DNS_FRAME_MAX: usize = 2048;
+
+/// `skb->mark` of a DNS answer the agent re-injects after learning from it: the classifier
+/// does not hold it again (a mark only a process with CAP_NET_ADMIN can set, `SO_MARK`).
+pub const DNS_REINJECT_MARK: u32 = 0x5747_444e;
+
+/// A resolver prefix of a policy (`WG_DNSRES_V1`, LPM: the first `DNS_RES_FIXED_BITS` exact).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DnsResolverKey {
+    pub slot: u8,
+    pub family: u8,
+    pub _pad: u16,
+    pub policy_id: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<DnsResolverKey>() == 24);
+pub const DNS_RES_FIXED_BITS: u32 = 64;
+
+/// A `dns:` name of a policy in one direction (`WG_DNSNAME_V1` -> `PeerValue`). `name_id` is
+/// a hash of the name (`wardgate_policy::dns_name_id`), so learned addresses keep their name
+/// across generations; the compiler refuses two names of one policy with the same id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DnsNameKey {
+    pub slot: u8,
+    pub direction: u8,
+    pub _pad: u16,
+    pub policy_id: u32,
+    pub name_id: u32,
+}
+const _: () = assert!(core::mem::size_of::<DnsNameKey>() == 12);
+
+/// An address a device's resolver answered (`WG_DNSADDR_V1`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DnsAddrKey {
+    pub device_id: u32,
+    pub family: u8,
+    pub _pad: u8,
+    pub _pad1: u16,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<DnsAddrKey>() == 24);
+
+/// Which name taught the address, until when (coarse-clock ns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DnsAddrValue {
+    pub expires_ns: u64,
+    pub name_id: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<DnsAddrValue>() == 16);
+
+/// A DNS answer from one of a device's resolvers, held by the egress classifier
+/// (`WG_DNSANS_V1`): the agent learns from it and sends `frame` out of `ifindex` unchanged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsAnswerRecord {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub device_id: u32,
+    pub policy_id: u32,
+    /// Bytes of `frame` (1..=`DNS_FRAME_MAX`).
+    pub len: u32,
+    pub frame: [u8; DNS_FRAME_MAX],
+}
+const _: () = assert!(core::mem::size_of::<DnsAnswerRecord>() == 24 + DNS_FRAME_MAX);
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
@@ -757,4 +846,8 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::FlowOpen {}
     unsafe impl aya::Pod for super::PayloadRecord {}
+    unsafe impl aya::Pod for super::DnsResolverKey {}
+    unsafe impl aya::Pod for super::DnsNameKey {}
+    unsafe impl aya::Pod for super::DnsAddrKey {}
+    unsafe impl aya::Pod for super::DnsAddrValue {}
 }

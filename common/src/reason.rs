@@ -67,13 +67,20 @@ pub enum Reason {
     /// A flow's application check (DICOM AE titles, HL7 MSH fields) refused it, or a later
     /// packet of a refused flow.
     DropAppRefused = 26,
+    /// A DNS answer from one of the device's resolvers, held (taken off the wire) for the agent,
+    /// which learns its addresses and sends it on (marked `DNS_REINJECT_MARK`).
+    HoldDnsAnswer = 27,
+    /// A DNS answer from one of the device's resolvers the gateway could not hold for learning
+    /// (larger than `DNS_FRAME_MAX`, or the ring was full): passed, its names not learned.
+    /// The one pass above 16: the values below were all taken (`is_drop`).
+    PassDnsUnlearned = 28,
 }
 
 impl Reason {
     /// Size of the counters array; every discriminant is below it.
     pub const COUNT: u32 = 32;
 
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 29] = [
         Reason::PassEstablished,
         Reason::PassReply,
         Reason::PassPolicy,
@@ -101,10 +108,15 @@ impl Reason {
         Reason::DropFlowCap,
         Reason::DropNoProgram,
         Reason::DropAppRefused,
+        Reason::HoldDnsAnswer,
+        Reason::PassDnsUnlearned,
     ];
 
+    /// Passes are below 16 and drops from 16 on, but for `PassDnsUnlearned` (28), added when
+    /// the values below 16 had run out. `HoldDnsAnswer` is a drop: the answer leaves the wire.
     pub const fn is_drop(self) -> bool {
-        (self as u32) >= 16
+        let v = self as u32;
+        v >= 16 && v != Reason::PassDnsUnlearned as u32
     }
 
     pub fn from_u32(v: u32) -> Option<Reason> {
@@ -147,6 +159,8 @@ impl Reason {
             Reason::DropFlowCap => "drop_flow_cap",
             Reason::DropNoProgram => "drop_no_program",
             Reason::DropAppRefused => "drop_app_refused",
+            Reason::HoldDnsAnswer => "hold_dns_answer",
+            Reason::PassDnsUnlearned => "pass_dns_unlearned",
         }
     }
 }

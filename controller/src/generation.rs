@@ -114,6 +114,7 @@ pub(crate) fn one_pump(
         peers: Vec::new(),
         ports: Vec::new(),
         groups: Default::default(),
+        dns: Default::default(),
     }
 }
 

@@ -88,6 +88,7 @@ pub fn device_changes(
         peers: Vec::new(),
         ports: Vec::new(),
         groups: Default::default(),
+        dns: Default::default(),
     };
     let before = before.unwrap_or(&empty);
     let by_name = |s: &DesiredState| -> BTreeMap<String, DeviceEntry> {
@@ -243,6 +244,7 @@ mod tests {
             peers: Vec::new(),
             ports: Vec::new(),
             groups: Default::default(),
+            dns: Default::default(),
         }
     }
 

@@ -61,7 +61,7 @@ pub fn peer(p: &str) -> String {
     if let Some(g) = p.strip_prefix("group:") {
         g.to_string()
     } else if let Some(n) = p.strip_prefix("dns:") {
-        format!("{n} (name, unresolved)")
+        format!("{n} (by name, as its resolvers answer)")
     } else if p == "any" {
         "anyone".to_string()
     } else if p == "same-profile" {

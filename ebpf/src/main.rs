@@ -19,6 +19,7 @@ mod claims;
 mod clock;
 mod conntrack;
 mod copy;
+mod dns;
 mod events;
 mod floor;
 mod flowcache;
@@ -315,6 +316,14 @@ fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8, next: &mut Next) -> Reason 
     let now = clock::now();
     let from_device = dir == DIR_FROM_DEVICE;
 
+    // A resolver's answer to a device with `dns:` rules: held for the agent (`dns.rs`).
+    if !from_device
+        && pkt.sport_be[1] == 53
+        && let Some(reason) = dns::hold(ctx, pkt, slot, now)
+    {
+        return reason;
+    }
+
     // ICMP only (TCP and UDP have type 0, as has an echo reply): one compare on the fast path.
     if pkt.icmp_type != 0 {
         // IPv6's link-local control plane, only when it is what it claims to be; anything else
@@ -516,12 +525,13 @@ fn evaluate(f: &Flow, report: &mut Report) -> (Reason, u32) {
     }
     match policy::lookup(
         f.slot,
-        dev.policy_id,
+        dev,
         f.flow_dir,
         pkt.family,
         f.remote(),
         pkt.proto,
         f.port_be(),
+        f.now,
     ) {
         Some(rule) => {
             report.rule(rule.rule_id);

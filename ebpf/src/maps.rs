@@ -6,10 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use wardgate_common::{
-    APP_DENY_KINDS, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, EVENT_KINDS, FlowCapState,
-    FragKey, FragValue, GatewayConfig, HostPortKey, LOST_REASONS, MacKey, MgmtKey,
-    PAYLOAD_LOST_KINDS, PeerKey, PeerValue, PortKey, RateKey, RateState, Reason, RuleValue,
-    WatchdogState, capacity,
+    APP_DENY_KINDS, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, DnsAddrKey, DnsAddrValue,
+    DnsNameKey, DnsResolverKey, EVENT_KINDS, FlowCapState, FragKey, FragValue, GatewayConfig,
+    HostPortKey, LOST_REASONS, MacKey, MgmtKey, PAYLOAD_LOST_KINDS, PeerKey, PeerValue, PortKey,
+    RateKey, RateState, Reason, RuleValue, WatchdogState, capacity,
 };
 
 /// Which policy slot (0 or 1) packets use now. Flipped by the agent after a slot is complete.
@@ -144,3 +144,24 @@ pub static WG_APPVAL_V1: HashMap<AppKey, u32> =
 /// Application checks that refused a flow, per CPU, by why (`APP_DENY_*`).
 #[map(name = "WG_APPDENY_V1")]
 pub static WG_APPDENY_V1: PerCpuArray<u64> = PerCpuArray::pinned(APP_DENY_KINDS, 0);
+
+/// Resolvers whose answers teach a policy's `dns:` peers (`dns.rs`), slotted; written by the
+/// agent's map writer.
+#[map(name = "WG_DNSRES_V1")]
+pub static WG_DNSRES_V1: LpmTrie<DnsResolverKey, u32> =
+    LpmTrie::pinned(capacity::DNS_RESOLVERS * capacity::SLOTS, 0);
+
+/// `dns:` names of each policy -> their peer set, slotted; written by the agent's map writer.
+#[map(name = "WG_DNSNAME_V1")]
+pub static WG_DNSNAME_V1: HashMap<DnsNameKey, PeerValue> =
+    HashMap::pinned(capacity::DNS_NAMES * capacity::SLOTS, NO_PREALLOC);
+
+/// Addresses a device's resolvers answered for a `dns:` name, until the answer's TTL (bounded
+/// by the agent's floor and ceiling); written by the agent's DNS learner only.
+#[map(name = "WG_DNSADDR_V1")]
+pub static WG_DNSADDR_V1: HashMap<DnsAddrKey, DnsAddrValue> =
+    HashMap::pinned(capacity::DNS_ADDRS, 0);
+
+/// DNS answers held for the agent (`DnsAnswerRecord`).
+#[map(name = "WG_DNSANS_V1")]
+pub static WG_DNSANS_V1: RingBuf = RingBuf::pinned(capacity::DNS_ANSWERS_BYTES, 0);

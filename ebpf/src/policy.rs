@@ -6,14 +6,14 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use wardgate_common::{
-    DeviceInfo, DeviceKey, FAMILY_V4, HostPortKey, MGMT_FIXED_BITS, MacKey, MgmtKey,
-    PEER_FIXED_BITS, PEER_HAS_PREFIX_PORTS, PORT_PROTO_BITS, PeerKey, PortKey, RULE_ALLOW,
-    RuleValue,
+    DeviceInfo, DeviceKey, DnsAddrKey, DnsNameKey, FAMILY_V4, HostPortKey, MGMT_FIXED_BITS,
+    MacKey, MgmtKey, PEER_FIXED_BITS, PEER_HAS_PREFIX_PORTS, PORT_PROTO_BITS, PeerKey, PeerValue,
+    PortKey, RULE_ALLOW, RuleValue,
 };
 
 use crate::maps::{
-    WG_DEV_V2, WG_HOSTPORT_V1, WG_MAC_V1, WG_MGMT_V1, WG_PEER_V1, WG_PEERH_V1, WG_PORT_V1,
-    WG_PORTX_V1,
+    WG_DEV_V2, WG_DNSADDR_V1, WG_DNSNAME_V1, WG_HOSTPORT_V1, WG_MAC_V1, WG_MGMT_V1, WG_PEER_V1,
+    WG_PEERH_V1, WG_PORT_V1, WG_PORTX_V1,
 };
 
 #[inline(always)]
@@ -61,8 +61,54 @@ pub fn mgmt_allows(family: u8, proto: u8, port_be: [u8; 2], addr: &[u8; 16]) -> 
     WG_MGMT_V1.get(&key).is_some()
 }
 
+/// The rule allowing a new flow of `dev`: by the peer's address, else (`dns.rs`) by the
+/// `dns:` name the device's resolver answered it for, while the answer lasts. The name is
+/// asked after the whole address lookup (not only a peer miss): a profile with `any` on one
+/// port and a name on another must allow the name's port.
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the packet's fields, kept in registers"
+)]
 pub fn lookup(
+    slot: u32,
+    dev: &DeviceInfo,
+    direction: u8,
+    family: u8,
+    peer: &[u8; 16],
+    proto: u8,
+    port_be: [u8; 2],
+    now: u64,
+) -> Option<RuleValue> {
+    if let Some(rule) = by_address(slot, dev.policy_id, direction, family, peer, proto, port_be) {
+        return Some(rule);
+    }
+    let learned = WG_DNSADDR_V1.get_ptr(&DnsAddrKey {
+        device_id: dev.device_id,
+        family,
+        _pad: 0,
+        _pad1: 0,
+        addr: *peer,
+    })?;
+    // Safety: a map value pointer, read at once.
+    let (expires, name_id) = unsafe { ((*learned).expires_ns, (*learned).name_id) };
+    if expires < now {
+        return None;
+    }
+    let key = DnsNameKey {
+        slot: slot as u8,
+        direction,
+        _pad: 0,
+        policy_id: dev.policy_id,
+        name_id,
+    };
+    // Safety: the value is copied out at once.
+    let set = unsafe { *WG_DNSNAME_V1.get(&key)? };
+    rule_of(slot, set, proto, port_be)
+}
+
+#[inline(always)]
+fn by_address(
     slot: u32,
     policy_id: u32,
     direction: u8,
@@ -107,6 +153,12 @@ pub fn lookup(
         Some(v) => *v,
         None => *WG_PEER_V1.get(&Key::new(PEER_FIXED_BITS + addr_bits(family), peer_key))?,
     };
+    rule_of(slot, peer, proto, port_be)
+}
+
+/// The port stage: (peer set, protocol, port) -> an allowing rule.
+#[inline(always)]
+fn rule_of(slot: u32, peer: PeerValue, proto: u8, port_be: [u8; 2]) -> Option<RuleValue> {
     let port = PortKey {
         slot: slot as u8,
         _pad: 0,

@@ -16,6 +16,7 @@ use thiserror::Error;
 use crate::{
     desired::{AppRule, DesiredState, DeviceEntry, PolicyEntry, PortRange, Rule},
     diag::Diagnostics,
+    dns::{DnsRule, ResolverEntry},
     ids::{self, StableIds},
     lower::{CapacityError, lower},
     profile::ProfileSet,
@@ -32,6 +33,8 @@ pub enum CompileError {
     UnknownGateway { gateway: String },
     #[error(transparent)]
     Capacity(#[from] CapacityError),
+    #[error(transparent)]
+    DnsNameId(#[from] crate::dns::NameIdCollision),
     #[error("profile `{profile}` has {flows} flows; at most 9,999 fit the rule id scheme")]
     TooManyFlows { profile: String, flows: usize },
     #[error("no stable id for {what} `{name}` (the store allocates one when it is written)")]
@@ -49,7 +52,8 @@ pub enum CompileError {
 #[derive(Clone, Debug)]
 pub struct Compiled {
     pub state: DesiredState,
-    /// Peers kept in profiles but not enforced yet (DNS names), as `profile: flow: peer`.
+    /// Peers kept in profiles but not enforced, as `profile: flow: peer` (none since `dns:`
+    /// peers are enforced; kept for callers that list them).
     pub unresolved: Vec<String>,
 }
 
@@ -122,18 +126,27 @@ pub fn compile_valid(
             grace_s: dev.grace_s,
         });
     }
-    let mut unresolved = Vec::new();
+    let unresolved = Vec::new();
     let mut policies = Vec::new();
+    let mut dns_rules = Vec::new();
+    let mut resolvers = Vec::new();
     for (name, profile) in site
         .profiles
         .iter()
         .filter(|(n, _)| used.contains(n.as_str()))
     {
+        let policy_id = ids.policy(name)?;
+        resolvers.extend(
+            profile
+                .resolvers
+                .iter()
+                .map(|&cidr| ResolverEntry { policy_id, cidr }),
+        );
         policies.push(PolicyEntry {
-            policy_id: ids.policy(name)?,
+            policy_id,
             profile: name.clone(),
             profile_version: ids.version(name),
-            rules: rules(site, profile, ids, &mut unresolved)?,
+            rules: rules(site, profile, ids, policy_id, &mut dns_rules)?,
             sensitivity: profile.sensitivity,
         });
     }
@@ -155,6 +168,7 @@ pub fn compile_valid(
         .collect();
     ids::check_unique("rule", rule_names.iter().map(|(i, n)| (*i, n.as_str())))?;
     let mut state = lower(gateway, generation, devices, policies)?;
+    crate::dns::lower_dns(&mut state, dns_rules, resolvers)?;
     state.groups = site.groups.clone();
     Ok(Compiled { state, unresolved })
 }
@@ -163,12 +177,14 @@ fn rules(
     site: &ValidSite,
     profile: &ValidProfile,
     ids: &StableIds,
-    unresolved: &mut Vec<String>,
+    policy_id: u32,
+    dns_rules: &mut Vec<DnsRule>,
 ) -> Result<Vec<Rule>, CompileError> {
     let mut out = Vec::new();
     for f in &profile.flows {
         let rule_id = ids.rule(&profile.name, &f.key)?;
         let mut peers: Vec<IpNet> = Vec::new();
+        let mut names = Vec::new();
         for p in &f.peers {
             match p {
                 ValidPeer::Any => peers.extend(ValidPeer::any_nets()),
@@ -180,14 +196,14 @@ fn rules(
                         .filter(|d| d.profile == profile.name)
                         .flat_map(|d| d.addresses.iter().copied().map(IpNet::from)),
                 ),
-                ValidPeer::Dns(n) => {
-                    unresolved.push(format!("{}: {}: dns:{n}", profile.name, f.name))
-                }
+                ValidPeer::Dns(n) => names.push(n.to_ascii_lowercase()),
             }
         }
         peers.sort();
         peers.dedup();
-        if peers.is_empty() {
+        names.sort();
+        names.dedup();
+        if peers.is_empty() && names.is_empty() {
             continue;
         }
         let ranges: Vec<Option<PortRange>> = if f.ports.is_empty() {
@@ -196,6 +212,18 @@ fn rules(
             f.ports.iter().copied().map(Some).collect()
         };
         for ports in ranges {
+            for name in &names {
+                dns_rules.push(DnsRule {
+                    policy_id,
+                    rule_id,
+                    direction: f.direction,
+                    name: name.clone(),
+                    proto: f.proto,
+                    ports,
+                    idle_timeout_s: f.idle_timeout_s,
+                    inspect: f.app.is_some(),
+                });
+            }
             out.push(Rule {
                 rule_id,
                 name: f.name.clone(),

@@ -395,6 +395,10 @@ pub struct DesiredState {
     /// in older bundles.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub groups: std::collections::BTreeMap<String, Vec<IpNet>>,
+    /// `dns:` peers: each policy's resolvers and names (`crate::dns`). Absent in older
+    /// bundles: none.
+    #[serde(default, skip_serializing_if = "crate::dns::DnsRules::is_empty")]
+    pub dns: crate::dns::DnsRules,
 }
 
 impl DesiredState {

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod desired;
 pub mod diag;
 pub mod diff;
+pub mod dns;
 pub mod ids;
 pub mod lower;
 pub mod mud;

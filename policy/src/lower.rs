@@ -74,7 +74,7 @@ fn port_keys(lo: u16, hi: u16) -> Vec<PortPrefix> {
 }
 
 /// Port-level entries of one rule, before a peer set is assigned: (proto, port prefix).
-fn rule_port_keys(
+pub(crate) fn rule_port_keys(
     proto: Proto,
     ports: Option<crate::desired::PortRange>,
 ) -> Vec<(Option<u8>, Option<PortPrefix>)> {
@@ -186,6 +186,7 @@ pub fn lower(
         peers,
         ports,
         groups: Default::default(),
+        dns: Default::default(),
     })
 }
 

@@ -5,7 +5,8 @@
 //! abstractions controller, my-controller, local-networks, same-manufacturer, manufacturer,
 //! model); [`import`] turns them into a profile. Abstractions bind to site groups chosen by the
 //! engineer (`--bind controller=GROUP`), defaulting to `mud-<abstraction>` groups. DNS names are
-//! kept as `dns:NAME` peers (resolution comes later).
+//! kept as `dns:NAME` peers, enforced with the addresses the device's resolvers answer (the
+//! site's `dns` group, which the import then asks for; `crate::dns`).
 //!
 //! Conntrack makes MUD's reply ACEs redundant: an ACE that only matches the return traffic of a
 //! flow opened from the other side (direction-initiated the other way, or only a source port)
@@ -427,6 +428,11 @@ pub fn import(
         let mut peers: Vec<String> = Vec::new();
         if let Some(d) = peer_dns {
             peers.push(format!("dns:{d}"));
+            // `dns:` peers learn from the site's resolvers.
+            let group = crate::validate::DEFAULT_RESOLVER_GROUP.to_string();
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
         }
         if let Some(n) = peer_net {
             peers.push(n.to_string());
@@ -501,6 +507,7 @@ pub fn import(
         fail_mode: FailMode::Open,
         baseline_sensitivity: Sensitivity::Medium,
         conntrack: Conntrack::default(),
+        dns_resolvers: None,
         flows,
     };
     Ok(Imported {

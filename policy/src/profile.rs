@@ -36,6 +36,10 @@ pub struct Profile {
     pub baseline_sensitivity: Sensitivity,
     #[serde(default)]
     pub conntrack: Conntrack,
+    /// The site group of resolvers whose answers teach this class's `dns:` peers their
+    /// addresses. Default: the site group `dns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_resolvers: Option<Located<String>>,
     /// Allowed flows. Anything else is denied (enforce) or reported (monitor).
     #[serde(default)]
     pub flows: Vec<Flow>,
@@ -210,7 +214,7 @@ pub struct Flow {
     /// `tcp`, `udp`, `icmp`, `icmpv6` or `any`.
     pub protocol: Located<Proto>,
     /// Peers: a CIDR or address, `group:NAME` (a site group), `same-profile`, `any`, or
-    /// `dns:NAME` (kept, not yet resolved).
+    /// `dns:NAME` or `dns:*.SUFFIX` (the addresses the device's resolvers answer for it).
     pub peers: Vec<Located<String>>,
     /// Destination port of the flow's first packet: `104`, `"11112-11120"`, or a list of them.
     /// Only for tcp/udp; omitted = all ports.

@@ -89,6 +89,9 @@ pub struct ValidProfile {
     /// How sensitive the anomaly detectors are for the class (`baseline_sensitivity`).
     pub sensitivity: crate::profile::Sensitivity,
     pub flows: Vec<ValidFlow>,
+    /// The resolvers `dns:` peers learn from (the profile's `dns_resolvers` group or the
+    /// site's `dns`); empty when the profile names no `dns:` peer.
+    pub resolvers: Vec<IpNet>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -117,7 +120,7 @@ pub enum ValidPeer {
         name: String,
         nets: Vec<IpNet>,
     },
-    /// Kept, not enforced yet.
+    /// A name (or `*.suffix`) whose addresses the device's resolvers answer (`crate::dns`).
     Dns(String),
 }
 

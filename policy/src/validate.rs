@@ -74,6 +74,12 @@ fn check_profile(file: &str, p: &Profile) -> (Diagnostics, Vec<FlowParts>) {
         };
         for peer in &f.peers {
             match Peer::parse(&peer.value) {
+                Ok(Peer::Dns(n)) if crate::dns::name_problem(&n).is_some() => d.at(
+                    file,
+                    peer,
+                    crate::dns::name_problem(&n).unwrap_or_default(),
+                    None,
+                ),
                 Ok(p) => flow.peers.push(p),
                 Err(e) => d.at(file, peer, e, None),
             }
@@ -251,7 +257,7 @@ fn valid_profile(
     groups: &BTreeMap<String, Vec<IpNet>>,
 ) -> ValidProfile {
     let ct = &p.conntrack;
-    let flows = p
+    let flows: Vec<ValidFlow> = p
         .flows
         .iter()
         .zip(parts)
@@ -303,7 +309,20 @@ fn valid_profile(
             }
         })
         .collect();
+    let has_dns = flows
+        .iter()
+        .any(|f: &ValidFlow| f.peers.iter().any(|p| matches!(p, ValidPeer::Dns(_))));
+    let resolvers = if has_dns {
+        let group = p
+            .dns_resolvers
+            .as_ref()
+            .map_or(DEFAULT_RESOLVER_GROUP, |g| g.value.as_str());
+        groups.get(group).cloned().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     ValidProfile {
+        resolvers,
         name: p.name.value.clone(),
         file: file.to_string(),
         default_mode: p.default_mode,
@@ -313,6 +332,51 @@ fn valid_profile(
         flows,
     }
 }
+
+/// A profile with `dns:` peers needs resolvers: its `dns_resolvers` group, or the site's
+/// `dns` group. Without them the names could never be enforced: an error at the first such
+/// peer (or at an unknown `dns_resolvers` group).
+fn check_resolvers(d: &mut Diagnostics, name: &str, file: &str, p: &Profile, site: &SiteInput<'_>) {
+    if let Some(g) = &p.dns_resolvers {
+        if !site.groups.contains_key(&g.value) {
+            d.at(
+                file,
+                g,
+                format!("dns_resolvers: unknown group `{}`", g.value),
+                Some(format!(
+                    "define group `{}` in the site file (profile `{name}`)",
+                    g.value
+                )),
+            );
+        }
+        return;
+    }
+    if site.groups.contains_key(DEFAULT_RESOLVER_GROUP) {
+        return;
+    }
+    let first_dns = p
+        .flows
+        .iter()
+        .flat_map(|f| &f.peers)
+        .find(|peer| matches!(Peer::parse(&peer.value), Ok(Peer::Dns(_))));
+    if let Some(peer) = first_dns {
+        d.at(
+            file,
+            peer,
+            format!(
+                "`{}` has no resolver group: the gateway learns its addresses only from the \
+                 device's resolvers",
+                peer.value.trim()
+            ),
+            Some(format!(
+                "set `dns_resolvers: GROUP` in profile `{name}` or define a site group `dns`"
+            )),
+        );
+    }
+}
+
+/// The site group of resolvers a profile without `dns_resolvers` learns from.
+pub const DEFAULT_RESOLVER_GROUP: &str = "dns";
 
 /// What the site checks parsed: the groups' CIDRs and the devices found valid.
 struct SiteParts {
@@ -368,6 +432,7 @@ fn check_site(
                 }
             }
         }
+        check_resolvers(&mut d, name, file, p, site);
     }
     let mut gateways = BTreeSet::new();
     for g in site.gateways {

@@ -140,6 +140,7 @@ fn profile(flows: &[FlowSpec]) -> Profile {
         fail_mode: FailMode::Open,
         baseline_sensitivity: Sensitivity::Medium,
         conntrack: Conntrack::default(),
+        dns_resolvers: None,
         flows,
     }
 }

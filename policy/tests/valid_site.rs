@@ -39,6 +39,7 @@ const SITE: &str = "\
 site: test
 groups:
   pacs: [198.51.100.10/32, 2001:db8::/64]
+  dns: [198.51.100.53/32]
 gateways:
   - {name: gw, interfaces: [eth1]}
 devices:
@@ -135,7 +136,14 @@ fn validation_produces_the_typed_site() {
     let typed = compile_valid(&v, &ids, "gw", 3).unwrap();
     let wrapped = compile_detailed("s.yaml", &site, &set, "gw", 3).unwrap();
     assert_eq!(typed.state, wrapped.state);
-    assert_eq!(typed.unresolved, ["ct: ct#2: dns:ntp.example.org"]);
+    // The `dns:` peer is enforced: its name, with the site's `dns` group as resolvers.
+    assert!(typed.unresolved.is_empty(), "{:?}", typed.unresolved);
+    assert_eq!(typed.state.dns.names.len(), 1);
+    assert_eq!(typed.state.dns.names[0].name, "ntp.example.org");
+    assert_eq!(
+        typed.state.dns.resolvers[0].cidr,
+        "198.51.100.53/32".parse().unwrap()
+    );
     assert!(matches!(
         compile_valid(&v, &ids, "gw-9", 3),
         Err(CompileError::UnknownGateway { .. })
@@ -240,6 +248,7 @@ fn profile_set() -> impl Strategy<Value = ProfileSet> {
                 fail_mode: Default::default(),
                 baseline_sensitivity: Default::default(),
                 conntrack: Default::default(),
+                dns_resolvers: None,
                 flows,
             };
             set.insert(&format!("{name}.yaml"), p, &mut d);
@@ -270,10 +279,17 @@ fn site() -> impl Strategy<Value = Site> {
     )
         .prop_map(|(pacs, one_gateway, devices)| Site {
             site: "s".into(),
-            groups: [(
-                "pacs".to_string(),
-                pacs.into_iter().map(Located::new).collect(),
-            )]
+            groups: [
+                (
+                    "pacs".to_string(),
+                    pacs.into_iter().map(Located::new).collect(),
+                ),
+                // The resolvers `dns:` peers learn from.
+                (
+                    "dns".to_string(),
+                    vec![Located::new("198.51.100.53/32".to_string())],
+                ),
+            ]
             .into(),
             gateways: GATEWAYS[..if one_gateway { 1 } else { 2 }]
                 .iter()

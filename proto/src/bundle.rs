@@ -193,6 +193,27 @@ impl From<&DesiredState> for pb::CompiledPolicy {
                     inspect: e.inspect,
                 })
                 .collect(),
+            dns_resolvers: s
+                .dns
+                .resolvers
+                .iter()
+                .map(|r| pb::DnsResolverEntry {
+                    policy_id: r.policy_id,
+                    cidr: Some(cidr(&r.cidr)),
+                })
+                .collect(),
+            dns_names: s
+                .dns
+                .names
+                .iter()
+                .map(|n| pb::DnsNameEntry {
+                    policy_id: n.policy_id,
+                    direction: direction(n.direction),
+                    name: n.name.clone(),
+                    name_id: n.name_id,
+                    peer_set: n.peer_set,
+                })
+                .collect(),
         }
     }
 }
@@ -545,7 +566,35 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                 return Err(cx.err(at, format!("group `{}` is listed twice", g.name)));
             }
         }
+        let mut dns = wardgate_policy::dns::DnsRules::default();
+        for (i, r) in p.dns_resolvers.iter().enumerate() {
+            let at = format!("dns_resolvers[{i}]");
+            dns.resolvers.push(wardgate_policy::dns::ResolverEntry {
+                policy_id: cx.nonzero(&format!("{at}.policy_id"), r.policy_id)?,
+                cidr: cx.cidr(&format!("{at}.cidr"), r.cidr.as_ref())?,
+            });
+        }
+        for (i, n) in p.dns_names.iter().enumerate() {
+            let at = format!("dns_names[{i}]");
+            if let Some(problem) = wardgate_policy::dns::name_problem(&n.name) {
+                return Err(cx.err(format!("{at}.name"), problem));
+            }
+            if n.name_id != wardgate_policy::dns::dns_name_id(&n.name) {
+                return Err(cx.err(
+                    format!("{at}.name_id"),
+                    format!("{} is not the id of `{}`", n.name_id, n.name),
+                ));
+            }
+            dns.names.push(wardgate_policy::dns::DnsNameEntry {
+                policy_id: cx.nonzero(&format!("{at}.policy_id"), n.policy_id)?,
+                direction: cx.direction(&format!("{at}.direction"), n.direction)?,
+                name: n.name.to_ascii_lowercase(),
+                name_id: n.name_id,
+                peer_set: n.peer_set,
+            });
+        }
         Ok(DesiredState {
+            dns,
             gateway: b.gateway,
             generation: b.generation,
             epoch: b.epoch,
@@ -613,6 +662,33 @@ mod tests {
             back.devices[0].grace_s,
             wardgate_policy::profile::DEFAULT_GRACE_MAX_S
         );
+    }
+
+    #[test]
+    fn dns_peers_survive_the_wire_and_a_wrong_name_id_is_refused() {
+        use wardgate_policy::dns::{DnsNameEntry, ResolverEntry, dns_name_id};
+        let mut s = demo_state();
+        s.dns.resolvers.push(ResolverEntry {
+            policy_id: s.policies[0].policy_id,
+            cidr: "198.51.100.53/32".parse().unwrap(),
+        });
+        s.dns.names.push(DnsNameEntry {
+            policy_id: s.policies[0].policy_id,
+            direction: Direction::FromDevice,
+            name: "*.vendor.example".into(),
+            name_id: dns_name_id("*.vendor.example"),
+            peer_set: 77,
+        });
+        let b = to_bundle(&s, "");
+        assert_eq!(roundtrip(&b).unwrap(), s);
+        let mut bad = b.clone();
+        bad.policy.as_mut().unwrap().dns_names[0].name_id ^= 1;
+        let e = roundtrip(&bad).unwrap_err().to_string();
+        assert!(e.contains("dns_names[0].name_id"), "{e}");
+        let mut bad = b;
+        bad.policy.as_mut().unwrap().dns_names[0].name = "a b.example".into();
+        let e = roundtrip(&bad).unwrap_err().to_string();
+        assert!(e.contains("dns_names[0].name"), "{e}");
     }
 
     #[test]
@@ -770,6 +846,7 @@ mod tests {
                 .collect(),
             policies,
             groups: Default::default(),
+            dns: Default::default(),
         };
         let len = bundle_len(&state, &"r".repeat(200));
         let json = state.to_json().len();

@@ -25,6 +25,9 @@
 //! floor runs too, so both conntrack maps fill alike); a last table gives both per path and
 //! their ratio. The older object must have this agent's maps.
 
+#[path = "datapath/dns.rs"]
+mod datapath_dns;
+
 use std::net::IpAddr;
 
 use aya::programs::{TestRun as _, TestRunOptions};
@@ -525,6 +528,11 @@ fn main() {
     };
     // WG_BENCH_QUICK=1 measures only the smallest configuration (for quick experiments).
     let quick = std::env::var_os("WG_BENCH_QUICK").is_some();
+    // WG_BENCH_DNS=1 measures only the DNS-answer rows.
+    if std::env::var_os("WG_BENCH_DNS").is_some() {
+        dns_rows(&fresh);
+        return;
+    }
     let rule_counts: &[u32] = if quick { &[10] } else { &[10, 1_000, 100_000] };
     let device_counts: &[u32] = if quick { &[10] } else { &[10, 10_000] };
     for &n_rules in rule_counts {
@@ -870,7 +878,24 @@ fn main() {
         "| 100k rules within 15% of 10 rules (every path, relative to baseline) | {:.1}% | - | {met} |",
         scaling_worst * 100.0
     );
+    dns_rows(&fresh);
     eprintln!("total {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// DNS answers held for `dns:` peers (last: it moves this thread to a namespace of its own).
+fn dns_rows(fresh: &Fresh) {
+    {
+        let (pin, mut dp) = fresh(2_000, None);
+        let policies = vec![PolicyEntry {
+            policy_id: 1,
+            profile: "bench".into(),
+            profile_version: 0,
+            rules: rules(10),
+            sensitivity: Default::default(),
+        }];
+        let state = lower("bench", 2_000, devices(10), policies).expect("fits the maps");
+        datapath_dns::rows(&mut dp, &pin.0, state);
+    }
 }
 
 /// Flows per round of the app-rule rows (each needs its handshake first, untimed).

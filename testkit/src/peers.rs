@@ -26,6 +26,18 @@ impl Drop for Peer {
     }
 }
 
+impl Peer {
+    /// Sends SIGHUP (dnsmasq re-reads its hosts files). `ip netns exec` execs the program, so
+    /// the child's pid is the peer's.
+    pub fn hup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -HUP {}", self.0.id());
+    }
+}
+
 fn spawn(mut c: Command, what: &str) -> Peer {
     Peer(
         c.spawn()
@@ -123,6 +135,43 @@ pub fn dns_server(ns: &str, addr: &str, names: &[(&str, &str)], dir: &Path) -> P
     }
     c.stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("dnsmasq.log")).unwrap());
+    spawn(c, "dnsmasq (dnsmasq-base)")
+}
+
+/// dnsmasq in `ns` answering on `addr`:53 from `hosts` (a hosts file: re-read on SIGHUP,
+/// [`Peer::hup`]) and `cnames` (alias, target in `hosts`), every answer with TTL `ttl_s`; no
+/// upstream, not the system's hosts file or resolv.conf. Its pid file and log go in `dir`.
+pub fn dns_server_hosts(
+    ns: &str,
+    addr: &str,
+    hosts: &Path,
+    cnames: &[(&str, &str)],
+    ttl_s: u32,
+    dir: &Path,
+) -> Peer {
+    let mut c = in_netns(ns, "dnsmasq");
+    c.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--user=root",
+        "--log-queries",
+        "--log-facility=-",
+        "--conf-file=/dev/null",
+    ])
+    .arg(format!("--listen-address={addr}"))
+    .arg(format!("--addn-hosts={}", hosts.display()))
+    .arg(format!("--local-ttl={ttl_s}"))
+    .arg(format!(
+        "--pid-file={}",
+        dir.join(format!("dnsmasq-{addr}.pid")).display()
+    ));
+    for (alias, target) in cnames {
+        c.arg(format!("--cname={alias},{target},{ttl_s}"));
+    }
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("dnsmasq-{addr}.log"))).unwrap());
     spawn(c, "dnsmasq (dnsmasq-base)")
 }
 

@@ -28,8 +28,8 @@ const APT: &[&str] = &[
     // ndpiReader: the DPI reference `cargo xtask bench learn` measures learn against.
     "libndpi-bin",
     "dcmtk",
-    // The lifecycle test's DNS and NTP peers (agent/tests/lifecycle_netns.rs): dnsmasq answered
-    // by dig, chronyd serving and queried by chronyd -Q.
+    // The lifecycle and dns-rules tests' DNS and NTP peers (agent/tests/lifecycle_netns.rs,
+    // dns_rules_netns.rs): dnsmasq answered by dig, chronyd serving and queried by chronyd -Q.
     "dnsmasq-base",
     "bind9-dnsutils",
     "chrony",

@@ -93,6 +93,7 @@ const ATTACH_AGENT_TESTS: &[&str] = &[
     "flows_netns",
     "payload_netns",
     "app_rules_netns",
+    "dns_rules_netns",
     "flow_report_netns",
     "lifecycle_netns",
     "spoof_netns",

@@ -10,7 +10,10 @@ use wardgate_common::{
     self as c, AppEvent, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen,
     HostPortKey, MacKey, MgmtKey, PayloadRecord, PeerKey, PeerValue, PortKey, Reason, RuleValue,
 };
-use wardgate_policy::desired::{AppRule, DeviceEntry, PeerEntry, PortEntry};
+use wardgate_policy::{
+    desired::{AppRule, DeviceEntry, PeerEntry, PortEntry},
+    dns::{DnsNameEntry, ResolverEntry},
+};
 
 use crate::config::MgmtRule;
 
@@ -80,6 +83,58 @@ pub fn peer_key(slot: u32, e: &PeerEntry) -> Key<PeerKey> {
         addr,
     };
     Key::new(c::PEER_FIXED_BITS + len, data)
+}
+
+/// A policy's resolver prefix (`WG_DNSRES_V1`).
+pub fn dns_resolver_key(slot: u32, e: &ResolverEntry) -> Key<c::DnsResolverKey> {
+    let (family, addr, len) = net_raw(e.cidr);
+    let data = c::DnsResolverKey {
+        slot: slot as u8,
+        family,
+        _pad: 0,
+        policy_id: e.policy_id,
+        addr,
+    };
+    Key::new(c::DNS_RES_FIXED_BITS + len, data)
+}
+
+/// A policy's `dns:` name (`WG_DNSNAME_V1`); its value is the name's peer set.
+pub fn dns_name_key(slot: u32, e: &DnsNameEntry) -> c::DnsNameKey {
+    c::DnsNameKey {
+        slot: slot as u8,
+        direction: e.direction.as_datapath(),
+        _pad: 0,
+        policy_id: e.policy_id,
+        name_id: e.name_id,
+    }
+}
+
+/// A learned address of a device (`WG_DNSADDR_V1`).
+pub fn dns_addr_key(device_id: u32, addr: IpAddr) -> c::DnsAddrKey {
+    let (family, addr) = ip_raw(addr);
+    c::DnsAddrKey {
+        device_id,
+        family,
+        _pad: 0,
+        _pad1: 0,
+        addr,
+    }
+}
+
+/// A held answer's header and frame (the frame's first `len` bytes), or `None` if the record
+/// is short or its length is out of range.
+pub fn dns_answer(bytes: &[u8]) -> Option<(c::DnsAnswerRecord, &[u8])> {
+    if bytes.len() < size_of::<c::DnsAnswerRecord>() {
+        return None;
+    }
+    // Safety: long enough, read unaligned; every bit pattern is a valid record.
+    let r: c::DnsAnswerRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let len = r.len as usize;
+    if len == 0 || len > c::DNS_FRAME_MAX {
+        return None;
+    }
+    let off = std::mem::offset_of!(c::DnsAnswerRecord, frame);
+    Some((r, &bytes[off..off + len]))
 }
 
 /// Host peers (/32, /128) live in the peer hash, CIDRs in the peer LPM.

@@ -2,6 +2,7 @@
 //! (TCX) to device-facing interfaces, and is the only code that writes BPF maps.
 
 pub mod convert;
+pub mod dns;
 mod flowcap;
 mod migrate;
 pub mod pinned;

@@ -12,8 +12,9 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use wardgate_common::{
-    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, HostPortKey, MacKey, PEER_HAS_PREFIX_PORTS,
-    PeerKey, PeerValue, PortKey, RuleValue, active_word, capacity, map_names,
+    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, DnsNameKey, DnsResolverKey, HostPortKey,
+    MacKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue, active_word, capacity,
+    map_names,
 };
 use wardgate_policy::{
     DesiredState,
@@ -206,6 +207,28 @@ impl Datapath {
         for k in stale {
             apps.remove(&k).map_err(map_err(map_names::APP_VALUES))?;
         }
+        let mut names: HashMap<&mut MapData, DnsNameKey, PeerValue> =
+            self.typed(map_names::DNS_NAMES)?;
+        let stale: Vec<_> = names
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in stale {
+            names.remove(&k).map_err(map_err(map_names::DNS_NAMES))?;
+        }
+        let mut resolvers: LpmTrie<&mut MapData, DnsResolverKey, u32> =
+            self.typed(map_names::DNS_RESOLVERS)?;
+        let stale: Vec<_> = resolvers
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().slot == slot)
+            .collect();
+        for k in stale {
+            resolvers
+                .remove(&k)
+                .map_err(map_err(map_names::DNS_RESOLVERS))?;
+        }
         Ok(())
     }
 
@@ -258,6 +281,20 @@ impl Datapath {
                 .insert(k, v, 0)
                 .map_err(map_err(map_names::HOST_PORTS))?;
         }
+        let mut names: HashMap<&mut MapData, DnsNameKey, PeerValue> =
+            self.typed(map_names::DNS_NAMES)?;
+        for (k, v) in &e.dns_names {
+            names
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::DNS_NAMES))?;
+        }
+        let mut resolvers: LpmTrie<&mut MapData, DnsResolverKey, u32> =
+            self.typed(map_names::DNS_RESOLVERS)?;
+        for (k, v) in &e.dns_resolvers {
+            resolvers
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::DNS_RESOLVERS))?;
+        }
         Ok(n)
     }
 
@@ -304,6 +341,18 @@ impl Datapath {
                 have.ports.insert(raw(&k), raw(&v));
             }
         }
+        let names: HashMap<&mut MapData, DnsNameKey, PeerValue> =
+            self.typed(map_names::DNS_NAMES)?;
+        read_hash(&names, |k| k.slot == s, &mut have.dns_names);
+        let resolvers: LpmTrie<&mut MapData, DnsResolverKey, u32> =
+            self.typed(map_names::DNS_RESOLVERS)?;
+        for k in resolvers.keys().filter_map(Result::ok) {
+            if k.data().slot == s
+                && let Ok(v) = resolvers.get(&k, 0)
+            {
+                have.dns_resolvers.insert(raw(&k), raw(&v));
+            }
+        }
         Ok(want == have)
     }
 }
@@ -319,6 +368,8 @@ struct Entries {
     /// Host peers joined with the single ports of their peer set (`convert::host_port_pairs`).
     pairs: Vec<(HostPortKey, RuleValue)>,
     apps: Vec<(AppKey, u32)>,
+    dns_names: Vec<(DnsNameKey, PeerValue)>,
+    dns_resolvers: Vec<(Key<DnsResolverKey>, u32)>,
 }
 
 impl Entries {
@@ -386,6 +437,28 @@ impl Entries {
             })
             .collect();
         Entries {
+            dns_names: state
+                .dns
+                .names
+                .iter()
+                .map(|n| {
+                    let set = PeerValue {
+                        peer_set: n.peer_set,
+                        flags: if with_prefixes.contains(&n.peer_set) {
+                            PEER_HAS_PREFIX_PORTS
+                        } else {
+                            0
+                        },
+                    };
+                    (convert::dns_name_key(slot, n), set)
+                })
+                .collect(),
+            dns_resolvers: state
+                .dns
+                .resolvers
+                .iter()
+                .map(|r| (convert::dns_resolver_key(slot, r), 1u32))
+                .collect(),
             apps,
             devices,
             macs,
@@ -416,6 +489,8 @@ impl Entries {
             + self.ports.len()
             + self.pairs.len()
             + self.apps.len()
+            + self.dns_names.len()
+            + self.dns_resolvers.len()
     }
 
     /// As the maps hold them: by key bytes (a key written twice holds its last value).
@@ -432,6 +507,8 @@ impl Entries {
             ports: map(&self.ports),
             pairs: map(&self.pairs),
             apps: map(&self.apps),
+            dns_names: map(&self.dns_names),
+            dns_resolvers: map(&self.dns_resolvers),
         }
     }
 }
@@ -449,6 +526,8 @@ struct RawSlot {
     ports: RawMap,
     pairs: RawMap,
     apps: RawMap,
+    dns_names: RawMap,
+    dns_resolvers: RawMap,
 }
 
 /// The bytes of a map key or value (`Pod`: plain data without implicit padding, as the kernel

@@ -390,6 +390,7 @@ mod tests {
             peers: vec![],
             ports: vec![],
             groups: Default::default(),
+            dns: Default::default(),
         }
     }
 

@@ -80,6 +80,7 @@ pub fn gateway_change(
         peers: Vec::new(),
         ports: Vec::new(),
         groups: Default::default(),
+        dns: Default::default(),
     };
     let d = wardgate_policy::diff(prev.unwrap_or(&empty), next);
     let groups: Vec<(String, Vec<ipnet::IpNet>)> = next

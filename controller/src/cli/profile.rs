@@ -202,7 +202,7 @@ fn show(p: &wardgate_policy::Profile, file: &str) {
             .peers
             .iter()
             .map(|x| match Peer::parse(&x.value) {
-                Ok(Peer::Dns(n)) => format!("dns:{n} (unresolved)"),
+                Ok(Peer::Dns(n)) => format!("dns:{n} (addresses its resolvers answer)"),
                 _ => x.value.clone(),
             })
             .collect();

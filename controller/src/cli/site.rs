@@ -59,7 +59,7 @@ pub fn run(cmd: SiteCmd, out: OutputFormat) -> anyhow::Result<()> {
         } => {
             let c = compile_file(&site, &profiles, &gateway, generation)?;
             for u in &c.unresolved {
-                eprintln!("note: not enforced yet (DNS names are not resolved): {u}");
+                eprintln!("note: not enforced: {u}");
             }
             let json = c.state.to_json();
             match dest {
