@@ -6,9 +6,9 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use wardgate_common::{
-    DeviceInfo, DeviceKey, DnsAddrKey, DnsNameKey, FAMILY_V4, HostPortKey, MGMT_FIXED_BITS,
-    MacKey, MgmtKey, PEER_FIXED_BITS, PEER_HAS_PREFIX_PORTS, PORT_PROTO_BITS, PeerKey, PeerValue,
-    PortKey, RULE_ALLOW, RuleValue,
+    DeviceInfo, DeviceKey, DnsAddrKey, DnsNameKey, FAMILY_V4, HostPortKey, MGMT_FIXED_BITS, MacKey,
+    MgmtKey, PEER_FIXED_BITS, PEER_HAS_PREFIX_PORTS, PORT_PROTO_BITS, PeerKey, PeerValue, PortKey,
+    RULE_ALLOW, RuleValue,
 };
 
 use crate::maps::{

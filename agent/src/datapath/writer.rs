@@ -12,8 +12,8 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use wardgate_common::{
-    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, DnsNameKey, DnsResolverKey, HostPortKey,
-    MacKey, PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue, active_word, capacity,
+    AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, DnsNameKey, DnsResolverKey, HostPortKey, MacKey,
+    PEER_HAS_PREFIX_PORTS, PeerKey, PeerValue, PortKey, RuleValue, active_word, capacity,
     map_names,
 };
 use wardgate_policy::{

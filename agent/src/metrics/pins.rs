@@ -107,3 +107,26 @@ impl Collector for PinsCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every reason has its own counter slot and the verdict its name says (grace and DNS
+    /// rules were both given 15 on their branches; the counters are indexed by the value).
+    #[test]
+    fn every_reason_has_its_own_slot_and_its_names_verdict() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in Reason::ALL {
+            assert!((r as u32) < Reason::COUNT, "{r:?}");
+            assert!(seen.insert(r as u32), "{r:?} shares its value");
+            assert_eq!(Reason::from_u32(r as u32), Some(r));
+            let pass = r.name().starts_with("pass_");
+            assert_eq!(r.is_drop(), !pass, "{r:?}");
+        }
+        assert_eq!(Reason::PassGrace as u32, 15);
+        assert_eq!(Reason::PassDnsUnlearned as u32, 28);
+        assert!(!Reason::PassDnsUnlearned.is_drop());
+        assert!(Reason::HoldDnsAnswer.is_drop());
+    }
+}
