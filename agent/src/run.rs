@@ -4,7 +4,8 @@
 //! first on its hooks (missing interfaces are retried, re-created ones re-attached); log events;
 //! tell systemd when it is ready and, from the map-writer loop, that it is alive; on SIGTERM
 //! take no new work, finish the flows the live table holds, flush the alert outbox and the flow
-//! records (bounded), and exit leaving enforcement in place (links and maps stay pinned).
+//! records (bounded), leave the conntrack entries in the previous release's layout too (for a
+//! downgrade), and exit leaving enforcement in place (links and maps stay pinned).
 
 use std::{
     collections::BTreeMap,
@@ -1062,6 +1063,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         tracing::info!(pending, left, "flow records sent at stop");
     }
     usage.abort();
+    // Last, so that it misses as few flows as it can: the conntrack entries in the previous
+    // release's layout, should the next start be a downgrade (`migrate.rs`).
+    match dp.keep_for_previous() {
+        Ok(k) => tracing::info!(
+            entries = k.entries,
+            written = k.written,
+            took_ms = k.took.as_millis() as u64,
+            "conntrack kept in the previous release's layout"
+        ),
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "conntrack not kept for the previous release: a downgrade would start its flows again"
+        ),
+    }
     tracing::info!("stopping; datapath stays attached and enforcing (pinned)");
     Ok(())
 }

@@ -28,7 +28,7 @@ use thiserror::Error;
 use wardgate_common::{GatewayConfig, MgmtKey, Reason, map_names, program_names};
 
 pub use flowcap::{LiveCounts, Recount, count_live, grace_flows, holds_place};
-pub use migrate::Migrated;
+pub use migrate::{Kept, Migrated};
 pub use writer::ApplyOutcome;
 
 use crate::{config::MgmtRule, paths};

@@ -4,6 +4,9 @@
 
 use std::{ffi::CString, os::fd::RawFd};
 
+use wardgate_agent::datapath::Migrated;
+use wardgate_common::{CtKey, CtValue, map_names};
+
 use super::*;
 
 /// `bpf(2)` with a zero-padded attribute of the size given (include/uapi/linux/bpf.h).
@@ -129,4 +132,138 @@ fn an_established_flow_of_the_previous_release_goes_on_as_established() {
         None,
         "nothing left to migrate"
     );
+}
+
+/// Fills the pinned conntrack map at `path` with `n` distinct flows, from one thread on each
+/// CPU (the map keeps an LRU list per CPU: written from one CPU, a full map would evict its own
+/// entries). Entry `i` counts `i` packets.
+fn fill_conntrack(path: &std::path::Path, n: usize) {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let share = n.div_ceil(cpus);
+    std::thread::scope(|s| {
+        for cpu in 0..cpus {
+            s.spawn(move || {
+                // Safety: the cpu_set_t is zeroed and filled before use.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    assert_eq!(
+                        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                        0,
+                        "sched_setaffinity"
+                    );
+                }
+                let map = aya::maps::Map::LruHashMap(aya::maps::MapData::from_pin(path).unwrap());
+                let mut ct: aya::maps::HashMap<_, CtKey, CtValue> =
+                    aya::maps::HashMap::try_from(map).unwrap();
+                for i in cpu * share..((cpu + 1) * share).min(n) {
+                    let key = flow_key(i);
+                    let value = CtValue {
+                        packets_fwd: i as u64,
+                        grace_until_ns: 7,
+                        ..CtValue::default()
+                    };
+                    ct.insert(&key, &value, 0).unwrap();
+                }
+            });
+        }
+    });
+}
+
+/// Flow `i`: from one of 250 devices of 192.0.2.0/24 and its own port to 198.51.100.1:104.
+fn flow_key(i: usize) -> CtKey {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&[192, 0, 2, (i % 250) as u8 + 1]);
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&[198, 51, 100, 1]);
+    CtKey {
+        a,
+        b,
+        a_port_be: ((i / 250) as u16 + 1024).to_be_bytes(),
+        b_port_be: 104u16.to_be_bytes(),
+        proto: 6,
+        family: wardgate_common::FAMILY_V4,
+        dev_is_a: 1,
+        _pad: 0,
+    }
+}
+
+fn count_previous(path: &std::path::Path) -> Vec<(CtKey, [u8; 88])> {
+    let map = aya::maps::Map::LruHashMap(aya::maps::MapData::from_pin(path).unwrap());
+    let old: aya::maps::HashMap<_, CtKey, [u8; 88]> = aya::maps::HashMap::try_from(map).unwrap();
+    old.iter().map(|kv| kv.unwrap()).collect()
+}
+
+/// A downgrade (issue 23 point 3): the previous release has no migration code, so this one
+/// leaves its flows in the previous layout at every stop. A full map (262,144 flows) is carried
+/// to `WG_CT_V4` and back by the next start, every entry both ways; the copies are timed.
+#[test]
+fn a_stop_leaves_every_flow_for_a_downgrade_and_the_next_start_takes_them_back() {
+    use wardgate_common::capacity;
+    let n = capacity::CONNTRACK as usize;
+    let (pin, mut dp) = datapath("downgrade");
+    let maps = pin.0.join("maps");
+    fill_conntrack(&maps.join(map_names::CONNTRACK), n);
+    assert_eq!(conntrack_values(&mut dp).len(), n, "the map is full");
+
+    let kept = dp.keep_for_previous().unwrap();
+    eprintln!(
+        "stop: {} entries kept in WG_CT_V4 in {} ms",
+        kept.written,
+        kept.took.as_millis()
+    );
+    assert_eq!((kept.entries, kept.written), (n, n));
+    // Shaped as the previous release declares it, or its loader would refuse the pin.
+    let old = aya::maps::MapInfo::from_pin(maps.join("WG_CT_V4")).unwrap();
+    let new = aya::maps::MapInfo::from_pin(maps.join(map_names::CONNTRACK)).unwrap();
+    assert_eq!(
+        (
+            old.key_size(),
+            old.value_size(),
+            old.max_entries(),
+            old.map_flags()
+        ),
+        (40, 88, capacity::CONNTRACK, 2)
+    );
+    assert_eq!(
+        (old.map_type().unwrap(), old.max_entries(), old.map_flags()),
+        (new.map_type().unwrap(), new.max_entries(), new.map_flags())
+    );
+    let entries = count_previous(&maps.join("WG_CT_V4"));
+    assert_eq!(entries.len(), n, "every flow in the previous layout");
+    let (k, v) = entries[n / 2];
+    let i = (0..n).find(|&i| flow_key(i) == k).expect("a flow we wrote");
+    assert_eq!(v[8..16], (i as u64).to_ne_bytes(), "packets_fwd kept");
+    // A second stop replaces the kept map: every flow, none twice.
+    assert_eq!(dp.keep_for_previous().unwrap().written, n);
+    assert_eq!(count_previous(&maps.join("WG_CT_V4")).len(), n);
+
+    // The next start of this release with an empty map of its own (as after a downgrade and
+    // an upgrade again): every flow comes back, off grace, and the old pin goes.
+    let back = PinRoot::new("downgrade-back");
+    let mut dp2 = Datapath::load(&back.0).unwrap();
+    let old_map = aya::maps::MapData::from_pin(maps.join("WG_CT_V4")).unwrap();
+    old_map.pin(back.0.join("maps").join("WG_CT_V4")).unwrap();
+    let started = std::time::Instant::now();
+    let m = dp2.migrate_conntrack().unwrap().expect("a map to migrate");
+    eprintln!(
+        "start: {} entries copied back into {} in {} ms",
+        m.copied,
+        map_names::CONNTRACK,
+        started.elapsed().as_millis()
+    );
+    assert_eq!((m.copied, m.present), (n, 0));
+    let values = conntrack_values(&mut dp2);
+    assert_eq!(values.len(), n);
+    assert!(values.iter().all(|v| v.grace_until_ns == 0));
+    // The second pass finds every flow there (an update of a full LRU map would evict one).
+    assert_eq!(
+        dp2.finish_migration().unwrap(),
+        Some(Migrated {
+            copied: 0,
+            present: n
+        })
+    );
+    assert_eq!(conntrack_values(&mut dp2).len(), n);
+    assert!(!back.0.join("maps").join("WG_CT_V4").exists());
 }
