@@ -1,6 +1,7 @@
-//! Upgrades across a conntrack layout change (issue 23 point 3): the previous release's
-//! entries (`WG_CT_V4`, 88-byte values) are copied into this release's map at load, so an
-//! established flow goes on as established under the new programs, not as a new one.
+//! Upgrades and downgrades across a conntrack layout change (issue 23 point 3): the previous
+//! release's entries (`WG_CT_V4`, 88-byte values) are copied into this release's map at load,
+//! so an established flow goes on as established under the new programs, not as a new one; and
+//! a stop leaves every flow in that layout for an older release.
 
 use std::{ffi::CString, os::fd::RawFd};
 
