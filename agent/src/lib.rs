@@ -7,6 +7,7 @@ pub mod beat;
 pub mod config;
 pub mod datapath;
 pub mod dns;
+pub mod downgrade;
 pub mod enroll;
 pub mod events;
 pub mod flow_report;

@@ -1063,6 +1063,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         tracing::info!(pending, left, "flow records sent at stop");
     }
     usage.abort();
+    // A downgrade (the binary on disk is now an older release's): new flows held first, so
+    // that none opens in this release's map alone after the copy below.
+    if let Some(older) = crate::downgrade::next_is_older() {
+        match dp.hold_new_flows() {
+            Ok(()) => tracing::info!(
+                older,
+                "downgrade: new flows held until the older agent's slow path is in place"
+            ),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "downgrade: new flows not held"),
+        }
+    }
     // Last, so that it misses as few flows as it can: the conntrack entries in the previous
     // release's layout, should the next start be a downgrade (`migrate.rs`).
     match dp.keep_for_previous() {

@@ -24,7 +24,7 @@ use std::{
 
 use aya::{
     Pod,
-    maps::{HashMap, Map, MapData, MapError},
+    maps::{HashMap, Map, MapData, MapError, ProgramArray},
 };
 use wardgate_common::{CtKey, CtValue, capacity, map_names};
 
@@ -141,6 +141,18 @@ impl Datapath {
             written,
             took: started.elapsed(),
         })
+    }
+
+    /// New flows held from now on: the classifiers' slow-path slot emptied, so a packet that
+    /// would open a flow is dropped (`DropNoProgram`) until the next agent puts its own slow
+    /// path there (the older release shares the slot's pin); established flows go on. For a
+    /// downgrade: a flow this release's programs opened after `keep_for_previous` would be in
+    /// no map the older programs read, and an application-checked one would be refused as
+    /// `unverified`; held, its opening packet is sent again (a TCP SYN after a second) and
+    /// meets the older programs.
+    pub fn hold_new_flows(&mut self) -> Result<(), DatapathError> {
+        let mut slot: ProgramArray<&mut MapData> = self.typed(map_names::SLOW_PROG)?;
+        slot.clear_index(&0).map_err(map_err(map_names::SLOW_PROG))
     }
 
     /// The second pass, once every interface runs this release's programs, then the old pin

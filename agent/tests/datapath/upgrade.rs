@@ -268,3 +268,27 @@ fn a_stop_leaves_every_flow_for_a_downgrade_and_the_next_start_takes_them_back()
     assert_eq!(conntrack_values(&mut dp2).len(), n);
     assert!(!back.0.join("maps").join("WG_CT_V4").exists());
 }
+
+/// A downgrade's stop holds new flows (`Datapath::hold_new_flows`): the slow path's slot
+/// emptied, an established flow goes on, a new one is dropped until the next agent's slow path
+/// is in place (here: this one's, as at a start).
+#[test]
+fn held_new_flows_wait_for_the_next_slow_path_and_established_ones_go_on() {
+    let (_pin, mut dp) = datapath("hold");
+    let pump = "192.0.2.10:40300";
+    let pacs = "198.51.100.10:104";
+    let syn = frame(PUMP_MAC, pump, pacs, L4::Syn);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    let syn_ack = syn_ack_frame(GW_MAC, PUMP_MAC, pacs, pump, 5000);
+    expect(&mut dp, false, &syn_ack, TC_ACT_OK, Reason::PassReply);
+
+    dp.hold_new_flows().unwrap();
+    let ack = frame(PUMP_MAC, pump, pacs, L4::Ack);
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    let other = frame(PUMP_MAC, "192.0.2.10:40301", pacs, L4::Syn);
+    expect(&mut dp, true, &other, TC_ACT_SHOT, Reason::DropNoProgram);
+
+    // The next agent's load puts its slow path in the shared slot: the flow opens.
+    let _next = Datapath::load(dp.pin_root()).unwrap();
+    expect(&mut dp, true, &other, TC_ACT_OK, Reason::PassPolicy);
+}
