@@ -213,67 +213,55 @@ fn default_log_bytes_per_minute() -> Size {
 impl LimitsConfig {
     /// Every bound at or above its minimum, the error naming the key.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let low = |key: &str, v: String, min: String, why: &str| {
-            anyhow::anyhow!("limits.{key}: {v} is below the minimum {min} ({why})")
-        };
-        if self.memory < MIN_MEMORY {
-            return Err(low(
-                "memory",
-                self.memory.to_string(),
-                MIN_MEMORY.to_string(),
-                "the BPF maps alone take 77M",
-            ));
-        }
-        if self.open_files < MIN_OPEN_FILES {
-            return Err(low(
-                "open_files",
-                self.open_files.to_string(),
-                MIN_OPEN_FILES.to_string(),
-                "every pinned map, program and link is a descriptor",
-            ));
-        }
-        if self.outbox_alerts == 0 {
-            return Err(low(
-                "outbox_alerts",
-                "0".into(),
-                "1".into(),
-                "alerts need room",
-            ));
-        }
-        if self.outbox_bytes < MIN_OUTBOX_BYTES {
-            return Err(low(
-                "outbox_bytes",
-                self.outbox_bytes.to_string(),
-                MIN_OUTBOX_BYTES.to_string(),
-                "an alert can be several kilobytes",
-            ));
-        }
-        if self.flow_records == 0 {
-            return Err(low(
-                "flow_records",
-                "0".into(),
-                "1".into(),
-                "records need room",
-            ));
-        }
-        if self.log_bytes_per_minute.0 != 0 && self.log_bytes_per_minute < MIN_LOG_BYTES {
-            return Err(low(
+        at_least(
+            "memory",
+            self.memory,
+            MIN_MEMORY,
+            "the BPF maps alone take 77M",
+        )?;
+        at_least(
+            "open_files",
+            self.open_files,
+            MIN_OPEN_FILES,
+            "every pinned map, program and link is a descriptor",
+        )?;
+        at_least("outbox_alerts", self.outbox_alerts, 1, "alerts need room")?;
+        at_least(
+            "outbox_bytes",
+            self.outbox_bytes,
+            MIN_OUTBOX_BYTES,
+            "an alert can be several kilobytes",
+        )?;
+        at_least("flow_records", self.flow_records, 1, "records need room")?;
+        // 0 turns the log budget off.
+        if self.log_bytes_per_minute.0 != 0 {
+            at_least(
                 "log_bytes_per_minute",
-                self.log_bytes_per_minute.to_string(),
-                MIN_LOG_BYTES.to_string(),
+                self.log_bytes_per_minute,
+                MIN_LOG_BYTES,
                 "a start alone logs a few kilobytes; 0 turns the budget off",
-            ));
+            )?;
         }
-        if self.state_bytes < MIN_STATE_BYTES {
-            return Err(low(
-                "state_bytes",
-                self.state_bytes.to_string(),
-                MIN_STATE_BYTES.to_string(),
-                "a site's policy is hundreds of kilobytes",
-            ));
-        }
-        Ok(())
+        at_least(
+            "state_bytes",
+            self.state_bytes,
+            MIN_STATE_BYTES,
+            "a site's policy is hundreds of kilobytes",
+        )
     }
+}
+
+/// `limits.KEY` must be at least `min`; the error says why.
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+    why: &str,
+) -> anyhow::Result<()> {
+    if value < min {
+        anyhow::bail!("limits.{key}: {value} is below the minimum {min} ({why})");
+    }
+    Ok(())
 }
 
 /// Flow recording in the datapath. Off, the datapath sends no flow-open or payload records and

@@ -4,43 +4,13 @@
 //! before it and that sending it again will not help. No root needed.
 
 use wardgate_agent::{config::ControllerConfig, sync};
-use wardgate_analysis::{FlowDirection, FlowRecord, TcpOutcome, flow::DeviceRef};
+use wardgate_analysis::FlowRecord;
 use wardgate_controller::store::Store;
 use wardgate_proto::flows::MAX_FLOWS_PER_BATCH;
-use wardgate_testkit::controller::LabController;
+use wardgate_testkit::{controller::LabController, flows::tcp_record};
 
 const GW: &str = "gw-ward-3";
 const NS: u64 = 1_000_000_000;
-
-fn record(device: &str, port: u16, t: u64) -> FlowRecord {
-    FlowRecord {
-        device: DeviceRef {
-            name: device.into(),
-            id: None,
-            mac: None,
-        },
-        direction: FlowDirection::Opened,
-        device_addr: "192.0.2.10".parse().unwrap(),
-        device_port: 40_000,
-        peer: "198.51.100.30".parse().unwrap(),
-        peer_port: port,
-        proto: 6,
-        port,
-        icmp_type: None,
-        vlan: None,
-        packets_out: 3,
-        bytes_out: 200,
-        packets_in: 2,
-        bytes_in: 100,
-        first_seen_ns: t,
-        last_seen_ns: t + NS,
-        tcp: Some(TcpOutcome::Established),
-        outcome: wardgate_analysis::FlowOutcome::Established,
-        rule: Some(2),
-        app: None,
-        tcp_flags: None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_go_in_acknowledged_batches_and_a_refusal_says_what_was_stored() {
@@ -67,7 +37,7 @@ async fn records_go_in_acknowledged_batches_and_a_refusal_says_what_was_stored()
     let t = now - now % (86_400 * NS) + (now % (86_400 * NS)) / 2;
     let n = MAX_FLOWS_PER_BATCH + 100;
     let records: Vec<FlowRecord> = (0..n)
-        .map(|i| record("pump-3a-bed12", 8443, t + i as u64))
+        .map(|i| tcp_record("pump-3a-bed12", 8443, t + i as u64))
         .collect();
     let done = sync::report_flows(&mut client, GW, &records).await.unwrap();
     assert_eq!(
@@ -147,8 +117,8 @@ async fn queued_records_reach_flow_days_on_the_interval_and_survive_an_outage() 
     let queue = FlowQueue::new(10_000, live.clone());
     let task = tokio::spawn(Reporter::new(cfg.clone(), queue.clone()).run(cfg.flow_report_every()));
     queue.push_all(&[
-        record("pump-3a-bed12", 2575, t),
-        record("pump-3a-bed12", 2575, t + 1),
+        tcp_record("pump-3a-bed12", 2575, t),
+        tcp_record("pump-3a-bed12", 2575, t + 1),
     ]);
     let flows = |lab: &LabController| {
         lab.store
@@ -172,7 +142,7 @@ async fn queued_records_reach_flow_days_on_the_interval_and_survive_an_outage() 
     assert_eq!(live.flow_records_sent.get(), 2);
 
     // A record refused for what it holds is dropped and counted; the good one after it goes.
-    let mut bad = record("pump-3a-bed12", 2575, t);
+    let mut bad = tcp_record("pump-3a-bed12", 2575, t);
     bad.last_seen_ns = 0;
     queue.push_all(&[bad]);
     let started = Instant::now();
@@ -191,7 +161,7 @@ async fn queued_records_reach_flow_days_on_the_interval_and_survive_an_outage() 
     // The controller gone: records stay queued across rounds.
     let addr = format!("127.0.0.1:{}", lab.url().rsplit(':').next().unwrap());
     lab.shutdown().await.unwrap();
-    queue.push_all(&[record("pump-3a-bed12", 2575, t + 2)]);
+    queue.push_all(&[tcp_record("pump-3a-bed12", 2575, t + 2)]);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(queue.len(), 1, "an undelivered record is kept");
     task.abort();

@@ -16,11 +16,11 @@ use wardgate_agent::{
     metrics::{self, Fill, Live},
     sync::{self, Holding},
 };
-use wardgate_analysis::{FlowDirection, FlowRecord, TcpOutcome, flow::DeviceRef};
 use wardgate_controller::store::{AlertQuery, Store};
 use wardgate_proto::v1 as pb;
 use wardgate_testkit::{
     controller::LabController,
+    flows::tcp_record,
     prometheus::{promtool_check, samples},
 };
 
@@ -50,36 +50,6 @@ fn alert(i: usize, now_ms: i64) -> pb::Alert {
         severity: severity.into(),
         observed_unix_ms: now_ms,
         ..Default::default()
-    }
-}
-
-fn record(port: u16, t: u64) -> FlowRecord {
-    FlowRecord {
-        device: DeviceRef {
-            name: DEVICE.into(),
-            id: None,
-            mac: None,
-        },
-        direction: FlowDirection::Opened,
-        device_addr: "192.0.2.10".parse().unwrap(),
-        device_port: 40_000,
-        peer: "198.51.100.30".parse().unwrap(),
-        peer_port: port,
-        proto: 6,
-        port,
-        icmp_type: None,
-        vlan: None,
-        packets_out: 3,
-        bytes_out: 200,
-        packets_in: 2,
-        bytes_in: 100,
-        first_seen_ns: t,
-        last_seen_ns: t + NS,
-        tcp: Some(TcpOutcome::Established),
-        outcome: wardgate_analysis::FlowOutcome::Established,
-        rule: Some(2),
-        app: None,
-        tcp_flags: None,
     }
 }
 
@@ -189,7 +159,7 @@ async fn tiny_limits_drop_the_lowest_and_oldest_first_count_it_and_deliver_the_r
     let now_ns = now_ms as u64 * 1_000_000;
     let t = now_ns - now_ns % (86_400 * NS) + (now_ns % (86_400 * NS)) / 2;
     for port in 1001..=1008 {
-        flows.push_all(&[record(port, t)]);
+        flows.push_all(&[tcp_record(DEVICE, port, t)]);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 

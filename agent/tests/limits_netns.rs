@@ -8,13 +8,13 @@
 
 mod support;
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use support::{lab::Lab, *};
 use wardgate_agent::config::AgentConfig;
 use wardgate_testkit::{
     agent::AgentProcess,
-    prometheus::{promtool_check, samples, value},
+    prometheus::{promtool_check, samples, scrape_in, value},
     ward::Ward,
 };
 
@@ -59,7 +59,7 @@ fn a_state_file_that_cannot_be_written_never_keeps_the_first_generation_from_enf
     assert!(!blocked.with_file_name("desired.json").exists());
 
     // Counted, once per generation the controller sent.
-    let scraped = scrape(&ward.gw);
+    let scraped = scrape_in(&ward.gw, LISTEN);
     let s = samples(&scraped);
     let refused = value(
         &s,
@@ -71,28 +71,4 @@ fn a_state_file_that_cannot_be_written_never_keeps_the_first_generation_from_enf
     println!("state writes refused: {refused}");
     drop(agent);
     lab.stop();
-}
-
-/// The agent's `/metrics`, from inside the gateway namespace (bounded: 5 s).
-fn scrape(ns: &str) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "5",
-        ])
-        .arg(format!("http://{LISTEN}/metrics"))
-        .output()
-        .expect("curl runs (apt package curl)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }

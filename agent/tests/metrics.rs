@@ -8,7 +8,6 @@ mod support;
 use std::{
     net::SocketAddr,
     path::Path,
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -20,7 +19,7 @@ use support::*;
 use wardgate_agent::config::AgentConfig;
 use wardgate_testkit::{
     agent::AgentProcess,
-    prometheus::{promtool_check, samples, value},
+    prometheus::{promtool_check, samples, scrape_in, value},
     ward::*,
 };
 
@@ -29,31 +28,6 @@ const LISTEN: &str = "127.0.0.1:9464";
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
-
-/// `GET /metrics` from inside the gateway namespace with curl (a plain HTTP client).
-fn scrape(ns: &str) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "5",
-        ])
-        .arg(format!("http://{LISTEN}/metrics"))
-        .output()
-        .expect("curl runs (apt package curl)");
-    assert!(
-        out.status.success(),
-        "scrape failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn metrics_move_while_traffic_flows_and_promtool_accepts_them() {
     require_privileges();
@@ -110,9 +84,9 @@ fn metrics_move_while_traffic_flows_and_promtool_accepts_them() {
     };
 
     std::thread::sleep(Duration::from_secs(2));
-    let first_text = scrape(&ward.gw);
+    let first_text = scrape_in(&ward.gw, LISTEN);
     std::thread::sleep(Duration::from_secs(3));
-    let second_text = scrape(&ward.gw);
+    let second_text = scrape_in(&ward.gw, LISTEN);
     running.store(false, Ordering::Relaxed);
     let (allowed, leaked) = traffic.join().unwrap();
     stop.store(true, Ordering::Relaxed);

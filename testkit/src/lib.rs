@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod controller;
+pub mod flows;
 pub mod ocsf;
 pub mod peers;
 pub mod prometheus;

@@ -7,6 +7,31 @@ use std::{
     process::{Command, Stdio},
 };
 
+/// `GET http://LISTEN/metrics` from inside network namespace `ns` with curl (a plain HTTP
+/// client; bounded: 5 s); panics if the scrape fails.
+pub fn scrape_in(ns: &str, listen: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://{listen}/metrics"))
+        .output()
+        .expect("curl runs (apt package curl)");
+    assert!(
+        out.status.success(),
+        "scrape failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Pipes `text` through `promtool check metrics`; panics with its complaints.
 pub fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")

@@ -54,12 +54,36 @@ pub fn debs() -> anyhow::Result<Vec<PathBuf>> {
         return Ok(debs);
     }
     let root = root();
-    ensure!(
+    let present = || {
         cmd::succeeds(Command::new("git").arg("-C").arg(&root).args([
             "cat-file",
             "-e",
-            &format!("{COMMIT}^{{commit}}")
-        ])),
+            &format!("{COMMIT}^{{commit}}"),
+        ]))
+    };
+    if !present() {
+        // A shallow clone lacks the older commit: deepen it from where it was cloned (an
+        // ancestor of main, so a full history has it). Failures are told by the check below.
+        println!(
+            "previous release {VERSION}: {} not in this clone; fetching it",
+            &COMMIT[..7]
+        );
+        let _ = cmd::succeeds(Command::new("git").arg("-C").arg(&root).args([
+            "fetch",
+            "--quiet",
+            "--unshallow",
+        ]));
+        if !present() {
+            let _ = cmd::succeeds(
+                Command::new("git")
+                    .arg("-C")
+                    .arg(&root)
+                    .args(["fetch", "--quiet", "origin", COMMIT]),
+            );
+        }
+    }
+    ensure!(
+        present(),
         "the previous release's commit {COMMIT} is not in this clone (a shallow clone? \
          `git fetch --unshallow`)"
     );

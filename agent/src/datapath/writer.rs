@@ -131,81 +131,48 @@ impl Datapath {
 
     fn clear_slot(&mut self, slot: u32) -> Result<(), DatapathError> {
         let slot = slot as u8;
-        let mut devices: HashMap<&mut MapData, DeviceKey, DeviceInfo> =
-            self.typed(map_names::DEVICES)?;
-        let stale: Vec<_> = devices
+        self.clear_hash::<DeviceKey, DeviceInfo>(map_names::DEVICES, |k| k.slot == slot)?;
+        self.clear_hash::<MacKey, DeviceInfo>(map_names::MACS, |k| k.slot == slot)?;
+        self.clear_lpm::<PeerKey, PeerValue>(map_names::PEERS, |k| k.slot == slot)?;
+        self.clear_lpm::<PortKey, RuleValue>(map_names::PORTS, |k| k.slot == slot)?;
+        self.clear_hash::<PeerKey, PeerValue>(map_names::PEERS_HOST, |k| k.slot == slot)?;
+        self.clear_hash::<PortKey, RuleValue>(map_names::PORTS_EXACT, |k| k.slot == slot)?;
+        self.clear_hash::<HostPortKey, RuleValue>(map_names::HOST_PORTS, |k| k.slot == slot)?;
+        self.clear_hash::<AppKey, u32>(map_names::APP_VALUES, |k| k.slot == slot)
+    }
+
+    /// Removes the entries of hash map `name` whose key `in_slot` selects.
+    fn clear_hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        in_slot: impl Fn(&K) -> bool,
+    ) -> Result<(), DatapathError> {
+        let mut map: HashMap<&mut MapData, K, V> = self.typed(name)?;
+        let stale: Vec<_> = map
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| k.slot == slot)
+            .filter(|k| in_slot(k))
             .collect();
         for k in stale {
-            devices.remove(&k).map_err(map_err(map_names::DEVICES))?;
+            map.remove(&k).map_err(map_err(name))?;
         }
-        let mut macs: HashMap<&mut MapData, MacKey, DeviceInfo> = self.typed(map_names::MACS)?;
-        let stale: Vec<_> = macs
+        Ok(())
+    }
+
+    /// Removes the entries of LPM trie `name` whose key data `in_slot` selects.
+    fn clear_lpm<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        in_slot: impl Fn(&K) -> bool,
+    ) -> Result<(), DatapathError> {
+        let mut map: LpmTrie<&mut MapData, K, V> = self.typed(name)?;
+        let stale: Vec<_> = map
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| k.slot == slot)
+            .filter(|k| in_slot(&k.data()))
             .collect();
         for k in stale {
-            macs.remove(&k).map_err(map_err(map_names::MACS))?;
-        }
-        let mut peers: LpmTrie<&mut MapData, PeerKey, PeerValue> = self.typed(map_names::PEERS)?;
-        let stale: Vec<_> = peers
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.data().slot == slot)
-            .collect();
-        for k in stale {
-            peers.remove(&k).map_err(map_err(map_names::PEERS))?;
-        }
-        let mut ports: LpmTrie<&mut MapData, PortKey, RuleValue> = self.typed(map_names::PORTS)?;
-        let stale: Vec<_> = ports
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.data().slot == slot)
-            .collect();
-        for k in stale {
-            ports.remove(&k).map_err(map_err(map_names::PORTS))?;
-        }
-        let mut hosts: HashMap<&mut MapData, PeerKey, PeerValue> =
-            self.typed(map_names::PEERS_HOST)?;
-        let stale: Vec<_> = hosts
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.slot == slot)
-            .collect();
-        for k in stale {
-            hosts.remove(&k).map_err(map_err(map_names::PEERS_HOST))?;
-        }
-        let mut exact: HashMap<&mut MapData, PortKey, RuleValue> =
-            self.typed(map_names::PORTS_EXACT)?;
-        let stale: Vec<_> = exact
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.slot == slot)
-            .collect();
-        for k in stale {
-            exact.remove(&k).map_err(map_err(map_names::PORTS_EXACT))?;
-        }
-        let mut pairs: HashMap<&mut MapData, HostPortKey, RuleValue> =
-            self.typed(map_names::HOST_PORTS)?;
-        let stale: Vec<_> = pairs
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.slot == slot)
-            .collect();
-        for k in stale {
-            pairs.remove(&k).map_err(map_err(map_names::HOST_PORTS))?;
-        }
-        let mut apps: HashMap<&mut MapData, AppKey, u32> = self.typed(map_names::APP_VALUES)?;
-        let stale: Vec<_> = apps
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.slot == slot)
-            .collect();
-        for k in stale {
-            apps.remove(&k).map_err(map_err(map_names::APP_VALUES))?;
+            map.remove(&k).map_err(map_err(name))?;
         }
         let mut names: HashMap<&mut MapData, DnsNameKey, PeerValue> =
             self.typed(map_names::DNS_NAMES)?;
