@@ -76,6 +76,12 @@ pub struct FlowAggregate {
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     pub detail: AggregateDetail,
+    /// The DNS name the device resolved the peer from (the latest seen), and how many of the
+    /// row's flows had one: the row's records carry the name only when all of them did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_name: Option<String>,
+    #[serde(default)]
+    pub named_flows: u64,
 }
 
 impl FlowAggregate {
@@ -126,6 +132,8 @@ impl FlowAggregate {
                 tcp,
                 outcomes: OutcomeCounts::one(r.outcome),
             },
+            peer_name: r.peer_name.clone(),
+            named_flows: u64::from(r.peer_name.is_some()),
         }
     }
 
@@ -143,6 +151,12 @@ impl FlowAggregate {
         add(&mut self.packets_in, other.packets_in);
         add(&mut self.bytes_out, other.bytes_out);
         add(&mut self.bytes_in, other.bytes_in);
+        if other.peer_name.is_some()
+            && (self.peer_name.is_none() || other.last_seen_ns >= self.last_seen_ns)
+        {
+            self.peer_name = other.peer_name.clone();
+        }
+        add(&mut self.named_flows, other.named_flows);
         self.first_seen_ns = self.first_seen_ns.min(other.first_seen_ns);
         self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
         let d = &mut self.detail;
@@ -233,6 +247,10 @@ impl FlowAggregate {
             rule: None,
             app: None,
             tcp_flags: None,
+            peer_name: self
+                .peer_name
+                .clone()
+                .filter(|_| self.named_flows >= self.flows),
         };
         let outcomes = self.outcomes();
         let completed = outcomes.established;
@@ -342,6 +360,7 @@ mod tests {
                 })
             }),
             tcp_flags: None,
+            peer_name: None,
         }
     }
 

@@ -13,6 +13,7 @@
 //! message claiming 65,535 records is refused without the parser reserving room for them.
 
 pub mod answer;
+pub mod names;
 
 use std::net::IpAddr;
 

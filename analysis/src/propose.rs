@@ -1,5 +1,7 @@
 //! A candidate profile from a device's flow records: one flow rule per (direction, protocol,
-//! ports, app) with the peers that used it, peers named by site group where one matches, runs of
+//! ports, app) with the peers that used it, peers named by site group where one matches, else by
+//! the DNS name the device resolved them from (`dns:NAME`, when every flow to the address had
+//! that name: `dns::names`; the addresses in a comment), runs of
 //! ports as ranges, app constraints where every flow of a rule showed the same DICOM or HL7
 //! identity, each rule commented with the flows and bytes it covers and when. Written as YAML text
 //! by hand because serde cannot write comments; every string goes through JSON quoting (a JSON
@@ -133,6 +135,8 @@ struct Acc {
     last: u64,
     /// The app identities seen; `None` in the set when some flow had none.
     apps: BTreeSet<Option<AppKey>>,
+    /// For a `dns:` peer, the addresses its flows went to.
+    addrs: BTreeSet<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -211,13 +215,18 @@ pub fn propose_weighted<'a>(
     groups: &Groups,
     opts: ProposeOptions,
 ) -> Proposal {
+    let records: Vec<(&FlowRecord, u64)> = records
+        .into_iter()
+        .filter(|(r, _)| r.device.name == device)
+        .collect();
+    let names = peer_names(&records, opts);
     // (direction, protocol, peer) -> what used it.
     let mut by_peer: BTreeMap<(FlowDirection, &'static str, String), Acc> = BTreeMap::new();
     let mut total = (0u64, u64::MAX, 0u64);
     type LeftKey = (FlowDirection, IpAddr, u8, FlowOutcome);
     let mut left: BTreeMap<LeftKey, (u64, u64, BTreeSet<u16>)> = BTreeMap::new();
     let mut incomplete_used = 0u64;
-    for (r, n) in records.into_iter().filter(|(r, _)| r.device.name == device) {
+    for &(r, n) in &records {
         if !r.outcome.is_completed() {
             if !opts.include_incomplete {
                 let e = left
@@ -233,10 +242,14 @@ pub fn propose_weighted<'a>(
             incomplete_used += n;
         }
         let proto = protocol(r.proto);
-        let peer = match groups.name(r.peer) {
-            Some(g) => format!("group:{g}"),
-            None => r.peer.to_string(),
+        // A site group wins; then the name every flow to the address was resolved from.
+        let named = names.get(&(r.direction, r.peer)).and_then(|n| n.as_deref());
+        let peer = match (groups.name(r.peer), named) {
+            (Some(g), _) => format!("group:{g}"),
+            (None, Some(name)) => format!("dns:{name}"),
+            (None, None) => r.peer.to_string(),
         };
+        let by_name = peer.starts_with("dns:");
         let a = by_peer.entry((r.direction, proto, peer)).or_insert(Acc {
             first: u64::MAX,
             ..Acc::default()
@@ -249,6 +262,9 @@ pub fn propose_weighted<'a>(
         a.first = a.first.min(r.first_seen_ns);
         a.last = a.last.max(r.last_seen_ns);
         a.apps.insert(r.app.as_ref().map(app_key));
+        if by_name {
+            a.addrs.insert(r.peer);
+        }
         total = (
             total.0 + n,
             total.1.min(r.first_seen_ns),
@@ -257,22 +273,26 @@ pub fn propose_weighted<'a>(
     }
     // Peers sharing (direction, protocol, ports, app) become one rule.
     type RuleKey = (FlowDirection, &'static str, Vec<u16>, Option<AppKey>);
-    let mut rules: BTreeMap<RuleKey, (Vec<String>, Acc)> = BTreeMap::new();
+    let mut rules: BTreeMap<RuleKey, (Vec<String>, Acc, Vec<String>)> = BTreeMap::new();
     for ((dir, proto, peer), a) in by_peer {
         let app = match a.apps.len() {
             1 => a.apps.iter().next().cloned().flatten(),
             _ => None,
         };
         let key = (dir, proto, a.ports.iter().copied().collect(), app);
-        let (peers, acc) = rules.entry(key).or_insert_with(|| {
+        let (peers, acc, seen_at) = rules.entry(key).or_insert_with(|| {
             (
                 Vec::new(),
                 Acc {
                     first: u64::MAX,
                     ..Acc::default()
                 },
+                Vec::new(),
             )
         });
+        if !a.addrs.is_empty() {
+            seen_at.push(format!("{peer} seen at {}", addr_list(&a.addrs)));
+        }
         peers.push(peer);
         acc.flows += a.flows;
         acc.bytes += a.bytes;
@@ -296,7 +316,7 @@ pub fn propose_weighted<'a>(
     // Rules first (their widenings go into the header too), then the header.
     let mut body = String::new();
     let mut widened = Vec::new();
-    for ((dir, proto, ports, app), (peers, acc)) in rules {
+    for ((dir, proto, ports, app), (peers, acc, seen_at)) in rules {
         let (peers, peer_note) = collapse_peers(peers);
         let (port_items, port_note) = port_list(&ports);
         let direction = direction_name(dir);
@@ -313,6 +333,9 @@ pub fn propose_weighted<'a>(
             when(acc.first),
             when(acc.last)
         );
+        for s in &seen_at {
+            let _ = writeln!(y, "  # {s}");
+        }
         for note in peer_note.iter().chain(&port_note) {
             let _ = writeln!(y, "  # WIDENED: {note}");
             widened.push(format!("{name}: {note}"));
@@ -403,6 +426,59 @@ pub fn propose_weighted<'a>(
         left_out,
         widened,
     }
+}
+
+/// Per (direction, peer address) of the flows a proposal uses: the name the device resolved
+/// the address from, if every one of those flows had one (the latest name when it changed);
+/// `None` when any went to the address without a name.
+fn peer_names(
+    records: &[(&FlowRecord, u64)],
+    opts: ProposeOptions,
+) -> BTreeMap<(FlowDirection, IpAddr), Option<String>> {
+    let mut out: BTreeMap<(FlowDirection, IpAddr), Option<(String, u64)>> = BTreeMap::new();
+    for (r, _) in records {
+        if !(r.outcome.is_completed() || opts.include_incomplete) {
+            continue;
+        }
+        // A name a profile cannot hold (an escaped byte in a label) is no name here.
+        let this = r
+            .peer_name
+            .as_ref()
+            .filter(|n| wardgate_policy::dns::name_problem(n).is_none())
+            .map(|n| (n.clone(), r.last_seen_ns));
+        match out.entry((r.direction, r.peer)) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(this);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let keep = match (o.get(), this) {
+                    (Some(old), Some(new)) if new.1 >= old.1 => Some(new),
+                    (Some(old), Some(_)) => Some(old.clone()),
+                    _ => None,
+                };
+                o.insert(keep);
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(k, v)| (k, v.map(|(n, _)| n)))
+        .collect()
+}
+
+/// Addresses shown in a `dns:` peer's comment at most.
+const MAX_ADDRS_SHOWN: usize = 16;
+
+fn addr_list(addrs: &BTreeSet<IpAddr>) -> String {
+    let mut s = addrs
+        .iter()
+        .take(MAX_ADDRS_SHOWN)
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if addrs.len() > MAX_ADDRS_SHOWN {
+        s.push_str(&format!(", ... ({} addresses)", addrs.len()));
+    }
+    s
 }
 
 /// Runs of consecutive ports as `"a-b"` (exactly the ports seen); past MAX_PORTS, one range

@@ -101,7 +101,13 @@ pub fn simulate_weighted(
             asset_id: String::new(),
         })
         .collect();
-    let no_groups = BTreeMap::new();
+    // A `dns:` peer needs resolvers to validate; which ones does not change a replay (the
+    // records carry the names), so a site without a `dns` group gets a stand-in (a group may
+    // not be empty; the address is a documentation one no record comes from).
+    let mut groups = site.map_or_else(BTreeMap::new, |s| s.groups.clone());
+    groups
+        .entry("dns".to_string())
+        .or_insert_with(|| vec![Located::new("192.0.2.53/32".to_string())]);
     let gateways = [Gateway {
         name: Located::new(GATEWAY.to_string()),
         interfaces: vec!["sim0".to_string()],
@@ -109,7 +115,7 @@ pub fn simulate_weighted(
     }];
     let sim = SiteInput {
         name: GATEWAY,
-        groups: site.map_or(&no_groups, |s| &s.groups),
+        groups: &groups,
         gateways: &gateways,
         devices,
     };
@@ -137,6 +143,7 @@ pub fn simulate_weighted(
         let Some(&pid) = policy.get(r.device.name.as_str()) else {
             continue;
         };
+        // By address, else (as the datapath) by the name the device resolved the peer from.
         let allowed = wardgate_policy::lower::lookup(
             &state,
             pid,
@@ -144,7 +151,17 @@ pub fn simulate_weighted(
             r.peer,
             r.proto,
             r.port,
-        );
+        )
+        .or_else(|| {
+            wardgate_policy::dns::lookup_name(
+                &state,
+                pid,
+                r.direction.to_policy(),
+                r.peer_name.as_deref()?,
+                r.proto,
+                r.port,
+            )
+        });
         // The rule's application check, on the identity the record carries (a record without
         // one, not inspected, is taken as passing: nothing says otherwise).
         let refused = allowed

@@ -77,6 +77,24 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// The rule a flow to an address the device resolved from `name` gets by the policy's `dns:`
+/// peers (what the datapath asks after the address lookup found nothing): the first name of
+/// the policy and direction covering `name` whose peer set allows (proto, port).
+pub fn lookup_name(
+    state: &DesiredState,
+    policy_id: u32,
+    direction: Direction,
+    name: &str,
+    proto: u8,
+    port: u16,
+) -> Option<u32> {
+    state
+        .dns
+        .names_of(policy_id)
+        .filter(|n| n.direction == direction && name_matches(&n.name, name))
+        .find_map(|n| crate::lower::lookup_port(state, n.peer_set, proto, port))
+}
+
 /// Why a `dns:` name cannot be enforced, or `None`: labels of letters, digits, `-` and `_`
 /// (1-63 bytes, 253 in all), optionally after a leading `*.`.
 pub fn name_problem(name: &str) -> Option<String> {

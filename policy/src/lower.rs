@@ -223,6 +223,11 @@ pub fn lookup(
         .filter(|e| e.policy_id == policy_id && e.direction == direction && e.cidr.contains(&peer))
         .max_by_key(|e| e.cidr.prefix_len())?
         .peer_set;
+    lookup_port(state, peer_set, proto, port)
+}
+
+/// The rule of `peer_set` for (proto, port): the datapath's port stage, most specific first.
+pub fn lookup_port(state: &DesiredState, peer_set: u32, proto: u8, port: u16) -> Option<u32> {
     state
         .ports
         .iter()

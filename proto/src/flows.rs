@@ -21,6 +21,8 @@ pub const MAX_FLOWS_PER_BATCH: usize = 4096;
 pub const MAX_NAME: usize = 128;
 /// Longest text field of an app identity (the parsers keep at most 128 characters).
 pub const MAX_TEXT: usize = 256;
+/// Longest DNS name (RFC 1035: 253 characters written out).
+pub const MAX_PEER_NAME: usize = 253;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("flow record {index}: {field}: {problem}")]
@@ -70,6 +72,7 @@ impl From<&FlowRecord> for pb::FlowRecord {
             } as i32,
             rule: r.rule,
             app: r.app.as_ref().map(app_pb),
+            peer_name: r.peer_name.clone(),
             tcp_flags: r.tcp_flags.map(|f| pb::TcpFlags {
                 first: f.first.into(),
                 sent: f.sent.into(),
@@ -328,6 +331,10 @@ pub fn record_from_pb(index: usize, r: pb::FlowRecord) -> Result<FlowRecord, Flo
                 })
             })
             .transpose()?,
+        peer_name: r
+            .peer_name
+            .map(|n| c.text("peer_name", n.to_ascii_lowercase(), MAX_PEER_NAME))
+            .transpose()?,
     })
 }
 
@@ -410,6 +417,7 @@ mod tests {
                 sent: 0x1b,
                 received: 0x13,
             }),
+            peer_name: None,
         }
     }
 

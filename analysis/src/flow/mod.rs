@@ -111,6 +111,10 @@ pub struct FlowRecord {
     /// contacts. None for other protocols, and from agents that predate them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<TcpFlags>,
+    /// The DNS name the device asked for when its resolver answered with this peer just before
+    /// the flow (`dns::names`); opened flows only. None from agents that predate names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_name: Option<String>,
 }
 
 impl FlowRecord {
@@ -133,4 +137,4 @@ impl FlowRecord {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

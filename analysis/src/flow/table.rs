@@ -421,5 +421,6 @@ fn record(devices: &Devices, d: &Done, side: usize) -> Option<FlowRecord> {
             sent: d.flags[side],
             received: d.flags[other],
         }),
+        peer_name: None,
     })
 }

@@ -143,3 +143,35 @@ fn a_new_syn_after_close_or_idle_is_a_new_flow() {
     let (_, stats) = f.run();
     assert_eq!(stats.flows, 3);
 }
+
+/// A completed TCP flow `device` opened to `peer` port 443 at `first_ns` (other modules' tests).
+pub(crate) fn record_to(device: IpAddr, peer: IpAddr, first_ns: u64) -> FlowRecord {
+    FlowRecord {
+        device: DeviceRef {
+            name: "dev".into(),
+            id: None,
+            mac: None,
+        },
+        direction: FlowDirection::Opened,
+        device_addr: device,
+        device_port: 40000,
+        peer,
+        peer_port: 443,
+        proto: 6,
+        port: 443,
+        icmp_type: None,
+        vlan: None,
+        packets_out: 3,
+        bytes_out: 300,
+        packets_in: 3,
+        bytes_in: 900,
+        first_seen_ns: first_ns,
+        last_seen_ns: first_ns + 1_000,
+        tcp: Some(TcpOutcome::Established),
+        outcome: FlowOutcome::Established,
+        rule: None,
+        app: None,
+        tcp_flags: None,
+        peer_name: None,
+    }
+}

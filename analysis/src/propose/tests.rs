@@ -39,6 +39,7 @@ fn rec(dir: FlowDirection, peer: IpAddr, proto: u8, port: u16, t: u64) -> FlowRe
         rule: None,
         app: None,
         tcp_flags: None,
+        peer_name: None,
     }
 }
 
@@ -290,5 +291,103 @@ fn simulate_applies_the_application_rule_to_the_recorded_identities() {
     assert_eq!(
         (blocked[0].flows, blocked[0].app.as_deref()),
         (1, Some("dicom CT_9 -> PACS"))
+    );
+}
+
+fn named(peer: &str, name: Option<&str>, port: u16, t: u64) -> FlowRecord {
+    let mut r = rec(FlowDirection::Opened, peer.parse().unwrap(), 6, port, t);
+    r.peer_name = name.map(str::to_string);
+    r
+}
+
+#[test]
+fn peers_reached_by_name_become_one_dns_peer_with_their_addresses_in_a_comment() {
+    let api = Some("api.vendor.example");
+    let recs = vec![
+        // A name whose address rotated three times: one `dns:` peer, one rule.
+        named("203.0.113.7", api, 443, 0),
+        named("203.0.113.8", api, 443, S),
+        named("198.51.100.200", api, 443, 2 * S),
+        // Mixed: one flow to this address had no name, so the address stays.
+        named("203.0.113.50", Some("cdn.vendor.example"), 443, 3 * S),
+        named("203.0.113.50", None, 443, 4 * S),
+        // An address in a site group keeps its group, name or not.
+        named("198.51.100.5", Some("pacs.example"), 104, 5 * S),
+    ];
+    let y = propose("CT 1", &recs, &Groups::from_site(&site())).yaml;
+    let p = wardgate_policy::parse_profile("p.yaml", &y).unwrap_or_else(|e| panic!("{e}\n{y}"));
+    assert!(
+        wardgate_policy::validate_profile("p.yaml", &p).is_empty(),
+        "{y}"
+    );
+    assert_eq!(p.flows.len(), 2, "{y}");
+    assert!(
+        y.contains("peers: [\"dns:api.vendor.example\", \"203.0.113.50\"]\n    ports: [443]"),
+        "{y}"
+    );
+    assert!(
+        y.contains("# dns:api.vendor.example seen at 198.51.100.200, 203.0.113.7, 203.0.113.8\n"),
+        "{y}"
+    );
+    assert!(y.contains("peers: [\"group:pacs\"]"), "{y}");
+    for addr in ["203.0.113.7", "203.0.113.8", "198.51.100.200"] {
+        assert!(
+            !y.contains(&format!("\"{addr}\"")),
+            "{addr} is a peer:\n{y}"
+        );
+    }
+    assert!(
+        !y.contains("pacs.example") && !y.contains("seen at 198.51.100.5"),
+        "{y}"
+    );
+    // The proposal passes its own flows, and a name it never saw is blocked.
+    assert!(simulate(&p, Some(&site()), &recs).unwrap().is_empty());
+    let other = named("203.0.113.99", Some("evil.example"), 443, 6 * S);
+    let blocked = simulate(&p, Some(&site()), &[other]).unwrap();
+    assert_eq!(blocked.len(), 1);
+}
+
+#[test]
+fn simulate_allows_a_named_flow_by_exact_name_or_wildcard_and_nothing_else() {
+    let profile = |peer: &str| {
+        let y = format!(
+            "name: p\nflows:\n  - name: cloud\n    direction: from-device\n    protocol: tcp\n    \
+             peers: [\"{peer}\"]\n    ports: [443]\n"
+        );
+        wardgate_policy::parse_profile("p.yaml", &y).unwrap_or_else(|e| panic!("{e}\n{y}"))
+    };
+    let flows = [
+        named("203.0.113.7", Some("api.vendor.example"), 443, 0),
+        named("203.0.113.8", Some("eu.api.vendor.example"), 443, S),
+        // No name: an address is not a name.
+        named("203.0.113.9", None, 443, 2 * S),
+        // The right name on the wrong port.
+        named("203.0.113.7", Some("api.vendor.example"), 8443, 3 * S),
+    ];
+    let blocked_peers = |peer: &str| -> Vec<(String, u16)> {
+        simulate(&profile(peer), None, &flows)
+            .unwrap()
+            .iter()
+            .map(|b| (b.peer.to_string(), b.port))
+            .collect()
+    };
+    let mut exact = blocked_peers("dns:api.vendor.example");
+    exact.sort();
+    assert_eq!(
+        exact,
+        [
+            ("203.0.113.7".to_string(), 8443),
+            ("203.0.113.8".to_string(), 443),
+            ("203.0.113.9".to_string(), 443)
+        ]
+    );
+    let mut wild = blocked_peers("dns:*.vendor.example");
+    wild.sort();
+    assert_eq!(
+        wild,
+        [
+            ("203.0.113.7".to_string(), 8443),
+            ("203.0.113.9".to_string(), 443)
+        ]
     );
 }

@@ -70,6 +70,7 @@ fn opened(
         rule: None,
         app: None,
         tcp_flags: None,
+        peer_name: None,
     }
 }
 
