@@ -248,6 +248,7 @@ mod tests {
             rule: None,
             app: None,
             tcp_flags: None,
+            peer_name: None,
         }
     }
 

@@ -802,6 +802,15 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             tracing::error!(error = format!("{e:#}"), "DNS learner stopped");
         }
     });
+    // Who resolved what: a passive copy of the answers names the flows that follow them.
+    let names = crate::dns::names::shared();
+    let names_state = tx.subscribe();
+    let (names_table, names_ifaces) = (names.clone(), cfg.interfaces.clone());
+    tokio::spawn(async move {
+        if let Err(e) = crate::dns::names::run(names_ifaces, names_table, names_state).await {
+            tracing::error!(error = format!("{e:#}"), "DNS name watcher stopped");
+        }
+    });
     let detection = detection(&cfg.detection)?;
     // Alerts go to the controller only when there is one; the agent logs every event anyway.
     let alerts = cfg.controller.as_ref().map(|c| {
@@ -855,6 +864,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             crate::flows::Outputs {
                 alerts: flow_alerts,
                 records: report_queue,
+                names: Some(names),
             },
             detection,
             cfg,

@@ -223,6 +223,7 @@ fn flow(peer: &str, port: u16, t: u64) -> FlowRecord {
         rule: Some(1),
         app: None,
         tcp_flags: None,
+        peer_name: None,
     }
 }
 

@@ -114,6 +114,7 @@ fn opened(peer: &str, proto: u8, port: u16, t: u64) -> FlowRecord {
         rule: None,
         app: None,
         tcp_flags: None,
+        peer_name: None,
     }
 }
 

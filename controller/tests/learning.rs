@@ -61,6 +61,7 @@ fn rec(device: &str, dir: FlowDirection, peer: &str, proto: u8, port: u16, t: u6
         rule: Some(1),
         app: None,
         tcp_flags: None,
+        peer_name: None,
     }
 }
 
@@ -751,4 +752,68 @@ async fn wardctl_errors_are_one_plain_line_with_the_fix() {
         err.contains("user-nobody.pem") && err.contains("--as") && err.ends_with("no such file\n"),
         "{err}"
     );
+}
+
+/// Names reported with flows are stored with their rows and propose `dns:` peers; simulate
+/// allows them by name (issue 21 point 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_names_are_stored_and_proposed_as_dns_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start(dir.path(), &Settings::default()).await;
+    let mut agent = lab.agent(GW).await.unwrap();
+    let t = now_ns() - 3600 * NS;
+    let mut records = Vec::new();
+    // The cloud name rotated over three addresses; a workstation (a site group) without one.
+    for (i, addr) in ["203.0.113.21", "203.0.113.22", "203.0.113.23"]
+        .iter()
+        .enumerate()
+    {
+        let mut r = opened(addr, 6, 443, t + i as u64 * 60 * NS);
+        r.peer_name = Some("API.Vendor.example".into());
+        records.push(r);
+    }
+    records.push(opened("203.0.113.99", 6, 443, t + 300 * NS));
+    let ack = report(&mut agent, &records).await.unwrap();
+    assert_eq!(ack.stored as usize, records.len());
+    // Stored with the row, lower case.
+    let rows = lab.store.flow_aggregates(US, 0, u64::MAX).unwrap();
+    let named: Vec<_> = rows.iter().filter(|r| r.peer_name.is_some()).collect();
+    assert_eq!(named.len(), 3, "{rows:?}");
+    assert!(
+        named
+            .iter()
+            .all(|r| r.peer_name.as_deref() == Some("api.vendor.example") && r.named_flows == 1)
+    );
+    let mut admin = lab.admin("eve").await.unwrap();
+    let p = admin
+        .propose_profile(pb::ProposeProfileRequest {
+            device: US.into(),
+            include_incomplete: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    println!("{}", p.yaml);
+    assert!(
+        p.yaml
+            .contains("peers: [\"dns:api.vendor.example\", \"group:clinical-workstations\"]"),
+        "{}",
+        p.yaml
+    );
+    assert!(
+        p.yaml
+            .contains("# dns:api.vendor.example seen at 203.0.113.21, 203.0.113.22, 203.0.113.23"),
+        "{}",
+        p.yaml
+    );
+    let sim = admin
+        .simulate(pb::SimulateRequest {
+            device: US.into(),
+            yaml: p.yaml.clone(),
+            since_s: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(sim.blocked.is_empty(), "{sim:?}");
 }

@@ -54,6 +54,7 @@ fn flow(peer: &str, port: u16, t: u64, outcome: FlowOutcome) -> FlowRecord {
         rule: None,
         app: None,
         tcp_flags: None,
+        peer_name: None,
     }
 }
 

@@ -33,5 +33,6 @@ pub fn tcp_record(device: &str, port: u16, t: u64) -> FlowRecord {
         rule: Some(2),
         app: None,
         tcp_flags: None,
+        peer_name: None,
     }
 }

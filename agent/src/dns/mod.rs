@@ -5,6 +5,7 @@
 //! task of its own: one answer costs a map write and a send, never a wait on the policy
 //! writer's loop.
 
+pub mod names;
 pub mod reinject;
 pub mod table;
 

@@ -320,6 +320,8 @@ fn log_identity(r: &FlowRecord) {
 pub struct Outputs {
     pub alerts: Option<Arc<AlertQueue>>,
     pub records: Option<Arc<crate::flow_report::FlowQueue>>,
+    /// Who resolved what (`dns::names`): finished records take the name of their peer.
+    pub names: Option<crate::dns::names::Shared>,
 }
 
 /// What the flow reader takes from the agent's other tasks.
@@ -464,6 +466,9 @@ pub async fn run(
 fn deliver(records: &mut Vec<FlowRecord>, detection: &mut Detection, clock: Clock, out: &Outputs) {
     if records.is_empty() {
         return;
+    }
+    if let Some(names) = &out.names {
+        names.lock().expect("name table lock").label(records);
     }
     let found = detection.observe(records, clock.wall(datapath::coarse_now_ns()));
     if let Some(q) = &out.records {

@@ -29,6 +29,7 @@ fn denied(port: u16, t_ns: u64) -> FlowRecord {
         rule: None,
         app: None,
         tcp_flags: None,
+        peer_name: None,
     }
 }
 

@@ -18,6 +18,7 @@ use wardgate_analysis::{
     DeviceInfo, Devices, FlowRecord, FlowTable, FlowTableConfig,
     baseline::{self, Baseline, Groups, Limits, Window},
     decode::{self, Decoded},
+    dns::names::{NameTable, NameTableConfig},
 };
 
 pub use summary::print_summary;
@@ -130,6 +131,14 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
         None => (Devices::discover(), Groups::default()),
     };
     let mut table = FlowTable::new(FlowTableConfig::default(), devices);
+    // Who resolved what: answers from the site's `dns` group (any sender without one) name
+    // the flows that follow them (`dns:NAME` in proposals).
+    let mut names = NameTable::new(NameTableConfig::default());
+    let resolvers: Vec<ipnet::IpNet> = groups
+        .iter()
+        .filter(|(g, _)| *g == "dns")
+        .map(|(_, n)| *n)
+        .collect();
     let mut files = Vec::new();
     let mut malformed_listed = Vec::new();
     let mut window: Option<Window> = None;
@@ -149,6 +158,9 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
                         w.start_ns = w.start_ns.min(pkt.ts_ns);
                         w.end_ns = w.end_ns.max(pkt.ts_ns);
                         table.add(&pkt);
+                        let _ = names.observe_packet(&pkt, |a| {
+                            resolvers.is_empty() || resolvers.iter().any(|n| n.contains(&a))
+                        });
                     }
                     Ok(Decoded::NotIp { .. }) => not_ip += 1,
                     Err(e) => {
@@ -178,7 +190,11 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
             not_ip,
         });
     }
-    let (flows, devices, stats) = table.finish_all();
+    let (mut flows, devices, stats) = table.finish_all();
+    let named = names.label(&mut flows);
+    if named > 0 {
+        tracing::info!(named, "flows named by the DNS answers before them");
+    }
     let window = window.unwrap_or(Window {
         start_ns: 0,
         end_ns: 0,

@@ -1,5 +1,5 @@
 //! SQL for learning: flow aggregates per device, direction, peer, protocol, port and UTC day
-//! (`flow_days`, merged with the analysis crate's `FlowAggregate::merge`), capped in rows per
+//! (`flow_days`, with the DNS name the device resolved the peer from; merged with the analysis crate's `FlowAggregate::merge`), capped in rows per
 //! device and day (what does not fit is counted in `flow_overflow`), their retention, and
 //! each device's baseline lifecycle (`baselines`). Called by `SqliteStore` inside its
 //! transactions; the folding and the lifecycle rules are the analysis crate's.
@@ -38,7 +38,7 @@ pub fn oldest_day(now_ns: u64, retention_days: u32) -> u32 {
 }
 
 const COLS: &str = "device, direction, peer, proto, port, day, flows, packets_out, packets_in, \
-                    bytes_out, bytes_in, first_seen_ns, last_seen_ns, detail";
+                    bytes_out, bytes_in, first_seen_ns, last_seen_ns, detail, peer_name, named_flows";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FlowAggregate> {
     let bad = |i: usize, what: String| {
@@ -74,6 +74,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FlowAggregate> {
         last_seen_ns: uint(r.get(12)?),
         detail: serde_json::from_str(&detail)
             .map_err(|e| bad(13, format!("flow_days.detail of peer {peer}: {e}")))?,
+        peer_name: r.get(14)?,
+        named_flows: uint(r.get(15)?),
     })
 }
 
@@ -179,7 +181,7 @@ pub fn insert_flows(
         tx.execute(
             &format!(
                 "INSERT OR REPLACE INTO flow_days ({COLS}, gateway) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
             ),
             params![
                 k.device,
@@ -196,6 +198,8 @@ pub fn insert_flows(
                 int(a.first_seen_ns),
                 int(a.last_seen_ns),
                 serde_json::to_string(&a.detail).expect("detail serializes"),
+                a.peer_name,
+                int(a.named_flows),
                 gateway,
             ],
         )?;

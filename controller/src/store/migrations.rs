@@ -298,4 +298,8 @@ pub const MIGRATIONS: &[&str] = &[
         restore_mode TEXT NOT NULL,
         set_by TEXT NOT NULL
     );",
+    // 15: the DNS name a device resolved a flow's peer from (issue 21 point 2), and how many
+    // of the row's flows had one; older rows have none.
+    "ALTER TABLE flow_days ADD COLUMN peer_name TEXT;
+    ALTER TABLE flow_days ADD COLUMN named_flows INTEGER NOT NULL DEFAULT 0;",
 ];

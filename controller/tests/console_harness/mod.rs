@@ -465,6 +465,7 @@ pub fn report_flows(c: &Console, device: &str) {
         rule: None,
         app: None,
         tcp_flags: None,
+        peer_name: None,
     };
     let records = [
         flow("198.51.100.30", 6, 8443),

@@ -206,6 +206,7 @@ impl LiveFlows {
                     received,
                 }
             }),
+            peer_name: None,
         };
         let mut live = Live {
             rec,
