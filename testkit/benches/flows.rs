@@ -280,6 +280,7 @@ fn baselines_file(dir: &Path) -> (PathBuf, u64) {
                     rule: None,
                     app: None,
                     tcp_flags: None,
+                    peer_name: None,
                 });
             }
         }
