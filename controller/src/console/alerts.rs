@@ -312,9 +312,8 @@ fn join<T: ToString>(items: &[T]) -> String {
 
 fn alert_page(lang: Lang, s: &Session, a: ConsoleAlert, done: Done) -> AlertPage {
     let x = finding(&a);
-    let (first_seen, last_seen, window, technique_url) = x.as_ref().map_or_else(
-        || Default::default(),
-        |f| {
+    let (first_seen, last_seen, window, technique_url) =
+        x.as_ref().map_or_else(Default::default, |f| {
             (
                 page::time_ns(f.first_seen_ns),
                 page::time_ns(f.last_seen_ns),
@@ -325,8 +324,7 @@ fn alert_page(lang: Lang, s: &Session, a: ConsoleAlert, done: Done) -> AlertPage
                 ),
                 f.technique.url(),
             )
-        },
-    );
+        });
     let metrics = x.as_ref().map_or_else(Vec::new, |f| {
         f.evidence
             .metrics
@@ -449,22 +447,22 @@ fn authorize(
     form: &ActForm,
     action: &str,
     seq: i64,
-) -> Result<(auth::Identity, ConsoleAlert), Response> {
+) -> Result<(auth::Identity, ConsoleAlert), Box<Response>> {
     if !s.csrf_ok(&form.csrf) {
         tracing::warn!(
             user = s.principal.name,
             "console: POST without its CSRF token"
         );
-        return Err(page::forbidden(lang, Some(s)));
+        return Err(Box::new(page::forbidden(lang, Some(s))));
     }
     let who = console
         .ctx
         .check_write(s.principal.identity(), ACK, action, &format!("alert {seq}"))
-        .map_err(|_| page::forbidden(lang, Some(s)))?;
+        .map_err(|_| Box::new(page::forbidden(lang, Some(s))))?;
     match tokio::task::block_in_place(|| console.ctx.store.console_alert(seq)) {
         Ok(Some(a)) => Ok((who, a)),
-        Ok(None) => Err(not_found(lang, s, seq)),
-        Err(e) => Err(page::service_error(lang, s, &e)),
+        Ok(None) => Err(Box::new(not_found(lang, s, seq))),
+        Err(e) => Err(Box::new(page::service_error(lang, s, &e))),
     }
 }
 
@@ -478,7 +476,7 @@ pub async fn acknowledge(
 ) -> Response {
     let (who, a) = match authorize(&console, lang, &s, &form, "acknowledge", seq) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ids = vec![format!("{}/{}", a.gateway, a.id)];
     match service::acknowledge(&console.ctx, &who, ids, &form.reason) {
@@ -500,7 +498,7 @@ pub async fn suppress(
 ) -> Response {
     let (who, _) = match authorize(&console, lang, &s, &form, "suppress", seq) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let req = pb::SuppressRequest {
         device: form.device.trim().to_string(),
