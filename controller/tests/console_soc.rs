@@ -438,3 +438,37 @@ async fn the_audit_page_shows_intact_then_broken_after_a_row_is_edited_in_the_fi
     soc.lang = "fr-FR,fr;q=0.9";
     assert!(soc.get("/audit").await.body.contains("Rompue"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_paged_fifty_at_a_time_with_the_filters_kept_in_the_links() {
+    let c = Console::start(4, 900).await;
+    let rows_in: Vec<_> = (0..55)
+        .map(|i| {
+            alerts::new_row(&finding(
+                &format!("p{i:02}"),
+                "pump-0000",
+                "scan_vertical",
+                Severity::High,
+                "198.51.100.10",
+            ))
+        })
+        .collect();
+    c.store.insert_alerts(GW, &rows_in).unwrap();
+    let (mut soc, _) = c.browser_as("sam", Role::Soc);
+    let p = soc.get("/alerts?severity=high&device=pump-0000").await;
+    assert_eq!(rows(&p), 50);
+    assert!(
+        p.body.contains("55</span> alerts · Page 1 of 2"),
+        "{}",
+        p.body
+    );
+    let next = r#"href="/alerts?page=2&#38;severity=high&#38;device=pump-0000""#;
+    assert!(p.body.contains(next), "{}", p.body);
+    let p = soc
+        .get("/alerts?page=2&severity=high&device=pump-0000")
+        .await;
+    assert_eq!(rows(&p), 5);
+    // The oldest five, the first stored last.
+    assert!(p.body.contains("/alerts/1\""), "{}", p.body);
+    assert!(p.body.contains(r#"rel="prev""#));
+}
