@@ -127,3 +127,139 @@ fn audit_has_quarantine(c: &Console) -> bool {
         .iter()
         .any(|e| e.action == "set_mode" || e.diff.contains("quarantine"))
 }
+
+/// `npm ci` in `tests/browser` when its `node_modules` is missing; the directory.
+fn browser_dir() -> std::path::PathBuf {
+    need("node", "apt-get install nodejs");
+    need("npm", "apt-get install npm");
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is required by the browser test (apt-get install chromium); it does \
+         not skip"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !dir.join("node_modules").exists() {
+        let ci = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(ci.success(), "npm ci in {}", dir.display());
+    }
+    dir
+}
+
+/// Where screenshots go: `docs/images` with `WARDGATE_SCREENSHOTS` set, `tmp` otherwise.
+fn shots_dir(tmp: &Path) -> std::path::PathBuf {
+    if std::env::var_os("WARDGATE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images")
+    } else {
+        tmp.to_path_buf()
+    }
+}
+
+/// A scan alert of `device` on gw-ward-3, as its agent reports it, stored.
+fn store_alert(c: &Console, id: &str, device: &str, summary: &str) {
+    use wardgate_analysis::detect::{Finding, Matrix, Metric, Severity, Technique};
+    let d = wardgate_analysis::flow::DeviceRef {
+        name: device.into(),
+        id: None,
+        mac: None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut f = Finding::new(
+        "scan_vertical",
+        &d,
+        now,
+        Severity::High,
+        0.9,
+        Technique::new("T0846", "Remote System Discovery", Matrix::Ics),
+    );
+    f.id = id.into();
+    f.first_seen_ns = now - 60_000_000_000;
+    f.last_seen_ns = now;
+    f.count = 1;
+    f.peer = Some("198.51.100.10".parse().unwrap());
+    f.summary = summary.into();
+    f.evidence.window_start_ns = f.first_seen_ns;
+    f.evidence.window_end_ns = now;
+    f.evidence.metrics = vec![Metric::new("distinct_ports", 40.0).threshold(20.0)];
+    f.evidence.ports = vec![22, 80, 443, 3389];
+    wardgate_controller::alerts::enrich(c.store.as_ref(), &mut f).unwrap();
+    c.store
+        .insert_alerts("gw-ward-3", &[wardgate_controller::alerts::new_row(&f)])
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soc_user_sees_alerts_arrive_and_acknowledges_one_in_headless_chromium() {
+    const SOC_USER: &str = "899700000004";
+    const SUMMARY: &str = "pump-0002 touched 40 ports of 198.51.100.10";
+    const LATER: &str = "monitor-0003 touched 40 ports of 198.51.100.10";
+    let dir = browser_dir();
+    let psc = MockPsc::start().await;
+    psc.add_users(&[User::new(SOC_USER, "Samia", "Haddad")]);
+    let c = Console::start_with(8, |cfg, addr| {
+        let mut oidc = oidc_config(&psc, addr, &[], &[]);
+        oidc.roles.soc = vec![SOC_USER.into()];
+        cfg.oidc = Some(oidc);
+    })
+    .await;
+    store_alert(&c, "scan-1", "pump-0002", SUMMARY);
+    let tmp = tempfile::tempdir().unwrap();
+    let shots = shots_dir(tmp.path());
+    // The second alert is stored once the script has the list open (it writes this file).
+    let ready = tmp.path().join("ready");
+
+    let mut node = Command::new("node");
+    node.arg("soc.mjs")
+        .current_dir(&dir)
+        .env(
+            "CONSOLE_URL",
+            format!("https://localhost:{}", c.addr.port()),
+        )
+        .env("PSC_URL", psc.base())
+        .env("SOC_USER", SOC_USER)
+        .env("SUMMARY", SUMMARY)
+        .env("LATER", LATER)
+        .env("READY_FILE", &ready)
+        .env("SHOTS", &shots);
+    let node = tokio::task::spawn_blocking(move || node.output());
+    // Waits (at most 60 s) for the script to have the list open, then stores the next alert.
+    for _ in 0..600 {
+        if ready.exists() {
+            store_alert(&c, "scan-2", "monitor-0003", LATER);
+            break;
+        }
+        if node.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = node.await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "node soc.mjs: {stderr}\n{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["pages"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(report["axe"].as_array().unwrap().len(), 0, "{report}");
+
+    // What the browser did, as the store has it.
+    let audit = c.store.audit().unwrap();
+    let ack = audit
+        .iter()
+        .find(|e| e.action == "acknowledge_alerts")
+        .expect("the acknowledgement is in the trail");
+    assert_eq!(ack.actor, format!("user:{SOC_USER}"));
+    assert_eq!(ack.target, "gw-ward-3/scan-1");
+    assert_eq!(ack.reason, "INC-2041: scheduled vulnerability scan");
+    for page in ["alerts", "alert", "audit"] {
+        let png = shots.join(format!("console-{page}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{}", png.display());
+    }
+}

@@ -16,10 +16,14 @@
 //! audit, session start); `limit.rs` the login rate limit; `inventory.rs` the
 //! device list; `device.rs` a device's page and its mode change; `approval.rs` the engineer's
 //! loop (propose, diff, simulate, submit, a second engineer's approval); `sessions.rs` a user's
-//! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet.
+//! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet;
+//! `alerts.rs` the SOC's alerts (list, evidence, acknowledge, suppress); `audit.rs` the audit
+//! trail and its verification.
 
+mod alerts;
 pub mod approval;
 mod assets;
+mod audit;
 mod device;
 mod headers;
 pub mod i18n;
@@ -90,6 +94,11 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/devices/{name}/submit", post(approval::submit))
         .route("/changes/{id}", get(approval::review))
         .route("/changes/{id}/approve", post(approval::approve))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{seq}", get(alerts::show))
+        .route("/alerts/{seq}/acknowledge", post(alerts::acknowledge))
+        .route("/alerts/{seq}/suppress", post(alerts::suppress))
+        .route("/audit", get(audit::page))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))
         .fallback(page::not_found)

@@ -45,7 +45,18 @@ impl Ctx {
         action: &str,
         target: &str,
     ) -> Result<crate::auth::Identity> {
-        let id = crate::auth::identity(req)?;
+        self.check_write(crate::auth::identity(req)?, roles, action, target)
+    }
+
+    /// `id` must have one of `roles` to write; a refusal is audited as in
+    /// [`Ctx::require_write`] (the console's actions check their logged-in user with it).
+    pub fn check_write(
+        &self,
+        id: crate::auth::Identity,
+        roles: &[crate::auth::Role],
+        action: &str,
+        target: &str,
+    ) -> Result<crate::auth::Identity> {
         match crate::auth::require(id.clone(), roles) {
             Err(Error::Denied(why)) => {
                 self.audit_refusal(&id.actor(), action, target, &why);

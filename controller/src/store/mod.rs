@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 mod console;
+mod console_alerts;
 mod fleet;
 mod learning;
 pub(crate) mod migrations;
@@ -23,6 +24,7 @@ use std::{
     net::IpAddr,
 };
 
+pub use console_alerts::{AlertPage, AlertPageQuery, AlertState, ConsoleAlert};
 pub use learning::oldest_day;
 use serde::{Deserialize, Serialize};
 pub use sqlite::SqliteStore;
@@ -342,6 +344,8 @@ pub enum Change {
     /// Alert ids, each `GATEWAY/ID` or a bare id that only one gateway uses.
     AcknowledgeAlerts {
         ids: Vec<String>,
+        /// Who acknowledged them (the actor, `user:NAME`), kept on each alert.
+        by: String,
     },
     /// Freeze, approve or relearn a device's baseline at `now_ns`.
     SetBaseline {
@@ -775,4 +779,9 @@ pub trait Store: Send + Sync {
     fn pending_change(&self, id: i64) -> Result<Option<PendingChangeRow>>;
     /// `device`'s latest `limit` submitted changes, newest first.
     fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>>;
+    /// One page of alerts matching `q`, newest first, and how many match (the console's
+    /// alert list: filtered, counted and paged in the query).
+    fn alert_page(&self, q: &AlertPageQuery) -> Result<AlertPage>;
+    /// The alert first stored under `first_seq`, in its latest version.
+    fn console_alert(&self, first_seq: i64) -> Result<Option<ConsoleAlert>>;
 }

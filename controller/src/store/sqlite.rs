@@ -948,6 +948,14 @@ impl Store for SqliteStore {
         self.read(|c| super::pending::of_device(c, device, limit))
     }
 
+    fn alert_page(&self, q: &super::AlertPageQuery) -> Result<super::AlertPage> {
+        self.read(|c| super::console_alerts::page(c, q))
+    }
+
+    fn console_alert(&self, first_seq: i64) -> Result<Option<super::ConsoleAlert>> {
+        self.read(|c| super::console_alerts::by_first_seq(c, first_seq))
+    }
+
     fn sessions_of(&self, user: &str) -> Result<Vec<super::SessionRow>> {
         self.read(|c| super::console::sessions_of(c, user))
     }
@@ -1148,6 +1156,7 @@ mod tests {
         let mut tx = store.begin().unwrap();
         tx.apply(&Change::AcknowledgeAlerts {
             ids: vec!["x".into()],
+            by: "user:sam".into(),
         })
         .unwrap();
         tx.commit().unwrap();

@@ -281,7 +281,7 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
                 json!({"source": source, "address": address, "why": why}),
             ),
         ),
-        Change::AcknowledgeAlerts { ids } => (
+        Change::AcknowledgeAlerts { ids, .. } => (
             "acknowledge_alerts",
             ids.join(","),
             diff(
