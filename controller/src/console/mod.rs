@@ -16,7 +16,8 @@
 //! audit, session start); `limit.rs` the login rate limit; `inventory.rs` the
 //! device list; `device.rs` a device's page and its mode change; `approval.rs` the engineer's
 //! loop (propose, diff, simulate, submit, a second engineer's approval); `sessions.rs` a user's
-//! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet.
+//! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet;
+//! `import.rs` the inventory import (upload, diff, confirm) and `multipart.rs` its uploads.
 
 pub mod approval;
 mod assets;
@@ -32,6 +33,8 @@ mod page;
 pub mod session;
 mod sessions;
 mod tls;
+mod import;
+mod multipart;
 
 use std::{sync::Arc, time::Duration};
 
@@ -92,6 +95,20 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/changes/{id}/approve", post(approval::approve))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))
+        .route(
+            "/import",
+            get(import::form)
+                .post(import::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::import::MAX_FILE_BYTES + (64 << 10),
+                )),
+        )
+        .route(
+            "/import/confirm",
+            post(import::confirm).layer(axum::extract::DefaultBodyLimit::max(
+                crate::import::MAX_FILE_BYTES * 2,
+            )),
+        )
         .fallback(page::not_found)
         .layer(axum::middleware::map_response(headers::secure))
         .with_state(console)

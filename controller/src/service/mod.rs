@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod enroll;
 pub mod learning;
 pub mod quarantine;
+pub mod import;
 
 use std::sync::Arc;
 

@@ -13,6 +13,7 @@ mod fleet;
 mod learning;
 pub(crate) mod migrations;
 mod pending;
+mod provenance;
 mod quarantine;
 mod reader;
 mod sqlite;
@@ -456,6 +457,41 @@ pub enum Change {
         target: String,
         why: String,
     },
+    /// An inventory import (`crate::import`): the fields it set on each device, kept with
+    /// their source (format, file name, SHA-256) as each field's provenance.
+    RecordImport {
+        source: ImportSource,
+        fields: Vec<ImportedFields>,
+    },
+}
+
+/// The file an import read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSource {
+    /// `fhir` or `csv`.
+    pub format: String,
+    pub file: String,
+    pub sha256: String,
+}
+
+/// The fields an import set on one device: (field, value).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedFields {
+    pub device: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Where one field of a device came from (`device_fields`): its value as set, the source
+/// (`fhir`, `csv`, `console`, ...), the file and its SHA-256 (empty when not a file), when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldRow {
+    pub device: String,
+    pub field: String,
+    pub value: String,
+    pub source: String,
+    pub file: String,
+    pub sha256: String,
+    pub set_ms: i64,
 }
 
 /// What a [`Change::ConsoleLogin`] records.
@@ -775,4 +811,6 @@ pub trait Store: Send + Sync {
     fn pending_change(&self, id: i64) -> Result<Option<PendingChangeRow>>;
     /// `device`'s latest `limit` submitted changes, newest first.
     fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>>;
+    /// Each field's provenance: of `device`, or of every device (`None`), by device and field.
+    fn device_fields(&self, device: Option<&str>) -> Result<Vec<FieldRow>>;
 }
