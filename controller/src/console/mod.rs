@@ -35,6 +35,7 @@ mod sessions;
 mod tls;
 mod import;
 mod multipart;
+mod charts;
 
 use std::{sync::Arc, time::Duration};
 
