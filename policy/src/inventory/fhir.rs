@@ -186,33 +186,6 @@ pub fn parse(content: &[u8]) -> Result<Parsed, ImportError> {
 mod tests {
     use super::*;
 
-    const BUNDLE: &str = include_str!("../../tests/data/devices.fhir.json");
-
-    #[test]
-    fn a_registry_bundle_reads_mac_type_maker_model_location() {
-        let p = parse(BUNDLE.as_bytes()).unwrap();
-        assert_eq!(p.entries.len(), 3, "{:?}", p.refused);
-        let pump = &p.entries[0];
-        assert_eq!(pump.name, "pump-icu-01");
-        assert_eq!(pump.mac.to_string(), "00:1a:2b:3c:4d:01");
-        assert_eq!(pump.device_type, "Infusion pump");
-        assert_eq!(pump.manufacturer, "B. Braun");
-        assert_eq!(pump.model, "Space 8713030");
-        assert_eq!(pump.location, "ICU 3");
-        assert_eq!(pump.asset_id, "BIO-004211");
-        assert_eq!(pump.address, Some("192.0.2.41".parse().unwrap()));
-        // The Continua ETHMAC type code, dashes, the coding's display as the type.
-        let monitor = &p.entries[1];
-        assert_eq!(monitor.mac.to_string(), "00:1a:2b:3c:4d:02");
-        assert_eq!(monitor.device_type, "Patient monitor");
-        assert_eq!(monitor.address, None);
-        // No EUI-48 identifier (only a Bluetooth one), and a Patient: refused by entry.
-        assert_eq!(p.refused.len(), 2, "{:?}", p.refused);
-        assert_eq!(p.refused[0].at, "entry 4");
-        assert!(p.refused[0].why.contains("EUI-48"), "{:?}", p.refused[0]);
-        assert!(p.refused[1].why.contains("Patient"), "{:?}", p.refused[1]);
-    }
-
     #[test]
     fn malformed_bundles_are_errors_or_refused_entries_never_panics() {
         assert!(matches!(parse(b"{"), Err(ImportError::Fhir(m)) if m.contains("not JSON")));
