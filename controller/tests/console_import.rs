@@ -46,7 +46,10 @@ fn multipart(fields: &[(&str, &str)], file: &[u8]) -> (String, Vec<u8>) {
 /// The value of hidden field `name`, unescaped.
 fn hidden(body: &str, name: &str) -> String {
     let key = format!(r#"name="{name}" value=""#);
-    let at = body.find(&key).unwrap_or_else(|| panic!("no {name}: {body}")) + key.len();
+    let at = body
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name}: {body}"))
+        + key.len();
     let raw = body[at..].split('"').next().unwrap();
     let mut out = String::new();
     let mut rest = raw;
@@ -88,22 +91,38 @@ async fn an_engineer_imports_a_csv_sees_the_diff_and_confirms() {
     assert_eq!(diff.status, StatusCode::OK, "{}", diff.body);
     let page = &diff.body;
     assert_eq!(page.matches(r#"<tr class="new">"#).count(), 1, "{page}");
-    assert!(page.contains("<td>pump-new-1</td><td>00:1a:2b:3c:4d:01</td>"), "{page}");
+    assert!(
+        page.contains("<td>pump-new-1</td><td>00:1a:2b:3c:4d:01</td>"),
+        "{page}"
+    );
     // pump-0000 matched by MAC: its ward and the imported type, maker, model.
     assert!(
         page.contains("<td>pump-0000</td><td>location</td><td><del>ward 3 bed 0</del></td><td><ins>ICU 3</ins></td>"),
         "{page}"
     );
-    assert!(page.contains(r#"<tr class="refused"><td>line 4</td><td>mac: "#), "{page}");
+    assert!(
+        page.contains(r#"<tr class="refused"><td>line 4</td><td>mac: "#),
+        "{page}"
+    );
     for unmatched in ["monitor-0001", "pump-0002", "monitor-0003"] {
         assert!(page.contains(&format!(">{unmatched}</a>")), "{unmatched}");
     }
-    assert_eq!(c.store.audit().unwrap().len(), audit_before, "a diff writes nothing");
+    assert_eq!(
+        c.store.audit().unwrap().len(),
+        audit_before,
+        "a diff writes nothing"
+    );
     assert!(c.store.device("pump-new-1").unwrap().is_none());
 
     // The confirmation form as the diff page wrote it, with a reason.
     let fields: Vec<(String, String)> = [
-        "format", "file_name", "content", "mapping", "gateway", "profile", "digest",
+        "format",
+        "file_name",
+        "content",
+        "mapping",
+        "gateway",
+        "profile",
+        "digest",
     ]
     .iter()
     .map(|n| (n.to_string(), hidden(&diff.body, n)))
@@ -112,28 +131,45 @@ async fn an_engineer_imports_a_csv_sees_the_diff_and_confirms() {
         ("reason".to_string(), "CHG-7 ICU inventory".to_string()),
     ])
     .collect();
-    let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let form: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     // No reason: refused.
     let no_reason: Vec<(&str, &str)> = form
         .iter()
         .map(|(k, v)| if *k == "reason" { (*k, "") } else { (*k, *v) })
         .collect();
     assert_eq!(
-        b.send("POST", "/import/confirm", Some(&no_reason)).await.status,
+        b.send("POST", "/import/confirm", Some(&no_reason))
+            .await
+            .status,
         StatusCode::BAD_REQUEST
     );
     let done = b.send("POST", "/import/confirm", Some(&form)).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert!(done.location().starts_with("/import?audit="), "{}", done.location());
+    assert!(
+        done.location().starts_with("/import?audit="),
+        "{}",
+        done.location()
+    );
     let shown = b.get(done.location()).await;
     assert!(shown.body.contains(r#"id="import-done""#), "{}", shown.body);
 
     let new = c.store.device("pump-new-1").unwrap().unwrap();
     assert_eq!(
-        (new.mode, new.gateway.as_str(), new.profile.as_str(), new.location.as_str()),
+        (
+            new.mode,
+            new.gateway.as_str(),
+            new.profile.as_str(),
+            new.location.as_str()
+        ),
         (Mode::Learn, "gw-ward-3", "infusion-pump", "ward 3")
     );
-    assert_eq!(new.addresses, vec!["192.0.2.200".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        new.addresses,
+        vec!["192.0.2.200".parse::<std::net::IpAddr>().unwrap()]
+    );
     let old = c.store.device("pump-0000").unwrap().unwrap();
     assert_eq!(old.location, "ICU 3");
     assert_eq!(old.mode, Mode::Enforce, "an import does not touch a mode");
@@ -141,20 +177,34 @@ async fn an_engineer_imports_a_csv_sees_the_diff_and_confirms() {
     let sha = wardgate_controller::import::sha256(CSV.as_bytes());
     let audit = c.store.audit().unwrap();
     let last = audit.last().unwrap();
-    assert_eq!((last.action.as_str(), last.target.as_str()), ("import_devices", FILE));
+    assert_eq!(
+        (last.action.as_str(), last.target.as_str()),
+        ("import_devices", FILE)
+    );
     assert!(last.diff.contains(&sha), "{}", last.diff);
-    assert!(last.reason.starts_with("CHG-7 ICU inventory (import of gmao-export.csv"));
+    assert!(
+        last.reason
+            .starts_with("CHG-7 ICU inventory (import of gmao-export.csv")
+    );
     assert_eq!(last.actor, "user:eve");
     assert!(audit.len() > audit_before);
 
     let fields = c.store.device_fields(Some("pump-new-1")).unwrap();
     let model = fields.iter().find(|f| f.field == "model").unwrap();
     assert_eq!(
-        (model.value.as_str(), model.source.as_str(), model.file.as_str(), model.sha256.as_str()),
+        (
+            model.value.as_str(),
+            model.source.as_str(),
+            model.file.as_str(),
+            model.sha256.as_str()
+        ),
         ("Space", "csv", FILE, sha.as_str())
     );
     let kept = c.store.device_fields(Some("pump-0000")).unwrap();
-    assert!(kept.iter().any(|f| f.field == "location" && f.value == "ICU 3"));
+    assert!(
+        kept.iter()
+            .any(|f| f.field == "location" && f.value == "ICU 3")
+    );
 
     // The same confirmation again: its diff no longer holds (pump-new-1 exists now).
     let n = c.store.audit().unwrap().len();
@@ -166,13 +216,27 @@ async fn an_engineer_imports_a_csv_sees_the_diff_and_confirms() {
     report_flows(&c, "pump-0000");
     let p = b.get("/devices/pump-0000").await;
     assert_eq!(p.status, StatusCode::OK);
-    assert!(p.body.contains("<td>location</td><td>ICU 3</td><td>csv</td>"), "{}", p.body);
-    assert!(p.body.contains("<td>manufacturer</td><td>B. Braun</td><td>csv</td>"));
-    assert!(p.body.contains("site file or API (not recorded)"), "the MAC's source");
+    assert!(
+        p.body
+            .contains("<td>location</td><td>ICU 3</td><td>csv</td>"),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("<td>manufacturer</td><td>B. Braun</td><td>csv</td>")
+    );
+    assert!(
+        p.body.contains("site file or API (not recorded)"),
+        "the MAC's source"
+    );
     assert!(p.body.contains(r#"<svg id="traffic-chart""#));
     assert!(p.body.contains(r#"<title id="traffic-title">"#));
     // Two flows of 400 + 800 bytes: 2400 bytes and 2 flows on one day of the table.
     assert!(p.body.contains("<td>2400</td>"), "{}", p.body);
-    assert!(p.body.contains(r#"<svg id="baseline-chart""#), "a learning baseline");
+    assert!(
+        p.body.contains(r#"<svg id="baseline-chart""#),
+        "a learning baseline"
+    );
     assert!(!p.body.contains("style="), "no inline style under the CSP");
 }

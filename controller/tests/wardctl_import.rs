@@ -46,7 +46,10 @@ async fn a_fhir_bundle_dry_run_then_written_then_unchanged() {
     let out = ok(&lab, &["devices", "import", BUNDLE, "--dry-run"]).await;
     print!("{out}");
     let sha = wardgate_controller::import::sha256(&std::fs::read(BUNDLE).unwrap());
-    assert!(out.contains(&format!("import of devices.fhir.json (sha256 {sha})")), "{out}");
+    assert!(
+        out.contains(&format!("import of devices.fhir.json (sha256 {sha})")),
+        "{out}"
+    );
     assert!(out.contains("new devices (learn mode): 1\n"), "{out}");
     assert!(
         out.contains("  + pump-icu-01 00:1a:2b:3c:4d:01 192.0.2.41 profile=infusion-pump gateway=gw-ward-3 location=\"ICU 3\" type=\"Infusion pump\"\n"),
@@ -55,8 +58,14 @@ async fn a_fhir_bundle_dry_run_then_written_then_unchanged() {
     // The monitor has no address, the ventilator no profile, the thermometer only a
     // Bluetooth MAC, and a Patient is not a Device.
     assert!(out.contains("refused: 4\n"), "{out}");
-    assert!(out.contains("  ! entry 2: address: a new device needs one"), "{out}");
-    assert!(out.contains("  ! entry 3: profile: no profile named `ventilator`"), "{out}");
+    assert!(
+        out.contains("  ! entry 2: address: a new device needs one"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  ! entry 3: profile: no profile named `ventilator`"),
+        "{out}"
+    );
     assert!(out.contains("unmatched (left as they are): 3\n"), "{out}");
     assert!(out.contains("dry run: nothing written"), "{out}");
     assert_eq!(audit(), before, "a dry run writes nothing");
@@ -66,7 +75,17 @@ async fn a_fhir_bundle_dry_run_then_written_then_unchanged() {
     let (success, _, err) = wardctl(&lab, &["devices", "import", BUNDLE]).await;
     assert!(!success && err.contains("--reason"), "{err}");
 
-    let out = ok(&lab, &["devices", "import", BUNDLE, "--reason", "CHG-9 ICU registry"]).await;
+    let out = ok(
+        &lab,
+        &[
+            "devices",
+            "import",
+            BUNDLE,
+            "--reason",
+            "CHG-9 ICU registry",
+        ],
+    )
+    .await;
     assert!(out.contains("written (audit entry #"), "{out}");
     let pump = lab.store.device("pump-icu-01").unwrap().unwrap();
     assert_eq!(pump.mode.as_str(), "learn");
@@ -74,7 +93,11 @@ async fn a_fhir_bundle_dry_run_then_written_then_unchanged() {
     let entries = lab.store.audit().unwrap();
     let last = entries.last().unwrap();
     assert_eq!(last.action, "import_devices");
-    assert!(last.diff.contains(&sha) && last.diff.contains("\"fhir\""), "{}", last.diff);
+    assert!(
+        last.diff.contains(&sha) && last.diff.contains("\"fhir\""),
+        "{}",
+        last.diff
+    );
     let maker = lab
         .store
         .device_fields(Some("pump-icu-01"))
@@ -82,22 +105,49 @@ async fn a_fhir_bundle_dry_run_then_written_then_unchanged() {
         .into_iter()
         .find(|f| f.field == "manufacturer")
         .unwrap();
-    assert_eq!((maker.value.as_str(), maker.source.as_str()), ("B. Braun", "fhir"));
+    assert_eq!(
+        (maker.value.as_str(), maker.source.as_str()),
+        ("B. Braun", "fhir")
+    );
 
     let n = audit();
-    let out = ok(&lab, &["devices", "import", BUNDLE, "--reason", "CHG-9 again"]).await;
-    assert!(out.contains("new devices (learn mode): 0\nchanged devices: 0\nunchanged: 1\n"), "{out}");
+    let out = ok(
+        &lab,
+        &["devices", "import", BUNDLE, "--reason", "CHG-9 again"],
+    )
+    .await;
+    assert!(
+        out.contains("new devices (learn mode): 0\nchanged devices: 0\nunchanged: 1\n"),
+        "{out}"
+    );
     assert!(out.contains("nothing to write"), "{out}");
     assert_eq!(audit(), n);
 
     // A CSV with a mapping file: the pump moves ward; JSON output for scripts.
     let csv = dir.path().join("cmms.csv");
-    std::fs::write(&csv, "Asset;Label;MAC;Ward\nBIO-004211;pump-icu-01;00:1a:2b:3c:4d:01;ICU 4\n").unwrap();
+    std::fs::write(
+        &csv,
+        "Asset;Label;MAC;Ward\nBIO-004211;pump-icu-01;00:1a:2b:3c:4d:01;ICU 4\n",
+    )
+    .unwrap();
     let map = dir.path().join("cmms.map");
-    std::fs::write(&map, "# our CMMS\nmac = MAC\nname = Label\nward = Ward\nasset_id = Asset\n").unwrap();
+    std::fs::write(
+        &map,
+        "# our CMMS\nmac = MAC\nname = Label\nward = Ward\nasset_id = Asset\n",
+    )
+    .unwrap();
     let out = ok(
         &lab,
-        &["--output", "json", "devices", "import", csv.to_str().unwrap(), "--map", map.to_str().unwrap(), "--dry-run"],
+        &[
+            "--output",
+            "json",
+            "devices",
+            "import",
+            csv.to_str().unwrap(),
+            "--map",
+            map.to_str().unwrap(),
+            "--dry-run",
+        ],
     )
     .await;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -62,7 +62,10 @@ pub fn words(file: &str, sha256: &str, p: &Plan) -> String {
     s += &format!("changed devices: {}\n", p.changed.len());
     for c in &p.changed {
         for f in &c.fields {
-            s += &format!("  ~ {} {}: {:?} -> {:?} ({})\n", c.device, f.field, f.old, f.new, c.at);
+            s += &format!(
+                "  ~ {} {}: {:?} -> {:?} ({})\n",
+                c.device, f.field, f.old, f.new, c.at
+            );
         }
     }
     s += &format!("unchanged: {}\n", p.unchanged);
@@ -85,10 +88,10 @@ pub async fn run(a: ImportArgs, remote: &Remote, out: OutputFormat) -> anyhow::R
     } else {
         a.map.clone()
     };
-    let file_name = a
-        .file
-        .file_name()
-        .map_or_else(|| a.file.display().to_string(), |n| n.to_string_lossy().into());
+    let file_name = a.file.file_name().map_or_else(
+        || a.file.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
     if !a.dry_run && a.reason.trim().is_empty() {
         anyhow::bail!("--reason is required to write (or use --dry-run)");
     }

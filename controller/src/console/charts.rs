@@ -181,7 +181,11 @@ mod tests {
     #[test]
     fn bars_scale_to_the_busiest_day_and_older_rows_are_left_out() {
         let now = 20_000 * NS_PER_DAY + 5;
-        let rows = [row(20_000, 1000, 2), row(19_999, 500, 8), row(19_990, 9999, 9)];
+        let rows = [
+            row(20_000, 1000, 2),
+            row(19_999, 500, 8),
+            row(19_990, 9999, 9),
+        ];
         let c = traffic(&rows, now);
         assert_eq!(c.days.len(), 7);
         assert_eq!((c.max_bytes, c.max_flows), (1000, 8));
@@ -204,7 +208,10 @@ mod tests {
         };
         let b = baseline(&lc, 4 * NS_PER_DAY);
         assert_eq!(b.segments.len(), 2);
-        assert_eq!((b.segments[0].state, b.segments[0].width), ("learning", 525));
+        assert_eq!(
+            (b.segments[0].state, b.segments[0].width),
+            ("learning", 525)
+        );
         assert_eq!((b.segments[1].state, b.segments[1].x), ("approved", 525));
         let learning = Lifecycle {
             state: State::Learning,

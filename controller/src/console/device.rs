@@ -189,18 +189,18 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Done) ->
     });
     let (d, gateway, latest_generation, baseline, alerts, pending, fields, (traffic, bchart)) =
         match read {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return page::error(
-                lang,
-                Some(s),
-                StatusCode::NOT_FOUND,
-                lang.messages().not_found,
-                name,
-            );
-        }
-        Err(e) => return page::service_error(lang, s, &e),
-    };
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return page::error(
+                    lang,
+                    Some(s),
+                    StatusCode::NOT_FOUND,
+                    lang.messages().not_found,
+                    name,
+                );
+            }
+            Err(e) => return page::service_error(lang, s, &e),
+        };
     let can_write = auth::require(s.principal.identity(), auth::WRITERS).is_ok();
     page::render(
         StatusCode::OK,

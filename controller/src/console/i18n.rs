@@ -203,6 +203,7 @@ pub struct Messages {
     pub frozen_at: &'static str,
     pub state_since: &'static str,
     pub no_traffic: &'static str,
+    pub field_value: &'static str,
 }
 
 pub static EN: Messages = Messages {
@@ -345,6 +346,7 @@ pub static EN: Messages = Messages {
     frozen_at: "Frozen at",
     state_since: "State",
     no_traffic: "No flow recorded in the last 7 days.",
+    field_value: "Value",
 };
 
 pub static FR: Messages = Messages {
@@ -487,6 +489,7 @@ pub static FR: Messages = Messages {
     frozen_at: "Gelée le",
     state_since: "État",
     no_traffic: "Aucun flux enregistré ces 7 derniers jours.",
+    field_value: "Valeur",
 };
 
 #[cfg(test)]

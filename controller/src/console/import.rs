@@ -69,21 +69,16 @@ struct DiffPage {
     digest: String,
 }
 
-/// Engineers only: a 403 page for anyone else.
-fn engineer(lang: Lang, s: &Session) -> Result<auth::Identity, Response> {
-    auth::require(s.principal.identity(), auth::WRITERS).map_err(|e| {
-        tracing::warn!(user = s.principal.name, error = %e, "console: refused import");
-        page::forbidden(lang, Some(s))
-    })
+/// Engineers only (anyone else gets a 403 page).
+fn engineer(s: &Session) -> Option<auth::Identity> {
+    auth::require(s.principal.identity(), auth::WRITERS)
+        .map_err(|e| tracing::warn!(user = s.principal.name, error = %e, "console: refused import"))
+        .ok()
 }
 
-pub async fn form(
-    lang: Lang,
-    LoggedIn(s): LoggedIn,
-    Query(done): Query<Done>,
-) -> Response {
-    if let Err(r) = engineer(lang, &s) {
-        return r;
+pub async fn form(lang: Lang, LoggedIn(s): LoggedIn, Query(done): Query<Done>) -> Response {
+    if engineer(&s).is_none() {
+        return page::forbidden(lang, Some(&s));
     }
     page::render(
         StatusCode::OK,
@@ -144,7 +139,11 @@ pub async fn upload(
         Ok(p) => p,
         Err(e) => {
             // No CSRF token could be read either: refused as a forged POST.
-            tracing::warn!(user = s.principal.name, error = e, "console: bad import upload");
+            tracing::warn!(
+                user = s.principal.name,
+                error = e,
+                "console: bad import upload"
+            );
             return page::forbidden(lang, Some(&s));
         }
     };
@@ -156,14 +155,19 @@ pub async fn upload(
             .unwrap_or_default()
     };
     if !s.csrf_ok(&text("csrf")) {
-        tracing::warn!(user = s.principal.name, "console: POST without its CSRF token");
+        tracing::warn!(
+            user = s.principal.name,
+            "console: POST without its CSRF token"
+        );
         return page::forbidden(lang, Some(&s));
     }
-    let who = match engineer(lang, &s) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(who) = engineer(&s) else {
+        return page::forbidden(lang, Some(&s));
     };
-    let Some(file) = parts.iter().find(|p| p.name == "file" && !p.data.is_empty()) else {
+    let Some(file) = parts
+        .iter()
+        .find(|p| p.name == "file" && !p.data.is_empty())
+    else {
         return bad_request(lang, &s, "no file");
     };
     let file_name = file
@@ -224,12 +228,14 @@ pub async fn confirm(
     Form(form): Form<ConfirmForm>,
 ) -> Response {
     if !s.csrf_ok(&form.csrf) {
-        tracing::warn!(user = s.principal.name, "console: POST without its CSRF token");
+        tracing::warn!(
+            user = s.principal.name,
+            "console: POST without its CSRF token"
+        );
         return page::forbidden(lang, Some(&s));
     }
-    let who = match engineer(lang, &s) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(who) = engineer(&s) else {
+        return page::forbidden(lang, Some(&s));
     };
     let content = match base64::engine::general_purpose::STANDARD.decode(form.content.trim()) {
         Ok(c) => c,

@@ -21,21 +21,21 @@
 
 pub mod approval;
 mod assets;
+mod charts;
 mod device;
 mod headers;
 pub mod i18n;
+mod import;
 mod inventory;
 mod limit;
 mod login;
 mod logins;
+mod multipart;
 mod oidc;
 mod page;
 pub mod session;
 mod sessions;
 mod tls;
-mod import;
-mod multipart;
-mod charts;
 
 use std::{sync::Arc, time::Duration};
 

@@ -62,9 +62,11 @@ pub fn parse(body: &[u8], boundary: &str) -> Result<Vec<Part>, String> {
         }
         at += 2;
         let head_end = find(body, b"\r\n\r\n", at).ok_or("a part without its blank line")?;
-        let head = std::str::from_utf8(&body[at..head_end]).map_err(|_| "a part's headers are not text")?;
+        let head = std::str::from_utf8(&body[at..head_end])
+            .map_err(|_| "a part's headers are not text")?;
         let next_delim = format!("\r\n{delim}");
-        let end = find(body, next_delim.as_bytes(), head_end + 4).ok_or("a part without its closing boundary")?;
+        let end = find(body, next_delim.as_bytes(), head_end + 4)
+            .ok_or("a part without its closing boundary")?;
         let disposition = head
             .split("\r\n")
             .find(|l| {
@@ -98,11 +100,18 @@ Content-Type: text/csv\r\n\r\nname,mac\r\npump,00:11:22:33:44:55\r\n\r\n--XyZ--\
         let b = boundary("multipart/form-data; boundary=XyZ").unwrap();
         let parts = parse(body, &b).unwrap();
         assert_eq!(parts.len(), 2);
-        assert_eq!((parts[0].name.as_str(), parts[0].data.as_slice()), ("csrf", &b"tok"[..]));
+        assert_eq!(
+            (parts[0].name.as_str(), parts[0].data.as_slice()),
+            ("csrf", &b"tok"[..])
+        );
         assert_eq!(parts[1].file_name.as_deref(), Some("icu.csv"));
         assert_eq!(parts[1].data, b"name,mac\r\npump,00:11:22:33:44:55\r\n");
         assert!(boundary("application/x-www-form-urlencoded").is_none());
-        for bad in [&b"nothing"[..], b"--XyZ\r\nno blank line", b"--XyZ\r\n\r\nno end"] {
+        for bad in [
+            &b"nothing"[..],
+            b"--XyZ\r\nno blank line",
+            b"--XyZ\r\n\r\nno end",
+        ] {
             assert!(parse(bad, "XyZ").is_err());
         }
     }

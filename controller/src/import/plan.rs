@@ -359,7 +359,12 @@ mod tests {
         let parsed = cmms::parse(csv.as_bytes(), &cmms::Mapping::default()).unwrap();
         let devices = vec![
             device("pump-1", "00:1a:2b:3c:4d:01", "192.0.2.10", "ICU 3"),
-            device("pump-2-old-name", "00:1a:2b:3c:4d:02", "192.0.2.12", "ICU 3"),
+            device(
+                "pump-2-old-name",
+                "00:1a:2b:3c:4d:02",
+                "192.0.2.12",
+                "ICU 3",
+            ),
             device("pump-9", "00:1a:2b:3c:4d:09", "192.0.2.11", "ICU 3"),
         ];
         let stored = StoredFields::from([(
@@ -371,7 +376,14 @@ mod tests {
         )]);
         let gateways = [gateway("gw-icu", "ICU 3"), gateway("gw-other", "ICU 1")];
         let profiles = BTreeSet::from(["infusion-pump".to_string()]);
-        let p = plan(parsed, &devices, &stored, &gateways, &profiles, &Options::default());
+        let p = plan(
+            parsed,
+            &devices,
+            &stored,
+            &gateways,
+            &profiles,
+            &Options::default(),
+        );
         // pump-1: same as stored; pump-2 (matched by MAC): its ward and imported fields.
         assert_eq!(p.unchanged, 1);
         assert_eq!(p.changed.len(), 1);
@@ -385,22 +397,46 @@ mod tests {
             }
         );
         assert_eq!(
-            p.changed[0].fields.iter().map(|f| f.field.as_str()).collect::<Vec<_>>(),
+            p.changed[0]
+                .fields
+                .iter()
+                .map(|f| f.field.as_str())
+                .collect::<Vec<_>>(),
             ["location", "type", "manufacturer"]
         );
         // pump-3 new, on the ICU 3 gateway, profile by type, learning.
         assert_eq!(p.new.len(), 1);
         let row = &p.new[0].row;
         assert_eq!(
-            (row.name.as_str(), row.gateway.as_str(), row.profile.as_str(), row.mode),
+            (
+                row.name.as_str(),
+                row.gateway.as_str(),
+                row.profile.as_str(),
+                row.mode
+            ),
             ("pump-3", "gw-icu", "infusion-pump", Mode::Learn)
         );
         assert_eq!(p.unmatched, ["pump-9"]);
-        let why: Vec<_> = p.refused.iter().map(|r| (r.at.as_str(), r.why.as_str())).collect();
+        let why: Vec<_> = p
+            .refused
+            .iter()
+            .map(|r| (r.at.as_str(), r.why.as_str()))
+            .collect();
         assert_eq!(why.len(), 3, "{why:?}");
-        assert!(why[0].1.starts_with("profile: no profile named `endoscope`"), "{why:?}");
-        assert!(why[1].1.contains("192.0.2.11 is already `pump-9`"), "{why:?}");
-        assert_eq!(why[2], ("line 7", "mac: 00:1a:2b:3c:4d:03 is also at line 4"));
+        assert!(
+            why[0]
+                .1
+                .starts_with("profile: no profile named `endoscope`"),
+            "{why:?}"
+        );
+        assert!(
+            why[1].1.contains("192.0.2.11 is already `pump-9`"),
+            "{why:?}"
+        );
+        assert_eq!(
+            why[2],
+            ("line 7", "mac: 00:1a:2b:3c:4d:03 is also at line 4")
+        );
 
         let source = ImportSource {
             format: "csv".into(),
@@ -411,7 +447,10 @@ mod tests {
         assert_eq!(ch.len(), 3); // pump-3 new, pump-2 row (location), the record
         match &ch[1] {
             Change::UpsertDevice(d) => {
-                assert_eq!((d.name.as_str(), d.location.as_str()), ("pump-2-old-name", "ICU 2"));
+                assert_eq!(
+                    (d.name.as_str(), d.location.as_str()),
+                    ("pump-2-old-name", "ICU 2")
+                );
                 assert_eq!(d.mode, Mode::Enforce, "an import does not change a mode");
             }
             c => panic!("{c:?}"),
@@ -420,7 +459,11 @@ mod tests {
             panic!("{:?}", ch[2]);
         };
         assert_eq!(fields.len(), 2);
-        assert!(fields[0].fields.contains(&("manufacturer".into(), "B. Braun".into())));
+        assert!(
+            fields[0]
+                .fields
+                .contains(&("manufacturer".into(), "B. Braun".into()))
+        );
         // A named gateway that does not exist refuses the new devices.
         let parsed = cmms::parse(csv.as_bytes(), &cmms::Mapping::default()).unwrap();
         let opts = Options {

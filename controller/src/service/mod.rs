@@ -5,9 +5,9 @@ pub mod agent;
 pub mod alert_admission;
 pub mod alerts;
 pub mod enroll;
+pub mod import;
 pub mod learning;
 pub mod quarantine;
-pub mod import;
 
 use std::sync::Arc;
 

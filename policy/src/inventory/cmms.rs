@@ -260,17 +260,24 @@ mod tests {
     fn mapping_and_header_errors_name_what_is_wrong() {
         let m = Mapping::parse("mac = MAC; name = Name").unwrap();
         assert_eq!(m.0.len(), 2);
-        assert!(matches!(Mapping::parse("colour = x"), Err(ImportError::Csv(e)) if e.contains("unknown field `colour`")));
+        assert!(
+            matches!(Mapping::parse("colour = x"), Err(ImportError::Csv(e)) if e.contains("unknown field `colour`"))
+        );
         assert!(matches!(Mapping::parse("mac"), Err(ImportError::Csv(e)) if e.contains("item 1")));
         assert!(
             matches!(parse(b"Name,Other\nx,y\n", &m), Err(ImportError::Csv(e)) if e.contains("no column `MAC`"))
         );
         assert!(matches!(parse(b"", &m), Err(ImportError::Csv(e)) if e.contains("no header")));
-        assert!(matches!(parse(b"MAC,Name\n\"00:11", &m), Err(ImportError::Csv(e)) if e.contains("line 2")));
+        assert!(
+            matches!(parse(b"MAC,Name\n\"00:11", &m), Err(ImportError::Csv(e)) if e.contains("line 2"))
+        );
         assert!(parse(&[0xff, 0xfe], &m).is_err());
         // No mapping: headers named like the fields.
-        let p = parse(b"name,mac,ward\npump-1,00:1a:2b:3c:4d:09,ICU 3\n", &Mapping::default())
-            .unwrap();
+        let p = parse(
+            b"name,mac,ward\npump-1,00:1a:2b:3c:4d:09,ICU 3\n",
+            &Mapping::default(),
+        )
+        .unwrap();
         assert_eq!(p.entries[0].location, "ICU 3");
     }
 }

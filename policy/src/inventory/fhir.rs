@@ -63,7 +63,12 @@ fn concept(v: &Value) -> String {
         .iter()
         .map(|c| str_at(c, "display"))
         .find(|d| !d.is_empty())
-        .or_else(|| codings.iter().map(|c| str_at(c, "code")).find(|d| !d.is_empty()))
+        .or_else(|| {
+            codings
+                .iter()
+                .map(|c| str_at(c, "code"))
+                .find(|d| !d.is_empty())
+        })
         .unwrap_or("")
         .to_string()
 }
@@ -74,7 +79,9 @@ fn name(device: &Value) -> String {
         .iter()
         .find(|n| str_at(n, "type") == "user-friendly-name")
         .or_else(|| names.first());
-    friendly.map(|n| device_name(str_at(n, "name"))).unwrap_or_default()
+    friendly
+        .map(|n| device_name(str_at(n, "name")))
+        .unwrap_or_default()
 }
 
 /// The IP address in `Device.url` (`http://192.0.2.10/`, `192.0.2.10`, `[2001:db8::1]`).
@@ -140,11 +147,15 @@ fn device(at: String, d: &Value) -> Result<Entry, Refused> {
 
 /// Reads a Bundle of Device resources; resources of other types are refused by entry.
 pub fn parse(content: &[u8]) -> Result<Parsed, ImportError> {
-    let bundle: Value = serde_json::from_slice(content)
-        .map_err(|e| ImportError::Fhir(format!("not JSON: {e}")))?;
+    let bundle: Value =
+        serde_json::from_slice(content).map_err(|e| ImportError::Fhir(format!("not JSON: {e}")))?;
     match str_at(&bundle, "resourceType") {
         "Bundle" => {}
-        "" => return Err(ImportError::Fhir("no resourceType (expected Bundle)".into())),
+        "" => {
+            return Err(ImportError::Fhir(
+                "no resourceType (expected Bundle)".into(),
+            ));
+        }
         other => {
             return Err(ImportError::Fhir(format!(
                 "resourceType is {other}, expected Bundle"
@@ -202,13 +213,22 @@ mod tests {
         assert_eq!(p.refused[0].why, "no resource");
         assert_eq!(p.refused[1].at, "entry 2");
         assert!(p.refused[1].why.contains("identifier (EUI-48) value"));
-        assert_eq!(parse(br#"{"resourceType":"Bundle"}"#).unwrap(), Parsed::default());
+        assert_eq!(
+            parse(br#"{"resourceType":"Bundle"}"#).unwrap(),
+            Parsed::default()
+        );
     }
 
     #[test]
     fn addresses_from_device_url() {
-        assert_eq!(address("http://192.0.2.7:8080/x"), Some("192.0.2.7".parse().unwrap()));
-        assert_eq!(address("[2001:db8::7]"), Some("2001:db8::7".parse().unwrap()));
+        assert_eq!(
+            address("http://192.0.2.7:8080/x"),
+            Some("192.0.2.7".parse().unwrap())
+        );
+        assert_eq!(
+            address("[2001:db8::7]"),
+            Some("2001:db8::7".parse().unwrap())
+        );
         assert_eq!(address("https://pump.example/"), None);
     }
 }

@@ -7,8 +7,8 @@
 pub mod cmms;
 pub mod fhir;
 
-use serde::{Deserialize, Serialize};
 use crate::desired::MacAddr;
+use serde::{Deserialize, Serialize};
 
 /// Largest file accepted (a 20,000-device CMMS export is about 2 MB).
 pub const MAX_FILE_BYTES: usize = 8 << 20;
@@ -107,7 +107,10 @@ pub fn parse(format: Format, content: &[u8], mapping: &str) -> Result<Parsed, Im
 /// `aabbccddeeff`.
 pub fn parse_mac(s: &str) -> Result<MacAddr, String> {
     let s = s.trim();
-    let hex: String = s.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
     let separated = s.contains([':', '-']);
     if separated {
         return s.parse();
@@ -144,7 +147,13 @@ mod tests {
         ] {
             assert_eq!(parse_mac(s).unwrap().to_string(), want, "{s}");
         }
-        for s in ["", "00:1a:2b", "001a2b3c4d5", "zz1a2b3c4d5e", "00:1a:2b:3c:4d:5e:6f"] {
+        for s in [
+            "",
+            "00:1a:2b",
+            "001a2b3c4d5",
+            "zz1a2b3c4d5e",
+            "00:1a:2b:3c:4d:5e:6f",
+        ] {
             assert!(parse_mac(s).is_err(), "{s}");
         }
     }
