@@ -177,6 +177,9 @@ pub fn plan(
             },
         }
     }
+    // In file order: the parser's refusals and the plan's, by entry or line number.
+    out.refused
+        .sort_by_key(|r| r.at.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()));
     out.unmatched = devices
         .iter()
         .filter(|d| !matched.contains(&d.name))
