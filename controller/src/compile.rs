@@ -209,6 +209,7 @@ pub fn affected(
             | Change::QuarantineTimer { .. }
             | Change::ClearQuarantineTimer { .. }
             | Change::Refused { .. }
+            | Change::RecordImport { .. }
             | Change::SetBaseline { .. }
             | Change::IssueEnrollmentToken { .. }
             | Change::Enroll { .. }

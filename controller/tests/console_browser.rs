@@ -263,3 +263,63 @@ async fn a_soc_user_sees_alerts_arrive_and_acknowledges_one_in_headless_chromium
         assert!(bytes.starts_with(b"\x89PNG"), "{}", png.display());
     }
 }
+
+/// Runs `script` (in `tests/browser/`) with `env`; its JSON report. Fails without node, npm or
+/// chromium (it never skips).
+fn run_scenario(script: &str, env: &[(&str, String)]) -> serde_json::Value {
+    let dir = browser_dir();
+    let mut node = Command::new("node");
+    node.arg(script).current_dir(&dir);
+    for (k, v) in env {
+        node.env(k, v);
+    }
+    let out = tokio::task::block_in_place(|| node.output()).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "node {script}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// `tests/browser/import.mjs`: an engineer imports a CSV inventory, sees the diff, confirms,
+/// and opens the device's page with its sources and charts; axe-core on each page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engineer_imports_a_csv_in_headless_chromium() {
+    let psc = MockPsc::start().await;
+    psc.add_users(&[User::new("899700000001", "Hélène", "Martin")]);
+    let c = Console::start_with(4, |cfg, addr| {
+        cfg.oidc = Some(oidc_config(&psc, addr, &["899700000001"], &[]));
+    })
+    .await;
+    report_flows(&c, DEVICE);
+    let tmp = tempfile::tempdir().unwrap();
+    let shots = shots_dir(tmp.path());
+    let report = run_scenario(
+        "import.mjs",
+        &[
+            (
+                "CONSOLE_URL",
+                format!("https://localhost:{}", c.addr.port()),
+            ),
+            ("PSC_URL", psc.base()),
+            ("DEVICE", DEVICE.to_string()),
+            ("SHOTS", shots.display().to_string()),
+        ],
+    );
+    assert_eq!(report["pages"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(report["axe"].as_array().unwrap().len(), 0, "{report}");
+    // What the browser did, as the store has it.
+    let new = c.store.device("pump-new-1").unwrap().unwrap();
+    assert_eq!(new.mode.to_string(), "learn");
+    assert_eq!(c.store.device(DEVICE).unwrap().unwrap().location, "ICU 3");
+    let last = c.store.audit().unwrap().pop().unwrap();
+    assert_eq!(last.action, "import_devices");
+    for page in ["import", "import-diff", "device-charts"] {
+        let png = shots.join(format!("console-{page}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{}", png.display());
+    }
+}

@@ -8,6 +8,7 @@ pub mod diag;
 pub mod diff;
 pub mod dns;
 pub mod ids;
+pub mod inventory;
 pub mod lower;
 pub mod mud;
 pub mod profile;

@@ -10,6 +10,7 @@ pub mod devices;
 pub mod enroll;
 pub mod errors;
 pub mod gateways;
+pub mod import;
 pub mod output;
 pub mod profile;
 pub mod profiles;

@@ -19,18 +19,22 @@
 //! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet;
 //! `alerts.rs` the SOC's alerts (list, evidence, acknowledge, suppress); `audit.rs` the audit
 //! trail and its verification.
+//! `import.rs` the inventory import (upload, diff, confirm) and `multipart.rs` its uploads.
 
 mod alerts;
 pub mod approval;
 mod assets;
 mod audit;
+mod charts;
 mod device;
 mod headers;
 pub mod i18n;
+mod import;
 mod inventory;
 mod limit;
 mod login;
 mod logins;
+mod multipart;
 mod oidc;
 mod page;
 pub mod session;
@@ -101,6 +105,20 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/audit", get(audit::page))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))
+        .route(
+            "/import",
+            get(import::form)
+                .post(import::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::import::MAX_FILE_BYTES + (64 << 10),
+                )),
+        )
+        .route(
+            "/import/confirm",
+            post(import::confirm).layer(axum::extract::DefaultBodyLimit::max(
+                crate::import::MAX_FILE_BYTES * 2,
+            )),
+        )
         .fallback(page::not_found)
         .layer(axum::middleware::map_response(headers::secure))
         .with_state(console)

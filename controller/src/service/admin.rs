@@ -623,6 +623,41 @@ impl AdminService for Admin {
         Ok(Response::new(out))
     }
 
+    async fn import_devices(
+        &self,
+        req: Request<pb::ImportDevicesRequest>,
+    ) -> Result<Response<pb::ImportDevicesResponse>, Status> {
+        let who = self
+            .0
+            .require_write(&req, WRITE, "import_devices", &req.get_ref().file_name)?;
+        let r = req.into_inner();
+        let format = match r.format.as_str() {
+            "" => crate::import::Format::guess(&r.file_name),
+            f => crate::import::Format::parse(f).map_err(|e| Error::Invalid(e.to_string()))?,
+        };
+        let ask = super::import::ImportRequest {
+            format,
+            file_name: r.file_name,
+            content: r.content,
+            mapping: r.mapping,
+            options: crate::import::plan::Options {
+                gateway: r.gateway,
+                profile: r.profile,
+            },
+        };
+        let confirm = (!r.confirm_digest.is_empty()).then_some(r.confirm_digest.as_str());
+        let out = self
+            .0
+            .import_devices(&who.actor(), &r.reason, &ask, confirm)?;
+        Ok(Response::new(pb::ImportDevicesResponse {
+            plan_json: serde_json::to_string(&out.plan)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            sha256: out.sha256,
+            digest: out.digest,
+            audit_seq: out.audit_seq.unwrap_or(0),
+        }))
+    }
+
     async fn verify_audit(
         &self,
         req: Request<pb::VerifyAuditRequest>,

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod alert_admission;
 pub mod alerts;
 pub mod enroll;
+pub mod import;
 pub mod learning;
 pub mod quarantine;
 

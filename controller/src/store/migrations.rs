@@ -298,4 +298,17 @@ pub const MIGRATIONS: &[&str] = &[
         restore_mode TEXT NOT NULL,
         set_by TEXT NOT NULL
     );",
+    // 15: where each device field came from (an inventory import's format, file and hash;
+    // the console), one row per device and field, the latest source kept (the audit trail
+    // keeps every one).
+    "CREATE TABLE device_fields (
+        device TEXT NOT NULL,
+        field TEXT NOT NULL,
+        value TEXT NOT NULL,
+        source TEXT NOT NULL,
+        file TEXT NOT NULL DEFAULT '',
+        sha256 TEXT NOT NULL DEFAULT '',
+        set_ms INTEGER NOT NULL,
+        PRIMARY KEY (device, field)
+    );",
 ];

@@ -14,6 +14,7 @@ mod fleet;
 mod learning;
 pub(crate) mod migrations;
 mod pending;
+mod provenance;
 mod quarantine;
 mod reader;
 mod sqlite;
@@ -460,6 +461,41 @@ pub enum Change {
         target: String,
         why: String,
     },
+    /// An inventory import (`crate::import`): the fields it set on each device, kept with
+    /// their source (format, file name, SHA-256) as each field's provenance.
+    RecordImport {
+        source: ImportSource,
+        fields: Vec<ImportedFields>,
+    },
+}
+
+/// The file an import read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSource {
+    /// `fhir` or `csv`.
+    pub format: String,
+    pub file: String,
+    pub sha256: String,
+}
+
+/// The fields an import set on one device: (field, value).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedFields {
+    pub device: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Where one field of a device came from (`device_fields`): its value as set, the source
+/// (`fhir`, `csv`, `console`, ...), the file and its SHA-256 (empty when not a file), when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldRow {
+    pub device: String,
+    pub field: String,
+    pub value: String,
+    pub source: String,
+    pub file: String,
+    pub sha256: String,
+    pub set_ms: i64,
 }
 
 /// What a [`Change::ConsoleLogin`] records.
@@ -784,4 +820,6 @@ pub trait Store: Send + Sync {
     fn alert_page(&self, q: &AlertPageQuery) -> Result<AlertPage>;
     /// The alert first stored under `first_seq`, in its latest version.
     fn console_alert(&self, first_seq: i64) -> Result<Option<ConsoleAlert>>;
+    /// Each field's provenance: of `device`, or of every device (`None`), by device and field.
+    fn device_fields(&self, device: Option<&str>) -> Result<Vec<FieldRow>>;
 }

@@ -956,6 +956,10 @@ impl Store for SqliteStore {
         self.read(|c| super::console_alerts::by_first_seq(c, first_seq))
     }
 
+    fn device_fields(&self, device: Option<&str>) -> Result<Vec<super::FieldRow>> {
+        self.read(|c| super::provenance::fields(c, device))
+    }
+
     fn sessions_of(&self, user: &str) -> Result<Vec<super::SessionRow>> {
         self.read(|c| super::console::sessions_of(c, user))
     }

@@ -252,6 +252,10 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
             Applied::Recorded
         }
         Change::Refused { .. } => Applied::Recorded,
+        Change::RecordImport { source, fields } => {
+            super::provenance::record(c, source, fields, now_ms())?;
+            Applied::Recorded
+        }
         Change::UnsuppressAlerts {
             device,
             detector,

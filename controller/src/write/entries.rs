@@ -281,6 +281,17 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
                 json!({"source": source, "address": address, "why": why}),
             ),
         ),
+        Change::RecordImport { source, fields } => (
+            "import_devices",
+            source.file.clone(),
+            diff(
+                Value::Null,
+                json!({"format": source.format, "file": source.file, "sha256": source.sha256,
+                       "devices": fields.len(),
+                       "fields": fields.iter().map(|f| json!({"device": f.device, "set": f.fields}))
+                           .collect::<Vec<_>>()}),
+            ),
+        ),
         Change::AcknowledgeAlerts { ids, .. } => (
             "acknowledge_alerts",
             ids.join(","),
