@@ -9,6 +9,7 @@ pub mod diff;
 pub mod dns;
 pub mod ids;
 pub mod lower;
+pub mod matrix;
 pub mod mud;
 pub mod profile;
 pub mod schema;

@@ -16,17 +16,20 @@
 //! audit, session start); `limit.rs` the login rate limit; `inventory.rs` the
 //! device list; `device.rs` a device's page and its mode change; `approval.rs` the engineer's
 //! loop (propose, diff, simulate, submit, a second engineer's approval); `sessions.rs` a user's
-//! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet.
+//! sessions; `matrix.rs` classes against groups and `gateways.rs` the gateways' health (the
+//! site at a glance); `page.rs` what every page shares; `assets.rs` htmx and the stylesheet.
 
 pub mod approval;
 mod assets;
 mod device;
+mod gateways;
 mod headers;
 pub mod i18n;
 mod inventory;
 mod limit;
 mod login;
 mod logins;
+mod matrix;
 mod oidc;
 mod page;
 pub mod session;
@@ -90,6 +93,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/devices/{name}/submit", post(approval::submit))
         .route("/changes/{id}", get(approval::review))
         .route("/changes/{id}/approve", post(approval::approve))
+        .route("/matrix", get(matrix::page))
+        .route("/gateways", get(gateways::page))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))
         .fallback(page::not_found)

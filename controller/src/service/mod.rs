@@ -5,7 +5,9 @@ pub mod agent;
 pub mod alert_admission;
 pub mod alerts;
 pub mod enroll;
+pub mod gateway_health;
 pub mod learning;
+pub mod matrix;
 pub mod quarantine;
 
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    InventoryPage, InventoryQuery, InventoryRow, SessionRow, StoreError,
+    InventoryPage, InventoryQuery, InventoryRow, ObservedFlow, SessionRow, StoreError,
     sqlite::{DEVICE_COLS, device_from_raw, raw_device},
 };
 use crate::error::Result;
@@ -194,4 +194,46 @@ mod tests {
     fn a_search_matches_its_wildcards_literally() {
         assert_eq!(like("a_b%c\\"), "%a\\_b\\%c\\\\%");
     }
+}
+
+/// Flows from `from_day` on, summed per device and peer key, with the device's profile (a
+/// device's profile is one value, so the bare column is well defined).
+pub(super) fn observed_flows(c: &Connection, from_day: u32) -> Result<Vec<ObservedFlow>> {
+    let mut st = c.prepare_cached(
+        "SELECT d.profile, f.device, f.direction, f.peer, f.proto, f.port, SUM(f.flows) \
+         FROM flow_days f JOIN devices d ON d.name = f.device WHERE f.day >= ?1 \
+         GROUP BY f.device, f.direction, f.peer, f.proto, f.port",
+    )?;
+    let raw = st
+        .query_map([from_day], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, u8>(4)?,
+                r.get::<_, u16>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    raw.into_iter()
+        .map(|(profile, device, direction, peer, proto, port, flows)| {
+            Ok(ObservedFlow {
+                peer: peer
+                    .parse()
+                    .map_err(|_| StoreError::corrupt("flow_days", &device, "peer"))?,
+                profile,
+                device,
+                direction: if direction == 0 {
+                    wardgate_analysis::FlowDirection::Opened
+                } else {
+                    wardgate_analysis::FlowDirection::Received
+                },
+                proto,
+                port,
+                flows: u64::try_from(flows).unwrap_or(0),
+            })
+        })
+        .collect()
 }
