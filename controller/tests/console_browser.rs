@@ -127,3 +127,73 @@ fn audit_has_quarantine(c: &Console) -> bool {
         .iter()
         .any(|e| e.action == "set_mode" || e.diff.contains("quarantine"))
 }
+
+/// The site at a glance (`tests/browser/glance.mjs`): a viewer reaches the matrix and the
+/// gateways from the navigation; both pages axe-clean, screenshots `console-matrix.png` and
+/// `console-gateways.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_site_at_a_glance_in_headless_chromium_with_no_serious_axe_violation() {
+    use wardgate_controller::{
+        auth::Role,
+        console::session,
+        store::{Change, IssuedCert},
+    };
+    need("node", "apt-get install nodejs");
+    assert!(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium is required");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !dir.join("node_modules").exists() {
+        let ci = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(ci.success(), "npm ci in {}", dir.display());
+    }
+    let c = Console::start(6, 900).await;
+    report_flows(&c, DEVICE);
+    let now = wardgate_controller::audit::now_ms();
+    c.ctx
+        .write(
+            "gateway:gw-ward-3",
+            "renewal",
+            Change::RenewCertificate {
+                gateway: "gw-ward-3".into(),
+                cert: IssuedCert {
+                    serial: "0a".into(),
+                    not_after_ms: now + 10 * 86_400_000,
+                },
+            },
+        )
+        .unwrap();
+    let _watch = c.ctx.push.watch("gw-ward-3");
+    let (b, _) = c.browser_as("vera", Role::Viewer);
+    let id = b.cookies[session::COOKIE].clone();
+    let shot_dir = tempfile::tempdir().unwrap();
+    let shots = if std::env::var_os("WARDGATE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images")
+    } else {
+        shot_dir.path().to_path_buf()
+    };
+    let mut node = Command::new("node");
+    node.arg("glance.mjs")
+        .current_dir(&dir)
+        .env(
+            "CONSOLE_URL",
+            format!("https://localhost:{}", c.addr.port()),
+        )
+        .env("SESSION", id)
+        .env("SHOTS", &shots);
+    let out = tokio::task::block_in_place(|| node.output()).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "node glance.mjs: {stderr}\n{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["pages"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["axe"].as_array().unwrap().len(), 0, "{report}");
+    for page in ["matrix", "gateways"] {
+        let png = shots.join(format!("console-{page}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{}", png.display());
+    }
+}
