@@ -139,7 +139,10 @@ async fn the_site_at_a_glance_in_headless_chromium_with_no_serious_axe_violation
         store::{Change, IssuedCert},
     };
     need("node", "apt-get install nodejs");
-    assert!(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium is required");
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is required"
+    );
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     if !dir.join("node_modules").exists() {
         let ci = Command::new("npm")

@@ -62,7 +62,10 @@ async fn the_matrix_shows_allowed_denied_and_seen_but_denied() {
     assert!(!central.contains("seen but denied"), "{central}");
     let dns = cell(body, "infusion-pump", 1);
     assert!(dns.contains("✓ allowed: out udp/53"), "{dns}");
-    assert!(!dns.contains("seen but denied"), "allowed flows are not: {dns}");
+    assert!(
+        !dns.contains("seen but denied"),
+        "allowed flows are not: {dns}"
+    );
     let server = cell(body, "infusion-pump", 2);
     assert!(server.contains("✓ allowed: out tcp/443"), "{server}");
     assert!(

@@ -43,10 +43,7 @@ pub fn flows_to<'a>(profile: &'a ValidProfile, group: &[IpNet]) -> Vec<&'a Valid
 
 /// The flows of `profile` with a peer outside every group (an `any` peer or a literal
 /// network that is no group's): what it allows towards addresses no group names.
-pub fn flows_to_other<'a>(
-    profile: &'a ValidProfile,
-    groups: &[&[IpNet]],
-) -> Vec<&'a ValidFlow> {
+pub fn flows_to_other<'a>(profile: &'a ValidProfile, groups: &[&[IpNet]]) -> Vec<&'a ValidFlow> {
     profile
         .flows
         .iter()
@@ -73,8 +70,7 @@ pub fn allows(
         f.direction == direction
             && f.proto.number().is_none_or(|p| p == proto)
             && (f.ports.is_empty() || f.ports.iter().any(|r| r.contains(port)))
-            && f
-                .peers
+            && f.peers
                 .iter()
                 .any(|p| nets(p).iter().any(|n| n.contains(&peer)))
     })
