@@ -186,16 +186,6 @@ pub(super) fn sessions_of(c: &Connection, user: &str) -> Result<Vec<SessionRow>>
     .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::like;
-
-    #[test]
-    fn a_search_matches_its_wildcards_literally() {
-        assert_eq!(like("a_b%c\\"), "%a\\_b\\%c\\\\%");
-    }
-}
-
 /// Flows from `from_day` on, summed per device and peer key, with the device's profile (a
 /// device's profile is one value, so the bare column is well defined).
 pub(super) fn observed_flows(c: &Connection, from_day: u32) -> Result<Vec<ObservedFlow>> {
@@ -236,4 +226,14 @@ pub(super) fn observed_flows(c: &Connection, from_day: u32) -> Result<Vec<Observ
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like;
+
+    #[test]
+    fn a_search_matches_its_wildcards_literally() {
+        assert_eq!(like("a_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
 }
