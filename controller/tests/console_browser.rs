@@ -323,3 +323,54 @@ async fn an_engineer_imports_a_csv_in_headless_chromium() {
         assert!(bytes.starts_with(b"\x89PNG"), "{}", png.display());
     }
 }
+
+/// The site at a glance (`tests/browser/glance.mjs`): a viewer reaches the matrix and the
+/// gateways from the navigation; both pages axe-clean, screenshots `console-matrix.png` and
+/// `console-gateways.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_site_at_a_glance_in_headless_chromium_with_no_serious_axe_violation() {
+    use wardgate_controller::{
+        auth::Role,
+        console::session,
+        store::{Change, IssuedCert},
+    };
+    let c = Console::start(6, 900).await;
+    report_flows(&c, DEVICE);
+    let now = wardgate_controller::audit::now_ms();
+    c.ctx
+        .write(
+            "gateway:gw-ward-3",
+            "renewal",
+            Change::RenewCertificate {
+                gateway: "gw-ward-3".into(),
+                cert: IssuedCert {
+                    serial: "0a".into(),
+                    not_after_ms: now + 10 * 86_400_000,
+                },
+            },
+        )
+        .unwrap();
+    let _watch = c.ctx.push.watch("gw-ward-3");
+    let (b, _) = c.browser_as("vera", Role::Viewer);
+    let id = b.cookies[session::COOKIE].clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let shots = shots_dir(tmp.path());
+    let report = run_scenario(
+        "glance.mjs",
+        &[
+            (
+                "CONSOLE_URL",
+                format!("https://localhost:{}", c.addr.port()),
+            ),
+            ("SESSION", id),
+            ("SHOTS", shots.display().to_string()),
+        ],
+    );
+    assert_eq!(report["pages"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["axe"].as_array().unwrap().len(), 0, "{report}");
+    for page in ["matrix", "gateways"] {
+        let png = shots.join(format!("console-{page}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{}", png.display());
+    }
+}

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod ids;
 pub mod inventory;
 pub mod lower;
+pub mod matrix;
 pub mod mud;
 pub mod profile;
 pub mod schema;

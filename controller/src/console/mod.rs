@@ -18,8 +18,9 @@
 //! loop (propose, diff, simulate, submit, a second engineer's approval); `sessions.rs` a user's
 //! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet;
 //! `alerts.rs` the SOC's alerts (list, evidence, acknowledge, suppress); `audit.rs` the audit
-//! trail and its verification.
-//! `import.rs` the inventory import (upload, diff, confirm) and `multipart.rs` its uploads.
+//! trail and its verification; `import.rs` the inventory import (upload, diff, confirm) and
+//! `multipart.rs` its uploads; `matrix.rs` classes against groups and `gateways.rs` the
+//! gateways' health (the site at a glance).
 
 mod alerts;
 pub mod approval;
@@ -27,6 +28,7 @@ mod assets;
 mod audit;
 mod charts;
 mod device;
+mod gateways;
 mod headers;
 pub mod i18n;
 mod import;
@@ -35,6 +37,7 @@ mod limit;
 mod login;
 mod logins;
 mod multipart;
+mod matrix;
 mod oidc;
 mod page;
 pub mod session;
@@ -103,6 +106,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/alerts/{seq}/acknowledge", post(alerts::acknowledge))
         .route("/alerts/{seq}/suppress", post(alerts::suppress))
         .route("/audit", get(audit::page))
+        .route("/matrix", get(matrix::page))
+        .route("/gateways", get(gateways::page))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))
         .route(

@@ -6,7 +6,9 @@ pub mod alert_admission;
 pub mod alerts;
 pub mod enroll;
 pub mod import;
+pub mod gateway_health;
 pub mod learning;
+pub mod matrix;
 pub mod quarantine;
 
 use std::sync::Arc;

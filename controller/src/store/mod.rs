@@ -558,6 +558,19 @@ pub struct IssuedCert {
     pub not_after_ms: i64,
 }
 
+/// One device's flows with one peer over some days, with the device's class (profile): what
+/// the console's policy matrix checks against the class's profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedFlow {
+    pub profile: String,
+    pub device: String,
+    pub direction: wardgate_analysis::FlowDirection,
+    pub peer: IpAddr,
+    pub proto: u8,
+    pub port: u16,
+    pub flows: u64,
+}
+
 /// Which certificate request a refusal answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CertRequest {
@@ -822,4 +835,9 @@ pub trait Store: Send + Sync {
     fn console_alert(&self, first_seq: i64) -> Result<Option<ConsoleAlert>>;
     /// Each field's provenance: of `device`, or of every device (`None`), by device and field.
     fn device_fields(&self, device: Option<&str>) -> Result<Vec<FieldRow>>;
+    /// Every device's flows from UTC day `from_day` on, summed per device, direction, peer,
+    /// protocol and port, with the device's profile.
+    fn observed_flows(&self, from_day: u32) -> Result<Vec<ObservedFlow>>;
+    /// Each gateway's latest certificate expiry (Unix ms) among those this controller issued.
+    fn cert_expiry(&self) -> Result<BTreeMap<String, i64>>;
 }

@@ -902,6 +902,14 @@ impl Store for SqliteStore {
         self.read(|c| super::console::inventory(c, q))
     }
 
+    fn observed_flows(&self, from_day: u32) -> Result<Vec<super::ObservedFlow>> {
+        self.read(|c| super::console::observed_flows(c, from_day))
+    }
+
+    fn cert_expiry(&self) -> Result<BTreeMap<String, i64>> {
+        self.read(super::fleet::cert_expiry)
+    }
+
     fn insert_session(&self, s: &super::SessionRow) -> Result<()> {
         super::console::insert_session(&self.conn(), s)
     }
