@@ -775,4 +775,7 @@ pub trait Store: Send + Sync {
     fn pending_change(&self, id: i64) -> Result<Option<PendingChangeRow>>;
     /// `device`'s latest `limit` submitted changes, newest first.
     fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>>;
+    /// Every device's latest `limit` submitted changes, newest first (only the pending ones
+    /// if `pending_only`).
+    fn latest_changes(&self, pending_only: bool, limit: u32) -> Result<Vec<PendingChangeRow>>;
 }
