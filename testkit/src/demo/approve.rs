@@ -17,8 +17,19 @@ fn show(out: &str) {
 }
 
 pub fn run(wardctl: &Wardctl, work: &Path) -> anyhow::Result<()> {
-    println!("\n== wardctl profile propose --device {DEVICE} (eve): a profile from its baseline");
-    let yaml = wardctl.run(&["profile", "propose", "--device", DEVICE])?;
+    // The gateway records the DNS and NTP exchanges as not completed (a UDP flow has no
+    // handshake), so a proposal from completed flows alone would leave them out; every flow
+    // of this lab is the device's clinical work, so all are used.
+    println!(
+        "\n== wardctl profile propose --device {DEVICE} --include-incomplete (eve): a profile from its baseline"
+    );
+    let yaml = wardctl.run(&[
+        "profile",
+        "propose",
+        "--device",
+        DEVICE,
+        "--include-incomplete",
+    ])?;
     show(&yaml);
     let file = work.join("proposed.yaml");
     std::fs::write(&file, &yaml)?;
