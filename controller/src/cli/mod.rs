@@ -5,6 +5,7 @@ pub mod assign;
 pub mod audit;
 pub mod baseline;
 pub mod certs;
+pub mod changes;
 pub mod config;
 pub mod devices;
 pub mod enroll;

@@ -1,4 +1,5 @@
-//! The engineer's loop on a device, with four eyes: propose a profile from the device's
+//! The engineer's loop on a device, with four eyes (the service is `crate::service::changes`,
+//! which wardctl's `changes` subcommands call too): propose a profile from the device's
 //! baseline (the `ProposeProfile` service), see it as a rule diff against the device's current
 //! policy (a dry run of the write, `write::preview`, in words by `crate::preview`), simulate
 //! it over the recorded flows (the `Simulate` service), submit it for approval with a reason
@@ -31,11 +32,13 @@ use super::{
 };
 use crate::{
     auth::{self, Identity},
-    compile,
     error::Error,
     preview::DeviceChange,
-    service::learning,
-    store::{Change, PendingChangeRow},
+    service::{
+        changes::{self, diff, profile_name},
+        learning,
+    },
+    store::PendingChangeRow,
 };
 
 /// An approval needs a login at most this old.
@@ -83,48 +86,6 @@ fn writer(lang: Lang, s: &Session, csrf: &str) -> Result<Identity, Box<Response>
     })
 }
 
-/// The profile's name in `yaml` (it must parse).
-fn profile_name(yaml: &str) -> Result<String, Error> {
-    wardgate_policy::parse_profile("candidate", yaml)
-        .map(|p| p.name.value)
-        .map_err(|e| Error::Invalid(format!("candidate profile: {e}")))
-}
-
-/// The change that moves `device` to the profile of `yaml`.
-fn changes(device: &str, profile: &str, yaml: &str) -> Vec<Change> {
-    vec![
-        Change::UpsertProfile {
-            name: profile.to_string(),
-            yaml: yaml.to_string(),
-        },
-        Change::AssignProfile {
-            device: device.to_string(),
-            profile: profile.to_string(),
-        },
-    ]
-}
-
-/// What moving `device` to `yaml` would change, in words (a dry run: nothing stored).
-fn diff(
-    console: &Console,
-    device: &str,
-    profile: &str,
-    yaml: &str,
-) -> Result<Vec<DeviceChange>, Error> {
-    let p = crate::write::preview(
-        console.ctx.store.as_ref(),
-        &changes(device, profile, yaml),
-        &compile::affected,
-    )?;
-    Ok(p.gateways
-        .values()
-        .flat_map(|(before, after)| {
-            crate::preview::device_changes(before.as_ref(), after, &p.groups)
-        })
-        .filter(|c| c.device == device)
-        .collect())
-}
-
 fn blocked(b: &pb::BlockedFlow) -> String {
     let peer = if b.peer_group.is_empty() {
         b.peer.clone()
@@ -169,7 +130,7 @@ fn proposal_page(
 ) -> Response {
     let read = tokio::task::block_in_place(|| -> Result<_, Error> {
         let profile = profile_name(&yaml)?;
-        let changes = diff(console, device, &profile, &yaml)?;
+        let changes = diff(&console.ctx, device, &profile, &yaml)?;
         let simulation = if simulate {
             let out = learning::simulate(
                 &console.ctx,
@@ -265,24 +226,14 @@ pub async fn submit(
         Ok(w) => w,
         Err(r) => return *r,
     };
-    let written = tokio::task::block_in_place(|| -> Result<_, Error> {
-        let profile = profile_name(&form.yaml)?;
-        // Refused now, not at approval: the candidate must compile for the device's gateway.
-        diff(&console, &name, &profile, &form.yaml)?;
-        console.ctx.write(
+    let written = tokio::task::block_in_place(|| {
+        changes::submit(
+            &console.ctx,
             &who.actor(),
+            &s.principal.name,
+            &name,
+            &form.yaml,
             &form.reason,
-            Change::SubmitChange(PendingChangeRow {
-                id: 0,
-                device: name.clone(),
-                profile,
-                yaml: form.yaml.clone(),
-                reason: form.reason.trim().to_string(),
-                proposer: s.principal.name.clone(),
-                proposed_ms: crate::audit::now_ms(),
-                approver: None,
-                decided_ms: None,
-            }),
         )
     });
     match written {
@@ -330,24 +281,11 @@ pub async fn review(
     if auth::require(s.principal.identity(), auth::READERS).is_err() {
         return page::forbidden(lang, Some(&s));
     }
-    let read = tokio::task::block_in_place(|| -> Result<_, Error> {
-        let Some(p) = console.ctx.store.pending_change(id)? else {
-            return Ok(None);
-        };
-        if p.approver.is_some() {
-            return Ok(Some((p, Vec::new(), 0, Vec::new())));
-        }
-        let changes = diff(&console, &p.device, &p.profile, &p.yaml)?;
-        let sim = learning::simulate(
-            &console.ctx,
-            &pb::SimulateRequest {
-                device: p.device.clone(),
-                yaml: p.yaml.clone(),
-                since_s: 0,
-            },
-        )?;
-        let blocked = sim.blocked.iter().map(blocked).collect();
-        Ok(Some((p, changes, sim.flows, blocked)))
+    let read = tokio::task::block_in_place(|| changes::review(&console.ctx, id)).map(|r| {
+        r.map(|r| {
+            let blocked = r.simulation.blocked.iter().map(blocked).collect();
+            (r.change, r.diff, r.simulation.flows, blocked)
+        })
     });
     let (p, changes, flows, blocked) = match read {
         Ok(Some(r)) => r,
@@ -424,16 +362,9 @@ pub async fn approve(
     if !fresh(&s) {
         return page::error(lang, Some(&s), StatusCode::FORBIDDEN, m.relogin_needed, "");
     }
-    let mut all = vec![Change::ApproveChange {
-        id,
-        device: p.device.clone(),
-        proposer: p.proposer.clone(),
-        approver: s.principal.name.clone(),
-        at_ms: crate::audit::now_ms(),
-    }];
-    all.extend(changes(&p.device, &p.profile, &p.yaml));
-    let reason = format!("change {id} by {}, approved: {}", p.proposer, p.reason);
-    let written = tokio::task::block_in_place(|| console.ctx.write_all(&who.actor(), &reason, all));
+    let written = tokio::task::block_in_place(|| {
+        changes::approve(&console.ctx, &who.actor(), &s.principal.name, id, "")
+    });
     match written {
         Ok(w) => Redirect::to(&format!(
             "/devices/{}?approved={}",

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod agent;
 pub mod alert_admission;
 pub mod alerts;
+pub mod changes;
 pub mod enroll;
 pub mod gateway_health;
 pub mod import;

@@ -840,4 +840,7 @@ pub trait Store: Send + Sync {
     fn observed_flows(&self, from_day: u32) -> Result<Vec<ObservedFlow>>;
     /// Each gateway's latest certificate expiry (Unix ms) among those this controller issued.
     fn cert_expiry(&self) -> Result<BTreeMap<String, i64>>;
+    /// Every device's latest `limit` submitted changes, newest first (only the pending ones
+    /// if `pending_only`).
+    fn latest_changes(&self, pending_only: bool, limit: u32) -> Result<Vec<PendingChangeRow>>;
 }

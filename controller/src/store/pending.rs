@@ -81,3 +81,24 @@ pub(super) fn of_device(c: &Connection, device: &str, limit: u32) -> Result<Vec<
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
+
+/// The latest `limit` changes of every device, newest first; only the pending ones if
+/// `pending_only`.
+pub(super) fn latest(
+    c: &Connection,
+    pending_only: bool,
+    limit: u32,
+) -> Result<Vec<PendingChangeRow>> {
+    let filter = if pending_only {
+        "WHERE approver IS NULL"
+    } else {
+        ""
+    };
+    let rows = c
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM pending_changes {filter} ORDER BY id DESC LIMIT ?1"
+        ))?
+        .query_map([limit], row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

@@ -968,6 +968,14 @@ impl Store for SqliteStore {
         self.read(|c| super::provenance::fields(c, device))
     }
 
+    fn latest_changes(
+        &self,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<super::PendingChangeRow>> {
+        self.read(|c| super::pending::latest(c, pending_only, limit))
+    }
+
     fn sessions_of(&self, user: &str) -> Result<Vec<super::SessionRow>> {
         self.read(|c| super::console::sessions_of(c, user))
     }

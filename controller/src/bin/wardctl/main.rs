@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use wardgate_controller::cli::{
-    alerts, assign, audit, certs, devices, errors, gateways, output::OutputFormat, profile,
-    profiles, push, quarantine, remote::Remote, simulate, site,
+    alerts, assign, audit, certs, changes, devices, errors, gateways, output::OutputFormat,
+    profile, profiles, push, quarantine, remote::Remote, simulate, site,
 };
 
 #[derive(Parser)]
@@ -125,6 +125,13 @@ enum Command {
     /// Certificates for a demo or lab.
     #[command(subcommand)]
     Certs(certs::CertsCmd),
+    /// Four eyes: submit a profile change for a device, list, show and approve changes.
+    Changes {
+        #[command(subcommand)]
+        cmd: changes::ChangesCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -195,5 +202,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateways { cmd, remote } => rt()?.block_on(gateways::run_cmd(cmd, &remote, out)),
         Command::Alerts { cmd, remote, utc } => rt()?.block_on(alerts::run(cmd, &remote, out, utc)),
         Command::Audit { cmd, remote } => rt()?.block_on(audit::run(cmd, &remote, out)),
+        Command::Changes { cmd, remote } => rt()?.block_on(changes::run(cmd, &remote, out)),
     }
 }
