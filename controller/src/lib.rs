@@ -12,6 +12,7 @@ pub mod console;
 pub mod error;
 pub mod fleet;
 pub mod generation;
+pub mod impact;
 pub mod issuing;
 pub mod listener;
 pub mod metrics;

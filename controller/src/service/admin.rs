@@ -198,10 +198,11 @@ impl AdminService for Admin {
         if let Change::UpsertDevice(d) = &change {
             self.need_profile(&d.profile)?;
         }
-        Ok(Response::new(self.0.write(
+        Ok(Response::new(self.0.write_accepting(
             &who.actor(),
             &r.reason,
-            change,
+            vec![change],
+            r.accept_impact,
         )?))
     }
 
@@ -221,6 +222,7 @@ impl AdminService for Admin {
                 profile: r.profile,
             }],
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -260,6 +262,7 @@ impl AdminService for Admin {
             &r.reason,
             changes,
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -403,6 +406,7 @@ impl AdminService for Admin {
             &r.reason,
             vec![change],
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -543,6 +547,7 @@ impl AdminService for Admin {
             &r.reason,
             changes,
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 

@@ -17,6 +17,13 @@ pub(super) struct Described {
     diff: Value,
 }
 
+impl Described {
+    /// Records that the writer accepted `impact` (the availability warning's summary).
+    pub(super) fn note_impact(&mut self, impact: Value) {
+        self.diff["impact_accepted"] = impact;
+    }
+}
+
 fn diff(before: Value, after: Value) -> Value {
     json!({"before": before, "after": after})
 }
