@@ -138,7 +138,9 @@ impl Datapath {
         self.clear_hash::<PeerKey, PeerValue>(map_names::PEERS_HOST, |k| k.slot == slot)?;
         self.clear_hash::<PortKey, RuleValue>(map_names::PORTS_EXACT, |k| k.slot == slot)?;
         self.clear_hash::<HostPortKey, RuleValue>(map_names::HOST_PORTS, |k| k.slot == slot)?;
-        self.clear_hash::<AppKey, u32>(map_names::APP_VALUES, |k| k.slot == slot)
+        self.clear_hash::<AppKey, u32>(map_names::APP_VALUES, |k| k.slot == slot)?;
+        self.clear_hash::<DnsNameKey, PeerValue>(map_names::DNS_NAMES, |k| k.slot == slot)?;
+        self.clear_lpm::<DnsResolverKey, u32>(map_names::DNS_RESOLVERS, |k| k.slot == slot)
     }
 
     /// Removes the entries of hash map `name` whose key `in_slot` selects.
@@ -173,28 +175,6 @@ impl Datapath {
             .collect();
         for k in stale {
             map.remove(&k).map_err(map_err(name))?;
-        }
-        let mut names: HashMap<&mut MapData, DnsNameKey, PeerValue> =
-            self.typed(map_names::DNS_NAMES)?;
-        let stale: Vec<_> = names
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.slot == slot)
-            .collect();
-        for k in stale {
-            names.remove(&k).map_err(map_err(map_names::DNS_NAMES))?;
-        }
-        let mut resolvers: LpmTrie<&mut MapData, DnsResolverKey, u32> =
-            self.typed(map_names::DNS_RESOLVERS)?;
-        let stale: Vec<_> = resolvers
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.data().slot == slot)
-            .collect();
-        for k in stale {
-            resolvers
-                .remove(&k)
-                .map_err(map_err(map_names::DNS_RESOLVERS))?;
         }
         Ok(())
     }
