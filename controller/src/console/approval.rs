@@ -56,6 +56,56 @@ struct ProposalPage {
     /// Flows replayed and the blocked ones in words, after a simulation.
     simulation: Option<(u64, Vec<String>)>,
     reason: String,
+    /// The availability warning (`crate::impact`), and whether it needs a confirmation.
+    impact: Vec<ImpactView>,
+    impact_over: bool,
+}
+
+/// One class on one ward of the availability warning, as the pages show it.
+struct ImpactView {
+    class: String,
+    ward: String,
+    devices: usize,
+    blocked: usize,
+    over: bool,
+    /// Device, gateway, its lost flows in words.
+    cut: Vec<(String, String, Vec<String>)>,
+}
+
+fn impact_view(i: &crate::impact::Impact) -> Vec<ImpactView> {
+    i.wards
+        .iter()
+        .map(|w| ImpactView {
+            class: w.class.clone(),
+            ward: w.ward.clone(),
+            devices: w.devices,
+            blocked: w.blocked.len(),
+            over: w.over_threshold,
+            cut: w
+                .blocked
+                .iter()
+                .map(|(d, (g, lost))| {
+                    let words = lost.iter().map(crate::impact::Lost::words).collect();
+                    (d.clone(), g.clone(), words)
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// What moving `device` to `yaml` would cut off (the write service's own assessment).
+fn impact_of(
+    console: &Console,
+    device: &str,
+    profile: &str,
+    yaml: &str,
+) -> Result<crate::impact::Impact, Error> {
+    crate::service::impact::assess(&console.ctx, &changes(device, profile, yaml))
+}
+
+/// A ticked confirmation checkbox.
+fn ticked(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|v| !v.is_empty())
 }
 
 #[derive(Deserialize, Default)]
@@ -66,6 +116,9 @@ pub struct LoopForm {
     yaml: String,
     #[serde(default)]
     reason: String,
+    /// The availability warning's confirmation checkbox.
+    #[serde(default)]
+    accept_impact: Option<String>,
 }
 
 /// The CSRF token, then the writer role: the one gate of every POST here.
@@ -183,10 +236,11 @@ fn proposal_page(
         } else {
             None
         };
-        Ok((profile, changes, simulation))
+        let impact = impact_of(console, device, &profile, &yaml)?;
+        Ok((profile, changes, simulation, impact))
     });
     match read {
-        Ok((profile, changes, simulation)) => page::render(
+        Ok((profile, changes, simulation, impact)) => page::render(
             StatusCode::OK,
             &ProposalPage {
                 f: Frame::new(lang, Some(s)),
@@ -198,6 +252,8 @@ fn proposal_page(
                 changes,
                 simulation,
                 reason,
+                impact_over: impact.over_threshold(),
+                impact: impact_view(&impact),
             },
         ),
         Err(e) => page::service_error(lang, s, &e),
@@ -269,29 +325,44 @@ pub async fn submit(
         let profile = profile_name(&form.yaml)?;
         // Refused now, not at approval: the candidate must compile for the device's gateway.
         diff(&console, &name, &profile, &form.yaml)?;
-        console.ctx.write(
-            &who.actor(),
-            &form.reason,
-            Change::SubmitChange(PendingChangeRow {
-                id: 0,
-                device: name.clone(),
-                profile,
-                yaml: form.yaml.clone(),
-                reason: form.reason.trim().to_string(),
-                proposer: s.principal.name.clone(),
-                proposed_ms: crate::audit::now_ms(),
-                approver: None,
-                decided_ms: None,
-            }),
-        )
+        // Over the share, the proposer confirms too (the approver's write checks it again).
+        let impact = impact_of(&console, &name, &profile, &form.yaml)?;
+        if impact.over_threshold() && !ticked(&form.accept_impact) {
+            return Ok(Err(impact.render()));
+        }
+        console
+            .ctx
+            .write(
+                &who.actor(),
+                &form.reason,
+                Change::SubmitChange(PendingChangeRow {
+                    id: 0,
+                    device: name.clone(),
+                    profile,
+                    yaml: form.yaml.clone(),
+                    reason: form.reason.trim().to_string(),
+                    proposer: s.principal.name.clone(),
+                    proposed_ms: crate::audit::now_ms(),
+                    approver: None,
+                    decided_ms: None,
+                }),
+            )
+            .map(Ok)
     });
     match written {
-        Ok(w) => Redirect::to(&format!(
+        Ok(Ok(w)) => Redirect::to(&format!(
             "/devices/{}?submitted={}",
             page::encode(&name),
             w.audit_seq
         ))
         .into_response(),
+        Ok(Err(warning)) => page::error(
+            lang,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            lang.messages().impact_needs_accept,
+            &warning,
+        ),
         Err(e) => page::service_error(lang, &s, &e),
     }
 }
@@ -311,6 +382,8 @@ struct ChangePage {
     own: bool,
     /// The viewer's login is older than [`FRESH_LOGIN`].
     stale: bool,
+    impact: Vec<ImpactView>,
+    impact_over: bool,
 }
 
 /// Whether `s` logged in less than [`FRESH_LOGIN`] ago.
@@ -335,7 +408,7 @@ pub async fn review(
             return Ok(None);
         };
         if p.approver.is_some() {
-            return Ok(Some((p, Vec::new(), 0, Vec::new())));
+            return Ok(Some((p, Vec::new(), 0, Vec::new(), Default::default())));
         }
         let changes = diff(&console, &p.device, &p.profile, &p.yaml)?;
         let sim = learning::simulate(
@@ -347,9 +420,10 @@ pub async fn review(
             },
         )?;
         let blocked = sim.blocked.iter().map(blocked).collect();
-        Ok(Some((p, changes, sim.flows, blocked)))
+        let impact = impact_of(&console, &p.device, &p.profile, &p.yaml)?;
+        Ok(Some((p, changes, sim.flows, blocked, impact)))
     });
-    let (p, changes, flows, blocked) = match read {
+    let (p, changes, flows, blocked, impact) = match read {
         Ok(Some(r)) => r,
         Ok(None) => {
             let m = lang.messages();
@@ -376,6 +450,8 @@ pub async fn review(
             changes,
             flows,
             blocked,
+            impact_over: impact.over_threshold(),
+            impact: impact_view(&impact),
         },
     )
 }
@@ -384,6 +460,9 @@ pub async fn review(
 pub struct ApproveForm {
     #[serde(default)]
     csrf: String,
+    /// The availability warning's confirmation checkbox.
+    #[serde(default)]
+    accept_impact: Option<String>,
 }
 
 /// `POST /changes/ID/approve`: a second engineer, freshly logged in, applies it.
@@ -433,7 +512,14 @@ pub async fn approve(
     }];
     all.extend(changes(&p.device, &p.profile, &p.yaml));
     let reason = format!("change {id} by {}, approved: {}", p.proposer, p.reason);
-    let written = tokio::task::block_in_place(|| console.ctx.write_all(&who.actor(), &reason, all));
+    // The write service refuses it over the availability share unless the box is ticked, and
+    // keeps the accepted impact in the audit entry.
+    let accept = ticked(&form.accept_impact);
+    let written = tokio::task::block_in_place(|| {
+        console
+            .ctx
+            .write_accepting(&who.actor(), &reason, all, accept)
+    });
     match written {
         Ok(w) => Redirect::to(&format!(
             "/devices/{}?approved={}",

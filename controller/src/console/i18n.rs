@@ -159,6 +159,12 @@ pub struct Messages {
     pub pending_state: &'static str,
     pub review: &'static str,
     pub change_title: &'static str,
+    pub impact_title: &'static str,
+    pub impact_devices: &'static str,
+    pub impact_ward: &'static str,
+    pub impact_over: &'static str,
+    pub impact_accept: &'static str,
+    pub impact_needs_accept: &'static str,
 }
 
 pub static EN: Messages = Messages {
@@ -257,6 +263,12 @@ pub static EN: Messages = Messages {
     pending_state: "awaiting approval",
     review: "Review",
     change_title: "Change",
+    impact_title: "Availability warning",
+    impact_devices: "devices of class",
+    impact_ward: "on ward",
+    impact_over: "over the allowed share: applying it needs an explicit confirmation",
+    impact_accept: "I have read the availability warning and accept that these devices lose these flows",
+    impact_needs_accept: "This change would cut off traffic seen recently on too many devices of a class on a ward: tick the confirmation under the warning to go on.",
 };
 
 pub static FR: Messages = Messages {
@@ -355,6 +367,12 @@ pub static FR: Messages = Messages {
     pending_state: "en attente d'approbation",
     review: "Examiner",
     change_title: "Changement",
+    impact_title: "Alerte de disponibilité",
+    impact_devices: "appareils de la classe",
+    impact_ward: "dans le service",
+    impact_over: "au-delà de la part admise : l'appliquer demande une confirmation explicite",
+    impact_accept: "J'ai lu l'alerte de disponibilité et j'accepte que ces appareils perdent ces flux",
+    impact_needs_accept: "Ce changement couperait un trafic vu récemment sur trop d'appareils d'une classe dans un service : cochez la confirmation sous l'alerte pour continuer.",
 };
 
 #[cfg(test)]
