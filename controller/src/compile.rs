@@ -163,6 +163,7 @@ pub fn affected(
                 | Change::ConsoleLogin { .. }
                 | Change::SubmitChange(_)
                 | Change::ApproveChange { .. }
+                | Change::CloseChange { .. }
         )
     }) {
         return Ok(BTreeMap::new());
@@ -217,7 +218,8 @@ pub fn affected(
             | Change::RevokeGateway { .. }
             | Change::ConsoleLogin { .. }
             | Change::SubmitChange(_)
-            | Change::ApproveChange { .. } => {}
+            | Change::ApproveChange { .. }
+            | Change::CloseChange { .. } => {}
         }
     }
     if !touched.is_empty() {

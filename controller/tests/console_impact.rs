@@ -2,7 +2,8 @@
 //! Santé Connect: a candidate profile that would drop the DNS flows an enforced pump had an
 //! hour ago shows which device and which flows, after a simulation and on the review page;
 //! submitting and approving it need the confirmation checkbox, and the approval's audit entry
-//! keeps the accepted impact.
+//! keeps the accepted impact. A pending change is withdrawn by its proposer or rejected, with
+//! a reason, by another engineer; both are audited and neither applies it.
 
 mod console_harness;
 
@@ -147,4 +148,142 @@ async fn the_warning_shows_devices_and_flows_and_needs_the_checkbox_twice() {
         .as_str()
         .unwrap_or_default();
     assert!(words.contains("198.51.100.53"), "{}", approved.diff);
+}
+
+/// Engineer 1 submits the no-DNS profile (accepting its impact); returns the change's id.
+async fn submit_no_dns(b: &mut Browser<'_>, c: &Console) -> i64 {
+    let csrf = b.get(&format!("/devices/{DEVICE}")).await.csrf();
+    let yaml = no_dns();
+    let sent = b
+        .send(
+            "POST",
+            &format!("/devices/{DEVICE}/submit"),
+            Some(&[
+                ("csrf", csrf.as_str()),
+                ("yaml", yaml.as_str()),
+                ("reason", "CHG-78 no DNS"),
+                ("accept_impact", "yes"),
+            ]),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    c.store.pending_changes(DEVICE, 10).unwrap()[0].id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proposer_withdraws_and_another_engineer_rejects_with_a_reason() {
+    let psc = MockPsc::start().await;
+    let c = Console::start_with(4, |cfg, addr| {
+        cfg.oidc = Some(oidc_config(
+            &psc,
+            addr,
+            &["899700000001", "899700000002"],
+            &[],
+        ));
+    })
+    .await;
+    report_flows(&c, DEVICE);
+    let mut b1 = c.browser();
+    psc.log_in_as(&User::new("899700000001", "Hélène", "Martin"), "eidas1");
+    assert_eq!(b1.oidc_login().await.status, StatusCode::OK);
+    let mut b2 = c.browser();
+    psc.log_in_as(&User::new("899700000002", "Karim", "Benali"), "eidas1");
+    assert_eq!(b2.oidc_login().await.status, StatusCode::OK);
+
+    // Withdraw: only the proposer (the button is theirs; another engineer's POST is 403).
+    let id = submit_no_dns(&mut b1, &c).await;
+    let own = b1.get(&format!("/changes/{id}")).await;
+    assert!(own.body.contains(r#"id="withdraw""#), "{}", own.body);
+    assert!(!own.body.contains(r#"id="reject""#), "{}", own.body);
+    let other = b2.get(&format!("/changes/{id}")).await;
+    assert!(!other.body.contains(r#"id="withdraw""#), "{}", other.body);
+    let forged = b2
+        .send(
+            "POST",
+            &format!("/changes/{id}/withdraw"),
+            Some(&[("csrf", other.csrf().as_str())]),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(c.store.pending_change(id).unwrap().unwrap().is_pending());
+    let done = b1
+        .send(
+            "POST",
+            &format!("/changes/{id}/withdraw"),
+            Some(&[("csrf", own.csrf().as_str())]),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let row = c.store.pending_change(id).unwrap().unwrap();
+    assert!(!row.is_pending());
+    assert_eq!(row.closed_by.as_deref(), Some("899700000001"));
+    let page = b1.get(&format!("/changes/{id}")).await;
+    assert!(
+        page.body.contains("withdrawn by 899700000001"),
+        "{}",
+        page.body
+    );
+    // Withdrawn cannot be approved.
+    let late = b2
+        .send(
+            "POST",
+            &format!("/changes/{id}/approve"),
+            Some(&[("csrf", other.csrf().as_str()), ("accept_impact", "yes")]),
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::NOT_FOUND);
+
+    // Reject: not by the proposer; by another engineer with a reason.
+    let id = submit_no_dns(&mut b1, &c).await;
+    let csrf1 = b1.get(&format!("/changes/{id}")).await.csrf();
+    let self_reject = b1
+        .send(
+            "POST",
+            &format!("/changes/{id}/reject"),
+            Some(&[("csrf", csrf1.as_str()), ("reason", "mine")]),
+        )
+        .await;
+    assert_eq!(self_reject.status, StatusCode::FORBIDDEN);
+    let review = b2.get(&format!("/changes/{id}")).await;
+    assert!(review.body.contains(r#"id="reject""#), "{}", review.body);
+    let rejected = b2
+        .send(
+            "POST",
+            &format!("/changes/{id}/reject"),
+            Some(&[
+                ("csrf", review.csrf().as_str()),
+                ("reason", "INC-5 pumps resolve the infusion server by DNS"),
+            ]),
+        )
+        .await;
+    assert_eq!(rejected.status, StatusCode::SEE_OTHER, "{}", rejected.body);
+    assert_eq!(
+        c.store.device(DEVICE).unwrap().unwrap().profile,
+        "infusion-pump",
+        "nothing applied"
+    );
+    let audit = c.store.audit().unwrap();
+    let withdrawn = audit
+        .iter()
+        .find(|e| e.action == "withdraw_change")
+        .unwrap();
+    assert_eq!(withdrawn.actor, "user:899700000001");
+    let entry = audit.iter().find(|e| e.action == "reject_change").unwrap();
+    assert_eq!(entry.actor, "user:899700000002");
+    assert_eq!(
+        entry.reason,
+        "INC-5 pumps resolve the infusion server by DNS"
+    );
+    assert!(
+        entry.diff.contains(r#""state":"rejected""#),
+        "{}",
+        entry.diff
+    );
+    let page = b1.get(&format!("/changes/{id}")).await;
+    assert!(
+        page.body
+            .contains("rejected by 899700000002: INC-5 pumps resolve the infusion server by DNS"),
+        "{}",
+        page.body
+    );
 }

@@ -35,7 +35,7 @@ use crate::{
     error::Error,
     preview::DeviceChange,
     service::learning,
-    store::{Change, PendingChangeRow},
+    store::{Change, Closure, PendingChangeRow},
 };
 
 /// An approval needs a login at most this old.
@@ -345,6 +345,9 @@ pub async fn submit(
                     proposed_ms: crate::audit::now_ms(),
                     approver: None,
                     decided_ms: None,
+                    closed: None,
+                    closed_by: None,
+                    close_reason: String::new(),
                 }),
             )
             .map(Ok)
@@ -407,7 +410,7 @@ pub async fn review(
         let Some(p) = console.ctx.store.pending_change(id)? else {
             return Ok(None);
         };
-        if p.approver.is_some() {
+        if !p.is_pending() {
             return Ok(Some((p, Vec::new(), 0, Vec::new(), Default::default())));
         }
         let changes = diff(&console, &p.device, &p.profile, &p.yaml)?;
@@ -480,7 +483,7 @@ pub async fn approve(
     let m = lang.messages();
     let found = tokio::task::block_in_place(|| console.ctx.store.pending_change(id));
     let p = match found {
-        Ok(Some(p)) if p.approver.is_none() => p,
+        Ok(Some(p)) if p.is_pending() => p,
         Ok(_) => {
             return page::error(
                 lang,
@@ -529,4 +532,102 @@ pub async fn approve(
         .into_response(),
         Err(e) => page::service_error(lang, &s, &e),
     }
+}
+
+#[derive(Deserialize, Default)]
+pub struct CloseForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /changes/ID/withdraw` (the proposer) and `POST /changes/ID/reject` (another
+/// engineer, with a reason): the change is closed unapplied, in one audited write; the store
+/// refuses a withdrawal by anyone but the proposer and a rejection by the proposer.
+async fn close(
+    console: &Console,
+    lang: Lang,
+    s: &Session,
+    id: i64,
+    form: CloseForm,
+    closure: Closure,
+) -> Response {
+    let who = match writer(lang, s, &form.csrf) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    let m = lang.messages();
+    let found = tokio::task::block_in_place(|| console.ctx.store.pending_change(id));
+    let p = match found {
+        Ok(Some(p)) if p.is_pending() => p,
+        Ok(_) => {
+            return page::error(
+                lang,
+                Some(s),
+                StatusCode::NOT_FOUND,
+                m.not_found,
+                &id.to_string(),
+            );
+        }
+        Err(e) => return page::service_error(lang, s, &e),
+    };
+    let own = p.proposer == s.principal.name;
+    if own != (closure == Closure::Withdrawn) {
+        tracing::warn!(
+            user = s.principal.name,
+            id,
+            ?closure,
+            "console: closing a change refused"
+        );
+        return page::error(lang, Some(s), StatusCode::FORBIDDEN, m.forbidden, "");
+    }
+    let why = form.reason.trim().to_string();
+    // A withdrawal needs no reason of its own: the audit entry says who withdrew what.
+    let reason = match closure {
+        Closure::Withdrawn if why.is_empty() => format!("change {id} withdrawn by its proposer"),
+        _ => why.clone(),
+    };
+    let change = Change::CloseChange {
+        id,
+        device: p.device.clone(),
+        proposer: p.proposer.clone(),
+        by: s.principal.name.clone(),
+        closure,
+        why,
+        at_ms: crate::audit::now_ms(),
+    };
+    let written = tokio::task::block_in_place(|| console.ctx.write(&who.actor(), &reason, change));
+    match written {
+        Ok(w) => Redirect::to(&format!(
+            "/devices/{}?{}={}",
+            page::encode(&p.device),
+            closure.as_str(),
+            w.audit_seq
+        ))
+        .into_response(),
+        Err(e) => page::service_error(lang, s, &e),
+    }
+}
+
+/// `POST /changes/ID/withdraw`.
+pub async fn withdraw(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(id): Path<i64>,
+    Form(form): Form<CloseForm>,
+) -> Response {
+    close(&console, lang, &s, id, form, Closure::Withdrawn).await
+}
+
+/// `POST /changes/ID/reject`.
+pub async fn reject(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(id): Path<i64>,
+    Form(form): Form<CloseForm>,
+) -> Response {
+    close(&console, lang, &s, id, form, Closure::Rejected).await
 }

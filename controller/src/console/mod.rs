@@ -92,6 +92,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/changes/{id}/approve", post(approval::approve))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))
+        .route("/changes/{id}/withdraw", post(approval::withdraw))
+        .route("/changes/{id}/reject", post(approval::reject))
         .fallback(page::not_found)
         .layer(axum::middleware::map_response(headers::secure))
         .with_state(console)

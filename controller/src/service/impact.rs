@@ -80,6 +80,61 @@ fn blocked(
     out
 }
 
+/// What the assessment reads before the change.
+struct Before {
+    /// Profile name -> YAML (latest versions).
+    profiles: BTreeMap<String, String>,
+    groups: BTreeMap<String, Vec<String>>,
+    /// The devices the changes name, those on the profiles they upsert, and every device on
+    /// those devices' gateways (a ward's devices are counted behind the gateways the change
+    /// reaches), by name.
+    devices: BTreeMap<String, DeviceRow>,
+}
+
+/// Reads what [`assess`] needs in a transaction that is dropped (rolled back): no more
+/// devices than the write's compile reads, so a write still costs what it changes.
+fn read_before(ctx: &Ctx, changes: &[Change]) -> Result<Before> {
+    let tx = ctx.store.begin()?;
+    let base = tx.base()?;
+    let mut devices: BTreeMap<String, DeviceRow> = BTreeMap::new();
+    let mut upserted = BTreeSet::new();
+    let mut gateways = BTreeSet::new();
+    for c in changes {
+        if let Change::UpsertProfile { name, .. } = c {
+            upserted.insert(name.clone());
+        }
+        if let Change::UpsertDevice(d) = c {
+            gateways.insert(d.gateway.clone());
+        }
+        if let Some(name) = c.device()
+            && let Some(d) = tx.device(name)?
+        {
+            devices.insert(d.name.clone(), d);
+        }
+    }
+    if !upserted.is_empty() {
+        for d in tx.devices_of(&BTreeSet::new(), &upserted)? {
+            devices.insert(d.name.clone(), d);
+        }
+    }
+    gateways.extend(devices.values().map(|d| d.gateway.clone()));
+    if !gateways.is_empty() {
+        for d in tx.devices_of(&gateways, &BTreeSet::new())? {
+            devices.insert(d.name.clone(), d);
+        }
+    }
+    drop(tx); // read only
+    Ok(Before {
+        profiles: base
+            .profiles
+            .into_iter()
+            .map(|p| (p.name, p.yaml))
+            .collect(),
+        groups: base.groups,
+        devices,
+    })
+}
+
 type FlowKey = (FlowDirection, std::net::IpAddr, u8, u16);
 
 fn key(b: &Blocked) -> FlowKey {
@@ -91,21 +146,14 @@ pub fn assess(ctx: &Ctx, changes: &[Change]) -> Result<Impact> {
     if !changes.iter().any(may_tighten) {
         return Ok(Impact::default());
     }
-    let snapshot = ctx.store.snapshot()?;
-    let before_profiles: BTreeMap<String, String> = snapshot
-        .profiles
-        .iter()
-        .map(|p| (p.name.clone(), p.yaml.clone()))
-        .collect();
-    let before: BTreeMap<String, DeviceRow> = snapshot
-        .devices
-        .iter()
-        .map(|d| (d.name.clone(), d.clone()))
-        .collect();
+    let read = read_before(ctx, changes)?;
+    let before_profiles = read.profiles;
+    let before = read.devices;
+    let before_groups = read.groups;
     let (mut profiles, mut after, mut groups) = (
         before_profiles.clone(),
         before.clone(),
-        snapshot.groups.clone(),
+        before_groups.clone(),
     );
     for c in changes {
         match c {
@@ -167,7 +215,7 @@ pub fn assess(ctx: &Ctx, changes: &[Change]) -> Result<Impact> {
     };
     let after_sets = by_profile(&|n| after.get(n).map(|d| (d.profile.clone(), d.mode)));
     let before_sets = by_profile(&|n| before.get(n).map(|d| (d.profile.clone(), d.mode)));
-    let (site_after, site_before) = (site(&groups), site(&snapshot.groups));
+    let (site_after, site_before) = (site(&groups), site(&before_groups));
     let mut cut: BTreeMap<String, Vec<Blocked>> = BTreeMap::new();
     for (profile, r) in &after_sets {
         if let Some(yaml) = profiles.get(profile) {

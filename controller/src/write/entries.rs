@@ -274,6 +274,26 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
                        "approver": approver}),
             ),
         ),
+        Change::CloseChange {
+            id,
+            device,
+            proposer,
+            by,
+            closure,
+            why,
+            ..
+        } => (
+            match closure {
+                crate::store::Closure::Withdrawn => "withdraw_change",
+                crate::store::Closure::Rejected => "reject_change",
+            },
+            device.clone(),
+            diff(
+                json!({"change": id, "state": "pending", "proposer": proposer}),
+                json!({"change": id, "state": closure.as_str(), "proposer": proposer,
+                       "by": by, "why": why}),
+            ),
+        ),
         Change::ConsoleLogin {
             user,
             event,
