@@ -23,8 +23,10 @@ fn need(program: &str, hint: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_engineers_loop_in_headless_chromium_with_no_serious_axe_violation() {
+/// node, npm and chromium checked, `npm ci` run once (the tests run at the same time): the
+/// scripts' directory.
+fn browser_dir() -> std::path::PathBuf {
+    static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
     need("node", "apt-get install nodejs");
     need("npm", "apt-get install npm");
     assert!(
@@ -33,6 +35,7 @@ async fn the_engineers_loop_in_headless_chromium_with_no_serious_axe_violation()
          not skip"
     );
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let _one = NPM.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join("node_modules").exists() {
         let ci = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
@@ -41,6 +44,12 @@ async fn the_engineers_loop_in_headless_chromium_with_no_serious_axe_violation()
             .unwrap();
         assert!(ci.success(), "npm ci in {}", dir.display());
     }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engineers_loop_in_headless_chromium_with_no_serious_axe_violation() {
+    let dir = browser_dir();
 
     let psc = MockPsc::start().await;
     psc.add_users(&[
@@ -126,4 +135,75 @@ fn audit_has_quarantine(c: &Console) -> bool {
         .unwrap()
         .iter()
         .any(|e| e.action == "set_mode" || e.diff.contains("quarantine"))
+}
+
+/// The availability warning in the browser (`tests/browser/impact.mjs`): the warning and its
+/// checkbox after a simulation, submit refused unticked then accepted, the review's warning,
+/// the approval with the box ticked; axe on each page; `console-impact.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_availability_warning_needs_its_checkbox_in_headless_chromium() {
+    let dir = browser_dir();
+    let psc = MockPsc::start().await;
+    psc.add_users(&[
+        User::new("899700000001", "Hélène", "Martin"),
+        User::new("899700000002", "Karim", "Benali"),
+    ]);
+    let c = Console::start_with(8, |cfg, addr| {
+        cfg.oidc = Some(oidc_config(
+            &psc,
+            addr,
+            &["899700000001", "899700000002"],
+            &[],
+        ));
+    })
+    .await;
+    report_flows(&c, DEVICE);
+    let pump = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-profiles/infusion-pump.yaml"),
+    )
+    .unwrap();
+    let candidate = pump
+        .replace("name: infusion-pump\n", "name: infusion-pump-nodns\n")
+        .replace(
+            "  - name: dns\n    direction: from-device\n    protocol: udp\n    peers: [group:dns]\n    ports: 53\n",
+            "",
+        );
+    let shot_dir = tempfile::tempdir().unwrap();
+    let shots = if std::env::var_os("WARDGATE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images")
+    } else {
+        shot_dir.path().to_path_buf()
+    };
+    let mut node = Command::new("node");
+    node.arg("impact.mjs")
+        .current_dir(&dir)
+        .env(
+            "CONSOLE_URL",
+            format!("https://localhost:{}", c.addr.port()),
+        )
+        .env("PSC_URL", psc.base())
+        .env("DEVICE", DEVICE)
+        .env("CANDIDATE", &candidate)
+        .env("SHOTS", &shots);
+    let out = tokio::task::block_in_place(|| node.output()).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "node impact.mjs: {stderr}\n{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["pages"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(report["axe"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        c.store.device(DEVICE).unwrap().unwrap().profile,
+        "infusion-pump-nodns"
+    );
+    let audit = c.store.audit().unwrap();
+    let approved = audit.iter().find(|e| e.action == "approve_change").unwrap();
+    assert!(
+        approved.diff.contains("impact_accepted"),
+        "{}",
+        approved.diff
+    );
+    let png = std::fs::read(shots.join("console-impact.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
 }
