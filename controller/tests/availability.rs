@@ -111,6 +111,17 @@ async fn a_change_cutting_off_recent_traffic_needs_its_impact_accepted() {
     let words = accepted["blocked"][MONITOR][0].as_str().unwrap();
     assert!(words.contains("203.0.113.200 port 4444"), "{words}");
 
+    // Out of quarantine back to enforce only gives traffic back: no acceptance needed.
+    for mode in ["quarantine", "enforce"] {
+        admin
+            .set_mode(pb::SetModeRequest {
+                mode: mode.into(),
+                ..enforce(false, false)
+            })
+            .await
+            .unwrap();
+    }
+
     // A write that cuts nothing off records no impact.
     let w = admin
         .set_location(pb::SetLocationRequest {

@@ -184,10 +184,16 @@ pub fn assess(ctx: &Ctx, changes: &[Change]) -> Result<Impact> {
             _ => {}
         }
     }
-    // Devices enforced after the change under another policy than before.
+    // Devices enforced after the change under another policy than before. One leaving
+    // quarantine (an engineer's or a SOC timer's restore) can only gain traffic.
     let moved: Vec<&DeviceRow> = after
         .values()
         .filter(|d| d.mode == Mode::Enforce)
+        .filter(|d| {
+            before
+                .get(&d.name)
+                .is_none_or(|b| b.mode != Mode::Quarantine)
+        })
         .filter(|d| {
             before.get(&d.name).map(|b| policy(&before_profiles, b)) != Some(policy(&profiles, d))
         })
