@@ -163,6 +163,7 @@ pub fn affected(
                 | Change::ConsoleLogin { .. }
                 | Change::SubmitChange(_)
                 | Change::ApproveChange { .. }
+                | Change::CloseChange { .. }
         )
     }) {
         return Ok(BTreeMap::new());
@@ -218,7 +219,8 @@ pub fn affected(
             | Change::RevokeGateway { .. }
             | Change::ConsoleLogin { .. }
             | Change::SubmitChange(_)
-            | Change::ApproveChange { .. } => {}
+            | Change::ApproveChange { .. }
+            | Change::CloseChange { .. } => {}
         }
     }
     if !touched.is_empty() {

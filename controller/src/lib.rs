@@ -13,6 +13,7 @@ pub mod error;
 pub mod fleet;
 pub mod generation;
 pub mod import;
+pub mod impact;
 pub mod issuing;
 pub mod listener;
 pub mod metrics;

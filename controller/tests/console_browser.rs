@@ -25,22 +25,7 @@ fn need(program: &str, hint: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engineers_loop_in_headless_chromium_with_no_serious_axe_violation() {
-    need("node", "apt-get install nodejs");
-    need("npm", "apt-get install npm");
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium is required by the browser test (apt-get install chromium); it does \
-         not skip"
-    );
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !dir.join("node_modules").exists() {
-        let ci = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .unwrap();
-        assert!(ci.success(), "npm ci in {}", dir.display());
-    }
+    let dir = browser_dir();
 
     let psc = MockPsc::start().await;
     psc.add_users(&[
@@ -128,8 +113,10 @@ fn audit_has_quarantine(c: &Console) -> bool {
         .any(|e| e.action == "set_mode" || e.diff.contains("quarantine"))
 }
 
-/// `npm ci` in `tests/browser` when its `node_modules` is missing; the directory.
+/// node, npm and chromium checked, `npm ci` run once (the tests run at the same time): the
+/// scripts' directory.
 fn browser_dir() -> std::path::PathBuf {
+    static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
     need("node", "apt-get install nodejs");
     need("npm", "apt-get install npm");
     assert!(
@@ -138,6 +125,7 @@ fn browser_dir() -> std::path::PathBuf {
          not skip"
     );
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let _one = NPM.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join("node_modules").exists() {
         let ci = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
@@ -373,4 +361,66 @@ async fn the_site_at_a_glance_in_headless_chromium_with_no_serious_axe_violation
         let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
         assert!(bytes.starts_with(b"\x89PNG"), "{}", png.display());
     }
+}
+
+/// The availability warning in the browser (`tests/browser/impact.mjs`): the warning and its
+/// checkbox after a simulation, submit refused unticked then accepted, the review's warning,
+/// the approval with the box ticked; axe on each page; `console-impact.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_availability_warning_needs_its_checkbox_in_headless_chromium() {
+    let psc = MockPsc::start().await;
+    psc.add_users(&[
+        User::new("899700000001", "Hélène", "Martin"),
+        User::new("899700000002", "Karim", "Benali"),
+    ]);
+    let c = Console::start_with(8, |cfg, addr| {
+        cfg.oidc = Some(oidc_config(
+            &psc,
+            addr,
+            &["899700000001", "899700000002"],
+            &[],
+        ));
+    })
+    .await;
+    report_flows(&c, DEVICE);
+    let pump = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-profiles/infusion-pump.yaml"),
+    )
+    .unwrap();
+    let candidate = pump
+        .replace("name: infusion-pump\n", "name: infusion-pump-nodns\n")
+        .replace(
+            "  - name: dns\n    direction: from-device\n    protocol: udp\n    peers: [group:dns]\n    ports: 53\n",
+            "",
+        );
+    let tmp = tempfile::tempdir().unwrap();
+    let shots = shots_dir(tmp.path());
+    let report = run_scenario(
+        "impact.mjs",
+        &[
+            (
+                "CONSOLE_URL",
+                format!("https://localhost:{}", c.addr.port()),
+            ),
+            ("PSC_URL", psc.base()),
+            ("DEVICE", DEVICE.to_string()),
+            ("CANDIDATE", candidate),
+            ("SHOTS", shots.display().to_string()),
+        ],
+    );
+    assert_eq!(report["pages"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(report["axe"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        c.store.device(DEVICE).unwrap().unwrap().profile,
+        "infusion-pump-nodns"
+    );
+    let audit = c.store.audit().unwrap();
+    let approved = audit.iter().find(|e| e.action == "approve_change").unwrap();
+    assert!(
+        approved.diff.contains("impact_accepted"),
+        "{}",
+        approved.diff
+    );
+    let png = std::fs::read(shots.join("console-impact.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
 }

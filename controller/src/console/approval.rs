@@ -38,7 +38,7 @@ use crate::{
         changes::{self, diff, profile_name},
         learning,
     },
-    store::PendingChangeRow,
+    store::{Change, Closure, PendingChangeRow},
 };
 
 /// An approval needs a login at most this old.
@@ -59,6 +59,46 @@ struct ProposalPage {
     /// Flows replayed and the blocked ones in words, after a simulation.
     simulation: Option<(u64, Vec<String>)>,
     reason: String,
+    /// The availability warning (`crate::impact`), and whether it needs a confirmation.
+    impact: Vec<ImpactView>,
+    impact_over: bool,
+}
+
+/// One class on one ward of the availability warning, as the pages show it.
+struct ImpactView {
+    class: String,
+    ward: String,
+    devices: usize,
+    blocked: usize,
+    over: bool,
+    /// Device, gateway, its lost flows in words.
+    cut: Vec<(String, String, Vec<String>)>,
+}
+
+fn impact_view(i: &crate::impact::Impact) -> Vec<ImpactView> {
+    i.wards
+        .iter()
+        .map(|w| ImpactView {
+            class: w.class.clone(),
+            ward: w.ward.clone(),
+            devices: w.devices,
+            blocked: w.blocked.len(),
+            over: w.over_threshold,
+            cut: w
+                .blocked
+                .iter()
+                .map(|(d, (g, lost))| {
+                    let words = lost.iter().map(crate::impact::Lost::words).collect();
+                    (d.clone(), g.clone(), words)
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// A ticked confirmation checkbox.
+fn ticked(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|v| !v.is_empty())
 }
 
 #[derive(Deserialize, Default)]
@@ -69,6 +109,9 @@ pub struct LoopForm {
     yaml: String,
     #[serde(default)]
     reason: String,
+    /// The availability warning's confirmation checkbox.
+    #[serde(default)]
+    accept_impact: Option<String>,
 }
 
 /// The CSRF token, then the writer role: the one gate of every POST here.
@@ -144,10 +187,11 @@ fn proposal_page(
         } else {
             None
         };
-        Ok((profile, changes, simulation))
+        let impact = changes::impact_of(&console.ctx, device, &profile, &yaml)?;
+        Ok((profile, changes, simulation, impact))
     });
     match read {
-        Ok((profile, changes, simulation)) => page::render(
+        Ok((profile, changes, simulation, impact)) => page::render(
             StatusCode::OK,
             &ProposalPage {
                 f: Frame::new(lang, Some(s)),
@@ -159,6 +203,8 @@ fn proposal_page(
                 changes,
                 simulation,
                 reason,
+                impact_over: impact.over_threshold(),
+                impact: impact_view(&impact),
             },
         ),
         Err(e) => page::service_error(lang, s, &e),
@@ -226,7 +272,14 @@ pub async fn submit(
         Ok(w) => w,
         Err(r) => return *r,
     };
-    let written = tokio::task::block_in_place(|| {
+    let written = tokio::task::block_in_place(|| -> Result<_, Error> {
+        // Over the share, the proposer confirms too (the approver's write checks it again):
+        // the page says which devices and flows.
+        let profile = profile_name(&form.yaml)?;
+        let impact = changes::impact_of(&console.ctx, &name, &profile, &form.yaml)?;
+        if impact.over_threshold() && !ticked(&form.accept_impact) {
+            return Ok(Err(impact.render()));
+        }
         changes::submit(
             &console.ctx,
             &who.actor(),
@@ -234,15 +287,24 @@ pub async fn submit(
             &name,
             &form.yaml,
             &form.reason,
+            ticked(&form.accept_impact),
         )
+        .map(Ok)
     });
     match written {
-        Ok(w) => Redirect::to(&format!(
+        Ok(Ok(w)) => Redirect::to(&format!(
             "/devices/{}?submitted={}",
             page::encode(&name),
             w.audit_seq
         ))
         .into_response(),
+        Ok(Err(warning)) => page::error(
+            lang,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            lang.messages().impact_needs_accept,
+            &warning,
+        ),
         Err(e) => page::service_error(lang, &s, &e),
     }
 }
@@ -262,6 +324,8 @@ struct ChangePage {
     own: bool,
     /// The viewer's login is older than [`FRESH_LOGIN`].
     stale: bool,
+    impact: Vec<ImpactView>,
+    impact_over: bool,
 }
 
 /// Whether `s` logged in less than [`FRESH_LOGIN`] ago.
@@ -284,10 +348,10 @@ pub async fn review(
     let read = tokio::task::block_in_place(|| changes::review(&console.ctx, id)).map(|r| {
         r.map(|r| {
             let blocked = r.simulation.blocked.iter().map(blocked).collect();
-            (r.change, r.diff, r.simulation.flows, blocked)
+            (r.change, r.diff, r.simulation.flows, blocked, r.impact)
         })
     });
-    let (p, changes, flows, blocked) = match read {
+    let (p, changes, flows, blocked, impact) = match read {
         Ok(Some(r)) => r,
         Ok(None) => {
             let m = lang.messages();
@@ -314,6 +378,8 @@ pub async fn review(
             changes,
             flows,
             blocked,
+            impact_over: impact.over_threshold(),
+            impact: impact_view(&impact),
         },
     )
 }
@@ -322,6 +388,9 @@ pub async fn review(
 pub struct ApproveForm {
     #[serde(default)]
     csrf: String,
+    /// The availability warning's confirmation checkbox.
+    #[serde(default)]
+    accept_impact: Option<String>,
 }
 
 /// `POST /changes/ID/approve`: a second engineer, freshly logged in, applies it.
@@ -339,7 +408,7 @@ pub async fn approve(
     let m = lang.messages();
     let found = tokio::task::block_in_place(|| console.ctx.store.pending_change(id));
     let p = match found {
-        Ok(Some(p)) if p.approver.is_none() => p,
+        Ok(Some(p)) if p.is_pending() => p,
         Ok(_) => {
             return page::error(
                 lang,
@@ -362,8 +431,11 @@ pub async fn approve(
     if !fresh(&s) {
         return page::error(lang, Some(&s), StatusCode::FORBIDDEN, m.relogin_needed, "");
     }
+    // The write service refuses it over the availability share unless the box is ticked, and
+    // keeps the accepted impact in the audit entry.
+    let accept = ticked(&form.accept_impact);
     let written = tokio::task::block_in_place(|| {
-        changes::approve(&console.ctx, &who.actor(), &s.principal.name, id, "")
+        changes::approve(&console.ctx, &who.actor(), &s.principal.name, id, "", accept)
     });
     match written {
         Ok(w) => Redirect::to(&format!(
@@ -374,4 +446,102 @@ pub async fn approve(
         .into_response(),
         Err(e) => page::service_error(lang, &s, &e),
     }
+}
+
+#[derive(Deserialize, Default)]
+pub struct CloseForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /changes/ID/withdraw` (the proposer) and `POST /changes/ID/reject` (another
+/// engineer, with a reason): the change is closed unapplied, in one audited write; the store
+/// refuses a withdrawal by anyone but the proposer and a rejection by the proposer.
+async fn close(
+    console: &Console,
+    lang: Lang,
+    s: &Session,
+    id: i64,
+    form: CloseForm,
+    closure: Closure,
+) -> Response {
+    let who = match writer(lang, s, &form.csrf) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    let m = lang.messages();
+    let found = tokio::task::block_in_place(|| console.ctx.store.pending_change(id));
+    let p = match found {
+        Ok(Some(p)) if p.is_pending() => p,
+        Ok(_) => {
+            return page::error(
+                lang,
+                Some(s),
+                StatusCode::NOT_FOUND,
+                m.not_found,
+                &id.to_string(),
+            );
+        }
+        Err(e) => return page::service_error(lang, s, &e),
+    };
+    let own = p.proposer == s.principal.name;
+    if own != (closure == Closure::Withdrawn) {
+        tracing::warn!(
+            user = s.principal.name,
+            id,
+            ?closure,
+            "console: closing a change refused"
+        );
+        return page::error(lang, Some(s), StatusCode::FORBIDDEN, m.forbidden, "");
+    }
+    let why = form.reason.trim().to_string();
+    // A withdrawal needs no reason of its own: the audit entry says who withdrew what.
+    let reason = match closure {
+        Closure::Withdrawn if why.is_empty() => format!("change {id} withdrawn by its proposer"),
+        _ => why.clone(),
+    };
+    let change = Change::CloseChange {
+        id,
+        device: p.device.clone(),
+        proposer: p.proposer.clone(),
+        by: s.principal.name.clone(),
+        closure,
+        why,
+        at_ms: crate::audit::now_ms(),
+    };
+    let written = tokio::task::block_in_place(|| console.ctx.write(&who.actor(), &reason, change));
+    match written {
+        Ok(w) => Redirect::to(&format!(
+            "/devices/{}?{}={}",
+            page::encode(&p.device),
+            closure.as_str(),
+            w.audit_seq
+        ))
+        .into_response(),
+        Err(e) => page::service_error(lang, s, &e),
+    }
+}
+
+/// `POST /changes/ID/withdraw`.
+pub async fn withdraw(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(id): Path<i64>,
+    Form(form): Form<CloseForm>,
+) -> Response {
+    close(&console, lang, &s, id, form, Closure::Withdrawn).await
+}
+
+/// `POST /changes/ID/reject`.
+pub async fn reject(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(id): Path<i64>,
+    Form(form): Form<CloseForm>,
+) -> Response {
+    close(&console, lang, &s, id, form, Closure::Rejected).await
 }

@@ -281,6 +281,17 @@ pub struct Messages {
     pub watchdog: &'static str,
     pub agent_version: &'static str,
     pub not_reported: &'static str,
+    pub impact_title: &'static str,
+    pub impact_devices: &'static str,
+    pub impact_ward: &'static str,
+    pub impact_over: &'static str,
+    pub impact_accept: &'static str,
+    pub impact_needs_accept: &'static str,
+    pub withdraw: &'static str,
+    pub reject: &'static str,
+    pub reject_reason: &'static str,
+    pub withdrawn_state: &'static str,
+    pub rejected_state: &'static str,
 }
 
 pub static EN: Messages = Messages {
@@ -501,6 +512,17 @@ pub static EN: Messages = Messages {
     watchdog: "Watchdog",
     agent_version: "Agent version",
     not_reported: "not reported by the agent",
+    impact_title: "Availability warning",
+    impact_devices: "devices of class",
+    impact_ward: "on ward",
+    impact_over: "over the allowed share: applying it needs an explicit confirmation",
+    impact_accept: "I have read the availability warning and accept that these devices lose these flows",
+    withdraw: "Withdraw my change",
+    reject: "Reject",
+    reject_reason: "Why it is rejected",
+    withdrawn_state: "withdrawn by",
+    rejected_state: "rejected by",
+    impact_needs_accept: "This change would cut off traffic seen recently on too many devices of a class on a ward: tick the confirmation under the warning to go on.",
 };
 
 pub static FR: Messages = Messages {
@@ -721,6 +743,17 @@ pub static FR: Messages = Messages {
     watchdog: "Chien de garde",
     agent_version: "Version de l'agent",
     not_reported: "non remonté par l'agent",
+    impact_title: "Alerte de disponibilité",
+    impact_devices: "appareils de la classe",
+    impact_ward: "dans le service",
+    impact_over: "au-delà de la part admise : l'appliquer demande une confirmation explicite",
+    impact_accept: "J'ai lu l'alerte de disponibilité et j'accepte que ces appareils perdent ces flux",
+    withdraw: "Retirer mon changement",
+    reject: "Refuser",
+    reject_reason: "Motif du refus",
+    withdrawn_state: "retiré par",
+    rejected_state: "refusé par",
+    impact_needs_accept: "Ce changement couperait un trafic vu récemment sur trop d'appareils d'une classe dans un service : cochez la confirmation sous l'alerte pour continuer.",
 };
 
 #[cfg(test)]

@@ -124,6 +124,8 @@ pub fn router(console: Arc<Console>) -> Router {
                 crate::import::MAX_FILE_BYTES * 2,
             )),
         )
+        .route("/changes/{id}/withdraw", post(approval::withdraw))
+        .route("/changes/{id}/reject", post(approval::reject))
         .fallback(page::not_found)
         .layer(axum::middleware::map_response(headers::secure))
         .with_state(console)

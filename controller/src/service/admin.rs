@@ -206,10 +206,11 @@ impl AdminService for Admin {
         if let Change::UpsertDevice(d) = &change {
             self.need_profile(&d.profile)?;
         }
-        Ok(Response::new(self.0.write(
+        Ok(Response::new(self.0.write_accepting(
             &who.actor(),
             &r.reason,
-            change,
+            vec![change],
+            r.accept_impact,
         )?))
     }
 
@@ -229,6 +230,7 @@ impl AdminService for Admin {
                 profile: r.profile,
             }],
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -268,6 +270,7 @@ impl AdminService for Admin {
             &r.reason,
             changes,
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -411,6 +414,7 @@ impl AdminService for Admin {
             &r.reason,
             vec![change],
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -551,6 +555,7 @@ impl AdminService for Admin {
             &r.reason,
             changes,
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -684,6 +689,7 @@ impl AdminService for Admin {
                 &r.device,
                 &r.yaml,
                 &r.reason,
+                r.accept_impact,
             )
         })?;
         Ok(Response::new(w))
@@ -748,7 +754,14 @@ impl AdminService for Admin {
             .into());
         }
         let w = tokio::task::block_in_place(|| {
-            changes::approve(&self.0, &who.actor(), user(&who)?, r.id, &r.reason)
+            changes::approve(
+                &self.0,
+                &who.actor(),
+                user(&who)?,
+                r.id,
+                &r.reason,
+                r.accept_impact,
+            )
         })?;
         Ok(Response::new(w))
     }

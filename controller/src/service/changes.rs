@@ -12,6 +12,7 @@ use super::{Ctx, learning};
 use crate::{
     compile,
     error::{Error, Result},
+    impact::Impact,
     preview::DeviceChange,
     store::{Change, PendingChangeRow},
 };
@@ -53,8 +54,16 @@ pub fn diff(ctx: &Ctx, device: &str, profile: &str, yaml: &str) -> Result<Vec<De
         .collect())
 }
 
+/// What moving `device` to `yaml` would cut off (the write service's own assessment,
+/// `crate::impact`).
+pub fn impact_of(ctx: &Ctx, device: &str, profile: &str, yaml: &str) -> Result<Impact> {
+    super::impact::assess(ctx, &changes(device, profile, yaml))
+}
+
 /// `proposer` (a user name; `actor` in the audit trail) submits `yaml` for `device`. Refused
-/// now, not at approval, if the candidate does not compile for the device's gateway.
+/// now, not at approval, if the candidate does not compile for the device's gateway, and if
+/// it would cut off recent traffic over the availability share without `accept_impact` (the
+/// approver's write checks it again).
 pub fn submit(
     ctx: &Ctx,
     actor: &str,
@@ -62,9 +71,14 @@ pub fn submit(
     device: &str,
     yaml: &str,
     reason: &str,
+    accept_impact: bool,
 ) -> Result<pb::WriteResponse> {
     let profile = profile_name(yaml)?;
     diff(ctx, device, &profile, yaml)?;
+    let impact = impact_of(ctx, device, &profile, yaml)?;
+    if impact.over_threshold() && !accept_impact {
+        return Err(Error::Precondition(impact.render()));
+    }
     ctx.write(
         actor,
         reason,
@@ -78,16 +92,20 @@ pub fn submit(
             proposed_ms: crate::audit::now_ms(),
             approver: None,
             decided_ms: None,
+            closed: None,
+            closed_by: None,
+            close_reason: String::new(),
         }),
     )
 }
 
-/// A pending change as a reviewer sees it: the change, its rule diff and its simulation
-/// (computed now; none once decided).
+/// A pending change as a reviewer sees it: the change, its rule diff, its simulation and the
+/// availability warning (computed now; none once decided or closed).
 pub struct Review {
     pub change: PendingChangeRow,
     pub diff: Vec<DeviceChange>,
     pub simulation: pb::SimulateResponse,
+    pub impact: Impact,
 }
 
 /// Change `id` for review; `None` if there is no such change.
@@ -95,11 +113,12 @@ pub fn review(ctx: &Ctx, id: i64) -> Result<Option<Review>> {
     let Some(p) = ctx.store.pending_change(id)? else {
         return Ok(None);
     };
-    if p.approver.is_some() {
+    if !p.is_pending() {
         return Ok(Some(Review {
             change: p,
             diff: Vec::new(),
             simulation: pb::SimulateResponse::default(),
+            impact: Impact::default(),
         }));
     }
     let diff = diff(ctx, &p.device, &p.profile, &p.yaml)?;
@@ -111,17 +130,19 @@ pub fn review(ctx: &Ctx, id: i64) -> Result<Option<Review>> {
             since_s: 0,
         },
     )?;
+    let impact = impact_of(ctx, &p.device, &p.profile, &p.yaml)?;
     Ok(Some(Review {
         change: p,
         diff,
         simulation,
+        impact,
     }))
 }
 
-/// Pending change `id`; refused if there is none or it is decided.
+/// Pending change `id`; refused if there is none or it is decided or closed.
 pub fn pending(ctx: &Ctx, id: i64) -> Result<PendingChangeRow> {
     match ctx.store.pending_change(id)? {
-        Some(p) if p.approver.is_none() => Ok(p),
+        Some(p) if p.is_pending() => Ok(p),
         Some(_) => Err(Error::Precondition(format!(
             "change {id} is already decided"
         ))),
@@ -133,14 +154,16 @@ pub fn pending(ctx: &Ctx, id: i64) -> Result<PendingChangeRow> {
 }
 
 /// `approver` (a user name; `actor` in the audit trail) approves pending change `id`, which
-/// applies it. Refused (and audited) if `approver` proposed it. `note` is added to the
-/// proposer's reason in the audit entry.
+/// applies it. Refused (and audited) if `approver` proposed it; refused by the write service
+/// over the availability share unless `accept_impact` (the accepted impact then goes in the
+/// audit entry). `note` is added to the proposer's reason in the audit entry.
 pub fn approve(
     ctx: &Ctx,
     actor: &str,
     approver: &str,
     id: i64,
     note: &str,
+    accept_impact: bool,
 ) -> Result<pb::WriteResponse> {
     let p = pending(ctx, id)?;
     if p.proposer == approver {
@@ -162,7 +185,7 @@ pub fn approve(
     if !note.trim().is_empty() {
         reason = format!("{reason} ({})", note.trim());
     }
-    ctx.write_all(actor, &reason, all)
+    ctx.write_accepting(actor, &reason, all, accept_impact)
 }
 
 /// A stored change as the API returns it.

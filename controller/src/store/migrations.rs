@@ -311,4 +311,9 @@ pub const MIGRATIONS: &[&str] = &[
         set_ms INTEGER NOT NULL,
         PRIMARY KEY (device, field)
     );",
+    // 16: a pending change can be closed without being applied: withdrawn by its proposer or
+    // rejected by another engineer, with who and why (`crate::console::approval`).
+    "ALTER TABLE pending_changes ADD COLUMN closed TEXT;
+    ALTER TABLE pending_changes ADD COLUMN closed_by TEXT;
+    ALTER TABLE pending_changes ADD COLUMN close_reason TEXT NOT NULL DEFAULT '';",
 ];

@@ -258,6 +258,44 @@ pub struct PendingChangeRow {
     /// Who approved it, and when (`None`: pending).
     pub approver: Option<String>,
     pub decided_ms: Option<i64>,
+    /// Closed without being applied (then `decided_ms` is when), by whom and why.
+    pub closed: Option<Closure>,
+    pub closed_by: Option<String>,
+    pub close_reason: String,
+}
+
+impl PendingChangeRow {
+    /// Neither approved nor closed.
+    pub fn is_pending(&self) -> bool {
+        self.approver.is_none() && self.closed.is_none()
+    }
+}
+
+/// How a pending change was closed without being applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Closure {
+    /// By its proposer.
+    Withdrawn,
+    /// By another engineer, with a reason.
+    Rejected,
+}
+
+impl Closure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closure::Withdrawn => "withdrawn",
+            Closure::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Closure> {
+        match s {
+            "withdrawn" => Some(Closure::Withdrawn),
+            "rejected" => Some(Closure::Rejected),
+            _ => None,
+        }
+    }
 }
 
 /// One page of the console's inventory: filters (empty = any), run in the query.
@@ -412,6 +450,17 @@ pub enum Change {
         device: String,
         proposer: String,
         approver: String,
+        at_ms: i64,
+    },
+    /// Pending change `id` (of `device`, proposed by `proposer`) closed unapplied by `by`:
+    /// withdrawn (`by` must be the proposer) or rejected (`by` must not be), with `why`.
+    CloseChange {
+        id: i64,
+        device: String,
+        proposer: String,
+        by: String,
+        closure: Closure,
+        why: String,
         at_ms: i64,
     },
     /// A console login, failed login or logout: an audit entry, nothing else stored.

@@ -295,6 +295,18 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
             super::pending::approve(c, *id, proposer, approver, *at_ms)?;
             Applied::Recorded
         }
+        Change::CloseChange {
+            id,
+            proposer,
+            by,
+            closure,
+            why,
+            at_ms,
+            ..
+        } => {
+            super::pending::close(c, *id, proposer, by, *closure, why, *at_ms)?;
+            Applied::Recorded
+        }
         Change::AcknowledgeAlerts { ids, by } => {
             for id in ids {
                 // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.

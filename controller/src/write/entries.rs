@@ -17,6 +17,13 @@ pub(super) struct Described {
     diff: Value,
 }
 
+impl Described {
+    /// Records that the writer accepted `impact` (the availability warning's summary).
+    pub(super) fn note_impact(&mut self, impact: Value) {
+        self.diff["impact_accepted"] = impact;
+    }
+}
+
 fn diff(before: Value, after: Value) -> Value {
     json!({"before": before, "after": after})
 }
@@ -265,6 +272,26 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
                 json!({"change": id, "state": "pending", "proposer": proposer}),
                 json!({"change": id, "state": "approved", "proposer": proposer,
                        "approver": approver}),
+            ),
+        ),
+        Change::CloseChange {
+            id,
+            device,
+            proposer,
+            by,
+            closure,
+            why,
+            ..
+        } => (
+            match closure {
+                crate::store::Closure::Withdrawn => "withdraw_change",
+                crate::store::Closure::Rejected => "reject_change",
+            },
+            device.clone(),
+            diff(
+                json!({"change": id, "state": "pending", "proposer": proposer}),
+                json!({"change": id, "state": closure.as_str(), "proposer": proposer,
+                       "by": by, "why": why}),
             ),
         ),
         Change::ConsoleLogin {

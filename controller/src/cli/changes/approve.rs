@@ -13,6 +13,10 @@ pub struct ApproveArgs {
     /// A reason or ticket id, added to the submitter's in the audit trail.
     #[arg(long)]
     pub reason: String,
+    /// Confirm the availability warning: the change cuts off traffic seen recently on more
+    /// than the configured share of a class's devices on a ward (the controller says which).
+    #[arg(long)]
+    pub accept_impact: bool,
 }
 
 pub async fn run(mut c: Client, a: ApproveArgs, out: OutputFormat) -> anyhow::Result<()> {
@@ -20,6 +24,7 @@ pub async fn run(mut c: Client, a: ApproveArgs, out: OutputFormat) -> anyhow::Re
         .approve_change(pb::ApproveChangeRequest {
             id: a.id,
             reason: a.reason,
+            accept_impact: a.accept_impact,
         })
         .await?
         .into_inner();

@@ -19,6 +19,10 @@ pub struct SubmitArgs {
     /// A reason or ticket id (the approver sees it; it goes in the audit trail).
     #[arg(long)]
     pub reason: String,
+    /// Confirm the availability warning: the change cuts off traffic seen recently on more
+    /// than the configured share of a class's devices on a ward (the controller says which).
+    #[arg(long)]
+    pub accept_impact: bool,
 }
 
 pub async fn run(mut c: Client, a: SubmitArgs, out: OutputFormat) -> anyhow::Result<()> {
@@ -29,6 +33,7 @@ pub async fn run(mut c: Client, a: SubmitArgs, out: OutputFormat) -> anyhow::Res
             device: a.device.clone(),
             yaml,
             reason: a.reason,
+            accept_impact: a.accept_impact,
         })
         .await?
         .into_inner();
