@@ -435,7 +435,14 @@ pub async fn approve(
     // keeps the accepted impact in the audit entry.
     let accept = ticked(&form.accept_impact);
     let written = tokio::task::block_in_place(|| {
-        changes::approve(&console.ctx, &who.actor(), &s.principal.name, id, "", accept)
+        changes::approve(
+            &console.ctx,
+            &who.actor(),
+            &s.principal.name,
+            id,
+            "",
+            accept,
+        )
     });
     match written {
         Ok(w) => Redirect::to(&format!(
