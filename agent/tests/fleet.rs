@@ -172,6 +172,7 @@ async fn set_mode(lab: &LabController, mode: &str) -> u32 {
         .await
         .unwrap()
         .set_mode(pb::SetModeRequest {
+            accept_impact: false,
             device: "pump-3a-bed12".into(),
             mode: mode.into(),
             reason: "test".into(),

@@ -83,6 +83,7 @@ async fn set_mode(lab: &LabController, device: &str, mode: &str) -> u32 {
         .await
         .unwrap()
         .set_mode(pb::SetModeRequest {
+            accept_impact: false,
             device: device.into(),
             mode: mode.into(),
             reason: "test".into(),

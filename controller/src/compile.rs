@@ -163,6 +163,7 @@ pub fn affected(
                 | Change::ConsoleLogin { .. }
                 | Change::SubmitChange(_)
                 | Change::ApproveChange { .. }
+                | Change::CloseChange { .. }
         )
     }) {
         return Ok(BTreeMap::new());
@@ -209,6 +210,7 @@ pub fn affected(
             | Change::QuarantineTimer { .. }
             | Change::ClearQuarantineTimer { .. }
             | Change::Refused { .. }
+            | Change::RecordImport { .. }
             | Change::SetBaseline { .. }
             | Change::IssueEnrollmentToken { .. }
             | Change::Enroll { .. }
@@ -217,7 +219,8 @@ pub fn affected(
             | Change::RevokeGateway { .. }
             | Change::ConsoleLogin { .. }
             | Change::SubmitChange(_)
-            | Change::ApproveChange { .. } => {}
+            | Change::ApproveChange { .. }
+            | Change::CloseChange { .. } => {}
         }
     }
     if !touched.is_empty() {

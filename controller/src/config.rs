@@ -41,6 +41,11 @@ pub struct ControllerConfig {
     /// configured.
     #[serde(default)]
     pub console: Option<ConsoleConfig>,
+    /// The availability warning: a change that would block traffic seen in the last
+    /// `window_days` (default 7) on more than `max_blocked_share` (default 0.2) of a class's
+    /// devices on a ward needs an explicit acceptance (see `crate::impact`).
+    #[serde(default)]
+    pub availability: crate::impact::Availability,
 }
 
 /// The browser console: its HTTPS listener (the controller's server certificate from `certs`,
@@ -492,6 +497,7 @@ impl Default for ControllerConfig {
             sinks: Vec::new(),
             audit_checkpoints: CheckpointConfig::default(),
             console: None,
+            availability: Default::default(),
         }
     }
 }
@@ -537,6 +543,9 @@ impl ControllerConfig {
         if let Some(c) = &cfg.console {
             c.check().map_err(|e| anyhow::anyhow!("console: {e}"))?;
         }
+        cfg.availability
+            .check()
+            .map_err(|e| anyhow::anyhow!("availability: {e}"))?;
         Ok(cfg)
     }
 

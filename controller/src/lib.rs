@@ -12,6 +12,8 @@ pub mod console;
 pub mod error;
 pub mod fleet;
 pub mod generation;
+pub mod impact;
+pub mod import;
 pub mod issuing;
 pub mod listener;
 pub mod metrics;

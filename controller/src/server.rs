@@ -219,6 +219,7 @@ pub fn context(store: Arc<dyn Store>, metrics: Arc<ControllerMetrics>, settings:
             direct: settings.soc_quarantine == SocQuarantineMode::Direct,
             max: settings.soc_quarantine_max,
         },
+        availability: Default::default(),
     }
 }
 

@@ -207,6 +207,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
     let t = Instant::now();
     let w = eve
         .assign_profile(pb::AssignProfileRequest {
+            accept_impact: false,
             device: "us-3a-portable".into(),
             profile: "ct".into(),
             reason: "INC-7 relabelled".into(),
@@ -229,6 +230,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
     // Disconnect, two more changes, reconnect from the last applied generation.
     drop(watch);
     eve.set_mode(pb::SetModeRequest {
+        accept_impact: false,
         device: "us-3a-portable".into(),
         mode: "enforce".into(),
         reason: "CHG-9".into(),
@@ -238,6 +240,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
     .await
     .unwrap();
     eve.set_mode(pb::SetModeRequest {
+        accept_impact: false,
         device: "monitor-3a-bed12".into(),
         mode: "enforce".into(),
         reason: "CHG-9".into(),
@@ -349,6 +352,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
 
     // Wrong role.
     let assign = |device: &str, profile: &str, reason: &str| pb::AssignProfileRequest {
+        accept_impact: false,
         device: device.into(),
         profile: profile.into(),
         reason: reason.into(),
@@ -363,6 +367,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
     let mut sam = c.admin("user-sam").await;
     let s = sam
         .set_mode(pb::SetModeRequest {
+            accept_impact: false,
             device: "pump-3a-bed12".into(),
             mode: "learn".into(),
             reason: "x".into(),
@@ -418,6 +423,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
     assert!(s.message().contains("reason"));
     let s = eve
         .set_mode(pb::SetModeRequest {
+            accept_impact: false,
             device: "pump-3a-bed12".into(),
             mode: "block".into(),
             reason: "x".into(),
@@ -427,12 +433,12 @@ async fn refusals_have_the_right_status_and_write_nothing() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
-    let s = eve.upsert_profile(pb::UpsertProfileRequest { yaml: "name: bad\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [any]\n    ports: 70000\n".into(), reason: "x".into(), dry_run: false, }).await.unwrap_err();
+    let s = eve.upsert_profile(pb::UpsertProfileRequest { accept_impact: false, yaml: "name: bad\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [any]\n    ports: 70000\n".into(), reason: "x".into(), dry_run: false, }).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("request:6:12"), "{}", s.message());
     // A device whose profile uses a group the site lacks: refused by the compiler, nothing stored.
     let s = eve
-        .upsert_profile(pb::UpsertProfileRequest {
+        .upsert_profile(pb::UpsertProfileRequest { accept_impact: false,
             yaml: "name: pump-x\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [group:nowhere]\n    ports: 443\n".into(),
             reason: "x".into(), dry_run: false,
         })
@@ -444,6 +450,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
     let huge = "#".repeat(2 << 20);
     let s = eve
         .upsert_profile(pb::UpsertProfileRequest {
+            accept_impact: false,
             yaml: huge,
             reason: "x".into(),
             dry_run: false,
@@ -483,6 +490,7 @@ async fn the_audit_chain_detects_edits_and_deletions() {
     let c = Controller::start().await;
     let mut eve = c.admin("user-eve").await;
     eve.set_mode(pb::SetModeRequest {
+        accept_impact: false,
         device: "pump-3a-bed12".into(),
         mode: "monitor".into(),
         reason: "INC-42 false positives".into(),
@@ -666,7 +674,7 @@ async fn alerts_are_stored_once_streamed_to_the_soc_and_acknowledged() {
 async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
     let c = Controller::start().await;
     let mut eve = c.admin("user-eve").await;
-    eve.upsert_profile(pb::UpsertProfileRequest {
+    eve.upsert_profile(pb::UpsertProfileRequest { accept_impact: false,
         yaml: "name: pump-peers\nflows:\n  - direction: from-device\n    protocol: tcp\n    peers: [same-profile]\n    ports: 8443\n".into(),
         reason: "CHG-5 pumps sync drug libraries peer to peer".into(), dry_run: false,
     })
@@ -674,6 +682,7 @@ async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
     .unwrap();
     let w = eve
         .upsert_device(pb::UpsertDeviceRequest {
+            accept_impact: false,
             device: Some(pb::Device {
                 name: "pump-other".into(),
                 id: 50,
@@ -697,6 +706,7 @@ async fn a_same_profile_peer_recompiles_every_gateway_holding_that_profile() {
     // A device on gw-ward-3 joins the profile: its address enters gw-other's rules too.
     let w = eve
         .assign_profile(pb::AssignProfileRequest {
+            accept_impact: false,
             device: "us-3a-portable".into(),
             profile: "pump-peers".into(),
             reason: "CHG-5".into(),
@@ -763,6 +773,7 @@ async fn ids_survive_unrelated_edits_and_a_reordered_site() {
     // A new device class whose name sorts before every other, on this gateway; the request's
     // id (taken by the pump) is not the device's id.
     eve.upsert_profile(pb::UpsertProfileRequest {
+        accept_impact: false,
         yaml: "name: aaa-scale\ndescription: a scale\nflows:\n  - {name: results, \
                direction: from-device, protocol: tcp, peers: [group:his], ports: 2575}\n"
             .into(),
@@ -772,6 +783,7 @@ async fn ids_survive_unrelated_edits_and_a_reordered_site() {
     .await
     .unwrap();
     eve.upsert_device(pb::UpsertDeviceRequest {
+        accept_impact: false,
         device: Some(pb::Device {
             name: "scale-3a".into(),
             id: devices["pump-3a-bed12"],
@@ -796,6 +808,7 @@ async fn ids_survive_unrelated_edits_and_a_reordered_site() {
     );
     assert_ne!(yaml, pump.yaml);
     eve.upsert_profile(pb::UpsertProfileRequest {
+        accept_impact: false,
         yaml,
         reason: "CHG-21".into(),
         dry_run: false,

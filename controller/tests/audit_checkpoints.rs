@@ -190,6 +190,7 @@ async fn checkpoints_reach_the_soc_and_catch_a_trail_rewritten_with_its_head_fil
         .unwrap();
     let mut eve = lab.admin("eve").await.unwrap();
     eve.set_mode(pb::SetModeRequest {
+        accept_impact: false,
         device: "pump-3a-bed12".into(),
         mode: "monitor".into(),
         reason: "INC-42 false positives".into(),

@@ -35,6 +35,7 @@ async fn lab() -> Lab {
     .unwrap();
     let mut eve = lab.admin("eve").await.unwrap();
     eve.set_mode(pb::SetModeRequest {
+        accept_impact: false,
         device: "pump-3a-bed12".into(),
         mode: "monitor".into(),
         reason: "INC-42 false positives".into(),
@@ -44,6 +45,7 @@ async fn lab() -> Lab {
     .await
     .unwrap();
     eve.assign_profile(pb::AssignProfileRequest {
+        accept_impact: false,
         device: "us-3a-portable".into(),
         profile: "ct".into(),
         reason: "INC-7 relabelled".into(),

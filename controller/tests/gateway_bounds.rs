@@ -389,6 +389,7 @@ async fn a_heavy_propose_or_simulate_does_not_hold_up_a_concurrent_assign() {
         let t = Instant::now();
         admin
             .assign_profile(pb::AssignProfileRequest {
+                accept_impact: false,
                 device: US.into(),
                 profile: profile.into(),
                 reason: format!("CHG-9 step {i}"),

@@ -542,6 +542,7 @@ async fn bad_requests_get_their_status_and_store_nothing() {
     .await
     .unwrap();
     eve.upsert_device(pb::UpsertDeviceRequest {
+        accept_impact: false,
         device: Some(pb::Device {
             name: "pump-other".into(),
             mac: "02:00:00:00:01:01".into(),

@@ -88,6 +88,7 @@ async fn gateways_generations_alerts_and_writes_move_after_real_calls() {
         .await
         .unwrap()
         .set_mode(pb::SetModeRequest {
+            accept_impact: false,
             device: "us-3a-portable".into(),
             mode: "enforce".into(),
             reason: "CHG-9".into(),

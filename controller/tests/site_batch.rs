@@ -231,6 +231,7 @@ async fn a_write_reads_only_its_gateway_and_a_corrupt_row_is_named() {
     // A write on this gateway neither reads nor validates the other gateway's devices.
     let w = admin
         .assign_profile(pb::AssignProfileRequest {
+            accept_impact: false,
             device: "pump-3a-bed12".into(),
             profile: "patient-monitor".into(),
             reason: "CHG-10".into(),

@@ -3,6 +3,9 @@
 //! controller; nothing written (no audit entry, no new generation); moving a pump to a copy of
 //! its profile with one more port and one flow fewer shows exactly those two.
 
+#[path = "support/impact.rs"]
+mod impact;
+
 use std::{path::Path, process::Command};
 
 use wardgate_controller::store::Store;
@@ -230,5 +233,65 @@ async fn a_dry_run_says_what_changes_per_device_and_writes_nothing() {
     assert!(
         !found && err.contains("no audit entry is about `pump-9`"),
         "{err}"
+    );
+}
+
+/// The availability warning through wardctl: the monitor, alone of its class on its ward, had
+/// flows yesterday that its profile does not allow; `mode ... enforce` prints the warning and
+/// fails without --accept-impact, `--dry-run` shows it, and with --accept-impact the audit
+/// entry keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforcing_against_recent_traffic_needs_accept_impact() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab =
+        LabController::with_demo_site(dir.path(), &[GW.to_string()], &[("eve", "engineer")], "eve")
+            .await
+            .unwrap();
+    impact::record(&lab, 1.0, 4);
+    let dry = ok(&lab, &["mode", impact::MONITOR, "enforce", "--dry-run"]).await;
+    for want in [
+        "availability warning:",
+        "1 of 1 `patient-monitor` devices on ward Ward 3A, bed 12",
+        "monitor-3a-bed12 on gw-ward-3:",
+        "- tcp 203.0.113.200 port 4444, from-device: 4 flows",
+        "needs --accept-impact",
+    ] {
+        assert!(dry.contains(want), "{want}: {dry}");
+    }
+    let before = written(&lab);
+    let (done, _, err) = wardctl(
+        &lab,
+        &["mode", impact::MONITOR, "enforce", "--reason", "CHG-9"],
+    )
+    .await;
+    assert!(!done, "refused without --accept-impact");
+    for want in [
+        "availability warning",
+        "203.0.113.200 port 4444",
+        "--accept-impact",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert_eq!(written(&lab), before, "nothing written");
+    let out = ok(
+        &lab,
+        &[
+            "mode",
+            impact::MONITOR,
+            "enforce",
+            "--reason",
+            "CHG-9",
+            "--accept-impact",
+        ],
+    )
+    .await;
+    assert!(out.contains("availability impact accepted"), "{out}");
+    let audit = lab.store.audit().unwrap();
+    let last = audit.iter().rfind(|e| e.action == "set_mode").unwrap();
+    assert!(last.diff.contains("impact_accepted"), "{}", last.diff);
+    assert!(
+        last.diff.contains("203.0.113.200 port 4444"),
+        "{}",
+        last.diff
     );
 }

@@ -360,6 +360,7 @@ impl LabController {
             }
             admin
                 .upsert_profile(pb::UpsertProfileRequest {
+                    accept_impact: false,
                     yaml,
                     reason: "grow".into(),
                     dry_run: false,
@@ -367,6 +368,7 @@ impl LabController {
                 .await?;
             let r = admin
                 .upsert_device(pb::UpsertDeviceRequest {
+                    accept_impact: false,
                     device: Some(pb::Device {
                         name: format!("big-device-{p}"),
                         mac: format!("02:00:00:77:00:{p:02x}"),

@@ -6,9 +6,11 @@
 
 pub mod agent;
 pub mod controller;
+pub mod demo;
 pub mod flows;
 pub mod ocsf;
 pub mod peers;
 pub mod prometheus;
 pub mod stats;
+pub mod switched;
 pub mod ward;

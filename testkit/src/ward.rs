@@ -47,17 +47,24 @@ impl Ward {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
             ip(&["netns", "add", ns]);
         }
-        let (dev, gw, srv) = (w.dev.as_str(), w.gw.as_str(), w.srv.as_str());
         w.add_device_link();
+        w.add_server_side();
+        w.wait_reachable(&w.dev);
+        w
+    }
+}
+
+impl Ward {
+    /// The hospital side: the gateway's veth `wg-srv0` <-> `eth0` in the server namespace with
+    /// the servers' addresses, routes both ways, forwarding on.
+    pub(crate) fn add_server_side(&self) {
+        let (dev, gw, srv) = (self.dev.as_str(), self.gw.as_str(), self.srv.as_str());
+        ip(&["-n", dev, "link", "set", "lo", "up"]);
         ip(&[
             "-n", gw, "link", "add", "wg-srv0", "type", "veth", "peer", "name", "eth0", "netns",
             srv,
         ]);
-        for (ns, ifs) in [
-            (dev, vec!["lo"]),
-            (gw, vec!["lo", "wg-srv0"]),
-            (srv, vec!["lo", "eth0"]),
-        ] {
+        for (ns, ifs) in [(gw, vec!["lo", "wg-srv0"]), (srv, vec!["lo", "eth0"])] {
             for i in ifs {
                 ip(&["-n", ns, "link", "set", i, "up"]);
             }
@@ -95,6 +102,10 @@ impl Ward {
                 .unwrap();
             assert!(out.status.success(), "sysctl {key}");
         }
+    }
+
+    /// Waits (bounded) until the server answers pings of both families from `ns`.
+    pub(crate) fn wait_reachable(&self, dev: &str) {
         // IPv6 neighbour discovery through the forwarding gateway takes a moment after setup:
         // wait (bounded) until both families reach the server before any test traffic.
         for target in ["198.51.100.10", "2001:db8:100::10"] {
@@ -114,11 +125,8 @@ impl Ward {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        w
     }
-}
 
-impl Ward {
     /// The device's link: the veth `DEV_IF` (gateway) <-> `eth0` (device) with the device's MAC,
     /// addresses and default routes.
     fn add_device_link(&self) {

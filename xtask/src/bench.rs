@@ -1,4 +1,4 @@
-//! `cargo xtask bench datapath|throughput|controller|learn|flows`: benchmarks that print tables (never run as tests).
+//! `cargo xtask bench datapath|throughput|controller|learn|flows|console`: benchmarks that print tables (never run as tests).
 
 use crate::cmd;
 
@@ -16,6 +16,9 @@ pub enum Bench {
     /// New flows/s through a gateway namespace vs flow records the agent kept, and the agent's
     /// resident memory holding 10,000 devices' baselines (root).
     Flows,
+    /// p95 of the console's inventory and device pages at 20,000 devices and 7 days of flow
+    /// rows, next to `wardctl --output json` reading the same (WG_BENCH_ROUNDS, default 40).
+    Console,
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -44,6 +47,19 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
             // The bench starts the real agent binary.
             cmd::run(cmd::cargo().args(["build", "--release", "-p", "wardgate-agent"]))?;
             cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-testkit", "--bench", "flows"]))
+        }
+        Bench::Console => {
+            // The bench runs the release wardctl as a user would.
+            cmd::run(cmd::cargo().args(["build", "--release", "-p", "wardgate-controller"]))?;
+            let wardctl = crate::previous::target_dir().join("release/wardctl");
+            cmd::run(cmd::cargo().env("WG_WARDCTL", wardctl).args([
+                "run",
+                "--release",
+                "-p",
+                "wardgate-testkit",
+                "--bin",
+                "wardgate-console-bench",
+            ]))
         }
     }
 }

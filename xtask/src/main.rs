@@ -49,8 +49,17 @@ enum Task {
     /// Run the detectors over the project's test captures: capture x detector, expected and got,
     /// and false findings per device-day on the benign ones.
     Eval,
-    /// The main job: a demo ward in network namespaces on the embedded store.
-    Demo,
+    /// The main job: a ward put under wardgate, the whole story (learning from real peers, four
+    /// eyes, enforce, a scan caught, the SOC's syslog and OCSF, the console), in network
+    /// namespaces on the embedded store.
+    Demo {
+        /// Stay up until Ctrl-C, the console reachable from this machine's browser.
+        #[arg(long)]
+        keep: bool,
+        /// Passed to the demo (`cargo xtask demo -- --keep`).
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
     /// Build the .deb packages of the agent and the controller (target/debian/).
     Package,
 }
@@ -61,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { tiers, no_setup } => test::run(&tiers, no_setup),
         Task::Bench { which } => bench::run(which),
         Task::Fuzz { seconds } => fuzz::run(seconds),
-        Task::Demo => demo::run(),
+        Task::Demo { keep, rest } => demo::run(keep || rest.iter().any(|a| a == "--keep")),
         Task::Package => package::run().map(drop),
         Task::Eval => eval::run(),
     }

@@ -1,5 +1,7 @@
-//! The package tier's skew check (issue 23 point 4): the demo ward (`wardgate-demo`: policy
-//! synced and applied three times, deny alerts at the SOC, flow records at the controller) run
+//! The package tier's skew check (issue 23 point 4): the demo ward's short story
+//! (`wardgate-demo` with `WARDGATE_DEMO_AGENT` or `WARDGATE_DEMO_CONTROLLER` set tells only what
+//! the previous release can: policy synced and applied three times, deny alerts at the SOC,
+//! flow records at the controller; the whole story needs `wardctl changes` and the console) run
 //! with the previous release's agent against this release's controller, then with this agent
 //! against the previous controller and its wardctl. The previous binaries come out of its .debs.
 //! An incompatible pairing is refused at `Register` (controller/tests/api.rs,

@@ -177,7 +177,8 @@ async fn main() -> anyhow::Result<()> {
     // Certificates (and the revocation list) checked before READY=1: a controller that cannot
     // serve TLS never says ready.
     TlsState::load(&tls, &cli.settings.crl_paths(&cfg.certs))?;
-    let ctx = server::context(store, counters, &cli.settings);
+    let mut ctx = server::context(store, counters, &cli.settings);
+    ctx.availability = cfg.availability;
     // The browser console, on its own HTTPS listener, sharing the services' context.
     let console = match &cfg.console {
         None => None,

@@ -41,6 +41,26 @@ fn render(c: &pb::DeviceChange) -> String {
     })
 }
 
+/// A write's reason and flags, as given on the command line.
+pub struct Write {
+    pub reason: String,
+    pub dry_run: bool,
+    /// `--accept-impact`: apply it despite the availability warning.
+    pub accept_impact: bool,
+}
+
+/// The availability warning as the controller sent it, in the words the controller uses.
+pub fn impact_words(w: &pb::WriteResponse) -> String {
+    crate::service::impact::from_pb(&w.impact).render()
+}
+
+fn impact_json(w: &pb::WriteResponse) -> serde_json::Value {
+    serde_json::json!({
+        "over_threshold": w.impact_over_threshold,
+        "wards": crate::service::impact::from_pb(&w.impact).wards,
+    })
+}
+
 /// Prints what a write did (its audit entry and the generations it compiled), or for a dry
 /// run what it would change.
 pub fn print_write(w: &pb::WriteResponse, out: OutputFormat) -> anyhow::Result<()> {
@@ -55,6 +75,7 @@ pub fn print_write(w: &pb::WriteResponse, out: OutputFormat) -> anyhow::Result<(
                     "allowed_added": c.allowed_added, "allowed_removed": c.allowed_removed,
                     "warning": c.warning,
                 })).collect::<Vec<_>>(),
+                "impact": impact_json(w),
             })),
             OutputFormat::Human => {
                 println!("dry run: nothing was changed");
@@ -64,17 +85,29 @@ pub fn print_write(w: &pb::WriteResponse, out: OutputFormat) -> anyhow::Result<(
                 for c in &w.preview {
                     println!("{}", render(c));
                 }
+                if !w.impact.is_empty() {
+                    println!("availability warning:");
+                    print!("{}", impact_words(w));
+                    if w.impact_over_threshold {
+                        println!("applying it needs --accept-impact (over the controller's share)");
+                    }
+                }
                 Ok(())
             }
         };
     }
     match out {
         OutputFormat::Json => output::json(
-            &serde_json::json!({"audit_seq": w.audit_seq, "generations": w.generations, "note": w.note}),
+            &serde_json::json!({"audit_seq": w.audit_seq, "generations": w.generations, "note": w.note,
+                "impact": impact_json(w)}),
         ),
         OutputFormat::Human => {
             if !w.note.is_empty() {
                 println!("{}", w.note);
+            }
+            if w.impact_over_threshold {
+                println!("availability impact accepted (recorded in the audit entry):");
+                print!("{}", impact_words(w));
             }
             println!("recorded as audit entry {}", w.audit_seq);
             for (g, n) in &w.generations {
@@ -88,8 +121,7 @@ pub fn print_write(w: &pb::WriteResponse, out: OutputFormat) -> anyhow::Result<(
 pub async fn assign(
     device: String,
     profile: String,
-    reason: String,
-    dry_run: bool,
+    w: Write,
     remote: &Remote,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
@@ -98,20 +130,19 @@ pub async fn assign(
         .assign_profile(pb::AssignProfileRequest {
             device,
             profile,
-            reason,
-            dry_run,
+            reason: w.reason,
+            dry_run: w.dry_run,
+            accept_impact: w.accept_impact,
         })
         .await?
         .into_inner();
     print_write(&w, out)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub async fn mode(
     device: String,
     mode: String,
-    reason: String,
-    dry_run: bool,
+    w: Write,
     for_minutes: u32,
     remote: &Remote,
     out: OutputFormat,
@@ -121,9 +152,10 @@ pub async fn mode(
         .set_mode(pb::SetModeRequest {
             device,
             mode,
-            reason,
-            dry_run,
+            reason: w.reason,
+            dry_run: w.dry_run,
             for_minutes,
+            accept_impact: w.accept_impact,
         })
         .await?
         .into_inner();

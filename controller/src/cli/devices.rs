@@ -35,6 +35,9 @@ pub enum DevicesCmd {
     Show { name: String },
     /// A device's learned baseline; --freeze, --approve, --relearn move it.
     Baseline(super::baseline::BaselineArgs),
+    /// Import an inventory (FHIR R4 Bundle of Devices, or CSV with --map): prints the diff,
+    /// then writes it (--dry-run: nothing written).
+    Import(super::import::ImportArgs),
 }
 
 fn row(d: &pb::Device) -> serde_json::Value {
@@ -79,6 +82,7 @@ pub fn table(devices: &[pb::Device]) -> String {
 pub async fn run(cmd: DevicesCmd, remote: &Remote, out: OutputFormat) -> anyhow::Result<()> {
     let cmd = match cmd {
         DevicesCmd::Baseline(a) => return super::baseline::run(a, remote, out).await,
+        DevicesCmd::Import(a) => return super::import::run(a, remote, out).await,
         other => other,
     };
     let channel = remote.channel().await?;
@@ -121,7 +125,7 @@ pub async fn run(cmd: DevicesCmd, remote: &Remote, out: OutputFormat) -> anyhow:
                 OutputFormat::Human => println!("{}", page(&mut c, channel, &d).await?),
             }
         }
-        DevicesCmd::Baseline(_) => unreachable!("handled above"),
+        DevicesCmd::Baseline(_) | DevicesCmd::Import(_) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -29,6 +29,10 @@ pub enum ProfilesCmd {
         /// Show what would change for each device on this profile; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Apply it even though it would cut off traffic seen recently on more than the
+        /// controller's share of a device class on a ward (the availability warning).
+        #[arg(long)]
+        accept_impact: bool,
     },
 }
 
@@ -97,12 +101,14 @@ pub async fn run(cmd: ProfilesCmd, remote: &Remote, out: OutputFormat) -> anyhow
             file,
             reason,
             dry_run,
+            accept_impact,
         } => {
             let w = c
                 .upsert_profile(pb::UpsertProfileRequest {
                     yaml: read(&file)?,
                     reason: super::assign::reason(reason, dry_run)?,
                     dry_run,
+                    accept_impact,
                 })
                 .await?
                 .into_inner();

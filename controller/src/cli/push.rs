@@ -126,6 +126,9 @@ pub async fn apply(
             devices,
             reason: reason.to_string(),
             dry_run,
+            // `site push` is the initial load; a site over the share is refused with the
+            // warning (assign, mode and profiles upsert take --accept-impact).
+            accept_impact: false,
         })
         .await?
         .into_inner();

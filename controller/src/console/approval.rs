@@ -1,4 +1,5 @@
-//! The engineer's loop on a device, with four eyes: propose a profile from the device's
+//! The engineer's loop on a device, with four eyes (the service is `crate::service::changes`,
+//! which wardctl's `changes` subcommands call too): propose a profile from the device's
 //! baseline (the `ProposeProfile` service), see it as a rule diff against the device's current
 //! policy (a dry run of the write, `write::preview`, in words by `crate::preview`), simulate
 //! it over the recorded flows (the `Simulate` service), submit it for approval with a reason
@@ -31,11 +32,13 @@ use super::{
 };
 use crate::{
     auth::{self, Identity},
-    compile,
     error::Error,
     preview::DeviceChange,
-    service::learning,
-    store::{Change, PendingChangeRow},
+    service::{
+        changes::{self, diff, profile_name},
+        learning,
+    },
+    store::{Change, Closure, PendingChangeRow},
 };
 
 /// An approval needs a login at most this old.
@@ -56,6 +59,46 @@ struct ProposalPage {
     /// Flows replayed and the blocked ones in words, after a simulation.
     simulation: Option<(u64, Vec<String>)>,
     reason: String,
+    /// The availability warning (`crate::impact`), and whether it needs a confirmation.
+    impact: Vec<ImpactView>,
+    impact_over: bool,
+}
+
+/// One class on one ward of the availability warning, as the pages show it.
+struct ImpactView {
+    class: String,
+    ward: String,
+    devices: usize,
+    blocked: usize,
+    over: bool,
+    /// Device, gateway, its lost flows in words.
+    cut: Vec<(String, String, Vec<String>)>,
+}
+
+fn impact_view(i: &crate::impact::Impact) -> Vec<ImpactView> {
+    i.wards
+        .iter()
+        .map(|w| ImpactView {
+            class: w.class.clone(),
+            ward: w.ward.clone(),
+            devices: w.devices,
+            blocked: w.blocked.len(),
+            over: w.over_threshold,
+            cut: w
+                .blocked
+                .iter()
+                .map(|(d, (g, lost))| {
+                    let words = lost.iter().map(crate::impact::Lost::words).collect();
+                    (d.clone(), g.clone(), words)
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// A ticked confirmation checkbox.
+fn ticked(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|v| !v.is_empty())
 }
 
 #[derive(Deserialize, Default)]
@@ -66,6 +109,9 @@ pub struct LoopForm {
     yaml: String,
     #[serde(default)]
     reason: String,
+    /// The availability warning's confirmation checkbox.
+    #[serde(default)]
+    accept_impact: Option<String>,
 }
 
 /// The CSRF token, then the writer role: the one gate of every POST here.
@@ -81,48 +127,6 @@ fn writer(lang: Lang, s: &Session, csrf: &str) -> Result<Identity, Box<Response>
         tracing::warn!(user = s.principal.name, error = %e, "console: refused write");
         Box::new(page::forbidden(lang, Some(s)))
     })
-}
-
-/// The profile's name in `yaml` (it must parse).
-fn profile_name(yaml: &str) -> Result<String, Error> {
-    wardgate_policy::parse_profile("candidate", yaml)
-        .map(|p| p.name.value)
-        .map_err(|e| Error::Invalid(format!("candidate profile: {e}")))
-}
-
-/// The change that moves `device` to the profile of `yaml`.
-fn changes(device: &str, profile: &str, yaml: &str) -> Vec<Change> {
-    vec![
-        Change::UpsertProfile {
-            name: profile.to_string(),
-            yaml: yaml.to_string(),
-        },
-        Change::AssignProfile {
-            device: device.to_string(),
-            profile: profile.to_string(),
-        },
-    ]
-}
-
-/// What moving `device` to `yaml` would change, in words (a dry run: nothing stored).
-fn diff(
-    console: &Console,
-    device: &str,
-    profile: &str,
-    yaml: &str,
-) -> Result<Vec<DeviceChange>, Error> {
-    let p = crate::write::preview(
-        console.ctx.store.as_ref(),
-        &changes(device, profile, yaml),
-        &compile::affected,
-    )?;
-    Ok(p.gateways
-        .values()
-        .flat_map(|(before, after)| {
-            crate::preview::device_changes(before.as_ref(), after, &p.groups)
-        })
-        .filter(|c| c.device == device)
-        .collect())
 }
 
 fn blocked(b: &pb::BlockedFlow) -> String {
@@ -169,7 +173,7 @@ fn proposal_page(
 ) -> Response {
     let read = tokio::task::block_in_place(|| -> Result<_, Error> {
         let profile = profile_name(&yaml)?;
-        let changes = diff(console, device, &profile, &yaml)?;
+        let changes = diff(&console.ctx, device, &profile, &yaml)?;
         let simulation = if simulate {
             let out = learning::simulate(
                 &console.ctx,
@@ -183,10 +187,11 @@ fn proposal_page(
         } else {
             None
         };
-        Ok((profile, changes, simulation))
+        let impact = changes::impact_of(&console.ctx, device, &profile, &yaml)?;
+        Ok((profile, changes, simulation, impact))
     });
     match read {
-        Ok((profile, changes, simulation)) => page::render(
+        Ok((profile, changes, simulation, impact)) => page::render(
             StatusCode::OK,
             &ProposalPage {
                 f: Frame::new(lang, Some(s)),
@@ -198,6 +203,8 @@ fn proposal_page(
                 changes,
                 simulation,
                 reason,
+                impact_over: impact.over_threshold(),
+                impact: impact_view(&impact),
             },
         ),
         Err(e) => page::service_error(lang, s, &e),
@@ -266,32 +273,38 @@ pub async fn submit(
         Err(r) => return *r,
     };
     let written = tokio::task::block_in_place(|| -> Result<_, Error> {
+        // Over the share, the proposer confirms too (the approver's write checks it again):
+        // the page says which devices and flows.
         let profile = profile_name(&form.yaml)?;
-        // Refused now, not at approval: the candidate must compile for the device's gateway.
-        diff(&console, &name, &profile, &form.yaml)?;
-        console.ctx.write(
+        let impact = changes::impact_of(&console.ctx, &name, &profile, &form.yaml)?;
+        if impact.over_threshold() && !ticked(&form.accept_impact) {
+            return Ok(Err(impact.render()));
+        }
+        changes::submit(
+            &console.ctx,
             &who.actor(),
+            &s.principal.name,
+            &name,
+            &form.yaml,
             &form.reason,
-            Change::SubmitChange(PendingChangeRow {
-                id: 0,
-                device: name.clone(),
-                profile,
-                yaml: form.yaml.clone(),
-                reason: form.reason.trim().to_string(),
-                proposer: s.principal.name.clone(),
-                proposed_ms: crate::audit::now_ms(),
-                approver: None,
-                decided_ms: None,
-            }),
+            ticked(&form.accept_impact),
         )
+        .map(Ok)
     });
     match written {
-        Ok(w) => Redirect::to(&format!(
+        Ok(Ok(w)) => Redirect::to(&format!(
             "/devices/{}?submitted={}",
             page::encode(&name),
             w.audit_seq
         ))
         .into_response(),
+        Ok(Err(warning)) => page::error(
+            lang,
+            Some(&s),
+            StatusCode::BAD_REQUEST,
+            lang.messages().impact_needs_accept,
+            &warning,
+        ),
         Err(e) => page::service_error(lang, &s, &e),
     }
 }
@@ -311,6 +324,8 @@ struct ChangePage {
     own: bool,
     /// The viewer's login is older than [`FRESH_LOGIN`].
     stale: bool,
+    impact: Vec<ImpactView>,
+    impact_over: bool,
 }
 
 /// Whether `s` logged in less than [`FRESH_LOGIN`] ago.
@@ -330,26 +345,13 @@ pub async fn review(
     if auth::require(s.principal.identity(), auth::READERS).is_err() {
         return page::forbidden(lang, Some(&s));
     }
-    let read = tokio::task::block_in_place(|| -> Result<_, Error> {
-        let Some(p) = console.ctx.store.pending_change(id)? else {
-            return Ok(None);
-        };
-        if p.approver.is_some() {
-            return Ok(Some((p, Vec::new(), 0, Vec::new())));
-        }
-        let changes = diff(&console, &p.device, &p.profile, &p.yaml)?;
-        let sim = learning::simulate(
-            &console.ctx,
-            &pb::SimulateRequest {
-                device: p.device.clone(),
-                yaml: p.yaml.clone(),
-                since_s: 0,
-            },
-        )?;
-        let blocked = sim.blocked.iter().map(blocked).collect();
-        Ok(Some((p, changes, sim.flows, blocked)))
+    let read = tokio::task::block_in_place(|| changes::review(&console.ctx, id)).map(|r| {
+        r.map(|r| {
+            let blocked = r.simulation.blocked.iter().map(blocked).collect();
+            (r.change, r.diff, r.simulation.flows, blocked, r.impact)
+        })
     });
-    let (p, changes, flows, blocked) = match read {
+    let (p, changes, flows, blocked, impact) = match read {
         Ok(Some(r)) => r,
         Ok(None) => {
             let m = lang.messages();
@@ -376,6 +378,8 @@ pub async fn review(
             changes,
             flows,
             blocked,
+            impact_over: impact.over_threshold(),
+            impact: impact_view(&impact),
         },
     )
 }
@@ -384,6 +388,9 @@ pub async fn review(
 pub struct ApproveForm {
     #[serde(default)]
     csrf: String,
+    /// The availability warning's confirmation checkbox.
+    #[serde(default)]
+    accept_impact: Option<String>,
 }
 
 /// `POST /changes/ID/approve`: a second engineer, freshly logged in, applies it.
@@ -401,7 +408,7 @@ pub async fn approve(
     let m = lang.messages();
     let found = tokio::task::block_in_place(|| console.ctx.store.pending_change(id));
     let p = match found {
-        Ok(Some(p)) if p.approver.is_none() => p,
+        Ok(Some(p)) if p.is_pending() => p,
         Ok(_) => {
             return page::error(
                 lang,
@@ -424,16 +431,19 @@ pub async fn approve(
     if !fresh(&s) {
         return page::error(lang, Some(&s), StatusCode::FORBIDDEN, m.relogin_needed, "");
     }
-    let mut all = vec![Change::ApproveChange {
-        id,
-        device: p.device.clone(),
-        proposer: p.proposer.clone(),
-        approver: s.principal.name.clone(),
-        at_ms: crate::audit::now_ms(),
-    }];
-    all.extend(changes(&p.device, &p.profile, &p.yaml));
-    let reason = format!("change {id} by {}, approved: {}", p.proposer, p.reason);
-    let written = tokio::task::block_in_place(|| console.ctx.write_all(&who.actor(), &reason, all));
+    // The write service refuses it over the availability share unless the box is ticked, and
+    // keeps the accepted impact in the audit entry.
+    let accept = ticked(&form.accept_impact);
+    let written = tokio::task::block_in_place(|| {
+        changes::approve(
+            &console.ctx,
+            &who.actor(),
+            &s.principal.name,
+            id,
+            "",
+            accept,
+        )
+    });
     match written {
         Ok(w) => Redirect::to(&format!(
             "/devices/{}?approved={}",
@@ -443,4 +453,102 @@ pub async fn approve(
         .into_response(),
         Err(e) => page::service_error(lang, &s, &e),
     }
+}
+
+#[derive(Deserialize, Default)]
+pub struct CloseForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /changes/ID/withdraw` (the proposer) and `POST /changes/ID/reject` (another
+/// engineer, with a reason): the change is closed unapplied, in one audited write; the store
+/// refuses a withdrawal by anyone but the proposer and a rejection by the proposer.
+async fn close(
+    console: &Console,
+    lang: Lang,
+    s: &Session,
+    id: i64,
+    form: CloseForm,
+    closure: Closure,
+) -> Response {
+    let who = match writer(lang, s, &form.csrf) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    let m = lang.messages();
+    let found = tokio::task::block_in_place(|| console.ctx.store.pending_change(id));
+    let p = match found {
+        Ok(Some(p)) if p.is_pending() => p,
+        Ok(_) => {
+            return page::error(
+                lang,
+                Some(s),
+                StatusCode::NOT_FOUND,
+                m.not_found,
+                &id.to_string(),
+            );
+        }
+        Err(e) => return page::service_error(lang, s, &e),
+    };
+    let own = p.proposer == s.principal.name;
+    if own != (closure == Closure::Withdrawn) {
+        tracing::warn!(
+            user = s.principal.name,
+            id,
+            ?closure,
+            "console: closing a change refused"
+        );
+        return page::error(lang, Some(s), StatusCode::FORBIDDEN, m.forbidden, "");
+    }
+    let why = form.reason.trim().to_string();
+    // A withdrawal needs no reason of its own: the audit entry says who withdrew what.
+    let reason = match closure {
+        Closure::Withdrawn if why.is_empty() => format!("change {id} withdrawn by its proposer"),
+        _ => why.clone(),
+    };
+    let change = Change::CloseChange {
+        id,
+        device: p.device.clone(),
+        proposer: p.proposer.clone(),
+        by: s.principal.name.clone(),
+        closure,
+        why,
+        at_ms: crate::audit::now_ms(),
+    };
+    let written = tokio::task::block_in_place(|| console.ctx.write(&who.actor(), &reason, change));
+    match written {
+        Ok(w) => Redirect::to(&format!(
+            "/devices/{}?{}={}",
+            page::encode(&p.device),
+            closure.as_str(),
+            w.audit_seq
+        ))
+        .into_response(),
+        Err(e) => page::service_error(lang, s, &e),
+    }
+}
+
+/// `POST /changes/ID/withdraw`.
+pub async fn withdraw(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(id): Path<i64>,
+    Form(form): Form<CloseForm>,
+) -> Response {
+    close(&console, lang, &s, id, form, Closure::Withdrawn).await
+}
+
+/// `POST /changes/ID/reject`.
+pub async fn reject(
+    State(console): State<Arc<Console>>,
+    lang: Lang,
+    LoggedIn(s): LoggedIn,
+    Path(id): Path<i64>,
+    Form(form): Form<CloseForm>,
+) -> Response {
+    close(&console, lang, &s, id, form, Closure::Rejected).await
 }

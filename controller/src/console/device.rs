@@ -14,7 +14,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    Console,
+    Console, charts,
     i18n::Lang,
     page::{self, Frame},
     session::{LoggedIn, Session},
@@ -23,7 +23,7 @@ use crate::{
     auth,
     compile::parse_mode,
     error::Error,
-    store::{AlertQuery, Change, DeviceRow, GatewayRow, PendingChangeRow},
+    store::{AlertQuery, Change, DeviceRow, FieldRow, GatewayRow, PendingChangeRow},
 };
 
 /// Findings shown on a device's page.
@@ -57,6 +57,71 @@ struct DevicePage {
     /// `/devices/NAME` for the engineer's loop (`approval.rs`).
     loop_action: String,
     pending: Vec<PendingChangeRow>,
+    /// Each identity field's value and where it came from (`crate::import`).
+    provenance: Vec<FieldView>,
+    traffic: charts::TrafficChart,
+    baseline_chart: Option<charts::BaselineChart>,
+    chart: (u32, u32),
+}
+
+/// One row of "where each field came from".
+pub struct FieldView {
+    pub field: String,
+    pub value: String,
+    /// `fhir`, `csv`, ... ('' = not recorded).
+    pub source: String,
+    pub file: String,
+    pub sha256: String,
+    pub set: String,
+}
+
+/// The identity fields and their provenance rows (fields no import set are shown as not
+/// recorded: they came from the site file or the API before provenance was kept).
+fn provenance(d: &DeviceRow, rows: Vec<FieldRow>) -> Vec<FieldView> {
+    let row_value = |field: &str| match field {
+        "name" => d.name.clone(),
+        "mac" => d.mac.to_string(),
+        "location" => d.location.clone(),
+        "asset_id" => d.asset_id.clone(),
+        "address" => d
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    };
+    let mut out: Vec<FieldView> = ["name", "mac", "address", "location", "asset_id"]
+        .iter()
+        .map(|f| FieldView {
+            field: (*f).to_string(),
+            value: row_value(f),
+            source: String::new(),
+            file: String::new(),
+            sha256: String::new(),
+            set: String::new(),
+        })
+        .collect();
+    for r in rows {
+        let view = FieldView {
+            // A row field shows its current value (an edit since may have changed it).
+            value: if crate::import::plan::EXTRA_FIELDS.contains(&r.field.as_str()) {
+                r.value
+            } else {
+                row_value(&r.field)
+            },
+            field: r.field.clone(),
+            source: r.source,
+            file: r.file,
+            sha256: r.sha256.chars().take(12).collect(),
+            set: page::time_ms(r.set_ms),
+        };
+        match out.iter_mut().find(|v| v.field == r.field) {
+            Some(v) => *v = view,
+            None => out.push(view),
+        }
+    }
+    out
 }
 
 #[derive(Deserialize, Default)]
@@ -100,9 +165,17 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Done) ->
         };
         let gateway = store.gateway(&d.gateway)?;
         let latest = store.latest_generation(&d.gateway)?;
-        let baseline = store
-            .baseline_lifecycle(&d.name)?
-            .map(|(lc, _)| lc.state.as_str().to_string());
+        let lifecycle = store.baseline_lifecycle(&d.name)?.map(|(lc, _)| lc);
+        let now_ns = u64::try_from(crate::audit::now_ms())
+            .unwrap_or(0)
+            .saturating_mul(1_000_000);
+        let flows = store.flow_aggregates(&d.name, charts::window_start(now_ns), now_ns)?;
+        let charts = (
+            charts::traffic(&flows, now_ns),
+            lifecycle.as_ref().map(|lc| charts::baseline(lc, now_ns)),
+        );
+        let baseline = lifecycle.map(|lc| lc.state.as_str().to_string());
+        let fields = store.device_fields(Some(&d.name))?;
         let alerts = store.alerts(&AlertQuery {
             device: d.name.clone(),
             include_acknowledged: true,
@@ -110,21 +183,24 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Done) ->
             ..Default::default()
         })?;
         let pending = store.pending_changes(&d.name, RECENT_CHANGES)?;
-        Ok(Some((d, gateway, latest, baseline, alerts, pending)))
+        Ok(Some((
+            d, gateway, latest, baseline, alerts, pending, fields, charts,
+        )))
     });
-    let (d, gateway, latest_generation, baseline, alerts, pending) = match read {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return page::error(
-                lang,
-                Some(s),
-                StatusCode::NOT_FOUND,
-                lang.messages().not_found,
-                name,
-            );
-        }
-        Err(e) => return page::service_error(lang, s, &e),
-    };
+    let (d, gateway, latest_generation, baseline, alerts, pending, fields, (traffic, bchart)) =
+        match read {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return page::error(
+                    lang,
+                    Some(s),
+                    StatusCode::NOT_FOUND,
+                    lang.messages().not_found,
+                    name,
+                );
+            }
+            Err(e) => return page::service_error(lang, s, &e),
+        };
     let can_write = auth::require(s.principal.identity(), auth::WRITERS).is_ok();
     page::render(
         StatusCode::OK,
@@ -140,6 +216,10 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Done) ->
             action: format!("/devices/{}/mode", page::encode(&d.name)),
             loop_action: format!("/devices/{}", page::encode(&d.name)),
             pending,
+            provenance: provenance(&d, fields),
+            traffic,
+            baseline_chart: bchart,
+            chart: (charts::WIDTH, charts::HEIGHT),
             submitted: done.submitted,
             approved: done.approved,
             d,

@@ -16,17 +16,28 @@
 //! audit, session start); `limit.rs` the login rate limit; `inventory.rs` the
 //! device list; `device.rs` a device's page and its mode change; `approval.rs` the engineer's
 //! loop (propose, diff, simulate, submit, a second engineer's approval); `sessions.rs` a user's
-//! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet.
+//! sessions; `page.rs` what every page shares; `assets.rs` htmx and the stylesheet;
+//! `alerts.rs` the SOC's alerts (list, evidence, acknowledge, suppress); `audit.rs` the audit
+//! trail and its verification; `import.rs` the inventory import (upload, diff, confirm) and
+//! `multipart.rs` its uploads; `matrix.rs` classes against groups and `gateways.rs` the
+//! gateways' health (the site at a glance).
 
+mod alerts;
 pub mod approval;
 mod assets;
+mod audit;
+mod charts;
 mod device;
+mod gateways;
 mod headers;
 pub mod i18n;
+mod import;
 mod inventory;
 mod limit;
 mod login;
 mod logins;
+mod matrix;
+mod multipart;
 mod oidc;
 mod page;
 pub mod session;
@@ -90,8 +101,31 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/devices/{name}/submit", post(approval::submit))
         .route("/changes/{id}", get(approval::review))
         .route("/changes/{id}/approve", post(approval::approve))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{seq}", get(alerts::show))
+        .route("/alerts/{seq}/acknowledge", post(alerts::acknowledge))
+        .route("/alerts/{seq}/suppress", post(alerts::suppress))
+        .route("/audit", get(audit::page))
+        .route("/matrix", get(matrix::page))
+        .route("/gateways", get(gateways::page))
         .route("/assets/htmx.min.js", get(assets::htmx))
         .route("/assets/console.css", get(assets::css))
+        .route(
+            "/import",
+            get(import::form)
+                .post(import::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::import::MAX_FILE_BYTES + (64 << 10),
+                )),
+        )
+        .route(
+            "/import/confirm",
+            post(import::confirm).layer(axum::extract::DefaultBodyLimit::max(
+                crate::import::MAX_FILE_BYTES * 2,
+            )),
+        )
+        .route("/changes/{id}/withdraw", post(approval::withdraw))
+        .route("/changes/{id}/reject", post(approval::reject))
         .fallback(page::not_found)
         .layer(axum::middleware::map_response(headers::secure))
         .with_state(console)

@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 use wardgate_proto::v1::{self as pb, admin_service_server::AdminService};
 
-use super::{Ctx, learning};
+use super::{Ctx, changes, learning};
 use crate::{
     audit,
     auth::{self, Role},
@@ -14,6 +14,14 @@ use crate::{
 };
 
 pub struct Admin(pub Ctx);
+
+/// A user's name (a gateway's certificate never writes here: `WRITE` has no gateway role).
+fn user(who: &auth::Identity) -> Result<&str, Error> {
+    match who {
+        auth::Identity::User { name, .. } => Ok(name),
+        auth::Identity::Gateway(g) => Err(Error::Denied(format!("gateway {g} is no engineer"))),
+    }
+}
 
 const READ: &[Role] = auth::READERS;
 const WRITE: &[Role] = auth::WRITERS;
@@ -198,10 +206,11 @@ impl AdminService for Admin {
         if let Change::UpsertDevice(d) = &change {
             self.need_profile(&d.profile)?;
         }
-        Ok(Response::new(self.0.write(
+        Ok(Response::new(self.0.write_accepting(
             &who.actor(),
             &r.reason,
-            change,
+            vec![change],
+            r.accept_impact,
         )?))
     }
 
@@ -221,6 +230,7 @@ impl AdminService for Admin {
                 profile: r.profile,
             }],
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -260,6 +270,7 @@ impl AdminService for Admin {
             &r.reason,
             changes,
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -403,6 +414,7 @@ impl AdminService for Admin {
             &r.reason,
             vec![change],
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -543,6 +555,7 @@ impl AdminService for Admin {
             &r.reason,
             changes,
             r.dry_run,
+            r.accept_impact,
         )?))
     }
 
@@ -621,6 +634,136 @@ impl AdminService for Admin {
         auth::require_role(&req, READ)?;
         let out = tokio::task::block_in_place(|| learning::simulate(&self.0, req.get_ref()))?;
         Ok(Response::new(out))
+    }
+
+    async fn import_devices(
+        &self,
+        req: Request<pb::ImportDevicesRequest>,
+    ) -> Result<Response<pb::ImportDevicesResponse>, Status> {
+        let who = self
+            .0
+            .require_write(&req, WRITE, "import_devices", &req.get_ref().file_name)?;
+        let r = req.into_inner();
+        let format = match r.format.as_str() {
+            "" => crate::import::Format::guess(&r.file_name),
+            f => crate::import::Format::parse(f).map_err(|e| Error::Invalid(e.to_string()))?,
+        };
+        let ask = super::import::ImportRequest {
+            format,
+            file_name: r.file_name,
+            content: r.content,
+            mapping: r.mapping,
+            options: crate::import::plan::Options {
+                gateway: r.gateway,
+                profile: r.profile,
+            },
+        };
+        let confirm = (!r.confirm_digest.is_empty()).then_some(r.confirm_digest.as_str());
+        let out = self
+            .0
+            .import_devices(&who.actor(), &r.reason, &ask, confirm)?;
+        Ok(Response::new(pb::ImportDevicesResponse {
+            plan_json: serde_json::to_string(&out.plan)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            sha256: out.sha256,
+            digest: out.digest,
+            audit_seq: out.audit_seq.unwrap_or(0),
+        }))
+    }
+
+    async fn submit_change(
+        &self,
+        req: Request<pb::SubmitChangeRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let target = req.get_ref().device.clone();
+        let who = self
+            .0
+            .require_write(&req, WRITE, "submit_change", &target)?;
+        let r = req.into_inner();
+        self.need_device(&r.device)?;
+        let w = tokio::task::block_in_place(|| {
+            changes::submit(
+                &self.0,
+                &who.actor(),
+                user(&who)?,
+                &r.device,
+                &r.yaml,
+                &r.reason,
+                r.accept_impact,
+            )
+        })?;
+        Ok(Response::new(w))
+    }
+
+    async fn list_changes(
+        &self,
+        req: Request<pb::ListChangesRequest>,
+    ) -> Result<Response<pb::ListChangesResponse>, Status> {
+        auth::require_role(&req, READ)?;
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
+        let rows = tokio::task::block_in_place(|| {
+            if r.device.is_empty() {
+                self.0.store.latest_changes(!r.all, limit)
+            } else {
+                self.0.store.pending_changes(&r.device, limit)
+            }
+        })?;
+        Ok(Response::new(pb::ListChangesResponse {
+            changes: rows
+                .into_iter()
+                .filter(|p| r.all || p.approver.is_none())
+                .map(changes::change_pb)
+                .collect(),
+        }))
+    }
+
+    async fn get_change(
+        &self,
+        req: Request<pb::GetChangeRequest>,
+    ) -> Result<Response<pb::ChangeReview>, Status> {
+        auth::require_role(&req, READ)?;
+        let id = req.get_ref().id;
+        let review = tokio::task::block_in_place(|| changes::review(&self.0, id))?.ok_or(
+            Error::NotFound {
+                what: "change",
+                name: id.to_string(),
+            },
+        )?;
+        Ok(Response::new(pb::ChangeReview {
+            change: Some(changes::change_pb(review.change)),
+            rule_changes: review.diff.iter().map(crate::preview::render).collect(),
+            flows: review.simulation.flows,
+            blocked: review.simulation.blocked,
+        }))
+    }
+
+    async fn approve_change(
+        &self,
+        req: Request<pb::ApproveChangeRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let target = format!("change {}", req.get_ref().id);
+        let who = self
+            .0
+            .require_write(&req, WRITE, "approve_change", &target)?;
+        let r = req.into_inner();
+        if r.reason.trim().is_empty() {
+            return Err(Error::Invalid(
+                "a reason or ticket id is required for every change".into(),
+            )
+            .into());
+        }
+        let w = tokio::task::block_in_place(|| {
+            changes::approve(
+                &self.0,
+                &who.actor(),
+                user(&who)?,
+                r.id,
+                &r.reason,
+                r.accept_impact,
+            )
+        })?;
+        Ok(Response::new(w))
     }
 
     async fn verify_audit(

@@ -8,7 +8,7 @@ use wardgate_proto::v1::{self as pb, alert_service_server::AlertService};
 use super::{Ctx, severity_rank};
 use crate::{
     alerts,
-    auth::{self, Role},
+    auth::{self, Identity, Role},
     error::Error,
     store::{AlertQuery, Change},
 };
@@ -16,7 +16,8 @@ use crate::{
 pub struct Alerts(pub Ctx);
 
 const READ: &[Role] = &[Role::Engineer, Role::Soc, Role::Viewer];
-const ACK: &[Role] = &[Role::Soc];
+/// Who may acknowledge and suppress alerts (the console's SOC pages check the same).
+pub const ACK: &[Role] = &[Role::Soc];
 
 /// Most alerts one List returns, whatever the request asks (0 = this).
 pub const MAX_ALERTS: u32 = 1000;
@@ -108,14 +109,7 @@ impl AlertService for Alerts {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let who = self.0.require_write(&req, ACK, "acknowledge", "")?;
         let r = req.into_inner();
-        if r.ids.is_empty() {
-            return Err(Status::invalid_argument("no alert ids to acknowledge"));
-        }
-        Ok(Response::new(self.0.write(
-            &who.actor(),
-            &r.reason,
-            Change::AcknowledgeAlerts { ids: r.ids },
-        )?))
+        Ok(Response::new(acknowledge(&self.0, &who, r.ids, &r.reason)?))
     }
 
     async fn suppress(
@@ -123,20 +117,7 @@ impl AlertService for Alerts {
         req: Request<pb::SuppressRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let who = self.0.require_write(&req, ACK, "suppress", "")?;
-        let r = req.into_inner();
-        let (device, detector, peer) = suppression(&r)?;
-        Ok(Response::new(self.0.write(
-            &who.actor(),
-            &r.reason,
-            Change::SuppressAlerts {
-                device,
-                detector,
-                peer,
-                made_by: who.actor(),
-                made_ms: crate::audit::now_ms(),
-                reason: r.reason.clone(),
-            },
-        )?))
+        Ok(Response::new(suppress(&self.0, &who, req.get_ref())?))
     }
 
     async fn list_suppressions(
@@ -179,37 +160,77 @@ impl AlertService for Alerts {
     }
 }
 
+/// Acknowledges alerts `ids` (`GATEWAY/ID`, or an id one gateway uses) as `who`, whose
+/// role the caller checked: `AlertService.Acknowledge` and the console's button.
+pub fn acknowledge(
+    ctx: &Ctx,
+    who: &Identity,
+    ids: Vec<String>,
+    reason: &str,
+) -> crate::error::Result<pb::WriteResponse> {
+    if ids.is_empty() {
+        return Err(Error::Invalid("no alert ids to acknowledge".into()));
+    }
+    ctx.write(
+        &who.actor(),
+        reason,
+        Change::AcknowledgeAlerts {
+            ids,
+            by: who.actor(),
+        },
+    )
+}
+
+/// Suppresses the alerts `r` scopes (device, detector, peer or any) as `who`, whose role the
+/// caller checked: `AlertService.Suppress` and the console's form.
+pub fn suppress(
+    ctx: &Ctx,
+    who: &Identity,
+    r: &pb::SuppressRequest,
+) -> crate::error::Result<pb::WriteResponse> {
+    let (device, detector, peer) = suppression(r)?;
+    ctx.write(
+        &who.actor(),
+        &r.reason,
+        Change::SuppressAlerts {
+            device,
+            detector,
+            peer,
+            made_by: who.actor(),
+            made_ms: crate::audit::now_ms(),
+            reason: r.reason.clone(),
+        },
+    )
+}
+
 /// A suppression's (device, detector, peer) as stored: a known detector, the peer as alert
 /// rows name it, so the match is exact.
-#[allow(clippy::result_large_err)]
-fn suppression(r: &pb::SuppressRequest) -> Result<(String, String, String), Status> {
-    {
-        if r.device.is_empty() || r.detector.is_empty() {
-            return Err(Status::invalid_argument(
-                "a suppression names a device and a detector",
-            ));
-        }
-        // A mistyped detector would suppress nothing, audited as if it did: refused.
-        if !wardgate_analysis::detect::format::DETECTORS.contains(&r.detector.as_str()) {
-            let e = Error::unknown(
-                "detector",
-                &r.detector,
-                wardgate_analysis::detect::format::DETECTORS,
-            );
-            return Err(Status::invalid_argument(format!(
-                "{e}; detectors: {}",
-                wardgate_analysis::detect::format::DETECTORS.join(", ")
-            )));
-        }
-        let peer = match r.peer.as_str() {
-            "" => String::new(),
-            p => p
-                .parse::<std::net::IpAddr>()
-                .map_err(|_| Status::invalid_argument(format!("peer `{p}` is not an IP address")))?
-                .to_string(),
-        };
-        Ok((r.device.clone(), r.detector.clone(), peer))
+fn suppression(r: &pb::SuppressRequest) -> crate::error::Result<(String, String, String)> {
+    if r.device.is_empty() || r.detector.is_empty() {
+        return Err(Error::Invalid(
+            "a suppression names a device and a detector".into(),
+        ));
     }
+    // A mistyped detector would suppress nothing, audited as if it did: refused.
+    if !wardgate_analysis::detect::format::DETECTORS.contains(&r.detector.as_str()) {
+        let e = Error::unknown(
+            "detector",
+            &r.detector,
+            wardgate_analysis::detect::format::DETECTORS,
+        );
+        return Err(Error::Invalid(format!(
+            "{e}; detectors: {}",
+            wardgate_analysis::detect::format::DETECTORS.join(", ")
+        )));
+    }
+    let peer = match r.peer.as_str() {
+        "" => String::new(),
+        p => p
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| Error::Invalid(format!("peer `{p}` is not an IP address")))?
+            .to_string(),
+    };
+    Ok((r.device.clone(), r.detector.clone(), peer))
 }
 
 /// One Subscribe stream: pages through the store after the cursor, each alert sent before the

@@ -74,7 +74,7 @@ fn groups(groups: &std::collections::BTreeMap<String, Vec<String>>) -> Groups {
     )
 }
 
-fn device_ref(d: &DeviceRow) -> DeviceRef {
+pub(crate) fn device_ref(d: &DeviceRow) -> DeviceRef {
     DeviceRef {
         name: d.name.clone(),
         id: Some(d.id),
@@ -165,11 +165,11 @@ pub fn baseline_change(ctx: &Ctx, r: &pb::SetBaselineStateRequest) -> Result<Cha
     })
 }
 
-fn weighted(rows: &[FlowAggregate], d: &DeviceRef) -> Vec<(FlowRecord, u64)> {
+pub(crate) fn weighted(rows: &[FlowAggregate], d: &DeviceRef) -> Vec<(FlowRecord, u64)> {
     rows.iter().flat_map(|a| a.records(d)).collect()
 }
 
-fn direction_name(d: wardgate_analysis::FlowDirection) -> &'static str {
+pub(crate) fn direction_name(d: wardgate_analysis::FlowDirection) -> &'static str {
     match d {
         wardgate_analysis::FlowDirection::Opened => "from-device",
         wardgate_analysis::FlowDirection::Received => "to-device",

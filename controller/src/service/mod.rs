@@ -4,8 +4,13 @@ pub mod admin;
 pub mod agent;
 pub mod alert_admission;
 pub mod alerts;
+pub mod changes;
 pub mod enroll;
+pub mod gateway_health;
+pub mod impact;
+pub mod import;
 pub mod learning;
+pub mod matrix;
 pub mod quarantine;
 
 use std::sync::Arc;
@@ -33,6 +38,8 @@ pub struct Ctx {
     pub fleet: Arc<crate::fleet::Fleet>,
     /// What the SOC may do about quarantine (`quarantine.rs`).
     pub soc_quarantine: quarantine::SocQuarantine,
+    /// When a change needs its availability impact accepted (`crate::impact`).
+    pub availability: crate::impact::Availability,
 }
 
 impl Ctx {
@@ -45,7 +52,18 @@ impl Ctx {
         action: &str,
         target: &str,
     ) -> Result<crate::auth::Identity> {
-        let id = crate::auth::identity(req)?;
+        self.check_write(crate::auth::identity(req)?, roles, action, target)
+    }
+
+    /// `id` must have one of `roles` to write; a refusal is audited as in
+    /// [`Ctx::require_write`] (the console's actions check their logged-in user with it).
+    pub fn check_write(
+        &self,
+        id: crate::auth::Identity,
+        roles: &[crate::auth::Role],
+        action: &str,
+        target: &str,
+    ) -> Result<crate::auth::Identity> {
         match crate::auth::require(id.clone(), roles) {
             Err(Error::Denied(why)) => {
                 self.audit_refusal(&id.actor(), action, target, &why);
@@ -73,14 +91,28 @@ impl Ctx {
         self.write_all(actor, reason, vec![change])
     }
 
-    /// One audited write: a reason is required, the changes (one audit entry each) and their
-    /// new generations (one per affected gateway) are stored atomically, and watching agents
-    /// of the affected gateways are told at once.
+    /// [`Ctx::write_accepting`] without an accepted impact.
     pub fn write_all(
         &self,
         actor: &str,
         reason: &str,
         changes: Vec<Change>,
+    ) -> Result<WriteResponse> {
+        self.write_accepting(actor, reason, changes, false)
+    }
+
+    /// One audited write: a reason is required, the changes (one audit entry each) and their
+    /// new generations (one per affected gateway) are stored atomically, and watching agents
+    /// of the affected gateways are told at once. A change that would cut off traffic seen
+    /// recently on more than the configured share of a class's devices on a ward is refused
+    /// (FAILED_PRECONDITION, the warning in the message) unless `accept_impact`; accepted, the
+    /// impact's summary goes in the audit entry.
+    pub fn write_accepting(
+        &self,
+        actor: &str,
+        reason: &str,
+        changes: Vec<Change>,
+        accept_impact: bool,
     ) -> Result<WriteResponse> {
         if reason.trim().is_empty() {
             return Err(Error::Invalid(
@@ -91,14 +123,30 @@ impl Ctx {
         let actor = actor.to_string();
         let reason = reason.to_string();
         // SQLite work is short, but it is blocking: keep it off the async workers.
+        let impact = tokio::task::block_in_place(|| impact::assess(self, &changes))?;
+        let accepted = match (impact.over_threshold(), accept_impact) {
+            (false, _) => None,
+            (true, true) => Some(impact.summary()),
+            (true, false) => {
+                return Err(Error::Precondition(format!(
+                    "availability warning: this change would block traffic seen in the last \
+                     {} days on more than {}% of a class's devices on a ward:\n{}accept the \
+                     impact to apply it anyway (wardctl --accept-impact)",
+                    self.availability.window_days,
+                    self.availability.max_blocked_share * 100.0,
+                    impact.render()
+                )));
+            }
+        };
         let out = tokio::task::block_in_place(|| {
             self.metrics.time_write(WriteKind::Change, || {
-                write::write(
+                write::write_noted(
                     store.as_ref(),
                     &actor,
                     &reason,
                     &changes,
                     &compile::affected,
+                    accepted,
                 )
             })
         })?;
@@ -116,24 +164,27 @@ impl Ctx {
         Ok(WriteResponse {
             audit_seq: out.audit_seq,
             generations: out.generations.into_iter().collect(),
+            impact_over_threshold: impact.over_threshold(),
+            impact: impact::to_pb(&impact),
             ..WriteResponse::default()
         })
     }
 }
 
 impl Ctx {
-    /// [`Ctx::write_all`] when `dry_run` is false; else [`Ctx::preview`].
+    /// [`Ctx::write_accepting`] when `dry_run` is false; else [`Ctx::preview`].
     pub fn write_or_preview(
         &self,
         actor: &str,
         reason: &str,
         changes: Vec<Change>,
         dry_run: bool,
+        accept_impact: bool,
     ) -> Result<WriteResponse> {
         if dry_run {
             self.preview(&changes)
         } else {
-            self.write_all(actor, reason, changes)
+            self.write_accepting(actor, reason, changes, accept_impact)
         }
     }
 
@@ -161,9 +212,12 @@ impl Ctx {
                 });
             }
         }
+        let impact = tokio::task::block_in_place(|| impact::assess(self, changes))?;
         Ok(WriteResponse {
             dry_run: true,
             preview,
+            impact_over_threshold: impact.over_threshold(),
+            impact: impact::to_pb(&impact),
             ..WriteResponse::default()
         })
     }

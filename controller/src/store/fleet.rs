@@ -26,6 +26,13 @@ pub(super) fn revoked_serials(c: &Connection) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+pub(super) fn cert_expiry(c: &Connection) -> Result<std::collections::BTreeMap<String, i64>> {
+    let mut st =
+        c.prepare_cached("SELECT gateway, MAX(not_after_ms) FROM gateway_certs GROUP BY gateway")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 fn insert_cert(c: &Connection, gateway: &str, cert: &super::IssuedCert) -> Result<()> {
     c.execute(
         "INSERT INTO gateway_certs (serial, gateway, not_after_ms) VALUES (?1, ?2, ?3)",

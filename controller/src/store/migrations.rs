@@ -298,7 +298,25 @@ pub const MIGRATIONS: &[&str] = &[
         restore_mode TEXT NOT NULL,
         set_by TEXT NOT NULL
     );",
-    // 15: the DNS name a device resolved a flow's peer from (issue 21 point 2), and how many
+    // 15: where each device field came from (an inventory import's format, file and hash;
+    // the console), one row per device and field, the latest source kept (the audit trail
+    // keeps every one).
+    "CREATE TABLE device_fields (
+        device TEXT NOT NULL,
+        field TEXT NOT NULL,
+        value TEXT NOT NULL,
+        source TEXT NOT NULL,
+        file TEXT NOT NULL DEFAULT '',
+        sha256 TEXT NOT NULL DEFAULT '',
+        set_ms INTEGER NOT NULL,
+        PRIMARY KEY (device, field)
+    );",
+    // 16: a pending change can be closed without being applied: withdrawn by its proposer or
+    // rejected by another engineer, with who and why (`crate::console::approval`).
+    "ALTER TABLE pending_changes ADD COLUMN closed TEXT;
+    ALTER TABLE pending_changes ADD COLUMN closed_by TEXT;
+    ALTER TABLE pending_changes ADD COLUMN close_reason TEXT NOT NULL DEFAULT '';",
+    // 17: the DNS name a device resolved a flow's peer from (issue 21 point 2), and how many
     // of the row's flows had one; older rows have none.
     "ALTER TABLE flow_days ADD COLUMN peer_name TEXT;
     ALTER TABLE flow_days ADD COLUMN named_flows INTEGER NOT NULL DEFAULT 0;",

@@ -9,10 +9,12 @@
 
 pub mod checkpoint;
 mod console;
+mod console_alerts;
 mod fleet;
 mod learning;
 pub(crate) mod migrations;
 mod pending;
+mod provenance;
 mod quarantine;
 mod reader;
 mod sqlite;
@@ -23,6 +25,7 @@ use std::{
     net::IpAddr,
 };
 
+pub use console_alerts::{AlertPage, AlertPageQuery, AlertState, ConsoleAlert};
 pub use learning::oldest_day;
 use serde::{Deserialize, Serialize};
 pub use sqlite::SqliteStore;
@@ -255,6 +258,44 @@ pub struct PendingChangeRow {
     /// Who approved it, and when (`None`: pending).
     pub approver: Option<String>,
     pub decided_ms: Option<i64>,
+    /// Closed without being applied (then `decided_ms` is when), by whom and why.
+    pub closed: Option<Closure>,
+    pub closed_by: Option<String>,
+    pub close_reason: String,
+}
+
+impl PendingChangeRow {
+    /// Neither approved nor closed.
+    pub fn is_pending(&self) -> bool {
+        self.approver.is_none() && self.closed.is_none()
+    }
+}
+
+/// How a pending change was closed without being applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Closure {
+    /// By its proposer.
+    Withdrawn,
+    /// By another engineer, with a reason.
+    Rejected,
+}
+
+impl Closure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closure::Withdrawn => "withdrawn",
+            Closure::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Closure> {
+        match s {
+            "withdrawn" => Some(Closure::Withdrawn),
+            "rejected" => Some(Closure::Rejected),
+            _ => None,
+        }
+    }
 }
 
 /// One page of the console's inventory: filters (empty = any), run in the query.
@@ -342,6 +383,8 @@ pub enum Change {
     /// Alert ids, each `GATEWAY/ID` or a bare id that only one gateway uses.
     AcknowledgeAlerts {
         ids: Vec<String>,
+        /// Who acknowledged them (the actor, `user:NAME`), kept on each alert.
+        by: String,
     },
     /// Freeze, approve or relearn a device's baseline at `now_ns`.
     SetBaseline {
@@ -409,6 +452,17 @@ pub enum Change {
         approver: String,
         at_ms: i64,
     },
+    /// Pending change `id` (of `device`, proposed by `proposer`) closed unapplied by `by`:
+    /// withdrawn (`by` must be the proposer) or rejected (`by` must not be), with `why`.
+    CloseChange {
+        id: i64,
+        device: String,
+        proposer: String,
+        by: String,
+        closure: Closure,
+        why: String,
+        at_ms: i64,
+    },
     /// A console login, failed login or logout: an audit entry, nothing else stored.
     ConsoleLogin {
         /// The user's name (for a failed login, the name that was tried, or the provider's
@@ -456,6 +510,41 @@ pub enum Change {
         target: String,
         why: String,
     },
+    /// An inventory import (`crate::import`): the fields it set on each device, kept with
+    /// their source (format, file name, SHA-256) as each field's provenance.
+    RecordImport {
+        source: ImportSource,
+        fields: Vec<ImportedFields>,
+    },
+}
+
+/// The file an import read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSource {
+    /// `fhir` or `csv`.
+    pub format: String,
+    pub file: String,
+    pub sha256: String,
+}
+
+/// The fields an import set on one device: (field, value).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedFields {
+    pub device: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Where one field of a device came from (`device_fields`): its value as set, the source
+/// (`fhir`, `csv`, `console`, ...), the file and its SHA-256 (empty when not a file), when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldRow {
+    pub device: String,
+    pub field: String,
+    pub value: String,
+    pub source: String,
+    pub file: String,
+    pub sha256: String,
+    pub set_ms: i64,
 }
 
 /// What a [`Change::ConsoleLogin`] records.
@@ -516,6 +605,19 @@ pub struct IssuedCert {
     /// Hex.
     pub serial: String,
     pub not_after_ms: i64,
+}
+
+/// One device's flows with one peer over some days, with the device's class (profile): what
+/// the console's policy matrix checks against the class's profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedFlow {
+    pub profile: String,
+    pub device: String,
+    pub direction: wardgate_analysis::FlowDirection,
+    pub peer: IpAddr,
+    pub proto: u8,
+    pub port: u16,
+    pub flows: u64,
 }
 
 /// Which certificate request a refusal answered.
@@ -775,4 +877,19 @@ pub trait Store: Send + Sync {
     fn pending_change(&self, id: i64) -> Result<Option<PendingChangeRow>>;
     /// `device`'s latest `limit` submitted changes, newest first.
     fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>>;
+    /// One page of alerts matching `q`, newest first, and how many match (the console's
+    /// alert list: filtered, counted and paged in the query).
+    fn alert_page(&self, q: &AlertPageQuery) -> Result<AlertPage>;
+    /// The alert first stored under `first_seq`, in its latest version.
+    fn console_alert(&self, first_seq: i64) -> Result<Option<ConsoleAlert>>;
+    /// Each field's provenance: of `device`, or of every device (`None`), by device and field.
+    fn device_fields(&self, device: Option<&str>) -> Result<Vec<FieldRow>>;
+    /// Every device's flows from UTC day `from_day` on, summed per device, direction, peer,
+    /// protocol and port, with the device's profile.
+    fn observed_flows(&self, from_day: u32) -> Result<Vec<ObservedFlow>>;
+    /// Each gateway's latest certificate expiry (Unix ms) among those this controller issued.
+    fn cert_expiry(&self) -> Result<BTreeMap<String, i64>>;
+    /// Every device's latest `limit` submitted changes, newest first (only the pending ones
+    /// if `pending_only`).
+    fn latest_changes(&self, pending_only: bool, limit: u32) -> Result<Vec<PendingChangeRow>>;
 }

@@ -4,10 +4,11 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::PendingChangeRow;
+use super::{Closure, PendingChangeRow};
 use crate::error::{Error, Result};
 
-const COLS: &str = "id, device, profile, yaml, reason, proposer, proposed_ms, approver, decided_ms";
+const COLS: &str = "id, device, profile, yaml, reason, proposer, proposed_ms, approver, decided_ms, \
+                    closed, closed_by, close_reason";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingChangeRow> {
     Ok(PendingChangeRow {
@@ -20,6 +21,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingChangeRow> {
         proposed_ms: r.get(6)?,
         approver: r.get(7)?,
         decided_ms: r.get(8)?,
+        closed: r
+            .get::<_, Option<String>>(9)?
+            .as_deref()
+            .and_then(Closure::parse),
+        closed_by: r.get(10)?,
+        close_reason: r.get(11)?,
     })
 }
 
@@ -52,13 +59,46 @@ pub(super) fn approve(
     let n = c
         .prepare_cached(
             "UPDATE pending_changes SET approver = ?3, decided_ms = ?4 \
-             WHERE id = ?1 AND proposer = ?2 AND approver IS NULL",
+             WHERE id = ?1 AND proposer = ?2 AND approver IS NULL AND closed IS NULL",
         )?
         .execute(params![id, proposer, approver, at_ms])?;
     if n != 1 {
         return Err(Error::Precondition(format!(
             "change {id} is not pending from {proposer}"
         )));
+    }
+    Ok(())
+}
+
+/// Closes pending change `id` of `proposer` unapplied: withdrawn by the proposer, rejected by
+/// anyone else (refused the other way round, or if it is not pending).
+pub(super) fn close(
+    c: &Connection,
+    id: i64,
+    proposer: &str,
+    by: &str,
+    closure: Closure,
+    why: &str,
+    at_ms: i64,
+) -> Result<()> {
+    let who = match closure {
+        Closure::Withdrawn => "?5 = ?2",
+        Closure::Rejected => "?5 <> ?2",
+    };
+    let n = c
+        .prepare_cached(&format!(
+            "UPDATE pending_changes SET closed = ?3, closed_by = ?5, close_reason = ?6, \
+             decided_ms = ?4 WHERE id = ?1 AND proposer = ?2 AND approver IS NULL \
+             AND closed IS NULL AND {who}"
+        ))?
+        .execute(params![id, proposer, closure.as_str(), at_ms, by, why])?;
+    if n != 1 {
+        return Err(Error::Precondition(match closure {
+            Closure::Withdrawn => format!("change {id} is not pending from {by}"),
+            Closure::Rejected => {
+                format!("change {id} is not pending, or is {by}'s own (withdraw it instead)")
+            }
+        }));
     }
     Ok(())
 }
@@ -78,6 +118,27 @@ pub(super) fn of_device(c: &Connection, device: &str, limit: u32) -> Result<Vec<
             "SELECT {COLS} FROM pending_changes WHERE device = ?1 ORDER BY id DESC LIMIT ?2"
         ))?
         .query_map(params![device, limit], row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The latest `limit` changes of every device, newest first; only the pending ones if
+/// `pending_only`.
+pub(super) fn latest(
+    c: &Connection,
+    pending_only: bool,
+    limit: u32,
+) -> Result<Vec<PendingChangeRow>> {
+    let filter = if pending_only {
+        "WHERE approver IS NULL"
+    } else {
+        ""
+    };
+    let rows = c
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM pending_changes {filter} ORDER BY id DESC LIMIT ?1"
+        ))?
+        .query_map([limit], row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }

@@ -902,6 +902,14 @@ impl Store for SqliteStore {
         self.read(|c| super::console::inventory(c, q))
     }
 
+    fn observed_flows(&self, from_day: u32) -> Result<Vec<super::ObservedFlow>> {
+        self.read(|c| super::console::observed_flows(c, from_day))
+    }
+
+    fn cert_expiry(&self) -> Result<BTreeMap<String, i64>> {
+        self.read(super::fleet::cert_expiry)
+    }
+
     fn insert_session(&self, s: &super::SessionRow) -> Result<()> {
         super::console::insert_session(&self.conn(), s)
     }
@@ -946,6 +954,26 @@ impl Store for SqliteStore {
 
     fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<super::PendingChangeRow>> {
         self.read(|c| super::pending::of_device(c, device, limit))
+    }
+
+    fn alert_page(&self, q: &super::AlertPageQuery) -> Result<super::AlertPage> {
+        self.read(|c| super::console_alerts::page(c, q))
+    }
+
+    fn console_alert(&self, first_seq: i64) -> Result<Option<super::ConsoleAlert>> {
+        self.read(|c| super::console_alerts::by_first_seq(c, first_seq))
+    }
+
+    fn device_fields(&self, device: Option<&str>) -> Result<Vec<super::FieldRow>> {
+        self.read(|c| super::provenance::fields(c, device))
+    }
+
+    fn latest_changes(
+        &self,
+        pending_only: bool,
+        limit: u32,
+    ) -> Result<Vec<super::PendingChangeRow>> {
+        self.read(|c| super::pending::latest(c, pending_only, limit))
     }
 
     fn sessions_of(&self, user: &str) -> Result<Vec<super::SessionRow>> {
@@ -1148,6 +1176,7 @@ mod tests {
         let mut tx = store.begin().unwrap();
         tx.apply(&Change::AcknowledgeAlerts {
             ids: vec!["x".into()],
+            by: "user:sam".into(),
         })
         .unwrap();
         tx.commit().unwrap();

@@ -252,6 +252,10 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
             Applied::Recorded
         }
         Change::Refused { .. } => Applied::Recorded,
+        Change::RecordImport { source, fields } => {
+            super::provenance::record(c, source, fields, now_ms())?;
+            Applied::Recorded
+        }
         Change::UnsuppressAlerts {
             device,
             detector,
@@ -291,13 +295,26 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
             super::pending::approve(c, *id, proposer, approver, *at_ms)?;
             Applied::Recorded
         }
-        Change::AcknowledgeAlerts { ids } => {
+        Change::CloseChange {
+            id,
+            proposer,
+            by,
+            closure,
+            why,
+            at_ms,
+            ..
+        } => {
+            super::pending::close(c, *id, proposer, by, *closure, why, *at_ms)?;
+            Applied::Recorded
+        }
+        Change::AcknowledgeAlerts { ids, by } => {
             for id in ids {
                 // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.
                 let n = match id.split_once('/') {
                     Some((gw, aid)) => c.execute(
-                        "UPDATE alerts SET acknowledged = 1 WHERE gateway = ?1 AND id = ?2",
-                        [gw, aid],
+                        "UPDATE alerts SET acknowledged = 1, acknowledged_by = ?3 \
+                         WHERE gateway = ?1 AND id = ?2",
+                        [gw, aid, by],
                     )?,
                     None => {
                         let holders: u32 = c.query_row(
@@ -310,7 +327,10 @@ fn apply(c: &Connection, change: &Change) -> Result<Applied> {
                                 "alert id `{id}` is used by {holders} gateways; name one as GATEWAY/{id}"
                             )));
                         }
-                        c.execute("UPDATE alerts SET acknowledged = 1 WHERE id = ?1", [id])?
+                        c.execute(
+                            "UPDATE alerts SET acknowledged = 1, acknowledged_by = ?2 WHERE id = ?1",
+                            [id, by],
+                        )?
                     }
                 };
                 if n == 0 {

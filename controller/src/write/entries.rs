@@ -17,6 +17,13 @@ pub(super) struct Described {
     diff: Value,
 }
 
+impl Described {
+    /// Records that the writer accepted `impact` (the availability warning's summary).
+    pub(super) fn note_impact(&mut self, impact: Value) {
+        self.diff["impact_accepted"] = impact;
+    }
+}
+
 fn diff(before: Value, after: Value) -> Value {
     json!({"before": before, "after": after})
 }
@@ -267,6 +274,26 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
                        "approver": approver}),
             ),
         ),
+        Change::CloseChange {
+            id,
+            device,
+            proposer,
+            by,
+            closure,
+            why,
+            ..
+        } => (
+            match closure {
+                crate::store::Closure::Withdrawn => "withdraw_change",
+                crate::store::Closure::Rejected => "reject_change",
+            },
+            device.clone(),
+            diff(
+                json!({"change": id, "state": "pending", "proposer": proposer}),
+                json!({"change": id, "state": closure.as_str(), "proposer": proposer,
+                       "by": by, "why": why}),
+            ),
+        ),
         Change::ConsoleLogin {
             user,
             event,
@@ -281,7 +308,18 @@ pub(super) fn describe(change: &Change, applied: Applied) -> Result<Described> {
                 json!({"source": source, "address": address, "why": why}),
             ),
         ),
-        Change::AcknowledgeAlerts { ids } => (
+        Change::RecordImport { source, fields } => (
+            "import_devices",
+            source.file.clone(),
+            diff(
+                Value::Null,
+                json!({"format": source.format, "file": source.file, "sha256": source.sha256,
+                       "devices": fields.len(),
+                       "fields": fields.iter().map(|f| json!({"device": f.device, "set": f.fields}))
+                           .collect::<Vec<_>>()}),
+            ),
+        ),
+        Change::AcknowledgeAlerts { ids, .. } => (
             "acknowledge_alerts",
             ids.join(","),
             diff(

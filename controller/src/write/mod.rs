@@ -141,6 +141,19 @@ pub fn write(
     changes: &[Change],
     compile: Compiler<'_>,
 ) -> Result<WriteOutcome> {
+    write_noted(store, actor, reason, changes, compile, None)
+}
+
+/// [`write`], with an availability impact the writer accepted (`crate::impact`): its summary
+/// goes in the first entry as `impact_accepted`.
+pub fn write_noted(
+    store: &dyn Store,
+    actor: &str,
+    reason: &str,
+    changes: &[Change],
+    compile: Compiler<'_>,
+    accepted_impact: Option<serde_json::Value>,
+) -> Result<WriteOutcome> {
     let mut tx = store.begin()?;
     let (described, states) = stage(tx.as_mut(), changes, compile)?;
     let epoch = tx.epoch()?;
@@ -157,6 +170,10 @@ pub fn write(
         out.states.insert(gateway, new.state);
     }
     let ts = now_ms();
+    let mut described = described;
+    if let (Some(first), Some(impact)) = (described.first_mut(), accepted_impact) {
+        first.note_impact(impact);
+    }
     let chain = entries::chain(
         tx.audit_chain_head()?,
         described,

@@ -484,3 +484,46 @@ pub fn report_flows(c: &Console, device: &str) {
     .unwrap();
     assert_eq!(ack.stored, 2);
 }
+
+impl Browser<'_> {
+    /// A POST of `body` as `content_type` (a multipart upload), with the session's cookies.
+    pub async fn post_raw(&mut self, path: &str, content_type: &str, body: Vec<u8>) -> Page {
+        let tcp = tokio::net::TcpStream::connect(self.console.addr)
+            .await
+            .unwrap();
+        let tls = self
+            .console
+            .tls
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let cookies = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(header::HOST, "localhost")
+            .header(header::ACCEPT_LANGUAGE, self.lang)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::COOKIE, cookies)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Page {
+            status,
+            headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+}

@@ -272,6 +272,7 @@ impl Hospital {
         let w = self
             .admin
             .assign_profile(pb::AssignProfileRequest {
+                accept_impact: false,
                 device: device(gw),
                 profile: other_profile(&current).into(),
                 reason: REASON.into(),
@@ -310,6 +311,7 @@ impl Hospital {
                 let start = Instant::now();
                 let w = admin
                     .assign_profile(pb::AssignProfileRequest {
+                        accept_impact: false,
                         device: device(gw),
                         profile: other_profile(&current).into(),
                         reason: REASON.into(),

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use wardgate_controller::cli::{
-    alerts, assign, audit, certs, devices, errors, gateways, output::OutputFormat, profile,
-    profiles, push, quarantine, remote::Remote, simulate, site,
+    alerts, assign, audit, certs, changes, devices, errors, gateways, output::OutputFormat,
+    profile, profiles, push, quarantine, remote::Remote, simulate, site,
 };
 
 #[derive(Parser)]
@@ -69,6 +69,10 @@ enum Command {
         /// Show what would change for the device; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Apply it even though it would cut off traffic seen recently on more than the
+        /// controller's share of a device class on a ward (the availability warning).
+        #[arg(long)]
+        accept_impact: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -86,6 +90,10 @@ enum Command {
         /// 2h; default and most: the controller's --soc-quarantine-max).
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         for_: Option<std::time::Duration>,
+        /// Apply it even though it would cut off traffic seen recently on more than the
+        /// controller's share of a device class on a ward (the availability warning).
+        #[arg(long)]
+        accept_impact: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -125,6 +133,13 @@ enum Command {
     /// Certificates for a demo or lab.
     #[command(subcommand)]
     Certs(certs::CertsCmd),
+    /// Four eyes: submit a profile change for a device, list, show and approve changes.
+    Changes {
+        #[command(subcommand)]
+        cmd: changes::ChangesCmd,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -168,12 +183,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             profile,
             reason,
             dry_run,
+            accept_impact,
             remote,
         } => {
             let reason = assign::reason(reason, dry_run)?;
-            rt()?.block_on(assign::assign(
-                device, profile, reason, dry_run, &remote, out,
-            ))
+            let w = assign::Write {
+                reason,
+                dry_run,
+                accept_impact,
+            };
+            rt()?.block_on(assign::assign(device, profile, w, &remote, out))
         }
         Command::Mode {
             device,
@@ -181,19 +200,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             reason,
             dry_run,
             for_,
+            accept_impact,
             remote,
         } => {
             let reason = assign::reason(reason, dry_run)?;
             let minutes = for_.map_or(0, |d| {
                 d.as_secs().div_ceil(60).min(u64::from(u32::MAX)) as u32
             });
-            rt()?.block_on(assign::mode(
-                device, mode, reason, dry_run, minutes, &remote, out,
-            ))
+            let w = assign::Write {
+                reason,
+                dry_run,
+                accept_impact,
+            };
+            rt()?.block_on(assign::mode(device, mode, w, minutes, &remote, out))
         }
         Command::Quarantine { cmd, remote } => rt()?.block_on(quarantine::run(cmd, &remote, out)),
         Command::Gateways { cmd, remote } => rt()?.block_on(gateways::run_cmd(cmd, &remote, out)),
         Command::Alerts { cmd, remote, utc } => rt()?.block_on(alerts::run(cmd, &remote, out, utc)),
         Command::Audit { cmd, remote } => rt()?.block_on(audit::run(cmd, &remote, out)),
+        Command::Changes { cmd, remote } => rt()?.block_on(changes::run(cmd, &remote, out)),
     }
 }

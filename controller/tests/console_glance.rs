@@ -1,0 +1,146 @@
+//! The site at a glance over real HTTPS: the policy matrix (a class with an allowed group, a
+//! denied group, and flows it denies seen in the last days) and the gateways' health (one
+//! connected and up to date, one not; one certificate about to expire), for a viewer too.
+
+mod console_harness;
+
+use console_harness::*;
+use hyper::StatusCode;
+use wardgate_controller::{
+    auth::Role,
+    store::{Change, IssuedCert, Store},
+};
+
+/// The table cell of row `row` (its `<th scope="row">` text start) and column `col` (0-based
+/// among the `<td>`s).
+fn cell(body: &str, row: &str, col: usize) -> String {
+    let at = body
+        .find(&format!("<th scope=\"row\"><a href=\"/?profile={row}\">"))
+        .unwrap_or_else(|| panic!("no row {row} in {body}"));
+    let tr = &body[at..body[at..].find("</tr>").unwrap() + at];
+    tr.split("<td>")
+        .nth(col + 1)
+        .unwrap_or_else(|| panic!("no cell {col} in {tr}"))
+        .split("</td>")
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matrix_shows_allowed_denied_and_seen_but_denied() {
+    let c = Console::start(6, 900).await;
+    // pump-0000 opened tcp/8443 to the infusion server (its profile allows tcp/443 only) and
+    // udp/53 to the DNS (allowed).
+    report_flows(&c, "pump-0000");
+    let (mut b, _) = c.browser_as("vera", Role::Viewer);
+    let p = b.get("/matrix").await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let body = &p.body;
+    assert!(body.contains("<caption>"), "{body}");
+    // Columns: the site's groups in name order, then any other address.
+    let heads: Vec<&str> = body
+        .split("<th scope=\"col\">")
+        .skip(1)
+        .map(|h| h.split("</th>").next().unwrap())
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            "Class (profile)",
+            "central-station",
+            "dns",
+            "infusion-server",
+            "ntp",
+            "syslog",
+            "any other address"
+        ]
+    );
+    // Columns 0..: central-station, dns, infusion-server, ntp, syslog, other.
+    let central = cell(body, "infusion-pump", 0);
+    assert!(central.contains("✗ denied"), "{central}");
+    assert!(!central.contains("seen but denied"), "{central}");
+    let dns = cell(body, "infusion-pump", 1);
+    assert!(dns.contains("✓ allowed: out udp/53"), "{dns}");
+    assert!(
+        !dns.contains("seen but denied"),
+        "allowed flows are not: {dns}"
+    );
+    let server = cell(body, "infusion-pump", 2);
+    assert!(server.contains("✓ allowed: out tcp/443"), "{server}");
+    assert!(
+        server.contains("⚠ seen but denied: 1 flows from 1 devices"),
+        "{server}"
+    );
+    assert!(
+        server.contains("<a href=\"/devices/pump-0000\">pump-0000</a>"),
+        "{server}"
+    );
+    // The monitors saw nothing; the pumps' row counts its devices.
+    assert!(body.contains("infusion-pump</a> <span class=\"count\">(3 devices)"));
+    for col in 0..6 {
+        assert!(!cell(body, "patient-monitor", col).contains("seen but denied"));
+    }
+    // In French too.
+    b.lang = "fr-FR,fr;q=0.9";
+    let p = b.get("/matrix").await;
+    assert!(p.body.contains("observé mais refusé"), "{}", p.body);
+    assert!(p.body.contains("Le site d'un coup d'œil") || p.body.contains("Le site d&#"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_page_shows_connection_generation_and_certificate_expiry() {
+    let c = Console::start(4, 900).await;
+    let now = wardgate_controller::audit::now_ms();
+    let day = 24 * 3600 * 1000;
+    for (gw, serial, days) in [("gw-ward-3", "0a", 10), ("gw-ward-4", "0b", 200)] {
+        c.ctx
+            .write(
+                "gateway:test",
+                "renewal",
+                Change::RenewCertificate {
+                    gateway: gw.into(),
+                    cert: IssuedCert {
+                        serial: serial.into(),
+                        not_after_ms: now + days * day + day / 2,
+                    },
+                },
+            )
+            .unwrap();
+    }
+    // gw-ward-3: an agent follows its stream and applied the latest generation.
+    let _watch = c.ctx.push.watch("gw-ward-3");
+    let latest = c.store.latest_generation("gw-ward-3").unwrap();
+    assert!(latest > 0);
+    let epoch = c.store.epoch().unwrap();
+    c.store
+        .report_status("gw-ward-3", latest, &epoch, "")
+        .unwrap();
+    let (mut b, _) = c.browser_as("vera", Role::Viewer);
+    let p = b.get("/gateways").await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let row = |name: &str| {
+        let at = p
+            .body
+            .find(&format!("<th scope=\"row\">{name}"))
+            .unwrap_or_else(|| panic!("no {name} in {}", p.body));
+        p.body[at..at + p.body[at..].find("</tr>").unwrap()].to_string()
+    };
+    let w3 = row("gw-ward-3");
+    assert!(w3.contains("● connected"), "{w3}");
+    assert!(w3.contains(&format!("{latest} / {latest}")), "{w3}");
+    assert!(w3.contains("✓ up to date"), "{w3}");
+    assert!(w3.contains("(10 days left)"), "{w3}");
+    assert!(w3.contains("⚠ renew soon"), "{w3}");
+    // Both its devices (a pump, a monitor) have profiles that fail open.
+    assert!(w3.contains("2 fail-open devices"), "{w3}");
+    assert!(w3.contains("not reported by the agent"), "{w3}");
+    let w4 = row("gw-ward-4");
+    assert!(w4.contains("○ not connected"), "{w4}");
+    assert!(w4.contains("⚠ behind the latest"), "{w4}");
+    assert!(w4.contains("(200 days left)"), "{w4}");
+    assert!(!w4.contains("renew soon"), "{w4}");
+    // Both pages are in the navigation.
+    assert!(p.body.contains("<a href=\"/matrix\">Site at a glance</a>"));
+    assert!(p.body.contains("<a href=\"/gateways\">Gateways</a>"));
+}

@@ -1,0 +1,146 @@
+//! Act 4, enforced: the ultrasound's clinical traffic still passes; then it scans the hospital
+//! side (nmap, a few ports of a few addresses) and is caught: the scan is dropped at the
+//! gateway, and the alert reaches the SOC: rsyslogd's file, the OCSF file, `wardctl alerts
+//! list`.
+
+use std::{
+    path::Path,
+    sync::{Arc, atomic::AtomicBool},
+    time::{Duration, Instant},
+};
+
+use super::{Wardctl, check, sa};
+use crate::{
+    demo::learn::{DEVICE, Peers},
+    peers::{in_netns, run_within},
+    switched::SwitchedWard,
+    ward as lab,
+};
+
+/// Lines of `file` that mention the ultrasound.
+fn mentions(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(DEVICE) || l.contains("192.0.2.12"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn short(line: &str) -> String {
+    if line.chars().count() > 220 {
+        format!("{}...", line.chars().take(220).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+/// Whether every step behaved as the policy says.
+pub fn run(
+    peers: &Peers,
+    ward: &SwitchedWard,
+    wardctl: &Wardctl,
+    syslog: &Path,
+    ocsf: &Path,
+) -> anyhow::Result<bool> {
+    let mut all_ok = true;
+    println!("\n== enforced: the same clinical traffic");
+    for (what, r) in peers.clinical(&ward.us) {
+        all_ok &= check(&what, true, r);
+    }
+
+    // Services a scan would find if nothing stopped it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let _listeners = lab::tcp_echo(
+        &ward.ward.srv,
+        vec![sa("198.51.100.10:22"), sa("198.51.100.10:445")],
+        stop.clone(),
+    );
+    let targets = "198.51.100.10,198.51.100.21,198.51.100.22,198.51.100.30";
+    println!("\n== {DEVICE} scans the hospital side: nmap -sS -p 22,445,3389,5900 {targets}");
+    let mut c = in_netns(&ward.us, "nmap");
+    c.args([
+        "-n",
+        "-Pn",
+        "-sS",
+        "-T4",
+        "--max-retries",
+        "0",
+        "--host-timeout",
+        "20s",
+        "-p",
+        "22,445,3389,5900",
+        targets,
+    ]);
+    let (_, out) = run_within(c, Duration::from_secs(60));
+    let open: Vec<&str> = out.lines().filter(|l| l.contains("/tcp open")).collect();
+    for l in out.lines().filter(|l| l.contains("/tcp ")).take(8) {
+        println!("   {l}");
+    }
+    all_ok &= check(
+        "nmap finds no open port (22 and 445 listen on 198.51.100.10)",
+        true,
+        if out.contains("Nmap done") && open.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("open: {open:?}"))
+        },
+    );
+    all_ok &= check(
+        "ultrasound -> 198.51.100.10:445 (SMB, not in its profile)",
+        false,
+        lab::tcp_roundtrip(&ward.us, sa("198.51.100.10:445")),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    println!("\n== the SOC: what arrived (bounded wait: 20 s)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (in_syslog, in_ocsf) = loop {
+        let (s, o) = (mentions(syslog), mentions(ocsf));
+        if (!s.is_empty() && !o.is_empty()) || Instant::now() > deadline {
+            break (s, o);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "   rsyslogd ({}): {} lines about {DEVICE}",
+        syslog.display(),
+        in_syslog.len()
+    );
+    for l in in_syslog.iter().take(3) {
+        println!("     {}", short(l));
+    }
+    println!(
+        "   OCSF file ({}): {} lines about {DEVICE}",
+        ocsf.display(),
+        in_ocsf.len()
+    );
+    for l in in_ocsf.iter().take(2) {
+        println!("     {}", short(l));
+    }
+    all_ok &= check(
+        "the alert reached rsyslogd and the OCSF file",
+        true,
+        if in_syslog.is_empty() || in_ocsf.is_empty() {
+            Err("missing".into())
+        } else {
+            Ok(())
+        },
+    );
+    println!("\n== wardctl alerts list (sam, soc)");
+    let alerts = wardctl.run_as("user-sam", &["alerts", "list"])?;
+    let ours: Vec<&str> = alerts.lines().filter(|l| l.contains(DEVICE)).collect();
+    for l in ours.iter().take(8) {
+        println!("   {l}");
+    }
+    all_ok &= check(
+        "alerts about the ultrasound at the SOC",
+        true,
+        if ours.is_empty() {
+            Err("none".into())
+        } else {
+            Ok(())
+        },
+    );
+    Ok(all_ok)
+}
