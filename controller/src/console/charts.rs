@@ -175,6 +175,8 @@ mod tests {
             first_seen_ns: 0,
             last_seen_ns: 0,
             detail: Default::default(),
+            peer_name: None,
+            named_flows: 0,
         }
     }
 

@@ -53,6 +53,7 @@ pub fn record(lab: &LabController, days_ago: f64, flows: u32) {
             rule: None,
             app: None,
             tcp_flags: None,
+            peer_name: None,
         })
         .collect();
     let limits = FlowLimits {

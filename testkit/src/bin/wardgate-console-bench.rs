@@ -171,6 +171,7 @@ fn flows(store: &dyn Store, per_day: u64) -> anyhow::Result<(u64, f64)> {
                             rule: None,
                             app: None,
                             tcp_flags: None,
+                            peer_name: None,
                         });
                     }
                 }
