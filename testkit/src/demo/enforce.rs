@@ -1,7 +1,7 @@
 //! Act 4, enforced: the ultrasound's clinical traffic still passes; then it scans the hospital
-//! side (nmap, a few ports of a few addresses) and is caught: the scan is dropped at the
-//! gateway, and the alert reaches the SOC: rsyslogd's file, the OCSF file, `wardctl alerts
-//! list`.
+//! side (nmap, the first 100 ports of the PACS) and is caught: the probes are dropped at the
+//! gateway, the agent's vertical-scan detector names the device, and the alert reaches the
+//! SOC: rsyslogd's file, the OCSF file, `wardctl alerts list`.
 
 use std::{
     path::Path,
@@ -17,12 +17,15 @@ use crate::{
     ward as lab,
 };
 
-/// Lines of `file` that mention the ultrasound.
+/// The detector the scan must raise.
+const SCAN: &str = "scan_vertical";
+
+/// Lines of `file` that mention the ultrasound's scan.
 fn mentions(file: &Path) -> Vec<String> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains(DEVICE) || l.contains("192.0.2.12"))
+        .filter(|l| (l.contains(DEVICE) || l.contains("192.0.2.12")) && l.contains(SCAN))
         .map(str::to_string)
         .collect()
 }
@@ -56,8 +59,8 @@ pub fn run(
         vec![sa("198.51.100.10:22"), sa("198.51.100.10:445")],
         stop.clone(),
     );
-    let targets = "198.51.100.10,198.51.100.21,198.51.100.22,198.51.100.30";
-    println!("\n== {DEVICE} scans the hospital side: nmap -sS -p 22,445,3389,5900 {targets}");
+    let target = "198.51.100.10";
+    println!("\n== {DEVICE} scans the PACS: nmap -sS -p 1-100 {target}");
     let mut c = in_netns(&ward.us, "nmap");
     c.args([
         "-n",
@@ -69,8 +72,8 @@ pub fn run(
         "--host-timeout",
         "20s",
         "-p",
-        "22,445,3389,5900",
-        targets,
+        "1-100",
+        target,
     ]);
     let (_, out) = run_within(c, Duration::from_secs(60));
     let open: Vec<&str> = out.lines().filter(|l| l.contains("/tcp open")).collect();
@@ -93,7 +96,7 @@ pub fn run(
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    println!("\n== the SOC: what arrived (bounded wait: 20 s)");
+    println!("\n== the SOC: the {SCAN} alert as it arrived (bounded wait: 20 s)");
     let deadline = Instant::now() + Duration::from_secs(20);
     let (in_syslog, in_ocsf) = loop {
         let (s, o) = (mentions(syslog), mentions(ocsf));
@@ -103,7 +106,7 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(200));
     };
     println!(
-        "   rsyslogd ({}): {} lines about {DEVICE}",
+        "   rsyslogd ({}): {} {SCAN} lines about {DEVICE}",
         syslog.display(),
         in_syslog.len()
     );
@@ -111,7 +114,7 @@ pub fn run(
         println!("     {}", short(l));
     }
     println!(
-        "   OCSF file ({}): {} lines about {DEVICE}",
+        "   OCSF file ({}): {} {SCAN} lines about {DEVICE}",
         ocsf.display(),
         in_ocsf.len()
     );
@@ -119,7 +122,7 @@ pub fn run(
         println!("     {}", short(l));
     }
     all_ok &= check(
-        "the alert reached rsyslogd and the OCSF file",
+        "the scan alert reached rsyslogd and the OCSF file",
         true,
         if in_syslog.is_empty() || in_ocsf.is_empty() {
             Err("missing".into())
@@ -130,14 +133,15 @@ pub fn run(
     println!("\n== wardctl alerts list (sam, soc)");
     let alerts = wardctl.run_as("user-sam", &["alerts", "list"])?;
     let ours: Vec<&str> = alerts.lines().filter(|l| l.contains(DEVICE)).collect();
+    let scans = ours.iter().filter(|l| l.contains(SCAN)).count();
     for l in ours.iter().take(8) {
         println!("   {l}");
     }
     all_ok &= check(
-        "alerts about the ultrasound at the SOC",
+        "a scan alert about the ultrasound at the SOC",
         true,
-        if ours.is_empty() {
-            Err("none".into())
+        if scans == 0 {
+            Err(format!("no {SCAN} among {} alerts", ours.len()))
         } else {
             Ok(())
         },
