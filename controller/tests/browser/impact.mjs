@@ -9,61 +9,11 @@
 // approves. Any serious or critical axe violation, CSP violation or failed expectation exits
 // non-zero; the report (JSON) goes to stdout.
 
-import { chromium } from 'playwright-core';
-import axe from 'axe-core';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { audit, env, expect, finish, launch, login, newPage } from './harness.mjs';
 
-const { CONSOLE_URL, PSC_URL, DEVICE, SHOTS, CANDIDATE } = process.env;
-for (const [k, v] of Object.entries({ CONSOLE_URL, PSC_URL, DEVICE, SHOTS, CANDIDATE })) {
-  if (!v) throw new Error(`${k} is not set`);
-}
-mkdirSync(SHOTS, { recursive: true });
+const { CONSOLE_URL, PSC_URL, DEVICE, SHOTS, CANDIDATE } = env('CONSOLE_URL', 'PSC_URL', 'DEVICE', 'SHOTS', 'CANDIDATE');
 
-const report = { pages: [], axe: [], csp: [] };
-
-function expect(cond, what) {
-  if (!cond) throw new Error(`expected: ${what}`);
-}
-
-async function audit(page, name) {
-  await page.evaluate(axe.source);
-  const results = await page.evaluate(() =>
-    window.axe.run(document, { resultTypes: ['violations'] }),
-  );
-  const bad = results.violations.filter((v) => ['serious', 'critical'].includes(v.impact));
-  report.pages.push({ name, url: page.url(), violations: results.violations.length });
-  for (const v of bad) {
-    report.axe.push({ page: name, id: v.id, impact: v.impact, help: v.help });
-  }
-  await page.screenshot({ path: join(SHOTS, `console-${name}.png`), fullPage: true });
-}
-
-async function newPage(browser) {
-  const context = await browser.newContext({
-    ignoreHTTPSErrors: true,
-    locale: 'en-GB',
-    viewport: { width: 1280, height: 900 },
-  });
-  const page = await context.newPage();
-  page.on('console', (m) => {
-    if (/Content.Security.Policy/i.test(m.text())) report.csp.push(m.text());
-  });
-  return page;
-}
-
-async function login(page, who) {
-  const r = await fetch(`${PSC_URL}/mock/next/${who}`, { method: 'POST' });
-  expect(r.status === 204, `the mock PSC knows ${who}`);
-  await page.goto(`${CONSOLE_URL}/login`);
-  await page.click('a[href="/login/oidc"]');
-  await page.waitForURL(`${CONSOLE_URL}/`);
-}
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox'],
-});
+const browser = await launch();
 try {
   const e1 = await newPage(browser);
   await login(e1, '899700000001');
@@ -103,13 +53,4 @@ try {
 } finally {
   await browser.close();
 }
-
-console.log(JSON.stringify(report, null, 1));
-if (report.axe.length > 0) {
-  console.error(`axe: ${report.axe.length} serious or critical violations`);
-  process.exit(1);
-}
-if (report.csp.length > 0) {
-  console.error(`CSP violations: ${report.csp.join('\n')}`);
-  process.exit(1);
-}
+finish();

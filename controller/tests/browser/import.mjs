@@ -10,18 +10,12 @@
 // device and sees where its fields came from and its charts. Any axe violation of impact
 // serious or critical, any CSP violation, or any failed expectation exits non-zero.
 
-import { chromium } from 'playwright-core';
-import axe from 'axe-core';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { audit, env, expect, finish, launch, login, newPage } from './harness.mjs';
 
-const { CONSOLE_URL, PSC_URL, DEVICE, SHOTS } = process.env;
-for (const [k, v] of Object.entries({ CONSOLE_URL, PSC_URL, DEVICE, SHOTS })) {
-  if (!v) throw new Error(`${k} is not set`);
-}
-mkdirSync(SHOTS, { recursive: true });
+const { CONSOLE_URL, PSC_URL, DEVICE, SHOTS } = env('CONSOLE_URL', 'PSC_URL', 'DEVICE', 'SHOTS');
 
 const ENGINEER = '899700000001';
+
 const CSV = [
   'N° inventaire;Désignation;Type;Fabricant;Modèle;Service;Adresse MAC;IP',
   `BIO-00000;${DEVICE};Infusion pump;B. Braun;Space;ICU 3;02:00:00:00:00:00;`,
@@ -40,42 +34,10 @@ const MAPPING = [
   'address = IP',
 ].join('\n');
 
-const report = { pages: [], axe: [], csp: [] };
-
-function expect(cond, what) {
-  if (!cond) throw new Error(`expected: ${what}`);
-}
-
-async function audit(page, name) {
-  // Evaluated through the DevTools protocol, so the page's CSP (no inline script) stays on.
-  await page.evaluate(axe.source);
-  const results = await page.evaluate(() =>
-    window.axe.run(document, { resultTypes: ['violations'] }),
-  );
-  report.pages.push({ name, url: page.url(), violations: results.violations.length });
-  for (const v of results.violations.filter((v) => ['serious', 'critical'].includes(v.impact))) {
-    report.axe.push({ page: name, id: v.id, impact: v.impact, help: v.help,
-      nodes: v.nodes.map((n) => n.target.join(' ')) });
-  }
-  await page.screenshot({ path: join(SHOTS, `console-${name}.png`), fullPage: true });
-}
-
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+const browser = await launch();
 try {
-  const context = await browser.newContext({
-    ignoreHTTPSErrors: true, // the lab CA's certificate
-    locale: 'en-GB',
-    viewport: { width: 1280, height: 900 },
-  });
-  const page = await context.newPage();
-  page.on('console', (m) => {
-    if (/Content.Security.Policy/i.test(m.text())) report.csp.push(m.text());
-  });
-  const r = await fetch(`${PSC_URL}/mock/next/${ENGINEER}`, { method: 'POST' });
-  expect(r.status === 204, 'the mock PSC knows the engineer');
-  await page.goto(`${CONSOLE_URL}/login`);
-  await page.click('a[href="/login/oidc"]');
-  await page.waitForURL(`${CONSOLE_URL}/`);
+  const page = await newPage(browser);
+  await login(page, ENGINEER);
 
   await Promise.all([page.waitForNavigation(), page.click('header a[href="/import"]')]);
   await page.setInputFiles('#file', {
@@ -102,5 +64,4 @@ try {
 } finally {
   await browser.close();
 }
-if (report.csp.length) throw new Error(`CSP violations: ${report.csp.join('; ')}`);
-console.log(JSON.stringify(report));
+finish();

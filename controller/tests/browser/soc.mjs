@@ -14,65 +14,15 @@
 // serious or critical, any CSP violation in the browser's console, or any failed expectation
 // exits non-zero.
 
-import { chromium } from 'playwright-core';
-import axe from 'axe-core';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { audit, env, expect, finish, launch, login, newPage } from './harness.mjs';
+import { writeFileSync } from 'node:fs';
 
-const { CONSOLE_URL, PSC_URL, SOC_USER, SUMMARY, LATER, READY_FILE, SHOTS } = process.env;
-for (const [k, v] of Object.entries({ CONSOLE_URL, PSC_URL, SOC_USER, SUMMARY, LATER, READY_FILE, SHOTS })) {
-  if (!v) throw new Error(`${k} is not set`);
-}
-mkdirSync(SHOTS, { recursive: true });
+const { CONSOLE_URL, PSC_URL, SOC_USER, SUMMARY, LATER, READY_FILE, SHOTS } = env('CONSOLE_URL', 'PSC_URL', 'SOC_USER', 'SUMMARY', 'LATER', 'READY_FILE', 'SHOTS');
 
-const report = { pages: [], axe: [], csp: [] };
-
-function expect(cond, what) {
-  if (!cond) throw new Error(`expected: ${what}`);
-}
-
-/** axe-core on the page as it is; serious and critical violations are failures. */
-async function audit(page, name) {
-  // Evaluated through the DevTools protocol, so the page's CSP (no inline script) stays on.
-  await page.evaluate(axe.source);
-  const results = await page.evaluate(() =>
-    window.axe.run(document, { resultTypes: ['violations'] }),
-  );
-  const bad = results.violations.filter((v) => ['serious', 'critical'].includes(v.impact));
-  report.pages.push({ name, url: page.url(), violations: results.violations.length });
-  for (const v of bad) {
-    report.axe.push({
-      page: name,
-      id: v.id,
-      impact: v.impact,
-      help: v.help,
-      nodes: v.nodes.map((n) => n.target.join(' ')),
-    });
-  }
-  await page.screenshot({ path: join(SHOTS, `console-${name}.png`), fullPage: true });
-}
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox'],
-});
+const browser = await launch();
 try {
-  const context = await browser.newContext({
-    // The console's certificate is the lab CA's, which this browser does not know.
-    ignoreHTTPSErrors: true,
-    locale: 'en-GB',
-    viewport: { width: 1280, height: 900 },
-  });
-  const page = await context.newPage();
-  page.on('console', (m) => {
-    if (/Content.Security.Policy/i.test(m.text())) report.csp.push(m.text());
-  });
-
-  const r = await fetch(`${PSC_URL}/mock/next/${SOC_USER}`, { method: 'POST' });
-  expect(r.status === 204, `the mock PSC knows ${SOC_USER}`);
-  await page.goto(`${CONSOLE_URL}/login`);
-  await page.click('a[href="/login/oidc"]');
-  await page.waitForURL(`${CONSOLE_URL}/`);
+  const page = await newPage(browser);
+  await login(page, SOC_USER);
   expect((await page.textContent('.who')).includes(`${SOC_USER} (soc)`), 'logged in as soc');
 
   // The list, from the nav link.
@@ -110,13 +60,4 @@ try {
 } finally {
   await browser.close();
 }
-
-console.log(JSON.stringify(report, null, 1));
-if (report.axe.length > 0) {
-  console.error(`axe: ${report.axe.length} serious or critical violations`);
-  process.exit(1);
-}
-if (report.csp.length > 0) {
-  console.error(`CSP violations: ${report.csp.join('\n')}`);
-  process.exit(1);
-}
+finish();
