@@ -5,7 +5,10 @@
 //! none, and every refused attempt is in the audit trail. The sinks' alert store carries an
 //! `operator_quarantine` alert each time.
 
-use std::{process::Command, time::Duration};
+#[path = "support/wardctl.rs"]
+mod cli;
+
+use std::time::Duration;
 
 use wardgate_controller::{
     server::{Settings, SocQuarantineMode},
@@ -18,20 +21,7 @@ const PUMP: &str = "pump-3a-bed12";
 const USERS: &[(&str, &str)] = &[("eve", "engineer"), ("sam", "soc"), ("vic", "viewer")];
 
 async fn wardctl(lab: &LabController, who: &str, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardctl"));
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args(args)
-        .env("WARDGATE_CONTROLLER", lab.url())
-        .env("WARDGATE_CERTS", lab.certs())
-        .env("WARDGATE_AS", format!("user-{who}"));
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    cli::run(lab, &format!("user-{who}"), args).await
 }
 
 async fn lab(dir: &std::path::Path, settings: &Settings) -> LabController {

@@ -3,10 +3,13 @@
 //! controller; nothing written (no audit entry, no new generation); moving a pump to a copy of
 //! its profile with one more port and one flow fewer shows exactly those two.
 
+#[path = "support/wardctl.rs"]
+mod cli;
+
 #[path = "support/impact.rs"]
 mod impact;
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use wardgate_controller::store::Store;
 use wardgate_testkit::controller::LabController;
@@ -14,26 +17,11 @@ use wardgate_testkit::controller::LabController;
 const GW: &str = "gw-ward-3";
 
 async fn wardctl(lab: &LabController, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardctl"));
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args(args)
-        .env("WARDGATE_CONTROLLER", lab.url())
-        .env("WARDGATE_CERTS", lab.certs())
-        .env("WARDGATE_AS", "user-eve");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    cli::run(lab, "user-eve", args).await
 }
 
 async fn ok(lab: &LabController, args: &[&str]) -> String {
-    let (ok, out, err) = wardctl(lab, args).await;
-    assert!(ok, "wardctl {args:?}: {err}");
-    out
+    cli::ok(lab, "user-eve", args).await
 }
 
 /// Audit entries and the gateway's latest generation: what a dry run must not move.

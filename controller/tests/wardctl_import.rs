@@ -3,7 +3,8 @@
 //! audited write naming the file and its SHA-256, the new pump learning), then the same file
 //! again changes nothing; a CSV with a mapping file changes a field.
 
-use std::process::Command;
+#[path = "support/wardctl.rs"]
+mod cli;
 
 use wardgate_controller::store::Store;
 use wardgate_testkit::controller::LabController;
@@ -12,26 +13,11 @@ const GW: &str = "gw-ward-3";
 const BUNDLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/devices.fhir.json");
 
 async fn wardctl(lab: &LabController, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardctl"));
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args(args)
-        .env("WARDGATE_CONTROLLER", lab.url())
-        .env("WARDGATE_CERTS", lab.certs())
-        .env("WARDGATE_AS", "user-eve");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    cli::run(lab, "user-eve", args).await
 }
 
 async fn ok(lab: &LabController, args: &[&str]) -> String {
-    let (ok, out, err) = wardctl(lab, args).await;
-    assert!(ok, "wardctl {args:?}: {err}");
-    out
+    cli::ok(lab, "user-eve", args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,10 @@
 //! upsert` would (it runs the upsert's own steps, rolled back); `profile validate` takes files
 //! as well as directories. Through the real wardctl against a controller on loopback.
 
-use std::{path::Path, process::Command};
+#[path = "support/wardctl.rs"]
+mod cli;
+
+use std::path::Path;
 
 use wardgate_controller::store::Store;
 use wardgate_testkit::controller::LabController;
@@ -10,20 +13,7 @@ use wardgate_testkit::controller::LabController;
 const GW: &str = "gw-ward-3";
 
 async fn wardctl(lab: &LabController, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wardctl"));
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args(args)
-        .env("WARDGATE_CONTROLLER", lab.url())
-        .env("WARDGATE_CERTS", lab.certs())
-        .env("WARDGATE_AS", "user-eve");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    cli::run(lab, "user-eve", args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,9 @@
 //! (`user-NAME`), from the repository root (so relative paths in arguments resolve there).
 //! Include with `#[path = "support/wardctl.rs"] mod wardctl;`.
 
+// Each test file uses what it needs of it.
+#![allow(dead_code)]
+
 use std::process::Command;
 
 use wardgate_testkit::controller::LabController;
