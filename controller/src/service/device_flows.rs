@@ -217,3 +217,125 @@ pub fn build(
         generation,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wardgate_analysis::{
+        OutcomeCounts,
+        aggregate::{AggregateDetail, AggregateKey},
+    };
+
+    use super::*;
+
+    fn row(peer: &str, port: u16, day: u32, flows: u64, outcomes: OutcomeCounts) -> FlowAggregate {
+        let t = u64::from(day) * NS_PER_DAY + 1_000;
+        FlowAggregate {
+            key: AggregateKey {
+                device: "pump".into(),
+                direction: FlowDirection::Opened,
+                peer: peer.parse().unwrap(),
+                proto: 6,
+                port,
+                day,
+            },
+            flows,
+            packets_out: flows,
+            packets_in: 0,
+            bytes_out: 100 * flows,
+            bytes_in: 10,
+            first_seen_ns: t,
+            last_seen_ns: t + 5,
+            detail: AggregateDetail {
+                outcomes,
+                ..AggregateDetail::default()
+            },
+            peer_name: None,
+            named_flows: 0,
+        }
+    }
+
+    fn device(mode: Mode) -> DeviceRow {
+        DeviceRow {
+            name: "pump".into(),
+            id: 1,
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            addresses: vec!["192.0.2.1".parse().unwrap()],
+            profile: "infusion-pump".into(),
+            mode,
+            gateway: "gw".into(),
+            location: String::new(),
+            asset_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn rows_of_several_days_are_summed_listed_newest_first_and_capped() {
+        let rows = [
+            row(
+                "198.51.100.30",
+                8443,
+                10,
+                2,
+                OutcomeCounts {
+                    established: 2,
+                    ..Default::default()
+                },
+            ),
+            row(
+                "198.51.100.30",
+                8443,
+                11,
+                3,
+                OutcomeCounts {
+                    denied: 3,
+                    ..Default::default()
+                },
+            ),
+            row(
+                "198.51.100.53",
+                53,
+                12,
+                1,
+                OutcomeCounts {
+                    unanswered: 1,
+                    ..Default::default()
+                },
+            ),
+            row(
+                "198.51.100.30",
+                443,
+                9,
+                4,
+                OutcomeCounts {
+                    established: 4,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let list = build(&device(Mode::Enforce), Err("no site".into()), &rows, 7, 2);
+        assert_eq!(list.generation, 7);
+        assert_eq!(list.more, 1, "three keys, two shown");
+        let ports: Vec<u16> = list.flows.iter().map(|f| f.port).collect();
+        assert_eq!(ports, [53, 8443], "newest first");
+        assert_eq!(list.flows[0].verdict, Verdict::NotCompleted);
+        let summed = &list.flows[1];
+        assert_eq!((summed.flows, summed.bytes), (5, 520));
+        assert_eq!(
+            summed.verdict,
+            Verdict::Denied,
+            "a dropped flow makes the row denied"
+        );
+        assert_eq!(summed.last_seen_ns, 11 * NS_PER_DAY + 1_005);
+        assert_eq!(summed.decision, Decision::Unknown("no site".into()));
+        let q = build(
+            &device(Mode::Quarantine),
+            Err("no site".into()),
+            &rows,
+            7,
+            10,
+        );
+        assert_eq!(q.more, 0);
+        assert!(q.flows.iter().all(|f| f.decision == Decision::Quarantine));
+        assert_eq!(q.flows[2].verdict, Verdict::Allowed);
+    }
+}
