@@ -424,3 +424,33 @@ async fn an_availability_warning_needs_its_checkbox_in_headless_chromium() {
     let png = std::fs::read(shots.join("console-impact.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG"));
 }
+
+/// The device page's flow list (`tests/browser/flows.mjs`): a viewer opens the device from the
+/// inventory and reads its flows with their verdicts and rules (a table with a caption and
+/// column headers); axe-clean, screenshot `console-device-flows.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_reads_a_devices_flows_in_headless_chromium() {
+    use wardgate_controller::{auth::Role, console::session};
+    let c = Console::start(6, 900).await;
+    report_flows(&c, DEVICE);
+    let (b, _) = c.browser_as("vera", Role::Viewer);
+    let id = b.cookies[session::COOKIE].clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let shots = shots_dir(tmp.path());
+    let report = run_scenario(
+        "flows.mjs",
+        &[
+            (
+                "CONSOLE_URL",
+                format!("https://localhost:{}", c.addr.port()),
+            ),
+            ("SESSION", id),
+            ("DEVICE", DEVICE.to_string()),
+            ("SHOTS", shots.display().to_string()),
+        ],
+    );
+    assert_eq!(report["pages"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["axe"].as_array().unwrap().len(), 0, "{report}");
+    let png = std::fs::read(shots.join("console-device-flows.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+}

@@ -66,7 +66,19 @@ pub fn allows(
     proto: u8,
     port: u16,
 ) -> bool {
-    profile.flows.iter().any(|f| {
+    matching(profile, direction, peer, proto, port).is_some()
+}
+
+/// The first flow (rule) of `profile` that allows a flow in `direction` with `peer` on IP
+/// protocol `proto` and port `port`, as [`allows`] decides it.
+pub fn matching(
+    profile: &ValidProfile,
+    direction: Direction,
+    peer: IpAddr,
+    proto: u8,
+    port: u16,
+) -> Option<&ValidFlow> {
+    profile.flows.iter().find(|f| {
         f.direction == direction
             && f.proto.number().is_none_or(|p| p == proto)
             && (f.ports.is_empty() || f.ports.iter().any(|r| r.contains(port)))

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::{
     Console, charts,
-    i18n::Lang,
+    i18n::{Lang, Messages},
     page::{self, Frame},
     session::{LoggedIn, Session},
 };
@@ -23,11 +23,63 @@ use crate::{
     auth,
     compile::parse_mode,
     error::Error,
+    service::device_flows,
     store::{AlertQuery, Change, DeviceRow, FieldRow, GatewayRow, PendingChangeRow},
 };
 
 /// Findings shown on a device's page.
 const RECENT_FINDINGS: u32 = 20;
+
+/// Flow rows shown on a device's page (the rest are counted).
+const FLOW_LIST: usize = 100;
+
+/// One row of the device's flow list, in the page's language.
+pub struct FlowView {
+    pub direction: &'static str,
+    pub peer: String,
+    pub groups: String,
+    pub proto: String,
+    pub port: u16,
+    pub flows: u64,
+    pub bytes: u64,
+    pub last_seen: String,
+    /// `allowed`, `denied`, `not-completed` (a CSS class; the words are in `verdict`).
+    pub verdict_class: &'static str,
+    pub verdict: &'static str,
+    pub decided: String,
+    pub would_be_denied: bool,
+}
+
+fn flow_view(m: &Messages, f: device_flows::DeviceFlow) -> FlowView {
+    use device_flows::{Decision, Verdict};
+    let decided = match &f.decision {
+        Decision::Rule { profile, rule } => format!("{profile} → {} {rule}", m.rule_of),
+        Decision::NoRule { profile, .. } => format!("{} {profile} {}", m.no_rule_of, m.allows_it),
+        Decision::Quarantine => m.quarantined_all.to_string(),
+        Decision::Unknown(why) => format!("{} ({why})", m.rule_unknown),
+    };
+    FlowView {
+        direction: match f.direction {
+            wardgate_analysis::FlowDirection::Opened => m.dir_out,
+            wardgate_analysis::FlowDirection::Received => m.dir_in,
+        },
+        peer: f.peer.to_string(),
+        groups: f.groups.join(", "),
+        proto: wardgate_analysis::baseline::proto_name(f.proto),
+        port: f.port,
+        flows: f.flows,
+        bytes: f.bytes,
+        last_seen: page::time_ns(f.last_seen_ns),
+        verdict_class: f.verdict.as_str(),
+        verdict: match f.verdict {
+            Verdict::Allowed => m.verdict_allowed,
+            Verdict::Denied => m.verdict_denied,
+            Verdict::NotCompleted => m.verdict_not_completed,
+        },
+        would_be_denied: matches!(f.decision, Decision::NoRule { would_be: true, .. }),
+        decided,
+    }
+}
 
 pub struct FindingView {
     pub severity: String,
@@ -62,6 +114,9 @@ struct DevicePage {
     traffic: charts::TrafficChart,
     baseline_chart: Option<charts::BaselineChart>,
     chart: (u32, u32),
+    flow_list: Vec<FlowView>,
+    flows_more: usize,
+    flows_generation: u32,
 }
 
 /// One row of "where each field came from".
@@ -183,11 +238,12 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Done) ->
             ..Default::default()
         })?;
         let pending = store.pending_changes(&d.name, RECENT_CHANGES)?;
+        let list = device_flows::device_flows(&console.ctx, &d, now_ns, FLOW_LIST)?;
         Ok(Some((
-            d, gateway, latest, baseline, alerts, pending, fields, charts,
+            d, gateway, latest, baseline, alerts, pending, fields, charts, list,
         )))
     });
-    let (d, gateway, latest_generation, baseline, alerts, pending, fields, (traffic, bchart)) =
+    let (d, gateway, latest_generation, baseline, alerts, pending, fields, (traffic, bchart), list) =
         match read {
             Ok(Some(r)) => r,
             Ok(None) => {
@@ -220,6 +276,13 @@ fn render(console: &Console, lang: Lang, s: &Session, name: &str, done: Done) ->
             traffic,
             baseline_chart: bchart,
             chart: (charts::WIDTH, charts::HEIGHT),
+            flows_more: list.more,
+            flows_generation: list.generation,
+            flow_list: list
+                .flows
+                .into_iter()
+                .map(|f| flow_view(lang.messages(), f))
+                .collect(),
             submitted: done.submitted,
             approved: done.approved,
             d,

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod alert_admission;
 pub mod alerts;
 pub mod changes;
+pub mod device_flows;
 pub mod enroll;
 pub mod gateway_health;
 pub mod impact;
