@@ -54,6 +54,14 @@ fn flow_view(m: &Messages, f: device_flows::DeviceFlow) -> FlowView {
     use device_flows::{Decision, Verdict};
     let decided = match &f.decision {
         Decision::Rule { profile, rule } => format!("{profile} → {} {rule}", m.rule_of),
+        // Enforced now, yet it passed: the policy changed since (or it passed under grace).
+        Decision::NoRule {
+            profile,
+            would_be: false,
+        } if f.verdict == Verdict::Allowed => format!(
+            "{} {profile} {} {}",
+            m.no_rule_of, m.allows_it, m.allowed_earlier
+        ),
         Decision::NoRule { profile, .. } => format!("{} {profile} {}", m.no_rule_of, m.allows_it),
         Decision::Quarantine => m.quarantined_all.to_string(),
         Decision::Unknown(why) => format!("{} ({why})", m.rule_unknown),

@@ -7,24 +7,13 @@
 // Any axe violation of impact serious or critical, any CSP violation in the browser's console,
 // or any failed expectation exits non-zero; the report goes to stdout as JSON.
 
-import { audit, env, expect, finish, launch, newContext, newPage } from './harness.mjs';
+import { audit, env, expect, finish, launch, sessionPage } from './harness.mjs';
 
 const { CONSOLE_URL, SESSION, SHOTS } = env('CONSOLE_URL', 'SESSION', 'SHOTS');
 
 const browser = await launch();
 try {
-  const context = await newContext(browser);
-  await context.addCookies([
-    {
-      name: '__Host-wardgate-session',
-      value: SESSION,
-      url: `${CONSOLE_URL}/`,
-      secure: true,
-      httpOnly: true,
-      sameSite: 'Strict',
-    },
-  ]);
-  const page = await newPage(browser, context);
+  const page = await sessionPage(browser, SESSION);
 
   // The matrix, reached from the navigation.
   await page.goto(`${CONSOLE_URL}/`);

@@ -73,6 +73,23 @@ export async function newPage(browser, context) {
   return page;
 }
 
+/** A page logged in with an existing session (the console's session cookie `session`). */
+export async function sessionPage(browser, session) {
+  const { CONSOLE_URL } = env('CONSOLE_URL');
+  const context = await newContext(browser);
+  await context.addCookies([
+    {
+      name: '__Host-wardgate-session',
+      value: session,
+      url: `${CONSOLE_URL}/`,
+      secure: true,
+      httpOnly: true,
+      sameSite: 'Strict',
+    },
+  ]);
+  return newPage(browser, context);
+}
+
 /** Logs `who` in through the mock Pro Santé Connect (POST /mock/next/ID picks the next user);
  * ends on the inventory. */
 export async function login(page, who) {
