@@ -8,8 +8,9 @@
 //! `wardctl profile propose` writes a profile that validates and names those four services;
 //! `wardctl simulate` lists nothing blocked; one extra flow (TCP to a port the pump never used)
 //! is recorded and `simulate` lists exactly that flow; the proposal is uploaded, assigned, the
-//! pump moved to monitor (the extra flow still passes), then to enforce: the same real DICOM,
-//! HL7, DNS and NTP traffic succeeds and the extra flow is dropped. Needs root; fails (never
+//! pump moved to monitor (the extra flow still passes), then to enforce, which the controller
+//! refuses until the engineer accepts the availability warning naming the extra flow: the same
+//! real DICOM, HL7, DNS and NTP traffic succeeds and the extra flow is dropped. Needs root; fails (never
 //! skips) without it.
 
 mod support;
@@ -382,8 +383,31 @@ fn a_pump_goes_from_learn_to_enforce_on_its_proposed_profile_and_keeps_its_real_
         "monitor reports the extra flow, passes it"
     );
 
-    // 6. Enforce: the learned traffic still works; the extra flow is dropped.
-    let g = write(&lab, &ward, &["mode", DEVICE, "enforce"]);
+    // 6. Enforce: the controller first warns that it cuts the extra flow off (the pump is the
+    // whole of its class on its ward); accepted, the learned traffic still works and the extra
+    // flow is dropped.
+    let refused = lab
+        .wardctl(
+            &ward,
+            &[
+                "mode",
+                DEVICE,
+                "enforce",
+                "--reason",
+                "CHG-7 pump 3A-12 learn to enforce",
+            ],
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run wardctl");
+    let warning = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && warning.contains("availability warning")
+            && warning.contains(&format!("port {}", extra.port())),
+        "enforcing without accepting the impact is refused, naming the extra flow: {warning}"
+    );
+    let g = write(&lab, &ward, &["mode", DEVICE, "enforce", "--accept-impact"]);
     wait_generation(&agent, g);
     assert_eq!(
         device.talk(),
