@@ -51,18 +51,16 @@ pub struct Filters {
 impl Filters {
     /// The link to these filters at `page`.
     fn link(&self, page: u64) -> String {
-        let mut out = format!("/alerts?page={page}");
-        for (k, v) in [
-            ("severity", &self.severity),
-            ("device", &self.device),
-            ("detector", &self.detector),
-            ("state", &self.state),
-        ] {
-            if !v.is_empty() {
-                out.push_str(&format!("&{k}={}", page::encode(v)));
-            }
-        }
-        out
+        page::list_link(
+            "/alerts",
+            page,
+            &[
+                ("severity", &self.severity),
+                ("device", &self.device),
+                ("detector", &self.detector),
+                ("state", &self.state),
+            ],
+        )
     }
 }
 
@@ -191,9 +189,8 @@ pub async fn list(
         Ok(f) => f,
         Err(e) => return page::service_error(lang, &s, &e),
     };
-    let pages = found.total.div_ceil(u64::from(PAGE_SIZE)).max(1);
-    let prev = (page_no > 1).then(|| filters.link(page_no - 1));
-    let next = (page_no < pages).then(|| filters.link(page_no + 1));
+    let pages = page::page_count(found.total);
+    let (prev, next) = page::prev_next(page_no, pages, |n| filters.link(n));
     let rows: Vec<Row> = found.rows.iter().map(|a| row(lang, a)).collect();
     let f = Frame::new(lang, Some(&s));
     if page::is_htmx(&headers) {

@@ -106,8 +106,9 @@ pub async fn page(
     };
     let total = trail.len() as u64;
     let size = u64::from(PAGE_SIZE);
-    let pages = total.div_ceil(size).max(1);
+    let pages = page::page_count(total);
     let page_no = paging.page.unwrap_or(1).clamp(1, pages);
+    let (prev, next) = page::prev_next(page_no, pages, |n| page::list_link("/audit", n, &[]));
     let entries = trail
         .iter()
         .rev()
@@ -124,8 +125,8 @@ pub async fn page(
             entries,
             page: page_no,
             pages,
-            prev: (page_no > 1).then(|| format!("/audit?page={}", page_no - 1)),
-            next: (page_no < pages).then(|| format!("/audit?page={}", page_no + 1)),
+            prev,
+            next,
         },
     )
 }

@@ -41,21 +41,19 @@ pub struct Filters {
 }
 
 impl Filters {
-    /// The query string of these filters at `page`.
+    /// The link to these filters at `page`.
     fn link(&self, page: u64) -> String {
-        let mut out = format!("/?page={page}");
-        for (k, v) in [
-            ("q", &self.q),
-            ("profile", &self.profile),
-            ("gateway", &self.gateway),
-            ("mode", &self.mode),
-            ("baseline", &self.baseline),
-        ] {
-            if !v.is_empty() {
-                out.push_str(&format!("&{k}={}", page::encode(v)));
-            }
-        }
-        out
+        page::list_link(
+            "/",
+            page,
+            &[
+                ("q", &self.q),
+                ("profile", &self.profile),
+                ("gateway", &self.gateway),
+                ("mode", &self.mode),
+                ("baseline", &self.baseline),
+            ],
+        )
     }
 }
 
@@ -156,9 +154,8 @@ pub async fn page(
         Ok(f) => f,
         Err(e) => return page::service_error(lang, &s, &e),
     };
-    let pages = found.total.div_ceil(u64::from(PAGE_SIZE)).max(1);
-    let prev = (page_no > 1).then(|| filters.link(page_no - 1));
-    let next = (page_no < pages).then(|| filters.link(page_no + 1));
+    let pages = page::page_count(found.total);
+    let (prev, next) = page::prev_next(page_no, pages, |n| filters.link(n));
     let rows: Vec<Row> = found.rows.into_iter().map(Row::from).collect();
     let f = Frame::new(lang, Some(&s));
     if page::is_htmx(&headers) {

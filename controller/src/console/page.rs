@@ -162,6 +162,35 @@ pub fn encode(s: &str) -> String {
     out
 }
 
+/// `PATH?page=N` and each filter that is set, percent-encoded: the link to a filtered list's
+/// page `page`.
+pub fn list_link(path: &str, page: u64, filters: &[(&str, &str)]) -> String {
+    let mut out = format!("{path}?page={page}");
+    for (k, v) in filters {
+        if !v.is_empty() {
+            out.push_str(&format!("&{k}={}", encode(v)));
+        }
+    }
+    out
+}
+
+/// How many pages of [`super::PAGE_SIZE`] rows `total` rows make (at least one).
+pub fn page_count(total: u64) -> u64 {
+    total.div_ceil(u64::from(super::PAGE_SIZE)).max(1)
+}
+
+/// The links to the pages before and after `page_no` of `pages`, made by `link`.
+pub fn prev_next(
+    page_no: u64,
+    pages: u64,
+    link: impl Fn(u64) -> String,
+) -> (Option<String>, Option<String>) {
+    (
+        (page_no > 1).then(|| link(page_no - 1)),
+        (page_no < pages).then(|| link(page_no + 1)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
