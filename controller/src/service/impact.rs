@@ -39,24 +39,6 @@ fn policy<'a>(profiles: &'a BTreeMap<String, String>, d: &DeviceRow) -> (Option<
     (profiles.get(&d.profile).map(String::as_str), d.mode)
 }
 
-fn site(groups: &BTreeMap<String, Vec<String>>) -> wardgate_policy::Site {
-    wardgate_policy::Site {
-        site: "controller".into(),
-        groups: groups
-            .iter()
-            .map(|(g, cidrs)| {
-                let located = cidrs
-                    .iter()
-                    .map(|c| wardgate_policy::span::Located::new(c.clone()))
-                    .collect();
-                (g.clone(), located)
-            })
-            .collect(),
-        gateways: Vec::new(),
-        devices: Vec::new(),
-    }
-}
-
 /// What `yaml` would drop among `records` (of several devices), by device. A profile that
 /// does not parse or compile blocks nothing here: the write refuses it with its own error.
 fn blocked(
@@ -221,7 +203,10 @@ pub fn assess(ctx: &Ctx, changes: &[Change]) -> Result<Impact> {
     };
     let after_sets = by_profile(&|n| after.get(n).map(|d| (d.profile.clone(), d.mode)));
     let before_sets = by_profile(&|n| before.get(n).map(|d| (d.profile.clone(), d.mode)));
-    let (site_after, site_before) = (site(&groups), site(&before_groups));
+    let (site_after, site_before) = (
+        super::learning::groups_site(&groups),
+        super::learning::groups_site(&before_groups),
+    );
     let mut cut: BTreeMap<String, Vec<Blocked>> = BTreeMap::new();
     for (profile, r) in &after_sets {
         if let Some(yaml) = profiles.get(profile) {

@@ -242,21 +242,7 @@ pub fn simulate(ctx: &Ctx, r: &pb::SimulateRequest) -> Result<pb::SimulateRespon
     let rows = ctx.store.flow_aggregates(&r.device, from, u64::MAX >> 1)?;
     let records = weighted(&rows, &device_ref(&d));
     let site_groups = ctx.store.groups()?;
-    let site = wardgate_policy::Site {
-        site: "controller".into(),
-        groups: site_groups
-            .iter()
-            .map(|(g, cidrs)| {
-                let located = cidrs
-                    .iter()
-                    .map(|c| wardgate_policy::span::Located::new(c.clone()))
-                    .collect();
-                (g.clone(), located)
-            })
-            .collect(),
-        gateways: Vec::new(),
-        devices: Vec::new(),
-    };
+    let site = groups_site(&site_groups);
     let pairs: Vec<(&FlowRecord, u64)> = records.iter().map(|(r, n)| (r, *n)).collect();
     // A candidate that does not validate or compile against the site is the caller's error.
     let blocked = simulate_weighted(&profile, Some(&site), &pairs)
@@ -282,4 +268,25 @@ pub fn simulate(ctx: &Ctx, r: &pb::SimulateRequest) -> Result<pb::SimulateRespon
             })
             .collect(),
     })
+}
+
+/// The stored site groups as a site of groups only, for simulating a profile against them.
+pub(super) fn groups_site(
+    groups: &std::collections::BTreeMap<String, Vec<String>>,
+) -> wardgate_policy::Site {
+    wardgate_policy::Site {
+        site: "controller".into(),
+        groups: groups
+            .iter()
+            .map(|(g, cidrs)| {
+                let located = cidrs
+                    .iter()
+                    .map(|c| wardgate_policy::span::Located::new(c.clone()))
+                    .collect();
+                (g.clone(), located)
+            })
+            .collect(),
+        gateways: Vec::new(),
+        devices: Vec::new(),
+    }
 }
