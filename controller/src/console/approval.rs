@@ -393,6 +393,26 @@ pub struct ApproveForm {
     accept_impact: Option<String>,
 }
 
+/// Change `id` if it is still pending; a 404 page if it is not (decided, closed or unknown).
+fn still_pending(
+    console: &Console,
+    lang: Lang,
+    s: &Session,
+    id: i64,
+) -> Result<PendingChangeRow, Box<Response>> {
+    match tokio::task::block_in_place(|| console.ctx.store.pending_change(id)) {
+        Ok(Some(p)) if p.is_pending() => Ok(p),
+        Ok(_) => Err(Box::new(page::error(
+            lang,
+            Some(s),
+            StatusCode::NOT_FOUND,
+            lang.messages().not_found,
+            &id.to_string(),
+        ))),
+        Err(e) => Err(Box::new(page::service_error(lang, s, &e))),
+    }
+}
+
 /// `POST /changes/ID/approve`: a second engineer, freshly logged in, applies it.
 pub async fn approve(
     State(console): State<Arc<Console>>,
@@ -406,19 +426,9 @@ pub async fn approve(
         Err(r) => return *r,
     };
     let m = lang.messages();
-    let found = tokio::task::block_in_place(|| console.ctx.store.pending_change(id));
-    let p = match found {
-        Ok(Some(p)) if p.is_pending() => p,
-        Ok(_) => {
-            return page::error(
-                lang,
-                Some(&s),
-                StatusCode::NOT_FOUND,
-                m.not_found,
-                &id.to_string(),
-            );
-        }
-        Err(e) => return page::service_error(lang, &s, &e),
+    let p = match still_pending(&console, lang, &s, id) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     if p.proposer == s.principal.name {
         tracing::warn!(
@@ -479,19 +489,9 @@ async fn close(
         Err(r) => return *r,
     };
     let m = lang.messages();
-    let found = tokio::task::block_in_place(|| console.ctx.store.pending_change(id));
-    let p = match found {
-        Ok(Some(p)) if p.is_pending() => p,
-        Ok(_) => {
-            return page::error(
-                lang,
-                Some(s),
-                StatusCode::NOT_FOUND,
-                m.not_found,
-                &id.to_string(),
-            );
-        }
-        Err(e) => return page::service_error(lang, s, &e),
+    let p = match still_pending(console, lang, s, id) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     let own = p.proposer == s.principal.name;
     if own != (closure == Closure::Withdrawn) {
