@@ -16,6 +16,72 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` with its stdout and stderr passed through to ours line by line; on failure the
+/// error carries the last `keep` lines of both, so a summary printed at the end of a long run
+/// still says why (CI logs keep only their tail).
+pub fn run_keeping_tail(cmd: &mut Command, keep: usize) -> anyhow::Result<()> {
+    use std::{
+        collections::VecDeque,
+        io::{BufRead as _, BufReader, Read},
+        sync::{Arc, Mutex},
+    };
+    fn pass<R: Read + Send + 'static>(
+        from: R,
+        to_stderr: bool,
+        tail: Arc<Mutex<VecDeque<String>>>,
+        keep: usize,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                if to_stderr {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() == keep {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        })
+    }
+    eprintln!("$ {}", display(cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{}`", display(cmd)))?;
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(keep)));
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|o| pass(o, false, tail.clone(), keep)),
+        child
+            .stderr
+            .take()
+            .map(|e| pass(e, true, tail.clone(), keep)),
+    ];
+    let status = child.wait().context("waiting for the child")?;
+    for r in readers.into_iter().flatten() {
+        let _ = r.join();
+    }
+    if !status.success() {
+        let tail: Vec<String> = tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .into();
+        bail!(
+            "`{}` failed ({status}); its last lines:\n{}",
+            display(cmd),
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
 /// Runs `cmd` and returns its stdout (stderr inherited).
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd

@@ -35,5 +35,5 @@ fn build(keep: bool) -> anyhow::Result<()> {
     if keep {
         run.args(["--", "--keep"]);
     }
-    cmd::run(&mut run)
+    cmd::run_keeping_tail(&mut run, 60)
 }

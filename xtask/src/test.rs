@@ -131,6 +131,22 @@ fn every_agent_test_in_a_tier() -> anyhow::Result<()> {
 }
 
 /// Runs a cargo test command and fails if it executed no test at all.
+/// The `failures:` sections of libtest's output (each failing test's output and the list of
+/// names), at most 80 lines, or its last 20 lines when it has none (a build or harness error).
+fn failures(stdout: &str) -> String {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let picked: Vec<&str> = match lines.iter().position(|l| *l == "failures:") {
+        Some(start) => lines[start..]
+            .iter()
+            .take_while(|l| !l.starts_with("test result: "))
+            .take(80)
+            .copied()
+            .collect(),
+        None => lines[lines.len().saturating_sub(20)..].to_vec(),
+    };
+    picked.join("\n")
+}
+
 fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
     let mut c = cmd::cargo();
     c.arg("test").args(args);
@@ -142,7 +158,11 @@ fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     print!("{stdout}");
     if !out.status.success() {
-        bail!("`{}` failed", cmd::display(&c));
+        bail!(
+            "`{}` failed; what its failing tests said:\n{}",
+            cmd::display(&c),
+            failures(&stdout)
+        );
     }
     let executed: u64 = stdout
         .lines()
@@ -283,6 +303,12 @@ pub fn run(tiers: &[Tier], no_setup: bool) -> anyhow::Result<()> {
     let failed = results.iter().filter(|(_, r, _)| r.is_err()).count();
     let passed = results.len() - failed;
     println!("tiers: {passed} passed, {failed} failed");
+    // Again after the table: a CI log may keep only the end of a long run.
+    for (tier, res, _) in &results {
+        if let Err(e) = res {
+            println!("\n==== why tier {tier:?} failed\n{e}");
+        }
+    }
     if failed > 0 {
         bail!("{failed} test tier(s) failed");
     }

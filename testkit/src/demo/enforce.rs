@@ -96,8 +96,9 @@ pub fn run(
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    println!("\n== the SOC: the {SCAN} alert as it arrived (bounded wait: 20 s)");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    println!("\n== the SOC: the {SCAN} alert as it arrived (bounded wait: 60 s)");
+    let waited = Instant::now();
+    let deadline = waited + Duration::from_secs(60);
     let (in_syslog, in_ocsf) = loop {
         let (s, o) = (mentions(syslog), mentions(ocsf));
         if (!s.is_empty() && !o.is_empty()) || Instant::now() > deadline {
@@ -105,6 +106,7 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    println!("   waited {} s", waited.elapsed().as_secs());
     println!(
         "   rsyslogd ({}): {} {SCAN} lines about {DEVICE}",
         syslog.display(),

@@ -113,7 +113,7 @@ impl Wardctl {
     /// Waits until the agent reports `generation` applied (it reports after writing the maps).
     pub fn wait_applied(&self, generation: u64) -> anyhow::Result<Duration> {
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
+        while t.elapsed() < Duration::from_secs(60) {
             let out = self.run(&["--output", "json", "gateways"])?;
             let v: serde_json::Value = serde_json::from_str(&out).context("wardctl json")?;
             let applied = v
@@ -125,7 +125,7 @@ impl Wardctl {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("gw-ward-3 never reported generation {generation} applied")
+        bail!("gw-ward-3 did not report generation {generation} applied within 60 s")
     }
 }
 
