@@ -154,35 +154,27 @@ pub async fn run(
             std::future::pending::<()>().await;
         }
     };
-    tokio::select! {
-        () = renewal => {}
-        () = links(&cfg, holding, &writer, &mut applied, alerts, metrics.clone(), renewed, health) => {}
-    }
-}
-
-async fn links(
-    cfg: &ControllerConfig,
-    holding: Holding,
-    writer: &mpsc::Sender<Arc<DesiredState>>,
-    applied: &mut mpsc::Receiver<Applied>,
-    alerts: Arc<AlertQueue>,
-    metrics: Live,
-    renewed: watch::Receiver<u64>,
-    health: HealthSource,
-) {
-    let mut link = Link {
-        cfg,
+    let link = Link {
+        cfg: &cfg,
         holding,
-        writer,
-        applied,
+        writer: &writer,
+        applied: &mut applied,
         alerts,
-        metrics,
+        metrics: metrics.clone(),
         connected: false,
         renewed,
         health,
         error: String::new(),
         reported: None,
     };
+    tokio::select! {
+        () = renewal => {}
+        () = links(link) => {}
+    }
+}
+
+/// Sessions one after the other, with a bounded backoff between failed ones.
+async fn links(mut link: Link<'_>) {
     let mut backoff = Duration::from_secs(1);
     loop {
         link.connected = false;
