@@ -354,6 +354,11 @@ pub struct ControllerConfig {
     /// waits). Default 30000; at least 100.
     #[serde(default = "default_flow_report_every_ms")]
     pub flow_report_every_ms: u64,
+    /// How often the gateway's health (release, fail-open watchdog) is reported again with
+    /// the applied generation; a watchdog change is reported at once (looked at every
+    /// second). Default 60000; at least 1000.
+    #[serde(default = "default_health_report_every_ms")]
+    pub health_report_every_ms: u64,
     /// Renewing the gateway's certificate through the controller.
     #[serde(default)]
     pub renewal: RenewalConfig,
@@ -407,6 +412,10 @@ fn default_flow_report_every_ms() -> u64 {
     30_000
 }
 
+fn default_health_report_every_ms() -> u64 {
+    60_000
+}
+
 fn default_server_name() -> String {
     "localhost".into()
 }
@@ -414,6 +423,10 @@ fn default_server_name() -> String {
 impl ControllerConfig {
     pub fn flow_report_every(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.flow_report_every_ms.max(100))
+    }
+
+    pub fn health_report_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.health_report_every_ms.max(1000))
     }
 
     /// The outbox file: as configured, or beside the desired-state file.
@@ -740,7 +753,15 @@ mod tests {
     fn the_controller_name_is_configurable() {
         let base = "interfaces: [a]\ncontroller:\n  address: https://198.51.100.20:7443\n  certs: /etc/wardgate/certs\n  gateway: gw-ward-3\n";
         let cfg = AgentConfig::parse(base).unwrap();
-        assert_eq!(cfg.controller.unwrap().server_name, "localhost");
+        let c = cfg.controller.unwrap();
+        assert_eq!(c.server_name, "localhost");
+        assert_eq!(c.health_report_every(), std::time::Duration::from_secs(60));
+        let cfg = AgentConfig::parse(&format!("{base}  health_report_every_ms: 10\n")).unwrap();
+        assert_eq!(
+            cfg.controller.unwrap().health_report_every(),
+            std::time::Duration::from_secs(1),
+            "at least a second"
+        );
         let cfg = AgentConfig::parse(&format!(
             "{base}  server_name: controller.hospital.example\n"
         ))

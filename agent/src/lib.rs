@@ -12,6 +12,7 @@ pub mod enroll;
 pub mod events;
 pub mod flow_report;
 pub mod flows;
+pub mod health;
 pub mod identity;
 pub mod learn;
 pub mod limits;

@@ -895,8 +895,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let writer_live = live.clone();
     let sync = cfg.controller.clone().zip(alerts).map(|(c, alerts)| {
         let holding = holding(&mut dp, &tx);
+        let health = crate::health::HealthSource::pinned(cfg.pin_root.clone(), tx.subscribe());
         tokio::spawn(crate::sync::run(
-            c, holding, bundle_tx, applied_rx, alerts, live,
+            c, holding, bundle_tx, applied_rx, alerts, live, health,
         ))
     });
     let mut seen = mtime(&cfg.desired_state);

@@ -5,9 +5,15 @@
 //! (generation, epoch, content hash) so only a newer or different policy is sent, and re-sends
 //! every unacknowledged alert. The map writer, not this task, keeps the last-known-good file.
 //! `report_flows` sends flow records in acknowledged batches. The gateway's certificate is
-//! renewed beside the link (`renew`), which then reconnects with the new one.
+//! renewed beside the link (`renew`), which then reconnects with the new one. Each status
+//! carries the gateway's health (`health`): reported on connecting, with each generation,
+//! every `health_report_every_ms`, and as soon as the watchdog fires or recovers, all through
+//! `ReportStatus` with the generation and error last reported.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
@@ -18,12 +24,16 @@ use wardgate_policy::DesiredState;
 use wardgate_proto::{
     compat,
     v1::{
-        AlertBatch, RegisterRequest, StatusReport, WatchPolicyRequest,
+        AlertBatch, GatewayHealth, RegisterRequest, StatusReport, WatchPolicyRequest,
         agent_service_client::AgentServiceClient,
     },
 };
 
-use crate::{alerts::AlertQueue, config::ControllerConfig, metrics::Live};
+use crate::{alerts::AlertQueue, config::ControllerConfig, health::HealthSource, metrics::Live};
+
+/// How often the watchdog is looked at between health reports, so that a change is reported
+/// within a second (one `pinned::status` read: a few dozen map lookups).
+const WATCHDOG_POLL: Duration = Duration::from_secs(1);
 
 /// What the agent enforces, as the controller names it: generation, the epoch of the store it
 /// came from and its content hash (empty when unknown: the controller then sends its latest).
@@ -91,11 +101,41 @@ struct Link<'a> {
     /// Bumped by the renewal task after each new certificate: the session ends and the next
     /// one connects with it.
     renewed: watch::Receiver<u64>,
+    health: HealthSource,
+    /// The error of the last status reported (empty: none), sent again with each health
+    /// report so that one does not clear it.
+    error: String,
+    /// When the last status was reported and the watchdog it said.
+    reported: Option<(Instant, Option<Watchdog>)>,
+}
+
+/// The watchdog as a health report says it: fired now, transitions to fired and back.
+type Watchdog = (bool, u32, u32);
+
+fn watchdog(h: Option<&GatewayHealth>) -> Option<Watchdog> {
+    h.map(|h| {
+        (
+            h.watchdog_fired,
+            h.watchdog_fired_count,
+            h.watchdog_recovered_count,
+        )
+    })
+}
+
+/// Whether a status with `health` is due: none reported on this connection yet, the last
+/// `every` old, or the watchdog changed since.
+fn health_due(
+    reported: Option<(Instant, Option<Watchdog>)>,
+    health: Option<&GatewayHealth>,
+    every: Duration,
+) -> bool {
+    reported.is_none_or(|(at, said)| at.elapsed() >= every || said != watchdog(health))
 }
 
 /// Runs forever: `holding` is what the map writer enforces at start (from the last-known-good
 /// file), `writer` takes each converted bundle to the map writer, `applied` carries the
-/// writer's result back for reporting, and `alerts` is the outbox the event reader adds to.
+/// writer's result back for reporting, `alerts` is the outbox the event reader adds to, and
+/// `health` what each status says of the gateway's health.
 pub async fn run(
     cfg: ControllerConfig,
     holding: Holding,
@@ -103,6 +143,7 @@ pub async fn run(
     mut applied: mpsc::Receiver<Applied>,
     alerts: Arc<AlertQueue>,
     metrics: Live,
+    health: HealthSource,
 ) {
     let (renewed_tx, renewed) = watch::channel(0u64);
     // In this task: stopping the link stops its renewals too.
@@ -113,31 +154,27 @@ pub async fn run(
             std::future::pending::<()>().await;
         }
     };
+    let link = Link {
+        cfg: &cfg,
+        holding,
+        writer: &writer,
+        applied: &mut applied,
+        alerts,
+        metrics: metrics.clone(),
+        connected: false,
+        renewed,
+        health,
+        error: String::new(),
+        reported: None,
+    };
     tokio::select! {
         () = renewal => {}
-        () = links(&cfg, holding, &writer, &mut applied, alerts, metrics.clone(), renewed) => {}
+        () = links(link) => {}
     }
 }
 
-async fn links(
-    cfg: &ControllerConfig,
-    holding: Holding,
-    writer: &mpsc::Sender<Arc<DesiredState>>,
-    applied: &mut mpsc::Receiver<Applied>,
-    alerts: Arc<AlertQueue>,
-    metrics: Live,
-    renewed: watch::Receiver<u64>,
-) {
-    let mut link = Link {
-        cfg,
-        holding,
-        writer,
-        applied,
-        alerts,
-        metrics,
-        connected: false,
-        renewed,
-    };
+/// Sessions one after the other, with a bounded backoff between failed ones.
+async fn links(mut link: Link<'_>) {
     let mut backoff = Duration::from_secs(1);
     loop {
         link.connected = false;
@@ -258,6 +295,10 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<Ended> {
         .into_inner();
     link.alerts.lock().reconnected();
     flush(&link.alerts, &out).await?;
+    // The controller hears this agent's health at once, with what it enforces.
+    link.reported = None;
+    let mut poll = tokio::time::interval(WATCHDOG_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             msg = stream.message() => {
@@ -276,7 +317,8 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<Ended> {
                     Ok(s) => s,
                     Err(error) => {
                         tracing::error!(error, "policy bundle refused");
-                        report(&mut client, cfg, &link.holding, error).await?;
+                        link.error = error;
+                        report(&mut client, link).await?;
                         continue;
                     }
                 };
@@ -289,7 +331,14 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<Ended> {
             }
             Some(done) = link.applied.recv() => {
                 link.holding = done.holding;
-                report(&mut client, cfg, &link.holding, done.error).await?;
+                link.error = done.error;
+                report(&mut client, link).await?;
+            }
+            _ = poll.tick() => {
+                let health = link.health.read();
+                if health_due(link.reported, health.as_ref(), cfg.health_report_every()) {
+                    send_status(&mut client, link, health).await?;
+                }
             }
             () = link.alerts.added() => flush(&link.alerts, &out).await?,
             Ok(()) = link.renewed.changed() => return Ok(Ended::Renewed),
@@ -313,21 +362,53 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<Ended> {
     }
 }
 
+/// Reports what the agent enforces and its last error, with its health read now.
 async fn report(
     client: &mut AgentServiceClient<Channel>,
-    cfg: &ControllerConfig,
-    holding: &Holding,
-    error: String,
+    link: &mut Link<'_>,
 ) -> anyhow::Result<()> {
+    let health = link.health.read();
+    send_status(client, link, health).await
+}
+
+async fn send_status(
+    client: &mut AgentServiceClient<Channel>,
+    link: &mut Link<'_>,
+    health: Option<GatewayHealth>,
+) -> anyhow::Result<()> {
+    let said = watchdog(health.as_ref());
+    let before = link.reported.and_then(|(_, w)| w);
+    if let (Some(now), Some(was)) = (said, before)
+        && now.0 != was.0
+    {
+        tracing::info!(fired = now.0, "fail-open watchdog changed: reporting it");
+    }
     client
-        .report_status(StatusReport {
-            gateway: cfg.gateway.clone(),
-            applied_generation: holding.generation,
-            error,
-            epoch: holding.epoch.clone(),
-        })
+        .report_status(status_report(
+            &link.cfg.gateway,
+            &link.holding,
+            &link.error,
+            health,
+        ))
         .await?;
+    link.reported = Some((Instant::now(), said));
     Ok(())
+}
+
+/// The status of `gateway`: what it enforces, its last error, its health.
+fn status_report(
+    gateway: &str,
+    holding: &Holding,
+    error: &str,
+    health: Option<GatewayHealth>,
+) -> StatusReport {
+    StatusReport {
+        gateway: gateway.to_string(),
+        applied_generation: holding.generation,
+        error: error.to_string(),
+        epoch: holding.epoch.clone(),
+        health,
+    }
 }
 
 /// What the controller did with flow records sent by [`report_flows`].
@@ -394,4 +475,70 @@ pub async fn report_flows(
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(fired: bool, fired_count: u32) -> GatewayHealth {
+        GatewayHealth {
+            agent_version: "0.9.1".into(),
+            watchdog_fired: fired,
+            watchdog_fired_count: fired_count,
+            watchdog_recovered_count: 1,
+            fail_open_devices: 2,
+            heartbeat_age_ms: Some(6_000),
+        }
+    }
+
+    #[test]
+    fn the_status_carries_the_health_it_is_given() {
+        let holding = Holding {
+            generation: 7,
+            epoch: "e1".into(),
+            content_hash: "abc".into(),
+        };
+        let h = health(true, 2);
+        let r = status_report("gw-ward-3", &holding, "bad bundle", Some(h.clone()));
+        assert_eq!(
+            r,
+            StatusReport {
+                gateway: "gw-ward-3".into(),
+                applied_generation: 7,
+                error: "bad bundle".into(),
+                epoch: "e1".into(),
+                health: Some(h),
+            }
+        );
+        // A source that reads the pins and the applied policy gives what it read.
+        let source = HealthSource::from_fn(|| Some(health(false, 4)));
+        let r = status_report("gw-ward-3", &holding, "", source.read());
+        assert_eq!(r.health, Some(health(false, 4)));
+        let r = status_report(
+            "gw-ward-3",
+            &holding,
+            "",
+            HealthSource::from_fn(|| None).read(),
+        );
+        assert_eq!(r.health, None, "unread: no health, not a made-up one");
+    }
+
+    #[test]
+    fn health_is_due_first_then_periodically_and_at_once_when_the_watchdog_changes() {
+        let every = Duration::from_secs(60);
+        let ok = health(false, 1);
+        assert!(health_due(None, Some(&ok), every), "nothing reported yet");
+        let now = Instant::now();
+        let said = Some((now, watchdog(Some(&ok))));
+        assert!(!health_due(said, Some(&ok), every), "reported just now");
+        assert!(health_due(said, Some(&health(true, 2)), every), "fired");
+        assert!(
+            health_due(said, Some(&health(false, 2)), every),
+            "fired and recovered between two looks"
+        );
+        assert!(health_due(said, None, every), "pins no longer read");
+        let old = Some((now - every, watchdog(Some(&ok))));
+        assert!(health_due(old, Some(&ok), every), "a minute old");
+    }
 }

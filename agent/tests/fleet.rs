@@ -16,6 +16,7 @@ use wardgate_agent::{
     alerts::{AlertQueue, Outbox},
     config::{ControllerConfig, RenewalConfig},
     enroll::{self, EnrollError, Target},
+    health::HealthSource,
     identity,
     metrics::Live,
     renew,
@@ -86,6 +87,7 @@ fn agent_config(lab: &LabController, gateway: &str, certs: PathBuf) -> Controlle
         server_name: "localhost".into(),
         outbox: None,
         flow_report_every_ms: 30_000,
+        health_report_every_ms: 60_000,
         renewal: RenewalConfig {
             retry_min_ms: 200,
             retry_max_ms: 1_000,
@@ -124,6 +126,7 @@ impl Agent {
             applied,
             AlertQueue::new(Outbox::default()),
             live.clone(),
+            HealthSource::from_fn(|| None),
         ));
         let map_writer = tokio::spawn(async move {
             while let Some(state) = bundles.recv().await {

@@ -26,6 +26,7 @@ async fn records_go_in_acknowledged_batches_and_a_refusal_says_what_was_stored()
         server_name: "localhost".into(),
         outbox: None,
         flow_report_every_ms: 30_000,
+        health_report_every_ms: 60_000,
         renewal: Default::default(),
     };
     let mut client = sync::connect(&cfg).await.unwrap();
@@ -106,6 +107,7 @@ async fn queued_records_reach_flow_days_on_the_interval_and_survive_an_outage() 
         server_name: "localhost".into(),
         outbox: None,
         flow_report_every_ms: 200,
+        health_report_every_ms: 60_000,
         renewal: Default::default(),
     };
     let now = std::time::SystemTime::now()

@@ -12,6 +12,7 @@ use wardgate_agent::{
     alerts::{AlertQueue, Outbox, OutboxLimits},
     config::{AgentConfig, ControllerConfig},
     flow_report::{FlowQueue, Reporter},
+    health::HealthSource,
     limits::Usage,
     metrics::{self, Fill, Live},
     sync::{self, Holding},
@@ -146,6 +147,7 @@ async fn tiny_limits_drop_the_lowest_and_oldest_first_count_it_and_deliver_the_r
             applied,
             queue.clone(),
             live.clone(),
+            HealthSource::from_fn(|| None),
         ));
         (task, wake, report)
     };

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use wardgate_agent::{
     alerts::{AlertQueue, Outbox},
     config::ControllerConfig,
+    health::HealthSource,
     metrics::Live,
     sync::{self, Applied, Holding},
 };
@@ -74,6 +75,7 @@ fn agent_config(lab: &LabController) -> ControllerConfig {
         server_name: "localhost".into(),
         outbox: None,
         flow_report_every_ms: 30_000,
+        health_report_every_ms: 60_000,
         renewal: Default::default(),
     }
 }
@@ -117,6 +119,7 @@ impl Agent {
             applied,
             AlertQueue::new(Outbox::default()),
             Live::default(),
+            HealthSource::from_fn(|| None),
         ));
         let keep = held.clone();
         let map_writer = tokio::spawn(async move {
@@ -189,6 +192,7 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
         applied,
         alerts,
         live.clone(),
+        HealthSource::from_fn(|| None),
     ));
     let first = handed(&mut bundles).await;
     assert_eq!(first.generation, latest.generation);
@@ -244,6 +248,7 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
         applied,
         alerts,
         Live::default(),
+        HealthSource::from_fn(|| None),
     ));
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), bundles.recv())
@@ -447,6 +452,7 @@ async fn alerts_from_the_datapath_reach_the_soc_once() {
         applied,
         alerts.clone(),
         Live::default(),
+        HealthSource::from_fn(|| None),
     ));
     // What the event reader makes of a denied SMB connection and a spoofed MAC.
     let event = |kind, dport| wardgate_agent::datapath::convert::DatapathEvent {
@@ -573,6 +579,7 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
             applied,
             queue.clone(),
             Live::default(),
+            HealthSource::from_fn(|| None),
         ));
         for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
             queue.push_all(chunk.iter().map(|&i| alert(i)).collect());
@@ -610,6 +617,7 @@ async fn alerts_raised_during_an_outage_survive_an_agent_restart() {
         applied,
         queue.clone(),
         Live::default(),
+        HealthSource::from_fn(|| None),
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

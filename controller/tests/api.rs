@@ -278,6 +278,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
             applied_generation: g + 2,
             error: String::new(),
             epoch: reg.epoch.clone(),
+            health: None,
         })
         .await
         .unwrap();

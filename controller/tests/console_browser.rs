@@ -313,14 +313,15 @@ async fn an_engineer_imports_a_csv_in_headless_chromium() {
 }
 
 /// The site at a glance (`tests/browser/glance.mjs`): a viewer reaches the matrix and the
-/// gateways from the navigation; both pages axe-clean, screenshots `console-matrix.png` and
+/// gateways from the navigation (one agent's reported release and fired watchdog, the other's
+/// "not reported"); both pages axe-clean, screenshots `console-matrix.png` and
 /// `console-gateways.png`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_site_at_a_glance_in_headless_chromium_with_no_serious_axe_violation() {
     use wardgate_controller::{
         auth::Role,
         console::session,
-        store::{Change, IssuedCert},
+        store::{AgentHealth, Change, IssuedCert},
     };
     let c = Console::start(6, 900).await;
     report_flows(&c, DEVICE);
@@ -339,6 +340,24 @@ async fn the_site_at_a_glance_in_headless_chromium_with_no_serious_axe_violation
         )
         .unwrap();
     let _watch = c.ctx.push.watch("gw-ward-3");
+    // gw-ward-3's agent reported its health with the watchdog fired; gw-ward-4's none.
+    let latest = c.store.latest_generation("gw-ward-3").unwrap();
+    let health = AgentHealth {
+        agent_version: "0.9.1".into(),
+        watchdog_fired: true,
+        watchdog_fired_count: 1,
+        fail_open_devices: 1,
+        ..Default::default()
+    };
+    c.store
+        .report_status(
+            "gw-ward-3",
+            latest,
+            &c.store.epoch().unwrap(),
+            "",
+            Some(&health),
+        )
+        .unwrap();
     let (b, _) = c.browser_as("vera", Role::Viewer);
     let id = b.cookies[session::COOKIE].clone();
     let tmp = tempfile::tempdir().unwrap();

@@ -111,6 +111,7 @@ async fn gateways_generations_alerts_and_writes_move_after_real_calls() {
             applied_generation: g1,
             error: String::new(),
             epoch,
+            health: None,
         })
         .await
         .unwrap();

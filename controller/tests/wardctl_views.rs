@@ -244,6 +244,10 @@ async fn people_read_words_and_scripts_keep_their_json() {
     // gateways: never connected, then connected once an agent follows its policy.
     let gws = ok(&lab, "vic", &["gateways"]).await;
     assert!(gws.contains("gw-ward-3  never connected"), "{gws}");
+    assert!(
+        gws.contains("not reported"),
+        "no agent reported health yet: {gws}"
+    );
     assert!(!gws.contains("applied 0"), "{gws}");
     let mut agent = lab.agent(GW).await.unwrap();
     let mut watch = agent
@@ -262,6 +266,13 @@ async fn people_read_words_and_scripts_keep_their_json() {
             applied_generation: bundle.generation,
             error: String::new(),
             epoch: bundle.epoch.clone(),
+            health: Some(pb::GatewayHealth {
+                agent_version: "0.9.1".into(),
+                watchdog_fired: true,
+                watchdog_fired_count: 1,
+                fail_open_devices: 2,
+                ..Default::default()
+            }),
         })
         .await
         .unwrap();
@@ -276,6 +287,18 @@ async fn people_read_words_and_scripts_keep_their_json() {
     let json: serde_json::Value =
         serde_json::from_str(&ok(&lab, "vic", &["--output", "json", "gateways"]).await).unwrap();
     assert_eq!(json[0]["applied_generation"], bundle.generation);
+    // What the agent reported of itself: its release and the fired watchdog.
+    assert!(
+        gws.contains("0.9.1") && gws.contains("FIRED since "),
+        "{gws}"
+    );
+    assert!(
+        gws.contains(", 2 fail-open devices only monitored (fired 1, recovered 0)"),
+        "{gws}"
+    );
+    assert_eq!(json[0]["agent_version"], "0.9.1");
+    assert_eq!(json[0]["watchdog"]["fired"], true);
+    assert!(json[0]["watchdog"]["fired_since_unix_ms"].as_i64().unwrap() > 0);
     assert!(json[0].get("connected").is_none(), "JSON unchanged: {json}");
     drop(watch);
 }

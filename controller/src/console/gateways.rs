@@ -1,6 +1,9 @@
 //! Each gateway's health (`service::gateway_health`): connected, the generation applied
 //! against the latest, its last error, certificate expiry with a warning under
-//! `CERT_WARN_DAYS`; what the agent does not report yet says so. Every logged-in role.
+//! `CERT_WARN_DAYS`, and what its agent reports: release, fail-open watchdog (fired since when,
+//! transitions), the fail-open devices it only monitors meanwhile, the report's age once it is
+//! `HEALTH_STALE_MINUTES` old; "not reported" for an agent that reports none. Every logged-in
+//! role.
 
 use std::sync::Arc;
 
@@ -31,6 +34,20 @@ pub struct GatewayView {
     pub cert: Option<(String, i64)>,
     pub cert_warning: bool,
     pub fail_open_devices: usize,
+    pub reported: Option<ReportedView>,
+}
+
+/// What the gateway's agent last reported of its health.
+pub struct ReportedView {
+    pub version: String,
+    /// When the watchdog was first reported fired (`None`: it has not).
+    pub fired_since: Option<String>,
+    pub fired_count: u32,
+    pub recovered_count: u32,
+    /// Enforced fail-open devices the agent counts (only monitored while fired).
+    pub fail_open: u32,
+    /// Minutes since the report, once it is old.
+    pub stale_minutes: Option<i64>,
 }
 
 #[derive(Template)]
@@ -58,6 +75,7 @@ pub async fn page(
         .into_iter()
         .map(|g| {
             let days = g.cert_days_left(now);
+            let stale_minutes = g.report_stale_minutes(now);
             GatewayView {
                 cert: g
                     .cert_not_after_ms
@@ -73,6 +91,14 @@ pub async fn page(
                 other_store: g.other_store,
                 last_error: g.last_error,
                 fail_open_devices: g.fail_open_devices,
+                reported: g.reported.map(|r| ReportedView {
+                    fired_since: r.watchdog_fired_since_ms.map(page::time_ms),
+                    fired_count: r.health.watchdog_fired_count,
+                    recovered_count: r.health.watchdog_recovered_count,
+                    fail_open: r.health.fail_open_devices,
+                    version: r.health.agent_version,
+                    stale_minutes,
+                }),
             }
         })
         .collect();

@@ -10,7 +10,7 @@ use crate::{
     auth::{self, Role},
     compile::parse_mode,
     error::Error,
-    store::{Change, DeviceRow, GatewayRow},
+    store::{AgentHealth, Change, DeviceRow, GatewayRow},
 };
 
 pub struct Admin(pub Ctx);
@@ -121,6 +121,18 @@ fn gateway_change(g: pb::Gateway) -> Result<Change, Error> {
         last_error: String::new(),
         applied_epoch: String::new(),
     }))
+}
+
+/// A stored health as the admin API lists it (`pb::Gateway.health`).
+fn pb_health(h: AgentHealth) -> pb::GatewayHealth {
+    pb::GatewayHealth {
+        agent_version: h.agent_version,
+        watchdog_fired: h.watchdog_fired,
+        watchdog_fired_count: h.watchdog_fired_count,
+        watchdog_recovered_count: h.watchdog_recovered_count,
+        fail_open_devices: h.fail_open_devices,
+        heartbeat_age_ms: h.heartbeat_age_ms,
+    }
 }
 
 fn nonempty(what: &str, v: &str) -> Result<(), Error> {
@@ -458,10 +470,18 @@ impl AdminService for Admin {
         auth::require_role(&req, READ)?;
         let mut gateways = Vec::new();
         let epoch = self.0.store.epoch()?;
+        let mut health = self.0.store.gateway_health()?;
         for g in self.0.store.snapshot()?.gateways {
             let latest = self.0.store.latest_generation(&g.name)?;
             let connected = self.0.push.watchers(&g.name) > 0;
+            let reported = health.remove(&g.name);
             gateways.push(pb::Gateway {
+                health_received_unix_ms: reported.as_ref().map_or(0, |r| r.received_ms),
+                watchdog_fired_since_unix_ms: reported
+                    .as_ref()
+                    .and_then(|r| r.watchdog_fired_since_ms)
+                    .unwrap_or(0),
+                health: reported.map(|r| pb_health(r.health)),
                 name: g.name,
                 interfaces: g.interfaces,
                 location: g.location,

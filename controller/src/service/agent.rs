@@ -8,14 +8,14 @@ use tonic::{Request, Response, Status, Streaming};
 use wardgate_proto::{
     compat,
     v1::{
-        AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest, RegisterResponse,
-        RenewRequest, RenewResponse, StatusAck, StatusReport, WatchPolicyRequest,
+        self as pb, AlertAck, AlertBatch, FlowAck, FlowBatch, PolicyBundle, RegisterRequest,
+        RegisterResponse, RenewRequest, RenewResponse, StatusAck, StatusReport, WatchPolicyRequest,
         agent_service_server::AgentService,
     },
 };
 
 use super::{Ctx, alert_admission};
-use crate::{alerts, auth, error::Error, metrics::WriteKind, push::Published};
+use crate::{alerts, auth, error::Error, metrics::WriteKind, push::Published, store::AgentHealth};
 
 pub struct Agent(pub Ctx);
 
@@ -303,13 +303,41 @@ impl AgentService for Agent {
                 "agent reports a generation of another store"
             );
         }
+        let health = r.health.map(agent_health).transpose()?;
         self.0.metrics.time_write(WriteKind::Status, || {
-            self.0
-                .store
-                .report_status(&r.gateway, r.applied_generation, &r.epoch, &r.error)
+            self.0.store.report_status(
+                &r.gateway,
+                r.applied_generation,
+                &r.epoch,
+                &r.error,
+                health.as_ref(),
+            )
         })?;
         Ok(Response::new(StatusAck {}))
     }
+}
+
+/// The longest release string an agent may report (MAJOR.MINOR.PATCH with a tail).
+const MAX_VERSION_LEN: usize = 64;
+
+/// A status's health as the store keeps it; a release that is not printable ASCII of at most
+/// `MAX_VERSION_LEN` bytes is refused (it is shown on the console and by wardctl).
+fn agent_health(h: pb::GatewayHealth) -> Result<AgentHealth, Error> {
+    if h.agent_version.len() > MAX_VERSION_LEN
+        || !h.agent_version.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Error::Invalid(format!(
+            "health.agent_version: not a release (printable ASCII, at most {MAX_VERSION_LEN} bytes)"
+        )));
+    }
+    Ok(AgentHealth {
+        agent_version: h.agent_version,
+        watchdog_fired: h.watchdog_fired,
+        watchdog_fired_count: h.watchdog_fired_count,
+        watchdog_recovered_count: h.watchdog_recovered_count,
+        fail_open_devices: h.fail_open_devices,
+        heartbeat_age_ms: h.heartbeat_age_ms,
+    })
 }
 
 /// A response stream fed by a task.

@@ -1,13 +1,17 @@
 //! Each gateway's health for the console's `/gateways`: connected now, the generation it
-//! applied against the latest, its last error, and its certificate's expiry, from what the
-//! controller holds. The agent does not report its release (it sends it at registration,
-//! where it is checked, not kept), its watchdog or its fail-open state: those stay `None`.
+//! applied against the latest, its last error, its certificate's expiry, from what the
+//! controller holds; and what its agent last reported of itself (release, fail-open watchdog,
+//! fail-open devices), `None` for an agent that reports none.
 
 use super::Ctx;
-use crate::error::Result;
+use crate::{error::Result, store::HealthRow};
 
 /// Days of certificate validity under which a gateway is flagged.
 pub const CERT_WARN_DAYS: i64 = 30;
+
+/// Minutes after which a reported health is flagged as old: agents refresh it every minute by
+/// default (`controller.health_report_every_ms`), so three missed refreshes.
+pub const HEALTH_STALE_MINUTES: i64 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayHealth {
@@ -25,6 +29,8 @@ pub struct GatewayHealth {
     pub cert_not_after_ms: Option<i64>,
     /// Devices of the gateway whose profile says `fail_mode: open`.
     pub fail_open_devices: usize,
+    /// What its agent last reported of its health (`None`: its last status had none).
+    pub reported: Option<HealthRow>,
 }
 
 impl GatewayHealth {
@@ -32,6 +38,14 @@ impl GatewayHealth {
     pub fn cert_days_left(&self, now_ms: i64) -> Option<i64> {
         self.cert_not_after_ms
             .map(|t| (t - now_ms).div_euclid(24 * 3600 * 1000))
+    }
+
+    /// Whole minutes since the reported health came, once that is `HEALTH_STALE_MINUTES` or
+    /// more (`None` while it is fresh, or without one).
+    pub fn report_stale_minutes(&self, now_ms: i64) -> Option<i64> {
+        let r = self.reported.as_ref()?;
+        let minutes = (now_ms - r.received_ms).div_euclid(60 * 1000);
+        (minutes >= HEALTH_STALE_MINUTES).then_some(minutes)
     }
 }
 
@@ -45,6 +59,7 @@ pub fn gateways(ctx: &Ctx) -> Result<Vec<GatewayHealth>> {
         .map(|g| (g.gateway, g.latest))
         .collect();
     let certs = ctx.store.cert_expiry()?;
+    let mut reported = ctx.store.gateway_health()?;
     let set = crate::compile::profiles(&snap)?;
     let fail_open = |gw: &str| {
         snap.devices
@@ -69,6 +84,43 @@ pub fn gateways(ctx: &Ctx) -> Result<Vec<GatewayHealth>> {
             last_error: g.last_error.clone(),
             cert_not_after_ms: certs.get(&g.name).copied(),
             fail_open_devices: fail_open(&g.name),
+            reported: reported.remove(&g.name),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AgentHealth;
+
+    #[test]
+    fn a_report_is_flagged_once_three_minutes_old() {
+        let received_ms = 1_000_000_000;
+        let mut g = GatewayHealth {
+            name: "gw".into(),
+            location: String::new(),
+            connected: true,
+            applied_generation: 1,
+            latest_generation: 1,
+            other_store: false,
+            last_error: String::new(),
+            cert_not_after_ms: None,
+            fail_open_devices: 0,
+            reported: None,
+        };
+        assert_eq!(g.report_stale_minutes(received_ms), None, "no report");
+        g.reported = Some(HealthRow {
+            health: AgentHealth::default(),
+            received_ms,
+            watchdog_fired_since_ms: None,
+        });
+        let minute = 60_000;
+        assert_eq!(
+            g.report_stale_minutes(received_ms + 2 * minute + 59_999),
+            None
+        );
+        assert_eq!(g.report_stale_minutes(received_ms + 3 * minute), Some(3));
+        assert_eq!(g.report_stale_minutes(received_ms + 61 * minute), Some(61));
+    }
 }

@@ -320,4 +320,16 @@ pub const MIGRATIONS: &[&str] = &[
     // of the row's flows had one; older rows have none.
     "ALTER TABLE flow_days ADD COLUMN peer_name TEXT;
     ALTER TABLE flow_days ADD COLUMN named_flows INTEGER NOT NULL DEFAULT 0;",
+    // 18: the health a gateway's agent reports with its status (issue 19 point 6): its
+    // release, the fail-open watchdog and its transition counts, its enforced fail-open
+    // devices, its heartbeat's age; when it was received (NULL: the last status had none) and
+    // since when the watchdog has been reported fired (NULL while it is not).
+    "ALTER TABLE gateways ADD COLUMN health_received_ms INTEGER;
+    ALTER TABLE gateways ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
+    ALTER TABLE gateways ADD COLUMN watchdog_fired INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE gateways ADD COLUMN watchdog_fired_since_ms INTEGER;
+    ALTER TABLE gateways ADD COLUMN watchdog_fired_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE gateways ADD COLUMN watchdog_recovered_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE gateways ADD COLUMN fail_open_reported INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE gateways ADD COLUMN heartbeat_age_ms INTEGER;",
 ];

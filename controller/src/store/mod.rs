@@ -100,6 +100,33 @@ pub struct GatewayRow {
     pub applied_epoch: String,
 }
 
+/// What a gateway's agent reports of its health with its status (`StatusReport.health`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentHealth {
+    /// The agent's release (MAJOR.MINOR.PATCH).
+    pub agent_version: String,
+    /// The fail-open watchdog has fired and not recovered.
+    pub watchdog_fired: bool,
+    /// Watchdog transitions the datapath counted: to fired, and back.
+    pub watchdog_fired_count: u32,
+    pub watchdog_recovered_count: u32,
+    /// Enforced devices of the applied policy whose profile fails open (only monitored while
+    /// the watchdog has fired).
+    pub fail_open_devices: u32,
+    /// Age of the agent's heartbeat when it reported (ms; `None`: it never beat).
+    pub heartbeat_age_ms: Option<u64>,
+}
+
+/// A gateway's last reported health as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthRow {
+    pub health: AgentHealth,
+    /// When the report came (Unix ms, the controller's clock).
+    pub received_ms: i64,
+    /// When the first report of the watchdog's current firing came (`None` while not fired).
+    pub watchdog_fired_since_ms: Option<i64>,
+}
+
 /// A gateway's latest generation and the one its agent last reported applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayGenerations {
@@ -780,8 +807,18 @@ pub trait Store: Send + Sync {
             .collect()
     }
     /// What the gateway's agent applied: generation, the epoch of the store it came from,
-    /// and the error (empty when it applied cleanly).
-    fn report_status(&self, gateway: &str, applied: u32, epoch: &str, error: &str) -> Result<()>;
+    /// and the error (empty when it applied cleanly); and its health, which replaces the last
+    /// one (`None`, from an agent that reports none, clears it).
+    fn report_status(
+        &self,
+        gateway: &str,
+        applied: u32,
+        epoch: &str,
+        error: &str,
+        health: Option<&AgentHealth>,
+    ) -> Result<()>;
+    /// Each gateway's last reported health, for those whose last status carried one.
+    fn gateway_health(&self) -> Result<BTreeMap<String, HealthRow>>;
     /// Stores `gateway`'s alerts (one alert per id within the gateway: a copy with a higher
     /// count, or as many and a later last seen, becomes its latest version under a new
     /// sequence number, keeping the acknowledgement, while its creation row stays; an older or

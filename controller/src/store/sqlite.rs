@@ -5,8 +5,9 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path, sync::Mutex};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::{
-    AlertQuery, AlertRow, DeviceRow, GatewayRow, GenerationContent, GenerationRow, NewAlert,
-    ProfileRow, Snapshot, Store, StoreError, StoreTx, StoredAlert, SuppressionRow,
+    AgentHealth, AlertQuery, AlertRow, DeviceRow, GatewayRow, GenerationContent, GenerationRow,
+    HealthRow, NewAlert, ProfileRow, Snapshot, Store, StoreError, StoreTx, StoredAlert,
+    SuppressionRow,
     checkpoint::{self, Checkpointer},
     migrations::MIGRATIONS,
     reader::Readers,
@@ -593,15 +594,73 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn report_status(&self, gateway: &str, applied: u32, epoch: &str, error: &str) -> Result<()> {
+    fn report_status(
+        &self,
+        gateway: &str,
+        applied: u32,
+        epoch: &str,
+        error: &str,
+        health: Option<&AgentHealth>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let h = health.cloned().unwrap_or_default();
+        // The firing's start is kept while reports say fired, and cleared by one that does not.
         let n = self.conn().execute(
-            "UPDATE gateways SET applied_generation = ?2, last_error = ?3, last_seen_ms = ?4, applied_epoch = ?5 WHERE name = ?1",
-            params![gateway, applied, error, now_ms(), epoch],
+            "UPDATE gateways SET applied_generation = ?2, last_error = ?3, last_seen_ms = ?4, \
+             applied_epoch = ?5, health_received_ms = ?6, agent_version = ?7, \
+             watchdog_fired = ?8, \
+             watchdog_fired_since_ms = CASE WHEN ?8 THEN COALESCE(watchdog_fired_since_ms, ?4) END, \
+             watchdog_fired_count = ?9, watchdog_recovered_count = ?10, \
+             fail_open_reported = ?11, heartbeat_age_ms = ?12 WHERE name = ?1",
+            params![
+                gateway,
+                applied,
+                error,
+                now,
+                epoch,
+                health.map(|_| now),
+                h.agent_version,
+                h.watchdog_fired,
+                h.watchdog_fired_count,
+                h.watchdog_recovered_count,
+                h.fail_open_devices,
+                h.heartbeat_age_ms.map(sql_u64),
+            ],
         )?;
         if n == 0 {
             return Err(not_found("gateway", gateway));
         }
         Ok(())
+    }
+
+    fn gateway_health(&self) -> Result<BTreeMap<String, HealthRow>> {
+        self.read(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT name, health_received_ms, agent_version, watchdog_fired, \
+                 watchdog_fired_since_ms, watchdog_fired_count, watchdog_recovered_count, \
+                 fail_open_reported, heartbeat_age_ms FROM gateways \
+                 WHERE health_received_ms IS NOT NULL",
+            )?;
+            let rows = q.query_map([], |r| {
+                let age: Option<i64> = r.get(8)?;
+                Ok((
+                    r.get(0)?,
+                    HealthRow {
+                        received_ms: r.get(1)?,
+                        health: AgentHealth {
+                            agent_version: r.get(2)?,
+                            watchdog_fired: r.get(3)?,
+                            watchdog_fired_count: r.get(5)?,
+                            watchdog_recovered_count: r.get(6)?,
+                            fail_open_devices: r.get(7)?,
+                            heartbeat_age_ms: age.map(|a| u64::try_from(a).unwrap_or(0)),
+                        },
+                        watchdog_fired_since_ms: r.get(4)?,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
     }
 
     fn insert_alerts(&self, gateway: &str, alerts: &[NewAlert]) -> Result<Vec<String>> {
@@ -1247,5 +1306,77 @@ mod tests {
         store.insert_alerts("gw-a", &batch("flood", 50, 0)).unwrap();
         assert_eq!(held("gw-a", 3), 4);
         assert_eq!(store.alert_drops("gw-a").unwrap(), [55, 0, 0, 0]);
+    }
+
+    /// The health a status carries is stored with its time; the watchdog's firing keeps its
+    /// first report's time while it lasts; a status without health (an older agent) clears it.
+    #[test]
+    fn reported_health_round_trips_and_a_status_without_it_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut tx = store.begin().unwrap();
+        for name in ["gw-a", "gw-b"] {
+            tx.apply(&Change::UpsertGateway(GatewayRow {
+                name: name.into(),
+                interfaces: vec!["wg-dev0".into()],
+                location: String::new(),
+                applied_generation: 0,
+                last_error: String::new(),
+                applied_epoch: String::new(),
+            }))
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        assert!(store.gateway_health().unwrap().is_empty());
+        let mut fired = AgentHealth {
+            agent_version: "0.9.1".into(),
+            watchdog_fired: true,
+            watchdog_fired_count: 3,
+            watchdog_recovered_count: 2,
+            fail_open_devices: 7,
+            heartbeat_age_ms: Some(12_345),
+        };
+        let before = now_ms();
+        store
+            .report_status("gw-a", 4, "e1", "", Some(&fired))
+            .unwrap();
+        store.report_status("gw-b", 4, "e1", "", None).unwrap();
+        let all = store.gateway_health().unwrap();
+        assert_eq!(
+            all.keys().collect::<Vec<_>>(),
+            ["gw-a"],
+            "gw-b reported none"
+        );
+        let a = &all["gw-a"];
+        assert_eq!(a.health, fired);
+        assert!(a.received_ms >= before && a.received_ms <= now_ms());
+        let since = a.watchdog_fired_since_ms.expect("fired");
+        assert_eq!(since, a.received_ms);
+        // Still fired: the firing started at the first report.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        fired.heartbeat_age_ms = None;
+        store
+            .report_status("gw-a", 4, "e1", "", Some(&fired))
+            .unwrap();
+        let a = &store.gateway_health().unwrap()["gw-a"];
+        assert_eq!(a.watchdog_fired_since_ms, Some(since));
+        assert!(a.received_ms > since);
+        assert_eq!(a.health.heartbeat_age_ms, None);
+        // Recovered: no firing time.
+        let ok = AgentHealth {
+            watchdog_fired: false,
+            watchdog_recovered_count: 3,
+            ..fired.clone()
+        };
+        store.report_status("gw-a", 5, "e1", "", Some(&ok)).unwrap();
+        let a = &store.gateway_health().unwrap()["gw-a"];
+        assert_eq!((&a.health, a.watchdog_fired_since_ms), (&ok, None));
+        // An older agent's status: no health any more, the generation still stored.
+        store.report_status("gw-a", 6, "e1", "", None).unwrap();
+        assert!(store.gateway_health().unwrap().is_empty());
+        assert_eq!(
+            store.gateway("gw-a").unwrap().unwrap().applied_generation,
+            6
+        );
     }
 }

@@ -30,8 +30,11 @@ try {
   await page.waitForURL(`${CONSOLE_URL}/gateways`);
   const w3 = await page.textContent('tr.gateway:nth-child(1)');
   expect(w3.includes('connected') && w3.includes('renew soon'), `gw-ward-3: ${w3}`);
+  expect(w3.includes('0.9.1') && w3.includes('fired since'), `gw-ward-3's health: ${w3}`);
+  expect(w3.includes('1 only monitored'), `gw-ward-3's fail-open state: ${w3}`);
   const w4 = await page.textContent('tr.gateway:nth-child(2)');
   expect(w4.includes('not connected'), `gw-ward-4: ${w4}`);
+  expect(w4.includes('not reported by the agent'), `gw-ward-4 reports no health: ${w4}`);
   await audit(page, 'gateways');
 } finally {
   await browser.close();

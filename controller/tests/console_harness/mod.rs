@@ -22,11 +22,13 @@ use tokio_rustls::{
         pki_types::{CertificateDer, ServerName, pem::PemObject as _},
     },
 };
+use tonic::transport::Channel;
 use wardgate_analysis::{FlowDirection, FlowOutcome, FlowRecord, TcpOutcome, flow::DeviceRef};
 use wardgate_controller::service::learning;
 use wardgate_controller::{
     auth::Role,
     certs,
+    cli::remote::Remote,
     config::{ConsoleConfig, LocalAdmin},
     console::{
         self,
@@ -38,9 +40,21 @@ use wardgate_controller::{
     store::{Change, DeviceRow, GatewayRow, SqliteStore, Store},
 };
 use wardgate_policy::Mode;
-use wardgate_proto::v1 as pb;
+use wardgate_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
 
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// An agent's client of the controller's gRPC services; they stop when it is dropped.
+pub struct AgentLink {
+    pub client: AgentServiceClient<Channel>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for AgentLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 pub struct Console {
     _dir: tempfile::TempDir,
@@ -124,7 +138,7 @@ impl Console {
         let cert_dir = dir.path().join("certs");
         certs::init(
             &cert_dir,
-            &["gw-ward-3".to_string()],
+            &["gw-ward-3".to_string(), "gw-ward-4".to_string()],
             &[],
             &certs::InitOptions::default(),
         )
@@ -195,6 +209,37 @@ impl Console {
             store,
             ctx,
             tls: TlsConnector::from(Arc::new(config)),
+            task,
+        }
+    }
+
+    /// The controller's gRPC services over mTLS on loopback with the console's context (as
+    /// `wardgate-controller` serves both), and an agent's client as `gateway` (its lab
+    /// certificate): what a real agent reaches.
+    pub async fn agent(&self, gateway: &str) -> AgentLink {
+        let certs = self.ca_pem.parent().unwrap().to_path_buf();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let (ctx, tls) = (self.ctx.clone(), TlsFiles::in_dir(&certs));
+        let task = tokio::spawn(async move {
+            server::serve_with(
+                ctx,
+                &tls,
+                &Settings::default(),
+                listener,
+                std::future::pending(),
+            )
+            .await
+        });
+        let channel = Remote::to(url, certs, &format!("gateway-{gateway}"), "localhost")
+            .channel()
+            .await
+            .unwrap();
+        AgentLink {
+            client: AgentServiceClient::new(channel),
             task,
         }
     }
