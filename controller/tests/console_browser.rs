@@ -473,3 +473,58 @@ async fn a_viewer_reads_a_devices_flows_in_headless_chromium() {
     let png = std::fs::read(shots.join("console-device-flows.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG"));
 }
+
+/// `tests/browser/session.mjs`: the mode form submitted by Chromium without its CSRF token and a
+/// script's POST with a forged one are refused and change nothing; a session left idle past its
+/// timeout sends the next click back to the login ("Your session has ended"), and the store has
+/// it revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csrf_less_post_is_refused_and_an_idle_session_ends_in_headless_chromium() {
+    const IDLE_SECONDS: u64 = 6;
+    // A learning device (every tenth of the harness's is enforced).
+    const DEVICE: &str = "pump-0002";
+    let psc = MockPsc::start().await;
+    psc.add_users(&[User::new("899700000001", "Hélène", "Martin")]);
+    let c = Console::start_with(4, |cfg, addr| {
+        cfg.oidc = Some(oidc_config(&psc, addr, &["899700000001"], &[]));
+        cfg.idle_timeout_seconds = IDLE_SECONDS;
+    })
+    .await;
+    let audit_before = c.store.audit().unwrap().len();
+    let tmp = tempfile::tempdir().unwrap();
+    let shots = shots_dir(tmp.path());
+    let report = run_scenario(
+        "session.mjs",
+        &[
+            (
+                "CONSOLE_URL",
+                format!("https://localhost:{}", c.addr.port()),
+            ),
+            ("PSC_URL", psc.base()),
+            ("DEVICE", DEVICE.to_string()),
+            ("SHOTS", shots.display().to_string()),
+            ("IDLE_SECONDS", IDLE_SECONDS.to_string()),
+        ],
+    );
+    assert_eq!(report["pages"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["axe"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        c.store.device(DEVICE).unwrap().unwrap().mode,
+        wardgate_policy::Mode::Learn,
+        "a refused POST changed the device"
+    );
+    let audit = c.store.audit().unwrap();
+    assert!(
+        audit[audit_before..]
+            .iter()
+            .all(|e| e.action != "set_mode" && e.target != DEVICE),
+        "a refused POST reached the audit trail: {:?}",
+        &audit[audit_before..]
+    );
+    let sessions = c.store.sessions_of("899700000001").unwrap();
+    assert_eq!(sessions.len(), 1, "one login");
+    assert!(
+        sessions[0].revoked_ms.is_some(),
+        "the idle session is revoked in the store"
+    );
+}
