@@ -63,6 +63,19 @@ pub struct AggregateDetail {
     /// [`FlowAggregate::outcomes`]).
     #[serde(default)]
     pub outcomes: OutcomeCounts,
+    /// The rule the gateway reported admitting the latest of the row's flows that had one
+    /// (live records; none offline, in learn mode, for denied flows and in older rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<DecidedBy>,
+}
+
+/// A rule of one generation: what admitted a flow at the time, whatever the profile says now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DecidedBy {
+    /// The rule id the datapath reported (`Rule::rule_id` of the generation).
+    pub rule: u32,
+    /// The generation the gateway had applied when its record was stored (0: not known).
+    pub generation: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +144,10 @@ impl FlowAggregate {
                 apps_overflow: 0,
                 tcp,
                 outcomes: OutcomeCounts::one(r.outcome),
+                decided_by: r.rule.map(|rule| DecidedBy {
+                    rule,
+                    generation: 0,
+                }),
             },
             peer_name: r.peer_name.clone(),
             named_flows: u64::from(r.peer_name.is_some()),
@@ -157,6 +174,11 @@ impl FlowAggregate {
             self.peer_name = other.peer_name.clone();
         }
         add(&mut self.named_flows, other.named_flows);
+        if other.detail.decided_by.is_some()
+            && (self.detail.decided_by.is_none() || other.last_seen_ns >= self.last_seen_ns)
+        {
+            self.detail.decided_by = other.detail.decided_by;
+        }
         self.first_seen_ns = self.first_seen_ns.min(other.first_seen_ns);
         self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
         let d = &mut self.detail;
@@ -400,6 +422,43 @@ mod tests {
             row.bytes()
         );
         assert!(recs[0].0.app.is_some() && recs[1].0.app.is_none());
+    }
+
+    #[test]
+    fn a_row_keeps_the_rule_of_its_latest_flow_that_had_one() {
+        let day = 20_000 * 86_400;
+        let mut old = rec("198.51.100.5", 443, day + 10, 1, None);
+        old.rule = Some(3);
+        let mut new = rec("198.51.100.5", 443, day + 500, 1, None);
+        new.rule = Some(7);
+        let mut none = rec("198.51.100.5", 443, day + 900, 1, None);
+        none.rule = None;
+        for order in [
+            [&old, &new, &none],
+            [&none, &new, &old],
+            [&new, &none, &old],
+        ] {
+            let rs: Vec<FlowRecord> = order.iter().map(|r| (*r).clone()).collect();
+            let a = aggregate(&rs);
+            assert_eq!(a.len(), 1);
+            assert_eq!(
+                a[0].detail.decided_by,
+                Some(DecidedBy {
+                    rule: 7,
+                    generation: 0
+                }),
+                "{order:?}"
+            );
+        }
+        // And through the row's stored form (older rows have none).
+        let json = serde_json::to_string(&aggregate(&[new])[0].detail).unwrap();
+        let back: AggregateDetail = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.decided_by.map(|d| d.rule), Some(7));
+        let old_row: AggregateDetail = serde_json::from_str(
+            r#"{"hours":{},"starts":[],"apps":[],"apps_overflow":0,"tcp":{"established":0,"refused":0,"no_answer":0,"unknown":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(old_row.decided_by, None);
     }
 
     #[test]

@@ -196,3 +196,82 @@ async fn the_device_page_lists_flows_with_their_verdict_and_rule() {
         "{denied}"
     );
 }
+
+/// A flow the gateway admitted names the rule it reported, as the generation applied then had
+/// it, even after the profile changed so that no rule allows it any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_flow_names_the_rule_of_the_generation_that_admitted_it() {
+    let c = Console::start(6, 900).await;
+    let generation = c.store.latest_generation("gw-ward-3").unwrap();
+    assert!(generation > 0, "the harness compiled gw-ward-3");
+    let epoch = c.store.epoch().unwrap();
+    c.store
+        .report_status("gw-ward-3", generation, &epoch, "", None)
+        .unwrap();
+    // The rule id the datapath would report for the pump's tcp/443 to the infusion server.
+    let stored = c
+        .store
+        .generation("gw-ward-3", generation)
+        .unwrap()
+        .unwrap();
+    let state = wardgate_controller::generation::decode(&stored.content).unwrap();
+    let pump = state
+        .devices
+        .iter()
+        .find(|d| d.name == "pump-0000")
+        .unwrap();
+    let policy = state
+        .policies
+        .iter()
+        .find(|p| p.policy_id == pump.policy_id)
+        .unwrap();
+    let rule = policy
+        .rules
+        .iter()
+        .find(|r| r.name.contains("infusion server"))
+        .unwrap_or_else(|| panic!("no infusion server rule in {:?}", policy.rules));
+    let mut admitted = tcp(
+        &c,
+        "pump-0000",
+        "198.51.100.30",
+        443,
+        FlowOutcome::Established,
+    );
+    admitted.rule = Some(rule.rule_id);
+    report(&c, &[admitted]);
+
+    // The profile changes: tcp/443 is no longer allowed.
+    let before = c.store.profile("infusion-pump").unwrap().unwrap().yaml;
+    let yaml = before.replace("443", "4443");
+    assert_ne!(yaml, before, "the profile allowed tcp/443");
+    // (The availability warning names the pump's flow: accepted.)
+    c.ctx
+        .write_accepting(
+            "user:erin",
+            "CHG-7 infusion server moves to 4443",
+            vec![Change::UpsertProfile {
+                name: "infusion-pump".into(),
+                yaml,
+            }],
+            true,
+        )
+        .unwrap();
+
+    let (mut b, _) = c.browser_as("vera", Role::Viewer);
+    let p = b.get("/devices/pump-0000").await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let row = flow_row(&p.body, "198.51.100.30 (infusion-server)", 443);
+    let said = format!(
+        "infusion-pump version {} → rule {} (in generation {generation})",
+        policy.profile_version, rule.name
+    );
+    assert!(row.contains(&said), "{said} in {row}");
+    assert!(!row.contains("no rule of"), "{row}");
+    b.lang = "fr-FR,fr;q=0.9";
+    let p = b.get("/devices/pump-0000").await;
+    let row = flow_row(&p.body, "198.51.100.30 (infusion-server)", 443);
+    assert!(
+        row.contains(&format!("(dans la génération {generation})")),
+        "{row}"
+    );
+}

@@ -53,6 +53,15 @@ pub struct FlowView {
 fn flow_view(m: &Messages, f: device_flows::DeviceFlow) -> FlowView {
     use device_flows::{Decision, Verdict};
     let decided = match &f.decision {
+        Decision::Admitted {
+            profile,
+            version,
+            rule,
+            generation,
+        } => format!(
+            "{profile} {} {version} → {} {rule} ({} {generation})",
+            m.version, m.rule_of, m.in_generation
+        ),
         Decision::Rule { profile, rule } => format!("{profile} → {} {rule}", m.rule_of),
         // Enforced now, yet it passed: the policy changed since (or it passed under grace).
         Decision::NoRule {

@@ -309,6 +309,10 @@ pub struct Messages {
     pub verdict_not_completed: &'static str,
     pub rule_of: &'static str,
     pub no_rule_of: &'static str,
+    /// Before a version number: "infusion-pump version 3".
+    pub version: &'static str,
+    /// Before a generation number: what admitted a flow, "in generation 5".
+    pub in_generation: &'static str,
     pub allows_it: &'static str,
     pub allowed_earlier: &'static str,
     pub would_be_denied: &'static str,
@@ -574,6 +578,8 @@ pub static EN: Messages = Messages {
     verdict_not_completed: "not completed",
     rule_of: "rule",
     no_rule_of: "no rule of",
+    version: "version",
+    in_generation: "in generation",
     allows_it: "allows it",
     allowed_earlier: "now (it passed under an earlier policy)",
     would_be_denied: "would be denied (not enforced in this mode)",
@@ -834,6 +840,8 @@ pub static FR: Messages = Messages {
     verdict_not_completed: "non abouti",
     rule_of: "règle",
     no_rule_of: "aucune règle de",
+    version: "version",
+    in_generation: "dans la génération",
     allows_it: "ne l'autorise",
     allowed_earlier: "désormais (il est passé sous une politique antérieure)",
     would_be_denied: "serait refusé (non appliqué dans ce mode)",

@@ -1,18 +1,20 @@
-//! A device's flows over the last days with their verdict and what decided it: the rule of
-//! the device's current profile that allows each flow (profile -> rule), or that none does
-//! (denied in enforce, "would be denied" in learn and monitor), and the generation its
-//! gateway applied. The console's device page only shows it.
+//! A device's flows over the last days with their verdict and what decided it. The console's
+//! device page only shows it.
 //!
-//! Stored flow rows do not keep the rule id the agent reported (aggregates fold it away), so
-//! the rule is found by looking each flow up in the current profile
-//! (`wardgate_policy::matrix::matching`, the console matrix's lookup): the answer is the same
-//! for every row, old or new.
+//! A flow the gateway admitted names the rule it reported, which each flow row keeps with the
+//! generation the gateway had applied when the row was stored (`AggregateDetail::decided_by`):
+//! that generation's stored content gives the profile, its version and the rule's name, as
+//! they were, whatever the profile says now. Other flows (denied, learn mode, rows stored
+//! before rows kept the rule, a generation no longer stored) are looked up in the device's
+//! current profile (`wardgate_policy::matrix::matching`, the console matrix's lookup): the rule
+//! that allows it now, or that none does (denied in enforce, "would be denied" in learn and
+//! monitor).
 
 use std::{collections::BTreeMap, net::IpAddr};
 
 use wardgate_analysis::{
     FlowDirection,
-    aggregate::{FlowAggregate, NS_PER_DAY, day_of},
+    aggregate::{DecidedBy, FlowAggregate, NS_PER_DAY, day_of},
 };
 use wardgate_policy::{Mode, ValidSite, matrix};
 
@@ -47,9 +49,18 @@ impl Verdict {
     }
 }
 
-/// What decides a flow under the device's current profile.
+/// What decided a flow: the rule that admitted it at the time, or what decides it under the
+/// device's current profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// The gateway reported that rule `rule` of `profile` (version `version`) in generation
+    /// `generation` admitted its latest flow.
+    Admitted {
+        profile: String,
+        version: u32,
+        rule: String,
+        generation: u32,
+    },
     /// The profile's rule `rule` allows it.
     Rule { profile: String, rule: String },
     /// No rule of the profile allows it: dropped in enforce, reported in monitor ("would be
@@ -109,20 +120,71 @@ pub fn device_flows(
         ..Snapshot::default()
     };
     let site = compile::profiles(&snap).and_then(|set| compile::valid_site(&snap, &set));
+    let admitted = admitted_rules(ctx, device, &rows)?;
     Ok(build(
         device,
         site.as_ref().map_err(ToString::to_string),
         &rows,
+        &admitted,
         generation,
         limit,
     ))
 }
 
-/// The list from `rows` (pure): `site` is the device's validated site or why it is not.
+/// The rules named by `rows`, as their generations stored them: (profile, version, rule name)
+/// by rule and generation. A generation not stored (pruned, or 0: not known) names nothing.
+fn admitted_rules(
+    ctx: &Ctx,
+    device: &DeviceRow,
+    rows: &[FlowAggregate],
+) -> Result<BTreeMap<DecidedBy, (String, u32, String)>> {
+    let mut by_generation: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for d in rows.iter().filter_map(|r| r.detail.decided_by) {
+        if d.generation != 0 {
+            by_generation.entry(d.generation).or_default().push(d.rule);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (generation, rules) in by_generation {
+        let Some(stored) = ctx.store.generation(&device.gateway, generation)? else {
+            continue;
+        };
+        let Ok(state) = crate::generation::decode(&stored.content) else {
+            continue;
+        };
+        let Some(entry) = state.devices.iter().find(|d| d.name == device.name) else {
+            continue;
+        };
+        let Some(policy) = state
+            .policies
+            .iter()
+            .find(|p| p.policy_id == entry.policy_id)
+        else {
+            continue;
+        };
+        for rule in rules {
+            if let Some(r) = policy.rules.iter().find(|r| r.rule_id == rule) {
+                out.insert(
+                    DecidedBy { rule, generation },
+                    (
+                        policy.profile.clone(),
+                        policy.profile_version,
+                        r.name.clone(),
+                    ),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The list from `rows` (pure): `site` is the device's validated site or why it is not;
+/// `admitted` the rules the rows name, as their generations had them.
 pub fn build(
     device: &DeviceRow,
     site: std::result::Result<&ValidSite, String>,
     rows: &[FlowAggregate],
+    admitted: &BTreeMap<DecidedBy, (String, u32, String)>,
     generation: u32,
     limit: usize,
 ) -> DeviceFlows {
@@ -133,6 +195,8 @@ pub fn build(
         last_seen_ns: u64,
         established: u64,
         denied: u64,
+        /// The rule of the latest row that names one, and that row's last flow.
+        decided_by: Option<(u64, DecidedBy)>,
     }
     let mut sums: BTreeMap<(FlowDirection, IpAddr, u8, u16), Sum> = BTreeMap::new();
     for r in rows {
@@ -148,6 +212,11 @@ pub fn build(
         s.last_seen_ns = s.last_seen_ns.max(r.last_seen_ns);
         s.established = s.established.saturating_add(o.established);
         s.denied = s.denied.saturating_add(o.denied);
+        if let Some(d) = r.detail.decided_by
+            && s.decided_by.is_none_or(|(at, _)| r.last_seen_ns >= at)
+        {
+            s.decided_by = Some((r.last_seen_ns, d));
+        }
     }
     let profile = site.as_ref().map_err(Clone::clone).and_then(|s| {
         s.profiles()
@@ -158,19 +227,32 @@ pub fn build(
     let mut flows: Vec<DeviceFlow> = sums
         .into_iter()
         .map(|((direction, peer, proto, port), s)| {
-            let decision = match (&profile, device.mode) {
-                (_, Mode::Quarantine) => Decision::Quarantine,
-                (Err(e), _) => Decision::Unknown(e.clone()),
-                (Ok(p), _) => match matrix::matching(p, direction.to_policy(), peer, proto, port) {
-                    Some(f) => Decision::Rule {
-                        profile: device.profile.clone(),
-                        rule: f.name.clone(),
-                    },
-                    None => Decision::NoRule {
-                        profile: device.profile.clone(),
-                        would_be,
-                    },
-                },
+            let at_the_time = s
+                .decided_by
+                .and_then(|(_, d)| admitted.get(&d).map(|a| (d.generation, a)));
+            let decision = match (&profile, device.mode, at_the_time) {
+                (_, _, Some((generation, (profile, version, rule)))) if s.denied == 0 => {
+                    Decision::Admitted {
+                        profile: profile.clone(),
+                        version: *version,
+                        rule: rule.clone(),
+                        generation,
+                    }
+                }
+                (_, Mode::Quarantine, _) => Decision::Quarantine,
+                (Err(e), _, _) => Decision::Unknown(e.clone()),
+                (Ok(p), _, _) => {
+                    match matrix::matching(p, direction.to_policy(), peer, proto, port) {
+                        Some(f) => Decision::Rule {
+                            profile: device.profile.clone(),
+                            rule: f.name.clone(),
+                        },
+                        None => Decision::NoRule {
+                            profile: device.profile.clone(),
+                            would_be,
+                        },
+                    }
+                }
             };
             let groups = site.as_ref().map_or_else(
                 |_| Vec::new(),
@@ -312,7 +394,14 @@ mod tests {
                 },
             ),
         ];
-        let list = build(&device(Mode::Enforce), Err("no site".into()), &rows, 7, 2);
+        let list = build(
+            &device(Mode::Enforce),
+            Err("no site".into()),
+            &rows,
+            &BTreeMap::new(),
+            7,
+            2,
+        );
         assert_eq!(list.generation, 7);
         assert_eq!(list.more, 1, "three keys, two shown");
         let ports: Vec<u16> = list.flows.iter().map(|f| f.port).collect();
@@ -331,11 +420,73 @@ mod tests {
             &device(Mode::Quarantine),
             Err("no site".into()),
             &rows,
+            &BTreeMap::new(),
             7,
             10,
         );
         assert_eq!(q.more, 0);
         assert!(q.flows.iter().all(|f| f.decision == Decision::Quarantine));
         assert_eq!(q.flows[2].verdict, Verdict::Allowed);
+    }
+
+    #[test]
+    fn an_admitted_flow_names_the_rule_of_its_generation_not_the_current_profile() {
+        let allowed = OutcomeCounts {
+            established: 1,
+            ..OutcomeCounts::default()
+        };
+        let at = |rule, generation| DecidedBy { rule, generation };
+        let mut old = row("198.51.100.30", 443, 10, 1, allowed);
+        old.detail.decided_by = Some(at(4, 3));
+        let mut new = row("198.51.100.30", 443, 11, 1, allowed);
+        new.detail.decided_by = Some(at(9, 5));
+        let mut pruned = row("198.51.100.31", 443, 11, 1, allowed);
+        pruned.detail.decided_by = Some(at(9, 1));
+        let admitted = BTreeMap::from([
+            (
+                at(4, 3),
+                ("infusion-pump".to_string(), 2, "old rule".to_string()),
+            ),
+            (
+                at(9, 5),
+                (
+                    "infusion-pump".to_string(),
+                    3,
+                    "infusion server".to_string(),
+                ),
+            ),
+        ]);
+        // Quarantined now, no site: what admitted the flows is still what the gateway said.
+        let list = build(
+            &device(Mode::Quarantine),
+            Err("no site".into()),
+            &[old, new, pruned],
+            &admitted,
+            7,
+            10,
+        );
+        let by_peer = |p: &str| {
+            list.flows
+                .iter()
+                .find(|f| f.peer.to_string() == p)
+                .unwrap()
+                .decision
+                .clone()
+        };
+        assert_eq!(
+            by_peer("198.51.100.30"),
+            Decision::Admitted {
+                profile: "infusion-pump".into(),
+                version: 3,
+                rule: "infusion server".into(),
+                generation: 5,
+            },
+            "the latest row's rule"
+        );
+        assert_eq!(
+            by_peer("198.51.100.31"),
+            Decision::Quarantine,
+            "a generation not stored names nothing"
+        );
     }
 }

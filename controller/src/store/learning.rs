@@ -132,7 +132,20 @@ pub fn insert_flows(
         let s = starts.entry(r.device.name.as_str()).or_insert(u64::MAX);
         *s = (*s).min(r.first_seen_ns);
     }
+    // The generation the gateway applied when its records are stored: with the rule id a
+    // record carries, what admitted the flow at the time (the device page names it).
+    let applied: u32 = tx
+        .query_row(
+            "SELECT applied_generation FROM gateways WHERE name = ?1",
+            [gateway],
+            |x| x.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
     for mut a in aggregate(kept) {
+        if let Some(d) = a.detail.decided_by.as_mut() {
+            d.generation = applied;
+        }
         let k = &a.key;
         let peer = k.peer.to_string();
         let prev = tx
