@@ -26,7 +26,7 @@ use std::{
 };
 
 use support::{
-    lab::{GW, Lab},
+    lab::{Lab, wait_generation},
     *,
 };
 use wardgate_policy::{
@@ -49,6 +49,8 @@ const DNS: &str = "198.51.100.53";
 const NTP: &str = "198.51.100.123";
 const PACS: &str = "198.51.100.10";
 const HL7: &str = "198.51.100.20";
+/// The change reason of the engineer's writes.
+const REASON: &str = "CHG-7 pump 3A-12 learn to enforce";
 /// A service the pump never used while learning.
 const EXTRA: &str = "198.51.100.30:8443";
 
@@ -155,57 +157,9 @@ fn servers(ward: &Ward, dir: &Path) -> Vec<Peer> {
     ]
 }
 
-/// Runs `wardctl ARGS` as the engineer (bounded); its stdout, which for `--output json` is JSON.
-fn wardctl(lab: &Lab, ward: &Ward, args: &[&str]) -> String {
-    let out = lab
-        .wardctl(ward, args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run wardctl");
-    assert!(
-        out.status.success(),
-        "wardctl {}: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A write through wardctl (`--output json`); the generation it compiled for the gateway.
-fn write(lab: &Lab, ward: &Ward, args: &[&str]) -> u64 {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--reason", "CHG-7 pump 3A-12 learn to enforce"]);
-    let out = wardctl(lab, ward, &all);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    v["generations"][GW]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no generation for {GW}: {out}"))
-}
-
-/// Waits (bounded) until the agent logged that generation `n` is in its maps.
-fn wait_generation(agent: &AgentProcess, n: u64) {
-    let needle = format!("to={n} ");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agent
-        .log_text()
-        .lines()
-        .any(|l| l.contains("policy generation switched") && l.contains(&needle))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "generation {n} never applied:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `wardctl simulate` of `profile` over the pump's records: (recorded flows, blocked rows).
 fn simulate(lab: &Lab, ward: &Ward, profile: &Path) -> (u64, Vec<serde_json::Value>) {
-    let out = wardctl(
-        lab,
+    let out = lab.wardctl_ok(
         ward,
         &[
             "--output",
@@ -282,7 +236,7 @@ fn a_pump_goes_from_learn_to_enforce_on_its_proposed_profile_and_keeps_its_real_
     agent.wait_for("policy generation switched");
 
     // 1. Learn: the engineer puts the pump in learn mode; it talks for a while.
-    let g = write(&lab, &ward, &["mode", DEVICE, "learn"]);
+    let g = lab.write(&ward, &["mode", DEVICE, "learn"], REASON);
     wait_generation(&agent, g);
     device.talk_until_all(Duration::from_secs(30));
     assert_eq!(device.talk(), ALL, "learning passes everything");
@@ -292,8 +246,7 @@ fn a_pump_goes_from_learn_to_enforce_on_its_proposed_profile_and_keeps_its_real_
 
     // 2. Propose: a profile that validates and names the four services by site group.
     let proposal = d.join("proposed.yaml");
-    wardctl(
-        &lab,
+    lab.wardctl_ok(
         &ward,
         &[
             "profile",
@@ -363,8 +316,7 @@ fn a_pump_goes_from_learn_to_enforce_on_its_proposed_profile_and_keeps_its_real_
     let mut agent = AgentProcess::start(bin, &ward.gw, &config, d.join("agent-enforce.log"));
     agent.wait_for("active policy generation");
     let name = profile.name.value.clone();
-    wardctl(
-        &lab,
+    lab.wardctl_ok(
         &ward,
         &[
             "profiles",
@@ -374,8 +326,8 @@ fn a_pump_goes_from_learn_to_enforce_on_its_proposed_profile_and_keeps_its_real_
             "CHG-7 proposal for pump 3A-12",
         ],
     );
-    write(&lab, &ward, &["assign", DEVICE, &name]);
-    let g = write(&lab, &ward, &["mode", DEVICE, "monitor"]);
+    lab.write(&ward, &["assign", DEVICE, &name], REASON);
+    let g = lab.write(&ward, &["mode", DEVICE, "monitor"], REASON);
     wait_generation(&agent, g);
     assert_eq!(device.talk(), ALL, "monitor passes the learned traffic");
     assert!(
@@ -407,7 +359,11 @@ fn a_pump_goes_from_learn_to_enforce_on_its_proposed_profile_and_keeps_its_real_
             && warning.contains(&format!("port {}", extra.port())),
         "enforcing without accepting the impact is refused, naming the extra flow: {warning}"
     );
-    let g = write(&lab, &ward, &["mode", DEVICE, "enforce", "--accept-impact"]);
+    let g = lab.write(
+        &ward,
+        &["mode", DEVICE, "enforce", "--accept-impact"],
+        REASON,
+    );
     wait_generation(&agent, g);
     assert_eq!(
         device.talk(),

@@ -1,4 +1,4 @@
-//! `cargo xtask bench datapath|throughput|controller|learn|flows|console`: benchmarks that print tables (never run as tests).
+//! `cargo xtask bench datapath|throughput|controller|learn|flows|dns-names|console`: benchmarks that print tables (never run as tests).
 
 use crate::cmd;
 
@@ -16,6 +16,9 @@ pub enum Bench {
     /// New flows/s through a gateway namespace vs flow records the agent kept, and the agent's
     /// resident memory holding 10,000 devices' baselines (root).
     Flows,
+    /// Answers/s of the live DNS-name watcher's decode and learn path, and its CPU (and the
+    /// sender's) while answers cross a veth, watcher on and off (root).
+    DnsNames,
     /// p95 of the console's inventory and device pages at 20,000 devices and 7 days of flow
     /// rows, next to `wardctl --output json` reading the same (WG_BENCH_ROUNDS, default 40).
     Console,
@@ -43,6 +46,9 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
             "wardgate-controller-bench",
         ])),
         Bench::Learn => crate::bench_learn::run(),
+        Bench::DnsNames => {
+            cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-testkit", "--bench", "dns_names"]))
+        }
         Bench::Flows => {
             // The bench starts the real agent binary.
             cmd::run(cmd::cargo().args(["build", "--release", "-p", "wardgate-agent"]))?;

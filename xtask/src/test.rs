@@ -94,6 +94,7 @@ const ATTACH_AGENT_TESTS: &[&str] = &[
     "payload_netns",
     "app_rules_netns",
     "dns_rules_netns",
+    "dns_names_netns",
     "flow_report_netns",
     "lifecycle_netns",
     "spoof_netns",

@@ -99,6 +99,22 @@ fn open_socket() -> io::Result<OwnedFd> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    // The kernel's time of each frame (when it crossed the interface), not the time this task
+    // got to read it: a flow the device opens right after its answer starts after it.
+    let on: libc::c_int = 1;
+    // Safety: an int option of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
     // Safety: zeroed sockaddr_ll is valid; then bound to every interface, every protocol.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
@@ -117,22 +133,34 @@ fn open_socket() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// One frame, and the interface it crossed; `None` when none is waiting.
-fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, i32)>> {
-    // Safety: zeroed sockaddr_ll is valid; recvfrom writes at most its size.
+/// One frame read: its length, the interface it crossed and when the kernel saw it.
+struct Frame {
+    len: usize,
+    ifindex: i32,
+    /// ns since the Unix epoch (`SCM_TIMESTAMPNS`); `None` if the kernel gave no time.
+    ts_ns: Option<u64>,
+}
+
+/// One frame; `None` when none is waiting.
+fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Frame>> {
+    // Safety: zeroed sockaddr_ll and msghdr are valid; recvmsg writes at most the sizes given.
     let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-    // Safety: `buf` and `from` are valid for the lengths given.
-    let n = unsafe {
-        libc::recvfrom(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            0,
-            (&mut from as *mut libc::sockaddr_ll).cast(),
-            &mut len,
-        )
+    // u64s: aligned for cmsghdr; room for the one timestamp asked for.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
+    // Safety: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control);
+    // Safety: every pointer in `msg` is valid for the length beside it.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.kind() {
@@ -140,7 +168,23 @@ fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, i32)>> {
             _ => Err(e),
         };
     }
-    Ok(Some((n as usize, from.sll_ifindex)))
+    let mut ts_ns = None;
+    // Safety: the kernel filled `msg_controllen` bytes of `control` with well-formed cmsgs.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                ts_ns = Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(Some(Frame {
+        len: n as usize,
+        ifindex: from.sll_ifindex,
+        ts_ns,
+    }))
 }
 
 /// The resolvers answers count from: the site group `dns` and every policy's resolvers.
@@ -156,6 +200,22 @@ fn wall_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// One tick of the coarse clock the datapath stamps flows with: a flow record's first packet
+/// may read up to a tick early (`flows::clock_now`), so an answer counts from a tick before
+/// its own time, or the flow opened right after it could seem to precede it.
+fn flow_clock_tick_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: clock_getres writes the timespec we pass.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    if rc < 0 {
+        return 10_000_000; // the longest tick (HZ=100)
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn ifindex(name: &str) -> Option<i32> {
@@ -178,6 +238,7 @@ pub async fn run(
     let mut allowed: Vec<IpNet> = state.borrow().as_deref().map(resolvers).unwrap_or_default();
     let mut expire = tokio::time::interval(EXPIRE_EVERY);
     let mut buf = vec![0u8; SNAP as usize];
+    let tick = flow_clock_tick_ns();
     let (mut frames, mut other_iface) = (0u64, 0u64);
     loop {
         tokio::select! {
@@ -185,21 +246,21 @@ pub async fn run(
                 let mut guard = guard?;
                 let mut drained = false;
                 for _ in 0..FRAMES_PER_WAKE {
-                    let Some((n, ifi)) = recv(fd.get_ref(), &mut buf)? else {
+                    let Some(f) = recv(fd.get_ref(), &mut buf)? else {
                         drained = true;
                         break;
                     };
                     // Interfaces come and go (a lab, a restart of a bridge): look again.
-                    if !ours.contains(&ifi) {
+                    if !ours.contains(&f.ifindex) {
                         ours = interfaces.iter().filter_map(|n| ifindex(n)).collect();
-                        if !ours.contains(&ifi) {
+                        if !ours.contains(&f.ifindex) {
                             other_iface += 1;
                             continue;
                         }
                     }
                     frames += 1;
-                    let now = wall_now_ns();
-                    if let Ok(Decoded::Ip(pkt)) = decode(LinkType::Ethernet, &buf[..n], now) {
+                    let at = f.ts_ns.unwrap_or_else(wall_now_ns).saturating_sub(tick);
+                    if let Ok(Decoded::Ip(pkt)) = decode(LinkType::Ethernet, &buf[..f.len], at) {
                         let mut t = table.lock().expect("name table lock");
                         let _ = t.observe_packet(&pkt, |a: IpAddr| allowed.iter().any(|r| r.contains(&a)));
                     }

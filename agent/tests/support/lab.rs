@@ -5,12 +5,13 @@ use std::{
     path::{Path, PathBuf},
     sync::{Arc, mpsc},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use wardgate_agent::config::AgentConfig;
 use wardgate_controller::store::SqliteStore;
 use wardgate_testkit::{
+    agent::AgentProcess,
     controller::LabController,
     ward::{Ward, in_ns},
 };
@@ -147,5 +148,57 @@ impl Lab {
             .env("WARDGATE_AS", format!("user-{ENGINEER}"))
             .env("WARDGATE_SERVER_NAME", "localhost");
         c
+    }
+}
+
+impl Lab {
+    /// Runs `wardctl ARGS` as the engineer; its stdout (JSON for `--output json`). Fails the
+    /// test, with both outputs, when wardctl does.
+    pub fn wardctl_ok(&self, ward: &Ward, args: &[&str]) -> String {
+        let out = self
+            .wardctl(ward, args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run wardctl");
+        assert!(
+            out.status.success(),
+            "wardctl {}: {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A write through wardctl (`--output json`, `--reason REASON`); the generation it compiled
+    /// for the gateway.
+    pub fn write(&self, ward: &Ward, args: &[&str], reason: &str) -> u64 {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--reason", reason]);
+        let out = self.wardctl_ok(ward, &all);
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        v["generations"][GW]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no generation for {GW}: {out}"))
+    }
+}
+
+/// Waits (bounded: 30 s) until the agent logged that generation `n` is in its maps.
+pub fn wait_generation(agent: &AgentProcess, n: u64) {
+    let needle = format!("to={n} ");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent
+        .log_text()
+        .lines()
+        .any(|l| l.contains("policy generation switched") && l.contains(&needle))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "generation {n} never applied:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
