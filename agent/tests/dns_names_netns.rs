@@ -167,24 +167,7 @@ fn a_flow_to_a_resolved_address_is_stored_and_proposed_by_name_and_a_forged_answ
         "a non-resolver's answer named {FORGED}"
     );
 
-    let proposal = d.join("proposed.yaml");
-    lab.wardctl_ok(
-        &ward,
-        &[
-            "profile",
-            "propose",
-            "--device",
-            DEVICE,
-            "--out",
-            proposal.to_str().unwrap(),
-        ],
-    );
-    let yaml = std::fs::read_to_string(&proposal).unwrap();
-    println!("proposed profile:\n{yaml}");
-    let profile = wardgate_policy::parse_profile("proposed.yaml", &yaml)
-        .unwrap_or_else(|e| panic!("the proposal parses: {e}\n{yaml}"));
-    let problems = wardgate_policy::validate_profile("proposed.yaml", &profile);
-    assert!(problems.is_empty(), "the proposal validates: {problems}");
+    let (yaml, profile) = lab.propose(&ward, DEVICE, d);
     let tcp_peers: Vec<&str> = profile
         .flows
         .iter()

@@ -245,24 +245,8 @@ fn a_pump_goes_from_learn_to_enforce_on_its_proposed_profile_and_keeps_its_real_
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
 
     // 2. Propose: a profile that validates and names the four services by site group.
+    let (_, profile) = lab.propose(&ward, DEVICE, d);
     let proposal = d.join("proposed.yaml");
-    lab.wardctl_ok(
-        &ward,
-        &[
-            "profile",
-            "propose",
-            "--device",
-            DEVICE,
-            "--out",
-            proposal.to_str().unwrap(),
-        ],
-    );
-    let yaml = std::fs::read_to_string(&proposal).unwrap();
-    println!("proposed profile:\n{yaml}");
-    let profile = wardgate_policy::parse_profile("proposed.yaml", &yaml)
-        .unwrap_or_else(|e| panic!("the proposal parses: {e}\n{yaml}"));
-    let problems = wardgate_policy::validate_profile("proposed.yaml", &profile);
-    assert!(problems.is_empty(), "the proposal validates: {problems}");
     flow(&profile, Proto::Udp, 53, "dns");
     flow(&profile, Proto::Udp, 123, "ntp");
     let dicom = flow(&profile, Proto::Tcp, 11112, "pacs");

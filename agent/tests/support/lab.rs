@@ -170,6 +170,35 @@ impl Lab {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `wardctl profile propose --device DEVICE` into `dir/proposed.yaml`: its text (printed)
+    /// and the profile, which must parse and validate.
+    pub fn propose(
+        &self,
+        ward: &Ward,
+        device: &str,
+        dir: &std::path::Path,
+    ) -> (String, wardgate_policy::Profile) {
+        let proposal = dir.join("proposed.yaml");
+        self.wardctl_ok(
+            ward,
+            &[
+                "profile",
+                "propose",
+                "--device",
+                device,
+                "--out",
+                proposal.to_str().unwrap(),
+            ],
+        );
+        let yaml = std::fs::read_to_string(&proposal).unwrap();
+        println!("proposed profile:\n{yaml}");
+        let profile = wardgate_policy::parse_profile("proposed.yaml", &yaml)
+            .unwrap_or_else(|e| panic!("the proposal parses: {e}\n{yaml}"));
+        let problems = wardgate_policy::validate_profile("proposed.yaml", &profile);
+        assert!(problems.is_empty(), "the proposal validates: {problems}");
+        (yaml, profile)
+    }
+
     /// A write through wardctl (`--output json`, `--reason REASON`); the generation it compiled
     /// for the gateway.
     pub fn write(&self, ward: &Ward, args: &[&str], reason: &str) -> u64 {
