@@ -1,0 +1,147 @@
+//! Attach tier: one engine, live and offline (issue 22). The real agent binary runs live in the
+//! gateway namespace, its site (an infusion pump in monitor mode, so traffic flows, and a
+//! `servers` group) pushed by a controller with the repository's profiles, while dumpcap
+//! captures the device-facing interface. The pump scans a server, tries SMB and floods UDP; a
+//! hospital workstation scans the pump. Then the agent stops (it finishes every flow it holds
+//! and flushes its alert outbox to the controller), and `replay` runs over the capture with the
+//! same site file and profiles. The findings the controller stored and the replay's are the
+//! same set, keyed by detector, subject and peer. Needs root; fails (never skips) without it.
+
+mod capture;
+mod support;
+mod traffic;
+
+use std::{collections::BTreeSet, path::Path, time::Duration};
+
+use capture::{Capture, FileFormat};
+use support::{PinRoot, lab::Lab, require_privileges};
+use wardgate_agent::replay::{self, Format, ReplayArgs};
+use wardgate_analysis::detect::Finding;
+use wardgate_controller::store::{AlertQuery, Store};
+use wardgate_testkit::{
+    agent::AgentProcess,
+    ward::{DEV_IF, Ward},
+};
+
+/// The one site file of both paths; its gateway is the lab controller's.
+const SITE: &str = "site: live-offline-lab
+groups:
+  servers: [198.51.100.0/24]
+gateways:
+  - name: gw-ward-3
+    interfaces: [wg-dev0]
+devices:
+  - id: 1
+    name: pump-lab
+    mac: 02:00:00:00:00:0a
+    addresses: [192.0.2.10]
+    profile: infusion-pump
+    mode: monitor
+    gateway: gw-ward-3
+";
+
+/// What must agree: which detector, about whom (the subject), against which peer.
+type Key = (String, String, String);
+
+fn key(f: &Finding) -> Key {
+    (
+        f.detector.clone(),
+        f.device.name.clone(),
+        f.peer.map_or_else(|| "-".into(), |p| p.to_string()),
+    )
+}
+
+fn listing(findings: &[&Finding]) -> String {
+    let mut lines: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            let (d, s, p) = key(f);
+            format!("  {d} {s} -> {p} (count {}): {}", f.count, f.summary)
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+#[test]
+fn live_agent_and_replay_of_its_capture_give_the_same_findings() {
+    require_privileges();
+    let ward = Ward::new("livoff");
+    let dir = tempfile::tempdir().unwrap();
+    let pin = PinRoot::new("liveoff");
+    let site = dir.path().join("site.yaml");
+    std::fs::write(&site, SITE).unwrap();
+    let lab = Lab::start_with_site(&ward, dir.path(), &site);
+    let config = lab.agent_config(dir.path(), &pin);
+    let mut agent = AgentProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_wardgate-agent")),
+        &ward.gw,
+        &config,
+        dir.path().join("agent.log"),
+    );
+    agent.wait_for("policy generation switched");
+
+    let file = dir.path().join("gateway.pcap");
+    let cap = Capture::start(&ward.gw, DEV_IF, None, FileFormat::Pcap, &file);
+    traffic::pump_scans_tries_smb_and_floods(&ward);
+    traffic::workstation_scans_pump(&ward);
+    cap.stop();
+    let status = agent.stop(Duration::from_secs(30));
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+
+    // Offline: the same site file and profiles over the capture.
+    let r = replay::run(&ReplayArgs {
+        pcap: vec![file.clone()],
+        site: Some(site.clone()),
+        baselines: None,
+        profiles: Some(support::lab::profiles_dir()),
+        config: None,
+        format: Format::Json,
+        summary: None,
+    })
+    .unwrap();
+    // Live: what the controller stored (the agent flushed its outbox before it exited), the
+    // detectors' findings only (the datapath's own events, such as would-deny, have no
+    // offline counterpart).
+    let live: Vec<Finding> = lab
+        .store
+        .alerts(&AlertQuery::recent(10_000))
+        .unwrap()
+        .iter()
+        .map(|a| serde_json::from_str::<Finding>(&a.body).unwrap())
+        .filter(|f| r.detectors.contains(&f.detector.as_str()))
+        .collect();
+    let log = agent.log_text();
+    lab.stop();
+
+    let offline: Vec<&Finding> = r.findings.iter().collect();
+    let live: Vec<&Finding> = live.iter().collect();
+    let both = format!(
+        "live ({}):\n{}\noffline ({}):\n{}",
+        live.len(),
+        listing(&live),
+        offline.len(),
+        listing(&offline)
+    );
+    eprintln!("{both}");
+    // The capture raised what the traffic is for, so an empty comparison cannot pass.
+    let offline_keys: BTreeSet<Key> = offline.iter().map(|f| key(f)).collect();
+    let live_keys: BTreeSet<Key> = live.iter().map(|f| key(f)).collect();
+    for want in [
+        ("scan_vertical", "pump-lab", "198.51.100.10"),
+        ("class_protocol", "pump-lab", "198.51.100.30"),
+        ("flood_udp", "pump-lab", "198.51.100.53"),
+        ("scan_vertical", "198.51.100.20", "192.0.2.10"),
+        ("scan_flag_probe", "198.51.100.20", "192.0.2.10"),
+    ] {
+        let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
+        assert!(offline_keys.contains(&want), "offline lacks {want:?}\n{both}");
+    }
+    assert_eq!(
+        live_keys,
+        offline_keys,
+        "live and offline differ: only live {:?}, only offline {:?}\n{both}\nagent log:\n{log}",
+        live_keys.difference(&offline_keys).collect::<Vec<_>>(),
+        offline_keys.difference(&live_keys).collect::<Vec<_>>(),
+    );
+}
