@@ -1,6 +1,6 @@
 //! Attach tier: one engine, live and offline (issue 22). The real agent binary runs live in the
-//! gateway namespace, its site (an infusion pump in monitor mode, so traffic flows, and a
-//! `servers` group) pushed by a controller with the repository's profiles, while dumpcap
+//! gateway namespace, its site (the demo ward's, its infusion pump in monitor mode so traffic
+//! flows) pushed by a controller with the repository's profiles, while dumpcap
 //! captures the device-facing interface. The pump scans a server, tries SMB and floods UDP; a
 //! hospital workstation scans the pump. Then the agent stops (it finishes every flow it holds
 //! and flushes its alert outbox to the controller), and `replay` runs over the capture with the
@@ -23,22 +23,28 @@ use wardgate_testkit::{
     ward::{DEV_IF, Ward},
 };
 
-/// The one site file of both paths; its gateway is the lab controller's.
-const SITE: &str = "site: live-offline-lab
-groups:
-  servers: [198.51.100.0/24]
-gateways:
-  - name: gw-ward-3
-    interfaces: [wg-dev0]
-devices:
-  - id: 1
-    name: pump-lab
-    mac: 02:00:00:00:00:0a
-    addresses: [192.0.2.10]
-    profile: infusion-pump
-    mode: monitor
-    gateway: gw-ward-3
-";
+/// The one site file of both paths: the demo ward's (its groups are what the profiles name),
+/// with its infusion pump in monitor mode so its traffic flows.
+fn site_file(dir: &Path) -> std::path::PathBuf {
+    let demo =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-profiles/sites/demo-ward.yaml");
+    let text = std::fs::read_to_string(&demo).unwrap();
+    let pump = "    profile: infusion-pump\n    mode: enforce\n";
+    assert!(
+        text.contains(pump),
+        "the demo ward's pump is enforced: {text}"
+    );
+    let site = dir.join("site.yaml");
+    std::fs::write(
+        &site,
+        text.replace(pump, "    profile: infusion-pump\n    mode: monitor\n"),
+    )
+    .unwrap();
+    site
+}
+
+/// The demo ward's infusion pump (192.0.2.10).
+const PUMP: &str = "pump-3a-bed12";
 
 /// What must agree: which detector, about whom (the subject), against which peer.
 type Key = (String, String, String);
@@ -69,8 +75,7 @@ fn live_agent_and_replay_of_its_capture_give_the_same_findings() {
     let ward = Ward::new("livoff");
     let dir = tempfile::tempdir().unwrap();
     let pin = PinRoot::new("liveoff");
-    let site = dir.path().join("site.yaml");
-    std::fs::write(&site, SITE).unwrap();
+    let site = site_file(dir.path());
     let lab = Lab::start_with_site(&ward, dir.path(), &site);
     let config = lab.agent_config(dir.path(), &pin);
     let mut agent = AgentProcess::start(
@@ -128,14 +133,17 @@ fn live_agent_and_replay_of_its_capture_give_the_same_findings() {
     let offline_keys: BTreeSet<Key> = offline.iter().map(|f| key(f)).collect();
     let live_keys: BTreeSet<Key> = live.iter().map(|f| key(f)).collect();
     for want in [
-        ("scan_vertical", "pump-lab", "198.51.100.10"),
-        ("class_protocol", "pump-lab", "198.51.100.30"),
-        ("flood_udp", "pump-lab", "198.51.100.53"),
+        ("scan_vertical", PUMP, "198.51.100.10"),
+        ("class_protocol", PUMP, "198.51.100.30"),
+        ("flood_udp", PUMP, "198.51.100.53"),
         ("scan_vertical", "198.51.100.20", "192.0.2.10"),
         ("scan_flag_probe", "198.51.100.20", "192.0.2.10"),
     ] {
         let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
-        assert!(offline_keys.contains(&want), "offline lacks {want:?}\n{both}");
+        assert!(
+            offline_keys.contains(&want),
+            "offline lacks {want:?}\n{both}"
+        );
     }
     assert_eq!(
         live_keys,

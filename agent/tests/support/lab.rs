@@ -77,7 +77,10 @@ impl Lab {
                 .await
                 .unwrap();
                 match &site {
-                    Some(site) => lab.push_site(ENGINEER, site, &profiles_dir(), "CHG-1 commissioning").await,
+                    Some(site) => {
+                        lab.push_site(ENGINEER, site, &profiles_dir(), "CHG-1 commissioning")
+                            .await
+                    }
                     None => lab.push_demo_site(ENGINEER, "CHG-1 commissioning").await,
                 }
                 .unwrap();
