@@ -7,11 +7,9 @@
 //! of the findings and the pump their evidence. Needs root; fails (never skips) without it.
 
 mod capture;
+mod traffic;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use capture::{Capture, FileFormat};
 use wardgate_agent::replay::{self, Format, ReplayArgs};
@@ -28,36 +26,6 @@ devices:
     profile: infusion-pump
     gateway: gw-lab
 ";
-
-fn in_netns(ns: &str, program: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, program]);
-    c
-}
-
-/// Runs to completion within `limit`; panics with the output otherwise.
-fn run_within(mut cmd: Command, limit: Duration, what: &str) -> String {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = cmd
-        .stdout(out.reopen().unwrap())
-        .stderr(out.reopen().unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e} (installed by `cargo xtask setup`)"));
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            let text = std::fs::read_to_string(out.path()).unwrap_or_default();
-            assert!(s.success(), "{what} failed ({s}):\n{text}");
-            return text;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish in {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn require_root() {
     // Safety: geteuid has no preconditions.
@@ -96,35 +64,7 @@ fn nmap_smb_and_flood_from_a_pump_are_found() {
     let file = dir.path().join("gateway.pcap");
     let cap = Capture::start(&ward.gw, DEV_IF, None, FileFormat::Pcap, &file);
 
-    // A real SYN scan of 200 ports on one server (nothing listens: every port is refused).
-    let mut c = in_netns(&ward.dev, "nmap");
-    c.args([
-        "-n",
-        "-Pn",
-        "-sS",
-        "-T4",
-        "--max-retries",
-        "0",
-        "-p",
-        "1000-1199",
-        "198.51.100.10",
-    ]);
-    let out = run_within(c, Duration::from_secs(60), "nmap");
-    assert!(out.contains("Nmap done"), "{out}");
-    // An SMB connection attempt to another server (refused).
-    let mut c = in_netns(&ward.dev, "python3");
-    c.args([
-        "-c",
-        "import socket\ns=socket.socket()\ns.settimeout(3)\ntry:\n s.connect(('198.51.100.30',445))\nexcept OSError:\n pass",
-    ]);
-    run_within(c, Duration::from_secs(10), "smb attempt");
-    // 30,000 UDP datagrams as fast as Python sends them (bounded in count and time).
-    let mut c = in_netns(&ward.dev, "python3");
-    c.args([
-        "-c",
-        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nend=time.time()+5\nfor i in range(30000):\n s.sendto(b'x'*18,('198.51.100.53',9))\n if time.time()>end: break",
-    ]);
-    run_within(c, Duration::from_secs(20), "udp flood");
+    traffic::pump_scans_tries_smb_and_floods(&ward);
     std::thread::sleep(Duration::from_millis(500));
     cap.stop();
 
@@ -170,39 +110,8 @@ fn nmap_from_the_hospital_side_names_the_scanner_and_the_pump() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.pcap");
     let cap = Capture::start(&ward.gw, DEV_IF, None, FileFormat::Pcap, &file);
-    // One listening port on the pump, so the SYN scan meets an open port too (half-open).
-    let mut listener = in_netns(&ward.dev, "python3");
-    listener.args([
-        "-c",
-        "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',1100))\ns.listen(16)\ntime.sleep(60)",
-    ]);
-    let mut listener = listener.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    // 200 ports (1100 open), SYN scan then NULL scan, from a workstation's address.
-    for kind in ["-sS", "-sN"] {
-        let mut c = in_netns(&ward.srv, "nmap");
-        c.args([
-            "-n",
-            "-Pn",
-            kind,
-            "-T4",
-            "--max-retries",
-            "0",
-            "-S",
-            "198.51.100.20",
-            "-e",
-            "eth0",
-            "-p",
-            "1-199,1100",
-            "192.0.2.10",
-        ]);
-        let out = run_within(c, Duration::from_secs(60), "nmap");
-        assert!(out.contains("Nmap done"), "{out}");
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    traffic::workstation_scans_pump(&ward);
     cap.stop();
-    let _ = listener.kill();
-    let _ = listener.wait();
 
     let r = replay_with_site(dir.path(), &file);
     let by = |d: &str| by_detector(&r.findings, d);

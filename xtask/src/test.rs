@@ -100,6 +100,7 @@ const ATTACH_AGENT_TESTS: &[&str] = &[
     "spoof_netns",
     "limits_netns",
     "grace_netns",
+    "live_offline_netns",
 ];
 
 /// The Datapath tier's.

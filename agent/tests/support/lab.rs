@@ -44,6 +44,21 @@ impl Lab {
         dir: &Path,
         sinks: Vec<wardgate_controller::config::SinkConfig>,
     ) -> Lab {
+        Lab::start_with(ward, dir, sinks, None)
+    }
+
+    /// As `start`, with the site file `site` (its gateway must be `GW`) pushed instead of the
+    /// demo ward's, with the repository's profiles.
+    pub fn start_with_site(ward: &Ward, dir: &Path, site: &Path) -> Lab {
+        Lab::start_with(ward, dir, Vec::new(), Some(site.to_path_buf()))
+    }
+
+    fn start_with(
+        ward: &Ward,
+        dir: &Path,
+        sinks: Vec<wardgate_controller::config::SinkConfig>,
+        site: Option<PathBuf>,
+    ) -> Lab {
         let (up_tx, up_rx) = mpsc::channel::<(String, PathBuf, Arc<SqliteStore>)>();
         let (done, done_rx) = mpsc::channel::<()>();
         let ctl_dir = dir.join("controller");
@@ -62,9 +77,14 @@ impl Lab {
                 )
                 .await
                 .unwrap();
-                lab.push_demo_site(ENGINEER, "CHG-1 commissioning")
-                    .await
-                    .unwrap();
+                match &site {
+                    Some(site) => {
+                        lab.push_site(ENGINEER, site, &profiles_dir(), "CHG-1 commissioning")
+                            .await
+                    }
+                    None => lab.push_demo_site(ENGINEER, "CHG-1 commissioning").await,
+                }
+                .unwrap();
                 up_tx
                     .send((lab.url(), lab.certs().to_path_buf(), lab.store.clone()))
                     .unwrap();
@@ -113,6 +133,11 @@ impl Lab {
         let _ = self.done.send(());
         self.thread.join().unwrap();
     }
+}
+
+/// The repository's device profiles (the classes and their sensitivity).
+pub fn profiles_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-profiles")
 }
 
 /// The real `wardctl` binary, beside this test's (`target/release`): built by

@@ -318,8 +318,12 @@ impl Detector for VerticalScan {
             f.action = a;
         }
         f.flows.push(FlowRef::from_opener(r));
-        f.evidence.window_start_ns = set.start_ns();
-        f.evidence.window_end_ns = r.first_seen_ns;
+        // Live records come in the order their flows' fates are known, not opened: this one
+        // may have opened before the set's first (a scan's refused port seen before an
+        // unanswered one). The window spans both either way.
+        let (first, this) = (set.start_ns(), r.first_seen_ns);
+        f.evidence.window_start_ns = first.min(this);
+        f.evidence.window_end_ns = first.max(this);
         f.evidence.metrics =
             vec![Metric::new("distinct_ports", f64::from(n)).threshold(f64::from(limit))];
         f.evidence.ports = ports;
@@ -387,8 +391,12 @@ impl Detector for HorizontalScan {
             f.action = a;
         }
         f.flows.push(FlowRef::from_opener(r));
-        f.evidence.window_start_ns = set.start_ns();
-        f.evidence.window_end_ns = r.first_seen_ns;
+        // Live records come in the order their flows' fates are known, not opened: this one
+        // may have opened before the set's first (a scan's refused port seen before an
+        // unanswered one). The window spans both either way.
+        let (first, this) = (set.start_ns(), r.first_seen_ns);
+        f.evidence.window_start_ns = first.min(this);
+        f.evidence.window_end_ns = first.max(this);
         f.evidence.metrics =
             vec![Metric::new("distinct_hosts", f64::from(n)).threshold(f64::from(limit))];
         f.evidence.ports = vec![r.port];

@@ -195,6 +195,45 @@ fn vertical_scan_is_one_finding_with_the_ports_and_count() {
     assert!(by(&run(SiteFacts::default(), &few, &[]), "scan_vertical").is_empty());
 }
 
+/// Live, records reach the engine when their flow's fate is known, not in the order the flows
+/// opened: the evidence window of a scan still starts before it ends (the controller refuses
+/// an alert whose window does not, and the live finding was lost).
+#[test]
+fn a_scan_fed_out_of_time_order_has_a_window_that_starts_before_it_ends() {
+    let d = pump();
+    let cfg = DetectConfig::default();
+    let mut engine = Engine::new(
+        baseline_free(&cfg),
+        site(),
+        Baselines::default(),
+        cfg.aggregate,
+    );
+    let mut found = Vec::new();
+    for i in (0..10u16).rev() {
+        let r = opened(
+            &d,
+            1_000 * MS + u64::from(i) * MS,
+            proto::TCP,
+            "198.51.100.10",
+            20 + i,
+            Some(TcpOutcome::Refused),
+        );
+        found.extend(engine.observe(&Observation::Flow(&r)));
+    }
+    let v: Vec<_> = found
+        .iter()
+        .filter(|f| f.detector == "scan_vertical")
+        .collect();
+    assert!(!v.is_empty(), "{found:#?}");
+    for f in v {
+        assert!(
+            f.evidence.window_start_ns <= f.evidence.window_end_ns,
+            "{:?}",
+            f.evidence
+        );
+    }
+}
+
 #[test]
 fn answered_ports_are_not_a_scan() {
     let d = pump();
