@@ -11,14 +11,9 @@
 //! first bytes each way go through `analysis::flow::FlowIdentity` (the parsers `learn` uses)
 //! and the identity found is set in the record before the detectors observe it.
 //!
-//! A flow is first observed by the detectors as a failed first contact (denied, refused, or no
+//! Each flow is observed by the detectors once: a failed first contact (denied, refused, or no
 //! answer within `answer_wait`) as soon as that is known, so scans are seen within a sweep or
-//! two; any other flow when it finishes, or once it has run `long_running` (a snapshot). A flow
-//! that carries on after it was observed (a UDP stream nobody answers, a long session) feeds
-//! what it sent since as a further record every `long_running` and when it finishes, so its
-//! volume reaches the detectors as it runs and in full, as offline, where the one record of
-//! the flow holds every packet. Failed TCP contacts are observed once: their later packets are
-//! retransmissions of the same attempt.
+//! two; any other flow when it finishes, or once it has run `long_running` (a snapshot).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -43,8 +38,7 @@ const TCP_RST: u8 = 0x04;
 pub struct LiveConfig {
     /// A first contact with no answer after this long failed (1 s).
     pub answer_wait_ns: u64,
-    /// A flow still running after this long is observed as it stands, and again each time it
-    /// has run this long more, with what it sent since (60 s).
+    /// A flow still running after this long is observed once as it stands (60 s).
     pub long_running_ns: u64,
     /// A denied contact is remembered this long after its last packet, so retransmissions
     /// count as one contact (10 s).
@@ -89,24 +83,12 @@ struct Live {
     /// The opening packet went device -> peer.
     from_device: bool,
     denied: bool,
-    /// What the detectors were given of the flow so far, if anything.
-    fed: Option<Fed>,
+    observed: bool,
     opened_mono: u64,
     last_mono: u64,
     /// First payload bytes each way, only for flows the datapath inspects (boxed: most have
     /// none). Bounded by `FirstBytes` (1 KiB a direction).
     ident: Option<Box<FlowIdentity>>,
-}
-
-/// The counters and last packet of a flow when it was last observed, and when (datapath ns).
-#[derive(Clone, Copy, Debug)]
-struct Fed {
-    packets_out: u64,
-    bytes_out: u64,
-    packets_in: u64,
-    bytes_in: u64,
-    last_seen_ns: u64,
-    at_mono: u64,
 }
 
 /// Clock of the datapath (monotonic coarse ns) to wall ns: `mono + offset`.
@@ -230,7 +212,7 @@ impl LiveFlows {
             rec,
             from_device: o.from_device,
             denied: o.denied,
-            fed: None,
+            observed: false,
             opened_mono: o.ts_ns,
             last_mono: o.ts_ns,
             ident: None,
@@ -238,7 +220,7 @@ impl LiveFlows {
         set_outcome(&mut live);
         if o.denied {
             self.stats.denied += 1;
-            self.observe(&mut live, o.ts_ns, out);
+            self.observe(&mut live, out);
             self.old.push_back(o.key);
         } else {
             self.young.push_back(o.key);
@@ -265,45 +247,17 @@ impl LiveFlows {
         Some(&live.rec)
     }
 
-    /// Gives the detectors the flow at datapath time `now`: the record the first time; after
-    /// that, what it sent since it was last observed (counters and span since then), if it
-    /// sent anything and is not a failed TCP contact.
-    fn observe(&mut self, live: &mut Live, now: u64, out: &mut Vec<FlowRecord>) {
-        let r = &live.rec;
-        let total = (r.packets_out, r.bytes_out, r.packets_in, r.bytes_in);
-        let record = match live.fed {
-            None => Some(r.clone()),
-            Some(f) => {
-                let grew = total.0 + total.2 > f.packets_out + f.packets_in;
-                let failed_tcp = matches!(r.tcp, Some(TcpOutcome::NoAnswer | TcpOutcome::Refused));
-                (grew && !live.denied && !failed_tcp).then(|| FlowRecord {
-                    packets_out: total.0.saturating_sub(f.packets_out),
-                    bytes_out: total.1.saturating_sub(f.bytes_out),
-                    packets_in: total.2.saturating_sub(f.packets_in),
-                    bytes_in: total.3.saturating_sub(f.bytes_in),
-                    first_seen_ns: f.last_seen_ns,
-                    ..r.clone()
-                })
-            }
-        };
-        if let Some(rec) = record {
+    fn observe(&mut self, live: &mut Live, out: &mut Vec<FlowRecord>) {
+        if !live.observed {
+            live.observed = true;
             self.stats.observed += 1;
-            out.push(rec);
+            out.push(live.rec.clone());
         }
-        live.fed = Some(Fed {
-            packets_out: total.0,
-            bytes_out: total.1,
-            packets_in: total.2,
-            bytes_in: total.3,
-            last_seen_ns: live.rec.last_seen_ns,
-            at_mono: now,
-        });
     }
 
     fn finish(&mut self, mut live: Live, out: &mut Vec<FlowRecord>) {
         self.stats.finished += 1;
-        let now = live.last_mono;
-        self.observe(&mut live, now, out);
+        self.observe(&mut live, out);
     }
 
     /// One sweep at datapath time `now`: up to `per_sweep` young and `per_sweep` old flows are
@@ -370,20 +324,15 @@ impl LiveFlows {
         let age = now.saturating_sub(live.opened_mono);
         let answered = c.packets_rev > 0;
         let refused = live.rec.tcp == Some(TcpOutcome::Refused);
-        // Since it was last observed (or opened): a flow observed before is due again once it
-        // has run another `long_running`.
-        let since = now.saturating_sub(live.fed.map_or(live.opened_mono, |f| f.at_mono));
         let keep = if refused || (!answered && age >= self.cfg.answer_wait_ns) {
             if !answered && live.rec.proto == TCP {
                 live.rec.tcp = Some(TcpOutcome::NoAnswer);
                 set_outcome(&mut live);
             }
-            if live.fed.is_none() || since >= self.cfg.long_running_ns {
-                self.observe(&mut live, now, out);
-            }
+            self.observe(&mut live, out);
             Keep::Old
-        } else if since >= self.cfg.long_running_ns {
-            self.observe(&mut live, now, out);
+        } else if age >= self.cfg.long_running_ns {
+            self.observe(&mut live, out);
             Keep::Old
         } else if age >= self.cfg.answer_wait_ns || answered {
             Keep::Old
@@ -396,8 +345,8 @@ impl LiveFlows {
 
     /// Finishes every held flow as it stands (at a graceful stop): counters refreshed from its
     /// conntrack entry where `lookup` still finds one, then observed like any finished flow (a
-    /// flow observed before gives only what it sent since; a denied contact nothing more).
-    /// Returns how many flows were held.
+    /// flow observed before, such as a denied contact, is not observed twice). Returns how many
+    /// flows were held.
     ///
     /// Not reported twice after a restart: the next agent learns of flows only from flow-open
     /// records, one per new conntrack entry, and the entries of the flows finished here stay in
