@@ -229,6 +229,17 @@ impl Detection {
         out
     }
 
+    /// At the stop: every held-back update goes out now, whatever its age (the agent that
+    /// held it is going; the controller keeps the highest count under the finding's id).
+    pub fn flush_held(&mut self) -> Vec<wardgate_proto::v1::Alert> {
+        let started_ms = self.started_ms;
+        self.sent
+            .values_mut()
+            .filter_map(|s| s.held.take())
+            .map(|f| alert_of(started_ms, &f))
+            .collect()
+    }
+
     /// Findings open now and closed early past the aggregator's cap (for the log).
     pub fn aggregation(&self) -> (usize, u64) {
         let a = self.engine.aggregation();
@@ -456,6 +467,7 @@ pub async fn run(
     let held = table.finish_all(clock, |k| ct.counters(k), &mut records);
     let finished = records.len();
     deliver(&mut records, &mut detection, clock, &out);
+    send(&out.alerts, detection.flush_held());
     tracing::info!(target: "wardgate::flows", held, records = finished, malformed,
         "live flow table finished at stop");
     Ok(())

@@ -84,6 +84,30 @@ fn a_scan_is_one_alert_id_updated_at_most_every_30_s_and_finally_when_it_closes(
 }
 
 #[test]
+fn at_the_stop_held_back_updates_go_out_at_once() {
+    let mut d = Detection::new(&DetectConfig::default(), Baselines::default());
+    let t0 = 1_700_000_000_000_000_000u64;
+    let ms = 1_000_000u64;
+    let mut first = Vec::new();
+    for p in 1..=20u16 {
+        first.extend(d.observe(&[denied(p, t0 + u64::from(p) * ms)], t0 + u64::from(p) * ms));
+    }
+    let first: Vec<_> = first
+        .into_iter()
+        .filter(|a| a.detector == "scan_vertical")
+        .collect();
+    assert_eq!((first.len(), first[0].count), (1, 1));
+    // Within 30 s nothing more is due ...
+    assert!(d.flush(t0 + 40 * ms).is_empty());
+    // ... but the stop sends the latest version, once.
+    let last = d.flush_held();
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(last[0].id, first[0].id, "the same alert, updated");
+    assert_eq!(last[0].count, 13, "ports 8 to 20");
+    assert!(d.flush_held().is_empty(), "sent once");
+}
+
+#[test]
 fn arp_spoof_events_become_claims_and_other_events_do_not() {
     use crate::datapath::convert::{DatapathEvent, EventKind};
     let mut ev = DatapathEvent {
