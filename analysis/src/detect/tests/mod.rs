@@ -6,6 +6,7 @@ use std::net::IpAddr;
 mod dns;
 mod scans;
 mod threats;
+mod tuning;
 
 use super::*;
 use crate::{
