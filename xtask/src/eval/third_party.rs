@@ -149,13 +149,48 @@ struct Row {
     false_alerts: usize,
 }
 
-pub fn run(work: &Path) -> anyhow::Result<()> {
-    let dir = Path::new(DIR);
+/// Reads the manifest of `dir` and checks it against the files: every capture's source is
+/// listed, and every capture, site and licence file is there.
+fn load(dir: &Path) -> anyhow::Result<Manifest> {
     let path = dir.join("MANIFEST.yaml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let m: Manifest =
         serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut files: Vec<std::path::PathBuf> = m
+        .sources
+        .iter()
+        .map(|s| dir.join(&s.licence_file))
+        .collect();
+    for c in &m.captures {
+        anyhow::ensure!(
+            m.sources.iter().any(|s| s.id == c.source),
+            "{}: source {} is not in the manifest's sources",
+            c.file,
+            c.source
+        );
+        anyhow::ensure!(
+            c.benign || (!c.detectors.is_empty() && !c.attacker.is_empty()),
+            "{}: an attack capture needs detectors and an attacker",
+            c.file
+        );
+        anyhow::ensure!(
+            !c.benign || (c.devices.is_some() && c.duration_s.is_some()),
+            "{}: a benign capture needs devices and duration_s",
+            c.file
+        );
+        files.push(dir.join("pcap").join(&c.file));
+        files.extend(c.site.iter().map(|s| dir.join(s)));
+    }
+    for f in files {
+        anyhow::ensure!(f.is_file(), "{} is missing", f.display());
+    }
+    Ok(m)
+}
+
+pub fn run(work: &Path) -> anyhow::Result<()> {
+    let dir = Path::new(DIR);
+    let m = load(dir)?;
     let summary = work.join("summary-eval.json");
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let (mut device_days, mut benign_devices, mut benign_s) = (0.0, 0u32, 0.0);
@@ -165,12 +200,6 @@ pub fn run(work: &Path) -> anyhow::Result<()> {
         "capture", "expected", "outcome"
     );
     for c in &m.captures {
-        anyhow::ensure!(
-            m.sources.iter().any(|s| s.id == c.source),
-            "{}: source {} is not in the manifest's sources",
-            c.file,
-            c.source
-        );
         let site = c.site.as_ref().map(|s| dir.join(s));
         let (findings, _) = replay(
             &dir.join("pcap").join(&c.file),
@@ -190,10 +219,7 @@ pub fn run(work: &Path) -> anyhow::Result<()> {
             listed.join(", ")
         };
         if c.benign {
-            let (devices, secs) = (
-                c.devices.context("a benign capture needs devices")?,
-                c.duration_s.context("a benign capture needs duration_s")?,
-            );
+            let (devices, secs) = (c.devices.unwrap_or(0), c.duration_s.unwrap_or(0.0));
             benign_devices += devices;
             benign_s += secs;
             device_days += f64::from(devices) * secs / 86_400.0;
@@ -211,11 +237,6 @@ pub fn run(work: &Path) -> anyhow::Result<()> {
                 }
             );
         } else {
-            anyhow::ensure!(
-                !c.detectors.is_empty() && !c.attacker.is_empty(),
-                "{}: an attack capture needs detectors and an attacker",
-                c.file
-            );
             for d in &c.detectors {
                 let r = rows.entry(d.clone()).or_default();
                 r.attacks += 1;
@@ -296,6 +317,14 @@ mod tests {
             devices: None,
             duration_s: None,
         }
+    }
+
+    #[test]
+    fn the_manifest_lists_every_file_it_needs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DIR);
+        let m = load(&dir).unwrap();
+        assert!(m.captures.iter().any(|c| c.benign));
+        assert!(m.captures.iter().any(|c| !c.benign));
     }
 
     #[test]
