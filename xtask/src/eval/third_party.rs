@@ -201,7 +201,7 @@ pub fn run(work: &Path) -> anyhow::Result<()> {
     );
     for c in &m.captures {
         let site = c.site.as_ref().map(|s| dir.join(s));
-        let (findings, _) = replay(
+        let (findings, seen_days) = replay(
             &dir.join("pcap").join(&c.file),
             site.as_deref(),
             None,
@@ -226,15 +226,18 @@ pub fn run(work: &Path) -> anyhow::Result<()> {
             for (d, (n, _)) in &per {
                 rows.entry(d.clone()).or_default().false_alerts += n;
             }
+            // The replay's own measure (each device's first to last flow) beside the key's.
             println!(
-                "{:w$}  {:14} {:12} {listed}",
+                "{:w$}  {:14} {:12} {listed}; {devices} devices x {secs} s (replay saw {:.4} \
+                 device-days)",
                 c.file,
                 "(benign)",
                 if per.is_empty() {
                     "clean"
                 } else {
                     "FALSE ALERTS"
-                }
+                },
+                seen_days
             );
         } else {
             for d in &c.detectors {
@@ -276,7 +279,7 @@ pub fn run(work: &Path) -> anyhow::Result<()> {
     println!();
     println!(
         "labelled attacks: {attacks}, found with the right source: {found}; benign: {} captures, \
-         {benign_devices} devices, {:.2} h, {device_days:.3} device-days, {false_alerts} false \
+         {benign_devices} devices, {:.2} h of capture, {device_days:.3} device-days, {false_alerts} false \
          alerts = {:.2} per device-day (goal: every attack found with the right source, <= 0.1 \
          false alerts per device-day)",
         m.captures.iter().filter(|c| c.benign).count(),
