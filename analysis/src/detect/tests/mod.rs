@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 mod dns;
+mod floods;
 mod scans;
 mod threats;
 mod tuning;
