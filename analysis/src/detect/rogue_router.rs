@@ -59,8 +59,10 @@ impl Detector for RogueRouter {
         );
         f.peer = Some(r.peer);
         f.summary = format!(
-            "{} sent an {message} to {}: hosts that accept it route their traffic through the device",
-            r.device.name, r.peer
+            "{} sent {} {message} to {}: hosts that accept it route their traffic through the device",
+            r.device.name,
+            if message.starts_with('I') { "an" } else { "a" },
+            r.peer
         );
         f.flows.push(FlowRef::from_opener(r));
         f.evidence.window_start_ns = r.first_seen_ns;
