@@ -738,17 +738,11 @@ mod with_baseline {
             let mut v = later(ordinary(&d, 480), start);
             for i in 0..480u64 {
                 let jitter = (i * 7919 % 7) as i64 - 3;
-                let t = (start as i64 + (i * 60 * NS) as i64 + jitter * NS as i64
-                    + (30 * NS) as i64) as u64;
+                let t =
+                    (start as i64 + (i * 60 * NS) as i64 + jitter * NS as i64 + (30 * NS) as i64)
+                        as u64;
                 let addr = format!("203.0.113.{}", 10 + i / 3 % 160);
-                let mut r = opened(
-                    &d,
-                    t,
-                    proto::TCP,
-                    &addr,
-                    443,
-                    Some(TcpOutcome::Established),
-                );
+                let mut r = opened(&d, t, proto::TCP, &addr, 443, Some(TcpOutcome::Established));
                 r.bytes_out = 300 + i % 11;
                 r.peer_name = named.then(|| "c2.cdn.example".to_string());
                 v.push(r);
@@ -760,7 +754,11 @@ mod with_baseline {
         let b = by(&f, "beacon");
         assert_eq!(b.len(), 1, "one series, one finding: {b:#?}");
         assert_eq!(b[0].evidence.names, ["c2.cdn.example"]);
-        assert_eq!(b[0].peer, Some(ip("203.0.113.10")), "the series' first address");
+        assert_eq!(
+            b[0].peer,
+            Some(ip("203.0.113.10")),
+            "the series' first address"
+        );
         // The addresses called, up to the listing's cap.
         assert_eq!(b[0].evidence.peers.len(), 64, "{:?}", b[0].evidence.peers);
         assert!(b[0].summary.contains("c2.cdn.example"), "{}", b[0].summary);
