@@ -10,7 +10,7 @@
 //!   its operator's own): `analysis::dns::event` turns it into a `DnsEvent`, the one
 //!   conversion `replay` uses too, and a bounded queue hands it to the flow reader's engine in
 //!   the order the socket read them (time order); a full queue drops and counts
-//!   (`wardgate_agent_dns_messages_dropped`);
+//!   (`wardgate_agent_dns_messages_dropped_total`);
 //! - to the name table, an answer only from the site's resolvers (the site group `dns` and
 //!   every policy's `dns_resolvers`); a site with none learns no names. The pure table
 //!   (`analysis::dns::names`) is bounded per device and in total; the flow reader labels
@@ -368,7 +368,39 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::{SNAP, filter};
+    use super::{SNAP, ToDetectors, filter};
+
+    #[test]
+    fn a_full_detector_queue_drops_and_counts() {
+        let (queue, mut rx) = tokio::sync::mpsc::channel(2);
+        let to = ToDetectors {
+            queue,
+            dropped: Default::default(),
+        };
+        let event = |i: u64| wardgate_analysis::dns::DnsEvent {
+            ts_ns: i,
+            device: wardgate_analysis::flow::DeviceRef {
+                name: "pump".into(),
+                id: Some(1),
+                mac: None,
+            },
+            device_addr: [192, 0, 2, 10].into(),
+            resolver: [198, 51, 100, 53].into(),
+            proto: 17,
+            name: format!("n{i}.example"),
+            qtype: 1,
+            rcode: None,
+            answers: 0,
+        };
+        for i in 0..5 {
+            to.offer(event(i));
+        }
+        assert_eq!(to.dropped.get(), 3);
+        // The first ones stay, in order.
+        assert_eq!(rx.try_recv().unwrap().ts_ns, 0);
+        assert_eq!(rx.try_recv().unwrap().ts_ns, 1);
+        assert!(rx.try_recv().is_err());
+    }
 
     #[test]
     fn every_jump_of_the_filter_lands_inside_it() {

@@ -324,7 +324,7 @@ pub fn claim_of(ev: &convert::DatapathEvent, ts_ns: u64) -> Option<AddressClaim>
 pub const CLAIMS_QUEUE: usize = 1024;
 
 /// DNS messages the name watcher hands over, at most this many waiting (more are dropped,
-/// counted in `wardgate_agent_dns_messages_dropped`): a few seconds of a busy ward's lookups.
+/// counted in `wardgate_agent_dns_messages_dropped_total`): a few seconds of a busy ward's lookups.
 pub const DNS_QUEUE: usize = 4096;
 /// DNS messages fed to the detectors per wake-up at most (then the rings and the sweep have a
 /// turn).
