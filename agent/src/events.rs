@@ -239,6 +239,7 @@ mod tests {
             profile_version: version,
             rules: vec![rule],
             sensitivity: Default::default(),
+            detection: Default::default(),
         };
         Arc::new(wardgate_policy::lower::lower("gw", generation, vec![dev], vec![policy]).unwrap())
     }

@@ -115,6 +115,21 @@ fn apply_profiles(dir: &Path, site: &mut SiteFacts) -> anyhow::Result<()> {
         let prof = wardgate_policy::parse_profile(&p.display().to_string(), &text)
             .map_err(|d| anyhow::anyhow!("{d}"))?;
         site.set_sensitivity(&prof.name.value, prof.baseline_sensitivity);
+        let tuning = wardgate_policy::detection::parse(&prof.detection).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|pr| {
+                    let at = if pr.at_key {
+                        (pr.key.line, pr.key.column)
+                    } else {
+                        (pr.value.line, pr.value.column)
+                    };
+                    format!("{}:{}:{}: detection: {}", p.display(), at.0, at.1, pr.why)
+                })
+                .collect();
+            anyhow::anyhow!("{}", lines.join("\n"))
+        })?;
+        site.set_detection(&prof.name.value, &tuning);
     }
     Ok(())
 }

@@ -82,6 +82,7 @@ fn write_desired(path: &Path) {
             ),
         ],
         sensitivity: Default::default(),
+        detection: Default::default(),
     };
     let state = lower("gw-app", 1, vec![dev], vec![policy]).unwrap();
     std::fs::write(path, state.to_json()).unwrap();

@@ -943,6 +943,7 @@ fn pump_and_pacs(
             profile_version: 0,
             rules: reference_rules(),
             sensitivity: Default::default(),
+            detection: Default::default(),
         },
         PolicyEntry {
             policy_id: 2,
@@ -950,6 +951,7 @@ fn pump_and_pacs(
             profile_version: 0,
             rules: pacs_rules,
             sensitivity: Default::default(),
+            detection: Default::default(),
         },
     ];
     let mut devices = reference_devices();

@@ -64,6 +64,7 @@ fn write_desired(path: &Path, generation: u32, pacs: bool) {
         profile_version: generation,
         rules,
         sensitivity: Default::default(),
+        detection: Default::default(),
     };
     let state = lower("gw-grace", generation, vec![dev], vec![policy]).unwrap();
     std::fs::write(path, state.to_json()).unwrap();

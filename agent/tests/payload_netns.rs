@@ -69,6 +69,7 @@ fn write_desired(path: &Path) {
         profile_version: 1,
         rules: Vec::new(),
         sensitivity: Default::default(),
+        detection: Default::default(),
     };
     let state = lower("gw-payload", 1, vec![dev], vec![policy]).unwrap();
     std::fs::write(path, state.to_json()).unwrap();

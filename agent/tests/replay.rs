@@ -47,6 +47,37 @@ fn synscan_is_one_aggregated_scan_finding_naming_the_scanner() {
     );
 }
 
+/// A class's `detection:` tuning, read from its profile: `off` silences the detector for the
+/// class's devices; a misspelt detector is refused at its line and column.
+#[test]
+fn a_profiles_detection_tuning_applies_to_its_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |body: &str| {
+        std::fs::write(
+            dir.path().join("infusion-pump.yaml"),
+            format!("name: infusion-pump\ndetection:\n{body}flows: []\n"),
+        )
+        .unwrap();
+    };
+    let mut a = args("ndpi/smbv1.pcap", Some("smbv1-pump.yaml"));
+    a.profiles = Some(dir.path().to_path_buf());
+    write("  scan_vertical: 40\n");
+    let r = replay::run(&a).unwrap();
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    write("  class_protocol: off\n");
+    let r = replay::run(&a).unwrap();
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+    write("  scan_vertical: 40\n  class_protocl: off\n");
+    let Err(e) = replay::run(&a) else {
+        panic!("a misspelt detector is refused")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("infusion-pump.yaml:4:3: detection: `class_protocl` is not a detector"),
+        "{e}"
+    );
+}
+
 #[test]
 fn smb_from_an_infusion_pump_is_a_class_protocol_finding() {
     let r = replay::run(&args("ndpi/smbv1.pcap", Some("smbv1-pump.yaml"))).unwrap();

@@ -171,6 +171,7 @@ fn state(
             profile_version: 0,
             rules,
             sensitivity: Default::default(),
+            detection: Default::default(),
         })
         .collect();
     wardgate_policy::lower::lower("gw-test", generation, devices, policies).unwrap()

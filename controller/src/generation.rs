@@ -110,6 +110,7 @@ pub(crate) fn one_pump(
             profile_version: 1,
             rules: Vec::new(),
             sensitivity: Default::default(),
+            detection: Default::default(),
         }],
         peers: Vec::new(),
         ports: Vec::new(),

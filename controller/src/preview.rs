@@ -240,6 +240,7 @@ mod tests {
                 profile_version: 1,
                 rules,
                 sensitivity: Default::default(),
+                detection: Default::default(),
             }],
             peers: Vec::new(),
             ports: Vec::new(),

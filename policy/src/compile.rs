@@ -148,6 +148,7 @@ pub fn compile_valid(
             profile_version: ids.version(name),
             rules: rules(site, profile, ids, policy_id, &mut dns_rules)?,
             sensitivity: profile.sensitivity,
+            detection: profile.detection.clone(),
         });
     }
     ids::check_unique(

@@ -312,6 +312,12 @@ pub struct PolicyEntry {
     /// Absent in older bundles: medium.
     #[serde(default)]
     pub sensitivity: crate::profile::Sensitivity,
+    /// The profile's `detection:` tuning for the agent's detectors. Absent in older bundles.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::detection::ClassDetection::is_empty"
+    )]
+    pub detection: crate::detection::ClassDetection,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod desired;
+pub mod detection;
 pub mod diag;
 pub mod diff;
 pub mod dns;

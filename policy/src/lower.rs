@@ -352,6 +352,7 @@ mod tests {
             profile_version: 0,
             rules,
             sensitivity: Default::default(),
+            detection: Default::default(),
         }];
         let s = lower("gw", 1, vec![], policies).unwrap();
         let host = "198.51.100.10".parse().unwrap();
@@ -394,6 +395,7 @@ mod tests {
                 profile_version: 0,
                 rules: rules.clone(),
                 sensitivity: Default::default(),
+                detection: Default::default(),
             }],
         );
         assert!(ok.is_ok());
@@ -409,6 +411,7 @@ mod tests {
                     ..rules[0].clone()
                 }],
                 sensitivity: Default::default(),
+                detection: Default::default(),
             })
             .collect();
         let err = lower("gw", 1, vec![], many).unwrap_err();

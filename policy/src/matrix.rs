@@ -141,6 +141,7 @@ mod tests {
             fail_mode: crate::profile::FailMode::Closed,
             conntrack: serde_json::from_str("{}").unwrap(),
             sensitivity: Default::default(),
+            detection: Default::default(),
             flows,
             resolvers: Vec::new(),
         }

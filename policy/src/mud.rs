@@ -506,6 +506,7 @@ pub fn import(
         default_mode: Mode::Learn,
         fail_mode: FailMode::Open,
         baseline_sensitivity: Sensitivity::Medium,
+        detection: Default::default(),
         conntrack: Conntrack::default(),
         dns_resolvers: None,
         flows,

@@ -40,6 +40,9 @@ pub struct Profile {
     /// addresses. Default: the site group `dns`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_resolvers: Option<Located<String>>,
+    /// Per-detector tuning for the class: a detector's count, or `off` (device-profiles/README.md).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub detection: crate::detection::Written,
     /// Allowed flows. Anything else is denied (enforce) or reported (monitor).
     #[serde(default)]
     pub flows: Vec<Flow>,
@@ -429,6 +432,7 @@ pub const PROFILE_KEYS: &[&str] = &[
     "default_mode",
     "fail_mode",
     "baseline_sensitivity",
+    "detection",
     "conntrack",
     "flows",
     "direction",

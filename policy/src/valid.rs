@@ -88,6 +88,8 @@ pub struct ValidProfile {
     pub conntrack: Conntrack,
     /// How sensitive the anomaly detectors are for the class (`baseline_sensitivity`).
     pub sensitivity: crate::profile::Sensitivity,
+    /// The class's detector tuning (`detection:`).
+    pub detection: crate::detection::ClassDetection,
     pub flows: Vec<ValidFlow>,
     /// The resolvers `dns:` peers learn from (the profile's `dns_resolvers` group or the
     /// site's `dns`); empty when the profile names no `dns:` peer.

@@ -57,6 +57,16 @@ fn check_profile(file: &str, p: &Profile) -> (Diagnostics, Vec<FlowParts>) {
             Some("e.g. `grace: until_idle`, `grace: 0`, `grace: 10m`, `grace_max: 30m`".into()),
         );
     }
+    if let Err(problems) = crate::detection::parse(&p.detection) {
+        for pr in problems {
+            let hint = Some(crate::detection::hint(&pr));
+            if pr.at_key {
+                d.at(file, pr.key, format!("detection: {}", pr.why), hint);
+            } else {
+                d.at(file, pr.value, format!("detection: {}", pr.why), hint);
+            }
+        }
+    }
     // (direction, protocol, peers, ports) -> (idle timeout, flow index) for contradictions.
     let mut seen: BTreeMap<String, (Option<u32>, usize)> = BTreeMap::new();
     for (i, f) in p.flows.iter().enumerate() {
@@ -328,6 +338,8 @@ fn valid_profile(
         default_mode: p.default_mode,
         fail_mode: p.fail_mode,
         sensitivity: p.baseline_sensitivity,
+        // Its problems were reported by `check_profile`.
+        detection: crate::detection::parse(&p.detection).unwrap_or_default(),
         conntrack: p.conntrack.clone(),
         flows,
     }

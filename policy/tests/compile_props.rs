@@ -139,6 +139,7 @@ fn profile(flows: &[FlowSpec]) -> Profile {
         default_mode: Mode::Enforce,
         fail_mode: FailMode::Open,
         baseline_sensitivity: Sensitivity::Medium,
+        detection: Default::default(),
         conntrack: Conntrack::default(),
         dns_resolvers: None,
         flows,

@@ -207,6 +207,38 @@ fn a_wrong_grace_is_reported_at_its_position() {
 }
 
 #[test]
+fn a_wrong_detection_setting_is_reported_at_its_position() {
+    let (file, text) = broken("bad-detection.yaml");
+    let p = parse_profile(&file, &text).unwrap();
+    let report = validate_profile(&file, &p).to_string();
+    // An unknown detector at its key; a wrong value at the value.
+    has(
+        &report,
+        "broken/bad-detection.yaml:4:3: error: detection: `scan_vertcal` is not a detector",
+    );
+    has(
+        &report,
+        "broken/bad-detection.yaml:5:11: error: detection: `beacon` has no count to set",
+    );
+    has(
+        &report,
+        "broken/bad-detection.yaml:6:11: error: detection: `often` is neither a count nor `off`",
+    );
+    has(
+        &report,
+        "broken/bad-detection.yaml:7:16: error: detection: a count of 1 for `brute_force` is out of range (2-100000)",
+    );
+    // The right one is not reported, and a valid map types as the class's tuning.
+    assert!(!report.contains("`scan_vertical`"), "{report}");
+    let text = "name: pacs\ndetection:\n  scan_vertical: 40\n  beacon: off\nflows: []\n";
+    let p = parse_profile("pacs.yaml", text).unwrap();
+    assert!(validate_profile("pacs.yaml", &p).to_string().is_empty());
+    let tuned = wardgate_policy::detection::parse(&p.detection).unwrap_or_default();
+    assert_eq!(tuned.count("scan_vertical"), Some(40));
+    assert!(tuned.is_off("beacon"));
+}
+
+#[test]
 fn grace_settings_lower_to_seconds() {
     let grace = |yaml: &str| {
         let text = format!("name: g\nconntrack: {yaml}\nflows: []\n");

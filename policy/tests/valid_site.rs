@@ -247,6 +247,7 @@ fn profile_set() -> impl Strategy<Value = ProfileSet> {
                 default_mode: Mode::Learn,
                 fail_mode: Default::default(),
                 baseline_sensitivity: Default::default(),
+                detection: Default::default(),
                 conntrack: Default::default(),
                 dns_resolvers: None,
                 flows,

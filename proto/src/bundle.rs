@@ -15,6 +15,7 @@ use wardgate_policy::desired::{
     AppRule, DesiredState, DeviceEntry, Direction, MacAddr, Mode, PeerEntry, PolicyEntry,
     PortEntry, PortPrefix, PortRange, Proto, Rule,
 };
+use wardgate_policy::detection::{ClassDetection, Tuning};
 use wardgate_policy::profile::Sensitivity;
 
 use crate::v1 as pb;
@@ -158,6 +159,17 @@ impl From<&DesiredState> for pb::CompiledPolicy {
                         Sensitivity::High => pb::Sensitivity::High,
                     }
                     .into(),
+                    detection: p
+                        .detection
+                        .iter()
+                        .map(|(d, t)| pb::DetectorTuning {
+                            detector: d.to_string(),
+                            tuning: Some(match t {
+                                Tuning::Count(n) => pb::detector_tuning::Tuning::Count(n),
+                                Tuning::Off => pb::detector_tuning::Tuning::Off(true),
+                            }),
+                        })
+                        .collect(),
                 })
                 .collect(),
             groups: s
@@ -299,6 +311,28 @@ impl Ctx<'_> {
         }
     }
 
+    /// A profile's detector tuning, checked as the profile's own was.
+    fn detection(
+        &self,
+        at: &str,
+        list: &[pb::DetectorTuning],
+    ) -> Result<ClassDetection, BundleError> {
+        let mut out = ClassDetection::default();
+        for (i, t) in list.iter().enumerate() {
+            let at = format!("{at}.detection[{i}]");
+            let tuning = match t.tuning {
+                Some(pb::detector_tuning::Tuning::Count(n)) => Tuning::Count(n),
+                Some(pb::detector_tuning::Tuning::Off(true)) => Tuning::Off,
+                Some(pb::detector_tuning::Tuning::Off(false)) | None => {
+                    return Err(self.err(at, "neither a count nor off"));
+                }
+            };
+            out.insert(&t.detector, tuning)
+                .map_err(|why| self.err(at, why))?;
+        }
+        Ok(out)
+    }
+
     fn nonzero(&self, at: &str, v: u32) -> Result<u32, BundleError> {
         if v == 0 {
             Err(self.err(at, "0 is not an id (ids start at 1)"))
@@ -416,6 +450,7 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                         ));
                     }
                 },
+                detection: cx.detection(&at, &pp.detection)?,
             });
         }
         let policy_ids: BTreeSet<u32> = policies.iter().map(|p| p.policy_id).collect();
@@ -642,10 +677,42 @@ mod tests {
         // The site's groups and each profile's sensitivity travel too (the agent's detectors).
         assert!(s.groups.contains_key("pacs"), "{:?}", s.groups.keys());
         s.policies[0].sensitivity = Sensitivity::High;
+        s.policies[0]
+            .detection
+            .insert("scan_vertical", Tuning::Count(40))
+            .unwrap();
+        s.policies[0]
+            .detection
+            .insert("beacon", Tuning::Off)
+            .unwrap();
         let b = to_bundle(&s, "INC-1");
         assert_eq!(b.reason, "INC-1");
         assert_eq!(roundtrip(&b).unwrap(), s);
         assert_eq!(bundle_len(&s, "INC-1"), b.encoded_len());
+    }
+
+    #[test]
+    fn a_detector_tuning_the_agent_does_not_know_is_refused_by_place() {
+        let s = demo_state();
+        let mut b = to_bundle(&s, "");
+        let tune = |detector: &str, tuning| pb::DetectorTuning {
+            detector: detector.into(),
+            tuning: Some(tuning),
+        };
+        let policies = &mut b.policy.as_mut().unwrap().policies;
+        policies[0].detection = vec![
+            tune("fanout", pb::detector_tuning::Tuning::Count(30)),
+            tune("scan_sideways", pb::detector_tuning::Tuning::Count(30)),
+        ];
+        let e = roundtrip(&b).unwrap_err().to_string();
+        assert!(
+            e.contains("detection[1]") && e.contains("`scan_sideways` is not a detector"),
+            "{e}"
+        );
+        let policies = &mut b.policy.as_mut().unwrap().policies;
+        policies[0].detection = vec![tune("beacon", pb::detector_tuning::Tuning::Count(30))];
+        let e = roundtrip(&b).unwrap_err().to_string();
+        assert!(e.contains("no count to set"), "{e}");
     }
 
     #[test]
@@ -803,6 +870,7 @@ mod tests {
                     })
                     .collect(),
                 sensitivity: Default::default(),
+                detection: Default::default(),
             })
             .collect();
         let state = DesiredState {

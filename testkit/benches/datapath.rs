@@ -103,6 +103,14 @@ fn rules(n: u32) -> Vec<Rule> {
 }
 
 fn devices(n: u32) -> Vec<DeviceEntry> {
+    // The bench opens far more flows per device than any medical device should (the default
+    // cap is 8,192): lift the cap so new flows stay new-allowed; the budget check itself still
+    // runs on every new flow. `default_cap_rows` measures at the default.
+    devices_capped(n, 1_000_000)
+}
+
+/// `n` devices with `max_flows` (0 = the datapath's default, 8,192 live flows).
+fn devices_capped(n: u32, max_flows: u32) -> Vec<DeviceEntry> {
     (0..n)
         .map(|i| {
             let addr: IpAddr = if i == 0 {
@@ -120,10 +128,7 @@ fn devices(n: u32) -> Vec<DeviceEntry> {
                     [2, 0, 0, 1, (i >> 8) as u8, i as u8]
                 }),
                 policy_id: 1,
-                // The bench opens far more flows per device than any medical device should
-                // (the default cap is 8,192): lift the cap so new flows stay new-allowed;
-                // the budget check itself still runs on every new flow.
-                max_flows: 1_000_000,
+                max_flows,
                 fail_open: false,
                 grace_s: wardgate_common::DEFAULT_GRACE_S,
                 mode: Mode::Enforce,
@@ -553,6 +558,7 @@ fn main() {
                 profile_version: 0,
                 rules: rules.clone(),
                 sensitivity: Default::default(),
+                detection: Default::default(),
             }];
             let state =
                 lower("bench", generation, devices(n_dev), policies).expect("fits the maps");
@@ -698,6 +704,7 @@ fn main() {
     }
 
     app_rows(&mut rows, &fresh);
+    default_cap_rows(&mut rows, &fresh);
 
     println!(
         "\n{ROUNDS} interleaved rounds per row; ns/packet as median (min-max) over the rounds; \
@@ -708,8 +715,12 @@ fn main() {
         "Limit lifted: the devices' `conntrack.max_flows` is 1,000,000 here (default 8,192 live \
          flows). The new-flow rows open {} flows from one device that never close; at the \
          default the ones past 8,192 would be `DropFlowCap`, a refusal, not a new flow. Every \
-         new flow still runs the budget check. The other rows are at the defaults.\n",
-        u32::from(ROUNDS) * u32::from(DISTINCT)
+         new flow still runs the budget check. The other rows are at the defaults, and the \
+         `new-allowed, default cap` rows measure new flows at the default cap ({} a round, {} \
+         in all, under it; the next flow past 8,192 was checked to be refused).\n",
+        u32::from(ROUNDS) * u32::from(DISTINCT),
+        AT_DEFAULT,
+        u32::from(ROUNDS) * u32::from(AT_DEFAULT)
     );
     println!(
         "| rules | devices | path | method | ns/pkt | baseline | baseline ns/pkt | ratio of \
@@ -892,6 +903,7 @@ fn dns_rows(fresh: &Fresh) {
             profile_version: 0,
             rules: rules(10),
             sensitivity: Default::default(),
+            detection: Default::default(),
         }];
         let state = lower("bench", 2_000, devices(10), policies).expect("fits the maps");
         datapath_dns::rows(&mut dp, &pin.0, state);
@@ -909,6 +921,93 @@ const APP_FLOWS: u16 = 1_000;
 /// (repeat).
 /// A fresh datapath for a configuration (`main`'s `fresh`).
 type Fresh = dyn Fn(u32, Option<&[u8]>) -> (PinRoot, Datapath);
+
+/// New flows per round at the default cap: the rounds' flows stay under 8,192 live flows.
+const AT_DEFAULT: u16 = (wardgate_common::CT_DEFAULT_MAX_FLOWS / ROUNDS as u32) as u16;
+
+/// The new-flow row at the defaults (what a user gets): the device keeps the default cap of
+/// 8,192 live flows, so each round opens 744 new flows (8,184 in all, under the cap), against
+/// the floor in the same rounds. Then the cap itself: the flows up to 8,192 pass, the next one
+/// is refused (`DropFlowCap`, the device being enforced).
+fn default_cap_rows(rows: &mut Vec<Row>, fresh: &Fresh) {
+    let (_pin, mut dp) = fresh(3_000, None);
+    let rules = rules(10);
+    let policies = vec![PolicyEntry {
+        policy_id: 1,
+        profile: "bench".into(),
+        profile_version: 0,
+        rules: rules.clone(),
+        sensitivity: Default::default(),
+        detection: Default::default(),
+    }];
+    dp.apply(&lower("bench", 3_000, devices_capped(10, 0), policies).unwrap())
+        .unwrap();
+    let IpAddr::V4(peer) = rules[0].peers[0].addr() else {
+        unreachable!()
+    };
+    let port = rules[0].ports.unwrap().lo;
+    let floor = dp.classifier(program_names::FLOOR_CT_INSERT).unwrap();
+    if floor.fd().is_err() {
+        floor.load().unwrap();
+    }
+    let progs = [
+        program_names::INGRESS,
+        program_names::FLOOR_CT_INSERT,
+        program_names::PASS,
+    ];
+    let mut samples = vec![Vec::new(); progs.len()];
+    for r in 0..ROUNDS {
+        let sports = (0..AT_DEFAULT).map(|i| 1024 + r * AT_DEFAULT + i);
+        let new: Vec<_> = sports
+            .clone()
+            .map(|s| tcp_frame(s, peer.octets(), port, true))
+            .collect();
+        let floor: Vec<_> = sports
+            .map(|s| tcp_frame(s, peer.octets(), port + 1, true))
+            .collect();
+        for i in order(r, progs.len()) {
+            let frames = if progs[i] == program_names::FLOOR_CT_INSERT {
+                &floor
+            } else {
+                &new
+            };
+            let (v, ns) = distinct(&mut dp, progs[i], frames);
+            assert!(
+                v.iter().all(|&x| x == 0),
+                "{}: every frame under the default cap must pass",
+                progs[i]
+            );
+            samples[i].push(ns);
+        }
+    }
+    // The cap: the places left pass, the one after is refused.
+    let opened = u32::from(ROUNDS) * u32::from(AT_DEFAULT);
+    let left = (wardgate_common::CT_DEFAULT_MAX_FLOWS - opened) as u16;
+    let base = 1024 + ROUNDS * AT_DEFAULT;
+    let last: Vec<_> = (0..=left)
+        .map(|i| tcp_frame(base + i, peer.octets(), port, true))
+        .collect();
+    let (v, _) = distinct(&mut dp, program_names::INGRESS, &last);
+    assert!(
+        v[..usize::from(left)].iter().all(|&x| x == 0) && v[usize::from(left)] != 0,
+        "at the default cap, flows up to 8,192 pass and the next is refused: {v:?}"
+    );
+    let mut push = |baseline_name, subject: &[f64], baseline: &[f64]| {
+        let per_round: Vec<f64> = subject.iter().zip(baseline).map(|(a, b)| a / b).collect();
+        rows.push(Row {
+            rules: 10,
+            devices: 10,
+            path: "new-allowed, default cap",
+            method: "distinct",
+            subject: stat(subject),
+            baseline_name,
+            baseline: stat(baseline),
+            round_ratio: stat(&per_round),
+        });
+    };
+    push("floor", &samples[0], &samples[1]);
+    push("trivial", &samples[0], &samples[2]);
+}
 
 fn app_rows(rows: &mut Vec<Row>, fresh: &Fresh) {
     use wardgate_policy::desired::AppRule;
@@ -928,6 +1027,7 @@ fn app_rows(rows: &mut Vec<Row>, fresh: &Fresh) {
         profile_version: 0,
         rules: rules.clone(),
         sensitivity: Default::default(),
+        detection: Default::default(),
     }];
     dp.apply(&lower("bench", 1_000, devices(10), policies).unwrap())
         .unwrap();

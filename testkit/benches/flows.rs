@@ -199,6 +199,7 @@ fn write_desired(dir: &Path) {
         profile_version: 1,
         rules: Vec::new(),
         sensitivity: Default::default(),
+        detection: Default::default(),
     };
     let state = lower("bench", 1, vec![dev], vec![policy]).unwrap();
     std::fs::write(dir.join("desired.json"), state.to_json()).unwrap();

@@ -220,6 +220,7 @@ fn attach_wardgate(ward: &Ward, pin: PathBuf, n: u32) {
         profile_version: 0,
         rules,
         sensitivity: Default::default(),
+        detection: Default::default(),
     };
     let state = lower("throughput", 1, vec![device], vec![policy]).expect("fits the maps");
     lab::run_in(&ward.gw, move || {

@@ -46,8 +46,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Run the detectors over the project's test captures: capture x detector, expected and got,
-    /// and false findings per device-day on the benign ones.
+    /// Run the detectors over the project's test captures (regression: capture x detector,
+    /// expected and got; fails on a difference) and over labelled third-party material
+    /// (evaluation: per detector found / wrong source / missed, false alerts per device-day).
     Eval,
     /// The main job: a ward put under wardgate, the whole story (learning from real peers, four
     /// eyes, enforce, a scan caught, the SOC's syslog and OCSF, the console), in network

@@ -109,7 +109,8 @@ pub fn clock_now() -> Clock {
 }
 
 /// What the detectors know of the site, from the generation the agent enforces: each device
-/// with its class (profile), the class's sensitivity, addresses and MAC, and the site's groups:
+/// with its class (profile), the class's sensitivity and detector tuning, addresses and MAC,
+/// and the site's groups:
 /// the same facts `replay` reads from the site and profile files, so live and offline judge
 /// alike.
 pub fn site_facts(state: &DesiredState) -> SiteFacts {
@@ -128,6 +129,7 @@ pub fn site_facts(state: &DesiredState) -> SiteFacts {
             mac: Some(Mac(d.mac.0)),
             addresses: d.addrs.clone(),
             sensitivity: policy.map(|p| p.sensitivity).unwrap_or_default(),
+            detection: policy.map(|p| p.detection.clone()).unwrap_or_default(),
             ..DeviceFacts::default()
         });
     }

@@ -159,6 +159,15 @@ fn site_facts_give_each_device_its_profile_as_class() {
         profile_version: 1,
         rules: vec![],
         sensitivity: wardgate_policy::profile::Sensitivity::High,
+        detection: {
+            let mut t = wardgate_policy::detection::ClassDetection::default();
+            t.insert(
+                "scan_vertical",
+                wardgate_policy::detection::Tuning::Count(40),
+            )
+            .unwrap();
+            t
+        },
     };
     let mut state = wardgate_policy::lower::lower("gw", 1, vec![dev], vec![policy]).unwrap();
     state
@@ -172,6 +181,8 @@ fn site_facts_give_each_device_its_profile_as_class() {
     // As `replay` reads them from the site and profile files: the class's sensitivity, and
     // the site's groups (inside, and named for baselines kept by group).
     assert_eq!(f.sensitivity, wardgate_policy::profile::Sensitivity::High);
+    // And the class's detector tuning (`detection:`), as the generation carries it.
+    assert_eq!(f.detection.count("scan_vertical"), Some(40));
     let pacs = "198.51.100.10".parse().unwrap();
     assert!(site.is_inside(pacs));
     assert_eq!(site.group_of(pacs), Some("pacs"));

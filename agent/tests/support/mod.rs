@@ -243,6 +243,7 @@ pub fn state_with(generation: u32, devices: Vec<DeviceEntry>, rules: Vec<Rule>) 
         profile_version: 0,
         rules,
         sensitivity: Default::default(),
+        detection: Default::default(),
     }];
     lower("gw-test", generation, devices, policies).unwrap()
 }

@@ -139,7 +139,7 @@ impl Detector for BruteForce {
         if s.flows.len() < MAX_FLOWS {
             s.flows.push(FlowRef::from_opener(r));
         }
-        let limit = self.cfg.sessions.for_device(&facts);
+        let limit = self.cfg.sessions.for_device(&facts, "brute_force");
         let n = s.times.len() as u32;
         if n < limit || s.since_raised < limit {
             return;

@@ -109,7 +109,7 @@ impl Detector for DnsNxdomain {
         }
         b.samples.push_back(e.name.clone());
         let facts = ctx.facts(&e.device);
-        let limit = self.cfg.names.for_device(&facts);
+        let limit = self.cfg.names.for_device(&facts, "dns_nxdomain");
         let n = b.names.len() as u32;
         if n < limit || b.since_raised < limit {
             return;

@@ -185,7 +185,7 @@ impl Detector for DnsTunnel {
                 .retain(|(t, h)| names.get(h).is_some_and(|n| n.last_ns == *t));
         }
         let facts = ctx.facts(&e.device);
-        let limit = self.cfg.names.for_device(&facts);
+        let limit = self.cfg.names.for_device(&facts, "dns_tunnel");
         let n = d.names.len() as u32;
         if n < limit || d.since_raised < limit {
             return;

@@ -99,7 +99,7 @@ impl Detector for FanOut {
         }
         st.new.insert(r.first_seen_ns, r.peer);
         let facts = ctx.facts(&r.device);
-        let limit = self.cfg.new_peers.for_device(&facts);
+        let limit = self.cfg.new_peers.for_device(&facts, "fanout");
         let n = st.new.len() as u32;
         if n < limit {
             return;

@@ -1,7 +1,8 @@
 //! Floods: SYN (TCP flows that never completed a handshake), UDP and ICMP packet rates per
 //! device within a short window, sent or received. A flow record's packets are spread over its
 //! life: a record lasting longer than the window adds only the window's share, so one long,
-//! busy, legitimate stream is a rate, not a burst.
+//! busy, legitimate stream is a rate, not a burst. A record far shorter than the window is also
+//! judged on its own rate (over at least a second), so a burst is not averaged away.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -88,6 +89,35 @@ impl Kind {
     }
 }
 
+/// Which way a device's flood goes: packets it sent, or packets it received from its peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Side {
+    Sent,
+    Received,
+}
+
+/// The packets of a record that may be a flood, by the side of the device they went.
+///
+/// The side that opened the record always counts. For ICMP and ICMPv6 the answering side counts
+/// too, beyond one packet per packet of the opener: the flow key ignores ICMP types, so an echo
+/// flood sent after its victim's neighbour advertisement (or echo request, or error) to the
+/// attacker lands in the record the victim opened, as its answer. ICMP has no bulk answers of
+/// its own (an echo reply per request at most), so that excess is the answering side's flood,
+/// and echo replies to someone else's flood are not. TCP and UDP are left to the opener: a
+/// download, a file read over TFTP or a stream a device asked for is a legitimate answer far
+/// larger than its request, and a SYN flood is by definition unanswered.
+fn sides(r: &FlowRecord, kind: Kind) -> Vec<(Side, u64)> {
+    let (opener, answer) = match r.direction {
+        FlowDirection::Opened => ((Side::Sent, r.packets_out), (Side::Received, r.packets_in)),
+        FlowDirection::Received => ((Side::Received, r.packets_in), (Side::Sent, r.packets_out)),
+    };
+    let mut v = vec![opener];
+    if kind == Kind::Icmp && answer.1 > opener.1 {
+        v.push((answer.0, answer.1 - opener.1));
+    }
+    v
+}
+
 #[derive(Default)]
 struct Rate {
     entries: VecDeque<(u64, f64)>,
@@ -98,7 +128,7 @@ struct Rate {
 
 pub struct Flood {
     cfg: FloodConfig,
-    rates: HashMap<(String, FlowDirection, Kind), Rate>,
+    rates: HashMap<(String, Side, Kind), Rate>,
 }
 
 impl Flood {
@@ -108,32 +138,35 @@ impl Flood {
             rates: HashMap::new(),
         }
     }
-}
 
-impl Detector for Flood {
-    fn name(&self) -> &'static str {
-        "flood"
-    }
-
-    fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-        let Observation::Flow(r) = obs else { return };
-        let Some(kind) = Kind::of(r) else { return };
-        // The packets the flooding side sent: the device's when it opened the flow, the peer's
-        // when it received it.
-        let packets = match r.direction {
-            FlowDirection::Opened => r.packets_out,
-            FlowDirection::Received => r.packets_in,
-        } as f64;
-        let window_ns = self.cfg.window_s.max(1) * NS;
+    /// Adds `packets` of one side of a record to the device's rate and raises a flood when the
+    /// window's rate, or the record's own, reaches the limit.
+    fn count(
+        &mut self,
+        r: &FlowRecord,
+        kind: Kind,
+        side: Side,
+        packets: u64,
+        ctx: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
+        let packets = packets as f64;
+        let window_s = self.cfg.window_s.max(1);
+        let window_ns = window_s * NS;
         let life = r.last_seen_ns.saturating_sub(r.first_seen_ns).max(1);
         let share = if life > window_ns {
             packets * window_ns as f64 / life as f64
         } else {
             packets
         };
+        // A burst: the record's own rate over its life, but over no less than a second (a
+        // capture's one timestamp for 10,000 datagrams is not an infinite rate). The window
+        // average alone would spread a burst far shorter than the window over all of it.
+        let burst_s = (life as f64 / NS as f64).max(1.0);
+        let burst_pps = packets / burst_s;
         let rate = self
             .rates
-            .entry((r.device.name.clone(), r.direction, kind))
+            .entry((r.device.name.clone(), side, kind))
             .or_default();
         let now = r.first_seen_ns;
         while let Some((t, p)) = rate.entries.front().copied() {
@@ -151,7 +184,7 @@ impl Detector for Flood {
         rate.entries.push_back((now, share));
         rate.sum += share;
         if rate.flows.len() < MAX_FLOWS {
-            rate.flows.push(FlowRef::from(*r));
+            rate.flows.push(FlowRef::from(r));
         }
         if rate.peers.len() < 64 && !rate.peers.contains(&r.peer) {
             rate.peers.push(r.peer);
@@ -163,22 +196,28 @@ impl Detector for Flood {
             &self.cfg.host_pps
         };
         let pps_limit = scale(kind.limit(rates), facts.sensitivity);
-        let limit = f64::from(pps_limit) * self.cfg.window_s.max(1) as f64;
-        if rate.sum < limit {
+        let window_pps = rate.sum / window_s as f64;
+        let limit = f64::from(pps_limit);
+        if window_pps < limit && burst_pps < limit {
             return;
         }
-        let start = rate.entries.front().map(|e| e.0).unwrap_or(now);
-        let pps = rate.sum / self.cfg.window_s.max(1) as f64;
-        let (who, verb) = match r.direction {
-            FlowDirection::Opened => ("sent", "to"),
-            FlowDirection::Received => ("received", "from"),
+        // The larger of the two rates is the one reported, over its own span.
+        let (pps, span, start) = if window_pps >= burst_pps {
+            let start = rate.entries.front().map(|e| e.0).unwrap_or(now);
+            (window_pps, window_s as f64, start)
+        } else {
+            (burst_pps, burst_s, now)
+        };
+        let (who, verb) = match side {
+            Side::Sent => ("sent", "to"),
+            Side::Received => ("received", "from"),
         };
         let mut f = Finding::new(
             "flood",
             &r.device,
             now,
             Severity::High,
-            (0.7 + 0.1 * (rate.sum / limit - 1.0)).clamp(0.7, 0.99),
+            (0.7 + 0.1 * (pps / limit - 1.0)).clamp(0.7, 0.99),
             Technique::new("T0814", "Denial of Service", Matrix::Ics),
         );
         f.detector = format!("flood_{}", kind.name());
@@ -189,7 +228,7 @@ impl Detector for Flood {
             pps.round(),
             kind.name(),
             rate.peers.len(),
-            self.cfg.window_s
+            (span * 10.0).round() / 10.0
         );
         f.flows = rate.flows.clone();
         f.evidence.window_start_ns = start;
@@ -200,10 +239,25 @@ impl Detector for Flood {
             .max()
             .unwrap_or(now)
             .max(now);
-        f.evidence.metrics =
-            vec![Metric::new("packets_per_second", pps).threshold(f64::from(pps_limit))];
+        f.evidence.metrics = vec![Metric::new("packets_per_second", pps).threshold(limit)];
         f.evidence.peers = rate.peers.clone();
         f.evidence.names = vec![kind.name().into()];
         out.push(f);
+    }
+}
+
+impl Detector for Flood {
+    fn name(&self) -> &'static str {
+        "flood"
+    }
+
+    fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        let Observation::Flow(r) = obs else { return };
+        let Some(kind) = Kind::of(r) else { return };
+        for (side, packets) in sides(r, kind) {
+            if packets > 0 {
+                self.count(r, kind, side, packets, ctx, out);
+            }
+        }
     }
 }

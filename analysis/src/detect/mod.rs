@@ -36,7 +36,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use wardgate_policy::profile::Sensitivity;
+use wardgate_policy::{detection::ClassDetection, profile::Sensitivity};
 
 pub use aggregate::{AggregateConfig, Aggregator};
 pub use arp::{AddressClaim, ClaimKind};
@@ -100,6 +100,9 @@ pub struct DeviceFacts {
     pub addresses: Vec<IpAddr>,
     /// The profile's `baseline_sensitivity` (default medium).
     pub sensitivity: Sensitivity,
+    /// The profile's `detection:` tuning: a detector's count for the class, or off.
+    #[serde(default, skip_serializing_if = "ClassDetection::is_empty")]
+    pub detection: ClassDetection,
 }
 
 impl DeviceFacts {
@@ -153,6 +156,7 @@ impl SiteFacts {
                 mac: d.mac.value.parse().ok(),
                 addresses,
                 sensitivity: Sensitivity::default(),
+                detection: ClassDetection::default(),
             });
         }
         f
@@ -180,6 +184,15 @@ impl SiteFacts {
         for d in self.devices.values_mut() {
             if d.class.as_deref() == Some(class) {
                 d.sensitivity = s;
+            }
+        }
+    }
+
+    /// Sets a class's detector tuning (from its profile's `detection:`).
+    pub fn set_detection(&mut self, class: &str, t: &ClassDetection) {
+        for d in self.devices.values_mut() {
+            if d.class.as_deref() == Some(class) {
+                d.detection = t.clone();
             }
         }
     }
@@ -237,7 +250,8 @@ impl Context<'_> {
 }
 
 /// A count threshold for general hosts and a tighter one for site devices, scaled by the
-/// device's sensitivity (low x1.5, medium x1, high x0.67, never under 2).
+/// device's sensitivity (low x1.5, medium x1, high x0.67, never under 2), unless the device's
+/// class sets the detector's count (`detection:` in its profile), which is taken as written.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Threshold {
     pub host: u32,
@@ -245,13 +259,24 @@ pub struct Threshold {
 }
 
 impl Threshold {
-    pub fn for_device(&self, f: &DeviceFacts) -> u32 {
-        let base = if f.is_site_device() {
-            self.device
-        } else {
-            self.host
-        };
-        scale(base, f.sensitivity)
+    /// The threshold of `detector` for the device.
+    pub fn for_device(&self, f: &DeviceFacts, detector: &str) -> u32 {
+        self.in_window(f, detector, self.device)
+    }
+
+    /// The same, for a detector with several windows whose `main` window's device threshold
+    /// is what a class's count replaces: this window keeps its proportion to it.
+    pub fn in_window(&self, f: &DeviceFacts, detector: &str, main: u32) -> u32 {
+        if !f.is_site_device() {
+            return scale(self.host, f.sensitivity);
+        }
+        match f.detection.count(detector) {
+            Some(n) => {
+                let v = u64::from(self.device) * u64::from(n) / u64::from(main.max(1));
+                u32::try_from(v).unwrap_or(u32::MAX).max(2)
+            }
+            None => scale(self.device, f.sensitivity),
+        }
     }
 }
 
@@ -379,6 +404,10 @@ impl Engine {
         let mut changed = Vec::new();
         for mut f in self.raw.drain(..) {
             let facts = ctx.facts(&f.device);
+            // The subject's class turned this detector off (its profile's `detection:`).
+            if facts.detection.is_off(&f.detector) {
+                continue;
+            }
             f.class = f.class.or(facts.class);
             f.location = f.location.or(facts.location);
             f.asset_id = f.asset_id.or(facts.asset_id);

@@ -74,6 +74,14 @@ impl ScanConfig {
         }
         self
     }
+
+    /// The window a class's `detection:` count sets (the 5 minute one, Zeek's); the others
+    /// keep their proportion to it.
+    fn main(&self, pick: fn(&ScanWindow) -> Threshold) -> u32 {
+        self.windows
+            .get(self.windows.len() / 2)
+            .map_or(1, |w| pick(w).device)
+    }
 }
 
 impl Default for ScanConfig {
@@ -105,6 +113,9 @@ impl Default for ScanConfig {
         }
     }
 }
+
+const VERTICAL: &str = "scan_vertical";
+const HORIZONTAL: &str = "scan_horizontal";
 
 /// Distinct keys tracked per window set (bounds memory on a full-range scan).
 const CAP: usize = 4096;
@@ -275,7 +286,7 @@ impl VerticalScan {
 
 impl Detector for VerticalScan {
     fn name(&self) -> &'static str {
-        "scan_vertical"
+        VERTICAL
     }
 
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
@@ -289,7 +300,11 @@ impl Detector for VerticalScan {
         let Some((i, set, n, limit)) = over(
             self.windows
                 .insert(cfg, (from, target), r.first_seen_ns, (r.proto, r.port)),
-            |i| cfg.windows[i].vertical.for_device(&facts),
+            |i| {
+                cfg.windows[i]
+                    .vertical
+                    .in_window(&facts, VERTICAL, cfg.main(|w| w.vertical))
+            },
         ) else {
             return;
         };
@@ -300,7 +315,7 @@ impl Detector for VerticalScan {
         ports.truncate(MAX_LISTED);
         let secs = r.first_seen_ns.saturating_sub(set.start_ns()) as f64 / 1e9;
         let mut f = Finding::new(
-            "scan_vertical",
+            VERTICAL,
             &subject,
             r.first_seen_ns,
             severity(&facts, r, ctx),
@@ -349,7 +364,7 @@ impl HorizontalScan {
 
 impl Detector for HorizontalScan {
     fn name(&self) -> &'static str {
-        "scan_horizontal"
+        HORIZONTAL
     }
 
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
@@ -363,7 +378,11 @@ impl Detector for HorizontalScan {
         let Some((i, set, n, limit)) = over(
             self.windows
                 .insert(cfg, (from, r.proto, r.port), r.first_seen_ns, target),
-            |i| cfg.windows[i].horizontal.for_device(&facts),
+            |i| {
+                cfg.windows[i]
+                    .horizontal
+                    .in_window(&facts, HORIZONTAL, cfg.main(|w| w.horizontal))
+            },
         ) else {
             return;
         };
@@ -373,7 +392,7 @@ impl Detector for HorizontalScan {
         peers.truncate(MAX_LISTED);
         let secs = r.first_seen_ns.saturating_sub(set.start_ns()) as f64 / 1e9;
         let mut f = Finding::new(
-            "scan_horizontal",
+            HORIZONTAL,
             &subject,
             r.first_seen_ns,
             severity(&facts, r, ctx),

@@ -193,6 +193,11 @@ fn show(p: &wardgate_policy::Profile, file: &str) {
         "  fail {fail}; anomaly sensitivity {sensitivity}; idle timeouts tcp {}s, udp {}s, icmp {}s",
         p.conntrack.tcp_idle_s, p.conntrack.udp_idle_s, p.conntrack.icmp_idle_s
     );
+    // Validated before it is shown; a map with problems was refused with them.
+    let tuning = wardgate_policy::detection::parse(&p.detection).unwrap_or_default();
+    if !tuning.is_empty() {
+        println!("  detectors tuned for the class: {}", tuning.describe());
+    }
     println!(
         "  {:<3} {:<12} {:<7} {:<34} {:<16} flow",
         "#", "direction", "proto", "peers", "ports"

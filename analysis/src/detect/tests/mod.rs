@@ -4,8 +4,10 @@
 use std::net::IpAddr;
 
 mod dns;
+mod floods;
 mod scans;
 mod threats;
+mod tuning;
 
 use super::*;
 use crate::{
