@@ -2,7 +2,9 @@
 //! and prints the findings as JSON, RFC 5424 + CEF, or OCSF lines, so an analyst can check a
 //! capture. Reading and decoding is the learn command's loop; the flow table, the detectors and
 //! the formats are the pure crate's, as live. DNS messages to or from port 53 of a device
-//! (`wardgate_analysis::dns::event`) are observations too, merged with the records in time order.
+//! (`wardgate_analysis::dns::event`) are observations too, merged with the records in time order,
+//! and the site's resolvers' answers name the flows that follow them (`peer_name`, which
+//! `beacon` keys by), through the name table the live agent fills: the same engine.
 
 use std::{
     io::Write,
@@ -12,12 +14,16 @@ use std::{
 use anyhow::Context as _;
 use wardgate_analysis::{
     Devices, FlowRecord, FlowTable, FlowTableConfig,
+    baseline::Groups,
     decode::{self, Decoded},
     detect::{
         self, AddressClaim, Baselines, DetectConfig, Finding, SiteFacts,
         format::{cef, ocsf},
     },
-    dns::{self, DnsEvent},
+    dns::{
+        self, DnsEvent,
+        names::{NameTable, NameTableConfig},
+    },
 };
 
 use crate::learn::capture;
@@ -133,14 +139,15 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
         Some(p) => read_config(p)?,
         None => DetectConfig::default(),
     };
-    let (devices, mut facts) = match &args.site {
+    let (devices, mut facts, resolvers) = match &args.site {
         Some(path) => {
             let site = read_site(path)?;
             let devices = Devices::from_site(&site)
                 .with_context(|| format!("site file {}", path.display()))?;
-            (devices, SiteFacts::from_site(&site))
+            let resolvers = Groups::from_site(&site).nets("dns");
+            (devices, SiteFacts::from_site(&site), resolvers)
         }
-        None => (Devices::discover(), SiteFacts::default()),
+        None => (Devices::discover(), SiteFacts::default(), Vec::new()),
     };
     if let Some(dir) = &args.profiles {
         apply_profiles(dir, &mut facts)?;
@@ -152,6 +159,9 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
     let mut table = FlowTable::new(FlowTableConfig::default(), devices);
     let mut claims = Vec::new();
     let mut dns_events = Vec::new();
+    // Who resolved what, as live (`agent::dns::names`): answers count only from the site's
+    // resolvers (its group `dns`); without a site, none.
+    let mut names = NameTable::new(NameTableConfig::default());
     let (mut frames, mut malformed, mut dns_malformed) = (0u64, 0u64, 0u64);
     for path in &args.pcap {
         let end = capture::read_frames(
@@ -161,6 +171,8 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
                 match decode::decode(frame.link, frame.data, frame.ts_ns) {
                     Ok(Decoded::Ip(pkt)) => {
                         table.add(&pkt);
+                        let _ = names
+                            .observe_packet(&pkt, |a| resolvers.iter().any(|n| n.contains(&a)));
                         match dns::event(&pkt, table.devices()) {
                             Some(Ok(e)) => dns_events.push(e),
                             Some(Err(e)) => {
@@ -192,7 +204,8 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
     if dns_malformed > 0 {
         tracing::warn!(dns_malformed, "malformed DNS messages skipped");
     }
-    let (flows, _devices, _stats) = table.finish_all();
+    let (mut flows, _devices, _stats) = table.finish_all();
+    names.label(&mut flows);
     let dets = detect::detectors(&cfg, !baselines.is_empty());
     let detectors = dets.iter().map(|d| d.name()).collect();
     let findings = detect::run_observed(

@@ -802,15 +802,6 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             tracing::error!(error = format!("{e:#}"), "DNS learner stopped");
         }
     });
-    // Who resolved what: a passive copy of the answers names the flows that follow them.
-    let names = crate::dns::names::shared();
-    let names_state = tx.subscribe();
-    let (names_table, names_ifaces) = (names.clone(), cfg.interfaces.clone());
-    tokio::spawn(async move {
-        if let Err(e) = crate::dns::names::run(names_ifaces, names_table, names_state).await {
-            tracing::error!(error = format!("{e:#}"), "DNS name watcher stopped");
-        }
-    });
     let detection = detection(&cfg.detection)?;
     // Alerts go to the controller only when there is one; the agent logs every event anyway.
     let alerts = cfg.controller.as_ref().map(|c| {
@@ -822,6 +813,23 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let live = crate::metrics::Live::default();
     crate::metrics::start(&cfg, &live, alerts.clone(), tx.subscribe()).await;
     let grace_gauge = live.flows_on_grace.clone();
+    // A passive copy of the devices' DNS messages: the detectors observe them, and the
+    // resolvers' answers name the flows that follow them.
+    let names = crate::dns::names::shared();
+    let names_state = tx.subscribe();
+    let (names_table, names_ifaces) = (names.clone(), cfg.interfaces.clone());
+    let (dns_tx, dns_rx) = tokio::sync::mpsc::channel(crate::flows::DNS_QUEUE);
+    let to_detectors = crate::dns::names::ToDetectors {
+        queue: dns_tx,
+        dropped: live.dns_messages_dropped.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) =
+            crate::dns::names::run(names_ifaces, names_table, to_detectors, names_state).await
+        {
+            tracing::error!(error = format!("{e:#}"), "DNS name watcher stopped");
+        }
+    });
     let flow_alerts = alerts.clone();
     // Flow records go to the controller when there is one.
     let flow_queue = cfg
@@ -859,6 +867,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             crate::flows::Inputs {
                 state: flow_state,
                 claims: claims_rx,
+                dns: dns_rx,
                 stop: stop_rx,
             },
             crate::flows::Outputs {

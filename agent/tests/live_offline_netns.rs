@@ -1,8 +1,9 @@
 //! Attach tier: one engine, live and offline (issue 22). The real agent binary runs live in the
 //! gateway namespace, its site (the demo ward's, its infusion pump in monitor mode so traffic
 //! flows) pushed by a controller with the repository's profiles, while dumpcap
-//! captures the device-facing interface. The pump scans a server, tries SMB and floods UDP; a
-//! hospital workstation scans the pump. Then the agent stops (it finishes every flow it holds
+//! captures the device-facing interface. The pump scans a server, tries SMB, floods UDP, looks
+//! up names as a DNS tunnel does (through an attacker's server) and as a DGA does (through the
+//! hospital's resolver, which answers NXDOMAIN); a hospital workstation scans the pump. Then the agent stops (it finishes every flow it holds
 //! and flushes its alert outbox to the controller), and `replay` runs over the capture with the
 //! same site file and profiles. The findings the controller stored and the replay's are the
 //! same set, keyed by detector, subject and peer. Needs root; fails (never skips) without it.
@@ -51,8 +52,13 @@ const PUMP: &str = "pump-3a-bed12";
 /// conntrack entry only when a later packet of the flow falls through (once a second), so the
 /// last second of a stream that stops is in no live record. The pump's UDP flood (30,000
 /// datagrams sent in well under a second) reaches the live detectors as a few packets; offline
-/// counts every one. Each is listed in the output when live lacks it.
-const LIVE_MISSES: &[(&str, &str, &str)] = &[("flood_udp", PUMP, "198.51.100.53")];
+/// counts every one; its DNS lookups to two servers right after fall in the flood's window, so
+/// offline also raises the flood over several peers (peer `-`). Each is listed in the output
+/// when live lacks it.
+const LIVE_MISSES: &[(&str, &str, &str)] = &[
+    ("flood_udp", PUMP, "198.51.100.53"),
+    ("flood_udp", PUMP, "-"),
+];
 
 /// What must agree: which detector, about whom (the subject), against which peer.
 type Key = (String, String, String);
@@ -97,6 +103,8 @@ fn live_agent_and_replay_of_its_capture_give_the_same_findings() {
     let file = dir.path().join("gateway.pcap");
     let cap = Capture::start(&ward.gw, DEV_IF, None, FileFormat::Pcap, &file);
     traffic::pump_scans_tries_smb_and_floods(&ward);
+    traffic::pump_tunnels_and_tries_generated_names(&ward, dir.path());
+    // Last: it ends with a pause, so dumpcap has handed over every frame before it stops.
     traffic::workstation_scans_pump(&ward);
     cap.stop();
     let status = agent.stop(Duration::from_secs(30));
@@ -155,6 +163,9 @@ fn live_agent_and_replay_of_its_capture_give_the_same_findings() {
         ("flood_udp", PUMP, "198.51.100.53"),
         ("scan_vertical", "198.51.100.20", "192.0.2.10"),
         ("scan_flag_probe", "198.51.100.20", "192.0.2.10"),
+        // The DNS detectors' peer is the server asked.
+        ("dns_tunnel", PUMP, traffic::TUNNEL_SERVER),
+        ("dns_nxdomain", PUMP, traffic::RESOLVER),
     ] {
         let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
         assert!(

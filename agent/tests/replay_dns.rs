@@ -1,7 +1,8 @@
 //! `wardgate-agent replay` on a generated capture of DNS: a host's tunnel-like queries (new
 //! 50-character base32 labels under one domain, asked as TXT, with their answers) are one
 //! `dns_tunnel` finding naming the domain; a malformed DNS message is counted, not fatal. The
-//! same capture cut to a few queries raises nothing. No privileges needed.
+//! same capture cut to a few queries raises nothing. Flows are named from the answers of the
+//! site's resolvers only, as live. No privileges needed.
 
 use std::{path::Path, time::Duration};
 
@@ -133,4 +134,69 @@ fn tunnel_like_dns_queries_in_a_capture_are_a_dns_tunnel_finding() {
         "{:#?}",
         r.findings
     );
+}
+
+/// An answer to `name` (type A) with one address record, TTL 60 s.
+fn a_answer(id: u16, name: &str, addr: [u8; 4]) -> Vec<u8> {
+    let mut m = dns(id, 0x8180, name, 1);
+    m[7] = 1; // one answer record
+    // The question's name (a pointer to offset 12), A, IN, TTL, 4 bytes of address.
+    m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    m.extend_from_slice(&addr);
+    m
+}
+
+#[test]
+fn replay_names_flows_from_the_site_resolvers_answers_only() {
+    // The demo ward: its pump (192.0.2.10), its resolver group `dns` (198.51.100.53).
+    let site =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-profiles/sites/demo-ward.yaml");
+    const PUMP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+    const PUMP: [u8; 4] = [192, 0, 2, 10];
+    let answer = |server: [u8; 4], name: &str, addr: [u8; 4]| {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(ROUTER_MAC, PUMP_MAC)
+            .ipv4(server, PUMP, 64)
+            .udp(53, 40000)
+            .write(&mut out, &a_answer(7, name, addr))
+            .unwrap();
+        out
+    };
+    let syn = |to: [u8; 4]| {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(PUMP_MAC, ROUTER_MAC)
+            .ipv4(PUMP, to, 64)
+            .tcp(41000, 443, 1, 64240)
+            .syn()
+            .write(&mut out, &[])
+            .unwrap();
+        out
+    };
+    let (named, forged) = ([203, 0, 113, 5], [203, 0, 113, 6]);
+    let frames = vec![
+        (T0, answer(RESOLVER, "api.vendor.example", named)),
+        // The same from a hospital host that is no resolver of the site.
+        (
+            T0,
+            answer([198, 51, 100, 20], "forged.vendor.example", forged),
+        ),
+        (T0 + Duration::from_secs(1), syn(named)),
+        (T0 + Duration::from_secs(1), syn(forged)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("names.pcap");
+    write_pcap(&pcap, &frames);
+    let r = replay::run(&ReplayArgs {
+        site: Some(site),
+        ..args(&pcap)
+    })
+    .unwrap();
+    let name_of = |to: [u8; 4]| {
+        let to = std::net::IpAddr::from(to);
+        let f: Vec<_> = r.flows.iter().filter(|f| f.peer == to).collect();
+        assert_eq!(f.len(), 1, "{:#?}", r.flows);
+        f[0].peer_name.clone()
+    };
+    assert_eq!(name_of(named).as_deref(), Some("api.vendor.example"));
+    assert_eq!(name_of(forged), None);
 }

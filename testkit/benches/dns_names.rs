@@ -213,7 +213,13 @@ fn live_run(frames: &[Vec<u8>], watcher: bool) -> Live {
             .unwrap();
         let cpu = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID);
         rt.block_on(async move {
-            let run = wardgate_agent::dns::names::run(vec![IF_OUT.to_string()], t, rx);
+            // No device in the state: no message goes to the detectors (their queue idle).
+            let (queue, _detectors) = tokio::sync::mpsc::channel(wardgate_agent::flows::DNS_QUEUE);
+            let to = wardgate_agent::dns::names::ToDetectors {
+                queue,
+                dropped: Default::default(),
+            };
+            let run = wardgate_agent::dns::names::run(vec![IF_OUT.to_string()], t, to, rx);
             tokio::pin!(run);
             // The socket is open once the task first waits.
             tokio::select! {

@@ -1,12 +1,20 @@
-//! Who resolved what, live (issue 21 point 2): a passive AF_PACKET socket copies the DNS
-//! answers (UDP from port 53) crossing the device-facing interfaces, without holding them
-//! (learning and monitored devices get their answers at once; enforced devices' answers are
-//! still held by the datapath for `dns:` rules, and their copy is seen when sent on). A classic
-//! BPF filter in the kernel keeps everything else out of the socket, so the cost on other
-//! traffic is the filter's few instructions per packet. Answers count only from the site's
-//! resolvers (the site group `dns` and every policy's `dns_resolvers`); a site with none learns
-//! no names. The pure table (`analysis::dns::names`) is bounded per device and in total; the
-//! flow reader labels finished records from it (`flows::deliver`).
+//! Who resolved what, and what devices ask, live (issues 21 and 22): a passive AF_PACKET
+//! socket copies the DNS messages (UDP and TCP to or from port 53) crossing the device-facing
+//! interfaces, without holding them (learning and monitored devices get their answers at once;
+//! enforced devices' answers are still held by the datapath for `dns:` rules, and their copy is
+//! seen when sent on). A classic BPF filter in the kernel keeps everything else out of the
+//! socket, so the cost on other traffic is the filter's few instructions per packet.
+//!
+//! Each message goes two ways:
+//! - to the detectors (`dns_tunnel`, `dns_nxdomain`), whatever the server (a tunnel goes to
+//!   its operator's own): `analysis::dns::event` turns it into a `DnsEvent`, the one
+//!   conversion `replay` uses too, and a bounded queue hands it to the flow reader's engine in
+//!   the order the socket read them (time order); a full queue drops and counts
+//!   (`wardgate_agent_dns_messages_dropped_total`);
+//! - to the name table, an answer only from the site's resolvers (the site group `dns` and
+//!   every policy's `dns_resolvers`); a site with none learns no names. The pure table
+//!   (`analysis::dns::names`) is bounded per device and in total; the flow reader labels
+//!   finished records from it (`flows::deliver`).
 
 use std::{
     io,
@@ -22,8 +30,11 @@ use tokio::{
     sync::watch,
 };
 use wardgate_analysis::{
-    Decoded, LinkType, decode,
-    dns::names::{NameTable, NameTableConfig},
+    Decoded, DeviceInfo, Devices, LinkType, Mac, decode,
+    dns::{
+        self, DnsEvent,
+        names::{NameTable, NameTableConfig},
+    },
 };
 use wardgate_policy::DesiredState;
 
@@ -36,32 +47,39 @@ pub fn shared() -> Shared {
 
 /// Frames read per wake at most (then the runtime's other tasks run).
 const FRAMES_PER_WAKE: usize = 256;
-/// Bytes copied of each answer (the kernel truncates the rest; a longer answer fails to parse
-/// and is counted).
-const SNAP: u32 = 2048;
+/// Bytes copied of each message (the kernel truncates the rest; a longer one fails to parse
+/// and is counted): EDNS's largest usual payload, so a tunnel's big TXT answers still parse.
+const SNAP: u32 = 4096;
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 
-/// `udp and src port 53` over Ethernet, IPv4 (not a later fragment) and IPv6 (no extension
-/// header), as `tcpdump -dd` would write it.
-fn filter() -> [libc::sock_filter; 16] {
+/// `(udp or tcp) and port 53` over Ethernet, IPv4 (not a later fragment) and IPv6 (no
+/// extension header), as `tcpdump -dd` would write it: what `analysis::dns::event` reads
+/// (queries and answers, UDP and TCP) and nothing else.
+fn filter() -> [libc::sock_filter; 22] {
     let i = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     [
-        i(0x28, 0, 0, 12),      // ldh [12]: ethertype
-        i(0x15, 8, 0, 0x86dd),  // IPv6 -> 10
-        i(0x15, 0, 12, 0x0800), // not IPv4 -> drop
-        i(0x30, 0, 0, 23),      // ldb [23]: protocol
-        i(0x15, 0, 10, 17),     // not UDP -> drop
-        i(0x28, 0, 0, 20),      // ldh [20]: fragment offset
-        i(0x45, 8, 0, 0x1fff),  // a later fragment -> drop
-        i(0xb1, 0, 0, 14),      // x = IPv4 header length
-        i(0x48, 0, 0, 14),      // ldh [x + 14]: source port
-        i(0x15, 4, 5, 53),      // 53 -> accept, else drop
-        i(0x30, 0, 0, 20),      // ldb [20]: IPv6 next header
-        i(0x15, 0, 3, 17),      // not UDP -> drop
-        i(0x28, 0, 0, 54),      // ldh [54]: source port
-        i(0x15, 0, 1, 53),      // not 53 -> drop
-        i(0x06, 0, 0, SNAP),    // accept
-        i(0x06, 0, 0, 0),       // drop
+        i(0x28, 0, 0, 12),      // 0: ldh [12]: ethertype
+        i(0x15, 11, 0, 0x86dd), // 1: IPv6 -> 13
+        i(0x15, 0, 18, 0x0800), // 2: not IPv4 -> drop
+        i(0x30, 0, 0, 23),      // 3: ldb [23]: protocol
+        i(0x15, 1, 0, 17),      // 4: UDP -> 6
+        i(0x15, 0, 15, 6),      // 5: not TCP -> drop
+        i(0x28, 0, 0, 20),      // 6: ldh [20]: fragment offset
+        i(0x45, 13, 0, 0x1fff), // 7: a later fragment -> drop
+        i(0xb1, 0, 0, 14),      // 8: x = IPv4 header length
+        i(0x48, 0, 0, 14),      // 9: ldh [x + 14]: source port
+        i(0x15, 9, 0, 53),      // 10: 53 -> accept
+        i(0x48, 0, 0, 16),      // 11: ldh [x + 16]: destination port
+        i(0x15, 7, 8, 53),      // 12: 53 -> accept, else drop
+        i(0x30, 0, 0, 20),      // 13: ldb [20]: IPv6 next header
+        i(0x15, 1, 0, 17),      // 14: UDP -> 16
+        i(0x15, 0, 5, 6),       // 15: not TCP -> drop
+        i(0x28, 0, 0, 54),      // 16: ldh [54]: source port
+        i(0x15, 2, 0, 53),      // 17: 53 -> accept
+        i(0x28, 0, 0, 56),      // 18: ldh [56]: destination port
+        i(0x15, 0, 1, 53),      // 19: not 53 -> drop
+        i(0x06, 0, 0, SNAP),    // 20: accept
+        i(0x06, 0, 0, 0),       // 21: drop
     ]
 }
 
@@ -187,6 +205,25 @@ fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Frame>> {
     }))
 }
 
+/// The site's devices as the detectors name them (by MAC, else by address), from the
+/// generation the agent enforces: the same names and ids its flow records carry.
+pub fn devices(state: &DesiredState) -> Devices {
+    Devices::from_list(
+        state
+            .devices
+            .iter()
+            .map(|d| DeviceInfo {
+                name: d.name.clone(),
+                id: Some(d.device_id),
+                mac: Some(Mac(d.mac.0)),
+                vendor: None,
+                profile: None,
+                addresses: d.addrs.clone(),
+            })
+            .collect(),
+    )
+}
+
 /// The resolvers answers count from: the site group `dns` and every policy's resolvers.
 pub fn resolvers(state: &DesiredState) -> Vec<IpNet> {
     let mut out: Vec<IpNet> = state.groups.get("dns").cloned().unwrap_or_default();
@@ -225,21 +262,46 @@ fn ifindex(name: &str) -> Option<i32> {
     (i != 0).then_some(i as i32)
 }
 
-/// Reads answers on `interfaces` into `table` until the socket fails.
+/// Where the watcher's DNS messages go: the detectors' bounded queue, and the counter of what
+/// it could not take.
+pub struct ToDetectors {
+    pub queue: tokio::sync::mpsc::Sender<DnsEvent>,
+    pub dropped: prometheus_client::metrics::counter::Counter,
+}
+
+impl ToDetectors {
+    /// Hands one message over without waiting; a full (or closed) queue drops and counts it.
+    fn offer(&self, e: DnsEvent) {
+        if self.queue.try_send(e).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// Reads DNS messages on `interfaces`, the devices' to `detectors` and the resolvers' answers
+/// into `table`, until the socket fails.
 pub async fn run(
     interfaces: Vec<String>,
     table: Shared,
+    detectors: ToDetectors,
     mut state: watch::Receiver<Option<Arc<DesiredState>>>,
 ) -> anyhow::Result<()> {
     let sock = open_socket().map_err(|e| anyhow::anyhow!("DNS name socket: {e}"))?;
     // Safety: the socket is owned by the registration and dropped with it.
     let fd = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }?;
     let mut ours: Vec<i32> = interfaces.iter().filter_map(|n| ifindex(n)).collect();
-    let mut allowed: Vec<IpNet> = state.borrow().as_deref().map(resolvers).unwrap_or_default();
+    let (mut allowed, mut known) = {
+        let s = state.borrow_and_update();
+        let s = s.as_deref();
+        (
+            s.map(resolvers).unwrap_or_default(),
+            s.map_or_else(|| Devices::from_list(Vec::new()), devices),
+        )
+    };
     let mut expire = tokio::time::interval(EXPIRE_EVERY);
     let mut buf = vec![0u8; SNAP as usize];
     let tick = flow_clock_tick_ns();
-    let (mut frames, mut other_iface) = (0u64, 0u64);
+    let (mut frames, mut other_iface, mut malformed) = (0u64, 0u64, 0u64);
     loop {
         tokio::select! {
             guard = fd.readable() => {
@@ -259,11 +321,20 @@ pub async fn run(
                         }
                     }
                     frames += 1;
-                    let at = f.ts_ns.unwrap_or_else(wall_now_ns).saturating_sub(tick);
-                    if let Ok(Decoded::Ip(pkt)) = decode(LinkType::Ethernet, &buf[..f.len], at) {
-                        let mut t = table.lock().expect("name table lock");
-                        let _ = t.observe_packet(&pkt, |a: IpAddr| allowed.iter().any(|r| r.contains(&a)));
+                    let at = f.ts_ns.unwrap_or_else(wall_now_ns);
+                    let Ok(Decoded::Ip(mut pkt)) = decode(LinkType::Ethernet, &buf[..f.len], at) else {
+                        continue;
+                    };
+                    // At the packet's own time, as replay reads it from a capture.
+                    match dns::event(&pkt, &known) {
+                        Some(Ok(e)) => detectors.offer(e),
+                        Some(Err(_)) => malformed += 1,
+                        None => {}
                     }
+                    // The name table takes the answer a flow-clock tick early (see above).
+                    pkt.ts_ns = at.saturating_sub(tick);
+                    let mut t = table.lock().expect("name table lock");
+                    let _ = t.observe_packet(&pkt, |a: IpAddr| allowed.iter().any(|r| r.contains(&a)));
                 }
                 if drained {
                     guard.clear_ready();
@@ -273,7 +344,11 @@ pub async fn run(
                 if changed.is_err() {
                     return Ok(());
                 }
-                allowed = state.borrow_and_update().as_deref().map(resolvers).unwrap_or_default();
+                let s = state.borrow_and_update().clone();
+                allowed = s.as_deref().map(resolvers).unwrap_or_default();
+                if let Some(s) = s.as_deref() {
+                    known = devices(s);
+                }
                 if allowed.is_empty() {
                     tracing::info!(target: "wardgate::dns", "no resolvers in the site (group `dns`): flows get no DNS names");
                 }
@@ -282,8 +357,9 @@ pub async fn run(
                 let mut t = table.lock().expect("name table lock");
                 t.expire(wall_now_ns());
                 let s = t.stats();
-                tracing::debug!(target: "wardgate::dns", frames, other_iface, held = t.len(),
-                    answers = s.answers, evicted = s.evicted, not_resolver = s.not_resolver, "dns names");
+                tracing::debug!(target: "wardgate::dns", frames, other_iface, malformed,
+                    dropped = detectors.dropped.get(), held = t.len(), answers = s.answers,
+                    evicted = s.evicted, not_resolver = s.not_resolver, "dns names");
             }
         }
         tokio::task::yield_now().await;
@@ -292,16 +368,140 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use super::{SNAP, ToDetectors, filter};
+
+    #[test]
+    fn a_full_detector_queue_drops_and_counts() {
+        let (queue, mut rx) = tokio::sync::mpsc::channel(2);
+        let to = ToDetectors {
+            queue,
+            dropped: Default::default(),
+        };
+        let event = |i: u64| wardgate_analysis::dns::DnsEvent {
+            ts_ns: i,
+            device: wardgate_analysis::flow::DeviceRef {
+                name: "pump".into(),
+                id: Some(1),
+                mac: None,
+            },
+            device_addr: [192, 0, 2, 10].into(),
+            resolver: [198, 51, 100, 53].into(),
+            proto: 17,
+            name: format!("n{i}.example"),
+            qtype: 1,
+            rcode: None,
+            answers: 0,
+        };
+        for i in 0..5 {
+            to.offer(event(i));
+        }
+        assert_eq!(to.dropped.get(), 3);
+        // The first ones stay, in order.
+        assert_eq!(rx.try_recv().unwrap().ts_ns, 0);
+        assert_eq!(rx.try_recv().unwrap().ts_ns, 1);
+        assert!(rx.try_recv().is_err());
+    }
+
     #[test]
     fn every_jump_of_the_filter_lands_inside_it() {
-        let f = super::filter();
+        let f = filter();
         for (i, ins) in f.iter().enumerate() {
             if ins.code & 0x07 == 0x05 {
                 assert!(i + 1 + usize::from(ins.jt) < f.len(), "{i}");
                 assert!(i + 1 + usize::from(ins.jf) < f.len(), "{i}");
             }
         }
-        assert_eq!(f[14].k, super::SNAP);
-        assert_eq!(f[15].k, 0);
+        assert_eq!(f[20].k, SNAP);
+        assert_eq!(f[21].k, 0);
+    }
+
+    /// The classic BPF machine for the instructions the filter uses: a load past the frame's
+    /// end drops, as in the kernel.
+    fn verdict(frame: &[u8]) -> u32 {
+        let prog = filter();
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        let load = |off: usize, n: usize| {
+            frame
+                .get(off..off + n)
+                .map(|b| b.iter().fold(0u32, |v, &c| v << 8 | u32::from(c)))
+        };
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            let k = i.k as usize;
+            match i.code {
+                0x28 | 0x30 | 0x48 => {
+                    let off = if i.code == 0x48 { x as usize + k } else { k };
+                    let n = if i.code == 0x30 { 1 } else { 2 };
+                    match load(off, n) {
+                        Some(v) => a = v,
+                        None => return 0,
+                    }
+                }
+                0xb1 => match frame.get(k) {
+                    Some(b) => x = u32::from(b & 0x0f) * 4,
+                    None => return 0,
+                },
+                0x15 => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
+                0x45 => pc += usize::from(if a & i.k != 0 { i.jt } else { i.jf }),
+                0x06 => return i.k,
+                c => panic!("opcode {c:#x}"),
+            }
+        }
+    }
+
+    /// An Ethernet frame: IPv4 (header of `ihl` words, fragment field `frag`) or IPv6, then
+    /// the transport's ports.
+    fn frame(v6: bool, proto: u8, sport: u16, dport: u16, ihl: u8, frag: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        if v6 {
+            f.extend([0x86, 0xdd, 0x60, 0, 0, 0, 0, 16, proto, 64]);
+            f.extend([0u8; 32]);
+        } else {
+            f.extend([0x08, 0x00, 0x40 | ihl, 0, 0, 40, 0, 0]);
+            f.extend(frag.to_be_bytes());
+            f.extend([64, proto, 0, 0]);
+            f.extend([0u8; 8]);
+            f.extend(vec![0u8; usize::from(ihl - 5) * 4]);
+        }
+        f.extend(sport.to_be_bytes());
+        f.extend(dport.to_be_bytes());
+        f.extend([0u8; 16]);
+        f
+    }
+
+    #[test]
+    fn the_filter_admits_dns_both_ways_over_udp_and_tcp_and_nothing_else() {
+        for v6 in [false, true] {
+            for proto in [17, 6] {
+                assert_eq!(
+                    verdict(&frame(v6, proto, 40000, 53, 5, 0)),
+                    SNAP,
+                    "query {v6} {proto}"
+                );
+                assert_eq!(
+                    verdict(&frame(v6, proto, 53, 40000, 5, 0)),
+                    SNAP,
+                    "answer {v6} {proto}"
+                );
+                assert_eq!(
+                    verdict(&frame(v6, proto, 40000, 443, 5, 0)),
+                    0,
+                    "other {v6} {proto}"
+                );
+            }
+            // ICMP (an unreachable quoting a query) and SCTP to 53 are not DNS messages.
+            assert_eq!(verdict(&frame(v6, 1, 40000, 53, 5, 0)), 0);
+            assert_eq!(verdict(&frame(v6, 132, 40000, 53, 5, 0)), 0);
+        }
+        // IPv4 options move the ports; a first fragment has them, a later one does not.
+        assert_eq!(verdict(&frame(false, 17, 40000, 53, 6, 0)), SNAP);
+        assert_eq!(verdict(&frame(false, 17, 40000, 53, 5, 0x2000)), SNAP);
+        assert_eq!(verdict(&frame(false, 17, 40000, 53, 5, 0x0010)), 0);
+        // ARP, and a frame cut before its ports.
+        let mut arp = frame(false, 17, 53, 53, 5, 0);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(verdict(&arp), 0);
+        assert_eq!(verdict(&frame(false, 17, 40000, 53, 5, 0)[..35]), 0);
     }
 }

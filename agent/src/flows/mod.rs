@@ -3,7 +3,8 @@
 //! flows (`WG_PAYLOAD_V1`) into their app identity, and every record the table gives up fed
 //! to the detectors (`analysis::detect::Engine`) as it comes; what they find goes to the alert
 //! outbox, and the records to the controller's queue (`flow_report`). Reads maps only: the map
-//! writer stays the one in `run.rs`.
+//! writer stays the one in `run.rs`. The devices' DNS messages (`dns::names`) are observations
+//! of the same engine, as in `replay`.
 
 pub mod table;
 
@@ -20,6 +21,7 @@ use wardgate_analysis::{
         self, AddressClaim, Baselines, ClaimKind, DetectConfig, DeviceFacts, Engine, Finding,
         Observation, SiteFacts,
     },
+    dns::DnsEvent,
     flow::DeviceRef,
 };
 use wardgate_common::{CtKey, CtValue, map_names};
@@ -200,8 +202,21 @@ impl Detection {
         claim: &AddressClaim,
         now_ns: u64,
     ) -> Vec<wardgate_proto::v1::Alert> {
+        self.observe_one(&Observation::Claim(claim), now_ns)
+    }
+
+    /// Feeds a device's DNS message (its query, or the answer it got).
+    pub fn observe_dns(&mut self, e: &DnsEvent, now_ns: u64) -> Vec<wardgate_proto::v1::Alert> {
+        self.observe_one(&Observation::Dns(e), now_ns)
+    }
+
+    fn observe_one(
+        &mut self,
+        obs: &Observation<'_>,
+        now_ns: u64,
+    ) -> Vec<wardgate_proto::v1::Alert> {
         let mut out = Vec::new();
-        for f in self.engine.observe(&Observation::Claim(claim)) {
+        for f in self.engine.observe(obs) {
             self.offer(f, now_ns, &mut out);
         }
         out
@@ -310,6 +325,13 @@ pub fn claim_of(ev: &convert::DatapathEvent, ts_ns: u64) -> Option<AddressClaim>
 /// the log: the spoof alert from the event itself is not lost).
 pub const CLAIMS_QUEUE: usize = 1024;
 
+/// DNS messages the name watcher hands over, at most this many waiting (more are dropped,
+/// counted in `wardgate_agent_dns_messages_dropped_total`): a few seconds of a busy ward's lookups.
+pub const DNS_QUEUE: usize = 4096;
+/// DNS messages fed to the detectors per wake-up at most (then the rings and the sweep have a
+/// turn).
+const DNS_PER_WAKE: usize = 256;
+
 /// The flow reader's two rings: flow-open records and payload records.
 pub struct Rings {
     pub flows: RingBuf<MapData>,
@@ -343,6 +365,8 @@ pub struct Inputs {
     pub state: watch::Receiver<Option<Arc<DesiredState>>>,
     /// Address claims from the event reader.
     pub claims: tokio::sync::mpsc::Receiver<AddressClaim>,
+    /// The devices' DNS messages from the name watcher, in the order it read them.
+    pub dns: tokio::sync::mpsc::Receiver<DnsEvent>,
     /// Sent at a graceful stop (or dropped): the reader finishes every flow it holds and ends.
     pub stop: tokio::sync::oneshot::Receiver<()>,
 }
@@ -362,8 +386,11 @@ pub async fn run(
     let Inputs {
         mut state,
         mut claims,
+        mut dns,
         mut stop,
     } = inputs;
+    let mut dns_batch = Vec::with_capacity(DNS_PER_WAKE);
+    let mut dns_open = true;
     // Made here: detectors are not `Send`, they live on this task.
     let mut detection = Detection::new(&detection.0, detection.1);
     // Safety: the ring buffer owns its fd and outlives the registration (both live in `fd`).
@@ -415,6 +442,14 @@ pub async fn run(
                 let found = detection.observe_claim(&c, c.ts_ns);
                 send(&out.alerts, found);
             }
+            n = dns.recv_many(&mut dns_batch, DNS_PER_WAKE), if dns_open => {
+                // 0: the watcher is gone (it logged why); flows go on without DNS.
+                dns_open = n > 0;
+                for e in dns_batch.drain(..) {
+                    let found = detection.observe_dns(&e, e.ts_ns);
+                    send(&out.alerts, found);
+                }
+            }
             _ = sweep.tick() => {
                 table.sweep(datapath::coarse_now_ns(), clock, |k| ct.counters(k), &mut records);
             }
@@ -465,6 +500,12 @@ pub async fn run(
         if !read_payload(payload_fd.get_mut(), &mut table, &mut malformed) {
             break;
         }
+    }
+    // DNS messages the watcher handed over before the stop (bounded by the queue).
+    for _ in 0..DNS_QUEUE {
+        let Ok(e) = dns.try_recv() else { break };
+        let found = detection.observe_dns(&e, e.ts_ns);
+        send(&out.alerts, found);
     }
     let held = table.finish_all(clock, |k| ct.counters(k), &mut records);
     let finished = records.len();

@@ -134,11 +134,7 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
     // Who resolved what: answers from the site's `dns` group (any sender without one) name
     // the flows that follow them (`dns:NAME` in proposals).
     let mut names = NameTable::new(NameTableConfig::default());
-    let resolvers: Vec<ipnet::IpNet> = groups
-        .iter()
-        .filter(|(g, _)| *g == "dns")
-        .map(|(_, n)| *n)
-        .collect();
+    let resolvers = groups.nets("dns");
     let mut files = Vec::new();
     let mut malformed_listed = Vec::new();
     let mut window: Option<Window> = None;

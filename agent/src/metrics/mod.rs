@@ -77,6 +77,9 @@ pub struct Live {
     pub disk_writes_refused: Family<Label, Counter>,
     /// Flows on grace (do-not-disrupt), all devices, at the last recount of conntrack.
     pub flows_on_grace: Gauge,
+    /// DNS messages of devices the name watcher read but could not hand to the detectors
+    /// (their queue full: a flood faster than the flow reader takes them).
+    pub dns_messages_dropped: Counter,
 }
 
 impl Live {
@@ -162,6 +165,11 @@ impl Live {
             "wardgate_agent_cert_renewal_failures",
             "Certificate renewal attempts that failed (retried with backoff)",
             self.cert_renewal_failures.clone(),
+        );
+        r.register(
+            "wardgate_agent_dns_messages_dropped",
+            "DNS messages of devices not handed to the detectors (their queue was full)",
+            self.dns_messages_dropped.clone(),
         );
         r.register(
             "wardgate_agent_flows_on_grace",

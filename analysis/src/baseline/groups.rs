@@ -56,6 +56,15 @@ impl Groups {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &IpNet)> {
         self.0.iter().map(|(g, n)| (g.as_str(), n))
     }
+
+    /// The networks of the group `name` (the site's resolvers: `dns`).
+    pub fn nets(&self, name: &str) -> Vec<IpNet> {
+        self.0
+            .iter()
+            .filter(|(g, _)| g == name)
+            .map(|(_, n)| *n)
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,13 @@
 //! bins: a burst of calls within an hour is no beacon. A device's own periodic traffic to known
 //! peers (NTP, its server) is never a beacon: peers in the baseline or inside the site are not
 //! scored.
+//!
+//! A series is keyed by the DNS name the device resolved when its records carry one
+//! (`FlowRecord::peer_name`; RITA keys by FQDN where known), else by the address: a name behind
+//! rotating addresses (a CDN, fast flux) is one series, not one short one per address. Such a
+//! finding names the name (summary and `evidence.names`), lists the addresses called
+//! (`evidence.peers`), and keeps the series' first address as its peer, so the aggregator holds
+//! one finding per series.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -14,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Context, Detector, Observation,
-    finding::{Finding, FlowRef, MAX_FLOWS, Matrix, Metric, Severity, Technique},
+    finding::{Finding, FlowRef, MAX_FLOWS, MAX_LISTED, Matrix, Metric, Severity, Technique},
 };
 use crate::{baseline::stats::median_mad, flow::FlowDirection};
 
@@ -45,16 +52,27 @@ impl Default for BeaconConfig {
     }
 }
 
+/// Whom a series of calls goes to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Callee {
+    /// The name the device resolved the addresses from.
+    Name(String),
+    /// An address no answer named.
+    Addr(IpAddr),
+}
+
 #[derive(Default)]
 struct Calls {
     starts: Vec<u64>,
     bytes: Vec<f64>,
     flows: Vec<FlowRef>,
+    /// Distinct addresses called, first first (at most `MAX_LISTED`).
+    peers: Vec<IpAddr>,
 }
 
 pub struct Beacon {
     cfg: BeaconConfig,
-    calls: HashMap<(String, IpAddr), Calls>,
+    calls: HashMap<(String, Callee), Calls>,
 }
 
 impl Beacon {
@@ -173,10 +191,17 @@ impl Detector for Beacon {
         if ctx.site.is_inside(r.peer) || b.knows_peer(r.peer) {
             return;
         }
+        let callee = match &r.peer_name {
+            Some(n) => Callee::Name(n.clone()),
+            None => Callee::Addr(r.peer),
+        };
         let c = self
             .calls
-            .entry((r.device.name.clone(), r.peer))
+            .entry((r.device.name.clone(), callee))
             .or_default();
+        if !c.peers.contains(&r.peer) && c.peers.len() < MAX_LISTED {
+            c.peers.push(r.peer);
+        }
         if c.starts.len() >= self.cfg.max_starts {
             c.starts.remove(0);
             c.bytes.remove(0);
@@ -209,11 +234,16 @@ impl Detector for Beacon {
             total,
             Technique::new("T1071", "Application Layer Protocol", Matrix::Enterprise),
         );
-        f.peer = Some(r.peer);
+        // The series' first address: one aggregation key while the name's addresses rotate.
+        f.peer = c.peers.first().copied();
+        let callee = match &r.peer_name {
+            Some(n) if c.peers.len() > 1 => format!("{n} (at {} addresses)", c.peers.len()),
+            Some(n) => format!("{n} ({})", r.peer),
+            None => r.peer.to_string(),
+        };
         f.summary = format!(
-            "{} called {} (outside the site and its baseline) {} times every {gm:.1} s ± {gmad:.1} s, {bm:.0} ± {bmad:.0} bytes: beacon score {total:.2}",
+            "{} called {callee} (outside the site and its baseline) {} times every {gm:.1} s ± {gmad:.1} s, {bm:.0} ± {bmad:.0} bytes: beacon score {total:.2}",
             r.device.name,
-            r.peer,
             c.starts.len()
         );
         f.flows = c.flows.clone();
@@ -232,7 +262,8 @@ impl Detector for Beacon {
             Metric::new("bytes_per_flow_mad", bmad),
             Metric::new("flows", c.starts.len() as f64),
         ];
-        f.evidence.peers = vec![r.peer];
+        f.evidence.peers = c.peers.clone();
+        f.evidence.names = r.peer_name.iter().cloned().collect();
         f.evidence.ports = vec![r.port];
         out.push(f);
     }

@@ -71,8 +71,6 @@ impl Devices {
     /// The site file's devices; flows with no site device on either end are not recorded.
     pub fn from_site(site: &wardgate_policy::Site) -> Result<Devices, DeviceError> {
         let mut list = Vec::new();
-        let mut by_mac = HashMap::new();
-        let mut by_addr = HashMap::new();
         for (i, d) in site.devices.iter().enumerate() {
             let name = d.name.value.clone();
             let mac: Mac = d.mac.value.parse().map_err(|source| DeviceError::Mac {
@@ -87,10 +85,8 @@ impl Devices {
                     device: name.clone(),
                     address: a.value.clone(),
                 })?;
-                by_addr.insert(ip, i);
                 addresses.push(ip);
             }
-            by_mac.insert(mac, i);
             list.push(DeviceInfo {
                 name,
                 id: Some(site.device_id(i)),
@@ -100,13 +96,29 @@ impl Devices {
                 addresses,
             });
         }
-        Ok(Devices {
+        Ok(Devices::from_list(list))
+    }
+
+    /// Known devices given directly (the live agent's, from the generation it enforces): as
+    /// [`Devices::from_site`], by MAC, else by address.
+    pub fn from_list(list: Vec<DeviceInfo>) -> Devices {
+        let mut by_mac = HashMap::new();
+        let mut by_addr = HashMap::new();
+        for (i, d) in list.iter().enumerate() {
+            if let Some(m) = d.mac {
+                by_mac.insert(m, i);
+            }
+            for a in &d.addresses {
+                by_addr.insert(*a, i);
+            }
+        }
+        Devices {
             source: Source::Site {
                 list,
                 by_mac,
                 by_addr,
             },
-        })
+        }
     }
 
     /// No site: each unicast MAC that sends is a device.

@@ -731,6 +731,45 @@ mod with_baseline {
     }
 
     #[test]
+    fn a_beacon_to_one_name_behind_rotating_addresses_is_one_series() {
+        let (_, start) = learned();
+        let d = pump();
+        // Every 60 s +- 3 s for eight hours to c2.cdn.example, whose answers move it to another
+        // address every 3 calls (fast flux): 160 addresses of 3 calls each.
+        let calls = |named: bool| {
+            let mut v = later(ordinary(&d, 480), start);
+            for i in 0..480u64 {
+                let jitter = (i * 7919 % 7) as i64 - 3;
+                let t =
+                    (start as i64 + (i * 60 * NS) as i64 + jitter * NS as i64 + (30 * NS) as i64)
+                        as u64;
+                let addr = format!("203.0.113.{}", 10 + i / 3 % 160);
+                let mut r = opened(&d, t, proto::TCP, &addr, 443, Some(TcpOutcome::Established));
+                r.bytes_out = 300 + i % 11;
+                r.peer_name = named.then(|| "c2.cdn.example".to_string());
+                v.push(r);
+            }
+            v.sort_by_key(|r| r.first_seen_ns);
+            v
+        };
+        let f = run_b(&calls(true));
+        let b = by(&f, "beacon");
+        assert_eq!(b.len(), 1, "one series, one finding: {b:#?}");
+        assert_eq!(b[0].evidence.names, ["c2.cdn.example"]);
+        assert_eq!(
+            b[0].peer,
+            Some(ip("203.0.113.10")),
+            "the series' first address"
+        );
+        // The addresses called, up to the listing's cap.
+        assert_eq!(b[0].evidence.peers.len(), 64, "{:?}", b[0].evidence.peers);
+        assert!(b[0].summary.contains("c2.cdn.example"), "{}", b[0].summary);
+        assert!(b[0].confidence >= 0.8);
+        // The same calls with no name: keyed by address, 3 calls each, no beacon (as before).
+        assert!(by(&run_b(&calls(false)), "beacon").is_empty());
+    }
+
+    #[test]
     fn beacon_scores() {
         let h = 3600 * NS;
         // Every 60 s for 6 h, 300 bytes each: every part scores 1.
