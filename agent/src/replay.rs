@@ -104,7 +104,10 @@ pub fn read_config(path: &Path) -> anyhow::Result<DetectConfig> {
     serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-fn apply_profiles(dir: &Path, site: &mut SiteFacts) -> anyhow::Result<()> {
+/// Sets each profile's sensitivity and detector tuning on its class; returns the resolver
+/// groups the profiles name (`dns_resolvers`), which live trusts beside the site's `dns`.
+fn apply_profiles(dir: &Path, site: &mut SiteFacts) -> anyhow::Result<Vec<String>> {
+    let mut resolver_groups = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let p = e?.path();
         if p.extension().is_none_or(|x| x != "yaml") {
@@ -130,8 +133,9 @@ fn apply_profiles(dir: &Path, site: &mut SiteFacts) -> anyhow::Result<()> {
             anyhow::anyhow!("{}", lines.join("\n"))
         })?;
         site.set_detection(&prof.name.value, &tuning);
+        resolver_groups.extend(prof.dns_resolvers.map(|g| g.value));
     }
-    Ok(())
+    Ok(resolver_groups)
 }
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
@@ -139,19 +143,30 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
         Some(p) => read_config(p)?,
         None => DetectConfig::default(),
     };
-    let (devices, mut facts, resolvers) = match &args.site {
+    let (devices, mut facts, groups) = match &args.site {
         Some(path) => {
             let site = read_site(path)?;
             let devices = Devices::from_site(&site)
                 .with_context(|| format!("site file {}", path.display()))?;
-            let resolvers = Groups::from_site(&site).nets("dns");
-            (devices, SiteFacts::from_site(&site), resolvers)
+            (
+                devices,
+                SiteFacts::from_site(&site),
+                Some(Groups::from_site(&site)),
+            )
         }
-        None => (Devices::discover(), SiteFacts::default(), Vec::new()),
+        None => (Devices::discover(), SiteFacts::default(), None),
     };
-    if let Some(dir) = &args.profiles {
-        apply_profiles(dir, &mut facts)?;
-    }
+    let resolver_groups = match &args.profiles {
+        Some(dir) => apply_profiles(dir, &mut facts)?,
+        None => Vec::new(),
+    };
+    // The site's `dns` group and every group a profile names as its resolvers, as live.
+    let resolvers: Vec<_> = groups.map_or_else(Vec::new, |g| {
+        std::iter::once("dns")
+            .chain(resolver_groups.iter().map(String::as_str))
+            .flat_map(|name| g.nets(name))
+            .collect()
+    });
     let baselines = match &args.baselines {
         Some(dir) => read_baselines(dir)?,
         None => Baselines::default(),
@@ -160,7 +175,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
     let mut claims = Vec::new();
     let mut dns_events = Vec::new();
     // Who resolved what, as live (`agent::dns::names`): answers count only from the site's
-    // resolvers (its group `dns`); without a site, none.
+    // resolvers (its group `dns` and the profiles' `dns_resolvers`); without a site, none.
     let mut names = NameTable::new(NameTableConfig::default());
     let (mut frames, mut malformed, mut dns_malformed) = (0u64, 0u64, 0u64);
     for path in &args.pcap {

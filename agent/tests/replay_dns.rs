@@ -199,4 +199,27 @@ fn replay_names_flows_from_the_site_resolvers_answers_only() {
     };
     assert_eq!(name_of(named).as_deref(), Some("api.vendor.example"));
     assert_eq!(name_of(forged), None);
+    // A profile that names another group as its resolvers (`dns_resolvers: hl7-engine`, the
+    // group of 198.51.100.20) makes that host's answers count too, as live.
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("odd.yaml"),
+        "name: odd\ndns_resolvers: hl7-engine\nflows: []\n",
+    )
+    .unwrap();
+    let r = replay::run(&ReplayArgs {
+        site: Some(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-profiles/sites/demo-ward.yaml"),
+        ),
+        profiles: Some(profiles),
+        ..args(&pcap)
+    })
+    .unwrap();
+    let f: Vec<_> = r
+        .flows
+        .iter()
+        .filter(|f| f.peer == std::net::IpAddr::from(forged))
+        .collect();
+    assert_eq!(f[0].peer_name.as_deref(), Some("forged.vendor.example"));
 }
