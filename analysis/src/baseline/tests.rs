@@ -38,6 +38,7 @@ fn rec(peer: &str, proto: u8, port: u16, t: u64, bytes: u64) -> FlowRecord {
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 
