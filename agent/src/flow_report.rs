@@ -249,6 +249,7 @@ mod tests {
             app: None,
             tcp_flags: None,
             peer_name: None,
+            continuation: false,
         }
     }
 

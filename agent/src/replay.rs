@@ -171,7 +171,12 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
         Some(dir) => read_baselines(dir)?,
         None => Baselines::default(),
     };
-    let mut table = FlowTable::new(FlowTableConfig::default(), devices);
+    // Long flows as the live table gives them: a record at `long_running`, then continuations.
+    let table_cfg = FlowTableConfig {
+        continue_every_ns: Some(crate::flows::LiveConfig::default().long_running_ns),
+        ..FlowTableConfig::default()
+    };
+    let mut table = FlowTable::new(table_cfg, devices);
     let mut claims = Vec::new();
     let mut dns_events = Vec::new();
     // Who resolved what, as live (`agent::dns::names`): answers count only from the site's
@@ -275,7 +280,7 @@ impl Replayed {
         Summary {
             frames: self.frames,
             malformed: self.malformed,
-            records: self.flows.len(),
+            records: self.flows.iter().filter(|r| !r.continuation).count(),
             arp_claims: self.claims.len(),
             dns_messages: self.dns.len(),
             dns_malformed: self.dns_malformed,

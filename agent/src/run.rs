@@ -788,7 +788,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         flows: dp.take_flows()?,
         payload: dp.take_payload()?,
     };
-    let ct = crate::flows::CtReader::open(dp.pin_root())?;
+    let ct = crate::flows::CtReader::open(dp.pin_root())?.with_cache(dp.take_flow_cache()?);
     // `dns:` peers: the held answers' reader, the only writer of the learned-address map.
     let dns_ring = dp.take_dns_answers()?;
     let learner = crate::dns::Learner::new(

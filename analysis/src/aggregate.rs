@@ -273,6 +273,7 @@ impl FlowAggregate {
                 .peer_name
                 .clone()
                 .filter(|_| self.named_flows >= self.flows),
+            continuation: false,
         };
         let outcomes = self.outcomes();
         let completed = outcomes.established;
@@ -383,6 +384,7 @@ mod tests {
             }),
             tcp_flags: None,
             peer_name: None,
+            continuation: false,
         }
     }
 

@@ -42,6 +42,9 @@ pub mod map_names {
     pub const FLOWS: &str = "WG_FLOWS_V1";
     /// Flow-open records not delivered because the ring was full, per CPU.
     pub const FLOWS_LOST: &str = "WG_FLOWLOST_V1";
+    /// The per-CPU established-flow cache (`FlowSlot`s indexed by `FlowKey::index`); not
+    /// pinned. The agent reads a finishing flow's slots for what they hold unsynced.
+    pub const FLOW_CACHE: &str = "WG_FLOWCACHE_V1";
     /// First payload bytes of inspected flows (`PayloadRecord`).
     pub const PAYLOAD: &str = "WG_PAYLOAD_V1";
     /// Payload records not delivered, per CPU: `[PAYLOAD_LOST_RATE]` over a rate bound (the
@@ -822,6 +825,119 @@ pub struct AppEvent {
 }
 const _: () = assert!(core::mem::size_of::<AppEvent>() == 80 + 16 + 4 * APP_VALUE_LEN);
 
+/// Slots per CPU of the flow cache (a power of two): 16,384 x 88 bytes = 1.4 MiB per CPU.
+pub const FLOW_CACHE_SLOTS: u32 = 16_384;
+
+/// `FlowSlot::pending`: bytes in the low 36 bits (64 GiB between syncs), packets above (2^28).
+pub const PENDING_PACKETS_SHIFT: u32 = 36;
+pub const PENDING_BYTES_MASK: u64 = (1 << PENDING_PACKETS_SHIFT) - 1;
+
+/// A packet's own tuple at one hook, the flow cache's key (not normalized: a slot serves one
+/// direction at one hook), as five aligned words, so comparing and hashing it takes five word
+/// operations each. Named fields, not an array: an array compare compiles to a byte-wise
+/// `bcmp` call in BPF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowKey {
+    pub src_hi: u64,
+    pub src_lo: u64,
+    pub dst_hi: u64,
+    pub dst_lo: u64,
+    /// ports (as on the wire) | proto << 32 | family << 40 | hook direction << 48.
+    pub meta: u64,
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+#[inline(always)]
+fn halves(a: &[u8; 16]) -> (u64, u64) {
+    (
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    )
+}
+
+impl FlowKey {
+    /// The key of a packet from `src` to `dst` (addresses and ports as in `CtKey`) at hook
+    /// `hook` (`DIR_*`): the datapath's and the agent's one way to make it.
+    #[inline(always)]
+    pub fn new(
+        src: &[u8; 16],
+        dst: &[u8; 16],
+        sport_be: [u8; 2],
+        dport_be: [u8; 2],
+        proto: u8,
+        family: u8,
+        hook: u8,
+    ) -> FlowKey {
+        let (src_hi, src_lo) = halves(src);
+        let (dst_hi, dst_lo) = halves(dst);
+        let ports = u32::from_ne_bytes([sport_be[0], sport_be[1], dport_be[0], dport_be[1]]);
+        FlowKey {
+            src_hi,
+            src_lo,
+            dst_hi,
+            dst_lo,
+            meta: u64::from(ports)
+                | u64::from(proto) << 32
+                | u64::from(family) << 40
+                | u64::from(hook) << 48,
+        }
+    }
+
+    /// The key's slot: a multiply-xorshift over its words (cheap, and spreads tuples that
+    /// differ in one port).
+    #[inline(always)]
+    pub fn index(&self) -> u32 {
+        const M: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = (self.src_hi ^ 0xcbf2_9ce4_8422_2325).wrapping_mul(M);
+        h = (h ^ self.src_lo).wrapping_mul(M);
+        h = (h ^ self.dst_hi).wrapping_mul(M);
+        h = (h ^ self.dst_lo).wrapping_mul(M);
+        h = (h ^ self.meta).wrapping_mul(M);
+        (h >> 32) as u32 & (FLOW_CACHE_SLOTS - 1)
+    }
+}
+
+/// A flow cache slot, laid out so a hit reads whole aligned words: one compare each for the
+/// deadline, the scope (generation and interface) and the device's MAC, and one branch-free
+/// add for the counts (measured: the per-field form, with the MAC read byte by byte, an idle
+/// and a sync check and a branch on the recording switch, cost about 40 more BPF instructions
+/// a packet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowSlot {
+    pub key: FlowKey,
+    /// The slot answers while `now` is below this: the fill time plus the sync interval or the
+    /// entry's idle timeout, whichever is shorter (a hit never moves it, so a slot that answers
+    /// every packet still falls through to conntrack once per sync interval). 0 in a zeroed
+    /// slot, which so never matches.
+    pub deadline_ns: u64,
+    /// The policy generation | the interface the flow was admitted on << 32.
+    pub scope: u64,
+    /// The MAC of the device side of the frame, as a 48-bit word.
+    pub dev_mac: u64,
+    /// What the slot answered since the last sync: packets << `PENDING_PACKETS_SHIFT` |
+    /// IP-layer bytes; added to the conntrack entry at the next one.
+    pub pending: u64,
+    /// All ones when flow recording was on at the fill (count what the slot answers), else 0.
+    pub count_mask: u64,
+    /// 1 if the packet is a reply (`PassReply`), 0 in the opening direction.
+    pub reply: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowSlot>() == 88);
+
+impl FlowSlot {
+    /// The packets and bytes of `pending`.
+    #[inline(always)]
+    pub fn pending_counts(&self) -> (u64, u64) {
+        (
+            self.pending >> PENDING_PACKETS_SHIFT,
+            self.pending & PENDING_BYTES_MASK,
+        )
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::AppKey {}
@@ -850,4 +966,5 @@ mod pod {
     unsafe impl aya::Pod for super::DnsNameKey {}
     unsafe impl aya::Pod for super::DnsAddrKey {}
     unsafe impl aya::Pod for super::DnsAddrValue {}
+    unsafe impl aya::Pod for super::FlowSlot {}
 }

@@ -55,6 +55,7 @@ fn tcp(c: &Console, device: &str, peer: &str, port: u16, outcome: FlowOutcome) -
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 

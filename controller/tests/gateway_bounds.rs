@@ -224,6 +224,7 @@ fn flow(peer: &str, port: u16, t: u64) -> FlowRecord {
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 

@@ -115,6 +115,7 @@ fn opened(peer: &str, proto: u8, port: u16, t: u64) -> FlowRecord {
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 

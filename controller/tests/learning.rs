@@ -62,6 +62,7 @@ fn rec(device: &str, dir: FlowDirection, peer: &str, proto: u8, port: u16, t: u6
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 

@@ -55,6 +55,7 @@ fn flow(peer: &str, port: u16, t: u64, outcome: FlowOutcome) -> FlowRecord {
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 

@@ -13,11 +13,11 @@
 use wardgate_common::{
     APP_PENDING, CT_APP_MONITOR, CT_APP_REFUSED, CT_APP_RULE, CT_CLOSING, CT_CLOSING_TIMEOUT_S,
     CT_DEFAULT_TIMEOUT_S, CtKey, CtValue, DIR_FROM_DEVICE, DeviceInfo, FLOW_DENIED, FLOW_UNTRACKED,
-    INSPECT_PACKETS, MODE_ENFORCE, PROTO_TCP, PROTO_UDP, RuleValue,
+    FlowKey, INSPECT_PACKETS, MODE_ENFORCE, PROTO_TCP, PROTO_UDP, RuleValue,
 };
 
 use crate::{
-    flowcache::{self, FlowKey},
+    flowcache,
     flows::{self, Opened},
     maps::{WG_CT_V5, WG_CTSCRATCH},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},

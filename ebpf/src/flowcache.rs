@@ -16,61 +16,18 @@
 //!
 //! Per CPU, so slots need no locks; both directions of a flow may be cached on different CPUs.
 //! Not pinned: a reloaded program starts with an empty cache and refills it from conntrack.
+//! The agent reads the slots of a flow it finishes (idle, gone or at its stop) and adds what
+//! they hold unsynced to the flow's record, so the last second of a burst is not lost.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use wardgate_common::{DIR_FROM_DEVICE, PROTO_TCP};
+use wardgate_common::{
+    DIR_FROM_DEVICE, FLOW_CACHE_SLOTS, FlowKey, FlowSlot, PENDING_PACKETS_SHIFT, PROTO_TCP,
+};
 
 use crate::parse::{Packet, TCP_FIN, TCP_RST, TCP_SYN};
 
-/// Slots per CPU (a power of two): 16,384 x 88 bytes = 1.4 MiB per CPU.
-const SLOTS: u32 = 16_384;
-
 /// How long a slot may answer before one packet refreshes the conntrack entry.
 const SYNC_NS: u64 = 1_000_000_000;
-
-/// The packet's own tuple (not normalized: a slot serves one direction at one hook), as five
-/// aligned words, so comparing and hashing it takes five word operations each. Named fields,
-/// not an array: an array compare compiles to a byte-wise `bcmp` call in BPF.
-#[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct FlowKey {
-    src_hi: u64,
-    src_lo: u64,
-    dst_hi: u64,
-    dst_lo: u64,
-    /// ports (as on the wire) | proto << 32 | family << 40 | hook direction << 48.
-    meta: u64,
-}
-
-/// A slot, laid out so a hit reads whole aligned words: one compare each for the deadline, the
-/// scope (generation and interface) and the device's MAC, and one branch-free add for the
-/// counts (measured: the per-field form, with the MAC read byte by byte, an idle and a sync
-/// check and a branch on the recording switch, cost about 40 more BPF instructions a packet).
-#[repr(C)]
-pub struct FlowSlot {
-    key: FlowKey,
-    /// The slot answers while `now` is below this: the fill time plus the sync interval or the
-    /// entry's idle timeout, whichever is shorter (a hit never moves it, so a slot that answers
-    /// every packet still falls through to conntrack once per `SYNC_NS`). 0 in a zeroed slot,
-    /// which so never matches.
-    deadline_ns: u64,
-    /// The policy generation | the interface the flow was admitted on << 32 (`scope`).
-    scope: u64,
-    /// The MAC of the device side of the frame, as a 48-bit word (`mac_word`).
-    dev_mac: u64,
-    /// What the slot answered since the last sync: packets << `PACKETS_SHIFT` | IP-layer bytes;
-    /// added to the conntrack entry at the next one.
-    pending: u64,
-    /// All ones when flow recording was on at the fill (count what the slot answers), else 0.
-    count_mask: u64,
-    /// 1 if the packet is a reply (`PassReply`), 0 in the opening direction.
-    reply: u32,
-    _pad: u32,
-}
-
-/// `pending`: bytes in the low 36 bits (64 GiB between syncs), packets above (2^28).
-const PACKETS_SHIFT: u32 = 36;
-const BYTES_MASK: u64 = (1 << PACKETS_SHIFT) - 1;
 
 /// The generation and interface a slot answers for, as one word.
 #[inline(always)]
@@ -84,49 +41,22 @@ fn mac_word(m: [u8; 6]) -> u64 {
     u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
 }
 
+/// Slots and key in `wardgate_common` (`FlowSlot`, `FlowKey`): the agent reads a finishing
+/// flow's slots too.
 #[map(name = "WG_FLOWCACHE_V1")]
-static WG_FLOWCACHE_V1: PerCpuArray<FlowSlot> = PerCpuArray::with_max_entries(SLOTS, 0);
-
-#[inline(always)]
-fn halves(a: &[u8; 16]) -> (u64, u64) {
-    (
-        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
-        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
-    )
-}
+static WG_FLOWCACHE_V1: PerCpuArray<FlowSlot> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 
 #[inline(always)]
 pub fn key(pkt: &Packet, hook: u8) -> FlowKey {
-    let (src_hi, src_lo) = halves(&pkt.src);
-    let (dst_hi, dst_lo) = halves(&pkt.dst);
-    let ports = u32::from_ne_bytes([
-        pkt.sport_be[0],
-        pkt.sport_be[1],
-        pkt.dport_be[0],
-        pkt.dport_be[1],
-    ]);
-    FlowKey {
-        src_hi,
-        src_lo,
-        dst_hi,
-        dst_lo,
-        meta: u64::from(ports)
-            | u64::from(pkt.proto) << 32
-            | u64::from(pkt.family) << 40
-            | u64::from(hook) << 48,
-    }
-}
-
-/// Multiply-xorshift over the key's words: cheap, and spreads tuples that differ in one port.
-#[inline(always)]
-fn index(k: &FlowKey) -> u32 {
-    const M: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = (k.src_hi ^ 0xcbf2_9ce4_8422_2325).wrapping_mul(M);
-    h = (h ^ k.src_lo).wrapping_mul(M);
-    h = (h ^ k.dst_hi).wrapping_mul(M);
-    h = (h ^ k.dst_lo).wrapping_mul(M);
-    h = (h ^ k.meta).wrapping_mul(M);
-    (h >> 32) as u32 & (SLOTS - 1)
+    FlowKey::new(
+        &pkt.src,
+        &pkt.dst,
+        pkt.sport_be,
+        pkt.dport_be,
+        pkt.proto,
+        pkt.family,
+        hook,
+    )
 }
 
 /// Packets that must always see conntrack: TCP handshakes and closes.
@@ -138,7 +68,7 @@ pub fn bypass(pkt: &Packet) -> bool {
 /// A hit answers `Some(is_reply)`; a miss (or a slot due for a conntrack refresh) is `None`.
 #[inline(always)]
 pub fn lookup(key: &FlowKey, pkt: &Packet, hook: u8, generation: u32, now: u64) -> Option<bool> {
-    let slot = WG_FLOWCACHE_V1.get_ptr_mut(index(key))?;
+    let slot = WG_FLOWCACHE_V1.get_ptr_mut(key.index())?;
     // Safety: this CPU's slot; nothing else runs on this CPU while we do.
     let slot = unsafe { &mut *slot };
     if now >= slot.deadline_ns
@@ -150,7 +80,7 @@ pub fn lookup(key: &FlowKey, pkt: &Packet, hook: u8, generation: u32, now: u64) 
     }
     // Recording off: the mask is 0 and nothing is folded into conntrack (the switch reaches a
     // slot at its next sync, within `SYNC_NS`).
-    slot.pending += (1 << PACKETS_SHIFT | u64::from(pkt.ip_len)) & slot.count_mask;
+    slot.pending += (1 << PENDING_PACKETS_SHIFT | u64::from(pkt.ip_len)) & slot.count_mask;
     Some(slot.reply != 0)
 }
 
@@ -171,13 +101,17 @@ pub fn fill(
     dev_mac: [u8; 6],
     ifindex: u32,
 ) -> (u32, u64) {
-    let Some(slot) = WG_FLOWCACHE_V1.get_ptr_mut(index(key)) else {
+    let Some(slot) = WG_FLOWCACHE_V1.get_ptr_mut(key.index()) else {
         return (0, 0);
     };
     // Safety: this CPU's slot; nothing else runs on this CPU while we do.
     let slot = unsafe { &mut *slot };
     // A zeroed slot has nothing pending, whatever its key.
-    let pending = if slot.key == *key { slot.pending } else { 0 };
+    let (packets, bytes) = if slot.key == *key {
+        slot.pending_counts()
+    } else {
+        (0, 0)
+    };
     let idle_ns = u64::from(idle_timeout_s) * 1_000_000_000;
     slot.key = *key;
     slot.deadline_ns = now + if idle_ns < SYNC_NS { idle_ns } else { SYNC_NS };
@@ -187,7 +121,7 @@ pub fn fill(
     slot.count_mask = if record { u64::MAX } else { 0 };
     slot.reply = u32::from(reply);
     slot._pad = 0;
-    ((pending >> PACKETS_SHIFT) as u32, pending & BYTES_MASK)
+    (packets as u32, bytes)
 }
 
 /// Makes this CPU's slot of `key` answer no more (a SYN reopened its tuple for a flow whose
@@ -195,7 +129,7 @@ pub fn fill(
 /// for the next fill of the same key.
 #[inline(always)]
 pub fn expire(key: &FlowKey) {
-    let Some(slot) = WG_FLOWCACHE_V1.get_ptr_mut(index(key)) else {
+    let Some(slot) = WG_FLOWCACHE_V1.get_ptr_mut(key.index()) else {
         return;
     };
     // Safety: this CPU's slot; nothing else runs on this CPU while we do.

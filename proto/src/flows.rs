@@ -335,6 +335,8 @@ pub fn record_from_pb(index: usize, r: pb::FlowRecord) -> Result<FlowRecord, Flo
             .peer_name
             .map(|n| c.text("peer_name", n.to_ascii_lowercase(), MAX_PEER_NAME))
             .transpose()?,
+        // The controller is sent no continuations (`agent::flows::deliver`).
+        continuation: false,
     })
 }
 
@@ -418,6 +420,7 @@ mod tests {
                 received: 0x13,
             }),
             peer_name: None,
+            continuation: false,
         }
     }
 

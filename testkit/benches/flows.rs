@@ -282,6 +282,7 @@ fn baselines_file(dir: &Path) -> (PathBuf, u64) {
                     app: None,
                     tcp_flags: None,
                     peer_name: None,
+                    continuation: false,
                 });
             }
         }

@@ -34,5 +34,6 @@ pub fn tcp_record(device: &str, port: u16, t: u64) -> FlowRecord {
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }

@@ -7,8 +7,9 @@ use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use wardgate_analysis::detect::finding::datapath::Kind;
 use wardgate_common::{
-    self as c, AppEvent, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowOpen,
-    HostPortKey, MacKey, MgmtKey, PayloadRecord, PeerKey, PeerValue, PortKey, Reason, RuleValue,
+    self as c, AppEvent, AppKey, CtKey, CtValue, DeviceInfo, DeviceKey, Event, FlowKey, FlowOpen,
+    FlowSlot, HostPortKey, MacKey, MgmtKey, PayloadRecord, PeerKey, PeerValue, PortKey, Reason,
+    RuleValue,
 };
 use wardgate_policy::{
     desired::{AppRule, DeviceEntry, PeerEntry, PortEntry},
@@ -675,6 +676,62 @@ pub struct FlowCounters {
     pub idle_timeout_s: u32,
 }
 
+/// What the flow cache answered of a flow and did not fold into its conntrack entry yet, by
+/// direction of the flow (opening / back).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unsynced {
+    pub packets_fwd: u64,
+    pub bytes_fwd: u64,
+    pub packets_rev: u64,
+    pub bytes_rev: u64,
+}
+
+/// The flow cache keys whose slots fold into a conntrack entry: the device's packets at the
+/// hook from it and the peer's at the hook to it (the datapath keys the entry with the device
+/// as source at `DIR_FROM_DEVICE`, as destination at `DIR_TO_DEVICE`).
+pub fn cache_keys(k: &CtKey) -> [FlowKey; 2] {
+    let (dev, dev_port, peer, peer_port) = if k.dev_is_a != 0 {
+        (&k.a, k.a_port_be, &k.b, k.b_port_be)
+    } else {
+        (&k.b, k.b_port_be, &k.a, k.a_port_be)
+    };
+    [
+        FlowKey::new(
+            dev,
+            peer,
+            dev_port,
+            peer_port,
+            k.proto,
+            k.family,
+            c::DIR_FROM_DEVICE,
+        ),
+        FlowKey::new(
+            peer,
+            dev,
+            peer_port,
+            dev_port,
+            k.proto,
+            k.family,
+            c::DIR_TO_DEVICE,
+        ),
+    ]
+}
+
+/// Adds what one CPU's `slot` of `key` holds unsynced, if it still holds that key.
+pub fn add_unsynced(u: &mut Unsynced, key: &FlowKey, slot: &FlowSlot) {
+    if slot.key != *key {
+        return;
+    }
+    let (packets, bytes) = slot.pending_counts();
+    if slot.reply != 0 {
+        u.packets_rev += packets;
+        u.bytes_rev += bytes;
+    } else {
+        u.packets_fwd += packets;
+        u.bytes_fwd += bytes;
+    }
+}
+
 pub fn flow_counters(v: &CtValue) -> FlowCounters {
     FlowCounters {
         last_seen_ns: v.last_seen_ns,
@@ -692,6 +749,61 @@ pub fn flow_counters(v: &CtValue) -> FlowCounters {
 mod tests {
     use super::*;
     use wardgate_policy::desired::{Direction, PortPrefix};
+
+    /// A finishing flow's cache slots: the device's packets at the hook from it, the peer's at
+    /// the hook to it, whichever end of the normalized key the device is; a slot counts only
+    /// while it holds that key, its packets the way it served.
+    #[test]
+    fn a_flows_cache_slots_are_its_two_hooks_and_count_only_its_own_key() {
+        let dev = ip_raw("198.51.100.53".parse().unwrap()).1;
+        let peer = ip_raw("192.0.2.10".parse().unwrap()).1;
+        // The peer's address is smaller: it is endpoint a, the device b.
+        let k = CtKey {
+            a: peer,
+            b: dev,
+            a_port_be: 9u16.to_be_bytes(),
+            b_port_be: 40000u16.to_be_bytes(),
+            proto: c::PROTO_UDP,
+            family: c::FAMILY_V4,
+            dev_is_a: 0,
+            _pad: 0,
+        };
+        let [from_dev, to_dev] = cache_keys(&k);
+        let udp = |s, d, sp: u16, dp: u16, hook| {
+            FlowKey::new(
+                s,
+                d,
+                sp.to_be_bytes(),
+                dp.to_be_bytes(),
+                c::PROTO_UDP,
+                c::FAMILY_V4,
+                hook,
+            )
+        };
+        assert_eq!(from_dev, udp(&dev, &peer, 40000, 9, c::DIR_FROM_DEVICE));
+        assert_eq!(to_dev, udp(&peer, &dev, 9, 40000, c::DIR_TO_DEVICE));
+        assert_ne!(from_dev.index(), to_dev.index());
+        let slot = |key, packets: u64, bytes: u64, reply| FlowSlot {
+            key,
+            pending: packets << c::PENDING_PACKETS_SHIFT | bytes,
+            reply,
+            ..FlowSlot::default()
+        };
+        let mut u = Unsynced::default();
+        add_unsynced(&mut u, &from_dev, &slot(from_dev, 29_000, 2_900_000, 0));
+        add_unsynced(&mut u, &to_dev, &slot(to_dev, 2, 200, 1));
+        // Another flow in the slot now: not this one's.
+        add_unsynced(&mut u, &from_dev, &slot(to_dev, 5, 500, 0));
+        assert_eq!(
+            u,
+            Unsynced {
+                packets_fwd: 29_000,
+                bytes_fwd: 2_900_000,
+                packets_rev: 2,
+                bytes_rev: 200,
+            }
+        );
+    }
 
     #[test]
     fn host_port_pairs_join_hosts_with_their_sets_single_ports_up_to_the_cap() {

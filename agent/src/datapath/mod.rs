@@ -513,6 +513,20 @@ impl Datapath {
         RingBuf::try_from(map).map_err(map_err(map_names::FLOWS))
     }
 
+    /// Takes the flow cache out (once), for the flow reader task: it reads a finishing flow's
+    /// slots. Not pinned, so only the program this agent loaded has it.
+    pub fn take_flow_cache(
+        &mut self,
+    ) -> Result<PerCpuArray<MapData, wardgate_common::FlowSlot>, DatapathError> {
+        let map = self
+            .ebpf
+            .take_map(map_names::FLOW_CACHE)
+            .ok_or(DatapathError::MissingMap {
+                name: map_names::FLOW_CACHE,
+            })?;
+        PerCpuArray::try_from(map).map_err(map_err(map_names::FLOW_CACHE))
+    }
+
     /// Takes the payload-record ring buffer out (once), for the flow reader task.
     pub fn take_payload(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
         let map = self

@@ -24,10 +24,10 @@ use wardgate_analysis::{
     dns::DnsEvent,
     flow::DeviceRef,
 };
-use wardgate_common::{CtKey, CtValue, map_names};
+use wardgate_common::{CtKey, CtValue, FlowSlot, map_names};
 use wardgate_policy::DesiredState;
 
-pub use table::{Clock, LiveConfig, LiveFlows, LiveStats};
+pub use table::{Clock, Counters, LiveConfig, LiveFlows, LiveStats};
 
 use crate::{
     alerts::{self, AlertQueue},
@@ -55,9 +55,12 @@ pub const UPDATE_EVERY_NS: u64 = 30_000_000_000;
 /// How often held-back updates and closed findings are looked for.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// The conntrack map and the flow and payload loss counters, opened read-only from their pins.
+/// The conntrack map and the flow and payload loss counters, opened read-only from their pins,
+/// and the flow cache of the program the agent loaded (read at a flow's end, see
+/// [`table::Counters`]).
 pub struct CtReader {
     ct: BpfHashMap<MapData, CtKey, CtValue>,
+    cache: Option<PerCpuArray<MapData, FlowSlot>>,
     lost: PerCpuArray<MapData, u64>,
     payload_lost: PerCpuArray<MapData, u64>,
 }
@@ -68,6 +71,7 @@ impl CtReader {
         let lost = pinned::open(pin_root, map_names::FLOWS_LOST)?;
         let payload_lost = pinned::open(pin_root, map_names::PAYLOAD_LOST)?;
         Ok(CtReader {
+            cache: None,
             payload_lost: PerCpuArray::try_from(Map::PerCpuArray(payload_lost))
                 .map_err(datapath::map_err(map_names::PAYLOAD_LOST))?,
             ct: BpfHashMap::try_from(Map::LruHashMap(ct))
@@ -77,8 +81,30 @@ impl CtReader {
         })
     }
 
+    /// Reads the flow cache too (`Datapath::take_flow_cache`).
+    pub fn with_cache(mut self, cache: PerCpuArray<MapData, FlowSlot>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     pub fn counters(&self, key: &CtKey) -> Option<convert::FlowCounters> {
         self.ct.get(key, 0).ok().map(|v| convert::flow_counters(&v))
+    }
+
+    /// What the flow cache holds of the flow unsynced, over every CPU's slots of its keys.
+    pub fn unsynced(&self, key: &CtKey) -> convert::Unsynced {
+        let mut u = convert::Unsynced::default();
+        let Some(cache) = &self.cache else {
+            return u;
+        };
+        for k in convert::cache_keys(key) {
+            if let Ok(slots) = cache.get(&k.index(), 0) {
+                for slot in slots.iter() {
+                    convert::add_unsynced(&mut u, &k, slot);
+                }
+            }
+        }
+        u
     }
 
     /// Flow-open records the datapath could not deliver (ring full), summed over CPUs.
@@ -95,6 +121,15 @@ impl CtReader {
             sum(wardgate_common::PAYLOAD_LOST_RING),
             sum(wardgate_common::PAYLOAD_LOST_UNVERIFIED),
         )
+    }
+}
+
+impl Counters for &CtReader {
+    fn entry(&mut self, key: &CtKey) -> Option<convert::FlowCounters> {
+        self.counters(key)
+    }
+    fn unsynced(&mut self, key: &CtKey) -> convert::Unsynced {
+        CtReader::unsynced(self, key)
     }
 }
 
@@ -451,7 +486,7 @@ pub async fn run(
                 }
             }
             _ = sweep.tick() => {
-                table.sweep(datapath::coarse_now_ns(), clock, |k| ct.counters(k), &mut records);
+                table.sweep(datapath::coarse_now_ns(), clock, &ct, &mut records);
             }
             _ = flush.tick() => {
                 let found = detection.flush(clock.wall(datapath::coarse_now_ns()));
@@ -507,7 +542,7 @@ pub async fn run(
         let found = detection.observe_dns(&e, e.ts_ns);
         send(&out.alerts, found);
     }
-    let held = table.finish_all(clock, |k| ct.counters(k), &mut records);
+    let held = table.finish_all(clock, &ct, &mut records);
     let finished = records.len();
     deliver(&mut records, &mut detection, clock, &out);
     send(&out.alerts, detection.flush_held());
@@ -516,8 +551,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Finished records to the detectors (their findings to the outbox) and to the controller's
-/// queue; `records` is left empty.
+/// Finished records to the detectors (their findings to the outbox) and, but for
+/// continuations, to the controller's queue; `records` is left empty.
 fn deliver(records: &mut Vec<FlowRecord>, detection: &mut Detection, clock: Clock, out: &Outputs) {
     if records.is_empty() {
         return;
@@ -527,6 +562,9 @@ fn deliver(records: &mut Vec<FlowRecord>, detection: &mut Detection, clock: Cloc
     }
     let found = detection.observe(records, clock.wall(datapath::coarse_now_ns()));
     if let Some(q) = &out.records {
+        // Continuations stay here: an older controller would count each as a flow, and the
+        // controller's records are per flow (proposals, learning, the console).
+        records.retain(|r| !r.continuation);
         q.push_all(records);
     }
     records.clear();

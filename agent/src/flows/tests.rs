@@ -30,6 +30,7 @@ fn denied(port: u16, t_ns: u64) -> FlowRecord {
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 
@@ -186,4 +187,35 @@ fn site_facts_give_each_device_its_profile_as_class() {
     let pacs = "198.51.100.10".parse().unwrap();
     assert!(site.is_inside(pacs));
     assert_eq!(site.group_of(pacs), Some("pacs"));
+}
+
+/// Continuations feed the detectors but not the controller's queue (an older controller would
+/// count each as a flow).
+#[test]
+fn continuations_reach_the_detectors_and_not_the_controller() {
+    let queue = crate::flow_report::FlowQueue::new(100, crate::metrics::Live::default());
+    let out = Outputs {
+        records: Some(queue.clone()),
+        ..Outputs::default()
+    };
+    let mut d = Detection::new(&DetectConfig::default(), Baselines::default());
+    let first = FlowRecord {
+        outcome: wardgate_analysis::FlowOutcome::Established,
+        tcp: Some(TcpOutcome::Established),
+        ..denied(443, 1_700_000_000_000_000_000)
+    };
+    let mut records = vec![
+        first.clone(),
+        FlowRecord {
+            continuation: true,
+            ..first.clone()
+        },
+        FlowRecord {
+            continuation: true,
+            ..first
+        },
+    ];
+    deliver(&mut records, &mut d, Clock::default(), &out);
+    assert!(records.is_empty());
+    assert_eq!(queue.len(), 1);
 }

@@ -130,7 +130,15 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
         ),
         None => (Devices::discover(), Groups::default()),
     };
-    let mut table = FlowTable::new(FlowTableConfig::default(), devices);
+    // Long flows give continuations every 60 s as live (`replay` does the same), so the
+    // baselines count their bytes in the hours they moved them, as the live `volume` does.
+    let mut table = FlowTable::new(
+        FlowTableConfig {
+            continue_every_ns: Some(crate::flows::LiveConfig::default().long_running_ns),
+            ..FlowTableConfig::default()
+        },
+        devices,
+    );
     // Who resolved what: answers from the site's `dns` group (any sender without one) name
     // the flows that follow them (`dns:NAME` in proposals).
     let mut names = NameTable::new(NameTableConfig::default());
@@ -196,6 +204,8 @@ pub fn run(args: &LearnArgs) -> anyhow::Result<Learned> {
         end_ns: 0,
     });
     let baselines = baseline::baselines(&flows, &groups, &Limits::default(), window);
+    // The records written and proposed from are the flows; continuations only add bytes.
+    flows.retain(|r| !r.continuation);
     let mut learned = Learned {
         frames: files.iter().map(|f| f.end.frames).sum(),
         malformed: files.iter().map(|f| f.malformed).sum(),

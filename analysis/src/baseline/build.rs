@@ -93,6 +93,10 @@ impl BaselineBuilder {
     }
 
     pub fn add(&mut self, r: &FlowRecord) {
+        if r.continuation {
+            self.add_continuation(r);
+            return;
+        }
         let l = &self.limits;
         self.flows += 1;
         self.bytes_out += r.bytes_out;
@@ -168,6 +172,29 @@ impl BaselineBuilder {
             Some(TcpOutcome::NoAnswer) => self.tcp.no_answer += 1,
             Some(TcpOutcome::Unknown) => self.tcp.unknown += 1,
             None => {}
+        }
+    }
+
+    /// What a long flow moved since its last record: its bytes in the hour it moved them (as
+    /// the live `volume` counts them) and in the totals; no flow, contact, start or service.
+    fn add_continuation(&mut self, r: &FlowRecord) {
+        let bytes = r.bytes();
+        self.bytes_out += r.bytes_out;
+        self.bytes_in += r.bytes_in;
+        if let Some(p) = self.peers.get_mut(&r.peer) {
+            p.bytes += bytes;
+            p.last = p.last.max(r.last_seen_ns);
+        }
+        if let Some(s) = self.services.get_mut(&(r.direction, r.proto, r.port)) {
+            s.bytes += bytes;
+            s.last = s.last.max(r.last_seen_ns);
+        }
+        self.hours
+            .entry(r.first_seen_ns / NS_PER_HOUR)
+            .or_default()
+            .0 += bytes;
+        while self.hours.len() > self.limits.days * 24 {
+            self.hours.pop_first();
         }
     }
 

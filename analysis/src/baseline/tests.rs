@@ -38,6 +38,7 @@ fn rec(peer: &str, proto: u8, port: u16, t: u64, bytes: u64) -> FlowRecord {
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 
@@ -110,6 +111,33 @@ fn hourly_median_and_mad_over_days_with_silent_days_as_zero() {
     assert_eq!((nine.bytes_median, nine.bytes_mad), (100.0, 50.0));
     let ten = b.hourly.iter().find(|h| h.hour == 10).unwrap();
     assert_eq!((ten.bytes_median, ten.bytes_mad), (0.0, 0.0));
+}
+
+/// A stream held open for three days (a monitor's waveforms to its central station) is one
+/// flow, one peer and one start, and its bytes are in every hour it moved them, as the live
+/// `volume` counts them from its continuations: the hour after its start is no silent hour.
+#[test]
+fn a_long_flows_continuations_add_bytes_to_their_hours_and_nothing_else() {
+    let mut recs = vec![rec("198.51.100.40", 6, 2000, 0, 600)];
+    for m in 1..72 * 60u64 {
+        let mut c = rec("198.51.100.40", 6, 2000, m * 60 * S, 600);
+        c.continuation = true;
+        recs.push(c);
+    }
+    let b = &baselines(
+        &recs,
+        &Groups::default(),
+        &Limits::default(),
+        Window {
+            start_ns: 0,
+            end_ns: 72 * H - 1,
+        },
+    )[0];
+    assert_eq!(b.flows, 1);
+    assert_eq!((b.peers.len(), b.peers[0].flows), (1, 1));
+    assert_eq!(b.peers[0].bytes, 72 * 60 * 600);
+    let ten = b.hourly.iter().find(|h| h.hour == 10).unwrap();
+    assert_eq!((ten.bytes_median, ten.flows_median), (60.0 * 600.0, 0.0));
 }
 
 #[test]

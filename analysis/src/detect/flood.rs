@@ -251,6 +251,11 @@ impl Detector for Flood {
         "flood"
     }
 
+    /// The packets a flood sent after its first record (the rest of a burst) count too.
+    fn takes_continuations(&self) -> bool {
+        true
+    }
+
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let Observation::Flow(r) = obs else { return };
         let Some(kind) = Kind::of(r) else { return };

@@ -85,6 +85,12 @@ pub trait Detector: Send {
     /// The detector's name as findings carry it (`scan_vertical`, `class_protocol`, ...).
     fn name(&self) -> &'static str;
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>);
+    /// Whether it reads continuation records ([`FlowRecord::continuation`]: what a flow already
+    /// recorded moved since). Detectors of amounts (bytes, packet rates) do; the engine gives
+    /// the others none, as a continuation is no new contact, attempt or period.
+    fn takes_continuations(&self) -> bool {
+        false
+    }
 }
 
 /// What the site says about one device.
@@ -398,7 +404,11 @@ impl Engine {
             baselines: &self.baselines,
         };
         self.raw.clear();
+        let continuation = matches!(obs, Observation::Flow(r) if r.continuation);
         for d in &mut self.detectors {
+            if continuation && !d.takes_continuations() {
+                continue;
+            }
             d.observe(obs, &ctx, &mut self.raw);
         }
         let mut changed = Vec::new();

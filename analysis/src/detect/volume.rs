@@ -77,6 +77,11 @@ impl Detector for Volume {
         "volume"
     }
 
+    /// A long flow's bytes count in the hour it moved them, every stretch of it.
+    fn takes_continuations(&self) -> bool {
+        true
+    }
+
     fn observe(&mut self, obs: &Observation<'_>, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let Observation::Flow(r) = obs else { return };
         let Some(b) = ctx.baselines.get(&r.device.name) else {

@@ -115,6 +115,13 @@ pub struct FlowRecord {
     /// the flow (`dns::names`); opened flows only. None from agents that predate names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_name: Option<String>,
+    /// What a flow already recorded moved since its last record (live: every `long_running`
+    /// while it runs, and the rest when it ends; offline the same with a `continue_every`):
+    /// counters and span are that stretch's only. Not a new flow: only detectors of amounts
+    /// (volume, flood) read it ([`crate::detect::Detector::takes_continuations`]), and it is
+    /// never learned from, proposed from or sent to the controller.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continuation: bool,
 }
 
 impl FlowRecord {

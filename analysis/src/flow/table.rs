@@ -30,6 +30,13 @@ pub struct FlowTableConfig {
     pub other_idle_ns: u64,
     /// Open flows tracked at once; packets of new flows past it are counted and dropped.
     pub max_flows: usize,
+    /// A flow still open this long after its start gives its record so far, then a
+    /// continuation (`FlowRecord::continuation`) of what it moved since every time it has run
+    /// this long more, and the rest when it ends: what the live table does every
+    /// `long_running` (60 s), so replay's volume sees a long flow hour by hour as live does.
+    /// `None` (the default): one record per flow, what learning and proposals count.
+    #[serde(default)]
+    pub continue_every_ns: Option<u64>,
 }
 
 impl Default for FlowTableConfig {
@@ -39,6 +46,7 @@ impl Default for FlowTableConfig {
             udp_idle_ns: 60 * NS,
             other_idle_ns: 30 * NS,
             max_flows: 1 << 20,
+            continue_every_ns: None,
         }
     }
 }
@@ -111,6 +119,17 @@ struct Conn {
     flags: [u8; 2],
     first_flags: Option<u8>,
     ident: FlowIdentity,
+    /// What its last record held, when it has given one (`continue_every_ns`).
+    fed: Option<Fed>,
+}
+
+/// A flow's counters and last packet when it last gave a record, and when (capture time).
+#[derive(Clone, Copy, Debug)]
+struct Fed {
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    last_ns: u64,
+    at_ns: u64,
 }
 
 impl Conn {
@@ -163,6 +182,7 @@ struct Done {
     first_flags: Option<u8>,
     /// Boxed: most flows have none, and the table moves these records around.
     app: Option<Box<AppIdentity>>,
+    continuation: bool,
 }
 
 pub struct FlowTable {
@@ -262,6 +282,7 @@ impl FlowTable {
             flags: [0; 2],
             first_flags: None,
             ident: FlowIdentity::default(),
+            fed: None,
         };
         // The destination's MAC is its own only on Ethernet; SLL gives only the sender's.
         c.macs[1 - side] = pkt.dst_mac;
@@ -282,27 +303,33 @@ impl FlowTable {
         for c in expired {
             self.finish(c);
         }
+        let Some(every) = self.cfg.continue_every_ns else {
+            return;
+        };
+        for c in self.open.values_mut() {
+            let since = now_ns.saturating_sub(c.fed.map_or(c.first_ns, |f| f.at_ns));
+            if since < every {
+                continue;
+            }
+            if let Some(d) = snapshot(c) {
+                self.done.push(d);
+            }
+            c.fed = Some(Fed {
+                packets: c.packets,
+                bytes: c.bytes,
+                last_ns: c.last_ns,
+                at_ns: now_ns,
+            });
+        }
     }
 
     fn finish(&mut self, c: Conn) {
-        let tcp = c.outcome();
         if c.ident.app().is_some() {
             self.stats.flows_identified += 1;
         }
-        self.done.push(Done {
-            key: c.key,
-            macs: c.macs,
-            vlan: c.vlan,
-            packets: c.packets,
-            bytes: c.bytes,
-            first_ns: c.first_ns,
-            last_ns: c.last_ns,
-            icmp_type: c.icmp_type,
-            tcp,
-            flags: c.flags,
-            first_flags: c.first_flags,
-            app: c.ident.into_app(),
-        });
+        if let Some(d) = snapshot(&c) {
+            self.done.push(d);
+        }
     }
 
     /// Finishes every open flow and returns all records, resolving device ends now that the whole
@@ -322,12 +349,49 @@ impl FlowTable {
                     out.push(r);
                 }
             }
-            if out.len() == before {
+            if out.len() == before && !d.continuation {
                 self.stats.flows_without_device += 1;
             }
         }
         (out, self.devices, self.stats)
     }
+}
+
+/// A flow's record as it stands: all of it the first time; after a record, what it moved
+/// since (from that record's last packet), if it moved anything and is not a failed TCP
+/// contact (its later packets retry the same attempt), as a continuation.
+fn snapshot(c: &Conn) -> Option<Done> {
+    let tcp = c.outcome();
+    let (packets, bytes, first_ns) = match c.fed {
+        None => (c.packets, c.bytes, c.first_ns),
+        Some(f) => {
+            let failed = matches!(tcp, Some(TcpOutcome::NoAnswer | TcpOutcome::Refused));
+            if failed || c.packets == f.packets {
+                return None;
+            }
+            let less = |a: [u64; 2], b: [u64; 2]| [a[0] - b[0], a[1] - b[1]];
+            (
+                less(c.packets, f.packets),
+                less(c.bytes, f.bytes),
+                f.last_ns,
+            )
+        }
+    };
+    Some(Done {
+        key: c.key,
+        macs: c.macs,
+        vlan: c.vlan,
+        packets,
+        bytes,
+        first_ns,
+        last_ns: c.last_ns,
+        icmp_type: c.icmp_type,
+        tcp,
+        flags: c.flags,
+        first_flags: c.first_flags,
+        app: c.ident.app().cloned().map(Box::new),
+        continuation: c.fed.is_some(),
+    })
 }
 
 /// Who opened a flow whose first packet we see: a SYN's sender, a SYN-ACK's receiver; seen
@@ -422,5 +486,6 @@ fn record(devices: &Devices, d: &Done, side: usize) -> Option<FlowRecord> {
             received: d.flags[other],
         }),
         peer_name: None,
+        continuation: d.continuation,
     })
 }

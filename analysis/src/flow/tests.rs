@@ -39,7 +39,11 @@ impl Frames {
     }
 
     fn run(&self) -> (Vec<FlowRecord>, crate::flow::TableStats) {
-        let mut t = FlowTable::new(FlowTableConfig::default(), Devices::discover());
+        self.run_with(FlowTableConfig::default())
+    }
+
+    fn run_with(&self, cfg: FlowTableConfig) -> (Vec<FlowRecord>, crate::flow::TableStats) {
+        let mut t = FlowTable::new(cfg, Devices::discover());
         for (ts, f) in &self.0 {
             if let Decoded::Ip(p) = decode(LinkType::Ethernet, f, *ts).unwrap() {
                 t.add(&p);
@@ -48,6 +52,49 @@ impl Frames {
         let (r, _, s) = t.finish_all();
         (r, s)
     }
+}
+
+/// A two-hour session, a segment each way every 10 s: one record by default; with
+/// `continue_every_ns` (replay, as live) a record at 60 s, then a continuation of what it moved
+/// since about every 60 s and the rest at its end, adding up to the same counters.
+#[test]
+fn a_long_flow_gives_continuations_when_asked_and_they_add_up() {
+    const S: u64 = 1_000_000_000;
+    let mut f = Frames(Vec::new());
+    f.tcp(S, true, 99, "S", b"");
+    f.tcp(S + 1000, false, 499, "SA", b"");
+    for i in 1..=720u64 {
+        f.tcp(S + i * 10 * S, true, 100, "A", &[0; 100]);
+        f.tcp(S + i * 10 * S + 1000, false, 500, "A", b"");
+    }
+    let opened = |recs: &[FlowRecord]| -> Vec<FlowRecord> {
+        recs.iter()
+            .filter(|r| r.direction == FlowDirection::Opened)
+            .cloned()
+            .collect()
+    };
+    let (whole, _) = f.run();
+    let whole = opened(&whole);
+    assert_eq!(whole.len(), 1);
+    let cfg = FlowTableConfig {
+        continue_every_ns: Some(60 * S),
+        ..FlowTableConfig::default()
+    };
+    let (recs, stats) = f.run_with(cfg);
+    assert_eq!(stats.flows, 1);
+    let recs = opened(&recs);
+    assert!(!recs[0].continuation);
+    assert!(recs[1..].iter().all(|r| r.continuation));
+    // Sweeps come every 5 s of capture time: a record every 60 to 65 s over two hours.
+    assert!((110..=121).contains(&recs.len()), "{}", recs.len());
+    for w in recs.windows(2) {
+        assert_eq!(w[1].first_seen_ns, w[0].last_seen_ns);
+    }
+    let sum = |f: fn(&FlowRecord) -> u64| recs.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|r| r.packets_out), whole[0].packets_out);
+    assert_eq!(sum(|r| r.bytes_out), whole[0].bytes_out);
+    assert_eq!(sum(|r| r.packets_in), whole[0].packets_in);
+    assert_eq!(sum(|r| r.bytes_in), whole[0].bytes_in);
 }
 
 #[test]
@@ -173,5 +220,6 @@ pub(crate) fn record_to(device: IpAddr, peer: IpAddr, first_ns: u64) -> FlowReco
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }

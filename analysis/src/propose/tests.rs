@@ -40,6 +40,7 @@ fn rec(dir: FlowDirection, peer: IpAddr, proto: u8, port: u16, t: u64) -> FlowRe
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 

@@ -511,6 +511,7 @@ pub fn report_flows(c: &Console, device: &str) {
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     };
     let records = [
         flow("198.51.100.30", 6, 8443),

@@ -54,6 +54,7 @@ pub fn record(lab: &LabController, days_ago: f64, flows: u32) {
             app: None,
             tcp_flags: None,
             peer_name: None,
+            continuation: false,
         })
         .collect();
     let limits = FlowLimits {

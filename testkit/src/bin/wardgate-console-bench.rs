@@ -172,6 +172,7 @@ fn flows(store: &dyn Store, per_day: u64) -> anyhow::Result<(u64, f64)> {
                             app: None,
                             tcp_flags: None,
                             peer_name: None,
+                            continuation: false,
                         });
                     }
                 }

@@ -11,9 +11,20 @@
 //! first bytes each way go through `analysis::flow::FlowIdentity` (the parsers `learn` uses)
 //! and the identity found is set in the record before the detectors observe it.
 //!
-//! Each flow is observed by the detectors once: a failed first contact (denied, refused, or no
+//! A flow is first observed by the detectors as a failed first contact (denied, refused, or no
 //! answer within `answer_wait`) as soon as that is known, so scans are seen within a sweep or
-//! two; any other flow when it finishes, or once it has run `long_running` (a snapshot).
+//! two; any other flow when it finishes, or once it has run `long_running` (a snapshot). A flow
+//! that carries on after it was observed (a UDP stream nobody answers, a long session) feeds
+//! what it sent since as a continuation record (`FlowRecord::continuation`) every
+//! `long_running` and when it finishes, so its volume reaches the detectors as it runs and in
+//! full. Continuations feed only the detectors of amounts (the engine gives the others none)
+//! and are not sent to the controller. Failed TCP contacts are observed once: their later
+//! packets are retransmissions of the same attempt.
+//!
+//! A flow's last counts: the datapath's flow cache folds what it answered into the conntrack
+//! entry only when a later packet falls through (once a second), so when a flow finishes its
+//! record also takes what the cache holds for it unsynced ([`Counters::unsynced`]); the last
+//! second of a burst that stops is not lost.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -26,7 +37,7 @@ use wardgate_analysis::{
 };
 use wardgate_common::CtKey;
 
-use crate::datapath::convert::{FlowCounters, FlowOpened, PayloadSegment};
+use crate::datapath::convert::{FlowCounters, FlowOpened, PayloadSegment, Unsynced};
 
 const NS: u64 = 1_000_000_000;
 const TCP: u8 = 6;
@@ -38,7 +49,8 @@ const TCP_RST: u8 = 0x04;
 pub struct LiveConfig {
     /// A first contact with no answer after this long failed (1 s).
     pub answer_wait_ns: u64,
-    /// A flow still running after this long is observed once as it stands (60 s).
+    /// A flow still running after this long is observed as it stands, and again each time it
+    /// has run this long more, with what it sent since (60 s).
     pub long_running_ns: u64,
     /// A denied contact is remembered this long after its last packet, so retransmissions
     /// count as one contact (10 s).
@@ -68,6 +80,8 @@ pub struct LiveStats {
     pub denied: u64,
     pub finished: u64,
     pub observed: u64,
+    /// Continuation records given (what an observed flow moved since its last record).
+    pub continued: u64,
     /// Records not kept because the table was full.
     pub table_full: u64,
     /// Payload records applied to a held flow, and those for no held flow (its flow-open
@@ -83,12 +97,47 @@ struct Live {
     /// The opening packet went device -> peer.
     from_device: bool,
     denied: bool,
-    observed: bool,
+    /// What the detectors were given of the flow so far, if anything.
+    fed: Option<Fed>,
     opened_mono: u64,
     last_mono: u64,
     /// First payload bytes each way, only for flows the datapath inspects (boxed: most have
     /// none). Bounded by `FirstBytes` (1 KiB a direction).
     ident: Option<Box<FlowIdentity>>,
+}
+
+/// The counters and last packet of a flow when it was last observed, and when (datapath ns).
+#[derive(Clone, Copy, Debug)]
+struct Fed {
+    packets_out: u64,
+    bytes_out: u64,
+    packets_in: u64,
+    bytes_in: u64,
+    last_seen_ns: u64,
+    at_mono: u64,
+}
+
+/// Where the table reads a flow's counters: its conntrack entry (`None`: gone) at every
+/// visit, and, once, when the flow finishes, what the flow cache answered and did not fold
+/// into the entry yet.
+pub trait Counters {
+    fn entry(&mut self, key: &CtKey) -> Option<FlowCounters>;
+    fn unsynced(&mut self, _key: &CtKey) -> Unsynced {
+        Unsynced::default()
+    }
+}
+
+/// Counters from conntrack entries alone, read by `entry` (nothing unsynced).
+pub fn entries(entry: impl FnMut(&CtKey) -> Option<FlowCounters>) -> impl Counters {
+    Entries(entry)
+}
+
+struct Entries<F>(F);
+
+impl<F: FnMut(&CtKey) -> Option<FlowCounters>> Counters for Entries<F> {
+    fn entry(&mut self, key: &CtKey) -> Option<FlowCounters> {
+        (self.0)(key)
+    }
 }
 
 /// Clock of the datapath (monotonic coarse ns) to wall ns: `mono + offset`.
@@ -207,12 +256,13 @@ impl LiveFlows {
                 }
             }),
             peer_name: None,
+            continuation: false,
         };
         let mut live = Live {
             rec,
             from_device: o.from_device,
             denied: o.denied,
-            observed: false,
+            fed: None,
             opened_mono: o.ts_ns,
             last_mono: o.ts_ns,
             ident: None,
@@ -220,7 +270,7 @@ impl LiveFlows {
         set_outcome(&mut live);
         if o.denied {
             self.stats.denied += 1;
-            self.observe(&mut live, out);
+            self.observe(&mut live, o.ts_ns, out);
             self.old.push_back(o.key);
         } else {
             self.young.push_back(o.key);
@@ -247,27 +297,73 @@ impl LiveFlows {
         Some(&live.rec)
     }
 
-    fn observe(&mut self, live: &mut Live, out: &mut Vec<FlowRecord>) {
-        if !live.observed {
-            live.observed = true;
-            self.stats.observed += 1;
-            out.push(live.rec.clone());
+    /// Gives the detectors the flow at datapath time `now`: the record the first time; after
+    /// that, what it sent since it was last observed (counters and span since then), if it
+    /// sent anything and is not a failed TCP contact.
+    fn observe(&mut self, live: &mut Live, now: u64, out: &mut Vec<FlowRecord>) {
+        let r = &live.rec;
+        let total = (r.packets_out, r.bytes_out, r.packets_in, r.bytes_in);
+        let record = match live.fed {
+            None => Some(r.clone()),
+            Some(f) => {
+                let grew = total.0 + total.2 > f.packets_out + f.packets_in;
+                let failed_tcp = matches!(r.tcp, Some(TcpOutcome::NoAnswer | TcpOutcome::Refused));
+                (grew && !live.denied && !failed_tcp).then(|| FlowRecord {
+                    packets_out: total.0.saturating_sub(f.packets_out),
+                    bytes_out: total.1.saturating_sub(f.bytes_out),
+                    packets_in: total.2.saturating_sub(f.packets_in),
+                    bytes_in: total.3.saturating_sub(f.bytes_in),
+                    first_seen_ns: f.last_seen_ns,
+                    continuation: true,
+                    ..r.clone()
+                })
+            }
+        };
+        if let Some(rec) = record {
+            if rec.continuation {
+                self.stats.continued += 1;
+            } else {
+                self.stats.observed += 1;
+            }
+            out.push(rec);
         }
+        live.fed = Some(Fed {
+            packets_out: total.0,
+            bytes_out: total.1,
+            packets_in: total.2,
+            bytes_in: total.3,
+            last_seen_ns: live.rec.last_seen_ns,
+            at_mono: now,
+        });
+    }
+
+    /// Finishes a flow that passed the datapath (not denied): what the flow cache holds of it
+    /// unsynced joins its counts first.
+    fn finish_read(
+        &mut self,
+        mut live: Live,
+        key: &CtKey,
+        counters: &mut impl Counters,
+        out: &mut Vec<FlowRecord>,
+    ) {
+        add_unsynced(&mut live, counters.unsynced(key));
+        self.finish(live, out);
     }
 
     fn finish(&mut self, mut live: Live, out: &mut Vec<FlowRecord>) {
         self.stats.finished += 1;
-        self.observe(&mut live, out);
+        let now = live.last_mono;
+        self.observe(&mut live, now, out);
     }
 
     /// One sweep at datapath time `now`: up to `per_sweep` young and `per_sweep` old flows are
-    /// looked up (`lookup` reads the conntrack entry; `None` = gone). Records to observe are
+    /// looked up (`counters` reads the conntrack entry; `None` = gone). Records to observe are
     /// pushed to `out`.
     pub fn sweep(
         &mut self,
         now: u64,
         clock: Clock,
-        mut lookup: impl FnMut(&CtKey) -> Option<FlowCounters>,
+        mut counters: impl Counters,
         out: &mut Vec<FlowRecord>,
     ) {
         let n = self.young.len().min(self.cfg.per_sweep);
@@ -275,7 +371,7 @@ impl LiveFlows {
             let Some(key) = self.young.pop_front() else {
                 break;
             };
-            match self.visit(&key, now, clock, &mut lookup, out) {
+            match self.visit(&key, now, clock, &mut counters, out) {
                 Keep::Young => self.young.push_back(key),
                 Keep::Old => self.old.push_back(key),
                 Keep::Gone => {}
@@ -286,7 +382,7 @@ impl LiveFlows {
             let Some(key) = self.old.pop_front() else {
                 break;
             };
-            if self.visit(&key, now, clock, &mut lookup, out) != Keep::Gone {
+            if self.visit(&key, now, clock, &mut counters, out) != Keep::Gone {
                 self.old.push_back(key);
             }
         }
@@ -297,7 +393,7 @@ impl LiveFlows {
         key: &CtKey,
         now: u64,
         clock: Clock,
-        lookup: &mut impl FnMut(&CtKey) -> Option<FlowCounters>,
+        counters: &mut impl Counters,
         out: &mut Vec<FlowRecord>,
     ) -> Keep {
         let Some(mut live) = self.flows.remove(key) else {
@@ -311,28 +407,33 @@ impl LiveFlows {
             self.flows.insert(*key, live);
             return Keep::Old;
         }
-        let Some(c) = lookup(key) else {
-            self.finish(live, out);
+        let Some(c) = counters.entry(key) else {
+            self.finish_read(live, key, counters, out);
             return Keep::Gone;
         };
         update(&mut live, &c, clock);
         let idle = now.saturating_sub(c.last_seen_ns) >= u64::from(c.idle_timeout_s) * NS;
         if idle {
-            self.finish(live, out);
+            self.finish_read(live, key, counters, out);
             return Keep::Gone;
         }
         let age = now.saturating_sub(live.opened_mono);
         let answered = c.packets_rev > 0;
         let refused = live.rec.tcp == Some(TcpOutcome::Refused);
+        // Since it was last observed (or opened): a flow observed before is due again once it
+        // has run another `long_running`.
+        let since = now.saturating_sub(live.fed.map_or(live.opened_mono, |f| f.at_mono));
         let keep = if refused || (!answered && age >= self.cfg.answer_wait_ns) {
             if !answered && live.rec.proto == TCP {
                 live.rec.tcp = Some(TcpOutcome::NoAnswer);
                 set_outcome(&mut live);
             }
-            self.observe(&mut live, out);
+            if live.fed.is_none() || since >= self.cfg.long_running_ns {
+                self.observe(&mut live, now, out);
+            }
             Keep::Old
-        } else if age >= self.cfg.long_running_ns {
-            self.observe(&mut live, out);
+        } else if since >= self.cfg.long_running_ns {
+            self.observe(&mut live, now, out);
             Keep::Old
         } else if age >= self.cfg.answer_wait_ns || answered {
             Keep::Old
@@ -344,9 +445,10 @@ impl LiveFlows {
     }
 
     /// Finishes every held flow as it stands (at a graceful stop): counters refreshed from its
-    /// conntrack entry where `lookup` still finds one, then observed like any finished flow (a
-    /// flow observed before, such as a denied contact, is not observed twice). Returns how many
-    /// flows were held.
+    /// conntrack entry where `counters` still finds one, plus what the flow cache holds of it
+    /// unsynced, then observed like any finished flow (a
+    /// flow observed before gives only what it sent since; a denied contact nothing more).
+    /// Returns how many flows were held.
     ///
     /// Not reported twice after a restart: the next agent learns of flows only from flow-open
     /// records, one per new conntrack entry, and the entries of the flows finished here stay in
@@ -355,17 +457,19 @@ impl LiveFlows {
     pub fn finish_all(
         &mut self,
         clock: Clock,
-        mut lookup: impl FnMut(&CtKey) -> Option<FlowCounters>,
+        mut counters: impl Counters,
         out: &mut Vec<FlowRecord>,
     ) -> usize {
         let held = self.flows.len();
         for (k, mut live) in std::mem::take(&mut self.flows) {
-            if !live.denied
-                && let Some(c) = lookup(&k)
-            {
+            if live.denied {
+                self.finish(live, out);
+                continue;
+            }
+            if let Some(c) = counters.entry(&k) {
                 update(&mut live, &c, clock);
             }
-            self.finish(live, out);
+            self.finish_read(live, &k, &mut counters, out);
         }
         self.young.clear();
         self.old.clear();
@@ -387,6 +491,25 @@ enum Keep {
     Young,
     Old,
     Gone,
+}
+
+/// What the flow cache answered of a finishing flow and did not fold into its entry, added to
+/// its counts (seen from the device).
+fn add_unsynced(live: &mut Live, u: Unsynced) {
+    if u == Unsynced::default() {
+        return;
+    }
+    let r = &mut live.rec;
+    let (out, inn) = if live.from_device {
+        ((u.packets_fwd, u.bytes_fwd), (u.packets_rev, u.bytes_rev))
+    } else {
+        ((u.packets_rev, u.bytes_rev), (u.packets_fwd, u.bytes_fwd))
+    };
+    r.packets_out += out.0;
+    r.bytes_out += out.1;
+    r.packets_in += inn.0;
+    r.bytes_in += inn.1;
+    set_outcome(live);
 }
 
 /// Counters and handshake from the conntrack entry, seen from the device.

@@ -73,6 +73,7 @@ fn opened(
         app: None,
         tcp_flags: None,
         peer_name: None,
+        continuation: false,
     }
 }
 
@@ -677,6 +678,84 @@ mod with_baseline {
         let median = m.baseline.unwrap();
         assert!((100_000.0..300_000.0).contains(&median), "{median}");
         assert!(m.threshold.unwrap() >= 1024.0 * 1024.0);
+    }
+
+    /// A flow the pump holds open to `peer` from `start` for `minutes`, as the live table
+    /// records it: its first minute (1 KiB sent), then a continuation a minute with `per_minute`
+    /// bytes sent in it.
+    fn long_flow(start: u64, minutes: u64, peer: &str, per_minute: u64) -> Vec<FlowRecord> {
+        let mut first = opened(
+            &pump(),
+            start,
+            proto::TCP,
+            peer,
+            443,
+            Some(TcpOutcome::Established),
+        );
+        first.bytes_out = 1024;
+        first.last_seen_ns = start + 60 * NS;
+        let mut v = vec![first.clone()];
+        for m in 1..minutes {
+            v.push(FlowRecord {
+                packets_out: per_minute.div_ceil(1400),
+                bytes_out: per_minute,
+                first_seen_ns: start + m * 60 * NS,
+                last_seen_ns: start + (m + 1) * 60 * NS,
+                continuation: true,
+                ..first.clone()
+            });
+        }
+        v
+    }
+
+    /// `flows` with `extra` merged in time order.
+    fn with(mut flows: Vec<FlowRecord>, extra: &[FlowRecord]) -> Vec<FlowRecord> {
+        flows.extend_from_slice(extra);
+        flows.sort_by_key(|r| r.first_seen_ns);
+        flows
+    }
+
+    #[test]
+    fn a_long_flow_feeds_volume_as_it_runs_and_is_one_new_contact() {
+        let (_, start) = learned();
+        let ordinary = later(ordinary(&pump(), 180), start);
+        // Two hours to a new outside peer, ten times the hour's ~180 KiB after its first
+        // minute: only its continuations carry the bytes.
+        let long = long_flow(start + 30 * NS, 120, "203.0.113.77", 30 << 10);
+        let f = run_b(&with(ordinary.clone(), &long));
+        let volume = by(&f, "volume");
+        assert!(!volume.is_empty(), "{f:#?}");
+        assert!(volume[0].evidence.metrics[0].observed > f64::from(1 << 20));
+        // One new peer, once: the continuations are no new contacts.
+        let new: Vec<_> = f
+            .iter()
+            .filter(|x| x.detector.starts_with("new_"))
+            .collect();
+        assert_eq!(new.len(), 1, "{new:#?}");
+        assert_eq!((new[0].detector.as_str(), new[0].count), ("new_peer", 1));
+        // The first minute alone is under the limit: without its continuations no volume.
+        assert!(by(&run_b(&with(ordinary, &long[..1])), "volume").is_empty());
+    }
+
+    #[test]
+    fn a_long_flows_continuations_are_no_beacon() {
+        let (_, start) = learned();
+        let ordinary = later(ordinary(&pump(), 480), start);
+        // Eight hours (a beacon is scored once its calls span 6 hourly bins), 300 bytes a
+        // minute: the continuations come every 60 s exactly.
+        let long = long_flow(start + 30 * NS, 480, "203.0.113.66", 300);
+        let f = run_b(&with(ordinary.clone(), &long));
+        assert!(by(&f, "beacon").is_empty(), "{f:#?}");
+        assert_eq!(by(&f, "new_peer")[0].count, 1);
+        // Taken as flows, they would read as a beacon.
+        let unmarked: Vec<_> = long
+            .iter()
+            .map(|r| FlowRecord {
+                continuation: false,
+                ..r.clone()
+            })
+            .collect();
+        assert_eq!(by(&run_b(&with(ordinary, &unmarked)), "beacon").len(), 1);
     }
 
     #[test]
