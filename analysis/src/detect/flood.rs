@@ -198,51 +198,63 @@ impl Flood {
         let pps_limit = scale(kind.limit(rates), facts.sensitivity);
         let window_pps = rate.sum / window_s as f64;
         let limit = f64::from(pps_limit);
-        if window_pps < limit && burst_pps < limit {
-            return;
-        }
-        // The larger of the two rates is the one reported, over its own span.
-        let (pps, span, start) = if window_pps >= burst_pps {
+        let mut raise = |pps: f64, span: f64, start: u64, one: bool| {
+            // The window's finding is about every peer in it (named when there is one); a
+            // burst's is about this record alone, so it names the same peer whatever else the
+            // window holds (live, a burst's rest can reach the engine after later flows).
+            let (peers, flows, end) = if one {
+                (
+                    vec![r.peer],
+                    vec![FlowRef::from(r)],
+                    r.last_seen_ns.max(now),
+                )
+            } else {
+                let end = rate.flows.iter().map(|f| f.last_seen_ns).max();
+                (
+                    rate.peers.clone(),
+                    rate.flows.clone(),
+                    end.unwrap_or(now).max(now),
+                )
+            };
+            let (who, verb) = match side {
+                Side::Sent => ("sent", "to"),
+                Side::Received => ("received", "from"),
+            };
+            let mut f = Finding::new(
+                "flood",
+                &r.device,
+                now,
+                Severity::High,
+                (0.7 + 0.1 * (pps / limit - 1.0)).clamp(0.7, 0.99),
+                Technique::new("T0814", "Denial of Service", Matrix::Ics),
+            );
+            f.detector = format!("flood_{}", kind.name());
+            f.peer = (peers.len() == 1).then_some(peers[0]);
+            f.summary = format!(
+                "{} {who} {} {} packets/s {verb} {} peer(s) over {} s (limit {pps_limit}/s)",
+                r.device.name,
+                pps.round(),
+                kind.name(),
+                peers.len(),
+                (span * 10.0).round() / 10.0
+            );
+            f.flows = flows;
+            f.evidence.window_start_ns = start;
+            f.evidence.window_end_ns = end;
+            f.evidence.metrics = vec![Metric::new("packets_per_second", pps).threshold(limit)];
+            f.evidence.peers = peers;
+            f.evidence.names = vec![kind.name().into()];
+            out.push(f);
+        };
+        if window_pps >= limit {
             let start = rate.entries.front().map(|e| e.0).unwrap_or(now);
-            (window_pps, window_s as f64, start)
-        } else {
-            (burst_pps, burst_s, now)
-        };
-        let (who, verb) = match side {
-            Side::Sent => ("sent", "to"),
-            Side::Received => ("received", "from"),
-        };
-        let mut f = Finding::new(
-            "flood",
-            &r.device,
-            now,
-            Severity::High,
-            (0.7 + 0.1 * (pps / limit - 1.0)).clamp(0.7, 0.99),
-            Technique::new("T0814", "Denial of Service", Matrix::Ics),
-        );
-        f.detector = format!("flood_{}", kind.name());
-        f.peer = (rate.peers.len() == 1).then_some(r.peer);
-        f.summary = format!(
-            "{} {who} {} {} packets/s {verb} {} peer(s) over {} s (limit {pps_limit}/s)",
-            r.device.name,
-            pps.round(),
-            kind.name(),
-            rate.peers.len(),
-            (span * 10.0).round() / 10.0
-        );
-        f.flows = rate.flows.clone();
-        f.evidence.window_start_ns = start;
-        f.evidence.window_end_ns = rate
-            .flows
-            .iter()
-            .map(|f| f.last_seen_ns)
-            .max()
-            .unwrap_or(now)
-            .max(now);
-        f.evidence.metrics = vec![Metric::new("packets_per_second", pps).threshold(limit)];
-        f.evidence.peers = rate.peers.clone();
-        f.evidence.names = vec![kind.name().into()];
-        out.push(f);
+            raise(window_pps, window_s as f64, start, false);
+        }
+        // A burst over the limit on its own is also its own finding (the same one as the
+        // window's when the window holds only its peer: they aggregate).
+        if burst_pps >= limit && burst_pps > window_pps {
+            raise(burst_pps, burst_s, now, true);
+        }
     }
 }
 

@@ -51,6 +51,42 @@ fn a_burst_is_judged_on_its_own_rate_over_at_least_a_second() {
     assert!(run(site(), &[udp_burst(&pump(), 1_500, 0)], &[]).is_empty());
 }
 
+/// Live, the rest of a burst reaches the engine when its flow finishes, after flows that came
+/// later: the burst's finding still names the peer it went to, as offline, where it came first.
+#[test]
+fn a_burst_names_its_own_peer_whatever_else_the_window_holds() {
+    let mut dns = opened(&pump(), 2 * NS, proto::UDP, "198.51.100.53", 53, None);
+    dns.packets_in = 1;
+    let mut burst = udp_burst(&pump(), 30_000, NS / 10);
+    burst.peer = ip("198.51.100.99");
+    burst.port = 9;
+    // Fed to the engine in the order given, as the live agent does (`run` sorts by time).
+    let peer_of = |flows: &[FlowRecord]| -> Vec<Option<IpAddr>> {
+        let cfg = DetectConfig::default();
+        let mut e = Engine::new(
+            baseline_free(&cfg),
+            site(),
+            Baselines::default(),
+            cfg.aggregate,
+        );
+        for r in flows {
+            e.observe(&Observation::Flow(r));
+        }
+        let mut p: Vec<_> = by(&e.findings(), "flood_udp")
+            .iter()
+            .map(|f| f.peer)
+            .collect();
+        p.sort();
+        p
+    };
+    // Offline order, the burst first, and live order, the later lookup first: the same
+    // findings, the burst about 198.51.100.99 and the window's average over both peers (no
+    // peer named).
+    let want = vec![None, Some(ip("198.51.100.99"))];
+    assert_eq!(peer_of(&[burst.clone(), dns.clone()]), want);
+    assert_eq!(peer_of(&[dns, burst]), want);
+}
+
 /// The victim's neighbour advertisement opened the ICMPv6 flow; the attacker's echo requests
 /// are its answer side. Returns the victim's record and the attacker's.
 fn flood_into_victims_flow(requests: u64, replies: u64) -> [FlowRecord; 2] {
