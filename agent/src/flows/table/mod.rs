@@ -127,13 +127,16 @@ pub trait Counters {
     }
 }
 
-/// Counters from conntrack entries alone, read by `entry` (nothing unsynced).
-pub fn entries(entry: impl FnMut(&CtKey) -> Option<FlowCounters>) -> impl Counters {
+/// Counters from conntrack entries alone, read by `entry` (nothing unsynced): the tests'.
+#[cfg(test)]
+fn entries(entry: impl FnMut(&CtKey) -> Option<FlowCounters>) -> impl Counters {
     Entries(entry)
 }
 
+#[cfg(test)]
 struct Entries<F>(F);
 
+#[cfg(test)]
 impl<F: FnMut(&CtKey) -> Option<FlowCounters>> Counters for Entries<F> {
     fn entry(&mut self, key: &CtKey) -> Option<FlowCounters> {
         (self.0)(key)
