@@ -403,6 +403,43 @@ impl std::fmt::Display for Stat {
     }
 }
 
+/// New flows, `ROUNDS` rounds of `per_round` each on distinct source ports (round `r` from
+/// 1024 + r * per_round): every program on them, the floor on the same ports to `port + 1`
+/// (other tuples, same conntrack map), in alternating order. Every frame must pass. Samples
+/// (ns/frame) per program.
+fn new_flow_rounds(
+    dps: &mut [Datapath],
+    progs: &[Prog],
+    per_round: u16,
+    peer: [u8; 4],
+    port: u16,
+) -> Vec<Vec<f64>> {
+    let mut samples = vec![Vec::new(); progs.len()];
+    for r in 0..ROUNDS {
+        let sports = (0..per_round).map(|i| 1024 + r * per_round + i);
+        let new: Vec<_> = sports
+            .clone()
+            .map(|s| tcp_frame(s, peer, port, true))
+            .collect();
+        let floor: Vec<_> = sports.map(|s| tcp_frame(s, peer, port + 1, true)).collect();
+        for i in order(r, progs.len()) {
+            let (dp, name) = progs[i];
+            let frames = if name == program_names::FLOOR_CT_INSERT {
+                &floor
+            } else {
+                &new
+            };
+            let (v, ns) = distinct(&mut dps[dp], name, frames);
+            assert!(
+                v.iter().all(|&x| x == 0),
+                "{name} of datapath {dp}: every frame must pass"
+            );
+            samples[i].push(ns);
+        }
+    }
+    samples
+}
+
 /// Round `r`'s order: even rounds run the programs as listed, odd rounds in reverse.
 fn order(r: u16, n: usize) -> Vec<usize> {
     if r.is_multiple_of(2) {
@@ -593,31 +630,7 @@ fn main() {
                 progs.push((1, program_names::INGRESS));
                 progs.push((1, program_names::FLOOR_CT_INSERT));
             }
-            let mut samples = vec![Vec::new(); progs.len()];
-            for r in 0..ROUNDS {
-                let sports = (0..DISTINCT).map(|i| 1024 + r * DISTINCT + i);
-                let new: Vec<_> = sports
-                    .clone()
-                    .map(|s| tcp_frame(s, peer.octets(), port, true))
-                    .collect();
-                let floor: Vec<_> = sports
-                    .map(|s| tcp_frame(s, peer.octets(), port + 1, true))
-                    .collect();
-                for i in order(r, progs.len()) {
-                    let frames = if progs[i].1 == program_names::FLOOR_CT_INSERT {
-                        &floor
-                    } else {
-                        &new
-                    };
-                    let (dp, name) = progs[i];
-                    let (v, ns) = distinct(&mut dps[dp], name, frames);
-                    assert!(
-                        v.iter().all(|&x| x == 0),
-                        "{name} of datapath {dp}: every frame must pass"
-                    );
-                    samples[i].push(ns);
-                }
-            }
+            let samples = new_flow_rounds(&mut dps, &progs, DISTINCT, peer.octets(), port);
             let new_before = samples.get(3).cloned();
             let [new_s, floor_s, trivial_distinct] = [0, 1, 2].map(|i| samples[i].clone());
 
@@ -950,36 +963,18 @@ fn default_cap_rows(rows: &mut Vec<Row>, fresh: &Fresh) {
     if floor.fd().is_err() {
         floor.load().unwrap();
     }
-    let progs = [
-        program_names::INGRESS,
-        program_names::FLOOR_CT_INSERT,
-        program_names::PASS,
+    let progs: [Prog; 3] = [
+        (0, program_names::INGRESS),
+        (0, program_names::FLOOR_CT_INSERT),
+        (0, program_names::PASS),
     ];
-    let mut samples = vec![Vec::new(); progs.len()];
-    for r in 0..ROUNDS {
-        let sports = (0..AT_DEFAULT).map(|i| 1024 + r * AT_DEFAULT + i);
-        let new: Vec<_> = sports
-            .clone()
-            .map(|s| tcp_frame(s, peer.octets(), port, true))
-            .collect();
-        let floor: Vec<_> = sports
-            .map(|s| tcp_frame(s, peer.octets(), port + 1, true))
-            .collect();
-        for i in order(r, progs.len()) {
-            let frames = if progs[i] == program_names::FLOOR_CT_INSERT {
-                &floor
-            } else {
-                &new
-            };
-            let (v, ns) = distinct(&mut dp, progs[i], frames);
-            assert!(
-                v.iter().all(|&x| x == 0),
-                "{}: every frame under the default cap must pass",
-                progs[i]
-            );
-            samples[i].push(ns);
-        }
-    }
+    let samples = new_flow_rounds(
+        std::slice::from_mut(&mut dp),
+        &progs,
+        AT_DEFAULT,
+        peer.octets(),
+        port,
+    );
     // The cap: the places left pass, the one after is refused.
     let opened = u32::from(ROUNDS) * u32::from(AT_DEFAULT);
     let left = (wardgate_common::CT_DEFAULT_MAX_FLOWS - opened) as u16;
