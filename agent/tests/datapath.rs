@@ -770,6 +770,59 @@ fn the_flow_cache_answers_established_packets_but_never_overrides_conntrack() {
 }
 
 #[test]
+fn the_fast_path_leaves_what_it_cannot_judge_whole_to_the_full_parse() {
+    // `ebpf/src/fast.rs` answers a cached flow from the headers, before the full parse. Each
+    // packet below names the cached flow but must get the full parse's verdict: a fast path
+    // that took it would pass it as established. Pinned: the cache is per CPU.
+    pin_to_one_cpu();
+    let (_pin, mut dp) = datapath("fastpath");
+    let tuple = ("192.0.2.10:40032", "198.51.100.10:104");
+    let syn = frame(PUMP_MAC, tuple.0, tuple.1, L4::Syn);
+    let ack = frame(PUMP_MAC, tuple.0, tuple.1, L4::Ack);
+    expect(&mut dp, true, &syn, TC_ACT_OK, Reason::PassPolicy);
+    // The first ACK fills the slot from conntrack; the next ones are cache hits.
+    for _ in 0..3 {
+        expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    }
+    let hits = |dp: &mut Datapath| conntrack_values(dp)[0].packets_fwd;
+    let before = hits(&mut dp);
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    assert_eq!(hits(&mut dp), before, "a cache hit: conntrack untouched");
+
+    // A TCP header cut short (its ports and flags there, the rest missing): malformed.
+    for len in 14 + 20 + 14..14 + 20 + 20 {
+        expect(
+            &mut dp,
+            true,
+            &ack[..len],
+            TC_ACT_SHOT,
+            Reason::DropMalformed,
+        );
+    }
+    // A first fragment of the flow: the fragment tracker must see it, so that its later
+    // fragments (no ports) pass.
+    let first = v4_fragment(ack.clone(), 0x3000, 0, true);
+    expect(&mut dp, true, &first, TC_ACT_OK, Reason::PassEstablished);
+    let later = v4_fragment(ack.clone(), 0x3000, 1480, false);
+    expect(&mut dp, true, &later, TC_ACT_OK, Reason::PassFragment);
+    // The flow's packets in a VLAN tag, with tagged frames configured to be dropped.
+    let mut cfg = gateway_config(false, false);
+    cfg.vlan_action = wardgate_common::ACTION_DROP;
+    dp.set_gateway_config(&cfg).unwrap();
+    expect(
+        &mut dp,
+        true,
+        &tagged(&ack, &[[0x81, 0x00]]),
+        TC_ACT_SHOT,
+        Reason::DropVlan,
+    );
+    // And the untagged packet is still a hit.
+    let before = hits(&mut dp);
+    expect(&mut dp, true, &ack, TC_ACT_OK, Reason::PassEstablished);
+    assert_eq!(hits(&mut dp), before, "still a cache hit");
+}
+
+#[test]
 fn mode_change_takes_effect_on_tracked_flows() {
     let (_pin, mut dp) = datapath("mode");
     let mac = [2, 0, 0, 0, 0, 0x0d];

@@ -68,19 +68,40 @@ pub fn bypass(pkt: &Packet) -> bool {
 /// A hit answers `Some(is_reply)`; a miss (or a slot due for a conntrack refresh) is `None`.
 #[inline(always)]
 pub fn lookup(key: &FlowKey, pkt: &Packet, hook: u8, generation: u32, now: u64) -> Option<bool> {
+    hit(
+        key,
+        mac_word(pkt.dev_mac(hook == DIR_FROM_DEVICE)),
+        pkt.ifindex,
+        pkt.ip_len,
+        generation,
+        now,
+    )
+}
+
+/// `lookup` of a packet given by its parts (`fast.rs` reads them from the headers): the key,
+/// the device side's MAC as a word, the interface and the IP-layer bytes.
+#[inline(always)]
+pub fn hit(
+    key: &FlowKey,
+    dev_mac: u64,
+    ifindex: u32,
+    ip_len: u32,
+    generation: u32,
+    now: u64,
+) -> Option<bool> {
     let slot = WG_FLOWCACHE_V1.get_ptr_mut(key.index())?;
     // Safety: this CPU's slot; nothing else runs on this CPU while we do.
     let slot = unsafe { &mut *slot };
     if now >= slot.deadline_ns
         || slot.key != *key
-        || slot.scope != scope(generation, pkt.ifindex)
-        || slot.dev_mac != mac_word(pkt.dev_mac(hook == DIR_FROM_DEVICE))
+        || slot.scope != scope(generation, ifindex)
+        || slot.dev_mac != dev_mac
     {
         return None;
     }
     // Recording off: the mask is 0 and nothing is folded into conntrack (the switch reaches a
     // slot at its next sync, within `SYNC_NS`).
-    slot.pending += (1 << PENDING_PACKETS_SHIFT | u64::from(pkt.ip_len)) & slot.count_mask;
+    slot.pending += (1 << PENDING_PACKETS_SHIFT | u64::from(ip_len)) & slot.count_mask;
     Some(slot.reply != 0)
 }
 

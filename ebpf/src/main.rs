@@ -2,7 +2,7 @@
 //! devices) of each device-facing interface, enforcing a per-device flow allowlist.
 //!
 //! Order of checks, cheapest and most common first:
-//! parse (VLAN tags, ARP claims) -> IPv6 link-local control plane -> ICMP errors about tracked
+//! established fast path (an IPv4 flow cache hit read from the headers) -> parse (VLAN tags, ARP claims) -> IPv6 link-local control plane -> ICMP errors about tracked
 //! flows -> flow cache -> conntrack -> device (by address, else by MAC) -> MAC of the device
 //! side -> quarantine -> learn -> policy (two LPM lookups) -> management allowlist for what
 //! would be dropped or reported -> conntrack entry (within the device's flow budget) -> event.
@@ -21,6 +21,7 @@ mod conntrack;
 mod copy;
 mod dns;
 mod events;
+mod fast;
 mod floor;
 mod flowcache;
 mod flows;
@@ -99,8 +100,13 @@ enum Next {
 
 #[inline(always)]
 fn classify(ctx: &TcContext, dir: u8) -> i32 {
+    let active = active();
+    // Most packets of a steady flow end here (`fast.rs`).
+    if let Some(reason) = fast::established(ctx, dir, active.1) {
+        return verdict(reason);
+    }
     let mut next = Next::Verdict;
-    let reason = decide(ctx, dir, &mut next);
+    let reason = decide(ctx, dir, active, &mut next);
     if next == Next::Slow {
         slow::hand_over(ctx);
         // Only if the tail call failed: `reason` is `DropNoProgram`.
@@ -172,7 +178,7 @@ fn active() -> (u32, u32) {
 }
 
 #[inline(always)]
-fn decide(ctx: &TcContext, dir: u8, next: &mut Next) -> Reason {
+fn decide(ctx: &TcContext, dir: u8, active: (u32, u32), next: &mut Next) -> Reason {
     let mut slot = MaybeUninit::<Packet>::uninit();
     let pkt = match parse(ctx, &mut slot) {
         // Safety: `parse` wrote the packet before returning `Ip`.
@@ -200,7 +206,7 @@ fn decide(ctx: &TcContext, dir: u8, next: &mut Next) -> Reason {
         Parsed::Vlan => return Reason::DropVlan,
         Parsed::Malformed => return Reason::DropMalformed,
     };
-    let reason = decide_ip(ctx, pkt, dir, next);
+    let reason = decide_ip(ctx, pkt, dir, active, next);
     // The first fragment of a datagram passed: its later fragments (no ports) may follow.
     if pkt.more_fragments && !pkt.fragment && !reason.is_drop() {
         fragments::remember(pkt, clock::now());
@@ -311,8 +317,13 @@ impl Flow<'_> {
 }
 
 #[inline(always)]
-fn decide_ip(ctx: &TcContext, pkt: &Packet, dir: u8, next: &mut Next) -> Reason {
-    let (slot, generation) = active();
+fn decide_ip(
+    ctx: &TcContext,
+    pkt: &Packet,
+    dir: u8,
+    (slot, generation): (u32, u32),
+    next: &mut Next,
+) -> Reason {
     let now = clock::now();
     let from_device = dir == DIR_FROM_DEVICE;
 
