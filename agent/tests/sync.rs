@@ -472,6 +472,58 @@ async fn the_agent_fails_over_to_a_replica_on_the_same_store() {
     );
 }
 
+/// The next address is a controller of another store (another epoch, its generations behind
+/// the agent's): after the failover the agent takes that store's latest whatever its number,
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_another_store_takes_its_latest_whatever_its_number() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let a = demo_lab(dir.path()).await;
+    let other = a.beside(&dir.path().join("other-data")).await.unwrap();
+    other
+        .push_demo_site("eve", "the standby's own copy of the site")
+        .await
+        .unwrap();
+    let host_a = Relay::start(a.addr).await.unwrap();
+    let cfg = ControllerConfig {
+        address: Addresses::new(vec![host_a.url(), other.url()]).unwrap(),
+        connect_timeout_ms: 1_000,
+        ..agent_config(&a)
+    };
+    let mut agent = Agent::start(cfg, Holding::default());
+    handed(&mut agent.seen).await;
+    // The agent runs ahead of the other store.
+    let mut last = 0;
+    for mode in ["monitor", "enforce", "monitor"] {
+        last = set_mode(&a, "pump-3a-bed12", mode).await;
+        agent.reaches(last).await;
+    }
+    applied_on_controller(&a, last).await;
+    let (old_epoch, new_epoch) = (a.store.epoch().unwrap(), other.store.epoch().unwrap());
+    let behind = other.store.latest_generation(GW).unwrap();
+    assert_ne!(old_epoch, new_epoch);
+    assert!(behind < last, "{behind} < {last}");
+
+    host_a.cut().await;
+    drop(a);
+    let state = handed(&mut agent.seen).await;
+    assert_eq!(
+        (state.generation, state.epoch.as_str()),
+        (behind, new_epoch.as_str())
+    );
+    applied_on_controller(&other, behind).await;
+    assert_eq!(agent.holding.lock().unwrap().epoch, new_epoch);
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("controller store epoch changed")
+                && l.contains(&old_epoch)
+                && l.contains(&new_epoch)),
+        "the epoch change is logged:\n{text}"
+    );
+}
+
 /// The first addresses do not answer at start (one refuses, one accepts and never speaks
 /// TLS): the agent goes on to the next, each attempt bounded by `connect_timeout_ms`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

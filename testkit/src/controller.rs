@@ -229,6 +229,18 @@ impl LabController {
         .await
     }
 
+    /// A controller with this one's certificates on another, new store in `data` (another
+    /// epoch): a standby that is not a replica (a store rebuilt or restored elsewhere).
+    pub async fn beside(&self, data: &Path) -> anyhow::Result<LabController> {
+        let settings = Settings::default();
+        let store = Arc::new(
+            SqliteStore::open_with_head(data, &settings.audit_head_path(data))
+                .context("opening the store")?,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_store(self.certs.clone(), store, listener, None, &settings).await
+    }
+
     /// Serves `store` with the certificates in `cert_dir`.
     async fn serve_store(
         cert_dir: PathBuf,
