@@ -413,6 +413,7 @@ impl LabController {
                         addresses: vec![format!("2001:db8:78::{p:x}")],
                         profile: format!("big-{p}"),
                         mode: "enforce".into(),
+                        mode_enum: pb::DeviceMode::Enforce.into(),
                         gateway: gateway.into(),
                         ..Default::default()
                     }),
