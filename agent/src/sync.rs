@@ -213,12 +213,9 @@ async fn links(mut link: Link<'_>) {
     let cfg = link.cfg;
     let addresses = cfg.address.as_slice();
     link.metrics.controller_at(addresses, None);
-    let mut backoff = Duration::from_secs(1);
-    let mut at = 0;
-    // Attempts since the last registered session, or since the last backoff.
-    let mut tries = 0;
+    let mut rotation = Rotation::new(addresses.len());
     loop {
-        let address = &addresses[at];
+        let address = &addresses[rotation.at];
         link.connected = false;
         link.address = address.clone();
         let ended = match session(&mut link).await {
@@ -231,14 +228,8 @@ async fn links(mut link: Link<'_>) {
             Err(e) => Err(e),
         };
         link.metrics.controller_at(addresses, None);
-        if link.connected {
-            backoff = Duration::from_secs(1);
-            tries = 0;
-        }
-        tries += 1;
-        at = (at + 1) % addresses.len();
-        let next = &addresses[at];
-        let wait = (tries >= addresses.len()).then_some(backoff);
+        let wait = rotation.ended(link.connected);
+        let next = &addresses[rotation.at];
         let left = if link.connected {
             "left controller"
         } else {
@@ -256,13 +247,53 @@ async fn links(mut link: Link<'_>) {
             }
         }
         let Some(wait) = wait else { continue };
-        tries = 0;
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             // The agent is stopping and wants its alerts delivered: retry now.
             () = link.alerts.hurried() => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Which controller address the link tries next, and when: round robin over `n` addresses,
+/// the next one at once after an attempt or a session ends, the backoff (1 s doubling to 30 s,
+/// back to 1 s after a registered session) only after a whole round without a session.
+#[derive(Debug)]
+struct Rotation {
+    n: usize,
+    /// The address to try next.
+    at: usize,
+    /// Attempts since the last registered session or the last wait.
+    tries: usize,
+    backoff: Duration,
+}
+
+impl Rotation {
+    fn new(n: usize) -> Self {
+        Rotation {
+            n,
+            at: 0,
+            tries: 0,
+            backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// The attempt at `at` ended (`connected`: it got as far as registering): moves to the
+    /// next address and says how long to wait before trying it.
+    fn ended(&mut self, connected: bool) -> Option<Duration> {
+        if connected {
+            self.backoff = Duration::from_secs(1);
+            self.tries = 0;
+        }
+        self.tries += 1;
+        self.at = (self.at + 1) % self.n;
+        if self.tries < self.n {
+            return None;
+        }
+        self.tries = 0;
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+        Some(wait)
     }
 }
 
@@ -596,6 +627,44 @@ mod tests {
             HealthSource::from_fn(|| None).read(),
         );
         assert_eq!(r.health, None, "unread: no health, not a made-up one");
+    }
+
+    #[test]
+    fn the_rotation_tries_every_address_before_it_backs_off() {
+        let s = Duration::from_secs;
+        // One address: as before replicas, the backoff after every failed attempt.
+        let mut one = Rotation::new(1);
+        let waits: Vec<_> = (0..7).map(|_| one.ended(false)).collect();
+        assert_eq!(
+            waits,
+            [1, 2, 4, 8, 16, 30, 30].map(|n| Some(s(n))),
+            "doubling to 30 s"
+        );
+        assert_eq!(one.ended(true), Some(s(1)), "after a session: 1 s again");
+        assert_eq!(one.at, 0);
+        // Three: the next at once, the backoff once per round.
+        let mut three = Rotation::new(3);
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let wait = three.ended(false);
+            seen.push((three.at, wait));
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, None),
+                (2, None),
+                (0, Some(s(1))),
+                (1, None),
+                (2, None),
+                (0, Some(s(2)))
+            ]
+        );
+        // A session on the first breaks: the second and third at once, then 1 s.
+        assert_eq!(three.ended(true), None);
+        assert_eq!(three.at, 1);
+        assert_eq!((three.ended(false), three.at), (None, 2));
+        assert_eq!((three.ended(false), three.at), (Some(s(1)), 0));
     }
 
     #[test]
