@@ -472,6 +472,46 @@ async fn the_agent_fails_over_to_a_replica_on_the_same_store() {
     );
 }
 
+/// The controller's host vanishes without closing anything (no FIN, no reset): the HTTP/2
+/// keep-alive (a ping after 15 s of silence, 10 s to answer) breaks the stream and the agent
+/// moves to the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_vanished_controller_is_left_for_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = demo_lab(dir.path()).await;
+    let b = a.replica().await.unwrap();
+    let host_a = Relay::start(a.addr).await.unwrap();
+    let host_b = Relay::start(b.addr).await.unwrap();
+    let cfg = ControllerConfig {
+        address: Addresses::new(vec![host_a.url(), host_b.url()]).unwrap(),
+        connect_timeout_ms: 1_000,
+        ..agent_config(&a)
+    };
+    let live = Live::default();
+    let mut agent = Agent::start_with(cfg, Holding::default(), live.clone());
+    let first = handed(&mut agent.seen).await;
+    applied_on_controller(&a, first.generation).await;
+    assert_eq!(live.controller_connected_to(&host_a.url()), 1);
+
+    host_a.freeze();
+    let froze = tokio::time::Instant::now();
+    let next = set_mode(&b, "pump-3a-bed12", "quarantine").await;
+    let state = tokio::time::timeout(Duration::from_secs(40), agent.seen.recv())
+        .await
+        .expect("the keep-alive left the frozen controller within 40 s")
+        .unwrap();
+    let took = froze.elapsed();
+    println!("silent failover: generation {next} handed over {took:?} after the freeze");
+    assert_eq!(state.generation, next);
+    assert!(
+        took >= Duration::from_secs(10),
+        "noticed by the keep-alive, not by a closed connection: {took:?}"
+    );
+    applied_on_controller(&b, next).await;
+    assert_eq!(live.controller_connected_to(&host_b.url()), 1);
+    drop(host_a);
+}
+
 /// The next address is a controller of another store (another epoch, its generations behind
 /// the agent's): after the failover the agent takes that store's latest whatever its number,
 /// and says so.
