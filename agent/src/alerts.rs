@@ -234,6 +234,16 @@ fn severity_rank(severity: &str) -> usize {
         .map_or(0, |s| usize::from(s.rank()))
 }
 
+/// Rank of an alert's severity (the enum, or the name an older sender gave; 0 when neither
+/// reads).
+fn alert_rank(alert: &pb::Alert) -> usize {
+    alert
+        .severity_value()
+        .ok()
+        .flatten()
+        .map_or(0, |s| usize::from(s.rank()))
+}
+
 /// Alerts dropped past the cap since the agent started: per severity (index as in
 /// `SEVERITIES`), and per kind and severity.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -263,7 +273,7 @@ impl Dropped {
     }
 
     fn count(&mut self, alert: &pb::Alert) {
-        let rank = severity_rank(&alert.severity);
+        let rank = alert_rank(alert);
         self.by_severity[rank] += 1;
         *self.by_kind.entry((alert.kind.clone(), rank)).or_default() += 1;
     }
@@ -545,7 +555,7 @@ impl Outbox {
                 if !over(len, bytes) {
                     break 'ranks;
                 }
-                if severity_rank(&p.alert.severity) == rank {
+                if alert_rank(&p.alert) == rank {
                     doomed[i] = true;
                     len -= 1;
                     bytes -= p.alert.encoded_len() as u64;

@@ -338,8 +338,11 @@ fn default_map_fill_every_s() -> u32 {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerConfig {
-    /// e.g. `https://localhost:7443`
-    pub address: String,
+    /// One controller (`https://controller.hospital.example:7443`) or a list of replicas of
+    /// one store (`[https://ctl-a:7443, https://ctl-b:7443]`): the agent connects to the first
+    /// that answers and moves to the next in order when a connection fails or its stream
+    /// breaks.
+    pub address: Addresses,
     pub certs: PathBuf,
     pub gateway: String,
     /// The name the controller's certificate must carry (`wardctl certs init --server-name`).
@@ -359,9 +362,88 @@ pub struct ControllerConfig {
     /// second). Default 60000; at least 1000.
     #[serde(default = "default_health_report_every_ms")]
     pub health_report_every_ms: u64,
+    /// How long one attempt to reach a controller may take (TCP, TLS, registering) before
+    /// the next address is tried. Default 5000; at least 100.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
     /// Renewing the gateway's certificate through the controller.
     #[serde(default)]
     pub renewal: RenewalConfig,
+}
+
+/// The controller addresses of `controller.address`: a string, or a non-empty list of
+/// distinct strings, in the order they are tried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addresses(Vec<String>);
+
+impl Addresses {
+    /// `list` in order; refused when empty, with an empty entry or a repeated one.
+    pub fn new(list: Vec<String>) -> Result<Self, String> {
+        if list.is_empty() {
+            return Err(
+                "controller.address: the list is empty; give one controller \
+                        (https://HOST:PORT) or a list of its replicas"
+                    .into(),
+            );
+        }
+        for (i, a) in list.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(format!("controller.address: entry {} is empty", i + 1));
+            }
+            if list[..i].contains(a) {
+                return Err(format!("controller.address: `{a}` is listed twice"));
+            }
+        }
+        Ok(Addresses(list))
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true (an empty list is refused); for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One address.
+impl From<String> for Addresses {
+    fn from(a: String) -> Self {
+        Addresses(vec![a])
+    }
+}
+
+impl From<&str> for Addresses {
+    fn from(a: &str) -> Self {
+        Addresses(vec![a.to_string()])
+    }
+}
+
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Addresses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            List(Vec<String>),
+        }
+        let list = match Raw::deserialize(d)? {
+            Raw::One(a) => vec![a],
+            Raw::List(l) => l,
+        };
+        Addresses::new(list).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The gateway's certificate is renewed through the controller (a new key each time) once two
@@ -416,6 +498,10 @@ fn default_health_report_every_ms() -> u64 {
     60_000
 }
 
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+
 fn default_server_name() -> String {
     "localhost".into()
 }
@@ -427,6 +513,11 @@ impl ControllerConfig {
 
     pub fn health_report_every(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.health_report_every_ms.max(1000))
+    }
+
+    /// The bound of one attempt to reach a controller.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.connect_timeout_ms.max(100))
     }
 
     /// The outbox file: as configured, or beside the desired-state file.
@@ -770,6 +861,58 @@ mod tests {
             cfg.controller.unwrap().server_name,
             "controller.hospital.example"
         );
+    }
+
+    #[test]
+    fn the_controller_address_is_one_or_a_list_never_none() {
+        let cfg = |address: &str| {
+            AgentConfig::parse(&format!(
+                "interfaces: [a]\ncontroller:\n  address: {address}\n  certs: /c\n  gateway: g\n"
+            ))
+            .map(|c| c.controller.unwrap())
+        };
+        // One address, as before.
+        let one = cfg("https://198.51.100.20:7443").unwrap();
+        assert_eq!(one.address.as_slice(), ["https://198.51.100.20:7443"]);
+        assert_eq!(one.connect_timeout(), std::time::Duration::from_secs(5));
+        // A list (flow or block style), in order.
+        let two = cfg("[https://198.51.100.20:7443, https://198.51.100.21:7443]").unwrap();
+        assert_eq!(
+            two.address.as_slice(),
+            ["https://198.51.100.20:7443", "https://198.51.100.21:7443"]
+        );
+        let block =
+            cfg("\n    - https://198.51.100.21:7443\n    - https://198.51.100.20:7443").unwrap();
+        assert_eq!(
+            block.address.as_slice(),
+            ["https://198.51.100.21:7443", "https://198.51.100.20:7443"]
+        );
+        assert_eq!(
+            block.address.to_string(),
+            "https://198.51.100.21:7443, https://198.51.100.20:7443"
+        );
+        // An empty list, an empty entry, a repeated one: refused, naming the field and line.
+        for (text, says) in [
+            ("[]", "controller.address: the list is empty"),
+            ("['https://198.51.100.20:7443', '']", "entry 2 is empty"),
+            (
+                "[https://198.51.100.20:7443, https://198.51.100.20:7443]",
+                "`https://198.51.100.20:7443` is listed twice",
+            ),
+        ] {
+            let err = format!("{:#}", cfg(text).unwrap_err());
+            assert!(
+                err.contains(says) && err.contains("line 3"),
+                "{text}: {err}"
+            );
+        }
+        let c = AgentConfig::parse(
+            "interfaces: [a]\ncontroller: {address: x, certs: /c, gateway: g, connect_timeout_ms: 1}\n",
+        )
+        .unwrap()
+        .controller
+        .unwrap();
+        assert_eq!(c.connect_timeout(), std::time::Duration::from_millis(100));
     }
 
     #[test]

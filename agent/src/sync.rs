@@ -62,8 +62,27 @@ pub struct Applied {
 }
 
 /// A client of the controller's agent service as `cfg`'s gateway (mTLS), with the transport
-/// limits both ends use.
+/// limits both ends use: the first of `cfg`'s addresses that connects, each tried within
+/// `connect_timeout` (certificate renewal and flow reports; the policy link picks its own).
 pub async fn connect(cfg: &ControllerConfig) -> anyhow::Result<AgentServiceClient<Channel>> {
+    let mut last = None;
+    for address in cfg.address.as_slice() {
+        match connect_to(cfg, address).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("controller.address is never empty"))
+}
+
+/// A client of the controller at `address`, connected within `cfg.connect_timeout()` (TCP and
+/// TLS). The HTTP/2 keep-alive pings make a controller that vanished without closing the
+/// connection (a host powered off, a cable pulled) a broken stream within about
+/// `KEEPALIVE_EVERY + KEEPALIVE_TIMEOUT`, so the link moves on to a replica.
+pub async fn connect_to(
+    cfg: &ControllerConfig,
+    address: &str,
+) -> anyhow::Result<AgentServiceClient<Channel>> {
     let read = |name: String| {
         let p = cfg.certs.join(&name);
         std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
@@ -75,18 +94,28 @@ pub async fn connect(cfg: &ControllerConfig) -> anyhow::Result<AgentServiceClien
             read(format!("gateway-{}.key", cfg.gateway))?,
         ))
         .domain_name(cfg.server_name.clone());
-    let ch = Channel::from_shared(cfg.address.clone())?
+    let endpoint = Channel::from_shared(address.to_string())
+        .with_context(|| format!("controller address `{address}`"))?
         .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
+        .connect_timeout(cfg.connect_timeout())
+        .http2_keep_alive_interval(KEEPALIVE_EVERY)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    let ch = tokio::time::timeout(cfg.connect_timeout(), endpoint.connect())
         .await
-        .with_context(|| format!("connecting to {}", cfg.address))?;
+        .map_err(|_| anyhow::anyhow!("no answer within {:?}", cfg.connect_timeout()))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("connecting to {address}"))?;
     // The limits the controller uses: bundles up to MAX_BUNDLE_BYTES (it refuses writes that
     // would compile bigger ones), requests up to MAX_REQUEST_BYTES.
     Ok(AgentServiceClient::new(ch)
         .max_decoding_message_size(wardgate_proto::MAX_BUNDLE_BYTES)
         .max_encoding_message_size(wardgate_proto::MAX_REQUEST_BYTES))
 }
+
+/// HTTP/2 pings on the controller connection, and how long one may go unanswered.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one connection works with; it outlives connections.
 struct Link<'a> {
@@ -98,6 +127,8 @@ struct Link<'a> {
     metrics: Live,
     /// The last session got as far as registering: the next retry starts from the shortest delay.
     connected: bool,
+    /// The controller address of the current (or last) session.
+    address: String,
     /// Bumped by the renewal task after each new certificate: the session ends and the next
     /// one connects with it.
     renewed: watch::Receiver<u64>,
@@ -162,6 +193,7 @@ pub async fn run(
         alerts,
         metrics: metrics.clone(),
         connected: false,
+        address: String::new(),
         renewed,
         health,
         error: String::new(),
@@ -173,37 +205,95 @@ pub async fn run(
     }
 }
 
-/// Sessions one after the other, with a bounded backoff between failed ones.
+/// Sessions one after the other over the configured addresses: after a session ends (its
+/// stream broke, the controller closed it, refused this release) or an attempt fails, the
+/// next address in order is tried at once; after a full round of addresses without a
+/// registered session, the bounded backoff. A certificate renewal reconnects to the same one.
 async fn links(mut link: Link<'_>) {
-    let mut backoff = Duration::from_secs(1);
+    let cfg = link.cfg;
+    let addresses = cfg.address.as_slice();
+    link.metrics.controller_at(addresses, None);
+    let mut rotation = Rotation::new(addresses.len());
     loop {
+        let address = &addresses[rotation.at];
         link.connected = false;
-        let ended = session(&mut link).await;
-        link.metrics.controller_connected.set(0);
-        match ended {
+        link.address = address.clone();
+        let ended = match session(&mut link).await {
             Ok(Ended::Renewed) => {
-                tracing::info!("gateway certificate renewed: reconnecting with it");
+                link.metrics.controller_at(addresses, None);
+                tracing::info!(address, "gateway certificate renewed: reconnecting with it");
                 continue;
             }
-            Ok(Ended::Closed) => {
-                tracing::warn!("controller closed the policy stream; reconnecting")
+            Ok(Ended::Closed) => Ok(()),
+            Err(e) => Err(e),
+        };
+        link.metrics.controller_at(addresses, None);
+        let wait = rotation.ended(link.connected);
+        let next = &addresses[rotation.at];
+        let left = if link.connected {
+            "left controller"
+        } else {
+            "controller not reached"
+        };
+        match ended {
+            Ok(()) => {
+                tracing::warn!(address, next, retry_in = ?wait, "{left}: it closed the policy stream")
             }
             Err(e) if release_refused(&e) => {
-                tracing::error!(error = format!("{e:#}"), retry_in = ?backoff, "agent and controller releases are incompatible: no policy taken, enforcing the last policy")
+                tracing::error!(address, next, error = format!("{e:#}"), retry_in = ?wait, "{left}: agent and controller releases are incompatible; no policy taken from it, enforcing the last policy")
             }
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "controller unreachable; enforcing the last policy")
+                tracing::warn!(address, next, error = format!("{e:#}"), retry_in = ?wait, "{left}: unreachable or stream broken; enforcing the last policy")
             }
         }
-        if link.connected {
-            backoff = Duration::from_secs(1);
-        }
+        let Some(wait) = wait else { continue };
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(wait) => {}
             // The agent is stopping and wants its alerts delivered: retry now.
             () = link.alerts.hurried() => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Which controller address the link tries next, and when: round robin over `n` addresses,
+/// the next one at once after an attempt or a session ends, the backoff (1 s doubling to 30 s,
+/// back to 1 s after a registered session) only after a whole round without a session.
+#[derive(Debug)]
+struct Rotation {
+    n: usize,
+    /// The address to try next.
+    at: usize,
+    /// Attempts since the last registered session or the last wait.
+    tries: usize,
+    backoff: Duration,
+}
+
+impl Rotation {
+    fn new(n: usize) -> Self {
+        Rotation {
+            n,
+            at: 0,
+            tries: 0,
+            backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// The attempt at `at` ended (`connected`: it got as far as registering): moves to the
+    /// next address and says how long to wait before trying it.
+    fn ended(&mut self, connected: bool) -> Option<Duration> {
+        if connected {
+            self.backoff = Duration::from_secs(1);
+            self.tries = 0;
+        }
+        self.tries += 1;
+        self.at = (self.at + 1) % self.n;
+        if self.tries < self.n {
+            return None;
+        }
+        self.tries = 0;
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+        Some(wait)
     }
 }
 
@@ -240,25 +330,40 @@ async fn session(link: &mut Link<'_>) -> anyhow::Result<Ended> {
     let cfg = link.cfg;
     // Whatever renewal happened before this connection, it uses the files as they are now.
     link.renewed.borrow_and_update();
-    let mut client = connect(cfg).await?;
-    let reg = client
-        .register(RegisterRequest {
-            gateway: cfg.gateway.clone(),
-            interfaces: vec![],
-            agent_version: compat::VERSION.into(),
-        })
-        .await?
-        .into_inner();
+    let address = link.address.clone();
+    // Connecting and registering, bounded: a controller that accepts and never answers is
+    // left for the next address.
+    let (mut client, reg) = tokio::time::timeout(cfg.connect_timeout(), async {
+        let mut client = connect_to(cfg, &address).await?;
+        let reg = client
+            .register(RegisterRequest {
+                gateway: cfg.gateway.clone(),
+                interfaces: vec![],
+                agent_version: compat::VERSION.into(),
+            })
+            .await?
+            .into_inner();
+        anyhow::Ok((client, reg))
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "{address}: not registered within {:?}",
+            cfg.connect_timeout()
+        )
+    })??;
     // A controller this release cannot follow: stop before asking for policy (retried with
     // backoff, so upgrading either side resumes the session).
     compat::check(compat::VERSION, &reg.controller_version)?;
     link.connected = true;
     link.metrics.controller_connects.inc();
-    link.metrics.controller_connected.set(1);
+    link.metrics
+        .controller_at(cfg.address.as_slice(), Some(&address));
     link.metrics
         .controller_generation
         .set(i64::from(reg.latest_generation));
     tracing::info!(
+        address,
         gateway = cfg.gateway,
         latest = reg.latest_generation,
         epoch = reg.epoch,
@@ -522,6 +627,44 @@ mod tests {
             HealthSource::from_fn(|| None).read(),
         );
         assert_eq!(r.health, None, "unread: no health, not a made-up one");
+    }
+
+    #[test]
+    fn the_rotation_tries_every_address_before_it_backs_off() {
+        let s = Duration::from_secs;
+        // One address: as before replicas, the backoff after every failed attempt.
+        let mut one = Rotation::new(1);
+        let waits: Vec<_> = (0..7).map(|_| one.ended(false)).collect();
+        assert_eq!(
+            waits,
+            [1, 2, 4, 8, 16, 30, 30].map(|n| Some(s(n))),
+            "doubling to 30 s"
+        );
+        assert_eq!(one.ended(true), Some(s(1)), "after a session: 1 s again");
+        assert_eq!(one.at, 0);
+        // Three: the next at once, the backoff once per round.
+        let mut three = Rotation::new(3);
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let wait = three.ended(false);
+            seen.push((three.at, wait));
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, None),
+                (2, None),
+                (0, Some(s(1))),
+                (1, None),
+                (2, None),
+                (0, Some(s(2)))
+            ]
+        );
+        // A session on the first breaks: the second and third at once, then 1 s.
+        assert_eq!(three.ended(true), None);
+        assert_eq!(three.at, 1);
+        assert_eq!((three.ended(false), three.at), (None, 2));
+        assert_eq!((three.ended(false), three.at), (Some(s(1)), 0));
     }
 
     #[test]

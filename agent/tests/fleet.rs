@@ -81,13 +81,14 @@ fn target(lab: &LabController, gateway: &str, certs: PathBuf) -> Target {
 
 fn agent_config(lab: &LabController, gateway: &str, certs: PathBuf) -> ControllerConfig {
     ControllerConfig {
-        address: lab.url(),
+        address: lab.url().into(),
         certs,
         gateway: gateway.into(),
         server_name: "localhost".into(),
         outbox: None,
         flow_report_every_ms: 30_000,
         health_report_every_ms: 60_000,
+        connect_timeout_ms: 5_000,
         renewal: RenewalConfig {
             retry_min_ms: 200,
             retry_max_ms: 1_000,

@@ -20,13 +20,14 @@ async fn records_go_in_acknowledged_batches_and_a_refusal_says_what_was_stored()
             .await
             .unwrap();
     let cfg = ControllerConfig {
-        address: lab.url(),
+        address: lab.url().into(),
         certs: lab.certs().to_path_buf(),
         gateway: GW.into(),
         server_name: "localhost".into(),
         outbox: None,
         flow_report_every_ms: 30_000,
         health_report_every_ms: 60_000,
+        connect_timeout_ms: 5_000,
         renewal: Default::default(),
     };
     let mut client = sync::connect(&cfg).await.unwrap();
@@ -101,13 +102,14 @@ async fn queued_records_reach_flow_days_on_the_interval_and_survive_an_outage() 
             .await
             .unwrap();
     let cfg = ControllerConfig {
-        address: lab.url(),
+        address: lab.url().into(),
         certs: lab.certs().to_path_buf(),
         gateway: GW.into(),
         server_name: "localhost".into(),
         outbox: None,
         flow_report_every_ms: 200,
         health_report_every_ms: 60_000,
+        connect_timeout_ms: 5_000,
         renewal: Default::default(),
     };
     let now = std::time::SystemTime::now()

@@ -109,7 +109,7 @@ async fn tiny_limits_drop_the_lowest_and_oldest_first_count_it_and_deliver_the_r
     .unwrap();
     let down: ControllerConfig = cfg.controller.clone().unwrap();
     let up = ControllerConfig {
-        address: lab.url(),
+        address: lab.url().into(),
         ..down.clone()
     };
     let outbox_path = down.outbox_path(&cfg.desired_state);

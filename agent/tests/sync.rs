@@ -13,7 +13,7 @@ use std::{
 use tokio::sync::mpsc;
 use wardgate_agent::{
     alerts::{AlertQueue, Outbox},
-    config::ControllerConfig,
+    config::{Addresses, ControllerConfig},
     health::HealthSource,
     metrics::Live,
     sync::{self, Applied, Holding},
@@ -21,7 +21,7 @@ use wardgate_agent::{
 use wardgate_controller::store::{AlertQuery, Store};
 use wardgate_policy::DesiredState;
 use wardgate_proto::v1 as pb;
-use wardgate_testkit::controller::LabController;
+use wardgate_testkit::{controller::LabController, relay::Relay};
 
 const GW: &str = "gw-ward-3";
 
@@ -69,13 +69,14 @@ async fn demo_lab(dir: &std::path::Path) -> LabController {
 /// The agent's controller settings for the lab's gateway `GW`.
 fn agent_config(lab: &LabController) -> ControllerConfig {
     ControllerConfig {
-        address: lab.url(),
+        address: lab.url().into(),
         certs: lab.certs().to_path_buf(),
         gateway: GW.into(),
         server_name: "localhost".into(),
         outbox: None,
         flow_report_every_ms: 30_000,
         health_report_every_ms: 60_000,
+        connect_timeout_ms: 5_000,
         renewal: Default::default(),
     }
 }
@@ -108,6 +109,11 @@ struct Agent {
 
 impl Agent {
     fn start(cfg: ControllerConfig, holding: Holding) -> Agent {
+        Agent::start_with(cfg, holding, Live::default())
+    }
+
+    /// As `start`, counting into `live`.
+    fn start_with(cfg: ControllerConfig, holding: Holding, live: Live) -> Agent {
         let (writer, mut bundles) = mpsc::channel::<Arc<DesiredState>>(64);
         let (report, applied) = mpsc::channel(4);
         let (seen_tx, seen) = mpsc::channel(64);
@@ -118,7 +124,7 @@ impl Agent {
             writer,
             applied,
             AlertQueue::new(Outbox::default()),
-            Live::default(),
+            live,
             HealthSource::from_fn(|| None),
         ));
         let keep = held.clone();
@@ -199,7 +205,7 @@ async fn the_agent_follows_the_controller_and_resumes_after_a_restart() {
     assert_eq!(*first, latest.state(&epoch).unwrap());
     assert_eq!(first.content_hash, latest.content_hash());
     // The metrics say so: connected, and the newest generation offered.
-    assert_eq!(live.controller_connected.get(), 1);
+    assert_eq!(live.controller_connected_to(&lab.url()), 1);
     assert_eq!(live.controller_connects.get(), 1);
     assert_eq!(
         live.controller_generation.get(),
@@ -391,6 +397,213 @@ async fn a_restored_store_that_diverged_reaches_the_agent_even_at_the_same_numbe
     assert_eq!(mode("monitor-3a-bed12"), wardgate_policy::Mode::Enforce);
     assert_ne!(mode("pump-3a-bed12"), wardgate_policy::Mode::Quarantine);
     applied_on_controller(&lab, diverged).await;
+}
+
+/// Two controllers on one store (replicas), each behind a relay that plays its host, and an
+/// agent given both addresses: when the host of the one it is on dies, the agent moves to the
+/// other at once, without taking again what it holds (same store, same epoch), and a
+/// generation written through the survivor after the death reaches it within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_fails_over_to_a_replica_on_the_same_store() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let a = demo_lab(dir.path()).await;
+    let b = a.replica().await.unwrap();
+    let host_a = Relay::start(a.addr).await.unwrap();
+    let host_b = Relay::start(b.addr).await.unwrap();
+    let (url_a, url_b) = (host_a.url(), host_b.url());
+    let cfg = ControllerConfig {
+        address: Addresses::new(vec![url_a.clone(), url_b.clone()]).unwrap(),
+        connect_timeout_ms: 1_000,
+        ..agent_config(&a)
+    };
+    let live = Live::default();
+    let mut agent = Agent::start_with(cfg, Holding::default(), live.clone());
+    let first = handed(&mut agent.seen).await;
+    assert_eq!(first.generation, a.store.latest_generation(GW).unwrap());
+    applied_on_controller(&a, first.generation).await;
+    // On the first address, and the metrics say which.
+    let on = |live: &Live| {
+        (
+            live.controller_connected_to(&url_a),
+            live.controller_connected_to(&url_b),
+        )
+    };
+    assert_eq!(on(&live), (1, 0));
+    assert_eq!(live.controller_connects.get(), 1);
+
+    // A's host dies: its connections close and its port refuses.
+    host_a.cut().await;
+    drop(a);
+    let died = tokio::time::Instant::now();
+    let next = set_mode(&b, "pump-3a-bed12", "quarantine").await;
+    assert_eq!(next, first.generation + 1);
+    // The first hand-over after the death is the new generation: the replica did not send
+    // again what the agent holds.
+    let state = tokio::time::timeout(Duration::from_secs(5), agent.seen.recv())
+        .await
+        .expect("the new generation reached the agent within 5 s of the death")
+        .unwrap();
+    let took = died.elapsed();
+    println!("failover: generation {next} handed over {took:?} after the death");
+    assert_eq!(state.generation, next);
+    assert_eq!(state.epoch, first.epoch, "one store, one epoch");
+    let pump = state
+        .devices
+        .iter()
+        .find(|d| d.name == "pump-3a-bed12")
+        .unwrap();
+    assert_eq!(pump.mode, wardgate_policy::Mode::Quarantine);
+    // Applied by the agent, and reported to the survivor.
+    applied_on_controller(&b, next).await;
+    assert_eq!(agent.holding.lock().unwrap().generation, next);
+    assert_eq!(on(&live), (0, 1));
+    assert_eq!(live.controller_connects.get(), 2);
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("left controller") && l.contains(&url_a) && l.contains(&url_b)),
+        "leaving A for B is logged with both addresses:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("connected to controller") && l.contains(&url_b)),
+        "the new controller is logged:\n{text}"
+    );
+}
+
+/// The controller's host vanishes without closing anything (no FIN, no reset): the HTTP/2
+/// keep-alive (a ping after 15 s of silence, 10 s to answer) breaks the stream and the agent
+/// moves to the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_vanished_controller_is_left_for_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = demo_lab(dir.path()).await;
+    let b = a.replica().await.unwrap();
+    let host_a = Relay::start(a.addr).await.unwrap();
+    let host_b = Relay::start(b.addr).await.unwrap();
+    let cfg = ControllerConfig {
+        address: Addresses::new(vec![host_a.url(), host_b.url()]).unwrap(),
+        connect_timeout_ms: 1_000,
+        ..agent_config(&a)
+    };
+    let live = Live::default();
+    let mut agent = Agent::start_with(cfg, Holding::default(), live.clone());
+    let first = handed(&mut agent.seen).await;
+    applied_on_controller(&a, first.generation).await;
+    assert_eq!(live.controller_connected_to(&host_a.url()), 1);
+
+    host_a.freeze();
+    let froze = tokio::time::Instant::now();
+    let next = set_mode(&b, "pump-3a-bed12", "quarantine").await;
+    let state = tokio::time::timeout(Duration::from_secs(40), agent.seen.recv())
+        .await
+        .expect("the keep-alive left the frozen controller within 40 s")
+        .unwrap();
+    let took = froze.elapsed();
+    println!("silent failover: generation {next} handed over {took:?} after the freeze");
+    assert_eq!(state.generation, next);
+    assert!(
+        took >= Duration::from_secs(10),
+        "noticed by the keep-alive, not by a closed connection: {took:?}"
+    );
+    applied_on_controller(&b, next).await;
+    assert_eq!(live.controller_connected_to(&host_b.url()), 1);
+    drop(host_a);
+}
+
+/// The next address is a controller of another store (another epoch, its generations behind
+/// the agent's): after the failover the agent takes that store's latest whatever its number,
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_another_store_takes_its_latest_whatever_its_number() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let a = demo_lab(dir.path()).await;
+    let other = a.beside(&dir.path().join("other-data")).await.unwrap();
+    other
+        .push_demo_site("eve", "the standby's own copy of the site")
+        .await
+        .unwrap();
+    let host_a = Relay::start(a.addr).await.unwrap();
+    let cfg = ControllerConfig {
+        address: Addresses::new(vec![host_a.url(), other.url()]).unwrap(),
+        connect_timeout_ms: 1_000,
+        ..agent_config(&a)
+    };
+    let mut agent = Agent::start(cfg, Holding::default());
+    handed(&mut agent.seen).await;
+    // The agent runs ahead of the other store.
+    let mut last = 0;
+    for mode in ["monitor", "enforce", "monitor"] {
+        last = set_mode(&a, "pump-3a-bed12", mode).await;
+        agent.reaches(last).await;
+    }
+    applied_on_controller(&a, last).await;
+    let (old_epoch, new_epoch) = (a.store.epoch().unwrap(), other.store.epoch().unwrap());
+    let behind = other.store.latest_generation(GW).unwrap();
+    assert_ne!(old_epoch, new_epoch);
+    assert!(behind < last, "{behind} < {last}");
+
+    host_a.cut().await;
+    drop(a);
+    let state = handed(&mut agent.seen).await;
+    assert_eq!(
+        (state.generation, state.epoch.as_str()),
+        (behind, new_epoch.as_str())
+    );
+    applied_on_controller(&other, behind).await;
+    assert_eq!(agent.holding.lock().unwrap().epoch, new_epoch);
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("controller store epoch changed")
+                && l.contains(&old_epoch)
+                && l.contains(&new_epoch)),
+        "the epoch change is logged:\n{text}"
+    );
+}
+
+/// The first addresses do not answer at start (one refuses, one accepts and never speaks
+/// TLS): the agent goes on to the next, each attempt bounded by `connect_timeout_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_first_addresses_are_skipped_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = demo_lab(dir.path()).await;
+    // A port nothing listens on, and a listener that never accepts (the kernel completes the
+    // TCP handshake; nothing answers the TLS one).
+    let refused = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("https://localhost:{}", l.local_addr().unwrap().port())
+    };
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("https://localhost:{}", silent.local_addr().unwrap().port());
+    let cfg = ControllerConfig {
+        address: Addresses::new(vec![refused.clone(), silent_url.clone(), lab.url()]).unwrap(),
+        connect_timeout_ms: 1_000,
+        ..agent_config(&lab)
+    };
+    let live = Live::default();
+    let started = tokio::time::Instant::now();
+    let mut agent = Agent::start_with(cfg, Holding::default(), live.clone());
+    let first = handed(&mut agent.seen).await;
+    let took = started.elapsed();
+    println!("past a refused and a silent address in {took:?}");
+    assert_eq!(first.generation, lab.store.latest_generation(GW).unwrap());
+    assert!(
+        took < Duration::from_secs(4),
+        "one bounded attempt each (1 s), no backoff within a round: {took:?}"
+    );
+    applied_on_controller(&lab, first.generation).await;
+    assert_eq!(agent.holding.lock().unwrap().generation, first.generation);
+    assert_eq!(
+        (
+            live.controller_connected_to(&refused),
+            live.controller_connected_to(&silent_url),
+            live.controller_connected_to(&lab.url())
+        ),
+        (0, 0, 1)
+    );
 }
 
 /// A ward whose compiled policy is several MiB: the agent used to keep tonic's 4 MiB decode

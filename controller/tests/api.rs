@@ -1053,3 +1053,104 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// Device modes travel as the `DeviceMode` enum beside the string: a 0.1.0 wardctl's device
+/// (the string alone) is read, the enum wins where both are sent, answers carry both, and an
+/// unknown name or number is InvalidArgument naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_modes_travel_as_enum_and_string_and_a_0_1_0_peer_still_works() {
+    let c = Controller::start().await;
+    let mut eve = c.admin("user-eve").await;
+    let device = |mode: &str, mode_enum: i32| pb::Device {
+        name: "pump-enum".into(),
+        id: 61,
+        mac: "02:00:00:00:00:61".into(),
+        addresses: vec!["192.0.2.61".into()],
+        profile: "infusion-pump".into(),
+        mode: mode.into(),
+        mode_enum,
+        gateway: "gw-other".into(),
+        ..Default::default()
+    };
+    let upsert = |d: pb::Device| pb::UpsertDeviceRequest {
+        accept_impact: false,
+        device: Some(d),
+        reason: "CHG-7".into(),
+    };
+    let stored = |eve: &mut AdminServiceClient<Channel>| {
+        let mut eve = eve.clone();
+        async move {
+            eve.get_device(pb::GetDeviceRequest {
+                name: "pump-enum".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    // A 0.1.0 wardctl: the string alone.
+    eve.upsert_device(upsert(device("monitor", 0)))
+        .await
+        .unwrap();
+    let d = stored(&mut eve).await;
+    assert_eq!(
+        (d.mode.as_str(), d.mode_enum()),
+        ("monitor", pb::DeviceMode::Monitor),
+        "answered in both forms"
+    );
+    // Both sent: the enum is what counts.
+    eve.upsert_device(upsert(device("monitor", pb::DeviceMode::Learn.into())))
+        .await
+        .unwrap();
+    let d = stored(&mut eve).await;
+    assert_eq!(
+        (d.mode.as_str(), d.mode_enum()),
+        ("learn", pb::DeviceMode::Learn)
+    );
+    // Unknown: refused, naming the field, nothing changed.
+    for (mode, mode_enum, says) in [
+        ("lockdown", 0, "lockdown"),
+        ("", 0, "mode"),
+        ("learn", 9, "9"),
+    ] {
+        let s = eve
+            .upsert_device(upsert(device(mode, mode_enum)))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{mode}/{mode_enum}: {s:?}");
+        assert!(
+            s.message().contains("mode: ") && s.message().contains(says),
+            "{mode}/{mode_enum}: {}",
+            s.message()
+        );
+    }
+    assert_eq!(stored(&mut eve).await.mode_enum(), pb::DeviceMode::Learn);
+    // A dry run's preview carries both forms of each mode.
+    let w = eve
+        .set_mode(pb::SetModeRequest {
+            accept_impact: false,
+            device: "pump-enum".into(),
+            mode: "monitor".into(),
+            reason: "CHG-7".into(),
+            dry_run: true,
+            for_minutes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let p = w.preview.iter().find(|p| p.device == "pump-enum").unwrap();
+    assert_eq!(
+        (
+            p.mode_before.as_str(),
+            p.mode_before_enum(),
+            p.mode_after.as_str(),
+            p.mode_after_enum()
+        ),
+        (
+            "learn",
+            pb::DeviceMode::Learn,
+            "monitor",
+            pb::DeviceMode::Monitor
+        )
+    );
+}

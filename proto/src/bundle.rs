@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use prost::Message as _;
 use thiserror::Error;
 use wardgate_policy::desired::{
-    AppRule, DesiredState, DeviceEntry, Direction, MacAddr, Mode, PeerEntry, PolicyEntry,
-    PortEntry, PortPrefix, PortRange, Proto, Rule,
+    AppRule, DesiredState, DeviceEntry, Direction, MacAddr, PeerEntry, PolicyEntry, PortEntry,
+    PortPrefix, PortRange, Proto, Rule,
 };
 use wardgate_policy::detection::{ClassDetection, Tuning};
 use wardgate_policy::profile::Sensitivity;
@@ -109,13 +109,7 @@ impl From<&DesiredState> for pb::CompiledPolicy {
                     addrs: d.addrs.iter().map(|a| ip_bytes(*a)).collect(),
                     mac: d.mac.0.to_vec(),
                     policy_id: d.policy_id,
-                    mode: match d.mode {
-                        Mode::Learn => pb::DeviceMode::Learn,
-                        Mode::Monitor => pb::DeviceMode::Monitor,
-                        Mode::Enforce => pb::DeviceMode::Enforce,
-                        Mode::Quarantine => pb::DeviceMode::Quarantine,
-                    }
-                    .into(),
+                    mode: crate::enums::mode_pb(d.mode).into(),
                     max_flows: d.max_flows,
                     fail_open: d.fail_open,
                     grace_s: Some(d.grace_s),
@@ -494,18 +488,15 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
                     format!("a MAC has 6 bytes, not {}", d.mac.len()),
                 )
             })?;
-            let mode = match pb::DeviceMode::try_from(d.mode) {
-                Ok(pb::DeviceMode::Learn) => Mode::Learn,
-                Ok(pb::DeviceMode::Monitor) => Mode::Monitor,
-                Ok(pb::DeviceMode::Enforce) => Mode::Enforce,
-                Ok(pb::DeviceMode::Quarantine) => Mode::Quarantine,
-                _ => {
-                    return Err(cx.err(
+            let mode = pb::DeviceMode::try_from(d.mode)
+                .ok()
+                .and_then(crate::enums::mode_of_pb)
+                .ok_or_else(|| {
+                    cx.err(
                         format!("{at}.mode"),
                         format!("{} is not a device mode", d.mode),
-                    ));
-                }
-            };
+                    )
+                })?;
             devices.push(DeviceEntry {
                 device_id,
                 name: d.name.clone(),
@@ -646,6 +637,7 @@ impl TryFrom<pb::PolicyBundle> for DesiredState {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use wardgate_policy::Mode;
 
     use wardgate_common::capacity;
     use wardgate_policy::{ProfileSet, compile_detailed, parse_site};

@@ -11,7 +11,7 @@ use wardgate_analysis::{
     FlowDirection, Mac,
     detect::Finding,
     detect::finding::{
-        Evidence, FlowRef, MAX_FLOWS, MAX_LISTED, Matrix, Metric, Severity, Technique, datapath,
+        Evidence, FlowRef, MAX_FLOWS, MAX_LISTED, Matrix, Metric, Technique, datapath,
     },
     flow::DeviceRef,
 };
@@ -91,8 +91,10 @@ impl From<&Finding> for pb::Alert {
             profile: opt_string(&f.class),
             rule_id: f.rule.unwrap_or(0),
             kind: datapath::kind(&f.detector).into(),
-            severity: f.severity.as_str().into(),
+            severity: f.severity.to_string(),
+            severity_enum: crate::enums::severity_pb(f.severity).into(),
             mode: opt_string(&f.mode),
+            mode_enum: crate::enums::mode_number(f.mode.as_deref().unwrap_or_default()),
             src,
             src_port,
             dst,
@@ -320,15 +322,17 @@ impl TryFrom<&pb::Alert> for Finding {
         if a.id.is_empty() {
             return Err(c.err("id", "empty"));
         }
-        let severity = a.severity.parse::<Severity>().map_err(|_| {
-            c.err(
-                "severity",
-                format!(
-                    "`{}` is not one of info, low, medium, high, critical",
-                    a.severity
-                ),
-            )
-        })?;
+        // The enum, or the name from a 0.1.0 agent.
+        let severity = a
+            .severity_value()
+            .map_err(|e| c.err(e.field, e.problem))?
+            .ok_or_else(|| {
+                c.err(
+                    "severity",
+                    "empty: one of info, low, medium, high, critical",
+                )
+            })?;
+        let mode = a.mode_value().map_err(|e| c.err(e.field, e.problem))?;
         // An alert without a detector comes from an agent that predates findings: it is the
         // datapath detector of its kind, certain, counted once.
         let legacy = a.detector.is_empty();
@@ -440,7 +444,7 @@ impl TryFrom<&pb::Alert> for Finding {
             rule: (a.rule_id != 0).then_some(a.rule_id),
             generation: (a.generation != 0).then_some(a.generation),
             rule_name: some(&a.rule_name),
-            mode: some(&a.mode),
+            mode: mode.map(|m| m.to_string()),
             detector,
             severity,
             confidence,

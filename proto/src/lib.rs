@@ -10,10 +10,12 @@ pub mod v1 {
 
 pub mod bundle;
 pub mod compat;
+pub mod enums;
 pub mod finding;
 pub mod flows;
 
 pub use bundle::{BundleError, bundle_len};
+pub use enums::FieldError;
 pub use finding::AlertError;
 
 /// The .proto files, for clients in other languages (e.g. the Python interop test).

@@ -205,13 +205,51 @@ impl LabController {
         enroll: Option<tokio::net::TcpListener>,
         settings: &Settings,
     ) -> anyhow::Result<LabController> {
-        let cert_dir = dir.join("certs");
-        let enroll_addr = enroll.as_ref().map(|l| l.local_addr()).transpose()?;
         let data = dir.join("data");
         let store = Arc::new(
             SqliteStore::open_with_head(&data, &settings.audit_head_path(&data))
                 .context("opening the store")?,
         );
+        LabController::serve_store(dir.join("certs"), store, listener, enroll, settings).await
+    }
+
+    /// A second controller on this one's store and certificates, on its own ephemeral loopback
+    /// port (and metrics port): a replica, as two controller processes on one database are.
+    /// Each has its own server context, so a write wakes the agent streams of the replica it
+    /// went through only.
+    pub async fn replica(&self) -> anyhow::Result<LabController> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_store(
+            self.certs.clone(),
+            self.store.clone(),
+            listener,
+            None,
+            &Settings::default(),
+        )
+        .await
+    }
+
+    /// A controller with this one's certificates on another, new store in `data` (another
+    /// epoch): a standby that is not a replica (a store rebuilt or restored elsewhere).
+    pub async fn beside(&self, data: &Path) -> anyhow::Result<LabController> {
+        let settings = Settings::default();
+        let store = Arc::new(
+            SqliteStore::open_with_head(data, &settings.audit_head_path(data))
+                .context("opening the store")?,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_store(self.certs.clone(), store, listener, None, &settings).await
+    }
+
+    /// Serves `store` with the certificates in `cert_dir`.
+    async fn serve_store(
+        cert_dir: PathBuf,
+        store: Arc<SqliteStore>,
+        listener: tokio::net::TcpListener,
+        enroll: Option<tokio::net::TcpListener>,
+        settings: &Settings,
+    ) -> anyhow::Result<LabController> {
+        let enroll_addr = enroll.as_ref().map(|l| l.local_addr()).transpose()?;
         let settings = settings.clone();
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
@@ -375,6 +413,7 @@ impl LabController {
                         addresses: vec![format!("2001:db8:78::{p:x}")],
                         profile: format!("big-{p}"),
                         mode: "enforce".into(),
+                        mode_enum: pb::DeviceMode::Enforce.into(),
                         gateway: gateway.into(),
                         ..Default::default()
                     }),

@@ -11,6 +11,7 @@ pub mod flows;
 pub mod ocsf;
 pub mod peers;
 pub mod prometheus;
+pub mod relay;
 pub mod stats;
 pub mod switched;
 pub mod ward;

@@ -44,6 +44,13 @@ pub use fill::{Fill, MapFill, Sample, sample};
 /// Label set of one label.
 type Label = [(&'static str, &'static str); 1];
 
+/// The label of a controller's series: its configured address.
+pub type AddressLabel = [(&'static str, String); 1];
+
+fn address_label(address: &str) -> AddressLabel {
+    [("address", address.to_string())]
+}
+
 /// What the agent process counts itself. Cheap to clone (every metric is an `Arc` inside).
 #[derive(Clone, Debug, Default)]
 pub struct Live {
@@ -51,8 +58,9 @@ pub struct Live {
     pub events: Family<Label, Counter>,
     /// Ring-buffer records that did not decode as an event.
     pub events_malformed: Counter,
-    /// 1 while the agent has a registered session with the controller.
-    pub controller_connected: Gauge,
+    /// Per configured controller address: 1 while the agent has a registered session with
+    /// it (at most one at a time), else 0.
+    pub controller_connected: Family<AddressLabel, Gauge>,
     /// Sessions with the controller that got as far as registering.
     pub controller_connects: Counter,
     /// The newest generation the controller offered (0 before the first).
@@ -86,6 +94,24 @@ impl Live {
     /// Counts one event read from the ring.
     pub fn event(&self, kind: EventKind) {
         self.events.get_or_create(&[("kind", kind.name())]).inc();
+    }
+
+    /// The controller link is registered with `current` (None: with none), one of
+    /// `addresses`; every configured address keeps a series.
+    pub fn controller_at(&self, addresses: &[String], current: Option<&str>) {
+        for a in addresses {
+            let on = current == Some(a.as_str());
+            self.controller_connected
+                .get_or_create(&address_label(a))
+                .set(i64::from(on));
+        }
+    }
+
+    /// 1 while the link is registered with the controller at `address`.
+    pub fn controller_connected_to(&self, address: &str) -> i64 {
+        self.controller_connected
+            .get(&address_label(address))
+            .map_or(0, |g| g.get())
     }
 
     /// Counts `n` flow records dropped for `reason`.
@@ -143,7 +169,7 @@ impl Live {
         );
         r.register(
             "wardgate_agent_controller_connected",
-            "1 while the agent is registered with the controller",
+            "1 while the agent is registered with the controller at `address` (one per configured address)",
             self.controller_connected.clone(),
         );
         r.register(
@@ -454,7 +480,13 @@ mod tests {
         let live = Live::default();
         live.event(EventKind::Deny);
         live.event(EventKind::Deny);
-        live.controller_connected.set(1);
+        live.controller_at(
+            &[
+                "https://198.51.100.20:7443".into(),
+                "https://198.51.100.21:7443".into(),
+            ],
+            Some("https://198.51.100.21:7443"),
+        );
         // No pins under this root: the datapath series are left out, the rest still served.
         let (_applied, rx) = watch::channel(Some(Arc::new(state(7, "5eed"))));
         let r = registry(
@@ -470,7 +502,8 @@ mod tests {
             "wardgate_agent_outbox_dropped_alerts_total{kind=\"deny\",severity=\"low\"} 3".into(),
             "wardgate_agent_events_total{kind=\"deny\"} 2".into(),
             "wardgate_agent_events_total{kind=\"spoof\"} 0".into(),
-            "wardgate_agent_controller_connected 1".into(),
+            "wardgate_agent_controller_connected{address=\"https://198.51.100.20:7443\"} 0".into(),
+            "wardgate_agent_controller_connected{address=\"https://198.51.100.21:7443\"} 1".into(),
             "wardgate_agent_policy_epoch_info{epoch=\"5eed\",generation=\"7\"} 1".into(),
         ] {
             assert!(t.lines().any(|l| l == line), "missing `{line}` in:\n{t}");

@@ -115,7 +115,7 @@ fn line(a: &pb::Alert, utc: bool) -> String {
             format!("#{} ", a.seq)
         },
         words::when(a.observed_unix_ms, utc),
-        a.severity,
+        a.severity_name(),
         if a.detector.is_empty() {
             &a.kind
         } else {
@@ -133,7 +133,7 @@ fn line(a: &pb::Alert, utc: bool) -> String {
 pub fn page(a: &pb::Alert, utc: bool) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(s, "{} alert {}", a.severity, a.id);
+    let _ = writeln!(s, "{} alert {}", a.severity_name(), a.id);
     let _ = writeln!(s, "  {}", summary(a));
     let ns_ms = |ns: u64| (ns / 1_000_000) as i64;
     let mut rows: Vec<(&str, String)> = vec![
@@ -144,7 +144,7 @@ pub fn page(a: &pb::Alert, utc: bool) -> String {
                 "{} (profile {}, mode {})",
                 or_dash(&a.device),
                 or_dash(&a.profile),
-                or_dash(&a.mode)
+                or_dash(&a.mode_name())
             ),
         ),
         ("location", or_dash(&a.location)),

@@ -4,7 +4,6 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 use tonic::transport::Channel;
-use wardgate_policy::desired::Mode;
 use wardgate_proto::v1::{
     self as pb, admin_service_client::AdminServiceClient, alert_service_client::AlertServiceClient,
 };
@@ -43,7 +42,7 @@ pub enum DevicesCmd {
 fn row(d: &pb::Device) -> serde_json::Value {
     serde_json::json!({
         "name": d.name, "id": d.id, "mac": d.mac, "addresses": d.addresses, "profile": d.profile,
-        "mode": d.mode, "gateway": d.gateway, "location": d.location, "asset_id": d.asset_id,
+        "mode": d.mode_name(), "gateway": d.gateway, "location": d.location, "asset_id": d.asset_id,
     })
 }
 
@@ -56,7 +55,7 @@ pub fn table(devices: &[pb::Device]) -> String {
                 d.id.to_string(),
                 d.name.clone(),
                 d.profile.clone(),
-                d.mode.clone(),
+                d.mode_name(),
                 d.gateway.clone(),
                 or_dash(&d.location),
                 or_dash(&d.asset_id),
@@ -160,11 +159,10 @@ async fn page(
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "{} (device {})", d.name, d.id);
-    let mode = d
-        .mode
-        .parse::<Mode>()
-        .map(|m| format!("{}: {}", m.as_str(), words::mode_meaning(m)))
-        .unwrap_or_else(|_| d.mode.clone());
+    let mode = match d.mode_value() {
+        Ok(Some(m)) => format!("{}: {}", m.as_str(), words::mode_meaning(m)),
+        _ => d.mode_name(),
+    };
     let gateways = c
         .list_gateways(pb::ListGatewaysRequest {})
         .await?
@@ -229,7 +227,7 @@ async fn page(
             s,
             "  {}  {:<8} {}{}",
             words::when(a.observed_unix_ms, false),
-            a.severity,
+            a.severity_name(),
             super::alerts::summary(a),
             if a.acknowledged {
                 " (acknowledged)"

@@ -86,20 +86,20 @@ pub async fn apply(
             // refuses naming the device.
             let mode = d
                 .mode
-                .or_else(|| set.get(&d.profile.value).map(|p| p.default_mode))
-                .map(|m| format!("{m:?}").to_lowercase())
-                .unwrap_or_default();
-            pb::Device {
+                .or_else(|| set.get(&d.profile.value).map(|p| p.default_mode));
+            let mut device = pb::Device {
                 name: d.name.value.clone(),
                 id: site.device_id(i),
                 mac: d.mac.value.clone(),
                 addresses: d.addresses.iter().map(|a| a.value.clone()).collect(),
                 profile: d.profile.value.clone(),
-                mode,
                 gateway: d.gateway.value.clone(),
                 location: d.location.clone(),
                 asset_id: d.asset_id.clone(),
-            }
+                ..Default::default()
+            };
+            device.set_mode(mode);
+            device
         })
         .collect();
     let w = c

@@ -27,24 +27,36 @@ const READ: &[Role] = auth::READERS;
 const WRITE: &[Role] = auth::WRITERS;
 
 fn device_pb(d: DeviceRow) -> pb::Device {
-    pb::Device {
+    let mut p = pb::Device {
         name: d.name,
         id: d.id,
         mac: d.mac.to_string(),
         addresses: d.addresses.iter().map(ToString::to_string).collect(),
         profile: d.profile,
-        mode: d.mode.to_string(),
         gateway: d.gateway,
         location: d.location,
         asset_id: d.asset_id,
-    }
+        ..Default::default()
+    };
+    p.set_mode(Some(d.mode));
+    p
 }
 
 /// A device from a request, parsed into the store's typed row; errors name the device.
 fn device_change(d: pb::Device) -> Result<Change, Error> {
     nonempty("device name", &d.name)?;
     let bad = |e: String| Error::Invalid(format!("device `{}`: {e}", d.name));
-    let mode = parse_mode(&d.mode).map_err(|e| bad(e.to_string()))?;
+    // The enum, or the name from a 0.1.0 wardctl; none is refused as an unknown mode.
+    let mode = match d.mode_value() {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return Err(bad(format!(
+                "mode: {}",
+                wardgate_policy::UnknownMode(String::new())
+            )));
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
     let mac = d.mac.trim().parse().map_err(bad)?;
     let addresses = d
         .addresses

@@ -199,18 +199,19 @@ impl Ctx {
         let mut preview = Vec::new();
         for (before, after) in p.gateways.values() {
             for c in crate::preview::device_changes(before.as_ref(), after, &p.groups) {
-                preview.push(DeviceChange {
+                let mut change = DeviceChange {
                     gateway: c.gateway,
                     device: c.device,
                     change: c.change.to_string(),
-                    mode_before: c.mode_before,
-                    mode_after: c.mode_after,
                     profile_before: c.profile_before,
                     profile_after: c.profile_after,
                     allowed_added: c.allowed_added,
                     allowed_removed: c.allowed_removed,
                     warning: c.warning,
-                });
+                    ..DeviceChange::default()
+                };
+                change.set_modes(c.mode_before.parse().ok(), c.mode_after.parse().ok());
+                preview.push(change);
             }
         }
         let impact = tokio::task::block_in_place(|| impact::assess(self, changes))?;

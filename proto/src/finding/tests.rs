@@ -1,4 +1,5 @@
 use super::*;
+use wardgate_analysis::detect::finding::Severity;
 
 fn full() -> Finding {
     let device = DeviceRef {
@@ -143,8 +144,29 @@ fn every_bad_field_is_named() {
     type Spoil = Box<dyn Fn(&mut pb::Alert)>;
     let cases: Vec<(&str, Spoil)> = vec![
         ("id", Box::new(|a| a.id.clear())),
-        ("severity", Box::new(|a| a.severity = "urgent".into())),
-        ("severity", Box::new(|a| a.severity.clear())),
+        // A 0.1.0 agent's alert (the string alone), and a number this release does not know.
+        (
+            "severity",
+            Box::new(|a| {
+                a.severity_enum = 0;
+                a.severity = "urgent".into();
+            }),
+        ),
+        (
+            "severity",
+            Box::new(|a| {
+                a.severity_enum = 0;
+                a.severity.clear();
+            }),
+        ),
+        ("severity", Box::new(|a| a.severity_enum = 9)),
+        (
+            "mode",
+            Box::new(|a| {
+                a.mode_enum = 0;
+                a.mode = "lockdown".into();
+            }),
+        ),
         ("kind", Box::new(|a| a.kind = "deny".into())),
         ("confidence", Box::new(|a| a.confidence = 1.5)),
         ("confidence", Box::new(|a| a.confidence = f64::NAN)),

@@ -74,26 +74,34 @@ async fn seed(lab: &LabController, root: &Path) -> anyhow::Result<()> {
         profiles.push(std::fs::read_to_string(&path).with_context(|| format!("{path:?}"))?);
     }
     let devices = (0..DEVICES)
-        .map(|i| pb::Device {
-            name: device(i),
-            id: i as u32 + 1,
-            mac: format!(
-                "02:00:00:{:02x}:{:02x}:{:02x}",
-                i >> 16,
-                (i >> 8) & 0xff,
-                i & 0xff
-            ),
-            addresses: vec![format!("2001:db8:1::{:x}", i + 16)],
-            profile: if i.is_multiple_of(2) {
-                "infusion-pump"
+        .map(|i| {
+            let mut d = pb::Device {
+                name: device(i),
+                id: i as u32 + 1,
+                mac: format!(
+                    "02:00:00:{:02x}:{:02x}:{:02x}",
+                    i >> 16,
+                    (i >> 8) & 0xff,
+                    i & 0xff
+                ),
+                addresses: vec![format!("2001:db8:1::{:x}", i + 16)],
+                profile: if i.is_multiple_of(2) {
+                    "infusion-pump"
+                } else {
+                    "patient-monitor"
+                }
+                .into(),
+                gateway: gateway(i % GATEWAYS),
+                location: format!("ward {} bed {}", i % 40, i % 30),
+                asset_id: format!("BIO-{i:05}"),
+                ..Default::default()
+            };
+            d.set_mode(Some(if i % 10 == 0 {
+                wardgate_policy::Mode::Enforce
             } else {
-                "patient-monitor"
-            }
-            .into(),
-            mode: if i % 10 == 0 { "enforce" } else { "learn" }.into(),
-            gateway: gateway(i % GATEWAYS),
-            location: format!("ward {} bed {}", i % 40, i % 30),
-            asset_id: format!("BIO-{i:05}"),
+                wardgate_policy::Mode::Learn
+            }));
+            d
         })
         .collect();
     admin

@@ -97,6 +97,7 @@ async fn seed(
             addresses: vec![format!("2001:db8:1::{:x}", i + 16)],
             profile: "infusion-pump".into(),
             mode: "enforce".into(),
+            mode_enum: pb::DeviceMode::Enforce.into(),
             gateway: gateway(i % AGENTS),
             ..Default::default()
         })
@@ -195,7 +196,9 @@ fn alert(id: String, device: String) -> pb::Alert {
         profile: "infusion-pump".into(),
         kind: "deny".into(),
         severity: "high".into(),
+        severity_enum: pb::Severity::High.into(),
         mode: "enforce".into(),
+        mode_enum: pb::DeviceMode::Enforce.into(),
         src: "2001:db8:1::10".into(),
         src_port: 40000,
         dst: "2001:db8:2::10".into(),
