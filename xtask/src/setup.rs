@@ -52,6 +52,9 @@ const APT: &[&str] = &[
     // playwright-core and axe-core from npm (controller/tests/browser/package-lock.json) drive
     // Debian's chromium; Playwright's own browser download is not used.
     "chromium",
+    // The PostgreSQL store's tests start a server of their own (initdb, pg_ctl):
+    // controller/src/store/postgres/tests.rs and the store conformance suite.
+    "postgresql",
 ];
 
 /// Node and npm for the browser test: any node with its npm will do (a machine may carry

@@ -1,0 +1,367 @@
+//! Smoke tests of the PostgreSQL store against a real server each test starts: the runtime
+//! design (called from every kind of thread), one write through the write service, two
+//! writers at once, the alert rules. The conformance suite (both stores, every method) is
+//! `controller/tests/store_conformance*.rs`.
+//!
+//! `Server` below is a stand-in until `wardgate_testkit::postgres::Server` lands (REPLACE
+//! with it then). A test that cannot start PostgreSQL fails; it never skips.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
+
+use wardgate_policy::desired::Mode;
+
+use super::PgStore;
+use crate::{
+    audit,
+    store::{AlertQuery, Change, DeviceRow, GatewayRow, GenerationContent, NewAlert, Store},
+    write::write,
+};
+
+/// A PostgreSQL server of the test's own: its data directory (a temporary directory), its
+/// port on 127.0.0.1, stopped when dropped. REPLACE with `wardgate_testkit::postgres::Server`.
+struct Server {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+/// The Debian `postgresql` package's binaries (`xtask setup` installs it).
+fn bin_dir() -> PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("PostgreSQL is not installed ({}: {e})", root.display()))
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|b| b.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no PostgreSQL server binaries under /usr/lib/postgresql")
+}
+
+fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+/// Runs a server binary, as `postgres` when we are root (the server refuses root).
+fn run(bin: &Path, tool: &str, args: &[&str]) {
+    let exe = bin.join(tool);
+    let out = if is_root() {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(&exe)
+            .args(args)
+            .output()
+    } else {
+        Command::new(&exe).args(args).output()
+    }
+    .unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Server {
+    fn start() -> Server {
+        let bin = bin_dir();
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown postgres {}", dir.path().display());
+        }
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        run(&bin, "initdb", &["-D", data, "-A", "trust", "-U", "wardgate", "-E", "UTF8"]);
+        // A free port: bound, read and released (another process taking it in between fails
+        // the start loudly).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.path().display()
+        );
+        let log = dir.path().join("log");
+        run(
+            &bin,
+            "pg_ctl",
+            &["-D", data, "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "30", "start"],
+        );
+        Server { dir, bin, port }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://wardgate@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        run(
+            &self.bin,
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+fn gateway(name: &str) -> Change {
+    Change::UpsertGateway(GatewayRow {
+        name: name.into(),
+        interfaces: vec!["eth1".into()],
+        location: "3A".into(),
+        applied_generation: 0,
+        last_error: String::new(),
+        applied_epoch: String::new(),
+    })
+}
+
+fn pump(gw: &str) -> Change {
+    Change::UpsertDevice(DeviceRow {
+        name: "pump".into(),
+        id: 0,
+        mac: "02:00:00:00:00:0c".parse().unwrap(),
+        addresses: vec!["192.0.2.12".parse().unwrap()],
+        profile: "pump".into(),
+        mode: Mode::Monitor,
+        gateway: gw.into(),
+        location: "3A".into(),
+        asset_id: String::new(),
+    })
+}
+
+/// A few calls that read and write, from whatever thread runs them.
+fn exercise(store: &PgStore, tag: &str) {
+    let mut tx = store.begin().unwrap();
+    tx.apply(&gateway(&format!("gw-{tag}"))).unwrap();
+    tx.commit().unwrap();
+    assert!(store.gateway(&format!("gw-{tag}")).unwrap().is_some());
+    assert_eq!(store.epoch().unwrap().len(), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_works_from_workers_blocking_tasks_and_plain_threads() {
+    let server = Server::start();
+    let store = Arc::new(PgStore::connect(&server.url()).unwrap());
+    // On a worker thread, as it is (blocks the worker, never starts a runtime) ...
+    exercise(&store, "worker");
+    // ... inside block_in_place, in spawn_blocking, and on a plain thread.
+    tokio::task::block_in_place(|| exercise(&store, "in-place"));
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || exercise(&s, "blocking"))
+        .await
+        .unwrap();
+    let s = store.clone();
+    std::thread::spawn(move || exercise(&s, "thread"))
+        .join()
+        .unwrap();
+    // Many at once: more callers than pooled connections wait for one, none fails.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || exercise(&s, &format!("many-{i}")))
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.snapshot().unwrap().gateways.len(), 16);
+    // Dropped inside the runtime: the store's own thread stops without a panic.
+    drop(store);
+}
+
+#[tokio::test]
+async fn the_store_works_on_a_current_thread_runtime() {
+    let server = Server::start();
+    let store = PgStore::connect(&server.url()).unwrap();
+    exercise(&store, "current");
+}
+
+#[test]
+fn a_write_through_the_write_service_stores_its_generation_and_chained_entries() {
+    let server = Server::start();
+    let store = PgStore::connect(&server.url()).unwrap();
+    assert!(store.audit_head().is_none(), "no head file for PostgreSQL");
+    let compile = |_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| {
+        Ok(BTreeMap::from([(
+            "gw-3a".to_string(),
+            crate::generation::one_pump("gw-3a", 1, Mode::Monitor),
+        )]))
+    };
+    let out = write(
+        &store,
+        "user:sam",
+        "INC-1",
+        &[gateway("gw-3a"), pump("gw-3a")],
+        &compile,
+    )
+    .unwrap();
+    assert_eq!(out.generations["gw-3a"], 1);
+    let device = store.device("pump").unwrap().unwrap();
+    assert_eq!(device.id, 1, "the write service gave the first id");
+    let g = store.generation("gw-3a", 1).unwrap().unwrap();
+    assert!(matches!(g.content, GenerationContent::Bundle(_)));
+    assert_eq!(out.states["gw-3a"].content_hash, g.content_hash());
+    assert_eq!(store.latest_generation("gw-3a").unwrap(), 1);
+    let trail = store.audit().unwrap();
+    assert_eq!(trail.len(), 2);
+    assert_eq!(audit::verify(&trail), Ok(2));
+    assert_eq!(store.audit_chain_head().unwrap().0, 2);
+    // A failing change rolls the whole write back.
+    let missing = Change::SetMode {
+        device: "nobody".into(),
+        mode: Mode::Enforce,
+    };
+    assert!(write(&store, "user:sam", "INC-2", &[gateway("gw-x"), missing], &compile).is_err());
+    assert!(store.gateway("gw-x").unwrap().is_none());
+    assert_eq!(store.audit().unwrap().len(), 2);
+    // A second store on the same database (another replica) sees the same epoch and rows.
+    let other = PgStore::connect(&server.url()).unwrap();
+    assert_eq!(other.epoch().unwrap(), store.epoch().unwrap());
+    assert_eq!(other.device("pump").unwrap(), Some(device));
+}
+
+#[test]
+fn two_replicas_writing_at_once_keep_one_audit_chain() {
+    let server = Server::start();
+    let a = Arc::new(PgStore::connect(&server.url()).unwrap());
+    let b = Arc::new(PgStore::connect(&server.url()).unwrap());
+    let compile = |_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| Ok(BTreeMap::new());
+    let writers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            std::thread::spawn(move || {
+                for n in 0..15 {
+                    write(&*s, "user:sam", "INC", &[gateway(&format!("gw-{i}-{n}"))], &compile)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let trail = a.audit().unwrap();
+    assert_eq!(trail.len(), 30);
+    assert_eq!(audit::verify(&trail), Ok(30), "one chain, no fork");
+}
+
+fn alert(id: &str, severity: u8, count: u64, last_seen_ns: u64) -> NewAlert {
+    NewAlert {
+        id: id.into(),
+        device: "d".into(),
+        severity,
+        body: format!(r#"{{"count":{count},"detector":"scan_vertical"}}"#),
+        detector: "scan_vertical".into(),
+        peer: String::new(),
+        count,
+        last_seen_ns,
+    }
+}
+
+#[test]
+fn alerts_update_by_count_keep_their_sequence_rules_and_the_quota() {
+    let server = Server::start();
+    let store = PgStore::connect(&server.url()).unwrap().with_alert_quota(2);
+    let rows = |after: i64| -> Vec<(i64, bool, String)> {
+        store
+            .alerts_after(after, 10)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.seq, a.is_update(), a.id))
+            .collect()
+    };
+    store
+        .insert_alerts("gw", &[alert("x", 2, 1, 10), alert("y", 2, 1, 10)])
+        .unwrap();
+    let acked = store
+        .insert_alerts("gw", &[alert("x", 2, 5, 50), alert("y", 2, 1, 10)])
+        .unwrap();
+    assert_eq!(acked, ["x", "y"]);
+    store.insert_alerts("gw", &[alert("x", 2, 1, 10)]).unwrap();
+    assert_eq!(
+        rows(0),
+        [
+            (1, false, "x".into()),
+            (2, false, "y".into()),
+            (3, true, "x".into())
+        ]
+    );
+    let mut tx = store.begin().unwrap();
+    tx.apply(&Change::AcknowledgeAlerts {
+        ids: vec!["x".into()],
+        by: "user:sam".into(),
+    })
+    .unwrap();
+    tx.commit().unwrap();
+    store.insert_alerts("gw", &[alert("x", 2, 5, 60)]).unwrap();
+    let x = store.alerts_after(2, 10).unwrap();
+    assert_eq!((x.len(), x[0].seq, x[0].first_seq), (1, 4, 1));
+    assert!(x[0].acknowledged);
+    assert_eq!(store.alerts_pending(2).unwrap(), 1);
+    // The console finds it by its first number, and filters by the body's detector.
+    let c = store.console_alert(1).unwrap().unwrap();
+    assert_eq!((c.id.as_str(), c.acknowledged), ("x", true));
+    let page = store
+        .alert_page(&crate::store::AlertPageQuery {
+            detector: "scan_vertical".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.total, 2);
+    // Past the quota: the acknowledged alert goes first, counted once by its severity.
+    store.insert_alerts("gw", &[alert("z", 1, 1, 10)]).unwrap();
+    assert_eq!(store.alert_drops("gw").unwrap(), [0, 0, 1, 0]);
+    assert!(rows(0).iter().all(|r| r.2 != "x"));
+    // Then the lowest severity; numbers are never reused, cursors never move back.
+    store.insert_alerts("gw", &[alert("low", 0, 1, 0)]).unwrap();
+    assert_eq!(store.alert_drops("gw").unwrap(), [1, 0, 1, 0]);
+    store.insert_alerts("gw", &[alert("c", 3, 1, 0)]).unwrap();
+    assert_eq!(rows(5).last().unwrap().0, 7);
+    store.advance_sink_cursor("siem", 6).unwrap();
+    store.advance_sink_cursor("siem", 2).unwrap();
+    assert_eq!(store.sink_cursor("siem").unwrap(), 6);
+    assert_eq!(store.sink_cursor("new").unwrap(), 0);
+    let listed = store.alerts(&AlertQuery::recent(10)).unwrap();
+    assert_eq!(listed.len(), 2);
+}
+
+#[test]
+fn a_server_that_is_not_there_is_named_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let e = PgStore::connect(&format!(
+        "postgres://wardgate:s3cret@127.0.0.1:{port}/wardgate"
+    ))
+    .err()
+    .expect("nothing listens there");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(msg.contains("wardgate"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
