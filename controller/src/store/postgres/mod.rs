@@ -63,7 +63,7 @@ const POOL_SIZE: usize = 4;
 const CHECKOUT_WAIT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub use super::sqlite::ALERT_QUOTA;
+use super::sqlite::ALERT_QUOTA;
 
 /// The store. See the module doc for the runtime and the writers' lock.
 pub struct PgStore {
@@ -358,7 +358,7 @@ impl PgStore {
             },
             alert_quota: ALERT_QUOTA,
         };
-        schema::migrate(&store.conn()?)?;
+        schema::migrate(&*store.conn()?)?;
         Ok(store)
     }
 
@@ -379,7 +379,7 @@ impl PgStore {
 
     /// Runs `f` in a transaction that holds the write lock (see the module doc).
     pub(super) fn write<T>(&self, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
-        let mut tx = tx::PgTx::begin(self.conn()?)?;
+        let tx = tx::PgTx::begin(self.conn()?)?;
         let out = f(&tx.conn)?;
         tx.finish()?;
         Ok(out)

@@ -29,39 +29,39 @@ impl Store for PgStore {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        site::snapshot(&self.conn()?)
+        site::snapshot(&*self.conn()?)
     }
 
     fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
-        site::device(&self.conn()?, name)
+        site::device(&*self.conn()?, name)
     }
 
     fn groups(&self) -> Result<BTreeMap<String, Vec<String>>> {
-        Ok(site::base(&self.conn()?)?.groups)
+        Ok(site::base(&*self.conn()?)?.groups)
     }
 
     fn gateway(&self, name: &str) -> Result<Option<GatewayRow>> {
-        Ok(site::gateways_where(&self.conn()?, "WHERE name = $1", &[&name])?.pop())
+        Ok(site::gateways_where(&*self.conn()?, "WHERE name = $1", &[&name])?.pop())
     }
 
     fn profile(&self, name: &str) -> Result<Option<ProfileRow>> {
-        site::profile(&self.conn()?, name)
+        site::profile(&*self.conn()?, name)
     }
 
     fn epoch(&self) -> Result<String> {
-        site::epoch(&self.conn()?)
+        site::epoch(&*self.conn()?)
     }
 
     fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>> {
         site::generations_where(
-            &self.conn()?,
+            &*self.conn()?,
             "WHERE gateway = $1 AND generation > $2 ORDER BY generation",
             &[&gateway, &i64::from(after)],
         )
     }
 
     fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>> {
-        site::latest(&self.conn()?, gateway)
+        site::latest(&*self.conn()?, gateway)
     }
 
     fn latest_generation(&self, gateway: &str) -> Result<u32> {
@@ -77,7 +77,7 @@ impl Store for PgStore {
 
     fn generation(&self, gateway: &str, generation: u32) -> Result<Option<GenerationRow>> {
         Ok(site::generations_where(
-            &self.conn()?,
+            &*self.conn()?,
             "WHERE gateway = $1 AND generation = $2",
             &[&gateway, &i64::from(generation)],
         )?
@@ -179,51 +179,51 @@ impl Store for PgStore {
     }
 
     fn alerts_since(&self, q: &AlertQuery, after: i64) -> Result<Vec<StoredAlert>> {
-        alerts::since(&self.conn()?, q, after)
+        alerts::since(&*self.conn()?, q, after)
     }
 
     fn alerts_pending(&self, after: i64) -> Result<u64> {
-        alerts::pending(&self.conn()?, after)
+        alerts::pending(&*self.conn()?, after)
     }
 
     fn sink_cursor(&self, sink: &str) -> Result<i64> {
-        alerts::cursor(&self.conn()?, sink)
+        alerts::cursor(&*self.conn()?, sink)
     }
 
     fn advance_sink_cursor(&self, sink: &str, seq: i64) -> Result<()> {
-        alerts::advance(&self.conn()?, sink, seq)
+        alerts::advance(&*self.conn()?, sink, seq)
     }
 
     fn alert_drops(&self, gateway: &str) -> Result<[u64; 4]> {
-        alerts::drops(&self.conn()?, gateway)
+        alerts::drops(&*self.conn()?, gateway)
     }
 
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>> {
-        alerts::list(&self.conn()?, q)
+        alerts::list(&*self.conn()?, q)
     }
 
     fn suppressions(&self) -> Result<Vec<SuppressionRow>> {
-        alerts::suppressions(&self.conn()?)
+        alerts::suppressions(&*self.conn()?)
     }
 
     fn quarantine_request(&self, id: i64) -> Result<Option<QuarantineRequestRow>> {
-        quarantine::get(&self.conn()?, id)
+        quarantine::get(&*self.conn()?, id)
     }
 
     fn pending_quarantines(&self) -> Result<Vec<QuarantineRequestRow>> {
-        quarantine::pending(&self.conn()?)
+        quarantine::pending(&*self.conn()?)
     }
 
     fn due_quarantine_timers(&self, now_ms: i64) -> Result<Vec<QuarantineTimerRow>> {
-        quarantine::due(&self.conn()?, now_ms)
+        quarantine::due(&*self.conn()?, now_ms)
     }
 
     fn audit(&self) -> Result<Vec<AuditEntry>> {
-        site::audit_rows(&self.conn()?)
+        site::audit_rows(&*self.conn()?)
     }
 
     fn audit_chain_head(&self) -> Result<(u64, String)> {
-        site::chain_head(&self.conn()?)
+        site::chain_head(&*self.conn()?)
     }
 
     fn insert_flows(
@@ -237,7 +237,7 @@ impl Store for PgStore {
     }
 
     fn flow_overflow(&self, device: &str) -> Result<Vec<(u32, u64)>> {
-        learning::overflow(&self.conn()?, device)
+        learning::overflow(&*self.conn()?, device)
     }
 
     fn prune_flows(&self, now_ns: u64, retention_days: u32) -> Result<usize> {
@@ -245,78 +245,78 @@ impl Store for PgStore {
     }
 
     fn flow_aggregates(&self, device: &str, from_ns: u64, to_ns: u64) -> Result<Vec<FlowAggregate>> {
-        learning::aggregates(&self.conn()?, device, from_ns, to_ns)
+        learning::aggregates(&*self.conn()?, device, from_ns, to_ns)
     }
 
     fn baseline_lifecycle(&self, device: &str) -> Result<Option<(Lifecycle, i64)>> {
-        learning::lifecycle(&self.conn()?, device)
+        learning::lifecycle(&*self.conn()?, device)
     }
 
     fn inventory(&self, q: &InventoryQuery) -> Result<InventoryPage> {
-        console::inventory(&self.conn()?, q)
+        console::inventory(&*self.conn()?, q)
     }
 
     fn insert_session(&self, s: &SessionRow) -> Result<()> {
-        console::insert_session(&self.conn()?, s)
+        console::insert_session(&*self.conn()?, s)
     }
 
     fn session(&self, id_hash: &str) -> Result<Option<SessionRow>> {
-        console::session(&self.conn()?, id_hash)
+        console::session(&*self.conn()?, id_hash)
     }
 
     fn touch_session(&self, id_hash: &str, now_ms: i64) -> Result<()> {
-        console::touch_session(&self.conn()?, id_hash, now_ms)
+        console::touch_session(&*self.conn()?, id_hash, now_ms)
     }
 
     fn revoke_session(&self, id_hash: &str, now_ms: i64) -> Result<bool> {
-        console::revoke_session(&self.conn()?, id_hash, now_ms)
+        console::revoke_session(&*self.conn()?, id_hash, now_ms)
     }
 
     fn sessions_of(&self, user: &str) -> Result<Vec<SessionRow>> {
-        console::sessions_of(&self.conn()?, user)
+        console::sessions_of(&*self.conn()?, user)
     }
 
     fn prune_sessions(&self, before_ms: i64) -> Result<usize> {
-        console::prune_sessions(&self.conn()?, before_ms)
+        console::prune_sessions(&*self.conn()?, before_ms)
     }
 
     fn gateway_revoked(&self, gateway: &str) -> Result<bool> {
-        fleet::revoked(&self.conn()?, gateway)
+        fleet::revoked(&*self.conn()?, gateway)
     }
 
     fn revoked_serials(&self) -> Result<Vec<String>> {
-        fleet::revoked_serials(&self.conn()?)
+        fleet::revoked_serials(&*self.conn()?)
     }
 
     fn pending_change(&self, id: i64) -> Result<Option<PendingChangeRow>> {
-        pending::get(&self.conn()?, id)
+        pending::get(&*self.conn()?, id)
     }
 
     fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>> {
-        pending::of_device(&self.conn()?, device, limit)
+        pending::of_device(&*self.conn()?, device, limit)
     }
 
     fn alert_page(&self, q: &AlertPageQuery) -> Result<AlertPage> {
-        alerts::page(&self.conn()?, q)
+        alerts::page(&*self.conn()?, q)
     }
 
     fn console_alert(&self, first_seq: i64) -> Result<Option<ConsoleAlert>> {
-        alerts::by_first_seq(&self.conn()?, first_seq)
+        alerts::by_first_seq(&*self.conn()?, first_seq)
     }
 
     fn device_fields(&self, device: Option<&str>) -> Result<Vec<FieldRow>> {
-        provenance::fields(&self.conn()?, device)
+        provenance::fields(&*self.conn()?, device)
     }
 
     fn observed_flows(&self, from_day: u32) -> Result<Vec<ObservedFlow>> {
-        console::observed_flows(&self.conn()?, from_day)
+        console::observed_flows(&*self.conn()?, from_day)
     }
 
     fn cert_expiry(&self) -> Result<BTreeMap<String, i64>> {
-        fleet::cert_expiry(&self.conn()?)
+        fleet::cert_expiry(&*self.conn()?)
     }
 
     fn latest_changes(&self, pending_only: bool, limit: u32) -> Result<Vec<PendingChangeRow>> {
-        pending::latest(&self.conn()?, pending_only, limit)
+        pending::latest(&*self.conn()?, pending_only, limit)
     }
 }
