@@ -186,7 +186,8 @@ pub(super) fn observed_flows(c: &Client, from_day: u32) -> Result<Vec<ObservedFl
     c.rows(
         "SELECT d.profile, f.device, f.direction, f.peer, f.proto, f.port, \
          SUM(f.flows)::BIGINT FROM flow_days f JOIN devices d ON d.name = f.device \
-         WHERE f.day >= $1 GROUP BY d.profile, f.device, f.direction, f.peer, f.proto, f.port",
+         WHERE f.day >= $1 GROUP BY d.profile, f.device, f.direction, f.peer, f.proto, f.port \
+         ORDER BY f.device, f.direction, f.peer, f.proto, f.port",
         &[&i64::from(from_day)],
     )?
     .iter()
