@@ -484,7 +484,9 @@ impl std::fmt::Debug for StoreConfig {
         } else {
             "sqlite"
         };
-        f.debug_struct("StoreConfig").field("store", &store).finish()
+        f.debug_struct("StoreConfig")
+            .field("store", &store)
+            .finish()
     }
 }
 

@@ -28,8 +28,8 @@ use std::{
 
 pub use console_alerts::{AlertPage, AlertPageQuery, AlertState, ConsoleAlert};
 pub use learning::oldest_day;
-use serde::{Deserialize, Serialize};
 pub use postgres::PgStore;
+use serde::{Deserialize, Serialize};
 pub use sqlite::SqliteStore;
 use thiserror::Error;
 use wardgate_analysis::{

@@ -156,11 +156,13 @@ pub(super) fn pending(c: &Client, after: i64) -> Result<u64> {
 }
 
 pub(super) fn cursor(c: &Client, sink: &str) -> Result<i64> {
-    Ok(c
-        .opt("SELECT delivered FROM sink_cursors WHERE sink = $1", &[&sink])?
-        .map(|r| r.try_get(0))
-        .transpose()?
-        .unwrap_or(0))
+    Ok(c.opt(
+        "SELECT delivered FROM sink_cursors WHERE sink = $1",
+        &[&sink],
+    )?
+    .map(|r| r.try_get(0))
+    .transpose()?
+    .unwrap_or(0))
 }
 
 /// One statement: never moves a cursor back, whoever else advances it at the same time.

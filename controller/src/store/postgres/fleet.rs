@@ -14,9 +14,11 @@ use crate::{
 };
 
 pub(super) fn revoked(c: &Client, gateway: &str) -> Result<bool> {
-    Ok(c
-        .opt("SELECT 1 FROM revoked_gateways WHERE name = $1", &[&gateway])?
-        .is_some())
+    Ok(c.opt(
+        "SELECT 1 FROM revoked_gateways WHERE name = $1",
+        &[&gateway],
+    )?
+    .is_some())
 }
 
 pub(super) fn revoked_serials(c: &Client) -> Result<Vec<String>> {

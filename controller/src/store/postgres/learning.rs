@@ -48,9 +48,9 @@ fn row(r: &Row) -> Result<FlowAggregate> {
     Ok(FlowAggregate {
         key: AggregateKey {
             direction: direction(r.try_get(1)?),
-            peer: peer.parse().map_err(|_| {
-                StoreError::corrupt("flow_days", &device, format!("peer `{peer}`"))
-            })?,
+            peer: peer
+                .parse()
+                .map_err(|_| StoreError::corrupt("flow_days", &device, format!("peer `{peer}`")))?,
             proto: small(&device, "proto", r.try_get(3)?)?,
             port: small(&device, "port", r.try_get(4)?)?,
             day: small(&device, "day", r.try_get(5)?)?,
@@ -254,7 +254,12 @@ pub(super) fn overflow(c: &Client, device: &str) -> Result<Vec<(u32, u64)>> {
         &[&device],
     )?
     .iter()
-    .map(|r| Ok((small(device, "day", r.try_get(0)?)?, unsigned(r.try_get(1)?))))
+    .map(|r| {
+        Ok((
+            small(device, "day", r.try_get(0)?)?,
+            unsigned(r.try_get(1)?),
+        ))
+    })
     .collect()
 }
 

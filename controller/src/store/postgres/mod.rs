@@ -338,7 +338,9 @@ impl PgStore {
     pub fn connect(url: &str) -> Result<Self> {
         let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| {
             // The parser's message does not repeat the URL (which may hold a password).
-            Error::Invalid(format!("store.postgres is not a PostgreSQL connection string: {e}"))
+            Error::Invalid(format!(
+                "store.postgres is not a PostgreSQL connection string: {e}"
+            ))
         })?;
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);

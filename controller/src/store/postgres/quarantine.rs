@@ -43,13 +43,7 @@ pub(super) fn insert_request(
     Ok(())
 }
 
-pub(super) fn approve(
-    c: &Client,
-    id: i64,
-    device: &str,
-    approver: &str,
-    at_ms: i64,
-) -> Result<()> {
+pub(super) fn approve(c: &Client, id: i64, device: &str, approver: &str, at_ms: i64) -> Result<()> {
     let n = c.exec(
         "UPDATE quarantine_requests SET approver = $3, decided_ms = $4 \
          WHERE id = $1 AND device = $2 AND approver IS NULL AND requested_by <> $3",

@@ -248,7 +248,7 @@ fn bytewise(sql: &str) -> String {
 /// the store's epoch if it has none.
 pub(super) fn migrate(c: &tokio_postgres::Client) -> Result<()> {
     c.batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
-    for i in 0..MIGRATIONS.len() {
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
         c.batch("BEGIN")?;
         let step = (|| -> Result<bool> {
             c.exec("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
@@ -258,7 +258,7 @@ pub(super) fn migrate(c: &tokio_postgres::Client) -> Result<()> {
             if current > i as i64 {
                 return Ok(false);
             }
-            c.batch(&bytewise(MIGRATIONS[i]))?;
+            c.batch(&bytewise(sql))?;
             c.exec("DELETE FROM schema_version", &[])?;
             c.exec(
                 "INSERT INTO schema_version (version) VALUES ($1)",
@@ -281,9 +281,8 @@ pub(super) fn migrate(c: &tokio_postgres::Client) -> Result<()> {
     }
     // Two replicas creating the epoch at once: one insert wins, both read it.
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| {
-        crate::error::Error::Internal(format!("no randomness for the epoch: {e}"))
-    })?;
+    getrandom::fill(&mut b)
+        .map_err(|e| crate::error::Error::Internal(format!("no randomness for the epoch: {e}")))?;
     let n = c.exec(
         "INSERT INTO store_meta (key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING",
         &[&hex::encode(b)],
@@ -304,7 +303,10 @@ mod tests {
                 .lines()
                 .filter(|l| l.contains(" TEXT") && !l.contains("COLLATE") && !l.contains("--"))
                 .collect::<Vec<_>>();
-            assert!(bare.is_empty(), "text columns without a collation: {bare:?}");
+            assert!(
+                bare.is_empty(),
+                "text columns without a collation: {bare:?}"
+            );
         }
     }
 }

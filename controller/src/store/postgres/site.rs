@@ -10,8 +10,8 @@ use crate::{
     audit::{self, AuditEntry},
     error::{Error, Result},
     store::{
-        DeviceRow, GatewayRow, GenerationContent, GenerationRow, ProfileRow, Snapshot,
-        StoreError, sqlite::list,
+        DeviceRow, GatewayRow, GenerationContent, GenerationRow, ProfileRow, Snapshot, StoreError,
+        sqlite::list,
     },
 };
 
@@ -158,9 +158,10 @@ pub(super) fn snapshot(c: &Client) -> Result<Snapshot> {
 }
 
 pub(super) fn epoch(c: &Client) -> Result<String> {
-    Ok(c
-        .one("SELECT value FROM store_meta WHERE key = 'epoch'", &[])?
-        .try_get(0)?)
+    Ok(
+        c.one("SELECT value FROM store_meta WHERE key = 'epoch'", &[])?
+            .try_get(0)?,
+    )
 }
 
 pub(super) fn generations_where(

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use wardgate_analysis::{
-    FlowRecord, aggregate::FlowAggregate, baseline::lifecycle::Lifecycle,
-};
+use wardgate_analysis::{FlowRecord, aggregate::FlowAggregate, baseline::lifecycle::Lifecycle};
 
 use super::{
     PgStore, Sql, alerts, console, fleet, learning, pending, provenance, quarantine, site, tx,
@@ -18,8 +16,8 @@ use crate::{
         AgentHealth, AlertPage, AlertPageQuery, AlertQuery, AlertRow, ConsoleAlert, DeviceRow,
         FieldRow, FlowLimits, FlowsStored, GatewayGenerations, GatewayRow, GenerationRow,
         HealthRow, InventoryPage, InventoryQuery, NewAlert, ObservedFlow, PendingChangeRow,
-        ProfileRow, QuarantineRequestRow, QuarantineTimerRow, SessionRow, Snapshot, Store,
-        StoreTx, StoredAlert, SuppressionRow, oldest_day, sqlite::not_found,
+        ProfileRow, QuarantineRequestRow, QuarantineTimerRow, SessionRow, Snapshot, Store, StoreTx,
+        StoredAlert, SuppressionRow, oldest_day, sqlite::not_found,
     },
 };
 
@@ -244,7 +242,12 @@ impl Store for PgStore {
         self.write(|c| learning::prune(c, oldest_day(now_ns, retention_days)))
     }
 
-    fn flow_aggregates(&self, device: &str, from_ns: u64, to_ns: u64) -> Result<Vec<FlowAggregate>> {
+    fn flow_aggregates(
+        &self,
+        device: &str,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> Result<Vec<FlowAggregate>> {
         learning::aggregates(&*self.conn()?, device, from_ns, to_ns)
     }
 

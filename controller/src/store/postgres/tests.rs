@@ -86,7 +86,11 @@ impl Server {
         }
         let data = dir.path().join("data");
         let data = data.to_str().unwrap();
-        run(&bin, "initdb", &["-D", data, "-A", "trust", "-U", "wardgate", "-E", "UTF8"]);
+        run(
+            &bin,
+            "initdb",
+            &["-D", data, "-A", "trust", "-U", "wardgate", "-E", "UTF8"],
+        );
         // A free port: bound, read and released (another process taking it in between fails
         // the start loudly).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -102,7 +106,18 @@ impl Server {
         run(
             &bin,
             "pg_ctl",
-            &["-D", data, "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "30", "start"],
+            &[
+                "-D",
+                data,
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
         );
         Server { dir, bin, port }
     }
@@ -118,7 +133,14 @@ impl Drop for Server {
         run(
             &self.bin,
             "pg_ctl",
-            &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         );
     }
 }
@@ -230,7 +252,16 @@ fn a_write_through_the_write_service_stores_its_generation_and_chained_entries()
         device: "nobody".into(),
         mode: Mode::Enforce,
     };
-    assert!(write(&store, "user:sam", "INC-2", &[gateway("gw-x"), missing], &compile).is_err());
+    assert!(
+        write(
+            &store,
+            "user:sam",
+            "INC-2",
+            &[gateway("gw-x"), missing],
+            &compile
+        )
+        .is_err()
+    );
     assert!(store.gateway("gw-x").unwrap().is_none());
     assert_eq!(store.audit().unwrap().len(), 2);
     // A second store on the same database (another replica) sees the same epoch and rows.
@@ -251,8 +282,14 @@ fn two_replicas_writing_at_once_keep_one_audit_chain() {
         .map(|(i, s)| {
             std::thread::spawn(move || {
                 for n in 0..15 {
-                    write(&*s, "user:sam", "INC", &[gateway(&format!("gw-{i}-{n}"))], &compile)
-                        .unwrap();
+                    write(
+                        &*s,
+                        "user:sam",
+                        "INC",
+                        &[gateway(&format!("gw-{i}-{n}"))],
+                        &compile,
+                    )
+                    .unwrap();
                 }
             })
         })
@@ -370,14 +407,14 @@ fn a_server_that_is_not_there_is_named_without_the_password() {
 /// clock left out).
 mod same_as_sqlite {
     use wardgate_analysis::{
-        FlowDirection, FlowOutcome, FlowRecord, aggregate::NS_PER_DAY,
-        baseline::lifecycle::Action, flow::DeviceRef,
+        FlowDirection, FlowOutcome, FlowRecord, aggregate::NS_PER_DAY, baseline::lifecycle::Action,
+        flow::DeviceRef,
     };
 
     use super::*;
     use crate::store::{
-        AlertPageQuery, AlertState, CertRequest, Closure, FlowLimits, ImportSource,
-        ImportedFields, InventoryQuery, IssuedCert, PendingChangeRow, SessionRow, SqliteStore,
+        AlertPageQuery, AlertState, CertRequest, Closure, FlowLimits, ImportSource, ImportedFields,
+        InventoryQuery, IssuedCert, PendingChangeRow, SessionRow, SqliteStore,
     };
 
     const NOW_NS: u64 = 20_000 * NS_PER_DAY + 3_600_000_000_000;
@@ -475,7 +512,14 @@ mod same_as_sqlite {
                 name: "pacs".into(),
                 cidrs: vec!["192.0.2.0/27".into()],
             },
-            device("pump-1", 1, "gw-a", "02:00:00:00:00:01", "192.0.2.1", "AB_1"),
+            device(
+                "pump-1",
+                1,
+                "gw-a",
+                "02:00:00:00:00:01",
+                "192.0.2.1",
+                "AB_1",
+            ),
             device("Mon-2", 2, "gw-b", "02:00:00:00:00:02", "192.0.2.2", "ABX1"),
             device("dup", 3, "gw-b", "02:00:00:00:00:01", "192.0.2.3", ""),
             device("dup", 3, "gw-b", "02:00:00:00:00:03", "192.0.2.2", ""),
@@ -503,7 +547,10 @@ mod same_as_sqlite {
         say("gateways", format!("{:?}", tx.gateways(&names)));
         say("gateway names", format!("{:?}", tx.gateway_names()));
         let (gws, profiles) = (["gw-a".to_string()].into(), ["none".to_string()].into());
-        say("devices of", format!("{:?}", tx.devices_of(&gws, &profiles)));
+        say(
+            "devices of",
+            format!("{:?}", tx.devices_of(&gws, &profiles)),
+        );
         say("latest none", format!("{:?}", tx.latest("gw-a")));
         for g in 1..=3 {
             let row = crate::store::GenerationRow {
@@ -537,20 +584,29 @@ mod same_as_sqlite {
             "status",
             format!("{:?}", s.report_status("gw-a", 3, "e", "", Some(&health))),
         );
-        say("status none", format!("{:?}", s.report_status("gw-z", 1, "e", "", None)));
+        say(
+            "status none",
+            format!("{:?}", s.report_status("gw-z", 1, "e", "", None)),
+        );
         say(
             "health",
             format!(
                 "{:?}",
-                s.gateway_health().unwrap().into_iter().map(|(g, h)| (
-                    g,
-                    h.health,
-                    h.watchdog_fired_since_ms == Some(h.received_ms)
-                ))
-                .collect::<Vec<_>>()
+                s.gateway_health()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(g, h)| (
+                        g,
+                        h.health,
+                        h.watchdog_fired_since_ms == Some(h.received_ms)
+                    ))
+                    .collect::<Vec<_>>()
             ),
         );
-        say("gateway generations", format!("{:?}", s.gateway_generations()));
+        say(
+            "gateway generations",
+            format!("{:?}", s.gateway_generations()),
+        );
         // Alerts: a suppression, two gateways sharing an id, filters.
         say(
             "suppress",
@@ -614,7 +670,16 @@ mod same_as_sqlite {
                 },
             ),
         );
-        say("ack missing", apply(s, Change::AcknowledgeAlerts { ids: vec!["zz".into()], by: "x".into() }));
+        say(
+            "ack missing",
+            apply(
+                s,
+                Change::AcknowledgeAlerts {
+                    ids: vec!["zz".into()],
+                    by: "x".into(),
+                },
+            ),
+        );
         let q = AlertQuery {
             gateway: "gw-a".into(),
             min_severity: 1,
@@ -632,7 +697,10 @@ mod same_as_sqlite {
                 })
             ),
         );
-        say("since", format!("{:?}", s.alerts_since(&AlertQuery::recent(2), 1)));
+        say(
+            "since",
+            format!("{:?}", s.alerts_since(&AlertQuery::recent(2), 1)),
+        );
         say(
             "since device",
             format!(
@@ -647,7 +715,12 @@ mod same_as_sqlite {
             ),
         );
         say("pending", format!("{:?}", s.alerts_pending(0)));
-        for state in [None, Some(AlertState::Open), Some(AlertState::Acknowledged), Some(AlertState::Suppressed)] {
+        for state in [
+            None,
+            Some(AlertState::Open),
+            Some(AlertState::Acknowledged),
+            Some(AlertState::Suppressed),
+        ] {
             let p = s
                 .alert_page(&AlertPageQuery {
                     state,
@@ -656,7 +729,19 @@ mod same_as_sqlite {
                     ..Default::default()
                 })
                 .unwrap();
-            let rows: Vec<_> = p.rows.iter().map(|r| (r.first_seq, r.id.clone(), r.acknowledged, r.suppressed, r.severity)).collect();
+            let rows: Vec<_> = p
+                .rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.first_seq,
+                        r.id.clone(),
+                        r.acknowledged,
+                        r.suppressed,
+                        r.severity,
+                    )
+                })
+                .collect();
             say("page", format!("{state:?} {} {rows:?}", p.total));
         }
         let p = s
@@ -669,7 +754,12 @@ mod same_as_sqlite {
         say("page flood", format!("{}", p.total));
         say(
             "console alert",
-            format!("{:?}", s.console_alert(3).unwrap().map(|a| (a.gateway, a.id, a.body))),
+            format!(
+                "{:?}",
+                s.console_alert(3)
+                    .unwrap()
+                    .map(|a| (a.gateway, a.id, a.body))
+            ),
         );
         say("console alert none", format!("{:?}", s.console_alert(99)));
         say("drops", format!("{:?}", s.alert_drops("gw-a")));
@@ -687,45 +777,118 @@ mod same_as_sqlite {
             flow("pump-1", "192.0.2.100", 104, NOW_NS - 10 * NS_PER_DAY),
             flow("ghost", "192.0.2.100", 104, t),
         ];
-        say("flows", format!("{:?}", s.insert_flows("gw-a", &records, NOW_NS, limits)));
-        say("flows again", format!("{:?}", s.insert_flows("gw-a", &records[..4], NOW_NS, limits)));
+        say(
+            "flows",
+            format!("{:?}", s.insert_flows("gw-a", &records, NOW_NS, limits)),
+        );
+        say(
+            "flows again",
+            format!(
+                "{:?}",
+                s.insert_flows("gw-a", &records[..4], NOW_NS, limits)
+            ),
+        );
         say(
             "flows other gw",
-            format!("{:?}", s.insert_flows("gw-b", &records[..1], NOW_NS, limits).map_err(|e| e.to_string())),
+            format!(
+                "{:?}",
+                s.insert_flows("gw-b", &records[..1], NOW_NS, limits)
+                    .map_err(|e| e.to_string())
+            ),
         );
         say("overflow", format!("{:?}", s.flow_overflow("pump-1")));
-        say("aggregates", format!("{:?}", s.flow_aggregates("pump-1", 0, u64::MAX / 2)));
+        say(
+            "aggregates",
+            format!("{:?}", s.flow_aggregates("pump-1", 0, u64::MAX / 2)),
+        );
         say(
             "lifecycle",
             format!("{:?}", s.baseline_lifecycle("pump-1").unwrap().map(|l| l.0)),
         );
-        say("lifecycle none", format!("{:?}", s.baseline_lifecycle("Mon-2")));
+        say(
+            "lifecycle none",
+            format!("{:?}", s.baseline_lifecycle("Mon-2")),
+        );
         say("observed", format!("{:?}", s.observed_flows(0)));
         say(
             "freeze",
-            apply(s, Change::SetBaseline { device: "pump-1".into(), action: Action::Freeze, now_ns: NOW_NS }),
+            apply(
+                s,
+                Change::SetBaseline {
+                    device: "pump-1".into(),
+                    action: Action::Freeze,
+                    now_ns: NOW_NS,
+                },
+            ),
         );
         say(
             "approve none",
-            apply(s, Change::SetBaseline { device: "Mon-2".into(), action: Action::Approve, now_ns: NOW_NS }),
+            apply(
+                s,
+                Change::SetBaseline {
+                    device: "Mon-2".into(),
+                    action: Action::Approve,
+                    now_ns: NOW_NS,
+                },
+            ),
         );
         for q in [
-            InventoryQuery { limit: 10, ..Default::default() },
-            InventoryQuery { search: "ab_".into(), limit: 10, ..Default::default() },
-            InventoryQuery { search: "PUMP".into(), limit: 10, ..Default::default() },
-            InventoryQuery { baseline: "none".into(), limit: 10, ..Default::default() },
-            InventoryQuery { mode: Some(Mode::Enforce), gateway: "gw-b".into(), limit: 10, ..Default::default() },
-            InventoryQuery { limit: 1, offset: 1, ..Default::default() },
+            InventoryQuery {
+                limit: 10,
+                ..Default::default()
+            },
+            InventoryQuery {
+                search: "ab_".into(),
+                limit: 10,
+                ..Default::default()
+            },
+            InventoryQuery {
+                search: "PUMP".into(),
+                limit: 10,
+                ..Default::default()
+            },
+            InventoryQuery {
+                baseline: "none".into(),
+                limit: 10,
+                ..Default::default()
+            },
+            InventoryQuery {
+                mode: Some(Mode::Enforce),
+                gateway: "gw-b".into(),
+                limit: 10,
+                ..Default::default()
+            },
+            InventoryQuery {
+                limit: 1,
+                offset: 1,
+                ..Default::default()
+            },
         ] {
             say("inventory", format!("{:?}", s.inventory(&q)));
         }
         say(
             "relearn",
-            apply(s, Change::SetBaseline { device: "pump-1".into(), action: Action::Relearn { window_days: Some(3) }, now_ns: NOW_NS }),
+            apply(
+                s,
+                Change::SetBaseline {
+                    device: "pump-1".into(),
+                    action: Action::Relearn {
+                        window_days: Some(3),
+                    },
+                    now_ns: NOW_NS,
+                },
+            ),
         );
-        say("overflow after relearn", format!("{:?}", s.flow_overflow("pump-1")));
-        s.insert_flows("gw-a", &records[..1], NOW_NS, limits).unwrap();
-        say("prune", format!("{:?}", s.prune_flows(NOW_NS + 10 * NS_PER_DAY, 3)));
+        say(
+            "overflow after relearn",
+            format!("{:?}", s.flow_overflow("pump-1")),
+        );
+        s.insert_flows("gw-a", &records[..1], NOW_NS, limits)
+            .unwrap();
+        say(
+            "prune",
+            format!("{:?}", s.prune_flows(NOW_NS + 10 * NS_PER_DAY, 3)),
+        );
         // Sessions.
         let session = |id: &str, user: &str, created_ms: i64| SessionRow {
             id_hash: id.into(),
@@ -744,30 +907,98 @@ mod same_as_sqlite {
         s.insert_session(&session("h3", "kim", 30)).unwrap();
         s.touch_session("h1", 15).unwrap();
         s.touch_session("h1", 12).unwrap();
-        say("revoke", format!("{:?} {:?} {:?}", s.revoke_session("h2", 25), s.revoke_session("h2", 26), s.revoke_session("zz", 1)));
+        say(
+            "revoke",
+            format!(
+                "{:?} {:?} {:?}",
+                s.revoke_session("h2", 25),
+                s.revoke_session("h2", 26),
+                s.revoke_session("zz", 1)
+            ),
+        );
         say("session", format!("{:?}", s.session("h1")));
         say("sessions of", format!("{:?}", s.sessions_of("sam")));
         say("prune sessions", format!("{:?}", s.prune_sessions(20)));
         // Fleet.
-        let cert = |serial: &str, not_after_ms: i64| IssuedCert { serial: serial.into(), not_after_ms };
+        let cert = |serial: &str, not_after_ms: i64| IssuedCert {
+            serial: serial.into(),
+            not_after_ms,
+        };
         for c in [
-            Change::IssueEnrollmentToken { gateway: "gw-a".into(), token_hash: "t1".into(), expires_ms: 100 },
-            Change::Enroll { gateway: "gw-b".into(), token_hash: "t1".into(), cert: cert("01", 1), now_ms: 50 },
-            Change::Enroll { gateway: "gw-a".into(), token_hash: "t1".into(), cert: cert("02", 1000), now_ms: 150 },
-            Change::Enroll { gateway: "gw-a".into(), token_hash: "t1".into(), cert: cert("02", 1000), now_ms: 50 },
-            Change::Enroll { gateway: "gw-a".into(), token_hash: "t1".into(), cert: cert("03", 1000), now_ms: 60 },
-            Change::Enroll { gateway: "gw-a".into(), token_hash: "t9".into(), cert: cert("04", 1000), now_ms: 60 },
-            Change::RenewCertificate { gateway: "gw-a".into(), cert: cert("05", 2000) },
-            Change::RenewCertificate { gateway: "gw-b".into(), cert: cert("06", 500) },
-            Change::RefuseCertificate { gateway: "gw-b".into(), kind: CertRequest::Renew, why: "no".into() },
-            Change::RevokeGateway { gateway: "gw-b".into() },
-            Change::RevokeGateway { gateway: "gw-b".into() },
-            Change::RenewCertificate { gateway: "gw-b".into(), cert: cert("07", 500) },
-            Change::IssueEnrollmentToken { gateway: "gw-b".into(), token_hash: "t2".into(), expires_ms: 100 },
+            Change::IssueEnrollmentToken {
+                gateway: "gw-a".into(),
+                token_hash: "t1".into(),
+                expires_ms: 100,
+            },
+            Change::Enroll {
+                gateway: "gw-b".into(),
+                token_hash: "t1".into(),
+                cert: cert("01", 1),
+                now_ms: 50,
+            },
+            Change::Enroll {
+                gateway: "gw-a".into(),
+                token_hash: "t1".into(),
+                cert: cert("02", 1000),
+                now_ms: 150,
+            },
+            Change::Enroll {
+                gateway: "gw-a".into(),
+                token_hash: "t1".into(),
+                cert: cert("02", 1000),
+                now_ms: 50,
+            },
+            Change::Enroll {
+                gateway: "gw-a".into(),
+                token_hash: "t1".into(),
+                cert: cert("03", 1000),
+                now_ms: 60,
+            },
+            Change::Enroll {
+                gateway: "gw-a".into(),
+                token_hash: "t9".into(),
+                cert: cert("04", 1000),
+                now_ms: 60,
+            },
+            Change::RenewCertificate {
+                gateway: "gw-a".into(),
+                cert: cert("05", 2000),
+            },
+            Change::RenewCertificate {
+                gateway: "gw-b".into(),
+                cert: cert("06", 500),
+            },
+            Change::RefuseCertificate {
+                gateway: "gw-b".into(),
+                kind: CertRequest::Renew,
+                why: "no".into(),
+            },
+            Change::RevokeGateway {
+                gateway: "gw-b".into(),
+            },
+            Change::RevokeGateway {
+                gateway: "gw-b".into(),
+            },
+            Change::RenewCertificate {
+                gateway: "gw-b".into(),
+                cert: cert("07", 500),
+            },
+            Change::IssueEnrollmentToken {
+                gateway: "gw-b".into(),
+                token_hash: "t2".into(),
+                expires_ms: 100,
+            },
         ] {
             say("fleet", apply(s, c));
         }
-        say("revoked", format!("{:?} {:?}", s.gateway_revoked("gw-b"), s.gateway_revoked("gw-a")));
+        say(
+            "revoked",
+            format!(
+                "{:?} {:?}",
+                s.gateway_revoked("gw-b"),
+                s.gateway_revoked("gw-a")
+            ),
+        );
         say("serials", format!("{:?}", s.revoked_serials()));
         say("expiry", format!("{:?}", s.cert_expiry()));
         // Pending changes.
@@ -792,39 +1023,145 @@ mod same_as_sqlite {
             submit("pump-1", "bob"),
             submit("Mon-2", "ann"),
             submit("nobody", "ann"),
-            Change::ApproveChange { id: 1, device: "pump-1".into(), proposer: "ann".into(), approver: "bob".into(), at_ms: 8 },
-            Change::ApproveChange { id: 1, device: "pump-1".into(), proposer: "ann".into(), approver: "cid".into(), at_ms: 9 },
-            Change::CloseChange { id: 2, device: "pump-1".into(), proposer: "bob".into(), by: "bob".into(), closure: Closure::Rejected, why: "x".into(), at_ms: 9 },
-            Change::CloseChange { id: 2, device: "pump-1".into(), proposer: "bob".into(), by: "bob".into(), closure: Closure::Withdrawn, why: "oops".into(), at_ms: 9 },
+            Change::ApproveChange {
+                id: 1,
+                device: "pump-1".into(),
+                proposer: "ann".into(),
+                approver: "bob".into(),
+                at_ms: 8,
+            },
+            Change::ApproveChange {
+                id: 1,
+                device: "pump-1".into(),
+                proposer: "ann".into(),
+                approver: "cid".into(),
+                at_ms: 9,
+            },
+            Change::CloseChange {
+                id: 2,
+                device: "pump-1".into(),
+                proposer: "bob".into(),
+                by: "bob".into(),
+                closure: Closure::Rejected,
+                why: "x".into(),
+                at_ms: 9,
+            },
+            Change::CloseChange {
+                id: 2,
+                device: "pump-1".into(),
+                proposer: "bob".into(),
+                by: "bob".into(),
+                closure: Closure::Withdrawn,
+                why: "oops".into(),
+                at_ms: 9,
+            },
         ] {
             say("pending", apply(s, c));
         }
         say("change", format!("{:?}", s.pending_change(2)));
         say("changes", format!("{:?}", s.pending_changes("pump-1", 1)));
-        say("latest changes", format!("{:?} {:?}", s.latest_changes(true, 10), s.latest_changes(false, 2)));
+        say(
+            "latest changes",
+            format!(
+                "{:?} {:?}",
+                s.latest_changes(true, 10),
+                s.latest_changes(false, 2)
+            ),
+        );
         // Quarantine.
         for c in [
-            Change::RequestQuarantine { device: "Mon-2".into(), reason: "r".into(), by: "soc:x".into(), at_ms: 1, minutes: 30 },
-            Change::RequestQuarantine { device: "pump-1".into(), reason: "r".into(), by: "soc:x".into(), at_ms: 2, minutes: 5 },
-            Change::ApproveQuarantine { id: 1, device: "Mon-2".into(), approver: "soc:x".into(), at_ms: 3 },
-            Change::ApproveQuarantine { id: 1, device: "Mon-2".into(), approver: "user:sam".into(), at_ms: 3 },
-            Change::QuarantineTimer { device: "Mon-2".into(), until_ms: 100, restore_mode: Mode::Monitor, set_by: "soc:x".into() },
-            Change::QuarantineTimer { device: "pump-1".into(), until_ms: 50, restore_mode: Mode::Learn, set_by: "soc:x".into() },
-            Change::QuarantineTimer { device: "Mon-2".into(), until_ms: 40, restore_mode: Mode::Enforce, set_by: "soc:y".into() },
+            Change::RequestQuarantine {
+                device: "Mon-2".into(),
+                reason: "r".into(),
+                by: "soc:x".into(),
+                at_ms: 1,
+                minutes: 30,
+            },
+            Change::RequestQuarantine {
+                device: "pump-1".into(),
+                reason: "r".into(),
+                by: "soc:x".into(),
+                at_ms: 2,
+                minutes: 5,
+            },
+            Change::ApproveQuarantine {
+                id: 1,
+                device: "Mon-2".into(),
+                approver: "soc:x".into(),
+                at_ms: 3,
+            },
+            Change::ApproveQuarantine {
+                id: 1,
+                device: "Mon-2".into(),
+                approver: "user:sam".into(),
+                at_ms: 3,
+            },
+            Change::QuarantineTimer {
+                device: "Mon-2".into(),
+                until_ms: 100,
+                restore_mode: Mode::Monitor,
+                set_by: "soc:x".into(),
+            },
+            Change::QuarantineTimer {
+                device: "pump-1".into(),
+                until_ms: 50,
+                restore_mode: Mode::Learn,
+                set_by: "soc:x".into(),
+            },
+            Change::QuarantineTimer {
+                device: "Mon-2".into(),
+                until_ms: 40,
+                restore_mode: Mode::Enforce,
+                set_by: "soc:y".into(),
+            },
         ] {
             say("quarantine", apply(s, c));
         }
         say("request", format!("{:?}", s.quarantine_request(1)));
-        say("pending quarantines", format!("{:?}", s.pending_quarantines()));
-        say("due", format!("{:?} {:?}", s.due_quarantine_timers(45), s.due_quarantine_timers(10)));
-        say("clear", apply(s, Change::ClearQuarantineTimer { device: "Mon-2".into() }));
-        say("due after clear", format!("{:?}", s.due_quarantine_timers(1000)));
+        say(
+            "pending quarantines",
+            format!("{:?}", s.pending_quarantines()),
+        );
+        say(
+            "due",
+            format!(
+                "{:?} {:?}",
+                s.due_quarantine_timers(45),
+                s.due_quarantine_timers(10)
+            ),
+        );
+        say(
+            "clear",
+            apply(
+                s,
+                Change::ClearQuarantineTimer {
+                    device: "Mon-2".into(),
+                },
+            ),
+        );
+        say(
+            "due after clear",
+            format!("{:?}", s.due_quarantine_timers(1000)),
+        );
         // Provenance.
         let import = |sha: &str| Change::RecordImport {
-            source: ImportSource { format: "csv".into(), file: "site.csv".into(), sha256: sha.into() },
+            source: ImportSource {
+                format: "csv".into(),
+                file: "site.csv".into(),
+                sha256: sha.into(),
+            },
             fields: vec![
-                ImportedFields { device: "pump-1".into(), fields: vec![("location".into(), "3A".into()), ("asset_id".into(), "AB_1".into())] },
-                ImportedFields { device: "Mon-2".into(), fields: vec![("location".into(), "3B".into())] },
+                ImportedFields {
+                    device: "pump-1".into(),
+                    fields: vec![
+                        ("location".into(), "3A".into()),
+                        ("asset_id".into(), "AB_1".into()),
+                    ],
+                },
+                ImportedFields {
+                    device: "Mon-2".into(),
+                    fields: vec![("location".into(), "3B".into())],
+                },
             ],
         };
         say("import", apply(s, import("aa")));
@@ -836,8 +1173,18 @@ mod same_as_sqlite {
                 .map(|f| (f.device, f.field, f.value, f.source, f.file, f.sha256))
                 .collect::<Vec<_>>()
         };
-        say("fields", format!("{:?} {:?}", fields(Some("Mon-2")), fields(None)));
-        say("audit empty", format!("{:?} {:?}", s.audit().map(|a| a.len()), s.audit_chain_head()));
+        say(
+            "fields",
+            format!("{:?} {:?}", fields(Some("Mon-2")), fields(None)),
+        );
+        say(
+            "audit empty",
+            format!(
+                "{:?} {:?}",
+                s.audit().map(|a| a.len()),
+                s.audit_chain_head()
+            ),
+        );
         say("epoch", format!("{}", s.epoch().unwrap().len()));
         out
     }
@@ -868,7 +1215,10 @@ mod same_as_sqlite {
             "not pending from",
             "pump-1\", \"asset_id\", \"AB_1\", \"csv\", \"site.csv\", \"bb\"",
         ] {
-            assert!(text.contains(expected), "the scenario lacks `{expected}`:\n{text}");
+            assert!(
+                text.contains(expected),
+                "the scenario lacks `{expected}`:\n{text}"
+            );
         }
     }
 }

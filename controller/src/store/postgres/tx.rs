@@ -181,7 +181,8 @@ pub(super) fn apply(c: &Client, change: &Change) -> Result<Applied> {
             now_ns,
         } => {
             device(name)?;
-            let (before, after, cleared) = super::learning::set_baseline(c, name, *action, *now_ns)?;
+            let (before, after, cleared) =
+                super::learning::set_baseline(c, name, *action, *now_ns)?;
             Applied::Baseline {
                 before,
                 after,
