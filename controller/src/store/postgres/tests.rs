@@ -273,23 +273,35 @@ fn a_write_through_the_write_service_stores_its_generation_and_chained_entries()
 #[test]
 fn two_replicas_writing_at_once_keep_one_audit_chain() {
     let server = Server::start();
-    let a = Arc::new(PgStore::connect(&server.url()).unwrap());
-    let b = Arc::new(PgStore::connect(&server.url()).unwrap());
+    let stores: Vec<Arc<PgStore>> = (0..2)
+        .map(|_| Arc::new(PgStore::connect(&server.url()).unwrap()))
+        .collect();
     let compile = |_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| Ok(BTreeMap::new());
-    let writers: Vec<_> = [a.clone(), b.clone()]
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
+    // A transaction open on one replica holds the write lock: the other's write waits for it.
+    let held = stores[0].begin().unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let b = stores[1].clone();
+    let waiting = std::thread::spawn(move || {
+        write(&*b, "user:sam", "INC", &[gateway("gw-waited")], &compile).unwrap();
+        done.send(()).unwrap();
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a write went through while another replica held the write lock"
+    );
+    held.commit().unwrap();
+    finished.recv_timeout(Duration::from_secs(10)).unwrap();
+    waiting.join().unwrap();
+    // Writers on both replicas at once: one chain, no sequence number taken twice.
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let writers: Vec<_> = (0..4)
+        .map(|i| {
+            let (s, start) = (stores[i % 2].clone(), start.clone());
             std::thread::spawn(move || {
-                for n in 0..15 {
-                    write(
-                        &*s,
-                        "user:sam",
-                        "INC",
-                        &[gateway(&format!("gw-{i}-{n}"))],
-                        &compile,
-                    )
-                    .unwrap();
+                start.wait();
+                for n in 0..10 {
+                    let change = gateway(&format!("gw-{i}-{n}"));
+                    write(&*s, "user:sam", "INC", &[change], &compile).unwrap();
                 }
             })
         })
@@ -297,9 +309,8 @@ fn two_replicas_writing_at_once_keep_one_audit_chain() {
     for w in writers {
         w.join().unwrap();
     }
-    let trail = a.audit().unwrap();
-    assert_eq!(trail.len(), 30);
-    assert_eq!(audit::verify(&trail), Ok(30), "one chain, no fork");
+    let trail = stores[1].audit().unwrap();
+    assert_eq!(audit::verify(&trail), Ok(41), "one chain, no fork");
 }
 
 fn alert(id: &str, severity: u8, count: u64, last_seen_ns: u64) -> NewAlert {
