@@ -296,6 +296,11 @@ fn a_write_through_the_write_service_stores_its_generation_and_chained_entries()
         .is_err()
     );
     assert!(store.gateway("gw-x").unwrap().is_none());
+    // A server error says what the server said, not only its kind.
+    let e = store
+        .execute_raw("SELECT * FROM no_such_table")
+        .unwrap_err();
+    assert!(e.to_string().contains("no_such_table"), "{e}");
     assert_eq!(store.audit().unwrap().len(), 2);
     // A second store on the same database (another replica) sees the same epoch and rows.
     let other = PgStore::connect(&server.url()).unwrap();
@@ -468,6 +473,7 @@ fn a_server_that_is_not_there_is_named_without_the_password() {
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
     assert!(msg.contains("wardgate"), "{msg}");
     assert!(!msg.contains("s3cret"), "{msg}");
+    assert!(msg.contains("refused"), "says why: {msg}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
