@@ -92,3 +92,10 @@ conformance!(sqlite, |quota| {
         .with_alert_quota(quota);
     Fixture::new(store, dir)
 });
+
+// SQLite on one in-memory connection: no head file, no read connections (as a backend without
+// them, every read goes through the writer's connection).
+conformance!(sqlite_in_memory, |quota| Fixture::new(
+    SqliteStore::in_memory().unwrap().with_alert_quota(quota),
+    ()
+));

@@ -463,7 +463,7 @@ pub fn the_inventory_pages_filters_and_searches_in_the_query(open: Open) {
         (row.baseline.as_deref(), row.last_seen_ns),
         (Some("learning"), Some(T + NS))
     );
-    let row = &page_rows(&store, search("pump-2"))[0];
+    let row = &page_rows(&*store, search("pump-2"))[0];
     assert_eq!((row.baseline.as_deref(), row.last_seen_ns), (None, None));
 }
 
