@@ -455,6 +455,63 @@ mod tests {
         );
     }
 
+    /// Set in the child test process of the test below: it starts the shared server, says
+    /// which it is, and exits (`exit`) or waits to be killed (`kill`).
+    const CHILD: &str = "WARDGATE_TESTKIT_PG_CHILD";
+    const SELF: &str = "postgres::tests::the_shared_server_goes_with_its_process";
+
+    /// Runs this test in a child process in `mode`; the shared server's pid and directory.
+    fn child(mode: &str) -> (std::process::Child, u32, PathBuf) {
+        use std::io::BufRead as _;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", SELF, "--nocapture", "--test-threads=1"])
+            .env(CHILD, mode)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines
+            .by_ref()
+            .map_while(std::result::Result::ok)
+            .find_map(|l| Some(l.split_once("shared-server ")?.1.to_string()))
+            .expect("the child names its server");
+        // The rest is read, or the child's next print would fail on a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let mut words = line.split(' ');
+        let pid = words.next().unwrap().parse().unwrap();
+        let dir = PathBuf::from(words.next().unwrap());
+        (child, pid, dir)
+    }
+
+    #[test]
+    fn the_shared_server_goes_with_its_process() {
+        if let Some(mode) = std::env::var_os(CHILD) {
+            let s = Server::shared();
+            println!("shared-server {} {}", s.pid(), s.data_dir().display());
+            if mode == "kill" {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+            return;
+        }
+        // Exiting: stopped and removed at exit.
+        let (mut exiting, pid, data) = child("exit");
+        assert!(exiting.wait().unwrap().success());
+        assert!(!alive(pid), "stopped when its process exits");
+        assert!(!data.exists(), "its directory is removed");
+        // Killed: no exit handler runs, the parent-death signal stops the server.
+        let (mut killed, pid, data) = child("kill");
+        assert!(alive(pid));
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        let deadline = Instant::now() + STOP_LIMIT;
+        while alive(pid) {
+            assert!(Instant::now() < deadline, "the server outlived its killed process");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // What a killed process cannot remove.
+        std::fs::remove_dir_all(data.parent().unwrap()).unwrap();
+    }
+
     #[test]
     fn two_servers_run_side_by_side_and_the_shared_one_is_one() {
         let (one, two) = (Server::shared(), Server::start());
@@ -463,6 +520,6 @@ mod tests {
         assert_ne!(one.data_dir(), two.data_dir());
         let port = |s: &Server| s.psql("postgres", "SHOW port");
         assert_eq!(port(one), one.port().to_string());
-        assert_eq!(port(two), two.port().to_string());
+        assert_eq!(port(&two), two.port().to_string());
     }
 }
