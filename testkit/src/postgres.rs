@@ -418,7 +418,12 @@ mod tests {
         let (pid, port, data) = (server.pid(), server.port(), server.data_dir().to_path_buf());
         let root = data.parent().unwrap().to_path_buf();
         assert!(data.join("PG_VERSION").is_file(), "initdb made {data:?}");
-        assert!(server.socket_dir().join(format!(".s.PGSQL.{port}")).exists());
+        assert!(
+            server
+                .socket_dir()
+                .join(format!(".s.PGSQL.{port}"))
+                .exists()
+        );
         // Safety: geteuid cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             let (uid, _) = server.user().expect("as root it runs as postgres");
@@ -505,7 +510,10 @@ mod tests {
         killed.wait().unwrap();
         let deadline = Instant::now() + STOP_LIMIT;
         while alive(pid) {
-            assert!(Instant::now() < deadline, "the server outlived its killed process");
+            assert!(
+                Instant::now() < deadline,
+                "the server outlived its killed process"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // What a killed process cannot remove.

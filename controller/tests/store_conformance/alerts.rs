@@ -46,7 +46,11 @@ pub fn status_reports_and_health_round_trip(open: Open) {
         (1, "epoch-a", "bundle too old")
     );
     let all = store.gateway_health().unwrap();
-    assert_eq!(all.keys().collect::<Vec<_>>(), [GW_A], "gw-3b reported none");
+    assert_eq!(
+        all.keys().collect::<Vec<_>>(),
+        [GW_A],
+        "gw-3b reported none"
+    );
     let h = &all[GW_A];
     assert_eq!(h.health, fired);
     assert!(h.received_ms >= before && h.received_ms <= wardgate_controller::audit::now_ms());
@@ -80,7 +84,10 @@ pub fn status_reports_and_health_round_trip(open: Open) {
     store.report_status(GW_A, 4, "epoch-b", "", None).unwrap();
     assert!(store.gateway_health().unwrap().is_empty());
     let a = store.gateway(GW_A).unwrap().unwrap();
-    assert_eq!((a.applied_generation, a.applied_epoch.as_str()), (4, "epoch-b"));
+    assert_eq!(
+        (a.applied_generation, a.applied_epoch.as_str()),
+        (4, "epoch-b")
+    );
     let mut gens = store.gateway_generations().unwrap();
     gens.sort_by(|a, b| a.gateway.cmp(&b.gateway));
     assert_eq!(
@@ -112,7 +119,10 @@ pub fn an_alert_is_stored_once_and_updated_by_a_higher_count(open: Open) {
     assert_eq!(ids(&all), ["x", "y", "x"], "x's creation, y, x's update");
     let (x1, y, x5) = (&all[0], &all[1], &all[2]);
     assert!(x1.seq < y.seq && y.seq < x5.seq, "oldest first");
-    assert_eq!((x1.first_seq, y.first_seq, x5.first_seq), (x1.seq, y.seq, x1.seq));
+    assert_eq!(
+        (x1.first_seq, y.first_seq, x5.first_seq),
+        (x1.seq, y.seq, x1.seq)
+    );
     assert_eq!(
         (x1.is_update(), y.is_update(), x5.is_update()),
         (false, false, true)
@@ -128,7 +138,11 @@ pub fn an_alert_is_stored_once_and_updated_by_a_higher_count(open: Open) {
         .into_iter()
         .map(|a| a.body)
         .collect();
-    assert_eq!(listed, [body("x", 5), body("y", 1)], "one per id, newest first");
+    assert_eq!(
+        listed,
+        [body("x", 5), body("y", 1)],
+        "one per id, newest first"
+    );
 
     // Acknowledged, then the same count seen later: an update under a new number that
     // replaces the previous update row and keeps the acknowledgement.
@@ -165,7 +179,15 @@ pub fn past_its_quota_a_gateway_drops_its_lowest_severity_first_and_counts_them(
     let store = open(10);
     let batch = |prefix: &str, n: usize, severity: u8| -> Vec<NewAlert> {
         (0..n)
-            .map(|i| alert(&format!("{prefix}-{i}"), "pump-1", severity, "scan_vertical", 1))
+            .map(|i| {
+                alert(
+                    &format!("{prefix}-{i}"),
+                    "pump-1",
+                    severity,
+                    "scan_vertical",
+                    1,
+                )
+            })
             .collect()
     };
     store.insert_alerts(GW_A, &batch("crit", 4, 3)).unwrap();
@@ -226,7 +248,11 @@ pub fn sequence_numbers_are_never_reused_and_cursors_never_move_back(open: Open)
     let first = store.alerts_after(0, 10).unwrap();
     assert_eq!(ids(&first), ["a", "b"]);
     let b = first[1].seq;
-    assert_eq!(store.sink_cursor("siem").unwrap(), 0, "a new sink starts at 0");
+    assert_eq!(
+        store.sink_cursor("siem").unwrap(),
+        0,
+        "a new sink starts at 0"
+    );
     store.advance_sink_cursor("siem", b).unwrap();
     // Past the quota the newest, lowest-severity row goes at once: the next alert must still
     // come after every number handed out, or a sink past it would skip it.
@@ -240,7 +266,10 @@ pub fn sequence_numbers_are_never_reused_and_cursors_never_move_back(open: Open)
         .alerts_after(store.sink_cursor("siem").unwrap(), 10)
         .unwrap();
     assert_eq!(ids(&after), ["c"]);
-    assert!(after[0].seq > b + 1, "the dropped alert's number is not reused");
+    assert!(
+        after[0].seq > b + 1,
+        "the dropped alert's number is not reused"
+    );
     assert_eq!(store.alert_drops(GW_A).unwrap(), [1, 0, 0, 1]);
     // Cursors: never back, one per sink.
     store.advance_sink_cursor("siem", after[0].seq).unwrap();
@@ -566,7 +595,10 @@ pub fn the_console_alert_page_filters_counts_and_pages(open: Open) {
         ..Default::default()
     };
     let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    assert_eq!(page(all.clone()), (strs(&["p3", "q2", "q1", "p2", "p1"]), 5));
+    assert_eq!(
+        page(all.clone()),
+        (strs(&["p3", "q2", "q1", "p2", "p1"]), 5)
+    );
     assert_eq!(
         page(AlertPageQuery {
             limit: 2,
@@ -602,7 +634,10 @@ pub fn the_console_alert_page_filters_counts_and_pages(open: Open) {
         state: Some(s),
         ..all.clone()
     };
-    assert_eq!(page(state(AlertState::Open)), (strs(&["p3", "q1", "p1"]), 3));
+    assert_eq!(
+        page(state(AlertState::Open)),
+        (strs(&["p3", "q1", "p1"]), 3)
+    );
     assert_eq!(page(state(AlertState::Acknowledged)), (strs(&["p2"]), 1));
     assert_eq!(page(state(AlertState::Suppressed)), (strs(&["q2"]), 1));
 
@@ -641,6 +676,8 @@ pub fn the_console_alert_page_filters_counts_and_pages(open: Open) {
     assert_eq!(store.console_alert(update_seq).unwrap(), None);
     assert_eq!(store.console_alert(999_999).unwrap(), None);
     // Received time is the first copy's.
-    let p1 = store.console_alert(store.alerts_after(0, 1).unwrap()[0].seq).unwrap();
+    let p1 = store
+        .console_alert(store.alerts_after(0, 1).unwrap()[0].seq)
+        .unwrap();
     assert!(p1.unwrap().received_ms <= p3.received_ms);
 }

@@ -114,7 +114,13 @@ pub fn pending_changes_are_submitted_approved_and_closed(open: Open) {
     let id = |i: usize| ids[3 - i];
     for (i, p) in submitted.iter().enumerate() {
         let stored = store.pending_change(id(i)).unwrap().unwrap();
-        assert_eq!(stored, PendingChangeRow { id: id(i), ..p.clone() });
+        assert_eq!(
+            stored,
+            PendingChangeRow {
+                id: id(i),
+                ..p.clone()
+            }
+        );
         assert!(stored.is_pending());
     }
     assert_eq!(store.pending_change(id(3) + 100).unwrap(), None);
@@ -196,7 +202,10 @@ pub fn pending_changes_are_submitted_approved_and_closed(open: Open) {
         .iter()
         .map(|p| p.id)
         .collect();
-    assert!(open_ids.contains(&id(3)) && !open_ids.contains(&id(0)), "{open_ids:?}");
+    assert!(
+        open_ids.contains(&id(3)) && !open_ids.contains(&id(0)),
+        "{open_ids:?}"
+    );
 }
 
 pub fn quarantine_requests_and_timers(open: Open) {
@@ -228,7 +237,10 @@ pub fn quarantine_requests_and_timers(open: Open) {
     let (one, two) = (pending[0].id, pending[1].id);
     assert_eq!(
         pending,
-        [row(one, "pump-1", 1_000, None), row(two, "pump-2", 1_100, None)]
+        [
+            row(one, "pump-1", 1_000, None),
+            row(two, "pump-2", 1_100, None)
+        ]
     );
     assert_eq!(
         store.quarantine_request(one).unwrap(),
@@ -343,7 +355,10 @@ pub fn enrollment_tokens_certificates_and_revocation(open: Open) {
     };
     denied(enroll(GW_A, "t9", cert("09", 1)), "unknown token");
     denied(enroll(GW_A, "t2", cert("02", 1)), "expired");
-    denied(enroll(GW_A, "t3", cert("03", 1)), "issued for gateway gw-3b");
+    denied(
+        enroll(GW_A, "t3", cert("03", 1)),
+        "issued for gateway gw-3b",
+    );
     written(&*store, vec![enroll(GW_A, "t1", cert("0a", 100_000))]);
     denied(enroll(GW_A, "t1", cert("0d", 1)), "already used");
     written(
@@ -447,7 +462,10 @@ pub fn imports_keep_each_fields_provenance(open: Open) {
     // Set again by another import: that field's provenance is the new one's.
     written(
         &*store,
-        vec![import("fhir", vec![set("pump-1", &[("location", "bed 14")])])],
+        vec![import(
+            "fhir",
+            vec![set("pump-1", &[("location", "bed 14")])],
+        )],
     );
     let all = store.device_fields(None).unwrap();
     let t2 = all[1].set_ms;

@@ -157,9 +157,7 @@ pub fn past_the_row_cap_records_are_counted_per_device_and_day(open: Open) {
     // The next day has its own cap and count.
     let tomorrow = T + DAY;
     let batch: Vec<_> = (7..=9).map(|p| tcp_record("pump-1", p, tomorrow)).collect();
-    let out = store
-        .insert_flows(GW_A, &batch, NOW + DAY, limits)
-        .unwrap();
+    let out = store.insert_flows(GW_A, &batch, NOW + DAY, limits).unwrap();
     assert_eq!((out.stored, out.over_cap), (2, 1));
     assert_eq!(
         store.flow_overflow("pump-1").unwrap(),
@@ -221,7 +219,10 @@ pub fn baselines_freeze_approve_and_relearn(open: Open) {
         now_ns,
     };
     let err = write(&*store, vec![set(Action::Freeze, NOW)]).unwrap_err();
-    assert!(matches!(err, Error::Precondition(_)), "no flows yet: {err:?}");
+    assert!(
+        matches!(err, Error::Precondition(_)),
+        "no flows yet: {err:?}"
+    );
     store
         .insert_flows(
             GW_A,
@@ -239,7 +240,12 @@ pub fn baselines_freeze_approve_and_relearn(open: Open) {
         "a cap of 0 stores nothing"
     );
     store
-        .insert_flows(GW_A, &[tcp_record("pump-1", 443, T)], NOW, FlowLimits::default())
+        .insert_flows(
+            GW_A,
+            &[tcp_record("pump-1", 443, T)],
+            NOW,
+            FlowLimits::default(),
+        )
         .unwrap();
     let lifecycle = |name: &str| store.baseline_lifecycle(name).unwrap().map(|l| l.0);
     written(&*store, vec![set(Action::Freeze, NOW)]);
@@ -360,7 +366,10 @@ pub fn observed_flows_sum_a_devices_days_with_its_profile(open: Open) {
             },
         ],
     );
-    assert_eq!(observed(day_of(yesterday))[2], flow("monitor", "pump-2", 443, 1));
+    assert_eq!(
+        observed(day_of(yesterday))[2],
+        flow("monitor", "pump-2", 443, 1)
+    );
 }
 
 pub fn the_inventory_pages_filters_and_searches_in_the_query(open: Open) {
@@ -381,7 +390,12 @@ pub fn the_inventory_pages_filters_and_searches_in_the_query(open: Open) {
         ],
     );
     store
-        .insert_flows(GW_A, &[tcp_record("pump-1", 443, T)], NOW, FlowLimits::default())
+        .insert_flows(
+            GW_A,
+            &[tcp_record("pump-1", 443, T)],
+            NOW,
+            FlowLimits::default(),
+        )
         .unwrap();
     let page = |q: InventoryQuery| -> (Vec<String>, u64) {
         let p = store.inventory(&q).unwrap();
@@ -405,11 +419,22 @@ pub fn the_inventory_pages_filters_and_searches_in_the_query(open: Open) {
         search: s.into(),
         ..q(10)
     };
-    assert_eq!(page(search("02:00:00:00:00:03")), (strs(&["pump-3"]), 1), "MAC");
-    assert_eq!(page(search("192.0.2.4")), (strs(&["monitor-4"]), 1), "address");
+    assert_eq!(
+        page(search("02:00:00:00:00:03")),
+        (strs(&["pump-3"]), 1),
+        "MAC"
+    );
+    assert_eq!(
+        page(search("192.0.2.4")),
+        (strs(&["monitor-4"]), 1),
+        "address"
+    );
     assert_eq!(page(search("A-5")), (strs(&["monitor-5"]), 1), "asset id");
     assert_eq!(page(search("bed 2")), (strs(&["pump-2"]), 1), "location");
-    assert_eq!(page(search(" pump ")), (strs(&["pump-1", "pump-2", "pump-3"]), 3));
+    assert_eq!(
+        page(search(" pump ")),
+        (strs(&["pump-1", "pump-2", "pump-3"]), 3)
+    );
     assert_eq!(page(search("p_mp")), (vec![], 0), "`_` is no wildcard");
     assert_eq!(page(search("%")), (vec![], 0), "`%` is no wildcard");
     assert_eq!(

@@ -127,7 +127,10 @@ pub fn a_refused_write_leaves_nothing_behind(open: Open) {
     // A device that does not exist, after a change that would have applied.
     let err = write(
         &*store,
-        vec![set_mode("pump-1", Mode::Enforce), set_mode("ghost", Mode::Learn)],
+        vec![
+            set_mode("pump-1", Mode::Enforce),
+            set_mode("ghost", Mode::Learn),
+        ],
     )
     .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
@@ -139,7 +142,10 @@ pub fn a_refused_write_leaves_nothing_behind(open: Open) {
     // The next write follows on as if the refused ones never were.
     let out = written(&*store, vec![set_mode("pump-1", Mode::Enforce)]);
     assert_eq!(out.audit_seq, trail as u64 + 1);
-    assert_eq!(out.generations, BTreeMap::from([(GW_A.into(), generation + 1)]));
+    assert_eq!(
+        out.generations,
+        BTreeMap::from([(GW_A.into(), generation + 1)])
+    );
     verify_trail(&*store);
 }
 
