@@ -63,6 +63,7 @@ macro_rules! conformance {
                 alerts::an_alert_is_stored_once_and_updated_by_a_higher_count,
                 alerts::past_its_quota_a_gateway_drops_its_lowest_severity_first_and_counts_them,
                 alerts::sequence_numbers_are_never_reused_and_cursors_never_move_back,
+                alerts::a_sink_tailing_two_writers_misses_no_alert,
                 alerts::alerts_since_filters_in_the_query_and_reads_oldest_first,
                 alerts::acknowledgements_name_one_gateways_alert,
                 alerts::suppressed_alerts_are_stored_but_not_sent,

@@ -281,6 +281,66 @@ pub fn sequence_numbers_are_never_reused_and_cursors_never_move_back(open: Open)
     assert_eq!(store.alerts_pending(after[0].seq).unwrap(), 0);
 }
 
+/// Two gateways storing alerts at once while a sink tails them by sequence number: numbers
+/// are taken in commit order, so the sink, moving its cursor past what it read, misses none.
+pub fn a_sink_tailing_two_writers_misses_no_alert(open: Open) {
+    const PER_WRITER: usize = 100;
+    let store = open(QUOTA);
+    let store: &dyn wardgate_controller::store::Store = &*store;
+    let writing = std::sync::atomic::AtomicUsize::new(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let read: Vec<(i64, String)> = std::thread::scope(|s| {
+        for gw in [GW_A, GW_B] {
+            let writing = &writing;
+            s.spawn(move || {
+                for i in 0..PER_WRITER {
+                    let a = alert(&format!("{gw}-{i}"), "pump-1", 1, "new_peer", 1);
+                    store.insert_alerts(gw, &[a]).unwrap();
+                }
+                writing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        let mut cursor = 0;
+        let mut read = Vec::new();
+        loop {
+            // Read whether the writers were done before the read, so the last read sees all.
+            let done = writing.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            let batch = store.alerts_after(cursor, 50).unwrap();
+            if let Some(last) = batch.last() {
+                cursor = last.seq;
+            }
+            let empty = batch.is_empty();
+            read.extend(batch.into_iter().map(|a| (a.seq, a.id)));
+            if done && empty {
+                break read;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still tailing after 60 s"
+            );
+        }
+    });
+    assert_eq!(read.len(), 2 * PER_WRITER, "every alert read once");
+    assert!(
+        read.windows(2).all(|w| w[0].0 < w[1].0),
+        "in sequence order"
+    );
+    let mut ids: Vec<&str> = read.iter().map(|r| r.1.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2 * PER_WRITER);
+    // Each gateway's alerts in the order it stored them.
+    for gw in [GW_A, GW_B] {
+        let mine: Vec<&str> = read
+            .iter()
+            .map(|r| r.1.as_str())
+            .filter(|id| id.starts_with(gw))
+            .collect();
+        let expected: Vec<String> = (0..PER_WRITER).map(|i| format!("{gw}-{i}")).collect();
+        assert_eq!(mine, expected);
+    }
+}
+
 pub fn alerts_since_filters_in_the_query_and_reads_oldest_first(open: Open) {
     let store = open(QUOTA);
     site(&*store);
