@@ -53,6 +53,7 @@ macro_rules! conformance {
             cases!(OPEN:
                 site::devices_are_upserted_with_ids_that_never_change,
                 site::a_refused_write_leaves_nothing_behind,
+                site::a_transaction_sees_its_changes_and_rolls_back_when_dropped,
                 site::profiles_are_versioned,
                 site::groups_and_gateways_round_trip,
                 site::generations_are_numbered_per_gateway_without_gaps,

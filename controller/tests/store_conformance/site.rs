@@ -149,6 +149,57 @@ pub fn a_refused_write_leaves_nothing_behind(open: Open) {
     verify_trail(&*store);
 }
 
+/// A transaction reads its own changes (the compiler reads the site after them) and leaves
+/// nothing when dropped uncommitted; a preview is such a transaction.
+pub fn a_transaction_sees_its_changes_and_rolls_back_when_dropped(open: Open) {
+    let store = open(QUOTA);
+    site(&*store);
+    let trail = store.audit_chain_head().unwrap();
+    let mut tx = store.begin().unwrap();
+    assert_eq!(tx.max_device_id().unwrap(), 2);
+    assert_eq!(tx.audit_chain_head().unwrap(), trail);
+    let mut pump3 = device("pump-3", 3, GW_A, "pump");
+    pump3.id = 3;
+    tx.apply(&Change::UpsertDevice(pump3.clone())).unwrap();
+    tx.apply(&Change::UpsertGroup {
+        name: "dns".into(),
+        cidrs: vec!["192.0.2.53".into()],
+    })
+    .unwrap();
+    assert_eq!(tx.device("pump-3").unwrap(), Some(pump3.clone()));
+    assert_eq!(tx.max_device_id().unwrap(), 3);
+    assert_eq!(
+        tx.devices_of(&BTreeSet::from([GW_A.to_string()]), &BTreeSet::new())
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["pump-1".to_string(), "pump-3".to_string()])
+    );
+    assert!(tx.base().unwrap().groups.contains_key("dns"));
+    assert_eq!(tx.gateway_names().unwrap(), [GW_A, GW_B]);
+    drop(tx);
+    assert_eq!(store.device("pump-3").unwrap(), None);
+    assert!(!store.groups().unwrap().contains_key("dns"));
+    assert_eq!(store.audit_chain_head().unwrap(), trail);
+
+    // A preview compiles what the write would store, and stores nothing.
+    let preview = wardgate_controller::write::preview(
+        &*store,
+        &[set_mode("pump-1", Mode::Enforce)],
+        &wardgate_controller::compile::affected,
+    )
+    .unwrap();
+    assert_eq!(preview.gateways.keys().collect::<Vec<_>>(), [GW_A]);
+    let (before, after) = &preview.gateways[GW_A];
+    let before = before.as_ref().expect("gw-3a has a generation");
+    assert_eq!((before.generation, after.generation), (1, 1));
+    assert_ne!(before, after);
+    assert_eq!(store.device("pump-1").unwrap().unwrap().mode, Mode::Monitor);
+    assert_eq!(store.latest_generation(GW_A).unwrap(), 1);
+    assert_eq!(store.audit_chain_head().unwrap(), trail);
+}
+
 pub fn profiles_are_versioned(open: Open) {
     let store = open(QUOTA);
     site(&*store);
