@@ -7,9 +7,11 @@
 //!
 //! ```ignore
 //! conformance!(postgres, |quota| Fixture::new(
-//!     PgStore::connect(&wardgate_testkit::postgres::Server::shared().fresh_database())
-//!         .unwrap()
-//!         .with_alert_quota(quota),
+//!     wardgate_controller::store::PgStore::connect(
+//!         &wardgate_testkit::postgres::Server::shared().fresh_database()
+//!     )
+//!     .unwrap()
+//!     .with_alert_quota(quota),
 //!     (),
 //! ));
 //! ```
