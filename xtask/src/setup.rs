@@ -40,7 +40,8 @@ const APT: &[&str] = &[
     "rsyslog",
     "rsyslog-gnutls",
     // A real PostgreSQL server per test process (testkit/src/postgres.rs): the store
-    // conformance suite (controller/tests/store_conformance.rs) runs PgStore against it.
+    // conformance suite (controller/tests/store_conformance.rs) runs PgStore against it, and
+    // PgStore's own tests (controller/src/store/postgres/tests.rs) use it too.
     "postgresql",
     // promtool checks both /metrics endpoints; curl scrapes the agent's inside its namespace.
     "prometheus",

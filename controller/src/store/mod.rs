@@ -1,7 +1,7 @@
 //! The store: devices, profile versions, groups, gateways, generations per gateway, alerts and
-//! the audit trail, persisted and read as typed rows. `Store` is the interface (a PostgreSQL
-//! backend can implement it later); `SqliteStore` is the embedded default: one file in the data
-//! directory, WAL, migrations.
+//! the audit trail, persisted and read as typed rows. `Store` is the interface; `SqliteStore`
+//! is the embedded default (one file in the data directory, WAL, migrations), `PgStore` the
+//! PostgreSQL one (`store: { postgres: URL }`, `postgres/`).
 //!
 //! The store does no policy work: what a write does, in which order (ids, compiling, the bundle
 //! limit, generation numbers, audit entries and their hashes, the head file) is the write
@@ -14,6 +14,7 @@ mod fleet;
 mod learning;
 pub(crate) mod migrations;
 mod pending;
+mod postgres;
 mod provenance;
 mod quarantine;
 mod reader;
@@ -27,6 +28,7 @@ use std::{
 
 pub use console_alerts::{AlertPage, AlertPageQuery, AlertState, ConsoleAlert};
 pub use learning::oldest_day;
+pub use postgres::PgStore;
 use serde::{Deserialize, Serialize};
 pub use sqlite::SqliteStore;
 use thiserror::Error;
@@ -47,6 +49,10 @@ use crate::{
 pub enum StoreError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL query or connection error (connection failures are reported by
+    /// `PgStore` with the host they were for).
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     /// A stored row that does not parse: reported by table and name, never read as empty.
     #[error("corrupt row `{name}` in table `{table}`: {problem}")]
     Corrupt {
