@@ -2,19 +2,7 @@
 //! (and the write service, as the gRPC API drives it), the same tests for every backend.
 //!
 //! Each backend is one `conformance!` line: a name and a function that opens a new, empty store
-//! with the given per-gateway alert quota (and keeps alive what it needs). The PostgreSQL store
-//! joins with this line, against the test process's own server (`wardgate_testkit::postgres`):
-//!
-//! ```ignore
-//! conformance!(postgres, |quota| Fixture::new(
-//!     wardgate_controller::store::PgStore::connect(
-//!         &wardgate_testkit::postgres::Server::shared().fresh_database()
-//!     )
-//!     .unwrap()
-//!     .with_alert_quota(quota),
-//!     (),
-//! ));
-//! ```
+//! with the given per-gateway alert quota (and keeps alive what it needs).
 
 #[path = "store_conformance/alerts.rs"]
 mod alerts;
@@ -102,4 +90,14 @@ conformance!(sqlite, |quota| {
 conformance!(sqlite_in_memory, |quota| Fixture::new(
     SqliteStore::in_memory().unwrap().with_alert_quota(quota),
     ()
+));
+
+// PostgreSQL: a fresh database of the test process's own server (`wardgate_testkit::postgres`).
+conformance!(postgres, |quota| Fixture::new(
+    wardgate_controller::store::PgStore::connect(
+        &wardgate_testkit::postgres::Server::shared().fresh_database()
+    )
+    .unwrap()
+    .with_alert_quota(quota),
+    (),
 ));
