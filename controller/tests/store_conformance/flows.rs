@@ -435,6 +435,13 @@ pub fn the_inventory_pages_filters_and_searches_in_the_query(open: Open) {
         page(search(" pump ")),
         (strs(&["pump-1", "pump-2", "pump-3"]), 3)
     );
+    // Case-insensitive for ASCII letters (SQLite's LIKE; ILIKE on PostgreSQL).
+    assert_eq!(
+        page(search("PUMP")),
+        (strs(&["pump-1", "pump-2", "pump-3"]), 3),
+        "case-insensitive"
+    );
+    assert_eq!(page(search("Bed 2")), (strs(&["pump-2"]), 1), "location");
     assert_eq!(page(search("p_mp")), (vec![], 0), "`_` is no wildcard");
     assert_eq!(page(search("%")), (vec![], 0), "`%` is no wildcard");
     assert_eq!(
