@@ -100,7 +100,10 @@ pub struct Server {
     bin: PathBuf,
     user: Option<(u32, u32)>,
     port: u16,
-    pid: u32,
+    /// The postmaster's pid (a new one after [`Server::restart`]).
+    pid: AtomicU32,
+    /// The extra settings it was started with (a restart uses them again).
+    settings: Vec<(String, String)>,
     data_dir: PathBuf,
     socket_dir: PathBuf,
     log: PathBuf,
@@ -190,40 +193,87 @@ impl Server {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
-        let mut postgres = Command::new(bin.join("postgres"));
-        postgres
-            .arg("-D")
-            .arg(&data_dir)
-            .args(["-p", &port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", socket_dir.display()));
-        for (name, value) in SETTINGS.iter().chain(settings) {
-            postgres.arg("-c").arg(format!("{name}={value}"));
-        }
-        let log_file = File::create(&log).expect("creating the server log");
-        postgres
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("cloning the log file"))
-            .stderr(log_file);
-        as_user(&mut postgres, user);
-        let (child, keeper) = spawn_server(postgres, bin);
         let server = Server {
             bin: bin.to_path_buf(),
             user,
-            port,
-            pid: child.id(),
+            port: free_port(),
+            pid: AtomicU32::new(0),
+            settings: settings
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
             data_dir,
             socket_dir,
             log,
-            running: Mutex::new(Some((child, dir))),
-            keeper: Mutex::new(Some(keeper)),
+            running: Mutex::new(None),
+            keeper: Mutex::new(None),
             databases: AtomicU32::new(0),
         };
+        let (child, keeper) = spawn_server(server.command(dir.path()), bin);
+        server.pid.store(child.id(), Ordering::Relaxed);
+        *server.running.lock().unwrap() = Some((child, dir));
+        *server.keeper.lock().unwrap() = Some(keeper);
         server.wait_ready()?;
         Ok(server)
+    }
+
+    /// The postmaster's command line: its data directory, port, socket directory, settings,
+    /// its log appended to, run as the server user, in `dir`.
+    fn command(&self, dir: &Path) -> Command {
+        let mut postgres = Command::new(self.bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.socket_dir.display()
+            ));
+        let extra = self.settings.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        for (name, value) in SETTINGS.iter().copied().chain(extra) {
+            postgres.arg("-c").arg(format!("{name}={value}"));
+        }
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the server log");
+        postgres
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("cloning the log file"))
+            .stderr(log_file);
+        as_user(&mut postgres, self.user);
+        postgres
+    }
+
+    /// Stops the server (fast shutdown: its connections are closed) and starts it again on
+    /// the same port and data directory, as after a failover or a crash the clients must
+    /// reconnect across. Panics if it does not come back.
+    pub fn restart(&self) {
+        let mut running = self.running.lock().unwrap();
+        let (mut child, dir) = running.take().expect("restarting a stopped server");
+        // Safety: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + STOP_LIMIT;
+        while child.try_wait().expect("waiting on the server").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not stop within {STOP_LIMIT:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (child, keeper) = spawn_server(self.command(dir.path()), &self.bin);
+        self.pid.store(child.id(), Ordering::Relaxed);
+        *running = Some((child, dir));
+        *self.keeper.lock().unwrap() = Some(keeper);
+        drop(running);
+        if let Err(log) = self.wait_ready() {
+            panic!("PostgreSQL did not start again:\n{log}");
+        }
     }
 
     /// Waits until the server accepts connections; `Err` (its log) if it exited first.
@@ -265,7 +315,7 @@ impl Server {
 
     /// The server (postmaster) process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pid.load(Ordering::Relaxed)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -330,7 +380,7 @@ impl Server {
             return;
         };
         // Safety: kill(2) on our own child's pid, not yet reaped.
-        unsafe { libc::kill(self.pid as i32, libc::SIGQUIT) };
+        unsafe { libc::kill(self.pid() as i32, libc::SIGQUIT) };
         let deadline = Instant::now() + STOP_LIMIT;
         while child.try_wait().ok().flatten().is_none() {
             if Instant::now() > deadline {

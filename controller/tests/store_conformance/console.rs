@@ -202,7 +202,11 @@ pub fn pending_changes_are_submitted_approved_and_closed(open: Open) {
         .iter()
         .map(|p| p.id)
         .collect();
-    assert_eq!(open_ids, [id(3)], "approved, withdrawn and rejected are not pending");
+    assert_eq!(
+        open_ids,
+        [id(3)],
+        "approved, withdrawn and rejected are not pending"
+    );
 }
 
 pub fn quarantine_requests_and_timers(open: Open) {
