@@ -39,6 +39,10 @@ const APT: &[&str] = &[
     // The SOC sink tests' syslog collector (controller/tests/soc_sinks.rs), TCP and TLS.
     "rsyslog",
     "rsyslog-gnutls",
+    // A real PostgreSQL server per test process (testkit/src/postgres.rs): the store
+    // conformance suite (controller/tests/store_conformance.rs) runs PgStore against it, and
+    // PgStore's own tests (controller/src/store/postgres/tests.rs) use it too.
+    "postgresql",
     // promtool checks both /metrics endpoints; curl scrapes the agent's inside its namespace.
     "prometheus",
     "curl",
@@ -52,9 +56,6 @@ const APT: &[&str] = &[
     // playwright-core and axe-core from npm (controller/tests/browser/package-lock.json) drive
     // Debian's chromium; Playwright's own browser download is not used.
     "chromium",
-    // The PostgreSQL store's tests start a server of their own (initdb, pg_ctl):
-    // controller/src/store/postgres/tests.rs and the store conformance suite.
-    "postgresql",
 ];
 
 /// Node and npm for the browser test: any node with its npm will do (a machine may carry

@@ -122,8 +122,9 @@ pub(super) fn of_device(c: &Client, device: &str, limit: u32) -> Result<Vec<Pend
 }
 
 pub(super) fn latest(c: &Client, pending_only: bool, limit: u32) -> Result<Vec<PendingChangeRow>> {
+    // Pending as `PendingChangeRow::is_pending`: neither approved nor withdrawn or rejected.
     let filter = if pending_only {
-        "WHERE approver IS NULL"
+        "WHERE approver IS NULL AND closed IS NULL"
     } else {
         ""
     };

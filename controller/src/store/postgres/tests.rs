@@ -1,18 +1,15 @@
-//! Smoke tests of the PostgreSQL store against a real server each test starts: the runtime
+//! Smoke tests of the PostgreSQL store against a real server: the runtime
 //! design (called from every kind of thread), one write through the write service, two
 //! writers at once, the alert rules. The conformance suite (both stores, every method) is
 //! `controller/tests/store_conformance*.rs`.
 //!
-//! `Server` below is a stand-in until `wardgate_testkit::postgres::Server` lands (REPLACE
-//! with it then). A test that cannot start PostgreSQL fails; it never skips.
+//! The server is `wardgate_testkit::postgres::Server`: the test process's shared one (a fresh
+//! database per test), or one of its own for the restart. A test that cannot start PostgreSQL
+//! fails; it never skips.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    process::Command,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use wardgate_testkit::postgres::Server;
 
 use wardgate_policy::desired::Mode;
 
@@ -23,159 +20,9 @@ use crate::{
     write::write,
 };
 
-/// A PostgreSQL server of the test's own: its data directory (a temporary directory), its
-/// port on 127.0.0.1, stopped when dropped. REPLACE with `wardgate_testkit::postgres::Server`.
-struct Server {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-}
-
-/// The Debian `postgresql` package's binaries (`xtask setup` installs it).
-fn bin_dir() -> PathBuf {
-    let root = Path::new("/usr/lib/postgresql");
-    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap_or_else(|e| panic!("PostgreSQL is not installed ({}: {e})", root.display()))
-        .filter_map(|e| Some(e.ok()?.path().join("bin")))
-        .filter(|b| b.join("initdb").is_file())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .expect("no PostgreSQL server binaries under /usr/lib/postgresql")
-}
-
-fn is_root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    unsafe { libc::getuid() == 0 }
-}
-
-/// Runs a server binary, as `postgres` when we are root (the server refuses root).
-fn run(bin: &Path, tool: &str, args: &[&str]) {
-    let exe = bin.join(tool);
-    let out = if is_root() {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(&exe)
-            .args(args)
-            .output()
-    } else {
-        Command::new(&exe).args(args).output()
-    }
-    .unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Server {
-    fn start() -> Server {
-        let bin = bin_dir();
-        let dir = tempfile::tempdir().unwrap();
-        if is_root() {
-            let ok = Command::new("chown")
-                .arg("postgres")
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown postgres {}", dir.path().display());
-        }
-        let data = dir.path().join("data");
-        let data = data.to_str().unwrap();
-        run(
-            &bin,
-            "initdb",
-            &["-D", data, "-A", "trust", "-U", "wardgate", "-E", "UTF8"],
-        );
-        // A free port: bound, read and released (another process taking it in between fails
-        // the start loudly).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.path().display()
-        );
-        let log = dir.path().join("log");
-        run(
-            &bin,
-            "pg_ctl",
-            &[
-                "-D",
-                data,
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ],
-        );
-        Server { dir, bin, port }
-    }
-
-    /// Stops the server (its connections close) and starts it again on the same port.
-    fn restart(&self) {
-        let data = self.dir.path().join("data");
-        let data = data.to_str().unwrap();
-        run(
-            &self.bin,
-            "pg_ctl",
-            &["-D", data, "-m", "fast", "-w", "stop"],
-        );
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("log");
-        run(
-            &self.bin,
-            "pg_ctl",
-            &[
-                "-D",
-                data,
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ],
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://wardgate@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        run(
-            &self.bin,
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
-    }
+/// A fresh database of this test process's server (`wardgate_testkit::postgres`): its URL.
+fn fresh() -> String {
+    Server::shared().fresh_database()
 }
 
 fn gateway(name: &str) -> Change {
@@ -214,8 +61,7 @@ fn exercise(store: &PgStore, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_works_from_workers_blocking_tasks_and_plain_threads() {
-    let server = Server::start();
-    let store = Arc::new(PgStore::connect(&server.url()).unwrap());
+    let store = Arc::new(PgStore::connect(&fresh()).unwrap());
     // On a worker thread, as it is (blocks the worker, never starts a runtime) ...
     exercise(&store, "worker");
     // ... inside block_in_place, in spawn_blocking, and on a plain thread.
@@ -245,15 +91,14 @@ async fn the_store_works_from_workers_blocking_tasks_and_plain_threads() {
 
 #[tokio::test]
 async fn the_store_works_on_a_current_thread_runtime() {
-    let server = Server::start();
-    let store = PgStore::connect(&server.url()).unwrap();
+    let store = PgStore::connect(&fresh()).unwrap();
     exercise(&store, "current");
 }
 
 #[test]
 fn a_write_through_the_write_service_stores_its_generation_and_chained_entries() {
-    let server = Server::start();
-    let store = PgStore::connect(&server.url()).unwrap();
+    let url = fresh();
+    let store = PgStore::connect(&url).unwrap();
     assert!(store.audit_head().is_none(), "no head file for PostgreSQL");
     let compile = |_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| {
         Ok(BTreeMap::from([(
@@ -303,16 +148,16 @@ fn a_write_through_the_write_service_stores_its_generation_and_chained_entries()
     assert!(e.to_string().contains("no_such_table"), "{e}");
     assert_eq!(store.audit().unwrap().len(), 2);
     // A second store on the same database (another replica) sees the same epoch and rows.
-    let other = PgStore::connect(&server.url()).unwrap();
+    let other = PgStore::connect(&url).unwrap();
     assert_eq!(other.epoch().unwrap(), store.epoch().unwrap());
     assert_eq!(other.device("pump").unwrap(), Some(device));
 }
 
 #[test]
 fn two_replicas_writing_at_once_keep_one_audit_chain() {
-    let server = Server::start();
+    let url = fresh();
     let stores: Vec<Arc<PgStore>> = (0..2)
-        .map(|_| Arc::new(PgStore::connect(&server.url()).unwrap()))
+        .map(|_| Arc::new(PgStore::connect(&url).unwrap()))
         .collect();
     let compile = |_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| Ok(BTreeMap::new());
     // A transaction open on one replica holds the write lock: the other's write waits for it.
@@ -359,7 +204,7 @@ fn two_replicas_writing_at_once_keep_one_audit_chain() {
 #[test]
 fn a_restarted_server_is_connected_to_again() {
     let server = Server::start();
-    let store = PgStore::connect(&server.url()).unwrap();
+    let store = PgStore::connect(&server.url("postgres")).unwrap();
     exercise(&store, "before");
     server.restart();
     // The closed connections are noticed as their tasks end: within a bounded wait.
@@ -390,8 +235,7 @@ fn alert(id: &str, severity: u8, count: u64, last_seen_ns: u64) -> NewAlert {
 
 #[test]
 fn alerts_update_by_count_keep_their_sequence_rules_and_the_quota() {
-    let server = Server::start();
-    let store = PgStore::connect(&server.url()).unwrap().with_alert_quota(2);
+    let store = PgStore::connect(&fresh()).unwrap().with_alert_quota(2);
     let rows = |after: i64| -> Vec<(i64, bool, String)> {
         store
             .alerts_after(after, 10)

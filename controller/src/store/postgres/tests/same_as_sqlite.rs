@@ -786,8 +786,7 @@ fn scenario(s: &dyn Store) -> Vec<String> {
 
 #[test]
 fn every_store_method_answers_as_the_sqlite_store_does() {
-    let server = Server::start();
-    let pg = PgStore::connect(&server.url()).unwrap();
+    let pg = PgStore::connect(&super::fresh()).unwrap();
     let sqlite = SqliteStore::in_memory().unwrap();
     let want = scenario(&sqlite);
     let got = scenario(&pg);
