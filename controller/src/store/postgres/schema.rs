@@ -233,6 +233,12 @@ pub const MIGRATIONS: &[&str] = &[
         EXCEPTION WHEN others THEN
             RETURN NULL;
         END $$;",
+    // 2: SOC sink leases (one controller of several delivers a sink's alerts; see `lease`).
+    "CREATE TABLE sink_leases (
+        sink TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires TIMESTAMPTZ NOT NULL
+    );",
 ];
 
 /// A migration's SQL with every text column bytewise (see the module doc).
