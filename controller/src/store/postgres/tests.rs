@@ -326,3 +326,6 @@ mod same_as_sqlite;
 
 /// Several controllers on one database: announcements and SOC sink leases.
 mod replicas;
+
+/// The database fails over to a promoted standby under two stores.
+mod failover;
