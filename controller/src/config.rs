@@ -18,10 +18,14 @@ pub struct ControllerConfig {
     /// gRPC (mTLS) listen address. Default `127.0.0.1:7443`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Data directory: the SQLite store is `<data>/wardgate.db`. Default
-    /// `/var/lib/wardgate-controller`.
+    /// Data directory: the SQLite store is `<data>/wardgate.db` (unless `store` names a
+    /// PostgreSQL database). Default `/var/lib/wardgate-controller`.
     #[serde(default = "default_data")]
     pub data: PathBuf,
+    /// Where the controller keeps its state: the embedded SQLite store in `data` (the
+    /// default), or `store: { postgres: URL }`.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Directory with `ca.pem`, `server.pem` and `server.key` (as `wardctl certs init`
     /// writes them). Default `/etc/wardgate/certs`.
     #[serde(default = "default_certs")]
@@ -461,6 +465,31 @@ impl SinkConfig {
     }
 }
 
+/// The store setting: none is the embedded SQLite store in the data directory.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A PostgreSQL connection string (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`, or
+    /// `host=a,b port=5432 user=wardgate dbname=wardgate target_session_attrs=read-write`):
+    /// the controller keeps everything in that database instead (`store::PgStore`).
+    #[serde(default)]
+    pub postgres: Option<String>,
+}
+
+/// Never prints the URL: it may hold a password.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = if self.postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        f.debug_struct("StoreConfig")
+            .field("store", &store)
+            .finish()
+    }
+}
+
 /// The metrics endpoint (plain HTTP: bind it to loopback or a management address).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -492,6 +521,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             listen: default_listen(),
             data: default_data(),
+            store: StoreConfig::default(),
             certs: default_certs(),
             metrics: None,
             sinks: Vec::new(),
@@ -580,6 +610,21 @@ mod tests {
         assert_eq!(cfg, ControllerConfig::default());
         assert_eq!(cfg.listen, "127.0.0.1:7443".parse().unwrap());
         assert_eq!(cfg.metrics, None);
+        assert_eq!(cfg.store.postgres, None, "SQLite by default");
+    }
+
+    #[test]
+    fn a_postgres_store_is_a_url_and_is_never_printed() {
+        let cfg = ControllerConfig::parse(
+            "store:\n  postgres: postgres://wardgate:s3cret@db.example:5432/wardgate\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.store.postgres.as_deref(),
+            Some("postgres://wardgate:s3cret@db.example:5432/wardgate")
+        );
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        assert!(ControllerConfig::parse("store:\n  mysql: x\n").is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! [`ward`], a gateway between a device VLAN and the hospital side built of network namespaces
 //! and veth pairs, with small TCP/UDP peers; [`controller`], an in-process controller on a
 //! temporary store with lab certificates and clients for each role; [`peers`], real DICOM,
-//! HL7, DNS and NTP servers and clients in those namespaces.
+//! HL7, DNS and NTP servers and clients in those namespaces; [`postgres`], a real PostgreSQL
+//! server of the test process's own.
 
 pub mod agent;
 pub mod controller;
@@ -10,6 +11,7 @@ pub mod demo;
 pub mod flows;
 pub mod ocsf;
 pub mod peers;
+pub mod postgres;
 pub mod prometheus;
 pub mod relay;
 pub mod stats;

@@ -39,6 +39,10 @@ const APT: &[&str] = &[
     // The SOC sink tests' syslog collector (controller/tests/soc_sinks.rs), TCP and TLS.
     "rsyslog",
     "rsyslog-gnutls",
+    // A real PostgreSQL server per test process (testkit/src/postgres.rs): the store
+    // conformance suite (controller/tests/store_conformance.rs) runs PgStore against it, and
+    // PgStore's own tests (controller/src/store/postgres/tests.rs) use it too.
+    "postgresql",
     // promtool checks both /metrics endpoints; curl scrapes the agent's inside its namespace.
     "prometheus",
     "curl",

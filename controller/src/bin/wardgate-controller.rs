@@ -13,7 +13,7 @@ use wardgate_controller::{
     metrics::{self, ControllerMetrics},
     server::{self, TlsFiles},
     sinks::{Sinks, checkpoints},
-    store::{SqliteStore, Store},
+    store::{PgStore, SqliteStore, Store},
 };
 
 #[derive(Parser)]
@@ -134,10 +134,17 @@ async fn main() -> anyhow::Result<()> {
             certs: cli.certs,
         },
     )?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_with_head(&cfg.data, &cli.settings.audit_head_path(&cfg.data))
-            .with_context(|| format!("opening store in {}", cfg.data.display()))?,
-    );
+    let store: Arc<dyn Store> = match &cfg.store.postgres {
+        // Connecting waits on the store's own runtime: off this worker (block_in_place).
+        Some(url) => Arc::new(
+            tokio::task::block_in_place(|| PgStore::connect(url))
+                .context("opening the PostgreSQL store (store.postgres)")?,
+        ),
+        None => Arc::new(
+            SqliteStore::open_with_head(&cfg.data, &cli.settings.audit_head_path(&cfg.data))
+                .with_context(|| format!("opening store in {}", cfg.data.display()))?,
+        ),
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;

@@ -744,7 +744,7 @@ impl AdminService for Admin {
         Ok(Response::new(pb::ListChangesResponse {
             changes: rows
                 .into_iter()
-                .filter(|p| r.all || p.approver.is_none())
+                .filter(|p| r.all || p.is_pending())
                 .map(changes::change_pb)
                 .collect(),
         }))

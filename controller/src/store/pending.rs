@@ -129,8 +129,9 @@ pub(super) fn latest(
     pending_only: bool,
     limit: u32,
 ) -> Result<Vec<PendingChangeRow>> {
+    // Pending as `PendingChangeRow::is_pending`: neither approved nor withdrawn or rejected.
     let filter = if pending_only {
-        "WHERE approver IS NULL"
+        "WHERE approver IS NULL AND closed IS NULL"
     } else {
         ""
     };

@@ -1,0 +1,267 @@
+//! The site's rows in PostgreSQL: devices, gateways, profiles, groups, stable ids,
+//! generations and the audit trail, read by the store and by a write's transaction.
+
+use std::net::IpAddr;
+
+use tokio_postgres::{Client, Row, types::ToSql};
+
+use super::{Sql, u32_of};
+use crate::{
+    audit::{self, AuditEntry},
+    error::{Error, Result},
+    store::{
+        DeviceRow, GatewayRow, GenerationContent, GenerationRow, ProfileRow, Snapshot, StoreError,
+        sqlite::list,
+    },
+};
+
+pub(super) const DEVICE_COLS: &str =
+    "name, id, mac, addresses, profile, mode, gateway, location, asset_id";
+
+/// A device row (columns [`DEVICE_COLS`] from `at`): a column that does not parse is a
+/// corrupt row, named.
+pub(super) fn device_at(r: &Row, at: usize) -> Result<DeviceRow> {
+    let name: String = r.try_get(at)?;
+    let bad = |p: String| StoreError::corrupt("devices", &name, p);
+    let mac: String = r.try_get(at + 2)?;
+    let mac = mac.parse().map_err(|e: String| bad(format!("mac: {e}")))?;
+    let addresses: String = r.try_get(at + 3)?;
+    let addresses = list("devices", &name, &addresses)?
+        .iter()
+        .map(|a| {
+            a.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| bad(format!("addresses: `{a}` is not an IP address")))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let mode: String = r.try_get(at + 5)?;
+    let mode = mode
+        .parse()
+        .map_err(|e: wardgate_policy::UnknownMode| bad(format!("mode: {e}")))?;
+    Ok(DeviceRow {
+        id: u32_of("devices", &name, r.try_get(at + 1)?)?,
+        mac,
+        addresses,
+        mode,
+        profile: r.try_get(at + 4)?,
+        gateway: r.try_get(at + 6)?,
+        location: r.try_get(at + 7)?,
+        asset_id: r.try_get(at + 8)?,
+        name,
+    })
+}
+
+pub(super) fn devices_where(
+    c: &Client,
+    filter: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<DeviceRow>> {
+    c.rows(
+        &format!("SELECT {DEVICE_COLS} FROM devices {filter} ORDER BY id"),
+        p,
+    )?
+    .iter()
+    .map(|r| device_at(r, 0))
+    .collect()
+}
+
+pub(super) fn device(c: &Client, name: &str) -> Result<Option<DeviceRow>> {
+    Ok(devices_where(c, "WHERE name = $1", &[&name])?.pop())
+}
+
+pub(super) fn gateways_where(
+    c: &Client,
+    filter: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<GatewayRow>> {
+    c.rows(
+        &format!(
+            "SELECT name, interfaces, location, applied_generation, last_error, applied_epoch \
+             FROM gateways {filter} ORDER BY name"
+        ),
+        p,
+    )?
+    .iter()
+    .map(|r| {
+        let name: String = r.try_get(0)?;
+        let interfaces: String = r.try_get(1)?;
+        Ok(GatewayRow {
+            interfaces: list("gateways", &name, &interfaces)?,
+            location: r.try_get(2)?,
+            applied_generation: u32_of("gateways", &name, r.try_get(3)?)?,
+            last_error: r.try_get(4)?,
+            applied_epoch: r.try_get(5)?,
+            name,
+        })
+    })
+    .collect()
+}
+
+fn profile_row(r: &Row) -> Result<ProfileRow> {
+    let name: String = r.try_get(0)?;
+    Ok(ProfileRow {
+        version: u32_of("profiles", &name, r.try_get(1)?)?,
+        yaml: r.try_get(2)?,
+        name,
+    })
+}
+
+/// The latest version of profile `name`.
+pub(super) fn profile(c: &Client, name: &str) -> Result<Option<ProfileRow>> {
+    c.opt(
+        "SELECT name, version, yaml FROM profiles WHERE name = $1 ORDER BY version DESC LIMIT 1",
+        &[&name],
+    )?
+    .as_ref()
+    .map(profile_row)
+    .transpose()
+}
+
+/// The site without its gateways and devices (a write reads those it needs by name).
+pub(super) fn base(c: &Client) -> Result<Snapshot> {
+    let mut s = Snapshot {
+        profiles: c
+            .rows(
+                "SELECT DISTINCT ON (name) name, version, yaml FROM profiles \
+                 ORDER BY name, version DESC",
+                &[],
+            )?
+            .iter()
+            .map(profile_row)
+            .collect::<Result<_>>()?,
+        ..Snapshot::default()
+    };
+    for r in c.rows("SELECT name, cidrs FROM groups ORDER BY name", &[])? {
+        let name: String = r.try_get(0)?;
+        let cidrs: String = r.try_get(1)?;
+        let cidrs = list("groups", &name, &cidrs)?;
+        s.groups.insert(name, cidrs);
+    }
+    for r in c.rows("SELECT profile, id FROM policy_ids", &[])? {
+        let profile: String = r.try_get(0)?;
+        let id = u32_of("policy_ids", &profile, r.try_get(1)?)?;
+        s.policy_ids.insert(profile, id);
+    }
+    for r in c.rows("SELECT profile, flow, id FROM rule_ids", &[])? {
+        let profile: String = r.try_get(0)?;
+        let id = u32_of("rule_ids", &profile, r.try_get(2)?)?;
+        s.rule_ids.insert((profile, r.try_get(1)?), id);
+    }
+    Ok(s)
+}
+
+pub(super) fn snapshot(c: &Client) -> Result<Snapshot> {
+    let mut s = base(c)?;
+    s.gateways = gateways_where(c, "", &[])?;
+    s.devices = devices_where(c, "", &[])?;
+    Ok(s)
+}
+
+pub(super) fn epoch(c: &Client) -> Result<String> {
+    Ok(
+        c.one("SELECT value FROM store_meta WHERE key = 'epoch'", &[])?
+            .try_get(0)?,
+    )
+}
+
+pub(super) fn generations_where(
+    c: &Client,
+    filter: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<GenerationRow>> {
+    c.rows(
+        &format!("SELECT gateway, generation, bundle, reason FROM generations {filter}"),
+        p,
+    )?
+    .iter()
+    .map(|r| {
+        let gateway: String = r.try_get(0)?;
+        Ok(GenerationRow {
+            generation: u32_of("generations", &gateway, r.try_get(1)?)?,
+            content: GenerationContent::Bundle(r.try_get(2)?),
+            reason: r.try_get(3)?,
+            gateway,
+        })
+    })
+    .collect()
+}
+
+pub(super) fn latest(c: &Client, gateway: &str) -> Result<Option<GenerationRow>> {
+    Ok(generations_where(
+        c,
+        "WHERE gateway = $1 ORDER BY generation DESC LIMIT 1",
+        &[&gateway],
+    )?
+    .pop())
+}
+
+pub(super) fn insert_generation(c: &Client, row: &GenerationRow) -> Result<()> {
+    let GenerationContent::Bundle(bundle) = &row.content else {
+        return Err(Error::Internal(
+            "a PostgreSQL store holds generations as bundle bytes only".into(),
+        ));
+    };
+    c.exec(
+        "INSERT INTO generations (gateway, generation, bundle, reason, created_ms) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &row.gateway,
+            &i64::from(row.generation),
+            bundle,
+            &row.reason,
+            &audit::now_ms(),
+        ],
+    )?;
+    super::listen::generation(c, &row.gateway, row.generation)
+}
+
+pub(super) fn chain_head(c: &Client) -> Result<(u64, String)> {
+    Ok(
+        match c.opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
+            Some(r) => (super::unsigned(r.try_get(0)?), r.try_get(1)?),
+            None => (0, audit::GENESIS.to_string()),
+        },
+    )
+}
+
+pub(super) fn audit_rows(c: &Client) -> Result<Vec<AuditEntry>> {
+    c.rows(
+        "SELECT seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash FROM audit \
+         ORDER BY seq",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(AuditEntry {
+            seq: super::unsigned(r.try_get(0)?),
+            unix_ms: r.try_get(1)?,
+            actor: r.try_get(2)?,
+            action: r.try_get(3)?,
+            target: r.try_get(4)?,
+            diff: r.try_get(5)?,
+            reason: r.try_get(6)?,
+            prev_hash: r.try_get(7)?,
+            hash: r.try_get(8)?,
+        })
+    })
+    .collect()
+}
+
+pub(super) fn insert_audit(c: &Client, e: &AuditEntry) -> Result<()> {
+    c.exec(
+        "INSERT INTO audit (seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &super::big(e.seq),
+            &e.unix_ms,
+            &e.actor,
+            &e.action,
+            &e.target,
+            &e.diff,
+            &e.reason,
+            &e.prev_hash,
+            &e.hash,
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! Smoke tests of the PostgreSQL store against a real server: the runtime
+//! design (called from every kind of thread), one write through the write service, two
+//! writers at once, the alert rules. The conformance suite (both stores, every method) is
+//! `controller/tests/store_conformance*.rs`.
+//!
+//! The server is `wardgate_testkit::postgres::Server`: the test process's shared one (a fresh
+//! database per test), or one of its own for the restart. A test that cannot start PostgreSQL
+//! fails; it never skips.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use wardgate_testkit::postgres::Server;
+
+use wardgate_policy::desired::Mode;
+
+use super::PgStore;
+use crate::{
+    audit,
+    store::{AlertQuery, Change, DeviceRow, GatewayRow, GenerationContent, NewAlert, Store},
+    write::write,
+};
+
+/// A fresh database of this test process's server (`wardgate_testkit::postgres`): its URL.
+fn fresh() -> String {
+    Server::shared().fresh_database()
+}
+
+fn gateway(name: &str) -> Change {
+    Change::UpsertGateway(GatewayRow {
+        name: name.into(),
+        interfaces: vec!["eth1".into()],
+        location: "3A".into(),
+        applied_generation: 0,
+        last_error: String::new(),
+        applied_epoch: String::new(),
+    })
+}
+
+fn pump(gw: &str) -> Change {
+    Change::UpsertDevice(DeviceRow {
+        name: "pump".into(),
+        id: 0,
+        mac: "02:00:00:00:00:0c".parse().unwrap(),
+        addresses: vec!["192.0.2.12".parse().unwrap()],
+        profile: "pump".into(),
+        mode: Mode::Monitor,
+        gateway: gw.into(),
+        location: "3A".into(),
+        asset_id: String::new(),
+    })
+}
+
+/// A few calls that read and write, from whatever thread runs them.
+fn exercise(store: &PgStore, tag: &str) {
+    let mut tx = store.begin().unwrap();
+    tx.apply(&gateway(&format!("gw-{tag}"))).unwrap();
+    tx.commit().unwrap();
+    assert!(store.gateway(&format!("gw-{tag}")).unwrap().is_some());
+    assert_eq!(store.epoch().unwrap().len(), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_works_from_workers_blocking_tasks_and_plain_threads() {
+    let store = Arc::new(PgStore::connect(&fresh()).unwrap());
+    // On a worker thread, as it is (blocks the worker, never starts a runtime) ...
+    exercise(&store, "worker");
+    // ... inside block_in_place, in spawn_blocking, and on a plain thread.
+    tokio::task::block_in_place(|| exercise(&store, "in-place"));
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || exercise(&s, "blocking"))
+        .await
+        .unwrap();
+    let s = store.clone();
+    std::thread::spawn(move || exercise(&s, "thread"))
+        .join()
+        .unwrap();
+    // Many at once: more callers than pooled connections wait for one, none fails.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || exercise(&s, &format!("many-{i}")))
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.snapshot().unwrap().gateways.len(), 16);
+    // Dropped inside the runtime: the store's own thread stops without a panic.
+    drop(store);
+}
+
+#[tokio::test]
+async fn the_store_works_on_a_current_thread_runtime() {
+    let store = PgStore::connect(&fresh()).unwrap();
+    exercise(&store, "current");
+}
+
+#[test]
+fn a_write_through_the_write_service_stores_its_generation_and_chained_entries() {
+    let url = fresh();
+    let store = PgStore::connect(&url).unwrap();
+    assert!(store.audit_head().is_none(), "no head file for PostgreSQL");
+    let compile = |_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| {
+        Ok(BTreeMap::from([(
+            "gw-3a".to_string(),
+            crate::generation::one_pump("gw-3a", 1, Mode::Monitor),
+        )]))
+    };
+    let out = write(
+        &store,
+        "user:sam",
+        "INC-1",
+        &[gateway("gw-3a"), pump("gw-3a")],
+        &compile,
+    )
+    .unwrap();
+    assert_eq!(out.generations["gw-3a"], 1);
+    let device = store.device("pump").unwrap().unwrap();
+    assert_eq!(device.id, 1, "the write service gave the first id");
+    let g = store.generation("gw-3a", 1).unwrap().unwrap();
+    assert!(matches!(g.content, GenerationContent::Bundle(_)));
+    assert_eq!(out.states["gw-3a"].content_hash, g.content_hash());
+    assert_eq!(store.latest_generation("gw-3a").unwrap(), 1);
+    let trail = store.audit().unwrap();
+    assert_eq!(trail.len(), 2);
+    assert_eq!(audit::verify(&trail), Ok(2));
+    assert_eq!(store.audit_chain_head().unwrap().0, 2);
+    // A failing change rolls the whole write back.
+    let missing = Change::SetMode {
+        device: "nobody".into(),
+        mode: Mode::Enforce,
+    };
+    assert!(
+        write(
+            &store,
+            "user:sam",
+            "INC-2",
+            &[gateway("gw-x"), missing],
+            &compile
+        )
+        .is_err()
+    );
+    assert!(store.gateway("gw-x").unwrap().is_none());
+    // A server error says what the server said, not only its kind.
+    let e = store
+        .execute_raw("SELECT * FROM no_such_table")
+        .unwrap_err();
+    assert!(e.to_string().contains("no_such_table"), "{e}");
+    assert_eq!(store.audit().unwrap().len(), 2);
+    // A second store on the same database (another replica) sees the same epoch and rows.
+    let other = PgStore::connect(&url).unwrap();
+    assert_eq!(other.epoch().unwrap(), store.epoch().unwrap());
+    assert_eq!(other.device("pump").unwrap(), Some(device));
+}
+
+#[test]
+fn two_replicas_writing_at_once_keep_one_audit_chain() {
+    let url = fresh();
+    let stores: Vec<Arc<PgStore>> = (0..2)
+        .map(|_| Arc::new(PgStore::connect(&url).unwrap()))
+        .collect();
+    let compile = |_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| Ok(BTreeMap::new());
+    // A transaction open on one replica holds the write lock: the other's write waits for it.
+    let held = stores[0].begin().unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let b = stores[1].clone();
+    let waiting = std::thread::spawn(move || {
+        write(&*b, "user:sam", "INC", &[gateway("gw-waited")], &compile).unwrap();
+        done.send(()).unwrap();
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a write went through while another replica held the write lock"
+    );
+    held.commit().unwrap();
+    finished.recv_timeout(Duration::from_secs(10)).unwrap();
+    waiting.join().unwrap();
+    // Writers on both replicas at once: one chain, no sequence number taken twice.
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let began = std::time::Instant::now();
+    let writers: Vec<_> = (0..4)
+        .map(|i| {
+            let (s, start) = (stores[i % 2].clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                for n in 0..10 {
+                    let change = gateway(&format!("gw-{i}-{n}"));
+                    write(&*s, "user:sam", "INC", &[change], &compile).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    // A figure for the report (`--nocapture`): 40 writes, 4 writers, 2 replicas.
+    eprintln!("40 writes on two replicas: {:?}", began.elapsed());
+    let trail = stores[1].audit().unwrap();
+    assert_eq!(audit::verify(&trail), Ok(41), "one chain, no fork");
+}
+
+/// The server restarts under a running store (as after a failover): connections found closed
+/// are replaced, no call needs a new store.
+#[test]
+fn a_restarted_server_is_connected_to_again() {
+    let server = Server::start();
+    let store = PgStore::connect(&server.url("postgres")).unwrap();
+    exercise(&store, "before");
+    server.restart();
+    // The closed connections are noticed as their tasks end: within a bounded wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.epoch().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reconnection in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    exercise(&store, "after");
+    assert_eq!(store.snapshot().unwrap().gateways.len(), 2);
+}
+
+fn alert(id: &str, severity: u8, count: u64, last_seen_ns: u64) -> NewAlert {
+    NewAlert {
+        id: id.into(),
+        device: "d".into(),
+        severity,
+        body: format!(r#"{{"count":{count},"detector":"scan_vertical"}}"#),
+        detector: "scan_vertical".into(),
+        peer: String::new(),
+        count,
+        last_seen_ns,
+    }
+}
+
+#[test]
+fn alerts_update_by_count_keep_their_sequence_rules_and_the_quota() {
+    let store = PgStore::connect(&fresh()).unwrap().with_alert_quota(2);
+    let rows = |after: i64| -> Vec<(i64, bool, String)> {
+        store
+            .alerts_after(after, 10)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.seq, a.is_update(), a.id))
+            .collect()
+    };
+    store
+        .insert_alerts("gw", &[alert("x", 2, 1, 10), alert("y", 2, 1, 10)])
+        .unwrap();
+    let acked = store
+        .insert_alerts("gw", &[alert("x", 2, 5, 50), alert("y", 2, 1, 10)])
+        .unwrap();
+    assert_eq!(acked, ["x", "y"]);
+    store.insert_alerts("gw", &[alert("x", 2, 1, 10)]).unwrap();
+    assert_eq!(
+        rows(0),
+        [
+            (1, false, "x".into()),
+            (2, false, "y".into()),
+            (3, true, "x".into())
+        ]
+    );
+    let mut tx = store.begin().unwrap();
+    tx.apply(&Change::AcknowledgeAlerts {
+        ids: vec!["x".into()],
+        by: "user:sam".into(),
+    })
+    .unwrap();
+    tx.commit().unwrap();
+    store.insert_alerts("gw", &[alert("x", 2, 5, 60)]).unwrap();
+    let x = store.alerts_after(2, 10).unwrap();
+    assert_eq!((x.len(), x[0].seq, x[0].first_seq), (1, 4, 1));
+    assert!(x[0].acknowledged);
+    assert_eq!(store.alerts_pending(2).unwrap(), 1);
+    // The console finds it by its first number, and filters by the body's detector.
+    let c = store.console_alert(1).unwrap().unwrap();
+    assert_eq!((c.id.as_str(), c.acknowledged), ("x", true));
+    let page = store
+        .alert_page(&crate::store::AlertPageQuery {
+            detector: "scan_vertical".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.total, 2);
+    // Past the quota: the acknowledged alert goes first, counted once by its severity.
+    store.insert_alerts("gw", &[alert("z", 1, 1, 10)]).unwrap();
+    assert_eq!(store.alert_drops("gw").unwrap(), [0, 0, 1, 0]);
+    assert!(rows(0).iter().all(|r| r.2 != "x"));
+    // Then the lowest severity; numbers are never reused, cursors never move back.
+    store.insert_alerts("gw", &[alert("low", 0, 1, 0)]).unwrap();
+    assert_eq!(store.alert_drops("gw").unwrap(), [1, 0, 1, 0]);
+    store.insert_alerts("gw", &[alert("c", 3, 1, 0)]).unwrap();
+    assert_eq!(rows(5).last().unwrap().0, 7);
+    store.advance_sink_cursor("siem", 6).unwrap();
+    store.advance_sink_cursor("siem", 2).unwrap();
+    assert_eq!(store.sink_cursor("siem").unwrap(), 6);
+    assert_eq!(store.sink_cursor("new").unwrap(), 0);
+    let listed = store.alerts(&AlertQuery::recent(10)).unwrap();
+    assert_eq!(listed.len(), 2);
+}
+
+#[test]
+fn a_server_that_is_not_there_is_named_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let e = PgStore::connect(&format!(
+        "postgres://wardgate:s3cret@127.0.0.1:{port}/wardgate"
+    ))
+    .err()
+    .expect("nothing listens there");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(msg.contains("wardgate"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
+    assert!(msg.contains("refused"), "says why: {msg}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// One scenario over every `Store` method, run on both stores and compared.
+mod same_as_sqlite;
+
+/// Several controllers on one database: announcements and SOC sink leases.
+mod replicas;
+
+/// The database fails over to a promoted standby under two stores.
+mod failover;

@@ -1,0 +1,424 @@
+//! The PostgreSQL write transaction: one pooled connection from `begin` to commit, holding
+//! the write lock (see the module doc of `postgres`); typed rows in and out, no policy
+//! decided here. The SQL mirrors `sqlite_tx.rs`.
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::Client;
+
+use super::{Conn, Sql, WRITE_LOCK, site};
+use crate::{
+    audit::{AuditEntry, now_ms},
+    error::{Error, Result},
+    store::{
+        Applied, Change, DeviceRow, GatewayRow, GenerationRow, SiteReader, Snapshot, StoreTx,
+        sqlite::{json, list, not_found},
+    },
+};
+
+pub(super) struct PgTx<'a> {
+    pub(super) conn: Conn<'a>,
+    done: bool,
+}
+
+impl<'a> PgTx<'a> {
+    /// BEGIN, then the write lock: held until COMMIT or ROLLBACK.
+    pub(super) fn begin(conn: Conn<'a>) -> Result<Self> {
+        conn.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+        let tx = PgTx { conn, done: false };
+        tx.conn
+            .exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+        Ok(tx)
+    }
+
+    pub(super) fn finish(mut self) -> Result<()> {
+        // On failure `drop` rolls back (PostgreSQL has ended it already).
+        self.conn.batch("COMMIT")?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for PgTx<'_> {
+    fn drop(&mut self) {
+        // Not committed (an error, or a failed commit): nothing of the write stays.
+        if !self.done
+            && let Err(e) = self.conn.batch("ROLLBACK")
+        {
+            tracing::error!("rolling back a PostgreSQL store write: {e}");
+            // The connection is in a state nobody knows: not given to the next caller.
+            self.conn.broken = true;
+        }
+    }
+}
+
+/// A device's MAC and addresses are its own across the site (indexed lookups).
+fn unique_mac_and_addresses(c: &Client, d: &DeviceRow) -> Result<()> {
+    let mac = d.mac.to_string();
+    if let Some(r) = c.opt(
+        "SELECT name FROM devices WHERE mac = $1 AND name <> $2 LIMIT 1",
+        &[&mac, &d.name],
+    )? {
+        let other: String = r.try_get(0)?;
+        return Err(Error::Invalid(format!(
+            "device `{}`: duplicate MAC {mac}, already used by `{other}`",
+            d.name
+        )));
+    }
+    for a in &d.addresses {
+        if let Some(r) = c.opt(
+            "SELECT device FROM device_addresses WHERE address = $1 AND device <> $2",
+            &[&a.to_string(), &d.name],
+        )? {
+            let other: String = r.try_get(0)?;
+            return Err(Error::Invalid(format!(
+                "device `{}`: duplicate address {a}, already used by `{other}`",
+                d.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes one change's rows inside the transaction on `c`; returns what they were before.
+pub(super) fn apply(c: &Client, change: &Change) -> Result<Applied> {
+    let device = |name: &str| -> Result<DeviceRow> {
+        site::device(c, name)?.ok_or_else(|| not_found("device", name))
+    };
+    Ok(match change {
+        Change::UpsertDevice(d) => {
+            let before = site::device(c, &d.name)?;
+            unique_mac_and_addresses(c, d)?;
+            c.exec(
+                "INSERT INTO devices (name, id, mac, addresses, profile, mode, gateway, location, \
+                 asset_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (name) DO UPDATE SET id = $2, mac = $3, addresses = $4, \
+                 profile = $5, mode = $6, gateway = $7, location = $8, asset_id = $9",
+                &[
+                    &d.name,
+                    &i64::from(d.id),
+                    &d.mac.to_string(),
+                    &json(&d.addresses),
+                    &d.profile,
+                    &d.mode.as_str(),
+                    &d.gateway,
+                    &d.location,
+                    &d.asset_id,
+                ],
+            )?;
+            c.exec("DELETE FROM device_addresses WHERE device = $1", &[&d.name])?;
+            for a in &d.addresses {
+                c.exec(
+                    "INSERT INTO device_addresses (address, device) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[&a.to_string(), &d.name],
+                )?;
+            }
+            Applied::Device(before)
+        }
+        Change::AssignProfile {
+            device: name,
+            profile,
+        } => {
+            let d = device(name)?;
+            c.exec(
+                "UPDATE devices SET profile = $2 WHERE name = $1",
+                &[name, profile],
+            )?;
+            Applied::Device(Some(d))
+        }
+        Change::SetMode { device: name, mode } => {
+            let d = device(name)?;
+            c.exec(
+                "UPDATE devices SET mode = $2 WHERE name = $1",
+                &[name, &mode.as_str()],
+            )?;
+            Applied::Device(Some(d))
+        }
+        Change::SetLocation {
+            device: name,
+            location,
+        } => {
+            let d = device(name)?;
+            c.exec(
+                "UPDATE devices SET location = $2 WHERE name = $1",
+                &[name, location],
+            )?;
+            Applied::Device(Some(d))
+        }
+        Change::UpsertProfile { name, yaml } => {
+            let before = site::profile(c, name)?;
+            let version = before.as_ref().map_or(1, |p| p.version + 1);
+            c.exec(
+                "INSERT INTO profiles (name, version, yaml, created_ms) VALUES ($1, $2, $3, $4)",
+                &[name, &i64::from(version), yaml, &now_ms()],
+            )?;
+            Applied::Profile { before, version }
+        }
+        Change::UpsertGroup { name, cidrs } => {
+            let before: Option<String> = c
+                .opt("SELECT cidrs FROM groups WHERE name = $1", &[name])?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            c.exec(
+                "INSERT INTO groups (name, cidrs) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET cidrs = $2",
+                &[name, &json(cidrs)],
+            )?;
+            Applied::Group(before.map(|b| list("groups", name, &b)).transpose()?)
+        }
+        Change::UpsertGateway(g) => {
+            c.exec(
+                "INSERT INTO gateways (name, interfaces, location) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET interfaces = $2, location = $3",
+                &[&g.name, &json(&g.interfaces), &g.location],
+            )?;
+            Applied::Recorded
+        }
+        Change::SetBaseline {
+            device: name,
+            action,
+            now_ns,
+        } => {
+            device(name)?;
+            let (before, after, cleared) =
+                super::learning::set_baseline(c, name, *action, *now_ns)?;
+            Applied::Baseline {
+                before,
+                after,
+                cleared,
+            }
+        }
+        Change::SuppressAlerts {
+            device: name,
+            detector,
+            peer,
+            made_by,
+            made_ms,
+            reason,
+        } => {
+            device(name)?;
+            // Made again: the newest says who and why.
+            c.exec(
+                "INSERT INTO suppressions (device, detector, peer, made_ms, made_by, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device, detector, peer) DO UPDATE \
+                 SET made_ms = $4, made_by = $5, reason = $6",
+                &[name, detector, peer, made_ms, made_by, reason],
+            )?;
+            Applied::Recorded
+        }
+        Change::UnsuppressAlerts {
+            device,
+            detector,
+            peer,
+        } => {
+            let n = c.exec(
+                "DELETE FROM suppressions WHERE device = $1 AND detector = $2 AND peer = $3",
+                &[device, detector, peer],
+            )?;
+            if n == 0 {
+                let what = match peer.as_str() {
+                    "" => format!("{detector} on {device}"),
+                    p => format!("{detector} on {device} about {p}"),
+                };
+                return Err(not_found("suppression", &what));
+            }
+            Applied::Recorded
+        }
+        Change::RequestQuarantine {
+            device: name,
+            reason,
+            by,
+            at_ms,
+            minutes,
+        } => {
+            device(name)?;
+            super::quarantine::insert_request(c, name, reason, by, *at_ms, *minutes)?;
+            Applied::Recorded
+        }
+        Change::ApproveQuarantine {
+            id,
+            device,
+            approver,
+            at_ms,
+        } => {
+            super::quarantine::approve(c, *id, device, approver, *at_ms)?;
+            Applied::Recorded
+        }
+        Change::QuarantineTimer {
+            device,
+            until_ms,
+            restore_mode,
+            set_by,
+        } => {
+            super::quarantine::set_timer(c, device, *until_ms, restore_mode.as_str(), set_by)?;
+            Applied::Recorded
+        }
+        Change::ClearQuarantineTimer { device } => {
+            c.exec("DELETE FROM quarantine_timers WHERE device = $1", &[device])?;
+            Applied::Recorded
+        }
+        Change::Refused { .. } | Change::ConsoleLogin { .. } => Applied::Recorded,
+        Change::RecordImport { source, fields } => {
+            super::provenance::record(c, source, fields, now_ms())?;
+            Applied::Recorded
+        }
+        Change::IssueEnrollmentToken { .. }
+        | Change::Enroll { .. }
+        | Change::RenewCertificate { .. }
+        | Change::RefuseCertificate { .. }
+        | Change::RevokeGateway { .. } => super::fleet::apply(c, change)?,
+        Change::SubmitChange(p) => {
+            device(&p.device)?;
+            super::pending::insert(c, p)?;
+            Applied::Recorded
+        }
+        Change::ApproveChange {
+            id,
+            proposer,
+            approver,
+            at_ms,
+            ..
+        } => {
+            super::pending::approve(c, *id, proposer, approver, *at_ms)?;
+            Applied::Recorded
+        }
+        Change::CloseChange {
+            id,
+            proposer,
+            by,
+            closure,
+            why,
+            at_ms,
+            ..
+        } => {
+            super::pending::close(c, *id, proposer, by, *closure, why, *at_ms)?;
+            Applied::Recorded
+        }
+        Change::AcknowledgeAlerts { ids, by } => {
+            for id in ids {
+                // Ids are unique per gateway: `GATEWAY/ID`, or a bare id one gateway uses.
+                let n = match id.split_once('/') {
+                    Some((gw, aid)) => c.exec(
+                        "UPDATE alerts SET acknowledged = TRUE, acknowledged_by = $3 \
+                         WHERE gateway = $1 AND id = $2",
+                        &[&gw, &aid, by],
+                    )?,
+                    None => {
+                        let holders: i64 = c
+                            .one(
+                                "SELECT COUNT(DISTINCT gateway) FROM alerts WHERE id = $1",
+                                &[id],
+                            )?
+                            .try_get(0)?;
+                        if holders > 1 {
+                            return Err(Error::Invalid(format!(
+                                "alert id `{id}` is used by {holders} gateways; name one as GATEWAY/{id}"
+                            )));
+                        }
+                        c.exec(
+                            "UPDATE alerts SET acknowledged = TRUE, acknowledged_by = $2 \
+                             WHERE id = $1",
+                            &[id, by],
+                        )?
+                    }
+                };
+                if n == 0 {
+                    return Err(not_found("alert", id));
+                }
+            }
+            Applied::Recorded
+        }
+    })
+}
+
+impl SiteReader for PgTx<'_> {
+    fn base(&self) -> Result<Snapshot> {
+        site::base(&self.conn)
+    }
+
+    fn gateways(&self, names: &BTreeSet<String>) -> Result<Vec<GatewayRow>> {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        site::gateways_where(&self.conn, "WHERE name = ANY($1)", &[&names])
+    }
+
+    fn gateway_names(&self) -> Result<Vec<String>> {
+        self.conn
+            .rows("SELECT name FROM gateways ORDER BY name", &[])?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
+    }
+
+    fn devices_of(
+        &self,
+        gateways: &BTreeSet<String>,
+        profiles: &BTreeSet<String>,
+    ) -> Result<Vec<DeviceRow>> {
+        let gateways: Vec<&str> = gateways.iter().map(String::as_str).collect();
+        let profiles: Vec<&str> = profiles.iter().map(String::as_str).collect();
+        site::devices_where(
+            &self.conn,
+            "WHERE gateway = ANY($1) OR profile = ANY($2)",
+            &[&gateways, &profiles],
+        )
+    }
+
+    fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
+        site::device(&self.conn, name)
+    }
+}
+
+impl StoreTx for PgTx<'_> {
+    fn apply(&mut self, change: &Change) -> Result<Applied> {
+        apply(&self.conn, change)
+    }
+
+    fn max_device_id(&self) -> Result<u32> {
+        let max: i64 = self
+            .conn
+            .one("SELECT COALESCE(MAX(id), 0) FROM devices", &[])?
+            .try_get(0)?;
+        super::u32_of("devices", "MAX(id)", max)
+    }
+
+    fn insert_policy_id(&mut self, profile: &str, id: u32) -> Result<()> {
+        self.conn.exec(
+            "INSERT INTO policy_ids (profile, id) VALUES ($1, $2)",
+            &[&profile, &i64::from(id)],
+        )?;
+        Ok(())
+    }
+
+    fn insert_rule_id(&mut self, profile: &str, flow: &str, id: u32) -> Result<()> {
+        self.conn.exec(
+            "INSERT INTO rule_ids (profile, flow, id) VALUES ($1, $2, $3)",
+            &[&profile, &flow, &i64::from(id)],
+        )?;
+        Ok(())
+    }
+
+    fn epoch(&self) -> Result<String> {
+        site::epoch(&self.conn)
+    }
+
+    fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>> {
+        site::latest(&self.conn, gateway)
+    }
+
+    fn insert_generation(&mut self, row: &GenerationRow) -> Result<()> {
+        site::insert_generation(&self.conn, row)
+    }
+
+    fn audit_chain_head(&self) -> Result<(u64, String)> {
+        site::chain_head(&self.conn)
+    }
+
+    fn insert_audit(&mut self, e: &AuditEntry) -> Result<()> {
+        site::insert_audit(&self.conn, e)
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.finish()
+    }
+}
