@@ -30,6 +30,7 @@
 mod alerts;
 mod console;
 mod fleet;
+mod import;
 mod learning;
 mod pending;
 mod provenance;
@@ -38,7 +39,7 @@ mod schema;
 mod site;
 mod store_impl;
 #[cfg(test)]
-mod tests;
+pub(in crate::store) mod tests;
 mod tx;
 
 use std::{

@@ -317,7 +317,7 @@ fn a_server_that_is_not_there_is_named_without_the_password() {
 
 /// Both stores, one scenario: what each answers, as text (times the stores take from the
 /// clock left out).
-mod same_as_sqlite {
+pub(in crate::store) mod same_as_sqlite {
     use wardgate_analysis::{
         FlowDirection, FlowOutcome, FlowRecord, aggregate::NS_PER_DAY, baseline::lifecycle::Action,
         flow::DeviceRef,
@@ -345,7 +345,7 @@ mod same_as_sqlite {
         })
     }
 
-    fn flow(device: &str, peer: &str, port: u16, t: u64) -> FlowRecord {
+    pub(in crate::store) fn flow(device: &str, peer: &str, port: u16, t: u64) -> FlowRecord {
         FlowRecord {
             device: DeviceRef {
                 name: device.into(),
@@ -402,7 +402,7 @@ mod same_as_sqlite {
         }
     }
 
-    fn scenario(s: &dyn Store) -> Vec<String> {
+    pub(in crate::store) fn scenario(s: &dyn Store) -> Vec<String> {
         let mut out = Vec::new();
         let mut say = |what: &str, v: String| out.push(format!("{what}: {v}"));
         for c in [
