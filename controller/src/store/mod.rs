@@ -52,7 +52,7 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     /// A PostgreSQL query or connection error (connection failures are reported by
     /// `PgStore` with the host they were for).
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A stored row that does not parse: reported by table and name, never read as empty.
     #[error("corrupt row `{name}` in table `{table}`: {problem}")]

@@ -78,6 +78,20 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
+/// A PostgreSQL error with its causes (the server's message, the socket's error): the error's
+/// own text is only its kind ("db error").
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Waits for a client future on the calling thread (see the module doc).
 pub(super) fn wait<F: std::future::Future>(f: F) -> F::Output {
     futures_executor::block_on(f)
@@ -326,7 +340,7 @@ impl Pool {
         };
         match rx.recv_timeout(CONNECT_TIMEOUT + Duration::from_secs(5)) {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(named(e.to_string())),
+            Ok(Err(e)) => Err(named(describe(&e))),
             Err(_) => Err(named("timed out".into())),
         }
     }
