@@ -294,3 +294,67 @@ fn the_arguments_name_a_data_directory_and_a_url() {
     let err = postgres_target("mysql://u:secret@db/w").unwrap_err();
     assert!(!err.to_string().contains("secret"), "{err}");
 }
+
+/// More rows than one INSERT batch takes (full batches and a last partial one): all arrive,
+/// and read the same.
+#[test]
+fn a_table_larger_than_a_batch_moves_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mut tx = store.begin().unwrap();
+    tx.apply(&Change::UpsertGateway(crate::store::GatewayRow {
+        name: "gw-a".into(),
+        interfaces: vec!["eth1".into()],
+        location: String::new(),
+        applied_generation: 0,
+        last_error: String::new(),
+        applied_epoch: String::new(),
+    }))
+    .unwrap();
+    tx.apply(&Change::UpsertDevice(crate::store::DeviceRow {
+        name: "pump-1".into(),
+        id: 1,
+        mac: "02:00:00:00:00:01".parse().unwrap(),
+        addresses: vec!["192.0.2.10".parse().unwrap()],
+        profile: "pump".into(),
+        mode: Mode::Monitor,
+        gateway: "gw-a".into(),
+        location: String::new(),
+        asset_id: String::new(),
+    }))
+    .unwrap();
+    tx.commit().unwrap();
+    const NOW_NS: u64 = 1_800_000_000_000_000_000;
+    const ROWS: u32 = 2_500;
+    let limits = FlowLimits {
+        retention_days: 3650,
+        rows_per_device_day: 1_000_000,
+    };
+    let records: Vec<_> = (0..ROWS)
+        .map(|n| {
+            let peer = format!("198.51.100.{}", n % 250);
+            flow("pump-1", &peer, 1 + (n / 250) as u16, NOW_NS - 5_000)
+        })
+        .collect();
+    store
+        .insert_flows("gw-a", &records, NOW_NS, limits)
+        .unwrap();
+    let url = Server::shared().fresh_database();
+    let started = std::time::Instant::now();
+    let summary = sqlite_to_postgres(dir.path(), None, &url).unwrap();
+    println!("{ROWS} flow rows moved in {:?}", started.elapsed());
+    let flows = summary
+        .tables
+        .iter()
+        .find(|t| t.table == "flow_days")
+        .unwrap();
+    assert_eq!(
+        (flows.source, flows.target),
+        (u64::from(ROWS), u64::from(ROWS))
+    );
+    let pg = PgStore::connect(&url).unwrap();
+    assert_eq!(
+        pg.flow_aggregates("pump-1", 0, u64::MAX).unwrap(),
+        store.flow_aggregates("pump-1", 0, u64::MAX).unwrap()
+    );
+}

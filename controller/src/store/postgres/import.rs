@@ -12,6 +12,10 @@ use crate::{
     },
 };
 
+/// Parameters a statement may carry (PostgreSQL's protocol limit), and rows an INSERT takes.
+const MAX_PARAMS: usize = 65_535;
+const MAX_BATCH: usize = 1_000;
+
 /// What the load wrote and checked.
 pub(in crate::store) struct Loaded {
     pub tables: Vec<TableCount>,
@@ -138,23 +142,42 @@ fn load(c: &tokio_postgres::Client, dump: &Dump) -> Result<Loaded, MigrateError>
             ""
         };
         let names: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
-        let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "INSERT INTO \"{}\" ({}) {overriding} VALUES ({})",
-            t.name,
-            names.join(", "),
-            params.join(", ")
-        );
-        let stmt = super::wait(c.prepare(&sql)).map_err(|e| target(e.into()))?;
-        for (i, row) in t.rows.iter().enumerate() {
-            let values = row
-                .iter()
-                .zip(&types)
-                .map(|(v, ty)| typed(v, ty))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| MigrateError::Schema(format!("{} row {}: {e}", t.name, i + 1)))?;
+        // Rows go in batches of one multi-row INSERT each (far fewer round trips than a row
+        // at a time), within PostgreSQL's 65535 parameters a statement.
+        let batch = (MAX_PARAMS / columns.len().max(1)).clamp(1, MAX_BATCH);
+        let insert = |rows: usize| {
+            let tuples: Vec<String> = (0..rows)
+                .map(|r| {
+                    let p: Vec<String> = (1..=columns.len())
+                        .map(|i| format!("${}", r * columns.len() + i))
+                        .collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            format!(
+                "INSERT INTO \"{}\" ({}) {overriding} VALUES {}",
+                t.name,
+                names.join(", "),
+                tuples.join(", ")
+            )
+        };
+        let full = super::wait(c.prepare(&insert(batch))).map_err(|e| target(e.into()))?;
+        for (n, chunk) in t.rows.chunks(batch).enumerate() {
+            let mut values = Vec::with_capacity(chunk.len() * columns.len());
+            for (i, row) in chunk.iter().enumerate() {
+                for (v, ty) in row.iter().zip(&types) {
+                    values.push(typed(v, ty).map_err(|e| {
+                        MigrateError::Schema(format!("{} row {}: {e}", t.name, n * batch + i + 1))
+                    })?);
+                }
+            }
             let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|b| &**b).collect();
-            super::wait(c.execute(&stmt, &refs)).map_err(|e| target(e.into()))?;
+            let done = if chunk.len() == batch {
+                super::wait(c.execute(&full, &refs))
+            } else {
+                super::wait(c.execute(insert(chunk.len()).as_str(), &refs))
+            };
+            done.map_err(|e| target(e.into()))?;
         }
         let rows: i64 = c
             .one(&format!("SELECT count(*) FROM \"{}\"", t.name), &[])
