@@ -21,8 +21,9 @@ use crate::{
 /// The source: the legacy store, migrated by opening it, one write through the write service
 /// (a bundle generation and its entry), then the scenario (devices, profiles, ids, alerts,
 /// drops, suppressions, cursors, flows, baselines, sessions, fleet, changes, quarantine,
-/// provenance).
-fn source(dir: &std::path::Path) {
+/// provenance). Returns the highest pending change id handed out (its row then deleted: the
+/// number must not be handed out again after the move).
+fn source(dir: &std::path::Path) -> i64 {
     legacy_store(dir);
     let store = SqliteStore::open(dir).unwrap();
     let compile = |_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| {
@@ -71,6 +72,11 @@ fn source(dir: &std::path::Path) {
     store
         .insert_flows("gw-a", &records, NOW_NS, limits)
         .unwrap();
+    let highest = store.latest_changes(false, 1).unwrap()[0].id;
+    store
+        .execute_raw(&format!("DELETE FROM pending_changes WHERE id = {highest}"))
+        .unwrap();
+    highest
 }
 
 /// Every read of the `Store` trait, over what the store holds, as text.
@@ -180,7 +186,7 @@ fn reads(s: &dyn Store) -> Vec<String> {
 #[test]
 fn a_store_with_a_history_moves_to_postgres_verified_and_reads_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    source(dir.path());
+    let highest_change = source(dir.path());
     let url = Server::shared().fresh_database();
     let summary = sqlite_to_postgres(dir.path(), None, &url).unwrap();
 
@@ -247,6 +253,28 @@ fn a_store_with_a_history_moves_to_postgres_verified_and_reads_the_same() {
     let new = pg.alerts_after(max_seq, 10).unwrap();
     assert_eq!(new.len(), 1);
     assert!(new[0].seq > max_seq);
+    // ... and a new change's id: past the source's highest, even though its row was deleted.
+    let mut tx = pg.begin().unwrap();
+    tx.apply(&Change::SubmitChange(crate::store::PendingChangeRow {
+        id: 0,
+        device: "pump-1".into(),
+        profile: "pump".into(),
+        yaml: "y".into(),
+        reason: "after the move".into(),
+        proposer: "ann".into(),
+        proposed_ms: 9,
+        approver: None,
+        decided_ms: None,
+        closed: None,
+        closed_by: None,
+        close_reason: String::new(),
+    }))
+    .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        pg.latest_changes(false, 1).unwrap()[0].id,
+        highest_change + 1
+    );
 
     // A second run into the now non-empty target is refused, and writes nothing.
     let before = pg.audit().unwrap().len();
