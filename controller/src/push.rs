@@ -12,6 +12,8 @@ use std::{
 use tokio::sync::watch;
 use wardgate_proto::v1::PolicyBundle;
 
+use crate::store::{Store, StoreEvent};
+
 /// One generation of a gateway, ready to send.
 #[derive(Debug)]
 pub struct Published {
@@ -91,6 +93,121 @@ impl Push {
     /// Changes whenever alerts were stored.
     pub fn alerts(&self) -> watch::Receiver<u64> {
         self.alerts.subscribe()
+    }
+}
+
+impl Push {
+    /// The generation last announced for `gateway`, if any.
+    pub fn announced(&self, gateway: &str) -> Option<u32> {
+        self.gateways
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(gateway)
+            .and_then(|s| s.borrow().as_ref().map(|p| p.generation))
+    }
+
+    /// Gateways with a channel (watched now or announced since the controller started).
+    fn known(&self) -> Vec<String> {
+        self.gateways
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Announces `gateway`'s stored generation `generation` (None: its latest), read from
+    /// `store`, unless as new a one was announced already.
+    fn announce_stored(
+        &self,
+        store: &dyn Store,
+        epoch: &str,
+        gateway: &str,
+        generation: Option<u32>,
+    ) -> crate::error::Result<()> {
+        if let (Some(g), Some(had)) = (generation, self.announced(gateway))
+            && had >= g
+        {
+            return Ok(());
+        }
+        let row = match generation {
+            Some(g) => store.generation(gateway, g)?,
+            None => store.latest(gateway)?,
+        };
+        let Some(row) = row else { return Ok(()) };
+        if self
+            .announced(gateway)
+            .is_some_and(|had| had >= row.generation)
+        {
+            return Ok(());
+        }
+        let bundle = wardgate_proto::bundle::to_bundle(&row.state(epoch)?, &row.reason);
+        self.generation(
+            gateway,
+            Arc::new(Published {
+                generation: row.generation,
+                content_hash: row.content_hash(),
+                bundle,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Applies one change another controller committed (see [`follow`]).
+    fn apply(&self, store: &dyn Store, epoch: &str, event: StoreEvent) -> crate::error::Result<()> {
+        match event {
+            StoreEvent::Generation {
+                gateway,
+                generation,
+            } => self.announce_stored(store, epoch, &gateway, Some(generation)),
+            StoreEvent::Alerts => {
+                self.alerts_stored();
+                Ok(())
+            }
+            StoreEvent::Resync => {
+                for gateway in self.known() {
+                    self.announce_stored(store, epoch, &gateway, None)?;
+                }
+                self.alerts_stored();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Republishes what other controllers on the same database commit (a store whose
+/// [`Store::changes`] is None has no others: returns at once), so agents watching this
+/// controller get a generation written through another as soon as that one's own agents:
+/// each new generation is read from the store and announced here, and new alerts wake this
+/// controller's alert readers. Runs until the store's change stream ends.
+pub async fn follow(store: Arc<dyn Store>, push: Arc<Push>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(mut changes) = store.changes() else {
+        return;
+    };
+    let mut epoch: Option<String> = None;
+    loop {
+        let event = match changes.recv().await {
+            Ok(e) => e,
+            // Fell behind: some changes were dropped, so re-read them all.
+            Err(RecvError::Lagged(_)) => StoreEvent::Resync,
+            Err(RecvError::Closed) => return,
+        };
+        let (store, push, known) = (store.clone(), push.clone(), epoch.clone());
+        let done = tokio::task::spawn_blocking(move || -> crate::error::Result<String> {
+            let epoch = match known {
+                Some(e) => e,
+                None => store.epoch()?,
+            };
+            push.apply(store.as_ref(), &epoch, event)?;
+            Ok(epoch)
+        })
+        .await;
+        match done {
+            Ok(Ok(e)) => epoch = Some(e),
+            Ok(Err(e)) => tracing::warn!(error = %e, "republishing another controller's change"),
+            Err(e) => tracing::error!(error = %e, "the republishing task failed"),
+        }
     }
 }
 

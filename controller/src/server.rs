@@ -266,6 +266,15 @@ pub async fn serve_with(
     serve_enrolling(ctx, tls, settings, listener, enroll, shutdown).await
 }
 
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// As [`serve_with`], with the enrollment service on `enroll` when given (its own listener:
 /// the mTLS one never takes a connection without a client certificate).
 pub async fn serve_enrolling(
@@ -284,6 +293,12 @@ pub async fn serve_enrolling(
     }
     let certs_dir = tls.ca.parent().unwrap_or(Path::new("."));
     ctx.fleet = Arc::new(settings.fleet(certs_dir)?);
+    // Other controllers' writes on a shared store reach this one's agents too; ends with the
+    // serving (an aborted task when dropped).
+    let _follow = AbortOnDrop(tokio::spawn(crate::push::follow(
+        ctx.store.clone(),
+        ctx.push.clone(),
+    )));
     let limits = listener::Limits {
         handshake_timeout: settings.handshake_timeout,
         max_connections: settings.max_connections,

@@ -8,6 +8,12 @@
 //! stored again under a new sequence number (its creation row stays), so each sink delivers
 //! the alert once as new and each update once as an update.
 //!
+//! Several controllers on one database (PostgreSQL) each run every configured sink, but a
+//! sink delivers only while its controller holds the sink's lease in the store, and moves its
+//! cursor only while it still does: each alert goes out once across the controllers, and a
+//! dead controller's sinks are taken over [`LEASE`] after its last renewal (its batch cut off
+//! between delivery and cursor goes out again, as after a restart).
+//!
 //! The formats are the analysis crate's (pure); the sinks here are I/O only. Each sink runs in
 //! its own task with its own bounded reconnect backoff, so one that is down holds up neither
 //! the others nor the controller.
@@ -33,6 +39,10 @@ use crate::{
 pub const BATCH: u32 = 200;
 /// How often an idle sink looks for new alerts.
 const POLL: Duration = Duration::from_millis(200);
+/// A sink's lease (several controllers on one database: only its holder delivers, see
+/// `Store::hold_sink_lease`): renewed every step, so at every [`POLL`] while idle; a dead
+/// holder's sink is taken over this long after its last renewal.
+pub const LEASE: Duration = Duration::from_secs(5);
 /// Reconnect backoff: doubles from the first to the last.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -155,6 +165,26 @@ async fn run(
     // The newest checkpoint this sink has yet to send.
     let mut pending: Option<Arc<Signed>> = None;
     while !*stop.borrow() {
+        match tokio::task::block_in_place(|| store.hold_sink_lease(&name, LEASE)) {
+            Ok(true) => {}
+            // Another controller delivers this sink; this one takes over if it stops renewing.
+            Ok(false) => {
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    changed = stop.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(sink = %name, error = %e, "taking the SOC sink's lease failed");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    changed = stop.changed() => if changed.is_err() { return },
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        }
         if let Some(rx) = checkpoints.as_mut()
             && rx.has_changed().unwrap_or(false)
         {
@@ -219,7 +249,13 @@ async fn step(name: &str, sink: &mut Sink, store: &dyn Store) -> anyhow::Result<
         }
     }
     sink.deliver(&batch).await?;
-    // Delivered: if the controller dies here, this batch goes out again after the restart.
-    tokio::task::block_in_place(|| store.advance_sink_cursor(name, last))?;
+    // Delivered: if the controller dies here, this batch goes out again after the restart
+    // (or from the controller that takes the sink's lease over).
+    if !tokio::task::block_in_place(|| store.advance_held_sink_cursor(name, last))? {
+        tracing::warn!(
+            sink = %name,
+            "the SOC sink's lease was lost during a delivery: its new holder sends this batch again"
+        );
+    }
     Ok((rows.len(), batch.len()))
 }

@@ -762,6 +762,19 @@ pub trait StoreTx: SiteReader {
     fn commit(self: Box<Self>) -> Result<()>;
 }
 
+/// A change committed to a shared store (by any controller on it), reported by
+/// [`Store::changes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A new generation of a gateway.
+    Generation { gateway: String, generation: u32 },
+    /// Alerts were stored.
+    Alerts,
+    /// Changes may have been missed (the store's listening connection was lost and is back,
+    /// or a receiver fell behind): re-read what matters.
+    Resync,
+}
+
 pub trait Store: Send + Sync {
     /// The file this store's writes append their audit chain heads to, if any (the write
     /// service runs the protocol: `crate::write`).
@@ -848,6 +861,23 @@ pub trait Store: Send + Sync {
     fn sink_cursor(&self, sink: &str) -> Result<i64>;
     /// Records that `sink` delivered everything up to `seq` (never moves a cursor back).
     fn advance_sink_cursor(&self, sink: &str, seq: i64) -> Result<()>;
+    /// Takes or renews this store's lease on `sink` for `ttl`: true while this store holds
+    /// it (several controllers on one database deliver each alert once: only the holder
+    /// delivers). A lease not renewed within `ttl` (its controller died) is taken over.
+    /// One controller alone (SQLite) always holds it.
+    fn hold_sink_lease(&self, _sink: &str, _ttl: std::time::Duration) -> Result<bool> {
+        Ok(true)
+    }
+    /// [`Store::advance_sink_cursor`] only while this store holds `sink`'s lease (false, and
+    /// the cursor unchanged, when it lost it).
+    fn advance_held_sink_cursor(&self, sink: &str, seq: i64) -> Result<bool> {
+        self.advance_sink_cursor(sink, seq).map(|()| true)
+    }
+    /// Changes committed by other controllers on the same database, as they commit (None:
+    /// this store has no other writers). See [`StoreEvent`].
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
+    }
     /// Alerts dropped past `gateway`'s quota, per severity rank (low .. critical).
     fn alert_drops(&self, gateway: &str) -> Result<[u64; 4]>;
     /// Alerts matching `q`, newest first: filtered in the query, then limited.

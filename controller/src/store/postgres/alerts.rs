@@ -112,6 +112,9 @@ pub(super) fn insert(
             "alert quota reached: dropped the lowest-severity alerts"
         );
     }
+    if !alerts.is_empty() {
+        super::listen::alerts(c)?;
+    }
     Ok(alerts.iter().map(|a| a.id.clone()).collect())
 }
 

@@ -36,6 +36,10 @@ fn pg_column<'a>(table: &str, column: &'a str) -> &'a str {
         .map_or(column, |(_, _, pg)| pg)
 }
 
+/// PostgreSQL's own tables, with no SQLite counterpart: not copied (they hold what replicas
+/// coordinate with), but a row in one still makes the target not empty.
+const PG_ONLY: &[&str] = &["sink_leases"];
+
 /// A dumped value as the target column's type (`data_type` in information_schema), or why not.
 fn typed(v: &Value, data_type: &str) -> Result<Box<dyn ToSql + Sync>, String> {
     Ok(match (data_type, v) {
@@ -94,7 +98,7 @@ fn load(c: &tokio_postgres::Client, dump: &Dump) -> Result<Loaded, MigrateError>
         .collect();
     let extra: Vec<&String> = schema
         .keys()
-        .filter(|t| !source.contains(&t.as_str()))
+        .filter(|t| !source.contains(&t.as_str()) && !PG_ONLY.contains(&t.as_str()))
         .collect();
     if !missing.is_empty() || !extra.is_empty() {
         return Err(MigrateError::Schema(format!(

@@ -20,6 +20,13 @@
 //! are READ COMMITTED: each statement after the lock sees every commit made before it (a
 //! REPEATABLE READ snapshot would be taken by the lock statement itself, before the wait).
 //!
+//! Replicas. Several controllers on one database: writes wait for each other (above); each
+//! write transaction NOTIFYs what it committed and every store LISTENs (`listen`), so a
+//! controller republishes the generations others wrote ([`super::Store::changes`],
+//! `crate::push::follow`); SOC sinks deliver under a lease per sink (`lease`). A call whose
+//! connection was lost (a restart, a failover to a promoted standby named in a multi-host URL
+//! with `target_session_attrs=read-write`) is tried once more on a new connection.
+//!
 //! The audit head file. [`super::Store::audit_head`] is None: that file guards one SQLite file
 //! on one disk against a cut tail; for PostgreSQL the signed audit checkpoints sent to the SOC
 //! sinks are what guards the trail.
@@ -32,6 +39,8 @@ mod console;
 mod fleet;
 mod import;
 mod learning;
+mod lease;
+mod listen;
 mod pending;
 mod provenance;
 mod quarantine;
@@ -70,6 +79,10 @@ use super::sqlite::ALERT_QUOTA;
 pub struct PgStore {
     pool: Pool,
     alert_quota: u32,
+    /// Commits heard on the database (see `listen`).
+    events: tokio::sync::broadcast::Sender<super::StoreEvent>,
+    /// This store's name as a sink lease holder (random, one per connected store).
+    holder: String,
 }
 
 impl From<tokio_postgres::Error> for Error {
@@ -246,6 +259,13 @@ impl std::ops::Deref for Conn<'_> {
     }
 }
 
+impl Conn<'_> {
+    /// Not given back to the pool (its connection was lost): the next checkout connects anew.
+    fn forget(mut self) {
+        self.broken = true;
+    }
+}
+
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
         let Some(c) = self.client.take() else { return };
@@ -346,6 +366,25 @@ impl Pool {
     }
 }
 
+/// Whether `e` says the connection was lost (its socket closed, the server shutting down,
+/// a server that is a standby now) rather than the statement failing: worth once more on a
+/// new connection.
+fn lost(e: &Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    let Error::Store(StoreError::Postgres(p)) = e else {
+        return false;
+    };
+    let gone = [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::READ_ONLY_SQL_TRANSACTION,
+    ];
+    p.is_closed()
+        || p.code().is_some_and(|c| gone.contains(c))
+        || std::error::Error::source(p).is_some_and(|s| s.is::<std::io::Error>())
+}
+
 impl PgStore {
     /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB` or the
     /// `key=value` form, several hosts allowed), applies pending migrations under an advisory
@@ -374,8 +413,18 @@ impl PgStore {
                 runner: Runner::start()?,
             },
             alert_quota: ALERT_QUOTA,
+            events: tokio::sync::broadcast::channel(listen::BACKLOG).0,
+            holder: lease::holder()?,
         };
         schema::migrate(&*store.conn()?)?;
+        // Listening before the first write through this store, so no commit after it is missed.
+        let (ready, listening) = mpsc::channel();
+        store.pool.runner.handle.spawn(listen::run(
+            store.pool.cfg.clone(),
+            store.events.clone(),
+            ready,
+        ));
+        let _ = listening.recv_timeout(CONNECT_TIMEOUT + Duration::from_secs(5));
         Ok(store)
     }
 
@@ -394,11 +443,67 @@ impl PgStore {
         self.pool.get()
     }
 
-    /// Runs `f` in a transaction that holds the write lock (see the module doc).
-    pub(super) fn write<T>(&self, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
-        let tx = tx::PgTx::begin(self.conn()?)?;
-        let out = f(&tx.conn)?;
-        tx.finish()?;
-        Ok(out)
+    /// Runs `f` on a pooled connection; if it fails because that connection was lost (the
+    /// server went away: a restart, a failover), once more on a fresh one, which connects to
+    /// whichever host of the URL is the primary now. A second failure is the caller's.
+    pub(super) fn on<T>(&self, f: impl Fn(&Client) -> Result<T>) -> Result<T> {
+        let first = {
+            let c = self.conn()?;
+            let out = f(&c);
+            if out.as_ref().is_err_and(lost) {
+                c.forget();
+            }
+            out
+        };
+        match first {
+            Err(e) if lost(&e) => {
+                tracing::warn!(error = %e, "PostgreSQL connection lost; once more on a new one");
+                f(&*self.conn()?)
+            }
+            out => out,
+        }
+    }
+
+    /// Runs `f` in a transaction that holds the write lock (see the module doc). A
+    /// transaction whose connection was lost before its COMMIT was sent is retried once on a
+    /// fresh connection (nothing of it was committed); one lost during its COMMIT is not (it
+    /// may have committed): that error is the caller's.
+    pub(super) fn write<T>(&self, f: impl Fn(&Client) -> Result<T>) -> Result<T> {
+        // The error, and whether it came before the COMMIT on a lost connection.
+        let once = || -> std::result::Result<T, (Error, bool)> {
+            let tx = self.begin_once().map_err(|e| {
+                let retry = lost(&e);
+                (e, retry)
+            })?;
+            let out = f(&tx.conn).map_err(|e| {
+                let retry = lost(&e);
+                (e, retry)
+            })?;
+            tx.finish().map_err(|e| (e, false))?;
+            Ok(out)
+        };
+        match once() {
+            Err((e, true)) => {
+                tracing::warn!(error = %e, "PostgreSQL connection lost in a write; once more on a new one");
+                once().map_err(|(again, _)| again)
+            }
+            out => out.map_err(|(e, _)| e),
+        }
+    }
+
+    fn begin_once(&self) -> Result<tx::PgTx<'_>> {
+        tx::PgTx::begin(self.conn()?)
+    }
+
+    /// Starts a write transaction for the write service, on a fresh connection if the first
+    /// one turns out lost.
+    fn begin_tx(&self) -> Result<tx::PgTx<'_>> {
+        match self.begin_once() {
+            Err(e) if lost(&e) => {
+                tracing::warn!(error = %e, "PostgreSQL connection lost; beginning once more on a new one");
+                self.begin_once()
+            }
+            out => out,
+        }
     }
 }

@@ -235,7 +235,13 @@ pub const MIGRATIONS: &[&str] = &[
         EXCEPTION WHEN others THEN
             RETURN NULL;
         END $$;",
-    // 2: a generation's format, as SQLite's (`bundle-v1`, or `json` for one moved from a
+    // 2: SOC sink leases (one controller of several delivers a sink's alerts; see `lease`).
+    "CREATE TABLE sink_leases (
+        sink TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires TIMESTAMPTZ NOT NULL
+    );",
+    // 3: a generation's format, as SQLite's (`bundle-v1`, or `json` for one moved from a
     // SQLite store written before its migration 9: `bundle` holds the JSON text's bytes).
     "ALTER TABLE generations ADD COLUMN format TEXT NOT NULL DEFAULT 'bundle-v1';",
 ];

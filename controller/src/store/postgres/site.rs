@@ -229,7 +229,7 @@ pub(super) fn insert_generation(c: &Client, row: &GenerationRow) -> Result<()> {
             &audit::now_ms(),
         ],
     )?;
-    Ok(())
+    super::listen::generation(c, &row.gateway, row.generation)
 }
 
 pub(super) fn chain_head(c: &Client) -> Result<(u64, String)> {

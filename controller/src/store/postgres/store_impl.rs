@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use wardgate_analysis::{FlowRecord, aggregate::FlowAggregate, baseline::lifecycle::Lifecycle};
 
 use super::{
-    PgStore, Sql, alerts, console, fleet, learning, pending, provenance, quarantine, site, tx,
-    u32_of, unsigned,
+    PgStore, Sql, alerts, console, fleet, learning, pending, provenance, quarantine, site, u32_of,
+    unsigned,
 };
 use crate::{
     audit::{AuditEntry, now_ms},
@@ -23,43 +23,47 @@ use crate::{
 
 impl Store for PgStore {
     fn begin(&self) -> Result<Box<dyn StoreTx + '_>> {
-        Ok(Box::new(tx::PgTx::begin(self.conn()?)?))
+        Ok(Box::new(self.begin_tx()?))
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        site::snapshot(&*self.conn()?)
+        self.on(|c| site::snapshot(c))
     }
 
     fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
-        site::device(&*self.conn()?, name)
+        self.on(|c| site::device(c, name))
     }
 
     fn groups(&self) -> Result<BTreeMap<String, Vec<String>>> {
-        Ok(site::base(&*self.conn()?)?.groups)
+        Ok(self.on(|c| site::base(c))?.groups)
     }
 
     fn gateway(&self, name: &str) -> Result<Option<GatewayRow>> {
-        Ok(site::gateways_where(&*self.conn()?, "WHERE name = $1", &[&name])?.pop())
+        Ok(self
+            .on(|c| site::gateways_where(c, "WHERE name = $1", &[&name]))?
+            .pop())
     }
 
     fn profile(&self, name: &str) -> Result<Option<ProfileRow>> {
-        site::profile(&*self.conn()?, name)
+        self.on(|c| site::profile(c, name))
     }
 
     fn epoch(&self) -> Result<String> {
-        site::epoch(&*self.conn()?)
+        self.on(|c| site::epoch(c))
     }
 
     fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>> {
-        site::generations_where(
-            &*self.conn()?,
-            "WHERE gateway = $1 AND generation > $2 ORDER BY generation",
-            &[&gateway, &i64::from(after)],
-        )
+        self.on(|c| {
+            site::generations_where(
+                c,
+                "WHERE gateway = $1 AND generation > $2 ORDER BY generation",
+                &[&gateway, &i64::from(after)],
+            )
+        })
     }
 
     fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>> {
-        site::latest(&*self.conn()?, gateway)
+        self.on(|c| site::latest(c, gateway))
     }
 
     fn latest_generation(&self, gateway: &str) -> Result<u32> {
@@ -74,12 +78,15 @@ impl Store for PgStore {
     }
 
     fn generation(&self, gateway: &str, generation: u32) -> Result<Option<GenerationRow>> {
-        Ok(site::generations_where(
-            &*self.conn()?,
-            "WHERE gateway = $1 AND generation = $2",
-            &[&gateway, &i64::from(generation)],
-        )?
-        .pop())
+        Ok(self
+            .on(|c| {
+                site::generations_where(
+                    c,
+                    "WHERE gateway = $1 AND generation = $2",
+                    &[&gateway, &i64::from(generation)],
+                )
+            })?
+            .pop())
     }
 
     fn gateway_generations(&self) -> Result<Vec<GatewayGenerations>> {
@@ -177,51 +184,63 @@ impl Store for PgStore {
     }
 
     fn alerts_since(&self, q: &AlertQuery, after: i64) -> Result<Vec<StoredAlert>> {
-        alerts::since(&*self.conn()?, q, after)
+        self.on(|c| alerts::since(c, q, after))
     }
 
     fn alerts_pending(&self, after: i64) -> Result<u64> {
-        alerts::pending(&*self.conn()?, after)
+        self.on(|c| alerts::pending(c, after))
     }
 
     fn sink_cursor(&self, sink: &str) -> Result<i64> {
-        alerts::cursor(&*self.conn()?, sink)
+        self.on(|c| alerts::cursor(c, sink))
     }
 
     fn advance_sink_cursor(&self, sink: &str, seq: i64) -> Result<()> {
-        alerts::advance(&*self.conn()?, sink, seq)
+        self.on(|c| alerts::advance(c, sink, seq))
+    }
+
+    fn hold_sink_lease(&self, sink: &str, ttl: std::time::Duration) -> Result<bool> {
+        self.on(|c| super::lease::hold(c, sink, &self.holder, ttl))
+    }
+
+    fn advance_held_sink_cursor(&self, sink: &str, seq: i64) -> Result<bool> {
+        self.on(|c| super::lease::advance(c, sink, &self.holder, seq))
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::store::StoreEvent>> {
+        Some(self.events.subscribe())
     }
 
     fn alert_drops(&self, gateway: &str) -> Result<[u64; 4]> {
-        alerts::drops(&*self.conn()?, gateway)
+        self.on(|c| alerts::drops(c, gateway))
     }
 
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>> {
-        alerts::list(&*self.conn()?, q)
+        self.on(|c| alerts::list(c, q))
     }
 
     fn suppressions(&self) -> Result<Vec<SuppressionRow>> {
-        alerts::suppressions(&*self.conn()?)
+        self.on(|c| alerts::suppressions(c))
     }
 
     fn quarantine_request(&self, id: i64) -> Result<Option<QuarantineRequestRow>> {
-        quarantine::get(&*self.conn()?, id)
+        self.on(|c| quarantine::get(c, id))
     }
 
     fn pending_quarantines(&self) -> Result<Vec<QuarantineRequestRow>> {
-        quarantine::pending(&*self.conn()?)
+        self.on(|c| quarantine::pending(c))
     }
 
     fn due_quarantine_timers(&self, now_ms: i64) -> Result<Vec<QuarantineTimerRow>> {
-        quarantine::due(&*self.conn()?, now_ms)
+        self.on(|c| quarantine::due(c, now_ms))
     }
 
     fn audit(&self) -> Result<Vec<AuditEntry>> {
-        site::audit_rows(&*self.conn()?)
+        self.on(|c| site::audit_rows(c))
     }
 
     fn audit_chain_head(&self) -> Result<(u64, String)> {
-        site::chain_head(&*self.conn()?)
+        self.on(|c| site::chain_head(c))
     }
 
     fn insert_flows(
@@ -235,7 +254,7 @@ impl Store for PgStore {
     }
 
     fn flow_overflow(&self, device: &str) -> Result<Vec<(u32, u64)>> {
-        learning::overflow(&*self.conn()?, device)
+        self.on(|c| learning::overflow(c, device))
     }
 
     fn prune_flows(&self, now_ns: u64, retention_days: u32) -> Result<usize> {
@@ -248,78 +267,78 @@ impl Store for PgStore {
         from_ns: u64,
         to_ns: u64,
     ) -> Result<Vec<FlowAggregate>> {
-        learning::aggregates(&*self.conn()?, device, from_ns, to_ns)
+        self.on(|c| learning::aggregates(c, device, from_ns, to_ns))
     }
 
     fn baseline_lifecycle(&self, device: &str) -> Result<Option<(Lifecycle, i64)>> {
-        learning::lifecycle(&*self.conn()?, device)
+        self.on(|c| learning::lifecycle(c, device))
     }
 
     fn inventory(&self, q: &InventoryQuery) -> Result<InventoryPage> {
-        console::inventory(&*self.conn()?, q)
+        self.on(|c| console::inventory(c, q))
     }
 
     fn insert_session(&self, s: &SessionRow) -> Result<()> {
-        console::insert_session(&*self.conn()?, s)
+        self.on(|c| console::insert_session(c, s))
     }
 
     fn session(&self, id_hash: &str) -> Result<Option<SessionRow>> {
-        console::session(&*self.conn()?, id_hash)
+        self.on(|c| console::session(c, id_hash))
     }
 
     fn touch_session(&self, id_hash: &str, now_ms: i64) -> Result<()> {
-        console::touch_session(&*self.conn()?, id_hash, now_ms)
+        self.on(|c| console::touch_session(c, id_hash, now_ms))
     }
 
     fn revoke_session(&self, id_hash: &str, now_ms: i64) -> Result<bool> {
-        console::revoke_session(&*self.conn()?, id_hash, now_ms)
+        self.on(|c| console::revoke_session(c, id_hash, now_ms))
     }
 
     fn sessions_of(&self, user: &str) -> Result<Vec<SessionRow>> {
-        console::sessions_of(&*self.conn()?, user)
+        self.on(|c| console::sessions_of(c, user))
     }
 
     fn prune_sessions(&self, before_ms: i64) -> Result<usize> {
-        console::prune_sessions(&*self.conn()?, before_ms)
+        self.on(|c| console::prune_sessions(c, before_ms))
     }
 
     fn gateway_revoked(&self, gateway: &str) -> Result<bool> {
-        fleet::revoked(&*self.conn()?, gateway)
+        self.on(|c| fleet::revoked(c, gateway))
     }
 
     fn revoked_serials(&self) -> Result<Vec<String>> {
-        fleet::revoked_serials(&*self.conn()?)
+        self.on(|c| fleet::revoked_serials(c))
     }
 
     fn pending_change(&self, id: i64) -> Result<Option<PendingChangeRow>> {
-        pending::get(&*self.conn()?, id)
+        self.on(|c| pending::get(c, id))
     }
 
     fn pending_changes(&self, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>> {
-        pending::of_device(&*self.conn()?, device, limit)
+        self.on(|c| pending::of_device(c, device, limit))
     }
 
     fn alert_page(&self, q: &AlertPageQuery) -> Result<AlertPage> {
-        alerts::page(&*self.conn()?, q)
+        self.on(|c| alerts::page(c, q))
     }
 
     fn console_alert(&self, first_seq: i64) -> Result<Option<ConsoleAlert>> {
-        alerts::by_first_seq(&*self.conn()?, first_seq)
+        self.on(|c| alerts::by_first_seq(c, first_seq))
     }
 
     fn device_fields(&self, device: Option<&str>) -> Result<Vec<FieldRow>> {
-        provenance::fields(&*self.conn()?, device)
+        self.on(|c| provenance::fields(c, device))
     }
 
     fn observed_flows(&self, from_day: u32) -> Result<Vec<ObservedFlow>> {
-        console::observed_flows(&*self.conn()?, from_day)
+        self.on(|c| console::observed_flows(c, from_day))
     }
 
     fn cert_expiry(&self) -> Result<BTreeMap<String, i64>> {
-        fleet::cert_expiry(&*self.conn()?)
+        self.on(|c| fleet::cert_expiry(c))
     }
 
     fn latest_changes(&self, pending_only: bool, limit: u32) -> Result<Vec<PendingChangeRow>> {
-        pending::latest(&*self.conn()?, pending_only, limit)
+        self.on(|c| pending::latest(c, pending_only, limit))
     }
 }
