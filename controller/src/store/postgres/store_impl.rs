@@ -27,7 +27,7 @@ impl Store for PgStore {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        self.on(|c| site::snapshot(c))
+        self.on(site::snapshot)
     }
 
     fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
@@ -35,7 +35,7 @@ impl Store for PgStore {
     }
 
     fn groups(&self) -> Result<BTreeMap<String, Vec<String>>> {
-        Ok(self.on(|c| site::base(c))?.groups)
+        Ok(self.on(site::base)?.groups)
     }
 
     fn gateway(&self, name: &str) -> Result<Option<GatewayRow>> {
@@ -49,7 +49,7 @@ impl Store for PgStore {
     }
 
     fn epoch(&self) -> Result<String> {
-        self.on(|c| site::epoch(c))
+        self.on(site::epoch)
     }
 
     fn generations_after(&self, gateway: &str, after: u32) -> Result<Vec<GenerationRow>> {
@@ -220,7 +220,7 @@ impl Store for PgStore {
     }
 
     fn suppressions(&self) -> Result<Vec<SuppressionRow>> {
-        self.on(|c| alerts::suppressions(c))
+        self.on(alerts::suppressions)
     }
 
     fn quarantine_request(&self, id: i64) -> Result<Option<QuarantineRequestRow>> {
@@ -228,7 +228,7 @@ impl Store for PgStore {
     }
 
     fn pending_quarantines(&self) -> Result<Vec<QuarantineRequestRow>> {
-        self.on(|c| quarantine::pending(c))
+        self.on(quarantine::pending)
     }
 
     fn due_quarantine_timers(&self, now_ms: i64) -> Result<Vec<QuarantineTimerRow>> {
@@ -236,11 +236,11 @@ impl Store for PgStore {
     }
 
     fn audit(&self) -> Result<Vec<AuditEntry>> {
-        self.on(|c| site::audit_rows(c))
+        self.on(site::audit_rows)
     }
 
     fn audit_chain_head(&self) -> Result<(u64, String)> {
-        self.on(|c| site::chain_head(c))
+        self.on(site::chain_head)
     }
 
     fn insert_flows(
@@ -307,7 +307,7 @@ impl Store for PgStore {
     }
 
     fn revoked_serials(&self) -> Result<Vec<String>> {
-        self.on(|c| fleet::revoked_serials(c))
+        self.on(fleet::revoked_serials)
     }
 
     fn pending_change(&self, id: i64) -> Result<Option<PendingChangeRow>> {
@@ -335,7 +335,7 @@ impl Store for PgStore {
     }
 
     fn cert_expiry(&self) -> Result<BTreeMap<String, i64>> {
-        self.on(|c| fleet::cert_expiry(c))
+        self.on(fleet::cert_expiry)
     }
 
     fn latest_changes(&self, pending_only: bool, limit: u32) -> Result<Vec<PendingChangeRow>> {

@@ -169,7 +169,7 @@ impl Drop for Standby {
 fn write_until(store: &PgStore, gw: &str, n: u32, within: Duration) -> (Duration, u32) {
     let started = Instant::now();
     // Each write's bundle differs from the one before.
-    let mode = if n % 2 == 0 {
+    let mode = if n.is_multiple_of(2) {
         Mode::Monitor
     } else {
         Mode::Enforce

@@ -19,7 +19,7 @@ use crate::{
 /// Writes a new generation of `gw` through `store` (the pump's mode flips each time); its
 /// number.
 fn write_generation(store: &dyn Store, gw: &str, n: u32) -> u32 {
-    let mode = if n % 2 == 0 {
+    let mode = if n.is_multiple_of(2) {
         Mode::Monitor
     } else {
         Mode::Enforce
