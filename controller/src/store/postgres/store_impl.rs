@@ -90,23 +90,24 @@ impl Store for PgStore {
     }
 
     fn gateway_generations(&self) -> Result<Vec<GatewayGenerations>> {
-        self.conn()?
-            .rows(
+        self.on(|c| {
+            c.rows(
                 "SELECT g.name, COALESCE(MAX(n.generation), 0), g.applied_generation \
                  FROM gateways g LEFT JOIN generations n ON n.gateway = g.name \
                  GROUP BY g.name ORDER BY g.name",
                 &[],
-            )?
-            .iter()
-            .map(|r| {
-                let gateway: String = r.try_get(0)?;
-                Ok(GatewayGenerations {
-                    latest: u32_of("generations", &gateway, r.try_get(1)?)?,
-                    applied: u32_of("gateways", &gateway, r.try_get(2)?)?,
-                    gateway,
-                })
+            )
+        })?
+        .iter()
+        .map(|r| {
+            let gateway: String = r.try_get(0)?;
+            Ok(GatewayGenerations {
+                latest: u32_of("generations", &gateway, r.try_get(1)?)?,
+                applied: u32_of("gateways", &gateway, r.try_get(2)?)?,
+                gateway,
             })
-            .collect()
+        })
+        .collect()
     }
 
     fn report_status(
@@ -121,7 +122,7 @@ impl Store for PgStore {
         let h = health.cloned().unwrap_or_default();
         // One statement: the firing's start is kept while reports say fired, and cleared by
         // one that does not.
-        let n = self.conn()?.exec(
+        let n = self.on(|c| c.exec(
             "UPDATE gateways SET applied_generation = $2, last_error = $3, last_seen_ms = $4, \
              applied_epoch = $5, health_received_ms = $6, agent_version = $7, \
              watchdog_fired = $8, \
@@ -142,7 +143,7 @@ impl Store for PgStore {
                 &i64::from(h.fail_open_devices),
                 &h.heartbeat_age_ms.map(super::big),
             ],
-        )?;
+        ))?;
         if n == 0 {
             return Err(not_found("gateway", gateway));
         }
@@ -150,33 +151,34 @@ impl Store for PgStore {
     }
 
     fn gateway_health(&self) -> Result<BTreeMap<String, HealthRow>> {
-        self.conn()?
-            .rows(
+        self.on(|c| {
+            c.rows(
                 "SELECT name, health_received_ms, agent_version, watchdog_fired, \
                  watchdog_fired_since_ms, watchdog_fired_count, watchdog_recovered_count, \
                  fail_open_reported, heartbeat_age_ms FROM gateways \
                  WHERE health_received_ms IS NOT NULL",
                 &[],
-            )?
-            .iter()
-            .map(|r| {
-                let name: String = r.try_get(0)?;
-                let count = |i: usize| -> Result<u32> { u32_of("gateways", &name, r.try_get(i)?) };
-                let row = HealthRow {
-                    received_ms: r.try_get(1)?,
-                    health: AgentHealth {
-                        agent_version: r.try_get(2)?,
-                        watchdog_fired: r.try_get(3)?,
-                        watchdog_fired_count: count(5)?,
-                        watchdog_recovered_count: count(6)?,
-                        fail_open_devices: count(7)?,
-                        heartbeat_age_ms: r.try_get::<_, Option<i64>>(8)?.map(unsigned),
-                    },
-                    watchdog_fired_since_ms: r.try_get(4)?,
-                };
-                Ok((name, row))
-            })
-            .collect()
+            )
+        })?
+        .iter()
+        .map(|r| {
+            let name: String = r.try_get(0)?;
+            let count = |i: usize| -> Result<u32> { u32_of("gateways", &name, r.try_get(i)?) };
+            let row = HealthRow {
+                received_ms: r.try_get(1)?,
+                health: AgentHealth {
+                    agent_version: r.try_get(2)?,
+                    watchdog_fired: r.try_get(3)?,
+                    watchdog_fired_count: count(5)?,
+                    watchdog_recovered_count: count(6)?,
+                    fail_open_devices: count(7)?,
+                    heartbeat_age_ms: r.try_get::<_, Option<i64>>(8)?.map(unsigned),
+                },
+                watchdog_fired_since_ms: r.try_get(4)?,
+            };
+            Ok((name, row))
+        })
+        .collect()
     }
 
     fn insert_alerts(&self, gateway: &str, new: &[NewAlert]) -> Result<Vec<String>> {
