@@ -174,6 +174,21 @@ pub fn verify_with_head(
             tail + 1
         ));
     }
+    let generations = verify_generations(entries, generation)?;
+    Ok(Report {
+        entries: entries.len(),
+        head_seq: tail,
+        anchored_from: if first.adopted { first.seq } else { 0 },
+        generations,
+    })
+}
+
+/// Checks each generation an entry records (`enforcement` in its diff) against the stored
+/// one: present, in the recorded format, with the recorded content hash. How many matched.
+pub fn verify_generations(
+    entries: &[AuditEntry],
+    generation: GenerationLookup<'_>,
+) -> Result<usize, String> {
     let mut generations = 0;
     for e in entries {
         let changes = enforcement::of_diff(&e.diff).map_err(|p| format!("entry {}: {p}", e.seq))?;
@@ -204,12 +219,7 @@ pub fn verify_with_head(
             }
         }
     }
-    Ok(Report {
-        entries: entries.len(),
-        head_seq: tail,
-        anchored_from: if first.adopted { first.seq } else { 0 },
-        generations,
-    })
+    Ok(generations)
 }
 
 /// Verifies a store's audit trail against the head file at `head` (see [`verify_with_head`]),

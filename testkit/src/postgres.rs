@@ -180,7 +180,18 @@ impl Server {
         initdb
             .arg("-D")
             .arg(&data_dir)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+            // C.UTF-8, not C: a locale that folds and orders non-ASCII letters, as a
+            // production database's may, so a store relying on the database's locale (where
+            // SQLite's LIKE folds ASCII only and orders bytewise) shows up in tests.
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .args(["--no-sync", "--no-instructions"]);
         let out = as_user(&mut initdb, user)
             .current_dir(dir.path())

@@ -22,3 +22,4 @@ pub mod remote;
 pub mod revoke;
 pub mod simulate;
 pub mod site;
+pub mod store;

@@ -12,6 +12,7 @@ mod console;
 mod console_alerts;
 mod fleet;
 mod learning;
+pub mod migrate;
 pub(crate) mod migrations;
 mod pending;
 mod postgres;

@@ -13,7 +13,7 @@ mod entries;
 mod generations;
 mod ids;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 

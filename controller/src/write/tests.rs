@@ -21,7 +21,7 @@ fn state(generation: u32, mode: Mode) -> DesiredState {
 
 /// What the code before migration 9 left: schema 8, two generations stored as pretty JSON,
 /// their audit entries recording the SHA-256 of that text, and the head file.
-fn legacy_store(dir: &std::path::Path) {
+pub(crate) fn legacy_store(dir: &std::path::Path) {
     let c = Connection::open(dir.join("wardgate.db")).unwrap();
     c.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
         .unwrap();

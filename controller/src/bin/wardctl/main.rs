@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use wardgate_controller::cli::{
     alerts, assign, audit, certs, changes, devices, errors, gateways, output::OutputFormat,
-    profile, profiles, push, quarantine, remote::Remote, simulate, site,
+    profile, profiles, push, quarantine, remote::Remote, simulate, site, store,
 };
 
 #[derive(Parser)]
@@ -133,6 +133,9 @@ enum Command {
     /// Certificates for a demo or lab.
     #[command(subcommand)]
     Certs(certs::CertsCmd),
+    /// The controller's store itself: move it from SQLite to PostgreSQL.
+    #[command(subcommand)]
+    Store(store::StoreCmd),
     /// Four eyes: submit a profile change for a device, list, show and approve changes.
     Changes {
         #[command(subcommand)]
@@ -165,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profile(cmd) => profile::run(cmd, out),
         Command::Site(cmd) => site::run(cmd, out),
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Store(cmd) => store::run(cmd, out),
         Command::Simulate(a) => rt()?.block_on(simulate::run(a, out)),
         Command::Push {
             site,

@@ -37,6 +37,7 @@
 mod alerts;
 mod console;
 mod fleet;
+mod import;
 mod learning;
 mod lease;
 mod listen;
@@ -47,7 +48,7 @@ mod schema;
 mod site;
 mod store_impl;
 #[cfg(test)]
-mod tests;
+pub(in crate::store) mod tests;
 mod tx;
 
 use std::{

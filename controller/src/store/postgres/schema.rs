@@ -1,7 +1,9 @@
 //! The PostgreSQL schema: the SQLite store's tables at its latest migration, translated
 //! (INTEGER -> BIGINT, flags -> BOOLEAN, BLOB -> BYTEA, AUTOINCREMENT -> identity or a
 //! sequence), as a migration list of its own; `schema_version` records the last one applied.
-//! Generations are only ever canonical bundle bytes here (no legacy JSON column).
+//! The controller writes generations as canonical bundle bytes only; `format` (migration 2)
+//! marks the legacy JSON generations a store moved from SQLite brings along (`bundle` then
+//! holds that JSON text's bytes, as stored: the audit hashes them so).
 //!
 //! Every text column compares bytewise (`COLLATE "C"`, added by [`migrate`]): listings come in
 //! the order SQLite gives them, whatever the server's locale.
@@ -239,6 +241,9 @@ pub const MIGRATIONS: &[&str] = &[
         holder TEXT NOT NULL,
         expires TIMESTAMPTZ NOT NULL
     );",
+    // 3: a generation's format, as SQLite's (`bundle-v1`, or `json` for one moved from a
+    // SQLite store written before its migration 9: `bundle` holds the JSON text's bytes).
+    "ALTER TABLE generations ADD COLUMN format TEXT NOT NULL DEFAULT 'bundle-v1';",
 ];
 
 /// A migration's SQL with every text column bytewise (see the module doc).

@@ -170,15 +170,32 @@ pub(super) fn generations_where(
     p: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<GenerationRow>> {
     c.rows(
-        &format!("SELECT gateway, generation, bundle, reason FROM generations {filter}"),
+        &format!("SELECT gateway, generation, bundle, reason, format FROM generations {filter}"),
         p,
     )?
     .iter()
     .map(|r| {
         let gateway: String = r.try_get(0)?;
+        let generation = u32_of("generations", &gateway, r.try_get(1)?)?;
+        let bytes: Vec<u8> = r.try_get(2)?;
+        let format: &str = r.try_get(4)?;
+        let content = match format {
+            "bundle-v1" => GenerationContent::Bundle(bytes),
+            "json" => GenerationContent::LegacyJson(String::from_utf8(bytes).map_err(|_| {
+                StoreError::corrupt("generations", &gateway, "legacy JSON that is not UTF-8")
+            })?),
+            other => {
+                return Err(StoreError::corrupt(
+                    "generations",
+                    &gateway,
+                    format!("unknown format `{other}`"),
+                )
+                .into());
+            }
+        };
         Ok(GenerationRow {
-            generation: u32_of("generations", &gateway, r.try_get(1)?)?,
-            content: GenerationContent::Bundle(r.try_get(2)?),
+            generation,
+            content,
             reason: r.try_get(3)?,
             gateway,
         })

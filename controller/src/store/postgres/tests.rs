@@ -322,7 +322,7 @@ fn a_server_that_is_not_there_is_named_without_the_password() {
 }
 
 /// One scenario over every `Store` method, run on both stores and compared.
-mod same_as_sqlite;
+pub(in crate::store) mod same_as_sqlite;
 
 /// Several controllers on one database: announcements and SOC sink leases.
 mod replicas;

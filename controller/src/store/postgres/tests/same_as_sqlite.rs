@@ -28,7 +28,7 @@ fn device(name: &str, id: u32, gw: &str, mac: &str, addr: &str, asset: &str) -> 
     })
 }
 
-fn flow(device: &str, peer: &str, port: u16, t: u64) -> FlowRecord {
+pub(in crate::store) fn flow(device: &str, peer: &str, port: u16, t: u64) -> FlowRecord {
     FlowRecord {
         device: DeviceRef {
             name: device.into(),
@@ -85,7 +85,7 @@ fn apply(s: &dyn Store, change: Change) -> String {
     }
 }
 
-fn scenario(s: &dyn Store) -> Vec<String> {
+pub(in crate::store) fn scenario(s: &dyn Store) -> Vec<String> {
     let mut out = Vec::new();
     let mut say = |what: &str, v: String| out.push(format!("{what}: {v}"));
     for c in [
