@@ -346,7 +346,7 @@ fn sigterm_flushes_the_outbox_to_the_controller_and_keeps_what_it_could_not_deli
     //    every alert kept.
     let mut agent = Agent::start(&gw, &config, &notify, None);
     notify.wait_for("READY=1", Duration::from_secs(30));
-    agent.wait_record("controller unreachable", Duration::from_secs(30));
+    agent.wait_record("controller not reached", Duration::from_secs(30));
     agent.sigterm();
     let (status, took) = agent.wait_exit(STOP_FLUSH_LIMIT + Duration::from_secs(10));
     println!("controller down: exit {status} {took:?} after SIGTERM");
@@ -372,7 +372,7 @@ fn sigterm_flushes_the_outbox_to_the_controller_and_keeps_what_it_could_not_deli
     //    then it comes up, and SIGTERM delivers every alert before the agent exits.
     let mut agent = Agent::start(&gw, &config, &notify, None);
     notify.wait_for("READY=1", Duration::from_secs(30));
-    agent.wait_record("controller unreachable", Duration::from_secs(30));
+    agent.wait_record("controller not reached", Duration::from_secs(30));
     let (up_tx, up_rx) = std::sync::mpsc::channel::<()>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let ctl_dir = d.join("controller");
