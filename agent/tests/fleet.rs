@@ -182,6 +182,7 @@ async fn set_mode(lab: &LabController, mode: &str) -> u32 {
             reason: "test".into(),
             dry_run: false,
             for_minutes: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

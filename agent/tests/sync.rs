@@ -10,6 +10,9 @@ use std::{
     time::Duration,
 };
 
+mod support;
+
+use support::sync_agent::{Agent, handed};
 use tokio::sync::mpsc;
 use wardgate_agent::{
     alerts::{AlertQueue, Outbox},
@@ -19,19 +22,10 @@ use wardgate_agent::{
     sync::{self, Applied, Holding},
 };
 use wardgate_controller::store::{AlertQuery, Store};
-use wardgate_policy::DesiredState;
 use wardgate_proto::v1 as pb;
 use wardgate_testkit::{controller::LabController, relay::Relay};
 
 const GW: &str = "gw-ward-3";
-
-/// The next state the sync task hands to the map writer (bounded).
-async fn handed(rx: &mut mpsc::Receiver<Arc<DesiredState>>) -> Arc<DesiredState> {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("the sync task handed a generation over within 10 s")
-        .expect("sync task alive")
-}
 
 /// (applied generation, applied epoch, last error) as the controller lists it.
 async fn gateway_status(lab: &LabController) -> (u32, String, String) {
@@ -92,89 +86,12 @@ async fn set_mode(lab: &LabController, device: &str, mode: &str) -> u32 {
             reason: "test".into(),
             dry_run: false,
             for_minutes: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
         .generations[GW]
-}
-
-/// A sync task with a map writer that applies everything it is handed.
-struct Agent {
-    tasks: [tokio::task::JoinHandle<()>; 2],
-    /// The states handed over, in order.
-    seen: mpsc::Receiver<Arc<DesiredState>>,
-    holding: Arc<Mutex<Holding>>,
-}
-
-impl Agent {
-    fn start(cfg: ControllerConfig, holding: Holding) -> Agent {
-        Agent::start_with(cfg, holding, Live::default())
-    }
-
-    /// As `start`, counting into `live`.
-    fn start_with(cfg: ControllerConfig, holding: Holding, live: Live) -> Agent {
-        let (writer, mut bundles) = mpsc::channel::<Arc<DesiredState>>(64);
-        let (report, applied) = mpsc::channel(4);
-        let (seen_tx, seen) = mpsc::channel(64);
-        let held = Arc::new(Mutex::new(holding.clone()));
-        let sync = tokio::spawn(sync::run(
-            cfg,
-            holding,
-            writer,
-            applied,
-            AlertQueue::new(Outbox::default()),
-            live,
-            HealthSource::from_fn(|| None),
-        ));
-        let keep = held.clone();
-        let map_writer = tokio::spawn(async move {
-            while let Some(state) = bundles.recv().await {
-                *keep.lock().unwrap() = Holding::of(&state);
-                let _ = seen_tx.send(state.clone()).await;
-                let done = Applied {
-                    holding: Holding::of(&state),
-                    error: String::new(),
-                };
-                if report.send(done).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Agent {
-            tasks: [sync, map_writer],
-            seen,
-            holding: held,
-        }
-    }
-
-    /// The agent process restarts (a stopped in-process controller leaves its connections
-    /// open, where a real one's exit closes them): it comes back holding what it applied.
-    fn restart(self, cfg: ControllerConfig) -> Agent {
-        for t in &self.tasks {
-            t.abort();
-        }
-        let holding = self.holding.lock().unwrap().clone();
-        Agent::start(cfg, holding)
-    }
-
-    /// Waits for generation `want` to be handed over (earlier ones may come first).
-    async fn reaches(&mut self, want: u32) -> Arc<DesiredState> {
-        loop {
-            let s = handed(&mut self.seen).await;
-            if s.generation == want {
-                return s;
-            }
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -226,6 +226,19 @@ async fn filters_run_in_the_query_and_a_bad_one_is_refused() {
     )
     .await;
     assert_eq!(ids(&take(&mut s, 3).await), ["b", "c", "d"]);
+    // The enum form (this release's clients send both; the enum wins over the name).
+    let mut s = subscribe(
+        &lab,
+        pb::AlertFilter {
+            min_severity: "low".into(),
+            min_severity_enum: pb::Severity::Critical.into(),
+            include_acknowledged: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&take(&mut s, 2).await), ["b", "c"]);
+    quiet(&mut s).await;
 
     let bad = soc
         .subscribe(pb::AlertFilter {
@@ -235,6 +248,15 @@ async fn filters_run_in_the_query_and_a_bad_one_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    let bad = soc
+        .subscribe(pb::AlertFilter {
+            min_severity_enum: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    assert!(bad.message().contains("min_severity"), "{bad:?}");
     let bad = soc
         .subscribe(pb::AlertFilter {
             after_seq: u64::MAX,

@@ -236,6 +236,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         reason: "CHG-9".into(),
         dry_run: false,
         for_minutes: 0,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -246,6 +247,7 @@ async fn an_assignment_reaches_a_watching_agent_and_a_reconnect_resumes() {
         reason: "CHG-9".into(),
         dry_run: false,
         for_minutes: 0,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -374,6 +376,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
             reason: "x".into(),
             dry_run: false,
             for_minutes: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -430,6 +433,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
             reason: "x".into(),
             dry_run: false,
             for_minutes: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -497,6 +501,7 @@ async fn the_audit_chain_detects_edits_and_deletions() {
         reason: "INC-42 false positives".into(),
         dry_run: false,
         for_minutes: 0,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -1134,6 +1139,7 @@ async fn device_modes_travel_as_enum_and_string_and_a_0_1_0_peer_still_works() {
             reason: "CHG-7".into(),
             dry_run: true,
             for_minutes: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

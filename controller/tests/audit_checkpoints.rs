@@ -196,6 +196,7 @@ async fn checkpoints_reach_the_soc_and_catch_a_trail_rewritten_with_its_head_fil
         reason: "INC-42 false positives".into(),
         dry_run: false,
         for_minutes: 0,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -41,6 +41,7 @@ async fn lab() -> Lab {
         reason: "INC-42 false positives".into(),
         dry_run: false,
         for_minutes: 0,
+        ..Default::default()
     })
     .await
     .unwrap();

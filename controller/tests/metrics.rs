@@ -94,6 +94,7 @@ async fn gateways_generations_alerts_and_writes_move_after_real_calls() {
             reason: "CHG-9".into(),
             dry_run: false,
             for_minutes: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

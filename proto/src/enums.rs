@@ -198,6 +198,34 @@ impl pb::DeviceChange {
     }
 }
 
+impl pb::SetModeRequest {
+    /// The mode asked for; none given is refused.
+    pub fn mode_value(&self) -> Result<Mode, FieldError> {
+        read_mode("mode", self.mode_enum, &self.mode)?.ok_or(FieldError {
+            field: "mode",
+            problem: "no mode given (learn, monitor, enforce or quarantine)".into(),
+        })
+    }
+
+    pub fn set_mode(&mut self, m: Mode) {
+        (self.mode, self.mode_enum) = mode_fields(Some(m));
+    }
+}
+
+impl pb::AlertFilter {
+    /// The lowest severity asked for (none: every severity).
+    pub fn min_severity_value(&self) -> Result<Option<Severity>, FieldError> {
+        read_severity("min_severity", self.min_severity_enum, &self.min_severity)
+    }
+
+    pub fn set_min_severity(&mut self, s: Option<Severity>) {
+        (self.min_severity, self.min_severity_enum) = match s {
+            None => (String::new(), 0),
+            Some(s) => (s.to_string(), severity_pb(s).into()),
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +289,36 @@ mod tests {
     }
 
     #[test]
+    fn requests_carry_the_mode_and_the_minimum_severity_both_ways() {
+        for m in Mode::ALL {
+            let mut r = pb::SetModeRequest::default();
+            r.set_mode(m);
+            assert_eq!((r.mode.as_str(), r.mode_enum()), (m.as_str(), mode_pb(m)));
+            assert_eq!(r.mode_value(), Ok(m));
+            // A 0.1.0 client: the name alone.
+            let old = pb::SetModeRequest {
+                mode: m.to_string(),
+                ..Default::default()
+            };
+            assert_eq!(old.mode_value(), Ok(m));
+        }
+        let none = pb::SetModeRequest::default().mode_value().unwrap_err();
+        assert_eq!(none.field, "mode");
+        for s in Severity::ALL {
+            let mut f = pb::AlertFilter::default();
+            f.set_min_severity(Some(s));
+            assert_eq!(f.min_severity, s.as_str());
+            assert_eq!(f.min_severity_value(), Ok(Some(s)));
+        }
+        let mut f = pb::AlertFilter::default();
+        f.set_min_severity(None);
+        assert_eq!((f.min_severity.as_str(), f.min_severity_enum), ("", 0));
+        assert_eq!(f.min_severity_value(), Ok(None));
+        f.min_severity_enum = 99;
+        assert_eq!(f.min_severity_value().unwrap_err().field, "min_severity");
+    }
+
+    #[test]
     fn the_enum_wins_over_the_string() {
         let a = pb::Alert {
             severity: "low".into(),
@@ -307,3 +365,4 @@ mod tests {
         );
     }
 }
+

@@ -73,6 +73,7 @@ unsafe extern "C" {
 /// systemd-analyze.
 const UNIT_AGENT_TESTS: &[&str] = &[
     "sync",
+    "ha",
     "fleet",
     "learn",
     "unit_file",
@@ -235,6 +236,15 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
             // offline learning from captures; detectors replayed over captures; the agent's systemd
             // unit through systemd-analyze.
             every_agent_test_in_a_tier()?;
+            // The HA test runs two controller processes, which no agent test target builds.
+            cmd::run(cmd::cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "wardgate-controller",
+                "--bin",
+                "wardgate-controller",
+            ]))?;
             let mut args = vec!["--release", "-p", "wardgate-agent"];
             for t in UNIT_AGENT_TESTS {
                 args.extend(["--test", t]);

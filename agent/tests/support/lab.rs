@@ -144,17 +144,23 @@ pub fn profiles_dir() -> PathBuf {
 /// `cargo build --release -p wardgate-controller --bin wardctl`, which `cargo xtask test
 /// attach` runs first (a test binary of the agent has no `CARGO_BIN_EXE_wardctl`).
 pub fn wardctl_bin() -> PathBuf {
+    release_bin("wardctl")
+}
+
+/// The controller crate's binary `name`, beside this test's: `target/release/deps/TEST-HASH`
+/// -> `target/release/NAME`. `cargo xtask test` builds the controller's binaries before the
+/// agent tests that run them.
+pub fn release_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/release/deps/TEST-HASH -> target/release/wardctl
     let bin = exe
         .parent()
         .and_then(Path::parent)
-        .map(|d| d.join("wardctl"))
+        .map(|d| d.join(name))
         .unwrap();
     assert!(
         bin.exists(),
-        "{} not built: run `cargo build --release -p wardgate-controller --bin wardctl` \
-         (cargo xtask test attach does)",
+        "{} not built: run `cargo build --release -p wardgate-controller --bins` \
+         (cargo xtask test does)",
         bin.display()
     );
     bin

@@ -3,6 +3,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod lab;
+pub mod sync_agent;
 
 use std::{
     net::IpAddr,

@@ -18,8 +18,9 @@ pub enum AlertsCmd {
     /// starts with the alert's store sequence number; a lost connection is resumed after the
     /// last one received (nothing lost, nothing repeated).
     Tail {
-        #[arg(long, default_value = "")]
-        min_severity: String,
+        /// Only alerts of this severity or higher (info, low, medium, high, critical).
+        #[arg(long)]
+        min_severity: Option<wardgate_analysis::detect::Severity>,
         /// Start after this sequence number (the last one a previous tail printed; 0 = from
         /// the oldest stored alert).
         #[arg(long, default_value_t = 0)]
@@ -416,18 +417,18 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 async fn tail(
     remote: &Remote,
     mut c: AlertServiceClient<tonic::transport::Channel>,
-    min_severity: String,
+    min_severity: Option<wardgate_analysis::detect::Severity>,
     mut after_seq: u64,
     out: OutputFormat,
     utc: bool,
 ) -> anyhow::Result<()> {
     let mut delay = RETRY_MIN;
     loop {
-        let filter = pb::AlertFilter {
-            min_severity: min_severity.clone(),
+        let mut filter = pb::AlertFilter {
             after_seq,
             ..Default::default()
         };
+        filter.set_min_severity(min_severity);
         let ended = match c.subscribe(filter).await {
             Ok(s) => {
                 let mut s = s.into_inner();

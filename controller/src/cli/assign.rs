@@ -147,17 +147,18 @@ pub async fn mode(
     remote: &Remote,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
+    // Read here, so that a mistyped mode is named before anything is sent.
+    let mode: wardgate_policy::Mode = mode.parse()?;
+    let mut req = pb::SetModeRequest {
+        device,
+        reason: w.reason,
+        dry_run: w.dry_run,
+        for_minutes,
+        accept_impact: w.accept_impact,
+        ..Default::default()
+    };
+    req.set_mode(mode);
     let mut c = AdminServiceClient::new(remote.channel().await?);
-    let w = c
-        .set_mode(pb::SetModeRequest {
-            device,
-            mode,
-            reason: w.reason,
-            dry_run: w.dry_run,
-            for_minutes,
-            accept_impact: w.accept_impact,
-        })
-        .await?
-        .into_inner();
+    let w = c.set_mode(req).await?.into_inner();
     print_write(&w, out)
 }

@@ -279,7 +279,7 @@ impl AdminService for Admin {
             .0
             .require_write(&req, WRITE, "set_mode", &req.get_ref().device)?;
         let r = req.into_inner();
-        let mode = parse_mode(&r.mode)?;
+        let mode = r.mode_value()?;
         self.need_device(&r.device)?;
         let mut changes = vec![Change::SetMode {
             device: r.device.clone(),

@@ -33,7 +33,7 @@ fn query(f: &pb::AlertFilter, limit: u32) -> Result<AlertQuery, Status> {
     Ok(AlertQuery {
         gateway: f.gateway.clone(),
         device: f.device.clone(),
-        min_severity: severity_rank(&f.min_severity)?,
+        min_severity: f.min_severity_value()?.map_or(0, |s| s.rank()),
         include_acknowledged: f.include_acknowledged,
         include_suppressed: f.include_suppressed,
         limit,

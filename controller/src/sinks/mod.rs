@@ -164,8 +164,22 @@ async fn run(
     let mut backoff = BACKOFF_MIN;
     // The newest checkpoint this sink has yet to send.
     let mut pending: Option<Arc<Signed>> = None;
+    // Whether this controller held the lease at the last step (a change is logged, so an
+    // operator sees which replica delivers).
+    let mut held = false;
     while !*stop.borrow() {
-        match tokio::task::block_in_place(|| store.hold_sink_lease(&name, LEASE)) {
+        let holds = tokio::task::block_in_place(|| store.hold_sink_lease(&name, LEASE));
+        if let Ok(now) = holds
+            && now != held
+        {
+            held = now;
+            if now {
+                tracing::info!(sink = %name, "holding the SOC sink's lease: this controller delivers it");
+            } else {
+                tracing::info!(sink = %name, "the SOC sink's lease is held by another controller");
+            }
+        }
+        match holds {
             Ok(true) => {}
             // Another controller delivers this sink; this one takes over if it stops renewing.
             Ok(false) => {

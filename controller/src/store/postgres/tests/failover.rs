@@ -2,167 +2,11 @@
 //! primary stopped; two stores on a multi-host URL (`target_session_attrs=read-write`) write
 //! again through the new primary without being made anew, and nothing acknowledged is lost.
 
-use std::{
-    os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
-    process::{Command, Output},
-    time::Instant,
-};
+use std::time::Instant;
+
+use wardgate_testkit::postgres::Standby;
 
 use super::*;
-
-/// A streaming standby made with `pg_basebackup -R` from `primary`, run with `pg_ctl`;
-/// stopped (immediately) when dropped.
-struct Standby {
-    bin: PathBuf,
-    user: Option<(u32, u32)>,
-    data: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn run(bin: &Path, user: Option<(u32, u32)>, name: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin.join(name));
-    cmd.args(args);
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {name}: {e}"));
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-impl Standby {
-    fn of(primary: &Server) -> Standby {
-        let dir = tempfile::Builder::new()
-            .prefix("wardgate-pg-standby-")
-            .tempdir()
-            .unwrap();
-        let user = primary.user();
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
-        }
-        let data = dir.path().join("data");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let bin = primary.bin_dir().to_path_buf();
-        let p = primary.port().to_string();
-        run(
-            &bin,
-            user,
-            "pg_basebackup",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &p,
-                "-U",
-                "postgres",
-                "-D",
-                data.to_str().unwrap(),
-                "-R",
-                // A fast checkpoint to start from (a spread one takes minutes).
-                "-c",
-                "fast",
-                "-X",
-                "stream",
-                "--no-sync",
-            ],
-        );
-        let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-             -c max_connections=300 -c fsync=off",
-            dir.path().display()
-        );
-        let log = dir.path().join("standby.log");
-        run(
-            &bin,
-            user,
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ],
-        );
-        Standby {
-            bin,
-            user,
-            data,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn psql(&self, sql: &str) -> String {
-        let out = run(
-            &self.bin,
-            None,
-            "psql",
-            &[
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn promote(&self) {
-        run(
-            &self.bin,
-            self.user,
-            "pg_ctl",
-            &[
-                "-D",
-                self.data.to_str().unwrap(),
-                "-w",
-                "-t",
-                "30",
-                "promote",
-            ],
-        );
-    }
-}
-
-impl Drop for Standby {
-    fn drop(&mut self) {
-        let mut cmd = Command::new(self.bin.join("pg_ctl"));
-        cmd.args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"]);
-        if let Some((uid, gid)) = self.user {
-            cmd.uid(uid).gid(gid);
-        }
-        let _ = cmd.output();
-    }
-}
 
 /// A write through `store`, tried every 100 ms until it succeeds (at most `within`): how long
 /// it took, and the generation it made.
@@ -212,7 +56,7 @@ fn two_stores_follow_a_promoted_standby_without_being_made_anew() {
     let url = format!(
         "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/ha?target_session_attrs=read-write",
         primary.port(),
-        standby.port
+        standby.port()
     );
     let a = PgStore::connect(&url).unwrap();
     let b = PgStore::connect(&url).unwrap();
@@ -224,18 +68,7 @@ fn two_stores_follow_a_promoted_standby_without_being_made_anew() {
     }
     // A planned failover: the standby has replayed everything, the old primary stops (so that
     // it takes no more writes), the standby is promoted.
-    let lsn = primary.psql("postgres", "SELECT pg_current_wal_lsn()");
-    let caught_up = Instant::now();
-    while standby.psql(&format!(
-        "SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
-    )) != "t"
-    {
-        assert!(
-            caught_up.elapsed() < Duration::from_secs(10),
-            "the standby did not replay up to {lsn}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    standby.catch_up(&primary, Duration::from_secs(10));
     phase("standby caught up");
     primary.stop();
     phase("primary stopped");

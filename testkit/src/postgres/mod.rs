@@ -8,6 +8,10 @@
 //! in parallel. [`Server::start`] starts another one (for HA tests: a primary and a standby),
 //! stopped and its directory removed when dropped.
 
+mod standby;
+
+pub use standby::Standby;
+
 use std::{
     ffi::CString,
     fs::File,
