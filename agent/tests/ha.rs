@@ -200,26 +200,29 @@ struct Writes {
 }
 
 impl Writes {
-    fn start(urls: [String; 2], certs: PathBuf, first: usize) -> Writes {
+    fn start(urls: [String; 2], certs: PathBuf, first: usize, enforced: [bool; 3]) -> Writes {
         let stop = Arc::new(AtomicBool::new(false));
         let halt = stop.clone();
         let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
         let acked = acks.clone();
         let task = tokio::spawn(async move {
             let mut admins: [Option<AdminServiceClient<Channel>>; 2] = [None, None];
+            // Each pump's mode as last written.
+            let mut enforced = enforced;
             for i in first.. {
                 if halt.load(Ordering::Relaxed) {
                     break;
                 }
                 let (gw, replica) = (i % GATEWAYS.len(), i % 2);
                 // Each write flips its pump's mode, so each makes a generation.
-                let mode = if (i / GATEWAYS.len()).is_multiple_of(2) {
-                    "enforce"
-                } else {
-                    "monitor"
-                };
+                let mode = if enforced[gw] { "monitor" } else { "enforce" };
                 if admins[replica].is_none() {
-                    let remote = Remote::to(urls[replica].clone(), certs.clone(), "user-eve", "localhost");
+                    let remote = Remote::to(
+                        urls[replica].clone(),
+                        certs.clone(),
+                        "user-eve",
+                        "localhost",
+                    );
                     admins[replica] = remote.channel().await.ok().map(AdminServiceClient::new);
                 }
                 if let Some(admin) = admins[replica].as_mut() {
@@ -234,7 +237,11 @@ impl Writes {
                     });
                     match tokio::time::timeout(CALL_LIMIT, call).await {
                         Ok(Ok(r)) => {
-                            if let Some(&generation) = r.into_inner().generations.get(GATEWAYS[gw]) {
+                            // Acknowledged, or already so (a write whose answer was lost
+                            // went through): the pump is in `mode` now.
+                            enforced[gw] = mode == "enforce";
+                            if let Some(&generation) = r.into_inner().generations.get(GATEWAYS[gw])
+                            {
                                 acked.lock().unwrap().push(Ack {
                                     gw,
                                     mode,
@@ -245,7 +252,24 @@ impl Writes {
                             }
                         }
                         // Refused or cut: not acknowledged. A new connection next time.
-                        Ok(Err(_)) | Err(_) => admins[replica] = None,
+                        Ok(Err(e)) => {
+                            eprintln!("write {i} through replica {replica}: {}", e.message());
+                            // A replica or its database going away is UNAVAILABLE (try again),
+                            // never an internal error.
+                            assert_ne!(
+                                e.code(),
+                                tonic::Code::Internal,
+                                "write {i}: {}",
+                                e.message()
+                            );
+                            admins[replica] = None;
+                        }
+                        Err(_) => {
+                            eprintln!(
+                                "write {i} through replica {replica}: no answer in {CALL_LIMIT:?}"
+                            );
+                            admins[replica] = None;
+                        }
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(40)).await;
@@ -265,7 +289,7 @@ impl Writes {
             .await
             .expect("the writers stopped")
             .unwrap();
-        self.acked()
+        std::mem::take(&mut *self.acks.lock().unwrap())
     }
 }
 
@@ -327,7 +351,12 @@ fn slowest(acks: &[Ack], timelines: &[Timeline], within: Duration) -> (Duration,
 async fn converged(agents: &[Agent], acks: &[Ack], within: Duration) {
     let started = Instant::now();
     for (gw, agent) in agents.iter().enumerate() {
-        let Some(want) = acks.iter().filter(|a| a.gw == gw).map(|a| a.generation).max() else {
+        let Some(want) = acks
+            .iter()
+            .filter(|a| a.gw == gw)
+            .map(|a| a.generation)
+            .max()
+        else {
             continue;
         };
         while agent.generation() < want {
@@ -369,15 +398,26 @@ fn deny_alert(state: &DesiredState, id: String) -> pb::Alert {
     pb::Alert::from(&wardgate_agent::alerts::from_event(&event, Some(state), id, now).unwrap())
 }
 
-/// The alert ids in the OCSF sink's file, with how often each is there.
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The alert ids in the OCSF sink's file, with how often each is there. A deny is a Network
+/// Activity event (4001) whose `metadata.uid` is `GATEWAY/ID`; audit checkpoints (1008) are
+/// left out.
 fn delivered(path: &Path) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     let text = std::fs::read_to_string(path).unwrap_or_default();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if let Some(uid) = v["finding_info"]["uid"].as_str() {
-            *out.entry(uid.to_string()).or_default() += 1;
+        if v["class_uid"] != 4001 {
+            continue;
         }
+        let uid = v["metadata"]["uid"].as_str().unwrap();
+        let id = uid.rsplit(['/', ':']).next().unwrap();
+        *out.entry(id.to_string()).or_default() += 1;
     }
     out
 }
@@ -410,11 +450,17 @@ async fn replicas_survive_a_killed_controller_and_a_promoted_database() {
     let primary = Server::start_with(&[("synchronous_commit", "on")]);
     primary.psql("postgres", "CREATE DATABASE ha");
     let standby = Standby::of(&primary);
-    primary.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = '*'");
+    primary.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+    );
     primary.psql("postgres", "SELECT pg_reload_conf()");
     let started = Instant::now();
     while primary.psql("postgres", "SELECT sync_state FROM pg_stat_replication") != "sync" {
-        assert!(started.elapsed() < Duration::from_secs(10), "the standby never became synchronous");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the standby never became synchronous"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let store_url = format!(
@@ -432,9 +478,11 @@ async fn replicas_survive_a_killed_controller_and_a_promoted_database() {
     let urls = [replicas[0].url(), replicas[1].url()];
     phase("two controller processes serving");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (site, set) =
-        wardgate_controller::cli::push::read(&write_site(dir.path()), &root.join("device-profiles"))
-            .unwrap();
+    let (site, set) = wardgate_controller::cli::push::read(
+        &write_site(dir.path()),
+        &root.join("device-profiles"),
+    )
+    .unwrap();
     let mut admin_a = replicas[0].admin(&certs).await.unwrap();
     wardgate_controller::cli::push::load(&mut admin_a, &site, &set, "CHG-1 commissioning")
         .await
@@ -496,19 +544,26 @@ async fn replicas_survive_a_killed_controller_and_a_promoted_database() {
         .collect();
 
     // Phase 1: writes through both replicas; the sink's holder is killed in the middle.
-    let writes = Writes::start(urls.clone(), certs.clone(), 0);
+    // The site starts every pump in monitor.
+    let writes = Writes::start(urls.clone(), certs.clone(), 0, [false; 3]);
     let started = Instant::now();
     let holder = loop {
         if let Some(i) = (0..2).find(|&i| replicas[i].holds_lease()) {
             break i;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "no replica took the sink's lease");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no replica took the sink's lease"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     replicas[holder].kill();
     let killed = Instant::now();
-    phase(&format!("replica {} (the sink's holder) killed", replicas[holder].name));
+    phase(&format!(
+        "replica {} (the sink's holder) killed",
+        replicas[holder].name
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let acks = writes.finish().await;
     raising.store(false, Ordering::Relaxed);
@@ -523,7 +578,10 @@ async fn replicas_survive_a_killed_controller_and_a_promoted_database() {
         after_kill.len()
     );
     assert!(acks.iter().any(|a| a.replica != holder && a.at < killed));
-    assert!(acks.iter().any(|a| a.replica == holder), "writes went through the killed one too");
+    assert!(
+        acks.iter().any(|a| a.replica == holder),
+        "writes went through the killed one too"
+    );
     converged(&agents, &acks, Duration::from_secs(5)).await;
     let (worst, which) = slowest(&acks, &timelines, Duration::from_secs(5));
     println!("slowest write to its agent: {worst:?} ({which:?})");
@@ -532,33 +590,65 @@ async fn replicas_survive_a_killed_controller_and_a_promoted_database() {
     let raised = raised.lock().unwrap().clone();
     let started = Instant::now();
     let mut got = delivered(&sink);
-    while raised.iter().any(|id| !got.contains_key(id)) && started.elapsed() < Duration::from_secs(30) {
+    while raised.iter().any(|id| !got.contains_key(id))
+        && started.elapsed() < Duration::from_secs(30)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
         got = delivered(&sink);
     }
     let missing: Vec<&String> = raised.iter().filter(|id| !got.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} of {} alerts never reached the sink: {missing:?}", missing.len(), raised.len());
+    if !missing.is_empty() {
+        let text = std::fs::read_to_string(&sink).unwrap_or_default();
+        let head: Vec<&str> = text.lines().take(3).collect();
+        let logs: Vec<String> = replicas.iter().map(|r| tail(&r.log_text(), 30)).collect();
+        panic!(
+            "{} of {} alerts never reached the sink: {:?}...\nthe sink's first lines: {head:#?}\n\
+             replica logs:\n{}",
+            missing.len(),
+            raised.len(),
+            &missing[..missing.len().min(10)],
+            logs.join("\n---\n")
+        );
+    }
     let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     assert_eq!(got.len(), raised.len(), "nothing else delivered");
     let survivor = 1 - holder;
-    assert!(replicas[survivor].holds_lease(), "the survivor took the sink's lease");
+    assert!(
+        replicas[survivor].holds_lease(),
+        "the survivor took the sink's lease"
+    );
     phase(&format!("{} alerts delivered once each", raised.len()));
     let mut admin = replicas[survivor].admin(&certs).await.unwrap();
     let entries = verify_audit(&mut admin).await;
-    assert!(entries as usize > acks.len(), "every write's audit entries: {entries}");
+    assert!(
+        entries as usize > acks.len(),
+        "every write's audit entries: {entries}"
+    );
 
     // Phase 2: the killed replica back; the database fails over under writes.
     replicas[holder].spawn();
     phase("killed replica started again");
-    let writes = Writes::start(urls.clone(), certs.clone(), 1_000);
+    let enforced = std::array::from_fn(|gw| {
+        acks.iter()
+            .rev()
+            .find(|a| a.gw == gw)
+            .is_some_and(|a| a.mode == "enforce")
+    });
+    let writes = Writes::start(urls.clone(), certs.clone(), 1_000, enforced);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // Timed from the failover's start: the promotion (pg_ctl waits for it) and the stop.
+    let failed_over = Instant::now();
     standby.promote();
     primary.stop();
-    let failed_over = Instant::now();
     phase("standby promoted, old primary stopped");
     // Until each replica has written through the new primary (bounded).
-    while (0..2).any(|r| !writes.acked().iter().any(|a| a.replica == r && a.at > failed_over)) {
+    while (0..2).any(|r| {
+        !writes
+            .acked()
+            .iter()
+            .any(|a| a.replica == r && a.at > failed_over)
+    }) {
         if failed_over.elapsed() > Duration::from_secs(15) {
             break;
         }
@@ -574,8 +664,14 @@ async fn replicas_survive_a_killed_controller_and_a_promoted_database() {
             .map(|a| a.at - failed_over)
             .min()
             .unwrap_or_else(|| panic!("no write through replica {r} after the failover"));
-        println!("replica {}: writes resumed {first:?} after the old primary stopped", replicas[r].name);
-        assert!(first < Duration::from_secs(10), "replica {r} wrote again only after {first:?}");
+        println!(
+            "replica {}: writes resumed {first:?} after the failover began",
+            replicas[r].name
+        );
+        assert!(
+            first < Duration::from_secs(10),
+            "replica {r} wrote again only after {first:?}"
+        );
     }
     converged(&agents, &acks2, Duration::from_secs(5)).await;
 
@@ -591,11 +687,16 @@ async fn replicas_survive_a_killed_controller_and_a_promoted_database() {
             .map(|g| (g.generation, g.state(&epoch).unwrap()))
             .collect();
         for ack in acks.iter().chain(&acks2).filter(|a| a.gw == gw) {
-            let state = stored
-                .get(&ack.generation)
-                .unwrap_or_else(|| panic!("acknowledged generation {} of {name} lost", ack.generation));
+            let state = stored.get(&ack.generation).unwrap_or_else(|| {
+                panic!("acknowledged generation {} of {name} lost", ack.generation)
+            });
             let pump = state.devices.iter().find(|d| d.name == device(gw)).unwrap();
-            assert_eq!(pump.mode.to_string(), ack.mode, "generation {} of {name}", ack.generation);
+            assert_eq!(
+                pump.mode.to_string(),
+                ack.mode,
+                "generation {} of {name}",
+                ack.generation
+            );
         }
     }
     let mut admin = replicas[0].admin(&certs).await.unwrap();

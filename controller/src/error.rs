@@ -31,6 +31,10 @@ pub enum Error {
     /// Over a rate limit (enrollment attempts): retry later.
     #[error("{0}")]
     RateLimited(String),
+    /// The store cannot be reached now (its database restarting or failing over): the
+    /// request may be tried again.
+    #[error("the store is unavailable, try again: {0}")]
+    Unavailable(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -73,6 +77,21 @@ impl From<Error> for tonic::Status {
             Error::Store(crate::store::StoreError::Corrupt { .. }) => {
                 tracing::error!(error = %msg, "corrupt store row");
                 tonic::Status::data_loss(msg)
+            }
+            // A database going away mid-request (a failover): whether the write took is
+            // unknown to the client, which tries again (a write is idempotent in effect: the
+            // same mode again makes no generation).
+            Error::Unavailable(_) => {
+                tracing::warn!(error = %msg, "request failed: store unavailable");
+                tonic::Status::unavailable(msg)
+            }
+            Error::Store(crate::store::StoreError::Postgres(ref p))
+                if crate::store::connection_lost(p) =>
+            {
+                tracing::warn!(error = %msg, "request failed: the database connection was lost");
+                tonic::Status::unavailable(
+                    "the store's database connection was lost (a failover?): try again",
+                )
             }
             Error::Store(_) | Error::Internal(_) => {
                 tracing::error!(error = %msg, "request failed");

@@ -8,7 +8,6 @@ use super::{Ctx, changes, learning};
 use crate::{
     audit,
     auth::{self, Role},
-    compile::parse_mode,
     error::Error,
     store::{AgentHealth, Change, DeviceRow, GatewayRow},
 };

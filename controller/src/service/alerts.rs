@@ -5,7 +5,7 @@
 use tonic::{Request, Response, Status};
 use wardgate_proto::v1::{self as pb, alert_service_server::AlertService};
 
-use super::{Ctx, severity_rank};
+use super::Ctx;
 use crate::{
     alerts,
     auth::{self, Identity, Role},

@@ -48,9 +48,7 @@ pub const DETECTOR: &str = "operator_quarantine";
 /// A SOC user's `SetMode`.
 pub fn soc_set_mode(ctx: &Ctx, who: &Identity, r: pb::SetModeRequest) -> Result<pb::WriteResponse> {
     let actor = who.actor();
-    let mode = r
-        .mode_value()
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let mode = r.mode_value().map_err(|e| Error::Invalid(e.to_string()))?;
     if mode != Mode::Quarantine {
         let why = format!(
             "the SOC may quarantine a device (an emergency quarantine), not set it to {mode}; an engineer sets other modes"

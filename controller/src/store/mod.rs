@@ -16,6 +16,7 @@ pub mod migrate;
 pub(crate) mod migrations;
 mod pending;
 mod postgres;
+pub(crate) use postgres::connection_lost;
 mod provenance;
 mod quarantine;
 mod reader;

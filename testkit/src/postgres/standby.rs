@@ -121,8 +121,19 @@ impl Standby {
             None,
             "psql",
             &[
-                "-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d",
-                "postgres", "-c", sql,
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
             ],
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()

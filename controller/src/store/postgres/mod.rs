@@ -319,7 +319,7 @@ impl Pool {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Internal(format!(
+                return Err(Error::Unavailable(format!(
                     "no free PostgreSQL connection to {} within {}s",
                     where_to(&self.cfg),
                     CHECKOUT_WAIT.as_secs()
@@ -353,7 +353,7 @@ impl Pool {
             }
         });
         let named = |e: String| {
-            Error::Internal(format!(
+            Error::Unavailable(format!(
                 "connecting to PostgreSQL at {}: {e}",
                 where_to(&self.cfg)
             ))
@@ -370,10 +370,16 @@ impl Pool {
 /// a server that is a standby now) rather than the statement failing: worth once more on a
 /// new connection.
 fn lost(e: &Error) -> bool {
+    match e {
+        Error::Store(StoreError::Postgres(p)) => connection_lost(p),
+        _ => false,
+    }
+}
+
+/// Whether PostgreSQL error `p` is the connection going away, not the statement failing (the
+/// API answers UNAVAILABLE for it).
+pub(crate) fn connection_lost(p: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    let Error::Store(StoreError::Postgres(p)) = e else {
-        return false;
-    };
     let gone = [
         SqlState::ADMIN_SHUTDOWN,
         SqlState::CRASH_SHUTDOWN,
