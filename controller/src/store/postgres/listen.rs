@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use super::Db;
 use tokio::sync::broadcast;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::Sql;
 use crate::{error::Result, store::StoreEvent};
@@ -20,14 +21,14 @@ const RELISTEN: Duration = Duration::from_millis(250);
 pub(super) const BACKLOG: usize = 1024;
 
 /// Says, at this transaction's commit, that `gateway` has `generation`.
-pub(super) fn generation(c: &Client, gateway: &str, generation: u32) -> Result<()> {
+pub(super) fn generation(c: &Db, gateway: &str, generation: u32) -> Result<()> {
     let payload = format!("g {generation} {gateway}");
     c.exec("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
     Ok(())
 }
 
 /// Says, at this transaction's commit, that alerts were stored.
-pub(super) fn alerts(c: &Client) -> Result<()> {
+pub(super) fn alerts(c: &Db) -> Result<()> {
     c.exec("SELECT pg_notify($1, 'alerts')", &[&CHANNEL])?;
     Ok(())
 }
