@@ -20,11 +20,10 @@ const RELISTEN: Duration = Duration::from_millis(250);
 /// Events kept for a slow receiver before it is told to resync.
 pub(super) const BACKLOG: usize = 1024;
 
-/// Says, at this transaction's commit, that `gateway` has `generation`.
-pub(super) fn generation(c: &Db, gateway: &str, generation: u32) -> Result<()> {
-    let payload = format!("g {generation} {gateway}");
-    c.exec("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
-    Ok(())
+/// The notification that says `gateway` has `generation` (sent at the commit of the
+/// transaction that stored it, `site::insert_generation`).
+pub(super) fn generation(gateway: &str, generation: u32) -> String {
+    format!("g {generation} {gateway}")
 }
 
 /// Says, at this transaction's commit, that alerts were stored.

@@ -70,6 +70,20 @@ pub(super) fn device(c: &Db, name: &str) -> Result<Option<DeviceRow>> {
     Ok(devices_where(c, "WHERE name = $1", &[&name])?.pop())
 }
 
+/// Sets `set` (columns from `$2`) on device `$1`: the row as it is now (None: no such device).
+pub(super) fn update_device(
+    c: &Db,
+    set: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Option<DeviceRow>> {
+    c.opt(
+        &format!("UPDATE devices SET {set} WHERE name = $1 RETURNING {DEVICE_COLS}"),
+        p,
+    )?
+    .map(|r| device_at(&r, 0))
+    .transpose()
+}
+
 pub(super) fn gateways_where(
     c: &Db,
     filter: &str,
@@ -229,18 +243,22 @@ pub(super) fn insert_generation(c: &Db, row: &GenerationRow) -> Result<()> {
             "a PostgreSQL store holds generations as bundle bytes only".into(),
         ));
     };
+    // The row and the NOTIFY that tells the other controllers at the commit, in one statement
+    // (a WITH's INSERT runs whether or not the query reads it).
     c.exec(
-        "INSERT INTO generations (gateway, generation, bundle, reason, created_ms) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "WITH stored AS (INSERT INTO generations (gateway, generation, bundle, reason, \
+         created_ms) VALUES ($1, $2, $3, $4, $5)) SELECT pg_notify($6, $7)",
         &[
             &row.gateway,
             &i64::from(row.generation),
             bundle,
             &row.reason,
             &audit::now_ms(),
+            &super::listen::CHANNEL,
+            &super::listen::generation(&row.gateway, row.generation),
         ],
     )?;
-    super::listen::generation(c, &row.gateway, row.generation)
+    Ok(())
 }
 
 pub(super) fn chain_head(c: &Db) -> Result<(u64, String)> {

@@ -118,13 +118,15 @@ fn unique_mac_and_addresses(c: &Db, d: &DeviceRow) -> Result<()> {
     Ok(())
 }
 
-/// Writes one change's rows inside the transaction on `c`; returns what they were before.
-/// `read` is a device row already read in this transaction since its last write, if any.
+/// Writes one change's rows inside the transaction on `c`; returns what they were before, and
+/// the device row as an update left it (the compile reads it next). `read` is a device row
+/// already read in this transaction since its last write, if any.
 pub(super) fn apply(
     c: &Db,
     change: &Change,
     read: Option<(String, Option<DeviceRow>)>,
-) -> Result<Applied> {
+) -> Result<(Applied, Option<DeviceRow>)> {
+    let mut written = None;
     let stored = |name: &str| -> Result<Option<DeviceRow>> {
         match &read {
             Some((n, row)) if n == name => Ok(row.clone()),
@@ -134,7 +136,7 @@ pub(super) fn apply(
     let device = |name: &str| -> Result<DeviceRow> {
         stored(name)?.ok_or_else(|| not_found("device", name))
     };
-    Ok(match change {
+    let applied = match change {
         Change::UpsertDevice(d) => {
             let before = stored(&d.name)?;
             unique_mac_and_addresses(c, d)?;
@@ -169,18 +171,12 @@ pub(super) fn apply(
             profile,
         } => {
             let d = device(name)?;
-            c.exec(
-                "UPDATE devices SET profile = $2 WHERE name = $1",
-                &[name, profile],
-            )?;
+            written = site::update_device(c, "profile = $2", &[name, profile])?;
             Applied::Device(Some(d))
         }
         Change::SetMode { device: name, mode } => {
             let d = device(name)?;
-            c.exec(
-                "UPDATE devices SET mode = $2 WHERE name = $1",
-                &[name, &mode.as_str()],
-            )?;
+            written = site::update_device(c, "mode = $2", &[name, &mode.as_str()])?;
             Applied::Device(Some(d))
         }
         Change::SetLocation {
@@ -188,10 +184,7 @@ pub(super) fn apply(
             location,
         } => {
             let d = device(name)?;
-            c.exec(
-                "UPDATE devices SET location = $2 WHERE name = $1",
-                &[name, location],
-            )?;
+            written = site::update_device(c, "location = $2", &[name, location])?;
             Applied::Device(Some(d))
         }
         Change::UpsertProfile { name, yaml } => {
@@ -377,7 +370,8 @@ pub(super) fn apply(
             }
             Applied::Recorded
         }
-    })
+    };
+    Ok((applied, written))
 }
 
 impl SiteReader for PgTx<'_> {
@@ -428,7 +422,11 @@ impl StoreTx for PgTx<'_> {
     fn apply(&mut self, change: &Change) -> Result<Applied> {
         let read = self.last_read().take();
         self.wrote();
-        apply(&self.conn, change, read)
+        let (applied, written) = apply(&self.conn, change, read)?;
+        if let Some(row) = written {
+            *self.last_read() = Some((row.name.clone(), Some(row)));
+        }
+        Ok(applied)
     }
 
     fn max_device_id(&self) -> Result<u32> {
