@@ -412,6 +412,11 @@ impl SiteReader for PgTx<'_> {
     }
 
     fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
+        if let Some((n, row)) = &*self.last_read()
+            && n == name
+        {
+            return Ok(row.clone());
+        }
         let row = site::device(&self.conn, name)?;
         *self.last_read() = Some((name.to_string(), row.clone()));
         Ok(row)
