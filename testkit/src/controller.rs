@@ -1,6 +1,6 @@
-//! A controller in-process on loopback with real mTLS and a real SQLite store, for tests, the
-//! controller bench and the demo: lab certificates, the server task, its metrics endpoint, and
-//! clients per identity.
+//! A controller in-process on loopback with real mTLS and a real store (SQLite, or any
+//! [`Store`] given, e.g. PostgreSQL), for tests, the controller bench and the demo: lab
+//! certificates, the server task, its metrics endpoint, and clients per identity.
 
 use std::{
     net::SocketAddr,
@@ -24,10 +24,24 @@ use wardgate_controller::{
     store::{SqliteStore, Store},
 };
 
-/// A running controller; stops when dropped.
-pub struct LabController {
+/// Writes lab certificates for `gateways` and `users` (name, role) under `dir/certs`: that
+/// directory.
+fn lab_certs(dir: &Path, gateways: &[String], users: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
+    let cert_dir = dir.join("certs");
+    let users: Vec<_> = users
+        .iter()
+        .map(|(n, r)| (n.to_string(), r.to_string()))
+        .collect();
+    certs::init(&cert_dir, gateways, &users, &certs::InitOptions::default())
+        .context("writing lab certificates")?;
+    Ok(cert_dir)
+}
+
+/// A running controller on a store of type `S` (SQLite unless started on another); stops when
+/// dropped.
+pub struct LabController<S: ?Sized = SqliteStore> {
     pub addr: SocketAddr,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<S>,
     /// Where `GET /metrics` is served (plain HTTP, loopback).
     pub metrics_addr: SocketAddr,
     /// The metrics the server and the sinks update.
@@ -140,13 +154,7 @@ impl LabController {
         listener: tokio::net::TcpListener,
         settings: &Settings,
     ) -> anyhow::Result<LabController> {
-        let cert_dir = dir.join("certs");
-        let users: Vec<_> = users
-            .iter()
-            .map(|(n, r)| (n.to_string(), r.to_string()))
-            .collect();
-        certs::init(&cert_dir, gateways, &users, &certs::InitOptions::default())
-            .context("writing lab certificates")?;
+        lab_certs(dir, gateways, users)?;
         LabController::serve_existing(dir, listener, None, settings).await
     }
 
@@ -159,13 +167,7 @@ impl LabController {
         users: &[(&str, &str)],
         settings: &Settings,
     ) -> anyhow::Result<LabController> {
-        let cert_dir = dir.join("certs");
-        let users: Vec<_> = users
-            .iter()
-            .map(|(n, r)| (n.to_string(), r.to_string()))
-            .collect();
-        certs::init(&cert_dir, gateways, &users, &certs::InitOptions::default())
-            .context("writing lab certificates")?;
+        lab_certs(dir, gateways, users)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let enroll = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         LabController::serve_existing(dir, listener, Some(enroll), settings).await
@@ -210,7 +212,9 @@ impl LabController {
             SqliteStore::open_with_head(&data, &settings.audit_head_path(&data))
                 .context("opening the store")?,
         );
-        LabController::serve_store(dir.join("certs"), store, listener, enroll, settings).await
+        let shared: Arc<dyn Store> = store.clone();
+        LabController::serve_store(dir.join("certs"), store, shared, listener, enroll, settings)
+            .await
     }
 
     /// A second controller on this one's store and certificates, on its own ephemeral loopback
@@ -219,9 +223,11 @@ impl LabController {
     /// went through only.
     pub async fn replica(&self) -> anyhow::Result<LabController> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let shared: Arc<dyn Store> = self.store.clone();
         LabController::serve_store(
             self.certs.clone(),
             self.store.clone(),
+            shared,
             listener,
             None,
             &Settings::default(),
@@ -238,23 +244,84 @@ impl LabController {
                 .context("opening the store")?,
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        LabController::serve_store(self.certs.clone(), store, listener, None, &settings).await
+        let shared: Arc<dyn Store> = store.clone();
+        LabController::serve_store(self.certs.clone(), store, shared, listener, None, &settings)
+            .await
     }
 
-    /// Serves `store` with the certificates in `cert_dir`.
+    /// A controller holding the demo site (`device-profiles/sites/demo-ward.yaml`) and the
+    /// profile library, loaded through the API by `engineer` (who must be among `users`).
+    pub async fn with_demo_site(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        engineer: &str,
+    ) -> anyhow::Result<LabController> {
+        let lab = LabController::start(dir, gateways, users).await?;
+        lab.push_demo_site(engineer, "CHG-1 commissioning").await?;
+        Ok(lab)
+    }
+}
+
+impl LabController<dyn Store> {
+    /// Lab certificates for `gateways` and `users` under `dir/certs`, serving `store` (opened
+    /// by the caller: a PostgreSQL database, say) on an ephemeral loopback port.
+    pub async fn start_on_store(
+        dir: &Path,
+        gateways: &[String],
+        users: &[(&str, &str)],
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<LabController<dyn Store>> {
+        let cert_dir = lab_certs(dir, gateways, users)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_store(
+            cert_dir,
+            store.clone(),
+            store,
+            listener,
+            None,
+            &Settings::default(),
+        )
+        .await
+    }
+}
+
+impl<S: ?Sized + Send + Sync + 'static> LabController<S> {
+    /// A replica on `store`, another connection to this one's database (a second
+    /// `PgStore` on the same URL), with this one's certificates: as a second controller
+    /// process is. Its server follows the store's changes (`push::follow`), so a write
+    /// through either replica reaches the agents of both, when the store reports changes.
+    pub async fn replica_on(
+        &self,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<LabController<dyn Store>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        LabController::serve_store(
+            self.certs.clone(),
+            store.clone(),
+            store,
+            listener,
+            None,
+            &Settings::default(),
+        )
+        .await
+    }
+
+    /// Serves `store` (which is `shared`, as the server sees it) with the certificates in
+    /// `cert_dir`.
     async fn serve_store(
         cert_dir: PathBuf,
-        store: Arc<SqliteStore>,
+        store: Arc<S>,
+        shared: Arc<dyn Store>,
         listener: tokio::net::TcpListener,
         enroll: Option<tokio::net::TcpListener>,
         settings: &Settings,
-    ) -> anyhow::Result<LabController> {
+    ) -> anyhow::Result<LabController<S>> {
         let enroll_addr = enroll.as_ref().map(|l| l.local_addr()).transpose()?;
         let settings = settings.clone();
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let tls = TlsFiles::in_dir(&cert_dir);
-        let shared: Arc<dyn Store> = store.clone();
         let counters = Arc::new(ControllerMetrics::default());
         let registry = Arc::new(counters.registry(shared.clone()));
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -280,19 +347,6 @@ impl LabController {
             metrics_task,
             sinks: None,
         })
-    }
-
-    /// A controller holding the demo site (`device-profiles/sites/demo-ward.yaml`) and the
-    /// profile library, loaded through the API by `engineer` (who must be among `users`).
-    pub async fn with_demo_site(
-        dir: &Path,
-        gateways: &[String],
-        users: &[(&str, &str)],
-        engineer: &str,
-    ) -> anyhow::Result<LabController> {
-        let lab = LabController::start(dir, gateways, users).await?;
-        lab.push_demo_site(engineer, "CHG-1 commissioning").await?;
-        Ok(lab)
     }
 
     /// Loads the demo site (`device-profiles/sites/demo-ward.yaml`) and the profile library
@@ -465,7 +519,7 @@ impl LabController {
     }
 }
 
-impl Drop for LabController {
+impl<S: ?Sized> Drop for LabController<S> {
     fn drop(&mut self) {
         self.metrics_task.abort();
         if let Some(s) = self.stop.take() {

@@ -24,7 +24,25 @@ pub enum Bench {
     Console,
 }
 
-pub fn run(which: Bench) -> anyhow::Result<()> {
+/// The stores the controller bench measures.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Stores {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+impl Stores {
+    fn arg(self) -> &'static str {
+        match self {
+            Stores::Sqlite => "sqlite",
+            Stores::Postgres => "postgres",
+            Stores::Both => "both",
+        }
+    }
+}
+
+pub fn run(which: Bench, store: Stores, replicas: Option<u8>) -> anyhow::Result<()> {
     crate::setup::run()?;
     match which {
         Bench::Datapath => {
@@ -37,14 +55,24 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
             "--bench",
             "throughput",
         ])),
-        Bench::Controller => cmd::run(cmd::cargo().args([
-            "run",
-            "--release",
-            "-p",
-            "wardgate-testkit",
-            "--bin",
-            "wardgate-controller-bench",
-        ])),
+        Bench::Controller => {
+            let mut c = cmd::cargo();
+            c.args([
+                "run",
+                "--release",
+                "-p",
+                "wardgate-testkit",
+                "--bin",
+                "wardgate-controller-bench",
+                "--",
+                "--store",
+                store.arg(),
+            ]);
+            if let Some(n) = replicas {
+                c.args(["--replicas", &n.to_string()]);
+            }
+            cmd::run(&mut c)
+        }
         Bench::Learn => crate::bench_learn::run(),
         Bench::DnsNames => {
             cmd::run(cmd::cargo().args(["bench", "-p", "wardgate-testkit", "--bench", "dns_names"]))

@@ -40,6 +40,13 @@ enum Task {
     Bench {
         #[arg(value_enum)]
         which: bench::Bench,
+        /// The controller bench's store(s): sqlite, postgres or both.
+        #[arg(long, value_enum, default_value_t = bench::Stores::Both)]
+        store: bench::Stores,
+        /// The controller bench's replica counts (1 or 2; PostgreSQL only for 2). Default:
+        /// 1 on SQLite, 1 and 2 on PostgreSQL.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+        replicas: Option<u8>,
     },
     /// Run every fuzz target for a bounded time.
     Fuzz {
@@ -69,7 +76,11 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::run(),
         Task::Test { tiers, no_setup } => test::run(&tiers, no_setup),
-        Task::Bench { which } => bench::run(which),
+        Task::Bench {
+            which,
+            store,
+            replicas,
+        } => bench::run(which, store, replicas),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Demo { keep, rest } => demo::run(keep || rest.iter().any(|a| a == "--keep")),
         Task::Package => package::run().map(drop),

@@ -2,7 +2,8 @@
 //! sink cursors, suppressions, and the listings (the SQL of `sqlite.rs` and
 //! `console_alerts.rs`, same rules).
 
-use tokio_postgres::{Client, Row};
+use super::Db;
+use tokio_postgres::Row;
 
 use super::{Sql, big, unsigned};
 use crate::{
@@ -17,7 +18,7 @@ use crate::{
 /// Stores `gateway`'s alerts inside a write transaction (the write lock makes sequence
 /// numbers commit in order: a sink that has read up to N never sees a smaller one later).
 pub(super) fn insert(
-    c: &Client,
+    c: &Db,
     gateway: &str,
     alerts: &[NewAlert],
     quota: u32,
@@ -118,7 +119,7 @@ pub(super) fn insert(
     Ok(alerts.iter().map(|a| a.id.clone()).collect())
 }
 
-pub(super) fn since(c: &Client, q: &AlertQuery, after: i64) -> Result<Vec<StoredAlert>> {
+pub(super) fn since(c: &Db, q: &AlertQuery, after: i64) -> Result<Vec<StoredAlert>> {
     c.rows(
         "SELECT seq, first_seq, gateway, id, body, acknowledged, acknowledged_by FROM alerts \
          WHERE seq > $1 AND NOT suppressed AND ($2 = '' OR gateway = $2) \
@@ -148,7 +149,7 @@ pub(super) fn since(c: &Client, q: &AlertQuery, after: i64) -> Result<Vec<Stored
     .collect()
 }
 
-pub(super) fn pending(c: &Client, after: i64) -> Result<u64> {
+pub(super) fn pending(c: &Db, after: i64) -> Result<u64> {
     let n: i64 = c
         .one(
             "SELECT COUNT(*) FROM alerts WHERE seq > $1 AND NOT suppressed",
@@ -158,7 +159,7 @@ pub(super) fn pending(c: &Client, after: i64) -> Result<u64> {
     Ok(unsigned(n))
 }
 
-pub(super) fn cursor(c: &Client, sink: &str) -> Result<i64> {
+pub(super) fn cursor(c: &Db, sink: &str) -> Result<i64> {
     Ok(c.opt(
         "SELECT delivered FROM sink_cursors WHERE sink = $1",
         &[&sink],
@@ -169,7 +170,7 @@ pub(super) fn cursor(c: &Client, sink: &str) -> Result<i64> {
 }
 
 /// One statement: never moves a cursor back, whoever else advances it at the same time.
-pub(super) fn advance(c: &Client, sink: &str, seq: i64) -> Result<()> {
+pub(super) fn advance(c: &Db, sink: &str, seq: i64) -> Result<()> {
     c.exec(
         "INSERT INTO sink_cursors (sink, delivered, updated_ms) VALUES ($1, $2, $3) \
          ON CONFLICT (sink) DO UPDATE \
@@ -179,7 +180,7 @@ pub(super) fn advance(c: &Client, sink: &str, seq: i64) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn drops(c: &Client, gateway: &str) -> Result<[u64; 4]> {
+pub(super) fn drops(c: &Db, gateway: &str) -> Result<[u64; 4]> {
     let mut out = [0u64; 4];
     for r in c.rows(
         "SELECT severity, dropped FROM alert_drops WHERE gateway = $1",
@@ -193,7 +194,7 @@ pub(super) fn drops(c: &Client, gateway: &str) -> Result<[u64; 4]> {
     Ok(out)
 }
 
-pub(super) fn list(c: &Client, q: &AlertQuery) -> Result<Vec<AlertRow>> {
+pub(super) fn list(c: &Db, q: &AlertQuery) -> Result<Vec<AlertRow>> {
     c.rows(
         "SELECT gateway, body, acknowledged, acknowledged_by, suppressed FROM alerts \
          WHERE latest AND ($1 = '' OR gateway = $1) AND ($2 = '' OR device = $2) \
@@ -221,7 +222,7 @@ pub(super) fn list(c: &Client, q: &AlertQuery) -> Result<Vec<AlertRow>> {
     .collect()
 }
 
-pub(super) fn suppressions(c: &Client) -> Result<Vec<SuppressionRow>> {
+pub(super) fn suppressions(c: &Db) -> Result<Vec<SuppressionRow>> {
     c.rows(
         "SELECT device, detector, peer, made_by, made_ms, reason FROM suppressions \
          ORDER BY device, detector, peer",
@@ -267,7 +268,7 @@ fn console_row(r: &Row) -> Result<ConsoleAlert> {
 }
 
 /// One page of the console's alert list, newest first by the latest version's number.
-pub(super) fn page(c: &Client, q: &AlertPageQuery) -> Result<AlertPage> {
+pub(super) fn page(c: &Db, q: &AlertPageQuery) -> Result<AlertPage> {
     let state = q.state.map_or("", AlertState::as_str);
     let sev = i64::from(q.min_severity);
     let total: i64 = c
@@ -301,7 +302,7 @@ pub(super) fn page(c: &Client, q: &AlertPageQuery) -> Result<AlertPage> {
 }
 
 /// The alert first stored under `first_seq`, in its latest version.
-pub(super) fn by_first_seq(c: &Client, first_seq: i64) -> Result<Option<ConsoleAlert>> {
+pub(super) fn by_first_seq(c: &Db, first_seq: i64) -> Result<Option<ConsoleAlert>> {
     c.opt(
         &format!(
             "SELECT {CONSOLE_COLS} FROM alerts WHERE latest AND (gateway, id) = \

@@ -2,7 +2,8 @@
 //! paged in the query), console sessions (stored by the SHA-256 of their id), the flows the
 //! policy matrix checks. Same rules as the SQLite store's `console.rs`.
 
-use tokio_postgres::{Client, Row};
+use super::Db;
+use tokio_postgres::Row;
 
 use super::{Sql, big, learning::direction, site, unsigned};
 use crate::{
@@ -30,7 +31,7 @@ const FILTER: &str = "WHERE ($1 = '' OR d.name ILIKE $1 OR d.mac ILIKE $1 \
      AND ($2 = '' OR d.profile = $2) AND ($3 = '' OR d.gateway = $3) \
      AND ($4 = '' OR d.mode = $4) AND ($5 = '' OR COALESCE(b.state, 'none') = $5)";
 
-pub(super) fn inventory(c: &Client, q: &InventoryQuery) -> Result<InventoryPage> {
+pub(super) fn inventory(c: &Db, q: &InventoryQuery) -> Result<InventoryPage> {
     let search = match q.search.trim() {
         "" => String::new(),
         s => like(s),
@@ -112,7 +113,7 @@ fn session_row(r: &Row) -> Result<SessionRow> {
     })
 }
 
-pub(super) fn insert_session(c: &Client, s: &SessionRow) -> Result<()> {
+pub(super) fn insert_session(c: &Db, s: &SessionRow) -> Result<()> {
     c.exec(
         &format!(
             "INSERT INTO console_sessions ({SESSION_COLS}) \
@@ -134,7 +135,7 @@ pub(super) fn insert_session(c: &Client, s: &SessionRow) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn session(c: &Client, id_hash: &str) -> Result<Option<SessionRow>> {
+pub(super) fn session(c: &Db, id_hash: &str) -> Result<Option<SessionRow>> {
     c.opt(
         &format!("SELECT {SESSION_COLS} FROM console_sessions WHERE id_hash = $1"),
         &[&id_hash],
@@ -144,7 +145,7 @@ pub(super) fn session(c: &Client, id_hash: &str) -> Result<Option<SessionRow>> {
     .transpose()
 }
 
-pub(super) fn touch_session(c: &Client, id_hash: &str, now_ms: i64) -> Result<()> {
+pub(super) fn touch_session(c: &Db, id_hash: &str, now_ms: i64) -> Result<()> {
     c.exec(
         "UPDATE console_sessions SET last_seen_ms = GREATEST(last_seen_ms, $2) \
          WHERE id_hash = $1",
@@ -153,7 +154,7 @@ pub(super) fn touch_session(c: &Client, id_hash: &str, now_ms: i64) -> Result<()
     Ok(())
 }
 
-pub(super) fn revoke_session(c: &Client, id_hash: &str, now_ms: i64) -> Result<bool> {
+pub(super) fn revoke_session(c: &Db, id_hash: &str, now_ms: i64) -> Result<bool> {
     let n = c.exec(
         "UPDATE console_sessions SET revoked_ms = $2 WHERE id_hash = $1 AND revoked_ms IS NULL",
         &[&id_hash, &now_ms],
@@ -161,7 +162,7 @@ pub(super) fn revoke_session(c: &Client, id_hash: &str, now_ms: i64) -> Result<b
     Ok(n == 1)
 }
 
-pub(super) fn sessions_of(c: &Client, user: &str) -> Result<Vec<SessionRow>> {
+pub(super) fn sessions_of(c: &Db, user: &str) -> Result<Vec<SessionRow>> {
     c.rows(
         &format!(
             "SELECT {SESSION_COLS} FROM console_sessions WHERE user_name = $1 \
@@ -174,7 +175,7 @@ pub(super) fn sessions_of(c: &Client, user: &str) -> Result<Vec<SessionRow>> {
     .collect()
 }
 
-pub(super) fn prune_sessions(c: &Client, before_ms: i64) -> Result<usize> {
+pub(super) fn prune_sessions(c: &Db, before_ms: i64) -> Result<usize> {
     let n = c.exec(
         "DELETE FROM console_sessions WHERE created_ms < $1",
         &[&before_ms],
@@ -182,7 +183,7 @@ pub(super) fn prune_sessions(c: &Client, before_ms: i64) -> Result<usize> {
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-pub(super) fn observed_flows(c: &Client, from_day: u32) -> Result<Vec<ObservedFlow>> {
+pub(super) fn observed_flows(c: &Db, from_day: u32) -> Result<Vec<ObservedFlow>> {
     c.rows(
         "SELECT d.profile, f.device, f.direction, f.peer, f.proto, f.port, \
          SUM(f.flows)::BIGINT FROM flow_days f JOIN devices d ON d.name = f.device \

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::Client;
+use super::Db;
 
 use super::Sql;
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     store::{Applied, Change, IssuedCert},
 };
 
-pub(super) fn revoked(c: &Client, gateway: &str) -> Result<bool> {
+pub(super) fn revoked(c: &Db, gateway: &str) -> Result<bool> {
     Ok(c.opt(
         "SELECT 1 FROM revoked_gateways WHERE name = $1",
         &[&gateway],
@@ -21,7 +21,7 @@ pub(super) fn revoked(c: &Client, gateway: &str) -> Result<bool> {
     .is_some())
 }
 
-pub(super) fn revoked_serials(c: &Client) -> Result<Vec<String>> {
+pub(super) fn revoked_serials(c: &Db) -> Result<Vec<String>> {
     c.rows(
         "SELECT serial FROM gateway_certs WHERE gateway IN (SELECT name FROM revoked_gateways) \
          ORDER BY serial",
@@ -32,7 +32,7 @@ pub(super) fn revoked_serials(c: &Client) -> Result<Vec<String>> {
     .collect()
 }
 
-pub(super) fn cert_expiry(c: &Client) -> Result<BTreeMap<String, i64>> {
+pub(super) fn cert_expiry(c: &Db) -> Result<BTreeMap<String, i64>> {
     c.rows(
         "SELECT gateway, MAX(not_after_ms) FROM gateway_certs GROUP BY gateway",
         &[],
@@ -42,7 +42,7 @@ pub(super) fn cert_expiry(c: &Client) -> Result<BTreeMap<String, i64>> {
     .collect()
 }
 
-fn insert_cert(c: &Client, gateway: &str, cert: &IssuedCert) -> Result<()> {
+fn insert_cert(c: &Db, gateway: &str, cert: &IssuedCert) -> Result<()> {
     c.exec(
         "INSERT INTO gateway_certs (serial, gateway, not_after_ms) VALUES ($1, $2, $3)",
         &[&cert.serial, &gateway, &cert.not_after_ms],
@@ -50,7 +50,7 @@ fn insert_cert(c: &Client, gateway: &str, cert: &IssuedCert) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn apply(c: &Client, change: &Change) -> Result<Applied> {
+pub(super) fn apply(c: &Db, change: &Change) -> Result<Applied> {
     match change {
         Change::IssueEnrollmentToken {
             gateway,

@@ -69,7 +69,7 @@ impl PgStore {
     }
 }
 
-fn load(c: &tokio_postgres::Client, dump: &Dump) -> Result<Loaded, MigrateError> {
+fn load(c: &super::Db, dump: &Dump) -> Result<Loaded, MigrateError> {
     let target = MigrateError::Target;
     // The target's tables and their columns' types.
     let mut schema: std::collections::BTreeMap<String, Vec<(String, String, bool)>> =

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::{Client, Row};
+use super::Db;
+use tokio_postgres::Row;
 use wardgate_analysis::{
     FlowDirection, FlowRecord,
     aggregate::{AggregateKey, FlowAggregate, aggregate, day_of},
@@ -74,7 +75,7 @@ fn row(r: &Row) -> Result<FlowAggregate> {
 /// Stores `records` of `gateway`'s devices inside a write transaction (the write lock keeps
 /// two controllers from merging into one row at once): see `Store::insert_flows`.
 pub(super) fn insert_flows(
-    c: &Client,
+    c: &Db,
     gateway: &str,
     records: &[FlowRecord],
     now_ns: u64,
@@ -241,14 +242,14 @@ pub(super) fn insert_flows(
 }
 
 /// Deletes rows (and overflow counts) of days before `oldest`; returns the rows deleted.
-pub(super) fn prune(c: &Client, oldest: u32) -> Result<usize> {
+pub(super) fn prune(c: &Db, oldest: u32) -> Result<usize> {
     let oldest = i64::from(oldest);
     c.exec("DELETE FROM flow_overflow WHERE day < $1", &[&oldest])?;
     let n = c.exec("DELETE FROM flow_days WHERE day < $1", &[&oldest])?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-pub(super) fn overflow(c: &Client, device: &str) -> Result<Vec<(u32, u64)>> {
+pub(super) fn overflow(c: &Db, device: &str) -> Result<Vec<(u32, u64)>> {
     c.rows(
         "SELECT day, flows FROM flow_overflow WHERE device = $1 ORDER BY day",
         &[&device],
@@ -264,7 +265,7 @@ pub(super) fn overflow(c: &Client, device: &str) -> Result<Vec<(u32, u64)>> {
 }
 
 pub(super) fn aggregates(
-    c: &Client,
+    c: &Db,
     device: &str,
     from_ns: u64,
     to_ns: u64,
@@ -288,7 +289,7 @@ pub(super) fn aggregates(
     .collect()
 }
 
-pub(super) fn lifecycle(c: &Client, device: &str) -> Result<Option<(Lifecycle, i64)>> {
+pub(super) fn lifecycle(c: &Db, device: &str) -> Result<Option<(Lifecycle, i64)>> {
     let Some(r) = c.opt(
         "SELECT state, start_ns, window_days, frozen_ns, changed_ms FROM baselines \
          WHERE device = $1",
@@ -320,7 +321,7 @@ pub(super) fn lifecycle(c: &Client, device: &str) -> Result<Option<(Lifecycle, i
 /// Moves `device`'s baseline by `action` at `now_ns` (relearn clears its flows): see the
 /// SQLite store's `learning::set_baseline`.
 pub(super) fn set_baseline(
-    c: &Client,
+    c: &Db,
     device: &str,
     action: Action,
     now_ns: u64,

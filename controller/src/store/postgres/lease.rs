@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::Client;
+use super::Db;
 
 use super::Sql;
 use crate::{
@@ -23,7 +23,7 @@ pub(super) fn holder() -> Result<String> {
 }
 
 /// Takes or renews `sink`'s lease for `ttl`; true if `holder` has it now.
-pub(super) fn hold(c: &Client, sink: &str, holder: &str, ttl: Duration) -> Result<bool> {
+pub(super) fn hold(c: &Db, sink: &str, holder: &str, ttl: Duration) -> Result<bool> {
     let ms = ttl.as_secs_f64() * 1000.0;
     let row = c.opt(
         "INSERT INTO sink_leases (sink, holder, expires) \
@@ -37,7 +37,7 @@ pub(super) fn hold(c: &Client, sink: &str, holder: &str, ttl: Duration) -> Resul
 }
 
 /// Advances `sink`'s cursor to `seq` (never back) if `holder` still holds its lease.
-pub(super) fn advance(c: &Client, sink: &str, holder: &str, seq: i64) -> Result<bool> {
+pub(super) fn advance(c: &Db, sink: &str, holder: &str, seq: i64) -> Result<bool> {
     let n = c.exec(
         "INSERT INTO sink_cursors (sink, delivered, updated_ms) \
          SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM sink_leases WHERE sink = $1 \

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use super::Db;
 use tokio::sync::broadcast;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::Sql;
 use crate::{error::Result, store::StoreEvent};
@@ -19,15 +20,14 @@ const RELISTEN: Duration = Duration::from_millis(250);
 /// Events kept for a slow receiver before it is told to resync.
 pub(super) const BACKLOG: usize = 1024;
 
-/// Says, at this transaction's commit, that `gateway` has `generation`.
-pub(super) fn generation(c: &Client, gateway: &str, generation: u32) -> Result<()> {
-    let payload = format!("g {generation} {gateway}");
-    c.exec("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
-    Ok(())
+/// The notification that says `gateway` has `generation` (sent at the commit of the
+/// transaction that stored it, `site::insert_generation`).
+pub(super) fn generation(gateway: &str, generation: u32) -> String {
+    format!("g {generation} {gateway}")
 }
 
 /// Says, at this transaction's commit, that alerts were stored.
-pub(super) fn alerts(c: &Client) -> Result<()> {
+pub(super) fn alerts(c: &Db) -> Result<()> {
     c.exec("SELECT pg_notify($1, 'alerts')", &[&CHANNEL])?;
     Ok(())
 }

@@ -57,7 +57,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio_postgres::{Client, NoTls, Row, types::ToSql};
+use tokio_postgres::{Client, NoTls, Row, Statement, types::ToSql};
 
 use super::StoreError;
 use crate::error::{Error, Result};
@@ -110,7 +110,56 @@ pub(super) fn wait<F: std::future::Future>(f: F) -> F::Output {
     futures_executor::block_on(f)
 }
 
-/// Sync queries on a client: what the area modules write their SQL with.
+/// Statements kept prepared per connection: the SQL texts are the modules' constants and a few
+/// `format!`ed filters, so this bound is never reached in practice (past it, the cache starts
+/// over).
+const STATEMENTS_KEPT: usize = 512;
+
+/// A connection and the statements prepared on it. `query(&str)` prepares an unnamed statement
+/// each call (a round trip of its own, and a parse and plan on the server); a statement kept
+/// here is parsed once per connection, so each later call is one round trip.
+pub(super) struct Db {
+    client: Client,
+    prepared: Mutex<std::collections::HashMap<String, Statement>>,
+}
+
+impl std::ops::Deref for Db {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Db {
+    fn new(client: Client) -> Db {
+        Db {
+            client,
+            prepared: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Statement>> {
+        self.prepared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `sql` prepared on this connection, once.
+    pub(super) fn statement(&self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.kept().get(sql) {
+            return Ok(s.clone());
+        }
+        let s = wait(self.client.prepare(sql))?;
+        let mut kept = self.kept();
+        if kept.len() >= STATEMENTS_KEPT {
+            kept.clear();
+        }
+        kept.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+/// Sync queries on a connection: what the area modules write their SQL with.
 pub(super) trait Sql {
     fn rows(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>>;
     fn opt(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>>;
@@ -120,18 +169,18 @@ pub(super) trait Sql {
     fn batch(&self, sql: &str) -> Result<()>;
 }
 
-impl Sql for Client {
+impl Sql for Db {
     fn rows(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        Ok(wait(self.query(sql, p))?)
+        Ok(wait(self.client.query(&self.statement(sql)?, p))?)
     }
     fn opt(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
-        Ok(wait(self.query_opt(sql, p))?)
+        Ok(wait(self.client.query_opt(&self.statement(sql)?, p))?)
     }
     fn one(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Row> {
-        Ok(wait(self.query_one(sql, p))?)
+        Ok(wait(self.client.query_one(&self.statement(sql)?, p))?)
     }
     fn exec(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        Ok(wait(self.execute(sql, p))?)
+        Ok(wait(self.client.execute(&self.statement(sql)?, p))?)
     }
     fn batch(&self, sql: &str) -> Result<()> {
         Ok(wait(self.batch_execute(sql))?)
@@ -228,7 +277,7 @@ impl Drop for Runner {
 }
 
 struct Slots {
-    idle: Vec<Client>,
+    idle: Vec<Db>,
     /// Connections open, idle or checked out.
     open: usize,
 }
@@ -247,14 +296,14 @@ struct Pool {
 /// A client checked out of the pool, returned when dropped.
 pub(super) struct Conn<'a> {
     pool: &'a Pool,
-    client: Option<Client>,
+    client: Option<Db>,
     /// Set when the connection is in an unknown state (a failed rollback): closed, not reused.
     broken: bool,
 }
 
 impl std::ops::Deref for Conn<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
+    type Target = Db;
+    fn deref(&self) -> &Db {
         self.client.as_ref().expect("a checked-out client")
     }
 }
@@ -334,7 +383,7 @@ impl Pool {
     }
 
     /// Opens one connection on the store's runtime and waits for it.
-    fn connect(&self) -> Result<Client> {
+    fn connect(&self) -> Result<Db> {
         let cfg = self.cfg.clone();
         let (tx, rx) = mpsc::channel();
         self.runner.handle.spawn(async move {
@@ -359,7 +408,7 @@ impl Pool {
             ))
         };
         match rx.recv_timeout(CONNECT_TIMEOUT + Duration::from_secs(5)) {
-            Ok(Ok(c)) => Ok(c),
+            Ok(Ok(c)) => Ok(Db::new(c)),
             Ok(Err(e)) => Err(named(describe(&e))),
             Err(_) => Err(named("timed out".into())),
         }
@@ -452,7 +501,7 @@ impl PgStore {
     /// Runs `f` on a pooled connection; if it fails because that connection was lost (the
     /// server went away: a restart, a failover), once more on a fresh one, which connects to
     /// whichever host of the URL is the primary now. A second failure is the caller's.
-    pub(super) fn on<T>(&self, f: impl Fn(&Client) -> Result<T>) -> Result<T> {
+    pub(super) fn on<T>(&self, f: impl Fn(&Db) -> Result<T>) -> Result<T> {
         let first = {
             let c = self.conn()?;
             let out = f(&c);
@@ -474,7 +523,7 @@ impl PgStore {
     /// transaction whose connection was lost before its COMMIT was sent is retried once on a
     /// fresh connection (nothing of it was committed); one lost during its COMMIT is not (it
     /// may have committed): that error is the caller's.
-    pub(super) fn write<T>(&self, f: impl Fn(&Client) -> Result<T>) -> Result<T> {
+    pub(super) fn write<T>(&self, f: impl Fn(&Db) -> Result<T>) -> Result<T> {
         // The error, and whether it came before the COMMIT on a lost connection.
         let once = || -> std::result::Result<T, (Error, bool)> {
             let tx = self.begin_once().map_err(|e| {

@@ -2,7 +2,8 @@
 //! table refuses what can never be right (an approval by the proposer); the console decides
 //! who may approve.
 
-use tokio_postgres::{Client, Row};
+use super::Db;
+use tokio_postgres::Row;
 
 use super::Sql;
 use crate::{
@@ -33,7 +34,7 @@ fn row(r: &Row) -> Result<PendingChangeRow> {
     })
 }
 
-pub(super) fn insert(c: &Client, p: &PendingChangeRow) -> Result<()> {
+pub(super) fn insert(c: &Db, p: &PendingChangeRow) -> Result<()> {
     c.exec(
         "INSERT INTO pending_changes (device, profile, yaml, reason, proposer, proposed_ms) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -49,13 +50,7 @@ pub(super) fn insert(c: &Client, p: &PendingChangeRow) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn approve(
-    c: &Client,
-    id: i64,
-    proposer: &str,
-    approver: &str,
-    at_ms: i64,
-) -> Result<()> {
+pub(super) fn approve(c: &Db, id: i64, proposer: &str, approver: &str, at_ms: i64) -> Result<()> {
     let n = c.exec(
         "UPDATE pending_changes SET approver = $3, decided_ms = $4 \
          WHERE id = $1 AND proposer = $2 AND approver IS NULL AND closed IS NULL",
@@ -70,7 +65,7 @@ pub(super) fn approve(
 }
 
 pub(super) fn close(
-    c: &Client,
+    c: &Db,
     id: i64,
     proposer: &str,
     by: &str,
@@ -101,7 +96,7 @@ pub(super) fn close(
     Ok(())
 }
 
-pub(super) fn get(c: &Client, id: i64) -> Result<Option<PendingChangeRow>> {
+pub(super) fn get(c: &Db, id: i64) -> Result<Option<PendingChangeRow>> {
     c.opt(
         &format!("SELECT {COLS} FROM pending_changes WHERE id = $1"),
         &[&id],
@@ -111,7 +106,7 @@ pub(super) fn get(c: &Client, id: i64) -> Result<Option<PendingChangeRow>> {
     .transpose()
 }
 
-pub(super) fn of_device(c: &Client, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>> {
+pub(super) fn of_device(c: &Db, device: &str, limit: u32) -> Result<Vec<PendingChangeRow>> {
     c.rows(
         &format!("SELECT {COLS} FROM pending_changes WHERE device = $1 ORDER BY id DESC LIMIT $2"),
         &[&device, &i64::from(limit)],
@@ -121,7 +116,7 @@ pub(super) fn of_device(c: &Client, device: &str, limit: u32) -> Result<Vec<Pend
     .collect()
 }
 
-pub(super) fn latest(c: &Client, pending_only: bool, limit: u32) -> Result<Vec<PendingChangeRow>> {
+pub(super) fn latest(c: &Db, pending_only: bool, limit: u32) -> Result<Vec<PendingChangeRow>> {
     // Pending as `PendingChangeRow::is_pending`: neither approved nor withdrawn or rejected.
     let filter = if pending_only {
         "WHERE approver IS NULL AND closed IS NULL"

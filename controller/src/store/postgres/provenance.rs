@@ -1,7 +1,7 @@
 //! Where each device field came from, in PostgreSQL (`device_fields`): written by an
 //! import's `Change::RecordImport`, read by the device page and the next import's diff.
 
-use tokio_postgres::Client;
+use super::Db;
 
 use super::Sql;
 use crate::{
@@ -10,7 +10,7 @@ use crate::{
 };
 
 pub(super) fn record(
-    c: &Client,
+    c: &Db,
     source: &ImportSource,
     fields: &[ImportedFields],
     now_ms: i64,
@@ -39,7 +39,7 @@ pub(super) fn record(
     Ok(())
 }
 
-pub(super) fn fields(c: &Client, device: Option<&str>) -> Result<Vec<FieldRow>> {
+pub(super) fn fields(c: &Db, device: Option<&str>) -> Result<Vec<FieldRow>> {
     c.rows(
         "SELECT device, field, value, source, file, sha256, set_ms FROM device_fields \
          WHERE $1::TEXT IS NULL OR device = $1 ORDER BY device, field",

@@ -1,7 +1,8 @@
 //! The SOC's emergency quarantine in PostgreSQL: requests an engineer approves, and when each
 //! SOC quarantine ends. The table refuses an approval by the requester.
 
-use tokio_postgres::{Client, Row};
+use super::Db;
+use tokio_postgres::Row;
 
 use super::Sql;
 use crate::{
@@ -28,7 +29,7 @@ fn request(r: &Row) -> Result<QuarantineRequestRow> {
 }
 
 pub(super) fn insert_request(
-    c: &Client,
+    c: &Db,
     device: &str,
     reason: &str,
     by: &str,
@@ -43,7 +44,7 @@ pub(super) fn insert_request(
     Ok(())
 }
 
-pub(super) fn approve(c: &Client, id: i64, device: &str, approver: &str, at_ms: i64) -> Result<()> {
+pub(super) fn approve(c: &Db, id: i64, device: &str, approver: &str, at_ms: i64) -> Result<()> {
     let n = c.exec(
         "UPDATE quarantine_requests SET approver = $3, decided_ms = $4 \
          WHERE id = $1 AND device = $2 AND approver IS NULL AND requested_by <> $3",
@@ -57,7 +58,7 @@ pub(super) fn approve(c: &Client, id: i64, device: &str, approver: &str, at_ms: 
     Ok(())
 }
 
-pub(super) fn get(c: &Client, id: i64) -> Result<Option<QuarantineRequestRow>> {
+pub(super) fn get(c: &Db, id: i64) -> Result<Option<QuarantineRequestRow>> {
     c.opt(
         &format!("SELECT {COLS} FROM quarantine_requests WHERE id = $1"),
         &[&id],
@@ -67,7 +68,7 @@ pub(super) fn get(c: &Client, id: i64) -> Result<Option<QuarantineRequestRow>> {
     .transpose()
 }
 
-pub(super) fn pending(c: &Client) -> Result<Vec<QuarantineRequestRow>> {
+pub(super) fn pending(c: &Db) -> Result<Vec<QuarantineRequestRow>> {
     c.rows(
         &format!("SELECT {COLS} FROM quarantine_requests WHERE approver IS NULL ORDER BY id"),
         &[],
@@ -78,7 +79,7 @@ pub(super) fn pending(c: &Client) -> Result<Vec<QuarantineRequestRow>> {
 }
 
 pub(super) fn set_timer(
-    c: &Client,
+    c: &Db,
     device: &str,
     until_ms: i64,
     restore_mode: &str,
@@ -93,7 +94,7 @@ pub(super) fn set_timer(
     Ok(())
 }
 
-pub(super) fn due(c: &Client, now_ms: i64) -> Result<Vec<QuarantineTimerRow>> {
+pub(super) fn due(c: &Db, now_ms: i64) -> Result<Vec<QuarantineTimerRow>> {
     c.rows(
         "SELECT device, until_ms, restore_mode, set_by FROM quarantine_timers \
          WHERE until_ms <= $1 ORDER BY until_ms",

@@ -257,7 +257,7 @@ fn bytewise(sql: &str) -> String {
 /// Applies the migrations not yet applied, each in its own transaction, under an advisory
 /// lock (replicas starting together take turns; the second finds nothing to do), then makes
 /// the store's epoch if it has none.
-pub(super) fn migrate(c: &tokio_postgres::Client) -> Result<()> {
+pub(super) fn migrate(c: &super::Db) -> Result<()> {
     c.batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
     for (i, sql) in MIGRATIONS.iter().enumerate() {
         c.batch("BEGIN")?;

@@ -3,7 +3,8 @@
 
 use std::net::IpAddr;
 
-use tokio_postgres::{Client, Row, types::ToSql};
+use super::Db;
+use tokio_postgres::{Row, types::ToSql};
 
 use super::{Sql, u32_of};
 use crate::{
@@ -52,7 +53,7 @@ pub(super) fn device_at(r: &Row, at: usize) -> Result<DeviceRow> {
 }
 
 pub(super) fn devices_where(
-    c: &Client,
+    c: &Db,
     filter: &str,
     p: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<DeviceRow>> {
@@ -65,12 +66,26 @@ pub(super) fn devices_where(
     .collect()
 }
 
-pub(super) fn device(c: &Client, name: &str) -> Result<Option<DeviceRow>> {
+pub(super) fn device(c: &Db, name: &str) -> Result<Option<DeviceRow>> {
     Ok(devices_where(c, "WHERE name = $1", &[&name])?.pop())
 }
 
+/// Sets `set` (columns from `$2`) on device `$1`: the row as it is now (None: no such device).
+pub(super) fn update_device(
+    c: &Db,
+    set: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Option<DeviceRow>> {
+    c.opt(
+        &format!("UPDATE devices SET {set} WHERE name = $1 RETURNING {DEVICE_COLS}"),
+        p,
+    )?
+    .map(|r| device_at(&r, 0))
+    .transpose()
+}
+
 pub(super) fn gateways_where(
-    c: &Client,
+    c: &Db,
     filter: &str,
     p: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<GatewayRow>> {
@@ -107,7 +122,7 @@ fn profile_row(r: &Row) -> Result<ProfileRow> {
 }
 
 /// The latest version of profile `name`.
-pub(super) fn profile(c: &Client, name: &str) -> Result<Option<ProfileRow>> {
+pub(super) fn profile(c: &Db, name: &str) -> Result<Option<ProfileRow>> {
     c.opt(
         "SELECT name, version, yaml FROM profiles WHERE name = $1 ORDER BY version DESC LIMIT 1",
         &[&name],
@@ -118,31 +133,41 @@ pub(super) fn profile(c: &Client, name: &str) -> Result<Option<ProfileRow>> {
 }
 
 /// The site without its gateways and devices (a write reads those it needs by name).
-pub(super) fn base(c: &Client) -> Result<Snapshot> {
+pub(super) fn base(c: &Db) -> Result<Snapshot> {
+    let statements = [
+        "SELECT DISTINCT ON (name) name, version, yaml FROM profiles ORDER BY name, version DESC",
+        "SELECT name, cidrs FROM groups ORDER BY name",
+        "SELECT profile, id FROM policy_ids",
+        "SELECT profile, flow, id FROM rule_ids",
+    ]
+    .map(|sql| c.statement(sql));
+    let [profiles, groups, policy_ids, rule_ids] = statements;
+    let (profiles, groups, policy_ids, rule_ids) = (profiles?, groups?, policy_ids?, rule_ids?);
+    // Pipelined: the four are sent together, so a write waits one round trip for them.
+    let (profiles, groups, policy_ids, rule_ids) = super::wait(async {
+        tokio::try_join!(
+            c.query(&profiles, &[]),
+            c.query(&groups, &[]),
+            c.query(&policy_ids, &[]),
+            c.query(&rule_ids, &[]),
+        )
+    })?;
     let mut s = Snapshot {
-        profiles: c
-            .rows(
-                "SELECT DISTINCT ON (name) name, version, yaml FROM profiles \
-                 ORDER BY name, version DESC",
-                &[],
-            )?
-            .iter()
-            .map(profile_row)
-            .collect::<Result<_>>()?,
+        profiles: profiles.iter().map(profile_row).collect::<Result<_>>()?,
         ..Snapshot::default()
     };
-    for r in c.rows("SELECT name, cidrs FROM groups ORDER BY name", &[])? {
+    for r in groups {
         let name: String = r.try_get(0)?;
         let cidrs: String = r.try_get(1)?;
         let cidrs = list("groups", &name, &cidrs)?;
         s.groups.insert(name, cidrs);
     }
-    for r in c.rows("SELECT profile, id FROM policy_ids", &[])? {
+    for r in policy_ids {
         let profile: String = r.try_get(0)?;
         let id = u32_of("policy_ids", &profile, r.try_get(1)?)?;
         s.policy_ids.insert(profile, id);
     }
-    for r in c.rows("SELECT profile, flow, id FROM rule_ids", &[])? {
+    for r in rule_ids {
         let profile: String = r.try_get(0)?;
         let id = u32_of("rule_ids", &profile, r.try_get(2)?)?;
         s.rule_ids.insert((profile, r.try_get(1)?), id);
@@ -150,14 +175,14 @@ pub(super) fn base(c: &Client) -> Result<Snapshot> {
     Ok(s)
 }
 
-pub(super) fn snapshot(c: &Client) -> Result<Snapshot> {
+pub(super) fn snapshot(c: &Db) -> Result<Snapshot> {
     let mut s = base(c)?;
     s.gateways = gateways_where(c, "", &[])?;
     s.devices = devices_where(c, "", &[])?;
     Ok(s)
 }
 
-pub(super) fn epoch(c: &Client) -> Result<String> {
+pub(super) fn epoch(c: &Db) -> Result<String> {
     Ok(
         c.one("SELECT value FROM store_meta WHERE key = 'epoch'", &[])?
             .try_get(0)?,
@@ -165,7 +190,7 @@ pub(super) fn epoch(c: &Client) -> Result<String> {
 }
 
 pub(super) fn generations_where(
-    c: &Client,
+    c: &Db,
     filter: &str,
     p: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<GenerationRow>> {
@@ -203,7 +228,7 @@ pub(super) fn generations_where(
     .collect()
 }
 
-pub(super) fn latest(c: &Client, gateway: &str) -> Result<Option<GenerationRow>> {
+pub(super) fn latest(c: &Db, gateway: &str) -> Result<Option<GenerationRow>> {
     Ok(generations_where(
         c,
         "WHERE gateway = $1 ORDER BY generation DESC LIMIT 1",
@@ -212,27 +237,31 @@ pub(super) fn latest(c: &Client, gateway: &str) -> Result<Option<GenerationRow>>
     .pop())
 }
 
-pub(super) fn insert_generation(c: &Client, row: &GenerationRow) -> Result<()> {
+pub(super) fn insert_generation(c: &Db, row: &GenerationRow) -> Result<()> {
     let GenerationContent::Bundle(bundle) = &row.content else {
         return Err(Error::Internal(
             "a PostgreSQL store holds generations as bundle bytes only".into(),
         ));
     };
+    // The row and the NOTIFY that tells the other controllers at the commit, in one statement
+    // (a WITH's INSERT runs whether or not the query reads it).
     c.exec(
-        "INSERT INTO generations (gateway, generation, bundle, reason, created_ms) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "WITH stored AS (INSERT INTO generations (gateway, generation, bundle, reason, \
+         created_ms) VALUES ($1, $2, $3, $4, $5)) SELECT pg_notify($6, $7)",
         &[
             &row.gateway,
             &i64::from(row.generation),
             bundle,
             &row.reason,
             &audit::now_ms(),
+            &super::listen::CHANNEL,
+            &super::listen::generation(&row.gateway, row.generation),
         ],
     )?;
-    super::listen::generation(c, &row.gateway, row.generation)
+    Ok(())
 }
 
-pub(super) fn chain_head(c: &Client) -> Result<(u64, String)> {
+pub(super) fn chain_head(c: &Db) -> Result<(u64, String)> {
     Ok(
         match c.opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
             Some(r) => (super::unsigned(r.try_get(0)?), r.try_get(1)?),
@@ -241,7 +270,7 @@ pub(super) fn chain_head(c: &Client) -> Result<(u64, String)> {
     )
 }
 
-pub(super) fn audit_rows(c: &Client) -> Result<Vec<AuditEntry>> {
+pub(super) fn audit_rows(c: &Db) -> Result<Vec<AuditEntry>> {
     c.rows(
         "SELECT seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash FROM audit \
          ORDER BY seq",
@@ -264,20 +293,28 @@ pub(super) fn audit_rows(c: &Client) -> Result<Vec<AuditEntry>> {
     .collect()
 }
 
-pub(super) fn insert_audit(c: &Client, e: &AuditEntry) -> Result<()> {
+/// Inserts `entries` in one statement (one round trip, however many).
+pub(super) fn insert_audit(c: &Db, entries: &[AuditEntry]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&AuditEntry) -> &str| -> Vec<&str> { entries.iter().map(f).collect() };
+    let seq: Vec<i64> = entries.iter().map(|e| super::big(e.seq)).collect();
+    let unix_ms: Vec<i64> = entries.iter().map(|e| e.unix_ms).collect();
     c.exec(
         "INSERT INTO audit (seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+         $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])",
         &[
-            &super::big(e.seq),
-            &e.unix_ms,
-            &e.actor,
-            &e.action,
-            &e.target,
-            &e.diff,
-            &e.reason,
-            &e.prev_hash,
-            &e.hash,
+            &seq,
+            &unix_ms,
+            &column(|e| &e.actor),
+            &column(|e| &e.action),
+            &column(|e| &e.target),
+            &column(|e| &e.diff),
+            &column(|e| &e.reason),
+            &column(|e| &e.prev_hash),
+            &column(|e| &e.hash),
         ],
     )?;
     Ok(())

@@ -2,9 +2,9 @@
 //! the write lock (see the module doc of `postgres`); typed rows in and out, no policy
 //! decided here. The SQL mirrors `sqlite_tx.rs`.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Mutex};
 
-use tokio_postgres::Client;
+use super::Db;
 
 use super::{Conn, Sql, WRITE_LOCK, site};
 use crate::{
@@ -19,23 +19,56 @@ use crate::{
 pub(super) struct PgTx<'a> {
     pub(super) conn: Conn<'a>,
     done: bool,
+    /// The site without gateways and devices, as read in this transaction: a write reads it
+    /// twice (ids, then the compile) and the second read is served from here unless the
+    /// transaction wrote since (any change or id drops it).
+    base: Mutex<Option<Snapshot>>,
+    /// Audit entries to insert, in one statement, before the commit.
+    audit: Vec<AuditEntry>,
+    /// The last device read by name and what it read, until the transaction writes: a write
+    /// reads a change's device before applying it, and applying needs the same row.
+    read: Mutex<Option<(String, Option<DeviceRow>)>>,
 }
 
 impl<'a> PgTx<'a> {
-    /// BEGIN, then the write lock: held until COMMIT or ROLLBACK.
+    /// BEGIN, then the write lock (held until COMMIT or ROLLBACK), in one round trip.
     pub(super) fn begin(conn: Conn<'a>) -> Result<Self> {
-        conn.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
-        let tx = PgTx { conn, done: false };
-        tx.conn
-            .exec("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-        Ok(tx)
+        conn.batch(&format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        ))?;
+        Ok(PgTx {
+            conn,
+            done: false,
+            base: Mutex::new(None),
+            audit: Vec::new(),
+            read: Mutex::new(None),
+        })
     }
 
     pub(super) fn finish(mut self) -> Result<()> {
         // On failure `drop` rolls back (PostgreSQL has ended it already).
+        site::insert_audit(&self.conn, &std::mem::take(&mut self.audit))?;
         self.conn.batch("COMMIT")?;
         self.done = true;
         Ok(())
+    }
+
+    fn cached_base(&self) -> std::sync::MutexGuard<'_, Option<Snapshot>> {
+        self.base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn last_read(&self) -> std::sync::MutexGuard<'_, Option<(String, Option<DeviceRow>)>> {
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The transaction wrote rows the memos may hold.
+    fn wrote(&mut self) {
+        *self.cached_base() = None;
+        *self.last_read() = None;
     }
 }
 
@@ -53,7 +86,7 @@ impl Drop for PgTx<'_> {
 }
 
 /// A device's MAC and addresses are its own across the site (indexed lookups).
-fn unique_mac_and_addresses(c: &Client, d: &DeviceRow) -> Result<()> {
+fn unique_mac_and_addresses(c: &Db, d: &DeviceRow) -> Result<()> {
     let mac = d.mac.to_string();
     if let Some(r) = c.opt(
         "SELECT name FROM devices WHERE mac = $1 AND name <> $2 LIMIT 1",
@@ -65,29 +98,47 @@ fn unique_mac_and_addresses(c: &Client, d: &DeviceRow) -> Result<()> {
             d.name
         )));
     }
-    for a in &d.addresses {
-        if let Some(r) = c.opt(
-            "SELECT device FROM device_addresses WHERE address = $1 AND device <> $2",
-            &[&a.to_string(), &d.name],
-        )? {
-            let other: String = r.try_get(0)?;
-            return Err(Error::Invalid(format!(
-                "device `{}`: duplicate address {a}, already used by `{other}`",
-                d.name
-            )));
+    let addresses: Vec<String> = d.addresses.iter().map(ToString::to_string).collect();
+    let held = c.rows(
+        "SELECT address, device FROM device_addresses WHERE address = ANY($1) AND device <> $2",
+        &[&addresses, &d.name],
+    )?;
+    // The first of the device's addresses held by another, as one lookup each would find.
+    for a in &addresses {
+        for r in &held {
+            if r.try_get::<_, &str>(0)? == a {
+                let other: String = r.try_get(1)?;
+                return Err(Error::Invalid(format!(
+                    "device `{}`: duplicate address {a}, already used by `{other}`",
+                    d.name
+                )));
+            }
         }
     }
     Ok(())
 }
 
-/// Writes one change's rows inside the transaction on `c`; returns what they were before.
-pub(super) fn apply(c: &Client, change: &Change) -> Result<Applied> {
-    let device = |name: &str| -> Result<DeviceRow> {
-        site::device(c, name)?.ok_or_else(|| not_found("device", name))
+/// Writes one change's rows inside the transaction on `c`; returns what they were before, and
+/// the device row as an update left it (the compile reads it next). `read` is a device row
+/// already read in this transaction since its last write, if any.
+pub(super) fn apply(
+    c: &Db,
+    change: &Change,
+    read: Option<(String, Option<DeviceRow>)>,
+) -> Result<(Applied, Option<DeviceRow>)> {
+    let mut written = None;
+    let stored = |name: &str| -> Result<Option<DeviceRow>> {
+        match &read {
+            Some((n, row)) if n == name => Ok(row.clone()),
+            _ => site::device(c, name),
+        }
     };
-    Ok(match change {
+    let device = |name: &str| -> Result<DeviceRow> {
+        stored(name)?.ok_or_else(|| not_found("device", name))
+    };
+    let applied = match change {
         Change::UpsertDevice(d) => {
-            let before = site::device(c, &d.name)?;
+            let before = stored(&d.name)?;
             unique_mac_and_addresses(c, d)?;
             c.exec(
                 "INSERT INTO devices (name, id, mac, addresses, profile, mode, gateway, location, \
@@ -107,13 +158,12 @@ pub(super) fn apply(c: &Client, change: &Change) -> Result<Applied> {
                 ],
             )?;
             c.exec("DELETE FROM device_addresses WHERE device = $1", &[&d.name])?;
-            for a in &d.addresses {
-                c.exec(
-                    "INSERT INTO device_addresses (address, device) VALUES ($1, $2) \
-                     ON CONFLICT DO NOTHING",
-                    &[&a.to_string(), &d.name],
-                )?;
-            }
+            let addresses: Vec<String> = d.addresses.iter().map(ToString::to_string).collect();
+            c.exec(
+                "INSERT INTO device_addresses (address, device) \
+                 SELECT a, $2 FROM UNNEST($1::TEXT[]) AS a ON CONFLICT DO NOTHING",
+                &[&addresses, &d.name],
+            )?;
             Applied::Device(before)
         }
         Change::AssignProfile {
@@ -121,18 +171,12 @@ pub(super) fn apply(c: &Client, change: &Change) -> Result<Applied> {
             profile,
         } => {
             let d = device(name)?;
-            c.exec(
-                "UPDATE devices SET profile = $2 WHERE name = $1",
-                &[name, profile],
-            )?;
+            written = site::update_device(c, "profile = $2", &[name, profile])?;
             Applied::Device(Some(d))
         }
         Change::SetMode { device: name, mode } => {
             let d = device(name)?;
-            c.exec(
-                "UPDATE devices SET mode = $2 WHERE name = $1",
-                &[name, &mode.as_str()],
-            )?;
+            written = site::update_device(c, "mode = $2", &[name, &mode.as_str()])?;
             Applied::Device(Some(d))
         }
         Change::SetLocation {
@@ -140,10 +184,7 @@ pub(super) fn apply(c: &Client, change: &Change) -> Result<Applied> {
             location,
         } => {
             let d = device(name)?;
-            c.exec(
-                "UPDATE devices SET location = $2 WHERE name = $1",
-                &[name, location],
-            )?;
+            written = site::update_device(c, "location = $2", &[name, location])?;
             Applied::Device(Some(d))
         }
         Change::UpsertProfile { name, yaml } => {
@@ -329,12 +370,18 @@ pub(super) fn apply(c: &Client, change: &Change) -> Result<Applied> {
             }
             Applied::Recorded
         }
-    })
+    };
+    Ok((applied, written))
 }
 
 impl SiteReader for PgTx<'_> {
     fn base(&self) -> Result<Snapshot> {
-        site::base(&self.conn)
+        if let Some(s) = &*self.cached_base() {
+            return Ok(s.clone());
+        }
+        let s = site::base(&self.conn)?;
+        *self.cached_base() = Some(s.clone());
+        Ok(s)
     }
 
     fn gateways(&self, names: &BTreeSet<String>) -> Result<Vec<GatewayRow>> {
@@ -365,13 +412,26 @@ impl SiteReader for PgTx<'_> {
     }
 
     fn device(&self, name: &str) -> Result<Option<DeviceRow>> {
-        site::device(&self.conn, name)
+        if let Some((n, row)) = &*self.last_read()
+            && n == name
+        {
+            return Ok(row.clone());
+        }
+        let row = site::device(&self.conn, name)?;
+        *self.last_read() = Some((name.to_string(), row.clone()));
+        Ok(row)
     }
 }
 
 impl StoreTx for PgTx<'_> {
     fn apply(&mut self, change: &Change) -> Result<Applied> {
-        apply(&self.conn, change)
+        let read = self.last_read().take();
+        self.wrote();
+        let (applied, written) = apply(&self.conn, change, read)?;
+        if let Some(row) = written {
+            *self.last_read() = Some((row.name.clone(), Some(row)));
+        }
+        Ok(applied)
     }
 
     fn max_device_id(&self) -> Result<u32> {
@@ -383,6 +443,7 @@ impl StoreTx for PgTx<'_> {
     }
 
     fn insert_policy_id(&mut self, profile: &str, id: u32) -> Result<()> {
+        self.wrote();
         self.conn.exec(
             "INSERT INTO policy_ids (profile, id) VALUES ($1, $2)",
             &[&profile, &i64::from(id)],
@@ -391,6 +452,7 @@ impl StoreTx for PgTx<'_> {
     }
 
     fn insert_rule_id(&mut self, profile: &str, flow: &str, id: u32) -> Result<()> {
+        self.wrote();
         self.conn.exec(
             "INSERT INTO rule_ids (profile, flow, id) VALUES ($1, $2, $3)",
             &[&profile, &flow, &i64::from(id)],
@@ -415,7 +477,10 @@ impl StoreTx for PgTx<'_> {
     }
 
     fn insert_audit(&mut self, e: &AuditEntry) -> Result<()> {
-        site::insert_audit(&self.conn, e)
+        // Inserted with the others at the commit: nothing in the transaction reads the audit
+        // trail after its chain head.
+        self.audit.push(e.clone());
+        Ok(())
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
