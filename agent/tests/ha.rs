@@ -657,7 +657,7 @@ async fn replicas_survive_a_killed_controller_and_a_promoted_database() {
     // And a little more, so that the agents follow writes made after the failover.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let acks2 = writes.finish().await;
-    for r in 0..2 {
+    for (r, replica) in replicas.iter().enumerate() {
         let first = acks2
             .iter()
             .filter(|a| a.replica == r && a.at > failed_over)
@@ -666,7 +666,7 @@ async fn replicas_survive_a_killed_controller_and_a_promoted_database() {
             .unwrap_or_else(|| panic!("no write through replica {r} after the failover"));
         println!(
             "replica {}: writes resumed {first:?} after the failover began",
-            replicas[r].name
+            replica.name
         );
         assert!(
             first < Duration::from_secs(10),
