@@ -4,26 +4,22 @@
 //! fingerprint, rate limit) and their audit entries, renewals that keep the policy link alive,
 //! renewal refused to a revoked gateway, and a controller restarted during a renewal.
 
+mod support;
+
 use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
-use tokio::sync::mpsc;
+use support::sync_agent::Agent;
 use wardgate_agent::{
-    alerts::{AlertQueue, Outbox},
     config::{ControllerConfig, RenewalConfig},
     enroll::{self, EnrollError, Target},
-    health::HealthSource,
-    identity,
-    metrics::Live,
-    renew,
-    sync::{self, Applied, Holding},
+    identity, renew,
+    sync::Holding,
 };
 use wardgate_controller::{server::Settings, store::Store as _};
-use wardgate_policy::DesiredState;
 use wardgate_proto::v1 as pb;
 use wardgate_testkit::controller::LabController;
 
@@ -105,70 +101,6 @@ fn audit(lab: &LabController) -> Vec<(String, String, String)> {
         .into_iter()
         .map(|e| (e.action, e.target, e.diff))
         .collect()
-}
-
-/// A sync task (renewals included) with a map writer that applies what it is handed.
-struct Agent {
-    tasks: [tokio::task::JoinHandle<()>; 2],
-    seen: mpsc::Receiver<Arc<DesiredState>>,
-    live: Live,
-}
-
-impl Agent {
-    fn start(cfg: ControllerConfig) -> Agent {
-        let (writer, mut bundles) = mpsc::channel::<Arc<DesiredState>>(64);
-        let (report, applied) = mpsc::channel(4);
-        let (seen_tx, seen) = mpsc::channel(64);
-        let live = Live::default();
-        let sync = tokio::spawn(sync::run(
-            cfg,
-            Holding::default(),
-            writer,
-            applied,
-            AlertQueue::new(Outbox::default()),
-            live.clone(),
-            HealthSource::from_fn(|| None),
-        ));
-        let map_writer = tokio::spawn(async move {
-            while let Some(state) = bundles.recv().await {
-                let _ = seen_tx.send(state.clone()).await;
-                let done = Applied {
-                    holding: Holding::of(&state),
-                    error: String::new(),
-                };
-                if report.send(done).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Agent {
-            tasks: [sync, map_writer],
-            seen,
-            live,
-        }
-    }
-
-    /// The next generation handed over that is at least `at_least`.
-    async fn generation(&mut self, at_least: u32) -> u32 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let s = tokio::time::timeout_at(deadline, self.seen.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no generation >= {at_least} within 15 s"))
-                .expect("sync task alive");
-            if s.generation >= at_least {
-                return s.generation;
-            }
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 async fn set_mode(lab: &LabController, mode: &str) -> u32 {
@@ -261,11 +193,11 @@ async fn an_enrolled_gateway_has_a_private_key_and_its_certificate_and_syncs_pol
     assert!((3500..=3600).contains(&left), "{left}");
 
     // The new identity syncs: the gateway's policy arrives, and a change after it too.
-    let mut agent = Agent::start(agent_config(&lab, GW, certs));
-    let first = agent.generation(1).await;
+    let mut agent = Agent::start(agent_config(&lab, GW, certs), Holding::default());
+    let first = agent.at_least(1).await;
     let next = set_mode(&lab, "quarantine").await;
     assert!(next > first);
-    assert_eq!(agent.generation(next).await, next);
+    assert_eq!(agent.at_least(next).await, next);
 
     let entries = audit(&lab);
     assert!(
@@ -442,8 +374,8 @@ async fn the_agent_renews_its_certificate_twice_and_keeps_its_policy_link() {
     let done = enroll::enroll(&target(&lab, GW, certs.clone()), &tok, &fp)
         .await
         .unwrap();
-    let mut agent = Agent::start(agent_config(&lab, GW, certs));
-    let first = agent.generation(1).await;
+    let mut agent = Agent::start(agent_config(&lab, GW, certs), Holding::default());
+    let first = agent.at_least(1).await;
 
     let s1 = new_serial(&done.files.cert, &done.serial, 15).await;
     let s2 = new_serial(&done.files.cert, &s1, 15).await;
@@ -452,7 +384,7 @@ async fn the_agent_renews_its_certificate_twice_and_keeps_its_policy_link() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let next = set_mode(&lab, "monitor").await;
     assert!(next > first);
-    assert_eq!(agent.generation(next).await, next);
+    assert_eq!(agent.at_least(next).await, next);
 
     assert!(agent.live.cert_renewals.get() >= 2);
     let expiry = agent.live.cert_expiry.get();
@@ -535,8 +467,8 @@ async fn a_revoked_gateway_cannot_renew() {
     )
     .await;
     let cfg2 = agent_config(&lab2, GW, lab2.certs().to_path_buf());
-    let mut following = Agent::start(cfg2.clone());
-    following.generation(1).await;
+    let mut following = Agent::start(cfg2.clone(), Holding::default());
+    following.at_least(1).await;
     assert!(connected(&lab2).await);
     lab2.admin("eve")
         .await
@@ -625,8 +557,8 @@ async fn a_renewal_during_a_controller_restart_is_retried_until_it_succeeds() {
     let done = enroll::enroll(&target(&lab, GW, certs.clone()), &tok, &fp)
         .await
         .unwrap();
-    let mut agent = Agent::start(agent_config(&lab, GW, certs));
-    agent.generation(1).await;
+    let mut agent = Agent::start(agent_config(&lab, GW, certs), Holding::default());
+    agent.at_least(1).await;
     let (addr, enroll_addr) = (lab.addr, lab.enroll_addr);
     lab.shutdown().await.unwrap();
 
@@ -667,7 +599,7 @@ async fn a_renewal_during_a_controller_restart_is_retried_until_it_succeeds() {
     // one ends, which a process exit does at once: give it that moment before writing.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let next = set_mode(&lab, "quarantine").await;
-    assert_eq!(agent.generation(next).await, next);
+    assert_eq!(agent.at_least(next).await, next);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

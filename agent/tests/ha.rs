@@ -359,12 +359,12 @@ async fn converged(agents: &[Agent], acks: &[Ack], within: Duration) {
         else {
             continue;
         };
-        while agent.generation() < want {
+        while agent.held_generation() < want {
             assert!(
                 started.elapsed() < within,
                 "{} holds {} where {want} was acknowledged",
                 GATEWAYS[gw],
-                agent.generation()
+                agent.held_generation()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

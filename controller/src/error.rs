@@ -102,3 +102,20 @@ impl From<Error> for tonic::Status {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_store_is_unavailable_and_says_try_again() {
+        let s = tonic::Status::from(Error::Unavailable(
+            "connecting to PostgreSQL at 192.0.2.1:5432: timed out".into(),
+        ));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("try again"), "{}", s.message());
+        let s = tonic::Status::from(Error::Internal("a bug".into()));
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert!(!s.message().contains("a bug"), "internals stay in the log");
+    }
+}

@@ -35,6 +35,8 @@ pub struct Agent {
     pub holding: Arc<Mutex<Holding>>,
     /// The agent's alert queue: what is pushed here goes to the controller it is on.
     pub alerts: Arc<AlertQueue>,
+    /// What the sync task counts (connections, renewals).
+    pub live: Live,
 }
 
 impl Agent {
@@ -55,7 +57,7 @@ impl Agent {
             writer,
             applied,
             alerts.clone(),
-            live,
+            live.clone(),
             HealthSource::from_fn(|| None),
         ));
         let keep = held.clone();
@@ -77,6 +79,7 @@ impl Agent {
             seen,
             holding: held,
             alerts,
+            live,
         }
     }
 
@@ -100,8 +103,22 @@ impl Agent {
         }
     }
 
+    /// The next generation handed over that is at least `at_least` (within 15 s).
+    pub async fn at_least(&mut self, at_least: u32) -> u32 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = tokio::time::timeout_at(deadline, self.seen.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no generation >= {at_least} within 15 s"))
+                .expect("sync task alive");
+            if s.generation >= at_least {
+                return s.generation;
+            }
+        }
+    }
+
     /// The generation the map writer applied last.
-    pub fn generation(&self) -> u32 {
+    pub fn held_generation(&self) -> u32 {
         self.holding.lock().unwrap().generation
     }
 }

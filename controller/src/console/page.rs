@@ -104,6 +104,16 @@ pub fn service_error(lang: Lang, session: &Session, e: &crate::error::Error) -> 
         E::Invalid(_) | E::TooLarge(_) | E::Precondition(_) => {
             (StatusCode::BAD_REQUEST, m.bad_request)
         }
+        E::Unavailable(_) => {
+            tracing::warn!(error = %e, "console: store unavailable");
+            return error(
+                lang,
+                Some(session),
+                StatusCode::SERVICE_UNAVAILABLE,
+                m.unavailable,
+                "",
+            );
+        }
         _ => {
             tracing::error!(error = %e, "console: service error");
             return error(
