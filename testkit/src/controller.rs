@@ -273,6 +273,14 @@ impl LabController<dyn Store> {
         store: Arc<dyn Store>,
     ) -> anyhow::Result<LabController<dyn Store>> {
         let cert_dir = lab_certs(dir, gateways, users)?;
+        LabController::serve_dyn(cert_dir, store).await
+    }
+
+    /// Serves `store` with the certificates in `cert_dir` on an ephemeral loopback port.
+    async fn serve_dyn(
+        cert_dir: PathBuf,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<LabController<dyn Store>> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         LabController::serve_store(
             cert_dir,
@@ -295,16 +303,7 @@ impl<S: ?Sized + Send + Sync + 'static> LabController<S> {
         &self,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<LabController<dyn Store>> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        LabController::serve_store(
-            self.certs.clone(),
-            store.clone(),
-            store,
-            listener,
-            None,
-            &Settings::default(),
-        )
-        .await
+        LabController::serve_dyn(self.certs.clone(), store).await
     }
 
     /// Serves `store` (which is `shared`, as the server sees it) with the certificates in

@@ -180,6 +180,28 @@ fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds the controller crate's binary `name` (release), for agent tests that run it.
+fn build_controller_bin(name: &str) -> anyhow::Result<()> {
+    cmd::run(cmd::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "wardgate-controller",
+        "--bin",
+        name,
+    ]))
+}
+
+/// The agent's test files `tests` (release), then `after` (e.g. `--` and libtest flags).
+fn agent_tests(tests: &[&str], after: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["--release", "-p", "wardgate-agent"];
+    for t in tests {
+        args.extend(["--test", t]);
+    }
+    args.extend(after);
+    cargo_test(&args)
+}
+
 fn run_tier(tier: Tier) -> anyhow::Result<()> {
     match tier {
         Tier::Fmt => cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"])),
@@ -237,45 +259,18 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
             // unit through systemd-analyze.
             every_agent_test_in_a_tier()?;
             // The HA test runs two controller processes, which no agent test target builds.
-            cmd::run(cmd::cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "wardgate-controller",
-                "--bin",
-                "wardgate-controller",
-            ]))?;
-            let mut args = vec!["--release", "-p", "wardgate-agent"];
-            for t in UNIT_AGENT_TESTS {
-                args.extend(["--test", t]);
-            }
-            cargo_test(&args)
+            build_controller_bin("wardgate-controller")?;
+            agent_tests(UNIT_AGENT_TESTS, &[])
         }
         Tier::Datapath => {
             privileged_preflight()?;
-            let mut args = vec!["--release", "-p", "wardgate-agent"];
-            for t in DATAPATH_AGENT_TESTS {
-                args.extend(["--test", t]);
-            }
-            cargo_test(&args)
+            agent_tests(DATAPATH_AGENT_TESTS, &[])
         }
         Tier::Attach => {
             privileged_preflight()?;
             // The lifecycle test runs the real wardctl, which no agent test target builds.
-            cmd::run(cmd::cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "wardgate-controller",
-                "--bin",
-                "wardctl",
-            ]))?;
-            let mut args = vec!["--release", "-p", "wardgate-agent"];
-            for t in ATTACH_AGENT_TESTS {
-                args.extend(["--test", t]);
-            }
-            args.extend(["--", "--test-threads=1"]);
-            cargo_test(&args)
+            build_controller_bin("wardctl")?;
+            agent_tests(ATTACH_AGENT_TESTS, &["--", "--test-threads=1"])
         }
         Tier::Demo => {
             privileged_preflight()?;
