@@ -759,6 +759,11 @@ impl GraceReport {
 }
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    // SIGTERM and SIGHUP are taken first: one that comes during the start (systemd stopping an
+    // agent that is still loading) is handled when the map-writer loop begins, a clean stop,
+    // instead of the default action killing the process half started.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
     // The open-file limit of the config (the unit sets the same as LimitNOFILE=): a leak of
     // descriptors fails the agent's own opens, never the datapath, which holds none of them.
     match crate::limits::set_open_files(cfg.limits.open_files) {
@@ -914,8 +919,6 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // or failing map writer stops the pings and systemd restarts the agent.
     let watchdog = wardgate_daemon::notify::Watchdog::from_env();
     let mut wd_tick = watchdog.map(|w| tokio::time::interval(w.every()));
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
     // The datapath is loaded or adopted, the last desired state applied, and the interfaces
     // that exist attached (`prepare`), and SIGTERM is handled: only now is the agent ready.
     let (_, generation) = dp.active()?;

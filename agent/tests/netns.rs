@@ -1292,7 +1292,12 @@ fn an_edit_made_while_the_agent_was_stopped_keeping_its_generation_is_applied_at
         unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) },
         0
     );
-    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    let status = agent.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "the agent's exit on SIGTERM: {status}\n{}",
+        agent.log_text()
+    );
 
     let rules = reference_rules()
         .into_iter()
