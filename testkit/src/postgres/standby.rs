@@ -3,13 +3,12 @@
 //! database failover, as Patroni or an operator does it), stopped at once when dropped.
 
 use std::{
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant},
 };
 
-use super::{Server, chown, free_port};
+use super::{Server, as_user, chown, free_port};
 
 /// A running standby; stopped (immediate shutdown) and removed when dropped.
 pub struct Standby {
@@ -22,12 +21,7 @@ pub struct Standby {
 
 /// Runs `bin/name args` as `user`; its output. Panics with its output when it fails.
 fn run(bin: &Path, user: Option<(u32, u32)>, name: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin.join(name));
-    cmd.args(args);
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
-    let out = cmd
+    let out = as_user(Command::new(bin.join(name)).args(args), user)
         .output()
         .unwrap_or_else(|e| panic!("running {name}: {e}"));
     assert!(
@@ -178,9 +172,6 @@ impl Drop for Standby {
     fn drop(&mut self) {
         let mut cmd = Command::new(self.bin.join("pg_ctl"));
         cmd.args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"]);
-        if let Some((uid, gid)) = self.user {
-            cmd.uid(uid).gid(gid);
-        }
-        let _ = cmd.output();
+        let _ = as_user(&mut cmd, self.user).output();
     }
 }
