@@ -2,9 +2,12 @@
 //! delivered, kept in the store's `sink_cursors`), delivers a batch, then advances the cursor.
 //! A controller restart therefore neither loses nor repeats: alerts stored while a sink (or
 //! the controller) was down are delivered when it is back, and what was delivered is not sent
-//! again. A crash between a delivery and its cursor update sends that one batch again
-//! (at-least-once): receivers can drop the repeat by its id (CEF `externalId`, OCSF
-//! `metadata.uid`), which is `GATEWAY/ID` and never changes. An aggregated alert that grows is
+//! again. A crash between a delivery and its cursor update would send that one batch again:
+//! an OCSF file says what it holds (each line carries its store sequence number), so the
+//! controller that delivers next moves the cursor past it first ([`resume`]) and the file gets
+//! each alert exactly once. A syslog collector cannot be asked: it gets the batch again
+//! (at-least-once), and drops the repeat by its id (CEF `externalId`), which is `GATEWAY/ID`
+//! and never changes. An aggregated alert that grows is
 //! stored again under a new sequence number (its creation row stays), so each sink delivers
 //! the alert once as new and each update once as an update.
 //!
@@ -12,7 +15,7 @@
 //! sink delivers only while its controller holds the sink's lease in the store, and moves its
 //! cursor only while it still does: each alert goes out once across the controllers, and a
 //! dead controller's sinks are taken over [`LEASE`] after its last renewal (its batch cut off
-//! between delivery and cursor goes out again, as after a restart).
+//! between delivery and cursor is resumed as after a restart).
 //!
 //! The formats are the analysis crate's (pure); the sinks here are I/O only. Each sink runs in
 //! its own task with its own bounded reconnect backoff, so one that is down holds up neither
@@ -91,6 +94,8 @@ impl Sink {
 pub struct Outgoing {
     pub finding: Finding,
     pub update: bool,
+    /// The store's sequence number of this row (a file sink writes it down, see [`resume`]).
+    pub seq: i64,
 }
 
 /// The running sinks.
@@ -167,12 +172,16 @@ async fn run(
     // Whether this controller held the lease at the last step (a change is logged, so an
     // operator sees which replica delivers).
     let mut held = false;
+    // Whether the sink's own record has been read since this controller took the lease or
+    // a delivery failed (see `resume`).
+    let mut resumed = false;
     while !*stop.borrow() {
         let holds = tokio::task::block_in_place(|| store.hold_sink_lease(&name, LEASE));
         if let Ok(now) = holds
             && now != held
         {
             held = now;
+            resumed = false;
             if now {
                 tracing::info!(sink = %name, "holding the SOC sink's lease: this controller delivers it");
             } else {
@@ -197,6 +206,22 @@ async fn run(
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
+            }
+        }
+        if !resumed {
+            match resume(&name, &mut sink, store.as_ref()) {
+                Ok(()) => resumed = true,
+                Err(e) => {
+                    metrics.sink_failed(&name);
+                    tracing::warn!(sink = %name, error = %format!("{e:#}"), retry_in = ?backoff, "reading what the SOC sink already holds failed");
+                    sink.reset();
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        changed = stop.changed() => if changed.is_err() { return },
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
             }
         }
         if let Some(rx) = checkpoints.as_mut()
@@ -226,6 +251,7 @@ async fn run(
                 metrics.sink_failed(&name);
                 tracing::warn!(sink = %name, error = %format!("{e:#}"), retry_in = ?backoff, "SOC sink delivery failed");
                 sink.reset();
+                resumed = false;
                 let wait = backoff;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 wait
@@ -237,6 +263,56 @@ async fn run(
             changed = stop.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// Moves `name`'s cursor past what its sink already holds: the alerts a controller delivered
+/// and died (or lost the lease) before recording. Only an OCSF file can say (its last alert
+/// line's sequence number and id); the cursor moves only when the store's alert at that
+/// sequence is that very event, so a file from another installation or an older database
+/// moves nothing. A syslog collector cannot be asked (its batch is sent again).
+fn resume(name: &str, sink: &mut Sink, store: &dyn Store) -> anyhow::Result<()> {
+    let Sink::Ocsf(file) = sink else {
+        return Ok(());
+    };
+    tokio::task::block_in_place(|| {
+        let Some(last) = file.last_delivered()? else {
+            return Ok(());
+        };
+        let cursor = store.sink_cursor(name)?;
+        if last.seq <= cursor {
+            return Ok(());
+        }
+        let rows = store.alerts_after(last.seq - 1, 1)?;
+        let stored = rows.first().filter(|r| r.seq == last.seq).and_then(|r| {
+            let finding = alerts::for_sink(r).ok()?;
+            let o = Outgoing {
+                finding,
+                update: r.is_update(),
+                seq: r.seq,
+            };
+            ocsf::event(&o)["metadata"]["uid"]
+                .as_str()
+                .map(str::to_string)
+        });
+        if stored.as_deref() != Some(last.uid.as_str()) {
+            tracing::warn!(
+                sink = %name,
+                seq = last.seq,
+                uid = %last.uid,
+                "the OCSF file's last alert is not this store's alert at its sequence number: delivering from the store's cursor"
+            );
+            return Ok(());
+        }
+        if store.advance_held_sink_cursor(name, last.seq)? {
+            tracing::info!(
+                sink = %name,
+                from = cursor,
+                to = last.seq,
+                "the OCSF file already holds alerts its cursor did not record (their controller stopped first): not sent again"
+            );
+        }
+        Ok(())
+    })
 }
 
 /// Delivers the next batch after the sink's cursor; returns how many store rows it covered
@@ -256,6 +332,7 @@ async fn step(name: &str, sink: &mut Sink, store: &dyn Store) -> anyhow::Result<
             Ok(finding) => batch.push(Outgoing {
                 finding,
                 update: r.is_update(),
+                seq: r.seq,
             }),
             Err(e) => {
                 tracing::error!(sink = %name, seq = r.seq, error = %e, "skipping a stored alert")
@@ -273,3 +350,6 @@ async fn step(name: &str, sink: &mut Sink, store: &dyn Store) -> anyhow::Result<
     }
     Ok((rows.len(), batch.len()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,10 +1,13 @@
 //! OCSF sink: one JSON object per line (analysis `format::ocsf::event`: Detection Finding, or
 //! Network Activity for a datapath deny), appended to a file rotated by size, or written to
 //! standard output. Each batch is flushed to disk (`fdatasync`) before the cursor moves.
+//! Each alert line carries its store sequence number (`metadata.sequence`), so a controller
+//! that takes the file over after a crash knows which alerts are already in it
+//! ([`OcsfSink::last_delivered`]).
 
 use std::{
     fs::{File, OpenOptions},
-    io::Write as _,
+    io::{Read as _, Seek as _, SeekFrom, Write as _},
     path::{Path, PathBuf},
 };
 
@@ -59,10 +62,25 @@ impl OcsfSink {
     pub fn deliver(&mut self, alerts: &[super::Outgoing]) -> anyhow::Result<()> {
         let mut text = String::new();
         for o in alerts {
-            text.push_str(&ocsf::event(&o.finding, o.update).to_string());
+            text.push_str(&event(o).to_string());
             text.push('\n');
         }
         self.write(&text)
+    }
+
+    /// The last alert this sink's file holds (the current file, or the newest rotated one when
+    /// the current has none yet); `None` on standard output or with no alert written. A last
+    /// line cut short (its writer killed in the middle) is cut off first: the caller holds the
+    /// sink's lease, so no other controller writes the file.
+    pub fn last_delivered(&mut self) -> anyhow::Result<Option<Delivered>> {
+        let Some(path) = self.path.clone() else {
+            return Ok(None);
+        };
+        self.file = None;
+        if let Some(d) = last_in(&path, true)? {
+            return Ok(Some(d));
+        }
+        last_in(&rotated(&path, 1), false)
     }
 
     /// The checkpoint as one line (`checkpoint_event`).
@@ -112,6 +130,69 @@ impl OcsfSink {
     pub fn reset(&mut self) {
         self.file = None;
     }
+}
+
+/// An alert line as the sink writes it: the analysis crate's event, with the store's sequence
+/// number in `metadata.sequence`.
+pub fn event(o: &super::Outgoing) -> serde_json::Value {
+    let mut e = ocsf::event(&o.finding, o.update);
+    e["metadata"]["sequence"] = o.seq.into();
+    e
+}
+
+/// An alert line found in the file: its store sequence number and its `metadata.uid`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    pub seq: i64,
+    pub uid: String,
+}
+
+/// How much of a file's end is read for its last alert: a batch of long findings fits.
+const TAIL: u64 = 4 << 20;
+
+/// The last alert line in `path`'s last [`TAIL`] bytes, cutting off a partial last line when
+/// `cut` (none when the file does not exist).
+fn last_in(path: &Path, cut: bool) -> anyhow::Result<Option<Delivered>> {
+    let mut file = match OpenOptions::new().read(true).write(cut).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let whole = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if cut && whole < buf.len() && (whole > 0 || start == 0) {
+        let keep = start + whole as u64;
+        tracing::warn!(
+            path = %path.display(),
+            cut = buf.len() - whole,
+            "the OCSF file ended in a line cut short (its writer stopped mid-write): cut off"
+        );
+        file.set_len(keep)
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("cutting the partial last line of {}", path.display()))?;
+    }
+    let mut lines: Vec<&[u8]> = buf[..whole].split(|b| *b == b'\n').collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // may begin mid-line
+    }
+    for line in lines.iter().rev() {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        let m = &v["metadata"];
+        if let (Some(seq), Some(uid)) = (m["sequence"].as_i64(), m["uid"].as_str()) {
+            return Ok(Some(Delivered {
+                seq,
+                uid: uid.to_string(),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// `PATH.N`: the Nth newest rotated file.
@@ -178,6 +259,7 @@ mod tests {
             sink.deliver(&[super::super::Outgoing {
                 finding: f,
                 update: false,
+                seq: i64::from(i) + 1,
             }])
             .unwrap();
         }
