@@ -34,6 +34,20 @@ const PUSH_CHUNK: usize = 20_000;
 const SEQUENTIAL: usize = 1_000;
 /// Rounds of 500 assignments in flight per size.
 const BURST_ROUNDS: usize = 5;
+
+/// `WG_BENCH_QUICK=1`: 50 assignments one at a time, 3 rounds in flight and no alert ingest,
+/// to try a change in a few minutes; its tables say so and are not runs of record.
+fn quick() -> bool {
+    std::env::var("WG_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+fn sequential() -> usize {
+    if quick() { 50 } else { SEQUENTIAL }
+}
+
+fn burst_rounds() -> usize {
+    if quick() { 3 } else { BURST_ROUNDS }
+}
 const ALERT_STREAMS: usize = 20;
 const ALERT_BATCHES: usize = 50;
 const ALERT_BATCH: usize = 100;
@@ -619,10 +633,13 @@ async fn measure(hospitals: &mut [Hospital], kind: Kind, replicas: usize) -> any
     }
     let n = hospitals.len();
     // One at a time, alternating hospitals (A B A B ...): both series see the same machine.
-    eprintln!("bench: {label}: {SEQUENTIAL} assignments one at a time per size, interleaved");
+    eprintln!(
+        "bench: {label}: {} assignments one at a time per size, interleaved",
+        sequential()
+    );
     let mut read = vec![Vec::new(); n];
     let mut one = vec![Vec::new(); n];
-    for k in 0..SEQUENTIAL {
+    for k in 0..sequential() {
         for (h, hospital) in hospitals.iter_mut().enumerate() {
             let (r, o) = hospital.one(k).await?;
             read[h].push(r);
@@ -635,14 +652,15 @@ async fn measure(hospitals: &mut [Hospital], kind: Kind, replicas: usize) -> any
         h.disconnect().await;
     }
     eprintln!(
-        "bench: {label}: {BURST_ROUNDS} rounds of {AGENTS} assignments in flight per size, one hospital's agents up"
+        "bench: {label}: {} rounds of {AGENTS} assignments in flight per size, one hospital's agents up",
+        burst_rounds()
     );
     let mut burst_p99 = vec![Vec::new(); n];
     let mut burst_all = vec![Vec::new(); n];
     let mut burst_wall = vec![Vec::new(); n];
     for (h, hospital) in hospitals.iter_mut().enumerate() {
         hospital.connect().await?;
-        for _ in 0..BURST_ROUNDS {
+        for _ in 0..burst_rounds() {
             let (lat, wall) = hospital.burst().await?;
             let p99 = stats(lat.clone()).p99;
             eprintln!(
@@ -698,7 +716,7 @@ async fn main() -> anyhow::Result<()> {
         }
         for replicas in args.replicas(kind) {
             runs.push(measure(&mut hospitals, kind, replicas).await?);
-            if replicas == 1 {
+            if replicas == 1 && !quick() {
                 ingests.push((kind, ingest(&hospitals[0].labs[0]).await?));
             }
         }
@@ -727,6 +745,11 @@ fn report(
     ingests: &[(Kind, (usize, Duration, Duration))],
     nofile: u64,
 ) {
+    if quick() {
+        println!(
+            "\nQUICK RUN (WG_BENCH_QUICK=1): fewer rounds, no alert ingest; not a run of record"
+        );
+    }
     println!(
         "\nwardgate controller bench: {AGENTS} gateways per hospital, each watched by its own mTLS agent connection (spread over the replicas); SQLite (WAL) and PostgreSQL (fsync on, synchronous_commit on, its own server on loopback); replicas are controllers on one database, writes alternating between them; both hospitals up for the one-at-a-time series (sizes interleaved A B A B), one hospital's agents up for the 500 in flight (open-files limit {nofile})\n"
     );
@@ -774,7 +797,7 @@ fn report(
             let (med, lo, hi) = spread(r.burst_p99[h].clone());
             let (wmed, wlo, whi) = spread(r.burst_wall[h].clone());
             println!(
-                "| {} | {} | {} | {} ({}-{}) | {} ({}-{}) | {BURST_ROUNDS} |",
+                "| {} | {} | {} | {} ({}-{}) | {} ({}-{}) | {} |",
                 r.kind.name(),
                 r.replicas,
                 r.sizes[h],
@@ -783,7 +806,8 @@ fn report(
                 ms(hi),
                 ms(wmed),
                 ms(wlo),
-                ms(whi)
+                ms(whi),
+                r.burst_p99[h].len()
             );
         }
     }

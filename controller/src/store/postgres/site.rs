@@ -9,7 +9,7 @@ use tokio_postgres::{Row, types::ToSql};
 use super::{Sql, u32_of};
 use crate::{
     audit::{self, AuditEntry},
-    error::{Error, Result},
+    error::Result,
     store::{
         DeviceRow, GatewayRow, GenerationContent, GenerationRow, ProfileRow, Snapshot, StoreError,
         sqlite::list,
@@ -237,30 +237,6 @@ pub(super) fn latest(c: &Db, gateway: &str) -> Result<Option<GenerationRow>> {
     .pop())
 }
 
-pub(super) fn insert_generation(c: &Db, row: &GenerationRow) -> Result<()> {
-    let GenerationContent::Bundle(bundle) = &row.content else {
-        return Err(Error::Internal(
-            "a PostgreSQL store holds generations as bundle bytes only".into(),
-        ));
-    };
-    // The row and the NOTIFY that tells the other controllers at the commit, in one statement
-    // (a WITH's INSERT runs whether or not the query reads it).
-    c.exec(
-        "WITH stored AS (INSERT INTO generations (gateway, generation, bundle, reason, \
-         created_ms) VALUES ($1, $2, $3, $4, $5)) SELECT pg_notify($6, $7)",
-        &[
-            &row.gateway,
-            &i64::from(row.generation),
-            bundle,
-            &row.reason,
-            &audit::now_ms(),
-            &super::listen::CHANNEL,
-            &super::listen::generation(&row.gateway, row.generation),
-        ],
-    )?;
-    Ok(())
-}
-
 pub(super) fn chain_head(c: &Db) -> Result<(u64, String)> {
     Ok(
         match c.opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
@@ -293,29 +269,39 @@ pub(super) fn audit_rows(c: &Db) -> Result<Vec<AuditEntry>> {
     .collect()
 }
 
-/// Inserts `entries` in one statement (one round trip, however many).
-pub(super) fn insert_audit(c: &Db, entries: &[AuditEntry]) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
+/// The audit rows' insert: every entry in one statement, as columns ([`AuditColumns`]).
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit (seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash) \
+     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+     $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])";
+
+/// Audit entries as the columns of [`INSERT_AUDIT`].
+pub(super) struct AuditColumns<'a> {
+    seq: Vec<i64>,
+    unix_ms: Vec<i64>,
+    text: [Vec<&'a str>; 7],
+}
+
+impl<'a> AuditColumns<'a> {
+    pub(super) fn of(entries: &'a [AuditEntry]) -> Self {
+        let column = |f: fn(&AuditEntry) -> &str| -> Vec<&str> { entries.iter().map(f).collect() };
+        AuditColumns {
+            seq: entries.iter().map(|e| super::big(e.seq)).collect(),
+            unix_ms: entries.iter().map(|e| e.unix_ms).collect(),
+            text: [
+                column(|e| &e.actor),
+                column(|e| &e.action),
+                column(|e| &e.target),
+                column(|e| &e.diff),
+                column(|e| &e.reason),
+                column(|e| &e.prev_hash),
+                column(|e| &e.hash),
+            ],
+        }
     }
-    let column = |f: fn(&AuditEntry) -> &str| -> Vec<&str> { entries.iter().map(f).collect() };
-    let seq: Vec<i64> = entries.iter().map(|e| super::big(e.seq)).collect();
-    let unix_ms: Vec<i64> = entries.iter().map(|e| e.unix_ms).collect();
-    c.exec(
-        "INSERT INTO audit (seq, unix_ms, actor, action, target, diff, reason, prev_hash, hash) \
-         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-         $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])",
-        &[
-            &seq,
-            &unix_ms,
-            &column(|e| &e.actor),
-            &column(|e| &e.action),
-            &column(|e| &e.target),
-            &column(|e| &e.diff),
-            &column(|e| &e.reason),
-            &column(|e| &e.prev_hash),
-            &column(|e| &e.hash),
-        ],
-    )?;
-    Ok(())
+
+    pub(super) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut p: Vec<&(dyn ToSql + Sync)> = vec![&self.seq, &self.unix_ms];
+        p.extend(self.text.iter().map(|c| c as &(dyn ToSql + Sync)));
+        p
+    }
 }

@@ -153,6 +153,67 @@ fn a_write_through_the_write_service_stores_its_generation_and_chained_entries()
     assert_eq!(other.device("pump").unwrap(), Some(device));
 }
 
+/// The generations, the audit entries and the COMMIT go out together (one round trip under
+/// the lock): an insert refused there ends the transaction as a rollback, the write fails with
+/// the insert's error, nothing of it stays, and the next write works.
+#[test]
+fn an_insert_refused_at_the_commit_rolls_the_whole_write_back() {
+    let store = PgStore::connect(&fresh()).unwrap();
+    let row = |generation, reason: &str| crate::store::GenerationRow {
+        gateway: "gw-3a".into(),
+        generation,
+        content: GenerationContent::Bundle(vec![1, 2, 3]),
+        reason: reason.into(),
+    };
+    let entry = |seq: u64, prev: &str| audit::AuditEntry {
+        seq,
+        unix_ms: 1,
+        actor: "user:sam".into(),
+        action: "test".into(),
+        target: "gw-3a".into(),
+        diff: "{}".into(),
+        reason: "INC-1".into(),
+        prev_hash: prev.into(),
+        hash: format!("{seq:064}"),
+    };
+    let mut tx = store.begin().unwrap();
+    tx.apply(&gateway("gw-3a")).unwrap();
+    tx.insert_generation(&row(1, "first")).unwrap();
+    tx.insert_audit(&entry(1, audit::GENESIS)).unwrap();
+    tx.commit().unwrap();
+
+    // Generation 1 again: the primary key refuses it at the commit.
+    let mut tx = store.begin().unwrap();
+    assert_eq!(tx.audit_chain_head().unwrap().0, 1);
+    tx.apply(&gateway("gw-3b")).unwrap();
+    tx.insert_generation(&row(1, "again")).unwrap();
+    assert_eq!(
+        tx.latest("gw-3a").unwrap().unwrap().reason,
+        "again",
+        "a held generation is the transaction's latest"
+    );
+    let (_, prev) = store.audit_chain_head().unwrap();
+    tx.insert_audit(&entry(2, &prev)).unwrap();
+    let e = tx.commit().unwrap_err();
+    assert!(e.to_string().contains("duplicate key"), "{e}");
+    assert!(store.gateway("gw-3b").unwrap().is_none(), "rolled back");
+    assert_eq!(store.audit().unwrap().len(), 1);
+    assert_eq!(
+        store.generation("gw-3a", 1).unwrap().unwrap().content_hash(),
+        crate::generation::content_hash(&row(1, "first").content)
+    );
+
+    // The connections are usable: the next write goes through.
+    let mut tx = store.begin().unwrap();
+    tx.apply(&gateway("gw-3c")).unwrap();
+    tx.insert_generation(&row(2, "second")).unwrap();
+    tx.insert_audit(&entry(2, &prev)).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(store.latest_generation("gw-3a").unwrap(), 2);
+    assert_eq!(store.audit().unwrap().len(), 2);
+    assert!(store.gateway("gw-3c").unwrap().is_some());
+}
+
 #[test]
 fn two_replicas_writing_at_once_keep_one_audit_chain() {
     let url = fresh();

@@ -11,7 +11,8 @@ use crate::{
     audit::{AuditEntry, now_ms},
     error::{Error, Result},
     store::{
-        Applied, Change, DeviceRow, GatewayRow, GenerationRow, SiteReader, Snapshot, StoreTx,
+        Applied, Change, DeviceRow, GatewayRow, GenerationContent, GenerationRow, SiteReader,
+        Snapshot, StoreTx,
         sqlite::{json, list, not_found},
     },
 };
@@ -23,34 +24,49 @@ pub(super) struct PgTx<'a> {
     /// twice (ids, then the compile) and the second read is served from here unless the
     /// transaction wrote since (any change or id drops it).
     base: Mutex<Option<Snapshot>>,
-    /// Audit entries to insert, in one statement, before the commit.
+    /// Audit entries and generations to insert, each in one statement, sent with the COMMIT
+    /// in one round trip ([`PgTx::finish`]); `latest` reads the held generations first, and
+    /// nothing reads the audit trail after its head.
     audit: Vec<AuditEntry>,
+    generations: Vec<GenerationRow>,
+    /// The audit chain head and the store's epoch, read with the lock (the lock keeps the head
+    /// as it is until the commit; the epoch never changes).
+    head: (u64, String),
+    epoch: Option<String>,
     /// The last device read by name and what it read, until the transaction writes: a write
     /// reads a change's device before applying it, and applying needs the same row.
     read: Mutex<Option<(String, Option<DeviceRow>)>>,
 }
 
 impl<'a> PgTx<'a> {
-    /// BEGIN, then the write lock (held until COMMIT or ROLLBACK), in one round trip.
+    /// BEGIN, the write lock (held until COMMIT or ROLLBACK), then the audit chain head and
+    /// the epoch, in one round trip: each round trip under the lock is paid by every write
+    /// queued behind it.
     pub(super) fn begin(conn: Conn<'a>) -> Result<Self> {
-        conn.batch(&format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-        ))?;
+        let (head, epoch) = super::locked::begin(&conn, WRITE_LOCK)?;
         Ok(PgTx {
             conn,
             done: false,
             base: Mutex::new(None),
             audit: Vec::new(),
+            generations: Vec::new(),
+            head,
+            epoch,
             read: Mutex::new(None),
         })
     }
 
+    /// The generations, the audit entries and the COMMIT, sent together (one round trip). A
+    /// failed insert aborts the transaction, so its COMMIT ends it as a rollback: the write
+    /// fails with the insert's error and nothing of it stays.
     pub(super) fn finish(mut self) -> Result<()> {
-        // On failure `drop` rolls back (PostgreSQL has ended it already).
-        site::insert_audit(&self.conn, &std::mem::take(&mut self.audit))?;
-        self.conn.batch("COMMIT")?;
-        self.done = true;
-        Ok(())
+        let generations = std::mem::take(&mut self.generations);
+        let audit = std::mem::take(&mut self.audit);
+        let (result, ended) = super::locked::insert_and_commit(&self.conn, &generations, &audit);
+        // Ended either way (committed, or rolled back by the server): no ROLLBACK at drop
+        // unless nothing was sent or the connection itself failed.
+        self.done = ended;
+        result
     }
 
     fn cached_base(&self) -> std::sync::MutexGuard<'_, Option<Snapshot>> {
@@ -461,19 +477,37 @@ impl StoreTx for PgTx<'_> {
     }
 
     fn epoch(&self) -> Result<String> {
-        site::epoch(&self.conn)
+        self.epoch
+            .clone()
+            .ok_or_else(|| Error::Internal("the PostgreSQL store has no epoch".into()))
     }
 
     fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>> {
+        // One this transaction inserted (held for the commit) is the latest.
+        if let Some(row) = self
+            .generations
+            .iter()
+            .filter(|g| g.gateway == gateway)
+            .max_by_key(|g| g.generation)
+        {
+            return Ok(Some(row.clone()));
+        }
         site::latest(&self.conn, gateway)
     }
 
     fn insert_generation(&mut self, row: &GenerationRow) -> Result<()> {
-        site::insert_generation(&self.conn, row)
+        // Inserted at the commit (`finish`), with its NOTIFY.
+        if !matches!(row.content, GenerationContent::Bundle(_)) {
+            return Err(Error::Internal(
+                "a PostgreSQL store holds generations as bundle bytes only".into(),
+            ));
+        }
+        self.generations.push(row.clone());
+        Ok(())
     }
 
     fn audit_chain_head(&self) -> Result<(u64, String)> {
-        site::chain_head(&self.conn)
+        Ok(self.head.clone())
     }
 
     fn insert_audit(&mut self, e: &AuditEntry) -> Result<()> {
