@@ -180,16 +180,27 @@ fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the controller crate's binary `name` (release), for agent tests that run it.
-fn build_controller_bin(name: &str) -> anyhow::Result<()> {
-    cmd::run(cmd::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "wardgate-controller",
-        "--bin",
-        name,
-    ]))
+/// The policy and controller crates' integration tests (the unit tier runs them).
+const CONTROLLER_TESTS: &[&str] = &[
+    "--release",
+    "-p",
+    "wardgate-policy",
+    "-p",
+    "wardgate-controller",
+    "--tests",
+];
+
+/// Builds the controller's binaries (release) for the agent tests that run them, with the very
+/// command of the unit tier's controller tests: the same features, so the same build (after
+/// those tests, nothing to do). A plain `cargo build -p wardgate-controller` resolves other
+/// features and compiled the crate (and on a clean machine its dependencies) once more.
+fn build_controller_bins() -> anyhow::Result<()> {
+    cmd::run(
+        cmd::cargo()
+            .arg("test")
+            .args(CONTROLLER_TESTS)
+            .arg("--no-run"),
+    )
 }
 
 /// The agent's test files `tests` (release), then `after` (e.g. `--` and libtest flags).
@@ -245,21 +256,14 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
                 "--lib",
                 "--bins",
             ])?;
-            cargo_test(&[
-                "--release",
-                "-p",
-                "wardgate-policy",
-                "-p",
-                "wardgate-controller",
-                "--tests",
-            ])?;
+            cargo_test(CONTROLLER_TESTS)?;
             // Policy sync and flow-record reports against an in-process controller (no root: the
             // test plays the writer);
             // offline learning from captures; detectors replayed over captures; the agent's systemd
             // unit through systemd-analyze.
             every_agent_test_in_a_tier()?;
             // The HA test runs two controller processes, which no agent test target builds.
-            build_controller_bin("wardgate-controller")?;
+            build_controller_bins()?;
             agent_tests(UNIT_AGENT_TESTS, &[])
         }
         Tier::Datapath => {
@@ -269,7 +273,7 @@ fn run_tier(tier: Tier) -> anyhow::Result<()> {
         Tier::Attach => {
             privileged_preflight()?;
             // The lifecycle test runs the real wardctl, which no agent test target builds.
-            build_controller_bin("wardctl")?;
+            build_controller_bins()?;
             agent_tests(ATTACH_AGENT_TESTS, &["--", "--test-threads=1"])
         }
         Tier::Demo => {

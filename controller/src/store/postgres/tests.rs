@@ -199,7 +199,11 @@ fn an_insert_refused_at_the_commit_rolls_the_whole_write_back() {
     assert!(store.gateway("gw-3b").unwrap().is_none(), "rolled back");
     assert_eq!(store.audit().unwrap().len(), 1);
     assert_eq!(
-        store.generation("gw-3a", 1).unwrap().unwrap().content_hash(),
+        store
+            .generation("gw-3a", 1)
+            .unwrap()
+            .unwrap()
+            .content_hash(),
         crate::generation::content_hash(&row(1, "first").content)
     );
 
