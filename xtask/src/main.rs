@@ -72,7 +72,20 @@ enum Task {
     Package,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the run as one `error: ...` chain and exit 1, without the backtrace `anyhow`
+/// prints for `main`'s error under RUST_BACKTRACE: CI shows the tail of the output, and a
+/// backtrace of xtask there pushed out the failing tiers' reasons.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::run(),
         Task::Test { tiers, no_setup } => test::run(&tiers, no_setup),

@@ -142,12 +142,25 @@ fn failures(stdout: &str) -> String {
         Some(start) => lines[start..]
             .iter()
             .take_while(|l| !l.starts_with("test result: "))
+            .filter(|l| !backtrace_line(l))
             .take(80)
             .copied()
             .collect(),
         None => lines[lines.len().saturating_sub(20)..].to_vec(),
     };
     picked.join("\n")
+}
+
+/// A line of a panic's stack backtrace ("stack backtrace:", "  12: frame", "at path:line", the
+/// note after it): left out of the summary, where they pushed out what the tests said.
+fn backtrace_line(line: &str) -> bool {
+    let t = line.trim_start();
+    line == "stack backtrace:"
+        || t.starts_with("at ")
+        || t.starts_with("note: Some details are omitted")
+        || t.split_once(": ").is_some_and(|(n, _)| {
+            line.starts_with(' ') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 fn cargo_test(args: &[&str]) -> anyhow::Result<()> {
@@ -324,4 +337,31 @@ pub fn run(tiers: &[Tier], no_setup: bool) -> anyhow::Result<()> {
         bail!("{failed} test tier(s) failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failures;
+
+    #[test]
+    fn the_failure_summary_keeps_what_the_test_said_and_drops_its_backtrace() {
+        let out = "running 1 test\ntest a ... FAILED\n\nfailures:\n\n---- a stdout ----\n\
+                   thread 'a' panicked at x.rs:1:5:\nonly live [\"dns_tunnel\"]\n\
+                   stack backtrace:\n   0: __rustc::rust_begin_unwind\n   1: a::f\n\
+                   \x20            at ./x.rs:1:5\n\
+                   note: Some details are omitted, run with `RUST_BACKTRACE=full`\n\n\
+                   failures:\n    a\n\ntest result: FAILED. 0 passed; 1 failed\n";
+        let s = failures(out);
+        assert!(s.contains("only live [\"dns_tunnel\"]"), "{s}");
+        assert!(s.contains("panicked at x.rs:1:5"), "{s}");
+        for gone in [
+            "stack backtrace",
+            "rust_begin_unwind",
+            "a::f",
+            "./x.rs",
+            "RUST_BACKTRACE",
+        ] {
+            assert!(!s.contains(gone), "{gone} left in:\n{s}");
+        }
+    }
 }
