@@ -52,6 +52,7 @@ macro_rules! conformance {
                 site::two_writers_at_once_neither_fork_the_chain_nor_share_a_generation,
                 alerts::status_reports_and_health_round_trip,
                 alerts::an_alert_is_stored_once_and_updated_by_a_higher_count,
+                alerts::copies_of_an_alert_in_one_batch_leave_its_creation_and_latest_rows,
                 alerts::past_its_quota_a_gateway_drops_its_lowest_severity_first_and_counts_them,
                 alerts::sequence_numbers_are_never_reused_and_cursors_never_move_back,
                 alerts::a_sink_tailing_two_writers_misses_no_alert,

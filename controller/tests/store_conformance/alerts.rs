@@ -175,6 +175,41 @@ pub fn an_alert_is_stored_once_and_updated_by_a_higher_count(open: Open) {
     assert_eq!(ids(&store.alerts_after(0, 10).unwrap()), ["y", "z"]);
 }
 
+/// Several copies of one alert in one batch (an agent's outbox after an outage): decided in
+/// order as if they came one by one, so one creation row and one latest row stay.
+pub fn copies_of_an_alert_in_one_batch_leave_its_creation_and_latest_rows(open: Open) {
+    let store = open(2);
+    let row = |id: &str, count: u64| alert(id, "pump-1", 2, "scan_vertical", count);
+    // New: created, grown twice, a late older copy, in one batch.
+    store
+        .insert_alerts(GW_A, &[row("x", 1), row("x", 2), row("x", 3), row("x", 2)])
+        .unwrap();
+    let all = store.alerts_after(0, 10).unwrap();
+    assert_eq!(ids(&all), ["x", "x"], "{all:?}");
+    let (created, latest) = (&all[0], &all[1]);
+    assert!(!created.is_update() && latest.is_update());
+    assert_eq!(latest.first_seq, created.seq);
+    assert_eq!(latest.body, row("x", 3).body);
+    assert_eq!(created.body, row("x", 1).body);
+    // Stored already: two updates and a new alert in one batch.
+    store
+        .insert_alerts(GW_A, &[row("x", 4), row("y", 1), row("x", 5)])
+        .unwrap();
+    let all = store.alerts_after(0, 10).unwrap();
+    assert_eq!(ids(&all), ["x", "y", "x"], "{all:?}");
+    assert_eq!(all[0].seq, created.seq, "the creation row stays");
+    assert_eq!(all[2].body, row("x", 5).body);
+    assert_eq!(all[2].first_seq, created.seq);
+    assert!(all[1].seq < all[2].seq, "numbers in the batch's order");
+    let listed: Vec<String> = store
+        .alerts(&AlertQuery::recent(10))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.body)
+        .collect();
+    assert_eq!(listed.len(), 2, "one per id: {listed:?}");
+}
+
 pub fn past_its_quota_a_gateway_drops_its_lowest_severity_first_and_counts_them(open: Open) {
     let store = open(10);
     let batch = |prefix: &str, n: usize, severity: u8| -> Vec<NewAlert> {
