@@ -16,6 +16,16 @@ fn ids(alerts: &[wardgate_controller::store::StoredAlert]) -> Vec<&str> {
     alerts.iter().map(|a| a.id.as_str()).collect()
 }
 
+/// The bodies `alerts` lists (the newest 10, one per alert).
+fn listed_bodies(store: &dyn wardgate_controller::store::Store) -> Vec<String> {
+    store
+        .alerts(&AlertQuery::recent(10))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.body)
+        .collect()
+}
+
 pub fn status_reports_and_health_round_trip(open: Open) {
     let store = open(QUOTA);
     site(&*store);
@@ -132,12 +142,7 @@ pub fn an_alert_is_stored_once_and_updated_by_a_higher_count(open: Open) {
         [&body("x", 1), &body("y", 1), &body("x", 5)]
     );
     assert!(all.iter().all(|a| a.gateway == GW_A && !a.acknowledged));
-    let listed: Vec<String> = store
-        .alerts(&AlertQuery::recent(10))
-        .unwrap()
-        .into_iter()
-        .map(|a| a.body)
-        .collect();
+    let listed = listed_bodies(&*store);
     assert_eq!(
         listed,
         [body("x", 5), body("y", 1)],
@@ -201,12 +206,7 @@ pub fn copies_of_an_alert_in_one_batch_leave_its_creation_and_latest_rows(open: 
     assert_eq!(all[2].body, row("x", 5).body);
     assert_eq!(all[2].first_seq, created.seq);
     assert!(all[1].seq < all[2].seq, "numbers in the batch's order");
-    let listed: Vec<String> = store
-        .alerts(&AlertQuery::recent(10))
-        .unwrap()
-        .into_iter()
-        .map(|a| a.body)
-        .collect();
+    let listed = listed_bodies(&*store);
     assert_eq!(listed.len(), 2, "one per id: {listed:?}");
 }
 
