@@ -15,34 +15,33 @@ use crate::{
     },
 };
 
-/// What an alert's latest row is while a batch is decided: stored, or one of the batch's own
-/// rows (an index into the rows to insert).
+/// A row while a batch is decided: stored under its number, or the batch's row at an index
+/// (numbered once the batch is decided).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowRef {
+    Stored(i64),
+    Batch(usize),
+}
+
+/// An alert's latest row while a batch is decided.
 #[derive(Clone)]
 struct Latest {
+    at: RowRef,
+    /// Its creation row (`at` itself while the alert was never updated).
+    first: RowRef,
     count: i64,
     last_seen: i64,
-    first: First,
     acknowledged: bool,
     by: String,
     received: i64,
-    /// `Some(i)`: the batch's row `i`; `None`: the stored row `seq`.
-    pending: Option<usize>,
-    seq: i64,
 }
 
-/// An alert's creation row: stored under a known number, or one of the batch's own rows.
-#[derive(Clone, Copy)]
-enum First {
-    Stored(i64),
-    Row(usize),
-}
-
-/// A row the batch inserts (its number is given once the batch is decided).
+/// A row the batch inserts.
 struct NewRow<'a> {
     alert: &'a NewAlert,
     count: i64,
     last_seen: i64,
-    first: Option<First>,
+    first: RowRef,
     acknowledged: bool,
     by: String,
     received: i64,
@@ -72,14 +71,13 @@ pub(super) fn insert(
         latest.insert(
             r.try_get(0)?,
             Latest {
-                seq: r.try_get(1)?,
+                at: RowRef::Stored(r.try_get(1)?),
                 count: r.try_get(2)?,
                 last_seen: r.try_get(3)?,
-                first: First::Stored(r.try_get(4)?),
+                first: RowRef::Stored(r.try_get(4)?),
                 acknowledged: r.try_get(5)?,
                 by: r.try_get(6)?,
                 received: r.try_get(7)?,
-                pending: None,
             },
         );
     }
@@ -90,39 +88,31 @@ pub(super) fn insert(
     let mut rows: Vec<NewRow> = Vec::new();
     for a in alerts {
         let (count, last_seen) = (big(a.count.max(1)), big(a.last_seen_ns));
-        let prior = latest.get(&a.id).cloned();
-        if let Some(p) = &prior
-            && (count, last_seen) <= (p.count, p.last_seen)
-        {
-            continue;
-        }
-        let (first, acknowledged, by, received) = match prior {
-            None => (None, false, String::new(), now),
+        let this = RowRef::Batch(rows.len());
+        let (first, acknowledged, by, received) = match latest.get(&a.id).cloned() {
+            None => (this, false, String::new(), now),
+            Some(p) if (count, last_seen) <= (p.count, p.last_seen) => continue,
             Some(p) => {
-                match p.pending {
-                    Some(i) if rows[i].first.is_none() => rows[i].latest = false,
-                    Some(i) => rows[i].dropped = true,
-                    None if matches!(p.first, First::Stored(f) if f == p.seq) => flip.push(p.seq),
-                    None => delete.push(p.seq),
+                let creation = p.at == p.first;
+                match p.at {
+                    RowRef::Batch(i) if creation => rows[i].latest = false,
+                    RowRef::Batch(i) => rows[i].dropped = true,
+                    RowRef::Stored(seq) if creation => flip.push(seq),
+                    RowRef::Stored(seq) => delete.push(seq),
                 }
-                let first = match (p.pending, p.first) {
-                    (Some(i), _) if rows[i].first.is_none() => First::Row(i),
-                    (_, f) => f,
-                };
-                (Some(first), p.acknowledged, p.by, p.received)
+                (p.first, p.acknowledged, p.by, p.received)
             }
         };
         latest.insert(
             a.id.clone(),
             Latest {
+                at: this,
+                first,
                 count,
                 last_seen,
-                first: first.unwrap_or(First::Row(rows.len())),
                 acknowledged,
                 by: by.clone(),
                 received,
-                pending: Some(rows.len()),
-                seq: 0,
             },
         );
         rows.push(NewRow {
@@ -163,15 +153,14 @@ pub(super) fn insert(
         for (&i, seq) in kept.iter().zip(numbers) {
             seq_of[i] = seq;
         }
-        let first_of = |r: &NewRow, i: usize| match r.first {
-            None => seq_of[i],
-            Some(First::Stored(f)) => f,
-            Some(First::Row(j)) => seq_of[j],
+        let number = |r: RowRef| match r {
+            RowRef::Stored(seq) => seq,
+            RowRef::Batch(i) => seq_of[i],
         };
         let pick = |f: &dyn Fn(usize, &NewRow) -> i64| -> Vec<i64> {
             kept.iter().map(|&i| f(i, &rows[i])).collect()
         };
-        let text = |f: &dyn Fn(&NewRow) -> String| -> Vec<String> {
+        let text = |f: &dyn for<'r> Fn(&'r NewRow<'r>) -> &'r str| -> Vec<&str> {
             kept.iter().map(|&i| f(&rows[i])).collect()
         };
         let flag = |f: &dyn Fn(&NewRow) -> bool| -> Vec<bool> {
@@ -192,19 +181,19 @@ pub(super) fn insert(
             &[
                 &gateway,
                 &pick(&|i, _| seq_of[i]),
-                &text(&|r| r.alert.id.clone()),
-                &text(&|r| r.alert.device.clone()),
-                &text(&|r| r.alert.body.clone()),
+                &text(&|r| &r.alert.id),
+                &text(&|r| &r.alert.device),
+                &text(&|r| &r.alert.body),
                 &pick(&|_, r| i64::from(r.alert.severity)),
                 &pick(&|_, r| r.received),
                 &flag(&|r| r.acknowledged),
-                &text(&|r| r.by.clone()),
+                &text(&|r| &r.by),
                 &pick(&|_, r| r.count),
                 &pick(&|_, r| r.last_seen),
-                &pick(&|i, r| first_of(r, i)),
+                &pick(&|_, r| number(r.first)),
                 &flag(&|r| r.latest),
-                &text(&|r| r.alert.detector.clone()),
-                &text(&|r| r.alert.peer.clone()),
+                &text(&|r| &r.alert.detector),
+                &text(&|r| &r.alert.peer),
             ],
         )?;
     }
