@@ -11,6 +11,47 @@ use crate::{
     store::{GenerationContent, GenerationRow},
 };
 
+/// A generation held for the commit: PostgreSQL stores bundle bytes only.
+pub(super) struct Held {
+    gateway: String,
+    generation: u32,
+    bundle: Vec<u8>,
+    reason: String,
+}
+
+impl Held {
+    pub(super) fn of(row: &GenerationRow) -> Result<Held> {
+        let GenerationContent::Bundle(bundle) = &row.content else {
+            return Err(Error::Internal(
+                "a PostgreSQL store holds generations as bundle bytes only".into(),
+            ));
+        };
+        Ok(Held {
+            gateway: row.gateway.clone(),
+            generation: row.generation,
+            bundle: bundle.clone(),
+            reason: row.reason.clone(),
+        })
+    }
+
+    pub(super) fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    pub(super) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub(super) fn row(&self) -> GenerationRow {
+        GenerationRow {
+            gateway: self.gateway.clone(),
+            generation: self.generation,
+            content: GenerationContent::Bundle(self.bundle.clone()),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 /// The audit chain head (sequence number and hash).
 pub(super) type Head = (u64, String);
 
@@ -69,7 +110,7 @@ fn read_begin(messages: &[SimpleQueryMessage]) -> Result<(Head, Option<String>)>
 /// (false: nothing was sent, or the connection was lost, and the caller rolls back).
 pub(super) fn insert_and_commit(
     c: &Db,
-    generations: &[GenerationRow],
+    generations: &[Held],
     entries: &[AuditEntry],
 ) -> (Result<()>, bool) {
     // Prepared before anything is sent (once per connection).
@@ -83,26 +124,17 @@ pub(super) fn insert_and_commit(
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };
-    let mut gateway = Vec::new();
-    let mut number = Vec::new();
-    let mut bundle: Vec<&[u8]> = Vec::new();
-    let mut reason = Vec::new();
-    let mut notify = Vec::new();
-    for g in generations {
-        let GenerationContent::Bundle(b) = &g.content else {
-            return (
-                Err(Error::Internal(
-                    "a PostgreSQL store holds generations as bundle bytes only".into(),
-                )),
-                false,
-            );
-        };
-        gateway.push(g.gateway.as_str());
-        number.push(i64::from(g.generation));
-        bundle.push(b);
-        reason.push(g.reason.as_str());
-        notify.push(listen::generation(&g.gateway, g.generation));
-    }
+    let gateway: Vec<&str> = generations.iter().map(|g| g.gateway.as_str()).collect();
+    let number: Vec<i64> = generations
+        .iter()
+        .map(|g| i64::from(g.generation))
+        .collect();
+    let bundle: Vec<&[u8]> = generations.iter().map(|g| g.bundle.as_slice()).collect();
+    let reason: Vec<&str> = generations.iter().map(|g| g.reason.as_str()).collect();
+    let notify: Vec<String> = generations
+        .iter()
+        .map(|g| listen::generation(&g.gateway, g.generation))
+        .collect();
     let created = vec![audit::now_ms(); generations.len()];
     let audit_columns = super::site::AuditColumns::of(entries);
     let (g, a, commit) = wait(async {

@@ -11,8 +11,7 @@ use crate::{
     audit::{AuditEntry, now_ms},
     error::{Error, Result},
     store::{
-        Applied, Change, DeviceRow, GatewayRow, GenerationContent, GenerationRow, SiteReader,
-        Snapshot, StoreTx,
+        Applied, Change, DeviceRow, GatewayRow, GenerationRow, SiteReader, Snapshot, StoreTx,
         sqlite::{json, list, not_found},
     },
 };
@@ -28,7 +27,7 @@ pub(super) struct PgTx<'a> {
     /// in one round trip ([`PgTx::finish`]); `latest` reads the held generations first, and
     /// nothing reads the audit trail after its head.
     audit: Vec<AuditEntry>,
-    generations: Vec<GenerationRow>,
+    generations: Vec<super::locked::Held>,
     /// The audit chain head and the store's epoch, read with the lock (the lock keeps the head
     /// as it is until the commit; the epoch never changes).
     head: (u64, String),
@@ -484,25 +483,20 @@ impl StoreTx for PgTx<'_> {
 
     fn latest(&self, gateway: &str) -> Result<Option<GenerationRow>> {
         // One this transaction inserted (held for the commit) is the latest.
-        if let Some(row) = self
+        if let Some(held) = self
             .generations
             .iter()
-            .filter(|g| g.gateway == gateway)
-            .max_by_key(|g| g.generation)
+            .filter(|g| g.gateway() == gateway)
+            .max_by_key(|g| g.generation())
         {
-            return Ok(Some(row.clone()));
+            return Ok(Some(held.row()));
         }
         site::latest(&self.conn, gateway)
     }
 
     fn insert_generation(&mut self, row: &GenerationRow) -> Result<()> {
         // Inserted at the commit (`finish`), with its NOTIFY.
-        if !matches!(row.content, GenerationContent::Bundle(_)) {
-            return Err(Error::Internal(
-                "a PostgreSQL store holds generations as bundle bytes only".into(),
-            ));
-        }
-        self.generations.push(row.clone());
+        self.generations.push(super::locked::Held::of(row)?);
         Ok(())
     }
 
