@@ -27,6 +27,8 @@ mod syslog;
 
 use std::{sync::Arc, time::Duration};
 
+use anyhow::Context as _;
+
 use tokio::{sync::watch, task::JoinHandle};
 use wardgate_analysis::detect::Finding;
 
@@ -208,37 +210,34 @@ async fn run(
                 continue;
             }
         }
-        if !resumed {
-            match resume(&name, &mut sink, store.as_ref()) {
-                Ok(()) => resumed = true,
-                Err(e) => {
-                    metrics.sink_failed(&name);
-                    tracing::warn!(sink = %name, error = %format!("{e:#}"), retry_in = ?backoff, "reading what the SOC sink already holds failed");
-                    sink.reset();
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        changed = stop.changed() => if changed.is_err() { return },
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            }
-        }
         if let Some(rx) = checkpoints.as_mut()
             && rx.has_changed().unwrap_or(false)
         {
             pending = rx.borrow_and_update().clone();
         }
-        let sent = match &pending {
-            None => Ok(()),
-            Some(c) => sink.deliver_checkpoint(c).await,
+        // What the sink already holds first (once per lease and after each failure); a
+        // failure here is a delivery failure (backoff, and read again next time).
+        let ready = if resumed {
+            Ok(())
+        } else {
+            resume(&name, &mut sink, store.as_ref())
+                .context("reading what the SOC sink already holds")
+        };
+        resumed = ready.is_ok();
+        let sent = match (ready, &pending) {
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(c)) => sink
+                .deliver_checkpoint(c)
+                .await
+                .context("sending an audit checkpoint"),
         };
         let stepped = match sent {
             Ok(()) => {
                 pending = None;
                 step(&name, &mut sink, store.as_ref()).await
             }
-            Err(e) => Err(e.context("sending an audit checkpoint")),
+            Err(e) => Err(e),
         };
         let wait = match stepped {
             Ok((0, _)) => POLL,
