@@ -220,6 +220,7 @@ pub fn context(store: Arc<dyn Store>, metrics: Arc<ControllerMetrics>, settings:
             max: settings.soc_quarantine_max,
         },
         availability: Default::default(),
+        writes: Arc::default(),
     }
 }
 

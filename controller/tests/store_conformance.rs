@@ -50,6 +50,7 @@ macro_rules! conformance {
                 site::the_epoch_is_made_once_and_never_changes,
                 site::the_audit_chain_verifies_after_many_writes,
                 site::two_writers_at_once_neither_fork_the_chain_nor_share_a_generation,
+                site::writes_waiting_together_commit_as_one_group_each_with_its_own_outcome,
                 alerts::status_reports_and_health_round_trip,
                 alerts::an_alert_is_stored_once_and_updated_by_a_higher_count,
                 alerts::copies_of_an_alert_in_one_batch_leave_its_creation_and_latest_rows,

@@ -73,10 +73,11 @@ struct Before {
     devices: BTreeMap<String, DeviceRow>,
 }
 
-/// Reads what [`assess`] needs in a transaction that is dropped (rolled back): no more
-/// devices than the write's compile reads, so a write still costs what it changes.
+/// Reads what [`assess`] needs in one read of the site (`Store::read_site`: beside the writes,
+/// not queued with them): no more devices than the write's compile reads, so a write still
+/// costs what it changes.
 fn read_before(ctx: &Ctx, changes: &[Change]) -> Result<Before> {
-    let tx = ctx.store.begin()?;
+    let tx = ctx.store.read_site()?;
     let base = tx.base()?;
     let mut devices: BTreeMap<String, DeviceRow> = BTreeMap::new();
     let mut upserted = BTreeSet::new();

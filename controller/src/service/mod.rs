@@ -41,6 +41,9 @@ pub struct Ctx {
     pub soc_quarantine: quarantine::SocQuarantine,
     /// When a change needs its availability impact accepted (`crate::impact`).
     pub availability: crate::impact::Availability,
+    /// The audited writes waiting to be committed (several are committed together:
+    /// `crate::write::group`).
+    pub writes: Arc<write::group::Groups>,
 }
 
 impl Ctx {
@@ -141,14 +144,13 @@ impl Ctx {
         };
         let out = tokio::task::block_in_place(|| {
             self.metrics.time_write(WriteKind::Change, || {
-                write::write_noted(
-                    store.as_ref(),
-                    &actor,
-                    &reason,
-                    &changes,
-                    &compile::affected,
-                    accepted,
-                )
+                let job = write::group::Job {
+                    actor,
+                    reason: reason.clone(),
+                    changes,
+                    accepted_impact: accepted,
+                };
+                self.writes.write(store.as_ref(), job, &compile::affected)
             })
         })?;
         // Each new generation is built into its bundle here, once, for all its watchers.

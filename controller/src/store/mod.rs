@@ -788,6 +788,12 @@ pub trait Store: Send + Sync {
     }
     /// Starts a write transaction; writes wait for each other.
     fn begin(&self) -> Result<Box<dyn StoreTx + '_>>;
+    /// A consistent read of the site (one snapshot of it) for a caller that writes nothing:
+    /// a backend whose writes wait for each other across connections gives one that does not
+    /// wait for them. By default a write transaction, dropped unwritten.
+    fn read_site(&self) -> Result<Box<dyn SiteReader + '_>> {
+        Ok(self.begin()?)
+    }
     /// Everything: every device too (listings; writes read only what they change).
     fn snapshot(&self) -> Result<Snapshot>;
     fn device(&self, name: &str) -> Result<Option<DeviceRow>>;

@@ -11,6 +11,7 @@
 mod commit;
 mod entries;
 mod generations;
+pub mod group;
 mod ids;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -155,7 +156,37 @@ pub fn write_noted(
     accepted_impact: Option<serde_json::Value>,
 ) -> Result<WriteOutcome> {
     let mut tx = store.begin()?;
-    let (described, states) = stage(tx.as_mut(), changes, compile)?;
+    let staged = stage_write(
+        tx.as_mut(),
+        actor,
+        reason,
+        changes,
+        compile,
+        accepted_impact,
+    )?;
+    commit::commit(tx, store.audit_head(), &staged.entries, staged.ts)?;
+    Ok(staged.outcome)
+}
+
+/// One write's rows in a transaction that is not yet committed, and what it will have done.
+struct Staged {
+    outcome: WriteOutcome,
+    /// Its audit entries, chained after whatever the transaction held before it.
+    entries: Vec<crate::audit::AuditEntry>,
+    ts: i64,
+}
+
+/// Everything of one write up to its commit: the changes, the generations and the audit
+/// entries, in `tx` (which may hold other writes before it: [`group`]).
+fn stage_write(
+    tx: &mut dyn StoreTx,
+    actor: &str,
+    reason: &str,
+    changes: &[Change],
+    compile: Compiler<'_>,
+    accepted_impact: Option<serde_json::Value>,
+) -> Result<Staged> {
+    let (described, states) = stage(tx, changes, compile)?;
     let epoch = tx.epoch()?;
     let mut out = WriteOutcome::default();
     let mut enforced = Enforcement::new();
@@ -186,6 +217,9 @@ pub fn write_noted(
         tx.insert_audit(e)?;
     }
     out.audit_seq = chain.last().map_or(0, |e| e.seq);
-    commit::commit(tx, store.audit_head(), &chain, ts)?;
-    Ok(out)
+    Ok(Staged {
+        outcome: out,
+        entries: chain,
+        ts,
+    })
 }

@@ -1,11 +1,23 @@
 //! The site as the write service writes it: devices, profiles, groups, gateways, generations,
 //! the epoch, stable ids and the audit chain, one writer or two at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Barrier,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use wardgate_controller::{
+    compile,
     error::Error,
-    store::{Change, GatewayGenerations, ProfileRow},
+    store::{Change, DeviceRow, GatewayGenerations, ProfileRow, SiteReader},
+    write::{
+        WriteOutcome,
+        group::{Groups, Job, MAX_GROUP},
+    },
 };
 use wardgate_policy::desired::Mode;
 
@@ -518,4 +530,126 @@ pub fn two_writers_at_once_neither_fork_the_chain_nor_share_a_generation(open: O
     assert_eq!(stored, (1..=start_gen + n as u32).collect::<Vec<_>>());
     let (entries, _) = verify_trail(&*store);
     assert_eq!(entries as u64, start_seq + n as u64);
+}
+
+/// Writes `first` through `groups`, holding its compile until each of `rest` waits behind it,
+/// then lets them go: `rest` are committed as one group (`write::group`). Returns the outcomes,
+/// `first`'s then `rest`'s in order.
+fn grouped(
+    store: &dyn wardgate_controller::store::Store,
+    groups: &Groups,
+    first: Job,
+    rest: Vec<Job>,
+) -> Vec<Result<WriteOutcome, Error>> {
+    let entered = Barrier::new(2);
+    let release = Barrier::new(2);
+    let held = AtomicBool::new(false);
+    let gate = |site: &dyn SiteReader, before: &[Option<DeviceRow>], changes: &[Change]| {
+        if !held.swap(true, Ordering::SeqCst) {
+            entered.wait();
+            release.wait();
+        }
+        compile::affected(site, before, changes)
+    };
+    let n = rest.len();
+    std::thread::scope(|s| {
+        let mut writers = vec![s.spawn(|| groups.write(store, first, &gate))];
+        entered.wait();
+        writers.extend(
+            rest.into_iter()
+                .map(|job| s.spawn(|| groups.write(store, job, &gate))),
+        );
+        let start = Instant::now();
+        while groups.waiting() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} of {n} writes queued",
+                groups.waiting()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        release.wait();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    })
+}
+
+fn job(changes: Vec<Change>) -> Job {
+    Job {
+        actor: "user:eve".into(),
+        reason: "INC-9 grouped".into(),
+        changes,
+        accepted_impact: None,
+    }
+}
+
+/// Writes that wait while another commits are committed together, in one transaction: each
+/// keeps its own audit entry, generation and outcome on one chain, as one at a time; a write
+/// refused in a group takes none of the others down.
+pub fn writes_waiting_together_commit_as_one_group_each_with_its_own_outcome(open: Open) {
+    let store = open(QUOTA);
+    site(&*store);
+    let pumps: Vec<String> = (3..9).map(|n| format!("pump-{n}")).collect();
+    for (i, name) in pumps.iter().enumerate() {
+        let n = u8::try_from(i + 3).unwrap();
+        written(
+            &*store,
+            vec![Change::UpsertDevice(device(name, n, GW_A, "pump"))],
+        );
+    }
+    let groups = Groups::new(MAX_GROUP);
+    let mut seq = store.audit_chain_head().unwrap().0;
+    let mut generation = store.latest_generation(GW_A).unwrap();
+    for (round, mode) in [Mode::Enforce, Mode::Learn].into_iter().enumerate() {
+        // Round 1 slips a write to a device that does not exist among the others.
+        let mut rest: Vec<Job> = pumps[1..]
+            .iter()
+            .map(|name| job(vec![set_mode(name, mode)]))
+            .collect();
+        if round == 1 {
+            rest.insert(2, job(vec![set_mode("pump-nobody", mode)]));
+        }
+        let outcomes = grouped(&*store, &groups, job(vec![set_mode(&pumps[0], mode)]), rest);
+        let mut refused = 0;
+        let mut seqs = BTreeSet::new();
+        let mut gens = BTreeSet::new();
+        for out in outcomes {
+            match out {
+                Ok(out) => {
+                    seqs.insert(out.audit_seq);
+                    gens.insert(out.generations[GW_A]);
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(e, Error::NotFound { .. }),
+                        "only the missing device is refused: {e}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(refused, round, "round {round}");
+        let n = pumps.len();
+        assert_eq!(seqs, (seq + 1..=seq + n as u64).collect(), "own entries");
+        assert_eq!(
+            gens,
+            (generation + 1..=generation + n as u32).collect(),
+            "own generations"
+        );
+        seq += n as u64;
+        generation += n as u32;
+        for name in &pumps {
+            assert_eq!(store.device(name).unwrap().unwrap().mode, mode, "{name}");
+        }
+        let stats = groups.stats();
+        // Round 1's group also holds the refused write.
+        let behind = n - 1 + round;
+        assert_eq!(
+            stats.largest, behind,
+            "round {round}: one group behind the first"
+        );
+        assert_eq!(stats.one_by_one, round as u64, "round {round}");
+    }
+    assert_eq!(store.audit_chain_head().unwrap().0, seq);
+    let (entries, _) = verify_trail(&*store);
+    assert_eq!(entries as u64, seq);
 }

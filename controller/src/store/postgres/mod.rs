@@ -564,6 +564,17 @@ impl PgStore {
         }
     }
 
+    /// `f` on a reader's connection, once more on a fresh one if that one was lost.
+    fn on_reader<'s, T>(&'s self, f: impl Fn(Conn<'s>) -> Result<T>) -> Result<T> {
+        match f(self.conn()?) {
+            Err(e) if lost(&e) => {
+                tracing::warn!(error = %e, "PostgreSQL connection lost; once more on a new one");
+                f(self.conn()?)
+            }
+            out => out,
+        }
+    }
+
     fn begin_once(&self) -> Result<tx::PgTx<'_>> {
         tx::PgTx::begin(self.writers.get()?)
     }

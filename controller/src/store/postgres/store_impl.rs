@@ -26,6 +26,12 @@ impl Store for PgStore {
         Ok(Box::new(self.begin_tx()?))
     }
 
+    fn read_site(&self) -> Result<Box<dyn crate::store::SiteReader + '_>> {
+        // A reader's connection, without the write lock: an availability assessment reads
+        // beside the writes (500 of them at once waited for the lock one by one).
+        Ok(Box::new(self.on_reader(super::tx::PgTx::read_only)?))
+    }
+
     fn snapshot(&self) -> Result<Snapshot> {
         self.on(site::snapshot)
     }

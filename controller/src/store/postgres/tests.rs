@@ -394,3 +394,41 @@ mod replicas;
 
 /// The database fails over to a promoted standby under two stores.
 mod failover;
+
+/// A read of the site for a caller that writes nothing (the availability assessment) does not
+/// wait for the write lock: 500 assignments in flight each made one, and each queued behind
+/// the writes for the lock.
+#[test]
+fn a_site_read_does_not_wait_for_the_write_lock() {
+    let store = Arc::new(PgStore::connect(&fresh()).unwrap());
+    write(
+        &*store,
+        "user:sam",
+        "INC-1",
+        &[gateway("gw-3a"), pump("gw-3a")],
+        &|_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| Ok(BTreeMap::new()),
+    )
+    .unwrap();
+    let mut held = store.begin().unwrap(); // holds the write lock until dropped
+    held.apply(&gateway("gw-3b")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let site = store.read_site().unwrap();
+            let read = (
+                site.device("pump").unwrap().map(|d| d.gateway),
+                site.gateways(&["gw-3b".to_string()].into()).unwrap().len(),
+            );
+            tx.send(read).unwrap();
+        })
+    };
+    let read = rx.recv_timeout(Duration::from_secs(5));
+    drop(held);
+    reader.join().unwrap();
+    assert_eq!(
+        read.expect("the read waited for the write lock"),
+        (Some("gw-3a".to_string()), 0),
+        "it reads what is committed, not the open write's rows"
+    );
+}

@@ -55,6 +55,23 @@ impl<'a> PgTx<'a> {
         })
     }
 
+    /// A read-only transaction on `conn` (one snapshot of the site: REPEATABLE READ), without
+    /// the write lock, for `Store::read_site`: only its `SiteReader` side is ever used (the
+    /// server refuses a write in it).
+    pub(super) fn read_only(conn: Conn<'a>) -> Result<Self> {
+        conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        Ok(PgTx {
+            conn,
+            done: false,
+            base: Mutex::new(None),
+            audit: Vec::new(),
+            generations: Vec::new(),
+            head: (0, crate::audit::GENESIS.to_string()),
+            epoch: None,
+            read: Mutex::new(None),
+        })
+    }
+
     /// The generations, the audit entries and the COMMIT, sent together (one round trip). A
     /// failed insert aborts the transaction, so its COMMIT ends it as a rollback: the write
     /// fails with the insert's error and nothing of it stays.
@@ -441,7 +458,13 @@ impl SiteReader for PgTx<'_> {
 impl StoreTx for PgTx<'_> {
     fn apply(&mut self, change: &Change) -> Result<Applied> {
         let read = self.last_read().take();
-        self.wrote();
+        if matches!(
+            change,
+            Change::UpsertProfile { .. } | Change::UpsertGroup { .. }
+        ) {
+            // The only changes to what `base` holds besides the ids (which drop it themselves).
+            self.wrote();
+        }
         let (applied, written) = apply(&self.conn, change, read)?;
         if let Some(row) = written {
             *self.last_read() = Some((row.name.clone(), Some(row)));
@@ -506,7 +529,9 @@ impl StoreTx for PgTx<'_> {
 
     fn insert_audit(&mut self, e: &AuditEntry) -> Result<()> {
         // Inserted with the others at the commit: nothing in the transaction reads the audit
-        // trail after its chain head.
+        // trail but its chain head, which is this entry now (a group's next write chains
+        // after it).
+        self.head = (e.seq, e.hash.clone());
         self.audit.push(e.clone());
         Ok(())
     }
