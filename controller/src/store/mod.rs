@@ -760,6 +760,14 @@ pub trait StoreTx: SiteReader {
     /// The last audit entry's sequence and hash (0 and the genesis hash when empty).
     fn audit_chain_head(&self) -> Result<(u64, String)>;
     fn insert_audit(&mut self, entry: &AuditEntry) -> Result<()>;
+    /// A hint before several writes in this transaction (a group: `crate::write::group`):
+    /// the devices they change. A backend whose every read is a round trip may read ahead
+    /// what those writes will read (the devices, their gateways' devices and rows, those
+    /// gateways' latest generations) in a few statements instead of several per write; a read
+    /// it then serves must return what reading would.
+    fn read_ahead(&mut self, _devices: &[&str]) -> Result<()> {
+        Ok(())
+    }
     fn commit(self: Box<Self>) -> Result<()>;
 }
 

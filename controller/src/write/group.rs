@@ -232,6 +232,19 @@ fn together(
     compile: Compiler<'_>,
 ) -> std::result::Result<Vec<WriteOutcome>, Failed> {
     let mut tx = store.begin().map_err(Failed::Commit)?;
+    // What the group's assignments will read, in a few statements for all of them.
+    let devices: Vec<&str> = group
+        .iter()
+        .flat_map(|(_, job)| &job.changes)
+        .filter(|c| {
+            matches!(
+                c,
+                Change::AssignProfile { .. } | Change::SetMode { .. } | Change::SetLocation { .. }
+            )
+        })
+        .filter_map(Change::device)
+        .collect();
+    tx.read_ahead(&devices).map_err(Failed::Before)?;
     let mut entries = Vec::new();
     let mut outcomes = Vec::with_capacity(group.len());
     let mut ts = 0;

@@ -640,6 +640,13 @@ pub fn writes_waiting_together_commit_as_one_group_each_with_its_own_outcome(ope
         for name in &pumps {
             assert_eq!(store.device(name).unwrap().unwrap().mode, mode, "{name}");
         }
+        // The group's last generation was compiled after every write before it in the group.
+        let last = store.generation(GW_A, generation).unwrap().unwrap();
+        let state = wardgate_controller::generation::decode(&last.content).unwrap();
+        for name in &pumps {
+            let entry = state.devices.iter().find(|d| &d.name == name).unwrap();
+            assert_eq!(entry.mode, mode, "{name} in generation {generation}");
+        }
         let stats = groups.stats();
         // Round 1's group also holds the refused write.
         let behind = n - 1 + round;

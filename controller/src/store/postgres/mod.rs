@@ -34,6 +34,7 @@
 //! TLS to the server is not supported yet (`sslmode=require` fails to connect): the URL is
 //! for a server on the host or a trusted network.
 
+mod ahead;
 mod alerts;
 mod console;
 mod fleet;

@@ -7,13 +7,17 @@
 //! database per test), or one of its own for the restart. A test that cannot start PostgreSQL
 //! fails; it never skips.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use wardgate_testkit::postgres::Server;
 
 use wardgate_policy::desired::Mode;
 
-use super::PgStore;
+use super::{PgStore, site};
 use crate::{
     audit,
     store::{AlertQuery, Change, DeviceRow, GatewayRow, GenerationContent, NewAlert, Store},
@@ -431,4 +435,85 @@ fn a_site_read_does_not_wait_for_the_write_lock() {
         (Some("gw-3a".to_string()), 0),
         "it reads what is committed, not the open write's rows"
     );
+}
+
+/// What a group of writes reads ahead (`StoreTx::read_ahead`) is served only as what reading
+/// would return: before any write, after the writes that patch it, and after one that drops it.
+#[test]
+fn what_a_group_reads_ahead_is_what_reading_returns() {
+    use crate::store::{SiteReader, StoreTx};
+    let store = PgStore::connect(&fresh()).unwrap();
+    let mut other = match pump("gw-3b") {
+        Change::UpsertDevice(d) => d,
+        _ => unreachable!(),
+    };
+    other.name = "monitor".into();
+    other.mac = "02:00:00:00:00:0d".parse().unwrap();
+    other.addresses = vec!["192.0.2.13".parse().unwrap()];
+    let one_generation = |_: &dyn crate::store::SiteReader, _: &[_], _: &[_]| {
+        Ok(BTreeMap::from([(
+            "gw-3a".to_string(),
+            crate::generation::one_pump("gw-3a", 1, Mode::Monitor),
+        )]))
+    };
+    write(
+        &store,
+        "user:sam",
+        "INC-1",
+        &[
+            gateway("gw-3a"),
+            gateway("gw-3b"),
+            pump("gw-3a"),
+            Change::UpsertDevice(other),
+        ],
+        &one_generation,
+    )
+    .unwrap();
+    let mut tx = store.begin_tx().unwrap();
+    tx.read_ahead(&["pump", "nobody"]).unwrap();
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let check = |tx: &super::tx::PgTx<'_>, when: &str| {
+        let c = &tx.conn;
+        for name in ["pump", "nobody", "monitor"] {
+            assert_eq!(
+                tx.device(name).unwrap(),
+                site::device(c, name).unwrap(),
+                "{when}: {name}"
+            );
+        }
+        for gws in [&["gw-3a"][..], &["gw-3a", "gw-3b"], &["gw-3b"]] {
+            let read = site::devices_where(c, "WHERE gateway = ANY($1)", &[&gws]).unwrap();
+            assert_eq!(
+                tx.devices_of(&names(gws), &BTreeSet::new()).unwrap(),
+                read,
+                "{when}"
+            );
+        }
+        let gws = names(&["gw-3a", "gw-x"]);
+        let read = site::gateways_where(c, "WHERE name = ANY($1)", &[&vec!["gw-3a", "gw-x"]]);
+        assert_eq!(tx.gateways(&gws).unwrap(), read.unwrap(), "{when}");
+        assert_eq!(
+            tx.latest("gw-3a").unwrap().map(|g| g.generation),
+            site::latest(c, "gw-3a").unwrap().map(|g| g.generation),
+            "{when}"
+        );
+    };
+    check(&tx, "read ahead");
+    assert!(tx.ahead.is_some());
+    tx.apply(&Change::AssignProfile {
+        device: "pump".into(),
+        profile: "infusion".into(),
+    })
+    .unwrap();
+    check(&tx, "after an assignment");
+    tx.apply(&Change::SetLocation {
+        device: "pump".into(),
+        location: "bed 4".into(),
+    })
+    .unwrap();
+    check(&tx, "after a move");
+    assert!(tx.ahead.is_some(), "patched, not dropped");
+    tx.apply(&pump("gw-3b")).unwrap();
+    assert!(tx.ahead.is_none(), "another change drops it");
+    check(&tx, "after a device moved to another gateway");
 }

@@ -35,6 +35,8 @@ pub(super) struct PgTx<'a> {
     /// The last device read by name and what it read, until the transaction writes: a write
     /// reads a change's device before applying it, and applying needs the same row.
     read: Mutex<Option<(String, Option<DeviceRow>)>>,
+    /// What a group of writes will read, read ahead ([`StoreTx::read_ahead`]).
+    pub(super) ahead: Option<super::ahead::Ahead>,
 }
 
 impl<'a> PgTx<'a> {
@@ -52,6 +54,7 @@ impl<'a> PgTx<'a> {
             head,
             epoch,
             read: Mutex::new(None),
+            ahead: None,
         })
     }
 
@@ -69,6 +72,7 @@ impl<'a> PgTx<'a> {
             head: (0, crate::audit::GENESIS.to_string()),
             epoch: None,
             read: Mutex::new(None),
+            ahead: None,
         })
     }
 
@@ -417,6 +421,9 @@ impl SiteReader for PgTx<'_> {
     }
 
     fn gateways(&self, names: &BTreeSet<String>) -> Result<Vec<GatewayRow>> {
+        if let Some(rows) = self.ahead.as_ref().and_then(|a| a.gateways(names)) {
+            return Ok(rows);
+        }
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         site::gateways_where(&self.conn, "WHERE name = ANY($1)", &[&names])
     }
@@ -434,6 +441,11 @@ impl SiteReader for PgTx<'_> {
         gateways: &BTreeSet<String>,
         profiles: &BTreeSet<String>,
     ) -> Result<Vec<DeviceRow>> {
+        if profiles.is_empty()
+            && let Some(rows) = self.ahead.as_ref().and_then(|a| a.devices_on(gateways))
+        {
+            return Ok(rows);
+        }
         let gateways: Vec<&str> = gateways.iter().map(String::as_str).collect();
         let profiles: Vec<&str> = profiles.iter().map(String::as_str).collect();
         site::devices_where(
@@ -448,6 +460,9 @@ impl SiteReader for PgTx<'_> {
             && n == name
         {
             return Ok(row.clone());
+        }
+        if let Some(row) = self.ahead.as_ref().and_then(|a| a.device(name)) {
+            return Ok(row);
         }
         let row = site::device(&self.conn, name)?;
         *self.last_read() = Some((name.to_string(), row.clone()));
@@ -466,6 +481,11 @@ impl StoreTx for PgTx<'_> {
             self.wrote();
         }
         let (applied, written) = apply(&self.conn, change, read)?;
+        match (&mut self.ahead, &written) {
+            (Some(ahead), Some(row)) => ahead.wrote(row),
+            // Another change (or none of the device's rows written): read again from now on.
+            (ahead, _) => *ahead = None,
+        }
         if let Some(row) = written {
             *self.last_read() = Some((row.name.clone(), Some(row)));
         }
@@ -514,6 +534,9 @@ impl StoreTx for PgTx<'_> {
         {
             return Ok(Some(held.row()));
         }
+        if let Some(row) = self.ahead.as_ref().and_then(|a| a.latest(gateway)) {
+            return Ok(row);
+        }
         site::latest(&self.conn, gateway)
     }
 
@@ -533,6 +556,13 @@ impl StoreTx for PgTx<'_> {
         // after it).
         self.head = (e.seq, e.hash.clone());
         self.audit.push(e.clone());
+        Ok(())
+    }
+
+    fn read_ahead(&mut self, devices: &[&str]) -> Result<()> {
+        if !devices.is_empty() {
+            self.ahead = Some(super::ahead::Ahead::read(&self.conn, devices)?);
+        }
         Ok(())
     }
 
