@@ -11,8 +11,9 @@
 //! alone. A write that fails in a group (a missing device, a compile error, the bundle limit)
 //! must not take the others down, and a statement error ends a PostgreSQL transaction: so on
 //! any error before the commit the group is rolled back and its writes run again one by one,
-//! each in its own transaction, as without grouping. A failed commit fails every write of the
-//! group, as it would fail the one write alone (whether it took is then unknown to them all).
+//! each in its own transaction, as without grouping; so does a commit the database refused
+//! (rolled back). A commit whose connection was lost fails every write of the group, as it
+//! would fail the one write alone (whether it took is then unknown to them all).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -213,6 +214,15 @@ fn run(
             );
             return (group.into_iter().map(alone).collect(), true);
         }
+        // Refused at the commit (a held-back statement, a constraint): rolled back, so as
+        // any refusal before it.
+        Err(Failed::Commit(e)) if !unknown_outcome(&e) => {
+            tracing::debug!(
+                writes = group.len(),
+                "a group's commit failed ({e}); its writes run one by one"
+            );
+            return (group.into_iter().map(alone).collect(), true);
+        }
         Err(Failed::Commit(e)) => group.iter().map(|(t, _)| (*t, Err(again(&e)))).collect(),
     };
     (results, false)
@@ -221,8 +231,18 @@ fn run(
 enum Failed {
     /// Nothing was committed: a write of the group was refused, or the transaction failed.
     Before(Error),
-    /// The commit (or the transaction's start) failed: the writes get this error.
+    /// The commit (or the transaction's start) failed: on a lost connection whether it took
+    /// is unknown and the writes get this error; else nothing was committed.
     Commit(Error),
+}
+
+/// The database connection went away during the commit: it may or may not have taken.
+fn unknown_outcome(e: &Error) -> bool {
+    match e {
+        Error::Unavailable(_) => true,
+        Error::Store(crate::store::StoreError::Postgres(p)) => connection_lost(p),
+        _ => false,
+    }
 }
 
 /// The group's writes in one transaction, committed once.

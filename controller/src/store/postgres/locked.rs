@@ -8,7 +8,7 @@ use super::{Db, listen, lost, unsigned, wait};
 use crate::{
     audit::{self, AuditEntry},
     error::{Error, Result},
-    store::{GenerationContent, GenerationRow},
+    store::{DeviceRow, GenerationContent, GenerationRow},
 };
 
 /// A generation held for the commit: PostgreSQL stores bundle bytes only.
@@ -110,6 +110,7 @@ fn read_begin(messages: &[SimpleQueryMessage]) -> Result<(Head, Option<String>)>
 /// (false: nothing was sent, or the connection was lost, and the caller rolls back).
 pub(super) fn insert_and_commit(
     c: &Db,
+    devices: &[DeviceRow],
     generations: &[Held],
     entries: &[AuditEntry],
 ) -> (Result<()>, bool) {
@@ -118,9 +119,10 @@ pub(super) fn insert_and_commit(
         Ok((
             c.statement(GENERATIONS)?,
             c.statement(super::site::INSERT_AUDIT)?,
+            c.statement(UPDATE_DEVICES)?,
         ))
     })();
-    let (insert_generations, insert_audit) = match statements {
+    let (insert_generations, insert_audit, update) = match statements {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };
@@ -137,8 +139,15 @@ pub(super) fn insert_and_commit(
         .collect();
     let created = vec![audit::now_ms(); generations.len()];
     let audit_columns = super::site::AuditColumns::of(entries);
-    let (g, a, commit) = wait(async {
+    let updated = UpdatedColumns::of(devices);
+    let (d, g, a, commit) = wait(async {
         tokio::join!(
+            async {
+                if devices.is_empty() {
+                    return Ok(0);
+                }
+                c.execute(&update, &updated.params()).await
+            },
             async {
                 if generations.is_empty() {
                     return Ok(0);
@@ -166,11 +175,12 @@ pub(super) fn insert_and_commit(
             c.batch_execute("COMMIT"),
         )
     });
-    let result = g
-        .and(a)
-        .and(commit.map(|()| 0))
-        .map(|_| ())
-        .map_err(Error::from);
+    let result = updated
+        .check(d)
+        .and(g.map_err(Error::from))
+        .and(a.map_err(Error::from))
+        .and(commit.map(|()| 0).map_err(Error::from))
+        .map(|_| ());
     let ended = !result.as_ref().is_err_and(lost);
     (result, ended)
 }
@@ -180,3 +190,52 @@ pub(super) fn insert_and_commit(
 const GENERATIONS: &str = "WITH stored AS (INSERT INTO generations (gateway, generation, \
      bundle, reason, created_ms) SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BYTEA[], \
      $4::TEXT[], $5::BIGINT[])) SELECT pg_notify($6, n) FROM UNNEST($7::TEXT[]) AS n";
+
+/// Sets profile, mode and location of each named device (the rows a transaction held back
+/// its updates of: `PgTx::db`), in one statement.
+const UPDATE_DEVICES: &str = "UPDATE devices AS d SET profile = u.profile, mode = u.mode, \
+     location = u.location FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[]) \
+     AS u (name, profile, mode, location) WHERE d.name = u.name";
+
+/// [`UPDATE_DEVICES`]'s columns.
+struct UpdatedColumns<'a> {
+    name: Vec<&'a str>,
+    profile: Vec<&'a str>,
+    mode: Vec<&'static str>,
+    location: Vec<&'a str>,
+}
+
+impl<'a> UpdatedColumns<'a> {
+    fn of(devices: &'a [DeviceRow]) -> Self {
+        UpdatedColumns {
+            name: devices.iter().map(|d| d.name.as_str()).collect(),
+            profile: devices.iter().map(|d| d.profile.as_str()).collect(),
+            mode: devices.iter().map(|d| d.mode.as_str()).collect(),
+            location: devices.iter().map(|d| d.location.as_str()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 4] {
+        [&self.name, &self.profile, &self.mode, &self.location]
+    }
+
+    /// Every row was there to update (the transaction read each; the lock kept them).
+    fn check(&self, updated: std::result::Result<u64, tokio_postgres::Error>) -> Result<u64> {
+        let n = updated?;
+        if n != self.name.len() as u64 {
+            return Err(Error::Internal(format!(
+                "{n} of {} held-back device updates found their row",
+                self.name.len()
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// Writes the device updates a transaction held back (one round trip).
+pub(super) fn update_devices(c: &Db, devices: &[DeviceRow]) -> Result<()> {
+    let updated = UpdatedColumns::of(devices);
+    let statement = c.statement(UPDATE_DEVICES)?;
+    updated.check(wait(c.execute(&statement, &updated.params())))?;
+    Ok(())
+}

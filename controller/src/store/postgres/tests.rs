@@ -473,7 +473,8 @@ fn what_a_group_reads_ahead_is_what_reading_returns() {
     tx.read_ahead(&["pump", "nobody"]).unwrap();
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     let check = |tx: &super::tx::PgTx<'_>, when: &str| {
-        let c = &tx.conn;
+        // The connection with the updates the transaction held back written.
+        let c = tx.db().unwrap();
         for name in ["pump", "nobody", "monitor"] {
             assert_eq!(
                 tx.device(name).unwrap(),
@@ -513,7 +514,41 @@ fn what_a_group_reads_ahead_is_what_reading_returns() {
     .unwrap();
     check(&tx, "after a move");
     assert!(tx.ahead.is_some(), "patched, not dropped");
+    tx.apply(&Change::SetMode {
+        device: "pump".into(),
+        mode: Mode::Enforce,
+    })
+    .unwrap();
+    assert_eq!(
+        tx.device("pump").unwrap().unwrap().mode,
+        Mode::Enforce,
+        "an update held back is read"
+    );
     tx.apply(&pump("gw-3b")).unwrap();
     assert!(tx.ahead.is_none(), "another change drops it");
     check(&tx, "after a device moved to another gateway");
+    tx.apply(&Change::SetLocation {
+        device: "pump".into(),
+        location: "bed 9".into(),
+    })
+    .unwrap();
+    // The row is the transaction's again (the move's update returned it): held back until
+    // the commit, and sent with it.
+    tx.apply(&Change::SetMode {
+        device: "pump".into(),
+        mode: Mode::Learn,
+    })
+    .unwrap();
+    assert_eq!(tx.updates().len(), 1, "held back");
+    Box::new(tx).commit().unwrap();
+    let stored = store.device("pump").unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.gateway.as_str(),
+            stored.location.as_str(),
+            stored.mode
+        ),
+        ("gw-3b", "bed 9", Mode::Learn),
+        "the update held back until the commit is committed with it"
+    );
 }

@@ -37,6 +37,11 @@ pub(super) struct PgTx<'a> {
     read: Mutex<Option<(String, Option<DeviceRow>)>>,
     /// What a group of writes will read, read ahead ([`StoreTx::read_ahead`]).
     pub(super) ahead: Option<super::ahead::Ahead>,
+    /// Devices whose profile, mode or location a change set, by name, as they are now: a row
+    /// already read is updated here and written in one statement before the next one that
+    /// could read it ([`PgTx::db`]), or with the commit. An assignment in a group then makes
+    /// no round trip of its own.
+    updated: Mutex<std::collections::BTreeMap<String, DeviceRow>>,
 }
 
 impl<'a> PgTx<'a> {
@@ -55,6 +60,7 @@ impl<'a> PgTx<'a> {
             epoch,
             read: Mutex::new(None),
             ahead: None,
+            updated: Mutex::default(),
         })
     }
 
@@ -73,6 +79,7 @@ impl<'a> PgTx<'a> {
             epoch: None,
             read: Mutex::new(None),
             ahead: None,
+            updated: Mutex::default(),
         })
     }
 
@@ -82,7 +89,9 @@ impl<'a> PgTx<'a> {
     pub(super) fn finish(mut self) -> Result<()> {
         let generations = std::mem::take(&mut self.generations);
         let audit = std::mem::take(&mut self.audit);
-        let (result, ended) = super::locked::insert_and_commit(&self.conn, &generations, &audit);
+        let updated: Vec<DeviceRow> = std::mem::take(&mut *self.updates()).into_values().collect();
+        let (result, ended) =
+            super::locked::insert_and_commit(&self.conn, &updated, &generations, &audit);
         // Ended either way (committed, or rolled back by the server): no ROLLBACK at drop
         // unless nothing was sent or the connection itself failed.
         self.done = ended;
@@ -99,6 +108,53 @@ impl<'a> PgTx<'a> {
         self.read
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn updates(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, DeviceRow>> {
+        self.updated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connection, once the device updates held back are written: every statement but the
+    /// commit's goes through here.
+    pub(super) fn db(&self) -> Result<&Db> {
+        let updated: Vec<DeviceRow> = std::mem::take(&mut *self.updates()).into_values().collect();
+        if !updated.is_empty() {
+            super::locked::update_devices(&self.conn, &updated)?;
+        }
+        Ok(&self.conn)
+    }
+
+    /// A profile, mode or location set on a device whose row this transaction holds (the last
+    /// read, or read ahead): the row as it is now, the update held back ([`PgTx::updated`]).
+    /// None: the change is another, or the row must be read.
+    fn update_held(
+        &self,
+        change: &Change,
+        read: Option<&(String, Option<DeviceRow>)>,
+    ) -> Option<(DeviceRow, DeviceRow)> {
+        let name = match change {
+            Change::AssignProfile { device, .. }
+            | Change::SetMode { device, .. }
+            | Change::SetLocation { device, .. } => device,
+            _ => return None,
+        };
+        let held = match read {
+            Some((n, row)) if n == name => row.clone(),
+            _ => self.ahead.as_ref()?.device(name)?,
+        }?;
+        let mut now = held.clone();
+        match change {
+            Change::AssignProfile { profile, .. } => now.profile = profile.clone(),
+            Change::SetMode { mode, .. } => now.mode = *mode,
+            Change::SetLocation { location, .. } => now.location = location.clone(),
+            _ => return None,
+        }
+        self.updates().insert(name.clone(), now.clone());
+        Some((held, now))
     }
 
     /// The transaction wrote rows the memos may hold.
@@ -415,7 +471,7 @@ impl SiteReader for PgTx<'_> {
         if let Some(s) = &*self.cached_base() {
             return Ok(s.clone());
         }
-        let s = site::base(&self.conn)?;
+        let s = site::base(self.db()?)?;
         *self.cached_base() = Some(s.clone());
         Ok(s)
     }
@@ -425,11 +481,11 @@ impl SiteReader for PgTx<'_> {
             return Ok(rows);
         }
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        site::gateways_where(&self.conn, "WHERE name = ANY($1)", &[&names])
+        site::gateways_where(self.db()?, "WHERE name = ANY($1)", &[&names])
     }
 
     fn gateway_names(&self) -> Result<Vec<String>> {
-        self.conn
+        self.db()?
             .rows("SELECT name FROM gateways ORDER BY name", &[])?
             .iter()
             .map(|r| Ok(r.try_get(0)?))
@@ -449,7 +505,7 @@ impl SiteReader for PgTx<'_> {
         let gateways: Vec<&str> = gateways.iter().map(String::as_str).collect();
         let profiles: Vec<&str> = profiles.iter().map(String::as_str).collect();
         site::devices_where(
-            &self.conn,
+            self.db()?,
             "WHERE gateway = ANY($1) OR profile = ANY($2)",
             &[&gateways, &profiles],
         )
@@ -464,7 +520,7 @@ impl SiteReader for PgTx<'_> {
         if let Some(row) = self.ahead.as_ref().and_then(|a| a.device(name)) {
             return Ok(row);
         }
-        let row = site::device(&self.conn, name)?;
+        let row = site::device(self.db()?, name)?;
         *self.last_read() = Some((name.to_string(), row.clone()));
         Ok(row)
     }
@@ -480,7 +536,10 @@ impl StoreTx for PgTx<'_> {
             // The only changes to what `base` holds besides the ids (which drop it themselves).
             self.wrote();
         }
-        let (applied, written) = apply(&self.conn, change, read)?;
+        let (applied, written) = match self.update_held(change, read.as_ref()) {
+            Some((before, now)) => (Applied::Device(Some(before)), Some(now)),
+            None => apply(self.db()?, change, read)?,
+        };
         match (&mut self.ahead, &written) {
             (Some(ahead), Some(row)) => ahead.wrote(row),
             // Another change (or none of the device's rows written): read again from now on.
@@ -494,7 +553,7 @@ impl StoreTx for PgTx<'_> {
 
     fn max_device_id(&self) -> Result<u32> {
         let max: i64 = self
-            .conn
+            .db()?
             .one("SELECT COALESCE(MAX(id), 0) FROM devices", &[])?
             .try_get(0)?;
         super::u32_of("devices", "MAX(id)", max)
@@ -502,7 +561,7 @@ impl StoreTx for PgTx<'_> {
 
     fn insert_policy_id(&mut self, profile: &str, id: u32) -> Result<()> {
         self.wrote();
-        self.conn.exec(
+        self.db()?.exec(
             "INSERT INTO policy_ids (profile, id) VALUES ($1, $2)",
             &[&profile, &i64::from(id)],
         )?;
@@ -511,7 +570,7 @@ impl StoreTx for PgTx<'_> {
 
     fn insert_rule_id(&mut self, profile: &str, flow: &str, id: u32) -> Result<()> {
         self.wrote();
-        self.conn.exec(
+        self.db()?.exec(
             "INSERT INTO rule_ids (profile, flow, id) VALUES ($1, $2, $3)",
             &[&profile, &flow, &i64::from(id)],
         )?;
@@ -537,7 +596,7 @@ impl StoreTx for PgTx<'_> {
         if let Some(row) = self.ahead.as_ref().and_then(|a| a.latest(gateway)) {
             return Ok(row);
         }
-        site::latest(&self.conn, gateway)
+        site::latest(self.db()?, gateway)
     }
 
     fn insert_generation(&mut self, row: &GenerationRow) -> Result<()> {
@@ -561,7 +620,7 @@ impl StoreTx for PgTx<'_> {
 
     fn read_ahead(&mut self, devices: &[&str]) -> Result<()> {
         if !devices.is_empty() {
-            self.ahead = Some(super::ahead::Ahead::read(&self.conn, devices)?);
+            self.ahead = Some(super::ahead::Ahead::read(self.db()?, devices)?);
         }
         Ok(())
     }
