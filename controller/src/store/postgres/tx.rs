@@ -50,7 +50,12 @@ impl<'a> PgTx<'a> {
     /// queued behind it.
     pub(super) fn begin(conn: Conn<'a>) -> Result<Self> {
         let (head, epoch) = super::locked::begin(&conn, WRITE_LOCK)?;
-        Ok(PgTx {
+        Ok(PgTx::begun(conn, head, epoch))
+    }
+
+    /// A transaction begun on `conn`, with nothing read or written in it yet.
+    fn begun(conn: Conn<'a>, head: super::locked::Head, epoch: Option<String>) -> Self {
+        PgTx {
             conn,
             done: false,
             base: Mutex::new(None),
@@ -61,7 +66,7 @@ impl<'a> PgTx<'a> {
             read: Mutex::new(None),
             ahead: None,
             updated: Mutex::default(),
-        })
+        }
     }
 
     /// A read-only transaction on `conn` (one snapshot of the site: REPEATABLE READ), without
@@ -69,18 +74,11 @@ impl<'a> PgTx<'a> {
     /// server refuses a write in it).
     pub(super) fn read_only(conn: Conn<'a>) -> Result<Self> {
         conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-        Ok(PgTx {
+        Ok(PgTx::begun(
             conn,
-            done: false,
-            base: Mutex::new(None),
-            audit: Vec::new(),
-            generations: Vec::new(),
-            head: (0, crate::audit::GENESIS.to_string()),
-            epoch: None,
-            read: Mutex::new(None),
-            ahead: None,
-            updated: Mutex::default(),
-        })
+            (0, crate::audit::GENESIS.to_string()),
+            None,
+        ))
     }
 
     /// The generations, the audit entries and the COMMIT, sent together (one round trip). A
