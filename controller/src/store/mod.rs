@@ -731,6 +731,17 @@ impl Change {
             _ => None,
         }
     }
+
+    /// The device whose profile, mode or location the change sets (its row's other columns
+    /// stay as they are), if it is one of those changes.
+    pub fn device_update(&self) -> Option<&str> {
+        match self {
+            Change::AssignProfile { device, .. }
+            | Change::SetMode { device, .. }
+            | Change::SetLocation { device, .. } => Some(device),
+            _ => None,
+        }
+    }
 }
 
 /// The audit trail, and the head file's lines or why they could not be read.

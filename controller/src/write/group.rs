@@ -256,13 +256,7 @@ fn together(
     let devices: Vec<&str> = group
         .iter()
         .flat_map(|(_, job)| &job.changes)
-        .filter(|c| {
-            matches!(
-                c,
-                Change::AssignProfile { .. } | Change::SetMode { .. } | Change::SetLocation { .. }
-            )
-        })
-        .filter_map(Change::device)
+        .filter_map(Change::device_update)
         .collect();
     tx.read_ahead(&devices).map_err(Failed::Before)?;
     let mut entries = Vec::new();

@@ -565,15 +565,10 @@ impl PgStore {
         }
     }
 
-    /// `f` on a reader's connection, once more on a fresh one if that one was lost.
-    fn on_reader<'s, T>(&'s self, f: impl Fn(Conn<'s>) -> Result<T>) -> Result<T> {
-        match f(self.conn()?) {
-            Err(e) if lost(&e) => {
-                tracing::warn!(error = %e, "PostgreSQL connection lost; once more on a new one");
-                f(self.conn()?)
-            }
-            out => out,
-        }
+    /// A transaction begun by `begin` on a reader's connection, on a fresh one if the first
+    /// turns out lost.
+    fn on_reader<'s, T>(&'s self, begin: impl Fn(Conn<'s>) -> Result<T>) -> Result<T> {
+        once_more(|| begin(self.conn()?))
     }
 
     fn begin_once(&self) -> Result<tx::PgTx<'_>> {
@@ -583,12 +578,18 @@ impl PgStore {
     /// Starts a write transaction for the write service, on a fresh connection if the first
     /// one turns out lost.
     fn begin_tx(&self) -> Result<tx::PgTx<'_>> {
-        match self.begin_once() {
-            Err(e) if lost(&e) => {
-                tracing::warn!(error = %e, "PostgreSQL connection lost; beginning once more on a new one");
-                self.begin_once()
-            }
-            out => out,
+        once_more(|| self.begin_once())
+    }
+}
+
+/// Begins a transaction with `begin`, once more if the connection it got turns out lost (a
+/// closed connection is not given back to its pool, so the second gets a new one).
+fn once_more<T>(begin: impl Fn() -> Result<T>) -> Result<T> {
+    match begin() {
+        Err(e) if lost(&e) => {
+            tracing::warn!(error = %e, "PostgreSQL connection lost; beginning once more on a new one");
+            begin()
         }
+        out => out,
     }
 }

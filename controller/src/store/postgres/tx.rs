@@ -87,7 +87,7 @@ impl<'a> PgTx<'a> {
     pub(super) fn finish(mut self) -> Result<()> {
         let generations = std::mem::take(&mut self.generations);
         let audit = std::mem::take(&mut self.audit);
-        let updated: Vec<DeviceRow> = std::mem::take(&mut *self.updates()).into_values().collect();
+        let updated = self.take_updates();
         let (result, ended) =
             super::locked::insert_and_commit(&self.conn, &updated, &generations, &audit);
         // Ended either way (committed, or rolled back by the server): no ROLLBACK at drop
@@ -116,10 +116,15 @@ impl<'a> PgTx<'a> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The device updates held back, to be written now.
+    fn take_updates(&self) -> Vec<DeviceRow> {
+        std::mem::take(&mut *self.updates()).into_values().collect()
+    }
+
     /// The connection, once the device updates held back are written: every statement but the
     /// commit's goes through here.
     pub(super) fn db(&self) -> Result<&Db> {
-        let updated: Vec<DeviceRow> = std::mem::take(&mut *self.updates()).into_values().collect();
+        let updated = self.take_updates();
         if !updated.is_empty() {
             super::locked::update_devices(&self.conn, &updated)?;
         }
@@ -134,12 +139,7 @@ impl<'a> PgTx<'a> {
         change: &Change,
         read: Option<&(String, Option<DeviceRow>)>,
     ) -> Option<(DeviceRow, DeviceRow)> {
-        let name = match change {
-            Change::AssignProfile { device, .. }
-            | Change::SetMode { device, .. }
-            | Change::SetLocation { device, .. } => device,
-            _ => return None,
-        };
+        let name = change.device_update()?;
         let held = match read {
             Some((n, row)) if n == name => row.clone(),
             _ => self.ahead.as_ref()?.device(name)?,
@@ -151,7 +151,7 @@ impl<'a> PgTx<'a> {
             Change::SetLocation { location, .. } => now.location = location.clone(),
             _ => return None,
         }
-        self.updates().insert(name.clone(), now.clone());
+        self.updates().insert(name.to_string(), now.clone());
         Some((held, now))
     }
 
